@@ -1,0 +1,62 @@
+"""Settings of a traced process, read once from the environment (see docs/architecture.md)."""
+
+# No `typing` import: it costs milliseconds at start-up; annotations stay unevaluated strings.
+from __future__ import annotations
+
+import os
+
+ENV_DIR = "SELFOPT_TRACE_DIR"
+ENV_RUN_ID = "SELFOPT_TRACE_RUN_ID"
+ENV_SERVICE = "SELFOPT_TRACE_SERVICE"
+ENV_IMPORT_THRESHOLD_MS = "SELFOPT_TRACE_IMPORT_THRESHOLD_MS"
+ENV_BOOTSTRAP = "SELFOPT_TRACE_BOOTSTRAP"
+ENV_DISABLED = "SELFOPT_TRACE_DISABLED"
+ENV_SPAWN = "SELFOPT_TRACE_SPAWN"
+ENV_TRACEPARENT = "TRACEPARENT"
+ENV_TRACESTATE = "TRACESTATE"
+
+# Variables a traced parent passes on to every child, even through an explicit `env=`.
+PROPAGATED = (ENV_DIR, ENV_RUN_ID, ENV_SERVICE, ENV_IMPORT_THRESHOLD_MS, ENV_BOOTSTRAP)
+
+
+class Settings:
+    __slots__ = ("run_dir", "run_id", "service", "import_threshold_ns", "bootstrap_dir")
+
+    def __init__(self, run_dir: str, run_id: str, service: str | None, import_threshold_ns: int, bootstrap_dir: str):
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.service = service
+        self.import_threshold_ns = import_threshold_ns
+        self.bootstrap_dir = bootstrap_dir
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def from_environ(environ: dict[str, str] | None = None) -> Settings | None:
+    """The settings, or None when this process is not to be traced."""
+    env = os.environ if environ is None else environ
+    run_dir = env.get(ENV_DIR)
+    if not run_dir or _truthy(env.get(ENV_DISABLED)) or _truthy(env.get("OTEL_SDK_DISABLED")):
+        return None
+    try:
+        threshold_ms = float(env.get(ENV_IMPORT_THRESHOLD_MS) or 1.0)
+    except ValueError:
+        threshold_ms = 1.0
+    return Settings(
+        run_dir=run_dir,
+        run_id=env.get(ENV_RUN_ID) or os.path.basename(run_dir.rstrip("/")),
+        service=env.get(ENV_SERVICE) or env.get("OTEL_SERVICE_NAME") or None,
+        import_threshold_ns=int(threshold_ms * 1_000_000),
+        bootstrap_dir=env.get(ENV_BOOTSTRAP) or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+
+
+def propagated_environ(settings: Settings) -> dict[str, str]:
+    """The variables a child needs to be traced into the same run."""
+    env = {ENV_DIR: settings.run_dir, ENV_RUN_ID: settings.run_id, ENV_BOOTSTRAP: settings.bootstrap_dir}
+    if settings.service:
+        env[ENV_SERVICE] = settings.service
+    env[ENV_IMPORT_THRESHOLD_MS] = str(settings.import_threshold_ns / 1_000_000)
+    return env

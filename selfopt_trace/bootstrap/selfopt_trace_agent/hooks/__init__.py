@@ -1,0 +1,1 @@
+"""One module per patched target. Each `install` is idempotent and never raises into the program."""

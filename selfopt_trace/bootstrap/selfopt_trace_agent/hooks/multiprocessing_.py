@@ -1,0 +1,117 @@
+"""multiprocessing with fork, spawn and forkserver: each Process gets a CLIENT span, parent of the child's process span.
+
+fork: the at-fork handler opens the child's process span under the current span (ours).
+spawn: the child is a new interpreter started with os.environ, where TRACEPARENT points at our span.
+forkserver: the child is forked by the server process, so we also put our span id into the
+preparation data the parent sends, and the child re-parents its process span when it reads it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import process, tracer
+from . import os_, spawn
+
+_PREP_KEY = "selfopt_trace_parent"
+
+
+def install(target: str, module) -> None:
+    if target == "multiprocessing.process":
+        _wrap(module.BaseProcess, "start", _start)
+        _wrap(module.BaseProcess, "join", _join)
+    elif target == "multiprocessing.spawn":
+        _wrap_function(module, "get_preparation_data", _preparation_data)
+        _wrap_function(module, "prepare", _prepare)
+    elif target == "multiprocessing.popen_forkserver":
+        _wrap(module.Popen, "poll", _poll)
+
+
+def _wrap(cls, name: str, make) -> None:
+    original = getattr(cls, name)
+    if not hasattr(original, "__wrapped__"):
+        wrapper = make(original)
+        wrapper.__wrapped__ = original
+        setattr(cls, name, wrapper)
+
+
+def _wrap_function(module, name: str, make) -> None:
+    _wrap(module, name, make)
+
+
+def _start(original):
+    def start(self):
+        try:
+            span = spawn.start_span("multiprocessing", [self.name], attributes={"process.multiprocessing.start_method": _method(self)})
+            token = tracer.activate(span)
+            os_._fork_span = span
+        except Exception:
+            return original(self)
+        try:
+            with spawn.inherited_environ(span):
+                original(self)
+        except BaseException as exc:
+            spawn.failed(span, exc)
+            raise
+        finally:
+            os_._fork_span = None
+            tracer.deactivate(token)
+        spawn.started(span, self.pid)
+
+    return start
+
+
+def _method(proc) -> str:
+    try:
+        return proc._start_method or ""
+    except Exception:
+        return ""
+
+
+def _join(original):
+    def join(self, timeout=None):
+        original(self, timeout)
+        _ended(self.pid, self.exitcode)
+
+    return join
+
+
+def _poll(original):
+    def poll(self, flag=os.WNOHANG):
+        code = original(self, flag)
+        _ended(self.pid, code)
+        return code
+
+    return poll
+
+
+def _ended(pid, code) -> None:
+    if code is None or pid is None:
+        return
+    entry = spawn.forget(pid)
+    if entry is not None:
+        spawn.end_with_code(entry[0], code, entry[1])
+
+
+def _preparation_data(original):
+    def get_preparation_data(name):
+        data = original(name)
+        span = tracer.current()
+        if span is not None and span.category == "subprocess":
+            data[_PREP_KEY] = span.span_id
+        return data
+
+    return get_preparation_data
+
+
+def _prepare(original):
+    def prepare(data):
+        parent_id = data.get(_PREP_KEY) if isinstance(data, dict) else None
+        if parent_id:
+            data = {k: v for k, v in data.items() if k != _PREP_KEY}
+            root = tracer.root()
+            if root is not None and root.parent_id != parent_id:
+                process.set_reparent(parent_id)
+        return original(data)
+
+    return prepare

@@ -1,0 +1,124 @@
+"""What every way of starting a process shares: the CLIENT span, the child's environment, reaping.
+
+A child's `process` span is the child of the span that started it, carried by TRACEPARENT in the
+child's environment (OTel's environment-variable carrier). The span ends when this process sees
+the child's exit status (any os.wait* call), so it covers spawn, run and reap.
+"""
+
+from __future__ import annotations
+
+import os
+from time import time_ns
+
+from .. import config, process, redact, tracer
+
+_children: dict = {}  # pid -> span of the child's start, ended when the exit status is seen
+
+
+def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tracer.Span:
+    if isinstance(args, (str, bytes)):
+        args = [args]
+    argv = redact.argv(list(args))
+    attrs = {"process.command_args": argv, "process.executable.name": os.path.basename(argv[0]) if argv else ""}
+    if cwd is not None:
+        attrs["process.working_directory"] = os.fsdecode(cwd)
+    if attributes:
+        attrs.update(attributes)
+    span = tracer.start_span(name, "subprocess", tracer.CLIENT, attrs)
+    tracer.flush()  # the child may outlive us or be killed with us: its parent span must be on disk
+    return span
+
+
+def spawn_marker() -> str:
+    return "%d:%d" % (os.getpid(), time_ns())
+
+
+def child_environ(span: tracer.Span, env) -> dict:
+    """The environment for a child: the caller's (or ours), merged with what tracing needs."""
+    base = dict(os.environ if env is None else env)
+    settings = process.settings()
+    ours = dict(config.propagated_environ(settings)) if settings else {}
+    ours[config.ENV_TRACEPARENT] = span.traceparent()
+    ours[config.ENV_SPAWN] = spawn_marker()
+    if settings:
+        ours["PYTHONPATH"] = _with_bootstrap(_get(base, "PYTHONPATH"), settings.bootstrap_dir)
+    if base and isinstance(next(iter(base)), bytes):
+        ours = {os.fsencode(k): os.fsencode(v) for k, v in ours.items()}
+    base.update(ours)
+    return base
+
+
+def _get(env: dict, key: str) -> str:
+    value = env.get(key)
+    if value is None:
+        value = env.get(key.encode())
+    return os.fsdecode(value) if value is not None else ""
+
+
+def _with_bootstrap(pythonpath: str, bootstrap_dir: str) -> str:
+    entries = [p for p in pythonpath.split(os.pathsep) if p] if pythonpath else []
+    if bootstrap_dir in entries:
+        return pythonpath
+    return os.pathsep.join([bootstrap_dir] + entries)
+
+
+class inherited_environ:
+    """For calls that take the environment from os.environ (os.system, exec*, multiprocessing spawn):
+    point TRACEPARENT at `span` for the duration of the call."""
+
+    def __init__(self, span: tracer.Span):
+        self.span = span
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in (config.ENV_TRACEPARENT, config.ENV_SPAWN)}
+        os.environ[config.ENV_TRACEPARENT] = self.span.traceparent()
+        os.environ[config.ENV_SPAWN] = spawn_marker()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def started(span: tracer.Span, pid: int, spawn_ns: int = 0) -> None:
+    """The child exists: remember it so that seeing its exit status ends the span."""
+    attributes = {"process.pid": pid}
+    if spawn_ns:
+        attributes["selfopt_trace.spawn_ns"] = spawn_ns  # time in the spawning call (fork/exec)
+    _children[pid] = (span, attributes)
+
+
+def failed(span: tracer.Span, exc: BaseException) -> None:
+    tracer.end_span(span, tracer.ERROR, {"error.type": type(exc).__qualname__,
+                                         "exception.message": redact.text(str(exc))[:500]})
+
+
+def reaped(pid: int, status: int) -> None:
+    entry = _children.pop(pid, None)
+    if entry is None:
+        return
+    end_with_code(entry[0], exit_code(status), entry[1])
+
+
+def exit_code(status: int) -> int | None:
+    """A wait status as an exit code, negative for a signal (like Popen.returncode)."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return None
+
+
+def forget(pid: int) -> tuple | None:
+    """The child's span and attributes, for a caller that learns the exit status another way."""
+    return _children.pop(pid, None)
+
+
+def end_with_code(span: tracer.Span, code: int | None, attributes: dict | None = None) -> None:
+    attributes = dict(attributes or ())
+    if code is not None:
+        attributes["process.exit.code"] = code
+    tracer.end_span(span, tracer.ERROR if code else tracer.UNSET, attributes)

@@ -1,0 +1,65 @@
+"""Post-import hooks: a library is patched when it is first imported, never at start-up.
+
+The import wrapper in importtime.py calls `fire` after every first import, so a pending hook
+costs one dict lookup per import and nothing else. A hook registered after its module was
+imported runs at once. A failing hook is a diagnostic; the import itself always succeeds.
+"""
+
+from __future__ import annotations
+
+import sys
+from time import time_ns
+
+from . import tracer
+
+# module name -> hook module under hooks/ (each has `install(module)`); extended by the integrations.
+BUILTIN_HOOKS = {
+    "subprocess": "subprocess_",
+    "multiprocessing.process": "multiprocessing_",
+    "multiprocessing.spawn": "multiprocessing_",
+    "multiprocessing.popen_forkserver": "multiprocessing_",
+    "signal": "signal_",
+}
+
+_pending: dict = {}
+
+
+def when_imported(name: str, hook) -> None:
+    """Call `hook(module)` once `name` is imported (now, if it already is)."""
+    module = sys.modules.get(name)
+    if module is not None and not _initializing(module):
+        _run(name, hook, module)
+    else:
+        _pending.setdefault(name, []).append(hook)
+
+
+def install_builtin_hooks() -> None:
+    for name, hook_module in BUILTIN_HOOKS.items():
+        when_imported(name, _hook_installer(hook_module, name))
+
+
+def _hook_installer(hook_module: str, target: str):
+    def install(module) -> None:
+        hooks = __import__(__package__ + ".hooks." + hook_module, fromlist=["install"])
+        hooks.install(target, module)
+
+    return install
+
+
+def fire(name: str, module) -> None:
+    for hook in _pending.pop(name, ()):
+        _run(name, hook, module)
+
+
+def _run(name: str, hook, module) -> None:
+    t0 = time_ns()
+    try:
+        hook(module)
+    except Exception as exc:
+        tracer.exception_diagnostic("hook_failed:" + name, exc)
+    tracer.add_overhead(time_ns() - t0)
+
+
+def _initializing(module) -> bool:
+    spec = getattr(module, "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))

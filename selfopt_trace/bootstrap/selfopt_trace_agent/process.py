@@ -1,0 +1,260 @@
+"""The process span: from the kernel's start time of this process to its exit.
+
+Start-up does the least it can: read the start time, write two records to the buffer, install
+the import wrapper and a handful of os.* wrappers (attribute assignments), register exit and fork
+handlers. No thread, no file opened until the first flush, no third-party import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from time import time_ns
+
+from . import config, redact, spanfile, tracer
+
+_settings: config.Settings | None = None
+_exit_code: int | None = None
+_exit_attributes: dict = {}
+_reparent = ""  # a forkserver child learns its real parent span only after start-up
+
+
+def settings() -> config.Settings | None:
+    return _settings
+
+
+def start(settings_: config.Settings) -> None:
+    global _settings
+    entered = time_ns()
+    _settings = settings_
+    trace_id, remote_parent = _incoming_context(os.environ.get(config.ENV_TRACEPARENT, ""))
+    start_ns, source = _start_time(entered)
+    _begin(start_ns, entered, source, trace_id, remote_parent)
+
+    from . import importtime, lazy
+    from .hooks import os_
+
+    importtime.install(settings_.import_threshold_ns)
+    lazy.install_builtin_hooks()
+    os_.install()
+    import atexit
+
+    atexit.register(_at_exit)
+    os.register_at_fork(before=tracer.before_fork, after_in_parent=tracer.after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
+    from .hooks import signal_
+
+    signal_.install_sigterm()
+    tracer.add_overhead(time_ns() - entered)
+
+
+def _begin(start_ns: int, entered: int, source: str, trace_id: str, remote_parent: str,
+           parent: tracer.Span | None = None) -> None:
+    """Open this process's span file and its process and interpreter.startup spans."""
+    assert _settings is not None
+    pid = os.getpid()
+    tracer.configure(os.path.join(_settings.run_dir, "spans"),
+                     spanfile.header_line(entered, _settings.run_id, pid, _resource(pid)))
+    tracer.set_root(None, trace_id, remote_parent)
+    root = tracer.start_span("process", "process", tracer.INTERNAL, _process_attributes(pid, source),
+                             parent=parent, start_ns=start_ns)
+    tracer.set_root(root, trace_id, remote_parent)
+    if entered > start_ns:
+        tracer.record_complete("interpreter.startup", "startup", start_ns, entered, None, parent=root)
+    # Non-Python intermediaries (bash, make, xargs) pass the context on to their children.
+    os.environ[config.ENV_TRACEPARENT] = root.traceparent()
+    os.environ.pop(config.ENV_SPAWN, None)
+
+
+def _incoming_context(traceparent: str) -> tuple:
+    """(trace_id, parent span id) from a W3C traceparent, or a new trace."""
+    parts = traceparent.strip().split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16 and parts[0] != "ff":
+        try:
+            if int(parts[1], 16) and int(parts[2], 16):
+                return parts[1].lower(), parts[2].lower()
+        except ValueError:
+            pass
+    return tracer.new_trace_id(), ""
+
+
+def _start_time(entered: int) -> tuple:
+    """When this process started: the traced spawner's clock when it is our parent, else the kernel's."""
+    kernel = _kernel_start_ns(entered)
+    spawn = os.environ.get(config.ENV_SPAWN, "")
+    if spawn:
+        spawner, _, at = spawn.partition(":")
+        try:
+            spawner_pid, at_ns = int(spawner), int(at)
+        except ValueError:
+            spawner_pid, at_ns = 0, 0
+        if spawner_pid in (os.getppid(), os.getpid()) and at_ns <= entered and (not kernel or at_ns > kernel - 50_000_000):
+            return at_ns, "parent"
+    if kernel:
+        return kernel, "kernel"
+    # No /proc (macOS): the earliest point known is now minus the CPU time this process used.
+    return entered - _process_cpu_ns(), "cpu"
+
+
+def _kernel_start_ns(now_ns: int) -> int:
+    """/proc/self/stat starttime (clock ticks since boot) as epoch ns; 0 where unavailable."""
+    try:
+        from time import CLOCK_BOOTTIME, clock_gettime_ns
+
+        fd = os.open("/proc/self/stat", os.O_RDONLY)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        start_ticks = int(data[data.rindex(b")") + 2:].split()[19])
+        hz = os.sysconf("SC_CLK_TCK")
+        return now_ns - (clock_gettime_ns(CLOCK_BOOTTIME) - start_ticks * 1_000_000_000 // hz)
+    except Exception:
+        return 0
+
+
+def _process_cpu_ns() -> int:
+    from time import process_time_ns
+
+    return process_time_ns()
+
+
+def _command_line() -> list:
+    try:
+        fd = os.open("/proc/self/cmdline", os.O_RDONLY)
+        try:
+            raw = os.read(fd, 1 << 16)
+        finally:
+            os.close(fd)
+        if raw:
+            return [part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0")]
+    except OSError:
+        pass
+    return list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
+
+
+def _process_attributes(pid: int, source: str) -> dict:
+    args = redact.argv(_command_line())
+    return {
+        "process.pid": pid,
+        "process.parent_pid": os.getppid(),
+        "process.executable.path": sys.executable,
+        "process.executable.name": os.path.basename(sys.executable),
+        "process.command_args": args,
+        "process.command": _command_name(args),
+        "process.start.source": source,
+    }
+
+
+def _command_name(args: list) -> str:
+    """The script or module a Python command line runs: what a person calls the process."""
+    for i, arg in enumerate(args[1:], 1):
+        if arg in ("-m", "-c") and i + 1 < len(args):
+            return ("-m " + args[i + 1]) if arg == "-m" else "-c"
+        if not arg.startswith("-"):
+            return os.path.basename(arg)
+    return os.path.basename(args[0]) if args else "python"
+
+
+def _resource(pid: int) -> dict:
+    assert _settings is not None
+    resource = {}
+    for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, eq, value = item.partition("=")
+        if eq and key.strip():
+            if "%" in value:
+                from urllib.parse import unquote
+
+                value = unquote(value)
+            resource[key.strip()] = value.strip()
+    service = _settings.service or resource.get("service.name") or _command_name(_command_line())
+    resource.update({
+        "service.name": service,
+        "host.name": os.uname().nodename,
+        "process.pid": pid,
+        "process.runtime.name": sys.implementation.name,
+        "process.runtime.version": "%d.%d.%d" % sys.version_info[:3],
+        "telemetry.sdk.name": "selfopt-trace",
+        "telemetry.sdk.language": "python",
+    })
+    return resource
+
+
+def set_exit(code: int | None, **attributes) -> None:
+    """What the process span should say about how this process ended."""
+    global _exit_code
+    if code is not None:
+        _exit_code = code
+    _exit_attributes.update(attributes)
+
+
+def set_reparent(parent_span_id: str) -> None:
+    global _reparent
+    _reparent = parent_span_id
+
+
+def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
+    """Close the process span and flush. Called at exit, in os._exit, on SIGTERM and before exec.
+
+    Signal handlers pass blocking=False: they may have interrupted a flush of their own thread.
+    """
+    root = tracer.root()
+    if root is None or root.end_ns:
+        tracer.flush(blocking)
+        return
+    attributes = dict(_exit_attributes)
+    if _exit_code is not None:
+        attributes["process.exit.code"] = _exit_code
+    attributes.update(_resource_usage())
+    attributes["selfopt_trace.overhead_ns"] = tracer.overhead_ns()
+    tracer.end_span(root, status, attributes, reparent=_reparent)
+    tracer.flush(blocking)
+
+
+def reopen() -> None:
+    """The process goes on after all (a failed exec): its span is open again."""
+    root = tracer.root()
+    if root is not None:
+        root.end_ns = 0
+
+
+def _resource_usage() -> dict:
+    usage = {}
+    try:
+        times = os.times()
+        usage["process.cpu.user_seconds"] = times.user
+        usage["process.cpu.system_seconds"] = times.system
+        import resource
+
+        usage["process.memory.peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    except Exception:
+        pass
+    return usage
+
+
+def _at_exit() -> None:
+    try:
+        exc = getattr(sys, "last_value", None)
+        if exc is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            set_exit(1, **{"exception.type": type(exc).__qualname__, "exception.message": redact.text(str(exc))[:1000]})
+            end(tracer.ERROR)
+        else:
+            end()
+    except Exception:
+        pass
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets its own process span (child of the span that forked) and its own file."""
+    global _exit_code, _reparent
+    try:
+        parent = tracer.current() or tracer.root()
+        tracer.reset_after_fork()
+        _exit_code, _reparent = None, ""
+        _exit_attributes.clear()
+        now = time_ns()
+        trace_id = parent.trace_id if parent else tracer.new_trace_id()
+        _begin(now, now, "fork", trace_id, parent.span_id if parent else "", parent=parent)
+        tracer.activate(tracer.root())
+    except Exception:
+        pass

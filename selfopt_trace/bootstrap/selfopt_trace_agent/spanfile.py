@@ -1,0 +1,84 @@
+"""The span file format, version 1: the one definition shared by the writer and the loader.
+
+See docs/span-format.md. Records are tab-separated lines of 12 fields ending in ".". Encoding
+avoids the `json` module on purpose: importing it costs ~2 ms, more than a whole traced start-up
+should; plain strings (almost all of them) are written directly, others go through json lazily.
+"""
+
+from __future__ import annotations
+
+FORMAT_NAME = "selfopt-trace/spans"
+FORMAT_VERSION = 1
+FIELDS = (
+    "rec", "span_id", "parent_span_id", "trace_id", "name", "kind", "category",
+    "start_ns", "end_ns", "status", "attributes", "terminator",
+)
+HEADER, START, END, COMPLETE, TICK, DIAGNOSTIC = "H", "S", "E", "X", "T", "D"
+TERMINATOR = "."
+SUFFIX = ".spans"
+
+
+def clean(text: str) -> str:
+    """A field value without the separators of the format."""
+    if "\t" in text or "\n" in text or "\r" in text:
+        return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+    return text
+
+
+def _string(text: str) -> str:
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return '"' + text + '"'
+    import json
+
+    return json.dumps(text)
+
+
+def _value(value: object) -> str:
+    kind = type(value)
+    if kind is str:
+        return _string(value)  # type: ignore[arg-type]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else "null"
+    if value is None:
+        return "null"
+    if kind is list or kind is tuple:
+        return "[" + ",".join([_value(item) for item in value]) + "]"  # type: ignore[union-attr]
+    if kind is dict:
+        return encode(value)  # type: ignore[arg-type]
+    return _string(str(value))
+
+
+def encode(attributes: dict | None) -> str:
+    """A JSON object, without importing json for the common case."""
+    if not attributes:
+        return "{}"
+    return "{" + ",".join([_string(str(k)) + ":" + _value(v) for k, v in attributes.items()]) + "}"
+
+
+def header_line(start_ns: int, run_id: str, pid: int, resource: dict) -> str:
+    body = encode({"format": FORMAT_NAME, "version": FORMAT_VERSION, "run_id": run_id, "pid": pid, "resource": resource})
+    return "H\t\t\t\t\t\t\t%d\t\t\t%s\t.\n" % (start_ns, body)
+
+
+def start_line(span_id: str, parent_id: str, trace_id: str, name: str, kind: str, category: str, start_ns: int, attributes: str) -> str:
+    return "S\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\t\t%s\t.\n" % (span_id, parent_id, trace_id, name, kind, category, start_ns, attributes)
+
+
+def end_line(span_id: str, end_ns: int, status: str, attributes: str, parent_id: str = "") -> str:
+    return "E\t%s\t%s\t\t\t\t\t\t%d\t%s\t%s\t.\n" % (span_id, parent_id, end_ns, status, attributes)
+
+
+def complete_line(span_id: str, parent_id: str, trace_id: str, name: str, kind: str, category: str, start_ns: int, end_ns: int, status: str, attributes: str) -> str:
+    return "X\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t.\n" % (span_id, parent_id, trace_id, name, kind, category, start_ns, end_ns, status, attributes)
+
+
+def tick_line(now_ns: int) -> str:
+    return "T\t\t\t\t\t\t\t\t%d\t\t{}\t.\n" % now_ns
+
+
+def diagnostic_line(now_ns: int, code: str, message: str) -> str:
+    return "D\t\t\t\t%s\t\t\t%d\t\t\t%s\t.\n" % (clean(code), now_ns, encode({"message": message}))

@@ -1,0 +1,312 @@
+"""Spans, the current-span context, and the per-process span file.
+
+Hot path rules: a span start or end formats one line and appends it to a list; nothing is
+written until a flush (docs/span-format.md, "Flushing"). Instrumentation code calls `guarded`
+helpers or catches its own errors: nothing here may raise into the traced program.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from _thread import allocate_lock
+from contextvars import ContextVar
+from itertools import count
+from time import time_ns
+
+from . import spanfile
+
+FLUSH_INTERVAL_NS = 100_000_000
+INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
+UNSET, OK, ERROR = "UNSET", "OK", "ERROR"
+
+
+class Span:
+    """A span being recorded. `deferred` spans (imports) are written only if they turn out to matter."""
+
+    __slots__ = ("span_id", "parent_id", "parent", "trace_id", "name", "kind", "category",
+                 "start_ns", "end_ns", "attributes", "deferred", "keep", "sums", "child_ns")
+
+    def __init__(self, span_id: str, parent: Span | None, parent_id: str, trace_id: str, name: str,
+                 kind: str, category: str, start_ns: int, attributes: dict | None, deferred: bool = False):
+        self.span_id = span_id
+        self.parent = parent
+        self.parent_id = parent_id
+        self.trace_id = trace_id
+        self.name = name
+        self.kind = kind
+        self.category = category
+        self.start_ns = start_ns
+        self.end_ns = 0
+        self.attributes = attributes
+        self.deferred = deferred
+        self.keep = False
+        self.sums: dict | None = None
+        self.child_ns = 0  # imports: cumulative time of nested imports, for self time
+
+    def traceparent(self) -> str:
+        return "00-%s-%s-01" % (self.trace_id, self.span_id)
+
+
+_current: ContextVar = ContextVar("selfopt_trace_current_span", default=None)
+
+# Per-process state, reset after fork.
+_buffer: list = []
+_last_flush_ns = 0
+_fd: int | None = None
+_path = ""
+_header = ""
+_enabled = False
+_flusher_started = False
+_overhead_ns = 0
+_spans_dir = ""
+_root: Span | None = None  # the process span: parent of spans started where no span is current (new threads)
+_trace_id = ""
+_remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
+_flush_lock = allocate_lock()  # the flusher thread and the program's threads take from one buffer
+_ids = count(1)
+_id_base = 0
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # odd: multiplying by it walks all 2**64 values before repeating
+
+
+def set_root(span: Span | None, trace_id: str, remote_parent_id: str) -> None:
+    global _root, _trace_id, _remote_parent_id
+    _root, _trace_id, _remote_parent_id = span, trace_id, remote_parent_id
+
+
+def root() -> Span | None:
+    return _root
+
+
+def configure(spans_dir: str, header: str) -> None:
+    """Start a new span file for this process (at start-up and in a forked child)."""
+    global _spans_dir, _header, _fd, _path, _id_base, _ids, _enabled, _last_flush_ns, _flusher_started
+    _spans_dir = spans_dir
+    _header = header
+    _fd = None
+    _path = ""
+    _id_base = int.from_bytes(os.urandom(8), "big")
+    _ids = count(1)
+    del _buffer[:]
+    _last_flush_ns = time_ns()
+    _flusher_started = False
+    _enabled = True
+
+
+def new_span_id() -> str:
+    return "%016x" % (((_id_base + next(_ids) * _GOLDEN) & _MASK64) or 1)
+
+
+def new_trace_id() -> str:
+    return os.urandom(16).hex()
+
+
+def current() -> Span | None:
+    return _current.get()
+
+
+def activate(span: Span | None):
+    """Make `span` current; returns the token for `deactivate`."""
+    return _current.set(span)
+
+
+def deactivate(token) -> None:
+    try:
+        _current.reset(token)
+    except ValueError:  # token from another context (e.g. a generator resumed elsewhere)
+        pass
+
+
+def _mark_kept(parent: Span | None) -> None:
+    while parent is not None and parent.deferred and not parent.keep:
+        parent.keep = True
+        parent = parent.parent
+
+
+def _parent_ids(parent: Span | None) -> tuple:
+    if parent is None:
+        return _remote_parent_id, _trace_id
+    if parent.deferred:
+        _mark_kept(parent)
+    return parent.span_id, parent.trace_id
+
+
+def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict | None = None,
+               parent: Span | None = None, start_ns: int = 0) -> Span:
+    """Record the start of a span under `parent` (default: the current span). Does not activate it."""
+    if parent is None:
+        parent = _current.get() or _root
+    now = start_ns or time_ns()
+    parent_id, trace_id = _parent_ids(parent)
+    span = Span(new_span_id(), parent, parent_id, trace_id, name, kind, category, now, attributes)
+    _buffer.append(spanfile.start_line(span.span_id, parent_id, trace_id, name, kind, category, now,
+                                       spanfile.encode(attributes)))
+    if now - _last_flush_ns > FLUSH_INTERVAL_NS:
+        flush()
+    return span
+
+
+def end_span(span: Span, status: str = UNSET, attributes: dict | None = None, end_ns: int = 0,
+             reparent: str = "") -> None:
+    """Record the end of a span started with `start_span`. Ending twice records nothing more."""
+    if span.end_ns:
+        return
+    span.end_ns = now = end_ns or time_ns()
+    if span.sums:
+        attributes = dict(attributes or ())
+        attributes.update(_sum_attributes(span.sums))
+    _buffer.append(spanfile.end_line(span.span_id, now, status, spanfile.encode(attributes), reparent))
+    if now - _last_flush_ns > FLUSH_INTERVAL_NS:
+        flush()
+
+
+def record_complete(name: str, category: str, start_ns: int, end_ns: int, attributes: dict | None = None,
+                    parent: Span | None = None, kind: str = INTERNAL, status: str = UNSET,
+                    span_id: str = "") -> str:
+    """Record a span that already ended (written once, as an X record). Returns its span id."""
+    if parent is None:
+        parent = _current.get() or _root
+    parent_id, trace_id = _parent_ids(parent)
+    span_id = span_id or new_span_id()
+    _buffer.append(spanfile.complete_line(span_id, parent_id, trace_id, name, kind, category, start_ns, end_ns,
+                                          status, spanfile.encode(attributes)))
+    if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
+        flush()
+    return span_id
+
+
+def add_sum(key: str, duration_ns: int, size: int = 0) -> None:
+    """Sum a call too small to be a span onto the current span (count, total time, bytes)."""
+    span = _current.get() or _root
+    if span is None:
+        return
+    if span.sums is None:
+        span.sums = {}
+    entry = span.sums.get(key)
+    if entry is None:
+        span.sums[key] = [1, duration_ns, size]
+    else:
+        entry[0] += 1
+        entry[1] += duration_ns
+        entry[2] += size
+
+
+def _sum_attributes(sums: dict) -> dict:
+    out = {}
+    for key, (calls, total_ns, size) in sums.items():
+        out["selfopt_trace.small.%s.count" % key] = calls
+        out["selfopt_trace.small.%s.duration_ns" % key] = total_ns
+        if size:
+            out["selfopt_trace.small.%s.bytes" % key] = size
+    return out
+
+
+def add_overhead(duration_ns: int) -> None:
+    """Account time the tracer itself spent in this process (stored on the process span)."""
+    global _overhead_ns
+    _overhead_ns += duration_ns
+
+
+def overhead_ns() -> int:
+    return _overhead_ns
+
+
+def diagnostic(code: str, message: str) -> None:
+    """Record a problem of the tracer itself; never raises."""
+    try:
+        _buffer.append(spanfile.diagnostic_line(time_ns(), code, message))
+    except Exception:
+        pass
+
+
+def exception_diagnostic(code: str, exc: BaseException) -> None:
+    diagnostic(code, "%s: %s" % (type(exc).__name__, exc))
+
+
+def flush(blocking: bool = True) -> None:
+    """Write the buffer with one O_APPEND write. Never raises: a broken file disables tracing.
+
+    `blocking=False` is for signal handlers, which may interrupt a flush of their own thread.
+    """
+    if not _flush_lock.acquire(blocking):
+        return
+    try:
+        _flush_locked()
+    finally:
+        _flush_lock.release()
+
+
+def _flush_locked() -> None:
+    global _last_flush_ns, _fd, _enabled
+    if not _enabled:
+        del _buffer[:]
+        return
+    now = time_ns()
+    _last_flush_ns = now
+    t0 = now
+    try:
+        n = len(_buffer)
+        data = "".join(_buffer[:n]) + spanfile.tick_line(now)
+        del _buffer[:n]
+        if _fd is None:
+            os.makedirs(_spans_dir, exist_ok=True)
+            name = "%d-%s%s" % (os.getpid(), os.urandom(4).hex(), spanfile.SUFFIX)
+            _fd = os.open(os.path.join(_spans_dir, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            data = _header + data
+        payload = data.encode("utf-8", "replace")
+        while payload:
+            written = os.write(_fd, payload)
+            payload = payload[written:]
+    except Exception:
+        _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
+        del _buffer[:]
+    if not _flusher_started and _fd is not None and _root is not None and now - _root.start_ns > FLUSH_INTERVAL_NS:
+        _start_flusher()
+    add_overhead(time_ns() - t0)
+
+
+def _start_flusher() -> None:
+    """A raw thread (invisible to threading.enumerate) so a blocked process still flushes every 100 ms."""
+    global _flusher_started
+    _flusher_started = True
+    try:
+        import _thread
+
+        _thread.start_new_thread(_flusher_loop, (os.getpid(),))
+    except Exception:
+        pass
+
+
+def _flusher_loop(pid: int) -> None:
+    from time import sleep
+
+    while _enabled and os.getpid() == pid and not sys.is_finalizing():
+        sleep(FLUSH_INTERVAL_NS / 1e9)
+        if time_ns() - _last_flush_ns >= FLUSH_INTERVAL_NS:
+            flush()
+
+
+def before_fork() -> None:
+    """Flush so the child never inherits (and writes again) what the parent buffered."""
+    flush()
+    _flush_lock.acquire()
+
+
+def after_fork_in_parent() -> None:
+    _flush_lock.release()
+
+
+def reset_after_fork() -> None:
+    """In a forked child: drop the parent's buffer and close the parent's file descriptor."""
+    global _fd, _flusher_started, _overhead_ns
+    _flush_lock.release()
+    if _fd is not None:
+        try:
+            os.close(_fd)
+        except OSError:
+            pass
+    _fd = None
+    _flusher_started = False
+    _overhead_ns = 0
+    del _buffer[:]
