@@ -32,20 +32,85 @@ def start(settings_: config.Settings) -> None:
     _begin(start_ns, entered, source, trace_id, remote_parent)
 
     from . import importtime, lazy
-    from .hooks import os_
 
     importtime.install(settings_.import_threshold_ns)
     lazy.install_builtin_hooks()
-    os_.install()
+    _install_os_stand_ins()
     import atexit
 
     atexit.register(_at_exit)
     os.register_at_fork(before=tracer.before_fork, after_in_parent=tracer.after_fork_in_parent,
                         after_in_child=_after_fork_in_child)
-    from .hooks import signal_
-
-    signal_.install_sigterm()
+    _install_sigterm()
     tracer.add_overhead(time_ns() - entered)
+
+
+# os functions that start, replace, end or reap processes; wrapped in hooks/os_.py.
+_OS_HOOKED = ("fork", "_exit", "system", "execv", "execve", "posix_spawn", "posix_spawnp",
+              "waitpid", "wait", "wait3", "wait4")
+
+
+def _install_os_stand_ins() -> None:
+    for name in _OS_HOOKED:
+        original = getattr(os, name, None)
+        if original is not None and not hasattr(original, "__wrapped__"):
+            setattr(os, name, _stand_in(name, original))
+
+
+def _stand_in(name: str, original):
+    """os.<name> until its first call, which builds the real wrapper: no hook module loads at start-up."""
+    resolved = []
+
+    def call(*args, **kwargs):
+        if not resolved:
+            try:
+                from .hooks import os_
+
+                resolved.append(os_.wrap(name, original))
+            except Exception as exc:
+                tracer.exception_diagnostic("hook_failed:os." + name, exc)
+                resolved.append(original)
+        return resolved[0](*args, **kwargs)
+
+    call.__wrapped__ = original
+    call.__name__ = original.__name__
+    call.__doc__ = original.__doc__
+    return call
+
+
+# SIGTERM: flush and close the process span, then die of SIGTERM exactly as untraced. Installed
+# only where SIGTERM has its default action; hooks/signal_.py keeps it first when the program
+# installs its own handler, and keeps signal.getsignal answering what the program set.
+program_sigterm_handler = 0  # what the program believes is installed (0 = SIG_DFL)
+
+
+def _install_sigterm() -> None:
+    import _signal
+
+    try:
+        if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
+            _signal.signal(_signal.SIGTERM, on_sigterm)
+    except (ValueError, OSError):  # not the main thread, or an unusual platform
+        pass
+
+
+def on_sigterm(signum, frame) -> None:
+    import _signal
+
+    handler = program_sigterm_handler
+    if handler == _signal.SIG_IGN:
+        return
+    if callable(handler):
+        tracer.flush(blocking=False)
+        handler(signum, frame)
+        return
+    try:
+        set_exit(-signum, **{"process.signal": "SIGTERM"})
+        end(tracer.ERROR, blocking=False)
+    except Exception:
+        pass
+    _signal.signal(signum, _signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _begin(start_ns: int, entered: int, source: str, trace_id: str, remote_parent: str,
@@ -53,10 +118,11 @@ def _begin(start_ns: int, entered: int, source: str, trace_id: str, remote_paren
     """Open this process's span file and its process and interpreter.startup spans."""
     assert _settings is not None
     pid = os.getpid()
+    command_line = _command_line()
     tracer.configure(os.path.join(_settings.run_dir, "spans"),
-                     spanfile.header_line(entered, _settings.run_id, pid, _resource(pid)))
+                     spanfile.header_line(entered, _settings.run_id, pid, _resource(pid, command_line)))
     tracer.set_root(None, trace_id, remote_parent)
-    root = tracer.start_span("process", "process", tracer.INTERNAL, _process_attributes(pid, source),
+    root = tracer.start_span("process", "process", tracer.INTERNAL, _process_attributes(pid, source, command_line),
                              parent=parent, start_ns=start_ns)
     tracer.set_root(root, trace_id, remote_parent)
     if entered > start_ns:
@@ -133,8 +199,8 @@ def _command_line() -> list:
     return list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
 
 
-def _process_attributes(pid: int, source: str) -> dict:
-    args = redact.argv(_command_line())
+def _process_attributes(pid: int, source: str, command_line: list) -> dict:
+    args = redact.argv(command_line)
     return {
         "process.pid": pid,
         "process.parent_pid": os.getppid(),
@@ -156,7 +222,7 @@ def _command_name(args: list) -> str:
     return os.path.basename(args[0]) if args else "python"
 
 
-def _resource(pid: int) -> dict:
+def _resource(pid: int, command_line: list) -> dict:
     assert _settings is not None
     resource = {}
     for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
@@ -167,7 +233,7 @@ def _resource(pid: int) -> dict:
 
                 value = unquote(value)
             resource[key.strip()] = value.strip()
-    service = _settings.service or resource.get("service.name") or _command_name(_command_line())
+    service = _settings.service or resource.get("service.name") or _command_name(command_line)
     resource.update({
         "service.name": service,
         "host.name": os.uname().nodename,
@@ -224,12 +290,26 @@ def _resource_usage() -> dict:
         times = os.times()
         usage["process.cpu.user_seconds"] = times.user
         usage["process.cpu.system_seconds"] = times.system
-        import resource
-
-        usage["process.memory.peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        usage["process.memory.peak_rss_bytes"] = _peak_rss_bytes()
     except Exception:
         pass
     return usage
+
+
+def _peak_rss_bytes() -> int:
+    """VmHWM from /proc (a read, where `import resource` would load an extension module)."""
+    try:
+        fd = os.open("/proc/self/status", os.O_RDONLY)
+        try:
+            status = os.read(fd, 1 << 14)
+        finally:
+            os.close(fd)
+        at = status.index(b"VmHWM:")
+        return int(status[at + 6:status.index(b"kB", at)]) * 1024
+    except (OSError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _at_exit() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from _thread import allocate_lock
-from contextvars import ContextVar
+from _contextvars import ContextVar  # the C module: contextvars.py only re-exports it
 from itertools import count
 from time import time_ns
 
@@ -250,9 +250,7 @@ def _flush_locked() -> None:
         data = "".join(_buffer[:n]) + spanfile.tick_line(now)
         del _buffer[:n]
         if _fd is None:
-            os.makedirs(_spans_dir, exist_ok=True)
-            name = "%d-%s%s" % (os.getpid(), os.urandom(4).hex(), spanfile.SUFFIX)
-            _fd = os.open(os.path.join(_spans_dir, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            _fd = _open_span_file()
             data = _header + data
         payload = data.encode("utf-8", "replace")
         while payload:
@@ -264,6 +262,16 @@ def _flush_locked() -> None:
     if not _flusher_started and _fd is not None and _root is not None and now - _root.start_ns > FLUSH_INTERVAL_NS:
         _start_flusher()
     add_overhead(time_ns() - t0)
+
+
+def _open_span_file() -> int:
+    path = os.path.join(_spans_dir, "%d-%s%s" % (os.getpid(), os.urandom(4).hex(), spanfile.SUFFIX))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(_spans_dir, exist_ok=True)
+        return os.open(path, flags, 0o644)
 
 
 def _start_flusher() -> None:

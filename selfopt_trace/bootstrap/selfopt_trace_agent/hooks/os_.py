@@ -1,7 +1,7 @@
 """os-level process starts and exits: fork, exec*, posix_spawn, system, wait*, _exit.
 
-Installed at start-up (os is always imported): plain attribute assignments, each wrapper a
-function marked with `__wrapped__` so it can be recognised and never wrapped twice.
+process.py puts a stand-in at each os.<name> at start-up (an attribute assignment, no import);
+the stand-in imports this module on its first call and delegates to `wrap(name, original)`.
 """
 
 from __future__ import annotations
@@ -15,20 +15,13 @@ from . import spawn
 _fork_span: tracer.Span | None = None  # set by callers (multiprocessing) that already opened a span
 
 
-def install() -> None:
-    for name, make in (("fork", _wrap_fork), ("_exit", _wrap_exit), ("system", _wrap_system),
-                       ("execv", _wrap_execv), ("execve", _wrap_execve),
-                       ("posix_spawn", _wrap_posix_spawn), ("posix_spawnp", _wrap_posix_spawn),
-                       ("waitpid", _wrap_waitpid), ("wait", _wrap_wait), ("wait3", _wrap_wait3),
-                       ("wait4", _wrap_wait4)):
-        original = getattr(os, name, None)
-        if original is None or hasattr(original, "__wrapped__"):
-            continue
-        wrapper = make(original)
-        wrapper.__wrapped__ = original
-        wrapper.__name__ = original.__name__
-        wrapper.__doc__ = original.__doc__
-        setattr(os, name, wrapper)
+def wrap(name: str, original):
+    """The traced version of os.<name> (process.py installs stand-ins that call this on first use)."""
+    wrapper = _WRAPPERS[name](original)
+    wrapper.__wrapped__ = original
+    wrapper.__name__ = original.__name__
+    wrapper.__doc__ = original.__doc__
+    return wrapper
 
 
 def _wrap_fork(original):
@@ -102,6 +95,7 @@ def _wrap_execv(original):
     def execv(path, args):
         try:
             span = _exec_span(path, args)
+            args = spawn.rewrite_argv(args, span)
         except Exception:
             return original(path, args)
         with spawn.inherited_environ(span):
@@ -119,6 +113,7 @@ def _wrap_execve(original):
         try:
             span = _exec_span(path, args)
             env = spawn.child_environ(span, env)
+            args = spawn.rewrite_argv(args, span)
         except Exception:
             return original(path, args, env)
         try:
@@ -135,6 +130,7 @@ def _wrap_posix_spawn(original):
         try:
             span = spawn.start_span("subprocess", argv)
             env = spawn.child_environ(span, env)
+            argv = spawn.rewrite_argv(argv, span)
         except Exception:
             return original(path, argv, env, *args, **kwargs)
         t0 = time_ns()
@@ -191,3 +187,11 @@ def _wrap_wait4(original):
         return result
 
     return wait4
+
+
+_WRAPPERS = {
+    "fork": _wrap_fork, "_exit": _wrap_exit, "system": _wrap_system,
+    "execv": _wrap_execv, "execve": _wrap_execve,
+    "posix_spawn": _wrap_posix_spawn, "posix_spawnp": _wrap_posix_spawn,
+    "waitpid": _wrap_waitpid, "wait": _wrap_wait, "wait3": _wrap_wait3, "wait4": _wrap_wait4,
+}

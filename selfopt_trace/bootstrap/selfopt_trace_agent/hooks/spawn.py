@@ -29,6 +29,21 @@ def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tra
     return span
 
 
+_CONTAINER_CLIS = ("docker", "podman")
+
+
+def rewrite_argv(args, span: tracer.Span):
+    """Commands that start containers get the trace carried inside (hooks/docker_.py); others pass as they are."""
+    if isinstance(args, (str, bytes)) or not args:
+        return args
+    name = os.path.basename(os.fsdecode(args[0]))
+    if name not in _CONTAINER_CLIS:
+        return args
+    from . import docker_
+
+    return docker_.rewrite_argv(list(args), span)
+
+
 def spawn_marker() -> str:
     return "%d:%d" % (os.getpid(), time_ns())
 

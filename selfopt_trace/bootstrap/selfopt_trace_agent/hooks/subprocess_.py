@@ -21,6 +21,7 @@ def install(target: str, module) -> None:
         try:
             span = spawn.start_span("subprocess", args, cwd)
             env = spawn.child_environ(span, env)
+            args = spawn.rewrite_argv(args, span)
         except Exception:
             return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
         t0 = time_ns()

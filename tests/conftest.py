@@ -1,0 +1,56 @@
+"""Shared fixtures: run code traced in a fresh interpreter and read back what it recorded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.spanfiles import RunSpans, read_run
+
+BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
+
+
+def traced_environ(run_dir: Path, **extra: str) -> dict:
+    """The environment `selfopt-trace run` gives a command (see docs/architecture.md)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SELFOPT_TRACE_") and k not in ("TRACEPARENT", "TRACESTATE")}
+    pythonpath = env.get("PYTHONPATH")
+    env.update(
+        SELFOPT_TRACE_DIR=str(run_dir),
+        SELFOPT_TRACE_RUN_ID=run_dir.name,
+        SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP),
+        PYTHONPATH=str(BOOTSTRAP) + (os.pathsep + pythonpath if pythonpath else ""),
+    )
+    env.update(extra)
+    return env
+
+
+class Traced:
+    """Runs commands traced into one run directory under tmp_path."""
+
+    def __init__(self, tmp_path: Path):
+        self.run_dir = tmp_path / "run"
+        self.tmp_path = tmp_path
+
+    def env(self, **extra: str) -> dict:
+        return traced_environ(self.run_dir, **extra)
+
+    def run(self, args: list, **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("timeout", 120)
+        env = self.env(**kwargs.pop("extra_env", {}))
+        return subprocess.run(args, env=env, **kwargs)
+
+    def python(self, code: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run([sys.executable, "-c", code, *args], **kwargs)
+
+    def spans(self) -> RunSpans:
+        return read_run(self.run_dir)
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Traced:
+    return Traced(tmp_path)
