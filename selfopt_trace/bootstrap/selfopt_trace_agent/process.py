@@ -42,6 +42,7 @@ def start(settings_: config.Settings) -> None:
     os.register_at_fork(before=tracer.before_fork, after_in_parent=tracer.after_fork_in_parent,
                         after_in_child=_after_fork_in_child)
     _install_sigterm()
+    tracer.started_up()
     tracer.add_overhead(time_ns() - entered)
 
 
@@ -327,6 +328,8 @@ def _at_exit() -> None:
 def _after_fork_in_child() -> None:
     """A forked child gets its own process span (child of the span that forked) and its own file."""
     global _exit_code, _reparent
+    if tracer.in_spawn:
+        return  # a subprocess child running preexec_fn before exec: the exec'd image traces itself
     try:
         parent = tracer.current() or tracer.root()
         tracer.reset_after_fork()
@@ -336,5 +339,6 @@ def _after_fork_in_child() -> None:
         trace_id = parent.trace_id if parent else tracer.new_trace_id()
         _begin(now, now, "fork", trace_id, parent.span_id if parent else "", parent=parent)
         tracer.activate(tracer.root())
+        tracer.started_up()
     except Exception:
         pass

@@ -58,6 +58,7 @@ _path = ""
 _header = ""
 _enabled = False
 _flusher_started = False
+in_spawn = 0  # > 0 while subprocess forks a child that will exec at once (its at-fork child is no process of ours)
 _overhead_ns = 0
 _spans_dir = ""
 _root: Span | None = None  # the process span: parent of spans started where no span is current (new threads)
@@ -80,7 +81,10 @@ def root() -> Span | None:
 
 
 def configure(spans_dir: str, header: str) -> None:
-    """Start a new span file for this process (at start-up and in a forked child)."""
+    """Start a new span file for this process (at start-up and in a forked child).
+
+    The flusher counts as started until start-up is over: start-up flushes by itself.
+    """
     global _spans_dir, _header, _fd, _path, _id_base, _ids, _enabled, _last_flush_ns, _flusher_started
     _spans_dir = spans_dir
     _header = header
@@ -90,8 +94,15 @@ def configure(spans_dir: str, header: str) -> None:
     _ids = count(1)
     del _buffer[:]
     _last_flush_ns = time_ns()
-    _flusher_started = False
+    _flusher_started = True
     _enabled = True
+
+
+def started_up() -> None:
+    """Start-up is over: write what it recorded, and let the next record start the flusher."""
+    global _flusher_started
+    flush()
+    _flusher_started = False
 
 
 def new_span_id() -> str:
@@ -144,6 +155,8 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
                                        spanfile.encode(attributes)))
     if now - _last_flush_ns > FLUSH_INTERVAL_NS:
         flush()
+    elif not _flusher_started:
+        _start_flusher()
     return span
 
 
@@ -159,6 +172,8 @@ def end_span(span: Span, status: str = UNSET, attributes: dict | None = None, en
     _buffer.append(spanfile.end_line(span.span_id, now, status, spanfile.encode(attributes), reparent))
     if now - _last_flush_ns > FLUSH_INTERVAL_NS:
         flush()
+    elif not _flusher_started:
+        _start_flusher()
 
 
 def record_complete(name: str, category: str, start_ns: int, end_ns: int, attributes: dict | None = None,
@@ -173,6 +188,8 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
                                           status, spanfile.encode(attributes)))
     if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
         flush()
+    elif not _flusher_started:
+        _start_flusher()
     return span_id
 
 
@@ -259,8 +276,6 @@ def _flush_locked() -> None:
     except Exception:
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         del _buffer[:]
-    if not _flusher_started and _fd is not None and _root is not None and now - _root.start_ns > FLUSH_INTERVAL_NS:
-        _start_flusher()
     add_overhead(time_ns() - t0)
 
 
@@ -275,9 +290,16 @@ def _open_span_file() -> int:
 
 
 def _start_flusher() -> None:
-    """A raw thread (invisible to threading.enumerate) so a blocked process still flushes every 100 ms."""
+    """A raw thread (invisible to threading.enumerate) so a blocked process still flushes every 100 ms.
+
+    Started by the first record after start-up (start-up flushes what it recorded itself), so a
+    process that records nothing more never pays for it.
+    """
     global _flusher_started
     _flusher_started = True
+    if _root is None:  # still starting up
+        _flusher_started = False
+        return
     try:
         import _thread
 
@@ -290,9 +312,15 @@ def _flusher_loop(pid: int) -> None:
     from time import sleep
 
     while _enabled and os.getpid() == pid and not sys.is_finalizing():
-        sleep(FLUSH_INTERVAL_NS / 1e9)
-        if time_ns() - _last_flush_ns >= FLUSH_INTERVAL_NS:
-            flush()
+        due = _last_flush_ns + FLUSH_INTERVAL_NS - time_ns()
+        if due > 0:
+            sleep(due / 1e9)
+        elif _flush_lock.acquire(False):  # never wait on a program thread that is flushing
+            try:
+                if time_ns() - _last_flush_ns >= FLUSH_INTERVAL_NS:
+                    _flush_locked()
+            finally:
+                _flush_lock.release()
 
 
 def before_fork() -> None:
@@ -315,6 +343,5 @@ def reset_after_fork() -> None:
         except OSError:
             pass
     _fd = None
-    _flusher_started = False
     _overhead_ns = 0
     del _buffer[:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from time import time_ns
 
+from .. import tracer
 from . import spawn
 
 
@@ -25,11 +26,14 @@ def install(target: str, module) -> None:
         except Exception:
             return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
         t0 = time_ns()
+        tracer.in_spawn += 1
         try:
             original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
         except BaseException as exc:
             spawn.failed(span, exc)
             raise
+        finally:
+            tracer.in_spawn -= 1
         spawn.started(span, self.pid, time_ns() - t0)
 
     _execute_child.__wrapped__ = original

@@ -1,0 +1,140 @@
+"""What a process recorded survives how it ends: SIGKILL, os._exit, SIGTERM, uncaught exceptions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_sigkill_mid_span_keeps_finished_spans_and_marks_open_ones_incomplete(traced, tmp_path):
+    code = ("import json, subprocess, sys, time\n"
+            "subprocess.run([sys.executable, '-c', 'pass'])\n"  # a finished child span
+            "print('ready', flush=True)\n"
+            "subprocess.run(['sleep', '30'])\n")  # open when we are killed
+    proc = subprocess.Popen([sys.executable, "-c", code], env=traced.env(), stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    wait_for(lambda: any(s.name == "subprocess" and s.incomplete for s in traced.spans().spans))
+    time.sleep(0.25)  # at least one flusher tick after the sleep started
+    proc.kill()
+    proc.wait()
+    subprocess.run(["pkill", "-f", "sleep 30"], check=False)
+    spans = traced.spans()
+    root = [p for p in spans.processes() if p.parent_span_id == ""][0]
+    assert root.incomplete
+    finished, killed = sorted(spans.named("subprocess"), key=lambda s: s.start_ns)
+    assert not finished.incomplete and finished.attributes["process.exit.code"] == 0
+    assert killed.incomplete
+    # Open spans are closed at the last time the process was known alive: after the sleep began.
+    assert killed.end_ns >= killed.start_ns + 120_000_000
+
+
+def test_os_exit_flushes_and_records_the_code(traced):
+    result = traced.python("import os, subprocess, sys; subprocess.run([sys.executable, '-c', 'pass']); os._exit(3)")
+    assert result.returncode == 3 and result.stderr == b""
+    spans = traced.spans()
+    root = [p for p in spans.processes() if p.parent_span_id == ""][0]
+    assert not root.incomplete
+    assert root.attributes["process.exit.code"] == 3
+    assert len(spans.named("subprocess")) == 1
+
+
+def test_sigterm_flushes_then_dies_of_sigterm(traced):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+                            env=traced.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == -signal.SIGTERM
+    assert proc.stderr.read() == b""
+    root = traced.spans().processes()[0]
+    assert not root.incomplete
+    assert root.attributes["process.signal"] == "SIGTERM" and root.status == "ERROR"
+
+
+def test_sigterm_chains_to_the_programs_own_handler(traced):
+    code = ("import signal, sys, time\n"
+            "def bye(signum, frame):\n    print('handled', signum == signal.SIGTERM, flush=True); sys.exit(7)\n"
+            "signal.signal(signal.SIGTERM, bye)\n"
+            "assert signal.getsignal(signal.SIGTERM) is bye\n"
+            "print('up', flush=True); time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=traced.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 7
+    assert proc.stdout.read() == b"handled True\n"
+    assert proc.stderr.read() == b""
+    assert not traced.spans().processes()[0].incomplete
+
+
+def test_ignored_sigterm_stays_ignored(traced):
+    code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('up', flush=True); time.sleep(1); print('still here')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=traced.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert proc.stdout.read() == b"still here\n"
+
+
+def test_uncaught_exception_is_recorded_and_the_traceback_unchanged(traced, tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text("def f():\n    raise ValueError('bad value')\nf()\n")
+    untraced = subprocess.run([sys.executable, str(script)], capture_output=True)
+    result = traced.run([sys.executable, str(script)])
+    assert result.returncode == untraced.returncode == 1
+    assert result.stderr == untraced.stderr and result.stdout == untraced.stdout
+    root = traced.spans().processes()[0]
+    assert root.status == "ERROR"
+    assert root.attributes["exception.type"] == "ValueError"
+    assert root.attributes["process.exit.code"] == 1
+
+
+def test_a_forked_child_writes_its_own_file_and_nothing_twice(traced):
+    code = ("import os, subprocess, sys\n"
+            "subprocess.run([sys.executable, '-c', 'pass'])\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n    os._exit(0)\n"
+            "os.waitpid(pid, 0)\n")
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b""
+    spans = traced.spans()
+    files = {p.file for p in spans.processes()}
+    assert len(files) == 3  # parent, its subprocess child, the forked child
+    ids = [s.span_id for s in spans.spans]
+    assert len(ids) == len(set(ids))
+    forked = [p for p in spans.processes() if spans.parent(p) is not None and spans.parent(p).name == "fork"]
+    assert len(forked) == 1 and forked[0].attributes["process.exit.code"] == 0
+
+
+def test_files_of_a_killed_process_group_are_loadable(traced):
+    """Every line on disk is whole even when everything dies at once."""
+    code = ("import subprocess, sys, time\n"
+            "procs = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']) for _ in range(3)]\n"
+            "print('up', flush=True); time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=traced.env(), stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout.readline() == b"up\n"
+    wait_for(lambda: len(traced.spans().processes()) == 4 or time.sleep(0.1))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    spans = traced.spans()
+    assert len(spans.processes()) == 4
+    assert all(p.incomplete for p in spans.processes())
+
+
+def test_preexec_fn_child_leaves_no_trace_of_its_own(traced):
+    code = ("import os, subprocess, sys\n"
+            "subprocess.run([sys.executable, '-c', 'pass'], preexec_fn=os.getpid, check=True)\n")
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b""
+    spans = traced.spans()
+    assert len(spans.processes()) == 2
+    assert not [s for s in spans.spans if s.incomplete]
