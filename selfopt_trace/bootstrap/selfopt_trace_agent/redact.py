@@ -1,6 +1,7 @@
 """Keep secrets out of spans: argv, URLs and headers are sanitized before they are recorded.
 
-String operations only (no `re`): this runs inside every traced process.
+String operations first; `re` is imported only for a value that may hold a secret (this runs inside
+every traced process, and most command lines hold none).
 """
 
 from __future__ import annotations
@@ -23,22 +24,44 @@ def _looks_like_secret_value(value: str) -> bool:
     return value.startswith(_SECRET_PREFIXES) and len(value) > 6
 
 
-def text(value: str) -> str:
-    """One free-form string: `Authorization: Bearer X`, `KEY=VALUE`, URLs with credentials."""
+_patterns: list = []
+
+
+def _compiled() -> list:
+    """Patterns for secrets inside free text (a `-c` program, a shell command, a header line).
+
+    Compiled on first need only: most command lines contain no secret-looking word, and `re`
+    costs milliseconds to import.
+    """
+    if not _patterns:
+        import re
+
+        words = "|".join(_SECRET_WORDS)
+        value = r"(?!\[REDACTED\])([^\s'\",&;)}\]]+)"
+        # Each pattern: group 1 is kept, group 2 is the secret.
+        _patterns.extend([
+            re.compile(r"(://[^/\s:@'\"]+:)(?!\[REDACTED\])([^@\s/'\"]+)(?=@)"),  # URL user:password@
+            re.compile(r"(?i)((?:--?|\b)[\w.-]*(?:" + words + r")[\w.-]*(?:\s*[=:]\s*|['\"]?\s*,\s*['\"]?)"
+                       r"(?:(?:bearer|basic|token)\s+)?)" + value),
+            re.compile(r"(?i)(\b(?:bearer|basic)\s+)" + value),
+            re.compile(r"(?i)(--?[\w.-]*(?:" + words + r")[\w.-]*\s+)(?!\[REDACTED\])([^\s'\",&;)-][^\s'\",&;)]*)"),
+            re.compile(r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-]{4,})"),
+        ])
+    return _patterns
+
+
+def _might_hold_secret(value: str) -> bool:
     lowered = value.lower()
-    for marker in ("bearer ", "basic ", "token "):
-        at = lowered.find(marker)
-        if at >= 0:
-            return value[: at + len(marker)] + REDACTED
-    head, sep, tail = value.partition("=")
-    if sep and " " not in head and is_secret_name(head.lstrip("-")):
-        return head + sep + REDACTED
-    if ":" in value and is_secret_name(value.split(":", 1)[0]) and " " not in value.split(":", 1)[0].strip():
-        return value.split(":", 1)[0] + ": " + REDACTED
-    if "://" in value:
-        return url(value)
-    if _looks_like_secret_value(value):
-        return REDACTED
+    return any(word in lowered for word in _SECRET_WORDS) or "://" in value or any(p in value for p in _SECRET_PREFIXES)
+
+
+def text(value: str) -> str:
+    """Free text with every secret-looking value replaced: `Authorization: Bearer X`, `--token X`,
+    `KEY=VALUE`, URLs with credentials or secret query values, well-known API key formats."""
+    if not _might_hold_secret(value):
+        return value
+    for pattern in _compiled():
+        value = pattern.sub(lambda match: match.group(1) + REDACTED, value)
     return value
 
 

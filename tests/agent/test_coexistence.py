@@ -1,0 +1,100 @@
+"""The bootstrap lives beside whatever the environment already has, and stays silent where it cannot serve."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import BOOTSTRAP
+
+
+def test_the_users_own_sitecustomize_still_runs(traced, tmp_path):
+    user = tmp_path / "user_site"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text("import builtins\nbuiltins.USER_SITECUSTOMIZE = 'ran'\n")
+    code = "import builtins; print(builtins.USER_SITECUSTOMIZE)"
+    result = traced.python(code, extra_env={"PYTHONPATH": f"{BOOTSTRAP}{os.pathsep}{user}"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"ran\n" and result.stderr == b""
+    assert len(traced.spans().processes()) == 1
+
+
+def test_a_failing_user_sitecustomize_fails_as_it_would_untraced(traced, tmp_path):
+    user = tmp_path / "user_site"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text("raise RuntimeError('user site broken')\n")
+    env = dict(os.environ, PYTHONPATH=str(user))
+    untraced = subprocess.run([sys.executable, "-c", "print('ok')"], env=env, capture_output=True)
+    result = traced.python("print('ok')", extra_env={"PYTHONPATH": f"{BOOTSTRAP}{os.pathsep}{user}"})
+    assert result.returncode == untraced.returncode
+    assert result.stdout == untraced.stdout
+    assert b"user site broken" in untraced.stderr and b"user site broken" in result.stderr
+
+
+def test_isolated_and_ignore_environment_mean_untraced(traced):
+    for flag in ("-I", "-E"):
+        result = traced.run([sys.executable, flag, "-c", "import sys; print('sitecustomize' in sys.modules and 'selfopt_trace_agent' in sys.modules)"])
+        assert result.returncode == 0 and result.stderr == b""
+        assert result.stdout == b"False\n"
+    assert not (traced.run_dir / "spans").exists()
+
+
+def test_working_directory_is_never_put_on_sys_path(traced, tmp_path):
+    code = "import sys, os; print([p for p in sys.path if p in ('', '.', os.getcwd())])"
+    result = traced.run([sys.executable, "-c", code], cwd=tmp_path)
+    untraced = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True)
+    assert result.stdout == untraced.stdout
+
+
+def test_another_interpreter_without_the_package_runs_clean(traced, tmp_path):
+    """A venv that has nothing of ours installed: the bootstrap on PYTHONPATH is all it needs."""
+    venv = tmp_path / "other-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    other = venv / "bin" / "python"
+    code = f"import subprocess; subprocess.run([{str(other)!r}, '-c', 'print(42)'], check=True)"
+    result = traced.python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"42\n" and result.stderr == b""
+    spans = traced.spans()
+    assert len(spans.processes()) == 2 and len(spans.trace_ids()) == 1
+
+
+def test_disabled_by_otel_sdk_disabled(traced):
+    result = traced.python("print('x')", extra_env={"OTEL_SDK_DISABLED": "true"})
+    assert result.stdout == b"x\n" and result.stderr == b""
+    assert not (traced.run_dir / "spans").exists()
+
+
+def test_unwritable_run_dir_is_silent(traced, tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc/selfopt-trace-cannot-write-here"  # even root cannot create files in /proc
+    else:
+        target = str(tmp_path / "ro")
+        Path(target).mkdir(mode=0o500)
+    result = traced.python("import subprocess, sys; subprocess.run([sys.executable, '-c', 'print(1)'])",
+                           extra_env={"SELFOPT_TRACE_DIR": target})
+    assert result.returncode == 0
+    assert result.stdout == b"1\n" and result.stderr == b""
+
+
+def test_double_start_up_is_guarded(traced):
+    code = "import selfopt_trace_agent; selfopt_trace_agent.start(); selfopt_trace_agent.start(); print('ok')"
+    result = traced.python(code)
+    assert result.stdout == b"ok\n" and result.stderr == b""
+    assert len(traced.spans().processes()) == 1
+
+
+def test_bootstrap_source_parses_on_old_pythons():
+    """The shim must not even fail to compile on an interpreter too old to trace."""
+    import ast
+
+    ast.parse((BOOTSTRAP / "sitecustomize.py").read_text(), "sitecustomize.py", feature_version=(3, 4))
+    for path in (BOOTSTRAP / "selfopt_trace_agent").rglob("*.py"):
+        ast.parse(path.read_text(), str(path), feature_version=(3, 8))
+
+
+def test_no_site_means_untraced(traced):
+    result = traced.run([sys.executable, "-S", "-c", "print('plain')"])
+    assert result.stdout == b"plain\n" and result.stderr == b""

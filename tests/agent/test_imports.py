@@ -1,0 +1,73 @@
+"""Import spans: nested like `python -X importtime`, with self and cumulative time, above a threshold."""
+
+from __future__ import annotations
+
+import sys
+
+
+def write_modules(tmp_path):
+    (tmp_path / "slow_outer.py").write_text("import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.010: pass\nimport slow_inner\nimport fast_one\n")
+    (tmp_path / "slow_inner.py").write_text("import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.020: pass\n")
+    (tmp_path / "fast_one.py").write_text("X = 1\n")
+    (tmp_path / "broken_mod.py").write_text("import time\ntime.sleep(0.005)\nraise ImportError('nope')\n")
+
+
+def test_import_spans_nest_with_self_and_cumulative_time(traced, tmp_path):
+    write_modules(tmp_path)
+    code = "import sys; sys.path.insert(0, '.'); import slow_outer"
+    result = traced.python(code, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == b""
+    spans = traced.spans()
+    outer, = spans.named("import slow_outer")
+    inner, = spans.named("import slow_inner")
+    assert not spans.named("import fast_one")  # below the 1 ms threshold
+    assert inner.parent_span_id == outer.span_id
+    assert outer.category == inner.category == "import"
+    assert 20e6 <= inner.attributes["python.import.cumulative_ns"] < 40e6
+    assert outer.attributes["python.import.cumulative_ns"] >= 30e6
+    assert 10e6 <= outer.attributes["python.import.self_ns"] < 20e6
+    assert outer.attributes["python.import.self_ns"] + inner.attributes["python.import.cumulative_ns"] <= outer.attributes["python.import.cumulative_ns"]
+    assert outer.start_ns <= inner.start_ns and inner.end_ns <= outer.end_ns
+
+
+def test_threshold_is_configurable(traced, tmp_path):
+    write_modules(tmp_path)
+    result = traced.python("import sys; sys.path.insert(0, '.'); import slow_outer", cwd=tmp_path,
+                           extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "25"})
+    assert result.returncode == 0
+    names = {s.name for s in traced.spans().spans if s.category == "import"}
+    assert names == {"import slow_outer"}
+
+
+def test_failed_import_is_an_error_span_and_the_error_unchanged(traced, tmp_path):
+    write_modules(tmp_path)
+    code = "import sys; sys.path.insert(0, '.')\ntry:\n    import broken_mod\nexcept ImportError as e:\n    print('caught', e)"
+    result = traced.python(code, cwd=tmp_path)
+    assert result.stdout == b"caught nope\n" and result.stderr == b""
+    span, = traced.spans().named("import broken_mod")
+    assert span.status == "ERROR"
+
+
+def test_import_spans_sit_under_the_current_span(traced, tmp_path):
+    """A module imported while a subprocess span... is current: here, a thread's imports go to the process."""
+    write_modules(tmp_path)
+    code = ("import sys, threading; sys.path.insert(0, '.')\n"
+            "t = threading.Thread(target=lambda: __import__('slow_inner')); t.start(); t.join()\n")
+    result = traced.python(code, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == b""
+    spans = traced.spans()
+    inner, = spans.named("import slow_inner")
+    assert spans.parent(inner).name == "process"
+
+
+def test_python_dash_m_and_console_scripts_are_traced(traced, tmp_path):
+    write_modules(tmp_path)
+    script = tmp_path / "tool"
+    script.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport slow_inner\nprint('tool ran')\n")
+    script.chmod(0o755)
+    result = traced.run([str(script)])
+    assert result.stdout == b"tool ran\n" and result.stderr == b""
+    result = traced.run([sys.executable, "-m", "slow_inner"], cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == b""
+    commands = sorted(p.attributes["process.command"] for p in traced.spans().processes())
+    assert commands == ["-m slow_inner", "tool"]
