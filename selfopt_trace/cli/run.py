@@ -1,0 +1,155 @@
+"""`selfopt-trace run -- CMD` and `selfopt-trace demo`: thin shells over selfopt_trace.runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typer.core import TyperCommand
+
+from .. import runner
+from ..bootstrap.selfopt_trace_agent import config as agent_config
+from . import app
+
+_SETTINGS = "Where things go"
+_TRACING = "Tracing"
+_OUTPUT = "Output"
+_REPEAT = "Repeat (before/after comparisons)"
+
+
+def normalize_json_option(args: list[str], value_options: set[str]) -> list[str]:
+    """`--json` takes an optional FILE: rewrite it as `--json=-` (stdout) or `--json=FILE`.
+
+    The word after `--json` is its FILE only when a `--` comes later (the command then follows it);
+    without `--` that word is the command itself, so `run --json python x.py` means what it says.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-"):
+            return out + args[i:]  # the command starts here
+        if arg == "--json":
+            following = args[i + 1] if i + 1 < len(args) else None
+            if following is not None and not following.startswith("-") and "--" in args[i + 2:]:
+                out.append(f"--json={following}")
+                i += 2
+            else:
+                out.append("--json=-")
+                i += 1
+            continue
+        out.append(arg)
+        if arg in value_options and i + 1 < len(args):
+            out.append(args[i + 1])
+            i += 1
+        i += 1
+    return out
+
+
+class RunCommand(TyperCommand):
+    """`run`'s parser: options stop at the first word that is not one (the command), and `--json`
+    takes an optional value (see normalize_json_option)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+        value_options = {opt for param in self.params if getattr(param, "opts", None)
+                         and not getattr(param, "is_flag", False) and not getattr(param, "count", False)
+                         for opt in param.opts}
+        return super().parse_args(ctx, normalize_json_option(list(args), value_options))
+
+
+def _available_commands(ctx: typer.Context) -> tuple[str, ...]:
+    group = ctx.parent.command if ctx.parent is not None else None
+    return tuple(group.list_commands(ctx)) if group is not None and hasattr(group, "list_commands") else ()
+
+
+def _options(command: list[str], run_id: str | None, out: Path | None, db: Path | None, service: str | None,
+             quiet: bool, json_target: str | None, import_threshold_ms: float | None, repeat: int, warmup: int,
+             no_load: bool, extra_env: dict[str, str] | None = None) -> runner.RunOptions:
+    return runner.RunOptions(
+        command=command, run_id=run_id,
+        out_dir=(out or runner.default_out_dir(os.environ)).absolute(),
+        db_path=(db or runner.default_db_path(os.environ)).absolute(),
+        service=service,
+        quiet=quiet, json_target=json_target, import_threshold_ms=import_threshold_ms,
+        repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {},
+    )
+
+
+def _execute(ctx: typer.Context, options: runner.RunOptions) -> None:
+    try:
+        code = runner.run(options, available_commands=_available_commands(ctx))
+    except runner.CommandNotRunnable as exc:
+        print(f"selfopt-trace: {exc}", file=sys.stderr, flush=True)
+        code = exc.exit_code
+    raise typer.Exit(code)
+
+
+# Options shared by `run` and `demo`.
+OUT = typer.Option(None, "--out", envvar=runner.ENV_OUT, rich_help_panel=_SETTINGS, show_default=False,
+                   help="Parent of the run directory (span files, run.json). (default: $SELFOPT_TRACE_HOME/runs, else ./.selfopt-trace/runs)")
+DB = typer.Option(None, "--db", envvar=runner.ENV_DB, rich_help_panel=_SETTINGS, show_default=False,
+                  help="DuckDB trace database to load the run into. (default: $SELFOPT_TRACE_HOME/traces.duckdb, else ./.selfopt-trace/traces.duckdb)")
+QUIET = typer.Option(False, "--quiet", "-q", envvar=runner.ENV_QUIET, rich_help_panel=_OUTPUT,
+                     help="No summary on stderr.")
+JSON = typer.Option(None, "--json", envvar=runner.ENV_JSON, metavar="[FILE]", rich_help_panel=_OUTPUT, show_default=False,
+                    help="Also give the summary as JSON: on stdout after CMD's own output, or in FILE "
+                         "(write `--json FILE -- CMD`, or `--json=FILE`).")
+RUN_ID = typer.Option(None, "--run-id", rich_help_panel=_SETTINGS, show_default=False,
+                      help="Run id (letters, digits, . _ -). (default: UTC time + random, sortable)")
+
+
+@app.command(
+    cls=RunCommand,
+    context_settings={"allow_interspersed_args": False},
+    epilog="Everything after `--` (or from the first word that is not an option) is the command, run "
+           "exactly as the shell would. Settings also come from SELFOPT_TRACE_* variables: see docs/cli.md.",
+)
+def run(
+    ctx: typer.Context,
+    command: Optional[List[str]] = typer.Argument(None, metavar="CMD ARGS", show_default=False,
+                                                  help="The command to run, traced."),
+    run_id: Optional[str] = RUN_ID,
+    out: Optional[Path] = OUT,
+    db: Optional[Path] = DB,
+    service: Optional[str] = typer.Option(None, "--service", envvar=agent_config.ENV_SERVICE, rich_help_panel=_TRACING,
+                                          show_default=False,
+                                          help="service.name of every process. (default: $OTEL_SERVICE_NAME, else the program's name)"),
+    import_threshold_ms: Optional[float] = typer.Option(None, "--import-threshold-ms", envvar=agent_config.ENV_IMPORT_THRESHOLD_MS,
+                                                        rich_help_panel=_TRACING, show_default=False,
+                                                        help="Imports faster than this (cumulative) are not spans. (default: 1)"),
+    quiet: bool = QUIET,
+    json_target: Optional[str] = JSON,
+    no_load: bool = typer.Option(False, "--no-load", envvar=runner.ENV_NO_LOAD, rich_help_panel=_OUTPUT,
+                                 help="Keep the span files only: do not load them into the database."),
+    repeat: int = typer.Option(1, "--repeat", rich_help_panel=_REPEAT,
+                               help="Run CMD N times as one group of runs (they share a group id)."),
+    warmup: int = typer.Option(0, "--warmup", rich_help_panel=_REPEAT,
+                               help="Untimed runs before the N measured ones (traced, then discarded)."),
+) -> None:
+    """Run CMD with every Python process of its tree traced into one trace; print where the time went."""
+    _execute(ctx, _options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
+                           repeat, warmup, no_load))
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    out: Optional[Path] = OUT,
+    db: Optional[Path] = DB,
+    quiet: bool = QUIET,
+    json_target: Optional[str] = typer.Option(None, "--json", envvar=runner.ENV_JSON, metavar="FILE", show_default=False,
+                                              help="Also write the summary as JSON to FILE (`-` for stdout)."),
+) -> None:
+    """Trace the bundled multi-process demo workload and show where its time goes.
+
+    Same as `selfopt-trace run -- python -m selfopt_trace.demo.workload`.
+    """
+    # The workload's processes import selfopt_trace.demo: make sure they find this copy of the package.
+    package_root = str(Path(__file__).resolve().parents[2])
+    pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    extra_env = {"PYTHONPATH": os.pathsep.join(pythonpath + [package_root])} if package_root not in pythonpath else {}
+    command = [sys.executable, "-m", "selfopt_trace.demo.workload"]
+    _execute(ctx, _options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env))

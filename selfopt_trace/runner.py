@@ -1,0 +1,567 @@
+"""`selfopt-trace run`: execute CMD exactly as the shell would, with the bootstrap injected.
+
+What "exactly" means here, and how:
+- PATH lookup, messages and exit codes of a shell: not found -> 127, found but not executable -> 126,
+  a file without a `#!` line is run by /bin/sh (POSIX execvp does the same).
+- stdin, stdout and stderr are inherited file descriptors, never pipes: the bytes are CMD's own.
+  So are other inheritable descriptors (a make jobserver, for instance).
+- The exit status is CMD's. A CMD killed by signal N makes this process kill itself with N (core
+  dumps disabled first), so a shell prints 128+N and a program sees "killed by N" as untraced.
+- Signals: Ctrl-C and Ctrl-\\ from a terminal reach CMD directly (same process group); we forward
+  SIGINT and SIGQUIT only when they did not come from the terminal (our process group is not the
+  terminal's foreground group), and always forward SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2. Signals
+  ignored when we started stay ignored, and CMD inherits that, as it would from a shell.
+- Nothing of ours is written to stdout or stderr until CMD has exited.
+
+Everything around it (the run directory, run.json, loading into the store) happens before the
+timed window starts or after it ends.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SelfoptTraceError
+from .paths import default_db_path as home_db_path
+from .paths import default_runs_dir as home_runs_dir
+
+BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
+
+# The agent's contract (docs/architecture.md); its config module is the one definition of the names.
+from .bootstrap.selfopt_trace_agent import config as agent_config  # noqa: E402  (needs nothing above)
+
+ENV_OUT = "SELFOPT_TRACE_OUT"
+ENV_DB = "SELFOPT_TRACE_DB"
+ENV_QUIET = "SELFOPT_TRACE_QUIET"
+ENV_JSON = "SELFOPT_TRACE_JSON"
+ENV_NO_LOAD = "SELFOPT_TRACE_NO_LOAD"
+
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+EXIT_USAGE = 2
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# SIGINT/SIGQUIT come from the terminal to the whole foreground group: forwarded only when they did not.
+_TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class RunSetupError(SelfoptTraceError):
+    """The run cannot start (unwritable output, bad option): raised before CMD runs."""
+
+
+class CommandNotRunnable(SelfoptTraceError):
+    """CMD cannot be executed: not found (127) or not executable (126), as a shell says it."""
+
+    def __init__(self, command: str, reason: str, exit_code: int) -> None:
+        super().__init__(f"{command}: {reason}")
+        self.exit_code = exit_code
+
+
+@dataclass
+class RunOptions:
+    """What `run` was asked to do; `from_sources` merges flags with SELFOPT_TRACE_* variables."""
+
+    command: list[str]
+    out_dir: Path
+    db_path: Path
+    run_id: str | None = None
+    service: str | None = None
+    import_threshold_ms: float | None = None
+    quiet: bool = False
+    json_target: str | None = None  # "-" for stdout, else a file path
+    repeat: int = 1
+    warmup: int = 0
+    load: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    """One execution of CMD: what run.json says."""
+
+    run_id: str
+    group_id: str | None
+    run_dir: Path | None
+    command: list[str]
+    cwd: str
+    service: str | None
+    traced: bool
+    start_ns: int = 0
+    end_ns: int = 0
+    returncode: int | None = None  # like Popen.returncode: -N when killed by signal N
+
+    @property
+    def exit_code(self) -> int:
+        """What a shell reports: 128+N for a signal."""
+        code = self.returncode or 0
+        return 128 - code if code < 0 else code
+
+    def to_json(self) -> dict:
+        from .bootstrap.selfopt_trace_agent import redact
+
+        return {
+            "run_id": self.run_id,
+            "group_id": self.group_id,
+            "command": redact.argv(self.command),
+            "cwd": self.cwd,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns or None,
+            "exit_code": self.returncode,
+            "service": self.service,
+        }
+
+
+def tracing_disabled_by(environ: dict[str, str] | os._Environ) -> str | None:
+    """The variable that turns tracing off, or None."""
+    for name in (agent_config.ENV_DISABLED, "OTEL_SDK_DISABLED"):
+        if (environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on"):
+            return name
+    return None
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def new_run_id() -> str:
+    """Sortable by time (UTC, milliseconds) and unique: 20250105T143012.123Z-a1b2c3."""
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000_000))
+    return f"{stamp}.{now // 1_000_000 % 1000:03d}Z-{secrets.token_hex(3)}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.fullmatch(run_id):
+        raise RunSetupError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+    return run_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Before CMD: everything that can fail must fail here.
+
+
+def check_writable_dir(directory: Path, what: str) -> None:
+    """Create `directory` if needed and prove a file can be created in it (os.access lies to root)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".selfopt-trace-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RunSetupError(f"{what} {directory} is not writable: {exc.strerror or exc}") from exc
+
+
+def check_writable_db(path: Path) -> None:
+    """The database file can be opened for writing, or created. DuckDB itself is opened after CMD."""
+    if path.is_dir():
+        raise RunSetupError(f"trace database {path} is a directory")
+    if path.exists():
+        try:
+            with open(path, "r+b"):
+                pass
+        except OSError as exc:
+            raise RunSetupError(f"trace database {path} is not writable: {exc.strerror or exc}") from exc
+    else:
+        check_writable_dir(path.parent, "the directory of the trace database")
+
+
+def resolve_command(argv0: str, path_env: str | None) -> tuple[str, bool]:
+    """The file a shell would execute for argv0: (path, True) or, for a non-executable file, (path, False).
+
+    Raises CommandNotRunnable with the shell's message and code when there is none.
+    """
+    if "/" in argv0:
+        if os.path.isdir(argv0):
+            raise CommandNotRunnable(argv0, "Is a directory", EXIT_NOT_EXECUTABLE)
+        if not os.path.exists(argv0):
+            raise CommandNotRunnable(argv0, "No such file or directory", EXIT_NOT_FOUND)
+        return argv0, os.access(argv0, os.X_OK)
+    if not argv0:
+        raise CommandNotRunnable(argv0, "command not found", EXIT_NOT_FOUND)
+    not_executable = None
+    for entry in (path_env if path_env is not None else os.defpath).split(os.pathsep):
+        candidate = os.path.join(entry or ".", argv0)  # an empty PATH entry is the working directory
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate, True
+            not_executable = not_executable or candidate
+    if not_executable:
+        return not_executable, False
+    raise CommandNotRunnable(argv0, "command not found", EXIT_NOT_FOUND)
+
+
+def precompile_bootstrap() -> None:
+    """Write the agent's .pyc files now, so no traced process compiles it (PYTHONDONTWRITEBYTECODE
+    is often set, and compiling the agent costs every process ~10 ms). Best effort, silent."""
+    try:
+        import compileall
+
+        compileall.compile_dir(str(BOOTSTRAP_DIR), quiet=2)
+    except Exception:
+        pass
+
+
+def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions, spawn_ns: int) -> dict[str, str]:
+    """CMD's environment: the caller's, plus what the agent needs. TRACEPARENT passes through as it is."""
+    env = dict(base)
+    env.update(options.extra_env)
+    env[agent_config.ENV_DIR] = str(record.run_dir)
+    env[agent_config.ENV_RUN_ID] = record.run_id
+    env[agent_config.ENV_BOOTSTRAP] = str(BOOTSTRAP_DIR)
+    if options.service:
+        env[agent_config.ENV_SERVICE] = options.service
+    if options.import_threshold_ms is not None:
+        env[agent_config.ENV_IMPORT_THRESHOLD_MS] = repr(options.import_threshold_ms)
+    entries = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(BOOTSTRAP_DIR)]
+    env["PYTHONPATH"] = os.pathsep.join([str(BOOTSTRAP_DIR)] + entries)  # never an empty entry (= cwd)
+    # CMD's process span starts when we spawn it (the agent trusts this when we are its parent).
+    env[agent_config.ENV_SPAWN] = f"{os.getpid()}:{spawn_ns}"
+    return env
+
+
+def write_run_json(record: RunRecord) -> None:
+    """run.json, replaced atomically: written at start (a crash still names the run) and at the end."""
+    assert record.run_dir is not None
+    target = record.run_dir / "run.json"
+    partial = target.with_name(".run.json.tmp")
+    partial.write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# CMD itself.
+
+
+class SignalForwarder:
+    """Installs forwarding handlers for the lifetime of one child (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen | None = None
+        self.pending: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> SignalForwarder:
+        for signum in FORWARDED_SIGNALS:
+            current = signal.getsignal(signum)
+            if current is None or current == signal.SIG_IGN:
+                continue  # ignored (nohup, a background job): CMD inherits that, as from a shell
+            self._previous[signum] = current
+            signal.signal(signum, self._forward)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def started(self, child: subprocess.Popen) -> None:
+        self.child = child
+        for signum in self.pending:
+            self._send(signum)
+        self.pending.clear()
+
+    def _forward(self, signum: int, frame: object) -> None:
+        if signum in _TERMINAL_SIGNALS and _in_terminal_foreground():
+            return  # the terminal sent it to CMD as well
+        if self.child is None:
+            self.pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        child = self.child
+        if child is not None and child.returncode is None:
+            try:
+                os.kill(child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+def _in_terminal_foreground() -> bool:
+    """True when our process group is the foreground group of our controlling terminal."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder) -> int:
+    """Run CMD to completion as a shell would; its Popen-style return code."""
+    path, executable = resolve_command(command[0], env.get("PATH"))
+    if not executable:
+        raise CommandNotRunnable(command[0], "Permission denied", EXIT_NOT_EXECUTABLE)
+    argv = list(command)
+    try:
+        child = _spawn(argv, path, env)
+    except OSError as exc:
+        if exc.errno != errno.ENOEXEC:
+            reason = exc.strerror or str(exc)
+            code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
+            raise CommandNotRunnable(command[0], reason, code) from exc
+        # No #! line: POSIX execvp hands such a file to the shell, and so do we.
+        child = _spawn(["/bin/sh", path] + argv[1:], "/bin/sh", env)
+    forwarder.started(child)
+    return child.wait()
+
+
+def _spawn(argv: list[str], path: str, env: dict[str, str]) -> subprocess.Popen:
+    # close_fds=False: inheritable descriptors pass through as a shell passes them.
+    return subprocess.Popen(argv, executable=path, env=env, close_fds=False)
+
+
+def die_like(returncode: int) -> int:
+    """Exit as CMD did: for a signal, kill ourselves with it (no core file); returns the shell code
+    to fall back to should the signal not kill us."""
+    if returncode >= 0:
+        return returncode
+    signum = -returncode
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+        os.kill(os.getpid(), signum)
+        time.sleep(0.1)  # delivery is asynchronous only in theory; be sure it has happened
+    except (OSError, ValueError):
+        pass
+    return 128 + signum
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole run: prepare, execute, record.
+
+
+def prepare(options: RunOptions) -> None:
+    """Every check that must fail before CMD starts (exit 2, CMD not run)."""
+    if not options.command:
+        raise RunSetupError("no command given: selfopt-trace run [OPTIONS] -- CMD [ARGS...]")
+    if options.repeat < 1 or options.warmup < 0:
+        raise RunSetupError("--repeat must be >= 1 and --warmup >= 0")
+    if options.run_id is not None:
+        check_run_id(options.run_id)
+    if options.import_threshold_ms is not None and options.import_threshold_ms < 0:
+        raise RunSetupError("--import-threshold-ms must be >= 0")
+    check_writable_dir(options.out_dir, "the run output directory")
+    if options.load:
+        check_writable_db(options.db_path)
+    if options.json_target not in (None, "-"):
+        target = Path(options.json_target)
+        check_writable_dir(target.parent if str(target.parent) else Path("."), "the directory of the --json file")
+
+
+def run_ids(options: RunOptions) -> tuple[str | None, list[str]]:
+    """(group id, run ids): a single run has no group; --repeat N gives <group>-1 .. <group>-N."""
+    if options.repeat == 1:
+        return None, [options.run_id or new_run_id()]
+    group = options.run_id or new_run_id()
+    return group, [f"{group}-{i}" for i in range(1, options.repeat + 1)]
+
+
+def new_record(options: RunOptions, run_id: str, group_id: str | None, traced: bool) -> RunRecord:
+    run_dir = options.out_dir / run_id if traced else None
+    if run_dir is not None:
+        try:
+            run_dir.mkdir(parents=False, exist_ok=False)
+            (run_dir / "spans").mkdir()
+        except FileExistsError as exc:
+            raise RunSetupError(f"run directory {run_dir} already exists: choose another --run-id") from exc
+        except OSError as exc:
+            raise RunSetupError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from exc
+    return RunRecord(run_id=run_id, group_id=group_id, run_dir=run_dir, command=list(options.command),
+                     cwd=os.getcwd(), service=options.service, traced=traced)
+
+
+def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str]) -> RunRecord:
+    """Execute CMD once, traced into record.run_dir (or untraced); fills in times and return code."""
+    if record.traced:
+        write_run_json(record)
+    with SignalForwarder() as forwarder:
+        record.start_ns = time.time_ns()
+        env = traced_environ(environ, record, options, record.start_ns) if record.traced else dict(environ)
+        try:
+            record.returncode = execute(record.command, env, forwarder)
+        finally:
+            record.end_ns = time.time_ns()
+            if record.traced and record.returncode is not None:
+                write_run_json(record)
+    return record
+
+
+def warm_up(options: RunOptions, environ: dict[str, str], traced: bool) -> int:
+    """One untimed run before the measured ones, traced the same way; its files are discarded."""
+    import shutil
+
+    record = new_record(options, f".warmup-{new_run_id()}", None, traced)
+    try:
+        run_once(record, options, environ)
+    finally:
+        if record.run_dir is not None:
+            shutil.rmtree(record.run_dir, ignore_errors=True)
+    return record.returncode or 0
+
+
+def run(options: RunOptions, environ: dict[str, str] | None = None, available_commands: tuple[str, ...] = ()) -> int:
+    """The whole `selfopt-trace run`. Returns the code to exit with; when CMD died of a signal this
+    process dies of it too before returning (see die_like)."""
+    environ = dict(os.environ if environ is None else environ)
+    disabled = tracing_disabled_by(environ)
+    traced = disabled is None
+    prepare(options)
+    resolve_command(options.command[0], environ.get("PATH"))  # "command not found" before anything exists
+    if traced:
+        precompile_bootstrap()
+    group_id, ids = run_ids(options)
+    records: list[RunRecord] = []
+    try:
+        for _ in range(options.warmup):
+            code = warm_up(options, environ, traced)
+            if code < 0:
+                return die_like(code)  # interrupted during the warm-ups
+        for run_id in ids:
+            record = new_record(options, run_id, group_id, traced)
+            records.append(record)
+            run_once(record, options, environ)
+            if (record.returncode or 0) < 0:
+                break  # killed (Ctrl-C): no more repetitions
+    except CommandNotRunnable:
+        _discard_unstarted(records)
+        raise
+    records = [record for record in records if record.returncode is not None]
+    code = records[-1].returncode or 0
+    try:
+        _report(records, options, disabled, available_commands, environ)
+    except KeyboardInterrupt:
+        _error(f"interrupted; the run files are kept in {options.out_dir}")
+        return die_like(-signal.SIGINT)
+    except SelfoptTraceError as exc:
+        _error(str(exc))
+        _error(f"the run files are kept in {options.out_dir}")
+    return die_like(code)
+
+
+def _discard_unstarted(records: list[RunRecord]) -> None:
+    import shutil
+
+    for record in records:
+        if record.returncode is None and record.run_dir is not None:
+            shutil.rmtree(record.run_dir, ignore_errors=True)
+
+
+def _error(message: str) -> None:
+    print(f"selfopt-trace: error: {message}", file=sys.stderr, flush=True)
+
+
+def _report(records: list[RunRecord], options: RunOptions, disabled: str | None,
+            available_commands: tuple[str, ...], environ: dict[str, str]) -> None:
+    """After CMD: load into the store, send to a collector if there is one, print and write the summary."""
+    from . import summary as summaries
+
+    if disabled is not None or not options.load:
+        results = [summaries.UntracedSummary(
+            run_id=record.run_id, command=record.to_json()["command"], exit_code=record.returncode,
+            wall_ns=record.end_ns - record.start_ns, run_dir=str(record.run_dir) if record.run_dir else None,
+            reason=(f"tracing disabled by {disabled}: the command ran untraced" if disabled
+                    else f"not loaded (--no-load): span files kept in {record.run_dir}"))
+            for record in records]
+    else:
+        results = _load_and_summarize(records, options, available_commands, environ)
+    group_id = records[0].group_id
+    console = summaries.console(stderr=True)
+    if group_id is not None and all(isinstance(r, summaries.RunSummary) for r in results):
+        group = summaries.GroupSummary(group_id, results)  # type: ignore[arg-type]
+        data: dict = group.to_json()
+        if not options.quiet:
+            summaries.render_group(group, console)
+    else:
+        data = results[0].to_json() if len(results) == 1 else {"group_id": group_id, "runs": [r.to_json() for r in results]}
+        if not options.quiet:
+            for result in results:
+                if isinstance(result, summaries.RunSummary):
+                    summaries.render(result, console)
+                else:
+                    summaries.render_untraced(result, console)
+    if options.json_target is not None:
+        _write_json(data, options.json_target)
+
+
+def _load_and_summarize(records: list[RunRecord], options: RunOptions, available_commands: tuple[str, ...],
+                        environ: dict[str, str]) -> list:
+    from . import summary as summaries
+    from .store import Store
+
+    db_option = "" if options.db_path == default_db_path(environ) else f" --db {_shell_quote(str(options.db_path))}"
+    sender = _collector_sender()
+    results = []
+    with Store(options.db_path) as store:
+        for record in records:
+            assert record.run_dir is not None
+            loaded = store.load_run(record.run_dir)
+            result = summaries.summarize(store, record.run_id,
+                                         summaries.next_commands(record.run_id, db_option, available_commands))
+            result.notes.extend(str(warning) for warning in loaded.warnings[:5])
+            if len(loaded.warnings) > 5:
+                result.notes.append(f"... and {len(loaded.warnings) - 5} more loader warnings (table diagnostics)")
+            if sender is not None:
+                try:
+                    sent = sender(store, record.run_id)
+                    if isinstance(sent, str) and sent:
+                        result.notes.append(sent)
+                except Exception as exc:  # exporting is a bonus: it never changes the run's outcome
+                    result.notes.append(f"could not send the run to the OTLP collector: {exc}")
+            results.append(result)
+    return results
+
+
+def _collector_sender():
+    """`selfopt_trace.export.send.send_to_collector`, where that module exists."""
+    try:
+        from .export.send import send_to_collector
+    except ImportError:
+        return None
+    return send_to_collector
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _write_json(data: dict, target: str) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        Path(target).write_text(text, encoding="utf-8")
+
+
+def default_out_dir(environ: dict[str, str] | os._Environ) -> Path:
+    value = environ.get(ENV_OUT)
+    return Path(value).expanduser() if value else home_runs_dir()
+
+
+def default_db_path(environ: dict[str, str] | os._Environ) -> Path:
+    value = environ.get(ENV_DB)
+    return Path(value).expanduser() if value else home_db_path()

@@ -1,0 +1,433 @@
+"""The end-of-run summary: computed from the store with SQL, rendered with rich (or as JSON).
+
+`summarize(store, run_id)` returns a `RunSummary`; `render(summary, console)` prints it. The time
+by category is exclusive time on the top-level processes (CMD itself, or every traced process whose
+parent is not traced): each instant of the run's wall time goes to the deepest span active then, so
+overlapping children are never counted twice and the categories add up to the wall time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import shlex
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from .store import Store
+
+# Span category -> what the summary calls it, in display order. Categories not listed are own work
+# (a phase span's own time is the program's work, for instance).
+CATEGORY_LABELS = {
+    "startup": "start-up",
+    "import": "imports",
+    "subprocess": "subprocess wait",
+    "http": "HTTP",
+    "serialization": "serialization",
+    "parse": "parsing",
+    "container": "containers",
+}
+OWN_WORK = "own work"
+OUTSIDE = "untraced (launch, teardown)"  # no traced process running: spawn, interpreter teardown, non-Python parents
+LABEL_ORDER = [*CATEGORY_LABELS.values(), OWN_WORK, OUTSIDE]
+SLOWEST = 10
+
+# The top-level process spans: their parent is not in the run (CMD, or children of untraced parents).
+_TOP_PROCESSES = """
+    SELECT c.span_id FROM spans c
+    WHERE c.run_id = $run_id AND c.name = 'process' AND c.category = 'process'
+      AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.run_id = $run_id AND p.span_id = c.parent_span_id)
+"""
+
+# Every span of the top-level processes with its depth below the process span (child processes excluded).
+_TOP_PROCESS_SPANS_SQL = f"""
+WITH RECURSIVE own(span_id, depth) AS (
+    SELECT span_id, 0 FROM ({_TOP_PROCESSES})
+    UNION ALL
+    SELECT s.span_id, own.depth + 1
+    FROM spans s JOIN own ON s.parent_span_id = own.span_id
+    WHERE s.run_id = $run_id AND s.category <> 'process'
+)
+SELECT s.category, s.start_ns, s.end_ns, own.depth
+FROM own JOIN spans s ON s.run_id = $run_id AND s.span_id = own.span_id
+"""
+
+# One row per traced process: its span, start-up, top-level import time and exit. A process is one
+# span file (a fork or an exec'd interpreter opens its own), so per-process sums group by file.
+PROCESSES_SQL = """
+WITH startup AS (
+    SELECT source_file, sum(duration_ns) AS ns FROM spans
+    WHERE run_id = $run_id AND category = 'startup' GROUP BY source_file
+), imports AS (
+    SELECT i.source_file, sum(i.duration_ns) AS ns
+    FROM spans i LEFT JOIN spans p ON p.run_id = $run_id AND p.span_id = i.parent_span_id
+    WHERE i.run_id = $run_id AND i.category = 'import' AND coalesce(p.category, '') <> 'import'
+    GROUP BY i.source_file
+)
+SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.start_ns, p.end_ns, p.duration_ns, p.incomplete,
+       coalesce(p.attributes->>'process.command', p.name) AS command,
+       p.attributes->'process.command_args' AS command_args,
+       TRY_CAST(p.attributes->>'process.exit.code' AS INTEGER) AS exit_code,
+       coalesce(TRY_CAST(p.attributes->>'selfopt_trace.overhead_ns' AS BIGINT), 0) AS overhead_ns,
+       coalesce(startup.ns, 0) AS startup_ns, coalesce(imports.ns, 0) AS import_ns
+FROM spans p
+LEFT JOIN startup ON startup.source_file = p.source_file
+LEFT JOIN imports ON imports.source_file = p.source_file
+WHERE p.run_id = $run_id AND p.name = 'process' AND p.category = 'process'
+ORDER BY p.start_ns
+"""
+
+_TOTALS_SQL = """
+SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns),
+       (SELECT count(*) FROM diagnostics WHERE run_id = $run_id)
+FROM spans WHERE run_id = $run_id
+"""
+
+_RUN_SQL = "SELECT group_id, command, start_ns, end_ns, exit_code, run_dir FROM runs WHERE run_id = $run_id"
+
+
+@dataclass
+class ProcessRow:
+    """One traced process with its start-up / imports / run split (ns)."""
+
+    span_id: str
+    parent_span_id: str | None
+    pid: int | None
+    source_file: str | None
+    start_ns: int
+    end_ns: int
+    duration_ns: int
+    incomplete: bool
+    command: str
+    command_args: list[str]
+    exit_code: int | None
+    overhead_ns: int
+    startup_ns: int
+    import_ns: int
+
+    @property
+    def run_ns(self) -> int:
+        return max(0, self.duration_ns - self.startup_ns - self.import_ns)
+
+    @property
+    def label(self) -> str:
+        """The command line as a person reads it: `python3 -m pytest -x`, `python -c 'import os'`."""
+        if not self.command_args:
+            return self.command
+        import os
+
+        return shlex.join([os.path.basename(self.command_args[0]), *self.command_args[1:]])
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    group_id: str | None
+    command: str | None
+    exit_code: int | None
+    wall_ns: int
+    processes: int
+    spans: int
+    incomplete_spans: int
+    diagnostics: int
+    overhead_ns: int
+    by_category: dict[str, int]
+    slowest: list[ProcessRow]
+    notes: list[str] = field(default_factory=list)
+    next_commands: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "group_id": self.group_id,
+            "command": self.command,
+            "exit_code": self.exit_code,
+            "traced": True,
+            "wall_ms": _ms(self.wall_ns),
+            "processes": self.processes,
+            "spans": self.spans,
+            "incomplete_spans": self.incomplete_spans,
+            "diagnostics": self.diagnostics,
+            "tracer_overhead_ms": _ms(self.overhead_ns),
+            "time_by_category_ms": {label: _ms(ns) for label, ns in self.by_category.items()},
+            "slowest_processes": [
+                {"pid": p.pid, "command": p.label, "command_args": p.command_args, "duration_ms": _ms(p.duration_ns),
+                 "startup_ms": _ms(p.startup_ns), "imports_ms": _ms(p.import_ns), "run_ms": _ms(p.run_ns),
+                 "exit_code": p.exit_code, "incomplete": p.incomplete}
+                for p in self.slowest
+            ],
+            "notes": self.notes,
+            "next_commands": self.next_commands,
+        }
+
+
+def _ms(ns: int | None) -> float | None:
+    return None if ns is None else round(ns / 1e6, 3)
+
+
+def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
+    """Every traced process of the run, in start order."""
+    import json
+
+    _, rows = store.sql(PROCESSES_SQL, {"run_id": run_id})
+    out = []
+    for row in rows:
+        (span_id, parent, pid, source_file, start, end, duration, incomplete, command, args, exit_code,
+         overhead, startup, imports) = row
+        out.append(ProcessRow(span_id, parent, pid, source_file, start or 0, end or 0, duration or 0, bool(incomplete),
+                              command or "process", json.loads(args) if args else [], exit_code,
+                              int(overhead), int(startup), int(imports)))
+    return out
+
+
+def exclusive_time(intervals: Iterable[tuple[str | None, int, int, int]], window: tuple[int, int]) -> dict[str, int]:
+    """Each instant of `window` goes to the deepest interval active then (the latest started on a tie).
+
+    `intervals` are (category, start_ns, end_ns, depth). Returns ns per label of LABEL_ORDER, which add up
+    to the window's length: time no interval covers is OUTSIDE.
+    """
+    first, last = window
+    spans = [(cat, max(s, first), min(e, last), d) for cat, s, e, d in intervals if s is not None and e is not None]
+    spans = [span for span in spans if span[2] > span[1]]
+    events = sorted([(s, 1, i) for i, (_, s, _, _) in enumerate(spans)] + [(e, 0, i) for i, (_, _, e, _) in enumerate(spans)])
+    totals = dict.fromkeys(LABEL_ORDER, 0)
+    active: set[int] = set()
+    deepest: list[tuple[int, int, int]] = []  # (-depth, -start, index), stale entries dropped lazily
+    previous = first
+    for at, is_start, index in events:
+        if at > previous:
+            while deepest and deepest[0][2] not in active:
+                heapq.heappop(deepest)
+            label = _label(spans[deepest[0][2]][0]) if deepest else OUTSIDE
+            totals[label] += at - previous
+            previous = at
+        if is_start:
+            active.add(index)
+            heapq.heappush(deepest, (-spans[index][3], -spans[index][1], index))
+        else:
+            active.discard(index)
+    if last > previous:
+        totals[OUTSIDE] += last - previous
+    return totals
+
+
+def _label(category: str | None) -> str:
+    return CATEGORY_LABELS.get(category or "", OWN_WORK)
+
+
+def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> RunSummary:
+    """The summary of one loaded run."""
+    _, run_rows = store.sql(_RUN_SQL, {"run_id": run_id})
+    group_id, command, start_ns, end_ns, exit_code, _run_dir = run_rows[0] if run_rows else (None,) * 6
+    _, totals = store.sql(_TOTALS_SQL, {"run_id": run_id})
+    spans, incomplete, first_ns, last_ns, diagnostics = totals[0]
+    window = (start_ns or first_ns or 0, end_ns or last_ns or 0)
+    _, intervals = store.sql(_TOP_PROCESS_SPANS_SQL, {"run_id": run_id})
+    by_category = exclusive_time(intervals, window)
+    processes = process_rows(store, run_id)
+    slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
+    return RunSummary(
+        run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
+        wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,
+        incomplete_spans=incomplete or 0, diagnostics=diagnostics or 0,
+        overhead_ns=sum(p.overhead_ns for p in processes), by_category=by_category, slowest=slowest,
+        next_commands=list(next_commands),
+    )
+
+
+def next_commands(run_id: str, db_option: str, available: Iterable[str]) -> list[str]:
+    """What to try next on this run, limited to the commands this installation has."""
+    available = set(available)
+    run = shlex.quote(run_id)
+    # Run ids hold no shell-special characters (runner.check_run_id), so double quotes are safe.
+    sql = (f"SELECT name, round(duration_ns / 1e6, 1) AS ms FROM spans WHERE run_id = '{run_id}' "
+           "ORDER BY duration_ns DESC LIMIT 10")
+    candidates = [
+        ("tree", f"selfopt-trace tree {run}{db_option}"),
+        ("sql", f'selfopt-trace sql "{sql}"{db_option}'),
+        ("query", f"selfopt-trace query breakdown --run {run}{db_option}"),
+        ("report", f"selfopt-trace report {run}{db_option} -o report.html"),
+    ]
+    return [line for command, line in candidates if command in available]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; when writing to a file or pipe, wide (160 columns, or $COLUMNS) rather than 80."""
+    import os
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+def format_ns(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    if ns >= 10_000_000_000:
+        return f"{ns / 1e9:.1f} s"
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:.2f} s"
+    if ns >= 100_000_000:
+        return f"{ns / 1e6:.0f} ms"
+    return f"{ns / 1e6:.1f} ms"
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return str(code)
+
+
+def render(summary: RunSummary, console: Console) -> None:
+    """The summary for a person, on `console` (stderr)."""
+    wall = summary.wall_ns
+    console.print()
+    console.rule(f"[bold]selfopt-trace[/] run [cyan]{summary.run_id}[/]", align="left")
+    head = Table.grid(padding=(0, 2))
+    head.add_row("command", Text(summary.command or "-", overflow="ellipsis", no_wrap=True))
+    head.add_row("wall time", f"[bold]{format_ns(wall)}[/]   exit {describe_exit(summary.exit_code)}")
+    head.add_row("traced", f"{summary.processes} processes, {summary.spans} spans"
+                 + (f", [yellow]{summary.incomplete_spans} incomplete[/]" if summary.incomplete_spans else ", 0 incomplete")
+                 + (f", [yellow]{summary.diagnostics} diagnostics[/]" if summary.diagnostics else ", 0 diagnostics"))
+    per_process = summary.overhead_ns / summary.processes if summary.processes else 0
+    head.add_row("tracer overhead", f"{format_ns(summary.overhead_ns)} in total ({_pct(summary.overhead_ns, wall)} of wall, "
+                 f"{per_process / 1e6:.2f} ms per process)")
+    console.print(head)
+    console.print()
+    console.print(_category_table(summary.by_category, wall))
+    if summary.slowest:
+        console.print()
+        console.print(_slowest_table(summary.slowest))
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if summary.next_commands:
+        console.print()
+        console.print("[bold]Next[/]")
+        for line in summary.next_commands:
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "-"
+
+
+def _category_table(by_category: dict[str, int], wall: int) -> Table:
+    table = Table(title="Time by category (top-level process, exclusive)", title_justify="left",
+                  show_header=False, box=None, padding=(0, 1))
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column(justify="right")
+    table.add_column()
+    for label in LABEL_ORDER:
+        ns = by_category.get(label, 0)
+        if ns == 0 and label not in (OWN_WORK,):
+            continue
+        bar = "█" * round(30 * ns / wall) if wall else ""
+        table.add_row(label, format_ns(ns), _pct(ns, wall), Text(bar, style="cyan"))
+    return table
+
+
+def _slowest_table(rows: list[ProcessRow]) -> Table:
+    table = Table(title=f"Slowest processes (top {SLOWEST})", title_justify="left", box=None, padding=(0, 1),
+                  header_style="bold")
+    for name, justify in (("process", "left"), ("pid", "right"), ("total", "right"), ("start-up", "right"),
+                          ("imports", "right"), ("run", "right"), ("exit", "right")):
+        table.add_column(name, justify=justify, no_wrap=True, max_width=48 if name == "process" else None)  # type: ignore[arg-type]
+    for row in rows:
+        exit_text = describe_exit(row.exit_code) + (" (incomplete)" if row.incomplete else "")
+        table.add_row(Text(row.label, overflow="ellipsis", no_wrap=True), str(row.pid or "-"),
+                      format_ns(row.duration_ns), format_ns(row.startup_ns), format_ns(row.import_ns),
+                      format_ns(row.run_ns), exit_text)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups (--repeat) and untraced runs
+
+
+@dataclass
+class GroupSummary:
+    group_id: str
+    runs: list[RunSummary]
+
+    def median_wall_ns(self) -> int:
+        return int(statistics.median(run.wall_ns for run in self.runs))
+
+    def median_by_category(self) -> dict[str, int]:
+        return {label: int(statistics.median(run.by_category.get(label, 0) for run in self.runs)) for label in LABEL_ORDER}
+
+    def to_json(self) -> dict[str, Any]:
+        walls = [run.wall_ns for run in self.runs]
+        return {
+            "group_id": self.group_id,
+            "runs": [run.to_json() for run in self.runs],
+            "wall_ms": {"median": _ms(self.median_wall_ns()), "min": _ms(min(walls)), "max": _ms(max(walls))},
+            "time_by_category_ms_median": {label: _ms(ns) for label, ns in self.median_by_category().items()},
+        }
+
+
+def render_group(group: GroupSummary, console: Console) -> None:
+    console.print()
+    console.rule(f"[bold]selfopt-trace[/] group [cyan]{group.group_id}[/] ({len(group.runs)} runs)", align="left")
+    table = Table(box=None, padding=(0, 1), header_style="bold")
+    for name, justify in (("run", "left"), ("wall", "right"), ("processes", "right"), ("spans", "right"),
+                          ("overhead", "right"), ("exit", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for run in group.runs:
+        table.add_row(run.run_id, format_ns(run.wall_ns), str(run.processes), str(run.spans),
+                      format_ns(run.overhead_ns), describe_exit(run.exit_code))
+    console.print(table)
+    walls = [run.wall_ns for run in group.runs]
+    console.print(f"wall time: median [bold]{format_ns(group.median_wall_ns())}[/], "
+                  f"min {format_ns(min(walls))}, max {format_ns(max(walls))}")
+    console.print()
+    console.print(_category_table(group.median_by_category(), group.median_wall_ns()))
+    last = group.runs[-1]
+    if last.next_commands:
+        console.print()
+        console.print("[bold]Next[/] (on the last run)")
+        for line in last.next_commands:
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+@dataclass
+class UntracedSummary:
+    """A run where tracing was turned off (OTEL_SDK_DISABLED / SELFOPT_TRACE_DISABLED), or not loaded."""
+
+    run_id: str
+    command: list[str]
+    exit_code: int | None
+    wall_ns: int
+    reason: str
+    run_dir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("wall_ns")
+        data["wall_ms"] = _ms(self.wall_ns)
+        data["traced"] = self.run_dir is not None
+        return data
+
+
+def render_untraced(summary: UntracedSummary, console: Console) -> None:
+    console.print()
+    console.rule(f"[bold]selfopt-trace[/] run [cyan]{summary.run_id}[/]", align="left")
+    console.print(f"wall time [bold]{format_ns(summary.wall_ns)}[/]   exit {describe_exit(summary.exit_code)}")
+    console.print(f"[yellow]{summary.reason}[/]", highlight=False)
