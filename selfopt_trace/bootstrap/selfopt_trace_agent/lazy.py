@@ -7,6 +7,7 @@ imported runs at once. A failing hook is a diagnostic; the import itself always 
 
 from __future__ import annotations
 
+import os
 import sys
 from time import time_ns
 
@@ -19,6 +20,18 @@ BUILTIN_HOOKS = {
     "multiprocessing.spawn": "multiprocessing_",
     "multiprocessing.popen_forkserver": "multiprocessing_",
     "signal": "signal_",
+    "docker.models.containers": "docker_",
+    "json": "serialization",
+    "pickle": "serialization",
+    "dill": "serialization",
+    "pydantic.main": "serialization",
+    "pydantic.type_adapter": "serialization",
+    "ast": "parsing",
+    "libcst": "parsing",
+    "libcst.metadata.wrapper": "parsing",
+    "jedi": "parsing",
+    "tree_sitter": "parsing",
+    "codeflash": "targets",
 }
 
 _pending: dict = {}
@@ -36,6 +49,8 @@ def when_imported(name: str, hook) -> None:
 def install_builtin_hooks() -> None:
     for name, hook_module in BUILTIN_HOOKS.items():
         when_imported(name, _hook_installer(hook_module, name))
+    if "SELFOPT_TRACE_TARGETS" in os.environ:  # `run --target`: loaded only when given
+        __import__(__package__ + ".hooks.targets", fromlist=["install_user_targets"]).install_user_targets()
 
 
 def _hook_installer(hook_module: str, target: str):

@@ -244,6 +244,10 @@ def _resource(pid: int, command_line: list) -> dict:
         "telemetry.sdk.name": "selfopt-trace",
         "telemetry.sdk.language": "python",
     })
+    if os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"):
+        from . import container
+
+        resource.update(container.resource())
     return resource
 
 
