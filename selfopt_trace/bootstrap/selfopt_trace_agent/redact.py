@@ -105,9 +105,25 @@ def url(value: str) -> str:
         if "#" in query:
             query, _, fragment = query.partition("#")
             fragment = "#" + fragment
-        params = []
-        for item in query.split("&"):
-            name, eq, val = item.partition("=")
-            params.append(name + eq + REDACTED if eq and (is_secret_name(name) or _looks_like_secret_value(val)) else item)
-        path = base + "?" + "&".join(params) + fragment
+        path = base + "?" + query_string(query) + fragment
     return scheme + sep + authority + path
+
+
+def query_string(value: str) -> str:
+    """`a=1&api_key=X` (a URL query or a form body) with the values of secret parameters replaced."""
+    params = []
+    for item in value.split("&"):
+        name, eq, val = item.partition("=")
+        params.append(name + eq + REDACTED if eq and (is_secret_name(name) or _looks_like_secret_value(val)) else item)
+    return "&".join(params)
+
+
+def structure(value):
+    """Parsed JSON (dicts, lists, strings) with the values of secret keys and secret-looking strings replaced."""
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and is_secret_name(k) else structure(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [structure(item) for item in value]
+    if isinstance(value, str):
+        return text(value)
+    return value

@@ -52,11 +52,28 @@ def _value(value: object) -> str:
     return _string(str(value))
 
 
+_plain_keys: set = set()  # attribute keys known to need no escaping
+
+
 def encode(attributes: dict | None) -> str:
-    """A JSON object, without importing json for the common case."""
+    """A JSON object, without importing json for the common case (plain keys, str/int values)."""
     if not attributes:
         return "{}"
-    return "{" + ",".join([_string(str(k)) + ":" + _value(v) for k, v in attributes.items()]) + "}"
+    parts = []
+    for key, value in attributes.items():
+        if key not in _plain_keys:
+            if type(key) is not str or _string(key) != '"' + key + '"':
+                parts.append(_string(str(key)) + ":" + _value(value))
+                continue
+            _plain_keys.add(key)
+        kind = type(value)
+        if kind is str and value.isprintable() and '"' not in value and "\\" not in value:
+            parts.append('"%s":"%s"' % (key, value))
+        elif kind is int:
+            parts.append('"%s":%d' % (key, value))
+        else:
+            parts.append('"%s":%s' % (key, _value(value)))
+    return "{" + ",".join(parts) + "}"
 
 
 def header_line(start_ns: int, run_id: str, pid: int, resource: dict) -> str:

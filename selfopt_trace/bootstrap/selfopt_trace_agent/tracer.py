@@ -22,10 +22,15 @@ UNSET, OK, ERROR = "UNSET", "OK", "ERROR"
 
 
 class Span:
-    """A span being recorded. `deferred` spans (imports) are written only if they turn out to matter."""
+    """A span being recorded. `deferred` spans (imports) are written only if they turn out to matter.
+
+    A started span sits in the buffer as this object and is formatted at the next flush: as one
+    X record if it has ended by then (most spans), else as an S record followed later by an E.
+    """
 
     __slots__ = ("span_id", "parent_id", "parent", "trace_id", "name", "kind", "category",
-                 "start_ns", "end_ns", "attributes", "deferred", "keep", "sums", "child_ns")
+                 "start_ns", "end_ns", "attributes", "deferred", "keep", "sums", "child_ns",
+                 "status", "end_attributes", "written")
 
     def __init__(self, span_id: str, parent: Span | None, parent_id: str, trace_id: str, name: str,
                  kind: str, category: str, start_ns: int, attributes: dict | None, deferred: bool = False):
@@ -43,6 +48,9 @@ class Span:
         self.keep = False
         self.sums: dict | None = None
         self.child_ns = 0  # imports: cumulative time of nested imports, for self time
+        self.status = UNSET
+        self.end_attributes: dict | None = None
+        self.written = False  # its S record is on disk: its end needs an E record
 
     def traceparent(self) -> str:
         return "00-%s-%s-01" % (self.trace_id, self.span_id)
@@ -66,9 +74,7 @@ _trace_id = ""
 _remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
 _flush_lock = allocate_lock()  # the flusher thread and the program's threads take from one buffer
 _ids = count(1)
-_id_base = 0
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15  # odd: multiplying by it walks all 2**64 values before repeating
+_id_prefix = "00000000"
 
 
 def set_root(span: Span | None, trace_id: str, remote_parent_id: str) -> None:
@@ -85,13 +91,16 @@ def configure(spans_dir: str, header: str) -> None:
 
     The flusher counts as started until start-up is over: start-up flushes by itself.
     """
-    global _spans_dir, _header, _fd, _path, _id_base, _ids, _enabled, _last_flush_ns, _flusher_started
+    global _spans_dir, _header, _fd, _path, _id_prefix, _ids, _enabled, _last_flush_ns, _flusher_started
     _spans_dir = spans_dir
     _header = header
     _fd = None
     _path = ""
-    _id_base = int.from_bytes(os.urandom(8), "big")
-    _ids = count(1)
+    # Span ids: a random 32-bit prefix per process and a counter from a random start, so two
+    # processes collide only if both halves do.
+    seed = os.urandom(8)
+    _id_prefix = seed[:4].hex()
+    _ids = count(int.from_bytes(seed[4:], "big"))
     del _buffer[:]
     _last_flush_ns = time_ns()
     _flusher_started = True
@@ -106,7 +115,7 @@ def started_up() -> None:
 
 
 def new_span_id() -> str:
-    return "%016x" % (((_id_base + next(_ids) * _GOLDEN) & _MASK64) or 1)
+    return "%s%08x" % (_id_prefix, next(_ids) & 0xFFFFFFFF)
 
 
 def new_trace_id() -> str:
@@ -151,8 +160,7 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     now = start_ns or time_ns()
     parent_id, trace_id = _parent_ids(parent)
     span = Span(new_span_id(), parent, parent_id, trace_id, name, kind, category, now, attributes)
-    _buffer.append(spanfile.start_line(span.span_id, parent_id, trace_id, name, kind, category, now,
-                                       spanfile.encode(attributes)))
+    _buffer.append(span)
     if now - _last_flush_ns > FLUSH_INTERVAL_NS:
         flush()
     elif not _flusher_started:
@@ -165,15 +173,36 @@ def end_span(span: Span, status: str = UNSET, attributes: dict | None = None, en
     """Record the end of a span started with `start_span`. Ending twice records nothing more."""
     if span.end_ns:
         return
-    span.end_ns = now = end_ns or time_ns()
     if span.sums:
         attributes = dict(attributes or ())
         attributes.update(_sum_attributes(span.sums))
-    _buffer.append(spanfile.end_line(span.span_id, now, status, spanfile.encode(attributes), reparent))
+    span.status, span.end_attributes = status, attributes
+    if reparent:
+        span.parent_id = reparent
+    # End time last, `written` read after: a flush running in another thread writes either an S
+    # (and we add the E) or the whole X (and at worst we add an identical E, which loads the same).
+    span.end_ns = now = end_ns or time_ns()
+    if span.written:
+        _buffer.append(spanfile.end_line(span.span_id, now, status, spanfile.encode(attributes), reparent))
     if now - _last_flush_ns > FLUSH_INTERVAL_NS:
         flush()
     elif not _flusher_started:
         _start_flusher()
+
+
+def _format(span: Span) -> str:
+    """The line for a buffered span: X if it has ended, else S (and it is marked written)."""
+    span.written = True
+    if span.end_ns:
+        attributes = span.attributes
+        if span.end_attributes:
+            attributes = dict(attributes or ())
+            attributes.update(span.end_attributes)
+        return spanfile.complete_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
+                                      span.category, span.start_ns, span.end_ns, span.status,
+                                      spanfile.encode(attributes))
+    return spanfile.start_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
+                               span.category, span.start_ns, spanfile.encode(span.attributes))
 
 
 def record_complete(name: str, category: str, start_ns: int, end_ns: int, attributes: dict | None = None,
@@ -183,14 +212,14 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
     if parent is None:
         parent = _current.get() or _root
     parent_id, trace_id = _parent_ids(parent)
-    span_id = span_id or new_span_id()
-    _buffer.append(spanfile.complete_line(span_id, parent_id, trace_id, name, kind, category, start_ns, end_ns,
-                                          status, spanfile.encode(attributes)))
+    span = Span(span_id or new_span_id(), parent, parent_id, trace_id, name, kind, category, start_ns, attributes)
+    span.status, span.end_ns = status, end_ns
+    _buffer.append(span)
     if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
         flush()
     elif not _flusher_started:
         _start_flusher()
-    return span_id
+    return span.span_id
 
 
 def add_sum(key: str, duration_ns: int, size: int = 0) -> None:
@@ -264,8 +293,9 @@ def _flush_locked() -> None:
     t0 = now
     try:
         n = len(_buffer)
-        data = "".join(_buffer[:n]) + spanfile.tick_line(now)
+        taken = _buffer[:n]
         del _buffer[:n]
+        data = "".join([item if type(item) is str else _format(item) for item in taken]) + spanfile.tick_line(now)
         if _fd is None:
             _fd = _open_span_file()
             data = _header + data

@@ -110,6 +110,7 @@ class _Command:
         self.env_args: dict = {}  # key -> (first index, end index, grouped flags before it) of a user's `-e KEY`
         self.env_file: dict = {}
         self.targets: set = set()  # container paths of the user's mounts
+        self.read_only_targets: set = set()
         self.user_mounts = 0
         self.name = ""
         self.detached = False
@@ -173,7 +174,11 @@ def _option(cmd: _Command, name: str, value: str, start: int, end: int, grouped:
         cmd.env_file.update(_read_env_file(value))
     elif name in ("--volume", "--mount"):
         cmd.user_mounts += 1
-        cmd.targets.add(_mount_target(name, value))
+        target = _mount_target(name, value)
+        cmd.targets.add(target)
+        options = value.split(":")[2:] if name == "--volume" else value.split(",")
+        if "ro" in ",".join(options).split(",") or "readonly" in options or "readonly=true" in options:
+            cmd.read_only_targets.add(target)
     elif name == "--name":
         cmd.name = value
     elif name == "--label" and value == OPT_OUT_LABEL:
@@ -227,6 +232,9 @@ def _rewrite(args: list, span: tracer.Span, t0: int) -> list:
     if cmd is None or cmd.opted_out or not cmd.target:
         return args
     runtime = os.path.basename(args[0])
+    if not _on_path(args[0]):
+        tracer.diagnostic("docker.cli_missing", "%s: not found; the command runs as given" % args[0])
+        return args
     user_env = dict(cmd.env_file)
     user_env.update(cmd.env)
     if cmd.subcommand == "exec":  # mounts are fixed at create: only a container started traced joins in
@@ -250,6 +258,7 @@ def _rewrite(args: list, span: tracer.Span, t0: int) -> list:
         flags = []
         for host, target, read_only in mounts:
             flags += volume_flag(host, target, read_only)
+    _check_run_dir(cmd, user_env)
     out = list(args)
     for key in sorted(cmd.env_args, key=lambda k: cmd.env_args[k][0], reverse=True):
         start, end, grouped = cmd.env_args[key]
@@ -273,6 +282,23 @@ def _rewrite(args: list, span: tracer.Span, t0: int) -> list:
         "selfopt_trace.docker.mounts_added": len(mounts),
     }, parent=span)
     return out
+
+
+def _on_path(program: str) -> bool:
+    if os.sep in program:
+        return os.access(program, os.X_OK)
+    return any(os.access(os.path.join(d, program), os.X_OK) for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d)
+
+
+def _check_run_dir(cmd: _Command, user_env: dict) -> None:
+    """Diagnose a command whose own flags keep the container's spans from reaching the run directory."""
+    run_dir = user_env.get(config.ENV_DIR) or CONTAINER_RUN_DIR
+    if run_dir in cmd.read_only_targets:
+        tracer.diagnostic("docker.run_dir_read_only", "%s mounts %s read-only: its container spans are lost"
+                          % (cmd.target, run_dir))
+    elif run_dir != CONTAINER_RUN_DIR and run_dir not in cmd.targets:
+        tracer.diagnostic("docker.run_dir_not_mounted", "%s: %s=%s is not a mount: its container spans stay"
+                          " inside the container" % (cmd.target, config.ENV_DIR, run_dir))
 
 
 def _user_pythonpath(user_env: dict, settings: config.Settings) -> str | None:

@@ -1,0 +1,83 @@
+"""Start-up overhead per traced Python process, in a tree of short children.
+
+A parent Python process runs N `python -c pass` children one after another and times each
+(wall clock around subprocess.run). The parent runs untraced, traced by selfopt-trace, and
+under opentelemetry-instrument (which also reaches the children through PYTHONPATH), with
+the modes interleaved round by round so machine noise hits them alike. Prints medians and the
+added milliseconds per process against the untraced baseline measured in the same run.
+
+    python benchmarks/bench_startup.py [--children 100] [--otel-children 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
+
+PARENT = """
+import json, subprocess, sys, time
+times = []
+for _ in range(int(sys.argv[1])):
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times))
+"""
+
+
+def clean_environ() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "PYTHONPATH"}
+
+
+def run_parent(prefix: list, env: dict, children: int) -> list:
+    out = subprocess.run([*prefix, sys.executable, "-c", PARENT, str(children)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--children", type=int, default=100)
+    parser.add_argument("--otel-children", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    compileall.compile_dir(str(BOOTSTRAP), quiet=1)  # what `selfopt-trace run` does first
+    workdir = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    base = clean_environ()
+    traced = dict(base, SELFOPT_TRACE_DIR=str(workdir / "run"), SELFOPT_TRACE_RUN_ID="bench",
+                  SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP), PYTHONPATH=str(BOOTSTRAP))
+    otel = dict(base, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")
+    instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent)) or shutil.which("opentelemetry-instrument")
+    per_round = max(1, args.children // args.rounds)
+    samples: dict = {"untraced": [], "selfopt-trace": [], "opentelemetry-instrument": []}
+    for _ in range(args.rounds):
+        samples["untraced"] += run_parent([], base, per_round)
+        samples["selfopt-trace"] += run_parent([], traced, per_round)
+        if instrument and args.otel_children:
+            samples["opentelemetry-instrument"] += run_parent([instrument], otel, max(1, args.otel_children // args.rounds))
+    spans = list((workdir / "run" / "spans").glob("*.spans"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    baseline = statistics.median(samples["untraced"]) * 1000
+    print(f"children per mode: {len(samples['untraced'])} (opentelemetry-instrument: {len(samples['opentelemetry-instrument'])})")
+    print(f"{'mode':<26}{'median ms':>10}{'added ms':>10}{'ratio':>8}")
+    for mode, times in samples.items():
+        if not times:
+            print(f"{mode:<26}{'not installed':>10}")
+            continue
+        median = statistics.median(times) * 1000
+        print(f"{mode:<26}{median:>10.2f}{median - baseline:>10.2f}{median / baseline:>8.2f}")
+    print(f"span files written by the traced tree: {len(spans)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""http.client, so urllib.request and every client built on it (urllib3, requests, pip's vendored copies).
+
+Under another client's span this layer only adds what it alone sees: the connection (`connect`,
+`dns`, `tls` spans), the time to the response headers, and the `traceparent` header, put on the
+wire (in the connection's header buffer) so the caller's objects stay as they were. A request made
+with http.client directly (urllib.request does) gets its own span here: it opens at `putrequest`
+and closes when the response body has been read to its end or the response is closed (also when
+it is garbage-collected), so body download is inside it.
+"""
+
+from __future__ import annotations
+
+from time import time_ns
+
+from . import http_common as common
+from .http_common import ATTR
+
+LIBRARY = "http.client"
+
+
+def install(target: str, module) -> None:
+    common.install_dns()
+    connection = module.HTTPConnection
+    common.wrap(connection, "putrequest", _putrequest)
+    common.wrap(connection, "endheaders", _endheaders)
+    common.wrap(connection, "getresponse", _getresponse)
+    common.wrap(connection, "connect", common.timed_connect)
+    https = getattr(module, "HTTPSConnection", None)  # absent without the ssl module
+    if https is not None:
+        common.wrap(https, "connect", common.timed_tls)
+    common.wrap(module.HTTPResponse, "_close_conn", _close_conn)
+
+
+def _full_url(connection, target: str) -> tuple:
+    """(url, host, port) of a request line's target on this connection."""
+    host = getattr(connection, "_tunnel_host", None) or connection.host
+    port = getattr(connection, "_tunnel_port", None) or connection.port
+    if "://" in target:  # a request to a proxy names the whole URL
+        return target, None, None
+    scheme = "https" if connection.default_port == 443 else "http"
+    return common.join_url(scheme, host, port, target), host, port
+
+
+def _putrequest(original):
+    def putrequest(self, method, url, *args, **kwargs):
+        request = common.client_active()
+        if request is None:
+            try:
+                full, host, port = _full_url(self, url)
+            except Exception as exc:
+                common.hook_failed(LIBRARY, exc)
+            else:
+                request = common.begin_client(LIBRARY, method, full, host, port, in_context=False)
+        if request is not None:
+            request.sends += 1
+            self.__dict__[ATTR] = request
+        try:
+            return original(self, method, url, *args, **kwargs)
+        except BaseException as exc:
+            _abandon(self, exc)
+            raise
+
+    return putrequest
+
+
+def _endheaders(original):
+    def endheaders(self, *args, **kwargs):
+        request = self.__dict__.get(ATTR)
+        if request is not None:
+            t0 = time_ns()
+            try:
+                _inject(self._buffer, request)
+            except Exception as exc:
+                common.hook_failed(request.library, exc)
+            common.tracer.add_overhead(time_ns() - t0)
+        try:
+            return original(self, *args, **kwargs)
+        except BaseException as exc:
+            _abandon(self, exc)
+            raise
+
+    return endheaders
+
+
+def _inject(lines: list, request: common.ClientRequest) -> None:
+    """Replace any traceparent among the buffered header lines with ours; note the Content-Length."""
+    for i in range(len(lines) - 1, 0, -1):  # line 0 is the request line
+        name, _, value = lines[i].partition(b":")
+        name = name.strip().lower()
+        if name == b"traceparent":
+            del lines[i]
+        elif name == b"content-length":
+            request.request_size = int(value)
+    lines.append(b"traceparent: " + request.span.traceparent().encode("ascii"))
+
+
+def _getresponse(original):
+    def getresponse(self, *args, **kwargs):
+        request = self.__dict__.pop(ATTR, None)
+        if request is None:
+            return original(self, *args, **kwargs)
+        request.wait_ns = time_ns()
+        try:
+            response = original(self, *args, **kwargs)
+        except BaseException as exc:
+            if request.tokens is None:
+                request.end(exc)
+            raise
+        request.headers_ns = time_ns()
+        if request.tokens is None:  # our own span: it ends with the body
+            _owned_response(request, response)
+        return response
+
+    return getresponse
+
+
+def _owned_response(request: common.ClientRequest, response) -> None:
+    try:
+        request.got_response(response.status, response.length, body_read=True)
+        if response.length == 0 or response.isclosed():
+            request.end()
+            return
+    except Exception as exc:
+        common.hook_failed(LIBRARY, exc)
+    response.__dict__[ATTR] = request
+
+
+def _abandon(connection, exc: BaseException) -> None:
+    """A send failed: our own span ends with the error; an outer layer's ends in that layer."""
+    request = connection.__dict__.pop(ATTR, None)
+    if request is not None and request.tokens is None:
+        request.end(exc)
+
+
+def _close_conn(original):
+    def _close_conn(self, *args, **kwargs):
+        request = self.__dict__.pop(ATTR, None)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if request is not None:
+                request.end()
+
+    return _close_conn

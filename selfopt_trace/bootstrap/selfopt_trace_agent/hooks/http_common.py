@@ -1,0 +1,414 @@
+"""What the HTTP hooks share: one CLIENT span per request, SERVER spans joined to the caller's trace.
+
+Clients nest (requests -> urllib3 -> http.client, httpx -> httpcore): the outermost layer opens the
+span and puts its `ClientRequest` in a context variable; inner layers see it and only add what they
+alone know (connection set-up, time to first byte, the traceparent header on the wire), like OTel's
+suppress_http_instrumentation. Attribute names follow the OTel HTTP semantic conventions; ours are
+under `selfopt_trace.http.`. Everything here catches its own errors: a request never fails because
+of the tracer.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from time import time_ns
+
+from .. import process, redact, tracer
+
+CATEGORY = "http"
+METHOD = "http.request.method"
+URL_FULL = "url.full"
+URL_PATH = "url.path"
+URL_SCHEME = "url.scheme"
+ROUTE = "http.route"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+CLIENT_ADDRESS = "client.address"
+STATUS_CODE = "http.response.status_code"
+ERROR_TYPE = "error.type"
+REQUEST_SIZE = "http.request.body.size"
+RESPONSE_SIZE = "http.response.body.size"
+RESEND_COUNT = "http.request.resend_count"
+LIBRARY = "selfopt_trace.http.library"
+REUSED = "selfopt_trace.http.connection.reused"
+RETRY_SLEEP = "selfopt_trace.http.retry.sleep_ns"
+TTFB = "selfopt_trace.http.ttfb_ns"
+DOWNLOAD = "selfopt_trace.http.download_ns"
+REQUEST_BODY = "selfopt_trace.http.request.body"
+RESPONSE_BODY = "selfopt_trace.http.response.body"
+TRACEPARENT = "traceparent"
+ENV_BODIES = "SELFOPT_TRACE_HTTP_BODIES"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+ATTR = "_selfopt_trace_http"  # the ClientRequest on a connection or response object between calls
+
+_client: ContextVar = ContextVar("selfopt_trace_http_client", default=None)
+_server: ContextVar = ContextVar("selfopt_trace_http_server", default=None)
+
+
+def _body_cap() -> int:
+    try:
+        return max(0, int(os.environ.get(ENV_BODIES) or 0))
+    except ValueError:
+        return 0
+
+
+BODY_CAP = _body_cap()  # bytes of each body recorded (redacted); 0: bodies are never read
+
+
+def hook_failed(where: str, exc: BaseException) -> None:
+    tracer.exception_diagnostic("http_hook_failed:" + where, exc)
+
+
+class ClientRequest:
+    """One logical request: every attempt, redirect and connection it needed, under one span."""
+
+    __slots__ = ("span", "library", "tokens", "sends", "connects", "connecting", "connect_end_ns",
+                 "wait_ns", "headers_ns", "sleep_ns", "status_code", "request_size", "response_size",
+                 "body_read", "bodies")
+
+    def __init__(self, span: tracer.Span, library: str, tokens: tuple | None):
+        self.span = span
+        self.library = library
+        self.tokens = tokens  # None: not in the context (http.client's own span lives across calls)
+        self.sends = 0
+        self.connects = 0
+        self.connecting: tracer.Span | None = None
+        self.connect_end_ns = 0
+        self.wait_ns = 0
+        self.headers_ns = 0
+        self.sleep_ns = 0
+        self.status_code: int | None = None
+        self.request_size: int | None = None
+        self.response_size: int | None = None
+        self.body_read = False
+        self.bodies: tuple | None = None
+
+    def got_response(self, status_code: int, response_size: int | None, body_read: bool) -> None:
+        self.status_code = status_code
+        self.body_read = body_read
+        self.response_size = response_size
+
+    def record_bodies(self, request_body, response_body) -> None:
+        """Only with SELFOPT_TRACE_HTTP_BODIES set: both bodies, redacted and cut to the cap."""
+        self.bodies = (_body_text(request_body), _body_text(response_body))
+
+    def connect_started(self, now: int) -> None:
+        self.connects += 1
+        span = self.span
+        self.connecting = tracer.Span(tracer.new_span_id(), span, span.span_id, span.trace_id, "connect",
+                                      tracer.INTERNAL, CATEGORY, now, None)
+
+    def connect_ended(self, now: int, failed: bool = False) -> None:
+        connecting, self.connecting = self.connecting, None
+        if connecting is None:
+            return
+        self.connect_end_ns = 0 if failed else now
+        tracer.record_complete("connect", CATEGORY, connecting.start_ns, now, self._peer(), parent=self.span,
+                               status=tracer.ERROR if failed else tracer.UNSET, span_id=connecting.span_id)
+
+    def tls_ended(self, now: int, failed: bool = False) -> None:
+        start, self.connect_end_ns = self.connect_end_ns, 0
+        if start:
+            tracer.record_complete("tls", CATEGORY, start, now, self._peer(), parent=self.span,
+                                   status=tracer.ERROR if failed else tracer.UNSET)
+
+    def _peer(self) -> dict:
+        attributes = self.span.attributes or {}
+        return {SERVER_ADDRESS: attributes.get(SERVER_ADDRESS), SERVER_PORT: attributes.get(SERVER_PORT)}
+
+    def end(self, exc: BaseException | None = None) -> None:
+        """Close the span (once): response attributes, or the exception the caller will see."""
+        now = time_ns()
+        tokens, self.tokens = self.tokens, None
+        if tokens is not None:
+            tracer.deactivate(tokens[1])
+            _client.reset(tokens[0])
+        if self.span.end_ns:
+            return
+        attributes: dict = {REUSED: self.connects == 0}
+        status = tracer.UNSET
+        try:
+            if self.status_code is not None:
+                attributes[STATUS_CODE] = self.status_code
+                if self.status_code >= 400:
+                    attributes[ERROR_TYPE] = str(self.status_code)
+                    status = tracer.ERROR
+            if exc is not None:
+                attributes[ERROR_TYPE] = type(exc).__qualname__
+                status = tracer.ERROR
+            if self.sends > 1:
+                attributes[RESEND_COUNT] = self.sends - 1
+            if self.sleep_ns:
+                attributes[RETRY_SLEEP] = self.sleep_ns
+            if self.request_size is not None:
+                attributes[REQUEST_SIZE] = self.request_size
+            if self.response_size is not None:
+                attributes[RESPONSE_SIZE] = self.response_size
+            if self.headers_ns:
+                if self.wait_ns:
+                    attributes[TTFB] = self.headers_ns - self.wait_ns
+                if self.body_read:
+                    attributes[DOWNLOAD] = now - self.headers_ns
+            if self.bodies is not None:
+                attributes[REQUEST_BODY], attributes[RESPONSE_BODY] = self.bodies
+        except Exception as error:
+            hook_failed(self.library, error)
+        tracer.end_span(self.span, status, attributes, end_ns=now)
+        tracer.add_overhead(time_ns() - now)
+
+
+def client_active() -> ClientRequest | None:
+    return _client.get()
+
+
+def begin_client(library: str, method: str, url: str, host: str | None = None, port: int | None = None,
+                 in_context: bool = True) -> ClientRequest | None:
+    """Open the CLIENT span of a request (None if that failed: the request then goes on untraced)."""
+    t0 = time_ns()
+    try:
+        if host is None:
+            host, port = split_url(url)
+        attributes = {METHOD: method, URL_FULL: redact.url(url), SERVER_ADDRESS: host, SERVER_PORT: port,
+                      LIBRARY: library}
+        span = tracer.start_span(method, CATEGORY, tracer.CLIENT, attributes, start_ns=t0)
+        # The server's spans will name this one as parent: it must be on disk even if we die waiting.
+        tracer.flush()
+        request = ClientRequest(span, library, None)
+        if in_context:
+            request.tokens = (_client.set(request), tracer.activate(span))
+    except Exception as exc:
+        hook_failed(library, exc)
+        return None
+    tracer.add_overhead(time_ns() - t0)
+    return request
+
+
+def split_url(url: str) -> tuple:
+    """(host, port) of an absolute URL, without urllib.parse (this runs on every request)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "", None
+    for stop in "/?#":
+        rest = rest.partition(stop)[0]
+    rest = rest.rpartition("@")[2]
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:]
+    else:
+        host, _, port = rest.partition(":")
+    return host, int(port) if port.isdigit() else _DEFAULT_PORTS.get(scheme.lower())
+
+
+def join_url(scheme: str, host: str, port: int | None, target: str) -> str:
+    if ":" in host:
+        host = "[" + host + "]"
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return "%s://%s%s" % (scheme, host, target)
+    return "%s://%s:%d%s" % (scheme, host, port, target)
+
+
+def split_host(value: str | None) -> tuple | None:
+    """A Host header as (host, port), or None."""
+    if not value:
+        return None
+    host, port = split_url("http://" + value)
+    return host, port
+
+
+def content_length(headers) -> int | None:
+    value = headers.get("content-length")
+    return None if value is None else int(value)
+
+
+def timed_connect(original):
+    """Wrap a method that opens a TCP connection: a `connect` child span (DNS nested inside)."""
+
+    def connect(self, *args, **kwargs):
+        request = _client.get() or self.__dict__.get(ATTR)
+        if request is None:
+            return original(self, *args, **kwargs)
+        token = _client.set(request)  # http.client's own requests are not in the context: DNS needs it
+        request.connect_started(time_ns())
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException:
+            request.connect_ended(time_ns(), failed=True)
+            raise
+        finally:
+            _client.reset(token)
+        request.connect_ended(time_ns())
+        return result
+
+    return connect
+
+
+def timed_tls(original):
+    """Wrap an HTTPS connect that calls a `timed_connect` first: the rest of it is the `tls` span."""
+
+    def connect(self, *args, **kwargs):
+        request = _client.get() or self.__dict__.get(ATTR)
+        if request is None:
+            return original(self, *args, **kwargs)
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException:
+            request.tls_ended(time_ns(), failed=True)
+            raise
+        request.tls_ended(time_ns())
+        return result
+
+    return connect
+
+
+def install_dns() -> None:
+    """socket.getaddrinfo during a traced request becomes a `dns` span (inside `connect`)."""
+    import socket
+
+    original = socket.getaddrinfo
+    if hasattr(original, "__wrapped__"):
+        return
+
+    def getaddrinfo(host, *args, **kwargs):
+        request = _client.get()
+        if request is None:
+            return original(host, *args, **kwargs)
+        t0 = time_ns()
+        status = tracer.ERROR
+        try:
+            result = original(host, *args, **kwargs)
+            status = tracer.UNSET
+            return result
+        finally:
+            tracer.record_complete("dns", CATEGORY, t0, time_ns(), {SERVER_ADDRESS: _text(host)},
+                                   parent=request.connecting or request.span, status=status)
+
+    getaddrinfo.__wrapped__ = original
+    socket.getaddrinfo = getaddrinfo
+
+
+def _text(value) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
+def wrap(owner, name: str, make) -> None:
+    """owner.name = make(original), once (a second install sees the __wrapped__ mark)."""
+    original = owner.__dict__[name]
+    if hasattr(original, "__wrapped__"):
+        return
+    wrapper = make(original)
+    wrapper.__wrapped__ = original
+    setattr(owner, name, wrapper)
+
+
+# --- bodies (opt-in) ----------------------------------------------------------------------------
+
+def _body_text(body) -> str | None:
+    if body is None:
+        return None
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        text = bytes(body).decode("utf-8", "replace")
+    elif isinstance(body, str):
+        text = body
+    else:
+        return None  # a stream or file: reading it would consume it
+    return _redact_body(text)[:BODY_CAP]
+
+
+def _redact_body(text: str) -> str:
+    """JSON bodies with secret keys replaced, form bodies like query strings, anything else as text."""
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        import json
+
+        try:
+            return json.dumps(redact.structure(json.loads(text)))
+        except ValueError:
+            return redact.REDACTED  # JSON we cannot parse may hide a secret we cannot find
+    if "=" in text and " " not in text.strip() and "\n" not in text.strip():
+        return redact.query_string(text)
+    return redact.text(text)
+
+
+# --- server side --------------------------------------------------------------------------------
+
+class ServerRequest:
+    __slots__ = ("span", "library", "tokens", "status_code", "route")
+
+    def __init__(self, span: tracer.Span, library: str):
+        self.span = span
+        self.library = library
+        self.tokens = (_server.set(self), tracer.activate(span))
+        self.status_code: int | None = None
+        self.route: str | None = None
+
+
+def server_active() -> ServerRequest | None:
+    return _server.get()
+
+
+def begin_server(library: str, method: str, target: str, traceparent: str | None, server, client,
+                 scheme: str = "http", start_ns: int = 0) -> ServerRequest | None:
+    """A SERVER span, current until `end_server`: its parent is the caller's span from `traceparent`.
+
+    Written as one record at the end, so its name can carry the route the framework found meanwhile.
+    """
+    t0 = time_ns()
+    try:
+        parent = _remote_parent(traceparent) if traceparent else None
+        if parent is None:
+            parent = tracer.current() or tracer.root()
+        attributes = {METHOD: method, URL_PATH: target.partition("?")[0], URL_SCHEME: scheme, LIBRARY: library}
+        if server:
+            attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server[0], server[1]
+        if client:
+            attributes[CLIENT_ADDRESS] = client
+        span = tracer.Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, method, tracer.SERVER,
+                           CATEGORY, start_ns or t0, attributes)
+        request = ServerRequest(span, library)
+    except Exception as exc:
+        hook_failed(library, exc)
+        return None
+    tracer.add_overhead(time_ns() - t0)
+    return request
+
+
+def _remote_parent(traceparent) -> tracer.Span | None:
+    trace_id, span_id = process._incoming_context(_text(traceparent))
+    if not span_id:
+        return None
+    return tracer.Span(span_id, None, "", trace_id, "", tracer.SERVER, CATEGORY, 0, None)
+
+
+def end_server(request: ServerRequest | None, exc: BaseException | None = None) -> None:
+    if request is None or request.tokens is None:
+        return
+    now = time_ns()
+    tokens, request.tokens = request.tokens, None
+    try:
+        tracer.deactivate(tokens[1])
+        _server.reset(tokens[0])
+    except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
+        pass
+    try:
+        span = request.span
+        attributes = dict(span.attributes or ())
+        status = tracer.UNSET
+        name = span.name
+        if request.route:
+            attributes[ROUTE] = request.route
+            name = "%s %s" % (name, request.route)
+        if request.status_code is not None:
+            attributes[STATUS_CODE] = request.status_code
+            if request.status_code >= 500:
+                attributes[ERROR_TYPE] = str(request.status_code)
+                status = tracer.ERROR
+        if exc is not None:
+            attributes[ERROR_TYPE] = type(exc).__qualname__
+            status = tracer.ERROR
+        tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
+                               kind=tracer.SERVER, status=status, span_id=span.span_id)
+    except Exception as error:
+        hook_failed(request.library, error)
+    tracer.add_overhead(time_ns() - now)
+

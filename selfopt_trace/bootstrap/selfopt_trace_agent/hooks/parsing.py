@@ -1,0 +1,86 @@
+"""Parsing spans, "AST analysis" (category "parse"): ast, compile, libcst, jedi, tree-sitter.
+
+Patched when each library is first imported (lazy.BUILTIN_HOOKS); small calls are sums, slow
+ones spans (hooks/timed.py). `compile` is the builtin: the import system's own compile of a
+module being imported is left alone (its import span covers it); compile calls of the program
+(pytest's assertion rewriting, exec of generated code) are measured. jedi's calls run under a
+deferred span, because inference may start jedi's compiled-module subprocess, which then sits
+under the call that needed it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .timed import PARSE, Call, is_wrapped, measured, wrap_attribute
+
+CATEGORY = "parse"
+_NO_DATA = -1  # calls that take no source (inference, metadata resolution)
+
+
+def install(target: str, module) -> None:
+    if target == "ast":
+        _install_ast(module)
+    elif target == "libcst":
+        for name in ("parse_module", "parse_expression", "parse_statement"):
+            wrap_attribute(module, name, Call("libcst." + name, CATEGORY, "libcst", name, PARSE, 0, "source"))
+    elif target == "libcst.metadata.wrapper":
+        wrapper = module.MetadataWrapper
+        for name in ("__init__", "resolve", "resolve_many"):
+            label = "libcst.MetadataWrapper" + ("" if name == "__init__" else "." + name)
+            wrap_attribute(wrapper, name, Call(label, CATEGORY, "libcst", name, PARSE, _NO_DATA))
+    elif target == "jedi":
+        _install_jedi(module)
+    elif target == "tree_sitter":
+        wrap_attribute(module.Parser, "parse",
+                       Call("tree_sitter.Parser.parse", CATEGORY, "tree_sitter", "parse", PARSE, 1, "source"))
+
+
+def _filename(args: tuple, kwargs: dict):
+    return args[1] if len(args) > 1 else kwargs.get("filename")
+
+
+def _install_ast(module) -> None:
+    wrap_attribute(module, "parse", Call("ast.parse", CATEGORY, "ast", "parse", PARSE, 0, "source", _filename))
+    import builtins
+
+    original = builtins.compile
+    if is_wrapped(original):
+        return
+    # depth 2: the span's calling site is the caller of the shim below, not the shim.
+    inner = measured(original, Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source", _filename, 2))
+
+    def compile(*args, **kwargs):
+        if sys._getframe(1).f_code.co_filename.startswith("<frozen "):  # importlib / zipimport loading a module
+            return original(*args, **kwargs)
+        return inner(*args, **kwargs)
+
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__", "__selfopt_trace__", "__wrapped__"):
+        setattr(compile, attribute, getattr(inner, attribute))
+    builtins.compile = compile
+
+
+def _script_path(args: tuple, kwargs: dict):
+    return kwargs.get("path") or getattr(args[0], "path", None)
+
+
+def _name_path(args: tuple, kwargs: dict):
+    return getattr(args[0], "module_path", None)
+
+
+_SCRIPT_METHODS = ("infer", "goto", "get_names", "get_references", "get_signatures", "get_context", "complete",
+                   "complete_search", "search", "help")
+_NAME_METHODS = ("goto", "infer", "get_signatures", "parent", "full_name")
+
+
+def _install_jedi(module) -> None:
+    script = module.Script
+    wrap_attribute(script, "__init__", Call("jedi.Script", CATEGORY, "jedi", "Script", PARSE, 1, "code", _script_path),
+                   frame=True)
+    for name in _SCRIPT_METHODS:
+        wrap_attribute(script, name, Call("jedi.Script." + name, CATEGORY, "jedi", name, PARSE, _NO_DATA, "",
+                                          _script_path), frame=True)
+    base_name = module.api.classes.BaseName
+    for name in _NAME_METHODS:
+        wrap_attribute(base_name, name, Call("jedi.Name." + name, CATEGORY, "jedi", name, PARSE, _NO_DATA, "",
+                                             _name_path), frame=True)

@@ -1,0 +1,44 @@
+"""requests (and pip's vendored copy): one span per `Session.send`, so per `requests.get/post` call.
+
+`Session.send` covers redirects (followed by nested `send` calls, folded into this span) and, unless
+`stream=True`, the body download. urllib3 and http.client underneath add attempts, connections and
+the traceparent header.
+"""
+
+from __future__ import annotations
+
+from . import http_common as common
+
+
+def install(target: str, module) -> None:
+    library = "pip._vendor.requests" if target.startswith("pip.") else "requests"
+    common.wrap(module.sessions.Session, "send", lambda original: _send(original, library))
+
+
+def _send(original, library: str):
+    def send(self, request, **kwargs):
+        if common.client_active() is not None:
+            return original(self, request, **kwargs)
+        traced = common.begin_client(library, request.method, request.url)
+        if traced is None:
+            return original(self, request, **kwargs)
+        try:
+            response = original(self, request, **kwargs)
+        except BaseException as exc:
+            traced.end(exc)
+            raise
+        try:
+            body_read = not kwargs.get("stream", self.stream)
+            traced.got_response(response.status_code, None, body_read)
+            size = common.content_length(response.headers)
+            if size is None and body_read and hasattr(response.raw, "tell"):  # not with mocked adapters
+                size = response.raw.tell()  # bytes on the wire, before decompression
+            traced.response_size = size
+            if common.BODY_CAP:
+                traced.record_bodies(request.body, response.content if body_read else None)
+        except Exception as exc:
+            common.hook_failed(library, exc)
+        traced.end()
+        return response
+
+    return send

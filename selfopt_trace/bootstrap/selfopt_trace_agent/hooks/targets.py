@@ -1,0 +1,204 @@
+"""Declarative targets: functions named `module:qualname` become spans (category "phase").
+
+Two sources, both applied when the target's module is first imported (lazy.when_imported):
+- the built-in codeflash list (targets_codeflash.py), registered when `codeflash` is imported;
+- the user's, from SELFOPT_TRACE_TARGETS: `module:qualname` entries separated by `,` or `;`
+  (set by `selfopt-trace run --target` and `[tool.selfopt-trace] targets` in pyproject.toml).
+
+A wrapper is a plain function that keeps the original's name, qualname and `__wrapped__` (so
+inspect.signature sees the real parameters). A target that does not exist in the imported
+module is a diagnostic (`target_missing`); the program runs on unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import lazy, redact, tracer
+from .timed import MARK, is_wrapped
+
+ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
+CATEGORY = "phase"
+_CO_COROUTINE, _CO_GENERATOR, _CO_ASYNC_GENERATOR = 0x80, 0x20, 0x200
+
+
+def install(target: str, module) -> None:
+    """`codeflash` was imported: register its phases, and check the list against this version."""
+    from ..targets_codeflash import TARGETS
+
+    register(TARGETS)
+    lazy.when_imported("codeflash.main", lambda _main: check_modules(module, TARGETS))
+
+
+def install_user_targets() -> None:
+    """At start-up, only when SELFOPT_TRACE_TARGETS is set."""
+    register([(module, qualname, qualname, None) for module, qualname in parse(os.environ.get(ENV_TARGETS, ""))])
+
+
+def parse(text: str) -> list:
+    """[(module, qualname)] from `a.b:C.f, d:g; ...`; malformed entries are diagnostics."""
+    out = []
+    for item in text.replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        module, sep, qualname = item.partition(":")
+        if not sep or not module.strip() or not qualname.strip():
+            tracer.diagnostic("target_invalid", "%r is not module:qualname" % item)
+            continue
+        out.append((module.strip(), qualname.strip()))
+    return out
+
+
+def register(targets) -> None:
+    by_module: dict = {}
+    for entry in targets:
+        by_module.setdefault(entry[0], []).append(entry)
+    for module_name, entries in by_module.items():
+        lazy.when_imported(module_name, _applier(entries))
+
+
+def _applier(entries: list):
+    def apply(module) -> None:
+        for module_name, qualname, span_name, attribute_paths in entries:
+            try:
+                wrap(module, module_name, qualname, span_name, attribute_paths)
+            except Exception as exc:
+                tracer.exception_diagnostic("target_failed:%s:%s" % (module_name, qualname), exc)
+
+    return apply
+
+
+def check_modules(package, targets) -> None:
+    """Modules of the list missing in the installed codeflash (renamed in another version)."""
+    roots = list(getattr(package, "__path__", ()))
+    for module_name in sorted({entry[0] for entry in targets}):
+        parts = module_name.split(".")[1:]
+        base = [os.path.join(root, *parts) for root in roots]
+        if not any(os.path.exists(path + ".py") or os.path.exists(os.path.join(path, "__init__.py")) for path in base):
+            tracer.diagnostic("target_missing", "%s: no such module in this codeflash" % module_name)
+
+
+def wrap(module, module_name: str, qualname: str, span_name: str, attribute_paths: dict | None) -> bool:
+    """Replace `module.qualname` by a span-recording wrapper. False (and a diagnostic) if it is missing."""
+    *owners, attribute = qualname.split(".")
+    owner = module
+    for name in owners:
+        owner = getattr(owner, name, None)
+        if owner is None:
+            break
+    raw = None
+    if owner is not None:
+        raw = owner.__dict__.get(attribute) if isinstance(owner, type) else None
+        if raw is None:
+            raw = getattr(owner, attribute, None)
+    if raw is None:
+        tracer.diagnostic("target_missing", "%s:%s not found" % (module_name, qualname))
+        return False
+    descriptor = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
+    function = raw.__func__ if descriptor else raw
+    if is_wrapped(function):
+        return False
+    code = getattr(_unwrapped(function), "__code__", None)
+    if code is None or code.co_flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR):
+        tracer.diagnostic("target_unsupported", "%s:%s is not a plain or async function" % (module_name, qualname))
+        return False
+    attributes = {"code.namespace": module_name, "code.function": qualname}
+    extract = _extractor(code, attribute_paths) if attribute_paths else None
+    wrapper = _wrapper(function, span_name, attributes, extract, bool(code.co_flags & _CO_COROUTINE))
+    setattr(owner, attribute, descriptor(wrapper) if descriptor else wrapper)
+    return True
+
+
+def _unwrapped(function):
+    for _ in range(20):  # decorated functions: their parameters are the innermost function's
+        inner = getattr(function, "__wrapped__", None)
+        if inner is None:
+            break
+        function = inner
+    return function
+
+
+def _wrapper(original, span_name: str, attributes: dict, extract, is_async: bool):
+    if is_async:
+        async def wrapper(*args, **kwargs):
+            span, token = _begin(span_name, attributes, extract, args, kwargs)
+            try:
+                result = await original(*args, **kwargs)
+            except BaseException as exc:
+                _finish(span, token, exc)
+                raise
+            _finish(span, token, None)
+            return result
+    else:
+        def wrapper(*args, **kwargs):
+            span, token = _begin(span_name, attributes, extract, args, kwargs)
+            try:
+                result = original(*args, **kwargs)
+            except BaseException as exc:
+                _finish(span, token, exc)
+                raise
+            _finish(span, token, None)
+            return result
+
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(wrapper, name, getattr(original, name, None))
+    wrapper.__wrapped__ = original
+    setattr(wrapper, MARK, True)
+    return wrapper
+
+
+def _begin(span_name: str, attributes: dict, extract, args: tuple, kwargs: dict):
+    try:
+        if extract is not None:
+            attributes = dict(attributes)
+            attributes.update(extract(args, kwargs))
+        span = tracer.start_span(span_name, CATEGORY, tracer.INTERNAL, attributes)
+        return span, tracer.activate(span)
+    except Exception as exc:
+        tracer.exception_diagnostic("target_failed:" + span_name, exc)
+        return None, None
+
+
+def _finish(span, token, exc: BaseException | None) -> None:
+    if span is None:
+        return
+    try:
+        tracer.deactivate(token)
+        if exc is None:
+            tracer.end_span(span)
+        else:
+            tracer.end_span(span, tracer.ERROR, {"error.type": type(exc).__qualname__})
+    except Exception as error:
+        tracer.exception_diagnostic("target_failed", error)
+
+
+def _extractor(code, attribute_paths: dict):
+    """A function (args, kwargs) -> attributes, reading each `parameter.attr.attr` path."""
+    parameters = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+    plan = []
+    for key, path in attribute_paths.items():
+        name, *chain = path.split(".")
+        position = parameters.index(name) if name in parameters[:code.co_argcount] else -1
+        plan.append((key, name, position, chain))
+
+    def extract(args: tuple, kwargs: dict) -> dict:
+        out = {}
+        for key, name, position, chain in plan:
+            value = args[position] if 0 <= position < len(args) else kwargs.get(name)
+            for attribute in chain:
+                value = getattr(value, attribute, None)
+            if value is not None:
+                out[key] = _attribute_value(value)
+        return out
+
+    return extract
+
+
+def _attribute_value(value):
+    if isinstance(value, (bool, int, float)):
+        return value
+    members = getattr(type(value), "_member_map_", None)  # an Enum: its name, not its repr
+    if members is not None and getattr(value, "name", None) in members:
+        return value.name
+    return redact.text(str(value))[:200]

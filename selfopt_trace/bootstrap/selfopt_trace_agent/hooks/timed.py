@@ -1,0 +1,299 @@
+"""Wrappers for calls that are spans when slow and sums when small (serialization, parsing).
+
+A call shorter than SELFOPT_TRACE_SMALL_NS (default 100 us) is not a span: its count, time and
+bytes are summed onto the enclosing span (`selfopt_trace.small.<name>.count|duration_ns|bytes`),
+so json-heavy code stays fast and the totals stay exact. A longer call is a complete span with
+its sizes, the Python type and the calling site. A call made inside another measured call on
+the same thread (json.load -> json.loads, ast.parse -> compile, pydantic -> json) runs untouched:
+it is part of the outer call and counts once.
+
+Hot path: one thread-local read and write, two clocks, a few dict operations. Sizes are what the
+call hands us for free (the length of the str/bytes going in or coming out), never computed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from _thread import _local
+from time import time_ns
+
+from .. import tracer
+
+ENV_SMALL_NS = "SELFOPT_TRACE_SMALL_NS"
+DEFAULT_SMALL_NS = 100_000
+MARK = "__selfopt_trace__"
+
+# What a wrapped call's data argument and result are (for sizes and the Python type).
+DUMP = 1   # object -> text/bytes: bytes_out = len(result), type of the data argument
+LOAD = 2   # text/bytes -> object: bytes_in = len(data argument), type of the result
+PARSE = 3  # source -> tree: bytes_in = len(data argument)
+
+_TEXT = (str, bytes, bytearray)
+
+
+class _State(_local):
+    busy = False  # this thread is inside a measured call
+
+
+_state = _State()
+_small_ns = -1
+
+
+def small_ns() -> int:
+    """The threshold, read once per process (after fork the value is inherited)."""
+    global _small_ns
+    if _small_ns < 0:
+        try:
+            _small_ns = max(0, int(float(os.environ.get(ENV_SMALL_NS) or DEFAULT_SMALL_NS)))
+        except ValueError:
+            _small_ns = DEFAULT_SMALL_NS
+            tracer.diagnostic("bad_setting", "%s is not a number of nanoseconds" % ENV_SMALL_NS)
+    return _small_ns
+
+
+class Call:
+    """What is known about a wrapped function before it is called (one per wrapper)."""
+
+    __slots__ = ("name", "category", "library", "operation", "shape", "data_index", "data_name", "subject", "depth")
+
+    def __init__(self, name: str, category: str, library: str, operation: str, shape: int,
+                 data_index: int = 0, data_name: str = "", subject=None, depth: int = 1):
+        self.name = name
+        self.category = category
+        self.library = library
+        self.operation = operation
+        self.shape = shape
+        self.data_index = data_index  # position of the data argument (self/cls count); -1: keyword only
+        self.data_name = data_name
+        self.subject = subject  # (args, kwargs) -> the file or thing worked on, for spans only
+        self.depth = depth  # frames between the wrapper and the calling site (1: the caller of the wrapper)
+
+
+def is_wrapped(function) -> bool:
+    return getattr(function, MARK, False)
+
+
+def _identity(wrapper, original, qualname: str = ""):
+    """Look like the original to pickle (by reference), inspect (via __wrapped__) and help()."""
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(wrapper, attribute, getattr(original, attribute))
+        except (AttributeError, TypeError):
+            pass
+    if qualname:
+        wrapper.__qualname__ = qualname
+    wrapper.__wrapped__ = original
+    setattr(wrapper, MARK, True)
+    return wrapper
+
+
+def measured(original, call: Call, qualname: str = ""):
+    """A wrapper of `original` that records each call as a span or a sum."""
+    state = _state
+    small = small_ns()
+    shape = call.shape
+    index = call.data_index
+    key = call.name
+
+    def wrapper(*args, **kwargs):
+        if state.busy:
+            return original(*args, **kwargs)
+        state.busy = True
+        try:
+            t0 = time_ns()
+            try:
+                result = original(*args, **kwargs)
+            except BaseException as exc:
+                _finish(call, args, kwargs, None, exc, t0, time_ns(), small)
+                raise
+            t1 = time_ns()
+            if t1 - t0 < small:  # the fast path, inline
+                try:
+                    if shape == DUMP:
+                        size = len(result) if type(result) in _TEXT else 0
+                    else:
+                        data = args[index] if 0 <= index < len(args) else kwargs.get(call.data_name)
+                        size = len(data) if type(data) in _TEXT else 0
+                    add_small(key, t1 - t0, size)
+                    tracer.add_overhead(time_ns() - t1)
+                except Exception as exc:  # never into the program
+                    tracer.exception_diagnostic("measure_failed:" + key, exc)
+            else:
+                _finish(call, args, kwargs, result, None, t0, t1, small)
+            return result
+        finally:
+            state.busy = False
+
+    return _identity(wrapper, original, qualname)
+
+
+def framed(original, call: Call, qualname: str = ""):
+    """Like `measured`, for calls that may start spans of their own (jedi starts a subprocess).
+
+    The call runs under a deferred span: written only if it is slow or something inside it was
+    recorded (which then has it as its parent), as import spans are.
+    """
+    state = _state
+    small = small_ns()
+
+    def wrapper(*args, **kwargs):
+        parent = tracer._current.get() or tracer._root
+        if state.busy or parent is None:
+            return original(*args, **kwargs)
+        state.busy = True
+        try:
+            t0 = time_ns()
+            frame = tracer.Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, call.name,
+                                tracer.INTERNAL, call.category, t0, None, deferred=True)
+            token = tracer._current.set(frame)
+            try:
+                result = original(*args, **kwargs)
+            except BaseException as exc:
+                tracer._current.reset(token)
+                _finish(call, args, kwargs, None, exc, t0, time_ns(), small, frame)
+                raise
+            t1 = time_ns()
+            tracer._current.reset(token)
+            _finish(call, args, kwargs, result, None, t0, t1, small, frame)
+            return result
+        finally:
+            state.busy = False
+
+    return _identity(wrapper, original, qualname)
+
+
+def _finish(call: Call, args: tuple, kwargs: dict, result, exc: BaseException | None, t0: int, t1: int,
+            small: int, frame: tracer.Span | None = None) -> None:
+    """After a call: a sum if it was small (and nothing inside it was recorded), else a span."""
+    try:
+        if t1 - t0 < small and (frame is None or not frame.keep):
+            data = result if call.shape == DUMP else data_argument(call, args, kwargs)
+            add_small(call.name, t1 - t0, len(data) if exc is None and type(data) in _TEXT else 0)
+            if frame is not None and frame.sums:
+                _merge_sums(frame.sums)
+        else:
+            _record(call, args, kwargs, result, t0, t1, exc, sys._getframe(call.depth + 1), frame)
+        tracer.add_overhead(time_ns() - t1)
+    except Exception as error:  # never into the program
+        tracer.exception_diagnostic("measure_failed:" + call.name, error)
+
+
+def _sum_target():
+    """The span small calls are summed onto: the current one, above import frames (which drop sums)."""
+    span = tracer._current.get() or tracer._root
+    while span is not None and span.deferred and span.category == "import":
+        span = span.parent
+    return span
+
+
+def add_small(key: str, duration_ns: int, size: int, calls: int = 1) -> None:
+    span = _sum_target()
+    if span is None:
+        return
+    sums = span.sums
+    if sums is None:
+        span.sums = sums = {}
+    entry = sums.get(key)
+    if entry is None:
+        sums[key] = [calls, duration_ns, size]
+    else:
+        entry[0] += calls
+        entry[1] += duration_ns
+        entry[2] += size
+
+
+def _merge_sums(sums: dict) -> None:
+    """A deferred frame that is not written hands what was summed onto it to its own target."""
+    for key, (calls, total_ns, size) in sums.items():
+        add_small(key, total_ns, size, calls)
+
+
+def sum_attributes(sums: dict) -> dict:
+    out = {}
+    for key, (calls, total_ns, size) in sums.items():
+        out["selfopt_trace.small.%s.count" % key] = calls
+        out["selfopt_trace.small.%s.duration_ns" % key] = total_ns
+        if size:
+            out["selfopt_trace.small.%s.bytes" % key] = size
+    return out
+
+
+def data_argument(call: Call, args: tuple, kwargs: dict):
+    index = call.data_index
+    return args[index] if 0 <= index < len(args) else kwargs.get(call.data_name)
+
+
+def type_name(value) -> str:
+    kind = value if isinstance(value, type) else type(value)
+    module = getattr(kind, "__module__", "")
+    if module == "builtins":
+        return kind.__qualname__
+    return "%s.%s" % (module, getattr(kind, "__qualname__", kind.__name__))
+
+
+def _record(call: Call, args: tuple, kwargs: dict, result, t0: int, t1: int, exc: BaseException | None,
+            caller, frame: tracer.Span | None = None) -> None:
+    """The call as a complete span (slow, failed, or the parent of something recorded)."""
+    try:
+        code = caller.f_code
+        attributes = {
+            "selfopt_trace.library": call.library,
+            "selfopt_trace.operation": call.operation,
+            "code.filepath": code.co_filename,
+            "code.lineno": caller.f_lineno,
+            "code.function": code.co_name,
+        }
+        data = data_argument(call, args, kwargs)
+        if call.shape == DUMP:
+            if data is not None:
+                attributes["selfopt_trace.python.type"] = type_name(data)
+            if type(result) in _TEXT:
+                attributes["selfopt_trace.bytes_out"] = len(result)
+        else:
+            if type(data) in _TEXT:
+                attributes["selfopt_trace.bytes_in"] = len(data)
+            if call.shape == LOAD and exc is None:
+                attributes["selfopt_trace.python.type"] = type_name(result)
+        status = tracer.UNSET
+        if exc is not None:
+            status = tracer.ERROR
+            attributes["error.type"] = type_name(exc)
+        if call.subject is not None:
+            subject = call.subject(args, kwargs)
+            if subject:
+                attributes["selfopt_trace.subject"] = str(subject)
+        if frame is not None:
+            if frame.sums:
+                attributes.update(sum_attributes(frame.sums))
+            tracer.record_complete(call.name, call.category, t0, t1, attributes, parent=frame.parent,
+                                   status=status, span_id=frame.span_id)
+        else:
+            tracer.record_complete(call.name, call.category, t0, t1, attributes, status=status)
+    except Exception as error:
+        tracer.exception_diagnostic("measure_failed:" + call.name, error)
+
+
+def wrap_attribute(owner, attribute: str, call: Call, frame: bool = False) -> bool:
+    """Replace `owner.attribute` (a function, method, classmethod, staticmethod or property) by a wrapper.
+
+    Returns False when there is nothing to wrap or it is already ours.
+    """
+    raw = owner.__dict__.get(attribute) if isinstance(owner, type) else getattr(owner, attribute, None)
+    if raw is None:
+        return False
+    make = framed if frame else measured
+    qualname = "%s.%s" % (owner.__qualname__, attribute) if isinstance(owner, type) else ""
+    if isinstance(raw, (classmethod, staticmethod)):
+        if is_wrapped(raw.__func__):
+            return False
+        setattr(owner, attribute, type(raw)(make(raw.__func__, call, qualname)))
+    elif isinstance(raw, property):
+        if raw.fget is None or is_wrapped(raw.fget):
+            return False
+        setattr(owner, attribute, raw.getter(make(raw.fget, call, qualname)))
+    else:
+        if is_wrapped(raw) or not callable(raw):
+            return False
+        setattr(owner, attribute, make(raw, call, qualname))
+    return True
