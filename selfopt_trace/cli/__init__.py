@@ -26,6 +26,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "run",
     "inspect",
+    "docker",
 )
 
 
