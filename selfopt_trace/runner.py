@@ -332,17 +332,20 @@ def die_like(returncode: int) -> int:
     if returncode >= 0:
         return returncode
     signum = -returncode
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
         import resource
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(signum, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these cannot be caught, so need no reset
+            signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
         os.kill(os.getpid(), signum)
-        time.sleep(0.1)  # delivery is asynchronous only in theory; be sure it has happened
+        time.sleep(1)  # delivery is immediate in practice; never go on as if it had not happened
     except (OSError, ValueError):
         pass
     return 128 + signum

@@ -1,0 +1,155 @@
+"""`selfopt-trace run -- CMD` behaves as CMD untraced: exit status, stdout/stderr bytes, stdin, tracebacks."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import stat
+import sys
+
+import pytest
+
+from tests.cli.conftest import clean_environ, python
+
+# Writes every byte value, a partial line, and interleaves both streams.
+NOISY = r"""
+import sys
+out, err = sys.stdout.buffer, sys.stderr.buffer
+out.write(bytes(range(256)))
+err.write(b"warning: \xff\xfe not utf-8\n")
+out.write(b"\r\npartial line without newline")
+out.flush()
+print("text after bytes", flush=True)
+print("\u00e9t\u00e9 \u2603", file=sys.stderr)
+"""
+
+
+def direct(cmd: list[str], **kwargs):
+    import subprocess
+
+    kwargs.setdefault("capture_output", True)
+    return subprocess.run(cmd, env=clean_environ(), timeout=60, **kwargs)
+
+
+@pytest.mark.parametrize("code", [0, 1, 3])
+def test_exit_code_is_the_commands(cli, code):
+    result = cli("run", "-q", "--no-load", "--", *python(f"import sys; sys.exit({code})"))
+    assert result.returncode == code, result.stderr
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGABRT])
+def test_killed_by_a_signal_dies_of_the_same_signal(cli, signum):
+    cmd = python(f"import os; os.kill(os.getpid(), {int(signum)})")
+    assert direct(cmd).returncode == -signum
+    result = cli("run", "-q", "--no-load", "--", *cmd)
+    assert result.returncode == -signum, result.stderr
+    assert result.stderr == b""
+
+
+def test_a_shell_sees_128_plus_the_signal(cli):
+    import subprocess
+
+    cmd = shlex.join(cli.argv("run", "-q", "--no-load", "--", *python("import os; os.kill(os.getpid(), 9)")))
+    shell = subprocess.run(["sh", "-c", f"{cmd}; echo status=$?"], capture_output=True, env=cli.env(), cwd=cli.cwd, timeout=60)
+    assert shell.stdout == b"status=137\n", shell.stderr
+
+
+def test_stdout_and_stderr_bytes_are_identical_to_untraced(cli):
+    untraced = direct(python(NOISY))
+    traced = cli("run", "-q", "--", *python(NOISY))
+    assert traced.returncode == untraced.returncode == 0
+    assert traced.stdout == untraced.stdout
+    assert traced.stderr == untraced.stderr
+    assert len(cli.run_dirs()) == 1  # and it was traced
+
+
+def test_summary_goes_to_stderr_after_the_commands_own_bytes(cli):
+    untraced = direct(python(NOISY))
+    traced = cli("run", "--", *python(NOISY))
+    assert traced.stdout == untraced.stdout
+    assert traced.stderr.startswith(untraced.stderr)
+    assert b"wall time" in traced.stderr[len(untraced.stderr):]
+
+
+def test_stdin_passes_through(cli):
+    data = b"first line\nsecond\x00\xff line\n" * 1000
+    echo = python("import sys; sys.stdout.buffer.write(sys.stdin.buffer.read()[::-1])")
+    result = cli("run", "-q", "--no-load", "--", *echo, input=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data[::-1]
+
+
+def test_stdin_is_the_terminal_or_file_it_was(cli, tmp_path):
+    """CMD gets our descriptors themselves, not pipes: a file stays a seekable file."""
+    source = tmp_path / "input.txt"
+    source.write_bytes(b"0123456789")
+    probe = python("import os, sys; print(os.path.samefile('/proc/self/fd/0', sys.argv[1]), sys.stdin.seekable())")
+    with open(source, "rb") as stdin:
+        result = cli("run", "-q", "--no-load", "--", *probe, str(source), stdin=stdin)
+    assert result.stdout == b"True True\n", result.stderr
+
+
+def test_uncaught_exception_traceback_is_unchanged(cli, tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text("def inner():\n    raise ValueError('boom')\n\ndef outer():\n    inner()\n\nouter()\n")
+    untraced = direct([sys.executable, str(script)])
+    traced = cli("run", "-q", "--no-load", "--", sys.executable, str(script))
+    assert untraced.returncode == traced.returncode == 1
+    assert traced.stderr == untraced.stderr
+    assert b"ValueError: boom" in traced.stderr
+
+
+def test_command_not_found_is_127_like_a_shell(cli):
+    result = cli("run", "--", "no-such-command-3f9a")
+    assert result.returncode == 127
+    assert result.stderr == b"selfopt-trace: no-such-command-3f9a: command not found\n"
+    assert result.stdout == b""
+    assert cli.run_dirs() == []
+
+
+def test_not_executable_is_126(cli, tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho ran\n")
+    script.chmod(0o644)
+    result = cli("run", "--", "./script.sh")
+    assert result.returncode == 126
+    assert result.stderr == b"selfopt-trace: ./script.sh: Permission denied\n"
+    directory = cli("run", "--", str(tmp_path))
+    assert directory.returncode == 126
+    assert b"Is a directory" in directory.stderr
+    missing = cli("run", "--", "./missing.sh")
+    assert missing.returncode == 127
+    assert missing.stderr == b"selfopt-trace: ./missing.sh: No such file or directory\n"
+
+
+def test_path_lookup_and_a_script_without_shebang_run_like_a_shell(cli, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "mytool"
+    tool.write_text('echo "no shebang, run by sh: $1"\n')  # POSIX execvp hands it to /bin/sh
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    env = cli.env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    result = cli("run", "-q", "--no-load", "--", "mytool", "arg1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"no shebang, run by sh: arg1\n"
+
+
+def test_missing_double_dash_works_and_later_options_belong_to_the_command(cli):
+    result = cli("run", "-q", "--no-load", *python("import sys; print(sys.argv[1:])"), "--quiet", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"['--quiet', '--json']\n"
+
+
+def test_unknown_option_before_the_command_is_a_usage_error(cli):
+    result = cli("run", "--bogus", *python("open('ran', 'w')"))
+    assert result.returncode == 2
+    assert b"--bogus" in result.stderr
+    assert not (cli.cwd / "ran").exists()
+
+
+def test_no_command_is_a_usage_error(cli):
+    result = cli("run", "--quiet")
+    assert result.returncode == 2
+    assert b"no command given" in result.stderr
