@@ -32,6 +32,20 @@ BUILTIN_HOOKS = {
     "jedi": "parsing",
     "tree_sitter": "parsing",
     "codeflash": "targets",
+    "http.client": "http_client",
+    "urllib3": "urllib3_",
+    "pip._vendor.urllib3": "urllib3_",
+    "requests": "requests_",
+    "pip._vendor.requests": "requests_",
+    "httpx": "httpx_",
+    "http.server": "http_server",
+    "wsgiref.handlers": "http_server",
+    "gunicorn.workers.base": "http_server",
+    "uvicorn.config": "http_server",
+    "django.core.handlers.base": "http_server",
+    "flask.ctx": "http_server",
+    "threading": "threads",
+    "concurrent.futures.thread": "threads",
 }
 
 _pending: dict = {}

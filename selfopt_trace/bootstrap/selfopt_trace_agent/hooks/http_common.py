@@ -338,9 +338,20 @@ class ServerRequest:
     def __init__(self, span: tracer.Span, library: str):
         self.span = span
         self.library = library
-        self.tokens = (_server.set(self), tracer.activate(span))
+        self.tokens: tuple | None = (_server.set(self), tracer.activate(span))
         self.status_code: int | None = None
         self.route: str | None = None
+
+    def deactivate(self) -> None:
+        """No longer current (the span may still be open: a WSGI body is sent after the app returned)."""
+        tokens, self.tokens = self.tokens, None
+        if tokens is None:
+            return
+        tracer.deactivate(tokens[1])
+        try:
+            _server.reset(tokens[0])
+        except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
+            pass
 
 
 def server_active() -> ServerRequest | None:
@@ -381,17 +392,13 @@ def _remote_parent(traceparent) -> tracer.Span | None:
 
 
 def end_server(request: ServerRequest | None, exc: BaseException | None = None) -> None:
-    if request is None or request.tokens is None:
+    if request is None or request.span.end_ns:
         return
     now = time_ns()
-    tokens, request.tokens = request.tokens, None
+    request.deactivate()
+    span = request.span
+    span.end_ns = now
     try:
-        tracer.deactivate(tokens[1])
-        _server.reset(tokens[0])
-    except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
-        pass
-    try:
-        span = request.span
         attributes = dict(span.attributes or ())
         status = tracer.UNSET
         name = span.name
