@@ -1,0 +1,221 @@
+"""Every client gives exactly one CLIENT span per request, with the semantic-convention attributes,
+its connection set-up as children, and a traceparent on the wire that names that span."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from tests.agent.http.conftest import children_named, client_spans
+
+BODY = 100  # bytes each client POSTs
+
+CLIENTS = {
+    "requests": """
+        import requests, sys
+        r = requests.post(sys.argv[1] + "/echo", data=b"x" * 100)
+        print(r.status_code, r.json()["body_size"])
+    """,
+    "httpx": """
+        import httpx, sys
+        r = httpx.post(sys.argv[1] + "/echo", content=b"x" * 100)
+        print(r.status_code, r.json()["body_size"])
+    """,
+    "httpx-async": """
+        import asyncio, httpx, sys
+        async def main():
+            async with httpx.AsyncClient() as client:
+                r = await client.post(sys.argv[1] + "/echo", content=b"x" * 100)
+            print(r.status_code, r.json()["body_size"])
+        asyncio.run(main())
+    """,
+    "urllib3": """
+        import json, sys, urllib3
+        r = urllib3.request("POST", sys.argv[1] + "/echo", body=b"x" * 100)
+        print(r.status, json.loads(r.data)["body_size"])
+    """,
+    "urllib.request": """
+        import json, sys, urllib.request
+        with urllib.request.urlopen(urllib.request.Request(sys.argv[1] + "/echo", data=b"x" * 100)) as r:
+            print(r.status, json.loads(r.read())["body_size"])
+    """,
+    "http.client": """
+        import http.client, json, sys
+        connection = http.client.HTTPConnection(sys.argv[1].split("//")[1])
+        connection.request("POST", "/echo", body=b"x" * 100)
+        r = connection.getresponse()
+        print(r.status, json.loads(r.read())["body_size"])
+    """,
+}
+LIBRARY = {"httpx-async": "httpx", "urllib.request": "http.client"}
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_one_span_per_request_with_attributes(traced, server, client):
+    result = traced.python(textwrap.dedent(CLIENTS[client]), server.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"200 100\n"
+    assert result.stderr == b""
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    [span] = client_spans(spans)
+    process = spans.processes()[0]
+    assert span.parent_span_id == process.span_id
+    assert span.name == "POST"
+    assert span.status == "UNSET"
+    attributes = span.attributes
+    assert attributes["selfopt_trace.http.library"] == LIBRARY.get(client, client)
+    assert attributes["http.request.method"] == "POST"
+    assert attributes["url.full"] == server.url + "/echo"
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["server.port"] == int(server.url.rsplit(":", 1)[1])
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["http.request.body.size"] == BODY
+    assert attributes["http.response.body.size"] == len(json.dumps({"method": "POST", "body_size": BODY}))
+    assert attributes["selfopt_trace.http.connection.reused"] is False
+    assert 0 < attributes["selfopt_trace.http.ttfb_ns"] < span.end_ns - span.start_ns
+    assert 0 <= attributes["selfopt_trace.http.download_ns"] < span.end_ns - span.start_ns
+    assert "http.request.resend_count" not in attributes and "error.type" not in attributes
+    [connect] = children_named(spans, span, "connect")
+    assert span.start_ns <= connect.start_ns <= connect.end_ns <= span.end_ns
+    if client != "httpx-async":  # anyio resolves names in a worker thread of its own
+        [dns] = children_named(spans, connect, "dns")
+        assert connect.start_ns <= dns.start_ns <= dns.end_ns <= connect.end_ns
+    # the server got exactly one traceparent header, naming this span
+    assert server.traceparents() == [["00-%s-%s-01" % (span.trace_id, span.span_id)]]
+
+
+def test_session_reuses_the_connection_module_calls_do_not(traced, server):
+    code = textwrap.dedent("""
+        import requests, sys
+        with requests.Session() as session:
+            session.get(sys.argv[1] + "/echo"); session.get(sys.argv[1] + "/echo")
+        requests.post(sys.argv[1] + "/echo", json={}); requests.post(sys.argv[1] + "/echo", json={})
+    """)
+    result = traced.python(code, server.url)
+    assert (result.returncode, result.stderr) == (0, b"")
+    spans = traced.spans()
+    reused = [s.attributes["selfopt_trace.http.connection.reused"] for s in client_spans(spans)]
+    assert reused == [False, True, False, False]
+    assert [len(children_named(spans, s, "connect")) for s in client_spans(spans)] == [1, 0, 1, 1]
+
+
+def test_httpx_client_reuses_the_connection(traced, server):
+    code = textwrap.dedent("""
+        import httpx, sys
+        with httpx.Client() as client:
+            for _ in range(3):
+                client.get(sys.argv[1] + "/echo")
+    """)
+    result = traced.python(code, server.url)
+    assert (result.returncode, result.stderr) == (0, b"")
+    reused = [s.attributes["selfopt_trace.http.connection.reused"] for s in client_spans(traced.spans())]
+    assert reused == [False, True, True]
+
+
+@pytest.mark.parametrize("client", ["urllib3", "requests"])
+def test_retries_are_attempts_of_one_span_with_backoff(traced, server, client):
+    code = {
+        "urllib3": """
+            import sys, urllib3
+            retry = urllib3.Retry(total=3, backoff_factor=0.02, status_forcelist=[503])
+            r = urllib3.PoolManager(retries=retry).request("GET", sys.argv[1] + "/flaky/a/2")
+            print(r.status)
+        """,
+        "requests": """
+            import requests, sys, urllib3
+            session = requests.Session()
+            retry = urllib3.Retry(total=3, backoff_factor=0.02, status_forcelist=[503])
+            session.mount("http://", requests.adapters.HTTPAdapter(max_retries=retry))
+            print(session.get(sys.argv[1] + "/flaky/a/2").status_code)
+        """,
+    }[client]
+    result = traced.python(textwrap.dedent(code), server.url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"200\n", b"")
+    [span] = client_spans(traced.spans())
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["http.request.resend_count"] == 2
+    # urllib3 sleeps backoff_factor * 2 ** (n - 1) from the second retry on: at least 40 ms here
+    assert span.attributes["selfopt_trace.http.retry.sleep_ns"] >= 40_000_000
+    assert len(server.traceparents()) == 3 and len({tuple(t) for t in server.traceparents()}) == 1
+
+
+def test_redirect_is_one_span(traced, server):
+    result = traced.python("import requests, sys; print(requests.get(sys.argv[1] + '/redirect').status_code)",
+                           server.url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"200\n", b"")
+    [span] = client_spans(traced.spans())
+    assert span.attributes["url.full"] == server.url + "/redirect"
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["http.request.resend_count"] == 1
+
+
+def test_error_status_and_refused_connection(traced, server):
+    code = textwrap.dedent("""
+        import httpx, requests, sys
+        print(requests.get(sys.argv[1] + "/status/404").status_code)
+        try:
+            httpx.get(sys.argv[2])
+        except Exception as exc:
+            print(type(exc).__name__)
+    """)
+    from tests.agent.http.conftest import free_port
+
+    refused = "http://127.0.0.1:%d/" % free_port()
+    result = traced.python(code, server.url, refused)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"404\nConnectError\n", b"")
+    spans = traced.spans()
+    not_found, failed = client_spans(spans)
+    assert not_found.status == "ERROR" and not_found.attributes["error.type"] == "404"
+    assert failed.status == "ERROR" and failed.attributes["error.type"] == "ConnectError"
+    assert "http.response.status_code" not in failed.attributes
+    [connect] = children_named(spans, failed, "connect")
+    assert connect.status == "ERROR"
+
+
+def test_user_traceparent_is_replaced_by_ours(traced, server):
+    code = textwrap.dedent("""
+        import httpx, requests, sys
+        theirs = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+        request = httpx.Request("GET", sys.argv[1] + "/echo", headers={"traceparent": theirs})
+        with httpx.Client() as client:
+            client.send(request)
+        print(request.headers["traceparent"] == theirs)
+        requests.get(sys.argv[1] + "/echo", headers={"TraceParent": theirs})
+    """)
+    result = traced.python(code, server.url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"True\n", b"")
+    expected = [["00-%s-%s-01" % (s.trace_id, s.span_id)] for s in client_spans(traced.spans())]
+    assert server.traceparents() == expected
+
+
+def test_pip_vendored_requests_is_one_span(traced, server):
+    result = traced.python("from pip._vendor import requests; import sys; print(requests.get(sys.argv[1] + '/echo').status_code)",
+                           server.url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"200\n", b"")
+    [span] = client_spans(traced.spans())
+    assert span.attributes["selfopt_trace.http.library"] == "pip._vendor.requests"
+    assert span.attributes["selfopt_trace.http.connection.reused"] is False
+
+
+def test_raw_http_client_span_ends_when_the_body_is_read(traced, server):
+    code = textwrap.dedent("""
+        import http.client, sys, time
+        connection = http.client.HTTPConnection(sys.argv[1].split("//")[1])
+        connection.request("GET", "/echo")
+        response = connection.getresponse()
+        time.sleep(0.2)  # the body is still unread: the span is still open
+        response.read()
+        time.sleep(0.2)
+        connection.request("HEAD", "/echo")
+        connection.getresponse()  # nothing to read: ends at once
+    """)
+    result = traced.python(code, server.url)
+    assert (result.returncode, result.stderr) == (0, b"")
+    get, head = client_spans(traced.spans())
+    assert get.end_ns - get.start_ns >= 200_000_000
+    assert get.attributes["selfopt_trace.http.download_ns"] >= 200_000_000
+    assert head.end_ns - head.start_ns < 100_000_000
+    assert head.attributes["selfopt_trace.http.connection.reused"] is True
