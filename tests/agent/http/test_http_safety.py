@@ -1,0 +1,106 @@
+"""Secrets never reach a span file; a failing hook changes nothing for the request and leaves a diagnostic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tests.agent.http.conftest import client_spans
+
+SECRETS = ("s3cr3t-BEARER", "s3cr3t-QUERY", "s3cr3t-PASSWORD", "s3cr3t-COOKIE", "s3cr3t-APIKEY", "s3cr3t-BODY",
+           "s3cr3t-RESPONSE")
+
+SECRET_REQUESTS = textwrap.dedent("""
+    import httpx, requests, sys, urllib.request
+    host = sys.argv[1].split("//")[1]
+    url = "http://user:s3cr3t-PASSWORD@" + host + "/secret?api_key=s3cr3t-QUERY&page=2"
+    headers = {"Authorization": "Bearer s3cr3t-BEARER", "Cookie": "sid=s3cr3t-COOKIE", "X-Api-Key": "s3cr3t-APIKEY"}
+    requests.post(url, json={"api_key": "s3cr3t-BODY", "n": 1}, headers=headers)
+    httpx.post(url, json={"password": "s3cr3t-BODY"}, headers=headers)
+    request = urllib.request.Request(url.replace("user:s3cr3t-PASSWORD@", ""), headers=headers)
+    urllib.request.urlopen(request).read()
+""")
+
+
+def _run_secret_requests(traced, server, **kwargs):
+    """From a script file: a `-c` command line holding the secrets would be recorded as argv."""
+    script = traced.tmp_path / "secret_requests.py"
+    script.write_text(SECRET_REQUESTS)
+    return traced.run([sys.executable, str(script), server.url], **kwargs)
+
+
+def _assert_no_secret_in(run_dir) -> None:
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            for secret in SECRETS:
+                assert secret not in text, f"{secret} in {path}"
+
+
+def test_secrets_never_stored(traced, server):
+    result = _run_secret_requests(traced, server)
+    assert (result.returncode, result.stderr) == (0, b"")
+    spans = client_spans(traced.spans())
+    assert len(spans) == 3
+    _assert_no_secret_in(traced.run_dir)
+    assert spans[0].attributes["url.full"] == (
+        "http://[REDACTED]@%s/secret?api_key=[REDACTED]&page=2" % server.url.split("//")[1])
+    assert "selfopt_trace.http.request.body" not in spans[0].attributes  # bodies only when asked for
+    # the secrets did reach the server: the test sent them for real
+    assert any("s3cr3t-BEARER" in value for request in server.seen for _, value in request["headers"])
+
+
+def test_bodies_opt_in_are_capped_and_redacted(traced, server):
+    result = _run_secret_requests(traced, server, extra_env={"SELFOPT_TRACE_HTTP_BODIES": "30"})
+    assert (result.returncode, result.stderr) == (0, b"")
+    _assert_no_secret_in(traced.run_dir)
+    by_library = {s.attributes["selfopt_trace.http.library"]: s.attributes for s in client_spans(traced.spans())}
+    assert by_library["requests"]["selfopt_trace.http.request.body"] == '{"api_key": "[REDACTED]", "n": 1}'[:30]
+    assert by_library["requests"]["selfopt_trace.http.response.body"] == '{"token": "[REDACTED]", "ok": true}'[:30]
+    assert by_library["httpx"]["selfopt_trace.http.request.body"] == '{"password": "[REDACTED]"}'
+
+
+BAD_LENGTH = textwrap.dedent("""
+    import requests, sys
+    r = requests.get(sys.argv[1] + "/bad-length")
+    print(r.status_code, r.content)
+""")
+
+
+def test_a_failing_hook_leaves_the_request_alone_and_is_a_diagnostic(traced, server):
+    """A response with `Content-Length: abc`: requests reads it (until the connection closes), our
+    size reading fails. The program sees the same result as untraced."""
+    untraced = subprocess.run([sys.executable, "-c", BAD_LENGTH, server.url], capture_output=True, timeout=60)
+    result = traced.python(BAD_LENGTH, server.url)
+    assert untraced.returncode == 0 and untraced.stdout == b"200 b'hello'\n"
+    assert (result.returncode, result.stdout, result.stderr) == (0, untraced.stdout, b"")
+    spans = traced.spans()
+    [diagnostic] = spans.diagnostics
+    assert diagnostic["code"] == "http_hook_failed:requests"
+    assert diagnostic["message"].startswith("ValueError")
+    [span] = client_spans(spans)
+    assert span.attributes["http.response.status_code"] == 200  # what was known before the failure stays
+    assert "http.response.body.size" not in span.attributes
+    assert not span.incomplete
+
+
+def test_exceptions_are_the_same_traced(traced):
+    code = textwrap.dedent("""
+        import http.client, requests, urllib3
+        for call in (lambda: requests.get("http://127.0.0.1:1/"),
+                     lambda: urllib3.PoolManager(retries=False).request("GET", "http://127.0.0.1:1/"),
+                     lambda: http.client.HTTPConnection("127.0.0.1", 1).request("GET", "/"),
+                     lambda: requests.get("nope://x")):
+            try:
+                call()
+            except Exception as exc:
+                print(type(exc).__module__, type(exc).__qualname__, exc.__cause__.__class__.__name__)
+    """)
+    untraced = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    result = traced.python(code)
+    assert untraced.stdout.count(b"\n") == 4
+    assert (result.returncode, result.stdout, result.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
+    spans = client_spans(traced.spans())
+    assert [s.attributes["error.type"] for s in spans] == ["ConnectionError", "NewConnectionError", "ConnectionRefusedError",
+                                                                 "InvalidSchema"]
