@@ -1,0 +1,48 @@
+"""queries/docker.sql on a real run: the parts of each container's start-up add up to its docker command."""
+
+from __future__ import annotations
+
+from selfopt_trace.queries import run_query
+from selfopt_trace.store import Store
+from tests.docker.conftest import run_args, traced_python
+
+
+def test_docker_breakdown_figures(traced, image, no_python_image, tmp_path):
+    (tmp_path / "data").mkdir()
+    code = "import json, email.parser; print('ok')"
+    runs = [
+        run_args(image, "python3", "-c", code, flags=("--name", f"plain-{id(tmp_path)}")),
+        run_args(image, "python3", "-c", code, flags=("-v", f"{tmp_path / 'data'}:/data", "--name", f"mounted-{id(tmp_path)}")),
+        run_args(no_python_image, "true"),
+    ]
+    script = "import subprocess\n" + "".join(f"subprocess.run({argv!r}, check=True)\n" for argv in runs)
+    completed = traced_python(traced, script)
+    assert completed.returncode == 0 and completed.stderr == "" and completed.stdout == "ok\nok\n"
+
+    with Store(tmp_path / "traces.duckdb") as store:
+        run_id = store.load_run(traced.run_dir).run_id
+        result = run_query(store, "docker", {"run_id": run_id}).records()
+        _, docker_calls = store.sql("SELECT span_id, duration_ns FROM spans WHERE run_id = ? AND category = 'subprocess' "
+                                    "AND attributes->>'process.executable.name' = 'docker' ORDER BY start_ns", [run_id])
+
+    containers = [r for r in result if r["row"] == "container"]
+    assert [r["container"].split("-")[0] for r in containers[:2]] == ["plain", "mounted"]
+    assert [r["user_mounts"] for r in containers] == [0, 1, 0]
+    assert [r["traced"] for r in containers] == [True, True, False]
+    for row, (_, duration_ns) in zip(containers, docker_calls):
+        assert abs(row["total_ms"] - duration_ns / 1e6) < 0.002
+    for row in containers[:2]:
+        assert row["image"] == image and row["subcommand"] == "run" and row["detached"] is False
+        assert all(row[k] > 0 for k in ("engine_startup_ms", "interpreter_ms", "imports_ms", "work_ms", "teardown_ms"))
+        parts = sum(row[k] for k in ("engine_startup_ms", "interpreter_ms", "imports_ms", "work_ms", "teardown_ms"))
+        assert abs(parts - row["total_ms"]) < 0.01
+    untraced_row = containers[2]
+    assert untraced_row["engine_startup_ms"] is None and untraced_row["interpreter_ms"] is None and untraced_row["total_ms"] > 0
+
+    groups = {r["row"]: r for r in result if "bind mounts" in r["row"]}
+    assert set(groups) == {"with bind mounts", "without bind mounts"}
+    assert groups["with bind mounts"]["engine_startup_ms"] == containers[1]["engine_startup_ms"]
+    assert groups["without bind mounts"]["engine_startup_ms"] == containers[0]["engine_startup_ms"]
+    total = result[-1]
+    assert total["row"] == "total" and total["containers"] == 3 and total["traced"] is False
+    assert abs(total["total_ms"] - sum(r["total_ms"] for r in containers)) < 0.01
