@@ -267,3 +267,20 @@ def test_manual_injection_with_docker_env_flags(tmp_path, image):
     spans = read_run(run_dir)
     assert [p.attributes["process.pid"] for p in spans.processes()] == [1]
     assert spans.headers[0]["resource"]["container.name"] == "manual"
+
+
+def test_testcontainers_container_joins_through_the_sdk(traced, image):
+    script = f"""
+from testcontainers.core.container import DockerContainer
+with DockerContainer({image!r}, command=['python3', '-c', 'import time; time.sleep(30)'], network_mode='host') as c:
+    code, out = c.get_wrapped_container().exec_run(['python3', '-c', 'print("exec")'])
+    print(code, out.decode().strip())
+"""
+    completed = traced_python(traced, script, extra_env={"TESTCONTAINERS_RYUK_DISABLED": "true"})
+    assert completed.returncode == 0 and completed.stderr == "" and completed.stdout == "0 exec\n"
+    spans = traced.spans()
+    [create] = [s for s in spans.spans if s.name == "docker create" and s.category == "container"]  # then start()
+    [exec_span] = [s for s in spans.spans if s.name == "docker exec"]
+    assert len([p for p in spans.processes() if p.parent_span_id == create.span_id]) == 1
+    [exec_process] = [p for p in spans.processes() if p.parent_span_id == exec_span.span_id]
+    assert exec_process.trace_id == create.trace_id
