@@ -121,7 +121,18 @@ class ProcessRow:
             return self.command
         import os
 
-        return shlex.join([os.path.basename(self.command_args[0]), *self.command_args[1:]])
+        return display_join([os.path.basename(self.command_args[0]), *self.command_args[1:]])
+
+
+def display_join(args: Sequence[str]) -> str:
+    """A command line to read (and paste into a shell): double quotes where they read better than shlex's."""
+    parts = []
+    for arg in map(str, args):
+        quoted = shlex.quote(arg)
+        if quoted != arg and not any(c in arg for c in '"$`\\!'):
+            quoted = f'"{arg}"'
+        parts.append(quoted)
+    return " ".join(parts)
 
 
 @dataclass
@@ -316,7 +327,7 @@ def render(summary: RunSummary, console: Console) -> None:
         console.print()
         console.print(_slowest_table(summary.slowest))
     for note in summary.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(Text.assemble(("note: ", "yellow"), note))
     if summary.next_commands:
         console.print()
         console.print("[bold]Next[/]")
@@ -430,4 +441,4 @@ def render_untraced(summary: UntracedSummary, console: Console) -> None:
     console.print()
     console.rule(f"[bold]selfopt-trace[/] run [cyan]{summary.run_id}[/]", align="left")
     console.print(f"wall time [bold]{format_ns(summary.wall_ns)}[/]   exit {describe_exit(summary.exit_code)}")
-    console.print(f"[yellow]{summary.reason}[/]", highlight=False)
+    console.print(Text(summary.reason, style="yellow"))

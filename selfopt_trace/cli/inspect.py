@@ -148,6 +148,7 @@ def runs(
                              for info in infos], output)
         return
     from rich.table import Table
+    from rich.text import Text
 
     from ..summary import console
 
@@ -168,7 +169,7 @@ def runs(
                 format_ns(int(wall * 1e6)) if wall is not None else "-",
                 "-" if info.exit_code is None else str(info.exit_code), str(info.process_count), str(info.span_count),
                 info.command or ""]
-        table.add_row(*row)
+        table.add_row(*[Text(cell) for cell in row])  # plain text: a command may hold [brackets]
     console().print(table)
 
 
@@ -246,10 +247,10 @@ class SubprocessCall:
 
     @property
     def label(self) -> str:
-        import shlex
+        from ..summary import display_join
 
         args = json.loads(self.command_args) if self.command_args else []
-        return shlex.join(str(arg) for arg in args) if args else self.name
+        return display_join([os.path.basename(str(args[0])), *args[1:]]) if args else self.name
 
 
 def build_tree(run_id: str, command: str | None, start_ns: int, processes: list, calls: list[SubprocessCall],

@@ -1,0 +1,26 @@
+"""`selfopt-trace demo`: the bundled workload runs traced and shows a real breakdown."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_demo_runs_and_shows_processes(cli, tmp_path):
+    target = tmp_path / "demo.json"
+    result = cli("demo", "--json", str(target))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == b"demo: 7 child processes done"
+    assert b"Slowest processes" in result.stderr and b"selfopt_trace.demo" in result.stderr
+    summary = json.loads(target.read_text())
+    # the workload, 3 sequential + 2 parallel children, multiprocessing (child + resource tracker), python under sh
+    assert summary["processes"] >= 9
+    assert summary["incomplete_spans"] == 0 and summary["exit_code"] == 0
+    tasks = [p for p in summary["slowest_processes"] if "selfopt_trace.demo.task" in p["command"]]
+    assert len(tasks) >= 6
+    # each task imports a module that busy-waits 20 ms at import
+    assert all(task["imports_ms"] >= 20 for task in tasks), tasks
+    assert summary["time_by_category_ms"]["subprocess wait"] > 0
+    # one trace for the whole tree
+    assert cli.query("SELECT count(DISTINCT trace_id) FROM spans") == [(1,)]
+    tree = cli("tree", "latest").stdout.decode()
+    assert tree.count("selfopt_trace.demo.task") >= 7 and "multiprocessing" in tree and "sh -c" in tree

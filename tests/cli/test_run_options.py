@@ -1,0 +1,215 @@
+"""`run`'s options and settings: output locations, --json, --repeat, TRACEPARENT, disabled tracing."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tests.cli.conftest import python
+
+HELLO = python("print('hello from the command')")
+
+
+def marker_cmd(path) -> list[str]:
+    return python(f"open({str(path)!r}, 'a').write('ran\\n')")
+
+
+def test_a_run_writes_run_json_and_loads_into_the_database(cli):
+    result = cli("run", "-q", "--run-id", "first", "--", *HELLO)
+    assert result.returncode == 0, result.stderr
+    meta = cli.run_json("first")
+    assert meta["run_id"] == "first" and meta["group_id"] is None and meta["exit_code"] == 0
+    assert meta["command"] == HELLO and meta["cwd"] == str(cli.cwd)
+    assert 0 < meta["start_ns"] < meta["end_ns"]
+    assert list((cli.runs_dir / "first" / "spans").glob("*.spans"))
+    assert cli.query("SELECT run_id, exit_code, start_ns, end_ns FROM runs") == [("first", 0, meta["start_ns"], meta["end_ns"])]
+    (processes,) = cli.query("SELECT count(*) FROM spans WHERE run_id = 'first' AND name = 'process'")[0]
+    assert processes == 1
+
+
+def test_secrets_in_the_command_line_stay_out_of_run_json(cli):
+    result = cli("run", "-q", "--run-id", "s", "--", *python("pass"), "--api-key", "XYZSECRET", "--token=ABC123SECRET")
+    assert result.returncode == 0, result.stderr
+    text = (cli.runs_dir / "s" / "run.json").read_text()
+    assert "XYZSECRET" not in text and "ABC123SECRET" not in text
+    assert "XYZSECRET" not in str(cli.query("SELECT * FROM runs"))
+
+
+def test_unwritable_out_fails_before_the_command_runs(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    marker = tmp_path / "marker"
+    result = cli("run", "--out", str(blocker / "runs"), "--", *marker_cmd(marker))
+    assert result.returncode == 2
+    assert result.stderr.startswith(b"selfopt-trace: error: the run output directory ")
+    assert str(blocker / "runs").encode() in result.stderr
+    assert not marker.exists()
+
+
+def test_unwritable_db_fails_before_the_command_runs(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    marker = tmp_path / "marker"
+    result = cli("run", "--db", str(blocker / "t.duckdb"), "--", *marker_cmd(marker))
+    assert result.returncode == 2
+    assert b"selfopt-trace: error:" in result.stderr and str(blocker).encode() in result.stderr
+    assert not marker.exists()
+    directory = cli("run", "--db", str(tmp_path), "--", *marker_cmd(marker))
+    assert directory.returncode == 2 and b"is a directory" in directory.stderr
+    assert not marker.exists()
+    assert cli.run_dirs() == []
+
+
+def test_json_on_stdout_comes_after_the_commands_output(cli):
+    result = cli("run", "-q", "--json", "--", *HELLO)
+    assert result.returncode == 0, result.stderr
+    head, _, rest = result.stdout.partition(b"\n")
+    assert head == b"hello from the command"
+    summary = json.loads(rest)
+    assert summary["exit_code"] == 0 and summary["processes"] == 1 and summary["traced"] is True
+    assert summary["spans"] >= 2 and summary["incomplete_spans"] == 0
+    assert set(summary["time_by_category_ms"]) >= {"start-up", "own work"}
+    # the categories account for the wall time, to rounding
+    assert abs(sum(summary["time_by_category_ms"].values()) - summary["wall_ms"]) < 0.01
+    [process] = summary["slowest_processes"]
+    assert process["command"] == "python -c \"print('hello from the command')\""
+    assert process["startup_ms"] > 0 and process["exit_code"] == 0
+    assert result.stderr == b""
+
+
+def test_json_to_a_file(cli, tmp_path):
+    target = tmp_path / "out" / "summary.json"
+    (tmp_path / "out").mkdir()
+    result = cli("run", "-q", "--json", str(target), "--", *HELLO)
+    assert result.stdout == b"hello from the command\n"
+    assert json.loads(target.read_text())["exit_code"] == 0
+    equals = cli("run", "-q", f"--json={target}", *HELLO)
+    assert equals.stdout == b"hello from the command\n"
+
+
+def test_json_without_double_dash_takes_the_command_not_a_file(cli):
+    result = cli("run", "-q", "--json", *HELLO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"hello from the command\n{")
+
+
+def test_summary_on_stderr_names_the_run_and_next_commands(cli):
+    result = cli("run", "--run-id", "visible", "--", *HELLO)
+    assert result.returncode == 0
+    text = result.stderr.decode()
+    for expected in ("visible", "wall time", "1 processes", "start-up", "Slowest processes", "tracer overhead",
+                     "selfopt-trace tree visible"):
+        assert expected in text, text
+
+
+def test_no_load_keeps_files_and_creates_no_database(cli):
+    result = cli("run", "--no-load", "--run-id", "kept", "--", *HELLO)
+    assert result.returncode == 0
+    assert list((cli.runs_dir / "kept" / "spans").glob("*.spans"))
+    assert not cli.db.exists()
+    assert b"not loaded (--no-load)" in result.stderr
+
+
+def test_settings_from_environment_variables(cli, tmp_path):
+    env = cli.env(SELFOPT_TRACE_OUT=str(tmp_path / "elsewhere"), SELFOPT_TRACE_DB=str(tmp_path / "other.duckdb"),
+                  SELFOPT_TRACE_QUIET="1", SELFOPT_TRACE_SERVICE="my-service")
+    result = cli("run", "--run-id", "env", "--", *HELLO, env=env)
+    assert result.returncode == 0 and result.stderr == b""
+    assert (tmp_path / "elsewhere" / "env" / "run.json").exists()
+    cli.db = tmp_path / "other.duckdb"
+    assert cli.query("SELECT DISTINCT service_name FROM spans") == [("my-service",)]
+
+
+def test_service_flag_and_otel_service_name(cli):
+    cli("run", "-q", "--run-id", "flag", "--service", "svc-flag", "--", *HELLO)
+    cli("run", "-q", "--run-id", "otel", "--", *HELLO, env=cli.env(OTEL_SERVICE_NAME="svc-otel"))
+    assert cli.query("SELECT run_id, service_name FROM runs ORDER BY run_id") == [("flag", "svc-flag"), ("otel", "svc-otel")]
+
+
+def test_import_threshold(cli):
+    code = python("import json, decimal, email.parser")
+    cli("run", "-q", "--run-id", "all", "--import-threshold-ms", "0", "--", *code)
+    cli("run", "-q", "--run-id", "none", "--import-threshold-ms", "100000", "--", *code)
+    counts = dict(cli.query("SELECT run_id, count(*) FILTER (WHERE category = 'import') FROM spans GROUP BY run_id"))
+    assert counts["none"] == 0
+    assert counts["all"] >= 3
+
+
+def test_run_id_is_validated_and_never_reused(cli, tmp_path):
+    marker = tmp_path / "marker"
+    bad = cli("run", "--run-id", "../escape", "--", *marker_cmd(marker))
+    assert bad.returncode == 2 and b"invalid run id" in bad.stderr
+    assert cli("run", "-q", "--run-id", "once", "--", *HELLO).returncode == 0
+    again = cli("run", "--run-id", "once", "--", *marker_cmd(marker))
+    assert again.returncode == 2 and b"already exists" in again.stderr
+    assert not marker.exists()
+
+
+def test_generated_run_ids_sort_by_time(cli):
+    for _ in range(2):
+        assert cli("run", "-q", "--no-load", "--", *HELLO).returncode == 0
+    first, second = [p.name for p in cli.run_dirs()]
+    assert first < second and first[:4].isdigit() and first[8] == "T"
+
+
+def test_repeat_with_warmup_makes_one_group(cli, tmp_path):
+    marker = tmp_path / "marker"
+    result = cli("run", "-q", "--json", "--repeat", "3", "--warmup", "1", "--run-id", "grp", "--", *marker_cmd(marker))
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text() == "ran\n" * 4  # one warm-up, three measured
+    rows = cli.query("SELECT run_id, group_id FROM runs ORDER BY run_id")
+    assert rows == [("grp-1", "grp"), ("grp-2", "grp"), ("grp-3", "grp")]
+    assert [p.name for p in cli.run_dirs()] == ["grp-1", "grp-2", "grp-3"]  # warm-up files discarded
+    assert all(cli.run_json(f"grp-{i}")["group_id"] == "grp" for i in (1, 2, 3))
+    summary = json.loads(result.stdout)
+    assert summary["group_id"] == "grp" and len(summary["runs"]) == 3
+    assert summary["wall_ms"]["min"] <= summary["wall_ms"]["median"] <= summary["wall_ms"]["max"]
+
+
+def test_repeat_summary_on_stderr(cli):
+    result = cli("run", "--repeat", "2", "--", *HELLO)
+    assert result.returncode == 0
+    assert b"(2 runs)" in result.stderr and b"median" in result.stderr
+
+
+def test_incoming_traceparent_is_joined(cli):
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    env = cli.env(TRACEPARENT=f"00-{trace_id}-{parent_id}-01")
+    code = python("import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'])")
+    assert cli("run", "-q", "--run-id", "ci", "--", *code, env=env).returncode == 0
+    root = cli.query("SELECT trace_id, parent_span_id FROM spans WHERE name = 'process' ORDER BY start_ns LIMIT 1")
+    assert root == [(trace_id, parent_id)]
+    assert cli.query("SELECT DISTINCT trace_id FROM spans") == [(trace_id,)]
+
+
+def test_without_traceparent_the_run_is_a_new_trace(cli):
+    assert cli("run", "-q", "--run-id", "fresh", "--", *HELLO).returncode == 0
+    [(trace_id, parent)] = cli.query("SELECT trace_id, parent_span_id FROM spans WHERE name = 'process'")
+    assert parent is None and len(trace_id) == 32
+
+
+def test_otel_sdk_disabled_runs_untraced_and_says_so(cli):
+    probe = python("import os, sys; print(os.environ.get('SELFOPT_TRACE_DIR'), 'selfopt_trace_agent' in sys.modules)")
+    result = cli("run", "--json", "--", *probe, env=cli.env(OTEL_SDK_DISABLED="true"))
+    assert result.returncode == 0
+    head, _, rest = result.stdout.partition(b"\n")
+    assert head == b"None False"
+    summary = json.loads(rest)
+    assert summary["traced"] is False and summary["exit_code"] == 0
+    assert b"tracing disabled by OTEL_SDK_DISABLED" in result.stderr
+    assert cli.run_dirs() == [] and not cli.db.exists()
+
+
+def test_traced_command_sees_the_injected_environment(cli):
+    probe = python("import os, sys; print(os.environ['SELFOPT_TRACE_RUN_ID'], os.environ['PYTHONPATH'].split(os.pathsep)[0].endswith('bootstrap'),"
+                   " '' not in os.environ['PYTHONPATH'].split(os.pathsep), 'selfopt_trace_agent' in sys.modules)")
+    result = cli("run", "-q", "--no-load", "--run-id", "envcheck", "--", *probe)
+    assert result.stdout == b"envcheck True True True\n", result.stderr
+
+
+def test_python_dash_m_and_version(cli):
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith(b"selfopt-trace ")
+    for command in ("run", "runs", "sql", "tree", "demo"):
+        help_result = cli(command, "--help")
+        assert help_result.returncode == 0 and b"Usage" in help_result.stdout, command
