@@ -190,8 +190,8 @@ def _row(span: dict, resource: dict, source_file: str) -> dict:
         "incomplete": False,
         "service_name": resource.get("service.name"),
         "pid": int(pid) if isinstance(pid, (int, str)) and str(pid).isdigit() else None,
-        "attributes": json.dumps(attributes),
-        "resource_attributes": json.dumps(resource),
+        "attributes": attributes,
+        "resource_attributes": resource,
         "source_file": source_file,
     }
 
