@@ -46,6 +46,7 @@ ENV_DB = "SELFOPT_TRACE_DB"
 ENV_QUIET = "SELFOPT_TRACE_QUIET"
 ENV_JSON = "SELFOPT_TRACE_JSON"
 ENV_NO_LOAD = "SELFOPT_TRACE_NO_LOAD"
+ENV_LOCK_WAIT = "SELFOPT_TRACE_LOCK_WAIT_S"  # how long loading waits for another process's database lock
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
@@ -455,12 +456,16 @@ def run(options: RunOptions, environ: dict[str, str] | None = None, available_co
     try:
         _report(records, options, disabled, available_commands, environ)
     except KeyboardInterrupt:
-        _error(f"interrupted; the run files are kept in {options.out_dir}")
+        _error("interrupted" + _kept(records))
         return die_like(-signal.SIGINT)
     except SelfoptTraceError as exc:
-        _error(str(exc))
-        _error(f"the run files are kept in {options.out_dir}")
+        _error(str(exc) + _kept(records))
     return die_like(code)
+
+
+def _kept(records: list[RunRecord]) -> str:
+    dirs = " ".join(_shell_quote(str(record.run_dir)) for record in records if record.run_dir is not None)
+    return f"; the run files are kept: load them with `selfopt-trace load {dirs}`" if dirs else ""
 
 
 def _discard_unstarted(records: list[RunRecord]) -> None:
@@ -485,7 +490,7 @@ def _report(records: list[RunRecord], options: RunOptions, disabled: str | None,
             run_id=record.run_id, command=record.to_json()["command"], exit_code=record.returncode,
             wall_ns=record.end_ns - record.start_ns, run_dir=str(record.run_dir) if record.run_dir else None,
             reason=(f"tracing disabled by {disabled}: the command ran untraced" if disabled
-                    else f"not loaded (--no-load): span files kept in {record.run_dir}"))
+                    else f"not loaded (--no-load): load later with `selfopt-trace load {_shell_quote(str(record.run_dir))}`"))
             for record in records]
     else:
         results = _load_and_summarize(records, options, available_commands, environ)
@@ -511,12 +516,11 @@ def _report(records: list[RunRecord], options: RunOptions, disabled: str | None,
 def _load_and_summarize(records: list[RunRecord], options: RunOptions, available_commands: tuple[str, ...],
                         environ: dict[str, str]) -> list:
     from . import summary as summaries
-    from .store import Store
 
     db_option = "" if options.db_path == default_db_path(environ) else f" --db {_shell_quote(str(options.db_path))}"
     sender = _collector_sender()
     results = []
-    with Store(options.db_path) as store:
+    with open_store_waiting(options.db_path, lock_patience(environ)) as store:
         for record in records:
             assert record.run_dir is not None
             loaded = store.load_run(record.run_dir)
@@ -534,6 +538,31 @@ def _load_and_summarize(records: list[RunRecord], options: RunOptions, available
                     result.notes.append(f"could not send the run to the OTLP collector: {exc}")
             results.append(result)
     return results
+
+
+def lock_patience(environ: dict[str, str] | os._Environ) -> float:
+    try:
+        return max(0.0, float(environ.get(ENV_LOCK_WAIT) or 10.0))
+    except ValueError:
+        return 10.0
+
+
+def open_store_waiting(path: Path, patience_s: float = 10.0):
+    """The store for writing. DuckDB admits one writing process: when another holds the database
+    (a parallel run loading, a `selfopt-trace sql` reading), wait for it a little before giving up."""
+    from .errors import StoreLockedError
+    from .store import Store
+
+    deadline = time.monotonic() + patience_s
+    pause = 0.05
+    while True:
+        try:
+            return Store(path)
+        except StoreLockedError:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def _collector_sender():

@@ -153,3 +153,4 @@ def demo(
     extra_env = {"PYTHONPATH": os.pathsep.join(pythonpath + [package_root])} if package_root not in pythonpath else {}
     command = [sys.executable, "-m", "selfopt_trace.demo.workload"]
     _execute(ctx, _options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env))
+

@@ -108,6 +108,9 @@ def test_no_load_keeps_files_and_creates_no_database(cli):
     assert list((cli.runs_dir / "kept" / "spans").glob("*.spans"))
     assert not cli.db.exists()
     assert b"not loaded (--no-load)" in result.stderr
+    loaded = cli("load", str(cli.runs_dir / "kept"))
+    assert loaded.returncode == 0, loaded.stderr
+    assert cli.query("SELECT run_id FROM runs") == [("kept",)]
 
 
 def test_settings_from_environment_variables(cli, tmp_path):
@@ -210,6 +213,44 @@ def test_traced_command_sees_the_injected_environment(cli):
 def test_python_dash_m_and_version(cli):
     result = cli("--version")
     assert result.returncode == 0 and result.stdout.startswith(b"selfopt-trace ")
-    for command in ("run", "runs", "sql", "tree", "demo"):
+    for command in ("run", "runs", "sql", "tree", "demo", "load"):
         help_result = cli(command, "--help")
         assert help_result.returncode == 0 and b"Usage" in help_result.stdout, command
+
+
+def _hold_database(path, seconds: float):
+    """Another process holding the database's write lock for `seconds`."""
+    import subprocess
+
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(path)!r}); "
+                               f"print('locked', flush=True); time.sleep({seconds})"], stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"locked\n"
+    return holder
+
+
+def test_a_briefly_locked_database_is_waited_for(cli):
+    cli.db.parent.mkdir(parents=True)
+    holder = _hold_database(cli.db, 1.0)
+    result = cli("run", "-q", "--run-id", "waited", "--", *HELLO)
+    holder.wait(timeout=30)
+    assert result.returncode == 0 and result.stderr == b""
+    assert cli.query("SELECT run_id FROM runs") == [("waited",)]
+
+
+def test_a_locked_database_is_a_clear_error_and_keeps_the_commands_exit_code(cli):
+    cli.db.parent.mkdir(parents=True)
+    holder = _hold_database(cli.db, 30)
+    try:
+        result = cli("run", "--run-id", "locked", "--", *python("import sys; print('ran'); sys.exit(3)"),
+                     env=cli.env(SELFOPT_TRACE_LOCK_WAIT_S="0.5"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 3
+    assert result.stdout == b"ran\n"
+    assert b"is locked by PID %d" % holder.pid in result.stderr
+    assert b"the run files are kept: load them with `selfopt-trace load " in result.stderr
+    assert (cli.runs_dir / "locked" / "run.json").exists()
+    loaded = cli("load", str(cli.runs_dir / "locked"))
+    assert loaded.returncode == 0, loaded.stderr
+    assert cli.query("SELECT run_id, exit_code FROM runs") == [("locked", 3)]
