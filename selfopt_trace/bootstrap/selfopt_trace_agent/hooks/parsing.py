@@ -1,9 +1,9 @@
 """Parsing spans, "AST analysis" (category "parse"): ast, compile, libcst, jedi, tree-sitter.
 
 Patched when each library is first imported (lazy.BUILTIN_HOOKS); small calls are sums, slow
-ones spans (hooks/timed.py). `compile` is the builtin: the import system's own compile of a
-module being imported is left alone (its import span covers it); compile calls of the program
-(pytest's assertion rewriting, exec of generated code) are measured. jedi's calls run under a
+ones spans (hooks/timed.py). `compile` is the builtin, wrapped when `ast` is first imported: the
+import system's own compile of a module being imported is left alone (its import span covers
+it); compile calls of the program (pytest's assertion rewriting, exec of generated code) are measured. jedi's calls run under a
 deferred span, because inference may start jedi's compiled-module subprocess, which then sits
 under the call that needed it.
 """
@@ -47,17 +47,13 @@ def _install_ast(module) -> None:
     original = builtins.compile
     if is_wrapped(original):
         return
-    # depth 2: the span's calling site is the caller of the shim below, not the shim.
-    inner = measured(original, Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source", _filename, 2))
-
-    def compile(*args, **kwargs):
-        if sys._getframe(1).f_code.co_filename.startswith("<frozen "):  # importlib / zipimport loading a module
-            return original(*args, **kwargs)
-        return inner(*args, **kwargs)
-
-    for attribute in ("__module__", "__name__", "__qualname__", "__doc__", "__selfopt_trace__", "__wrapped__"):
-        setattr(compile, attribute, getattr(inner, attribute))
-    builtins.compile = compile
+    # The import system compiles each module it loads (its import span covers that): its modules
+    # get the original as a global, which shadows the builtin, so only the program's calls are measured.
+    for loader in ("_frozen_importlib_external", "zipimport"):
+        if loader in sys.modules:
+            sys.modules[loader].compile = original
+    builtins.compile = measured(original, Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source",
+                                               _filename))
 
 
 def _script_path(args: tuple, kwargs: dict):

@@ -7,7 +7,8 @@ its sizes, the Python type and the calling site. A call made inside another meas
 the same thread (json.load -> json.loads, ast.parse -> compile, pydantic -> json) runs untouched:
 it is part of the outer call and counts once.
 
-Hot path: one thread-local read and write, two clocks, a few dict operations. Sizes are what the
+Hot path (~1 us, benchmarks/bench_serialization.py): a ContextVar read, set and reset, three
+clocks, a few dict operations. Sizes are what the
 call hands us for free (the length of the str/bytes going in or coming out), never computed.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from _thread import _local
+from _contextvars import ContextVar
 from time import time_ns
 
 from .. import tracer
@@ -32,11 +33,9 @@ PARSE = 3  # source -> tree: bytes_in = len(data argument)
 _TEXT = (str, bytes, bytearray)
 
 
-class _State(_local):
-    busy = False  # this thread is inside a measured call
-
-
-_state = _State()
+# True inside a measured call: a ContextVar (per thread and per asyncio task) costs less than a
+# thread-local. Measured calls do not start tasks or threads that would inherit it.
+_busy: ContextVar = ContextVar("selfopt_trace_measuring", default=False)
 _small_ns = -1
 
 
@@ -55,10 +54,10 @@ def small_ns() -> int:
 class Call:
     """What is known about a wrapped function before it is called (one per wrapper)."""
 
-    __slots__ = ("name", "category", "library", "operation", "shape", "data_index", "data_name", "subject", "depth")
+    __slots__ = ("name", "category", "library", "operation", "shape", "data_index", "data_name", "subject")
 
     def __init__(self, name: str, category: str, library: str, operation: str, shape: int,
-                 data_index: int = 0, data_name: str = "", subject=None, depth: int = 1):
+                 data_index: int = 0, data_name: str = "", subject=None):
         self.name = name
         self.category = category
         self.library = library
@@ -67,7 +66,6 @@ class Call:
         self.data_index = data_index  # position of the data argument (self/cls count); -1: keyword only
         self.data_name = data_name
         self.subject = subject  # (args, kwargs) -> the file or thing worked on, for spans only
-        self.depth = depth  # frames between the wrapper and the calling site (1: the caller of the wrapper)
 
 
 def is_wrapped(function) -> bool:
@@ -90,16 +88,18 @@ def _identity(wrapper, original, qualname: str = ""):
 
 def measured(original, call: Call, qualname: str = ""):
     """A wrapper of `original` that records each call as a span or a sum."""
-    state = _state
+    busy = _busy
+    current = tracer._current
     small = small_ns()
     shape = call.shape
     index = call.data_index
+    name = call.data_name
     key = call.name
 
     def wrapper(*args, **kwargs):
-        if state.busy:
+        if busy.get():
             return original(*args, **kwargs)
-        state.busy = True
+        token = busy.set(True)
         try:
             t0 = time_ns()
             try:
@@ -108,22 +108,35 @@ def measured(original, call: Call, qualname: str = ""):
                 _finish(call, args, kwargs, None, exc, t0, time_ns(), small)
                 raise
             t1 = time_ns()
-            if t1 - t0 < small:  # the fast path, inline
-                try:
-                    if shape == DUMP:
-                        size = len(result) if type(result) in _TEXT else 0
-                    else:
-                        data = args[index] if 0 <= index < len(args) else kwargs.get(call.data_name)
-                        size = len(data) if type(data) in _TEXT else 0
-                    add_small(key, t1 - t0, size)
-                    tracer.add_overhead(time_ns() - t1)
-                except Exception as exc:  # never into the program
-                    tracer.exception_diagnostic("measure_failed:" + key, exc)
-            else:
+            if t1 - t0 >= small:
                 _finish(call, args, kwargs, result, None, t0, t1, small)
+                return result
+            try:  # the fast path: add_small, inline
+                if shape == DUMP:
+                    size = len(result) if type(result) in _TEXT else 0
+                else:
+                    data = args[index] if 0 <= index < len(args) else kwargs.get(name)
+                    size = len(data) if type(data) in _TEXT else 0
+                span = current.get() or tracer._root
+                if span is not None:
+                    if span.deferred:
+                        span = _sum_target() or span
+                    sums = span.sums
+                    if sums is None:
+                        span.sums = sums = {}
+                    entry = sums.get(key)
+                    if entry is None:
+                        sums[key] = [1, t1 - t0, size]
+                    else:
+                        entry[0] += 1
+                        entry[1] += t1 - t0
+                        entry[2] += size
+                tracer.add_overhead(time_ns() - t1)
+            except Exception as exc:  # never into the program
+                tracer.exception_diagnostic("measure_failed:" + key, exc)
             return result
         finally:
-            state.busy = False
+            busy.reset(token)
 
     return _identity(wrapper, original, qualname)
 
@@ -134,31 +147,31 @@ def framed(original, call: Call, qualname: str = ""):
     The call runs under a deferred span: written only if it is slow or something inside it was
     recorded (which then has it as its parent), as import spans are.
     """
-    state = _state
+    busy = _busy
     small = small_ns()
 
     def wrapper(*args, **kwargs):
         parent = tracer._current.get() or tracer._root
-        if state.busy or parent is None:
+        if parent is None or busy.get():
             return original(*args, **kwargs)
-        state.busy = True
+        busy_token = busy.set(True)
         try:
             t0 = time_ns()
             frame = tracer.Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, call.name,
                                 tracer.INTERNAL, call.category, t0, None, deferred=True)
-            token = tracer._current.set(frame)
+            frame_token = tracer._current.set(frame)
             try:
                 result = original(*args, **kwargs)
             except BaseException as exc:
-                tracer._current.reset(token)
+                tracer._current.reset(frame_token)
                 _finish(call, args, kwargs, None, exc, t0, time_ns(), small, frame)
                 raise
             t1 = time_ns()
-            tracer._current.reset(token)
+            tracer._current.reset(frame_token)
             _finish(call, args, kwargs, result, None, t0, t1, small, frame)
             return result
         finally:
-            state.busy = False
+            busy.reset(busy_token)
 
     return _identity(wrapper, original, qualname)
 
@@ -173,7 +186,7 @@ def _finish(call: Call, args: tuple, kwargs: dict, result, exc: BaseException | 
             if frame is not None and frame.sums:
                 _merge_sums(frame.sums)
         else:
-            _record(call, args, kwargs, result, t0, t1, exc, sys._getframe(call.depth + 1), frame)
+            _record(call, args, kwargs, result, t0, t1, exc, sys._getframe(2), frame)
         tracer.add_overhead(time_ns() - t1)
     except Exception as error:  # never into the program
         tracer.exception_diagnostic("measure_failed:" + call.name, error)
