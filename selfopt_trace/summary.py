@@ -37,37 +37,40 @@ OUTSIDE = "untraced (launch, teardown)"  # no traced process running: spawn, int
 LABEL_ORDER = [*CATEGORY_LABELS.values(), OWN_WORK, OUTSIDE]
 SLOWEST = 10
 
-# The top-level process spans: their parent is not in the run (CMD, or children of untraced parents).
-_TOP_PROCESSES = """
-    SELECT c.span_id FROM spans c
-    WHERE c.run_id = $run_id AND c.name = 'process' AND c.category = 'process'
-      AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.run_id = $run_id AND p.span_id = c.parent_span_id)
-"""
+# A process is identified by its span file, pid and host: an agent file holds one process (a fork or
+# an exec'd interpreter opens its own); a collector file holds many, told apart by pid and host.
+_SAME_PROCESS = """s.source_file IS NOT DISTINCT FROM p.source_file AND s.pid IS NOT DISTINCT FROM p.pid
+       AND (s.resource_attributes->>'host.name') IS NOT DISTINCT FROM (p.resource_attributes->>'host.name')"""
 
-# Every span of the top-level processes with its depth below the process span (child processes excluded).
+# Every span of the top-level processes (CMD, or traced processes whose parent is not in the run),
+# clipped to the run's window, in start order.
 _TOP_PROCESS_SPANS_SQL = f"""
-WITH RECURSIVE own(span_id, depth) AS (
-    SELECT span_id, 0 FROM ({_TOP_PROCESSES})
-    UNION ALL
-    SELECT s.span_id, own.depth + 1
-    FROM spans s JOIN own ON s.parent_span_id = own.span_id
-    WHERE s.run_id = $run_id AND s.category <> 'process'
+WITH p AS (
+    SELECT source_file, pid, resource_attributes FROM spans c
+    WHERE c.run_id = $run_id AND c.name = 'process' AND c.category = 'process'
+      AND NOT EXISTS (SELECT 1 FROM spans x WHERE x.run_id = $run_id AND x.span_id = c.parent_span_id)
 )
-SELECT s.category, s.start_ns, s.end_ns, own.depth
-FROM own JOIN spans s ON s.run_id = $run_id AND s.span_id = own.span_id
+SELECT s.category, greatest(s.start_ns, $first) AS start_ns, least(s.end_ns, $last) AS end_ns
+FROM spans s SEMI JOIN p ON {_SAME_PROCESS}
+WHERE s.run_id = $run_id AND least(s.end_ns, $last) > greatest(s.start_ns, $first)
+ORDER BY start_ns
 """
 
-# One row per traced process: its span, start-up, top-level import time and exit. A process is one
-# span file (a fork or an exec'd interpreter opens its own), so per-process sums group by file.
-PROCESSES_SQL = """
+# One row per traced process: its span, start-up (its interpreter.startup child), top-level import
+# time (imports not inside another import, in the same process) and exit.
+PROCESSES_SQL = f"""
 WITH startup AS (
-    SELECT source_file, sum(duration_ns) AS ns FROM spans
-    WHERE run_id = $run_id AND category = 'startup' GROUP BY source_file
+    SELECT parent_span_id AS span_id, sum(duration_ns) AS ns FROM spans
+    WHERE run_id = $run_id AND category = 'startup' GROUP BY parent_span_id
+), top_imports AS (
+    SELECT i.source_file, i.pid, i.resource_attributes, i.duration_ns
+    FROM spans i LEFT JOIN spans parent ON parent.run_id = $run_id AND parent.span_id = i.parent_span_id
+    WHERE i.run_id = $run_id AND i.category = 'import' AND coalesce(parent.category, '') <> 'import'
 ), imports AS (
-    SELECT i.source_file, sum(i.duration_ns) AS ns
-    FROM spans i LEFT JOIN spans p ON p.run_id = $run_id AND p.span_id = i.parent_span_id
-    WHERE i.run_id = $run_id AND i.category = 'import' AND coalesce(p.category, '') <> 'import'
-    GROUP BY i.source_file
+    SELECT p.span_id, sum(s.duration_ns) AS ns
+    FROM spans p JOIN top_imports s ON {_SAME_PROCESS}
+    WHERE p.run_id = $run_id AND p.name = 'process' AND p.category = 'process'
+    GROUP BY p.span_id
 )
 SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.start_ns, p.end_ns, p.duration_ns, p.incomplete,
        coalesce(p.attributes->>'process.command', p.name) AS command,
@@ -76,8 +79,8 @@ SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.start_ns, p.end_ns, 
        coalesce(TRY_CAST(p.attributes->>'selfopt_trace.overhead_ns' AS BIGINT), 0) AS overhead_ns,
        coalesce(startup.ns, 0) AS startup_ns, coalesce(imports.ns, 0) AS import_ns
 FROM spans p
-LEFT JOIN startup ON startup.source_file = p.source_file
-LEFT JOIN imports ON imports.source_file = p.source_file
+LEFT JOIN startup ON startup.span_id = p.span_id
+LEFT JOIN imports ON imports.span_id = p.span_id
 WHERE p.run_id = $run_id AND p.name = 'process' AND p.category = 'process'
 ORDER BY p.start_ns
 """
@@ -196,39 +199,33 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
     return out
 
 
-def exclusive_time(intervals: Iterable[tuple[str | None, int, int, int]], window: tuple[int, int]) -> dict[str, int]:
-    """Each instant of `window` goes to the deepest interval active then (the latest started on a tie).
+def exclusive_time(intervals: Iterable[tuple[str | None, int, int]], window: tuple[int, int]) -> dict[str, int]:
+    """Each instant of `window` goes to the active interval that started last (the shorter one on a tie).
 
-    `intervals` are (category, start_ns, end_ns, depth). Returns ns per label of LABEL_ORDER, which add up
-    to the window's length: time no interval covers is OUTSIDE.
+    Spans of one thread nest, so that is the deepest span; spans of several threads overlap, and the
+    instant goes to one of them, never to both. `intervals` are (category, start_ns, end_ns) sorted by
+    start and clipped to the window. Returns ns per label of LABEL_ORDER, adding up to the window's
+    length: time no interval covers is OUTSIDE.
     """
     first, last = window
-    spans = [(cat, max(s, first), min(e, last), d) for cat, s, e, d in intervals if s is not None and e is not None]
-    spans = [span for span in spans if span[2] > span[1]]
-    events = sorted([(s, 1, i) for i, (_, s, _, _) in enumerate(spans)] + [(e, 0, i) for i, (_, _, e, _) in enumerate(spans)])
     totals = dict.fromkeys(LABEL_ORDER, 0)
-    active: set[int] = set()
-    deepest: list[tuple[int, int, int]] = []  # (-depth, -start, index), stale entries dropped lazily
-    previous = first
-    for at, is_start, index in events:
-        if at > previous:
-            while deepest and deepest[0][2] not in active:
-                heapq.heappop(deepest)
-            label = _label(spans[deepest[0][2]][0]) if deepest else OUTSIDE
-            totals[label] += at - previous
-            previous = at
-        if is_start:
-            active.add(index)
-            heapq.heappush(deepest, (-spans[index][3], -spans[index][1], index))
-        else:
-            active.discard(index)
-    if last > previous:
-        totals[OUTSIDE] += last - previous
+    active: list[tuple[int, int, str]] = []  # heap of (-start, end, label); ended entries dropped lazily
+    now = first
+    for category, start, end in (*intervals, (None, last, last)):  # the sentinel flushes the tail
+        while now < start:
+            while active and active[0][1] <= now:
+                heapq.heappop(active)
+            if not active:
+                totals[OUTSIDE] += start - now
+                now = start
+                break
+            _, top_end, label = active[0]
+            until = top_end if top_end < start else start
+            totals[label] += until - now
+            now = until
+        if end > start:
+            heapq.heappush(active, (-start, end, CATEGORY_LABELS.get(category or "", OWN_WORK)))
     return totals
-
-
-def _label(category: str | None) -> str:
-    return CATEGORY_LABELS.get(category or "", OWN_WORK)
 
 
 def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> RunSummary:
@@ -238,7 +235,7 @@ def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> R
     _, totals = store.sql(_TOTALS_SQL, {"run_id": run_id})
     spans, incomplete, first_ns, last_ns, diagnostics = totals[0]
     window = (start_ns or first_ns or 0, end_ns or last_ns or 0)
-    _, intervals = store.sql(_TOP_PROCESS_SPANS_SQL, {"run_id": run_id})
+    _, intervals = store.sql(_TOP_PROCESS_SPANS_SQL, {"run_id": run_id, "first": window[0], "last": window[1]})
     by_category = exclusive_time(intervals, window)
     processes = process_rows(store, run_id)
     slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
