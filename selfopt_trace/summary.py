@@ -72,7 +72,7 @@ WITH startup AS (
     WHERE p.run_id = $run_id AND p.name = 'process' AND p.category = 'process'
     GROUP BY p.span_id
 )
-SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.start_ns, p.end_ns, p.duration_ns, p.incomplete,
+SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.resource_attributes->>'host.name', p.start_ns, p.end_ns, p.duration_ns, p.incomplete,
        coalesce(p.attributes->>'process.command', p.name) AS command,
        p.attributes->'process.command_args' AS command_args,
        TRY_CAST(p.attributes->>'process.exit.code' AS INTEGER) AS exit_code,
@@ -101,7 +101,7 @@ class ProcessRow:
     span_id: str
     parent_span_id: str | None
     pid: int | None
-    source_file: str | None
+    process_key: tuple  # (span file, pid, host): what tells processes apart (see _SAME_PROCESS)
     start_ns: int
     end_ns: int
     duration_ns: int
@@ -191,9 +191,9 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
     _, rows = store.sql(PROCESSES_SQL, {"run_id": run_id})
     out = []
     for row in rows:
-        (span_id, parent, pid, source_file, start, end, duration, incomplete, command, args, exit_code,
+        (span_id, parent, pid, source_file, host, start, end, duration, incomplete, command, args, exit_code,
          overhead, startup, imports) = row
-        out.append(ProcessRow(span_id, parent, pid, source_file, start or 0, end or 0, duration or 0, bool(incomplete),
+        out.append(ProcessRow(span_id, parent, pid, (source_file, pid, host), start or 0, end or 0, duration or 0, bool(incomplete),
                               command or "process", json.loads(args) if args else [], exit_code,
                               int(overhead), int(startup), int(imports)))
     return out

@@ -206,11 +206,12 @@ def tree(
         _, run_rows = store.sql("SELECT start_ns, command FROM runs WHERE run_id = $run_id", {"run_id": run_id})
         processes = process_rows(store, run_id)
         _, calls = store.sql(_CALLS_SQL, {"run_id": run_id})
-        _, parent_files = store.sql(_PARENT_FILES_SQL, {"run_id": run_id})
+        _, parent_processes = store.sql(_PARENT_PROCESSES_SQL, {"run_id": run_id})
     start_ns, command = run_rows[0] if run_rows else (None, None)
     start_ns = start_ns or min((p.start_ns for p in processes), default=0)
     console().print(build_tree(run_id, command, start_ns, processes,
-                                              [SubprocessCall(*row) for row in calls], dict(parent_files)))
+                                              [SubprocessCall(row[0], row[1], tuple(row[2:5]), *row[5:]) for row in calls],
+                                              {row[0]: tuple(row[1:]) for row in parent_processes}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,16 +219,17 @@ def tree(
 
 # Spans that start a process (subprocess, fork, multiprocessing), in the file of the process that made them.
 _CALLS_SQL = """
-SELECT span_id, name, source_file, start_ns, duration_ns, incomplete,
+SELECT span_id, name, source_file, pid AS caller_pid, resource_attributes->>'host.name' AS host,
+       start_ns, duration_ns, incomplete,
        attributes->'process.command_args' AS command_args,
        TRY_CAST(attributes->>'process.pid' AS INTEGER) AS pid,
        TRY_CAST(attributes->>'process.exit.code' AS INTEGER) AS exit_code
 FROM spans WHERE run_id = $run_id AND category = 'subprocess'
 """
 
-# For each process span, the span file of its parent span (the process that started it).
-_PARENT_FILES_SQL = """
-SELECT c.span_id, p.source_file
+# For each process span, the process of its parent span (the process that started it).
+_PARENT_PROCESSES_SQL = """
+SELECT c.span_id, p.source_file, p.pid, p.resource_attributes->>'host.name'
 FROM spans c JOIN spans p ON p.run_id = $run_id AND p.span_id = c.parent_span_id
 WHERE c.run_id = $run_id AND c.name = 'process' AND c.category = 'process'
 """
@@ -237,7 +239,7 @@ WHERE c.run_id = $run_id AND c.name = 'process' AND c.category = 'process'
 class SubprocessCall:
     span_id: str
     name: str
-    source_file: str | None
+    process_key: tuple  # of the process that made the call: (span file, pid, host)
     start_ns: int
     duration_ns: int
     incomplete: bool
@@ -254,24 +256,24 @@ class SubprocessCall:
 
 
 def build_tree(run_id: str, command: str | None, start_ns: int, processes: list, calls: list[SubprocessCall],
-               parent_files: dict[str, str]):
+               parent_processes: dict[str, tuple]):
     """A rich Tree: processes under the subprocess call that started them, calls under their process."""
     from rich.text import Text
     from rich.tree import Tree
 
     from ..summary import ProcessRow, describe_exit, format_ns
 
-    by_file = {p.source_file: p for p in processes}
+    by_key = {p.process_key: p for p in processes}
     call_ids = {call.span_id for call in calls}
     children: dict[str | None, list] = {}
     for call in calls:
-        owner = by_file.get(call.source_file)
+        owner = by_key.get(call.process_key)
         children.setdefault(owner.span_id if owner else None, []).append(call)
     for process in processes:
         if process.parent_span_id in call_ids:
             children.setdefault(process.parent_span_id, []).append(process)
             continue
-        owner = by_file.get(parent_files.get(process.span_id))
+        owner = by_key.get(parent_processes.get(process.span_id))
         children.setdefault(owner.span_id if owner is not None and owner is not process else None, []).append(process)
 
     def at(ns: int) -> str:
