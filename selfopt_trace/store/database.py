@@ -1,0 +1,111 @@
+"""`Store`: the trace database (DuckDB) behind the CLI, the queries and the reports."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Sequence
+
+import duckdb
+
+from selfopt_trace.errors import QueryError, RunNotFoundError, StoreError, StoreLockedError, StoreOpenError
+from selfopt_trace.paths import default_db_path
+from selfopt_trace.store.loader import LoadResult, delete_run_rows, load_run, transaction
+
+# DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One row of the `runs` table."""
+
+    run_id: str
+    group_id: str | None
+    command: str | None
+    cwd: str | None
+    start_ns: int | None
+    end_ns: int | None
+    exit_code: int | None
+    service_name: str | None
+    loaded_at: datetime
+    span_count: int
+    process_count: int
+    run_dir: str | None
+
+
+class Store:
+    """The trace database: created (with its schema) on first open, one writing process at a time.
+
+    Use as a context manager, or call `close()`.
+    """
+
+    def __init__(self, path: Path | str | None = None, *, read_only: bool = False) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self._con = _connect(self.path, read_only)
+        if not read_only:
+            self._con.execute(resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8"))
+
+    def load_run(self, run_dir: Path | str) -> LoadResult:
+        """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not exist."""
+        try:
+            return load_run(self._con, Path(run_dir))
+        except duckdb.Error as exc:  # bad input is skipped with a warning: this is the disk or DuckDB failing
+            raise StoreError(self.path, f"loading {run_dir} into {self.path} failed: {exc}") from exc
+
+    def runs(self) -> list[RunInfo]:
+        """Every loaded run, the most recent first."""
+        rows = self._con.execute(
+            "SELECT * FROM runs ORDER BY start_ns DESC NULLS LAST, run_id"
+        ).fetchall()
+        columns = [column[0] for column in self._con.description]
+        return [RunInfo(**dict(zip(columns, row))) for row in rows]
+
+    def delete_run(self, run_id: str) -> int:
+        """Delete a run with its spans and diagnostics; returns how many spans went."""
+        with transaction(self._con):
+            spans = self._con.execute("SELECT count(*) FROM spans WHERE run_id = ?", [run_id]).fetchone()[0]
+            if not delete_run_rows(self._con, run_id):
+                raise RunNotFoundError(run_id)
+        return spans
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """Run one query with bound parameters; returns (column names, rows)."""
+        try:
+            cursor = self._con.execute(query, params)
+            rows = cursor.fetchall() if cursor.description else []
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc
+        return [column[0] for column in cursor.description or ()], rows
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the database, turning DuckDB's and the OS's errors into ones that say what to do."""
+    try:
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(path), read_only=read_only)
+    except OSError as exc:
+        raise StoreOpenError(path, exc.strerror or str(exc)) from exc
+    except duckdb.Error as exc:
+        message = str(exc)
+        if "Could not set lock" in message:
+            holder = _LOCK_HOLDER.search(message)
+            raise StoreLockedError(path, f"PID {holder['pid']} ({holder['program']})" if holder else None) from exc
+        raise StoreOpenError(path, message.removeprefix("IO Error: ")) from exc
+    con.execute("SET enable_progress_bar = false")  # DuckDB would draw one on stdout for long loads
+    return con

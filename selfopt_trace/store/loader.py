@@ -1,0 +1,367 @@
+"""Load a run directory (`run.json` + `spans/*.spans`) into the store.
+
+Speed is the point (a run can hold millions of spans), so records never pass through Python: DuckDB's
+CSV reader parses the tab-separated lines in parallel into a temporary table, and SQL joins each
+span's S and E records, closes incomplete spans and attaches the file header's resource. Python only
+lists the files, counts their lines (a line the reader dropped or SQL rejected is a damaged line, and
+the warning names its file) and reads run.json. Files go in batches of about `BATCH_BYTES`, so memory
+stays bounded however large the run.
+
+The run's old rows are deleted first, so loading twice gives the same rows once. No statement may
+fail on bad input (DuckDB aborts a transaction on any error), which is why every field is read as
+text and cast with TRY_CAST, and every line is checked in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+
+from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
+from selfopt_trace.errors import RunNotFoundError
+
+BATCH_BYTES = 64 << 20
+
+# The file's 12 fields, all read as text, plus one more: a 13th field means a damaged line.
+_COLUMNS = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*spanfile.FIELDS, "extra"))
+_TERMINATOR = spanfile.FIELDS[-1]
+
+# strict_mode=false: a stray "\r" must not fail the whole read; null_padding: short lines are kept
+# (and rejected below); ignore_errors: invalid UTF-8 lines are dropped (and counted as damaged).
+_STAGE_SQL = f"""
+CREATE TEMP TABLE _records AS
+SELECT file_no, rec, span_id, parent_span_id, trace_id, name, kind, category,
+       start_num AS start_ns, end_num AS end_ns, status, coalesce(attrs, '{{}}') AS attributes
+FROM (
+    SELECT list_position($files, filename) AS file_no, *,
+           TRY_CAST(start_ns AS BIGINT) AS start_num,
+           TRY_CAST(end_ns AS BIGINT) AS end_num,
+           TRY_CAST(attributes AS JSON) AS attrs
+    FROM read_csv($files, columns = {_COLUMNS}, delim = '\t', quote = '', escape = '', new_line = '\\n',
+                  header = false, auto_detect = false, strict_mode = false, null_padding = true,
+                  ignore_errors = true, filename = true)
+)
+WHERE {_TERMINATOR} = '{spanfile.TERMINATOR}' AND extra IS NULL
+  AND (start_ns IS NULL OR start_num IS NOT NULL)
+  AND (end_ns IS NULL OR end_num IS NOT NULL)
+  AND (attributes IS NULL OR attrs IS NOT NULL)
+  AND CASE rec
+        WHEN '{spanfile.START}' THEN span_id IS NOT NULL AND start_num IS NOT NULL
+        WHEN '{spanfile.END}' THEN span_id IS NOT NULL AND end_num IS NOT NULL
+        WHEN '{spanfile.COMPLETE}' THEN span_id IS NOT NULL AND start_num IS NOT NULL AND end_num IS NOT NULL
+        WHEN '{spanfile.HEADER}' THEN attrs IS NOT NULL
+        WHEN '{spanfile.TICK}' THEN end_num IS NOT NULL
+        WHEN '{spanfile.DIAGNOSTIC}' THEN true
+        ELSE false
+      END
+"""
+
+# One row per file with at least one good record: its header (the earliest H) and the last time
+# known in it, which closes its incomplete spans.
+_FILES_SQL = f"""
+CREATE TEMP TABLE _files AS
+SELECT file_no, records, last_ns,
+       parse_filename(list_extract($files, file_no)) AS source_file,
+       header->>'format' AS format,
+       header->>'version' AS version,
+       coalesce(TRY_CAST(header->>'pid' AS INTEGER),
+                TRY_CAST(header->'resource'->>'process.pid' AS INTEGER)) AS pid,
+       header->'resource'->>'service.name' AS service_name,
+       coalesce(header->'resource', '{{}}') AS resource_attributes
+FROM (
+    SELECT file_no, count(*) AS records,
+           max(greatest(start_ns, end_ns)) AS last_ns,
+           arg_min(attributes, start_ns) FILTER (WHERE rec = '{spanfile.HEADER}') AS header
+    FROM _records
+    GROUP BY file_no
+)
+"""
+
+# S joined to its E (E attributes merged over S attributes, E parent re-parents), then X as they are.
+_SPANS_SQL = f"""
+INSERT INTO spans
+WITH f AS (SELECT * FROM _files WHERE list_contains($accepted, file_no)),
+     s AS (SELECT * FROM _records WHERE rec = '{spanfile.START}'),
+     e AS (SELECT * FROM _records WHERE rec = '{spanfile.END}')
+SELECT $run_id, s.trace_id, s.span_id, coalesce(e.parent_span_id, s.parent_span_id),
+       s.name, s.kind, s.category,
+       s.start_ns, coalesce(e.end_ns, f.last_ns), coalesce(e.end_ns, f.last_ns) - s.start_ns,
+       coalesce(e.status, 'UNSET'), e.span_id IS NULL,
+       f.service_name, f.pid,
+       CASE WHEN e.attributes IS NULL OR e.attributes = '{{}}' THEN s.attributes
+            ELSE json_merge_patch(s.attributes, e.attributes) END,
+       f.resource_attributes, f.source_file
+FROM s JOIN f ON s.file_no = f.file_no
+LEFT JOIN e ON e.file_no = s.file_no AND e.span_id = s.span_id
+UNION ALL
+SELECT $run_id, x.trace_id, x.span_id, x.parent_span_id, x.name, x.kind, x.category,
+       x.start_ns, x.end_ns, x.end_ns - x.start_ns, coalesce(x.status, 'UNSET'), false,
+       f.service_name, f.pid, x.attributes, f.resource_attributes, f.source_file
+FROM _records x JOIN f ON x.file_no = f.file_no
+WHERE x.rec = '{spanfile.COMPLETE}'
+"""
+
+_DIAGNOSTICS_SQL = f"""
+INSERT INTO diagnostics
+SELECT $run_id, f.source_file, f.pid, d.start_ns, d.name, d.attributes->>'message'
+FROM _records d JOIN _files f ON d.file_no = f.file_no
+WHERE d.rec = '{spanfile.DIAGNOSTIC}' AND list_contains($accepted, f.file_no)
+"""
+
+# A child process that died without writing its exit code: its parent's subprocess span saw it.
+_CHILD_EXIT_SQL = """
+UPDATE spans AS child
+SET attributes = json_merge_patch(child.attributes,
+                                  json_object('process.exit.code', parent.attributes->'process.exit.code'))
+FROM spans AS parent
+WHERE child.run_id = $run_id AND parent.run_id = $run_id
+  AND child.name = 'process' AND child.category = 'process'
+  AND (child.attributes->'process.exit.code') IS NULL
+  AND parent.span_id = child.parent_span_id
+  AND TRY_CAST(parent.attributes->>'process.pid' AS INTEGER) = child.pid
+  AND (parent.attributes->'process.exit.code') IS NOT NULL
+"""
+
+# The root process span: its parent is not in the run (the earliest, should there be several).
+_ROOT_SPAN_ID = f"""(
+    SELECT c.span_id FROM spans c
+    WHERE c.run_id = $run_id AND c.name = 'process' AND c.category = 'process'
+      AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.run_id = $run_id AND p.span_id = c.parent_span_id)
+    ORDER BY c.start_ns LIMIT 1
+)"""
+
+_ROOT_EXIT_SQL = f"""
+UPDATE spans
+SET attributes = json_merge_patch(attributes, json_object('process.exit.code', $exit_code::INTEGER))
+WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} AND (attributes->'process.exit.code') IS NULL
+"""
+
+_ROOT_SQL = f"""
+SELECT TRY_CAST(attributes->>'process.exit.code' AS INTEGER), service_name
+FROM spans WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} LIMIT 1
+"""
+
+_TOTALS_SQL = """
+SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns)
+FROM spans WHERE run_id = $run_id
+"""
+
+
+@dataclass(frozen=True)
+class LoadWarning:
+    """Something the loader skipped or could not read; `str()` is the message, which names the file."""
+
+    code: str
+    message: str
+    source_file: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class LoadResult:
+    """What `Store.load_run` loaded."""
+
+    run_id: str
+    files: int = 0
+    spans: int = 0
+    incomplete_spans: int = 0
+    diagnostics: int = 0
+    skipped_files: int = 0
+    skipped_lines: int = 0
+    warnings: list[LoadWarning] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _RunMeta:
+    """run.json's fields (docs/architecture.md), each None when missing or of the wrong type."""
+
+    run_id: str
+    group_id: str | None = None
+    command: str | None = None
+    cwd: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    exit_code: int | None = None
+    service: str | None = None
+
+
+def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
+    """Load one run directory, replacing any earlier load of the same run.
+
+    One transaction per batch, not one for the whole run: DuckDB keeps every temporary table dropped
+    in a transaction until it commits, which would make memory grow with the run. The `runs` row
+    is written last, and a load that fails deletes what it wrote, so a run is listed only once
+    loaded whole; a load killed midway leaves spans without a `runs` row, replaced by the next load.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunNotFoundError(str(run_dir))
+    meta, warnings = _read_run_json(run_dir)
+    result = LoadResult(run_id=meta.run_id, warnings=warnings)
+    files = sorted((run_dir / "spans").glob("*" + spanfile.SUFFIX))
+    if not files:
+        result.warnings.append(LoadWarning("loader.no_span_files", f"{run_dir / 'spans'}: no span files"))
+    # Row order means nothing in these tables; not keeping it makes the big INSERTs faster.
+    order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        with transaction(con):
+            delete_run_rows(con, result.run_id)
+        for batch in _batches(files):
+            with transaction(con):
+                _load_batch(con, result, batch)
+        with transaction(con):
+            _refine_and_record_run(con, result, meta, run_dir)
+    except BaseException:
+        with suppress(duckdb.Error), transaction(con):  # the first error is the one to report
+            delete_run_rows(con, result.run_id)
+        raise
+    finally:
+        con.execute("SET preserve_insertion_order = ?", [order])
+    return result
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT, or ROLLBACK when the block raises."""
+    con.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """Delete a run's rows from every table; returns how many rows went, all tables together."""
+    return sum(con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
+               for table in ("spans", "diagnostics", "runs"))
+
+
+def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
+    """run.json's fields; without (a readable) run.json the run is named after its directory."""
+    raw: dict[str, Any] = {}
+    warnings: list[LoadWarning] = []
+    path = run_dir / "run.json"
+    if path.exists():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raw = {}
+            warnings.append(LoadWarning("loader.bad_run_json", f"{path}: unreadable ({exc}); ignored", "run.json"))
+
+    def text(key: str) -> str | None:
+        value = raw.get(key)
+        if isinstance(value, list):  # a command as an argument list
+            return shlex.join(map(str, value))
+        return None if value is None else str(value)
+
+    def integer(key: str) -> int | None:
+        value = raw.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    meta = _RunMeta(
+        run_id=text("run_id") or run_dir.name, group_id=text("group_id"), command=text("command"),
+        cwd=text("cwd"), start_ns=integer("start_ns"), end_ns=integer("end_ns"),
+        exit_code=integer("exit_code"), service=text("service"),
+    )
+    return meta, warnings
+
+
+def _batches(files: list[Path]) -> Iterator[list[Path]]:
+    batch: list[Path] = []
+    size = 0
+    for path in files:
+        batch.append(path)
+        size += path.stat().st_size
+        if size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in a file, a torn last line (no newline) included: bytes are counted, never parsed."""
+    lines, last = 0, b"\n"
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
+
+
+def _load_batch(con: duckdb.DuckDBPyConnection, result: LoadResult, batch: list[Path]) -> None:
+    names = [str(path) for path in batch]
+    con.execute(_STAGE_SQL, {"files": names})
+    con.execute(_FILES_SQL, {"files": names})
+    found = {row[0]: row[1:] for row in con.execute(
+        "SELECT file_no, records, format, version FROM _files").fetchall()}
+    accepted: list[int] = []
+    for file_no, path in enumerate(batch, start=1):
+        records, format_, version = found.get(file_no, (0, None, None))
+        problem = _refusal(records, format_, version)
+        if problem:
+            result.skipped_files += 1
+            result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", path.name))
+            continue
+        damaged = _count_lines(path) - records
+        if damaged > 0:
+            result.skipped_lines += damaged
+            result.warnings.append(LoadWarning(
+                "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", path.name))
+        accepted.append(file_no)
+    result.files += len(accepted)
+    params = {"run_id": result.run_id, "accepted": accepted}
+    con.execute(_SPANS_SQL, params)
+    result.diagnostics += con.execute(_DIAGNOSTICS_SQL, params).fetchone()[0]
+    con.execute("DROP TABLE _records; DROP TABLE _files")
+
+
+def _refusal(records: int, format_: str | None, version: str | None) -> str | None:
+    """Why a file cannot be loaded, or None: readers refuse formats and versions they do not know."""
+    if not records:
+        return "no readable records"
+    if format_ is None:
+        return "no header record"
+    if format_ != spanfile.FORMAT_NAME:
+        return f"not a span file (format {format_!r})"
+    if version != str(spanfile.FORMAT_VERSION):
+        return f"span file version {version} is not supported (this loader reads version {spanfile.FORMAT_VERSION})"
+    return None
+
+
+def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, meta: _RunMeta,
+                           run_dir: Path) -> None:
+    run = {"run_id": result.run_id}
+    con.execute(_CHILD_EXIT_SQL, run)
+    if meta.exit_code is not None:
+        con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code})
+    result.spans, result.incomplete_spans, first_ns, last_ns = con.execute(_TOTALS_SQL, run).fetchone()
+    root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)
+    con.execute(
+        "INSERT INTO runs (run_id, group_id, command, cwd, start_ns, end_ns, exit_code, service_name, loaded_at,"
+        " span_count, process_count, run_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?)",
+        [result.run_id, meta.group_id, meta.command, meta.cwd,
+         meta.start_ns if meta.start_ns is not None else first_ns,
+         meta.end_ns if meta.end_ns is not None else last_ns,
+         meta.exit_code if meta.exit_code is not None else root_exit,
+         meta.service or root_service, result.spans, result.files, str(run_dir.resolve())],
+    )
+    if result.warnings:
+        con.executemany(
+            "INSERT INTO diagnostics (run_id, source_file, time_ns, code, message)"
+            " VALUES (?, ?, epoch_ns(now()), ?, ?)",
+            [[result.run_id, w.source_file, w.code, w.message] for w in result.warnings],
+        )
