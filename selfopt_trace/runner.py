@@ -32,14 +32,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The agent's contract (docs/architecture.md): its config module is the one definition of the names.
+from .bootstrap.selfopt_trace_agent import config as agent_config
 from .errors import SelfoptTraceError
 from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
-
-# The agent's contract (docs/architecture.md); its config module is the one definition of the names.
-from .bootstrap.selfopt_trace_agent import config as agent_config  # noqa: E402  (needs nothing above)
 
 ENV_OUT = "SELFOPT_TRACE_OUT"
 ENV_DB = "SELFOPT_TRACE_DB"
@@ -50,7 +49,6 @@ ENV_LOCK_WAIT = "SELFOPT_TRACE_LOCK_WAIT_S"  # how long loading waits for anothe
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
-EXIT_USAGE = 2
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # SIGINT/SIGQUIT come from the terminal to the whole foreground group: forwarded only when they did not.
@@ -72,7 +70,7 @@ class CommandNotRunnable(SelfoptTraceError):
 
 @dataclass
 class RunOptions:
-    """What `run` was asked to do; `from_sources` merges flags with SELFOPT_TRACE_* variables."""
+    """What `run` was asked to do (the CLI merges flags with SELFOPT_TRACE_* variables into it)."""
 
     command: list[str]
     out_dir: Path
@@ -103,12 +101,6 @@ class RunRecord:
     end_ns: int = 0
     returncode: int | None = None  # like Popen.returncode: -N when killed by signal N
 
-    @property
-    def exit_code(self) -> int:
-        """What a shell reports: 128+N for a signal."""
-        code = self.returncode or 0
-        return 128 - code if code < 0 else code
-
     def to_json(self) -> dict:
         from .bootstrap.selfopt_trace_agent import redact
 
@@ -132,10 +124,6 @@ def tracing_disabled_by(environ: dict[str, str] | os._Environ) -> str | None:
     return None
 
 
-def truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def new_run_id() -> str:
     """Sortable by time (UTC, milliseconds) and unique: 20250105T143012.123Z-a1b2c3."""
     now = time.time_ns()
@@ -143,10 +131,9 @@ def new_run_id() -> str:
     return f"{stamp}.{now // 1_000_000 % 1000:03d}Z-{secrets.token_hex(3)}"
 
 
-def check_run_id(run_id: str) -> str:
+def check_run_id(run_id: str) -> None:
     if not _RUN_ID.fullmatch(run_id):
         raise RunSetupError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
-    return run_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,8 +570,11 @@ def _shell_quote(text: str) -> str:
 def _write_json(data: dict, target: str) -> None:
     text = json.dumps(data, indent=2) + "\n"
     if target == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `... | head`: the reader is gone, as it would be for CMD's own output
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     else:
         Path(target).write_text(text, encoding="utf-8")
 
