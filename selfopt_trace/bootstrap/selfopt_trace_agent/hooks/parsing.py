@@ -53,7 +53,7 @@ def _install_ast(module) -> None:
         if loader in sys.modules:
             sys.modules[loader].compile = original
     builtins.compile = measured(original, Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source",
-                                               _filename))
+                                               _filename), ("builtins", "compile"))
 
 
 def _script_path(args: tuple, kwargs: dict):

@@ -72,21 +72,25 @@ def is_wrapped(function) -> bool:
     return getattr(function, MARK, False)
 
 
-def _identity(wrapper, original, qualname: str = ""):
-    """Look like the original to pickle (by reference), inspect (via __wrapped__) and help()."""
+def _identity(wrapper, original, where: tuple = ()):
+    """Look like the original to pickle (by reference), inspect (via __wrapped__) and help().
+
+    `where` is (module name, qualname) of the attribute the wrapper replaces: pickle finds a
+    function by those, and must find the wrapper (`pickle.dumps` is `_pickle.dumps` untraced).
+    """
     for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
         try:
             setattr(wrapper, attribute, getattr(original, attribute))
         except (AttributeError, TypeError):
             pass
-    if qualname:
-        wrapper.__qualname__ = qualname
+    if where:
+        wrapper.__module__, wrapper.__qualname__ = where
     wrapper.__wrapped__ = original
     setattr(wrapper, MARK, True)
     return wrapper
 
 
-def measured(original, call: Call, qualname: str = ""):
+def measured(original, call: Call, where: tuple = ()):
     """A wrapper of `original` that records each call as a span or a sum."""
     busy = _busy
     current = tracer._current
@@ -138,10 +142,10 @@ def measured(original, call: Call, qualname: str = ""):
         finally:
             busy.reset(token)
 
-    return _identity(wrapper, original, qualname)
+    return _identity(wrapper, original, where)
 
 
-def framed(original, call: Call, qualname: str = ""):
+def framed(original, call: Call, where: tuple = ()):
     """Like `measured`, for calls that may start spans of their own (jedi starts a subprocess).
 
     The call runs under a deferred span: written only if it is slow or something inside it was
@@ -173,7 +177,7 @@ def framed(original, call: Call, qualname: str = ""):
         finally:
             busy.reset(busy_token)
 
-    return _identity(wrapper, original, qualname)
+    return _identity(wrapper, original, where)
 
 
 def _finish(call: Call, args: tuple, kwargs: dict, result, exc: BaseException | None, t0: int, t1: int,
@@ -296,17 +300,20 @@ def wrap_attribute(owner, attribute: str, call: Call, frame: bool = False) -> bo
     if raw is None:
         return False
     make = framed if frame else measured
-    qualname = "%s.%s" % (owner.__qualname__, attribute) if isinstance(owner, type) else ""
+    if isinstance(owner, type):
+        where = (owner.__module__, "%s.%s" % (owner.__qualname__, attribute))
+    else:
+        where = (owner.__name__, attribute)
     if isinstance(raw, (classmethod, staticmethod)):
         if is_wrapped(raw.__func__):
             return False
-        setattr(owner, attribute, type(raw)(make(raw.__func__, call, qualname)))
+        setattr(owner, attribute, type(raw)(make(raw.__func__, call, where)))
     elif isinstance(raw, property):
         if raw.fget is None or is_wrapped(raw.fget):
             return False
-        setattr(owner, attribute, raw.getter(make(raw.fget, call, qualname)))
+        setattr(owner, attribute, raw.getter(make(raw.fget, call, where)))
     else:
         if is_wrapped(raw) or not callable(raw):
             return False
-        setattr(owner, attribute, make(raw, call, qualname))
+        setattr(owner, attribute, make(raw, call, where))
     return True
