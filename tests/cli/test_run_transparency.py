@@ -85,7 +85,7 @@ def test_stdin_is_the_terminal_or_file_it_was(cli, tmp_path):
     """CMD gets our descriptors themselves, not pipes: a file stays a seekable file."""
     source = tmp_path / "input.txt"
     source.write_bytes(b"0123456789")
-    probe = python("import os, sys; print(os.path.samefile('/proc/self/fd/0', sys.argv[1]), sys.stdin.seekable())")
+    probe = python("import os, sys; print(os.path.sameopenfile(0, os.open(sys.argv[1], os.O_RDONLY)), sys.stdin.seekable())")
     with open(source, "rb") as stdin:
         result = cli("run", "-q", "--no-load", "--", *probe, str(source), stdin=stdin)
     assert result.stdout == b"True True\n", result.stderr
