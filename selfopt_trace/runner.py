@@ -100,6 +100,7 @@ class RunRecord:
     start_ns: int = 0
     end_ns: int = 0
     returncode: int | None = None  # like Popen.returncode: -N when killed by signal N
+    pid: int | None = None  # CMD's process id
 
     def to_json(self) -> dict:
         from .bootstrap.selfopt_trace_agent import redact
@@ -112,6 +113,7 @@ class RunRecord:
             "start_ns": self.start_ns,
             "end_ns": self.end_ns or None,
             "exit_code": self.returncode,
+            "pid": self.pid,
             "service": self.service,
         }
 
@@ -290,8 +292,8 @@ def _in_terminal_foreground() -> bool:
         os.close(fd)
 
 
-def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder) -> int:
-    """Run CMD to completion as a shell would; its Popen-style return code."""
+def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder) -> subprocess.Popen:
+    """Run CMD to completion as a shell would; the finished child (pid, returncode)."""
     path, executable = resolve_command(command[0], env.get("PATH"))
     if not executable:
         raise CommandNotRunnable(command[0], "Permission denied", EXIT_NOT_EXECUTABLE)
@@ -306,7 +308,8 @@ def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder)
         # No #! line: POSIX execvp hands such a file to the shell, and so do we.
         child = _spawn(["/bin/sh", path] + argv[1:], "/bin/sh", env)
     forwarder.started(child)
-    return child.wait()
+    child.wait()
+    return child
 
 
 def _spawn(argv: list[str], path: str, env: dict[str, str]) -> subprocess.Popen:
@@ -391,7 +394,8 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str]) ->
         record.start_ns = time.time_ns()
         env = traced_environ(environ, record, options, record.start_ns) if record.traced else dict(environ)
         try:
-            record.returncode = execute(record.command, env, forwarder)
+            child = execute(record.command, env, forwarder)
+            record.pid, record.returncode = child.pid, child.returncode
         finally:
             record.end_ns = time.time_ns()
             if record.traced and record.returncode is not None:

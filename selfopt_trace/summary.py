@@ -239,12 +239,13 @@ def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> R
     by_category = exclusive_time(intervals, window)
     processes = process_rows(store, run_id)
     slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
+    notes = [] if processes else ["no Python process was traced: CMD started none (or only with python -I / -E)"]
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
         wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,
         incomplete_spans=incomplete or 0, diagnostics=diagnostics or 0,
         overhead_ns=sum(p.overhead_ns for p in processes), by_category=by_category, slowest=slowest,
-        next_commands=list(next_commands),
+        notes=notes, next_commands=list(next_commands),
     )
 
 

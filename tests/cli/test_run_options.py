@@ -21,6 +21,7 @@ def test_a_run_writes_run_json_and_loads_into_the_database(cli):
     assert meta["run_id"] == "first" and meta["group_id"] is None and meta["exit_code"] == 0
     assert meta["command"] == HELLO and meta["cwd"] == str(cli.cwd)
     assert 0 < meta["start_ns"] < meta["end_ns"]
+    assert cli.query("SELECT pid FROM spans WHERE name = 'process'") == [(meta["pid"],)]
     assert list((cli.runs_dir / "first" / "spans").glob("*.spans"))
     assert cli.query("SELECT run_id, exit_code, start_ns, end_ns FROM runs") == [("first", 0, meta["start_ns"], meta["end_ns"])]
     (processes,) = cli.query("SELECT count(*) FROM spans WHERE run_id = 'first' AND name = 'process'")[0]
@@ -254,3 +255,14 @@ def test_a_locked_database_is_a_clear_error_and_keeps_the_commands_exit_code(cli
     loaded = cli("load", str(cli.runs_dir / "locked"))
     assert loaded.returncode == 0, loaded.stderr
     assert cli.query("SELECT run_id, exit_code FROM runs") == [("locked", 3)]
+
+
+def test_a_command_without_python_is_run_and_summarized(cli):
+    result = cli("run", "-q", "--json", "--", "sh", "-c", "echo from sh; exit 4")
+    assert result.returncode == 4
+    head, _, rest = result.stdout.partition(b"\n")
+    assert head == b"from sh"
+    summary = json.loads(rest)
+    assert summary["processes"] == 0 and summary["exit_code"] == 4
+    assert any("no Python process was traced" in note for note in summary["notes"])
+    assert summary["time_by_category_ms"]["untraced (launch, teardown)"] == summary["wall_ms"]
