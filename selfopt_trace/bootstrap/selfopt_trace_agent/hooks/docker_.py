@@ -227,13 +227,13 @@ def _rewrite(args: list, span: tracer.Span, t0: int) -> list:
     settings = process.settings()
     if settings is None or os.environ.get(ENV_DOCKER, "").strip().lower() in ("0", "false", "no", "off"):
         return args
-    args = [os.fsdecode(a) for a in args]
-    cmd = parse(args)
+    argv = [os.fsdecode(a) for a in args]
+    cmd = parse(argv)
     if cmd is None or cmd.opted_out or not cmd.target:
         return args
-    runtime = os.path.basename(args[0])
-    if not _on_path(args[0]):
-        tracer.diagnostic("docker.cli_missing", "%s: not found; the command runs as given" % args[0])
+    runtime = os.path.basename(argv[0])
+    if not _on_path(argv[0]):
+        tracer.diagnostic("docker.cli_missing", "%s: not found; the command runs as given" % argv[0])
         return args
     user_env = dict(cmd.env_file)
     user_env.update(cmd.env)
@@ -248,7 +248,7 @@ def _rewrite(args: list, span: tracer.Span, t0: int) -> list:
             return args
         pythonpath = _user_pythonpath(user_env, settings)
         if pythonpath is None:
-            pythonpath = image_pythonpath(args[0], cmd.engine_args, cmd.target)
+            pythonpath = image_pythonpath(argv[0], cmd.engine_args, cmd.target)
             if pythonpath is _UNKNOWN:
                 tracer.diagnostic("docker.image_unknown", "%s: the engine does not know this image (not pulled yet?);"
                                   " the container is not traced" % cmd.target)
@@ -259,7 +259,7 @@ def _rewrite(args: list, span: tracer.Span, t0: int) -> list:
         for host, target, read_only in mounts:
             flags += volume_flag(host, target, read_only)
     _check_run_dir(cmd, user_env)
-    out = list(args)
+    out = list(argv)
     for key in sorted(cmd.env_args, key=lambda k: cmd.env_args[k][0], reverse=True):
         start, end, grouped = cmd.env_args[key]
         if key == "PYTHONPATH" or cmd.env[key] is None:  # merged, or a bare `-e KEY` with the host's value
