@@ -27,8 +27,10 @@ def docker_env(
 
     Example: docker run $(selfopt-trace docker-env --image IMAGE) IMAGE python app.py
     """
-    from ..docker_env import injection, render
+    from ..docker_env import FORMATS, DockerEnvError, injection, render
 
+    if fmt not in FORMATS:
+        raise DockerEnvError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     typer.echo(render(injection(run_dir, image=image, name=name, service=service), fmt), nl=False)
 
 
