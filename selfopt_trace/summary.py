@@ -312,7 +312,7 @@ def render(summary: RunSummary, console: Console) -> None:
     head = Table.grid(padding=(0, 2))
     head.add_row("command", Text(summary.command or "-", overflow="ellipsis", no_wrap=True))
     head.add_row("wall time", f"[bold]{format_ns(wall)}[/]   exit {describe_exit(summary.exit_code)}")
-    head.add_row("traced", f"{summary.processes} processes, {summary.spans} spans"
+    head.add_row("traced", f"{_count(summary.processes, 'process', 'processes')}, {_count(summary.spans, 'span', 'spans')}"
                  + (f", [yellow]{summary.incomplete_spans} incomplete[/]" if summary.incomplete_spans else ", 0 incomplete")
                  + (f", [yellow]{summary.diagnostics} diagnostics[/]" if summary.diagnostics else ", 0 diagnostics"))
     per_process = summary.overhead_ns / summary.processes if summary.processes else 0
@@ -331,6 +331,10 @@ def render(summary: RunSummary, console: Console) -> None:
         console.print("[bold]Next[/]")
         for line in summary.next_commands:
             console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _pct(part: int, whole: int) -> str:

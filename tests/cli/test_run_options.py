@@ -98,7 +98,7 @@ def test_summary_on_stderr_names_the_run_and_next_commands(cli):
     result = cli("run", "--run-id", "visible", "--", *HELLO)
     assert result.returncode == 0
     text = result.stderr.decode()
-    for expected in ("visible", "wall time", "1 processes", "start-up", "Slowest processes", "tracer overhead",
+    for expected in ("visible", "wall time", "1 process,", "start-up", "Slowest processes", "tracer overhead",
                      "selfopt-trace tree visible"):
         assert expected in text, text
 
