@@ -147,10 +147,15 @@ def demo(
 
     Same as `selfopt-trace run -- python -m selfopt_trace.demo.workload`.
     """
-    # The workload's processes import selfopt_trace.demo: make sure they find this copy of the package.
+    # The workload's processes import selfopt_trace.demo: when this copy of the package is not
+    # installed (a source checkout), point them at it.
+    import site
+
     package_root = str(Path(__file__).resolve().parents[2])
     pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    extra_env = {"PYTHONPATH": os.pathsep.join(pythonpath + [package_root])} if package_root not in pythonpath else {}
+    installed = {str(Path(p).resolve()) for p in site.getsitepackages()}
+    extra_env = ({} if package_root in pythonpath or package_root in installed
+                 else {"PYTHONPATH": os.pathsep.join(pythonpath + [package_root])})
     command = [sys.executable, "-m", "selfopt_trace.demo.workload"]
     _execute(ctx, _options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env))
 
