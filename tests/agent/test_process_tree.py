@@ -177,3 +177,19 @@ def test_make_passes_the_context_on(traced, tmp_path):
     spans = traced.spans()
     child = spans.process_of("print('from make')")
     assert spans.parent(child).name == "subprocess"
+
+
+def test_a_child_with_a_run_of_its_own_keeps_it_and_joins_the_trace(traced, tmp_path):
+    inner = tmp_path / "inner-run"
+    code = ("import os, subprocess, sys\n"
+            f"env = dict(os.environ, SELFOPT_TRACE_DIR={str(inner)!r})\n"
+            "subprocess.run([sys.executable, '-c', 'pass'], env=env, check=True)\n")
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b""
+    from tests.spanfiles import read_run
+
+    outer_spans, inner_spans = traced.spans(), read_run(inner)
+    assert len(outer_spans.processes()) == 1 and len(inner_spans.processes()) == 1
+    spawn, = outer_spans.named("subprocess")
+    assert inner_spans.processes()[0].parent_span_id == spawn.span_id
+    assert inner_spans.trace_ids() == outer_spans.trace_ids()

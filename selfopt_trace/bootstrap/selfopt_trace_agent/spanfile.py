@@ -25,12 +25,25 @@ def clean(text: str) -> str:
     return text
 
 
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _string(text: str) -> str:
+    """A JSON string. Never imports anything: it runs while a flush holds the buffer's lock."""
     if text.isprintable() and '"' not in text and "\\" not in text:
         return '"' + text + '"'
-    import json
-
-    return json.dumps(text)
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) > 0xFFFF:  # JSON spells astral code points as a surrogate pair
+            code = ord(char) - 0x10000
+            out.append("\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF)))
+        else:
+            out.append("\\u%04x" % ord(char))
+    return '"' + "".join(out) + '"'
 
 
 def _value(value: object) -> str:

@@ -162,7 +162,7 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     span = Span(new_span_id(), parent, parent_id, trace_id, name, kind, category, now, attributes)
     _buffer.append(span)
     if now - _last_flush_ns > FLUSH_INTERVAL_NS:
-        flush()
+        flush(blocking=False)
     elif not _flusher_started:
         _start_flusher()
     return span
@@ -185,7 +185,7 @@ def end_span(span: Span, status: str = UNSET, attributes: dict | None = None, en
     if span.written:
         _buffer.append(spanfile.end_line(span.span_id, now, status, spanfile.encode(attributes), reparent))
     if now - _last_flush_ns > FLUSH_INTERVAL_NS:
-        flush()
+        flush(blocking=False)
     elif not _flusher_started:
         _start_flusher()
 
@@ -216,7 +216,7 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
     span.status, span.end_ns = status, end_ns
     _buffer.append(span)
     if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
-        flush()
+        flush(blocking=False)
     elif not _flusher_started:
         _start_flusher()
     return span.span_id
@@ -273,7 +273,10 @@ def exception_diagnostic(code: str, exc: BaseException) -> None:
 def flush(blocking: bool = True) -> None:
     """Write the buffer with one O_APPEND write. Never raises: a broken file disables tracing.
 
-    `blocking=False` is for signal handlers, which may interrupt a flush of their own thread.
+    `blocking=False` skips the flush when one is running (in another thread, or further up this
+    thread's stack: a signal handler, or a record made while a flush runs): the records wait for
+    the next one. Records made in passing flush that way; only flushes that must reach the disk
+    (spawn, fork, exec, exit) block.
     """
     if not _flush_lock.acquire(blocking):
         return

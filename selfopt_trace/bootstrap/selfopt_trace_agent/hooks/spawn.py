@@ -53,6 +53,10 @@ def child_environ(span: tracer.Span, env) -> dict:
     base = dict(os.environ if env is None else env)
     settings = process.settings()
     ours = dict(config.propagated_environ(settings)) if settings else {}
+    own_dir = _get(base, config.ENV_DIR)
+    if settings and own_dir and own_dir != settings.run_dir:
+        # A run of its own (a nested `selfopt-trace run`): it keeps its settings, joined to our trace.
+        ours = {}
     ours[config.ENV_TRACEPARENT] = span.traceparent()
     ours[config.ENV_SPAWN] = spawn_marker()
     if settings:
