@@ -1,0 +1,233 @@
+"""Named SQL queries: one `.sql` file per question, in `queries/` (shipped in the wheel) and the user's own folders.
+
+Each file opens with a comment that is its documentation, and that this module reads:
+
+    -- What the query answers: the first line is its summary (`selfopt-trace query --list`).
+    -- More lines of description.
+    --
+    -- Parameters:
+    --   run_id                the run
+    --   limit = 20            how many rows
+    --   category: text = null only this category (null: all)
+    -- Columns:
+    --   name                  what the column holds
+
+A parameter without a default is required; its type is written (`: int|float|text|bool`) or is the
+default's. In the SQL, parameters are DuckDB named parameters (`$limit`): values are always bound,
+never pasted into the text. The SQL runs as the whole file, so an error's `LINE n` is the file's line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import QueryError, SelfoptTraceError
+
+_TYPES = {"int": int, "float": float, "text": str, "bool": bool}
+_PARAMETER = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\s*:\s*(?P<type>\w+))?(?:\s*=\s*(?P<default>'[^']*'|\S+))?(?:\s{2,}(?P<doc>.*))?$")
+_COLUMN = re.compile(r"^(?P<name>\S+)(?:\s{2,}(?P<doc>.*))?$")
+_USED = re.compile(r"\$([A-Za-z_]\w*)")
+_LINE = re.compile(r"\bLINE (\d+):")
+_REQUIRED = object()
+
+
+class QueryNotFoundError(SelfoptTraceError):
+    """No query of that name; the message lists the ones that exist."""
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        names = ", ".join(sorted(available)) or "none"
+        super().__init__(f"no query named {name!r}; available: {names}")
+        self.name = name
+
+
+class QueryDefinitionError(SelfoptTraceError):
+    """A .sql file whose header cannot be read (names the file and line)."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: type
+    default: Any  # _REQUIRED when there is none
+    description: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def convert(self, value: Any) -> Any:
+        """A value from the command line (a string) or Python, as this parameter's type."""
+        if value is None or not isinstance(value, str) or self.type is str:
+            return value
+        if value.lower() == "null":
+            return None
+        try:
+            if self.type is bool:
+                return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[value.lower()]
+            return self.type(value)
+        except (KeyError, ValueError) as exc:
+            raise QueryError(f"parameter {self.name} must be {_type_name(self.type)}, not {value!r}") from exc
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    path: Path
+    summary: str  # the header's first line
+    description: str  # the whole description, in paragraphs
+    parameters: tuple[Parameter, ...]
+    columns: tuple[Column, ...]
+    sql: str
+
+    def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters to pass to DuckDB: given values converted, defaults filled in."""
+        known = {parameter.name for parameter in self.parameters}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise QueryError(f"query {self.name} has no parameter {', '.join(unknown)}; "
+                             f"its parameters: {', '.join(sorted(known)) or 'none'}")
+        bound = {}
+        for parameter in self.parameters:
+            if parameter.name in values:
+                bound[parameter.name] = parameter.convert(values[parameter.name])
+            elif parameter.required:
+                raise QueryError(f"query {self.name} needs the parameter {parameter.name} ({parameter.description})")
+            else:
+                bound[parameter.name] = parameter.default
+        return bound
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query: Query
+    columns: list[str]
+    rows: list[tuple]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+def builtin_dir() -> Path:
+    """The shipped queries: `selfopt_trace/_queries` in a wheel, the top-level `queries/` in a checkout."""
+    packaged = Path(__file__).resolve().parent / "_queries"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "queries"
+
+
+def load_queries(extra_dirs: Iterable[Path | str] = ()) -> dict[str, Query]:
+    """Every query by name: the shipped ones, then each extra folder's (a later file of the same name wins)."""
+    queries: dict[str, Query] = {}
+    for directory in (builtin_dir(), *map(Path, extra_dirs)):
+        if not directory.is_dir():
+            raise QueryDefinitionError(f"queries folder not found: {directory}")
+        for path in sorted(directory.glob("*.sql")):
+            query = parse_query(path)
+            queries[query.name] = query
+    return queries
+
+
+def get_query(name: str, extra_dirs: Iterable[Path | str] = ()) -> Query:
+    queries = load_queries(extra_dirs)
+    if name not in queries:
+        raise QueryNotFoundError(name, queries)
+    return queries[name]
+
+
+def parse_query(path: Path) -> Query:
+    """Read a .sql file and its header comment."""
+    sql = path.read_text(encoding="utf-8")
+    description: list[str] = []
+    parameters: list[Parameter] = []
+    columns: list[Column] = []
+    section = "description"
+    for number, line in enumerate(sql.splitlines(), 1):
+        if not line.startswith("--"):
+            break
+        text = line[2:].strip()
+        if text.lower() in ("parameters:", "columns:"):
+            section = text.lower().rstrip(":")
+        elif section == "description":
+            description.append(text)
+        elif text:
+            _header_item(path, number, section, text, parameters, columns)
+    if not description or not description[0]:
+        raise QueryDefinitionError(f"{path}:1: a query starts with a comment saying what it answers")
+    declared = {parameter.name for parameter in parameters}
+    undeclared = sorted(set(_USED.findall(_without_comments(sql))) - declared)
+    if undeclared:
+        raise QueryDefinitionError(f"{path}: uses ${', $'.join(undeclared)} but its header's Parameters do not declare it")
+    return Query(path.stem, path, description[0], _paragraphs(description), tuple(parameters), tuple(columns), sql)
+
+
+def _header_item(path: Path, number: int, section: str, text: str,
+                 parameters: list[Parameter], columns: list[Column]) -> None:
+    if section == "columns":
+        column = _COLUMN.match(text)
+        assert column is not None  # any non-empty text matches
+        columns.append(Column(column["name"], column["doc"] or ""))
+        return
+    match = _PARAMETER.match(text)
+    if match is None:
+        raise QueryDefinitionError(f"{path}:{number}: cannot read the parameter line {text!r} "
+                                   "(expected: name[: type] [= default]  description)")
+    type_name = match["type"]
+    if type_name is not None and type_name not in _TYPES:
+        raise QueryDefinitionError(f"{path}:{number}: unknown type {type_name!r} (one of {', '.join(_TYPES)})")
+    default = _REQUIRED if match["default"] is None else _literal(path, number, match["default"])
+    kind = _TYPES[type_name] if type_name else (type(default) if default not in (_REQUIRED, None) else str)
+    parameters.append(Parameter(match["name"], kind, default, match["doc"] or ""))
+
+
+def _literal(path: Path, number: int, text: str) -> Any:
+    if text.startswith("'"):
+        return text[1:-1]
+    lowered = text.lower()
+    if lowered in ("null", "true", "false"):
+        return {"null": None, "true": True, "false": False}[lowered]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise QueryDefinitionError(f"{path}:{number}: default {text!r} is not a number, 'text', true, false or null")
+
+
+def _paragraphs(lines: list[str]) -> str:
+    """Header lines joined into paragraphs (a blank comment line separates two)."""
+    paragraphs = " ".join(line or "\n\n" for line in lines).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+def _without_comments(sql: str) -> str:
+    return "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+
+
+def _type_name(kind: type) -> str:
+    return next(name for name, value in _TYPES.items() if value is kind)
+
+
+def run_query(store, name: str | Query, params: Mapping[str, Any] | None = None,
+              extra_dirs: Iterable[Path | str] = ()) -> QueryResult:
+    """Run a named query (or a loaded `Query`) against a `Store`; errors name the file and line."""
+    query = name if isinstance(name, Query) else get_query(name, extra_dirs)
+    bound = query.bind(params or {})
+    try:
+        columns, rows = store.sql(query.sql, bound)
+    except QueryError as exc:
+        raise QueryError(_located(query, str(exc))) from exc
+    return QueryResult(query, columns, rows)
+
+
+def _located(query: Query, message: str) -> str:
+    """DuckDB's message prefixed by the query file and, where DuckDB says it, the line."""
+    line = _LINE.search(message)
+    where = f"{query.path}:{line.group(1)}" if line else str(query.path)
+    return f"query {query.name} failed ({where}): {message}"
