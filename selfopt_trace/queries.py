@@ -148,15 +148,21 @@ def parse_query(path: Path) -> Query:
     parameters: list[Parameter] = []
     columns: list[Column] = []
     section = "description"
+    item_indent = 0
     for number, line in enumerate(sql.splitlines(), 1):
         if not line.startswith("--"):
             break
-        text = line[2:].strip()
+        raw = line[2:].rstrip()
+        text = raw.strip()
+        indent = len(raw) - len(raw.lstrip())
         if text.lower() in ("parameters:", "columns:"):
-            section = text.lower().rstrip(":")
+            section, item_indent = text.lower().rstrip(":"), 0
         elif section == "description":
             description.append(text)
+        elif text and item_indent and indent > item_indent:  # a description going on
+            _continue_item(parameters if section == "parameters" else columns, text)
         elif text:
+            item_indent = indent
             _header_item(path, number, section, text, parameters, columns)
     if not description or not description[0]:
         raise QueryDefinitionError(f"{path}:1: a query starts with a comment saying what it answers")
@@ -184,6 +190,11 @@ def _header_item(path: Path, number: int, section: str, text: str,
     default = _REQUIRED if match["default"] is None else _literal(path, number, match["default"])
     kind = _TYPES[type_name] if type_name else (type(default) if default not in (_REQUIRED, None) else str)
     parameters.append(Parameter(match["name"], kind, default, match["doc"] or ""))
+
+
+def _continue_item(items: list, text: str) -> None:
+    last = items[-1]
+    items[-1] = type(last)(**{**last.__dict__, "description": f"{last.description} {text}".strip()})
 
 
 def _literal(path: Path, number: int, text: str) -> Any:
