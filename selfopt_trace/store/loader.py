@@ -1,22 +1,22 @@
 """Load a run directory (`run.json` + `spans/*.spans`) into the store.
 
 Speed is the point (a run can hold millions of spans), so records never pass through Python: DuckDB's
-CSV reader parses the tab-separated lines in parallel into a temporary table, and SQL joins each
-span's S and E records, closes incomplete spans and attaches the file header's resource. Python only
-lists the files, counts their lines (a line the reader dropped or SQL rejected is a damaged line, and
-the warning names its file) and reads run.json. Files go in batches of about `BATCH_BYTES`, so memory
-stays bounded however large the run.
+CSV reader parses the tab-separated lines in parallel into a temporary table, and SQL checks every
+line, joins each span's S and E records, closes incomplete spans and attaches the file header's
+resource. Python only lists the files, counts their lines (a line the reader dropped or SQL rejected
+is a damaged line, and the warning names its file) and reads run.json. Files go in batches of about
+`BATCH_BYTES`, so the working memory of a load does not depend on the size of the run.
 
-The run's old rows are deleted first, so loading twice gives the same rows once. No statement may
-fail on bad input (DuckDB aborts a transaction on any error), which is why every field is read as
-text and cast with TRY_CAST, and every line is checked in SQL.
+A load is one transaction: the run's old rows are deleted, then the new ones inserted, so loading
+twice gives the same rows once and a failed load changes nothing. No statement may fail on bad
+input (DuckDB aborts a transaction on any error): every field is read as text and cast with TRY_CAST.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +27,13 @@ from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
 from selfopt_trace.errors import RunNotFoundError
 
 BATCH_BYTES = 64 << 20
+LOAD_SETTINGS = {
+    # Row order means nothing in these tables; not keeping it makes the big INSERTs faster.
+    "preserve_insertion_order": False,
+    # DuckDB keeps each batch's dropped temporary table until the load commits (a transaction may
+    # roll back): past this cap it spills them to disk instead of growing with the run.
+    "memory_limit": "1GB",
+}
 
 # The file's 12 fields, all read as text, plus one more: a 13th field means a damaged line.
 _COLUMNS = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*spanfile.FIELDS, "extra"))
@@ -194,39 +201,34 @@ class _RunMeta:
 
 
 def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
-    """Load one run directory, replacing any earlier load of the same run.
-
-    One transaction per batch, not one for the whole run: DuckDB keeps every temporary table dropped
-    in a transaction until it commits, which would make memory grow with the run. The `runs` row
-    is written last, and a load that fails deletes what it wrote, so a run is listed only once
-    loaded whole; a load killed midway leaves spans without a `runs` row, replaced by the next load.
-    """
+    """Load one run directory in one transaction, replacing any earlier load of the same run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunNotFoundError(str(run_dir))
     meta, warnings = _read_run_json(run_dir)
     result = LoadResult(run_id=meta.run_id, warnings=warnings)
-    files = sorted((run_dir / "spans").glob("*" + spanfile.SUFFIX))
+    files = sorted(path for path in (run_dir / "spans").glob("*" + spanfile.SUFFIX) if path.is_file())
     if not files:
         result.warnings.append(LoadWarning("loader.no_span_files", f"{run_dir / 'spans'}: no span files"))
-    # Row order means nothing in these tables; not keeping it makes the big INSERTs faster.
-    order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
-    con.execute("SET preserve_insertion_order = false")
-    try:
-        with transaction(con):
-            delete_run_rows(con, result.run_id)
+    with _load_settings(con), transaction(con):
+        delete_run_rows(con, result.run_id)
         for batch in _batches(files):
-            with transaction(con):
-                _load_batch(con, result, batch)
-        with transaction(con):
-            _refine_and_record_run(con, result, meta, run_dir)
-    except BaseException:
-        with suppress(duckdb.Error), transaction(con):  # the first error is the one to report
-            delete_run_rows(con, result.run_id)
-        raise
-    finally:
-        con.execute("SET preserve_insertion_order = ?", [order])
+            _load_batch(con, result, batch)
+        _refine_and_record_run(con, result, meta, run_dir)
     return result
+
+
+@contextmanager
+def _load_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB settings for the duration of a load, then the caller's again."""
+    saved = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in LOAD_SETTINGS}
+    for name, value in LOAD_SETTINGS.items():
+        con.execute(f"SET {name} = ?", [value])
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            con.execute(f"SET {name} = ?", [value])
 
 
 @contextmanager
