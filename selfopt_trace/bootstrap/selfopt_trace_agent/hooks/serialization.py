@@ -12,25 +12,30 @@ from .timed import DUMP, LOAD, Call, wrap_attribute
 
 CATEGORY = "serialization"
 
-# module -> (attribute, shape, index of the data argument, its keyword name)
+# module -> (attribute, shape, index of the data argument, its keyword name, leaf: see timed.Call).
+# json without keyword arguments (no default=, object_hook=, cls=) is all C; pickle and dill run
+# the objects' own __reduce__/__setstate__, which may serialize something else.
 _FUNCTIONS = {
-    "json": (("dumps", DUMP, 0, "obj"), ("dump", DUMP, 0, "obj"), ("loads", LOAD, 0, "s"), ("load", LOAD, 0, "fp")),
-    "pickle": (("dumps", DUMP, 0, "obj"), ("dump", DUMP, 0, "obj"), ("loads", LOAD, 0, "data"), ("load", LOAD, 0, "file")),
-    "dill": (("dumps", DUMP, 0, "obj"), ("dump", DUMP, 0, "obj"), ("loads", LOAD, 0, "str"), ("load", LOAD, 0, "file")),
+    "json": (("dumps", DUMP, 0, "obj", True), ("dump", DUMP, 0, "obj", False), ("loads", LOAD, 0, "s", True),
+             ("load", LOAD, 0, "fp", False)),
+    "pickle": (("dumps", DUMP, 0, "obj", False), ("dump", DUMP, 0, "obj", False), ("loads", LOAD, 0, "data", False),
+               ("load", LOAD, 0, "file", False)),
+    "dill": (("dumps", DUMP, 0, "obj", False), ("dump", DUMP, 0, "obj", False), ("loads", LOAD, 0, "str", False),
+             ("load", LOAD, 0, "file", False)),
 }
 
-# pydantic methods: (attribute, shape, data index counting self/cls, keyword name)
+# pydantic methods (validators and serializers may run any code): data index counting self/cls
 _BASE_MODEL = (
-    ("model_dump", DUMP, 0, "self"),
-    ("model_dump_json", DUMP, 0, "self"),
-    ("model_validate", LOAD, 1, "obj"),
-    ("model_validate_json", LOAD, 1, "json_data"),
+    ("model_dump", DUMP, 0, "self", False),
+    ("model_dump_json", DUMP, 0, "self", False),
+    ("model_validate", LOAD, 1, "obj", False),
+    ("model_validate_json", LOAD, 1, "json_data", False),
 )
 _TYPE_ADAPTER = (
-    ("dump_python", DUMP, 1, "instance"),
-    ("dump_json", DUMP, 1, "instance"),
-    ("validate_python", LOAD, 1, "object"),
-    ("validate_json", LOAD, 1, "data"),
+    ("dump_python", DUMP, 1, "instance", False),
+    ("dump_json", DUMP, 1, "instance", False),
+    ("validate_python", LOAD, 1, "object", False),
+    ("validate_json", LOAD, 1, "data", False),
 )
 
 
@@ -44,6 +49,6 @@ def install(target: str, module) -> None:
 
 
 def _wrap_all(owner, library: str, prefix: str, specs: tuple) -> None:
-    for attribute, shape, index, keyword in specs:
-        call = Call(prefix + attribute, CATEGORY, library, attribute, shape, index, keyword)
+    for attribute, shape, index, keyword, leaf in specs:
+        call = Call(prefix + attribute, CATEGORY, library, attribute, shape, index, keyword, leaf=leaf)
         wrap_attribute(owner, attribute, call)

@@ -54,10 +54,10 @@ def small_ns() -> int:
 class Call:
     """What is known about a wrapped function before it is called (one per wrapper)."""
 
-    __slots__ = ("name", "category", "library", "operation", "shape", "data_index", "data_name", "subject")
+    __slots__ = ("name", "category", "library", "operation", "shape", "data_index", "data_name", "subject", "leaf")
 
     def __init__(self, name: str, category: str, library: str, operation: str, shape: int,
-                 data_index: int = 0, data_name: str = "", subject=None):
+                 data_index: int = 0, data_name: str = "", subject=None, leaf: bool = False):
         self.name = name
         self.category = category
         self.library = library
@@ -66,6 +66,9 @@ class Call:
         self.data_index = data_index  # position of the data argument (self/cls count); -1: keyword only
         self.data_name = data_name
         self.subject = subject  # (args, kwargs) -> the file or thing worked on, for spans only
+        # Runs no Python code when called without keyword arguments (json.dumps(obj), compile):
+        # nothing can nest inside, so the nesting flag need not be set (~0.1 us saved per call).
+        self.leaf = leaf
 
 
 def is_wrapped(function) -> bool:
@@ -99,11 +102,12 @@ def measured(original, call: Call, where: tuple = ()):
     index = call.data_index
     name = call.data_name
     key = call.name
+    leaf = call.leaf
 
     def wrapper(*args, **kwargs):
         if busy.get():
             return original(*args, **kwargs)
-        token = busy.set(True)
+        token = None if leaf and not kwargs else busy.set(True)
         try:
             t0 = time_ns()
             try:
@@ -140,7 +144,8 @@ def measured(original, call: Call, where: tuple = ()):
                 tracer.exception_diagnostic("measure_failed:" + key, exc)
             return result
         finally:
-            busy.reset(token)
+            if token is not None:
+                busy.reset(token)
 
     return _identity(wrapper, original, where)
 
