@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "run",
     "inspect",
     "docker",
+    "query",
 )
 
 
