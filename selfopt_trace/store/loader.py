@@ -1,11 +1,17 @@
 """Load a run directory (`run.json` + `spans/*.spans`) into the store.
 
 Speed is the point (a run can hold millions of spans), so records never pass through Python: DuckDB's
-CSV reader parses the tab-separated lines in parallel into a temporary table, and SQL checks every
-line, joins each span's S and E records, closes incomplete spans and attaches the file header's
-resource. Python only lists the files, counts their lines (a line the reader dropped or SQL rejected
-is a damaged line, and the warning names its file) and reads run.json. Files go in batches of about
-`BATCH_BYTES`, so the working memory of a load does not depend on the size of the run.
+CSV reader parses the tab-separated lines in parallel and SQL checks every line, joins each span's S
+and E records, closes incomplete spans and attaches the file header's resource. Python only lists the
+files, counts their lines (a line the reader dropped or SQL rejected is a damaged line, and the
+warning names its file) and reads run.json.
+
+The files are read in batches of about `BATCH_BYTES` into one temporary table of records, then go
+into `spans` in ONE insert: DuckDB rewrites at the next checkpoint what a transaction appended to a
+table in more than one statement (1M spans: 7.3 CPU seconds to load and close instead of 5.1).
+Memory is capped for the load (`LOAD_SETTINGS`): the records of a run too big for the cap spill to
+DuckDB's temporary directory, and reading them in batches keeps each statement small enough to
+spill smoothly.
 
 A load is one transaction: the run's old rows are deleted, then the new ones inserted, so loading
 twice gives the same rows once and a failed load changes nothing. No statement may fail on bad
@@ -28,10 +34,9 @@ from selfopt_trace.errors import RunNotFoundError
 
 BATCH_BYTES = 64 << 20
 LOAD_SETTINGS = {
-    # Row order means nothing in these tables; not keeping it makes the big INSERTs faster.
+    # Row order means nothing in these tables; not keeping it makes the big INSERT faster.
     "preserve_insertion_order": False,
-    # DuckDB keeps each batch's dropped temporary table until the load commits (a transaction may
-    # roll back): past this cap it spills them to disk instead of growing with the run.
+    # The staged records stay until the load commits; past this, DuckDB spills instead of growing.
     "memory_limit": "1GB",
 }
 
@@ -39,14 +44,21 @@ LOAD_SETTINGS = {
 _COLUMNS = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*spanfile.FIELDS, "extra"))
 _TERMINATOR = spanfile.FIELDS[-1]
 
+_CREATE_RECORDS_SQL = """
+CREATE TEMP TABLE _records (
+    file_no INTEGER, rec VARCHAR, span_id VARCHAR, parent_span_id VARCHAR, trace_id VARCHAR, name VARCHAR,
+    kind VARCHAR, category VARCHAR, start_ns BIGINT, end_ns BIGINT, status VARCHAR, attributes JSON
+)"""
+
+# The good records of a batch of files, numbered from $first_no in the run's sorted file list.
 # strict_mode=false: a stray "\r" must not fail the whole read; null_padding: short lines are kept
 # (and rejected below); ignore_errors: invalid UTF-8 lines are dropped (and counted as damaged).
 _STAGE_SQL = f"""
-CREATE TEMP TABLE _records AS
+INSERT INTO _records
 SELECT file_no, rec, span_id, parent_span_id, trace_id, name, kind, category,
        start_num AS start_ns, end_num AS end_ns, status, coalesce(attrs, '{{}}') AS attributes
 FROM (
-    SELECT list_position($files, filename) AS file_no, *,
+    SELECT $first_no + list_position($files, filename) - 1 AS file_no, *,
            TRY_CAST(start_ns AS BIGINT) AS start_num,
            TRY_CAST(end_ns AS BIGINT) AS end_num,
            TRY_CAST(attributes AS JSON) AS attrs
@@ -212,8 +224,16 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
         result.warnings.append(LoadWarning("loader.no_span_files", f"{run_dir / 'spans'}: no span files"))
     with _load_settings(con), transaction(con):
         delete_run_rows(con, result.run_id)
-        for batch in _batches(files):
-            _load_batch(con, result, batch)
+        con.execute(_CREATE_RECORDS_SQL)
+        for first, batch in _batches(files):
+            con.execute(_STAGE_SQL, {"files": [str(path) for path in batch], "first_no": first})
+        con.execute(_FILES_SQL, {"files": [str(path) for path in files]})
+        accepted = _check_files(con, result, files)
+        if accepted:
+            con.execute(_SPANS_SQL, {"run_id": result.run_id, "accepted": accepted})
+            result.diagnostics = con.execute(_DIAGNOSTICS_SQL, {"run_id": result.run_id, "accepted": accepted}
+                                             ).fetchone()[0]
+        con.execute("DROP TABLE _records; DROP TABLE _files")
         _refine_and_record_run(con, result, meta, run_dir)
     return result
 
@@ -281,17 +301,19 @@ def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
     return meta, warnings
 
 
-def _batches(files: list[Path]) -> Iterator[list[Path]]:
+def _batches(files: list[Path]) -> Iterator[tuple[int, list[Path]]]:
+    """Files in groups of about BATCH_BYTES, each with the number (1-based) of its first file."""
     batch: list[Path] = []
-    size = 0
-    for path in files:
+    first = size = 0
+    for number, path in enumerate(files, start=1):
+        first = first or number
         batch.append(path)
         size += path.stat().st_size
         if size >= BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
+            yield first, batch
+            batch, first, size = [], 0, 0
     if batch:
-        yield batch
+        yield first, batch
 
 
 def _count_lines(path: Path) -> int:
@@ -304,14 +326,12 @@ def _count_lines(path: Path) -> int:
     return lines + (last != b"\n")
 
 
-def _load_batch(con: duckdb.DuckDBPyConnection, result: LoadResult, batch: list[Path]) -> None:
-    names = [str(path) for path in batch]
-    con.execute(_STAGE_SQL, {"files": names})
-    con.execute(_FILES_SQL, {"files": names})
+def _check_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list[Path]) -> list[int]:
+    """Warn about files refused or damaged; returns the numbers of the files to load."""
     found = {row[0]: row[1:] for row in con.execute(
         "SELECT file_no, records, format, version FROM _files").fetchall()}
     accepted: list[int] = []
-    for file_no, path in enumerate(batch, start=1):
+    for file_no, path in enumerate(files, start=1):
         records, format_, version = found.get(file_no, (0, None, None))
         problem = _refusal(records, format_, version)
         if problem:
@@ -324,11 +344,8 @@ def _load_batch(con: duckdb.DuckDBPyConnection, result: LoadResult, batch: list[
             result.warnings.append(LoadWarning(
                 "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", path.name))
         accepted.append(file_no)
-    result.files += len(accepted)
-    params = {"run_id": result.run_id, "accepted": accepted}
-    con.execute(_SPANS_SQL, params)
-    result.diagnostics += con.execute(_DIAGNOSTICS_SQL, params).fetchone()[0]
-    con.execute("DROP TABLE _records; DROP TABLE _files")
+    result.files = len(accepted)
+    return accepted
 
 
 def _refusal(records: int, format_: str | None, version: str | None) -> str | None:
