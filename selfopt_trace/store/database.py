@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -59,11 +59,11 @@ class Store:
 
     def runs(self) -> list[RunInfo]:
         """Every loaded run, the most recent first."""
+        columns = [column.name for column in fields(RunInfo)]
         rows = self._con.execute(
-            "SELECT * FROM runs ORDER BY start_ns DESC NULLS LAST, run_id"
+            f"SELECT {', '.join(columns)} FROM runs ORDER BY start_ns DESC NULLS LAST, run_id"
         ).fetchall()
-        columns = [column[0] for column in self._con.description]
-        return [RunInfo(**dict(zip(columns, row))) for row in rows]
+        return [RunInfo(*row) for row in rows]
 
     def delete_run(self, run_id: str) -> int:
         """Delete a run with its spans and diagnostics; returns how many spans went."""
