@@ -101,31 +101,43 @@ coded AS (
         END AS code
     FROM nodes AS n
 ),
-linked AS MATERIALIZED (  -- each span clipped to its parent's interval
-    SELECT c.id, c.code, p.id AS parent, coalesce(p.code, 11) AS parent_code,
-           greatest(c.start_ns, coalesce(p.start_ns, c.start_ns)) AS cs,
-           least(c.end_ns, coalesce(p.end_ns, c.end_ns)) AS ce
+linked_raw AS MATERIALIZED (
+    SELECT c.id, c.code, c.start_ns, c.end_ns, p.id AS parent, coalesce(p.code, 11) AS parent_code,
+           p.start_ns AS parent_start, p.end_ns AS parent_end
     FROM coded AS c
     LEFT JOIN coded AS p ON p.id = c.parent
 ),
-run_extent AS (
-    SELECT min(cs) AS start_ns, max(ce) AS end_ns FROM linked WHERE parent IS NULL
+run_extent AS (  -- the run's wall time: its top-level spans (normally the main process)
+    SELECT min(start_ns) AS start_ns, max(end_ns) AS end_ns FROM linked_raw WHERE parent IS NULL
 ),
--- Owners (top-level spans belong to the run, owner 0) whose children overlap: in start order, two
--- neighbours overlap whenever any two children do.
-overlapping AS (
-    SELECT DISTINCT coalesce(parent, 0::UBIGINT) AS owner
-    FROM (SELECT parent, cs, lag(ce) OVER (PARTITION BY parent ORDER BY cs) AS previous_end
-          FROM linked
-          WHERE ce > cs)
-    WHERE cs < previous_end
+-- Each span within the run (rs, re), and clipped to its parent (cs, ce). A span's self time is its
+-- own interval minus its children's, clipped to it; a child that outlives its parent (a thread
+-- still working after the span that started it ended) counts in full, beside what runs then.
+linked AS MATERIALIZED (
+    SELECT l.id, l.code, l.parent, l.parent_code,
+           greatest(l.start_ns, r.start_ns) AS rs, least(l.end_ns, r.end_ns) AS re,
+           greatest(l.start_ns, coalesce(l.parent_start, l.start_ns), r.start_ns) AS cs,
+           least(l.end_ns, coalesce(l.parent_end, l.end_ns), r.end_ns) AS ce
+    FROM linked_raw AS l, run_extent AS r
 ),
-siblings AS (  -- the children of overlapping owners
-    SELECT coalesce(parent, 0::UBIGINT) AS owner, parent_code AS owner_code, id, cs, ce
+-- Owners (top-level spans belong to the run, owner 0) whose children overlap (in start order,
+-- two neighbours do whenever any two do) or outlive them: the few that need the children's union.
+special AS (
+    SELECT DISTINCT owner FROM (
+        SELECT coalesce(parent, 0::UBIGINT) AS owner
+        FROM (SELECT parent, cs, lag(ce) OVER (PARTITION BY parent ORDER BY cs) AS previous_end
+              FROM linked
+              WHERE ce > cs)
+        WHERE cs < previous_end
+        UNION ALL
+        SELECT parent FROM linked WHERE re > rs AND (rs < cs OR re > ce))
+),
+siblings AS (  -- the children of special owners
+    SELECT coalesce(parent, 0::UBIGINT) AS owner, parent_code AS owner_code, id, rs, re, cs, ce
     FROM linked
-    WHERE ce > cs AND coalesce(parent, 0::UBIGINT) IN (SELECT owner FROM overlapping)
+    WHERE re > rs AND coalesce(parent, 0::UBIGINT) IN (SELECT owner FROM special)
 ),
--- The union of an overlapping owner's children, as islands: its self time is what they leave.
+-- The union of a special owner's children (clipped to it), as islands: its self time is the rest.
 islands AS (
     SELECT owner, any_value(owner_code) AS owner_code, min(cs) AS cs, max(ce) AS ce
     FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs >= before_end)
@@ -133,16 +145,18 @@ islands AS (
           FROM (SELECT owner, owner_code, id, cs, ce,
                        max(ce) OVER (PARTITION BY owner ORDER BY cs, ce, id
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
-                FROM siblings))
+                FROM siblings
+                WHERE ce > cs))
     GROUP BY owner, island
 ),
--- k(t), the number of self intervals open at t, is 1 plus, for each owner with overlapping
--- children, its open children minus one while any is open: a tree has 1 + sum(children - 1)
--- leaves. Only overlapping owners change it, so it has few breakpoints even in a huge run.
+-- k(t), the number of self intervals open at t (the leaves of the tree of open spans), is 1 plus,
+-- for each owner, its open children minus one if any is open within it: a tree has 1 + sum(children
+-- - 1) leaves, and a child open outside its parent is one more. Only special owners change it, so
+-- it has few breakpoints even in a huge run.
 concurrency AS (
     SELECT t, sum(d) AS d
-    FROM (SELECT cs AS t, 1 AS d FROM siblings
-          UNION ALL SELECT ce, -1 FROM siblings
+    FROM (SELECT rs AS t, 1 AS d FROM siblings
+          UNION ALL SELECT re, -1 FROM siblings
           UNION ALL SELECT cs, -1 FROM islands
           UNION ALL SELECT ce, 1 FROM islands
           UNION ALL SELECT start_ns, 0 FROM run_extent)
@@ -171,37 +185,38 @@ buckets AS MATERIALIZED (
     ASOF JOIN breakpoints AS p ON b.bucket_start >= p.t
 ),
 with_f AS MATERIALIZED (  -- a span that starts and ends in one bucket (most do) needs one lookup
-    SELECT l.id, l.code, l.parent, l.parent_code, l.cs, l.ce,
-           CASE WHEN NOT b1.dirty THEN b1.f + (l.cs - b1.t) / b1.k END AS f_start,
-           CASE WHEN l.end_bucket = l.start_bucket AND NOT b1.dirty THEN b1.f + (l.ce - b1.t) / b1.k
-                WHEN l.end_bucket <> l.start_bucket AND NOT b2.dirty THEN b2.f + (l.ce - b2.t) / b2.k END AS f_end
-    FROM (SELECT l.*, (l.cs - z.start_ns) // z.width AS start_bucket, (l.ce - z.start_ns) // z.width AS end_bucket
+    SELECT l.id, l.code, l.parent, l.parent_code, l.rs, l.re,
+           CASE WHEN NOT b1.dirty THEN b1.f + (l.rs - b1.t) / b1.k END AS f_start,
+           CASE WHEN l.end_bucket = l.start_bucket AND NOT b1.dirty THEN b1.f + (l.re - b1.t) / b1.k
+                WHEN l.end_bucket <> l.start_bucket AND NOT b2.dirty THEN b2.f + (l.re - b2.t) / b2.k END AS f_end
+    FROM (SELECT l.*, (l.rs - z.start_ns) // z.width AS start_bucket, (l.re - z.start_ns) // z.width AS end_bucket
           FROM linked AS l, bucket_size AS z
-          WHERE l.ce > l.cs) AS l
+          WHERE l.re > l.rs) AS l
     JOIN buckets AS b1 ON b1.bucket = l.start_bucket
     LEFT JOIN buckets AS b2 ON b2.bucket = l.end_bucket AND l.end_bucket <> l.start_bucket
 ),
 exact AS (
     SELECT id, max(f) FILTER (WHERE side = 0) AS f_start, max(f) FILTER (WHERE side = 1) AS f_end
     FROM (SELECT x.id, x.side, p.f + (x.t - p.t) / p.k AS f
-          FROM (SELECT id, 0 AS side, cs AS t FROM with_f WHERE f_start IS NULL
+          FROM (SELECT id, 0 AS side, rs AS t FROM with_f WHERE f_start IS NULL
                 UNION ALL
-                SELECT id, 1, ce FROM with_f WHERE f_end IS NULL) AS x
+                SELECT id, 1, re FROM with_f WHERE f_end IS NULL) AS x
           ASOF JOIN breakpoints AS p ON x.t >= p.t)
     GROUP BY id
 ),
 shares AS (  -- each span's interval: df its share of the wall time, dt its length
-    SELECT w.id, w.code, w.parent, w.parent_code, w.ce - w.cs AS dt,
+    SELECT w.id, w.code, w.parent, w.parent_code, w.re - w.rs AS dt,
            coalesce(w.f_start, e.f_start) AS f_start, coalesce(w.f_end, e.f_end) - coalesce(w.f_start, e.f_start) AS df
     FROM with_f AS w
     LEFT JOIN exact AS e ON e.id = w.id
 ),
 untraced_children AS (  -- a subprocess span without a traced child: the spawning call, then waiting
-    SELECT s.id, s.cs, s.ce,
-           least(greatest(s.cs + coalesce(TRY_CAST(a.attributes->>'selfopt_trace.spawn_ns' AS BIGINT), 0), s.cs), s.ce) AS spawned
+    SELECT s.id, s.rs, s.re,
+           least(greatest(a.start_ns + coalesce(TRY_CAST(a.attributes->>'selfopt_trace.spawn_ns' AS BIGINT), 0), s.rs),
+                 s.re) AS spawned
     FROM linked AS s
     JOIN spans AS a ON a.run_id = $run_id AND a.category = 'subprocess' AND hash(a.span_id) = s.id
-    WHERE s.code = 0 AND s.ce > s.cs
+    WHERE s.code = 0 AND s.re > s.rs
 ),
 f_at AS (  -- F at the few other points needed: islands and the spawn point of untraced children
     SELECT x.t, p.f + (x.t - p.t) / p.k AS f
@@ -210,13 +225,13 @@ f_at AS (  -- F at the few other points needed: islands and the spawn point of u
     ASOF JOIN breakpoints AS p ON x.t >= p.t
 ),
 -- Self time as sums: each span adds its interval to its own category and takes it from its
--- parent's (a parent with overlapping children loses its children's union instead).
+-- parent's (a special parent loses its children's union instead).
 terms AS (
     SELECT code, id AS owner, df, dt FROM shares WHERE code <> 0
     UNION ALL
     SELECT CASE WHEN parent_code = 0 THEN 8 ELSE parent_code END, coalesce(parent, 0::UBIGINT), -df, -dt
     FROM shares
-    WHERE coalesce(parent, 0::UBIGINT) NOT IN (SELECT owner FROM overlapping)
+    WHERE coalesce(parent, 0::UBIGINT) NOT IN (SELECT owner FROM special)
     UNION ALL
     SELECT CASE WHEN i.owner_code = 0 THEN 8 ELSE i.owner_code END, i.owner, f1.f - f2.f, i.cs - i.ce
     FROM islands AS i JOIN f_at AS f1 ON f1.t = i.cs JOIN f_at AS f2 ON f2.t = i.ce
@@ -226,10 +241,10 @@ terms AS (
            end_ns - start_ns
     FROM run_extent
     UNION ALL
-    SELECT 7, u.id, m.f - s.f_start, u.spawned - u.cs
+    SELECT 7, u.id, m.f - s.f_start, u.spawned - u.rs
     FROM untraced_children AS u JOIN f_at AS m ON m.t = u.spawned JOIN shares AS s ON s.id = u.id
     UNION ALL
-    SELECT 8, u.id, s.f_start + s.df - m.f, u.ce - u.spawned
+    SELECT 8, u.id, s.f_start + s.df - m.f, u.re - u.spawned
     FROM untraced_children AS u JOIN f_at AS m ON m.t = u.spawned JOIN shares AS s ON s.id = u.id
 ),
 -- Calls too small to be spans, summed onto a span: that much of its self time is serialization

@@ -1,0 +1,180 @@
+"""The breakdown query on runs with known, exact timings (ms), and against a plain-Python reference."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from selfopt_trace.queries import run_query
+from selfopt_trace.store import Store
+from tests.queries import reference
+from tests.queries.builder import RunBuilder
+from tests.store.spanfiles import TRACE
+
+OTHER_TRACE = "1" * 32
+
+
+def breakdown(store: Store, run_id: str) -> dict[str, tuple[float, float]]:
+    result = run_query(store, "breakdown", {"run_id": run_id})
+    return {r["category"]: (r["wall_ms"], r["busy_ms"]) for r in result.records()}
+
+
+def assert_figures(actual: dict, expected: dict[str, tuple[float, float]]) -> None:
+    """Every category not named is 0; wall and busy to the microsecond."""
+    for category in reference.CATEGORIES:
+        wall, busy = expected.get(category, (0.0, 0.0))
+        assert actual[category][0] == pytest.approx(wall, abs=1e-3), f"{category} wall"
+        assert actual[category][1] == pytest.approx(busy, abs=1e-3), f"{category} busy"
+    # each figure is rounded to the microsecond
+    assert sum(actual[c][0] for c in reference.CATEGORIES) == pytest.approx(actual["total"][0], abs=0.006)
+
+
+def test_sequential_run_splits_into_its_categories(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    run.span(100, "interpreter.startup", "startup", 0, 10, main)
+    outer = run.span(100, "import a", "import", 12, 30, main)
+    run.span(100, "import b", "import", 15, 20, outer)
+    run.span(100, "json.dumps", "serialization", 30, 40, main)
+    client = run.span(100, "POST", "http", 40, 70, main, kind="CLIENT")
+    # the server: its own process (another trace, started before the run), its span in the run's trace
+    server = run.process(300, -50, 150, command="server.py", trace=OTHER_TRACE)
+    run.span(300, "POST /items", "http", 45, 65, client, kind="SERVER")
+    call = run.span(100, "subprocess", "subprocess", 70, 95, main, kind="CLIENT")
+    child = run.process(200, 71, 90, call, command="child.py")
+    run.span(200, "interpreter.startup", "startup", 71, 76, child)
+    run.span(200, "import slow", "import", 76, 86, child)
+    run_id = run.load(store, tmp_path)
+    assert server
+    assert_figures(breakdown(store, run_id), {
+        "interpreter start-up": (15, 15), "imports": (28, 28), "serialization": (10, 10),
+        "http client overhead": (10, 10), "http server time": (20, 20), "subprocess spawn overhead": (6, 6),
+        "waiting on children": (4, 4), "own work": (7, 7)})
+    assert breakdown(store, run_id)["total"][0] == pytest.approx(100)
+
+
+def test_overlapping_requests_from_threads_are_split_never_counted_twice(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    first = run.span(100, "GET", "http", 10, 60, main, kind="CLIENT")
+    second = run.span(100, "GET", "http", 20, 80, main, kind="CLIENT")
+    run.span(300, "GET /a", "http", 20, 50, first, kind="SERVER")
+    run.span(300, "GET /b", "http", 30, 70, second, kind="SERVER")
+    run_id = run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {
+        "own work": (30, 30), "http client overhead": (30, 40), "http server time": (40, 70)})
+
+
+def test_parallel_children_share_the_instants_they_overlap(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    first_call = run.span(100, "subprocess", "subprocess", 10, 60, main, kind="CLIENT")
+    second_call = run.span(100, "subprocess", "subprocess", 15, 90, main, kind="CLIENT")
+    first = run.process(201, 11, 58, first_call, command="child.py")
+    run.span(201, "interpreter.startup", "startup", 11, 21, first)
+    run.span(201, "import slow", "import", 21, 41, first)
+    second = run.process(202, 16, 88, second_call, command="child.py")
+    run.span(202, "interpreter.startup", "startup", 16, 26, second)
+    run.span(202, "import slow", "import", 26, 66, second)
+    run_id = run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {
+        "own work": (20, 20), "subprocess spawn overhead": (4.5, 6), "interpreter start-up": (12, 20),
+        "imports": (33, 60), "waiting on children": (30.5, 39)})
+
+
+def test_an_untraced_child_is_spawn_overhead_then_waiting(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    run.span(100, "subprocess", "subprocess", 10, 50, main, kind="CLIENT",
+             attributes={"process.command_args": ["git", "status"], "selfopt_trace.spawn_ns": 2_000_000})
+    run_id = run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {
+        "own work": (60, 60), "subprocess spawn overhead": (2, 2), "waiting on children": (38, 38)})
+
+
+def test_small_calls_summed_onto_a_span_move_their_time_to_serialization_and_parsing(store: Store,
+                                                                                      tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    run.span(100, "optimize", "phase", 20, 60, main, attributes={
+        "selfopt_trace.small.json.dumps.count": 50, "selfopt_trace.small.json.dumps.duration_ns": 10_000_000,
+        "selfopt_trace.small.ast.parse.count": 4, "selfopt_trace.small.ast.parse.duration_ns": 4_000_000})
+    run_id = run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {"own work": (86, 86), "serialization": (10, 10), "parsing": (4, 4)})
+
+
+def test_the_server_may_be_traced_as_another_run(store: Store, tmp_path: Path) -> None:
+    client_run = RunBuilder("client")
+    main = client_run.process(100, 0, 50)
+    client = client_run.span(100, "GET", "http", 10, 40, main, kind="CLIENT")
+    server_run = RunBuilder("server", first_id=1000)
+    server = server_run.process(300, -100, 200, command="server.py", trace=OTHER_TRACE)
+    server_run.span(300, "GET /x", "http", 15, 35, server, kind="SERVER", trace=TRACE)
+    # the SERVER span's parent is the client span, not its process: as the traceparent header says
+    server_run.files["300-server.spans"][-1] = server_run.files["300-server.spans"][-1].replace(
+        f"\t{server}\t", f"\t{client}\t")
+    run_id = client_run.load(store, tmp_path)
+    server_run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {
+        "own work": (20, 20), "http client overhead": (10, 10), "http server time": (20, 20)})
+
+
+def test_an_exec_goes_on_where_the_replaced_process_was(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    first = run.process(100, 0, 50)
+    exec_span = run.span(100, "exec", "subprocess", 50, 50, first, kind="CLIENT")
+    second = run.process(100, 50.5, 100, exec_span, command="new image", image="b")  # same pid, its own file
+    run.span(100, "interpreter.startup", "startup", 50.5, 60, second, image="b")
+    run_id = run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {
+        "own work": (90, 90), "untraced": (0.5, 0.5), "interpreter start-up": (9.5, 9.5)})
+
+
+def random_run(seed: int) -> RunBuilder:
+    """A process tree with threads, parallel and nested children, HTTP calls and spans poking out of their parent."""
+    rng = random.Random(seed)
+    run = RunBuilder(f"random-{seed}")
+    pids = iter(range(100, 10_000))
+
+    def fill(pid: int, parent: str, lo: float, hi: float, depth: int) -> None:
+        t = lo + rng.uniform(0, 3)
+        while t < hi - 2 and depth < 4:
+            length = rng.uniform(1, (hi - lo) / 2)
+            s, e = t, min(t + length, hi + (rng.uniform(0, 2) if rng.random() < 0.1 else 0))  # sometimes too long
+            roll = rng.random()
+            if roll < 0.2:  # a child process, maybe in parallel with the next span
+                call = run.span(pid, "subprocess", "subprocess", s, e, parent, kind="CLIENT")
+                child_pid = next(pids)
+                child = run.process(child_pid, s + 0.1, e - 0.2, call, command="child.py")
+                run.span(child_pid, "interpreter.startup", "startup", s + 0.1, s + 0.1 + (e - s) / 5, child)
+                fill(child_pid, child, s + 0.1 + (e - s) / 5, e - 0.2, depth + 1)
+            elif roll < 0.35:
+                client = run.span(pid, "POST", "http", s, e, parent, kind="CLIENT")
+                if rng.random() < 0.8:
+                    run.span(999, "POST /x", "http", s + (e - s) / 4, e - (e - s) / 4, client, kind="SERVER")
+            elif roll < 0.45:
+                run.span(pid, "subprocess", "subprocess", s, e, parent, kind="CLIENT",
+                         attributes={"selfopt_trace.spawn_ns": int((e - s) / 3 * 1_000_000)})
+            else:
+                category = rng.choice(("import", "serialization", "parse", "phase", "other", "container"))
+                span = run.span(pid, f"{category} work", category, s, e, parent)
+                fill(pid, span, s, e, depth + 1)
+            # threads: the next sibling sometimes starts before this one ended
+            t = e - rng.uniform(0, length) if rng.random() < 0.3 else e + rng.uniform(0, 2)
+
+    main = run.process(next(pids), 0, 100)
+    run.span(100, "interpreter.startup", "startup", 0, 8, main)
+    fill(100, main, 8, 100, 0)
+    return run
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_trees_match_the_reference(store: Store, tmp_path: Path, seed: int) -> None:
+    run = random_run(seed)
+    run_id = run.load(store, tmp_path)
+    expected = reference.breakdown(run.spans, TRACE)
+    actual = breakdown(store, run_id)
+    assert_figures(actual, expected)
+    assert actual["total"][0] == pytest.approx(100, abs=1e-3)

@@ -1,0 +1,150 @@
+"""`selfopt-trace query / compare / report / export` as real processes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from selfopt_trace.store import Store
+from tests.cli.conftest import Cli
+from tests.queries.builder import RunBuilder
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def small_run(run_id: str, import_ms: float, command: str = "python main.py", group: str | None = None,
+              started_ms: float = 0) -> RunBuilder:
+    run = RunBuilder(run_id)
+    main = run.process(100, 0, 100)
+    run.span(100, "interpreter.startup", "startup", 0, 10, main)
+    run.span(100, "import slow", "import", 10, 10 + import_ms, main)
+    run.json_fields = {"command": command, **({"group_id": group} if group else {})}
+    run.started_ms = started_ms
+    return run
+
+
+def load(cli: Cli, *runs: RunBuilder) -> None:
+    cli.home.mkdir(parents=True, exist_ok=True)
+    with Store(cli.db) as store:
+        for run in runs:
+            run.load(store, cli.home, run.started_ms, **run.json_fields)
+
+
+def test_list_shows_each_query_with_what_it_answers(cli: Cli) -> None:
+    done = cli("query", "--list")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    for name in ("breakdown", "roundtrip", "serialization", "subprocess", "imports", "critical_path",
+                 "slowest_spans", "process_tree"):
+        assert name in out
+    assert "Where the wall time of the run went" in out and "limit=30" in out
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "markdown", "table"])
+def test_query_prints_rows_in_each_format(cli: Cli, fmt: str) -> None:
+    load(cli, small_run("r1", 30))
+    done = cli("query", "breakdown", "--run", "r1", "--format", fmt)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert {r["category"]: float(r["wall_ms"]) for r in rows}["imports"] == 30
+    elif fmt == "json":
+        assert {r["category"]: r["wall_ms"] for r in json.loads(out)}["total"] == 100
+    elif fmt == "markdown":
+        assert out.startswith("| category | wall_ms | wall_pct | busy_ms | spans |\n|---|---:|---:|---:|---:|\n")
+        assert "| imports | 30.0 | 30.0 | 30.0 | 1 |" in out
+    else:
+        assert "imports" in out and "(12 rows)" in out
+
+
+def test_parameters_and_the_latest_run_by_default(cli: Cli) -> None:
+    load(cli, small_run("r2", 40, started_ms=1), small_run("r1", 30))
+    done = cli("query", "slowest_spans", "--param", "category=import", "-p", "limit=1", "-f", "json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["name"] == "import slow" and row["duration_ms"] == 40  # r2 started last: the latest
+
+
+def test_users_own_queries_run_beside_the_shipped_ones(cli: Cli, tmp_path: Path) -> None:
+    load(cli, small_run("r1", 30))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "count.sql").write_text("-- Spans per category.\n-- Parameters:\n--   run_id  the run\n"
+                                    "SELECT category, count(*) AS n FROM spans WHERE run_id = $run_id "
+                                    "GROUP BY category ORDER BY category\n")
+    done = cli("query", "count", "--queries", str(mine), "-f", "csv")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["category,n", "import,1", "process,1", "startup,1"]
+    listed = cli("query", "--list", "--queries", str(mine)).stdout.decode()
+    assert "Spans per category." in listed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["query", "nosuch"], "no query named 'nosuch'; available: breakdown,"),
+    (["query", "breakdown", "--run", "zzz"], "run not found: zzz; the most recent runs are:\n  r1"),
+    (["query", "imports", "-p", "limit"], "'limit': write a parameter as key=value"),
+    (["query", "imports", "-p", "colour=red"], "has no parameter colour"),
+    (["compare", "r1", "zzz"], "run not found: zzz"),
+    (["report", "zzz"], "run not found: zzz"),
+    (["export", "zzz", "-o", "out.json"], "run not found: zzz"),
+])
+def test_bad_input_gets_a_clear_error(cli: Cli, args: list[str], message: str) -> None:
+    load(cli, small_run("r1", 30))
+    done = cli(*args)
+    assert done.returncode == 2
+    assert message in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
+
+
+def test_compare_two_runs_in_markdown(cli: Cli) -> None:
+    load(cli, small_run("before", 40), small_run("after", 10))
+    done = cli("compare", "before", "after", "--format", "markdown")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert "| imports | 40.0 | 10.0 | -30.0 | -75.0 % |" in out
+    assert "| `import slow` | 40.0 | 10.0 | -30.0 | -75.0 % |" in out
+    assert done.stderr == b""
+
+
+def test_compare_groups_uses_medians_and_marks_the_spread(cli: Cli) -> None:
+    load(cli, small_run("a1", 40, group="ga"), small_run("a2", 44, group="ga"), small_run("a3", 42, group="ga"),
+         small_run("b1", 20, group="gb"), small_run("b2", 41, group="gb"), small_run("b3", 22, group="gb"))
+    done = cli("compare", "ga", "gb", "-f", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["before"]["runs"] == ["a1", "a2", "a3"]
+    rows = {(r["what"], r["name"]): r for r in result["rows"]}
+    imports = rows[("category", "imports")]
+    assert (imports["before_ms"], imports["after_ms"], imports["delta_ms"]) == (42, 22, -20)
+    assert imports["within_spread"] is True  # group b spans 20..41 ms: a 20 ms change is within it
+    assert rows[("category", "interpreter start-up")]["within_spread"] is True  # no change at all
+
+
+def test_comparing_runs_of_different_commands_warns(cli: Cli) -> None:
+    load(cli, small_run("r1", 30, command="python a.py"), small_run("r2", 30, command="python b.py"))
+    done = cli("compare", "r1", "r2")
+    assert done.returncode == 0
+    assert "warning: comparing runs of different commands: r1 ran `python a.py`, r2 ran `python b.py`" \
+        in done.stderr.decode()
+
+
+def test_report_and_export_write_their_files(cli: Cli, tmp_path: Path) -> None:
+    load(cli, small_run("r1", 30))
+    report = tmp_path / "r.html"
+    done = cli("report", "r1", "-o", str(report))
+    assert done.returncode == 0, done.stderr
+    assert report.read_text().startswith("<!DOCTYPE html>")
+    for fmt in ("otlp-json", "jaeger-json", "chrome"):
+        out = tmp_path / f"r.{fmt}"
+        done = cli("export", "r1", "--format", fmt, "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        assert f"3 spans" in done.stderr.decode()
+        assert out.stat().st_size > 100
