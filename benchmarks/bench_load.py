@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
@@ -130,7 +131,8 @@ def fill(process: Process, target: int, killed: bool) -> None:
         elif roll < 0.68:
             function = rng.choice(["json.dumps", "json.loads", "pickle.dumps", "ast.parse"])
             process.complete(root[0], function, "serialization" if "dumps" in function else "parse",
-                             rng.randrange(5_000, 500_000), {"code.function": function, "size.bytes": rng.randrange(9999)})
+                             rng.randrange(5_000, 500_000),
+                             {"code.function": function, "size.bytes": rng.randrange(9999)})
         elif roll < 0.88:
             call = process.start(root[0], "GET", "http", {"http.request.method": "GET", "url.full": rng.choice(URLS),
                                                           "server.address": "127.0.0.1", "server.port": 8000},
@@ -144,7 +146,8 @@ def fill(process: Process, target: int, killed: bool) -> None:
             open_phase = process.start(root[0], f"phase {process.spans}", "phase", {"phase.index": process.spans})
         elif roll < 0.99:
             child = process.start(root[0], "subprocess python", "subprocess",
-                                  {"process.command_args": ["python", "-c", "pass"], "process.executable.name": "python"})
+                                  {"process.command_args": ["python", "-c", "pass"],
+                                   "process.executable.name": "python"})
             process.end(child, 30 * MS, "UNSET", {"process.pid": rng.randrange(2**15), "process.exit.code": 0})
         else:
             process.complete(root[0], "validate", "other", 20_000,
@@ -194,11 +197,12 @@ FROM read_json($path, format = 'newline_delimited', columns = {
 
 
 def measure(kind: str, source: str, db: str) -> dict:
-    """One load in this (fresh) process: seconds to load, seconds to close, peak RSS."""
+    """One load in this (fresh) process: seconds (and CPU seconds) to load, seconds to close, peak RSS."""
     if kind == "load":
         from selfopt_trace.store import Store
 
         store = Store(db)
+        cpu_before = _cpu_s()
         started = time.perf_counter()
         loaded = store.load_run(source).spans
         close = store.close
@@ -206,15 +210,23 @@ def measure(kind: str, source: str, db: str) -> dict:
         import duckdb
 
         con = duckdb.connect(db)
+        cpu_before = _cpu_s()
         started = time.perf_counter()
         con.execute(BASELINE_SQL, {"path": source})
         loaded = con.execute("SELECT count(*) FROM otlp_spans").fetchone()[0]
         close = con.close
     load_s = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     close_started = time.perf_counter()
     close()
-    return {"spans": loaded, "load_s": load_s, "close_s": time.perf_counter() - close_started,
+    return {"spans": loaded, "load_s": load_s, "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
+            "close_s": time.perf_counter() - close_started,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_of(kind: str, source: Path, work: Path, repeat: int) -> dict:
@@ -252,17 +264,19 @@ def main() -> None:
         print(f"generated {spans:,} spans in {args.files} span files ({sizes / 1e6:.0f} MB) and OTLP JSON lines "
               f"({source.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f} s")
 
+        load_before = os.getloadavg()[0]
         ours = median_of("load", work / "bench", work, args.repeat)
         base = median_of("baseline", source, work, args.repeat)
 
     scale = ours["spans"] / base["spans"]
     base_rate = base["spans"] / base["load_s"]
     rate = ours["spans"] / ours["load_s"]
-    print(f"median of {args.repeat}, each in a fresh process")
-    print(f"Store.load_run      {ours['spans']:>9,} spans  load {ours['load_s']:6.2f} s  {rate:>9,.0f} spans/s  "
-          f"close {ours['close_s']:5.2f} s  peak RSS {ours['rss_mb']:6.0f} MB")
-    print(f"read_json baseline  {base['spans']:>9,} spans  load {base['load_s']:6.2f} s  {base_rate:>9,.0f} spans/s  "
-          f"close {base['close_s']:5.2f} s  peak RSS {base['rss_mb']:6.0f} MB"
+    print(f"median of {args.repeat}, each in a fresh process; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after (other processes on this {os.cpu_count()}-core machine)")
+    print(f"Store.load_run      {ours['spans']:>9,} spans  load {ours['load_s']:6.2f} s ({ours['cpu_s']:5.2f} CPU s)  "
+          f"{rate:>9,.0f} spans/s  close {ours['close_s']:5.2f} s  peak RSS {ours['rss_mb']:6.0f} MB")
+    print(f"read_json baseline  {base['spans']:>9,} spans  load {base['load_s']:6.2f} s ({base['cpu_s']:5.2f} CPU s)  "
+          f"{base_rate:>9,.0f} spans/s  close {base['close_s']:5.2f} s  peak RSS {base['rss_mb']:6.0f} MB"
           + (f"  (x{scale:.1f}: {base['load_s'] * scale:.2f} s)" if args.baseline_spans else ""))
     print(f"ratio: load_run is {rate / base_rate:.2f}x the baseline's spans/s")
 
