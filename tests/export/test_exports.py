@@ -1,0 +1,136 @@
+"""Exports of a real traced run: OTLP/JSON lines (and back), Jaeger JSON, Chrome trace events."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from selfopt_trace.export import ExportError, SpanRecord, fetch_spans, write_export
+from selfopt_trace.export.otlp_json import SPANS_PER_LINE, read_otlp_json_lines
+
+FIELDS = [name for name in SpanRecord.__dataclass_fields__ if name != "source_file"]
+
+
+def otlp_request(line: str) -> ExportTraceServiceRequest:
+    """Parse a line with the OTLP protobuf schema (unknown fields and wrong types fail). OTLP/JSON
+    writes ids in hex where protobuf's JSON mapping expects base64: convert them first."""
+    data = json.loads(line)
+    for resource in data["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    return json_format.Parse(json.dumps(data), ExportTraceServiceRequest())
+
+
+def test_otlp_json_lines_read_back_give_the_same_spans(traced_store, tmp_path: Path) -> None:
+    spans = fetch_spans(traced_store, "q1")
+    path = tmp_path / "spans.jsonl"
+    write_export(spans, "otlp-json", path)
+    back = {span.span_id: span for span in read_otlp_json_lines(path)}
+    assert len(back) == len(spans) > 50
+    for span in spans:
+        for name in FIELDS:
+            assert getattr(back[span.span_id], name) == getattr(span, name), (span.name, name)
+    assert {span.category for span in spans} >= {"process", "startup", "import", "subprocess", "http",
+                                                  "serialization", "parse"}
+
+
+def test_otlp_json_lines_follow_the_otlp_schema_one_resource_per_process(traced_store, tmp_path: Path) -> None:
+    spans = fetch_spans(traced_store, "q1")
+    path = tmp_path / "spans.jsonl"
+    write_export(spans, "otlp-json", path)
+    lines = path.read_text().splitlines()
+    requests = [otlp_request(line) for line in lines]
+    resources = [r for request in requests for r in request.resource_spans]
+    assert len(resources) == 3  # main.py and its two children
+    pids = {next(a.value.int_value for a in r.resource.attributes if a.key == "process.pid") for r in resources}
+    assert len(pids) == 3
+    exported = [s for r in resources for scope in r.scope_spans for s in scope.spans]
+    assert len(exported) == len(spans)
+    by_id = {s.span_id: s for s in spans}
+    for span in exported:
+        original = by_id[span.span_id.hex()]
+        assert span.trace_id.hex() == original.trace_id
+        assert span.parent_span_id.hex() == (original.parent_span_id or "")
+        assert (span.start_time_unix_nano, span.end_time_unix_nano) == (original.start_ns, original.end_ns)
+        assert span.kind == {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3}[original.kind]
+    assert all(r.scope_spans[0].scope.name == "selfopt-trace" for r in resources)
+
+
+def test_a_big_process_is_split_into_several_lines_and_bad_lines_are_skipped(tmp_path: Path) -> None:
+    spans = [SpanRecord("r", "a" * 32, f"{i + 1:016x}", None if i == 0 else f"{1:016x}", f"s{i}", "INTERNAL", "other",
+                        1_000 + i, 2_000 + i, "UNSET", False, "svc", 7, {"i": i, "ok": True, "ratio": 0.5,
+                                                                          "list": [1, "a"], "none": None},
+                        {"service.name": "svc", "process.pid": 7}, "7-x.spans")
+             for i in range(SPANS_PER_LINE + 10)]
+    path = tmp_path / "big.jsonl"
+    write_export(spans, "otlp-json", path)
+    assert len(path.read_text().splitlines()) == 2
+    with path.open("a") as handle:
+        handle.write('{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "ab')  # torn last line
+    warnings: list[str] = []
+    back = list(read_otlp_json_lines(path, warnings))
+    assert len(back) == len(spans) and back[3].attributes == spans[3].attributes
+    assert len(warnings) == 1 and f"{path}:3: not an OTLP/JSON export line" in warnings[0]
+
+
+def test_jaeger_json_holds_one_trace_with_its_processes(traced_store, tmp_path: Path) -> None:
+    spans = fetch_spans(traced_store, "q1")
+    path = tmp_path / "jaeger.json"
+    write_export(spans, "jaeger-json", path)
+    (trace,) = json.loads(path.read_text())["data"]
+    assert trace["traceID"] == spans[0].trace_id and len(trace["spans"]) == len(spans)
+    assert len(trace["processes"]) == 3
+    assert sorted(p["serviceName"] for p in trace["processes"].values()) == ["child.py", "child.py", "main.py"]
+    by_id = {s.span_id: s for s in spans}
+    for span in trace["spans"]:
+        original = by_id[span["spanID"]]
+        assert span["processID"] in trace["processes"]
+        assert span["startTime"] == original.start_ns // 1000 and span["duration"] == original.duration_ns // 1000
+        refs = [r["spanID"] for r in span["references"] if r["refType"] == "CHILD_OF"]
+        assert refs == ([original.parent_span_id] if original.parent_span_id else [])
+        tags = {t["key"]: t for t in span["tags"]}
+        assert tags["selfopt_trace.category"]["value"] == original.category
+        assert all(t["type"] in ("string", "bool", "int64", "float64") for t in span["tags"])
+    client = next(s for s in trace["spans"] if {"key": "span.kind", "type": "string", "value": "client"} in s["tags"]
+                  and s["operationName"] == "GET")
+    assert any(t["key"] == "http.response.status_code" and t["type"] == "int64" for t in client["tags"])
+
+
+def test_chrome_trace_nests_every_lane_and_draws_flows_to_children(traced_store, tmp_path: Path) -> None:
+    spans = fetch_spans(traced_store, "q1")
+    path = tmp_path / "chrome.json"
+    write_export(spans, "chrome", path)
+    events = json.loads(path.read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    assert len(slices) == len(spans)
+    names = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    assert sorted(n.split(" (pid")[0] for n in names.values()) == ["child.py", "child.py", "main.py"]
+    lanes: dict[tuple, list] = {}
+    for event in slices:
+        lanes.setdefault((event["pid"], event["tid"]), []).append((event["ts"], event["ts"] + event["dur"]))
+    for intervals in lanes.values():  # on one lane, slices nest or follow each other
+        stack: list[float] = []
+        for start, end in sorted(intervals, key=lambda i: (i[0], -i[1])):
+            while stack and stack[-1] <= start:
+                stack.pop()
+            assert not stack or end <= stack[-1] + 1e-3
+            stack.append(end)
+    starts = [e for e in events if e["ph"] == "s"]
+    finishes = {e["id"]: e for e in events if e["ph"] == "f"}
+    assert len(starts) == 2  # the two child processes (the server is a thread of main.py: no arrow)
+    assert all(finishes[s["id"]]["pid"] != s["pid"] or finishes[s["id"]]["tid"] != s["tid"] for s in starts)
+
+
+def test_an_unknown_format_or_an_unwritable_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="unknown export format 'svg'; formats: otlp-json, jaeger-json, chrome"):
+        write_export([], "svg", tmp_path / "x")
+    with pytest.raises(ExportError, match="cannot write"):
+        write_export([], "chrome", tmp_path / "missing" / "x.json")
