@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS diagnostics (
 
 -- The spans under Pydantic Logfire's column names, so Logfire-style SQL runs unchanged, e.g.
 --   SELECT span_name, duration FROM records WHERE is_exception
+-- One difference: `level` is text ('info' or 'error'), so `level = 'error'` works but Logfire's
+-- ordered `level > 'info'` does not.
 CREATE OR REPLACE VIEW records AS
 SELECT
     make_timestamptz(start_ns // 1000)                         AS start_timestamp,
@@ -64,15 +66,16 @@ SELECT
     name                                                       AS message,
     attributes,
     status                                                     AS otel_status_code,
-    CASE WHEN status = 'ERROR' THEN nullif(concat_ws(': ', attributes->>'exception.type',
-                                                     attributes->>'exception.message'), '')
+    CASE WHEN status = 'ERROR' THEN nullif(concat_ws(': ', exception_type, exception_message), '')
     END                                                        AS otel_status_message,
-    coalesce(status = 'ERROR' AND (attributes->>'exception.type') IS NOT NULL, false) AS is_exception,
-    attributes->>'exception.type'                              AS exception_type,
-    attributes->>'exception.message'                           AS exception_message,
+    status = 'ERROR' AND exception_type IS NOT NULL            AS is_exception,
+    exception_type,
+    exception_message,
     attributes->>'exception.stacktrace'                        AS exception_stacktrace,
     service_name,
     resource_attributes->>'service.version'                    AS service_version,
+    resource_attributes->>'service.namespace'                  AS service_namespace,
+    resource_attributes->>'service.instance.id'                AS service_instance_id,
     pid                                                        AS process_pid,
     resource_attributes                                        AS otel_resource_attributes,
     'selfopt-trace'                                            AS otel_scope_name,
@@ -80,4 +83,14 @@ SELECT
     coalesce(resource_attributes->>'deployment.environment.name',
              resource_attributes->>'deployment.environment')   AS deployment_environment,
     run_id
-FROM spans;
+FROM (
+    -- The agent names an exception that ended a span in `error.type` (OTel semantic conventions),
+    -- which also holds HTTP status codes ('500') and '_OTHER': only a class name is an exception.
+    SELECT *,
+           coalesce(attributes->>'exception.type',
+                    CASE WHEN regexp_full_match(attributes->>'error.type', '[A-Za-z_][A-Za-z0-9_.]*')
+                              AND attributes->>'error.type' <> '_OTHER'
+                         THEN attributes->>'error.type' END) AS exception_type,
+           attributes->>'exception.message'                  AS exception_message
+    FROM spans
+);

@@ -293,11 +293,14 @@ def test_records_view_answers_logfire_style_sql(store: Store, tmp_path: Path) ->
         100, resource={"service.name": "api", "service.version": "1.2", "deployment.environment": "dev"})
         + complete(sid(1), "", "ok", "phase", T0, T0 + 250 * MS)
         + complete(sid(2), "", "boom", "phase", T0, T0 + 1500 * MS, "ERROR",
-                   {"exception.type": "ValueError", "exception.message": "bad value"})})
+                   {"exception.type": "ValueError", "exception.message": "bad value"})
+        # How the agent ends a span an exception went through, and an HTTP error that is no exception.
+        + complete(sid(3), "", "json.loads", "parse", T0, T0 + 500 * MS, "ERROR", {"error.type": "JSONDecodeError"})
+        + complete(sid(4), "", "GET", "http", T0, T0 + MS, "ERROR", {"error.type": "500"}, kind="CLIENT")})
     store.load_run(run)
 
-    assert store.sql("SELECT span_name, duration FROM records WHERE is_exception") == (
-        ["span_name", "duration"], [("boom", 1.5)])
+    assert store.sql("SELECT span_name, duration FROM records WHERE is_exception ORDER BY duration") == (
+        ["span_name", "duration"], [("json.loads", 0.5), ("boom", 1.5)])
     _, rows = store.sql(
         "SELECT start_timestamp, end_timestamp, level, otel_status_code, otel_status_message, exception_type, "
         "attributes->>'exception.message', service_name, service_version, deployment_environment, process_pid, "
