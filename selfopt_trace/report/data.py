@@ -2,8 +2,9 @@
 
 Large runs stay usable: at most SPAN_LIMIT spans are drawn one by one. Those kept are the ones
 that structure the trace (processes, start-up, subprocess, HTTP, container and phase spans) and
-then the longest of the rest; every parent's children that did not make it are drawn as one
-aggregate bar ("N more spans") covering them, with their count and total time.
+then the longest of the rest; under each drawn span, what did not make it is one aggregate bar
+("N more spans") covering its direct children that were left out, with the count of every span
+left out below it and the total time of those children.
 """
 
 from __future__ import annotations
@@ -40,15 +41,39 @@ ORDER BY start_ns
 
 _DROPPED_SQL = """
 WITH ranked AS (
-    SELECT parent_span_id, start_ns, end_ns, duration_ns,
+    SELECT span_id, parent_span_id, start_ns, end_ns,
            row_number() OVER (ORDER BY list_contains($structural, category) DESC, duration_ns DESC, start_ns) AS rank
     FROM spans WHERE run_id = $run_id
 )
-SELECT parent_span_id, count(*), sum(duration_ns), min(start_ns), max(end_ns)
-FROM ranked
-WHERE rank > $limit
-GROUP BY parent_span_id
+SELECT span_id, parent_span_id, start_ns, end_ns FROM ranked WHERE rank > $limit
 """
+
+
+def _aggregates(kept_ids: set[str], dropped: list[tuple]) -> list[list]:
+    """[drawn span id (None: top level), spans left out below it, total ns of its direct children left out,
+    start, end of those] for every drawn span with something left out below it."""
+    parent_of = {span_id: parent for span_id, parent, _, _ in dropped}
+    anchor: dict[str, str | None] = {}
+
+    def drawn_ancestor(span_id: str) -> str | None:
+        chain = []
+        while span_id in parent_of and span_id not in anchor:
+            chain.append(span_id)
+            span_id = parent_of[span_id]
+        found = anchor.get(span_id, span_id if span_id in kept_ids else None)
+        for link in chain:
+            anchor[link] = found
+        return found
+
+    groups: dict[str | None, list] = {}
+    for span_id, parent, start, end in dropped:
+        group = groups.setdefault(drawn_ancestor(span_id), [0, 0, None, None])
+        group[0] += 1
+        if parent is None or parent in kept_ids or parent not in parent_of:  # a direct child of the drawn span
+            group[1] += end - start
+            group[2] = start if group[2] is None else min(group[2], start)
+            group[3] = end if group[3] is None else max(group[3], end)
+    return [[owner, count, total, start, end] for owner, (count, total, start, end) in groups.items()]
 
 
 def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, Any]:
@@ -64,7 +89,8 @@ def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, 
     spans = [[span_id, parent, name, category, kind, pid, start - origin, end - start, status, bool(incomplete),
               json.loads(attributes) if attributes else {}]
              for span_id, parent, name, category, kind, pid, start, end, status, incomplete, attributes in kept]
-    aggregates = [[parent, count, total, start - origin, end - start] for parent, count, total, start, end in dropped]
+    aggregates = [[owner, count, total, start - origin, end - start]
+                  for owner, count, total, start, end in _aggregates({row[0] for row in kept}, dropped)]
     breakdown = run_query(store, "breakdown", {"run_id": run_id})
     tables = []
     for name, extra, title in TABLES:

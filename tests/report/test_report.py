@@ -1,0 +1,116 @@
+"""The HTML report, opened in a real headless Chromium: it renders the spans, reacts, and logs nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from selfopt_trace.report import collect, render, render_report
+from selfopt_trace.report.data import STRUCTURAL
+from tests.report.browser import BROWSER, open_page, screenshot
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine: install it with "
+                                                           "tests/report/install-chromium.sh")
+
+HARNESS = """<!DOCTYPE html>
+<html><body><iframe id="report" src="report.html" style="width:1400px;height:900px"></iframe>
+<script>
+function result(key, value) { document.body.setAttribute("data-" + key, String(value)); }
+document.getElementById("report").addEventListener("load", function () {
+  try {
+    var doc = this.contentDocument, win = this.contentWindow;
+    var canvas = doc.getElementById("wf-canvas"), rect = canvas.getBoundingClientRect();
+    var firstRow = rect.top + 26 + 9;
+    function mouse(type, x, y) {
+      canvas.dispatchEvent(new win.MouseEvent(type, {clientX: x, clientY: y, bubbles: true}));
+    }
+    result("rows-before", doc.body.dataset.rows);
+    result("drawn-before", doc.body.dataset.renderedSpans);
+    mouse("click", rect.left + 20, firstRow);
+    result("rows-folded", doc.body.dataset.rows);
+    mouse("click", rect.left + 20, firstRow);
+    result("rows-unfolded", doc.body.dataset.rows);
+    mouse("mousemove", rect.left + 700, firstRow);
+    var tip = doc.getElementById("tooltip");
+    result("tooltip", tip.style.display + ":" + tip.textContent.slice(0, 60));
+    for (var i = 0; i < 12; i++) {
+      canvas.dispatchEvent(new win.WheelEvent("wheel", {clientX: rect.left + 365, clientY: firstRow + 40,
+                                                        deltaY: -500, bubbles: true, cancelable: true}));
+    }
+    result("drawn-zoomed", doc.body.dataset.renderedSpans);
+    doc.getElementById("wf-reset").click();
+    result("drawn-reset", doc.body.dataset.renderedSpans);
+    doc.getElementById("wf-collapse").click();
+    result("rows-collapsed", doc.body.dataset.rows);
+  } catch (error) { result("error", error.message); }
+});
+</script></body></html>
+"""
+
+
+def write_report(tmp_path: Path, html: str) -> Path:
+    page = tmp_path / "report.html"
+    page.write_text(html, encoding="utf-8")
+    return page
+
+
+@needs_browser
+def test_the_report_renders_the_spans_without_console_messages(traced_store, tmp_path: Path) -> None:
+    page = write_report(tmp_path, render_report(traced_store, "q1"))
+    opened = open_page(page, tmp_path / "profile")
+    assert opened.console == []
+    data = opened.body_data()
+    assert int(data["rows"]) > 20 and int(data["rendered-spans"]) > 20
+    assert "Where the wall time went" in opened.dom and "Child processes" in opened.dom
+    screenshot(page, ARTIFACTS / "report.png", tmp_path / "profile")
+
+
+@needs_browser
+def test_the_waterfall_folds_shows_details_and_zooms(traced_store, tmp_path: Path) -> None:
+    write_report(tmp_path, render_report(traced_store, "q1"))
+    harness = tmp_path / "harness.html"
+    harness.write_text(HARNESS)
+    opened = open_page(harness, tmp_path / "profile")
+    assert opened.console == []
+    data = opened.body_data()
+    assert "error" not in data, data["error"]
+    rows = int(data["rows-before"])
+    assert data["rows-folded"] == "1" and data["rows-unfolded"] == str(rows)
+    assert data["tooltip"].startswith("block:process") and "ms" in data["tooltip"]
+    assert int(data["drawn-zoomed"]) < int(data["drawn-before"]) == int(data["drawn-reset"])
+    assert int(data["rows-collapsed"]) < rows
+
+
+@needs_browser
+def test_a_large_run_draws_its_longest_spans_and_sums_the_rest(traced_store, tmp_path: Path) -> None:
+    payload = collect(traced_store, "q1", span_limit=20)
+    assert len(payload["spans"]) == 20
+    dropped = sum(count for _, count, _, _, _ in payload["aggregates"])
+    assert len(payload["spans"]) + dropped == payload["span_total"]
+    kept = {span[0] for span in payload["spans"]}
+    assert {span[3] for span in payload["spans"]} >= {"process", "subprocess", "http"}
+    assert all(owner in kept for owner, *_ in payload["aggregates"])  # each bar hangs under a drawn span
+    shortest_kept = min(span[7] for span in payload["spans"] if span[3] not in STRUCTURAL)
+    _, longest_dropped = traced_store.sql(
+        "SELECT max(duration_ns) FROM spans WHERE run_id = 'q1' AND span_id NOT IN (SELECT unnest($ids))",
+        {"ids": list(kept)})
+    assert longest_dropped[0][0] <= shortest_kept
+    page = write_report(tmp_path, render(payload))
+    opened = open_page(page, tmp_path / "profile")
+    assert opened.console == []
+    assert "the rest as one grey bar per parent" in opened.dom
+    assert int(opened.body_data()["rows"]) > 20  # the kept spans plus their aggregate bars
+
+
+def test_the_page_is_self_contained_and_data_cannot_escape_its_script(traced_store) -> None:
+    payload = collect(traced_store, "q1")
+    payload["spans"][0][2] = "</script><script>document.title='owned'</script>"
+    html = render(payload)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1)
+    assert json.loads(data)["spans"][0][2].startswith("</script>")
