@@ -21,6 +21,7 @@ from tests.spanfiles import RunSpans, SpanRecord
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # one send per response: no Nagle / delayed-ACK stall between headers and body
     server: LoopbackServer
 
     def log_message(self, *args) -> None:
