@@ -143,6 +143,11 @@ class TracedServer:
         return "http://127.0.0.1:%d" % self.port
 
     def stop(self) -> tuple:
+        # A server span is recorded just after its response went out: give the last one that moment
+        # (and the 100 ms flusher its turn) before SIGTERM.
+        import time
+
+        time.sleep(0.3)
         self.process.terminate()
         out, err = self.process.communicate(timeout=30)
         return out, err
