@@ -1,7 +1,6 @@
 """Run a small program traced and untraced (also used by the parsing and target tests).
 
-The program is a file, not `-c`: its command line then needs no JSON escaping in the span file,
-so the only json calls in the process are the program's own.
+The program is a file, not `-c`, so spans can name its lines (code.filepath, code.lineno).
 """
 
 from __future__ import annotations

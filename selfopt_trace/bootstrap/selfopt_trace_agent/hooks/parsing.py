@@ -3,9 +3,9 @@
 Patched when each library is first imported (lazy.BUILTIN_HOOKS); small calls are sums, slow
 ones spans (hooks/timed.py). `compile` is the builtin, wrapped when `ast` is first imported: the
 import system's own compile of a module being imported is left alone (its import span covers
-it); compile calls of the program (pytest's assertion rewriting, exec of generated code) are measured. jedi's calls run under a
-deferred span, because inference may start jedi's compiled-module subprocess, which then sits
-under the call that needed it.
+it); the program's compile calls (pytest's assertion rewriting, exec of generated code) are
+measured. jedi's calls run under a deferred span, because inference may start jedi's
+compiled-module subprocess, which then sits under the call that needed it.
 """
 
 from __future__ import annotations
