@@ -34,6 +34,8 @@ LIBRARY = "selfopt_trace.http.library"
 REUSED = "selfopt_trace.http.connection.reused"
 RETRY_SLEEP = "selfopt_trace.http.retry.sleep_ns"
 TTFB = "selfopt_trace.http.ttfb_ns"
+DNS = "selfopt_trace.http.dns_ns"
+DNS_SPAN_NS = 1_000_000  # name lookups at least this long are `dns` spans too (loopback ones take ~20 us)
 DOWNLOAD = "selfopt_trace.http.download_ns"
 REQUEST_BODY = "selfopt_trace.http.request.body"
 RESPONSE_BODY = "selfopt_trace.http.response.body"
@@ -63,7 +65,7 @@ def hook_failed(where: str, exc: BaseException) -> None:
 class ClientRequest:
     """One logical request: every attempt, redirect and connection it needed, under one span."""
 
-    __slots__ = ("span", "library", "tokens", "sends", "connects", "connecting", "connect_end_ns",
+    __slots__ = ("span", "library", "tokens", "sends", "connects", "connecting", "connect_end_ns", "dns_ns",
                  "wait_ns", "headers_ns", "sleep_ns", "status_code", "request_size", "response_size",
                  "body_read", "bodies")
 
@@ -75,6 +77,7 @@ class ClientRequest:
         self.connects = 0
         self.connecting: tracer.Span | None = None
         self.connect_end_ns = 0
+        self.dns_ns = 0  # time in name lookups during the connection being made
         self.wait_ns = 0
         self.headers_ns = 0
         self.sleep_ns = 0
@@ -95,6 +98,7 @@ class ClientRequest:
 
     def connect_started(self, now: int) -> None:
         self.connects += 1
+        self.dns_ns = 0
         span = self.span
         self.connecting = tracer.Span(tracer.new_span_id(), span, span.span_id, span.trace_id, "connect",
                                       tracer.INTERNAL, CATEGORY, now, None)
@@ -104,18 +108,15 @@ class ClientRequest:
         if connecting is None:
             return
         self.connect_end_ns = 0 if failed else now
-        tracer.record_complete("connect", CATEGORY, connecting.start_ns, now, self._peer(), parent=self.span,
-                               status=tracer.ERROR if failed else tracer.UNSET, span_id=connecting.span_id)
+        tracer.record_complete("connect", CATEGORY, connecting.start_ns, now, {DNS: self.dns_ns} if self.dns_ns else None,
+                               parent=self.span, status=tracer.ERROR if failed else tracer.UNSET,
+                               span_id=connecting.span_id)
 
     def tls_ended(self, now: int, failed: bool = False) -> None:
         start, self.connect_end_ns = self.connect_end_ns, 0
         if start:
-            tracer.record_complete("tls", CATEGORY, start, now, self._peer(), parent=self.span,
+            tracer.record_complete("tls", CATEGORY, start, now, None, parent=self.span,
                                    status=tracer.ERROR if failed else tracer.UNSET)
-
-    def _peer(self) -> dict:
-        attributes = self.span.attributes or {}
-        return {SERVER_ADDRESS: attributes.get(SERVER_ADDRESS), SERVER_PORT: attributes.get(SERVER_PORT)}
 
     def end(self, exc: BaseException | None = None) -> None:
         """Close the span (once): response attributes, or the exception the caller will see."""
@@ -262,7 +263,8 @@ def timed_tls(original):
 
 
 def install_dns() -> None:
-    """socket.getaddrinfo during a traced request becomes a `dns` span (inside `connect`)."""
+    """socket.getaddrinfo during a traced request: its time on the `connect` span, a `dns` span inside
+    it when the lookup took long enough to matter."""
     import socket
 
     original = socket.getaddrinfo
@@ -280,8 +282,11 @@ def install_dns() -> None:
             status = tracer.UNSET
             return result
         finally:
-            tracer.record_complete("dns", CATEGORY, t0, time_ns(), {SERVER_ADDRESS: _text(host)},
-                                   parent=request.connecting or request.span, status=status)
+            t1 = time_ns()
+            request.dns_ns += t1 - t0
+            if t1 - t0 >= DNS_SPAN_NS or status is tracer.ERROR:
+                tracer.record_complete("dns", CATEGORY, t0, t1, {SERVER_ADDRESS: _text(host)},
+                                       parent=request.connecting or request.span, status=status)
 
     getaddrinfo.__wrapped__ = original
     socket.getaddrinfo = getaddrinfo
