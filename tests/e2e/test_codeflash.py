@@ -204,9 +204,10 @@ def test_parsing_with_ast_libcst_and_jedi_is_measured(run: Run) -> None:
     for span in parse:
         assert span.end_ns - span.start_ns >= 100_000 or run.children(span), "small calls are sums, not spans"
         assert span.attributes["code.filepath"] and span.attributes["code.lineno"] > 0
+    # the many small ones are sums: codeflash's ast.parse calls, jedi's name lookups
     summed = {key.split(".small.")[1].rsplit(".", 1)[0] for s in run.spans if s.pid == pid for key in s.attributes
               if ".small." in key}
-    assert {"ast.parse", "libcst.parse_module"} & summed or len(parse) > 20
+    assert {"ast.parse", "jedi.Name.full_name"} <= summed
     context = run.named("codeflash.context_extraction", pid)[0]
     assert any(context in run.ancestors(s) for s in parse if s.name.startswith(("jedi.", "libcst.")))
 
