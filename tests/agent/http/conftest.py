@@ -79,7 +79,8 @@ class LoopbackServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return "http://127.0.0.1:%d" % self.server_address[1]
+        scheme = "https" if hasattr(self, "ca_path") else "http"
+        return "%s://127.0.0.1:%d" % (scheme, self.server_address[1])
 
     def traceparents(self) -> list:
         return [[v for k, v in request["headers"] if k.lower() == "traceparent"] for request in self.seen]
@@ -88,6 +89,27 @@ class LoopbackServer(ThreadingHTTPServer):
 @pytest.fixture
 def server():
     httpd = LoopbackServer()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """The same server over TLS, with a certificate from a throwaway CA (its PEM at `.ca_path`)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    httpd = LoopbackServer()
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    httpd.ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(httpd.ca_path))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd

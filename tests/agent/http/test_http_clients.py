@@ -244,3 +244,37 @@ def test_failed_name_lookup_is_a_dns_span(traced):
     [dns] = children_named(spans, connect, "dns")
     assert connect.status == dns.status == "ERROR"
     assert dns.attributes["server.address"] == "does-not-exist.invalid"
+
+
+TLS_CLIENTS = {
+    "requests": "import requests, sys; requests.get(sys.argv[1] + '/echo', verify=sys.argv[2])",
+    "httpx": "import httpx, ssl, sys; httpx.get(sys.argv[1] + '/echo', verify=ssl.create_default_context(cafile=sys.argv[2]))",
+    "httpx-async": """
+        import asyncio, httpx, ssl, sys
+        async def main():
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=sys.argv[2])) as client:
+                await client.get(sys.argv[1] + "/echo")
+        asyncio.run(main())
+    """,
+    "urllib3": "import sys, urllib3; urllib3.PoolManager(ca_certs=sys.argv[2]).request('GET', sys.argv[1] + '/echo')",
+    "urllib.request": """
+        import ssl, sys, urllib.request
+        urllib.request.urlopen(sys.argv[1] + "/echo", context=ssl.create_default_context(cafile=sys.argv[2])).read()
+    """,
+}
+
+
+@pytest.mark.parametrize("client", list(TLS_CLIENTS))
+def test_https_has_connect_then_tls(traced, tls_server, client):
+    result = traced.python(textwrap.dedent(TLS_CLIENTS[client]), tls_server.url, str(tls_server.ca_path))
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    [span] = client_spans(spans)
+    assert span.attributes["url.full"] == tls_server.url + "/echo"
+    assert span.attributes["server.port"] == tls_server.server_address[1]
+    assert span.attributes["http.response.status_code"] == 200
+    [connect] = children_named(spans, span, "connect")
+    [tls] = children_named(spans, span, "tls")
+    assert span.start_ns <= connect.start_ns <= connect.end_ns == tls.start_ns <= tls.end_ns <= span.end_ns
+    assert tls_server.traceparents() == [["00-%s-%s-01" % (span.trace_id, span.span_id)]]
