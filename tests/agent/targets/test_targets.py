@@ -90,6 +90,15 @@ def test_targets_become_nested_phase_spans_and_change_nothing(program):
     assert {d["code"] for d in spans.diagnostics} == {"target_unsupported"}
 
 
+def test_a_target_can_wrap_a_function_a_hook_already_measures(program):
+    out, spans = program.run("import json\nprint(len(json.dumps(list(range(100000)))))\n",
+                             SELFOPT_TRACE_TARGETS="json:dumps")
+    assert out == "688890\n"
+    phase, = spans.named("dumps")
+    serialization, = spans.named("json.dumps")
+    assert phase.category == "phase" and serialization.parent_span_id == phase.span_id
+
+
 def test_missing_and_malformed_targets_are_diagnostics(program):
     out, spans = program.run(MAIN, SELFOPT_TRACE_TARGETS="work:nope, work:Job.nope, work:Nope.run, justamodule, :x")
     assert out == program.untraced(MAIN)
@@ -138,7 +147,7 @@ for module_name, qualname, _, _ in TARGETS:
     owner = importlib.import_module(module_name)
     for part in qualname.split("."):
         owner = getattr(owner, part)
-    wrapped += getattr(getattr(owner, "__func__", owner), "__selfopt_trace__", False)
+    wrapped += getattr(getattr(owner, "__func__", owner), "__selfopt_trace_target__", False)
 print(wrapped, len(TARGETS))
 """
     result = traced.run([sys.executable, "-c", code], extra_env={"SELFOPT_TRACE_SMALL_NS": "1e12"})

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 
 from .. import lazy, redact, tracer
-from .timed import MARK, is_wrapped
 
 ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
 CATEGORY = "phase"
+MARK = "__selfopt_trace_target__"  # not timed.MARK: a target may wrap a function a hook already measures
 _CO_COROUTINE, _CO_GENERATOR, _CO_ASYNC_GENERATOR = 0x80, 0x20, 0x200
 
 
@@ -97,7 +97,7 @@ def wrap(module, module_name: str, qualname: str, span_name: str, attribute_path
         return False
     descriptor = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
     function = raw.__func__ if descriptor else raw
-    if is_wrapped(function):
+    if getattr(function, MARK, False):
         return False
     code = getattr(_unwrapped(function), "__code__", None)
     if code is None or code.co_flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR):
