@@ -177,6 +177,11 @@ breakpoints AS MATERIALIZED (
 bucket_size AS (
     SELECT start_ns, (end_ns - start_ns) // 65536 + 1 AS width FROM run_extent
 ),
+bucketed AS (
+    SELECT l.*, (l.rs - z.start_ns) // z.width AS start_bucket, (l.re - z.start_ns) // z.width AS end_bucket
+    FROM linked AS l, bucket_size AS z
+    WHERE l.re > l.rs
+),
 buckets AS MATERIALIZED (
     SELECT b.bucket, p.t, p.k, p.f,
            b.bucket IN (SELECT (t - z.start_ns) // z.width FROM breakpoints, bucket_size AS z) AS dirty
@@ -186,14 +191,19 @@ buckets AS MATERIALIZED (
 ),
 with_f AS MATERIALIZED (  -- a span that starts and ends in one bucket (most do) needs one lookup
     SELECT l.id, l.code, l.parent, l.parent_code, l.rs, l.re,
-           CASE WHEN NOT b1.dirty THEN b1.f + (l.rs - b1.t) / b1.k END AS f_start,
-           CASE WHEN l.end_bucket = l.start_bucket AND NOT b1.dirty THEN b1.f + (l.re - b1.t) / b1.k
-                WHEN l.end_bucket <> l.start_bucket AND NOT b2.dirty THEN b2.f + (l.re - b2.t) / b2.k END AS f_end
-    FROM (SELECT l.*, (l.rs - z.start_ns) // z.width AS start_bucket, (l.re - z.start_ns) // z.width AS end_bucket
-          FROM linked AS l, bucket_size AS z
-          WHERE l.re > l.rs) AS l
+           CASE WHEN NOT b.dirty THEN b.f + (l.rs - b.t) / b.k END AS f_start,
+           CASE WHEN NOT b.dirty THEN b.f + (l.re - b.t) / b.k END AS f_end
+    FROM bucketed AS l
+    JOIN buckets AS b ON b.bucket = l.start_bucket
+    WHERE l.end_bucket = l.start_bucket
+    UNION ALL
+    SELECT l.id, l.code, l.parent, l.parent_code, l.rs, l.re,
+           CASE WHEN NOT b1.dirty THEN b1.f + (l.rs - b1.t) / b1.k END,
+           CASE WHEN NOT b2.dirty THEN b2.f + (l.re - b2.t) / b2.k END
+    FROM bucketed AS l
     JOIN buckets AS b1 ON b1.bucket = l.start_bucket
-    LEFT JOIN buckets AS b2 ON b2.bucket = l.end_bucket AND l.end_bucket <> l.start_bucket
+    JOIN buckets AS b2 ON b2.bucket = l.end_bucket
+    WHERE l.end_bucket <> l.start_bucket
 ),
 exact AS (
     SELECT id, max(f) FILTER (WHERE side = 0) AS f_start, max(f) FILTER (WHERE side = 1) AS f_end
@@ -226,7 +236,7 @@ f_at AS (  -- F at the few other points needed: islands and the spawn point of u
 ),
 -- Self time as sums: each span adds its interval to its own category and takes it from its
 -- parent's (a special parent loses its children's union instead).
-terms AS (
+terms AS MATERIALIZED (
     SELECT code, id AS owner, df, dt FROM shares WHERE code <> 0
     UNION ALL
     SELECT CASE WHEN parent_code = 0 THEN 8 ELSE parent_code END, coalesce(parent, 0::UBIGINT), -df, -dt
@@ -263,25 +273,29 @@ small_sums AS (
           WHERE key LIKE 'selfopt_trace.small.%.duration_ns')
     GROUP BY id
 ),
-small_shares AS (  -- the fraction of an owner's self time its small calls took
-    SELECT owner, serialization, least(parsing, 1.0 - serialization) AS parsing
-    FROM (SELECT t.owner, least(1.0, coalesce(any_value(s.serialization_ns), 0) / sum(t.dt)) AS serialization,
-                 least(1.0, coalesce(any_value(s.parsing_ns), 0) / sum(t.dt)) AS parsing
-          FROM (SELECT * FROM terms WHERE owner IN (SELECT id FROM small_sums)) AS t
-          JOIN small_sums AS s ON s.id = t.owner
+-- An owner with small sums: its self time (what its terms add up to), of which serialization and
+-- parsing take their share, up to all of it.
+small_moves AS (
+    SELECT o.code, o.wall_ns, o.busy_ns, least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns) AS serialization,
+           least(coalesce(s.parsing_ns, 0) / o.busy_ns, 1.0 - least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns))
+               AS parsing
+    FROM (SELECT t.owner, any_value(t.code) AS code, sum(t.df) AS wall_ns, sum(t.dt) AS busy_ns
+          FROM small_sums AS s
+          JOIN terms AS t ON t.owner = s.id
           GROUP BY t.owner
-          HAVING sum(t.dt) > 0)
+          HAVING sum(t.dt) > 0) AS o
+    JOIN small_sums AS s ON s.id = o.owner
 ),
 totals AS (
     SELECT code, sum(wall_ns) AS wall_ns, sum(busy_ns) AS busy_ns
-    FROM (SELECT t.code, sum(t.df * (1 - coalesce(m.serialization + m.parsing, 0))) AS wall_ns,
-                 sum(t.dt * (1 - coalesce(m.serialization + m.parsing, 0))) AS busy_ns
-          FROM terms AS t LEFT JOIN small_shares AS m USING (owner)  -- small build side: few owners
-          GROUP BY t.code
+    FROM (SELECT code, sum(df) AS wall_ns, sum(dt) AS busy_ns FROM terms GROUP BY code
           UNION ALL
-          SELECT 4, sum(t.df * m.serialization), sum(t.dt * m.serialization) FROM terms AS t JOIN small_shares AS m USING (owner)
+          SELECT code, -sum(wall_ns * (serialization + parsing)), -sum(busy_ns * (serialization + parsing))
+          FROM small_moves GROUP BY code
           UNION ALL
-          SELECT 3, sum(t.df * m.parsing), sum(t.dt * m.parsing) FROM terms AS t JOIN small_shares AS m USING (owner))
+          SELECT 4, sum(wall_ns * serialization), sum(busy_ns * serialization) FROM small_moves
+          UNION ALL
+          SELECT 3, sum(wall_ns * parsing), sum(busy_ns * parsing) FROM small_moves)
     GROUP BY code
 ),
 counts AS (

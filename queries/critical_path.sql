@@ -95,14 +95,18 @@ on_path AS (
     FROM path_rows AS p
     LEFT JOIN children_on_path AS k ON k.parent = p.id
     WHERE p.id <> 0
+),
+shown AS (
+    SELECT * FROM on_path
+    WHERE path_end - path_start >= $min_ms * 1e6
+    ORDER BY path_start, depth
+    LIMIT $limit
 )
 SELECT repeat('  ', o.depth - 1) || n.name AS span, n.category, n.pid,
        round((o.path_start - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3) AS start_ms,
        round((o.path_end - o.path_start) / 1e6, 3) AS on_path_ms,
        round(o.self_ns / 1e6, 3) AS self_ms,
        round((n.end_ns - n.start_ns) / 1e6, 3) AS duration_ms
-FROM on_path AS o
+FROM shown AS o
 JOIN nodes AS n ON n.id = o.id
-WHERE o.path_end - o.path_start >= $min_ms * 1e6
 ORDER BY o.path_start, o.depth
-LIMIT $limit
