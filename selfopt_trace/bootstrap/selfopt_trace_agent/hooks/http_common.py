@@ -124,7 +124,10 @@ class ClientRequest:
         tokens, self.tokens = self.tokens, None
         if tokens is not None:
             tracer.deactivate(tokens[1])
-            _client.reset(tokens[0])
+            try:
+                _client.reset(tokens[0])
+            except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
+                pass
         if self.span.end_ns:
             return
         attributes: dict = {REUSED: self.connects == 0}
