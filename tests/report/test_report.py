@@ -14,7 +14,7 @@ from tests.report.browser import BROWSER, open_page, screenshot
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine: install it with "
-                                                           "tests/report/install-chromium.sh")
+                                                           "scripts/browser-test-setup.sh")
 
 HARNESS = """<!DOCTYPE html>
 <html><body><iframe id="report" src="report.html" style="width:1400px;height:900px"></iframe>

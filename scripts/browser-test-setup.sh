@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium for tests/report: the HTML report is checked in a real browser.
+# Headless Chromium for tests/report: the HTML report is checked in a real browser (scripts/test runs this).
 # Does nothing when a Chromium is already installed; needs apt-get (Debian/Ubuntu) otherwise.
 set -euo pipefail
 for browser in chromium chromium-browser google-chrome; do
