@@ -29,23 +29,28 @@
 --   spans                 spans whose self time is in this category
 WITH
 run_spans AS NOT MATERIALIZED (
-    SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns, source_file
+    SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns,
+           concat_ws(':', source_file, pid) AS process_key  -- a collector file holds many processes
     FROM spans
     WHERE run_id = $run_id
 ),
--- The run's trace: that of the process started when the run started (CMD: run.json's start). Other traces in the run directory (a server started on its own) are not the run's.
+-- The run's trace: that of the process started when the run started (CMD: run.json's start), else
+-- (spans without process spans, e.g. from another SDK) of the earliest span. Other traces in the
+-- run directory (a server started on its own) are not the run's.
 main_trace AS (
-    SELECT p.trace_id
-    FROM run_spans AS p
-    LEFT JOIN runs AS r ON r.run_id = $run_id
-    WHERE p.name = 'process' AND p.category = 'process'
-    ORDER BY abs(p.start_ns - r.start_ns) NULLS LAST, p.start_ns
-    LIMIT 1
+    SELECT coalesce(
+        (SELECT p.trace_id
+         FROM run_spans AS p
+         LEFT JOIN runs AS r ON r.run_id = $run_id
+         WHERE p.name = 'process' AND p.category = 'process'
+         ORDER BY abs(p.start_ns - r.start_ns) NULLS LAST, p.start_ns
+         LIMIT 1),
+        (SELECT trace_id FROM run_spans ORDER BY start_ns LIMIT 1)) AS trace_id
 ),
 -- Server spans of other runs answering a client of this run (a server traced as its own run).
 foreign_servers AS (
     SELECT s.span_id, s.parent_span_id, s.trace_id, s.name, s.kind, s.category, s.start_ns, s.end_ns,
-           s.run_id || '/' || s.source_file AS source_file
+           concat_ws(':', s.run_id || '/' || s.source_file, s.pid) AS process_key
     FROM spans AS s
     JOIN run_spans AS c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id
     WHERE s.kind = 'SERVER' AND s.run_id <> $run_id AND c.kind = 'CLIENT'
@@ -53,7 +58,7 @@ foreign_servers AS (
 -- Ids as hashes from here on: joins and sorts on integers are several times faster than on text.
 trace_spans AS NOT MATERIALIZED (
     SELECT hash(span_id) AS id, CASE WHEN parent_span_id IS NOT NULL THEN hash(parent_span_id) END AS parent,
-           name, kind, category, start_ns, end_ns, source_file
+           name, kind, category, start_ns, end_ns, process_key
     FROM (SELECT * FROM run_spans UNION ALL SELECT * FROM foreign_servers)
     WHERE trace_id = (SELECT trace_id FROM main_trace)
 ),
@@ -62,22 +67,22 @@ trace_spans AS NOT MATERIALIZED (
 exec_parent AS (
     SELECT x.id AS exec_id, p.parent AS new_parent
     FROM trace_spans AS x
-    JOIN trace_spans AS p ON p.source_file = x.source_file AND p.name = 'process' AND p.category = 'process'
+    JOIN trace_spans AS p ON p.process_key = x.process_key AND p.name = 'process' AND p.category = 'process'
     WHERE x.name = 'exec' AND x.category = 'subprocess'
 ),
 nodes AS MATERIALIZED (
-    SELECT id, parent, false AS is_process, kind, category, start_ns, end_ns, source_file
+    SELECT id, parent, false AS is_process, kind, category, start_ns, end_ns, process_key
     FROM trace_spans
     WHERE name <> 'process' OR category <> 'process'
     UNION ALL
     SELECT n.id, CASE WHEN e.exec_id IS NOT NULL THEN e.new_parent ELSE n.parent END, true,
-           n.kind, n.category, n.start_ns, n.end_ns, n.source_file
+           n.kind, n.category, n.start_ns, n.end_ns, n.process_key
     FROM trace_spans AS n
     LEFT JOIN exec_parent AS e ON e.exec_id = n.parent
     WHERE n.name = 'process' AND n.category = 'process'
 ),
 processes AS (  -- process spans, and whether their parent is traced (else: the run's top level)
-    SELECT p.id, p.parent, p.source_file, q.id IS NOT NULL AS has_parent
+    SELECT p.id, p.parent, p.process_key, q.id IS NOT NULL AS has_parent
     FROM (SELECT * FROM nodes WHERE is_process) AS p
     LEFT JOIN (SELECT DISTINCT n.id FROM nodes AS n JOIN nodes AS c ON c.is_process AND n.id = c.parent) AS q
            ON q.id = p.parent
@@ -96,7 +101,8 @@ coded AS (
             WHEN n.category = 'subprocess' AND n.id IN (SELECT parent FROM processes WHERE has_parent) THEN 7
             WHEN n.category = 'subprocess' THEN 0
             WHEN n.category = 'container' THEN 9
-            WHEN n.source_file IN (SELECT source_file FROM processes WHERE NOT has_parent) THEN 10
+            WHEN n.process_key IN (SELECT process_key FROM processes WHERE NOT has_parent)
+                 OR NOT EXISTS (SELECT 1 FROM processes WHERE NOT has_parent) THEN 10  -- no process spans: all own
             ELSE 8
         END AS code
     FROM nodes AS n

@@ -27,12 +27,14 @@ run_spans AS NOT MATERIALIZED (
     WHERE run_id = $run_id
 ),
 main_trace AS (  -- as in breakdown.sql: the trace of the process started when the run started
-    SELECT p.trace_id
-    FROM run_spans AS p
-    LEFT JOIN runs AS r ON r.run_id = $run_id
-    WHERE p.name = 'process' AND p.category = 'process'
-    ORDER BY abs(p.start_ns - r.start_ns) NULLS LAST, p.start_ns
-    LIMIT 1
+    SELECT coalesce(
+        (SELECT p.trace_id
+         FROM run_spans AS p
+         LEFT JOIN runs AS r ON r.run_id = $run_id
+         WHERE p.name = 'process' AND p.category = 'process'
+         ORDER BY abs(p.start_ns - r.start_ns) NULLS LAST, p.start_ns
+         LIMIT 1),
+        (SELECT trace_id FROM run_spans ORDER BY start_ns LIMIT 1)) AS trace_id
 ),
 nodes AS MATERIALIZED (  -- with the server spans of other runs answering this run's clients
     SELECT hash(span_id) AS id, CASE WHEN parent_span_id IS NOT NULL THEN hash(parent_span_id) END AS parent,

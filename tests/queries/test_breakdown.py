@@ -178,3 +178,12 @@ def test_random_trees_match_the_reference(store: Store, tmp_path: Path, seed: in
     actual = breakdown(store, run_id)
     assert_figures(actual, expected)
     assert actual["total"][0] == pytest.approx(100, abs=1e-3)
+
+
+def test_spans_of_another_sdk_without_process_spans_are_own_work(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    root = run.span(100, "GET /", "other", 0, 100)
+    run.span(100, "SELECT", "other", 10, 30, root)
+    run.span(100, "json.dumps", "serialization", 40, 50, root)
+    run_id = run.load(store, tmp_path, run_start_ms=None)
+    assert_figures(breakdown(store, run_id), {"own work": (90, 90), "serialization": (10, 10)})
