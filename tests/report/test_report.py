@@ -16,7 +16,10 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine: install it with "
                                                            "scripts/browser-test-setup.sh")
 
-HARNESS = """<!DOCTYPE html>
+def harness(steps: str) -> str:
+    """A page that opens report.html in a frame, runs `steps` (JS with doc, win, canvas, rect, result)
+    once it loaded, and leaves what `result(key, value)` recorded on its own <body> as data-*."""
+    return """<!DOCTYPE html>
 <html><body><iframe id="report" src="report.html" style="width:1400px;height:900px"></iframe>
 <script>
 function result(key, value) { document.body.setAttribute("data-" + key, String(value)); }
@@ -24,6 +27,14 @@ document.getElementById("report").addEventListener("load", function () {
   try {
     var doc = this.contentDocument, win = this.contentWindow;
     var canvas = doc.getElementById("wf-canvas"), rect = canvas.getBoundingClientRect();
+""" + steps + """
+  } catch (error) { result("error", error.message); }
+});
+</script></body></html>
+"""
+
+
+INTERACTIONS = """
     var firstRow = rect.top + 26 + 9;
     function mouse(type, x, y) {
       canvas.dispatchEvent(new win.MouseEvent(type, {clientX: x, clientY: y, bubbles: true}));
@@ -46,9 +57,6 @@ document.getElementById("report").addEventListener("load", function () {
     result("drawn-reset", doc.body.dataset.renderedSpans);
     doc.getElementById("wf-collapse").click();
     result("rows-collapsed", doc.body.dataset.rows);
-  } catch (error) { result("error", error.message); }
-});
-</script></body></html>
 """
 
 
@@ -72,9 +80,9 @@ def test_the_report_renders_the_spans_without_console_messages(traced_store, tmp
 @needs_browser
 def test_the_waterfall_folds_shows_details_and_zooms(traced_store, tmp_path: Path) -> None:
     write_report(tmp_path, render_report(traced_store, "q1"))
-    harness = tmp_path / "harness.html"
-    harness.write_text(HARNESS)
-    opened = open_page(harness, tmp_path / "profile")
+    page = tmp_path / "harness.html"
+    page.write_text(harness(INTERACTIONS))
+    opened = open_page(page, tmp_path / "profile")
     assert opened.console == []
     data = opened.body_data()
     assert "error" not in data, data["error"]
@@ -99,11 +107,13 @@ def test_a_large_run_draws_its_longest_spans_and_sums_the_rest(traced_store, tmp
         "SELECT max(duration_ns) FROM spans WHERE run_id = 'q1' AND span_id NOT IN (SELECT unnest($ids))",
         {"ids": list(kept)})
     assert longest_dropped[0][0] <= shortest_kept
-    page = write_report(tmp_path, render(payload))
+    write_report(tmp_path, render(payload))
+    page = tmp_path / "harness.html"
+    page.write_text(harness('doc.getElementById("wf-expand").click(); result("rows", doc.body.dataset.rows);'))
     opened = open_page(page, tmp_path / "profile")
     assert opened.console == []
-    assert "the rest as one grey bar per parent" in opened.dom
-    assert int(opened.body_data()["rows"]) > 20  # the kept spans plus their aggregate bars
+    assert int(opened.body_data()["rows"]) == 20 + len(payload["aggregates"])  # every span and aggregate bar
+    assert "the rest as one grey bar per parent" in render(payload)
 
 
 def test_the_page_is_self_contained_and_data_cannot_escape_its_script(traced_store) -> None:
