@@ -20,7 +20,7 @@ never pasted into the text. The SQL runs as the whole file, so an error's `LINE 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -193,8 +193,7 @@ def _header_item(path: Path, number: int, section: str, text: str,
 
 
 def _continue_item(items: list, text: str) -> None:
-    last = items[-1]
-    items[-1] = type(last)(**{**last.__dict__, "description": f"{last.description} {text}".strip()})
+    items[-1] = replace(items[-1], description=f"{items[-1].description} {text}".strip())
 
 
 def _literal(path: Path, number: int, text: str) -> Any:

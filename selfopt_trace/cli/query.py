@@ -183,7 +183,8 @@ def _runs_of(store: Any, ref: str) -> tuple[str, list[str]]:
         run_id = resolve_run(store, ref)
     except UnknownRunError as exc:
         _, groups = store.sql("SELECT DISTINCT group_id FROM runs WHERE group_id IS NOT NULL ORDER BY group_id DESC LIMIT 5")
-        if groups:
-            exc.args = (exc.args[0] + "\n(nor a group; the groups are:" + "".join(f"\n  {g[0]}" for g in groups) + ")",)
-        raise
+        if not groups:
+            raise
+        listing = "".join(f"\n  {group}" for (group,) in groups)
+        raise SelfoptTraceError(f"{exc}\nnor is it a group; the most recent groups are:{listing}") from exc
     return run_id, [run_id]

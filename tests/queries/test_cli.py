@@ -148,3 +148,12 @@ def test_report_and_export_write_their_files(cli: Cli, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert f"3 spans" in done.stderr.decode()
         assert out.stat().st_size > 100
+
+
+def test_an_unknown_compare_side_lists_the_runs_and_the_groups(cli: Cli) -> None:
+    load(cli, small_run("a1", 40, group="ga"), small_run("b1", 20))
+    done = cli("compare", "ga", "nope")
+    assert done.returncode == 2
+    message = done.stderr.decode()
+    assert "run not found: nope; the most recent runs are:" in message
+    assert "nor is it a group; the most recent groups are:\n  ga" in message
