@@ -15,9 +15,10 @@
 -- span minus its server span: network, proxies, connection set-up, client-side encoding); http
 -- server time; subprocess spawn overhead (Popen call -> child process start, child exit -> parent
 -- sees it, and the spawning call itself for untraced children); waiting on children (what child
--- processes did outside the categories above, and untraced children); container start-up; own work
--- (the main process outside every category above); untraced (no traced span open, e.g. a shell
--- before Python started).
+-- processes did outside the categories above, and untraced children); container start-up (a
+-- `docker run`, CLI or SDK, before the container's first process starts and after it exits: engine,
+-- image, mounts); own work (the main process outside every category above); untraced (no traced
+-- span open, e.g. a shell before Python started).
 --
 -- Parameters:
 --   run_id                the run
@@ -98,6 +99,8 @@ coded AS (
             WHEN n.category = 'serialization' THEN 4
             WHEN n.category = 'http' AND n.kind = 'SERVER' THEN 6
             WHEN n.category = 'http' THEN 5
+            -- `docker run` (and podman) through the CLI: the trace was injected into a container
+            WHEN n.category = 'subprocess' AND n.id IN (SELECT parent FROM nodes WHERE category = 'container') THEN 9
             WHEN n.category = 'subprocess' AND n.id IN (SELECT parent FROM processes WHERE has_parent) THEN 7
             WHEN n.category = 'subprocess' THEN 0
             WHEN n.category = 'container' THEN 9

@@ -34,6 +34,7 @@ def breakdown(spans: list[Span], main_trace: str) -> dict[str, tuple[float, floa
     run_start, run_end = min(s.start for s in top), max(s.end for s in top)
     main_files = {s.file for s in top if s.name == "process"}
     traced_children = {parent[s.id] for s in nodes.values() if s.name == "process" and parent[s.id]}
+    containers = {parent[s.id] for s in nodes.values() if s.category == "container" and parent[s.id]}
 
     def clipped(span: Span) -> tuple[float, float]:
         p = parent[span.id]
@@ -56,6 +57,8 @@ def breakdown(spans: list[Span], main_trace: str) -> dict[str, tuple[float, floa
             return "serialization"
         if span.category == "http":
             return "http server time" if span.kind == "SERVER" else "http client overhead"
+        if span.category == "subprocess" and span.id in containers:
+            return "container start-up"
         if span.category == "subprocess":
             return "subprocess spawn overhead" if span.id in traced_children else "untraced child"
         if span.category == "container":

@@ -187,3 +187,17 @@ def test_spans_of_another_sdk_without_process_spans_are_own_work(store: Store, t
     run.span(100, "json.dumps", "serialization", 40, 50, root)
     run_id = run.load(store, tmp_path, run_start_ms=None)
     assert_figures(breakdown(store, run_id), {"own work": (90, 90), "serialization": (10, 10)})
+
+
+def test_a_docker_run_is_container_start_up_around_the_containers_process(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    docker = run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT",
+                      attributes={"process.command_args": ["docker", "run", "img", "python", "app.py"]})
+    run.span(100, "container.inject", "container", 10, 11, docker)
+    container = run.process(1, 40, 80, docker, command="app.py")  # pid 1 inside the container
+    run.span(1, "interpreter.startup", "startup", 40, 50, container)
+    run_id = run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {
+        "own work": (20, 20), "container start-up": (40, 40), "interpreter start-up": (10, 10),
+        "waiting on children": (30, 30)})
