@@ -31,7 +31,7 @@
 WITH
 run_spans AS NOT MATERIALIZED (
     SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns,
-           concat_ws(':', source_file, pid) AS process_key  -- a collector file holds many processes
+           hash(source_file, pid) AS process_key  -- a collector file holds many processes
     FROM spans
     WHERE run_id = $run_id
 ),
@@ -51,7 +51,7 @@ main_trace AS (
 -- Server spans of other runs answering a client of this run (a server traced as its own run).
 foreign_servers AS (
     SELECT s.span_id, s.parent_span_id, s.trace_id, s.name, s.kind, s.category, s.start_ns, s.end_ns,
-           concat_ws(':', s.run_id || '/' || s.source_file, s.pid) AS process_key
+           hash(s.run_id, s.source_file, s.pid) AS process_key
     FROM spans AS s
     JOIN run_spans AS c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id
     WHERE s.kind = 'SERVER' AND s.run_id <> $run_id AND c.kind = 'CLIENT'
@@ -88,6 +88,16 @@ processes AS (  -- process spans, and whether their parent is traced (else: the 
     LEFT JOIN (SELECT DISTINCT n.id FROM nodes AS n JOIN nodes AS c ON c.is_process AND n.id = c.parent) AS q
            ON q.id = p.parent
 ),
+subprocess_codes AS (  -- a `docker run` (its span holds container.inject), a traced child, or neither
+    SELECT id, CASE WHEN id IN (SELECT parent FROM nodes WHERE category = 'container') THEN 9
+                    WHEN id IN (SELECT parent FROM processes WHERE has_parent) THEN 7
+                    ELSE 0 END AS code
+    FROM nodes
+    WHERE category = 'subprocess'
+),
+main_processes AS (
+    SELECT DISTINCT process_key FROM processes WHERE NOT has_parent
+),
 -- What a span's self time is, as a number (the output's order); 0: a subprocess span with no
 -- traced child, split below between spawn overhead (7) and waiting on children (8).
 coded AS (
@@ -99,16 +109,14 @@ coded AS (
             WHEN n.category = 'serialization' THEN 4
             WHEN n.category = 'http' AND n.kind = 'SERVER' THEN 6
             WHEN n.category = 'http' THEN 5
-            -- `docker run` (and podman) through the CLI: the trace was injected into a container
-            WHEN n.category = 'subprocess' AND n.id IN (SELECT parent FROM nodes WHERE category = 'container') THEN 9
-            WHEN n.category = 'subprocess' AND n.id IN (SELECT parent FROM processes WHERE has_parent) THEN 7
-            WHEN n.category = 'subprocess' THEN 0
+            WHEN n.category = 'subprocess' THEN s.code
             WHEN n.category = 'container' THEN 9
-            WHEN n.process_key IN (SELECT process_key FROM processes WHERE NOT has_parent)
-                 OR NOT EXISTS (SELECT 1 FROM processes WHERE NOT has_parent) THEN 10  -- no process spans: all own
+            WHEN m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) THEN 10  -- no process spans: all own
             ELSE 8
         END AS code
     FROM nodes AS n
+    LEFT JOIN subprocess_codes AS s ON s.id = n.id
+    LEFT JOIN main_processes AS m ON m.process_key = n.process_key
 ),
 linked_raw AS MATERIALIZED (
     SELECT c.id, c.code, c.start_ns, c.end_ns, p.id AS parent, coalesce(p.code, 11) AS parent_code,
