@@ -1,6 +1,7 @@
 """What the report shows, gathered from the store: run facts, query results and the spans to draw.
 
-Large runs stay usable: at most SPAN_LIMIT spans are drawn one by one. Those kept are the ones
+Server spans traced as another run are drawn under the client spans they answered. Large runs stay
+usable: at most SPAN_LIMIT spans are drawn one by one. Those kept are the ones
 that structure the trace (processes, start-up, subprocess, HTTP, container and phase spans) and
 then the longest of the rest; under each drawn span, what did not make it is one aggregate bar
 ("N more spans") covering its direct children that were left out, with the count of every span
@@ -37,6 +38,15 @@ SELECT span_id, parent_span_id, name, category, kind, pid, start_ns, end_ns, sta
 FROM ranked
 WHERE rank <= $limit
 ORDER BY start_ns
+"""
+
+# Server spans traced as another run that answered this run's clients: drawn under their client.
+_SERVERS_SQL = """
+SELECT s.span_id, s.parent_span_id, s.name, s.category, s.kind, s.pid, s.start_ns, s.end_ns, s.status, s.incomplete,
+       s.attributes
+FROM spans AS s
+JOIN spans AS c ON c.run_id = $run_id AND c.span_id = s.parent_span_id AND c.trace_id = s.trace_id
+WHERE s.run_id <> $run_id AND s.kind = 'SERVER' AND c.kind = 'CLIENT'
 """
 
 _DROPPED_SQL = """
@@ -84,6 +94,8 @@ def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, 
                     "process_count"), run_rows[0])) if run_rows else {"run_id": run_id}
     params = {"run_id": run_id, "structural": list(STRUCTURAL), "limit": span_limit}
     _, kept = store.sql(_KEPT_SQL, params)
+    _, servers = store.sql(_SERVERS_SQL, {"run_id": run_id})
+    kept += servers
     _, dropped = store.sql(_DROPPED_SQL, params)
     origin = min((row[6] for row in kept), default=0)
     spans = [[span_id, parent, name, category, kind, pid, start - origin, end - start, status, bool(incomplete),
