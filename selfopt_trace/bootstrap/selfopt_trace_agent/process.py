@@ -17,6 +17,11 @@ _settings: config.Settings | None = None
 _exit_code: int | None = None
 _exit_attributes: dict = {}
 _reparent = ""  # a forkserver child learns its real parent span only after start-up
+# interpreter.startup until the program's own code starts: [start, bootstrap entered, agent ready]
+_startup: list | None = None
+# Audit events CPython raises just before it runs the program (3.8+, Modules/main.c).
+_MAIN_STARTS = frozenset(("cpython.run_file", "cpython.run_module", "cpython.run_command",
+                          "cpython.run_stdin", "cpython.run_interactivehook"))
 
 
 def settings() -> config.Settings | None:
@@ -43,7 +48,10 @@ def start(settings_: config.Settings) -> None:
                         after_in_child=_after_fork_in_child)
     _install_sigterm()
     tracer.started_up()
-    tracer.add_overhead(time_ns() - entered)
+    ready = time_ns()
+    if _startup is not None:
+        _startup[2] = ready
+    tracer.add_overhead(ready - entered)
 
 
 # os functions that start, replace, end or reap processes; wrapped in hooks/os_.py.
@@ -127,10 +135,60 @@ def _begin(start_ns: int, entered: int, source: str, trace_id: str, remote_paren
                              parent=parent, start_ns=start_ns)
     tracer.set_root(root, trace_id, remote_parent)
     if entered > start_ns:
-        tracer.record_complete("interpreter.startup", "startup", start_ns, entered, None, parent=root)
+        _await_main(start_ns, entered)
     # Non-Python intermediaries (bash, make, xargs) pass the context on to their children.
     os.environ[config.ENV_TRACEPARENT] = root.traceparent()
     os.environ.pop(config.ENV_SPAWN, None)
+
+
+def _await_main(start_ns: int, entered: int) -> None:
+    """interpreter.startup ends when the program's code starts, which an audit event announces.
+
+    The hook cannot be removed again, so it stays one set lookup per audit event.
+    """
+    global _startup
+    _startup = [start_ns, entered, entered]
+    try:
+        sys.addaudithook(_on_audit)
+    except Exception:  # no audit hooks: start-up ends when the agent is ready
+        pass
+
+
+def _on_audit(event: str, args: tuple, _main_starts: frozenset = _MAIN_STARTS) -> None:
+    if event in _main_starts and _startup is not None:
+        now = time_ns()
+        try:
+            # A script or -c string is read and compiled in C before its first line runs: a profile
+            # function, called for no other Python frame until then, sees that first line start.
+            if event in ("cpython.run_file", "cpython.run_command") and sys.getprofile() is None:
+                sys.setprofile(_on_first_frame)
+                return
+        except Exception:
+            pass
+        _end_startup(now)
+
+
+def _on_first_frame(frame, event: str, arg) -> None:
+    if event == "call" and frame.f_code.co_name == "<module>":  # not __main__'s loader set-up
+        now = time_ns()
+        sys.setprofile(None)
+        _end_startup(now)
+
+
+def _end_startup(end_ns: int) -> None:
+    """Record interpreter.startup; never raises (an exception here would abort CPython's operation)."""
+    global _startup
+    pending, _startup = _startup, None
+    if pending is None:
+        return
+    try:
+        start_ns, entered, ready = pending
+        tracer.record_complete("interpreter.startup", "startup", start_ns, max(end_ns, ready), {
+            "python.startup.before_bootstrap_ns": entered - start_ns,
+            "selfopt_trace.startup.agent_ns": ready - entered,
+        }, parent=tracer.root())
+    except Exception:
+        pass
 
 
 def _incoming_context(traceparent: str) -> tuple:
@@ -273,6 +331,8 @@ def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
     if root is None or root.end_ns:
         tracer.flush(blocking)
         return
+    if _startup is not None:  # the program never ran (embedded interpreter, exit in sitecustomize)
+        _end_startup(_startup[2])
     attributes = dict(_exit_attributes)
     if _exit_code is not None:
         attributes["process.exit.code"] = _exit_code

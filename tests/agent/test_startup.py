@@ -1,0 +1,50 @@
+"""interpreter.startup runs from the process's start to the first line of the program's own code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+FIRST_LINE = "import time; FIRST = time.time_ns()\nprint(FIRST)\n"
+
+
+def startup_and_first_line(traced, args: list[str], **kwargs) -> tuple:
+    done = traced.run(args, **kwargs)
+    assert done.returncode == 0, done.stderr.decode()
+    first = int(done.stdout.split()[0])
+    (startup,) = traced.spans().named("interpreter.startup")
+    return startup, first
+
+
+@pytest.mark.parametrize("how", ["script", "-c"])
+def test_startup_ends_where_the_program_starts(traced, tmp_path: Path, how: str) -> None:
+    script = tmp_path / "first_line.py"
+    script.write_text(FIRST_LINE)
+    args = [sys.executable, str(script)] if how == "script" else [sys.executable, "-c", FIRST_LINE]
+    startup, first = startup_and_first_line(traced, args)
+    attributes = startup.attributes
+    # after the agent was ready, and right before the first line (reading and compiling the script is start-up)
+    assert startup.end_ns - startup.start_ns >= attributes["python.startup.before_bootstrap_ns"] + attributes[
+        "selfopt_trace.startup.agent_ns"]
+    assert 0 <= first - startup.end_ns < 2_000_000
+
+
+def test_startup_of_a_module_ends_before_runpy_finds_it(traced, tmp_path: Path) -> None:
+    (tmp_path / "first_line_module.py").write_text(FIRST_LINE)
+    startup, first = startup_and_first_line(traced, [sys.executable, "-m", "first_line_module"], cwd=tmp_path)
+    # -m: start-up ends as CPython hands over to runpy; finding and loading the module is import time
+    assert startup.end_ns <= first
+    assert startup.end_ns - startup.start_ns >= startup.attributes["python.startup.before_bootstrap_ns"]
+
+
+def test_a_program_that_never_starts_still_has_its_startup(traced, tmp_path: Path) -> None:
+    """An exit during start-up (here: os._exit in the user's sitecustomize) still closes interpreter.startup."""
+    site = tmp_path / "user_site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nos._exit(3)\n")
+    done = traced.run([sys.executable, "-c", "print('never')"], extra_env={"PYTHONPATH": f"{traced.env()['PYTHONPATH']}:{site}"})
+    assert done.returncode == 3 and done.stdout == b""
+    (startup,) = traced.spans().named("interpreter.startup")
+    assert startup.end_ns > startup.start_ns
