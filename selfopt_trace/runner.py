@@ -84,6 +84,7 @@ class RunOptions:
     warmup: int = 0
     load: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    targets: list[str] = field(default_factory=list)  # module:qualname, from --target and pyproject.toml
 
 
 @dataclass
@@ -214,6 +215,9 @@ def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions,
         env[agent_config.ENV_SERVICE] = options.service
     if options.import_threshold_ms is not None:
         env[agent_config.ENV_IMPORT_THRESHOLD_MS] = repr(options.import_threshold_ms)
+    if options.targets:
+        given = [t for t in env.get(agent_config.ENV_TARGETS, "").replace(";", ",").split(",") if t.strip()]
+        env[agent_config.ENV_TARGETS] = ";".join(dict.fromkeys(given + options.targets))
     entries = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(BOOTSTRAP_DIR)]
     env["PYTHONPATH"] = os.pathsep.join([str(BOOTSTRAP_DIR)] + entries)  # never an empty entry (= cwd)
     # CMD's process span starts when we spawn it (the agent trusts this when we are its parent).
@@ -356,12 +360,44 @@ def prepare(options: RunOptions) -> None:
         check_run_id(options.run_id)
     if options.import_threshold_ms is not None and options.import_threshold_ms < 0:
         raise RunSetupError("--import-threshold-ms must be >= 0")
+    for target in options.targets:
+        check_target(target)
     check_writable_dir(options.out_dir, "the run output directory")
     if options.load:
         check_writable_db(options.db_path)
     if options.json_target not in (None, "-"):
         target = Path(options.json_target)
         check_writable_dir(target.parent if str(target.parent) else Path("."), "the directory of the --json file")
+
+
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*")
+
+
+def check_target(target: str) -> None:
+    if not _TARGET.fullmatch(target):
+        raise RunSetupError(f"--target {target!r}: expected module:qualname, e.g. codeflash.optimization.optimizer:Optimizer.run")
+
+
+def pyproject_targets(start: Path) -> list[str]:
+    """`targets` of [tool.selfopt-trace] in the nearest pyproject.toml at or above `start`."""
+    for folder in (start, *start.parents):
+        path = folder / "pyproject.toml"
+        if path.is_file():
+            break
+    else:
+        return []
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+
+    try:
+        targets = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("selfopt-trace", {}).get("targets", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RunSetupError(f"{path}: {exc}") from None
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise RunSetupError(f"{path}: [tool.selfopt-trace] targets must be a list of \"module:qualname\" strings")
+    return targets
 
 
 def run_ids(options: RunOptions) -> tuple[str | None, list[str]]:

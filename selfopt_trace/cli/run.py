@@ -67,14 +67,14 @@ def _available_commands(ctx: typer.Context) -> tuple[str, ...]:
 
 def _options(command: list[str], run_id: str | None, out: Path | None, db: Path | None, service: str | None,
              quiet: bool, json_target: str | None, import_threshold_ms: float | None, repeat: int, warmup: int,
-             no_load: bool, extra_env: dict[str, str] | None = None) -> runner.RunOptions:
+             no_load: bool, extra_env: dict[str, str] | None = None, targets: list[str] | None = None) -> runner.RunOptions:
     return runner.RunOptions(
         command=command, run_id=run_id,
         out_dir=(out or runner.default_out_dir(os.environ)).absolute(),
         db_path=(db or runner.default_db_path(os.environ)).absolute(),
         service=service,
         quiet=quiet, json_target=json_target, import_threshold_ms=import_threshold_ms,
-        repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {},
+        repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {}, targets=targets or [],
     )
 
 
@@ -120,6 +120,10 @@ def run(
     import_threshold_ms: Optional[float] = typer.Option(None, "--import-threshold-ms", envvar=agent_config.ENV_IMPORT_THRESHOLD_MS,
                                                         rich_help_panel=_TRACING, show_default=False,
                                                         help="Imports faster than this (cumulative) are not spans. (default: 1)"),
+    target: Optional[List[str]] = typer.Option(None, "--target", "-t", metavar="MODULE:QUALNAME", rich_help_panel=_TRACING,
+                                               show_default=False,
+                                               help="Also make every call of this function a span (repeatable); "
+                                                    "adds to `targets` of [tool.selfopt-trace] in pyproject.toml."),
     quiet: bool = QUIET,
     json_target: Optional[str] = JSON,
     no_load: bool = typer.Option(False, "--no-load", envvar=runner.ENV_NO_LOAD, rich_help_panel=_OUTPUT,
@@ -130,8 +134,9 @@ def run(
                                help="Untimed runs before the N measured ones (traced, then discarded)."),
 ) -> None:
     """Run CMD with every Python process of its tree traced into one trace; print where the time went."""
+    targets = runner.pyproject_targets(Path.cwd()) + list(target or [])
     _execute(ctx, _options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
-                           repeat, warmup, no_load))
+                           repeat, warmup, no_load, targets=targets))
 
 
 @app.command()

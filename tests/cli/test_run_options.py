@@ -266,3 +266,41 @@ def test_a_command_without_python_is_run_and_summarized(cli):
     assert summary["processes"] == 0 and summary["exit_code"] == 4
     assert any("no Python process was traced" in note for note in summary["notes"])
     assert summary["time_by_category_ms"]["untraced (launch, teardown)"] == summary["wall_ms"]
+
+
+TARGET_MODULE = """
+class Helper:
+    def run(self):
+        return 2
+
+
+def slow():
+    return 1
+"""
+
+
+def test_targets_from_the_flag_and_pyproject_become_spans_in_every_process(cli):
+    (cli.cwd / "targetmod.py").write_text(TARGET_MODULE)
+    (cli.cwd / "pyproject.toml").write_text('[tool.selfopt-trace]\ntargets = ["targetmod:slow"]\n')
+    child = "import targetmod; targetmod.slow()"
+    # the child gets an explicit env=: the targets reach it all the same
+    code = (f"import subprocess, sys, targetmod; targetmod.slow(); targetmod.Helper().run(); "
+            f"subprocess.run([sys.executable, '-c', {child!r}], env={{'PYTHONPATH': {str(cli.cwd)!r}}}, check=True)")
+    result = cli("run", "-q", "--run-id", "t", "--target", "targetmod:Helper.run", "--", *python(code))
+    assert result.returncode == 0, result.stderr
+    spans = cli.query("SELECT name, count(DISTINCT pid) FROM spans WHERE run_id = 't' AND name IN ('slow', 'Helper.run') "
+                      "GROUP BY name ORDER BY name")
+    assert spans == [("Helper.run", 1), ("slow", 2)]
+
+
+def test_a_bad_target_fails_before_the_command_runs(cli, tmp_path):
+    marker = tmp_path / "marker"
+    result = cli("run", "--target", "no-colon", "--", *marker_cmd(marker))
+    assert result.returncode == 2 and b"--target 'no-colon': expected module:qualname" in result.stderr
+    (cli.cwd / "pyproject.toml").write_text('[tool.selfopt-trace]\ntargets = "targetmod:slow"\n')
+    result = cli("run", "--", *marker_cmd(marker))
+    assert result.returncode == 2 and b"targets must be a list" in result.stderr
+    (cli.cwd / "pyproject.toml").write_text('[tool.selfopt-trace\n')
+    result = cli("run", "--", *marker_cmd(marker))
+    assert result.returncode == 2 and str(cli.cwd / "pyproject.toml").encode() in result.stderr
+    assert not marker.exists()

@@ -14,20 +14,24 @@ ENV_DISABLED = "SELFOPT_TRACE_DISABLED"
 ENV_SPAWN = "SELFOPT_TRACE_SPAWN"
 ENV_TRACEPARENT = "TRACEPARENT"
 ENV_TRACESTATE = "TRACESTATE"
+ENV_SMALL_NS = "SELFOPT_TRACE_SMALL_NS"
+ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
 
-# Variables a traced parent passes on to every child, even through an explicit `env=`.
-PROPAGATED = (ENV_DIR, ENV_RUN_ID, ENV_SERVICE, ENV_IMPORT_THRESHOLD_MS, ENV_BOOTSTRAP)
+# Optional settings a traced parent passes on as it got them (read by the hooks that use them).
+PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS)
 
 
 class Settings:
-    __slots__ = ("run_dir", "run_id", "service", "import_threshold_ns", "bootstrap_dir")
+    __slots__ = ("run_dir", "run_id", "service", "import_threshold_ns", "bootstrap_dir", "passed_on")
 
-    def __init__(self, run_dir: str, run_id: str, service: str | None, import_threshold_ns: int, bootstrap_dir: str):
+    def __init__(self, run_dir: str, run_id: str, service: str | None, import_threshold_ns: int, bootstrap_dir: str,
+                 passed_on: dict | None = None):
         self.run_dir = run_dir
         self.run_id = run_id
         self.service = service
         self.import_threshold_ns = import_threshold_ns
         self.bootstrap_dir = bootstrap_dir
+        self.passed_on = passed_on or {}
 
 
 def _truthy(value: str | None) -> bool:
@@ -50,12 +54,14 @@ def from_environ(environ: dict[str, str] | None = None) -> Settings | None:
         service=env.get(ENV_SERVICE) or env.get("OTEL_SERVICE_NAME") or None,
         import_threshold_ns=int(threshold_ms * 1_000_000),
         bootstrap_dir=env.get(ENV_BOOTSTRAP) or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        passed_on={name: env[name] for name in PASSED_ON if env.get(name)},
     )
 
 
 def propagated_environ(settings: Settings) -> dict[str, str]:
-    """The variables a child needs to be traced into the same run."""
+    """The variables a child needs to be traced into the same run, even through an explicit `env=`."""
     env = {ENV_DIR: settings.run_dir, ENV_RUN_ID: settings.run_id, ENV_BOOTSTRAP: settings.bootstrap_dir}
+    env.update(settings.passed_on)
     if settings.service:
         env[ENV_SERVICE] = settings.service
     env[ENV_IMPORT_THRESHOLD_MS] = str(settings.import_threshold_ns / 1_000_000)

@@ -11,7 +11,7 @@ import os
 import sys
 from time import time_ns
 
-from . import tracer
+from . import config, tracer
 
 # module name -> hook module under hooks/ (each has `install(module)`); extended by the integrations.
 BUILTIN_HOOKS = {
@@ -67,7 +67,7 @@ def when_imported(name: str, hook) -> None:
 def install_builtin_hooks() -> None:
     for name, hook_module in BUILTIN_HOOKS.items():
         when_imported(name, _hook_installer(hook_module, name))
-    if "SELFOPT_TRACE_TARGETS" in os.environ:  # `run --target`: loaded only when given
+    if config.ENV_TARGETS in os.environ:  # `run --target`: loaded only when given
         __import__(__package__ + ".hooks.targets", fromlist=["install_user_targets"]).install_user_targets()
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 
-from .. import lazy, redact, tracer
+from .. import config, lazy, redact, tracer
 
-ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
+ENV_TARGETS = config.ENV_TARGETS
 CATEGORY = "phase"
 MARK = "__selfopt_trace_target__"  # not timed.MARK: a target may wrap a function a hook already measures
 _CO_COROUTINE, _CO_GENERATOR, _CO_ASYNC_GENERATOR = 0x80, 0x20, 0x200

@@ -19,9 +19,9 @@ import sys
 from _contextvars import ContextVar
 from time import time_ns
 
-from .. import tracer
+from .. import config, tracer
 
-ENV_SMALL_NS = "SELFOPT_TRACE_SMALL_NS"
+ENV_SMALL_NS = config.ENV_SMALL_NS
 DEFAULT_SMALL_NS = 100_000
 MARK = "__selfopt_trace__"
 
