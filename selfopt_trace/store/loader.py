@@ -103,11 +103,14 @@ FROM (
 """
 
 # S joined to its E (E attributes merged over S attributes, E parent re-parents), then X as they are.
+# A span can have two E records (a process span ended for an exec that failed, then at exit; an
+# end racing the flusher): the last one counts.
 _SPANS_SQL = f"""
 INSERT INTO spans
 WITH f AS (SELECT * FROM _files WHERE list_contains($accepted, file_no)),
      s AS (SELECT * FROM _records WHERE rec = '{spanfile.START}'),
-     e AS (SELECT * FROM _records WHERE rec = '{spanfile.END}')
+     e AS (SELECT * FROM _records WHERE rec = '{spanfile.END}'
+           QUALIFY row_number() OVER (PARTITION BY file_no, span_id ORDER BY end_ns DESC) = 1)
 SELECT $run_id, s.trace_id, s.span_id, coalesce(e.parent_span_id, s.parent_span_id),
        s.name, s.kind, s.category,
        s.start_ns, coalesce(e.end_ns, f.last_ns), coalesce(e.end_ns, f.last_ns) - s.start_ns,
@@ -155,10 +158,13 @@ _ROOT_SPAN_ID = f"""(
     ORDER BY c.start_ns LIMIT 1
 )"""
 
+# CMD's exit status (run.json) is its root process's, when that process is CMD itself (same pid:
+# a shell CMD runs Python children whose own statuses are theirs).
 _ROOT_EXIT_SQL = f"""
 UPDATE spans
 SET attributes = json_merge_patch(attributes, json_object('process.exit.code', $exit_code::INTEGER))
 WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} AND (attributes->'process.exit.code') IS NULL
+  AND ($pid IS NULL OR pid = $pid)
 """
 
 _ROOT_SQL = f"""
@@ -210,6 +216,7 @@ class _RunMeta:
     end_ns: int | None = None
     exit_code: int | None = None
     service: str | None = None
+    pid: int | None = None
 
 
 def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
@@ -296,7 +303,7 @@ def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
     meta = _RunMeta(
         run_id=text("run_id") or run_dir.name, group_id=text("group_id"), command=text("command"),
         cwd=text("cwd"), start_ns=integer("start_ns"), end_ns=integer("end_ns"),
-        exit_code=integer("exit_code"), service=text("service"),
+        exit_code=integer("exit_code"), service=text("service"), pid=integer("pid"),
     )
     return meta, warnings
 
@@ -366,7 +373,7 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
     run = {"run_id": result.run_id}
     con.execute(_CHILD_EXIT_SQL, run)
     if meta.exit_code is not None:
-        con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code})
+        con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
     result.spans, result.incomplete_spans, first_ns, last_ns = con.execute(_TOTALS_SQL, run).fetchone()
     root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)
     con.execute(

@@ -92,6 +92,19 @@ def test_end_record_with_a_parent_reparents_the_span(store: Store, tmp_path: Pat
     assert spans(store)["work"]["parent_span_id"] == sid(3)
 
 
+def test_a_span_ended_twice_is_one_span_ending_at_its_last_end(store: Store, tmp_path: Path) -> None:
+    """A process span ended for an exec that failed, reopened, ended again at exit."""
+    run = write_run(tmp_path / "run-1", {"100-0000abcd.spans": header(100)
+        + start(sid(1), "", "process", "process", T0)
+        + end(sid(1), T0 + 3 * MS, attributes={"process.exit.code": 0})
+        + end(sid(1), T0 + 9 * MS, attributes={"process.exit.code": 5})})
+
+    store.load_run(run)
+
+    _, rows = store.sql("SELECT end_ns, attributes->>'process.exit.code' FROM spans")
+    assert rows == [(T0 + 9 * MS, "5")]
+
+
 def test_incomplete_spans_end_at_the_last_time_known_for_their_file(store: Store, tmp_path: Path) -> None:
     run = write_run(tmp_path / "run-1", {
         "100-0000abcd.spans": header(100) + start(sid(1), "", "process", "process", T0)
@@ -264,6 +277,18 @@ def test_the_root_process_gets_the_exit_code_of_run_json(store: Store, tmp_path:
 
     _, rows = store.sql("SELECT pid, attributes->>'process.exit.code' FROM spans WHERE name = 'process' ORDER BY pid")
     assert rows == [(100, "2"), (200, "4")]  # a code the child wrote itself is kept
+    assert store.runs()[0].exit_code == 2
+
+
+def test_run_json_exit_code_is_the_roots_only_when_the_root_is_cmd(store: Store, tmp_path: Path) -> None:
+    """CMD was a shell (pid 50): its Python child, the root process span here, keeps no code of CMD's."""
+    run = write_run(tmp_path / "run-1", process_tree(child_end=end(sid(3), T0 + 7 * MS)),
+                    run_json={"run_id": "run-1", "exit_code": 2, "pid": 50})
+
+    store.load_run(run)
+
+    _, rows = store.sql("SELECT pid, attributes->>'process.exit.code' FROM spans WHERE name = 'process' ORDER BY pid")
+    assert rows == [(100, None), (200, "3")]  # the child's from the subprocess span that saw it
     assert store.runs()[0].exit_code == 2
 
 
