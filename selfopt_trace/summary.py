@@ -1,14 +1,15 @@
 """The end-of-run summary: computed from the store with SQL, rendered with rich (or as JSON).
 
 `summarize(store, run_id)` returns a `RunSummary`; `render(summary, console)` prints it. The time
-by category is exclusive time on the top-level processes (CMD itself, or every traced process whose
-parent is not traced): each instant of the run's wall time goes to the deepest span active then, so
-overlapping children are never counted twice and the categories add up to the wall time.
+by category is the `breakdown` query's (queries/breakdown.sql: every instant of the traced
+processes counted once, across processes, HTTP calls and containers), plus the part of the run's
+wall time outside them (launching CMD, a non-Python parent, teardown after the last exit handler),
+so the summary and `selfopt-trace query breakdown` always agree and the categories add up to the
+wall time.
 """
 
 from __future__ import annotations
 
-import heapq
 import shlex
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -21,40 +22,14 @@ from rich.text import Text
 if TYPE_CHECKING:
     from .store import Store
 
-# Span category -> what the summary calls it, in display order. Categories not listed are own work
-# (a phase span's own time is the program's work, for instance).
-CATEGORY_LABELS = {
-    "startup": "start-up",
-    "import": "imports",
-    "subprocess": "subprocess wait",
-    "http": "HTTP",
-    "serialization": "serialization",
-    "parse": "parsing",
-    "container": "containers",
-}
 OWN_WORK = "own work"
-OUTSIDE = "untraced (launch, teardown)"  # no traced process running: spawn, interpreter teardown, non-Python parents
-LABEL_ORDER = [*CATEGORY_LABELS.values(), OWN_WORK, OUTSIDE]
+OUTSIDE = "untraced (launch, teardown)"  # the run's wall time outside the breakdown's: no traced process running
 SLOWEST = 10
 
 # A process is identified by its span file, pid and host: an agent file holds one process (a fork or
 # an exec'd interpreter opens its own); a collector file holds many, told apart by pid and host.
 _SAME_PROCESS = """s.source_file IS NOT DISTINCT FROM p.source_file AND s.pid IS NOT DISTINCT FROM p.pid
        AND (s.resource_attributes->>'host.name') IS NOT DISTINCT FROM (p.resource_attributes->>'host.name')"""
-
-# Every span of the top-level processes (CMD, or traced processes whose parent is not in the run),
-# clipped to the run's window, in start order.
-_TOP_PROCESS_SPANS_SQL = f"""
-WITH p AS (
-    SELECT source_file, pid, resource_attributes FROM spans c
-    WHERE c.run_id = $run_id AND c.name = 'process' AND c.category = 'process'
-      AND NOT EXISTS (SELECT 1 FROM spans x WHERE x.run_id = $run_id AND x.span_id = c.parent_span_id)
-)
-SELECT s.category, greatest(s.start_ns, $first) AS start_ns, least(s.end_ns, $last) AS end_ns
-FROM spans s SEMI JOIN p ON {_SAME_PROCESS}
-WHERE s.run_id = $run_id AND least(s.end_ns, $last) > greatest(s.start_ns, $first)
-ORDER BY start_ns
-"""
 
 # One row per traced process: its span, start-up (its interpreter.startup child), top-level import
 # time (imports not inside another import, in the same process) and exit.
@@ -199,33 +174,15 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
     return out
 
 
-def exclusive_time(intervals: Iterable[tuple[str | None, int, int]], window: tuple[int, int]) -> dict[str, int]:
-    """Each instant of `window` goes to the active interval that started last (the shorter one on a tie).
+def time_by_category(store: Store, run_id: str, wall_ns: int) -> dict[str, int]:
+    """The breakdown's wall time per category (ns), and OUTSIDE: the rest of the run's wall time."""
+    from .queries import run_query
 
-    Spans of one thread nest, so that is the deepest span; spans of several threads overlap, and the
-    instant goes to one of them, never to both. `intervals` are (category, start_ns, end_ns) sorted by
-    start and clipped to the window. Returns ns per label of LABEL_ORDER, adding up to the window's
-    length: time no interval covers is OUTSIDE.
-    """
-    first, last = window
-    totals = dict.fromkeys(LABEL_ORDER, 0)
-    active: list[tuple[int, int, str]] = []  # heap of (-start, end, label); ended entries dropped lazily
-    now = first
-    for category, start, end in (*intervals, (None, last, last)):  # the sentinel flushes the tail
-        while now < start:
-            while active and active[0][1] <= now:
-                heapq.heappop(active)
-            if not active:
-                totals[OUTSIDE] += start - now
-                now = start
-                break
-            _, top_end, label = active[0]
-            until = top_end if top_end < start else start
-            totals[label] += until - now
-            now = until
-        if end > start:
-            heapq.heappush(active, (-start, end, CATEGORY_LABELS.get(category or "", OWN_WORK)))
-    return totals
+    rows = run_query(store, "breakdown", {"run_id": run_id}).records()
+    by_category = {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
+    traced = sum(by_category.values())
+    by_category["untraced"] = by_category.get("untraced", 0) + max(0, wall_ns - traced)
+    return {(OUTSIDE if name == "untraced" else name): ns for name, ns in by_category.items()}
 
 
 def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> RunSummary:
@@ -235,8 +192,7 @@ def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> R
     _, totals = store.sql(_TOTALS_SQL, {"run_id": run_id})
     spans, incomplete, first_ns, last_ns, diagnostics = totals[0]
     window = (start_ns or first_ns or 0, end_ns or last_ns or 0)
-    _, intervals = store.sql(_TOP_PROCESS_SPANS_SQL, {"run_id": run_id, "first": window[0], "last": window[1]})
-    by_category = exclusive_time(intervals, window)
+    by_category = time_by_category(store, run_id, max(0, window[1] - window[0]))
     processes = process_rows(store, run_id)
     slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
     notes = [] if processes else ["no Python process was traced: CMD started none (or only with python -I / -E)"]
@@ -342,14 +298,13 @@ def _pct(part: int, whole: int) -> str:
 
 
 def _category_table(by_category: dict[str, int], wall: int) -> Table:
-    table = Table(title="Time by category (top-level process, exclusive)", title_justify="left",
+    table = Table(title="Time by category (the breakdown: each instant counted once, across processes)", title_justify="left",
                   show_header=False, box=None, padding=(0, 1))
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_column(justify="right")
     table.add_column()
-    for label in LABEL_ORDER:
-        ns = by_category.get(label, 0)
+    for label, ns in by_category.items():
         if ns == 0 and label not in (OWN_WORK,):
             continue
         bar = "█" * round(30 * ns / wall) if wall else ""
@@ -384,7 +339,8 @@ class GroupSummary:
         return int(statistics.median(run.wall_ns for run in self.runs))
 
     def median_by_category(self) -> dict[str, int]:
-        return {label: int(statistics.median(run.by_category.get(label, 0) for run in self.runs)) for label in LABEL_ORDER}
+        labels = dict.fromkeys(label for run in self.runs for label in run.by_category)
+        return {label: int(statistics.median(run.by_category.get(label, 0) for run in self.runs)) for label in labels}
 
     def to_json(self) -> dict[str, Any]:
         walls = [run.wall_ns for run in self.runs]

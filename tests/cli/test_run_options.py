@@ -69,9 +69,13 @@ def test_json_on_stdout_comes_after_the_commands_output(cli):
     summary = json.loads(rest)
     assert summary["exit_code"] == 0 and summary["processes"] == 1 and summary["traced"] is True
     assert summary["spans"] >= 2 and summary["incomplete_spans"] == 0
-    assert set(summary["time_by_category_ms"]) >= {"start-up", "own work"}
-    # the categories account for the wall time, to rounding
-    assert abs(sum(summary["time_by_category_ms"].values()) - summary["wall_ms"]) < 0.01
+    by_category = summary["time_by_category_ms"]
+    assert by_category["interpreter start-up"] > 0 and by_category["own work"] > 0
+    # the categories account for the wall time, to rounding, and are the breakdown query's
+    assert abs(sum(by_category.values()) - summary["wall_ms"]) < 0.01
+    breakdown = json.loads(cli("query", "breakdown", "--format", "json").stdout)
+    assert {row["category"]: row["wall_ms"] for row in breakdown if row["category"] not in ("total", "untraced")} == {
+        category: ms for category, ms in by_category.items() if category != "untraced (launch, teardown)"}
     [process] = summary["slowest_processes"]
     assert process["command"] == "python -c \"print('hello from the command')\""
     assert process["startup_ms"] > 0 and process["exit_code"] == 0

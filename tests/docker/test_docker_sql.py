@@ -33,7 +33,7 @@ def test_docker_breakdown_figures(traced, image, no_python_image, tmp_path):
         assert abs(row["total_ms"] - duration_ns / 1e6) < 0.002
     for row in containers[:2]:
         assert row["image"] == image and row["subcommand"] == "run" and row["detached"] is False
-        assert all(row[k] > 0 for k in ("engine_startup_ms", "interpreter_ms", "imports_ms", "work_ms", "teardown_ms"))
+        assert all(row[k] > 0 for k in ("engine_startup_ms", "interpreter_ms", "imports_ms", "work_ms", "teardown_ms")), row
         parts = sum(row[k] for k in ("engine_startup_ms", "interpreter_ms", "imports_ms", "work_ms", "teardown_ms"))
         assert abs(parts - row["total_ms"]) < 0.01
     untraced_row = containers[2]

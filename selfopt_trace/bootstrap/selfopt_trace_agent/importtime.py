@@ -13,6 +13,7 @@ from time import time_ns
 from . import lazy, spanfile, tracer
 
 _original = None
+_in_startup = True  # imports before the program's first line are part of interpreter.startup
 _AGENT = __name__.partition(".")[0]
 _threshold_ns = 1_000_000
 
@@ -28,11 +29,20 @@ def install(threshold_ns: int) -> None:
     bootstrap._find_and_load = _find_and_load
 
 
+def startup_over() -> None:
+    """The program's code runs: imports are spans from now on (before, they are interpreter start-up)."""
+    global _in_startup
+    _in_startup = False
+
+
 def _find_and_load(name, import_):
     t0 = time_ns()
     parent = tracer._current.get() or tracer._root
-    if parent is None:
-        return _original(name, import_)
+    if parent is None or _in_startup:
+        module = _original(name, import_)
+        if name in lazy._pending:
+            lazy.fire(name, module)
+        return module
     if name.startswith(_AGENT):  # a hook module loading on first use: the tracer's cost, not an import span
         module = _original(name, import_)
         tracer.add_overhead(time_ns() - t0)

@@ -19,6 +19,7 @@ _exit_attributes: dict = {}
 _reparent = ""  # a forkserver child learns its real parent span only after start-up
 # interpreter.startup until the program's own code starts: [start, bootstrap entered, agent ready]
 _startup: list | None = None
+_audit_hooked = False
 # Audit events CPython raises just before it runs the program (3.8+, Modules/main.c).
 _MAIN_STARTS = frozenset(("cpython.run_file", "cpython.run_module", "cpython.run_command",
                           "cpython.run_stdin", "cpython.run_interactivehook"))
@@ -49,8 +50,12 @@ def start(settings_: config.Settings) -> None:
     _install_sigterm()
     tracer.started_up()
     ready = time_ns()
-    if _startup is not None:
+    if _startup is None:
+        importtime.startup_over()
+    else:
         _startup[2] = ready
+        if not _audit_hooked:
+            _end_startup(ready)
     tracer.add_overhead(ready - entered)
 
 
@@ -146,12 +151,14 @@ def _await_main(start_ns: int, entered: int) -> None:
 
     The hook cannot be removed again, so it stays one set lookup per audit event.
     """
-    global _startup
+    global _startup, _audit_hooked
     _startup = [start_ns, entered, entered]
-    try:
-        sys.addaudithook(_on_audit)
-    except Exception:  # no audit hooks: start-up ends when the agent is ready
-        pass
+    if not _audit_hooked:
+        try:
+            sys.addaudithook(_on_audit)
+            _audit_hooked = True
+        except Exception:  # no audit hooks: start-up ends when the agent is ready
+            pass
 
 
 def _on_audit(event: str, args: tuple, _main_starts: frozenset = _MAIN_STARTS) -> None:
@@ -182,11 +189,14 @@ def _end_startup(end_ns: int) -> None:
     if pending is None:
         return
     try:
+        from . import importtime
+
+        importtime.startup_over()
         start_ns, entered, ready = pending
         tracer.record_complete("interpreter.startup", "startup", start_ns, max(end_ns, ready), {
             "python.startup.before_bootstrap_ns": entered - start_ns,
             "selfopt_trace.startup.agent_ns": ready - entered,
-        }, parent=tracer.root())
+        }, parent=tracer.root(), quiet=True)
     except Exception:
         pass
 

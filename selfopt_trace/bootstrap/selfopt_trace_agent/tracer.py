@@ -207,15 +207,21 @@ def _format(span: Span) -> str:
 
 def record_complete(name: str, category: str, start_ns: int, end_ns: int, attributes: dict | None = None,
                     parent: Span | None = None, kind: str = INTERNAL, status: str = UNSET,
-                    span_id: str = "") -> str:
-    """Record a span that already ended (written once, as an X record). Returns its span id."""
+                    span_id: str = "", quiet: bool = False) -> str:
+    """Record a span that already ended (written once, as an X record). Returns its span id.
+
+    `quiet`: only buffer it; the next record flushes or starts the flusher (for moments whose
+    timing is measured, like the end of start-up).
+    """
     if parent is None:
         parent = _current.get() or _root
     parent_id, trace_id = _parent_ids(parent)
     span = Span(span_id or new_span_id(), parent, parent_id, trace_id, name, kind, category, start_ns, attributes)
     span.status, span.end_ns = status, end_ns
     _buffer.append(span)
-    if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
+    if quiet:
+        pass
+    elif end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
         flush(blocking=False)
     elif not _flusher_started:
         _start_flusher()

@@ -2,8 +2,9 @@
 
     python server.py SLEEP_MS TRUTH_FILE
 
-Prints its port, serves until its stdin closes. Each request appends its truth (what the handler
-measured itself) to TRUTH_FILE as a JSON line.
+Prints its port, serves until its stdin closes. Each request appends its truth (what the server
+measured itself, from starting to read the request's headers to having answered it: the extent a
+SERVER span claims) to TRUTH_FILE as a JSON line.
 """
 
 import http.server
@@ -18,8 +19,19 @@ lock = threading.Lock()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    def handle_one_request(self):
+        self.truth_start = None
+        super().handle_one_request()
+        end = time.time_ns()
+        if self.truth_start is not None:
+            with lock, open(TRUTH, "a") as truth:
+                truth.write(json.dumps({"path": self.path, "start": self.truth_start, "end": end}) + "\n")
+
+    def parse_request(self):
+        self.truth_start = time.time_ns()
+        return super().parse_request()
+
     def do_POST(self):
-        start = time.time_ns()
         body = self.rfile.read(int(self.headers["Content-Length"]))
         time.sleep(SLEEP_S)
         answer = json.dumps({"path": self.path, "got": len(body), "pad": "y" * 300}).encode()
@@ -29,9 +41,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(answer)
         self.wfile.flush()
-        end = time.time_ns()
-        with lock, open(TRUTH, "a") as truth:
-            truth.write(json.dumps({"path": self.path, "start": start, "end": end}) + "\n")
 
     def log_message(self, *args):
         pass
