@@ -102,8 +102,13 @@ def end_line(span_id: str, end_ns: int, status: str, attributes: str, parent_id:
     return "E\t%s\t%s\t\t\t\t\t\t%d\t%s\t%s\t.\n" % (span_id, parent_id, end_ns, status, attributes)
 
 
+# The X record's fields in order: span_id, parent_id, trace_id, name, kind, category, start_ns,
+# end_ns, status, attributes (the tracer formats its buffered spans with it directly: the hot path).
+COMPLETE_FORMAT = "X\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t.\n"
+
+
 def complete_line(span_id: str, parent_id: str, trace_id: str, name: str, kind: str, category: str, start_ns: int, end_ns: int, status: str, attributes: str) -> str:
-    return "X\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t.\n" % (span_id, parent_id, trace_id, name, kind, category, start_ns, end_ns, status, attributes)
+    return COMPLETE_FORMAT % (span_id, parent_id, trace_id, name, kind, category, start_ns, end_ns, status, attributes)
 
 
 def tick_line(now_ns: int) -> str:

@@ -17,6 +17,7 @@ from time import time_ns
 from . import spanfile
 
 FLUSH_INTERVAL_NS = 100_000_000
+_COMPLETE_FORMAT, _encode = spanfile.COMPLETE_FORMAT, spanfile.encode
 INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
 UNSET, OK, ERROR = "UNSET", "OK", "ERROR"
 
@@ -198,9 +199,8 @@ def _format(span: Span) -> str:
         if span.end_attributes:
             attributes = dict(attributes or ())
             attributes.update(span.end_attributes)
-        return spanfile.complete_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
-                                      span.category, span.start_ns, span.end_ns, span.status,
-                                      spanfile.encode(attributes))
+        return _COMPLETE_FORMAT % (span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
+                                   span.category, span.start_ns, span.end_ns, span.status, _encode(attributes))
     return spanfile.start_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
                                span.category, span.start_ns, spanfile.encode(span.attributes))
 
