@@ -219,12 +219,11 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
     span = Span(span_id or new_span_id(), parent, parent_id, trace_id, name, kind, category, start_ns, attributes)
     span.status, span.end_ns = status, end_ns
     _buffer.append(span)
-    if quiet:
-        pass
-    elif end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
-        flush(blocking=False)
-    elif not _flusher_started:
-        _start_flusher()
+    if not quiet:
+        if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
+            flush(blocking=False)
+        elif not _flusher_started:
+            _start_flusher()
     return span.span_id
 
 
