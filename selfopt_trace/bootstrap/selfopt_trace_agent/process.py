@@ -341,7 +341,9 @@ def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
     if root is None or root.end_ns:
         tracer.flush(blocking)
         return
-    if _startup is not None:  # the program never ran (embedded interpreter, exit in sitecustomize)
+    if _startup is not None:  # the program never ran (embedded, an exit in a sitecustomize, a syntax error)
+        if sys.getprofile() is _on_first_frame:
+            sys.setprofile(None)
         _end_startup(_startup[2])
     attributes = dict(_exit_attributes)
     if _exit_code is not None:
