@@ -82,6 +82,12 @@ class Store:
             raise QueryError(str(exc)) from exc
         return [column[0] for column in cursor.description or ()], rows
 
+    def query(self, name: str, params: dict[str, Any] | None = None, extra_dirs: Sequence[Path | str] = ()):
+        """Run a named query (queries/NAME.sql, or one of `extra_dirs`); returns a `queries.QueryResult`."""
+        from selfopt_trace.queries import run_query  # queries build on the store, not the reverse
+
+        return run_query(self, name, params, extra_dirs)
+
     def close(self) -> None:
         self._con.close()
 

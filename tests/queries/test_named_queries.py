@@ -39,6 +39,14 @@ def test_subprocess_splits_each_childs_time(traced_store) -> None:
     assert parts == pytest.approx(child["total_ms"], abs=0.01)
 
 
+def test_the_store_runs_named_queries_itself(traced_store, tmp_path) -> None:
+    assert traced_store.query("breakdown", {"run_id": "q1"}).records() == records(traced_store, "breakdown")
+    (tmp_path / "process_count.sql").write_text(
+        "-- How many processes the run has.\n-- Parameters:\n--   run_id  the run\n"
+        "SELECT count(*) AS processes FROM spans WHERE run_id = $run_id AND name = 'process'\n")
+    assert traced_store.query("process_count", {"run_id": "q1"}, [tmp_path]).records() == [{"processes": 3}]
+
+
 def test_imports_counts_a_module_once_per_process(traced_store) -> None:
     rows = {r["module"]: r for r in records(traced_store, "imports", limit=200)}
     assert rows["slowmod"]["imports"] == 2
