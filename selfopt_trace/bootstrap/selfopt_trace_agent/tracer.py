@@ -17,6 +17,9 @@ from time import time_ns
 from . import spanfile
 
 FLUSH_INTERVAL_NS = 100_000_000
+# ...or when this many records wait: buffered spans then never live long enough for the garbage
+# collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
+FLUSH_RECORDS = 1000
 _COMPLETE_FORMAT, _encode = spanfile.COMPLETE_FORMAT, spanfile.encode
 INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
 UNSET, OK, ERROR = "UNSET", "OK", "ERROR"
@@ -162,7 +165,7 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     parent_id, trace_id = _parent_ids(parent)
     span = Span(new_span_id(), parent, parent_id, trace_id, name, kind, category, now, attributes)
     _buffer.append(span)
-    if now - _last_flush_ns > FLUSH_INTERVAL_NS:
+    if now - _last_flush_ns > FLUSH_INTERVAL_NS or len(_buffer) > FLUSH_RECORDS:
         flush(blocking=False)
     elif not _flusher_started:
         _start_flusher()
@@ -220,7 +223,7 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
     span.status, span.end_ns = status, end_ns
     _buffer.append(span)
     if not quiet:
-        if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS:
+        if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS or len(_buffer) > FLUSH_RECORDS:
             flush(blocking=False)
         elif not _flusher_started:
             _start_flusher()
