@@ -3,9 +3,10 @@
 Each side records N spans (start + end, one attribute, nested under a parent) and we take the
 median over rounds of the per-span time, flushing/exporting included: the agent writes its
 span file; the SDK uses a BatchSpanProcessor with an exporter that drops spans (its cheapest
-realistic setup). Run in a fresh interpreter so the agent is set up as in a traced process.
+realistic setup). Each side runs in fresh interpreters (the agent set up as in a traced
+process), the two sides alternating --repeat times so that a busy minute hits both.
 
-    python benchmarks/bench_span.py [--spans 50000] [--rounds 7]
+    python benchmarks/bench_span.py [--spans 50000] [--rounds 7] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -63,25 +64,33 @@ print(json.dumps(per_span))
 """
 
 
-def measure(code: str, env: dict, spans: int, rounds: int) -> float:
+def measure(code: str, env: dict, spans: int, rounds: int) -> list:
+    """Per-span ns of each round, in a fresh interpreter."""
     out = subprocess.run([sys.executable, "-c", code, str(spans), str(rounds)], env=env, check=True,
                          capture_output=True, text=True).stdout
-    return statistics.median(json.loads(out.strip().splitlines()[-1]))
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3, help="interpreters per side, alternating")
     args = parser.parse_args()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "PYTHONPATH"}
+    agent: list = []
+    otel: list = []
     with tempfile.TemporaryDirectory() as tmp:
         traced = dict(base, SELFOPT_TRACE_DIR=str(Path(tmp) / "run"), PYTHONPATH=str(BOOTSTRAP))
-        agent_ns = measure(AGENT, traced, args.spans, args.rounds)
+        for _ in range(args.repeat):
+            agent += measure(AGENT, traced, args.spans, args.rounds)
+            otel += measure(OTEL, base, args.spans, args.rounds)
         size = sum(p.stat().st_size for p in (Path(tmp) / "run" / "spans").glob("*.spans"))
-    otel_ns = measure(OTEL, base, args.spans, args.rounds)
-    print(f"spans per round: {args.spans}, rounds: {args.rounds} (median per span, export included)")
-    print(f"selfopt-trace agent      {agent_ns / 1000:6.2f} us/span   ({size / (args.spans * args.rounds):.0f} bytes/span on disk)")
+    agent_ns, otel_ns = statistics.median(agent), statistics.median(otel)
+    spans = args.spans * args.rounds * args.repeat
+    print(f"spans per round: {args.spans}, rounds: {args.rounds} x {args.repeat} interpreters per side "
+          "(median per span, export included)")
+    print(f"selfopt-trace agent      {agent_ns / 1000:6.2f} us/span   ({size / spans:.0f} bytes/span on disk)")
     print(f"OpenTelemetry SDK        {otel_ns / 1000:6.2f} us/span")
     print(f"ratio agent / SDK        {agent_ns / otel_ns:6.3f}")
 
