@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
-FIRST_LINE = "import time; FIRST = time.time_ns()\nprint(FIRST)\n"
+# The program also reports whether a profile function is set: the agent's must be gone by then.
+FIRST_LINE = "import time; FIRST = time.time_ns()\nimport sys\nprint(FIRST, sys.getprofile())\n"
 
 
 def startup_and_first_line(traced, args: list[str], **kwargs) -> tuple:
     done = traced.run(args, **kwargs)
     assert done.returncode == 0, done.stderr.decode()
-    first = int(done.stdout.split()[0])
+    first, profile = done.stdout.split()
+    assert profile == b"None"
+    first = int(first)
     (startup,) = traced.spans().named("interpreter.startup")
     return startup, first
 
@@ -31,11 +34,16 @@ def test_startup_ends_where_the_program_starts(traced, tmp_path: Path, how: str)
     assert 0 <= first - startup.end_ns < 2_000_000
 
 
-def test_startup_of_a_module_ends_before_runpy_finds_it(traced, tmp_path: Path) -> None:
-    (tmp_path / "first_line_module.py").write_text(FIRST_LINE)
-    startup, first = startup_and_first_line(traced, [sys.executable, "-m", "first_line_module"], cwd=tmp_path)
-    # -m: start-up ends as CPython hands over to runpy; finding and loading the module is import time
-    assert startup.end_ns <= first
+def test_startup_of_a_module_ends_before_runpy_imports_its_package(traced, tmp_path: Path) -> None:
+    package = tmp_path / "slowpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import time\ntime.sleep(0.03)\n")
+    (package / "__main__.py").write_text(FIRST_LINE)
+    startup, first = startup_and_first_line(traced, [sys.executable, "-m", "slowpkg"], cwd=tmp_path)
+    # -m: start-up ends as CPython hands over to runpy; importing the package is import time
+    (package_import,) = traced.spans().named("import slowpkg")
+    assert startup.end_ns <= package_import.start_ns and package_import.end_ns <= first
+    assert package_import.duration_ms >= 30
     assert startup.end_ns - startup.start_ns >= startup.attributes["python.startup.before_bootstrap_ns"]
 
 

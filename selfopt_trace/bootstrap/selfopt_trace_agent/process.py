@@ -19,10 +19,7 @@ _exit_attributes: dict = {}
 _reparent = ""  # a forkserver child learns its real parent span only after start-up
 # interpreter.startup until the program's own code starts: [start, bootstrap entered, agent ready]
 _startup: list | None = None
-_audit_hooked = False
-# Audit events CPython raises just before it runs the program (3.8+, Modules/main.c).
-_MAIN_STARTS = frozenset(("cpython.run_file", "cpython.run_module", "cpython.run_command",
-                          "cpython.run_stdin", "cpython.run_interactivehook"))
+_main_kind = ""  # what the command line runs: "script", "command" (-c), "module" (-m), or "" (other)
 
 
 def settings() -> config.Settings | None:
@@ -54,9 +51,8 @@ def start(settings_: config.Settings) -> None:
         importtime.startup_over()
     else:
         _startup[2] = ready
-        if not _audit_hooked:
-            _end_startup(ready)
-    tracer.add_overhead(ready - entered)
+        _watch_for_main(lazy)
+    tracer.add_overhead(time_ns() - entered)
 
 
 # os functions that start, replace, end or reap processes; wrapped in hooks/os_.py.
@@ -147,43 +143,69 @@ def _begin(start_ns: int, entered: int, source: str, trace_id: str, remote_paren
 
 
 def _await_main(start_ns: int, entered: int) -> None:
-    """interpreter.startup ends when the program's code starts, which an audit event announces.
-
-    The hook cannot be removed again, so it stays one set lookup per audit event.
-    """
-    global _startup, _audit_hooked
+    """interpreter.startup runs until the program's first line; what that is, the command line says."""
+    global _startup, _main_kind
     _startup = [start_ns, entered, entered]
-    if not _audit_hooked:
-        try:
-            sys.addaudithook(_on_audit)
-            _audit_hooked = True
-        except Exception:  # no audit hooks: start-up ends when the agent is ready
-            pass
+    _main_kind = _kind_of_main(getattr(sys, "orig_argv", None) or [])
 
 
-def _on_audit(event: str, args: tuple, _main_starts: frozenset = _MAIN_STARTS) -> None:
-    if event in _main_starts and _startup is not None:
-        now = time_ns()
-        try:
-            # A script or -c string is read and compiled in C before its first line runs: a profile
-            # function, called for no other Python frame until then, sees that first line start.
-            if event in ("cpython.run_file", "cpython.run_command") and sys.getprofile() is None:
-                sys.setprofile(_on_first_frame)
-                return
-        except Exception:
-            pass
-        _end_startup(now)
+def _kind_of_main(argv: list) -> str:
+    """How CPython was asked to run the program (its option parser's rules, as far as they matter)."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-" or not arg.startswith("-"):
+            return "script" if arg != "-" else ""
+        if arg.startswith("--"):
+            if arg == "--check-hash-based-pycs":
+                next(args, None)
+            continue
+        for i, letter in enumerate(arg[1:], 1):
+            if letter in "cm":
+                return "command" if letter == "c" else "module"
+            if letter in "WX":
+                if i == len(arg) - 1:
+                    next(args, None)
+                break
+    return ""
 
 
-def _on_first_frame(frame, event: str, arg) -> None:
-    if event == "call" and frame.f_code.co_name == "<module>":  # not __main__'s loader set-up
+def _watch_for_main(lazy) -> None:
+    """Once the agent is ready: a profile function that sees the program's first frame, then goes.
+
+    A script or a -c string: the first frame of module `__main__`. With -m, runpy's
+    `_run_module_as_main`, armed only once runpy is imported (CPython calls it right after), so
+    the profile function never sees the imports of the module's packages. Otherwise (stdin, an
+    interactive session, Python < 3.10 without sys.orig_argv), start-up ends now.
+    """
+    try:
+        if _main_kind == "module":
+            lazy.when_imported("runpy", _profile_until_main)
+        elif _main_kind:
+            _profile_until_main(None)
+        else:
+            _end_startup(time_ns())
+    except Exception:
+        _end_startup(time_ns())
+
+
+def _profile_until_main(_module) -> None:
+    if sys.getprofile() is None:
+        sys.setprofile(_on_frame)
+
+
+def _on_frame(frame, event: str, arg) -> None:
+    if event != "call":
+        return
+    code = frame.f_code
+    if (code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__") or (
+            code.co_name == "_run_module_as_main"):
         now = time_ns()
         sys.setprofile(None)
         _end_startup(now)
 
 
 def _end_startup(end_ns: int) -> None:
-    """Record interpreter.startup; never raises (an exception here would abort CPython's operation)."""
+    """Record interpreter.startup; never raises (it runs inside a profile function)."""
     global _startup
     pending, _startup = _startup, None
     if pending is None:
@@ -342,7 +364,7 @@ def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
         tracer.flush(blocking)
         return
     if _startup is not None:  # the program never ran (embedded, an exit in a sitecustomize, a syntax error)
-        if sys.getprofile() is _on_first_frame:
+        if sys.getprofile() is _on_frame:
             sys.setprofile(None)
         _end_startup(_startup[2])
     attributes = dict(_exit_attributes)
