@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .queries import run_query
+
 if TYPE_CHECKING:
     from .store import Store
 
@@ -176,8 +178,6 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
 
 def time_by_category(store: Store, run_id: str, wall_ns: int) -> dict[str, int]:
     """The breakdown's wall time per category (ns), and OUTSIDE: the rest of the run's wall time."""
-    from .queries import run_query
-
     rows = run_query(store, "breakdown", {"run_id": run_id}).records()
     by_category = {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
     traced = sum(by_category.values())
