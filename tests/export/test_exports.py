@@ -34,7 +34,7 @@ def test_otlp_json_lines_read_back_give_the_same_spans(traced_store, tmp_path: P
     path = tmp_path / "spans.jsonl"
     write_export(spans, "otlp-json", path)
     back = {span.span_id: span for span in read_otlp_json_lines(path)}
-    assert len(back) == len(spans) > 50
+    assert len(back) == len(spans) > 30  # three processes, every category below
     for span in spans:
         for name in FIELDS:
             assert getattr(back[span.span_id], name) == getattr(span, name), (span.name, name)
