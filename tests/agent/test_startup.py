@@ -31,7 +31,7 @@ def test_startup_ends_where_the_program_starts(traced, tmp_path: Path, how: str)
     # after the agent was ready, and right before the first line (reading and compiling the script is start-up)
     assert startup.end_ns - startup.start_ns >= attributes["python.startup.before_bootstrap_ns"] + attributes[
         "selfopt_trace.startup.agent_ns"]
-    assert 0 <= first - startup.end_ns < 2_000_000
+    assert 0 <= first - startup.end_ns < 5_000_000  # microseconds; a loaded machine may preempt in between
 
 
 def test_startup_of_a_module_ends_before_runpy_imports_its_package(traced, tmp_path: Path) -> None:
