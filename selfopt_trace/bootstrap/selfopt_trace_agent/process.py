@@ -51,7 +51,7 @@ def start(settings_: config.Settings) -> None:
         importtime.startup_over()
     else:
         _startup[2] = ready
-        _watch_for_main(lazy)
+        _watch_for_main()
     tracer.add_overhead(time_ns() - entered)
 
 
@@ -169,7 +169,7 @@ def _kind_of_main(argv: list) -> str:
     return ""
 
 
-def _watch_for_main(lazy) -> None:
+def _watch_for_main() -> None:
     """Once the agent is ready: a profile function that sees the program's first frame, then goes.
 
     A script or a -c string: the first frame of module `__main__`. With -m, runpy's
@@ -179,6 +179,8 @@ def _watch_for_main(lazy) -> None:
     """
     try:
         if _main_kind == "module":
+            from . import lazy
+
             lazy.when_imported("runpy", _profile_until_main)
         elif _main_kind:
             _profile_until_main(None)
@@ -219,8 +221,8 @@ def _end_startup(end_ns: int) -> None:
             "python.startup.before_bootstrap_ns": entered - start_ns,
             "selfopt_trace.startup.agent_ns": ready - entered,
         }, parent=tracer.root(), quiet=True)
-    except Exception:
-        pass
+    except Exception as exc:
+        tracer.exception_diagnostic("startup_span_failed", exc)
 
 
 def _incoming_context(traceparent: str) -> tuple:

@@ -16,7 +16,6 @@ import os
 
 from .. import config, lazy, redact, tracer
 
-ENV_TARGETS = config.ENV_TARGETS
 CATEGORY = "phase"
 MARK = "__selfopt_trace_target__"  # not timed.MARK: a target may wrap a function a hook already measures
 _CO_COROUTINE, _CO_GENERATOR, _CO_ASYNC_GENERATOR = 0x80, 0x20, 0x200
@@ -32,7 +31,7 @@ def install(target: str, module) -> None:
 
 def install_user_targets() -> None:
     """At start-up, only when SELFOPT_TRACE_TARGETS is set."""
-    register([(module, qualname, qualname, None) for module, qualname in parse(os.environ.get(ENV_TARGETS, ""))])
+    register([(module, qualname, qualname, None) for module, qualname in parse(os.environ.get(config.ENV_TARGETS, ""))])
 
 
 def parse(text: str) -> list:

@@ -22,7 +22,6 @@ from time import time_ns
 
 from .. import config, tracer
 
-ENV_SMALL_NS = config.ENV_SMALL_NS
 DEFAULT_SMALL_NS = 100_000
 MARK = "__selfopt_trace__"
 
@@ -46,10 +45,10 @@ def small_ns() -> int:
     global _small_ns
     if _small_ns < 0:
         try:
-            _small_ns = max(0, int(float(os.environ.get(ENV_SMALL_NS) or DEFAULT_SMALL_NS)))
+            _small_ns = max(0, int(float(os.environ.get(config.ENV_SMALL_NS) or DEFAULT_SMALL_NS)))
         except ValueError:
             _small_ns = DEFAULT_SMALL_NS
-            tracer.diagnostic("bad_setting", "%s is not a number of nanoseconds" % ENV_SMALL_NS)
+            tracer.diagnostic("bad_setting", "%s is not a number of nanoseconds" % config.ENV_SMALL_NS)
     return _small_ns
 
 
