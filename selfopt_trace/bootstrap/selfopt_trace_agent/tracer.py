@@ -20,7 +20,7 @@ FLUSH_INTERVAL_NS = 100_000_000
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
 # collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
 FLUSH_RECORDS = 1000
-_COMPLETE_FORMAT, _encode = spanfile.COMPLETE_FORMAT, spanfile.encode
+_encode = spanfile.encode
 INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
 UNSET, OK, ERROR = "UNSET", "OK", "ERROR"
 
@@ -60,11 +60,12 @@ class Span:
         return "00-%s-%s-01" % (self.trace_id, self.span_id)
 
 
+_new = object.__new__  # a Span without its __init__ call: start_span sets every field
 _current: ContextVar = ContextVar("selfopt_trace_current_span", default=None)
 
 # Per-process state, reset after fork.
 _buffer: list = []
-_last_flush_ns = 0
+_flush_due_ns = 0  # when the next flush is due (a deadline: the hot path compares, never subtracts)
 _fd: int | None = None
 _path = ""
 _header = ""
@@ -78,7 +79,6 @@ _trace_id = ""
 _remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
 _flush_lock = allocate_lock()  # the flusher thread and the program's threads take from one buffer
 _ids = count(1)
-_id_prefix = "00000000"
 
 
 def set_root(span: Span | None, trace_id: str, remote_parent_id: str) -> None:
@@ -95,18 +95,16 @@ def configure(spans_dir: str, header: str) -> None:
 
     The flusher counts as started until start-up is over: start-up flushes by itself.
     """
-    global _spans_dir, _header, _fd, _path, _id_prefix, _ids, _enabled, _last_flush_ns, _flusher_started
+    global _spans_dir, _header, _fd, _path, _ids, _enabled, _flush_due_ns, _flusher_started
     _spans_dir = spans_dir
     _header = header
     _fd = None
     _path = ""
-    # Span ids: a random 32-bit prefix per process and a counter from a random start, so two
-    # processes collide only if both halves do.
-    seed = os.urandom(8)
-    _id_prefix = seed[:4].hex()
-    _ids = count(int.from_bytes(seed[4:], "big"))
+    # Span ids: a counter from a random 63-bit start, so two processes collide only if their
+    # ranges overlap (~2^-31 for a pair that each record 2^32 spans), at the cost of one format.
+    _ids = count(int.from_bytes(os.urandom(8), "big") >> 1 | 1)
     del _buffer[:]
-    _last_flush_ns = time_ns()
+    _flush_due_ns = time_ns() + FLUSH_INTERVAL_NS
     _flusher_started = True
     _enabled = True
 
@@ -119,7 +117,7 @@ def started_up() -> None:
 
 
 def new_span_id() -> str:
-    return "%s%08x" % (_id_prefix, next(_ids) & 0xFFFFFFFF)
+    return "%016x" % next(_ids)
 
 
 def new_trace_id() -> str:
@@ -162,10 +160,34 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     if parent is None:
         parent = _current.get() or _root
     now = start_ns or time_ns()
-    parent_id, trace_id = _parent_ids(parent)
-    span = Span(new_span_id(), parent, parent_id, trace_id, name, kind, category, now, attributes)
+    if parent is None:
+        parent_id, trace_id = _remote_parent_id, _trace_id
+    else:  # _parent_ids, inlined: the hot path
+        if parent.deferred:
+            _mark_kept(parent)
+        parent_id, trace_id = parent.span_id, parent.trace_id
+    # Span(...) inlined, field for field as Span.__init__ sets them: the constructor's call is 5 %
+    # of a span's cost (tests/agent/test_tracer.py checks the two stay in step).
+    span = _new(Span)
+    span.span_id = "%016x" % next(_ids)
+    span.parent = parent
+    span.parent_id = parent_id
+    span.trace_id = trace_id
+    span.name = name
+    span.kind = kind
+    span.category = category
+    span.start_ns = now
+    span.end_ns = 0
+    span.attributes = attributes
+    span.deferred = False
+    span.keep = False
+    span.sums = None
+    span.child_ns = 0
+    span.status = UNSET
+    span.end_attributes = None
+    span.written = False
     _buffer.append(span)
-    if now - _last_flush_ns > FLUSH_INTERVAL_NS or len(_buffer) > FLUSH_RECORDS:
+    if now > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
         flush(blocking=False)
     elif not _flusher_started:
         _start_flusher()
@@ -188,7 +210,7 @@ def end_span(span: Span, status: str = UNSET, attributes: dict | None = None, en
     span.end_ns = now = end_ns or time_ns()
     if span.written:
         _buffer.append(spanfile.end_line(span.span_id, now, status, spanfile.encode(attributes), reparent))
-    if now - _last_flush_ns > FLUSH_INTERVAL_NS:
+    if now > _flush_due_ns:
         flush(blocking=False)
     elif not _flusher_started:
         _start_flusher()
@@ -202,8 +224,8 @@ def _format(span: Span) -> str:
         if span.end_attributes:
             attributes = dict(attributes or ())
             attributes.update(span.end_attributes)
-        return _COMPLETE_FORMAT % (span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
-                                   span.category, span.start_ns, span.end_ns, span.status, _encode(attributes))
+        return spanfile.complete_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
+                                      span.category, span.start_ns, span.end_ns, span.status, _encode(attributes))
     return spanfile.start_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
                                span.category, span.start_ns, spanfile.encode(span.attributes))
 
@@ -223,7 +245,7 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
     span.status, span.end_ns = status, end_ns
     _buffer.append(span)
     if not quiet:
-        if end_ns - _last_flush_ns > FLUSH_INTERVAL_NS or len(_buffer) > FLUSH_RECORDS:
+        if end_ns > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
             flush(blocking=False)
         elif not _flusher_started:
             _start_flusher()
@@ -295,18 +317,29 @@ def flush(blocking: bool = True) -> None:
 
 
 def _flush_locked() -> None:
-    global _last_flush_ns, _fd, _enabled
+    global _flush_due_ns, _fd, _enabled
     if not _enabled:
         del _buffer[:]
         return
     now = time_ns()
-    _last_flush_ns = now
+    _flush_due_ns = now + FLUSH_INTERVAL_NS
     t0 = now
     try:
         n = len(_buffer)
         taken = _buffer[:n]
         del _buffer[:n]
-        data = "".join([item if type(item) is str else _format(item) for item in taken]) + spanfile.tick_line(now)
+        lines = []
+        add = lines.append
+        for item in taken:
+            if type(item) is str:
+                add(item)
+            elif item.end_ns and not item.end_attributes:  # _format's common case: spanfile.complete_line inlined
+                add(f"X\t{item.span_id}\t{item.parent_id}\t{item.trace_id}\t{item.name}\t{item.kind}\t"
+                    f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{_encode(item.attributes)}\t.\n")
+            else:
+                add(_format(item))
+        add(spanfile.tick_line(now))
+        data = "".join(lines)
         if _fd is None:
             _fd = _open_span_file()
             data = _header + data
@@ -353,12 +386,12 @@ def _flusher_loop(pid: int) -> None:
     from time import sleep
 
     while _enabled and os.getpid() == pid and not sys.is_finalizing():
-        due = _last_flush_ns + FLUSH_INTERVAL_NS - time_ns()
+        due = _flush_due_ns - time_ns()
         if due > 0:
             sleep(due / 1e9)
         elif _flush_lock.acquire(False):  # never wait on a program thread that is flushing
             try:
-                if time_ns() - _last_flush_ns >= FLUSH_INTERVAL_NS:
+                if time_ns() >= _flush_due_ns:
                     _flush_locked()
             finally:
                 _flush_lock.release()

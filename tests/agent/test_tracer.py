@@ -1,0 +1,56 @@
+"""The tracer's hot path: what it inlines must stay equal to what it stands for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile, tracer
+
+
+@pytest.fixture()
+def configured(tmp_path: Path):
+    tracer.configure(str(tmp_path / "spans"), "")  # the flusher counts as started: no thread in pytest
+    root = tracer.Span(tracer.new_span_id(), None, "", "ab" * 16, "process", tracer.INTERNAL, "process", 1, None)
+    tracer.set_root(root, root.trace_id, "")
+    yield tmp_path / "spans"
+    tracer.set_root(None, "", "")
+    tracer.flush()
+
+
+def test_start_span_sets_every_field_as_the_constructor_does(configured: Path) -> None:
+    attributes = {"code.function": "work"}
+    span = tracer.start_span("work", "other", attributes=attributes)
+    built = tracer.Span(span.span_id, span.parent, span.parent_id, span.trace_id, "work", tracer.INTERNAL,
+                        "other", span.start_ns, attributes)
+    assert {name: getattr(span, name) for name in tracer.Span.__slots__} == \
+           {name: getattr(built, name) for name in tracer.Span.__slots__}
+    assert span.parent is tracer.root() and span.parent_id == tracer.root().span_id
+
+
+def test_span_ids_are_sixteen_hex_digits_and_unique(configured: Path) -> None:
+    ids = [tracer.start_span("s", "other").span_id for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(span_id) == 16 and int(span_id, 16) != 0 for span_id in ids)
+
+
+def test_an_ended_span_is_written_as_the_format_defines_a_complete_record(configured: Path) -> None:
+    span = tracer.start_span("work", "other", attributes={"code.function": "work"})
+    tracer.end_span(span, tracer.OK)
+    tracer.flush()
+    lines = [line for path in configured.iterdir() for line in path.read_text().splitlines(keepends=True)]
+    assert [line for line in lines if span.span_id in line] == [spanfile.complete_line(
+        span.span_id, tracer.root().span_id, tracer.root().trace_id, "work", tracer.INTERNAL, "other",
+        span.start_ns, span.end_ns, tracer.OK, '{"code.function":"work"}')]
+
+
+@pytest.mark.parametrize("value", ["work", 'a "quoted" name', "back\\slash", "tab\there", "new\nline",
+                                   "bell\x07", "caf\u00e9", "\u2028", "\U0001F600", "", 7, -1.5, True, None,
+                                   [1, "x"], {"nested": "dict"}])
+def test_one_attribute_encodes_as_json_whatever_it_holds(value: object) -> None:
+    text = spanfile.encode({"key": value})
+    assert json.loads(text) == {"key": value}
+    assert "\t" not in text and "\n" not in text
+    assert spanfile.encode({"key": value, "other": 1}) == text[:-1] + ',"other":1}'  # the general path agrees
