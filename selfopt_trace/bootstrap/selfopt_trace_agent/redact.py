@@ -105,6 +105,8 @@ def _argument(arg: str) -> str:
 
 def url(value: str) -> str:
     """A URL without user:password@ and without the values of secret query parameters."""
+    if "@" not in value and "?" not in value:  # nothing to redact (every HTTP request passes here)
+        return value
     scheme, sep, rest = value.partition("://")
     if not sep:
         return value

@@ -57,7 +57,7 @@ class Span:
         self.written = False  # its S record is on disk: its end needs an E record
 
     def traceparent(self) -> str:
-        return "00-%s-%s-01" % (self.trace_id, self.span_id)
+        return f"00-{self.trace_id}-{self.span_id}-01"
 
 
 _new = object.__new__  # a Span without its __init__ call: start_span sets every field
@@ -124,8 +124,7 @@ def new_trace_id() -> str:
     return os.urandom(16).hex()
 
 
-def current() -> Span | None:
-    return _current.get()
+current = _current.get  # the current span, or None
 
 
 def activate(span: Span | None):

@@ -99,18 +99,15 @@ class ClientRequest:
     def connect_started(self, now: int) -> None:
         self.connects += 1
         self.dns_ns = 0
-        span = self.span
-        self.connecting = tracer.Span(tracer.new_span_id(), span, span.span_id, span.trace_id, "connect",
-                                      tracer.INTERNAL, CATEGORY, now, None)
+        self.connecting = tracer.start_span("connect", CATEGORY, tracer.INTERNAL, None, self.span, now)
 
     def connect_ended(self, now: int, failed: bool = False) -> None:
         connecting, self.connecting = self.connecting, None
         if connecting is None:
             return
         self.connect_end_ns = 0 if failed else now
-        tracer.record_complete("connect", CATEGORY, connecting.start_ns, now, {DNS: self.dns_ns} if self.dns_ns else None,
-                               parent=self.span, status=tracer.ERROR if failed else tracer.UNSET,
-                               span_id=connecting.span_id)
+        tracer.end_span(connecting, tracer.ERROR if failed else tracer.UNSET, {DNS: self.dns_ns} if self.dns_ns else None,
+                        now)
 
     def tls_ended(self, now: int, failed: bool = False) -> None:
         start, self.connect_end_ns = self.connect_end_ns, 0
@@ -128,7 +125,8 @@ class ClientRequest:
                 _client.reset(tokens[0])
             except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
                 pass
-        if self.span.end_ns:
+        span = self.span
+        if span.end_ns:
             return
         attributes: dict = {REUSED: self.connects == 0}
         status = tracer.UNSET
@@ -158,12 +156,15 @@ class ClientRequest:
                 attributes[REQUEST_BODY], attributes[RESPONSE_BODY] = self.bodies
         except Exception as error:
             hook_failed(self.library, error)
-        tracer.end_span(self.span, status, attributes, end_ns=now)
+        # The span's attributes are ours (begin_client made them): the end's go into the same dict,
+        # so the flush writes one X record without merging two. If a flush already wrote the S
+        # record (from this dict before or after the update), the E record carries them as well.
+        span.attributes.update(attributes)
+        tracer.end_span(span, status, attributes if span.written else None, end_ns=now)
         tracer.add_overhead(time_ns() - now)
 
 
-def client_active() -> ClientRequest | None:
-    return _client.get()
+client_active = _client.get  # the ClientRequest of the request in progress here, or None (no frame: hot)
 
 
 def begin_client(library: str, method: str, url: str, host: str | None = None, port: int | None = None,
@@ -193,9 +194,9 @@ def split_url(url: str) -> tuple:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "", None
-    for stop in "/?#":
-        rest = rest.partition(stop)[0]
-    rest = rest.rpartition("@")[2]
+    rest = rest.partition("/")[0]
+    if "?" in rest or "#" in rest or "@" in rest:
+        rest = rest.partition("?")[0].partition("#")[0].rpartition("@")[2]
     if rest.startswith("["):
         host, _, tail = rest[1:].partition("]")
         port = tail[1:]
@@ -362,8 +363,7 @@ class ServerRequest:
             pass
 
 
-def server_active() -> ServerRequest | None:
-    return _server.get()
+server_active = _server.get  # the ServerRequest being answered here, or None
 
 
 def begin_server(library: str, method: str, target: str, traceparent: str | None, server, client,
