@@ -43,16 +43,26 @@ sys.exit(7)
 SLEEPER = "import time; print('ready', flush=True); time.sleep(30)"
 
 
+SENT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+
+
+def default_dispositions() -> None:
+    """The signals sent here as a shell leaves them, whatever this test run inherited (under
+    `nohup` SIGHUP is ignored, and then rightly not forwarded)."""
+    for signum in SENT:
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start(cli, code: str) -> subprocess.Popen:
     # A new session: no controlling terminal, as under CI, so signals to us are forwarded.
     process = cli.popen("run", "-q", "--no-load", "--", *python(code), stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, start_new_session=True)
+                        stderr=subprocess.PIPE, start_new_session=True, preexec_fn=default_dispositions)
     assert process.stdout.readline() == b"ready\n"
     return process
 
 
 def test_sigint_and_sigterm_sent_to_us_reach_the_command_once(cli):
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+    for signum in SENT:
         process = start(cli, COUNTER)
         process.send_signal(signum)
         out, err = process.communicate(timeout=30)
