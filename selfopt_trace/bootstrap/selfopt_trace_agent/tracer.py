@@ -101,7 +101,7 @@ def configure(spans_dir: str, header: str) -> None:
     _fd = None
     _path = ""
     # Span ids: a counter from a random 63-bit start, so two processes collide only if their
-    # ranges overlap (~2^-31 for a pair that each record 2^32 spans), at the cost of one format.
+    # ranges overlap (~2^-30 for a pair that each record 2^32 spans), at the cost of one format.
     _ids = count(int.from_bytes(os.urandom(8), "big") >> 1 | 1)
     del _buffer[:]
     _flush_due_ns = time_ns() + FLUSH_INTERVAL_NS

@@ -84,11 +84,11 @@ def _inject(lines: list, request: common.ClientRequest) -> None:
     headers = b"\n" + b"\n".join(lines[1:]).lower()  # line 0 is the request line
     if b"\ntraceparent:" in headers:
         lines[1:] = [line for line in lines[1:] if line.partition(b":")[0].strip().lower() != b"traceparent"]
+    lines.append(b"traceparent: " + request.span.traceparent().encode("ascii"))
     at = headers.find(b"\ncontent-length:")
-    if at >= 0:
+    if at >= 0:  # last: a Content-Length that is not a number fails here, after the traceparent
         end = headers.find(b"\n", at + 1)
         request.request_size = int(headers[at + 16:end if end > 0 else None])
-    lines.append(b"traceparent: " + request.span.traceparent().encode("ascii"))
 
 
 def _getresponse(original):
