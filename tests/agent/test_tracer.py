@@ -54,3 +54,17 @@ def test_one_attribute_encodes_as_json_whatever_it_holds(value: object) -> None:
     assert json.loads(text) == {"key": value}
     assert "\t" not in text and "\n" not in text
     assert spanfile.encode({"key": value, "other": 1}) == text[:-1] + ',"other":1}'  # the general path agrees
+
+
+def test_counted_overhead_is_calls_times_their_cost_and_starts_over_in_a_forked_child(configured: Path) -> None:
+    before = tracer.overhead_ns()
+    cell = tracer.counted_overhead()
+    try:
+        cell[1] = 250
+        cell[0] += 4
+        assert tracer.overhead_ns() - before == 1000
+        tracer.before_fork()
+        tracer.reset_after_fork()  # what a forked child runs: its own cost only
+        assert cell[0] == 0 and tracer.overhead_ns() == 0
+    finally:
+        tracer._counted.remove(cell)

@@ -186,6 +186,16 @@ def test_every_payload_is_serialized_to_json_under_the_phase_that_sends_it(run: 
         for span in run.children(parent):
             if span.name == "json.dumps":
                 calls, size = calls + 1, size + span.attributes["selfopt_trace.bytes_out"]
+        # A request still in flight when its phase ended (codeflash's /ai/refinement, sent from a
+        # worker thread) may have serialized its payload after that end: then it is summed onto
+        # the closest span still open.
+        holder = parent
+        while any(c.end_ns > parent.end_ns for c in clients) and holder.parent_span_id in run.by_id:
+            holder = run.by_id[holder.parent_span_id]
+            if holder.end_ns > parent.end_ns:
+                more_calls, more_size = _summed(holder, "json.dumps")
+                calls, size = calls + more_calls, size + more_size
+                break
         assert calls >= len(clients), parent.name
         assert size >= sum(c.attributes["http.request.body.size"] for c in clients), parent.name
     # and every answer codeflash reads is parsed with json.loads (requests' Response.json)

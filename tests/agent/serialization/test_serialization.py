@@ -75,6 +75,23 @@ def test_small_calls_are_summed_onto_the_enclosing_span_exactly(program):
     assert len(slow) < 25
 
 
+MANY_SMALL = """
+import json
+for i in range(100_000):
+    json.dumps([i])
+"""
+
+
+def test_the_cost_of_summing_small_calls_is_charged_as_tracer_overhead(program):
+    """Past the first 64 calls (timed with a clock) each summed call is counted, charged at their
+    median: 100,000 calls put at least ~100 ns each (10 ms, over twice what the agent's start-up
+    costs) into the process span's overhead, which never exceeds the process's life."""
+    _, spans = program.run(MANY_SMALL)
+    root = process(spans)
+    assert sums(root, "json.dumps")[0] > 95_000
+    assert 100_000 * 100 < root.attributes["selfopt_trace.overhead_ns"] < root.end_ns - root.start_ns
+
+
 def test_sums_go_to_the_current_span_not_the_process(program):
     program.write("work.py", """
         import json
@@ -89,6 +106,40 @@ def test_sums_go_to_the_current_span_not_the_process(program):
     slow = [s for s in spans.named("json.dumps") if s.parent_span_id == work.span_id]
     assert count + len(slow) == 300 and size + sum(s.attributes["selfopt_trace.bytes_out"] for s in slow) == int(out)
     assert sums(process(spans), "json.dumps")[0] == 0
+
+
+def test_calls_made_after_their_span_ended_go_to_the_closest_open_one(program):
+    """A thread started under a span still serializing after that span ended (codeflash sends its
+    /ai/refinement request that way): its small calls are not lost, they sum onto an open ancestor."""
+    program.write("work.py", """
+        import json, threading
+
+        def work(started, go):
+            thread = threading.Thread(target=late, args=(started, go))
+            thread.start()
+            started.wait()
+            return thread
+
+        def late(started, go):
+            json.dumps({"early": 1})
+            started.set()
+            go.wait()
+            for i in range(200):
+                json.dumps({"late": i})
+
+        def outer():
+            started, go = threading.Event(), threading.Event()
+            thread = work(started, go)
+            go.set()  # work's span has ended: what the thread does now is later than it
+            thread.join()
+    """)
+    _, spans = program.run("import sys; sys.path.insert(0, '.'); import work; work.outer()",
+                           SELFOPT_TRACE_TARGETS="work:work,work:outer")
+    work, = spans.named("work")
+    outer, = spans.named("outer")
+    slow = spans.named("json.dumps")  # calls the machine delayed past the threshold: spans of their own
+    assert sums(work, "json.dumps")[0] <= 1  # the early call at most (unless it was slow)
+    assert sums(work, "json.dumps")[0] + sums(outer, "json.dumps")[0] + len(slow) == 201
 
 
 def test_calls_made_while_importing_are_not_lost_with_the_import_frame(program):

@@ -132,7 +132,7 @@ def measured(original, call: Call, where: tuple = ()):
                     size = len(data) if type(data) in _TEXT else 0
                 span = current.get() or tracer._root
                 if span is not None:
-                    if span.deferred:
+                    if span.deferred or span.end_ns:
                         span = _sum_target() or span
                     sums = span.sums
                     if sums is None:
@@ -144,8 +144,8 @@ def measured(original, call: Call, where: tuple = ()):
                         entry[0] += 1
                         entry[1] += spent
                         entry[2] += size
-                if _fast_path_ns:  # tracer.add_overhead, inline: the hot path
-                    tracer._overhead_ns += _fast_path_ns
+                if _fast_path[1]:
+                    _fast_path[0] += 1  # tracer overhead, counted: the hot path
                 else:
                     _calibrate(time_ns() - t1)
             except Exception as exc:  # never into the program
@@ -162,17 +162,16 @@ def measured(original, call: Call, where: tuple = ()):
 # calls of the process, then charged at their median: a clock read costs as much as the
 # bookkeeping it would time (~0.1 us each on a VM).
 CALIBRATION = 64
-_fast_path_ns = 0
+_fast_path = tracer.counted_overhead()  # [calls, their median cost in ns once calibrated]
 _fast_path_samples: list = []
 
 
 def _calibrate(spent_ns: int) -> None:
-    global _fast_path_ns
     tracer.add_overhead(spent_ns)
     _fast_path_samples.append(spent_ns)
     if len(_fast_path_samples) >= CALIBRATION:
         _fast_path_samples.sort()
-        _fast_path_ns = max(1, _fast_path_samples[CALIBRATION // 2])
+        _fast_path[1] = max(1, _fast_path_samples[CALIBRATION // 2])
 
 
 def framed(original, call: Call, where: tuple = ()):
@@ -228,9 +227,11 @@ def _finish(call: Call, args: tuple, kwargs: dict, result, exc: BaseException | 
 
 
 def _sum_target():
-    """The span small calls are summed onto: the current one, above import frames (which drop sums)."""
+    """The span small calls are summed onto: the current one, above import frames (which drop sums)
+    and above spans that have ended (their sums are written: work that outlives its span, like a
+    thread still sending a request after the phase that started it ended, goes to an open one)."""
     span = tracer._current.get() or tracer._root
-    while span is not None and span.deferred and span.category == "import":
+    while span is not None and (span.end_ns or span.deferred and span.category == "import"):
         span = span.parent
     return span
 
@@ -255,16 +256,6 @@ def _merge_sums(sums: dict) -> None:
     """A deferred frame that is not written hands what was summed onto it to its own target."""
     for key, (calls, total_ns, size) in sums.items():
         add_small(key, total_ns, size, calls)
-
-
-def sum_attributes(sums: dict) -> dict:
-    out = {}
-    for key, (calls, total_ns, size) in sums.items():
-        out["selfopt_trace.small.%s.count" % key] = calls
-        out["selfopt_trace.small.%s.duration_ns" % key] = total_ns
-        if size:
-            out["selfopt_trace.small.%s.bytes" % key] = size
-    return out
 
 
 def data_argument(call: Call, args: tuple, kwargs: dict):
@@ -313,7 +304,7 @@ def _record(call: Call, args: tuple, kwargs: dict, result, t0: int, t1: int, exc
                 attributes["selfopt_trace.subject"] = str(subject)
         if frame is not None:
             if frame.sums:
-                attributes.update(sum_attributes(frame.sums))
+                attributes.update(tracer.sum_attributes(frame.sums))
             tracer.record_complete(call.name, call.category, t0, t1, attributes, parent=frame.parent,
                                    status=status, span_id=frame.span_id)
         else:
