@@ -1,8 +1,9 @@
 """Spans, the current-span context, and the per-process span file.
 
-Hot path rules: a span start or end formats one line and appends it to a list; nothing is
-written until a flush (docs/span-format.md, "Flushing"). Instrumentation code calls `guarded`
-helpers or catches its own errors: nothing here may raise into the traced program.
+Hot path rules: starting a span appends its Span to a buffer and ending it sets its end; lines are
+formatted and written only at a flush (docs/span-format.md, "Flushing"), mostly as one X record
+per span. Instrumentation code catches its own errors: nothing here may raise into the traced
+program. docs/benchmarks.md ("One span") says what each of the hot path's shortcuts saves.
 """
 
 from __future__ import annotations
