@@ -156,10 +156,10 @@ class ClientRequest:
                 attributes[REQUEST_BODY], attributes[RESPONSE_BODY] = self.bodies
         except Exception as error:
             hook_failed(self.library, error)
-        # The span's attributes are ours (begin_client made them): the end's go into the same dict,
-        # so the flush writes one X record without merging two. If a flush already wrote the S
-        # record (from this dict before or after the update), the E record carries them as well.
-        span.attributes.update(attributes)
+        # One dict of start and end attributes, so the flush writes one X record without merging
+        # two. A new dict, not an update: the flusher thread may be encoding the old one (an S
+        # record) right now. If an S record was written, the E record carries the end's as well.
+        span.attributes = {**span.attributes, **attributes}
         tracer.end_span(span, status, attributes if span.written else None, end_ns=now)
         tracer.add_overhead(time_ns() - now)
 
