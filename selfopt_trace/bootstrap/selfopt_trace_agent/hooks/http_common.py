@@ -99,15 +99,15 @@ class ClientRequest:
     def connect_started(self, now: int) -> None:
         self.connects += 1
         self.dns_ns = 0
-        self.connecting = tracer.start_span("connect", CATEGORY, tracer.INTERNAL, None, self.span, now)
+        self.connecting = tracer.start_span("connect", CATEGORY, parent=self.span, start_ns=now)
 
     def connect_ended(self, now: int, failed: bool = False) -> None:
         connecting, self.connecting = self.connecting, None
         if connecting is None:
             return
         self.connect_end_ns = 0 if failed else now
-        tracer.end_span(connecting, tracer.ERROR if failed else tracer.UNSET, {DNS: self.dns_ns} if self.dns_ns else None,
-                        now)
+        tracer.end_span(connecting, tracer.ERROR if failed else tracer.UNSET,
+                        {DNS: self.dns_ns} if self.dns_ns else None, end_ns=now)
 
     def tls_ended(self, now: int, failed: bool = False) -> None:
         start, self.connect_end_ns = self.connect_end_ns, 0
