@@ -31,12 +31,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 # The agent's contract (docs/architecture.md): its config module is the one definition of the names.
 from .bootstrap.selfopt_trace_agent import config as agent_config
 from .errors import SelfoptTraceError
 from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
+from .watchers import Watcher, WatchedRun, start_all, stop_all
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 
@@ -102,6 +104,7 @@ class RunRecord:
     end_ns: int = 0
     returncode: int | None = None  # like Popen.returncode: -N when killed by signal N
     pid: int | None = None  # CMD's process id
+    notes: list[str] = field(default_factory=list)  # from the watchers, for the summary
 
     def to_json(self) -> dict:
         from .bootstrap.selfopt_trace_agent import redact
@@ -296,8 +299,11 @@ def _in_terminal_foreground() -> bool:
         os.close(fd)
 
 
-def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder) -> subprocess.Popen:
-    """Run CMD to completion as a shell would; the finished child (pid, returncode)."""
+def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder,
+            on_start=None) -> subprocess.Popen:
+    """Run CMD to completion as a shell would; the finished child (pid, returncode).
+
+    `on_start(child)` is called once CMD runs, before waiting for it (the watchers start there)."""
     path, executable = resolve_command(command[0], env.get("PATH"))
     if not executable:
         raise CommandNotRunnable(command[0], "Permission denied", EXIT_NOT_EXECUTABLE)
@@ -312,6 +318,8 @@ def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder)
         # No #! line: POSIX execvp hands such a file to the shell, and so do we.
         child = _spawn(["/bin/sh", path] + argv[1:], "/bin/sh", env)
     forwarder.started(child)
+    if on_start is not None:
+        on_start(child)
     child.wait()
     return child
 
@@ -422,18 +430,29 @@ def new_record(options: RunOptions, run_id: str, group_id: str | None, traced: b
                      cwd=os.getcwd(), service=options.service, traced=traced)
 
 
-def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str]) -> RunRecord:
-    """Execute CMD once, traced into record.run_dir (or untraced); fills in times and return code."""
+def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
+             watchers: Sequence[Watcher] = ()) -> RunRecord:
+    """Execute CMD once, traced into record.run_dir (or untraced), followed by `watchers` while it
+    lives; fills in times, return code and the watchers' notes."""
     if record.traced:
         write_run_json(record)
+    started: list[Watcher] = []
+
+    def start_watchers(child: subprocess.Popen) -> None:
+        if watchers and record.run_dir is not None:
+            started.extend(watchers)
+            record.notes.extend(start_all(started, WatchedRun(record.run_id, record.run_dir, child.pid,
+                                                              record.start_ns, env)))
+
     with SignalForwarder() as forwarder:
         record.start_ns = time.time_ns()
         env = traced_environ(environ, record, options, record.start_ns) if record.traced else dict(environ)
         try:
-            child = execute(record.command, env, forwarder)
+            child = execute(record.command, env, forwarder, start_watchers)
             record.pid, record.returncode = child.pid, child.returncode
         finally:
             record.end_ns = time.time_ns()
+            record.notes.extend(stop_all(started))
             if record.traced and record.returncode is not None:
                 write_run_json(record)
     return record
@@ -450,6 +469,11 @@ def warm_up(options: RunOptions, environ: dict[str, str], traced: bool) -> int:
         if record.run_dir is not None:
             shutil.rmtree(record.run_dir, ignore_errors=True)
     return record.returncode or 0
+
+
+def watchers_for(options: RunOptions) -> list[Watcher]:
+    """The watchers that follow each traced run (selfopt_trace/watchers/)."""
+    return []
 
 
 def run(options: RunOptions, environ: dict[str, str] | None = None, available_commands: tuple[str, ...] = ()) -> int:
@@ -472,7 +496,7 @@ def run(options: RunOptions, environ: dict[str, str] | None = None, available_co
         for run_id in ids:
             record = new_record(options, run_id, group_id, traced)
             records.append(record)
-            run_once(record, options, environ)
+            run_once(record, options, environ, watchers_for(options) if traced else [])
             if (record.returncode or 0) < 0:
                 break  # killed (Ctrl-C): no more repetitions
     except CommandNotRunnable:
@@ -553,6 +577,7 @@ def _load_and_summarize(records: list[RunRecord], options: RunOptions, available
             loaded = store.load_run(record.run_dir)
             result = summaries.summarize(store, record.run_id,
                                          summaries.next_commands(record.run_id, db_option, available_commands))
+            result.notes.extend(record.notes)
             result.notes.extend(str(warning) for warning in loaded.warnings[:5])
             if len(loaded.warnings) > 5:
                 result.notes.append(f"... and {len(loaded.warnings) - 5} more loader warnings (table diagnostics)")
