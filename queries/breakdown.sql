@@ -1,24 +1,27 @@
--- Where the wall time of the run went, by category: every instant of the run counted exactly once.
+-- Where the wall time of the run went, by category: every instant followed to what the run waited on.
 --
--- The run's wall time is the extent of its top-level spans (normally the main process). A span's
--- self time is its interval minus the UNION of its children's intervals (clipped to it), children
--- in other processes included (subprocess -> child process, HTTP client -> server, also when the
--- server was traced as another run). When several self intervals are open at one instant (threads,
--- asyncio, parallel children), that instant is split equally between them, so overlapping work is
--- never counted twice and `wall_ms` sums to the run's wall time. `busy_ms` counts every self
--- interval in full: parallel work counts once per branch. Calls too short to be spans, summed onto
--- their enclosing span (selfopt_trace.small.*), move that much of its self time to serialization
--- or parsing. A child process counts as waited on from its start until its parent sees it exit,
--- even when the parent worked meanwhile (a background child): spans cannot tell waiting from working.
+-- The wall time is what the run's top-level process (its main thread) lived through. At each
+-- instant it goes to what that thread was doing; when it was waiting on something the trace knows
+-- (a child process, a thread or a pool task, an HTTP response, a container), it goes on to what
+-- THAT was doing, recursively. A thread (a process's main thread, a `thread` or `task` span, or the
+-- handler of a SERVER span) shares its time equally between its open leaf spans (asyncio tasks,
+-- spans poking out of their parent), and a wait on several things alive at once (two children, a
+-- pool) shares it equally between them. A process or thread that nobody waits on takes nothing:
+-- an idle helper or a server started early no longer dilutes anything. Where the CPU sampler saw a
+-- followed thread off the CPU while it was in none of the named categories, that time is an
+-- untraced wait (sleep, a lock, select, disk). Runs recorded before waits were (no `wait` or
+-- `thread` span at all) treat each subprocess span as a wait on its child.
 --
--- Categories: interpreter start-up; imports; parsing; serialization; http client overhead (a client
--- span minus its server span: network, proxies, connection set-up, client-side encoding); http
--- server time; subprocess spawn overhead (Popen call -> child process start, child exit -> parent
--- sees it, and the spawning call itself for untraced children); waiting on children (what child
--- processes did outside the categories above, and untraced children); container start-up (a
--- `docker run`, CLI or SDK, before the container's first process starts and after it exits: engine,
--- image, mounts); own work (the main process outside every category above); untraced (no traced
--- span open, e.g. a shell before Python started).
+-- Categories: interpreter start-up; imports; parsing; serialization; http client overhead (a
+-- client span minus its server span: network, proxies, connection set-up, client-side encoding);
+-- http server time; subprocess spawn overhead (the spawning call, and waiting on a child that has
+-- not started yet or has exited); child processes' own work (what waited-on children did outside
+-- the categories above, on the CPU); container start-up (a `docker run`, CLI or SDK, before the
+-- container's first process starts and after it exits); own work (the main process outside every
+-- category above, on the CPU); untraced child processes (waiting on a child the trace does not
+-- see into: git, a compiler, an untraced Python); untraced waits (off the CPU in own work, or a
+-- wait on a thread or task that is not running); outside traced processes (no traced process
+-- alive, e.g. a shell before Python started).
 --
 -- Parameters:
 --   run_id                the run
@@ -26,11 +29,12 @@
 --   category              one of the categories above, always all of them in this order, then 'total'
 --   wall_ms               share of the run's wall time (the categories sum to the total)
 --   wall_pct              wall_ms as a percentage of the run's wall time
---   busy_ms               self time summed over every process and thread (parallel work counts in full)
+--   busy_ms               self time summed over every process and thread, waited on or not (parallel
+--                         and idle work count in full)
 --   spans                 spans whose self time is in this category
-WITH
+WITH RECURSIVE
 run_spans AS NOT MATERIALIZED (
-    SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns,
+    SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns, pid,
            hash(source_file, pid) AS process_key  -- a collector file holds many processes
     FROM spans
     WHERE run_id = $run_id
@@ -50,7 +54,7 @@ main_trace AS (
 ),
 -- Server spans of other runs answering a client of this run (a server traced as its own run).
 foreign_servers AS (
-    SELECT s.span_id, s.parent_span_id, s.trace_id, s.name, s.kind, s.category, s.start_ns, s.end_ns,
+    SELECT s.span_id, s.parent_span_id, s.trace_id, s.name, s.kind, s.category, s.start_ns, s.end_ns, s.pid,
            hash(s.run_id, s.source_file, s.pid) AS process_key
     FROM spans AS s
     JOIN run_spans AS c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id
@@ -59,9 +63,23 @@ foreign_servers AS (
 -- Ids as hashes from here on: joins and sorts on integers are several times faster than on text.
 trace_spans AS NOT MATERIALIZED (
     SELECT hash(span_id) AS id, CASE WHEN parent_span_id IS NOT NULL THEN hash(parent_span_id) END AS parent,
-           name, kind, category, start_ns, end_ns, process_key
+           name, kind, category, start_ns, end_ns, pid, process_key
     FROM (SELECT * FROM run_spans UNION ALL SELECT * FROM foreign_servers)
     WHERE trace_id = (SELECT trace_id FROM main_trace)
+),
+-- The attributes that matter, of the few spans that carry them.
+details AS MATERIALIZED (
+    SELECT hash(span_id) AS id,
+           coalesce(TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT), 0) AS spawn_ns,
+           coalesce(TRY_CAST(attributes->>'process.shell' AS BOOLEAN), false) AS shell,
+           TRY_CAST(attributes->>'thread.id' AS BIGINT) AS tid,
+           TRY_CAST(attributes->'selfopt_trace.wait.on' AS VARCHAR[]) AS wait_on,
+           attributes->>'process.pid' IS NOT NULL AS has_pid
+    FROM spans
+    WHERE run_id = $run_id AND category IN ('wait', 'subprocess', 'thread')
+),
+legacy AS (  -- recorded before waits were: a subprocess span is a wait on its child
+    SELECT NOT EXISTS (SELECT 1 FROM trace_spans WHERE category IN ('wait', 'thread')) AS legacy_run
 ),
 -- After an exec, the new image's process span is a child of the (zero-length) exec span; it goes
 -- on where the replaced process was, so it hangs under that process's parent.
@@ -72,207 +90,293 @@ exec_parent AS (
     WHERE x.name = 'exec' AND x.category = 'subprocess'
 ),
 nodes AS MATERIALIZED (
-    SELECT id, parent, false AS is_process, kind, category, start_ns, end_ns, process_key
-    FROM trace_spans
-    WHERE name <> 'process' OR category <> 'process'
-    UNION ALL
-    SELECT n.id, CASE WHEN e.exec_id IS NOT NULL THEN e.new_parent ELSE n.parent END, true,
-           n.kind, n.category, n.start_ns, n.end_ns, n.process_key
+    SELECT n.id, CASE WHEN n.name = 'process' AND n.category = 'process' AND e.exec_id IS NOT NULL
+                      THEN e.new_parent ELSE n.parent END AS parent,
+           n.name = 'process' AND n.category = 'process' AS is_process,
+           n.kind, n.category, n.start_ns, n.end_ns, n.pid, n.process_key
     FROM trace_spans AS n
     LEFT JOIN exec_parent AS e ON e.exec_id = n.parent
-    WHERE n.name = 'process' AND n.category = 'process'
 ),
-processes AS (  -- process spans, and whether their parent is traced (else: the run's top level)
-    SELECT p.id, p.parent, p.process_key, q.id IS NOT NULL AS has_parent
-    FROM (SELECT * FROM nodes WHERE is_process) AS p
-    LEFT JOIN (SELECT DISTINCT n.id FROM nodes AS n JOIN nodes AS c ON c.is_process AND n.id = c.parent) AS q
-           ON q.id = p.parent
+-- A unit is one thread of execution: a process's main thread (its process span), a `thread` or
+-- `task` span, or any span whose parent is in another process (a SERVER span's handler). Every
+-- other span belongs to its parent's unit.
+parented AS MATERIALIZED (
+    SELECT n.*, p.id AS found_parent,
+           n.is_process OR n.category = 'thread' OR p.id IS NULL OR p.process_key <> n.process_key AS is_root
+    FROM nodes AS n
+    LEFT JOIN nodes AS p ON p.id = n.parent
 ),
-subprocess_codes AS (  -- a `docker run` (its span holds container.inject), a traced child, or neither
-    SELECT id, CASE WHEN id IN (SELECT parent FROM nodes WHERE category = 'container') THEN 9
-                    WHEN id IN (SELECT parent FROM processes WHERE has_parent) THEN 7
-                    ELSE 0 END AS code
-    FROM nodes
-    WHERE category = 'subprocess'
+root_counts AS (
+    SELECT process_key, count(*) AS roots, min(id) AS only_root FROM parented WHERE is_root GROUP BY process_key
+),
+-- Processes with one unit (most): no recursion. The others follow their spans' parents down.
+multi_unit AS MATERIALIZED (
+    SELECT p.id, p.parent, p.is_root FROM parented AS p
+    JOIN root_counts AS c ON c.process_key = p.process_key AND c.roots > 1
+),
+unit_tree(id, unit) AS (
+    SELECT id, id FROM multi_unit WHERE is_root
+    UNION ALL
+    SELECT m.id, t.unit FROM unit_tree AS t JOIN multi_unit AS m ON m.parent = t.id AND NOT m.is_root
+),
+units AS (
+    SELECT p.id, c.only_root AS unit FROM parented AS p
+    JOIN root_counts AS c ON c.process_key = p.process_key AND c.roots = 1
+    UNION ALL
+    SELECT id, unit FROM unit_tree
+),
+traced_spawns AS (  -- spawning spans with a traced process under them, and those that started a container
+    SELECT DISTINCT parent AS id, true AS traced, false AS docker FROM nodes WHERE is_process AND parent IS NOT NULL
+    UNION ALL
+    SELECT DISTINCT parent, false, true FROM nodes WHERE category = 'container' AND parent IS NOT NULL
+),
+spawn_kinds AS (
+    SELECT id, bool_or(traced) AS traced, bool_or(docker) AS docker FROM traced_spawns GROUP BY id
 ),
 main_processes AS (
-    SELECT DISTINCT process_key FROM processes WHERE NOT has_parent
+    SELECT DISTINCT process_key FROM parented WHERE is_process AND found_parent IS NULL
 ),
--- What a span's self time is, as a number (the output's order); 0: a subprocess span with no
--- traced child, split below between spawn overhead (7) and waiting on children (8).
-coded AS (
-    SELECT n.id, n.parent, n.start_ns, n.end_ns,
+-- What a wait waits on: a child process (the spawning span it names -> the traced processes under
+-- it), a thread or a task (its span). Other waiters wait on the units started under them: an HTTP
+-- client on its server span, a container call or os.system on the processes they started.
+wait_names AS (
+    SELECT d.id AS waiter, hash(unnest(d.wait_on)) AS named
+    FROM details AS d JOIN nodes AS n ON n.id = d.id AND n.category = 'wait'
+),
+wait_codes AS (  -- a wait's own time, when nothing it waits on is alive
+    SELECT d.id,
+        CASE WHEN bool_or(k.docker) THEN 9
+             WHEN bool_or(k.traced) THEN 7
+             WHEN bool_or(s.category = 'subprocess') OR any_value(d.has_pid) THEN 11
+             ELSE 12 END AS code
+    FROM details AS d
+    JOIN nodes AS w ON w.id = d.id AND w.category = 'wait'
+    LEFT JOIN wait_names AS x ON x.waiter = d.id
+    LEFT JOIN nodes AS s ON s.id = x.named
+    LEFT JOIN spawn_kinds AS k ON k.id = x.named
+    GROUP BY d.id
+),
+-- Each span: its unit, its code (what its self time is, as a number: the output's order), whether
+-- it waits, and its interval in its unit (rs, re): a child process's whole life is not its
+-- spawner's activity, only the spawning call is (a subprocess span that is itself a wait excepted).
+coded AS MATERIALIZED (
+    SELECT p.id, u.unit, p.is_root, CASE WHEN NOT p.is_root THEN p.parent END AS parent,
+           p.found_parent IS NULL AS is_top, p.pid, p.category, p.waiter, d.tid,
+           p.start_ns AS rs,
+           CASE WHEN p.category = 'subprocess' AND NOT p.waiter
+                THEN least(p.end_ns, p.start_ns + coalesce(d.spawn_ns, 0)) ELSE p.end_ns END AS re,
         CASE
-            WHEN n.category = 'startup' THEN 1
-            WHEN n.category = 'import' THEN 2
-            WHEN n.category = 'parse' THEN 3
-            WHEN n.category = 'serialization' THEN 4
-            WHEN n.category = 'http' AND n.kind = 'SERVER' THEN 6
-            WHEN n.category = 'http' THEN 5
-            WHEN n.category = 'subprocess' THEN s.code
-            WHEN n.category = 'container' THEN 9
-            WHEN m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) THEN 10  -- no process spans: all own
+            WHEN p.category = 'wait' THEN coalesce(w.code, 12)
+            WHEN p.category = 'startup' THEN 1
+            WHEN p.category = 'import' THEN 2
+            WHEN p.category = 'parse' THEN 3
+            WHEN p.category = 'serialization' THEN 4
+            WHEN p.category = 'http' AND p.kind = 'SERVER' THEN 6
+            WHEN p.category = 'http' THEN 5
+            WHEN p.category = 'container' OR (p.category = 'subprocess' AND k.docker) THEN 9
+            WHEN p.category = 'subprocess' THEN CASE WHEN k.traced OR NOT p.waiter THEN 7 ELSE 11 END
+            WHEN m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) THEN 10
             ELSE 8
         END AS code
-    FROM nodes AS n
-    LEFT JOIN subprocess_codes AS s ON s.id = n.id
-    LEFT JOIN main_processes AS m ON m.process_key = n.process_key
-),
-linked_raw AS MATERIALIZED (
-    SELECT c.id, c.code, c.start_ns, c.end_ns, p.id AS parent, coalesce(p.code, 11) AS parent_code,
-           p.start_ns AS parent_start, p.end_ns AS parent_end
-    FROM coded AS c
-    LEFT JOIN coded AS p ON p.id = c.parent
+    FROM (SELECT p.*, p.category = 'wait' OR (p.kind = 'CLIENT' AND p.category IN ('http', 'container'))
+                      OR (p.category = 'subprocess' AND (coalesce(d.shell, false) OR (SELECT legacy_run FROM legacy))) AS waiter
+          FROM parented AS p LEFT JOIN details AS d ON d.id = p.id) AS p
+    JOIN units AS u ON u.id = p.id
+    LEFT JOIN details AS d ON d.id = p.id
+    LEFT JOIN wait_codes AS w ON w.id = p.id
+    LEFT JOIN spawn_kinds AS k ON k.id = p.id
+    LEFT JOIN main_processes AS m ON m.process_key = p.process_key
 ),
 run_extent AS (  -- the run's wall time: its top-level spans (normally the main process)
-    SELECT min(start_ns) AS start_ns, max(end_ns) AS end_ns FROM linked_raw WHERE parent IS NULL
+    SELECT min(rs) AS start_ns, max(re) AS end_ns FROM coded WHERE is_top
 ),
--- Each span within the run (rs, re), and clipped to its parent (cs, ce). A span's self time is its
--- own interval minus its children's, clipped to it; a child that outlives its parent (a thread
--- still working after the span that started it ended) counts in full, beside what runs then.
+within AS (  -- each span within the run
+    SELECT c.* REPLACE (greatest(c.rs, r.start_ns) AS rs, least(c.re, r.end_ns) AS re)
+    FROM coded AS c, run_extent AS r
+),
+-- ... and clipped to its same-unit parent (cs, ce).
 linked AS MATERIALIZED (
-    SELECT l.id, l.code, l.parent, l.parent_code,
-           greatest(l.start_ns, r.start_ns) AS rs, least(l.end_ns, r.end_ns) AS re,
-           greatest(l.start_ns, coalesce(l.parent_start, l.start_ns), r.start_ns) AS cs,
-           least(l.end_ns, coalesce(l.parent_end, l.end_ns), r.end_ns) AS ce
-    FROM linked_raw AS l, run_extent AS r
+    SELECT c.id, c.unit, c.is_root, c.is_top, c.parent, c.code, c.category, c.waiter, c.rs, c.re,
+           p.code AS parent_code,
+           greatest(c.rs, coalesce(p.rs, c.rs)) AS cs, least(c.re, coalesce(p.re, c.re)) AS ce
+    FROM within AS c
+    LEFT JOIN within AS p ON p.id = c.parent
 ),
--- Owners (top-level spans belong to the run, owner 0) whose children overlap (in start order,
--- two neighbours do whenever any two do) or outlive them: the few that need the children's union.
+-- Same-unit owners whose children overlap (in start order, two neighbours do whenever any two do)
+-- or poke out of them: the few that need their children's union.
 special AS (
     SELECT DISTINCT owner FROM (
-        SELECT coalesce(parent, 0::UBIGINT) AS owner
+        SELECT parent AS owner
         FROM (SELECT parent, cs, lag(ce) OVER (PARTITION BY parent ORDER BY cs) AS previous_end
               FROM linked
-              WHERE ce > cs)
+              WHERE ce > cs AND parent IS NOT NULL)
         WHERE cs < previous_end
         UNION ALL
-        SELECT parent FROM linked WHERE re > rs AND (rs < cs OR re > ce))
+        SELECT parent FROM linked WHERE parent IS NOT NULL AND re > rs AND (rs < cs OR re > ce))
 ),
 siblings AS (  -- the children of special owners
-    SELECT coalesce(parent, 0::UBIGINT) AS owner, parent_code AS owner_code, id, rs, re, cs, ce
+    SELECT unit, parent AS owner, parent_code AS owner_code, id, rs, re, cs, ce
     FROM linked
-    WHERE re > rs AND coalesce(parent, 0::UBIGINT) IN (SELECT owner FROM special)
+    WHERE re > rs AND parent IN (SELECT owner FROM special)
 ),
 -- The union of a special owner's children (clipped to it), as islands: its self time is the rest.
 islands AS (
-    SELECT owner, any_value(owner_code) AS owner_code, min(cs) AS cs, max(ce) AS ce
+    SELECT owner, any_value(unit) AS unit, any_value(owner_code) AS owner_code, min(cs) AS cs, max(ce) AS ce
     FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs >= before_end)
                         OVER (PARTITION BY owner ORDER BY cs, ce, id ROWS UNBOUNDED PRECEDING) AS island
-          FROM (SELECT owner, owner_code, id, cs, ce,
+          FROM (SELECT unit, owner, owner_code, id, cs, ce,
                        max(ce) OVER (PARTITION BY owner ORDER BY cs, ce, id
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
                 FROM siblings
                 WHERE ce > cs))
     GROUP BY owner, island
 ),
--- k(t), the number of self intervals open at t (the leaves of the tree of open spans), is 1 plus,
--- for each owner, its open children minus one if any is open within it: a tree has 1 + sum(children
--- - 1) leaves, and a child open outside its parent is one more. Only special owners change it, so
--- it has few breakpoints even in a huge run.
-concurrency AS (
-    SELECT t, sum(d) AS d
-    FROM (SELECT rs AS t, 1 AS d FROM siblings
-          UNION ALL SELECT re, -1 FROM siblings
-          UNION ALL SELECT cs, -1 FROM islands
-          UNION ALL SELECT ce, 1 FROM islands
-          UNION ALL SELECT start_ns, 0 FROM run_extent)
-    GROUP BY t
+-- k(t) of a unit, the number of its open leaves, is 1 plus, for each owner, its open children minus
+-- one if any is open within it (a tree has 1 + sum(children - 1) leaves, and a child open outside
+-- its parent is one more). Only special owners change it.
+k_deltas AS (
+    SELECT unit, t, sum(d) AS d
+    FROM (SELECT unit, rs AS t, 1 AS d FROM siblings
+          UNION ALL SELECT unit, re, -1 FROM siblings
+          UNION ALL SELECT unit, cs, -1 FROM islands
+          UNION ALL SELECT unit, ce, 1 FROM islands)
+    GROUP BY unit, t
 ),
--- F(t) = integral of 1/k from the run's start: an interval's share of the wall time is F(end) -
--- F(start). At breakpoint t (k constant until the next one): F(x) = f + (x - t) / k for x >= t.
+k_steps AS (
+    SELECT unit, t, 1 + sum(d) OVER (PARTITION BY unit ORDER BY t) AS k FROM k_deltas
+),
+-- The run's weight (1 at every instant) goes to the top-level units alive, shared equally.
+top AS (SELECT id, rs, re FROM linked WHERE is_top AND re > rs),
+top_segments AS (
+    SELECT a, b FROM (SELECT t AS a, lead(t) OVER (ORDER BY t) AS b
+                      FROM (SELECT rs AS t FROM top UNION SELECT re FROM top))
+    WHERE b IS NOT NULL
+),
+top_pieces AS (
+    SELECT t.id AS unit, s.a, s.b, 1.0 / count(*) OVER (PARTITION BY s.a) AS w
+    FROM top_segments AS s JOIN top AS t ON t.rs <= s.a AND t.re >= s.b
+),
+-- Waits and what they wait on, cut into pieces where the set of things alive and k are constant.
+edges AS (
+    SELECT x.waiter, p.id AS target FROM wait_names AS x JOIN nodes AS s ON s.id = x.named AND s.category = 'subprocess'
+    JOIN nodes AS p ON p.is_process AND p.parent = x.named
+    UNION
+    SELECT x.waiter, x.named FROM wait_names AS x JOIN parented AS t ON t.id = x.named AND t.is_root
+    UNION
+    SELECT c.id, t.id FROM linked AS c JOIN parented AS t ON t.parent = c.id AND t.is_root
+    WHERE c.waiter AND c.category <> 'wait'
+),
+waiters AS (
+    SELECT id, unit, code, rs, re FROM linked WHERE waiter AND re > rs AND id IN (SELECT waiter FROM edges)
+),
+edge_spans AS (
+    SELECT e.waiter, e.target, greatest(t.rs, w.rs) AS ts, least(t.re, w.re) AS te
+    FROM edges AS e JOIN linked AS t ON t.id = e.target JOIN waiters AS w ON w.id = e.waiter
+    WHERE least(t.re, w.re) > greatest(t.rs, w.rs)
+),
+cuts AS (
+    SELECT id AS waiter, rs AS t FROM waiters
+    UNION SELECT id, re FROM waiters
+    UNION SELECT waiter, ts FROM edge_spans
+    UNION SELECT waiter, te FROM edge_spans
+    UNION SELECT w.id, k.t FROM waiters AS w JOIN k_deltas AS k ON k.unit = w.unit AND k.t > w.rs AND k.t < w.re
+),
+pieces AS MATERIALIZED (
+    SELECT p.waiter, w.unit, w.code, p.p0, p.p1, coalesce(k.k, 1) AS k,
+           (SELECT count(*) FROM edge_spans AS e WHERE e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1) AS n_live
+    FROM (SELECT waiter, t AS p0, lead(t) OVER (PARTITION BY waiter ORDER BY t) AS p1 FROM cuts) AS p
+    JOIN waiters AS w ON w.id = p.waiter
+    ASOF LEFT JOIN k_steps AS k ON k.unit = w.unit AND p.p0 >= k.t
+    WHERE p.p1 IS NOT NULL
+),
+-- The weight reaching each unit, as (unit, a, b, w) segments: from the top, then through every
+-- piece of a wait with something alive, shared between the things alive.
+flow(unit, a, b, w, depth) AS (
+    SELECT unit, a, b, w, 0 FROM top_pieces
+    UNION ALL
+    SELECT e.target, greatest(f.a, p.p0), least(f.b, p.p1), f.w / p.k / p.n_live, f.depth + 1
+    FROM flow AS f
+    JOIN pieces AS p ON p.unit = f.unit AND p.p0 < f.b AND p.p1 > f.a AND p.n_live > 0
+    JOIN edge_spans AS e ON e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1
+    WHERE f.depth < 64
+),
+-- Which thread a unit is, for its CPU samples: a process's main thread has the pid as its tid.
+unit_threads AS (
+    SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid
+    FROM coded AS c
+    WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
+),
+cpu AS (
+    SELECT u.unit, greatest(s.start_ns, 0) AS start_ns, s.end_ns,
+           least(1.0, s.cpu_ns / (s.end_ns - s.start_ns)) - 1 AS dr
+    FROM unit_threads AS u
+    JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid AND s.end_ns > s.start_ns
+),
+-- F(t) of a unit: the integral of w/k, the wall time one of its leaves gets; G(t) the same weighted
+-- by the fraction of time the thread ran (1 where nothing was sampled).
+unit_events AS (
+    SELECT unit, t, sum(dw) AS dw, sum(dk) AS dk, sum(dr) AS dr
+    FROM (SELECT unit, a AS t, w AS dw, 0 AS dk, 0.0 AS dr FROM flow
+          UNION ALL SELECT unit, b, -w, 0, 0.0 FROM flow
+          UNION ALL SELECT unit, t, 0, d, 0.0 FROM k_deltas WHERE unit IN (SELECT unit FROM flow)
+          UNION ALL SELECT unit, start_ns, 0, 0, dr FROM cpu
+          UNION ALL SELECT unit, end_ns, 0, 0, -dr FROM cpu)
+    GROUP BY unit, t
+),
 breakpoints AS MATERIALIZED (
-    SELECT t, k, sum(segment) OVER w - segment AS f
-    FROM (SELECT t, 1 + sum(d) OVER w AS k, coalesce((lead(t) OVER w - t) / (1 + sum(d) OVER w), 0) AS segment
-          FROM concurrency
-          WINDOW w AS (ORDER BY t ROWS UNBOUNDED PRECEDING))
-    WINDOW w AS (ORDER BY t ROWS UNBOUNDED PRECEDING)
+    SELECT unit, t, w, k, r, sum(f_segment) OVER u - f_segment AS f, sum(g_segment) OVER u - g_segment AS g
+    FROM (SELECT unit, t, w, k, r,
+                 coalesce((lead(t) OVER u - t) * w / k, 0) AS f_segment,
+                 coalesce((lead(t) OVER u - t) * w * r / k, 0) AS g_segment
+          FROM (SELECT unit, t, sum(dw) OVER u AS w, 1 + sum(dk) OVER u AS k, 1 + sum(dr) OVER u AS r
+                FROM unit_events
+                WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING))
+          WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING))
+    WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING)
 ),
--- Lookup of F without sorting a million points: 65536 equal buckets over the run, each with the
--- breakpoint in effect at its start. Buckets holding a breakpoint are "dirty": their points take
--- the exact (ASOF) path.
-bucket_size AS (
-    SELECT start_ns, (end_ns - start_ns) // 65536 + 1 AS width FROM run_extent
+-- F and G at every point needed: span and island ends in units that get any weight, wait pieces.
+points AS (
+    SELECT unit, rs AS t FROM linked WHERE re > rs AND unit IN (SELECT unit FROM flow)
+    UNION SELECT unit, re FROM linked WHERE re > rs AND unit IN (SELECT unit FROM flow)
+    UNION SELECT unit, cs FROM islands UNION SELECT unit, ce FROM islands
+    UNION SELECT unit, p0 FROM pieces UNION SELECT unit, p1 FROM pieces
 ),
-bucketed AS (
-    SELECT l.*, (l.rs - z.start_ns) // z.width AS start_bucket, (l.re - z.start_ns) // z.width AS end_bucket
-    FROM linked AS l, bucket_size AS z
+at_points AS MATERIALIZED (
+    SELECT x.unit, x.t, coalesce(b.f + (x.t - b.t) * b.w / b.k, 0) AS f,
+           coalesce(b.g + (x.t - b.t) * b.w * b.r / b.k, 0) AS g
+    FROM points AS x
+    ASOF LEFT JOIN breakpoints AS b ON b.unit = x.unit AND x.t >= b.t
+),
+shares AS (  -- each span's interval: df its share of the wall time, dg the part on the CPU, dt its length
+    SELECT l.id, l.unit, l.code, l.parent, l.parent_code, l.re - l.rs AS dt,
+           coalesce(e.f - s.f, 0) AS df, coalesce(e.g - s.g, 0) AS dg
+    FROM linked AS l
+    LEFT JOIN at_points AS s ON s.unit = l.unit AND s.t = l.rs
+    LEFT JOIN at_points AS e ON e.unit = l.unit AND e.t = l.re
     WHERE l.re > l.rs
 ),
-buckets AS MATERIALIZED (
-    SELECT b.bucket, p.t, p.k, p.f,
-           b.bucket IN (SELECT (t - z.start_ns) // z.width FROM breakpoints, bucket_size AS z) AS dirty
-    FROM (SELECT range AS bucket, z.start_ns + range * z.width AS bucket_start
-          FROM bucket_size AS z, range(65536)) AS b
-    ASOF JOIN breakpoints AS p ON b.bucket_start >= p.t
-),
-with_f AS MATERIALIZED (  -- a span that starts and ends in one bucket (most do) needs one lookup
-    SELECT l.id, l.code, l.parent, l.parent_code, l.rs, l.re,
-           CASE WHEN NOT b.dirty THEN b.f + (l.rs - b.t) / b.k END AS f_start,
-           CASE WHEN NOT b.dirty THEN b.f + (l.re - b.t) / b.k END AS f_end
-    FROM bucketed AS l
-    JOIN buckets AS b ON b.bucket = l.start_bucket
-    WHERE l.end_bucket = l.start_bucket
-    UNION ALL
-    SELECT l.id, l.code, l.parent, l.parent_code, l.rs, l.re,
-           CASE WHEN NOT b1.dirty THEN b1.f + (l.rs - b1.t) / b1.k END,
-           CASE WHEN NOT b2.dirty THEN b2.f + (l.re - b2.t) / b2.k END
-    FROM bucketed AS l
-    JOIN buckets AS b1 ON b1.bucket = l.start_bucket
-    JOIN buckets AS b2 ON b2.bucket = l.end_bucket
-    WHERE l.end_bucket <> l.start_bucket
-),
-exact AS (
-    SELECT id, max(f) FILTER (WHERE side = 0) AS f_start, max(f) FILTER (WHERE side = 1) AS f_end
-    FROM (SELECT x.id, x.side, p.f + (x.t - p.t) / p.k AS f
-          FROM (SELECT id, 0 AS side, rs AS t FROM with_f WHERE f_start IS NULL
-                UNION ALL
-                SELECT id, 1, re FROM with_f WHERE f_end IS NULL) AS x
-          ASOF JOIN breakpoints AS p ON x.t >= p.t)
-    GROUP BY id
-),
-shares AS (  -- each span's interval: df its share of the wall time, dt its length
-    SELECT w.id, w.code, w.parent, w.parent_code, w.re - w.rs AS dt,
-           coalesce(w.f_start, e.f_start) AS f_start, coalesce(w.f_end, e.f_end) - coalesce(w.f_start, e.f_start) AS df
-    FROM with_f AS w
-    LEFT JOIN exact AS e ON e.id = w.id
-),
-untraced_children AS (  -- a subprocess span without a traced child: the spawning call, then waiting
-    SELECT s.id, s.rs, s.re,
-           least(greatest(a.start_ns + coalesce(TRY_CAST(a.attributes->>'selfopt_trace.spawn_ns' AS BIGINT), 0), s.rs),
-                 s.re) AS spawned
-    FROM linked AS s
-    JOIN spans AS a ON a.run_id = $run_id AND a.category = 'subprocess' AND hash(a.span_id) = s.id
-    WHERE s.code = 0 AND s.re > s.rs
-),
-f_at AS (  -- F at the few other points needed: islands and the spawn point of untraced children
-    SELECT x.t, p.f + (x.t - p.t) / p.k AS f
-    FROM (SELECT cs AS t FROM islands UNION SELECT ce FROM islands
-          UNION SELECT spawned FROM untraced_children) AS x
-    ASOF JOIN breakpoints AS p ON x.t >= p.t
-),
 -- Self time as sums: each span adds its interval to its own category and takes it from its
--- parent's (a special parent loses its children's union instead).
+-- parent's (a special parent loses its children's union instead); a wait loses what it passed on.
 terms AS MATERIALIZED (
-    SELECT code, id AS owner, df, dt FROM shares WHERE code <> 0
+    SELECT code, id AS owner, df, dg, dt FROM shares
     UNION ALL
-    SELECT CASE WHEN parent_code = 0 THEN 8 ELSE parent_code END, coalesce(parent, 0::UBIGINT), -df, -dt
-    FROM shares
-    WHERE coalesce(parent, 0::UBIGINT) NOT IN (SELECT owner FROM special)
+    SELECT parent_code, parent, -df, -dg, -dt FROM shares
+    WHERE parent IS NOT NULL AND parent NOT IN (SELECT owner FROM special)
     UNION ALL
-    SELECT CASE WHEN i.owner_code = 0 THEN 8 ELSE i.owner_code END, i.owner, f1.f - f2.f, i.cs - i.ce
-    FROM islands AS i JOIN f_at AS f1 ON f1.t = i.cs JOIN f_at AS f2 ON f2.t = i.ce
+    SELECT i.owner_code, i.owner, s.f - e.f, s.g - e.g, i.cs - i.ce
+    FROM islands AS i
+    JOIN at_points AS s ON s.unit = i.unit AND s.t = i.cs
+    JOIN at_points AS e ON e.unit = i.unit AND e.t = i.ce
     UNION ALL
-    SELECT 11, 0::UBIGINT, (SELECT max(f) FROM breakpoints) +
-               (end_ns - (SELECT max(t) FROM breakpoints)) / (SELECT arg_max(k, t) FROM breakpoints),
-           end_ns - start_ns
-    FROM run_extent
+    SELECT p.code, p.waiter, s.f - e.f, s.g - e.g, p.p0 - p.p1
+    FROM pieces AS p
+    JOIN at_points AS s ON s.unit = p.unit AND s.t = p.p0
+    JOIN at_points AS e ON e.unit = p.unit AND e.t = p.p1
+    WHERE p.n_live > 0
     UNION ALL
-    SELECT 7, u.id, m.f - s.f_start, u.spawned - u.rs
-    FROM untraced_children AS u JOIN f_at AS m ON m.t = u.spawned JOIN shares AS s ON s.id = u.id
-    UNION ALL
-    SELECT 8, u.id, s.f_start + s.df - m.f, u.re - u.spawned
-    FROM untraced_children AS u JOIN f_at AS m ON m.t = u.spawned JOIN shares AS s ON s.id = u.id
+    SELECT 13, 0::UBIGINT, x.ns, x.ns, x.ns  -- no top-level unit alive
+    FROM (SELECT (SELECT end_ns - start_ns FROM run_extent)
+                 - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
 ),
 -- Calls too small to be spans, summed onto a span: that much of its self time is serialization
 -- or parsing (in proportion over its self intervals).
@@ -291,37 +395,46 @@ small_sums AS (
     GROUP BY id
 ),
 -- An owner with small sums: its self time (what its terms add up to), of which serialization and
--- parsing take their share, up to all of it.
+-- parsing take their share, up to all of it (from the part on the CPU first).
 small_moves AS (
-    SELECT o.code, o.wall_ns, o.busy_ns, least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns) AS serialization,
+    SELECT o.code, o.wall_ns, o.cpu_ns, o.busy_ns,
+           least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns) AS serialization,
            least(coalesce(s.parsing_ns, 0) / o.busy_ns, 1.0 - least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns))
                AS parsing
-    FROM (SELECT t.owner, any_value(t.code) AS code, sum(t.df) AS wall_ns, sum(t.dt) AS busy_ns
+    FROM (SELECT t.owner, any_value(t.code) AS code, sum(t.df) AS wall_ns, sum(t.dg) AS cpu_ns, sum(t.dt) AS busy_ns
           FROM small_sums AS s
           JOIN terms AS t ON t.owner = s.id
           GROUP BY t.owner
           HAVING sum(t.dt) > 0) AS o
     JOIN small_sums AS s ON s.id = o.owner
 ),
+-- Own work and children's own work: the part on the CPU; the rest is an untraced wait.
+by_code AS (
+    SELECT code, sum(df) AS wall_ns, sum(dg) AS cpu_ns, sum(dt) AS busy_ns FROM terms GROUP BY code
+    UNION ALL
+    SELECT code, -sum(wall_ns * (serialization + parsing)), -sum(least(cpu_ns, wall_ns * (serialization + parsing))),
+           -sum(busy_ns * (serialization + parsing))
+    FROM small_moves GROUP BY code
+    UNION ALL
+    SELECT 4, sum(wall_ns * serialization), 0, sum(busy_ns * serialization) FROM small_moves
+    UNION ALL
+    SELECT 3, sum(wall_ns * parsing), 0, sum(busy_ns * parsing) FROM small_moves
+),
 totals AS (
     SELECT code, sum(wall_ns) AS wall_ns, sum(busy_ns) AS busy_ns
-    FROM (SELECT code, sum(df) AS wall_ns, sum(dt) AS busy_ns FROM terms GROUP BY code
+    FROM (SELECT code, CASE WHEN code IN (8, 10) THEN cpu_ns ELSE wall_ns END AS wall_ns, busy_ns FROM by_code
           UNION ALL
-          SELECT code, -sum(wall_ns * (serialization + parsing)), -sum(busy_ns * (serialization + parsing))
-          FROM small_moves GROUP BY code
-          UNION ALL
-          SELECT 4, sum(wall_ns * serialization), sum(busy_ns * serialization) FROM small_moves
-          UNION ALL
-          SELECT 3, sum(wall_ns * parsing), sum(busy_ns * parsing) FROM small_moves)
+          SELECT 12, wall_ns - cpu_ns, 0 FROM by_code WHERE code IN (8, 10))
     GROUP BY code
 ),
 counts AS (
-    SELECT CASE WHEN code = 0 THEN 8 ELSE code END AS code, count(*) AS spans FROM coded GROUP BY ALL
+    SELECT code, count(*) AS spans FROM coded GROUP BY ALL
 ),
 names(code, category) AS (VALUES
     (1, 'interpreter start-up'), (2, 'imports'), (3, 'parsing'), (4, 'serialization'),
     (5, 'http client overhead'), (6, 'http server time'), (7, 'subprocess spawn overhead'),
-    (8, 'waiting on children'), (9, 'container start-up'), (10, 'own work'), (11, 'untraced')
+    (8, 'child processes'' own work'), (9, 'container start-up'), (10, 'own work'),
+    (11, 'untraced child processes'), (12, 'untraced waits'), (13, 'outside traced processes')
 ),
 result AS (
     SELECT n.code, n.category, coalesce(t.wall_ns, 0) AS wall_ns, coalesce(t.busy_ns, 0) AS busy_ns,
@@ -338,5 +451,5 @@ SELECT category,
        spans
 FROM (SELECT * FROM result
       UNION ALL
-      SELECT 12, 'total', (SELECT ns FROM wall_time), sum(busy_ns), sum(spans) FROM result)
+      SELECT 99, 'total', (SELECT ns FROM wall_time), sum(busy_ns), sum(spans) FROM result)
 ORDER BY code

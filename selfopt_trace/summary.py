@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 OWN_WORK = "own work"
-OUTSIDE = "untraced (launch, teardown)"  # the run's wall time outside the breakdown's: no traced process running
+OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, teardown)
 SLOWEST = 10
 
 # A process is identified by its span file, pid and host: an agent file holds one process (a fork or
@@ -181,8 +181,8 @@ def time_by_category(store: Store, run_id: str, wall_ns: int) -> dict[str, int]:
     rows = run_query(store, "breakdown", {"run_id": run_id}).records()
     by_category = {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
     traced = sum(by_category.values())
-    by_category["untraced"] = by_category.get("untraced", 0) + max(0, wall_ns - traced)
-    return {(OUTSIDE if name == "untraced" else name): ns for name, ns in by_category.items()}
+    by_category[OUTSIDE] = by_category.get(OUTSIDE, 0) + max(0, wall_ns - traced)
+    return by_category
 
 
 def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> RunSummary:

@@ -74,8 +74,9 @@ def test_json_on_stdout_comes_after_the_commands_output(cli):
     # the categories account for the wall time, to rounding, and are the breakdown query's
     assert abs(sum(by_category.values()) - summary["wall_ms"]) < 0.01
     breakdown = json.loads(cli("query", "breakdown", "--format", "json").stdout)
-    assert {row["category"]: row["wall_ms"] for row in breakdown if row["category"] not in ("total", "untraced")} == {
-        category: ms for category, ms in by_category.items() if category != "untraced (launch, teardown)"}
+    assert {row["category"]: row["wall_ms"] for row in breakdown
+            if row["category"] not in ("total", "outside traced processes")} == {
+        category: ms for category, ms in by_category.items() if category != "outside traced processes"}
     [process] = summary["slowest_processes"]
     assert process["command"] == "python -c \"print('hello from the command')\""
     assert process["startup_ms"] > 0 and process["exit_code"] == 0
@@ -269,7 +270,7 @@ def test_a_command_without_python_is_run_and_summarized(cli):
     summary = json.loads(rest)
     assert summary["processes"] == 0 and summary["exit_code"] == 4
     assert any("no Python process was traced" in note for note in summary["notes"])
-    assert summary["time_by_category_ms"]["untraced (launch, teardown)"] == summary["wall_ms"]
+    assert summary["time_by_category_ms"]["outside traced processes"] == summary["wall_ms"]
 
 
 TARGET_MODULE = """

@@ -1,102 +1,199 @@
 """A readable reference of the `breakdown` query in plain Python, for checking the SQL against.
 
-Same rules, computed the slow obvious way: each span's self intervals are its interval minus the
-union of its children's (clipped) intervals; every elementary time segment of the run is split
-equally between the self intervals open in it. Small-call sums are not modelled here (they have
-their own exact tests).
+Same rules, computed the slow obvious way: time is cut into elementary segments at every boundary;
+in each segment the run's weight (1) goes to the top-level processes alive, each unit (a thread:
+a process's main thread, a `thread`/`task` span, a SERVER span) shares what reaches it equally
+between its open leaves, and a leaf that waits on something alive passes its share on to it.
+Small-call sums are not modelled here (they have their own exact tests).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from tests.queries.builder import MS, Span
 
 CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
-              "http server time", "subprocess spawn overhead", "waiting on children", "container start-up",
-              "own work", "untraced")
+              "http server time", "subprocess spawn overhead", "child processes' own work", "container start-up",
+              "own work", "untraced child processes", "untraced waits", "outside traced processes")
+RESIDUAL = ("own work", "child processes' own work")  # split by CPU use: off-CPU is an untraced wait
 
 
-def breakdown(spans: list[Span], main_trace: str) -> dict[str, tuple[float, float]]:
-    """category -> (wall, busy), in the spans' time unit.
+@dataclass
+class CpuSample:
+    """A thread used `cpu` of CPU time in [start, end] (ms)."""
 
-    A span's self intervals: its interval (within the run) minus its children's, clipped to it.
-    """
+    pid: int
+    tid: int
+    start: float
+    end: float
+    cpu: float
+
+
+def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> dict[str, tuple[float, float]]:
+    """category -> (wall, busy), in the spans' time unit."""
     nodes = {s.id: s for s in spans if s.trace == main_trace}
-    parent = {}
+    parent: dict[str, str | None] = {}
     for span in nodes.values():
         p = span.parent
-        if p in nodes and nodes[p].name == "exec":
-            process = next(n for n in nodes.values() if n.file == nodes[p].file and n.name == "process")
-            p = process.parent
+        if p in nodes and nodes[p].name == "exec":  # the new image goes on where the old one was
+            p = next(n for n in nodes.values() if n.file == nodes[p].file and n.name == "process").parent
         parent[span.id] = p if p in nodes else None
+    pid_of = {s.file: s.attributes.get("process.pid") for s in nodes.values() if s.name == "process"}
+    legacy = not any(s.category in ("wait", "thread") for s in nodes.values())
+
+    def is_root(span: Span) -> bool:
+        p = parent[span.id]
+        return (span.category in ("process", "thread") or p is None or nodes[p].file != span.file)
+
+    def unit(span: Span) -> str:
+        while not is_root(span):
+            span = nodes[parent[span.id]]
+        return span.id
+
     top = [s for s in nodes.values() if parent[s.id] is None]
     run_start, run_end = min(s.start for s in top), max(s.end for s in top)
     main_files = {s.file for s in top if s.name == "process"}
-    traced_children = {parent[s.id] for s in nodes.values() if s.name == "process" and parent[s.id]}
-    containers = {parent[s.id] for s in nodes.values() if s.category == "container" and parent[s.id]}
+    any_process = any(s.name == "process" for s in nodes.values())
+    processes_of = defaultdict(list)  # a spawning span -> the traced processes it started
+    for s in nodes.values():
+        if s.name == "process" and parent[s.id]:
+            processes_of[parent[s.id]].append(s.id)
+    dockers = {parent[s.id] for s in nodes.values() if s.category == "container" and parent[s.id]}
 
-    def clipped(span: Span) -> tuple[float, float]:
-        p = parent[span.id]
-        if p is None:
-            return span.start, span.end
-        return max(span.start, nodes[p].start), min(span.end, nodes[p].end)
+    def is_waiter(s: Span) -> bool:
+        return (s.category == "wait" or (s.category == "http" and s.kind == "CLIENT")
+                or (s.category == "container" and s.kind == "CLIENT")
+                or (s.category == "subprocess" and (legacy or s.attributes.get("process.shell"))))
 
-    children = defaultdict(list)
-    for span in nodes.values():
-        children[parent[span.id]].append(clipped(span))
+    def targets(s: Span) -> list[str]:
+        if s.category != "wait":
+            return [c.id for c in nodes.values() if parent[c.id] == s.id and is_root(c)]
+        out = []
+        for target in s.attributes.get("selfopt_trace.wait.on", []):
+            if target in nodes and nodes[target].category == "subprocess":
+                out += processes_of[target]
+            elif target in nodes:
+                out.append(target)
+        return out
 
-    def category(span: Span) -> str:
-        if span.category == "startup":
+    def category(s: Span) -> str:
+        """What a leaf's time is (a waiter's, when nothing it waits on is alive)."""
+        if s.category == "wait":
+            spawners = [t for t in s.attributes.get("selfopt_trace.wait.on", [])
+                        if t in nodes and nodes[t].category == "subprocess"]
+            if any(t in dockers for t in spawners):
+                return "container start-up"
+            if any(processes_of[t] for t in spawners):
+                return "subprocess spawn overhead"
+            return "untraced child processes" if spawners or "process.pid" in s.attributes else "untraced waits"
+        if s.category == "startup":
             return "interpreter start-up"
-        if span.category == "import":
+        if s.category == "import":
             return "imports"
-        if span.category == "parse":
+        if s.category == "parse":
             return "parsing"
-        if span.category == "serialization":
+        if s.category == "serialization":
             return "serialization"
-        if span.category == "http":
-            return "http server time" if span.kind == "SERVER" else "http client overhead"
-        if span.category == "subprocess" and span.id in containers:
+        if s.category == "http":
+            return "http server time" if s.kind == "SERVER" else "http client overhead"
+        if s.category == "container" or (s.category == "subprocess" and s.id in dockers):
             return "container start-up"
-        if span.category == "subprocess":
-            return "subprocess spawn overhead" if span.id in traced_children else "untraced child"
-        if span.category == "container":
-            return "container start-up"
-        return "own work" if span.file in main_files else "waiting on children"
+        if s.category == "subprocess":
+            traced = processes_of[s.id] or not is_waiter(s)  # the spawning call itself
+            return "subprocess spawn overhead" if traced else "untraced child processes"
+        if not any_process or s.file in main_files:
+            return "own work"
+        return "child processes' own work"
 
-    intervals = []  # (start, end, category)
-    owners = [(None, run_start, run_end, "untraced")] + [
-        (s.id, max(s.start, run_start), min(s.end, run_end), category(s)) for s in nodes.values()]
-    for owner, lo, hi, name in owners:
-        if hi <= lo:
-            continue
-        for gap in _minus(lo, hi, [c for c in children[owner] if c[1] > c[0]]):
-            if name == "untraced child":
-                span = nodes[owner]
-                spawned = min(max(span.start + span.attributes.get("selfopt_trace.spawn_ns", 0) / MS, gap[0]), gap[1])
-                intervals += [(gap[0], spawned, "subprocess spawn overhead"), (spawned, gap[1], "waiting on children")]
-            else:
-                intervals.append((*gap, name))
-    intervals = [i for i in intervals if i[1] > i[0]]
+    def interval(s: Span) -> tuple[float, float]:
+        """The span's interval in its unit: a child process's whole life is not its spawner's activity,
+        only the spawning call is (unless the span is itself a wait)."""
+        lo, hi = max(s.start, run_start), min(s.end, run_end)
+        if s.category == "subprocess" and not is_waiter(s):
+            hi = min(hi, s.start + s.attributes.get("selfopt_trace.spawn_ns", 0) / MS)
+        return lo, hi
+
+    def clipped(s: Span) -> tuple[float, float]:
+        """Within its same-unit parent: the part of the span that keeps the parent from being a leaf."""
+        lo, hi = interval(s)
+        if is_root(s):
+            return lo, hi
+        p_lo, p_hi = interval(nodes[parent[s.id]])
+        return max(lo, p_lo), min(hi, p_hi)
+
+    members = defaultdict(list)  # unit -> its spans
+    children = defaultdict(list)  # same-unit children
+    for s in nodes.values():
+        members[unit(s)].append(s)
+        if not is_root(s):
+            children[parent[s.id]].append(s)
+    tid = {}
+    for s in nodes.values():
+        if is_root(s) and s.name == "process":
+            tid[s.id] = (pid_of.get(s.file), pid_of.get(s.file))
+        elif s.category == "thread":
+            tid[s.id] = (pid_of.get(s.file), s.attributes.get("thread.id"))
+
+    points = {run_start, run_end}
+    for s in nodes.values():
+        points.update(interval(s))
+    for c in cpu:
+        points.update((c.start, c.end))
+    points = sorted(t for t in points if run_start <= t <= run_end)
     wall, busy = defaultdict(float), defaultdict(float)
-    for lo, hi, name in intervals:
-        busy[name] += hi - lo
-    points = sorted({t for lo, hi, _ in intervals for t in (lo, hi)})
+
+    def is_open(s: Span, a: float, b: float) -> bool:
+        lo, hi = interval(s)
+        return lo <= a and hi >= b and hi > lo
+
+    def leaves(u: str, a: float, b: float) -> list[Span]:
+        found = []
+        for s in members[u]:
+            if not is_open(s, a, b):
+                continue
+            if any(clipped(c)[0] <= a and clipped(c)[1] >= b for c in children[s.id]):
+                continue
+            found.append(s)
+        return found
+
+    def running(u: str, a: float, b: float) -> float:
+        key = tid.get(u)
+        for c in cpu:
+            if key and (c.pid, c.tid) == key and c.start <= a and c.end >= b:
+                return min(1.0, c.cpu / (c.end - c.start))
+        return 1.0
+
+    def give(u: str, weight: float, a: float, b: float, depth: int = 0) -> None:
+        found = leaves(u, a, b)
+        for leaf in found:
+            share = weight / len(found)
+            if is_waiter(leaf):
+                live = [nodes[t] for t in targets(leaf) if is_open(nodes[t], a, b)]
+                if live and depth < 64:
+                    for target in live:
+                        give(target.id, share / len(live), a, b, depth + 1)
+                    continue
+            name = category(leaf)
+            if name in RESIDUAL:
+                r = running(u, a, b)
+                wall[name] += share * r * (b - a)
+                wall["untraced waits"] += share * (1 - r) * (b - a)
+            else:
+                wall[name] += share * (b - a)
+
+    units = [s for s in nodes.values() if is_root(s)]
     for a, b in zip(points, points[1:]):
-        open_ = [name for lo, hi, name in intervals if lo <= a and hi >= b]
-        for name in open_:
-            wall[name] += (b - a) / len(open_)
+        alive = [s for s in top if is_open(s, a, b)]
+        if not alive:
+            wall["outside traced processes"] += b - a
+            busy["outside traced processes"] += b - a
+        for s in alive:
+            give(s.id, 1 / len(alive), a, b)
+        for u in units:  # busy: every self interval in full, waited on or not
+            for leaf in leaves(u.id, a, b):
+                if is_waiter(leaf) and any(is_open(nodes[t], a, b) for t in targets(leaf)):
+                    continue
+                busy[category(leaf)] += b - a
     return {name: (wall[name], busy[name]) for name in CATEGORIES}
-
-
-def _minus(lo: float, hi: float, parts: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """[lo, hi] minus the union of parts."""
-    gaps, cursor = [], lo
-    for a, b in sorted(parts):
-        if a > cursor:
-            gaps.append((cursor, min(a, hi)))
-        cursor = max(cursor, b)
-    if cursor < hi:
-        gaps.append((cursor, hi))
-    return [g for g in gaps if g[1] > g[0]]

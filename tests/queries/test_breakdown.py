@@ -10,7 +10,7 @@ import pytest
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
 from tests.queries import reference
-from tests.queries.builder import RunBuilder
+from tests.queries.builder import MS, RunBuilder, at
 from tests.store.spanfiles import TRACE
 
 OTHER_TRACE = "1" * 32
@@ -51,7 +51,7 @@ def test_sequential_run_splits_into_its_categories(store: Store, tmp_path: Path)
     assert_figures(breakdown(store, run_id), {
         "interpreter start-up": (15, 15), "imports": (28, 28), "serialization": (10, 10),
         "http client overhead": (10, 10), "http server time": (20, 20), "subprocess spawn overhead": (6, 6),
-        "waiting on children": (4, 4), "own work": (7, 7)})
+        "child processes' own work": (4, 4), "own work": (7, 7)})
     assert breakdown(store, run_id)["total"][0] == pytest.approx(100)
 
 
@@ -81,17 +81,19 @@ def test_parallel_children_share_the_instants_they_overlap(store: Store, tmp_pat
     run_id = run.load(store, tmp_path)
     assert_figures(breakdown(store, run_id), {
         "own work": (20, 20), "subprocess spawn overhead": (4.5, 6), "interpreter start-up": (12, 20),
-        "imports": (33, 60), "waiting on children": (30.5, 39)})
+        "imports": (33, 60), "child processes' own work": (30.5, 39)})
 
 
-def test_an_untraced_child_is_spawn_overhead_then_waiting(store: Store, tmp_path: Path) -> None:
+def test_an_untraced_child_is_spawn_overhead_then_an_untraced_child_while_waited_on(store: Store,
+                                                                                      tmp_path: Path) -> None:
     run = RunBuilder()
     main = run.process(100, 0, 100)
-    run.span(100, "subprocess", "subprocess", 10, 50, main, kind="CLIENT",
-             attributes={"process.command_args": ["git", "status"], "selfopt_trace.spawn_ns": 2_000_000})
+    git = run.span(100, "subprocess", "subprocess", 10, 50, main, kind="CLIENT",
+                   attributes={"process.command_args": ["git", "status"], "selfopt_trace.spawn_ns": 2_000_000})
+    run.span(100, "Popen.wait", "wait", 20, 50, main, attributes={"selfopt_trace.wait.on": [git]})
     run_id = run.load(store, tmp_path)
-    assert_figures(breakdown(store, run_id), {
-        "own work": (60, 60), "subprocess spawn overhead": (2, 2), "waiting on children": (38, 38)})
+    assert_figures(breakdown(store, run_id), {  # 12-20: the parent worked while git ran
+        "own work": (68, 68), "subprocess spawn overhead": (2, 2), "untraced child processes": (30, 30)})
 
 
 def test_small_calls_summed_onto_a_span_move_their_time_to_serialization_and_parsing(store: Store,
@@ -129,7 +131,7 @@ def test_an_exec_goes_on_where_the_replaced_process_was(store: Store, tmp_path: 
     run.span(100, "interpreter.startup", "startup", 50.5, 60, second, image="b")
     run_id = run.load(store, tmp_path)
     assert_figures(breakdown(store, run_id), {
-        "own work": (90, 90), "untraced": (0.5, 0.5), "interpreter start-up": (9.5, 9.5)})
+        "own work": (90, 90), "outside traced processes": (0.5, 0.5), "interpreter start-up": (9.5, 9.5)})
 
 
 def random_run(seed: int) -> RunBuilder:
@@ -171,10 +173,105 @@ def random_run(seed: int) -> RunBuilder:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_random_trees_match_the_reference(store: Store, tmp_path: Path, seed: int) -> None:
+def test_random_trees_of_runs_recorded_before_waits_match_the_reference(store: Store, tmp_path: Path,
+                                                                         seed: int) -> None:
     run = random_run(seed)
     run_id = run.load(store, tmp_path)
     expected = reference.breakdown(run.spans, TRACE)
+    actual = breakdown(store, run_id)
+    assert_figures(actual, expected)
+    assert actual["total"][0] == pytest.approx(100, abs=1e-3)
+
+
+def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSample]]:
+    """A process tree as the agent records it now: children and threads that are waited on (one at a
+    time, several at once, late, or never), HTTP calls, untraced children, and CPU samples."""
+    rng = random.Random(seed)
+    run = RunBuilder(f"waits-{seed}", first_id=seed * 10_000 + 1)
+    pids = iter(range(100, 10_000))
+    tids = iter(range(20_000, 30_000))
+    cpu: list[reference.CpuSample] = []
+
+    def sample(pid: int, tid: int, lo: float, hi: float) -> None:
+        t = lo
+        while t < hi:
+            step = min(hi - t, rng.uniform(1, 6))
+            cpu.append(reference.CpuSample(pid, tid, t, t + step, step * rng.choice((0, 0.3, 1, 1))))
+            t += step
+
+    def process(pid: int, parent: str, lo: float, hi: float, depth: int) -> None:
+        child = run.process(pid, lo, hi, parent, command="child.py")
+        run.span(pid, "interpreter.startup", "startup", lo, lo + (hi - lo) / 5, child)
+        fill(pid, child, lo + (hi - lo) / 5, hi, depth + 1)
+        sample(pid, pid, lo, hi)
+
+    def fill(pid: int, parent: str, lo: float, hi: float, depth: int) -> None:
+        t = lo + rng.uniform(0, 3)
+        while t < hi - 2 and depth < 4:
+            length = rng.uniform(1, (hi - lo) / 2)
+            s, e = t, min(t + length, hi)
+            roll = rng.random()
+            if roll < 0.25:  # children, waited on from some point, or never
+                calls = []
+                for _ in range(rng.choice((1, 1, 2))):
+                    end = e + rng.uniform(-1, 1) if rng.random() < 0.5 else e
+                    call = run.span(pid, "subprocess", "subprocess", s, max(end, s + 0.5), parent, kind="CLIENT",
+                                    attributes={"selfopt_trace.spawn_ns": 100_000})
+                    if rng.random() < 0.8:
+                        process(next(pids), call, s + 0.2, max(end, s + 0.5) - 0.1, depth)
+                    calls.append(call)
+                if rng.random() < 0.8:
+                    run.span(pid, "Popen.wait", "wait", rng.uniform(s + 0.1, e), e, parent,
+                             attributes={"selfopt_trace.wait.on": calls})
+            elif roll < 0.4:  # a thread, joined (maybe after it ended), or not
+                tid = next(tids)
+                thread = run.span(pid, "thread", "thread", s, e, parent, attributes={"thread.id": tid})
+                fill(pid, thread, s, e, depth + 1)
+                sample(pid, tid, s, e)
+                if rng.random() < 0.7:
+                    run.span(pid, "Thread.join", "wait", rng.uniform(s, e), e + rng.uniform(0, 1), parent,
+                             attributes={"selfopt_trace.wait.on": [thread]})
+            elif roll < 0.55:
+                client = run.span(pid, "POST", "http", s, e, parent, kind="CLIENT")
+                if rng.random() < 0.8:
+                    run.span(999, "POST /x", "http", s + (e - s) / 4, e - (e - s) / 4, client, kind="SERVER")
+            elif roll < 0.6:
+                run.span(pid, "sleep", "wait", s, e, parent)  # a wait on nothing the trace knows
+            else:
+                category = rng.choice(("import", "serialization", "parse", "phase", "other"))
+                span = run.span(pid, f"{category} work", category, s, e, parent)
+                fill(pid, span, s, e, depth + 1)
+            t = e - rng.uniform(0, length) if rng.random() < 0.15 else e + rng.uniform(0, 2)
+
+    main_pid = next(pids)
+    main = run.process(main_pid, 0, 100)
+    run.span(main_pid, "interpreter.startup", "startup", 0, 8, main)
+    helper = run.span(main_pid, "subprocess", "subprocess", 8, 99, main, kind="CLIENT",
+                      attributes={"selfopt_trace.spawn_ns": 500_000})
+    process(next(pids), helper, 8.5, 98.5, 3)  # an idle helper alive for the whole run
+    fill(main_pid, main, 9, 100, 0)
+    sample(main_pid, main_pid, 0, 100)
+    return run, cpu
+
+
+def load_cpu(store: Store, run_id: str, samples: list[reference.CpuSample]) -> None:
+    store.sql("INSERT INTO cpu_samples (run_id, pid, tid, start_ns, end_ns, cpu_ns) "
+              "SELECT $run_id, unnest($pids), unnest($tids), unnest($starts), unnest($ends), unnest($cpus)",
+              {"run_id": run_id, "pids": [c.pid for c in samples], "tids": [c.tid for c in samples],
+               "starts": [at(c.start) for c in samples], "ends": [at(c.end) for c in samples],
+               "cpus": [round(c.cpu * MS) for c in samples]})
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_trees_with_waits_threads_and_cpu_samples_match_the_reference(store: Store, tmp_path: Path,
+                                                                              seed: int) -> None:
+    run, cpu = random_run_with_waits(seed)
+    run_id = run.load(store, tmp_path)
+    load_cpu(store, run_id, cpu)
+    # the reference sees what the store holds: times rounded to the nanosecond
+    cpu = [reference.CpuSample(c.pid, c.tid, (at(c.start) - at(0)) / MS, (at(c.end) - at(0)) / MS,
+                               round(c.cpu * MS) / MS) for c in cpu]
+    expected = reference.breakdown(run.spans, TRACE, cpu)
     actual = breakdown(store, run_id)
     assert_figures(actual, expected)
     assert actual["total"][0] == pytest.approx(100, abs=1e-3)
@@ -200,4 +297,4 @@ def test_a_docker_run_is_container_start_up_around_the_containers_process(store:
     run_id = run.load(store, tmp_path)
     assert_figures(breakdown(store, run_id), {
         "own work": (20, 20), "container start-up": (40, 40), "interpreter start-up": (10, 10),
-        "waiting on children": (30, 30)})
+        "child processes' own work": (30, 30)})

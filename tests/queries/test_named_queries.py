@@ -25,7 +25,7 @@ def test_breakdown_sums_to_the_main_process_wall_time(traced_store) -> None:
     assert rows["total"]["wall_ms"] == pytest.approx(main[0][0], abs=0.01)
     assert sum(r["wall_ms"] for c, r in rows.items() if c != "total") == pytest.approx(rows["total"]["wall_ms"], abs=0.01)
     for category in ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
-                     "http server time", "subprocess spawn overhead", "waiting on children", "own work"):
+                     "http server time", "subprocess spawn overhead", "child processes' own work", "own work"):
         assert rows[category]["wall_ms"] > 0, category
 
 
