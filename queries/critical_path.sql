@@ -5,7 +5,11 @@
 -- child that ends later than every child started before it). Shortening a span off the path does
 -- not shorten the run; shortening one on it does, by up to its self time on the path. Children
 -- are clipped to their parent; a child on the path that overlaps the next one on it counts until
--- that one starts. The spans considered are the run's trace, as in `breakdown`.
+-- that one starts. The spans considered are the run's trace, as in `breakdown`, and the path
+-- follows the same waits: a span's children are the spans of its own thread, and for a wait (an
+-- HTTP call, a container or os.system call) the processes, threads, tasks or server spans it waits
+-- on, clipped to the wait. A subprocess span is only its spawning call: a child process is on the
+-- path through the waits on it, so a helper or a server that nobody waits on never is.
 --
 -- Parameters:
 --   run_id                the run
@@ -21,38 +25,20 @@
 --   self_ms               time on the path in none of its children: what shortening it can save
 --   duration_ms           the span's whole duration
 WITH RECURSIVE
-run_spans AS NOT MATERIALIZED (
-    SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns, pid
-    FROM spans
-    WHERE run_id = $run_id
+activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
+    SELECT * FROM run_activity($run_id)
 ),
-main_trace AS (  -- as in breakdown.sql: the trace of the process started when the run started
-    SELECT coalesce(
-        (SELECT p.trace_id
-         FROM run_spans AS p
-         LEFT JOIN runs AS r ON r.run_id = $run_id
-         WHERE p.name = 'process' AND p.category = 'process'
-         ORDER BY abs(p.start_ns - r.start_ns) NULLS LAST, p.start_ns
-         LIMIT 1),
-        (SELECT trace_id FROM run_spans ORDER BY start_ns LIMIT 1)) AS trace_id
+tree AS (  -- (child, parent) pairs: top-level spans are children of the run (id 0)
+    SELECT id, coalesce(parent, 0::UBIGINT) AS parent, rs, re FROM activity WHERE NOT is_root OR is_top
+    UNION ALL
+    SELECT t.id, w.id, t.rs, t.re
+    FROM (SELECT id, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
+    JOIN activity AS t ON t.id = w.target
 ),
-nodes AS MATERIALIZED (  -- with the server spans of other runs answering this run's clients
-    SELECT hash(span_id) AS id, CASE WHEN parent_span_id IS NOT NULL THEN hash(parent_span_id) END AS parent,
-           name, category, pid, start_ns, end_ns
-    FROM (SELECT * FROM run_spans
-          UNION ALL
-          SELECT s.span_id, s.parent_span_id, s.trace_id, s.name, s.kind, s.category, s.start_ns, s.end_ns, s.pid
-          FROM spans AS s
-          JOIN run_spans AS c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id
-          WHERE s.kind = 'SERVER' AND s.run_id <> $run_id AND c.kind = 'CLIENT')
-    WHERE trace_id = (SELECT trace_id FROM main_trace)
-),
-clipped AS (  -- top-level spans are children of the run (id 0)
-    SELECT c.id, coalesce(p.id, 0::UBIGINT) AS parent,
-           greatest(c.start_ns, coalesce(p.start_ns, c.start_ns)) AS cs,
-           least(c.end_ns, coalesce(p.end_ns, c.end_ns)) AS ce
-    FROM nodes AS c
-    LEFT JOIN nodes AS p ON p.id = c.parent
+clipped AS (
+    SELECT c.id, c.parent, greatest(c.rs, coalesce(p.rs, c.rs)) AS cs, least(c.re, coalesce(p.re, c.re)) AS ce
+    FROM tree AS c
+    LEFT JOIN activity AS p ON p.id = c.parent
 ),
 ordered AS (  -- siblings in start order (the longest first at equal starts)
     SELECT *, lag(ce) OVER w AS previous_end, lead(cs) OVER w AS next_start
@@ -75,27 +61,31 @@ chain AS MATERIALIZED (
           WHERE parent IN (SELECT parent FROM overlapping))
     WHERE earlier_end IS NULL OR ce > earlier_end
 ),
-path(id, depth, path_start, path_end) AS (
-    SELECT 0::UBIGINT, 0, min(cs), max(ce) FROM chain WHERE parent = 0
+-- A unit waited on more than once (a child polled with Popen.wait(timeout)) is on the path once
+-- per wait: each occurrence is told apart by its parent's occurrence (parent, parent_start).
+path(id, parent, parent_start, depth, path_start, path_end) AS (
+    SELECT 0::UBIGINT, NULL::UBIGINT, NULL::BIGINT, 0, min(cs), max(ce) FROM chain WHERE parent = 0
     UNION ALL
-    SELECT c.id, p.depth + 1, greatest(c.cs, p.path_start), least(c.ce, coalesce(c.next_start, c.ce), p.path_end)
+    SELECT c.id, p.id, p.path_start, p.depth + 1, greatest(c.cs, p.path_start),
+           least(c.ce, coalesce(c.next_start, c.ce), p.path_end)
     FROM path AS p
     JOIN chain AS c ON c.parent = p.id
     WHERE least(c.ce, coalesce(c.next_start, c.ce), p.path_end) > greatest(c.cs, p.path_start)
+      AND p.depth < 1000
 ),
 path_rows AS MATERIALIZED (  -- a recursive CTE is computed again at each use
     SELECT * FROM path
 ),
 children_on_path AS (
-    SELECT c.parent, sum(k.path_end - k.path_start) AS ns
-    FROM path_rows AS k
-    JOIN chain AS c ON c.id = k.id
-    GROUP BY c.parent
+    SELECT parent, parent_start, sum(path_end - path_start) AS ns
+    FROM path_rows
+    WHERE parent IS NOT NULL
+    GROUP BY parent, parent_start
 ),
 on_path AS (
     SELECT p.*, p.path_end - p.path_start - coalesce(k.ns, 0) AS self_ns
     FROM path_rows AS p
-    LEFT JOIN children_on_path AS k ON k.parent = p.id
+    LEFT JOIN children_on_path AS k ON k.parent = p.id AND k.parent_start = p.path_start
     WHERE p.id <> 0
 ),
 shown AS (
@@ -110,5 +100,5 @@ SELECT repeat('  ', o.depth - 1) || n.name AS span, n.category, n.pid,
        round(o.self_ns / 1e6, 3) AS self_ms,
        round((n.end_ns - n.start_ns) / 1e6, 3) AS duration_ms
 FROM shown AS o
-JOIN nodes AS n ON n.id = o.id
+JOIN activity AS n ON n.id = o.id
 ORDER BY o.path_start, o.depth

@@ -49,6 +49,8 @@ class Store:
         self._con = _connect(self.path, read_only)
         if not read_only:
             self._con.execute(resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8"))
+        # Temporary: the queries always get the macros of this version, whoever created the file.
+        self._con.execute(resources.files(__package__).joinpath("macros.sql").read_text(encoding="utf-8"))
 
     def load_run(self, run_dir: Path | str) -> LoadResult:
         """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not exist."""
