@@ -1,0 +1,405 @@
+"""CPU sampler: every traced process's and thread's on-CPU time, read from /proc by the `run` process.
+
+The traced program pays nothing: a thread of `run` reads, at a fixed rate,
+`/proc/<pid>/task/<tid>/schedstat` (nanoseconds on CPU and nanoseconds runnable but waiting for a
+CPU, cumulative since the thread started) of CMD and of every process that has a span file in
+`<run_dir>/spans/`, and appends the readings to
+`<run_dir>/cpu/samples.tsv` (docs/span-format.md, "CPU samples"). The loader turns consecutive
+readings of a thread into the intervals of the `cpu_samples` table.
+
+Why it is cheap (benchmarks/bench_sampler.py): the schedstat files stay open and are `pread` each
+tick (1.4 us against 8 us for open/read/close), all threads in one flat loop; a process's thread
+list is read again only when the link count of its `task` directory (2 + its threads) changed,
+and that count is looked at only for a process one of whose threads ran (only a running thread can
+start or end one) or could not be read; `spans/` is listed again only when its mtime moved; a
+reading equal to the thread's previous one is written only when the next one differs or at the
+next flush, so an idle thread costs two lines a second instead of one per tick, and nothing is
+lost (an unchanged stretch is one interval of zero CPU either way).
+
+Pid reuse: every file is opened through the process's `task` directory descriptor, which the
+kernel ties to that process, so a reused pid can never be read through old descriptors; each
+process is named by pid *and* start time, and a span file's process is taken only when it had
+started by the time the file's header was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import WatchedRun
+
+FORMAT_NAME = "selfopt-trace/cpu"
+FORMAT_VERSION = 1
+FIELDS = ("rec", "time_ns", "pid", "tid", "process_start_ns", "cpu_ns", "runqueue_ns", "name", "message",
+          "terminator")
+THREAD, CPU, DIAGNOSTIC = "T", "C", "D"
+TERMINATOR = "."
+HEADER_PREFIX = f"#{FORMAT_NAME} "  # the header line: "#selfopt-trace/cpu 1" then the field names
+HEADER = f"{HEADER_PREFIX}{FORMAT_VERSION}\t" + "\t".join(FIELDS[:-1]) + "\n"
+SAMPLES_PATH = Path("cpu") / "samples.tsv"  # under the run directory
+
+UNAVAILABLE = "cpu.unavailable"  # diagnostic codes the loader copies into `diagnostics`
+FAILED = "cpu.failed"
+
+# 20 Hz: 0.7 % of one core with 50 idle traced processes (benchmarks/bench_sampler.py; 50 Hz: 1.7 %,
+# too close to the 2 % budget); a reading every 50 ms tells running from waiting well enough.
+DEFAULT_RATE_HZ = 20.0
+FLUSH_INTERVAL_NS = 500_000_000  # a killed `run` loses at most this much
+STOP_TIMEOUT_S = 0.1
+HEADER_START_SLACK_NS = 20_000_000  # /proc start times count clock ticks (10 ms): two of them
+HEADER_RETRIES = 20  # ticks to wait for an empty span file's header before giving it up
+# A directory's mtime has the kernel's coarse clock (<= 10 ms steps): once this much older than the
+# listing that saw it, an unchanged mtime proves no file was added since.
+DIR_MTIME_SLACK_NS = 50_000_000
+
+_SCHEDSTAT_BYTES = 64  # "<run ns> <wait ns> <slices>\n"
+_STAT_BYTES = 1024
+
+
+class _Process:
+    __slots__ = ("pid", "start_ns", "task_fd", "nlink", "threads")
+
+    def __init__(self, pid: int, start_ns: int, task_fd: int) -> None:
+        self.pid = pid
+        self.start_ns = start_ns
+        self.task_fd = task_fd  # /proc/<pid>/task: every file of the process is opened through it
+        self.nlink = 0  # the task directory's link count when its threads were last listed
+        self.threads: dict[int, _Thread] = {}
+
+
+class _Thread:
+    __slots__ = ("process", "tid", "fd", "data", "time_ns", "written")
+
+    def __init__(self, process: _Process, tid: int, fd: int) -> None:
+        self.process = process
+        self.tid = tid
+        self.fd = fd
+        self.data = b""  # the last reading, as read: no reading yet, so the first always differs
+        self.time_ns = 0
+        self.written = True  # the last reading is in the file (False: held back, unchanged)
+
+
+class CpuSampler:
+    """A Watcher (selfopt_trace/watchers): samples CPU time from its own thread while CMD lives."""
+
+    name = "cpu sampler"
+
+    def __init__(self, rate_hz: float | None = None, proc_root: Path | str = "/proc") -> None:
+        self.period_ns = int(1e9 / (rate_hz or DEFAULT_RATE_HZ))
+        self.proc_root = str(proc_root)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._notes: list[str] = []
+        self._fd = -1
+        self._lines: list[str] = []
+        self._processes: dict[int, _Process] = {}
+        self._threads: list[_Thread] = []  # every thread of every process, in one list for the tick's loop
+        self._threads_changed = False
+        self._to_list: set[_Process] = set()  # processes whose threads may have changed: look at them
+        self._seen_files: set[str] = set()
+        self._spans_mtime_ns = 0
+        self._spans_listed_ns = 0
+        self._header_waits: dict[str, int] = {}
+        self._spans_dir = ""
+        self._flush_due_ns = 0
+        # /proc start times are clock ticks since boot (CLOCK_BOOTTIME): epoch = boot epoch + ticks.
+        self._ns_per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 10_000_000
+        self._boot_epoch_ns = (time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                               if hasattr(time, "CLOCK_BOOTTIME") else 0)
+
+    # -- Watcher -----------------------------------------------------------------------------
+
+    def start(self, run: WatchedRun) -> None:
+        path = run.run_dir / SAMPLES_PATH
+        path.parent.mkdir(exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._lines.append(HEADER)
+        self._spans_dir = str(run.run_dir / "spans")
+        try:
+            reason = self._unavailable(run.pid)
+        except Exception as exc:  # never fail the run: an unexpected failure is "unavailable" too
+            reason = f"{type(exc).__name__}: {exc}"
+        if reason is not None:
+            self._diagnostic(UNAVAILABLE, reason)
+            self._close()
+            return
+        self._flush()  # the header now: the file says what it is even if `run` is killed at once
+        self._thread = threading.Thread(target=self._run, name="selfopt-trace cpu sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[str]:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(STOP_TIMEOUT_S)
+            if self._thread.is_alive():
+                self._notes.append(f"{self.name}: still writing after {STOP_TIMEOUT_S} s; its last samples may be missing")
+        return list(self._notes)
+
+    # -- the sampling thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            due = time.monotonic_ns()
+            while True:
+                self._tick()
+                due += self.period_ns
+                now = time.monotonic_ns()
+                if due < now:  # late (the machine is busy): skip the missed ticks, never burst
+                    due = now + self.period_ns
+                if self._stop.wait((due - now) / 1e9):
+                    break
+            self._tick()  # the last reading, CMD just exited
+            for process in list(self._processes.values()):
+                self._retire_process(process)
+        except Exception as exc:  # the sampler's failure is a note, never the run's
+            self._notes.append(f"{self.name}: sampling stopped: {type(exc).__name__}: {exc}")
+            self._diagnostic(FAILED, f"sampling stopped: {type(exc).__name__}: {exc}")
+        finally:
+            try:
+                self._close()
+            except OSError as exc:
+                self._notes.append(f"{self.name}: could not write {SAMPLES_PATH}: {exc.strerror or exc}")
+
+    def _tick(self) -> None:
+        self._discover()
+        if self._to_list:
+            to_list, self._to_list = self._to_list, set()
+            new = []
+            for process in to_list:
+                new += self._check_threads(process)
+            self._read(new)  # a new thread's first reading now, not a tick later
+        if self._threads_changed:
+            self._threads = [thread for process in self._processes.values() for thread in process.threads.values()]
+            self._threads_changed = False
+        self._to_list.update(self._read(self._threads))
+        if time.monotonic_ns() >= self._flush_due_ns:
+            self._flush()
+
+    def _read(self, threads: list[_Thread]) -> set[_Process]:
+        """Read threads' schedstat; the processes one of whose threads ran or ended (look at them next tick)."""
+        lines, pread, time_ns, line = self._lines, os.pread, time.time_ns, self._cpu_line
+        ran: set[_Process] = set()
+        for thread in threads:
+            try:
+                data = pread(thread.fd, _SCHEDSTAT_BYTES, 0)
+            except OSError:  # ESRCH: the thread has exited (and been reaped)
+                data = b""
+            if not data:
+                ran.add(thread.process)
+                self._retire_thread(thread)
+                continue
+            now = time_ns()
+            if data == thread.data:  # unchanged: held back until a reading differs or the next flush
+                thread.time_ns, thread.written = now, False
+                continue
+            ran.add(thread.process)
+            if not thread.written:  # the unchanged stretch ends at the previous reading
+                lines.append(line(thread))
+            thread.data, thread.time_ns = data, now
+            lines.append(line(thread))
+            thread.written = True
+        return ran
+
+    def _check_threads(self, process: _Process) -> list[_Thread]:
+        """List a process's threads again when their number changed; the new ones. Retires it when it
+        has no thread left (exited and reaped)."""
+        try:
+            nlink = os.fstat(process.task_fd).st_nlink
+        except OSError:
+            nlink = 0
+        new: list[_Thread] = []
+        if nlink != process.nlink:
+            process.nlink = nlink
+            try:
+                tids = {int(name) for name in os.listdir(process.task_fd)}
+            except (OSError, ValueError):
+                tids = set()
+            for tid, thread in list(process.threads.items()):
+                if tid not in tids:
+                    self._retire_thread(thread)
+            for tid in tids.difference(process.threads):
+                thread = self._add_thread(process, tid)
+                if thread is not None:
+                    new.append(thread)
+        if not process.threads:
+            self._retire_process(process)
+        return new
+
+    def _add_thread(self, process: _Process, tid: int) -> _Thread | None:
+        try:
+            start_ticks, comm = self._read_stat(process.task_fd, tid)
+            fd = os.open(f"{tid}/schedstat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=process.task_fd)
+        except (OSError, ValueError):
+            return None  # gone already
+        thread = process.threads[tid] = _Thread(process, tid, fd)
+        self._threads_changed = True
+        # The thread's start is a reading of zero CPU: the loader's first interval runs from there.
+        self._lines.append(f"T\t{self._epoch_ns(start_ticks)}\t{process.pid}\t{tid}\t{process.start_ns}\t\t\t{comm}\t\t.\n")
+        return thread
+
+    def _retire_thread(self, thread: _Thread) -> None:
+        if not thread.written:
+            self._lines.append(self._cpu_line(thread))
+            thread.written = True
+        os.close(thread.fd)
+        del thread.process.threads[thread.tid]
+        self._threads_changed = True
+
+    def _retire_process(self, process: _Process) -> None:
+        for thread in list(process.threads.values()):
+            self._retire_thread(thread)
+        os.close(process.task_fd)
+        self._to_list.discard(process)
+        if self._processes.get(process.pid) is process:
+            del self._processes[process.pid]
+
+    # -- which processes ----------------------------------------------------------------------
+
+    def _discover(self) -> None:
+        """New span files name new traced processes (their header says the pid and when it was written)."""
+        try:
+            mtime = os.stat(self._spans_dir).st_mtime_ns
+            if (mtime == self._spans_mtime_ns and not self._header_waits
+                    and self._spans_listed_ns - mtime > DIR_MTIME_SLACK_NS):
+                return  # no file added since the last listing
+            self._spans_mtime_ns, self._spans_listed_ns = mtime, time.time_ns()
+            names = os.listdir(self._spans_dir)
+        except OSError:
+            return
+        for name in names:
+            if name in self._seen_files:
+                continue
+            header = self._read_header(os.path.join(self._spans_dir, name))
+            if header is None:  # created, not written yet: look again next tick, a few times
+                waits = self._header_waits.get(name, 0) + 1
+                self._header_waits[name] = waits
+                if waits < HEADER_RETRIES:
+                    continue
+            self._seen_files.add(name)
+            self._header_waits.pop(name, None)
+            if header is not None:
+                self._add_process(*header)
+
+    @staticmethod
+    def _read_header(path: str) -> tuple[int, int] | None:
+        """(pid, header time) from a span file's first line, or None when it is not (yet) readable."""
+        try:
+            with open(path, "rb") as stream:
+                line = stream.readline(1 << 20)
+            fields = line.decode("utf-8").split("\t")
+            if fields[0] != "H" or not line.endswith(b"\n"):
+                return None
+            return int(json.loads(fields[10])["pid"]), int(fields[7])
+        except (OSError, ValueError, IndexError, KeyError, TypeError):
+            return None
+
+    def _add_process(self, pid: int, header_ns: int | None = None) -> None:
+        """Follow a process (once per pid and start time); for a span file's, only when it had started
+        by the time the file's header was written (else its pid was already reused)."""
+        try:
+            process = self._open_process(pid)
+        except (OSError, ValueError):
+            return  # exited before its first reading
+        known = self._processes.get(pid)
+        if (header_ns is not None and process.start_ns > header_ns + HEADER_START_SLACK_NS) or (
+                known is not None and known.start_ns == process.start_ns):
+            os.close(process.task_fd)
+            return
+        if known is not None:  # the pid now belongs to another process: the one we knew is gone
+            self._retire_process(known)
+        self._processes[pid] = process
+        self._to_list.add(process)
+
+    def _open_process(self, pid: int) -> _Process:
+        task_fd = os.open(f"{self.proc_root}/{pid}/task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            start_ticks, _ = self._read_stat(task_fd, pid)  # the main thread started with the process
+        except BaseException:
+            os.close(task_fd)
+            raise
+        return _Process(pid, self._epoch_ns(start_ticks), task_fd)
+
+    @staticmethod
+    def _read_stat(task_fd: int, tid: int) -> tuple[int, str]:
+        """(start time in clock ticks since boot, comm) from /proc/<pid>/task/<tid>/stat."""
+        fd = os.open(f"{tid}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=task_fd)
+        try:
+            data = os.pread(fd, _STAT_BYTES, 0)
+        finally:
+            os.close(fd)
+        # "tid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the last ")".
+        close = data.rindex(b")")
+        comm = data[data.index(b"(") + 1:close].decode("utf-8", "replace")
+        start_ticks = int(data[close + 2:].split()[19])  # field 22 of the line, 20th after comm
+        return start_ticks, comm.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+    def _epoch_ns(self, ticks: int) -> int:
+        return self._boot_epoch_ns + ticks * self._ns_per_tick
+
+    def _unavailable(self, pid: int) -> str | None:
+        """Why CPU time cannot be sampled here, or None (then CMD is followed from now on)."""
+        if not sys.platform.startswith("linux"):
+            return f"no /proc schedstat on {sys.platform}"
+        try:
+            process = self._open_process(pid)
+        except (OSError, ValueError) as exc:
+            return f"cannot read {self.proc_root}/{pid}/task: {getattr(exc, 'strerror', None) or exc}"
+        try:
+            with open(f"{self.proc_root}/{pid}/task/{pid}/schedstat", "rb") as stream:
+                fields = stream.read(_SCHEDSTAT_BYTES).split()
+        except OSError as exc:
+            os.close(process.task_fd)
+            return f"cannot read {self.proc_root}/{pid}/task/{pid}/schedstat: {exc.strerror or exc}"
+        if fields[:1] == [b"0"] and fields[2:3] == [b"0"]:  # CMD has run: zeros mean schedstat is off
+            os.close(process.task_fd)
+            return "the kernel keeps no schedstat (CONFIG_SCHED_INFO off)"
+        self._processes[pid] = process
+        self._to_list.add(process)
+        return None
+
+    # -- the file ------------------------------------------------------------------------------
+
+    def _diagnostic(self, code: str, message: str) -> None:
+        text = message.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+        self._lines.append(f"D\t{time.time_ns()}\t\t\t\t\t\t{code}\t{text}\t.\n")
+
+    @staticmethod
+    def _cpu_line(thread: _Thread) -> str:
+        """A thread's last reading: schedstat's "<on-CPU ns> <runqueue ns> <slices>" (kept as read,
+        so an unchanged reading costs a comparison, not a parse)."""
+        cpu, runqueue = thread.data.split()[:2]
+        process = thread.process
+        return (f"C\t{thread.time_ns}\t{process.pid}\t{thread.tid}\t{process.start_ns}\t{int(cpu)}\t{int(runqueue)}"
+                "\t\t\t.\n")
+
+    def _flush(self) -> None:
+        """Write what is buffered, with the held-back readings (so a killed run loses <= one flush)."""
+        self._flush_due_ns = time.monotonic_ns() + FLUSH_INTERVAL_NS
+        for thread in self._threads:
+            if not thread.written:
+                self._lines.append(self._cpu_line(thread))
+                thread.written = True
+        if not self._lines or self._fd < 0:
+            return
+        payload = "".join(self._lines).encode("utf-8", "replace")
+        self._lines.clear()
+        while payload:
+            payload = payload[os.write(self._fd, payload):]
+
+    def _close(self) -> None:
+        try:
+            self._flush()
+        finally:
+            for process in list(self._processes.values()):
+                for thread in process.threads.values():
+                    os.close(thread.fd)
+                os.close(process.task_fd)
+            self._processes.clear()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
