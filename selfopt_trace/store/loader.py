@@ -1,4 +1,4 @@
-"""Load a run directory (`run.json` + `spans/*.spans`) into the store.
+"""Load a run directory (`run.json` + `spans/*.spans` + `cpu/samples.tsv`) into the store.
 
 Speed is the point (a run can hold millions of spans), so records never pass through Python: DuckDB's
 CSV reader parses the tab-separated lines in parallel and SQL checks every line, joins each span's S
@@ -12,6 +12,9 @@ table in more than one statement (1M spans: 7.3 CPU seconds to load and close in
 Memory is capped for the load (`LOAD_SETTINGS`): the records of a run too big for the cap spill to
 DuckDB's temporary directory, and reading them in batches keeps each statement small enough to
 spill smoothly.
+
+The CPU samples written by `run` (selfopt_trace/watchers/cpu_sampler.py) go the same way: one
+read_csv, and consecutive readings of each thread become one `cpu_samples` row per interval.
 
 A load is one transaction: the run's old rows are deleted, then the new ones inserted, so loading
 twice gives the same rows once and a failed load changes nothing. No statement may fail on bad
@@ -31,6 +34,7 @@ import duckdb
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
 from selfopt_trace.errors import RunNotFoundError
+from selfopt_trace.watchers import cpu_sampler
 
 BATCH_BYTES = 64 << 20
 LOAD_SETTINGS = {
@@ -177,6 +181,66 @@ SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns)
 FROM spans WHERE run_id = $run_id
 """
 
+# The CPU sample file (docs/span-format.md, "CPU samples"): its 10 fields as text, plus one more to
+# catch damaged lines; the header line is checked in Python and skipped here.
+_CPU_COLUMNS = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*cpu_sampler.FIELDS, "extra"))
+
+_CPU_STAGE_SQL = f"""
+CREATE TEMP TABLE _cpu AS
+SELECT rec, time_num AS time_ns, pid_num AS pid, tid_num AS tid, start_num AS process_start_ns,
+       cpu_num AS cpu_ns, runqueue_num AS runqueue_ns, name, message
+FROM (
+    SELECT *, TRY_CAST(time_ns AS BIGINT) AS time_num, TRY_CAST(pid AS INTEGER) AS pid_num,
+           TRY_CAST(tid AS INTEGER) AS tid_num, TRY_CAST(process_start_ns AS BIGINT) AS start_num,
+           TRY_CAST(cpu_ns AS BIGINT) AS cpu_num, TRY_CAST(runqueue_ns AS BIGINT) AS runqueue_num
+    FROM read_csv($file, columns = {_CPU_COLUMNS}, delim = '\t', quote = '', escape = '', new_line = '\\n',
+                  header = false, skip = 1, auto_detect = false, strict_mode = false, null_padding = true,
+                  ignore_errors = true)
+)
+WHERE terminator = '{cpu_sampler.TERMINATOR}' AND extra IS NULL AND time_num IS NOT NULL
+  AND CASE rec
+        WHEN '{cpu_sampler.CPU}' THEN pid_num IS NOT NULL AND tid_num IS NOT NULL AND start_num IS NOT NULL
+                                      AND cpu_num >= 0 AND runqueue_num >= 0
+        WHEN '{cpu_sampler.THREAD}' THEN pid_num IS NOT NULL AND tid_num IS NOT NULL AND start_num IS NOT NULL
+        WHEN '{cpu_sampler.DIAGNOSTIC}' THEN name IS NOT NULL
+        ELSE false
+      END
+"""
+
+# Consecutive readings of one thread (a process is a pid and its start time) make an interval; a
+# thread's T record is a reading of zero at its start. Counters only grow: a step down (a tid
+# reused within the process) counts as zero, and no interval holds more CPU than its length.
+_CPU_SAMPLES_SQL = f"""
+INSERT INTO cpu_samples
+WITH readings AS (
+    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns FROM _cpu WHERE rec = '{cpu_sampler.CPU}'
+    UNION ALL
+    SELECT pid, tid, process_start_ns, time_ns, 0, 0 FROM _cpu WHERE rec = '{cpu_sampler.THREAD}'
+),
+names AS (
+    SELECT pid, tid, process_start_ns, arg_min(name, time_ns) AS name
+    FROM _cpu WHERE rec = '{cpu_sampler.THREAD}'
+    GROUP BY pid, tid, process_start_ns
+),
+steps AS (
+    SELECT pid, tid, process_start_ns, lag(time_ns) OVER w AS start_ns, time_ns AS end_ns,
+           greatest(cpu_ns - lag(cpu_ns) OVER w, 0) AS cpu, greatest(runqueue_ns - lag(runqueue_ns) OVER w, 0) AS runqueue
+    FROM readings
+    WINDOW w AS (PARTITION BY pid, process_start_ns, tid ORDER BY time_ns, cpu_ns)
+)
+SELECT $run_id, s.pid, s.tid, n.name, s.process_start_ns, s.start_ns, s.end_ns,
+       least(s.cpu, s.end_ns - s.start_ns),
+       least(s.runqueue, s.end_ns - s.start_ns - least(s.cpu, s.end_ns - s.start_ns))
+FROM steps AS s
+LEFT JOIN names AS n ON n.pid = s.pid AND n.tid = s.tid AND n.process_start_ns = s.process_start_ns
+WHERE s.end_ns > s.start_ns
+"""
+
+_CPU_DIAGNOSTICS_SQL = f"""
+INSERT INTO diagnostics
+SELECT $run_id, $source_file, pid, time_ns, name, message FROM _cpu WHERE rec = '{cpu_sampler.DIAGNOSTIC}'
+"""
+
 
 @dataclass(frozen=True)
 class LoadWarning:
@@ -199,6 +263,7 @@ class LoadResult:
     spans: int = 0
     incomplete_spans: int = 0
     diagnostics: int = 0
+    cpu_samples: int = 0  # cpu_samples rows (intervals)
     skipped_files: int = 0
     skipped_lines: int = 0
     warnings: list[LoadWarning] = field(default_factory=list)
@@ -241,6 +306,7 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
             result.diagnostics = con.execute(_DIAGNOSTICS_SQL, {"run_id": result.run_id, "accepted": accepted}
                                              ).fetchone()[0]
         con.execute("DROP TABLE _records; DROP TABLE _files")
+        _load_cpu_samples(con, result, run_dir)
         _refine_and_record_run(con, result, meta, run_dir)
     return result
 
@@ -273,7 +339,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 def delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     """Delete a run's rows from every table; returns how many rows went, all tables together."""
     return sum(con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
-               for table in ("spans", "diagnostics", "runs"))
+               for table in ("spans", "cpu_samples", "diagnostics", "runs"))
 
 
 def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
@@ -367,6 +433,42 @@ def _refusal(records: int, format_: str | None, version: str | None) -> str | No
         return f"span file version {version} is not supported (this loader reads version {spanfile.FORMAT_VERSION})"
     return None
 
+
+def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_dir: Path) -> None:
+    """cpu/samples.tsv into cpu_samples (and its D records into diagnostics); a run without it has none."""
+    path = run_dir / cpu_sampler.SAMPLES_PATH
+    if not path.is_file():
+        return
+    name = cpu_sampler.SAMPLES_PATH.as_posix()
+    problem = _cpu_file_refusal(path)
+    if problem:
+        result.skipped_files += 1
+        result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", name))
+        return
+    con.execute(_CPU_STAGE_SQL, {"file": str(path)})
+    records = con.execute("SELECT count(*) FROM _cpu").fetchone()[0]
+    result.cpu_samples = con.execute(_CPU_SAMPLES_SQL, {"run_id": result.run_id}).fetchone()[0]
+    result.diagnostics += con.execute(_CPU_DIAGNOSTICS_SQL, {"run_id": result.run_id, "source_file": name}).fetchone()[0]
+    con.execute("DROP TABLE _cpu")
+    damaged = _count_lines(path) - 1 - records
+    if damaged > 0:
+        result.skipped_lines += damaged
+        result.warnings.append(LoadWarning(
+            "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", name))
+
+
+def _cpu_file_refusal(path: Path) -> str | None:
+    """Why a CPU sample file cannot be loaded, or None: its first line names format and version."""
+    with path.open("rb") as stream:
+        first = stream.readline(4096)
+    prefix = cpu_sampler.HEADER_PREFIX.encode()
+    if not first.startswith(prefix) or not first.endswith(b"\n"):
+        return "no CPU sample header line"
+    version = first[len(prefix):].split(b"\t", 1)[0].strip().decode("utf-8", "replace")
+    if version != str(cpu_sampler.FORMAT_VERSION):
+        return (f"CPU sample file version {version} is not supported "
+                f"(this loader reads version {cpu_sampler.FORMAT_VERSION})")
+    return None
 
 def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, meta: _RunMeta,
                            run_dir: Path) -> None:

@@ -48,6 +48,64 @@ CREATE TABLE IF NOT EXISTS diagnostics (
     message     VARCHAR
 );
 
+-- CPU activity of every traced process's threads, sampled from /proc by `run` (docs/span-format.md,
+-- "CPU samples"): one row per interval between two consecutive readings of one thread, so the
+-- fraction of a window a thread ran is the sum, over the rows overlapping it, of cpu_ns times the
+-- overlapped share of the row. A thread's first row starts when the thread started.
+CREATE TABLE IF NOT EXISTS cpu_samples (
+    run_id           VARCHAR NOT NULL,
+    pid              INTEGER,
+    tid              INTEGER,
+    thread_name      VARCHAR,          -- the thread's comm when first seen (a Python thread: the program's)
+    process_start_ns BIGINT,           -- with pid, names the process: a reused pid is another process
+    start_ns         BIGINT,
+    end_ns           BIGINT,           -- > start_ns
+    cpu_ns           BIGINT,           -- on a CPU in [start_ns, end_ns]: 0 .. end_ns - start_ns
+    runqueue_ns      BIGINT            -- runnable but waiting for a CPU: 0 .. end_ns - start_ns - cpu_ns
+);
+
+-- CPU per sampled process of each run (a process is a pid and its start time).
+CREATE OR REPLACE VIEW process_cpu AS
+SELECT run_id, pid, process_start_ns, count(DISTINCT tid) AS threads,
+       min(start_ns) AS start_ns, max(end_ns) AS last_sample_ns,
+       sum(cpu_ns) AS cpu_ns, sum(runqueue_ns) AS runqueue_ns
+FROM cpu_samples
+GROUP BY run_id, pid, process_start_ns;
+
+-- The CPU used by the process of each process span of a run: `FROM process_span_cpu('<run id>')`.
+-- A span goes with the sampled process of its pid that started last before the span ended (pid
+-- reuse); the process spans of one process (an exec) share its samples at their start times, the
+-- first from the process's start, the last until its last sample (a SIGKILLed process included).
+CREATE OR REPLACE MACRO process_span_cpu(target_run) AS TABLE
+WITH process AS (
+    SELECT s.span_id, s.pid, s.start_ns,
+           (SELECT max(c.process_start_ns) FROM process_cpu AS c
+            WHERE c.run_id = target_run AND c.pid = s.pid AND c.process_start_ns <= s.end_ns) AS process_start_ns
+    FROM spans AS s
+    WHERE s.run_id = target_run AND s.name = 'process' AND s.category = 'process'
+),
+bounded AS (
+    SELECT span_id, pid, process_start_ns,
+           CASE WHEN row_number() OVER w > 1 THEN start_ns END AS from_ns,
+           lead(start_ns) OVER w AS until_ns
+    FROM process
+    WHERE process_start_ns IS NOT NULL
+    WINDOW w AS (PARTITION BY pid, process_start_ns ORDER BY start_ns, span_id)
+),
+shared AS (  -- each sample, with the share of it inside the span's part of the process's life
+    SELECT b.span_id, b.pid, b.process_start_ns, c.cpu_ns, c.runqueue_ns,
+           (least(c.end_ns, coalesce(b.until_ns, c.end_ns)) - greatest(c.start_ns, coalesce(b.from_ns, c.start_ns)))
+           / (c.end_ns - c.start_ns) AS share
+    FROM bounded AS b
+    JOIN cpu_samples AS c
+      ON c.run_id = target_run AND c.pid = b.pid AND c.process_start_ns = b.process_start_ns
+     AND (b.from_ns IS NULL OR c.end_ns > b.from_ns) AND (b.until_ns IS NULL OR c.start_ns < b.until_ns)
+)
+SELECT span_id, pid, process_start_ns,
+       round(sum(cpu_ns * share))::BIGINT AS cpu_ns, round(sum(runqueue_ns * share))::BIGINT AS runqueue_ns
+FROM shared
+GROUP BY span_id, pid, process_start_ns;
+
 -- The spans under Pydantic Logfire's column names, so Logfire-style SQL runs unchanged, e.g.
 --   SELECT span_name, duration FROM records WHERE is_exception
 -- One difference: `level` is text ('info' or 'error'), so `level = 'error'` works but Logfire's
