@@ -19,6 +19,8 @@
 --   exit_code             how it ended (negative: killed by that signal)
 --   overhead_ms           time the tracer itself spent in it
 --   incomplete            its process span never ended (killed without a chance to write it)
+--   cpu_ms                CPU time its threads used, sampled from /proc by `run` (a killed process's
+--                         too); null where it was not sampled (cpu_samples)
 WITH RECURSIVE
 process AS (
     SELECT span_id, parent_span_id, source_file, pid, start_ns, end_ns, duration_ns, incomplete,
@@ -63,8 +65,10 @@ SELECT repeat('  ', t.depth) || p.command AS process, p.pid, p.parent_pid,
        round((p.duration_ns - coalesce(x.startup_ns, 0) - coalesce(x.imports_ns, 0)) / 1e6, 3) AS run_ms,
        (SELECT count(*) FROM parent_process AS c WHERE c.parent_process = p.span_id) AS children,
        coalesce(x.spans, 0) AS spans, p.exit_code,
-       round(p.overhead_ns / 1e6, 3) AS overhead_ms, p.incomplete
+       round(p.overhead_ns / 1e6, 3) AS overhead_ms, p.incomplete,
+       round(cpu.cpu_ns / 1e6, 3) AS cpu_ms
 FROM tree AS t
 JOIN process AS p ON p.span_id = t.span_id
 LEFT JOIN per_process AS x ON x.source_file = p.source_file AND x.pid IS NOT DISTINCT FROM p.pid
+LEFT JOIN process_span_cpu($run_id) AS cpu ON cpu.span_id = p.span_id
 ORDER BY t.path

@@ -23,6 +23,8 @@
 --   teardown_ms           sum of child exit -> parent sees it
 --   p50_ms                median of total per child
 --   max_ms                the slowest child
+--   cpu_ms                CPU time the traced children used (their own threads, sampled from /proc
+--                         by `run`, killed children too); null where none was sampled
 WITH
 client AS (  -- every start of a process; exec replaces a process, it does not start another
     SELECT span_id, source_file, pid, start_ns, end_ns, duration_ns, attributes,
@@ -32,7 +34,7 @@ client AS (  -- every start of a process; exec replaces a process, it does not s
     WHERE run_id = $run_id AND category = 'subprocess' AND kind = 'CLIENT' AND name <> 'exec'
 ),
 child AS (  -- the traced process started by each (through a shell: possibly several)
-    SELECT parent_span_id AS client_id, source_file, pid, start_ns, end_ns, duration_ns,
+    SELECT parent_span_id AS client_id, span_id, source_file, pid, start_ns, end_ns, duration_ns,
            attributes->>'process.command' AS command
     FROM spans
     WHERE run_id = $run_id AND name = 'process' AND category = 'process'
@@ -64,9 +66,11 @@ per_child AS (
            coalesce(sum(i.ns), 0) AS imports_ns,
            coalesce(sum(k.duration_ns - coalesce(s.ns, 0) - coalesce(i.ns, 0)),
                     c.duration_ns - least(coalesce(c.spawn_ns, 0), c.duration_ns)) AS run_ns,
-           CASE WHEN count(k.client_id) > 0 THEN greatest(c.end_ns - max(k.end_ns), 0) ELSE 0 END AS teardown_ns
+           CASE WHEN count(k.client_id) > 0 THEN greatest(c.end_ns - max(k.end_ns), 0) ELSE 0 END AS teardown_ns,
+           sum(u.cpu_ns) AS cpu_ns
     FROM client AS c
     LEFT JOIN child AS k ON k.client_id = c.span_id
+    LEFT JOIN process_span_cpu($run_id) AS u ON u.span_id = k.span_id
     LEFT JOIN startup AS s ON s.source_file = k.source_file AND s.pid = k.pid
     LEFT JOIN imports AS i ON i.source_file = k.source_file AND i.pid = k.pid
     GROUP BY c.span_id, c.duration_ns, c.exit_code, c.start_ns, c.end_ns, c.spawn_ns, c.attributes
@@ -77,7 +81,7 @@ by_command AS (
            count(*) FILTER (WHERE exit_code <> 0) AS failed,
            sum(total_ns) AS total_ns, sum(spawn_ns) AS spawn_ns, sum(startup_ns) AS startup_ns,
            sum(imports_ns) AS imports_ns, sum(run_ns) AS run_ns, sum(teardown_ns) AS teardown_ns,
-           median(total_ns) AS p50_ns, max(total_ns) AS max_ns
+           median(total_ns) AS p50_ns, max(total_ns) AS max_ns, sum(cpu_ns) AS cpu_ns
     FROM per_child
     GROUP BY ROLLUP (command)
 )
@@ -85,7 +89,7 @@ SELECT command, count, traced, failed,
        round(total_ns / 1e6, 3) AS total_ms, round(spawn_ns / 1e6, 3) AS spawn_ms,
        round(startup_ns / 1e6, 3) AS startup_ms, round(imports_ns / 1e6, 3) AS imports_ms,
        round(run_ns / 1e6, 3) AS run_ms, round(teardown_ns / 1e6, 3) AS teardown_ms,
-       round(p50_ns / 1e6, 3) AS p50_ms, round(max_ns / 1e6, 3) AS max_ms
+       round(p50_ns / 1e6, 3) AS p50_ms, round(max_ns / 1e6, 3) AS max_ms, round(cpu_ns / 1e6, 3) AS cpu_ms
 FROM by_command
 QUALIFY is_total = 1 OR row_number() OVER (PARTITION BY is_total ORDER BY total_ns DESC, command) <= $limit
 ORDER BY is_total, total_ns DESC, command

@@ -188,3 +188,27 @@ def test_the_images_of_one_process_share_its_cpu_at_the_exec(store: Store, tmp_p
     found = rows(store, "SELECT span_id, cpu_ns FROM process_span_cpu('run-1') ORDER BY span_id")
 
     assert found == [{"span_id": sid(1), "cpu_ns": 60 * MS}, {"span_id": sid(2), "cpu_ns": 40 * MS}]
+
+
+def test_process_tree_and_subprocess_show_each_process_cpu(store: Store, tmp_path: Path) -> None:
+    # The parent (pid 100) starts a child (pid 200) that is SIGKILLed: its process span was closed at
+    # its file's last tick (T0+60ms), its CPU was sampled until T0+250ms.
+    call = complete(sid(2), sid(1), "subprocess", "subprocess", T0 + 10 * MS, T0 + 260 * MS, kind="CLIENT",
+                    attributes={"process.pid": 200, "process.exit.code": -9})
+    run = write_run(tmp_path / "run-1", {
+        "100-a.spans": header(100) + complete(sid(1), "", "process", "process", T0, T0 + 300 * MS,
+                                              attributes={"process.command": "main.py"}) + call,
+        "200-b.spans": header(200) + complete(sid(3), sid(2), "process", "process", T0 + 20 * MS, T0 + 60 * MS,
+                                              attributes={"process.command": "child.py"}),
+    })
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python", process_start=T0)
+              + cpu(T0 + 300 * MS, 100, 100, 30 * MS, process_start=T0)
+              + thread(T0 + 10 * MS, 200, 200, "python", process_start=T0 + 10 * MS)
+              + cpu(T0 + 250 * MS, 200, 200, 230 * MS, process_start=T0 + 10 * MS))
+    store.load_run(run)
+
+    tree = store.query("process_tree", {"run_id": "run-1"}).records()
+    children = store.query("subprocess", {"run_id": "run-1"}).records()
+
+    assert [(r["process"], r["cpu_ms"]) for r in tree] == [("main.py", 30.0), ("  child.py", 230.0)]
+    assert [(r["command"], r["cpu_ms"]) for r in children] == [("child.py", 230.0), ("TOTAL", 230.0)]
