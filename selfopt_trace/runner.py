@@ -13,8 +13,10 @@ What "exactly" means here, and how:
   ignored when we started stay ignored, and CMD inherits that, as it would from a shell.
 - Nothing of ours is written to stdout or stderr until CMD has exited.
 
-Everything around it (the run directory, run.json, loading into the store) happens before the
-timed window starts or after it ends.
+A supervisor: prepare (every check that can fail, before CMD), start CMD, start the watchers that
+follow it while it lives (selfopt_trace/watchers: the live OTLP export, the CPU sampler), wait,
+stop them; then run_report.py loads and summarizes. Everything around CMD (the run directory,
+run.json, loading into the store) happens before the timed window starts or after it ends.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from typing import Sequence
 # The agent's contract (docs/architecture.md): its config module is the one definition of the names.
 from .bootstrap.selfopt_trace_agent import config as agent_config
 from .errors import SelfoptTraceError
+from .export.otlp_settings import OtlpSettings, OtlpSettingsError
+from .export.otlp_settings import resolve as resolve_otlp
 from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
 from .watchers import Watcher, WatchedRun, start_all, stop_all
@@ -48,6 +52,7 @@ ENV_QUIET = "SELFOPT_TRACE_QUIET"
 ENV_JSON = "SELFOPT_TRACE_JSON"
 ENV_NO_LOAD = "SELFOPT_TRACE_NO_LOAD"
 ENV_LOCK_WAIT = "SELFOPT_TRACE_LOCK_WAIT_S"  # how long loading waits for another process's database lock
+ENV_EXPORT = "SELFOPT_TRACE_EXPORT"  # auto | always | never: the live OTLP export
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
@@ -87,6 +92,10 @@ class RunOptions:
     load: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     targets: list[str] = field(default_factory=list)  # module:qualname, from --target and pyproject.toml
+    export: str = "auto"  # live OTLP export: auto (when a collector answers), always, never
+    otlp_endpoint: str | None = None  # else OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
+    otlp_protocol: str | None = None  # else OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL
+    otlp: OtlpSettings | None = None  # resolved by prepare(); None: no export
 
 
 @dataclass
@@ -358,8 +367,8 @@ def die_like(returncode: int) -> int:
 # A whole run: prepare, execute, record.
 
 
-def prepare(options: RunOptions) -> None:
-    """Every check that must fail before CMD starts (exit 2, CMD not run)."""
+def prepare(options: RunOptions, environ: dict[str, str]) -> None:
+    """Every check that must fail before CMD starts (exit 2, CMD not run); resolves options.otlp."""
     if not options.command:
         raise RunSetupError("no command given: selfopt-trace run [OPTIONS] -- CMD [ARGS...]")
     if options.repeat < 1 or options.warmup < 0:
@@ -376,6 +385,13 @@ def prepare(options: RunOptions) -> None:
     if options.json_target not in (None, "-"):
         target = Path(options.json_target)
         check_writable_dir(target.parent if str(target.parent) else Path("."), "the directory of the --json file")
+    if options.export not in ("auto", "always", "never"):
+        raise RunSetupError(f"--export must be auto, always or never, not {options.export!r}")
+    if options.export != "never":
+        try:
+            options.otlp = resolve_otlp(environ, options.otlp_endpoint, options.otlp_protocol)
+        except OtlpSettingsError as exc:
+            raise RunSetupError(str(exc)) from None
 
 
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*")
@@ -472,8 +488,13 @@ def warm_up(options: RunOptions, environ: dict[str, str], traced: bool) -> int:
 
 
 def watchers_for(options: RunOptions) -> list[Watcher]:
-    """The watchers that follow each traced run (selfopt_trace/watchers/)."""
-    return []
+    """The watchers that follow each traced run (selfopt_trace/watchers/), new ones for each run."""
+    from .watchers.live_export import LiveExport
+
+    watchers: list[Watcher] = []
+    if options.otlp is not None:
+        watchers.append(LiveExport(options.otlp, options.export))
+    return watchers
 
 
 def run(options: RunOptions, environ: dict[str, str] | None = None, available_commands: tuple[str, ...] = ()) -> int:
@@ -482,7 +503,7 @@ def run(options: RunOptions, environ: dict[str, str] | None = None, available_co
     environ = dict(os.environ if environ is None else environ)
     disabled = tracing_disabled_by(environ)
     traced = disabled is None
-    prepare(options)
+    prepare(options, environ)
     resolve_command(options.command[0], environ.get("PATH"))  # "command not found" before anything exists
     if traced:
         precompile_bootstrap()
@@ -504,19 +525,16 @@ def run(options: RunOptions, environ: dict[str, str] | None = None, available_co
         raise
     records = [record for record in records if record.returncode is not None]
     code = records[-1].returncode or 0
+    from .run_report import error, kept, report
+
     try:
-        _report(records, options, disabled, available_commands, environ)
+        report(records, options, disabled, available_commands, environ)
     except KeyboardInterrupt:
-        _error("interrupted" + _kept(records))
+        error("interrupted" + kept(records))
         return die_like(-signal.SIGINT)
     except SelfoptTraceError as exc:
-        _error(str(exc) + _kept(records))
+        error(str(exc) + kept(records))
     return die_like(code)
-
-
-def _kept(records: list[RunRecord]) -> str:
-    dirs = " ".join(_shell_quote(str(record.run_dir)) for record in records if record.run_dir is not None)
-    return f"; the run files are kept: load them with `selfopt-trace load {dirs}`" if dirs else ""
 
 
 def _discard_unstarted(records: list[RunRecord]) -> None:
@@ -525,123 +543,6 @@ def _discard_unstarted(records: list[RunRecord]) -> None:
     for record in records:
         if record.returncode is None and record.run_dir is not None:
             shutil.rmtree(record.run_dir, ignore_errors=True)
-
-
-def _error(message: str) -> None:
-    print(f"selfopt-trace: error: {message}", file=sys.stderr, flush=True)
-
-
-def _report(records: list[RunRecord], options: RunOptions, disabled: str | None,
-            available_commands: tuple[str, ...], environ: dict[str, str]) -> None:
-    """After CMD: load into the store, send to a collector if there is one, print and write the summary."""
-    from . import summary as summaries
-
-    if disabled is not None or not options.load:
-        results = [summaries.UntracedSummary(
-            run_id=record.run_id, command=record.to_json()["command"], exit_code=record.returncode,
-            wall_ns=record.end_ns - record.start_ns, run_dir=str(record.run_dir) if record.run_dir else None,
-            reason=(f"tracing disabled by {disabled}: the command ran untraced" if disabled
-                    else f"not loaded (--no-load): load later with `selfopt-trace load {_shell_quote(str(record.run_dir))}`"))
-            for record in records]
-    else:
-        results = _load_and_summarize(records, options, available_commands, environ)
-    group_id = records[0].group_id
-    console = summaries.console(stderr=True)
-    if group_id is not None and all(isinstance(r, summaries.RunSummary) for r in results):
-        group = summaries.GroupSummary(group_id, results)  # type: ignore[arg-type]
-        data: dict = group.to_json()
-        if not options.quiet:
-            summaries.render_group(group, console)
-    else:
-        data = results[0].to_json() if len(results) == 1 else {"group_id": group_id, "runs": [r.to_json() for r in results]}
-        if not options.quiet:
-            for result in results:
-                if isinstance(result, summaries.RunSummary):
-                    summaries.render(result, console)
-                else:
-                    summaries.render_untraced(result, console)
-    if options.json_target is not None:
-        _write_json(data, options.json_target)
-
-
-def _load_and_summarize(records: list[RunRecord], options: RunOptions, available_commands: tuple[str, ...],
-                        environ: dict[str, str]) -> list:
-    from . import summary as summaries
-
-    db_option = "" if options.db_path == default_db_path(environ) else f" --db {_shell_quote(str(options.db_path))}"
-    sender = _collector_sender()
-    results = []
-    with open_store_waiting(options.db_path, lock_patience(environ)) as store:
-        for record in records:
-            assert record.run_dir is not None
-            loaded = store.load_run(record.run_dir)
-            result = summaries.summarize(store, record.run_id,
-                                         summaries.next_commands(record.run_id, db_option, available_commands))
-            result.notes.extend(record.notes)
-            result.notes.extend(str(warning) for warning in loaded.warnings[:5])
-            if len(loaded.warnings) > 5:
-                result.notes.append(f"... and {len(loaded.warnings) - 5} more loader warnings (table diagnostics)")
-            if sender is not None:
-                try:
-                    sent = sender(store, record.run_id)
-                    if isinstance(sent, str) and sent:
-                        result.notes.append(sent)
-                except Exception as exc:  # exporting is a bonus: it never changes the run's outcome
-                    result.notes.append(f"could not send the run to the OTLP collector: {exc}")
-            results.append(result)
-    return results
-
-
-def lock_patience(environ: dict[str, str] | os._Environ) -> float:
-    try:
-        return max(0.0, float(environ.get(ENV_LOCK_WAIT) or 10.0))
-    except ValueError:
-        return 10.0
-
-
-def open_store_waiting(path: Path, patience_s: float = 10.0):
-    """The store for writing. DuckDB admits one writing process: when another holds the database
-    (a parallel run loading, a `selfopt-trace sql` reading), wait for it a little before giving up."""
-    from .errors import StoreLockedError
-    from .store import Store
-
-    deadline = time.monotonic() + patience_s
-    pause = 0.05
-    while True:
-        try:
-            return Store(path)
-        except StoreLockedError:
-            if time.monotonic() + pause > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
-
-
-def _collector_sender():
-    """`selfopt_trace.export.send.send_to_collector`, where that module exists."""
-    try:
-        from .export.send import send_to_collector
-    except ImportError:
-        return None
-    return send_to_collector
-
-
-def _shell_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
-
-
-def _write_json(data: dict, target: str) -> None:
-    text = json.dumps(data, indent=2) + "\n"
-    if target == "-":
-        try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        except BrokenPipeError:  # `... | head`: the reader is gone, as it would be for CMD's own output
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    else:
-        Path(target).write_text(text, encoding="utf-8")
 
 
 def default_out_dir(environ: dict[str, str] | os._Environ) -> Path:

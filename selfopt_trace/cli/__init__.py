@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "inspect",
     "docker",
     "query",
+    "otel",
 )
 
 

@@ -18,6 +18,7 @@ _SETTINGS = "Where things go"
 _TRACING = "Tracing"
 _OUTPUT = "Output"
 _REPEAT = "Repeat (before/after comparisons)"
+_EXPORT = "Live export (OTLP)"
 
 
 def normalize_json_option(args: list[str], value_options: set[str]) -> list[str]:
@@ -67,7 +68,8 @@ def _available_commands(ctx: typer.Context) -> tuple[str, ...]:
 
 def _options(command: list[str], run_id: str | None, out: Path | None, db: Path | None, service: str | None,
              quiet: bool, json_target: str | None, import_threshold_ms: float | None, repeat: int, warmup: int,
-             no_load: bool, extra_env: dict[str, str] | None = None, targets: list[str] | None = None) -> runner.RunOptions:
+             no_load: bool, extra_env: dict[str, str] | None = None, targets: list[str] | None = None,
+             export: str = "auto", otlp_endpoint: str | None = None, otlp_protocol: str | None = None) -> runner.RunOptions:
     return runner.RunOptions(
         command=command, run_id=run_id,
         out_dir=(out or runner.default_out_dir(os.environ)).absolute(),
@@ -75,6 +77,7 @@ def _options(command: list[str], run_id: str | None, out: Path | None, db: Path 
         service=service,
         quiet=quiet, json_target=json_target, import_threshold_ms=import_threshold_ms,
         repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {}, targets=targets or [],
+        export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
     )
 
 
@@ -132,11 +135,23 @@ def run(
                                help="Run CMD N times as one group of runs (they share a group id)."),
     warmup: int = typer.Option(0, "--warmup", rich_help_panel=_REPEAT,
                                help="Untimed runs before the N measured ones (traced, then discarded)."),
+    export: str = typer.Option("auto", "--export", envvar=runner.ENV_EXPORT, metavar="auto|always|never",
+                               rich_help_panel=_EXPORT,
+                               help="Send the spans to an OTLP collector while CMD runs: when one answers at the "
+                                    "endpoint (auto), always, or never."),
+    otlp_endpoint: Optional[str] = typer.Option(None, "--otlp-endpoint", metavar="URL", rich_help_panel=_EXPORT,
+                                                show_default=False,
+                                                help="The collector. (default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+                                                     "$OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4318, gRPC 4317)"),
+    otlp_protocol: Optional[str] = typer.Option(None, "--otlp-protocol", metavar="grpc|http/protobuf",
+                                                rich_help_panel=_EXPORT, show_default=False,
+                                                help="OTLP protocol. (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)"),
 ) -> None:
     """Run CMD with every Python process of its tree traced into one trace; print where the time went."""
     targets = runner.pyproject_targets(Path.cwd()) + list(target or [])
     _execute(ctx, _options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
-                           repeat, warmup, no_load, targets=targets))
+                           repeat, warmup, no_load, targets=targets, export=export, otlp_endpoint=otlp_endpoint,
+                           otlp_protocol=otlp_protocol))
 
 
 @app.command()

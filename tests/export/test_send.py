@@ -1,46 +1,162 @@
-"""send_to_collector: OTLP/HTTP JSON to a real receiver on 127.0.0.1, and nothing when none listens."""
+"""Sending spans over OTLP with the SDK's exporters: the settings, the encoding, what is converted, and
+the wire against a real HTTP receiver on 127.0.0.1 (retries, headers, compression)."""
 
 from __future__ import annotations
 
+import gzip
 import http.server
-import json
-import socket
+import math
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from selfopt_trace.export import fetch_spans
-from selfopt_trace.export.send import send_to_collector, traces_url
-from tests.export.test_exports import otlp_request
+from selfopt_trace.export import SpanRecord, fetch_spans
+from selfopt_trace.export.otlp_sdk import MAX_STRING, Converter, Sender, encode
+from selfopt_trace.export.otlp_settings import OtlpSettingsError, resolve
 
+
+def record(n: int, **changes: Any) -> SpanRecord:
+    values: dict[str, Any] = dict(
+        run_id="r", trace_id="ab" * 16, span_id=f"{n:016x}", parent_span_id=None if n == 1 else f"{1:016x}",
+        name=f"span {n}", kind="INTERNAL", category="other", start_ns=1_000 + n, end_ns=2_000 + n, status="UNSET",
+        incomplete=False, service_name="svc", pid=7, attributes={"n": n}, resource_attributes=RESOURCE,
+        source_file="7-x.spans")
+    values.update(changes)
+    return SpanRecord(**values)
+
+
+RESOURCE = {"service.name": "svc", "process.pid": 7, "process.command_args": ["python", "-c", "pass"]}
+
+
+# ---------------------------------------------------------------- settings
+
+def test_settings_follow_the_specification() -> None:
+    assert resolve({}).endpoint == "http://localhost:4318/v1/traces"
+    assert resolve({}, protocol="grpc").endpoint == "http://localhost:4317"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+           "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+           "OTEL_EXPORTER_OTLP_HEADERS": "x-team=perf,Authorization=Bearer%20abc",
+           "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip"}
+    settings = resolve(env)
+    assert (settings.protocol, settings.endpoint, settings.timeout_s, settings.compression) == \
+        ("http/protobuf", "http://c:4318/v1/traces", 2.5, "gzip")  # the signal's variable wins; timeouts in ms
+    assert settings.headers == {"x-team": "perf", "authorization": "Bearer abc"}
+    assert "abc" not in repr(settings)  # secrets never printed
+    env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://other:9999/custom"
+    assert resolve(env).endpoint == "http://other:9999/custom"  # the signal's endpoint is used as it is
+    assert resolve(env, endpoint="http://flag:1").endpoint == "http://flag:1/v1/traces"
+    assert resolve(env, endpoint="http://flag:1/v1/traces").endpoint == "http://flag:1/v1/traces"
+    assert resolve({}, headers=["X-Key=a=b"]).headers == {"x-key": "a=b"}
+    grpc = resolve({"OTEL_EXPORTER_OTLP_INSECURE": "true"}, endpoint="collector:4317", protocol="grpc")
+    assert (grpc.host_port, grpc.tls) == (("collector", 4317), False)
+    assert resolve({}, endpoint="https://user:secret@c/x?token=t").display() == "https://c/x/v1/traces"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(protocol="http/json"), "unsupported OTLP protocol 'http/json'"),
+    (dict(protocol="thrift"), "unsupported OTLP protocol"),
+    (dict(endpoint="localhost:4318"), "expected http://HOST:PORT"),
+    (dict(endpoint="ftp://c:21"), "the scheme must be http or https"),
+    (dict(endpoint="http://c:99999"), "its port is not a number"),
+    (dict(endpoint="http://"), "it names no host"),
+    (dict(endpoint="http://u:secret@c:x"), "invalid OTLP endpoint 'http://***@c:x'"),
+    (dict(headers=["novalue"]), "expected KEY=VALUE"),
+    (dict(headers=["bad key=v"]), "expected KEY=VALUE"),
+    (dict(headers=["k=line\nbreak"]), "control characters"),
+])
+def test_bad_settings_are_errors_that_name_the_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(OtlpSettingsError, match=message.replace("(", r"\(").replace("*", r"\*")) as error:
+        resolve({}, **kwargs)
+    assert "secret" not in str(error.value)
+
+
+def test_bad_variables_are_errors_too() -> None:
+    for env, message in [({"OTEL_EXPORTER_OTLP_HEADERS": "a=1,broken"}, "malformed header"),
+                         ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "milliseconds"),
+                         ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "gzip or none"),
+                         ({"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent.pem"}, "no such file"),
+                         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL")]:
+        with pytest.raises(OtlpSettingsError, match=message):
+            resolve(env)
+
+
+# ---------------------------------------------------------------- encoding and conversion
+
+def test_the_encoding_is_the_sdks_byte_for_byte(traced_store) -> None:
+    converter = Converter()
+    spans = [converter.span(span) for span in fetch_spans(traced_store, "q1")]
+    other = {**RESOURCE, "process.pid": 8}
+    spans += [converter.span(record(n, kind=kind, status=status, incomplete=n % 2 == 0, resource_attributes=other,
+                                    attributes={"s": "x", "i": -5, "f": 0.25, "b": False, "l": [1, "a", 2.5],
+                                                "m": {"k": [True]}, "e": []}))
+              for n, (kind, status) in enumerate([("SERVER", "ERROR"), ("CLIENT", "OK"), ("PRODUCER", "UNSET"),
+                                                  ("CONSUMER", "ERROR"), ("INTERNAL", "OK")], 1)]
+    assert len(spans) > 30
+    ours, sdks = encode(spans), encode_spans(spans)
+    assert ours.SerializeToString(deterministic=True) == sdks.SerializeToString(deterministic=True)
+    assert len(ours.resource_spans) == 4  # one per process: three in q1, one here
+
+
+def test_values_otlp_cannot_carry_are_converted_and_counted() -> None:
+    converter = Converter()
+    attributes = {"huge": "é" * (MAX_STRING + 10), "bad": "caf\udce9", "nan": math.nan, "inf": -math.inf,
+                  "big": 1 << 70, "none": None, "list": [1, None, math.inf, "\udcff"], "nested": {"x": math.nan},
+                  "fine": "ok", "\udcffkey": 1}
+    span = converter.span(record(1, attributes=attributes, incomplete=True, category="http"))
+    sent = dict(span.attributes)
+    assert sent["huge"] == "é" * MAX_STRING
+    assert sent["bad"] == "caf\\udce9" and sent["list"] == [1, "Infinity", "\\udcff"]
+    assert (sent["nan"], sent["inf"], sent["big"], sent["nested"]) == ("NaN", "-Infinity", str(1 << 70), {"x": "NaN"})
+    assert "none" not in sent and sent["fine"] == "ok" and sent["\\udcffkey"] == 1
+    assert sent["selfopt_trace.category"] == "http" and sent["selfopt_trace.incomplete"] is True
+    assert converter.counts == {"truncated strings": 1, "strings that were not UTF-8": 3, "NaN or infinite numbers": 4,
+                                "integers beyond 64 bits": 1, "null values": 2}
+    encode([span]).SerializeToString()  # protobuf takes every value now
+    assert attributes["nan"] is math.nan  # the record itself is untouched
+    resource = dict(span.resource.attributes)
+    assert resource == {**RESOURCE, "selfopt_trace.run_id": "r"}
+
+
+# ---------------------------------------------------------------- the wire: a real HTTP receiver
 
 class Receiver:
-    """An OTLP/HTTP receiver: records each POST to /v1/traces and answers `status`."""
+    """OTLP/HTTP protobuf on 127.0.0.1: records requests; answers each with the next of `statuses` (then 200)."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, Any, bytes]] = []
-        self.status = 200
+        self.requests: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []
+        self.statuses: list[int] = []
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((self.path, self.headers, body))  # case-insensitive names
-                self.send_response(receiver.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, request))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                if status in (429, 503):
+                    self.send_header("Retry-After", "0")
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
                 self.end_headers()
-                self.wfile.write(b"{}")
 
-            def log_message(self, *args) -> None:
+            def log_message(self, *args: object) -> None:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+
+    def span_ids(self) -> list[str]:
+        return [span.span_id.hex() for _, request in self.requests for resource in request.resource_spans
+                for scope in resource.scope_spans for span in scope.spans]
 
 
 @pytest.fixture
@@ -51,53 +167,33 @@ def receiver() -> Iterator[Receiver]:
     running.server.server_close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def test_429_and_503_are_retried_with_backoff(receiver: Receiver) -> None:
+    receiver.statuses = [503, 429]
+    sender = Sender(resolve({}, endpoint=receiver.url))
+    assert sender.send([record(1), record(2)]) == 2
+    assert len(receiver.requests) == 3 and sorted(set(receiver.span_ids())) == [f"{1:016x}", f"{2:016x}"]
+    assert (sender.sent, sender.refused) == (2, 0)
 
 
-def test_the_run_arrives_as_valid_otlp(traced_store, receiver: Receiver) -> None:
-    assert send_to_collector(traced_store, "q1", receiver.url) is True
-    spans = fetch_spans(traced_store, "q1")
-    paths = {path for path, _, _ in receiver.requests}
-    assert paths == {"/v1/traces"}
-    assert all(headers["Content-Type"] == "application/json" for _, headers, _ in receiver.requests)
-    sent = [span for _, _, body in receiver.requests
-            for resource in otlp_request(body.decode()).resource_spans
-            for scope in resource.scope_spans for span in scope.spans]
-    assert sorted(span.span_id.hex() for span in sent) == sorted(span.span_id for span in spans)
+def test_a_refused_batch_is_counted_with_the_reason(receiver: Receiver) -> None:
+    receiver.statuses = [400]
+    sender = Sender(resolve({}, endpoint=receiver.url))
+    assert sender.send([record(1)]) == 0
+    assert (sender.sent, sender.refused) == (0, 1) and "400" in (sender.problem() or "")
 
 
-def test_nothing_listening_returns_false_at_once(traced_store) -> None:
-    started = time.perf_counter()
-    assert send_to_collector(traced_store, "q1", f"http://127.0.0.1:{free_port()}") is False
-    assert time.perf_counter() - started < 0.5
+def test_headers_and_compression_reach_the_receiver(receiver: Receiver) -> None:
+    env = {"OTEL_EXPORTER_OTLP_HEADERS": "x-team=perf,authorization=Bearer%20abc", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}
+    Sender(resolve(env, endpoint=receiver.url, headers=["X-Run=r1"])).send([record(1)])
+    [(headers, request)] = receiver.requests
+    assert (headers["x-team"], headers["authorization"], headers["x-run"]) == ("perf", "Bearer abc", "r1")
+    assert headers["content-encoding"] == "gzip"
+    [span] = request.resource_spans[0].scope_spans[0].spans
+    assert span.span_id.hex() == f"{1:016x}" and span.trace_id.hex() == "ab" * 16
 
 
-def test_a_refusing_collector_returns_false(traced_store, receiver: Receiver) -> None:
-    receiver.status = 503
-    assert send_to_collector(traced_store, "q1", receiver.url) is False
-    assert len(receiver.requests) == 1  # it stopped at the first refused batch
-
-
-def test_the_standard_environment_variables_choose_the_endpoint_and_headers(traced_store, receiver: Receiver,
-                                                                            monkeypatch) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url + "/")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=perf,authorization=Bearer%20abc")
-    assert send_to_collector(traced_store, "q1") is True
-    _, headers, body = receiver.requests[0]
-    assert headers["x-team"] == "perf" and headers["authorization"] == "Bearer abc"
-    assert json.loads(body)["resourceSpans"]
-
-
-def test_the_traces_url(monkeypatch) -> None:
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-    assert traces_url() == "http://127.0.0.1:4318/v1/traces"
-    assert traces_url("http://collector:4318") == "http://collector:4318/v1/traces"
-    assert traces_url("http://collector:4318/v1/traces") == "http://collector:4318/v1/traces"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318")
-    assert traces_url() == "http://otel:4318/v1/traces"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://otel:9999/custom")
-    assert traces_url() == "http://otel:9999/custom"  # the signal-specific variable is used as it is
+def test_big_runs_go_in_batches_under_the_receivers_limits(receiver: Receiver) -> None:
+    big = "x" * 60_000  # 50 of these pass the batch byte limit long before the span limit
+    sender = Sender(resolve({}, endpoint=receiver.url))
+    assert sender.send([record(n, attributes={"big": big}) for n in range(1, 101)]) == 100
+    assert len(receiver.requests) >= 3 and len(set(receiver.span_ids())) == 100

@@ -1,0 +1,435 @@
+"""Spans to an OTLP receiver through the OpenTelemetry SDK's exporters (gRPC or HTTP/protobuf).
+
+Importing this module costs ~0.5 s (the SDK, protobuf, grpc or requests): only `push` and a live
+export that found a collector import it, never `run` with nothing to export, never a traced process.
+
+Each span of ours becomes an SDK `ReadableSpan` carrying its own ids: trace id, span id and parent
+are the recorded ones (so sending a run twice sends the same spans, which a backend that keys spans
+by id stores once), as are the times, kind, status and attributes. What OTLP has no field for
+travels as attributes, as in the OTLP/JSON file export (export/otlp_json.py): the category
+(`selfopt_trace.category`), an unfinished span (`selfopt_trace.incomplete`) and the run
+(`selfopt_trace.run_id` on the resource). A process is one resource, with the attributes its span
+file recorded.
+
+The SDK's exporters do the sending (transport, TLS, headers, compression, retries with backoff),
+but their encoder (`encode_spans`) is replaced by `encode`, which builds the same request (the
+tests compare the bytes) about four times faster: it fills one request in place, where the SDK's
+builds every message apart and copies it into its parent at each level. At 50,000 spans/s the
+SDK's encoder alone would need more than a core.
+
+Values OTLP (or the backends behind it) cannot carry are converted, never sent as they are and never
+allowed to fail a batch: strings over `MAX_STRING` characters are truncated, strings that are not
+valid UTF-8 (lone surrogates) get their bad code points escaped, NaN and infinities become the
+strings "NaN", "Infinity", "-Infinity" (JSON-based backends, Jaeger's query API included, cannot
+represent them), integers beyond 64 bits become strings, null values are left out. `Converter.counts`
+says how many of each, for the run's diagnostics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import deque
+from typing import Any, Callable, Iterable, Sequence
+
+# gRPC's C core logs to stderr on its own; `run` writes nothing on CMD's stderr, and an exporter's
+# failures are reported as notes instead (read before grpc is first imported).
+os.environ["GRPC_VERBOSITY"] = "NONE"
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: E402
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from . import SpanRecord  # noqa: E402
+from .otlp_json import CATEGORY, INCOMPLETE, RUN_ID  # noqa: E402
+from .otlp_settings import GRPC, OtlpSettings  # noqa: E402
+
+MAX_STRING = 64 * 1024  # characters of one attribute value; far above what the agent records
+MAX_BATCH_SPANS = 4096
+# Receivers refuse large requests (the Collector's gRPC receiver: 4 MiB by default); a batch is
+# closed well before that, by an estimate of its encoded size.
+MAX_BATCH_BYTES = 2 << 20
+
+_KINDS = {"INTERNAL": SpanKind.INTERNAL, "SERVER": SpanKind.SERVER, "CLIENT": SpanKind.CLIENT,
+          "PRODUCER": SpanKind.PRODUCER, "CONSUMER": SpanKind.CONSUMER}
+_STATUSES = {"UNSET": Status(StatusCode.UNSET), "OK": Status(StatusCode.OK), "ERROR": Status(StatusCode.ERROR)}
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SCOPE = InstrumentationScope("selfopt-trace", __version__)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+class _RecentErrors(logging.Handler):
+    """The exporters' log messages (they log their failures): kept for the notes, never printed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: deque[str] = deque(maxlen=10)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage()[:300])
+        except Exception:  # a message that cannot be formatted is not worth a crash
+            pass
+
+
+RECENT_ERRORS = _RecentErrors()
+_sdk_log = logging.getLogger("opentelemetry")
+_sdk_log.addHandler(RECENT_ERRORS)
+_sdk_log.propagate = False  # Python's last-resort handler would print them on stderr
+
+
+class _ProcessResource(Resource):
+    """A traced process's resource exactly as recorded, hashed once.
+
+    `Resource()` would drop map values; and the encoder hashes the resource of every span it
+    encodes, which for a plain Resource is a sorted json.dumps each time."""
+
+    def __init__(self, attributes: dict[str, Any]) -> None:  # noqa: no super().__init__: it would filter
+        self._attributes = attributes
+        self._schema_url = ""
+        self._hash = hash(tuple(sorted(map(repr, attributes.items()))))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+class Converter:
+    """SpanRecord -> ReadableSpan; one resource per process; counts the values it had to convert."""
+
+    def __init__(self) -> None:
+        self._resources: dict[tuple[int, str | None], tuple[dict, Resource]] = {}
+        self.counts: dict[str, int] = {}
+        self.size = 0  # an estimate of the encoded bytes of the spans converted so far
+
+    def span(self, record: SpanRecord) -> ReadableSpan:
+        trace_id = int(record.trace_id, 16)
+        attributes = dict(record.attributes)
+        attributes[CATEGORY] = record.category
+        if record.incomplete:
+            attributes[INCOMPLETE] = True
+        self.size += 120 + self._clean(attributes)
+        parent = None
+        if record.parent_span_id:
+            # A process span's parent is in the process that started it, a server span's in its
+            # client: contexts that came from elsewhere, as an SDK would mark them.
+            remote = record.kind == "SERVER" or record.category == "process"
+            parent = SpanContext(trace_id, int(record.parent_span_id, 16), remote, _SAMPLED)
+        return ReadableSpan(
+            name=record.name,
+            context=SpanContext(trace_id, int(record.span_id, 16), False, _SAMPLED),
+            parent=parent,
+            resource=self.resource(record),
+            attributes=attributes,
+            kind=_KINDS.get(record.kind, SpanKind.INTERNAL),
+            status=_STATUSES.get(record.status, _STATUSES["UNSET"]),
+            start_time=record.start_ns,
+            end_time=record.end_ns,
+            instrumentation_scope=_SCOPE,
+        )
+
+    def resource(self, record: SpanRecord) -> Resource:
+        # Spans of one process share their resource dict: keyed by its identity (kept alive here,
+        # so the identity cannot be reused) and the run.
+        key = (id(record.resource_attributes), record.run_id)
+        cached = self._resources.get(key)
+        if cached is None:
+            attributes = dict(record.resource_attributes)
+            if record.run_id is not None:
+                attributes[RUN_ID] = record.run_id
+            self._clean(attributes)
+            cached = self._resources[key] = (record.resource_attributes, _ProcessResource(attributes))
+        return cached[1]
+
+    def _clean(self, attributes: dict[str, Any]) -> int:
+        """Make every value sendable, in place; returns the approximate encoded size."""
+        size = 0
+        changes: list[tuple[str, str, Any]] = []
+        for key, value in attributes.items():
+            kind = type(value)
+            if key.isascii():  # the common cases, checked without a call
+                if kind is str:
+                    if len(value) <= MAX_STRING and value.isascii():
+                        size += len(key) + len(value) + 8
+                        continue
+                elif kind is bool or (kind is int and _INT64[0] <= value <= _INT64[1]):
+                    size += len(key) + 16
+                    continue
+            cleaned = self._value(value)
+            changes.append((key, self._utf8(key), cleaned))
+            size += len(key) + _size(cleaned) + 8
+        for key, clean_key, cleaned in changes:
+            del attributes[key]
+            if cleaned is not _DROP:
+                attributes[clean_key] = cleaned
+        return size
+
+    def _value(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_STRING:
+                self._count("truncated strings")
+                value = value[:MAX_STRING]
+            return self._utf8(value)
+        if kind is bool:
+            return value
+        if kind is int:
+            if _INT64[0] <= value <= _INT64[1]:
+                return value
+            self._count("integers beyond 64 bits")
+            return str(value)
+        if kind is float:
+            if math.isfinite(value):
+                return value
+            self._count("NaN or infinite numbers")
+            return _NON_FINITE.get(value, "NaN")
+        if value is None:
+            self._count("null values")
+            return _DROP
+        if kind is list or kind is tuple:
+            items = [self._value(item) for item in value]
+            return [item for item in items if item is not _DROP]
+        if kind is dict:
+            cleaned = dict(value)
+            self._clean(cleaned)
+            return cleaned
+        self._count("values of other types")
+        return self._utf8(str(value))
+
+    def _utf8(self, text: str) -> str:
+        if text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:  # lone surrogates (bytes that were not UTF-8, decoded with surrogateescape)
+            self._count("strings that were not UTF-8")
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+
+_DROP = object()
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_size(item) + 2 for item in value)
+    if isinstance(value, dict):
+        return sum(len(key) + _size(item) + 4 for key, item in value.items())
+    return 8
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+    """The request the SDK's `encode_spans` builds for `spans`, field for field and in the same order
+    (spans grouped by resource, then by scope, in order of first appearance), built in place."""
+    groups: dict[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]] = {}
+    for span in spans:
+        scopes = groups.get(span.resource)
+        if scopes is None:
+            scopes = groups[span.resource] = {}
+        scope = span.instrumentation_scope or None
+        members = scopes.get(scope)
+        if members is None:
+            members = scopes[scope] = []
+        members.append(span)
+    request = ExportTraceServiceRequest()
+    for resource, scopes in groups.items():
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.SetInParent()
+        _attributes(resource_spans.resource.attributes, resource.attributes)
+        resource_spans.schema_url = resource.schema_url or ""
+        for scope, members in scopes.items():
+            scope_spans = resource_spans.scope_spans.add()
+            scope_spans.scope.SetInParent()
+            if scope is not None:
+                scope_spans.scope.name = scope.name
+                scope_spans.scope.version = scope.version or ""
+                _attributes(scope_spans.scope.attributes, scope.attributes)
+                scope_spans.schema_url = scope.schema_url or ""
+            add = scope_spans.spans.add
+            for span in members:
+                _span(add(), span)
+    return request
+
+
+_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # SpanFlags: the parent's remoteness is known / is remote
+_KIND_NUMBERS = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.PRODUCER: 4,
+                 SpanKind.CONSUMER: 5}
+
+
+def _span(out: Any, span: ReadableSpan) -> None:
+    context = span._context  # the properties only return these: one call less per field, per span
+    out.trace_id = context.trace_id.to_bytes(16, "big")
+    out.span_id = context.span_id.to_bytes(8, "big")
+    if context.trace_state:
+        out.trace_state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+    parent = span._parent
+    flags = _HAS_IS_REMOTE
+    if parent is not None:
+        out.parent_span_id = parent.span_id.to_bytes(8, "big")
+        if parent.is_remote:
+            flags |= _IS_REMOTE
+    out.name = span._name
+    out.kind = _KIND_NUMBERS[span._kind]
+    out.start_time_unix_nano = span._start_time
+    out.end_time_unix_nano = span._end_time
+    if span._attributes:
+        _attributes(out.attributes, span._attributes)
+    status = span._status
+    out.status.code = status.status_code.value
+    if status.description:
+        out.status.message = status.description
+    out.flags = flags
+
+
+def _attributes(out: Any, attributes: Any) -> None:
+    if not attributes:
+        return
+    add = out.add
+    for key, value in attributes.items():
+        item = add()
+        item.key = key
+        _set_value(item.value, value)
+
+
+def _set_value(out: AnyValue, value: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        out.string_value = value
+    elif kind is int:
+        out.int_value = value
+    elif kind is bool:
+        out.bool_value = value
+    elif kind is float:
+        out.double_value = value
+    elif value is None:
+        out.SetInParent()
+    elif kind is bytes:
+        out.bytes_value = value
+    elif isinstance(value, (list, tuple)):
+        out.array_value.SetInParent()
+        add = out.array_value.values.add
+        for item in value:
+            _set_value(add(), item)
+    elif isinstance(value, dict):
+        out.kvlist_value.SetInParent()
+        _attributes(out.kvlist_value.values, {str(k): v for k, v in value.items()})
+    else:  # the SDK's encoder would skip the attribute; the Converter never hands such a value over
+        out.string_value = str(value)
+
+
+# ---------------------------------------------------------------- exporters
+
+
+def make_exporter(settings: OtlpSettings) -> SpanExporter:
+    """The SDK's exporter for `settings.protocol`, configured with everything resolved (nothing left
+    for it to read from the environment on its own), encoding with `encode`."""
+    if settings.protocol == GRPC:
+        import grpc
+        from opentelemetry.exporter.otlp.proto.grpc import trace_exporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        trace_exporter.encode_spans = encode  # the name its _translate_data calls
+
+        credentials = None
+        if settings.tls:
+            credentials = grpc.ssl_channel_credentials(
+                _read(settings.certificate), _read(settings.client_key), _read(settings.client_certificate))
+        return GrpcExporter(
+            endpoint=settings.endpoint, insecure=not settings.tls, credentials=credentials,
+            headers=tuple(settings.headers.items()), timeout=settings.timeout_s,
+            compression=grpc.Compression.Gzip if settings.compression == "gzip" else grpc.Compression.NoCompression)
+    from opentelemetry.exporter.otlp.proto.http import Compression, trace_exporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    trace_exporter.encode_spans = encode  # the name its export() calls
+
+    return HttpExporter(
+        endpoint=settings.endpoint, certificate_file=settings.certificate, client_key_file=settings.client_key,
+        client_certificate_file=settings.client_certificate, headers=settings.headers, timeout=settings.timeout_s,
+        compression=Compression.Gzip if settings.compression == "gzip" else Compression.NoCompression)
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+class Sender:
+    """Converts spans and sends them in batches through one exporter; counts what was accepted."""
+
+    def __init__(self, settings: OtlpSettings) -> None:
+        self.settings = settings
+        self.exporter = make_exporter(settings)
+        self.converter = Converter()
+        self.sent = 0
+        self.refused = 0
+        self.first_error: str | None = None
+        self.last_error: str | None = None
+
+    def send(self, records: Iterable[SpanRecord], keep_going: Callable[[], bool] | None = None) -> int:
+        """Send `records`; returns how many were accepted. `keep_going()` is asked before each batch."""
+        accepted = 0
+        batch: list[ReadableSpan] = []
+        converter = self.converter
+        for record in records:
+            batch.append(converter.span(record))
+            if len(batch) >= MAX_BATCH_SPANS or converter.size >= MAX_BATCH_BYTES:
+                if keep_going is not None and not keep_going():
+                    return accepted
+                accepted += self._export(batch)
+                batch = []
+        if batch and (keep_going is None or keep_going()):
+            accepted += self._export(batch)
+        return accepted
+
+    def _export(self, batch: list[ReadableSpan]) -> int:
+        self.converter.size = 0
+        try:
+            result = self.exporter.export(batch)
+        except Exception as exc:  # the exporter's own bug or a closed channel: a refused batch, never a crash
+            result = SpanExportResult.FAILURE
+            self._error(f"{type(exc).__name__}: {exc}")
+        if result is SpanExportResult.SUCCESS:
+            self.sent += len(batch)
+            return len(batch)
+        self.refused += len(batch)
+        messages = list(RECENT_ERRORS.messages)
+        if messages:
+            self._error(messages[-1])
+        elif self.last_error is None:
+            self._error("the receiver did not accept the spans")
+        return 0
+
+    def problem(self) -> str | None:
+        """What went wrong last: a refused batch, else what the exporter logged (a retry in progress)."""
+        if self.last_error is not None:
+            return self.last_error
+        logged = [message for message in RECENT_ERRORS.messages if "hutdown" not in message]  # not our own stop
+        return logged[-1] if logged and self.sent == 0 else None
+
+    def _error(self, message: str) -> None:
+        self.first_error = self.first_error or message
+        self.last_error = message
+
+    def shutdown(self) -> None:
+        """Close the connection; an export in progress (and its retries) gives up."""
+        try:
+            self.exporter.shutdown()
+        except Exception:
+            pass

@@ -1,0 +1,133 @@
+"""After CMD has exited: load the runs into the store, print and write the summary.
+
+runner.py supervises CMD (prepare, start, watch, wait); this module is everything after it. It is
+imported only then, so nothing here (rich, DuckDB) costs CMD's start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .runner import ENV_LOCK_WAIT, RunOptions, RunRecord, default_db_path
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+def report(records: list[RunRecord], options: RunOptions, disabled: str | None,
+           available_commands: tuple[str, ...], environ: dict[str, str]) -> None:
+    """Load into the store, print and write the summary."""
+    from . import summary as summaries
+
+    if disabled is not None or not options.load:
+        # An unloaded run has no notes of its own: the watchers' (the live export's) follow the reason.
+        results = [summaries.UntracedSummary(
+            run_id=record.run_id, command=record.to_json()["command"], exit_code=record.returncode,
+            wall_ns=record.end_ns - record.start_ns, run_dir=str(record.run_dir) if record.run_dir else None,
+            reason="\n".join([f"tracing disabled by {disabled}: the command ran untraced" if disabled
+                              else f"not loaded (--no-load): load later with `selfopt-trace load {shell_quote(str(record.run_dir))}`",
+                              *record.notes]))
+            for record in records]
+    else:
+        results = _load_and_summarize(records, options, available_commands, environ)
+    group_id = records[0].group_id
+    console = summaries.console(stderr=True)
+    if group_id is not None and all(isinstance(r, summaries.RunSummary) for r in results):
+        group = summaries.GroupSummary(group_id, results)  # type: ignore[arg-type]
+        data: dict = group.to_json()
+        if not options.quiet:
+            summaries.render_group(group, console)
+    else:
+        data = results[0].to_json() if len(results) == 1 else {"group_id": group_id, "runs": [r.to_json() for r in results]}
+        if not options.quiet:
+            for result in results:
+                if isinstance(result, summaries.RunSummary):
+                    summaries.render(result, console)
+                else:
+                    summaries.render_untraced(result, console)
+    if options.json_target is not None:
+        write_json(data, options.json_target)
+
+
+def _load_and_summarize(records: list[RunRecord], options: RunOptions, available_commands: tuple[str, ...],
+                        environ: dict[str, str]) -> list:
+    from . import jaeger_ui
+    from . import summary as summaries
+    from .export.ledger import record_live_export
+
+    db_option = "" if options.db_path == default_db_path(environ) else f" --db {shell_quote(str(options.db_path))}"
+    jaeger = jaeger_ui.answering_base(environ)  # once for all runs: a connect refused at once when none runs
+    results = []
+    with open_store_waiting(options.db_path, lock_patience(environ)) as store:
+        for record in records:
+            assert record.run_dir is not None
+            loaded = store.load_run(record.run_dir)
+            record_live_export(store, record.run_id, record.run_dir)
+            next_commands = summaries.next_commands(record.run_id, db_option, available_commands)
+            if jaeger is not None:
+                next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
+            result = summaries.summarize(store, record.run_id, next_commands)
+            result.notes.extend(record.notes)
+            result.notes.extend(str(warning) for warning in loaded.warnings[:5])
+            if len(loaded.warnings) > 5:
+                result.notes.append(f"... and {len(loaded.warnings) - 5} more loader warnings (table diagnostics)")
+            results.append(result)
+    return results
+
+
+def lock_patience(environ: dict[str, str] | os._Environ) -> float:
+    try:
+        return max(0.0, float(environ.get(ENV_LOCK_WAIT) or 10.0))
+    except ValueError:
+        return 10.0
+
+
+def open_store_waiting(path: Path, patience_s: float = 10.0) -> Store:
+    """The store for writing. DuckDB admits one writing process: when another holds the database
+    (a parallel run loading, a `selfopt-trace sql` reading), wait for it a little before giving up."""
+    from .errors import StoreLockedError
+    from .store import Store
+
+    deadline = time.monotonic() + patience_s
+    pause = 0.05
+    while True:
+        try:
+            return Store(path)
+        except StoreLockedError:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def kept(records: list[RunRecord]) -> str:
+    """The end of an error message when loading failed: where the files are, and how to load them."""
+    dirs = " ".join(shell_quote(str(record.run_dir)) for record in records if record.run_dir is not None)
+    return f"; the run files are kept: load them with `selfopt-trace load {dirs}`" if dirs else ""
+
+
+def error(message: str) -> None:
+    print(f"selfopt-trace: error: {message}", file=sys.stderr, flush=True)
+
+
+def shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def write_json(data: dict, target: str) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    if target == "-":
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `... | head`: the reader is gone, as it would be for CMD's own output
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    else:
+        Path(target).write_text(text, encoding="utf-8")

@@ -1,0 +1,163 @@
+"""Live export: the run's spans go to an OTLP collector while CMD runs, from the `run` process.
+
+A thread of `run` follows the span files (span_follower.py) and sends each span once it has ended,
+so a long-running traced service shows up in Jaeger about a second after each request. Traced
+processes do nothing more than write their files: their start-up and their output are untouched.
+
+- `auto` (the default) sends when something accepts TCP connections at the endpoint: one connect
+  attempt, in the thread, after CMD has started (nothing listening on a local port: refused at
+  once). Only then is the OpenTelemetry SDK imported (~0.5 s, in the thread, while CMD runs).
+  `always` sends whatever answers; `never` makes no watcher at all.
+- A collector that is down, slow or refusing never slows CMD: the thread alone waits (the SDK
+  exporters retry 429/503 and UNAVAILABLE with backoff). When CMD exits, `stop()` gives the
+  thread `EXIT_BUDGET_S` to read the files to their end, send the spans still open (marked
+  incomplete) and what was left; then it closes the exporter, which cuts retries short.
+- What was sent is written to `<run_dir>/export.json` (`RECORD`) and said in a note: "sent N spans
+  to URL", or how many were not sent and why, with the `selfopt-trace push RUN` that sends the
+  whole run later (the files keep every span; a backend that keys spans by id keeps one copy of
+  those sent twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..export import otlp_settings
+from ..export.otlp_settings import OtlpSettings
+from . import WatchedRun
+
+MODES = ("auto", "always", "never")
+EXIT_BUDGET_S = 1.0
+POLL_S = 0.1  # the agent flushes every 100 ms
+NICENESS = 10  # the thread's: on a busy machine, CMD's processes get the CPU first
+RECORD = "export.json"
+
+
+class LiveExport:
+    """The live OTLP export of one run (a Watcher)."""
+
+    name = "OTLP export"
+
+    def __init__(self, settings: OtlpSettings, mode: str = "auto") -> None:
+        self.settings = settings
+        self.mode = mode
+        self.run: WatchedRun | None = None
+        self.sender: Any = None  # export.otlp_sdk.Sender, once a collector answered
+        self.follower: Any = None
+        self.state = "starting"  # then: "absent" (auto, nothing listening), "sending", "done", "failed"
+        self.error: str | None = None
+        self.abandoned = False
+        self.incomplete_sent = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, run: WatchedRun) -> None:
+        self.run = run
+        self._thread = threading.Thread(target=self._main, name="selfopt-trace-live-export", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[str]:
+        if self._thread is None or self.run is None:
+            return []
+        deadline = time.monotonic() + EXIT_BUDGET_S
+        self._stop.set()
+        if self.state != "absent" and not otlp_settings.listening(self.settings):
+            deadline = time.monotonic()  # nothing listens (any more): waiting would send nothing
+            self.error = self.error or f"nothing listens at {self.settings.display()} (any more)"
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self.abandoned = True  # the thread stops at its next batch; its counts stay as they are now
+            if self.sender is not None:
+                self.sender.shutdown()
+        if self.state == "absent":
+            return []
+        record = self.record()
+        try:
+            (self.run.run_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            return [describe(record, self.run.run_id), f"{self.name}: cannot write {RECORD}: {exc.strerror or exc}"]
+        return [describe(record, self.run.run_id)]
+
+    def record(self) -> dict[str, Any]:
+        """What export.json says: where, how much, what went wrong."""
+        sender, follower = self.sender, self.follower
+        return {
+            "endpoint": self.settings.display(),
+            "protocol": self.settings.protocol,
+            "mode": self.mode,
+            "spans_seen": follower.spans_seen if follower is not None else None,
+            "spans_sent": sender.sent if sender is not None else 0,
+            "spans_refused": sender.refused if sender is not None else 0,
+            "incomplete_sent": self.incomplete_sent,
+            "complete": bool(self.state == "done" and sender is not None and sender.refused == 0
+                             and follower is not None and sender.sent == follower.spans_seen),
+            "error": self.error or (sender.problem() if sender is not None else None),
+            "exit_budget_exceeded": self.abandoned,
+            "converted_values": dict(sender.converter.counts) if sender is not None else {},
+            "damaged_lines": follower.damaged_lines if follower is not None else 0,
+        }
+
+    def _main(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)  # Linux: this thread only
+        except (AttributeError, OSError):
+            pass
+        try:
+            if self.mode == "auto" and not otlp_settings.listening(self.settings):
+                self.state = "absent"
+                return
+            from ..export.otlp_sdk import Sender  # the SDK, only now that spans will be sent
+            from .span_follower import SpanFollower
+
+            assert self.run is not None
+            self.follower = SpanFollower(self.run.run_dir, self.run.run_id)
+            self.sender = Sender(self.settings)
+            self.state = "sending"
+            keep_going = lambda: not self.abandoned  # noqa: E731
+            while not self.abandoned:
+                stopping = self._stop.is_set()  # read before the poll: that poll then reads to the end
+                self.sender.send(self.follower.poll(), keep_going)
+                if stopping:
+                    still_open = self.follower.still_open()
+                    before = self.sender.sent
+                    self.sender.send(still_open, keep_going)
+                    self.incomplete_sent = self.sender.sent - before
+                    self.state = "done"
+                    return
+                self._stop.wait(POLL_S)
+        except Exception as exc:  # never an error of the run: a note
+            self.state = "failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+# How the exporters (and our own stop) word a receiver that cannot be reached.
+_UNREACHABLE = ("UNAVAILABLE", "onnection", "connect", "nothing listens")
+
+
+def describe(record: dict[str, Any], run_id: str) -> str:
+    """The summary's note about a live export."""
+    target = f"{record['endpoint']} (OTLP {record['protocol']})"
+    seen, sent = record.get("spans_seen"), record.get("spans_sent") or 0
+    if record.get("complete"):
+        return f"sent {sent} spans to {target} while the run ran"
+    later = f"send the run later with `selfopt-trace push {run_id}`"
+    reason = record.get("error") or ("the exit budget ran out" if record.get("exit_budget_exceeded") else "not all were sent")
+    if sent == 0:
+        if any(word in str(reason) for word in _UNREACHABLE):
+            return f"collector unreachable at {target}: {reason}; {later}"
+        return f"nothing sent to {target}: {reason}; {later}"
+    return f"sent {sent} of {seen} spans to {target}: {reason}; {later}"
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """A run's export.json, or None."""
+    try:
+        record = json.loads((Path(run_dir) / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

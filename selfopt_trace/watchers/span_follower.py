@@ -1,0 +1,205 @@
+"""Follow a run's span files while the agent appends to them: the spans, as they end.
+
+`<run_dir>/spans/*.spans` (docs/span-format.md) grow by whole flushes, every 100 ms in a busy process;
+new files appear as processes start. `SpanFollower.poll()` reads what was appended since the last
+call and returns the spans that ended in it, already merged as the loader merges them
+(store/loader.py), so a span sent live is the span `push` sends after loading:
+- `X` is a complete span; `S` opens one, its `E` closes it (the E's attributes over the S's, the E's
+  parent when it names one); a later `E` of the same span with a later end replaces the earlier
+  one (the loader keeps the last); an `E` after an `X` changes nothing (the loader ignores it).
+- A file's first record must be a header of the version we read, else the file is skipped, as the
+  loader skips it. A line that is not 12 fields ending in `.`, not UTF-8, or has bad numbers or
+  attributes is skipped and counted. A last line without its newline is kept until it is complete.
+- `still_open()` gives the spans started and not ended, closed at the last time known in their file
+  and marked incomplete: what the loader makes of them once CMD has exited.
+The record letters and fields come from the agent's spanfile module: the one definition of the format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..bootstrap.selfopt_trace_agent import spanfile
+from ..export import SpanRecord
+
+READ_LIMIT = 8 << 20  # bytes read from one file per poll: a huge backlog is read over several polls
+ENDED_KEPT = 1024  # started-then-ended spans remembered per file, for a later E of the same span
+
+_FIELD_COUNT = len(spanfile.FIELDS)
+_H, _S, _E, _X, _T, _D = (spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK,
+                          spanfile.DIAGNOSTIC)
+
+
+@dataclass
+class _Followed:
+    """One span file and what has been read of it."""
+
+    path: Path
+    offset: int = 0
+    partial: bytes = b""
+    header: bool = False
+    refused: str | None = None  # why the file is skipped (no header, another format or version)
+    resource: dict[str, Any] = field(default_factory=dict)
+    service: str | None = None
+    pid: int | None = None
+    last_ns: int = 0
+    # span id -> its S record's fields: (parent, trace, name, kind, category, start, attributes)
+    open: dict[str, tuple] = field(default_factory=dict)
+    ended: OrderedDict[str, tuple] = field(default_factory=OrderedDict)  # S fields + (end,) of ended S spans
+
+
+class SpanFollower:
+    """Reads the span files of one run directory incrementally (one thread at a time)."""
+
+    def __init__(self, run_dir: Path, run_id: str) -> None:
+        self.spans_dir = Path(run_dir) / "spans"
+        self.run_id = run_id
+        self.files: dict[str, _Followed] = {}
+        self.spans_seen = 0  # spans started (S) or complete (X) so far: each span counted once
+        self.damaged_lines = 0
+
+    def poll(self) -> list[SpanRecord]:
+        """The spans that ended in what was appended since the last poll."""
+        ended: list[SpanRecord] = []
+        try:
+            names = sorted(entry.name for entry in os.scandir(self.spans_dir)
+                           if entry.name.endswith(spanfile.SUFFIX))
+        except OSError:
+            return ended
+        for name in names:
+            followed = self.files.get(name)
+            if followed is None:
+                followed = self.files[name] = _Followed(self.spans_dir / name)
+            if followed.refused is None:
+                self._read(followed, ended)
+        return ended
+
+    def still_open(self) -> list[SpanRecord]:
+        """The spans started and not (yet) ended, closed at the last time known in their file."""
+        spans = []
+        for followed in self.files.values():
+            for span_id, (parent, trace, name, kind, category, start, attributes) in followed.open.items():
+                spans.append(self._record(followed, span_id, parent, trace, name, kind, category, start,
+                                          max(followed.last_ns, start), "UNSET", attributes, incomplete=True))
+        return spans
+
+    def refused_files(self) -> dict[str, str]:
+        return {name: followed.refused for name, followed in self.files.items() if followed.refused}
+
+    def _read(self, followed: _Followed, ended: list[SpanRecord]) -> None:
+        try:
+            with open(followed.path, "rb") as handle:
+                handle.seek(followed.offset)
+                data = handle.read(READ_LIMIT)
+        except OSError:
+            return  # deleted under us (a warm-up run's directory) or unreadable: nothing to follow
+        if not data:
+            return
+        followed.offset += len(data)
+        lines = (followed.partial + data).split(b"\n")
+        followed.partial = lines.pop()  # b"" after a final newline; else a line still being written
+        for raw in lines:
+            self._line(followed, raw, ended)
+            if followed.refused is not None:
+                return
+
+    def _line(self, followed: _Followed, raw: bytes, ended: list[SpanRecord]) -> None:
+        try:
+            fields = raw.decode("utf-8").split("\t")
+        except UnicodeDecodeError:
+            self.damaged_lines += 1
+            return
+        if len(fields) != _FIELD_COUNT or fields[-1] != spanfile.TERMINATOR:
+            self.damaged_lines += 1
+            return
+        rec, span_id, parent, trace, name, kind, category, start_text, end_text, status, attributes_text, _ = fields
+        try:
+            start = int(start_text) if start_text else 0
+            end = int(end_text) if end_text else 0
+            attributes = json.loads(attributes_text) if attributes_text not in ("", "{}") else {}
+        except ValueError:
+            self.damaged_lines += 1
+            return
+        if not isinstance(attributes, dict):
+            self.damaged_lines += 1
+            return
+        if not followed.header:
+            if rec != _H:
+                followed.refused = "no header record"
+                return
+            self._header(followed, attributes)
+        followed.last_ns = max(followed.last_ns, start, end)
+        if rec == _X:
+            if span_id and start_text and end_text:
+                self.spans_seen += 1
+                ended.append(self._record(followed, span_id, parent, trace, name, kind, category, start, end,
+                                          status or "UNSET", attributes))
+            else:
+                self.damaged_lines += 1
+        elif rec == _S:
+            if span_id and start_text:
+                self.spans_seen += 1
+                followed.open[span_id] = (parent, trace, name, kind, category, start, attributes)
+            else:
+                self.damaged_lines += 1
+        elif rec == _E:
+            if not span_id or not end_text:
+                self.damaged_lines += 1
+                return
+            self._end(followed, span_id, parent, end, status or "UNSET", attributes, ended)
+        elif rec not in (_H, _T, _D):
+            self.damaged_lines += 1
+
+    def _header(self, followed: _Followed, header: dict[str, Any]) -> None:
+        if header.get("format") != spanfile.FORMAT_NAME:
+            followed.refused = f"not a span file (format {header.get('format')!r})"
+        elif header.get("version") != spanfile.FORMAT_VERSION:
+            followed.refused = f"span file version {header.get('version')} is not supported"
+        followed.header = True
+        resource = header.get("resource")
+        followed.resource = resource if isinstance(resource, dict) else {}
+        service = followed.resource.get("service.name")
+        followed.service = None if service is None else str(service)
+        pid = header.get("pid", followed.resource.get("process.pid"))
+        followed.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+
+    def _end(self, followed: _Followed, span_id: str, parent: str, end: int, status: str,
+             attributes: dict[str, Any], ended: list[SpanRecord]) -> None:
+        started = followed.open.pop(span_id, None)
+        if started is None:
+            earlier = followed.ended.get(span_id)
+            if earlier is None or end <= earlier[-1]:
+                return  # after an X, or an earlier end than the one sent: the loader keeps the span as sent
+            started = earlier[:-1]
+        followed.ended[span_id] = (*started, end)
+        if len(followed.ended) > ENDED_KEPT:
+            followed.ended.popitem(last=False)
+        s_parent, trace, name, kind, category, start, s_attributes = started
+        merged = merge_patch(s_attributes, attributes) if attributes else s_attributes
+        ended.append(self._record(followed, span_id, parent or s_parent, trace, name, kind, category, start, end,
+                                  status, merged))
+
+    def _record(self, followed: _Followed, span_id: str, parent: str, trace: str, name: str, kind: str,
+                category: str, start: int, end: int, status: str, attributes: dict[str, Any],
+                incomplete: bool = False) -> SpanRecord:
+        return SpanRecord(self.run_id, trace, span_id, parent or None, name, kind, category, start, end, status,
+                          incomplete, followed.service, followed.pid, attributes, followed.resource,
+                          followed.path.name)
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7396 JSON merge patch (DuckDB's json_merge_patch, which the loader uses): a new dict."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
