@@ -69,7 +69,7 @@ def answers(base: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the UI is asked directly
     try:
         with opener.open(f"{base}/api/services", timeout=timeout_s) as response:
-            return isinstance(json.loads(response.read()).get("data"), list)
+            return "data" in json.loads(response.read())  # a list of services, or null before the first
     except (OSError, ValueError, AttributeError, urllib.error.URLError):
         return False
 

@@ -453,12 +453,13 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
     if record.traced:
         write_run_json(record)
     started: list[Watcher] = []
+    watched: list[WatchedRun] = []
 
     def start_watchers(child: subprocess.Popen) -> None:
         if watchers and record.run_dir is not None:
             started.extend(watchers)
-            record.notes.extend(start_all(started, WatchedRun(record.run_id, record.run_dir, child.pid,
-                                                              record.start_ns, env)))
+            watched.append(WatchedRun(record.run_id, record.run_dir, child.pid, record.start_ns, env))
+            record.notes.extend(start_all(started, watched[0]))
 
     with SignalForwarder() as forwarder:
         record.start_ns = time.time_ns()
@@ -468,6 +469,8 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
             record.pid, record.returncode = child.pid, child.returncode
         finally:
             record.end_ns = time.time_ns()
+            for run in watched:
+                run.returncode = record.returncode
             record.notes.extend(stop_all(started))
             if record.traced and record.returncode is not None:
                 write_run_json(record)

@@ -23,6 +23,7 @@ class WatchedRun:
     pid: int  # CMD's process id
     start_ns: int  # when `run` spawned CMD (the trace's clock: time.time_ns())
     environ: dict[str, str] = field(default_factory=dict)  # CMD's environment
+    returncode: int | None = None  # CMD's exit status (Popen's: -N for signal N), set before stop()
 
 
 class Watcher(Protocol):

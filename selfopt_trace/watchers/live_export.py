@@ -123,10 +123,10 @@ class LiveExport:
                 stopping = self._stop.is_set()  # read before the poll: that poll then reads to the end
                 self.sender.send(self.follower.poll(), keep_going)
                 if stopping:
-                    still_open = self.follower.still_open()
-                    before = self.sender.sent
-                    self.sender.send(still_open, keep_going)
-                    self.incomplete_sent = self.sender.sent - before
+                    run = self.run
+                    still_open = self.follower.still_open(run.pid, traceparent_span(run.environ), run.returncode)
+                    if self.sender.send(still_open, keep_going) == len(still_open):
+                        self.incomplete_sent = sum(span.incomplete for span in still_open)
                     self.state = "done"
                     return
                 self._stop.wait(POLL_S)
@@ -152,6 +152,19 @@ def describe(record: dict[str, Any], run_id: str) -> str:
             return f"collector unreachable at {target}: {reason}; {later}"
         return f"nothing sent to {target}: {reason}; {later}"
     return f"sent {sent} of {seen} spans to {target}: {reason}; {later}"
+
+
+def traceparent_span(environ: dict[str, str]) -> str | None:
+    """The parent span of CMD's process span: the span id of a valid incoming TRACEPARENT, as the
+    agent reads it (process.py, _incoming_context), else None."""
+    parts = (environ.get("TRACEPARENT") or "").strip().split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16 and parts[0] != "ff":
+        try:
+            if int(parts[1], 16) and int(parts[2], 16):
+                return parts[2].lower()
+        except ValueError:
+            pass
+    return None
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:

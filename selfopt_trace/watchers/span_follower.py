@@ -12,6 +12,10 @@ call and returns the spans that ended in it, already merged as the loader merges
   attributes is skipped and counted. A last line without its newline is kept until it is complete.
 - `still_open()` gives the spans started and not ended, closed at the last time known in their file
   and marked incomplete: what the loader makes of them once CMD has exited.
+- A process span without `process.exit.code` gets its exit code as the loader gives it: from the
+  span that started it (a subprocess span of the parent process naming its pid, which ends after
+  it), and for CMD's own process from CMD's exit status. So it is held until then (at the latest
+  until `still_open()`): sent once, as `push` would send it.
 The record letters and fields come from the agent's spanfile module: the one definition of the format.
 """
 
@@ -29,6 +33,8 @@ from ..export import SpanRecord
 
 READ_LIMIT = 8 << 20  # bytes read from one file per poll: a huge backlog is read over several polls
 ENDED_KEPT = 1024  # started-then-ended spans remembered per file, for a later E of the same span
+EXITS_KEPT = 4096  # ended spans that name a child's pid and exit code, for its process span
+EXIT_CODE, PID = "process.exit.code", "process.pid"
 
 _FIELD_COUNT = len(spanfile.FIELDS)
 _H, _S, _E, _X, _T, _D = (spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK,
@@ -62,6 +68,9 @@ class SpanFollower:
         self.files: dict[str, _Followed] = {}
         self.spans_seen = 0  # spans started (S) or complete (X) so far: each span counted once
         self.damaged_lines = 0
+        self._exits: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # span id -> (process.pid, exit code)
+        # parent span id -> {span id: its process span without exit code} (a later end replaces an earlier)
+        self._held: dict[str, dict[str, SpanRecord]] = {}
 
     def poll(self) -> list[SpanRecord]:
         """The spans that ended in what was appended since the last poll."""
@@ -77,16 +86,54 @@ class SpanFollower:
                 followed = self.files[name] = _Followed(self.spans_dir / name)
             if followed.refused is None:
                 self._read(followed, ended)
-        return ended
+        return self._settle(ended)
 
-    def still_open(self) -> list[SpanRecord]:
-        """The spans started and not (yet) ended, closed at the last time known in their file."""
+    def still_open(self, cmd_pid: int | None = None, root_parent: str | None = None,
+                   returncode: int | None = None) -> list[SpanRecord]:
+        """Everything not returned yet: the spans started and not ended (closed at the last time known
+        in their file, incomplete), and the process spans held for an exit code. CMD's own process
+        span (pid `cmd_pid`, parent `root_parent`: TRACEPARENT's span, or none) gets `returncode`."""
         spans = []
         for followed in self.files.values():
             for span_id, (parent, trace, name, kind, category, start, attributes) in followed.open.items():
                 spans.append(self._record(followed, span_id, parent, trace, name, kind, category, start,
                                           max(followed.last_ns, start), "UNSET", attributes, incomplete=True))
+        spans = self._settle(spans) + [span for held in self._held.values() for span in held.values()]
+        self._held.clear()
+        if returncode is not None:
+            for span in spans:
+                if (_is_process(span) and EXIT_CODE not in span.attributes and span.pid == cmd_pid
+                        and (span.parent_span_id or None) == (root_parent or None)):
+                    span.attributes = {**span.attributes, EXIT_CODE: returncode}
         return spans
+
+    def _settle(self, ended: list[SpanRecord]) -> list[SpanRecord]:
+        """Give process spans their exit code as the loader does; hold those that wait for one."""
+        ready = []
+        for span in ended:
+            attributes = span.attributes
+            if EXIT_CODE in attributes and PID in attributes:
+                self._exits[span.span_id] = (attributes[PID], attributes[EXIT_CODE])
+                if len(self._exits) > EXITS_KEPT:
+                    self._exits.popitem(last=False)
+                for child in self._held.pop(span.span_id, {}).values():
+                    ready.append(self._with_exit(child) or child)
+            if _is_process(span) and EXIT_CODE not in attributes:
+                exited = self._with_exit(span)
+                if exited is None:
+                    self._held.setdefault(span.parent_span_id or "", {})[span.span_id] = span
+                    continue
+                span = exited
+            ready.append(span)
+        return ready
+
+    def _with_exit(self, span: SpanRecord) -> SpanRecord | None:
+        """`span` with the exit code its parent span saw for its pid, or None if none is known."""
+        pid_and_code = self._exits.get(span.parent_span_id or "")
+        if pid_and_code is None or _int(pid_and_code[0]) != span.pid or span.pid is None:
+            return None
+        span.attributes = {**span.attributes, EXIT_CODE: pid_and_code[1]}
+        return span
 
     def refused_files(self) -> dict[str, str]:
         return {name: followed.refused for name, followed in self.files.items() if followed.refused}
@@ -190,6 +237,22 @@ class SpanFollower:
         return SpanRecord(self.run_id, trace, span_id, parent or None, name, kind, category, start, end, status,
                           incomplete, followed.service, followed.pid, attributes, followed.resource,
                           followed.path.name)
+
+
+def _is_process(span: SpanRecord) -> bool:
+    return span.name == "process" and span.category == "process"
+
+
+def _int(value: Any) -> int | None:
+    """The loader's TRY_CAST(... AS INTEGER) of a JSON value."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,161 @@
+"""Live export: `run` follows the span files and sends the spans to a real Jaeger v2 while CMD runs.
+
+The follower is checked against the loader on the same files (what is sent live is what `push` sends
+after loading); the export end to end against Jaeger's HTTP API, the one its UI uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
+from selfopt_trace.export import fetch_spans
+from selfopt_trace.store import Store
+from selfopt_trace.watchers.span_follower import SpanFollower
+from tests.cli.conftest import clean_environ
+from tests.otel.conftest import Jaeger, free_port
+from tests.otel.jaeger_check import assert_client_server_links, assert_jaeger_has_the_run, stored_spans
+
+REPO = Path(__file__).resolve().parents[2]
+WORKLOAD = Path(__file__).resolve().parent / "workload"
+TRACE = "2ea76e3ca8b6a2fd1307e4452968c7ac"
+
+
+# ---------------------------------------------------------------- the follower, against the loader
+
+def header(pid: int, service: str = "svc") -> str:
+    return spanfile.header_line(1_000, "follow", pid, {"service.name": service, "process.pid": pid, "host.name": "h"})
+
+
+def span_id(n: int) -> str:
+    return f"{n:016x}"
+
+
+def follow_to_the_end(follower: SpanFollower) -> list:
+    spans = []
+    while True:
+        got = follower.poll()
+        if not got:
+            return spans + follower.still_open()
+        spans += got
+
+
+def comparable(spans) -> dict[str, tuple]:
+    return {s.span_id: (s.trace_id, s.parent_span_id, s.name, s.kind, s.category, s.start_ns, s.end_ns, s.status,
+                        s.incomplete, s.service_name, s.pid, s.attributes, s.resource_attributes, s.source_file)
+            for s in spans}
+
+
+def test_the_follower_reads_growing_files_as_the_loader_reads_them_whole(tmp_path: Path) -> None:
+    run_dir = tmp_path / "follow"
+    (run_dir / "spans").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "follow"}))
+    first, second = run_dir / "spans" / "11-aaaaaaaa.spans", run_dir / "spans" / "22-bbbbbbbb.spans"
+    follower = SpanFollower(run_dir, "follow")
+    assert follower.poll() == []  # no file yet
+
+    x_line = spanfile.complete_line(span_id(2), span_id(1), TRACE, "json.dumps", "INTERNAL", "serialization",
+                                    2_000, 2_500, "UNSET", spanfile.encode({"n": 1, "s": "é\u2603"}))
+    first.write_text(header(11) + spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1_000,
+                                                     spanfile.encode({"a": 1, "keep": "x"})) + x_line[:25])
+    assert follower.poll() == []  # the S stays open; the X is not complete yet
+    with first.open("a") as out:
+        out.write(x_line[25:])
+        out.write(spanfile.start_line(span_id(3), span_id(1), TRACE, "GET", "CLIENT", "http", 3_000, "{}"))
+        out.write(spanfile.end_line(span_id(3), 3_900, "ERROR", spanfile.encode({"http.status": 500})))
+        out.write(spanfile.start_line(span_id(4), span_id(1), TRACE, "late", "INTERNAL", "other", 4_000, "{}"))
+        out.write(spanfile.end_line(span_id(4), 4_100, "OK", "{}", parent_id=span_id(3)))  # re-parented
+        out.write(spanfile.end_line(span_id(2), 2_500, "UNSET", "{}"))  # an E after its X: changes nothing
+        out.write("this line is damaged\n")
+        out.write(spanfile.tick_line(9_000))
+    emitted = follower.poll()
+    assert sorted(s.span_id for s in emitted) == [span_id(2), span_id(3), span_id(4)]
+    second.write_text(header(22, "other") + spanfile.start_line(span_id(5), span_id(3), TRACE, "process", "SERVER",
+                                                                 "process", 3_100, "{}"))
+    with first.open("a") as out:  # the process span ends, then again later (the last end counts)
+        out.write(spanfile.end_line(span_id(1), 9_500, "UNSET", spanfile.encode({"a": 2, "b": [1, "x"]})))
+        out.write(spanfile.end_line(span_id(1), 9_700, "UNSET", spanfile.encode({"c": None, "keep": None})))
+    # A child process ends, then the span of its parent that started it, with the child's pid and exit code.
+    third = run_dir / "spans" / "33-cccccccc.spans"
+    third.write_text(header(33, "child") + spanfile.complete_line(span_id(7), span_id(6), TRACE, "process", "INTERNAL",
+                                                                 "process", 5_100, 5_800, "UNSET", "{}"))
+    assert follower.poll() == []  # process spans without an exit code wait for it
+    with first.open("a") as out:
+        out.write(spanfile.complete_line(span_id(6), span_id(1), TRACE, "subprocess", "CLIENT", "subprocess", 5_000,
+                                         5_900, "UNSET", spanfile.encode({"process.pid": 33, "process.exit.code": 3})))
+    ended = follower.poll()
+    assert sorted((s.span_id, s.attributes.get("process.exit.code")) for s in ended) == [(span_id(6), 3), (span_id(7), 3)]
+    assert follower.damaged_lines == 1
+    rest = follower.still_open(cmd_pid=11, root_parent=None, returncode=-15)  # CMD (pid 11) killed by SIGTERM
+    assert sorted((s.span_id, s.end_ns, s.incomplete) for s in rest) == [
+        (span_id(1), 9_700, False), (span_id(5), 3_100, True)]  # 1: sent once, as last ended; 5: its file's last time
+    assert [s.attributes for s in rest if s.span_id == span_id(1)] == [{"a": 1, "process.exit.code": -15}]
+    emitted += ended + rest
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "follow", "pid": 11, "exit_code": -15}))
+
+    with Store(tmp_path / "t.duckdb") as store:
+        store.load_run(run_dir)
+        loaded = comparable(fetch_spans(store, "follow"))
+    assert comparable(emitted) == loaded  # a span sent twice: its last version is the loader's
+    at_once = SpanFollower(run_dir, "follow")
+    assert comparable(at_once.poll() + at_once.still_open(11, None, -15)) == loaded  # all at once: the same
+    assert loaded[span_id(5)][8] is True  # still open at the end: incomplete, closed at its file's last time
+    assert loaded[span_id(4)][1] == span_id(3)
+    assert loaded[span_id(1)][11] == {"a": 1, "process.exit.code": -15}
+
+
+def test_files_the_loader_refuses_are_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "spans").mkdir()
+    (tmp_path / "spans" / "1-a.spans").write_text(
+        spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1, "{}"))
+    (tmp_path / "spans" / "2-b.spans").write_text(header(2).replace('"version":1', '"version":99')
+                                                  + spanfile.complete_line(span_id(2), "", TRACE, "x", "INTERNAL",
+                                                                           "other", 1, 2, "UNSET", "{}"))
+    (tmp_path / "spans" / "3-c.spans").write_bytes(header(3).encode() + b"X\t\xff\xfe\n")
+    follower = SpanFollower(tmp_path, "r")
+    assert follow_to_the_end(follower) == []
+    assert follower.refused_files() == {"1-a.spans": "no header record",
+                                        "2-b.spans": "span file version 99 is not supported"}
+    assert follower.damaged_lines == 1  # not UTF-8
+
+
+# ---------------------------------------------------------------- end to end, against a real Jaeger
+
+def selfopt(home: Path, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 180)
+    return subprocess.run([sys.executable, "-m", "selfopt_trace", *args], cwd=home.parent,
+                          env=clean_environ(SELFOPT_TRACE_HOME=str(home), **(env or {})), **kwargs)
+
+
+def endpoint_of(jaeger: Jaeger, protocol: str) -> str:
+    return f"http://{jaeger.otlp_grpc_endpoint}" if protocol == "grpc" else jaeger.otlp_http_endpoint
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_multi_process_run_arrives_in_jaeger_as_one_trace(jaeger: Jaeger, tmp_path: Path, protocol: str) -> None:
+    home = tmp_path / "home"
+    done = selfopt(home, "run", "--run-id", "live", "--json=-", "--otlp-protocol", protocol, "--otlp-endpoint",
+                   endpoint_of(jaeger, protocol), "--", sys.executable, str(WORKLOAD / "main.py"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("done\n")  # CMD's output first and untouched
+    summary = json.loads(done.stdout.removeprefix("done\n"))
+    original = stored_spans(home / "traces.duckdb", "live")
+    assert len(original) > 20
+    assert any(f"sent {len(original)} spans to" in note for note in summary["notes"]), summary["notes"]
+    trace = assert_jaeger_has_the_run(jaeger, original, "live")
+    assert_client_server_links(trace, original, servers=4)
+    assert sorted(jaeger.services()) == ["main.py", "server.py", "worker.py"]
+    assert {span["status"] for span in original.values()} >= {"ERROR", "UNSET"}  # the /fail call
+    record = json.loads((home / "runs" / "live" / "export.json").read_text())
+    assert record["complete"] and record["spans_sent"] == len(original) and record["protocol"] == protocol
+
