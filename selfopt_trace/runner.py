@@ -43,6 +43,7 @@ from .export.otlp_settings import resolve as resolve_otlp
 from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
 from .watchers import Watcher, WatchedRun, start_all, stop_all
+from .watchers.cpu_sampler import CpuSampler
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 
@@ -96,6 +97,8 @@ class RunOptions:
     otlp_endpoint: str | None = None  # else OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
     otlp_protocol: str | None = None  # else OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL
     otlp: OtlpSettings | None = None  # resolved by prepare(); None: no export
+    cpu_sampling: bool = True  # follow every traced thread's CPU time from /proc (watchers/cpu_sampler.py)
+    cpu_rate_hz: float | None = None  # readings per second; None: the sampler's default
 
 
 @dataclass
@@ -494,7 +497,7 @@ def watchers_for(options: RunOptions) -> list[Watcher]:
     """The watchers that follow each traced run (selfopt_trace/watchers/), new ones for each run."""
     from .watchers.live_export import LiveExport
 
-    watchers: list[Watcher] = []
+    watchers: list[Watcher] = [CpuSampler(options.cpu_rate_hz)] if options.cpu_sampling else []
     if options.otlp is not None:
         watchers.append(LiveExport(options.otlp, options.export))
     return watchers

@@ -12,6 +12,7 @@ from typer.core import TyperCommand
 
 from .. import runner
 from ..bootstrap.selfopt_trace_agent import config as agent_config
+from ..watchers.cpu_sampler import DEFAULT_RATE_HZ
 from . import app
 
 _SETTINGS = "Where things go"
@@ -69,6 +70,7 @@ def _available_commands(ctx: typer.Context) -> tuple[str, ...]:
 def _options(command: list[str], run_id: str | None, out: Path | None, db: Path | None, service: str | None,
              quiet: bool, json_target: str | None, import_threshold_ms: float | None, repeat: int, warmup: int,
              no_load: bool, extra_env: dict[str, str] | None = None, targets: list[str] | None = None,
+             cpu_sampling: bool = True, cpu_rate_hz: float | None = None,
              export: str = "auto", otlp_endpoint: str | None = None, otlp_protocol: str | None = None) -> runner.RunOptions:
     return runner.RunOptions(
         command=command, run_id=run_id,
@@ -77,6 +79,7 @@ def _options(command: list[str], run_id: str | None, out: Path | None, db: Path 
         service=service,
         quiet=quiet, json_target=json_target, import_threshold_ms=import_threshold_ms,
         repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {}, targets=targets or [],
+        cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate_hz,
         export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
     )
 
@@ -127,6 +130,11 @@ def run(
                                                show_default=False,
                                                help="Also make every call of this function a span (repeatable); "
                                                     "adds to `targets` of [tool.selfopt-trace] in pyproject.toml."),
+    cpu_sampling: bool = typer.Option(True, "--cpu-sampling/--no-cpu-sampling", rich_help_panel=_TRACING,
+                                      help="Sample every traced thread's CPU time from /proc (table cpu_samples)."),
+    cpu_rate: Optional[float] = typer.Option(None, "--cpu-rate", metavar="HZ", min=1, max=1000, rich_help_panel=_TRACING,
+                                             show_default=False,
+                                             help=f"CPU samples per second, 1-1000. (default: {DEFAULT_RATE_HZ:g})"),
     quiet: bool = QUIET,
     json_target: Optional[str] = JSON,
     no_load: bool = typer.Option(False, "--no-load", envvar=runner.ENV_NO_LOAD, rich_help_panel=_OUTPUT,
@@ -150,8 +158,8 @@ def run(
     """Run CMD with every Python process of its tree traced into one trace; print where the time went."""
     targets = runner.pyproject_targets(Path.cwd()) + list(target or [])
     _execute(ctx, _options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
-                           repeat, warmup, no_load, targets=targets, export=export, otlp_endpoint=otlp_endpoint,
-                           otlp_protocol=otlp_protocol))
+                           repeat, warmup, no_load, targets=targets, cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate,
+                           export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol))
 
 
 @app.command()
