@@ -14,7 +14,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=${SELFOPT_TRACE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/selfopt-trace}/bin
 command -v go >/dev/null || { echo "collectors/build.sh: go is not on PATH (Go >= 1.26 builds the collector and Jaeger)" >&2; exit 1; }
 mkdir -p "$bin"
-flags=(-trimpath "-ldflags=-s -w")
+flags=(-trimpath -buildvcs=false "-ldflags=-s -w")
 export CGO_ENABLED=0  # static: runs in any image, scratch included
 
 # Two test sessions may build at once: one builds, the other waits and reuses.
