@@ -3,7 +3,9 @@
 Generates a realistic run in the span file format (docs/span-format.md): a main process with its
 start-up, nested imports, phases, serialization and parsing, HTTP calls answered by a server
 process, and child processes (half started one at a time, half four at a time from a thread
-pool), each with its start-up, a few hundred nested imports and its own work. It is loaded through
+pool whose tasks wait on them while the main thread waits on the tasks), each with its start-up, a
+few hundred nested imports and its own work, an idle helper process alive for the whole run, and
+CPU samples of every process every 20 ms (as `run`'s sampler stores them). It is loaded through
 `Store.load_run`, like a real run. Then it times, as the median of a few repetitions:
 
 - every shipped query on the 1M-span run (target <= 1 s each),
@@ -147,6 +149,12 @@ def generate_run(run_dir: Path, run_id: str, spans: int, seed: int = 1) -> int:
                                                       "process.command_args": ["python", "-m", "codeflash.main"]})
     main.complete("interpreter.startup", "startup", t0, t0 + 25 * MS, root)
     t = imports(main, t0 + 26 * MS, root, 2000)
+    helper_start = t + MS  # an idle helper (a language server, a resource tracker): nobody waits on it
+    helper_span = main.opened("subprocess", "subprocess", t, root, {
+        "process.command_args": ["python", "-m", "jedi"], "process.executable.name": "python"}, kind="CLIENT")
+    helper = ProcessFile(run_dir, run_id, 998, trace_id, rng)
+    helper.root = helper.opened("process", "process", helper_start, helper_span, {"process.pid": 998})
+    cpu: list[tuple[int, int, int]] = []  # (pid, start, end) of every process, for its CPU samples
     per_child = 500
     children = max(1, (spans - 2500) // (per_child + 1))
     total = 0
@@ -172,21 +180,37 @@ def generate_run(run_dir: Path, run_id: str, spans: int, seed: int = 1) -> int:
             kind="CLIENT", span_id=client)
         # children: one at a time, or four at once from a thread pool
         batch = 1 if index % 2 else min(4, children - index)
-        ends = []
-        for _ in range(batch):
+        ends, tasks = [], []
+        for k in range(batch):
             spawn_start = t + rng.randint(0, 2 * MS)
-            sub = main.opened("subprocess", "subprocess", spawn_start, phase, {
+            owner = phase
+            if batch > 1:  # a pool task: spawns the child and waits on it, in a worker thread
+                owner = main.opened("task", "thread", spawn_start - 50_000, phase,
+                                    {"thread.id": 5000 + k, "code.function": "run_tests"})
+                tasks.append(owner)
+            sub = main.opened("subprocess", "subprocess", spawn_start, owner, {
                 "process.command_args": ["python", "-m", "pytest"], "process.executable.name": "python"}, kind="CLIENT")
             child_end, proc = child(run_dir, run_id, pid, trace_id, sub, spawn_start + 100_000, rng, per_child)
             reaped = child_end + rng.randint(MS, 5 * MS)
             main.closed(sub, reaped, {"process.pid": pid, "process.exit.code": 0, "selfopt_trace.spawn_ns": 900_000})
+            main.complete("Popen.wait", "wait", spawn_start + 900_000, reaped, owner, {"selfopt_trace.wait.on": [sub]})
+            if batch > 1:
+                main.closed(owner, reaped + 20_000)
+            cpu.append((pid, spawn_start + 100_000, child_end))
             total += proc.count
-            ends.append(reaped)
+            ends.append(reaped + 20_000)
             pid += 1
+        if tasks:
+            main.complete("futures.wait", "wait", t, max(ends), phase, {"selfopt_trace.wait.on": tasks})
         index += batch
         t = max(ends) + rng.randint(100_000, MS)
         main.closed(phase, t)
     main.closed(root, t + 5 * MS, {"process.exit.code": 0, "selfopt_trace.overhead_ns": 2 * MS})
+    main.closed(helper_span, t + 4 * MS, {"process.pid": 998, "process.exit.code": 0, "selfopt_trace.spawn_ns": 900_000})
+    helper.closed(helper.root, t + 3 * MS, {"process.exit.code": 0})
+    helper.write()
+    cpu += [(1000, t0, t + 5 * MS), (998, helper_start, t + 3 * MS)]
+    write_cpu_samples(run_dir, cpu, rng)
     server.closed(server_root, t + 50 * MS, {"process.exit.code": 0})
     main.write()
     server.write()
@@ -194,6 +218,21 @@ def generate_run(run_dir: Path, run_id: str, spans: int, seed: int = 1) -> int:
         "run_id": run_id, "command": ["python", "-m", "codeflash.main"], "cwd": "/src", "start_ns": t0,
         "end_ns": t + 6 * MS, "exit_code": 0, "service": "synthetic"}), encoding="utf-8")
     return total + main.count + server.count
+
+
+def write_cpu_samples(run_dir: Path, processes: list[tuple[int, int, int]], rng: random.Random) -> None:
+    """CPU samples every 20 ms of each process's main thread, in the sampler's file format."""
+    from selfopt_trace.watchers import cpu_sampler
+
+    path = run_dir / cpu_sampler.SAMPLES_PATH
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(cpu_sampler.HEADER)
+        for pid, start, end in processes:
+            used = 0
+            for t in range(start, end, 20 * MS):
+                used += rng.choice((0, 5 * MS, 20 * MS, 20 * MS))
+                out.write(f"{cpu_sampler.CPU}\t{t}\t{pid}\t{pid}\t{start}\t{used}\t0\t\t\t.\n")
 
 
 JOIN_SQL = """SELECT count(*) FROM spans AS c JOIN spans AS p ON p.span_id = c.parent_span_id

@@ -178,11 +178,9 @@ breakpoints AS MATERIALIZED (
           WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING))
     WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING)
 ),
--- F and G at every point needed: span and island ends in units that get any weight, wait pieces.
+-- F and G at the few other points needed: island and wait piece ends.
 points AS (
-    SELECT unit, rs AS t FROM linked WHERE re > rs AND unit IN (SELECT unit FROM flow)
-    UNION SELECT unit, re FROM linked WHERE re > rs AND unit IN (SELECT unit FROM flow)
-    UNION SELECT unit, cs FROM islands UNION SELECT unit, ce FROM islands
+    SELECT unit, cs AS t FROM islands UNION SELECT unit, ce FROM islands
     UNION SELECT unit, p0 FROM pieces UNION SELECT unit, p1 FROM pieces
 ),
 at_points AS MATERIALIZED (
@@ -191,23 +189,20 @@ at_points AS MATERIALIZED (
     FROM points AS x
     ASOF LEFT JOIN breakpoints AS b ON b.unit = x.unit AND x.t >= b.t
 ),
-shares AS (  -- each span's interval: df its share of the wall time, dg the part on the CPU, dt its length
-    SELECT l.id, l.unit, l.code, l.parent, l.parent_code, l.re - l.rs AS dt,
-           coalesce(e.f - s.f, 0) AS df, coalesce(e.g - s.g, 0) AS dg
-    FROM linked AS l
-    LEFT JOIN at_points AS s ON s.unit = l.unit AND s.t = l.rs
-    LEFT JOIN at_points AS e ON e.unit = l.unit AND e.t = l.re
-    WHERE l.re > l.rs
+shares AS MATERIALIZED (  -- each span's interval: df its share of the wall time, dg the part on the CPU, dt its length
+    SELECT l.id, l.code, l.parent, l.parent_code, l.re - l.rs AS dt,
+           l.parent IS NOT NULL AND l.parent NOT IN (SELECT owner FROM special) AS from_parent,
+           coalesce(e.f + (l.re - e.t) * e.w / e.k, 0) - coalesce(s.f + (l.rs - s.t) * s.w / s.k, 0) AS df,
+           coalesce(e.g + (l.re - e.t) * e.w * e.r / e.k, 0) - coalesce(s.g + (l.rs - s.t) * s.w * s.r / s.k, 0) AS dg
+    FROM (SELECT * FROM linked WHERE re > rs) AS l
+    ASOF LEFT JOIN breakpoints AS s ON s.unit = l.unit AND l.rs >= s.t
+    ASOF LEFT JOIN breakpoints AS e ON e.unit = l.unit AND l.re >= e.t
 ),
 -- Self time as sums: each span adds its interval to its own category and takes it from its
 -- parent's (a special parent loses its children's union instead); a wait loses what it passed on.
-terms AS MATERIALIZED (
-    SELECT code, id AS owner, df, dg, dt FROM shares
-    UNION ALL
-    SELECT parent_code, parent, -df, -dg, -dt FROM shares
-    WHERE parent IS NOT NULL AND parent NOT IN (SELECT owner FROM special)
-    UNION ALL
-    SELECT i.owner_code, i.owner, s.f - e.f, s.g - e.g, i.cs - i.ce
+-- `owned`: the few terms that are neither a span's own nor taken from its parent.
+owned AS (
+    SELECT i.owner_code AS code, i.owner, s.f - e.f AS df, s.g - e.g AS dg, i.cs - i.ce AS dt
     FROM islands AS i
     JOIN at_points AS s ON s.unit = i.unit AND s.t = i.cs
     JOIN at_points AS e ON e.unit = i.unit AND e.t = i.ce
@@ -221,6 +216,13 @@ terms AS MATERIALIZED (
     SELECT 13, 0::UBIGINT, x.ns, x.ns, x.ns  -- no top-level unit alive
     FROM (SELECT (SELECT end_ns - start_ns FROM run_extent)
                  - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
+),
+code_terms AS (
+    SELECT code, sum(df) AS df, sum(dg) AS dg, sum(dt) AS dt FROM shares GROUP BY code
+    UNION ALL
+    SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM shares WHERE from_parent GROUP BY parent_code
+    UNION ALL
+    SELECT code, sum(df), sum(dg), sum(dt) FROM owned GROUP BY code
 ),
 -- Calls too small to be spans, summed onto a span: that much of its self time is serialization
 -- or parsing (in proportion over its self intervals).
@@ -245,16 +247,20 @@ small_moves AS (
            least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns) AS serialization,
            least(coalesce(s.parsing_ns, 0) / o.busy_ns, 1.0 - least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns))
                AS parsing
-    FROM (SELECT t.owner, any_value(t.code) AS code, sum(t.df) AS wall_ns, sum(t.dg) AS cpu_ns, sum(t.dt) AS busy_ns
-          FROM small_sums AS s
-          JOIN terms AS t ON t.owner = s.id
-          GROUP BY t.owner
-          HAVING sum(t.dt) > 0) AS o
+    FROM (SELECT owner, any_value(code) AS code, sum(df) AS wall_ns, sum(dg) AS cpu_ns, sum(dt) AS busy_ns
+          FROM (SELECT id AS owner, code, df, dg, dt FROM shares WHERE id IN (SELECT id FROM small_sums)
+                UNION ALL
+                SELECT parent, parent_code, -df, -dg, -dt FROM shares
+                WHERE from_parent AND parent IN (SELECT id FROM small_sums)
+                UNION ALL
+                SELECT owner, code, df, dg, dt FROM owned WHERE owner IN (SELECT id FROM small_sums))
+          GROUP BY owner
+          HAVING sum(dt) > 0) AS o
     JOIN small_sums AS s ON s.id = o.owner
 ),
 -- Own work and children's own work: the part on the CPU; the rest is an untraced wait.
 by_code AS (
-    SELECT code, sum(df) AS wall_ns, sum(dg) AS cpu_ns, sum(dt) AS busy_ns FROM terms GROUP BY code
+    SELECT code, sum(df) AS wall_ns, sum(dg) AS cpu_ns, sum(dt) AS busy_ns FROM code_terms GROUP BY code
     UNION ALL
     SELECT code, -sum(wall_ns * (serialization + parsing)), -sum(least(cpu_ns, wall_ns * (serialization + parsing))),
            -sum(busy_ns * (serialization + parsing))

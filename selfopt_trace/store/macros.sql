@@ -104,12 +104,6 @@ unit_tree(id, unit) AS (
     UNION ALL
     SELECT m.id, t.unit FROM unit_tree AS t JOIN multi_unit AS m ON m.parent = t.id AND NOT m.is_root
 ),
-units AS (
-    SELECT p.id, c.only_root AS unit FROM parented AS p
-    JOIN root_counts AS c ON c.process_key = p.process_key AND c.roots = 1
-    UNION ALL
-    SELECT id, unit FROM unit_tree
-),
 traced_spawns AS (  -- spawning spans with a traced process under them, and those that started a container
     SELECT DISTINCT parent AS id, true AS traced, false AS docker FROM nodes WHERE is_process AND parent IS NOT NULL
     UNION ALL
@@ -145,11 +139,11 @@ wait_codes AS (  -- a wait's own time, when nothing it waits on is alive
 -- it waits, and its interval in its unit (rs, re): a child process's whole life is not its
 -- spawner's activity, only the spawning call is (a subprocess span that is itself a wait excepted).
 coded AS MATERIALIZED (
-    SELECT p.id, u.unit, p.is_root, CASE WHEN NOT p.is_root THEN p.parent END AS parent,
-           p.found_parent IS NULL AS is_top, p.name, p.pid, p.category, p.waiter, d.tid, p.start_ns, p.end_ns,
+    SELECT p.id, p.unit, p.is_root, CASE WHEN NOT p.is_root THEN p.parent END AS parent,
+           p.found_parent IS NULL AS is_top, p.name, p.pid, p.category, p.waiter, p.tid, p.start_ns, p.end_ns,
            p.start_ns AS rs,
            CASE WHEN p.category = 'subprocess' AND NOT p.waiter
-                THEN least(p.end_ns, p.start_ns + coalesce(d.spawn_ns, 0)) ELSE p.end_ns END AS re,
+                THEN least(p.end_ns, p.start_ns + coalesce(p.spawn_ns, 0)) ELSE p.end_ns END AS re,
         CASE
             WHEN p.category = 'wait' THEN coalesce(w.code, 12)
             WHEN p.category = 'startup' THEN 1
@@ -163,14 +157,17 @@ coded AS MATERIALIZED (
             WHEN m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) THEN 10
             ELSE 8
         END AS code
-    FROM (SELECT p.*, p.category = 'wait' OR (p.kind = 'CLIENT' AND p.category IN ('http', 'container'))
-                      OR (p.category = 'subprocess' AND (coalesce(d.shell, false) OR (SELECT legacy_run FROM legacy))) AS waiter
-          FROM parented AS p LEFT JOIN details AS d ON d.id = p.id) AS p
-    JOIN units AS u ON u.id = p.id
-    LEFT JOIN details AS d ON d.id = p.id
+    FROM (SELECT p.*, d.spawn_ns, d.tid, d.shell, coalesce(r.only_root, t.unit) AS unit,
+                 p.category = 'wait' OR (p.kind = 'CLIENT' AND p.category IN ('http', 'container'))
+                 OR (p.category = 'subprocess' AND (coalesce(d.shell, false) OR (SELECT legacy_run FROM legacy))) AS waiter
+          FROM parented AS p
+          LEFT JOIN details AS d ON d.id = p.id
+          LEFT JOIN root_counts AS r ON r.process_key = p.process_key AND r.roots = 1
+          LEFT JOIN unit_tree AS t ON t.id = p.id) AS p
     LEFT JOIN wait_codes AS w ON w.id = p.id
     LEFT JOIN spawn_kinds AS k ON k.id = p.id
     LEFT JOIN main_processes AS m ON m.process_key = p.process_key
+    WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
 ),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
 -- threads or tasks it names; for other waiters, the units started under them.
