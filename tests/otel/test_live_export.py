@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
@@ -159,3 +160,144 @@ def test_a_multi_process_run_arrives_in_jaeger_as_one_trace(jaeger: Jaeger, tmp_
     record = json.loads((home / "runs" / "live" / "export.json").read_text())
     assert record["complete"] and record["spans_sent"] == len(original) and record["protocol"] == protocol
 
+
+
+def test_a_running_service_shows_up_in_jaeger_within_seconds_of_a_request(jaeger: Jaeger, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    run = subprocess.Popen([sys.executable, "-m", "selfopt_trace", "run", "--run-id", "service", "-q", "--otlp-endpoint",
+                            jaeger.otlp_http_endpoint, "--", sys.executable, str(WORKLOAD / "server.py")],
+                           cwd=tmp_path, env=clean_environ(SELFOPT_TRACE_HOME=str(home)), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        base = run.stdout.readline().strip()
+        assert base.startswith("http://127.0.0.1:"), run.stderr.read() if run.poll() is not None else base
+        latencies = []
+        for n in range(3):  # the first request's span may wait for the export thread's start-up
+            trace_id, parent = f"{n + 1:032x}", f"{n + 1:016x}"
+            request = urllib.request.Request(f"{base}/items/{n}", headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+            answered = time.monotonic()
+            [trace] = jaeger.trace(trace_id, timeout=15)["data"]
+            latencies.append(time.monotonic() - answered)
+            [server] = trace["spans"]
+            assert server["references"][0]["spanID"] == parent  # the client's span, from the traceparent
+            assert {tag["key"]: tag["value"] for tag in server["tags"]}["span.kind"] == "server"
+            assert trace["processes"][server["processID"]]["serviceName"] == "server.py"
+        assert run.poll() is None  # CMD still serves: the spans came while it ran
+        assert min(latencies) < 2.0 and max(latencies[1:]) < 3.0, latencies  # the agent flushes every 100 ms, we poll every 100 ms
+    finally:
+        try:
+            urllib.request.urlopen(f"{base}/quit", timeout=10).read()
+        except OSError:
+            run.terminate()
+        run.wait(timeout=60)
+    assert run.returncode == 0, run.stderr.read()
+
+
+def test_spans_open_at_exit_are_sent_marked_incomplete(jaeger: Jaeger, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    marker = tmp_path / "outlived"
+    # CMD leaves a traced child running: its process span is still open when CMD exits.
+    (tmp_path / "child.py").write_text(f"import pathlib, time\npathlib.Path({str(marker)!r}).write_text('x')\ntime.sleep(30)\n")
+    (tmp_path / "cmd.py").write_text(
+        "import pathlib, subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, {str(tmp_path / 'child.py')!r}], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"while not pathlib.Path({str(marker)!r}).exists():\n    time.sleep(0.01)\n"
+        "time.sleep(0.3)\n")
+    done = selfopt(home, "run", "--run-id", "open", "-q", "--otlp-endpoint", jaeger.otlp_http_endpoint, "--",
+                   sys.executable, str(tmp_path / "cmd.py"))
+    assert done.returncode == 0, done.stderr
+    original = stored_spans(home / "traces.duckdb", "open")
+    [still_running] = [span for span in original.values() if span["name"] == "process" and span["incomplete"]]
+    try:
+        assert_jaeger_has_the_run(jaeger, original, "open", still_running=True)  # marked selfopt_trace.incomplete
+        record = json.loads((home / "runs" / "open" / "export.json").read_text())
+        assert record["complete"] and record["incomplete_sent"] == sum(span["incomplete"] for span in original.values())
+    finally:
+        os.kill(still_running["pid"], 15)
+
+
+def test_a_collector_down_or_silent_changes_nothing_for_cmd(tmp_path: Path, otel_binaries) -> None:
+    cmd = ["--", sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"]
+    silent = __import__("socket").socket()  # accepts connections (the kernel does), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        timings = {}
+        for name, options in [("never", ["--export", "never"]),
+                              ("down-grpc", ["--export", "always", "--otlp-protocol", "grpc",
+                                             "--otlp-endpoint", f"http://127.0.0.1:{free_port()}"]),
+                              ("down-http", ["--export", "always", "--otlp-endpoint", f"http://127.0.0.1:{free_port()}"]),
+                              ("silent", ["--otlp-protocol", "grpc", "--otlp-endpoint",
+                                          f"http://127.0.0.1:{silent.getsockname()[1]}"])]:
+            home = tmp_path / name
+            started = time.monotonic()
+            done = selfopt(home, "run", "--run-id", name, "--json=-", *options, *cmd)
+            timings[name] = time.monotonic() - started
+            assert done.returncode == 3 and done.stdout.startswith("out\n") and done.stderr.startswith("err\n")
+            summary = json.loads(done.stdout.removeprefix("out\n"))
+            if name != "never":
+                [note] = [note for note in summary["notes"] if "push" in note]
+                assert f"`selfopt-trace push {name}`" in note and ("unreachable" in note or "nothing sent" in note), note
+                assert summary["diagnostics"] >= 1
+                assert not json.loads((home / "runs" / name / "export.json").read_text())["complete"]
+        assert max(timings.values()) - timings["never"] < 1.8, timings  # at most the 1 s exit budget, and noise
+    finally:
+        silent.close()
+
+
+@pytest.mark.parametrize("options, env, message", [
+    (["--otlp-protocol", "thrift"], {}, "unsupported OTLP protocol 'thrift'"),
+    (["--otlp-endpoint", "ftp://collector:21"], {}, "the scheme must be http or https"),
+    (["--otlp-endpoint", "http://collector:port"], {}, "its port is not a number"),
+    ([], {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20secret,broken"}, "malformed header"),
+    ([], {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    (["--export", "sometimes"], {}, "--export"),
+])
+def test_bad_export_settings_stop_run_before_cmd(tmp_path: Path, options: list[str], env: dict[str, str],
+                                                 message: str) -> None:
+    marker = tmp_path / "cmd-ran"
+    done = selfopt(tmp_path / "home", "run", *options, "--", sys.executable, "-c",
+                   f"open({str(marker)!r}, 'w').close()", env=env)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    runs = tmp_path / "home" / "runs"
+    assert not marker.exists() and not (runs.exists() and any(runs.iterdir()))  # no CMD, no run directory
+    assert "secret" not in done.stderr
+
+
+def test_a_run_with_nothing_to_export_never_imports_the_sdk(tmp_path: Path) -> None:
+    for options in (["--export", "never"], ["--otlp-endpoint", f"http://127.0.0.1:{free_port()}"]):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "selfopt_trace", "run", "-q", *options, "--",
+                               sys.executable, "-c", "pass"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env=clean_environ(SELFOPT_TRACE_HOME=str(tmp_path / "home")))
+        assert done.returncode == 0, done.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+        assert "selfopt_trace.runner" in imported
+        assert not {name for name in imported if name.startswith(("opentelemetry", "grpc", "google.protobuf"))}
+
+
+def test_values_otlp_cannot_carry_are_sent_converted_and_counted(jaeger: Jaeger, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    huge = "a" * 70_000
+    # A child whose command line holds a 70,000-character argument and a byte that is not UTF-8.
+    (tmp_path / "cmd.py").write_text("import os, subprocess, sys\n"
+                                     f"subprocess.run([sys.executable, '-c', 'pass', {huge!r}, os.fsdecode(b'caf\\xe9')])\n")
+    done = selfopt(home, "run", "--run-id", "odd", "--json=-", "--otlp-endpoint", jaeger.otlp_http_endpoint, "--",
+                   sys.executable, str(tmp_path / "cmd.py"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    [trace_id] = {span["trace_id"] for span in stored_spans(home / "traces.duckdb", "odd").values()}
+    # The parent's span of the call, with the child's argv. (The loader skips that line as damaged:
+    # DuckDB's JSON reader refuses the escaped lone surrogate; the live export sends it converted.)
+    trace = jaeger.trace(trace_id, min_spans=4)["data"][0]
+    [args] = [json.loads(tags["process.command_args"]) for tags in
+              ({tag["key"]: tag["value"] for tag in span["tags"]} for span in trace["spans"])
+              if tags["selfopt_trace.category"] == "subprocess"]
+    assert args[-2:] == ["a" * 65_536, "caf\\udce9"]  # truncated; the byte that was not UTF-8, escaped
+    assert summary["diagnostics"] >= 1
+    with duckdb.connect(str(home / "traces.duckdb"), read_only=True) as con:
+        [(message,)] = con.execute("SELECT message FROM diagnostics WHERE run_id = 'odd' AND code = 'export.converted'"
+                                   ).fetchall()
+    assert "truncated strings" in message and "strings that were not UTF-8" in message, message
