@@ -24,6 +24,7 @@ started by the time the file's header was written.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -45,6 +46,7 @@ SAMPLES_PATH = Path("cpu") / "samples.tsv"  # under the run directory
 
 UNAVAILABLE = "cpu.unavailable"  # diagnostic codes the loader copies into `diagnostics`
 FAILED = "cpu.failed"
+PARTIAL = "cpu.partial"
 
 # 20 Hz: 0.7 % of one core with 50 idle traced processes (benchmarks/bench_sampler.py; 50 Hz: 1.7 %,
 # too close to the 2 % budget); a reading every 50 ms tells running from waiting well enough.
@@ -89,9 +91,15 @@ class CpuSampler:
 
     name = "cpu sampler"
 
-    def __init__(self, rate_hz: float | None = None, proc_root: Path | str = "/proc") -> None:
+    def __init__(self, rate_hz: float | None = None, proc_root: Path | str = "/proc",
+                 fd_budget: int | None = None) -> None:
         self.period_ns = int(1e9 / (rate_hz or DEFAULT_RATE_HZ))
         self.proc_root = str(proc_root)
+        # One descriptor per process and per thread, kept open: at most half of what the `run`
+        # process may open (the other watchers and the load need the rest); past it, a diagnostic.
+        self.fd_budget = fd_budget if fd_budget is not None else _default_fd_budget()
+        self._open_fds = 0
+        self._unsampled = 0  # threads and processes left out for want of a descriptor
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._notes: list[str] = []
@@ -138,6 +146,9 @@ class CpuSampler:
             self._thread.join(STOP_TIMEOUT_S)
             if self._thread.is_alive():
                 self._notes.append(f"{self.name}: still writing after {STOP_TIMEOUT_S} s; its last samples may be missing")
+        if self._unsampled:
+            self._notes.append(f"{self.name}: {self._unsampled} threads or processes not sampled: "
+                               f"its budget of {self.fd_budget} file descriptors was used up (ulimit -n)")
         return list(self._notes)
 
     # -- the sampling thread -------------------------------------------------------------------
@@ -233,8 +244,11 @@ class CpuSampler:
     def _add_thread(self, process: _Process, tid: int) -> _Thread | None:
         try:
             start_ticks, comm = self._read_stat(process.task_fd, tid)
-            fd = os.open(f"{tid}/schedstat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=process.task_fd)
-        except (OSError, ValueError):
+            fd = self._keep_open(f"{tid}/schedstat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=process.task_fd)
+        except OSError as exc:
+            self._left_out(exc)
+            return None
+        except ValueError:
             return None  # gone already
         thread = process.threads[tid] = _Thread(process, tid, fd)
         self._threads_changed = True
@@ -246,14 +260,14 @@ class CpuSampler:
         if not thread.written:
             self._lines.append(self._cpu_line(thread))
             thread.written = True
-        os.close(thread.fd)
+        self._release(thread.fd)
         del thread.process.threads[thread.tid]
         self._threads_changed = True
 
     def _retire_process(self, process: _Process) -> None:
         for thread in list(process.threads.values()):
             self._retire_thread(thread)
-        os.close(process.task_fd)
+        self._release(process.task_fd)
         self._to_list.discard(process)
         if self._processes.get(process.pid) is process:
             del self._processes[process.pid]
@@ -303,12 +317,15 @@ class CpuSampler:
         by the time the file's header was written (else its pid was already reused)."""
         try:
             process = self._open_process(pid)
-        except (OSError, ValueError):
+        except OSError as exc:
+            self._left_out(exc)
+            return
+        except ValueError:
             return  # exited before its first reading
         known = self._processes.get(pid)
         if (header_ns is not None and process.start_ns > header_ns + HEADER_START_SLACK_NS) or (
                 known is not None and known.start_ns == process.start_ns):
-            os.close(process.task_fd)
+            self._release(process.task_fd)
             return
         if known is not None:  # the pid now belongs to another process: the one we knew is gone
             self._retire_process(known)
@@ -316,11 +333,11 @@ class CpuSampler:
         self._to_list.add(process)
 
     def _open_process(self, pid: int) -> _Process:
-        task_fd = os.open(f"{self.proc_root}/{pid}/task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        task_fd = self._keep_open(f"{self.proc_root}/{pid}/task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             start_ticks, _ = self._read_stat(task_fd, pid)  # the main thread started with the process
         except BaseException:
-            os.close(task_fd)
+            self._release(task_fd)
             raise
         return _Process(pid, self._epoch_ns(start_ticks), task_fd)
 
@@ -338,6 +355,26 @@ class CpuSampler:
         start_ticks = int(data[close + 2:].split()[19])  # field 22 of the line, 20th after comm
         return start_ticks, comm.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
+    def _keep_open(self, path: str, flags: int, dir_fd: int | None = None) -> int:
+        if self._open_fds >= self.fd_budget:
+            raise OSError(errno.EMFILE, "the CPU sampler's file descriptor budget is used up")
+        fd = os.open(path, flags, dir_fd=dir_fd)
+        self._open_fds += 1
+        return fd
+
+    def _release(self, fd: int) -> None:
+        os.close(fd)
+        self._open_fds -= 1
+
+    def _left_out(self, exc: OSError) -> None:
+        """A thread or process could not be opened: gone (fine), or no descriptor left (say so, once)."""
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            return
+        self._unsampled += 1
+        if self._unsampled == 1:
+            self._diagnostic(PARTIAL, f"threads left out from now on: {exc.strerror or exc} "
+                                      f"(budget {self.fd_budget} descriptors, half of ulimit -n)")
+
     def _epoch_ns(self, ticks: int) -> int:
         return self._boot_epoch_ns + ticks * self._ns_per_tick
 
@@ -353,10 +390,10 @@ class CpuSampler:
             with open(f"{self.proc_root}/{pid}/task/{pid}/schedstat", "rb") as stream:
                 fields = stream.read(_SCHEDSTAT_BYTES).split()
         except OSError as exc:
-            os.close(process.task_fd)
+            self._release(process.task_fd)
             return f"cannot read {self.proc_root}/{pid}/task/{pid}/schedstat: {exc.strerror or exc}"
         if fields[:1] == [b"0"] and fields[2:3] == [b"0"]:  # CMD has run: zeros mean schedstat is off
-            os.close(process.task_fd)
+            self._release(process.task_fd)
             return "the kernel keeps no schedstat (CONFIG_SCHED_INFO off)"
         self._processes[pid] = process
         self._to_list.add(process)
@@ -397,9 +434,19 @@ class CpuSampler:
         finally:
             for process in list(self._processes.values()):
                 for thread in process.threads.values():
-                    os.close(thread.fd)
-                os.close(process.task_fd)
+                    self._release(thread.fd)
+                self._release(process.task_fd)
             self._processes.clear()
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _default_fd_budget() -> int:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 512
+    return 65536 if soft == resource.RLIM_INFINITY else max(16, soft // 2)

@@ -314,3 +314,22 @@ def _target(fd: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return ""
+
+
+def test_past_its_descriptor_budget_the_sampler_says_what_it_left_out(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "spans").mkdir(parents=True)
+    cmd, other = sleeper(), sleeper()
+    sampler = CpuSampler(fd_budget=3)  # CMD's task directory and thread, then the other's task directory
+    sampler.start(WatchedRun("run", run_dir, cmd.pid, time.time_ns()))
+    try:
+        span_file(run_dir, other.pid, time.time_ns(), "other")
+        time.sleep(0.3)
+    finally:
+        notes = sampler.stop()
+        finish(cmd, other)
+    assert notes == ["cpu sampler: 1 threads or processes not sampled: its budget of 3 file descriptors was "
+                     "used up (ulimit -n)"]
+    lines = (run_dir / "cpu" / "samples.tsv").read_text().splitlines()
+    assert [line.split("\t")[7] for line in lines if line.startswith("D\t")] == ["cpu.partial"]
+    assert sampled_pids(run_dir) == {cmd.pid}
