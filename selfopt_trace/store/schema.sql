@@ -73,14 +73,17 @@ FROM cpu_samples
 GROUP BY run_id, pid, process_start_ns;
 
 -- The CPU used by the process of each process span of a run: `FROM process_span_cpu('<run id>')`.
--- A span goes with the sampled process of its pid that started last before the span ended (pid
--- reuse); the process spans of one process (an exec) share its samples at their start times, the
--- first from the process's start, the last until its last sample (a SIGKILLed process included).
+-- A span goes with the sampled process of its pid that started closest to the span's start, among
+-- those started before it (a reused pid is another process; /proc counts 10 ms steps and a span may
+-- start a little before its process, at the spawn call: 100 ms of slack). The process spans of one
+-- process (an exec) share its samples at their start times, the first from the process's start,
+-- the last until its last sample (a SIGKILLed process included).
 CREATE OR REPLACE MACRO process_span_cpu(target_run) AS TABLE
 WITH process AS (
     SELECT s.span_id, s.pid, s.start_ns,
-           (SELECT max(c.process_start_ns) FROM process_cpu AS c
-            WHERE c.run_id = target_run AND c.pid = s.pid AND c.process_start_ns <= s.end_ns) AS process_start_ns
+           (SELECT arg_min(c.process_start_ns, abs(c.process_start_ns - s.start_ns)) FROM process_cpu AS c
+            WHERE c.run_id = target_run AND c.pid = s.pid
+              AND c.process_start_ns <= s.start_ns + 100000000) AS process_start_ns
     FROM spans AS s
     WHERE s.run_id = target_run AND s.name = 'process' AND s.category = 'process'
 ),

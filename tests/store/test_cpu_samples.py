@@ -212,3 +212,23 @@ def test_process_tree_and_subprocess_show_each_process_cpu(store: Store, tmp_pat
 
     assert [(r["process"], r["cpu_ms"]) for r in tree] == [("main.py", 30.0), ("  child.py", 230.0)]
     assert [(r["command"], r["cpu_ms"]) for r in children] == [("child.py", 230.0), ("TOTAL", 230.0)]
+
+
+def test_a_pid_reused_at_once_is_told_apart_by_start_time(store: Store, tmp_path: Path) -> None:
+    # /proc start times are floored to 10 ms: the second process's start can read earlier than the
+    # moment the first one's span ended.
+    first_end, second_start = T0 + 150 * MS, T0 + 145 * MS
+    run = write_run(tmp_path / "run-1", {
+        "100-a.spans": process_span(100, 1, T0 + 2 * MS, first_end),
+        "100-b.spans": process_span(100, 2, T0 + 152 * MS, T0 + 300 * MS),
+    })
+    write_cpu(run, HEADER
+              + thread(T0, 100, 100, "first", process_start=T0) + cpu(first_end, 100, 100, 140 * MS, process_start=T0)
+              + thread(second_start, 100, 100, "second", process_start=second_start)
+              + cpu(T0 + 300 * MS, 100, 100, 100 * MS, process_start=second_start))
+    store.load_run(run)
+
+    found = rows(store, "SELECT span_id, process_start_ns, cpu_ns FROM process_span_cpu('run-1') ORDER BY span_id")
+
+    assert found == [{"span_id": sid(1), "process_start_ns": T0, "cpu_ns": 140 * MS},
+                     {"span_id": sid(2), "process_start_ns": second_start, "cpu_ns": 100 * MS}]
