@@ -80,7 +80,11 @@ def _stand_in(name: str, original):
             except Exception as exc:
                 tracer.exception_diagnostic("hook_failed:os." + name, exc)
                 resolved.append(original)
-        return resolved[0](*args, **kwargs)
+        try:
+            return resolved[0](*args, **kwargs)
+        except BaseException as exc:  # the os function's own error, as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     call.__wrapped__ = original
     call.__name__ = original.__name__
@@ -356,6 +360,13 @@ def set_reparent(parent_span_id: str) -> None:
     _reparent = parent_span_id
 
 
+_closers: list = []  # called when the process span ends: they end what is still open (hooks/threads.py)
+
+
+def on_end(callback) -> None:
+    _closers.append(callback)
+
+
 def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
     """Close the process span and flush. Called at exit, in os._exit, on SIGTERM and before exec.
 
@@ -369,6 +380,11 @@ def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
         if sys.getprofile() is _on_frame:
             sys.setprofile(None)
         _end_startup(_startup[2])
+    for close in _closers:
+        try:
+            close()
+        except Exception:
+            pass
     attributes = dict(_exit_attributes)
     if _exit_code is not None:
         attributes["process.exit.code"] = _exit_code

@@ -155,8 +155,12 @@ def _parent_ids(parent: Span | None) -> tuple:
 
 
 def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict | None = None,
-               parent: Span | None = None, start_ns: int = 0) -> Span:
-    """Record the start of a span under `parent` (default: the current span). Does not activate it."""
+               parent: Span | None = None, start_ns: int = 0, span_id: str = "") -> Span:
+    """Record the start of a span under `parent` (default: the current span). Does not activate it.
+
+    `span_id`: one allocated earlier with new_span_id (a thread's span, named by a join before the
+    thread runs).
+    """
     if parent is None:
         parent = _current.get() or _root
     now = start_ns or time_ns()
@@ -169,7 +173,7 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     # Span(...) inlined, field for field as Span.__init__ sets them: the constructor's call is 5 %
     # of a span's cost (tests/agent/test_tracer.py checks the two stay in step).
     span = _new(Span)
-    span.span_id = "%016x" % next(_ids)
+    span.span_id = span_id or "%016x" % next(_ids)
     span.parent = parent
     span.parent_id = parent_id
     span.trace_id = trace_id
@@ -253,6 +257,29 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
     return span.span_id
 
 
+def record_line(name: str, category: str, start_ns: int, end_ns: int, attributes_json: str,
+                kind: str = INTERNAL, status: str = UNSET) -> None:
+    """A complete span under the current span, formatted at once as its X record: no Span object.
+
+    For spans nothing is ever recorded under (waits): cheaper than record_complete. The caller
+    passes the attributes already encoded as a JSON object.
+    """
+    parent = _current.get() or _root
+    if parent is None:
+        parent_id, trace_id = _remote_parent_id, _trace_id
+    else:
+        if parent.deferred:
+            _mark_kept(parent)
+        parent_id, trace_id = parent.span_id, parent.trace_id
+    span_id = "%016x" % next(_ids)  # as start_span: a format spec in the f-string costs 1,000 instructions more
+    _buffer.append(f"X\t{span_id}\t{parent_id}\t{trace_id}\t{name}\t{kind}\t{category}\t{start_ns}\t{end_ns}\t"
+                   f"{status}\t{attributes_json}\t.\n")
+    if end_ns > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
+        flush(blocking=False)
+    elif not _flusher_started:
+        _start_flusher()
+
+
 def sum_attributes(sums: dict) -> dict:
     """What was summed onto a span (count, total time, bytes per kind of call), as its attributes."""
     out = {}
@@ -285,6 +312,26 @@ def counted_overhead() -> list:
 
 def overhead_ns() -> int:
     return _overhead_ns + sum([calls * ns for calls, ns in _counted])
+
+
+_OWN_MODULES = __name__.rpartition(".")[0] + "."  # this package's modules (hooks included)
+_BARE_RAISE_KEEPS_TRACEBACK = sys.version_info >= (3, 11)
+
+
+def strip_own_frames(exc: BaseException) -> None:
+    """Before a wrapper re-raises the wrapped call's exception with a bare `raise`: take the
+    agent's frames off the head of its traceback, so the program prints what it would untraced.
+
+    Python >= 3.11 only: there, a bare `raise` re-raises with the exception's __traceback__ and
+    adds no frame; before, it re-raises the traceback it caught (the wrapper's frames stay).
+    """
+    if not _BARE_RAISE_KEEPS_TRACEBACK:
+        return
+    tb = start = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(_OWN_MODULES):
+        tb = tb.tb_next
+    if tb is not start:
+        exc.__traceback__ = tb  # None when the wrapped call is C code (os.waitpid): no frame at all
 
 
 def diagnostic(code: str, message: str) -> None:
