@@ -49,7 +49,7 @@ def test_failed_import_is_an_error_span_and_the_error_unchanged(traced, tmp_path
 
 
 def test_import_spans_sit_under_the_current_span(traced, tmp_path):
-    """A module imported while a subprocess span... is current: here, a thread's imports go to the process."""
+    """A module imported while a subprocess span... is current: here, a thread's imports go to its thread span."""
     write_modules(tmp_path)
     code = ("import sys, threading; sys.path.insert(0, '.')\n"
             "t = threading.Thread(target=lambda: __import__('slow_inner')); t.start(); t.join()\n")
@@ -57,7 +57,8 @@ def test_import_spans_sit_under_the_current_span(traced, tmp_path):
     assert result.returncode == 0 and result.stderr == b""
     spans = traced.spans()
     inner, = spans.named("import slow_inner")
-    assert spans.parent(inner).name == "process"
+    assert spans.parent(inner).name == "thread"
+    assert spans.parent(spans.parent(inner)).name == "process"
 
 
 def test_python_dash_m_and_console_scripts_are_traced(traced, tmp_path):

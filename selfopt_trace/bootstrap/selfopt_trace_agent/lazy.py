@@ -50,6 +50,10 @@ BUILTIN_HOOKS = {
     "flask.ctx": "http_server",
     "threading": "threads",
     "concurrent.futures.thread": "threads",
+    "concurrent.futures._base": "waits",
+    "concurrent.futures.process": "waits",
+    "multiprocessing.pool": "waits",
+    "asyncio.subprocess": "waits",
 }
 
 _pending: dict = {}

@@ -167,7 +167,9 @@ def test_server_span_without_traceparent_is_under_the_server_process(traced):
     assert err == ""
     spans = traced.spans()
     [served] = server_spans(spans)
-    assert served.parent_span_id == spans.processes()[0].span_id
+    handler = spans.parent(served)  # the handler thread's span, under the server's process span
+    assert (handler.name, handler.category) == ("thread", "thread")
+    assert handler.parent_span_id == spans.processes()[0].span_id
 
 
 def test_server_error_is_an_error_span(traced):

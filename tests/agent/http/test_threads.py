@@ -1,5 +1,6 @@
-"""Work submitted to thread pools and threads sits under the span that submitted it, and the program
-sees nothing else change: its context variables, its tracebacks."""
+"""Work submitted to thread pools and threads sits under the span that submitted it (in a `task` or
+`thread` span of its own), and the program sees nothing else change: its context variables, its
+tracebacks."""
 
 from __future__ import annotations
 
@@ -36,8 +37,12 @@ def test_pool_and_thread_work_is_under_the_submitting_span(traced, server):
     spans = traced.spans()
     [phase] = spans.named("optimize")
     process = spans.processes()[0]
-    parents = [s.parent_span_id for s in client_spans(spans)]
-    assert parents == [phase.span_id] * 3 + [process.span_id] * 3
+    # Each request sits in the span of the work item (`task`) or thread (`thread`) that made it,
+    # a child of the span current where the work was handed over.
+    holders = [spans.parent(s) for s in client_spans(spans)]
+    assert [h.name for h in holders] == ["task", "task", "thread", "task", "task", "task"]
+    assert [h.parent_span_id for h in holders] == [phase.span_id] * 3 + [process.span_id] * 3
+    assert {h.category for h in holders} == {"thread"}
     assert len(spans.trace_ids()) == 1
 
 

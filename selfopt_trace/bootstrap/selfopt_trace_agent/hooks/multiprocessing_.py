@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .. import process, tracer
-from . import os_, spawn
+from . import os_, spawn, waits
 
 _PREP_KEY = "selfopt_trace_parent"
 
@@ -57,6 +57,7 @@ def _start(original):
             os_._fork_span = None
             tracer.deactivate(token)
         spawn.started(span, self.pid)
+        self.__dict__[waits.SPAN] = span.span_id  # for waits on it (join, a pool's results)
 
     return start
 
@@ -73,7 +74,19 @@ def _join(original):
         original(self, timeout)
         _ended(self.pid, self.exitcode)
 
-    return join
+    # Process.join is a wait on the child's span (hooks/waits.py): once, around the popen's wait
+    # and the os.waitpid under it.
+    return waits.method(join, "Process.join", _join_targets, outer=True, ready=_reaped)
+
+
+def _reaped(proc) -> bool:
+    popen = proc.__dict__.get("_popen")
+    return popen is not None and popen.returncode is not None
+
+
+def _join_targets(proc, captured) -> tuple:
+    span_id = waits.span_of(proc)
+    return [span_id], (None if span_id else {"process.pid": proc.pid})
 
 
 def _poll(original):

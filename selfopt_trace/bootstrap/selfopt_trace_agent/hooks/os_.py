@@ -7,10 +7,11 @@ the stand-in imports this module on its first call and delegates to `wrap(name, 
 from __future__ import annotations
 
 import os
+from _thread import get_ident
 from time import time_ns
 
 from .. import process, tracer
-from . import spawn
+from . import spawn, waits
 
 _fork_span: tracer.Span | None = None  # set by callers (multiprocessing) that already opened a span
 
@@ -145,46 +146,85 @@ def _wrap_posix_spawn(original):
     return posix_spawn
 
 
-def _reap(pid: int, status: int) -> None:
-    if pid > 0 and pid in spawn._children:
+def _reap(pid: int, status: int) -> str:
+    """The child's span ends with its exit status; returns that span's id ("" for no child of ours)."""
+    if pid > 0:
+        entry = spawn._children.get(pid)
+        if entry is not None:
+            try:
+                spawn.reaped(pid, status)
+            except Exception:
+                pass
+            return entry[0].span_id
+    return ""
+
+
+# The wait* calls are waits (hooks/waits.py) unless WNOHANG makes them polls. On a pid of ours the
+# wait is on that child's span; on any child (-1, a process group) on every child alive when it
+# began: the one it reaped and those still alive after.
+
+
+def _waited(pid: int, reaped: str) -> tuple:
+    if pid > 0:
+        if reaped:
+            return [reaped], None
+        entry = spawn._children.get(pid)
+        return ([entry[0].span_id], None) if entry is not None else ([], {"process.pid": pid})
+    return [reaped] + [entry[0].span_id for entry in list(spawn._children.values())], None
+
+
+def _waiting(name: str, call, pid: int, options: int, args: tuple):
+    """Call os.<name>(*args), reap what it returns, and record a wait if it blocked."""
+    if not isinstance(options, int) or options & os.WNOHANG or get_ident() in waits.busy:  # a poll, or part of an outer wait
+        result = call(*args)
+        _reap(result[0], result[1])
+        return result
+    t0 = time_ns()
+    try:
+        result = call(*args)
+    except BaseException as exc:
+        t1 = time_ns()
+        if t1 - t0 >= waits.THRESHOLD_NS:
+            on, extra = _waited(pid, "")
+            waits.record(name, t0, t1, on, extra, exc)
+        raise
+    t1 = time_ns()
+    reaped = _reap(result[0], result[1])
+    if t1 - t0 >= waits.THRESHOLD_NS:
         try:
-            spawn.reaped(pid, status)
+            on, extra = _waited(pid, reaped)
         except Exception:
-            pass
+            on, extra = [reaped], None
+        waits.record(name, t0, t1, on, extra)
+    else:
+        waits.not_blocked(t1)
+    return result
 
 
 def _wrap_waitpid(original):
     def waitpid(pid, options):
-        result = original(pid, options)
-        _reap(result[0], result[1])
-        return result
+        return _waiting("os.waitpid", original, pid, options, (pid, options))
 
     return waitpid
 
 
 def _wrap_wait(original):
     def wait():
-        result = original()
-        _reap(result[0], result[1])
-        return result
+        return _waiting("os.wait", original, -1, 0, ())
 
     return wait
 
 
 def _wrap_wait3(original):
     def wait3(options):
-        result = original(options)
-        _reap(result[0], result[1])
-        return result
+        return _waiting("os.wait3", original, -1, options, (options,))
 
     return wait3
 
 
 def _wrap_wait4(original):
     def wait4(pid, options):
-        result = original(pid, options)
-        _reap(result[0], result[1])
-        return result
+        return _waiting("os.wait4", original, pid, options, (pid, options))
 
     return wait4
 

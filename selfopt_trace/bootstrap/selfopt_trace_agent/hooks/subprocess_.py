@@ -2,6 +2,8 @@
 
 We wrap `Popen._execute_child`, which every Popen goes through with the final argv, cwd and env.
 It returns only once the child has exec'd (or failed to), so its duration is the spawn cost.
+`Popen.wait` and `Popen.communicate` (so run/call/check_call/check_output) are waits on the
+child's span (hooks/waits.py): the Popen keeps its span id for them after the child is reaped.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from time import time_ns
 
 from .. import tracer
-from . import spawn
+from . import spawn, waits
 
 
 def install(target: str, module) -> None:
@@ -35,6 +37,20 @@ def install(target: str, module) -> None:
         finally:
             tracer.in_spawn -= 1
         spawn.started(span, self.pid, time_ns() - t0)
+        self.__dict__[waits.SPAN] = span.span_id
 
     _execute_child.__wrapped__ = original
     popen._execute_child = _execute_child
+    # A Popen whose returncode is known cannot block (Popen.__exit__ waits after every run()).
+    waits.wrap(popen, "wait", lambda original: waits.method(original, "Popen.wait", _targets, outer=True,
+                                                            ready=_reaped))
+    waits.wrap(popen, "communicate", lambda original: waits.outer_method(original, "Popen.communicate", _targets))
+
+
+def _reaped(popen) -> bool:
+    return popen.returncode is not None
+
+
+def _targets(popen, captured) -> tuple:
+    span_id = waits.span_of(popen)
+    return [span_id], (None if span_id else {"process.pid": popen.pid})

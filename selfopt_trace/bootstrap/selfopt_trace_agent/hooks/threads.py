@@ -1,27 +1,65 @@
-"""Work handed to another thread stays under the span that handed it over.
+"""Threads and thread-pool work: each runs inside a span that says which thread it is, under the span that handed it over.
 
-`ThreadPoolExecutor.submit` (so `map`, and asyncio's `run_in_executor`) and `Thread.start` (so
-Timer) carry the submitter's current span; the work runs with that span current. Only our span
-travels, not the submitter's whole context: the user's own context variables (decimal's context
-among them) stay exactly as they would be untraced. When no span is current (or only the process
-span, which every thread falls back to anyway) nothing is done.
+A `threading.Thread` runs inside a `thread` span (category `thread`) from its first line to the
+end of its run, with `thread.id` (the native id) and `thread.name`; its parent is the span that
+was current in `Thread.start()` (so Timer and friends stay under the span that started them),
+else the process span. A `ThreadPoolExecutor` work item runs inside a `task` span (category
+`thread`) with `thread.id` and `code.function`, under the span current at `submit()` (so `map`
+and asyncio's `run_in_executor` too), else the process span. Both span ids are allocated in the
+starting thread (on the Thread, on the Future) so that a wait on them (`Thread.join`,
+`Future.result`, hooks/waits.py) can name them before they ran.
+
+Only our span travels, not the submitter's whole context: the user's own context variables
+(decimal's context among them) stay exactly as they would be untraced, and so do tracebacks (the
+work item's exception is caught inside the original `_WorkItem.run`, below our wrapper).
 """
 
 from __future__ import annotations
 
-from contextvars import Context
+import os
+from _thread import get_ident, get_native_id
+from time import time_ns
 
-from .. import tracer
+from .. import process, tracer
+from . import waits
 
 _PARENT = "_selfopt_trace_parent"
+_SPAN = waits.SPAN
+
+# The thread and task spans open in this process, by span id. A forked child starts with none: the
+# spans of the thread that forked belong to the parent's file, and the child must not end them.
+# What is still open when the process ends (daemon threads) ends with it.
+_live: dict = {}
+
+
+def _end_live() -> None:
+    for span in list(_live.values()):
+        tracer.end_span(span)
+    _live.clear()
+
+
+def _after_fork_in_child() -> None:
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+process.on_end(_end_live)
 
 
 def install(target: str, module) -> None:
     if target == "threading":
         _wrap(module.Thread, "start", _start)
         _wrap(module.Thread, "_bootstrap_inner", _bootstrap_inner)
+        _wrap(module.Thread, "join", lambda original: waits.method(original, "Thread.join", _join_targets,
+                                                                   ready=_finished))
+        if callable(getattr(module, "_shutdown", None)) and not hasattr(module._shutdown, "__wrapped__"):
+            module._shutdown = _shutdown(module._shutdown, module)
     else:
-        _wrap(module.ThreadPoolExecutor, "submit", _submit)
+        executor = module.ThreadPoolExecutor
+        if "_adjust_thread_count" in executor.__dict__:
+            _wrap(executor, "_adjust_thread_count", _adjust_thread_count)
+        _wrap(module._WorkItem, "__init__", _work_item_init)
+        _wrap(module._WorkItem, "run", _work_item_run)
 
 
 def _wrap(owner, name: str, make) -> None:
@@ -40,28 +78,18 @@ def _handed_over() -> tracer.Span | None:
     return None if span is tracer.root() else span
 
 
-def _submit(original):
-    def submit(self, fn, /, *args, **kwargs):
-        span = _handed_over()
-        if span is None:
-            return original(self, fn, *args, **kwargs)
-        context = Context()
-        context.run(tracer.activate, span)
-        # A worker thread this submit starts must not keep `span` for every later task.
-        token = tracer.activate(None)
-        try:
-            return original(self, context.run, fn, *args, **kwargs)  # Context.run adds no traceback frame
-        finally:
-            tracer.deactivate(token)
-
-    return submit
-
+# --- threading.Thread -----------------------------------------------------------------------------
 
 def _start(original):
     def start(self, *args, **kwargs):
-        span = _handed_over()
-        if span is not None:
-            self.__dict__[_PARENT] = span
+        if tracer._enabled:
+            try:
+                state = self.__dict__
+                if _SPAN not in state:  # a second start() fails: the thread keeps its span
+                    state[_SPAN] = tracer.new_span_id()
+                    state[_PARENT] = _handed_over()
+            except Exception as exc:
+                tracer.exception_diagnostic("hook_failed:Thread.start", exc)
         return original(self, *args, **kwargs)
 
     return start
@@ -69,9 +97,148 @@ def _start(original):
 
 def _bootstrap_inner(original):
     def _bootstrap_inner(self, *args, **kwargs):
-        span = self.__dict__.pop(_PARENT, None)
-        if span is not None:
-            tracer.activate(span)  # a new thread starts with an empty context: nothing to restore
-        return original(self, *args, **kwargs)
+        span = None
+        try:
+            state = self.__dict__
+            parent = state.pop(_PARENT, None)
+            span_id = state.get(_SPAN)
+            if span_id and tracer._enabled:
+                span = tracer.start_span("thread", "thread", tracer.INTERNAL,
+                                         {"thread.id": get_native_id(), "thread.name": str(self.name)},
+                                         parent=parent or tracer.root(), span_id=span_id)
+                _live[span_id] = span
+                tracer.activate(span)  # a new thread starts with an empty context: nothing to restore
+        except Exception as exc:
+            tracer.exception_diagnostic("hook_failed:Thread.run", exc)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if span is not None and _live.pop(span.span_id, None) is not None:
+                try:
+                    tracer.end_span(span)
+                except Exception:
+                    pass
 
     return _bootstrap_inner
+
+
+def _finished(thread) -> bool:
+    """The thread has ended (a join returns at once). Python < 3.13 keeps _is_stopped; else: not known."""
+    return thread.__dict__.get("_is_stopped") is True
+
+
+def _join_targets(thread, captured) -> tuple:
+    span_id = waits.span_of(thread)
+    return [span_id], (None if span_id else {"thread.name": str(thread.name)})
+
+
+def _shutdown(original, threading):
+    """At exit the interpreter waits here for the non-daemon threads (and executor workers) to end."""
+    def _shutdown():
+        try:
+            threads = [thread for thread in threading.enumerate()
+                       if not thread.daemon and thread is not threading.main_thread()]
+        except Exception:
+            threads = []
+        if not threads:
+            return original()
+        t0 = time_ns()
+        waits.busy.add(get_ident())
+        try:
+            return original()
+        finally:
+            waits.busy.discard(get_ident())
+            t1 = time_ns()
+            if t1 - t0 >= waits.THRESHOLD_NS:
+                waits.record("threading._shutdown", t0, t1, [waits.span_of(thread) for thread in threads])
+
+    return waits.identity(_shutdown, original)
+
+
+# --- concurrent.futures.ThreadPoolExecutor ---------------------------------------------------------
+
+def _adjust_thread_count(original):
+    def _adjust_thread_count(self, *args, **kwargs):
+        # A worker thread started here serves every later submitter: it hangs under the process span.
+        token = tracer.activate(None)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            tracer.deactivate(token)
+
+    return _adjust_thread_count
+
+
+_WORK = "_selfopt_trace_work"  # on a _WorkItem: (span id, parent span) of its task
+
+
+def _work_item_init(original):
+    def __init__(self, future, *args, **kwargs):
+        original(self, future, *args, **kwargs)
+        if tracer._enabled:
+            try:
+                span_id = tracer.new_span_id()
+                future.__dict__[_SPAN] = span_id
+                self.__dict__[_WORK] = (span_id, _handed_over())
+            except Exception as exc:
+                tracer.exception_diagnostic("hook_failed:ThreadPoolExecutor.submit", exc)
+
+    return __init__
+
+
+def _work_item_run(original):
+    running = waits.running
+
+    def run(self, *args, **kwargs):
+        work = self.__dict__.pop(_WORK, None)
+        if work is None or not tracer._enabled:
+            return original(self, *args, **kwargs)
+        try:
+            future = self.future
+            if future._state == "CANCELLED":  # the original only marks it notified
+                return original(self, *args, **kwargs)
+            span_id = work[0]
+            span = tracer.start_span("task", "thread", tracer.INTERNAL, _task_attributes(self),
+                                     parent=work[1] or tracer.root(), span_id=span_id)
+            _live[span_id] = span
+            token = tracer.activate(span)
+            running[future] = span
+        except Exception as exc:
+            tracer.exception_diagnostic("hook_failed:ThreadPoolExecutor.run", exc)
+            return original(self, *args, **kwargs)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            try:
+                running.pop(future, None)
+                tracer.deactivate(token)
+                if _live.pop(span_id, None) is not None:
+                    tracer.end_span(span)
+            except Exception:
+                pass
+
+    return run
+
+
+def _task_attributes(work_item) -> dict:
+    """thread.id, and the qualified name of what the work item calls (through functools.partial and
+    Context.run, as asyncio.to_thread submits it) with its module as code.namespace."""
+    fn = getattr(work_item, "fn", None)
+    args = getattr(work_item, "args", ())
+    if fn is None:  # Python >= 3.14: a (fn, args, kwargs) task
+        task = getattr(work_item, "task", None)
+        fn, args = (task[0], task[1]) if isinstance(task, tuple) and len(task) > 1 else (task, ())
+    for _ in range(4):
+        inner = getattr(fn, "func", None)
+        if inner is not None and type(fn).__name__ == "partial":
+            fn, args = inner, fn.args
+        elif getattr(fn, "__qualname__", "") == "Context.run" and args:
+            fn, args = args[0], args[1:]
+        else:
+            break
+    attributes = {"thread.id": get_native_id(),
+                  "code.function": str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)}
+    module = getattr(fn, "__module__", None)
+    if module and type(module) is str:
+        attributes["code.namespace"] = module
+    return attributes

@@ -1,0 +1,534 @@
+"""What a thread waits on: a `wait` span for every call that blocked on a child process, a thread or a future.
+
+A wait span (category `wait`, kind INTERNAL) is named after the API waited in (`Popen.wait`,
+`Thread.join`, `Future.result`, ...) and says what it waited on in `selfopt_trace.wait.on`: the
+span ids of the child processes' `subprocess`/`multiprocessing`/`fork` spans, of the threads'
+`thread` spans, of the futures' `task` spans. An unknown target (an untraced child, a thread
+started before the agent) leaves the list empty and says what is known (`process.pid`,
+`thread.name`).
+
+Cost: the clock is read before and after the original call; only a call that blocked for
+config.WAIT_THRESHOLD_NS or more is recorded (one formatted X record, no Span object). A wait
+inside another wait on the same thread (communicate -> wait -> os.waitpid, Pool.map -> get ->
+wait) is part of the outer one: a set of thread ids says which threads are inside a wait, as in
+timed.py.
+
+The waited call raises exactly what it raises untraced, with the same traceback: on Python >= 3.11
+the wrappers' frames are taken off the traceback before the exception goes on (a program that
+prints the traceback of a failed future sees the same lines; tracer.strip_own_frames). A failure
+of the hook itself is a diagnostic, never an exception in the program.
+
+This module also hooks concurrent.futures (Future.result/exception, wait, as_completed, and
+ProcessPoolExecutor.submit), multiprocessing.pool results, and asyncio subprocesses; Popen,
+os.wait*, Thread.join and multiprocessing's Process.join are wrapped in their own hook modules
+with the helpers below.
+"""
+
+from __future__ import annotations
+
+import os
+from _thread import get_ident
+from time import time_ns
+
+from .. import config, tracer
+
+THRESHOLD_NS = config.WAIT_THRESHOLD_NS
+SPAN = "_selfopt_trace_span"  # on a Popen, a multiprocessing Process, a Thread, a Future: the id of its span
+_POOL = "_selfopt_trace_pool"  # on a ProcessPoolExecutor's Future: a weak reference to the executor
+_ON = "selfopt_trace.wait.on"
+
+# The threads inside a wait (see the module docstring); cleared in a forked child.
+busy: set = set()
+
+# Waits that did not block, and waits recorded the common way (one target), counted as tracer
+# overhead at the calibrated cost of one: timed.py's way (a clock read to time each would cost as
+# much as the bookkeeping it times). The first CALIBRATION of each are timed; then their median.
+CALIBRATION = 64
+_fast = tracer.counted_overhead()
+_fast_samples: list = []
+_recorded = tracer.counted_overhead()
+_recorded_samples: list = []
+
+
+def _calibrate(spent_ns: int, cell: list = _fast, samples: list = _fast_samples) -> None:
+    tracer.add_overhead(spent_ns)
+    samples.append(spent_ns)
+    if len(samples) >= CALIBRATION:
+        samples.sort()
+        # For a wait that did not block, what was timed is the part after the call; the part
+        # before it costs about as much.
+        cell[1] = max(1, (2 if cell is _fast else 1) * samples[CALIBRATION // 2])
+
+
+def not_blocked(t1: int) -> None:
+    """Account a wait that returned at once (called right after its clock read)."""
+    if _fast[1]:
+        _fast[0] += 1
+    else:
+        _calibrate(time_ns() - t1)
+
+
+def _after_fork_in_child() -> None:
+    busy.clear()
+    running.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_ON_PREFIX = '{"%s":[' % _ON
+
+
+def record(name: str, t0: int, t1: int, on: list, extra: dict | None = None, exc: BaseException | None = None) -> None:
+    """The wait span: `on` the ids waited on (falsy ones dropped), `extra` what else is known. Never raises."""
+    try:
+        if not tracer._enabled:
+            return
+        if extra is None and exc is None:  # the common case: the JSON object without the encoder
+            if len(on) == 1 and on[0]:
+                attributes = f'{_ON_PREFIX}"{on[0]}"]}}'
+            else:
+                attributes = _ON_PREFIX + ",".join([f'"{span_id}"' for span_id in on if span_id]) + "]}"
+        else:
+            attrs = {_ON: [span_id for span_id in on if span_id]}
+            if extra:
+                attrs.update(extra)
+            if exc is not None:
+                attrs["error.type"] = _type_name(exc)
+            attributes = tracer.spanfile.encode(attrs)
+        tracer.record_line(name, "wait", t0, t1, attributes)
+        tracer.add_overhead(time_ns() - t1)
+    except Exception as error:
+        tracer.exception_diagnostic("wait_failed:" + name, error)
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    module = getattr(kind, "__module__", "")
+    return kind.__qualname__ if module == "builtins" else "%s.%s" % (module, kind.__qualname__)
+
+
+def method(original, name: str, targets, capture=None, outer: bool = False, ready=None):
+    """A wrapper of the blocking method `original(self, timeout=None)`: a wait span when it blocked.
+
+    `targets(self, captured)` -> (span ids waited on, extra attributes or None), asked only when
+    the call is recorded; `captured` is what `capture(self)` returned before the call (for what
+    the call itself forgets, like a pool result its pool), else None.
+    `outer`: other waits run inside this one (Popen.wait -> os.waitpid): it marks its thread busy.
+    A leaf wait only looks (no thread id at all while no thread is inside a wait).
+    `ready(self)`: True when the call cannot block (a Popen whose returncode is known, a finished
+    future or thread): the original is called at once, not timed. Cheaper than two clock reads,
+    and exact: a call that returns at once is never recorded, however late a loaded machine
+    lets it return.
+
+    The wrappers take the one `timeout` parameter every wrapped wait has rather than *args and
+    **kwargs: packing those cost 1,300 more instructions per call (callgrind), a third of the
+    wrapper's cost.
+    """
+    threshold = THRESHOLD_NS
+    fast = _fast
+
+    if not outer:
+        def wrapper(self, timeout=None):
+            if busy and get_ident() in busy or ready is not None and ready(self):  # part of an outer wait, or done
+                try:
+                    return original(self, timeout)
+                except BaseException as exc:
+                    tracer.strip_own_frames(exc)
+                    raise
+            t0 = time_ns()
+            try:
+                result = original(self, timeout)
+            except BaseException as exc:
+                t1 = time_ns()
+                if t1 - t0 >= threshold:
+                    _record_targets(name, t0, t1, targets, self, None, exc)
+                tracer.strip_own_frames(exc)
+                raise
+            t1 = time_ns()
+            if t1 - t0 >= threshold:
+                _record_targets(name, t0, t1, targets, self, None, None)
+            elif fast[1]:
+                fast[0] += 1
+            else:
+                _calibrate(time_ns() - t1)
+            return result
+
+        return identity(wrapper, original)
+
+    def outer_wrapper(self, timeout=None):
+        thread = get_ident()
+        if thread in busy or ready is not None and ready(self):
+            try:
+                return original(self, timeout)
+            except BaseException as exc:
+                tracer.strip_own_frames(exc)
+                raise
+        busy.add(thread)
+        try:
+            captured = capture(self) if capture is not None else None
+            t0 = time_ns()
+            try:
+                result = original(self, timeout)
+            except BaseException as exc:
+                t1 = time_ns()
+                if t1 - t0 >= threshold:
+                    _record_targets(name, t0, t1, targets, self, captured, exc)
+                tracer.strip_own_frames(exc)
+                raise
+            t1 = time_ns()
+        finally:
+            busy.discard(thread)
+        if t1 - t0 >= threshold:
+            _record_targets(name, t0, t1, targets, self, captured, None)
+        elif fast[1]:
+            fast[0] += 1
+        else:
+            _calibrate(time_ns() - t1)
+        return result
+
+    return identity(outer_wrapper, original)
+
+
+def outer_method(original, name: str, targets):
+    """Like an `outer` method(), for any signature (Popen.communicate): a wait span when it blocked."""
+    threshold = THRESHOLD_NS
+
+    def wrapper(self, *args, **kwargs):
+        thread = get_ident()
+        if thread in busy:
+            try:
+                return original(self, *args, **kwargs)
+            except BaseException as exc:
+                tracer.strip_own_frames(exc)
+                raise
+        busy.add(thread)
+        try:
+            t0 = time_ns()
+            try:
+                result = original(self, *args, **kwargs)
+            except BaseException as exc:
+                t1 = time_ns()
+                if t1 - t0 >= threshold:
+                    _record_targets(name, t0, t1, targets, self, None, exc)
+                tracer.strip_own_frames(exc)
+                raise
+            t1 = time_ns()
+        finally:
+            busy.discard(thread)
+        if t1 - t0 >= threshold:
+            _record_targets(name, t0, t1, targets, self, None, None)
+        else:
+            not_blocked(t1)
+        return result
+
+    return identity(wrapper, original)
+
+
+def _record_targets(name: str, t0: int, t1: int, targets, owner, captured, exc) -> None:
+    """The wait span of a wrapped method; the common case (one known target, no error) inline."""
+    try:
+        on, extra = targets(owner, captured)
+        if extra is None and exc is None and len(on) == 1 and on[0] and tracer._enabled:
+            tracer.record_line(name, "wait", t0, t1, f'{_ON_PREFIX}"{on[0]}"]}}')
+            if _recorded[1]:
+                _recorded[0] += 1
+            else:
+                _calibrate(time_ns() - t1, _recorded, _recorded_samples)
+            return
+    except Exception as error:
+        tracer.exception_diagnostic("wait_failed:" + name, error)
+        on, extra = [], None
+    record(name, t0, t1, on, extra, exc)
+
+
+def identity(wrapper, original):
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(wrapper, attribute, getattr(original, attribute))
+        except (AttributeError, TypeError):
+            pass
+    wrapper.__wrapped__ = original
+    return wrapper
+
+
+def wrap(owner, name: str, make) -> None:
+    """owner.name = make(owner.name), once."""
+    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    if not hasattr(original, "__wrapped__"):
+        setattr(owner, name, make(original))
+
+
+def span_of(thing) -> str:
+    """The span id stored on a Popen, Process, Thread or Future (or "")."""
+    try:
+        return thing.__dict__.get(SPAN) or ""
+    except AttributeError:
+        return ""
+
+
+# --- concurrent.futures ---------------------------------------------------------------------------
+
+def install(target: str, module) -> None:
+    if target == "concurrent.futures._base":
+        _install_futures(module)
+    elif target == "concurrent.futures.process":
+        wrap(module.ProcessPoolExecutor, "submit", _process_pool_submit)
+    elif target == "multiprocessing.pool":
+        _install_pool(module)
+    elif target == "asyncio.subprocess":
+        _install_asyncio(module)
+
+
+def _install_futures(module) -> None:
+    future = module.Future
+    settled = frozenset((module.FINISHED, module.CANCELLED, module.CANCELLED_AND_NOTIFIED))
+
+    def ready(future) -> bool:  # result() and exception() return or raise at once
+        return future._state in settled
+
+    wrap(future, "result", lambda original: method(original, "Future.result", _future_targets, ready=ready))
+    wrap(future, "exception", lambda original: method(original, "Future.exception", _future_targets, ready=ready))
+    done = (module.FINISHED, module.CANCELLED_AND_NOTIFIED)
+    wrap(module, "wait", lambda original: _futures_wait(original, done, module))
+    wrap(module, "as_completed", lambda original: _as_completed(original, done))
+
+
+def _future_targets(future, captured) -> tuple:
+    on: list = []
+    _add_future(future, on, set())
+    return on, None
+
+
+def _add_future(future, on: list, pools: set) -> None:
+    """The span ids a wait on `future` is a wait on: its task's, or its process pool's workers'."""
+    state = future.__dict__
+    span_id = state.get(SPAN)
+    if span_id:
+        on.append(span_id)
+        return
+    pool = state.get(_POOL)
+    if pool is None or id(pool) in pools:
+        return
+    pools.add(id(pool))
+    executor = pool()
+    processes = getattr(executor, "_processes", None) if executor is not None else None
+    if processes:
+        on.extend([span_of(process) for process in list(processes.values())])
+
+
+def _futures_wait(original, done: tuple, module):
+    """concurrent.futures.wait: a wait on the futures not done when it was called.
+
+    A call whose condition already holds returns at once: it is not timed.
+    """
+    threshold = THRESHOLD_NS
+    first_completed, first_exception = module.FIRST_COMPLETED, module.FIRST_EXCEPTION
+
+    def wait(fs, timeout=None, return_when=module.ALL_COMPLETED):
+        try:
+            if busy and get_ident() in busy:
+                return original(fs, timeout, return_when)
+            try:
+                fs = set(fs)
+                pending = [future for future in fs if future._state not in done]
+                settled = not pending or (
+                    len(pending) < len(fs) and (return_when == first_completed or return_when == first_exception and any(
+                        future._exception is not None for future in fs if future._state in done)))
+            except Exception:  # not futures: the original says what is wrong
+                return original(fs, timeout, return_when)
+            if settled:
+                return original(fs, timeout, return_when)
+        except BaseException as exc:
+            tracer.strip_own_frames(exc)
+            raise
+        t0 = time_ns()
+        try:
+            result = original(fs, timeout, return_when)
+        except BaseException as exc:
+            t1 = time_ns()
+            if t1 - t0 >= threshold:
+                _record_futures("futures.wait", t0, t1, pending, exc)
+            tracer.strip_own_frames(exc)
+            raise
+        t1 = time_ns()
+        if t1 - t0 >= threshold:
+            _record_futures("futures.wait", t0, t1, pending, None)
+        else:
+            not_blocked(t1)
+        return result
+
+    return identity(wait, original)
+
+
+def _record_futures(name: str, t0: int, t1: int, futures, exc) -> None:
+    on: list = []
+    try:
+        pools: set = set()
+        for future in futures:
+            _add_future(future, on, pools)
+    except Exception as error:
+        tracer.exception_diagnostic("wait_failed:" + name, error)
+    record(name, t0, t1, on, None, exc)
+
+
+def _as_completed(original, done: tuple):
+    """as_completed: each next() that blocks is a wait on the futures not yet handed out.
+
+    Of those, it names the one it yields, the thread-pool tasks running when it ends, and the
+    workers of the process pools among them: a queued future did nothing during the wait, and
+    naming thousands of them at every step would cost quadratic time. Finding them costs
+    O(threads running tasks + process pools), not O(futures).
+    """
+    threshold = THRESHOLD_NS
+
+    def as_completed(fs, timeout=None):
+        fs = set(fs)
+        remaining = set(fs)
+        pools: dict = {}  # one future per process pool: it stands for the pool's workers
+        try:
+            for future in fs:
+                pool = future.__dict__.get(_POOL)
+                if pool is not None:
+                    pools.setdefault(pool, future)
+        except Exception:
+            pass
+        # The first steps hand out the futures done by then (the first also sets up a waiter on
+        # every future): they do not wait.
+        try:
+            settled = sum([1 for future in fs if future._state in done])
+        except Exception:  # not futures: the original says what is wrong
+            settled = len(fs)
+        inner = original(fs, timeout)
+        try:
+            while True:
+                nested = settled > 0 or busy and get_ident() in busy  # done already, or inside an outer wait
+                settled -= 1
+                t0 = time_ns()
+                try:
+                    future = next(inner)
+                except StopIteration:
+                    return
+                except BaseException as exc:
+                    t1 = time_ns()
+                    if t1 - t0 >= threshold and not nested:
+                        _record_futures("futures.as_completed", t0, t1, _waited(remaining, None, pools, t1), exc)
+                    tracer.strip_own_frames(exc)
+                    raise
+                t1 = time_ns()
+                if t1 - t0 >= threshold and not nested:
+                    _record_futures("futures.as_completed", t0, t1, _waited(remaining, future, pools, t1), None)
+                elif not nested:
+                    not_blocked(t1)
+                remaining.discard(future)
+                yield future
+        finally:
+            inner.close()
+
+    return identity(as_completed, original)
+
+
+# Futures whose thread-pool task is running now, with its task span (hooks/threads.py keeps it):
+# what a wait on many futures is waiting on at this moment, without looking at every future.
+running: dict = {}
+
+
+def _waited(remaining: set, done, pools: dict, t1: int) -> list:
+    """The futures a blocking next() of as_completed waited on (see _as_completed)."""
+    futures = [done] if done is not None else []
+    futures += [future for future, span in list(running.items())
+                if span.start_ns < t1 and future in remaining and future is not done]  # not started since
+    futures += pools.values()
+    return futures
+
+
+def _process_pool_submit(original):
+    from _weakref import ref
+
+    def submit(self, *args, **kwargs):
+        future = original(self, *args, **kwargs)
+        try:
+            future.__dict__[_POOL] = ref(self)
+        except Exception:
+            pass
+        return future
+
+    return identity(submit, original)
+
+
+# --- multiprocessing.pool ------------------------------------------------------------------------
+
+def _install_pool(module) -> None:
+    result = module.ApplyResult
+    wrap(result, "get", lambda original: method(original, "AsyncResult.get", _pool_targets, _pool_of, outer=True,
+                                                ready=result.ready))
+    wrap(result, "wait", lambda original: method(original, "AsyncResult.wait", _pool_targets, _pool_of, outer=True,
+                                                 ready=result.ready))
+    iterator = module.IMapIterator
+    original_next = iterator.__dict__.get("next")
+    wrap(iterator, "next", lambda original: method(original, "IMapIterator.next", _pool_targets, _pool_of, outer=True))
+    if original_next is not None and iterator.__dict__.get("__next__") is original_next:
+        iterator.__next__ = iterator.next
+
+
+def _pool_of(result):
+    return getattr(result, "_pool", None)  # a result forgets its pool once it is set
+
+
+def _pool_targets(result, pool) -> tuple:
+    """A pool's workers: processes (their multiprocessing spans) or, for a ThreadPool, threads."""
+    workers = getattr(pool, "_pool", None) or ()
+    return [span_of(worker) for worker in list(workers)], None
+
+
+# --- asyncio subprocesses -------------------------------------------------------------------------
+
+_IN_WAIT = "_selfopt_trace_waiting"  # on an asyncio Process while one of its waits is being timed
+
+
+def _install_asyncio(module) -> None:
+    process = module.Process
+    wrap(process, "wait", lambda original: _async_wait(original, "asyncio.Process.wait"))
+    wrap(process, "communicate", lambda original: _async_wait(original, "asyncio.Process.communicate"))
+
+
+def _async_wait(original, name: str):
+    """The await's interval. Other tasks run meanwhile, so nesting is told per Process, not per thread."""
+    threshold = THRESHOLD_NS
+
+    async def wrapper(self, *args, **kwargs):
+        state = self.__dict__
+        if state.get(_IN_WAIT) or self.returncode is not None:  # inside the other wait, or exited
+            try:
+                return await original(self, *args, **kwargs)
+            except BaseException as exc:
+                tracer.strip_own_frames(exc)
+                raise
+        state[_IN_WAIT] = True
+        try:
+            t0 = time_ns()
+            try:
+                result = await original(self, *args, **kwargs)
+            except BaseException as exc:
+                t1 = time_ns()
+                if t1 - t0 >= threshold:
+                    _record_targets(name, t0, t1, _asyncio_targets, self, None, exc)
+                tracer.strip_own_frames(exc)
+                raise
+            t1 = time_ns()
+        finally:
+            state[_IN_WAIT] = False
+        if t1 - t0 >= threshold:
+            _record_targets(name, t0, t1, _asyncio_targets, self, None, None)
+        else:
+            not_blocked(t1)
+        return result
+
+    return identity(wrapper, original)
+
+
+def _asyncio_targets(process, captured) -> tuple:
+    transport = getattr(process, "_transport", None)
+    popen = transport.get_extra_info("subprocess") if transport is not None else None
+    span_id = span_of(popen) if popen is not None else ""
+    return [span_id], (None if span_id else {"process.pid": process.pid})

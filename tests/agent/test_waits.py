@@ -1,0 +1,532 @@
+"""What each thread waits on (`wait` spans) and which thread each span ran in (`thread`/`task` spans).
+
+Real programs, traced: each blocking wait is exactly one `wait` span naming, in
+`selfopt_trace.wait.on`, the spans of what it waited on (a child's subprocess span, a thread's
+`thread` span, a future's `task` span); a wait that does not block records nothing; a wait's
+exception (a timeout) reaches the program exactly as untraced.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.spanfiles import RunSpans, SpanRecord
+
+ON = "selfopt_trace.wait.on"
+SLEEPER = "[sys.executable, '-c', 'import time; time.sleep(0.15)']"
+
+
+def run(traced, code: str, *args: str) -> RunSpans:
+    script = traced.tmp_path / "program.py"
+    script.write_text(textwrap.dedent(code))
+    result = traced.run([sys.executable, str(script), *args], cwd=traced.tmp_path)
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr.decode()
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    spans.stdout = result.stdout.decode()  # type: ignore[attr-defined]
+    return spans
+
+
+def ancestors(spans: RunSpans, span: SpanRecord) -> list[SpanRecord]:
+    by_id = spans.by_id()
+    out = []
+    while span.parent_span_id in by_id:
+        span = by_id[span.parent_span_id]
+        out.append(span)
+    return out
+
+
+def main_thread_waits(spans: RunSpans, name: str | None = None) -> list[SpanRecord]:
+    """The wait spans of the first process's main thread (not under a thread or task span), in time order."""
+    (root,) = [p for p in spans.processes() if p.parent_span_id == ""]
+    found = []
+    for span in spans.spans:
+        if span.category != "wait" or span.file != root.file or (name and span.name != name):
+            continue
+        if not any(a.category == "thread" for a in ancestors(spans, span)):
+            found.append(span)
+    return sorted(found, key=lambda s: s.start_ns)
+
+
+def targets(spans: RunSpans, wait: SpanRecord) -> list[SpanRecord]:
+    """The spans a wait names, each of which must exist in the run."""
+    by_id = spans.by_id()
+    ids = wait.attributes[ON]
+    assert isinstance(ids, list)
+    missing = [i for i in ids if i not in by_id]
+    assert not missing, (wait.name, missing)
+    return [by_id[i] for i in ids]
+
+
+def assert_wait(wait: SpanRecord, name: str) -> None:
+    assert (wait.name, wait.kind, wait.category, wait.status) == (name, "INTERNAL", "wait", "UNSET")
+    assert wait.end_ns - wait.start_ns >= 20_000
+
+
+def test_subprocess_waits_name_the_child(traced):
+    spans = run(traced, f"""
+        import subprocess, sys
+        subprocess.run({SLEEPER})                                   # Popen.communicate
+        subprocess.check_output({SLEEPER})                          # Popen.communicate
+        p = subprocess.Popen({SLEEPER}); p.wait()                   # Popen.wait
+        p.wait(); p.poll(); p.communicate()                         # reaped: nothing blocks
+        p = subprocess.Popen({SLEEPER}, stdout=subprocess.PIPE); p.communicate()
+        subprocess.check_call({SLEEPER})                            # Popen.wait (call)
+    """)
+    children = sorted(spans.named("subprocess"), key=lambda s: s.start_ns)
+    waits = main_thread_waits(spans)
+    assert [w.name for w in waits] == ["Popen.communicate", "Popen.communicate", "Popen.wait", "Popen.communicate",
+                                       "Popen.wait"]
+    assert len(children) == 5
+    for wait, child in zip(waits, children):
+        assert_wait(wait, wait.name)
+        assert targets(spans, wait) == [child]
+        assert child.start_ns < wait.start_ns and wait.end_ns >= child.end_ns - 1_000_000
+        assert wait.parent_span_id == spans.processes()[0].span_id
+
+
+def test_os_waitpid_on_a_pid_and_on_any_child(traced):
+    spans = run(traced, """
+        import os, sys, time
+        leaf = [sys.executable, '-c', 'import time; time.sleep(0.15)']
+        pid = os.posix_spawn(sys.executable, leaf, os.environ)
+        os.waitpid(pid, 0)
+        a = os.posix_spawn(sys.executable, leaf, os.environ)
+        b = os.posix_spawn(sys.executable, leaf, os.environ)
+        os.waitpid(-1, 0)
+        os.waitpid(-1, 0)
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.1)
+            os._exit(0)
+        os.wait()
+        time.sleep(0.1)
+        os.waitpid(os.posix_spawn("/bin/sleep", ["sleep", "0.2"], os.environ), os.WNOHANG)   # a poll: no wait
+        time.sleep(0.6)
+        os.wait()                                                   # an exited child: (almost) no wait
+    """)
+    spawns = sorted([s for s in spans.spans if s.kind == "CLIENT" and s.category == "subprocess"],
+                    key=lambda s: s.start_ns)
+    first, a, b, forked, last = spawns
+    waits = main_thread_waits(spans)
+    if len(waits) == 5:  # os.wait on the exited child took 20 us (a loaded machine): its wait names it
+        assert targets(spans, waits.pop())[0] == last
+    assert [w.name for w in waits] == ["os.waitpid", "os.waitpid", "os.waitpid", "os.wait"]
+    for wait in waits:
+        assert_wait(wait, wait.name)
+    assert targets(spans, waits[0]) == [first]
+    # Any child: the one reaped first, and the other still alive.
+    assert sorted(s.span_id for s in targets(spans, waits[1])) == sorted([a.span_id, b.span_id])
+    reaped_second = targets(spans, waits[2])
+    assert len(reaped_second) == 1 and reaped_second[0] in (a, b)
+    assert targets(spans, waits[3])[0] == forked
+
+
+def test_a_wait_on_a_child_the_agent_did_not_start_says_its_pid(traced):
+    spans = run(traced, """
+        import os, posix, time
+        pid = posix.fork()                                          # the C function: no fork span
+        if pid == 0:
+            time.sleep(0.1)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(pid)
+    """)
+    (wait,) = main_thread_waits(spans)
+    assert_wait(wait, "os.waitpid")
+    assert wait.attributes[ON] == []
+    assert wait.attributes["process.pid"] == [p for p in spans.processes() if p.parent_span_id][0].attributes["process.pid"]
+
+
+def test_thread_join_names_the_thread_span_and_the_thread_holds_its_spans(traced):
+    spans = run(traced, f"""
+        import subprocess, sys, threading
+        def work():
+            subprocess.run({SLEEPER})
+        thread = threading.Thread(target=work, name="worker")
+        thread.start()
+        thread.join()
+        thread.join()                                               # finished: nothing blocks
+        threading.Thread(target=int).start()                        # never joined
+    """)
+    process = [p for p in spans.processes() if p.parent_span_id == ""][0]
+    threads = sorted(spans.named("thread"), key=lambda s: s.start_ns)
+    assert len(threads) == 2
+    worker = threads[0]
+    assert worker.category == "thread" and worker.kind == "INTERNAL"
+    assert worker.attributes["thread.name"] == "worker"
+    assert isinstance(worker.attributes["thread.id"], int) and worker.attributes["thread.id"] != process.attributes["process.pid"]
+    assert worker.parent_span_id == process.span_id
+    (join,) = main_thread_waits(spans)
+    assert_wait(join, "Thread.join")
+    assert targets(spans, join) == [worker]
+    # What the thread did is under its span, and its own wait is the thread's, not the main thread's.
+    (child,) = spans.named("subprocess")
+    assert worker in ancestors(spans, child)
+    (inner,) = [w for w in spans.spans if w.category == "wait" and w.name == "Popen.communicate"]
+    assert spans.parent(inner) == worker
+    assert not [s for s in spans.spans if s.incomplete]
+
+
+def test_a_thread_started_under_a_span_is_its_child(traced):
+    spans = run(traced, """
+        import threading
+        from selfopt_trace_agent import tracer
+        phase = tracer.start_span("phase", "phase")
+        token = tracer.activate(phase)
+        t = threading.Thread(target=lambda: None); t.start()
+        tracer.deactivate(token)
+        t.join()
+        tracer.end_span(phase)
+    """)
+    (phase,) = spans.named("phase")
+    (thread,) = spans.named("thread")
+    assert thread.parent_span_id == phase.span_id
+
+
+POOL = f"""
+import concurrent.futures as cf, subprocess, sys, time
+def work(n):
+    time.sleep(0.05 * (n + 1))
+    return n
+def spawn(_):
+    subprocess.run({SLEEPER})
+with cf.ThreadPoolExecutor(2) as pool:
+    futures = [pool.submit(work, i) for i in range(3)]
+    print(sorted(f.result() for f in cf.as_completed(futures)))
+    print(pool.submit(work, 0).result())
+    print(list(pool.map(work, [0, 1])))
+    done = pool.submit(int, "5"); time.sleep(0.1); print(done.result(), done.exception())
+    print(len(cf.wait([pool.submit(work, 1), pool.submit(work, 0)])[0]))
+    pool.submit(spawn, 0).result()
+"""
+
+
+def test_thread_pool_tasks_and_waits_on_them(traced):
+    spans = run(traced, POOL)
+    process = [p for p in spans.processes() if p.parent_span_id == ""][0]
+    tasks = sorted(spans.named("task"), key=lambda s: s.start_ns)
+    assert len(tasks) == 3 + 1 + 2 + 1 + 2 + 1
+    for task in tasks:
+        assert (task.kind, task.category, task.parent_span_id) == ("INTERNAL", "thread", process.span_id)
+        assert task.attributes["code.function"] in ("work", "int", "spawn")
+        assert isinstance(task.attributes["thread.id"], int)
+    workers = spans.named("thread")
+    assert {t.attributes["thread.id"] for t in tasks} == {w.attributes["thread.id"] for w in workers}
+    waits = main_thread_waits(spans)
+    names = [w.name for w in waits]
+    # as_completed: three blocking steps; result; map: two results; the done future: nothing; wait;
+    # result; then the pool's shutdown joins its two workers (when a join takes 20 us or more).
+    assert names[:8] == ["futures.as_completed"] * 3 + ["Future.result"] * 3 + ["futures.wait", "Future.result"], names
+    assert names[8:] in (["Thread.join"] * 2, ["Thread.join"], []), names
+    for wait in waits:
+        assert_wait(wait, wait.name)
+        named = targets(spans, wait)
+        assert named, wait
+        kinds = {s.name for s in named}
+        assert kinds == ({"thread"} if wait.name == "Thread.join" else {"task"})
+        # every target was running during the wait
+        assert all(s.start_ns < wait.end_ns and s.end_ns > wait.start_ns for s in named if s.name == "task")
+    first = targets(spans, waits[0])
+    assert tasks[0] in first
+    assert sorted(s.span_id for s in targets(spans, waits[6])) == sorted(s.span_id for s in tasks[7:9])
+    assert targets(spans, waits[7]) == [tasks[9]]
+    # what a task did is under its task span
+    (child,) = spans.named("subprocess")
+    assert tasks[-1] in ancestors(spans, child)
+    assert not [s for s in spans.spans if s.incomplete]
+
+
+def test_tasks_and_threads_keep_the_submitting_span(traced):
+    spans = run(traced, """
+        import asyncio, concurrent.futures as cf, time
+        from selfopt_trace_agent import tracer
+        phase = tracer.start_span("phase", "phase")
+        token = tracer.activate(phase)
+        with cf.ThreadPoolExecutor(1) as pool:
+            pool.submit(time.sleep, 0.01).result()
+            async def main():
+                await asyncio.get_running_loop().run_in_executor(pool, time.sleep, 0.01)
+                await asyncio.to_thread(time.sleep, 0.01)
+            asyncio.run(main())
+        tracer.deactivate(token)
+        tracer.end_span(phase)
+    """)
+    (phase,) = spans.named("phase")
+    tasks = spans.named("task")
+    assert len(tasks) >= 3
+    assert {t.parent_span_id for t in tasks} == {phase.span_id}
+    assert {t.attributes["code.function"] for t in tasks} >= {"sleep"}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_join_and_pool_map(traced, method):
+    spans = run(traced, f"""
+        import multiprocessing as mp, time
+        def work(n):
+            time.sleep(0.05)
+            return n * n
+        if __name__ == "__main__":
+            mp.set_start_method({method!r})
+            p = mp.Process(target=work, args=(1,)); p.start(); p.join(); p.join()
+            with mp.Pool(2) as pool:
+                print(pool.map(work, range(4)))
+                print(pool.apply(work, (3,)))
+                pool.close(); pool.join()
+    """)
+    starts = {s.attributes["process.command_args"][0]: s for s in spans.named("multiprocessing")}
+    waits = main_thread_waits(spans)
+    names = [w.name for w in waits]
+    assert names[:3] == ["Process.join", "AsyncResult.get", "AsyncResult.get"], names
+    assert targets(spans, waits[0]) == [starts["Process-1"]]
+    pool_workers = sorted(k for k in starts if "PoolWorker" in k)
+    assert len(pool_workers) == 2
+    for wait in waits[1:3]:
+        assert sorted(s.attributes["process.command_args"][0] for s in targets(spans, wait)) == pool_workers
+    # pool.join: the pool's helper threads and its workers
+    rest = waits[3:]
+    assert {w.name for w in rest} <= {"Thread.join", "Process.join"}
+    for wait in rest:
+        assert_wait(wait, wait.name)
+        assert targets(spans, wait)
+
+
+def test_process_pool_executor_futures_name_the_workers(traced):
+    spans = run(traced, """
+        import concurrent.futures as cf, time
+        def work(n):
+            time.sleep(0.05)
+            return n
+        if __name__ == "__main__":
+            with cf.ProcessPoolExecutor(2) as pool:
+                print(pool.submit(work, 1).result())
+                print(sorted(f.result() for f in cf.as_completed([pool.submit(work, i) for i in range(2)])))
+    """)
+    workers = {s.span_id for s in spans.named("multiprocessing")}
+    assert len(workers) == 2
+    waits = [w for w in main_thread_waits(spans) if w.name in ("Future.result", "futures.as_completed")]
+    assert [w.name for w in waits][:1] == ["Future.result"]
+    assert "futures.as_completed" in [w.name for w in waits]
+    for wait in waits:
+        named = {s.span_id for s in targets(spans, wait)}
+        assert named and named <= workers
+
+
+def test_asyncio_subprocess_wait(traced):
+    spans = run(traced, f"""
+        import asyncio, sys
+        async def main():
+            proc = await asyncio.create_subprocess_exec(*{SLEEPER})
+            await proc.wait()
+            await proc.wait()                                       # exited: nothing blocks
+            proc = await asyncio.create_subprocess_exec(*{SLEEPER}, stdout=asyncio.subprocess.PIPE)
+            await proc.communicate()
+        asyncio.run(main())
+    """)
+    children = sorted(spans.named("subprocess"), key=lambda s: s.start_ns)
+    waits = main_thread_waits(spans)
+    assert [w.name for w in waits] == ["asyncio.Process.wait", "asyncio.Process.communicate"]
+    for wait, child in zip(waits, children):
+        assert_wait(wait, wait.name)
+        assert targets(spans, wait) == [child]
+
+
+def test_waits_that_do_not_block_record_nothing(traced):
+    spans = run(traced, """
+        import concurrent.futures as cf, multiprocessing.pool, subprocess, sys, threading, time
+        p = subprocess.Popen([sys.executable, '-c', 'pass'])
+        t = threading.Thread(target=int); t.start()
+        with cf.ThreadPoolExecutor(1) as pool:
+            f = pool.submit(int, "1")
+        with multiprocessing.pool.ThreadPool(1) as tpool:
+            r = tpool.apply_async(int, ("1",)); r.wait()
+            time.sleep(0.5)
+            p.wait(); t.join()
+            print(time.time_ns(), flush=True)
+            for _ in range(200):
+                p.wait(); t.join(); f.result(); f.exception(); cf.wait([f]); list(cf.as_completed([f])); r.get(); r.wait()
+            print(time.time_ns(), flush=True)
+    """)
+    begin, end = map(int, spans.stdout.split())
+    during = [w.name for w in main_thread_waits(spans) if begin <= w.start_ns <= end]
+    assert during == []
+
+
+TIMEOUTS = """
+import concurrent.futures as cf, subprocess, sys, threading, time, traceback
+p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(5)'])
+try:
+    p.wait(timeout=0.1)
+except subprocess.TimeoutExpired:
+    traceback.print_exc()
+p.kill(); p.wait()
+with cf.ThreadPoolExecutor(1) as pool:
+    f = pool.submit(time.sleep, 0.4)
+    for call in (lambda: f.result(timeout=0.05), lambda: list(cf.as_completed([f], timeout=0.05))):
+        try:
+            call()
+        except cf.TimeoutError:
+            traceback.print_exc()
+    def boom():
+        raise ValueError("from the pool")
+    try:
+        pool.submit(boom).result()
+    except ValueError:
+        traceback.print_exc()
+import os
+try:
+    os.waitpid(-1, 0)
+except ChildProcessError:
+    traceback.print_exc()
+subprocess.run([sys.executable, '-c', 'import time; time.sleep(5)'], timeout=0.2)
+"""
+
+
+def test_timeouts_and_errors_reach_the_program_as_untraced(traced):
+    script = traced.tmp_path / "timeouts.py"
+    script.write_text(TIMEOUTS)
+    env = traced.env()
+    del env["SELFOPT_TRACE_DIR"]
+    untraced = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=60)
+    result = traced.run([sys.executable, str(script)])
+    assert untraced.returncode == result.returncode == 1
+
+    def normal(err: bytes) -> bytes:  # the timeout's own measured seconds differ from run to run
+        import re
+
+        return re.sub(rb"after [0-9.]+ seconds", b"after N seconds", err)
+
+    assert normal(result.stderr) == normal(untraced.stderr)
+    assert result.stdout == untraced.stdout
+    spans = traced.spans()
+    waits = main_thread_waits(spans)
+    # (os.waitpid with no child fails at once; on a loaded machine that may still take 20 us)
+    timed_out = [w for w in waits if w.attributes.get("error.type") not in (None, "ChildProcessError")]
+    assert [(w.name, w.attributes["error.type"]) for w in timed_out] == [
+        ("Popen.wait", "subprocess.TimeoutExpired"), ("Future.result", "TimeoutError"),
+        ("futures.as_completed", "TimeoutError"), ("Future.result", "ValueError"),
+        ("Popen.communicate", "subprocess.TimeoutExpired")]
+    assert all(w.status == "UNSET" for w in timed_out)
+    assert 90_000_000 <= timed_out[0].end_ns - timed_out[0].start_ns < 2_000_000_000
+
+
+def test_threads_still_running_at_exit_end_with_the_process(traced):
+    spans = run(traced, """
+        import threading, time
+        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+        worker = threading.Thread(target=time.sleep, args=(0.2,)); worker.start()   # joined at exit
+    """)
+    process = [p for p in spans.processes() if p.parent_span_id == ""][0]
+    daemon, worker = sorted(spans.named("thread"), key=lambda s: s.start_ns)
+    assert not daemon.incomplete and daemon.end_ns <= process.end_ns
+    (shutdown,) = main_thread_waits(spans)
+    assert_wait(shutdown, "threading._shutdown")
+    assert targets(spans, shutdown) == [worker]
+
+
+def test_the_store_holds_waits_whose_targets_are_in_the_run(tmp_path):
+    """Through `selfopt-trace run`: the loader keeps the new categories and every target is a span of the run."""
+    import duckdb
+
+    from tests.cli.conftest import Cli
+
+    cli = Cli(tmp_path)
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(f"""
+        import concurrent.futures as cf, subprocess, sys, threading, time
+        subprocess.run({SLEEPER})
+        t = threading.Thread(target=time.sleep, args=(0.05,)); t.start(); t.join()
+        with cf.ThreadPoolExecutor(1) as pool:
+            pool.submit(time.sleep, 0.05).result()
+    """))
+    result = cli("run", "--quiet", "--", sys.executable, str(script))
+    assert result.returncode == 0, result.stderr.decode()
+    with duckdb.connect(str(cli.db), read_only=True) as con:
+        rows = con.execute("SELECT name, category, attributes FROM spans WHERE category IN ('wait', 'thread')").fetchall()
+        ids = {row[0] for row in con.execute("SELECT span_id FROM spans").fetchall()}
+    waits = [(name, json.loads(attributes)) for name, category, attributes in rows if category == "wait"]
+    # (the pool's shutdown may add a join of its worker)
+    assert {name for name, _ in waits} == {"Future.result", "Popen.communicate", "Thread.join"}
+    for _, attributes in waits:
+        assert attributes[ON] and set(attributes[ON]) <= ids
+    assert sorted(name for name, category, _ in rows if category == "thread") == ["task", "thread", "thread"]
+
+
+# --- the wrapper itself, in process, on a fake clock -------------------------------------------------
+
+@pytest.fixture()
+def agent(tmp_path, monkeypatch):
+    """The agent's tracer writing to tmp_path/spans, and hooks/waits.py reading a clock the test moves."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import tracer
+    from selfopt_trace.bootstrap.selfopt_trace_agent.hooks import waits
+
+    tracer.configure(str(tmp_path / "spans"), "")  # the flusher counts as started: no thread in pytest
+    root = tracer.Span(tracer.new_span_id(), None, "", "ab" * 16, "process", tracer.INTERNAL, "process", 1, None)
+    tracer.set_root(root, root.trace_id, "")
+    clock = [1_800_000_000_000_000_000]
+    monkeypatch.setattr(waits, "time_ns", lambda: clock[0])
+
+    def records() -> list[list[str]]:
+        tracer.flush()
+        lines = [line.split("\t") for path in (tmp_path / "spans").iterdir() for line in path.read_text().splitlines()]
+        return [fields for fields in lines if fields[0] == "X" and fields[6] == "wait"]
+
+    yield waits, clock, records
+    tracer.set_root(None, "", "")
+    tracer.flush()
+
+
+def test_only_a_call_that_blocked_past_the_threshold_is_recorded(agent):
+    waits, clock, records = agent
+
+    class Thing:
+        done = False
+
+        def wait(self, timeout=None):  # "blocks" for `timeout` ns of the fake clock
+            clock[0] += timeout
+            if timeout == 99:
+                raise TimeoutError("late")
+            return timeout
+
+    wait = waits.method(Thing.wait, "Thing.wait", lambda thing, captured: (["00000000000000aa"], None),
+                        ready=lambda thing: thing.done)
+    thing = Thing()
+    assert wait(thing, waits.THRESHOLD_NS - 1) == waits.THRESHOLD_NS - 1
+    assert records() == []
+    start = clock[0]
+    assert wait(thing, timeout=waits.THRESHOLD_NS) == waits.THRESHOLD_NS
+    (record,) = records()
+    assert record[4:10] == ["Thing.wait", "INTERNAL", "wait", str(start), str(start + waits.THRESHOLD_NS), "UNSET"]
+    assert json.loads(record[10]) == {ON: ["00000000000000aa"]}
+    thing.done = True
+    wait(thing, 10**9)  # ready: it cannot block, so it is not even timed
+    assert len(records()) == 1
+
+
+def test_a_nested_wait_is_part_of_the_outer_one_and_errors_pass_through(agent):
+    waits, clock, records = agent
+    inner = waits.method(lambda self, timeout=None: clock.__setitem__(0, clock[0] + timeout), "Inner.wait",
+                         lambda thing, captured: ([], {"process.pid": 7}))
+
+    def outer_call(self, timeout=None):
+        inner(self, timeout)
+        if timeout == 99_999:
+            raise TimeoutError("late")
+        return "done"
+
+    outer = waits.method(outer_call, "Outer.wait", lambda thing, captured: (["00000000000000bb"], None), outer=True)
+    assert outer(object(), 50_000) == "done"
+    with pytest.raises(TimeoutError, match="late") as caught:
+        outer(object(), 99_999)
+    assert caught.value.__traceback__.tb_next.tb_frame.f_code is outer_call.__code__  # no wrapper frame of ours
+    assert inner(object(), 30_000) is None
+    found = [(r[4], json.loads(r[10])) for r in records()]
+    assert found == [("Outer.wait", {ON: ["00000000000000bb"]}),
+                     ("Outer.wait", {ON: ["00000000000000bb"], "error.type": "TimeoutError"}),
+                     ("Inner.wait", {ON: [], "process.pid": 7})]
+    assert not waits.busy
