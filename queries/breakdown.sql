@@ -35,22 +35,20 @@
 WITH RECURSIVE
 -- Every span as an activity of its unit (selfopt_trace/store/macros.sql).
 coded AS MATERIALIZED (
-    SELECT * FROM run_activity($run_id)
+    SELECT id, parent, unit, is_root, is_top, category, pid, rs, re, waiter, waits_on, tid, code,
+           parent_rs, parent_re, parent_code
+    FROM run_activity($run_id)
 ),
 run_extent AS (  -- the run's wall time: its top-level spans (normally the main process)
     SELECT min(rs) AS start_ns, max(re) AS end_ns FROM coded WHERE is_top
 ),
-within AS (  -- each span within the run
-    SELECT c.* REPLACE (greatest(c.rs, r.start_ns) AS rs, least(c.re, r.end_ns) AS re)
-    FROM coded AS c, run_extent AS r
-),
--- ... and clipped to its same-unit parent (cs, ce).
+-- Each span within the run (rs, re), and clipped to its same-unit parent (cs, ce).
 linked AS MATERIALIZED (
-    SELECT c.id, c.unit, c.is_root, c.is_top, c.parent, c.code, c.category, c.waiter, c.rs, c.re,
-           p.code AS parent_code,
-           greatest(c.rs, coalesce(p.rs, c.rs)) AS cs, least(c.re, coalesce(p.re, c.re)) AS ce
-    FROM within AS c
-    LEFT JOIN within AS p ON p.id = c.parent
+    SELECT c.id, c.unit, c.is_root, c.is_top, c.parent, c.code, c.category, c.waiter, c.parent_code,
+           greatest(c.rs, r.start_ns) AS rs, least(c.re, r.end_ns) AS re,
+           greatest(c.rs, coalesce(c.parent_rs, c.rs), r.start_ns) AS cs,
+           least(c.re, coalesce(c.parent_re, c.re), r.end_ns) AS ce
+    FROM coded AS c, run_extent AS r
 ),
 -- Same-unit owners whose children overlap (in start order, two neighbours do whenever any two do)
 -- or poke out of them: the few that need their children's union.
@@ -178,51 +176,36 @@ breakpoints AS MATERIALIZED (
           WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING))
     WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING)
 ),
--- F and G at the few other points needed: island and wait piece ends.
-points AS (
-    SELECT unit, cs AS t FROM islands UNION SELECT unit, ce FROM islands
-    UNION SELECT unit, p0 FROM pieces UNION SELECT unit, p1 FROM pieces
-),
-at_points AS MATERIALIZED (
-    SELECT x.unit, x.t, coalesce(b.f + (x.t - b.t) * b.w / b.k, 0) AS f,
-           coalesce(b.g + (x.t - b.t) * b.w * b.r / b.k, 0) AS g
-    FROM points AS x
-    ASOF LEFT JOIN breakpoints AS b ON b.unit = x.unit AND x.t >= b.t
-),
-shares AS MATERIALIZED (  -- each span's interval: df its share of the wall time, dg the part on the CPU, dt its length
-    SELECT l.id, l.code, l.parent, l.parent_code, l.re - l.rs AS dt,
-           l.parent IS NOT NULL AND l.parent NOT IN (SELECT owner FROM special) AS from_parent,
-           coalesce(e.f + (l.re - e.t) * e.w / e.k, 0) - coalesce(s.f + (l.rs - s.t) * s.w / s.k, 0) AS df,
-           coalesce(e.g + (l.re - e.t) * e.w * e.r / e.k, 0) - coalesce(s.g + (l.rs - s.t) * s.w * s.r / s.k, 0) AS dg
-    FROM (SELECT * FROM linked WHERE re > rs) AS l
-    ASOF LEFT JOIN breakpoints AS s ON s.unit = l.unit AND l.rs >= s.t
-    ASOF LEFT JOIN breakpoints AS e ON e.unit = l.unit AND l.re >= e.t
-),
--- Self time as sums: each span adds its interval to its own category and takes it from its
--- parent's (a special parent loses its children's union instead); a wait loses what it passed on.
--- `owned`: the few terms that are neither a span's own nor taken from its parent.
-owned AS (
-    SELECT i.owner_code AS code, i.owner, s.f - e.f AS df, s.g - e.g AS dg, i.cs - i.ce AS dt
-    FROM islands AS i
-    JOIN at_points AS s ON s.unit = i.unit AND s.t = i.cs
-    JOIN at_points AS e ON e.unit = i.unit AND e.t = i.ce
+-- Self time as sums of signed ends: a span adds its interval (end minus start) to its own category
+-- and takes it from its parent's (a special parent loses its children's islands instead); a wait
+-- loses the pieces it passed on. An end's value is its time (busy), F (wall) and G (on the CPU).
+ends AS (
+    SELECT l.unit, CASE WHEN x.sign < 0 THEN l.rs ELSE l.re END AS t, x.sign, l.id AS owner, l.code, l.parent,
+           l.parent_code, l.parent IS NOT NULL AND l.parent NOT IN (SELECT owner FROM special) AS from_parent
+    FROM (SELECT * FROM linked WHERE re > rs) AS l, (VALUES (-1), (1)) AS x(sign)
     UNION ALL
-    SELECT p.code, p.waiter, s.f - e.f, s.g - e.g, p.p0 - p.p1
-    FROM pieces AS p
-    JOIN at_points AS s ON s.unit = p.unit AND s.t = p.p0
-    JOIN at_points AS e ON e.unit = p.unit AND e.t = p.p1
-    WHERE p.n_live > 0
+    SELECT unit, t, sign, owner, owner_code, NULL, NULL, false
+    FROM islands, LATERAL (VALUES (cs, 1), (ce, -1)) AS x(t, sign)
     UNION ALL
-    SELECT 13, 0::UBIGINT, x.ns, x.ns, x.ns  -- no top-level unit alive
-    FROM (SELECT (SELECT end_ns - start_ns FROM run_extent)
-                 - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
+    SELECT unit, t, sign, waiter, code, NULL, NULL, false
+    FROM pieces, LATERAL (VALUES (p0, 1), (p1, -1)) AS x(t, sign)
+    WHERE n_live > 0
+),
+valued AS MATERIALIZED (
+    SELECT e.owner, e.code, e.parent, e.parent_code, e.from_parent, e.sign * e.t AS dt,
+           e.sign * coalesce(b.f + (e.t - b.t) * b.w / b.k, 0) AS df,
+           e.sign * coalesce(b.g + (e.t - b.t) * b.w * b.r / b.k, 0) AS dg
+    FROM ends AS e
+    ASOF LEFT JOIN breakpoints AS b ON b.unit = e.unit AND e.t >= b.t
 ),
 code_terms AS (
-    SELECT code, sum(df) AS df, sum(dg) AS dg, sum(dt) AS dt FROM shares GROUP BY code
+    SELECT code, sum(df) AS df, sum(dg) AS dg, sum(dt) AS dt FROM valued GROUP BY code
     UNION ALL
-    SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM shares WHERE from_parent GROUP BY parent_code
+    SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM valued WHERE from_parent GROUP BY parent_code
     UNION ALL
-    SELECT code, sum(df), sum(dg), sum(dt) FROM owned GROUP BY code
+    SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive
+    FROM (SELECT (SELECT end_ns - start_ns FROM run_extent)
+                 - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
 ),
 -- Calls too small to be spans, summed onto a span: that much of its self time is serialization
 -- or parsing (in proportion over its self intervals).
@@ -248,12 +231,10 @@ small_moves AS (
            least(coalesce(s.parsing_ns, 0) / o.busy_ns, 1.0 - least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns))
                AS parsing
     FROM (SELECT owner, any_value(code) AS code, sum(df) AS wall_ns, sum(dg) AS cpu_ns, sum(dt) AS busy_ns
-          FROM (SELECT id AS owner, code, df, dg, dt FROM shares WHERE id IN (SELECT id FROM small_sums)
+          FROM (SELECT owner, code, df, dg, dt FROM valued WHERE owner IN (SELECT id FROM small_sums)
                 UNION ALL
-                SELECT parent, parent_code, -df, -dg, -dt FROM shares
-                WHERE from_parent AND parent IN (SELECT id FROM small_sums)
-                UNION ALL
-                SELECT owner, code, df, dg, dt FROM owned WHERE owner IN (SELECT id FROM small_sums))
+                SELECT parent, parent_code, -df, -dg, -dt FROM valued
+                WHERE from_parent AND parent IN (SELECT id FROM small_sums))
           GROUP BY owner
           HAVING sum(dt) > 0) AS o
     JOIN small_sums AS s ON s.id = o.owner

@@ -16,6 +16,34 @@
 --   waits_on              the units it waits on (roots' ids)
 --   tid                   a `thread`/`task` span's thread id
 --   code                  what its self time is, as breakdown.sql numbers its categories
+--   parent_rs, parent_re, parent_code    the same of its parent, when the parent is in its unit
+
+-- A span waits on what is started under it or what it names (see run_activity's `waiter`).
+CREATE OR REPLACE TEMP MACRO activity_waiter(category, kind, shell, legacy) AS
+    category = 'wait' OR (kind = 'CLIENT' AND category IN ('http', 'container'))
+    OR (category = 'subprocess' AND (coalesce(shell, false) OR legacy));
+
+-- The end of a span as activity of its unit: a spawning span is only its spawning call.
+CREATE OR REPLACE TEMP MACRO activity_end(category, waiter, start_ns, end_ns, spawn_ns) AS
+    CASE WHEN category = 'subprocess' AND NOT waiter THEN least(end_ns, start_ns + coalesce(spawn_ns, 0))
+         ELSE end_ns END;
+
+-- What a span's self time is, numbered as breakdown.sql's categories. `main`: in a top-level process.
+CREATE OR REPLACE TEMP MACRO activity_code(category, kind, waiter, wait_code, traced, docker, main) AS
+    CASE
+        WHEN category = 'wait' THEN coalesce(wait_code, 12)
+        WHEN category = 'startup' THEN 1
+        WHEN category = 'import' THEN 2
+        WHEN category = 'parse' THEN 3
+        WHEN category = 'serialization' THEN 4
+        WHEN category = 'http' AND kind = 'SERVER' THEN 6
+        WHEN category = 'http' THEN 5
+        WHEN category = 'container' OR (category = 'subprocess' AND coalesce(docker, false)) THEN 9
+        WHEN category = 'subprocess' THEN CASE WHEN coalesce(traced, false) OR NOT waiter THEN 7 ELSE 11 END
+        WHEN main THEN 10
+        ELSE 8
+    END;
+
 CREATE OR REPLACE TEMP MACRO run_activity(for_run) AS TABLE
 WITH RECURSIVE
 run_spans AS NOT MATERIALIZED (
@@ -85,9 +113,10 @@ nodes AS MATERIALIZED (
 -- A unit is one thread of execution: a process's main thread (its process span), a `thread` or
 -- `task` span, or any span whose parent is in another process (a SERVER span's handler). Every
 -- other span belongs to its parent's unit.
-parented AS MATERIALIZED (
+parented AS MATERIALIZED (  -- with the parent's fields: within a unit, a span needs its parent's
     SELECT n.*, p.id AS found_parent,
-           n.is_process OR n.category = 'thread' OR p.id IS NULL OR p.process_key <> n.process_key AS is_root
+           n.is_process OR n.category = 'thread' OR p.id IS NULL OR p.process_key <> n.process_key AS is_root,
+           p.category AS parent_category, p.kind AS parent_kind, p.start_ns AS parent_start, p.end_ns AS parent_end
     FROM nodes AS n
     LEFT JOIN nodes AS p ON p.id = n.parent
 ),
@@ -135,38 +164,45 @@ wait_codes AS (  -- a wait's own time, when nothing it waits on is alive
     LEFT JOIN spawn_kinds AS k ON k.id = x.named
     GROUP BY d.id
 ),
+-- The facts of the few spans that have any: attributes, what a wait's own time is, what a
+-- spawning span started.
+facts AS MATERIALIZED (
+    SELECT coalesce(d.id, w.id, k.id) AS id, d.spawn_ns, d.shell, d.tid, w.code AS wait_code, k.traced, k.docker
+    FROM details AS d
+    FULL JOIN wait_codes AS w ON w.id = d.id
+    FULL JOIN spawn_kinds AS k ON k.id = coalesce(d.id, w.id)
+),
 -- Each span: its unit, its code (what its self time is, as a number: the output's order), whether
 -- it waits, and its interval in its unit (rs, re): a child process's whole life is not its
 -- spawner's activity, only the spawning call is (a subprocess span that is itself a wait excepted).
+-- The same for its parent, when the parent is in the same unit.
 coded AS MATERIALIZED (
-    SELECT p.id, p.unit, p.is_root, CASE WHEN NOT p.is_root THEN p.parent END AS parent,
-           p.found_parent IS NULL AS is_top, p.name, p.pid, p.category, p.waiter, p.tid, p.start_ns, p.end_ns,
-           p.start_ns AS rs,
-           CASE WHEN p.category = 'subprocess' AND NOT p.waiter
-                THEN least(p.end_ns, p.start_ns + coalesce(p.spawn_ns, 0)) ELSE p.end_ns END AS re,
-        CASE
-            WHEN p.category = 'wait' THEN coalesce(w.code, 12)
-            WHEN p.category = 'startup' THEN 1
-            WHEN p.category = 'import' THEN 2
-            WHEN p.category = 'parse' THEN 3
-            WHEN p.category = 'serialization' THEN 4
-            WHEN p.category = 'http' AND p.kind = 'SERVER' THEN 6
-            WHEN p.category = 'http' THEN 5
-            WHEN p.category = 'container' OR (p.category = 'subprocess' AND k.docker) THEN 9
-            WHEN p.category = 'subprocess' THEN CASE WHEN k.traced OR NOT p.waiter THEN 7 ELSE 11 END
-            WHEN m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) THEN 10
-            ELSE 8
-        END AS code
-    FROM (SELECT p.*, d.spawn_ns, d.tid, d.shell, coalesce(r.only_root, t.unit) AS unit,
-                 p.category = 'wait' OR (p.kind = 'CLIENT' AND p.category IN ('http', 'container'))
-                 OR (p.category = 'subprocess' AND (coalesce(d.shell, false) OR (SELECT legacy_run FROM legacy))) AS waiter
+    SELECT p.id, p.unit, p.is_root, p.is_top, p.name, p.pid, p.category, p.waiter, p.tid, p.start_ns, p.end_ns,
+           p.start_ns AS rs, activity_end(p.category, p.waiter, p.start_ns, p.end_ns, p.spawn_ns) AS re,
+           activity_code(p.category, p.kind, p.waiter, p.wait_code, p.traced, p.docker, p.main) AS code,
+           CASE WHEN NOT p.is_root THEN p.parent END AS parent,
+           CASE WHEN NOT p.is_root THEN p.parent_start END AS parent_rs,
+           CASE WHEN NOT p.is_root
+                THEN activity_end(p.parent_category, p.parent_waiter, p.parent_start, p.parent_end, p.parent_spawn_ns)
+           END AS parent_re,
+           CASE WHEN NOT p.is_root
+                THEN activity_code(p.parent_category, p.parent_kind, p.parent_waiter, p.parent_wait_code,
+                                   p.parent_traced, p.parent_docker, p.main)
+           END AS parent_code
+    FROM (SELECT p.*, p.found_parent IS NULL AS is_top, coalesce(r.only_root, t.unit) AS unit,
+                 f.spawn_ns, f.tid, f.wait_code, f.traced, f.docker,
+                 activity_waiter(p.category, p.kind, f.shell, (SELECT legacy_run FROM legacy)) AS waiter,
+                 pf.spawn_ns AS parent_spawn_ns, pf.wait_code AS parent_wait_code, pf.traced AS parent_traced,
+                 pf.docker AS parent_docker,
+                 activity_waiter(p.parent_category, p.parent_kind, pf.shell, (SELECT legacy_run FROM legacy))
+                     AS parent_waiter,
+                 m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) AS main
           FROM parented AS p
-          LEFT JOIN details AS d ON d.id = p.id
+          LEFT JOIN facts AS f ON f.id = p.id
+          LEFT JOIN facts AS pf ON pf.id = p.parent
           LEFT JOIN root_counts AS r ON r.process_key = p.process_key AND r.roots = 1
-          LEFT JOIN unit_tree AS t ON t.id = p.id) AS p
-    LEFT JOIN wait_codes AS w ON w.id = p.id
-    LEFT JOIN spawn_kinds AS k ON k.id = p.id
-    LEFT JOIN main_processes AS m ON m.process_key = p.process_key
+          LEFT JOIN unit_tree AS t ON t.id = p.id
+          LEFT JOIN main_processes AS m ON m.process_key = p.process_key) AS p
     WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
 ),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
@@ -181,6 +217,6 @@ edges AS (
     WHERE c.waiter AND c.category <> 'wait'
 )
 SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.name, c.category, c.pid, c.start_ns, c.end_ns, c.rs, c.re,
-       c.waiter, e.targets AS waits_on, c.tid, c.code
+       c.waiter, e.targets AS waits_on, c.tid, c.code, c.parent_rs, c.parent_re, c.parent_code
 FROM coded AS c
 LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;
