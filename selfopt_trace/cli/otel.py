@@ -35,9 +35,9 @@ def push(
     settings = resolve(os.environ, endpoint, protocol, header or [])  # a bad setting: exit 2, nothing read
     with open_store(db) as store:
         run_id = resolve_run(store, run)
-        result = push_run(store, run_id, settings)
-    target = f"{result.endpoint} (OTLP {result.protocol})"
     db_path = (db or runner.default_db_path(os.environ)).absolute()
+    result = push_run(db_path, run_id, settings)
+    target = f"{result.endpoint} (OTLP {result.protocol})"
     try:  # the store was read-only while sending (others could read it): now write down what was sent
         with open_store_waiting(db_path, lock_patience(os.environ)) as store:
             record_send(store, run_id, "push", result.endpoint, result.protocol, result.total, result.sent,

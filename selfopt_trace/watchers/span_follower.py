@@ -46,6 +46,7 @@ class _Followed:
     """One span file and what has been read of it."""
 
     path: Path
+    name: str = ""  # the file's name: the spans' source_file
     offset: int = 0
     partial: bytes = b""
     header: bool = False
@@ -83,7 +84,7 @@ class SpanFollower:
         for name in names:
             followed = self.files.get(name)
             if followed is None:
-                followed = self.files[name] = _Followed(self.spans_dir / name)
+                followed = self.files[name] = _Followed(self.spans_dir / name, name)
             if followed.refused is None:
                 self._read(followed, ended)
         return self._settle(ended)
@@ -148,31 +149,61 @@ class SpanFollower:
         if not data:
             return
         followed.offset += len(data)
-        lines = (followed.partial + data).split(b"\n")
-        followed.partial = lines.pop()  # b"" after a final newline; else a line still being written
-        for raw in lines:
-            self._line(followed, raw, ended)
+        buffer = followed.partial + data
+        complete = buffer.rfind(b"\n") + 1
+        followed.partial = buffer[complete:]  # a line still being written (or torn): completed by a later read
+        for fields, attributes in self._parse(buffer[:complete]):
+            self._record_line(followed, fields, attributes, ended)
             if followed.refused is not None:
                 return
 
-    def _line(self, followed: _Followed, raw: bytes, ended: list[SpanRecord]) -> None:
+    def _parse(self, chunk: bytes) -> list[tuple[list[str], dict[str, Any]]]:
+        """The well-formed lines of a chunk: (fields, attributes). The attributes of the whole chunk are
+        parsed as one JSON array (one call, not one per line), line by line only when that fails."""
         try:
-            fields = raw.decode("utf-8").split("\t")
-        except UnicodeDecodeError:
-            self.damaged_lines += 1
-            return
-        if len(fields) != _FIELD_COUNT or fields[-1] != spanfile.TERMINATOR:
-            self.damaged_lines += 1
-            return
-        rec, span_id, parent, trace, name, kind, category, start_text, end_text, status, attributes_text, _ = fields
+            lines = chunk.decode("utf-8").split("\n")
+        except UnicodeDecodeError:  # a line that is not UTF-8 (the loader skips it too): decode apart
+            lines = []
+            for raw in chunk.split(b"\n"):
+                try:
+                    lines.append(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    self.damaged_lines += 1
+        lines.pop()  # after the last newline: nothing
+        good, texts = [], []
+        for line in lines:
+            fields = line.split("\t")
+            if len(fields) == _FIELD_COUNT and fields[11] == spanfile.TERMINATOR:
+                good.append(fields)
+                texts.append(fields[10] or "{}")
+            else:
+                self.damaged_lines += 1
+        try:
+            parsed = json.loads("[" + ",".join(texts) + "]")
+        except ValueError:
+            parsed = [self._json(text) for text in texts]
+        out = []
+        for fields, attributes in zip(good, parsed):
+            if isinstance(attributes, dict):
+                out.append((fields, attributes))
+            else:
+                self.damaged_lines += 1
+        return out
+
+    @staticmethod
+    def _json(text: str) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+    def _record_line(self, followed: _Followed, fields: list[str], attributes: dict[str, Any],
+                     ended: list[SpanRecord]) -> None:
+        rec, span_id, parent, trace, name, kind, category, start_text, end_text, status = fields[:10]
         try:
             start = int(start_text) if start_text else 0
             end = int(end_text) if end_text else 0
-            attributes = json.loads(attributes_text) if attributes_text not in ("", "{}") else {}
         except ValueError:
-            self.damaged_lines += 1
-            return
-        if not isinstance(attributes, dict):
             self.damaged_lines += 1
             return
         if not followed.header:
@@ -180,12 +211,14 @@ class SpanFollower:
                 followed.refused = "no header record"
                 return
             self._header(followed, attributes)
-        followed.last_ns = max(followed.last_ns, start, end)
+        if start > followed.last_ns or end > followed.last_ns:
+            followed.last_ns = max(followed.last_ns, start, end)
         if rec == _X:
             if span_id and start_text and end_text:
                 self.spans_seen += 1
-                ended.append(self._record(followed, span_id, parent, trace, name, kind, category, start, end,
-                                          status or "UNSET", attributes))
+                ended.append(SpanRecord(self.run_id, trace, span_id, parent or None, name, kind, category, start, end,
+                                        status or "UNSET", False, followed.service, followed.pid, attributes,
+                                        followed.resource, followed.name))
             else:
                 self.damaged_lines += 1
         elif rec == _S:
@@ -235,8 +268,7 @@ class SpanFollower:
                 category: str, start: int, end: int, status: str, attributes: dict[str, Any],
                 incomplete: bool = False) -> SpanRecord:
         return SpanRecord(self.run_id, trace, span_id, parent or None, name, kind, category, start, end, status,
-                          incomplete, followed.service, followed.pid, attributes, followed.resource,
-                          followed.path.name)
+                          incomplete, followed.service, followed.pid, attributes, followed.resource, followed.name)
 
 
 def _is_process(span: SpanRecord) -> bool:

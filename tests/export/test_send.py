@@ -15,8 +15,9 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from selfopt_trace.export import SpanRecord, fetch_spans
-from selfopt_trace.export.otlp_sdk import MAX_STRING, Converter, Sender, encode
+from selfopt_trace.export.otlp_sdk import MAX_STRING, Converter, Sender
 from selfopt_trace.export.otlp_settings import OtlpSettingsError, resolve
+from selfopt_trace.export.otlp_wire import Encoder
 
 
 def record(n: int, **changes: Any) -> SpanRecord:
@@ -95,10 +96,17 @@ def test_the_encoding_is_the_sdks_byte_for_byte(traced_store) -> None:
                                                 "m": {"k": [True]}, "e": []}))
               for n, (kind, status) in enumerate([("SERVER", "ERROR"), ("CLIENT", "OK"), ("PRODUCER", "UNSET"),
                                                   ("CONSUMER", "ERROR"), ("INTERNAL", "OK")], 1)]
+    # Values the Converter never hands over, straight into a span: the encoder takes them as the SDK does.
+    odd = converter.span(record(9))
+    odd._attributes = {"none": None, "bytes": b"\x00\xff", "neg": -(1 << 63), "big": (1 << 63) - 1, "nan": math.nan,
+                       "empty": "", "zero": 0, "false": False, "nested": [[1, {"a": None}], []], "é": "ü"}
+    spans.append(odd)
     assert len(spans) > 30
-    ours, sdks = encode(spans), encode_spans(spans)
-    assert ours.SerializeToString(deterministic=True) == sdks.SerializeToString(deterministic=True)
-    assert len(ours.resource_spans) == 4  # one per process: three in q1, one here
+    encoder = Encoder()
+    for _ in range(2):  # the second time from its caches
+        ours, sdks = encoder.encode(spans), encode_spans(spans)
+        assert ours.SerializeToString(deterministic=True) == sdks.SerializeToString(deterministic=True)
+    assert len(ours.resource_spans) == 5  # one per process: three in q1, two here
 
 
 def test_values_otlp_cannot_carry_are_converted_and_counted() -> None:
@@ -115,7 +123,7 @@ def test_values_otlp_cannot_carry_are_converted_and_counted() -> None:
     assert sent["selfopt_trace.category"] == "http" and sent["selfopt_trace.incomplete"] is True
     assert converter.counts == {"truncated strings": 1, "strings that were not UTF-8": 3, "NaN or infinite numbers": 4,
                                 "integers beyond 64 bits": 1, "null values": 2}
-    encode([span]).SerializeToString()  # protobuf takes every value now
+    Encoder().encode([span]).SerializeToString()  # protobuf takes every value now
     assert attributes["nan"] is math.nan  # the record itself is untouched
     resource = dict(span.resource.attributes)
     assert resource == {**RESOURCE, "selfopt_trace.run_id": "r"}

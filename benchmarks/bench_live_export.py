@@ -1,0 +1,140 @@
+"""Does the live export keep up with a traced tree that makes 50,000 spans/s? Against writing the files alone.
+
+The traced tree: CMD starts --processes children that together record --rate spans per second for
+--seconds (each span through the agent's own tracer, with two attributes, as hooks record them),
+paced in 1 ms steps. Each round runs it under `selfopt-trace run --no-load` twice, alternating:
+
+- files alone: `--export never` (the agent writes its span files, nothing follows them);
+- live export: `--export always` to the real Collector over gRPC (collectors/build.sh's otelcol, OTLP
+  receiver -> batch -> debug exporter at basic verbosity, every batch line counted).
+
+Per mode it prints the medians of: CMD's wall time (run.json's start/end: is CMD slowed?), the whole
+`run` (CMD plus the exit budget and writing), the spans CMD made, and for the export: spans sent
+(export.json), whether all were sent within the 1 s exit budget, the collector's count, and the
+export's rate over CMD's lifetime. "Keeps up" means every span sent with the budget not exceeded.
+
+    python benchmarks/bench_live_export.py [--rate 50000] [--seconds 5] [--processes 2] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_push import COLLECTOR_CONFIG, free_port, otelcol_binary, received_spans  # noqa: E402
+
+WORKER = """
+import sys, time
+from selfopt_trace_agent import tracer
+rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+start_span, end_span = tracer.start_span, tracer.end_span
+started = time.perf_counter()
+made = 0
+while (elapsed := time.perf_counter() - started) < seconds:
+    due = int(elapsed * rate)
+    while made < due:
+        span = start_span("work", "other", attributes={"work.n": made, "code.function": "work"})
+        end_span(span)
+        made += 1
+    time.sleep(0.001)
+print(made)
+"""
+
+TREE = """
+import subprocess, sys
+worker, rate, seconds, processes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+children = [subprocess.Popen([sys.executable, worker, rate, seconds], stdout=subprocess.PIPE, text=True)
+            for _ in range(processes)]
+print(sum(int(child.communicate()[0]) for child in children))
+"""
+
+
+def run_once(work: Path, name: str, options: list[str], args: argparse.Namespace) -> dict:
+    run_id = f"{name}-{time.monotonic_ns()}"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "selfopt_trace", "run", "--run-id", run_id, "--no-load", "-q",
+                           "--out", str(work / "runs"), *options, "--", sys.executable, str(work / "tree.py"),
+                           str(work / "worker.py"), str(args.rate / args.processes), str(args.seconds),
+                           str(args.processes)], capture_output=True, text=True, cwd=work)
+    whole = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: run failed: {done.stderr}")
+    run_dir = work / "runs" / run_id
+    meta = json.loads((run_dir / "run.json").read_text())
+    result = {"cmd_s": (meta["end_ns"] - meta["start_ns"]) / 1e9, "run_s": whole, "made": int(done.stdout.split()[0])}
+    export = run_dir / "export.json"
+    if export.exists():
+        record = json.loads(export.read_text())
+        result.update(sent=record["spans_sent"], seen=record["spans_seen"], complete=record["complete"],
+                      over_budget=record["exit_budget_exceeded"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=50_000, help="spans per second, all processes together")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-live-") as scratch:
+        work = Path(scratch)
+        (work / "worker.py").write_text(WORKER)
+        (work / "tree.py").write_text(TREE)
+        ports = {"grpc": free_port(), "http": free_port()}
+        (work / "otelcol.yaml").write_text(COLLECTOR_CONFIG.format(**ports))
+        log = work / "otelcol.log"
+        with log.open("wb") as out:
+            collector = subprocess.Popen([str(otelcol_binary()), f"--config={work / 'otelcol.yaml'}"], stdout=out,
+                                         stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", ports["grpc"]), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or collector.poll() is not None:
+                        raise SystemExit(f"the collector did not start:\n{log.read_text()[-2000:]}")
+                    time.sleep(0.1)
+            live = ["--export", "always", "--otlp-protocol", "grpc", "--otlp-endpoint", f"http://127.0.0.1:{ports['grpc']}"]
+            results: dict[str, list[dict]] = {"files": [], "live": []}
+            for round_index in range(args.rounds):
+                results["files"].append(run_once(work, "files", ["--export", "never"], args))
+                before = received_spans(log)
+                results["live"].append(run_once(work, "live", live, args))
+                time.sleep(0.5)  # the batch processor forwards within 200 ms
+                results["live"][-1]["collector"] = received_spans(log) - before
+                print(f"round {round_index + 1}: files {results['files'][-1]}\n         live  {results['live'][-1]}")
+        finally:
+            collector.terminate()
+            collector.wait(timeout=30)
+
+    def median(mode: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[mode])
+
+    print(f"\n{args.rate:,.0f} spans/s asked of {args.processes} processes for {args.seconds} s, median of {args.rounds}:")
+    for mode in ("files", "live"):
+        print(f"  {mode:5}: CMD {median(mode, 'cmd_s'):.2f} s, run {median(mode, 'run_s'):.2f} s, "
+              f"{median(mode, 'made'):,.0f} spans made ({median(mode, 'made') / median(mode, 'cmd_s'):,.0f}/s)")
+    live = results["live"]
+    kept_up = sum(r["complete"] and not r["over_budget"] and r["collector"] == r["made"] for r in live)
+    print(f"  export: {median('live', 'sent'):,.0f} spans sent ({median('live', 'sent') / median('live', 'cmd_s'):,.0f}/s "
+          f"over CMD's life), kept up (all sent within the exit budget, all received) in {kept_up} of {len(live)} rounds")
+    print(f"  ratio live / files: CMD {median('live', 'cmd_s') / median('files', 'cmd_s'):.3f}, "
+          f"run {median('live', 'run_s') / median('files', 'run_s'):.3f}")
+
+
+if __name__ == "__main__":
+    main()
