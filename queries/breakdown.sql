@@ -143,16 +143,17 @@ flow(unit, a, b, w, depth) AS (
     WHERE f.depth < 64
 ),
 -- Which thread a unit is, for its CPU samples: a process's main thread has the pid as its tid.
+-- Samples count within the unit's life only: a pid or a tid reused later is another process or thread.
 unit_threads AS (
-    SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid
+    SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re
     FROM coded AS c
     WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
 ),
 cpu AS (
-    SELECT u.unit, greatest(s.start_ns, 0) AS start_ns, s.end_ns,
-           least(1.0, s.cpu_ns / (s.end_ns - s.start_ns)) - 1 AS dr
+    SELECT u.unit, s.start_ns, s.end_ns, least(1.0, s.cpu_ns / (s.end_ns - s.start_ns)) - 1 AS dr
     FROM unit_threads AS u
     JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid AND s.end_ns > s.start_ns
+                         AND s.end_ns > u.rs AND s.start_ns < u.re
 ),
 -- F(t) of a unit: the integral of w/k, the wall time one of its leaves gets; G(t) the same weighted
 -- by the fraction of time the thread ran (1 where nothing was sampled).

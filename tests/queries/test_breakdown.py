@@ -298,3 +298,69 @@ def test_a_docker_run_is_container_start_up_around_the_containers_process(store:
     assert_figures(breakdown(store, run_id), {
         "own work": (20, 20), "container start-up": (40, 40), "interpreter start-up": (10, 10),
         "child processes' own work": (30, 30)})
+
+
+def test_an_idle_helper_alive_for_the_whole_run_takes_nothing(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    helper = run.span(100, "subprocess", "subprocess", 5, 99, main, kind="CLIENT",
+                      attributes={"selfopt_trace.spawn_ns": 1_000_000})
+    idle = run.process(200, 6, 98, helper, command="jedi subprocess")
+    run.span(200, "interpreter.startup", "startup", 6, 16, idle)
+    run.span(100, "json.dumps", "serialization", 20, 60, main)
+    run.span(100, "Popen.wait", "wait", 98.5, 99, main, attributes={"selfopt_trace.wait.on": [helper]})
+    run_id = run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {  # the helper's own life is busy time, never wall time
+        "own work": (58.5, 58.5), "subprocess spawn overhead": (1.5, 1.5), "serialization": (40, 40),
+        "interpreter start-up": (0, 10), "child processes' own work": (0, 82)})
+
+
+def test_a_server_started_first_and_stopped_last_counts_only_where_it_answers(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    spawn = run.span(100, "subprocess", "subprocess", 2, 95, main, kind="CLIENT",
+                     attributes={"selfopt_trace.spawn_ns": 1_000_000})
+    server = run.process(300, 3, 94, spawn, command="server.py")
+    run.span(100, "json.dumps", "serialization", 10, 40, main)
+    client = run.span(100, "POST", "http", 40, 70, main, kind="CLIENT")
+    run.span(300, "POST /items", "http", 45, 65, client, kind="SERVER")
+    run.span(100, "Popen.wait", "wait", 90, 95, main, attributes={"selfopt_trace.wait.on": [spawn]})
+    run_id = run.load(store, tmp_path)
+    assert server
+    assert_figures(breakdown(store, run_id), {
+        "own work": (34, 34), "subprocess spawn overhead": (2, 2), "serialization": (30, 30),
+        "http client overhead": (10, 10), "http server time": (20, 20), "child processes' own work": (4, 91)})
+    path = {r["span"].strip(): r for r in run_query(store, "critical_path", {"run_id": run_id, "min_ms": 0}).records()}
+    assert path["json.dumps"]["on_path_ms"] == 30 and path["POST"]["on_path_ms"] == 30
+    assert path["POST /items"]["on_path_ms"] == 20
+
+
+def test_off_the_cpu_own_work_is_an_untraced_wait(store: Store, tmp_path: Path) -> None:
+    """Two threads, one spinning and one sleeping, joined in turn; the main thread sleeps a little first."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    spinner = run.span(100, "thread", "thread", 10, 60, main, attributes={"thread.id": 101})
+    sleeper = run.span(100, "thread", "thread", 10, 90, main, attributes={"thread.id": 102})
+    run.span(100, "Thread.join", "wait", 20, 60, main, attributes={"selfopt_trace.wait.on": [spinner]})
+    run.span(100, "Thread.join", "wait", 60, 90, main, attributes={"selfopt_trace.wait.on": [sleeper]})
+    run_id = run.load(store, tmp_path)
+    load_cpu(store, run_id, [
+        reference.CpuSample(100, 100, 0, 10, 10), reference.CpuSample(100, 100, 10, 20, 0),  # main: sleeps 10-20
+        reference.CpuSample(100, 100, 90, 100, 10),
+        reference.CpuSample(100, 101, 10, 60, 50), reference.CpuSample(100, 102, 10, 90, 0)])
+    assert_figures(breakdown(store, run_id), {"own work": (60, 160), "untraced waits": (40, 0)})
+
+
+def test_a_reused_pid_is_another_process(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    for start, end, image in ((10, 40, ""), (50, 80, "b")):
+        call = run.span(100, "subprocess", "subprocess", start, end, main, kind="CLIENT",
+                        attributes={"selfopt_trace.spawn_ns": 1_000_000})
+        run.process(200, start + 1, end - 1, call, command="child.py", image=image)  # the same pid, twice
+        run.span(100, "Popen.wait", "wait", start + 1, end, main, attributes={"selfopt_trace.wait.on": [call]})
+    run_id = run.load(store, tmp_path)
+    load_cpu(store, run_id, [reference.CpuSample(200, 200, 11, 39, 28), reference.CpuSample(200, 200, 51, 79, 0)])
+    assert_figures(breakdown(store, run_id), {
+        "own work": (40, 40), "subprocess spawn overhead": (4, 4), "child processes' own work": (28, 56),
+        "untraced waits": (28, 0)})
