@@ -142,7 +142,9 @@ flow(unit, a, b, w, depth) AS (
     JOIN edge_spans AS e ON e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1
     WHERE f.depth < 64
 ),
--- Which thread a unit is, for its CPU samples: a process's main thread has the pid as its tid.
+-- Which thread a unit is, for its CPU samples: a process's main thread has the pid as its tid. A
+-- thread runnable but waiting for a CPU (runqueue) is not waiting on anything untraced: it counts
+-- as running.
 -- Samples count within the unit's life only: a pid or a tid reused later is another process or thread.
 unit_threads AS (
     SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re
@@ -150,7 +152,8 @@ unit_threads AS (
     WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
 ),
 cpu AS (
-    SELECT u.unit, s.start_ns, s.end_ns, least(1.0, s.cpu_ns / (s.end_ns - s.start_ns)) - 1 AS dr
+    SELECT u.unit, s.start_ns, s.end_ns,
+           least(1.0, (s.cpu_ns + coalesce(s.runqueue_ns, 0)) / (s.end_ns - s.start_ns)) - 1 AS dr
     FROM unit_threads AS u
     JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid AND s.end_ns > s.start_ns
                          AND s.end_ns > u.rs AND s.start_ns < u.re

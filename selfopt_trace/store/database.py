@@ -48,9 +48,15 @@ class Store:
         self.path = Path(path) if path is not None else default_db_path()
         self._con = _connect(self.path, read_only)
         if not read_only:
-            self._con.execute(resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8"))
-        # Temporary: the queries always get the macros of this version, whoever created the file.
-        self._con.execute(resources.files(__package__).joinpath("macros.sql").read_text(encoding="utf-8"))
+            self._con.execute(_sql_file("schema.sql"))
+        elif not _has_current_schema(self._con):
+            # Written by an older version: bring its schema up to date once, then read as asked.
+            self._con.close()
+            with Store(self.path):
+                pass
+            self._con = _connect(self.path, read_only)
+        # TEMP macros, on every connection: the queries always get this version's.
+        self._con.execute(_sql_file("macros.sql"))
 
     def load_run(self, run_dir: Path | str) -> LoadResult:
         """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not exist."""
@@ -99,6 +105,15 @@ class Store:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+
+def _sql_file(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _has_current_schema(con: duckdb.DuckDBPyConnection) -> bool:
+    """The newest table of schema.sql is there (a file a new version created or upgraded)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'cpu_samples'").fetchone()[0])
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
