@@ -169,16 +169,15 @@ unit_events AS (
           UNION ALL SELECT unit, end_ns, 0, 0, -dr FROM cpu)
     GROUP BY unit, t
 ),
-breakpoints AS MATERIALIZED (
-    SELECT unit, t, w, k, r, sum(f_segment) OVER u - f_segment AS f, sum(g_segment) OVER u - g_segment AS g
-    FROM (SELECT unit, t, w, k, r,
-                 coalesce((lead(t) OVER u - t) * w / k, 0) AS f_segment,
-                 coalesce((lead(t) OVER u - t) * w * r / k, 0) AS g_segment
-          FROM (SELECT unit, t, sum(dw) OVER u AS w, 1 + sum(dk) OVER u AS k, 1 + sum(dr) OVER u AS r
-                FROM unit_events
-                WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING))
+breakpoints AS MATERIALIZED (  -- F at t: the segments (next t - t) * w / k of the breakpoints before t
+    SELECT unit, t, w, k, r,
+           coalesce(sum((next_t - t) * w / k) OVER before, 0) AS f,
+           coalesce(sum((next_t - t) * w * r / k) OVER before, 0) AS g
+    FROM (SELECT unit, t, sum(dw) OVER u AS w, 1 + sum(dk) OVER u AS k, 1 + sum(dr) OVER u AS r,
+                 lead(t) OVER u AS next_t
+          FROM unit_events
           WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING))
-    WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING)
+    WINDOW before AS (PARTITION BY unit ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
 -- Self time as sums of signed ends: a span adds its interval (end minus start) to its own category
 -- and takes it from its parent's (a special parent loses its children's islands instead); a wait

@@ -28,17 +28,17 @@ WITH RECURSIVE
 activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
     SELECT * FROM run_activity($run_id)
 ),
-tree AS (  -- (child, parent) pairs: top-level spans are children of the run (id 0)
-    SELECT id, coalesce(parent, 0::UBIGINT) AS parent, rs, re FROM activity WHERE NOT is_root OR is_top
-    UNION ALL
-    SELECT t.id, w.id, t.rs, t.re
-    FROM (SELECT id, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
-    JOIN activity AS t ON t.id = w.target
-),
+-- (child, parent) pairs, the child clipped to its parent: top-level spans are children of the run
+-- (id 0); a unit waited on is a child of each wait on it.
 clipped AS (
-    SELECT c.id, c.parent, greatest(c.rs, coalesce(p.rs, c.rs)) AS cs, least(c.re, coalesce(p.re, c.re)) AS ce
-    FROM tree AS c
-    LEFT JOIN activity AS p ON p.id = c.parent
+    SELECT id, coalesce(parent, 0::UBIGINT) AS parent,
+           greatest(rs, coalesce(parent_rs, rs)) AS cs, least(re, coalesce(parent_re, re)) AS ce
+    FROM activity
+    WHERE NOT is_root OR is_top
+    UNION ALL
+    SELECT t.id, w.id, greatest(t.rs, w.rs), least(t.re, w.re)
+    FROM (SELECT id, rs, re, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
+    JOIN activity AS t ON t.id = w.target
 ),
 ordered AS (  -- siblings in start order (the longest first at equal starts)
     SELECT *, lag(ce) OVER w AS previous_end, lead(cs) OVER w AS next_start
