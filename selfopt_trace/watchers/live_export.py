@@ -69,6 +69,8 @@ class LiveExport:
         self._stop.set()
         if self.state != "absent" and not otlp_settings.listening(self.settings):
             deadline = time.monotonic()  # nothing listens (any more): waiting would send nothing
+            if self.mode == "auto" and self.sender is None:
+                self.state = "absent"  # CMD ended before the thread's own probe: nothing was ever there
             self.error = self.error or f"nothing listens at {self.settings.display()} (any more)"
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
@@ -95,8 +97,7 @@ class LiveExport:
             "spans_sent": sender.sent if sender is not None else 0,
             "spans_refused": sender.refused if sender is not None else 0,
             "incomplete_sent": self.incomplete_sent,
-            "complete": bool(self.state == "done" and sender is not None and sender.refused == 0
-                             and follower is not None and sender.sent == follower.spans_seen),
+            "complete": bool(self.state == "done" and sender.refused == 0),  # done: read to the end, all sent
             "error": self.error or (sender.problem() if sender is not None else None),
             "exit_budget_exceeded": self.abandoned,
             "converted_values": dict(sender.converter.counts) if sender is not None else {},
@@ -124,9 +125,11 @@ class LiveExport:
             # tens of thousands of them, a third of the export's CPU. The run process makes little else.
             gc.disable()
             while not self.abandoned:
-                stopping = self._stop.is_set()  # read before the poll: that poll then reads to the end
+                stopping = self._stop.is_set()  # read before the poll: polls then read to the end
                 self.sender.send(self.follower.poll(), keep_going)
-                if stopping:
+                while stopping and not self.follower.caught_up and not self.abandoned:
+                    self.sender.send(self.follower.poll(), keep_going)  # a backlog bigger than one read
+                if stopping and not self.abandoned:
                     run = self.run
                     still_open = self.follower.still_open(run.pid, traceparent_span(run.environ), run.returncode)
                     if self.sender.send(still_open, keep_going) == len(still_open):

@@ -69,6 +69,7 @@ class SpanFollower:
         self.files: dict[str, _Followed] = {}
         self.spans_seen = 0  # spans started (S) or complete (X) so far: each span counted once
         self.damaged_lines = 0
+        self.caught_up = True  # the last poll read every file to its end
         self._exits: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # span id -> (process.pid, exit code)
         # parent span id -> {span id: its process span without exit code} (a later end replaces an earlier)
         self._held: dict[str, dict[str, SpanRecord]] = {}
@@ -76,6 +77,7 @@ class SpanFollower:
     def poll(self) -> list[SpanRecord]:
         """The spans that ended in what was appended since the last poll."""
         ended: list[SpanRecord] = []
+        self.caught_up = True
         try:
             names = sorted(entry.name for entry in os.scandir(self.spans_dir)
                            if entry.name.endswith(spanfile.SUFFIX))
@@ -148,6 +150,8 @@ class SpanFollower:
             return  # deleted under us (a warm-up run's directory) or unreadable: nothing to follow
         if not data:
             return
+        if len(data) == READ_LIMIT:
+            self.caught_up = False
         followed.offset += len(data)
         buffer = followed.partial + data
         complete = buffer.rfind(b"\n") + 1
