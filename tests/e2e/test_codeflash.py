@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
 from tests.e2e import harness
 
@@ -48,6 +49,7 @@ class Run:
     project: Path
     standin_pid: int
     standin_stderr: str
+    db: Path
     by_id: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,7 +98,7 @@ def run(tmp_path_factory) -> Run:
     spans = [Span(*row[:9], json.loads(row[9]) if isinstance(row[9], str) else row[9], row[10]) for row in rows]
     requests = [json.loads(line) for line in (scratch / "requests.jsonl").read_text().splitlines()]
     return Run(spans, diagnostics, requests, result.returncode, result.stdout + result.stderr, project, server.pid,
-               standin_stderr)
+               standin_stderr, scratch / "traces.duckdb")
 
 
 def test_codeflash_finds_the_faster_candidate_untroubled_by_tracing(run: Run) -> None:
@@ -253,3 +255,30 @@ def test_git_and_jedi_children_are_seen(run: Run) -> None:
                                        for a in s.attributes["process.command_args"])]
     assert run.parent(jedi).name.startswith("jedi."), "the jedi call that needed the subprocess is its parent"
     assert _process_of(run, jedi) is not None
+
+
+def _breakdown(store: Store, run_id: str) -> dict[str, float]:
+    return {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": run_id}).records()}
+
+
+def test_the_breakdown_follows_what_codeflash_waits_on_not_its_idle_jedi_helper(run: Run) -> None:
+    """jedi's inference subprocess lives from its first use to the end, blocked on its pipe: the
+    breakdown must be the same with it and without it (issue 10: it used to halve every figure)."""
+    [jedi] = [s for s in run.spans if s.category == "subprocess"
+              and any("jedi/inference/compiled/subprocess" in a for a in s.attributes["process.command_args"])]
+    helper = _process_of(run, jedi)
+    assert (helper.end_ns - helper.start_ns) / (run.codeflash().end_ns - run.codeflash().start_ns) > 0.5
+    with Store(run.db) as store:
+        store.sql("CREATE TABLE no_helper AS SELECT * FROM spans WHERE run_id = ? AND source_file <> "
+                  "(SELECT source_file FROM spans WHERE span_id = ?)", [RUN_ID, helper.span_id])
+        store.sql("INSERT INTO spans SELECT * REPLACE ('without-helper' AS run_id) FROM no_helper")
+        store.sql("INSERT INTO runs SELECT * REPLACE ('without-helper' AS run_id) FROM runs WHERE run_id = ?", [RUN_ID])
+        store.sql("INSERT INTO cpu_samples SELECT * REPLACE ('without-helper' AS run_id) FROM cpu_samples "
+                  "WHERE run_id = ? AND pid <> ?", [RUN_ID, helper.pid])
+        with_helper, without = _breakdown(store, RUN_ID), _breakdown(store, "without-helper")
+    assert with_helper["total"] == pytest.approx(without["total"], abs=0.01)
+    for category, ms in with_helper.items():
+        assert ms == pytest.approx(without[category], abs=max(1.0, 0.005 * with_helper["total"])), category
+    # and the figures say where codeflash's time goes: its pytest children, start-up and imports
+    assert with_helper["child processes' own work"] + with_helper["imports"] + with_helper["interpreter start-up"] \
+        > 0.3 * with_helper["total"]
