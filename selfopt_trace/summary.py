@@ -298,7 +298,7 @@ def _pct(part: int, whole: int) -> str:
 
 
 def _category_table(by_category: dict[str, int], wall: int) -> Table:
-    table = Table(title="Time by category (the breakdown: each instant counted once, across processes)", title_justify="left",
+    table = Table(title="Time by category (the breakdown: each instant followed to what the run waited on)", title_justify="left",
                   show_header=False, box=None, padding=(0, 1))
     table.add_column(style="bold")
     table.add_column(justify="right")
