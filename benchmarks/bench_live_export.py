@@ -9,9 +9,12 @@ paced in 1 ms steps. Each round runs it under `selfopt-trace run --no-load` twic
   receiver -> batch -> debug exporter at basic verbosity, every batch line counted).
 
 Per mode it prints the medians of: CMD's wall time (run.json's start/end: is CMD slowed?), the whole
-`run` (CMD plus the exit budget and writing), the spans CMD made, and for the export: spans sent
-(export.json), whether all were sent within the 1 s exit budget, the collector's count, and the
-export's rate over CMD's lifetime. "Keeps up" means every span sent with the budget not exceeded.
+`run` (CMD plus the exit budget and writing), the spans CMD made, the CPU time of `run` and the whole
+tree, and for the export: spans sent (export.json), whether all were sent within the 1 s exit budget,
+the collector's count, and the export's rate over CMD's lifetime. "Keeps up" means every span sent
+with the budget not exceeded. On a machine busy with other work the export thread (niced, so that
+CMD goes first) can fall behind; the CPU the export costs per span (the CPU of the live runs minus
+that of the files-alone runs, over the spans sent) says what it needs of a core, whatever the load.
 
     python benchmarks/bench_live_export.py [--rate 50000] [--seconds 5] [--processes 2] [--rounds 3]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import socket
 import statistics
 import subprocess
@@ -61,17 +65,21 @@ print(sum(int(child.communicate()[0]) for child in children))
 
 def run_once(work: Path, name: str, options: list[str], args: argparse.Namespace) -> dict:
     run_id = f"{name}-{time.monotonic_ns()}"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "selfopt_trace", "run", "--run-id", run_id, "--no-load", "-q",
                            "--out", str(work / "runs"), *options, "--", sys.executable, str(work / "tree.py"),
                            str(work / "worker.py"), str(args.rate / args.processes), str(args.seconds),
                            str(args.processes)], capture_output=True, text=True, cwd=work)
     whole = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # `run` and every process of the tree, waited for
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f"{name}: run failed: {done.stderr}")
     run_dir = work / "runs" / run_id
     meta = json.loads((run_dir / "run.json").read_text())
-    result = {"cmd_s": (meta["end_ns"] - meta["start_ns"]) / 1e9, "run_s": whole, "made": int(done.stdout.split()[0])}
+    result = {"cmd_s": (meta["end_ns"] - meta["start_ns"]) / 1e9, "run_s": whole, "made": int(done.stdout.split()[0]),
+              "cpu_s": cpu}
     export = run_dir / "export.json"
     if export.exists():
         record = json.loads(export.read_text())
@@ -127,13 +135,17 @@ def main() -> None:
     print(f"\n{args.rate:,.0f} spans/s asked of {args.processes} processes for {args.seconds} s, median of {args.rounds}:")
     for mode in ("files", "live"):
         print(f"  {mode:5}: CMD {median(mode, 'cmd_s'):.2f} s, run {median(mode, 'run_s'):.2f} s, "
-              f"{median(mode, 'made'):,.0f} spans made ({median(mode, 'made') / median(mode, 'cmd_s'):,.0f}/s)")
+              f"CPU {median(mode, 'cpu_s'):.2f} s, {median(mode, 'made'):,.0f} spans made "
+              f"({median(mode, 'made') / median(mode, 'cmd_s'):,.0f}/s)")
     live = results["live"]
-    kept_up = sum(r["complete"] and not r["over_budget"] and r["collector"] == r["made"] for r in live)
+    kept_up = sum(r["complete"] and not r["over_budget"] and r["collector"] == r["sent"] for r in live)
     print(f"  export: {median('live', 'sent'):,.0f} spans sent ({median('live', 'sent') / median('live', 'cmd_s'):,.0f}/s "
           f"over CMD's life), kept up (all sent within the exit budget, all received) in {kept_up} of {len(live)} rounds")
     print(f"  ratio live / files: CMD {median('live', 'cmd_s') / median('files', 'cmd_s'):.3f}, "
-          f"run {median('live', 'run_s') / median('files', 'run_s'):.3f}")
+          f"run {median('live', 'run_s') / median('files', 'run_s'):.3f}, CPU {median('live', 'cpu_s') / median('files', 'cpu_s'):.3f}")
+    export_cpu = median("live", "cpu_s") - median("files", "cpu_s")
+    print(f"  the export's CPU: {export_cpu:.2f} s, {export_cpu / median('live', 'sent') * 1e6:.1f} us per span sent: "
+          f"{args.rate * export_cpu / median('live', 'sent'):.2f} of a core at {args.rate:,.0f} spans/s")
 
 
 if __name__ == "__main__":

@@ -72,3 +72,20 @@ def test_no_link_when_no_jaeger_answers(tmp_path: Path) -> None:
                    env={"SELFOPT_TRACE_JAEGER_URL": nothing})
     assert done.returncode == 0, done.stderr
     assert not [line for line in json.loads(done.stdout)["next_commands"] if "/trace/" in line]
+
+
+def test_push_and_jaeger_are_documented_with_every_option() -> None:
+    import typer.main
+
+    from selfopt_trace.cli import app
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    group = typer.main.get_command(app)
+    for name in ("push", "jaeger"):
+        assert f"\n## {name}\n" in doc and f"(#{name})" in doc, name
+        for param in group.commands[name].params:
+            for option in getattr(param, "opts", ()):
+                if option.startswith("--") and option != "--help":
+                    assert option in doc, f"{name} {option}"
+    for option in ("--export", "--otlp-endpoint", "--otlp-protocol", "SELFOPT_TRACE_EXPORT", "SELFOPT_TRACE_JAEGER_URL"):
+        assert option in doc, option
