@@ -89,7 +89,8 @@ class _ProcessResource(Resource):
     `Resource()` would drop map values; and the encoder hashes the resource of every span it
     encodes, which for a plain Resource is a sorted json.dumps each time."""
 
-    def __init__(self, attributes: dict[str, Any]) -> None:  # noqa: no super().__init__: it would filter
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        # Not Resource.__init__: it would filter the attributes.
         self._attributes = attributes
         self._schema_url = ""
         self._hash = hash(tuple(sorted(map(repr, attributes.items()))))
