@@ -26,3 +26,17 @@ def test_demo_runs_and_shows_processes(cli, tmp_path):
     assert cli.query("SELECT count(DISTINCT trace_id) FROM spans") == [(1,)]
     tree = cli("tree", "latest").stdout.decode()
     assert tree.count("selfopt_trace.demo.task") >= 7 and "multiprocessing" in tree and "sh -c" in tree
+
+
+def test_multiprocessings_resource_tracker_is_a_helper_of_its_own_that_takes_no_wall_time(cli, tmp_path):
+    assert cli("demo", "--quiet").returncode == 0
+    [(parent_name, running_at_exit)] = cli.query(
+        "SELECT p.name, p.attributes->>'selfopt_trace.child.running_at_exit' FROM spans AS s "
+        "JOIN spans AS p ON p.span_id = s.parent_span_id "
+        "WHERE s.name = 'process' AND s.attributes::VARCHAR LIKE '%resource_tracker%'")
+    # not the `multiprocessing` span of the Process that needed it: a Process.join waits on that one
+    assert parent_name == "subprocess" and running_at_exit == "true"
+    [(spawned_parent,)] = cli.query(
+        "SELECT p.name FROM spans AS s JOIN spans AS p ON p.span_id = s.parent_span_id "
+        "WHERE s.name = 'process' AND s.attributes::VARCHAR LIKE '%spawn_main%'")
+    assert spawned_parent == "multiprocessing"

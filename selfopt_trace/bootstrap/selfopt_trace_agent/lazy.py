@@ -19,6 +19,7 @@ BUILTIN_HOOKS = {
     "multiprocessing.process": "multiprocessing_",
     "multiprocessing.spawn": "multiprocessing_",
     "multiprocessing.popen_forkserver": "multiprocessing_",
+    "multiprocessing.util": "multiprocessing_",
     "signal": "signal_",
     "docker.models.containers": "docker_",
     "json": "serialization",

@@ -4,11 +4,18 @@ fork: the at-fork handler opens the child's process span under the current span 
 spawn: the child is a new interpreter started with os.environ, where TRACEPARENT points at our span.
 forkserver: the child is forked by the server process, so we also put our span id into the
 preparation data the parent sends, and the child re-parents its process span when it reads it.
+
+multiprocessing's own helpers (the resource tracker, the forkserver) are started by
+util.spawnv_passfds, out of the subprocess module's sight: each gets a `subprocess` span of its
+own, so it is not taken for the Process being started when it was needed (a wait on that Process
+must not wait on them). A spawned Process's own interpreter (`--multiprocessing-fork`) goes through
+the same function and stays the child of its `multiprocessing` span.
 """
 
 from __future__ import annotations
 
 import os
+from time import time_ns
 
 from .. import process, tracer
 from . import os_, spawn, waits
@@ -25,6 +32,8 @@ def install(target: str, module) -> None:
         _wrap_function(module, "prepare", _prepare)
     elif target == "multiprocessing.popen_forkserver":
         _wrap(module.Popen, "poll", _poll)
+    elif target == "multiprocessing.util":
+        _wrap_function(module, "spawnv_passfds", _spawnv_passfds)
 
 
 def _wrap(cls, name: str, make) -> None:
@@ -60,6 +69,27 @@ def _start(original):
         self.__dict__[waits.SPAN] = span.span_id  # for waits on it (join, a pool's results)
 
     return start
+
+
+def _spawnv_passfds(original):
+    def spawnv_passfds(path, args, passfds):
+        if "--multiprocessing-fork" in args:
+            return original(path, args, passfds)
+        try:
+            span = spawn.start_span("subprocess", args)
+        except Exception:
+            return original(path, args, passfds)
+        t0 = time_ns()
+        try:
+            with spawn.inherited_environ(span):  # the helper takes os.environ
+                pid = original(path, args, passfds)
+        except BaseException as exc:
+            spawn.failed(span, exc)
+            raise
+        spawn.started(span, pid, time_ns() - t0)
+        return pid
+
+    return spawnv_passfds
 
 
 def _method(proc) -> str:

@@ -13,6 +13,19 @@ from time import time_ns
 from .. import config, process, redact, tracer
 
 _children: dict = {}  # pid -> span of the child's start, ended when the exit status is seen
+RUNNING_AT_EXIT = "selfopt_trace.child.running_at_exit"
+
+
+def _end_unreaped() -> None:
+    """At our exit, children we never saw exit (a helper that outlives us by design, like
+    multiprocessing's resource tracker) end their span here, saying so: we know no more."""
+    for span, attributes in list(_children.values()):
+        tracer.end_span(span, tracer.UNSET, {**attributes, RUNNING_AT_EXIT: True})
+    _children.clear()
+
+
+process.on_end(_end_unreaped)
+os.register_at_fork(after_in_child=_children.clear)  # a forked child's children are its own
 
 
 def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tracer.Span:
