@@ -219,7 +219,7 @@ def test_spans_open_at_exit_are_sent_marked_incomplete(jaeger: Jaeger, tmp_path:
         os.kill(still_running["pid"], 15)
 
 
-def test_a_collector_down_or_silent_changes_nothing_for_cmd(tmp_path: Path, otel_binaries) -> None:
+def test_a_collector_down_or_silent_changes_nothing_for_cmd(tmp_path: Path, jaeger: Jaeger) -> None:
     cmd = ["--", sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"]
     silent = __import__("socket").socket()  # accepts connections (the kernel does), never answers
     silent.bind(("127.0.0.1", 0))
@@ -246,6 +246,11 @@ def test_a_collector_down_or_silent_changes_nothing_for_cmd(tmp_path: Path, otel
         assert max(timings.values()) - timings["never"] < 1.8, timings  # at most the 1 s exit budget, and noise
     finally:
         silent.close()
+    # What was not sent is in the run: push sends it once a collector is there.
+    pushed = selfopt(tmp_path / "down-grpc", "push", "down-grpc", "--endpoint", jaeger.otlp_http_endpoint)
+    assert pushed.returncode == 0, pushed.stderr
+    original = stored_spans(tmp_path / "down-grpc" / "traces.duckdb", "down-grpc")
+    assert_jaeger_has_the_run(jaeger, original, "down-grpc")
 
 
 @pytest.mark.parametrize("options, env, message", [
