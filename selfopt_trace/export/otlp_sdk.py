@@ -83,6 +83,18 @@ _sdk_log.addHandler(RECENT_ERRORS)
 _sdk_log.propagate = False  # Python's last-resort handler would print them on stderr
 
 
+# The exporters' closing words after retries, and our own stop: they say nothing about the cause.
+_UNINFORMATIVE = ("due to timeout, max retries or shutdown", "hutdown in progress", "already shutdown")
+
+
+def _reason() -> str | None:
+    """The latest exporter message that says why (a retried TLS or connection error says it before the
+    closing 'max retries' line), else the latest."""
+    messages = list(RECENT_ERRORS.messages)
+    telling = [message for message in messages if not any(words in message for words in _UNINFORMATIVE)]
+    return (telling or messages or [None])[-1]
+
+
 class _ProcessResource(Resource):
     """A traced process's resource exactly as recorded, hashed once.
 
@@ -274,7 +286,26 @@ def make_exporter(settings: OtlpSettings) -> SpanExporter:
     return HttpExporter(
         endpoint=settings.endpoint, certificate_file=settings.certificate, client_key_file=settings.client_key,
         client_certificate_file=settings.client_certificate, headers=settings.headers, timeout=settings.timeout_s,
-        compression=Compression.Gzip if settings.compression == "gzip" else Compression.NoCompression)
+        compression=Compression.Gzip if settings.compression == "gzip" else Compression.NoCompression,
+        session=_session_keeping_its_ca() if settings.certificate else None)
+
+
+def _session_keeping_its_ca() -> Any:
+    """A requests session whose own CA file wins over $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE.
+
+    The exporter sets the session's `verify` to OTEL_EXPORTER_OTLP_CERTIFICATE, but requests lets
+    those variables replace it on every request (psf/requests#3829): where they are set (many
+    distributions set them) the certificate would be ignored and the collector refused."""
+    import requests
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if isinstance(self.verify, str) and verify in (None, True):
+                settings["verify"] = self.verify
+            return settings
+
+    return Session()
 
 
 def _read(path: str | None) -> bytes | None:
@@ -327,19 +358,14 @@ class Sender:
             self.sent += len(batch)
             return len(batch)
         self.refused += len(batch)
-        messages = list(RECENT_ERRORS.messages)
-        if messages:
-            self._error(messages[-1])
-        elif self.last_error is None:
-            self._error("the receiver did not accept the spans")
+        self._error(_reason() or self.last_error or "the receiver did not accept the spans")
         return 0
 
     def problem(self) -> str | None:
         """What went wrong last: a refused batch, else what the exporter logged (a retry in progress)."""
         if self.last_error is not None:
             return self.last_error
-        logged = [message for message in RECENT_ERRORS.messages if "hutdown" not in message]  # not our own stop
-        return logged[-1] if logged and self.sent == 0 else None
+        return _reason() if self.sent == 0 else None
 
     def _error(self, message: str) -> None:
         self.first_error = self.first_error or message

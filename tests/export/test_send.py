@@ -134,7 +134,7 @@ def test_values_otlp_cannot_carry_are_converted_and_counted() -> None:
 class Receiver:
     """OTLP/HTTP protobuf on 127.0.0.1: records requests; answers each with the next of `statuses` (then 200)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Any = None) -> None:  # tls: an ssl.SSLContext to serve HTTPS with
         self.requests: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []
         self.statuses: list[int] = []
         receiver = self
@@ -160,6 +160,9 @@ class Receiver:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
 
     def span_ids(self) -> list[str]:
@@ -205,3 +208,68 @@ def test_big_runs_go_in_batches_under_the_receivers_limits(receiver: Receiver) -
     sender = Sender(resolve({}, endpoint=receiver.url))
     assert sender.send([record(n, attributes={"big": big}) for n in range(1, 101)]) == 100
     assert len(receiver.requests) >= 3 and len(set(receiver.span_ids())) == 100
+
+
+# ---------------------------------------------------------------- TLS: the certificate variables
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A CA (its PEM file) and a server certificate for localhost, from trustme."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ca_file, server
+
+
+def test_https_with_the_ca_from_otel_exporter_otlp_certificate(tls_files, monkeypatch) -> None:
+    import ssl
+
+    import certifi
+
+    # Set on many machines (this one too): requests would let it replace the exporter's own CA file.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    ca_file, server = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.configure_cert(context)
+    receiver = Receiver(context)
+    url = receiver.url
+    refused = Sender(resolve({"OTEL_EXPORTER_OTLP_TIMEOUT": "1500"}, endpoint=url))  # the system's CAs do not know this one
+    assert refused.send([record(1)]) == 0 and "CERTIFICATE_VERIFY_FAILED" in (refused.problem() or "")
+    trusting = Sender(resolve({"OTEL_EXPORTER_OTLP_CERTIFICATE": str(ca_file)}, endpoint=url))
+    try:
+        assert trusting.send([record(2)]) == 1
+        assert receiver.span_ids() == [f"{2:016x}"]
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+def test_grpc_over_tls_with_the_ca_from_the_traces_variable(tls_files) -> None:
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    ca_file, server_cert = tls_files
+    received = []
+
+    class Service(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):  # noqa: N802 (the generated name)
+            received.extend(span.span_id.hex() for r in request.resource_spans for s in r.scope_spans for span in s.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
+    credentials = grpc.ssl_server_credentials([(server_cert.private_key_pem.bytes(),
+                                                server_cert.cert_chain_pems[0].bytes())])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        env = {"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": str(ca_file)}
+        sender = Sender(resolve(env, endpoint=f"https://localhost:{port}", protocol="grpc"))
+        assert sender.send([record(3)]) == 1 and received == [f"{3:016x}"]
+    finally:
+        server.stop(0)
