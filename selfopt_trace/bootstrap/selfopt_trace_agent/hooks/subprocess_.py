@@ -44,7 +44,7 @@ def install(target: str, module) -> None:
     # A Popen whose returncode is known cannot block (Popen.__exit__ waits after every run()).
     waits.wrap(popen, "wait", lambda original: waits.method(original, "Popen.wait", _targets, outer=True,
                                                             ready=_reaped))
-    waits.wrap(popen, "communicate", lambda original: waits.outer_method(original, "Popen.communicate", _targets))
+    waits.wrap(popen, "communicate", lambda original: waits.communicate_method(original, "Popen.communicate", _targets))
 
 
 def _reaped(popen) -> bool:

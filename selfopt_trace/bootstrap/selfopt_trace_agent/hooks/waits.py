@@ -190,15 +190,16 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
     return identity(outer_wrapper, original)
 
 
-def outer_method(original, name: str, targets):
-    """Like an `outer` method(), for any signature (Popen.communicate): a wait span when it blocked."""
+def communicate_method(original, name: str, targets):
+    """Like an `outer` method(), for `original(self, input=None, timeout=None)` (Popen.communicate)."""
     threshold = THRESHOLD_NS
+    fast = _fast
 
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self, input=None, timeout=None):
         thread = get_ident()
         if thread in busy:
             try:
-                return original(self, *args, **kwargs)
+                return original(self, input, timeout)
             except BaseException as exc:
                 tracer.strip_own_frames(exc)
                 raise
@@ -206,7 +207,7 @@ def outer_method(original, name: str, targets):
         try:
             t0 = time_ns()
             try:
-                result = original(self, *args, **kwargs)
+                result = original(self, input, timeout)
             except BaseException as exc:
                 t1 = time_ns()
                 if t1 - t0 >= threshold:
@@ -218,8 +219,10 @@ def outer_method(original, name: str, targets):
             busy.discard(thread)
         if t1 - t0 >= threshold:
             _record_targets(name, t0, t1, targets, self, None, None)
+        elif fast[1]:
+            fast[0] += 1
         else:
-            not_blocked(t1)
+            _calibrate(time_ns() - t1)
         return result
 
     return identity(wrapper, original)
