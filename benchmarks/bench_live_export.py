@@ -13,8 +13,10 @@ Per mode it prints the medians of: CMD's wall time (run.json's start/end: is CMD
 tree, and for the export: spans sent (export.json), whether all were sent within the 1 s exit budget,
 the collector's count, and the export's rate over CMD's lifetime. "Keeps up" means every span sent
 with the budget not exceeded. On a machine busy with other work the export thread (niced, so that
-CMD goes first) can fall behind; the CPU the export costs per span (the CPU of the live runs minus
-that of the files-alone runs, over the spans sent) says what it needs of a core, whatever the load.
+CMD goes first) can fall behind, so one more figure says what it needs whatever the load: its
+capacity, the live pipeline alone (export/ and watchers/ code: follower -> converter -> encoder ->
+the SDK's gRPC exporter -> the Collector) over the span files of a files-alone round, in a fresh
+process, as spans per CPU-second of that process.
 
     python benchmarks/bench_live_export.py [--rate 50000] [--seconds 5] [--processes 2] [--rounds 3]
 """
@@ -79,13 +81,40 @@ def run_once(work: Path, name: str, options: list[str], args: argparse.Namespace
     run_dir = work / "runs" / run_id
     meta = json.loads((run_dir / "run.json").read_text())
     result = {"cmd_s": (meta["end_ns"] - meta["start_ns"]) / 1e9, "run_s": whole, "made": int(done.stdout.split()[0]),
-              "cpu_s": cpu}
+              "cpu_s": cpu, "run_dir": run_dir}
     export = run_dir / "export.json"
     if export.exists():
         record = json.loads(export.read_text())
         result.update(sent=record["spans_sent"], seen=record["spans_seen"], complete=record["complete"],
                       over_budget=record["exit_budget_exceeded"])
     return result
+
+
+CAPACITY = """
+import gc, sys, time
+from selfopt_trace.export.otlp_sdk import Sender
+from selfopt_trace.export.otlp_settings import resolve
+from selfopt_trace.watchers.span_follower import SpanFollower
+sender = Sender(resolve({}, endpoint=sys.argv[2], protocol="grpc"))
+follower = SpanFollower(sys.argv[1], "capacity")
+gc.disable()  # as the live export does
+started = time.process_time()
+while True:
+    ended = follower.poll()
+    if not ended:
+        break
+    sender.send(ended)
+sender.send(follower.still_open())
+print(sender.sent, time.process_time() - started)
+"""
+
+
+def capacity(run_dir: Path, endpoint: str) -> tuple[int, float]:
+    """(spans sent, CPU seconds) of the live pipeline over a finished run's files."""
+    done = subprocess.run([sys.executable, "-c", CAPACITY, str(run_dir), endpoint], capture_output=True, text=True,
+                          cwd=ROOT, check=True)
+    sent, seconds = done.stdout.split()
+    return int(sent), float(seconds)
 
 
 def main() -> None:
@@ -121,9 +150,17 @@ def main() -> None:
             for round_index in range(args.rounds):
                 results["files"].append(run_once(work, "files", ["--export", "never"], args))
                 before = received_spans(log)
+                sent, cpu = capacity(results["files"][-1].pop("run_dir"), live[-1])
+                results["files"][-1]["capacity"] = sent / cpu
+                deadline = time.monotonic() + 10  # the batch processor forwards within 200 ms
+                while received_spans(log) - before < sent and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert received_spans(log) - before == sent, "the collector did not receive every span"
+                before = received_spans(log)
                 results["live"].append(run_once(work, "live", live, args))
                 time.sleep(0.5)  # the batch processor forwards within 200 ms
                 results["live"][-1]["collector"] = received_spans(log) - before
+                results["live"][-1].pop("run_dir")
                 print(f"round {round_index + 1}: files {results['files'][-1]}\n         live  {results['live'][-1]}")
         finally:
             collector.terminate()
@@ -143,9 +180,9 @@ def main() -> None:
           f"over CMD's life), kept up (all sent within the exit budget, all received) in {kept_up} of {len(live)} rounds")
     print(f"  ratio live / files: CMD {median('live', 'cmd_s') / median('files', 'cmd_s'):.3f}, "
           f"run {median('live', 'run_s') / median('files', 'run_s'):.3f}, CPU {median('live', 'cpu_s') / median('files', 'cpu_s'):.3f}")
-    export_cpu = median("live", "cpu_s") - median("files", "cpu_s")
-    print(f"  the export's CPU: {export_cpu:.2f} s, {export_cpu / median('live', 'sent') * 1e6:.1f} us per span sent: "
-          f"{args.rate * export_cpu / median('live', 'sent'):.2f} of a core at {args.rate:,.0f} spans/s")
+    spans_per_cpu_s = median("files", "capacity")
+    print(f"  the export's capacity, the pipeline alone over the same files: {spans_per_cpu_s:,.0f} spans per CPU-second "
+          f"({1e6 / spans_per_cpu_s:.1f} us a span): {args.rate / spans_per_cpu_s:.2f} of a core at {args.rate:,.0f} spans/s")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ MAX_BATCH_BYTES = 2 << 20
 _KINDS = {"INTERNAL": SpanKind.INTERNAL, "SERVER": SpanKind.SERVER, "CLIENT": SpanKind.CLIENT,
           "PRODUCER": SpanKind.PRODUCER, "CONSUMER": SpanKind.CONSUMER}
 _STATUSES = {"UNSET": Status(StatusCode.UNSET), "OK": Status(StatusCode.OK), "ERROR": Status(StatusCode.ERROR)}
+_UNSET = _STATUSES["UNSET"]
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SCOPE = InstrumentationScope("selfopt-trace", __version__)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -145,18 +146,12 @@ class Converter:
                 if len(self._parents) >= 4096:
                     self._parents.clear()
                 parent = self._parents[key] = SpanContext(*key, _SAMPLED)
-        return ReadableSpan(
-            name=name,
-            context=SpanContext(trace_id, span_id, False, _SAMPLED),
-            parent=parent,
-            resource=resource,
-            attributes=attributes,
-            kind=_KINDS.get(kind, SpanKind.INTERNAL),
-            status=_STATUSES.get(status, _STATUSES["UNSET"]),
-            start_time=start_ns,
-            end_time=end_ns,
-            instrumentation_scope=_SCOPE,
-        )
+        # Positional: name, context, parent, resource, attributes, events, links, kind,
+        # instrumentation_info, status, start_time, end_time, instrumentation_scope (a third cheaper
+        # than by keyword, for every span).
+        return ReadableSpan(name, SpanContext(trace_id, span_id, False, _SAMPLED), parent, resource, attributes, (), (),
+                            _KINDS.get(kind, SpanKind.INTERNAL), None, _STATUSES.get(status, _UNSET), start_ns, end_ns,
+                            _SCOPE)
 
     def resource(self, attributes: dict[str, Any], run_id: str | None) -> Resource:
         """The resource of a process with these attributes, in run `run_id` (one object per process)."""
