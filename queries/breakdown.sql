@@ -179,13 +179,36 @@ breakpoints AS MATERIALIZED (  -- F at t: the segments (next t - t) * w / k of t
           WINDOW u AS (PARTITION BY unit ORDER BY t ROWS UNBOUNDED PRECEDING))
     WINDOW before AS (PARTITION BY unit ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
+-- Calls too small to be spans, summed onto a span: that much of its self time is serialization
+-- or parsing (in proportion over its self intervals).
+small_sums AS (
+    SELECT id, sum(ns) FILTER (WHERE library IN ('json', 'pickle', 'dill', 'pydantic', 'marshal', 'msgpack',
+                                                 'orjson', 'yaml')) AS serialization_ns,
+           sum(ns) FILTER (WHERE library NOT IN ('json', 'pickle', 'dill', 'pydantic', 'marshal', 'msgpack',
+                                                     'orjson', 'yaml')) AS parsing_ns
+    FROM (SELECT hash(span_id) AS id, split_part(key[length('selfopt_trace.small.') + 1:], '.', 1) AS library,
+                 TRY_CAST(attributes->>key AS BIGINT) AS ns
+          FROM (SELECT span_id, attributes, unnest(json_keys(attributes)) AS key
+                FROM spans
+                WHERE run_id = $run_id AND category <> 'import'  -- import spans hand their sums up
+                  AND attributes LIKE '%"selfopt_trace.small.%')
+          WHERE key LIKE 'selfopt_trace.small.%.duration_ns')
+    GROUP BY id
+),
 -- Self time as sums of signed ends: a span adds its interval (end minus start) to its own category
 -- and takes it from its parent's (a special parent loses its children's islands instead); a wait
 -- loses the pieces it passed on. An end's value is its time (busy), F (wall) and G (on the CPU).
+-- A span of its parent's category (an import in an import) adds what it takes: it is left out,
+-- unless a small-call sum needs its owner's self time.
 ends AS (
     SELECT l.unit, CASE WHEN x.sign < 0 THEN l.rs ELSE l.re END AS t, x.sign, l.id AS owner, l.code, l.parent,
-           l.parent_code, l.parent IS NOT NULL AND l.parent NOT IN (SELECT owner FROM special) AS from_parent
-    FROM (SELECT * FROM linked WHERE re > rs) AS l, (VALUES (-1), (1)) AS x(sign)
+           l.parent_code, l.from_parent
+    FROM (SELECT *, parent IS NOT NULL AND parent NOT IN (SELECT owner FROM special) AS from_parent
+          FROM linked
+          WHERE re > rs) AS l,
+         (VALUES (-1), (1)) AS x(sign)
+    WHERE NOT (l.from_parent AND l.code = l.parent_code)
+       OR l.id IN (SELECT id FROM small_sums) OR l.parent IN (SELECT id FROM small_sums)
     UNION ALL
     SELECT unit, t, sign, owner, owner_code, NULL, NULL, false
     FROM islands, LATERAL (VALUES (cs, 1), (ce, -1)) AS x(t, sign)
@@ -209,22 +232,6 @@ code_terms AS (
     SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive
     FROM (SELECT (SELECT end_ns - start_ns FROM run_extent)
                  - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
-),
--- Calls too small to be spans, summed onto a span: that much of its self time is serialization
--- or parsing (in proportion over its self intervals).
-small_sums AS (
-    SELECT id, sum(ns) FILTER (WHERE library IN ('json', 'pickle', 'dill', 'pydantic', 'marshal', 'msgpack',
-                                                 'orjson', 'yaml')) AS serialization_ns,
-           sum(ns) FILTER (WHERE library NOT IN ('json', 'pickle', 'dill', 'pydantic', 'marshal', 'msgpack',
-                                                     'orjson', 'yaml')) AS parsing_ns
-    FROM (SELECT hash(span_id) AS id, split_part(key[length('selfopt_trace.small.') + 1:], '.', 1) AS library,
-                 TRY_CAST(attributes->>key AS BIGINT) AS ns
-          FROM (SELECT span_id, attributes, unnest(json_keys(attributes)) AS key
-                FROM spans
-                WHERE run_id = $run_id AND category <> 'import'  -- import spans hand their sums up
-                  AND attributes LIKE '%"selfopt_trace.small.%')
-          WHERE key LIKE 'selfopt_trace.small.%.duration_ns')
-    GROUP BY id
 ),
 -- An owner with small sums: its self time (what its terms add up to), of which serialization and
 -- parsing take their share, up to all of it (from the part on the CPU first).
