@@ -72,3 +72,14 @@ def test_bad_push_settings_are_usage_errors(stored_run: Path, options: list[str]
 def test_push_of_an_unknown_run_lists_the_runs(stored_run: Path) -> None:
     done = selfopt(stored_run, "push", "nosuchrun")
     assert done.returncode == 2 and "run not found: nosuchrun" in done.stderr and "stored" in done.stderr
+
+
+def test_a_large_run_is_pushed_by_several_worker_processes(stored_run: Path, jaeger: Jaeger) -> None:
+    from selfopt_trace.export.otlp_settings import resolve
+    from selfopt_trace.export.push import push_run
+
+    original = stored_spans(stored_run / "traces.duckdb", "stored")
+    result = push_run(stored_run / "traces.duckdb", "stored", resolve({}, endpoint=jaeger.otlp_http_endpoint),
+                      workers=3)  # what a run over PARALLEL_FROM spans gets: each worker a share of the rows
+    assert (result.sent, result.total, result.error) == (len(original), len(original), None)
+    assert_jaeger_has_the_run(jaeger, original, "stored")
