@@ -10,6 +10,8 @@ call and returns the spans that ended in it, already merged as the loader merges
 - A file's first record must be a header of the version we read, else the file is skipped, as the
   loader skips it. A line that is not 12 fields ending in `.`, not UTF-8, or has bad numbers or
   attributes is skipped and counted. A last line without its newline is kept until it is complete.
+  (One difference: DuckDB's JSON parser refuses an escaped lone surrogate, Python's accepts it, so a
+  line with text that was not UTF-8 is sent here, converted, while the loader skips it as damaged.)
 - `still_open()` gives the spans started and not ended, closed at the last time known in their file
   and marked incomplete: what the loader makes of them once CMD has exited.
 - A process span without `process.exit.code` gets its exit code as the loader gives it: from the
