@@ -1,4 +1,4 @@
-"""What was sent where: the table `exports`, one row per live export or `push` of a run.
+"""What was sent where: the table `exports` (store/schema.sql), one row per live export or `push` of a run.
 
 A run counts as sent to an endpoint when a row for it says `complete` (every span accepted). A live
 export that fell short also leaves diagnostics (table `diagnostics`, code `export.*`), so the
@@ -11,23 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-EXPORTS_TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS exports (
-    run_id       VARCHAR,
-    sent_at_ns   BIGINT,     -- when the export ended (epoch ns)
-    via          VARCHAR,    -- 'live' (during the run) or 'push'
-    endpoint     VARCHAR,    -- without credentials
-    protocol     VARCHAR,    -- grpc | http/protobuf
-    spans_total  BIGINT,     -- spans of the run (live: those read while CMD ran)
-    spans_sent   BIGINT,     -- accepted by the receiver
-    complete     BOOLEAN,    -- every span of the run accepted
-    error        VARCHAR
-)"""
-
-
 def record_send(store: Any, run_id: str, via: str, endpoint: str, protocol: str, total: int | None, sent: int,
                 complete: bool, error: str | None) -> None:
-    store.sql(EXPORTS_TABLE_SQL)
     store.sql("INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
               [run_id, time.time_ns(), via, endpoint, protocol, total, sent, complete, error])
 

@@ -112,8 +112,9 @@ def _sql_file(name: str) -> str:
 
 
 def _has_current_schema(con: duckdb.DuckDBPyConnection) -> bool:
-    """The newest table of schema.sql is there (a file a new version created or upgraded)."""
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'cpu_samples'").fetchone()[0])
+    """The newest tables of schema.sql are there (a file a new version created or upgraded)."""
+    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('cpu_samples', 'exports')"
+                       ).fetchone()[0] == 2
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -109,6 +109,19 @@ SELECT span_id, pid, process_start_ns,
 FROM shared
 GROUP BY span_id, pid, process_start_ns;
 
+-- What was sent where (selfopt_trace/export/ledger.py): one row per live export or `push` of a run.
+CREATE TABLE IF NOT EXISTS exports (
+    run_id       VARCHAR,
+    sent_at_ns   BIGINT,     -- when the export ended (epoch ns)
+    via          VARCHAR,    -- 'live' (during the run) or 'push'
+    endpoint     VARCHAR,    -- without credentials
+    protocol     VARCHAR,    -- grpc | http/protobuf
+    spans_total  BIGINT,     -- spans of the run (live: those read while CMD ran)
+    spans_sent   BIGINT,     -- accepted by the receiver
+    complete     BOOLEAN,    -- every span of the run accepted
+    error        VARCHAR
+);
+
 -- The spans under Pydantic Logfire's column names, so Logfire-style SQL runs unchanged, e.g.
 --   SELECT span_name, duration FROM records WHERE is_exception
 -- One difference: `level` is text ('info' or 'error'), so `level = 'error'` works but Logfire's

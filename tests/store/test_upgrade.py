@@ -1,4 +1,4 @@
-"""A database written by an older selfopt-trace (before CPU samples) still answers, also read-only."""
+"""A database written by an older selfopt-trace (before CPU samples and exports) still answers, also read-only."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_an_older_database_opened_read_only_is_upgraded_once_and_answers_every_q
     with Store(path) as store:
         run_id = run.load(store, tmp_path)
     con = duckdb.connect(str(path))  # what an older version left: no CPU samples
-    con.execute("DROP MACRO TABLE process_span_cpu; DROP VIEW process_cpu; DROP TABLE cpu_samples")
+    con.execute("DROP MACRO TABLE process_span_cpu; DROP VIEW process_cpu; DROP TABLE cpu_samples; DROP TABLE exports")
     con.close()
     with Store(path, read_only=True) as store:
         for query in ("breakdown", "critical_path", "process_tree", "subprocess"):
