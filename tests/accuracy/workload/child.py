@@ -1,27 +1,29 @@
-"""A child process: imports a slow module, works a known time, records its own truth."""
+"""A child process: imports a slow module, works and sleeps a known time, records its truth.
+
+    python child.py TRUTH_DIR
+
+Its `last` is taken in the exit handler registered last (it runs first; the tracer's runs after).
+"""
 
 import time
 
-first = time.time_ns()
-import_start = time.time_ns()
-import json  # noqa: E402
+first, first_cpu = time.time_ns(), time.thread_time_ns()
+imports = (time.time_ns(), time.thread_time_ns())
+import atexit  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
 import slowimport  # noqa: E402,F401
+import truth  # noqa: E402
 
-import_end = time.time_ns()
-import atexit  # noqa: E402
+imported = truth.clocks()
+record = truth.Recorder(sys.argv[1], first, first_cpu)
+record.add("imports", imports, imported)
+atexit.register(record.write)
 
-time.sleep(float(os.environ["ACCURACY_CHILD_WORK_MS"]) / 1000)
-truth = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-known = json.dumps({"pid": os.getpid(), "first": first, "import_start": import_start, "import_end": import_end})
-
-
-def record_truth() -> None:
-    """`last` is the process's exit: the exit handler registered last runs first (the tracer's runs after)."""
-    last = time.time_ns()
-    os.write(truth, ('%s, "last": %d}\n' % (known[:-1], last)).encode())  # after `last`, one write
-
-
-atexit.register(record_truth)
+work = record.begin()
+truth.spin(float(os.environ["ACCURACY_CHILD_SPIN_MS"]), record)
+record.end(work, "spin")
+rest = record.begin()
+time.sleep(float(os.environ["ACCURACY_CHILD_SLEEP_MS"]) / 1000)
+record.end(rest, "sleep")

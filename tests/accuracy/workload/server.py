@@ -1,40 +1,56 @@
-"""The service the workload calls: every POST sleeps a known time. Traced as a run of its own.
+"""The HTTP service the workloads call: every POST sleeps a known time. Records its own truth.
 
-    python server.py SLEEP_MS TRUTH_FILE
+    python server.py TRUTH_DIR SLEEP_MS [parse]
 
-Prints its port, serves until its stdin closes. Each request appends its truth (what the server
-measured itself, from starting to read the request's headers to having answered it: the extent a
-SERVER span claims) to TRUTH_FILE as a JSON line.
+Prints its port, serves until its stdin closes, then stops. Each request is a `served` block, from
+starting to read the request's headers to having answered it (the extent a SERVER span claims);
+with `parse`, the handler decodes the JSON body (a `serialization` block inside it). Its threads
+(the one serving, one per request) are `thread` blocks, and the main thread's wait for stdin to
+close is a `blocked` block.
 """
 
-import http.server
-import json
-import sys
-import threading
 import time
 
-SLEEP_S = float(sys.argv[1]) / 1000
-TRUTH = sys.argv[2]
-lock = threading.Lock()
+first, first_cpu = time.time_ns(), time.thread_time_ns()
+imports = (time.time_ns(), time.thread_time_ns())
+import atexit  # noqa: E402
+import encodings.idna  # noqa: E402,F401  (imported when the server binds: its host name)
+import http.server  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+import truth  # noqa: E402
+
+imported = truth.clocks()
+record = truth.Recorder(sys.argv[1], first, first_cpu, role="server")
+atexit.register(record.write)
+record.add("imports", imports, imported)
+SLEEP_S = float(sys.argv[2]) / 1000
+PARSE = sys.argv[3:] == ["parse"]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def handle_one_request(self):
         self.truth_start = None
         super().handle_one_request()
-        end = time.time_ns()
         if self.truth_start is not None:
-            with lock, open(TRUTH, "a") as truth:
-                truth.write(json.dumps({"path": self.path, "start": self.truth_start, "end": end}) + "\n")
+            record.end(self.truth_start, "served", path=self.path)
 
     def parse_request(self):
-        self.truth_start = time.time_ns()
+        self.truth_start = record.begin()
         return super().parse_request()
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if PARSE:
+            parsing = record.begin()
+            got = len(json.loads(body)["items"])
+            record.end(parsing, "serialization")
+        else:
+            got = len(body)
         time.sleep(SLEEP_S)
-        answer = json.dumps({"path": self.path, "got": len(body), "pad": "y" * 300}).encode()
+        answer = ('{"path": "%s", "got": %d, "pad": "%s"}' % (self.path, got, "y" * 300)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))
@@ -46,8 +62,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+class Server(http.server.ThreadingHTTPServer):
+    def process_request_thread(self, request, client_address):
+        begun = record.begin()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            record.end(begun, "thread", name="handler")
+
+
+def serve():
+    begun = record.begin()
+    server.serve_forever(poll_interval=0.01)
+    record.end(begun, "thread", name="serve")
+
+
+server = Server(("127.0.0.1", 0), Handler)
+serving = threading.Thread(target=serve)
+serving.start()
 print(server.server_address[1], flush=True)
+blocked = record.begin()
 sys.stdin.read()
+record.end(blocked, "blocked")
 server.shutdown()
+record.wait(serving.join, threads=["serve"])

@@ -1,0 +1,39 @@
+"""Case (a): an idle helper process alive for the whole run while the main process works.
+
+    python idle_helper.py TRUTH_DIR
+
+Starts helper.py first (blocked on a pipe), then works a known time on the CPU (a phase), serializes
+a payload, sleeps (a wait the trace cannot see), and at the end closes the helper's stdin and waits
+for it to exit.
+"""
+
+import time
+
+first, first_cpu = time.time_ns(), time.thread_time_ns()
+imports = (time.time_ns(), time.thread_time_ns())
+import atexit  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import phases  # noqa: E402
+import truth  # noqa: E402
+
+imported = truth.clocks()
+TRUTH_DIR = sys.argv[1]
+HERE = os.path.dirname(os.path.abspath(__file__))
+record = truth.Recorder(TRUTH_DIR, first, first_cpu, role="main")
+atexit.register(record.write)
+record.add("imports", imports, imported)
+
+helper = truth.spawn(record, [sys.executable, os.path.join(HERE, "helper.py"), TRUTH_DIR], stdin=subprocess.PIPE)
+phases.work(record, float(os.environ["ACCURACY_WORK_MS"]))
+data = {"rows": [{"id": i, "name": "row %d" % i, "values": list(range(20))} for i in range(4000)]}
+serialization = record.begin()
+payload = json.dumps(data)
+record.end(serialization, "serialization", bytes=len(payload))
+sleep = record.begin()
+time.sleep(float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
+record.end(sleep, "sleep")
+record.wait(helper.communicate, pids=[helper.pid])

@@ -1,0 +1,37 @@
+"""Case (e): a child that outlives the span of its parent that started it.
+
+    python outlive.py TRUTH_DIR
+
+A phase (phases.start_child) starts a child and returns; the main process then works on the CPU
+while the child runs (it sleeps long enough to outlive that work), and only then waits for it.
+"""
+
+import time
+
+first, first_cpu = time.time_ns(), time.thread_time_ns()
+imports = (time.time_ns(), time.thread_time_ns())
+import atexit  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402,F401
+import sys  # noqa: E402
+
+import phases  # noqa: E402
+import truth  # noqa: E402
+
+imported = truth.clocks()
+try:  # the tracer wraps os.waitpid on first use (its own import, no span): here, not in the wait
+    os.waitpid(-1, os.WNOHANG)
+except ChildProcessError:
+    pass
+TRUTH_DIR = sys.argv[1]
+HERE = os.path.dirname(os.path.abspath(__file__))
+record = truth.Recorder(TRUTH_DIR, first, first_cpu, role="main")
+atexit.register(record.write)
+record.add("imports", imports, imported)
+
+child = phases.start_child(record, [sys.executable, os.path.join(HERE, "child.py"), TRUTH_DIR],
+                           env=dict(os.environ, ACCURACY_CHILD_SLEEP_MS=os.environ["ACCURACY_OUTLIVE_SLEEP_MS"]))
+work = record.begin()
+truth.spin(float(os.environ["ACCURACY_WORK_MS"]), record)
+record.end(work, "spin")
+record.wait(child.wait, pids=[child.pid])

@@ -1,0 +1,94 @@
+"""Case (c): a multiprocessing Pool (spawn: with its resource tracker) doing known CPU work.
+
+    python pool.py TRUTH_DIR
+
+multiprocessing starts its resource tracker (a process alive, idle, until after the end: it
+measures nothing, nobody waits on it) before the pool's first lock. Two spawned workers start
+while the main process works; once both say they are ready, the main process maps tasks of known
+CPU time onto them and waits, then closes the pool and joins each worker. Each worker records its
+tasks and the CPU they took.
+"""
+
+import time
+
+first, first_cpu = time.time_ns(), time.thread_time_ns()
+imports = (time.time_ns(), time.thread_time_ns())
+import atexit  # noqa: E402
+import multiprocessing  # noqa: E402
+import multiprocessing.context  # noqa: E402
+import multiprocessing.pool  # noqa: E402
+import multiprocessing.popen_spawn_posix  # noqa: E402,F401  (imported on first use otherwise)
+import multiprocessing.resource_tracker  # noqa: E402,F401
+import multiprocessing.queues  # noqa: E402,F401
+import multiprocessing.synchronize  # noqa: E402,F401
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import truth  # noqa: E402
+
+imported = truth.clocks()
+record = None  # this process's truth.Recorder (the main's, or a worker's from its initializer)
+
+
+class Worker(multiprocessing.context.SpawnProcess):
+    """A pool worker whose start (the spawning call) the main process times."""
+
+    def start(self):
+        spawn = record.begin()
+        super().start()
+        record.end(spawn, "spawn", pid=self.pid)
+
+    def join(self, timeout=None):  # Pool.join joins each worker: a wait on it, until it is reaped
+        record.wait(lambda: super(Worker, self).join(timeout), pids=[self.pid])
+
+
+class Pool(multiprocessing.pool.Pool):
+    @staticmethod
+    def Process(ctx, *args, **kwds):  # noqa: N802 (multiprocessing's name)
+        return Worker(*args, **kwds)
+
+
+def ready(truth_dir, queue):
+    """A worker's initializer: from here on it measures itself (its start-up is not waited on)."""
+    global record
+    now = truth.clocks()
+    record = truth.Recorder(truth_dir, now[0], now[1], role="worker")
+    atexit.register(record.write)
+    queue.put(os.getpid())
+
+
+def task(ms):
+    begun = record.begin()
+    truth.spin(ms, record)
+    record.end(begun, "spin", task=True)
+
+
+if __name__ == "__main__":
+    TRUTH_DIR = sys.argv[1]
+    WORKERS, TASKS = 2, 4
+    record = truth.Recorder(TRUTH_DIR, first, first_cpu, role="main")
+    record.add("imports", imports, imported)
+    atexit.register(record.write)
+    context = multiprocessing.get_context("spawn")
+    # The pool's first lock would start the resource tracker; started here, its spawn is timed.
+    tracker = record.begin()
+    multiprocessing.resource_tracker.ensure_running()
+    record.end(tracker, "spawn", pid=multiprocessing.resource_tracker._resource_tracker._pid)
+    started = context.SimpleQueue()
+    pool = Pool(WORKERS, initializer=ready, initargs=(TRUTH_DIR, started), context=context)
+    workers = [worker.pid for worker in pool._pool]
+    work = record.begin()  # own work while the workers start: nobody waits on them yet
+    truth.spin(float(os.environ["ACCURACY_WORK_MS"]), record)
+    record.end(work, "spin")
+    blocked = record.begin()
+    for _ in range(WORKERS):
+        started.get()
+    record.end(blocked, "blocked")
+    record.wait(lambda: pool.map(task, [float(os.environ["ACCURACY_TASK_MS"])] * TASKS, chunksize=1), pids=workers)
+    pool.close()
+    # The pool's own threads (workers, tasks, results) end by themselves once it is closed: let them,
+    # polling, so that Pool.join's joins of them are not waits (their lives are multiprocessing's,
+    # nothing here can time them); it then only joins the workers (Worker.join, timed).
+    while any(thread.is_alive() for thread in (pool._worker_handler, pool._task_handler, pool._result_handler)):
+        time.sleep(0.001)
+    pool.join()

@@ -1,0 +1,39 @@
+"""Case (d): two threads, one spinning on the CPU and one sleeping, joined by the main thread.
+
+    python spin_sleep.py TRUTH_DIR
+"""
+
+import time
+
+first, first_cpu = time.time_ns(), time.thread_time_ns()
+imports = (time.time_ns(), time.thread_time_ns())
+import atexit  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+import truth  # noqa: E402
+
+imported = truth.clocks()
+record = truth.Recorder(sys.argv[1], first, first_cpu, role="main")
+atexit.register(record.write)
+record.add("imports", imports, imported)
+
+
+def spinner():
+    begun = record.begin()
+    truth.spin(float(os.environ["ACCURACY_WORK_MS"]), record)
+    record.end(begun, "thread", name="spin")
+
+
+def sleeper():
+    begun = record.begin()
+    time.sleep(float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
+    record.end(begun, "thread", name="sleep")
+
+
+spinning, sleeping = threading.Thread(target=spinner), threading.Thread(target=sleeper)
+spinning.start()
+sleeping.start()
+record.wait(spinning.join, threads=["spin"])
+record.wait(sleeping.join, threads=["sleep"])

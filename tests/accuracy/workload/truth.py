@@ -1,0 +1,130 @@
+"""What a workload process measured about itself: the ground truth the accuracy tests compare with.
+
+Every step worth comparing is a *block*: its kind (imports, serialization, request, spawn, wait,
+thread, task, spin, sleep, ...), its wall-clock interval (time.time_ns, the clock the tracer uses),
+the CPU time its thread used meanwhile (time.thread_time_ns) and the time it waited for a CPU
+(its own schedstat), read by the workload itself around the step, so nothing here depends on the
+tracer. Between two blocks of a thread, what the thread did is its own work: running (on a CPU
+or queued for one) or off it, as its clocks say.
+
+Each process writes one file, <dir>/<pid>.truth, at its exit: a Python literal (repr), so that
+writing it calls no serializer the tracer would record.
+"""
+
+import os
+import resource
+import subprocess
+from _thread import get_native_id
+from time import process_time_ns, thread_time_ns, time_ns
+
+_schedstat = {}  # native thread id -> /proc/thread-self/schedstat, open
+
+
+def queued_ns():
+    """How long this thread has waited for a CPU while runnable (the kernel's run_delay, field 2 of
+    /proc/thread-self/schedstat): a thread preempted by a busy machine is running, not waiting on
+    anything, as the breakdown counts it."""
+    tid = get_native_id()
+    descriptor = _schedstat.get(tid)
+    if descriptor is None:
+        descriptor = _schedstat[tid] = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+    return int(os.pread(descriptor, 100, 0).split()[1])
+
+
+def clocks():
+    """(wall clock, this thread's CPU time, its time queued for a CPU), in ns."""
+    return time_ns(), thread_time_ns(), queued_ns()
+
+
+class Recorder:
+    def __init__(self, directory, first, first_cpu, **info):
+        """`first`, `first_cpu`: the clocks at the program's first line (where start-up ends)."""
+        self.directory = directory
+        self.pid = os.getpid()
+        self.first = first
+        self.first_cpu = first_cpu
+        self.info = info
+        self.blocks = []
+        self.readings = []  # (time, CPU, tid, queued) inside long blocks: the CPU truth at a finer grain
+
+    begin = staticmethod(clocks)
+
+    def end(self, begun, kind, **info):
+        """Close the block opened by begin(); returns its end time."""
+        ended = clocks()
+        self.add(kind, begun, ended, **info)
+        return ended[0]
+
+    def wait(self, call, **info):
+        """call() as a `wait` block (on the children `pids`, the `threads` or `tasks` named in
+        `info`), with the CPU time of the children it reaped (their whole lives, from the kernel's
+        accounting of reaped children) as `children_cpu`."""
+        before = children_cpu_ns()
+        begun = clocks()
+        result = call()
+        ended = clocks()
+        self.add("wait", begun, ended, children_cpu=children_cpu_ns() - before, **info)
+        return result
+
+    def add(self, kind, begun, ended, tid=None, **info):
+        """A block measured before the recorder existed, or in another thread: `begun` and `ended`
+        are clocks() (or just wall and CPU time), `tid` the thread's native id (default: this one)."""
+        queued = (begun[2], ended[2]) if len(begun) > 2 and len(ended) > 2 else (None, None)
+        self.blocks.append((kind, begun[0], ended[0], begun[1], ended[1], tid or get_native_id(), info) + queued)
+
+    def write(self, **extra):
+        """Write everything, then take `last` (the process's end as it knows it) and write it: after
+        `last`, one short write. Called at exit (an exit handler registered after the tracer's runs
+        before it), so `last` is as close as the program can get to the end of its process span."""
+        data = {"pid": self.pid, "tid": get_native_id(), "first": self.first, "first_cpu": self.first_cpu,
+                "blocks": self.blocks, "readings": self.readings, **self.info, **extra}
+        descriptor = os.open(os.path.join(self.directory, "%d.truth" % self.pid),
+                             os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.write(descriptor, repr(data)[:-1].encode())
+        last, last_cpu, last_queued = clocks()
+        process_cpu = process_time_ns()
+        os.write(descriptor, (', "last": %d, "last_cpu": %d, "last_queued": %d, "process_cpu": %d}'
+                              % (last, last_cpu, last_queued, process_cpu)).encode())
+        os.close(descriptor)
+
+
+def children_cpu_ns():
+    """CPU time (user and system) of this process's children that have been reaped."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round((usage.ru_utime + usage.ru_stime) * 1e9)
+
+
+def spin(ms, record=None):
+    """Keep this thread on the CPU for `ms` of its own CPU time (not wall time: a busy machine
+    stretches the wall time, never the work), noting its clocks every ms of wall time in `record`."""
+    deadline = thread_time_ns() + int(ms * 1e6)
+    tid = get_native_id()
+    readings = record.readings if record is not None else []
+    next_reading = time_ns() + 1_000_000
+    while True:
+        cpu = thread_time_ns()
+        if cpu >= deadline:
+            return
+        now = time_ns()
+        if now >= next_reading:
+            readings.append((now, cpu, tid, queued_ns()))
+            next_reading = now + 1_000_000
+
+
+class Popen(subprocess.Popen):
+    """A Popen that times its spawning call, `_execute_child` (fork and exec, until the exec is
+    known to have succeeded: what a spawn is), as `spawned`: clocks() before and after."""
+
+    def _execute_child(self, *args, **kwargs):
+        begun = clocks()
+        try:
+            super()._execute_child(*args, **kwargs)
+        finally:
+            self.spawned = (begun, clocks())
+
+
+def spawn(record, *args, **kwargs):
+    """Start a child with Popen(*args, **kwargs), recording its spawning call."""
+    process = Popen(*args, **kwargs)
+    record.add("spawn", *process.spawned, pid=process.pid)
+    return process
