@@ -142,21 +142,29 @@ flow(unit, a, b, w, depth) AS (
     JOIN edge_spans AS e ON e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1
     WHERE f.depth < 64
 ),
--- Which thread a unit is, for its CPU samples: a process's main thread has the pid as its tid. A
--- thread runnable but waiting for a CPU (runqueue) is not waiting on anything untraced: it counts
--- as running.
--- Samples count within the unit's life only: a pid or a tid reused later is another process or thread.
+-- Which thread a unit is, for its CPU samples: a process's main thread has the pid as its tid.
+-- Samples count within the unit's life only: a pid or a tid reused later is another process or
+-- thread. A thread runnable but waiting for a CPU (runqueue) is not waiting on anything untraced:
+-- it counts as running. A thread's first interval starts when it started in clock ticks (up to
+-- 10 ms early): it is clipped to the unit's start; its last reading can come before its end (up to
+-- one sampling period): that reading's fraction goes on to the unit's end.
 unit_threads AS (
     SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re
     FROM coded AS c
     WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
 ),
-cpu AS (
-    SELECT u.unit, s.start_ns, s.end_ns,
-           least(1.0, (s.cpu_ns + coalesce(s.runqueue_ns, 0)) / (s.end_ns - s.start_ns)) - 1 AS dr
+cpu_raw AS (
+    SELECT u.unit, u.re, greatest(s.start_ns, u.rs) AS start_ns, s.end_ns,
+           s.cpu_ns + coalesce(s.runqueue_ns, 0) AS used_ns
     FROM unit_threads AS u
-    JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid AND s.end_ns > s.start_ns
-                         AND s.end_ns > u.rs AND s.start_ns < u.re
+    JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid
+                         AND s.end_ns > greatest(s.start_ns, u.rs) AND s.start_ns < u.re
+),
+cpu AS (
+    SELECT c.unit, c.start_ns, CASE WHEN c.end_ns = l.last_end THEN greatest(c.end_ns, c.re) ELSE c.end_ns END AS end_ns,
+           least(1.0, c.used_ns / (c.end_ns - c.start_ns)) - 1 AS dr
+    FROM cpu_raw AS c
+    JOIN (SELECT unit, max(end_ns) AS last_end FROM cpu_raw GROUP BY unit) AS l ON l.unit = c.unit
 ),
 -- F(t) of a unit: the integral of w/k, the wall time one of its leaves gets; G(t) the same weighted
 -- by the fraction of time the thread ran (1 where nothing was sampled).

@@ -159,10 +159,17 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         return found
 
     def running(u: str, a: float, b: float) -> float:
+        """The sampled fraction of [a, b] the unit's thread ran: its samples clipped to the unit's
+        start, the last one's fraction carried on to the unit's end; 1 where none says."""
         key = tid.get(u)
-        for c in cpu:
-            if key and (c.pid, c.tid) == key and c.start <= a and c.end >= b:
-                return min(1.0, c.cpu / (c.end - c.start))
+        lo, hi = nodes[u].start, nodes[u].end
+        mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi]
+        last = max((c.end for c in mine), default=None)
+        for c in mine:
+            start = max(c.start, lo)
+            end = max(c.end, hi) if c.end == last else c.end
+            if start <= a and end >= b:
+                return min(1.0, c.cpu / (c.end - start))
         return 1.0
 
     def give(u: str, weight: float, a: float, b: float, depth: int = 0) -> None:

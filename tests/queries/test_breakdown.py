@@ -193,7 +193,8 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
     cpu: list[reference.CpuSample] = []
 
     def sample(pid: int, tid: int, lo: float, hi: float) -> None:
-        t = lo
+        # as the sampler reads them: from the start in clock ticks (early), the last reading before the end
+        t, hi = lo - rng.uniform(0, 2), hi - rng.uniform(0, 3)
         while t < hi:
             step = min(hi - t, rng.uniform(1, 6))
             cpu.append(reference.CpuSample(pid, tid, t, t + step, step * rng.choice((0, 0.3, 1, 1))))

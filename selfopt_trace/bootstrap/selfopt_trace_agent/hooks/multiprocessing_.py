@@ -56,6 +56,7 @@ def _start(original):
             os_._fork_span = span
         except Exception:
             return original(self)
+        t0 = time_ns()
         try:
             with spawn.inherited_environ(span):
                 original(self)
@@ -65,7 +66,7 @@ def _start(original):
         finally:
             os_._fork_span = None
             tracer.deactivate(token)
-        spawn.started(span, self.pid)
+        spawn.started(span, self.pid, time_ns() - t0)  # start() is the spawning call (fork, or a new interpreter)
         self.__dict__[waits.SPAN] = span.span_id  # for waits on it (join, a pool's results)
 
     return start
