@@ -70,7 +70,8 @@ def test_json_on_stdout_comes_after_the_commands_output(cli):
     assert summary["exit_code"] == 0 and summary["processes"] == 1 and summary["traced"] is True
     assert summary["spans"] >= 2 and summary["incomplete_spans"] == 0
     by_category = summary["time_by_category_ms"]
-    assert by_category["interpreter start-up"] > 0 and by_category["own work"] > 0
+    # after start-up, print() and exit: well under a ms, on the CPU (own work) or not (an untraced wait)
+    assert by_category["interpreter start-up"] > 0 and by_category["own work"] + by_category["untraced waits"] > 0
     # the categories account for the wall time, to rounding, and are the breakdown query's
     assert abs(sum(by_category.values()) - summary["wall_ms"]) < 0.01
     breakdown = json.loads(cli("query", "breakdown", "--format", "json").stdout)
