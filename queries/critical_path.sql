@@ -26,7 +26,8 @@
 --   duration_ms           the span's whole duration
 WITH RECURSIVE
 activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
-    SELECT * FROM run_activity($run_id)
+    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on, name, category, pid, start_ns, end_ns
+    FROM run_activity($run_id)
 ),
 -- (child, parent) pairs, the child clipped to its parent: top-level spans are children of the run
 -- (id 0); a unit waited on is a child of each wait on it.
