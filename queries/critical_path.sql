@@ -26,7 +26,7 @@
 --   duration_ms           the span's whole duration
 WITH RECURSIVE
 activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
-    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on, name, category, pid, start_ns, end_ns
+    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on
     FROM run_activity($run_id)
 ),
 -- (child, parent) pairs, the child clipped to its parent: top-level spans are children of the run
@@ -101,5 +101,11 @@ SELECT repeat('  ', o.depth - 1) || n.name AS span, n.category, n.pid,
        round(o.self_ns / 1e6, 3) AS self_ms,
        round((n.end_ns - n.start_ns) / 1e6, 3) AS duration_ms
 FROM shown AS o
-JOIN activity AS n ON n.id = o.id
+JOIN (  -- the shown spans' names, from this run or the other runs whose servers answered it
+    SELECT DISTINCT ON (id) id, name, category, pid, start_ns, end_ns
+    FROM (SELECT hash(span_id) AS id, name, category, pid, start_ns, end_ns, run_id = $run_id AS own
+          FROM spans
+          WHERE run_id = $run_id OR kind = 'SERVER')
+    WHERE id IN (SELECT id FROM shown)
+    ORDER BY id, own DESC) AS n ON n.id = o.id
 ORDER BY o.path_start, o.depth
