@@ -35,7 +35,7 @@
 WITH RECURSIVE
 -- Every span as an activity of its unit (selfopt_trace/store/macros.sql).
 coded AS MATERIALIZED (
-    SELECT id, parent, unit, is_root, is_top, category, pid, rs, re, waiter, waits_on, tid, code,
+    SELECT id, parent, unit, is_root, is_top, pid, rs, re, waiter, waits_on, tid, code,
            parent_rs, parent_re, parent_code
     FROM run_activity($run_id)
 ),
@@ -44,7 +44,7 @@ run_extent AS (  -- the run's wall time: its top-level spans (normally the main 
 ),
 -- Each span within the run (rs, re), and clipped to its same-unit parent (cs, ce).
 linked AS MATERIALIZED (
-    SELECT c.id, c.unit, c.is_root, c.is_top, c.parent, c.code, c.category, c.waiter, c.parent_code,
+    SELECT c.id, c.unit, c.is_top, c.parent, c.code, c.waiter, c.parent_code,
            greatest(c.rs, r.start_ns) AS rs, least(c.re, r.end_ns) AS re,
            greatest(c.rs, coalesce(c.parent_rs, c.rs), r.start_ns) AS cs,
            least(c.re, coalesce(c.parent_re, c.re), r.end_ns) AS ce
