@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 import yaml
 
@@ -17,6 +16,7 @@ from selfopt_trace.collector_ingest import load_files
 from selfopt_trace.store import Store
 from tests.cli.conftest import clean_environ
 from tests.otel.conftest import CONFIGS, ROOT, Collector, Jaeger
+from tests.otel.jaeger_check import otlp_value, stored_spans
 
 WORKLOAD = Path(__file__).resolve().parent / "workload"
 
@@ -120,38 +120,10 @@ def test_debug_exporter_logs_the_spans(start_collector, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- a selfopt-trace run, end to end
 
-SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "category", "start_ns", "end_ns", "status",
-                "incomplete", "service_name", "pid", "attributes", "resource_attributes")
-
-
-def span_rows(db: Path, run_id: str) -> dict[str, dict]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute(f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE run_id = ?", [run_id]).fetchall()
-    spans = {}
-    for row in rows:
-        span = dict(zip(SPAN_COLUMNS, row))
-        span["attributes"] = json.loads(span["attributes"] or "{}")
-        span["resource_attributes"] = json.loads(span["resource_attributes"] or "{}")
-        spans[span["span_id"]] = span
-    return spans
-
-
 def field_differences(expected: dict[str, dict], actual: dict[str, dict]) -> list[tuple]:
     """(span name, field, expected, actual) for each field that differs between spans of the same id."""
     return [(span["name"], field, value, actual[span_id][field]) for span_id, span in expected.items()
             for field, value in span.items() if actual[span_id][field] != value]
-
-
-def otlp_value(value: dict):
-    """An OTLP/JSON AnyValue as Python."""
-    [(kind, inner)] = value.items()
-    if kind == "intValue":
-        return int(inner)
-    if kind == "arrayValue":
-        return [otlp_value(item) for item in inner.get("values", [])]
-    if kind == "kvlistValue":
-        return {item["key"]: otlp_value(item["value"]) for item in inner.get("values", [])}
-    return inner
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -168,7 +140,7 @@ def test_a_run_arrives_whole_in_jaeger_and_in_the_collector_files(start_collecto
                            sys.executable, str(WORKLOAD / "main.py")],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == "done", done.stderr
-    original = span_rows(tmp_path / "home" / "traces.duckdb", "otel-e2e")
+    original = stored_spans(tmp_path / "home" / "traces.duckdb", "otel-e2e")
     assert len(original) > 20
     [trace_id] = {span["trace_id"] for span in original.values()}
     endpoint = "http://" + collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
@@ -182,7 +154,7 @@ def test_a_run_arrives_whole_in_jaeger_and_in_the_collector_files(start_collecto
     load = subprocess.run([*cli, "load", "--db", str(loaded_db), str(files)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert load.returncode == 0, load.stderr
-    loaded = span_rows(loaded_db, "otel-e2e")
+    loaded = stored_spans(loaded_db, "otel-e2e")
     assert set(loaded) == set(original)
     for span in loaded.values():  # what the export adds to carry the category and run id, as `load` keeps it
         assert span["attributes"].pop("selfopt_trace.category") == span["category"]
