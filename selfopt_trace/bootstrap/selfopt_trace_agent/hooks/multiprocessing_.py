@@ -80,15 +80,8 @@ def _spawnv_passfds(original):
             span = spawn.start_span("subprocess", args)
         except Exception:
             return original(path, args, passfds)
-        t0 = time_ns()
-        try:
-            with spawn.inherited_environ(span):  # the helper takes os.environ
-                pid = original(path, args, passfds)
-        except BaseException as exc:
-            spawn.failed(span, exc)
-            raise
-        spawn.started(span, pid, time_ns() - t0)
-        return pid
+        with spawn.inherited_environ(span):  # the helper takes os.environ
+            return spawn.run_spawning(span, original, path, args, passfds)
 
     return spawnv_passfds
 

@@ -134,14 +134,7 @@ def _wrap_posix_spawn(original):
             argv = spawn.rewrite_argv(argv, span)
         except Exception:
             return original(path, argv, env, *args, **kwargs)
-        t0 = time_ns()
-        try:
-            pid = original(path, argv, env, *args, **kwargs)
-        except BaseException as exc:
-            spawn.failed(span, exc)
-            raise
-        spawn.started(span, pid, time_ns() - t0)
-        return pid
+        return spawn.run_spawning(span, lambda: original(path, argv, env, *args, **kwargs))
 
     return posix_spawn
 

@@ -123,6 +123,18 @@ def started(span: tracer.Span, pid: int, spawn_ns: int = 0) -> None:
     _children[pid] = (span, attributes)
 
 
+def run_spawning(span: tracer.Span, call, *args) -> int:
+    """`call(*args)` starts the child and returns its pid: the span's spawning call, timed."""
+    t0 = time_ns()
+    try:
+        pid = call(*args)
+    except BaseException as exc:
+        failed(span, exc)
+        raise
+    started(span, pid, time_ns() - t0)
+    return pid
+
+
 def failed(span: tracer.Span, exc: BaseException) -> None:
     tracer.end_span(span, tracer.ERROR, {"error.type": type(exc).__qualname__,
                                          "exception.message": redact.text(str(exc))[:500]})
