@@ -7,7 +7,7 @@
 --   id, parent            hashed span ids; parent only within the same unit (else NULL)
 --   unit                  the id of the unit's root span
 --   is_root, is_top       the span roots a unit; it has no traced parent at all (the run's top level)
---   name, category, pid, start_ns, end_ns   as in `spans`
+--   pid, start_ns, end_ns as in `spans`
 --   rs, re                the span's interval as activity of its unit: a child process's whole life is
 --                         not its spawner's activity, only the spawning call is (selfopt_trace.spawn_ns)
 --   waiter                it waits: a `wait` span, an HTTP or container CLIENT span, os.system (a shell
@@ -18,28 +18,42 @@
 --   code                  what its self time is, as breakdown.sql numbers its categories
 --   parent_rs, parent_re, parent_code    the same of its parent, when the parent is in its unit
 
+-- What a span is, as a small number (joins and sorts carry it instead of name, kind and category):
+--   1 a process span, 2 start-up, 3 import, 4 parse, 5 serialization, 6 HTTP CLIENT, 7 HTTP SERVER,
+--   8 other HTTP, 9 subprocess, 10 exec (a subprocess span), 11 container CLIENT, 12 other container,
+--   13 wait, 14 thread or task, 0 anything else.
+CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
+    CASE category
+        WHEN 'process' THEN CASE WHEN name = 'process' THEN 1 ELSE 0 END
+        WHEN 'startup' THEN 2
+        WHEN 'import' THEN 3
+        WHEN 'parse' THEN 4
+        WHEN 'serialization' THEN 5
+        WHEN 'http' THEN CASE kind WHEN 'CLIENT' THEN 6 WHEN 'SERVER' THEN 7 ELSE 8 END
+        WHEN 'subprocess' THEN CASE WHEN name = 'exec' THEN 10 ELSE 9 END
+        WHEN 'container' THEN CASE WHEN kind = 'CLIENT' THEN 11 ELSE 12 END
+        WHEN 'wait' THEN 13
+        WHEN 'thread' THEN 14
+        ELSE 0
+    END)::UTINYINT;
+
 -- A span waits on what is started under it or what it names (see run_activity's `waiter`).
-CREATE OR REPLACE TEMP MACRO activity_waiter(category, kind, shell, legacy) AS
-    category = 'wait' OR (kind = 'CLIENT' AND category IN ('http', 'container'))
-    OR (category = 'subprocess' AND (coalesce(shell, false) OR legacy));
+CREATE OR REPLACE TEMP MACRO activity_waiter(sort, shell, legacy) AS
+    sort IN (6, 11, 13) OR (sort IN (9, 10) AND (coalesce(shell, false) OR legacy));
 
 -- The end of a span as activity of its unit: a spawning span is only its spawning call.
-CREATE OR REPLACE TEMP MACRO activity_end(category, waiter, start_ns, end_ns, spawn_ns) AS
-    CASE WHEN category = 'subprocess' AND NOT waiter THEN least(end_ns, start_ns + coalesce(spawn_ns, 0))
-         ELSE end_ns END;
+CREATE OR REPLACE TEMP MACRO activity_end(sort, waiter, start_ns, end_ns, spawn_ns) AS
+    CASE WHEN sort IN (9, 10) AND NOT waiter THEN least(end_ns, start_ns + coalesce(spawn_ns, 0)) ELSE end_ns END;
 
 -- What a span's self time is, numbered as breakdown.sql's categories. `main`: in a top-level process.
-CREATE OR REPLACE TEMP MACRO activity_code(category, kind, waiter, wait_code, traced, docker, main) AS
+CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, docker, main) AS
     CASE
-        WHEN category = 'wait' THEN coalesce(wait_code, 12)
-        WHEN category = 'startup' THEN 1
-        WHEN category = 'import' THEN 2
-        WHEN category = 'parse' THEN 3
-        WHEN category = 'serialization' THEN 4
-        WHEN category = 'http' AND kind = 'SERVER' THEN 6
-        WHEN category = 'http' THEN 5
-        WHEN category = 'container' OR (category = 'subprocess' AND coalesce(docker, false)) THEN 9
-        WHEN category = 'subprocess' THEN CASE WHEN coalesce(traced, false) OR NOT waiter THEN 7 ELSE 11 END
+        WHEN sort = 13 THEN coalesce(wait_code, 12)
+        WHEN sort BETWEEN 2 AND 5 THEN sort - 1
+        WHEN sort = 7 THEN 6
+        WHEN sort IN (6, 8) THEN 5
+        WHEN sort IN (11, 12) OR (sort IN (9, 10) AND coalesce(docker, false)) THEN 9
+        WHEN sort IN (9, 10) THEN CASE WHEN coalesce(traced, false) OR NOT waiter THEN 7 ELSE 11 END
         WHEN main THEN 10
         ELSE 8
     END;
@@ -73,10 +87,11 @@ foreign_servers AS (
     JOIN run_spans AS c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id
     WHERE s.kind = 'SERVER' AND s.run_id <> for_run AND c.kind = 'CLIENT'
 ),
--- Ids as hashes from here on: joins and sorts on integers are several times faster than on text.
-trace_spans AS NOT MATERIALIZED (
+-- Ids as hashes from here on, and what a span is as a number: joins and sorts on integers are
+-- several times faster than on text.
+nodes AS MATERIALIZED (
     SELECT hash(span_id) AS id, CASE WHEN parent_span_id IS NOT NULL THEN hash(parent_span_id) END AS parent,
-           name, kind, category, start_ns, end_ns, pid, process_key
+           span_sort(name, kind, category) AS sort, start_ns, end_ns, pid, process_key
     FROM (SELECT * FROM run_spans UNION ALL SELECT * FROM foreign_servers)
     WHERE trace_id = (SELECT trace_id FROM main_trace)
 ),
@@ -92,32 +107,27 @@ details AS MATERIALIZED (
     WHERE run_id = for_run AND category IN ('wait', 'subprocess', 'thread')
 ),
 legacy AS (  -- recorded before waits were: a subprocess span is a wait on its child
-    SELECT NOT EXISTS (SELECT 1 FROM trace_spans WHERE category IN ('wait', 'thread')) AS legacy_run
+    SELECT NOT EXISTS (SELECT 1 FROM nodes WHERE sort IN (13, 14)) AS legacy_run
 ),
 -- After an exec, the new image's process span is a child of the (zero-length) exec span; it goes
 -- on where the replaced process was, so it hangs under that process's parent.
 exec_parent AS (
     SELECT x.id AS exec_id, p.parent AS new_parent
-    FROM trace_spans AS x
-    JOIN trace_spans AS p ON p.process_key = x.process_key AND p.name = 'process' AND p.category = 'process'
-    WHERE x.name = 'exec' AND x.category = 'subprocess'
-),
-nodes AS MATERIALIZED (
-    SELECT n.id, CASE WHEN n.name = 'process' AND n.category = 'process' AND e.exec_id IS NOT NULL
-                      THEN e.new_parent ELSE n.parent END AS parent,
-           n.name = 'process' AND n.category = 'process' AS is_process,
-           n.name, n.kind, n.category, n.start_ns, n.end_ns, n.pid, n.process_key
-    FROM trace_spans AS n
-    LEFT JOIN exec_parent AS e ON e.exec_id = n.parent
+    FROM nodes AS x
+    JOIN nodes AS p ON p.process_key = x.process_key AND p.sort = 1
+    WHERE x.sort = 10
 ),
 -- A unit is one thread of execution: a process's main thread (its process span), a `thread` or
 -- `task` span, or any span whose parent is in another process (a SERVER span's handler). Every
 -- other span belongs to its parent's unit.
 parented AS MATERIALIZED (  -- with the parent's fields: within a unit, a span needs its parent's
-    SELECT n.*, p.id AS found_parent,
-           n.is_process OR n.category = 'thread' OR p.id IS NULL OR p.process_key <> n.process_key AS is_root,
-           p.category AS parent_category, p.kind AS parent_kind, p.start_ns AS parent_start, p.end_ns AS parent_end
-    FROM nodes AS n
+    SELECT n.id, n.parent, n.sort, n.start_ns, n.end_ns, n.pid, n.process_key, p.id AS found_parent,
+           n.sort IN (1, 14) OR p.id IS NULL OR p.process_key <> n.process_key AS is_root,
+           p.sort AS parent_sort, p.start_ns AS parent_start, p.end_ns AS parent_end
+    FROM (SELECT n.id, n.sort, n.start_ns, n.end_ns, n.pid, n.process_key,
+                 CASE WHEN n.sort = 1 AND e.exec_id IS NOT NULL THEN e.new_parent ELSE n.parent END AS parent
+          FROM nodes AS n
+          LEFT JOIN exec_parent AS e ON e.exec_id = n.parent) AS n
     LEFT JOIN nodes AS p ON p.id = n.parent
 ),
 root_counts AS (
@@ -134,31 +144,31 @@ unit_tree(id, unit) AS (
     SELECT m.id, t.unit FROM unit_tree AS t JOIN multi_unit AS m ON m.parent = t.id AND NOT m.is_root
 ),
 traced_spawns AS (  -- spawning spans with a traced process under them, and those that started a container
-    SELECT DISTINCT parent AS id, true AS traced, false AS docker FROM nodes WHERE is_process AND parent IS NOT NULL
+    SELECT DISTINCT parent AS id, true AS traced, false AS docker FROM parented WHERE sort = 1 AND parent IS NOT NULL
     UNION ALL
-    SELECT DISTINCT parent, false, true FROM nodes WHERE category = 'container' AND parent IS NOT NULL
+    SELECT DISTINCT parent, false, true FROM nodes WHERE sort IN (11, 12) AND parent IS NOT NULL
 ),
 spawn_kinds AS (
     SELECT id, bool_or(traced) AS traced, bool_or(docker) AS docker FROM traced_spawns GROUP BY id
 ),
 main_processes AS (
-    SELECT DISTINCT process_key FROM parented WHERE is_process AND found_parent IS NULL
+    SELECT DISTINCT process_key FROM parented WHERE sort = 1 AND found_parent IS NULL
 ),
 -- What a wait waits on: a child process (the spawning span it names -> the traced processes under
 -- it), a thread or a task (its span). Other waiters wait on the units started under them: an HTTP
 -- client on its server span, a container call or os.system on the processes they started.
 wait_names AS (
     SELECT d.id AS waiter, hash(unnest(d.wait_on)) AS named
-    FROM details AS d JOIN nodes AS n ON n.id = d.id AND n.category = 'wait'
+    FROM details AS d JOIN nodes AS n ON n.id = d.id AND n.sort = 13
 ),
 wait_codes AS (  -- a wait's own time, when nothing it waits on is alive
     SELECT d.id,
         CASE WHEN bool_or(k.docker) THEN 9
              WHEN bool_or(k.traced) THEN 7
-             WHEN bool_or(s.category = 'subprocess') OR any_value(d.has_pid) THEN 11
+             WHEN bool_or(s.sort IN (9, 10)) OR any_value(d.has_pid) THEN 11
              ELSE 12 END AS code
     FROM details AS d
-    JOIN nodes AS w ON w.id = d.id AND w.category = 'wait'
+    JOIN nodes AS w ON w.id = d.id AND w.sort = 13
     LEFT JOIN wait_names AS x ON x.waiter = d.id
     LEFT JOIN nodes AS s ON s.id = x.named
     LEFT JOIN spawn_kinds AS k ON k.id = x.named
@@ -172,51 +182,65 @@ facts AS MATERIALIZED (
     FULL JOIN wait_codes AS w ON w.id = d.id
     FULL JOIN spawn_kinds AS k ON k.id = coalesce(d.id, w.id)
 ),
+-- Each span with its unit, whether it is in a top-level process, and the facts of it and of its
+-- parent: only waits, spawning spans and threads have facts, so only they and their children
+-- are joined with them.
+placed AS (
+    SELECT p.*, p.found_parent IS NULL AS is_top, coalesce(r.only_root, t.unit) AS unit,
+           m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) AS main
+    FROM parented AS p
+    LEFT JOIN root_counts AS r ON r.process_key = p.process_key AND r.roots = 1
+    LEFT JOIN unit_tree AS t ON t.id = p.id
+    LEFT JOIN main_processes AS m ON m.process_key = p.process_key
+),
+with_facts AS (
+    SELECT p.*, f.spawn_ns, f.shell, f.tid, f.wait_code, f.traced, f.docker,
+           pf.spawn_ns AS parent_spawn_ns, pf.shell AS parent_shell, pf.wait_code AS parent_wait_code,
+           pf.traced AS parent_traced, pf.docker AS parent_docker
+    FROM placed AS p
+    LEFT JOIN facts AS f ON f.id = p.id
+    LEFT JOIN facts AS pf ON pf.id = p.parent
+    WHERE p.sort IN (9, 10, 13, 14) OR p.parent_sort IN (9, 10, 13, 14)
+    UNION ALL
+    SELECT p.*, NULL::BIGINT, NULL::BOOLEAN, NULL::BIGINT, NULL::INTEGER, NULL::BOOLEAN, NULL::BOOLEAN,
+           NULL::BIGINT, NULL::BOOLEAN, NULL::INTEGER, NULL::BOOLEAN, NULL::BOOLEAN
+    FROM placed AS p
+    WHERE p.sort NOT IN (9, 10, 13, 14) AND coalesce(p.parent_sort NOT IN (9, 10, 13, 14), true)
+),
 -- Each span: its unit, its code (what its self time is, as a number: the output's order), whether
 -- it waits, and its interval in its unit (rs, re): a child process's whole life is not its
 -- spawner's activity, only the spawning call is (a subprocess span that is itself a wait excepted).
 -- The same for its parent, when the parent is in the same unit.
 coded AS MATERIALIZED (
-    SELECT p.id, p.unit, p.is_root, p.is_top, p.name, p.pid, p.category, p.waiter, p.tid, p.start_ns, p.end_ns,
-           p.start_ns AS rs, activity_end(p.category, p.waiter, p.start_ns, p.end_ns, p.spawn_ns) AS re,
-           activity_code(p.category, p.kind, p.waiter, p.wait_code, p.traced, p.docker, p.main) AS code,
+    SELECT p.id, p.unit, p.is_root, p.is_top, p.pid, p.sort, p.waiter, p.tid, p.start_ns, p.end_ns,
+           p.start_ns AS rs, activity_end(p.sort, p.waiter, p.start_ns, p.end_ns, p.spawn_ns) AS re,
+           activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main) AS code,
            CASE WHEN NOT p.is_root THEN p.parent END AS parent,
            CASE WHEN NOT p.is_root THEN p.parent_start END AS parent_rs,
            CASE WHEN NOT p.is_root
-                THEN activity_end(p.parent_category, p.parent_waiter, p.parent_start, p.parent_end, p.parent_spawn_ns)
+                THEN activity_end(p.parent_sort, p.parent_waiter, p.parent_start, p.parent_end, p.parent_spawn_ns)
            END AS parent_re,
            CASE WHEN NOT p.is_root
-                THEN activity_code(p.parent_category, p.parent_kind, p.parent_waiter, p.parent_wait_code,
-                                   p.parent_traced, p.parent_docker, p.main)
+                THEN activity_code(p.parent_sort, p.parent_waiter, p.parent_wait_code, p.parent_traced,
+                                   p.parent_docker, p.main)
            END AS parent_code
-    FROM (SELECT p.*, p.found_parent IS NULL AS is_top, coalesce(r.only_root, t.unit) AS unit,
-                 f.spawn_ns, f.tid, f.wait_code, f.traced, f.docker,
-                 activity_waiter(p.category, p.kind, f.shell, (SELECT legacy_run FROM legacy)) AS waiter,
-                 pf.spawn_ns AS parent_spawn_ns, pf.wait_code AS parent_wait_code, pf.traced AS parent_traced,
-                 pf.docker AS parent_docker,
-                 activity_waiter(p.parent_category, p.parent_kind, pf.shell, (SELECT legacy_run FROM legacy))
-                     AS parent_waiter,
-                 m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) AS main
-          FROM parented AS p
-          LEFT JOIN facts AS f ON f.id = p.id
-          LEFT JOIN facts AS pf ON pf.id = p.parent
-          LEFT JOIN root_counts AS r ON r.process_key = p.process_key AND r.roots = 1
-          LEFT JOIN unit_tree AS t ON t.id = p.id
-          LEFT JOIN main_processes AS m ON m.process_key = p.process_key) AS p
+    FROM (SELECT *, activity_waiter(sort, shell, (SELECT legacy_run FROM legacy)) AS waiter,
+                 activity_waiter(parent_sort, parent_shell, (SELECT legacy_run FROM legacy)) AS parent_waiter
+          FROM with_facts) AS p
     WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
 ),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
 -- threads or tasks it names; for other waiters, the units started under them.
 edges AS (
-    SELECT x.waiter, p.id AS target FROM wait_names AS x JOIN nodes AS s ON s.id = x.named AND s.category = 'subprocess'
-    JOIN nodes AS p ON p.is_process AND p.parent = x.named
+    SELECT x.waiter, p.id AS target FROM wait_names AS x JOIN nodes AS s ON s.id = x.named AND s.sort IN (9, 10)
+    JOIN parented AS p ON p.sort = 1 AND p.parent = x.named
     UNION
     SELECT x.waiter, x.named FROM wait_names AS x JOIN parented AS t ON t.id = x.named AND t.is_root
     UNION
     SELECT c.id, t.id FROM coded AS c JOIN parented AS t ON t.parent = c.id AND t.is_root
-    WHERE c.waiter AND c.category <> 'wait'
+    WHERE c.waiter AND c.sort <> 13
 )
-SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.name, c.category, c.pid, c.start_ns, c.end_ns, c.rs, c.re,
+SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns, c.rs, c.re,
        c.waiter, e.targets AS waits_on, c.tid, c.code, c.parent_rs, c.parent_re, c.parent_code
 FROM coded AS c
 LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;
