@@ -10,7 +10,7 @@ timed (two clock reads, the set of threads inside a wait) and not recorded.
 A wait that blocks is recorded as a span. Its added cost is measured in one traced interpreter,
 paired within it: a call that spins for 30 us (a deadline, so what it costs does not depend on
 when it started) run bare and through the wait wrapper (hooks/waits.py `method`, as Thread.join
-is wrapped), in alternating rounds of N calls timed as a whole, flush to the span file included;
+is wrapped, on an object that carries the span it waits on as a Thread does), in alternating rounds of N calls timed as a whole, flush to the span file included;
 the added cost per wait is the difference of the paired rounds' times divided by N.
 
 Times are given as the thread's CPU time and as wall time. This machine is shared: with its
@@ -78,7 +78,7 @@ print(json.dumps(out))
 RECORDED = """
 import json, sys, time
 from selfopt_trace_agent import tracer
-from selfopt_trace_agent.hooks import waits
+from selfopt_trace_agent.hooks import threads, waits
 n, rounds = int(sys.argv[1]), int(sys.argv[2])
 SPIN_NS = 30_000
 clock = time.perf_counter_ns
@@ -89,9 +89,10 @@ class Waiter:
         while clock() < deadline:
             pass
 
-    traced = waits.method(wait, "Thread.join", lambda owner, captured: (["00f067aa0ba902b7"], None))
+    traced = waits.method(wait, "Thread.join", threads._join_targets, own=True)  # as Thread.join is wrapped
 
 waiter = Waiter()
+waiter.__dict__[waits.SPAN] = "00f067aa0ba902b7"  # the span of the thread joined
 
 def loop(call, n):
     w0, c0 = clock(), time.thread_time_ns()
@@ -125,9 +126,12 @@ if case == "recorded wait":
     class Waiter:
         def wait(self, timeout=None):
             return None
-    call = Waiter().wait
-    if "SELFOPT_TRACE_DIR" in os.environ:
-        call = waits.method(Waiter.wait, "Thread.join", lambda owner, captured: (["00f067aa0ba902b7"], None)).__get__(Waiter())
+    waiter = Waiter()
+    call = waiter.wait
+    if "SELFOPT_TRACE_DIR" in os.environ:  # as Thread.join is wrapped, on a thread with its span
+        from selfopt_trace_agent.hooks import threads
+        waiter.__dict__[waits.SPAN] = "00f067aa0ba902b7"
+        call = waits.method(Waiter.wait, "Thread.join", threads._join_targets, own=True).__get__(waiter)
 else:
     call = CASES[case]
 for _ in range(n):
@@ -161,6 +165,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3, help="interpreters per side, alternating")
     parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
+    parser.add_argument("--case", default="", help="--instructions: only the cases whose name contains this")
     args = parser.parse_args()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "PYTHONPATH"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,6 +178,8 @@ def main() -> None:
             print(f"{'wait':<28}{'untraced':>10}{'traced':>10}{'added':>9}")
             for case in ("Popen.wait (reaped child)", "Future.result (done)", "Thread.join (finished)",
                          "Popen.communicate (reaped)", "recorded wait"):
+                if args.case not in case:
+                    continue
                 off, on = instructions(case, base, calls, tmp), instructions(case, env, calls, tmp)
                 print(f"{case:<28}{off:>10.0f}{on:>10.0f}{on - off:>+9.0f}")
             return

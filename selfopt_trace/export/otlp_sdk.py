@@ -3,31 +3,29 @@
 Importing this module costs ~0.5 s (the SDK, protobuf, grpc or requests): only `push` and a live
 export that found a collector import it, never `run` with nothing to export, never a traced process.
 
-Each span of ours becomes an SDK `ReadableSpan` carrying its own ids: trace id, span id and parent
-are the recorded ones (so sending a run twice sends the same spans, which a backend that keys spans
-by id stores once), as are the times, kind, status and attributes. What OTLP has no field for
-travels as attributes, as in the OTLP/JSON file export (export/otlp_json.py): the category
-(`selfopt_trace.category`), an unfinished span (`selfopt_trace.incomplete`) and the run
-(`selfopt_trace.run_id` on the resource). A process is one resource, with the attributes its span
-file recorded.
+Each span keeps its own ids: trace id, span id and parent are the recorded ones (so sending a run
+twice sends the same spans, which a backend that keys spans by id stores once), as are the times,
+kind, status and attributes. What OTLP has no field for travels as attributes, as in the OTLP/JSON
+file export (export/otlp_json.py): the category (`selfopt_trace.category`), an unfinished span
+(`selfopt_trace.incomplete`) and the run (`selfopt_trace.run_id` on the resource). A process is one
+resource, with the attributes its span file recorded.
 
-The SDK's exporters do the sending (transport, TLS, headers, compression, retries with backoff),
-but their encoder (`encode_spans`) is replaced by otlp_wire.Encoder, which builds the same request
-(the tests compare the bytes) about four times faster: at 50,000 spans/s the SDK's encoder alone
-would need most of a core.
+The SDK's exporters do the sending (transport, TLS, headers, compression, retries with backoff), but
+not the encoding: `Sender` writes each request's protobuf bytes itself from the spans' stored fields
+(otlp_wire.SpanEncoder) and hands the bytes to the exporter, which sends them as they are (its
+gRPC stub with a pass-through serializer, its HTTP client with the bytes as the body). The SDK's
+`ReadableSpan` and its encoder `encode_spans`, or the generated message, would cost 4-5 times the
+CPU: at 50,000 spans/s the SDK's encoder alone would need most of a core. SDK spans (`Converter`)
+still go through the same exporters, encoded by otlp_wire.Encoder: the reference the tests compare
+with the SDK's own encoding.
 
-Values OTLP (or the backends behind it) cannot carry are converted, never sent as they are and never
-allowed to fail a batch: strings over `MAX_STRING` characters are truncated, strings that are not
-valid UTF-8 (lone surrogates) get their bad code points escaped, NaN and infinities become the
-strings "NaN", "Infinity", "-Infinity" (JSON-based backends, Jaeger's query API included, cannot
-represent them), integers beyond 64 bits become strings, null values are left out. `Converter.counts`
-says how many of each, for the run's diagnostics.
+Values OTLP cannot carry are converted and counted (otlp_wire.Cleaner: truncated, escaped, NaN as
+text, ...), never allowed to fail a batch.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import deque
 from typing import Any, Callable, Iterable
@@ -46,12 +44,11 @@ from .. import __version__  # noqa: E402
 from . import SpanRecord  # noqa: E402
 from .otlp_json import CATEGORY, INCOMPLETE, RUN_ID  # noqa: E402
 from .otlp_settings import GRPC, OtlpSettings  # noqa: E402
-from .otlp_wire import Encoder  # noqa: E402
+from .otlp_wire import MAX_STRING, Cleaner, EncodedBatch, Encoder, SpanEncoder  # noqa: E402, F401
 
-MAX_STRING = 64 * 1024  # characters of one attribute value; far above what the agent records
-MAX_BATCH_SPANS = 4096
+MAX_BATCH_SPANS = 8192
 # Receivers refuse large requests (the Collector's gRPC receiver: 4 MiB by default); a batch is
-# closed well before that, by an estimate of its encoded size.
+# closed well before that, at this many encoded bytes.
 MAX_BATCH_BYTES = 2 << 20
 
 _KINDS = {"INTERNAL": SpanKind.INTERNAL, "SERVER": SpanKind.SERVER, "CLIENT": SpanKind.CLIENT,
@@ -60,8 +57,6 @@ _STATUSES = {"UNSET": Status(StatusCode.UNSET), "OK": Status(StatusCode.OK), "ER
 _UNSET = _STATUSES["UNSET"]
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SCOPE = InstrumentationScope("selfopt-trace", __version__)
-_INT64 = (-(1 << 63), (1 << 63) - 1)
-_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
 class _RecentErrors(logging.Handler):
@@ -112,13 +107,16 @@ class _ProcessResource(Resource):
         return self._hash
 
 
-class Converter:
-    """Spans of ours -> ReadableSpan; one resource per process; counts the values it had to convert."""
+class Converter(Cleaner):
+    """Spans of ours -> SDK ReadableSpans, one resource per process; counts the values it had to convert.
+
+    Not what `Sender` sends (it encodes the fields directly): the SDK-shaped reference the tests
+    compare its encoding with."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._resources: dict[tuple[int, str | None], tuple[dict, Resource]] = {}
         self._parents: dict[tuple[int, int, bool], SpanContext] = {}  # a parent is shared by its children
-        self.counts: dict[str, int] = {}
         self.size = 0  # an estimate of the encoded bytes of the spans converted so far
 
     def span(self, record: SpanRecord) -> ReadableSpan:
@@ -135,7 +133,7 @@ class Converter:
         attributes[CATEGORY] = category
         if incomplete:
             attributes[INCOMPLETE] = True
-        self.size += 120 + self._clean(attributes)
+        self.size += 120 + self.clean(attributes)
         parent = None
         if parent_id is not None:
             # A process span's parent is in the process that started it, a server span's in its
@@ -149,7 +147,8 @@ class Converter:
         # Positional: name, context, parent, resource, attributes, events, links, kind,
         # instrumentation_info, status, start_time, end_time, instrumentation_scope (a third cheaper
         # than by keyword, for every span).
-        return ReadableSpan(name, SpanContext(trace_id, span_id, False, _SAMPLED), parent, resource, attributes, (), (),
+        return ReadableSpan(self.utf8(name), SpanContext(trace_id, span_id, False, _SAMPLED), parent, resource,
+                            attributes, (), (),
                             _KINDS.get(kind, SpanKind.INTERNAL), None, _STATUSES.get(status, _UNSET), start_ns, end_ns,
                             _SCOPE)
 
@@ -163,107 +162,57 @@ class Converter:
             sent = dict(attributes)
             if run_id is not None:
                 sent[RUN_ID] = run_id
-            self._clean(sent)
+            self.clean(sent)
             cached = self._resources[key] = (attributes, _ProcessResource(sent))
         return cached[1]
-
-    def _clean(self, attributes: dict[str, Any]) -> int:
-        """Make every value sendable, in place; returns the approximate encoded size."""
-        size = 0
-        changes: list[tuple[str, str, Any]] = []
-        for key, value in attributes.items():
-            kind = type(value)
-            if key.isascii():  # the common cases, checked without a call
-                if kind is str:
-                    if len(value) <= MAX_STRING and value.isascii():
-                        size += len(key) + len(value) + 8
-                        continue
-                elif kind is bool or (kind is int and _INT64[0] <= value <= _INT64[1]):
-                    size += len(key) + 16
-                    continue
-            cleaned = self._value(value)
-            changes.append((key, self._utf8(key), cleaned))
-            size += len(key) + _size(cleaned) + 8
-        for key, clean_key, cleaned in changes:
-            del attributes[key]
-            if cleaned is not _DROP:
-                attributes[clean_key] = cleaned
-        return size
-
-    def _value(self, value: Any) -> Any:
-        kind = type(value)
-        if kind is str:
-            if len(value) > MAX_STRING:
-                self._count("truncated strings")
-                value = value[:MAX_STRING]
-            return self._utf8(value)
-        if kind is bool:
-            return value
-        if kind is int:
-            if _INT64[0] <= value <= _INT64[1]:
-                return value
-            self._count("integers beyond 64 bits")
-            return str(value)
-        if kind is float:
-            if math.isfinite(value):
-                return value
-            self._count("NaN or infinite numbers")
-            return _NON_FINITE.get(value, "NaN")
-        if value is None:
-            self._count("null values")
-            return _DROP
-        if kind is list or kind is tuple:
-            items = [self._value(item) for item in value]
-            return [item for item in items if item is not _DROP]
-        if kind is dict:
-            cleaned = dict(value)
-            self._clean(cleaned)
-            return cleaned
-        self._count("values of other types")
-        return self._utf8(str(value))
-
-    def _utf8(self, text: str) -> str:
-        if text.isascii():
-            return text
-        try:
-            text.encode("utf-8")
-            return text
-        except UnicodeEncodeError:  # lone surrogates (bytes that were not UTF-8, decoded with surrogateescape)
-            self._count("strings that were not UTF-8")
-            return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-    def _count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
-
-
-_DROP = object()
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, (list, tuple)):
-        return sum(_size(item) + 2 for item in value)
-    if isinstance(value, dict):
-        return sum(len(key) + _size(item) + 4 for key, item in value.items())
-    return 8
 
 
 # ---------------------------------------------------------------- exporters
 
 
 ENCODER = Encoder()
+_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def _encode(spans: Any) -> Any:
+    """What the exporters call their `encode_spans`: a batch encoded already passes through as it is
+    (its Serialize methods give its bytes); SDK spans are encoded by `ENCODER`."""
+    return spans if isinstance(spans, EncodedBatch) else ENCODER.encode(spans)
+
+
+def _serialize(request: Any) -> bytes:
+    """The gRPC stub's request serializer: the bytes of an encoded batch, or of a generated message."""
+    return request.payload if isinstance(request, EncodedBatch) else request.SerializeToString()
 
 
 def make_exporter(settings: OtlpSettings) -> SpanExporter:
     """The SDK's exporter for `settings.protocol`, configured with everything resolved (nothing left
-    for it to read from the environment on its own), encoding with `ENCODER`."""
+    for it to read from the environment on its own), taking `EncodedBatch`es (or SDK spans)."""
     if settings.protocol == GRPC:
         import grpc
         from opentelemetry.exporter.otlp.proto.grpc import trace_exporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-        trace_exporter.encode_spans = ENCODER.encode  # the name its _translate_data calls
+        trace_exporter.encode_spans = _encode  # the name its _translate_data calls
+
+        class GrpcExporter(OTLPSpanExporter):
+            """The SDK's gRPC exporter (channel, TLS, metadata, compression, retries, reconnection) with
+            a stub that sends a request's bytes as they are."""
+
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self._client = self._raw_stub()
+
+            def _initialize_channel_and_stub(self) -> None:  # also how it reconnects after UNAVAILABLE
+                super()._initialize_channel_and_stub()
+                self._client = self._raw_stub()
+
+            def _raw_stub(self) -> Any:
+                stub = type("RawTraceServiceStub", (), {})()
+                stub.Export = self._channel.unary_unary(_EXPORT_METHOD, request_serializer=_serialize,
+                                                        response_deserializer=ExportTraceServiceResponse.FromString)
+                return stub
 
         credentials = None
         if settings.tls:
@@ -276,7 +225,7 @@ def make_exporter(settings: OtlpSettings) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http import Compression, trace_exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-    trace_exporter.encode_spans = ENCODER.encode  # the name its export() calls
+    trace_exporter.encode_spans = _encode  # the name its export() calls, then SerializePartialToString()
 
     return HttpExporter(
         endpoint=settings.endpoint, certificate_file=settings.certificate, client_key_file=settings.client_key,
@@ -311,50 +260,53 @@ def _read(path: str | None) -> bytes | None:
 
 
 class Sender:
-    """Converts spans and sends them in batches through one exporter; counts what was accepted."""
+    """Encodes spans and sends them in batches through one exporter; counts what was accepted."""
 
     def __init__(self, settings: OtlpSettings) -> None:
         self.settings = settings
         self.exporter = make_exporter(settings)
-        self.converter = Converter()
+        self.converter = Converter()  # its counts: the values converted
+        self.encoder = SpanEncoder(self.converter)
         self.sent = 0
-        self.refused = 0
+        self.refused = 0  # by the receiver, or left out by the encoder (`encoder.unsendable`)
         self.first_error: str | None = None
         self.last_error: str | None = None
 
     def send(self, records: Iterable[SpanRecord], keep_going: Callable[[], bool] | None = None) -> int:
         """Send `records`; returns how many were accepted. `keep_going()` is asked before each batch."""
-        return self.send_spans(map(self.converter.span, records), keep_going)
-
-    def send_spans(self, spans: Iterable[ReadableSpan], keep_going: Callable[[], bool] | None = None) -> int:
-        """Send spans made by `self.converter` (its size estimate closes the batches)."""
+        encoder = self.encoder
+        records = iter(records)
         accepted = 0
-        batch: list[ReadableSpan] = []
-        converter = self.converter
-        for span in spans:
-            batch.append(span)
-            if len(batch) >= MAX_BATCH_SPANS or converter.size >= MAX_BATCH_BYTES:
+        while True:
+            unsendable = encoder.unsendable
+            exhausted = encoder.add_records(records, MAX_BATCH_SPANS, MAX_BATCH_BYTES)
+            self._unsendable(encoder.unsendable - unsendable)
+            if encoder.count:
+                batch = encoder.take()
                 if keep_going is not None and not keep_going():
                     return accepted
-                accepted += self._export(batch)
-                batch = []
-        if batch and (keep_going is None or keep_going()):
-            accepted += self._export(batch)
-        return accepted
+                accepted += self.export(batch)
+            if exhausted:
+                return accepted
 
-    def _export(self, batch: list[ReadableSpan]) -> int:
-        self.converter.size = 0
+    def export(self, batch: EncodedBatch) -> int:
+        """Send one encoded request; returns its spans if accepted, else 0 (counted as refused)."""
         try:
             result = self.exporter.export(batch)
         except Exception as exc:  # the exporter's own bug or a closed channel: a refused batch, never a crash
             result = SpanExportResult.FAILURE
             self._error(f"{type(exc).__name__}: {exc}")
         if result is SpanExportResult.SUCCESS:
-            self.sent += len(batch)
-            return len(batch)
-        self.refused += len(batch)
+            self.sent += batch.count
+            return batch.count
+        self.refused += batch.count
         self._error(_reason() or self.last_error or "the receiver did not accept the spans")
         return 0
+
+    def _unsendable(self, count: int) -> None:
+        if count:
+            self.refused += count
+            self._error(f"{self.encoder.unsendable} spans cannot be sent: ids not hex, or times out of range")
 
     def problem(self) -> str | None:
         """What went wrong last: a refused batch, else what the exporter logged (a retry in progress)."""

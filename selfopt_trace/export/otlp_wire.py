@@ -1,13 +1,21 @@
-"""The OTLP request for a batch of SDK spans, as the SDK's `encode_spans` builds it, ~4x faster.
+"""OTLP trace requests in the protobuf wire format, written directly: from our spans' fields, and from SDK spans.
 
-The SDK's encoder builds every protobuf message apart (each attribute's KeyValue and AnyValue, each
-span) and copies it into its parent at each level: at 50,000 spans/s it alone would need most of a
-core. Here each span is written straight in the protobuf wire format (opentelemetry-proto's
-trace.proto, common.proto), with the parts that repeat from span to span (an attribute's key and
-value, a name, a resource) encoded once, and the whole request parsed back into the generated
-`ExportTraceServiceRequest` the exporters send: one C-level parse per batch instead of a Python-level
-construction per field. tests/export/test_send.py compares the result with the SDK's, byte for byte,
-on a real run and on every kind of value.
+Two encoders, the same bytes:
+- `SpanEncoder`, the one `push` and the live export send with: a span's stored fields (hex ids, times,
+  kind, status, the attributes dict) go straight into the request's bytes, grouped by process, with
+  what repeats from span to span (a name with its kind, category and status; a string attribute; an
+  integer attribute's key) encoded once. No SDK span, no generated message: the request is handed to
+  the exporter's channel as bytes (export/otlp_sdk.py).
+- `Encoder`, for SDK `ReadableSpan`s: the request the SDK's `encode_spans` builds, ~4x faster, parsed
+  back into the generated `ExportTraceServiceRequest`. tests/export/test_send.py compares it with the
+  SDK's, byte for byte; tests/otel/test_wire.py compares `SpanEncoder` with both.
+
+Values OTLP (or the backends behind it) cannot carry are converted by `Cleaner` (Converter's in
+otlp_sdk.py), never sent as they are and never allowed to fail a batch: strings over `MAX_STRING`
+characters are truncated, strings that are not valid UTF-8 (lone surrogates) get their bad code
+points escaped, NaN and infinities become the strings "NaN", "Infinity", "-Infinity" (JSON-based
+backends, Jaeger's query API included, cannot represent them), integers beyond 64 bits become
+strings, null values are left out. `Cleaner.counts` says how many of each, for the run's diagnostics.
 
 Field numbers (trace.proto): ExportTraceServiceRequest.resource_spans=1; ResourceSpans resource=1,
 scope_spans=2, schema_url=3; ScopeSpans scope=1, spans=2, schema_url=3; InstrumentationScope name=1,
@@ -19,14 +27,18 @@ double=4, array=5, kvlist=6, bytes=7; ArrayValue and KeyValueList values=1.
 
 from __future__ import annotations
 
+import math
 import struct
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
+
+from .. import __version__
+from .otlp_json import CATEGORY, INCOMPLETE, RUN_ID
 
 _KINDS = {SpanKind.INTERNAL: b"\x30\x01", SpanKind.SERVER: b"\x30\x02", SpanKind.CLIENT: b"\x30\x03",
           SpanKind.PRODUCER: b"\x30\x04", SpanKind.CONSUMER: b"\x30\x05"}  # field 6, the enum's number
@@ -37,11 +49,16 @@ _TIMES = struct.Struct("<BQBQ")  # start (field 7) and end (field 8), fixed64 ea
 _DOUBLE = struct.Struct("<d")
 _SMALL = [bytes((n,)) for n in range(128)]
 _CACHE_LIMIT = 8192  # encoded attributes and names kept for reuse; cleared when full
+MAX_STRING = 64 * 1024  # characters of one attribute value; far above what the agent records
 
 
 def _varint(n: int) -> bytes:
     if n < 128:
         return _SMALL[n]
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -186,3 +203,334 @@ class Encoder:
             cache.clear()
         cache[key] = encoded
         return encoded
+
+
+# ---------------------------------------------------------------- values OTLP cannot carry
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+_DROP = object()
+
+
+class Cleaner:
+    """Makes attribute values sendable; counts what it had to convert (`counts`, `converted`)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.converted = 0  # the sum of `counts`
+
+    def clean(self, attributes: dict[str, Any]) -> int:
+        """Make every value sendable, in place and in order; returns the approximate encoded size."""
+        size = 0
+        changes: dict[str, tuple[str, Any]] = {}
+        for key, value in attributes.items():
+            kind = type(value)
+            if key.isascii():  # the common cases, checked without a call
+                if kind is str:
+                    if len(value) <= MAX_STRING and value.isascii():
+                        size += len(key) + len(value) + 8
+                        continue
+                elif kind is bool or (kind is int and _INT64[0] <= value <= _INT64[1]):
+                    size += len(key) + 16
+                    continue
+            cleaned = self.value(value)
+            changes[key] = (self.utf8(key), cleaned)
+            size += len(key) + _size(cleaned) + 8
+        if changes:
+            items = list(attributes.items())
+            attributes.clear()
+            for key, value in items:
+                if key in changes:
+                    key, value = changes[key]
+                    if value is _DROP:
+                        continue
+                attributes[key] = value
+        return size
+
+    def value(self, value: Any) -> Any:
+        """`value` made sendable (`_DROP`: leave it out)."""
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_STRING:
+                self._count("truncated strings")
+                value = value[:MAX_STRING]
+            return self.utf8(value)
+        if kind is bool:
+            return value
+        if kind is int:
+            if _INT64[0] <= value <= _INT64[1]:
+                return value
+            self._count("integers beyond 64 bits")
+            return str(value)
+        if kind is float:
+            if math.isfinite(value):
+                return value
+            self._count("NaN or infinite numbers")
+            return _NON_FINITE.get(value, "NaN")
+        if value is None:
+            self._count("null values")
+            return _DROP
+        if kind is list or kind is tuple:
+            items = [self.value(item) for item in value]
+            return [item for item in items if item is not _DROP]
+        if kind is dict:
+            cleaned = dict(value)
+            self.clean(cleaned)
+            return cleaned
+        self._count("values of other types")
+        return self.utf8(str(value))
+
+    def utf8(self, text: str) -> str:
+        if text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:  # lone surrogates (bytes that were not UTF-8, decoded with surrogateescape)
+            self._count("strings that were not UTF-8")
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+        self.converted += 1
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_size(item) + 2 for item in value)
+    if isinstance(value, dict):
+        return sum(len(key) + _size(item) + 4 for key, item in value.items())
+    return 8
+
+
+# ---------------------------------------------------------------- our spans, straight to bytes
+
+_KIND_FIELDS = {"INTERNAL": b"\x30\x01", "SERVER": b"\x30\x02", "CLIENT": b"\x30\x03", "PRODUCER": b"\x30\x04",
+                "CONSUMER": b"\x30\x05"}  # anything else: INTERNAL, as the Converter makes it
+_STATUS_FIELDS = {"UNSET": b"\x7a\x00", "OK": b"\x7a\x02\x18\x01", "ERROR": b"\x7a\x02\x18\x02"}
+_SPAN_PREFIXES = [b"\x12" + _varint(n) for n in range(4096)]  # a span's tag and length, for the usual lengths
+_INT64_MAX = _INT64[1]
+
+
+class EncodedBatch:
+    """One request's bytes and its span count, as the exporters take it (see otlp_sdk.make_exporter):
+    `len()` is the span count they report, the Serialize methods give the bytes."""
+
+    __slots__ = ("payload", "count")
+
+    def __init__(self, payload: bytes, count: int) -> None:
+        self.payload = payload
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def SerializeToString(self, **_: Any) -> bytes:  # noqa: N802 (the protobuf message's name)
+        return self.payload
+
+    SerializePartialToString = SerializeToString
+
+
+class SpanEncoder:
+    """Builds one request at a time from spans' stored fields (`add`), grouped by process; `take()`
+    returns it. Exactly the bytes `Encoder` makes of `Converter.make`'s span for the same fields."""
+
+    def __init__(self, cleaner: Cleaner | None = None) -> None:
+        self.cleaner = cleaner or Cleaner()
+        self._strings: dict[tuple, bytes] = {}  # (key, str or bool value): encoded KeyValue (span field 9)
+        self._ints: dict[str, list[bytes]] = {}  # key: its KeyValue's bytes before the varint, by varint length
+        self._doubles: dict[str, bytes] = {}  # key: its KeyValue's bytes before the double
+        self._heads: dict[tuple, tuple[bytes, bytes]] = {}  # (name, kind, category, status, remote, incomplete)
+        self._resources: dict[tuple, tuple[dict, bytes]] = {}  # (id(attributes), run id): encoded Resource field
+        self._scope = _field(b"\x0a", _field(b"\x0a", b"selfopt-trace") + _field(b"\x12", __version__.encode()))
+        self._groups: dict[bytes, list[bytes]] = {}  # encoded resource: its spans' tags, lengths and bodies
+        self.count = 0  # spans in the request being built
+        self.size = 0  # its bytes, about
+        self.unsendable = 0  # spans left out: ids not hex, times out of range
+
+    def resource(self, attributes: dict[str, Any], run_id: str | None) -> bytes:
+        """The encoded Resource of a process with these attributes in run `run_id` (made once per
+        attributes dict: spans of one process share theirs, kept alive here so its id is not reused)."""
+        key = (id(attributes), run_id)
+        cached = self._resources.get(key)
+        if cached is None:
+            sent = dict(attributes)
+            if run_id is not None:
+                sent[RUN_ID] = run_id
+            self.cleaner.clean(sent)
+            if len(self._resources) >= 4096:
+                self._resources.clear()
+            cached = self._resources[key] = (attributes, _field(b"\x0a", b"".join(
+                _key_value(b"\x0a", key, value) for key, value in sent.items())))
+        return cached[1]
+
+    def add_records(self, records: Iterator[Any], max_spans: int, max_bytes: int) -> bool:
+        """Add SpanRecords from `records` until the request holds `max_spans` spans or `max_bytes`
+        bytes; True when `records` ran out."""
+        resource = self.resource
+        add = self.add
+        last_resource: Any = None
+        last_run: Any = None
+        encoded_resource = b""
+        for record in records:
+            attributes = record.resource_attributes
+            if attributes is not last_resource or record.run_id != last_run:
+                last_resource, last_run = attributes, record.run_id
+                encoded_resource = resource(attributes, last_run)
+            add(encoded_resource, record.trace_id, record.span_id, record.parent_span_id, record.name, record.kind,
+                record.category, record.start_ns, record.end_ns, record.status, record.incomplete, record.attributes)
+            if self.count >= max_spans or self.size >= max_bytes:
+                return False
+        return True
+
+    def add(self, resource: bytes, trace_id: str, span_id: str, parent_id: str | None, name: str, kind: str,
+            category: str, start_ns: int, end_ns: int, status: str, incomplete: bool,
+            attributes: dict[str, Any]) -> bool:
+        """Add one span (ids as hex text) of the process whose encoded resource is `resource`; False
+        when it cannot be sent (counted in `unsendable`)."""
+        try:  # the three id fields from one hex text
+            ids = bytes.fromhex(f"0a10{trace_id}1208{span_id}2208{parent_id}" if parent_id else f"0a10{trace_id}1208{span_id}")
+        except ValueError:
+            ids = b""
+        if len(ids) != (38 if parent_id else 28) or len(trace_id) != 32 or len(span_id) != 16:
+            ids = _ids(trace_id, span_id, parent_id)  # None: not hex
+        try:
+            times = _TIMES.pack(0x39, start_ns, 0x41, end_ns)
+            if not (start_ns and end_ns):  # protobuf leaves a zero out
+                times = (b"\x39" + times[1:9] if start_ns else b"") + (times[9:] if end_ns else b"")
+        except struct.error:  # before 1970 or after 2554, or not a number
+            ids = None
+        if ids is None:
+            self.unsendable += 1
+            return False
+        remote = bool(parent_id) and (kind == "SERVER" or category == "process")
+        head_tail = self._heads.get((name, kind, category, status, remote, incomplete))
+        if head_tail is None:
+            head_tail = self._head_tail(name, kind, category, status, remote, incomplete)
+        parts = [ids, head_tail[0], times]
+        if attributes:
+            if CATEGORY in attributes or INCOMPLETE in attributes:  # ours win, in the record's place
+                attributes = dict(attributes)
+                attributes[CATEGORY] = category
+                if incomplete:
+                    attributes[INCOMPLETE] = True
+                head_tail = (head_tail[0], self._tail_without_attributes(status, remote))
+            strings = self._strings
+            for key, value in attributes.items():
+                kind_of = type(value)
+                if kind_of is str or kind_of is bool:
+                    encoded = strings.get((key, value))
+                    if encoded is None:
+                        encoded = self._string(key, value)
+                elif kind_of is int and 0 <= value <= _INT64_MAX:
+                    prefixes = self._ints.get(key)
+                    if prefixes is None:
+                        prefixes = self._int_prefixes(key)
+                    value = _varint(value)
+                    encoded = prefixes[len(value)] + value
+                elif kind_of is float and value - value == 0.0:  # finite (inf - inf and NaN - NaN are NaN)
+                    prefix = self._doubles.get(key)
+                    if prefix is None:
+                        prefix = self._double_prefix(key)
+                    encoded = prefix + _DOUBLE.pack(value)
+                else:
+                    encoded = self._other(key, value)
+                    if encoded is None:
+                        continue
+                parts.append(encoded)
+        parts.append(head_tail[1])
+        body = b"".join(parts)
+        n = len(body)
+        members = self._groups.get(resource)
+        if members is None:
+            members = self._groups[resource] = []
+        members.append(_SPAN_PREFIXES[n] if n < 4096 else b"\x12" + _varint(n))
+        members.append(body)
+        self.count += 1
+        self.size += n + 3
+        return True
+
+    def take(self) -> EncodedBatch:
+        """The request built so far; the next starts empty."""
+        scope = self._scope
+        pieces = []
+        for resource, members in self._groups.items():
+            scope_spans = len(scope) + sum(map(len, members))
+            scope_field = _varint(scope_spans)
+            pieces += (b"\x0a", _varint(len(resource) + 1 + len(scope_field) + scope_spans), resource, b"\x12",
+                       scope_field, scope)
+            pieces += members
+        batch = EncodedBatch(b"".join(pieces), self.count)
+        self._groups = {}
+        self.count = self.size = 0
+        return batch
+
+    # The rarer paths, each once per distinct value where the value needed no conversion.
+
+    def _head_tail(self, name: str, kind: str, category: str, status: str, remote: bool,
+                   incomplete: bool) -> tuple[bytes, bytes]:
+        converted = self.cleaner.converted
+        head = (_field(b"\x2a", self.cleaner.utf8(name).encode("utf-8")) if name else b"")  # protobuf leaves "" out
+        head += _KIND_FIELDS.get(kind, b"\x30\x01")
+        tail = self._string(CATEGORY, category)
+        if incomplete:
+            tail += self._string(INCOMPLETE, True)
+        tail += self._tail_without_attributes(status, remote)
+        if self.cleaner.converted == converted:
+            self._remember(self._heads, (name, kind, category, status, remote, incomplete), (head, tail))
+        return head, tail
+
+    @staticmethod
+    def _tail_without_attributes(status: str, remote: bool) -> bytes:
+        return _STATUS_FIELDS.get(status, b"\x7a\x00") + _FLAGS[remote]
+
+    def _string(self, key: str, value: str | bool) -> bytes:
+        converted = self.cleaner.converted
+        encoded = _key_value(b"\x4a", self.cleaner.utf8(key), self.cleaner.value(value))
+        if self.cleaner.converted == converted:
+            self._remember(self._strings, (key, value), encoded)
+        return encoded
+
+    def _int_prefixes(self, key: str) -> list[bytes]:
+        converted = self.cleaner.converted
+        key_field = _field(b"\x0a", self.cleaner.utf8(key).encode("utf-8"))
+        prefixes = [b""] + [b"\x4a" + _varint(len(key_field) + 3 + n) + key_field + b"\x12" + _SMALL[1 + n] + b"\x18"
+                            for n in range(1, 11)]
+        if self.cleaner.converted == converted:
+            self._remember(self._ints, key, prefixes)
+        return prefixes
+
+    def _double_prefix(self, key: str) -> bytes:
+        converted = self.cleaner.converted
+        key_field = _field(b"\x0a", self.cleaner.utf8(key).encode("utf-8"))
+        prefix = b"\x4a" + _varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
+        if self.cleaner.converted == converted:
+            self._remember(self._doubles, key, prefix)
+        return prefix
+
+    def _other(self, key: str, value: Any) -> bytes | None:
+        """Negative and huge integers, NaN, lists, maps, None, anything else: cleaned, then encoded."""
+        cleaned = self.cleaner.value(value)
+        if cleaned is _DROP:
+            return None
+        return _key_value(b"\x4a", self.cleaner.utf8(key), cleaned)
+
+    @staticmethod
+    def _remember(cache: dict, key: Any, encoded: Any) -> None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = encoded
+
+
+def _ids(trace_id: Any, span_id: Any, parent_id: Any) -> bytes | None:
+    """The id fields from hex of unusual lengths, as the SDK's spans would carry them (int(x, 16)):
+    shorter ids padded; None for ids that are not hex or too long."""
+    try:
+        ids = b"\x0a\x10" + int(trace_id, 16).to_bytes(16, "big") + b"\x12\x08" + int(span_id, 16).to_bytes(8, "big")
+        if parent_id:
+            ids += b"\x22\x08" + int(parent_id, 16).to_bytes(8, "big")
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return ids

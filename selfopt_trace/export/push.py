@@ -7,8 +7,9 @@ asked first with one TCP connect, before the SDK is imported; a receiver that re
 batch ends the push (one clear error), later refusals are counted.
 
 Speed (1M spans in well under 30 s on 2 cores, docs/benchmarks.md): each page's attributes are parsed
-as one JSON text (one parse per page, not per span), spans go straight from rows to the SDK's spans,
-and a large run is split between worker processes, each with its own reader and exporter.
+as one JSON text (one parse per page, not per span), spans go straight from rows to the request's
+bytes (otlp_wire.SpanEncoder), and a large run is split between worker processes, each with its own
+reader and exporter.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class _Part:
 
     sent: int = 0
     refused: int = 0
-    unsendable: int = 0  # rows whose ids are not hex
+    unsendable: int = 0  # rows whose ids are not hex, or times out of range
     first_error: str | None = None
     last_error: str | None = None
     converted: dict[str, int] = field(default_factory=dict)
@@ -98,7 +99,7 @@ def push_run(db_path: Path, run_id: str, settings: OtlpSettings, workers: int | 
             result.converted[what] = result.converted.get(what, 0) + count
     errors = [part.first_error for part in parts if part.first_error]
     if any(part.unsendable for part in parts):
-        errors.append(f"{sum(part.unsendable for part in parts)} spans have ids that are not hex")
+        errors.append(f"{sum(part.unsendable for part in parts)} spans cannot be sent: ids not hex, or times out of range")
     if result.refused:
         result.error = errors[0] if result.sent == 0 and errors else next(
             (part.last_error for part in parts if part.last_error), errors[0] if errors else "spans refused")
@@ -109,35 +110,37 @@ def push_run(db_path: Path, run_id: str, settings: OtlpSettings, workers: int | 
 def push_part(db_path: Path, run_id: str, settings: OtlpSettings, part: int, parts: int) -> _Part:
     """Send the spans of `run_id` whose span id hashes to `part` (of `parts`): one worker's share."""
     from ..store import Store
-    from .otlp_sdk import Sender  # only now: ~0.5 s of imports
+    from .otlp_sdk import MAX_BATCH_BYTES, MAX_BATCH_SPANS, Sender  # only now: ~0.5 s of imports
 
     outcome = _Part()
     sender = Sender(settings)
-    make, resource_of = sender.converter.make, sender.converter.resource
-    # Spans hold no reference cycles: the cyclic collector would only rescan every page's objects.
+    encoder = sender.encoder
+    add = encoder.add
+    # The encoder's objects hold no reference cycles: the cyclic collector would only rescan them.
     gc.disable()
     try:
         with Store(db_path, read_only=True) as store:
             _, rows = store.sql(_RESOURCES_SQL, {"run_id": run_id})
-            resources = {key: resource_of(json.loads(text), run_id) for key, text in rows}
+            resources = {key: encoder.resource(json.loads(text), run_id) for key, text in rows}
             for rows, attributes in read_pages(store, run_id, part, parts):
-                spans = []
                 for row, span_attributes in zip(rows, attributes):
-                    try:
-                        ids = int(row[0], 16), int(row[1], 16), int(row[2], 16) if row[2] else None
-                    except (TypeError, ValueError):
-                        outcome.unsendable += 1
-                        continue
-                    spans.append(make(*ids, row[3], row[4], row[5], row[6], row[7], row[8], row[9],
-                                      span_attributes, resources[row[10]]))
-                before = sender.sent
-                sender.send_spans(spans)
-                if sender.sent == before == 0 and sender.refused:
-                    break  # not one span accepted: the receiver is down or refuses; say so rather than retry every page
+                    add(resources[row[10]], row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                        row[9], span_attributes)
+                    if encoder.count >= MAX_BATCH_SPANS or encoder.size >= MAX_BATCH_BYTES:
+                        sender.export(encoder.take())
+                        if sender.sent == 0 and sender.refused:
+                            break  # not one span accepted: the receiver is down or refuses; say so rather than retry
+                else:
+                    continue
+                break
+            else:
+                if encoder.count:
+                    sender.export(encoder.take())
     finally:
         gc.enable()
         sender.shutdown()
     outcome.sent, outcome.refused, outcome.converted = sender.sent, sender.refused, dict(sender.converter.counts)
+    outcome.unsendable = encoder.unsendable
     outcome.first_error, outcome.last_error = sender.first_error, sender.last_error
     return outcome
 

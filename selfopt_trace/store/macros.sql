@@ -125,9 +125,12 @@ parented AS MATERIALIZED (  -- with the parent's fields: within a unit, a span n
            n.sort IN (1, 14) OR p.id IS NULL OR p.process_key <> n.process_key AS is_root,
            p.sort AS parent_sort, p.start_ns AS parent_start, p.end_ns AS parent_end
     FROM (SELECT n.id, n.sort, n.start_ns, n.end_ns, n.pid, n.process_key,
-                 CASE WHEN n.sort = 1 AND e.exec_id IS NOT NULL THEN e.new_parent ELSE n.parent END AS parent
+                 CASE WHEN e.exec_id IS NOT NULL THEN e.new_parent ELSE n.parent END AS parent
           FROM nodes AS n
-          LEFT JOIN exec_parent AS e ON e.exec_id = n.parent) AS n
+          LEFT JOIN exec_parent AS e ON e.exec_id = n.parent
+          WHERE n.sort = 1
+          UNION ALL
+          SELECT id, sort, start_ns, end_ns, pid, process_key, parent FROM nodes WHERE sort <> 1) AS n
     LEFT JOIN nodes AS p ON p.id = n.parent
 ),
 root_counts AS (
@@ -186,11 +189,16 @@ facts AS MATERIALIZED (
 -- parent: only waits, spawning spans and threads have facts, so only they and their children
 -- are joined with them.
 placed AS (
-    SELECT p.*, p.found_parent IS NULL AS is_top, coalesce(r.only_root, t.unit) AS unit,
+    SELECT p.*, p.found_parent IS NULL AS is_top, p.single_unit AS unit,
            m.process_key IS NOT NULL OR NOT EXISTS (SELECT 1 FROM main_processes) AS main
-    FROM parented AS p
-    LEFT JOIN root_counts AS r ON r.process_key = p.process_key AND r.roots = 1
-    LEFT JOIN unit_tree AS t ON t.id = p.id
+    FROM (SELECT p.*, r.only_root AS single_unit
+          FROM parented AS p
+          JOIN root_counts AS r ON r.process_key = p.process_key AND r.roots = 1
+          UNION ALL
+          SELECT p.*, t.unit
+          FROM parented AS p
+          JOIN root_counts AS r ON r.process_key = p.process_key AND r.roots > 1
+          LEFT JOIN unit_tree AS t ON t.id = p.id) AS p
     LEFT JOIN main_processes AS m ON m.process_key = p.process_key
 ),
 with_facts AS (

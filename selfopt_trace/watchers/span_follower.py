@@ -27,6 +27,7 @@ import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ EXIT_CODE, PID = "process.exit.code", "process.pid"
 _FIELD_COUNT = len(spanfile.FIELDS)
 _H, _S, _E, _X, _T, _D = (spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK,
                           spanfile.DIAGNOSTIC)
+_RECORDS = frozenset((_H, _S, _E, _X, _T, _D))
 
 
 @dataclass
@@ -79,6 +81,7 @@ class SpanFollower:
     def poll(self) -> list[SpanRecord]:
         """The spans that ended in what was appended since the last poll."""
         ended: list[SpanRecord] = []
+        special: list[SpanRecord] = []  # process spans and spans naming an exit code: through _settle
         self.caught_up = True
         try:
             names = sorted(entry.name for entry in os.scandir(self.spans_dir)
@@ -90,8 +93,8 @@ class SpanFollower:
             if followed is None:
                 followed = self.files[name] = _Followed(self.spans_dir / name, name)
             if followed.refused is None:
-                self._read(followed, ended)
-        return self._settle(ended)
+                self._read(followed, ended, special)
+        return ended + self._settle(special) if special else ended
 
     def still_open(self, cmd_pid: int | None = None, root_parent: str | None = None,
                    returncode: int | None = None) -> list[SpanRecord]:
@@ -143,7 +146,7 @@ class SpanFollower:
     def refused_files(self) -> dict[str, str]:
         return {name: followed.refused for name, followed in self.files.items() if followed.refused}
 
-    def _read(self, followed: _Followed, ended: list[SpanRecord]) -> None:
+    def _read(self, followed: _Followed, ended: list[SpanRecord], special: list[SpanRecord]) -> None:
         try:
             with open(followed.path, "rb") as handle:
                 handle.seek(followed.offset)
@@ -158,14 +161,84 @@ class SpanFollower:
         buffer = followed.partial + data
         complete = buffer.rfind(b"\n") + 1
         followed.partial = buffer[complete:]  # a line still being written (or torn): completed by a later read
-        for fields, attributes in self._parse(buffer[:complete]):
-            self._record_line(followed, fields, attributes, ended)
+        chunk = buffer[:complete]
+        if not followed.header:  # the first line: the header, or the reason to refuse the file
+            first = chunk.find(b"\n") + 1
+            self._lines(followed, chunk[:first], special)
+            chunk = chunk[first:]
             if followed.refused is not None:
                 return
+        if chunk and not (followed.header and self._columns(followed, chunk, ended, special)):
+            self._lines(followed, chunk, special)
 
-    def _parse(self, chunk: bytes) -> list[tuple[list[str], dict[str, Any]]]:
-        """The well-formed lines of a chunk: (fields, attributes). The attributes of the whole chunk are
-        parsed as one JSON array (one call, not one per line), line by line only when that fails."""
+    def _columns(self, followed: _Followed, chunk: bytes, ended: list[SpanRecord], special: list[SpanRecord]) -> bool:
+        """Read a chunk of whole lines after the header as columns: its complete spans (X, nearly every
+        line) made with no Python code per field, the rest line by line. False, having changed nothing,
+        when a line is damaged: then `_lines` reads the chunk, checking every line."""
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        lines = text.count("\n")
+        # Every field of every line in one list, 12 per line: one split for the whole chunk.
+        flat = text[:-1].replace("\n", "\t").split("\t")
+        if len(flat) != lines * _FIELD_COUNT or flat[11::_FIELD_COUNT].count(spanfile.TERMINATOR) != lines:
+            return False  # a line with more or fewer fields
+        records = flat[0::_FIELD_COUNT]
+        others = [index for index, record in enumerate(records) if record != _X] if records.count(_X) != lines else []
+        if others:
+            if not _RECORDS.issuperset(records[index] for index in others):
+                return False
+            complete: list[str] = []
+            start = 0
+            for index in others:
+                complete += flat[start * _FIELD_COUNT:index * _FIELD_COUNT]
+                start = index + 1
+            complete += flat[start * _FIELD_COUNT:]
+        else:
+            complete = flat
+        if complete:
+            span_ids, parents, traces, names, kinds, categories, starts, ends, statuses, texts = (
+                complete[column::_FIELD_COUNT] for column in range(1, 11))
+            if "" in span_ids or "" in starts or "" in ends:
+                return False
+            try:
+                starts, ends = list(map(int, starts)), list(map(int, ends))
+            except ValueError:
+                return False
+            if "" in texts:
+                texts = [text or "{}" for text in texts]
+            joined = ",".join(texts)
+            try:
+                attributes = json.loads("[" + joined + "]")
+            except ValueError:
+                return False
+            if set(map(type, attributes)) != {dict}:
+                return False
+            # Nothing changed above; from here on, the lines are read.
+            if "" in parents:
+                parents = [parent or None for parent in parents]
+            if "" in statuses:
+                statuses = [status or "UNSET" for status in statuses]
+            followed.last_ns = max(followed.last_ns, max(starts), max(ends))
+            count = len(span_ids)
+            spans = list(map(SpanRecord, repeat(self.run_id, count), traces, span_ids, parents, names, kinds,
+                             categories, starts, ends, statuses, repeat(False, count), repeat(followed.service, count),
+                             repeat(followed.pid, count), attributes, repeat(followed.resource, count),
+                             repeat(followed.name, count)))
+            self.spans_seen += count
+            if "process" in names or EXIT_CODE in joined:  # spans _settle must see (the rest: not one call each)
+                for span in spans:
+                    (special if span.name == "process" or EXIT_CODE in span.attributes else ended).append(span)
+            else:
+                ended += spans
+        if others:
+            rows = [flat[index * _FIELD_COUNT:(index + 1) * _FIELD_COUNT] for index in others]
+            self._record_lines(followed, rows, special)
+        return True
+
+    def _lines(self, followed: _Followed, chunk: bytes, ended: list[SpanRecord]) -> None:
+        """Read a chunk of whole lines one by one, skipping and counting the damaged ones."""
         try:
             lines = chunk.decode("utf-8").split("\n")
         except UnicodeDecodeError:  # a line that is not UTF-8 (the loader skips it too): decode apart
@@ -176,25 +249,23 @@ class SpanFollower:
                 except UnicodeDecodeError:
                     self.damaged_lines += 1
         lines.pop()  # after the last newline: nothing
-        good, texts = [], []
-        for line in lines:
-            fields = line.split("\t")
-            if len(fields) == _FIELD_COUNT and fields[11] == spanfile.TERMINATOR:
-                good.append(fields)
-                texts.append(fields[10] or "{}")
-            else:
-                self.damaged_lines += 1
+        split = [line.split("\t") for line in lines]
+        good = [fields for fields in split if len(fields) == _FIELD_COUNT and fields[11] == spanfile.TERMINATOR]
+        self.damaged_lines += len(split) - len(good)
+        self._record_lines(followed, good, ended)
+
+    def _record_lines(self, followed: _Followed, rows: list[list[str]], ended: list[SpanRecord]) -> None:
+        """Lines split into their fields: their attributes parsed as one JSON array (one call, not one per
+        line; line by line only when that fails), then each line read in order."""
+        texts = [fields[10] or "{}" for fields in rows]
         try:
             parsed = json.loads("[" + ",".join(texts) + "]")
         except ValueError:
             parsed = [self._json(text) for text in texts]
-        out = []
-        for fields, attributes in zip(good, parsed):
-            if isinstance(attributes, dict):
-                out.append((fields, attributes))
-            else:
-                self.damaged_lines += 1
-        return out
+        for fields, attributes in zip(rows, parsed):
+            self._record_line(followed, fields, attributes, ended)
+            if followed.refused is not None:
+                return
 
     @staticmethod
     def _json(text: str) -> Any:
@@ -203,8 +274,10 @@ class SpanFollower:
         except ValueError:
             return None
 
-    def _record_line(self, followed: _Followed, fields: list[str], attributes: dict[str, Any],
-                     ended: list[SpanRecord]) -> None:
+    def _record_line(self, followed: _Followed, fields: list[str], attributes: Any, ended: list[SpanRecord]) -> None:
+        if type(attributes) is not dict:
+            self.damaged_lines += 1
+            return
         rec, span_id, parent, trace, name, kind, category, start_text, end_text, status = fields[:10]
         try:
             start = int(start_text) if start_text else 0

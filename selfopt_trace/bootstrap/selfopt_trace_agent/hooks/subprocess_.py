@@ -42,9 +42,10 @@ def install(target: str, module) -> None:
     _execute_child.__wrapped__ = original
     popen._execute_child = _execute_child
     # A Popen whose returncode is known cannot block (Popen.__exit__ waits after every run()).
-    waits.wrap(popen, "wait", lambda original: waits.method(original, "Popen.wait", _targets, outer=True,
+    waits.wrap(popen, "wait", lambda original: waits.method(original, "Popen.wait", _targets, outer=True, own=True,
                                                             ready=_reaped))
-    waits.wrap(popen, "communicate", lambda original: waits.communicate_method(original, "Popen.communicate", _targets))
+    waits.wrap(popen, "communicate", lambda original: waits.communicate_method(original, "Popen.communicate", _targets,
+                                                                                    own=True))
 
 
 def _reaped(popen) -> bool:

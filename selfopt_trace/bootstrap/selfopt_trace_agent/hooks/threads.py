@@ -51,7 +51,7 @@ def install(target: str, module) -> None:
         _wrap(module.Thread, "start", _start)
         _wrap(module.Thread, "_bootstrap_inner", _bootstrap_inner)
         _wrap(module.Thread, "join", lambda original: waits.method(original, "Thread.join", _join_targets,
-                                                                   ready=_finished))
+                                                                   ready=_finished, own=True))
         if callable(getattr(module, "_shutdown", None)) and not hasattr(module._shutdown, "__wrapped__"):
             module._shutdown = _shutdown(module._shutdown, module)
     else:

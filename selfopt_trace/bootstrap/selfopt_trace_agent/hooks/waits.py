@@ -77,6 +77,40 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _ON_PREFIX = '{"%s":[' % _ON
+# A wait's X record is "X <id> <parent> <trace>" + head + "<start>\t<end>" + _TAIL + "<id waited on>" + _END:
+# the constant parts are built once (the head once per wait's name), so the common record is one
+# f-string of few parts (docs/benchmarks.md, "Waits").
+_TAIL = '\t%s\t%s"' % (tracer.UNSET, _ON_PREFIX)
+_END = '"]}\t.\n'
+_heads: dict = {}
+_current = tracer.current
+_buffer = tracer._buffer  # one list for the process's life (emptied in place)
+_append = _buffer.append
+FLUSH_RECORDS = tracer.FLUSH_RECORDS
+
+
+def head_of(name: str) -> str:
+    """The part of a wait's X record between its trace id and its start: name, kind, category."""
+    text = _heads.get(name)
+    if text is None:
+        text = _heads[name] = "\t%s\t%s\twait\t" % (tracer.spanfile.clean(name), tracer.INTERNAL)
+    return text
+
+
+def _write(head: str, t0: int, t1: int, on_id: str) -> None:
+    """Buffer the X record of a wait on one span, UNSET, under the current span (tracer.record_line's way)."""
+    parent = _current() or tracer._root
+    if parent is None:
+        parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
+    else:
+        if parent.deferred:
+            tracer._mark_kept(parent)
+        parent_id, trace_id = parent.span_id, parent.trace_id
+    _append(f"X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{head}{t0}\t{t1}{_TAIL}{on_id}{_END}")
+    if t1 > tracer._flush_due_ns or len(_buffer) > FLUSH_RECORDS:
+        tracer.flush(blocking=False)
+    elif not tracer._flusher_started:
+        tracer._start_flusher()
 
 
 def record(name: str, t0: int, t1: int, on: list, extra: dict | None = None, exc: BaseException | None = None) -> None:
@@ -84,19 +118,19 @@ def record(name: str, t0: int, t1: int, on: list, extra: dict | None = None, exc
     try:
         if not tracer._enabled:
             return
-        if extra is None and exc is None:  # the common case: the JSON object without the encoder
+        if extra is None and exc is None:  # the common cases: no encoder
             if len(on) == 1 and on[0]:
-                attributes = f'{_ON_PREFIX}"{on[0]}"]}}'
+                _write(head_of(name), t0, t1, on[0])
             else:
-                attributes = _ON_PREFIX + ",".join([f'"{span_id}"' for span_id in on if span_id]) + "]}"
+                tracer.record_line(name, "wait", t0, t1,
+                                   _ON_PREFIX + ",".join([f'"{span_id}"' for span_id in on if span_id]) + "]}")
         else:
             attrs = {_ON: [span_id for span_id in on if span_id]}
             if extra:
                 attrs.update(extra)
             if exc is not None:
                 attrs["error.type"] = _type_name(exc)
-            attributes = tracer.spanfile.encode(attrs)
-        tracer.record_line(name, "wait", t0, t1, attributes)
+            tracer.record_line(name, "wait", t0, t1, tracer.spanfile.encode(attrs))
         tracer.add_overhead(time_ns() - t1)
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + name, error)
@@ -108,12 +142,14 @@ def _type_name(exc: BaseException) -> str:
     return kind.__qualname__ if module == "builtins" else "%s.%s" % (module, kind.__qualname__)
 
 
-def method(original, name: str, targets, capture=None, outer: bool = False, ready=None):
+def method(original, name: str, targets, capture=None, outer: bool = False, ready=None, own: bool = False):
     """A wrapper of the blocking method `original(self, timeout=None)`: a wait span when it blocked.
 
     `targets(self, captured)` -> (span ids waited on, extra attributes or None), asked only when
     the call is recorded; `captured` is what `capture(self)` returned before the call (for what
     the call itself forgets, like a pool result its pool), else None.
+    `own`: the span waited on is the one stored on `self` (SPAN: a Thread, a Popen, a Process, a
+    thread pool's Future) when it is there; `targets` is asked only when it is not.
     `outer`: other waits run inside this one (Popen.wait -> os.waitpid): it marks its thread busy.
     A leaf wait only looks (no thread id at all while no thread is inside a wait).
     `ready(self)`: True when the call cannot block (a Popen whose returncode is known, a finished
@@ -127,6 +163,7 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
     """
     threshold = THRESHOLD_NS
     fast = _fast
+    text = head_of(name)
 
     if not outer:
         def wrapper(self, timeout=None):
@@ -142,12 +179,28 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
             except BaseException as exc:
                 t1 = time_ns()
                 if t1 - t0 >= threshold:
-                    _record_targets(name, t0, t1, targets, self, None, exc)
+                    _record_targets(text, name, t0, t1, self, targets, None, exc, own)
                 tracer.strip_own_frames(exc)
                 raise
             t1 = time_ns()
             if t1 - t0 >= threshold:
-                _record_targets(name, t0, t1, targets, self, None, None)
+                try:
+                    on_id = own and self.__dict__.get(SPAN)
+                    if on_id and tracer._enabled:
+                        parent = _current() or tracer._root
+                        if parent is None:
+                            parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
+                        else:
+                            if parent.deferred:
+                                tracer._mark_kept(parent)
+                            parent_id, trace_id = parent.span_id, parent.trace_id
+                        _append(f"X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{text}{t0}\t{t1}{_TAIL}{on_id}{_END}")
+                        if len(_buffer) > FLUSH_RECORDS:
+                            tracer.flush(blocking=False)
+                        return result
+                except Exception:
+                    pass
+                _record_targets(text, name, t0, t1, self, targets, None, None, own)
             elif fast[1]:
                 fast[0] += 1
             else:
@@ -173,14 +226,14 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
             except BaseException as exc:
                 t1 = time_ns()
                 if t1 - t0 >= threshold:
-                    _record_targets(name, t0, t1, targets, self, captured, exc)
+                    _record_targets(text, name, t0, t1, self, targets, captured, exc, own)
                 tracer.strip_own_frames(exc)
                 raise
             t1 = time_ns()
         finally:
             busy.discard(thread)
         if t1 - t0 >= threshold:
-            _record_targets(name, t0, t1, targets, self, captured, None)
+            _record_targets(text, name, t0, t1, self, targets, captured, None, own)
         elif fast[1]:
             fast[0] += 1
         else:
@@ -190,10 +243,11 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
     return identity(outer_wrapper, original)
 
 
-def communicate_method(original, name: str, targets):
+def communicate_method(original, name: str, targets, own: bool = False):
     """Like an `outer` method(), for `original(self, input=None, timeout=None)` (Popen.communicate)."""
     threshold = THRESHOLD_NS
     fast = _fast
+    text = head_of(name)
 
     def wrapper(self, input=None, timeout=None):
         thread = get_ident()
@@ -211,14 +265,14 @@ def communicate_method(original, name: str, targets):
             except BaseException as exc:
                 t1 = time_ns()
                 if t1 - t0 >= threshold:
-                    _record_targets(name, t0, t1, targets, self, None, exc)
+                    _record_targets(text, name, t0, t1, self, targets, None, exc, own)
                 tracer.strip_own_frames(exc)
                 raise
             t1 = time_ns()
         finally:
             busy.discard(thread)
         if t1 - t0 >= threshold:
-            _record_targets(name, t0, t1, targets, self, None, None)
+            _record_targets(text, name, t0, t1, self, targets, None, None, own)
         elif fast[1]:
             fast[0] += 1
         else:
@@ -228,21 +282,38 @@ def communicate_method(original, name: str, targets):
     return identity(wrapper, original)
 
 
-def _record_targets(name: str, t0: int, t1: int, targets, owner, captured, exc) -> None:
-    """The wait span of a wrapped method; the common case (one known target, no error) inline."""
+def _record_targets(head: str, name: str, t0: int, t1: int, owner, targets, captured, exc, own: bool) -> None:
+    """The wait span of a wrapped method. The common case inline: no error, one known target (the
+    owner's own span, or the one `targets` names), one f-string (`_write`'s)."""
     try:
-        on, extra = targets(owner, captured)
-        if extra is None and exc is None and len(on) == 1 and on[0] and tracer._enabled:
-            tracer.record_line(name, "wait", t0, t1, f'{_ON_PREFIX}"{on[0]}"]}}')
+        on_id = exc is None and own and owner.__dict__.get(SPAN)
+        if not on_id:
+            on, extra = targets(owner, captured)
+            if extra is not None or exc is not None or len(on) != 1 or not on[0]:
+                record(name, t0, t1, on, extra, exc)
+                return
+            on_id = on[0]
+        if tracer._enabled:  # _write, inlined: the hot path
+            parent = _current() or tracer._root
+            if parent is None:
+                parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
+            else:
+                if parent.deferred:
+                    tracer._mark_kept(parent)
+                parent_id, trace_id = parent.span_id, parent.trace_id
+            _append(f"X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{head}{t0}\t{t1}{_TAIL}{on_id}{_END}")
+            if t1 > tracer._flush_due_ns or len(_buffer) > FLUSH_RECORDS:
+                tracer.flush(blocking=False)
+            elif not tracer._flusher_started:
+                tracer._start_flusher()
             if _recorded[1]:
                 _recorded[0] += 1
             else:
                 _calibrate(time_ns() - t1, _recorded, _recorded_samples)
-            return
+        return
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + name, error)
-        on, extra = [], None
-    record(name, t0, t1, on, extra, exc)
+    record(name, t0, t1, [], None, exc)
 
 
 def identity(wrapper, original):
@@ -290,8 +361,9 @@ def _install_futures(module) -> None:
     def ready(future) -> bool:  # result() and exception() return or raise at once
         return future._state in settled
 
-    wrap(future, "result", lambda original: method(original, "Future.result", _future_targets, ready=ready))
-    wrap(future, "exception", lambda original: method(original, "Future.exception", _future_targets, ready=ready))
+    wrap(future, "result", lambda original: method(original, "Future.result", _future_targets, ready=ready, own=True))
+    wrap(future, "exception", lambda original: method(original, "Future.exception", _future_targets, ready=ready,
+                                                                      own=True))
     done = (module.FINISHED, module.CANCELLED_AND_NOTIFIED)
     wrap(module, "wait", lambda original: _futures_wait(original, done, module))
     wrap(module, "as_completed", lambda original: _as_completed(original, done))
@@ -498,6 +570,7 @@ def _install_asyncio(module) -> None:
 def _async_wait(original, name: str):
     """The await's interval. Other tasks run meanwhile, so nesting is told per Process, not per thread."""
     threshold = THRESHOLD_NS
+    text = head_of(name)
 
     async def wrapper(self, *args, **kwargs):
         state = self.__dict__
@@ -515,14 +588,14 @@ def _async_wait(original, name: str):
             except BaseException as exc:
                 t1 = time_ns()
                 if t1 - t0 >= threshold:
-                    _record_targets(name, t0, t1, _asyncio_targets, self, None, exc)
+                    _record_targets(text, name, t0, t1, self, _asyncio_targets, None, exc, False)
                 tracer.strip_own_frames(exc)
                 raise
             t1 = time_ns()
         finally:
             state[_IN_WAIT] = False
         if t1 - t0 >= threshold:
-            _record_targets(name, t0, t1, _asyncio_targets, self, None, None)
+            _record_targets(text, name, t0, t1, self, _asyncio_targets, None, None, False)
         else:
             not_blocked(t1)
         return result
