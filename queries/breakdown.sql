@@ -169,8 +169,8 @@ cpu AS (
 -- F(t) of a unit: the integral of w/k, the wall time one of its leaves gets; G(t) the same weighted
 -- by the fraction of time the thread ran (1 where nothing was sampled).
 unit_events AS (
-    SELECT unit, t, sum(dw) AS dw, sum(dk) AS dk, sum(dr) AS dr
-    FROM (SELECT unit, a AS t, w AS dw, 0 AS dk, 0.0 AS dr FROM flow
+    SELECT unit, t, sum(dw) AS dw, sum(dk)::DOUBLE AS dk, sum(dr) AS dr  -- window sums of doubles, not of int128
+    FROM (SELECT unit, a AS t, w AS dw, 0 AS dk, 0.0::DOUBLE AS dr FROM flow
           UNION ALL SELECT unit, b, -w, 0, 0.0 FROM flow
           UNION ALL SELECT unit, t, 0, d, 0.0 FROM k_deltas WHERE unit IN (SELECT unit FROM flow)
           UNION ALL SELECT unit, start_ns, 0, 0, dr FROM cpu
@@ -207,35 +207,39 @@ small_sums AS (
 -- and takes it from its parent's (a special parent loses its children's islands instead); a wait
 -- loses the pieces it passed on. An end's value is its time (busy), F (wall) and G (on the CPU).
 -- A span of its parent's category (an import in an import) adds what it takes: it is left out,
--- unless a small-call sum needs its owner's self time.
+-- unless a small-call sum needs its owner's self time. The ends of owners with small sums (and of
+-- their children) keep the owner's id; the others are summed by category alone.
 ends AS (
-    SELECT l.unit, CASE WHEN x.sign < 0 THEN l.rs ELSE l.re END AS t, x.sign, l.id AS owner, l.code, l.parent,
-           l.parent_code, l.from_parent
-    FROM (SELECT *, parent IS NOT NULL AND parent NOT IN (SELECT owner FROM special) AS from_parent
+    SELECT l.unit, CASE WHEN x.sign < 0 THEN l.rs ELSE l.re END AS t, x.sign, l.code,
+           CASE WHEN l.from_parent THEN l.parent_code END AS parent_code,
+           CASE WHEN l.small THEN l.id END AS small_owner,
+           CASE WHEN l.from_parent AND l.small_parent THEN l.parent END AS small_parent
+    FROM (SELECT *, parent IS NOT NULL AND parent NOT IN (SELECT owner FROM special) AS from_parent,
+                 id IN (SELECT id FROM small_sums) AS small, parent IN (SELECT id FROM small_sums) AS small_parent
           FROM linked
           WHERE re > rs) AS l,
          (VALUES (-1), (1)) AS x(sign)
-    WHERE NOT (l.from_parent AND l.code = l.parent_code)
-       OR l.id IN (SELECT id FROM small_sums) OR l.parent IN (SELECT id FROM small_sums)
+    WHERE NOT (l.from_parent AND l.code = l.parent_code) OR l.small OR l.small_parent
     UNION ALL
-    SELECT unit, t, sign, owner, owner_code, NULL, NULL, false
+    SELECT unit, t, sign, owner_code, NULL, CASE WHEN owner IN (SELECT id FROM small_sums) THEN owner END, NULL
     FROM islands, LATERAL (VALUES (cs, 1), (ce, -1)) AS x(t, sign)
     UNION ALL
-    SELECT unit, t, sign, waiter, code, NULL, NULL, false
+    SELECT unit, t, sign, code, NULL, CASE WHEN waiter IN (SELECT id FROM small_sums) THEN waiter END, NULL
     FROM pieces, LATERAL (VALUES (p0, 1), (p1, -1)) AS x(t, sign)
     WHERE n_live > 0
 ),
-valued AS MATERIALIZED (
-    SELECT e.owner, e.code, e.parent, e.parent_code, e.from_parent, e.sign * e.t AS dt,
-           e.sign * coalesce(b.f + (e.t - b.t) * b.w / b.k, 0) AS df,
-           e.sign * coalesce(b.g + (e.t - b.t) * b.w * b.r / b.k, 0) AS dg
+terms AS MATERIALIZED (
+    SELECT e.code, e.parent_code, e.small_owner, e.small_parent, sum(e.sign * e.t) AS dt,
+           sum(e.sign * coalesce(b.f + (e.t - b.t) * b.w / b.k, 0)) AS df,
+           sum(e.sign * coalesce(b.g + (e.t - b.t) * b.w * b.r / b.k, 0)) AS dg
     FROM ends AS e
     ASOF LEFT JOIN breakpoints AS b ON b.unit = e.unit AND e.t >= b.t
+    GROUP BY ALL
 ),
 code_terms AS (
-    SELECT code, sum(df) AS df, sum(dg) AS dg, sum(dt) AS dt FROM valued GROUP BY code
+    SELECT code, sum(df) AS df, sum(dg) AS dg, sum(dt) AS dt FROM terms GROUP BY code
     UNION ALL
-    SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM valued WHERE from_parent GROUP BY parent_code
+    SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM terms WHERE parent_code IS NOT NULL GROUP BY parent_code
     UNION ALL
     SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive
     FROM (SELECT (SELECT end_ns - start_ns FROM run_extent)
@@ -249,10 +253,9 @@ small_moves AS (
            least(coalesce(s.parsing_ns, 0) / o.busy_ns, 1.0 - least(1.0, coalesce(s.serialization_ns, 0) / o.busy_ns))
                AS parsing
     FROM (SELECT owner, any_value(code) AS code, sum(df) AS wall_ns, sum(dg) AS cpu_ns, sum(dt) AS busy_ns
-          FROM (SELECT owner, code, df, dg, dt FROM valued WHERE owner IN (SELECT id FROM small_sums)
+          FROM (SELECT small_owner AS owner, code, df, dg, dt FROM terms WHERE small_owner IS NOT NULL
                 UNION ALL
-                SELECT parent, parent_code, -df, -dg, -dt FROM valued
-                WHERE from_parent AND parent IN (SELECT id FROM small_sums))
+                SELECT small_parent, parent_code, -df, -dg, -dt FROM terms WHERE small_parent IS NOT NULL)
           GROUP BY owner
           HAVING sum(dt) > 0) AS o
     JOIN small_sums AS s ON s.id = o.owner
