@@ -146,25 +146,43 @@ flow(unit, a, b, w, depth) AS (
 -- Samples count within the unit's life only: a pid or a tid reused later is another process or
 -- thread. A thread runnable but waiting for a CPU (runqueue) is not waiting on anything untraced:
 -- it counts as running. A thread's first interval starts when it started in clock ticks (up to
--- 10 ms early): it is clipped to the unit's start; its last reading can come before its end (up to
--- one sampling period): that reading's fraction goes on to the unit's end.
+-- 10 ms early): it is clipped to the unit's start. Its last reading comes before its end (up to one
+-- sampling period): where the unit's span recorded the thread's CPU time at its end
+-- (selfopt_trace.thread.cpu_ns), the rest of that CPU time fills the tail from the last reading to
+-- the end; otherwise the last reading's fraction goes on to the unit's end.
 unit_threads AS (
-    SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re
+    SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re, f.cpu_ns AS final_cpu_ns
     FROM coded AS c
+    LEFT JOIN (SELECT hash(span_id) AS id, TRY_CAST(attributes->>'selfopt_trace.thread.cpu_ns' AS BIGINT) AS cpu_ns
+               FROM spans
+               WHERE run_id = $run_id AND category IN ('process', 'thread')
+                 AND attributes LIKE '%"selfopt_trace.thread.cpu_ns"%') AS f ON f.id = c.id
     WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
 ),
 cpu_raw AS (
-    SELECT u.unit, u.re, greatest(s.start_ns, u.rs) AS start_ns, s.end_ns,
+    SELECT u.unit, u.re, greatest(s.start_ns, u.rs) AS start_ns, s.end_ns, s.cpu_ns,
            s.cpu_ns + coalesce(s.runqueue_ns, 0) AS used_ns
     FROM unit_threads AS u
     JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid
                          AND s.end_ns > greatest(s.start_ns, u.rs) AND s.start_ns < u.re
 ),
+readings AS (  -- where a unit's readings end, and the CPU time they add up to
+    SELECT unit, max(end_ns) AS last_end, sum(cpu_ns) AS cpu_ns FROM cpu_raw GROUP BY unit
+),
 cpu AS (
-    SELECT c.unit, c.start_ns, CASE WHEN c.end_ns = l.last_end THEN greatest(c.end_ns, c.re) ELSE c.end_ns END AS end_ns,
+    SELECT c.unit, c.start_ns,
+           CASE WHEN c.end_ns = l.last_end AND u.final_cpu_ns IS NULL THEN greatest(c.end_ns, c.re) ELSE c.end_ns END
+               AS end_ns,
            least(1.0, c.used_ns / (c.end_ns - c.start_ns)) - 1 AS dr
     FROM cpu_raw AS c
-    JOIN (SELECT unit, max(end_ns) AS last_end FROM cpu_raw GROUP BY unit) AS l ON l.unit = c.unit
+    JOIN readings AS l ON l.unit = c.unit
+    JOIN unit_threads AS u ON u.unit = c.unit
+    UNION ALL
+    SELECT u.unit, coalesce(l.last_end, u.rs), u.re,
+           least(1.0, greatest(0, u.final_cpu_ns - coalesce(l.cpu_ns, 0)) / (u.re - coalesce(l.last_end, u.rs))) - 1
+    FROM unit_threads AS u
+    LEFT JOIN readings AS l ON l.unit = u.unit
+    WHERE u.final_cpu_ns IS NOT NULL AND u.re > coalesce(l.last_end, u.rs)
 ),
 -- F(t) of a unit: the integral of w/k, the wall time one of its leaves gets; G(t) the same weighted
 -- by the fraction of time the thread ran (1 where nothing was sampled).

@@ -77,10 +77,13 @@ GROUP BY run_id, pid, process_start_ns;
 -- those started before it (a reused pid is another process; /proc counts 10 ms steps and a span may
 -- start a little before its process, at the spawn call: 100 ms of slack). The process spans of one
 -- process (an exec) share its samples at their start times, the first from the process's start,
--- the last until its last sample (a SIGKILLed process included).
+-- the last until its last sample (a SIGKILLed process included). The sampler misses what a process
+-- used after its last reading (up to one period) and may never see a short one: where the agent
+-- recorded the process's CPU time at its end (process.cpu_ns, every thread, since the process
+-- started), the last span of the process gets that, less what its earlier spans got, when it is more.
 CREATE OR REPLACE MACRO process_span_cpu(target_run) AS TABLE
 WITH process AS (
-    SELECT s.span_id, s.pid, s.start_ns,
+    SELECT s.span_id, s.pid, s.start_ns, TRY_CAST(s.attributes->>'process.cpu_ns' AS BIGINT) AS recorded_ns,
            (SELECT arg_min(c.process_start_ns, abs(c.process_start_ns - s.start_ns)) FROM process_cpu AS c
             WHERE c.run_id = target_run AND c.pid = s.pid
               AND c.process_start_ns <= s.start_ns + 100000000) AS process_start_ns
@@ -88,7 +91,7 @@ WITH process AS (
     WHERE s.run_id = target_run AND s.name = 'process' AND s.category = 'process'
 ),
 bounded AS (
-    SELECT span_id, pid, process_start_ns,
+    SELECT span_id, pid, process_start_ns, recorded_ns,
            CASE WHEN row_number() OVER w > 1 THEN start_ns END AS from_ns,
            lead(start_ns) OVER w AS until_ns
     FROM process
@@ -103,11 +106,26 @@ shared AS (  -- each sample, with the share of it inside the span's part of the 
     JOIN cpu_samples AS c
       ON c.run_id = target_run AND c.pid = b.pid AND c.process_start_ns = b.process_start_ns
      AND (b.from_ns IS NULL OR c.end_ns > b.from_ns) AND (b.until_ns IS NULL OR c.start_ns < b.until_ns)
+),
+sampled AS (
+    SELECT b.span_id, b.pid, b.process_start_ns, b.recorded_ns, b.until_ns IS NULL AS last,
+           round(sum(s.cpu_ns * s.share))::BIGINT AS cpu_ns, round(sum(s.runqueue_ns * s.share))::BIGINT AS runqueue_ns
+    FROM bounded AS b
+    LEFT JOIN shared AS s ON s.span_id = b.span_id
+    GROUP BY ALL
 )
 SELECT span_id, pid, process_start_ns,
-       round(sum(cpu_ns * share))::BIGINT AS cpu_ns, round(sum(runqueue_ns * share))::BIGINT AS runqueue_ns
-FROM shared
-GROUP BY span_id, pid, process_start_ns;
+       CASE WHEN last AND recorded_ns IS NOT NULL
+            THEN greatest(coalesce(cpu_ns, 0),
+                          recorded_ns - coalesce(sum(cpu_ns) OVER (PARTITION BY pid, process_start_ns) - cpu_ns, 0))
+            ELSE cpu_ns END AS cpu_ns,
+       runqueue_ns
+FROM sampled
+WHERE cpu_ns IS NOT NULL OR recorded_ns IS NOT NULL
+UNION ALL  -- never sampled (too short, or /proc unreadable): what the agent recorded
+SELECT span_id, pid, NULL, recorded_ns, NULL
+FROM process
+WHERE process_start_ns IS NULL AND recorded_ns IS NOT NULL;
 
 -- What was sent where (selfopt_trace/export/ledger.py): one row per live export or `push` of a run.
 CREATE TABLE IF NOT EXISTS exports (

@@ -61,7 +61,7 @@ class RunBuilder:
         return span_id
 
     def process(self, pid: int, start_ms: float, end_ms: float, parent: str = "", command: str = "main.py",
-                trace: str = TRACE, image: str = "") -> str:
+                trace: str = TRACE, image: str = "", end_attributes: dict[str, Any] | None = None) -> str:
         """A process span, written as the agent writes it (S at start, E at exit)."""
         span_id = sid(self._next)
         self._next += 1
@@ -69,9 +69,9 @@ class RunBuilder:
         attributes = {"process.pid": pid, "process.command": command}
         first = start(span_id, parent, "process", "process", at(start_ms), attributes)
         self.files[file].append(first.replace(TRACE, trace) if trace != TRACE else first)
-        self.files[file].append(end(span_id, at(end_ms), "UNSET", {"process.exit.code": 0}))
+        self.files[file].append(end(span_id, at(end_ms), "UNSET", {"process.exit.code": 0, **(end_attributes or {})}))
         self.spans.append(Span(span_id, parent, "process", "process", "INTERNAL", start_ms, end_ms, file, trace,
-                               attributes))
+                               {**attributes, **(end_attributes or {})}))
         return span_id
 
     def load(self, store: Any, tmp_path: Path, run_start_ms: float | None = 0.0, **run_json_fields: Any) -> str:

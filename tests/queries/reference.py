@@ -163,13 +163,18 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         start, the last one's fraction carried on to the unit's end; 1 where none says."""
         key = tid.get(u)
         lo, hi = nodes[u].start, nodes[u].end
+        final = nodes[u].attributes.get("selfopt_trace.thread.cpu_ns")
         mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi]
         last = max((c.end for c in mine), default=None)
         for c in mine:
             start = max(c.start, lo)
-            end = max(c.end, hi) if c.end == last else c.end
+            end = max(c.end, hi) if c.end == last and final is None else c.end
             if start <= a and end >= b:
                 return min(1.0, c.cpu / (c.end - start))
+        if final is not None:  # the tail after the last reading: the rest of the thread's final CPU time
+            tail = last if last is not None else lo
+            if tail <= a and hi >= b and hi > tail:
+                return min(1.0, max(0.0, final / MS - sum(c.cpu for c in mine)) / (hi - tail))
         return 1.0
 
     def give(u: str, weight: float, a: float, b: float, depth: int = 0) -> None:

@@ -192,19 +192,26 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
     tids = iter(range(20_000, 30_000))
     cpu: list[reference.CpuSample] = []
 
-    def sample(pid: int, tid: int, lo: float, hi: float) -> None:
-        # as the sampler reads them: from the start in clock ticks (early), the last reading before the end
-        t, hi = lo - rng.uniform(0, 2), hi - rng.uniform(0, 3)
-        while t < hi:
-            step = min(hi - t, rng.uniform(1, 6))
-            cpu.append(reference.CpuSample(pid, tid, t, t + step, step * rng.choice((0, 0.3, 1, 1))))
+    def sample(pid: int, tid: int, lo: float, hi: float) -> dict[str, int]:
+        """CPU samples as the sampler reads them: from the start in clock ticks (early), the last
+        reading before the end (or none at all); and, sometimes, the final reading the agent records
+        at the unit's end (as attributes of its span)."""
+        t, last = lo - rng.uniform(0, 2), hi - rng.uniform(0, 3) if rng.random() < 0.9 else lo - 3
+        used = 0.0
+        while t < last:
+            step = min(last - t, rng.uniform(1, 6))
+            cpu.append(reference.CpuSample(pid, tid, t, t + step, round(step * rng.choice((0, 0.3, 1, 1)) * MS) / MS))
+            used += cpu[-1].cpu if cpu[-1].end > lo else 0
             t += step
+        if rng.random() < 0.5:
+            return {}
+        return {"selfopt_trace.thread.cpu_ns": round((used + rng.uniform(0, max(0.0, hi - max(t, lo)))) * MS)}
 
     def process(pid: int, parent: str, lo: float, hi: float, depth: int) -> None:
-        child = run.process(pid, lo, hi, parent, command="child.py")
+        readings = sample(pid, pid, lo, hi)
+        child = run.process(pid, lo, hi, parent, command="child.py", end_attributes=readings)
         run.span(pid, "interpreter.startup", "startup", lo, lo + (hi - lo) / 5, child)
         fill(pid, child, lo + (hi - lo) / 5, hi, depth + 1)
-        sample(pid, pid, lo, hi)
 
     def fill(pid: int, parent: str, lo: float, hi: float, depth: int) -> None:
         t = lo + rng.uniform(0, 3)
@@ -226,9 +233,9 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
                              attributes={"selfopt_trace.wait.on": calls})
             elif roll < 0.4:  # a thread, joined (maybe after it ended), or not
                 tid = next(tids)
-                thread = run.span(pid, "thread", "thread", s, e, parent, attributes={"thread.id": tid})
+                thread = run.span(pid, "thread", "thread", s, e, parent,
+                                  attributes={"thread.id": tid, **sample(pid, tid, s, e)})
                 fill(pid, thread, s, e, depth + 1)
-                sample(pid, tid, s, e)
                 if rng.random() < 0.7:
                     run.span(pid, "Thread.join", "wait", rng.uniform(s, e), e + rng.uniform(0, 1), parent,
                              attributes={"selfopt_trace.wait.on": [thread]})
@@ -245,13 +252,12 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
             t = e - rng.uniform(0, length) if rng.random() < 0.15 else e + rng.uniform(0, 2)
 
     main_pid = next(pids)
-    main = run.process(main_pid, 0, 100)
+    main = run.process(main_pid, 0, 100, end_attributes=sample(main_pid, main_pid, 0, 100))
     run.span(main_pid, "interpreter.startup", "startup", 0, 8, main)
     helper = run.span(main_pid, "subprocess", "subprocess", 8, 99, main, kind="CLIENT",
                       attributes={"selfopt_trace.spawn_ns": 500_000})
     process(next(pids), helper, 8.5, 98.5, 3)  # an idle helper alive for the whole run
     fill(main_pid, main, 9, 100, 0)
-    sample(main_pid, main_pid, 0, 100)
     return run, cpu
 
 
@@ -350,6 +356,22 @@ def test_off_the_cpu_own_work_is_an_untraced_wait(store: Store, tmp_path: Path) 
         reference.CpuSample(100, 100, 90, 100, 10),
         reference.CpuSample(100, 101, 10, 60, 50), reference.CpuSample(100, 102, 10, 90, 0)])
     assert_figures(breakdown(store, run_id), {"own work": (60, 160), "untraced waits": (40, 0)})
+
+
+def test_the_final_cpu_reading_fills_the_tail_after_the_last_sample(store: Store, tmp_path: Path) -> None:
+    """The sampler's last reading of a thread comes before its end; the agent's reading at the end
+    (selfopt_trace.thread.cpu_ns) says how much of the tail ran: here the spinner stops spinning at
+    its last reading and sleeps, and the main thread ran 2 ms of its last 30."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100, end_attributes={"selfopt_trace.thread.cpu_ns": 22_000_000})
+    spinner = run.span(100, "thread", "thread", 10, 60, main,
+                       attributes={"thread.id": 101, "selfopt_trace.thread.cpu_ns": 30_000_000})
+    run.span(100, "Thread.join", "wait", 10, 60, main, attributes={"selfopt_trace.wait.on": [spinner]})
+    run_id = run.load(store, tmp_path)
+    load_cpu(store, run_id, [reference.CpuSample(100, 100, 0, 10, 10), reference.CpuSample(100, 100, 60, 70, 10),
+                             reference.CpuSample(100, 101, 10, 40, 30)])
+    # main: 0-10 and 60-70 running, 70-100 two of 30 ms; the spinner: 10-40 running, 40-60 nothing
+    assert_figures(breakdown(store, run_id), {"own work": (52, 100), "untraced waits": (48, 0)})
 
 
 def test_a_reused_pid_is_another_process(store: Store, tmp_path: Path) -> None:

@@ -190,6 +190,30 @@ def test_the_images_of_one_process_share_its_cpu_at_the_exec(store: Store, tmp_p
     assert found == [{"span_id": sid(1), "cpu_ns": 60 * MS}, {"span_id": sid(2), "cpu_ns": 40 * MS}]
 
 
+def test_the_cpu_the_agent_recorded_at_exit_completes_the_samples(store: Store, tmp_path: Path) -> None:
+    # pid 100 exec'd at T0+100ms and recorded 130 ms of CPU at its exit (T0+300ms); the sampler's last
+    # reading was at T0+250ms (100 ms). pid 200 lived 30 ms: never sampled, it recorded 25 ms.
+    def exiting(pid: int, n: int, start: int, end: int, cpu_ns: int) -> str:
+        return complete(sid(n), "", "process", "process", start, end, attributes={"process.cpu_ns": cpu_ns})
+
+    run = write_run(tmp_path / "run-1", {
+        "100-a.spans": process_span(100, 1, T0, T0 + 100 * MS),
+        "100-b.spans": header(100) + exiting(100, 2, T0 + 100 * MS, T0 + 300 * MS, 130 * MS),
+        "200-a.spans": header(200) + exiting(200, 3, T0 + 10 * MS, T0 + 40 * MS, 25 * MS),
+    })
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python", process_start=T0)
+              + cpu(T0 + 50 * MS, 100, 100, 50 * MS, process_start=T0)
+              + cpu(T0 + 250 * MS, 100, 100, 100 * MS, process_start=T0))
+    store.load_run(run)
+
+    found = rows(store, "SELECT span_id, cpu_ns FROM process_span_cpu('run-1') ORDER BY span_id")
+
+    # a quarter of the second interval's 50 ms fell before the exec: the first image 62.5, the second
+    # 130 - 62.5 (it was sampled 37.5)
+    assert found == [{"span_id": sid(1), "cpu_ns": 62_500_000}, {"span_id": sid(2), "cpu_ns": 67_500_000},
+                     {"span_id": sid(3), "cpu_ns": 25 * MS}]
+
+
 def test_process_tree_and_subprocess_show_each_process_cpu(store: Store, tmp_path: Path) -> None:
     # The parent (pid 100) starts a child (pid 200) that is SIGKILLed: its process span was closed at
     # its file's last tick (T0+60ms), its CPU was sampled until T0+250ms.
