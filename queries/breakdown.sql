@@ -148,14 +148,15 @@ flow(unit, a, b, w, depth) AS (
 -- it counts as running. A thread's first interval starts when it started in clock ticks (up to
 -- 10 ms early): it is clipped to the unit's start. Its last reading comes before its end (up to one
 -- sampling period): where the unit's span recorded the thread's CPU time at its end
--- (selfopt_trace.thread.cpu_ns), the rest of that CPU time fills the tail from the last reading to
+-- (selfopt_trace.thread.cpu_ns: a process's main thread, a `thread`; not a `task`, whose worker
+-- thread ran other tasks before), the rest of that CPU time fills the tail from the last reading to
 -- the end; otherwise the last reading's fraction goes on to the unit's end.
 unit_threads AS (
     SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re, f.cpu_ns AS final_cpu_ns
     FROM coded AS c
     LEFT JOIN (SELECT hash(span_id) AS id, TRY_CAST(attributes->>'selfopt_trace.thread.cpu_ns' AS BIGINT) AS cpu_ns
                FROM spans
-               WHERE run_id = $run_id AND category IN ('process', 'thread')
+               WHERE run_id = $run_id AND name IN ('process', 'thread') AND category IN ('process', 'thread')
                  AND attributes LIKE '%"selfopt_trace.thread.cpu_ns"%') AS f ON f.id = c.id
     WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
 ),

@@ -163,7 +163,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         start, the last one's fraction carried on to the unit's end; 1 where none says."""
         key = tid.get(u)
         lo, hi = nodes[u].start, nodes[u].end
-        final = nodes[u].attributes.get("selfopt_trace.thread.cpu_ns")
+        final = nodes[u].attributes.get("selfopt_trace.thread.cpu_ns") if nodes[u].name != "task" else None
         mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi]
         last = max((c.end for c in mine), default=None)
         for c in mine:
