@@ -91,6 +91,13 @@ class Waiter:
 
     traced = waits.method(wait, "Thread.join", threads._join_targets, own=True)  # as Thread.join is wrapped
 
+    def at_once(self, timeout=None):
+        return None
+
+    waits.THRESHOLD_NS, threshold = 0, waits.THRESHOLD_NS  # every call is recorded
+    at_once_traced = waits.method(at_once, "Thread.join", threads._join_targets, own=True)
+    waits.THRESHOLD_NS = threshold
+
 waiter = Waiter()
 waiter.__dict__[waits.SPAN] = "00f067aa0ba902b7"  # the span of the thread joined
 
@@ -104,7 +111,8 @@ def loop(call, n):
 
 out = {}
 for _ in range(rounds):
-    for side, call in (("bare", waiter.wait), ("traced", waiter.traced)):
+    for side, call in (("spin|bare", waiter.wait), ("spin|traced", waiter.traced),
+                       ("at once|bare", waiter.at_once), ("at once|traced", waiter.at_once_traced)):
         c, w = loop(call, n)
         out.setdefault(side + "|cpu", []).append(c)
         out.setdefault(side + "|wall", []).append(w)
@@ -119,10 +127,10 @@ INSTRUCTIONS = """
 import os, sys
 if "SELFOPT_TRACE_DIR" in os.environ:  # valgrind makes every call slow: only the recorded case may record
     from selfopt_trace_agent.hooks import waits
-    waits.THRESHOLD_NS = 0 if sys.argv[1] == "recorded wait" else 10**15
+    waits.THRESHOLD_NS = 0 if sys.argv[1].startswith("recorded wait") else 10**15
 """ + SETUP + """
 case, n = sys.argv[1], int(sys.argv[2])
-if case == "recorded wait":
+if case.startswith("recorded wait"):
     class Waiter:
         def wait(self, timeout=None):
             return None
@@ -131,7 +139,9 @@ if case == "recorded wait":
     if "SELFOPT_TRACE_DIR" in os.environ:  # as Thread.join is wrapped, on a thread with its span
         from selfopt_trace_agent.hooks import threads
         waiter.__dict__[waits.SPAN] = "00f067aa0ba902b7"
-        call = waits.method(Waiter.wait, "Thread.join", threads._join_targets, own=True).__get__(waiter)
+        outer = case == "recorded wait, outer"  # as Popen.wait and Process.join are wrapped
+        call = waits.method(Waiter.wait, "Popen.wait" if outer else "Thread.join", threads._join_targets, outer=outer,
+                            own=True).__get__(waiter)
 else:
     call = CASES[case]
 for _ in range(n):
@@ -177,7 +187,7 @@ def main() -> None:
             print(f"CPU instructions per call (callgrind, {calls} and {3 * calls} calls per interpreter)")
             print(f"{'wait':<28}{'untraced':>10}{'traced':>10}{'added':>9}")
             for case in ("Popen.wait (reaped child)", "Future.result (done)", "Thread.join (finished)",
-                         "Popen.communicate (reaped)", "recorded wait"):
+                         "Popen.communicate (reaped)", "recorded wait", "recorded wait, outer"):
                 if args.case not in case:
                     continue
                 off, on = instructions(case, base, calls, tmp), instructions(case, env, calls, tmp)
@@ -202,13 +212,15 @@ def main() -> None:
         name, clock = key.split("|")
         off, on = statistics.median(untraced[key]), statistics.median(traced[key])
         print(f"{name:<28}{clock:>5}{off:>10.1f}{on:>10.1f}{on - off:>+9.1f}{on / off:>8.2f}")
-    print(f"recorded waits: {args.recorded} calls x {args.rounds} rounds x {args.repeat} interpreters, a 30 us spin "
-          "bare and through the wait wrapper (median of paired rounds, flush included)")
-    for clock in ("cpu", "wall"):
-        bare, wrapped = recorded["bare|" + clock], recorded["traced|" + clock]
-        added = statistics.median([w - b for w, b in zip(wrapped, bare)])
-        print(f"{'recorded wait':<28}{clock:>5}{statistics.median(bare):>10.1f}{statistics.median(wrapped):>10.1f}"
-              f"{added:>+9.1f}{statistics.median(wrapped) / statistics.median(bare):>8.3f}")
+    print(f"recorded waits: {args.recorded} calls x {args.rounds} rounds x {args.repeat} interpreters, bare and through "
+          "the wait wrapper (median of paired rounds, flush included): a 30 us spin, and a call that returns at once "
+          "with the threshold at 0, back to back")
+    for case, label in (("spin", "recorded wait, 30 us spin"), ("at once", "recorded wait, at once")):
+        for clock in ("cpu", "wall"):
+            bare, wrapped = recorded[f"{case}|bare|{clock}"], recorded[f"{case}|traced|{clock}"]
+            added = statistics.median([w - b for w, b in zip(wrapped, bare)])
+            print(f"{label:<28}{clock:>5}{statistics.median(bare):>10.1f}{statistics.median(wrapped):>10.1f}"
+                  f"{added:>+9.1f}{statistics.median(wrapped) / statistics.median(bare):>8.3f}")
     print(f"wait spans written: {spans}")
 
 

@@ -68,3 +68,12 @@ def test_counted_overhead_is_calls_times_their_cost_and_starts_over_in_a_forked_
         assert cell[0] == 0 and tracer.overhead_ns() == 0
     finally:
         tracer._counted.remove(cell)
+
+
+def test_span_ids_count_up_as_sixteen_hex_digits_across_their_cached_upper_digits(configured: Path) -> None:
+    ids = [tracer.new_span_id() for _ in range(600)]  # the upper 14 digits change every 256 ids
+    first = int(ids[0], 16)
+    assert ids == ["%016x" % (first + i) for i in range(600)]
+    tracer.configure(str(configured), "")  # a new start (a forked child's): random, a multiple of 256, never 0
+    start = int(tracer.new_span_id(), 16)
+    assert start % 256 == 0 and start >> 8 and abs(start - first) > 600

@@ -472,9 +472,10 @@ def agent(tmp_path, monkeypatch):
     monkeypatch.setattr(waits, "time_ns", lambda: clock[0])
 
     def records() -> list[list[str]]:
+        """The wait records written, in the order of their start (a flush writes the common ones last)."""
         tracer.flush()
         lines = [line.split("\t") for path in (tmp_path / "spans").iterdir() for line in path.read_text().splitlines()]
-        return [fields for fields in lines if fields[0] == "X" and fields[6] == "wait"]
+        return sorted([fields for fields in lines if fields[0] == "X" and fields[6] == "wait"], key=lambda f: int(f[7]))
 
     yield waits, clock, records
     tracer.set_root(None, "", "")
@@ -530,3 +531,59 @@ def test_a_nested_wait_is_part_of_the_outer_one_and_errors_pass_through(agent):
                      ("Outer.wait", {ON: ["00000000000000bb"], "error.type": "TimeoutError"}),
                      ("Inner.wait", {ON: [], "process.pid": 7})]
     assert not waits.busy
+
+
+def test_the_common_record_is_what_the_general_encoder_writes(agent):
+    """The one-target record is formatted inline (the wrapper, _write): the same line as record_line's."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile, tracer
+
+    waits, clock, records = agent
+
+    class Owner:  # carries the span it waits on, as a Thread, a Popen or a Future does
+        def wait(self, timeout=None):
+            clock[0] += timeout
+
+    owner = Owner()
+    owner.__dict__[waits.SPAN] = "00000000000000cc"
+    wrapped = waits.method(Owner.wait, "Thread.join", lambda thing, captured: pytest.fail("own span known"), own=True)
+    outer = waits.method(Owner.wait, "Popen.wait", lambda thing, captured: pytest.fail("own span known"), own=True,
+                         outer=True)
+    start = clock[0]
+    wrapped(owner, 30_000)
+    outer(owner, 40_000)
+    waits.record("os.waitpid", clock[0], clock[0] + 50_000, ["00000000000000dd"])
+    root = tracer.root()
+    found = records()
+    expected = [
+        (name, on, t0, t0 + duration) for name, on, t0, duration in (
+            ("Thread.join", "00000000000000cc", start, 30_000),
+            ("Popen.wait", "00000000000000cc", start + 30_000, 40_000),
+            ("os.waitpid", "00000000000000dd", start + 70_000, 50_000))]
+    assert ["\t".join(fields) + "\n" for fields in found] == [
+        spanfile.complete_line(fields[1], root.span_id, root.trace_id, name, tracer.INTERNAL, "wait", t0, t1,
+                               tracer.UNSET, spanfile.encode({ON: [on]}))
+        for fields, (name, on, t0, t1) in zip(found, expected)]
+    assert len({fields[1] for fields in found}) == 3
+
+
+def test_recorded_waits_count_as_tracer_overhead(agent):
+    """The common records are not timed one by one: the flush counts them at a calibrated cost."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import tracer
+
+    waits, clock, records = agent
+
+    class Owner:
+        def wait(self, timeout=None):
+            clock[0] += timeout
+
+    owner = Owner()
+    owner.__dict__[waits.SPAN] = "00000000000000cc"
+    wrapped = waits.method(Owner.wait, "Thread.join", lambda thing, captured: ([], None), own=True)
+    tracer.flush()
+    before, counted = tracer.overhead_ns(), tracer.formatted_cost[0]
+    for _ in range(10):
+        wrapped(owner, 30_000)
+    tracer.flush()
+    assert tracer.formatted_cost[0] - counted == 10 and tracer.formatted_cost[1] > 0
+    assert tracer.overhead_ns() - before >= 10 * tracer.formatted_cost[1]
+    assert len(records()) == 10

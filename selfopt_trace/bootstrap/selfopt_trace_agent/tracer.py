@@ -12,7 +12,8 @@ import os
 import sys
 from _thread import allocate_lock
 from _contextvars import ContextVar  # the C module: contextvars.py only re-exports it
-from itertools import count, repeat
+from _operator import add as _concat
+from itertools import chain, count, cycle, repeat
 from time import time_ns
 
 from . import spanfile
@@ -79,8 +80,22 @@ _root: Span | None = None  # the process span: parent of spans started where no 
 _trace_id = ""
 _remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
 _flush_lock = allocate_lock()  # the flusher thread and the program's threads take from one buffer
-_ids = count(1)
-_id_text = map(bytes.hex, map(int.to_bytes, _ids, repeat(8), repeat("big")))  # the ids as text: see configure
+_HEX_PAIRS = ["%02x" % low for low in range(256)]
+
+
+def _id_texts(start: int):
+    """Span ids from `start` (a multiple of 256) up, as 16 hex digits: "%016x" % n for each n.
+
+    A chain of C iterators, no bytecode and no format string per id: the upper 14 digits are
+    formatted once per 256 ids, and each id is one of them + one of 256 two-digit strings
+    (~820 instructions an id against ~2,000 for "%016x" % next(counter): docs/benchmarks.md).
+    Each step runs in C holding the GIL: two threads never get the same id.
+    """
+    uppers = chain.from_iterable(map(repeat, map("%014x".__mod__, count(start >> 8)), repeat(256)))
+    return map(_concat, uppers, cycle(_HEX_PAIRS))
+
+
+_id_text = _id_texts(256)  # see configure
 
 
 def set_root(span: Span | None, trace_id: str, remote_parent_id: str) -> None:
@@ -97,18 +112,16 @@ def configure(spans_dir: str, header: str) -> None:
 
     The flusher counts as started until start-up is over: start-up flushes by itself.
     """
-    global _spans_dir, _header, _fd, _path, _ids, _id_text, _enabled, _flush_due_ns, _flusher_started
+    global _spans_dir, _header, _fd, _path, _id_text, _enabled, _flush_due_ns, _flusher_started
     _spans_dir = spans_dir
     _header = header
     _fd = None
     _path = ""
-    # Span ids: a counter from a random 63-bit start, so two processes collide only if their
-    # ranges overlap (~2^-30 for a pair that each record 2^32 spans), at the cost of one format.
-    # The ids as 16 hex digits come from a chain of C iterators (the counter, to_bytes, hex): no
-    # bytecode, no format string to parse; 760 instructions less per id than "%016x" % next(_ids).
-    _ids = count(int.from_bytes(os.urandom(8), "big") >> 1 | 1)
-    _id_text = map(bytes.hex, map(int.to_bytes, _ids, repeat(8), repeat("big")))
+    # Span ids: a counter from a random 63-bit start (a multiple of 256), so two processes collide
+    # only if their ranges overlap (~2^-30 for a pair that each record 2^32 spans).
+    _id_text = _id_texts((int.from_bytes(os.urandom(8), "big") >> 1 | 256) & ~255)
     del _buffer[:]
+    del formatted[:]
     _flush_due_ns = time_ns() + FLUSH_INTERVAL_NS
     _flusher_started = True
     _enabled = True
@@ -313,6 +326,14 @@ def counted_overhead() -> list:
     return cell
 
 
+# Records already formatted by hot paths that make no Span object (waits, hooks/waits.py) wait in a
+# list of their own: a flush writes them after the buffer's records and counts them in
+# `formatted_cost`, a counted cell whose cost per record their hook calibrates. Recording one is
+# its f-string and an append: no flush deadline to compare (the flusher thread keeps it), no count.
+formatted: list = []
+formatted_cost = counted_overhead()
+
+
 def overhead_ns() -> int:
     return _overhead_ns + sum([calls * ns for calls, ns in _counted])
 
@@ -369,6 +390,7 @@ def _flush_locked() -> None:
     global _flush_due_ns, _fd, _enabled
     if not _enabled:
         del _buffer[:]
+        del formatted[:]
         return
     now = time_ns()
     _flush_due_ns = now + FLUSH_INTERVAL_NS
@@ -387,6 +409,11 @@ def _flush_locked() -> None:
                     f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{_encode(item.attributes)}\t.\n")
             else:
                 add(_format(item))
+        n = len(formatted)
+        if n:
+            lines += formatted[:n]
+            del formatted[:n]
+            formatted_cost[0] += n
         add(spanfile.tick_line(now))
         data = "".join(lines)
         if _fd is None:
@@ -399,6 +426,7 @@ def _flush_locked() -> None:
     except Exception:
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         del _buffer[:]
+        del formatted[:]
     add_overhead(time_ns() - t0)
 
 
@@ -470,3 +498,4 @@ def reset_after_fork() -> None:
     for cell in _counted:
         cell[0] = 0
     del _buffer[:]
+    del formatted[:]

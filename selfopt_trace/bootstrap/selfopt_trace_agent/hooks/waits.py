@@ -40,13 +40,14 @@ _ON = "selfopt_trace.wait.on"
 # The threads inside a wait (see the module docstring); cleared in a forked child.
 busy: set = set()
 
-# Waits that did not block, and waits recorded the common way (one target), counted as tracer
-# overhead at the calibrated cost of one: timed.py's way (a clock read to time each would cost as
-# much as the bookkeeping it times). The first CALIBRATION of each are timed; then their median.
+# Waits that did not block are counted as tracer overhead at the calibrated cost of one: timed.py's
+# way (a clock read to time each would cost as much as the bookkeeping it times). The first
+# CALIBRATION are timed; then their median. Waits recorded the common way (one target, `_write`)
+# are counted by the flush that writes them (tracer.formatted_cost), at the median of the first
+# CALIBRATION of them timed (the estimate so far until then).
 CALIBRATION = 64
 _fast = tracer.counted_overhead()
 _fast_samples: list = []
-_recorded = tracer.counted_overhead()
 _recorded_samples: list = []
 
 
@@ -55,9 +56,8 @@ def _calibrate(spent_ns: int, cell: list = _fast, samples: list = _fast_samples)
     samples.append(spent_ns)
     if len(samples) >= CALIBRATION:
         samples.sort()
-        # For a wait that did not block, what was timed is the part after the call; the part
-        # before it costs about as much.
-        cell[1] = max(1, (2 if cell is _fast else 1) * samples[CALIBRATION // 2])
+        # What was timed is the part after the call; the part before it costs about as much.
+        cell[1] = max(1, 2 * samples[CALIBRATION // 2])
 
 
 def not_blocked(t1: int) -> None:
@@ -68,24 +68,46 @@ def not_blocked(t1: int) -> None:
         _calibrate(time_ns() - t1)
 
 
+# True while recorded waits still have work after their append: timing the first CALIBRATION, or
+# starting the flusher thread (a record made nothing else in this process yet; a forked child).
+_settling = True
+
+
+def _settle(t1: int) -> None:
+    """After a recorded wait's append (see _settling). Never raises."""
+    global _settling
+    try:
+        if not tracer._flusher_started:
+            tracer._start_flusher()
+        samples = _recorded_samples
+        if len(samples) < CALIBRATION:
+            samples.append(time_ns() - t1)
+            samples.sort()
+            tracer.formatted_cost[1] = max(1, samples[len(samples) // 2])
+        _settling = len(samples) < CALIBRATION or not tracer._flusher_started
+    except Exception:
+        pass
+
+
 def _after_fork_in_child() -> None:
+    global _settling
     busy.clear()
     running.clear()
+    _settling = True
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _ON_PREFIX = '{"%s":[' % _ON
-# A wait's X record is "X <id> <parent> <trace>" + head + "<start>\t<end>" + _TAIL + "<id waited on>" + _END:
-# the constant parts are built once (the head once per wait's name), so the common record is one
-# f-string of few parts (docs/benchmarks.md, "Waits").
-_TAIL = '\t%s\t%s"' % (tracer.UNSET, _ON_PREFIX)
-_END = '"]}\t.\n'
+# The common record (one span waited on, no error): one f-string with its constant parts written
+# out (the attributes' {"selfopt_trace.wait.on":["..."]} included) and the name, kind and
+# category built once per wait's name (head_of), appended to tracer.formatted (docs/benchmarks.md,
+# "Waits"). tests/agent/test_waits.py checks it against the general encoder.
 _heads: dict = {}
 _current = tracer.current
-_buffer = tracer._buffer  # one list for the process's life (emptied in place)
-_append = _buffer.append
+_formatted = tracer.formatted  # one list for the process's life (emptied in place)
+_add = _formatted.append
 FLUSH_RECORDS = tracer.FLUSH_RECORDS
 
 
@@ -98,7 +120,11 @@ def head_of(name: str) -> str:
 
 
 def _write(head: str, t0: int, t1: int, on_id: str) -> None:
-    """Buffer the X record of a wait on one span, UNSET, under the current span (tracer.record_line's way)."""
+    """The X record of a wait on one span, UNSET, under the current span (tracer.record_line's way).
+
+    Its cost is counted by the flush that writes it (tracer.formatted_cost). Inlined in
+    _record_targets and in method()'s leaf wrapper (keep the three the same: tests/agent/test_waits.py).
+    """
     parent = _current() or tracer._root
     if parent is None:
         parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
@@ -106,11 +132,12 @@ def _write(head: str, t0: int, t1: int, on_id: str) -> None:
         if parent.deferred:
             tracer._mark_kept(parent)
         parent_id, trace_id = parent.span_id, parent.trace_id
-    _append(f"X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{head}{t0}\t{t1}{_TAIL}{on_id}{_END}")
-    if t1 > tracer._flush_due_ns or len(_buffer) > FLUSH_RECORDS:
+    _add(f'X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{head}{t0}\t{t1}'
+         f'\tUNSET\t{{"selfopt_trace.wait.on":["{on_id}"]}}\t.\n')
+    if len(_formatted) > FLUSH_RECORDS:
         tracer.flush(blocking=False)
-    elif not tracer._flusher_started:
-        tracer._start_flusher()
+    if _settling:
+        _settle(t1)
 
 
 def record(name: str, t0: int, t1: int, on: list, extra: dict | None = None, exc: BaseException | None = None) -> None:
@@ -121,9 +148,9 @@ def record(name: str, t0: int, t1: int, on: list, extra: dict | None = None, exc
         if extra is None and exc is None:  # the common cases: no encoder
             if len(on) == 1 and on[0]:
                 _write(head_of(name), t0, t1, on[0])
-            else:
-                tracer.record_line(name, "wait", t0, t1,
-                                   _ON_PREFIX + ",".join([f'"{span_id}"' for span_id in on if span_id]) + "]}")
+                return
+            tracer.record_line(name, "wait", t0, t1,
+                               _ON_PREFIX + ",".join([f'"{span_id}"' for span_id in on if span_id]) + "]}")
         else:
             attrs = {_ON: [span_id for span_id in on if span_id]}
             if extra:
@@ -186,7 +213,7 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
             if t1 - t0 >= threshold:
                 try:
                     on_id = own and self.__dict__.get(SPAN)
-                    if on_id and tracer._enabled:
+                    if on_id and tracer._enabled:  # _write, inlined: the most frequent waits (Thread.join, Future.result)
                         parent = _current() or tracer._root
                         if parent is None:
                             parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
@@ -194,12 +221,15 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
                             if parent.deferred:
                                 tracer._mark_kept(parent)
                             parent_id, trace_id = parent.span_id, parent.trace_id
-                        _append(f"X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{text}{t0}\t{t1}{_TAIL}{on_id}{_END}")
-                        if len(_buffer) > FLUSH_RECORDS:
+                        _add(f'X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{text}{t0}\t{t1}'
+                             f'\tUNSET\t{{"selfopt_trace.wait.on":["{on_id}"]}}\t.\n')
+                        if len(_formatted) > FLUSH_RECORDS:
                             tracer.flush(blocking=False)
+                        if _settling:
+                            _settle(t1)
                         return result
                 except Exception:
-                    pass
+                    pass  # _record_targets says what failed
                 _record_targets(text, name, t0, t1, self, targets, None, None, own)
             elif fast[1]:
                 fast[0] += 1
@@ -293,7 +323,7 @@ def _record_targets(head: str, name: str, t0: int, t1: int, owner, targets, capt
                 record(name, t0, t1, on, extra, exc)
                 return
             on_id = on[0]
-        if tracer._enabled:  # _write, inlined: the hot path
+        if tracer._enabled:  # _write, inlined: one call less for Popen.wait, Process.join, communicate
             parent = _current() or tracer._root
             if parent is None:
                 parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
@@ -301,15 +331,12 @@ def _record_targets(head: str, name: str, t0: int, t1: int, owner, targets, capt
                 if parent.deferred:
                     tracer._mark_kept(parent)
                 parent_id, trace_id = parent.span_id, parent.trace_id
-            _append(f"X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{head}{t0}\t{t1}{_TAIL}{on_id}{_END}")
-            if t1 > tracer._flush_due_ns or len(_buffer) > FLUSH_RECORDS:
+            _add(f'X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{head}{t0}\t{t1}'
+                 f'\tUNSET\t{{"selfopt_trace.wait.on":["{on_id}"]}}\t.\n')
+            if len(_formatted) > FLUSH_RECORDS:
                 tracer.flush(blocking=False)
-            elif not tracer._flusher_started:
-                tracer._start_flusher()
-            if _recorded[1]:
-                _recorded[0] += 1
-            else:
-                _calibrate(time_ns() - t1, _recorded, _recorded_samples)
+            if _settling:
+                _settle(t1)
         return
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + name, error)
