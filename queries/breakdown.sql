@@ -195,6 +195,7 @@ unit_events AS (
           UNION ALL SELECT unit, start_ns, 0, 0, dr FROM cpu
           UNION ALL SELECT unit, end_ns, 0, 0, -dr FROM cpu)
     GROUP BY unit, t
+    HAVING sum(dw) <> 0 OR sum(dk) <> 0 OR sum(dr) <> 0  -- a third are not breaks: two equal readings meet
 ),
 breakpoints AS MATERIALIZED (  -- F at t: the segments (next t - t) * w / k of the breakpoints before t
     SELECT unit, t, w, k, r,
