@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from _thread import get_ident
 from time import time_ns
 
 from . import config, redact, spanfile, tracer
@@ -20,6 +21,7 @@ _reparent = ""  # a forkserver child learns its real parent span only after star
 # interpreter.startup until the program's own code starts: [start, bootstrap entered, agent ready]
 _startup: list | None = None
 _main_kind = ""  # what the command line runs: "script", "command" (-c), "module" (-m), or "" (other)
+_main_thread = 0  # the main thread's ident: the one that starts the agent (or that forked this child)
 
 
 def settings() -> config.Settings | None:
@@ -27,9 +29,10 @@ def settings() -> config.Settings | None:
 
 
 def start(settings_: config.Settings) -> None:
-    global _settings
+    global _settings, _main_thread
     entered = time_ns()
     _settings = settings_
+    _main_thread = get_ident()
     trace_id, remote_parent = _incoming_context(os.environ.get(config.ENV_TRACEPARENT, ""))
     start_ns, source = _start_time(entered)
     _begin(start_ns, entered, source, trace_id, remote_parent)
@@ -390,6 +393,7 @@ def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
         attributes["process.exit.code"] = _exit_code
     attributes.update(_resource_usage())
     attributes["selfopt_trace.overhead_ns"] = tracer.overhead_ns()
+    _final_cpu(attributes)
     tracer.end_span(root, status, attributes, reparent=_reparent)
     tracer.flush(blocking)
 
@@ -399,6 +403,23 @@ def reopen() -> None:
     root = tracer.root()
     if root is not None:
         root.end_ns = 0
+
+
+def _final_cpu(attributes: dict) -> None:
+    """The CPU clocks at the process span's end: exact where the CPU sampler's last 50 ms are lost.
+
+    process.cpu_ns: all threads' CPU time so far (time.process_time_ns()). When the main thread
+    ends the span (at exit, on SIGTERM; not an os._exit or exec in another thread),
+    selfopt_trace.thread.cpu_ns: the main thread's own (time.thread_time_ns()), as on thread spans.
+    """
+    try:
+        from time import process_time_ns, thread_time_ns
+
+        if get_ident() == _main_thread:
+            attributes["selfopt_trace.thread.cpu_ns"] = thread_time_ns()
+        attributes["process.cpu_ns"] = process_time_ns()
+    except Exception:  # a platform without these clocks
+        pass
 
 
 def _resource_usage() -> dict:
@@ -443,9 +464,10 @@ def _at_exit() -> None:
 
 def _after_fork_in_child() -> None:
     """A forked child gets its own process span (child of the span that forked) and its own file."""
-    global _exit_code, _reparent
+    global _exit_code, _reparent, _main_thread
     if tracer.in_spawn:
         return  # a subprocess child running preexec_fn before exec: the exec'd image traces itself
+    _main_thread = get_ident()  # the thread that forked is the child's only thread
     try:
         parent = tracer.current() or tracer.root()
         tracer.reset_after_fork()

@@ -404,9 +404,14 @@ def _flush_locked() -> None:
         for item in taken:
             if type(item) is str:
                 add(item)
-            elif item.end_ns and not item.end_attributes:  # _format's common case: spanfile.complete_line inlined
+            elif item.end_ns:  # _format's common case, an X record: spanfile.complete_line inlined
+                attributes = item.end_attributes
+                if not attributes:
+                    attributes = item.attributes
+                elif item.attributes:
+                    attributes = {**item.attributes, **attributes}
                 add(f"X\t{item.span_id}\t{item.parent_id}\t{item.trace_id}\t{item.name}\t{item.kind}\t"
-                    f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{_encode(item.attributes)}\t.\n")
+                    f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{_encode(attributes)}\t.\n")
             else:
                 add(_format(item))
         n = len(formatted)
