@@ -100,7 +100,7 @@ follower = SpanFollower(sys.argv[1], "capacity")
 gc.disable()  # as the live export does
 started = time.process_time()
 while True:
-    ended = follower.poll()
+    ended = follower.poll(columns=True)
     if not ended:
         break
     sender.send(ended)

@@ -55,7 +55,7 @@ from selfopt_trace.export.push import read_pages
 from selfopt_trace.store import Store
 started = time.perf_counter()
 with Store(sys.argv[1], read_only=True) as store:
-    count = sum(len(rows) for rows, attributes in read_pages(store, "bench"))
+    count = sum(len(columns[0]) for columns in read_pages(store, "bench"))
 print(count, time.perf_counter() - started)
 """
 

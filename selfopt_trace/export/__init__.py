@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import SelfoptTraceError
 
@@ -51,6 +52,45 @@ class SpanRecord:
     def process_key(self) -> tuple:
         """What tells processes apart: the span file (one per process from the agent), pid and host."""
         return (self.source_file, self.pid, self.resource_attributes.get("host.name"))
+
+
+@dataclass
+class SpanColumns:
+    """Spans of one process, field by field: each list holds one item per span, in the same order.
+
+    How the live export's follower hands over the complete spans of a chunk of span-file lines and
+    `push` a page of stored rows: the OTLP encoder (otlp_wire.SpanEncoder.add_columns) works on whole
+    columns with no Python code per field, which a SpanRecord per span would cost. Ids are hex text;
+    `records()` makes SpanRecords of them."""
+
+    run_id: str | None
+    resource_attributes: dict[str, Any]
+    service_name: str | None
+    pid: int | None
+    source_file: str | None
+    trace_ids: Sequence[str]
+    span_ids: Sequence[str]
+    parent_span_ids: Sequence[str | None]
+    names: Sequence[str]
+    kinds: Sequence[str]
+    categories: Sequence[str]
+    starts: Sequence[int]
+    ends: Sequence[int]
+    statuses: Sequence[str]
+    attributes: Sequence[dict[str, Any]]
+    incomplete: Sequence[bool] | None = None  # None: none is
+
+    def __len__(self) -> int:
+        return len(self.span_ids)
+
+    def records(self) -> list[SpanRecord]:
+        count = len(self.span_ids)
+        return list(map(SpanRecord, repeat(self.run_id, count), self.trace_ids, self.span_ids,
+                        [parent or None for parent in self.parent_span_ids], self.names, self.kinds, self.categories,
+                        self.starts, self.ends, self.statuses,
+                        self.incomplete if self.incomplete is not None else repeat(False, count),
+                        repeat(self.service_name, count), repeat(self.pid, count), self.attributes,
+                        repeat(self.resource_attributes, count), repeat(self.source_file, count)))
 
 
 _COLUMNS = ("run_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "category", "start_ns", "end_ns", "status",

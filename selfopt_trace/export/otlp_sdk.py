@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections import deque
 from typing import Any, Callable, Iterable
 
@@ -41,7 +43,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa:
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from . import SpanRecord  # noqa: E402
+from . import SpanColumns, SpanRecord  # noqa: E402
 from .otlp_json import CATEGORY, INCOMPLETE, RUN_ID  # noqa: E402
 from .otlp_settings import GRPC, OtlpSettings  # noqa: E402
 from .otlp_wire import MAX_STRING, Cleaner, EncodedBatch, Encoder, SpanEncoder  # noqa: E402, F401
@@ -147,7 +149,7 @@ class Converter(Cleaner):
         # Positional: name, context, parent, resource, attributes, events, links, kind,
         # instrumentation_info, status, start_time, end_time, instrumentation_scope (a third cheaper
         # than by keyword, for every span).
-        return ReadableSpan(self.utf8(name), SpanContext(trace_id, span_id, False, _SAMPLED), parent, resource,
+        return ReadableSpan(self.utf8(name) if name else name, SpanContext(trace_id, span_id, False, _SAMPLED), parent, resource,
                             attributes, (), (),
                             _KINDS.get(kind, SpanKind.INTERNAL), None, _STATUSES.get(status, _UNSET), start_ns, end_ns,
                             _SCOPE)
@@ -260,34 +262,83 @@ def _read(path: str | None) -> bytes | None:
 
 
 class Sender:
-    """Encodes spans and sends them in batches through one exporter; counts what was accepted."""
+    """Encodes spans and sends them in batches through one exporter; counts what was accepted.
 
-    def __init__(self, settings: OtlpSettings) -> None:
+    `pipelined`: a thread of its own sends each batch while the next is encoded (the exporter waits
+    for the receiver's answer with the GIL released); `finish()` waits for the last. `push` sends so;
+    the live export sends from its thread, batch after batch."""
+
+    def __init__(self, settings: OtlpSettings, pipelined: bool = False) -> None:
         self.settings = settings
         self.exporter = make_exporter(settings)
         self.converter = Converter()  # its counts: the values converted
         self.encoder = SpanEncoder(self.converter)
         self.sent = 0
-        self.refused = 0  # by the receiver, or left out by the encoder (`encoder.unsendable`)
+        self._refused = 0
         self.first_error: str | None = None
         self.last_error: str | None = None
+        self._queue: queue.Queue | None = None
+        if pipelined:
+            self._queue = queue.Queue(1)  # one batch waiting, one being sent, one being encoded
+            self._sending = threading.Thread(target=self._send_queued, name="selfopt-trace-otlp-send", daemon=True)
+            self._sending.start()
 
-    def send(self, records: Iterable[SpanRecord], keep_going: Callable[[], bool] | None = None) -> int:
-        """Send `records`; returns how many were accepted. `keep_going()` is asked before each batch."""
+    @property
+    def refused(self) -> int:
+        """Spans refused by the receiver, or left out by the encoder (`encoder.unsendable`)."""
+        return self._refused + self.encoder.unsendable
+
+    def send(self, spans: Iterable[SpanRecord | SpanColumns], keep_going: Callable[[], bool] | None = None) -> int:
+        """Send `spans` (SpanRecords, SpanColumns or both); returns how many were accepted.
+        `keep_going()` is asked before each batch."""
         encoder = self.encoder
-        records = iter(records)
         accepted = 0
-        while True:
-            unsendable = encoder.unsendable
-            exhausted = encoder.add_records(records, MAX_BATCH_SPANS, MAX_BATCH_BYTES)
-            self._unsendable(encoder.unsendable - unsendable)
-            if encoder.count:
-                batch = encoder.take()
+        unsendable = encoder.unsendable
+        for item in spans:
+            if type(item) is SpanColumns:
+                start, total = 0, len(item)
+                while start < total:
+                    start = encoder.add_columns(item, start, MAX_BATCH_SPANS, MAX_BATCH_BYTES)
+                    if start < total:  # the request is full
+                        if keep_going is not None and not keep_going():
+                            encoder.take()  # dropped
+                            return accepted
+                        accepted += self._dispatch(encoder.take())
+            else:
+                encoder.add(encoder.resource(item.resource_attributes, item.run_id), item.trace_id, item.span_id,
+                            item.parent_span_id, item.name, item.kind, item.category, item.start_ns, item.end_ns,
+                            item.status, item.incomplete, item.attributes)
+            if encoder.count >= MAX_BATCH_SPANS or encoder.size >= MAX_BATCH_BYTES:
                 if keep_going is not None and not keep_going():
+                    encoder.take()  # dropped
                     return accepted
-                accepted += self.export(batch)
-            if exhausted:
-                return accepted
+                accepted += self._dispatch(encoder.take())
+            if encoder.unsendable != unsendable:
+                unsendable = encoder.unsendable
+                self._error(f"{unsendable} spans cannot be sent: ids not hex, or times out of range")
+        if encoder.count:
+            batch = encoder.take()
+            if keep_going is None or keep_going():
+                accepted += self._dispatch(batch)
+        return accepted
+
+    def _dispatch(self, batch: EncodedBatch) -> int:
+        if self._queue is None:
+            return self.export(batch)
+        self._queue.put(batch)
+        return 0  # counted once sent
+
+    def _send_queued(self) -> None:
+        assert self._queue is not None
+        while (batch := self._queue.get()) is not None:
+            self.export(batch)
+
+    def finish(self) -> None:
+        """Pipelined: wait until every batch handed over is sent (or refused); later ones are sent at once."""
+        if self._queue is not None:
+            self._queue.put(None)
+            self._sending.join()
+            self._queue = None
 
     def export(self, batch: EncodedBatch) -> int:
         """Send one encoded request; returns its spans if accepted, else 0 (counted as refused)."""
@@ -299,14 +350,9 @@ class Sender:
         if result is SpanExportResult.SUCCESS:
             self.sent += batch.count
             return batch.count
-        self.refused += batch.count
+        self._refused += batch.count
         self._error(_reason() or self.last_error or "the receiver did not accept the spans")
         return 0
-
-    def _unsendable(self, count: int) -> None:
-        if count:
-            self.refused += count
-            self._error(f"{self.encoder.unsendable} spans cannot be sent: ids not hex, or times out of range")
 
     def problem(self) -> str | None:
         """What went wrong last: a refused batch, else what the exporter logged (a retry in progress)."""
@@ -324,3 +370,5 @@ class Sender:
             self.exporter.shutdown()
         except Exception:
             pass
+        if self._queue is not None:  # the batches still waiting are refused at once (the exporter is shut)
+            self.finish()

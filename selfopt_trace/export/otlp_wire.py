@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import struct
+from itertools import repeat
 from typing import Any, Iterator, Sequence
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -48,7 +49,8 @@ _FLAGS = {False: b"\x85\x01" + struct.pack("<I", _HAS_IS_REMOTE),
 _TIMES = struct.Struct("<BQBQ")  # start (field 7) and end (field 8), fixed64 each
 _DOUBLE = struct.Struct("<d")
 _SMALL = [bytes((n,)) for n in range(128)]
-_CACHE_LIMIT = 8192  # encoded attributes and names kept for reuse; cleared when full
+_LOW = [bytes((n | 0x80,)) for n in range(128)]  # a varint's byte that more follow
+_CACHE_LIMIT = 32768  # encoded attributes and names kept for reuse (some MB); cleared when full
 MAX_STRING = 64 * 1024  # characters of one attribute value; far above what the agent records
 
 
@@ -148,7 +150,8 @@ class Encoder:
             parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
         name = self._names.get(span._name)
         if name is None:
-            name = self._remember(self._names, span._name, _field(b"\x2a", span._name.encode("utf-8")))
+            name = self._remember(self._names, span._name,  # protobuf leaves an empty name out
+                                  _field(b"\x2a", span._name.encode("utf-8")) if span._name else b"")
         parts.append(name)
         parts.append(_KINDS[span._kind])
         parts.append(_TIMES.pack(0x39, span._start_time, 0x41, span._end_time))
@@ -334,18 +337,27 @@ class EncodedBatch:
 
 
 class SpanEncoder:
-    """Builds one request at a time from spans' stored fields (`add`), grouped by process; `take()`
-    returns it. Exactly the bytes `Encoder` makes of `Converter.make`'s span for the same fields."""
+    """Builds one request at a time from spans' stored fields, grouped by process; `take()` returns it.
+    Exactly the bytes `Encoder` makes of `Converter.make`'s span for the same fields.
+
+    A span's bytes are its tag and length, the three id fields (one `bytes.fromhex` of the ids' text
+    with the tags between), name and kind, the times (one struct), its attributes, then the category
+    attribute, status and flags: name, kind and what follows the attributes are looked up by name,
+    kind, category and status. Spans come one at a time (`add`, `add_records`) or as columns
+    (`add_columns`: no SpanRecord, no call per span but its attributes', the cheapest)."""
 
     def __init__(self, cleaner: Cleaner | None = None) -> None:
         self.cleaner = cleaner or Cleaner()
         self._strings: dict[tuple, bytes] = {}  # (key, str or bool value): encoded KeyValue (span field 9)
         self._ints: dict[str, list[bytes]] = {}  # key: its KeyValue's bytes before the varint, by varint length
         self._doubles: dict[str, bytes] = {}  # key: its KeyValue's bytes before the double
-        self._heads: dict[tuple, tuple[bytes, bytes]] = {}  # (name, kind, category, status, remote, incomplete)
+        # (name, kind, category, status, has a parent, incomplete): the bytes before the times (name, kind)
+        # and after the attributes (the category attribute, status, flags)
+        self._heads: dict[tuple, tuple[bytes, bytes]] = {}
+        self._span_heads: dict[tuple, tuple[bytes, bytes, int]] = {}  # (name, kind, category, status): add_columns's
         self._resources: dict[tuple, tuple[dict, bytes]] = {}  # (id(attributes), run id): encoded Resource field
         self._scope = _field(b"\x0a", _field(b"\x0a", b"selfopt-trace") + _field(b"\x12", __version__.encode()))
-        self._groups: dict[bytes, list[bytes]] = {}  # encoded resource: its spans' tags, lengths and bodies
+        self._groups: dict[bytes, list[bytes]] = {}  # encoded resource: the pieces of its spans
         self.count = 0  # spans in the request being built
         self.size = 0  # its bytes, about
         self.unsendable = 0  # spans left out: ids not hex, times out of range
@@ -369,18 +381,10 @@ class SpanEncoder:
     def add_records(self, records: Iterator[Any], max_spans: int, max_bytes: int) -> bool:
         """Add SpanRecords from `records` until the request holds `max_spans` spans or `max_bytes`
         bytes; True when `records` ran out."""
-        resource = self.resource
-        add = self.add
-        last_resource: Any = None
-        last_run: Any = None
-        encoded_resource = b""
         for record in records:
-            attributes = record.resource_attributes
-            if attributes is not last_resource or record.run_id != last_run:
-                last_resource, last_run = attributes, record.run_id
-                encoded_resource = resource(attributes, last_run)
-            add(encoded_resource, record.trace_id, record.span_id, record.parent_span_id, record.name, record.kind,
-                record.category, record.start_ns, record.end_ns, record.status, record.incomplete, record.attributes)
+            self.add(self.resource(record.resource_attributes, record.run_id), record.trace_id, record.span_id,
+                     record.parent_span_id, record.name, record.kind, record.category, record.start_ns, record.end_ns,
+                     record.status, record.incomplete, record.attributes)
             if self.count >= max_spans or self.size >= max_bytes:
                 return False
         return True
@@ -405,43 +409,17 @@ class SpanEncoder:
         if ids is None:
             self.unsendable += 1
             return False
-        remote = bool(parent_id) and (kind == "SERVER" or category == "process")
-        head_tail = self._heads.get((name, kind, category, status, remote, incomplete))
-        if head_tail is None:
-            head_tail = self._head_tail(name, kind, category, status, remote, incomplete)
-        parts = [ids, head_tail[0], times]
-        if attributes:
-            if CATEGORY in attributes or INCOMPLETE in attributes:  # ours win, in the record's place
-                attributes = dict(attributes)
-                attributes[CATEGORY] = category
-                if incomplete:
-                    attributes[INCOMPLETE] = True
-                head_tail = (head_tail[0], self._tail_without_attributes(status, remote))
-            strings = self._strings
-            for key, value in attributes.items():
-                kind_of = type(value)
-                if kind_of is str or kind_of is bool:
-                    encoded = strings.get((key, value))
-                    if encoded is None:
-                        encoded = self._string(key, value)
-                elif kind_of is int and 0 <= value <= _INT64_MAX:
-                    prefixes = self._ints.get(key)
-                    if prefixes is None:
-                        prefixes = self._int_prefixes(key)
-                    value = _varint(value)
-                    encoded = prefixes[len(value)] + value
-                elif kind_of is float and value - value == 0.0:  # finite (inf - inf and NaN - NaN are NaN)
-                    prefix = self._doubles.get(key)
-                    if prefix is None:
-                        prefix = self._double_prefix(key)
-                    encoded = prefix + _DOUBLE.pack(value)
-                else:
-                    encoded = self._other(key, value)
-                    if encoded is None:
-                        continue
-                parts.append(encoded)
-        parts.append(head_tail[1])
-        body = b"".join(parts)
+        key = (name, kind, category, status, bool(parent_id), incomplete)
+        head, tail = self._heads.get(key) or self._head_tail(*key)
+        encoded = self._attributes(attributes)
+        if encoded is None:  # the record has attributes of our names: ours win, in the record's place
+            attributes = dict(attributes)
+            attributes[CATEGORY] = category
+            if incomplete:
+                attributes[INCOMPLETE] = True
+            encoded = self._attributes(attributes, False)
+            tail = _tail(status, bool(parent_id) and (kind == "SERVER" or category == "process"))
+        body = b"".join((ids, head, times, encoded, tail))
         n = len(body)
         members = self._groups.get(resource)
         if members is None:
@@ -451,6 +429,110 @@ class SpanEncoder:
         self.count += 1
         self.size += n + 3
         return True
+
+    def add_columns(self, columns: Any, start: int, max_spans: int, max_bytes: int) -> int:
+        """Add spans `start`, `start + 1`, ... of `columns` (export.SpanColumns) while the request holds
+        fewer than `max_spans` spans and `max_bytes` bytes; returns the index after the last span added.
+
+        The common span (ids of the usual lengths, a parent, both times, complete, no attribute of our
+        names) is written here, with no call but its attributes'; any other through `add`."""
+        stop = min(len(columns), start + max_spans - self.count)
+        if stop <= start or self.size >= max_bytes:
+            return start
+        whole = start == 0 and stop == len(columns)
+        resource = self.resource(columns.resource_attributes, columns.run_id)
+        members = self._groups.get(resource)
+        if members is None:
+            members = self._groups[resource] = []
+        fromhex, pack, heads, attributes_of, prefixes = bytes.fromhex, _TIMES.pack, self._span_heads, self._attributes, _SPAN_PREFIXES
+        room = max_bytes - self.size
+        size = count = 0
+        index = start
+        incomplete = repeat(False) if columns.incomplete is None else columns.incomplete[start:stop]
+        for trace_id, span_id, parent_id, name, kind, category, start_ns, end_ns, status, unfinished, attributes in zip(
+                *((column if whole else column[start:stop]) for column in (
+                    columns.trace_ids, columns.span_ids, columns.parent_span_ids, columns.names, columns.kinds,
+                    columns.categories, columns.starts, columns.ends, columns.statuses)),
+                incomplete, columns.attributes if whole else columns.attributes[start:stop]):
+            index += 1
+            if parent_id and start_ns and end_ns and not unfinished:
+                try:
+                    ids = fromhex(f"0a10{trace_id}1208{span_id}2208{parent_id}")
+                    times = pack(0x39, start_ns, 0x41, end_ns)
+                except (ValueError, TypeError, struct.error):
+                    ids = b""
+                if len(ids) == 38 and len(trace_id) == 32 and len(span_id) == 16:
+                    head = heads.get((name, kind, category, status))
+                    if head is None:
+                        head = self._span_head(name, kind, category, status)
+                    encoded = attributes_of(attributes)
+                    if encoded is not None:
+                        n = head[2] + len(encoded)
+                        prefix = prefixes[n] if n < 4096 else b"\x12" + _varint(n)
+                        members += (prefix, ids, head[0], times, encoded, head[1])
+                        size += n + len(prefix)
+                        count += 1
+                        if size >= room:
+                            break
+                        continue
+            size_before, count_before = self.size, self.count  # anything else: one at a time
+            self.add(resource, trace_id, span_id, parent_id, name, kind, category, start_ns, end_ns, status,
+                     unfinished, attributes)
+            size += self.size - size_before
+            count += self.count - count_before
+            self.size, self.count = size_before, count_before
+            if size >= room:
+                break
+        self.count += count
+        self.size += size
+        return index
+
+    def _span_head(self, name: str, kind: str, category: str, status: str) -> tuple[bytes, bytes, int]:
+        """add_columns's (head, tail, body length less the attributes') of a complete span with a parent."""
+        head, tail = self._heads.get((name, kind, category, status, True, False)) or self._head_tail(
+            name, kind, category, status, True, False)
+        found = (head, tail, 38 + len(head) + 18 + len(tail))
+        if (name, kind, category, status, True, False) in self._heads:  # nothing converted: it may be kept
+            self._remember(self._span_heads, (name, kind, category, status), found)
+        return found
+
+    def _attributes(self, attributes: dict[str, Any], refuse_ours: bool = True) -> bytes | None:
+        """The span's attributes, encoded (what they hold converted where needed); None (when
+        `refuse_ours`) if they hold the category or incomplete attribute, which ours replace."""
+        if not attributes:
+            return b""
+        if refuse_ours and (CATEGORY in attributes or INCOMPLETE in attributes):
+            return None
+        strings = self._strings
+        out = b""  # concatenated: cheaper than a list and a join for a span's few attributes
+        for key, value in attributes.items():
+            kind = type(value)
+            if kind is str or kind is bool:
+                encoded = strings.get((key, value))
+                if encoded is None:
+                    encoded = self._string(key, value)
+                out += encoded
+            elif kind is int and 0 <= value <= _INT64_MAX:
+                prefixes = self._ints.get(key)
+                if prefixes is None:
+                    prefixes = self._int_prefixes(key)
+                if value < 128:
+                    out += prefixes[1] + _SMALL[value]
+                elif value < 16384:
+                    out += prefixes[2] + _LOW[value & 0x7F] + _SMALL[value >> 7]
+                else:
+                    value = _varint(value)
+                    out += prefixes[len(value)] + value
+            elif kind is float and value - value == 0.0:  # finite (inf - inf and NaN - NaN are NaN)
+                prefix = self._doubles.get(key)
+                if prefix is None:
+                    prefix = self._double_prefix(key)
+                out += prefix + _DOUBLE.pack(value)
+            else:
+                encoded = self._other(key, value)
+                if encoded is not None:
+                    out += encoded
+        return out
 
     def take(self) -> EncodedBatch:
         """The request built so far; the next starts empty."""
@@ -469,28 +551,34 @@ class SpanEncoder:
 
     # The rarer paths, each once per distinct value where the value needed no conversion.
 
-    def _head_tail(self, name: str, kind: str, category: str, status: str, remote: bool,
+    def _head_tail(self, name: str, kind: str, category: str, status: str, has_parent: bool,
                    incomplete: bool) -> tuple[bytes, bytes]:
         converted = self.cleaner.converted
         head = (_field(b"\x2a", self.cleaner.utf8(name).encode("utf-8")) if name else b"")  # protobuf leaves "" out
         head += _KIND_FIELDS.get(kind, b"\x30\x01")
-        tail = self._string(CATEGORY, category)
+        # (a category of None: left out, counted)
+        tail = (self._string(CATEGORY, category) if type(category) is str else self._other(CATEGORY, category)) or b""
         if incomplete:
             tail += self._string(INCOMPLETE, True)
-        tail += self._tail_without_attributes(status, remote)
+        # A process span's parent is in the process that started it, a server span's in its client:
+        # contexts that came from elsewhere, as an SDK would mark them.
+        tail += _tail(status, has_parent and (kind == "SERVER" or category == "process"))
         if self.cleaner.converted == converted:
-            self._remember(self._heads, (name, kind, category, status, remote, incomplete), (head, tail))
+            self._remember(self._heads, (name, kind, category, status, has_parent, incomplete), (head, tail))
         return head, tail
 
-    @staticmethod
-    def _tail_without_attributes(status: str, remote: bool) -> bytes:
-        return _STATUS_FIELDS.get(status, b"\x7a\x00") + _FLAGS[remote]
-
     def _string(self, key: str, value: str | bool) -> bytes:
-        converted = self.cleaner.converted
-        encoded = _key_value(b"\x4a", self.cleaner.utf8(key), self.cleaner.value(value))
-        if self.cleaner.converted == converted:
-            self._remember(self._strings, (key, value), encoded)
+        if type(value) is str and len(key) + len(value) < 122 and key.isascii() and value.isascii():
+            # The usual miss (a value not seen lately): short ASCII, every length one byte.
+            encoded = b"\x0a" + _SMALL[len(key)] + key.encode() + b"\x12" + _SMALL[len(value) + 2] + b"\x0a" \
+                + _SMALL[len(value)] + value.encode()
+            encoded = b"\x4a" + _SMALL[len(encoded)] + encoded
+        else:
+            converted = self.cleaner.converted
+            encoded = _key_value(b"\x4a", self.cleaner.utf8(key), self.cleaner.value(value))
+            if self.cleaner.converted != converted:
+                return encoded
+        self._remember(self._strings, (key, value), encoded)
         return encoded
 
     def _int_prefixes(self, key: str) -> list[bytes]:
@@ -522,6 +610,11 @@ class SpanEncoder:
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[key] = encoded
+
+
+def _tail(status: str, remote: bool) -> bytes:
+    """Status and flags (unknown statuses: UNSET, as the Converter makes them)."""
+    return _STATUS_FIELDS.get(status, b"\x7a\x00") + _FLAGS[remote]
 
 
 def _ids(trace_id: Any, span_id: Any, parent_id: Any) -> bytes | None:

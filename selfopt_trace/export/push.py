@@ -20,10 +20,12 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import groupby
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+from . import SpanColumns
 from .otlp_settings import OtlpSettings, listening
 
 PAGE_ROWS = 50_000
@@ -35,7 +37,7 @@ MAX_WORKERS = 4
 # distinct resources. Ids stay hex text: DuckDB's cast of hex to integers is ten times slower than
 # Python's int(text, 16).
 _PAGE_SQL = """
-SELECT trace_id, span_id, parent_span_id, name, kind, category, start_ns, end_ns, status, incomplete,
+SELECT trace_id, span_id, parent_span_id, name, kind, category, start_ns, end_ns, status, coalesce(incomplete, false),
        hash(resource_attributes), coalesce(attributes::VARCHAR, '{}')
 FROM spans
 WHERE run_id = $run_id AND rowid >= $first AND rowid < $first + $rows AND rowid % $parts = $part
@@ -110,43 +112,53 @@ def push_run(db_path: Path, run_id: str, settings: OtlpSettings, workers: int | 
 def push_part(db_path: Path, run_id: str, settings: OtlpSettings, part: int, parts: int) -> _Part:
     """Send the spans of `run_id` whose span id hashes to `part` (of `parts`): one worker's share."""
     from ..store import Store
-    from .otlp_sdk import MAX_BATCH_BYTES, MAX_BATCH_SPANS, Sender  # only now: ~0.5 s of imports
+    from .otlp_sdk import Sender  # only now: ~0.5 s of imports
 
     outcome = _Part()
-    sender = Sender(settings)
-    encoder = sender.encoder
-    add = encoder.add
+    sender = Sender(settings, pipelined=True)
+    # Not one span accepted: the receiver is down or refuses; say so rather than retry every batch.
+    keep_going = lambda: not (sender.sent == 0 and sender.refused)  # noqa: E731
     # The encoder's objects hold no reference cycles: the cyclic collector would only rescan them.
     gc.disable()
     try:
         with Store(db_path, read_only=True) as store:
             _, rows = store.sql(_RESOURCES_SQL, {"run_id": run_id})
-            resources = {key: encoder.resource(json.loads(text), run_id) for key, text in rows}
-            for rows, attributes in read_pages(store, run_id, part, parts):
-                for row, span_attributes in zip(rows, attributes):
-                    add(resources[row[10]], row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
-                        row[9], span_attributes)
-                    if encoder.count >= MAX_BATCH_SPANS or encoder.size >= MAX_BATCH_BYTES:
-                        sender.export(encoder.take())
-                        if sender.sent == 0 and sender.refused:
-                            break  # not one span accepted: the receiver is down or refuses; say so rather than retry
-                else:
-                    continue
-                break
-            else:
-                if encoder.count:
-                    sender.export(encoder.take())
+            resources = {key: json.loads(text) for key, text in rows}
+            for columns in read_pages(store, run_id, part, parts):
+                sender.send(page_columns(run_id, columns, resources), keep_going)
+                if not keep_going():
+                    break
+        sender.finish()
     finally:
         gc.enable()
         sender.shutdown()
-    outcome.sent, outcome.refused, outcome.converted = sender.sent, sender.refused, dict(sender.converter.counts)
-    outcome.unsendable = encoder.unsendable
+    unsendable = sender.encoder.unsendable
+    outcome.sent, outcome.refused, outcome.unsendable = sender.sent, sender.refused - unsendable, unsendable
+    outcome.converted = dict(sender.converter.counts)
     outcome.first_error, outcome.last_error = sender.first_error, sender.last_error
     return outcome
 
 
-def read_pages(store: Any, run_id: str, part: int = 0, parts: int = 1) -> Iterator[tuple[list[tuple], list[dict]]]:
-    """One share of the run's spans, a page at a time: the rows of `_PAGE_SQL` and their attributes."""
+def page_columns(run_id: str, columns: list[Sequence], resources: dict[Any, dict]) -> list[SpanColumns]:
+    """A page (`read_pages`) as SpanColumns, one per run of rows of one process (rows are in load
+    order: a process's spans are together)."""
+    (traces, span_ids, parents, names, kinds, categories, starts, ends, statuses, incomplete, keys,
+     attributes) = columns
+    spans = []
+    start = 0
+    for key, run in groupby(keys):
+        stop = start + len(list(run))
+        unfinished = incomplete[start:stop]
+        spans.append(SpanColumns(run_id, resources[key], None, None, None, traces[start:stop], span_ids[start:stop],
+                                 parents[start:stop], names[start:stop], kinds[start:stop], categories[start:stop],
+                                 starts[start:stop], ends[start:stop], statuses[start:stop], attributes[start:stop],
+                                 unfinished if True in unfinished else None))
+        start = stop
+    return spans
+
+
+def read_pages(store: Any, run_id: str, part: int = 0, parts: int = 1) -> Iterator[list[Sequence]]:
+    """One share of the run's spans, a page at a time, as columns (`_PAGE_SQL`'s, the attributes parsed)."""
     _, rows = store.sql("SELECT min(rowid), max(rowid) FROM spans WHERE run_id = $run_id", {"run_id": run_id})
     first, last = rows[0]
     if first is None:
@@ -156,4 +168,6 @@ def read_pages(store: Any, run_id: str, part: int = 0, parts: int = 1) -> Iterat
                                         "parts": parts})
         first += PAGE_ROWS * parts
         if rows:
-            yield rows, json.loads("[" + ",".join(row[11] for row in rows) + "]")
+            columns: list[Sequence] = list(zip(*rows))
+            columns[11] = json.loads("[" + ",".join(columns[11]) + "]")
+            yield columns

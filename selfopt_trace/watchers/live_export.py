@@ -126,9 +126,9 @@ class LiveExport:
             gc.disable()
             while not self.abandoned:
                 stopping = self._stop.is_set()  # read before the poll: polls then read to the end
-                self.sender.send(self.follower.poll(), keep_going)
+                self.sender.send(self.follower.poll(columns=True), keep_going)
                 while stopping and not self.follower.caught_up and not self.abandoned:
-                    self.sender.send(self.follower.poll(), keep_going)  # a backlog bigger than one read
+                    self.sender.send(self.follower.poll(columns=True), keep_going)  # a backlog bigger than one read
                 if stopping and not self.abandoned:
                     run = self.run
                     still_open = self.follower.still_open(run.pid, traceparent_span(run.environ), run.returncode)

@@ -19,6 +19,12 @@ call and returns the spans that ended in it, already merged as the loader merges
   it), and for CMD's own process from CMD's exit status. So it is held until then (at the latest
   until `still_open()`): sent once, as `push` would send it.
 The record letters and fields come from the agent's spanfile module: the one definition of the format.
+
+Speed (the live export must keep up with 50,000 spans/s, docs/benchmarks.md): a chunk of whole lines is
+split into fields with one `split` for the whole chunk, its X records (nearly all of them) checked and
+converted column by column (the attributes of all in one JSON parse, the times with one `map(int)`) and
+handed over as one SpanColumns, which the encoder writes with no SpanRecord in between; the other
+records, and any chunk with a damaged line, are read line by line.
 """
 
 from __future__ import annotations
@@ -27,12 +33,11 @@ import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from ..bootstrap.selfopt_trace_agent import spanfile
-from ..export import SpanRecord
+from ..export import SpanColumns, SpanRecord
 
 READ_LIMIT = 8 << 20  # bytes read from one file per poll: a huge backlog is read over several polls
 ENDED_KEPT = 1024  # started-then-ended spans remembered per file, for a later E of the same span
@@ -78,9 +83,11 @@ class SpanFollower:
         # parent span id -> {span id: its process span without exit code} (a later end replaces an earlier)
         self._held: dict[str, dict[str, SpanRecord]] = {}
 
-    def poll(self) -> list[SpanRecord]:
-        """The spans that ended in what was appended since the last poll."""
-        ended: list[SpanRecord] = []
+    def poll(self, columns: bool = False) -> list[Any]:
+        """The spans that ended in what was appended since the last poll: SpanRecords; with `columns`,
+        the complete spans of each chunk of a file as one SpanColumns (what the encoder takes fastest)
+        and the others as SpanRecords."""
+        ended: list[Any] = []
         special: list[SpanRecord] = []  # process spans and spans naming an exit code: through _settle
         self.caught_up = True
         try:
@@ -94,6 +101,8 @@ class SpanFollower:
                 followed = self.files[name] = _Followed(self.spans_dir / name, name)
             if followed.refused is None:
                 self._read(followed, ended, special)
+        if not columns:
+            ended = [span for item in ended for span in (item.records() if type(item) is SpanColumns else (item,))]
         return ended + self._settle(special) if special else ended
 
     def still_open(self, cmd_pid: int | None = None, root_parent: str | None = None,
@@ -146,7 +155,7 @@ class SpanFollower:
     def refused_files(self) -> dict[str, str]:
         return {name: followed.refused for name, followed in self.files.items() if followed.refused}
 
-    def _read(self, followed: _Followed, ended: list[SpanRecord], special: list[SpanRecord]) -> None:
+    def _read(self, followed: _Followed, ended: list[Any], special: list[SpanRecord]) -> None:
         try:
             with open(followed.path, "rb") as handle:
                 handle.seek(followed.offset)
@@ -171,7 +180,7 @@ class SpanFollower:
         if chunk and not (followed.header and self._columns(followed, chunk, ended, special)):
             self._lines(followed, chunk, special)
 
-    def _columns(self, followed: _Followed, chunk: bytes, ended: list[SpanRecord], special: list[SpanRecord]) -> bool:
+    def _columns(self, followed: _Followed, chunk: bytes, ended: list[Any], special: list[SpanRecord]) -> bool:
         """Read a chunk of whole lines after the header as columns: its complete spans (X, nearly every
         line) made with no Python code per field, the rest line by line. False, having changed nothing,
         when a line is damaged: then `_lines` reads the chunk, checking every line."""
@@ -179,11 +188,13 @@ class SpanFollower:
             text = chunk.decode("utf-8")
         except UnicodeDecodeError:
             return False
-        lines = text.count("\n")
-        # Every field of every line in one list, 12 per line: one split for the whole chunk.
+        # Every field of every line in one list, 12 per line: one split for the whole chunk. A line with
+        # more or fewer fields moves the next lines' fields: their terminators and record letters
+        # are then out of place.
         flat = text[:-1].replace("\n", "\t").split("\t")
-        if len(flat) != lines * _FIELD_COUNT or flat[11::_FIELD_COUNT].count(spanfile.TERMINATOR) != lines:
-            return False  # a line with more or fewer fields
+        lines = len(flat) // _FIELD_COUNT
+        if len(flat) % _FIELD_COUNT or flat[11::_FIELD_COUNT].count(spanfile.TERMINATOR) != lines:
+            return False
         records = flat[0::_FIELD_COUNT]
         others = [index for index, record in enumerate(records) if record != _X] if records.count(_X) != lines else []
         if others:
@@ -216,22 +227,17 @@ class SpanFollower:
             if set(map(type, attributes)) != {dict}:
                 return False
             # Nothing changed above; from here on, the lines are read.
-            if "" in parents:
-                parents = [parent or None for parent in parents]
             if "" in statuses:
                 statuses = [status or "UNSET" for status in statuses]
             followed.last_ns = max(followed.last_ns, max(starts), max(ends))
-            count = len(span_ids)
-            spans = list(map(SpanRecord, repeat(self.run_id, count), traces, span_ids, parents, names, kinds,
-                             categories, starts, ends, statuses, repeat(False, count), repeat(followed.service, count),
-                             repeat(followed.pid, count), attributes, repeat(followed.resource, count),
-                             repeat(followed.name, count)))
-            self.spans_seen += count
-            if "process" in names or EXIT_CODE in joined:  # spans _settle must see (the rest: not one call each)
-                for span in spans:
+            self.spans_seen += len(span_ids)
+            spans = SpanColumns(self.run_id, followed.resource, followed.service, followed.pid, followed.name, traces,
+                                span_ids, parents, names, kinds, categories, starts, ends, statuses, attributes)
+            if "process" in names or EXIT_CODE in joined:  # spans _settle must see: this chunk as SpanRecords
+                for span in spans.records():
                     (special if span.name == "process" or EXIT_CODE in span.attributes else ended).append(span)
             else:
-                ended += spans
+                ended.append(spans)
         if others:
             rows = [flat[index * _FIELD_COUNT:(index + 1) * _FIELD_COUNT] for index in others]
             self._record_lines(followed, rows, special)

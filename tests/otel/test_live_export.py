@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
-from selfopt_trace.export import fetch_spans
+from selfopt_trace.export import SpanColumns, fetch_spans
 from selfopt_trace.store import Store
 from selfopt_trace.watchers.span_follower import SpanFollower
 from tests.cli.conftest import clean_environ
@@ -126,6 +126,62 @@ def test_files_the_loader_refuses_are_not_followed(tmp_path: Path) -> None:
     assert follower.refused_files() == {"1-a.spans": "no header record",
                                         "2-b.spans": "span file version 99 is not supported"}
     assert follower.damaged_lines == 1  # not UTF-8
+
+
+def test_columns_of_complete_spans_are_what_the_loader_reads_in_any_chunking(tmp_path: Path) -> None:
+    """The follower reads a chunk of X lines as columns (one split, one JSON parse, no per-field code)
+    and anything else line by line; both, whatever the chunking, give the loader's spans."""
+    import random
+
+    rng = random.Random(7)
+    run_dir = tmp_path / "cols"
+    (run_dir / "spans").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "cols", "pid": 11, "exit_code": 0}))
+    lines = [header(11), spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1_000, "{}")]
+    for n in range(2, 3000):
+        kind = rng.random()
+        attributes = spanfile.encode({"n": n, "s": "é" * (n % 3), "f": n / 3, "b": n % 2 == 0, "l": [n]})
+        if n in (500, 1500, 2500):
+            lines.append("X\tdamaged\n")  # the loader skips it: so does the follower (that chunk line by line)
+        elif kind < 0.9:
+            lines.append(spanfile.complete_line(span_id(n), span_id(1), TRACE, f"work {n % 7}", "INTERNAL", "other",
+                                                1_000 + n, 2_000 + n, "OK" if n % 5 else "", attributes))
+        elif kind < 0.97:
+            lines.append(spanfile.start_line(span_id(n), span_id(1), TRACE, "open", "CLIENT", "http", 1_000 + n, attributes))
+            lines.append(spanfile.tick_line(3_000 + n))
+            lines.append(spanfile.end_line(span_id(n), 4_000 + n, "ERROR", '{"code":1}'))
+        elif kind < 0.98:
+            lines.append(spanfile.complete_line(span_id(n), "", TRACE, "root", "SERVER", "http", 1_000 + n, 2_000 + n,
+                                                "UNSET", "{}"))  # no parent
+        else:
+            lines.append(spanfile.complete_line(span_id(n), span_id(1), TRACE, "child", "CLIENT", "subprocess",
+                                                1_000 + n, 2_000 + n, "UNSET", spanfile.encode({"process.pid": 99})))
+    lines.append(spanfile.end_line(span_id(1), 9_999_999, "UNSET", "{}"))
+    content = "".join(lines).encode()
+    path = run_dir / "spans" / "11-aaaaaaaa.spans"
+    path.write_bytes(content)
+    with Store(tmp_path / "t.duckdb") as store:
+        store.load_run(run_dir)
+        loaded = comparable(fetch_spans(store, "cols"))
+    assert len(loaded) > 2500
+    for chunking in ("whole", "random"):
+        path.write_bytes(b"")
+        follower = SpanFollower(run_dir, "cols")
+        spans, column_items = [], 0
+        cuts = sorted(rng.sample(range(1, len(content)), 40)) if chunking == "random" else []
+        for cut_start, cut_stop in zip([0, *cuts], [*cuts, len(content)]):
+            with path.open("ab") as out:
+                out.write(content[cut_start:cut_stop])
+            for item in follower.poll(columns=True):
+                if isinstance(item, SpanColumns):
+                    column_items += 1
+                    spans += item.records()
+                else:
+                    spans.append(item)
+        spans += follower.still_open(11, None, 0)
+        assert comparable(spans) == loaded, chunking
+        assert column_items >= (0 if chunking == "whole" else 30)  # the columns were used
+        assert follower.damaged_lines == sum(line == "X\tdamaged\n" for line in lines)
 
 
 # ---------------------------------------------------------------- end to end, against a real Jaeger
