@@ -6,7 +6,14 @@ under opentelemetry-instrument (which also reaches the children through PYTHONPA
 the modes interleaved round by round so machine noise hits them alike. Prints medians and the
 added milliseconds per process against the untraced baseline measured in the same run.
 
-    python benchmarks/bench_startup.py [--children 100] [--otel-children 20]
+    python benchmarks/bench_startup.py [--children 100] [--otel-children 20] [--compare DIR]
+    python benchmarks/bench_startup.py --instructions [--compare DIR]
+
+--compare DIR also runs the children traced by the bootstrap in DIR (another version of
+selfopt_trace/bootstrap, e.g. `git archive HEAD~1 selfopt_trace/bootstrap | tar -x -C /tmp/old`),
+interleaved with the others. --instructions counts the CPU instructions of one `python -c pass`
+under valgrind --tool=callgrind instead (untraced, traced, and traced by DIR), three times each:
+no neighbour on this shared machine can move a count.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import compileall
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -45,37 +53,65 @@ def run_parent(prefix: list, env: dict, children: int) -> list:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
+    return dict(base, SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID="bench",
+                SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), PYTHONPATH=str(bootstrap))
+
+
+def instructions(env: dict, tmp: Path) -> int:
+    result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out",
+                             sys.executable, "-c", "pass"], env=env, check=True, capture_output=True, text=True)
+    return int(re.search(r"Collected : (\d+)", result.stderr).group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, default=100)
     parser.add_argument("--otel-children", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compare", type=Path, help="another bootstrap directory, measured beside this one")
+    parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
     args = parser.parse_args()
-    compileall.compile_dir(str(BOOTSTRAP), quiet=1)  # what `selfopt-trace run` does first
+    bootstraps = {"selfopt-trace": BOOTSTRAP}
+    if args.compare:
+        bootstraps[f"selfopt-trace ({args.compare})"] = args.compare.resolve()
+    for bootstrap in bootstraps.values():
+        compileall.compile_dir(str(bootstrap), quiet=1)  # what `selfopt-trace run` does first
     workdir = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     base = clean_environ()
-    traced = dict(base, SELFOPT_TRACE_DIR=str(workdir / "run"), SELFOPT_TRACE_RUN_ID="bench",
-                  SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP), PYTHONPATH=str(BOOTSTRAP))
+    if args.instructions:
+        print("CPU instructions of `python -c pass` (callgrind), three runs each")
+        width = max(len(mode) for mode in bootstraps) + 2
+        for mode, env in [("untraced", base)] + [(mode, traced_environ(base, bootstrap, workdir / "run"))
+                                                 for mode, bootstrap in bootstraps.items()]:
+            counts = [instructions(env, workdir) for _ in range(3)]
+            print(f"{mode:<{width}}" + "".join(f"{count / 1e6:>10.2f} M" for count in counts))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    traced = {mode: traced_environ(base, bootstrap, workdir / ("run" if mode == "selfopt-trace" else "compare"))
+              for mode, bootstrap in bootstraps.items()}
     otel = dict(base, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")
     instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent)) or shutil.which("opentelemetry-instrument")
     per_round = max(1, args.children // args.rounds)
-    samples: dict = {"untraced": [], "selfopt-trace": [], "opentelemetry-instrument": []}
+    samples: dict = {"untraced": [], **{mode: [] for mode in traced}, "opentelemetry-instrument": []}
     for _ in range(args.rounds):
         samples["untraced"] += run_parent([], base, per_round)
-        samples["selfopt-trace"] += run_parent([], traced, per_round)
+        for mode, env in traced.items():
+            samples[mode] += run_parent([], env, per_round)
         if instrument and args.otel_children:
             samples["opentelemetry-instrument"] += run_parent([instrument], otel, max(1, args.otel_children // args.rounds))
     spans = list((workdir / "run" / "spans").glob("*.spans"))
     shutil.rmtree(workdir, ignore_errors=True)
     baseline = statistics.median(samples["untraced"]) * 1000
     print(f"children per mode: {len(samples['untraced'])} (opentelemetry-instrument: {len(samples['opentelemetry-instrument'])})")
-    print(f"{'mode':<26}{'median ms':>10}{'added ms':>10}{'ratio':>8}")
+    width = max(26, *(len(mode) + 2 for mode in samples))
+    print(f"{'mode':<{width}}{'median ms':>10}{'added ms':>10}{'ratio':>8}")
     for mode, times in samples.items():
         if not times:
-            print(f"{mode:<26}{'not installed':>10}")
+            print(f"{mode:<{width}}{'not installed' if args.otel_children else 'skipped':>10}")
             continue
         median = statistics.median(times) * 1000
-        print(f"{mode:<26}{median:>10.2f}{median - baseline:>10.2f}{median / baseline:>8.2f}")
+        print(f"{mode:<{width}}{median:>10.2f}{median - baseline:>10.2f}{median / baseline:>8.2f}")
     print(f"span files written by the traced tree: {len(spans)}")
 
 
