@@ -14,9 +14,11 @@ tree, and for the export: spans sent (export.json), whether all were sent within
 the collector's count, and the export's rate over CMD's lifetime. "Keeps up" means every span sent
 with the budget not exceeded. On a machine busy with other work the export thread (niced, so that
 CMD goes first) can fall behind, so one more figure says what it needs whatever the load: its
-capacity, the live pipeline alone (export/ and watchers/ code: follower -> converter -> encoder ->
-the SDK's gRPC exporter -> the Collector) over the span files of a files-alone round, in a fresh
-process, as spans per CPU-second of that process.
+capacity, the live pipeline alone (export/ and watchers/ code: follower -> encoder -> the SDK's gRPC
+exporter -> the Collector) over the span files of a files-alone round, in a fresh process, as spans
+per CPU-second of that process. And what the export costs in `run` itself: the CPU of a live round
+less that of the files-alone round before it, per span sent (the SDK's import and the exporter's
+start-up included).
 
     python benchmarks/bench_live_export.py [--rate 50000] [--seconds 5] [--processes 2] [--rounds 3]
 """
@@ -180,6 +182,10 @@ def main() -> None:
           f"over CMD's life), kept up (all sent within the exit budget, all received) in {kept_up} of {len(live)} rounds")
     print(f"  ratio live / files: CMD {median('live', 'cmd_s') / median('files', 'cmd_s'):.3f}, "
           f"run {median('live', 'run_s') / median('files', 'run_s'):.3f}, CPU {median('live', 'cpu_s') / median('files', 'cpu_s'):.3f}")
+    added = statistics.median((live["cpu_s"] - files["cpu_s"]) / live["sent"]
+                              for files, live in zip(results["files"], results["live"]))
+    print(f"  the export's CPU in run (a live round's CPU less the files-alone round's before it): {added * 1e6:.1f} us "
+          f"per span sent, SDK import included")
     spans_per_cpu_s = median("files", "capacity")
     print(f"  the export's capacity, the pipeline alone over the same files: {spans_per_cpu_s:,.0f} spans per CPU-second "
           f"({1e6 / spans_per_cpu_s:.1f} us a span): {args.rate / spans_per_cpu_s:.2f} of a core at {args.rate:,.0f} spans/s")
