@@ -23,13 +23,17 @@
 --   teardown_ms           sum of child exit -> parent sees it
 --   p50_ms                median of total per child
 --   max_ms                the slowest child
---   cpu_ms                CPU time the traced children used (their own threads, sampled from /proc
---                         by `run`, killed children too); null where none was sampled
+--   cpu_ms                CPU time the children used: as the kernel counted it when a traced parent
+--                         reaped the child (process.reaped.cpu_ns: the child's and its own reaped
+--                         children's, untraced children included); else, for a traced child, its
+--                         threads' CPU sampled from /proc by `run` (killed children too) completed by
+--                         what it recorded at its exit; null where neither is known
 WITH
 client AS (  -- every start of a process; exec replaces a process, it does not start another
     SELECT span_id, source_file, pid, start_ns, end_ns, duration_ns, attributes,
            TRY_CAST(attributes->>'process.exit.code' AS INTEGER) AS exit_code,
-           TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT) AS spawn_ns
+           TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT) AS spawn_ns,
+           TRY_CAST(attributes->>'process.reaped.cpu_ns' AS BIGINT) AS reaped_cpu_ns
     FROM spans
     WHERE run_id = $run_id AND category = 'subprocess' AND kind = 'CLIENT' AND name <> 'exec'
 ),
@@ -67,7 +71,7 @@ per_child AS (
            coalesce(sum(k.duration_ns - coalesce(s.ns, 0) - coalesce(i.ns, 0)),
                     c.duration_ns - least(coalesce(c.spawn_ns, 0), c.duration_ns)) AS run_ns,
            CASE WHEN count(k.client_id) > 0 THEN greatest(c.end_ns - max(k.end_ns), 0) ELSE 0 END AS teardown_ns,
-           sum(u.cpu_ns) AS cpu_ns
+           coalesce(any_value(c.reaped_cpu_ns), sum(u.cpu_ns)) AS cpu_ns
     FROM client AS c
     LEFT JOIN child AS k ON k.client_id = c.span_id
     LEFT JOIN process_span_cpu($run_id) AS u ON u.span_id = k.span_id

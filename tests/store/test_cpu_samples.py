@@ -238,6 +238,30 @@ def test_process_tree_and_subprocess_show_each_process_cpu(store: Store, tmp_pat
     assert [(r["command"], r["cpu_ms"]) for r in children] == [("child.py", 230.0), ("TOTAL", 230.0)]
 
 
+def test_subprocess_cpu_is_the_kernels_count_at_the_reap_where_the_parent_recorded_it(store: Store,
+                                                                                     tmp_path: Path) -> None:
+    # child.py was sampled at 40 ms, its reaping parent got 47 ms from the kernel (its teardown after
+    # the last reading); `git` is untraced: only the reap knows its 12 ms
+    calls = (complete(sid(2), sid(1), "subprocess", "subprocess", T0 + 10 * MS, T0 + 100 * MS, kind="CLIENT",
+                      attributes={"process.pid": 200, "process.exit.code": 0, "process.reaped.cpu_ns": 47 * MS})
+             + complete(sid(4), sid(1), "subprocess", "subprocess", T0 + 110 * MS, T0 + 150 * MS, kind="CLIENT",
+                        attributes={"process.pid": 300, "process.exit.code": 0, "process.executable.name": "git",
+                                    "process.reaped.cpu_ns": 12 * MS}))
+    run = write_run(tmp_path / "run-1", {
+        "100-a.spans": header(100) + complete(sid(1), "", "process", "process", T0, T0 + 200 * MS,
+                                              attributes={"process.command": "main.py"}) + calls,
+        "200-b.spans": header(200) + complete(sid(3), sid(2), "process", "process", T0 + 20 * MS, T0 + 95 * MS,
+                                              attributes={"process.command": "child.py"}),
+    })
+    write_cpu(run, HEADER + thread(T0 + 15 * MS, 200, 200, "python", process_start=T0 + 15 * MS)
+              + cpu(T0 + 90 * MS, 200, 200, 40 * MS, process_start=T0 + 15 * MS))
+    store.load_run(run)
+
+    children = store.query("subprocess", {"run_id": "run-1"}).records()
+
+    assert [(r["command"], r["cpu_ms"]) for r in children] == [("child.py", 47.0), ("git", 12.0), ("TOTAL", 59.0)]
+
+
 def test_a_pid_reused_at_once_is_told_apart_by_start_time(store: Store, tmp_path: Path) -> None:
     # /proc start times are floored to 10 ms: the second process's start can read earlier than the
     # moment the first one's span ended.

@@ -45,8 +45,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if PARSE:
             parsing = record.begin()
-            got = len(json.loads(body)["items"])
-            record.end(parsing, "serialization")
+            parsed = json.loads(body)
+            record.end(parsing, "serialization")  # before the result is freed (4-6 ms for 3 MB), as the span ends
+            got = len(parsed["items"])
+            del parsed
         else:
             got = len(body)
         time.sleep(SLEEP_S)
