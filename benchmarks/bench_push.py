@@ -7,9 +7,9 @@ the collector's own work stays small, and the lines say how many spans it receiv
 times each:
 
 - baseline: the run's spans read from DuckDB alone, in one process (export/push.py's read_pages: the
-  page queries, the attributes parsed), the part of a push that is not OTLP;
+  page queries, the rows turned into columns, the attributes parsed), the part of a push that is not OTLP;
 - push: `python -m selfopt_trace push bench --protocol P --endpoint ...`, the command as a user runs it
-  (interpreter start-up, the SDK's imports, reading, converting, encoding, sending).
+  (interpreter start-up, the SDK's imports, reading, encoding, sending).
 
 It prints the medians, spans/s, the ratio push/baseline, and checks the collector received every span.
 
