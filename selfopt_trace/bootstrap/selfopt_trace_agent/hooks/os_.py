@@ -128,6 +128,8 @@ def _wrap_execve(original):
 
 def _wrap_posix_spawn(original):
     def posix_spawn(path, argv, env, *args, **kwargs):
+        if tracer.in_spawn:  # subprocess.Popen's own (_USE_POSIX_SPAWN): its span is already open
+            return original(path, argv, env, *args, **kwargs)
         try:
             span = spawn.start_span("subprocess", argv)
             env = spawn.child_environ(span, env)
