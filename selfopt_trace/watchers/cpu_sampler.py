@@ -16,6 +16,13 @@ reading equal to the thread's previous one is written only when the next one dif
 next flush, so an idle thread costs two lines a second instead of one per tick, and nothing is
 lost (an unchanged stretch is one interval of zero CPU either way).
 
+Late counts: the kernel adds a thread's wait in the run queue when the thread gets a CPU, and its
+CPU time at the scheduler's tick, so a queued thread reads unchanged, then tens of ms at once: more
+than the time since the previous reading, which the loader cuts to the interval's length (a thread
+spinning 1.5 s beside three CPU hogs on 2 cores lost 6-12 % of its time). So the lines wait for the
+flush, and a reading's excess goes back into the room of the lines not yet written, newest first:
+the wait happened just before it was counted (CpuSampler._move_back).
+
 Pid reuse: every file is opened through the process's `task` directory descriptor, which the
 kernel ties to that process, so a reused pid can never be read through old descriptors; each
 process is named by pid *and* start time, and a span file's process is taken only when it had
@@ -52,6 +59,9 @@ PARTIAL = "cpu.partial"
 # too close to the 2 % budget); a reading every 50 ms tells running from waiting well enough.
 DEFAULT_RATE_HZ = 20.0
 FLUSH_INTERVAL_NS = 500_000_000  # a killed `run` loses at most this much
+# A flush writes an unchanged stretch up to this long before its last reading: a thread queued for a
+# CPU reads unchanged too, and the wait the kernel counts when it ends goes back there (_move_back).
+HOLD_BACK_NS = 100_000_000
 STOP_TIMEOUT_S = 0.1
 HEADER_START_SLACK_NS = 20_000_000  # /proc start times count clock ticks (10 ms): two of them
 HEADER_RETRIES = 20  # ticks to wait for an empty span file's header before giving it up
@@ -75,15 +85,17 @@ class _Process:
 
 
 class _Thread:
-    __slots__ = ("process", "tid", "fd", "data", "time_ns", "written")
+    __slots__ = ("process", "tid", "fd", "data", "cpu", "runqueue", "time_ns", "pending", "base")
 
-    def __init__(self, process: _Process, tid: int, fd: int) -> None:
+    def __init__(self, process: _Process, tid: int, fd: int, start_ns: int) -> None:
         self.process = process
         self.tid = tid
         self.fd = fd
         self.data = b""  # the last reading, as read: no reading yet, so the first always differs
-        self.time_ns = 0
-        self.written = True  # the last reading is in the file (False: held back, unchanged)
+        self.cpu = self.runqueue = 0  # ... parsed
+        self.time_ns = 0  # when it was last read (an unchanged reading moves only this)
+        self.pending: list[list[int]] = []  # [time, cpu, runqueue] of the lines not yet written
+        self.base = (start_ns, 0, 0)  # the last line written: at first its start, a reading of zero (T)
 
 
 class CpuSampler:
@@ -193,7 +205,7 @@ class CpuSampler:
 
     def _read(self, threads: list[_Thread]) -> set[_Process]:
         """Read threads' schedstat; the processes one of whose threads ran or ended (look at them next tick)."""
-        lines, pread, time_ns, line = self._lines, os.pread, time.time_ns, self._cpu_line
+        pread, time_ns, changed = os.pread, time.time_ns, self._changed
         ran: set[_Process] = set()
         for thread in threads:
             try:
@@ -206,15 +218,62 @@ class CpuSampler:
                 continue
             now = time_ns()
             if data == thread.data:  # unchanged: held back until a reading differs or the next flush
-                thread.time_ns, thread.written = now, False
+                thread.time_ns = now
                 continue
             ran.add(thread.process)
-            if not thread.written:  # the unchanged stretch ends at the previous reading
-                lines.append(line(thread))
-            thread.data, thread.time_ns = data, now
-            lines.append(line(thread))
-            thread.written = True
+            changed(thread, data, now)
         return ran
+
+    def _changed(self, thread: _Thread, data: bytes, now: int) -> None:
+        """A reading that differs from the thread's previous one: a line for the end of the previous
+        one's unchanged stretch, if any, and one for this one (written at the next flush)."""
+        fields = data.split()
+        cpu, runqueue = int(fields[0]), int(fields[1])
+        pending = thread.pending
+        previous = pending[-1] if pending else thread.base
+        if thread.time_ns > previous[0] and thread.data:  # the unchanged stretch ends
+            previous = [thread.time_ns, thread.cpu, thread.runqueue]
+            pending.append(previous)
+        pending.append([now, cpu, runqueue])
+        thread.data, thread.cpu, thread.runqueue, thread.time_ns = data, cpu, runqueue, now
+        excess = cpu - previous[1] + runqueue - previous[2] - (now - previous[0])
+        if excess > 0:
+            self._move_back(thread, excess, runqueue - previous[2])
+
+    @staticmethod
+    def _move_back(thread: _Thread, excess: int, queued: int) -> None:
+        """The kernel adds a thread's wait in the run queue when the thread gets a CPU, and its CPU
+        time at the scheduler's tick (4 ms here) or when it stops: a reading can hold more than the
+        time since the previous one (a thread queued 30 ms shows nothing, then 30 ms at once). The
+        loader would cut the interval to its length; the wait was just before, so the excess goes
+        back into the room of the lines not yet written, newest first (their values raised, the
+        run-queue part first), at the end of a stretch that looked idle (a line inserted where the
+        wait starts). What finds no room (the lines before are written already) is cut, as before."""
+        pending, base = thread.pending, thread.base
+        moves: list[tuple[int, int]] = []  # (index of the line ending an interval, ns moved into it), newest first
+        j = len(pending) - 2
+        while excess > 0 and j >= 0:
+            a, b = (pending[j - 1] if j else base), pending[j]
+            room = b[0] - a[0] - (b[1] - a[1]) - (b[2] - a[2])
+            if room > 0:
+                moves.append((j, min(excess, room)))
+                excess -= moves[-1][1]
+            j -= 1
+        if not moves:
+            return
+        idle = [j for j, _ in moves if tuple(pending[j][1:]) == tuple((pending[j - 1] if j else base)[1:])]
+        queued = min(queued, sum(x for _, x in moves))
+        raised, moved = 0, dict(moves)
+        for m in range(moves[-1][0], len(pending) - 1):  # a line is raised by what moved into it and before it
+            raised += moved.get(m, 0)
+            line = pending[m]
+            line[2] += min(raised, queued)
+            line[1] += raised - min(raised, queued)
+        for j in idle:  # newest first: the indexes below stay right
+            before = pending[j - 1] if j else base
+            start = pending[j][0] - moved[j]
+            if start > before[0]:
+                pending.insert(j, [start, before[1], before[2]])
 
     def _check_threads(self, process: _Process) -> list[_Thread]:
         """List a process's threads again when their number changed; the new ones. Retires it when it
@@ -250,16 +309,15 @@ class CpuSampler:
             return None
         except ValueError:
             return None  # gone already
-        thread = process.threads[tid] = _Thread(process, tid, fd)
+        start_ns = self._epoch_ns(start_ticks)
+        thread = process.threads[tid] = _Thread(process, tid, fd, start_ns)
         self._threads_changed = True
         # The thread's start is a reading of zero CPU: the loader's first interval runs from there.
-        self._lines.append(f"T\t{self._epoch_ns(start_ticks)}\t{process.pid}\t{tid}\t{process.start_ns}\t\t\t{comm}\t\t.\n")
+        self._lines.append(f"T\t{start_ns}\t{process.pid}\t{tid}\t{process.start_ns}\t\t\t{comm}\t\t.\n")
         return thread
 
     def _retire_thread(self, thread: _Thread) -> None:
-        if not thread.written:
-            self._lines.append(self._cpu_line(thread))
-            thread.written = True
+        self._write(thread, final=True)
         self._release(thread.fd)
         del thread.process.threads[thread.tid]
         self._threads_changed = True
@@ -405,22 +463,27 @@ class CpuSampler:
         text = message.replace("\t", " ").replace("\n", " ").replace("\r", " ")
         self._lines.append(f"D\t{time.time_ns()}\t\t\t\t\t\t{code}\t{text}\t.\n")
 
-    @staticmethod
-    def _cpu_line(thread: _Thread) -> str:
-        """A thread's last reading: schedstat's "<on-CPU ns> <runqueue ns> <slices>" (kept as read,
-        so an unchanged reading costs a comparison, not a parse)."""
-        cpu, runqueue = thread.data.split()[:2]
+    def _write(self, thread: _Thread, final: bool = False) -> None:
+        """The thread's pending lines and its unchanged stretch so far (all of it when `final`, else
+        up to HOLD_BACK_NS before its last reading)."""
+        pending = thread.pending
+        end = thread.time_ns if final else thread.time_ns - HOLD_BACK_NS
+        if end > (pending[-1] if pending else thread.base)[0] and thread.data:
+            pending.append([end, thread.cpu, thread.runqueue])
+        if not pending:
+            return
         process = thread.process
-        return (f"C\t{thread.time_ns}\t{process.pid}\t{thread.tid}\t{process.start_ns}\t{int(cpu)}\t{int(runqueue)}"
-                "\t\t\t.\n")
+        head = f"\t{process.pid}\t{thread.tid}\t{process.start_ns}\t"
+        self._lines += [f"C\t{t}{head}{cpu}\t{runqueue}\t\t\t.\n" for t, cpu, runqueue in pending]
+        thread.base = tuple(pending[-1])
+        thread.pending = []
 
     def _flush(self) -> None:
         """Write what is buffered, with the held-back readings (so a killed run loses <= one flush)."""
         self._flush_due_ns = time.monotonic_ns() + FLUSH_INTERVAL_NS
         for thread in self._threads:
-            if not thread.written:
-                self._lines.append(self._cpu_line(thread))
-                thread.written = True
+            if thread.pending or thread.time_ns - HOLD_BACK_NS > thread.base[0]:
+                self._write(thread)
         if not self._lines or self._fd < 0:
             return
         payload = "".join(self._lines).encode("utf-8", "replace")

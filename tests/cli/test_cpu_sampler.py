@@ -181,6 +181,27 @@ def test_the_rate_sets_the_time_between_readings(cli: Cli) -> None:
     assert median_ns >= 160 * MS  # 200 ms apart (a late tick may shorten the next interval a little)
 
 
+def test_a_thread_waiting_for_a_cpu_is_seen_running_all_along(cli: Cli) -> None:
+    # Three untraced hogs beside CMD on this machine's cores: CMD spins, so it is on a CPU or queued
+    # for one all its life. The kernel counts a queued stretch when the thread next gets a CPU (a
+    # reading shows nothing, the next one tens of ms at once): no interval may lose that lump.
+    hogs = [subprocess.Popen(python("while True: pass")) for _ in range(3)]
+    try:
+        code = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+        done = cli("run", "--quiet", "--run-id", "busy", "--", *python(code))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert done.returncode == 0, done.stderr
+    [(pid,)] = cli.query("SELECT pid FROM spans WHERE run_id = 'busy' AND name = 'process'")
+    [(running, sampled, queued)] = cli.query(
+        "SELECT sum(cpu_ns + runqueue_ns), max(end_ns) - min(start_ns), sum(runqueue_ns) FROM cpu_samples"
+        " WHERE run_id = 'busy' AND pid = $1 AND tid = $1", [pid])
+    assert queued > 0.1 * sampled  # the hogs did make it wait
+    assert running >= 0.95 * sampled, (running / sampled, queued / sampled)
+
+
 def test_without_proc_the_run_gets_a_diagnostic_and_a_normal_summary(tmp_path: Path, capfd) -> None:
     fake_proc = tmp_path / "proc"  # exists, holds no process
     fake_proc.mkdir()
