@@ -1,16 +1,21 @@
-"""The CPU sampler's own cost: CPU of its thread, as a share of one core, with N traced idle processes.
+"""The CPU sampler's own cost: CPU of its thread, as a share of one core, with traced processes alive.
 
-A traced parent starts N traced children that sleep (each writes its span file at the end of its
-start-up, as any traced process does), then the sampler (selfopt_trace/watchers/cpu_sampler.py)
-follows that run exactly as `selfopt-trace run` would, once per rate and repeat. The sampler
-thread's own on-CPU time is read from /proc/self/task/<its tid>/schedstat over a steady window
-(after every child was found); the figure is that CPU over the window's wall time. Also prints what
-one reading of every process costs with descriptors kept open (pread) against open/read/close,
-and how fast the loader turns readings into `cpu_samples` rows (a synthetic file of --load-readings
-readings of 100 threads, loaded into a fresh database; 0 skips it).
+Steady state: a traced parent starts N traced children that sleep (each writes its span file at the
+end of its start-up, as any traced process does); once all are past their first second (no young
+thread left), the sampler (selfopt_trace/watchers/cpu_sampler.py) follows that run exactly as
+`selfopt-trace run` would, once per rate and repeat, and once at the default rate without the young
+phase (the sampler before it had one). Young-heavy: another traced parent keeps --young children
+alive at a time, each sleeping --young-life seconds and replaced as it ends (so every child is in its
+young phase all its life), measured at the default rate with each of --young-rates for young threads,
+without the young phase, and with every thread at the young rate. The sampler thread's own on-CPU time is read from
+/proc/self/task/<its tid>/schedstat over a window (after the first children were found); the figure
+is that CPU over the window's wall time. Also prints what one reading of every process costs with
+descriptors kept open (pread) against open/read/close, and how fast the loader turns readings into
+`cpu_samples` rows (a synthetic file of --load-readings readings of 100 threads, loaded into a fresh
+database; 0 skips it).
 
-    python benchmarks/bench_sampler.py [--processes 50] [--rates 10,20,50,100] [--repeats 5] [--window 3]
-                                       [--load-readings 1000000]
+    python benchmarks/bench_sampler.py [--processes 50] [--rates 10,20,50,100] [--young 20] [--young-life 1]
+                                       [--young-rates 100,200] [--repeats 5] [--window 3] [--load-readings 1000000]
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from selfopt_trace.store import Store  # noqa: E402
 from selfopt_trace.watchers import WatchedRun  # noqa: E402
-from selfopt_trace.watchers.cpu_sampler import DEFAULT_RATE_HZ, HEADER, SAMPLES_PATH, CpuSampler  # noqa: E402
+from selfopt_trace.watchers.cpu_sampler import (  # noqa: E402
+    DEFAULT_RATE_HZ, HEADER, SAMPLES_PATH, YOUNG_NS, YOUNG_RATE_HZ, CpuSampler)
 
 BOOTSTRAP = REPO / "selfopt_trace" / "bootstrap"
 BUDGET_PCT = 2.0
@@ -49,6 +55,21 @@ for child in children:
     child.wait()
 """
 
+# Keeps N children alive, one started every LIFE / N seconds, each sleeping LIFE seconds, until stdin closes.
+CHURN = """
+import select, subprocess, sys, time
+n, life = int(sys.argv[1]), float(sys.argv[2])
+children, due = [], time.monotonic()
+print("ready", flush=True)
+while not select.select([sys.stdin], [], [], max(0.0, due - time.monotonic()))[0]:
+    children = [child for child in children if child.poll() is None]
+    if len(children) < n:
+        children.append(subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({life})"]))
+    due += life / n
+for child in children:
+    child.wait()
+"""
+
 
 def thread_cpu_ns(tid: int) -> int:
     with open(f"/proc/self/task/{tid}/schedstat", "rb") as stream:
@@ -61,10 +82,10 @@ def sampler_tid() -> int:
     return thread.native_id
 
 
-def measure(run: WatchedRun, rate: float, window_s: float) -> tuple[float, float]:
+def measure(run: WatchedRun, rate: float, young_rate: float | None, window_s: float) -> tuple[float, float]:
     """(sampler CPU as % of one core over the window, stop() in ms)."""
     (run.run_dir / SAMPLES_PATH).unlink(missing_ok=True)
-    sampler = CpuSampler(rate)
+    sampler = CpuSampler(rate, young_rate_hz=young_rate)
     sampler.start(run)
     time.sleep(0.5)  # every span file found, every process's threads listed
     tid = sampler_tid()
@@ -125,56 +146,114 @@ def load_speed(workdir: Path, readings: int, threads: int = 100, repeats: int = 
     return rows / seconds, seconds
 
 
+def traced_environ(run_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "PYTHONPATH"}
+    env.update(SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID=run_dir.name,
+               SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP), PYTHONPATH=str(BOOTSTRAP))
+    return env
+
+
+def start_parent(run_dir: Path, code: str, *args: str) -> subprocess.Popen:
+    (run_dir / "spans").mkdir(parents=True)
+    parent = subprocess.Popen([sys.executable, "-c", code, *args], env=traced_environ(run_dir),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
+    return parent
+
+
+def wait_for_span_files(run_dir: Path, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(os.listdir(run_dir / "spans")) < count:
+        assert time.monotonic() < deadline, "the traced children did not all write their span files"
+        time.sleep(0.05)
+
+
+def stop(parent: subprocess.Popen) -> None:
+    if parent.stdin is not None:
+        parent.stdin.close()
+    parent.wait(timeout=60)
+
+
+Mode = tuple[str, float, "float | None"]  # (label, rate, young rate: None the default, 0 none)
+
+
+def run_modes(run: WatchedRun, modes: list[Mode], repeats: int, window_s: float) -> dict[str, list[tuple[float, float]]]:
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in modes}
+    for _ in range(repeats):
+        for label, rate, young_rate in modes:
+            results[label].append(measure(run, rate, young_rate, window_s))
+    return results
+
+
+def print_results(results: dict[str, list[tuple[float, float]]], before: str) -> None:
+    print(f"{'mode':<42} {'% of a core':>11} {'min':>6} {'max':>6} {'vs 2 %':>7} {'vs before':>9} {'stop() ms':>9}")
+    base = statistics.median(pct for pct, _ in results[before])
+    for label, measured in results.items():
+        cpu = [pct for pct, _ in measured]
+        median = statistics.median(cpu)
+        print(f"{label:<42} {median:11.3f} {min(cpu):6.3f} {max(cpu):6.3f} {median / BUDGET_PCT:7.2f} "
+              f"{median / base:9.2f} {statistics.median(ms for _, ms in measured):9.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=50)
     parser.add_argument("--rates", default=f"10,{DEFAULT_RATE_HZ:g},50,100")
+    parser.add_argument("--young", type=int, default=20, help="young children alive at a time (0: skip)")
+    parser.add_argument("--young-life", type=float, default=1.0, help="seconds each young child lives")
+    parser.add_argument("--young-rates", default=f"{YOUNG_RATE_HZ:g},200", help="young rates measured, young-heavy")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--window", type=float, default=3.0, help="seconds measured per repeat")
     parser.add_argument("--load-readings", type=int, default=1_000_000)
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",")]
+    default = f"{DEFAULT_RATE_HZ:g} Hz, young threads {YOUNG_RATE_HZ:g} Hz (default)"
+    before = f"{DEFAULT_RATE_HZ:g} Hz, no young phase (before)"
     workdir = Path(tempfile.mkdtemp(prefix="bench-sampler-"))
-    run_dir = workdir / "run"
-    (run_dir / "spans").mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "PYTHONPATH"}
-    env.update(SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID="bench", SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP),
-               PYTHONPATH=str(BOOTSTRAP))
-    start_ns = time.time_ns()
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(args.processes)], env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    parents: list[subprocess.Popen] = []
     try:
-        assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
-        deadline = time.monotonic() + 60
-        while len(os.listdir(run_dir / "spans")) < args.processes + 1:
-            assert time.monotonic() < deadline, "the traced children did not all write their span files"
-            time.sleep(0.05)
+        run_dir = workdir / "steady"
+        start_ns = time.time_ns()
+        parents.append(start_parent(run_dir, PARENT, str(args.processes)))
+        wait_for_span_files(run_dir, args.processes + 1)
+        time.sleep(YOUNG_NS / 1e9)  # every thread past its first second
         pids = sorted(int(name.split("-", 1)[0]) for name in os.listdir(run_dir / "spans"))
         threads = sum(len(os.listdir(f"/proc/{pid}/task")) for pid in pids)
-        run = WatchedRun("bench", run_dir, parent.pid, start_ns)
-        print(f"traced processes alive: {len(pids)} ({threads} threads); window {args.window:g} s, "
-              f"{args.repeats} repeats per rate, rates interleaved")
-        results: dict[float, list[tuple[float, float]]] = {rate: [] for rate in rates}
-        for _ in range(args.repeats):
-            for rate in rates:
-                results[rate].append(measure(run, rate, args.window))
-        print(f"{'rate Hz':>8} {'sampler % of a core':>20} {'min':>6} {'max':>6} {'vs 2 % budget':>14} {'stop() ms':>10}")
-        for rate in rates:
-            cpu = [pct for pct, _ in results[rate]]
-            stops = [ms for _, ms in results[rate]]
-            default = "  (default)" if rate == DEFAULT_RATE_HZ else ""
-            print(f"{rate:8g} {statistics.median(cpu):20.3f} {min(cpu):6.3f} {max(cpu):6.3f} "
-                  f"{statistics.median(cpu) / BUDGET_PCT:14.2f} {statistics.median(stops):10.2f}{default}")
+        print(f"steady: traced processes alive: {len(pids)} ({threads} threads), all past their first second; "
+              f"window {args.window:g} s, {args.repeats} repeats per mode, modes interleaved")
+        modes: list[Mode] = [(default if rate == DEFAULT_RATE_HZ else f"{rate:g} Hz", rate, None) for rate in rates]
+        modes.append((before, DEFAULT_RATE_HZ, 0))
+        print_results(run_modes(WatchedRun("steady", run_dir, parents[0].pid, start_ns), modes, args.repeats,
+                                args.window), before)
         kept, reopened = reading_costs(pids)
         print(f"one reading of {len(pids)} processes: pread on open descriptors {kept:.0f} us, "
               f"open/read/close {reopened:.0f} us (x{reopened / kept:.1f})")
+        stop(parents.pop())
+
+        if args.young:
+            run_dir = workdir / "young"
+            start_ns = time.time_ns()
+            parents.append(start_parent(run_dir, CHURN, str(args.young), str(args.young_life)))
+            wait_for_span_files(run_dir, args.young + 1)
+            files = len(os.listdir(run_dir / "spans"))
+            started = time.monotonic()
+            modes = [(default if young == YOUNG_RATE_HZ else f"{DEFAULT_RATE_HZ:g} Hz, young threads {young:g} Hz",
+                      DEFAULT_RATE_HZ, young) for young in map(float, args.young_rates.split(","))]
+            modes += [(before, DEFAULT_RATE_HZ, 0), (f"every thread at {YOUNG_RATE_HZ:g} Hz", YOUNG_RATE_HZ, None)]
+            results = run_modes(WatchedRun("young", run_dir, parents[0].pid, start_ns), modes, args.repeats,
+                                args.window)
+            spawned = (len(os.listdir(run_dir / "spans")) - files) / (time.monotonic() - started)
+            print(f"young-heavy: {args.young} traced children alive at a time, each living {args.young_life:g} s "
+                  f"(in its young phase all its life): {spawned:.1f} started a second; same windows")
+            print_results(results, before)
+            stop(parents.pop())
+
         if args.load_readings:
             rate, seconds = load_speed(workdir, args.load_readings)
             print(f"loading {args.load_readings:,} readings: {seconds:.2f} s, {rate:,.0f} cpu_samples rows/s (median of 3)")
     finally:
-        if parent.stdin is not None:
-            parent.stdin.close()
-        parent.wait(timeout=60)
+        for parent in parents:
+            stop(parent)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

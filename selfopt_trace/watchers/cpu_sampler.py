@@ -1,11 +1,17 @@
 """CPU sampler: every traced process's and thread's on-CPU time, read from /proc by the `run` process.
 
-The traced program pays nothing: a thread of `run` reads, at a fixed rate,
+The traced program pays nothing: a thread of `run` reads
 `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on CPU and nanoseconds runnable but waiting for a
 CPU, cumulative since the thread started) of CMD and of every process that has a span file in
 `<run_dir>/spans/`, and appends the readings to
 `<run_dir>/cpu/samples.tsv` (docs/span-format.md, "CPU samples"). The loader turns consecutive
 readings of a thread into the intervals of the `cpu_samples` table.
+
+Two rates: every thread is read at the run's rate (20 Hz by default: a full tick), and a thread in
+its first YOUNG_NS (counted from its start) also between full ticks, at YOUNG_RATE_HZ (a young
+tick reads the young threads only). A short-lived child does its few phases (start-up, imports,
+work, a short wait) in its first second, and an interval spreads its CPU evenly over itself: 50 ms
+intervals smeared a 15 ms sleep over the imports beside it. Long-lived threads cost what they did.
 
 Why it is cheap (benchmarks/bench_sampler.py): the schedstat files stay open and are `pread` each
 tick (1.4 us against 8 us for open/read/close), all threads in one flat loop; a process's thread
@@ -19,9 +25,10 @@ lost (an unchanged stretch is one interval of zero CPU either way).
 Late counts: the kernel adds a thread's wait in the run queue when the thread gets a CPU, and its
 CPU time at the scheduler's tick, so a queued thread reads unchanged, then tens of ms at once: more
 than the time since the previous reading, which the loader cuts to the interval's length (a thread
-spinning 1.5 s beside three CPU hogs on 2 cores lost 6-12 % of its time). So the lines wait for the
-flush, and a reading's excess goes back into the room of the lines not yet written, newest first:
-the wait happened just before it was counted (CpuSampler._move_back).
+spinning 1.5 s beside three CPU hogs on 2 cores lost 6-12 % of its time read every 50 ms, 18-24 %
+with its first second read every 10 ms). So the lines wait for the flush, and a reading's excess
+goes back into the room of the lines not yet written, newest first: the wait happened just before
+it was counted (CpuSampler._move_back; that thread now loses 0.2-2 %).
 
 Pid reuse: every file is opened through the process's `task` directory descriptor, which the
 kernel ties to that process, so a reused pid can never be read through old descriptors; each
@@ -56,8 +63,17 @@ FAILED = "cpu.failed"
 PARTIAL = "cpu.partial"
 
 # 20 Hz: 0.7 % of one core with 50 idle traced processes (benchmarks/bench_sampler.py; 50 Hz: 1.7 %,
-# too close to the 2 % budget); a reading every 50 ms tells running from waiting well enough.
+# too close to the 2 % budget); a reading every 50 ms tells running from waiting well enough once a
+# thread is past its first second.
 DEFAULT_RATE_HZ = 20.0
+# Young threads are read faster: a short child (a test runner's worker, a 100 ms tool) goes through
+# most of its phases (start-up, imports, work, short waits) in its first second, where 50 ms intervals
+# smeared a 15 ms sleep over the imports beside it. 100 Hz: tests/accuracy's CPU-split figures off
+# (5 %, 2 ms) in a quarter to a third of the comparisons instead of two thirds; 200 Hz did better (a
+# sixth) for 1.4 times the cost with 20 young processes alive (benchmarks/bench_sampler.py, 3.5 % of a
+# core against 4.8 %; 2.3 % without a young phase). Once every thread is past YOUNG_NS, nothing more.
+YOUNG_RATE_HZ = 100.0
+YOUNG_NS = 1_000_000_000
 FLUSH_INTERVAL_NS = 500_000_000  # a killed `run` loses at most this much
 # A flush writes an unchanged stretch up to this long before its last reading: a thread queued for a
 # CPU reads unchanged too, and the wait the kernel counts when it ends goes back there (_move_back).
@@ -85,12 +101,13 @@ class _Process:
 
 
 class _Thread:
-    __slots__ = ("process", "tid", "fd", "data", "cpu", "runqueue", "time_ns", "pending", "base")
+    __slots__ = ("process", "tid", "fd", "young_until_ns", "data", "cpu", "runqueue", "time_ns", "pending", "base")
 
-    def __init__(self, process: _Process, tid: int, fd: int, start_ns: int) -> None:
+    def __init__(self, process: _Process, tid: int, fd: int, start_ns: int, young_until_ns: int = 0) -> None:
         self.process = process
         self.tid = tid
         self.fd = fd
+        self.young_until_ns = young_until_ns  # epoch ns: read at the young rate until then
         self.data = b""  # the last reading, as read: no reading yet, so the first always differs
         self.cpu = self.runqueue = 0  # ... parsed
         self.time_ns = 0  # when it was last read (an unchanged reading moves only this)
@@ -104,8 +121,12 @@ class CpuSampler:
     name = "cpu sampler"
 
     def __init__(self, rate_hz: float | None = None, proc_root: Path | str = "/proc",
-                 fd_budget: int | None = None) -> None:
+                 fd_budget: int | None = None, young_rate_hz: float | None = None) -> None:
         self.period_ns = int(1e9 / (rate_hz or DEFAULT_RATE_HZ))
+        # Young threads at YOUNG_RATE_HZ (0: no young phase), or at the chosen rate when that is
+        # faster (then there are no young ticks).
+        young_rate = YOUNG_RATE_HZ if young_rate_hz is None else young_rate_hz
+        self.young_period_ns = min(self.period_ns, int(1e9 / young_rate)) if young_rate > 0 else self.period_ns
         self.proc_root = str(proc_root)
         # One descriptor per process and per thread, kept open: at most half of what the `run`
         # process may open (the other watchers and the load need the rest); past it, a diagnostic.
@@ -120,6 +141,8 @@ class CpuSampler:
         self._processes: dict[int, _Process] = {}
         self._threads: list[_Thread] = []  # every thread of every process, in one list for the tick's loop
         self._threads_changed = False
+        self._young: list[_Thread] = []  # the threads still in their first YOUNG_NS, read at every tick
+        self._young_until_ns = 0  # when the first of them grows up: the list is made again then
         self._to_list: set[_Process] = set()  # processes whose threads may have changed: look at them
         self._seen_files: set[str] = set()
         self._spans_mtime_ns = 0
@@ -167,16 +190,27 @@ class CpuSampler:
 
     def _run(self) -> None:
         try:
-            due = time.monotonic_ns()
+            period, young_period = self.period_ns, self.young_period_ns
+            due = full_due = time.monotonic_ns()
             while True:
-                self._tick()
-                due += self.period_ns
+                full = due >= full_due
+                self._tick(full)
                 now = time.monotonic_ns()
-                if due < now:  # late (the machine is busy): skip the missed ticks, never burst
-                    due = now + self.period_ns
-                if self._stop.wait((due - now) / 1e9):
+                if full:
+                    full_due += period
+                    if full_due < now:  # late (the machine is busy): skip the missed ticks, never burst
+                        full_due = now + period
+                if self._young and young_period < period:
+                    due += young_period
+                    if due < now:  # late: the next young tick a young period from now, never at once
+                        due = now + young_period
+                    if full_due - due < young_period // 2:  # a young tick just before a full one: the full one
+                        due = full_due
+                else:
+                    due = full_due
+                if self._stop.wait(max(0, due - now) / 1e9):
                     break
-            self._tick()  # the last reading, CMD just exited
+            self._tick(True)  # the last reading, CMD just exited
             for process in list(self._processes.values()):
                 self._retire_process(process)
         except Exception as exc:  # the sampler's failure is a note, never the run's
@@ -188,18 +222,28 @@ class CpuSampler:
             except OSError as exc:
                 self._notes.append(f"{self.name}: could not write {SAMPLES_PATH}: {exc.strerror or exc}")
 
-    def _tick(self) -> None:
-        self._discover()
+    def _tick(self, full: bool = True) -> None:
+        """Read every thread (a full tick) or only the young ones. New span files are looked for at
+        full ticks only: listing `spans/` on every young tick cost more than the young readings
+        (benchmarks/bench_sampler.py, young-heavy: 7.3 % of a core, then 3.9 % with `spans/` listed
+        at full ticks only), and a new process's first interval, from its start, is its start-up."""
+        if full:
+            self._discover()
         if self._to_list:
             to_list, self._to_list = self._to_list, set()
             new = []
             for process in to_list:
                 new += self._check_threads(process)
             self._read(new)  # a new thread's first reading now, not a tick later
-        if self._threads_changed:
+        changed = self._threads_changed
+        if changed:
             self._threads = [thread for process in self._processes.values() for thread in process.threads.values()]
             self._threads_changed = False
-        self._to_list.update(self._read(self._threads))
+        if changed or (self._young and time.time_ns() >= self._young_until_ns):  # new threads, or one grew up
+            now = time.time_ns()
+            self._young = [thread for thread in self._threads if thread.young_until_ns > now]
+            self._young_until_ns = min((thread.young_until_ns for thread in self._young), default=0)
+        self._to_list.update(self._read(self._threads if full else self._young))
         if time.monotonic_ns() >= self._flush_due_ns:
             self._flush()
 
@@ -310,7 +354,7 @@ class CpuSampler:
         except ValueError:
             return None  # gone already
         start_ns = self._epoch_ns(start_ticks)
-        thread = process.threads[tid] = _Thread(process, tid, fd, start_ns)
+        thread = process.threads[tid] = _Thread(process, tid, fd, start_ns, start_ns + YOUNG_NS)
         self._threads_changed = True
         # The thread's start is a reading of zero CPU: the loader's first interval runs from there.
         self._lines.append(f"T\t{start_ns}\t{process.pid}\t{tid}\t{process.start_ns}\t\t\t{comm}\t\t.\n")

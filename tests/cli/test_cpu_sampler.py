@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -172,13 +173,78 @@ def test_a_bad_rate_is_a_usage_error_before_cmd_starts(cli: Cli, rate: str) -> N
     assert not marker.exists() and not cli.run_dirs()
 
 
-def test_the_rate_sets_the_time_between_readings(cli: Cli) -> None:
-    code = "import time\nt = time.time()\nwhile time.time() - t < 1.2: pass"
-    done = cli("run", "--quiet", "--run-id", "slow", "--cpu-rate", "5", "--", *python(code))
+# CMD spins 3 s; at 1.5 s it starts a traced child that spins 150 ms (a spinning thread's every
+# reading differs, so none is held back and each tick is one interval).
+YOUNG_WORKLOAD = r"""
+import json, os, subprocess, sys, time
+
+def spin(seconds):
+    t = time.time()
+    while time.time() - t < seconds:
+        pass
+
+if sys.argv[1:] == ["child"]:
+    spin(0.15)
+else:
+    spin(1.5)
+    child = subprocess.Popen([sys.executable, __file__, "child"])
+    child.wait()
+    print(json.dumps({"cmd": os.getpid(), "child": child.pid}), flush=True)
+    spin(1.5)
+"""
+
+
+def intervals_ms(cli: Cli, run_id: str, pid: int, after_s: float, before_s: float) -> list[float]:
+    """Lengths (ms) of the main thread's intervals that start between `after_s` and `before_s` after
+    the process started, the first one (from the thread's start, in clock ticks) left out."""
+    rows = cli.query("""
+        SELECT (end_ns - start_ns) / 1e6 FROM cpu_samples
+        WHERE run_id = $1 AND pid = $2 AND tid = $2
+          AND start_ns > (SELECT min(start_ns) FROM cpu_samples WHERE run_id = $1 AND pid = $2 AND tid = $2)
+          AND start_ns >= process_start_ns + $3 AND start_ns < process_start_ns + $4
+        ORDER BY start_ns""", [run_id, pid, int(after_s * 1e9), int(before_s * 1e9)])
+    return [length for (length,) in rows]
+
+
+@pytest.fixture(scope="module")
+def young_run(tmp_path_factory) -> tuple[Cli, int, int]:
+    """YOUNG_WORKLOAD under `selfopt-trace run` at the default rate: (cli, CMD's pid, the child's pid)."""
+    cli = Cli(tmp_path_factory.mktemp("young"))
+    script = cli.cwd / "young.py"
+    script.write_text(YOUNG_WORKLOAD)
+    done = cli("run", "--run-id", "y", "--quiet", "--", sys.executable, str(script))
+    assert done.returncode == 0, done.stderr.decode()
+    pids = json.loads(done.stdout)
+    return cli, pids["cmd"], pids["child"]
+
+
+def test_a_short_lived_child_is_read_every_10_ms(young_run) -> None:
+    # CMD is past its first second when the child starts: only the child is read between full ticks.
+    cli, _, child = young_run
+    lengths = intervals_ms(cli, "y", child, 0, 10)
+    assert len(lengths) >= 5, lengths  # 150 ms of spinning, found at the first full tick (<= 50 ms)
+    assert 7 <= statistics.median(lengths) <= 15, lengths
+
+
+def test_a_process_is_read_every_10_ms_at_first_and_every_50_ms_later(young_run) -> None:
+    cli, cmd, _ = young_run
+    young, old = intervals_ms(cli, "y", cmd, 0, 0.9), intervals_ms(cli, "y", cmd, 1.1, 10)
+    assert len(young) >= 20 and 7 <= statistics.median(young) <= 15, young
+    assert len(old) >= 20 and 40 <= statistics.median(old) <= 60, old  # the child's young ticks read the child only
+
+
+@pytest.mark.parametrize(("rate", "young_ms", "old_ms"), [("5", 10, 200), ("200", 5, 5)])
+def test_the_rate_sets_the_time_between_readings(cli: Cli, rate: str, young_ms: float, old_ms: float) -> None:
+    # --cpu-rate sets the rate of a thread past its first second; young threads are read at
+    # YOUNG_RATE_HZ (100), or at the chosen rate when it is faster.
+    code = "import time\nt = time.time()\nwhile time.time() - t < 2.0: pass"
+    done = cli("run", "--quiet", "--run-id", "r", "--cpu-rate", rate, "--", *python(code))
     assert done.returncode == 0, done.stderr
-    [(median_ns,)] = cli.query("SELECT median(end_ns - start_ns) FROM cpu_samples WHERE run_id = 'slow' AND cpu_ns > 0"
-                               " AND start_ns > (SELECT min(start_ns) FROM cpu_samples WHERE run_id = 'slow')")
-    assert median_ns >= 160 * MS  # 200 ms apart (a late tick may shorten the next interval a little)
+    [(pid,)] = cli.query("SELECT pid FROM spans WHERE run_id = 'r' AND name = 'process'")
+    young, old = intervals_ms(cli, "r", pid, 0, 0.9), intervals_ms(cli, "r", pid, 1.1, 10)
+    # a late tick may shorten the next interval a little, and a busy machine delay a young tick
+    assert 0.7 * young_ms <= statistics.median(young) <= 1.5 * young_ms, young
+    assert 0.8 * old_ms <= statistics.median(old) <= 1.5 * old_ms, old
 
 
 def test_a_thread_waiting_for_a_cpu_is_seen_running_all_along(cli: Cli) -> None:
