@@ -149,8 +149,9 @@ flow(unit, a, b, w, depth) AS (
 -- 10 ms early): it is clipped to the unit's start. Its last reading comes before its end (up to one
 -- sampling period): where the unit's span recorded the thread's CPU time at its end
 -- (selfopt_trace.thread.cpu_ns: a process's main thread, a `thread`; not a `task`, whose worker
--- thread ran other tasks before), the rest of that CPU time fills the tail from the last reading to
--- the end; otherwise the last reading's fraction goes on to the unit's end.
+-- thread ran other tasks before), the rest of that CPU time fills the tail from the last reading
+-- within its life to the end (a reading after it also counts what the thread did after its span:
+-- an interpreter's shutdown); otherwise the last reading's fraction goes on to the unit's end.
 unit_threads AS (
     SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re, f.cpu_ns AS final_cpu_ns
     FROM coded AS c
@@ -166,6 +167,7 @@ cpu_raw AS (
     FROM unit_threads AS u
     JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid
                          AND s.end_ns > greatest(s.start_ns, u.rs) AND s.start_ns < u.re
+                         AND (u.final_cpu_ns IS NULL OR s.end_ns <= u.re)
 ),
 readings AS (  -- where a unit's readings end, and the CPU time they add up to
     SELECT unit, max(end_ns) AS last_end, sum(cpu_ns) AS cpu_ns FROM cpu_raw GROUP BY unit

@@ -164,7 +164,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         key = tid.get(u)
         lo, hi = nodes[u].start, nodes[u].end
         final = nodes[u].attributes.get("selfopt_trace.thread.cpu_ns") if nodes[u].name != "task" else None
-        mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi]
+        mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi
+                and (final is None or c.end <= hi)]
         last = max((c.end for c in mine), default=None)
         for c in mine:
             start = max(c.start, lo)

@@ -194,9 +194,9 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
 
     def sample(pid: int, tid: int, lo: float, hi: float) -> dict[str, int]:
         """CPU samples as the sampler reads them: from the start in clock ticks (early), the last
-        reading before the end (or none at all); and, sometimes, the final reading the agent records
-        at the unit's end (as attributes of its span)."""
-        t, last = lo - rng.uniform(0, 2), hi - rng.uniform(0, 3) if rng.random() < 0.9 else lo - 3
+        reading before the end or a little after it (a process shutting down), or none at all; and,
+        sometimes, the final reading the agent records at the unit's end (as attributes of its span)."""
+        t, last = lo - rng.uniform(0, 2), hi - rng.uniform(-2, 3) if rng.random() < 0.9 else lo - 3
         used = 0.0
         while t < last:
             step = min(last - t, rng.uniform(1, 6))
