@@ -12,7 +12,7 @@ from typer.core import TyperCommand
 
 from .. import runner
 from ..bootstrap.selfopt_trace_agent import config as agent_config
-from ..watchers.cpu_sampler import DEFAULT_RATE_HZ
+from ..watchers.cpu_sampler import DEFAULT_RATE_HZ, YOUNG_RATE_HZ
 from . import app
 
 _SETTINGS = "Where things go"
@@ -134,7 +134,8 @@ def run(
                                       help="Sample every traced thread's CPU time from /proc (table cpu_samples)."),
     cpu_rate: Optional[float] = typer.Option(None, "--cpu-rate", metavar="HZ", min=1, max=1000, rich_help_panel=_TRACING,
                                              show_default=False,
-                                             help=f"CPU samples per second, 1-1000. (default: {DEFAULT_RATE_HZ:g})"),
+                                             help=f"CPU samples per second of a thread past its first second, 1-1000; a younger thread is read at "
+                                                  f"max({YOUNG_RATE_HZ:g}, HZ). (default: {DEFAULT_RATE_HZ:g})"),
     quiet: bool = QUIET,
     json_target: Optional[str] = JSON,
     no_load: bool = typer.Option(False, "--no-load", envvar=runner.ENV_NO_LOAD, rich_help_panel=_OUTPUT,
