@@ -10,6 +10,11 @@ util.spawnv_passfds, out of the subprocess module's sight: each gets a `subproce
 own, so it is not taken for the Process being started when it was needed (a wait on that Process
 must not wait on them). A spawned Process's own interpreter (`--multiprocessing-fork`) goes through
 the same function and stays the child of its `multiprocessing` span.
+
+With fork and spawn, the child is reaped by popen_fork's `os.waitpid` (join, is_alive, exitcode):
+hooks/os_.py ends the `multiprocessing` span there with the kernel's count of the child's CPU
+(`process.reaped.cpu_ns`). A forkserver child is reaped by the server: its span ends with the exit
+code read from the pipe (`_poll`), and no CPU figure.
 """
 
 from __future__ import annotations

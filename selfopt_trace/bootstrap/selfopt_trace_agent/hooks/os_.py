@@ -2,16 +2,47 @@
 
 process.py puts a stand-in at each os.<name> at start-up (an attribute assignment, no import);
 the stand-in imports this module on its first call and delegates to `wrap(name, original)`.
+
+Reaping a child of ours records the kernel's count of its CPU time on its span (REAPED_CPU, see
+docs/agent.md "A child's CPU, counted at its reap"): a wait that may reap one (os.waitpid on its
+pid, os.waitpid(-1 or a group) and os.wait while children of ours are alive) calls wait4 in place
+of waitpid (wait3 in place of wait), the same system call with the rusage asked for too, and
+returns exactly what the program asked for; the program's own wait3/wait4 bring theirs, and
+os.system (the C library reaps the shell) takes RUSAGE_CHILDREN's growth over the call.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from _thread import get_ident
 from time import time_ns
 
 from .. import process, tracer
 from . import spawn, waits
+
+# On the end of a child's span (subprocess, fork, multiprocessing): user + system CPU, in
+# nanoseconds (microsecond resolution), of the child as the kernel counts it when it is reaped:
+# its own threads' to their very end, plus what it collected from its own reaped descendants.
+REAPED_CPU = "process.reaped.cpu_ns"
+
+try:  # the originals: os.waitpid/wait3/wait4 are our stand-ins
+    from posix import wait3 as _wait3, wait4 as _wait4, waitpid as _waitpid
+except ImportError:  # no posix module, or no wait3/wait4 in it
+    _wait3 = _wait4 = None
+try:  # a WNOHANG poll first asks (without reaping) whether the child has exited: see _waitpid_measured
+    if not sys.platform.startswith("linux"):
+        raise ImportError
+    from posix import P_PID, WEXITED, WNOWAIT, waitid as _waitid
+    _PROBE = WEXITED | os.WNOHANG | WNOWAIT
+except ImportError:
+    _waitid = None
+
+_WNOHANG = getattr(os, "WNOHANG", 1)
+_modules = sys.modules
+_getrefcount = sys.getrefcount
+_children = spawn._children
+_reaps = [0]  # reaps (and os.system calls' starts and ends) seen: os.system's CPU needs none meanwhile
 
 _fork_span: tracer.Span | None = None  # set by callers (multiprocessing) that already opened a span
 
@@ -71,12 +102,38 @@ def _wrap_system(original):
             span = spawn.start_span("subprocess", ["/bin/sh", "-c", command], attributes={"process.shell": True})
         except Exception:
             return original(command)
+        # The C library reaps the shell: its CPU is what RUSAGE_CHILDREN gained meanwhile, when no
+        # other reap the agent sees (another thread's wait, another system()) came in between.
+        _reaps[0] += 1
+        mark = _reaps[0]
+        before = _children_cpu()
         with spawn.inherited_environ(span):
             status = original(command)
-        spawn.end_with_code(span, spawn.exit_code(status) if status >= 0 else None)
+        try:
+            attributes = None
+            if before is not None and status >= 0:
+                after = _children_cpu()
+                if after is not None and _reaps[0] == mark:
+                    attributes = {REAPED_CPU: after - before}
+            _reaps[0] += 1
+            spawn.end_with_code(span, spawn.exit_code(status) if status >= 0 else None, attributes)
+        except Exception as exc:
+            tracer.exception_diagnostic("hook_failed:os.system", exc)
         return status
 
     return system
+
+
+def _children_cpu():
+    """RUSAGE_CHILDREN's user + system CPU in ns (the reaped children's), or None."""
+    try:
+        if _usable():
+            module = _own if _own is not None else _checked
+            usage = module.getrusage(module.RUSAGE_CHILDREN)
+            return round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
+    except Exception:
+        pass
+    return None
 
 
 def _exec_span(path, args) -> tracer.Span:
@@ -141,17 +198,138 @@ def _wrap_posix_spawn(original):
     return posix_spawn
 
 
-def _reap(pid: int, status: int) -> str:
-    """The child's span ends with its exit status; returns that span's id ("" for no child of ours)."""
+def _reap(result, measured: bool = False) -> str:
+    """The child's span ends with its exit status (and, from a wait that asked for the rusage,
+    its CPU); returns that span's id ("" for no child of ours)."""
+    pid = result[0]
     if pid > 0:
-        entry = spawn._children.get(pid)
+        _reaps[0] += 1
+        entry = _children.get(pid)
         if entry is not None:
+            status = result[1]
+            if status & 0x7F == 0x7F:  # stopped or continued (WUNTRACED, WCONTINUED): not reaped
+                return entry[0].span_id
             try:
+                if measured:
+                    usage = result[2]
+                    if usage is not None:
+                        entry[1][REAPED_CPU] = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
                 spawn.reaped(pid, status)
             except Exception:
                 pass
             return entry[0].span_id
     return ""
+
+
+# CPython's wait3/wait4 take `resource.struct_rusage` from sys.modules["resource"], importing it
+# when it is not there: a `resource.py` of the program's would be imported (and crash the
+# interpreter), and a program whose `resource` is imported later must find what it finds untraced.
+# So the standard library's module is loaded by its path (no sys.path search, no import span),
+# kept out of sys.modules, and put there only for the duration of our wait3/wait4 calls (left
+# there if someone took it meanwhile); a `resource` the program has that is not it: no rusage.
+_own = None  # the standard library's `resource`, loaded by us
+_own_refs = 0  # its reference count (as getrefcount says) while only we and sys.modules hold it
+_checked = None  # the program's sys.modules["resource"], found to be the standard one
+# One item per wait3/wait4 of ours in progress (append and pop are atomic): threads wait at once,
+# and the last to end takes the module out. A lender holds `own` in its frame before it registers,
+# so a lender that ends as another begins sees the reference count above _own_refs and leaves it.
+_lenders: list = []
+_load_failed = False
+
+
+def _usable() -> bool:
+    """True when wait3/wait4 can be called for the program (with _measured)."""
+    module = _modules.get("resource")
+    if module is None or module is _own:
+        return _own is not None or _load_own()
+    return module is _checked or _check(module)
+
+
+def _genuine(module) -> bool:
+    rusage = getattr(module, "struct_rusage", None)
+    return isinstance(rusage, type) and issubclass(rusage, tuple) and getattr(rusage, "n_fields", 0) >= 16
+
+
+def _check(module) -> bool:
+    global _checked
+    try:
+        if _wait4 is not None and _genuine(module):
+            _checked = module
+            return True
+    except Exception:
+        pass
+    return False
+
+
+def _load_own() -> bool:
+    global _own, _own_refs, _load_failed
+    if _wait4 is None or _load_failed:
+        return False
+    _load_failed = True  # one attempt
+    t0 = time_ns()
+    try:
+        bootstrap = _modules["_frozen_importlib"]
+        if "resource" in sys.builtin_module_names:
+            spec = bootstrap.BuiltinImporter.find_spec("resource")
+        else:
+            dirs = [entry for entry in sys.path if isinstance(entry, str) and entry.endswith("lib-dynload")]
+            dirs.append(os.path.join(os.path.dirname(os.__file__), "lib-dynload"))
+            spec = _modules["_frozen_importlib_external"].PathFinder.find_spec("resource", dirs)
+        if spec is not None:
+            module = bootstrap._load(spec)  # not through the import hook
+            if _modules.get("resource") is module:
+                del _modules["resource"]
+            if _genuine(module):
+                _own = module
+                _own_refs = _getrefcount(module) + 1  # + sys.modules' while we wait
+                return True
+    except Exception as exc:
+        tracer.exception_diagnostic("hook_failed:os.wait4", exc)
+    finally:
+        tracer.add_overhead(time_ns() - t0)
+    return False
+
+
+def _measured(call, *args):
+    """call(*args), a wait3/wait4, with the standard `resource` in sys.modules for it (see _own)."""
+    modules = _modules
+    module = modules.get("resource")
+    if module is not None and module is not _own:  # the program's, found genuine by _usable
+        return call(*args)
+    module = None  # only the references counted in _own_refs when the last lender looks
+    own = _own  # (before registering: the last lender sees this reference; see _lenders)
+    _lenders.append(None)
+    modules["resource"] = own
+    try:
+        return call(*args)
+    finally:
+        _lenders.pop()
+        if not _lenders and modules.get("resource") is own and _getrefcount(own) <= _own_refs:
+            del modules["resource"]
+
+
+def _waitpid_measured(pid: int, options: int) -> tuple:
+    """os.waitpid(pid, options) as the program gets it, with the rusage of the child it reaps third
+    (None when there is none to have). wait4 is waitpid's system call with the rusage filled in: the
+    same waits, errors, EINTR retries and WNOHANG (0, 0)."""
+    modules = _modules
+    module = modules.get("resource")
+    if module is None or module is _own:  # _measured, inlined
+        if _own is None and not _load_own():
+            return _waitpid(pid, options) + (None,)
+        module = None
+        own = _own
+        _lenders.append(None)
+        modules["resource"] = own
+        try:
+            return _wait4(pid, options)
+        finally:
+            _lenders.pop()
+            if not _lenders and modules.get("resource") is own and _getrefcount(own) <= _own_refs:
+                del modules["resource"]
+    if module is _checked or _check(module):
+        return _wait4(pid, options)
+    return _waitpid(pid, options) + (None,)
 
 
 # The wait* calls are waits (hooks/waits.py) unless WNOHANG makes them polls. On a pid of ours the
@@ -168,12 +346,13 @@ def _waited(pid: int, reaped: str) -> tuple:
     return [reaped] + [entry[0].span_id for entry in list(spawn._children.values())], None
 
 
-def _waiting(name: str, call, pid: int, options: int, args: tuple):
-    """Call os.<name>(*args), reap what it returns, and record a wait if it blocked."""
+def _waiting(name: str, call, pid: int, options: int, args: tuple, measured: bool = False, trim: bool = False):
+    """Call os.<name>(*args), reap what it returns, and record a wait if it blocked. `measured`:
+    `call` returns the rusage third; `trim`: the program asked for (pid, status) only."""
     if not isinstance(options, int) or options & os.WNOHANG or get_ident() in waits.busy:  # a poll, or part of an outer wait
         result = call(*args)
-        _reap(result[0], result[1])
-        return result
+        _reap(result, measured)
+        return result[:2] if trim else result
     t0 = time_ns()
     try:
         result = call(*args)
@@ -184,7 +363,7 @@ def _waiting(name: str, call, pid: int, options: int, args: tuple):
             waits.record(name, t0, t1, on, extra, exc)
         raise
     t1 = time_ns()
-    reaped = _reap(result[0], result[1])
+    reaped = _reap(result, measured)
     if t1 - t0 >= waits.THRESHOLD_NS:
         try:
             on, extra = _waited(pid, reaped)
@@ -193,11 +372,21 @@ def _waiting(name: str, call, pid: int, options: int, args: tuple):
         waits.record(name, t0, t1, on, extra)
     else:
         waits.not_blocked(t1)
-    return result
+    return result[:2] if trim else result
 
 
 def _wrap_waitpid(original):
     def waitpid(pid, options):
+        # A wait that may reap a child of ours asks for its rusage: wait4 is waitpid's system call
+        # with the rusage filled in (the same waits, errors, EINTR retries and WNOHANG (0, 0)).
+        if _children and type(pid) is int and (pid in _children or pid <= 0) and _wait4 is not None:
+            # wait4's rusage costs the kernel and CPython ~1.5 us more than waitpid (`resource`
+            # imported, a struct_rusage built): a WNOHANG poll on a child first asks waitid, which
+            # reaps nothing, whether it has exited. A poll that finds it running makes one system
+            # call, as untraced, and returns what waitpid returns then.
+            if options == _WNOHANG and pid > 0 and _waitid is not None and _waitid(P_PID, pid, _PROBE) is None:
+                return 0, 0
+            return _waiting("os.waitpid", _waitpid_measured, pid, options, (pid, options), True, True)
         return _waiting("os.waitpid", original, pid, options, (pid, options))
 
     return waitpid
@@ -205,6 +394,8 @@ def _wrap_waitpid(original):
 
 def _wrap_wait(original):
     def wait():
+        if _children and _usable():  # wait() is wait3(0), the rusage aside
+            return _waiting("os.wait", _measured, -1, 0, (_wait3, 0), True, True)
         return _waiting("os.wait", original, -1, 0, ())
 
     return wait
@@ -212,14 +403,14 @@ def _wrap_wait(original):
 
 def _wrap_wait3(original):
     def wait3(options):
-        return _waiting("os.wait3", original, -1, options, (options,))
+        return _waiting("os.wait3", original, -1, options, (options,), True)
 
     return wait3
 
 
 def _wrap_wait4(original):
     def wait4(pid, options):
-        return _waiting("os.wait4", original, pid, options, (pid, options))
+        return _waiting("os.wait4", original, pid, options, (pid, options), True)
 
     return wait4
 

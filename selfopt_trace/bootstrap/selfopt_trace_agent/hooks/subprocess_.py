@@ -4,6 +4,9 @@ We wrap `Popen._execute_child`, which every Popen goes through with the final ar
 It returns only once the child has exec'd (or failed to), so its duration is the spawn cost.
 `Popen.wait` and `Popen.communicate` (so run/call/check_call/check_output) are waits on the
 child's span (hooks/waits.py): the Popen keeps its span id for them after the child is reaped.
+The reap itself is `os.waitpid` (in `_try_wait`, and in `_internal_poll` through the default
+argument bound at import to our stand-in): hooks/os_.py ends the span there, with the child's exit
+status and the kernel's count of its CPU (`process.reaped.cpu_ns`).
 """
 
 from __future__ import annotations
