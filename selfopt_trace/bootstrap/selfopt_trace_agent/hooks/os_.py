@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from _thread import get_ident
+from _thread import allocate_lock, get_ident
 from time import time_ns
 
 from .. import process, tracer
@@ -235,6 +235,17 @@ _checked = None  # the program's sys.modules["resource"], found to be the standa
 # so a lender that ends as another begins sees the reference count above _own_refs and leaves it.
 _lenders: list = []
 _load_failed = False
+_load_lock = allocate_lock()  # threads reaping at once wait for the one load, not go without rusage
+
+
+def _renew_load_lock() -> None:
+    """In a forked child: a lock another thread held at the fork would never be released."""
+    global _load_lock
+    _load_lock = allocate_lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_load_lock)
 
 
 def _usable() -> bool:
@@ -262,10 +273,17 @@ def _check(module) -> bool:
 
 
 def _load_own() -> bool:
-    global _own, _own_refs, _load_failed
+    global _load_failed
     if _wait4 is None or _load_failed:
         return False
-    _load_failed = True  # one attempt
+    with _load_lock:
+        if _own is None and not _load_failed:
+            _load_failed = not _load_own_locked()  # one attempt
+        return _own is not None
+
+
+def _load_own_locked() -> bool:
+    global _own, _own_refs
     t0 = time_ns()
     try:
         bootstrap = _modules["_frozen_importlib"]
@@ -280,8 +298,8 @@ def _load_own() -> bool:
             if _modules.get("resource") is module:
                 del _modules["resource"]
             if _genuine(module):
-                _own = module
-                _own_refs = _getrefcount(module) + 1  # + sys.modules' while we wait
+                _own_refs = _getrefcount(module) + 2  # + sys.modules' while we wait, + _own's (set next)
+                _own = module  # last: a thread that sees it without the lock finds _own_refs set
                 return True
     except Exception as exc:
         tracer.exception_diagnostic("hook_failed:os.wait4", exc)
