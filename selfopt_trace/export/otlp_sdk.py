@@ -15,9 +15,9 @@ not the encoding: `Sender` writes each request's protobuf bytes itself from the 
 (otlp_wire.SpanEncoder) and hands the bytes to the exporter, which sends them as they are (its
 gRPC stub with a pass-through serializer, its HTTP client with the bytes as the body). The SDK's
 `ReadableSpan` and its encoder `encode_spans`, or the generated message, would cost 4-5 times the
-CPU: at 50,000 spans/s the SDK's encoder alone would need most of a core. SDK spans (`Converter`)
-still go through the same exporters, encoded by otlp_wire.Encoder: the reference the tests compare
-with the SDK's own encoding.
+CPU: at 50,000 spans/s the SDK's encoder alone would need most of a core. SDK spans still go
+through the same exporters, encoded by otlp_wire.Encoder (tests/otel/sdk_reference.py makes them
+from stored spans: the reference the tests compare the bytes with).
 
 Values OTLP cannot carry are converted and counted (otlp_wire.Cleaner: truncated, escaped, NaN as
 text, ...), never allowed to fail a batch.
@@ -36,15 +36,9 @@ from typing import Any, Callable, Iterable
 # failures are reported as notes instead (read before grpc is first imported).
 os.environ["GRPC_VERBOSITY"] = "NONE"
 
-from opentelemetry.sdk.resources import Resource  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: E402
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags  # noqa: E402
 
-from .. import __version__  # noqa: E402
 from . import SpanColumns, SpanRecord  # noqa: E402
-from .otlp_json import CATEGORY, INCOMPLETE, RUN_ID  # noqa: E402
 from .otlp_settings import GRPC, OtlpSettings  # noqa: E402
 from .otlp_wire import MAX_STRING, Cleaner, EncodedBatch, Encoder, SpanEncoder  # noqa: E402, F401
 
@@ -52,14 +46,6 @@ MAX_BATCH_SPANS = 8192
 # Receivers refuse large requests (the Collector's gRPC receiver: 4 MiB by default); a batch is
 # closed well before that, at this many encoded bytes.
 MAX_BATCH_BYTES = 2 << 20
-
-_KINDS = {"INTERNAL": SpanKind.INTERNAL, "SERVER": SpanKind.SERVER, "CLIENT": SpanKind.CLIENT,
-          "PRODUCER": SpanKind.PRODUCER, "CONSUMER": SpanKind.CONSUMER}
-_STATUSES = {"UNSET": Status(StatusCode.UNSET), "OK": Status(StatusCode.OK), "ERROR": Status(StatusCode.ERROR)}
-_UNSET = _STATUSES["UNSET"]
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_SCOPE = InstrumentationScope("selfopt-trace", __version__)
-
 
 class _RecentErrors(logging.Handler):
     """The exporters' log messages (they log their failures): kept for the notes, never printed."""
@@ -91,82 +77,6 @@ def _reason() -> str | None:
     messages = list(RECENT_ERRORS.messages)
     telling = [message for message in messages if not any(words in message for words in _UNINFORMATIVE)]
     return (telling or messages or [None])[-1]
-
-
-class _ProcessResource(Resource):
-    """A traced process's resource exactly as recorded, hashed once.
-
-    `Resource()` would drop map values; and the encoder hashes the resource of every span it
-    encodes, which for a plain Resource is a sorted json.dumps each time."""
-
-    def __init__(self, attributes: dict[str, Any]) -> None:
-        # Not Resource.__init__: it would filter the attributes.
-        self._attributes = attributes
-        self._schema_url = ""
-        self._hash = hash(tuple(sorted(map(repr, attributes.items()))))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-
-class Converter(Cleaner):
-    """Spans of ours -> SDK ReadableSpans, one resource per process; counts the values it had to convert.
-
-    Not what `Sender` sends (it encodes the fields directly): the SDK-shaped reference the tests
-    compare its encoding with."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._resources: dict[tuple[int, str | None], tuple[dict, Resource]] = {}
-        self._parents: dict[tuple[int, int, bool], SpanContext] = {}  # a parent is shared by its children
-        self.size = 0  # an estimate of the encoded bytes of the spans converted so far
-
-    def span(self, record: SpanRecord) -> ReadableSpan:
-        return self.make(int(record.trace_id, 16), int(record.span_id, 16),
-                         int(record.parent_span_id, 16) if record.parent_span_id else None, record.name,
-                         record.kind, record.category, record.start_ns, record.end_ns, record.status,
-                         record.incomplete, dict(record.attributes),
-                         self.resource(record.resource_attributes, record.run_id))
-
-    def make(self, trace_id: int, span_id: int, parent_id: int | None, name: str, kind: str, category: str,
-             start_ns: int, end_ns: int, status: str, incomplete: bool, attributes: dict[str, Any],
-             resource: Resource) -> ReadableSpan:
-        """The span from its fields; `attributes` becomes the span's (it is changed: pass a dict of your own)."""
-        attributes[CATEGORY] = category
-        if incomplete:
-            attributes[INCOMPLETE] = True
-        self.size += 120 + self.clean(attributes)
-        parent = None
-        if parent_id is not None:
-            # A process span's parent is in the process that started it, a server span's in its
-            # client: contexts that came from elsewhere, as an SDK would mark them.
-            key = (trace_id, parent_id, kind == "SERVER" or category == "process")
-            parent = self._parents.get(key)
-            if parent is None:
-                if len(self._parents) >= 4096:
-                    self._parents.clear()
-                parent = self._parents[key] = SpanContext(*key, _SAMPLED)
-        # Positional: name, context, parent, resource, attributes, events, links, kind,
-        # instrumentation_info, status, start_time, end_time, instrumentation_scope (a third cheaper
-        # than by keyword, for every span).
-        return ReadableSpan(self.utf8(name) if name else name, SpanContext(trace_id, span_id, False, _SAMPLED), parent, resource,
-                            attributes, (), (),
-                            _KINDS.get(kind, SpanKind.INTERNAL), None, _STATUSES.get(status, _UNSET), start_ns, end_ns,
-                            _SCOPE)
-
-    def resource(self, attributes: dict[str, Any], run_id: str | None) -> Resource:
-        """The resource of a process with these attributes, in run `run_id` (one object per process)."""
-        # Spans of one process share their resource dict: keyed by its identity (kept alive here,
-        # so the identity cannot be reused) and the run.
-        key = (id(attributes), run_id)
-        cached = self._resources.get(key)
-        if cached is None:
-            sent = dict(attributes)
-            if run_id is not None:
-                sent[RUN_ID] = run_id
-            self.clean(sent)
-            cached = self._resources[key] = (attributes, _ProcessResource(sent))
-        return cached[1]
 
 
 # ---------------------------------------------------------------- exporters
@@ -271,8 +181,8 @@ class Sender:
     def __init__(self, settings: OtlpSettings, pipelined: bool = False) -> None:
         self.settings = settings
         self.exporter = make_exporter(settings)
-        self.converter = Converter()  # its counts: the values converted
-        self.encoder = SpanEncoder(self.converter)
+        self.cleaner = Cleaner()  # its counts: the values converted
+        self.encoder = SpanEncoder(self.cleaner)
         self.sent = 0
         self._refused = 0
         self.first_error: str | None = None

@@ -10,10 +10,10 @@ Two encoders, the same bytes:
   back into the generated `ExportTraceServiceRequest`. tests/export/test_send.py compares it with the
   SDK's, byte for byte; tests/otel/test_wire.py compares `SpanEncoder` with both.
 
-Values OTLP (or the backends behind it) cannot carry are converted by `Cleaner` (Converter's in
-otlp_sdk.py), never sent as they are and never allowed to fail a batch: strings over `MAX_STRING`
-characters are truncated, strings that are not valid UTF-8 (lone surrogates) get their bad code
-points escaped, NaN and infinities become the strings "NaN", "Infinity", "-Infinity" (JSON-based
+Values OTLP (or the backends behind it) cannot carry are converted by `Cleaner` (the Sender's, and
+tests/otel/sdk_reference.py's Converter), never sent as they are and never allowed to fail a batch:
+strings over `MAX_STRING` characters are truncated, strings that are not valid UTF-8 (lone
+surrogates) get their bad code points escaped, NaN and infinities become the strings "NaN", "Infinity", "-Infinity" (JSON-based
 backends, Jaeger's query API included, cannot represent them), integers beyond 64 bits become
 strings, null values are left out. `Cleaner.counts` says how many of each, for the run's diagnostics.
 
@@ -93,7 +93,7 @@ def _any_value(value: Any) -> bytes:
         return _field(b"\x32", b"".join(_key_value(b"\x0a", str(key), item) for key, item in value.items()))
     if value is None:
         return b""
-    raise TypeError(f"invalid attribute value of type {type(value).__name__}")  # the Converter sends none
+    raise TypeError(f"invalid attribute value of type {type(value).__name__}")  # a cleaned value is never one
 
 
 def _key_value(tag: bytes, key: str, value: Any) -> bytes:
@@ -311,7 +311,7 @@ def _size(value: Any) -> int:
 # ---------------------------------------------------------------- our spans, straight to bytes
 
 _KIND_FIELDS = {"INTERNAL": b"\x30\x01", "SERVER": b"\x30\x02", "CLIENT": b"\x30\x03", "PRODUCER": b"\x30\x04",
-                "CONSUMER": b"\x30\x05"}  # anything else: INTERNAL, as the Converter makes it
+                "CONSUMER": b"\x30\x05"}  # anything else: INTERNAL, as the SDK reference makes it
 _STATUS_FIELDS = {"UNSET": b"\x7a\x00", "OK": b"\x7a\x02\x18\x01", "ERROR": b"\x7a\x02\x18\x02"}
 _SPAN_PREFIXES = [b"\x12" + _varint(n) for n in range(4096)]  # a span's tag and length, for the usual lengths
 _INT64_MAX = _INT64[1]
@@ -338,7 +338,8 @@ class EncodedBatch:
 
 class SpanEncoder:
     """Builds one request at a time from spans' stored fields, grouped by process; `take()` returns it.
-    Exactly the bytes `Encoder` makes of `Converter.make`'s span for the same fields.
+    Exactly the bytes `Encoder` makes of the SDK reference's span for the same fields
+    (tests/otel/sdk_reference.py).
 
     A span's bytes are its tag and length, the three id fields (one `bytes.fromhex` of the ids' text
     with the tags between), name and kind, the times (one struct), its attributes, then the category
@@ -613,7 +614,7 @@ class SpanEncoder:
 
 
 def _tail(status: str, remote: bool) -> bytes:
-    """Status and flags (unknown statuses: UNSET, as the Converter makes them)."""
+    """Status and flags (unknown statuses: UNSET, as the SDK reference makes them)."""
     return _STATUS_FIELDS.get(status, b"\x7a\x00") + _FLAGS[remote]
 
 

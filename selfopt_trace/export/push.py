@@ -134,7 +134,7 @@ def push_part(db_path: Path, run_id: str, settings: OtlpSettings, part: int, par
         sender.shutdown()
     unsendable = sender.encoder.unsendable
     outcome.sent, outcome.refused, outcome.unsendable = sender.sent, sender.refused - unsendable, unsendable
-    outcome.converted = dict(sender.converter.counts)
+    outcome.converted = dict(sender.cleaner.counts)
     outcome.first_error, outcome.last_error = sender.first_error, sender.last_error
     return outcome
 

@@ -100,7 +100,7 @@ class LiveExport:
             "complete": bool(self.state == "done" and sender.refused == 0),  # done: read to the end, all sent
             "error": self.error or (sender.problem() if sender is not None else None),
             "exit_budget_exceeded": self.abandoned,
-            "converted_values": dict(sender.converter.counts) if sender is not None else {},
+            "converted_values": dict(sender.cleaner.counts) if sender is not None else {},
             "damaged_lines": follower.damaged_lines if follower is not None else 0,
         }
 

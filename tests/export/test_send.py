@@ -15,9 +15,10 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from selfopt_trace.export import SpanRecord, fetch_spans
-from selfopt_trace.export.otlp_sdk import MAX_STRING, Converter, Sender
+from selfopt_trace.export.otlp_sdk import MAX_STRING, Sender
 from selfopt_trace.export.otlp_settings import OtlpSettingsError, resolve
 from selfopt_trace.export.otlp_wire import Encoder
+from tests.otel.sdk_reference import Converter
 
 
 def record(n: int, **changes: Any) -> SpanRecord:

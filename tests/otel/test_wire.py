@@ -14,9 +14,10 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from selfopt_trace.export import SpanColumns, SpanRecord, fetch_spans
-from selfopt_trace.export.otlp_sdk import Converter, Sender
+from selfopt_trace.export.otlp_sdk import Sender
 from selfopt_trace.export.otlp_settings import resolve
 from selfopt_trace.export.otlp_wire import MAX_STRING, Encoder, SpanEncoder
+from tests.otel.sdk_reference import Converter
 from tests.queries.conftest import store, traced_db, traced_store  # noqa: F401  (a real traced run)
 
 RESOURCE = {"service.name": "svc", "process.pid": 7, "process.command_args": ["python", "-c", "pass"]}
