@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_push import COLLECTOR_CONFIG, free_port, otelcol_binary, received_spans  # noqa: E402
+from benchmarks.bench_push import local_collector, received_spans  # noqa: E402
 
 WORKER = """
 import sys, time
@@ -131,22 +130,7 @@ def main() -> None:
         work = Path(scratch)
         (work / "worker.py").write_text(WORKER)
         (work / "tree.py").write_text(TREE)
-        ports = {"grpc": free_port(), "http": free_port()}
-        (work / "otelcol.yaml").write_text(COLLECTOR_CONFIG.format(**ports))
-        log = work / "otelcol.log"
-        with log.open("wb") as out:
-            collector = subprocess.Popen([str(otelcol_binary()), f"--config={work / 'otelcol.yaml'}"], stdout=out,
-                                         stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", ports["grpc"]), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or collector.poll() is not None:
-                        raise SystemExit(f"the collector did not start:\n{log.read_text()[-2000:]}")
-                    time.sleep(0.1)
+        with local_collector(work) as (ports, log):
             live = ["--export", "always", "--otlp-protocol", "grpc", "--otlp-endpoint", f"http://127.0.0.1:{ports['grpc']}"]
             results: dict[str, list[dict]] = {"files": [], "live": []}
             for round_index in range(args.rounds):
@@ -164,9 +148,6 @@ def main() -> None:
                 results["live"][-1]["collector"] = received_spans(log) - before
                 results["live"][-1].pop("run_dir")
                 print(f"round {round_index + 1}: files {results['files'][-1]}\n         live  {results['live'][-1]}")
-        finally:
-            collector.terminate()
-            collector.wait(timeout=30)
 
     def median(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in results[mode])

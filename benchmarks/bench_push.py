@@ -19,6 +19,7 @@ It prints the medians, spans/s, the ratio push/baseline, and checks the collecto
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import socket
 import statistics
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -71,6 +73,33 @@ def otelcol_binary() -> Path:
     return Path(built.stdout.split()[0])
 
 
+@contextlib.contextmanager
+def local_collector(work: Path) -> Iterator[tuple[dict[str, int], Path]]:
+    """The Collector (collectors/build.sh) on free ports with COLLECTOR_CONFIG, up and answering:
+    its ports ({"grpc": .., "http": ..}) and its log, which `received_spans` reads."""
+    ports = {"grpc": free_port(), "http": free_port()}
+    config = work / "otelcol.yaml"
+    config.write_text(COLLECTOR_CONFIG.format(**ports))
+    log = work / "otelcol.log"
+    with log.open("wb") as out:
+        collector = subprocess.Popen([str(otelcol_binary()), f"--config={config}"], stdout=out,
+                                     stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", ports["grpc"]), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or collector.poll() is not None:
+                    raise SystemExit(f"the collector did not start:\n{log.read_text()[-2000:]}")
+                time.sleep(0.1)
+        yield ports, log
+    finally:
+        collector.terminate()
+        collector.wait(timeout=30)
+
+
 def received_spans(log: Path) -> int:
     """Spans the debug exporter reported (`"spans": N` per batch, at basic verbosity)."""
     return sum(int(n) for n in re.findall(r'"spans": (\d+)', log.read_text(errors="replace")))
@@ -94,23 +123,7 @@ def main() -> None:
             loaded = store.load_run(work / "bench").spans
         print(f"run: {written} spans written, {loaded} loaded ({args.files} processes)")
 
-        ports = {"grpc": free_port(), "http": free_port()}
-        config = work / "otelcol.yaml"
-        config.write_text(COLLECTOR_CONFIG.format(**ports))
-        log = work / "otelcol.log"
-        with log.open("wb") as out:
-            collector = subprocess.Popen([str(otelcol_binary()), f"--config={config}"], stdout=out,
-                                         stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", ports["grpc"]), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or collector.poll() is not None:
-                        raise SystemExit(f"the collector did not start:\n{log.read_text()[-2000:]}")
-                    time.sleep(0.1)
+        with local_collector(work) as (ports, log):
             endpoint = f"http://127.0.0.1:{ports['grpc' if args.protocol == 'grpc' else 'http']}"
             reads, pushes = [], []
             for round_index in range(args.repeat):
@@ -134,9 +147,6 @@ def main() -> None:
                 print(f"round {round_index + 1}: read {reads[-1]:.2f} s, push {pushes[-1]:.2f} s "
                       f"({done.stdout.strip()}); the collector received {got} spans")
                 assert got == loaded, f"the collector received {got} of {loaded} spans"
-        finally:
-            collector.terminate()
-            collector.wait(timeout=30)
     read, push = statistics.median(reads), statistics.median(pushes)
     print(f"\n{loaded} spans, {args.protocol}, median of {args.repeat}:")
     print(f"  baseline, read from DuckDB alone: {read:.2f} s ({loaded / read:,.0f} spans/s)")
