@@ -24,7 +24,6 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SCOPE = InstrumentationScope("selfopt-trace", __version__)
 
 
-
 class _ProcessResource(Resource):
     """A traced process's resource exactly as recorded, hashed once.
 
