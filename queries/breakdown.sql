@@ -146,19 +146,26 @@ flow(unit, a, b, w, depth) AS (
 -- Samples count within the unit's life only: a pid or a tid reused later is another process or
 -- thread. A thread runnable but waiting for a CPU (runqueue) is not waiting on anything untraced:
 -- it counts as running. A thread's first interval starts when it started in clock ticks (up to
--- 10 ms early): it is clipped to the unit's start. Its last reading comes before its end (up to one
--- sampling period): where the unit's span recorded the thread's CPU time at its end
--- (selfopt_trace.thread.cpu_ns: a process's main thread, a `thread`; not a `task`, whose worker
--- thread ran other tasks before), the rest of that CPU time fills the tail from the last reading
+-- 10 ms early): it is clipped to the unit's start, less what a `thread` span's start reading says
+-- the thread used (or was queued for) before its first line. Its last reading comes before its end
+-- (up to one sampling period): where the unit's span recorded the thread's CPU time at its end
+-- (selfopt_trace.thread.cpu_ns, and runqueue_ns where the agent could read it: a process's main
+-- thread, a `thread`; not a `task`, whose worker thread ran other tasks before), the rest of that
+-- time (CPU, and queued for a CPU where known) fills the tail from the last reading
 -- within its life to the end (a reading after it also counts what the thread did after its span:
 -- an interpreter's shutdown); otherwise the last reading's fraction goes on to the unit's end.
 unit_threads AS (
-    SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re, f.cpu_ns AS final_cpu_ns
+    SELECT c.id AS unit, c.pid, coalesce(c.tid, c.pid) AS tid, c.rs, c.re, f.cpu_ns AS final_cpu_ns,
+           f.runqueue_ns AS final_runqueue_ns, f.start_cpu_ns, f.start_used_ns
     FROM coded AS c
-    LEFT JOIN (SELECT hash(span_id) AS id, TRY_CAST(attributes->>'selfopt_trace.thread.cpu_ns' AS BIGINT) AS cpu_ns
+    LEFT JOIN (SELECT hash(span_id) AS id, TRY_CAST(attributes->>'selfopt_trace.thread.cpu_ns' AS BIGINT) AS cpu_ns,
+                      TRY_CAST(attributes->>'selfopt_trace.thread.runqueue_ns' AS BIGINT) AS runqueue_ns,
+                      TRY_CAST(attributes->>'selfopt_trace.thread.start_cpu_ns' AS BIGINT) AS start_cpu_ns,
+                      TRY_CAST(attributes->>'selfopt_trace.thread.start_cpu_ns' AS BIGINT)
+                          + TRY_CAST(attributes->>'selfopt_trace.thread.start_runqueue_ns' AS BIGINT) AS start_used_ns
                FROM spans
                WHERE run_id = $run_id AND name IN ('process', 'thread') AND category IN ('process', 'thread')
-                 AND attributes LIKE '%"selfopt_trace.thread.cpu_ns"%') AS f ON f.id = c.id
+                 AND attributes LIKE '%"selfopt_trace.thread.%') AS f ON f.id = c.id
     WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
 ),
 cpu_raw AS (
@@ -170,19 +177,22 @@ cpu_raw AS (
                          AND (u.final_cpu_ns IS NULL OR s.end_ns <= u.re)
 ),
 readings AS (  -- where a unit's readings end, and the CPU time they add up to
-    SELECT unit, max(end_ns) AS last_end, sum(cpu_ns) AS cpu_ns FROM cpu_raw GROUP BY unit
+    SELECT unit, max(end_ns) AS last_end, sum(cpu_ns) AS cpu_ns, sum(used_ns) AS used_ns FROM cpu_raw GROUP BY unit
 ),
 cpu AS (
     SELECT c.unit, c.start_ns,
            CASE WHEN c.end_ns = l.last_end AND u.final_cpu_ns IS NULL THEN greatest(c.end_ns, c.re) ELSE c.end_ns END
                AS end_ns,
-           least(1.0, c.used_ns / (c.end_ns - c.start_ns)) - 1 AS dr
+           least(1.0, greatest(0, c.used_ns - CASE WHEN c.start_ns = u.rs THEN coalesce(u.start_used_ns, 0) ELSE 0 END)
+                      / (c.end_ns - c.start_ns)) - 1 AS dr
     FROM cpu_raw AS c
     JOIN readings AS l ON l.unit = c.unit
     JOIN unit_threads AS u ON u.unit = c.unit
     UNION ALL
     SELECT u.unit, coalesce(l.last_end, u.rs), u.re,
-           least(1.0, greatest(0, u.final_cpu_ns - coalesce(l.cpu_ns, 0)) / (u.re - coalesce(l.last_end, u.rs))) - 1
+           least(1.0, greatest(0, CASE WHEN u.final_runqueue_ns IS NULL THEN u.final_cpu_ns - coalesce(l.cpu_ns, u.start_cpu_ns, 0)
+                                       ELSE u.final_cpu_ns + u.final_runqueue_ns - coalesce(l.used_ns, u.start_used_ns, 0) END)
+                      / (u.re - coalesce(l.last_end, u.rs))) - 1
     FROM unit_threads AS u
     LEFT JOIN readings AS l ON l.unit = u.unit
     WHERE u.final_cpu_ns IS NOT NULL AND u.re > coalesce(l.last_end, u.rs)

@@ -5,6 +5,9 @@ interval of a thread or process (up to 50 ms) is lost when it ends. The agent cl
 `selfopt_trace.thread.cpu_ns` on the end of a `thread` or `task` span is the thread's own CPU time
 since it started, read in that thread as the span ends; the process span ends with `process.cpu_ns`
 (all threads) and, when the main thread ends it, the main thread's `selfopt_trace.thread.cpu_ns`.
+Beside each thread figure, `selfopt_trace.thread.runqueue_ns`: its time queued for a CPU (the
+kernel's count, /proc/thread-self/schedstat, as the sampler reads it); a `thread` span also starts
+with both clocks (`selfopt_trace.thread.start_cpu_ns`, `start_runqueue_ns`).
 Real traced processes, checked against what they measured themselves.
 """
 
@@ -17,6 +20,7 @@ import textwrap
 from tests.spanfiles import RunSpans
 
 CPU = "selfopt_trace.thread.cpu_ns"
+QUEUED = "selfopt_trace.thread.runqueue_ns"
 PROCESS_CPU = "process.cpu_ns"
 MS = 1_000_000
 
@@ -145,3 +149,38 @@ print(json.dumps({}))
     child = [span for span in spans.processes() if span.attributes["process.start.source"] == "fork"]
     assert len(child) == 1
     assert 20 * MS <= child[0].attributes[CPU] <= child[0].attributes[PROCESS_CPU]
+
+
+def test_thread_spans_start_and_end_with_the_time_queued_for_a_cpu(traced):
+    """Three threads spinning on fewer CPUs queue for them: each span's queued time is the kernel's
+    count read as the thread ends (at least what the thread read itself just before), and its start
+    reading comes before anything the thread did."""
+    spans, seen = run(traced, SPIN + """
+def queued():
+    with open("/proc/thread-self/schedstat") as stat:
+        return int(stat.read().split()[1])
+
+def busy(out, name):
+    start = time.thread_time_ns()
+    while time.thread_time_ns() - start < 60 * 1_000_000:
+        pass
+    out[name] = (time.thread_time_ns(), queued())
+
+out = {}
+threads = [threading.Thread(target=busy, args=(out, f"busy{n}"), name=f"busy{n}") for n in range(os.cpu_count() + 1)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(out))
+""")
+    by_name = {span.attributes["thread.name"]: span.attributes for span in spans.spans if span.name == "thread"}
+    assert sum(queued for _, queued in seen.values()) > 0  # more spinners than CPUs: some queued
+    for name, (cpu, queued) in seen.items():
+        thread = by_name[name]
+        assert cpu <= thread[CPU] < cpu + 5 * MS
+        assert queued <= thread[QUEUED] < queued + 50 * MS
+        assert 0 <= thread["selfopt_trace.thread.start_cpu_ns"] < 5 * MS
+        assert 0 <= thread["selfopt_trace.thread.start_runqueue_ns"] <= thread[QUEUED]
+    (process,) = spans.processes()
+    assert process.attributes[QUEUED] >= 0

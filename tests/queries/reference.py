@@ -159,24 +159,38 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         return found
 
     def running(u: str, a: float, b: float) -> float:
-        """The sampled fraction of [a, b] the unit's thread ran: its samples clipped to the unit's
-        start, the last one's fraction carried on to the unit's end; 1 where none says."""
+        """The sampled fraction of [a, b] the unit's thread ran: the CPU time of the reading around
+        [a, b] (its samples clipped to the unit's start, less what the thread used before its span
+        started, the last one's fraction carried on to the unit's end) over its time; 1 where no
+        reading says."""
         key = tid.get(u)
         lo, hi = nodes[u].start, nodes[u].end
         final = nodes[u].attributes.get("selfopt_trace.thread.cpu_ns") if nodes[u].name != "task" else None
+        attributes = nodes[u].attributes
+        if final is not None:  # and the time it was queued for a CPU, where read (as the samples count it)
+            final += attributes.get("selfopt_trace.thread.runqueue_ns", 0)
+        before = 0.0  # what the thread used before its span started (its start reading), where read
+        if "selfopt_trace.thread.start_cpu_ns" in attributes and "selfopt_trace.thread.start_runqueue_ns" in attributes:
+            before = (attributes["selfopt_trace.thread.start_cpu_ns"]
+                      + attributes["selfopt_trace.thread.start_runqueue_ns"]) / MS
         mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi
                 and (final is None or c.end <= hi)]
         last = max((c.end for c in mine), default=None)
+        reading = None
         for c in mine:
             start = max(c.start, lo)
             end = max(c.end, hi) if c.end == last and final is None else c.end
             if start <= a and end >= b:
-                return min(1.0, c.cpu / (c.end - start))
-        if final is not None:  # the tail after the last reading: the rest of the thread's final CPU time
-            tail = last if last is not None else lo
-            if tail <= a and hi >= b and hi > tail:
-                return min(1.0, max(0.0, final / MS - sum(c.cpu for c in mine)) / (hi - tail))
-        return 1.0
+                used = max(0.0, c.cpu - before) if start == lo else c.cpu
+                reading = start, end, min(1.0, used / (c.end - start)) * (end - start)
+        tail = last if last is not None else lo
+        if reading is None and final is not None and tail <= a and hi >= b and hi > tail:
+            so_far = sum(c.cpu for c in mine) if mine else before
+            reading = tail, hi, max(0.0, final / MS - so_far)  # the rest of the final reading
+        if reading is None:
+            return 1.0
+        start, end, used = reading
+        return min(1.0, used / (end - start))
 
     def give(u: str, weight: float, a: float, b: float, depth: int = 0) -> None:
         found = leaves(u, a, b)

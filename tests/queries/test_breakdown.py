@@ -192,7 +192,7 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
     tids = iter(range(20_000, 30_000))
     cpu: list[reference.CpuSample] = []
 
-    def sample(pid: int, tid: int, lo: float, hi: float) -> dict[str, int]:
+    def sample(pid: int, tid: int, lo: float, hi: float, thread: bool = False) -> dict[str, int]:
         """CPU samples as the sampler reads them: from the start in clock ticks (early), the last
         reading before the end or a little after it (a process shutting down), or none at all; and,
         sometimes, the final reading the agent records at the unit's end (as attributes of its span)."""
@@ -205,7 +205,15 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
             t += step
         if rng.random() < 0.5:
             return {}
-        return {"selfopt_trace.thread.cpu_ns": round((used + rng.uniform(0, max(0.0, hi - max(t, lo)))) * MS)}
+        final = round((used + rng.uniform(0, max(0.0, hi - max(t, lo)))) * MS)
+        if rng.random() < 0.5:  # read as CPU time and time queued for a CPU
+            queued = rng.randrange(final + 1)
+            readings = {"selfopt_trace.thread.cpu_ns": final - queued, "selfopt_trace.thread.runqueue_ns": queued}
+            if thread and rng.random() < 0.5:  # and what a thread used before its span started
+                readings["selfopt_trace.thread.start_cpu_ns"] = rng.randrange(round(MS) + 1)
+                readings["selfopt_trace.thread.start_runqueue_ns"] = rng.randrange(round(MS) + 1)
+            return readings
+        return {"selfopt_trace.thread.cpu_ns": final}
 
     def process(pid: int, parent: str, lo: float, hi: float, depth: int) -> None:
         readings = sample(pid, pid, lo, hi)
@@ -234,7 +242,7 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
             elif roll < 0.4:  # a thread, joined (maybe after it ended), or not
                 tid = next(tids)
                 thread = run.span(pid, "thread", "thread", s, e, parent,
-                                  attributes={"thread.id": tid, **sample(pid, tid, s, e)})
+                                  attributes={"thread.id": tid, **sample(pid, tid, s, e, thread=True)})
                 fill(pid, thread, s, e, depth + 1)
                 if rng.random() < 0.7:
                     run.span(pid, "Thread.join", "wait", rng.uniform(s, e), e + rng.uniform(0, 1), parent,

@@ -31,13 +31,16 @@ from . import waits
 _PARENT = "_selfopt_trace_parent"
 _SPAN = waits.SPAN
 # On the end of a thread or task span, read in its thread as it ends: the thread's CPU time since
-# it started (time.thread_time_ns()), the exact last reading the CPU sampler's 20 Hz misses.
-CPU_NS = "selfopt_trace.thread.cpu_ns"
+# it started (time.thread_time_ns()), the exact last reading the CPU sampler's 20 Hz misses; a
+# thread's also its time queued for a CPU (process.thread_clocks), and both at its start too (the
+# sampler's first reading counts from the thread's start, queued before its first line included).
+CPU_NS = process.THREAD_CLOCKS + "cpu_ns"
+START_CLOCKS = process.THREAD_CLOCKS + "start_"
 
 
 def _cpu() -> dict | None:
-    """The end attributes of a span ending in the thread it covers."""
-    return {CPU_NS: thread_time_ns()} if thread_time_ns is not None else None
+    """The end attributes of a thread span ending in the thread it covers."""
+    return process.thread_clocks() or None
 
 # The thread and task spans open in this process, by span id. A forked child starts with none: the
 # spans of the thread that forked belong to the parent's file, and the child must not end them.
@@ -119,8 +122,9 @@ def _bootstrap_inner(original):
             parent = state.pop(_PARENT, None)
             span_id = state.get(_SPAN)
             if span_id and tracer._enabled:
-                span = tracer.start_span("thread", "thread", tracer.INTERNAL,
-                                         {"thread.id": get_native_id(), "thread.name": str(self.name)},
+                attributes = process.thread_clocks(START_CLOCKS)
+                attributes["thread.id"], attributes["thread.name"] = get_native_id(), str(self.name)
+                span = tracer.start_span("thread", "thread", tracer.INTERNAL, attributes,
                                          parent=parent or tracer.root(), span_id=span_id)
                 _live[span_id] = span
                 tracer.activate(span)  # a new thread starts with an empty context: nothing to restore
@@ -131,7 +135,7 @@ def _bootstrap_inner(original):
         finally:
             if span is not None and _live.pop(span.span_id, None) is not None:
                 try:
-                    tracer.end_span(span, attributes={CPU_NS: thread_time_ns()} if thread_time_ns else None)
+                    tracer.end_span(span, attributes=_cpu())
                 except Exception:
                     pass
 
