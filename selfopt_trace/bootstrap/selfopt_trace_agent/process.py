@@ -12,7 +12,7 @@ import sys
 from _thread import get_ident
 from time import time_ns
 
-from . import config, redact, spanfile, tracer
+from . import config, names, redact, spanfile, tracer
 
 _settings: config.Settings | None = None
 _exit_code: int | None = None
@@ -135,11 +135,12 @@ def _begin(start_ns: int, entered: int, source: str, trace_id: str, remote_paren
     """Open this process's span file and its process and interpreter.startup spans."""
     assert _settings is not None
     pid = os.getpid()
-    command_line = _command_line()
+    args = redact.argv(_command_line())
+    name = names.command_name(args, python=True)
     tracer.configure(os.path.join(_settings.run_dir, "spans"),
-                     spanfile.header_line(entered, _settings.run_id, pid, _resource(pid, command_line)))
+                     spanfile.header_line(entered, _settings.run_id, pid, _resource(pid, name)))
     tracer.set_root(None, trace_id, remote_parent)
-    root = tracer.start_span("process", "process", tracer.INTERNAL, _process_attributes(pid, source, command_line),
+    root = tracer.start_span("process", "process", tracer.INTERNAL, _process_attributes(pid, source, args, name),
                              parent=parent, start_ns=start_ns)
     tracer.set_root(root, trace_id, remote_parent)
     if entered > start_ns:
@@ -158,22 +159,8 @@ def _await_main(start_ns: int, entered: int) -> None:
 
 def _kind_of_main(argv: list) -> str:
     """How CPython was asked to run the program (its option parser's rules, as far as they matter)."""
-    args = iter(argv[1:])
-    for arg in args:
-        if arg == "-" or not arg.startswith("-"):
-            return "script" if arg != "-" else ""
-        if arg.startswith("--"):
-            if arg == "--check-hash-based-pycs":
-                next(args, None)
-            continue
-        for i, letter in enumerate(arg[1:], 1):
-            if letter in "cm":
-                return "command" if letter == "c" else "module"
-            if letter in "WX":
-                if i == len(arg) - 1:
-                    next(args, None)
-                break
-    return ""
+    kind = names.python_main(argv)[0]
+    return kind if kind in ("script", "command", "module") else ""
 
 
 def _watch_for_main() -> None:
@@ -286,43 +273,42 @@ def _process_cpu_ns() -> int:
 
 
 def _command_line() -> list:
+    """This process's argv as the kernel has it, whole (it may be megabytes), bytes that are not
+    UTF-8 kept as surrogates (os.fsdecode's way): the span file escapes them (spanfile.escape)."""
     try:
         fd = os.open("/proc/self/cmdline", os.O_RDONLY)
         try:
             raw = os.read(fd, 1 << 16)
+            if len(raw) == 1 << 16:
+                chunks = [raw]
+                while True:
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                raw = b"".join(chunks)
         finally:
             os.close(fd)
         if raw:
-            return [part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0")]
+            return [part.decode("utf-8", "surrogateescape") for part in raw.rstrip(b"\0").split(b"\0")]
     except OSError:
         pass
     return list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
 
 
-def _process_attributes(pid: int, source: str, command_line: list) -> dict:
-    args = redact.argv(command_line)
+def _process_attributes(pid: int, source: str, args: list, name: str) -> dict:
     return {
         "process.pid": pid,
         "process.parent_pid": os.getppid(),
         "process.executable.path": sys.executable,
         "process.executable.name": os.path.basename(sys.executable),
         "process.command_args": args,
-        "process.command": _command_name(args),
+        "process.command": name,
         "process.start.source": source,
     }
 
 
-def _command_name(args: list) -> str:
-    """The script or module a Python command line runs: what a person calls the process."""
-    for i, arg in enumerate(args[1:], 1):
-        if arg in ("-m", "-c") and i + 1 < len(args):
-            return ("-m " + args[i + 1]) if arg == "-m" else "-c"
-        if not arg.startswith("-"):
-            return os.path.basename(arg)
-    return os.path.basename(args[0]) if args else "python"
-
-
-def _resource(pid: int, command_line: list) -> dict:
+def _resource(pid: int, name: str) -> dict:
     assert _settings is not None
     resource = {}
     for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
@@ -333,7 +319,7 @@ def _resource(pid: int, command_line: list) -> dict:
 
                 value = unquote(value)
             resource[key.strip()] = value.strip()
-    service = _settings.service or resource.get("service.name") or _command_name(command_line)
+    service = _settings.service or resource.get("service.name") or name
     resource.update({
         "service.name": service,
         "host.name": os.uname().nodename,
