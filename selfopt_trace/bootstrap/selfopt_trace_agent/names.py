@@ -20,7 +20,7 @@ String operations only, no `re`: this runs in every traced process's start-up.
 
 from __future__ import annotations
 
-CODE_CHARS = 48  # of a -c program, at most this much is in the name (then "…")
+CODE_CHARS = 60  # of a -c program, at most this much is in the name (then "…")
 _SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "ash", "busybox")
 
 
