@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .bootstrap.selfopt_trace_agent.names import split_command
+from .bootstrap.selfopt_trace_agent.process import split_command
 from .queries import run_query
 
 if TYPE_CHECKING:

@@ -278,7 +278,7 @@ class SubprocessCall:
     @property
     def label(self) -> str:
         """One line: what the call started, by name, and its arguments (as ProcessRow.label)."""
-        from ..bootstrap.selfopt_trace_agent.names import split_command
+        from ..bootstrap.selfopt_trace_agent.process import split_command
         from ..summary import display_join, one_line
 
         args = json.loads(self.command_args) if self.command_args else []

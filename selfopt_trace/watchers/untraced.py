@@ -17,7 +17,7 @@ import os
 import threading
 
 from ..bootstrap.selfopt_trace_agent import config as agent_config
-from ..bootstrap.selfopt_trace_agent.names import command_name
+from ..bootstrap.selfopt_trace_agent.process import command_name
 from . import WatchedRun
 
 POLL_S = 0.02

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from selfopt_trace.bootstrap.selfopt_trace_agent.names import CODE_CHARS, command_name, split_command
+from selfopt_trace.bootstrap.selfopt_trace_agent.process import CODE_CHARS, command_name, split_command
 
 PY = "/venv/bin/python3.11"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from selfopt_trace.bootstrap.selfopt_trace_agent.names import command_name, python_main
+from selfopt_trace.bootstrap.selfopt_trace_agent.process import command_name, python_main
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
 from tests.e2e import harness

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from time import time_ns
 
-from .. import config, names, process, redact, tracer
+from .. import config, process, redact, tracer
 
 _children: dict = {}  # pid -> span of the child's start, ended when the exit status is seen
 RUNNING_AT_EXIT = "selfopt_trace.child.running_at_exit"
@@ -33,7 +33,7 @@ def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tra
         args = [args]
     argv = redact.argv(list(args))
     attrs = {"process.command_args": argv, "process.executable.name": os.path.basename(argv[0]) if argv else "",
-             "process.command": names.command_name(argv)}
+             "process.command": process.command_name(argv)}
     if cwd is not None:
         attrs["process.working_directory"] = os.fsdecode(cwd)
     if attributes:
