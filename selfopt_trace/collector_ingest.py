@@ -89,7 +89,7 @@ def sort_paths(paths: list[Path]) -> tuple[list[Path], list[Path]]:
         elif path.exists() or path.is_symlink():
             raise CollectorFileError(f"{path}: not a regular file or a directory")
         else:
-            raise CollectorFileError(f"{path}: no such file or directory")
+            raise CollectorFileError(f"{path}: not found (no such file or directory)")
     return run_dirs, files
 
 

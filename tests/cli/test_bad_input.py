@@ -51,7 +51,7 @@ def test_2_load_of_a_wrong_path_fails_and_changes_nothing(cli, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello\n")
     assert cli("run", "-q", "--no-load", "--run-id", "r1", "--", *python("pass")).returncode == 0
-    for path, message in ((tmp_path / "typo", b"no such file or directory"),
+    for path, message in ((tmp_path / "typo", b"not found (no such file or directory)"),
                           (other, b"not a run directory (no run.json, no spans/)"),
                           (text, b"not collector output"),
                           (cli.runs_dir, b"is a folder of 1 run directories, not a run"),
