@@ -487,20 +487,31 @@ def _check_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list
             result.skipped_files += 1
             result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", path.name))
             continue
-        damaged = scans[file_no - 1][0] - records
+        lines = scans[file_no - 1][0]
+        damaged = lines - records
         if damaged > 0:
             result.skipped_lines += damaged
-            result.warnings.append(LoadWarning("loader.damaged_lines", _damaged_message(path, damaged), path.name))
+            result.warnings.append(LoadWarning("loader.damaged_lines", _damaged_message(path, damaged, lines), path.name))
         accepted.append(file_no)
     result.files = len(accepted)
     return accepted
 
 
-def _damaged_message(path: Path, damaged: int, first_line: int = 1) -> str:
-    """`FILE: skipped N damaged line(s): line 7 (why), line 9 (why), ...`, the first NAMED_LINES of them."""
-    named = [f"line {number + first_line - 1} ({why})" for number, why in damaged_lines(path, NAMED_LINES)]
+def _damaged_message(path: Path, damaged: int, lines: int) -> str:
+    """`FILE: skipped N damaged line(s): line 7 (why), line 9 (why), ...`, the first NAMED_LINES of them.
+    The common case, a process killed mid-write, is named without reading the file again."""
+    if damaged == 1 and _last_byte(path) != b"\n":
+        named = [f"line {lines} (torn: no end of line)"]
+    else:
+        named = [f"line {number} ({why})" for number, why in damaged_lines(path, NAMED_LINES)]
     more = f", ... ({damaged - len(named)} more)" if damaged > len(named) else ""
     return f"{path}: skipped {damaged} damaged line(s): " + ", ".join(named) + more
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        stream.seek(-1, os.SEEK_END)
+        return stream.read(1)
 
 
 _RECORD_TYPES = {spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK, spanfile.DIAGNOSTIC}
