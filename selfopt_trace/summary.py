@@ -234,6 +234,7 @@ def next_commands(run_id: str, db_option: str, available: Iterable[str]) -> list
            "ORDER BY duration_ns DESC LIMIT 10")
     candidates = [
         ("tree", f"selfopt-trace tree {run}{db_option}"),
+        ("show", f"selfopt-trace show {run}{db_option}"),  # the whole text the tables cut to one line
         ("sql", f'selfopt-trace sql "{sql}"{db_option}'),
         ("query", f"selfopt-trace query breakdown --run {run}{db_option}"),
         ("report", f"selfopt-trace report {run}{db_option} -o report.html"),
