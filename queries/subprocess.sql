@@ -1,8 +1,9 @@
 -- Child processes by command: how many, and where each one's time went, the costliest first.
 --
--- One row per command (a traced Python child's script or module, else the program started, such
--- as `git status`), then a TOTAL row. A child's time, as its parent sees it (the subprocess span:
--- from the Popen / fork / multiprocessing start call until the parent sees it exit) splits into:
+-- One row per command (its name, docs/agent.md "Process names": `pytest`, `app.py`, `python -c
+-- from x import main`, `git status`), then a TOTAL row. A child's time, as its parent sees it (the
+-- subprocess span: from the Popen / fork / multiprocessing start call until the parent sees it exit)
+-- splits into:
 -- spawn (the call -> the child process starts; for an untraced child, the time inside the spawning
 -- call), the child's interpreter start-up, its imports (top-level import spans), its run (the rest
 -- of its life, its own children included) and teardown (the child exits -> its parent sees it).
@@ -59,7 +60,7 @@ imports AS (  -- top-level imports: an import inside another is part of it
 ),
 per_child AS (
     SELECT c.span_id, c.duration_ns AS total_ns, c.exit_code,
-           coalesce(any_value(k.command),
+           coalesce(any_value(k.command), c.attributes->>'process.command',
                     concat_ws(' ', c.attributes->>'process.executable.name',
                               CASE WHEN NOT starts_with(c.attributes->'process.command_args'->>1, '-')
                                    THEN c.attributes->'process.command_args'->>1 END)) AS command,

@@ -54,6 +54,45 @@ class FileLoad:
     torn_line: bool  # a last line without its newline: left for the next load
 
 
+COLLECTOR_SUFFIXES = (".json", ".jsonl", ".gz", ".zst")
+
+
+def sort_paths(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(run directories, collector files) named by `load`'s arguments; CollectorFileError for an
+    argument that is neither (a typo, a folder of something else, a span file), before anything is read."""
+    run_dirs: list[Path] = []
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            if (path / "spans").is_dir() or (path / "run.json").exists():
+                run_dirs.append(path)
+                continue
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(COLLECTOR_SUFFIXES))
+            if found:
+                files += found
+                continue
+            runs = sorted(p.name for p in path.iterdir() if (p / "spans").is_dir())
+            if runs:
+                raise CollectorFileError(f"{path} is a folder of {len(runs)} run directories, not a run: "
+                                         f"name them (e.g. `selfopt-trace load {path}/*`)")
+            raise CollectorFileError(f"{path}: not a run directory (no run.json, no spans/) and no collector "
+                                     f"output in it ({', '.join('*' + s for s in COLLECTOR_SUFFIXES)})")
+        elif path.is_file():
+            if path.name.endswith(".spans") or path.name == "run.json":
+                raise CollectorFileError(f"{path} is part of a run directory: load the run directory "
+                                         f"{path.parent.parent if path.name.endswith('.spans') else path.parent}")
+            with path.open("rb") as stream:
+                head = stream.read(4096)
+            if head and not (head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd" or head.lstrip()[:1] == b"{"):
+                raise CollectorFileError(f"{path}: not collector output (OTLP/JSON lines, .gz or .zst)")
+            files.append(path)
+        elif path.exists() or path.is_symlink():
+            raise CollectorFileError(f"{path}: not a regular file or a directory")
+        else:
+            raise CollectorFileError(f"{path}: not found (no such file or directory)")
+    return run_dirs, files
+
+
 def load_files(store: Any, paths: list[Path]) -> list[FileLoad]:
     """Load each collector file into `store` (a selfopt_trace.store.Store), one transaction per file."""
     store.sql(FILES_TABLE_SQL)

@@ -8,6 +8,7 @@ lower-level errors (DuckDB, OS) `from` the original so the cause stays visible i
      │    ├── StoreLockedError       another process holds the database's write lock
      │    └── StoreOpenError         the database cannot be created or opened (permissions, not a database)
      ├── RunNotFoundError            no such run in the store, or no such run directory
+     ├── RunExistsError              a run of that id is in the store already (from elsewhere)
      └── QueryError                  a SQL query against the store failed
 
 Nothing here is used inside traced processes: the agent never raises into its host program.
@@ -57,6 +58,16 @@ class RunNotFoundError(SelfoptTraceError):
     def __init__(self, run: str) -> None:
         super().__init__(f"run not found: {run}")
         self.run = run
+
+
+class RunExistsError(SelfoptTraceError):
+    """The store holds a run of this id from another run directory: loading would replace it."""
+
+    def __init__(self, run_id: str, stored_from: str | None) -> None:
+        where = f" (loaded from {stored_from})" if stored_from else ""
+        super().__init__(f"run {run_id} is already in the database{where}; nothing was changed: "
+                         "give --replace to replace it, or another --run-id")
+        self.run_id = run_id
 
 
 class QueryError(SelfoptTraceError):

@@ -66,12 +66,13 @@ def _load_and_summarize(records: list[RunRecord], options: RunOptions, available
     with open_store_waiting(options.db_path, lock_patience(environ)) as store:
         for record in records:
             assert record.run_dir is not None
-            loaded = store.load_run(record.run_dir)
+            loaded = store.load_run(record.run_dir, replace=options.replace)
             record_live_export(store, record.run_id, record.run_dir)
             next_commands = summaries.next_commands(record.run_id, db_option, available_commands)
             if jaeger is not None:
                 next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
             result = summaries.summarize(store, record.run_id, next_commands)
+            result.damaged_lines = loaded.skipped_lines
             result.notes.extend(record.notes)
             result.notes.extend(str(warning) for warning in loaded.warnings[:5])
             if len(loaded.warnings) > 5:

@@ -99,6 +99,7 @@ class RunOptions:
     otlp: OtlpSettings | None = None  # resolved by prepare(); None: no export
     cpu_sampling: bool = True  # follow every traced thread's CPU time from /proc (watchers/cpu_sampler.py)
     cpu_rate_hz: float | None = None  # readings per second; None: the sampler's default
+    replace: bool = False  # a stored run of the same id (from elsewhere) is replaced, not refused
 
 
 @dataclass
@@ -119,9 +120,11 @@ class RunRecord:
     notes: list[str] = field(default_factory=list)  # from the watchers, for the summary
 
     def to_json(self) -> dict:
-        from .bootstrap.selfopt_trace_agent import redact
+        """run.json: text that is not UTF-8 (a Latin-1 argument or directory) escaped as the span
+        files escape it, the keys so written listed in `escaped`."""
+        from .bootstrap.selfopt_trace_agent import redact, spanfile
 
-        return {
+        data = {
             "run_id": self.run_id,
             "group_id": self.group_id,
             "command": redact.argv(self.command),
@@ -132,6 +135,12 @@ class RunRecord:
             "pid": self.pid,
             "service": self.service,
         }
+        escaped = [key for key in ("command", "cwd", "service") if spanfile.needs_escape(data[key])]
+        for key in escaped:
+            data[key] = spanfile.escape(data[key])
+        if escaped:
+            data["escaped"] = escaped
+        return data
 
 
 def tracing_disabled_by(environ: dict[str, str] | os._Environ) -> str | None:
@@ -175,10 +184,12 @@ def check_writable_db(path: Path) -> None:
         raise RunSetupError(f"trace database {path} is a directory")
     if path.exists():
         try:
-            with open(path, "r+b"):
-                pass
+            with open(path, "r+b") as stream:
+                head = stream.read(12)
         except OSError as exc:
             raise RunSetupError(f"trace database {path} is not writable: {exc.strerror or exc}") from exc
+        if head and head[8:12] != b"DUCK":  # DuckDB's file header: a checksum, then its magic bytes
+            raise RunSetupError(f"trace database {path} is not a DuckDB database: choose another --db")
     else:
         check_writable_dir(path.parent, "the directory of the trace database")
 
@@ -233,8 +244,7 @@ def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions,
     if options.targets:
         given = [t for t in env.get(agent_config.ENV_TARGETS, "").replace(";", ",").split(",") if t.strip()]
         env[agent_config.ENV_TARGETS] = ";".join(dict.fromkeys(given + options.targets))
-    entries = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(BOOTSTRAP_DIR)]
-    env["PYTHONPATH"] = os.pathsep.join([str(BOOTSTRAP_DIR)] + entries)  # never an empty entry (= cwd)
+    env["PYTHONPATH"] = agent_config.with_bootstrap(env.get("PYTHONPATH", ""), str(BOOTSTRAP_DIR))
     # CMD's process span starts when we spawn it (the agent trusts this when we are its parent).
     env[agent_config.ENV_SPAWN] = f"{os.getpid()}:{spawn_ns}"
     return env
@@ -427,6 +437,28 @@ def pyproject_targets(start: Path) -> list[str]:
     return targets
 
 
+def check_run_ids(options: RunOptions, ids: list[str]) -> None:
+    """Every run id of the run is free, in the output directory and (when loading, and the database
+    can be read now) in the database: a repeated run learns it before its first CMD, not after."""
+    for run_id in ids:
+        if (options.out_dir / run_id).exists():
+            raise RunSetupError(f"run directory {options.out_dir / run_id} already exists: choose another --run-id")
+    if not options.load or options.replace or options.run_id is None or not options.db_path.is_file() \
+            or options.db_path.stat().st_size == 0:
+        return  # a generated id is new (time and random digits); a database written later is checked at load
+    from .errors import RunExistsError, StoreLockedError
+    from .store import Store
+
+    try:
+        with Store(options.db_path, read_only=True) as store:
+            for run_id in ids:
+                stored = store.has_run(run_id)
+                if stored is not None:
+                    raise RunSetupError(str(RunExistsError(run_id, stored or None)))
+    except StoreLockedError:
+        pass  # another process writes it now: the load checks again, in its transaction
+
+
 def run_ids(options: RunOptions) -> tuple[str | None, list[str]]:
     """(group id, run ids): a single run has no group; --repeat N gives <group>-1 .. <group>-N."""
     if options.repeat == 1:
@@ -467,8 +499,10 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
     with SignalForwarder() as forwarder:
         record.start_ns = time.time_ns()
         env = traced_environ(environ, record, options, record.start_ns) if record.traced else dict(environ)
+        # `env PYTHONPATH=... CMD` keeps the bootstrap in the PYTHONPATH it sets (the agent does the same).
+        command = agent_config.env_argv(record.command, str(BOOTSTRAP_DIR)) if record.traced else record.command
         try:
-            child = execute(record.command, env, forwarder, start_watchers)
+            child = execute(command, env, forwarder, start_watchers)
             record.pid, record.returncode = child.pid, child.returncode
         finally:
             record.end_ns = time.time_ns()
@@ -496,8 +530,10 @@ def warm_up(options: RunOptions, environ: dict[str, str], traced: bool) -> int:
 def watchers_for(options: RunOptions) -> list[Watcher]:
     """The watchers that follow each traced run (selfopt_trace/watchers/), new ones for each run."""
     from .watchers.live_export import LiveExport
+    from .watchers.untraced import UntracedProcesses
 
     watchers: list[Watcher] = [CpuSampler(options.cpu_rate_hz)] if options.cpu_sampling else []
+    watchers.append(UntracedProcesses(str(BOOTSTRAP_DIR)))
     if options.otlp is not None:
         watchers.append(LiveExport(options.otlp, options.export))
     return watchers
@@ -511,9 +547,10 @@ def run(options: RunOptions, environ: dict[str, str] | None = None, available_co
     traced = disabled is None
     prepare(options, environ)
     resolve_command(options.command[0], environ.get("PATH"))  # "command not found" before anything exists
-    if traced:
-        precompile_bootstrap()
     group_id, ids = run_ids(options)
+    if traced:
+        check_run_ids(options, ids)
+        precompile_bootstrap()
     records: list[RunRecord] = []
     try:
         for _ in range(options.warmup):

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .bootstrap.selfopt_trace_agent.process import split_command
 from .queries import run_query
 
 if TYPE_CHECKING:
@@ -96,12 +97,26 @@ class ProcessRow:
 
     @property
     def label(self) -> str:
+        """One line: the process's name and its arguments after what the name stands for (`pytest -q
+        tests/`, `python -c from x import main`); the whole command line is `command_line`."""
+        if not self.command_args:
+            return one_line(self.command)
+        name, rest = split_command(self.command_args, python=True)
+        return one_line(f"{self.command or name} {display_join(rest)}")
+
+    @property
+    def command_line(self) -> str:
         """The command line as a person reads it: `python3 -m pytest -x`, `python -c 'import os'`."""
         if not self.command_args:
             return self.command
         import os
 
         return display_join([os.path.basename(self.command_args[0]), *self.command_args[1:]])
+
+
+def one_line(text: str) -> str:
+    """Text for one line of a table: every run of whitespace (newlines too) as one space."""
+    return " ".join(text.split())
 
 
 def display_join(args: Sequence[str]) -> str:
@@ -129,6 +144,7 @@ class RunSummary:
     overhead_ns: int
     by_category: dict[str, int]
     slowest: list[ProcessRow]
+    damaged_lines: int = 0  # lines of the run's files the loader skipped (the notes name them)
     notes: list[str] = field(default_factory=list)
     next_commands: list[str] = field(default_factory=list)
 
@@ -144,10 +160,12 @@ class RunSummary:
             "spans": self.spans,
             "incomplete_spans": self.incomplete_spans,
             "diagnostics": self.diagnostics,
+            "damaged_lines": self.damaged_lines,
             "tracer_overhead_ms": _ms(self.overhead_ns),
             "time_by_category_ms": {label: _ms(ns) for label, ns in self.by_category.items()},
             "slowest_processes": [
-                {"pid": p.pid, "command": p.label, "command_args": p.command_args, "duration_ms": _ms(p.duration_ns),
+                {"pid": p.pid, "name": p.command, "command": p.command_line, "command_args": p.command_args,
+                 "duration_ms": _ms(p.duration_ns),
                  "startup_ms": _ms(p.startup_ns), "imports_ms": _ms(p.import_ns), "run_ms": _ms(p.run_ns),
                  "exit_code": p.exit_code, "incomplete": p.incomplete}
                 for p in self.slowest
@@ -195,7 +213,9 @@ def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> R
     by_category = time_by_category(store, run_id, max(0, window[1] - window[0]))
     processes = process_rows(store, run_id)
     slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
-    notes = [] if processes else ["no Python process was traced: CMD started none (or only with python -I / -E)"]
+    notes = [] if processes else ["no Python process was traced: CMD started none, or only untraced ones (python -I, "
+                                  "-E or -S; a PYTHONPATH without the bootstrap set by a shell or script: see the "
+                                  "notes on the processes seen)"]
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
         wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,
@@ -214,6 +234,7 @@ def next_commands(run_id: str, db_option: str, available: Iterable[str]) -> list
            "ORDER BY duration_ns DESC LIMIT 10")
     candidates = [
         ("tree", f"selfopt-trace tree {run}{db_option}"),
+        ("show", f"selfopt-trace show {run}{db_option}"),  # the whole text the tables cut to one line
         ("sql", f'selfopt-trace sql "{sql}"{db_option}'),
         ("query", f"selfopt-trace query breakdown --run {run}{db_option}"),
         ("report", f"selfopt-trace report {run}{db_option} -o report.html"),
@@ -266,17 +287,19 @@ def render(summary: RunSummary, console: Console) -> None:
     console.print()
     console.rule(f"[bold]selfopt-trace[/] run [cyan]{summary.run_id}[/]", align="left")
     head = Table.grid(padding=(0, 2))
-    head.add_row("command", Text(summary.command or "-", overflow="ellipsis", no_wrap=True))
+    head.add_row("command", Text(one_line(summary.command or "-"), overflow="ellipsis", no_wrap=True))
     head.add_row("wall time", f"[bold]{format_ns(wall)}[/]   exit {describe_exit(summary.exit_code)}")
     head.add_row("traced", f"{_count(summary.processes, 'process', 'processes')}, {_count(summary.spans, 'span', 'spans')}"
                  + (f", [yellow]{summary.incomplete_spans} incomplete[/]" if summary.incomplete_spans else ", 0 incomplete")
-                 + (f", [yellow]{summary.diagnostics} diagnostics[/]" if summary.diagnostics else ", 0 diagnostics"))
+                 + (f", [yellow]{summary.diagnostics} diagnostics[/]" if summary.diagnostics else ", 0 diagnostics")
+                 + (f", [yellow]{_count(summary.damaged_lines, 'damaged line', 'damaged lines')} skipped[/]"
+                    if summary.damaged_lines else ""))
     per_process = summary.overhead_ns / summary.processes if summary.processes else 0
     head.add_row("tracer overhead", f"{format_ns(summary.overhead_ns)} in total ({_pct(summary.overhead_ns, wall)} of wall, "
                  f"{per_process / 1e6:.2f} ms per process)")
     console.print(head)
     console.print()
-    console.print(_category_table(summary.by_category, wall))
+    console.print(_category_table(summary.by_category, wall, console.width))
     if summary.slowest:
         console.print()
         console.print(_slowest_table(summary.slowest))
@@ -285,8 +308,7 @@ def render(summary: RunSummary, console: Console) -> None:
     if summary.next_commands:
         console.print()
         console.print("[bold]Next[/]")
-        for line in summary.next_commands:
-            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        _print_commands(summary.next_commands, console)
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -297,32 +319,89 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "-"
 
 
-def _category_table(by_category: dict[str, int], wall: int) -> Table:
+def _category_table(by_category: dict[str, int], wall: int, width: int) -> Table:
     table = Table(title="Time by category (the breakdown: each instant followed to what the run waited on)", title_justify="left",
                   show_header=False, box=None, padding=(0, 1))
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_column(justify="right")
-    table.add_column()
-    for label, ns in by_category.items():
-        if ns == 0 and label not in (OWN_WORK,):
-            continue
-        bar = "█" * round(30 * ns / wall) if wall else ""
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    rows = [(label, ns) for label, ns in by_category.items() if ns or label == OWN_WORK]
+    # The bar takes what the other columns leave of the line (each column is padded by 2).
+    bar_width = max(0, min(30, width - max((len(label) for label, _ in rows), default=0) - 25))
+    for label, ns in rows:
+        bar = "█" * round(bar_width * ns / wall) if wall else ""
         table.add_row(label, format_ns(ns), _pct(ns, wall), Text(bar, style="cyan"))
     return table
 
 
+def _print_commands(commands: Sequence[str], console: Console) -> None:
+    """Commands to copy, each folded to the console's width as a shell reads it (fold_command)."""
+    for command in commands:
+        for line in fold_command(command, console.width - 2):
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def fold_command(command: str, width: int) -> list[str]:
+    """A shell command as lines of at most `width` characters where it can be: ` \\` between
+    words, and inside a double-quoted word (a SQL query) a newline between its words, which the
+    query reads as a space. A word longer than the line stays whole."""
+    if len(command) <= width:
+        return [command]
+    lines = [""]
+    for word in _shell_words(command):
+        pieces = _fold_words(word, width - 4) if len(word) > width - 4 and word[:1] == word[-1:] == '"' else [word]
+        if lines[-1] and len(lines[-1]) + 1 + len(pieces[0]) > width - 2:
+            lines[-1] += " \\"
+            lines.append("   ")
+        lines[-1] += " " + pieces[0] if lines[-1] else pieces[0]
+        lines.extend("    " + piece for piece in pieces[1:])
+    return lines
+
+
+def _fold_words(text: str, width: int) -> list[str]:
+    pieces = [""]
+    for word in text.split(" "):
+        if pieces[-1] and len(pieces[-1]) + 1 + len(word) > width:
+            pieces.append(word)
+        else:
+            pieces[-1] += (" " if pieces[-1] else "") + word
+    return pieces
+
+
+def _shell_words(command: str) -> list[str]:
+    """The words of a command line as written (quotes kept), split at spaces outside quotes."""
+    words, quote, current = [], "", ""
+    for char in command:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == " ":
+            if current:
+                words.append(current)
+            current = ""
+            continue
+        current += char
+    return words + ([current] if current else [])
+
+
 def _slowest_table(rows: list[ProcessRow]) -> Table:
-    table = Table(title=f"Slowest processes (top {SLOWEST})", title_justify="left", box=None, padding=(0, 1),
+    """One line per process: the figures keep their width, the process's label takes what is left
+    of the line (the only column rich may narrow) and is cut with an ellipsis."""
+    table = Table(title=f"Slowest processes (top {SLOWEST})", title_justify="left", box=None, padding=(0, 1, 0, 0),
                   header_style="bold")
-    for name, justify in (("process", "left"), ("pid", "right"), ("total", "right"), ("start-up", "right"),
-                          ("imports", "right"), ("run", "right"), ("exit", "right")):
-        table.add_column(name, justify=justify, no_wrap=True, max_width=48 if name == "process" else None)  # type: ignore[arg-type]
-    for row in rows:
-        exit_text = describe_exit(row.exit_code) + (" (incomplete)" if row.incomplete else "")
-        table.add_row(Text(row.label, overflow="ellipsis", no_wrap=True), str(row.pid or "-"),
-                      format_ns(row.duration_ns), format_ns(row.startup_ns), format_ns(row.import_ns),
-                      format_ns(row.run_ns), exit_text)
+    cells = [[row.label, str(row.pid or "-"), format_ns(row.duration_ns), format_ns(row.startup_ns),
+              format_ns(row.import_ns), format_ns(row.run_ns),
+              describe_exit(row.exit_code) + (" (incomplete)" if row.incomplete else "")] for row in rows]
+    for i, name in enumerate(("process", "pid", "total", "start-up", "imports", "run", "exit")):
+        if i == 0:
+            table.add_column(name, max_width=60)
+        else:
+            width = max(len(name), *(len(cell[i]) for cell in cells))
+            table.add_column(name, justify="right", no_wrap=True, min_width=width)
+    for cell in cells:
+        table.add_row(Text(cell[0], overflow="ellipsis", no_wrap=True), *cell[1:])
     return table
 
 
@@ -367,13 +446,12 @@ def render_group(group: GroupSummary, console: Console) -> None:
     console.print(f"wall time: median [bold]{format_ns(group.median_wall_ns())}[/], "
                   f"min {format_ns(min(walls))}, max {format_ns(max(walls))}")
     console.print()
-    console.print(_category_table(group.median_by_category(), group.median_wall_ns()))
+    console.print(_category_table(group.median_by_category(), group.median_wall_ns(), console.width))
     last = group.runs[-1]
     if last.next_commands:
         console.print()
         console.print("[bold]Next[/] (on the last run)")
-        for line in last.next_commands:
-            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        _print_commands(last.next_commands, console)
 
 
 @dataclass

@@ -10,9 +10,6 @@ import typer
 from .. import runner
 from . import app
 
-_COLLECTOR_SUFFIXES = (".json", ".jsonl", ".gz", ".zst")
-
-
 @app.command("docker-env")
 def docker_env(
     fmt: str = typer.Option("flags", "--format", help="flags (for `docker run`), env-file, or compose (a service fragment)."),
@@ -40,29 +37,25 @@ def load(
                                        "folders of it, or run directories."),
     db: Optional[Path] = typer.Option(None, "--db", envvar=runner.ENV_DB, show_default=False,
                                       help="The trace database. (default: $SELFOPT_TRACE_HOME/traces.duckdb)"),
+    replace: bool = typer.Option(False, "--replace", help="Replace a stored run of the same id loaded from elsewhere "
+                                 "(without it, such a run is refused and nothing is changed)."),
 ) -> None:
     """Load spans into the trace database: collector files (each only once) and run directories."""
     import os
 
-    from ..collector_ingest import load_files
-    from ..errors import RunNotFoundError
+    from ..collector_ingest import load_files, sort_paths
     from ..store import Store
 
-    collector: list[Path] = []
-    run_dirs: list[Path] = []
-    for path in files:
-        if (path / "spans").is_dir():
-            run_dirs.append(path)
-        elif path.is_dir():
-            collector += sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_COLLECTOR_SUFFIXES))
-        elif path.exists():
-            collector.append(path)
-        else:
-            raise RunNotFoundError(str(path))
+    run_dirs, collector = sort_paths(files)  # a wrong path: exit 2 before the database is opened
     with Store(db or runner.default_db_path(os.environ)) as store:
+        for run_dir in run_dirs:  # every run is checked before the first is loaded
+            store.check_load(run_dir, replace)
         for run_dir in run_dirs:
-            result = store.load_run(run_dir)
-            typer.echo(f"{run_dir}: run {result.run_id} loaded, {result.spans} spans")
+            result = store.load_run(run_dir, replace=replace)
+            for warning in result.warnings:
+                typer.echo(f"selfopt-trace: warning: {warning}", err=True)
+            damaged = f", {result.skipped_lines} damaged line(s) skipped" if result.skipped_lines else ""
+            typer.echo(f"{run_dir}: run {result.run_id} loaded, {result.spans} spans{damaged}")
         for loaded in load_files(store, collector):
             notes = [f"{loaded.bad_lines} bad lines skipped"] if loaded.bad_lines else []
             if loaded.torn_line:

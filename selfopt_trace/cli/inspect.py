@@ -214,6 +214,33 @@ def tree(
                                               {row[0]: tuple(row[1:]) for row in parent_processes}))
 
 
+@app.command()
+def show(
+    run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or `latest`."),
+    pid: Optional[int] = typer.Option(None, "--pid", help="Only this process: every attribute of its process span, as JSON."),
+    db: Optional[Path] = DB,
+) -> None:
+    """Print a run's text in full, nothing cut: its command, and each process's name and whole command line."""
+    from ..summary import process_rows
+
+    with open_store(db) as store:
+        run_id = resolve_run(store, run)
+        _, run_rows = store.sql("SELECT command, cwd FROM runs WHERE run_id = $run_id", {"run_id": run_id})
+        processes = process_rows(store, run_id)
+        _, spans = store.sql("SELECT pid, attributes FROM spans WHERE run_id = $run_id AND name = 'process' "
+                             "AND category = 'process' AND pid = $pid ORDER BY start_ns", {"run_id": run_id, "pid": pid})
+    if pid is not None:
+        if not spans:
+            raise RunNotFoundError(f"process {pid} of run {run_id}")
+        sys.stdout.write(json.dumps([json.loads(attributes) for _, attributes in spans], indent=2) + "\n")
+        return
+    command, cwd = run_rows[0] if run_rows else (None, None)
+    lines = [f"run {run_id}", f"command {command or '-'}", f"cwd {cwd or '-'}"]
+    for process in processes:
+        lines += ["", f"process {process.pid}  {process.command}", process.command_line]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # The process tree
 
@@ -221,7 +248,7 @@ def tree(
 _CALLS_SQL = """
 SELECT span_id, name, source_file, pid AS caller_pid, resource_attributes->>'host.name' AS host,
        start_ns, duration_ns, incomplete,
-       attributes->'process.command_args' AS command_args,
+       attributes->'process.command_args' AS command_args, attributes->>'process.command' AS command,
        TRY_CAST(attributes->>'process.pid' AS INTEGER) AS pid,
        TRY_CAST(attributes->>'process.exit.code' AS INTEGER) AS exit_code
 FROM spans WHERE run_id = $run_id AND category = 'subprocess'
@@ -244,15 +271,21 @@ class SubprocessCall:
     duration_ns: int
     incomplete: bool
     command_args: str | None  # JSON list
+    command: str | None  # its name (docs/agent.md, "Process names")
     pid: int | None
     exit_code: int | None
 
     @property
     def label(self) -> str:
-        from ..summary import display_join
+        """One line: what the call started, by name, and its arguments (as ProcessRow.label)."""
+        from ..bootstrap.selfopt_trace_agent.process import split_command
+        from ..summary import display_join, one_line
 
         args = json.loads(self.command_args) if self.command_args else []
-        return display_join([os.path.basename(str(args[0])), *args[1:]]) if args else self.name
+        if not args:
+            return self.name
+        name, rest = split_command(args)
+        return one_line(f"{self.command or name} {display_join(rest)}")
 
 
 def build_tree(run_id: str, command: str | None, start_ns: int, processes: list, calls: list[SubprocessCall],

@@ -71,7 +71,8 @@ def _options(command: list[str], run_id: str | None, out: Path | None, db: Path 
              quiet: bool, json_target: str | None, import_threshold_ms: float | None, repeat: int, warmup: int,
              no_load: bool, extra_env: dict[str, str] | None = None, targets: list[str] | None = None,
              cpu_sampling: bool = True, cpu_rate_hz: float | None = None,
-             export: str = "auto", otlp_endpoint: str | None = None, otlp_protocol: str | None = None) -> runner.RunOptions:
+             export: str = "auto", otlp_endpoint: str | None = None, otlp_protocol: str | None = None,
+             replace: bool = False) -> runner.RunOptions:
     return runner.RunOptions(
         command=command, run_id=run_id,
         out_dir=(out or runner.default_out_dir(os.environ)).absolute(),
@@ -80,7 +81,7 @@ def _options(command: list[str], run_id: str | None, out: Path | None, db: Path 
         quiet=quiet, json_target=json_target, import_threshold_ms=import_threshold_ms,
         repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {}, targets=targets or [],
         cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate_hz,
-        export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
+        export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol, replace=replace,
     )
 
 
@@ -118,6 +119,8 @@ def run(
     command: Optional[List[str]] = typer.Argument(None, metavar="CMD ARGS", show_default=False,
                                                   help="The command to run, traced."),
     run_id: Optional[str] = RUN_ID,
+    replace: bool = typer.Option(False, "--replace", rich_help_panel=_SETTINGS,
+                                 help="Replace a stored run of the same --run-id (without it, `run` stops before CMD)."),
     out: Optional[Path] = OUT,
     db: Optional[Path] = DB,
     service: Optional[str] = typer.Option(None, "--service", envvar=agent_config.ENV_SERVICE, rich_help_panel=_TRACING,
@@ -160,7 +163,8 @@ def run(
     targets = runner.pyproject_targets(Path.cwd()) + list(target or [])
     _execute(ctx, _options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
                            repeat, warmup, no_load, targets=targets, cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate,
-                           export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol))
+                           export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
+                           replace=replace))
 
 
 @app.command()

@@ -72,8 +72,9 @@ def _asset(name: str) -> str:
 
 def _facts(run: dict[str, Any]) -> str:
     facts = []
-    if run.get("command"):
-        facts.append(f"command <code>{escape(run['command'])}</code>")
+    if run.get("command"):  # one line, cut at the page's width; the whole of it on hover
+        command = " ".join(run["command"].split())
+        facts.append(f'command <code title="{escape(command)}">{escape(command)}</code>')
     if run.get("start_ns"):
         facts.append("started " + escape(datetime.fromtimestamp(run["start_ns"] / 1e9).strftime("%Y-%m-%d %H:%M:%S")))
     if run.get("start_ns") and run.get("end_ns"):
@@ -116,9 +117,13 @@ def _table(columns: list[str], rows: list[tuple]) -> str:
 
 
 def _cell(value: Any, numeric: bool) -> str:
+    """One line (CSS cuts it with an ellipsis at the column's width; the whole text on hover)."""
     if value is None:
         return '<td class="null">-</td>'
     text = str(value)
+    if "\n" in text or "\t" in text:
+        text = text.replace("\n", " ").replace("\t", " ")
+    title = f' title="{escape(text.strip())}"' if len(text) > 60 else ""
     if text.startswith(" ") or "  " in text:  # indented tree labels keep their indentation
         text = text.replace(" ", "\u00a0")
-    return f'<td class="{"num" if numeric else ""}">{escape(text)}</td>'
+    return f'<td class="{"num" if numeric else ""}"{title}>{escape(text)}</td>'

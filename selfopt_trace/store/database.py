@@ -14,7 +14,7 @@ import duckdb
 
 from selfopt_trace.errors import QueryError, RunNotFoundError, StoreError, StoreLockedError, StoreOpenError
 from selfopt_trace.paths import default_db_path
-from selfopt_trace.store.loader import LoadResult, delete_run_rows, load_run, transaction
+from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
 
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -58,12 +58,22 @@ class Store:
         # TEMP macros, on every connection: the queries always get this version's.
         self._con.execute(_sql_file("macros.sql"))
 
-    def load_run(self, run_dir: Path | str) -> LoadResult:
-        """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not exist."""
+    def load_run(self, run_dir: Path | str, replace: bool = False) -> LoadResult:
+        """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not
+        exist, RunExistsError if the store holds a run of its id from elsewhere (unless `replace`)."""
         try:
-            return load_run(self._con, Path(run_dir))
+            return load_run(self._con, Path(run_dir), replace)
         except duckdb.Error as exc:  # bad input is skipped with a warning: this is the disk or DuckDB failing
             raise StoreError(self.path, f"loading {run_dir} into {self.path} failed: {exc}") from exc
+
+    def check_load(self, run_dir: Path | str, replace: bool = False) -> None:
+        """RunExistsError now if `load_run(run_dir, replace)` would refuse the run."""
+        check_run_id(self._con, run_id_of(Path(run_dir)), Path(run_dir), replace)
+
+    def has_run(self, run_id: str) -> str | None:
+        """Where the stored run of this id was loaded from ("" when not from a directory), or None."""
+        row = self._con.execute("SELECT coalesce(run_dir, '') FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        return None if row is None else row[0]
 
     def runs(self) -> list[RunInfo]:
         """Every loaded run, the most recent first."""

@@ -24,7 +24,9 @@ input (DuckDB aborts a transaction on any error): every field is read as text an
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +35,13 @@ from typing import Any, Iterator
 import duckdb
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
-from selfopt_trace.errors import RunNotFoundError
+from selfopt_trace.errors import RunExistsError, RunNotFoundError
 from selfopt_trace.watchers import cpu_sampler
 
 BATCH_BYTES = 64 << 20
+DEFAULT_MAX_LINE = 2 << 20  # DuckDB's CSV reader's own limit; a batch with a longer line raises it
+RUN_JSON_MAX_BYTES = 1 << 20  # a run.json larger than this is not one
+NAMED_LINES = 5  # damaged lines named in a warning, per file
 LOAD_SETTINGS = {
     # Row order means nothing in these tables; not keeping it makes the big INSERT faster.
     "preserve_insertion_order": False,
@@ -56,7 +61,8 @@ CREATE TEMP TABLE _records (
 
 # The good records of a batch of files, numbered from $first_no in the run's sorted file list.
 # strict_mode=false: a stray "\r" must not fail the whole read; null_padding: short lines are kept
-# (and rejected below); ignore_errors: invalid UTF-8 lines are dropped (and counted as damaged).
+# (and rejected below); ignore_errors: invalid UTF-8 lines are dropped (and counted as damaged);
+# max_line_size: the longest line of the batch (a long argv, a big attribute) is read, not dropped.
 _STAGE_SQL = f"""
 INSERT INTO _records
 SELECT file_no, rec, span_id, parent_span_id, trace_id, name, kind, category,
@@ -68,7 +74,7 @@ FROM (
            TRY_CAST(attributes AS JSON) AS attrs
     FROM read_csv($files, columns = {_COLUMNS}, delim = '\t', quote = '', escape = '', new_line = '\\n',
                   header = false, auto_detect = false, strict_mode = false, null_padding = true,
-                  ignore_errors = true, filename = true)
+                  ignore_errors = true, filename = true, max_line_size = $max_line_size)
 )
 WHERE {_TERMINATOR} = '{spanfile.TERMINATOR}' AND extra IS NULL
   AND (start_ns IS NULL OR start_num IS NOT NULL)
@@ -284,8 +290,9 @@ class _RunMeta:
     pid: int | None = None
 
 
-def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
-    """Load one run directory in one transaction, replacing any earlier load of the same run."""
+def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, replace: bool = False) -> LoadResult:
+    """Load one run directory in one transaction. Loading a run directory again replaces its rows;
+    a run of the same id from elsewhere is refused (RunExistsError, nothing changed) unless `replace`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunNotFoundError(str(run_dir))
@@ -294,13 +301,17 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
     files = sorted(path for path in (run_dir / "spans").glob("*" + spanfile.SUFFIX) if path.is_file())
     if not files:
         result.warnings.append(LoadWarning("loader.no_span_files", f"{run_dir / 'spans'}: no span files"))
+    scans = [_scan(path) for path in files]
     with _load_settings(con), transaction(con):
+        check_run_id(con, result.run_id, run_dir, replace)
         delete_run_rows(con, result.run_id)
         con.execute(_CREATE_RECORDS_SQL)
-        for first, batch in _batches(files):
-            con.execute(_STAGE_SQL, {"files": [str(path) for path in batch], "first_no": first})
+        for first, batch in _batches(files, scans):
+            longest = max(scans[first - 1 + i][1] for i in range(len(batch)))
+            con.execute(_STAGE_SQL, {"files": [str(path) for path in batch], "first_no": first,
+                                     "max_line_size": max(DEFAULT_MAX_LINE, longest + 1)})
         con.execute(_FILES_SQL, {"files": [str(path) for path in files]})
-        accepted = _check_files(con, result, files)
+        accepted = _check_files(con, result, files, scans)
         if accepted:
             con.execute(_SPANS_SQL, {"run_id": result.run_id, "accepted": accepted})
             result.diagnostics = con.execute(_DIAGNOSTICS_SQL, {"run_id": result.run_id, "accepted": accepted}
@@ -309,6 +320,21 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
         _load_cpu_samples(con, result, run_dir)
         _refine_and_record_run(con, result, meta, run_dir)
     return result
+
+
+def run_id_of(run_dir: Path) -> str:
+    """The id a run directory loads as (its run.json's, else the directory's name)."""
+    return _read_run_json(Path(run_dir))[0].run_id
+
+
+def check_run_id(con: duckdb.DuckDBPyConnection, run_id: str, run_dir: Path | None, replace: bool) -> None:
+    """Refuse a run id the store holds from another run directory (or from a collector) unless `replace`."""
+    stored = con.execute("SELECT run_dir FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    if stored is None or replace:
+        return
+    if run_dir is not None and stored[0] == str(Path(run_dir).resolve()):
+        return  # the same run directory, loaded again
+    raise RunExistsError(run_id, stored[0])
 
 
 @contextmanager
@@ -343,45 +369,83 @@ def delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
 
 
 def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
-    """run.json's fields; without (a readable) run.json the run is named after its directory."""
+    """run.json's fields; without (a readable) run.json the run is named after its directory. Only a
+    regular file of a sane size is read (a FIFO would block the load, and the database with it)."""
     raw: dict[str, Any] = {}
     warnings: list[LoadWarning] = []
     path = run_dir / "run.json"
-    if path.exists():
+    try:
+        text = _read_regular_file(path, RUN_JSON_MAX_BYTES)
+    except FileNotFoundError:
+        text = None
+    except (OSError, ValueError) as exc:
+        text = None
+        warnings.append(LoadWarning("loader.bad_run_json", f"{path}: {_reason(exc)}; ignored", "run.json"))
+    if text is not None:
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
             raw = {}
             warnings.append(LoadWarning("loader.bad_run_json", f"{path}: unreadable ({exc}); ignored", "run.json"))
+    escaped = [key for key in raw.get("escaped") or () if isinstance(key, str)] if isinstance(raw.get("escaped"), list) else []
 
-    def text(key: str) -> str | None:
+    def text_of(key: str) -> str | None:
         value = raw.get(key)
         if isinstance(value, list):  # a command as an argument list
-            return shlex.join(map(str, value))
-        return None if value is None else str(value)
+            value = shlex.join(map(str, value))
+        if value is None:
+            return None
+        value = str(value)
+        if spanfile.needs_escape(value):  # text that is not UTF-8 (an older run.json): stored escaped
+            escaped.append(key)
+            value = spanfile.escape(value)
+        return value
 
     def integer(key: str) -> int | None:
         value = raw.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     meta = _RunMeta(
-        run_id=text("run_id") or run_dir.name, group_id=text("group_id"), command=text("command"),
-        cwd=text("cwd"), start_ns=integer("start_ns"), end_ns=integer("end_ns"),
-        exit_code=integer("exit_code"), service=text("service"), pid=integer("pid"),
+        run_id=text_of("run_id") or run_dir.name, group_id=text_of("group_id"), command=text_of("command"),
+        cwd=text_of("cwd"), start_ns=integer("start_ns"), end_ns=integer("end_ns"),
+        exit_code=integer("exit_code"), service=text_of("service"), pid=integer("pid"),
     )
+    if escaped:
+        warnings.append(LoadWarning(
+            "loader.escaped", f"{path}: {', '.join(dict.fromkeys(escaped))}: bytes that are not UTF-8 are stored "
+                              "escaped (\\xHH, a backslash as \\\\)", "run.json"))
     return meta, warnings
 
 
-def _batches(files: list[Path]) -> Iterator[tuple[int, list[Path]]]:
+def _read_regular_file(path: Path, limit: int) -> str:
+    """A small regular file's text; OSError/ValueError saying why not (opened without blocking: a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{info.st_size} bytes, more than a run.json holds ({limit})")
+        with os.fdopen(os.dup(fd), "rb") as stream:
+            return stream.read(limit + 1).decode("utf-8")
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def _batches(files: list[Path], scans: list[tuple[int, int, int]]) -> Iterator[tuple[int, list[Path]]]:
     """Files in groups of about BATCH_BYTES, each with the number (1-based) of its first file."""
     batch: list[Path] = []
     first = size = 0
     for number, path in enumerate(files, start=1):
         first = first or number
         batch.append(path)
-        size += path.stat().st_size
+        size += scans[number - 1][2]
         if size >= BATCH_BYTES:
             yield first, batch
             batch, first, size = [], 0, 0
@@ -389,18 +453,30 @@ def _batches(files: list[Path]) -> Iterator[tuple[int, list[Path]]]:
         yield first, batch
 
 
-def _count_lines(path: Path) -> int:
-    """Lines in a file, a torn last line (no newline) included: bytes are counted, never parsed."""
-    lines, last = 0, b"\n"
+def _scan(path: Path) -> tuple[int, int, int]:
+    """(lines, a bound on the longest line, bytes) of a file, a torn last line (no newline) counted:
+    bytes are counted, never parsed. A line within one 1 MiB chunk is shorter than that; only one
+    that crosses chunks is measured."""
+    lines = longest = size = tail = 0
+    last = b"\n"
+    chunk_size = 1 << 20
     with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            lines += chunk.count(b"\n")
+        while chunk := stream.read(chunk_size):
+            size += len(chunk)
+            count = chunk.count(b"\n")
+            if count:
+                longest = max(longest, tail + chunk.index(b"\n") + 1)
+                tail = len(chunk) - chunk.rindex(b"\n") - 1
+            else:
+                tail += len(chunk)
+            lines += count
             last = chunk[-1:]
-    return lines + (last != b"\n")
+    return lines + (last != b"\n"), max(longest, tail, min(size, chunk_size)), size
 
 
-def _check_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list[Path]) -> list[int]:
-    """Warn about files refused or damaged; returns the numbers of the files to load."""
+def _check_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list[Path],
+                 scans: list[tuple[int, int, int]]) -> list[int]:
+    """Warn about files refused or damaged (naming the lines); returns the numbers of the files to load."""
     found = {row[0]: row[1:] for row in con.execute(
         "SELECT file_no, records, format, version FROM _files").fetchall()}
     accepted: list[int] = []
@@ -411,14 +487,77 @@ def _check_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list
             result.skipped_files += 1
             result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", path.name))
             continue
-        damaged = _count_lines(path) - records
+        lines = scans[file_no - 1][0]
+        damaged = lines - records
         if damaged > 0:
             result.skipped_lines += damaged
-            result.warnings.append(LoadWarning(
-                "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", path.name))
+            result.warnings.append(LoadWarning("loader.damaged_lines", _damaged_message(path, damaged, lines), path.name))
         accepted.append(file_no)
     result.files = len(accepted)
     return accepted
+
+
+def _damaged_message(path: Path, damaged: int, lines: int) -> str:
+    """`FILE: skipped N damaged line(s): line 7 (why), line 9 (why), ...`, the first NAMED_LINES of them.
+    The common case, a process killed mid-write, is named without reading the file again."""
+    if damaged == 1 and _last_byte(path) != b"\n":
+        named = [f"line {lines} (torn: no end of line)"]
+    else:
+        named = [f"line {number} ({why})" for number, why in damaged_lines(path, NAMED_LINES)]
+    more = f", ... ({damaged - len(named)} more)" if damaged > len(named) else ""
+    return f"{path}: skipped {damaged} damaged line(s): " + ", ".join(named) + more
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        stream.seek(-1, os.SEEK_END)
+        return stream.read(1)
+
+
+_RECORD_TYPES = {spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK, spanfile.DIAGNOSTIC}
+
+
+def damaged_lines(path: Path, limit: int) -> list[tuple[int, str]]:
+    """(line number, why) of the first `limit` lines of a span file that _STAGE_SQL rejects, by the
+    same rules, read again in Python only for a file found damaged."""
+    out: list[tuple[int, str]] = []
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            why = _line_problem(raw)
+            if why:
+                out.append((number, why))
+                if len(out) >= limit:
+                    break
+    return out
+
+
+def _line_problem(raw: bytes) -> str | None:
+    if not raw.endswith(b"\n"):
+        return "torn: no end of line"
+    try:
+        text = raw[:-1].decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    fields = text.rstrip("\r").split("\t")
+    if len(fields) != len(spanfile.FIELDS) or fields[-1] != spanfile.TERMINATOR:
+        return f"{len(fields)} fields, not {len(spanfile.FIELDS)} ending in {spanfile.TERMINATOR!r}"
+    rec, span_id, _, _, _, _, _, start, end, _, attributes, _ = fields
+    if rec not in _RECORD_TYPES:
+        return f"unknown record type {rec[:10]!r}"
+    for name, value in (("start_ns", start), ("end_ns", end)):
+        if value and not value.lstrip("-").isdigit():
+            return f"{name} is not a number"
+    try:
+        json.dumps(json.loads(attributes or "{}"), ensure_ascii=False).encode("utf-8")
+    except ValueError:
+        return "attributes are not JSON"
+    except UnicodeEncodeError:
+        return "attributes hold a lone surrogate (text that is not UTF-8, unescaped)"
+    needs = {spanfile.START: (span_id, start), spanfile.END: (span_id, end), spanfile.COMPLETE: (span_id, start, end),
+             spanfile.TICK: (end,)}.get(rec, ())
+    if not all(needs):
+        return "a required field is empty"
+    return None
 
 
 def _refusal(records: int, format_: str | None, version: str | None) -> str | None:
@@ -450,7 +589,7 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
     result.cpu_samples = con.execute(_CPU_SAMPLES_SQL, {"run_id": result.run_id}).fetchone()[0]
     result.diagnostics += con.execute(_CPU_DIAGNOSTICS_SQL, {"run_id": result.run_id, "source_file": name}).fetchone()[0]
     con.execute("DROP TABLE _cpu")
-    damaged = _count_lines(path) - 1 - records
+    damaged = _scan(path)[0] - 1 - records
     if damaged > 0:
         result.skipped_lines += damaged
         result.warnings.append(LoadWarning(

@@ -71,4 +71,4 @@ def test_python_dash_m_and_console_scripts_are_traced(traced, tmp_path):
     result = traced.run([sys.executable, "-m", "slow_inner"], cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == b""
     commands = sorted(p.attributes["process.command"] for p in traced.spans().processes())
-    assert commands == ["-m slow_inner", "tool"]
+    assert commands == ["slow_inner", "tool"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from selfopt_trace.bootstrap.selfopt_trace_agent import redact
 
 SECRET = "XYZsecret123"
@@ -47,3 +49,76 @@ def test_redact_text_keeps_ordinary_values():
     for value in ("hello", "--verbose", "a=b", "/usr/bin/python3", "x:y"):
         assert redact.text(value) == value
     assert redact.text("X-Api-Key: abc") == "X-Api-Key: [REDACTED]"
+
+
+# --- issue 15: the forms that got through, and the one table of patterns --------------------------
+
+NEW = "S3CR3T"
+
+
+def test_curl_user_password_in_argv_and_in_a_shell_command():
+    assert redact.argv(["curl", "-u", f"me:{NEW}", "https://h/"]) == ["curl", "-u", "me:[REDACTED]", "https://h/"]
+    assert redact.argv(["/usr/bin/curl", f"--user=me:{NEW}"]) == ["/usr/bin/curl", "--user=me:[REDACTED]"]
+    assert redact.argv(["curl", f"-ume:{NEW}"]) == ["curl", "-ume:[REDACTED]"]
+    assert NEW not in redact.text(f"set -e; curl -sS -u 'me:{NEW}' https://h/ | jq .")
+    assert redact.argv(["python", "-u", "app.py"]) == ["python", "-u", "app.py"]  # -u is curl's, not everyone's
+
+
+def test_mysql_joined_password():
+    assert redact.argv(["mysql", f"-p{NEW}", "shop"]) == ["mysql", "-p[REDACTED]", "shop"]
+    assert redact.argv(["mysql", "-p", "shop"]) == ["mysql", "-p", "shop"]  # asks for it: shop is the database
+    assert NEW not in redact.text(f"mysqldump -h db -p{NEW} shop > dump.sql")
+
+
+def test_passphrase_flag():
+    assert redact.argv(["gpg", "--passphrase", NEW, "-d", "f.gpg"]) == ["gpg", "--passphrase", "[REDACTED]", "-d", "f.gpg"]
+    assert redact.argv(["tool", f"--passphrase={NEW}"]) == ["tool", "--passphrase=[REDACTED]"]
+
+
+def test_oauth_code_in_a_url():
+    url = f"https://app.example/callback?code={NEW}&state=xyz"
+    assert redact.url(url) == "https://app.example/callback?code=[REDACTED]&state=xyz"
+    assert redact.argv(["curl", url]) == ["curl", "https://app.example/callback?code=[REDACTED]&state=xyz"]
+    assert NEW not in redact.text(f"GET {url} HTTP/1.1")
+    assert redact.url("https://h/?unicode=1&codec=2") == "https://h/?unicode=1&codec=2"  # whole names only
+
+
+def test_the_four_forms_never_reach_a_span_file(traced):
+    children = [["curl", "-u", f"me:{NEW}"], ["mysql", f"-p{NEW}"], ["gpg", "--passphrase", NEW],
+                ["curl", f"https://h/cb?code={NEW}"]]
+    code = "import subprocess\n" + "".join(f"try:\n    subprocess.run({c!r})\nexcept OSError:\n    pass\n" for c in children)
+    result = traced.python(code, f"https://h/cb?code={NEW}", "--passphrase", NEW)
+    assert result.returncode == 0, result.stderr
+    for path in (traced.run_dir / "spans").glob("*.spans"):
+        assert NEW not in path.read_text()
+
+
+def _contexts(kind: str, pattern: str, example: str) -> dict:
+    """Where a form of secret is looked for, each with the text that holds it, redacted."""
+    if kind == "word":
+        return {"argv": " ".join(redact.argv(["prog", f"--{pattern}", NEW, f"--x-{pattern}={NEW}"])),
+                "url": redact.url(f"https://h/p?x_{pattern}={NEW}&a=1"),
+                "header": redact.header(f"X-{pattern}", NEW) + redact.text(f"X-{pattern}: {NEW}"),
+                "environment": " ".join(redact.argv(["env", f"MY_{pattern.upper()}={NEW}", "cmd"])),
+                "attribute": str(redact.attributes({f"app.{pattern}": NEW}))}
+    if kind == "name":
+        url = f"https://h/p?{pattern}={NEW}&a=1"
+        return {"argv": " ".join(redact.argv(["curl", url])), "url": redact.url(url),
+                "header": redact.header(pattern, NEW) + redact.text(f"GET {url}"),
+                "environment": " ".join(redact.argv(["env", f"{pattern.upper()}={NEW}", "cmd"])),
+                "attribute": str(redact.attributes({"url.full": url, pattern: NEW}))}
+    if kind == "prefix":
+        return {"argv": " ".join(redact.argv(["prog", example, f"--x={example}"])),
+                "url": redact.url(f"https://h/p?x={example}"),
+                "header": redact.header("X-Thing", example) + redact.text(f"X-Thing: {example}"),
+                "environment": " ".join(redact.argv(["env", f"THING={example}", "cmd"])),
+                "attribute": str(redact.attributes({"app.thing": example}))}
+    return {"argv": " ".join(redact.argv(example.split(" "))), "shell": redact.text(f"sh -c '{example}'")}
+
+
+@pytest.mark.parametrize("kind, pattern, example", redact.PATTERNS, ids=[p for _, p, _ in redact.PATTERNS])
+def test_every_form_of_the_table_is_redacted_wherever_it_applies(kind, pattern, example):
+    assert NEW in example
+    assert NEW not in redact.text(example), "free text"
+    for where, text in _contexts(kind, pattern, example).items():
+        assert NEW not in text and redact.REDACTED in text, (where, text)

@@ -67,11 +67,11 @@ def test_tree_shows_processes_and_the_calls_between_them(two_runs):
     assert result.returncode == 0, result.stderr
     text = result.stdout.decode()
     assert text.startswith("run beta-2")
-    assert "python -c \"import json\"" in text and "start-up" in text and "imports" in text
+    assert "python -c import json" in text and "start-up" in text and "imports" in text
     assert "subprocess sh -c true" in text
     lines = text.splitlines()[1:]  # after the run's own line, which names the whole command
     parent = next(i for i, line in enumerate(lines) if "subprocess.run" in line)
-    child = next(i for i, line in enumerate(lines) if "python -c \"import json\"" in line)
+    child = next(i for i, line in enumerate(lines) if "python -c import json" in line)
     assert parent < child
     indent = lambda line: len(line) - len(line.lstrip(" │├└─"))  # noqa: E731
     assert indent(lines[child]) > indent(lines[parent])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from selfopt_trace.bootstrap.selfopt_trace_agent.process import command_name, python_main
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
 from tests.e2e import harness
@@ -282,3 +283,31 @@ def test_the_breakdown_follows_what_codeflash_waits_on_not_its_idle_jedi_helper(
     # and the figures say where codeflash's time goes: its pytest children, start-up and imports
     assert with_helper["child processes' own work"] + with_helper["imports"] + with_helper["interpreter start-up"] \
         > 0.3 * with_helper["total"]
+
+
+def _program(args: list) -> tuple:
+    """What a Python command line runs, its arguments aside: a -c program (its digits aside: a file
+    descriptor, a pid), a module, a script."""
+    kind, target, _ = python_main(args)
+    return kind, "".join(c for c in target if not c.isdigit()) if kind == "command" else target
+
+
+def test_every_process_is_named_after_what_it_runs(run: Run) -> None:
+    """Issue 15: the naming rule on codeflash's process tree. Every name is the rule's, the service
+    is the name, none is a bare `-c` or `-m X`, and processes running different programs (different
+    -c programs among them) never share a name."""
+    processes = run.named("process")
+    assert len(processes) >= 8
+    names: dict[str, set] = {}
+    with Store(run.db) as store:
+        _, rows = store.sql("SELECT span_id, service_name FROM spans WHERE run_id = ? AND name = 'process'", [RUN_ID])
+    services = dict(rows)
+    for process in processes:
+        args = process.attributes["process.command_args"]
+        name = process.attributes["process.command"]
+        assert name == command_name(args, python=True) == services[process.span_id]
+        assert name not in ("-c", "python") and not name.startswith(("-m ", "-c ")), args
+        names.setdefault(name, set()).add(_program(args))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
+    assert {"codeflash", "pytest", "coverage", "standin.py", "pytest_new_process_discovery.py",
+            "subprocess/__main__.py"} <= set(names)

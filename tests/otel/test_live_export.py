@@ -350,15 +350,18 @@ def test_values_otlp_cannot_carry_are_sent_converted_and_counted(jaeger: Jaeger,
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     [trace_id] = {span["trace_id"] for span in stored_spans(home / "traces.duckdb", "odd").values()}
-    # The parent's span of the call, with the child's argv. (The loader skips that line as damaged:
-    # DuckDB's JSON reader refuses the escaped lone surrogate; the live export sends it converted.)
+    # The parent's span of the call, with the child's argv: the agent wrote the byte that is not
+    # UTF-8 escaped (docs/agent.md, "Text that is not UTF-8"), the store keeps the argument whole.
     trace = jaeger.trace(trace_id, min_spans=4)["data"][0]
     [args] = [json.loads(tags["process.command_args"]) for tags in
               ({tag["key"]: tag["value"] for tag in span["tags"]} for span in trace["spans"])
               if tags["selfopt_trace.category"] == "subprocess"]
-    assert args[-2:] == ["a" * 65_536, "caf\\udce9"]  # truncated; the byte that was not UTF-8, escaped
+    assert args[-2:] == ["a" * 65_536, "caf\\xe9"]  # truncated for OTLP; the byte that was not UTF-8, escaped
     assert summary["diagnostics"] >= 1
     with duckdb.connect(str(home / "traces.duckdb"), read_only=True) as con:
         [(message,)] = con.execute("SELECT message FROM diagnostics WHERE run_id = 'odd' AND code = 'export.converted'"
                                    ).fetchall()
-    assert "truncated strings" in message and "strings that were not UTF-8" in message, message
+        [(stored,)] = con.execute("SELECT attributes->'process.command_args' FROM spans WHERE run_id = 'odd' "
+                                  "AND category = 'subprocess'").fetchall()
+    assert "truncated strings" in message, message
+    assert json.loads(stored)[-2:] == [huge, "caf\\xe9"]

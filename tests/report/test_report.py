@@ -124,3 +124,19 @@ def test_the_page_is_self_contained_and_data_cannot_escape_its_script(traced_sto
     assert "<link" not in html and "@import" not in html and "url(" not in html
     data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1)
     assert json.loads(data)["spans"][0][2].startswith("</script>")
+
+
+@needs_browser
+def test_the_breakdown_bar_spans_the_page_width_and_each_piece_keeps_its_label(traced_store, tmp_path: Path) -> None:
+    html = render(collect(traced_store, "q1"))
+    measure = ("<script>const s = document.querySelector('.stack'), w = document.querySelector('#breakdown');"
+               "const cs = getComputedStyle(w); document.body.dataset.stack = s.getBoundingClientRect().width;"
+               "document.body.dataset.room = w.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);"
+               "document.body.dataset.untitled = [...s.children].filter(d => !d.title).length;</script></body>")
+    page_path = tmp_path / "report.html"
+    page_path.write_text(html.replace("</body>", measure), encoding="utf-8")
+    data = open_page(page_path, tmp_path / "chromium").body_data()
+    assert abs(float(data["stack"]) - float(data["room"])) <= 2, data  # the whole width, at 1400 px too
+    assert data["untitled"] == "0"
+    pieces = re.findall(r'<div title="([^"]+)" style="width:', html)
+    assert pieces and all(": " in title and title.endswith(" ms") for title in pieces)

@@ -135,7 +135,7 @@ def test_a_torn_last_line_is_skipped_with_a_warning_naming_the_file(store: Store
     assert result.skipped_lines == 1
     [warning] = result.warnings
     assert str(run / "spans" / "100-0000abcd.spans") in str(warning)
-    assert "1 damaged line" in str(warning)
+    assert "1 damaged line(s): line 3 (torn: no end of line)" in str(warning)
 
 
 def test_damaged_lines_in_the_middle_are_skipped_and_counted(store: Store, tmp_path: Path) -> None:

@@ -73,3 +73,39 @@ def propagated_environ(settings: Settings) -> dict[str, str]:
         env[ENV_SERVICE] = settings.service
     env[ENV_IMPORT_THRESHOLD_MS] = str(settings.import_threshold_ns / 1_000_000)
     return env
+
+
+def with_bootstrap(pythonpath: str, bootstrap_dir: str) -> str:
+    """PYTHONPATH with the bootstrap directory first (never an empty entry: that would be the cwd)."""
+    entries = [p for p in pythonpath.split(os.pathsep) if p] if pythonpath else []
+    if entries[:1] == [bootstrap_dir]:
+        return pythonpath
+    return os.pathsep.join([bootstrap_dir] + [p for p in entries if p != bootstrap_dir])
+
+
+def env_argv(args: list, bootstrap_dir: str) -> list:
+    """`env [-u NAME]... [NAME=VALUE]... CMD`: the PYTHONPATH env sets (or unsets) for CMD keeps the
+    bootstrap directory first, so a Python CMD stays traced. Other argv, and `env -i` / `-S` (a
+    cleared environment, a split string), are returned as they are."""
+    if not args or os.path.basename(os.fsdecode(args[0])) != "env":
+        return args
+    out = list(args)
+    i = 1
+    while i < len(out):
+        arg = os.fsdecode(out[i])
+        if arg in ("-i", "-", "--ignore-environment") or arg.startswith(("-S", "--split-string")):
+            return args
+        if arg in ("-u", "--unset") and i + 1 < len(out) and os.fsdecode(out[i + 1]) == "PYTHONPATH":
+            out[i:i + 2] = ["PYTHONPATH=" + bootstrap_dir]
+        elif arg in ("-uPYTHONPATH", "--unset=PYTHONPATH"):
+            out[i] = "PYTHONPATH=" + bootstrap_dir
+        elif arg.startswith("PYTHONPATH="):
+            out[i] = "PYTHONPATH=" + with_bootstrap(arg[len("PYTHONPATH="):], bootstrap_dir)
+        elif arg in ("-u", "--unset", "-C", "--chdir"):
+            i += 1  # the option's value
+        elif not arg.startswith("-") and "=" not in arg:
+            break  # CMD
+        i += 1
+    if isinstance(args[0], bytes):
+        out = [os.fsencode(item) for item in out]
+    return out

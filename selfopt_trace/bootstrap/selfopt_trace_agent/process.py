@@ -135,11 +135,12 @@ def _begin(start_ns: int, entered: int, source: str, trace_id: str, remote_paren
     """Open this process's span file and its process and interpreter.startup spans."""
     assert _settings is not None
     pid = os.getpid()
-    command_line = _command_line()
+    args = redact.argv(_command_line())
+    name = command_name(args, python=True)
     tracer.configure(os.path.join(_settings.run_dir, "spans"),
-                     spanfile.header_line(entered, _settings.run_id, pid, _resource(pid, command_line)))
+                     spanfile.header_line(entered, _settings.run_id, pid, _resource(pid, name)))
     tracer.set_root(None, trace_id, remote_parent)
-    root = tracer.start_span("process", "process", tracer.INTERNAL, _process_attributes(pid, source, command_line),
+    root = tracer.start_span("process", "process", tracer.INTERNAL, _process_attributes(pid, source, args, name),
                              parent=parent, start_ns=start_ns)
     tracer.set_root(root, trace_id, remote_parent)
     if entered > start_ns:
@@ -158,22 +159,8 @@ def _await_main(start_ns: int, entered: int) -> None:
 
 def _kind_of_main(argv: list) -> str:
     """How CPython was asked to run the program (its option parser's rules, as far as they matter)."""
-    args = iter(argv[1:])
-    for arg in args:
-        if arg == "-" or not arg.startswith("-"):
-            return "script" if arg != "-" else ""
-        if arg.startswith("--"):
-            if arg == "--check-hash-based-pycs":
-                next(args, None)
-            continue
-        for i, letter in enumerate(arg[1:], 1):
-            if letter in "cm":
-                return "command" if letter == "c" else "module"
-            if letter in "WX":
-                if i == len(arg) - 1:
-                    next(args, None)
-                break
-    return ""
+    kind = python_main(argv)[0]
+    return kind if kind in ("script", "command", "module") else ""
 
 
 def _watch_for_main() -> None:
@@ -286,43 +273,42 @@ def _process_cpu_ns() -> int:
 
 
 def _command_line() -> list:
+    """This process's argv as the kernel has it, whole (it may be megabytes), bytes that are not
+    UTF-8 kept as surrogates (os.fsdecode's way): the span file escapes them (spanfile.escape)."""
     try:
         fd = os.open("/proc/self/cmdline", os.O_RDONLY)
         try:
             raw = os.read(fd, 1 << 16)
+            if len(raw) == 1 << 16:
+                chunks = [raw]
+                while True:
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                raw = b"".join(chunks)
         finally:
             os.close(fd)
         if raw:
-            return [part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0")]
+            return [part.decode("utf-8", "surrogateescape") for part in raw.rstrip(b"\0").split(b"\0")]
     except OSError:
         pass
     return list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
 
 
-def _process_attributes(pid: int, source: str, command_line: list) -> dict:
-    args = redact.argv(command_line)
+def _process_attributes(pid: int, source: str, args: list, name: str) -> dict:
     return {
         "process.pid": pid,
         "process.parent_pid": os.getppid(),
         "process.executable.path": sys.executable,
         "process.executable.name": os.path.basename(sys.executable),
         "process.command_args": args,
-        "process.command": _command_name(args),
+        "process.command": name,
         "process.start.source": source,
     }
 
 
-def _command_name(args: list) -> str:
-    """The script or module a Python command line runs: what a person calls the process."""
-    for i, arg in enumerate(args[1:], 1):
-        if arg in ("-m", "-c") and i + 1 < len(args):
-            return ("-m " + args[i + 1]) if arg == "-m" else "-c"
-        if not arg.startswith("-"):
-            return os.path.basename(arg)
-    return os.path.basename(args[0]) if args else "python"
-
-
-def _resource(pid: int, command_line: list) -> dict:
+def _resource(pid: int, name: str) -> dict:
     assert _settings is not None
     resource = {}
     for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
@@ -333,7 +319,7 @@ def _resource(pid: int, command_line: list) -> dict:
 
                 value = unquote(value)
             resource[key.strip()] = value.strip()
-    service = _settings.service or resource.get("service.name") or _command_name(command_line)
+    service = _settings.service or resource.get("service.name") or name
     resource.update({
         "service.name": service,
         "host.name": os.uname().nodename,
@@ -504,3 +490,137 @@ def _after_fork_in_child() -> None:
         tracer.started_up()
     except Exception:
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Process names: what a person calls a process, one short name from its command line (docs/agent.md,
+# "Process names"). The one rule: recorded as `process.command` on every process span (its
+# service.name too, unless one is set) and subprocess span; everything else reads it from there (the
+# `subprocess` and `process_tree` queries, the summary, `tree`, the report, the exports, Jaeger).
+#     python app.py --x                                  app.py
+#     python -m pytest -q                                pytest
+#     /venv/bin/python /venv/bin/codeflash --file f.py   codeflash   (a console script)
+#     python -c "import sys; sys.path.insert(0, p); from tool.cli import main; main()"
+#                                                        python -c from tool.cli import main
+#     python .../jedi/inference/compiled/subprocess/__main__.py   subprocess/__main__.py
+#     sh -c "make -j4 && ./check"                        sh -c make -j4 && ./check
+#     git status --short                                 git status
+# Here, not in a module of its own: one module more to import costs every traced process ~1.2M CPU
+# instructions (callgrind); string operations only, no `re`.
+
+CODE_CHARS = 60  # of a -c program, at most this much is in the name (then "…")
+_SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "ash", "busybox")
+
+
+def command_name(args: list, python: bool = False) -> str:
+    """The name of the process `args` starts (`python`: args is a Python interpreter's command line)."""
+    return split_command(args, python)[0]
+
+
+def split_command(args: list, python: bool = False) -> tuple:
+    """(name, the arguments after what the name stands for): `python -m pytest -q` -> ("pytest", ["-q"])."""
+    if not args:
+        return "python" if python else "", []
+    program = _basename(str(args[0]))
+    if python or program.startswith(("python", "pypy")):
+        kind, target, rest = python_main(args)
+        if kind == "command":
+            return ("python -c " + code_summary(target)).rstrip(), args[rest:]
+        if kind == "module":
+            return target, args[rest:]
+        if kind == "script":
+            return script_name(target), args[rest:]
+        return program or "python", args[rest:]
+    if program in _SHELLS and len(args) > 2 and args[1] == "-c":
+        return (program + " -c " + code_summary(str(args[2]))).rstrip(), args[3:]
+    if len(args) > 1 and not str(args[1]).startswith("-") and len(str(args[1])) <= 32 and "/" not in str(args[1]):
+        return program + " " + str(args[1]), args[2:]  # git status, docker run, pip install
+    return program, args[1:]
+
+
+def python_main(args: list) -> tuple:
+    """(kind, target, index of the program's first argument) of a Python command line, by CPython's
+    option parser: kind is "command" (-c CODE), "module" (-m MOD), "script" (a file), "stdin" or ""."""
+    i = 1
+    while i < len(args):
+        arg = str(args[i])
+        if arg == "--":
+            return ("script", str(args[i + 1]), i + 2) if i + 1 < len(args) else ("stdin", "", i + 1)
+        if arg == "-":
+            return "stdin", "", i + 1
+        if not arg.startswith("-"):
+            return "script", arg, i + 1
+        if arg.startswith("--"):
+            i += 2 if arg == "--check-hash-based-pycs" else 1
+            continue
+        for j in range(1, len(arg)):
+            letter = arg[j]
+            if letter in "cm":
+                kind = "command" if letter == "c" else "module"
+                if j + 1 < len(arg):  # -cCODE, -mMOD
+                    return kind, arg[j + 1:], i + 1
+                return kind, (str(args[i + 1]) if i + 1 < len(args) else ""), i + 2
+            if letter in "WX":
+                if j == len(arg) - 1:
+                    i += 1  # -W ignore: the value is the next argument
+                break
+        i += 1
+    return "", "", len(args)
+
+
+def script_name(path: str) -> str:
+    """A script's file name; a package's __main__.py with its package's."""
+    name = _basename(path)
+    if name in ("__main__.py", "__init__.py"):
+        parent = _basename(path[:len(path) - len(name)].rstrip("/"))
+        if parent:
+            return parent + "/" + name
+    return name or path
+
+
+def code_summary(code: str) -> str:
+    """A -c program in a few words: its first statement that is not a plain import or a sys.path
+    change (else its first), on one line, at most CODE_CHARS characters."""
+    first = ""
+    start = 0
+    length = len(code)
+    while start < length:
+        end = code.find("\n", start)
+        if end < 0:
+            end = length
+        for statement in _statements(code[start:end]):
+            if not first:
+                first = statement
+            if not statement.startswith(("import ", "sys.path.", "from __future__ ")):
+                return _cut(statement)
+        start = end + 1
+    return _cut(first)
+
+
+def _statements(line: str) -> list:
+    """The statements of one line (`a; b`), outside quotes; comments and blanks left out."""
+    out = []
+    quote = ""
+    begin = 0
+    for i, char in enumerate(line):
+        if quote:
+            if char == quote and line[i - 1] != "\\":
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#":
+            line = line[:i]
+            break
+        elif char == ";":
+            out.append(line[begin:i])
+            begin = i + 1
+    out.append(line[begin:])
+    return [s for s in (" ".join(part.split()) for part in out) if s]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= CODE_CHARS else text[:CODE_CHARS - 1] + "…"
+
+
+def _basename(path: str) -> str:
+    return path.rpartition("/")[2]

@@ -7,17 +7,70 @@ inside every traced process at start-up, where importing `re` costs 5-10 ms).
 from __future__ import annotations
 
 REDACTED = "[REDACTED]"
-_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "pwd", "auth", "credential",
-                 "cookie", "session", "signature", "bearer", "private")
-# Values that are secrets whatever flag they follow (API keys of well-known services).
-_SECRET_PREFIXES = ("cf-", "sk-", "ghp_", "gho_", "ghs_", "github_pat_", "xoxb-", "xoxp-", "AKIA", "glpat-")
+
+# Every form of secret this module knows, one line each: (kind, pattern, an example that holds the
+# secret S3CR3T). tests/agent/test_secrets.py checks every example in each place its kind applies
+# to (argv, URL, header, environment variable, span attribute), so adding a form is one line here.
+#   word    a name (flag, variable, query parameter, header, JSON key, attribute key) containing it
+#   name    a name that is exactly it (a word too common inside other names: `code`, `sig`)
+#   prefix  a value starting with it, whatever its name (API key formats of well-known services)
+#   flag    `PROGRAM FLAG`: the value of that flag of that program, next to it or joined (`-pS3CR3T`,
+#           `--user=me:S3CR3T`); in `user:secret`, the user is kept
+#   joined  the same, joined only (`mysql -p DB` asks for the password: DB is the database)
+PATTERNS = (
+    ("word", "key", "--api-key S3CR3T"),
+    ("word", "token", "--token S3CR3T"),
+    ("word", "secret", "CLIENT_SECRET=S3CR3T"),
+    ("word", "password", "--password=S3CR3T"),
+    ("word", "passwd", "PASSWD=S3CR3T"),
+    ("word", "passphrase", "--passphrase S3CR3T"),
+    ("word", "pwd", "DB_PWD=S3CR3T"),
+    ("word", "auth", "--auth S3CR3T"),
+    ("word", "credential", "CREDENTIALS=S3CR3T"),
+    ("word", "cookie", "Cookie: S3CR3T"),
+    ("word", "session", "SESSION_ID=S3CR3T"),
+    ("word", "signature", "X-Amz-Signature=S3CR3T"),
+    ("word", "bearer", "BEARER=S3CR3T"),
+    ("word", "private", "PRIVATE_KEY_DATA=S3CR3T"),
+    ("name", "code", "https://app.example/callback?code=S3CR3T&state=xyz"),
+    ("name", "sig", "https://blob.example/c/f?sv=2022&sig=S3CR3T"),
+    ("prefix", "cf-", "cf-S3CR3T0123"),
+    ("prefix", "sk-", "sk-S3CR3T0123"),
+    ("prefix", "ghp_", "ghp_S3CR3T0123"),
+    ("prefix", "gho_", "gho_S3CR3T0123"),
+    ("prefix", "ghs_", "ghs_S3CR3T0123"),
+    ("prefix", "github_pat_", "github_pat_S3CR3T0123"),
+    ("prefix", "xoxb-", "xoxb-S3CR3T0123"),
+    ("prefix", "xoxp-", "xoxp-S3CR3T0123"),
+    ("prefix", "AKIA", "AKIAS3CR3T0123"),
+    ("prefix", "glpat-", "glpat-S3CR3T0123"),
+    ("flag", "curl -u", "curl -u me:S3CR3T https://example.invalid/"),
+    ("flag", "curl --user", "curl --user me:S3CR3T https://example.invalid/"),
+    ("flag", "curl -U", "curl -U me:S3CR3T https://example.invalid/"),
+    ("flag", "curl --proxy-user", "curl --proxy-user me:S3CR3T https://example.invalid/"),
+    ("joined", "mysql -p", "mysql -pS3CR3T shop"),
+    ("joined", "mysqldump -p", "mysqldump -pS3CR3T shop"),
+    ("joined", "mysqladmin -p", "mysqladmin -pS3CR3T status"),
+    ("joined", "mariadb -p", "mariadb -pS3CR3T shop"),
+    ("flag", "sshpass -p", "sshpass -p S3CR3T ssh host"),
+    ("flag", "redis-cli -a", "redis-cli -a S3CR3T ping"),
+)
+_SECRET_WORDS = tuple(pattern for kind, pattern, _ in PATTERNS if kind == "word")
+_SECRET_NAMES = frozenset(pattern for kind, pattern, _ in PATTERNS if kind == "name")
+_SECRET_PREFIXES = tuple(pattern for kind, pattern, _ in PATTERNS if kind == "prefix")
+_FLAGS: dict = {}  # program -> {flag: joined only}
+for _kind, _pattern, _ in PATTERNS:
+    if _kind in ("flag", "joined"):
+        _program, _, _flag = _pattern.partition(" ")
+        _FLAGS.setdefault(_program, {})[_flag] = _kind == "joined"
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                             "api-key", "x-auth-token", "x-csrf-token", "x-amz-security-token"))
 
 
 def is_secret_name(name: str) -> bool:
+    """A flag, variable, parameter, header or key whose value is a secret."""
     lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+    return lowered in _SECRET_NAMES or any(word in lowered for word in _SECRET_WORDS)
 
 
 def _looks_like_secret_value(value: str) -> bool:
@@ -39,7 +92,13 @@ def _compiled() -> list:
         words = "|".join(_SECRET_WORDS)
         value = r"(?!\[REDACTED\])([^\s'\",&;)}\]]+)"
         # Each pattern: group 1 is kept, group 2 is the secret.
+        for program, flags in _FLAGS.items():  # `curl -u me:S3CR3T`, `mysql -pS3CR3T` in a shell command or a -c program
+            for flag, joined in flags.items():
+                _patterns.append(re.compile(r"(\b" + re.escape(program) + r"\b[^;&|\n]*?[\s'\"]" + re.escape(flag)
+                                            + (r"" if joined else r"(?:['\"]?\s*,\s*['\"]?|\s+|=)?")
+                                            + r"['\"]?(?:[^\s:'\"]*:)?)" + value))
         _patterns.extend([
+            re.compile(r"([?&](?:" + "|".join(_SECRET_NAMES) + r")=)(?!\[REDACTED\])([^&#\s'\"]+)"),
             re.compile(r"(://[^/\s:@'\"]+:)(?!\[REDACTED\])([^@\s/'\"]+)(?=@)"),  # URL user:password@
             re.compile(r"(?i)((?:--?|\b)[\w.-]*(?:" + words + r")[\w.-]*(?:\s*[=:]\s*|['\"]?\s*,\s*['\"]?)"
                        r"(?:(?:bearer|basic|token)\s+)?)" + value),
@@ -53,7 +112,8 @@ def _compiled() -> list:
 def _might_hold_secret(value: str) -> bool:
     lowered = value.lower()
     return (any(word in lowered for word in _SECRET_WORDS) or ("://" in value and "@" in value)
-            or any(p in value for p in _SECRET_PREFIXES))
+            or any(p in value for p in _SECRET_PREFIXES) or any(program in value for program in _FLAGS)
+            or any(name + "=" in lowered for name in _SECRET_NAMES))
 
 
 def text(value: str) -> str:
@@ -67,23 +127,73 @@ def text(value: str) -> str:
 
 
 def argv(args: list) -> list:
-    """A command line with the values of secret flags and secret-looking arguments replaced."""
+    """A command line with the values of secret flags and secret-looking arguments replaced (bytes
+    that are not UTF-8 kept, as surrogates: the span file escapes them)."""
     out = []
     redact_next = False
+    flags = _FLAGS.get(str(args[0]).rpartition("/")[2], {}) if args else {}
     for arg in args:
         if isinstance(arg, bytes):
-            arg = arg.decode("utf-8", "replace")
+            arg = arg.decode("utf-8", "surrogateescape")
         else:
             arg = str(arg)
         if redact_next:
-            out.append(REDACTED)
+            out.append(_flag_value(arg))
             redact_next = False
             continue
+        if flags and arg.startswith("-"):
+            flag = _program_flag(arg, flags)
+            if flag is not None:
+                if flag == arg:
+                    out.append(arg)
+                    redact_next = True
+                else:
+                    joined = arg[len(flag):]
+                    glue = "=" if joined.startswith("=") else ""
+                    out.append(flag + glue + _flag_value(joined[len(glue):]))
+                continue
         if arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-")):
             out.append(arg)
             redact_next = True
             continue
         out.append(_argument(arg))
+    return out
+
+
+def _program_flag(arg: str, flags: dict) -> str | None:
+    """The program's secret flag `arg` is, or starts with (joined value), or None."""
+    for flag, joined_only in flags.items():
+        if arg == flag and not joined_only:
+            return flag
+        if arg.startswith(flag) and len(arg) > len(flag) and (len(flag) == 2 or arg[len(flag)] == "="):
+            return flag
+    return None
+
+
+def _flag_value(value: str) -> str:
+    """A secret flag's value: `user:secret` keeps its user."""
+    user, colon, _ = value.partition(":")
+    return user + colon + REDACTED if colon and "/" not in user else REDACTED
+
+
+def header(name: str, value: str) -> str:
+    """An HTTP header's value as it may be recorded."""
+    return REDACTED if name.lower() in SECRET_HEADERS or is_secret_name(name) else text(value)
+
+
+def attributes(values: dict) -> dict:
+    """Span attributes from elsewhere (another instrumentation): secret keys' values and secret-looking
+    strings replaced, URLs without credentials and secret query values."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(key, str) and is_secret_name(key.rpartition(".")[2]):
+            out[key] = REDACTED
+        elif isinstance(value, str):
+            out[key] = url(value) if "://" in value else text(value)
+        elif isinstance(value, (list, tuple)):
+            out[key] = [text(item) if isinstance(item, str) else item for item in value]
+        else:
+            out[key] = value
     return out
 
 

@@ -65,6 +65,68 @@ def _value(value: object) -> str:
     return _string(str(value))
 
 
+# Text that is not UTF-8 (an argv or a path in Latin-1: os.fsdecode's surrogates) is written escaped,
+# losslessly: a byte that is not UTF-8 as `\xHH`, a backslash as `\\`; this attribute lists the keys
+# (of the same object) whose text was so written. `unescape` gives the original back.
+ESCAPED = "selfopt_trace.escaped"
+
+
+def needs_escape(value: object) -> bool:
+    """A string (or a list of them) holding a surrogate: bytes that are not UTF-8."""
+    if type(value) is str:
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")  # type: ignore[union-attr]
+        except UnicodeEncodeError:
+            return True
+        return False
+    return (type(value) is list or type(value) is tuple) and any(needs_escape(item) for item in value)  # type: ignore[union-attr]
+
+
+def escape(value):
+    """`value` (a string or a list of them) with its surrogates as `\\xHH` (`\\uHHHH` for one that
+    stands for no byte) and its backslashes doubled: UTF-8 text that `unescape` turns back."""
+    if type(value) is not str:
+        return [escape(item) if type(item) is str else item for item in value]
+    out = []
+    for char in value:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append("\\x%02x" % (code - 0xDC00))
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("\\u%04x" % code)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def unescape(text: str) -> str:
+    """The text `escape` was given (bytes that are not UTF-8 as surrogates: os.fsencode gives them)."""
+    out = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text):
+            following = text[i + 1]
+            if following == "x":
+                out.append(chr(0xDC00 + int(text[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            if following == "u":
+                out.append(chr(int(text[i + 2:i + 6], 16)))
+                i += 6
+                continue
+            out.append(following)
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
 _plain_keys: set = set()  # attribute keys known to need no escaping
 
 
@@ -77,6 +139,7 @@ def encode(attributes: dict | None) -> str:
             if key in _plain_keys and type(value) is str and value.isprintable() and '"' not in value and "\\" not in value:
                 return f'{{"{key}":"{value}"}}'
     parts = []
+    escaped = None
     for key, value in attributes.items():
         if key not in _plain_keys:
             if type(key) is not str or _string(key) != '"' + key + '"':
@@ -89,7 +152,12 @@ def encode(attributes: dict | None) -> str:
         elif kind is int:
             parts.append(f'"{key}":{value}')
         else:
+            if needs_escape(value):
+                value = escape(value)
+                escaped = (escaped or []) + [key]
             parts.append(f'"{key}":{_value(value)}')
+    if escaped:
+        parts.append(f'"{ESCAPED}":{_value(escaped)}')
     return "{" + ",".join(parts) + "}"
 
 

@@ -32,7 +32,8 @@ def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tra
     if isinstance(args, (str, bytes)):
         args = [args]
     argv = redact.argv(list(args))
-    attrs = {"process.command_args": argv, "process.executable.name": os.path.basename(argv[0]) if argv else ""}
+    attrs = {"process.command_args": argv, "process.executable.name": os.path.basename(argv[0]) if argv else "",
+             "process.command": process.command_name(argv)}
     if cwd is not None:
         attrs["process.working_directory"] = os.fsdecode(cwd)
     if attributes:
@@ -46,10 +47,14 @@ _CONTAINER_CLIS = ("docker", "podman")
 
 
 def rewrite_argv(args, span: tracer.Span):
-    """Commands that start containers get the trace carried inside (hooks/docker_.py); others pass as they are."""
+    """Commands that start containers get the trace carried inside (hooks/docker_.py), `env` keeps the
+    bootstrap in a PYTHONPATH it sets (config.env_argv); others pass as they are."""
     if isinstance(args, (str, bytes)) or not args:
         return args
     name = os.path.basename(os.fsdecode(args[0]))
+    if name == "env":
+        settings = process.settings()
+        return config.env_argv(list(args), settings.bootstrap_dir) if settings else args
     if name not in _CONTAINER_CLIS:
         return args
     from . import docker_
@@ -73,7 +78,7 @@ def child_environ(span: tracer.Span, env) -> dict:
     ours[config.ENV_TRACEPARENT] = span.traceparent()
     ours[config.ENV_SPAWN] = spawn_marker()
     if settings:
-        ours["PYTHONPATH"] = _with_bootstrap(_get(base, "PYTHONPATH"), settings.bootstrap_dir)
+        ours["PYTHONPATH"] = config.with_bootstrap(_get(base, "PYTHONPATH"), settings.bootstrap_dir)
     if base and isinstance(next(iter(base)), bytes):
         ours = {os.fsencode(k): os.fsencode(v) for k, v in ours.items()}
     base.update(ours)
@@ -87,13 +92,6 @@ def _get(env: dict, key: str) -> str:
     return os.fsdecode(value) if value is not None else ""
 
 
-def _with_bootstrap(pythonpath: str, bootstrap_dir: str) -> str:
-    entries = [p for p in pythonpath.split(os.pathsep) if p] if pythonpath else []
-    if bootstrap_dir in entries:
-        return pythonpath
-    return os.pathsep.join([bootstrap_dir] + entries)
-
-
 class inherited_environ:
     """For calls that take the environment from os.environ (os.system, exec*, multiprocessing spawn):
     point TRACEPARENT at `span` for the duration of the call."""
@@ -102,9 +100,12 @@ class inherited_environ:
         self.span = span
 
     def __enter__(self):
-        self.saved = {k: os.environ.get(k) for k in (config.ENV_TRACEPARENT, config.ENV_SPAWN)}
+        self.saved = {k: os.environ.get(k) for k in (config.ENV_TRACEPARENT, config.ENV_SPAWN, "PYTHONPATH")}
         os.environ[config.ENV_TRACEPARENT] = self.span.traceparent()
         os.environ[config.ENV_SPAWN] = spawn_marker()
+        settings = process.settings()
+        if settings:  # the program may have set PYTHONPATH itself: the child keeps the bootstrap
+            os.environ["PYTHONPATH"] = config.with_bootstrap(self.saved["PYTHONPATH"] or "", settings.bootstrap_dir)
         return self
 
     def __exit__(self, *exc) -> None:
