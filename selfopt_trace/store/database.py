@@ -113,8 +113,8 @@ def _sql_file(name: str) -> str:
 
 def _has_current_schema(con: duckdb.DuckDBPyConnection) -> bool:
     """The newest tables of schema.sql are there (a file a new version created or upgraded)."""
-    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('cpu_samples', 'exports')"
-                       ).fetchone()[0] == 2
+    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('cpu_samples', 'exports', 'samples')"
+                       ).fetchone()[0] == 3
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -34,6 +34,7 @@ import duckdb
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
 from selfopt_trace.errors import RunNotFoundError
+from selfopt_trace.store.profile import load_profile
 from selfopt_trace.watchers import cpu_sampler
 
 BATCH_BYTES = 64 << 20
@@ -264,6 +265,7 @@ class LoadResult:
     incomplete_spans: int = 0
     diagnostics: int = 0
     cpu_samples: int = 0  # cpu_samples rows (intervals)
+    samples: int = 0  # samples rows (py-spy slices, run --profile)
     skipped_files: int = 0
     skipped_lines: int = 0
     warnings: list[LoadWarning] = field(default_factory=list)
@@ -307,6 +309,7 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> LoadResult:
                                              ).fetchone()[0]
         con.execute("DROP TABLE _records; DROP TABLE _files")
         _load_cpu_samples(con, result, run_dir)
+        load_profile(con, result, run_dir)
         _refine_and_record_run(con, result, meta, run_dir)
     return result
 
@@ -339,7 +342,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 def delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     """Delete a run's rows from every table; returns how many rows went, all tables together."""
     return sum(con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
-               for table in ("spans", "cpu_samples", "diagnostics", "runs"))
+               for table in ("spans", "cpu_samples", "samples", "stacks", "diagnostics", "runs"))
 
 
 def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
