@@ -57,6 +57,7 @@ class Store:
             self._con = _connect(self.path, read_only)
         # TEMP macros, on every connection: the queries always get this version's.
         self._con.execute(_sql_file("macros.sql"))
+        self._con.execute(_sql_file("profile_macros.sql"))
 
     def load_run(self, run_dir: Path | str) -> LoadResult:
         """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not exist."""

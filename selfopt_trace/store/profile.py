@@ -103,13 +103,24 @@ processes AS (
     WHERE name = 'process' AND category = 'process'
 ),
 innermost AS (
-    SELECT s.*, CASE WHEN g.until_ns >= s.time_ns THEN g.span_id END AS thread_span
+    SELECT s.*, CASE WHEN g.until_ns >= s.time_ns THEN g.span_id END AS thread_span,
+           CASE WHEN g.until_ns >= s.time_ns THEN g.until_ns END AS thread_until
     FROM _samples AS s
     ASOF LEFT JOIN changes AS g ON g.pid = s.pid AND g.tid = s.tid AND s.time_ns >= g.at_ns
+),
+attributed AS (
+    SELECT i.* EXCLUDE (thread_span, thread_until), coalesce(i.thread_span, p.span_id) AS span_id,
+           coalesce(i.thread_until, CASE WHEN p.until_ns >= i.time_ns THEN p.until_ns END) AS until_ns
+    FROM innermost AS i
+    ASOF LEFT JOIN processes AS p ON p.pid = i.pid AND i.time_ns >= p.at_ns
 )
-SELECT i.* EXCLUDE (thread_span), coalesce(i.thread_span, p.span_id) AS span_id
-FROM innermost AS i
-ASOF LEFT JOIN processes AS p ON p.pid = i.pid AND i.time_ns >= p.at_ns
+-- A slice goes on until the sample that saw another stack: past the end of its span, the stack
+-- had changed (the span's code returned), so it ends with its span.
+SELECT * EXCLUDE (until_ns) REPLACE (
+           CASE WHEN until_ns < time_ns + duration_ns AND duration_ns > 0
+                THEN weight * (until_ns - time_ns) / duration_ns ELSE weight END AS weight,
+           CASE WHEN until_ns < time_ns + duration_ns THEN until_ns - time_ns ELSE duration_ns END AS duration_ns)
+FROM attributed
 """
 
 # The slices: the last one of a thread ends where the thread is known to have ended; idle when
