@@ -341,18 +341,23 @@ class Profiler:
             pass
 
     def _convert(self, spy: _Spy) -> None:
+        """py-spy's file into the samples file; a C record says it was dealt with (the loader
+        converts the files that have none: the watcher was stopped before it could)."""
         code = spy.process.returncode
+        done = fmt.line(fmt.CONVERTED, pid=spy.pid, name=spy.output.name, message='{"samples":0}')
         if not spy.output.is_file() or spy.output.stat().st_size == 0:
             lost = code is not None and code < 0 and code != -signal.SIGINT
             reason = _last_line(spy.log) or (f"killed by signal {-code}" if code and code < 0 else f"exit status {code}")
             self._diagnostic(fmt.LOST if lost else fmt.FAILED,
                              f"no samples from pid {spy.pid}: py-spy {'was killed' if lost else 'failed'}: {reason}", spy.pid)
+            self._write([done])
             self._counts["lost" if lost else "failed"] += 1
             return
         try:
             lines, counts = fmt.convert_file(spy.output, spy.anchor_ns, self.settings.rate_hz, self._stacks, spy.pid)
-        except (OSError, ValueError) as exc:  # a file py-spy did not finish: left for the loader to judge
+        except (OSError, ValueError) as exc:
             self._diagnostic(fmt.FAILED, f"py-spy's file for pid {spy.pid} could not be read: {exc}", spy.pid)
+            self._write([done])
             self._counts["failed"] += 1
             return
         self._write(lines)
