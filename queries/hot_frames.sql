@@ -56,22 +56,37 @@ walls AS (
 per_stack AS (
     SELECT grp, stack_id, sum(weight) AS weight, sum(duration_ns) AS ns FROM inside GROUP BY ALL
 ),
-frames AS (  -- each frame of each stack once, with whether it was the running one and its line
-    SELECT stack_id, f.function, f.file, bool_or(i = n) AS running,
-           max(CASE WHEN i = n THEN f.line END) AS line
-    FROM (SELECT stack_id, unnest(frames) AS f, generate_subscripts(frames, 1) AS i, len(frames) AS n
-          FROM stacks
+stack_frames AS (  -- each frame of each stack once (recursion or not), named by a hash for speed
+    SELECT DISTINCT stack_id, hash(f.function, f.file) AS fid
+    FROM (SELECT stack_id, unnest(frames) AS f FROM stacks
           WHERE run_id = $run_id AND stack_id IN (SELECT stack_id FROM per_stack))
-    GROUP BY stack_id, f.function, f.file
+),
+running AS (  -- the running frame of each stack
+    SELECT stack_id, frames[-1].function AS function, frames[-1].file AS file, frames[-1].line AS line,
+           hash(frames[-1].function, frames[-1].file) AS fid
+    FROM stacks WHERE run_id = $run_id AND stack_id IN (SELECT stack_id FROM per_stack)
+),
+names AS (
+    SELECT DISTINCT hash(f.function, f.file) AS fid, f.function, f.file
+    FROM (SELECT unnest(frames) AS f FROM stacks WHERE run_id = $run_id AND stack_id IN (SELECT stack_id FROM per_stack))
+),
+totals AS (
+    SELECT p.grp, f.fid, sum(p.weight) AS total_w, sum(p.ns) AS total_ns
+    FROM per_stack AS p JOIN stack_frames AS f USING (stack_id)
+    GROUP BY ALL
+),
+selfs AS (
+    SELECT p.grp, r.fid, arg_max(r.line, p.weight) AS line, sum(p.weight) AS self_w, sum(p.ns) AS self_ns
+    FROM per_stack AS p JOIN running AS r USING (stack_id)
+    GROUP BY ALL
+),
+top AS (
+    SELECT t.grp, t.fid, s.line, coalesce(s.self_w, 0) AS self_w, t.total_w, coalesce(s.self_ns, 0) AS self_ns, t.total_ns
+    FROM totals AS t LEFT JOIN selfs AS s USING (grp, fid)
+    QUALIFY row_number() OVER (PARTITION BY t.grp ORDER BY self_w DESC, t.total_w DESC, t.fid) <= $limit
 ),
 ranked AS (
-    SELECT p.grp, f.function, f.file,
-           arg_max(f.line, p.weight) FILTER (WHERE f.running) AS line,
-           coalesce(sum(p.weight) FILTER (WHERE f.running), 0) AS self_w, sum(p.weight) AS total_w,
-           coalesce(sum(p.ns) FILTER (WHERE f.running), 0) AS self_ns, sum(p.ns) AS total_ns
-    FROM per_stack AS p JOIN frames AS f USING (stack_id)
-    GROUP BY p.grp, f.function, f.file
-    QUALIFY row_number() OVER (PARTITION BY p.grp ORDER BY self_w DESC, total_w DESC, f.function) <= $limit
+    SELECT t.*, n.function, n.file FROM top AS t JOIN names AS n USING (fid)
 )
 SELECT r.grp AS span, r.function, r.file, r.line,
        round(r.self_w)::BIGINT AS self_samples, round(r.total_w)::BIGINT AS total_samples,

@@ -14,7 +14,7 @@ from .. import runner
 from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..watchers.cpu_sampler import DEFAULT_RATE_HZ, YOUNG_RATE_HZ
 from ..watchers.profiler import DEFAULT_RATE_HZ as PROFILE_RATE_HZ
-from ..watchers.profiler import ENV_SPAWN, ProfileSettings
+from ..watchers.profiler import ENV_NONBLOCKING, ENV_SPAWN, NONBLOCKING_DEFAULT, ProfileSettings
 from . import app
 
 _SETTINGS = "Where things go"
@@ -193,7 +193,9 @@ def _profile_settings(profile: str, rate: int, native: bool, idle: bool) -> Prof
         mode = "on"
     if mode not in ("on", "auto"):
         raise typer.BadParameter(f"{profile!r}: write --profile or --profile=auto", param_hint="--profile")
+    nonblocking = os.environ.get(ENV_NONBLOCKING, "").strip().lower()
     return ProfileSettings(mode=mode, rate_hz=rate, native=native, idle=idle,
+                           nonblocking=nonblocking in ("1", "true", "yes", "on") if nonblocking else NONBLOCKING_DEFAULT,
                            spawn=os.environ.get(ENV_SPAWN, "each"))
 
 

@@ -41,6 +41,8 @@ from . import profile_samples as fmt
 
 ENV_PYSPY = "SELFOPT_TRACE_PYSPY"  # the py-spy executable to use (default: beside python, else on PATH)
 ENV_SPAWN = "SELFOPT_TRACE_PROFILE_SPAWN"  # each (default) | tree: one py-spy --subprocesses for the tree
+ENV_NONBLOCKING = "SELFOPT_TRACE_PROFILE_NONBLOCKING"  # 1: py-spy --nonblocking, 0: pause to read
+NONBLOCKING_DEFAULT = False  # docs/benchmarks.md, "Profiling": what pausing costs at 100 and 1000 Hz
 
 DEFAULT_RATE_HZ = 100
 POLL_S = 0.005  # how often the watcher looks for new span files and finished py-spys
@@ -60,7 +62,7 @@ class ProfileSettings:
     rate_hz: int = DEFAULT_RATE_HZ
     native: bool = False  # py-spy --native: C/C++/Cython frames too
     idle: bool = False  # keep the samples of idle threads (always recorded; dropped at load without it)
-    nonblocking: bool = False  # py-spy --nonblocking: read without pausing the process
+    nonblocking: bool = NONBLOCKING_DEFAULT  # py-spy --nonblocking: read without pausing the process
     spawn: str = "each"  # each: one py-spy per traced process; tree: one py-spy --subprocesses on CMD
     pyspy: str | None = None  # the executable, found by check()
     unavailable: str | None = None  # auto: why there will be no samples
