@@ -462,16 +462,20 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
 
 def _cpu_file_refusal(path: Path) -> str | None:
     """Why a CPU sample file cannot be loaded, or None: its first line names format and version."""
+    return header_refusal(path, cpu_sampler.HEADER_PREFIX, cpu_sampler.FORMAT_VERSION, "CPU sample")
+
+
+def header_refusal(path: Path, prefix: str, version: int, what: str) -> str | None:
+    """Why a file whose first line is `<prefix><version><TAB>fields...` cannot be loaded, or None."""
     with path.open("rb") as stream:
         first = stream.readline(4096)
-    prefix = cpu_sampler.HEADER_PREFIX.encode()
-    if not first.startswith(prefix) or not first.endswith(b"\n"):
-        return "no CPU sample header line"
-    version = first[len(prefix):].split(b"\t", 1)[0].strip().decode("utf-8", "replace")
-    if version != str(cpu_sampler.FORMAT_VERSION):
-        return (f"CPU sample file version {version} is not supported "
-                f"(this loader reads version {cpu_sampler.FORMAT_VERSION})")
+    if not first.startswith(prefix.encode()) or not first.endswith(b"\n"):
+        return f"no {what} header line"
+    found = first[len(prefix):].split(b"\t", 1)[0].strip().decode("utf-8", "replace")
+    if found != str(version):
+        return f"{what} file version {found} is not supported (this loader reads version {version})"
     return None
+
 
 def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, meta: _RunMeta,
                            run_dir: Path) -> None:

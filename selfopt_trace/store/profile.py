@@ -219,13 +219,13 @@ SELECT (SELECT count(*) FROM outside), (SELECT count(DISTINCT fn) FROM outside),
 
 def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
     """profile/samples.tsv (and any py-spy file not converted yet) into samples, stacks and diagnostics."""
-    from selfopt_trace.store.loader import LoadWarning, _count_lines
+    from selfopt_trace.store.loader import LoadWarning, _count_lines, header_refusal
 
     path = run_dir / fmt.SAMPLES_PATH
     if not path.is_file():
         return
     name = fmt.SAMPLES_PATH.as_posix()
-    problem = _refusal(path)
+    problem = header_refusal(path, fmt.HEADER_PREFIX, fmt.FORMAT_VERSION, "profile samples")
     if problem:
         result.skipped_files += 1
         result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", name))
@@ -254,19 +254,6 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
     if result.samples:
         _alignment(con, result, name)
     con.execute("DROP TABLE _profile; DROP TABLE _samples; DROP TABLE _span_threads; DROP TABLE _attributed")
-
-
-def _refusal(path: Path) -> str | None:
-    with path.open("rb") as stream:
-        first = stream.readline(4096)
-    prefix = fmt.HEADER_PREFIX.encode()
-    if not first.startswith(prefix) or not first.endswith(b"\n"):
-        return "no profile samples header line"
-    version = first[len(prefix):].split(b"\t", 1)[0].strip().decode("utf-8", "replace")
-    if version != str(fmt.FORMAT_VERSION):
-        return (f"profile samples file version {version} is not supported "
-                f"(this loader reads version {fmt.FORMAT_VERSION})")
-    return None
 
 
 def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: Path) -> list[str]:

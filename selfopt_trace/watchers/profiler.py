@@ -189,21 +189,16 @@ def _probe_read() -> str | None:
 # While CMD runs.
 
 
+@dataclass(slots=True)
 class _Spy:
     """One py-spy process and what it writes."""
 
-    __slots__ = ("pid", "number", "process", "output", "log", "anchor_ns", "started_ns", "stopping")
-
-    def __init__(self, pid: int, number: int, process: subprocess.Popen, output: Path, log: Path,
-                 anchor_ns: int, started_ns: int) -> None:
-        self.pid = pid
-        self.number = number
-        self.process = process
-        self.output = output
-        self.log = log
-        self.anchor_ns = anchor_ns
-        self.started_ns = started_ns
-        self.stopping = False
+    pid: int
+    process: subprocess.Popen
+    output: Path
+    log: Path
+    anchor_ns: int  # py-spy's time zero on the trace's clock
+    stopping: bool = False
 
 
 class Profiler:
@@ -320,7 +315,7 @@ class Profiler:
             # attaching: the anchor is now, py-spy's zero within [before, now + its start-up].
             anchor = time.time_ns()
         self._counts["started"] += 1
-        spy = _Spy(pid, number, process, output, log, anchor, before)
+        spy = _Spy(pid, process, output, log, anchor)
         self._spies.append(spy)
         self._write([fmt.line(fmt.PROFILER, anchor, pid, duration_ns=anchor - before, weight=str(settings.rate_hz),
                               name=output.name,
