@@ -70,17 +70,17 @@ sampled AS (
     FROM spans
     WHERE run_id = $run_id AND pid IN (SELECT DISTINCT pid FROM _samples)
 ),
-walk(span_id, tid) AS (
-    SELECT s.span_id, coalesce(s.own_tid, s.pid)
+walk(span_id, tid, depth) AS (  -- depth: bad input (a parent loop) must not loop the load
+    SELECT s.span_id, coalesce(s.own_tid, s.pid), 0
     FROM sampled AS s
     WHERE s.own_tid IS NOT NULL OR (s.name = 'process' AND s.category = 'process')
        OR NOT EXISTS (SELECT 1 FROM sampled AS p WHERE p.span_id = s.parent_span_id AND p.pid = s.pid)
     UNION ALL
-    SELECT c.span_id, w.tid
+    SELECT c.span_id, w.tid, w.depth + 1
     FROM walk AS w
     JOIN sampled AS p ON p.span_id = w.span_id
     JOIN sampled AS c ON c.parent_span_id = p.span_id AND c.pid = p.pid
-    WHERE c.own_tid IS NULL AND NOT (c.name = 'process' AND c.category = 'process')
+    WHERE c.own_tid IS NULL AND NOT (c.name = 'process' AND c.category = 'process') AND w.depth < 10000
 )
 SELECT s.span_id, s.parent_span_id, s.pid, w.tid, s.start_ns, s.end_ns, s.name, s.category
 FROM (SELECT span_id, any_value(tid) AS tid FROM walk GROUP BY span_id) AS w

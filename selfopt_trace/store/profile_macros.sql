@@ -18,6 +18,7 @@ tree(span_id, depth) AS (
     UNION ALL
     SELECT s.span_id, t.depth + 1
     FROM tree AS t JOIN spans AS s ON s.run_id = for_run AND s.parent_span_id = t.span_id
+    WHERE t.depth < 10000  -- a parent loop (bad input) ends
 ),
 members AS (SELECT span_id, max(depth) > 0 AS nested FROM tree GROUP BY span_id)
 SELECT m.span_id, c.span_id IS NOT NULL AND NOT m.nested AS outermost, s.duration_ns

@@ -46,7 +46,7 @@ NONBLOCKING_DEFAULT = False  # docs/benchmarks.md, "Profiling": what pausing cos
 
 DEFAULT_RATE_HZ = 100
 POLL_S = 0.005  # how often the watcher looks for new span files and finished py-spys
-STOP_BUDGET_S = 3.0  # py-spys still sampling when CMD has exited: SIGINT, then this long to write
+STOP_BUDGET_S = 10.0  # py-spys still sampling when CMD has exited: SIGINT, then this long to write
 INSTALL_HINT = "pip install 'selfopt-trace[profile]' (or pip install py-spy)"
 
 
@@ -393,8 +393,10 @@ class Profiler:
             return []
         counts = self._counts
         processes = len(counts["processes"])
+        run_id = self._run.run_id if self._run is not None else "RUN"
         note = (f"{self.name}: {counts['samples']} samples at {self.settings.rate_hz} Hz from {processes} "
-                f"process{'es' if processes != 1 else ''} (py-spy)")
+                f"process{'es' if processes != 1 else ''} (py-spy): `selfopt-trace query hot_frames --run {run_id}`, "
+                f"`selfopt-trace flame {run_id} -o flame.svg`")
         missing = counts["failed"] + counts["lost"]
         if missing:
             note += f"; {missing} py-spy run{'s' if missing != 1 else ''} gave none (table diagnostics, code profile.*)"

@@ -64,7 +64,8 @@ def _loaded_run(tmp_path, samples_text: str, extra_files: dict | None = None):
     spans = (header(10) + complete(sid(1), "", "process", "process", T0, T0 + 1000 * ms)
              + complete(sid(2), sid(1), "work", "phase", T0 + 100 * ms, T0 + 400 * ms)
              + complete(sid(3), sid(1), "thread", "thread", T0 + 50 * ms, T0 + 900 * ms, attributes={"thread.id": 11})
-             + complete(sid(4), sid(3), "task", "phase", T0 + 200 * ms, T0 + 300 * ms))
+             + complete(sid(4), sid(3), "task", "phase", T0 + 200 * ms, T0 + 300 * ms)
+             + complete(sid(5), sid(5), "loop", "phase", T0 + 950 * ms, T0 + 960 * ms))  # bad input: its own parent
     run_dir = write_run(tmp_path / "run", {"10-00000001.spans": spans}, {"run_id": "r1"})
     (run_dir / "profile").mkdir()
     for name, text in {"samples.tsv": samples_text, **(extra_files or {})}.items():
@@ -77,6 +78,7 @@ def _loaded_run(tmp_path, samples_text: str, extra_files: dict | None = None):
 
 
 def test_samples_go_to_the_innermost_span_of_their_thread_and_damaged_lines_are_counted(tmp_path) -> None:
+    from selfopt_trace.store import Store
     from tests.store.spanfiles import T0
 
     ms = 1_000_000
@@ -91,6 +93,9 @@ def test_samples_go_to_the_innermost_span_of_their_thread_and_damaged_lines_are_
     assert [(tid, name) for tid, name, _, _ in rows] == [(10, "work"), (11, "task"), (11, "thread"), (10, "work")]
     assert rows[-1][2:] == (1.0, 10 * ms)  # cut at the end of its span, its weight with it
     assert loaded.samples == 4 and loaded.skipped_lines == 2
+    with Store(tmp_path / "db.duckdb") as store:
+        assert store.query("hot_frames", {"run_id": "r1", "span": "loop"}).rows == []
+        assert store.query("hot_frames", {"run_id": "r1", "span": "work"}).rows[0][1] == "f"
     assert any(w.code == "loader.damaged_lines" for w in loaded.warnings)
 
 
