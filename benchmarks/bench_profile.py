@@ -8,11 +8,11 @@ children, and how fast a million samples load and answer hot_frames.
 overhead: a CPU-bound workload (pure-Python calls in a loop for SECONDS) reports its own
 perf_counter time; each round runs it traced (`run`), then traced and profiled at 100 Hz and 1000 Hz,
 blocking (py-spy pauses the process for each sample: the default) and --nonblocking, in one
-interleaved round. Printed: the median of the workload's own time per variant and its ratio to the
-traced-only time of the same rounds.
+interleaved round. Printed: the median of the workload's own time per variant, and the median (min,
+max) over the rounds of its ratio to the traced-only time of the same round.
 
 coverage: a parent starts CHILDREN children one after another, each a Python process that spins
-for 200 ms (then as many of 1 s); counted: children with at least one sample, with one py-spy per
+for 50 ms (then as many of 200 ms, then of 1 s); counted: children with at least one sample, with one py-spy per
 traced process started as its span file appears (`each`, the default) against py-spy's own
 `--subprocesses` mode on CMD (`tree`, SELFOPT_TRACE_PROFILE_SPAWN=tree).
 
@@ -68,7 +68,7 @@ if len(sys.argv) > 2:
     while time.perf_counter() < end:
         pass
     sys.exit(0)
-for seconds in ("0.2", "1.0"):
+for seconds in ("0.05", "0.2", "1.0"):
     for _ in range(int(sys.argv[1])):
         subprocess.run([sys.executable, __file__, "child", seconds], check=True)
 """
@@ -98,11 +98,12 @@ def overhead(rounds: int, seconds: float) -> None:
                                env=env, cwd=work)
                 assert done.returncode == 0, done.stderr
                 times[name].append(float(done.stdout.strip().splitlines()[-1]))
-    base = statistics.median(times["traced"])
-    print(f"{'variant':22} {'median s':>9} {'vs traced':>10}   (rounds: {rounds}, {seconds} s of work)")
+    print(f"{'variant':22} {'median s':>9} {'median of round ratios':>23} {'min':>7} {'max':>7}   "
+          f"({rounds} rounds of {seconds} s of work)")
     for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:22} {median:9.3f} {median / base:10.3f}")
+        ratios = [value / base for value, base in zip(values, times["traced"])]
+        print(f"{name:22} {statistics.median(values):9.3f} {statistics.median(ratios):23.3f} "
+              f"{min(ratios):7.3f} {max(ratios):7.3f}")
 
 
 def coverage(children: int, rounds: int) -> None:
@@ -111,9 +112,11 @@ def coverage(children: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         (work / "c.py").write_text(CHILDREN_WORKLOAD)
-        print(f"{'spawn':6} {'200 ms children sampled':>24} {'1 s children sampled':>22} {'median samples / 200 ms child':>30}")
+        print(f"{'spawn':6} {'children sampled, of ' + str(children) + ' living 50 ms / 200 ms / 1 s':>48} "
+              f"{'median samples of a 50 ms / 200 ms child':>42}")
         for spawn in ("each", "tree"):
-            short, long_, per_child = [], [], []
+            sampled: dict[str, list[int]] = {"0.05": [], "0.2": [], "1.0": []}
+            per_child: dict[str, list[float]] = {"0.05": [], "0.2": []}
             for number in range(rounds):
                 env = dict(os.environ, SELFOPT_TRACE_HOME=str(work / "home"), SELFOPT_TRACE_PROFILE_SPAWN=spawn)
                 run_id = f"{spawn}-{number}"
@@ -122,15 +125,16 @@ def coverage(children: int, rounds: int) -> None:
                 assert done.returncode == 0, done.stderr
                 rows = json.loads(selfopt("sql", "-f", "json", f"""
                     SELECT s.attributes->'process.command_args'->>3 AS seconds, s.pid,
-                           coalesce(sum(p.weight), 0) AS samples
+                           coalesce(sum(p.weight) FILTER (WHERE NOT p.idle), 0) AS samples
                     FROM spans AS s LEFT JOIN samples AS p ON p.run_id = s.run_id AND p.pid = s.pid
                     WHERE s.run_id = '{run_id}' AND s.name = 'process' AND s.attributes->'process.command_args'->>2 = 'child'
                     GROUP BY ALL""", env=env, cwd=work).stdout)
-                short.append(sum(1 for row in rows if row["seconds"] == "0.2" and row["samples"] > 0))
-                long_.append(sum(1 for row in rows if row["seconds"] == "1.0" and row["samples"] > 0))
-                per_child += [row["samples"] for row in rows if row["seconds"] == "0.2"]
-            print(f"{spawn:6} {statistics.median(short):>16} of {children:<5} {statistics.median(long_):>14} of {children:<5}"
-                  f" {statistics.median(per_child):>30.1f}")
+                for seconds, counts in sampled.items():
+                    counts.append(sum(1 for row in rows if row["seconds"] == seconds and row["samples"] > 0))
+                for seconds, values in per_child.items():
+                    values += [row["samples"] for row in rows if row["seconds"] == seconds]
+            print(f"{spawn:6} {' / '.join(str(statistics.median(v)) for v in sampled.values()):>48} "
+                  f"{' / '.join(f'{statistics.median(v):.1f}' for v in per_child.values()):>42}")
 
 
 def synthetic_run(run_dir: Path, samples: int, seed: int = 1) -> str:
