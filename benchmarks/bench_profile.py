@@ -6,10 +6,13 @@ children, and how fast a million samples load and answer hot_frames.
     python benchmarks/bench_profile.py store [--samples 1000000] [--repeat 3] [--random-stacks]
 
 overhead: a CPU-bound workload (pure-Python calls in a loop for SECONDS, then the same calls again,
-timed) reports its own perf_counter time; each round runs, for each of 100 Hz and 1000 Hz, blocking
-(py-spy pauses the process for each sample) and --nonblocking, a traced (`run`) and a traced and
-profiled (`run --profile`) copy AT ONCE, so that the neighbours' load on this shared machine falls
-on both. Printed: the median (min, max) over the rounds of profiled / traced.
+timed) reports, for the timed calls, its wall time and, from /proc/thread-self/schedstat, its time
+on a CPU and its time queued for one. Each round runs it traced (`run`), then traced and profiled at
+100 Hz and 1000 Hz, blocking (py-spy stops the process for each sample) and --nonblocking. On this
+shared machine the neighbours' load moves the wall time by tens of %, but not what the profiler
+adds: the CPU the work takes (vs traced), and the time the process was neither on a CPU nor queued
+for one (stopped by py-spy; the work never sleeps). Printed: medians, and the slowdown they make
+on an idle machine, CPU ratio / (1 - stopped share).
 
 coverage: a parent starts CHILDREN children one after another, each a Python process that spins
 for 50 ms (then as many of 200 ms, then of 1 s); counted: children with at least one sample, with one py-spy per
@@ -51,14 +54,18 @@ def top(seconds):
         middle(200)
         calls += 1
     return calls
-t0 = time.perf_counter()
+def schedstat():  # this thread's ns on a CPU and ns runnable but waiting for one
+    with open("/proc/thread-self/schedstat") as stat:
+        return [int(field) for field in stat.read().split()[:2]]
 calls = top(float(sys.argv[1]))
-work = time.perf_counter() - t0
-# the same number of calls again, timed: the profiler's cost shows as a longer time for them
-t0 = time.perf_counter()
+# the same number of calls again, timed: wall, on-CPU and queued-for-a-CPU time
+cpu0, queued0 = schedstat()
+t0 = time.perf_counter_ns()
 for _ in range(calls):
     middle(200)
-print(time.perf_counter() - t0)
+wall = time.perf_counter_ns() - t0
+cpu1, queued1 = schedstat()
+print(wall, cpu1 - cpu0, queued1 - queued0)
 """
 
 CHILDREN_WORKLOAD = """
@@ -82,28 +89,33 @@ def selfopt(*args: str, env: dict | None = None, cwd: Path) -> subprocess.Comple
 def overhead(rounds: int, seconds: float) -> None:
     import os
 
-    variants = {"100 Hz": ("100", False), "100 Hz nonblocking": ("100", True),
+    variants = {"traced": None, "100 Hz": ("100", False), "100 Hz nonblocking": ("100", True),
                 "1000 Hz": ("1000", False), "1000 Hz nonblocking": ("1000", True)}
-    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    stopped: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         (work / "w.py").write_text(CPU_WORKLOAD)
         for _ in range(rounds):
-            for name, (rate, nonblocking) in variants.items():
-                env = dict(os.environ, SELFOPT_TRACE_HOME=str(work / "home"),
-                           SELFOPT_TRACE_PROFILE_NONBLOCKING="1" if nonblocking else "0")
-                argv = [sys.executable, "-m", "selfopt_trace", "run", "-q", "--no-load"]
-                workload = ["--", sys.executable, "w.py", str(seconds)]
-                # Both at once: whatever the neighbours do to the machine, they do to both.
-                pair = [subprocess.Popen(argv + options + workload, env=env, cwd=work, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True)
-                        for options in ([], ["--profile", "--rate", rate])]
-                traced, profiled = (float(process.communicate()[0].strip().splitlines()[-1]) for process in pair)
-                ratios[name].append(profiled / traced)
-    print(f"{'variant':22} {'median of the ratios profiled / traced':>40} {'min':>7} {'max':>7}   "
-          f"({rounds} rounds of {seconds} s of work, each pair at once)")
-    for name, values in ratios.items():
-        print(f"{name:22} {statistics.median(values):40.3f} {min(values):7.3f} {max(values):7.3f}")
+            for name, variant in variants.items():
+                env = dict(os.environ, SELFOPT_TRACE_HOME=str(work / "home"))
+                options = []
+                if variant is not None:
+                    options = ["--profile", "--rate", variant[0]]
+                    env["SELFOPT_TRACE_PROFILE_NONBLOCKING"] = "1" if variant[1] else "0"
+                done = selfopt("run", "-q", "--no-load", *options, "--", sys.executable, "w.py", str(seconds),
+                               env=env, cwd=work)
+                assert done.returncode == 0, done.stderr
+                wall, on_cpu, queued = map(int, done.stdout.split())
+                cpu[name].append(on_cpu)
+                stopped[name].append(max(wall - on_cpu - queued, 0) / wall)
+    base = statistics.median(cpu["traced"])
+    print(f"{'variant':22} {'CPU of the work, vs traced':>26} {'stopped, % of wall':>19} {'slowdown on an idle machine':>28}"
+          f"   ({rounds} rounds of {seconds} s of work)")
+    for name in variants:
+        cpu_ratio = statistics.median(cpu[name]) / base
+        stop = statistics.median(stopped[name])
+        print(f"{name:22} {cpu_ratio:26.3f} {100 * stop:19.2f} {cpu_ratio / (1 - stop):28.3f}")
 
 
 def coverage(children: int, rounds: int) -> None:
