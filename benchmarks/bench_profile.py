@@ -65,7 +65,7 @@ for _ in range(calls):
     middle(200)
 wall = time.perf_counter_ns() - t0
 cpu1, queued1 = schedstat()
-print(wall, cpu1 - cpu0, queued1 - queued0)
+print(wall, cpu1 - cpu0, queued1 - queued0, calls)
 """
 
 CHILDREN_WORKLOAD = """
@@ -106,11 +106,11 @@ def overhead(rounds: int, seconds: float) -> None:
                 done = selfopt("run", "-q", "--no-load", *options, "--", sys.executable, "w.py", str(seconds),
                                env=env, cwd=work)
                 assert done.returncode == 0, done.stderr
-                wall, on_cpu, queued = map(int, done.stdout.split())
-                cpu[name].append(on_cpu)
+                wall, on_cpu, queued, calls = map(int, done.stdout.split())
+                cpu[name].append(on_cpu / calls)
                 stopped[name].append(max(wall - on_cpu - queued, 0) / wall)
     base = statistics.median(cpu["traced"])
-    print(f"{'variant':22} {'CPU of the work, vs traced':>26} {'stopped, % of wall':>19} {'slowdown on an idle machine':>28}"
+    print(f"{'variant':22} {'CPU a call, vs traced':>26} {'stopped, % of wall':>19} {'slowdown on an idle machine':>28}"
           f"   ({rounds} rounds of {seconds} s of work)")
     for name in variants:
         cpu_ratio = statistics.median(cpu[name]) / base
