@@ -157,7 +157,7 @@ def convert(events: list, anchor_ns: int, rate_hz: float, known_stacks: set[int]
             fields[7] += LAST_FLAG
             out[index] = "\t".join(fields)
     return out, {"slices": samples, "samples": round(weight_total), "threads": len(last),
-                 "processes": len({pid for pid, _ in last})}
+                 "pids": sorted({pid for pid, _ in last})}
 
 
 def _split_thread(pid: int, frames: tuple) -> tuple[int | None, str, tuple]:

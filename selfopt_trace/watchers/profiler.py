@@ -220,7 +220,7 @@ class Profiler:
         self._spans_mtime = -1
         self._stacks: set[int] = set()
         self._notes: list[str] = []
-        self._counts = {"samples": 0, "slices": 0, "processes": set(), "failed": 0, "lost": 0, "started": 0}
+        self._counts = {"samples": 0, "processes": set(), "failed": 0, "lost": 0}
 
     # -- Watcher -----------------------------------------------------------------------------
 
@@ -314,7 +314,6 @@ class Profiler:
             # Popen returns once py-spy has exec'd; py-spy takes its time zero just after, before
             # attaching: the anchor is now, py-spy's zero within [before, now + its start-up].
             anchor = time.time_ns()
-        self._counts["started"] += 1
         spy = _Spy(pid, process, output, log, anchor)
         self._spies.append(spy)
         self._write([fmt.line(fmt.PROFILER, anchor, pid, duration_ns=anchor - before, weight=str(settings.rate_hz),
@@ -359,8 +358,7 @@ class Profiler:
             return
         self._write(lines)
         self._counts["samples"] += counts["samples"]
-        self._counts["slices"] += counts["slices"]
-        self._counts["processes"].add(spy.pid)
+        self._counts["processes"].update(counts["pids"])
         for path in (spy.output, spy.log):
             try:
                 path.unlink()

@@ -31,7 +31,7 @@ def test_merged_stacks_are_weighted_by_how_long_they_lasted() -> None:
     ]
     stacks = [row for row in lines if row.startswith("K")]
     assert len(stacks) == 2 and '"function":"hot"' in stacks[0] and "thread (" not in stacks[0]
-    assert counts == {"slices": 2, "samples": 4, "threads": 1, "processes": 1}
+    assert counts == {"slices": 2, "samples": 4, "threads": 1, "pids": [10]}
 
 
 def test_a_stack_seen_before_is_written_once() -> None:
