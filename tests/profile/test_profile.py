@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_idle_samples_are_kept_and_flagged_with_idle(profiled: Cli) -> None:
         SELECT sum(p.duration_ns) FILTER (WHERE p.idle), sum(p.duration_ns) FILTER (WHERE NOT p.idle)
         FROM samples AS p JOIN spans AS s ON s.run_id = p.run_id AND s.span_id = p.span_id
         WHERE p.run_id = 'p1' AND s.name = 'phase_parent'""")[0]
-    assert abs(idle / 1e9 - 0.3) < 0.05 and abs(busy / 1e9 - 0.6) < 0.06
+    assert abs(idle / 1e9 - 0.3) < 0.08 and abs(busy / 1e9 - 0.6) < 0.08, (idle, busy)  # a sample or two on a loaded machine
 
 
 def test_flame_svg_renders_in_chromium_with_the_hot_function(profiled: Cli, tmp_path: Path) -> None:
@@ -109,7 +110,9 @@ def test_flame_diff_shows_what_grew(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr.decode()
     svg = out.read_text()
     hot = svg.split(">hot_parent (hotmod.py)</text>")[0].rsplit("<g ", 1)[1]
-    assert 'fill="rgb(255,' in hot and "before 2" in hot  # red: grew from ~200 ms
+    before, after = map(float, re.search(r"before ([\d.]+) ms -&gt; after ([\d.]+) ms", hot).groups())
+    assert 'fill="rgb(255,' in hot, hot  # red: it grew
+    assert 150 < before < 260 and 500 < after < 700, (before, after)
 
 
 def test_the_report_shows_a_selected_span_s_hottest_frames(profiled: Cli, tmp_path: Path) -> None:
