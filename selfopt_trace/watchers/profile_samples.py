@@ -45,7 +45,6 @@ IDLE_FLAG, LAST_FLAG = "i", "l"
 UNAVAILABLE = "profile.unavailable"  # --profile=auto without py-spy or ptrace: no samples
 FAILED = "profile.failed"  # a py-spy that could not attach or stopped with an error
 LOST = "profile.lost"  # a py-spy that wrote nothing (killed): its process's samples are missing
-ANCHOR = "profile.anchor"  # how each py-spy's clock was put on the trace's
 
 # py-spy --threads adds this frame under each stack: "thread (<native id>): <name>"; the native
 # id is hexadecimal (the pthread id) where py-spy could not learn it (Python < 3.11, --nonblocking).
