@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 # The agent's contract (docs/architecture.md): its config module is the one definition of the names.
 from .bootstrap.selfopt_trace_agent import config as agent_config
@@ -44,6 +44,9 @@ from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
 from .watchers import Watcher, WatchedRun, start_all, stop_all
 from .watchers.cpu_sampler import CpuSampler
+
+if TYPE_CHECKING:
+    from .watchers.profiler import ProfileSettings
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 
@@ -100,6 +103,7 @@ class RunOptions:
     cpu_sampling: bool = True  # follow every traced thread's CPU time from /proc (watchers/cpu_sampler.py)
     cpu_rate_hz: float | None = None  # readings per second; None: the sampler's default
     replace: bool = False  # a stored run of the same id (from elsewhere) is replaced, not refused
+    profile: ProfileSettings | None = None  # run --profile: py-spy samples (watchers/profiler.py)
 
 
 @dataclass
@@ -405,6 +409,13 @@ def prepare(options: RunOptions, environ: dict[str, str]) -> None:
             options.otlp = resolve_otlp(environ, options.otlp_endpoint, options.otlp_protocol)
         except OtlpSettingsError as exc:
             raise RunSetupError(str(exc)) from None
+    if options.profile is not None:
+        from .watchers.profiler import ProfilerUnavailable, check
+
+        try:
+            check(options.profile, environ)
+        except ProfilerUnavailable as exc:
+            raise RunSetupError(str(exc)) from None
 
 
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*")
@@ -536,6 +547,10 @@ def watchers_for(options: RunOptions) -> list[Watcher]:
     watchers.append(UntracedProcesses(str(BOOTSTRAP_DIR)))
     if options.otlp is not None:
         watchers.append(LiveExport(options.otlp, options.export))
+    if options.profile is not None:
+        from .watchers.profiler import Profiler
+
+        watchers.append(Profiler(options.profile))
     return watchers
 
 

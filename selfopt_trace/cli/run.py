@@ -13,6 +13,8 @@ from typer.core import TyperCommand
 from .. import runner
 from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..watchers.cpu_sampler import DEFAULT_RATE_HZ, YOUNG_RATE_HZ
+from ..watchers.profiler import DEFAULT_RATE_HZ as PROFILE_RATE_HZ
+from ..watchers.profiler import ENV_NONBLOCKING, ENV_SPAWN, NONBLOCKING_DEFAULT, ProfileSettings
 from . import app
 
 _SETTINGS = "Where things go"
@@ -20,6 +22,7 @@ _TRACING = "Tracing"
 _OUTPUT = "Output"
 _REPEAT = "Repeat (before/after comparisons)"
 _EXPORT = "Live export (OTLP)"
+_PROFILE = "Profiling (py-spy)"
 
 
 def normalize_json_option(args: list[str], value_options: set[str]) -> list[str]:
@@ -51,15 +54,22 @@ def normalize_json_option(args: list[str], value_options: set[str]) -> list[str]
     return out
 
 
+def normalize_profile_option(args: list[str]) -> list[str]:
+    """`--profile` alone means `--profile=on` (it never takes the next word: that is CMD's)."""
+    end = args.index("--") if "--" in args else len(args)
+    return [("--profile=on" if arg == "--profile" and i < end else arg) for i, arg in enumerate(args)]
+
+
 class RunCommand(TyperCommand):
     """`run`'s parser: options stop at the first word that is not one (the command), and `--json`
-    takes an optional value (see normalize_json_option)."""
+    and `--profile` take an optional value (see normalize_json_option, normalize_profile_option)."""
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
         value_options = {opt for param in self.params if getattr(param, "opts", None)
                          and not getattr(param, "is_flag", False) and not getattr(param, "count", False)
                          for opt in param.opts}
-        return super().parse_args(ctx, normalize_json_option(list(args), value_options))
+        args = normalize_json_option(list(args), value_options)
+        return super().parse_args(ctx, normalize_profile_option(args))
 
 
 def _available_commands(ctx: typer.Context) -> tuple[str, ...]:
@@ -72,7 +82,7 @@ def _options(command: list[str], run_id: str | None, out: Path | None, db: Path 
              no_load: bool, extra_env: dict[str, str] | None = None, targets: list[str] | None = None,
              cpu_sampling: bool = True, cpu_rate_hz: float | None = None,
              export: str = "auto", otlp_endpoint: str | None = None, otlp_protocol: str | None = None,
-             replace: bool = False) -> runner.RunOptions:
+             replace: bool = False, profile: ProfileSettings | None = None) -> runner.RunOptions:
     return runner.RunOptions(
         command=command, run_id=run_id,
         out_dir=(out or runner.default_out_dir(os.environ)).absolute(),
@@ -81,7 +91,7 @@ def _options(command: list[str], run_id: str | None, out: Path | None, db: Path 
         quiet=quiet, json_target=json_target, import_threshold_ms=import_threshold_ms,
         repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {}, targets=targets or [],
         cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate_hz,
-        export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol, replace=replace,
+        export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol, replace=replace, profile=profile,
     )
 
 
@@ -158,13 +168,37 @@ def run(
     otlp_protocol: Optional[str] = typer.Option(None, "--otlp-protocol", metavar="grpc|http/protobuf",
                                                 rich_help_panel=_EXPORT, show_default=False,
                                                 help="OTLP protocol. (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)"),
+    profile: str = typer.Option("off", "--profile", envvar="SELFOPT_TRACE_PROFILE", metavar="[=auto]",
+                                rich_help_panel=_PROFILE, show_default=False,
+                                help="Sample every traced process with py-spy (table samples, `selfopt-trace flame`). "
+                                     "--profile=auto: trace without samples, and say so, where py-spy cannot run."),
+    rate: int = typer.Option(PROFILE_RATE_HZ, "--rate", metavar="HZ", min=1, max=10000, rich_help_panel=_PROFILE,
+                             help="py-spy samples per second."),
+    native: bool = typer.Option(False, "--native", rich_help_panel=_PROFILE,
+                                help="Also C, C++ and Cython frames (py-spy --native)."),
+    idle: bool = typer.Option(False, "--idle", rich_help_panel=_PROFILE,
+                              help="Keep the samples of idle threads too (flagged `idle`)."),
 ) -> None:
     """Run CMD with every Python process of its tree traced into one trace; print where the time went."""
     targets = runner.pyproject_targets(Path.cwd()) + list(target or [])
     _execute(ctx, _options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
                            repeat, warmup, no_load, targets=targets, cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate,
                            export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
-                           replace=replace))
+                           replace=replace, profile=_profile_settings(profile, rate, native, idle)))
+
+
+def _profile_settings(profile: str, rate: int, native: bool, idle: bool) -> ProfileSettings | None:
+    mode = profile.strip().lower()
+    if mode in ("off", "never", "false", "0", "no", ""):
+        return None
+    if mode in ("1", "true", "yes"):
+        mode = "on"
+    if mode not in ("on", "auto"):
+        raise typer.BadParameter(f"{profile!r}: write --profile or --profile=auto", param_hint="--profile")
+    nonblocking = os.environ.get(ENV_NONBLOCKING, "").strip().lower()
+    return ProfileSettings(mode=mode, rate_hz=rate, native=native, idle=idle,
+                           nonblocking=nonblocking in ("1", "true", "yes", "on") if nonblocking else NONBLOCKING_DEFAULT,
+                           spawn=os.environ.get(ENV_SPAWN, "each"))
 
 
 @app.command()

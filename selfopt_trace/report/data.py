@@ -59,6 +59,55 @@ SELECT span_id, parent_span_id, start_ns, end_ns FROM ranked WHERE rank > $limit
 """
 
 
+# For each drawn span with py-spy samples in it (under it: its threads and child processes too), its
+# hottest frames: (span, function, file, self ms, total ms), at most $per_span each, most self first.
+_HOT_SQL = """
+WITH RECURSIVE
+sampled AS (
+    SELECT span_id, stack_id, sum(duration_ns) AS ns FROM samples
+    WHERE run_id = $run_id AND NOT idle GROUP BY ALL
+),
+up(span_id, ancestor) AS (
+    SELECT DISTINCT span_id, span_id FROM sampled
+    UNION
+    SELECT u.span_id, s.parent_span_id
+    FROM up AS u JOIN spans AS s ON s.run_id = $run_id AND s.span_id = u.ancestor
+    WHERE s.parent_span_id IS NOT NULL
+),
+inside AS (
+    SELECT u.ancestor, p.stack_id, sum(p.ns) AS ns
+    FROM up AS u JOIN sampled AS p USING (span_id)
+    WHERE list_contains($drawn, u.ancestor)
+    GROUP BY ALL
+),
+frames AS (
+    SELECT stack_id, f.function, f.file, bool_or(i = n) AS running
+    FROM (SELECT stack_id, unnest(frames) AS f, generate_subscripts(frames, 1) AS i, len(frames) AS n
+          FROM stacks WHERE run_id = $run_id AND stack_id IN (SELECT stack_id FROM inside))
+    GROUP BY ALL
+)
+SELECT i.ancestor, f.function, f.file,
+       round(coalesce(sum(i.ns) FILTER (WHERE f.running), 0) / 1e6, 1) AS self_ms, round(sum(i.ns) / 1e6, 1) AS total_ms
+FROM inside AS i JOIN frames AS f USING (stack_id)
+GROUP BY i.ancestor, f.function, f.file
+QUALIFY row_number() OVER (PARTITION BY i.ancestor ORDER BY self_ms DESC, total_ms DESC, f.function) <= $per_span
+ORDER BY i.ancestor, self_ms DESC, total_ms DESC
+"""
+HOT_PER_SPAN = 10
+
+
+def _hot_frames(store: Any, run_id: str, drawn: list[str]) -> dict[str, list]:
+    """{span id: [[function, file, self ms, total ms], ...]} for the drawn spans with samples inside."""
+    _, counted = store.sql("SELECT count(*) FROM samples WHERE run_id = $run_id", {"run_id": run_id})
+    if not counted[0][0]:
+        return {}
+    _, rows = store.sql(_HOT_SQL, {"run_id": run_id, "drawn": drawn, "per_span": HOT_PER_SPAN})
+    hot: dict[str, list] = {}
+    for span_id, function, file, self_ms, total_ms in rows:
+        hot.setdefault(span_id, []).append([function, file, self_ms, total_ms])
+    return hot
+
+
 def _aggregates(kept_ids: set[str], dropped: list[tuple]) -> list[list]:
     """[drawn span id (None: top level), spans left out below it, total ns of its direct children left out,
     start, end of those] for every drawn span with something left out below it."""
@@ -118,4 +167,5 @@ def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, 
         "aggregates": aggregates,
         "breakdown": {"columns": breakdown.columns, "rows": breakdown.rows},
         "tables": tables,
+        "hot": _hot_frames(store, run_id, [row[0] for row in kept]),
     }

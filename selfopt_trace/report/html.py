@@ -24,7 +24,8 @@ def render(payload: dict[str, Any]) -> str:
     css = _asset("report.css")
     script = _asset("report.js")
     # Inside <script>, "</" would end the element: JSON allows writing it as "<\/".
-    data = json.dumps({"spans": payload["spans"], "aggregates": payload["aggregates"]},
+    hot = payload.get("hot") or {}
+    data = json.dumps({"spans": payload["spans"], "aggregates": payload["aggregates"], "hot": hot},
                       separators=(",", ":")).replace("</", "<\\/")
     drawn = len(payload["spans"])
     limited = (f"The run has {payload['span_total']} spans; the {drawn} that structure the trace or last longest "
@@ -56,6 +57,7 @@ between what ran at that instant. <i>busy</i> counts every process and thread in
 <button id="wf-collapse">Collapse to processes</button><span class="hint">{drawn} spans</span></div>
 <div id="wf-scroll"><div id="wf-inner"><canvas id="wf-canvas"></canvas></div></div>
 </section>
+{_hot_section(hot)}
 {"".join(_table_section(table) for table in payload["tables"])}
 <footer><section><p class="about">selfopt-trace {escape(__version__)}</p></section></footer>
 <div id="tooltip"></div>
@@ -98,6 +100,17 @@ def _breakdown(breakdown: dict[str, Any]) -> str:
                      for r in parts if r["wall_ms"] > 0)
     return (f'<div class="stack">{bars}</div><div class="legend">{legend}</div>'
             + _table(breakdown["columns"], breakdown["rows"]))
+
+
+def _hot_section(hot: dict[str, list]) -> str:
+    """The panel the waterfall fills with a clicked span's hottest frames (run --profile)."""
+    if not hot:
+        return ""
+    return ('<section id="hot"><h2>Hottest frames</h2><p class="about">Click a bar of the waterfall: the Python '
+            "frames py-spy saw running inside that span (under it: its threads and child processes too), the most "
+            f"self time first. {len(hot)} spans have samples. "
+            "<code>selfopt-trace query hot_frames --param span=NAME</code>, <code>selfopt-trace flame</code></p>"
+            '<div id="hot-frames"><p class="about">(no span selected)</p></div></section>')
 
 
 def _table_section(table: dict[str, Any]) -> str:

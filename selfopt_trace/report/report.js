@@ -150,14 +150,16 @@
     draw();
   }, { passive: false });
 
-  var drag = null;
+  var drag = null, moved = false;
   canvas.addEventListener("mousedown", function (event) {
     var rect = canvas.getBoundingClientRect();
+    moved = false;
     if (event.clientX - rect.left >= NAME_WIDTH) { drag = { x: event.clientX, t0: view.t0, t1: view.t1 }; }
   });
   window.addEventListener("mouseup", function () { drag = null; });
   canvas.addEventListener("mousemove", function (event) {
     if (drag) {
+      moved = moved || Math.abs(event.clientX - drag.x) > 3;
       var shift = (event.clientX - drag.x) / (width() - NAME_WIDTH - 8) * (drag.t1 - drag.t0);
       view.t0 = drag.t0 - shift; view.t1 = drag.t1 - shift;
       draw();
@@ -172,8 +174,30 @@
       node.open = !node.open;
       rows = visibleRows();
       layout();
+    } else if (node && node.id && !moved && event.clientX - rect.left >= NAME_WIDTH) {
+      showHot(node);
     }
   });
+
+  // --- a selected span's hottest frames (run --profile) --------------------------------------------
+  function showHot(node) {
+    var panel = document.getElementById("hot-frames");
+    if (!panel) { return; }
+    var frames = (data.hot || {})[node.id];
+    var head = "<p><b>" + escape(node.name) + "</b> \u00b7 " + ms(node.dur) + "</p>";
+    if (!frames) {
+      panel.innerHTML = head + '<p class="about">No samples inside this span.</p>';
+    } else {
+      panel.innerHTML = head + '<div class="table-wrap"><table><thead><tr><th>function</th><th>file</th>' +
+        '<th class="num">self ms</th><th class="num">total ms</th><th class="num">total % of the span</th></tr></thead><tbody>' +
+        frames.map(function (f) {
+          return "<tr><td>" + escape(f[0]) + "</td><td>" + escape(f[1]) + '</td><td class="num">' + f[2].toFixed(1) +
+            '</td><td class="num">' + f[3].toFixed(1) + '</td><td class="num">' + (100 * f[3] * 1e6 / Math.max(node.dur, 1)).toFixed(1) + "</td></tr>";
+        }).join("") + "</tbody></table></div>";
+    }
+    document.body.dataset.hotSpan = node.name;
+    document.body.dataset.hotFrames = String(frames ? frames.length : 0);
+  }
   scroller.addEventListener("scroll", draw);
   window.addEventListener("resize", layout);
 

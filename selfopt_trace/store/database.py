@@ -57,6 +57,7 @@ class Store:
             self._con = _connect(self.path, read_only)
         # TEMP macros, on every connection: the queries always get this version's.
         self._con.execute(_sql_file("macros.sql"))
+        self._con.execute(_sql_file("profile_macros.sql"))
 
     def load_run(self, run_dir: Path | str, replace: bool = False) -> LoadResult:
         """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not
@@ -123,8 +124,8 @@ def _sql_file(name: str) -> str:
 
 def _has_current_schema(con: duckdb.DuckDBPyConnection) -> bool:
     """The newest tables of schema.sql are there (a file a new version created or upgraded)."""
-    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('cpu_samples', 'exports')"
-                       ).fetchone()[0] == 2
+    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('cpu_samples', 'exports', 'samples')"
+                       ).fetchone()[0] == 3
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -36,6 +36,7 @@ import duckdb
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
 from selfopt_trace.errors import RunExistsError, RunNotFoundError
+from selfopt_trace.store.profile import load_profile
 from selfopt_trace.watchers import cpu_sampler
 
 BATCH_BYTES = 64 << 20
@@ -270,6 +271,7 @@ class LoadResult:
     incomplete_spans: int = 0
     diagnostics: int = 0
     cpu_samples: int = 0  # cpu_samples rows (intervals)
+    samples: int = 0  # samples rows (py-spy slices, run --profile)
     skipped_files: int = 0
     skipped_lines: int = 0
     warnings: list[LoadWarning] = field(default_factory=list)
@@ -318,6 +320,7 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, replace: bool = Fals
                                              ).fetchone()[0]
         con.execute("DROP TABLE _records; DROP TABLE _files")
         _load_cpu_samples(con, result, run_dir)
+        load_profile(con, result, run_dir)
         _refine_and_record_run(con, result, meta, run_dir)
     return result
 
@@ -365,7 +368,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 def delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     """Delete a run's rows from every table; returns how many rows went, all tables together."""
     return sum(con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
-               for table in ("spans", "cpu_samples", "diagnostics", "runs"))
+               for table in ("spans", "cpu_samples", "samples", "stacks", "diagnostics", "runs"))
 
 
 def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
@@ -598,16 +601,20 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
 
 def _cpu_file_refusal(path: Path) -> str | None:
     """Why a CPU sample file cannot be loaded, or None: its first line names format and version."""
+    return header_refusal(path, cpu_sampler.HEADER_PREFIX, cpu_sampler.FORMAT_VERSION, "CPU sample")
+
+
+def header_refusal(path: Path, prefix: str, version: int, what: str) -> str | None:
+    """Why a file whose first line is `<prefix><version><TAB>fields...` cannot be loaded, or None."""
     with path.open("rb") as stream:
         first = stream.readline(4096)
-    prefix = cpu_sampler.HEADER_PREFIX.encode()
-    if not first.startswith(prefix) or not first.endswith(b"\n"):
-        return "no CPU sample header line"
-    version = first[len(prefix):].split(b"\t", 1)[0].strip().decode("utf-8", "replace")
-    if version != str(cpu_sampler.FORMAT_VERSION):
-        return (f"CPU sample file version {version} is not supported "
-                f"(this loader reads version {cpu_sampler.FORMAT_VERSION})")
+    if not first.startswith(prefix.encode()) or not first.endswith(b"\n"):
+        return f"no {what} header line"
+    found = first[len(prefix):].split(b"\t", 1)[0].strip().decode("utf-8", "replace")
+    if found != str(version):
+        return f"{what} file version {found} is not supported (this loader reads version {version})"
     return None
+
 
 def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, meta: _RunMeta,
                            run_dir: Path) -> None:

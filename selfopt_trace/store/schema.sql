@@ -127,6 +127,29 @@ SELECT span_id, pid, NULL, recorded_ns, NULL
 FROM process
 WHERE process_start_ns IS NULL AND recorded_ns IS NOT NULL;
 
+-- py-spy samples of `run --profile` (docs/span-format.md, "Profile samples"). One row per slice: a
+-- stretch a thread stayed in one stack, from the sample that saw it to the one that saw another
+-- (py-spy merges identical consecutive stacks); `weight` is the samples it stands for.
+CREATE TABLE IF NOT EXISTS samples (
+    run_id       VARCHAR NOT NULL,
+    pid          INTEGER,
+    tid          INTEGER,           -- the thread's native id (the main thread's is the pid); NULL: not known
+    thread_name  VARCHAR,
+    time_ns      BIGINT,            -- the first sample of the slice, on the trace's clock
+    duration_ns  BIGINT,            -- until the sample that saw another stack (or the thread's end)
+    weight       DOUBLE,            -- samples it stands for: duration x the sampling rate
+    stack_id     BIGINT,            -- its stack: stacks.frames
+    idle         BOOLEAN,           -- the thread was waiting, not running (kept only with run --idle)
+    span_id      VARCHAR            -- the innermost span open on its process and thread then
+);
+
+-- The stacks of the samples, each once per run: frames root first, the running one last.
+CREATE TABLE IF NOT EXISTS stacks (
+    run_id   VARCHAR NOT NULL,
+    stack_id BIGINT,
+    frames   STRUCT(function VARCHAR, file VARCHAR, line INTEGER)[]
+);
+
 -- What was sent where (selfopt_trace/export/ledger.py): one row per live export or `push` of a run.
 CREATE TABLE IF NOT EXISTS exports (
     run_id       VARCHAR,

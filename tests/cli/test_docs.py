@@ -11,7 +11,7 @@ from selfopt_trace import runner
 from selfopt_trace.cli import app
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
-COMMANDS = ("run", "demo", "runs", "sql", "tree", "show", "load")
+COMMANDS = ("run", "demo", "runs", "sql", "tree", "show", "load", "flame")
 
 
 def test_every_command_and_option_is_documented():

@@ -1,0 +1,308 @@
+"""Load `profile/samples.tsv` (run --profile) into `samples` and `stacks`, each sample attributed to its span.
+
+Called by the loader inside the run's load transaction, after the spans and the CPU samples. As for
+span files, the lines never pass through Python: DuckDB's CSV reader reads them, SQL checks them.
+Then, in SQL:
+
+- a slice that ended when py-spy stopped (flag `l`) ends where its thread is known to have ended
+  (its last CPU reading, its thread span, its process span), not when py-spy noticed;
+- a slice is idle when py-spy's heuristic says so (flag `i`) or when the CPU sampler saw its thread
+  neither running nor waiting for a CPU for most of it; idle slices are dropped unless run --idle;
+- attribution: each span's thread is the `thread.id` of its nearest thread span (a Thread's run, a
+  pool's task), else its process's main thread; on each thread, the innermost open span at any
+  instant is the one whose start, or whose child's end, came last before it (an as-of join);
+- the `profile.alignment` diagnostic: the samples that ran in a function with spans of its own
+  (`--target`) must fall inside those spans, and every sample inside its process's life.
+
+A py-spy file the watcher had no time to convert (`run` was killed) is converted here first.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import duckdb
+
+from selfopt_trace.watchers import profile_samples as fmt
+
+_COLUMNS = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*fmt.FIELDS, "extra"))
+_FRAMES_TYPE = "STRUCT(function VARCHAR, file VARCHAR, line INTEGER)[]"
+
+_STAGE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _profile AS
+SELECT rec, TRY_CAST(time_ns AS BIGINT) AS time_ns, TRY_CAST(pid AS INTEGER) AS pid, TRY_CAST(tid AS INTEGER) AS tid,
+       TRY_CAST(duration_ns AS BIGINT) AS duration_ns, TRY_CAST(weight AS DOUBLE) AS weight,
+       TRY_CAST(stack_id AS BIGINT) AS stack_id, coalesce(flags, '') AS flags, name, message
+FROM read_csv($files, columns = {_COLUMNS}, delim = '\t', quote = '', escape = '', new_line = '\\n',
+              header = false, skip = 1, auto_detect = false, strict_mode = false, null_padding = true,
+              ignore_errors = true)
+WHERE terminator = '{fmt.TERMINATOR}' AND extra IS NULL
+  AND CASE rec
+        WHEN '{fmt.SAMPLE}' THEN TRY_CAST(time_ns AS BIGINT) IS NOT NULL AND TRY_CAST(pid AS INTEGER) IS NOT NULL
+                                 AND TRY_CAST(duration_ns AS BIGINT) >= 0 AND TRY_CAST(weight AS DOUBLE) >= 0
+                                 AND TRY_CAST(stack_id AS BIGINT) IS NOT NULL
+        WHEN '{fmt.STACK}' THEN TRY_CAST(stack_id AS BIGINT) IS NOT NULL
+                                AND TRY_CAST(TRY_CAST(name AS JSON) AS {_FRAMES_TYPE}) IS NOT NULL
+        WHEN '{fmt.PROFILER}' THEN TRY_CAST(time_ns AS BIGINT) IS NOT NULL AND name IS NOT NULL
+        WHEN '{fmt.CONVERTED}' THEN name IS NOT NULL
+        WHEN '{fmt.DIAGNOSTIC}' THEN name IS NOT NULL
+        ELSE false
+      END
+"""
+
+_STACKS_SQL = f"""
+INSERT INTO stacks
+SELECT $run_id, stack_id, TRY_CAST(TRY_CAST(any_value(name) AS JSON) AS {_FRAMES_TYPE})
+FROM _profile WHERE rec = '{fmt.STACK}'
+GROUP BY stack_id
+"""
+
+# Each span of the sampled processes with its thread: a thread or task span's thread.id, passed down
+# its children in the same process; a process span, and a span whose parent is in another process
+# (or not traced), on the process's main thread (tid = pid).
+_SPAN_THREADS_SQL = """
+CREATE OR REPLACE TEMP TABLE _span_threads AS
+WITH RECURSIVE
+sampled AS (
+    SELECT span_id, parent_span_id, pid, name, category, start_ns, end_ns,
+           CASE WHEN category = 'thread' THEN TRY_CAST(attributes->>'thread.id' AS INTEGER) END AS own_tid
+    FROM spans
+    WHERE run_id = $run_id AND pid IN (SELECT DISTINCT pid FROM _samples)
+),
+walk(span_id, tid, depth) AS (  -- depth: bad input (a parent loop) must not loop the load
+    SELECT s.span_id, coalesce(s.own_tid, s.pid), 0
+    FROM sampled AS s
+    WHERE s.own_tid IS NOT NULL OR (s.name = 'process' AND s.category = 'process')
+       OR NOT EXISTS (SELECT 1 FROM sampled AS p WHERE p.span_id = s.parent_span_id AND p.pid = s.pid)
+    UNION ALL
+    SELECT c.span_id, w.tid, w.depth + 1
+    FROM walk AS w
+    JOIN sampled AS p ON p.span_id = w.span_id
+    JOIN sampled AS c ON c.parent_span_id = p.span_id AND c.pid = p.pid
+    WHERE c.own_tid IS NULL AND NOT (c.name = 'process' AND c.category = 'process') AND w.depth < 10000
+)
+SELECT s.span_id, s.parent_span_id, s.pid, w.tid, s.start_ns, s.end_ns, s.name, s.category
+FROM (SELECT span_id, any_value(tid) AS tid FROM walk GROUP BY span_id) AS w
+JOIN sampled AS s USING (span_id)
+"""
+
+# Where each thread's innermost open span changes: at a span's start (to it) and at its end (back to
+# its parent, when that is on the same thread). A sample's span is the last change before it.
+_ATTRIBUTE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _attributed AS
+WITH changes AS (
+    SELECT pid, tid, start_ns AS at_ns, span_id, end_ns AS until_ns FROM _span_threads
+    UNION ALL
+    SELECT c.pid, c.tid, c.end_ns, p.span_id, p.end_ns
+    FROM _span_threads AS c JOIN _span_threads AS p ON p.span_id = c.parent_span_id AND p.pid = c.pid AND p.tid = c.tid
+    WHERE c.end_ns < p.end_ns
+),
+processes AS (
+    SELECT pid, start_ns AS at_ns, span_id, end_ns AS until_ns FROM _span_threads
+    WHERE name = 'process' AND category = 'process'
+),
+innermost AS (
+    SELECT s.*, CASE WHEN g.until_ns >= s.time_ns THEN g.span_id END AS thread_span,
+           CASE WHEN g.until_ns >= s.time_ns THEN g.until_ns END AS thread_until
+    FROM _samples AS s
+    ASOF LEFT JOIN changes AS g ON g.pid = s.pid AND g.tid = s.tid AND s.time_ns >= g.at_ns
+),
+attributed AS (
+    SELECT i.* EXCLUDE (thread_span, thread_until), coalesce(i.thread_span, p.span_id) AS span_id,
+           coalesce(i.thread_until, CASE WHEN p.until_ns >= i.time_ns THEN p.until_ns END) AS until_ns
+    FROM innermost AS i
+    ASOF LEFT JOIN processes AS p ON p.pid = i.pid AND i.time_ns >= p.at_ns
+)
+-- A slice goes on until the sample that saw another stack: past the end of its span, the stack
+-- had changed (the span's code returned), so it ends with its span.
+SELECT * EXCLUDE (until_ns) REPLACE (
+           CASE WHEN until_ns < time_ns + duration_ns AND duration_ns > 0
+                THEN weight * (until_ns - time_ns) / duration_ns ELSE weight END AS weight,
+           CASE WHEN until_ns < time_ns + duration_ns THEN until_ns - time_ns ELSE duration_ns END AS duration_ns)
+FROM attributed
+"""
+
+# The slices: the last one of a thread ends where the thread is known to have ended; idle when
+# py-spy's heuristic says so or when the CPU sampler saw the thread neither on a CPU nor queued for
+# one for most of the slice (the reading around its middle).
+_SAMPLES_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _samples AS
+WITH raw AS (
+    SELECT time_ns, pid, tid, duration_ns, weight, stack_id, flags, name AS thread_name
+    FROM _profile WHERE rec = '{fmt.SAMPLE}'
+),
+thread_end AS (
+    SELECT pid, tid, max(end_ns) AS end_ns FROM (
+        SELECT pid, tid, end_ns FROM cpu_samples WHERE run_id = $run_id
+        UNION ALL
+        SELECT pid, TRY_CAST(attributes->>'thread.id' AS INTEGER), end_ns FROM spans
+        WHERE run_id = $run_id AND category = 'thread'
+        UNION ALL
+        SELECT pid, pid, end_ns FROM spans WHERE run_id = $run_id AND name = 'process' AND category = 'process'
+    ) GROUP BY pid, tid
+),
+ended AS (
+    SELECT r.* REPLACE (
+               CASE WHEN contains(r.flags, '{fmt.LAST_FLAG}') AND e.end_ns < r.time_ns + r.duration_ns
+                    THEN greatest(e.end_ns - r.time_ns, 0) ELSE r.duration_ns END AS duration_ns),
+           r.duration_ns AS seen_ns
+    FROM raw AS r LEFT JOIN thread_end AS e ON e.pid = r.pid AND e.tid = r.tid
+),
+middles AS (SELECT *, time_ns + duration_ns // 2 AS middle_ns FROM ended),
+cpu AS (SELECT pid, tid, start_ns, end_ns, cpu_ns + runqueue_ns AS busy_ns FROM cpu_samples WHERE run_id = $run_id)
+SELECT m.pid, m.tid, m.thread_name, m.time_ns, m.duration_ns,
+       CASE WHEN m.seen_ns > 0 THEN m.weight * m.duration_ns / m.seen_ns ELSE m.weight END AS weight,
+       m.stack_id,
+       contains(m.flags, '{fmt.IDLE_FLAG}')
+       OR coalesce(c.end_ns > m.middle_ns AND c.busy_ns * 2 < c.end_ns - c.start_ns, false) AS idle
+FROM middles AS m
+ASOF LEFT JOIN cpu AS c ON c.pid = m.pid AND c.tid = m.tid AND m.middle_ns >= c.start_ns
+"""
+
+_INSERT_SQL = """
+INSERT INTO samples
+SELECT $run_id, pid, tid, thread_name, time_ns, duration_ns, weight, stack_id, idle, span_id
+FROM _attributed
+WHERE $keep_idle OR NOT idle
+"""
+
+_DIAGNOSTICS_SQL = f"""
+INSERT INTO diagnostics
+SELECT $run_id, $source_file, pid, time_ns, name, message FROM _profile WHERE rec = '{fmt.DIAGNOSTIC}'
+"""
+
+# Samples that ran in a function some spans stand for (code.function: --target) against those spans
+# on the same thread: inside the nearest one, or how far outside; and samples against their
+# process's life.
+_ALIGNMENT_SQL = """
+WITH fn_spans AS (
+    SELECT t.pid, t.tid, t.start_ns, t.end_ns, s.attributes->>'code.function' AS fn
+    FROM _span_threads AS t JOIN spans AS s ON s.run_id = $run_id AND s.span_id = t.span_id
+    WHERE s.attributes->>'code.function' IS NOT NULL AND s.category <> 'thread'
+),
+stack_fns AS (
+    SELECT DISTINCT k.stack_id, f.function AS fn
+    FROM (SELECT stack_id, unnest(frames) AS f FROM stacks WHERE run_id = $run_id) AS k
+    WHERE f.function IN (SELECT fn FROM fn_spans)
+),
+checked AS (
+    SELECT s.pid, s.tid, s.time_ns, f.fn FROM samples AS s JOIN stack_fns AS f USING (stack_id)
+    WHERE s.run_id = $run_id
+),
+before AS (
+    SELECT c.*, b.end_ns AS before_end FROM checked AS c
+    ASOF LEFT JOIN fn_spans AS b ON b.pid = c.pid AND b.tid = c.tid AND b.fn = c.fn AND c.time_ns >= b.start_ns
+),
+near AS (
+    SELECT c.*, a.start_ns AS after_start FROM before AS c
+    ASOF LEFT JOIN fn_spans AS a ON a.pid = c.pid AND a.tid = c.tid AND a.fn = c.fn AND c.time_ns <= a.start_ns
+),
+outside AS (
+    SELECT fn, CASE WHEN before_end >= time_ns THEN 0
+                    ELSE least(coalesce(time_ns - before_end, 9e18), coalesce(after_start - time_ns, 9e18)) END AS ns
+    FROM near
+),
+lives AS (
+    SELECT pid, min(start_ns) AS start_ns, max(end_ns) AS end_ns FROM spans
+    WHERE run_id = $run_id AND name = 'process' AND category = 'process' GROUP BY pid
+),
+life AS (
+    SELECT greatest(l.start_ns - s.time_ns, s.time_ns - l.end_ns, 0) AS ns
+    FROM samples AS s JOIN lives AS l USING (pid) WHERE s.run_id = $run_id
+)
+SELECT (SELECT count(*) FROM outside), (SELECT count(DISTINCT fn) FROM outside),
+       (SELECT count(*) FROM outside WHERE ns > 0), (SELECT max(ns) FROM outside),
+       (SELECT count(*) FROM life), (SELECT count(*) FROM life WHERE ns > 0), (SELECT max(ns) FROM life)
+"""
+
+
+def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
+    """profile/samples.tsv (and any py-spy file not converted yet) into samples, stacks and diagnostics."""
+    from selfopt_trace.store.loader import LoadWarning, _count_lines, header_refusal
+
+    path = run_dir / fmt.SAMPLES_PATH
+    if not path.is_file():
+        return
+    name = fmt.SAMPLES_PATH.as_posix()
+    problem = header_refusal(path, fmt.HEADER_PREFIX, fmt.FORMAT_VERSION, "profile samples")
+    if problem:
+        result.skipped_files += 1
+        result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", name))
+        return
+    run = {"run_id": result.run_id}
+    con.execute(_STAGE_SQL, {"files": [str(path)]})
+    records = con.execute("SELECT count(*) FROM _profile").fetchone()[0]
+    with tempfile.TemporaryDirectory(prefix="selfopt-trace-profile-") as scratch:
+        leftovers = _convert_leftovers(con, run_dir, Path(scratch))
+        if leftovers:
+            con.execute(_STAGE_SQL.replace("CREATE OR REPLACE TEMP TABLE _profile AS", "INSERT INTO _profile"),
+                        {"files": leftovers})
+    damaged = _count_lines(path) - 1 - records
+    if damaged > 0:
+        result.skipped_lines += damaged
+        result.warnings.append(LoadWarning(
+            "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", name))
+    con.execute(_STACKS_SQL, run)
+    con.execute(_SAMPLES_SQL, run)
+    con.execute(_SPAN_THREADS_SQL, run)
+    con.execute(_ATTRIBUTE_SQL)
+    keep_idle = bool(con.execute(f"SELECT bool_or(TRY_CAST(TRY_CAST(message AS JSON)->>'idle' AS BOOLEAN)) "
+                                 f"FROM _profile WHERE rec = '{fmt.PROFILER}'").fetchone()[0])
+    result.samples = con.execute(_INSERT_SQL, {**run, "keep_idle": keep_idle}).fetchone()[0]
+    result.diagnostics += con.execute(_DIAGNOSTICS_SQL, {**run, "source_file": name}).fetchone()[0]
+    if result.samples:
+        _alignment(con, result, name)
+    con.execute("DROP TABLE _profile; DROP TABLE _samples; DROP TABLE _span_threads; DROP TABLE _attributed")
+
+
+def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: Path) -> list[str]:
+    """py-spy files named by a P record and never converted (no C record): converted into `scratch`."""
+    rows = con.execute(f"""
+        SELECT name, any_value(time_ns), any_value(weight), any_value(pid) FROM _profile
+        WHERE rec = '{fmt.PROFILER}' AND name NOT IN (SELECT name FROM _profile WHERE rec = '{fmt.CONVERTED}')
+        GROUP BY name""").fetchall()
+    known = {row[0] for row in con.execute(f"SELECT stack_id FROM _profile WHERE rec = '{fmt.STACK}'").fetchall()}
+    files = []
+    for number, (name, anchor_ns, rate, pid) in enumerate(rows):
+        source = run_dir / fmt.PROFILE_DIR / Path(name).name
+        lines = None
+        if source.is_file() and source.stat().st_size:
+            try:
+                lines, _ = fmt.convert_file(source, anchor_ns, rate or 100, known, pid)
+            except (OSError, ValueError) as exc:
+                lines = [fmt.line(fmt.DIAGNOSTIC, anchor_ns, pid, name=fmt.FAILED,
+                                  message=f"{source}: py-spy's file could not be read ({exc})")]
+        if lines is None:
+            lines = [fmt.line(fmt.DIAGNOSTIC, anchor_ns, pid, name=fmt.LOST,
+                              message=f"no samples from pid {pid}: py-spy wrote nothing (killed with `run`?)")]
+        target = scratch / f"{number}.tsv"
+        target.write_text(fmt.header() + "".join(lines), encoding="utf-8", errors="surrogateescape")
+        files.append(str(target))
+    return files
+
+
+def _alignment(con: duckdb.DuckDBPyConnection, result, source_file: str) -> None:
+    """The profile.alignment diagnostic: how well the samples' times agree with the spans'."""
+    checked, functions, outside, worst, lived, out_of_life, worst_life = con.execute(
+        _ALIGNMENT_SQL, {"run_id": result.run_id}).fetchone()
+    anchors = con.execute(f"SELECT max(duration_ns), any_value(weight) FROM _profile WHERE rec = '{fmt.PROFILER}'"
+                          ).fetchone()
+    window_ms = (anchors[0] or 0) / 1e6
+    interval_ms = 1000 / anchors[1] if anchors[1] else None
+    parts = [f"sample times put on the trace's clock from each py-spy's start (known within {window_ms:.1f} ms)"]
+    if checked:
+        parts.append(f"{checked} samples ran in {functions} function(s) with spans of their own: "
+                     + ("all inside them" if not outside else
+                        f"{outside} outside, by at most {worst / 1e6:.1f} ms"))
+    else:
+        parts.append("no sample ran in a function with spans of its own (--target gives such spans)")
+    parts.append(f"{lived} samples against their process's life: "
+                 + ("all inside it" if not out_of_life else f"{out_of_life} outside, by at most {worst_life / 1e6:.1f} ms"))
+    if interval_ms:
+        parts.append(f"sampling interval {interval_ms:.1f} ms")
+    message = "; ".join(parts)
+    con.execute("INSERT INTO diagnostics VALUES ($run_id, $source_file, NULL, epoch_ns(now()), $code, $message)",
+                {"run_id": result.run_id, "source_file": source_file, "code": "profile.alignment",
+                 "message": message})
+    result.diagnostics += 1

@@ -1,0 +1,193 @@
+"""The profile samples file (`<run_dir>/profile/samples.tsv`): its format, and py-spy's output turned into it.
+
+`run --profile` starts py-spy (watchers/profiler.py), which writes what it sampled only when it
+stops, as a Chrome trace: begin/end events of frames, in microseconds from its own start. This
+module turns one such file into lines of the samples file (docs/span-format.md, "Profile
+samples"), which the loader reads with DuckDB's CSV reader as it reads span files.
+
+py-spy's Chrome trace merges consecutive identical stacks of a thread: an event is written only
+where a thread's stack changed. So one `S` line here is a *slice*: a stack a thread was seen in
+from one sample to the sample that saw something else, with its length (`duration_ns`) and the
+samples it stands for (`weight` = length x rate: py-spy samples at random, exponentially spaced
+moments, rate per second on average). A thread sampled at one line for a second at 100 Hz is one
+line of weight ~100, not 100 lines. py-spy always runs with `--idle` here, so a thread that goes
+idle changes its stack (the wait shows) instead of leaving a gap the slice before it would cover.
+
+Stacks are written once each (`K`: root first, each frame function, file and line) and named by a
+64-bit hash of their frames, so the same stack from two processes or two files is one stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Iterator
+
+FORMAT_NAME = "selfopt-trace/samples"
+FORMAT_VERSION = 1
+FIELDS = ("rec", "time_ns", "pid", "tid", "duration_ns", "weight", "stack_id", "flags", "name", "message",
+          "terminator")
+SAMPLE, STACK, PROFILER, CONVERTED, DIAGNOSTIC = "S", "K", "P", "C", "D"
+TERMINATOR = "."
+HEADER_PREFIX = f"#{FORMAT_NAME} "
+HEADER = f"{HEADER_PREFIX}{FORMAT_VERSION}\t" + "\t".join(FIELDS[:-1]) + "\n"
+PROFILE_DIR = Path("profile")  # under the run directory: py-spy's files and samples.tsv
+SAMPLES_PATH = PROFILE_DIR / "samples.tsv"
+
+# S flags, one letter each: i = the thread looked idle (its innermost frame is a known wait);
+# l = the last slice of its thread in the file: it ended when py-spy stopped, not when the stack
+# changed, so the loader ends it where the thread is known to have ended.
+IDLE_FLAG, LAST_FLAG = "i", "l"
+
+# Diagnostic codes (the loader copies D records into `diagnostics`).
+UNAVAILABLE = "profile.unavailable"  # --profile=auto without py-spy or ptrace: no samples
+FAILED = "profile.failed"  # a py-spy that could not attach or stopped with an error
+LOST = "profile.lost"  # a py-spy that wrote nothing (killed): its process's samples are missing
+
+# py-spy --threads adds this frame under each stack: "thread (<native id>): <name>"; the native
+# id is hexadecimal (the pthread id) where py-spy could not learn it (Python < 3.11, --nonblocking).
+_THREAD_FRAME = re.compile(r"thread \((0x[0-9A-Fa-f]+|\d+)\)(?:: (.*))?", re.S)
+# py-spy --subprocesses adds one of these per process, outermost first.
+_PROCESS_FRAME = re.compile(r'process \d+:".*"', re.S)
+
+
+def header() -> str:
+    return HEADER
+
+
+def line(rec: str, time_ns: int | str = "", pid: int | str = "", tid: int | str = "", duration_ns: int | str = "",
+         weight: float | str = "", stack_id: int | str = "", flags: str = "", name: str = "", message: str = "") -> str:
+    """One record; text fields lose tabs and newlines (JSON text never has them)."""
+    return "\t".join((rec, str(time_ns), str(pid), str(tid), str(duration_ns),
+                      weight if isinstance(weight, str) else f"{weight:.6g}", str(stack_id), flags,
+                      _clean(name), _clean(message), TERMINATOR)) + "\n"
+
+
+def _clean(text: str) -> str:
+    if "\t" in text or "\n" in text or "\r" in text:
+        return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+    return text
+
+
+def stack_id(frames: tuple) -> int:
+    """A stack's id: 64 bits of a hash of its frames, as a signed BIGINT."""
+    digest = hashlib.blake2b(json.dumps(frames, separators=(",", ":")).encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def stack_json(frames: tuple) -> str:
+    """A K record's frames: [{"function", "file", "line"}, ...], root first."""
+    return json.dumps([{"function": f, "file": file, "line": line_no} for f, file, line_no in frames],
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def looks_idle(frames: tuple) -> bool:
+    """py-spy's own heuristic, on the innermost frame: a wait of threading or a selector's select."""
+    if not frames:
+        return False
+    function, file, _ = frames[-1]
+    short = function.rsplit(".", 1)[-1]
+    return ((short == "wait" and file.endswith("threading.py"))
+            or (short == "select" and file.endswith("selectors.py"))
+            or (short == "poll" and ("asyncore" in file or "zmq" in file or "gevent" in file or "tornado" in file)))
+
+
+def slices(events: Iterable[dict]) -> Iterator[tuple[int, int, int, int, tuple]]:
+    """(pid, thread key, start us, end us, frames root first) for each stretch a thread stayed in one stack.
+
+    py-spy writes, for each sample of a thread whose stack changed, the end events of the frames it
+    left (innermost first) and the begin events of the frames it entered (outermost first), all at
+    the sample's time; when it stops, end events of every frame still open.
+    """
+    state: dict[tuple[int, int], list] = {}  # (pid, tid) -> [stack, since_us]
+    for event in events:
+        phase = event.get("ph")
+        if phase != "B" and phase != "E":
+            continue
+        key = (event.get("pid", 0), event.get("tid", 0))
+        ts = event.get("ts", 0)
+        entry = state.get(key)
+        if entry is None:
+            entry = state[key] = [[], ts]
+        stack = entry[0]
+        if ts != entry[1]:
+            if stack:
+                yield key[0], key[1], entry[1], ts, tuple(stack)
+            entry[1] = ts
+        if phase == "B":
+            args = event.get("args") or {}
+            stack.append((str(event.get("name", "")), str(args.get("filename") or ""), int(args.get("line") or 0)))
+        elif stack:
+            stack.pop()
+
+
+def convert(events: list, anchor_ns: int, rate_hz: float, known_stacks: set[int]) -> tuple[list[str], dict]:
+    """The samples-file lines (K for stacks not in `known_stacks`, which grows, then S) of one py-spy
+    Chrome trace whose time zero is `anchor_ns` on the trace's clock; and counts."""
+    out: list[str] = []
+    ids: dict[tuple, int] = {}
+    stop_us = max((event.get("ts", 0) for event in events if event.get("ph") in ("B", "E")), default=0)
+    last: dict[tuple[int, int], tuple[int, int]] = {}  # (pid, thread key) -> (index in out, end us) of its latest S
+    samples = 0
+    weight_total = 0.0
+    for pid, thread_key, start_us, end_us, frames in slices(events):
+        tid, name, frames = _split_thread(pid, frames)
+        if not frames:
+            continue
+        sid = ids.get(frames)
+        if sid is None:
+            sid = ids[frames] = stack_id(frames)
+            if sid not in known_stacks:
+                known_stacks.add(sid)
+                out.append(line(STACK, stack_id=sid, name=stack_json(frames)))
+        duration_ns = (end_us - start_us) * 1000
+        weight = duration_ns * rate_hz / 1e9
+        last[(pid, thread_key)] = (len(out), end_us)
+        out.append(line(SAMPLE, anchor_ns + start_us * 1000, pid, "" if tid is None else tid, duration_ns, weight,
+                        sid, IDLE_FLAG if looks_idle(frames) else "", name))
+        samples += 1
+        weight_total += weight
+    for index, end_us in last.values():  # ended by py-spy's stop, not by a change it saw
+        if end_us >= stop_us:
+            fields = out[index].split("\t")
+            fields[7] += LAST_FLAG
+            out[index] = "\t".join(fields)
+    return out, {"slices": samples, "samples": round(weight_total), "threads": len(last),
+                 "pids": sorted({pid for pid, _ in last})}
+
+
+def _split_thread(pid: int, frames: tuple) -> tuple[int | None, str, tuple]:
+    """(native thread id or None, thread name, the Python frames) of a stack with py-spy's own frames."""
+    tid: int | None = None
+    name = ""
+    skip = 0
+    for function, file, line_no in frames:
+        if file or line_no:
+            break
+        match = _THREAD_FRAME.fullmatch(function)
+        if match:
+            ident, name = match.group(1), match.group(2) or ""
+            if not ident.startswith("0x"):
+                tid = int(ident)
+            elif name == "MainThread":
+                tid = pid  # the main thread's native id is the process's
+        elif not _PROCESS_FRAME.fullmatch(function):
+            break
+        skip += 1
+    return tid, name, frames[skip:]
+
+
+def convert_file(path: Path, anchor_ns: int, rate_hz: float, known_stacks: set[int],
+                 pid: int | None = None) -> tuple[list[str], dict]:
+    """convert() of a py-spy Chrome trace file, then the C record that says it was converted."""
+    with open(path, "rb") as stream:
+        events = json.load(stream)
+    if not isinstance(events, list):
+        raise ValueError("not a Chrome trace (a JSON array of events)")
+    lines, counts = convert(events, anchor_ns, rate_hz, known_stacks)
+    lines.append(line(CONVERTED, pid="" if pid is None else pid, name=path.name,
+                      message=json.dumps(counts, separators=(",", ":"))))
+    return lines, counts

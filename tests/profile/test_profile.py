@@ -1,0 +1,184 @@
+"""run --profile for real: py-spy samples attributed to the spans they ran in, queried and drawn."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from selfopt_trace.watchers.profile_samples import SAMPLES_PATH
+from tests.cli.conftest import Cli
+from tests.profile.conftest import TARGETS, WORKLOAD, needs_pyspy, profiled_run
+from tests.report.browser import BROWSER, open_page, screenshot
+
+pytestmark = needs_pyspy
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+HOT_SHARE = 100 * 0.6 / (0.6 + 0.3)  # each phase: 0.6 s of its hot function, then 0.3 s asleep
+
+
+def hot_frames(cli: Cli, *params: str) -> list[dict]:
+    done = cli("query", "hot_frames", "--run", "p1", "--format", "json", *[f"--param={p}" for p in params])
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("span, function", [("phase_parent", "hot_parent"), ("phase_child", "hot_child")])
+def test_each_span_s_top_frame_is_its_own_hot_function(profiled: Cli, span: str, function: str) -> None:
+    rows = hot_frames(profiled, f"span={span}")
+    top = rows[0]
+    assert (top["span"], top["function"], top["spans"]) == (span, function, 1), rows[:3]
+    assert top["file"].endswith("hotmod.py")
+    assert abs(top["self_pct"] - HOT_SHARE) <= HOT_SHARE * 0.10, rows[:3]
+    assert top["self_samples"] >= 45  # 0.6 s at 100 Hz
+
+
+def test_samples_of_the_child_process_attach_to_the_child_s_spans(profiled: Cli) -> None:
+    (child_pid,) = profiled.query("SELECT pid FROM spans WHERE run_id = 'p1' AND name = 'phase_child'")[0]
+    rows = profiled.query("""
+        SELECT count(*), count(*) FILTER (WHERE s.pid = p.pid), count(*) FILTER (WHERE s.name = 'phase_child')
+        FROM samples AS p JOIN spans AS s ON s.run_id = p.run_id AND s.span_id = p.span_id
+        WHERE p.run_id = 'p1' AND p.pid = ? AND NOT p.idle""", [child_pid])
+    total, same_process, in_phase = rows[0]
+    assert total > 0 and same_process == total and in_phase > 0
+    unattributed = profiled.query("SELECT count(*) FROM samples WHERE run_id = 'p1' AND span_id IS NULL")[0][0]
+    assert unattributed == 0
+
+
+def test_a_child_that_lives_200_ms_has_samples(profiled: Cli) -> None:
+    rows = profiled.query("""
+        SELECT s.pid, round(s.duration_ns / 1e6), sum(p.weight)
+        FROM spans AS s LEFT JOIN samples AS p ON p.run_id = s.run_id AND p.pid = s.pid AND NOT p.idle
+        WHERE s.run_id = 'p1' AND s.name = 'process' AND s.attributes->'process.command_args'->>2 = 'short'
+        GROUP BY ALL""")
+    assert len(rows) == 1, rows
+    pid, lived_ms, samples = rows[0]
+    assert lived_ms < 400 and samples and samples >= 5, rows  # spin(0.2) at 100 Hz, less py-spy's attach
+
+
+def test_the_alignment_with_the_spans_is_checked_and_reported(profiled: Cli) -> None:
+    (message,) = profiled.query("SELECT message FROM diagnostics WHERE run_id = 'p1' AND code = 'profile.alignment'")[0]
+    assert "function(s) with spans of their own: all inside them" in message, message
+    assert "against their process's life: all inside it" in message, message
+
+
+def test_idle_samples_are_kept_and_flagged_with_idle(profiled: Cli) -> None:
+    idle, busy = profiled.query("""
+        SELECT sum(p.duration_ns) FILTER (WHERE p.idle), sum(p.duration_ns) FILTER (WHERE NOT p.idle)
+        FROM samples AS p JOIN spans AS s ON s.run_id = p.run_id AND s.span_id = p.span_id
+        WHERE p.run_id = 'p1' AND s.name = 'phase_parent'""")[0]
+    assert abs(idle / 1e9 - 0.3) < 0.08 and abs(busy / 1e9 - 0.6) < 0.08, (idle, busy)  # a sample or two on a loaded machine
+
+
+def test_flame_svg_renders_in_chromium_with_the_hot_function(profiled: Cli, tmp_path: Path) -> None:
+    if BROWSER is None:
+        pytest.skip("no Chromium on this machine: install it with scripts/browser-test-setup.sh")
+    out = tmp_path / "flame.svg"
+    done = profiled("flame", "p1", "--span", "phase_parent", "-o", str(out))
+    assert done.returncode == 0, done.stderr.decode()
+    page = open_page(out, tmp_path / "chromium")
+    assert page.console == []
+    assert 'data-rendered="' in page.dom and ">hot_parent (hotmod.py)</text>" in page.dom
+    screenshot(out, ARTIFACTS / "flame.png", tmp_path / "chromium")
+
+
+def test_flame_speedscope_json_holds_the_samples(profiled: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "flame.json"
+    assert profiled("flame", "p1", "--category", "phase", "-o", str(out)).returncode == 0
+    document = json.loads(out.read_text())
+    (profile,) = document["profiles"]
+    names = [frame["name"] for frame in document["shared"]["frames"]]
+    assert profile["type"] == "sampled" and len(profile["samples"]) == len(profile["weights"])
+    assert {"hot_parent", "hot_child"} <= set(names)
+    hot = sum(w for stack, w in zip(profile["samples"], profile["weights"]) if names[stack[-1]] == "hot_parent")
+    assert abs(hot - 600) < 60  # ms
+
+
+def test_flame_diff_shows_what_grew(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    for run_id, hot_s in (("short", "0.2"), ("long", "0.6")):
+        done = profiled_run(cli, run_id, env=cli.env(HOT_S=hot_s))
+        assert done.returncode == 3, done.stderr.decode()
+    out = tmp_path / "diff.svg"
+    done = cli("flame", "--diff", "short", "long", "--span", "phase_parent", "-o", str(out))
+    assert done.returncode == 0, done.stderr.decode()
+    svg = out.read_text()
+    hot = svg.split(">hot_parent (hotmod.py)</text>")[0].rsplit("<g ", 1)[1]
+    before, after = map(float, re.search(r"before ([\d.]+) ms -&gt; after ([\d.]+) ms", hot).groups())
+    assert 'fill="rgb(255,' in hot, hot  # red: it grew
+    assert 150 < before < 260 and 500 < after < 700, (before, after)
+
+
+def test_the_report_shows_a_selected_span_s_hottest_frames(profiled: Cli, tmp_path: Path) -> None:
+    if BROWSER is None:
+        pytest.skip("no Chromium on this machine: install it with scripts/browser-test-setup.sh")
+    from tests.report.test_report import harness
+
+    assert profiled("report", "p1", "-o", str(tmp_path / "report.html")).returncode == 0
+    (tmp_path / "page.html").write_text(harness("""
+    doc.querySelectorAll("button")[1].click();  // expand all
+    var tip = doc.getElementById("tooltip");
+    for (var i = 0; i < 60; i++) {
+      var y = rect.top + 26 + 9 + i * 18;
+      canvas.dispatchEvent(new win.MouseEvent("mousemove", {clientX: rect.left + 700, clientY: y, bubbles: true}));
+      if (tip.textContent.indexOf("phase_parent") === 0) {
+        canvas.dispatchEvent(new win.MouseEvent("mousedown", {clientX: rect.left + 700, clientY: y, bubbles: true}));
+        canvas.dispatchEvent(new win.MouseEvent("click", {clientX: rect.left + 700, clientY: y, bubbles: true}));
+        break;
+      }
+    }
+    result("hot-span", doc.body.dataset.hotSpan);
+    result("hot-frames", doc.body.dataset.hotFrames);
+    result("panel", doc.getElementById("hot-frames").textContent.slice(0, 200));
+"""), encoding="utf-8")
+    page = open_page(tmp_path / "page.html", tmp_path / "chromium")
+    assert page.console == []
+    data = page.body_data()
+    assert data.get("hot-span") == "phase_parent" and int(data["hot-frames"]) > 0, data
+    assert "hot_parent" in data["panel"], data
+
+
+def _pyspy_of(pid: int) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"py-spy") and b"--pid" in argv and argv[argv.index(b"--pid") + 1] == str(pid).encode():
+                return int(entry)
+    return None
+
+
+def test_a_profiler_killed_mid_run_loses_nothing_already_written(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    pidfile = tmp_path / "workload.pid"
+    runner = cli.popen("run", "--profile", "--idle", "--run-id", "k1", *TARGETS, "--", sys.executable,
+                       str(WORKLOAD / "main.py"), str(pidfile), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    root = int(pidfile.read_text())
+    samples = cli.runs_dir / "k1" / SAMPLES_PATH
+    while "phase_child" not in samples.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the child has ended and its samples are written
+    spy = _pyspy_of(root)
+    assert spy is not None
+    os.kill(spy, signal.SIGKILL)
+    (tmp_path / "go").touch()
+    out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 3 and out == b"workload done\n", err.decode()
+    phases = cli.query("""
+        SELECT s.name, count(p.span_id) FROM spans AS s LEFT JOIN samples AS p ON p.run_id = s.run_id AND p.span_id = s.span_id
+        WHERE s.run_id = 'k1' AND s.category = 'phase' GROUP BY s.name ORDER BY 1""")
+    assert phases[0][0] == "phase_child" and phases[0][1] > 0, phases  # written before the kill: kept
+    assert phases[1] == ("phase_parent", 0), phases  # the killed py-spy's: lost, and said
+    lost = cli.query("SELECT pid, message FROM diagnostics WHERE run_id = 'k1' AND code = 'profile.lost'")
+    assert [row[0] for row in lost] == [root], lost
+    assert "gave none" in err.decode()
