@@ -219,7 +219,7 @@ SELECT (SELECT count(*) FROM outside), (SELECT count(DISTINCT fn) FROM outside),
 
 def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
     """profile/samples.tsv (and any py-spy file not converted yet) into samples, stacks and diagnostics."""
-    from selfopt_trace.store.loader import LoadWarning, _count_lines, header_refusal
+    from selfopt_trace.store.loader import LoadWarning, _scan, header_refusal
 
     path = run_dir / fmt.SAMPLES_PATH
     if not path.is_file():
@@ -238,7 +238,7 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
         if leftovers:
             con.execute(_STAGE_SQL.replace("CREATE OR REPLACE TEMP TABLE _profile AS", "INSERT INTO _profile"),
                         {"files": leftovers})
-    damaged = _count_lines(path) - 1 - records
+    damaged = _scan(path)[0] - 1 - records
     if damaged > 0:
         result.skipped_lines += damaged
         result.warnings.append(LoadWarning(
