@@ -10,6 +10,15 @@ trace and span id, e.g. from a run directory) is not added twice.
 
 Spans go into `spans` under the run id of their resource's `selfopt_trace.run_id`, else
 `collector-<trace id>`, one run per trace; `runs` gets a row per run.
+
+What selfopt-trace's own exports carry in attributes because OTLP has no field for it goes back to
+its column (`span_rows`): the category, an incomplete span, the run id and the span file
+(`selfopt_trace.source_file`, which tells processes apart), so a run that went out over OTLP comes
+back as the rows its span files gave. A span of another OTel SDK gets what the agent's OTel bridge
+records for the same span (bootstrap/.../hooks/otel_.py): its scope as `otel.scope.name`/`version`,
+an error description as `otel.status_description`, its first exception event's attributes, and a
+category from its name and attributes. `selfopt-trace collector` (receiver/) makes the same rows of
+OTLP/protobuf.
 """
 
 from __future__ import annotations
@@ -31,6 +40,13 @@ CREATE TABLE IF NOT EXISTS collector_files (
     spans             BIGINT,               -- spans added from it, over every load
     loaded_at         TIMESTAMPTZ
 )"""
+
+CATEGORY = "selfopt_trace.category"
+INCOMPLETE = "selfopt_trace.incomplete"
+RUN_ID = "selfopt_trace.run_id"
+SOURCE_FILE = "selfopt_trace.source_file"  # the span file a process's spans came from: which process they are
+OWN_SCOPE = "selfopt-trace"  # the instrumentation scope of selfopt-trace's exports
+EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
 
 _KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUSES = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -162,38 +178,99 @@ def _insert(store: Any, rows: list[dict]) -> int:
 # ---------------------------------------------------------------- OTLP/JSON -> rows of `spans`
 
 def span_rows(export: dict, source_file: str) -> Iterator[dict]:
-    """The rows of one OTLP/JSON export request (`{"resourceSpans": [...]}`)."""
+    """The rows of one OTLP/JSON export request (`{"resourceSpans": [...]}`); `source_file` for the
+    spans of a resource that names no span file of its own."""
     for resource_spans in export.get("resourceSpans") or ():
         resource = attributes_of((resource_spans.get("resource") or {}).get("attributes"))
+        process = ProcessFields(resource, source_file)
         for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or ():
+            scope = scope_spans.get("scope") or scope_spans.get("instrumentationLibrary") or {}
+            extra = scope_attributes(scope.get("name") or "", scope.get("version") or "")
             for span in scope_spans.get("spans") or ():
-                yield _row(span, resource, source_file)
+                yield _row(span, process, extra)
 
 
-def _row(span: dict, resource: dict, source_file: str) -> dict:
-    attributes = attributes_of(span.get("attributes"))
-    trace_id = _hex_id(span["traceId"])
-    start, end = int(span.get("startTimeUnixNano") or 0), int(span.get("endTimeUnixNano") or 0)
-    pid = resource.get("process.pid")
+class ProcessFields:
+    """The columns that come from a span's resource: run id (None: one run per trace), service,
+    pid, source file, and the resource attributes without what travelled for those columns."""
+
+    __slots__ = ("run_id", "service_name", "pid", "source_file", "resource")
+
+    def __init__(self, resource: dict, source_file: str | None) -> None:
+        run_id = resource.pop(RUN_ID, None)
+        own_file = resource.pop(SOURCE_FILE, None)
+        pid = resource.get("process.pid")
+        self.run_id = None if run_id is None else str(run_id)
+        self.source_file = str(own_file) if own_file is not None else source_file
+        self.service_name = resource.get("service.name")
+        self.pid = int(pid) if isinstance(pid, (int, str)) and str(pid).isdigit() and int(pid) < 1 << 31 else None
+        self.resource = resource
+
+
+def scope_attributes(name: str, version: str) -> dict | None:
+    """What a span of this instrumentation scope records of it (None for selfopt-trace's own)."""
+    if name == OWN_SCOPE:
+        return None
+    extra = {"otel.scope.name": name} if name else {}
+    if version:
+        extra["otel.scope.version"] = version
+    return extra
+
+
+def finish_row(run_id: str | None, trace_id: str, span_id: str, parent_span_id: str | None, name: str, kind: str,
+               start: int, end: int, status: str, attributes: dict, process: ProcessFields,
+               scope_extra: dict | None) -> dict:
+    """A row of `spans`: our own attributes back to their columns; a foreign span's scope added."""
+    category = attributes.pop(CATEGORY, None)
+    incomplete = attributes.pop(INCOMPLETE, False)
+    if scope_extra is not None:
+        for key, value in scope_extra.items():
+            attributes.setdefault(key, value)
     return {
-        "run_id": str(resource.get("selfopt_trace.run_id") or f"collector-{trace_id}"),
+        "run_id": run_id or process.run_id or f"collector-{trace_id}",
         "trace_id": trace_id,
-        "span_id": _hex_id(span["spanId"]),
-        "parent_span_id": _hex_id(span.get("parentSpanId") or "") or None,
-        "name": span.get("name", ""),
-        "kind": _enum(span.get("kind", 1), _KINDS, "SPAN_KIND_"),
-        "category": _category(span.get("name", ""), attributes),
+        "span_id": span_id,
+        "parent_span_id": parent_span_id or None,
+        "name": name,
+        "kind": kind,
+        "category": str(category) if category is not None else _category(name, attributes),
         "start_ns": start,
         "end_ns": end,
         "duration_ns": end - start,
-        "status": _enum((span.get("status") or {}).get("code", 0), _STATUSES, "STATUS_CODE_"),
-        "incomplete": False,
-        "service_name": resource.get("service.name"),
-        "pid": int(pid) if isinstance(pid, (int, str)) and str(pid).isdigit() else None,
+        "status": status,
+        "incomplete": incomplete is True,
+        "service_name": process.service_name,
+        "pid": process.pid,
         "attributes": attributes,
-        "resource_attributes": resource,
-        "source_file": source_file,
+        "resource_attributes": process.resource,
+        "source_file": process.source_file,
     }
+
+
+def exception_attributes(attributes: dict, event_attributes: dict) -> None:
+    """The first exception event's attributes onto its span (where the span has none of them)."""
+    if "exception.type" not in attributes:
+        for key in EXCEPTION_KEYS:
+            if key in event_attributes:
+                attributes[key] = event_attributes[key]
+
+
+def _row(span: dict, process: ProcessFields, scope_extra: dict | None) -> dict:
+    attributes = attributes_of(span.get("attributes"))
+    trace_id = _hex_id(span["traceId"])
+    start, end = int(span.get("startTimeUnixNano") or 0), int(span.get("endTimeUnixNano") or 0)
+    status = span.get("status") or {}
+    status_code = _enum(status.get("code", 0), _STATUSES, "STATUS_CODE_")
+    if scope_extra is not None:
+        if status_code == "ERROR" and status.get("message"):
+            attributes.setdefault("otel.status_description", status["message"])
+        for event in span.get("events") or ():
+            if event.get("name") == "exception":
+                exception_attributes(attributes, attributes_of(event.get("attributes")))
+                break
+    return finish_row(None, trace_id, _hex_id(span["spanId"]), _hex_id(span.get("parentSpanId") or ""),
+                      span.get("name", ""), _enum(span.get("kind", 1), _KINDS, "SPAN_KIND_"), start, end, status_code,
+                      attributes, process, scope_extra)
 
 
 def attributes_of(items: list | None) -> dict:
@@ -236,8 +313,6 @@ def _enum(value: Any, names: dict, prefix: str) -> str:
 
 def _category(name: str, attributes: dict) -> str:
     """Our span categories (docs/span-format.md) from a span of any OTel SDK."""
-    if "selfopt_trace.category" in attributes:
-        return str(attributes["selfopt_trace.category"])
     if name == "process":
         return "process"
     if name == "interpreter.startup":

@@ -93,7 +93,7 @@ def test_spans_one_at_a_time_and_rows_make_the_same_request() -> None:
     expected, _ = reference(records)
     encoder = SpanEncoder()
     for r in records:  # as push adds its rows: the resource encoded once per process
-        assert encoder.add(encoder.resource(r.resource_attributes, r.run_id), r.trace_id, r.span_id, r.parent_span_id,
+        assert encoder.add(encoder.resource(r.resource_attributes, r.run_id, r.source_file), r.trace_id, r.span_id, r.parent_span_id,
                            r.name, r.kind, r.category, r.start_ns, r.end_ns, r.status, r.incomplete, r.attributes)
     assert encoder.take().payload == expected
     assert all(r.attributes["nan"] is math.nan for r in records[:6])  # the records themselves are untouched
