@@ -135,7 +135,7 @@ def _load_file(store: Any, path: Path) -> FileLoad:
             bad += 1
     store.sql("BEGIN")
     try:
-        added = _insert(store, spans)
+        added = insert_rows(store, spans)
         store.sql("""INSERT INTO collector_files VALUES (?, ?, ?, ?, now())
                      ON CONFLICT (first_line_sha256) DO UPDATE SET path = excluded.path,
                        loaded_bytes = excluded.loaded_bytes, spans = collector_files.spans + excluded.spans,
@@ -147,8 +147,10 @@ def _load_file(store: Any, path: Path) -> FileLoad:
     return FileLoad(path, "appended" if loaded else "loaded", added, bad, torn)
 
 
-def _insert(store: Any, rows: list[dict]) -> int:
-    """Insert the rows not in the store yet (through a temporary JSON file: one statement for all)."""
+def insert_rows(store: Any, rows: list[dict]) -> int:
+    """Insert the rows not in the store yet, in the caller's transaction (through a temporary JSON
+    file: one statement for all), and add or extend their runs; returns how many were new.
+    Also `selfopt-trace collector`'s write (receiver/)."""
     if not rows:
         return 0
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8") as handle:

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "docker",
     "query",
     "otel",
+    "collector",
 )
 
 
