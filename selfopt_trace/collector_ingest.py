@@ -174,6 +174,14 @@ def insert_rows(store: Any, rows: list[dict]) -> int:
             ON CONFLICT (run_id) DO UPDATE SET
                 start_ns = least(runs.start_ns, excluded.start_ns), end_ns = greatest(runs.end_ns, excluded.end_ns),
                 loaded_at = excluded.loaded_at, span_count = runs.span_count + excluded.span_count""")
+        # A run's exit status is its root process's, as the span-file loader gives it without run.json.
+        store.sql("""
+            UPDATE runs SET exit_code = (
+                SELECT TRY_CAST(c.attributes->>'process.exit.code' AS INTEGER) FROM spans c
+                WHERE c.run_id = runs.run_id AND c.name = 'process' AND c.category = 'process'
+                  AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.run_id = runs.run_id AND p.span_id = c.parent_span_id)
+                ORDER BY c.start_ns LIMIT 1)
+            WHERE exit_code IS NULL AND run_id IN (SELECT DISTINCT run_id FROM _collector_new)""")
         return int(count[0][0])
 
 

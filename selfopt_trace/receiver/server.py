@@ -6,7 +6,8 @@ when spans were refused), sent only once the spans are committed (writer.py). Re
 reason in the body (a `google.rpc.Status` for protobuf, `{"code", "message"}` for JSON, text
 otherwise): 400 a body that does not parse, 401 a missing or wrong bearer token, 404 another path,
 405 another method, 411 no Content-Length, 413 a body over the limit (before or after
-decompression), 415 another content type or encoding, 503 the store held by another process for too
+decompression; one up to `DISCARD_FACTOR` times the limit is read first, so that the client gets
+to read the answer, a larger one is answered at once and the connection closed), 415 another content type or encoding, 503 the store held by another process for too
 long (clients retry). Every connection has its own thread, so the others go on. A client that
 sends nothing of its body for `STALL_TIMEOUT_S`, or not all of it within `BODY_TIMEOUT_S`, is
 dropped, unanswered: nothing of it was stored.
@@ -42,6 +43,7 @@ STALL_TIMEOUT_S = 10.0  # without a byte of the body
 IDLE_TIMEOUT_S = 60.0  # a keep-alive connection with no request
 WRITE_TIMEOUT_S = 60.0  # a request waiting for its commit
 DEFAULT_MAX_BYTES = 20 << 20  # the OpenTelemetry Collector's default limit for one request (20 MiB)
+DISCARD_FACTOR = 4  # a body over the limit, up to this many times it, is read (and dropped) before the 413
 
 
 def is_loopback(host: str) -> bool:
@@ -245,6 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
             size = int(length)
             limit = receiver.settings.max_bytes
             if size > limit:
+                if size <= DISCARD_FACTOR * limit:  # read and dropped, so the client reads the answer
+                    self._read_body(size, keep=False)
                 raise RequestError(413, f"the request has {size} bytes, more than the limit of {limit}")
             body = self._read_body(size)
             if body is None:  # stalled or gone: nothing to answer
@@ -267,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, response_bytes(decoded, kind), kind)
 
-    def _read_body(self, size: int) -> bytes | None:
+    def _read_body(self, size: int, keep: bool = True) -> bytes | None:
         deadline = time.monotonic() + BODY_TIMEOUT_S
         chunks, left = [], size
         while left > 0:
@@ -281,7 +285,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return None
             if not chunk:
                 return None
-            chunks.append(chunk)
+            if keep:
+                chunks.append(chunk)
             left -= len(chunk)
         self.connection.settimeout(self.timeout)
         return b"".join(chunks)
