@@ -528,12 +528,14 @@ def _sdk_started(span, parent_context, get_current_span) -> None:
     parent_context_ids = span._parent
     parent = None
     if parent_context_ids is not None:
-        if parent_context is None:  # the SDK asked get_current(): what it saw is the agent's current span
-            parent = tracer.current() or tracer.root()
-        else:
-            parent = _ours(get_current_span(parent_context))
-        if parent is None or parent.span_id != "%016x" % parent_context_ids.span_id:
-            parent = _stub(parent_context_ids, None)
+        parent = _open.get(parent_context_ids.span_id)  # an SDK span still open: recorded, or merged into ours
+        if parent is None:
+            if parent_context is None:  # the SDK asked get_current(): what it saw is the agent's current span
+                parent = tracer.current() or tracer.root()
+            else:
+                parent = _ours(get_current_span(parent_context))
+            if parent is None or parent.span_id != "%016x" % parent_context_ids.span_id:
+                parent = _stub(parent_context_ids, None)
     kind = KINDS[span._kind.value]
     if kind != "INTERNAL":
         target = _merge_target(kind, parent)
