@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,22 @@ from selfopt_trace.receiver.server import Receiver, Settings
 from tests.cli.conftest import Cli, cli  # noqa: F401  (fixture)
 
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
+WORKLOAD = Path(__file__).resolve().parent / "workload.py"
+RUN = "same"
+
+
+@pytest.fixture(scope="session")
+def traced_run(tmp_path_factory) -> Path:
+    """tests/receiver/workload.py under `selfopt-trace run`, its span files kept (no CPU samples:
+    they are no spans, and no OTLP request carries them)."""
+    from tests.cli.conftest import clean_environ
+
+    home = tmp_path_factory.mktemp("same-home")
+    done = subprocess.run([sys.executable, "-m", "selfopt_trace", "run", "--run-id", RUN, "--no-load", "--quiet",
+                           "--no-cpu-sampling", "--export", "never", "--", sys.executable, str(WORKLOAD)],
+                          env=clean_environ(SELFOPT_TRACE_HOME=str(home)), cwd=home, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()
+    return home / "runs" / RUN
 
 
 @pytest.fixture

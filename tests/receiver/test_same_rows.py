@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,32 +13,15 @@ from selfopt_trace.export import FORMATS, fetch_spans, write_export
 from selfopt_trace.queries import load_queries
 from selfopt_trace.report import render_report
 from selfopt_trace.store import Store
-from tests.receiver.conftest import stored
+from tests.receiver.conftest import RUN, stored, traced_run  # noqa: F401  (fixture)
 
-WORKLOAD = Path(__file__).resolve().parent / "workload.py"
-RUN = "same"
 COLUMNS = ("run_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "category", "start_ns", "end_ns",
            "duration_ns", "status", "incomplete", "service_name", "pid", "attributes", "resource_attributes",
            "source_file")
 
 
-@pytest.fixture(scope="module")
-def traced_run(tmp_path_factory) -> Path:
-    """tests/receiver/workload.py under `selfopt-trace run`, its span files kept (no CPU samples:
-    they are no spans, and no OTLP request carries them)."""
-    import subprocess
-
-    from tests.cli.conftest import clean_environ
-
-    home = tmp_path_factory.mktemp("same-home")
-    done = subprocess.run([sys.executable, "-m", "selfopt_trace", "run", "--run-id", RUN, "--no-load", "--quiet",
-                           "--no-cpu-sampling", "--export", "never", "--", sys.executable, str(WORKLOAD)],
-                          env=clean_environ(SELFOPT_TRACE_HOME=str(home)), cwd=home, capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr.decode()
-    return home / "runs" / RUN
-
-
 def rows(db: Path) -> dict[str, dict]:
+    """The run's rows by span id, every column, attributes parsed."""
     return {row["span_id"]: row for row in stored(db, f"SELECT {', '.join(COLUMNS)} FROM spans WHERE run_id = ?", [RUN])}
 
 
