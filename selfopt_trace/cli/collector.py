@@ -33,7 +33,7 @@ def collector(
 ) -> None:
     """Receive OTLP traces (HTTP: protobuf, JSON, gzip; gRPC) into the store, until SIGTERM or Ctrl-C.
 
-    Spans sent by selfopt-trace itself (`push`, a live export) go into their run; any other program's go into one run per trace, `collector-<trace id>`, as `load` does. A request is answered once its spans are committed.
+    Spans sent by selfopt-trace itself (`push`, a live export) go into their run; any other program's go into one run per trace, `collector-<trace id>`, as `load` does. A request is answered once its spans are on disk (synced); they reach the store within a second, or when another process holding it lets go.
     """
     from ..receiver.server import Receiver, Settings, is_loopback
 
@@ -64,10 +64,13 @@ def collector(
         pass
     receiver.drain()
     stats = receiver.writer.stats
-    typer.echo(f"selfopt-trace collector: stopped; {stats.spans_added} spans stored from {stats.requests} requests"
+    typer.echo(f"selfopt-trace collector: stopped; {stats.spans_received} spans received in {stats.requests} requests, "
+               f"{stats.spans_added} new to the store"
                + (f", {receiver.refused} requests refused" if receiver.refused else "")
                + (f", {receiver.rejected_spans} spans rejected" if receiver.rejected_spans else "")
                + (f", {stats.failures} writes failed" if stats.failures else ""))
+    for note in stats.notes:
+        typer.echo(f"selfopt-trace collector: {note}")
 
 
 def _token(token_file: Optional[Path]) -> str | None:

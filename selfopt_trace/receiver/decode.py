@@ -27,7 +27,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ..collector_ingest import ProcessFields, exception_attributes, finish_row, scope_attributes
+from ..collector_ingest import ProcessFields, Rows, exception_attributes, scope_attributes
 
 MAX_STRING = 64 * 1024  # characters of one string value or span name kept (export/otlp_wire.py sends no more)
 PROTOBUF = "application/x-protobuf"
@@ -51,7 +51,7 @@ class RequestError(Exception):
 class Decoded:
     """The rows of one request, and what was refused or changed in it."""
 
-    rows: list[dict] = field(default_factory=list)
+    rows: Rows = field(default_factory=Rows)
     rejected: int = 0  # spans refused (bad ids, times out of range)
     reason: str = ""  # why the first of them was
     converted: int = 0  # values cut or converted
@@ -184,8 +184,11 @@ def rows_of(request: ExportTraceServiceRequest) -> Decoded:
     decoded = Decoded()
     values = _Values()
     rows = decoded.rows
+    add = rows.add
+    attributes_of = values.attributes
     for resource_spans in request.resource_spans:
-        process = ProcessFields(values.attributes(resource_spans.resource.attributes), None)
+        process = ProcessFields(attributes_of(resource_spans.resource.attributes), None)
+        process_number = rows.process(process)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             extra = scope_attributes(scope.name, scope.version)
@@ -209,7 +212,7 @@ def rows_of(request: ExportTraceServiceRequest) -> Decoded:
                 if len(name) > MAX_STRING:
                     name = name[:MAX_STRING]
                     values.converted += 1
-                attributes = values.attributes(span.attributes)
+                attributes = attributes_of(span.attributes)
                 status = span.status
                 code = status.code if 0 <= status.code <= 2 else 0
                 if extra is not None:
@@ -217,12 +220,10 @@ def rows_of(request: ExportTraceServiceRequest) -> Decoded:
                         attributes.setdefault("otel.status_description", status.message[:MAX_STRING])
                     for event in span.events:
                         if event.name == "exception":
-                            exception_attributes(attributes, values.attributes(event.attributes))
+                            exception_attributes(attributes, attributes_of(event.attributes))
                             break
-                start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                rows.append(finish_row(
-                    None, trace_id.hex(), span_id.hex(), parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else None,
-                    name, _KINDS[span.kind] if 0 <= span.kind <= 5 else "INTERNAL", start, end, _STATUSES[code],
-                    attributes, process, extra))
+                add(trace_id.hex(), span_id.hex(), parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else None,
+                    name, _KINDS[span.kind] if 0 <= span.kind <= 5 else "INTERNAL", span.start_time_unix_nano,
+                    span.end_time_unix_nano, _STATUSES[code], attributes, process, process_number, extra)
     decoded.converted = values.converted
     return decoded

@@ -2,13 +2,14 @@
 
 OTLP/HTTP: `POST /v1/traces`, `application/x-protobuf` or `application/json`, gzip or deflate or
 plain; the answer is an `ExportTraceServiceResponse` in the request's encoding (partial_success
-when spans were refused), sent only once the spans are committed (writer.py). Refusals, each with a
+when spans were refused), sent only once the spans are synced to disk (writer.py). Refusals, each with a
 reason in the body (a `google.rpc.Status` for protobuf, `{"code", "message"}` for JSON, text
 otherwise): 400 a body that does not parse, 401 a missing or wrong bearer token, 404 another path,
 405 another method, 411 no Content-Length, 413 a body over the limit (before or after
 decompression; one up to `DISCARD_FACTOR` times the limit is read first, so that the client gets
-to read the answer, a larger one is answered at once and the connection closed), 415 another content type or encoding, 503 the store held by another process for too
-long (clients retry). Every connection has its own thread, so the others go on. A client that
+to read the answer, a larger one is answered at once and the connection closed), 415 another
+content type or encoding, 503 a full spool (the store held by another process for long; clients
+retry). Every connection has its own thread, so the others go on. A client that
 sends nothing of its body for `STALL_TIMEOUT_S`, or not all of it within `BODY_TIMEOUT_S`, is
 dropped, unanswered: nothing of it was stored.
 
@@ -18,7 +19,7 @@ what many SDKs send by default (.NET's, Python's `opentelemetry-instrument`, Go 
 otlptracegrpc), and it costs nothing to install: grpcio is already a dependency (export/otlp_sdk.py).
 
 `drain()` (SIGTERM, SIGINT): stop accepting, let the requests in progress finish (each is written
-and answered), close idle keep-alive connections, write what is queued, close the store.
+and answered), close idle keep-alive connections, load what the spool holds, close the store.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Settings:
     token: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     idle_close_s: float = 1.0
-    lock_patience_s: float = 5.0
+    lock_patience_s: float = 10.0  # at the end: how long to wait for a store held elsewhere before leaving the spool
 
 
 class Receiver:
@@ -92,7 +93,7 @@ class Receiver:
             self.grpc, self.grpc_port = _start_grpc(self, settings.host, settings.grpc_port)
 
     def drain(self, grace_s: float = 30.0) -> None:
-        """Stop accepting; finish and answer what is in progress; write everything; close the store."""
+        """Stop accepting; finish and answer what is in progress; load everything; close the store."""
         if self.grpc is not None:
             stopped = self.grpc.stop(grace_s)
         if self.http is not None:
@@ -104,6 +105,10 @@ class Receiver:
         self.writer.stop()
 
     # ---- what both protocols do with a request
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until every span acknowledged so far is in the store."""
+        return self.writer.flush(timeout)
 
     def check_token(self, authorization: str | None) -> bool:
         token = self.settings.token

@@ -95,9 +95,16 @@ def set_value(target, value) -> None:
         target.string_value = value
 
 
+def received(receiver: Receiver, sql: str = "SELECT * FROM spans ORDER BY start_ns, span_id",
+             params: list | None = None) -> list[dict]:
+    """Rows of the receiver's database once everything it acknowledged is loaded."""
+    assert receiver.flush(30)
+    return stored(receiver.settings.db_path, sql, params)
+
+
 def stored(db: Path, sql: str = "SELECT * FROM spans ORDER BY start_ns, span_id", params: list | None = None,
            timeout: float = 10.0) -> list[dict]:
-    """Rows of the receiver's database, once its writer has closed it (it does after 0.2 s idle)."""
+    """Rows of a database, once no writer holds it (the receiver's closes it after 0.2 s idle)."""
     if not db.exists():  # nothing was ever written
         return []
     deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from selfopt_trace.receiver.decode import MAX_STRING
 from selfopt_trace.receiver.server import Receiver, Settings
-from tests.receiver.conftest import TRACE, post, request, stored
+from tests.receiver.conftest import TRACE, post, received, request, stored
 
 
 def sdk_spans(provider_exporter) -> None:
@@ -65,12 +65,12 @@ def test_the_sdks_http_exporter_protobuf_and_gzip(receiver: Receiver) -> None:
 
     for compression in (Compression.NoCompression, Compression.Gzip):
         sdk_spans(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{receiver.http_port}/v1/traces", compression=compression))
-    rows = stored(receiver.settings.db_path)
+    rows = received(receiver)
     assert len(rows) == 4
     first_trace = rows[0]["trace_id"]
     check_sdk_rows([row for row in rows if row["trace_id"] == first_trace])
     check_sdk_rows([row for row in rows if row["trace_id"] != first_trace])
-    runs = stored(receiver.settings.db_path, "SELECT run_id, span_count, service_name FROM runs ORDER BY run_id")
+    runs = received(receiver, "SELECT run_id, span_count, service_name FROM runs ORDER BY run_id")
     assert sorted(run["run_id"] for run in runs) == sorted(f"collector-{row['trace_id']}" for row in rows
                                                            if row["name"] == "outer")
 
@@ -79,7 +79,7 @@ def test_the_sdks_grpc_exporter(receiver: Receiver) -> None:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     sdk_spans(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{receiver.grpc_port}", insecure=True))
-    check_sdk_rows(stored(receiver.settings.db_path))
+    check_sdk_rows(received(receiver))
 
 
 def test_otlp_json_with_hex_ids_and_gzip(receiver: Receiver) -> None:
@@ -93,7 +93,7 @@ def test_otlp_json_with_hex_ids_and_gzip(receiver: Receiver) -> None:
     status, headers, answer = post(receiver, gzip.compress(body), "application/json; charset=utf-8",
                                    {"Content-Encoding": "gzip"})
     assert status == 200 and headers["Content-Type"] == "application/json" and json.loads(answer) == {}
-    [row] = stored(receiver.settings.db_path)
+    [row] = received(receiver)
     assert (row["span_id"], row["kind"], row["category"], row["status"], row["service_name"]) == \
         ("00f067aa0ba902b7", "CLIENT", "http", "ERROR", "js")
     assert row["attributes"] == {"http.request.method": "GET", "count": 12}
@@ -105,8 +105,8 @@ def test_a_batch_sent_again_is_stored_once(receiver: Receiver) -> None:
         status, headers, answer = post(receiver, body)
         assert status == 200 and headers["Content-Type"] == "application/x-protobuf"
         assert ExportTraceServiceResponse.FromString(answer) == ExportTraceServiceResponse()
-    assert len(stored(receiver.settings.db_path)) == 2
-    assert stored(receiver.settings.db_path, "SELECT span_count FROM runs") == [{"span_count": 2}]
+    assert len(received(receiver)) == 2
+    assert received(receiver, "SELECT span_count FROM runs") == [{"span_count": 2}]
 
 
 # ---------------------------------------------------------------- bad input
@@ -121,7 +121,7 @@ def test_truncated_protobuf_is_400_with_a_reason_and_nothing_stored(receiver: Re
     body = request({"name": "x" * 100, "attributes": {"k": "v" * 100}}).SerializeToString()
     status, _, answer = post(receiver, body[:len(body) // 2])
     assert status == 400 and "ExportTraceServiceRequest" in reason_of(answer)
-    assert [row["name"] for row in stored(receiver.settings.db_path)] == ["kept"]
+    assert [row["name"] for row in received(receiver)] == ["kept"]
 
 
 def test_wrong_content_type_and_encoding_are_415(receiver: Receiver) -> None:
@@ -136,7 +136,7 @@ def test_wrong_content_type_and_encoding_are_415(receiver: Receiver) -> None:
         {"traceId": "zz", "spanId": "00"}]}]}]}).encode(), "application/json")
     assert status == 400 and "is not hex" in json.loads(answer)["message"]
     assert post(receiver, body, path="/v1/metrics")[0] == 404
-    assert stored(receiver.settings.db_path) == []
+    assert received(receiver) == []
 
 
 def test_invalid_ids_reject_those_spans_only(receiver: Receiver) -> None:
@@ -150,7 +150,7 @@ def test_invalid_ids_reject_those_spans_only(receiver: Receiver) -> None:
     response = ExportTraceServiceResponse.FromString(answer)
     assert response.partial_success.rejected_spans == 6
     assert response.partial_success.error_message == "span 'short trace': trace_id of 15 bytes"
-    rows = stored(receiver.settings.db_path)
+    rows = received(receiver)
     assert [(row["name"], row["parent_span_id"]) for row in rows] == [("good", None), ("zero parent", None)]
 
 
@@ -160,7 +160,7 @@ def test_huge_values_nan_and_infinities_are_stored_safely(receiver: Receiver) ->
     status, _, answer = post(receiver, request({"name": "n" * (MAX_STRING * 2), "attributes": attributes})
                              .SerializeToString())
     assert status == 200 and ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans == 0
-    [row] = stored(receiver.settings.db_path)
+    [row] = received(receiver)
     assert row["name"] == "n" * MAX_STRING
     stored_attributes = row["attributes"]
     assert stored_attributes["huge"] == "é" * MAX_STRING
@@ -210,7 +210,7 @@ def test_a_client_stalling_mid_body_does_not_stop_the_others(receiver: Receiver,
     stalled.settimeout(10)
     assert stalled.recv(100) == b""  # dropped, unanswered, after the stall timeout
     stalled.close()
-    assert sorted(row["name"] for row in stored(receiver.settings.db_path)) == [f"other {n}" for n in range(5)]
+    assert sorted(row["name"] for row in received(receiver)) == [f"other {n}" for n in range(5)]
 
 
 def test_a_token_is_checked_on_both_protocols(tmp_path: Path) -> None:
@@ -256,28 +256,61 @@ def test_grpc_refuses_bad_ids_per_span_and_oversized_messages(tmp_path: Path) ->
     assert [row["name"] for row in stored(tmp_path / "r.duckdb")] == ["ok"]
 
 
-def test_a_store_held_by_another_process_is_503_then_written(tmp_path: Path) -> None:
+def test_a_store_held_by_another_process_acknowledges_and_loads_once_free(tmp_path: Path) -> None:
     db = tmp_path / "r.duckdb"
     duckdb.connect(str(db)).close()
-    receiver = Receiver(Settings(db_path=db, port=0, grpc_port=None, idle_close_s=0.2, lock_patience_s=0.5))
+    receiver = Receiver(Settings(db_path=db, port=0, grpc_port=None, idle_close_s=0.2))
     receiver.start()
     holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(db)!r}); "
                                "print('held', flush=True); sys.stdin.readline()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        body = request({"name": "later"}).SerializeToString()
-        status, headers, answer = post(receiver, body)
-        assert status == 503 and headers["Retry-After"] == "1" and "held by another process" in reason_of(answer)
+        assert post(receiver, request({"name": "while held"}).SerializeToString())[0] == 200  # synced to the spool
+        assert not receiver.flush(1.0)  # not in the store yet
+        assert list(receiver.writer.spool.glob("*.spans.tsv"))
         holder.stdin.write("\n")
         holder.stdin.flush()
         holder.wait(30)
-        assert post(receiver, body)[0] == 200  # what an OTLP client does after a 503
+        assert receiver.flush(30)
     finally:
         if holder.poll() is None:
             holder.kill()
         receiver.drain(5)
-    assert [row["name"] for row in stored(db)] == ["later"]
+    assert [row["name"] for row in stored(db)] == ["while held"]
+    assert not list(receiver.writer.spool.glob("*.tsv"))
+
+
+def test_a_full_spool_is_503(tmp_path: Path) -> None:
+    receiver = Receiver(Settings(db_path=tmp_path / "r.duckdb", port=0, grpc_port=None, idle_close_s=0.2))
+    receiver.writer.max_spool_bytes = 0
+    receiver.start()
+    try:
+        assert post(receiver, request({"name": "first"}).SerializeToString())[0] == 200
+        receiver.writer._spooled_bytes = 10  # as if the store had been held elsewhere for long
+        status, headers, answer = post(receiver, request({"name": "second"}).SerializeToString())
+        assert status == 503 and headers["Retry-After"] == "1" and "held by another process" in reason_of(answer)
+    finally:
+        receiver.drain(5)
+
+
+def test_spans_a_killed_receiver_acknowledged_are_loaded_by_the_next(cli) -> None:
+    process, http_port, _ = start_collector(cli)
+    for number in range(3):
+        assert post(_Port(http_port), request({"name": f"acked {number}", "span_id": bytes([0] * 7 + [number + 1])})
+                    .SerializeToString())[0] == 200
+    process.kill()  # no drain: what was acknowledged is in the spool only, maybe
+    process.wait(30)
+    spool = cli.db.with_name(cli.db.name + ".spool")
+    # a line cut short by the kill (never acknowledged), in the last generation or in one of its own
+    with open(next(spool.glob("*.spans.tsv"), spool / "000000000999.spans.tsv"), "a") as torn:
+        torn.write("same\tab")
+    process, _, _ = start_collector(cli)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "left by an earlier receiver: loading them" in out
+    assert sorted(name for (name,) in cli.query("SELECT name FROM spans")) == [f"acked {n}" for n in range(3)]
 
 
 # ---------------------------------------------------------------- the command
@@ -326,7 +359,7 @@ def test_sigterm_drains_every_request_in_progress(cli) -> None:
     acknowledged = sum(count for status, count in results if status == 200)
     [(count,)] = cli.query("SELECT count(*) FROM spans")
     assert count == acknowledged > 0  # every acknowledged span stored; nothing half-written
-    assert f"{count} spans stored from" in out
+    assert f"{count} spans received in" in out and f"{count} new to the store" in out
 
 
 def test_listening_elsewhere_needs_a_token(cli, tmp_path: Path) -> None:
@@ -345,4 +378,4 @@ def test_listening_elsewhere_needs_a_token(cli, tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    assert "1 spans stored from 1 requests, 1 requests refused" in out
+    assert "1 spans received in 1 requests, 1 new to the store, 1 requests refused" in out
