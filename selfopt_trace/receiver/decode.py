@@ -149,7 +149,15 @@ class _Values:
             if len(key) > MAX_STRING:
                 key = key[:MAX_STRING]
                 self.converted += 1
-            out[key] = self.value(item.value)
+            value = item.value
+            kind = value.WhichOneof("value")  # the common kinds here, without a call more
+            if kind == "string_value":
+                text = value.string_value
+                out[key] = text if len(text) <= MAX_STRING else self.value(value)
+            elif kind == "int_value":
+                out[key] = value.int_value
+            else:
+                out[key] = self.value(value)
         return out
 
     def value(self, value) -> Any:

@@ -214,7 +214,7 @@ def test_a_failure_in_the_bridge_is_a_diagnostic_never_an_exception(traced):
         def broken(*args, **kwargs):
             raise RuntimeError("bridge broken")
 
-        bridge._start = broken
+        bridge._add_started = broken
         with trace.get_tracer("t").start_as_current_span("still works") as span:
             span.set_attribute("x", 1)
         print(json.dumps([s["name"] for s in exported()]))

@@ -56,6 +56,13 @@ class Bridged(tracer.Span):
 
 
 _state: dict = {}  # "api", "context", "key", "runtime", "classes": filled as the modules arm
+_INTERNAL = _UNSET = None  # SpanKind.INTERNAL and StatusCode.UNSET, once armed
+_current = tracer.current
+_root = tracer.root
+_activate = tracer._current.set  # tracer.activate, without its call
+_reset = tracer._current.reset
+_add_started = tracer.add_started
+_end_span = tracer.end_span
 
 
 def install(target: str, module) -> None:
@@ -179,14 +186,6 @@ def _represents(otel, ours) -> bool:
 
 # ---------------------------------------------------------------- the context, both ways
 
-class _Token:
-    __slots__ = ("otel", "ours")
-
-    def __init__(self, otel, ours):
-        self.otel = otel
-        self.ours = ours
-
-
 class Runtime:
     """Wraps opentelemetry.context's runtime context (ContextVarsRuntimeContext)."""
 
@@ -194,34 +193,44 @@ class Runtime:
         self.original = original
         self.key = key
         self.context_class = context_class
+        # ContextVarsRuntimeContext's own variable's get, when it has one: a C call
+        variable = getattr(original, "_current_context", None)
+        self._get = variable.get if variable is not None else original.get_current
+        self._set = variable.set if variable is not None else original.attach
+        self._reset = variable.reset if variable is not None else original.detach
         self.last = (None, None, None)  # (OTel context, agent span, the context shown): get_current's memo
 
     def attach(self, context):
-        token = self.original.attach(context)
+        token = self._set(context)
         try:
             otel = context.get(self.key)
-            ours = None if otel is None else _ours(otel)
+            if otel is None:
+                return token
+            ours = getattr(otel, ATTR, None)  # an SDK span: the usual case, without a call
+            if ours is None:
+                ours = _ours(otel)
+                if ours is None:
+                    return token
+            return (token, _activate(ours))
         except Exception as exc:
             failed("attach", exc)
             return token
-        if ours is None:
-            return token
-        return _Token(token, tracer.activate(ours))
 
     def get_current(self):
-        context = self.original.get_current()
+        context = self._get()
         try:
-            ours = tracer.current() or tracer.root()
+            ours = _current() or _root()
+            last = self.last
+            if last[0] is context and last[1] is ours:  # asked again with nothing attached since: the SDK does, a span
+                return last[2]
             if ours is None:
                 return context
-            last = self.last
-            if last[0] is context and last[1] is ours:
-                return last[2]
             otel = context.get(self.key)
             if otel is not None and _represents(otel, ours):
-                return context
-            shown = self.context_class(context)
-            dict.__setitem__(shown, self.key, ours.otel if type(ours) is Bridged else view(ours))
+                shown = context
+            else:
+                shown = self.context_class(context)
+                dict.__setitem__(shown, self.key, ours.otel if type(ours) is Bridged else view(ours))
             self.last = (context, ours, shown)
             return shown
         except Exception as exc:
@@ -229,10 +238,13 @@ class Runtime:
             return context
 
     def detach(self, token) -> None:
-        if type(token) is _Token:
-            tracer.deactivate(token.ours)
-            token = token.otel
-        self.original.detach(token)
+        if type(token) is tuple:
+            try:
+                _reset(token[1])
+            except ValueError:  # a token of another context (a generator resumed elsewhere)
+                pass
+            token = token[0]
+        self._reset(token)
 
 
 _views: dict = {}
@@ -255,6 +267,8 @@ def _arm_api(trace) -> None:
     if context_module is None or propagation is None or "api" in _state:
         return
     _state["api"] = trace
+    global _INTERNAL, _UNSET
+    _INTERNAL, _UNSET = trace.SpanKind.INTERNAL, trace.StatusCode.UNSET
     _state["key"] = key = propagation._SPAN_KEY
     _state["classes"] = _api_classes(trace, context_module, key)
     original = context_module._RUNTIME_CONTEXT
@@ -430,7 +444,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                        record_exception=True, set_status_on_exception=True):
             try:
                 parent = _ours(get_current_span(context))
-                kind_name = KINDS[kind.value] if kind is not None else "INTERNAL"
+                kind_name = "INTERNAL" if kind is None or kind is _INTERNAL else KINDS[kind.value]
                 if kind_name != "INTERNAL":
                     target = _merge_target(kind_name, parent)
                     if target is not None:
@@ -490,29 +504,112 @@ def _arm_sdk(sdk) -> None:
 
 
 def _processor_class(base):
-    get_current_span = _state["api"].get_current_span
+    api = _state["api"]
+    get_current_span = api.get_current_span
+    # SpanContext is a tuple (trace id, span id, ...): indexing it skips two Python properties a span
+    probe = api.SpanContext(1, 2, False)
+    by_index = isinstance(probe, tuple) and probe[0] == 1 and probe[1] == 2
+
+    def ids(context) -> tuple:
+        return (context[0], context[1]) if by_index else (context.trace_id, context.span_id)
 
     class Processor(base):
-        """Records every span of the provider it was added to in the span file."""
+        """Records every span of the provider it was added to in the span file (the hot path: the
+        program pays it for every span, so it is written out, with as few calls as it can)."""
 
         def on_start(self, span, parent_context=None) -> None:
-            t0 = time_ns()
+            _cost[0] += 1
             try:
-                _sdk_started(span, parent_context, get_current_span)
+                trace_id, span_id = ids(span._context)
+                parent_ids = span._parent
+                parent = None
+                if parent_ids is not None:
+                    parent_span_id = ids(parent_ids)[1]
+                    parent = _open.get(parent_span_id)  # an SDK span still open: recorded, or merged into ours
+                    if parent is None:
+                        if parent_context is None:  # the SDK asked get_current(): it saw the agent's current span
+                            parent = _current() or tracer.root()
+                        else:
+                            parent = _ours(get_current_span(parent_context))
+                        if parent is None or parent.span_id != "%016x" % parent_span_id:
+                            parent = _stub(parent_ids, None)
+                kind = span._kind
+                if kind is _INTERNAL:
+                    kind = "INTERNAL"
+                else:
+                    kind = KINDS[kind.value]  # Enum's .value: a Python property
+                    target = _merge_target(kind, parent)
+                    if target is not None:
+                        span._selfopt_trace_span = target  # ATTR
+                        _open[span_id] = target
+                        return
+                # The start's record carries the scope only (a dict per scope, shared, never changed):
+                # the attributes come with the end, when the SDK has frozen them; a span still open at a
+                # flush gets them in its E record.
+                scope = span._instrumentation_scope
+                attributes = _scopes.get(id(scope))
+                if attributes is None or attributes[0] is not scope:
+                    attributes = _scope_attributes(scope)
+                ours = _new(Bridged)
+                ours.span_id = "%016x" % span_id
+                ours.parent = parent
+                if parent is None:
+                    ours.parent_id = ""
+                else:
+                    if parent.deferred:
+                        tracer._mark_kept(parent)
+                    ours.parent_id = parent.span_id
+                ours.trace_id = _last_trace[1] if _last_trace[0] == trace_id else _trace_hex(trace_id)
+                ours.name = span._name
+                ours.kind = kind
+                ours.category = "other" if kind == "INTERNAL" else category(kind, span._attributes)
+                ours.start_ns = span._start_time
+                ours.end_ns = 0
+                ours.attributes = attributes[1]
+                ours.deferred = ours.keep = ours.written = False
+                ours.sums = ours.end_attributes = None
+                ours.child_ns = 0
+                ours.status = "UNSET"
+                ours.otel = span
+                span._selfopt_trace_span = ours  # ATTR
+                _open[span_id] = ours
+                _add_started(ours)
             except Exception as exc:
                 failed("on_start", exc)
-            tracer.add_overhead(time_ns() - t0)
 
         def _on_ending(self, span) -> None:
             pass
 
         def on_end(self, span) -> None:
-            t0 = time_ns()
             try:
-                _sdk_ended(span)
+                ours = _open.pop(ids(span._context)[1], None)
+                if ours is None:
+                    return
+                attributes = span._attributes
+                # Frozen now that the span ended: its dict is read as it is (copied only to add to it).
+                attributes = getattr(attributes, "_dict", attributes)
+                if not attributes:
+                    attributes = {}
+                if span._events:
+                    attributes = _with_exception(attributes, span._events)
+                if type(ours) is not Bridged:  # merged into the agent's own span
+                    _merge_attributes(ours, attributes)
+                    return
+                status = span._status
+                code = status.status_code
+                if code is _UNSET:
+                    code = "UNSET"
+                else:
+                    code = STATUSES[code.value]
+                    if code == "ERROR" and status.description:
+                        attributes = {**attributes, STATUS_DESCRIPTION: status.description}
+                if ours.name != span._name:
+                    ours.name = span._name
+                if ours.kind != "INTERNAL" and not ours.written:
+                    ours.category = category(ours.kind, attributes)
+                _end_span(ours, code, attributes or None, span._end_time or 0)
             except Exception as exc:
                 failed("on_end", exc)
-            tracer.add_overhead(time_ns() - t0)
 
         def shutdown(self) -> None:
             pass
@@ -523,63 +620,36 @@ def _processor_class(base):
     return Processor
 
 
-def _sdk_started(span, parent_context, get_current_span) -> None:
-    context = span._context
-    parent_context_ids = span._parent
-    parent = None
-    if parent_context_ids is not None:
-        parent = _open.get(parent_context_ids.span_id)  # an SDK span still open: recorded, or merged into ours
-        if parent is None:
-            if parent_context is None:  # the SDK asked get_current(): what it saw is the agent's current span
-                parent = tracer.current() or tracer.root()
-            else:
-                parent = _ours(get_current_span(parent_context))
-            if parent is None or parent.span_id != "%016x" % parent_context_ids.span_id:
-                parent = _stub(parent_context_ids, None)
-    kind = KINDS[span._kind.value]
-    if kind != "INTERNAL":
-        target = _merge_target(kind, parent)
-        if target is not None:
-            setattr(span, ATTR, target)
-            _open[context.span_id] = target
-            return
-    attributes = dict(span._attributes) if span._attributes else {}
-    scope = span._instrumentation_scope
-    if scope is not None:
-        attributes[SCOPE_NAME] = scope.name
-        if scope.version:
-            attributes[SCOPE_VERSION] = scope.version
-    ours = _start(span, span._name, kind, attributes, span._start_time, "%016x" % context.span_id,
-                  _trace_hex(context.trace_id), parent)
-    setattr(span, ATTR, ours)
-    _open[context.span_id] = ours
-
-
-# SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
-_open: dict = {}
-
-
-def _sdk_ended(span) -> None:
-    ours = _open.pop(span._context.span_id, None)
-    if ours is None:
-        return
-    attributes = dict(span._attributes) if span._attributes else {}
-    for event in span._events or ():
+def _with_exception(attributes, events):
+    """The first exception event's attributes added (a new dict), where the span has none of them."""
+    for event in events:
         if event.name == "exception" and "exception.type" not in attributes:
+            attributes = dict(attributes)
             for key in _EXCEPTION_KEYS:
                 value = (event.attributes or {}).get(key)
                 if value is not None:
                     attributes[key] = value
             break
-    if type(ours) is not Bridged:  # merged into the agent's own span
-        _merge_attributes(ours, attributes)
-        return
-    status = span._status
-    code = STATUSES[status.status_code.value]
-    if code == "ERROR" and status.description:
-        attributes[STATUS_DESCRIPTION] = status.description
-    if ours.name != span._name:
-        ours.name = span._name
-    if not ours.written:
-        ours.category = category(ours.kind, attributes)
-    tracer.end_span(ours, code, attributes or None, end_ns=span._end_time or 0)
+    return attributes
+
+
+# The agent's time in the processor, counted by span (too short to time): about this many ns each
+# (benchmarks/bench_otel_bridge.py: the bridge's instructions a span, at this machine's rate).
+_cost = tracer.counted_overhead()
+_cost[1] = 3000
+
+# SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
+_open: dict = {}
+_scopes: dict = {}  # id(InstrumentationScope): (it, its attributes)
+
+
+def _scope_attributes(scope) -> tuple:
+    attributes = {}
+    if scope is not None:
+        attributes[SCOPE_NAME] = scope.name
+        if scope.version:
+            attributes[SCOPE_VERSION] = scope.version
+    if len(_scopes) > 1000:
+        _scopes.clear()
+    found = _scopes[id(scope)] = (scope, attributes)
+    return found
