@@ -11,9 +11,12 @@ times the loop with process_time. Two set-ups:
 - `api`: the API only, no provider: untraced, the API's no-op spans; traced, the bridge records them.
 
 It prints, per set-up, the medians of the untraced and traced loops in microseconds per span, the
-difference (the bridge's cost a span, the budget: 2 us), and the traced run's span count as a check.
+difference (the bridge's cost a span, the budget: 2 us), and checks the traced runs recorded every
+span. On this shared 2-core VM the times move 20-50 % from minute to minute; `--instructions` also
+counts instructions with valgrind (callgrind), which the machine's load cannot move: each program
+run for N and 3N spans, the difference over 2N spans, untraced and traced.
 
-    python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7]
+    python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7] [--instructions]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -63,12 +67,7 @@ if setup == "sdk":
 
 
 def one(program: Path, setup: str, spans: int, traced: bool, work: Path, number: int) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "TRACEPARENT"}
-    if traced:
-        run_dir = work / f"run-{setup}-{number}"
-        env.update(SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID=run_dir.name,
-                   SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP),
-                   PYTHONPATH=os.pathsep.join([str(BOOTSTRAP), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = _environment(traced, work / f"run-{setup}-{number}")
     done = subprocess.run([sys.executable, str(program), setup, str(spans)], env=env, capture_output=True, text=True,
                           timeout=600, check=True)
     if traced:
@@ -77,10 +76,29 @@ def one(program: Path, setup: str, spans: int, traced: bool, work: Path, number:
     return json.loads(done.stdout.splitlines()[-1])["us"]
 
 
+def instructions(program: Path, setup: str, spans: int, traced: bool, work: Path) -> int:
+    """Instructions of a whole run of the program (callgrind's count)."""
+    env = _environment(traced, work / f"count-{setup}-{spans}-{traced}")
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                           str(program), setup, str(spans)], env=env, capture_output=True, text=True, timeout=1800,
+                          check=True)
+    return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+
+def _environment(traced: bool, run_dir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "TRACEPARENT"}
+    if traced:
+        env.update(SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID=run_dir.name,
+                   SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP),
+                   PYTHONPATH=os.pathsep.join([str(BOOTSTRAP), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-otel-bridge-") as tmp:
         work = Path(tmp)
@@ -88,6 +106,12 @@ def main() -> None:
         program.write_text(PROGRAM)
         load_before = os.getloadavg()[0]
         results = {setup: {"untraced": [], "traced": []} for setup in ("sdk", "api")}
+        counted = {}
+        if args.instructions:
+            for setup in results:
+                counted[setup] = {traced: (instructions(program, setup, 3000, traced, work)
+                                           - instructions(program, setup, 1000, traced, work)) / 2000
+                                  for traced in (False, True)}
         for number in range(args.rounds):
             for setup, times in results.items():
                 times["untraced"].append(one(program, setup, args.spans, False, work, number))
@@ -101,6 +125,10 @@ def main() -> None:
               f"{traced - untraced:+.2f} us (paired rounds: {paired:+.2f} us; "
               f"rounds untraced {', '.join(f'{u:.2f}' for u in times['untraced'])}; "
               f"traced {', '.join(f'{t:.2f}' for t in times['traced'])})")
+        if setup in counted:
+            untraced_count, traced_count = counted[setup][False], counted[setup][True]
+            print(f"       instructions a span: untraced {untraced_count:,.0f}, traced {traced_count:,.0f}: "
+                  f"the bridge adds {traced_count - untraced_count:+,.0f}")
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ class Runtime:
             if ours is None:
                 return context
             otel = context.get(self.key)
-            if otel is not None and _represents(otel, ours):
+            if otel is not None and ((type(ours) is Bridged and ours.otel is otel) or _represents(otel, ours)):
                 shown = context
             else:
                 shown = self.context_class(context)
@@ -417,11 +417,33 @@ def _api_classes(trace, context_module, key: str) -> tuple:
 
         def __enter__(self):
             span = self.span
-            self.token = context_module.attach(context_module.set_value(key, span))
+            runtime = _state.get("runtime")
+            native = getattr(span, "native", None)
+            if runtime is None or native is None:
+                self.token = context_module.attach(context_module.set_value(key, span))
+                return span
+            # What attach(set_value(key, span)) does through the runtime, without its calls: the
+            # OTel context with this span, and the agent's current span its record.
+            current = runtime._get()
+            shown = Context(current)
+            dict.__setitem__(shown, key, span)
+            self.token = (runtime._set(shown), _activate(native))
             return span
 
         def __exit__(self, kind, exc, traceback):
-            context_module.detach(self.token)
+            token = self.token
+            runtime = _state.get("runtime")
+            if runtime is not None and type(token) is tuple:
+                try:
+                    _reset(token[1])
+                except ValueError:
+                    pass
+                try:
+                    runtime._reset(token[0])
+                except ValueError:  # OTel's detach logs this; the program goes on
+                    pass
+            else:
+                context_module.detach(token)
             span = self.span
             if exc is not None and isinstance(exc, Exception) and span.is_recording():
                 if self.record_exception:
@@ -443,7 +465,10 @@ def _api_classes(trace, context_module, key: str) -> tuple:
         def start_span(self, name, context=None, kind=None, attributes=None, links=None, start_time=None,
                        record_exception=True, set_status_on_exception=True):
             try:
-                parent = _ours(get_current_span(context))
+                if context is None:  # what get_current() shows OTel: the agent's current span
+                    parent = _current() or _root()
+                else:
+                    parent = _ours(get_current_span(context))
                 kind_name = "INTERNAL" if kind is None or kind is _INTERNAL else KINDS[kind.value]
                 if kind_name != "INTERNAL":
                     target = _merge_target(kind_name, parent)
@@ -452,9 +477,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                         if attributes:
                             span.added.update(attributes)
                         return span
-                recorded = dict(self.scope)
-                if attributes:
-                    recorded.update(attributes)
+                recorded = {**self.scope, **attributes} if attributes else self.scope
                 if parent is None:
                     trace_id = tracer.new_trace_id()
                 else:
@@ -475,7 +498,6 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                                    set_status_on_exception)
             return _Current(span, end_on_exit, record_exception, set_status_on_exception)
 
-    del Context
     return _View, BridgeSpan, BridgeTracer
 
 
