@@ -26,6 +26,18 @@ from selfopt_trace.receiver.server import Receiver, Settings
 from tests.receiver.conftest import TRACE, post, received, request, stored
 
 
+@pytest.fixture
+def sdk_encoding(monkeypatch):
+    """The SDK exporters' own encoding (export/otlp_sdk.make_exporter, used by other tests in this
+    process, replaces it module-wide with one that takes our pre-encoded batches)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_exporter
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_exporter
+
+    monkeypatch.setattr(http_exporter, "encode_spans", encode_spans)
+    monkeypatch.setattr(grpc_exporter, "encode_spans", encode_spans)
+
+
 def sdk_spans(provider_exporter) -> None:
     """Two spans made by the OTel SDK in this process, sent with `provider_exporter` (its own exporter)."""
     from opentelemetry.sdk.resources import Resource
@@ -59,7 +71,7 @@ def check_sdk_rows(rows: list[dict]) -> None:
     assert outer["duration_ns"] == outer["end_ns"] - outer["start_ns"] > 0
 
 
-def test_the_sdks_http_exporter_protobuf_and_gzip(receiver: Receiver) -> None:
+def test_the_sdks_http_exporter_protobuf_and_gzip(receiver: Receiver, sdk_encoding) -> None:
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -75,7 +87,7 @@ def test_the_sdks_http_exporter_protobuf_and_gzip(receiver: Receiver) -> None:
                                                            if row["name"] == "outer")
 
 
-def test_the_sdks_grpc_exporter(receiver: Receiver) -> None:
+def test_the_sdks_grpc_exporter(receiver: Receiver, sdk_encoding) -> None:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     sdk_spans(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{receiver.grpc_port}", insecure=True))

@@ -392,6 +392,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                     return
                 if self.description:
                     added[STATUS_DESCRIPTION] = self.description
+                native.otel = None  # no cycle (span <-> record) for the garbage collector to find
                 if added and not native.written:
                     native.category = category(native.kind, {**(native.attributes or {}), **added})
                 tracer.end_span(native, self.status or tracer.UNSET, added or None, end_ns=end_time or 0)
@@ -625,6 +626,7 @@ def _processor_class(base):
                     code = STATUSES[code.value]
                     if code == "ERROR" and status.description:
                         attributes = {**attributes, STATUS_DESCRIPTION: status.description}
+                ours.otel = None  # the SDK span is the program's to drop: the buffer must not keep it alive
                 if ours.name != span._name:
                     ours.name = span._name
                 if ours.kind != "INTERNAL" and not ours.written:
