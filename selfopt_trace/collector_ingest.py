@@ -237,11 +237,12 @@ def _read_csv(parameter: str, fields: tuple, not_null: str) -> str:
 # terminator and is left out.
 _NEW_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _collector_new AS
-WITH p AS (SELECT * FROM {_read_csv("processes", PROCESS_FIELDS, "")} WHERE terminator = '.')
+WITH p AS (SELECT process_no, service_name, pid, resource_attributes::JSON AS resource_attributes, source_file
+           FROM {_read_csv("processes", PROCESS_FIELDS, "")} WHERE terminator = '.')
 SELECT DISTINCT ON (s.trace_id, s.span_id)
        s.run_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.category, s.start_ns, s.end_ns,
        s.end_ns - s.start_ns AS duration_ns, s.status, s.incomplete, p.service_name, p.pid, s.attributes::JSON,
-       p.resource_attributes::JSON, p.source_file
+       p.resource_attributes, p.source_file
 FROM {_read_csv("spans", SPAN_FIELDS, "'name'")} AS s JOIN p ON p.process_no = s.process_no
 WHERE s.terminator = '.'
   AND NOT EXISTS (SELECT 1 FROM spans x WHERE x.trace_id = s.trace_id AND x.span_id = s.span_id)
