@@ -178,6 +178,29 @@ class Rows:
                           f"{name}\t{kind}\t{category}\t{start}\t{end}\t{status}\t{'true' if incomplete else 'false'}\t"
                           f"{_json(attributes)}\t{process_number}\t.\n")
 
+    def add_encoded(self, trace_id: str, span_id: str, parent_span_id: str | None, name: str, kind: str, start: int,
+                    end: int, status: str, encoded: tuple, process: ProcessFields, process_number: int,
+                    scope_extra: dict | None) -> None:
+        """`add` with the attributes as JSON pieces (`"key":value` each) and a dict of them: the
+        receiver's usual path (receiver/decode.py), the same line as `add` makes."""
+        pieces, attributes = encoded
+        category = incomplete = None
+        if CATEGORY in attributes or INCOMPLETE in attributes:
+            category = attributes.pop(CATEGORY, None)
+            incomplete = attributes.pop(INCOMPLETE, False)
+            pieces = [_json(key) + ":" + _json(value) for key, value in attributes.items()]
+        if scope_extra:
+            for key, value in scope_extra.items():
+                if key not in attributes:
+                    attributes[key] = value
+                    pieces.append(_json(key) + ":" + _json(value))
+        category = _text(str(category)) if category is not None else _category(name, attributes)
+        if not name.isprintable():
+            name = _text(name)
+        self.spans.append(f"{process.run_id or 'collector-' + trace_id}\t{trace_id}\t{span_id}\t{parent_span_id or ''}\t"
+                          f"{name}\t{kind}\t{category}\t{start}\t{end}\t{status}\t{'true' if incomplete is True else 'false'}\t"
+                          f"{{{','.join(pieces)}}}\t{process_number}\t.\n")
+
     def add_row(self, row: dict) -> None:
         """A row as `finish_row` makes it (its own fields already in their columns)."""
         key = id(row["resource_attributes"])  # the rows of one resource share its dict: one process each
