@@ -50,6 +50,10 @@ def test_a_run_received_over_otlp_is_the_rows_of_its_span_files(traced_run: Path
     names = {span["name"] for span in from_files.values()}
     assert {"phase one", "phase two", "failing step", "GET"} <= names
     assert {span["category"] for span in from_files.values()} >= {"process", "http", "subprocess", "other"}
+    [phase] = [span for span in from_files.values() if span["name"] == "phase one"]
+    clients = [span for span in from_files.values() if span["kind"] == "CLIENT" and span["category"] == "http"]
+    assert len(clients) == 3  # one span a request: the OTel httpx span merged into the agent's
+    assert all(client["parent_span_id"] == phase["span_id"] for client in clients)  # inside the OTel span
 
     # the run's row, but for what only run.json and the load know
     runs = [stored(db, "SELECT * EXCLUDE (loaded_at, run_dir, command, cwd, end_ns) FROM runs WHERE run_id = ?", [RUN])

@@ -230,7 +230,8 @@ class Runtime:
                 shown = context
             else:
                 shown = self.context_class(context)
-                dict.__setitem__(shown, self.key, ours.otel if type(ours) is Bridged else view(ours))
+                otel = ours.otel if type(ours) is Bridged else None  # None too for a span ended already
+                dict.__setitem__(shown, self.key, otel if otel is not None else view(ours))
             self.last = (context, ours, shown)
             return shown
         except Exception as exc:
