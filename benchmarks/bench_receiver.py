@@ -111,23 +111,31 @@ def one_round(work: Path, spans: int, senders: int, batch: int, mode: str, numbe
     db = work / f"received-{mode}-{number}.duckdb"
     collector = subprocess.Popen([sys.executable, "-m", "selfopt_trace", "collector", "--port", "0", "--no-grpc",
                                   "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work)
-    line = collector.stdout.readline()
-    port = int(line.split("127.0.0.1:")[1].split("/")[0])
-    share = spans // senders
-    processes = [subprocess.Popen([sys.executable, __file__, "--sender", str(port), str(share), str(batch), str(n), mode],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in range(senders)]
-    for process in processes:
-        assert process.stdout.readline() == "ready\n"
-    cpu_before = cpu_s(collector.pid)
-    for process in processes:
-        process.stdin.write("go\n")
-        process.stdin.flush()
-    results = [json.loads(process.stdout.readline()) for process in processes]
-    cpu = cpu_s(collector.pid) - cpu_before
-    for process in processes:
-        process.wait(60)
-    collector.terminate()
-    out, err = collector.communicate(timeout=60)
+    processes: list = []
+    try:
+        line = collector.stdout.readline()
+        port = int(line.split("127.0.0.1:")[1].split("/")[0])
+        share = spans // senders
+        processes = [subprocess.Popen([sys.executable, __file__, "--sender", str(port), str(share), str(batch), str(n),
+                                       mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                     for n in range(senders)]
+        for process in processes:
+            assert process.stdout.readline() == "ready\n"
+        cpu_before = cpu_s(collector.pid)
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        results = [json.loads(process.stdout.readline()) for process in processes]
+        cpu = cpu_s(collector.pid) - cpu_before
+        for process in processes:
+            process.wait(60)
+        collector.terminate()
+        collector.communicate(timeout=60)
+    finally:  # a sender that failed: nothing left running
+        for process in [*processes, collector]:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
     import duckdb
 
     with duckdb.connect(str(db), read_only=True) as con:

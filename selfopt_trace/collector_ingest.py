@@ -343,7 +343,7 @@ class ProcessFields:
         run_id = resource.pop(RUN_ID, None)
         own_file = resource.pop(SOURCE_FILE, None)
         pid = resource.get("process.pid")
-        self.run_id = None if run_id is None else str(run_id)
+        self.run_id = None if run_id is None else _text(str(run_id))
         self.source_file = str(own_file) if own_file is not None else source_file
         self.service_name = resource.get("service.name")
         self.pid = int(pid) if isinstance(pid, (int, str)) and str(pid).isdigit() and int(pid) < 1 << 31 else None
