@@ -391,3 +391,12 @@ def test_listening_elsewhere_needs_a_token(cli, tmp_path: Path) -> None:
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "1 spans received in 1 requests, 1 new to the store, 1 requests refused" in out
+
+
+def test_one_receiver_per_store(receiver: Receiver) -> None:
+    from selfopt_trace.receiver.writer import SpoolInUse
+
+    second = Receiver(Settings(db_path=receiver.settings.db_path, port=0, grpc_port=None))
+    with pytest.raises(SpoolInUse, match="another `selfopt-trace collector` writes to"):
+        second.start()
+    assert post(receiver, request({"name": "still served"}).SerializeToString())[0] == 200
