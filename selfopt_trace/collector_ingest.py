@@ -10,6 +10,15 @@ trace and span id, e.g. from a run directory) is not added twice.
 
 Spans go into `spans` under the run id of their resource's `selfopt_trace.run_id`, else
 `collector-<trace id>`, one run per trace; `runs` gets a row per run.
+
+What selfopt-trace's own exports carry in attributes because OTLP has no field for it goes back to
+its column (`span_rows`): the category, an incomplete span, the run id and the span file
+(`selfopt_trace.source_file`, which tells processes apart), so a run that went out over OTLP comes
+back as the rows its span files gave. A span of another OTel SDK gets what the agent's OTel bridge
+records for the same span (bootstrap/.../hooks/otel_.py): its scope as `otel.scope.name`/`version`,
+an error description as `otel.status_description`, its first exception event's attributes, and a
+category from its name and attributes. `selfopt-trace collector` (receiver/) makes the same rows of
+OTLP/protobuf.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from itertools import count
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,13 +42,15 @@ CREATE TABLE IF NOT EXISTS collector_files (
     loaded_at         TIMESTAMPTZ
 )"""
 
+CATEGORY = "selfopt_trace.category"
+INCOMPLETE = "selfopt_trace.incomplete"
+RUN_ID = "selfopt_trace.run_id"
+SOURCE_FILE = "selfopt_trace.source_file"  # the span file a process's spans came from: which process they are
+OWN_SCOPE = "selfopt-trace"  # the instrumentation scope of selfopt-trace's exports
+EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
+
 _KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUSES = {0: "UNSET", 1: "OK", 2: "ERROR"}
-_COLUMNS = ("run_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "category", "start_ns", "end_ns",
-            "duration_ns", "status", "incomplete", "service_name", "pid", "attributes", "resource_attributes",
-            "source_file")
-_JSON_TYPES = {"start_ns": "BIGINT", "end_ns": "BIGINT", "duration_ns": "BIGINT", "incomplete": "BOOLEAN",
-               "pid": "INTEGER", "attributes": "JSON", "resource_attributes": "JSON"}
 
 
 class CollectorFileError(SelfoptTraceError):
@@ -158,7 +170,7 @@ def _load_file(store: Any, path: Path) -> FileLoad:
             bad += 1
     store.sql("BEGIN")
     try:
-        added = _insert(store, spans)
+        added = insert_rows(store, spans)
         store.sql("""INSERT INTO collector_files VALUES (?, ?, ?, ?, now())
                      ON CONFLICT (first_line_sha256) DO UPDATE SET path = excluded.path,
                        loaded_bytes = excluded.loaded_bytes, spans = collector_files.spans + excluded.spans,
@@ -170,69 +182,277 @@ def _load_file(store: Any, path: Path) -> FileLoad:
     return FileLoad(path, "appended" if loaded else "loaded", added, bad, torn)
 
 
-def _insert(store: Any, rows: list[dict]) -> int:
-    """Insert the rows not in the store yet (through a temporary JSON file: one statement for all)."""
-    if not rows:
+class Rows:
+    """Spans to insert, as lines of tab-separated fields (`SPAN_FIELDS`, `PROCESS_FIELDS`, each
+    line ending in "."), each process's columns once. `add` turns what selfopt-trace's exports
+    carry in attributes back into columns and gives a foreign span its scope, as `finish_row` does.
+    Text fields lose their tabs and line breaks (spaces instead), as the agent's span files do;
+    attributes are JSON, which has none. The receiver's spool files hold these lines too."""
+
+    def __init__(self) -> None:
+        self.spans: list[str] = []
+        self.processes: list[str] = []
+        self._numbers: dict[int, tuple[int, Any]] = {}  # id(ProcessFields or resource dict): (number, it, kept alive)
+
+    def process(self, fields: ProcessFields) -> int:
+        found = self._numbers.get(id(fields))
+        if found is None:
+            number = next(_PROCESS_NUMBERS)
+            self.processes.append(process_line(number, fields))
+            found = self._numbers[id(fields)] = (number, fields)
+        return found[0]
+
+    def add(self, trace_id: str, span_id: str, parent_span_id: str | None, name: str, kind: str, start: int,
+            end: int, status: str, attributes: dict, process: ProcessFields, process_number: int,
+            scope_extra: dict | None) -> None:
+        category = attributes.pop(CATEGORY, None)
+        incomplete = attributes.pop(INCOMPLETE, False) is True
+        if scope_extra is not None:
+            for key, value in scope_extra.items():
+                attributes.setdefault(key, value)
+        category = _text(str(category)) if category is not None else _category(name, attributes)
+        if not name.isprintable():
+            name = _text(name)
+        self.spans.append(f"{process.run_id or 'collector-' + trace_id}\t{trace_id}\t{span_id}\t{parent_span_id or ''}\t"
+                          f"{name}\t{kind}\t{category}\t{start}\t{end}\t{status}\t{'true' if incomplete else 'false'}\t"
+                          f"{_json(attributes)}\t{process_number}\t.\n")
+
+    def add_encoded(self, trace_id: str, span_id: str, parent_span_id: str | None, name: str, kind: str, start: int,
+                    end: int, status: str, encoded: tuple, process: ProcessFields, process_number: int,
+                    scope_extra: dict | None) -> None:
+        """`add` with the attributes as JSON pieces (`"key":value` each) and a dict of them: the
+        receiver's usual path (receiver/decode.py), the same line as `add` makes."""
+        pieces, attributes = encoded
+        category = incomplete = None
+        if CATEGORY in attributes or INCOMPLETE in attributes:
+            category = attributes.pop(CATEGORY, None)
+            incomplete = attributes.pop(INCOMPLETE, False)
+            pieces = [_json(key) + ":" + _json(value) for key, value in attributes.items()]
+        if scope_extra:
+            for key, value in scope_extra.items():
+                if key not in attributes:
+                    attributes[key] = value
+                    pieces.append(_json(key) + ":" + _json(value))
+        category = _text(str(category)) if category is not None else _category(name, attributes)
+        if not name.isprintable():
+            name = _text(name)
+        self.spans.append(f"{process.run_id or 'collector-' + trace_id}\t{trace_id}\t{span_id}\t{parent_span_id or ''}\t"
+                          f"{name}\t{kind}\t{category}\t{start}\t{end}\t{status}\t{'true' if incomplete is True else 'false'}\t"
+                          f"{{{','.join(pieces)}}}\t{process_number}\t.\n")
+
+    def add_row(self, row: dict) -> None:
+        """A row as `finish_row` makes it (its own fields already in their columns)."""
+        key = id(row["resource_attributes"])  # the rows of one resource share its dict: one process each
+        found = self._numbers.get(key)
+        if found is None:
+            process = ProcessFields({}, row["source_file"])
+            process.run_id, process.service_name, process.pid = row["run_id"], row["service_name"], row["pid"]
+            process.resource = row["resource_attributes"]
+            number = next(_PROCESS_NUMBERS)
+            self.processes.append(process_line(number, process))
+            found = self._numbers[key] = (number, process)
+        attributes = dict(row["attributes"])
+        if row["incomplete"]:
+            attributes[INCOMPLETE] = True
+        attributes[CATEGORY] = row["category"]
+        self.add(row["trace_id"], row["span_id"], row["parent_span_id"], row["name"], row["kind"], row["start_ns"],
+                 row["end_ns"], row["status"], attributes, found[1], found[0], None)
+
+    def extend(self, other: Rows) -> None:
+        self.spans += other.spans
+        self.processes += other.processes
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+
+def process_line(number: int, process: ProcessFields) -> str:
+    return (f"{number}\t{_text(process.service_name or '')}\t{'' if process.pid is None else process.pid}\t"
+            f"{_json(process.resource)}\t{_text(process.source_file or '')}\t.\n")
+
+
+def _text(text: str) -> str:
+    """A field without the separators: tabs, line breaks (and NULs) become spaces."""
+    if text.isprintable():
+        return text
+    return text.translate(_UNPRINTABLE)
+
+
+_UNPRINTABLE = {ord(c): " " for c in "\t\n\r\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_PROCESS_NUMBERS = count(1)  # unique in this process: Rows of many requests go into one insert
+SPAN_FIELDS = ("run_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "category", "start_ns", "end_ns",
+               "status", "incomplete", "attributes", "process_no", "terminator")
+PROCESS_FIELDS = ("process_no", "service_name", "pid", "resource_attributes", "source_file", "terminator")
+_TYPES = {"start_ns": "BIGINT", "end_ns": "BIGINT", "incomplete": "BOOLEAN", "process_no": "BIGINT", "pid": "INTEGER"}
+_READ = ("header = false, delim = '\\t', quote = '', escape = '', new_line = '\\n', auto_detect = false, "
+         "strict_mode = false, null_padding = true, ignore_errors = true")
+
+
+def _read_csv(parameter: str, fields: tuple, not_null: str) -> str:
+    columns = "{%s}" % ", ".join(f"'{name}': '{_TYPES.get(name, 'VARCHAR')}'" for name in fields)
+    return f"read_csv(${parameter}, columns = {columns}, {_READ}" + (f", force_not_null = [{not_null}])" if not_null else ")")
+
+
+# The new spans of a pair of files: each once, those already stored left out (an export sent again,
+# a file loaded twice). A line cut short (a crash while it was written: never acknowledged) has no
+# terminator and is left out.
+_NEW_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _collector_new AS
+WITH p AS (SELECT process_no, service_name, pid, resource_attributes::JSON AS resource_attributes, source_file
+           FROM {_read_csv("processes", PROCESS_FIELDS, "")} WHERE terminator = '.')
+SELECT DISTINCT ON (s.trace_id, s.span_id)
+       s.run_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.category, s.start_ns, s.end_ns,
+       s.end_ns - s.start_ns AS duration_ns, s.status, s.incomplete, p.service_name, p.pid, s.attributes::JSON,
+       p.resource_attributes, p.source_file
+FROM {_read_csv("spans", SPAN_FIELDS, "'name'")} AS s JOIN p ON p.process_no = s.process_no
+WHERE s.terminator = '.'
+  AND NOT EXISTS (SELECT 1 FROM spans x WHERE x.trace_id = s.trace_id AND x.span_id = s.span_id)
+"""
+
+
+def insert_rows(store: Any, rows: list[dict]) -> int:
+    """`insert` of rows as `span_rows` makes them."""
+    batch = Rows()
+    for row in rows:
+        batch.add_row(row)
+    return insert(store, batch)
+
+
+def insert(store: Any, rows: Rows) -> int:
+    """`insert_files` of `rows`, through temporary files."""
+    if not rows.spans:
         return 0
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        columns = ", ".join(f"'{name}': '{_JSON_TYPES.get(name, 'VARCHAR')}'" for name in _COLUMNS)
-        store.sql(f"""
-            CREATE OR REPLACE TEMP TABLE _collector_new AS
-            SELECT DISTINCT ON (trace_id, span_id) * FROM read_json($path, format = 'newline_delimited',
-                columns = {{{columns}}}) AS new
-            WHERE NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = new.trace_id AND s.span_id = new.span_id)
-            """, {"path": handle.name})
-        store.sql("INSERT INTO spans SELECT * FROM _collector_new")
-        _, count = store.sql("SELECT count(*) FROM _collector_new")
-        store.sql("""
-            INSERT INTO runs (run_id, start_ns, end_ns, service_name, loaded_at, span_count, process_count)
-            SELECT run_id, min(start_ns), max(end_ns), arg_min(service_name, start_ns), now(), count(*),
-                   count(DISTINCT pid)
-            FROM _collector_new GROUP BY run_id
-            ON CONFLICT (run_id) DO UPDATE SET
-                start_ns = least(runs.start_ns, excluded.start_ns), end_ns = greatest(runs.end_ns, excluded.end_ns),
-                loaded_at = excluded.loaded_at, span_count = runs.span_count + excluded.span_count""")
-        return int(count[0][0])
+    with tempfile.TemporaryDirectory(prefix="selfopt-trace-insert-") as folder:
+        spans, processes = Path(folder) / "spans.tsv", Path(folder) / "processes.tsv"
+        spans.write_text("".join(rows.spans), encoding="utf-8")
+        processes.write_text("".join(rows.processes), encoding="utf-8")
+        return insert_files(store, [spans], [processes])
+
+
+def insert_files(store: Any, spans: list[Path], processes: list[Path]) -> int:
+    """Insert the spans of files of `Rows` lines not in the store yet, in the caller's transaction (one
+    statement for all), and add or extend their runs; returns how many were new. `load`'s write and
+    `selfopt-trace collector`'s (receiver/). The process numbers of `spans` are those of `processes`."""
+    store.sql(_NEW_SQL, {"spans": [str(path) for path in spans], "processes": [str(path) for path in processes]})
+    store.sql("INSERT INTO spans SELECT * FROM _collector_new")
+    _, added = store.sql("SELECT count(*) FROM _collector_new")
+    store.sql("""
+        INSERT INTO runs (run_id, start_ns, end_ns, service_name, loaded_at, span_count, process_count)
+        SELECT run_id, min(start_ns), max(end_ns), arg_min(service_name, start_ns), now(), count(*),
+               count(DISTINCT pid)
+        FROM _collector_new GROUP BY run_id
+        ON CONFLICT (run_id) DO UPDATE SET
+            start_ns = least(runs.start_ns, excluded.start_ns), end_ns = greatest(runs.end_ns, excluded.end_ns),
+            loaded_at = excluded.loaded_at, span_count = runs.span_count + excluded.span_count""")
+    # A run's exit status is its root process's, as the span-file loader gives it without run.json.
+    store.sql("""
+        UPDATE runs SET exit_code = (
+            SELECT TRY_CAST(c.attributes->>'process.exit.code' AS INTEGER) FROM spans c
+            WHERE c.run_id = runs.run_id AND c.name = 'process' AND c.category = 'process'
+              AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.run_id = runs.run_id AND p.span_id = c.parent_span_id)
+            ORDER BY c.start_ns LIMIT 1)
+        WHERE exit_code IS NULL AND run_id IN (SELECT DISTINCT run_id FROM _collector_new WHERE name = 'process')""")
+    store.sql("DROP TABLE _collector_new")
+    return int(added[0][0])
 
 
 # ---------------------------------------------------------------- OTLP/JSON -> rows of `spans`
 
 def span_rows(export: dict, source_file: str) -> Iterator[dict]:
-    """The rows of one OTLP/JSON export request (`{"resourceSpans": [...]}`)."""
+    """The rows of one OTLP/JSON export request (`{"resourceSpans": [...]}`); `source_file` for the
+    spans of a resource that names no span file of its own."""
     for resource_spans in export.get("resourceSpans") or ():
         resource = attributes_of((resource_spans.get("resource") or {}).get("attributes"))
+        process = ProcessFields(resource, source_file)
         for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or ():
+            scope = scope_spans.get("scope") or scope_spans.get("instrumentationLibrary") or {}
+            extra = scope_attributes(scope.get("name") or "", scope.get("version") or "")
             for span in scope_spans.get("spans") or ():
-                yield _row(span, resource, source_file)
+                yield _row(span, process, extra)
 
 
-def _row(span: dict, resource: dict, source_file: str) -> dict:
-    attributes = attributes_of(span.get("attributes"))
-    trace_id = _hex_id(span["traceId"])
-    start, end = int(span.get("startTimeUnixNano") or 0), int(span.get("endTimeUnixNano") or 0)
-    pid = resource.get("process.pid")
+class ProcessFields:
+    """The columns that come from a span's resource: run id (None: one run per trace), service,
+    pid, source file, and the resource attributes without what travelled for those columns."""
+
+    __slots__ = ("run_id", "service_name", "pid", "source_file", "resource")
+
+    def __init__(self, resource: dict, source_file: str | None) -> None:
+        run_id = resource.pop(RUN_ID, None)
+        own_file = resource.pop(SOURCE_FILE, None)
+        pid = resource.get("process.pid")
+        self.run_id = None if run_id is None else _text(str(run_id))
+        self.source_file = str(own_file) if own_file is not None else source_file
+        self.service_name = resource.get("service.name")
+        self.pid = int(pid) if isinstance(pid, (int, str)) and str(pid).isdigit() and int(pid) < 1 << 31 else None
+        self.resource = resource
+
+
+def scope_attributes(name: str, version: str) -> dict | None:
+    """What a span of this instrumentation scope records of it (None for selfopt-trace's own)."""
+    if name == OWN_SCOPE:
+        return None
+    extra = {"otel.scope.name": name} if name else {}
+    if version:
+        extra["otel.scope.version"] = version
+    return extra
+
+
+def finish_row(run_id: str | None, trace_id: str, span_id: str, parent_span_id: str | None, name: str, kind: str,
+               start: int, end: int, status: str, attributes: dict, process: ProcessFields,
+               scope_extra: dict | None) -> dict:
+    """A row of `spans`: our own attributes back to their columns; a foreign span's scope added."""
+    category = attributes.pop(CATEGORY, None)
+    incomplete = attributes.pop(INCOMPLETE, False)
+    if scope_extra is not None:
+        for key, value in scope_extra.items():
+            attributes.setdefault(key, value)
     return {
-        "run_id": str(resource.get("selfopt_trace.run_id") or f"collector-{trace_id}"),
+        "run_id": run_id or process.run_id or f"collector-{trace_id}",
         "trace_id": trace_id,
-        "span_id": _hex_id(span["spanId"]),
-        "parent_span_id": _hex_id(span.get("parentSpanId") or "") or None,
-        "name": span.get("name", ""),
-        "kind": _enum(span.get("kind", 1), _KINDS, "SPAN_KIND_"),
-        "category": _category(span.get("name", ""), attributes),
+        "span_id": span_id,
+        "parent_span_id": parent_span_id or None,
+        "name": name,
+        "kind": kind,
+        "category": str(category) if category is not None else _category(name, attributes),
         "start_ns": start,
         "end_ns": end,
         "duration_ns": end - start,
-        "status": _enum((span.get("status") or {}).get("code", 0), _STATUSES, "STATUS_CODE_"),
-        "incomplete": False,
-        "service_name": resource.get("service.name"),
-        "pid": int(pid) if isinstance(pid, (int, str)) and str(pid).isdigit() else None,
+        "status": status,
+        "incomplete": incomplete is True,
+        "service_name": process.service_name,
+        "pid": process.pid,
         "attributes": attributes,
-        "resource_attributes": resource,
-        "source_file": source_file,
+        "resource_attributes": process.resource,
+        "source_file": process.source_file,
     }
+
+
+def exception_attributes(attributes: dict, event_attributes: dict) -> None:
+    """The first exception event's attributes onto its span (where the span has none of them)."""
+    if "exception.type" not in attributes:
+        for key in EXCEPTION_KEYS:
+            if key in event_attributes:
+                attributes[key] = event_attributes[key]
+
+
+def _row(span: dict, process: ProcessFields, scope_extra: dict | None) -> dict:
+    attributes = attributes_of(span.get("attributes"))
+    trace_id = _hex_id(span["traceId"])
+    start, end = int(span.get("startTimeUnixNano") or 0), int(span.get("endTimeUnixNano") or 0)
+    status = span.get("status") or {}
+    status_code = _enum(status.get("code", 0), _STATUSES, "STATUS_CODE_")
+    if scope_extra is not None:
+        if status_code == "ERROR" and status.get("message"):
+            attributes.setdefault("otel.status_description", status["message"])
+        for event in span.get("events") or ():
+            if event.get("name") == "exception":
+                exception_attributes(attributes, attributes_of(event.get("attributes")))
+                break
+    return finish_row(None, trace_id, _hex_id(span["spanId"]), _hex_id(span.get("parentSpanId") or ""),
+                      span.get("name", ""), _enum(span.get("kind", 1), _KINDS, "SPAN_KIND_"), start, end, status_code,
+                      attributes, process, scope_extra)
 
 
 def attributes_of(items: list | None) -> dict:
@@ -275,8 +495,6 @@ def _enum(value: Any, names: dict, prefix: str) -> str:
 
 def _category(name: str, attributes: dict) -> str:
     """Our span categories (docs/span-format.md) from a span of any OTel SDK."""
-    if "selfopt_trace.category" in attributes:
-        return str(attributes["selfopt_trace.category"])
     if name == "process":
         return "process"
     if name == "interpreter.startup":

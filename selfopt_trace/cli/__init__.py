@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "query",
     "otel",
     "flame",
+    "collector",
 )
 
 

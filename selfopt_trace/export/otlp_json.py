@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import __version__
-from ..collector_ingest import read_content, span_rows
+from ..collector_ingest import CATEGORY, INCOMPLETE, RUN_ID, SOURCE_FILE, read_content, span_rows
 from . import SpanRecord
 
 SPANS_PER_LINE = 5000
-CATEGORY = "selfopt_trace.category"
-INCOMPLETE = "selfopt_trace.incomplete"
-RUN_ID = "selfopt_trace.run_id"
 KINDS = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 STATUSES = {"UNSET": 0, "OK": 1, "ERROR": 2}
 SCOPE = {"name": "selfopt-trace", "version": __version__}
@@ -35,6 +32,8 @@ def to_otlp_json_lines(spans: list[SpanRecord]) -> Iterator[str]:
         resource = dict(group[0].resource_attributes)
         if group[0].run_id is not None:
             resource[RUN_ID] = group[0].run_id
+        if group[0].source_file is not None:
+            resource[SOURCE_FILE] = group[0].source_file
         encoded_resource = {"attributes": key_values(resource)}
         for first in range(0, len(group), SPANS_PER_LINE):
             request = {"resourceSpans": [{
@@ -95,7 +94,6 @@ def read_otlp_json_lines(path: Path | str, warnings: list[str] | None = None) ->
     from the span's name and attributes.
     """
     path = Path(path)
-    resources: dict[int, tuple] = {}  # the spans of one resource share its dict: unmark it once
     for number, line in enumerate(read_content(path).splitlines(), 1):
         if not line.strip():
             continue
@@ -106,21 +104,14 @@ def read_otlp_json_lines(path: Path | str, warnings: list[str] | None = None) ->
                 warnings.append(f"{path}:{number}: not an OTLP/JSON export line ({type(exc).__name__}: {exc}); skipped")
             continue
         for row in rows:
-            shared = row["resource_attributes"]
-            if id(shared) not in resources:
-                resource = dict(shared)
-                run_id = resource.pop(RUN_ID, None)
-                resources[id(shared)] = (None if run_id is None else str(run_id), resource, shared)
-            yield _record(row, *resources[id(shared)][:2])
+            yield _record(row)
 
 
-def _record(row: dict[str, Any], run_id: str | None, resource: dict[str, Any]) -> SpanRecord:
-    attributes = row["attributes"]
-    attributes.pop(CATEGORY, None)
-    incomplete = bool(attributes.pop(INCOMPLETE, False))
+def _record(row: dict[str, Any]) -> SpanRecord:
+    run_id = row["run_id"]
     return SpanRecord(
-        run_id=run_id, trace_id=row["trace_id"], span_id=row["span_id"],
-        parent_span_id=row["parent_span_id"], name=row["name"], kind=row["kind"], category=row["category"],
-        start_ns=row["start_ns"], end_ns=row["end_ns"], status=row["status"], incomplete=incomplete,
-        service_name=row["service_name"], pid=row["pid"], attributes=attributes, resource_attributes=resource,
-        source_file=row["source_file"])
+        run_id=None if run_id == f"collector-{row['trace_id']}" else run_id, trace_id=row["trace_id"],
+        span_id=row["span_id"], parent_span_id=row["parent_span_id"], name=row["name"], kind=row["kind"],
+        category=row["category"], start_ns=row["start_ns"], end_ns=row["end_ns"], status=row["status"],
+        incomplete=row["incomplete"], service_name=row["service_name"], pid=row["pid"],
+        attributes=row["attributes"], resource_attributes=row["resource_attributes"], source_file=row["source_file"])

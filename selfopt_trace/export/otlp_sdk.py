@@ -215,7 +215,7 @@ class Sender:
                             return accepted
                         accepted += self._dispatch(encoder.take())
             else:
-                encoder.add(encoder.resource(item.resource_attributes, item.run_id), item.trace_id, item.span_id,
+                encoder.add(encoder.resource(item.resource_attributes, item.run_id, item.source_file), item.trace_id, item.span_id,
                             item.parent_span_id, item.name, item.kind, item.category, item.start_ns, item.end_ns,
                             item.status, item.incomplete, item.attributes)
             if encoder.count >= MAX_BATCH_SPANS or encoder.size >= MAX_BATCH_BYTES:

@@ -39,7 +39,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
 from .. import __version__
-from .otlp_json import CATEGORY, INCOMPLETE, RUN_ID
+from .otlp_json import CATEGORY, INCOMPLETE, RUN_ID, SOURCE_FILE
 
 _KINDS = {SpanKind.INTERNAL: b"\x30\x01", SpanKind.SERVER: b"\x30\x02", SpanKind.CLIENT: b"\x30\x03",
           SpanKind.PRODUCER: b"\x30\x04", SpanKind.CONSUMER: b"\x30\x05"}  # field 6, the enum's number
@@ -356,22 +356,25 @@ class SpanEncoder:
         # and after the attributes (the category attribute, status, flags)
         self._heads: dict[tuple, tuple[bytes, bytes]] = {}
         self._span_heads: dict[tuple, tuple[bytes, bytes, int]] = {}  # (name, kind, category, status): add_columns's
-        self._resources: dict[tuple, tuple[dict, bytes]] = {}  # (id(attributes), run id): encoded Resource field
+        self._resources: dict[tuple, tuple[dict, bytes]] = {}  # (id(attributes), run id, source file): encoded Resource field
         self._scope = _field(b"\x0a", _field(b"\x0a", b"selfopt-trace") + _field(b"\x12", __version__.encode()))
         self._groups: dict[bytes, list[bytes]] = {}  # encoded resource: the pieces of its spans
         self.count = 0  # spans in the request being built
         self.size = 0  # its bytes, about
         self.unsendable = 0  # spans left out: ids not hex, times out of range
 
-    def resource(self, attributes: dict[str, Any], run_id: str | None) -> bytes:
-        """The encoded Resource of a process with these attributes in run `run_id` (made once per
-        attributes dict: spans of one process share theirs, kept alive here so its id is not reused)."""
-        key = (id(attributes), run_id)
+    def resource(self, attributes: dict[str, Any], run_id: str | None, source_file: str | None = None) -> bytes:
+        """The encoded Resource of a process with these attributes in run `run_id`, from span file
+        `source_file` (made once per attributes dict: spans of one process share theirs, kept alive
+        here so its id is not reused)."""
+        key = (id(attributes), run_id, source_file)
         cached = self._resources.get(key)
         if cached is None:
             sent = dict(attributes)
             if run_id is not None:
                 sent[RUN_ID] = run_id
+            if source_file is not None:
+                sent[SOURCE_FILE] = source_file
             self.cleaner.clean(sent)
             if len(self._resources) >= 4096:
                 self._resources.clear()
@@ -383,7 +386,7 @@ class SpanEncoder:
         """Add SpanRecords from `records` until the request holds `max_spans` spans or `max_bytes`
         bytes; True when `records` ran out."""
         for record in records:
-            self.add(self.resource(record.resource_attributes, record.run_id), record.trace_id, record.span_id,
+            self.add(self.resource(record.resource_attributes, record.run_id, record.source_file), record.trace_id, record.span_id,
                      record.parent_span_id, record.name, record.kind, record.category, record.start_ns, record.end_ns,
                      record.status, record.incomplete, record.attributes)
             if self.count >= max_spans or self.size >= max_bytes:
@@ -441,7 +444,7 @@ class SpanEncoder:
         if stop <= start or self.size >= max_bytes:
             return start
         whole = start == 0 and stop == len(columns)
-        resource = self.resource(columns.resource_attributes, columns.run_id)
+        resource = self.resource(columns.resource_attributes, columns.run_id, columns.source_file)
         members = self._groups.get(resource)
         if members is None:
             members = self._groups[resource] = []

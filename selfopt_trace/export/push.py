@@ -38,12 +38,12 @@ MAX_WORKERS = 4
 # Python's int(text, 16).
 _PAGE_SQL = """
 SELECT trace_id, span_id, parent_span_id, name, kind, category, start_ns, end_ns, status, coalesce(incomplete, false),
-       hash(resource_attributes), coalesce(attributes::VARCHAR, '{}')
+       hash(resource_attributes, source_file), coalesce(attributes::VARCHAR, '{}')
 FROM spans
 WHERE run_id = $run_id AND rowid >= $first AND rowid < $first + $rows AND rowid % $parts = $part
 """
-_RESOURCES_SQL = ("SELECT DISTINCT hash(resource_attributes), coalesce(resource_attributes::VARCHAR, '{}') "
-                  "FROM spans WHERE run_id = $run_id")
+_RESOURCES_SQL = ("SELECT DISTINCT hash(resource_attributes, source_file), coalesce(resource_attributes::VARCHAR, '{}'), "
+                  "source_file FROM spans WHERE run_id = $run_id")
 
 
 @dataclass
@@ -123,7 +123,7 @@ def push_part(db_path: Path, run_id: str, settings: OtlpSettings, part: int, par
     try:
         with Store(db_path, read_only=True) as store:
             _, rows = store.sql(_RESOURCES_SQL, {"run_id": run_id})
-            resources = {key: json.loads(text) for key, text in rows}
+            resources = {key: (json.loads(text), source_file) for key, text, source_file in rows}
             for columns in read_pages(store, run_id, part, parts):
                 sender.send(page_columns(run_id, columns, resources), keep_going)
                 if not keep_going():
@@ -139,9 +139,9 @@ def push_part(db_path: Path, run_id: str, settings: OtlpSettings, part: int, par
     return outcome
 
 
-def page_columns(run_id: str, columns: list[Sequence], resources: dict[Any, dict]) -> list[SpanColumns]:
+def page_columns(run_id: str, columns: list[Sequence], resources: dict[Any, tuple]) -> list[SpanColumns]:
     """A page (`read_pages`) as SpanColumns, one per run of rows of one process (rows are in load
-    order: a process's spans are together)."""
+    order: a process's spans are together); `resources`: (resource attributes, source file) by key."""
     (traces, span_ids, parents, names, kinds, categories, starts, ends, statuses, incomplete, keys,
      attributes) = columns
     spans = []
@@ -149,7 +149,8 @@ def page_columns(run_id: str, columns: list[Sequence], resources: dict[Any, dict
     for key, run in groupby(keys):
         stop = start + len(list(run))
         unfinished = incomplete[start:stop]
-        spans.append(SpanColumns(run_id, resources[key], None, None, None, traces[start:stop], span_ids[start:stop],
+        resource, source_file = resources[key]
+        spans.append(SpanColumns(run_id, resource, None, None, source_file, traces[start:stop], span_ids[start:stop],
                                  parents[start:stop], names[start:stop], kinds[start:stop], categories[start:stop],
                                  starts[start:stop], ends[start:stop], statuses[start:stop], attributes[start:stop],
                                  unfinished if True in unfinished else None))

@@ -127,7 +127,7 @@ def test_values_otlp_cannot_carry_are_converted_and_counted() -> None:
     Encoder().encode([span]).SerializeToString()  # protobuf takes every value now
     assert attributes["nan"] is math.nan  # the record itself is untouched
     resource = dict(span.resource.attributes)
-    assert resource == {**RESOURCE, "selfopt_trace.run_id": "r"}
+    assert resource == {**RESOURCE, "selfopt_trace.run_id": "r", "selfopt_trace.source_file": "7-x.spans"}
 
 
 # ---------------------------------------------------------------- the wire: a real HTTP receiver

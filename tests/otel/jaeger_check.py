@@ -13,7 +13,7 @@ import duckdb
 from tests.otel.conftest import Jaeger
 
 COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "category", "start_ns", "end_ns", "status",
-           "incomplete", "service_name", "pid", "attributes", "resource_attributes")
+           "incomplete", "service_name", "pid", "attributes", "resource_attributes", "source_file")
 KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 STATUSES = {None: "UNSET", 0: "UNSET", 1: "OK", 2: "ERROR"}
 
@@ -98,7 +98,8 @@ def assert_jaeger_has_the_run(jaeger: Jaeger, original: dict[str, dict[str, Any]
         assert KINDS[span["kind"]] == expected["kind"]
         assert STATUSES[span.get("status", {}).get("code")] == expected["status"], expected["name"]
         assert otlp_attributes(span.get("attributes")) == sent_attributes(expected), expected["name"]
-        assert resource_attributes == {**expected["resource_attributes"], "selfopt_trace.run_id": run_id}
+        assert resource_attributes == {**expected["resource_attributes"], "selfopt_trace.run_id": run_id,
+                                       "selfopt_trace.source_file": expected["source_file"]}
     return trace
 
 

@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from selfopt_trace import __version__
 from selfopt_trace.export import SpanRecord
-from selfopt_trace.export.otlp_json import CATEGORY, INCOMPLETE, RUN_ID
+from selfopt_trace.export.otlp_json import CATEGORY, INCOMPLETE, RUN_ID, SOURCE_FILE
 from selfopt_trace.export.otlp_wire import Cleaner
 
 _KINDS = {"INTERNAL": SpanKind.INTERNAL, "SERVER": SpanKind.SERVER, "CLIENT": SpanKind.CLIENT,
@@ -57,7 +57,7 @@ class Converter(Cleaner):
                          int(record.parent_span_id, 16) if record.parent_span_id else None, record.name,
                          record.kind, record.category, record.start_ns, record.end_ns, record.status,
                          record.incomplete, dict(record.attributes),
-                         self.resource(record.resource_attributes, record.run_id))
+                         self.resource(record.resource_attributes, record.run_id, record.source_file))
 
     def make(self, trace_id: int, span_id: int, parent_id: int | None, name: str, kind: str, category: str,
              start_ns: int, end_ns: int, status: str, incomplete: bool, attributes: dict[str, Any],
@@ -85,16 +85,18 @@ class Converter(Cleaner):
                             _KINDS.get(kind, SpanKind.INTERNAL), None, _STATUSES.get(status, _UNSET), start_ns, end_ns,
                             _SCOPE)
 
-    def resource(self, attributes: dict[str, Any], run_id: str | None) -> Resource:
+    def resource(self, attributes: dict[str, Any], run_id: str | None, source_file: str | None = None) -> Resource:
         """The resource of a process with these attributes, in run `run_id` (one object per process)."""
         # Spans of one process share their resource dict: keyed by its identity (kept alive here,
         # so the identity cannot be reused) and the run.
-        key = (id(attributes), run_id)
+        key = (id(attributes), run_id, source_file)
         cached = self._resources.get(key)
         if cached is None:
             sent = dict(attributes)
             if run_id is not None:
                 sent[RUN_ID] = run_id
+            if source_file is not None:
+                sent[SOURCE_FILE] = source_file
             self.clean(sent)
             cached = self._resources[key] = (attributes, _ProcessResource(sent))
         return cached[1]

@@ -156,9 +156,7 @@ def test_a_run_arrives_whole_in_jaeger_and_in_the_collector_files(start_collecto
     assert load.returncode == 0, load.stderr
     loaded = stored_spans(loaded_db, "otel-e2e")
     assert set(loaded) == set(original)
-    for span in loaded.values():  # what the export adds to carry the category and run id, as `load` keeps it
-        assert span["attributes"].pop("selfopt_trace.category") == span["category"]
-        assert span["resource_attributes"].pop("selfopt_trace.run_id") == "otel-e2e"
+    # what the export carries in attributes (category, run id, span file) is back in its columns
     assert field_differences(original, loaded) == []
 
     # (b) Jaeger's HTTP API, the UI's: one trace, parents across processes, a service per process
@@ -188,8 +186,10 @@ def test_a_run_arrives_whole_in_jaeger_and_in_the_collector_files(start_collecto
     for resource in jaeger.trace_otlp(trace_id, min_spans=len(original))["result"]["resourceSpans"]:
         resource_attributes = {a["key"]: otlp_value(a["value"]) for a in resource["resource"].get("attributes", [])}
         assert resource_attributes.pop("selfopt_trace.run_id") == "otel-e2e"
+        source_file = resource_attributes.pop("selfopt_trace.source_file")
         for scope in resource["scopeSpans"]:
             for span in scope["spans"]:
+                assert source_file == original[span["spanId"]]["source_file"]
                 received[span["spanId"]] = (span, resource_attributes)
     kinds = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}  # OTLP's enums
     statuses = {None: "UNSET", 1: "OK", 2: "ERROR"}

@@ -25,7 +25,8 @@ def validate(binary: Path, config: Path | str, **env: str) -> subprocess.Complet
 
 def test_the_shipped_configurations() -> None:
     names = {path.name for path in ALL_CONFIGS}
-    assert names == {"otel-config.yaml", "otelcol-file.yaml", "otelcol-forward.yaml", "otelcol-jaeger.yaml", "jaeger.yaml"}
+    assert names == {"otel-config.yaml", "otelcol-file.yaml", "otelcol-forward.yaml", "otelcol-jaeger.yaml",
+                     "otelcol-selfopt.yaml", "jaeger.yaml"}
 
 
 @pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda path: path.name)

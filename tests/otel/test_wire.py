@@ -93,7 +93,7 @@ def test_spans_one_at_a_time_and_rows_make_the_same_request() -> None:
     expected, _ = reference(records)
     encoder = SpanEncoder()
     for r in records:  # as push adds its rows: the resource encoded once per process
-        assert encoder.add(encoder.resource(r.resource_attributes, r.run_id), r.trace_id, r.span_id, r.parent_span_id,
+        assert encoder.add(encoder.resource(r.resource_attributes, r.run_id, r.source_file), r.trace_id, r.span_id, r.parent_span_id,
                            r.name, r.kind, r.category, r.start_ns, r.end_ns, r.status, r.incomplete, r.attributes)
     assert encoder.take().payload == expected
     assert all(r.attributes["nan"] is math.nan for r in records[:6])  # the records themselves are untouched
@@ -243,7 +243,7 @@ def test_a_stored_page_makes_the_same_request(tmp_path) -> None:
                       ["ab" * 16, span_id, parent, name, kind, category, start, end, status, incomplete, attributes,
                        resource])
         _, found = store.sql(_RESOURCES_SQL, {"run_id": "r"})
-        resources = {key: json.loads(text) for key, text in found}
+        resources = {key: (json.loads(text), source_file) for key, text, source_file in found}
         encoder = SpanEncoder()
         for columns in read_pages(store, "r"):
             for spans in page_columns("r", columns, resources):
@@ -252,5 +252,5 @@ def test_a_stored_page_makes_the_same_request(tmp_path) -> None:
         by_id = {r.span_id: r for r in fetch_spans(store, "r")}
     records = [by_id[span_id] for (span_id,) in stored]
     for r in records:  # the store's resource dicts, shared by process as push shares them
-        r.resource_attributes = resources[next(key for key, value in resources.items() if value == r.resource_attributes)]
+        r.resource_attributes = next(value[0] for value in resources.values() if value[0] == r.resource_attributes)
     assert encoder.take().payload == reference(records)[0]

@@ -55,6 +55,8 @@ BUILTIN_HOOKS = {
     "concurrent.futures.process": "waits",
     "multiprocessing.pool": "waits",
     "asyncio.subprocess": "waits",
+    "opentelemetry.trace": "otel_",
+    "opentelemetry.sdk.trace": "otel_",
 }
 
 _pending: dict = {}

@@ -1,0 +1,135 @@
+"""What the OpenTelemetry bridge (the agent's hooks/otel_.py) adds to each OTel span a program makes.
+
+The same program, untraced and traced (the agent on, the bridge recording every OTel span in the
+span file), alternating round by round in this one run: it makes --spans spans in a loop, each
+`with tracer.start_as_current_span("work", attributes={...}) as span: span.set_attribute(...)`
+under one outer span (the common use: a span current while a block runs, two attributes), and
+times the loop with process_time. Two set-ups:
+
+- `sdk`: the program configured its own SDK TracerProvider with a BatchSpanProcessor and an exporter
+  that drops what it gets (the SDK's whole cost of a span, no I/O);
+- `api`: the API only, no provider: untraced, the API's no-op spans; traced, the bridge records them.
+
+It prints, per set-up, the medians of the untraced and traced loops in microseconds per span, the
+difference (the bridge's cost a span, the budget: 2 us), and checks the traced runs recorded every
+span. On this shared 2-core VM the times move 20-50 % from minute to minute; `--instructions` also
+counts instructions with valgrind (callgrind), which the machine's load cannot move: each program
+run for N and 3N spans, the difference over 2N spans, untraced and traced.
+
+    python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7] [--instructions]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOTSTRAP = ROOT / "selfopt_trace" / "bootstrap"
+
+PROGRAM = r"""
+import json, sys, time
+from opentelemetry import trace
+setup, count = sys.argv[1], int(sys.argv[2])
+if setup == "sdk":
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=count + 10))
+    trace.set_tracer_provider(provider)
+tracer = trace.get_tracer("bench", "1.0")
+attributes = {"item.kind": "widget", "item.size": 3}
+for _ in range(2000):  # warm-up: the first spans pay for imports and caches
+    with tracer.start_as_current_span("warm", attributes=attributes) as span:
+        span.set_attribute("item.index", 1)
+with tracer.start_as_current_span("outer"):
+    started = time.process_time()
+    for index in range(count):
+        with tracer.start_as_current_span("work", attributes=attributes) as span:
+            span.set_attribute("item.index", index)
+    elapsed = time.process_time() - started
+print(json.dumps({"us": elapsed / count * 1e6}))
+if setup == "sdk":
+    provider.shutdown()
+"""
+
+
+def one(program: Path, setup: str, spans: int, traced: bool, work: Path, number: int) -> float:
+    env = _environment(traced, work / f"run-{setup}-{number}")
+    done = subprocess.run([sys.executable, str(program), setup, str(spans)], env=env, capture_output=True, text=True,
+                          timeout=600, check=True)
+    if traced:
+        lines = sum(path.read_text().count("\twork\t") for path in (work / f"run-{setup}-{number}" / "spans").iterdir())
+        assert lines >= spans, f"{lines} work spans recorded of {spans}"
+    return json.loads(done.stdout.splitlines()[-1])["us"]
+
+
+def instructions(program: Path, setup: str, spans: int, traced: bool, work: Path) -> int:
+    """Instructions of a whole run of the program (callgrind's count)."""
+    env = _environment(traced, work / f"count-{setup}-{spans}-{traced}")
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                           str(program), setup, str(spans)], env=env, capture_output=True, text=True, timeout=1800,
+                          check=True)
+    return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+
+def _environment(traced: bool, run_dir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "TRACEPARENT"}
+    if traced:
+        env.update(SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID=run_dir.name,
+                   SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP),
+                   PYTHONPATH=os.pathsep.join([str(BOOTSTRAP), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spans", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-otel-bridge-") as tmp:
+        work = Path(tmp)
+        program = work / "program.py"
+        program.write_text(PROGRAM)
+        load_before = os.getloadavg()[0]
+        results = {setup: {"untraced": [], "traced": []} for setup in ("sdk", "api")}
+        counted = {}
+        if args.instructions:
+            for setup in results:
+                counted[setup] = {traced: (instructions(program, setup, 3000, traced, work)
+                                           - instructions(program, setup, 1000, traced, work)) / 2000
+                                  for traced in (False, True)}
+        for number in range(args.rounds):
+            for setup, times in results.items():
+                times["untraced"].append(one(program, setup, args.spans, False, work, number))
+                times["traced"].append(one(program, setup, args.spans, True, work, number))
+    print(f"{args.spans:,} spans a run, {args.rounds} rounds alternating untraced/traced; load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
+    for setup, times in results.items():
+        untraced, traced = statistics.median(times["untraced"]), statistics.median(times["traced"])
+        paired = statistics.median(t - u for u, t in zip(times["untraced"], times["traced"]))
+        print(f"  {setup}: untraced {untraced:6.2f} us a span, traced {traced:6.2f} us: the bridge adds "
+              f"{traced - untraced:+.2f} us (paired rounds: {paired:+.2f} us; "
+              f"rounds untraced {', '.join(f'{u:.2f}' for u in times['untraced'])}; "
+              f"traced {', '.join(f'{t:.2f}' for t in times['traced'])})")
+        if setup in counted:
+            untraced_count, traced_count = counted[setup][False], counted[setup][True]
+            print(f"       instructions a span: untraced {untraced_count:,.0f}, traced {traced_count:,.0f}: "
+                  f"the bridge adds {traced_count - untraced_count:+,.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,680 @@
+"""The OpenTelemetry bridge: a program's own OTel spans join the run and its trace, parents both ways.
+
+Armed when the program imports `opentelemetry.trace` (and `opentelemetry.sdk.trace`): the agent never
+imports OpenTelemetry itself, and the classes used here are the program's own.
+
+- Context, both ways. `opentelemetry.context`'s runtime context is wrapped: `attach` of a context
+  holding a span makes that span current for the agent too (a span the agent starts inside it is
+  its child), and `get_current` shows OTel the agent's current span when that one is the innermost
+  (an OTel span started inside an agent span is its child, in the run's trace; with no span current
+  at all, the process span is the parent, as for the agent's own spans).
+- With the SDK: every `opentelemetry.sdk.trace.TracerProvider` gets one more span processor, which
+  records each span the provider starts in the span file, as the agent records its own (an S
+  record if it is still open at a flush, else one X record). The program's own processors and
+  exporters see the same spans as without the agent.
+- API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
+  recording one, so the spans still reach the run; once the program sets a provider, the proxy
+  uses it, as it would untraced. A `NoOpTracerProvider` the program sets itself stays a no-op.
+- One span per request: an OTel CLIENT span starting directly inside the agent's own span of an
+  HTTP request (opentelemetry-instrumentation-httpx works inside `Client.send`), and an OTel SERVER
+  span starting inside the agent's SERVER span of the same request, are merged into the agent's
+  span (its attributes added where the agent has none). The SDK still exports the OTel span; the
+  run holds one span for the request.
+
+An OTel span's record: its ids, parent, name, kind and times; its attributes, with
+`otel.scope.name`/`otel.scope.version` (the instrumentation scope) and, for an ERROR status with a
+description, `otel.status_description`; the first recorded exception's `exception.type`,
+`exception.message`, `exception.stacktrace`. Other events and links are not recorded. Category
+`http` for a CLIENT or SERVER span with `http.*`/`url.*` attributes, else `other` (what `load` and
+the OTLP receiver give a foreign span). Every failure here is a diagnostic, never an exception in
+the program.
+"""
+
+from __future__ import annotations
+
+import sys
+from time import time_ns
+
+from .. import tracer
+from . import http_common as common
+
+ATTR = "_selfopt_trace_span"  # on an SDK span: the agent's Span recording it (or the one it was merged into)
+SCOPE_NAME = "otel.scope.name"
+SCOPE_VERSION = "otel.scope.version"
+STATUS_DESCRIPTION = "otel.status_description"
+KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # SpanKind's values 0..4
+STATUSES = ("UNSET", "OK", "ERROR")  # StatusCode's values 0..2
+_EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
+_new = object.__new__
+
+
+class Bridged(tracer.Span):
+    """An OTel span as the agent records it; `otel` is the span OTel code holds (a remote parent's
+    NonRecordingSpan for a stub, which is never written)."""
+
+    __slots__ = ("otel",)
+
+
+_state: dict = {}  # "api", "context", "key", "runtime", "classes": filled as the modules arm
+_INTERNAL = _UNSET = None  # SpanKind.INTERNAL and StatusCode.UNSET, once armed
+_current = tracer.current
+_root = tracer.root
+_activate = tracer._current.set  # tracer.activate, without its call
+_reset = tracer._current.reset
+_add_started = tracer.add_started
+_end_span = tracer.end_span
+
+
+def install(target: str, module) -> None:
+    if target == "opentelemetry.trace":
+        _arm_api(module)
+    elif target == "opentelemetry.sdk.trace":
+        _arm_sdk(module)
+
+
+def failed(where: str, exc: BaseException) -> None:
+    tracer.exception_diagnostic("otel_bridge_failed:" + where, exc)
+
+
+# ---------------------------------------------------------------- recording
+
+_last_trace = [0, ""]  # the last trace id seen, as an int and as hex: a program is mostly one trace
+
+
+def _trace_hex(trace_id: int) -> str:
+    last = _last_trace
+    if last[0] == trace_id:
+        return last[1]
+    text = "%032x" % trace_id
+    _last_trace[:] = [trace_id, text]
+    return text
+
+
+def _stub(context, otel) -> Bridged:
+    """A parent the agent did not record (remote, or another tracer's): ids only, never written."""
+    span = Bridged("%016x" % context.span_id, None, "", _trace_hex(context.trace_id), "", "INTERNAL",
+                   "other", 0, None)
+    span.otel = otel
+    return span
+
+
+def _start(otel, name: str, kind: str, attributes: dict, start_ns: int, span_id: str, trace_id: str,
+           parent) -> Bridged:
+    """Record the start of an OTel span under `parent` (an agent Span, or None: a root)."""
+    span = _new(Bridged)
+    span.span_id = span_id
+    span.parent = parent
+    if parent is None:
+        span.parent_id = ""
+    else:
+        if parent.deferred:
+            tracer._mark_kept(parent)
+        span.parent_id = parent.span_id
+    span.trace_id = trace_id
+    span.name = name
+    span.kind = kind
+    span.category = category(kind, attributes)
+    span.start_ns = start_ns
+    span.end_ns = 0
+    span.attributes = attributes
+    span.deferred = False
+    span.keep = False
+    span.sums = None
+    span.child_ns = 0
+    span.status = tracer.UNSET
+    span.end_attributes = None
+    span.written = False
+    span.otel = otel
+    tracer.add_started(span)
+    return span
+
+
+def category(kind: str, attributes) -> str:
+    if (kind == "CLIENT" or kind == "SERVER") and attributes:
+        for key in attributes:
+            if key.startswith(("http.", "url.")):
+                return "http"
+    return "other"
+
+
+def _merge_target(kind: str, parent):
+    """The agent's own span of the same HTTP request, for an OTel CLIENT/SERVER span under `parent`."""
+    if kind == "CLIENT":
+        request = common.client_active()
+        if request is not None and request.span is parent and not request.span.end_ns:
+            return request.span
+    elif kind == "SERVER":
+        request = common.server_active()
+        if request is not None and not request.span.end_ns and (
+                parent is None or parent is request.span or parent.span_id == request.span.parent_id):
+            return request.span
+    return None
+
+
+def _merge_attributes(target, attributes) -> None:
+    """The OTel span's attributes onto the agent's span of the same request, where it has none.
+    A new dict: the flusher may be encoding the old one."""
+    if attributes:
+        target.attributes = {**{k: v for k, v in attributes.items() if k != SCOPE_NAME and k != SCOPE_VERSION},
+                             **(target.attributes or {})}
+
+
+def _ours(otel):
+    """The agent's Span for an OTel span (recording it, merged into, or a stub), None for an invalid one."""
+    kind = type(otel)
+    classes = _state.get("classes")
+    if classes is not None and (kind is classes[0] or kind is classes[1]):  # a _View or a BridgeSpan
+        return otel.native
+    ours = getattr(otel, ATTR, None)
+    if ours is not None:
+        return ours
+    context = otel.get_span_context()
+    if context is not None and context.is_valid:
+        return _stub(context, otel)
+    return None
+
+
+def _represents(otel, ours) -> bool:
+    """`otel`, the span in an OTel context, stands for the agent's current span `ours`."""
+    if type(ours) is Bridged and ours.otel is otel:
+        return True
+    classes = _state.get("classes")
+    if classes is not None and (type(otel) is classes[0] or type(otel) is classes[1]):
+        return otel.native is ours
+    return getattr(otel, ATTR, None) is ours
+
+
+# ---------------------------------------------------------------- the context, both ways
+
+class Runtime:
+    """Wraps opentelemetry.context's runtime context (ContextVarsRuntimeContext)."""
+
+    def __init__(self, original, key: str, context_class):
+        self.original = original
+        self.key = key
+        self.context_class = context_class
+        # ContextVarsRuntimeContext's own variable's get, when it has one: a C call
+        variable = getattr(original, "_current_context", None)
+        self._get = variable.get if variable is not None else original.get_current
+        self._set = variable.set if variable is not None else original.attach
+        self._reset = variable.reset if variable is not None else original.detach
+        self.last = (None, None, None)  # (OTel context, agent span, the context shown): get_current's memo
+
+    def attach(self, context):
+        token = self._set(context)
+        try:
+            otel = context.get(self.key)
+            if otel is None:
+                return token
+            ours = getattr(otel, ATTR, None)  # an SDK span: the usual case, without a call
+            if ours is None:
+                ours = _ours(otel)
+                if ours is None:
+                    return token
+            return (token, _activate(ours))
+        except Exception as exc:
+            failed("attach", exc)
+            return token
+
+    def get_current(self):
+        context = self._get()
+        try:
+            ours = _current() or _root()
+            last = self.last
+            if last[0] is context and last[1] is ours:  # asked again with nothing attached since: the SDK does, a span
+                return last[2]
+            if ours is None:
+                return context
+            otel = context.get(self.key)
+            if otel is not None and ((type(ours) is Bridged and ours.otel is otel) or _represents(otel, ours)):
+                shown = context
+            else:
+                shown = self.context_class(context)
+                otel = ours.otel if type(ours) is Bridged else None  # None too for a span ended already
+                dict.__setitem__(shown, self.key, otel if otel is not None else view(ours))
+            self.last = (context, ours, shown)
+            return shown
+        except Exception as exc:
+            failed("get_current", exc)
+            return context
+
+    def detach(self, token) -> None:
+        if type(token) is tuple:
+            try:
+                _reset(token[1])
+            except ValueError:  # a token of another context (a generator resumed elsewhere)
+                pass
+            token = token[0]
+        self._reset(token)
+
+
+_views: dict = {}
+
+
+def view(ours):
+    """An agent span as OTel sees it: a NonRecordingSpan with its ids (kept while it is reused)."""
+    found = _views.get(id(ours))
+    if found is not None and found.native is ours:
+        return found
+    if len(_views) > 256:
+        _views.clear()
+    found = _views[id(ours)] = _state["classes"][0](ours)
+    return found
+
+
+def _arm_api(trace) -> None:
+    context_module = sys.modules.get("opentelemetry.context")
+    propagation = sys.modules.get("opentelemetry.trace.propagation")
+    if context_module is None or propagation is None or "api" in _state:
+        return
+    _state["api"] = trace
+    global _INTERNAL, _UNSET
+    _INTERNAL, _UNSET = trace.SpanKind.INTERNAL, trace.StatusCode.UNSET
+    _state["key"] = key = propagation._SPAN_KEY
+    _state["classes"] = _api_classes(trace, context_module, key)
+    original = context_module._RUNTIME_CONTEXT
+    if not isinstance(original, Runtime):
+        runtime = Runtime(original, key, sys.modules["opentelemetry.context.context"].Context)
+        context_module._RUNTIME_CONTEXT = runtime
+        _state["runtime"] = runtime
+    proxy = trace.ProxyTracer
+    init = proxy.__dict__["__init__"]
+    if hasattr(init, "__wrapped__"):
+        return
+    bridge_tracer = _state["classes"][2]
+
+    def __init__(self, instrumenting_module_name, instrumenting_library_version=None, *args, **kwargs):
+        init(self, instrumenting_module_name, instrumenting_library_version, *args, **kwargs)
+        try:
+            self._noop_tracer = bridge_tracer(instrumenting_module_name, instrumenting_library_version)
+        except Exception as exc:
+            failed("ProxyTracer", exc)
+
+    __init__.__wrapped__ = init
+    proxy.__init__ = __init__
+
+
+# ---------------------------------------------------------------- the API's classes, for API-only programs
+
+def _api_classes(trace, context_module, key: str) -> tuple:
+    """(_View, BridgeSpan, BridgeTracer), built on the program's own opentelemetry.trace."""
+    SpanContext, TraceFlags, NonRecordingSpan = trace.SpanContext, trace.TraceFlags, trace.NonRecordingSpan
+    StatusCode = trace.StatusCode
+    sampled = TraceFlags(TraceFlags.SAMPLED)
+    get_current_span = trace.get_current_span
+    Context = sys.modules["opentelemetry.context.context"].Context
+
+    class _View(NonRecordingSpan):
+        """An agent span where OTel looks for the current span."""
+
+        def __init__(self, native):
+            super().__init__(SpanContext(int(native.trace_id, 16), int(native.span_id, 16), is_remote=False,
+                                         trace_flags=sampled))
+            self.native = native
+
+    class BridgeSpan(trace.Span):
+        """A recording OTel span that is an agent span (API only: no SDK provider)."""
+
+        def __init__(self, native, merged: bool):
+            self.native = native
+            self.merged = merged
+            self.added: dict = {}
+            self.status = None
+            self.description = None
+            self.context = None
+            self.ended = False
+
+        def get_span_context(self):
+            context = self.context
+            if context is None:
+                native = self.native
+                context = self.context = SpanContext(int(native.trace_id, 16), int(native.span_id, 16),
+                                                     is_remote=False, trace_flags=sampled)
+            return context
+
+        def is_recording(self) -> bool:
+            return not self.ended
+
+        def set_attribute(self, key, value) -> None:
+            if not self.ended:
+                self.added[key] = value
+
+        def set_attributes(self, attributes) -> None:
+            if not self.ended:
+                self.added.update(attributes)
+
+        def add_event(self, name, attributes=None, timestamp=None) -> None:
+            pass
+
+        def add_link(self, context, attributes=None) -> None:
+            pass
+
+        def update_name(self, name) -> None:
+            if not self.ended and not self.merged:
+                self.native.name = name
+
+        def set_status(self, status, description=None) -> None:
+            if self.ended or self.status == "OK":
+                return
+            try:
+                if isinstance(status, StatusCode):
+                    code = status
+                else:
+                    code, description = status.status_code, description or status.description
+                if code is StatusCode.UNSET:
+                    return
+                self.status = STATUSES[code.value]
+                self.description = description if code is StatusCode.ERROR else None
+            except Exception as exc:
+                failed("set_status", exc)
+
+        def record_exception(self, exception, attributes=None, timestamp=None, escaped=False) -> None:
+            if self.ended or "exception.type" in self.added:
+                return
+            try:
+                import traceback
+
+                self.added["exception.type"] = type(exception).__name__
+                self.added["exception.message"] = str(exception)
+                self.added["exception.stacktrace"] = "".join(
+                    traceback.format_exception(type(exception), exception, exception.__traceback__))
+            except Exception as exc:
+                failed("record_exception", exc)
+
+        def end(self, end_time=None) -> None:
+            if self.ended:
+                return
+            self.ended = True
+            try:
+                added = self.added
+                native = self.native
+                if self.merged:
+                    _merge_attributes(native, added)
+                    return
+                if self.description:
+                    added[STATUS_DESCRIPTION] = self.description
+                native.otel = None  # no cycle (span <-> record) for the garbage collector to find
+                if added and not native.written:
+                    native.category = category(native.kind, {**(native.attributes or {}), **added})
+                tracer.end_span(native, self.status or tracer.UNSET, added or None, end_ns=end_time or 0)
+            except Exception as exc:
+                failed("end", exc)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, kind, exc, traceback):
+            self.end()
+
+    class _Current:
+        """start_as_current_span's context manager: the span current while the block runs."""
+
+        __slots__ = ("span", "token", "end_on_exit", "record_exception", "set_status_on_exception")
+
+        def __init__(self, span, end_on_exit, record_exception, set_status_on_exception):
+            self.span = span
+            self.end_on_exit = end_on_exit
+            self.record_exception = record_exception
+            self.set_status_on_exception = set_status_on_exception
+
+        def __enter__(self):
+            span = self.span
+            runtime = _state.get("runtime")
+            native = getattr(span, "native", None)
+            if runtime is None or native is None:
+                self.token = context_module.attach(context_module.set_value(key, span))
+                return span
+            # What attach(set_value(key, span)) does through the runtime, without its calls: the
+            # OTel context with this span, and the agent's current span its record.
+            current = runtime._get()
+            shown = Context(current)
+            dict.__setitem__(shown, key, span)
+            self.token = (runtime._set(shown), _activate(native))
+            return span
+
+        def __exit__(self, kind, exc, traceback):
+            token = self.token
+            runtime = _state.get("runtime")
+            if runtime is not None and type(token) is tuple:
+                try:
+                    _reset(token[1])
+                except ValueError:
+                    pass
+                try:
+                    runtime._reset(token[0])
+                except ValueError:  # OTel's detach logs this; the program goes on
+                    pass
+            else:
+                context_module.detach(token)
+            span = self.span
+            if exc is not None and isinstance(exc, Exception) and span.is_recording():
+                if self.record_exception:
+                    span.record_exception(exc)
+                if self.set_status_on_exception:
+                    span.set_status(StatusCode.ERROR, "%s: %s" % (type(exc).__name__, exc))
+            if self.end_on_exit:
+                span.end()
+            return False
+
+    class BridgeTracer(trace.Tracer):
+        """What ProxyTracer uses while no provider is set: spans recorded by the agent."""
+
+        def __init__(self, name, version=None):
+            self.scope = {SCOPE_NAME: str(name)}
+            if version:
+                self.scope[SCOPE_VERSION] = str(version)
+
+        def start_span(self, name, context=None, kind=None, attributes=None, links=None, start_time=None,
+                       record_exception=True, set_status_on_exception=True):
+            try:
+                if context is None:  # what get_current() shows OTel: the agent's current span
+                    parent = _current() or _root()
+                else:
+                    parent = _ours(get_current_span(context))
+                kind_name = "INTERNAL" if kind is None or kind is _INTERNAL else KINDS[kind.value]
+                if kind_name != "INTERNAL":
+                    target = _merge_target(kind_name, parent)
+                    if target is not None:
+                        span = BridgeSpan(target, True)
+                        if attributes:
+                            span.added.update(attributes)
+                        return span
+                recorded = {**self.scope, **attributes} if attributes else self.scope
+                if parent is None:
+                    trace_id = tracer.new_trace_id()
+                else:
+                    trace_id = parent.trace_id
+                native = _start(None, name, kind_name, recorded, start_time or time_ns(), tracer.new_span_id(),
+                                trace_id, parent)
+                span = BridgeSpan(native, False)
+                native.otel = span
+                return span
+            except Exception as exc:
+                failed("start_span", exc)
+                return trace.INVALID_SPAN
+
+        def start_as_current_span(self, name, context=None, kind=None, attributes=None, links=None,
+                                  start_time=None, record_exception=True, set_status_on_exception=True,
+                                  end_on_exit=True):
+            span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
+                                   set_status_on_exception)
+            return _Current(span, end_on_exit, record_exception, set_status_on_exception)
+
+    return _View, BridgeSpan, BridgeTracer
+
+
+# ---------------------------------------------------------------- the SDK
+
+def _arm_sdk(sdk) -> None:
+    if "api" not in _state:  # opentelemetry.trace armed first (the SDK imports it)
+        _arm_api(sys.modules.get("opentelemetry.trace"))
+        if "api" not in _state:
+            return
+    provider = sdk.TracerProvider
+    init = provider.__dict__["__init__"]
+    if hasattr(init, "__wrapped__"):
+        return
+    processor_class = _processor_class(sdk.SpanProcessor)
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        try:
+            self.add_span_processor(processor_class())
+        except Exception as exc:
+            failed("TracerProvider", exc)
+
+    __init__.__wrapped__ = init
+    provider.__init__ = __init__
+
+
+def _processor_class(base):
+    api = _state["api"]
+    get_current_span = api.get_current_span
+    # SpanContext is a tuple (trace id, span id, ...): indexing it skips two Python properties a span
+    probe = api.SpanContext(1, 2, False)
+    by_index = isinstance(probe, tuple) and probe[0] == 1 and probe[1] == 2
+
+    def ids(context) -> tuple:
+        return (context[0], context[1]) if by_index else (context.trace_id, context.span_id)
+
+    class Processor(base):
+        """Records every span of the provider it was added to in the span file (the hot path: the
+        program pays it for every span, so it is written out, with as few calls as it can)."""
+
+        def on_start(self, span, parent_context=None) -> None:
+            _cost[0] += 1
+            try:
+                trace_id, span_id = ids(span._context)
+                parent_ids = span._parent
+                parent = None
+                if parent_ids is not None:
+                    parent_span_id = ids(parent_ids)[1]
+                    parent = _open.get(parent_span_id)  # an SDK span still open: recorded, or merged into ours
+                    if parent is None:
+                        if parent_context is None:  # the SDK asked get_current(): it saw the agent's current span
+                            parent = _current() or tracer.root()
+                        else:
+                            parent = _ours(get_current_span(parent_context))
+                        if parent is None or parent.span_id != "%016x" % parent_span_id:
+                            parent = _stub(parent_ids, None)
+                kind = span._kind
+                if kind is _INTERNAL:
+                    kind = "INTERNAL"
+                else:
+                    kind = KINDS[kind.value]  # Enum's .value: a Python property
+                    target = _merge_target(kind, parent)
+                    if target is not None:
+                        span._selfopt_trace_span = target  # ATTR
+                        _open[span_id] = target
+                        return
+                # The start's record carries the scope only (a dict per scope, shared, never changed):
+                # the attributes come with the end, when the SDK has frozen them; a span still open at a
+                # flush gets them in its E record.
+                scope = span._instrumentation_scope
+                attributes = _scopes.get(id(scope))
+                if attributes is None or attributes[0] is not scope:
+                    attributes = _scope_attributes(scope)
+                ours = _new(Bridged)
+                ours.span_id = "%016x" % span_id
+                ours.parent = parent
+                if parent is None:
+                    ours.parent_id = ""
+                else:
+                    if parent.deferred:
+                        tracer._mark_kept(parent)
+                    ours.parent_id = parent.span_id
+                ours.trace_id = _last_trace[1] if _last_trace[0] == trace_id else _trace_hex(trace_id)
+                ours.name = span._name
+                ours.kind = kind
+                ours.category = "other" if kind == "INTERNAL" else category(kind, span._attributes)
+                ours.start_ns = span._start_time
+                ours.end_ns = 0
+                ours.attributes = attributes[1]
+                ours.deferred = ours.keep = ours.written = False
+                ours.sums = ours.end_attributes = None
+                ours.child_ns = 0
+                ours.status = "UNSET"
+                ours.otel = span
+                span._selfopt_trace_span = ours  # ATTR
+                _open[span_id] = ours
+                _add_started(ours)
+            except Exception as exc:
+                failed("on_start", exc)
+
+        def _on_ending(self, span) -> None:
+            pass
+
+        def on_end(self, span) -> None:
+            try:
+                ours = _open.pop(ids(span._context)[1], None)
+                if ours is None:
+                    return
+                attributes = span._attributes
+                # Frozen now that the span ended: its dict is read as it is (copied only to add to it).
+                attributes = getattr(attributes, "_dict", attributes)
+                if not attributes:
+                    attributes = {}
+                if span._events:
+                    attributes = _with_exception(attributes, span._events)
+                if type(ours) is not Bridged:  # merged into the agent's own span
+                    _merge_attributes(ours, attributes)
+                    return
+                status = span._status
+                code = status.status_code
+                if code is _UNSET:
+                    code = "UNSET"
+                else:
+                    code = STATUSES[code.value]
+                    if code == "ERROR" and status.description:
+                        attributes = {**attributes, STATUS_DESCRIPTION: status.description}
+                ours.otel = None  # the SDK span is the program's to drop: the buffer must not keep it alive
+                if ours.name != span._name:
+                    ours.name = span._name
+                if ours.kind != "INTERNAL" and not ours.written:
+                    ours.category = category(ours.kind, attributes)
+                _end_span(ours, code, attributes or None, span._end_time or 0)
+            except Exception as exc:
+                failed("on_end", exc)
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    return Processor
+
+
+def _with_exception(attributes, events):
+    """The first exception event's attributes added (a new dict), where the span has none of them."""
+    for event in events:
+        if event.name == "exception" and "exception.type" not in attributes:
+            attributes = dict(attributes)
+            for key in _EXCEPTION_KEYS:
+                value = (event.attributes or {}).get(key)
+                if value is not None:
+                    attributes[key] = value
+            break
+    return attributes
+
+
+# The agent's time in the processor, counted by span (too short to time): about this many ns each
+# (benchmarks/bench_otel_bridge.py: the bridge's instructions a span, at this machine's rate).
+_cost = tracer.counted_overhead()
+_cost[1] = 3000
+
+# SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
+_open: dict = {}
+_scopes: dict = {}  # id(InstrumentationScope): (it, its attributes)
+
+
+def _scope_attributes(scope) -> tuple:
+    attributes = {}
+    if scope is not None:
+        attributes[SCOPE_NAME] = scope.name
+        if scope.version:
+            attributes[SCOPE_VERSION] = scope.version
+    if len(_scopes) > 1000:
+        _scopes.clear()
+    found = _scopes[id(scope)] = (scope, attributes)
+    return found

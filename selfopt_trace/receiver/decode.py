@@ -1,0 +1,283 @@
+"""OTLP trace requests -> rows of `spans`, with the messages of the published opentelemetry-proto package.
+
+A request is parsed by the generated `ExportTraceServiceRequest` (protobuf, or OTLP/JSON through
+protobuf's JSON parser once its hex ids are turned into protobuf's base64), then each span becomes
+the row `collector_ingest.finish_row` makes (the same as `load` makes of the same span written to a
+file, and for selfopt-trace's own exports the row its span file gave).
+
+What a request may hold and the store may not, handled span by span (the rest of the request is
+stored): ids of the wrong length or all zeros, and times beyond 2^63 ns, reject the span (counted in
+the response's partial_success, with the first reason); strings longer than `MAX_STRING`
+characters are cut there; NaN and infinite doubles become the strings "NaN", "Infinity",
+"-Infinity" (JSON cannot hold them; selfopt-trace's own exports send them so); bytes values are
+kept as base64 text, as OTLP/JSON writes them. A request that does not parse, or decompresses to
+more than the size limit, is refused whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from ..collector_ingest import ProcessFields, Rows, exception_attributes, scope_attributes
+
+MAX_STRING = 64 * 1024  # characters of one string value or span name kept (export/otlp_wire.py sends no more)
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_KINDS = ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # OTLP's enum: 0 is UNSPECIFIED
+_STATUSES = ("UNSET", "OK", "ERROR")
+_MAX_TIME = (1 << 63) - 1
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+
+
+class RequestError(Exception):
+    """A request refused whole: `status` is the HTTP status (400, 413, 415), the message the reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class Decoded:
+    """The rows of one request, and what was refused or changed in it."""
+
+    rows: Rows = field(default_factory=Rows)
+    rejected: int = 0  # spans refused (bad ids, times out of range)
+    reason: str = ""  # why the first of them was
+    converted: int = 0  # values cut or converted
+
+
+def media_type(content_type: str | None) -> str:
+    """`application/x-protobuf` or `application/json` (parameters such as charset ignored); else 415."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind in (PROTOBUF, "application/protobuf"):
+        return PROTOBUF
+    if kind == JSON:
+        return JSON
+    raise RequestError(415, f"unsupported content type {content_type!r}: OTLP/HTTP takes {PROTOBUF} or {JSON}")
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The request body without its Content-Encoding (gzip, deflate, identity), at most `limit` bytes."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate", "x-gzip"):
+        raise RequestError(415, f"unsupported content encoding {encoding!r}: gzip, deflate or none")
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, recognised
+    try:
+        data = inflater.decompress(body, limit + 1)
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise RequestError(413, f"the request decompresses to more than {limit} bytes")
+        if not inflater.eof:
+            raise RequestError(400, f"truncated {encoding} body")
+    except zlib.error as exc:
+        raise RequestError(400, f"the body is not valid {encoding}: {exc}") from exc
+    return data
+
+
+def parse(body: bytes, kind: str) -> ExportTraceServiceRequest:
+    """The request message from its bytes; RequestError(400) with protobuf's reason when it does not parse."""
+    if kind == PROTOBUF:
+        try:
+            return ExportTraceServiceRequest.FromString(body)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise RequestError(400, f"not an OTLP ExportTraceServiceRequest (protobuf): {exc or 'truncated or malformed'}") from exc
+    try:
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        _hex_ids_to_base64(data)
+        return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except RequestError:
+        raise
+    except (ValueError, TypeError, AttributeError, RecursionError, json_format.ParseError) as exc:
+        raise RequestError(400, f"not an OTLP ExportTraceServiceRequest (JSON): {exc}") from exc
+
+
+def _hex_ids_to_base64(data: dict) -> None:
+    """OTLP/JSON writes ids as hex; protobuf's JSON mapping reads bytes as base64."""
+    for resource_spans in _items(data, "resourceSpans"):
+        for scope_spans in _items(resource_spans, "scopeSpans"):
+            for span in _items(scope_spans, "spans"):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    value = span.get(key)
+                    if isinstance(value, str) and value:
+                        try:
+                            span[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                        except ValueError:
+                            raise RequestError(400, f"span {key} {value[:40]!r} is not hex") from None
+                for link in _items(span, "links"):
+                    for key in ("traceId", "spanId"):
+                        value = link.get(key)
+                        if isinstance(value, str) and value:
+                            try:
+                                link[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                            except ValueError:
+                                raise RequestError(400, f"link {key} {value[:40]!r} is not hex") from None
+
+
+def _items(parent: Any, key: str) -> list:
+    if not isinstance(parent, dict):
+        raise ValueError(f"{key}: expected inside an object")
+    items = parent.get(key) or []
+    if not isinstance(items, list):
+        raise ValueError(f"{key} is not a list")
+    return items
+
+
+class _Values:
+    """AnyValue -> Python, counting what had to change."""
+
+    def __init__(self) -> None:
+        self.converted = 0
+
+    def attributes(self, key_values) -> dict:
+        out = {}
+        for item in key_values:
+            key = item.key
+            if len(key) > MAX_STRING:
+                key = key[:MAX_STRING]
+                self.converted += 1
+            value = item.value
+            kind = value.WhichOneof("value")  # the common kinds here, without a call more
+            if kind == "string_value":
+                text = value.string_value
+                out[key] = text if len(text) <= MAX_STRING else self.value(value)
+            elif kind == "int_value":
+                out[key] = value.int_value
+            else:
+                out[key] = self.value(value)
+        return out
+
+    def value(self, value) -> Any:
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            text = value.string_value
+            if len(text) > MAX_STRING:
+                self.converted += 1
+                return text[:MAX_STRING]
+            return text
+        if kind == "int_value":
+            return value.int_value
+        if kind == "bool_value":
+            return value.bool_value
+        if kind == "double_value":
+            number = value.double_value
+            if math.isfinite(number):
+                return number
+            self.converted += 1
+            return "NaN" if number != number else ("Infinity" if number > 0 else "-Infinity")
+        if kind == "array_value":
+            return [self.value(item) for item in value.array_value.values]
+        if kind == "kvlist_value":
+            return self.attributes(value.kvlist_value.values)
+        if kind == "bytes_value":
+            return base64.b64encode(value.bytes_value).decode()
+        return None
+
+
+def rows_of(request: ExportTraceServiceRequest) -> Decoded:
+    """The rows of every span of the request that can be stored."""
+    decoded = Decoded()
+    values = _Values()
+    rows = decoded.rows
+    add = rows.add
+    attributes_of = values.attributes
+    for resource_spans in request.resource_spans:
+        process = ProcessFields(attributes_of(resource_spans.resource.attributes), None)
+        process_number = rows.process(process)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            extra = scope_attributes(scope.name, scope.version)
+            for span in scope_spans.spans:
+                trace_id, span_id, parent_id = span.trace_id, span.span_id, span.parent_span_id
+                problem = None
+                if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+                    problem = f"trace_id of {len(trace_id)} bytes" if len(trace_id) != 16 else "trace_id all zeros"
+                elif len(span_id) != 8 or span_id == _ZERO_SPAN:
+                    problem = f"span_id of {len(span_id)} bytes" if len(span_id) != 8 else "span_id all zeros"
+                elif parent_id and len(parent_id) != 8:
+                    problem = f"parent_span_id of {len(parent_id)} bytes"
+                elif span.start_time_unix_nano > _MAX_TIME or span.end_time_unix_nano > _MAX_TIME:
+                    problem = "a time beyond 2^63 ns"
+                if problem is not None:
+                    decoded.rejected += 1
+                    if not decoded.reason:
+                        decoded.reason = f"span {span.name[:80]!r}: {problem}"
+                    continue
+                name = span.name
+                if len(name) > MAX_STRING:
+                    name = name[:MAX_STRING]
+                    values.converted += 1
+                status = span.status
+                code = status.code if 0 <= status.code <= 2 else 0
+                kind = _KINDS[span.kind] if 0 <= span.kind <= 5 else "INTERNAL"
+                if not (extra is not None and ((code == 2 and status.message) or span.events)):
+                    encoded = encoded_attributes(span.attributes, values)
+                    if encoded is not None:  # the usual span: its attributes' JSON from cached pieces
+                        rows.add_encoded(trace_id.hex(), span_id.hex(),
+                                         parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else None,
+                                         name, kind, span.start_time_unix_nano, span.end_time_unix_nano,
+                                         _STATUSES[code], encoded, process, process_number, extra)
+                        continue
+                attributes = attributes_of(span.attributes)
+                if extra is not None:
+                    if code == 2 and status.message:
+                        attributes.setdefault("otel.status_description", status.message[:MAX_STRING])
+                    for event in span.events:
+                        if event.name == "exception":
+                            exception_attributes(attributes, attributes_of(event.attributes))
+                            break
+                add(trace_id.hex(), span_id.hex(), parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else None,
+                    name, kind, span.start_time_unix_nano, span.end_time_unix_nano, _STATUSES[code], attributes, process,
+                    process_number, extra)
+    decoded.converted = values.converted
+    return decoded
+
+
+# A KeyValue's bytes: (key, value, its `"key":value` JSON). Attributes repeat from span to span (a
+# method, a URL, a status code): reading one out of protobuf's objects costs ~1 us, serializing it
+# for the lookup a third of that. Values that had to be converted are never kept (they are counted
+# each time).
+_PIECES: dict = {}
+_PIECES_LIMIT = 100_000
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encoded_attributes(key_values, values: _Values) -> tuple | None:
+    """(JSON pieces, {key: value}) of a span's attributes; None when a key repeats (the dict path
+    keeps the last, as it always did)."""
+    pieces, found = [], {}
+    cache = _PIECES
+    for item in key_values:
+        raw = item.SerializeToString()
+        piece = cache.get(raw)
+        if piece is None:
+            converted = values.converted
+            key = item.key
+            if len(key) > MAX_STRING:
+                key = key[:MAX_STRING]
+                values.converted += 1
+            value = values.value(item.value)
+            piece = (key, value, _json(key) + ":" + _json(value))
+            if values.converted == converted:
+                if len(cache) >= _PIECES_LIMIT:
+                    cache.clear()
+                cache[raw] = piece
+        key = piece[0]
+        if key in found:
+            return None
+        found[key] = piece[1]
+        pieces.append(piece[2])
+    return pieces, found

@@ -1,0 +1,226 @@
+"""The OpenTelemetry bridge (hooks/otel_.py): a traced program's own OTel spans land in the run's
+trace with correct parents both ways, with its own SDK provider (whose exporter keeps working) or
+with the API only; nothing of it runs before the program imports opentelemetry; one span per
+HTTP request; a failure is a diagnostic."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+SDK_SETUP = """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+
+    def exported():
+        return [{"name": s.name, "span_id": "%016x" % s.context.span_id, "trace_id": "%032x" % s.context.trace_id,
+                 "parent": s.parent and "%016x" % s.parent.span_id, "kind": s.kind.name,
+                 "attributes": dict(s.attributes)} for s in exporter.get_finished_spans()]
+"""
+API_SETUP = """
+    from opentelemetry import trace
+
+    def exported():
+        return []
+"""
+SETUPS = {"sdk": SDK_SETUP, "api": API_SETUP}
+
+PARENTS = """
+    import concurrent.futures, json, subprocess, sys
+    tracer = trace.get_tracer("my.app", "1.0")
+    with tracer.start_as_current_span("outer", attributes={"k": 1}) as outer:
+        outer.set_attribute("later", "yes")
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        with tracer.start_as_current_span("inner") as inner:
+            assert trace.get_current_span() is inner
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: tracer.start_span("in a task").end()).result()
+    try:
+        with tracer.start_as_current_span("failing"):
+            raise KeyError("nope")
+    except KeyError:
+        pass
+    print(json.dumps(exported()))
+"""
+
+
+def program(setup: str, body: str) -> str:
+    return textwrap.dedent(SETUPS[setup]) + textwrap.dedent(body)
+
+
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_otel_spans_join_the_trace_with_parents_both_ways(traced, setup):
+    result = traced.python(program(setup, PARENTS))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    [process] = [p for p in spans.processes() if p.parent_span_id == ""]
+    [outer], [inner], [in_task], [failing] = (spans.named(n) for n in ("outer", "inner", "in a task", "failing"))
+    assert len(spans.trace_ids()) == 1
+    assert outer.parent_span_id == process.span_id  # no span current: the process span, as for the agent's own
+    assert inner.parent_span_id == outer.span_id
+    [subprocess_span] = [s for s in spans.spans if s.category == "subprocess"]
+    assert subprocess_span.parent_span_id == outer.span_id  # an agent span inside an OTel span is its child
+    assert spans.parent(in_task).name == "task"  # an OTel span inside an agent span is its child
+    assert (outer.kind, outer.category, outer.status) == ("INTERNAL", "other", "UNSET")
+    assert outer.attributes == {"otel.scope.name": "my.app", "otel.scope.version": "1.0", "k": 1, "later": "yes"}
+    assert outer.start_ns < inner.start_ns < inner.end_ns < outer.end_ns
+    assert failing.status == "ERROR"
+    assert failing.attributes["exception.type"] == "KeyError"
+    assert failing.attributes["otel.status_description"] == "KeyError: 'nope'"
+    exported = json.loads(result.stdout)
+    if setup == "sdk":  # the program's own exporter got its spans, with the run's trace and parents
+        by_name = {span["name"]: span for span in exported}
+        assert set(by_name) == {"outer", "inner", "in a task", "failing"}
+        for span in exported:
+            recorded = spans.named(span["name"])[0]
+            assert (span["span_id"], span["trace_id"], span["parent"]) == \
+                (recorded.span_id, recorded.trace_id, recorded.parent_span_id)
+        assert by_name["outer"]["attributes"] == {"k": 1, "later": "yes"}
+
+
+def test_nothing_is_imported_or_patched_before_the_program_imports_opentelemetry(traced):
+    code = textwrap.dedent("""
+        import sys
+        before = sorted(m for m in sys.modules if m.startswith("opentelemetry") or m.endswith("otel_"))
+        import opentelemetry.context
+        import opentelemetry.context as c
+        wrapped_early = type(c._RUNTIME_CONTEXT).__name__
+        from opentelemetry import trace
+        after = type(c._RUNTIME_CONTEXT).__name__
+        print(before, wrapped_early, after, "selfopt_trace_agent.hooks.otel_" in sys.modules)
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"[] ContextVarsRuntimeContext Runtime True\n"
+
+
+def test_a_remote_context_attached_by_the_program_parents_the_agents_spans(traced):
+    code = program("api", """
+        import subprocess, sys
+        from opentelemetry import context
+        from opentelemetry.propagate import extract
+        remote = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        token = context.attach(extract({"traceparent": remote}))
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        with trace.get_tracer("t").start_as_current_span("under remote"):
+            pass
+        context.detach(token)
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0, result.stderr
+    spans = traced.spans()
+    first, second = sorted((s for s in spans.spans if s.category == "subprocess"), key=lambda s: s.start_ns)
+    assert (first.trace_id, first.parent_span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    [under] = spans.named("under remote")
+    assert (under.trace_id, under.parent_span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    [process] = [p for p in spans.processes() if p.parent_span_id == ""]
+    assert second.parent_span_id == process.span_id  # detached: the agent's own context again
+
+
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_one_span_per_httpx_request_with_otels_instrumentation(traced, setup):
+    code = program(setup, """
+        import httpx, json, threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def do_GET(self):
+                self.send_response(200 if self.path != "/missing" else 404)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        HTTPXClientInstrumentor().instrument()
+        with httpx.Client() as client:
+            for path in ("/a", "/missing"):
+                client.get(f"http://127.0.0.1:{server.server_address[1]}{path}")
+        server.shutdown()
+        print(json.dumps(exported()))
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0, result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    clients = [s for s in spans.spans if s.kind == "CLIENT" and s.category == "http"]
+    servers = [s for s in spans.spans if s.kind == "SERVER"]
+    assert len(clients) == 2 and len(servers) == 2  # one span per request, not an OTel and an agent span
+    for client in clients:
+        assert client.attributes["selfopt_trace.http.library"] == "httpx"
+        assert client.attributes["http.method"] == "GET"  # the instrumentation's own attributes, merged
+        assert [s.span_id for s in servers if s.parent_span_id == client.span_id]
+    assert {c.status for c in clients} == {"UNSET", "ERROR"}
+    if setup == "sdk":  # the program's exporter still has the instrumentation's spans
+        assert [span["kind"] for span in json.loads(result.stdout)] == ["CLIENT", "CLIENT"]
+
+
+def test_an_otel_server_span_is_merged_into_the_agents(traced):
+    code = program("sdk", """
+        import json, threading, urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from opentelemetry.propagate import extract
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                with trace.get_tracer("framework").start_as_current_span(
+                        "GET /route", context=extract(dict(self.headers)), kind=trace.SpanKind.SERVER,
+                        attributes={"http.route": "/route"}):
+                    with trace.get_tracer("app").start_as_current_span("view"):
+                        pass
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/route").read()
+        server.shutdown()
+        print(json.dumps(exported()))
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0, result.stderr
+    spans = traced.spans()
+    [server] = [s for s in spans.spans if s.kind == "SERVER"]
+    [view] = spans.named("view")
+    assert view.parent_span_id == server.span_id  # in the run: under the one SERVER span
+    assert server.attributes["http.route"] == "/route" and spans.parent(server).kind == "CLIENT"
+    exported = {span["name"]: span for span in json.loads(result.stdout)}
+    assert exported["view"]["parent"] == exported["GET /route"]["span_id"]  # the program's exporter: its own tree
+
+
+def test_a_failure_in_the_bridge_is_a_diagnostic_never_an_exception(traced):
+    code = program("sdk", """
+        import selfopt_trace_agent.hooks.otel_ as bridge
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("bridge broken")
+
+        bridge._add_started = broken
+        with trace.get_tracer("t").start_as_current_span("still works") as span:
+            span.set_attribute("x", 1)
+        print(json.dumps([s["name"] for s in exported()]))
+    """.replace("import selfopt", "import json, selfopt"))
+    result = traced.python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b'["still works"]\n' and result.stderr == b""
+    codes = {d["code"] for d in traced.spans().diagnostics}
+    assert "otel_bridge_failed:on_start" in codes
