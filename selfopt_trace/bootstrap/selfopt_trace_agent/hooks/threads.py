@@ -39,7 +39,7 @@ START_CLOCKS = process.THREAD_CLOCKS + "start_"
 
 
 def _cpu() -> dict | None:
-    """The end attributes of a thread span ending in the thread it covers."""
+    """The end attributes of a thread span ending in the thread it covers (never raises)."""
     return process.thread_clocks() or None
 
 # The thread and task spans open in this process, by span id. A forked child starts with none: the
@@ -133,9 +133,13 @@ def _bootstrap_inner(original):
         try:
             return original(self, *args, **kwargs)
         finally:
-            if span is not None and _live.pop(span.span_id, None) is not None:
+            if span is not None:
                 try:
-                    tracer.end_span(span, attributes=_cpu())
+                    # Read before the span leaves _live: until then the process's end ends it, should
+                    # it come first (a daemon thread is stopped at any bytecode at shutdown).
+                    clocks = _cpu()
+                    if _live.pop(span.span_id, None) is not None:
+                        tracer.end_span(span, attributes=clocks)
                 except Exception:
                     pass
 
