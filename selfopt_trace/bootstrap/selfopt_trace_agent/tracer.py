@@ -477,6 +477,14 @@ def _start_flusher() -> None:
 def _flusher_loop(pid: int) -> None:
     from time import sleep
 
+    try:  # the program's signals go to its own threads: one taken by this thread would not
+        # interrupt a main thread blocked in a system call (a SIGTERM during time.sleep(30) waited
+        # for the sleep to end, its handler unrun: 1 run in 15 beside a CPU hog)
+        from signal import SIG_BLOCK, pthread_sigmask, valid_signals
+
+        pthread_sigmask(SIG_BLOCK, valid_signals())
+    except (ImportError, OSError, ValueError):  # a platform without it
+        pass
     while _enabled and os.getpid() == pid and not sys.is_finalizing():
         due = _flush_due_ns - time_ns()
         if due > 0:
