@@ -237,9 +237,10 @@ def test_a_running_service_shows_up_in_jaeger_within_seconds_of_a_request(jaeger
             answered = time.monotonic()
             [trace] = jaeger.trace(trace_id, timeout=15)["data"]
             latencies.append(time.monotonic() - answered)
-            [server] = trace["spans"]
+            # the SERVER span (on a loaded machine a call in the handler may pass the span threshold too)
+            [server] = [span for span in trace["spans"]
+                        if {tag["key"]: tag["value"] for tag in span["tags"]}.get("span.kind") == "server"]
             assert server["references"][0]["spanID"] == parent  # the client's span, from the traceparent
-            assert {tag["key"]: tag["value"] for tag in server["tags"]}["span.kind"] == "server"
             assert trace["processes"][server["processID"]]["serviceName"] == "server.py"
         assert run.poll() is None  # CMD still serves: the spans came while it ran
         assert min(latencies) < 2.0 and max(latencies[1:]) < 3.0, latencies  # the agent flushes every 100 ms, we poll every 100 ms

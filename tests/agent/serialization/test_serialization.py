@@ -212,10 +212,11 @@ except Exception as e:
 def test_exceptions_propagate_unchanged_and_slow_failures_are_error_spans(program):
     out, spans = program.run(ERRORS)
     assert out == program.untraced(ERRORS)
-    failed, = spans.named("json.loads")
+    loads = spans.named("json.loads")
+    [failed] = [span for span in loads if span.attributes["selfopt_trace.bytes_in"] > 1_000_000]
     assert failed.status == "ERROR" and failed.attributes["error.type"] == "json.decoder.JSONDecodeError"
-    assert failed.attributes["selfopt_trace.bytes_in"] > 1_000_000
-    assert sums(process(spans), "json.loads")[0] == 3 and sums(process(spans), "pickle.loads")[0] == 1
+    # the three small ones are summed, not spans (a preemption can push one past the threshold)
+    assert sums(process(spans), "json.loads")[0] + len(loads) - 1 == 3 and sums(process(spans), "pickle.loads")[0] == 1
 
 
 def test_the_threshold_is_configurable(program):
