@@ -479,8 +479,9 @@ def _flusher_loop(pid: int) -> None:
 
     try:  # the program's signals go to its own threads: one taken by this thread would not
         # interrupt a main thread blocked in a system call (a SIGTERM during time.sleep(30) waited
-        # for the sleep to end, its handler unrun: 1 run in 15 beside a CPU hog)
-        from signal import SIG_BLOCK, pthread_sigmask, valid_signals
+        # for the sleep to end, its handler unrun: 1 run in 15 beside a CPU hog). The C module:
+        # `signal` imports enum (ms of imports, in this thread, beside the program's own).
+        from _signal import SIG_BLOCK, pthread_sigmask, valid_signals
 
         pthread_sigmask(SIG_BLOCK, valid_signals())
     except (ImportError, OSError, ValueError):  # a platform without it
