@@ -96,7 +96,7 @@ def imports(proc: ProcessFile, start: int, parent: str, budget: int, depth: int 
 
 
 def work(proc: ProcessFile, start: int, parent: str, spans: int) -> int:
-    """Serialization, parsing and plain spans one after another."""
+    """Serialization, parsing, sleeps and plain spans one after another."""
     t = start
     rng = proc.rng
     for _ in range(spans):
@@ -109,11 +109,13 @@ def work(proc: ProcessFile, start: int, parent: str, spans: int) -> int:
                 "code.filepath": f"/src/app/mod{rng.randint(0, 30)}.py", "code.lineno": rng.randint(1, 400),
                 "code.function": "call", "selfopt_trace.python.type": "dict",
                 "selfopt_trace.bytes_out" if operation == "dumps" else "selfopt_trace.bytes_in": rng.randint(100, 100_000)})
-        elif kind < 0.7:
+        elif kind < 0.65:
             proc.complete("ast.parse", "parse", t, end, parent, {
                 "selfopt_trace.library": "ast", "selfopt_trace.operation": "parse",
                 "code.filepath": "/src/app/discover.py", "code.lineno": 12, "code.function": "scan",
                 "selfopt_trace.bytes_in": rng.randint(1000, 50_000)})
+        elif kind < 0.7:  # a recorded time.sleep (off-CPU evidence for the breakdown)
+            proc.complete("time.sleep", "sleep", t, end, parent)
         else:
             proc.complete("compute", "other", t, end, parent, {"selfopt_trace.small.json.dumps.count": 3,
                                                                 "selfopt_trace.small.json.dumps.duration_ns": 90_000})

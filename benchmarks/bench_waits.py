@@ -127,10 +127,14 @@ INSTRUCTIONS = """
 import os, sys
 if "SELFOPT_TRACE_DIR" in os.environ:  # valgrind makes every call slow: only the recorded case may record
     from selfopt_trace_agent.hooks import waits
-    waits.THRESHOLD_NS = 0 if sys.argv[1].startswith("recorded wait") else 10**15
+    waits.THRESHOLD_NS = 0 if sys.argv[1].startswith("recorded") else 10**15
 """ + SETUP + """
 case, n = sys.argv[1], int(sys.argv[2])
-if case.startswith("recorded wait"):
+if case == "recorded sleep":  # time.sleep(0), every call recorded (hooks/time_.py)
+    import functools
+    time.sleep(0)  # the stand-in's first call puts the wrapper at time.sleep
+    call = functools.partial(time.sleep, 0)
+elif case.startswith("recorded wait"):
     class Waiter:
         def wait(self, timeout=None):
             return None
@@ -187,7 +191,7 @@ def main() -> None:
             print(f"CPU instructions per call (callgrind, {calls} and {3 * calls} calls per interpreter)")
             print(f"{'wait':<28}{'untraced':>10}{'traced':>10}{'added':>9}")
             for case in ("Popen.wait (reaped child)", "Future.result (done)", "Thread.join (finished)",
-                         "Popen.communicate (reaped)", "recorded wait", "recorded wait, outer"):
+                         "Popen.communicate (reaped)", "recorded wait", "recorded wait, outer", "recorded sleep"):
                 if args.case not in case:
                     continue
                 off, on = instructions(case, base, calls, tmp), instructions(case, env, calls, tmp)

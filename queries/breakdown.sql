@@ -168,6 +168,17 @@ unit_threads AS (
                  AND attributes LIKE '%"selfopt_trace.thread.%') AS f ON f.id = c.id
     WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
 ),
+-- Recorded sleeps (time.sleep that blocked: hooks/time_.py): the thread was off the CPU there, so a
+-- reading's CPU goes to the rest of the reading, none to its sleeps (with no reading at all, the
+-- sleeps alone are off the CPU). Sleeps are evidence only: run_activity leaves them out.
+sleeps AS (
+    SELECT u.unit, greatest(s.start_ns, u.rs) AS ss, least(s.end_ns, u.re) AS se
+    FROM spans AS s
+    JOIN coded AS c ON c.id = hash(s.parent_span_id)
+    JOIN unit_threads AS u ON u.unit = c.unit
+    WHERE s.run_id = $run_id AND s.category = 'sleep' AND s.parent_span_id IS NOT NULL
+      AND least(s.end_ns, u.re) > greatest(s.start_ns, u.rs)
+),
 cpu_raw AS (
     SELECT u.unit, u.re, greatest(s.start_ns, u.rs) AS start_ns, s.end_ns, s.cpu_ns,
            s.cpu_ns + coalesce(s.runqueue_ns, 0) AS used_ns
@@ -179,23 +190,43 @@ cpu_raw AS (
 readings AS (  -- where a unit's readings end, and the CPU time they add up to
     SELECT unit, max(end_ns) AS last_end, sum(cpu_ns) AS cpu_ns, sum(used_ns) AS used_ns FROM cpu_raw GROUP BY unit
 ),
-cpu AS (
-    SELECT c.unit, c.start_ns,
+-- Each reading: the interval it covers (reading_end; the last one's fraction goes on to end_ns) and
+-- the CPU time used in it.
+cpu_rows AS (
+    SELECT c.unit, c.start_ns, c.end_ns AS reading_end,
            CASE WHEN c.end_ns = l.last_end AND u.final_cpu_ns IS NULL THEN greatest(c.end_ns, c.re) ELSE c.end_ns END
                AS end_ns,
-           least(1.0, greatest(0, c.used_ns - CASE WHEN c.start_ns = u.rs THEN coalesce(u.start_used_ns, 0) ELSE 0 END)
-                      / (c.end_ns - c.start_ns)) - 1 AS dr
+           greatest(0, c.used_ns - CASE WHEN c.start_ns = u.rs THEN coalesce(u.start_used_ns, 0) ELSE 0 END) AS used_ns
     FROM cpu_raw AS c
     JOIN readings AS l ON l.unit = c.unit
     JOIN unit_threads AS u ON u.unit = c.unit
     UNION ALL
-    SELECT u.unit, coalesce(l.last_end, u.rs), u.re,
-           least(1.0, greatest(0, CASE WHEN u.final_runqueue_ns IS NULL THEN u.final_cpu_ns - coalesce(l.cpu_ns, u.start_cpu_ns, 0)
-                                       ELSE u.final_cpu_ns + u.final_runqueue_ns - coalesce(l.used_ns, u.start_used_ns, 0) END)
-                      / (u.re - coalesce(l.last_end, u.rs))) - 1
+    SELECT u.unit, coalesce(l.last_end, u.rs), u.re, u.re,
+           greatest(0, CASE WHEN u.final_runqueue_ns IS NULL THEN u.final_cpu_ns - coalesce(l.cpu_ns, u.start_cpu_ns, 0)
+                            ELSE u.final_cpu_ns + u.final_runqueue_ns - coalesce(l.used_ns, u.start_used_ns, 0) END)
     FROM unit_threads AS u
     LEFT JOIN readings AS l ON l.unit = u.unit
     WHERE u.final_cpu_ns IS NOT NULL AND u.re > coalesce(l.last_end, u.rs)
+),
+row_sleeps AS (  -- the sleeps within each reading's interval
+    SELECT r.unit, r.start_ns, greatest(r.start_ns, s.ss) AS a, least(r.end_ns, s.se) AS b,
+           greatest(0, least(r.reading_end, s.se) - greatest(r.start_ns, s.ss)) AS slept_ns
+    FROM cpu_rows AS r JOIN sleeps AS s ON s.unit = r.unit AND s.ss < r.end_ns AND s.se > r.start_ns
+),
+cpu AS (  -- each reading's running fraction outside its sleeps
+    SELECT r.unit, r.start_ns, r.end_ns,
+           least(1.0, coalesce(r.used_ns / nullif(r.reading_end - r.start_ns - coalesce(x.slept_ns, 0), 0), 0)) AS r
+    FROM cpu_rows AS r
+    LEFT JOIN (SELECT unit, start_ns, sum(slept_ns) AS slept_ns FROM row_sleeps GROUP BY ALL) AS x
+           ON x.unit = r.unit AND x.start_ns = r.start_ns
+),
+cpu_events AS (
+    SELECT unit, start_ns AS t, r - 1 AS dr FROM cpu
+    UNION ALL SELECT unit, end_ns, 1 - r FROM cpu
+    UNION ALL SELECT x.unit, x.a, -c.r FROM row_sleeps AS x JOIN cpu AS c ON c.unit = x.unit AND c.start_ns = x.start_ns
+    UNION ALL SELECT x.unit, x.b, c.r FROM row_sleeps AS x JOIN cpu AS c ON c.unit = x.unit AND c.start_ns = x.start_ns
+    UNION ALL SELECT unit, ss, -1 FROM sleeps WHERE unit NOT IN (SELECT unit FROM cpu)
+    UNION ALL SELECT unit, se, 1 FROM sleeps WHERE unit NOT IN (SELECT unit FROM cpu)
 ),
 -- F(t) of a unit: the integral of w/k, the wall time one of its leaves gets; G(t) the same weighted
 -- by the fraction of time the thread ran (1 where nothing was sampled).
@@ -204,8 +235,7 @@ unit_events AS (
     FROM (SELECT unit, a AS t, w AS dw, 0 AS dk, 0.0::DOUBLE AS dr FROM flow
           UNION ALL SELECT unit, b, -w, 0, 0.0 FROM flow
           UNION ALL SELECT unit, t, 0, d, 0.0 FROM k_deltas WHERE unit IN (SELECT unit FROM flow)
-          UNION ALL SELECT unit, start_ns, 0, 0, dr FROM cpu
-          UNION ALL SELECT unit, end_ns, 0, 0, -dr FROM cpu)
+          UNION ALL SELECT unit, t, 0, 0, dr FROM cpu_events)
     GROUP BY unit, t
     HAVING sum(dw) <> 0 OR sum(dk) <> 0 OR sum(dr) <> 0  -- a third are not breaks: two equal readings meet
 ),

@@ -60,11 +60,11 @@ CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, dock
 
 CREATE OR REPLACE TEMP MACRO run_activity(for_run) AS TABLE
 WITH RECURSIVE
-run_spans AS NOT MATERIALIZED (
+run_spans AS NOT MATERIALIZED (  -- sleeps are not activity: breakdown.sql reads them as off-CPU evidence
     SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns, pid,
            hash(source_file, pid) AS process_key  -- a collector file holds many processes
     FROM spans
-    WHERE run_id = for_run
+    WHERE run_id = for_run AND category IS DISTINCT FROM 'sleep'
 ),
 -- The run's trace: that of the process started when the run started (CMD: run.json's start), else
 -- (spans without process spans, e.g. from another SDK) of the earliest span. Other traces in the

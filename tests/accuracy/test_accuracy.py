@@ -111,14 +111,15 @@ def close_enough(actual: float, truth: float) -> bool:
 # the measured errors). They are shown beside the others, not asserted; what they add up to is.
 CPU_SPLIT = ("own work", "child processes' own work", "untraced waits")
 KNOWN_GAPS = {
-    **{f"{name} (wall)": "the on/off-CPU split within a reading: its running fraction is spread evenly over "
-                         "its interval (10 ms in a thread's first second, 50 ms after), so a short sleep next "
-                         "to CPU work reads partly as running, more so when a CPU hog delays the sampler (the "
-                         "sum of the three is checked; docs/queries.md says what placing it better costs)"
+    **{f"{name} (wall)": "the on/off-CPU split within a reading: outside recorded sleeps, its running fraction "
+                         "is spread evenly over its interval (10 ms in a thread's first second, 50 ms after), "
+                         "so CPU next to a wait no hook sees, or at a pool task's edges, reads partly as "
+                         "waiting, more so when a CPU hog delays the sampler (the sum of the three is checked; "
+                         "docs/queries.md says what placing it better costs)"
        for name in CPU_SPLIT},
-    "own work (busy)": "tracer work in the program's threads (flushes at span boundaries) adds 2-4 ms to "
+    "own work (busy)": "tracer work in the program's threads (flushes at span boundaries) adds 1-2 ms to "
                        "the main process's own time",
-    "self: main process": "tracer work in the program's threads (flushes at span boundaries) adds 2-4 ms to "
+    "self: main process": "tracer work in the program's threads (flushes at span boundaries) adds 1-2 ms to "
                           "the main process's own time",
 }
 

@@ -33,7 +33,7 @@ class CpuSample:
 
 def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> dict[str, tuple[float, float]]:
     """category -> (wall, busy), in the spans' time unit."""
-    nodes = {s.id: s for s in spans if s.trace == main_trace}
+    nodes = {s.id: s for s in spans if s.trace == main_trace and s.category != "sleep"}
     parent: dict[str, str | None] = {}
     for span in nodes.values():
         p = span.parent
@@ -136,9 +136,20 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         elif s.category == "thread":
             tid[s.id] = (pid_of.get(s.file), s.attributes.get("thread.id"))
 
+    sleeps = defaultdict(list)  # unit -> its recorded sleeps (evidence of being off the CPU, not activity)
+    for s in spans:
+        if s.trace == main_trace and s.category == "sleep" and s.parent in nodes:
+            owner = nodes[unit(nodes[s.parent])]
+            lo, hi = max(s.start, owner.start), min(s.end, owner.end)
+            if hi > lo:
+                sleeps[owner.id].append((lo, hi))
+
     points = {run_start, run_end}
     for s in nodes.values():
         points.update(interval(s))
+    for spans_slept in sleeps.values():
+        for lo, hi in spans_slept:
+            points.update((lo, hi))
     for c in cpu:
         points.update((c.start, c.end))
     points = sorted(t for t in points if run_start <= t <= run_end)
@@ -158,11 +169,16 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
             found.append(s)
         return found
 
+    def slept(u: str, lo: float, hi: float) -> float:
+        return sum(max(0.0, min(hi, e) - max(lo, s)) for s, e in sleeps[u])
+
     def running(u: str, a: float, b: float) -> float:
-        """The sampled fraction of [a, b] the unit's thread ran: the CPU time of the reading around
-        [a, b] (its samples clipped to the unit's start, less what the thread used before its span
-        started, the last one's fraction carried on to the unit's end) over its time; 1 where no
-        reading says."""
+        """The sampled fraction of [a, b] the unit's thread ran: 0 in a recorded sleep; else the CPU
+        time of the reading around [a, b] (its samples clipped to the unit's start, less what the
+        thread used before its span started, the last one's fraction carried on to the unit's end)
+        over its time outside sleeps; 1 where no reading says."""
+        if any(s <= a and e >= b for s, e in sleeps[u]):
+            return 0.0
         key = tid.get(u)
         lo, hi = nodes[u].start, nodes[u].end
         final = nodes[u].attributes.get("selfopt_trace.thread.cpu_ns") if nodes[u].name != "task" else None
@@ -176,21 +192,20 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi
                 and (final is None or c.end <= hi)]
         last = max((c.end for c in mine), default=None)
-        reading = None
         for c in mine:
             start = max(c.start, lo)
             end = max(c.end, hi) if c.end == last and final is None else c.end
             if start <= a and end >= b:
                 used = max(0.0, c.cpu - before) if start == lo else c.cpu
-                reading = start, end, min(1.0, used / (c.end - start)) * (end - start)
+                awake = c.end - start - slept(u, start, c.end)
+                return min(1.0, used / awake) if awake > 0 else 0.0
         tail = last if last is not None else lo
-        if reading is None and final is not None and tail <= a and hi >= b and hi > tail:
+        if final is not None and tail <= a and hi >= b and hi > tail:
             so_far = sum(c.cpu for c in mine) if mine else before
-            reading = tail, hi, max(0.0, final / MS - so_far)  # the rest of the final reading
-        if reading is None:
-            return 1.0
-        start, end, used = reading
-        return min(1.0, used / (end - start))
+            used = max(0.0, final / MS - so_far)  # the rest of the final reading
+            awake = hi - tail - slept(u, tail, hi)
+            return min(1.0, used / awake) if awake > 0 else 0.0
+        return 1.0
 
     def give(u: str, weight: float, a: float, b: float, depth: int = 0) -> None:
         found = leaves(u, a, b)

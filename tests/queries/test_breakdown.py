@@ -253,6 +253,8 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
                     run.span(999, "POST /x", "http", s + (e - s) / 4, e - (e - s) / 4, client, kind="SERVER")
             elif roll < 0.6:
                 run.span(pid, "sleep", "wait", s, e, parent)  # a wait on nothing the trace knows
+            elif roll < 0.68:  # a recorded time.sleep: off the CPU, in whatever its parent is
+                run.span(pid, "time.sleep", "sleep", s, e, parent)
             else:
                 category = rng.choice(("import", "serialization", "parse", "phase", "other"))
                 span = run.span(pid, f"{category} work", category, s, e, parent)

@@ -42,6 +42,7 @@ def start(settings_: config.Settings) -> None:
     importtime.install(settings_.import_threshold_ns)
     lazy.install_builtin_hooks()
     _install_os_stand_ins()
+    _install_sleep_stand_in()
     import atexit
 
     atexit.register(_at_exit)
@@ -67,25 +68,53 @@ def _install_os_stand_ins() -> None:
     for name in _OS_HOOKED:
         original = getattr(os, name, None)
         if original is not None and not hasattr(original, "__wrapped__"):
-            setattr(os, name, _stand_in(name, original))
+            setattr(os, name, _stand_in("os." + name, original, _os_wrapper(name)))
 
 
-def _stand_in(name: str, original):
-    """os.<name> until its first call, which builds the real wrapper: no hook module loads at start-up."""
+def _os_wrapper(name: str):
+    def build(original):
+        from .hooks import os_
+
+        return os_.wrap(name, original)
+
+    return build
+
+
+def _install_sleep_stand_in() -> None:
+    """time.sleep as evidence of where a thread was off the CPU (hooks/time_.py)."""
+    import time
+
+    original = time.sleep
+    if hasattr(original, "__wrapped__"):
+        return
+
+    def build(original):
+        from .hooks import time_
+
+        wrapper = time_.wrap(original)
+        if time.sleep is stand_in:  # later callers through the module skip the stand-in
+            time.sleep = wrapper
+        return wrapper
+
+    stand_in = _stand_in("time.sleep", original, build)
+    time.sleep = stand_in
+
+
+def _stand_in(label: str, original, build):
+    """`original` until its first call, which builds the real wrapper (`build(original)`): no hook
+    module loads at start-up."""
     resolved = []
 
     def call(*args, **kwargs):
         if not resolved:
             try:
-                from .hooks import os_
-
-                resolved.append(os_.wrap(name, original))
+                resolved.append(build(original))
             except Exception as exc:
-                tracer.exception_diagnostic("hook_failed:os." + name, exc)
+                tracer.exception_diagnostic("hook_failed:" + label, exc)
                 resolved.append(original)
         try:
             return resolved[0](*args, **kwargs)
-        except BaseException as exc:  # the os function's own error, as untraced: no frame of ours
+        except BaseException as exc:  # the function's own error, as untraced: no frame of ours
             tracer.strip_own_frames(exc)
             raise
 

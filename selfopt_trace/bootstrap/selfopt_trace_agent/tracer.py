@@ -13,7 +13,7 @@ import sys
 from _thread import allocate_lock
 from _contextvars import ContextVar  # the C module: contextvars.py only re-exports it
 from itertools import chain, count, cycle, repeat
-from time import time_ns
+from time import sleep as _sleep, time_ns  # the original sleep: the program's is traced (hooks/time_.py)
 
 from . import spanfile
 
@@ -475,8 +475,6 @@ def _start_flusher() -> None:
 
 
 def _flusher_loop(pid: int) -> None:
-    from time import sleep
-
     try:  # the program's signals go to its own threads: one taken by this thread would not
         # interrupt a main thread blocked in a system call (a SIGTERM during time.sleep(30) waited
         # for the sleep to end, its handler unrun: 1 run in 15 beside a CPU hog). The C module:
@@ -489,7 +487,7 @@ def _flusher_loop(pid: int) -> None:
     while _enabled and os.getpid() == pid and not sys.is_finalizing():
         due = _flush_due_ns - time_ns()
         if due > 0:
-            sleep(due / 1e9)
+            _sleep(due / 1e9)
         elif _flush_lock.acquire(False):  # never wait on a program thread that is flushing
             try:
                 if time_ns() >= _flush_due_ns:

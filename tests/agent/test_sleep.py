@@ -1,0 +1,76 @@
+"""time.sleep as evidence of where a thread was off the CPU: one `sleep` span per sleep that blocked.
+
+Real programs, traced: each sleep is a span under the span it slept in (the thread's, the main
+thread's process span); the agent's own sleeps (its flusher thread) and those of a thread with no
+span of its own are not recorded; a sleep that raises reaches the program exactly as untraced.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.agent.test_waits import ancestors, run
+
+SLEEPS = """
+import threading, time
+from time import sleep
+
+time.sleep(0.03)
+sleep(0.02)                          # bound before the first call: the stand-in, then the wrapper
+def worker():
+    time.sleep(0.04)
+thread = threading.Thread(target=worker); thread.start(); thread.join()
+import _thread
+done = threading.Event()
+def bare():                          # no thread span: its sleeps are not the main thread's
+    time.sleep(0.03); done.set()
+_thread.start_new_thread(bare, ())
+done.wait()
+time.sleep(0.25)                     # the flusher sleeps meanwhile, never recorded
+print(time.sleep.__name__, hasattr(time.sleep, "__wrapped__"))
+"""
+
+
+def test_each_sleep_is_a_span_under_the_span_it_slept_in(traced):
+    spans = run(traced, SLEEPS)
+    assert spans.stdout == "sleep True\n"
+    sleeps = sorted((s for s in spans.spans if s.category == "sleep"), key=lambda s: s.start_ns)
+    assert [s.name for s in sleeps] == ["time.sleep"] * 4, [(s.name, s.duration_ms) for s in sleeps]
+    lengths_ms = [(s.end_ns - s.start_ns) / 1e6 for s in sleeps]
+    for length, asked in zip(lengths_ms, (30, 20, 40, 250)):
+        assert asked <= length < asked + 200, lengths_ms
+    parents = [ancestors(spans, s)[0] for s in sleeps]
+    assert [p.category for p in parents] == ["process", "process", "thread", "process"]
+    assert all(s.kind == "INTERNAL" and s.status == "UNSET" and s.attributes == {} for s in sleeps)
+
+
+ERRORS = """
+import time, traceback
+try:
+    time.sleep(-1)
+except ValueError:
+    traceback.print_exc()
+try:
+    time.sleep("1")
+except TypeError:
+    traceback.print_exc()
+import signal
+signal.signal(signal.SIGALRM, lambda *_: 1 / 0)
+signal.setitimer(signal.ITIMER_REAL, 0.05)
+time.sleep(5)
+"""
+
+
+def test_a_sleep_that_raises_reaches_the_program_as_untraced(traced):
+    script = traced.tmp_path / "errors.py"
+    script.write_text(ERRORS)
+    env = traced.env()
+    del env["SELFOPT_TRACE_DIR"]
+    untraced = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=60)
+    result = traced.run([sys.executable, str(script)])
+    assert untraced.returncode == result.returncode == 1
+    assert (result.stdout, result.stderr) == (untraced.stdout, untraced.stderr)
+    assert b"ZeroDivisionError" in result.stderr and b"time_.py" not in result.stderr
+    (interrupted,) = [s for s in traced.spans().spans if s.category == "sleep"]
+    assert 40_000_000 <= interrupted.end_ns - interrupted.start_ns < 2_000_000_000
