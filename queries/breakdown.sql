@@ -36,7 +36,7 @@ WITH RECURSIVE
 -- Every span as an activity of its unit (selfopt_trace/store/macros.sql).
 coded AS MATERIALIZED (
     SELECT id, parent, unit, is_root, is_top, pid, rs, re, waiter, waits_on, tid, code,
-           parent_rs, parent_re, parent_code
+           parent_rs, parent_re, parent_code, is_wait
     FROM run_activity($run_id)
 ),
 run_extent AS (  -- the run's wall time: its top-level spans (normally the main process)
@@ -168,16 +168,33 @@ unit_threads AS (
                  AND attributes LIKE '%"selfopt_trace.thread.%') AS f ON f.id = c.id
     WHERE c.is_root AND c.id IN (SELECT unit FROM flow) AND c.code IN (8, 10)
 ),
--- Recorded sleeps (time.sleep that blocked: hooks/time_.py): the thread was off the CPU there, so a
--- reading's CPU goes to the rest of the reading, none to its sleeps (with no reading at all, the
--- sleeps alone are off the CPU). Sleeps are evidence only: run_activity leaves them out.
-sleeps AS (
-    SELECT u.unit, greatest(s.start_ns, u.rs) AS ss, least(s.end_ns, u.re) AS se
+-- Where a followed thread is known to be off the CPU: its blocking waits (an asyncio wait is an
+-- await: the thread runs other tasks meanwhile) and its recorded sleeps (time.sleep that blocked:
+-- hooks/time_.py; evidence only, run_activity leaves them out), merged where they overlap. A
+-- reading's CPU goes to the rest of the reading, none to these (with no reading at all, they alone
+-- are off the CPU).
+off_cpu_raw AS (
+    SELECT c.unit, greatest(c.rs, u.rs) AS ss, least(c.re, u.re) AS se
+    FROM coded AS c JOIN unit_threads AS u ON u.unit = c.unit
+    WHERE c.is_wait AND least(c.re, u.re) > greatest(c.rs, u.rs)
+      AND c.id NOT IN (SELECT hash(span_id) FROM spans
+                       WHERE run_id = $run_id AND category = 'wait' AND name LIKE 'asyncio.%')
+    UNION ALL
+    SELECT u.unit, greatest(s.start_ns, u.rs), least(s.end_ns, u.re)
     FROM spans AS s
     JOIN coded AS c ON c.id = hash(s.parent_span_id)
     JOIN unit_threads AS u ON u.unit = c.unit
     WHERE s.run_id = $run_id AND s.category = 'sleep' AND s.parent_span_id IS NOT NULL
       AND least(s.end_ns, u.re) > greatest(s.start_ns, u.rs)
+),
+off_cpu AS (
+    SELECT unit, min(ss) AS ss, max(se) AS se
+    FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR ss > before_end)
+                        OVER (PARTITION BY unit ORDER BY ss, se ROWS UNBOUNDED PRECEDING) AS island
+          FROM (SELECT *, max(se) OVER (PARTITION BY unit ORDER BY ss, se
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
+                FROM off_cpu_raw))
+    GROUP BY unit, island
 ),
 cpu_raw AS (
     SELECT u.unit, u.re, greatest(s.start_ns, u.rs) AS start_ns, s.end_ns, s.cpu_ns,
@@ -208,25 +225,32 @@ cpu_rows AS (
     LEFT JOIN readings AS l ON l.unit = u.unit
     WHERE u.final_cpu_ns IS NOT NULL AND u.re > coalesce(l.last_end, u.rs)
 ),
-row_sleeps AS (  -- the sleeps within each reading's interval
+row_off_cpu AS (  -- the off-CPU intervals within each reading's interval
     SELECT r.unit, r.start_ns, greatest(r.start_ns, s.ss) AS a, least(r.end_ns, s.se) AS b,
            greatest(0, least(r.reading_end, s.se) - greatest(r.start_ns, s.ss)) AS slept_ns
-    FROM cpu_rows AS r JOIN sleeps AS s ON s.unit = r.unit AND s.ss < r.end_ns AND s.se > r.start_ns
+    FROM cpu_rows AS r JOIN off_cpu AS s ON s.unit = r.unit AND s.ss < r.end_ns AND s.se > r.start_ns
 ),
-cpu AS (  -- each reading's running fraction outside its sleeps
-    SELECT r.unit, r.start_ns, r.end_ns,
-           least(1.0, coalesce(r.used_ns / nullif(r.reading_end - r.start_ns - coalesce(x.slept_ns, 0), 0), 0)) AS r
-    FROM cpu_rows AS r
-    LEFT JOIN (SELECT unit, start_ns, sum(slept_ns) AS slept_ns FROM row_sleeps GROUP BY ALL) AS x
-           ON x.unit = r.unit AND x.start_ns = r.start_ns
+-- Each reading's running fraction outside its off-CPU intervals (r), and inside them (r_in) for the
+-- part that does not fit outside: a thread waking from a sleep or a wait is queued for a CPU before
+-- the call returns, and queued counts as running.
+cpu AS (
+    SELECT unit, start_ns, end_ns, r,
+           CASE WHEN slept_ns > 0 THEN least(1.0, greatest(0, used_ns - r * awake_ns) / slept_ns) ELSE 0 END AS r_in
+    FROM (SELECT unit, start_ns, end_ns, used_ns, slept_ns, awake_ns,
+                 least(1.0, coalesce(used_ns / nullif(awake_ns, 0), 0)) AS r
+          FROM (SELECT r.unit, r.start_ns, r.end_ns, r.used_ns, coalesce(x.slept_ns, 0) AS slept_ns,
+                       r.reading_end - r.start_ns - coalesce(x.slept_ns, 0) AS awake_ns
+                FROM cpu_rows AS r
+                LEFT JOIN (SELECT unit, start_ns, sum(slept_ns) AS slept_ns FROM row_off_cpu GROUP BY ALL) AS x
+                       ON x.unit = r.unit AND x.start_ns = r.start_ns))
 ),
 cpu_events AS (
     SELECT unit, start_ns AS t, r - 1 AS dr FROM cpu
     UNION ALL SELECT unit, end_ns, 1 - r FROM cpu
-    UNION ALL SELECT x.unit, x.a, -c.r FROM row_sleeps AS x JOIN cpu AS c ON c.unit = x.unit AND c.start_ns = x.start_ns
-    UNION ALL SELECT x.unit, x.b, c.r FROM row_sleeps AS x JOIN cpu AS c ON c.unit = x.unit AND c.start_ns = x.start_ns
-    UNION ALL SELECT unit, ss, -1 FROM sleeps WHERE unit NOT IN (SELECT unit FROM cpu)
-    UNION ALL SELECT unit, se, 1 FROM sleeps WHERE unit NOT IN (SELECT unit FROM cpu)
+    UNION ALL SELECT x.unit, x.a, c.r_in - c.r FROM row_off_cpu AS x JOIN cpu AS c ON c.unit = x.unit AND c.start_ns = x.start_ns
+    UNION ALL SELECT x.unit, x.b, c.r - c.r_in FROM row_off_cpu AS x JOIN cpu AS c ON c.unit = x.unit AND c.start_ns = x.start_ns
+    UNION ALL SELECT unit, ss, -1 FROM off_cpu WHERE unit NOT IN (SELECT unit FROM cpu)
+    UNION ALL SELECT unit, se, 1 FROM off_cpu WHERE unit NOT IN (SELECT unit FROM cpu)
 ),
 -- F(t) of a unit: the integral of w/k, the wall time one of its leaves gets; G(t) the same weighted
 -- by the fraction of time the thread ran (1 where nothing was sampled).

@@ -16,6 +16,7 @@
 --   waits_on              the units it waits on (roots' ids)
 --   tid                   a `thread`/`task` span's thread id
 --   code                  what its self time is, as breakdown.sql numbers its categories
+--   is_wait               a `wait` span (a blocking call: Popen.wait, Thread.join, Future.result, ...)
 --   parent_rs, parent_re, parent_code    the same of its parent, when the parent is in its unit
 
 -- What a span is, as a small number (joins and sorts carry it instead of name, kind and category):
@@ -249,6 +250,7 @@ edges AS (
     WHERE c.waiter AND c.sort <> 13
 )
 SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns, c.rs, c.re,
-       c.waiter, e.targets AS waits_on, c.tid, c.code, c.parent_rs, c.parent_re, c.parent_code
+       c.waiter, e.targets AS waits_on, c.tid, c.code, c.parent_rs, c.parent_re, c.parent_code,
+       c.sort = 13 AS is_wait
 FROM coded AS c
 LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;

@@ -136,13 +136,28 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         elif s.category == "thread":
             tid[s.id] = (pid_of.get(s.file), s.attributes.get("thread.id"))
 
-    sleeps = defaultdict(list)  # unit -> its recorded sleeps (evidence of being off the CPU, not activity)
+    # unit -> where its thread is known to be off the CPU: its blocking waits (not an asyncio await)
+    # and its recorded sleeps (evidence, not activity), merged where they overlap
+    known_off = defaultdict(list)
     for s in spans:
-        if s.trace == main_trace and s.category == "sleep" and s.parent in nodes:
+        if s.trace != main_trace:
+            continue
+        if s.category == "sleep" and s.parent in nodes:
             owner = nodes[unit(nodes[s.parent])]
-            lo, hi = max(s.start, owner.start), min(s.end, owner.end)
-            if hi > lo:
-                sleeps[owner.id].append((lo, hi))
+        elif s.category == "wait" and s.id in nodes and not s.name.startswith("asyncio."):
+            owner = nodes[unit(s)]
+        else:
+            continue
+        lo, hi = max(s.start, owner.start), min(s.end, owner.end)
+        if hi > lo:
+            known_off[owner.id].append((lo, hi))
+    sleeps = defaultdict(list)
+    for owner, found in known_off.items():
+        for lo, hi in sorted(found):
+            if sleeps[owner] and lo <= sleeps[owner][-1][1]:
+                sleeps[owner][-1] = (sleeps[owner][-1][0], max(hi, sleeps[owner][-1][1]))
+            else:
+                sleeps[owner].append((lo, hi))
 
     points = {run_start, run_end}
     for s in nodes.values():
@@ -173,12 +188,13 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         return sum(max(0.0, min(hi, e) - max(lo, s)) for s, e in sleeps[u])
 
     def running(u: str, a: float, b: float) -> float:
-        """The sampled fraction of [a, b] the unit's thread ran: 0 in a recorded sleep; else the CPU
-        time of the reading around [a, b] (its samples clipped to the unit's start, less what the
-        thread used before its span started, the last one's fraction carried on to the unit's end)
-        over its time outside sleeps; 1 where no reading says."""
-        if any(s <= a and e >= b for s, e in sleeps[u]):
-            return 0.0
+        """The sampled fraction of [a, b] the unit's thread ran: the CPU time of the reading around
+        [a, b] (its samples clipped to the unit's start, less what the thread used before its span
+        started, the last one's fraction carried on to the unit's end) over the reading's time
+        outside where the thread is known off the CPU (a wait, a sleep); inside those, what did not
+        fit outside (a thread waking is queued for a CPU before the call returns). With no reading
+        there: 1, or 0 where known off the CPU in a unit never read."""
+        inside = any(s <= a and e >= b for s, e in sleeps[u])
         key = tid.get(u)
         lo, hi = nodes[u].start, nodes[u].end
         final = nodes[u].attributes.get("selfopt_trace.thread.cpu_ns") if nodes[u].name != "task" else None
@@ -192,20 +208,25 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi
                 and (final is None or c.end <= hi)]
         last = max((c.end for c in mine), default=None)
+
+        def fraction(start: float, reading_end: float, used: float) -> float:
+            off = slept(u, start, reading_end)
+            awake = reading_end - start - off
+            outside = min(1.0, used / awake) if awake > 0 else 0.0
+            if not inside:
+                return outside
+            return min(1.0, max(0.0, used - outside * awake) / off) if off > 0 else 0.0
+
         for c in mine:
             start = max(c.start, lo)
             end = max(c.end, hi) if c.end == last and final is None else c.end
             if start <= a and end >= b:
-                used = max(0.0, c.cpu - before) if start == lo else c.cpu
-                awake = c.end - start - slept(u, start, c.end)
-                return min(1.0, used / awake) if awake > 0 else 0.0
+                return fraction(start, c.end, max(0.0, c.cpu - before) if start == lo else c.cpu)
         tail = last if last is not None else lo
         if final is not None and tail <= a and hi >= b and hi > tail:
             so_far = sum(c.cpu for c in mine) if mine else before
-            used = max(0.0, final / MS - so_far)  # the rest of the final reading
-            awake = hi - tail - slept(u, tail, hi)
-            return min(1.0, used / awake) if awake > 0 else 0.0
-        return 1.0
+            return fraction(tail, hi, max(0.0, final / MS - so_far))  # the rest of the final reading
+        return 0.0 if inside and not mine and final is None else 1.0
 
     def give(u: str, weight: float, a: float, b: float, depth: int = 0) -> None:
         found = leaves(u, a, b)

@@ -29,6 +29,7 @@ def wrap(original):
     """The traced time.sleep: the original, timed; a sleep span when it blocked."""
     threshold = waits.THRESHOLD_NS
     fast = waits._fast
+    busy = waits.busy
     current = tracer.current
     formatted = tracer.formatted
     add = formatted.append
@@ -39,12 +40,14 @@ def wrap(original):
             original(seconds)
         except BaseException as exc:  # KeyboardInterrupt, a signal handler's exception, a bad argument
             t1 = time_ns()
-            if t1 - t0 >= threshold:
+            if t1 - t0 >= threshold and not (busy and get_ident() in busy):
                 _record(t0, t1)
             tracer.strip_own_frames(exc)
             raise
         t1 = time_ns()
         if t1 - t0 >= threshold:
+            if busy and get_ident() in busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
+                return
             try:
                 parent = current()
                 # outside every span, only the main thread's sleeps are known to be its unit's: a thread
