@@ -11,8 +11,8 @@ bytes of request. A record cut short (the receiver killed while it wrote: never 
 the file's reading; a record that does not parse (the disk's damage: it parsed when it came) is
 skipped and counted.
 
-The worker reads jobs from stdin (`raw<TAB>spans<TAB>processes`, one a line) and answers each with
-one JSON line; it ignores SIGINT and SIGTERM (Ctrl-C reaches the whole process group: the receiver
+The worker reads jobs from stdin (`["raw", "spans", "processes"]`, the three paths, one JSON line
+each) and answers each with one JSON line; it ignores SIGINT and SIGTERM (Ctrl-C reaches the whole process group: the receiver
 drains, then closes the worker's stdin) and ends at the end of its stdin (also when the receiver was
 killed). If the worker cannot be started or dies, the receiver converts in its own process: slower,
 nothing lost.
@@ -105,7 +105,7 @@ class Converter:
         with self._lock:
             while self._worker is not None:
                 try:
-                    self._worker.stdin.write(f"{raw}\t{spans}\t{processes}\n")
+                    self._worker.stdin.write(json.dumps([str(raw), str(spans), str(processes)]) + "\n")
                     answer = json.loads(self._worker.stdout.readline())
                 except (OSError, ValueError):  # it died (killed, out of memory): no answer
                     self._stop_worker()
@@ -148,7 +148,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for line in sys.stdin:
-        raw, spans, processes = line.rstrip("\n").split("\t")
+        raw, spans, processes = json.loads(line)
         try:
             answer = convert(Path(raw), Path(spans), Path(processes)).__dict__
         except OSError as exc:
