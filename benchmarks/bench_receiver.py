@@ -5,9 +5,12 @@ processes. Each sender makes --spans / --senders spans with the OTel SDK (a Trac
 processor only keeps the ended spans: five attributes a span, an HTTP-client-like mix, one trace per
 100 spans, parents inside each trace), then, on the signal, sends them in batches of --batch spans
 (the BatchSpanProcessor's default, 512) with the SDK's own OTLP/HTTP exporter (`OTLPSpanExporter`,
-protobuf, one request after the other, each answered once its spans are committed). The figure is
-every span sent over the time from the first request to the last answer, with the receiver's CPU
-per span (from /proc) and a check that the store holds every span.
+protobuf, one request after the other, each answered once it is synced to the receiver's spool).
+Two figures: every span sent over the time from the first request to the last answer
+(acknowledged), and over the time from the first request to the receiver's exit once SIGTERM'd
+right after the last answer (in the store: its drain converts and loads what the spool still holds);
+with the CPU a span of the receiver and its conversion worker (from /proc and the children's
+rusage, the drain included) and of the senders, and a check that the store holds every span.
 
 Two ways of sending, each --repeat times, alternating, the median printed:
 - `sdk`: `exporter.export(spans)`, the SDK encoding each batch as it sends it (what a program pays);
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -94,17 +98,27 @@ def sender(port: int, count: int, batch: int, seed: int, mode: str) -> None:
     exporter = trace_exporter.OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=60)
     print("ready", flush=True)
     sys.stdin.readline()
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     failed = 0
     for spans_batch in batches:
         failed += exporter.export(spans_batch) != SpanExportResult.SUCCESS
-    print(json.dumps({"start": started, "end": time.time(), "spans": len(spans), "failed": failed}), flush=True)
+    print(json.dumps({"start": started, "end": time.time(), "spans": len(spans), "failed": failed,
+                      "cpu_s": time.process_time() - cpu}), flush=True)
     exporter.shutdown()
 
 
 def cpu_s(pid: int) -> float:
+    """CPU seconds of a running process and of its running children (the receiver's conversion worker)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += cpu_s(int(child))
+    return total
+
+
+def ended_children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def one_round(work: Path, spans: int, senders: int, batch: int, mode: str, number: int) -> dict:
@@ -121,16 +135,18 @@ def one_round(work: Path, spans: int, senders: int, batch: int, mode: str, numbe
                      for n in range(senders)]
         for process in processes:
             assert process.stdout.readline() == "ready\n"
+        ended_before = ended_children_cpu_s()  # (every earlier process waited for)
         cpu_before = cpu_s(collector.pid)
         for process in processes:
             process.stdin.write("go\n")
             process.stdin.flush()
         results = [json.loads(process.stdout.readline()) for process in processes]
-        cpu = cpu_s(collector.pid) - cpu_before
+        collector.terminate()  # drains: converts and loads what the spool holds, then ends
+        collector.communicate(timeout=120)
+        stored_at = time.time()
+        cpu = ended_children_cpu_s() - ended_before - cpu_before  # the receiver's and its worker's, drain included
         for process in processes:
             process.wait(60)
-        collector.terminate()
-        collector.communicate(timeout=60)
     finally:  # a sender that failed: nothing left running
         for process in [*processes, collector]:
             if process.poll() is None:
@@ -142,9 +158,11 @@ def one_round(work: Path, spans: int, senders: int, batch: int, mode: str, numbe
         stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]
     db.unlink()
     sent = sum(r["spans"] for r in results)
-    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    first = min(r["start"] for r in results)
+    wall = max(r["end"] for r in results) - first
     return {"sent": sent, "stored": stored, "failed": sum(r["failed"] for r in results), "wall_s": wall,
-            "rate": sent / wall, "cpu_us": cpu / sent * 1e6}
+            "rate": sent / wall, "stored_rate": sent / (stored_at - first), "cpu_us": cpu / sent * 1e6,
+            "sender_cpu_us": sum(r["cpu_s"] for r in results) / sent * 1e6}
 
 
 def main() -> None:
@@ -175,15 +193,19 @@ def main() -> None:
           f"({os.cpu_count()} cores)")
     for mode, results in rounds.items():
         rate = statistics.median(r["rate"] for r in results)
+        stored_rate = statistics.median(r["stored_rate"] for r in results)
         cpu = statistics.median(r["cpu_us"] for r in results)
-        each = ", ".join("%.0f" % r["rate"] for r in results)
+        sender_cpu = statistics.median(r["sender_cpu_us"] for r in results)
         stored_all = all(r["stored"] == r["sent"] and r["failed"] == 0 for r in results)
-        print(f"  receiver, senders {mode:8} {rate:>9,.0f} spans/s  receiver CPU {cpu:5.1f} us a span "
-              f"({1e6 / cpu:,.0f} spans per CPU-second)  rounds: {each}  "
-              f"{'every span stored' if stored_all else 'SPANS MISSING: ' + str(results)}")
+        print(f"  senders {mode:8} acknowledged {rate:>7,.0f} spans/s (rounds {', '.join('%.0f' % r['rate'] for r in results)}); "
+              f"in the store {stored_rate:>7,.0f} spans/s (rounds {', '.join('%.0f' % r['stored_rate'] for r in results)}); "
+              f"{'every span stored' if stored_all else 'SPANS MISSING: ' + str(results)}\n"
+              f"           CPU a span: receiver and its worker {cpu:4.1f} us ({1e6 / cpu:,.0f} spans per CPU-second), "
+              f"the senders {sender_cpu:4.1f} us")
     print(f"  load path, Store.load_run of {load['spans']:,} spans in span files: {load_rate:,.0f} spans/s")
     for mode, results in rounds.items():
-        print(f"  ratio receiver ({mode}) / load path: {statistics.median(r['rate'] for r in results) / load_rate:.2f}")
+        print(f"  ratio receiver ({mode}) / load path: acknowledged {statistics.median(r['rate'] for r in results) / load_rate:.2f}, "
+              f"in the store {statistics.median(r['stored_rate'] for r in results) / load_rate:.2f}")
 
 
 if __name__ == "__main__":

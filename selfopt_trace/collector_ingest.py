@@ -28,6 +28,7 @@ import json
 import tempfile
 from itertools import count
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -232,7 +233,7 @@ class Rows:
             for key, value in scope_extra.items():
                 if key not in attributes:
                     attributes[key] = value
-                    pieces.append(_json(key) + ":" + _json(value))
+                    pieces.append(_scope_piece(key, value))
         category = _text(str(category)) if category is not None else _category(name, attributes)
         if not name.isprintable():
             name = _text(name)
@@ -264,6 +265,12 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.spans)
+
+
+@lru_cache(maxsize=256)
+def _scope_piece(key: str, value: str) -> str:
+    """A scope attribute's `"key":value` (the same on every span of the scope: encoded once)."""
+    return _json(key) + ":" + _json(value)
 
 
 def process_line(number: int, process: ProcessFields) -> str:

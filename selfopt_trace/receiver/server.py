@@ -2,7 +2,7 @@
 
 OTLP/HTTP: `POST /v1/traces`, `application/x-protobuf` or `application/json`, gzip or deflate or
 plain; the answer is an `ExportTraceServiceResponse` in the request's encoding (partial_success
-when spans were refused), sent only once the spans are synced to disk (writer.py). Refusals, each with a
+when spans were refused), sent only once the request is synced to disk (writer.py). Refusals, each with a
 reason in the body (a `google.rpc.Status` for protobuf, `{"code", "message"}` for JSON, text
 otherwise): 400 a body that does not parse, 401 a missing or wrong bearer token, 404 another path,
 405 another method, 411 no Content-Length, 413 a body over the limit (before or after
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .decode import JSON, PROTOBUF, Decoded, RequestError, decompress, media_type, parse, rows_of
+from .decode import JSON, PROTOBUF, Checked, RequestError, check, decompress, media_type, parse
 from .writer import Busy, Writer
 
 PATH = "/v1/traces"
@@ -117,26 +117,32 @@ class Receiver:
         expected = "Bearer " + token
         return authorization is not None and hmac.compare_digest(authorization.encode(), expected.encode())
 
-    def receive(self, body: bytes, kind: str) -> Decoded:
-        """Parse and store one request's spans (RequestError: refused whole; Busy; RuntimeError: store failure)."""
+    def receive(self, body: bytes, kind: str) -> Checked:
+        """Parse, check and spool one request (RequestError: refused whole; Busy; RuntimeError: spool failure)."""
         try:
-            decoded = rows_of(parse(body, kind))
+            request = parse(body, kind)
         except RequestError:
             with self._lock:
                 self.refused += 1
             raise
-        self.writer.submit(decoded.rows).wait(WRITE_TIMEOUT_S)
-        if decoded.rejected:
+        return self.store(request, body if kind == PROTOBUF else None)
+
+    def store(self, request, body: bytes | None = None) -> Checked:
+        """Spool a parsed request (`body`: its bytes, when it came as protobuf) once its spans are checked."""
+        checked = check(request)
+        if checked.spans:
+            self.writer.submit(request.SerializeToString() if body is None else body, checked.spans).wait(WRITE_TIMEOUT_S)
+        if checked.rejected:
             with self._lock:
-                self.rejected_spans += decoded.rejected
-        return decoded
+                self.rejected_spans += checked.rejected
+        return checked
 
     def refuse(self) -> None:
         with self._lock:
             self.refused += 1
 
 
-def response_bytes(decoded: Decoded, kind: str) -> bytes:
+def response_bytes(decoded: Checked, kind: str) -> bytes:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
     response = ExportTraceServiceResponse()
@@ -326,9 +332,6 @@ def _start_grpc(receiver: Receiver, host: str, port: int):
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-    codes = {400: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-             415: grpc.StatusCode.INVALID_ARGUMENT}
-
     class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request, context):  # noqa: N802 (the service's name)
             metadata = dict(context.invocation_metadata())
@@ -336,21 +339,15 @@ def _start_grpc(receiver: Receiver, host: str, port: int):
                 receiver.refuse()
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required (authorization: Bearer TOKEN)")
             try:
-                decoded = rows_of(request)
-                receiver.writer.submit(decoded.rows).wait(WRITE_TIMEOUT_S)
-            except RequestError as exc:
-                receiver.refuse()
-                context.abort(codes.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.reason)
+                checked = receiver.store(request)
             except Busy as exc:
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"busy: {exc}")
             except Exception as exc:
                 context.abort(grpc.StatusCode.INTERNAL, f"could not store the spans: {exc}")
             response = ExportTraceServiceResponse()
-            if decoded.rejected:
-                with receiver._lock:
-                    receiver.rejected_spans += decoded.rejected
-                response.partial_success.rejected_spans = decoded.rejected
-                response.partial_success.error_message = decoded.reason
+            if checked.rejected:
+                response.partial_success.rejected_spans = checked.rejected
+                response.partial_success.error_message = checked.reason
             return response
 
     limit = receiver.settings.max_bytes

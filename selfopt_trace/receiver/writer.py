@@ -1,16 +1,18 @@
-"""The receiver's writing: a request is acknowledged once its spans are on disk, synced; they reach
-the store a moment later, many requests in one transaction.
+"""The receiver's writing: a request is acknowledged once its bytes are on disk, synced; its spans
+reach the store a moment later, many requests in one transaction.
 
-Every request handler hands its rows (collector_ingest.Rows: tab-separated lines) to
-`Writer.submit` and waits. One thread appends the rows of every request waiting to the spool's
-current pair of files (`<database>.spool/<generation>.spans.tsv` and `.processes.tsv`), syncs them
-(fsync) and only then lets those requests be answered: an acknowledged span survives a crash of the
-receiver or the machine. A second thread loads each finished generation (closed after
-`load_spans` spans or `load_interval_s`, 1 s) into the store in one transaction (collector_ingest.
-insert_files: DuckDB reads the spool files themselves; a span already stored is not stored twice,
-so a batch an exporter sends again after a lost answer changes nothing) and deletes its files once
-committed. Generations left by a receiver that was killed are loaded when the next one starts; a
-line cut short by the crash was never acknowledged and is skipped.
+Every request handler checks its request (decode.check) and hands its bytes, protobuf, to
+`Writer.submit` and waits. One thread appends the bytes of every request waiting to the spool's
+current file (`<database>.spool/<generation>.otlp`, a record each: convert.py), syncs it (fsync) and
+only then lets those requests be answered: an acknowledged span survives a crash of the receiver or
+the machine. A second thread has each finished generation (closed after `load_spans` spans or
+`load_interval_s`, 1 s: a burst makes several, one converted while the one before is loaded)
+converted into the lines `collector_ingest.insert_files` loads (`<generation>.spans.tsv`,
+`.processes.tsv`) by the conversion worker, a process of its own (convert.py); a third loads them into the store in one transaction (DuckDB reads the files itself,
+without the interpreter lock; a span already stored is not stored twice, so a batch an exporter
+sends again after a lost answer changes nothing) and deletes the generation's files once committed.
+Generations left by a receiver that was killed are converted and loaded when the next one starts; a
+record cut short by the crash was never acknowledged and is skipped.
 
 DuckDB admits one writing process: the loader opens the store when it has something to load and
 closes it after `idle_close_s` without, so `selfopt-trace sql`, `runs`, a `run` loading its spans
@@ -29,8 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..collector_ingest import Rows, insert_files
+from ..collector_ingest import insert_files
 from ..errors import SelfoptTraceError, StoreLockedError
+from .convert import ConversionError, Converter, record
 
 
 class Busy(Exception):
@@ -42,12 +45,13 @@ class SpoolInUse(SelfoptTraceError):
 
 
 class Pending:
-    """One request's rows, waiting to be written: `wait()` returns once they are synced to disk."""
+    """One request's bytes, waiting to be written: `wait()` returns once they are synced to disk."""
 
-    __slots__ = ("rows", "done", "error", "busy")
+    __slots__ = ("payload", "spans", "done", "error", "busy")
 
-    def __init__(self, rows: Rows) -> None:
-        self.rows = rows
+    def __init__(self, payload: bytes, spans: int) -> None:
+        self.payload = payload
+        self.spans = spans
         self.done = threading.Event()
         self.error: str | None = None
         self.busy = False
@@ -74,12 +78,12 @@ class WriterStats:
 
 
 _STOP = object()
-_SPANS, _PROCESSES = ".spans.tsv", ".processes.tsv"
+_RAW, _SPANS, _PROCESSES = ".otlp", ".spans.tsv", ".processes.tsv"
 
 
 class Writer:
     def __init__(self, db_path: Path, idle_close_s: float = 1.0, lock_patience_s: float = 10.0,
-                 load_spans: int = 200_000, load_interval_s: float = 1.0, max_spool_bytes: int = 1 << 30) -> None:
+                 load_spans: int = 50_000, load_interval_s: float = 1.0, max_spool_bytes: int = 1 << 30) -> None:
         self.db_path = Path(db_path)
         self.spool = self.db_path.with_name(self.db_path.name + ".spool")
         self.idle_close_s = idle_close_s
@@ -89,11 +93,13 @@ class Writer:
         self.max_spool_bytes = max_spool_bytes
         self.stats = WriterStats()
         self._queue: queue.Queue = queue.Queue()
-        self._loads: queue.Queue = queue.Queue()  # finished generations (numbers), then _STOP
+        self._conversions: queue.Queue = queue.Queue()  # finished generations (numbers), then _STOP
+        self._loads: queue.Queue = queue.Queue()  # converted generations, then _STOP
+        self.converter = Converter()
         self._store = None
         self._lock_file = None
         self._generation = 0
-        self._files: tuple | None = None  # (spans file, processes file) of the current generation
+        self._file = None  # the current generation's raw file
         self._current_spans = 0
         self._current_since = 0.0
         self._spooled_bytes = 0  # written and not loaded yet
@@ -103,6 +109,7 @@ class Writer:
         self._done = 0  # generations loaded (or given up)
         self._stopping = False
         self._appender = threading.Thread(target=self._append_main, name="selfopt-trace-spool", daemon=True)
+        self._convert_thread = threading.Thread(target=self._convert_main, name="selfopt-trace-convert", daemon=True)
         self._loader = threading.Thread(target=self._load_main, name="selfopt-trace-load", daemon=True)
 
     def start(self) -> None:
@@ -114,20 +121,23 @@ class Writer:
         except OSError as exc:
             self._lock_file.close()
             raise SpoolInUse(f"another `selfopt-trace collector` writes to {self.db_path} (its spool {self.spool} is locked)") from exc
-        left = sorted({int(path.name.split(".")[0]) for path in self.spool.glob("*" + _SPANS)})
+        left = sorted({int(path.name.split(".")[0]) for suffix in (_RAW, _SPANS) for path in self.spool.glob("*" + suffix)})
         for generation in left:
             self._spooled_bytes += self._size(generation)
             self._finished += 1
-            self._loads.put(generation)
+            self._conversions.put(generation)
         if left:
             self.stats.notes.append(f"{len(left)} spool generation(s) left by an earlier receiver: loading them")
         self._generation = left[-1] if left else 0
+        self.converter.start()
         self._appender.start()
+        self._convert_thread.start()
         self._loader.start()
 
-    def submit(self, rows: Rows) -> Pending:
-        pending = Pending(rows)
-        if not rows.spans:
+    def submit(self, payload: bytes, spans: int) -> Pending:
+        """Queue a request's bytes (an ExportTraceServiceRequest of `spans` spans to store) for the spool."""
+        pending = Pending(payload, spans)
+        if not spans:
             pending.done.set()
             return pending
         if self._spooled_bytes > self.max_spool_bytes:
@@ -140,7 +150,7 @@ class Writer:
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until everything acknowledged so far is in the store (True), or `timeout`."""
-        marker = Pending(Rows())
+        marker = Pending(b"", 0)
         self._queue.put(("flush", marker))
         if not marker.done.wait(timeout):
             return False
@@ -157,7 +167,10 @@ class Writer:
         within `lock_patience_s`, the store being held elsewhere, stays in the spool for the next start)."""
         self._queue.put(_STOP)
         self._appender.join()
+        self._convert_thread.join()
         self._loader.join()
+        self.converter.close()
+        self.stats.notes.extend(self.converter.notes)
         if self._lock_file is not None:
             self._lock_file.close()
 
@@ -194,7 +207,7 @@ class Writer:
                 for marker in flushes:
                     marker.done.set()
             if stop:
-                self._loads.put(_STOP)
+                self._conversions.put(_STOP)
                 return
             if self._current_spans >= self.load_spans or (
                     self._current_spans and time.monotonic() - self._current_since >= self.load_interval_s):
@@ -202,63 +215,89 @@ class Writer:
 
     def _append(self, batch: list[Pending]) -> None:
         try:
-            if self._files is None:
+            if self._file is None:
                 self._generation += 1
                 self._current_since = time.monotonic()
-                self._files = tuple(open(self._path(self._generation, suffix), "a", encoding="utf-8")
-                                    for suffix in (_SPANS, _PROCESSES))
-            spans_file, processes_file = self._files
-            written = 0
-            for pending in batch:
-                processes = "".join(pending.rows.processes)
-                spans = "".join(pending.rows.spans)
-                processes_file.write(processes)
-                spans_file.write(spans)
-                written += len(processes) + len(spans)
-            for handle in (processes_file, spans_file):
-                handle.flush()
-                os.fsync(handle.fileno())
+                self._file = open(self._path(self._generation, _RAW), "ab")
+            data = b"".join([record(pending.payload) for pending in batch])
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            written = len(data)
         except OSError as exc:  # a full or failing disk: these requests are told, nothing is acknowledged
             for pending in batch:
                 pending.error = f"could not write to the spool {self.spool}: {exc.strerror or exc}"
                 pending.done.set()
             self.stats.failures += 1
-            self._close_files()  # a new generation next time; what this one holds (maybe torn) is loaded as it is
+            self._close_file()  # a new generation next time; what this one holds (maybe torn) is loaded as it is
             self._mark_finished()
             return
         with self._bytes_lock:
             self._spooled_bytes += written
         self.stats.syncs += 1
         for pending in batch:
-            self._current_spans += len(pending.rows.spans)
+            self._current_spans += pending.spans
             self.stats.requests += 1
-            self.stats.spans_received += len(pending.rows.spans)
+            self.stats.spans_received += pending.spans
             pending.done.set()
 
     def _finish_generation(self) -> None:
-        self._close_files()
+        self._close_file()
         self._mark_finished()
 
     def _mark_finished(self) -> None:
         with self._loaded:
             self._finished += 1
-        self._loads.put(self._generation)
+        self._conversions.put(self._generation)
         self._current_spans = 0
 
-    def _close_files(self) -> None:
-        for handle in self._files or ():
+    def _close_file(self) -> None:
+        if self._file is not None:
             try:
-                handle.close()
+                self._file.close()
             except OSError:
                 pass
-        self._files = None
+        self._file = None
 
     def _path(self, generation: int, suffix: str) -> Path:
         return self.spool / f"{generation:012d}{suffix}"
 
     def _size(self, generation: int) -> int:
+        """The bytes a generation counts for in the spool: its raw file (its converted files, for one a
+        receiver before the raw files left)."""
+        raw = self._path(generation, _RAW)
+        if raw.exists():
+            return raw.stat().st_size
         return sum(path.stat().st_size for path in (self._path(generation, s) for s in (_SPANS, _PROCESSES))
                    if path.exists())
+
+    # ---- converting
+
+    def _convert_main(self) -> None:
+        while True:
+            generation = self._conversions.get()
+            if generation is _STOP:
+                self._loads.put(_STOP)
+                return
+            raw = self._path(generation, _RAW)
+            # (no raw file: converted by a receiver before the raw files, loaded as it is)
+            if raw.exists() and not self._convert(generation, raw):
+                with self._loaded:  # given up, as a load that cannot happen at the end
+                    self._done += 1
+                    self._loaded.notify_all()
+                continue
+            self._loads.put(generation)
+
+    def _convert(self, generation: int, raw: Path) -> bool:
+        try:
+            done = self.converter.convert(raw, self._path(generation, _SPANS), self._path(generation, _PROCESSES))
+        except ConversionError as exc:  # a failing disk: the raw file stays for the next start
+            self.stats.failures += 1
+            self._note(f"{exc}: it stays in {self.spool}, converted at the next start")
+            return False
+        if done.damaged:
+            self._note(f"{done.damaged} damaged request(s) in {raw} skipped")
+        return True
 
     # ---- loading
 
@@ -318,7 +357,7 @@ class Writer:
             self._note(f"could not load {spans} into {self.db_path}: {exc}")
             self._close()
             return False
-        for path in (spans, processes):
+        for path in (self._path(generation, _RAW), spans, processes):
             path.unlink(missing_ok=True)
         with self._bytes_lock:
             self._spooled_bytes = max(0, self._spooled_bytes - size)

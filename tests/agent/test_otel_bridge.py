@@ -131,13 +131,15 @@ def test_a_remote_context_attached_by_the_program_parents_the_agents_spans(trace
 @pytest.mark.parametrize("setup", ["sdk", "api"])
 def test_one_span_per_httpx_request_with_otels_instrumentation(traced, setup):
     code = program(setup, """
-        import httpx, json, threading
+        import httpx, json, sys, threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             def do_GET(self):
+                if self.path == "/a":  # the client's span written (an S record) before the OTel span merges into it
+                    sys.modules["selfopt_trace_agent.tracer"].flush()
                 self.send_response(200 if self.path != "/missing" else 404)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -214,7 +216,7 @@ def test_a_failure_in_the_bridge_is_a_diagnostic_never_an_exception(traced):
         def broken(*args, **kwargs):
             raise RuntimeError("bridge broken")
 
-        bridge._add_started = broken
+        bridge._new = broken  # the span's record, made in on_start
         with trace.get_tracer("t").start_as_current_span("still works") as span:
             span.set_attribute("x", 1)
         print(json.dumps([s["name"] for s in exported()]))
@@ -224,3 +226,23 @@ def test_a_failure_in_the_bridge_is_a_diagnostic_never_an_exception(traced):
     assert result.stdout == b'["still works"]\n' and result.stderr == b""
     codes = {d["code"] for d in traced.spans().diagnostics}
     assert "otel_bridge_failed:on_start" in codes
+
+
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced, setup):
+    """on_start (SDK) and _start (API only) build the agent's Span field by field, as tracer.start_span
+    does, for speed: every field set, and the defaults Span.__init__ gives."""
+    code = program(setup, """
+        import json, sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+        with trace.get_tracer("t", "2").start_as_current_span("one", attributes={"a": 1}) as span:
+            ours = getattr(span, "_selfopt_trace_span", None) or span.native
+            built = agent.Span(ours.span_id, ours.parent, ours.parent_id, ours.trace_id, ours.name, ours.kind,
+                               ours.category, ours.start_ns, ours.attributes)
+            fields = {name: (getattr(ours, name, "unset"), getattr(built, name)) for name in agent.Span.__slots__}
+            print(json.dumps({"type": type(ours).__name__, "otel": ours.otel is span,
+                              "differ": [name for name, (a, b) in fields.items() if a is not b and a != b]}))
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert json.loads(result.stdout) == {"type": "Bridged", "otel": True, "differ": []}

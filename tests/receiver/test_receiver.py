@@ -21,6 +21,7 @@ import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from selfopt_trace.receiver.convert import convert, record, records
 from selfopt_trace.receiver.decode import MAX_STRING
 from selfopt_trace.receiver.server import Receiver, Settings
 from tests.receiver.conftest import TRACE, post, received, request, stored
@@ -280,7 +281,7 @@ def test_a_store_held_by_another_process_acknowledges_and_loads_once_free(tmp_pa
         assert holder.stdout.readline() == "held\n"
         assert post(receiver, request({"name": "while held"}).SerializeToString())[0] == 200  # synced to the spool
         assert not receiver.flush(1.0)  # not in the store yet
-        assert list(receiver.writer.spool.glob("*.spans.tsv"))
+        assert list(receiver.writer.spool.glob("*.otlp"))
         holder.stdin.write("\n")
         holder.stdin.flush()
         holder.wait(30)
@@ -290,7 +291,7 @@ def test_a_store_held_by_another_process_acknowledges_and_loads_once_free(tmp_pa
             holder.kill()
         receiver.drain(5)
     assert [row["name"] for row in stored(db)] == ["while held"]
-    assert not list(receiver.writer.spool.glob("*.tsv"))
+    assert not list(receiver.writer.spool.glob("0*"))
 
 
 def test_a_full_spool_is_503(tmp_path: Path) -> None:
@@ -308,15 +309,20 @@ def test_a_full_spool_is_503(tmp_path: Path) -> None:
 
 def test_spans_a_killed_receiver_acknowledged_are_loaded_by_the_next(cli) -> None:
     process, http_port, _ = start_collector(cli)
+    [worker] = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     for number in range(3):
         assert post(_Port(http_port), request({"name": f"acked {number}", "span_id": bytes([0] * 7 + [number + 1])})
                     .SerializeToString())[0] == 200
     process.kill()  # no drain: what was acknowledged is in the spool only, maybe
     process.wait(30)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{worker}").exists() and b"Z" not in Path(f"/proc/{worker}/stat").read_bytes().split(b")")[1][:3]:
+        assert time.monotonic() < deadline, "the conversion worker outlived its receiver"
+        time.sleep(0.05)
     spool = cli.db.with_name(cli.db.name + ".spool")
-    # a line cut short by the kill (never acknowledged), in the last generation or in one of its own
-    with open(next(spool.glob("*.spans.tsv"), spool / "000000000999.spans.tsv"), "a") as torn:
-        torn.write("same\tab")
+    # a request cut short by the kill (never acknowledged), in the last generation or in one of its own
+    with open(max(spool.glob("*.otlp"), default=spool / "000000000999.otlp"), "ab") as torn:
+        torn.write(record(request({"name": "torn"}).SerializeToString())[:-3])
     process, _, _ = start_collector(cli)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
@@ -391,6 +397,32 @@ def test_listening_elsewhere_needs_a_token(cli, tmp_path: Path) -> None:
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "1 spans received in 1 requests, 1 new to the store, 1 requests refused" in out
+
+
+def test_a_conversion_worker_that_dies_is_replaced_then_done_without(receiver: Receiver) -> None:
+    converter = receiver.writer.converter
+    for number in range(3):
+        worker = converter._worker
+        if worker is not None:
+            worker.kill()  # as the kernel's OOM killer would
+            worker.wait(30)
+        assert post(receiver, request({"name": f"after {number} deaths", "span_id": bytes([0] * 7 + [number + 1])})
+                    .SerializeToString())[0] == 200
+        assert receiver.flush(30)
+    assert converter._worker is None  # the second death: converted in the receiver's process since
+    assert converter.notes == ["the conversion worker died twice: converting in the receiver's own process"]
+    assert [row["name"] for row in received(receiver)] == [f"after {n} deaths" for n in range(3)]
+
+
+def test_the_spools_records_and_a_torn_one(tmp_path: Path) -> None:
+    raw = tmp_path / "1.otlp"
+    whole = [request({"name": "one"}).SerializeToString(), b"", request({"name": "two"}).SerializeToString()]
+    raw.write_bytes(b"".join(record(payload) for payload in whole) + record(b"never acknowledged")[:-1])
+    assert list(records(raw)) == whole
+    raw.write_bytes(record(b"\xff\xff not a request") + record(whole[0]))
+    done = convert(raw, tmp_path / "spans.tsv", tmp_path / "processes.tsv")
+    assert (done.records, done.damaged, done.spans) == (2, 1, 1)
+    assert (tmp_path / "spans.tsv").read_text().count("\tone\t") == 1
 
 
 def test_one_receiver_per_store(receiver: Receiver) -> None:

@@ -158,9 +158,11 @@ class ClientRequest:
             hook_failed(self.library, error)
         # One dict of start and end attributes, so the flush writes one X record without merging
         # two. A new dict, not an update: the flusher thread may be encoding the old one (an S
-        # record) right now. If an S record was written, the E record carries the end's as well.
+        # record) right now. If an S record was written, the E record carries them all: what was
+        # added after the S (an OTel instrumentation's span merged into this one, hooks/otel_.py)
+        # would be lost otherwise.
         span.attributes = {**span.attributes, **attributes}
-        tracer.end_span(span, status, attributes if span.written else None, end_ns=now)
+        tracer.end_span(span, status, span.attributes if span.written else None, end_ns=now)
         tracer.add_overhead(time_ns() - now)
 
 

@@ -61,7 +61,6 @@ _current = tracer.current
 _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
-_add_started = tracer.add_started
 _end_span = tracer.end_span
 
 
@@ -515,6 +514,10 @@ def _arm_sdk(sdk) -> None:
     if hasattr(init, "__wrapped__"):
         return
     processor_class = _processor_class(sdk.SpanProcessor)
+    if processor_class is None:
+        tracer.diagnostic("otel_bridge_unsupported", "this OpenTelemetry's SpanContext is not a tuple: the SDK's "
+                                                     "spans are not recorded")
+        return
 
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -528,14 +531,16 @@ def _arm_sdk(sdk) -> None:
 
 
 def _processor_class(base):
+    """The span processor added to every SDK TracerProvider; None if this OTel's SpanContext is
+    not the (trace id, span id, ...) tuple it has always been (the hot path indexes it: its
+    properties would be two Python calls a span)."""
     api = _state["api"]
     get_current_span = api.get_current_span
-    # SpanContext is a tuple (trace id, span id, ...): indexing it skips two Python properties a span
     probe = api.SpanContext(1, 2, False)
-    by_index = isinstance(probe, tuple) and probe[0] == 1 and probe[1] == 2
-
-    def ids(context) -> tuple:
-        return (context[0], context[1]) if by_index else (context.trace_id, context.span_id)
+    if not (isinstance(probe, tuple) and probe[0] == 1 and probe[1] == 2):
+        return None
+    buffer = tracer._buffer  # tracer.add_started and the common end of tracer.end_span, inlined below
+    flush, end_line, encode = tracer.flush, tracer.spanfile.end_line, tracer.spanfile.encode
 
     class Processor(base):
         """Records every span of the provider it was added to in the span file (the hot path: the
@@ -544,11 +549,12 @@ def _processor_class(base):
         def on_start(self, span, parent_context=None) -> None:
             _cost[0] += 1
             try:
-                trace_id, span_id = ids(span._context)
+                context = span._context
+                trace_id, span_id = context[0], context[1]
                 parent_ids = span._parent
                 parent = None
                 if parent_ids is not None:
-                    parent_span_id = ids(parent_ids)[1]
+                    parent_span_id = parent_ids[1]
                     parent = _open.get(parent_span_id)  # an SDK span still open: recorded, or merged into ours
                     if parent is None:
                         if parent_context is None:  # the SDK asked get_current(): it saw the agent's current span
@@ -574,6 +580,8 @@ def _processor_class(base):
                 attributes = _scopes.get(id(scope))
                 if attributes is None or attributes[0] is not scope:
                     attributes = _scope_attributes(scope)
+                # tracer.Span(...) inlined, field for field as _start below and Span.__init__ set them
+                # (tests/agent/test_otel_bridge.py checks the three stay in step).
                 ours = _new(Bridged)
                 ours.span_id = "%016x" % span_id
                 ours.parent = parent
@@ -597,7 +605,11 @@ def _processor_class(base):
                 ours.otel = span
                 span._selfopt_trace_span = ours  # ATTR
                 _open[span_id] = ours
-                _add_started(ours)
+                buffer.append(ours)  # tracer.add_started(ours)
+                if ours.start_ns > tracer._flush_due_ns or len(buffer) > tracer.FLUSH_RECORDS:
+                    flush(False)
+                elif not tracer._flusher_started:
+                    tracer._start_flusher()
             except Exception as exc:
                 failed("on_start", exc)
 
@@ -606,7 +618,7 @@ def _processor_class(base):
 
         def on_end(self, span) -> None:
             try:
-                ours = _open.pop(ids(span._context)[1], None)
+                ours = _open.pop(span._context[1], None)
                 if ours is None:
                     return
                 attributes = span._attributes
@@ -614,13 +626,14 @@ def _processor_class(base):
                 attributes = getattr(attributes, "_dict", attributes)
                 if not attributes:
                     attributes = {}
-                if span._events:
-                    attributes = _with_exception(attributes, span._events)
+                events = span._events
+                if getattr(events, "_dq", events):  # BoundedList's deque: its __len__ is a Python call
+                    attributes = _with_exception(attributes, events)
                 if type(ours) is not Bridged:  # merged into the agent's own span
                     _merge_attributes(ours, attributes)
                     return
                 status = span._status
-                code = status.status_code
+                code = status._status_code  # the status_code property's field
                 if code is _UNSET:
                     code = "UNSET"
                 else:
@@ -632,7 +645,18 @@ def _processor_class(base):
                     ours.name = span._name
                 if ours.kind != "INTERNAL" and not ours.written:
                     ours.category = category(ours.kind, attributes)
-                _end_span(ours, code, attributes or None, span._end_time or 0)
+                end_ns = span._end_time or time_ns()
+                if ours.end_ns or ours.sums:  # ended by the agent already, or sums to add: its own way
+                    _end_span(ours, code, attributes or None, end_ns)
+                    return
+                # tracer.end_span's common case, inlined, in its order: the end time last, `written`
+                # read after (a flush in another thread writes an S, and then the E is added here)
+                ours.status, ours.end_attributes = code, attributes or None
+                ours.end_ns = end_ns
+                if ours.written:
+                    buffer.append(end_line(ours.span_id, end_ns, code, encode(attributes or None)))
+                if end_ns > tracer._flush_due_ns:
+                    flush(False)
             except Exception as exc:
                 failed("on_end", exc)
 
