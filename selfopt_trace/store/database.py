@@ -124,8 +124,8 @@ def _sql_file(name: str) -> str:
 
 def _has_current_schema(con: duckdb.DuckDBPyConnection) -> bool:
     """The newest tables of schema.sql are there (a file a new version created or upgraded)."""
-    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('cpu_samples', 'exports', 'samples')"
-                       ).fetchone()[0] == 3
+    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('cpu_samples', 'exports', 'samples', 'stack_frames')"
+                       ).fetchone()[0] == 4
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
