@@ -152,10 +152,12 @@ on_thread AS (
     FROM points AS t
     ASOF LEFT JOIN changes AS g ON g.pid = t.pid AND g.tid_key = t.tid_key AND t.at_ns >= g.at_ns
 )
-SELECT t.pid, t.tid_key, t.at_ns, coalesce(t.span_id, CASE WHEN p.until_ns >= t.at_ns THEN p.span_id END) AS span_id,
-       coalesce(t.until_ns, CASE WHEN p.until_ns >= t.at_ns THEN p.until_ns END) AS until_ns
+SELECT t.pid, t.tid_key, t.at_ns, coalesce(t.span_id, p.span_id) AS span_id, coalesce(t.until_ns, p.until_ns) AS until_ns
 FROM on_thread AS t
-ASOF LEFT JOIN processes AS p ON p.pid = t.pid AND t.at_ns >= p.at_ns
+LEFT JOIN (  -- a process span holds from its start until it ends or the pid's next one starts: one match
+    SELECT *, least(until_ns, lead(at_ns) OVER (PARTITION BY pid ORDER BY at_ns, span_id) - 1) AS held_until
+    FROM processes
+) AS p ON p.pid = t.pid AND p.at_ns <= t.at_ns AND t.at_ns <= p.held_until
 """
 
 _BUCKET_NS = 20_000_000  # about a CPU reading's length: a reading is in one or two buckets
