@@ -1,4 +1,5 @@
-"""Load `profile/samples.tsv` (run --profile) into `samples` and `stacks`, each sample attributed to its span.
+"""Load `profile/samples.tsv` (run --profile) into `samples` and `stacks`, each sample attributed to its span,
+and `frames` and `stack_frames`, the stacks taken apart for hot_frames.
 
 Called by the loader inside the run's load transaction, after the spans and the CPU samples. As for
 span files, the lines never pass through Python: DuckDB's CSV reader reads them, SQL checks them.
@@ -10,7 +11,8 @@ Then, in SQL:
   neither running nor waiting for a CPU for most of it; idle slices are dropped unless run --idle;
 - attribution: each span's thread is the `thread.id` of its nearest thread span (a Thread's run, a
   pool's task), else its process's main thread; on each thread, the innermost open span at any
-  instant is the one whose start, or whose child's end, came last before it (an as-of join);
+  instant is the one whose start, or whose child's end, came last before it (a timeline prepared
+  on the spans, then one as-of join of the samples);
 - the `profile.alignment` diagnostic: the samples that ran in a function with spans of its own
   (`--target`) must fall inside those spans, and every sample inside its process's life.
 
@@ -63,7 +65,7 @@ FROM _profile
 WHERE rowid IN (SELECT min(rowid) FROM _profile WHERE rec = '{fmt.STACK}' AND frames IS NOT NULL GROUP BY stack_id)
 """
 
-# The run's stacks taken apart (hot_frames and the report join these integers): its frames, each
+# The run's stacks taken apart (hot_frames joins these integers): its frames, each
 # named by a hash of its function and file; each stack's distinct frames (list operations on each
 # stack, no grouping of millions of rows), the running one (the last) flagged with its line.
 _FRAMES_SQL = """
