@@ -323,6 +323,13 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
     con.execute("DROP TABLE _profile; DROP TABLE _span_threads; DROP TABLE _timeline")
 
 
+def take_apart_stacks(con: duckdb.DuckDBPyConnection) -> None:
+    """frames and stack_frames of every run in `stacks`: a database written before they existed."""
+    for (run_id,) in con.execute("SELECT DISTINCT run_id FROM stacks").fetchall():
+        con.execute(_FRAMES_SQL, {"run_id": run_id})
+        con.execute(_STACK_FRAMES_SQL, {"run_id": run_id})
+
+
 def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: Path) -> list[str]:
     """py-spy files named by a P record and never converted (no C record): converted into `scratch`."""
     rows = con.execute(f"""
