@@ -351,7 +351,8 @@ def store(samples: int, repeat: int, shape: str, spans: int, stacks: int) -> Non
             cpu = statistics.median(value[1] for value in values)
             if what.endswith("(baseline)"):
                 baseline = wall
-            print(f"{what:32} {wall:7.2f} {cpu:7.2f} {'' if baseline is None or what.endswith('(baseline)') else f'{wall / baseline:16.1f}'}")
+            ratio = "" if baseline is None or what.endswith("(baseline)") else f"{wall / baseline:16.1f}"
+            print(f"{what:32} {wall:7.2f} {cpu:7.2f} {ratio}")
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ walls AS (
     GROUP BY ALL
 ),
 selfs AS MATERIALIZED (  -- summed once, rounded: sums in another order must rank alike
-    SELECT p.grp_no, f.frame_id, arg_max(f.line, p.weight) AS line, round(sum(p.weight), 6) AS self_w, sum(p.ns) AS self_ns
+    SELECT p.grp_no, f.frame_id, arg_max(f.line, p.weight) AS line, round(sum(p.weight), 6) AS self_w,
+           sum(p.ns) AS self_ns
     FROM per_stack AS p JOIN stack_frames AS f ON f.run_id = $run_id AND f.stack_id = p.stack_id AND f.running
     GROUP BY ALL
 ),
@@ -69,24 +70,30 @@ cuts AS (  -- the limit-th most self samples of each group: no frame with fewer 
     SELECT grp_no, self_w AS cut FROM selfs
     QUALIFY row_number() OVER (PARTITION BY grp_no ORDER BY self_w DESC) = $limit
 ),
-candidates AS MATERIALIZED (  -- the frames that can make a group's top: totals are summed for them alone
+candidates AS MATERIALIZED (  -- in a group where enough frames ran, the frames that can make its top
     SELECT s.grp_no, s.frame_id FROM selfs AS s JOIN cuts AS c USING (grp_no) WHERE c.cut > 0 AND s.self_w >= c.cut
-    UNION ALL  -- a group with fewer frames that ran: any frame of its stacks
-    SELECT DISTINCT p.grp_no, f.frame_id
-    FROM (SELECT * FROM per_stack WHERE grp_no NOT IN (SELECT grp_no FROM cuts WHERE cut > 0)) AS p
-    JOIN stack_frames AS f ON f.run_id = $run_id AND f.stack_id = p.stack_id
 ),
-candidate_stacks AS MATERIALIZED (
+candidate_stacks AS MATERIALIZED (  -- each with the stacks it is in ...
     SELECT c.grp_no, c.frame_id, f.stack_id
     FROM candidates AS c JOIN stack_frames AS f ON f.run_id = $run_id AND f.frame_id = c.frame_id
 ),
-totals AS (
+candidate_totals AS MATERIALIZED (  -- ... those of its group
     SELECT c.grp_no, c.frame_id, round(sum(p.weight), 6) AS total_w, sum(p.ns) AS total_ns
     FROM candidate_stacks AS c JOIN per_stack AS p USING (grp_no, stack_id)
     GROUP BY ALL
 ),
+uncut AS MATERIALIZED (  -- a group where fewer frames ran: its stacks ...
+    SELECT * FROM per_stack WHERE grp_no NOT IN (SELECT grp_no FROM cuts WHERE cut > 0)
+),
+uncut_totals AS MATERIALIZED (  -- ... and every frame of them
+    SELECT p.grp_no, f.frame_id, round(sum(p.weight), 6) AS total_w, sum(p.ns) AS total_ns
+    FROM uncut AS p JOIN stack_frames AS f ON f.run_id = $run_id AND f.stack_id = p.stack_id
+    GROUP BY ALL
+),
+totals AS (SELECT * FROM candidate_totals UNION ALL SELECT * FROM uncut_totals),
 top AS (
-    SELECT t.grp_no, t.frame_id, s.line, coalesce(s.self_w, 0) AS self_w, t.total_w, coalesce(s.self_ns, 0) AS self_ns, t.total_ns
+    SELECT t.grp_no, t.frame_id, s.line, coalesce(s.self_w, 0) AS self_w, t.total_w,
+           coalesce(s.self_ns, 0) AS self_ns, t.total_ns
     FROM totals AS t LEFT JOIN selfs AS s USING (grp_no, frame_id)
     QUALIFY row_number() OVER (PARTITION BY t.grp_no ORDER BY self_w DESC, t.total_w DESC, t.frame_id) <= $limit
 )

@@ -202,10 +202,14 @@ readings AS (  -- each owns its time until the next one starts (no overlap: a sl
     FROM cpu_samples WHERE run_id = $run_id
 ),
 idle_short AS (  -- the idle readings, listed in each bucket they overlap: slices find them by hash
-    SELECT pid, tid, start_ns, end_ns, unnest(range(start_ns // {_BUCKET_NS}, (end_ns - 1) // {_BUCKET_NS} + 1)) AS bucket
+    SELECT pid, tid, start_ns, end_ns,
+           unnest(range(start_ns // {_BUCKET_NS}, (end_ns - 1) // {_BUCKET_NS} + 1)) AS bucket
     FROM readings WHERE idle AND end_ns > start_ns AND (end_ns - 1) // {_BUCKET_NS} - start_ns // {_BUCKET_NS} < 64
 ),
-idle_long AS (SELECT * FROM readings WHERE idle AND end_ns > start_ns AND (end_ns - 1) // {_BUCKET_NS} - start_ns // {_BUCKET_NS} >= 64),
+idle_long AS (
+    SELECT * FROM readings
+    WHERE idle AND end_ns > start_ns AND (end_ns - 1) // {_BUCKET_NS} - start_ns // {_BUCKET_NS} >= 64
+),
 slices AS (
     SELECT m.pid, m.tid, m.thread_name, m.time_ns, m.duration_ns,
            CASE WHEN m.seen_ns > 0 THEN m.weight * m.duration_ns / m.seen_ns ELSE m.weight END AS weight,
