@@ -3,7 +3,8 @@ children, and how fast a million samples load and answer hot_frames.
 
     python benchmarks/bench_profile.py overhead [--rounds 5] [--seconds 2]
     python benchmarks/bench_profile.py coverage [--children 10] [--rounds 3]
-    python benchmarks/bench_profile.py store [--samples 1000000] [--repeat 3] [--random-stacks]
+    python benchmarks/bench_profile.py store [--samples 1000000] [--repeat 3] [--shape codeflash|moment|random]
+                                             [--spans 100000] [--stacks 20000]
 
 overhead: a CPU-bound workload (pure-Python calls in a loop for SECONDS, then the same calls again,
 timed) reports, for the timed calls, its wall time and, from /proc/thread-self/schedstat, its time
@@ -19,9 +20,20 @@ for 50 ms (then as many of 200 ms, then of 1 s); counted: children with at least
 traced process started as its span file appears (`each`, the default) against py-spy's own
 `--subprocesses` mode on CMD (`tree`, SELFOPT_TRACE_PROFILE_SPAWN=tree).
 
-store: a synthetic run (one process, 8 threads, 585 spans per thread in 4 levels, 5,000 stacks of
-20-40 frames from 2,000 functions in 300 files) with SAMPLES sample lines; times Store.load_run and
-hot_frames (all span names, then -p span=NAME) on it: medians of REPEAT.
+store: SAMPLES sample lines (slices) in a synthetic run, loaded with Store.load_run, then hot_frames
+(every span name, then -p span=NAME); medians of REPEAT, wall and CPU seconds (this process's, every
+thread: steadier than wall time on a shared machine), beside two baselines measured in the same run:
+DuckDB reading samples.tsv (the least a load does) and a GROUP BY stack_id of the loaded samples
+(the least hot_frames does). Shapes:
+  codeflash  a codeflash-like tree (benchmarks/bench_queries.py: a main process, a server, pytest
+             children with their imports, a thread pool, CPU samples; SPANS spans) sampled over every
+             thread's life, from STACKS distinct stacks of 14-91 frames: 31 of pytest and pluggy
+             (pluggy's functions repeated at each hook level) or 4 of codeflash, then walks down a call
+             graph of 8,000 functions in 700 files, each line varying;
+  moment     one process, 8 threads, 4,680 spans in 4 levels, 5,000 stacks of 20-40 frames from 2,000
+             functions; a sample's stack is one of the 10 of its moment;
+  random     the same, any stack anywhere: every stack under every span name, the worst case for
+             hot_frames without parameters.
 """
 
 from __future__ import annotations
@@ -29,12 +41,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -197,6 +211,7 @@ def synthetic_run(run_dir: Path, samples: int, seed: int = 1, random_stacks: boo
         out.append(fmt.line(fmt.STACK, stack_id=sid, name=fmt.stack_json(frames)))
     out.append(fmt.line(fmt.PROFILER, start, pid, duration_ns=1_000_000, weight="1000", name="4242-1.json",
                         message='{"rate_hz":1000,"idle":false}'))
+    out.append(fmt.line(fmt.CONVERTED, pid=pid, name="4242-1.json", message="{}"))
     step = duration // samples
     for n in range(samples):
         thread = n % 8
@@ -209,30 +224,135 @@ def synthetic_run(run_dir: Path, samples: int, seed: int = 1, random_stacks: boo
     return names[0]
 
 
-def store(samples: int, repeat: int, random_stacks: bool) -> None:
+# A codeflash-like program's code: pytest and pluggy under every test (pluggy's three functions
+# repeated at each hook level, as recursion does), the program's own functions calling each other.
+PYTEST_PREFIX = [("<module>", "/venv/lib/python3.11/site-packages/pytest/__main__.py"),
+                 ("console_main", "/venv/lib/python3.11/site-packages/_pytest/config/__init__.py"),
+                 ("main", "/venv/lib/python3.11/site-packages/_pytest/config/__init__.py")]
+for _hook in ("pytest_cmdline_main", "wrap_session", "pytest_runtestloop", "pytest_runtest_protocol",
+              "runtestprotocol", "pytest_runtest_call", "pytest_pyfunc_call"):
+    PYTEST_PREFIX += [("HookCaller.__call__", "/venv/lib/python3.11/site-packages/pluggy/_hooks.py"),
+                      ("PluginManager._hookexec", "/venv/lib/python3.11/site-packages/pluggy/_manager.py"),
+                      ("_multicall", "/venv/lib/python3.11/site-packages/pluggy/_callers.py"),
+                      (_hook, "/venv/lib/python3.11/site-packages/_pytest/main.py")]
+CODEFLASH_PREFIX = [("<module>", "/src/codeflash/main.py"), ("main", "/src/codeflash/main.py"),
+                    ("Optimizer.run", "/src/codeflash/optimization/optimizer.py"),
+                    ("FunctionOptimizer.optimize_function", "/src/codeflash/optimization/function_optimizer.py")]
+
+
+def stack_pool(rng: random.Random, prefix: list[tuple[str, str]], size: int,
+               functions: list[tuple[str, str]], callees: list[list[int]]) -> list[tuple[int, str]]:
+    """`size` distinct stacks under `prefix`: walks of 10-60 calls down the call graph, lines varying."""
+    pool: dict[int, str] = {}
+    while len(pool) < size:
+        frames = [(function, file, rng.randrange(1, 400)) for function, file in prefix]
+        at = rng.randrange(len(functions) // 10)  # the code under test: where walks start
+        for _ in range(rng.randrange(10, 61)):
+            frames.append(functions[at] + (rng.randrange(1, 400),))
+            at = rng.choice(callees[at])
+        frames = tuple(frames)
+        pool.setdefault(fmt.stack_id(frames), fmt.stack_json(frames))
+    return list(pool.items())
+
+
+def codeflash_run(run_dir: Path, samples: int, spans: int, stacks: int, seed: int = 1) -> str:
+    """A codeflash-like run (benchmarks/bench_queries.py: a main process, a server, pytest children
+    with their imports, a thread pool, CPU samples) with SAMPLES slices of py-spy samples over the
+    life of every thread, from STACKS stacks of 14-91 frames; returns a span name to choose."""
+    from bench_queries import generate_run
+    from selfopt_trace.store import Store
+
+    rng = random.Random(seed)
+    generate_run(run_dir, run_dir.name, spans, seed)
+    with tempfile.TemporaryDirectory() as scratch, Store(Path(scratch) / "spans.duckdb") as db:
+        db.load_run(run_dir)
+        _, threads = db.sql("""
+            SELECT pid, coalesce(TRY_CAST(attributes->>'thread.id' AS INTEGER), pid), start_ns, end_ns FROM spans
+            WHERE (name = 'process' AND category = 'process') OR category = 'thread' ORDER BY start_ns""")
+    functions = [(f"mod{n % 700}.fn{n}", f"/src/app/pkg{n % 60}/mod{n % 700}.py") for n in range(8000)]
+    callees = [[rng.randrange(len(functions)) for _ in range(4)] for _ in functions]
+    pools = {"main": stack_pool(rng, CODEFLASH_PREFIX, stacks // 4, functions, callees),
+             "child": stack_pool(rng, PYTEST_PREFIX, stacks - stacks // 4, functions, callees)}
+    lived = sum(end - start for _, _, start, end in threads)
+    mean_ns = max(lived // samples, 1)
+    rate_hz = 1e9 / mean_ns  # about one sample a slice
+    out = [fmt.header()]
+    out += [fmt.line(fmt.STACK, stack_id=sid, name=text) for pool in pools.values() for sid, text in pool]
+    written = 0
+    profiled: set[int] = set()
+    for number, (pid, tid, start, end) in enumerate(threads):
+        pool = pools["main" if pid == 1000 else "child"]
+        share = samples - written if number == len(threads) - 1 else round(samples * (end - start) / lived)
+        if pid not in profiled:  # one py-spy per process, its file converted
+            profiled.add(pid)
+            out.append(fmt.line(fmt.PROFILER, start, pid, duration_ns=1_000_000, weight=f"{rate_hz:.6g}",
+                                name=f"{pid}-1.json", message='{"rate_hz":100,"idle":false}'))
+            out.append(fmt.line(fmt.CONVERTED, pid=pid, name=f"{pid}-1.json", message="{}"))
+        step = (end - start) / max(share, 1)
+        for k in range(share):  # what runs depends on where the thread is: one of 20 stacks of its stretch
+            stretch = k // 50
+            sid = pool[(hash((pid, tid, stretch)) % len(pool) + rng.randrange(20)) % len(pool)][0]
+            t = start + int(k * step)
+            out.append(fmt.line(fmt.SAMPLE, t, pid, tid, int(step), step * rate_hz / 1e9, sid,
+                                fmt.LAST_FLAG if k == share - 1 else "", "MainThread" if tid == pid else f"pool-{tid}"))
+        written += share
+    (run_dir / fmt.PROFILE_DIR).mkdir(exist_ok=True)
+    (run_dir / fmt.SAMPLES_PATH).write_text("".join(out))
+    return "optimize_function"
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time, every thread (DuckDB's too): steadier than wall time on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(function) -> tuple[float, float, Any]:
+    """(wall s, CPU s, result) of one call."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    result = function()
+    return time.perf_counter() - wall, cpu_seconds() - cpu, result
+
+
+def store(samples: int, repeat: int, shape: str, spans: int, stacks: int) -> None:
     from selfopt_trace.store import Store
 
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / "bench-run"
-        name = synthetic_run(run_dir, samples, random_stacks=random_stacks)
-        size = (run_dir / fmt.SAMPLES_PATH).stat().st_size
-        loads, all_spans, one_name = [], [], []
+        if shape == "codeflash":
+            name = codeflash_run(run_dir, samples, spans, stacks)
+        else:
+            name = synthetic_run(run_dir, samples, random_stacks=shape == "random")
+        path = run_dir / fmt.SAMPLES_PATH
+        # Baselines, same run: DuckDB reading the file (the least a load does), and one pass over
+        # the loaded samples grouped by stack (the least hot_frames does).
+        read_sql = ("SELECT count(*), sum(length(column08)) FROM read_csv($file, delim = '\t', quote = '', "
+                    "header = false, skip = 1, auto_detect = false, columns = {%s}, null_padding = true)"
+                    % ", ".join(f"'column{n:02}': 'VARCHAR'" for n in range(11)))
+        group_sql = "SELECT stack_id, sum(weight), sum(duration_ns::DOUBLE) FROM samples GROUP BY stack_id"
+        figures: dict[str, list[tuple[float, float]]] = {}
         for number in range(repeat):
             with Store(Path(scratch) / f"db{number}.duckdb") as db:
-                t0 = time.perf_counter()
-                loaded = db.load_run(run_dir)
-                loads.append(time.perf_counter() - t0)
-                assert loaded.samples == samples, loaded
-                t0 = time.perf_counter()
-                db.query("hot_frames", {"run_id": "bench-run"})
-                all_spans.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                db.query("hot_frames", {"run_id": "bench-run", "span": name})
-                one_name.append(time.perf_counter() - t0)
-        print(f"{samples} samples ({size / 1e6:.0f} MB samples.tsv, {loaded.spans} spans"
-              f"{', random stacks' if random_stacks else ''}): "
-              f"load {statistics.median(loads):.2f} s, hot_frames {statistics.median(all_spans):.2f} s, "
-              f"hot_frames -p span={name} {statistics.median(one_name):.2f} s (medians of {repeat})")
+                measured = {"read_csv (baseline)": timed(lambda: db.sql(read_sql, {"file": str(path)}))}
+                measured["load"] = timed(lambda: db.load_run(run_dir))
+                loaded = measured["load"][2]
+                measured["group by stack (baseline)"] = timed(lambda: db.sql(group_sql))
+                measured["hot_frames"] = timed(lambda: db.query("hot_frames", {"run_id": "bench-run"}))
+                measured[f"hot_frames -p span={name}"] = timed(
+                    lambda: db.query("hot_frames", {"run_id": "bench-run", "span": name}))
+            for what, (wall, cpu, _) in measured.items():
+                figures.setdefault(what, []).append((wall, cpu))
+        print(f"{shape}: {loaded.samples} samples loaded of {samples} (the others idle), "
+              f"{path.stat().st_size / 1e6:.0f} MB samples.tsv, {loaded.spans} spans; medians of {repeat}")
+        print(f"{'':32} {'wall s':>7} {'CPU s':>7} {'wall / baseline':>16}")
+        baseline = None
+        for what, values in figures.items():
+            wall = statistics.median(value[0] for value in values)
+            cpu = statistics.median(value[1] for value in values)
+            if what.endswith("(baseline)"):
+                baseline = wall
+            ratio = "" if baseline is None or what.endswith("(baseline)") else f"{wall / baseline:16.1f}"
+            print(f"{what:32} {wall:7.2f} {cpu:7.2f} {ratio}")
 
 
 def main() -> None:
@@ -247,14 +367,18 @@ def main() -> None:
     big = sub.add_parser("store")
     big.add_argument("--samples", type=int, default=1_000_000)
     big.add_argument("--repeat", type=int, default=3)
-    big.add_argument("--random-stacks", action="store_true", help="every stack under every span name: the worst case")
+    big.add_argument("--shape", choices=("codeflash", "moment", "random"), default="codeflash",
+                     help="codeflash: a codeflash-like tree; moment, random: one process, 8 threads, stacks of its "
+                          "moment or any stack anywhere (the worst case for hot_frames without parameters)")
+    big.add_argument("--spans", type=int, default=100_000, help="spans of the codeflash shape")
+    big.add_argument("--stacks", type=int, default=20_000, help="distinct stacks of the codeflash shape")
     args = parser.parse_args()
     if args.what == "overhead":
         overhead(args.rounds, args.seconds)
     elif args.what == "coverage":
         coverage(args.children, args.rounds)
     else:
-        store(args.samples, args.repeat, args.random_stacks)
+        store(args.samples, args.repeat, args.shape, args.spans, args.stacks)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import duckdb
 from selfopt_trace.errors import QueryError, RunNotFoundError, StoreError, StoreLockedError, StoreOpenError
 from selfopt_trace.paths import default_db_path
 from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
+from selfopt_trace.store.profile import take_apart_stacks
 
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -48,7 +49,11 @@ class Store:
         self.path = Path(path) if path is not None else default_db_path()
         self._con = _connect(self.path, read_only)
         if not read_only:
+            stacks_apart = _has_table(self._con, "stack_frames")
             self._con.execute(_sql_file("schema.sql"))
+            if not stacks_apart:  # new, or written by a version that kept stacks whole only
+                with transaction(self._con):
+                    take_apart_stacks(self._con)
         elif not _has_current_schema(self._con):
             # Written by an older version: bring its schema up to date once, then read as asked.
             self._con.close()
@@ -122,10 +127,14 @@ def _sql_file(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0] > 0
+
+
 def _has_current_schema(con: duckdb.DuckDBPyConnection) -> bool:
     """The newest tables of schema.sql are there (a file a new version created or upgraded)."""
-    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('cpu_samples', 'exports', 'samples')"
-                       ).fetchone()[0] == 3
+    return con.execute("SELECT count(*) FROM duckdb_tables() "
+                       "WHERE table_name IN ('cpu_samples', 'exports', 'samples', 'stack_frames')").fetchone()[0] == 4
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -1,4 +1,5 @@
-"""Load `profile/samples.tsv` (run --profile) into `samples` and `stacks`, each sample attributed to its span.
+"""Load `profile/samples.tsv` (run --profile) into `samples` and `stacks`, each sample attributed to its span,
+and `frames` and `stack_frames`, the stacks taken apart for hot_frames.
 
 Called by the loader inside the run's load transaction, after the spans and the CPU samples. As for
 span files, the lines never pass through Python: DuckDB's CSV reader reads them, SQL checks them.
@@ -10,7 +11,8 @@ Then, in SQL:
   neither running nor waiting for a CPU for most of it; idle slices are dropped unless run --idle;
 - attribution: each span's thread is the `thread.id` of its nearest thread span (a Thread's run, a
   pool's task), else its process's main thread; on each thread, the innermost open span at any
-  instant is the one whose start, or whose child's end, came last before it (an as-of join);
+  instant is the one whose start, or whose child's end, came last before it (a timeline prepared
+  on the spans, then one as-of join of the samples);
 - the `profile.alignment` diagnostic: the samples that ran in a function with spans of its own
   (`--target`) must fall inside those spans, and every sample inside its process's life.
 
@@ -26,49 +28,72 @@ import duckdb
 
 from selfopt_trace.watchers import profile_samples as fmt
 
-_COLUMNS = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*fmt.FIELDS, "extra"))
-_FRAMES_TYPE = "STRUCT(function VARCHAR, file VARCHAR, line INTEGER)[]"
+# Numbers are typed in the reader (a line whose number does not parse is dropped: a damaged line);
+# a 12th field means a damaged line too.
+_TYPES = {"time_ns": "BIGINT", "pid": "INTEGER", "tid": "INTEGER", "duration_ns": "BIGINT", "weight": "DOUBLE",
+          "stack_id": "BIGINT"}
+_COLUMNS = "{%s}" % ", ".join(f"'{name}': '{_TYPES.get(name, 'VARCHAR')}'" for name in (*fmt.FIELDS, "extra"))
+_FRAMES_JSON = '[{"function": "VARCHAR", "file": "VARCHAR", "line": "INTEGER"}]'  # stacks.frames
 
+# A stack's frames are read from their JSON text here, where the reader's threads share the work;
+# text that is no list of {function, file, line} (a damaged line) gives NULL frames.
 _STAGE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _profile AS
-SELECT rec, TRY_CAST(time_ns AS BIGINT) AS time_ns, TRY_CAST(pid AS INTEGER) AS pid, TRY_CAST(tid AS INTEGER) AS tid,
-       TRY_CAST(duration_ns AS BIGINT) AS duration_ns, TRY_CAST(weight AS DOUBLE) AS weight,
-       TRY_CAST(stack_id AS BIGINT) AS stack_id, coalesce(flags, '') AS flags, name, message
+SELECT rec, time_ns, pid, tid, duration_ns, weight, stack_id, coalesce(flags, '') AS flags,
+       CASE WHEN rec <> '{fmt.STACK}' THEN name END AS name, message,
+       CASE WHEN rec = '{fmt.STACK}' THEN try(from_json(name, '{_FRAMES_JSON}')) END AS frames
 FROM read_csv($files, columns = {_COLUMNS}, delim = '\t', quote = '', escape = '', new_line = '\\n',
               header = false, skip = 1, auto_detect = false, strict_mode = false, null_padding = true,
               ignore_errors = true)
 WHERE terminator = '{fmt.TERMINATOR}' AND extra IS NULL
   AND CASE rec
-        WHEN '{fmt.SAMPLE}' THEN TRY_CAST(time_ns AS BIGINT) IS NOT NULL AND TRY_CAST(pid AS INTEGER) IS NOT NULL
-                                 AND TRY_CAST(duration_ns AS BIGINT) >= 0 AND TRY_CAST(weight AS DOUBLE) >= 0
-                                 AND TRY_CAST(stack_id AS BIGINT) IS NOT NULL
-        WHEN '{fmt.STACK}' THEN TRY_CAST(stack_id AS BIGINT) IS NOT NULL
-                                AND TRY_CAST(TRY_CAST(name AS JSON) AS {_FRAMES_TYPE}) IS NOT NULL
-        WHEN '{fmt.PROFILER}' THEN TRY_CAST(time_ns AS BIGINT) IS NOT NULL AND name IS NOT NULL
+        WHEN '{fmt.SAMPLE}' THEN time_ns IS NOT NULL AND pid IS NOT NULL AND duration_ns >= 0 AND weight >= 0
+                                 AND stack_id IS NOT NULL
+        WHEN '{fmt.STACK}' THEN stack_id IS NOT NULL
+        WHEN '{fmt.PROFILER}' THEN time_ns IS NOT NULL AND name IS NOT NULL
         WHEN '{fmt.CONVERTED}' THEN name IS NOT NULL
         WHEN '{fmt.DIAGNOSTIC}' THEN name IS NOT NULL
         ELSE false
       END
 """
 
+# Each stack once (its first good K record).
 _STACKS_SQL = f"""
 INSERT INTO stacks
-SELECT $run_id, stack_id, TRY_CAST(TRY_CAST(any_value(name) AS JSON) AS {_FRAMES_TYPE})
-FROM _profile WHERE rec = '{fmt.STACK}'
-GROUP BY stack_id
+SELECT $run_id, stack_id, frames
+FROM _profile
+WHERE rowid IN (SELECT min(rowid) FROM _profile WHERE rec = '{fmt.STACK}' AND frames IS NOT NULL GROUP BY stack_id)
+"""
+
+# The run's stacks taken apart (hot_frames joins these integers): its frames, each
+# named by a hash of its function and file; each stack's distinct frames (list operations on each
+# stack, no grouping of millions of rows), the running one (the last) flagged with its line.
+_FRAMES_SQL = """
+INSERT INTO frames
+SELECT $run_id, hash(f.function, f.file) AS frame_id, any_value(f.function), any_value(f.file)
+FROM (SELECT unnest(frames) AS f FROM stacks WHERE run_id = $run_id)
+GROUP BY frame_id
+"""
+
+_STACK_FRAMES_SQL = """
+INSERT INTO stack_frames
+SELECT $run_id, stack_id, frame_id, frame_id = running_id, CASE WHEN frame_id = running_id THEN running_line END
+FROM (SELECT stack_id, unnest(list_distinct([hash(f.function, f.file) FOR f IN frames])) AS frame_id,
+             hash(frames[-1].function, frames[-1].file) AS running_id, frames[-1].line AS running_line
+      FROM stacks WHERE run_id = $run_id)
 """
 
 # Each span of the sampled processes with its thread: a thread or task span's thread.id, passed down
 # its children in the same process; a process span, and a span whose parent is in another process
 # (or not traced), on the process's main thread (tid = pid).
-_SPAN_THREADS_SQL = """
+_SPAN_THREADS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _span_threads AS
 WITH RECURSIVE
 sampled AS (
     SELECT span_id, parent_span_id, pid, name, category, start_ns, end_ns,
            CASE WHEN category = 'thread' THEN TRY_CAST(attributes->>'thread.id' AS INTEGER) END AS own_tid
     FROM spans
-    WHERE run_id = $run_id AND pid IN (SELECT DISTINCT pid FROM _samples)
+    WHERE run_id = $run_id AND pid IN (SELECT DISTINCT pid FROM _profile WHERE rec = '{fmt.SAMPLE}')
 ),
 walk(span_id, tid, depth) AS (  -- depth: bad input (a parent loop) must not loop the load
     SELECT s.span_id, coalesce(s.own_tid, s.pid), 0
@@ -87,47 +112,67 @@ FROM (SELECT span_id, any_value(tid) AS tid FROM walk GROUP BY span_id) AS w
 JOIN sampled AS s USING (span_id)
 """
 
-# Where each thread's innermost open span changes: at a span's start (to it) and at its end (back to
-# its parent, when that is on the same thread). A sample's span is the last change before it.
-_ATTRIBUTE_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _attributed AS
-WITH changes AS (
-    SELECT pid, tid, start_ns AS at_ns, span_id, end_ns AS until_ns FROM _span_threads
-    UNION ALL
-    SELECT c.pid, c.tid, c.end_ns, p.span_id, p.end_ns
-    FROM _span_threads AS c JOIN _span_threads AS p ON p.span_id = c.parent_span_id AND p.pid = c.pid AND p.tid = c.tid
-    WHERE c.end_ns < p.end_ns
+# Attribution, prepared on the spans (thousands of rows) so that the samples (millions) take their
+# span in one as-of join. On each sampled thread the innermost open span changes at a span's start
+# (to it) and at its end (back to its parent, when that is on the same thread); the thread's span at
+# an instant is the last change before it, while that span is open; else its process's span (the
+# one that started last before it, while open); else none. That answer only changes at a change, a
+# process span's start, or just after the end of either: the timeline holds it at each such point.
+# tid_key: a sample with no known thread (-1) takes its process span.
+_TIMELINE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _timeline AS
+WITH
+threads AS (SELECT DISTINCT pid, coalesce(tid, -1) AS tid_key FROM _profile WHERE rec = '{fmt.SAMPLE}'),
+changes AS (  -- at one instant, a span's start wins over a return to a parent, and the innermost wins
+    SELECT * FROM (
+        SELECT pid, tid AS tid_key, start_ns AS at_ns, span_id, end_ns AS until_ns, false AS back FROM _span_threads
+        UNION ALL
+        SELECT c.pid, c.tid, c.end_ns, p.span_id, p.end_ns, true
+        FROM _span_threads AS c JOIN _span_threads AS p ON p.span_id = c.parent_span_id AND p.pid = c.pid AND p.tid = c.tid
+        WHERE c.end_ns < p.end_ns
+    )
+    QUALIFY row_number() OVER (PARTITION BY pid, tid_key, at_ns ORDER BY back, until_ns, span_id) = 1
 ),
 processes AS (
     SELECT pid, start_ns AS at_ns, span_id, end_ns AS until_ns FROM _span_threads
     WHERE name = 'process' AND category = 'process'
 ),
-innermost AS (
-    SELECT s.*, CASE WHEN g.until_ns >= s.time_ns THEN g.span_id END AS thread_span,
-           CASE WHEN g.until_ns >= s.time_ns THEN g.until_ns END AS thread_until
-    FROM _samples AS s
-    ASOF LEFT JOIN changes AS g ON g.pid = s.pid AND g.tid = s.tid AND s.time_ns >= g.at_ns
+points AS (
+    SELECT DISTINCT pid, tid_key, at_ns FROM (
+        SELECT pid, tid_key, at_ns FROM changes
+        UNION ALL
+        SELECT pid, tid_key, until_ns + 1 FROM changes
+        UNION ALL
+        SELECT pid, t.tid_key, p.at_ns FROM processes AS p JOIN threads AS t USING (pid)
+        UNION ALL
+        SELECT pid, t.tid_key, p.until_ns + 1 FROM processes AS p JOIN threads AS t USING (pid)
+    )
 ),
-attributed AS (
-    SELECT i.* EXCLUDE (thread_span, thread_until), coalesce(i.thread_span, p.span_id) AS span_id,
-           coalesce(i.thread_until, CASE WHEN p.until_ns >= i.time_ns THEN p.until_ns END) AS until_ns
-    FROM innermost AS i
-    ASOF LEFT JOIN processes AS p ON p.pid = i.pid AND i.time_ns >= p.at_ns
+on_thread AS (
+    SELECT t.pid, t.tid_key, t.at_ns, CASE WHEN g.until_ns >= t.at_ns THEN g.span_id END AS span_id,
+           CASE WHEN g.until_ns >= t.at_ns THEN g.until_ns END AS until_ns
+    FROM points AS t
+    ASOF LEFT JOIN changes AS g ON g.pid = t.pid AND g.tid_key = t.tid_key AND t.at_ns >= g.at_ns
 )
--- A slice goes on until the sample that saw another stack: past the end of its span, the stack
--- had changed (the span's code returned), so it ends with its span.
-SELECT * EXCLUDE (until_ns) REPLACE (
-           CASE WHEN until_ns < time_ns + duration_ns AND duration_ns > 0
-                THEN weight * (until_ns - time_ns) / duration_ns ELSE weight END AS weight,
-           CASE WHEN until_ns < time_ns + duration_ns THEN until_ns - time_ns ELSE duration_ns END AS duration_ns)
-FROM attributed
+SELECT t.pid, t.tid_key, t.at_ns, coalesce(t.span_id, p.span_id) AS span_id, coalesce(t.until_ns, p.until_ns) AS until_ns
+FROM on_thread AS t
+LEFT JOIN (  -- a process span holds from its start until it ends or the pid's next one starts: one match
+    SELECT *, least(until_ns, lead(at_ns) OVER (PARTITION BY pid ORDER BY at_ns, span_id) - 1) AS held_until
+    FROM processes
+) AS p ON p.pid = t.pid AND p.at_ns <= t.at_ns AND t.at_ns <= p.held_until
 """
 
-# The slices: the last one of a thread ends where the thread is known to have ended; idle when
-# py-spy's heuristic says so or when the CPU sampler saw the thread neither on a CPU nor queued for
-# one for most of the slice (the reading around its middle).
+_BUCKET_NS = 20_000_000  # about a CPU reading's length: a reading is in one or two buckets
+
+# The samples, in one statement (a temporary table of a million rows between two steps costs
+# more than the step):
+# - the slices: the last one of a thread ends where the thread is known to have ended; idle when
+#   py-spy's heuristic says so or when the CPU sampler saw the thread neither on a CPU nor queued
+#   for one for most of the slice (the reading around its middle: found by hash in buckets of
+#   _BUCKET_NS, as sorting a million slices for an as-of join costs more than the rest);
+# - attribution: the span of the timeline's last point before the sample.
 _SAMPLES_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _samples AS
+INSERT INTO samples
 WITH raw AS (
     SELECT time_ns, pid, tid, duration_ns, weight, stack_id, flags, name AS thread_name
     FROM _profile WHERE rec = '{fmt.SAMPLE}'
@@ -150,21 +195,45 @@ ended AS (
     FROM raw AS r LEFT JOIN thread_end AS e ON e.pid = r.pid AND e.tid = r.tid
 ),
 middles AS (SELECT *, time_ns + duration_ns // 2 AS middle_ns FROM ended),
-cpu AS (SELECT pid, tid, start_ns, end_ns, cpu_ns + runqueue_ns AS busy_ns FROM cpu_samples WHERE run_id = $run_id)
-SELECT m.pid, m.tid, m.thread_name, m.time_ns, m.duration_ns,
-       CASE WHEN m.seen_ns > 0 THEN m.weight * m.duration_ns / m.seen_ns ELSE m.weight END AS weight,
-       m.stack_id,
-       contains(m.flags, '{fmt.IDLE_FLAG}')
-       OR coalesce(c.end_ns > m.middle_ns AND c.busy_ns * 2 < c.end_ns - c.start_ns, false) AS idle
-FROM middles AS m
-ASOF LEFT JOIN cpu AS c ON c.pid = m.pid AND c.tid = m.tid AND m.middle_ns >= c.start_ns
-"""
-
-_INSERT_SQL = """
-INSERT INTO samples
-SELECT $run_id, pid, tid, thread_name, time_ns, duration_ns, weight, stack_id, idle, span_id
-FROM _attributed
-WHERE $keep_idle OR NOT idle
+readings AS (  -- each owns its time until the next one starts (no overlap: a slice matches one)
+    SELECT pid, tid, start_ns, least(end_ns, coalesce(lead(start_ns) OVER (PARTITION BY pid, tid ORDER BY start_ns),
+                                                      end_ns)) AS end_ns,
+           (cpu_ns + runqueue_ns) * 2 < end_ns - start_ns AS idle
+    FROM cpu_samples WHERE run_id = $run_id
+),
+idle_short AS (  -- the idle readings, listed in each bucket they overlap: slices find them by hash
+    SELECT pid, tid, start_ns, end_ns,
+           unnest(range(start_ns // {_BUCKET_NS}, (end_ns - 1) // {_BUCKET_NS} + 1)) AS bucket
+    FROM readings WHERE idle AND end_ns > start_ns AND (end_ns - 1) // {_BUCKET_NS} - start_ns // {_BUCKET_NS} < 64
+),
+idle_long AS (
+    SELECT * FROM readings
+    WHERE idle AND end_ns > start_ns AND (end_ns - 1) // {_BUCKET_NS} - start_ns // {_BUCKET_NS} >= 64
+),
+slices AS (
+    SELECT m.pid, m.tid, m.thread_name, m.time_ns, m.duration_ns,
+           CASE WHEN m.seen_ns > 0 THEN m.weight * m.duration_ns / m.seen_ns ELSE m.weight END AS weight,
+           m.stack_id,
+           contains(m.flags, '{fmt.IDLE_FLAG}') OR c.pid IS NOT NULL OR l.pid IS NOT NULL AS idle
+    FROM middles AS m
+    LEFT JOIN idle_short AS c ON c.pid = m.pid AND c.tid = m.tid AND c.bucket = m.middle_ns // {_BUCKET_NS}
+                             AND c.start_ns <= m.middle_ns AND m.middle_ns < c.end_ns
+    LEFT JOIN idle_long AS l ON l.pid = m.pid AND l.tid = m.tid AND l.start_ns <= m.middle_ns AND m.middle_ns < l.end_ns
+),
+kept AS (SELECT * FROM slices WHERE $keep_idle OR NOT idle),
+attributed AS (
+    SELECT s.*, g.span_id, g.until_ns  -- open at the sample: the timeline has a point just after every end
+    FROM kept AS s
+    ASOF LEFT JOIN _timeline AS g ON g.pid = s.pid AND g.tid_key = coalesce(s.tid, -1) AND s.time_ns >= g.at_ns
+)
+-- A slice goes on until the sample that saw another stack: past the end of its span, the stack
+-- had changed (the span's code returned), so it ends with its span.
+SELECT $run_id, pid, tid, thread_name, time_ns,
+       CASE WHEN until_ns < time_ns + duration_ns THEN until_ns - time_ns ELSE duration_ns END,
+       CASE WHEN until_ns < time_ns + duration_ns AND duration_ns > 0
+            THEN weight * (until_ns - time_ns) / duration_ns ELSE weight END,
+       stack_id, idle, span_id
+FROM attributed
 """
 
 _DIAGNOSTICS_SQL = f"""
@@ -232,28 +301,37 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
         return
     run = {"run_id": result.run_id}
     con.execute(_STAGE_SQL, {"files": [str(path)]})
-    records = con.execute("SELECT count(*) FROM _profile").fetchone()[0]
+    records, bad_stacks = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE rec = '{fmt.STACK}' AND frames IS NULL) FROM _profile").fetchone()
     with tempfile.TemporaryDirectory(prefix="selfopt-trace-profile-") as scratch:
         leftovers = _convert_leftovers(con, run_dir, Path(scratch))
         if leftovers:
             con.execute(_STAGE_SQL.replace("CREATE OR REPLACE TEMP TABLE _profile AS", "INSERT INTO _profile"),
                         {"files": leftovers})
-    damaged = _scan(path)[0] - 1 - records
+    damaged = _scan(path)[0] - 1 - records + bad_stacks
+    con.execute(_STACKS_SQL, run)
     if damaged > 0:
         result.skipped_lines += damaged
         result.warnings.append(LoadWarning(
             "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", name))
-    con.execute(_STACKS_SQL, run)
-    con.execute(_SAMPLES_SQL, run)
+    con.execute(_FRAMES_SQL, run)
+    con.execute(_STACK_FRAMES_SQL, run)
     con.execute(_SPAN_THREADS_SQL, run)
-    con.execute(_ATTRIBUTE_SQL)
+    con.execute(_TIMELINE_SQL)
     keep_idle = bool(con.execute(f"SELECT bool_or(TRY_CAST(TRY_CAST(message AS JSON)->>'idle' AS BOOLEAN)) "
                                  f"FROM _profile WHERE rec = '{fmt.PROFILER}'").fetchone()[0])
-    result.samples = con.execute(_INSERT_SQL, {**run, "keep_idle": keep_idle}).fetchone()[0]
+    result.samples = con.execute(_SAMPLES_SQL, {**run, "keep_idle": keep_idle}).fetchone()[0]
     result.diagnostics += con.execute(_DIAGNOSTICS_SQL, {**run, "source_file": name}).fetchone()[0]
     if result.samples:
         _alignment(con, result, name)
-    con.execute("DROP TABLE _profile; DROP TABLE _samples; DROP TABLE _span_threads; DROP TABLE _attributed")
+    con.execute("DROP TABLE _profile; DROP TABLE _span_threads; DROP TABLE _timeline")
+
+
+def take_apart_stacks(con: duckdb.DuckDBPyConnection) -> None:
+    """frames and stack_frames of every run in `stacks`: a database written before they existed."""
+    for (run_id,) in con.execute("SELECT DISTINCT run_id FROM stacks").fetchall():
+        con.execute(_FRAMES_SQL, {"run_id": run_id})
+        con.execute(_STACK_FRAMES_SQL, {"run_id": run_id})
 
 
 def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: Path) -> list[str]:

@@ -150,6 +150,24 @@ CREATE TABLE IF NOT EXISTS stacks (
     frames   STRUCT(function VARCHAR, file VARCHAR, line INTEGER)[]
 );
 
+-- The same stacks taken apart at load, so that hot_frames and the report join integers instead of
+-- unnesting lists of structs: each frame (a function in a file) once per run ...
+CREATE TABLE IF NOT EXISTS frames (
+    run_id   VARCHAR NOT NULL,
+    frame_id UBIGINT,            -- hash(function, file)
+    function VARCHAR,
+    file     VARCHAR
+);
+
+-- ... and each stack's frames, each once (recursion or not).
+CREATE TABLE IF NOT EXISTS stack_frames (
+    run_id   VARCHAR NOT NULL,
+    stack_id BIGINT,
+    frame_id UBIGINT,
+    running  BOOLEAN,            -- it is the stack's running frame (its last)
+    line     INTEGER             -- when running, the line it was running (else NULL)
+);
+
 -- What was sent where (selfopt_trace/export/ledger.py): one row per live export or `push` of a run.
 CREATE TABLE IF NOT EXISTS exports (
     run_id       VARCHAR,

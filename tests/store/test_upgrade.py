@@ -1,4 +1,5 @@
-"""A database written by an older selfopt-trace (before CPU samples and exports) still answers, also read-only."""
+"""A database written by an older selfopt-trace (before CPU samples and exports, before stacks were taken
+apart) still answers, also read-only."""
 
 from __future__ import annotations
 
@@ -27,3 +28,26 @@ def test_an_older_database_opened_read_only_is_upgraded_once_and_answers_every_q
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'cpu_samples'").fetchone() == (1,)
     con.close()
+
+
+def test_profile_stacks_loaded_by_an_older_version_are_taken_apart_for_hot_frames(tmp_path: Path) -> None:
+    from selfopt_trace.watchers import profile_samples as fmt
+    from tests.store.spanfiles import T0, complete, header, sid, write_run
+
+    ms = 1_000_000
+    run_dir = write_run(tmp_path / "run", {"10-00000001.spans": header(10) + complete(
+        sid(1), "", "process", "process", T0, T0 + 100 * ms)}, {"run_id": "p1"})
+    (run_dir / "profile").mkdir()
+    frames = (("main", "a.py", 1), ("hot", "b.py", 2))
+    (run_dir / fmt.SAMPLES_PATH).write_text(
+        fmt.header() + fmt.line(fmt.STACK, stack_id=fmt.stack_id(frames), name=fmt.stack_json(frames))
+        + fmt.line(fmt.SAMPLE, T0 + 10 * ms, 10, 10, 50 * ms, 5, fmt.stack_id(frames), "", "MainThread"))
+    path = tmp_path / "old.duckdb"
+    with Store(path) as store:
+        store.load_run(run_dir)
+    con = duckdb.connect(str(path))  # what the first version with profiles left: stacks whole only
+    con.execute("DROP TABLE frames; DROP TABLE stack_frames")
+    con.close()
+    with Store(path, read_only=True) as store:
+        rows = run_query(store, "hot_frames", {"run_id": "p1"}).records()
+    assert [(row["function"], row["self_samples"], row["total_samples"]) for row in rows] == [("hot", 5, 5), ("main", 0, 5)]

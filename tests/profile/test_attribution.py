@@ -1,0 +1,71 @@
+"""Where the loader puts each slice (its span, idle or not), at the edges its fast joins must get right.
+
+Hand-written run directories (docs/span-format.md: spans, CPU samples, profile samples) loaded into
+a real DuckDB file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfopt_trace.store import Store
+from selfopt_trace.watchers import profile_samples as fmt
+from tests.store.spanfiles import T0, complete, header, sid, write_run
+
+MS = 1_000_000
+PID, WORKER = 10, 11
+CPU_HEADER = "#selfopt-trace/cpu 1\trec\ttime_ns\tpid\ttid\tprocess_start_ns\tcpu_ns\trunqueue_ns\tname\tmessage\n"
+
+
+def _load(tmp_path: Path, spans: str, samples: list[str], cpu: str | None = None) -> dict[int, tuple]:
+    """{slice start, ms after T0: (span name or None, idle)} of the loaded run (run --idle: idle kept)."""
+    run_dir = write_run(tmp_path / "run", {f"{PID}-00000001.spans": header(PID) + spans}, {"run_id": "a1"})
+    (run_dir / "profile").mkdir()
+    profiler = fmt.line(fmt.PROFILER, T0, PID, duration_ns=MS, weight="100", name="10-1.json", message='{"idle":true}')
+    converted = fmt.line(fmt.CONVERTED, pid=PID, name="10-1.json", message="{}")
+    stack = fmt.line(fmt.STACK, stack_id=7, name=fmt.stack_json((("f", "a.py", 1),)))
+    (run_dir / fmt.SAMPLES_PATH).write_text(fmt.header() + profiler + converted + stack + "".join(samples))
+    if cpu is not None:
+        (run_dir / "cpu").mkdir()
+        (run_dir / "cpu" / "samples.tsv").write_text(CPU_HEADER + cpu)
+    with Store(tmp_path / "db.duckdb") as store:
+        loaded = store.load_run(run_dir)
+        assert not loaded.warnings, loaded.warnings
+        _, rows = store.sql("""SELECT (p.time_ns - $t0) // 1000000, s.name, p.idle FROM samples AS p
+                               LEFT JOIN spans AS s USING (run_id, span_id) ORDER BY p.time_ns""", {"t0": T0})
+    return {at: (name, idle) for at, name, idle in rows}
+
+
+def _slice(at_ms: int, tid: int | str = PID, ms: int = 1) -> str:
+    return fmt.line(fmt.SAMPLE, T0 + at_ms * MS, PID, tid, ms * MS, ms / 10, 7, "", "t")
+
+
+def test_a_slice_goes_to_the_span_open_at_its_start_on_its_thread(tmp_path: Path) -> None:
+    spans = (complete(sid(1), "", "process", "process", T0, T0 + 1000 * MS)
+             + complete(sid(2), sid(1), "first", "phase", T0 + 100 * MS, T0 + 200 * MS)
+             + complete(sid(3), sid(1), "second", "phase", T0 + 200 * MS, T0 + 300 * MS)  # starts as first ends
+             + complete(sid(4), sid(3), "inner", "phase", T0 + 250 * MS, T0 + 260 * MS)
+             + complete(sid(5), sid(1), "thread", "thread", T0 + 50 * MS, T0 + 600 * MS, attributes={"thread.id": WORKER})
+             + complete(sid(6), sid(5), "task", "phase", T0 + 400 * MS, T0 + 500 * MS))
+    got = _load(tmp_path, spans, [
+        _slice(150), _slice(200), _slice(255), _slice(260), _slice(350),
+        _slice(450, WORKER), _slice(550, WORKER), _slice(700, WORKER),  # the thread ended: its process
+        _slice(450, ""),  # py-spy could not name the thread: its process
+        _slice(1500),  # after its process ended: no span
+    ])
+    assert {at: name for at, (name, _) in got.items()} == {
+        150: "first", 200: "second", 255: "inner", 260: "second", 350: "process",  # at an end: the parent
+        450: "task", 550: "thread", 700: "process", 1500: None}
+
+
+def test_a_slice_is_idle_where_the_cpu_sampler_saw_its_thread_wait(tmp_path: Path) -> None:
+    spans = complete(sid(1), "", "process", "process", T0, T0 + 10_000 * MS)
+    start = T0 - 5 * MS
+    # (ms, CPU ms so far): busy to 100 ms, idle to 150 (5 of 50 ms), idle to 3150 (10 of 3000 ms: a reading
+    # longer than the buckets the loader lists readings in), busy after
+    readings = [(0, 0), (50, 45), (100, 95), (150, 100), (3150, 110), (3200, 160), (3210, 170)]
+    cpu = "".join(f"C\t{T0 + at * MS}\t{PID}\t{PID}\t{start}\t{used * MS}\t0\t\t\t.\n" for at, used in readings)
+    got = _load(tmp_path, spans, [_slice(60, ms=20), _slice(110, ms=20), _slice(1000, ms=20), _slice(3000, ms=20),
+                                  _slice(3170, ms=10), _slice(3204, ms=2), _slice(5000, ms=20)], cpu)
+    assert {at: idle for at, (_, idle) in got.items()} == {  # by the reading around the slice's middle
+        60: False, 110: True, 1000: True, 3000: True, 3170: False, 3204: False, 5000: False}
