@@ -220,11 +220,15 @@ slices AS (
                              AND c.start_ns <= m.middle_ns AND m.middle_ns < c.end_ns
     LEFT JOIN idle_long AS l ON l.pid = m.pid AND l.tid = m.tid AND l.start_ns <= m.middle_ns AND m.middle_ns < l.end_ns
 ),
-kept AS (SELECT * FROM slices WHERE $keep_idle OR NOT idle),
+kept AS (  -- a slice is placed by the middle of its first sample: py-spy's clock zero comes a little
+           -- after the recorded anchor (its start-up), so its times come out up to a few ms early
+    SELECT *, time_ns + CAST(duration_ns / greatest(weight, 1.0) / 2 AS BIGINT) AS placed_ns
+    FROM slices WHERE $keep_idle OR NOT idle
+),
 attributed AS (
     SELECT s.*, g.span_id, g.until_ns  -- open at the sample: the timeline has a point just after every end
     FROM kept AS s
-    ASOF LEFT JOIN _timeline AS g ON g.pid = s.pid AND g.tid_key = coalesce(s.tid, -1) AND s.time_ns >= g.at_ns
+    ASOF LEFT JOIN _timeline AS g ON g.pid = s.pid AND g.tid_key = coalesce(s.tid, -1) AND s.placed_ns >= g.at_ns
 )
 -- A slice goes on until the sample that saw another stack: past the end of its span, the stack
 -- had changed (the span's code returned), so it ends with its span.
