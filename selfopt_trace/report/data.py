@@ -74,24 +74,50 @@ up(span_id, ancestor) AS (
     FROM up AS u JOIN spans AS s ON s.run_id = $run_id AND s.span_id = u.ancestor
     WHERE s.parent_span_id IS NOT NULL
 ),
-inside AS (
+drawn AS (SELECT DISTINCT unnest($drawn::VARCHAR[]) AS ancestor),
+inside AS (  -- a join with the drawn spans, not list_contains: one lookup per pair, not a list scan
     SELECT u.ancestor, p.stack_id, sum(p.ns) AS ns
-    FROM up AS u JOIN sampled AS p USING (span_id)
-    WHERE list_contains($drawn, u.ancestor)
+    FROM up AS u JOIN drawn USING (ancestor) JOIN sampled AS p USING (span_id)
     GROUP BY ALL
 ),
-frames AS (
-    SELECT stack_id, f.function, f.file, bool_or(i = n) AS running
-    FROM (SELECT stack_id, unnest(frames) AS f, generate_subscripts(frames, 1) AS i, len(frames) AS n
-          FROM stacks WHERE run_id = $run_id AND stack_id IN (SELECT stack_id FROM inside))
-    GROUP BY ALL
+selfs AS (  -- self time: each stack's running frame (stack_frames: each stack's frames once)
+    SELECT i.ancestor, f.frame_id, sum(i.ns) AS self_ns
+    FROM inside AS i JOIN stack_frames AS f ON f.run_id = $run_id AND f.stack_id = i.stack_id AND f.running
+    GROUP BY i.ancestor, f.frame_id
+),
+-- Totals only for the frames that can make a span's top: those at or above its $per_span-th self
+-- time (ties kept); every frame of a span where fewer frames ran (the rest are ordered by total).
+cut AS (
+    SELECT ancestor, CASE WHEN count(*) >= $per_span THEN min(self_ms) END AS min_self_ms
+    FROM (SELECT ancestor, round(self_ns / 1e6, 1) AS self_ms FROM selfs
+          QUALIFY row_number() OVER (PARTITION BY ancestor ORDER BY self_ns DESC) <= $per_span)
+    GROUP BY ancestor
+),
+candidates AS (
+    SELECT s.ancestor, s.frame_id FROM selfs AS s JOIN cut AS c USING (ancestor)
+    WHERE c.min_self_ms IS NOT NULL AND round(s.self_ns / 1e6, 1) >= c.min_self_ms
+),
+totals AS (
+    SELECT i.ancestor, f.frame_id, sum(i.ns) AS total_ns
+    FROM candidates AS c
+    JOIN stack_frames AS f ON f.run_id = $run_id AND f.frame_id = c.frame_id
+    JOIN inside AS i ON i.ancestor = c.ancestor AND i.stack_id = f.stack_id
+    GROUP BY i.ancestor, f.frame_id
+    UNION ALL
+    SELECT i.ancestor, f.frame_id, sum(i.ns)
+    FROM inside AS i JOIN stack_frames AS f ON f.run_id = $run_id AND f.stack_id = i.stack_id
+    WHERE i.ancestor IN (SELECT ancestor FROM cut WHERE min_self_ms IS NULL)
+    GROUP BY i.ancestor, f.frame_id
+),
+ranked AS (
+    SELECT t.ancestor, t.frame_id, coalesce(s.self_ns, 0) AS self_ns, t.total_ns
+    FROM totals AS t LEFT JOIN selfs AS s USING (ancestor, frame_id)
 )
-SELECT i.ancestor, f.function, f.file,
-       round(coalesce(sum(i.ns) FILTER (WHERE f.running), 0) / 1e6, 1) AS self_ms, round(sum(i.ns) / 1e6, 1) AS total_ms
-FROM inside AS i JOIN frames AS f USING (stack_id)
-GROUP BY i.ancestor, f.function, f.file
-QUALIFY row_number() OVER (PARTITION BY i.ancestor ORDER BY self_ms DESC, total_ms DESC, f.function) <= $per_span
-ORDER BY i.ancestor, self_ms DESC, total_ms DESC
+SELECT r.ancestor, n.function, n.file,
+       round(r.self_ns / 1e6, 1) AS self_ms, round(r.total_ns / 1e6, 1) AS total_ms
+FROM ranked AS r JOIN frames AS n ON n.run_id = $run_id AND n.frame_id = r.frame_id
+QUALIFY row_number() OVER (PARTITION BY r.ancestor ORDER BY self_ms DESC, total_ms DESC, n.function) <= $per_span
+ORDER BY r.ancestor, self_ms DESC, total_ms DESC, n.function
 """
 HOT_PER_SPAN = 10
 

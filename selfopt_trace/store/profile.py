@@ -220,10 +220,16 @@ slices AS (
                              AND c.start_ns <= m.middle_ns AND m.middle_ns < c.end_ns
     LEFT JOIN idle_long AS l ON l.pid = m.pid AND l.tid = m.tid AND l.start_ns <= m.middle_ns AND m.middle_ns < l.end_ns
 ),
+process_end AS (SELECT pid, max(end_ns) AS end_ns FROM spans
+                WHERE run_id = $run_id AND name = 'process' AND category = 'process' GROUP BY pid),
 kept AS (  -- a slice is placed by the middle of its first sample: py-spy's clock zero comes a little
-           -- after the recorded anchor (its start-up), so its times come out up to a few ms early
-    SELECT *, time_ns + CAST(duration_ns / greatest(weight, 1.0) / 2 AS BIGINT) AS placed_ns
-    FROM slices WHERE $keep_idle OR NOT idle
+           -- after the recorded anchor (its start-up), so its times come out up to a few ms early;
+           -- never past its process's span when it started inside it
+    SELECT s.*, CASE WHEN e.end_ns > s.time_ns
+                     THEN least(s.time_ns + CAST(s.duration_ns / greatest(s.weight, 1.0) / 2 AS BIGINT), e.end_ns - 1)
+                     ELSE s.time_ns END AS placed_ns
+    FROM slices AS s LEFT JOIN process_end AS e ON e.pid = s.pid
+    WHERE $keep_idle OR NOT s.idle
 ),
 attributed AS (
     SELECT s.*, g.span_id, g.until_ns  -- open at the sample: the timeline has a point just after every end

@@ -39,8 +39,11 @@ def test_a_failing_py_spy_changes_nothing_of_cmd(tmp_path: Path) -> None:
     fake = tmp_path / "py-spy"
     fake.write_text("#!/bin/sh\necho 'Error: Operation not permitted (os error 1)' >&2\necho noise\nexit 1\n")
     fake.chmod(0o755)
-    untraced = cli("run", "--", *CMD, env=cli.env(SELFOPT_TRACE_DISABLED="1"))
-    done = cli("run", "--profile", "--run-id", "f1", "--", *CMD, env=cli.env(SELFOPT_TRACE_PYSPY=str(fake)))
+    # CMD lives a second: py-spy starts once its span file appears, and a loaded machine ran a CMD
+    # that exits at once to its end before that
+    living = [*CMD[:-1], CMD[-1].replace("sys.exit(4)", "__import__('time').sleep(1); sys.exit(4)")]
+    untraced = cli("run", "--", *living, env=cli.env(SELFOPT_TRACE_DISABLED="1"))
+    done = cli("run", "--profile", "--run-id", "f1", "--", *living, env=cli.env(SELFOPT_TRACE_PYSPY=str(fake)))
     assert (done.returncode, done.stdout) == (untraced.returncode, untraced.stdout) == (4, b"out\n")
     assert done.stderr.decode().startswith("err\n")
     assert "gave none" in done.stderr.decode()
