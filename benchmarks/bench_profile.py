@@ -340,6 +340,7 @@ def store(samples: int, repeat: int, shape: str, spans: int, stacks: int) -> Non
                 measured["hot_frames"] = timed(lambda: db.query("hot_frames", {"run_id": "bench-run"}))
                 measured[f"hot_frames -p span={name}"] = timed(
                     lambda: db.query("hot_frames", {"run_id": "bench-run", "span": name}))
+                measured["report's hottest frames"] = timed(lambda: report_hot_frames(db))
             for what, (wall, cpu, _) in measured.items():
                 figures.setdefault(what, []).append((wall, cpu))
         print(f"{shape}: {loaded.samples} samples loaded of {samples} (the others idle), "
@@ -353,6 +354,15 @@ def store(samples: int, repeat: int, shape: str, spans: int, stacks: int) -> Non
                 baseline = wall
             ratio = "" if baseline is None or what.endswith("(baseline)") else f"{wall / baseline:16.1f}"
             print(f"{what:32} {wall:7.2f} {cpu:7.2f} {ratio}")
+
+
+def report_hot_frames(db) -> dict:
+    """The HTML report's hottest frames of the spans it draws (its longest: report.data's limit)."""
+    from selfopt_trace.report import data
+
+    _, rows = db.sql("SELECT span_id FROM spans WHERE run_id = 'bench-run' ORDER BY duration_ns DESC LIMIT $limit",
+                     {"limit": data.SPAN_LIMIT})
+    return data._hot_frames(db, "bench-run", [row[0] for row in rows])
 
 
 def main() -> None:
