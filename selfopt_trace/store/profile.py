@@ -222,11 +222,11 @@ slices AS (
 ),
 process_end AS (SELECT pid, max(end_ns) AS end_ns FROM spans
                 WHERE run_id = $run_id AND name = 'process' AND category = 'process' GROUP BY pid),
-kept AS (  -- a slice is placed by the middle of its first sample: py-spy's clock zero comes a little
-           -- after the recorded anchor (its start-up), so its times come out up to a few ms early;
-           -- never past its process's span when it started inside it
-    SELECT s.*, CASE WHEN e.end_ns > s.time_ns
-                     THEN least(s.time_ns + CAST(s.duration_ns / greatest(s.weight, 1.0) / 2 AS BIGINT), e.end_ns - 1)
+kept AS (  -- a slice is placed by its middle: py-spy's clock zero comes after the recorded anchor (its
+           -- start-up), so its times come out early, by up to 9 ms on a loaded machine: placed by its
+           -- start, a 600 ms slice went to the sleep before its span and was cut to that sleep's end.
+           -- Never past its process's span when it started inside it.
+    SELECT s.*, CASE WHEN e.end_ns > s.time_ns THEN least(s.time_ns + s.duration_ns // 2, e.end_ns - 1)
                      ELSE s.time_ns END AS placed_ns
     FROM slices AS s LEFT JOIN process_end AS e ON e.pid = s.pid
     WHERE $keep_idle OR NOT s.idle

@@ -72,11 +72,17 @@ def test_a_slice_is_idle_where_the_cpu_sampler_saw_its_thread_wait(tmp_path: Pat
         60: False, 110: True, 1000: True, 3000: True, 3170: False, 3204: False, 5000: False}
 
 
-def test_a_long_slice_just_before_its_span_goes_to_the_span(tmp_path: Path) -> None:
-    """py-spy's times come out up to a few ms early (its clock starts after the recorded anchor): a
-    slice of 62 samples that starts 0.2 ms before the span whose function it sampled is the span's."""
+def test_a_long_slice_that_starts_early_goes_whole_to_its_span(tmp_path: Path) -> None:
+    """py-spy's times come out early (its clock starts after the recorded anchor): a slice of 62
+    samples that starts 8.6 ms before the span whose function it sampled, inside a short sleep just
+    before that span, is the span's, whole (placed by its start, it was cut to the sleep's end)."""
     spans = (complete(sid(1), "", "process", "process", T0, T0 + 1000 * MS)
-             + complete(sid(2), sid(1), "phase", "phase", T0 + 100 * MS, T0 + 800 * MS))
-    early = fmt.line(fmt.SAMPLE, T0 + 100 * MS - 200_000, PID, PID, 620 * MS, 62, 7, "", "t")
-    got = _load(tmp_path, spans, [early, _slice(50)])
-    assert {at: name for at, (name, _) in got.items()} == {99: "phase", 50: "process"}
+             + complete(sid(2), sid(1), "time.sleep", "sleep", T0 + 90 * MS, T0 + 100 * MS)
+             + complete(sid(3), sid(1), "phase", "phase", T0 + 100 * MS, T0 + 800 * MS))
+    early = fmt.line(fmt.SAMPLE, T0 + 100 * MS - 8_600_000, PID, PID, 620 * MS, 62, 7, "", "t")
+    run_dir_samples = [early, _slice(50)]
+    got = _load(tmp_path, spans, run_dir_samples)
+    assert {at: name for at, (name, _) in got.items()} == {91: "phase", 50: "process"}
+    with Store(tmp_path / "db.duckdb") as store:
+        _, rows = store.sql("SELECT duration_ns FROM samples WHERE time_ns = $t", {"t": T0 + 100 * MS - 8_600_000})
+    assert rows == [(620 * MS,)]  # not cut

@@ -87,11 +87,11 @@ def test_samples_go_to_the_innermost_span_of_their_thread_and_damaged_lines_are_
             + fmt.line(fmt.SAMPLE, T0 + 150 * ms, 10, 10, 10 * ms, 1, 7, "", "MainThread")   # in work
             + fmt.line(fmt.SAMPLE, T0 + 250 * ms, 10, 11, 10 * ms, 1, 7, "", "worker")       # in task, thread 11
             + fmt.line(fmt.SAMPLE, T0 + 350 * ms, 10, 11, 100 * ms, 10, 7, "", "worker")     # task ended: thread span
-            + fmt.line(fmt.SAMPLE, T0 + 390 * ms, 10, 10, 40 * ms, 4, 7, "", "MainThread")   # ends with work: 10 ms
+            + fmt.line(fmt.SAMPLE, T0 + 385 * ms, 10, 10, 20 * ms, 2, 7, "", "MainThread")   # ends with work: 15 ms
             + "S\tgarbage\n" + fmt.line(fmt.SAMPLE, T0, 10, 10, 1, 1, 7, "", "x")[:-3] + "\n")
     loaded, rows = _loaded_run(tmp_path, text)
     assert [(tid, name) for tid, name, _, _ in rows] == [(10, "work"), (11, "task"), (11, "thread"), (10, "work")]
-    assert rows[-1][2:] == (1.0, 10 * ms)  # cut at the end of its span, its weight with it
+    assert rows[-1][2:] == (1.5, 15 * ms)  # placed by its middle (395), cut at the end of its span, its weight with it
     assert loaded.samples == 4 and loaded.skipped_lines == 2
     with Store(tmp_path / "db.duckdb") as store:
         assert store.query("hot_frames", {"run_id": "r1", "span": "loop"}).rows == []
