@@ -53,7 +53,41 @@ def _install_ast(module) -> None:
         if loader in sys.modules:
             sys.modules[loader].compile = original
     call = Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source", _filename, leaf=True)
-    builtins.compile = measured(original, call, ("builtins", "compile"))
+    builtins.compile = measured(_as_caller(original), call, ("builtins", "compile"))
+
+
+# The `from __future__` features a compile() inherits from the code calling it (CPython's PyCF_MASK:
+# division ... annotations). Called from our wrapper, it would inherit this module's (annotations).
+_FUTURE_FLAGS = 0x1FE0000
+
+
+def _as_caller(original):
+    """compile() as the program's caller would run it: the future features of the program's frame,
+    not of ours (`from __future__ import annotations` here turned a program's `def f(x: int)`
+    compiled through the wrapper into string annotations)."""
+
+    def compile(*args, **kwargs):
+        dont_inherit = args[4] if len(args) > 4 else kwargs.get("dont_inherit", False)
+        flags = args[3] if len(args) > 3 else kwargs.get("flags", 0)
+        if dont_inherit or type(flags) is not int:
+            return original(*args, **kwargs)
+        caller = sys._getframe(1)
+        while caller.f_globals.get("__name__", "").startswith(_OWN_MODULES):
+            caller = caller.f_back
+        flags |= caller.f_code.co_flags & _FUTURE_FLAGS
+        if len(args) > 3:
+            args = args[:3] + (flags,) + ((True,) + args[5:] if len(args) > 4 else ())
+        else:
+            kwargs["flags"] = flags
+        if len(args) <= 4:
+            kwargs["dont_inherit"] = True
+        return original(*args, **kwargs)
+
+    compile.__wrapped__ = original
+    return compile
+
+
+_OWN_MODULES = __name__.rpartition(".")[0].rpartition(".")[0] + "."
 
 
 def _script_path(args: tuple, kwargs: dict):
