@@ -56,7 +56,7 @@ def self_reported_overhead(run_dir: Path) -> float:
 
 
 # Untraced processes time themselves: kernel start (as the agent's process span starts) to exit.
-PROBE = """
+PROBE = r"""
 import atexit, os, sys, time
 def _probe_exit(now=time.time_ns):
     end = now()
@@ -105,8 +105,7 @@ def traced_processes(run_dir: Path) -> tuple[dict, dict]:
                 starts[fields[1]] = (int(fields[7]), attributes)
             if fields[0] in ("X", "E") and ('"selfopt_trace.overhead_ns"' in line):
                 span_id = fields[1]
-                end = int(fields[8] if fields[0] == "X" else fields[2])
-                end_attributes = json.loads(fields[10] if fields[0] == "X" else fields[4])
+                end, end_attributes = int(fields[8]), json.loads(fields[10])
                 if span_id in starts:
                     start, attributes = starts[span_id]
                     args = attributes.get("process.command_args", [])
