@@ -171,7 +171,9 @@ for source in ("def f(x: int): pass", "def g(x: int): pass"):
 exec(compile("def h(x: int): pass", "<s>", "exec", 0x1000000), namespace)
 exec(compile("def k(x: int): pass", "<s>", "exec", 0, True), namespace)
 exec(compile_in_annotations_module("def m(x: int): pass"), namespace)
-print([namespace[n].__annotations__["x"] for n in "fghkm"])
+exec(compile("def n(x: int): pass", "<s>", "exec", 0), namespace)
+exec(compile("def o(x: int): pass", "<s>", "exec", flags=0, optimize=1), namespace)
+print([namespace[n].__annotations__["x"] for n in "fghkmno"])
 """
 HELPER = """
 from __future__ import annotations
@@ -188,4 +190,4 @@ def test_compile_inherits_the_callers_future_features_not_the_agents(program):
     program.write("helper.py", HELPER)
     out, _ = program.run(COMPILE_FUTURES)
     assert out == program.untraced(COMPILE_FUTURES)
-    assert out.strip() == "[<class 'int'>, <class 'int'>, 'int', <class 'int'>, 'int']"
+    assert out.strip() == "[<class 'int'>, <class 'int'>, 'int', <class 'int'>, 'int', <class 'int'>, <class 'int'>]"

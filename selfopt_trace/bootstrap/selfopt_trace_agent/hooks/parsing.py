@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from . import timed
 from .timed import PARSE, Call, is_wrapped, measured, wrap_attribute
 
 CATEGORY = "parse"
@@ -64,30 +65,32 @@ _FUTURE_FLAGS = 0x1FE0000
 def _as_caller(original):
     """compile() as the program's caller would run it: the future features of the program's frame,
     not of ours (`from __future__ import annotations` here turned a program's `def f(x: int)`
-    compiled through the wrapper into string annotations)."""
+    compiled through the wrapper into string annotations). Passed on as explicit flags, with
+    dont_inherit, which is what compile() does with an inherited feature; positional arguments only
+    on the common path (a builtin's keyword parsing costs more than the rest of the wrapper)."""
+    wrapper_globals = vars(timed)  # the frame calling this one is timed's wrapper, or the program
 
     def compile(*args, **kwargs):
+        caller = sys._getframe(1)
+        if caller.f_globals is wrapper_globals:
+            caller = caller.f_back
+        inherited = caller.f_code.co_flags & _FUTURE_FLAGS
+        if len(args) == 3 and not kwargs:  # compile(source, filename, mode)
+            return original(args[0], args[1], args[2], inherited, True)
         dont_inherit = args[4] if len(args) > 4 else kwargs.get("dont_inherit", False)
         flags = args[3] if len(args) > 3 else kwargs.get("flags", 0)
         if dont_inherit or type(flags) is not int:
             return original(*args, **kwargs)
-        caller = sys._getframe(1)
-        while caller.f_globals.get("__name__", "").startswith(_OWN_MODULES):
-            caller = caller.f_back
-        flags |= caller.f_code.co_flags & _FUTURE_FLAGS
         if len(args) > 3:
-            args = args[:3] + (flags,) + ((True,) + args[5:] if len(args) > 4 else ())
+            args = args[:3] + (flags | inherited,) + ((True,) + args[5:] if len(args) > 4 else ())
         else:
-            kwargs["flags"] = flags
+            kwargs["flags"] = flags | inherited
         if len(args) <= 4:
             kwargs["dont_inherit"] = True
         return original(*args, **kwargs)
 
     compile.__wrapped__ = original
     return compile
-
-
-_OWN_MODULES = __name__.rpartition(".")[0].rpartition(".")[0] + "."
 
 
 def _script_path(args: tuple, kwargs: dict):
