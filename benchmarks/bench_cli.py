@@ -52,23 +52,23 @@ def main() -> None:
         "python -c pass": [sys.executable, "-c", "pass"],
         "selfopt-trace --version": [str(SCRIPT), "--version"],
         "selfopt-trace --help": [str(SCRIPT), "--help"],
-        "run --no-load -- /bin/true": [str(SCRIPT), "run", "--no-load", "--run-id", "RUN", "--", "/bin/true"],
-        "run -- /bin/true": [str(SCRIPT), "run", "--run-id", "RUN", "--", "/bin/true"],
+        "run --no-load -- /bin/true": [str(SCRIPT), "run", "--no-load", "--", "/bin/true"],
+        "run -- /bin/true": [str(SCRIPT), "run", "--", "/bin/true"],  # no --run-id: it opens DuckDB before CMD
     }
     walls: dict = {name: [] for name in commands}
-    before: dict = {name: [] for name in commands if "RUN" in commands[name]}
+    before: dict = {name: [] for name in commands if "run" in commands[name]}
     after: dict = {name: [] for name in before}
     try:
         for command in commands.values():  # warm the page cache and the .pyc files
-            subprocess.run([c.replace("RUN", "warm-%s" % len(c)) for c in command], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for i in range(args.rounds):
+            subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(args.rounds):
             for name, command in commands.items():
-                run_id = "r%d-%d" % (i, len(walls[name]) + 100 * list(commands).index(name))
-                wall, launched, exited = timed([c.replace("RUN", run_id) for c in command], env)
+                runs = set((home / "runs").iterdir())
+                wall, launched, exited = timed(command, env)
                 walls[name].append(wall)
                 if name in before:
-                    record = json.loads((home / "runs" / run_id / "run.json").read_text())
+                    run_dir, = set((home / "runs").iterdir()) - runs
+                    record = json.loads((run_dir / "run.json").read_text())
                     before[name].append((record["start_ns"] - launched) / 1e9)
                     after[name].append((exited - record["end_ns"]) / 1e9)
     finally:
