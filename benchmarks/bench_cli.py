@@ -30,7 +30,6 @@ def clean_environ(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k not in ("PYTHONPATH", "TRACEPARENT")}
     env["SELFOPT_TRACE_HOME"] = str(home)
-    env["SELFOPT_TRACE_EXPORT"] = "never"  # no collector probe: the figures are the tool's own
     return env
 
 

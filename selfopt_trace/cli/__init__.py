@@ -1,7 +1,8 @@
 """The `selfopt-trace` command line: thin shells over the Python API.
 
 The typer app and its command modules load in `commands` on first use: `selfopt-trace --version`
-answers without them (typer and what its options need cost ~100 ms of start-up). Library errors
+and the common `run` command lines (cli/quick_run.py) go without them (typer and what its option
+parsing loads cost ~150 ms of start-up). Library errors
 (`selfopt_trace.errors.SelfoptTraceError`) become one-line messages and exit code 2 in `main`.
 """
 
@@ -24,6 +25,12 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"selfopt-trace {__version__}")
         return
+    if sys.argv[1:2] == ["run"]:  # the common `run` command lines, without typer (cli/quick_run.py)
+        from .quick_run import run
+
+        code = run(sys.argv[2:])
+        if code is not None:
+            sys.exit(code)
     import typer
 
     from ..errors import SelfoptTraceError
