@@ -161,3 +161,6 @@ def run(args: list[str]) -> int | None:
     except (EOFError, KeyboardInterrupt):  # as click reports them
         print("\nAborted!", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `run --json -- CMD | head -1`: exit 1 in silence, as click does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
