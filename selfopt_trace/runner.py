@@ -25,7 +25,6 @@ import errno
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -159,7 +158,7 @@ def new_run_id() -> str:
     """Sortable by time (UTC, milliseconds) and unique: 20250105T143012.123Z-a1b2c3."""
     now = time.time_ns()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000_000))
-    return f"{stamp}.{now // 1_000_000 % 1000:03d}Z-{secrets.token_hex(3)}"
+    return f"{stamp}.{now // 1_000_000 % 1000:03d}Z-{os.urandom(3).hex()}"  # secrets.token_hex, without importing it
 
 
 def check_run_id(run_id: str) -> None:

@@ -6,17 +6,24 @@ import sys
 
 def _selfopt_trace_start():
     if sys.version_info < (3, 8) or sys.flags.ignore_environment:
-        return
+        return False
     try:
+        from time import time_ns
+
+        entered = time_ns()  # loading the agent's modules is the agent's cost too
         import selfopt_trace_agent
 
-        selfopt_trace_agent.start()
+        return selfopt_trace_agent.start(entered)
     except Exception:
-        pass  # fail open: the traced program must behave exactly as untraced
+        return False  # fail open: the traced program must behave exactly as untraced
 
 
-def _selfopt_trace_chain():
-    """Import the next sitecustomize on sys.path (the one ours shadows)."""
+def _selfopt_trace_chain(traced):
+    """Import the next sitecustomize on sys.path (the one ours shadows).
+
+    Once the agent runs, this directory leaves sys.path (the agent's modules load through its
+    package): as untraced, no import of the program searches it (a stat a top-level import).
+    """
     import os
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -32,8 +39,8 @@ def _selfopt_trace_chain():
             if me is not None:
                 sys.modules["sitecustomize"] = me
     finally:
-        sys.path[:] = saved
+        if not traced:  # traced: the path stays as the user's sitecustomize left it, without us
+            sys.path[:] = saved
 
 
-_selfopt_trace_start()
-_selfopt_trace_chain()
+_selfopt_trace_chain(_selfopt_trace_start())

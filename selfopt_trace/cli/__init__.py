@@ -1,58 +1,40 @@
 """The `selfopt-trace` command line: thin shells over the Python API.
 
-Each command group lives in its own module and registers itself on `app`; library errors
+The typer app and its command modules load in `commands` on first use: `selfopt-trace --version`
+and the common `run` command lines (cli/quick_run.py) go without them (typer and what its option
+parsing loads cost ~150 ms of start-up). Library errors
 (`selfopt_trace.errors.SelfoptTraceError`) become one-line messages and exit code 2 in `main`.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-
-import typer
 
 from .. import __version__
 
-app = typer.Typer(
-    name="selfopt-trace",
-    help="One connected, low-overhead trace of a whole Python process tree.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
-# Modules that add commands to `app` when imported (one line per module).
-COMMAND_MODULES = (
-    "run",
-    "inspect",
-    "docker",
-    "query",
-    "otel",
-    "flame",
-    "collector",
-)
+def __getattr__(name: str):
+    if name == "app":  # `from selfopt_trace.cli import app`: the typer app, loaded now
+        from .commands import app
 
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"selfopt-trace {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
-) -> None:
-    """One connected, low-overhead trace of a whole Python process tree."""
-
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"{__name__}.{_name}")
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        print(f"selfopt-trace {__version__}")
+        return
+    if sys.argv[1:2] == ["run"]:  # the common `run` command lines, without typer (cli/quick_run.py)
+        from .quick_run import run
+
+        code = run(sys.argv[2:])
+        if code is not None:
+            sys.exit(code)
+    import typer
+
     from ..errors import SelfoptTraceError
+    from .commands import app
 
     try:
         app()

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from .. import runner
-from . import app
+from .commands import app
 from .inspect import DB
 
 ENV_TOKEN = "SELFOPT_TRACE_COLLECTOR_TOKEN"

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .. import runner
-from . import app
+from .commands import app
 
 @app.command("docker-env")
 def docker_env(

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import SelfoptTraceError
-from . import app
+from .commands import app
 from .inspect import DB, open_store, resolve_run
 
 

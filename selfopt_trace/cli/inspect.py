@@ -21,7 +21,7 @@ import typer
 
 from .. import runner
 from ..errors import RunNotFoundError, StoreOpenError
-from . import app
+from .commands import app
 
 
 class OutputFormat(str, Enum):

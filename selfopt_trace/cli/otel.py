@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from .. import runner
-from . import app
+from .commands import app
 from .inspect import DB, open_store, resolve_run
 
 

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Sequence
 import typer
 
 from ..errors import SelfoptTraceError
-from . import app
+from .commands import app
 from .inspect import DB, OutputFormat, UnknownRunError, open_store, print_rows, resolve_run
 
 

@@ -15,7 +15,8 @@ from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..watchers.cpu_sampler import DEFAULT_RATE_HZ, YOUNG_RATE_HZ
 from ..watchers.profiler import DEFAULT_RATE_HZ as PROFILE_RATE_HZ
 from ..watchers.profiler import ENV_NONBLOCKING, ENV_SPAWN, NONBLOCKING_DEFAULT, ProfileSettings
-from . import app
+from .commands import app
+from .quick_run import normalize_json_option, run_options
 
 _SETTINGS = "Where things go"
 _TRACING = "Tracing"
@@ -23,35 +24,6 @@ _OUTPUT = "Output"
 _REPEAT = "Repeat (before/after comparisons)"
 _EXPORT = "Live export (OTLP)"
 _PROFILE = "Profiling (py-spy)"
-
-
-def normalize_json_option(args: list[str], value_options: set[str]) -> list[str]:
-    """`--json` takes an optional FILE: rewrite it as `--json=-` (stdout) or `--json=FILE`.
-
-    The word after `--json` is its FILE only when a `--` comes later (the command then follows it);
-    without `--` that word is the command itself, so `run --json python x.py` means what it says.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--" or not arg.startswith("-"):
-            return out + args[i:]  # the command starts here
-        if arg == "--json":
-            following = args[i + 1] if i + 1 < len(args) else None
-            if following is not None and not following.startswith("-") and "--" in args[i + 2:]:
-                out.append(f"--json={following}")
-                i += 2
-            else:
-                out.append("--json=-")
-                i += 1
-            continue
-        out.append(arg)
-        if arg in value_options and i + 1 < len(args):
-            out.append(args[i + 1])
-            i += 1
-        i += 1
-    return out
 
 
 def normalize_profile_option(args: list[str]) -> list[str]:
@@ -75,24 +47,6 @@ class RunCommand(TyperCommand):
 def _available_commands(ctx: typer.Context) -> tuple[str, ...]:
     group = ctx.parent.command if ctx.parent is not None else None
     return tuple(group.list_commands(ctx)) if group is not None and hasattr(group, "list_commands") else ()
-
-
-def _options(command: list[str], run_id: str | None, out: Path | None, db: Path | None, service: str | None,
-             quiet: bool, json_target: str | None, import_threshold_ms: float | None, repeat: int, warmup: int,
-             no_load: bool, extra_env: dict[str, str] | None = None, targets: list[str] | None = None,
-             cpu_sampling: bool = True, cpu_rate_hz: float | None = None,
-             export: str = "auto", otlp_endpoint: str | None = None, otlp_protocol: str | None = None,
-             replace: bool = False, profile: ProfileSettings | None = None) -> runner.RunOptions:
-    return runner.RunOptions(
-        command=command, run_id=run_id,
-        out_dir=(out or runner.default_out_dir(os.environ)).absolute(),
-        db_path=(db or runner.default_db_path(os.environ)).absolute(),
-        service=service,
-        quiet=quiet, json_target=json_target, import_threshold_ms=import_threshold_ms,
-        repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {}, targets=targets or [],
-        cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate_hz,
-        export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol, replace=replace, profile=profile,
-    )
 
 
 def _execute(ctx: typer.Context, options: runner.RunOptions) -> None:
@@ -181,7 +135,7 @@ def run(
 ) -> None:
     """Run CMD with every Python process of its tree traced into one trace; print where the time went."""
     targets = runner.pyproject_targets(Path.cwd()) + list(target or [])
-    _execute(ctx, _options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
+    _execute(ctx, run_options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
                            repeat, warmup, no_load, targets=targets, cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate,
                            export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
                            replace=replace, profile=_profile_settings(profile, rate, native, idle)))
@@ -224,5 +178,5 @@ def demo(
     extra_env = ({} if package_root in pythonpath or package_root in installed
                  else {"PYTHONPATH": os.pathsep.join(pythonpath + [package_root])})
     command = [sys.executable, "-m", "selfopt_trace.demo.workload"]
-    _execute(ctx, _options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env))
+    _execute(ctx, run_options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env))
 

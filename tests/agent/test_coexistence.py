@@ -21,6 +21,20 @@ def test_the_users_own_sitecustomize_still_runs(traced, tmp_path):
     assert len(traced.spans().processes()) == 1
 
 
+def test_sys_path_is_the_untraced_one(traced, tmp_path):
+    """The bootstrap directory leaves sys.path once the agent runs; what the user's own
+    sitecustomize adds to it stays, as untraced."""
+    user = tmp_path / "user_site"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text("import sys\nsys.path.append('/user/added')\n")
+    code = "import sys; print([p for p in sys.path if p.startswith('/user') or 'bootstrap' in p or 'user_site' in p])"
+    untraced = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(user)), capture_output=True)
+    result = traced.python(code, extra_env={"PYTHONPATH": f"{BOOTSTRAP}{os.pathsep}{user}"})
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert result.stdout == untraced.stdout == f"[{str(user)!r}, '/user/added']\n".encode()
+    assert len(traced.spans().processes()) == 1
+
+
 def test_a_failing_user_sitecustomize_fails_as_it_would_untraced(traced, tmp_path):
     user = tmp_path / "user_site"
     user.mkdir()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 
@@ -47,6 +49,19 @@ def test_failed_import_is_an_error_span_and_the_error_unchanged(traced, tmp_path
     assert result.stdout == b"caught nope\n" and result.stderr == b""
     span, = traced.spans().named("import broken_mod")
     assert span.status == "ERROR"
+
+
+def test_a_failed_imports_traceback_is_the_untraced_one(traced, tmp_path):
+    """No frame of the import wrapper in it: CPython drops importlib's frames, ours it cannot know."""
+    write_modules(tmp_path)
+    (tmp_path / "imports_broken.py").write_text("import broken_mod\n")
+    code = "import sys; sys.path.insert(0, '.'); import imports_broken"
+    result = traced.python(code, cwd=tmp_path)
+    untraced = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                              env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == untraced.returncode == 1
+    assert result.stderr == untraced.stderr and b"imports_broken.py" in result.stderr
+    assert b"selfopt_trace_agent" not in result.stderr
 
 
 def test_import_spans_sit_under_the_current_span(traced, tmp_path):

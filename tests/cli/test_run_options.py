@@ -225,6 +225,18 @@ def test_python_dash_m_and_version(cli):
         assert help_result.returncode == 0 and b"Usage" in help_result.stdout, command
 
 
+def test_version_answers_without_loading_the_typer_app():
+    """`--version` is the command line's cheapest path: no typer, no command module (~100 ms)."""
+    import subprocess
+
+    code = ("import sys; sys.argv = ['selfopt-trace', '--version']; from selfopt_trace.cli import main; main(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('typer', 'rich', 'duckdb', 'selfopt_trace.cli.'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    version, modules = result.stdout.splitlines()
+    assert version.startswith("selfopt-trace ") and modules == "[]"
+
+
 def _hold_database(path, seconds: float):
     """Another process holding the database's write lock for `seconds`."""
     import subprocess

@@ -16,6 +16,9 @@ _original = None
 _in_startup = True  # imports before the program's first line are part of interpreter.startup
 _AGENT = __name__.partition(".")[0]
 _threshold_ns = 1_000_000
+_current = tracer._current  # module globals: each import looks them up once, not through tracer.
+_Span = tracer.Span
+_pending = lazy._pending
 
 
 def install(threshold_ns: int) -> None:
@@ -37,33 +40,34 @@ def startup_over() -> None:
 
 def _find_and_load(name, import_):
     t0 = time_ns()
-    parent = tracer._current.get() or tracer._root
+    parent = _current.get() or tracer._root
     if parent is None or _in_startup:
         module = _original(name, import_)
-        if name in lazy._pending:
+        if name in _pending:
             lazy.fire(name, module)
         return module
     if name.startswith(_AGENT):  # a hook module loading on first use: the tracer's cost, not an import span
         module = _original(name, import_)
         tracer.add_overhead(time_ns() - t0)
         return module
-    frame = tracer.Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, name,
-                        tracer.INTERNAL, "import", t0, None, deferred=True)
-    token = tracer._current.set(frame)
-    status = tracer.UNSET
+    frame = _Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, name, "INTERNAL", "import", t0,
+                  None, True)
+    token = _current.set(frame)
+    status = "UNSET"
     t1 = time_ns()
     try:
         module = _original(name, import_)
-        if name in lazy._pending:  # instrumenting the module is part of what importing it cost here
+        if name in _pending:  # instrumenting the module is part of what importing it cost here
             hooked = time_ns()
             lazy.fire(name, module)
             frame.end_attributes = {"selfopt_trace.instrument_ns": time_ns() - hooked}
-    except BaseException:
+    except BaseException as exc:
         status = tracer.ERROR
+        tracer.strip_own_frames(exc)  # a failed import's traceback shows no frame of ours, as untraced
         raise
     finally:
         t2 = time_ns()
-        tracer._current.reset(token)
+        _current.reset(token)
         cumulative = t2 - t1
         if parent.deferred:
             parent.child_ns += cumulative

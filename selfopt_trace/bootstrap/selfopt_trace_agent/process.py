@@ -22,15 +22,19 @@ _reparent = ""  # a forkserver child learns its real parent span only after star
 _startup: list | None = None
 _main_kind = ""  # what the command line runs: "script", "command" (-c), "module" (-m), or "" (other)
 _main_thread = 0  # the main thread's ident: the one that starts the agent (or that forked this child)
+_last_flush_ns = 0  # what the flush at the process's end will cost, as start-up's flush cost: it is
+# written after the process span's end (which carries selfopt_trace.overhead_ns), so it is estimated
 
 
 def settings() -> config.Settings | None:
     return _settings
 
 
-def start(settings_: config.Settings) -> None:
-    global _settings, _main_thread
+def start(settings_: config.Settings, shim_entered: int = 0) -> None:
+    """`shim_entered`: when the shim began loading the agent (that loading is counted as overhead)."""
+    global _settings, _main_thread, _last_flush_ns
     entered = time_ns()
+    counted = tracer.overhead_ns()  # what start-up's parts count themselves is not counted twice
     _settings = settings_
     _main_thread = get_ident()
     trace_id, remote_parent = _incoming_context(os.environ.get(config.ENV_TRACEPARENT, ""))
@@ -49,14 +53,17 @@ def start(settings_: config.Settings) -> None:
     os.register_at_fork(before=tracer.before_fork, after_in_parent=tracer.after_fork_in_parent,
                         after_in_child=_after_fork_in_child)
     _install_sigterm()
+    flushed = time_ns()
     tracer.started_up()
     ready = time_ns()
+    _last_flush_ns = ready - flushed
     if _startup is None:
         importtime.startup_over()
     else:
         _startup[2] = ready
         _watch_for_main()
-    tracer.add_overhead(time_ns() - entered)
+    began = shim_entered if 0 < shim_entered <= entered else entered
+    tracer.add_overhead(time_ns() - began - (tracer.overhead_ns() - counted))
 
 
 # os functions that start, replace, end or reap processes; wrapped in hooks/os_.py.
@@ -390,6 +397,7 @@ def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
 
     Signal handlers pass blocking=False: they may have interrupted a flush of their own thread.
     """
+    began = time_ns()
     root = tracer.root()
     if root is None or root.end_ns:
         tracer.flush(blocking)
@@ -410,8 +418,8 @@ def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
     if _exit_code is not None:
         attributes["process.exit.code"] = _exit_code
     attributes.update(_resource_usage())
-    attributes["selfopt_trace.overhead_ns"] = tracer.overhead_ns()
     _final_cpu(attributes)
+    attributes["selfopt_trace.overhead_ns"] = tracer.overhead_ns() + time_ns() - began + _last_flush_ns
     tracer.end_span(root, status, attributes, end_ns=ended, reparent=_reparent)
     tracer.flush(blocking)
 

@@ -160,3 +160,34 @@ def test_the_builtin_compile_still_behaves_as_itself(program):
     out, _ = program.run(COMPILE_IDENTITY)
     assert out == program.untraced(COMPILE_IDENTITY)
     assert out.splitlines()[1] == "True"
+
+
+COMPILE_FUTURES = """
+import ast
+from helper import compile_in_annotations_module
+namespace = {}
+for source in ("def f(x: int): pass", "def g(x: int): pass"):
+    exec(compile(source, "<s>", "exec"), namespace)
+exec(compile("def h(x: int): pass", "<s>", "exec", 0x1000000), namespace)
+exec(compile("def k(x: int): pass", "<s>", "exec", 0, True), namespace)
+exec(compile_in_annotations_module("def m(x: int): pass"), namespace)
+exec(compile("def n(x: int): pass", "<s>", "exec", 0), namespace)
+exec(compile("def o(x: int): pass", "<s>", "exec", flags=0, optimize=1), namespace)
+print([namespace[n].__annotations__["x"] for n in "fghkmno"])
+"""
+HELPER = """
+from __future__ import annotations
+
+
+def compile_in_annotations_module(source):
+    return compile(source, "<h>", "exec")
+"""
+
+
+def test_compile_inherits_the_callers_future_features_not_the_agents(program):
+    """compile() inherits the `from __future__` features of the code calling it: the program's, not
+    the wrapper's (the agent's modules use `annotations`: a program's int became 'int')."""
+    program.write("helper.py", HELPER)
+    out, _ = program.run(COMPILE_FUTURES)
+    assert out == program.untraced(COMPILE_FUTURES)
+    assert out.strip() == "[<class 'int'>, <class 'int'>, 'int', <class 'int'>, 'int', <class 'int'>, <class 'int'>]"

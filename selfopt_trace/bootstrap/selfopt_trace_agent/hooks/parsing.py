@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from . import timed
 from .timed import PARSE, Call, is_wrapped, measured, wrap_attribute
 
 CATEGORY = "parse"
@@ -53,7 +54,43 @@ def _install_ast(module) -> None:
         if loader in sys.modules:
             sys.modules[loader].compile = original
     call = Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source", _filename, leaf=True)
-    builtins.compile = measured(original, call, ("builtins", "compile"))
+    builtins.compile = measured(_as_caller(original), call, ("builtins", "compile"))
+
+
+# The `from __future__` features a compile() inherits from the code calling it (CPython's PyCF_MASK:
+# division ... annotations). Called from our wrapper, it would inherit this module's (annotations).
+_FUTURE_FLAGS = 0x1FE0000
+
+
+def _as_caller(original):
+    """compile() as the program's caller would run it: the future features of the program's frame,
+    not of ours (`from __future__ import annotations` here turned a program's `def f(x: int)`
+    compiled through the wrapper into string annotations). Passed on as explicit flags, with
+    dont_inherit, which is what compile() does with an inherited feature; positional arguments only
+    on the common path (a builtin's keyword parsing costs more than the rest of the wrapper)."""
+    wrapper_globals = vars(timed)  # the frame calling this one is timed's wrapper, or the program
+
+    def compile(*args, **kwargs):
+        caller = sys._getframe(1)
+        if caller.f_globals is wrapper_globals:
+            caller = caller.f_back
+        inherited = caller.f_code.co_flags & _FUTURE_FLAGS
+        if len(args) == 3 and not kwargs:  # compile(source, filename, mode)
+            return original(args[0], args[1], args[2], inherited, True)
+        dont_inherit = args[4] if len(args) > 4 else kwargs.get("dont_inherit", False)
+        flags = args[3] if len(args) > 3 else kwargs.get("flags", 0)
+        if dont_inherit or type(flags) is not int:
+            return original(*args, **kwargs)
+        if len(args) > 3:
+            args = args[:3] + (flags | inherited,) + ((True,) + args[5:] if len(args) > 4 else ())
+        else:
+            kwargs["flags"] = flags | inherited
+        if len(args) <= 4:
+            kwargs["dont_inherit"] = True
+        return original(*args, **kwargs)
+
+    compile.__wrapped__ = original
+    return compile
 
 
 def _script_path(args: tuple, kwargs: dict):

@@ -1,0 +1,94 @@
+"""The command line's own fixed cost, beside `python -c pass` measured in the same run.
+
+Each command runs as a whole process (the installed `selfopt-trace` console script), the commands
+interleaved round by round; medians. For `run -- /bin/true`, run.json's `start_ns` and `end_ns`
+(CMD's spawn and its end, as the runner records them) split the wall time into what comes before
+CMD starts (start-up, option parsing, the checks) and after it ends (loading into DuckDB and the
+summary; with --no-load, the summary alone). Budgets (issue 12): `--version`/`--help` <= 150 ms,
+`run -- /bin/true` <= 250 ms in all and <= 60 ms before CMD, load + summary of a small run <= 200 ms.
+
+    python benchmarks/bench_cli.py [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCRIPT = Path(sys.executable).with_name("selfopt-trace")
+
+
+def clean_environ(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k not in ("PYTHONPATH", "TRACEPARENT")}
+    env["SELFOPT_TRACE_HOME"] = str(home)
+    return env
+
+
+def timed(argv: list, env: dict) -> tuple[float, int, int]:
+    """(seconds, launch clock ns, exit clock ns) of one whole command."""
+    start = time.time_ns()
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0, start, time.time_ns()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="bench-cli-"))
+    env = clean_environ(home)
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "selfopt-trace --version": [str(SCRIPT), "--version"],
+        "selfopt-trace --help": [str(SCRIPT), "--help"],
+        "run --no-load -- /bin/true": [str(SCRIPT), "run", "--no-load", "--", "/bin/true"],
+        "run -- /bin/true": [str(SCRIPT), "run", "--", "/bin/true"],  # no --run-id: it opens DuckDB before CMD
+    }
+    walls: dict = {name: [] for name in commands}
+    before: dict = {name: [] for name in commands if "run" in commands[name]}
+    after: dict = {name: [] for name in before}
+    try:
+        for command in commands.values():  # warm the page cache and the .pyc files
+            subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(args.rounds):
+            for name, command in commands.items():
+                runs = set((home / "runs").iterdir())
+                wall, launched, exited = timed(command, env)
+                walls[name].append(wall)
+                if name in before:
+                    run_dir, = set((home / "runs").iterdir()) - runs
+                    record = json.loads((run_dir / "run.json").read_text())
+                    before[name].append((record["start_ns"] - launched) / 1e9)
+                    after[name].append((exited - record["end_ns"]) / 1e9)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    baseline = statistics.median(walls["python -c pass"])
+    print(f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}; medians, ms")
+    print(f"{'command':<30}{'wall':>8}{'x pass':>8}{'before CMD':>12}{'after CMD':>11}")
+    for name in commands:
+        wall = statistics.median(walls[name])
+        line = f"{name:<30}{wall * 1e3:>8.1f}{wall / baseline:>8.1f}"
+        if name in before:
+            line += f"{statistics.median(before[name]) * 1e3:>12.1f}{statistics.median(after[name]) * 1e3:>11.1f}"
+        print(line)
+    budgets = [("--version", walls["selfopt-trace --version"], 0.150), ("--help", walls["selfopt-trace --help"], 0.150),
+               ("run -- /bin/true", walls["run -- /bin/true"], 0.250),
+               ("run: before CMD", before["run -- /bin/true"], 0.060),
+               ("run: load + summary", after["run -- /bin/true"], 0.200)]
+    for what, values, budget in budgets:
+        median = statistics.median(values)
+        print(f"budget {what}: {median * 1e3:.1f} ms of {budget * 1e3:.0f}: {'ok' if median <= budget else 'OVER'}")
+
+
+if __name__ == "__main__":
+    main()

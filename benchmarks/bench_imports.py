@@ -1,0 +1,177 @@
+"""What the agent adds to whole processes that import a lot, paired with the same process untraced.
+
+Each case runs as a whole `python` process, untraced and traced (the agent's environment, its
+.pyc compiled first, as `selfopt-trace run` does), alternating pair by pair so the machine's
+load hits both alike. Printed per case: the medians, the median of the paired differences
+(traced - untraced), the budget of issue 12 (added wall <= 1 % of the untraced process and
+<= 5 ms + 2 us per imported module; a trivial process <= 3 ms), and the agent's own accounting
+(`selfopt_trace.overhead_ns` of the process span, median) against the paired difference: the
+two must agree within a factor of 1.5.
+
+Cases: `pass` (python -c pass), `imports` (rich.console, libcst, jedi, requests, pydantic,
+pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packages), `pytest`
+(python -m pytest -q on a one-test repository: every installed plugin loads, codeflash's too).
+
+    python benchmarks/bench_imports.py [--pairs 20] [--case imports ...]
+    python benchmarks/bench_imports.py --instructions [--case imports ...] [--compare DIR]
+
+--instructions counts CPU instructions under valgrind --tool=callgrind instead (three runs per
+side), with the agent's time thresholds (import spans, small calls) scaled by callgrind's slowdown
+so the same imports and calls are recorded as in a native run. --compare DIR measures another
+bootstrap directory beside this one (e.g. `git archive HEAD~1 selfopt_trace/bootstrap | tar -x -C /tmp/old`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
+
+CASES = {
+    "pass": ["-c", "pass"],
+    "imports": ["-c", "import rich.console, libcst, jedi, requests, pydantic, pytest"],
+    "stdlib": ["-c", "import pip._internal.commands.install, asyncio, unittest, email.mime.multipart, http.server, "
+                     "xml.etree.ElementTree, logging.handlers, decimal, sqlite3, tarfile, zipfile, pydoc"],
+    "pytest": ["-m", "pytest", "-q", "-p", "no:cacheprovider"],
+}
+TEST_FILE = "def test_one():\n    assert sum([1, 2]) == 3\n"
+CALLGRIND_SLOWDOWN = 50  # callgrind runs Python ~40-50x slower: time thresholds scaled by this
+
+
+def clean_environ() -> dict:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("SELFOPT_TRACE_", "OTEL_", "PYTEST_")) and k not in ("PYTHONPATH", "TRACEPARENT")}
+
+
+def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
+    return dict(base, SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID="bench",
+                SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), PYTHONPATH=str(bootstrap))
+
+
+def agent_overhead_ns(run_dir: Path) -> int:
+    """`selfopt_trace.overhead_ns` summed over the process spans of a run directory."""
+    total = 0
+    for path in (run_dir / "spans").glob("*.spans"):
+        total += sum(int(n) for n in re.findall(r'"selfopt_trace\.overhead_ns":\s*(\d+)', path.read_text()))
+    return total
+
+
+def module_count(args: list, cwd: Path, env: dict) -> int:
+    """How many modules the case's process has imported when it ends (untraced)."""
+    code = "import atexit, sys, os; atexit.register(lambda: os.write(2, b'MODULES %d\\n' % len(sys.modules)))"
+    probe = dict(env, PYTHONPATH=str(cwd / "probe"))
+    (cwd / "probe").mkdir(exist_ok=True)
+    (cwd / "probe" / "sitecustomize.py").write_text(code + "\n")
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=probe, capture_output=True, text=True)
+    found = re.findall(r"MODULES (\d+)", result.stderr)
+    return int(found[-1]) if found else 0
+
+
+def timed(args: list, cwd: Path, env: dict) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict) -> None:
+    args = CASES[name]
+    modules = module_count(args, cwd, base)
+    runs = cwd / "runs"
+    walls: dict = {"untraced": [], **{mode: [] for mode in bootstraps}}
+    added: dict = {mode: [] for mode in bootstraps}
+    accounted: dict = {mode: [] for mode in bootstraps}
+    timed(args, cwd, base)  # warm the page cache
+    for i in range(pairs):
+        for mode, bootstrap in bootstraps.items():
+            run_dir = runs / f"{mode}-{i}"
+            env = traced_environ(base, bootstrap, run_dir)
+            if i % 2:  # alternate which side goes first
+                traced, untraced = timed(args, cwd, env), timed(args, cwd, base)
+            else:
+                untraced, traced = timed(args, cwd, base), timed(args, cwd, env)
+            walls["untraced"].append(untraced)
+            walls[mode].append(traced)
+            added[mode].append(traced - untraced)
+            accounted[mode].append(agent_overhead_ns(run_dir) / 1e9)
+            shutil.rmtree(run_dir, ignore_errors=True)
+    baseline = statistics.median(walls["untraced"])
+    budget = 0.003 if name == "pass" else min(0.01 * baseline, 0.005 + 2e-6 * modules)
+    print(f"\n{name}: python {' '.join(args)}  ({modules} modules, {pairs} pairs)")
+    print(f"  {'mode':<28}{'median ms':>10}{'added ms':>10}{'ratio':>8}{'agent ms':>10}{'agent/added':>12}")
+    print(f"  {'untraced':<28}{baseline * 1e3:>10.1f}")
+    for mode in bootstraps:
+        difference = statistics.median(added[mode])
+        agent = statistics.median(accounted[mode])
+        agreement = agent / difference if difference > 0 else float("inf")
+        print(f"  {mode:<28}{statistics.median(walls[mode]) * 1e3:>10.1f}{difference * 1e3:>+10.2f}"
+              f"{statistics.median(walls[mode]) / baseline:>8.3f}{agent * 1e3:>10.2f}{agreement:>12.2f}")
+        verdict = "ok" if difference <= budget else "OVER"
+        agrees = "ok" if 1 / 1.5 <= agreement <= 1.5 else "OFF"
+        print(f"  {'':<28}budget {budget * 1e3:.2f} ms: {verdict}; accounting within 1.5x: {agrees}")
+
+
+def instructions(args: list, cwd: Path, env: dict) -> int:
+    out = cwd / "callgrind.out"
+    result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, *args],
+                            cwd=cwd, env=env, capture_output=True, text=True)
+    return int(re.search(r"Collected : (\d+)", result.stderr).group(1))
+
+
+def count_case(name: str, cwd: Path, base: dict, bootstraps: dict) -> None:
+    args = CASES[name]
+    modules = module_count(args, cwd, base)
+    print(f"\n{name}: python {' '.join(args)}  ({modules} modules): CPU instructions (callgrind), three runs each")
+    untraced = [instructions(args, cwd, base) for _ in range(3)]
+    print(f"  {'untraced':<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in untraced))
+    for mode, bootstrap in bootstraps.items():
+        env = traced_environ(base, bootstrap, cwd / "runs" / mode)
+        env["SELFOPT_TRACE_IMPORT_THRESHOLD_MS"] = str(CALLGRIND_SLOWDOWN)
+        env["SELFOPT_TRACE_SMALL_NS"] = str(100_000 * CALLGRIND_SLOWDOWN)
+        counts = [instructions(args, cwd, env) for _ in range(3)]
+        added = statistics.median(counts) - statistics.median(untraced)
+        print(f"  {mode:<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in counts)
+              + f"   added {added / 1e6:+.1f} M" + (f" ({added / modules:,.0f} a module)" if name != "pass" else ""))
+        shutil.rmtree(cwd / "runs" / mode, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--case", action="append", choices=sorted(CASES), help="repeatable (default: all)")
+    parser.add_argument("--compare", type=Path, help="another bootstrap directory, measured beside this one")
+    parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
+    args = parser.parse_args()
+    bootstraps = {"selfopt-trace": BOOTSTRAP}
+    if args.compare:
+        bootstraps[f"selfopt-trace ({args.compare})"] = args.compare.resolve()
+    for bootstrap in bootstraps.values():
+        compileall.compile_dir(str(bootstrap), quiet=1)  # what `selfopt-trace run` does first
+    cwd = Path(tempfile.mkdtemp(prefix="bench-imports-"))
+    (cwd / "test_one.py").write_text(TEST_FILE)
+    base = clean_environ()
+    print(f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+    try:
+        for name in args.case or list(CASES):
+            if args.instructions:
+                count_case(name, cwd, base, bootstraps)
+            else:
+                measure_case(name, args.pairs, cwd, base, bootstraps)
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
