@@ -54,7 +54,6 @@ BUILTIN_HOOKS = {
     "concurrent.futures._base": "waits",
     "concurrent.futures.process": "waits",
     "multiprocessing.pool": "waits",
-    "multiprocessing.queues": "waits",
     "asyncio.subprocess": "waits",
     "opentelemetry.trace": "otel_",
     "opentelemetry.sdk.trace": "otel_",

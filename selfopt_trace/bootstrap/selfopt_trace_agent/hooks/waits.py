@@ -19,8 +19,7 @@ prints the traceback of a failed future sees the same lines; tracer.strip_own_fr
 of the hook itself is a diagnostic, never an exception in the program.
 
 This module also hooks concurrent.futures (Future.result/exception, wait, as_completed, and
-ProcessPoolExecutor.submit), multiprocessing.pool results, multiprocessing's SimpleQueue.get (a
-pool worker waiting for a task: a wait on nothing known), and asyncio subprocesses; Popen,
+ProcessPoolExecutor.submit), multiprocessing.pool results, and asyncio subprocesses; Popen,
 os.wait*, Thread.join and multiprocessing's Process.join are wrapped in their own hook modules
 with the helpers below.
 """
@@ -378,8 +377,6 @@ def install(target: str, module) -> None:
         wrap(module.ProcessPoolExecutor, "submit", _process_pool_submit)
     elif target == "multiprocessing.pool":
         _install_pool(module)
-    elif target == "multiprocessing.queues":
-        wrap(module.SimpleQueue, "get", _simple_queue_get)
     elif target == "asyncio.subprocess":
         _install_asyncio(module)
 
@@ -574,33 +571,6 @@ def _install_pool(module) -> None:
     wrap(iterator, "next", lambda original: method(original, "IMapIterator.next", _pool_targets, _pool_of, outer=True))
     if original_next is not None and iterator.__dict__.get("__next__") is original_next:
         iterator.__next__ = iterator.next
-
-
-def _simple_queue_get(original):
-    """SimpleQueue.get: a pool worker waiting for its next task (or the pool's result handler for a
-    result). A wait on nothing the trace knows: an untraced wait, recorded for where the thread was
-    off the CPU (the breakdown puts a worker's CPU readings outside it)."""
-    threshold = THRESHOLD_NS
-    name = "SimpleQueue.get"
-
-    def get(self):
-        t0 = time_ns()
-        try:
-            result = original(self)
-        except BaseException as exc:
-            t1 = time_ns()
-            if t1 - t0 >= threshold:
-                record(name, t0, t1, [], exc=exc)
-            tracer.strip_own_frames(exc)
-            raise
-        t1 = time_ns()
-        if t1 - t0 >= threshold:
-            record(name, t0, t1, [])
-        else:
-            not_blocked(t1)
-        return result
-
-    return identity(get, original)
 
 
 def _pool_of(result):
