@@ -132,7 +132,10 @@ if "SELFOPT_TRACE_DIR" in os.environ:  # valgrind makes every call slow: only th
 case, n = sys.argv[1], int(sys.argv[2])
 if case == "recorded sleep":  # time.sleep(0), every call recorded (hooks/time_.py)
     import functools
-    time.sleep(0)  # the stand-in's first call puts the wrapper at time.sleep
+    if "SELFOPT_TRACE_DIR" in os.environ:  # the wrapper again, with the threshold at 0
+        from selfopt_trace_agent import config, process
+        time.sleep, config.WAIT_THRESHOLD_NS = time.sleep.__wrapped__, 0
+        process._install_sleep_stand_in()
     call = functools.partial(time.sleep, 0)
 elif case.startswith("recorded wait"):
     class Waiter:

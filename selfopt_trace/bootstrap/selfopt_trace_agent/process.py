@@ -88,23 +88,50 @@ def _os_wrapper(name: str):
 
 
 def _install_sleep_stand_in() -> None:
-    """time.sleep as evidence of where a thread was off the CPU (hooks/time_.py)."""
+    """time.sleep, timed from its first call with nothing imported before the sleep itself: a
+    program that starts its first sleep right after saying it is ready (a signal's sender waits
+    for that) is asleep as soon as untraced. Building the wrapper on the first call (importing
+    hooks/time_.py) put a millisecond there, and a SIGTERM landing in CPython's gap between its
+    last signal check and the sleep's system call was not handled for the whole sleep (1 run in
+    80 of such a program). hooks/time_.py records the sleeps that blocked."""
     import time
 
     original = time.sleep
     if hasattr(original, "__wrapped__"):
         return
+    threshold = config.WAIT_THRESHOLD_NS
+    recorder: list = []
 
-    def build(original):
-        from .hooks import time_
+    def record(t0: int, t1: int, exc: BaseException | None) -> None:
+        if not recorder:
+            try:
+                from .hooks import time_
 
-        wrapper = time_.wrap(original)
-        if time.sleep is stand_in:  # later callers through the module skip the stand-in
-            time.sleep = wrapper
-        return wrapper
+                recorder.append(time_.record)
+            except Exception as error:
+                tracer.exception_diagnostic("hook_failed:time.sleep", error)
+                recorder.append(lambda *_: None)
+        recorder[0](t0, t1, exc)
 
-    stand_in = _stand_in("time.sleep", original, build)
-    time.sleep = stand_in
+    def sleep(seconds):
+        t0 = time_ns()
+        try:
+            original(seconds)
+        except BaseException as exc:  # a bad argument, a signal handler's exception: as untraced
+            t1 = time_ns()
+            if t1 - t0 >= threshold:
+                record(t0, t1, exc)
+            tracer.strip_own_frames(exc)
+            raise
+        t1 = time_ns()
+        if t1 - t0 >= threshold:
+            record(t0, t1, None)
+
+    sleep.__wrapped__ = original
+    sleep.__name__ = original.__name__
+    sleep.__qualname__ = original.__name__
+    sleep.__doc__ = original.__doc__
+    time.sleep = sleep
 
 
 def _stand_in(label: str, original, build):

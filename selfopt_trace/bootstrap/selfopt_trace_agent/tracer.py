@@ -466,24 +466,30 @@ def _start_flusher() -> None:
     if _root is None:  # still starting up
         _flusher_started = False
         return
+    # The program's signals go to its own threads: one taken by this thread would not interrupt a
+    # main thread blocked in a system call (a SIGTERM during time.sleep(30) waited for the sleep to
+    # end, its handler unrun). So the thread is born with every signal blocked: the mask is set
+    # around its creation (blocked by the thread itself, a signal could still reach it before it
+    # ran). A signal meanwhile stays pending for this thread. The C module: `signal` imports enum
+    # (ms of imports).
+    try:
+        from _signal import SIG_BLOCK, SIG_SETMASK, pthread_sigmask, valid_signals
+    except ImportError:  # a platform without it
+        pthread_sigmask = None
     try:
         import _thread
 
-        _thread.start_new_thread(_flusher_loop, (os.getpid(),))
+        before = pthread_sigmask(SIG_BLOCK, valid_signals()) if pthread_sigmask is not None else None
+        try:
+            _thread.start_new_thread(_flusher_loop, (os.getpid(),))
+        finally:
+            if before is not None:
+                pthread_sigmask(SIG_SETMASK, before)
     except Exception:
         pass
 
 
 def _flusher_loop(pid: int) -> None:
-    try:  # the program's signals go to its own threads: one taken by this thread would not
-        # interrupt a main thread blocked in a system call (a SIGTERM during time.sleep(30) waited
-        # for the sleep to end, its handler unrun: 1 run in 15 beside a CPU hog). The C module:
-        # `signal` imports enum (ms of imports, in this thread, beside the program's own).
-        from _signal import SIG_BLOCK, pthread_sigmask, valid_signals
-
-        pthread_sigmask(SIG_BLOCK, valid_signals())
-    except (ImportError, OSError, ValueError):  # a platform without it
-        pass
     while _enabled and os.getpid() == pid and not sys.is_finalizing():
         due = _flush_due_ns - time_ns()
         if due > 0:
