@@ -135,7 +135,7 @@ if case == "recorded sleep":  # time.sleep(0), every call recorded (hooks/time_.
     if "SELFOPT_TRACE_DIR" in os.environ:  # the wrapper again, with the threshold at 0
         from selfopt_trace_agent import config, process
         time.sleep, config.WAIT_THRESHOLD_NS = time.sleep.__wrapped__, 0
-        process._install_sleep_stand_in()
+        process._install_sleep_hook()
     call = functools.partial(time.sleep, 0)
 elif case.startswith("recorded wait"):
     class Waiter:

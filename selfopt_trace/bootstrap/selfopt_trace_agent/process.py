@@ -46,7 +46,7 @@ def start(settings_: config.Settings, shim_entered: int = 0) -> None:
     importtime.install(settings_.import_threshold_ns)
     lazy.install_builtin_hooks()
     _install_os_stand_ins()
-    _install_sleep_stand_in()
+    _install_sleep_hook()
     import atexit
 
     atexit.register(_at_exit)
@@ -75,19 +75,10 @@ def _install_os_stand_ins() -> None:
     for name in _OS_HOOKED:
         original = getattr(os, name, None)
         if original is not None and not hasattr(original, "__wrapped__"):
-            setattr(os, name, _stand_in("os." + name, original, _os_wrapper(name)))
+            setattr(os, name, _stand_in(name, original))
 
 
-def _os_wrapper(name: str):
-    def build(original):
-        from .hooks import os_
-
-        return os_.wrap(name, original)
-
-    return build
-
-
-def _install_sleep_stand_in() -> None:
+def _install_sleep_hook() -> None:
     """time.sleep, timed from its first call with nothing imported before the sleep itself: a
     program that starts its first sleep right after saying it is ready (a signal's sender waits
     for that) is asleep as soon as untraced. Building the wrapper on the first call (importing
@@ -102,7 +93,7 @@ def _install_sleep_stand_in() -> None:
     threshold = config.WAIT_THRESHOLD_NS
     recorder: list = []
 
-    def record(t0: int, t1: int, exc: BaseException | None) -> None:
+    def record(t0: int, t1: int) -> None:
         if not recorder:
             try:
                 from .hooks import time_
@@ -111,7 +102,7 @@ def _install_sleep_stand_in() -> None:
             except Exception as error:
                 tracer.exception_diagnostic("hook_failed:time.sleep", error)
                 recorder.append(lambda *_: None)
-        recorder[0](t0, t1, exc)
+        recorder[0](t0, t1)
 
     def sleep(seconds):
         t0 = time_ns()
@@ -120,12 +111,12 @@ def _install_sleep_stand_in() -> None:
         except BaseException as exc:  # a bad argument, a signal handler's exception: as untraced
             t1 = time_ns()
             if t1 - t0 >= threshold:
-                record(t0, t1, exc)
+                record(t0, t1)
             tracer.strip_own_frames(exc)
             raise
         t1 = time_ns()
         if t1 - t0 >= threshold:
-            record(t0, t1, None)
+            record(t0, t1)
 
     sleep.__wrapped__ = original
     sleep.__name__ = original.__name__
@@ -134,21 +125,22 @@ def _install_sleep_stand_in() -> None:
     time.sleep = sleep
 
 
-def _stand_in(label: str, original, build):
-    """`original` until its first call, which builds the real wrapper (`build(original)`): no hook
-    module loads at start-up."""
+def _stand_in(name: str, original):
+    """os.<name> until its first call, which builds the real wrapper: no hook module loads at start-up."""
     resolved = []
 
     def call(*args, **kwargs):
         if not resolved:
             try:
-                resolved.append(build(original))
+                from .hooks import os_
+
+                resolved.append(os_.wrap(name, original))
             except Exception as exc:
-                tracer.exception_diagnostic("hook_failed:" + label, exc)
+                tracer.exception_diagnostic("hook_failed:os." + name, exc)
                 resolved.append(original)
         try:
             return resolved[0](*args, **kwargs)
-        except BaseException as exc:  # the function's own error, as untraced: no frame of ours
+        except BaseException as exc:  # the os function's own error, as untraced: no frame of ours
             tracer.strip_own_frames(exc)
             raise
 
