@@ -245,11 +245,11 @@ class Reading:
 
 def cpu_samples(processes) -> list[Reading]:
     """Each thread's CPU and queued time between consecutive readings of its clocks. Where the queued
-    time was not read at both ends (the first lines, before truth.py is imported), it counts as none."""
+    time was not read at both ends, it counts as none."""
     samples = []
     for process in processes:
         readings: dict[int, list[tuple]] = defaultdict(list)
-        readings[process.tid] += [(process.first, process.data["first_cpu"], None),
+        readings[process.tid] += [(process.first, process.data["first_cpu"], process.data.get("first_queued")),
                                   (process.last, process.data["last_cpu"], process.data["last_queued"])]
         for block in process.blocks:
             readings[block.tid] += [(block.start, block.start_cpu, block.start_queued),

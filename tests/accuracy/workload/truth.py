@@ -31,18 +31,35 @@ def queued_ns():
     return int(os.pread(descriptor, 100, 0).split()[1])
 
 
+CONSISTENT_NS = 100_000  # a read of the queued time that took longer was preempted
+
+
 def clocks():
-    """(wall clock, this thread's CPU time, its time queued for a CPU), in ns."""
-    return time_ns(), thread_time_ns(), queued_ns()
+    """(wall clock, this thread's CPU time, its time queued for a CPU), in ns, all at the first.
+
+    The queued time is a system call's read (the kernel's run_delay), and a busy machine preempts at
+    a system call's return: read as it comes, a queue stretch after the wall clock would count
+    before it (one interval over 100 % running, the next with a hole). So it is read until a read
+    is quick, and what the thread spent queued since the wall clock is taken off: it was runnable
+    all along (running: its CPU clock says how much; else queued), and on a CPU at the read, so the
+    kernel had counted every stretch until then."""
+    at, cpu = time_ns(), thread_time_ns()
+    for _ in range(20):
+        before = time_ns()
+        queued, cpu_then = queued_ns(), thread_time_ns()
+        after = time_ns()
+        if after - before <= CONSISTENT_NS:
+            break
+    since = (before + after) // 2 - at - (cpu_then - cpu)
+    return at, cpu, queued - max(0, since)
 
 
 class Recorder:
-    def __init__(self, directory, first, first_cpu, **info):
-        """`first`, `first_cpu`: the clocks at the program's first line (where start-up ends)."""
+    def __init__(self, directory, first, **info):
+        """`first`: clocks() at the program's first line (where start-up ends)."""
         self.directory = directory
         self.pid = os.getpid()
-        self.first = first
-        self.first_cpu = first_cpu
+        self.first, self.first_cpu, self.first_queued = first
         self.info = info
         self.blocks = []
         self.readings = []  # (time, CPU, tid, queued) inside long blocks: the CPU truth at a finer grain
@@ -77,6 +94,7 @@ class Recorder:
         `last`, one short write. Called at exit (an exit handler registered after the tracer's runs
         before it), so `last` is as close as the program can get to the end of its process span."""
         data = {"pid": self.pid, "tid": get_native_id(), "first": self.first, "first_cpu": self.first_cpu,
+                "first_queued": self.first_queued,
                 "blocks": self.blocks, "readings": self.readings, **self.info, **extra}
         descriptor = os.open(os.path.join(self.directory, "%d.truth" % self.pid),
                              os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -107,7 +125,8 @@ def spin(ms, record=None):
             return
         now = time_ns()
         if now >= next_reading:
-            readings.append((now, cpu, tid, queued_ns()))
+            now, cpu, queued = clocks()
+            readings.append((now, cpu, tid, queued))
             next_reading = now + 1_000_000
 
 
