@@ -242,9 +242,12 @@ def test_the_rate_sets_the_time_between_readings(cli: Cli, rate: str, young_ms: 
     assert done.returncode == 0, done.stderr
     [(pid,)] = cli.query("SELECT pid FROM spans WHERE run_id = 'r' AND name = 'process'")
     young, old = intervals_ms(cli, "r", pid, 0, 0.9), intervals_ms(cli, "r", pid, 1.1, 10)
-    # a late tick may shorten the next interval a little, and a busy machine delay a young tick
-    assert 0.7 * young_ms <= statistics.median(young) <= 1.5 * young_ms, young
-    assert 0.8 * old_ms <= statistics.median(old) <= 1.5 * old_ms, old
+    # A busy machine delays ticks (a late one is skipped, never made up: longer intervals) and a
+    # tick a little late shortens the next interval: the rate shows in the intervals no delay
+    # touched, the lower quartile, while the median only must not drift far.
+    for lengths, period_ms in ((young, young_ms), (old, old_ms)):
+        assert 0.7 * period_ms <= statistics.quantiles(lengths, n=4)[0] <= 1.3 * period_ms, lengths
+        assert statistics.median(lengths) <= 2.5 * period_ms, lengths
 
 
 def test_a_thread_waiting_for_a_cpu_is_seen_running_all_along(cli: Cli) -> None:
