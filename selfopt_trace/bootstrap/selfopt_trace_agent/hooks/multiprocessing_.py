@@ -20,7 +20,6 @@ code read from the pipe (`_poll`), and no CPU figure.
 from __future__ import annotations
 
 import os
-from time import time_ns
 
 from .. import process, tracer
 from . import os_, spawn, waits
@@ -61,7 +60,6 @@ def _start(original):
             os_._fork_span = span
         except Exception:
             return original(self)
-        t0 = time_ns()
         try:
             with spawn.inherited_environ(span):
                 original(self)
@@ -71,7 +69,7 @@ def _start(original):
         finally:
             os_._fork_span = None
             tracer.deactivate(token)
-        spawn.started(span, self.pid, time_ns() - t0)  # start() is the spawning call (fork, or a new interpreter)
+        spawn.started(span, self.pid)  # start() is the spawning call (fork, or a new interpreter)
         self.__dict__[waits.SPAN] = span.span_id  # for waits on it (join, a pool's results)
 
     return start

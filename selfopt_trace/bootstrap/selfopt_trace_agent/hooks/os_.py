@@ -66,7 +66,6 @@ def _wrap_fork(original):
             token = tracer.activate(span)
         except Exception:
             return original()
-        t0 = time_ns()
         try:
             pid = original()
         except BaseException as exc:
@@ -78,7 +77,7 @@ def _wrap_fork(original):
             return 0  # the child: its own process span was opened by the at-fork handler
         tracer.deactivate(token)
         if owned:
-            spawn.started(span, pid, time_ns() - t0)
+            spawn.started(span, pid)
         return pid
 
     return fork

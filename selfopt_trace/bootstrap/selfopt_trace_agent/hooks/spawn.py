@@ -116,23 +116,23 @@ class inherited_environ:
                 os.environ[key] = value
 
 
-def started(span: tracer.Span, pid: int, spawn_ns: int = 0) -> None:
-    """The child exists: remember it so that seeing its exit status ends the span."""
-    attributes = {"process.pid": pid}
-    if spawn_ns:
-        attributes["selfopt_trace.spawn_ns"] = spawn_ns  # time in the spawning call (fork/exec)
-    _children[pid] = (span, attributes)
+def started(span: tracer.Span, pid: int) -> None:
+    """The child exists: remember it so that seeing its exit status ends the span.
+
+    `selfopt_trace.spawn_ns` is the spawning call as the program lives it: from the span's start,
+    the wrapper's entry (the agent's preparation of argv and environment included: a preemption
+    there, or its first-call imports, is time in the call, not the program's own work), to now."""
+    _children[pid] = (span, {"process.pid": pid, "selfopt_trace.spawn_ns": time_ns() - span.start_ns})
 
 
 def run_spawning(span: tracer.Span, call, *args) -> int:
-    """`call(*args)` starts the child and returns its pid: the span's spawning call, timed."""
-    t0 = time_ns()
+    """`call(*args)` starts the child and returns its pid: the span's spawning call."""
     try:
         pid = call(*args)
     except BaseException as exc:
         failed(span, exc)
         raise
-    started(span, pid, time_ns() - t0)
+    started(span, pid)
     return pid
 
 

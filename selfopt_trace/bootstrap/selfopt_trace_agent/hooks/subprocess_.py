@@ -11,7 +11,6 @@ status and the kernel's count of its CPU (`process.reaped.cpu_ns`).
 
 from __future__ import annotations
 
-from time import time_ns
 
 from .. import tracer
 from . import spawn, waits
@@ -30,7 +29,6 @@ def install(target: str, module) -> None:
             args = spawn.rewrite_argv(args, span)
         except Exception:
             return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
-        t0 = time_ns()
         tracer.in_spawn += 1
         try:
             original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
@@ -39,7 +37,7 @@ def install(target: str, module) -> None:
             raise
         finally:
             tracer.in_spawn -= 1
-        spawn.started(span, self.pid, time_ns() - t0)
+        spawn.started(span, self.pid)
         self.__dict__[waits.SPAN] = span.span_id
 
     _execute_child.__wrapped__ = original
