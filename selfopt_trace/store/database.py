@@ -10,10 +10,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Sequence
 
-import duckdb
-
 from selfopt_trace.errors import QueryError, RunNotFoundError, StoreError, StoreLockedError, StoreOpenError
 from selfopt_trace.paths import default_db_path
+from selfopt_trace.store.engine import duckdb
 from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
 from selfopt_trace.store.profile import take_apart_stacks
 

@@ -24,8 +24,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import duckdb
-
+from selfopt_trace.store.engine import duckdb
 from selfopt_trace.watchers import profile_samples as fmt
 
 # Numbers are typed in the reader (a line whose number does not parse is dropped: a damaged line);
