@@ -21,7 +21,6 @@ A py-spy file the watcher had no time to convert (`run` was killed) is converted
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from selfopt_trace.store.engine import duckdb
@@ -308,6 +307,8 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
         result.skipped_files += 1
         result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", name))
         return
+    import tempfile  # only for a run with samples: every load imports this module
+
     run = {"run_id": result.run_id}
     con.execute(_STAGE_SQL, {"files": [str(path)]})
     records, bad_stacks = con.execute(
