@@ -7,14 +7,23 @@ CMD starts (start-up, option parsing, the checks) and after it ends (loading int
 summary; with --no-load, the summary alone). Budgets (issue 12): `--version`/`--help` <= 150 ms,
 `run -- /bin/true` <= 250 ms in all and <= 60 ms before CMD, load + summary of a small run <= 200 ms.
 
-    python benchmarks/bench_cli.py [--rounds 10]
+selfopt_trace's modules are compiled first, as a wheel's install leaves them (an editable install
+under PYTHONDONTWRITEBYTECODE would compile ~60 modules in every command). `cpu` is the command's
+user + system CPU time (all its threads and children), steadier than the wall time on a busy
+machine. `--baseline DIR` also runs every command from another tree's selfopt_trace (a checkout of
+an older commit: `git archive COMMIT | tar -x -C DIR`), interleaved with this one, for before/after
+figures of the same run.
+
+    python benchmarks/bench_cli.py [--rounds 10] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,38 +42,57 @@ def clean_environ(home: Path) -> dict:
     return env
 
 
-def timed(argv: list, env: dict) -> tuple[float, int, int]:
-    """(seconds, launch clock ns, exit clock ns) of one whole command."""
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list, env: dict) -> tuple[float, float, int, int]:
+    """(seconds, CPU seconds, launch clock ns, exit clock ns) of one whole command."""
     start = time.time_ns()
+    cpu = cpu_of_children()
     t0 = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0, start, time.time_ns()
+    return time.perf_counter() - t0, cpu_of_children() - cpu, start, time.time_ns()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--baseline", type=Path, help="another tree's selfopt_trace, measured beside this one")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     env = clean_environ(home)
-    commands = {
+    trees = {"": env}
+    if args.baseline is not None:
+        trees["baseline "] = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+    for tree_env in trees.values():  # as a wheel's install leaves it: every module compiled
+        source = subprocess.run([sys.executable, "-c", "import selfopt_trace; print(selfopt_trace.__file__)"],
+                                env=tree_env, check=True, capture_output=True, text=True).stdout.strip()
+        compileall.compile_dir(str(Path(source).parent), quiet=1)
+    programs = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "selfopt-trace --version": [str(SCRIPT), "--version"],
         "selfopt-trace --help": [str(SCRIPT), "--help"],
         "run --no-load -- /bin/true": [str(SCRIPT), "run", "--no-load", "--", "/bin/true"],
         "run -- /bin/true": [str(SCRIPT), "run", "--", "/bin/true"],  # no --run-id: it opens DuckDB before CMD
+        "run -- python -c pass": [str(SCRIPT), "run", "--", sys.executable, "-c", "pass"],
     }
+    commands = {prefix + name: (argv, tree_env) for prefix, tree_env in trees.items() for name, argv in programs.items()
+                if not (prefix and name == "python -c pass")}
     walls: dict = {name: [] for name in commands}
-    before: dict = {name: [] for name in commands if "run" in commands[name]}
+    cpus: dict = {name: [] for name in commands}
+    before: dict = {name: [] for name in commands if "run" in commands[name][0]}
     after: dict = {name: [] for name in before}
     try:
-        for command in commands.values():  # warm the page cache and the .pyc files
-            subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for argv, command_env in commands.values():  # warm the page cache
+            subprocess.run(argv, env=command_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(args.rounds):
-            for name, command in commands.items():
+            for name, (argv, command_env) in commands.items():
                 runs = set((home / "runs").iterdir())
-                wall, launched, exited = timed(command, env)
+                wall, cpu, launched, exited = timed(argv, command_env)
                 walls[name].append(wall)
+                cpus[name].append(cpu)
                 if name in before:
                     run_dir, = set((home / "runs").iterdir()) - runs
                     record = json.loads((run_dir / "run.json").read_text())
@@ -74,10 +102,10 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
     baseline = statistics.median(walls["python -c pass"])
     print(f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}; medians, ms")
-    print(f"{'command':<30}{'wall':>8}{'x pass':>8}{'before CMD':>12}{'after CMD':>11}")
+    print(f"{'command':<40}{'wall':>8}{'x pass':>8}{'cpu':>8}{'before CMD':>12}{'after CMD':>11}")
     for name in commands:
         wall = statistics.median(walls[name])
-        line = f"{name:<30}{wall * 1e3:>8.1f}{wall / baseline:>8.1f}"
+        line = f"{name:<40}{wall * 1e3:>8.1f}{wall / baseline:>8.1f}{statistics.median(cpus[name]) * 1e3:>8.1f}"
         if name in before:
             line += f"{statistics.median(before[name]) * 1e3:>12.1f}{statistics.median(after[name]) * 1e3:>11.1f}"
         print(line)

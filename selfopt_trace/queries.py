@@ -135,10 +135,17 @@ def load_queries(extra_dirs: Iterable[Path | str] = ()) -> dict[str, Query]:
 
 
 def get_query(name: str, extra_dirs: Iterable[Path | str] = ()) -> Query:
-    queries = load_queries(extra_dirs)
-    if name not in queries:
-        raise QueryNotFoundError(name, queries)
-    return queries[name]
+    """The query `name` as load_queries would give it (the last folder holding NAME.sql wins), reading
+    only that file: the summary of every run asks for one query of many."""
+    directories = [builtin_dir(), *map(Path, extra_dirs)]
+    for directory in directories:
+        if not directory.is_dir():
+            raise QueryDefinitionError(f"queries folder not found: {directory}")
+    for directory in reversed(directories):
+        path = directory / f"{name}.sql"
+        if path.is_file() and path.parent == directory:  # a name with a slash is no query's name
+            return parse_query(path)
+    raise QueryNotFoundError(name, load_queries(extra_dirs))
 
 
 def parse_query(path: Path) -> Query:

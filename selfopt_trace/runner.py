@@ -26,9 +26,9 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,8 +174,9 @@ def check_writable_dir(directory: Path, what: str) -> None:
     """Create `directory` if needed and prove a file can be created in it (os.access lies to root)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".selfopt-trace-probe-", dir=directory)
-        os.close(fd)
+        # A unique name made as tempfile.mkstemp makes one, without importing it (~3 ms before CMD).
+        probe = directory / f".selfopt-trace-probe-{os.getpid()}-{os.urandom(6).hex()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as exc:
         raise RunSetupError(f"{what} {directory} is not writable: {exc.strerror or exc}") from exc
@@ -225,12 +226,36 @@ def resolve_command(argv0: str, path_env: str | None) -> tuple[str, bool]:
 def precompile_bootstrap() -> None:
     """Write the agent's .pyc files now, so no traced process compiles it (PYTHONDONTWRITEBYTECODE
     is often set, and compiling the agent costs every process ~10 ms). Best effort, silent."""
+    if bootstrap_compiled(BOOTSTRAP_DIR):
+        return  # the common case: the check costs less than importing compileall (~5 ms)
     try:
         import compileall
 
         compileall.compile_dir(str(BOOTSTRAP_DIR), quiet=2)
     except Exception:
         pass
+
+
+def bootstrap_compiled(directory: Path) -> bool:
+    """Every .py under `directory` has its .pyc, made from this very source: the header compileall
+    compares (magic number, no flags, the source's mtime) and the source's size."""
+    from importlib.util import MAGIC_NUMBER
+
+    tag = sys.implementation.cache_tag
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            if not name.endswith(".py"):
+                continue
+            source = os.stat(os.path.join(folder, name))
+            expected = MAGIC_NUMBER + struct.pack("<LLL", 0, int(source.st_mtime) & 0xFFFFFFFF,
+                                                  source.st_size & 0xFFFFFFFF)
+            try:
+                with open(os.path.join(folder, "__pycache__", f"{name[:-3]}.{tag}.pyc"), "rb") as compiled:
+                    if compiled.read(16) != expected:
+                        return False
+            except OSError:
+                return False
+    return True
 
 
 def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions, spawn_ns: int) -> dict[str, str]:

@@ -11,7 +11,6 @@ wall time.
 from __future__ import annotations
 
 import shlex
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -415,9 +414,13 @@ class GroupSummary:
     runs: list[RunSummary]
 
     def median_wall_ns(self) -> int:
+        import statistics  # --repeat only: ~3 ms of every run's summary otherwise
+
         return int(statistics.median(run.wall_ns for run in self.runs))
 
     def median_by_category(self) -> dict[str, int]:
+        import statistics
+
         labels = dict.fromkeys(label for run in self.runs for label in run.by_category)
         return {label: int(statistics.median(run.by_category.get(label, 0) for run in self.runs)) for label in labels}
 

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import duckdb
-
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
 from selfopt_trace.errors import RunExistsError, RunNotFoundError
+from selfopt_trace.store.engine import duckdb
 from selfopt_trace.store.profile import load_profile
 from selfopt_trace.watchers import cpu_sampler
 

@@ -21,11 +21,9 @@ A py-spy file the watcher had no time to convert (`run` was killed) is converted
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-import duckdb
-
+from selfopt_trace.store.engine import duckdb
 from selfopt_trace.watchers import profile_samples as fmt
 
 # Numbers are typed in the reader (a line whose number does not parse is dropped: a damaged line);
@@ -309,6 +307,8 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
         result.skipped_files += 1
         result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", name))
         return
+    import tempfile  # only for a run with samples: every load imports this module
+
     run = {"run_id": result.run_id}
     con.execute(_STAGE_SQL, {"files": [str(path)]})
     records, bad_stacks = con.execute(

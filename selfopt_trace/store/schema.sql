@@ -1,4 +1,5 @@
--- The trace database. Idempotent: run on every open of a writable store.
+-- The trace database. Idempotent: run on a writable store's open unless `store_schema` holds this
+-- file's text already (store/database.py).
 -- Times are Unix epoch nanoseconds (BIGINT); the `records` view converts them for Logfire-style SQL.
 
 -- One row per span (docs/span-format.md: S+E pairs joined, X records as they are).
@@ -179,6 +180,12 @@ CREATE TABLE IF NOT EXISTS exports (
     spans_sent   BIGINT,     -- accepted by the receiver
     complete     BOOLEAN,    -- every span of the run accepted
     error        VARCHAR
+);
+
+-- The text of this file as it was last run on the database (one row): a writable open of a store
+-- that holds this text, and the tables, runs nothing of it.
+CREATE TABLE IF NOT EXISTS store_schema (
+    schema_sql VARCHAR
 );
 
 -- The spans under Pydantic Logfire's column names, so Logfire-style SQL runs unchanged, e.g.

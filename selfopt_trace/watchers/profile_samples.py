@@ -19,7 +19,6 @@ Stacks are written once each (`K`: root first, each frame function, file and lin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -73,6 +72,8 @@ def _clean(text: str) -> str:
 
 def stack_id(frames: tuple) -> int:
     """A stack's id: 64 bits of a hash of its frames, as a signed BIGINT."""
+    import hashlib  # here: every load imports this module for its names, few make stacks (~2 ms)
+
     digest = hashlib.blake2b(json.dumps(frames, separators=(",", ":")).encode("utf-8", "surrogatepass"),
                              digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)

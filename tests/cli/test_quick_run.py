@@ -83,3 +83,22 @@ def test_run_starts_cmd_without_importing_typer(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and result.stdout == "42\n"
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+def test_a_loaded_run_imports_duckdbs_engine_alone_and_no_compileall(tmp_path):
+    """A real `run` that loads and summarizes: DuckDB's engine module without the package's Python
+    layer (store/engine.py), and no compileall when the bootstrap's .pyc files are current."""
+    from selfopt_trace import runner
+
+    runner.precompile_bootstrap()
+    env = {k: v for k, v in os.environ.items() if k not in quick_run.OPTION_VARIABLES and not k.startswith("SELFOPT_TRACE_")}
+    env["SELFOPT_TRACE_HOME"] = str(tmp_path)
+    code = ("import sys; sys.argv = ['selfopt-trace', 'run', '--export', 'never', '--', "
+            f"{sys.executable!r}, '-c', 'print(42)'];"
+            "import atexit; atexit.register(lambda: print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'typer', 'pydantic', 'duckdb', '_duckdb', 'compileall'}), file=sys.stderr));"
+            "from selfopt_trace.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "42\n", result.stderr
+    assert "1 process" in result.stderr  # the summary of a loaded run
+    assert result.stderr.strip().splitlines()[-1] == "['_duckdb']", result.stderr

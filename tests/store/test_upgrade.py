@@ -51,3 +51,18 @@ def test_profile_stacks_loaded_by_an_older_version_are_taken_apart_for_hot_frame
     with Store(path, read_only=True) as store:
         rows = run_query(store, "hot_frames", {"run_id": "p1"}).records()
     assert [(row["function"], row["self_samples"], row["total_samples"]) for row in rows] == [("hot", 5, 5), ("main", 0, 5)]
+
+
+def test_a_current_database_is_not_rewritten_on_open_and_another_versions_schema_is_run_again(tmp_path: Path) -> None:
+    path = tmp_path / "traces.duckdb"
+    Store(path).close()
+    written = path.read_bytes()
+    with Store(path) as store:  # this version's schema, recorded in store_schema: nothing runs
+        assert store.sql("SELECT count(*) FROM records")[1] == [(0,)]
+    assert path.read_bytes() == written
+    con = duckdb.connect(str(path))  # what another version left: its own schema text, no `records` view
+    con.execute("UPDATE store_schema SET schema_sql = '-- another version'; DROP VIEW records")
+    con.close()
+    with Store(path) as store:
+        assert store.sql("SELECT count(*) FROM records")[1] == [(0,)]
+        assert store.sql("SELECT schema_sql FROM store_schema")[1][0][0].startswith("-- The trace database.")
