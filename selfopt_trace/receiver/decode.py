@@ -276,9 +276,9 @@ def rows_of(request: ExportTraceServiceRequest) -> Decoded:
                 converted = values.converted
                 if None in pieces:  # values not seen before (a size, an id): their pieces made now
                     pieces = [piece or _piece(item, raw, values) for piece, item, raw in zip(pieces, key_values, raws)]
-                keys = set(map(_KEY, pieces))
-                rank = min(map(_RANK, pieces), default=_OTHER)
-                if len(keys) != len(pieces) or not rank or (extra and not keys.isdisjoint(extra)):
+                keys = tuple(map(_KEY, pieces))
+                rank, scope_keys = _SIGNATURES.get(keys) or _signature(keys)
+                if not rank or (scope_keys and extra and not scope_keys.isdisjoint(extra)):
                     values.converted = converted  # counted again there
                     _add_span(decoded, span, values, process, process_number, extra)
                     continue
@@ -339,17 +339,32 @@ def _add_span(decoded: Decoded, span, values: _Values, process: ProcessFields, p
              process_number, extra)
 
 
-# A KeyValue's bytes: (key, value, its `"key":value` JSON, its rank). Attributes repeat from span to span (a
+# A KeyValue's bytes: (key, value, its `"key":value` JSON). Attributes repeat from span to span (a
 # method, a URL, a status code): reading one out of protobuf's objects costs ~1 us, serializing it
 # for the lookup a third of that. Values that had to be converted are never kept (they are counted
 # each time).
 _PIECES: dict = {}
 _PIECES_LIMIT = 100_000
-_KEY, _JSON, _RANK = itemgetter(0), itemgetter(2), itemgetter(3)
+_KEY, _JSON = itemgetter(0), itemgetter(2)
+
 # A key's rank: the span category it gives (collector_ingest._category's order: the lowest wins);
 # 0 for selfopt-trace's own keys that go back to their columns (the general path).
 _OTHER = 9
 _RANK_CATEGORIES = {1: "import", 2: "http", 3: "container", 4: "subprocess", _OTHER: "other"}
+
+
+# A span's attribute keys, in order (spans of one instrumentation share them): (the lowest rank of
+# its keys, 0 for a key twice: the general path; the scope's keys among them, or None).
+_SIGNATURES: dict = {}
+
+
+def _signature(keys: tuple) -> tuple:
+    rank = min(map(_rank, keys), default=_OTHER) if len(set(keys)) == len(keys) else 0
+    found = (rank, frozenset(keys) & {"otel.scope.name", "otel.scope.version"} or None)
+    if len(_SIGNATURES) >= 10_000:
+        _SIGNATURES.clear()
+    _SIGNATURES[keys] = found
+    return found
 
 
 def _rank(key: str) -> int:
@@ -395,7 +410,7 @@ def _piece(item, raw: bytes, values: _Values) -> tuple:
     kind = type(value)
     # A string's or an integer's JSON without the encoder's Python steps (what it would write)
     text = _string(value) if kind is str else str(value) if kind is int else _json(value)
-    piece = (key, value, _string(key) + ":" + text, _rank(key))
+    piece = (key, value, _string(key) + ":" + text)
     if values.converted == converted:
         if len(_PIECES) >= _PIECES_LIMIT:
             _PIECES.clear()
