@@ -35,8 +35,9 @@ round, medians of --repeat:
 
     python benchmarks/bench_receiver.py --stages [--compare DIR] [--repeat 3] [--instructions]
 
-`--instructions` also counts each code's instructions a span, all the stages (one round under
-callgrind, less a round of no requests: the start-up), which the machine's load cannot move.
+`--instructions` also counts each code's instructions a span of the conversion (the worker's
+stage, the largest: every generation converted in one process under callgrind, less a process
+converting none, its start-up), which the machine's load cannot move.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def compare_stages(spans: int, senders: int, batch: int, repeat: int, other: Pat
                                       env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True,
                                       check=True, timeout=1800)
                 results[name].append(json.loads(done.stdout.splitlines()[-1]))
-        if instructions:  # the whole round under callgrind, less a round of no requests (start-up, imports)
+        if instructions:  # the conversion under callgrind, less one of no requests (start-up, imports)
             empty = work / "empty"
             empty.mkdir()
             for name, code in codes.items():
@@ -258,14 +259,22 @@ def compare_stages(spans: int, senders: int, batch: int, repeat: int, other: Pat
               + f"; all {statistics.median(totals):.2f} us (rounds {', '.join('%.2f' % t for t in totals)}); "
               f"spans stored {rounds[0]['spans']:,}")
         if name in counted:
-            print(f"      instructions a span, all the stages (callgrind): {counted[name]:,.0f}")
+            print(f"      instructions a span, the conversion (callgrind): {counted[name]:,.0f}")
+
+
+def convert_round(requests: Path, work: Path) -> None:
+    """Every generation of `requests` converted in this process, one after the other (--instructions)."""
+    from selfopt_trace.receiver import convert
+
+    for raw in sorted(requests.glob("*.otlp")):
+        convert.convert(raw, work / (raw.stem + ".spans.tsv"), work / (raw.stem + ".processes.tsv"))
 
 
 def _instructions(code: Path, requests: Path, work: Path) -> int:
-    """Instructions of one --stages round (callgrind's count) with `code`."""
+    """Instructions of converting `requests` in one process (callgrind's count) with `code`."""
     work.mkdir()
     done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-                           "--stages-round", str(requests), str(work)], env={**os.environ, "PYTHONPATH": str(code)},
+                           "--convert-round", str(requests), str(work)], env={**os.environ, "PYTHONPATH": str(code)},
                           capture_output=True, text=True, check=True, timeout=7200)
     return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
 
@@ -279,12 +288,16 @@ def main() -> None:
     parser.add_argument("--modes", default="sdk,encoded", help="ways of sending, of sdk,encoded")
     parser.add_argument("--stages", action="store_true", help="the receiver's stages a span, without HTTP")
     parser.add_argument("--compare", type=Path, help="with --stages: also this checkout's code")
-    parser.add_argument("--instructions", action="store_true", help="with --stages: also count instructions (valgrind)")
+    parser.add_argument("--instructions", action="store_true", help="with --stages: also count the conversion's instructions (valgrind)")
     parser.add_argument("--sender", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--stages-round", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--convert-round", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stages_round:
         stages(*args.stages_round)
+        return
+    if args.convert_round:
+        convert_round(*args.convert_round)
         return
     if args.stages:
         compare_stages(args.spans, args.senders, args.batch, args.repeat, args.compare, args.instructions)
