@@ -8,7 +8,9 @@ times the loop with process_time. Two set-ups:
 
 - `sdk`: the program configured its own SDK TracerProvider with a BatchSpanProcessor and an exporter
   that drops what it gets (the SDK's whole cost of a span, no I/O);
-- `api`: the API only, no provider: untraced, the API's no-op spans; traced, the bridge records them.
+- `api`: the API only, no provider: untraced, the API's no-op spans; traced, the bridge records them;
+- `simple` (with `--setups`): the SDK with a SimpleSpanProcessor instead (no worker thread: its
+  instruction counts move least from run to run).
 
 It prints, per set-up, the medians of the untraced and traced loops in microseconds per span, the
 difference (the bridge's cost a span, the budget: 2 us), and checks the traced runs recorded every
@@ -16,7 +18,11 @@ span. On this shared 2-core VM the times move 20-50 % from minute to minute; `--
 counts instructions with valgrind (callgrind), which the machine's load cannot move: each program
 run for N and 3N spans, the difference over 2N spans, untraced and traced.
 
-    python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7] [--instructions]
+    python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7] [--instructions] [--setups sdk,api]
+                                           [--bootstrap DIR]
+
+`--bootstrap` traces with another bootstrap directory (another checkout's selfopt_trace/bootstrap:
+the code before a change, measured in the same minutes).
 """
 
 from __future__ import annotations
@@ -38,16 +44,17 @@ PROGRAM = r"""
 import json, sys, time
 from opentelemetry import trace
 setup, count = sys.argv[1], int(sys.argv[2])
-if setup == "sdk":
+if setup in ("sdk", "simple"):
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
     class Drop(SpanExporter):
         def export(self, spans):
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=count + 10))
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=count + 10) if setup == "sdk"
+                                else SimpleSpanProcessor(Drop()))
     trace.set_tracer_provider(provider)
 tracer = trace.get_tracer("bench", "1.0")
 attributes = {"item.kind": "widget", "item.size": 3}
@@ -61,7 +68,7 @@ with tracer.start_as_current_span("outer"):
             span.set_attribute("item.index", index)
     elapsed = time.process_time() - started
 print(json.dumps({"us": elapsed / count * 1e6}))
-if setup == "sdk":
+if setup != "api":
     provider.shutdown()
 """
 
@@ -95,17 +102,21 @@ def _environment(traced: bool, run_dir: Path) -> dict:
 
 
 def main() -> None:
+    global BOOTSTRAP
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
+    parser.add_argument("--setups", default="sdk,api", help="of sdk,api,simple")
+    parser.add_argument("--bootstrap", type=Path, default=BOOTSTRAP, help="the agent's bootstrap directory")
     args = parser.parse_args()
+    BOOTSTRAP = args.bootstrap.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-otel-bridge-") as tmp:
         work = Path(tmp)
         program = work / "program.py"
         program.write_text(PROGRAM)
         load_before = os.getloadavg()[0]
-        results = {setup: {"untraced": [], "traced": []} for setup in ("sdk", "api")}
+        results = {setup: {"untraced": [], "traced": []} for setup in args.setups.split(",")}
         counted = {}
         if args.instructions:
             for setup in results:

@@ -23,7 +23,21 @@ The load path: bench_load's generator writes the same number of spans as span fi
 `Store.load_run` loads them in a fresh process (median of --repeat); the ratio is the receiver's
 spans/s over the load's.
 
-    python benchmarks/bench_receiver.py [--spans 200000] [--senders 4] [--batch 512] [--repeat 3]
+    python benchmarks/bench_receiver.py [--spans 200000] [--senders 4] [--batch 512] [--repeat 3] [--modes sdk,encoded]
+
+`--stages` measures instead the receiver's work a span without HTTP, stage by stage, in CPU time
+(which the neighbours' load moves less than wall time): the requests of 4 x 50,000 spans (as the
+senders make them) parsed and checked (a request thread's work), converted (the worker's), loaded
+into a new store one generation of 50,000 at a time, in one DuckDB thread as the receiver does, and
+the store closed (its checkpoint). With `--compare DIR` (a checkout of other code: `git worktree
+add` or `git archive | tar -x`), the same requests through that code too, alternating round by
+round, medians of --repeat:
+
+    python benchmarks/bench_receiver.py --stages [--compare DIR] [--repeat 3] [--instructions]
+
+`--instructions` also counts each code's instructions a span of the conversion (the worker's
+stage, the largest: every generation converted in one process under callgrind, less a process
+converting none, its start-up), which the machine's load cannot move.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -40,9 +55,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.bench_load import generate, median_of  # noqa: E402
 
 URLS = ["http://127.0.0.1:8000/ai/optimize", "http://127.0.0.1:8000/ai/testgen", "https://pypi.org/simple/numpy/",
         "http://127.0.0.1:8000/cfapi/cli-get-user?user=42"]
@@ -165,23 +177,143 @@ def one_round(work: Path, spans: int, senders: int, batch: int, mode: str, numbe
             "sender_cpu_us": sum(r["cpu_s"] for r in results) / sent * 1e6}
 
 
+STAGES = ("parse and check", "convert", "load", "close")
+
+
+def stages(requests: Path, work: Path) -> None:
+    """One round of --stages in this process (the code on sys.path): CPU seconds of each stage, as JSON."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from selfopt_trace.collector_ingest import insert_files
+    from selfopt_trace.receiver import convert, decode
+    from selfopt_trace.store import Store
+
+    generations = sorted(requests.glob("*.otlp"))
+    payloads = [payload for raw in generations for payload in convert.records(raw)]
+    cpu = dict.fromkeys(STAGES, 0.0)
+    started = time.process_time()
+    for payload in payloads:
+        decode.check(ExportTraceServiceRequest.FromString(payload))
+    cpu["parse and check"] = time.process_time() - started
+    spans = 0
+    for raw in generations:
+        started = time.process_time()
+        spans += convert.convert(raw, work / (raw.stem + ".spans.tsv"), work / (raw.stem + ".processes.tsv")).spans
+        cpu["convert"] += time.process_time() - started
+    store = Store(work / "stages.duckdb")
+    store.sql("SET threads = 1")  # as the receiver's writer
+    for raw in generations:
+        started = time.process_time()
+        store.sql("BEGIN")
+        insert_files(store, [work / (raw.stem + ".spans.tsv")], [work / (raw.stem + ".processes.tsv")])
+        store.sql("COMMIT")
+        cpu["load"] += time.process_time() - started
+    started = time.process_time()
+    store.close()
+    cpu["close"] = time.process_time() - started
+    print(json.dumps({"spans": spans, "cpu": cpu}))
+
+
+def compare_stages(spans: int, senders: int, batch: int, repeat: int, other: Path | None,
+                   instructions: bool) -> None:
+    """--stages: the same requests through this code (and `other`'s), alternating, medians of CPU us a span."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from selfopt_trace.receiver.convert import record
+
+    codes = {"this code": ROOT, **({f"{other}": other} if other else {})}
+    with tempfile.TemporaryDirectory(prefix="bench-receiver-stages-") as tmp:
+        work = Path(tmp)
+        requests = work / "requests"
+        requests.mkdir()
+        share = spans // senders
+        for number in range(senders):  # a generation a sender, as a burst of 4 x 50,000 makes them
+            made = make_spans(share, number)
+            (requests / f"{number:04d}.otlp").write_bytes(b"".join(
+                record(encode_spans(made[i:i + batch]).SerializePartialToString()) for i in range(0, share, batch)))
+        load_before = os.getloadavg()[0]
+        results: dict[str, list[dict]] = {name: [] for name in codes}
+        counted: dict[str, float] = {}
+        for number in range(repeat):
+            for name, code in codes.items():
+                round_dir = work / f"round-{number}-{len(results[name])}-{abs(hash(name))}"
+                round_dir.mkdir()
+                done = subprocess.run([sys.executable, __file__, "--stages-round", str(requests), str(round_dir)],
+                                      env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True,
+                                      check=True, timeout=1800)
+                results[name].append(json.loads(done.stdout.splitlines()[-1]))
+        if instructions:  # the conversion under callgrind, less one of no requests (start-up, imports)
+            empty = work / "empty"
+            empty.mkdir()
+            for name, code in codes.items():
+                counts = [_instructions(code, folder, work / f"count-{abs(hash(name))}-{folder.name}")
+                          for folder in (requests, empty)]
+                counted[name] = (counts[0] - counts[1]) / spans
+    print(f"--stages: {spans:,} spans ({senders} generations of {share:,}, requests of {batch}), CPU us a span, "
+          f"median of {repeat} rounds alternating; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
+          f"after ({os.cpu_count()} cores)")
+    for name, rounds in results.items():
+        per_span = {stage: statistics.median(r["cpu"][stage] / r["spans"] * 1e6 for r in rounds) for stage in STAGES}
+        totals = [sum(r["cpu"].values()) / r["spans"] * 1e6 for r in rounds]
+        print(f"  {name}: " + ", ".join(f"{stage} {value:.2f}" for stage, value in per_span.items())
+              + f"; all {statistics.median(totals):.2f} us (rounds {', '.join('%.2f' % t for t in totals)}); "
+              f"spans stored {rounds[0]['spans']:,}")
+        if name in counted:
+            print(f"      instructions a span, the conversion (callgrind): {counted[name]:,.0f}")
+
+
+def convert_round(requests: Path, work: Path) -> None:
+    """Every generation of `requests` converted in this process, one after the other (--instructions)."""
+    from selfopt_trace.receiver import convert
+
+    for raw in sorted(requests.glob("*.otlp")):
+        convert.convert(raw, work / (raw.stem + ".spans.tsv"), work / (raw.stem + ".processes.tsv"))
+
+
+def _instructions(code: Path, requests: Path, work: Path) -> int:
+    """Instructions of converting `requests` in one process (callgrind's count) with `code`."""
+    work.mkdir()
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+                           "--convert-round", str(requests), str(work)], env={**os.environ, "PYTHONPATH": str(code)},
+                          capture_output=True, text=True, check=True, timeout=7200)
+    return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--modes", default="sdk,encoded", help="ways of sending, of sdk,encoded")
+    parser.add_argument("--stages", action="store_true", help="the receiver's stages a span, without HTTP")
+    parser.add_argument("--compare", type=Path, help="with --stages: also this checkout's code")
+    parser.add_argument("--instructions", action="store_true", help="with --stages: also count the conversion's instructions (valgrind)")
     parser.add_argument("--sender", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--stages-round", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--convert-round", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stages_round:
+        stages(*args.stages_round)
+        return
+    if args.convert_round:
+        convert_round(*args.convert_round)
+        return
+    if args.stages:
+        compare_stages(args.spans, args.senders, args.batch, args.repeat, args.compare, args.instructions)
+        return
     if args.sender:
         port, count, batch, seed, mode = args.sender
         sender(int(port), int(count), int(batch), int(seed), mode)
         return
 
+    sys.path.insert(0, str(ROOT))  # (not for --stages-round: there PYTHONPATH says which code)
+    from benchmarks.bench_load import generate, median_of
+
     with tempfile.TemporaryDirectory(prefix="bench-receiver-") as tmp:
         work = Path(tmp)
         load_before = os.getloadavg()[0]
-        rounds: dict[str, list[dict]] = {"sdk": [], "encoded": []}
+        rounds: dict[str, list[dict]] = {mode: [] for mode in args.modes.split(",")}
         for number in range(args.repeat):
             for mode in rounds:
                 rounds[mode].append(one_round(work, args.spans, args.senders, args.batch, mode, number))

@@ -233,7 +233,7 @@ class Rows:
             for key, value in scope_extra.items():
                 if key not in attributes:
                     attributes[key] = value
-                    pieces.append(_scope_piece(key, value))
+                    pieces.append(scope_piece(key, value))
         category = _text(str(category)) if category is not None else _category(name, attributes)
         if not name.isprintable():
             name = _text(name)
@@ -268,7 +268,7 @@ class Rows:
 
 
 @lru_cache(maxsize=256)
-def _scope_piece(key: str, value: str) -> str:
+def scope_piece(key: str, value: str) -> str:
     """A scope attribute's `"key":value` (the same on every span of the scope: encoded once)."""
     return _json(key) + ":" + _json(value)
 

@@ -1,7 +1,7 @@
 """The spool's raw requests -> the lines `collector_ingest.insert_files` loads, in a worker process.
 
 A request is acknowledged once its bytes (an `ExportTraceServiceRequest`, protobuf, checked) are
-synced to the spool (writer.py); turning its spans into rows (decode.rows_of, ~7 us a span, Python
+synced to the spool (writer.py); turning its spans into rows (decode.rows_of, 7-10 us a span, Python
 reading protobuf's objects) happens afterwards, a spool generation at a time, in a process of its
 own (`python -m selfopt_trace.receiver.convert`): the request threads and the conversion would
 otherwise share one interpreter lock, and the machine's other core would sit idle.

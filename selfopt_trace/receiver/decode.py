@@ -22,14 +22,18 @@ import base64
 import json
 import math
 import zlib
+from json.encoder import encode_basestring
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from ..collector_ingest import ProcessFields, Rows, exception_attributes, scope_attributes
+from ..collector_ingest import (CATEGORY, INCOMPLETE, ProcessFields, Rows, exception_attributes, scope_attributes,
+                                scope_piece)
 
 MAX_STRING = 64 * 1024  # characters of one string value or span name kept (export/otlp_wire.py sends no more)
 PROTOBUF = "application/x-protobuf"
@@ -231,53 +235,108 @@ def check(request: ExportTraceServiceRequest) -> Checked:
 
 
 def rows_of(request: ExportTraceServiceRequest) -> Decoded:
-    """The rows of every span of the request that can be stored."""
+    """The rows of every span of the request that can be stored.
+
+    The usual span (ids and times in range, a printable name, attributes seen before with no key
+    twice, no status description or events to add) takes the fast path: its line made from the
+    cached pieces of its attributes, with few Python steps a span (the conversion worker's whole
+    cost: docs/benchmarks.md, "OTLP receiver"). Any other span takes `_add_span`, the general path;
+    the two give the same line.
+    """
     decoded = Decoded()
     values = _Values()
     rows = decoded.rows
-    add = rows.add
-    attributes_of = values.attributes
+    lines = rows.spans
+    cache_get = _PIECES.get
+    serialize = KeyValue.SerializeToString
+    last_trace, last_hex = b"", ""
     for resource_spans in request.resource_spans:
-        process = ProcessFields(attributes_of(resource_spans.resource.attributes), None)
+        process = ProcessFields(values.attributes(resource_spans.resource.attributes), None)
         process_number = rows.process(process)
+        run_id = process.run_id
+        tail = f"\t{process_number}\t.\n"
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             extra = scope_attributes(scope.name, scope.version)
+            scope_pieces = [scope_piece(key, value) for key, value in extra.items()] if extra else []
             for span in scope_spans.spans:
-                problem = span_problem(span)
-                if problem is not None:
-                    decoded.refuse(span, problem)
+                trace_id, span_id, parent_id = span.trace_id, span.span_id, span.parent_span_id
+                start, end, name = span.start_time_unix_nano, span.end_time_unix_nano, span.name
+                status = span.status
+                code, kind = status.code, span.kind
+                if (len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN
+                        or (parent_id and len(parent_id) != 8) or start > _MAX_TIME or end > _MAX_TIME
+                        or len(name) > MAX_STRING or not name.isprintable() or code > 2 or kind > 5
+                        or (extra is not None and ((code == 2 and status.message) or span.events))):
+                    _add_span(decoded, span, values, process, process_number, extra)
+                    continue
+                key_values = span.attributes
+                raws = list(map(serialize, key_values))
+                pieces = list(map(cache_get, raws))
+                converted = values.converted
+                if None in pieces:  # values not seen before (a size, an id): their pieces made now
+                    pieces = [piece or _piece(item, raw, values) for piece, item, raw in zip(pieces, key_values, raws)]
+                keys = tuple(map(_KEY, pieces))
+                rank, scope_keys = _SIGNATURES.get(keys) or _signature(keys)
+                if not rank or (scope_keys and extra and not scope_keys.isdisjoint(extra)):
+                    values.converted = converted  # counted again there
+                    _add_span(decoded, span, values, process, process_number, extra)
                     continue
                 decoded.spans += 1
-                trace_id, span_id, parent_id = span.trace_id, span.span_id, span.parent_span_id
-                name = span.name
-                if len(name) > MAX_STRING:
-                    name = name[:MAX_STRING]
-                    values.converted += 1
-                status = span.status
-                code = status.code if 0 <= status.code <= 2 else 0
-                kind = _KINDS[span.kind] if 0 <= span.kind <= 5 else "INTERNAL"
-                if not (extra is not None and ((code == 2 and status.message) or span.events)):
-                    encoded = encoded_attributes(span.attributes, values)
-                    if encoded is not None:  # the usual span: its attributes' JSON from cached pieces
-                        rows.add_encoded(trace_id.hex(), span_id.hex(),
-                                         parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else None,
-                                         name, kind, span.start_time_unix_nano, span.end_time_unix_nano,
-                                         _STATUSES[code], encoded, process, process_number, extra)
-                        continue
-                attributes = attributes_of(span.attributes)
-                if extra is not None:
-                    if code == 2 and status.message:
-                        attributes.setdefault("otel.status_description", status.message[:MAX_STRING])
-                    for event in span.events:
-                        if event.name == "exception":
-                            exception_attributes(attributes, attributes_of(event.attributes))
-                            break
-                add(trace_id.hex(), span_id.hex(), parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else None,
-                    name, kind, span.start_time_unix_nano, span.end_time_unix_nano, _STATUSES[code], attributes, process,
-                    process_number, extra)
+                if trace_id != last_trace:
+                    last_trace, last_hex = trace_id, trace_id.hex()
+                if name == "process":
+                    category = "process"
+                elif name == "interpreter.startup":
+                    category = "startup"
+                elif name.startswith("import "):
+                    category = "import"
+                else:
+                    category = _RANK_CATEGORIES[rank]
+                lines.append(f"{run_id or 'collector-' + last_hex}\t{last_hex}\t{span_id.hex()}\t"
+                             f"{parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else ''}\t{name}\t{_KINDS[kind]}\t"
+                             f"{category}\t{start}\t{end}\t{_STATUSES[code]}\tfalse\t"
+                             f"{{{','.join([*map(_JSON, pieces), *scope_pieces])}}}{tail}")
     decoded.converted = values.converted
     return decoded
+
+
+def _add_span(decoded: Decoded, span, values: _Values, process: ProcessFields, process_number: int,
+              extra: dict | None) -> None:
+    """One span's row, the general way (rows_of's fast path takes the usual span)."""
+    problem = span_problem(span)
+    if problem is not None:
+        decoded.refuse(span, problem)
+        return
+    decoded.spans += 1
+    rows = decoded.rows
+    trace_id, span_id, parent_id = span.trace_id, span.span_id, span.parent_span_id
+    name = span.name
+    if len(name) > MAX_STRING:
+        name = name[:MAX_STRING]
+        values.converted += 1
+    status = span.status
+    code = status.code if 0 <= status.code <= 2 else 0
+    kind = _KINDS[span.kind] if 0 <= span.kind <= 5 else "INTERNAL"
+    if not (extra is not None and ((code == 2 and status.message) or span.events)):
+        encoded = encoded_attributes(span.attributes, values)
+        if encoded is not None:  # its attributes' JSON from cached pieces
+            rows.add_encoded(trace_id.hex(), span_id.hex(),
+                             parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else None,
+                             name, kind, span.start_time_unix_nano, span.end_time_unix_nano,
+                             _STATUSES[code], encoded, process, process_number, extra)
+            return
+    attributes = values.attributes(span.attributes)
+    if extra is not None:
+        if code == 2 and status.message:
+            attributes.setdefault("otel.status_description", status.message[:MAX_STRING])
+        for event in span.events:
+            if event.name == "exception":
+                exception_attributes(attributes, values.attributes(event.attributes))
+                break
+    rows.add(trace_id.hex(), span_id.hex(), parent_id.hex() if parent_id and parent_id != _ZERO_SPAN else None,
+             name, kind, span.start_time_unix_nano, span.end_time_unix_nano, _STATUSES[code], attributes, process,
+             process_number, extra)
 
 
 # A KeyValue's bytes: (key, value, its `"key":value` JSON). Attributes repeat from span to span (a
@@ -286,7 +345,42 @@ def rows_of(request: ExportTraceServiceRequest) -> Decoded:
 # each time).
 _PIECES: dict = {}
 _PIECES_LIMIT = 100_000
+_KEY, _JSON = itemgetter(0), itemgetter(2)
+
+# A key's rank: the span category it gives (collector_ingest._category's order: the lowest wins);
+# 0 for selfopt-trace's own keys that go back to their columns (the general path).
+_OTHER = 9
+_RANK_CATEGORIES = {1: "import", 2: "http", 3: "container", 4: "subprocess", _OTHER: "other"}
+
+
+# A span's attribute keys, in order (spans of one instrumentation share them): (the lowest rank of
+# its keys, 0 for a key twice: the general path; the scope's keys among them, or None).
+_SIGNATURES: dict = {}
+
+
+def _signature(keys: tuple) -> tuple:
+    rank = min(map(_rank, keys), default=_OTHER) if len(set(keys)) == len(keys) else 0
+    found = (rank, frozenset(keys) & {"otel.scope.name", "otel.scope.version"} or None)
+    if len(_SIGNATURES) >= 10_000:
+        _SIGNATURES.clear()
+    _SIGNATURES[keys] = found
+    return found
+
+
+def _rank(key: str) -> int:
+    if key == CATEGORY or key == INCOMPLETE:
+        return 0
+    if key == "python.import.module":
+        return 1
+    if key.startswith(("http.", "url.")):
+        return 2
+    if key.startswith("container."):
+        return 3
+    if key == "process.command_args":
+        return 4
+    return _OTHER
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_string = encode_basestring  # the C function _json uses for a str
 
 
 def encoded_attributes(key_values, values: _Values) -> tuple | None:
@@ -296,22 +390,29 @@ def encoded_attributes(key_values, values: _Values) -> tuple | None:
     cache = _PIECES
     for item in key_values:
         raw = item.SerializeToString()
-        piece = cache.get(raw)
-        if piece is None:
-            converted = values.converted
-            key = item.key
-            if len(key) > MAX_STRING:
-                key = key[:MAX_STRING]
-                values.converted += 1
-            value = values.value(item.value)
-            piece = (key, value, _json(key) + ":" + _json(value))
-            if values.converted == converted:
-                if len(cache) >= _PIECES_LIMIT:
-                    cache.clear()
-                cache[raw] = piece
+        piece = cache.get(raw) or _piece(item, raw, values)
         key = piece[0]
         if key in found:
             return None
         found[key] = piece[1]
         pieces.append(piece[2])
     return pieces, found
+
+
+def _piece(item, raw: bytes, values: _Values) -> tuple:
+    """The piece of a KeyValue (`raw`, its bytes), kept in the cache unless its value had to be converted."""
+    converted = values.converted
+    key = item.key
+    if len(key) > MAX_STRING:
+        key = key[:MAX_STRING]
+        values.converted += 1
+    value = values.value(item.value)
+    kind = type(value)
+    # A string's or an integer's JSON without the encoder's Python steps (what it would write)
+    text = _string(value) if kind is str else str(value) if kind is int else _json(value)
+    piece = (key, value, _string(key) + ":" + text)
+    if values.converted == converted:
+        if len(_PIECES) >= _PIECES_LIMIT:
+            _PIECES.clear()
+        _PIECES[raw] = piece
+    return piece

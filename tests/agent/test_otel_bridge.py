@@ -246,3 +246,37 @@ def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced,
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert json.loads(result.stdout) == {"type": "Bridged", "otel": True, "differ": []}
+
+
+def test_a_records_attributes_are_its_scopes_and_its_own_whatever_they_hold(traced):
+    """The end joins the span's attributes to its scope's JSON, encoded once per scope: the same
+    attributes as one object of both, where a span's key is the scope's, with none, escaped text,
+    and a span written open (an S record) at a flush."""
+    code = program("sdk", """
+        import sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+        app = trace.get_tracer("my.app", "1.0")
+        with app.start_as_current_span("plain", attributes={"n": 1, "s": "a\\tb", "list": [1, 2]}):
+            pass
+        with app.start_as_current_span("none"):
+            pass
+        with app.start_as_current_span("clash", attributes={"otel.scope.name": "mine", "k": True}):
+            pass
+        with trace.get_tracer("unversioned").start_as_current_span("escaped", attributes={"path": "\\udcff/x"}):
+            pass
+        with app.start_as_current_span("open at a flush", attributes={"n": 2}):
+            agent.flush()
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    scope = {"otel.scope.name": "my.app", "otel.scope.version": "1.0"}
+    attributes = {name: spans.named(name)[0].attributes for name in ("plain", "none", "clash", "escaped", "open at a flush")}
+    assert attributes == {
+        "plain": {**scope, "n": 1, "s": "a\tb", "list": [1, 2]},
+        "none": scope,
+        "clash": {"otel.scope.name": "mine", "otel.scope.version": "1.0", "k": True},
+        "escaped": {"otel.scope.name": "unversioned", "path": "\\xff/x", "selfopt_trace.escaped": ["path"]},
+        "open at a flush": {**scope, "n": 2},
+    }

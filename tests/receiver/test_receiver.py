@@ -22,7 +22,8 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from selfopt_trace.receiver.convert import convert, record, records
-from selfopt_trace.receiver.decode import MAX_STRING
+from selfopt_trace.collector_ingest import ProcessFields, scope_attributes
+from selfopt_trace.receiver.decode import MAX_STRING, Decoded, _add_span, _Values, rows_of
 from selfopt_trace.receiver.server import Receiver, Settings
 from tests.receiver.conftest import TRACE, post, received, request, stored
 
@@ -432,3 +433,60 @@ def test_one_receiver_per_store(receiver: Receiver) -> None:
     with pytest.raises(SpoolInUse, match="another `selfopt-trace collector` writes to"):
         second.start()
     assert post(receiver, request({"name": "still served"}).SerializeToString())[0] == 200
+
+
+def test_the_usual_spans_fast_path_makes_the_general_paths_rows() -> None:
+    """rows_of's fast path (the usual span, its attributes' pieces cached) and `_add_span` (every
+    other span) give the same line for each span, whichever way a span goes: each span here is
+    converted both ways, twice (pieces not seen yet, then cached)."""
+    usual = {"http.request.method": "POST", "url.full": "http://x/y", "server.port": 8000}
+    spans = [
+        {"name": "GET", "kind": 3, "attributes": usual},
+        {"name": "plain"},
+        {"name": "process", "attributes": {"process.pid": 7}},
+        {"name": "interpreter.startup"},
+        {"name": "import json"},
+        {"name": "importer", "attributes": {"python.import.module": "json", "url.full": "u"}},
+        {"name": "docker", "attributes": {"container.id": "c1"}},
+        {"name": "child", "attributes": {"process.command_args": ["ls", "-l"]}, "parent_span_id": (1).to_bytes(8, "big")},
+        {"name": "zero parent", "parent_span_id": bytes(8)},
+        {"name": "own", "attributes": {"selfopt_trace.category": "task", "selfopt_trace.incomplete": True}},
+        {"name": "own inf", "attributes": {"selfopt_trace.category": "task", "inf": math.inf}},
+        {"name": "scope key", "attributes": {"otel.scope.name": "mine", "n": 1}},
+        {"name": "tab\tname", "attributes": {"é\"\n": "é\t\"x"}},
+        {"name": "n" * (MAX_STRING + 5)},
+        {"name": "nan", "attributes": {"d": math.nan, "blob": b"\x01"}},
+        {"name": "bad kind", "kind": 9},
+        {"name": "zero span", "span_id": bytes(8)},
+        {"name": "short trace", "trace_id": TRACE[:5]},
+        {"name": "far", "end": 1 << 63},
+    ]
+    message = request(*spans)
+    message.resource_spans[0].scope_spans[0].scope.version = "1.2"
+    duplicate = message.resource_spans[0].scope_spans[0].spans.add()
+    duplicate.CopyFrom(message.resource_spans[0].scope_spans[0].spans[0])
+    duplicate.span_id = (99).to_bytes(8, "big")
+    duplicate.attributes.add(key="url.full").value.string_value = "again"
+    failed = message.resource_spans[0].scope_spans[0].spans.add()
+    failed.CopyFrom(duplicate)
+    del failed.attributes[-1]
+    failed.span_id = (98).to_bytes(8, "big")
+    failed.status.code, failed.status.message = 2, "broke"
+    failed.events.add(name="exception").attributes.add(key="exception.type").value.string_value = "ValueError"
+    own = request({"name": "own scope", "attributes": {"selfopt_trace.category": "task"}}, {"name": "own plain"},
+                  resource={"selfopt_trace.run_id": "run-1", "service.name": "svc"}, scope="selfopt-trace")
+    for each in (message, own, message, own):
+        fast = rows_of(each)
+        general = Decoded()
+        resource_spans = each.resource_spans[0]
+        values = _Values()
+        fields = ProcessFields(values.attributes(resource_spans.resource.attributes), None)
+        number = int(fast.rows.processes[0].split("\t")[0])  # the general path given the same number
+        scope = resource_spans.scope_spans[0].scope
+        for span in resource_spans.scope_spans[0].spans:
+            _add_span(general, span, values, fields, number, scope_attributes(scope.name, scope.version))
+        assert fast.rows.spans == general.rows.spans
+        assert (fast.spans, fast.rejected, fast.reason, fast.converted) == (
+            general.spans, general.rejected, general.reason, values.converted)
+    checked = rows_of(message)
+    assert fast.spans == 2 and (checked.spans, checked.rejected) == (len(spans) + 2 - 3, 3) and checked.converted == 3

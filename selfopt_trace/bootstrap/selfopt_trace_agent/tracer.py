@@ -54,7 +54,7 @@ class Span:
         self.sums: dict | None = None
         self.child_ns = 0  # imports: cumulative time of nested imports, for self time
         self.status = UNSET
-        self.end_attributes: dict | None = None
+        self.end_attributes: dict | str | None = None  # a str: all the span's attributes as JSON (hooks/otel_.py)
         self.written = False  # its S record is on disk: its end needs an E record
 
     def traceparent(self) -> str:
@@ -252,12 +252,13 @@ def _format(span: Span) -> str:
     """The line for a buffered span: X if it has ended, else S (and it is marked written)."""
     span.written = True
     if span.end_ns:
-        attributes = span.attributes
-        if span.end_attributes:
-            attributes = dict(attributes or ())
-            attributes.update(span.end_attributes)
+        attributes = span.end_attributes
+        if not attributes:
+            attributes = _encode(span.attributes)
+        elif type(attributes) is not str:  # (a str: the whole object's JSON already, hooks/otel_.py)
+            attributes = _encode({**span.attributes, **attributes} if span.attributes else attributes)
         return spanfile.complete_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
-                                      span.category, span.start_ns, span.end_ns, span.status, _encode(attributes))
+                                      span.category, span.start_ns, span.end_ns, span.status, attributes)
     return spanfile.start_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
                                span.category, span.start_ns, spanfile.encode(span.attributes))
 
@@ -417,11 +418,11 @@ def _flush_locked() -> None:
             elif item.end_ns:  # _format's common case, an X record: spanfile.complete_line inlined
                 attributes = item.end_attributes
                 if not attributes:
-                    attributes = item.attributes
-                elif item.attributes:
-                    attributes = {**item.attributes, **attributes}
+                    attributes = _encode(item.attributes)
+                elif type(attributes) is not str:  # (a str: the whole object's JSON already, hooks/otel_.py)
+                    attributes = _encode({**item.attributes, **attributes} if item.attributes else attributes)
                 add(f"X\t{item.span_id}\t{item.parent_id}\t{item.trace_id}\t{item.name}\t{item.kind}\t"
-                    f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{_encode(attributes)}\t.\n")
+                    f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{attributes}\t.\n")
             else:
                 add(_format(item))
         n = len(formatted)

@@ -649,12 +649,19 @@ def _processor_class(base):
                 if ours.end_ns or ours.sums:  # ended by the agent already, or sums to add: its own way
                     _end_span(ours, code, attributes or None, end_ns)
                     return
+                # The record's attributes: the scope's JSON (encoded once per scope) and the span's
+                # joined, where no key of the span is the scope's.
+                head = ours.attributes.head
+                if head is not None and SCOPE_NAME not in attributes and SCOPE_VERSION not in attributes:
+                    body = encode(attributes)
+                    attributes = head + "}" if body == "{}" else head + "," + body[1:]
                 # tracer.end_span's common case, inlined, in its order: the end time last, `written`
                 # read after (a flush in another thread writes an S, and then the E is added here)
                 ours.status, ours.end_attributes = code, attributes or None
                 ours.end_ns = end_ns
                 if ours.written:
-                    buffer.append(end_line(ours.span_id, end_ns, code, encode(attributes or None)))
+                    buffer.append(end_line(ours.span_id, end_ns, code,
+                                           attributes if type(attributes) is str else encode(attributes or None)))
                 if end_ns > tracer._flush_due_ns:
                     flush(False)
             except Exception as exc:
@@ -683,21 +690,32 @@ def _with_exception(attributes, events):
 
 
 # The agent's time in the processor, counted by span (too short to time): about this many ns each
-# (benchmarks/bench_otel_bridge.py: the bridge's instructions a span, at this machine's rate).
+# (benchmarks/bench_otel_bridge.py: the bridge's instructions a span, at this machine's rate; the
+# record's attribute JSON is encoded in on_end, not in the flush, which times itself).
 _cost = tracer.counted_overhead()
-_cost[1] = 3000
+_cost[1] = 3700
 
 # SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
 _open: dict = {}
 _scopes: dict = {}  # id(InstrumentationScope): (it, its attributes)
 
 
+class ScopeAttributes(dict):
+    """A scope's attributes, the start record's, with `head`: their JSON object without its closing
+    brace, for the end to join the span's attributes to (None where joining cannot be done:
+    no scope, or text written escaped)."""
+
+    __slots__ = ("head",)
+
+
 def _scope_attributes(scope) -> tuple:
-    attributes = {}
+    attributes = ScopeAttributes()
     if scope is not None:
         attributes[SCOPE_NAME] = scope.name
         if scope.version:
             attributes[SCOPE_VERSION] = scope.version
+    encoded = tracer.spanfile.encode(attributes)
+    attributes.head = encoded[:-1] if attributes and tracer.spanfile.ESCAPED not in encoded else None
     if len(_scopes) > 1000:
         _scopes.clear()
     found = _scopes[id(scope)] = (scope, attributes)
