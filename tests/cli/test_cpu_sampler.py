@@ -183,13 +183,14 @@ def spin(seconds):
     while time.time() - t < seconds:
         pass
 
-if sys.argv[1:] == ["child"]:
+if sys.argv[1] == "child":
     spin(0.15)
 else:
     spin(1.5)
     child = subprocess.Popen([sys.executable, __file__, "child"])
     child.wait()
-    print(json.dumps({"cmd": os.getpid(), "child": child.pid}), flush=True)
+    with open(sys.argv[1], "w") as out:  # a file: stdout is CMD's and the run's to share
+        json.dump({"cmd": os.getpid(), "child": child.pid}, out)
     spin(1.5)
 """
 
@@ -212,9 +213,10 @@ def young_run(tmp_path_factory) -> tuple[Cli, int, int]:
     cli = Cli(tmp_path_factory.mktemp("young"))
     script = cli.cwd / "young.py"
     script.write_text(YOUNG_WORKLOAD)
-    done = cli("run", "--run-id", "y", "--quiet", "--", sys.executable, str(script))
+    pids_file = cli.cwd / "pids.json"
+    done = cli("run", "--run-id", "y", "--quiet", "--", sys.executable, str(script), str(pids_file))
     assert done.returncode == 0, done.stderr.decode()
-    pids = json.loads(done.stdout)
+    pids = json.loads(pids_file.read_text())
     return cli, pids["cmd"], pids["child"]
 
 
