@@ -7,7 +7,6 @@ Then, in SQL:
 
 - the stacks: a frame's function and file are read once (its F record); a stack's frames are
   numbers into them, put in place by list_select (no JSON, no join of every frame of every stack);
-
 - a slice that ended when py-spy stopped (flag `l`) ends where its thread is known to have ended
   (its last CPU reading, its thread span, its process span), not when py-spy noticed;
 - a slice is idle when py-spy's heuristic says so (flag `i`) or when the CPU sampler saw its thread
