@@ -4,7 +4,9 @@ children, and how fast a million samples load and answer hot_frames.
     python benchmarks/bench_profile.py overhead [--rounds 5] [--seconds 2]
     python benchmarks/bench_profile.py coverage [--children 10] [--rounds 3]
     python benchmarks/bench_profile.py store [--samples 1000000] [--repeat 3] [--shape codeflash|moment|random]
-                                             [--spans 100000] [--stacks 20000]
+                                             [--spans 100000] [--slices 69000] [--stacks 60000]
+    python benchmarks/bench_profile.py store ... --keep DIR; python benchmarks/bench_profile.py load DIR/bench-run --span NAME
+    python benchmarks/bench_profile.py real [--rate 100]
 
 overhead: a CPU-bound workload (pure-Python calls in a loop for SECONDS, then the same calls again,
 timed) reports, for the timed calls, its wall time and, from /proc/thread-self/schedstat, its time
@@ -20,20 +22,35 @@ for 50 ms (then as many of 200 ms, then of 1 s); counted: children with at least
 traced process started as its span file appears (`each`, the default) against py-spy's own
 `--subprocesses` mode on CMD (`tree`, SELFOPT_TRACE_PROFILE_SPAWN=tree).
 
-store: SAMPLES sample lines (slices) in a synthetic run, loaded with Store.load_run, then hot_frames
-(every span name, then -p span=NAME); medians of REPEAT, wall and CPU seconds (this process's, every
-thread: steadier than wall time on a shared machine), beside two baselines measured in the same run:
-DuckDB reading samples.tsv (the least a load does) and a GROUP BY stack_id of the loaded samples
-(the least hot_frames does). Shapes:
+store: a synthetic run loaded with Store.load_run, then hot_frames (every span name, then -p
+span=NAME); medians of REPEAT, wall and CPU seconds (this process's, every thread: steadier than wall
+time on a shared machine), beside two baselines measured in the same run: DuckDB reading
+samples.tsv (the least a load does) and a GROUP BY stack_id of the loaded samples (the least
+hot_frames does). Shapes:
   codeflash  a codeflash-like tree (benchmarks/bench_queries.py: a main process, a server, pytest
              children with their imports, a thread pool, CPU samples; SPANS spans) sampled over every
-             thread's life, from STACKS distinct stacks of 14-91 frames: 31 of pytest and pluggy
-             (pluggy's functions repeated at each hook level) or 4 of codeflash, then walks down a call
-             graph of 8,000 functions in 700 files, each line varying;
+             thread's life: SAMPLES samples in SLICES slices, from STACKS distinct stacks as deep as
+             a real codeflash run's (`real`): 31 frames of pytest and pluggy (pluggy's functions
+             repeated at each hook level) or 4 of codeflash, then a walk down a call graph of 8,000
+             functions in 700 files of site-packages, median 45 frames, mean 53, up to 249, a call
+             made from one line of its caller, the running line varying. The defaults are 1 M samples
+             as the real run has them (14.4 samples a slice; 0.88 distinct stacks a slice, which in a
+             run 65 times as long can only be less): 69,000 slices from 60,000 stacks, of which they
+             use 39,923 (each thread goes through the stacks from a place of its own, and threads
+             overlap). `--slices 1000000 --stacks 40000` is the stress case of the earlier
+             measurements (a slice a sample);
   moment     one process, 8 threads, 4,680 spans in 4 levels, 5,000 stacks of 20-40 frames from 2,000
-             functions; a sample's stack is one of the 10 of its moment;
+             functions; a sample's stack is one of the 10 of its moment; SAMPLES slices of a sample;
   random     the same, any stack anywhere: every stack under every span name, the worst case for
              hot_frames without parameters.
+
+store --keep DIR keeps the run in DIR/bench-run, and the same as a samples file of version 1 in
+DIR/version-1/bench-run; `load` measures the load of a kept run again: copied beside an older
+checkout (the branch's base), this script measures the loader before a change on the same file.
+
+real: a real profiled codeflash run (tests/e2e's: codeflash optimizing the toy bubble sort against
+the stand-in, `run --profile --rate RATE`), and the shape of its samples file: slices, samples,
+distinct stacks, frames per stack, bytes.
 """
 
 from __future__ import annotations
@@ -41,7 +58,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,8 +120,6 @@ def selfopt(*args: str, env: dict | None = None, cwd: Path) -> subprocess.Comple
 
 
 def overhead(rounds: int, seconds: float) -> None:
-    import os
-
     variants = {"traced": None, "100 Hz": ("100", False), "100 Hz nonblocking": ("100", True),
                 "1000 Hz": ("1000", False), "1000 Hz nonblocking": ("1000", True)}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
@@ -133,8 +150,6 @@ def overhead(rounds: int, seconds: float) -> None:
 
 
 def coverage(children: int, rounds: int) -> None:
-    import os
-
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         (work / "c.py").write_text(CHILDREN_WORKLOAD)
@@ -204,11 +219,12 @@ def synthetic_run(run_dir: Path, samples: int, seed: int = 1, random_stacks: boo
     functions = [(f"f{n}", f"/src/pkg{n % 300}/mod{n % 13}.py") for n in range(2000)]
     stacks = []
     out = [fmt.header()]
+    known = fmt.Interned()
     for _ in range(5000):
         frames = tuple(rng.choice(functions) + (rng.randrange(1, 900),) for _ in range(rng.randrange(20, 41)))
         sid = fmt.stack_id(frames)
         stacks.append(sid)
-        out.append(fmt.line(fmt.STACK, stack_id=sid, name=fmt.stack_json(frames)))
+        out += known.stack_lines(sid, frames)
     out.append(fmt.line(fmt.PROFILER, start, pid, duration_ns=1_000_000, weight="1000", name="4242-1.json",
                         message='{"rate_hz":1000,"idle":false}'))
     out.append(fmt.line(fmt.CONVERTED, pid=pid, name="4242-1.json", message="{}"))
@@ -224,41 +240,46 @@ def synthetic_run(run_dir: Path, samples: int, seed: int = 1, random_stacks: boo
     return names[0]
 
 
-# A codeflash-like program's code: pytest and pluggy under every test (pluggy's three functions
-# repeated at each hook level, as recursion does), the program's own functions calling each other.
-PYTEST_PREFIX = [("<module>", "/venv/lib/python3.11/site-packages/pytest/__main__.py"),
-                 ("console_main", "/venv/lib/python3.11/site-packages/_pytest/config/__init__.py"),
-                 ("main", "/venv/lib/python3.11/site-packages/_pytest/config/__init__.py")]
+# A codeflash-like program's code, as a real profiled codeflash run has it (`real` below;
+# docs/benchmarks.md): pytest and pluggy under every test (pluggy's three functions repeated at each
+# hook level, as recursion does), the program's own functions calling each other, site-packages paths.
+SITE = "/home/user/project/.venv/lib/python3.11/site-packages"
+PYTEST_PREFIX = [("<module>", f"{SITE}/pytest/__main__.py"), ("console_main", f"{SITE}/_pytest/config/__init__.py"),
+                 ("main", f"{SITE}/_pytest/config/__init__.py")]
 for _hook in ("pytest_cmdline_main", "wrap_session", "pytest_runtestloop", "pytest_runtest_protocol",
               "runtestprotocol", "pytest_runtest_call", "pytest_pyfunc_call"):
-    PYTEST_PREFIX += [("HookCaller.__call__", "/venv/lib/python3.11/site-packages/pluggy/_hooks.py"),
-                      ("PluginManager._hookexec", "/venv/lib/python3.11/site-packages/pluggy/_manager.py"),
-                      ("_multicall", "/venv/lib/python3.11/site-packages/pluggy/_callers.py"),
-                      (_hook, "/venv/lib/python3.11/site-packages/_pytest/main.py")]
-CODEFLASH_PREFIX = [("<module>", "/src/codeflash/main.py"), ("main", "/src/codeflash/main.py"),
-                    ("Optimizer.run", "/src/codeflash/optimization/optimizer.py"),
-                    ("FunctionOptimizer.optimize_function", "/src/codeflash/optimization/function_optimizer.py")]
+    PYTEST_PREFIX += [("HookCaller.__call__", f"{SITE}/pluggy/_hooks.py"),
+                      ("PluginManager._hookexec", f"{SITE}/pluggy/_manager.py"),
+                      ("_multicall", f"{SITE}/pluggy/_callers.py"), (_hook, f"{SITE}/_pytest/main.py")]
+CODEFLASH_PREFIX = [("<module>", f"{SITE}/codeflash/main.py"), ("main", f"{SITE}/codeflash/main.py"),
+                    ("Optimizer.run", f"{SITE}/codeflash/optimization/optimizer.py"),
+                    ("FunctionOptimizer.optimize_function", f"{SITE}/codeflash/optimization/function_optimizer.py")]
+MAX_DEPTH = 249  # the deepest stack of the real run
 
 
 def stack_pool(rng: random.Random, prefix: list[tuple[str, str]], size: int,
-               functions: list[tuple[str, str]], callees: list[list[int]]) -> list[tuple[int, str]]:
-    """`size` distinct stacks under `prefix`: walks of 10-60 calls down the call graph, lines varying."""
-    pool: dict[int, str] = {}
+               functions: list[tuple[str, str]], callees: list[list[int]]) -> list[tuple[int, tuple]]:
+    """`size` distinct stacks under `prefix`: walks down the call graph, as deep as the real run's
+    stacks (with the pytest prefix: median 45 frames, mean 53, up to 249); a call is made from one
+    line of its caller (stacks share their prefixes), the running frame's line varies."""
+    pool: dict[int, tuple] = {}
     while len(pool) < size:
-        frames = [(function, file, rng.randrange(1, 400)) for function, file in prefix]
+        frames = [(function, file, 10 + 7 * n) for n, (function, file) in enumerate(prefix)]
         at = rng.randrange(len(functions) // 10)  # the code under test: where walks start
-        for _ in range(rng.randrange(10, 61)):
-            frames.append(functions[at] + (rng.randrange(1, 400),))
-            at = rng.choice(callees[at])
+        for _ in range(min(int(rng.expovariate(1 / 25)) + 1, MAX_DEPTH - len(prefix) - 1)):
+            callee = rng.choice(callees[at])
+            frames.append(functions[at] + (1 + (at * 31 + callee) % 400,))
+            at = callee
+        frames.append(functions[at] + (rng.randrange(1, 400),))
         frames = tuple(frames)
-        pool.setdefault(fmt.stack_id(frames), fmt.stack_json(frames))
+        pool.setdefault(fmt.stack_id(frames), frames)
     return list(pool.items())
 
 
-def codeflash_run(run_dir: Path, samples: int, spans: int, stacks: int, seed: int = 1) -> str:
+def codeflash_run(run_dir: Path, samples: int, slices: int, spans: int, stacks: int, seed: int = 1) -> str:
     """A codeflash-like run (benchmarks/bench_queries.py: a main process, a server, pytest children
-    with their imports, a thread pool, CPU samples) with SAMPLES slices of py-spy samples over the
-    life of every thread, from STACKS stacks of 14-91 frames; returns a span name to choose."""
+    with their imports, a thread pool, CPU samples) with SAMPLES py-spy samples in SLICES slices over
+    the life of every thread, from STACKS stacks; returns a span name to choose."""
     from bench_queries import generate_run
     from selfopt_trace.store import Store
 
@@ -269,29 +290,30 @@ def codeflash_run(run_dir: Path, samples: int, spans: int, stacks: int, seed: in
         _, threads = db.sql("""
             SELECT pid, coalesce(TRY_CAST(attributes->>'thread.id' AS INTEGER), pid), start_ns, end_ns FROM spans
             WHERE (name = 'process' AND category = 'process') OR category = 'thread' ORDER BY start_ns""")
-    functions = [(f"mod{n % 700}.fn{n}", f"/src/app/pkg{n % 60}/mod{n % 700}.py") for n in range(8000)]
+    functions = [(f"Class{n % 900}.method_{n}", f"{SITE}/package{n % 60}/module_{n % 700}.py") for n in range(8000)]
     callees = [[rng.randrange(len(functions)) for _ in range(4)] for _ in functions]
     pools = {"main": stack_pool(rng, CODEFLASH_PREFIX, stacks // 4, functions, callees),
              "child": stack_pool(rng, PYTEST_PREFIX, stacks - stacks // 4, functions, callees)}
     lived = sum(end - start for _, _, start, end in threads)
-    mean_ns = max(lived // samples, 1)
-    rate_hz = 1e9 / mean_ns  # about one sample a slice
+    mean_ns = max(lived // slices, 1)
+    rate_hz = 1e9 * samples / slices / mean_ns  # SAMPLES in all
     out = [fmt.header()]
-    out += [fmt.line(fmt.STACK, stack_id=sid, name=text) for pool in pools.values() for sid, text in pool]
+    known = fmt.Interned()  # a stack is written by its first slice, as the profiler writes them
     written = 0
     profiled: set[int] = set()
     for number, (pid, tid, start, end) in enumerate(threads):
         pool = pools["main" if pid == 1000 else "child"]
-        share = samples - written if number == len(threads) - 1 else round(samples * (end - start) / lived)
+        share = slices - written if number == len(threads) - 1 else round(slices * (end - start) / lived)
         if pid not in profiled:  # one py-spy per process, its file converted
             profiled.add(pid)
             out.append(fmt.line(fmt.PROFILER, start, pid, duration_ns=1_000_000, weight=f"{rate_hz:.6g}",
                                 name=f"{pid}-1.json", message='{"rate_hz":100,"idle":false}'))
             out.append(fmt.line(fmt.CONVERTED, pid=pid, name=f"{pid}-1.json", message="{}"))
         step = (end - start) / max(share, 1)
-        for k in range(share):  # what runs depends on where the thread is: one of 20 stacks of its stretch
-            stretch = k // 50
-            sid = pool[(hash((pid, tid, stretch)) % len(pool) + rng.randrange(20)) % len(pool)][0]
+        first = rng.randrange(len(pool))
+        for k in range(share):  # as in the real run, most slices a stack of their own; then the same again
+            sid, frames = pool[(first + k) % len(pool)]
+            out += known.stack_lines(sid, frames)
             t = start + int(k * step)
             out.append(fmt.line(fmt.SAMPLE, t, pid, tid, int(step), step * rate_hz / 1e9, sid,
                                 fmt.LAST_FLAG if k == share - 1 else "", "MainThread" if tid == pid else f"pool-{tid}"))
@@ -299,6 +321,63 @@ def codeflash_run(run_dir: Path, samples: int, spans: int, stacks: int, seed: in
     (run_dir / fmt.PROFILE_DIR).mkdir(exist_ok=True)
     (run_dir / fmt.SAMPLES_PATH).write_text("".join(out))
     return "optimize_function"
+
+
+def real(rate: int) -> None:
+    """A real profiled codeflash run (tests/e2e: codeflash optimizing the toy bubble sort against the
+    stand-in), and the shape of its samples file: what the codeflash shape above imitates."""
+    from tests.e2e import harness
+
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        project = harness.copy_toy(scratch / "project")
+        env = harness.codeflash_environ(scratch)
+        with harness.running_standin(harness.clean_environ(), scratch / "requests.jsonl"):
+            done = subprocess.run(harness.selfopt_trace_argv(
+                "run", "--run-id", "cf", "--out", str(scratch / "runs"), "--no-load", "-q", "--profile", "--rate",
+                str(rate), "--", harness.codeflash_executable(), *harness.CODEFLASH_ARGS),
+                cwd=project, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        run_dir = scratch / "runs" / "cf"
+        path = run_dir / fmt.SAMPLES_PATH
+        wall = json.loads((run_dir / "run.json").read_text())
+        print(f"codeflash run at {rate} Hz: {(wall['end_ns'] - wall['start_ns']) / 1e9:.1f} s, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print_shape(path)
+
+
+def print_shape(path: Path) -> None:
+    """Slices, samples, distinct stacks and frames, frames per stack and bytes of a samples file."""
+    frames: dict[int, tuple[str, str]] = {}
+    stacks: dict[int, list[int]] = {}
+    slices = []
+    size = {fmt.FRAME: 0, fmt.STACK: 0, fmt.SAMPLE: 0}
+    with open(path, encoding="utf-8", errors="surrogateescape") as lines:
+        lines.readline()
+        for text in lines:
+            fields = text.split("\t")
+            rec = fields[0]
+            size[rec] = size.get(rec, 0) + len(text.encode("utf-8", "surrogateescape"))
+            if rec == fmt.FRAME:
+                frames[int(fields[6])] = (fields[8], fields[9])
+            elif rec == fmt.STACK:
+                stacks[int(fields[6])] = [int(n) for n in fields[8].split(fmt.LIST_SEPARATOR)]
+            elif rec == fmt.SAMPLE:
+                slices.append((int(fields[6]), float(fields[5]), int(fields[2])))
+    depths = sorted(len(numbers) for numbers in stacks.values())
+    json_bytes = sum(len(json.dumps({"function": frames[n][0], "file": frames[n][1], "line": 100},
+                                    separators=(",", ":"))) + 1 for numbers in stacks.values() for n in numbers)
+    prefixes = {tuple(numbers[:depth]) for numbers in stacks.values() for depth in range(1, len(numbers) + 1)}
+    samples = sum(weight for _, weight, _ in slices)
+    print(f"{len(slices)} slices, {samples:.0f} samples ({samples / len(slices):.1f} a slice), "
+          f"{len({pid for _, _, pid in slices})} processes")
+    print(f"{len(stacks)} distinct stacks ({len(stacks) / len(slices):.2f} a slice) of {depths[0]}-{depths[-1]} frames "
+          f"(median {depths[len(depths) // 2]}, mean {statistics.mean(depths):.1f}, 90th percentile "
+          f"{depths[len(depths) * 9 // 10]}); {len(prefixes)} distinct prefixes ({len(prefixes) / sum(depths):.2f} "
+          f"of the {sum(depths)} frames of the stacks); {len(frames)} distinct frames")
+    print(f"samples.tsv {path.stat().st_size / 1e6:.2f} MB: F {size[fmt.FRAME] / 1e6:.2f} MB, "
+          f"K {size[fmt.STACK] / 1e6:.2f} MB, S {size[fmt.SAMPLE] / 1e6:.2f} MB; the stacks as JSON (format 1) "
+          f"{json_bytes / 1e6:.2f} MB, {json_bytes / sum(depths):.0f} bytes a frame")
 
 
 def cpu_seconds() -> float:
@@ -314,26 +393,42 @@ def timed(function) -> tuple[float, float, Any]:
     return time.perf_counter() - wall, cpu_seconds() - cpu, result
 
 
-def store(samples: int, repeat: int, shape: str, spans: int, stacks: int) -> None:
-    from selfopt_trace.store import Store
-
+def store(samples: int, slices: int, repeat: int, shape: str, spans: int, stacks: int, keep: Path | None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        run_dir = Path(scratch) / "bench-run"
+        run_dir = (keep or Path(scratch)) / "bench-run"
         if shape == "codeflash":
-            name = codeflash_run(run_dir, samples, spans, stacks)
+            name = codeflash_run(run_dir, samples, slices, spans, stacks)
+            print_shape(run_dir / fmt.SAMPLES_PATH)
         else:
             name = synthetic_run(run_dir, samples, random_stacks=shape == "random")
-        path = run_dir / fmt.SAMPLES_PATH
-        # Baselines, same run: DuckDB reading the file (the least a load does), and one pass over
-        # the loaded samples grouped by stack (the least hot_frames does).
-        read_sql = ("SELECT count(*), sum(length(column08)) FROM read_csv($file, delim = '\t', quote = '', "
-                    "header = false, skip = 1, auto_detect = false, columns = {%s}, null_padding = true)"
-                    % ", ".join(f"'column{n:02}': 'VARCHAR'" for n in range(11)))
-        group_sql = "SELECT stack_id, sum(weight), sum(duration_ns::DOUBLE) FROM samples GROUP BY stack_id"
-        figures: dict[str, list[tuple[float, float]]] = {}
+        if keep is not None:  # and the same run as a samples file of version 1, for the loader before it
+            version_1 = keep / "version-1" / "bench-run"
+            shutil.copytree(run_dir, version_1)
+            as_version_1(run_dir / fmt.SAMPLES_PATH, version_1 / fmt.SAMPLES_PATH)
+            (keep / "span").write_text(name)
+        measure(run_dir, name, repeat)
+
+
+def measure(run_dir: Path, name: str, repeat: int) -> None:
+    """Load RUN_DIR and answer hot_frames (every span name, then -p span=NAME) REPEAT times: medians."""
+    from selfopt_trace.store import Store
+
+    path = run_dir / fmt.SAMPLES_PATH
+    # Baselines, same run: DuckDB reading the file (the least a load does), and one pass over
+    # the loaded samples grouped by stack (the least hot_frames does).
+    read_sql = ("SELECT count(*), sum(length(column08)) FROM read_csv($file, delim = '\t', quote = '', "
+                "header = false, skip = 1, auto_detect = false, columns = {%s}, null_padding = true)"
+                % ", ".join(f"'column{n:02}': 'VARCHAR'" for n in range(11)))
+    group_sql = "SELECT stack_id, sum(weight), sum(duration_ns::DOUBLE) FROM samples GROUP BY stack_id"
+    figures: dict[str, list[tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        spans_only = Path(scratch) / "spans-only" / run_dir.name  # the same run without its samples
+        shutil.copytree(run_dir, spans_only, ignore=shutil.ignore_patterns(fmt.PROFILE_DIR.name))
         for number in range(repeat):
+            with Store(Path(scratch) / f"spans{number}.duckdb") as db:
+                measured = {"load without samples (baseline)": timed(lambda: db.load_run(spans_only))}
             with Store(Path(scratch) / f"db{number}.duckdb") as db:
-                measured = {"read_csv (baseline)": timed(lambda: db.sql(read_sql, {"file": str(path)}))}
+                measured["read_csv (baseline)"] = timed(lambda: db.sql(read_sql, {"file": str(path)}))
                 measured["load"] = timed(lambda: db.load_run(run_dir))
                 loaded = measured["load"][2]
                 measured["group by stack (baseline)"] = timed(lambda: db.sql(group_sql))
@@ -343,17 +438,39 @@ def store(samples: int, repeat: int, shape: str, spans: int, stacks: int) -> Non
                 measured["report's hottest frames"] = timed(lambda: report_hot_frames(db))
             for what, (wall, cpu, _) in measured.items():
                 figures.setdefault(what, []).append((wall, cpu))
-        print(f"{shape}: {loaded.samples} samples loaded of {samples} (the others idle), "
-              f"{path.stat().st_size / 1e6:.0f} MB samples.tsv, {loaded.spans} spans; medians of {repeat}")
-        print(f"{'':32} {'wall s':>7} {'CPU s':>7} {'wall / baseline':>16}")
-        baseline = None
-        for what, values in figures.items():
-            wall = statistics.median(value[0] for value in values)
-            cpu = statistics.median(value[1] for value in values)
-            if what.endswith("(baseline)"):
-                baseline = wall
-            ratio = "" if baseline is None or what.endswith("(baseline)") else f"{wall / baseline:16.1f}"
-            print(f"{what:32} {wall:7.2f} {cpu:7.2f} {ratio}")
+    print(f"{run_dir}: {loaded.samples} slices loaded (the others idle), {path.stat().st_size / 1e6:.0f} MB "
+          f"samples.tsv, {loaded.spans} spans; medians of {repeat}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'':36} {'wall s':>7} {'CPU s':>7} {'wall / baseline':>16}")
+    baseline = None
+    for what, values in figures.items():
+        wall = statistics.median(value[0] for value in values)
+        cpu = statistics.median(value[1] for value in values)
+        if what.endswith("(baseline)"):
+            baseline = wall
+        ratio = "" if baseline is None or what.endswith("(baseline)") else f"{wall / baseline:16.1f}"
+        print(f"{what:36} {wall:7.2f} {cpu:7.2f} {ratio}")
+    load, spans = (statistics.median(cpu for _, cpu in figures[what]) for what in
+                   ("load", "load without samples (baseline)"))
+    print(f"the samples' share of the load: {load - spans:.2f} CPU s (medians' difference)")
+
+
+def as_version_1(source: Path, target: Path) -> None:
+    """A samples file of version 2 written as version 1 (a stack's frames as JSON in its K record)."""
+    frames: dict[str, tuple[str, str]] = {}
+    with open(source, encoding="utf-8") as lines, open(target, "w", encoding="utf-8") as out:
+        out.write(lines.readline().replace(f" {fmt.FORMAT_VERSION}\t", " 1\t", 1))
+        for text in lines:
+            fields = text.split("\t")
+            if fields[0] == fmt.FRAME:
+                frames[fields[6]] = (fields[8], fields[9])
+                continue
+            if fields[0] == fmt.STACK:
+                fields[8] = json.dumps([{"function": frames[n][0], "file": frames[n][1], "line": int(line_no)}
+                                        for n, line_no in zip(fields[8].split(","), fields[9].split(","))],
+                                       separators=(",", ":"), ensure_ascii=False)
+                fields[9] = ""
+                text = "\t".join(fields)
+            out.write(text)
 
 
 def report_hot_frames(db) -> dict:
@@ -374,21 +491,35 @@ def main() -> None:
     cover = sub.add_parser("coverage")
     cover.add_argument("--children", type=int, default=10)
     cover.add_argument("--rounds", type=int, default=3)
+    measured = sub.add_parser("real")
+    measured.add_argument("--rate", type=int, default=100)
     big = sub.add_parser("store")
-    big.add_argument("--samples", type=int, default=1_000_000)
+    big.add_argument("--samples", type=int, default=1_000_000,
+                     help="samples (slices for moment and random, where a slice is one sample)")
+    big.add_argument("--slices", type=int, default=69_000,
+                     help="slices of the codeflash shape (a real run: 14.4 samples a slice at 100 Hz)")
     big.add_argument("--repeat", type=int, default=3)
     big.add_argument("--shape", choices=("codeflash", "moment", "random"), default="codeflash",
                      help="codeflash: a codeflash-like tree; moment, random: one process, 8 threads, stacks of its "
                           "moment or any stack anywhere (the worst case for hot_frames without parameters)")
     big.add_argument("--spans", type=int, default=100_000, help="spans of the codeflash shape")
-    big.add_argument("--stacks", type=int, default=20_000, help="distinct stacks of the codeflash shape")
+    big.add_argument("--stacks", type=int, default=60_000, help="distinct stacks of the codeflash shape")
+    big.add_argument("--keep", type=Path, help="write the run here (and as version 1 in KEEP/version-1), to `load` it")
+    again = sub.add_parser("load", help="measure the load of a run kept by store --keep (with another checkout's code)")
+    again.add_argument("run_dir", type=Path)
+    again.add_argument("--span", required=True)
+    again.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if args.what == "overhead":
         overhead(args.rounds, args.seconds)
     elif args.what == "coverage":
         coverage(args.children, args.rounds)
+    elif args.what == "real":
+        real(args.rate)
+    elif args.what == "load":
+        measure(args.run_dir, args.span, args.repeat)
     else:
-        store(args.samples, args.repeat, args.shape, args.spans, args.stacks)
+        store(args.samples, args.slices, args.repeat, args.shape, args.spans, args.stacks, args.keep)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Called by the loader inside the run's load transaction, after the spans and the 
 span files, the lines never pass through Python: DuckDB's CSV reader reads them, SQL checks them.
 Then, in SQL:
 
+- the stacks: a frame's function and file are read once (its F record); a stack's frames are
+  numbers into them, put in place by list_select (no JSON, no join of every frame of every stack);
 - a slice that ended when py-spy stopped (flag `l`) ends where its thread is known to have ended
   (its last CPU reading, its thread span, its process span), not when py-spy noticed;
 - a slice is idle when py-spy's heuristic says so (flag `i`) or when the CPU sampler saw its thread
@@ -16,7 +18,8 @@ Then, in SQL:
 - the `profile.alignment` diagnostic: the samples that ran in a function with spans of its own
   (`--target`) must fall inside those spans, and every sample inside its process's life.
 
-A py-spy file the watcher had no time to convert (`run` was killed) is converted here first.
+A py-spy file the watcher had no time to convert (`run` was killed) is converted here first; a
+samples file of version 1 (frames as JSON in each stack) is rewritten as version 2 first.
 """
 
 from __future__ import annotations
@@ -31,15 +34,15 @@ from selfopt_trace.watchers import profile_samples as fmt
 _TYPES = {"time_ns": "BIGINT", "pid": "INTEGER", "tid": "INTEGER", "duration_ns": "BIGINT", "weight": "DOUBLE",
           "stack_id": "BIGINT"}
 _COLUMNS = "{%s}" % ", ".join(f"'{name}': '{_TYPES.get(name, 'VARCHAR')}'" for name in (*fmt.FIELDS, "extra"))
-_FRAMES_JSON = '[{"function": "VARCHAR", "file": "VARCHAR", "line": "INTEGER"}]'  # stacks.frames
 
-# A stack's frames are read from their JSON text here, where the reader's threads share the work;
-# text that is no list of {function, file, line} (a damaged line) gives NULL frames.
+# A stack's frame numbers and lines are read as lists here, where the reader's threads share the
+# work; a list that does not parse (a damaged line) gives NULL, or a NULL in it.
 _STAGE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _profile AS
 SELECT rec, time_ns, pid, tid, duration_ns, weight, stack_id, coalesce(flags, '') AS flags,
-       CASE WHEN rec <> '{fmt.STACK}' THEN name END AS name, message,
-       CASE WHEN rec = '{fmt.STACK}' THEN try(from_json(name, '{_FRAMES_JSON}')) END AS frames
+       CASE WHEN rec <> '{fmt.STACK}' THEN name END AS name, CASE WHEN rec <> '{fmt.STACK}' THEN message END AS message,
+       CASE WHEN rec = '{fmt.STACK}' THEN TRY_CAST(string_split(name, '{fmt.LIST_SEPARATOR}') AS INTEGER[]) END AS numbers,
+       CASE WHEN rec = '{fmt.STACK}' THEN TRY_CAST(string_split(message, '{fmt.LIST_SEPARATOR}') AS INTEGER[]) END AS lines
 FROM read_csv($files, columns = {_COLUMNS}, delim = '\t', quote = '', escape = '', new_line = '\\n',
               header = false, skip = 1, auto_detect = false, strict_mode = false, null_padding = true,
               ignore_errors = true)
@@ -48,6 +51,7 @@ WHERE terminator = '{fmt.TERMINATOR}' AND extra IS NULL
         WHEN '{fmt.SAMPLE}' THEN time_ns IS NOT NULL AND pid IS NOT NULL AND duration_ns >= 0 AND weight >= 0
                                  AND stack_id IS NOT NULL
         WHEN '{fmt.STACK}' THEN stack_id IS NOT NULL
+        WHEN '{fmt.FRAME}' THEN stack_id IS NOT NULL
         WHEN '{fmt.PROFILER}' THEN time_ns IS NOT NULL AND name IS NOT NULL
         WHEN '{fmt.CONVERTED}' THEN name IS NOT NULL
         WHEN '{fmt.DIAGNOSTIC}' THEN name IS NOT NULL
@@ -55,25 +59,74 @@ WHERE terminator = '{fmt.TERMINATOR}' AND extra IS NULL
       END
 """
 
-# Each stack once (its first good K record).
-_STACKS_SQL = f"""
-INSERT INTO stacks
-SELECT $run_id, stack_id, frames
-FROM _profile
-WHERE rowid IN (SELECT min(rowid) FROM _profile WHERE rec = '{fmt.STACK}' AND frames IS NOT NULL GROUP BY stack_id)
+# The frames by number (an F record's number is in its stack_id field; an empty function or file
+# reads as NULL): lists indexed by number, that list_select puts in place in each stack. Numbers are
+# 1, 2, ... in the file; the lists stop at $last_number (the file's line count: a damaged number
+# cannot make them longer), and a number without its F record is NULL there.
+_LOOKUP_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _lookup AS
+WITH frame AS (
+    SELECT stack_id AS number, coalesce(name, '') AS function, coalesce(message, '') AS file FROM _profile
+    WHERE rowid IN (SELECT min(rowid) FROM _profile WHERE rec = '{fmt.FRAME}' AND stack_id BETWEEN 1 AND $last_number
+                    GROUP BY stack_id)
+)
+SELECT list(f.function ORDER BY n.number) AS functions, list(f.file ORDER BY n.number) AS files,
+       list(hash(f.function, f.file) ORDER BY n.number) AS ids
+FROM (SELECT range AS number FROM range(1, least((SELECT max(number) FROM frame), $last_number) + 1)) AS n
+LEFT JOIN frame AS f USING (number)
 """
 
-# The run's stacks taken apart (hot_frames joins these integers): its frames, each
-# named by a hash of its function and file; each stack's distinct frames (list operations on each
-# stack, no grouping of millions of rows), the running one (the last) flagged with its line.
+# Each K record with its frame ids; `good` unless a frame is missing or the lines do not match the
+# frames (a damaged line). Each stack is its first good record (_FIRST).
+_STACKS_STAGE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _stacks AS
+WITH stack AS (  -- list_select refuses a NULL number
+    SELECT rowid AS row, stack_id, CASE WHEN list_count(numbers) = len(numbers) THEN numbers END AS numbers, lines
+    FROM _profile WHERE rec = '{fmt.STACK}'
+)
+SELECT k.row, k.stack_id, k.numbers, k.lines, list_select(l.ids, k.numbers) AS frame_ids,
+       coalesce(list_count(list_select(l.ids, k.numbers)) = len(k.numbers) AND len(k.lines) = len(k.numbers)
+                AND list_count(k.lines) = len(k.lines), false) AS good
+FROM stack AS k, _lookup AS l
+"""
+_FIRST = "row IN (SELECT min(row) FROM _stacks WHERE good GROUP BY stack_id)"
+
+_STACKS_SQL = f"""
+INSERT INTO stacks
+SELECT $run_id, k.stack_id, list_zip(list_select(l.functions, k.numbers), list_select(l.files, k.numbers),
+                                     k.lines)::STRUCT(function VARCHAR, file VARCHAR, line INTEGER)[]
+FROM _stacks AS k, _lookup AS l
+WHERE {_FIRST}
+"""
+
+# The run's stacks taken apart (hot_frames joins these integers): each stack's distinct frames (list
+# operations on each stack, no grouping of millions of rows), the running one (the last) flagged
+# with its line; its frames, each named by a hash of its function and file.
+_STACK_FRAMES_SQL = f"""
+INSERT INTO stack_frames
+SELECT $run_id, stack_id, frame_id, frame_id = running_id, CASE WHEN frame_id = running_id THEN running_line END
+FROM (SELECT stack_id, unnest(list_distinct(frame_ids)) AS frame_id, frame_ids[-1] AS running_id,
+             lines[-1] AS running_line
+      FROM _stacks WHERE {_FIRST})
+"""
+
 _FRAMES_SQL = """
+INSERT INTO frames
+SELECT $run_id, frame_id, any_value(function), any_value(file)
+FROM (SELECT unnest(ids) AS frame_id, unnest(functions) AS function, unnest(files) AS file FROM _lookup)
+WHERE frame_id IN (SELECT frame_id FROM stack_frames WHERE run_id = $run_id)
+GROUP BY frame_id
+"""
+
+# The same from `stacks` alone: a database written before frames and stack_frames existed.
+_FRAMES_FROM_STACKS_SQL = """
 INSERT INTO frames
 SELECT $run_id, hash(f.function, f.file) AS frame_id, any_value(f.function), any_value(f.file)
 FROM (SELECT unnest(frames) AS f FROM stacks WHERE run_id = $run_id)
 GROUP BY frame_id
 """
 
-_STACK_FRAMES_SQL = """
+_STACK_FRAMES_FROM_STACKS_SQL = """
 INSERT INTO stack_frames
 SELECT $run_id, stack_id, frame_id, frame_id = running_id, CASE WHEN frame_id = running_id THEN running_line END
 FROM (SELECT stack_id, unnest(list_distinct([hash(f.function, f.file) FOR f IN frames])) AS frame_id,
@@ -260,8 +313,8 @@ WITH fn_spans AS (
 ),
 stack_fns AS (
     SELECT DISTINCT k.stack_id, f.function AS fn
-    FROM (SELECT stack_id, unnest(frames) AS f FROM stacks WHERE run_id = $run_id) AS k
-    WHERE f.function IN (SELECT fn FROM fn_spans)
+    FROM frames AS f JOIN stack_frames AS k ON k.run_id = $run_id AND k.frame_id = f.frame_id
+    WHERE f.run_id = $run_id AND f.function IN (SELECT fn FROM fn_spans)
 ),
 checked AS (
     SELECT s.pid, s.tid, s.time_ns, f.fn FROM samples AS s JOIN stack_fns AS f USING (stack_id)
@@ -298,34 +351,40 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
     """profile/samples.tsv (and any py-spy file not converted yet) into samples, stacks and diagnostics."""
     from selfopt_trace.store.loader import LoadWarning, _scan, header_refusal
 
-    path = run_dir / fmt.SAMPLES_PATH
+    source = path = run_dir / fmt.SAMPLES_PATH
     if not path.is_file():
         return
     name = fmt.SAMPLES_PATH.as_posix()
-    problem = header_refusal(path, fmt.HEADER_PREFIX, fmt.FORMAT_VERSION, "profile samples")
-    if problem:
-        result.skipped_files += 1
-        result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", name))
-        return
     import tempfile  # only for a run with samples: every load imports this module
 
     run = {"run_id": result.run_id}
-    con.execute(_STAGE_SQL, {"files": [str(path)]})
-    records, bad_stacks = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE rec = '{fmt.STACK}' AND frames IS NULL) FROM _profile").fetchone()
     with tempfile.TemporaryDirectory(prefix="selfopt-trace-profile-") as scratch:
+        problem = header_refusal(path, fmt.HEADER_PREFIX, fmt.FORMAT_VERSION, "profile samples")
+        if problem and header_refusal(path, fmt.HEADER_PREFIX, 1, "profile samples") is None:
+            problem = None  # version 1: the same records but K, rewritten as version 2
+            path = Path(scratch) / "samples-v2.tsv"
+            fmt.upgrade_v1(source, path)
+        if problem:
+            result.skipped_files += 1
+            result.warnings.append(LoadWarning("loader.file_skipped", f"{source}: {problem}; file skipped", name))
+            return
+        con.execute(_STAGE_SQL, {"files": [str(path)]})
+        lines = _scan(path)[0]
+        damaged = lines - 1 - con.execute("SELECT count(*) FROM _profile").fetchone()[0]
         leftovers = _convert_leftovers(con, run_dir, Path(scratch))
         if leftovers:
             con.execute(_STAGE_SQL.replace("CREATE OR REPLACE TEMP TABLE _profile AS", "INSERT INTO _profile"),
                         {"files": leftovers})
-    damaged = _scan(path)[0] - 1 - records + bad_stacks
-    con.execute(_STACKS_SQL, run)
+            lines += sum(_scan(Path(leftover))[0] for leftover in leftovers)
+    con.execute(_LOOKUP_SQL, {"last_number": lines})
+    con.execute(_STACKS_STAGE_SQL)
+    damaged += con.execute("SELECT count(*) FROM _stacks WHERE NOT good").fetchone()[0]
     if damaged > 0:
         result.skipped_lines += damaged
         result.warnings.append(LoadWarning(
-            "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", name))
-    con.execute(_FRAMES_SQL, run)
-    con.execute(_STACK_FRAMES_SQL, run)
+            "loader.damaged_lines", f"{source}: skipped {damaged} damaged line(s) (torn or corrupted)", name))
+    for sql in (_STACKS_SQL, _STACK_FRAMES_SQL, _FRAMES_SQL):
+        con.execute(sql, run)
     con.execute(_SPAN_THREADS_SQL, run)
     con.execute(_TIMELINE_SQL)
     keep_idle = bool(con.execute(f"SELECT bool_or(TRY_CAST(TRY_CAST(message AS JSON)->>'idle' AS BOOLEAN)) "
@@ -334,14 +393,15 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
     result.diagnostics += con.execute(_DIAGNOSTICS_SQL, {**run, "source_file": name}).fetchone()[0]
     if result.samples:
         _alignment(con, result, name)
-    con.execute("DROP TABLE _profile; DROP TABLE _span_threads; DROP TABLE _timeline")
+    con.execute("DROP TABLE _profile; DROP TABLE _lookup; DROP TABLE _stacks; DROP TABLE _span_threads; "
+                "DROP TABLE _timeline")
 
 
 def take_apart_stacks(con: duckdb.DuckDBPyConnection) -> None:
     """frames and stack_frames of every run in `stacks`: a database written before they existed."""
     for (run_id,) in con.execute("SELECT DISTINCT run_id FROM stacks").fetchall():
-        con.execute(_FRAMES_SQL, {"run_id": run_id})
-        con.execute(_STACK_FRAMES_SQL, {"run_id": run_id})
+        con.execute(_FRAMES_FROM_STACKS_SQL, {"run_id": run_id})
+        con.execute(_STACK_FRAMES_FROM_STACKS_SQL, {"run_id": run_id})
 
 
 def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: Path) -> list[str]:
@@ -350,7 +410,15 @@ def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: P
         SELECT name, any_value(time_ns), any_value(weight), any_value(pid) FROM _profile
         WHERE rec = '{fmt.PROFILER}' AND name NOT IN (SELECT name FROM _profile WHERE rec = '{fmt.CONVERTED}')
         GROUP BY name""").fetchall()
-    known = {row[0] for row in con.execute(f"SELECT stack_id FROM _profile WHERE rec = '{fmt.STACK}'").fetchall()}
+    if not rows:
+        return []
+    known = fmt.Interned({row[0] for row in con.execute(f"SELECT stack_id FROM _profile WHERE rec = '{fmt.STACK}'")
+                          .fetchall()})
+    for number, function, file in con.execute(
+            f"SELECT stack_id, coalesce(name, ''), coalesce(message, '') FROM _profile WHERE rec = '{fmt.FRAME}'"
+            f" ORDER BY rowid").fetchall():
+        known.frames.setdefault((function, file), number)
+        known.next_frame = max(known.next_frame, number + 1)
     files = []
     for number, (name, anchor_ns, rate, pid) in enumerate(rows):
         source = run_dir / fmt.PROFILE_DIR / Path(name).name

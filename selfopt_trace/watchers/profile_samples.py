@@ -13,25 +13,30 @@ moments, rate per second on average). A thread sampled at one line for a second 
 line of weight ~100, not 100 lines. py-spy always runs with `--idle` here, so a thread that goes
 idle changes its stack (the wait shows) instead of leaving a gap the slice before it would cover.
 
-Stacks are written once each (`K`: root first, each frame function, file and line) and named by a
-64-bit hash of their frames, so the same stack from two processes or two files is one stack.
+Frames and stacks are written once each: a frame (`F`: a function in a file) gets a number, the
+next one in the file; a stack (`K`) is the numbers of its frames, root first, with their lines,
+named by a 64-bit hash of its frames, so the same stack from two processes or two files is one
+stack. So the loader reads each function's and file's name once, not once in every stack it is in
+(a stack is 45-250 frames deep in a codeflash run; docs/profiling.md).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 FORMAT_NAME = "selfopt-trace/samples"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: a K record's frames were JSON (still loaded: upgrade_v1)
 FIELDS = ("rec", "time_ns", "pid", "tid", "duration_ns", "weight", "stack_id", "flags", "name", "message",
           "terminator")
-SAMPLE, STACK, PROFILER, CONVERTED, DIAGNOSTIC = "S", "K", "P", "C", "D"
+SAMPLE, STACK, FRAME, PROFILER, CONVERTED, DIAGNOSTIC = "S", "K", "F", "P", "C", "D"
 TERMINATOR = "."
 HEADER_PREFIX = f"#{FORMAT_NAME} "
 HEADER = f"{HEADER_PREFIX}{FORMAT_VERSION}\t" + "\t".join(FIELDS[:-1]) + "\n"
+LIST_SEPARATOR = ","  # between a K record's frame numbers, and between its lines
 PROFILE_DIR = Path("profile")  # under the run directory: py-spy's files and samples.tsv
 SAMPLES_PATH = PROFILE_DIR / "samples.tsv"
 
@@ -79,10 +84,31 @@ def stack_id(frames: tuple) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def stack_json(frames: tuple) -> str:
-    """A K record's frames: [{"function", "file", "line"}, ...], root first."""
-    return json.dumps([{"function": f, "file": file, "line": line_no} for f, file, line_no in frames],
-                      separators=(",", ":"), ensure_ascii=False)
+@dataclass
+class Interned:
+    """What a samples file holds already: its stacks (ids) and frames ((function, file) -> number)."""
+
+    stacks: set[int] = field(default_factory=set)
+    frames: dict[tuple[str, str], int] = field(default_factory=dict)
+    next_frame: int = 1
+
+    def stack_lines(self, sid: int, frames: tuple) -> list[str]:
+        """The K record of a stack not written yet, after the F records of its frames not written yet."""
+        if sid in self.stacks:
+            return []
+        self.stacks.add(sid)
+        out = []
+        numbers = []
+        for function, file, _ in frames:
+            number = self.frames.get((function, file))
+            if number is None:
+                number = self.frames[(function, file)] = self.next_frame
+                self.next_frame += 1
+                out.append(line(FRAME, stack_id=number, name=function, message=file))
+            numbers.append(str(number))
+        out.append(line(STACK, stack_id=sid, name=LIST_SEPARATOR.join(numbers),
+                        message=LIST_SEPARATOR.join(str(line_no) for _, _, line_no in frames)))
+        return out
 
 
 def looks_idle(frames: tuple) -> bool:
@@ -125,9 +151,9 @@ def slices(events: Iterable[dict]) -> Iterator[tuple[int, int, int, int, tuple]]
             stack.pop()
 
 
-def convert(events: list, anchor_ns: int, rate_hz: float, known_stacks: set[int]) -> tuple[list[str], dict]:
-    """The samples-file lines (K for stacks not in `known_stacks`, which grows, then S) of one py-spy
-    Chrome trace whose time zero is `anchor_ns` on the trace's clock; and counts."""
+def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned) -> tuple[list[str], dict]:
+    """The samples-file lines (F and K for frames and stacks not in `known`, which grows, then S) of
+    one py-spy Chrome trace whose time zero is `anchor_ns` on the trace's clock; and counts."""
     out: list[str] = []
     ids: dict[tuple, int] = {}
     stop_us = max((event.get("ts", 0) for event in events if event.get("ph") in ("B", "E")), default=0)
@@ -141,9 +167,7 @@ def convert(events: list, anchor_ns: int, rate_hz: float, known_stacks: set[int]
         sid = ids.get(frames)
         if sid is None:
             sid = ids[frames] = stack_id(frames)
-            if sid not in known_stacks:
-                known_stacks.add(sid)
-                out.append(line(STACK, stack_id=sid, name=stack_json(frames)))
+            out += known.stack_lines(sid, frames)
         duration_ns = (end_us - start_us) * 1000
         weight = duration_ns * rate_hz / 1e9
         last[(pid, thread_key)] = (len(out), end_us)
@@ -181,14 +205,43 @@ def _split_thread(pid: int, frames: tuple) -> tuple[int | None, str, tuple]:
     return tid, name, frames[skip:]
 
 
-def convert_file(path: Path, anchor_ns: int, rate_hz: float, known_stacks: set[int],
+def convert_file(path: Path, anchor_ns: int, rate_hz: float, known: Interned,
                  pid: int | None = None) -> tuple[list[str], dict]:
     """convert() of a py-spy Chrome trace file, then the C record that says it was converted."""
     with open(path, "rb") as stream:
         events = json.load(stream)
     if not isinstance(events, list):
         raise ValueError("not a Chrome trace (a JSON array of events)")
-    lines, counts = convert(events, anchor_ns, rate_hz, known_stacks)
+    before = (set(known.stacks), dict(known.frames), known.next_frame)
+    try:
+        lines, counts = convert(events, anchor_ns, rate_hz, known)
+    except (ValueError, TypeError, AttributeError) as exc:  # nothing of it is written: `known` as it was
+        known.stacks, known.frames, known.next_frame = before
+        raise ValueError(f"not a py-spy Chrome trace: {exc}") from exc
     lines.append(line(CONVERTED, pid="" if pid is None else pid, name=path.name,
                       message=json.dumps(counts, separators=(",", ":"))))
     return lines, counts
+
+
+def upgrade_v1(source: Path, target: Path) -> None:
+    """A samples file of version 1 (a K record's frames as JSON in its name field) as version 2.
+
+    Every other record is the same in both. A K record whose JSON is no list of frames is copied as
+    it is: the loader counts it as a damaged line, as it did."""
+    known = Interned()
+    with open(source, encoding="utf-8", errors="surrogateescape", newline="\n") as lines, \
+            open(target, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as out:
+        lines.readline()
+        out.write(HEADER)
+        for text in lines:
+            fields = text.split("\t")
+            if fields[0] == STACK and len(fields) == len(FIELDS):
+                try:
+                    frames = tuple((str(f["function"]), str(f["file"]), int(f["line"])) for f in json.loads(fields[8]))
+                    sid = int(fields[6])
+                except (ValueError, TypeError, KeyError):
+                    frames = ()
+                if frames:
+                    out.writelines(known.stack_lines(sid, frames))
+                    continue
+            out.write(text)

@@ -218,7 +218,7 @@ class Profiler:
         self._profiled: dict[int, int] = {}  # pid -> py-spys started for it
         self._seen_files: set[str] = set()
         self._spans_mtime = -1
-        self._stacks: set[int] = set()
+        self._known = fmt.Interned()  # the frames and stacks in the samples file
         self._notes: list[str] = []
         self._counts = {"samples": 0, "processes": set(), "failed": 0, "lost": 0}
 
@@ -350,7 +350,7 @@ class Profiler:
             self._counts["lost" if lost else "failed"] += 1
             return
         try:
-            lines, counts = fmt.convert_file(spy.output, spy.anchor_ns, self.settings.rate_hz, self._stacks, spy.pid)
+            lines, counts = fmt.convert_file(spy.output, spy.anchor_ns, self.settings.rate_hz, self._known, spy.pid)
         except (OSError, ValueError) as exc:
             self._diagnostic(fmt.FAILED, f"py-spy's file for pid {spy.pid} could not be read: {exc}", spy.pid)
             self._write([done])

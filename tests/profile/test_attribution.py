@@ -23,7 +23,7 @@ def _load(tmp_path: Path, spans: str, samples: list[str], cpu: str | None = None
     (run_dir / "profile").mkdir()
     profiler = fmt.line(fmt.PROFILER, T0, PID, duration_ns=MS, weight="100", name="10-1.json", message='{"idle":true}')
     converted = fmt.line(fmt.CONVERTED, pid=PID, name="10-1.json", message="{}")
-    stack = fmt.line(fmt.STACK, stack_id=7, name=fmt.stack_json((("f", "a.py", 1),)))
+    stack = "".join(fmt.Interned().stack_lines(7, (("f", "a.py", 1),)))
     (run_dir / fmt.SAMPLES_PATH).write_text(fmt.header() + profiler + converted + stack + "".join(samples))
     if cpu is not None:
         (run_dir / "cpu").mkdir()

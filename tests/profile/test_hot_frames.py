@@ -41,8 +41,8 @@ def _samples(rng: random.Random) -> str:
         stacks.append(frames)
     only = [tuple(rng.choice(FUNCTIONS[:5]) + (1,) for _ in range(rng.randrange(2, 6))) + (("only", "/src/x.py", 7),)
             for _ in range(8)]  # gamma's: one running frame, so its top is filled up by totals
-    text = fmt.header() + "".join(fmt.line(fmt.STACK, stack_id=fmt.stack_id(s), name=fmt.stack_json(s))
-                                  for s in stacks + only)
+    known = fmt.Interned()
+    text = fmt.header() + "".join("".join(known.stack_lines(fmt.stack_id(s), s)) for s in stacks + only)
     for _ in range(3000):
         tid = rng.choice((PID, WORKER))
         at = T0 + rng.randrange(0, 10_000 * MS)

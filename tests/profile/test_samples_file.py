@@ -23,14 +23,18 @@ def test_merged_stacks_are_weighted_by_how_long_they_lasted() -> None:
         event("E", 40_000, "Condition.wait", "/x/threading.py", 320), event("E", 40_000, "main", "a.py", 1),
         event("E", 40_000, THREAD),
     ]
-    lines, counts = fmt.convert(events, anchor_ns=1_000_000_000, rate_hz=100, known_stacks=set())
+    lines, counts = fmt.convert(events, anchor_ns=1_000_000_000, rate_hz=100, known=fmt.Interned())
     samples = [row.split("\t") for row in lines if row.startswith("S")]
     assert [(s[1], s[2], s[3], s[4], s[5], s[7], s[8]) for s in samples] == [
         ("1000000000", "10", "12", "30000000", "3", "", "MainThread"),
         ("1030000000", "10", "12", "10000000", "1", "il", "MainThread"),  # idle (a threading wait), the last
     ]
-    stacks = [row for row in lines if row.startswith("K")]
-    assert len(stacks) == 2 and '"function":"hot"' in stacks[0] and "thread (" not in stacks[0]
+    # each frame once (F: its number, function, file), each stack once (K: its frames' numbers and lines)
+    frames = [row.split("\t") for row in lines if row.startswith("F")]
+    assert [(f[6], f[8], f[9]) for f in frames] == [("1", "main", "a.py"), ("2", "hot", "a.py"),
+                                                   ("3", "Condition.wait", "/x/threading.py")]
+    stacks = [row.split("\t") for row in lines if row.startswith("K")]
+    assert [(k[8], k[9]) for k in stacks] == [("1,2", "1,5"), ("1,3", "1,320")]
     assert counts == {"slices": 2, "samples": 4, "threads": 1, "pids": [10]}
 
 
@@ -38,11 +42,11 @@ def test_a_stack_seen_before_is_written_once() -> None:
     events = [event("B", 0, THREAD), event("B", 0, "f", "a.py", 1), event("E", 5_000, "f", "a.py", 1),
               event("B", 5_000, "g", "a.py", 2), event("E", 9_000, "g", "a.py", 2), event("B", 9_000, "f", "a.py", 1),
               event("E", 12_000, "f", "a.py", 1), event("E", 12_000, THREAD)]
-    known: set[int] = set()
+    known = fmt.Interned()
     lines, _ = fmt.convert(events, 0, 100, known)
-    assert sum(row.startswith("K") for row in lines) == 2 and sum(row.startswith("S") for row in lines) == 3
+    assert [row[0] for row in lines] == ["F", "K", "S", "F", "K", "S", "S"]
     again, _ = fmt.convert(events, 0, 100, known)
-    assert not any(row.startswith("K") for row in again)
+    assert [row[0] for row in again] == ["S", "S", "S"]
 
 
 def test_a_thread_py_spy_could_not_name_natively() -> None:
@@ -50,7 +54,7 @@ def test_a_thread_py_spy_could_not_name_natively() -> None:
               event("B", 0, "thread (0x7F00CD): worker", tid=88), event("B", 0, "g", "a.py", 2, tid=88),
               event("E", 1_000, "f", "a.py", 1), event("E", 1_000, "thread (0x7F00AB): MainThread"),
               event("E", 1_000, "g", "a.py", 2, tid=88), event("E", 1_000, "thread (0x7F00CD): worker", tid=88)]
-    samples = [row.split("\t") for row in fmt.convert(events, 0, 100, set())[0] if row.startswith("S")]
+    samples = [row.split("\t") for row in fmt.convert(events, 0, 100, fmt.Interned())[0] if row.startswith("S")]
     assert sorted((s[3], s[8]) for s in samples) == [("", "worker"), ("10", "MainThread")]
 
 
@@ -82,7 +86,7 @@ def test_samples_go_to_the_innermost_span_of_their_thread_and_damaged_lines_are_
     from tests.store.spanfiles import T0
 
     ms = 1_000_000
-    stack = fmt.line(fmt.STACK, stack_id=7, name=fmt.stack_json((("f", "a.py", 1),)))
+    stack = "".join(fmt.Interned().stack_lines(7, (("f", "a.py", 1),)))
     text = (fmt.header() + stack
             + fmt.line(fmt.SAMPLE, T0 + 150 * ms, 10, 10, 10 * ms, 1, 7, "", "MainThread")   # in work
             + fmt.line(fmt.SAMPLE, T0 + 250 * ms, 10, 11, 10 * ms, 1, 7, "", "worker")       # in task, thread 11
@@ -109,3 +113,103 @@ def test_load_converts_a_py_spy_file_the_watcher_never_got_to(tmp_path) -> None:
                                    message='{"idle":false}')
     loaded, rows = _loaded_run(tmp_path, text, {"10-1.json": chrome})
     assert rows == [(10, "work", 2.0, 20 * ms)]
+
+
+def _stacks_of(tmp_path, samples_text: str, extra_files: dict | None = None):
+    """The loaded run's stacks as tuples, its frames and stack_frames, and the load result."""
+    from selfopt_trace.store import Store
+
+    loaded, _ = _loaded_run(tmp_path, samples_text, extra_files)
+    with Store(tmp_path / "db.duckdb") as store:
+        _, stacks = store.sql("SELECT stack_id, frames FROM stacks")
+        _, frames = store.sql("SELECT frame_id, function, file FROM frames ORDER BY ALL")
+        _, taken_apart = store.sql("SELECT stack_id, frame_id, running, line FROM stack_frames ORDER BY ALL")
+    return ({sid: tuple((f["function"], f["file"], f["line"]) for f in k) for sid, k in stacks}, frames, taken_apart,
+            loaded)
+
+
+RECURSIVE = (("main", "a.py", 1), ("f", "a.py", 5), ("f", "a.py", 6), ("", "", 0))  # recursion, a nameless frame
+OTHER = (("main", "a.py", 2), ("g", "b.py", 9))
+
+
+def _slices(*stacks: tuple) -> str:
+    from tests.store.spanfiles import T0
+
+    return "".join(fmt.line(fmt.SAMPLE, T0 + (150 + n) * 1_000_000, 10, 10, 1_000_000, 1, fmt.stack_id(s), "",
+                            "MainThread") for n, s in enumerate(stacks))
+
+
+def test_frames_are_written_once_and_stacks_come_back_whole_with_every_line(tmp_path) -> None:
+    known = fmt.Interned()
+    text = (fmt.header() + "".join(row for s in (RECURSIVE, OTHER) for row in known.stack_lines(fmt.stack_id(s), s))
+            + _slices(RECURSIVE, OTHER))
+    assert text.count("\nF\t") == 4  # main, f, the nameless one, g
+    stacks, frames, taken_apart, loaded = _stacks_of(tmp_path, text)
+    assert stacks == {fmt.stack_id(RECURSIVE): RECURSIVE, fmt.stack_id(OTHER): OTHER}
+    assert loaded.samples == 2 and loaded.skipped_lines == 0
+    assert sorted((function, file) for _, function, file in frames) == [("", ""), ("f", "a.py"), ("g", "b.py"),
+                                                                        ("main", "a.py")]
+    ids = {(function, file): frame_id for frame_id, function, file in frames}
+    assert sorted(taken_apart) == sorted([  # each distinct frame of a stack once, its last one running
+        (fmt.stack_id(RECURSIVE), ids[("main", "a.py")], False, None),
+        (fmt.stack_id(RECURSIVE), ids[("f", "a.py")], False, None),
+        (fmt.stack_id(RECURSIVE), ids[("", "")], True, 0),
+        (fmt.stack_id(OTHER), ids[("main", "a.py")], False, None),
+        (fmt.stack_id(OTHER), ids[("g", "b.py")], True, 9)])
+
+
+def test_a_samples_file_of_version_1_loads_as_it_did(tmp_path) -> None:
+    def v1_stack(frames: tuple) -> str:
+        return fmt.line(fmt.STACK, stack_id=fmt.stack_id(frames), name=json.dumps(
+            [{"function": f, "file": file, "line": n} for f, file, n in frames]))
+
+    old = ("#selfopt-trace/samples 1\t" + fmt.HEADER.split("\t", 1)[1] + v1_stack(RECURSIVE) + v1_stack(OTHER)
+           + fmt.line(fmt.STACK, stack_id=5, name='[{"function": "torn"') + _slices(RECURSIVE, OTHER))
+    known = fmt.Interned()
+    new = fmt.header() + "".join(row for s in (RECURSIVE, OTHER) for row in known.stack_lines(fmt.stack_id(s), s)) + _slices(
+        RECURSIVE, OTHER)
+    *from_old, loaded_old = _stacks_of(tmp_path / "old", old)
+    *from_new, loaded_new = _stacks_of(tmp_path / "new", new)
+    assert from_old == from_new and len(from_old[0]) == 2
+    assert loaded_old.samples == loaded_new.samples == 2
+    assert loaded_old.skipped_lines == 1  # the torn stack, as before
+
+
+def test_a_samples_file_of_an_unknown_version_is_skipped_with_a_clear_warning(tmp_path) -> None:
+    text = "#selfopt-trace/samples 9\t" + fmt.HEADER.split("\t", 1)[1] + _slices(OTHER)
+    _, _, _, loaded = _stacks_of(tmp_path, text)
+    assert loaded.samples == 0 and loaded.skipped_files == 1
+    [warning] = [w for w in loaded.warnings if w.code == "loader.file_skipped"]
+    assert "version 9 is not supported" in warning.message
+
+
+def test_a_stack_whose_frames_or_lines_are_damaged_is_counted_and_the_others_load(tmp_path) -> None:
+    known = fmt.Interned()
+    good = "".join(known.stack_lines(fmt.stack_id(OTHER), OTHER))
+    text = (fmt.header() + good
+            + fmt.line(fmt.STACK, stack_id=5, name="1,99", message="1,2")     # frame 99 was never written
+            + fmt.line(fmt.STACK, stack_id=6, name="1,2", message="1")        # a line short
+            + fmt.line(fmt.STACK, stack_id=7, name="1,x", message="1,2")      # not a number
+            + fmt.line(fmt.FRAME, stack_id="", name="h", message="c.py")      # a frame without its number
+            + _slices(OTHER))
+    stacks, _, _, loaded = _stacks_of(tmp_path, text)
+    assert stacks == {fmt.stack_id(OTHER): OTHER}
+    assert loaded.skipped_lines == 4 and loaded.samples == 1
+
+
+def test_a_py_spy_file_converted_at_load_numbers_its_frames_after_the_file_s(tmp_path) -> None:
+    from tests.store.spanfiles import T0
+
+    known = fmt.Interned()
+    text = (fmt.header() + "".join(known.stack_lines(fmt.stack_id(OTHER), OTHER)) + _slices(OTHER)
+            + fmt.line(fmt.PROFILER, T0 + 120 * 1_000_000, 10, duration_ns=1_000_000, weight="100", name="10-1.json",
+                       message='{"idle":false}'))
+    chrome = json.dumps([event("B", 0, "thread (10): MainThread", pid=10, tid=10),
+                         event("B", 0, "main", "a.py", 2, pid=10, tid=10), event("B", 0, "h", "c.py", 3, pid=10, tid=10),
+                         event("E", 20_000, "h", "c.py", 3, pid=10, tid=10),
+                         event("E", 20_000, "main", "a.py", 2, pid=10, tid=10),
+                         event("E", 20_000, "thread (10): MainThread", pid=10, tid=10)])
+    stacks, _, _, loaded = _stacks_of(tmp_path, text, {"10-1.json": chrome})
+    converted = (("main", "a.py", 2), ("h", "c.py", 3))
+    assert stacks == {fmt.stack_id(OTHER): OTHER, fmt.stack_id(converted): converted}
+    assert loaded.samples == 2 and loaded.skipped_lines == 0

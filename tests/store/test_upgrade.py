@@ -40,7 +40,7 @@ def test_profile_stacks_loaded_by_an_older_version_are_taken_apart_for_hot_frame
     (run_dir / "profile").mkdir()
     frames = (("main", "a.py", 1), ("hot", "b.py", 2))
     (run_dir / fmt.SAMPLES_PATH).write_text(
-        fmt.header() + fmt.line(fmt.STACK, stack_id=fmt.stack_id(frames), name=fmt.stack_json(frames))
+        fmt.header() + "".join(fmt.Interned().stack_lines(fmt.stack_id(frames), frames))
         + fmt.line(fmt.SAMPLE, T0 + 10 * ms, 10, 10, 50 * ms, 5, fmt.stack_id(frames), "", "MainThread"))
     path = tmp_path / "old.duckdb"
     with Store(path) as store:
