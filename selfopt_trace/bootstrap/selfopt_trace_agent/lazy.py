@@ -59,6 +59,22 @@ BUILTIN_HOOKS = {
     "opentelemetry.sdk.trace": "otel_",
 }
 
+# Hooks whose module loads at the first call of something they wrap, not when their target is
+# imported: rich, pip and pytest's plugins import requests and send nothing, and the HTTP hooks are
+# four modules (~0.9 M instructions each to load). target -> the functions (paths from the target
+# module) that stand in until then: every way into what the hook wraps.
+_URLLIB3 = ("connectionpool.HTTPConnectionPool.urlopen", "poolmanager.PoolManager.urlopen",
+            "connection.HTTPConnection._new_conn", "connection.HTTPSConnection.connect", "util.retry.Retry.sleep")
+_REQUESTS = ("sessions.Session.send",)
+ON_FIRST_CALL = {
+    "http.client": ("HTTPConnection.connect", "HTTPConnection.endheaders", "HTTPConnection.getresponse",
+                    "HTTPSConnection.connect", "HTTPResponse._close_conn"),
+    "urllib3": _URLLIB3,
+    "pip._vendor.urllib3": _URLLIB3,
+    "requests": _REQUESTS,
+    "pip._vendor.requests": _REQUESTS,
+}
+
 _pending: dict = {}
 
 
@@ -73,7 +89,9 @@ def when_imported(name: str, hook) -> None:
 
 def install_builtin_hooks() -> None:
     for name, hook_module in BUILTIN_HOOKS.items():
-        when_imported(name, _hook_installer(hook_module, name))
+        installer = _hook_installer(hook_module, name)
+        paths = ON_FIRST_CALL.get(name)
+        when_imported(name, installer if paths is None else _first_call_installer(name, installer, paths))
     if config.ENV_TARGETS in os.environ:  # `run --target`: loaded only when given
         __import__(__package__ + ".hooks.targets", fromlist=["install_user_targets"]).install_user_targets()
 
@@ -84,6 +102,48 @@ def _hook_installer(hook_module: str, target: str):
         hooks.install(target, module)
 
     return install
+
+
+def _first_call_installer(target: str, installer, paths: tuple):
+    """A hook that puts stand-ins at `paths`; the first call of any of them puts every original
+    back, runs `installer`, and goes on into what it installed."""
+    def install(module) -> None:
+        places = []
+        for path in paths:
+            *owners, name = path.split(".")
+            owner = module
+            for part in owners:
+                owner = getattr(owner, part, None)
+            original = getattr(owner, "__dict__", {}).get(name)
+            if callable(original) and not hasattr(original, "__wrapped__"):
+                places.append((owner, name, original))
+        installed = []
+
+        def resolve() -> None:
+            if not installed:
+                installed.append(True)
+                for owner, name, original in places:
+                    setattr(owner, name, original)
+                _run(target, installer, module)
+
+        for owner, name, original in places:
+            setattr(owner, name, _stand_in(owner, name, original, resolve))
+
+    return install
+
+
+def _stand_in(owner, name: str, original, resolve):
+    def call(*args, **kwargs):
+        resolve()
+        try:
+            return owner.__dict__[name](*args, **kwargs)  # the hook's wrapper, or the original
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
+
+    call.__wrapped__ = original
+    call.__name__, call.__qualname__, call.__doc__ = name, original.__qualname__, original.__doc__
+    return call
 
 
 def fire(name: str, module) -> None:
