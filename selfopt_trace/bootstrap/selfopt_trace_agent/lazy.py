@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from _thread import RLock
 from time import time_ns
 
 from . import config, tracer
@@ -60,9 +61,10 @@ BUILTIN_HOOKS = {
 }
 
 # Hooks whose module loads at the first call of something they wrap, not when their target is
-# imported: rich, pip and pytest's plugins import requests and send nothing, and the HTTP hooks are
-# four modules (~0.9 M instructions each to load). target -> the functions (paths from the target
-# module) that stand in until then: every way into what the hook wraps.
+# imported: rich, pip and pytest's plugins import requests and send nothing, most libraries import
+# subprocess and spawn nothing, and each hook module costs ~0.6-0.9 M instructions to load (the
+# HTTP hooks are four). target -> the functions (paths from the target module) that stand in until
+# then: every way into what the hook wraps.
 _URLLIB3 = ("connectionpool.HTTPConnectionPool.urlopen", "poolmanager.PoolManager.urlopen",
             "connection.HTTPConnection._new_conn", "connection.HTTPSConnection.connect", "util.retry.Retry.sleep")
 _REQUESTS = ("sessions.Session.send",)
@@ -73,6 +75,7 @@ ON_FIRST_CALL = {
     "pip._vendor.urllib3": _URLLIB3,
     "requests": _REQUESTS,
     "pip._vendor.requests": _REQUESTS,
+    "subprocess": ("Popen._execute_child",),  # every Popen, so every wait or reap after it
 }
 
 _pending: dict = {}
@@ -105,8 +108,10 @@ def _hook_installer(hook_module: str, target: str):
 
 
 def _first_call_installer(target: str, installer, paths: tuple):
-    """A hook that puts stand-ins at `paths`; the first call of any of them puts every original
-    back, runs `installer`, and goes on into what it installed."""
+    """A hook that puts stand-ins at `paths`; the first call of any of them runs `installer` (which
+    wraps what `original` finds behind each stand-in) and goes on into what it installed. The
+    stand-ins stay in place until the wrappers replace them: a thread calling meanwhile waits for
+    the hook, it never finds the bare original."""
     def install(module) -> None:
         places = []
         for path in paths:
@@ -114,25 +119,38 @@ def _first_call_installer(target: str, installer, paths: tuple):
             owner = module
             for part in owners:
                 owner = getattr(owner, part, None)
-            original = getattr(owner, "__dict__", {}).get(name)
-            if callable(original) and not hasattr(original, "__wrapped__"):
-                places.append((owner, name, original))
+            function = getattr(owner, "__dict__", {}).get(name)
+            if callable(function) and not hasattr(function, "__wrapped__"):
+                places.append((owner, name, function))
         installed = []
+        lock = RLock()  # reentrant: a signal handler may call one while this thread installs
 
         def resolve() -> None:
-            if not installed:
-                installed.append(True)
-                for owner, name, original in places:
-                    setattr(owner, name, original)
-                _run(target, installer, module)
+            if installed:
+                return
+            with lock:
+                if not installed:
+                    _run(target, installer, module)
+                    for owner, name, function in places:
+                        if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
+                            setattr(owner, name, function)
+                    installed.append(True)
 
-        for owner, name, original in places:
-            setattr(owner, name, _stand_in(owner, name, original, resolve))
+        for owner, name, function in places:
+            setattr(owner, name, _stand_in(owner, name, function, resolve))
 
     return install
 
 
-def _stand_in(owner, name: str, original, resolve):
+def original(function):
+    """What a hook wraps: the function behind a stand-in, else the function itself."""
+    return getattr(function, _STANDS_IN_FOR, function)
+
+
+_STANDS_IN_FOR = "__selfopt_trace_stands_in_for__"
+
+
+def _stand_in(owner, name: str, function, resolve):
     def call(*args, **kwargs):
         resolve()
         try:
@@ -141,8 +159,9 @@ def _stand_in(owner, name: str, original, resolve):
             tracer.strip_own_frames(exc)
             raise
 
-    call.__wrapped__ = original
-    call.__name__, call.__qualname__, call.__doc__ = name, original.__qualname__, original.__doc__
+    setattr(call, _STANDS_IN_FOR, function)
+    call.__wrapped__ = function
+    call.__name__, call.__qualname__, call.__doc__ = name, function.__qualname__, function.__doc__
     return call
 
 
