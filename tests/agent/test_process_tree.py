@@ -145,6 +145,21 @@ def test_exec_replaces_the_image_and_the_new_image_is_its_child(traced):
     assert second.start_ns >= exec_span.start_ns
 
 
+def test_the_subprocess_hooks_load_at_the_first_spawn_not_at_the_import(traced):
+    """Importing subprocess (most libraries do) loads no spawn hook; the first Popen installs them and
+    is a span like any other, reaped with its exit code."""
+    code = ("import subprocess, sys\n"
+            "print([m for m in ('subprocess_', 'spawn') if 'selfopt_trace_agent.hooks.' + m in sys.modules])\n"
+            "subprocess.run([sys.executable, '-c', 'pass'], check=True)\n"
+            "print(subprocess.Popen._execute_child.__name__, hasattr(subprocess.Popen._execute_child, '__wrapped__'))\n")
+    result = traced.python(code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"[]\n_execute_child True\n", b"")
+    spans = traced.spans()
+    [span] = spans.named("subprocess")
+    assert span.attributes["process.exit.code"] == 0
+    assert [p.parent_span_id for p in spans.processes()].count(span.span_id) == 1
+
+
 def test_incoming_traceparent_is_joined(traced):
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     result = traced.python("import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'])",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from _thread import RLock
 from time import time_ns
 
 from . import config, tracer
@@ -59,6 +60,24 @@ BUILTIN_HOOKS = {
     "opentelemetry.sdk.trace": "otel_",
 }
 
+# Hooks whose module loads at the first call of something they wrap, not when their target is
+# imported: rich, pip and pytest's plugins import requests and send nothing, most libraries import
+# subprocess and spawn nothing, and each hook module costs ~0.6-0.9 M instructions to load (the
+# HTTP hooks are four). target -> the functions (paths from the target module) that stand in until
+# then: every way into what the hook wraps.
+_URLLIB3 = ("connectionpool.HTTPConnectionPool.urlopen", "poolmanager.PoolManager.urlopen",
+            "connection.HTTPConnection._new_conn", "connection.HTTPSConnection.connect", "util.retry.Retry.sleep")
+_REQUESTS = ("sessions.Session.send",)
+ON_FIRST_CALL = {
+    "http.client": ("HTTPConnection.connect", "HTTPConnection.endheaders", "HTTPConnection.getresponse",
+                    "HTTPSConnection.connect", "HTTPResponse._close_conn"),
+    "urllib3": _URLLIB3,
+    "pip._vendor.urllib3": _URLLIB3,
+    "requests": _REQUESTS,
+    "pip._vendor.requests": _REQUESTS,
+    "subprocess": ("Popen._execute_child",),  # every Popen, so every wait or reap after it
+}
+
 _pending: dict = {}
 
 
@@ -73,7 +92,9 @@ def when_imported(name: str, hook) -> None:
 
 def install_builtin_hooks() -> None:
     for name, hook_module in BUILTIN_HOOKS.items():
-        when_imported(name, _hook_installer(hook_module, name))
+        installer = _hook_installer(hook_module, name)
+        paths = ON_FIRST_CALL.get(name)
+        when_imported(name, installer if paths is None else _first_call_installer(name, installer, paths))
     if config.ENV_TARGETS in os.environ:  # `run --target`: loaded only when given
         __import__(__package__ + ".hooks.targets", fromlist=["install_user_targets"]).install_user_targets()
 
@@ -84,6 +105,64 @@ def _hook_installer(hook_module: str, target: str):
         hooks.install(target, module)
 
     return install
+
+
+def _first_call_installer(target: str, installer, paths: tuple):
+    """A hook that puts stand-ins at `paths`; the first call of any of them runs `installer` (which
+    wraps what `original` finds behind each stand-in) and goes on into what it installed. The
+    stand-ins stay in place until the wrappers replace them: a thread calling meanwhile waits for
+    the hook, it never finds the bare original."""
+    def install(module) -> None:
+        places = []
+        for path in paths:
+            *owners, name = path.split(".")
+            owner = module
+            for part in owners:
+                owner = getattr(owner, part, None)
+            function = getattr(owner, "__dict__", {}).get(name)
+            if callable(function) and not hasattr(function, "__wrapped__"):
+                places.append((owner, name, function))
+        installed = []
+        lock = RLock()  # reentrant: a signal handler may call one while this thread installs
+
+        def resolve() -> None:
+            if installed:
+                return
+            with lock:
+                if not installed:
+                    _run(target, installer, module)
+                    for owner, name, function in places:
+                        if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
+                            setattr(owner, name, function)
+                    installed.append(True)
+
+        for owner, name, function in places:
+            setattr(owner, name, _stand_in(owner, name, function, resolve))
+
+    return install
+
+
+def original(function):
+    """What a hook wraps: the function behind a stand-in, else the function itself."""
+    return getattr(function, _STANDS_IN_FOR, function)
+
+
+_STANDS_IN_FOR = "__selfopt_trace_stands_in_for__"
+
+
+def _stand_in(owner, name: str, function, resolve):
+    def call(*args, **kwargs):
+        resolve()
+        try:
+            return owner.__dict__[name](*args, **kwargs)  # the hook's wrapper, or the original
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
+
+    setattr(call, _STANDS_IN_FOR, function)
+    call.__wrapped__ = function
+    call.__name__, call.__qualname__, call.__doc__ = name, function.__qualname__, function.__doc__
+    return call
 
 
 def fire(name: str, module) -> None:

@@ -4,6 +4,8 @@ its connection set-up as children, and a traceparent on the wire that names that
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -195,6 +197,30 @@ def test_user_traceparent_is_replaced_by_ours(traced, server):
     assert (result.returncode, result.stdout, result.stderr) == (0, b"True\n", b"")
     expected = [["00-%s-%s-01" % (s.trace_id, s.span_id)] for s in client_spans(traced.spans())]
     assert server.traceparents() == expected
+
+
+HOOKS_LOADED_LATE = textwrap.dedent("""
+    import inspect, sys, requests
+    hooks = ("http_common", "http_client", "urllib3_", "requests_")
+    print([name for name in hooks if "selfopt_trace_agent.hooks." + name in sys.modules])
+    send = requests.Session.send  # taken before the first request: what stands in for the hook
+    with requests.Session() as session:
+        response = send(session, session.prepare_request(requests.Request("GET", sys.argv[1] + "/echo")))
+    print(response.status_code, send.__name__, inspect.signature(send))
+""")
+
+
+def test_http_hooks_load_at_the_first_request_not_at_import(traced, server):
+    """Importing requests loads none of the HTTP hooks (rich, pip and pytest plugins import it and
+    send nothing); the first request installs them and is one span, whatever reference it came by."""
+    result = traced.python(HOOKS_LOADED_LATE, server.url)
+    assert (result.returncode, result.stderr) == (0, b"")
+    untraced = subprocess.run([sys.executable, "-c", HOOKS_LOADED_LATE, server.url], capture_output=True)
+    assert result.stdout == untraced.stdout
+    assert result.stdout.startswith(b"[]\n200 send (self, request")
+    [span] = client_spans(traced.spans())
+    assert span.attributes["selfopt_trace.http.library"] == "requests"
+    assert server.traceparents()[0] == ["00-%s-%s-01" % (span.trace_id, span.span_id)]  # then the untraced run's
 
 
 def test_pip_vendored_requests_is_one_span(traced, server):

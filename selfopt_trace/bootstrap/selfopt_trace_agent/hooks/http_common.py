@@ -14,7 +14,7 @@ import os
 from contextvars import ContextVar
 from time import time_ns
 
-from .. import process, redact, tracer
+from .. import lazy, process, redact, tracer
 
 CATEGORY = "http"
 METHOD = "http.request.method"
@@ -304,7 +304,7 @@ def _text(value) -> str:
 
 def wrap(owner, name: str, make) -> None:
     """owner.name = make(original), once (a second install sees the __wrapped__ mark)."""
-    original = owner.__dict__[name]
+    original = lazy.original(owner.__dict__[name])  # what stands in until the first call wraps it
     if hasattr(original, "__wrapped__"):
         return
     wrapper = make(original)

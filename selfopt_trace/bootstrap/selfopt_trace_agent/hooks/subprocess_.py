@@ -12,13 +12,13 @@ status and the kernel's count of its CPU (`process.reaped.cpu_ns`).
 from __future__ import annotations
 
 
-from .. import tracer
+from .. import lazy, tracer
 from . import spawn, waits
 
 
 def install(target: str, module) -> None:
     popen = module.Popen
-    original = popen._execute_child
+    original = lazy.original(popen.__dict__["_execute_child"])  # what stands in until the first Popen wraps it
     if hasattr(original, "__wrapped__"):
         return
 
