@@ -24,7 +24,6 @@ bootstrap directory beside this one (e.g. `git archive HEAD~1 selfopt_trace/boot
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import re
@@ -36,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
+from bench_startup import clean_environ, compiled_bootstraps, traced_environ
 
 CASES = {
     "pass": ["-c", "pass"],
@@ -47,16 +46,6 @@ CASES = {
 }
 TEST_FILE = "def test_one():\n    assert sum([1, 2]) == 3\n"
 CALLGRIND_SLOWDOWN = 50  # callgrind runs Python ~40-50x slower: time thresholds scaled by this
-
-
-def clean_environ() -> dict:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("SELFOPT_TRACE_", "OTEL_", "PYTEST_")) and k not in ("PYTHONPATH", "TRACEPARENT")}
-
-
-def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
-    return dict(base, SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID="bench",
-                SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), PYTHONPATH=str(bootstrap))
 
 
 def agent_overhead_ns(run_dir: Path) -> int:
@@ -153,11 +142,7 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="another bootstrap directory, measured beside this one")
     parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
     args = parser.parse_args()
-    bootstraps = {"selfopt-trace": BOOTSTRAP}
-    if args.compare:
-        bootstraps[f"selfopt-trace ({args.compare})"] = args.compare.resolve()
-    for bootstrap in bootstraps.values():
-        compileall.compile_dir(str(bootstrap), quiet=1)  # what `selfopt-trace run` does first
+    bootstraps = compiled_bootstraps(args.compare)
     cwd = Path(tempfile.mkdtemp(prefix="bench-imports-"))
     (cwd / "test_one.py").write_text(TEST_FILE)
     base = clean_environ()

@@ -44,7 +44,8 @@ print(json.dumps(times))
 
 
 def clean_environ() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "PYTHONPATH"}
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("SELFOPT_TRACE_", "OTEL_", "PYTEST_")) and k not in ("PYTHONPATH", "TRACEPARENT")}
 
 
 def run_parent(prefix: list, env: dict, children: int) -> list:
@@ -56,6 +57,16 @@ def run_parent(prefix: list, env: dict, children: int) -> list:
 def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
     return dict(base, SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID="bench",
                 SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), PYTHONPATH=str(bootstrap))
+
+
+def compiled_bootstraps(compare: Path | None) -> dict:
+    """This tree's bootstrap, and `compare`'s beside it, each compiled as `selfopt-trace run` does first."""
+    bootstraps = {"selfopt-trace": BOOTSTRAP}
+    if compare:
+        bootstraps[f"selfopt-trace ({compare})"] = compare.resolve()
+    for bootstrap in bootstraps.values():
+        compileall.compile_dir(str(bootstrap), quiet=1)
+    return bootstraps
 
 
 def instructions(env: dict, tmp: Path) -> int:
@@ -72,11 +83,7 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="another bootstrap directory, measured beside this one")
     parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
     args = parser.parse_args()
-    bootstraps = {"selfopt-trace": BOOTSTRAP}
-    if args.compare:
-        bootstraps[f"selfopt-trace ({args.compare})"] = args.compare.resolve()
-    for bootstrap in bootstraps.values():
-        compileall.compile_dir(str(bootstrap), quiet=1)  # what `selfopt-trace run` does first
+    bootstraps = compiled_bootstraps(args.compare)
     workdir = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     base = clean_environ()
     if args.instructions:
