@@ -27,10 +27,10 @@ _HEAD = "\t%s\t%s\t%s\t" % (NAME, tracer.INTERNAL, CATEGORY)
 
 
 def record(t0: int, t1: int) -> None:
-    """The sleep span of a sleep that blocked [t0, t1] (process.py's wrapper times it), formatted at
-    once as waits._write formats a wait's: a flush only when the buffer is full (the flusher
-    thread keeps time), where tracer.record_line would flush in the program's thread when one is due
-    (+4,000 instructions a sleep under callgrind). Never raises."""
+    """The sleep span of a sleep that blocked [t0, t1] (process.py's wrapper times it), written as a
+    wait's record (waits.write_under: a flush only when the buffer is full, where tracer.record_line
+    would flush in the program's thread when one is due, +4,000 instructions a sleep under
+    callgrind). Never raises."""
     try:
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
@@ -42,16 +42,6 @@ def record(t0: int, t1: int) -> None:
             parent = tracer._root
         if not tracer._enabled or (parent is None and tracer._root is not None):
             return
-        if parent is None:
-            parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
-        else:
-            if parent.deferred:
-                tracer._mark_kept(parent)
-            parent_id, trace_id = parent.span_id, parent.trace_id
-        tracer.formatted.append(f"X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{_HEAD}{t0}\t{t1}\tUNSET\t{{}}\t.\n")
-        if len(tracer.formatted) > waits.FLUSH_RECORDS:
-            tracer.flush(blocking=False)
-        if waits._settling:
-            waits._settle(t1)
+        waits.write_under(parent, _HEAD, t0, t1, "{}")
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + NAME, error)

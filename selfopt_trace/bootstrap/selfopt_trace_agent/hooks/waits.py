@@ -125,15 +125,19 @@ def _write(head: str, t0: int, t1: int, on_id: str) -> None:
     Its cost is counted by the flush that writes it (tracer.formatted_cost). Inlined in
     _record_targets and in method()'s leaf wrapper (keep the three the same: tests/agent/test_waits.py).
     """
-    parent = _current() or tracer._root
+    write_under(_current() or tracer._root, head, t0, t1, f'{{"selfopt_trace.wait.on":["{on_id}"]}}')
+
+
+def write_under(parent, head: str, t0: int, t1: int, attributes: str) -> None:
+    """An UNSET X record under `parent` (None: the remote parent), formatted at once: a flush only
+    when the buffer is full (the flusher thread keeps time). Also time_.py's sleeps."""
     if parent is None:
         parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
     else:
         if parent.deferred:
             tracer._mark_kept(parent)
         parent_id, trace_id = parent.span_id, parent.trace_id
-    _add(f'X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{head}{t0}\t{t1}'
-         f'\tUNSET\t{{"selfopt_trace.wait.on":["{on_id}"]}}\t.\n')
+    _add(f'X\t{next(tracer._id_text)}\t{parent_id}\t{trace_id}{head}{t0}\t{t1}\tUNSET\t{attributes}\t.\n')
     if len(_formatted) > FLUSH_RECORDS:
         tracer.flush(blocking=False)
     if _settling:
