@@ -129,7 +129,8 @@ def run(
     rate: int = typer.Option(PROFILE_RATE_HZ, "--rate", metavar="HZ", min=1, max=10000, rich_help_panel=_PROFILE,
                              help="py-spy samples per second."),
     native: bool = typer.Option(False, "--native", rich_help_panel=_PROFILE,
-                                help="Also C, C++ and Cython frames (py-spy --native)."),
+                                help="Also C, C++ and Cython frames (py-spy --native; it pauses each process "
+                                     "to read them: see docs/profiling.md, \"Blocking\")."),
     idle: bool = typer.Option(False, "--idle", rich_help_panel=_PROFILE,
                               help="Keep the samples of idle threads too (flagged `idle`)."),
 ) -> None:
@@ -151,7 +152,9 @@ def _profile_settings(profile: str, rate: int, native: bool, idle: bool) -> Prof
         raise typer.BadParameter(f"{profile!r}: write --profile or --profile=auto", param_hint="--profile")
     nonblocking = os.environ.get(ENV_NONBLOCKING, "").strip().lower()
     return ProfileSettings(mode=mode, rate_hz=rate, native=native, idle=idle,
-                           nonblocking=nonblocking in ("1", "true", "yes", "on") if nonblocking else NONBLOCKING_DEFAULT,
+                           # py-spy reads native stacks only from a paused process
+                           nonblocking=nonblocking in ("1", "true", "yes", "on") if nonblocking
+                           else NONBLOCKING_DEFAULT and not native,
                            spawn=os.environ.get(ENV_SPAWN, "each"))
 
 

@@ -42,7 +42,11 @@ from . import profile_samples as fmt
 ENV_PYSPY = "SELFOPT_TRACE_PYSPY"  # the py-spy executable to use (default: beside python, else on PATH)
 ENV_SPAWN = "SELFOPT_TRACE_PROFILE_SPAWN"  # each (default) | tree: one py-spy --subprocesses for the tree
 ENV_NONBLOCKING = "SELFOPT_TRACE_PROFILE_NONBLOCKING"  # 1: py-spy --nonblocking, 0: pause to read
-NONBLOCKING_DEFAULT = False  # docs/benchmarks.md, "Profiling": what pausing costs at 100 and 1000 Hz
+# Pausing (py-spy's ptrace stops) loses the tail of a message over 64 KB written to a pipe through
+# a buffered file (pickle.dump to a Popen's stdin): the two processes then wait on each other for
+# ever. Profiled codeflash runs hung so (jedi's subprocess) in 5 of 11 runs; reading without pausing,
+# never (docs/profiling.md, "Blocking").
+NONBLOCKING_DEFAULT = True
 
 DEFAULT_RATE_HZ = 100
 POLL_S = 0.005  # how often the watcher looks for new span files and finished py-spys

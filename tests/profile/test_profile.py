@@ -191,3 +191,23 @@ def test_a_profiler_killed_mid_run_loses_nothing_already_written(tmp_path: Path)
     lost = cli.query("SELECT pid, message FROM diagnostics WHERE run_id = 'k1' AND code = 'profile.lost'")
     assert [row[0] for row in lost] == [root], lost
     assert "gave none" in err.decode()
+
+
+def test_a_program_exchanging_large_messages_through_pipes_is_not_stalled(tmp_path: Path) -> None:
+    """py-spy's pauses made such programs (codeflash's jedi subprocess) wait for ever: the default
+    reads without pausing (docs/profiling.md, "Blocking"), and the run behaves as untraced."""
+    program = [sys.executable, str(WORKLOAD / "pipes.py"), "5000"]
+    untraced = subprocess.run(program, capture_output=True, timeout=120)
+    assert untraced.returncode == 0, untraced.stderr.decode()
+    cli = Cli(tmp_path)
+    runner = cli.popen("run", "--profile", "--rate", "1000", "--run-id", "pp", "-q", "--", *program,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = runner.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.communicate()
+        pytest.fail("the profiled program stalled")
+    assert runner.returncode == 0 and out == untraced.stdout, err.decode()
+    sampled = cli.query("SELECT count(DISTINCT pid) FROM samples WHERE run_id = 'pp'")
+    assert sampled == [(2,)]  # the parent and the child

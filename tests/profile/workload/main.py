@@ -43,7 +43,8 @@ if __name__ == "__main__":
         sys.exit(0)
     pidfile = Path(sys.argv[1]) if sys.argv[1:] else None
     if pidfile is not None:
-        pidfile.write_text(str(os.getpid()))
+        pidfile.with_suffix(".tmp").write_text(str(os.getpid()))
+        pidfile.with_suffix(".tmp").rename(pidfile)  # whole when it appears: the test reads it at once
     wait_for_profiler()
     hotmod.phase_parent()
     subprocess.run([sys.executable, str(HERE / "main.py"), "child"], check=True)
