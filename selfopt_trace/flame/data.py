@@ -67,7 +67,7 @@ def fetch_profile(store: Any, run_id: str, span: str | None = None, category: st
         profile.notes.append(f"{count} span{'s' if count != 1 else ''}, {wall_ns / 1e6:.1f} ms of wall time")
     _, rows = store.sql(_STACKS_SQL, params)
     _, names = store.sql(_FRAMES_SQL, {"run_id": run_id})
-    frame_of = [("", ""), *names].__getitem__  # numbers are 1, 2, ...
+    frame_of = [("", ""), *names].__getitem__  # a frame by its number (1, 2, ...)
     for numbers, weight, ns in rows:
         entry = profile.stacks.setdefault(tuple(map(frame_of, numbers)), [0.0, 0.0])
         entry[0] += weight

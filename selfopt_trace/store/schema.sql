@@ -152,7 +152,7 @@ CREATE TABLE IF NOT EXISTS frames (
     file     VARCHAR,
     number   INTEGER             -- 1, 2, ... in its run: what stack_numbers holds
 );
--- (a database written before `number`: added here, filled by store/database.py)
+-- (a database written before `number`: added here, filled by convert_whole_stacks in store/profile.py)
 ALTER TABLE frames ADD COLUMN IF NOT EXISTS number INTEGER;
 
 -- ... each stack once per run, as its frames' numbers and lines, root first, the running one last
