@@ -23,7 +23,7 @@ traced process started as its span file appears (`each`, the default) against py
 `--subprocesses` mode on CMD (`tree`, SELFOPT_TRACE_PROFILE_SPAWN=tree).
 
 store: a synthetic run loaded with Store.load_run, then hot_frames (every span name, then -p
-span=NAME); medians of REPEAT, wall and CPU seconds (this process's, every thread: steadier than wall
+span=NAME), the report's hottest frames and flame's stacks (every sample, then --span NAME); medians of REPEAT, wall and CPU seconds (this process's, every thread: steadier than wall
 time on a shared machine), beside two baselines measured in the same run: DuckDB reading
 samples.tsv (the least a load does) and a GROUP BY stack_id of the loaded samples (the least
 hot_frames does). Shapes:
@@ -410,7 +410,9 @@ def store(samples: int, slices: int, repeat: int, shape: str, spans: int, stacks
 
 
 def measure(run_dir: Path, name: str, repeat: int) -> None:
-    """Load RUN_DIR and answer hot_frames (every span name, then -p span=NAME) REPEAT times: medians."""
+    """Load RUN_DIR and answer hot_frames (every span name, then -p span=NAME), the report's hottest
+    frames and flame's stacks (every sample, then --span NAME) REPEAT times: medians."""
+    from selfopt_trace.flame.data import fetch_profile
     from selfopt_trace.store import Store
 
     path = run_dir / fmt.SAMPLES_PATH
@@ -436,6 +438,8 @@ def measure(run_dir: Path, name: str, repeat: int) -> None:
                 measured[f"hot_frames -p span={name}"] = timed(
                     lambda: db.query("hot_frames", {"run_id": "bench-run", "span": name}))
                 measured["report's hottest frames"] = timed(lambda: report_hot_frames(db))
+                measured["flame (every sample)"] = timed(lambda: fetch_profile(db, "bench-run"))
+                measured[f"flame --span {name}"] = timed(lambda: fetch_profile(db, "bench-run", span=name))
             for what, (wall, cpu, _) in measured.items():
                 figures.setdefault(what, []).append((wall, cpu))
     print(f"{run_dir}: {loaded.samples} slices loaded (the others idle), {path.stat().st_size / 1e6:.0f} MB "

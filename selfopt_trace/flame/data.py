@@ -10,7 +10,9 @@ from ..errors import SelfoptTraceError
 Frame = tuple[str, str]  # (function, file)
 
 # The samples of a run inside the chosen spans (their subtrees: span_subtree in
-# store/profile_macros.sql), or of one process, summed per stack.
+# store/profile_macros.sql), or of one process, summed per stack; a stack as its frames' numbers
+# (stack_numbers, what the `stacks` view reads), named in Python from the run's frames by number:
+# a million-sample run's 2 M frames are fetched as integers, not as 2 M pairs of strings.
 _STACKS_SQL = """
 WITH picked AS (
     SELECT stack_id, sum(weight) AS weight, sum(duration_ns) AS ns
@@ -20,9 +22,11 @@ WITH picked AS (
            OR span_id IN (SELECT span_id FROM span_subtree($run_id, $span, $category)))
     GROUP BY stack_id
 )
-SELECT [(f.function, f.file) FOR f IN k.frames] AS frames, p.weight, p.ns
-FROM picked AS p JOIN stacks AS k ON k.run_id = $run_id AND k.stack_id = p.stack_id
+SELECT k.numbers, p.weight, p.ns
+FROM picked AS p JOIN stack_numbers AS k ON k.run_id = $run_id AND k.stack_id = p.stack_id
 """
+
+_FRAMES_SQL = "SELECT function, file FROM frames WHERE run_id = $run_id ORDER BY number"
 
 _SELECTION_SQL = """
 SELECT count(*) FILTER (WHERE outermost), coalesce(sum(duration_ns) FILTER (WHERE outermost), 0)
@@ -62,8 +66,10 @@ def fetch_profile(store: Any, run_id: str, span: str | None = None, category: st
             raise SelfoptTraceError(f"run {run_id} has no span with {what}")
         profile.notes.append(f"{count} span{'s' if count != 1 else ''}, {wall_ns / 1e6:.1f} ms of wall time")
     _, rows = store.sql(_STACKS_SQL, params)
-    for frames, weight, ns in rows:
-        entry = profile.stacks.setdefault(tuple(frames), [0.0, 0.0])
+    _, names = store.sql(_FRAMES_SQL, {"run_id": run_id})
+    frame_of = [("", ""), *names].__getitem__  # a frame by its number (1, 2, ...)
+    for numbers, weight, ns in rows:
+        entry = profile.stacks.setdefault(tuple(map(frame_of, numbers)), [0.0, 0.0])
         entry[0] += weight
         entry[1] += ns
     if not profile.stacks:

@@ -13,7 +13,7 @@ from selfopt_trace.errors import QueryError, RunNotFoundError, StoreError, Store
 from selfopt_trace.paths import default_db_path
 from selfopt_trace.store.engine import duckdb
 from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
-from selfopt_trace.store.profile import take_apart_stacks
+from selfopt_trace.store.profile import WHOLE_STACKS, convert_whole_stacks
 
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -123,7 +123,7 @@ def _sql_file(name: str) -> str:
 
 
 # The newest tables of schema.sql: a file a new version created or upgraded has them all.
-_NEWEST_TABLES = ("cpu_samples", "exports", "samples", "stack_frames")
+_NEWEST_TABLES = ("cpu_samples", "exports", "samples", "stack_frames", "stack_numbers")
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -147,12 +147,15 @@ def _bring_schema_up_to_date(con: duckdb.DuckDBPyConnection) -> None:
     if _has_current_schema(con) and _has_table(con, "store_schema") \
             and con.execute("SELECT schema_sql FROM store_schema").fetchall() == [(schema,)]:
         return
-    stacks_apart = _has_table(con, "stack_frames")
-    con.execute(schema)
-    if not stacks_apart:  # new, or written by a version that kept stacks whole only
-        with transaction(con):
-            take_apart_stacks(con)
-    with transaction(con):  # recorded last: a schema run that failed half-way runs again
+    # Written by a version whose `stacks` was a table of structs: set aside, as its name becomes a view's.
+    whole = _has_table(con, "stacks") and not _has_table(con, "stack_numbers")
+    taken_apart = _has_table(con, "stack_frames")
+    with transaction(con):  # all or nothing: a schema run that failed half-way runs again
+        if whole:
+            con.execute(f"ALTER TABLE stacks RENAME TO {WHOLE_STACKS}")
+        con.execute(schema)
+        if whole:
+            convert_whole_stacks(con, taken_apart)
         con.execute("DELETE FROM store_schema")
         con.execute("INSERT INTO store_schema VALUES (?)", [schema])
 

@@ -367,7 +367,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 def delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     """Delete a run's rows from every table; returns how many rows went, all tables together."""
     return sum(con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
-               for table in ("spans", "cpu_samples", "samples", "stacks", "frames", "stack_frames", "diagnostics",
+               for table in ("spans", "cpu_samples", "samples", "stack_numbers", "frames", "stack_frames", "diagnostics",
                              "runs"))
 
 

@@ -1,5 +1,6 @@
-"""Load `profile/samples.tsv` (run --profile) into `samples` and `stacks`, each sample attributed to its span,
-and `frames` and `stack_frames`, the stacks taken apart for hot_frames.
+"""Load `profile/samples.tsv` (run --profile) into `samples`, each sample attributed to its span, and
+its stacks: `frames` (each once, numbered), `stack_numbers` (a stack's frame numbers and lines: the
+`stacks` view puts functions and files in place) and `stack_frames`, the stacks taken apart for hot_frames.
 
 Called by the loader inside the run's load transaction, after the spans and the CPU samples. As for
 span files, the lines never pass through Python: DuckDB's CSV reader reads them, SQL checks them.
@@ -91,14 +92,6 @@ FROM stack AS k, _lookup AS l
 """
 _FIRST = "row IN (SELECT min(row) FROM _stacks WHERE good GROUP BY stack_id)"
 
-_STACKS_SQL = f"""
-INSERT INTO stacks
-SELECT $run_id, k.stack_id, list_zip(list_select(l.functions, k.numbers), list_select(l.files, k.numbers),
-                                     k.lines)::STRUCT(function VARCHAR, file VARCHAR, line INTEGER)[]
-FROM _stacks AS k, _lookup AS l
-WHERE {_FIRST}
-"""
-
 # The run's stacks taken apart (hot_frames joins these integers): each stack's distinct frames (list
 # operations on each stack, no grouping of millions of rows), the running one (the last) flagged
 # with its line; its frames, each named by a hash of its function and file.
@@ -110,28 +103,64 @@ FROM (SELECT stack_id, unnest(list_distinct(frame_ids)) AS frame_id, frame_ids[-
       FROM _stacks WHERE {_FIRST})
 """
 
+# Each frame of the run's stacks once, numbered 1, 2, ... (what the `stacks` view lists by number).
 _FRAMES_SQL = """
 INSERT INTO frames
-SELECT $run_id, frame_id, any_value(function), any_value(file)
-FROM (SELECT unnest(ids) AS frame_id, unnest(functions) AS function, unnest(files) AS file FROM _lookup)
-WHERE frame_id IN (SELECT frame_id FROM stack_frames WHERE run_id = $run_id)
-GROUP BY frame_id
+SELECT $run_id, frame_id, function, file, row_number() OVER (ORDER BY frame_id)
+FROM (SELECT frame_id, any_value(function) AS function, any_value(file) AS file
+      FROM (SELECT unnest(ids) AS frame_id, unnest(functions) AS function, unnest(files) AS file FROM _lookup)
+      WHERE frame_id IN (SELECT frame_id FROM stack_frames WHERE run_id = $run_id)
+      GROUP BY frame_id)
 """
 
-# The same from `stacks` alone: a database written before frames and stack_frames existed.
-_FRAMES_FROM_STACKS_SQL = """
-INSERT INTO frames
-SELECT $run_id, hash(f.function, f.file) AS frame_id, any_value(f.function), any_value(f.file)
-FROM (SELECT unnest(frames) AS f FROM stacks WHERE run_id = $run_id)
-GROUP BY frame_id
+# The stacks as the run's frame numbers (the file's numbers put through a list from one to the
+# other: two numbers of the file may be one frame) and lines: integers, not structs of strings.
+_STACK_NUMBERS_SQL = f"""
+INSERT INTO stack_numbers
+WITH renumbered AS (
+    SELECT list(f.number ORDER BY n.position) AS numbers
+    FROM (SELECT unnest(ids) AS frame_id, generate_subscripts(ids, 1) AS position FROM _lookup) AS n
+    LEFT JOIN frames AS f ON f.run_id = $run_id AND f.frame_id = n.frame_id
+)
+SELECT $run_id, k.stack_id, list_select(r.numbers, k.numbers), k.lines
+FROM _stacks AS k, renumbered AS r
+WHERE {_FIRST}
 """
 
-_STACK_FRAMES_FROM_STACKS_SQL = """
+# A database whose `stacks` was a table of each stack's frames as structs: that table, renamed
+# (WHOLE_STACKS) so that `stacks` can be the view, taken apart (when written before frames and
+# stack_frames existed), its frames numbered and its stacks put into stack_numbers.
+WHOLE_STACKS = "stacks_whole"
+
+_FRAMES_FROM_WHOLE_SQL = f"""
+INSERT INTO frames (run_id, frame_id, function, file)
+SELECT run_id, hash(f.function, f.file) AS frame_id, any_value(f.function), any_value(f.file)
+FROM (SELECT run_id, unnest(frames) AS f FROM {WHOLE_STACKS})
+GROUP BY run_id, frame_id
+"""
+
+_STACK_FRAMES_FROM_WHOLE_SQL = f"""
 INSERT INTO stack_frames
-SELECT $run_id, stack_id, frame_id, frame_id = running_id, CASE WHEN frame_id = running_id THEN running_line END
-FROM (SELECT stack_id, unnest(list_distinct([hash(f.function, f.file) FOR f IN frames])) AS frame_id,
+SELECT run_id, stack_id, frame_id, frame_id = running_id, CASE WHEN frame_id = running_id THEN running_line END
+FROM (SELECT run_id, stack_id, unnest(list_distinct([hash(f.function, f.file) FOR f IN frames])) AS frame_id,
              hash(frames[-1].function, frames[-1].file) AS running_id, frames[-1].line AS running_line
-      FROM stacks WHERE run_id = $run_id)
+      FROM {WHOLE_STACKS})
+"""
+
+_NUMBER_FRAMES_SQL = """
+UPDATE frames SET number = n.number
+FROM (SELECT run_id, frame_id, row_number() OVER (PARTITION BY run_id ORDER BY frame_id) AS number FROM frames) AS n
+WHERE frames.run_id = n.run_id AND frames.frame_id = n.frame_id
+"""
+
+# (The loader never wrote a stack without frames, which the unnest would leave out.)
+_STACK_NUMBERS_FROM_WHOLE_SQL = f"""
+INSERT INTO stack_numbers
+SELECT k.run_id, k.stack_id, list(f.number ORDER BY k.position), list(k.frame.line ORDER BY k.position)
+FROM (SELECT run_id, stack_id, unnest(frames) AS frame, generate_subscripts(frames, 1) AS position
+      FROM {WHOLE_STACKS}) AS k
+JOIN frames AS f ON f.run_id = k.run_id AND f.frame_id = hash(k.frame.function, k.frame.file)
+GROUP BY k.run_id, k.stack_id
 """
 
 # Each span of the sampled processes with its thread: a thread or task span's thread.id, passed down
@@ -348,7 +377,7 @@ SELECT (SELECT count(*) FROM outside), (SELECT count(DISTINCT fn) FROM outside),
 
 
 def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
-    """profile/samples.tsv (and any py-spy file not converted yet) into samples, stacks and diagnostics."""
+    """profile/samples.tsv (and any py-spy file not converted yet) into samples, the stacks' tables and diagnostics."""
     from selfopt_trace.store.loader import LoadWarning, _scan, header_refusal
 
     source = path = run_dir / fmt.SAMPLES_PATH
@@ -383,7 +412,7 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
         result.skipped_lines += damaged
         result.warnings.append(LoadWarning(
             "loader.damaged_lines", f"{source}: skipped {damaged} damaged line(s) (torn or corrupted)", name))
-    for sql in (_STACKS_SQL, _STACK_FRAMES_SQL, _FRAMES_SQL):
+    for sql in (_STACK_FRAMES_SQL, _FRAMES_SQL, _STACK_NUMBERS_SQL):
         con.execute(sql, run)
     con.execute(_SPAN_THREADS_SQL, run)
     con.execute(_TIMELINE_SQL)
@@ -397,11 +426,15 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
                 "DROP TABLE _timeline")
 
 
-def take_apart_stacks(con: duckdb.DuckDBPyConnection) -> None:
-    """frames and stack_frames of every run in `stacks`: a database written before they existed."""
-    for (run_id,) in con.execute("SELECT DISTINCT run_id FROM stacks").fetchall():
-        con.execute(_FRAMES_FROM_STACKS_SQL, {"run_id": run_id})
-        con.execute(_STACK_FRAMES_FROM_STACKS_SQL, {"run_id": run_id})
+def convert_whole_stacks(con: duckdb.DuckDBPyConnection, taken_apart: bool) -> None:
+    """WHOLE_STACKS (an older database's `stacks` table, renamed) into frames, stack_frames (unless
+    `taken_apart` already) and stack_numbers; then dropped."""
+    if not taken_apart:
+        con.execute(_FRAMES_FROM_WHOLE_SQL)
+        con.execute(_STACK_FRAMES_FROM_WHOLE_SQL)
+    con.execute(_NUMBER_FRAMES_SQL)
+    con.execute(_STACK_NUMBERS_FROM_WHOLE_SQL)
+    con.execute(f"DROP TABLE {WHOLE_STACKS}")
 
 
 def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: Path) -> list[str]:

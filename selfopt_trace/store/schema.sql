@@ -139,28 +139,34 @@ CREATE TABLE IF NOT EXISTS samples (
     time_ns      BIGINT,            -- the first sample of the slice, on the trace's clock
     duration_ns  BIGINT,            -- until the sample that saw another stack (or the thread's end)
     weight       DOUBLE,            -- samples it stands for: duration x the sampling rate
-    stack_id     BIGINT,            -- its stack: stacks.frames
+    stack_id     BIGINT,            -- its stack: stacks.frames (the view)
     idle         BOOLEAN,           -- the thread was waiting, not running (kept only with run --idle)
     span_id      VARCHAR            -- the innermost span open on its process and thread then
 );
 
--- The stacks of the samples, each once per run: frames root first, the running one last.
-CREATE TABLE IF NOT EXISTS stacks (
-    run_id   VARCHAR NOT NULL,
-    stack_id BIGINT,
-    frames   STRUCT(function VARCHAR, file VARCHAR, line INTEGER)[]
-);
-
--- The same stacks taken apart at load, so that hot_frames and the report join integers instead of
--- unnesting lists of structs: each frame (a function in a file) once per run ...
+-- Each frame of the samples' stacks (a function in a file) once per run ...
 CREATE TABLE IF NOT EXISTS frames (
     run_id   VARCHAR NOT NULL,
     frame_id UBIGINT,            -- hash(function, file)
     function VARCHAR,
-    file     VARCHAR
+    file     VARCHAR,
+    number   INTEGER             -- 1, 2, ... in its run: what stack_numbers holds
+);
+-- (a database written before `number`: added here, filled by convert_whole_stacks in store/profile.py)
+ALTER TABLE frames ADD COLUMN IF NOT EXISTS number INTEGER;
+
+-- ... each stack once per run, as its frames' numbers and lines, root first, the running one last
+-- (integers: a million-sample load writes ~2 M frames; as structs of strings they cost a second
+-- more to write and commit, docs/benchmarks.md) ...
+CREATE TABLE IF NOT EXISTS stack_numbers (
+    run_id   VARCHAR NOT NULL,
+    stack_id BIGINT,
+    numbers  INTEGER[],          -- frames.number of each frame
+    lines    INTEGER[]           -- the line each frame was at
 );
 
--- ... and each stack's frames, each once (recursion or not).
+-- ... the same stacks taken apart, so that hot_frames and the report join integers instead of
+-- reading lists: each stack's frames, each once (recursion or not).
 CREATE TABLE IF NOT EXISTS stack_frames (
     run_id   VARCHAR NOT NULL,
     stack_id BIGINT,
@@ -168,6 +174,27 @@ CREATE TABLE IF NOT EXISTS stack_frames (
     running  BOOLEAN,            -- it is the stack's running frame (its last)
     line     INTEGER             -- when running, the line it was running (else NULL)
 );
+
+-- The stacks with their frames in place, root first, the running one last: each number becomes
+-- its frame's function and file. list_select reads them from one list of every run's frames (run by
+-- run, each in number order, so a run's frame n is at its run's start + n): a list from a scalar
+-- subquery is one constant, where a list per run joined to the stacks would be copied into each
+-- stack's row (5 CPU s instead of 0.1 for a million-sample run's 2 M frames).
+CREATE OR REPLACE VIEW stacks AS
+WITH every_frame AS (
+    SELECT list(function ORDER BY run_id, number) AS functions, list(file ORDER BY run_id, number) AS files
+    FROM frames
+),
+runs_start AS (SELECT run_id, (sum(count(*)) OVER (ORDER BY run_id) - count(*))::BIGINT AS start FROM frames GROUP BY run_id),
+placed AS (
+    SELECT k.run_id, k.stack_id, k.lines, [n + r.start FOR n IN k.numbers] AS positions
+    FROM stack_numbers AS k JOIN runs_start AS r USING (run_id)
+)
+SELECT run_id, stack_id,
+       list_zip(list_select((SELECT functions FROM every_frame), positions),
+                list_select((SELECT files FROM every_frame), positions), lines
+               )::STRUCT(function VARCHAR, file VARCHAR, line INTEGER)[] AS frames
+FROM placed;
 
 -- What was sent where (selfopt_trace/export/ledger.py): one row per live export or `push` of a run.
 CREATE TABLE IF NOT EXISTS exports (

@@ -1,11 +1,13 @@
-"""A database written by an older selfopt-trace (before CPU samples and exports, before stacks were taken
-apart) still answers, also read-only."""
+"""A database written by an older selfopt-trace (before CPU samples and exports, with profile stacks
+stored whole) still answers, also read-only."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
@@ -30,27 +32,69 @@ def test_an_older_database_opened_read_only_is_upgraded_once_and_answers_every_q
     con.close()
 
 
-def test_profile_stacks_loaded_by_an_older_version_are_taken_apart_for_hot_frames(tmp_path: Path) -> None:
+def _profiled_run(root: Path, run_id: str, seed: int) -> tuple[Path, dict[int, tuple]]:
+    """A run with random recursive stacks (a function may come back deeper in its own stack), each
+    sampled; the run's directory and its stacks by id."""
     from selfopt_trace.watchers import profile_samples as fmt
     from tests.store.spanfiles import T0, complete, header, sid, write_run
 
     ms = 1_000_000
-    run_dir = write_run(tmp_path / "run", {"10-00000001.spans": header(10) + complete(
-        sid(1), "", "process", "process", T0, T0 + 100 * ms)}, {"run_id": "p1"})
+    rng = random.Random(seed)
+    run_dir = write_run(root / run_id, {"10-00000001.spans": header(10) + complete(
+        sid(1), "", "process", "process", T0, T0 + 1000 * ms)}, {"run_id": run_id})
+    functions = [(f"f{n}", f"/src/m{n % 3}.py") for n in range(8 + seed)]
+    stacks = {}
+    for _ in range(30):
+        frames = tuple(rng.choice(functions) + (rng.randrange(1, 40),) for _ in range(rng.randrange(1, 9)))
+        stacks[fmt.stack_id(frames)] = frames
+    known = fmt.Interned()
+    text = fmt.header() + "".join("".join(known.stack_lines(stack, frames)) for stack, frames in stacks.items())
+    for n, stack in enumerate(stacks):
+        text += fmt.line(fmt.SAMPLE, T0 + n * 20 * ms, 10, 10, 10 * ms, 1 + n % 4, stack, "", "MainThread")
     (run_dir / "profile").mkdir()
-    frames = (("main", "a.py", 1), ("hot", "b.py", 2))
-    (run_dir / fmt.SAMPLES_PATH).write_text(
-        fmt.header() + "".join(fmt.Interned().stack_lines(fmt.stack_id(frames), frames))
-        + fmt.line(fmt.SAMPLE, T0 + 10 * ms, 10, 10, 50 * ms, 5, fmt.stack_id(frames), "", "MainThread"))
+    (run_dir / fmt.SAMPLES_PATH).write_text(text)
+    return run_dir, stacks
+
+
+def _profile_answers(store: Store) -> dict[str, list]:
+    from selfopt_trace.flame.data import fetch_profile
+
+    answers = {"frames": store.sql("SELECT run_id, frame_id, function, file FROM frames ORDER BY ALL")[1],
+               "stack_frames": store.sql("SELECT * FROM stack_frames ORDER BY ALL")[1]}
+    for run_id in ("p1", "p2"):
+        answers[f"hot_frames {run_id}"] = run_query(store, "hot_frames", {"run_id": run_id}).records()
+        answers[f"flame {run_id}"] = sorted(fetch_profile(store, run_id).stacks.items())
+    return answers
+
+
+@pytest.mark.parametrize("taken_apart", [False, True], ids=["stacks-whole-only", "stacks-whole-and-taken-apart"])
+def test_profile_stacks_stored_whole_by_an_older_version_are_converted_with_nothing_lost(
+        tmp_path: Path, taken_apart: bool) -> None:
     path = tmp_path / "old.duckdb"
+    written = {}
     with Store(path) as store:
-        store.load_run(run_dir)
-    con = duckdb.connect(str(path))  # what the first version with profiles left: stacks whole only
-    con.execute("DROP TABLE frames; DROP TABLE stack_frames")
+        for run_id, seed in (("p1", 1), ("p2", 2)):
+            run_dir, written[run_id] = _profiled_run(tmp_path, run_id, seed)
+            store.load_run(run_dir)
+        answers = _profile_answers(store)
+    con = duckdb.connect(str(path))  # what an older version left: `stacks` a table of each stack's frames as structs
+    con.execute("CREATE TABLE whole AS SELECT * FROM stacks; DROP VIEW stacks; DROP TABLE stack_numbers; "
+                "ALTER TABLE whole RENAME TO stacks; UPDATE store_schema SET schema_sql = '-- an older version'")
+    if taken_apart:  # the version before this one: frames (not numbered) and stack_frames beside stacks
+        con.execute("ALTER TABLE frames DROP COLUMN number")
+    else:  # the first version with profiles
+        con.execute("DROP TABLE frames; DROP TABLE stack_frames")
     con.close()
-    with Store(path, read_only=True) as store:
-        rows = run_query(store, "hot_frames", {"run_id": "p1"}).records()
-    assert [(row["function"], row["self_samples"], row["total_samples"]) for row in rows] == [("hot", 5, 5), ("main", 0, 5)]
+    with Store(path, read_only=True) as store:  # converted once, then read as asked
+        _, stacks = store.sql("SELECT run_id, stack_id, frames FROM stacks")
+        assert {(run_id, stack): tuple((f["function"], f["file"], f["line"]) for f in frames)
+                for run_id, stack, frames in stacks} == {
+            (run_id, stack): frames for run_id, by_id in written.items() for stack, frames in by_id.items()}
+        assert _profile_answers(store) == answers
+        assert store.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'stacks%'")[1] == [(0,)]
+    for run_id, by_id in written.items():  # every stack was sampled: flame has each, named right
+        assert {stack for stack, _ in answers[f"flame {run_id}"]} == {
+            tuple(frame[:2] for frame in frames) for frames in by_id.values()}
 
 
 def test_a_current_database_is_not_rewritten_on_open_and_another_versions_schema_is_run_again(tmp_path: Path) -> None:
