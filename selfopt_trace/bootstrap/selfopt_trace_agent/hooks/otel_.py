@@ -61,7 +61,6 @@ _current = tracer.current
 _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
-_end_span = tracer.end_span
 
 
 def install(target: str, module) -> None:
@@ -539,8 +538,8 @@ def _processor_class(base):
     probe = api.SpanContext(1, 2, False)
     if not (isinstance(probe, tuple) and probe[0] == 1 and probe[1] == 2):
         return None
-    buffer = tracer._buffer  # tracer.add_started and the common end of tracer.end_span, inlined below
-    flush, end_line, encode = tracer.flush, tracer.spanfile.end_line, tracer.spanfile.encode
+    buffer, unwritten = tracer._buffer, tracer.unwritten
+    end_line, encode = tracer.spanfile.end_line, tracer.spanfile.encode
 
     class Processor(base):
         """Records every span of the provider it was added to in the span file (the hot path: the
@@ -604,11 +603,9 @@ def _processor_class(base):
                 ours.status = "UNSET"
                 ours.otel = span
                 span._selfopt_trace_span = ours  # ATTR
-                _open[span_id] = ours
-                buffer.append(ours)  # tracer.add_started(ours)
-                if ours.start_ns > tracer._flush_due_ns or len(buffer) > tracer.FLUSH_RECORDS:
-                    flush(False)
-                elif not tracer._flusher_started:
+                # Not in the buffer: the end writes the X record, a flush before it the S (tracer.unwritten)
+                _open[span_id] = unwritten[span_id] = ours
+                if not tracer._flusher_started:
                     tracer._start_flusher()
             except Exception as exc:
                 failed("on_start", exc)
@@ -618,7 +615,8 @@ def _processor_class(base):
 
         def on_end(self, span) -> None:
             try:
-                ours = _open.pop(span._context[1], None)
+                span_id = span._context[1]
+                ours = _open.pop(span_id, None)
                 if ours is None:
                     return
                 attributes = span._attributes
@@ -640,30 +638,25 @@ def _processor_class(base):
                     code = STATUSES[code.value]
                     if code == "ERROR" and status.description:
                         attributes = {**attributes, STATUS_DESCRIPTION: status.description}
-                ours.otel = None  # the SDK span is the program's to drop: the buffer must not keep it alive
-                if ours.name != span._name:
-                    ours.name = span._name
-                if ours.kind != "INTERNAL" and not ours.written:
-                    ours.category = category(ours.kind, attributes)
-                end_ns = span._end_time or time_ns()
-                if ours.end_ns or ours.sums:  # ended by the agent already, or sums to add: its own way
-                    _end_span(ours, code, attributes or None, end_ns)
-                    return
+                ours.otel = None  # the SDK span is the program's to drop: nothing of ours may keep it alive
+                if ours.sums:  # small calls summed onto it (hooks/timed.py)
+                    attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
+                kind = ours.kind
+                category_ = ours.category if kind == "INTERNAL" else category(kind, attributes)
                 # The record's attributes: the scope's JSON (encoded once per scope) and the span's
                 # joined, where no key of the span is the scope's.
                 head = ours.attributes.head
                 if head is not None and SCOPE_NAME not in attributes and SCOPE_VERSION not in attributes:
                     body = encode(attributes)
                     attributes = head + "}" if body == "{}" else head + "," + body[1:]
-                # tracer.end_span's common case, inlined, in its order: the end time last, `written`
-                # read after (a flush in another thread writes an S, and then the E is added here)
-                ours.status, ours.end_attributes = code, attributes or None
-                ours.end_ns = end_ns
-                if ours.written:
-                    buffer.append(end_line(ours.span_id, end_ns, code,
-                                           attributes if type(attributes) is str else encode(attributes or None)))
-                if end_ns > tracer._flush_due_ns:
-                    flush(False)
+                else:
+                    attributes = encode({**ours.attributes, **attributes})
+                end_ns = span._end_time or time_ns()
+                if unwritten.pop(span_id, None) is not None:  # not written open by a flush: the whole span, one X
+                    buffer.append(f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{span._name}\t{kind}\t"
+                                  f"{category_}\t{ours.start_ns}\t{end_ns}\t{code}\t{attributes}\t.\n")
+                else:
+                    buffer.append(end_line(ours.span_id, end_ns, code, attributes))
             except Exception as exc:
                 failed("on_end", exc)
 
