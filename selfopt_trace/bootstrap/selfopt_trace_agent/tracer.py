@@ -220,16 +220,6 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     return span
 
 
-def add_started(span: Span) -> None:
-    """Buffer a span made elsewhere with every field set, as start_span buffers its own (the
-    OpenTelemetry bridge, hooks/otel_.py: its spans come with ids and parents of their own)."""
-    _buffer.append(span)
-    if span.start_ns > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
-        flush(blocking=False)
-    elif not _flusher_started:
-        _start_flusher()
-
-
 def end_span(span: Span, status: str = UNSET, attributes: dict | None = None, end_ns: int = 0,
              reparent: str = "") -> None:
     """Record the end of a span started with `start_span`. Ending twice records nothing more."""
