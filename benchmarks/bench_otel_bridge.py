@@ -16,10 +16,15 @@ It prints, per set-up, the medians of the untraced and traced loops in microseco
 difference (the bridge's cost a span, the budget: 2 us), and checks the traced runs recorded every
 span. On this shared 2-core VM the times move 20-50 % from minute to minute; `--instructions` also
 counts instructions with valgrind (callgrind), which the machine's load cannot move: each program
-run for N and 3N spans, the difference over 2N spans, untraced and traced.
+run for N and 3N spans, the difference over 2N spans, untraced and traced. The agent's flusher
+wakes every 100 ms, and under callgrind (~50x slower) each wake-up's fixed cost lands on fewer
+spans, more so on a slower minute: `--steady` counts 500 and 2,500 spans with those wake-ups off
+(a copy of the bootstrap with tracer.FLUSH_INTERVAL_NS raised: flushes come from the record count
+and the exit) and PYTHONHASHSEED=0: counts of the same code then differ by ~1,000-2,000
+instructions a span. `--rounds 0`: the counts only.
 
-    python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7] [--instructions] [--setups sdk,api]
-                                           [--bootstrap DIR]
+    python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7] [--instructions [--steady]]
+                                           [--setups sdk,api] [--bootstrap DIR]
 
 `--bootstrap` traces with another bootstrap directory (another checkout's selfopt_trace/bootstrap:
 the code before a change, measured in the same minutes).
@@ -31,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,7 +59,8 @@ if setup in ("sdk", "simple"):
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=count + 10) if setup == "sdk"
+    # a queue for every span (the warm-up's too): none dropped, whatever the worker thread's pace
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=count + 2010) if setup == "sdk"
                                 else SimpleSpanProcessor(Drop()))
     trace.set_tracer_provider(provider)
 tracer = trace.get_tracer("bench", "1.0")
@@ -86,6 +93,7 @@ def one(program: Path, setup: str, spans: int, traced: bool, work: Path, number:
 def instructions(program: Path, setup: str, spans: int, traced: bool, work: Path) -> int:
     """Instructions of a whole run of the program (callgrind's count)."""
     env = _environment(traced, work / f"count-{setup}-{spans}-{traced}")
+    env["PYTHONHASHSEED"] = "0"
     done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
                            str(program), setup, str(spans)], env=env, capture_output=True, text=True, timeout=1800,
                           check=True)
@@ -101,12 +109,24 @@ def _environment(traced: bool, run_dir: Path) -> dict:
     return env
 
 
+def steady_bootstrap(work: Path) -> Path:
+    """A copy of BOOTSTRAP whose flushes never come from the clock (see --steady)."""
+    copy = work / "steady-bootstrap"
+    shutil.copytree(BOOTSTRAP, copy)
+    tracer = copy / "selfopt_trace_agent" / "tracer.py"
+    text = tracer.read_text()
+    assert "\nFLUSH_INTERVAL_NS = " in text
+    tracer.write_text(re.sub(r"\nFLUSH_INTERVAL_NS = [^\n]*", "\nFLUSH_INTERVAL_NS = 10**15", text, count=1))
+    return copy
+
+
 def main() -> None:
     global BOOTSTRAP
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
+    parser.add_argument("--steady", action="store_true", help="count 500 and 2,500 spans, no flushes by the clock")
     parser.add_argument("--setups", default="sdk,api", help="of sdk,api,simple")
     parser.add_argument("--bootstrap", type=Path, default=BOOTSTRAP, help="the agent's bootstrap directory")
     args = parser.parse_args()
@@ -119,10 +139,14 @@ def main() -> None:
         results = {setup: {"untraced": [], "traced": []} for setup in args.setups.split(",")}
         counted = {}
         if args.instructions:
+            timed_bootstrap, low, high = BOOTSTRAP, 1000, 3000
+            if args.steady:
+                BOOTSTRAP, low, high = steady_bootstrap(work), 500, 2500
             for setup in results:
-                counted[setup] = {traced: (instructions(program, setup, 3000, traced, work)
-                                           - instructions(program, setup, 1000, traced, work)) / 2000
+                counted[setup] = {traced: (instructions(program, setup, high, traced, work)
+                                           - instructions(program, setup, low, traced, work)) / (high - low)
                                   for traced in (False, True)}
+            BOOTSTRAP = timed_bootstrap
         for number in range(args.rounds):
             for setup, times in results.items():
                 times["untraced"].append(one(program, setup, args.spans, False, work, number))
@@ -130,17 +154,17 @@ def main() -> None:
     print(f"{args.spans:,} spans a run, {args.rounds} rounds alternating untraced/traced; load average "
           f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
     for setup, times in results.items():
-        untraced, traced = statistics.median(times["untraced"]), statistics.median(times["traced"])
-        paired = statistics.median(t - u for u, t in zip(times["untraced"], times["traced"]))
-        print(f"  {setup}: untraced {untraced:6.2f} us a span, traced {traced:6.2f} us: the bridge adds "
-              f"{traced - untraced:+.2f} us (paired rounds: {paired:+.2f} us; "
-              f"rounds untraced {', '.join(f'{u:.2f}' for u in times['untraced'])}; "
-              f"traced {', '.join(f'{t:.2f}' for t in times['traced'])})")
+        if times["untraced"]:  # (--rounds 0: counts only)
+            untraced, traced = statistics.median(times["untraced"]), statistics.median(times["traced"])
+            paired = statistics.median(t - u for u, t in zip(times["untraced"], times["traced"]))
+            print(f"  {setup}: untraced {untraced:6.2f} us a span, traced {traced:6.2f} us: the bridge adds "
+                  f"{traced - untraced:+.2f} us (paired rounds: {paired:+.2f} us; "
+                  f"rounds untraced {', '.join(f'{u:.2f}' for u in times['untraced'])}; "
+                  f"traced {', '.join(f'{t:.2f}' for t in times['traced'])})")
         if setup in counted:
             untraced_count, traced_count = counted[setup][False], counted[setup][True]
-            print(f"       instructions a span: untraced {untraced_count:,.0f}, traced {traced_count:,.0f}: "
+            print(f"  {setup}: instructions a span: untraced {untraced_count:,.0f}, traced {traced_count:,.0f}: "
                   f"the bridge adds {traced_count - untraced_count:+,.0f}")
-
 
 if __name__ == "__main__":
     main()

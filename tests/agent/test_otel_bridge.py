@@ -248,11 +248,12 @@ def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced,
     assert json.loads(result.stdout) == {"type": "Bridged", "otel": True, "differ": []}
 
 
-def test_a_records_attributes_are_its_scopes_and_its_own_whatever_they_hold(traced):
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_a_records_attributes_are_its_scopes_and_its_own_whatever_they_hold(traced, setup):
     """The end joins the span's attributes to its scope's JSON, encoded once per scope: the same
     attributes as one object of both, where a span's key is the scope's, with none, escaped text,
     and a span written open (an S record) at a flush."""
-    code = program("sdk", """
+    code = program(setup, """
         import sys
         agent = sys.modules["selfopt_trace_agent.tracer"]
         app = trace.get_tracer("my.app", "1.0")
@@ -280,3 +281,46 @@ def test_a_records_attributes_are_its_scopes_and_its_own_whatever_they_hold(trac
         "escaped": {"otel.scope.name": "unversioned", "path": "\\xff/x", "selfopt_trace.escaped": ["path"]},
         "open at a flush": {**scope, "n": 2},
     }
+
+
+def test_a_provider_with_a_multi_processor_of_another_kind_is_recorded_and_exports(traced):
+    """The bridge records through the provider's SynchronousMultiSpanProcessor's own methods; a
+    provider given a ConcurrentMultiSpanProcessor gets a processor of the bridge's added instead."""
+    code = textwrap.dedent("""
+        import json
+        from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(active_span_processor=ConcurrentMultiSpanProcessor(2))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer("concurrent")
+        with tracer.start_as_current_span("outer"):
+            with tracer.start_as_current_span("inner", attributes={"n": 1}):
+                pass
+        provider.shutdown()
+        print(json.dumps(sorted(s.name for s in exporter.get_finished_spans())))
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert json.loads(result.stdout) == ["inner", "outer"]
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    [outer], [inner] = spans.named("outer"), spans.named("inner")
+    assert inner.parent_span_id == outer.span_id
+    assert inner.attributes == {"otel.scope.name": "concurrent", "n": 1}
+
+
+def test_small_calls_inside_an_otel_span_are_summed_onto_it(traced):
+    code = program("sdk", """
+        import json
+        with trace.get_tracer("t").start_as_current_span("summing"):
+            for _ in range(3):
+                json.dumps({"a": 1})
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    [summing] = traced.spans().named("summing")
+    assert summing.attributes["otel.scope.name"] == "t"
+    assert any(key.startswith("selfopt_trace.small.") and key.endswith(".count") and value == 3
+               for key, value in summing.attributes.items()), summing.attributes

@@ -66,6 +66,11 @@ _current: ContextVar = ContextVar("selfopt_trace_current_span", default=None)
 
 # Per-process state, reset after fork.
 _buffer: list = []
+# Spans started elsewhere (the OpenTelemetry bridge's SDK spans, hooks/otel_.py) kept out of the
+# buffer until they end, by any key: a flush takes each one still here out and writes it as its S
+# record; the end, taking it out first, writes its X record itself (else its E). The taking out
+# (dict.pop, atomic) decides which of the two threads writes the start: never both.
+unwritten: dict = {}
 _flush_due_ns = 0  # when the next flush is due (a deadline: the hot path compares, never subtracts)
 _fd: int | None = None
 _path = ""
@@ -213,16 +218,6 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     elif not _flusher_started:
         _start_flusher()
     return span
-
-
-def add_started(span: Span) -> None:
-    """Buffer a span made elsewhere with every field set, as start_span buffers its own (the
-    OpenTelemetry bridge, hooks/otel_.py: its spans come with ids and parents of their own)."""
-    _buffer.append(span)
-    if span.start_ns > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
-        flush(blocking=False)
-    elif not _flusher_started:
-        _start_flusher()
 
 
 def end_span(span: Span, status: str = UNSET, attributes: dict | None = None, end_ns: int = 0,
@@ -402,16 +397,22 @@ def _flush_locked() -> None:
     if not _enabled:
         del _buffer[:]
         del formatted[:]
+        unwritten.clear()
         return
     now = time_ns()
     _flush_due_ns = now + FLUSH_INTERVAL_NS
     t0 = now
     try:
+        lines = []
+        add = lines.append
+        if unwritten:  # first: an E the end adds once a span is taken out goes after its S
+            for key in list(unwritten):
+                span = unwritten.pop(key, None)
+                if span is not None:
+                    add(_format(span))
         n = len(_buffer)
         taken = _buffer[:n]
         del _buffer[:n]
-        lines = []
-        add = lines.append
         for item in taken:
             if type(item) is str:
                 add(item)
@@ -443,6 +444,7 @@ def _flush_locked() -> None:
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         del _buffer[:]
         del formatted[:]
+        unwritten.clear()
     add_overhead(time_ns() - t0)
 
 
@@ -528,3 +530,4 @@ def reset_after_fork() -> None:
         cell[0] = 0
     del _buffer[:]
     del formatted[:]
+    unwritten.clear()  # the parent's: written (or to be) in its file

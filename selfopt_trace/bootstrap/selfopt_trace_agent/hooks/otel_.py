@@ -8,9 +8,11 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
   its child), and `get_current` shows OTel the agent's current span when that one is the innermost
   (an OTel span started inside an agent span is its child, in the run's trace; with no span current
   at all, the process span is the parent, as for the agent's own spans).
-- With the SDK: every `opentelemetry.sdk.trace.TracerProvider` gets one more span processor, which
-  records each span the provider starts in the span file, as the agent records its own (an S
-  record if it is still open at a flush, else one X record). The program's own processors and
+- With the SDK: every `opentelemetry.sdk.trace.TracerProvider`'s SynchronousMultiSpanProcessor gets
+  the bridge's on_start, _on_ending and on_end (one more span processor where the program gave it a
+  multi-processor of another kind), which call its processors as its own do and record each span
+  the provider starts in the span file: one X record made at its end, or an S record by a flush
+  while it is still open (tracer.unwritten) and an E at its end. The program's own processors and
   exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
   recording one, so the spans still reach the run; once the program sets a provider, the proxy
@@ -61,7 +63,7 @@ _current = tracer.current
 _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
-_end_span = tracer.end_span
+_buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
 
 
 def install(target: str, module) -> None:
@@ -97,9 +99,11 @@ def _stub(context, otel) -> Bridged:
     return span
 
 
-def _start(otel, name: str, kind: str, attributes: dict, start_ns: int, span_id: str, trace_id: str,
-           parent) -> Bridged:
-    """Record the start of an OTel span under `parent` (an agent Span, or None: a root)."""
+def _start(otel, name: str, kind: str, attributes: dict | None, scope: ScopeAttributes, start_ns: int,
+           span_id: str, trace_id: str, parent) -> Bridged:
+    """Record the start of an OTel span under `parent` (an agent Span, or None: a root). Its record
+    carries the scope's attributes (a span open at a flush: its S record); `attributes`, the span's
+    own, give its category and come with its end (_end)."""
     span = _new(Bridged)
     span.span_id = span_id
     span.parent = parent
@@ -112,10 +116,10 @@ def _start(otel, name: str, kind: str, attributes: dict, start_ns: int, span_id:
     span.trace_id = trace_id
     span.name = name
     span.kind = kind
-    span.category = category(kind, attributes)
+    span.category = "other" if kind == "INTERNAL" else category(kind, attributes)
     span.start_ns = start_ns
     span.end_ns = 0
-    span.attributes = attributes
+    span.attributes = scope
     span.deferred = False
     span.keep = False
     span.sums = None
@@ -124,8 +128,31 @@ def _start(otel, name: str, kind: str, attributes: dict, start_ns: int, span_id:
     span.end_attributes = None
     span.written = False
     span.otel = otel
-    tracer.add_started(span)
+    _unwritten[span_id] = span  # not in the buffer: _end writes the X record, a flush before it the S
+    if not tracer._flusher_started:
+        tracer._start_flusher()
     return span
+
+
+def _end(ours: Bridged, key, name: str, status: str, attributes: dict, end_ns: int) -> None:
+    """Record the end of a bridged span (`key`: its key in tracer.unwritten): the whole span as one
+    X record if no flush wrote it open (taken out of tracer.unwritten here, so a flush no more can),
+    else its E. The attributes: the scope's JSON (encoded once per scope) and the span's joined,
+    where no key of the span is the scope's."""
+    if ours.sums:  # small calls summed onto it (hooks/timed.py)
+        attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
+    kind = ours.kind
+    category_ = ours.category if kind == "INTERNAL" else category(kind, attributes)
+    head = ours.attributes.head
+    if head is not None and SCOPE_NAME not in attributes and SCOPE_VERSION not in attributes:
+        attributes = head + "," + _encode(attributes)[1:] if attributes else head + "}"
+    else:
+        attributes = _encode({**ours.attributes, **attributes})
+    if _unwritten.pop(key, None) is not None:
+        _buffer.append(f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t{category_}\t"
+                       f"{ours.start_ns}\t{end_ns}\t{status}\t{attributes}\t.\n")
+    else:
+        _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, status, attributes))
 
 
 def category(kind: str, attributes) -> str:
@@ -186,65 +213,77 @@ def _represents(otel, ours) -> bool:
 # ---------------------------------------------------------------- the context, both ways
 
 class Runtime:
-    """Wraps opentelemetry.context's runtime context (ContextVarsRuntimeContext)."""
+    """Wraps opentelemetry.context's runtime context (ContextVarsRuntimeContext).
 
-    def __init__(self, original, key: str, context_class):
+    Its get_current, attach and detach are plain functions (closures, no `self`), and _arm_api makes
+    them opentelemetry.context's module functions of the same names too: OTel's get_value, set_value
+    and use_span, which call those by the module's name, then reach them with one Python call less
+    (the module's function calling the runtime's method) than the program pays untraced."""
+
+    def __init__(self, original, key: str, context_class, log):
         self.original = original
-        self.key = key
-        self.context_class = context_class
-        # ContextVarsRuntimeContext's own variable's get, when it has one: a C call
+        # ContextVarsRuntimeContext's own variable's get, set and reset, when it has one: C calls
         variable = getattr(original, "_current_context", None)
-        self._get = variable.get if variable is not None else original.get_current
-        self._set = variable.set if variable is not None else original.attach
-        self._reset = variable.reset if variable is not None else original.detach
-        self.last = (None, None, None)  # (OTel context, agent span, the context shown): get_current's memo
+        get = self._get = variable.get if variable is not None else original.get_current
+        set_ = self._set = variable.set if variable is not None else original.attach
+        reset = self._reset = variable.reset if variable is not None else original.detach
+        last = (None, None, None)  # (OTel context, agent span, the context shown): get_current's memo
 
-    def attach(self, context):
-        token = self._set(context)
-        try:
-            otel = context.get(self.key)
-            if otel is None:
-                return token
-            ours = getattr(otel, ATTR, None)  # an SDK span: the usual case, without a call
-            if ours is None:
-                ours = _ours(otel)
-                if ours is None:
-                    return token
-            return (token, _activate(ours))
-        except Exception as exc:
-            failed("attach", exc)
-            return token
-
-    def get_current(self):
-        context = self._get()
-        try:
-            ours = _current() or _root()
-            last = self.last
-            if last[0] is context and last[1] is ours:  # asked again with nothing attached since: the SDK does, a span
-                return last[2]
-            if ours is None:
-                return context
-            otel = context.get(self.key)
-            if otel is not None and ((type(ours) is Bridged and ours.otel is otel) or _represents(otel, ours)):
-                shown = context
-            else:
-                shown = self.context_class(context)
-                otel = ours.otel if type(ours) is Bridged else None  # None too for a span ended already
-                dict.__setitem__(shown, self.key, otel if otel is not None else view(ours))
-            self.last = (context, ours, shown)
-            return shown
-        except Exception as exc:
-            failed("get_current", exc)
-            return context
-
-    def detach(self, token) -> None:
-        if type(token) is tuple:
+        def get_current():
+            nonlocal last
+            context = get()
+            ours = _current() or tracer._root
+            memo = last
+            if memo[0] is context and memo[1] is ours:  # asked again with nothing attached since: the SDK does, a span
+                return memo[2]
             try:
-                _reset(token[1])
-            except ValueError:  # a token of another context (a generator resumed elsewhere)
-                pass
-            token = token[0]
-        self._reset(token)
+                if ours is None:
+                    return context
+                otel = context.get(key)
+                if otel is not None and ((type(ours) is Bridged and ours.otel is otel) or _represents(otel, ours)):
+                    shown = context
+                else:
+                    shown = context_class(context)
+                    otel = ours.otel if type(ours) is Bridged else None  # None too for a span ended already
+                    dict.__setitem__(shown, key, otel if otel is not None else view(ours))
+                last = (context, ours, shown)
+                return shown
+            except Exception as exc:
+                failed("get_current", exc)
+                return context
+
+        def attach(context):
+            token = set_(context)
+            try:
+                otel = context.get(key)
+                if otel is None:
+                    return token
+                ours = getattr(otel, ATTR, None)  # an SDK span: the usual case, without a call
+                if ours is None:
+                    ours = _ours(otel)
+                    if ours is None:
+                        return token
+                return (token, _activate(ours))
+            except Exception as exc:
+                failed("attach", exc)
+                return token
+
+        def detach(token) -> None:
+            """Never raises: a token that cannot be reset is logged, as opentelemetry.context.detach does."""
+            try:
+                if type(token) is tuple:
+                    try:
+                        _reset(token[1])
+                    except ValueError:  # a token of another context (a generator resumed elsewhere)
+                        pass
+                    token = token[0]
+                reset(token)
+            except Exception:
+                if log is None:
+                    raise
+                log.exception("Failed to detach context")
+
+        self.get_current, self.attach, self.detach = get_current, attach, detach
 
 
 _views: dict = {}
@@ -273,9 +312,14 @@ def _arm_api(trace) -> None:
     _state["classes"] = _api_classes(trace, context_module, key)
     original = context_module._RUNTIME_CONTEXT
     if not isinstance(original, Runtime):
-        runtime = Runtime(original, key, sys.modules["opentelemetry.context.context"].Context)
+        runtime = Runtime(original, key, sys.modules["opentelemetry.context.context"].Context,
+                          getattr(context_module, "logger", None))
         context_module._RUNTIME_CONTEXT = runtime
         _state["runtime"] = runtime
+        for name in ("get_current", "attach", "detach"):  # each the runtime's method, called through the module
+            function = getattr(runtime, name)
+            function.__wrapped__ = getattr(context_module, name)
+            setattr(context_module, name, function)
     proxy = trace.ProxyTracer
     init = proxy.__dict__["__init__"]
     if hasattr(init, "__wrapped__"):
@@ -393,9 +437,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                 if self.description:
                     added[STATUS_DESCRIPTION] = self.description
                 native.otel = None  # no cycle (span <-> record) for the garbage collector to find
-                if added and not native.written:
-                    native.category = category(native.kind, {**(native.attributes or {}), **added})
-                tracer.end_span(native, self.status or tracer.UNSET, added or None, end_ns=end_time or 0)
+                _end(native, native.span_id, native.name, self.status or tracer.UNSET, added, end_time or time_ns())
             except Exception as exc:
                 failed("end", exc)
 
@@ -459,9 +501,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
         """What ProxyTracer uses while no provider is set: spans recorded by the agent."""
 
         def __init__(self, name, version=None):
-            self.scope = {SCOPE_NAME: str(name)}
-            if version:
-                self.scope[SCOPE_VERSION] = str(version)
+            self.scope = _scope_record(str(name), str(version) if version else None)
 
         def start_span(self, name, context=None, kind=None, attributes=None, links=None, start_time=None,
                        record_exception=True, set_status_on_exception=True):
@@ -478,14 +518,15 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                         if attributes:
                             span.added.update(attributes)
                         return span
-                recorded = {**self.scope, **attributes} if attributes else self.scope
                 if parent is None:
                     trace_id = tracer.new_trace_id()
                 else:
                     trace_id = parent.trace_id
-                native = _start(None, name, kind_name, recorded, start_time or time_ns(), tracer.new_span_id(),
-                                trace_id, parent)
+                native = _start(None, name, kind_name, attributes, self.scope, start_time or time_ns(),
+                                tracer.new_span_id(), trace_id, parent)
                 span = BridgeSpan(native, False)
+                if attributes:
+                    span.added.update(attributes)
                 native.otel = span
                 return span
             except Exception as exc:
@@ -513,8 +554,8 @@ def _arm_sdk(sdk) -> None:
     init = provider.__dict__["__init__"]
     if hasattr(init, "__wrapped__"):
         return
-    processor_class = _processor_class(sdk.SpanProcessor)
-    if processor_class is None:
+    hooks = _span_hooks()
+    if hooks is None:
         tracer.diagnostic("otel_bridge_unsupported", "this OpenTelemetry's SpanContext is not a tuple: the SDK's "
                                                      "spans are not recorded")
         return
@@ -522,7 +563,12 @@ def _arm_sdk(sdk) -> None:
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
         try:
-            self.add_span_processor(processor_class())
+            multi = self._active_span_processor
+            if type(multi) is not sdk.SynchronousMultiSpanProcessor:  # the program's own kind: one processor more
+                multi = sdk.SpanProcessor()
+                multi._span_processors = ()
+                self.add_span_processor(multi)
+            multi.on_start, multi._on_ending, multi.on_end = hooks(multi)
         except Exception as exc:
             failed("TracerProvider", exc)
 
@@ -530,27 +576,33 @@ def _arm_sdk(sdk) -> None:
     provider.__init__ = __init__
 
 
-def _processor_class(base):
-    """The span processor added to every SDK TracerProvider; None if this OTel's SpanContext is
-    not the (trace id, span id, ...) tuple it has always been (the hot path indexes it: its
-    properties would be two Python calls a span)."""
+def _span_hooks():
+    """What records the spans of every SDK TracerProvider: a function giving the on_start, _on_ending
+    and on_end of a provider's SynchronousMultiSpanProcessor (instead of one processor more in it:
+    three Python calls less a span); None if this OTel's SpanContext is not the (trace id, span id,
+    ...) tuple it has always been (the hot path indexes it: its properties would be two Python calls
+    a span)."""
     api = _state["api"]
     get_current_span = api.get_current_span
     probe = api.SpanContext(1, 2, False)
     if not (isinstance(probe, tuple) and probe[0] == 1 and probe[1] == 2):
         return None
-    buffer = tracer._buffer  # tracer.add_started and the common end of tracer.end_span, inlined below
-    flush, end_line, encode = tracer.flush, tracer.spanfile.end_line, tracer.spanfile.encode
 
-    class Processor(base):
-        """Records every span of the provider it was added to in the span file (the hot path: the
-        program pays it for every span, so it is written out, with as few calls as it can)."""
+    def hooks(multi) -> tuple:
+        """`multi`'s three methods: each calls its processors (`_span_processors`, read at every
+        call: the program may add one), as SynchronousMultiSpanProcessor's own do, and then records
+        the span in the span file (the hot path: the program pays it for every span, so it is written
+        out, with as few calls as it can). A provider with a processor of another kind has a
+        SpanProcessor with none of its own added, and these as its methods."""
 
-        def on_start(self, span, parent_context=None) -> None:
+        def on_start(span, parent_context=None) -> None:
+            global _last_scope
+            for processor in multi._span_processors:
+                processor.on_start(span, parent_context=parent_context)
             _cost[0] += 1
             try:
                 context = span._context
-                trace_id, span_id = context[0], context[1]
+                span_id = context[1]
                 parent_ids = span._parent
                 parent = None
                 if parent_ids is not None:
@@ -565,7 +617,7 @@ def _processor_class(base):
                             parent = _stub(parent_ids, None)
                 kind = span._kind
                 if kind is _INTERNAL:
-                    kind = "INTERNAL"
+                    kind, category_ = "INTERNAL", "other"
                 else:
                     kind = KINDS[kind.value]  # Enum's .value: a Python property
                     target = _merge_target(kind, parent)
@@ -573,13 +625,17 @@ def _processor_class(base):
                         span._selfopt_trace_span = target  # ATTR
                         _open[span_id] = target
                         return
+                    category_ = category(kind, span._attributes)
                 # The start's record carries the scope only (a dict per scope, shared, never changed):
                 # the attributes come with the end, when the SDK has frozen them; a span still open at a
-                # flush gets them in its E record.
+                # flush gets them in its E record. The last scope's first: one comparison, mostly.
                 scope = span._instrumentation_scope
-                attributes = _scopes.get(id(scope))
-                if attributes is None or attributes[0] is not scope:
-                    attributes = _scope_attributes(scope)
+                attributes = _last_scope
+                if attributes[0] is not scope:
+                    attributes = _scopes.get(id(scope))
+                    if attributes is None or attributes[0] is not scope:
+                        attributes = _scope_attributes(scope)
+                    _last_scope = attributes
                 # tracer.Span(...) inlined, field for field as _start below and Span.__init__ set them
                 # (tests/agent/test_otel_bridge.py checks the three stay in step).
                 ours = _new(Bridged)
@@ -587,14 +643,15 @@ def _processor_class(base):
                 ours.parent = parent
                 if parent is None:
                     ours.parent_id = ""
+                    ours.trace_id = _trace_hex(context[0])
                 else:
                     if parent.deferred:
                         tracer._mark_kept(parent)
                     ours.parent_id = parent.span_id
-                ours.trace_id = _last_trace[1] if _last_trace[0] == trace_id else _trace_hex(trace_id)
+                    ours.trace_id = parent.trace_id  # the SDK gave the span its parent's trace id
                 ours.name = span._name
                 ours.kind = kind
-                ours.category = "other" if kind == "INTERNAL" else category(kind, span._attributes)
+                ours.category = category_
                 ours.start_ns = span._start_time
                 ours.end_ns = 0
                 ours.attributes = attributes[1]
@@ -604,21 +661,23 @@ def _processor_class(base):
                 ours.status = "UNSET"
                 ours.otel = span
                 span._selfopt_trace_span = ours  # ATTR
-                _open[span_id] = ours
-                buffer.append(ours)  # tracer.add_started(ours)
-                if ours.start_ns > tracer._flush_due_ns or len(buffer) > tracer.FLUSH_RECORDS:
-                    flush(False)
-                elif not tracer._flusher_started:
+                # Not in the buffer: the end writes the X record, a flush before it the S (tracer.unwritten)
+                _open[span_id] = _unwritten[span_id] = ours
+                if not tracer._flusher_started:
                     tracer._start_flusher()
             except Exception as exc:
                 failed("on_start", exc)
 
-        def _on_ending(self, span) -> None:
-            pass
+        def _on_ending(span) -> None:
+            for processor in multi._span_processors:
+                processor._on_ending(span)
 
-        def on_end(self, span) -> None:
+        def on_end(span) -> None:
+            for processor in multi._span_processors:
+                processor.on_end(span)
             try:
-                ours = _open.pop(span._context[1], None)
+                span_id = span._context[1]
+                ours = _open.pop(span_id, None)
                 if ours is None:
                     return
                 attributes = span._attributes
@@ -640,40 +699,14 @@ def _processor_class(base):
                     code = STATUSES[code.value]
                     if code == "ERROR" and status.description:
                         attributes = {**attributes, STATUS_DESCRIPTION: status.description}
-                ours.otel = None  # the SDK span is the program's to drop: the buffer must not keep it alive
-                if ours.name != span._name:
-                    ours.name = span._name
-                if ours.kind != "INTERNAL" and not ours.written:
-                    ours.category = category(ours.kind, attributes)
-                end_ns = span._end_time or time_ns()
-                if ours.end_ns or ours.sums:  # ended by the agent already, or sums to add: its own way
-                    _end_span(ours, code, attributes or None, end_ns)
-                    return
-                # The record's attributes: the scope's JSON (encoded once per scope) and the span's
-                # joined, where no key of the span is the scope's.
-                head = ours.attributes.head
-                if head is not None and SCOPE_NAME not in attributes and SCOPE_VERSION not in attributes:
-                    body = encode(attributes)
-                    attributes = head + "}" if body == "{}" else head + "," + body[1:]
-                # tracer.end_span's common case, inlined, in its order: the end time last, `written`
-                # read after (a flush in another thread writes an S, and then the E is added here)
-                ours.status, ours.end_attributes = code, attributes or None
-                ours.end_ns = end_ns
-                if ours.written:
-                    buffer.append(end_line(ours.span_id, end_ns, code,
-                                           attributes if type(attributes) is str else encode(attributes or None)))
-                if end_ns > tracer._flush_due_ns:
-                    flush(False)
+                ours.otel = None  # the SDK span is the program's to drop: nothing of ours may keep it alive
+                _end(ours, span_id, span._name, code, attributes, span._end_time or time_ns())
             except Exception as exc:
                 failed("on_end", exc)
 
-        def shutdown(self) -> None:
-            pass
+        return on_start, _on_ending, on_end
 
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True
-
-    return Processor
+    return hooks
 
 
 def _with_exception(attributes, events):
@@ -689,15 +722,16 @@ def _with_exception(attributes, events):
     return attributes
 
 
-# The agent's time in the processor, counted by span (too short to time): about this many ns each
-# (benchmarks/bench_otel_bridge.py: the bridge's instructions a span, at this machine's rate; the
-# record's attribute JSON is encoded in on_end, not in the flush, which times itself).
+# The agent's time in an SDK span, counted by span (too short to time): about this many ns each
+# (benchmarks/bench_otel_bridge.py --steady: the bridge's ~31,700 instructions a span at this
+# machine's ~11 a ns; its record is written whole at its end, not formatted by the flush).
 _cost = tracer.counted_overhead()
-_cost[1] = 3700
+_cost[1] = 2900
 
 # SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
 _open: dict = {}
 _scopes: dict = {}  # id(InstrumentationScope): (it, its attributes)
+_last_scope: tuple = (object(), None)  # the item of _scopes an SDK span found last (at first: no scope)
 
 
 class ScopeAttributes(dict):
@@ -709,14 +743,20 @@ class ScopeAttributes(dict):
 
 
 def _scope_attributes(scope) -> tuple:
-    attributes = ScopeAttributes()
-    if scope is not None:
-        attributes[SCOPE_NAME] = scope.name
-        if scope.version:
-            attributes[SCOPE_VERSION] = scope.version
-    encoded = tracer.spanfile.encode(attributes)
-    attributes.head = encoded[:-1] if attributes and tracer.spanfile.ESCAPED not in encoded else None
+    """An SDK span's InstrumentationScope (or None) and its attributes, kept in _scopes."""
+    attributes = _scope_record(scope.name, scope.version) if scope is not None else _scope_record(None, None)
     if len(_scopes) > 1000:
         _scopes.clear()
     found = _scopes[id(scope)] = (scope, attributes)
     return found
+
+
+def _scope_record(name: str | None, version: str | None) -> ScopeAttributes:
+    attributes = ScopeAttributes()
+    if name is not None:
+        attributes[SCOPE_NAME] = name
+        if version:
+            attributes[SCOPE_VERSION] = version
+    encoded = _encode(attributes)
+    attributes.head = encoded[:-1] if attributes and tracer.spanfile.ESCAPED not in encoded else None
+    return attributes
