@@ -283,6 +283,29 @@ def test_a_records_attributes_are_its_scopes_and_its_own_whatever_they_hold(trac
     }
 
 
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_a_name_with_tabs_and_line_breaks_is_kept_with_spaces(traced, setup):
+    """The span file separates fields with tabs and records with line breaks: a program's own span
+    name may hold either, at its start or renamed before its end, open at a flush or not."""
+    code = program(setup, """
+        import sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+        app = trace.get_tracer("my.app")
+        with app.start_as_current_span("a\\tb\\nc"):
+            pass
+        with app.start_as_current_span("plain") as span:
+            span.update_name("re\\tnamed\\r")
+        with app.start_as_current_span("open\\tat a flush"):
+            agent.flush()
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    assert all(spans.named(name) for name in ("a b c", "re named ", "open at a flush")), \
+        sorted(s.name for s in spans.spans)
+
+
 def test_a_provider_with_a_multi_processor_of_another_kind_is_recorded_and_exports(traced):
     """The bridge records through the provider's SynchronousMultiSpanProcessor's own methods; a
     provider given a ConcurrentMultiSpanProcessor gets a processor of the bridge's added instead."""

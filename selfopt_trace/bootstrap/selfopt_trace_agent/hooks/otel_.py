@@ -66,6 +66,12 @@ _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
 
 
+def _name(text: str) -> str:
+    """A span name as the span file can hold it: a program's own may hold a tab or a line break
+    (isprintable is one C pass, False for each of them and for rarer text that clean leaves alone)."""
+    return text if text.isprintable() else tracer.spanfile.clean(text)
+
+
 def install(target: str, module) -> None:
     if target == "opentelemetry.trace":
         _arm_api(module)
@@ -114,7 +120,7 @@ def _start(otel, name: str, kind: str, attributes: dict | None, scope: ScopeAttr
             tracer._mark_kept(parent)
         span.parent_id = parent.span_id
     span.trace_id = trace_id
-    span.name = name
+    span.name = _name(name)
     span.kind = kind
     span.category = "other" if kind == "INTERNAL" else category(kind, attributes)
     span.start_ns = start_ns
@@ -148,6 +154,8 @@ def _end(ours: Bridged, key, name: str, status: str, attributes: dict, end_ns: i
         attributes = head + "," + _encode(attributes)[1:] if attributes else head + "}"
     else:
         attributes = _encode({**ours.attributes, **attributes})
+    if name is not ours.name:  # renamed since its start (the SDK's update_name)
+        ours.name = name = _name(name)
     if _unwritten.pop(key, None) is not None:
         _buffer.append(f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t{category_}\t"
                        f"{ours.start_ns}\t{end_ns}\t{status}\t{attributes}\t.\n")
@@ -394,7 +402,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
 
         def update_name(self, name) -> None:
             if not self.ended and not self.merged:
-                self.native.name = name
+                self.native.name = _name(name)
 
         def set_status(self, status, description=None) -> None:
             if self.ended or self.status == "OK":
@@ -649,7 +657,7 @@ def _span_hooks():
                         tracer._mark_kept(parent)
                     ours.parent_id = parent.span_id
                     ours.trace_id = parent.trace_id  # the SDK gave the span its parent's trace id
-                ours.name = span._name
+                ours.name = _name(span._name)
                 ours.kind = kind
                 ours.category = category_
                 ours.start_ns = span._start_time
