@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from selfopt_trace.receiver.convert import convert, record, records
 from selfopt_trace.collector_ingest import ProcessFields, scope_attributes
-from selfopt_trace.receiver.decode import MAX_STRING, Decoded, _add_span, _Values, rows_of
+from selfopt_trace.receiver.decode import MAX_STRING, Decoded, _add_span, _Values, rows_of, spooled
 from selfopt_trace.receiver.server import Receiver, Settings
 from tests.receiver.conftest import TRACE, post, received, request, stored
 
@@ -475,7 +475,7 @@ def test_the_usual_spans_fast_path_makes_the_general_paths_rows() -> None:
     failed.events.add(name="exception").attributes.add(key="exception.type").value.string_value = "ValueError"
     own = request({"name": "own scope", "attributes": {"selfopt_trace.category": "task"}}, {"name": "own plain"},
                   resource={"selfopt_trace.run_id": "run-1", "service.name": "svc"}, scope="selfopt-trace")
-    for each in (message, own, message, own):
+    for each in (spooled(message.SerializeToString()), spooled(own.SerializeToString())) * 2:
         fast = rows_of(each)
         general = Decoded()
         resource_spans = each.resource_spans[0]
@@ -488,5 +488,5 @@ def test_the_usual_spans_fast_path_makes_the_general_paths_rows() -> None:
         assert fast.rows.spans == general.rows.spans
         assert (fast.spans, fast.rejected, fast.reason, fast.converted) == (
             general.spans, general.rejected, general.reason, values.converted)
-    checked = rows_of(message)
+    checked = rows_of(spooled(message.SerializeToString()))
     assert fast.spans == 2 and (checked.spans, checked.rejected) == (len(spans) + 2 - 3, 3) and checked.converted == 3
