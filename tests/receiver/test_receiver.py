@@ -490,3 +490,22 @@ def test_the_usual_spans_fast_path_makes_the_general_paths_rows() -> None:
             general.spans, general.rejected, general.reason, values.converted)
     checked = rows_of(spooled(message.SerializeToString()))
     assert fast.spans == 2 and (checked.spans, checked.rejected) == (len(spans) + 2 - 3, 3) and checked.converted == 3
+
+
+def test_a_span_twice_in_one_load_is_stored_once_and_a_span_id_of_two_traces_twice(tmp_path: Path) -> None:
+    """insert_files looks for duplicates by span id alone, then removes those of the same trace only
+    (the first line kept)."""
+    from selfopt_trace.collector_ingest import Rows, insert
+    from selfopt_trace.store import Store
+
+    rows = Rows()
+    process = ProcessFields({"service.name": "svc"}, None)
+    number = rows.process(process)
+    for trace, name in (("a" * 32, "first"), ("a" * 32, "again"), ("b" * 32, "other trace")):
+        rows.add(trace, "1" * 16, None, name, "INTERNAL", 1, 2, "UNSET", {}, process, number, None)
+    with Store(tmp_path / "store.duckdb") as store:
+        assert insert(store, rows) == 2
+        assert store.sql("SELECT trace_id, name FROM spans ORDER BY trace_id")[1] == [("a" * 32, "first"),
+                                                                                      ("b" * 32, "other trace")]
+        assert store.sql("SELECT span_count FROM runs ORDER BY run_id")[1] == [(1,), (1,)]
+        assert insert(store, rows) == 0  # all stored already
