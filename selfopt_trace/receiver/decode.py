@@ -312,10 +312,8 @@ def rows_of(request) -> Decoded:
                         or (foreign and (events or (code == 2 and span.status.message)))):
                     _add_span(decoded, span, values, process, process_number, extra)
                     continue
-                pieces = list(map(cache_get, raws))
                 converted = values.converted
-                if None in pieces:  # values not seen before (a size, an id): their pieces made now
-                    pieces = [piece or _piece(raw, values) for piece, raw in zip(pieces, raws)]
+                pieces = [cache_get(raw) or _piece(raw, values) for raw in raws]  # (new values: made now)
                 rank, scope_keys = _SIGNATURES.get(keys := tuple(map(_KEY, pieces))) or _signature(keys)
                 if not rank or (scope_keys and extra and not scope_keys.isdisjoint(extra)):
                     values.converted = converted  # counted again there
