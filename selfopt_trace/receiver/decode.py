@@ -3,9 +3,10 @@
 A request is parsed by the generated `ExportTraceServiceRequest` (protobuf, or OTLP/JSON through
 protobuf's JSON parser once its hex ids are turned into protobuf's base64) and checked span by span
 (`check`: what the answer's partial_success says) before it is spooled; later, in the converter
-(convert.py), each span becomes the row `collector_ingest.finish_row` makes (`rows_of`: the same as
-`load` makes of the same span written to a file, and for selfopt-trace's own exports the row its span
-file gave).
+(convert.py), the spooled bytes are parsed again (`spooled`: the same message from the same
+descriptors, only the spans' attributes left as their bytes until first seen) and each span becomes
+the row `collector_ingest.finish_row` makes (`rows_of`: the same as `load` makes of the same span
+written to a file, and for selfopt-trace's own exports the row its span file gave).
 
 What a request may hold and the store may not, handled span by span (the rest of the request is
 stored): ids of the wrong length or all zeros, and times beyond 2^63 ns, reject the span (counted in

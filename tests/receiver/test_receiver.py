@@ -420,9 +420,12 @@ def test_the_spools_records_and_a_torn_one(tmp_path: Path) -> None:
     whole = [request({"name": "one"}).SerializeToString(), b"", request({"name": "two"}).SerializeToString()]
     raw.write_bytes(b"".join(record(payload) for payload in whole) + record(b"never acknowledged")[:-1])
     assert list(records(raw)) == whole
-    raw.write_bytes(record(b"\xff\xff not a request") + record(whole[0]))
+    # an attribute's bytes damaged (the request parses; its KeyValue, read when first seen, does not)
+    damaged = spooled(request({"name": "bad attribute", "attributes": {"k": "v"}}).SerializeToString())
+    damaged.resource_spans[0].scope_spans[0].spans[0].attributes[0] = b"\xff\xff"
+    raw.write_bytes(record(b"\xff\xff not a request") + record(damaged.SerializeToString()) + record(whole[0]))
     done = convert(raw, tmp_path / "spans.tsv", tmp_path / "processes.tsv")
-    assert (done.records, done.damaged, done.spans) == (2, 1, 1)
+    assert (done.records, done.damaged, done.spans) == (3, 2, 1)
     assert (tmp_path / "spans.tsv").read_text().count("\tone\t") == 1
 
 
