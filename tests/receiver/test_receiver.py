@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from selfopt_trace.receiver.convert import convert, record, records
 from selfopt_trace.collector_ingest import ProcessFields, scope_attributes
-from selfopt_trace.receiver.decode import MAX_STRING, Decoded, _add_span, _Values, rows_of
+from selfopt_trace.receiver.decode import MAX_STRING, Decoded, _add_span, _Values, rows_of, spooled
 from selfopt_trace.receiver.server import Receiver, Settings
 from tests.receiver.conftest import TRACE, post, received, request, stored
 
@@ -420,9 +420,12 @@ def test_the_spools_records_and_a_torn_one(tmp_path: Path) -> None:
     whole = [request({"name": "one"}).SerializeToString(), b"", request({"name": "two"}).SerializeToString()]
     raw.write_bytes(b"".join(record(payload) for payload in whole) + record(b"never acknowledged")[:-1])
     assert list(records(raw)) == whole
-    raw.write_bytes(record(b"\xff\xff not a request") + record(whole[0]))
+    # an attribute's bytes damaged (the request parses; its KeyValue, read when first seen, does not)
+    damaged = spooled(request({"name": "bad attribute", "attributes": {"k": "v"}}).SerializeToString())
+    damaged.resource_spans[0].scope_spans[0].spans[0].attributes[0] = b"\xff\xff"
+    raw.write_bytes(record(b"\xff\xff not a request") + record(damaged.SerializeToString()) + record(whole[0]))
     done = convert(raw, tmp_path / "spans.tsv", tmp_path / "processes.tsv")
-    assert (done.records, done.damaged, done.spans) == (2, 1, 1)
+    assert (done.records, done.damaged, done.spans) == (3, 2, 1)
     assert (tmp_path / "spans.tsv").read_text().count("\tone\t") == 1
 
 
@@ -475,7 +478,7 @@ def test_the_usual_spans_fast_path_makes_the_general_paths_rows() -> None:
     failed.events.add(name="exception").attributes.add(key="exception.type").value.string_value = "ValueError"
     own = request({"name": "own scope", "attributes": {"selfopt_trace.category": "task"}}, {"name": "own plain"},
                   resource={"selfopt_trace.run_id": "run-1", "service.name": "svc"}, scope="selfopt-trace")
-    for each in (message, own, message, own):
+    for each in (spooled(message.SerializeToString()), spooled(own.SerializeToString())) * 2:
         fast = rows_of(each)
         general = Decoded()
         resource_spans = each.resource_spans[0]
@@ -488,5 +491,24 @@ def test_the_usual_spans_fast_path_makes_the_general_paths_rows() -> None:
         assert fast.rows.spans == general.rows.spans
         assert (fast.spans, fast.rejected, fast.reason, fast.converted) == (
             general.spans, general.rejected, general.reason, values.converted)
-    checked = rows_of(message)
+    checked = rows_of(spooled(message.SerializeToString()))
     assert fast.spans == 2 and (checked.spans, checked.rejected) == (len(spans) + 2 - 3, 3) and checked.converted == 3
+
+
+def test_a_span_twice_in_one_load_is_stored_once_and_a_span_id_of_two_traces_twice(tmp_path: Path) -> None:
+    """insert_files looks for duplicates by span id alone, then removes those of the same trace only
+    (the first line kept)."""
+    from selfopt_trace.collector_ingest import Rows, insert
+    from selfopt_trace.store import Store
+
+    rows = Rows()
+    process = ProcessFields({"service.name": "svc"}, None)
+    number = rows.process(process)
+    for trace, name in (("a" * 32, "first"), ("a" * 32, "again"), ("b" * 32, "other trace")):
+        rows.add(trace, "1" * 16, None, name, "INTERNAL", 1, 2, "UNSET", {}, process, number, None)
+    with Store(tmp_path / "store.duckdb") as store:
+        assert insert(store, rows) == 2
+        assert store.sql("SELECT trace_id, name FROM spans ORDER BY trace_id")[1] == [("a" * 32, "first"),
+                                                                                      ("b" * 32, "other trace")]
+        assert store.sql("SELECT span_count FROM runs ORDER BY run_id")[1] == [(1,), (1,)]
+        assert insert(store, rows) == 0  # all stored already
