@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 OWN_WORK = "own work"
 OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, teardown)
 SLOWEST = 10
+# The breakdown's categories in its order (queries/breakdown.sql, `names`). A run without spans has
+# nothing to break down: each is 0, and the summary does not run the query, whose planning alone is
+# ~400 M instructions (docs/benchmarks.md, "Command line"). tests/cli/test_summary.py checks the
+# query gives the same for such a run.
+BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
+                        "http server time", "subprocess spawn overhead", "child processes' own work",
+                        "container start-up", OWN_WORK, "untraced child processes", "untraced waits", OUTSIDE)
 
 # A process is identified by its span file, pid and host: an agent file holds one process (a fork or
 # an exec'd interpreter opens its own); a collector file holds many, told apart by pid and host.
@@ -193,10 +200,14 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
     return out
 
 
-def time_by_category(store: Store, run_id: str, wall_ns: int) -> dict[str, int]:
-    """The breakdown's wall time per category (ns), and OUTSIDE: the rest of the run's wall time."""
-    rows = run_query(store, "breakdown", {"run_id": run_id}).records()
-    by_category = {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
+def time_by_category(store: Store, run_id: str, wall_ns: int, spans: int | None = None) -> dict[str, int]:
+    """The breakdown's wall time per category (ns), and OUTSIDE: the rest of the run's wall time.
+    `spans`: the run's span count when known (0: nothing to break down, the query is not run)."""
+    if spans == 0:
+        by_category = dict.fromkeys(BREAKDOWN_CATEGORIES, 0)
+    else:
+        rows = run_query(store, "breakdown", {"run_id": run_id}).records()
+        by_category = {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
     traced = sum(by_category.values())
     by_category[OUTSIDE] = by_category.get(OUTSIDE, 0) + max(0, wall_ns - traced)
     return by_category
@@ -209,8 +220,8 @@ def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> R
     _, totals = store.sql(_TOTALS_SQL, {"run_id": run_id})
     spans, incomplete, first_ns, last_ns, diagnostics = totals[0]
     window = (start_ns or first_ns or 0, end_ns or last_ns or 0)
-    by_category = time_by_category(store, run_id, max(0, window[1] - window[0]))
-    processes = process_rows(store, run_id)
+    by_category = time_by_category(store, run_id, max(0, window[1] - window[0]), spans)
+    processes = process_rows(store, run_id) if spans else []
     slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
     notes = [] if processes else ["no Python process was traced: CMD started none, or only untraced ones (python -I, "
                                   "-E or -S; a PYTHONPATH without the bootstrap set by a shell or script: see the "

@@ -48,15 +48,17 @@ class Store:
         self._con = _connect(self.path, read_only)
         if not read_only:
             _bring_schema_up_to_date(self._con)
-        elif not _has_current_schema(self._con):
+            return
+        if not _has_current_schema(self._con):
             # Written by an older version: bring its schema up to date once, then read as asked.
             self._con.close()
             with Store(self.path):
                 pass
             self._con = _connect(self.path, read_only)
-        # TEMP macros, on every connection: the queries always get this version's.
-        self._con.execute(_sql_file("macros.sql"))
-        self._con.execute(_sql_file("profile_macros.sql"))
+        if not _records_this_version(self._con):
+            # The stored macros are another version's (or none): this version's as TEMP macros,
+            # which come first in name lookup, so the queries always get this version's.
+            self._con.execute(_macros_sql(persistent=False))
 
     def load_run(self, run_dir: Path | str, replace: bool = False) -> LoadResult:
         """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not
@@ -122,6 +124,8 @@ def _sql_file(name: str) -> str:
     return Path(__file__).with_name(name).read_text(encoding="utf-8")
 
 
+_TEMP_MACRO = re.compile(r"\bCREATE\s+OR\s+REPLACE\s+TEMP(?:ORARY)?\s+MACRO\b", re.IGNORECASE)
+
 # The newest tables of schema.sql: a file a new version created or upgraded has them all.
 _NEWEST_TABLES = ("cpu_samples", "exports", "samples", "stack_frames", "stack_numbers")
 
@@ -140,12 +144,30 @@ def _has_current_schema(con: duckdb.DuckDBPyConnection) -> bool:
     return all(_has_table(con, name) for name in _NEWEST_TABLES)
 
 
+def _schema_text() -> str:
+    """What a store of this version holds in `store_schema`: schema.sql, then the macros it creates."""
+    return _sql_file("schema.sql") + "\n" + _macros_sql(persistent=True)
+
+
+def _macros_sql(persistent: bool) -> str:
+    """The table macros the named queries share (macros.sql, profile_macros.sql). Written TEMP;
+    stored in the database with its schema they cost nothing on open, where creating them on every
+    connection bound their bodies each time (~85 M instructions, docs/benchmarks.md)."""
+    text = _sql_file("macros.sql") + "\n" + _sql_file("profile_macros.sql")
+    return _TEMP_MACRO.sub("CREATE OR REPLACE MACRO", text) if persistent else text
+
+
+def _records_this_version(con: duckdb.DuckDBPyConnection) -> bool:
+    """`store_schema` holds this version's schema and macros."""
+    return _has_table(con, "store_schema") \
+        and con.execute("SELECT schema_sql FROM store_schema").fetchall() == [(_schema_text(),)]
+
+
 def _bring_schema_up_to_date(con: duckdb.DuckDBPyConnection) -> None:
-    """Run schema.sql unless the database holds its text (`store_schema`) and its newest tables: an
-    open that rewrites nothing costs ~25 ms less, and its close checkpoints no rewritten catalog."""
-    schema = _sql_file("schema.sql")
-    if _has_current_schema(con) and _has_table(con, "store_schema") \
-            and con.execute("SELECT schema_sql FROM store_schema").fetchall() == [(schema,)]:
+    """Run schema.sql and create the macros unless the database holds their text (`store_schema`)
+    and its newest tables: an open that rewrites nothing costs ~25 ms less, and its close
+    checkpoints no rewritten catalog."""
+    if _has_current_schema(con) and _records_this_version(con):
         return
     # Written by a version whose `stacks` was a table of structs: set aside, as its name becomes a view's.
     whole = _has_table(con, "stacks") and not _has_table(con, "stack_numbers")
@@ -153,11 +175,12 @@ def _bring_schema_up_to_date(con: duckdb.DuckDBPyConnection) -> None:
     with transaction(con):  # all or nothing: a schema run that failed half-way runs again
         if whole:
             con.execute(f"ALTER TABLE stacks RENAME TO {WHOLE_STACKS}")
-        con.execute(schema)
+        con.execute(_sql_file("schema.sql"))
+        con.execute(_macros_sql(persistent=True))
         if whole:
             convert_whole_stacks(con, taken_apart)
         con.execute("DELETE FROM store_schema")
-        con.execute("INSERT INTO store_schema VALUES (?)", [schema])
+        con.execute("INSERT INTO store_schema VALUES (?)", [_schema_text()])
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:

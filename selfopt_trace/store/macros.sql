@@ -1,4 +1,5 @@
--- Table macros shared by the named queries (created on every connection, also read-only ones).
+-- Table macros shared by the named queries, stored with the schema (store/database.py: a read-only
+-- open of a store that holds another version's creates these TEMP, as written here).
 --
 -- run_activity(run_id): every span of the run's trace (with the server spans of other runs that
 -- answered its clients) as an activity of one unit, a thread of execution: a process's main thread

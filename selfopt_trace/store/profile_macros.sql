@@ -1,4 +1,4 @@
--- Table macros of the profile samples (run --profile), created on every connection like macros.sql.
+-- Table macros of the profile samples (run --profile), stored with the schema like macros.sql.
 --
 -- span_subtree(run_id, name, category): the spans chosen by name and/or category (a NULL is any)
 -- and every span under them, their threads' and child processes' included: the spans whose

@@ -110,3 +110,25 @@ def test_a_current_database_is_not_rewritten_on_open_and_another_versions_schema
     with Store(path) as store:
         assert store.sql("SELECT count(*) FROM records")[1] == [(0,)]
         assert store.sql("SELECT schema_sql FROM store_schema")[1][0][0].startswith("-- The trace database.")
+
+
+def test_the_macros_are_stored_with_the_schema_and_another_versions_are_not_used(tmp_path: Path) -> None:
+    path = tmp_path / "traces.duckdb"
+    Store(path).close()
+    sort_of_a_process = "SELECT span_sort('process', 'INTERNAL', 'process')"
+    con = duckdb.connect(str(path))
+    stored = {name for (name,) in con.execute(
+        "SELECT function_name FROM duckdb_functions() WHERE database_name = 'traces' AND function_type LIKE '%macro'"
+    ).fetchall()}
+    assert {"span_sort", "run_activity", "span_subtree", "process_span_cpu"} <= stored
+    # What another version left: its own macros (here a span_sort that says otherwise) and schema text.
+    con.execute("CREATE OR REPLACE MACRO span_sort(name, kind, category) AS 99::UTINYINT;"
+                "UPDATE store_schema SET schema_sql = '-- another version'")
+    con.close()
+    with Store(path, read_only=True) as store:  # this version's, as TEMP macros: the file is not written
+        assert store.sql(sort_of_a_process)[1] == [(1,)]
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute(sort_of_a_process).fetchall() == [(99,)]
+    Store(path).close()  # a writable open stores this version's again
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute(sort_of_a_process).fetchall() == [(1,)]
