@@ -187,9 +187,10 @@ off_cpu_raw AS (
     UNION ALL
     SELECT u.unit, greatest(s.start_ns, u.rs), least(s.end_ns, u.re)
     FROM spans AS s
-    JOIN coded AS c ON c.id = hash(s.parent_span_id)
+    -- NULL parents drop out in the join, not as a scan filter (that one read every span's parent id)
+    JOIN coded AS c ON c.id = CASE WHEN s.parent_span_id IS NOT NULL THEN hash(s.parent_span_id) END
     JOIN unit_threads AS u ON u.unit = c.unit
-    WHERE s.run_id = $run_id AND s.category = 'sleep' AND s.parent_span_id IS NOT NULL
+    WHERE s.run_id = $run_id AND s.category = 'sleep'
       AND least(s.end_ns, u.re) > greatest(s.start_ns, u.rs)
 ),
 off_cpu AS (
