@@ -187,9 +187,10 @@ off_cpu_raw AS (
     UNION ALL
     SELECT u.unit, greatest(s.start_ns, u.rs), least(s.end_ns, u.re)
     FROM spans AS s
-    JOIN coded AS c ON c.id = hash(s.parent_span_id)
+    -- NULL parents drop out in the join, not as a scan filter (that one read every span's parent id)
+    JOIN coded AS c ON c.id = CASE WHEN s.parent_span_id IS NOT NULL THEN hash(s.parent_span_id) END
     JOIN unit_threads AS u ON u.unit = c.unit
-    WHERE s.run_id = $run_id AND s.category = 'sleep' AND s.parent_span_id IS NOT NULL
+    WHERE s.run_id = $run_id AND s.category = 'sleep'
       AND least(s.end_ns, u.re) > greatest(s.start_ns, u.rs)
 ),
 off_cpu AS (
@@ -273,7 +274,7 @@ unit_events AS (
 -- for ~10^5) then drops to 1, and the windows here and the ASOF join that reads them are no longer
 -- partitioned for 10^8 rows (the same for `top`): -25 % of breakdown's wall time at 1 M spans.
 breakpoints AS MATERIALIZED (
-    SELECT unit, t, w, k, r,
+    SELECT unit, t, next_t, w, k, r,
            coalesce(sum((next_t - t) * w / k) OVER before, 0) AS f,
            coalesce(sum((next_t - t) * w * r / k) OVER before, 0) AS g
     FROM (SELECT unit, t, sum(dw) OVER u AS w, 1 + sum(dk) OVER u AS k, 1 + sum(dr) OVER u AS r,
@@ -298,37 +299,54 @@ small_sums AS (
           WHERE key LIKE 'selfopt_trace.small.%.duration_ns')
     GROUP BY id
 ),
--- Self time as sums of signed ends: a span adds its interval (end minus start) to its own category
--- and takes it from its parent's (a special parent loses its children's islands instead); a wait
--- loses the pieces it passed on. An end's value is its time (busy), F (wall) and G (on the CPU).
--- A span of its parent's category (an import in an import) adds what it takes: it is left out,
--- unless a small-call sum needs its owner's self time. The ends of owners with small sums (and of
--- their children) keep the owner's id; the others are summed by category alone.
-ends AS (
-    SELECT l.unit, CASE WHEN x.sign < 0 THEN l.rs ELSE l.re END AS t, x.sign, l.code,
+-- Self time as sums of signed intervals: a span adds its interval to its own category and takes it
+-- from its parent's (a special parent loses its children's islands instead); a wait loses the
+-- pieces it passed on. An interval's value is its length (busy), F(b) - F(a) (wall) and G(b) - G(a)
+-- (on the CPU). A span of its parent's category (an import in an import) adds what it takes: it is
+-- left out, unless a small-call sum needs its owner's self time. The intervals of owners with small
+-- sums (and of their children) keep the owner's id; the others are summed by category alone.
+intervals AS (
+    SELECT l.unit, l.rs AS a, l.re AS b, 1 AS sign, l.code,
            CASE WHEN l.from_parent THEN l.parent_code END AS parent_code,
            CASE WHEN l.small THEN l.id END AS small_owner,
            CASE WHEN l.from_parent AND l.small_parent THEN l.parent END AS small_parent
     FROM (SELECT *, parent IS NOT NULL AND parent NOT IN (SELECT owner FROM special) AS from_parent,
                  id IN (SELECT id FROM small_sums) AS small, parent IN (SELECT id FROM small_sums) AS small_parent
           FROM linked
-          WHERE re > rs) AS l,
-         (VALUES (-1), (1)) AS x(sign)
+          WHERE re > rs) AS l
     WHERE NOT (l.from_parent AND l.code = l.parent_code) OR l.small OR l.small_parent
     UNION ALL
-    SELECT unit, t, sign, owner_code, NULL, CASE WHEN owner IN (SELECT id FROM small_sums) THEN owner END, NULL
-    FROM islands, LATERAL (VALUES (cs, 1), (ce, -1)) AS x(t, sign)
+    SELECT unit, cs, ce, -1, owner_code, NULL, CASE WHEN owner IN (SELECT id FROM small_sums) THEN owner END, NULL
+    FROM islands
     UNION ALL
-    SELECT unit, t, sign, code, NULL, CASE WHEN waiter IN (SELECT id FROM small_sums) THEN waiter END, NULL
-    FROM pieces, LATERAL (VALUES (p0, 1), (p1, -1)) AS x(t, sign)
+    SELECT unit, p0, p1, -1, code, NULL, CASE WHEN waiter IN (SELECT id FROM small_sums) THEN waiter END, NULL
+    FROM pieces
     WHERE n_live > 0
 ),
+-- Each interval with the segment of F and G its start is in (one ASOF join row per interval, not one
+-- per end): most intervals (short spans) end in the same segment and are valued from it alone; the
+-- others, and those starting before their unit's first breakpoint, look their end up too.
+started AS MATERIALIZED (
+    SELECT i.*, s.t AS st, s.next_t, s.f, s.g, s.w, s.k, s.r
+    FROM intervals AS i
+    ASOF LEFT JOIN breakpoints AS s ON s.unit = i.unit AND i.a >= s.t
+),
+valued AS (
+    SELECT code, parent_code, small_owner, small_parent, sign, b - a AS dt,
+           (b - a) * w / k AS df, (b - a) * w * r / k AS dg
+    FROM started
+    WHERE st IS NOT NULL AND (next_t IS NULL OR b <= next_t)
+    UNION ALL
+    SELECT i.code, i.parent_code, i.small_owner, i.small_parent, i.sign, i.b - i.a,
+           coalesce(e.f + (i.b - e.t) * e.w / e.k, 0) - coalesce(i.f + (i.a - i.st) * i.w / i.k, 0),
+           coalesce(e.g + (i.b - e.t) * e.w * e.r / e.k, 0) - coalesce(i.g + (i.a - i.st) * i.w * i.r / i.k, 0)
+    FROM (FROM started WHERE st IS NULL OR b > next_t) AS i
+    ASOF LEFT JOIN breakpoints AS e ON e.unit = i.unit AND i.b >= e.t
+),
 terms AS MATERIALIZED (
-    SELECT e.code, e.parent_code, e.small_owner, e.small_parent, sum(e.sign * e.t) AS dt,
-           sum(e.sign * coalesce(b.f + (e.t - b.t) * b.w / b.k, 0)) AS df,
-           sum(e.sign * coalesce(b.g + (e.t - b.t) * b.w * b.r / b.k, 0)) AS dg
-    FROM ends AS e
-    ASOF LEFT JOIN breakpoints AS b ON b.unit = e.unit AND e.t >= b.t
+    SELECT code, parent_code, small_owner, small_parent, sum(sign * dt) AS dt, sum(sign * df) AS df,
+           sum(sign * dg) AS dg
+    FROM valued
     GROUP BY ALL
 ),
 code_terms AS (

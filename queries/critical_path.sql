@@ -94,6 +94,9 @@ shown AS (
     WHERE path_end - path_start >= $min_ms * 1e6
     ORDER BY path_start, depth
     LIMIT $limit
+),
+shown_starts AS (  -- a span's start: the names below are read only for spans starting then
+    SELECT rs AS start_ns FROM activity WHERE id IN (SELECT id FROM shown)
 )
 SELECT repeat('  ', o.depth - 1) || n.name AS span, n.category, n.pid,
        round((o.path_start - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3) AS start_ms,
@@ -105,7 +108,7 @@ JOIN (  -- the shown spans' names, from this run or the other runs whose servers
     SELECT DISTINCT ON (id) id, name, category, pid, start_ns, end_ns
     FROM (SELECT hash(span_id) AS id, name, category, pid, start_ns, end_ns, run_id = $run_id AS own
           FROM spans
-          WHERE run_id = $run_id OR kind = 'SERVER')
+          WHERE (run_id = $run_id OR kind = 'SERVER') AND start_ns IN (SELECT start_ns FROM shown_starts))
     WHERE id IN (SELECT id FROM shown)
     ORDER BY id, own DESC) AS n ON n.id = o.id
 ORDER BY o.path_start, o.depth

@@ -105,8 +105,10 @@ details AS MATERIALIZED (
            TRY_CAST(attributes->>'thread.id' AS BIGINT) AS tid,
            TRY_CAST(attributes->'selfopt_trace.wait.on' AS VARCHAR[]) AS wait_on,
            attributes->>'process.pid' IS NOT NULL AS has_pid
-    FROM spans
-    WHERE run_id = for_run AND category IN ('wait', 'subprocess', 'thread')
+    -- Equality filters, each a scan filter: an IN list is not, and read every span's attributes.
+    FROM (FROM spans WHERE run_id = for_run AND category = 'wait'
+          UNION ALL FROM spans WHERE run_id = for_run AND category = 'subprocess'
+          UNION ALL FROM spans WHERE run_id = for_run AND category = 'thread')
 ),
 legacy AS (  -- recorded before waits were: a subprocess span is a wait on its child
     SELECT NOT EXISTS (SELECT 1 FROM nodes WHERE sort IN (13, 14)) AS legacy_run
