@@ -183,20 +183,15 @@ def add_fast(key: str, spent: int, size: int, t1: int) -> None:
         tracer.exception_diagnostic("measure_failed:" + key, exc)
 
 
-# What the fast path's bookkeeping costs, measured with a clock on the first CALIBRATION summed
-# calls of the process, then charged at their median: a clock read costs as much as the
-# bookkeeping it would time (~0.1 us each on a VM).
-CALIBRATION = 64
+# What the fast path's bookkeeping costs, measured with a clock on the first summed calls of the
+# process, then charged at their median (tracer.calibrate: a clock read costs as much as the
+# bookkeeping it would time, ~0.1 us each on a VM).
 _fast_path = tracer.counted_overhead()  # [calls, their median cost in ns once calibrated]
 _fast_path_samples: list = []
 
 
 def _calibrate(spent_ns: int) -> None:
-    tracer.add_overhead(spent_ns)
-    _fast_path_samples.append(spent_ns)
-    if len(_fast_path_samples) >= CALIBRATION:
-        _fast_path_samples.sort()
-        _fast_path[1] = max(1, _fast_path_samples[CALIBRATION // 2])
+    tracer.calibrate(_fast_path, _fast_path_samples, spent_ns)
 
 
 def framed(original, call: Call, where: tuple = ()):
