@@ -16,8 +16,10 @@ pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packag
     python benchmarks/bench_imports.py --instructions [--case imports ...] [--compare DIR]
 
 --instructions counts CPU instructions under valgrind --tool=callgrind instead (three runs per
-side), with the agent's time thresholds (import spans, small calls) scaled by callgrind's slowdown
-so the same imports and calls are recorded as in a native run. --compare DIR measures another
+side, PYTHONHASHSEED=0), with the agent's time thresholds (import spans, small calls) scaled by
+callgrind's slowdown so the same imports and calls are recorded as in a native run. (The flush
+interval is not scaled: the flusher thread wakes ~50x as often as natively, a few M instructions
+that move from run to run.) --compare DIR measures another
 bootstrap directory beside this one (e.g. `git archive HEAD~1 selfopt_trace/bootstrap | tar -x -C /tmp/old`).
 """
 
@@ -121,6 +123,7 @@ def instructions(args: list, cwd: Path, env: dict) -> int:
 def count_case(name: str, cwd: Path, base: dict, bootstraps: dict) -> None:
     args = CASES[name]
     modules = module_count(args, cwd, base)
+    base = dict(base, PYTHONHASHSEED="0")  # str hashes, so set and dict layouts, the same in every run
     print(f"\n{name}: python {' '.join(args)}  ({modules} modules): CPU instructions (callgrind), three runs each")
     untraced = [instructions(args, cwd, base) for _ in range(3)]
     print(f"  {'untraced':<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in untraced))

@@ -43,4 +43,18 @@ def _selfopt_trace_chain(traced):
             sys.path[:] = saved
 
 
-_selfopt_trace_chain(_selfopt_trace_start())
+def _selfopt_trace_chained():
+    try:
+        import selfopt_trace_agent
+
+        selfopt_trace_agent.chained()
+    except Exception:
+        pass
+
+
+_selfopt_trace_traced = _selfopt_trace_start()
+try:
+    _selfopt_trace_chain(_selfopt_trace_traced)
+finally:
+    if _selfopt_trace_traced:
+        _selfopt_trace_chained()

@@ -56,3 +56,19 @@ def test_a_program_that_never_starts_still_has_its_startup(traced, tmp_path: Pat
     assert done.returncode == 3 and done.stdout == b""
     (startup,) = traced.spans().named("interpreter.startup")
     assert startup.end_ns > startup.start_ns
+
+
+def test_the_users_sitecustomize_runs_before_the_watch_for_the_first_line(traced, tmp_path: Path) -> None:
+    """The profile function is set once the user's sitecustomize has run (not over the shim's search
+    of sys.path for it), and start-up still ends at the program's first line."""
+    site = tmp_path / "user_site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nprint('site', sys.getprofile())\n")
+    done = traced.run([sys.executable, "-c", FIRST_LINE],
+                      extra_env={"PYTHONPATH": f"{traced.env()['PYTHONPATH']}:{site}"})
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.split()[:2] == [b"site", b"None"]
+    first, profile = done.stdout.split()[2:]
+    assert profile == b"None"
+    (startup,) = traced.spans().named("interpreter.startup")
+    assert 0 <= int(first) - startup.end_ns < 5_000_000

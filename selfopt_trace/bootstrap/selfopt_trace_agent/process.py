@@ -60,8 +60,7 @@ def start(settings_: config.Settings, shim_entered: int = 0) -> None:
     if _startup is None:
         importtime.startup_over()
     else:
-        _startup[2] = ready
-        _watch_for_main()
+        _startup[2] = ready  # the shim calls watch_for_main once it has chained the user's sitecustomize
     began = shim_entered if 0 < shim_entered <= entered else entered
     tracer.add_overhead(time_ns() - began - (tracer.overhead_ns() - counted))
 
@@ -218,8 +217,9 @@ def _kind_of_main(argv: list) -> str:
     return kind if kind in ("script", "command", "module") else ""
 
 
-def _watch_for_main() -> None:
-    """Once the agent is ready: a profile function that sees the program's first frame, then goes.
+def watch_for_main() -> None:
+    """Once the agent is ready and the user's sitecustomize has run (the shim calls it): a profile
+    function that sees the program's first frame, then goes.
 
     A script or a -c string: the first frame of module `__main__`. With -m, runpy's
     `_run_module_as_main`, armed only once runpy is imported (CPython calls it right after), so

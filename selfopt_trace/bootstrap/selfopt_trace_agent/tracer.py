@@ -281,20 +281,23 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
 
 
 def record_line(name: str, category: str, start_ns: int, end_ns: int, attributes_json: str,
-                kind: str = INTERNAL, status: str = UNSET) -> None:
-    """A complete span under the current span, formatted at once as its X record: no Span object.
+                kind: str = INTERNAL, status: str = UNSET, parent: Span | None = None, span_id: str = "") -> None:
+    """A complete span under `parent` (default: the current span), formatted at once as its X
+    record: no Span object.
 
-    For spans nothing is ever recorded under (waits): cheaper than record_complete. The caller
-    passes the attributes already encoded as a JSON object.
+    For spans nothing is ever recorded under (waits), or that have ended with their Span still
+    unbuffered (an import's frame: `span_id` is the frame's): cheaper than record_complete. The
+    caller passes the attributes already encoded as a JSON object.
     """
-    parent = _current.get() or _root
+    if parent is None:
+        parent = _current.get() or _root
     if parent is None:
         parent_id, trace_id = _remote_parent_id, _trace_id
     else:
         if parent.deferred:
             _mark_kept(parent)
         parent_id, trace_id = parent.span_id, parent.trace_id
-    _buffer.append(f"X\t{next(_id_text)}\t{parent_id}\t{trace_id}\t{name}\t{kind}\t{category}\t{start_ns}\t{end_ns}\t"
+    _buffer.append(f"X\t{span_id or next(_id_text)}\t{parent_id}\t{trace_id}\t{name}\t{kind}\t{category}\t{start_ns}\t{end_ns}\t"
                    f"{status}\t{attributes_json}\t.\n")
     if end_ns > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
         flush(blocking=False)
@@ -330,6 +333,21 @@ def counted_overhead() -> list:
     cell = [0, 0]
     _counted.append(cell)
     return cell
+
+
+# A counted hot path's cost per call is measured with a clock on its first CALIBRATION calls of the
+# process, then charged at their median: a clock read costs as much as the bookkeeping it would time.
+CALIBRATION = 64
+
+
+def calibrate(cell: list, samples: list, spent_ns: int) -> None:
+    """One of a counted cell's first calls, timed (`spent_ns`): counted now, and once CALIBRATION
+    are in, their median is the cell's cost per call (cell[1] > 0: stop timing, count)."""
+    add_overhead(spent_ns)
+    samples.append(spent_ns)
+    if len(samples) >= CALIBRATION:
+        samples.sort()
+        cell[1] = max(1, samples[CALIBRATION // 2])
 
 
 # Records already formatted by hot paths that make no Span object (waits, hooks/waits.py) wait in a
