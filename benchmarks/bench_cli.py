@@ -10,11 +10,13 @@ summary; with --no-load, the summary alone). Budgets (issue 12): `--version`/`--
 selfopt_trace's modules are compiled first, as a wheel's install leaves them (an editable install
 under PYTHONDONTWRITEBYTECODE would compile ~60 modules in every command). `cpu` is the command's
 user + system CPU time (all its threads and children), steadier than the wall time on a busy
-machine. `--baseline DIR` also runs every command from another tree's selfopt_trace (a checkout of
-an older commit: `git archive COMMIT | tar -x -C DIR`), interleaved with this one, for before/after
-figures of the same run.
+machine. `--baseline DIR...` also runs every command from other trees' selfopt_trace (a checkout
+of an older commit: `git archive COMMIT | tar -x -C DIR`), interleaved with this one, for before/after
+figures of the same run. A tree on PYTHONPATH costs more than the installed one (~15 ms before CMD
+and after it, the same code from both): for a before/after, give a checkout of this tree too and
+compare the two baselines.
 
-    python benchmarks/bench_cli.py [--rounds 10] [--baseline DIR]
+    python benchmarks/bench_cli.py [--rounds 10] [--baseline DIR...]
 """
 
 from __future__ import annotations
@@ -59,13 +61,14 @@ def timed(argv: list, env: dict) -> tuple[float, float, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--baseline", type=Path, help="another tree's selfopt_trace, measured beside this one")
+    parser.add_argument("--baseline", type=Path, nargs="+", default=[],
+                        help="other trees' selfopt_trace, measured beside this one (each named by its directory)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     env = clean_environ(home)
     trees = {"": env}
-    if args.baseline is not None:
-        trees["baseline "] = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+    for tree in args.baseline:
+        trees[f"{tree.name} "] = {**env, "PYTHONPATH": str(tree.resolve())}
     for tree_env in trees.values():  # as a wheel's install leaves it: every module compiled
         source = subprocess.run([sys.executable, "-c", "import selfopt_trace; print(selfopt_trace.__file__)"],
                                 env=tree_env, check=True, capture_output=True, text=True).stdout.strip()
@@ -112,7 +115,8 @@ def main() -> None:
     budgets = [("--version", walls["selfopt-trace --version"], 0.150), ("--help", walls["selfopt-trace --help"], 0.150),
                ("run -- /bin/true", walls["run -- /bin/true"], 0.250),
                ("run: before CMD", before["run -- /bin/true"], 0.060),
-               ("run: load + summary", after["run -- /bin/true"], 0.200)]
+               ("run: load + summary", after["run -- /bin/true"], 0.200),
+               ("run: load + summary of a run with spans", after["run -- python -c pass"], 0.200)]
     for what, values, budget in budgets:
         median = statistics.median(values)
         print(f"budget {what}: {median * 1e3:.1f} ms of {budget * 1e3:.0f}: {'ok' if median <= budget else 'OVER'}")

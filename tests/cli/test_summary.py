@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 from selfopt_trace import summary
+from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
+from tests.queries.builder import RunBuilder
 from tests.store.spanfiles import T0, diagnostic, header, write_run
 
 MS = 1_000_000
@@ -39,3 +41,59 @@ def test_a_run_whose_files_hold_no_span(tmp_path: Path) -> None:
         result = summary.summarize(store, "empty")
     assert (result.processes, result.spans, result.diagnostics) == (0, 0, 1)
     assert result.by_category == {**dict.fromkeys(summary.BREAKDOWN_CATEGORIES, 0), summary.OUTSIDE: 5 * MS}
+
+
+def traced_run(run_id: str, imports: int, children: int) -> RunBuilder:
+    """A run as `run` records one (times in ms): a main process with its start-up, `imports` nested
+    imports, serialization, an HTTP call answered by a server, and `children` started one at a time,
+    each with its start-up and an import."""
+    run = RunBuilder(run_id)
+    t = 10 + imports + 10
+    main = run.process(100, 0, t + 10 * children + 5)
+    run.span(100, "interpreter.startup", "startup", 0, 10, main)
+    for i in range(imports):
+        outer = run.span(100, f"import m{i}", "import", 10 + i, 10.8 + i, main)
+        run.span(100, f"import m{i}.sub", "import", 10.2 + i, 10.6 + i, outer)
+    run.span(100, "json.dumps", "serialization", t - 10, t - 8, main)
+    client = run.span(100, "POST", "http", t - 8, t - 1, main, kind="CLIENT")
+    run.process(300, 1, t + 10 * children + 4, command="server.py")
+    run.span(300, "POST /items", "http", t - 6, t - 3, client, kind="SERVER")
+    for c in range(children):
+        call = run.span(100, "subprocess", "subprocess", t, t + 9, main, kind="CLIENT")
+        child = run.process(200 + c, t + 1, t + 8, call, command="child.py")
+        run.span(200 + c, "interpreter.startup", "startup", t + 1, t + 4, child)
+        run.span(200 + c, "import slow", "import", t + 4, t + 6, child)
+        t += 10
+    return run
+
+
+def assert_summary_agrees_with_the_queries(store: Store, run_id: str) -> None:
+    """The summary's time by category is the breakdown query's as `query breakdown` runs it (plus the
+    run's wall time outside it), its processes `process_rows`' (both with DuckDB's optimizer)."""
+    result = summary.summarize(store, run_id)
+    by_query = {row["category"]: round(row["wall_ms"] * MS)
+                for row in run_query(store, "breakdown", {"run_id": run_id}).records() if row["category"] != "total"}
+    outside = by_query[summary.OUTSIDE] + max(0, result.wall_ns - sum(by_query.values()))
+    assert sum(by_query.values()) > 0
+    assert list(result.by_category.items()) == list({**by_query, summary.OUTSIDE: outside}.items())
+    processes = summary.process_rows(store, run_id)
+    assert result.processes == len(processes) > 1
+    assert result.slowest == sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:summary.SLOWEST]
+    assert store.sql("SELECT current_setting('enable_optimizer')")[1] == [(True,)]  # restored after the summary
+
+
+def test_the_summary_of_a_run_in_a_small_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "traces.duckdb") as store:
+        run_id = traced_run("small", imports=3, children=2).load(store, tmp_path)
+        assert summary.small_store(store)
+        assert_summary_agrees_with_the_queries(store, run_id)
+
+
+def test_the_summary_of_runs_in_a_store_of_many_runs(tmp_path: Path) -> None:
+    with Store(tmp_path / "traces.duckdb") as store:
+        big = [traced_run(f"big-{i}", imports=summary.SMALL_STORE_SPANS // 20, children=3).load(store, tmp_path)
+               for i in range(11)]
+        small = traced_run("small", imports=3, children=2).load(store, tmp_path)
+        assert not summary.small_store(store)
+        assert_summary_agrees_with_the_queries(store, small)
+        assert_summary_agrees_with_the_queries(store, big[-1])
