@@ -16,7 +16,9 @@ It prints, per set-up, the medians of the untraced and traced loops in microseco
 difference (the bridge's cost a span, the budget: 2 us), and checks the traced runs recorded every
 span. On this shared 2-core VM the times move 20-50 % from minute to minute; `--instructions` also
 counts instructions with valgrind (callgrind), which the machine's load cannot move: each program
-run for N and 3N spans, the difference over 2N spans, untraced and traced. The agent's flusher
+run for N and 3N spans, the difference over 2N spans, untraced and traced, in all the process's
+threads and in its main thread alone (the program's own: the agent's flusher thread formats
+what the program's spans left it). The agent's flusher
 wakes every 100 ms, and under callgrind (~50x slower) each wake-up's fixed cost lands on fewer
 spans, more so on a slower minute: `--steady` counts 500 and 2,500 spans with those wake-ups off
 (a copy of the bootstrap with tracer.FLUSH_INTERVAL_NS raised: flushes come from the record count
@@ -90,14 +92,18 @@ def one(program: Path, setup: str, spans: int, traced: bool, work: Path, number:
     return json.loads(done.stdout.splitlines()[-1])["us"]
 
 
-def instructions(program: Path, setup: str, spans: int, traced: bool, work: Path) -> int:
-    """Instructions of a whole run of the program (callgrind's count)."""
+def instructions(program: Path, setup: str, spans: int, traced: bool, work: Path) -> tuple[int, int]:
+    """Instructions of a whole run of the program (callgrind's count): all its threads', and its
+    main thread's alone (the program's: the agent's flusher and the SDK's worker are other threads)."""
     env = _environment(traced, work / f"count-{setup}-{spans}-{traced}")
     env["PYTHONHASHSEED"] = "0"
-    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                           str(program), setup, str(spans)], env=env, capture_output=True, text=True, timeout=1800,
-                          check=True)
-    return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+    out = work / f"callgrind-{setup}-{spans}-{traced}"
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
+                           sys.executable, str(program), setup, str(spans)], env=env, capture_output=True, text=True,
+                          timeout=1800, check=True)
+    main_thread = Path(f"{out}-01").read_text()  # callgrind numbers the threads in their order of birth
+    return (int(re.search(r"Collected : (\d+)", done.stderr).group(1)),
+            int(re.search(r"^totals: (\d+)", main_thread, re.MULTILINE).group(1)))
 
 
 def _environment(traced: bool, run_dir: Path) -> dict:
@@ -143,9 +149,10 @@ def main() -> None:
             if args.steady:
                 BOOTSTRAP, low, high = steady_bootstrap(work), 500, 2500
             for setup in results:
-                counted[setup] = {traced: (instructions(program, setup, high, traced, work)
-                                           - instructions(program, setup, low, traced, work)) / (high - low)
-                                  for traced in (False, True)}
+                counted[setup] = {}
+                for traced in (False, True):
+                    many, few = (instructions(program, setup, n, traced, work) for n in (high, low))
+                    counted[setup][traced] = [(m - f) / (high - low) for m, f in zip(many, few)]
             BOOTSTRAP = timed_bootstrap
         for number in range(args.rounds):
             for setup, times in results.items():
@@ -162,9 +169,10 @@ def main() -> None:
                   f"rounds untraced {', '.join(f'{u:.2f}' for u in times['untraced'])}; "
                   f"traced {', '.join(f'{t:.2f}' for t in times['traced'])})")
         if setup in counted:
-            untraced_count, traced_count = counted[setup][False], counted[setup][True]
-            print(f"  {setup}: instructions a span: untraced {untraced_count:,.0f}, traced {traced_count:,.0f}: "
-                  f"the bridge adds {traced_count - untraced_count:+,.0f}")
+            for index, which in enumerate(("all threads", "main thread")):
+                untraced_count, traced_count = counted[setup][False][index], counted[setup][True][index]
+                print(f"  {setup}: instructions a span, {which}: untraced {untraced_count:,.0f}, traced "
+                      f"{traced_count:,.0f}: the bridge adds {traced_count - untraced_count:+,.0f}")
 
 if __name__ == "__main__":
     main()

@@ -252,7 +252,9 @@ def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced,
 def test_a_records_attributes_are_its_scopes_and_its_own_whatever_they_hold(traced, setup):
     """The end joins the span's attributes to its scope's JSON, encoded once per scope: the same
     attributes as one object of both, where a span's key is the scope's, with none, escaped text,
-    and a span written open (an S record) at a flush."""
+    a span written open (an S record) at a flush, and a span's attributes as they were at its end
+    (an SDK span's: the flush encodes them, here in a thread of the program's, after the program
+    changed the dict it gave)."""
     code = program(setup, """
         import sys
         agent = sys.modules["selfopt_trace_agent.tracer"]
@@ -267,19 +269,29 @@ def test_a_records_attributes_are_its_scopes_and_its_own_whatever_they_hold(trac
             pass
         with app.start_as_current_span("open at a flush", attributes={"n": 2}):
             agent.flush()
+        given = {"n": 3}
+        with app.start_as_current_span("changed after its end", attributes=given):
+            pass
+        given["n"] = 4
+        import threading
+        flusher = threading.Thread(target=agent.flush)
+        flusher.start()
+        flusher.join()
     """)
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     spans = traced.spans()
     assert spans.diagnostics == []
     scope = {"otel.scope.name": "my.app", "otel.scope.version": "1.0"}
-    attributes = {name: spans.named(name)[0].attributes for name in ("plain", "none", "clash", "escaped", "open at a flush")}
+    names = ("plain", "none", "clash", "escaped", "open at a flush", "changed after its end")
+    attributes = {name: spans.named(name)[0].attributes for name in names}
     assert attributes == {
         "plain": {**scope, "n": 1, "s": "a\tb", "list": [1, 2]},
         "none": scope,
         "clash": {"otel.scope.name": "mine", "otel.scope.version": "1.0", "k": True},
         "escaped": {"otel.scope.name": "unversioned", "path": "\\xff/x", "selfopt_trace.escaped": ["path"]},
         "open at a flush": {**scope, "n": 2},
+        "changed after its end": {**scope, "n": 3},
     }
 
 

@@ -54,7 +54,7 @@ class Span:
         self.sums: dict | None = None
         self.child_ns = 0  # imports: cumulative time of nested imports, for self time
         self.status = UNSET
-        self.end_attributes: dict | str | None = None  # a str: all the span's attributes as JSON (hooks/otel_.py)
+        self.end_attributes: dict | None = None
         self.written = False  # its S record is on disk: its end needs an E record
 
     def traceparent(self) -> str:
@@ -250,7 +250,7 @@ def _format(span: Span) -> str:
         attributes = span.end_attributes
         if not attributes:
             attributes = _encode(span.attributes)
-        elif type(attributes) is not str:  # (a str: the whole object's JSON already, hooks/otel_.py)
+        else:
             attributes = _encode({**span.attributes, **attributes} if span.attributes else attributes)
         return spanfile.complete_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
                                       span.category, span.start_ns, span.end_ns, span.status, attributes)
@@ -350,6 +350,18 @@ def calibrate(cell: list, samples: list, spent_ns: int) -> None:
         cell[1] = max(1, samples[CALIBRATION // 2])
 
 
+# LATE: a record a hot path buffers as (its text up to the attributes, `head`, `attributes`), an X
+# record whose attributes the flush encodes (hooks/otel_.py: the program's thread is spared the
+# encoding). `head` is a JSON object of other attributes without its closing brace (an OTel scope's,
+# encoded once), `attributes` a dict none of whose keys are in it, that never changes again and whose
+# values encoding cannot fail on (an ended SDK span's: str, bool, int, float, tuples of them). A
+# tuple of an untracked dict and strings: the garbage collector stops tracking it at its first
+# collection (a buffered Span is scanned by every collection until the flush).
+def joined_json(head: str, attributes: dict) -> str:
+    """The JSON object of `head`'s attributes and `attributes` (not empty)."""
+    return head + "," + _encode(attributes)[1:]
+
+
 # Records already formatted by hot paths that make no Span object (waits, hooks/waits.py) wait in a
 # list of their own: a flush writes them after the buffer's records and counts them in
 # `formatted_cost`, a counted cell whose cost per record their hook calibrates. Recording one is
@@ -434,11 +446,13 @@ def _flush_locked() -> None:
         for item in taken:
             if type(item) is str:
                 add(item)
+            elif type(item) is tuple:  # an X record but its attributes' JSON: see LATE
+                add(item[0] + joined_json(item[1], item[2]) + "\t.\n")
             elif item.end_ns:  # _format's common case, an X record: spanfile.complete_line inlined
                 attributes = item.end_attributes
                 if not attributes:
                     attributes = _encode(item.attributes)
-                elif type(attributes) is not str:  # (a str: the whole object's JSON already, hooks/otel_.py)
+                else:
                     attributes = _encode({**item.attributes, **attributes} if item.attributes else attributes)
                 add(f"X\t{item.span_id}\t{item.parent_id}\t{item.trace_id}\t{item.name}\t{item.kind}\t"
                     f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{attributes}\t.\n")

@@ -140,26 +140,35 @@ def _start(otel, name: str, kind: str, attributes: dict | None, scope: ScopeAttr
     return span
 
 
-def _end(ours: Bridged, key, name: str, status: str, attributes: dict, end_ns: int) -> None:
+def _end(ours: Bridged, key, name: str, status: str, attributes: dict, end_ns: int, late: bool = False) -> None:
     """Record the end of a bridged span (`key`: its key in tracer.unwritten): the whole span as one
     X record if no flush wrote it open (taken out of tracer.unwritten here, so a flush no more can),
     else its E. The attributes: the scope's JSON (encoded once per scope) and the span's joined,
-    where no key of the span is the scope's."""
+    where no key of the span is the scope's. `late` (an SDK span's, frozen at its end, its values
+    the SDK's cleaned ones): in an X record the flush encodes the span's attributes (tracer's LATE
+    records), not the program's thread. The API path's (the program's own values, anything) are
+    encoded here: a value's str() that fails is a diagnostic in the program's thread, and its
+    steady count rose with the flush doing it (docs/benchmarks.md, "OpenTelemetry bridge")."""
     if ours.sums:  # small calls summed onto it (hooks/timed.py)
         attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
     kind = ours.kind
     category_ = ours.category if kind == "INTERNAL" else category(kind, attributes)
     head = ours.attributes.head
-    if head is not None and SCOPE_NAME not in attributes and SCOPE_VERSION not in attributes:
-        attributes = head + "," + _encode(attributes)[1:] if attributes else head + "}"
-    else:
-        attributes = _encode({**ours.attributes, **attributes})
+    if head is None or SCOPE_NAME in attributes or SCOPE_VERSION in attributes:
+        attributes, head = _encode({**ours.attributes, **attributes}), None
+    elif not attributes:
+        attributes, head = head + "}", None
+    elif not late:
+        attributes, head = tracer.joined_json(head, attributes), None
     if name is not ours.name:  # renamed since its start (the SDK's update_name)
         ours.name = name = _name(name)
     if _unwritten.pop(key, None) is not None:
-        _buffer.append(f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t{category_}\t"
-                       f"{ours.start_ns}\t{end_ns}\t{status}\t{attributes}\t.\n")
+        line = (f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t{category_}\t"
+                f"{ours.start_ns}\t{end_ns}\t{status}\t")
+        _buffer.append(f"{line}{attributes}\t.\n" if head is None else (line, head, attributes))
     else:
+        if head is not None:
+            attributes = tracer.joined_json(head, attributes)
         _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, status, attributes))
 
 
@@ -708,7 +717,7 @@ def _span_hooks():
                     if code == "ERROR" and status.description:
                         attributes = {**attributes, STATUS_DESCRIPTION: status.description}
                 ours.otel = None  # the SDK span is the program's to drop: nothing of ours may keep it alive
-                _end(ours, span_id, span._name, code, attributes, span._end_time or time_ns())
+                _end(ours, span_id, span._name, code, attributes, span._end_time or time_ns(), True)
             except Exception as exc:
                 failed("on_end", exc)
 
@@ -731,10 +740,10 @@ def _with_exception(attributes, events):
 
 
 # The agent's time in an SDK span, counted by span (too short to time): about this many ns each
-# (benchmarks/bench_otel_bridge.py --steady: the bridge's ~31,700 instructions a span at this
-# machine's ~11 a ns; its record is written whole at its end, not formatted by the flush).
+# (benchmarks/bench_otel_bridge.py: the bridge's ~17,000 instructions a span in the program's
+# thread at this machine's ~11 a ns; the flush, timed, encodes its attributes).
 _cost = tracer.counted_overhead()
-_cost[1] = 2900
+_cost[1] = 1500
 
 # SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
 _open: dict = {}
