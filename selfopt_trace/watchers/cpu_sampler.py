@@ -28,7 +28,8 @@ than the time since the previous reading, which the loader cuts to the interval'
 spinning 1.5 s beside three CPU hogs on 2 cores lost 6-12 % of its time read every 50 ms, 18-24 %
 with its first second read every 10 ms). So the lines wait for the flush, and a reading's excess
 goes back into the room of the lines not yet written, newest first: the wait happened just before
-it was counted (CpuSampler._move_back; that thread now loses 0.2-2 %).
+it was counted (CpuSampler._move_back; that thread now loses 0.2-2 %). A flush keeps a thread's
+last HOLD_BACK_NS of lines back for that: a line written has no room left.
 
 Pid reuse: every file is opened through the process's `task` directory descriptor, which the
 kernel ties to that process, so a reused pid can never be read through old descriptors; each
@@ -74,9 +75,10 @@ DEFAULT_RATE_HZ = 20.0
 # core against 4.8 %; 2.3 % without a young phase). Once every thread is past YOUNG_NS, nothing more.
 YOUNG_RATE_HZ = 100.0
 YOUNG_NS = 1_000_000_000
-FLUSH_INTERVAL_NS = 500_000_000  # a killed `run` loses at most this much
-# A flush writes an unchanged stretch up to this long before its last reading: a thread queued for a
-# CPU reads unchanged too, and the wait the kernel counts when it ends goes back there (_move_back).
+FLUSH_INTERVAL_NS = 500_000_000  # a killed `run` loses at most this much, and HOLD_BACK_NS more
+# A flush writes a thread's lines (and an unchanged stretch) up to this long before its last reading:
+# a thread queued for a CPU reads unchanged or low, and the wait the kernel counts when it ends goes
+# back there (_move_back).
 HOLD_BACK_NS = 100_000_000
 STOP_TIMEOUT_S = 0.1
 HEADER_START_SLACK_NS = 20_000_000  # /proc start times count clock ticks (10 ms): two of them
@@ -518,22 +520,30 @@ class CpuSampler:
         self._lines.append(f"D\t{time.time_ns()}\t\t\t\t\t\t{code}\t{text}\t.\n")
 
     def _write(self, thread: _Thread, final: bool = False) -> None:
-        """The thread's pending lines and its unchanged stretch so far (all of it when `final`, else
-        up to HOLD_BACK_NS before its last reading)."""
+        """The thread's pending lines and its unchanged stretch so far: all of it when `final`, else
+        up to HOLD_BACK_NS before its last reading. The newer lines wait for the next flush: a count
+        the kernel adds late goes back into them (_move_back), and a line already written has no
+        room left (a flush between a queued stretch and its count lost it: up to 10 ms a flush,
+        given to the thread's tail by the final reading instead, tests/accuracy)."""
         pending = thread.pending
         end = thread.time_ns if final else thread.time_ns - HOLD_BACK_NS
-        if end > (pending[-1] if pending else thread.base)[0] and thread.data:
+        ready = len(pending)
+        while ready and pending[ready - 1][0] > end:
+            ready -= 1
+        if ready == len(pending) and end > (pending[-1] if pending else thread.base)[0] and thread.data:
             pending.append([end, thread.cpu, thread.runqueue])
-        if not pending:
+            ready += 1
+        if not ready:
             return
         process = thread.process
         head = f"\t{process.pid}\t{thread.tid}\t{process.start_ns}\t"
-        self._lines += [f"C\t{t}{head}{cpu}\t{runqueue}\t\t\t.\n" for t, cpu, runqueue in pending]
-        thread.base = tuple(pending[-1])
-        thread.pending = []
+        self._lines += [f"C\t{t}{head}{cpu}\t{runqueue}\t\t\t.\n" for t, cpu, runqueue in pending[:ready]]
+        thread.base = tuple(pending[ready - 1])
+        thread.pending = pending[ready:]
 
     def _flush(self) -> None:
-        """Write what is buffered, with the held-back readings (so a killed run loses <= one flush)."""
+        """Write what is buffered, with the readings older than HOLD_BACK_NS (a killed run loses one flush
+        interval and HOLD_BACK_NS at most)."""
         self._flush_due_ns = time.monotonic_ns() + FLUSH_INTERVAL_NS
         for thread in self._threads:
             if thread.pending or thread.time_ns - HOLD_BACK_NS > thread.base[0]:
