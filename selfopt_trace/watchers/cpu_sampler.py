@@ -13,6 +13,12 @@ tick reads the young threads only). A short-lived child does its few phases (sta
 work, a short wait) in its first second, and an interval spreads its CPU evenly over itself: 50 ms
 intervals smeared a 15 ms sleep over the imports beside it. Long-lived threads cost what they did.
 
+New processes: a full tick lists `spans/` (when its mtime moved), and, where inotify is available,
+the thread also wakes as a span file is created (by the agent, at the end of its start-up) and
+reads the new process then: its first interval, from its start, is its start-up, not its start-up,
+imports and first lines up to the next full tick (a child read 60 ms late had a 3.8 ms stall of its
+first lines spread over with its imports' running fraction: tests/accuracy, parallel).
+
 Why it is cheap (benchmarks/bench_sampler.py): the schedstat files stay open and are `pread` each
 tick (1.4 us against 8 us for open/read/close), all threads in one flat loop; a process's thread
 list is read again only when the link count of its `task` directory (2 + its threads) changed,
@@ -42,6 +48,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
+import struct
 import sys
 import threading
 import time
@@ -86,6 +94,12 @@ HEADER_RETRIES = 20  # ticks to wait for an empty span file's header before givi
 # A directory's mtime has the kernel's coarse clock (<= 10 ms steps): once this much older than the
 # listing that saw it, an unchanged mtime proves no file was added since.
 DIR_MTIME_SLACK_NS = 50_000_000
+
+# inotify (inotify(7)): its event header (wd, mask, cookie, name length), and the masks used.
+_EVENT = struct.Struct("iIII")
+_IN_MOVED_TO, _IN_CREATE, _IN_Q_OVERFLOW = 0x80, 0x100, 0x4000
+UNREAD_RETRY_NS = 1_000_000  # a file created without its header yet (the agent writes it next): again in a ms
+_STOPPED, _CREATED, _TIMEOUT = object(), object(), object()  # what _wait woke for
 
 _SCHEDSTAT_BYTES = 64  # "<run ns> <wait ns> <slices>\n"
 # A reading's time is the middle of its read, read again while the sampler was preempted during it
@@ -141,6 +155,10 @@ class CpuSampler:
         self._open_fds = 0
         self._unsampled = 0  # threads and processes left out for want of a descriptor
         self._stop = threading.Event()
+        # New span files, told by inotify as they are created (a process's at the end of its agent's
+        # start-up): -1 where inotify is not available (then only full ticks list `spans/`).
+        self._inotify = -1
+        self._wake_r = self._wake_w = -1  # a pipe: stop() wakes the thread out of select
         self._thread: threading.Thread | None = None
         self._notes: list[str] = []
         self._fd = -1
@@ -155,6 +173,7 @@ class CpuSampler:
         self._spans_mtime_ns = 0
         self._spans_listed_ns = 0
         self._header_waits: dict[str, int] = {}
+        self._unread: dict[str, int] = {}  # created files without their header yet: looked at each ms, a few times
         self._spans_dir = ""
         self._flush_due_ns = 0
         # /proc start times are clock ticks since boot (CLOCK_BOOTTIME): epoch = boot epoch + ticks.
@@ -179,15 +198,22 @@ class CpuSampler:
             self._close()
             return
         self._flush()  # the header now: the file says what it is even if `run` is killed at once
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._run, name="selfopt-trace cpu sampler", daemon=True)
         self._thread.start()
 
     def stop(self) -> list[str]:
         if self._thread is not None:
             self._stop.set()
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b".")
             self._thread.join(STOP_TIMEOUT_S)
             if self._thread.is_alive():
                 self._notes.append(f"{self.name}: still writing after {STOP_TIMEOUT_S} s; its last samples may be missing")
+            else:  # a thread still running may yet select on them
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
         if self._unsampled:
             self._notes.append(f"{self.name}: {self._unsampled} threads or processes not sampled: "
                                f"its budget of {self.fd_budget} file descriptors was used up (ulimit -n)")
@@ -197,6 +223,7 @@ class CpuSampler:
 
     def _run(self) -> None:
         try:
+            self._inotify = _watch_created(self._spans_dir)
             period, young_period = self.period_ns, self.young_period_ns
             due = full_due = time.monotonic_ns()
             while True:
@@ -215,7 +242,12 @@ class CpuSampler:
                         due = full_due
                 else:
                     due = full_due
-                if self._stop.wait(max(0, due - now) / 1e9):
+                while (woke := self._wait(due - now)) is _CREATED:
+                    self._created()
+                    now = time.monotonic_ns()
+                    if self._threads_changed and young_period < period and due - now > young_period:
+                        due = now + young_period  # a new (young) process: its next reading a young period on
+                if woke is _STOPPED:
                     break
             self._tick(True)  # the last reading, CMD just exited
             for process in list(self._processes.values()):
@@ -228,6 +260,66 @@ class CpuSampler:
                 self._close()
             except OSError as exc:
                 self._notes.append(f"{self.name}: could not write {SAMPLES_PATH}: {exc.strerror or exc}")
+
+    def _wait(self, timeout_ns: int) -> object:
+        """Sleep up to `timeout_ns`: _STOPPED, _CREATED (a span file was created: look at it now), or
+        _TIMEOUT. Without inotify, only a full tick finds new span files."""
+        if self._inotify < 0:
+            return _STOPPED if self._stop.wait(max(0, timeout_ns) / 1e9) else _TIMEOUT
+        deadline = time.monotonic_ns() + timeout_ns
+        while not self._stop.is_set():
+            left = deadline - time.monotonic_ns()
+            if left <= 0:
+                return _TIMEOUT
+            retry = self._unread and left > UNREAD_RETRY_NS
+            ready, _, _ = select.select([self._inotify, self._wake_r], [], [],
+                                        (UNREAD_RETRY_NS if retry else left) / 1e9)
+            if self._inotify in ready or (retry and not ready):
+                return _CREATED
+        return _STOPPED
+
+    def _created(self) -> None:
+        """New span files (inotify's events), and those created without their header yet: their
+        processes are followed, and read, at once. A process's span file is created as its agent's
+        start-up ends, so its first reading, from its start, is its start-up instead of running up to
+        the next full tick (50 ms, 60 ms with its listing: the start-up, imports and first lines
+        shared one running fraction, tests/accuracy)."""
+        names = list(self._unread)
+        try:
+            data = os.read(self._inotify, 1 << 16)
+        except BlockingIOError:
+            data = b""
+        at = 0
+        while at + _EVENT.size <= len(data):
+            _, mask, _, size = _EVENT.unpack_from(data, at)
+            name = data[at + _EVENT.size:at + _EVENT.size + size].rstrip(b"\0")
+            at += _EVENT.size + size
+            if mask & _IN_Q_OVERFLOW:
+                self._spans_mtime_ns = 0  # events were lost: the next full tick lists `spans/`
+            elif name:
+                names.append(os.fsdecode(name))
+        for name in names:
+            if name in self._seen_files:
+                self._unread.pop(name, None)
+                continue
+            header = self._read_header(os.path.join(self._spans_dir, name))
+            if header is None:  # created, not written yet: again in a ms, a few times, then at full ticks
+                tries = self._unread.get(name, 0) + 1
+                if tries < HEADER_RETRIES:
+                    self._unread[name] = tries
+                else:
+                    self._unread.pop(name, None)
+                continue
+            self._unread.pop(name, None)
+            self._seen_files.add(name)
+            self._header_waits.pop(name, None)
+            self._add_process(*header)
+        if self._to_list:
+            to_list, self._to_list = self._to_list, set()
+            new = []
+            for process in to_list:
+                new += self._check_threads(process)
+            self._read(new)
 
     def _tick(self, full: bool = True) -> None:
         """Read every thread (a full tick) or only the young ones. New span files are looked for at
@@ -567,6 +659,31 @@ class CpuSampler:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            if self._inotify >= 0:  # closed aside: closing an inotify descriptor waits 10-25 ms for the kernel
+                threading.Thread(target=os.close, args=(self._inotify,), name="selfopt-trace inotify close",
+                                 daemon=True).start()
+                self._inotify = -1
+
+
+def _watch_created(directory: str) -> int:
+    """An inotify descriptor (non-blocking) telling the files created in or moved into `directory`,
+    or -1 where there is none (not Linux, no libc to call). ctypes is imported here, in the sampler's
+    thread: not before CMD starts."""
+    if not sys.platform.startswith("linux"):
+        return -1
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            return -1
+        if libc.inotify_add_watch(fd, os.fsencode(directory), _IN_CREATE | _IN_MOVED_TO) < 0:
+            os.close(fd)
+            return -1
+        return fd
+    except (ImportError, OSError, AttributeError):
+        return -1
 
 
 def _default_fd_budget() -> int:

@@ -252,6 +252,28 @@ def test_the_rate_sets_the_time_between_readings(cli: Cli, rate: str, young_ms: 
         assert statistics.median(lengths) <= 2.5 * period_ms, lengths
 
 
+def test_a_new_process_is_read_as_its_span_file_appears(cli: Cli) -> None:
+    # At 1 Hz a full tick (which lists spans/) rarely falls in a 0.1 s child's life: each child is
+    # found by inotify as its agent creates its span file (the end of the agent's start-up), and
+    # read then, its first interval its start-up.
+    code = ("import subprocess, sys\n"
+            "for _ in range(6): subprocess.run([sys.executable, '-c', 'import time; time.sleep(0.1)'])")
+    done = cli("run", "--quiet", "--run-id", "found", "--cpu-rate", "1", "--", *python(code))
+    assert done.returncode == 0, done.stderr
+    rows = cli.query("""
+        SELECT p.pid, (min(c.end_ns) - any_value(s.end_ns)) / 1e6
+        FROM spans AS p
+        JOIN spans AS s ON s.run_id = p.run_id AND s.parent_span_id = p.span_id AND s.name = 'interpreter.startup'
+        LEFT JOIN cpu_samples AS c ON c.run_id = p.run_id AND c.pid = p.pid AND c.tid = p.pid
+        WHERE p.run_id = 'found' AND p.name = 'process' AND p.parent_span_id IS NOT NULL
+          AND p.pid IN (SELECT pid FROM spans WHERE run_id = 'found' AND name = 'process' AND attributes LIKE '%sleep%')
+        GROUP BY p.pid""")
+    assert len(rows) == 6, rows
+    delays = [delay for _, delay in rows]
+    assert None not in delays, rows  # every child read
+    assert statistics.median(delays) <= 100, delays  # a full tick would have taken up to 1,000 ms
+
+
 def test_a_thread_waiting_for_a_cpu_is_seen_running_all_along(cli: Cli) -> None:
     # Three untraced hogs beside CMD on this machine's cores: CMD spins, so it is on a CPU or queued
     # for one all its life. The kernel counts a queued stretch when the thread next gets a CPU (a
