@@ -158,7 +158,8 @@ class CpuSampler:
         # New span files, told by inotify as they are created (a process's at the end of its agent's
         # start-up): -1 where inotify is not available (then only full ticks list `spans/`).
         self._inotify = -1
-        self._wake_r = self._wake_w = -1  # a pipe: stop() wakes the thread out of select
+        self._wake_r = self._wake_w = -1  # a pipe: stop() wakes the thread out of its poll
+        self._poll: select.poll | None = None  # poll, not select: the sampler's descriptors go past 1024
         self._thread: threading.Thread | None = None
         self._notes: list[str] = []
         self._fd = -1
@@ -210,7 +211,7 @@ class CpuSampler:
             self._thread.join(STOP_TIMEOUT_S)
             if self._thread.is_alive():
                 self._notes.append(f"{self.name}: still writing after {STOP_TIMEOUT_S} s; its last samples may be missing")
-            else:  # a thread still running may yet select on them
+            else:  # a thread still running may yet poll them
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 self._wake_r = self._wake_w = -1
@@ -224,6 +225,10 @@ class CpuSampler:
     def _run(self) -> None:
         try:
             self._inotify = _watch_created(self._spans_dir)
+            if self._inotify >= 0:
+                self._poll = select.poll()
+                self._poll.register(self._inotify, select.POLLIN)
+                self._poll.register(self._wake_r, select.POLLIN)
             period, young_period = self.period_ns, self.young_period_ns
             due = full_due = time.monotonic_ns()
             while True:
@@ -272,8 +277,7 @@ class CpuSampler:
             if left <= 0:
                 return _TIMEOUT
             retry = self._unread and left > UNREAD_RETRY_NS
-            ready, _, _ = select.select([self._inotify, self._wake_r], [], [],
-                                        (UNREAD_RETRY_NS if retry else left) / 1e9)
+            ready = [fd for fd, _ in self._poll.poll((UNREAD_RETRY_NS if retry else left) / 1e6)]
             if self._inotify in ready or (retry and not ready):
                 return _CREATED
         return _STOPPED
