@@ -599,6 +599,7 @@ def _arm_sdk(sdk) -> None:
         tracer.diagnostic("otel_bridge_unsupported", "this OpenTelemetry's SpanContext is not a tuple: the SDK's "
                                                      "spans are not recorded")
         return
+    tracer.late_members = _members  # the encoder of the SDK spans' LATE records
 
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -769,7 +770,7 @@ def _span_hooks():
                                    f"{_attributes_json(scope, attributes)}\t.\n")
                 else:
                     _buffer.append((f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t"
-                                    f"{category_}\t{ours.start_ns}\t{end_ns}\t{code}\t{head},", attributes, _members))
+                                    f"{category_}\t{ours.start_ns}\t{end_ns}\t{code}\t{head},", attributes))
             except Exception as exc:
                 failed("on_end", exc)
 
@@ -781,23 +782,32 @@ def _span_hooks():
 _plain_keys = tracer.spanfile._plain_keys  # keys spanfile.encode found need no escaping
 
 
+_fragments: dict = {}  # (key, string value): its JSON member, for the strings spans repeat (a method, a host)
+
+
 def _members(attributes: dict) -> str:
     """An SDK span's attributes as JSON without the opening brace, for the flush (tracer's LATE
     records): what spanfile.encode gives, by a loop for the common values only (a string with
-    nothing to escape, an int: its checks and an f-string), spanfile.encode for the rest."""
+    nothing to escape, an int), spanfile.encode for the rest. A string's member is looked up
+    (one lookup instead of three checks and an f-string), made once: only a string is, so an
+    equal value of another type (True, 1.0 for 1) never finds it."""
     parts = []
     add = parts.append
     for key, value in attributes.items():
         kind = type(value)
-        if key in _plain_keys:
-            if kind is str:
-                if value.isprintable() and '"' not in value and "\\" not in value:
-                    add(f'"{key}":"{value}"')
-                    continue
-            elif kind is int:
-                add(f'"{key}":{value}')
-                continue
-        return _encode(attributes)[1:]
+        if kind is str:
+            member = _fragments.get((key, value))
+            if member is None:
+                if key not in _plain_keys or not value.isprintable() or '"' in value or "\\" in value:
+                    return _encode(attributes)[1:]
+                if len(_fragments) >= 4096:  # a bound: the values that vary (ids, URLs) come and go
+                    _fragments.clear()
+                member = _fragments[key, value] = f'"{key}":"{value}"'
+            add(member)
+        elif kind is int and key in _plain_keys:
+            add(f'"{key}":{value}')
+        else:
+            return _encode(attributes)[1:]
     return ",".join(parts) + "}"
 
 
