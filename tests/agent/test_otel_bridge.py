@@ -295,6 +295,33 @@ def test_a_records_attributes_are_its_scopes_and_its_own_whatever_they_hold(trac
     }
 
 
+def test_sdk_attributes_encoded_by_the_flush_from_its_cache_are_what_they_were(traced):
+    """The flush encodes an SDK span's attributes with the bridge's loop (hooks/otel_.py _members),
+    each (key, string) pair's JSON made once and looked up after: values repeated across spans,
+    equal values of other types on one key (True, 1, 1.0, "1"), a key first seen in a later span,
+    and values the loop leaves to spanfile.encode (floats, tuples, quotes, line breaks)."""
+    values = ["same", "same", True, 1, 1.0, "1", "same", 'say "hi"', "two\nlines", 2.5, ("a", "b"), False, 0]
+    code = program("sdk", f"""
+        app = trace.get_tracer("my.app", "1.0")
+        for index, value in enumerate({values!r}):
+            with app.start_as_current_span("span %d" % index, attributes={{"v": value, "i": index}}) as span:
+                if index >= 5:
+                    span.set_attribute("later", value)
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    scope = {"otel.scope.name": "my.app", "otel.scope.version": "1.0"}
+    for index, value in enumerate(values):
+        expected = list(value) if type(value) is tuple else value
+        later = {"later": expected} if index >= 5 else {}
+        [span] = spans.named("span %d" % index)
+        assert span.attributes == {**scope, "v": expected, "i": index, **later}
+        assert [type(v) for v in span.attributes.values()] == [type(v) for v in
+                                                               {**scope, "v": expected, "i": index, **later}.values()]
+
+
 @pytest.mark.parametrize("setup", ["sdk", "api"])
 def test_a_name_with_tabs_and_line_breaks_is_kept_with_spaces(traced, setup):
     """The span file separates fields with tabs and records with line breaks: a program's own span

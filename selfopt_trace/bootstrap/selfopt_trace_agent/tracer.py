@@ -350,13 +350,21 @@ def calibrate(cell: list, samples: list, spent_ns: int) -> None:
         cell[1] = max(1, samples[CALIBRATION // 2])
 
 
-# LATE: a record a hot path buffers as (its text up to the attributes, `head`, `attributes`), an X
-# record whose attributes the flush encodes (hooks/otel_.py: the program's thread is spared the
-# encoding). `head` is a JSON object of other attributes without its closing brace (an OTel scope's,
-# encoded once), `attributes` a dict none of whose keys are in it, that never changes again and whose
-# values encoding cannot fail on (an ended SDK span's: str, bool, int, float, tuples of them). A
-# tuple of an untracked dict and strings: the garbage collector stops tracking it at its first
-# collection (a buffered Span is scanned by every collection until the flush).
+# LATE: a record a hot path buffers as (its text up to the attributes, `attributes`), an X record
+# whose attributes the flush encodes (hooks/otel_.py: the program's thread is spared the encoding).
+# The text ends in a JSON object of other attributes without its closing brace and a comma (an OTel
+# scope's, encoded once); `attributes` is a non-empty dict none of whose keys are in it, that never
+# changes again and whose values encoding cannot fail on (an ended SDK span's: str, bool, int, float,
+# tuples of them). The flush appends late_members(attributes), their JSON without the opening brace:
+# no joined string made. A tuple of an untracked dict and a string: the garbage collector stops
+# tracking it at its first collection (a buffered Span is scanned by every collection until the
+# flush; a function in the tuple would keep it tracked too).
+def late_members(attributes: dict) -> str:
+    """A LATE record's attributes' JSON without its opening brace (hooks/otel_.py puts an encoder
+    of its own for the SDK's values here when it arms)."""
+    return _encode(attributes)[1:]
+
+
 def joined_json(head: str, attributes: dict) -> str:
     """The JSON object of `head`'s attributes and `attributes` (not empty)."""
     return head + "," + _encode(attributes)[1:]
@@ -447,7 +455,7 @@ def _flush_locked() -> None:
             if type(item) is str:
                 add(item)
             elif type(item) is tuple:  # an X record but its attributes' JSON: see LATE
-                add(item[0] + joined_json(item[1], item[2]) + "\t.\n")
+                lines += (item[0], late_members(item[1]), "\t.\n")
             elif item.end_ns:  # _format's common case, an X record: spanfile.complete_line inlined
                 attributes = item.end_attributes
                 if not attributes:

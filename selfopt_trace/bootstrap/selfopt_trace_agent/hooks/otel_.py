@@ -50,11 +50,21 @@ _EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace"
 _new = object.__new__
 
 
-class Bridged(tracer.Span):
-    """An OTel span as the agent records it; `otel` is the span OTel code holds (a remote parent's
-    NonRecordingSpan for a stub, which is never written)."""
+class Bridged:
+    """An OTel span as the agent records it: the fields of a tracer.Span, and `otel`, the span OTel
+    code holds (a remote parent's NonRecordingSpan for a stub, which is never written).
 
-    __slots__ = ("otel",)
+    Not a tracer.Span: the fields only tracer.end_span and import frames change, on spans of their
+    own, are this class's constants, 6 stores less a span (assigning one raises AttributeError)."""
+
+    __slots__ = ("span_id", "parent_id", "parent", "trace_id", "name", "kind", "category", "start_ns",
+                 "attributes", "sums", "written", "otel")
+    end_ns = 0  # it ends in its X or E record, never through tracer.end_span
+    deferred = keep = False
+    child_ns = 0
+    status = tracer.UNSET
+    end_attributes = None
+    traceparent = tracer.Span.traceparent
 
 
 _state: dict = {}  # "api", "context", "key", "runtime", "classes": filled as the modules arm
@@ -99,9 +109,10 @@ def _trace_hex(trace_id: int) -> str:
 
 def _stub(context, otel) -> Bridged:
     """A parent the agent did not record (remote, or another tracer's): ids only, never written."""
-    span = Bridged("%016x" % context.span_id, None, "", _trace_hex(context.trace_id), "", "INTERNAL",
-                   "other", 0, None)
-    span.otel = otel
+    span = _new(Bridged)
+    span.span_id, span.parent, span.parent_id = "%016x" % context.span_id, None, ""
+    span.trace_id, span.name, span.kind, span.category = _trace_hex(context.trace_id), "", "INTERNAL", "other"
+    span.start_ns, span.attributes, span.sums, span.written, span.otel = 0, None, None, False, otel
     return span
 
 
@@ -124,14 +135,8 @@ def _start(otel, name: str, kind: str, attributes: dict | None, scope: ScopeAttr
     span.kind = kind
     span.category = "other" if kind == "INTERNAL" else category(kind, attributes)
     span.start_ns = start_ns
-    span.end_ns = 0
     span.attributes = scope
-    span.deferred = False
-    span.keep = False
     span.sums = None
-    span.child_ns = 0
-    span.status = tracer.UNSET
-    span.end_attributes = None
     span.written = False
     span.otel = otel
     _unwritten[span_id] = span  # not in the buffer: _end writes the X record, a flush before it the S
@@ -140,36 +145,34 @@ def _start(otel, name: str, kind: str, attributes: dict | None, scope: ScopeAttr
     return span
 
 
-def _end(ours: Bridged, key, name: str, status: str, attributes: dict, end_ns: int, late: bool = False) -> None:
-    """Record the end of a bridged span (`key`: its key in tracer.unwritten): the whole span as one
-    X record if no flush wrote it open (taken out of tracer.unwritten here, so a flush no more can),
-    else its E. The attributes: the scope's JSON (encoded once per scope) and the span's joined,
-    where no key of the span is the scope's. `late` (an SDK span's, frozen at its end, its values
-    the SDK's cleaned ones): in an X record the flush encodes the span's attributes (tracer's LATE
-    records), not the program's thread. The API path's (the program's own values, anything) are
-    encoded here: a value's str() that fails is a diagnostic in the program's thread, and its
-    steady count rose with the flush doing it (docs/benchmarks.md, "OpenTelemetry bridge")."""
+def _end(ours: Bridged, name: str, status: str, attributes: dict, end_ns: int) -> None:
+    """Record the end of a span of the API path: the whole span as one X record if no flush wrote
+    it open (taken out of tracer.unwritten here, so a flush no more can), else its E. Its
+    attributes, the program's own values (anything: a str() that fails is a diagnostic in the
+    program's thread), are encoded here; an SDK span's end is on_end's (_span_hooks)."""
     if ours.sums:  # small calls summed onto it (hooks/timed.py)
         attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
     kind = ours.kind
     category_ = ours.category if kind == "INTERNAL" else category(kind, attributes)
-    head = ours.attributes.head
-    if head is None or SCOPE_NAME in attributes or SCOPE_VERSION in attributes:
-        attributes, head = _encode({**ours.attributes, **attributes}), None
-    elif not attributes:
-        attributes, head = head + "}", None
-    elif not late:
-        attributes, head = tracer.joined_json(head, attributes), None
-    if name is not ours.name:  # renamed since its start (the SDK's update_name)
+    text = _attributes_json(ours.attributes, attributes)
+    if name is not ours.name:  # renamed since its start
         ours.name = name = _name(name)
-    if _unwritten.pop(key, None) is not None:
-        line = (f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t{category_}\t"
-                f"{ours.start_ns}\t{end_ns}\t{status}\t")
-        _buffer.append(f"{line}{attributes}\t.\n" if head is None else (line, head, attributes))
+    if _unwritten.pop(ours.span_id, None) is not None:
+        _buffer.append(f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t{category_}\t"
+                       f"{ours.start_ns}\t{end_ns}\t{status}\t{text}\t.\n")
     else:
-        if head is not None:
-            attributes = tracer.joined_json(head, attributes)
-        _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, status, attributes))
+        _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, status, text))
+
+
+def _attributes_json(scope: ScopeAttributes, attributes: dict) -> str:
+    """A record's attributes: the scope's JSON (encoded once per scope) and the span's joined, where
+    no key of the span is the scope's."""
+    head = scope.head
+    if head is None or SCOPE_NAME in attributes or SCOPE_VERSION in attributes:
+        return _encode({**scope, **attributes})
+    if not attributes:
+        return head + "}"
+    return tracer.joined_json(head, attributes)
 
 
 def category(kind: str, attributes) -> str:
@@ -244,18 +247,30 @@ class Runtime:
         get = self._get = variable.get if variable is not None else original.get_current
         set_ = self._set = variable.set if variable is not None else original.attach
         reset = self._reset = variable.reset if variable is not None else original.detach
-        last = (None, None, None)  # (OTel context, agent span, the context shown): get_current's memo
+        # get_current's memo, one tuple (a thread reads it whole): the OTel context and the agent's
+        # current span (not None: the process span stands for None, and a forked child has another)
+        # last seen, and the context shown for them.
+        last = (None, None, None)
 
         def get_current():
+            # Asked again with nothing attached since (the SDK asks 4 times a span): the memo's
+            # answer, in as few steps as it takes (the tuple unpacked, no local kept).
+            context, ours, shown = last
+            if get() is context and _current() is ours:
+                return shown
+            return show(get(), _current())
+
+        def show(context, ours):
+            """What get_current shows OTel for its `context` and the agent's current span `ours`."""
             nonlocal last
-            context = get()
-            ours = _current() or tracer._root
-            memo = last
-            if memo[0] is context and memo[1] is ours:  # asked again with nothing attached since: the SDK does, a span
-                return memo[2]
             try:
                 if ours is None:
-                    return context
+                    ours = tracer._root
+                    if ours is None:
+                        return context
+                    remember = False
+                else:
+                    remember = True
                 otel = context.get(key)
                 if otel is not None and ((type(ours) is Bridged and ours.otel is otel) or _represents(otel, ours)):
                     shown = context
@@ -263,7 +278,8 @@ class Runtime:
                     shown = context_class(context)
                     otel = ours.otel if type(ours) is Bridged else None  # None too for a span ended already
                     dict.__setitem__(shown, key, otel if otel is not None else view(ours))
-                last = (context, ours, shown)
+                if remember:
+                    last = (context, ours, shown)
                 return shown
             except Exception as exc:
                 failed("get_current", exc)
@@ -275,7 +291,10 @@ class Runtime:
                 otel = context.get(key)
                 if otel is None:
                     return token
-                ours = getattr(otel, ATTR, None)  # an SDK span: the usual case, without a call
+                try:
+                    ours = otel._selfopt_trace_span  # ATTR of an SDK span, the usual case: no call
+                except AttributeError:  # (the bridge's own spans have it: None)
+                    ours = None
                 if ours is None:
                     ours = _ours(otel)
                     if ours is None:
@@ -367,6 +386,8 @@ def _api_classes(trace, context_module, key: str) -> tuple:
     class _View(NonRecordingSpan):
         """An agent span where OTel looks for the current span."""
 
+        _selfopt_trace_span = None  # ATTR: attach reads it, and finds `native` (_ours)
+
         def __init__(self, native):
             super().__init__(SpanContext(int(native.trace_id, 16), int(native.span_id, 16), is_remote=False,
                                          trace_flags=sampled))
@@ -374,6 +395,8 @@ def _api_classes(trace, context_module, key: str) -> tuple:
 
     class BridgeSpan(trace.Span):
         """A recording OTel span that is an agent span (API only: no SDK provider)."""
+
+        _selfopt_trace_span = None  # ATTR: attach reads it, and finds `native` (_ours)
 
         def __init__(self, native, merged: bool):
             self.native = native
@@ -454,7 +477,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                 if self.description:
                     added[STATUS_DESCRIPTION] = self.description
                 native.otel = None  # no cycle (span <-> record) for the garbage collector to find
-                _end(native, native.span_id, native.name, self.status or tracer.UNSET, added, end_time or time_ns())
+                _end(native, native.name, self.status or tracer.UNSET, added, end_time or time_ns())
             except Exception as exc:
                 failed("end", exc)
 
@@ -576,6 +599,7 @@ def _arm_sdk(sdk) -> None:
         tracer.diagnostic("otel_bridge_unsupported", "this OpenTelemetry's SpanContext is not a tuple: the SDK's "
                                                      "spans are not recorded")
         return
+    tracer.late_members = _members  # the encoder of the SDK spans' LATE records
 
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -653,8 +677,8 @@ def _span_hooks():
                     if attributes is None or attributes[0] is not scope:
                         attributes = _scope_attributes(scope)
                     _last_scope = attributes
-                # tracer.Span(...) inlined, field for field as _start below and Span.__init__ set them
-                # (tests/agent/test_otel_bridge.py checks the three stay in step).
+                # The record's every field, as _start below sets them (tests/agent/test_otel_bridge.py
+                # checks the two make what tracer.Span's constructor does).
                 ours = _new(Bridged)
                 ours.span_id = "%016x" % span_id
                 ours.parent = parent
@@ -666,16 +690,14 @@ def _span_hooks():
                         tracer._mark_kept(parent)
                     ours.parent_id = parent.span_id
                     ours.trace_id = parent.trace_id  # the SDK gave the span its parent's trace id
-                ours.name = _name(span._name)
+                name = span._name
+                ours.name = name if name.isprintable() else _name(name)  # _name's test, without its call
                 ours.kind = kind
                 ours.category = category_
                 ours.start_ns = span._start_time
-                ours.end_ns = 0
                 ours.attributes = attributes[1]
-                ours.deferred = ours.keep = ours.written = False
-                ours.sums = ours.end_attributes = None
-                ours.child_ns = 0
-                ours.status = "UNSET"
+                ours.written = False
+                ours.sums = None
                 ours.otel = span
                 span._selfopt_trace_span = ours  # ATTR
                 # Not in the buffer: the end writes the X record, a flush before it the S (tracer.unwritten)
@@ -697,13 +719,22 @@ def _span_hooks():
                 ours = _open.pop(span_id, None)
                 if ours is None:
                     return
+                # Frozen now that the span ended: BoundedAttributes' dict is read as it is (copied
+                # only to add to it), and BoundedList's deque tested (its __len__ is a Python call).
+                # Their fields read, not getattr: no call where they are there, as they always are.
                 attributes = span._attributes
-                # Frozen now that the span ended: its dict is read as it is (copied only to add to it).
-                attributes = getattr(attributes, "_dict", attributes)
+                try:
+                    attributes = attributes._dict
+                except AttributeError:  # another SDK's mapping
+                    pass
                 if not attributes:
                     attributes = {}
                 events = span._events
-                if getattr(events, "_dq", events):  # BoundedList's deque: its __len__ is a Python call
+                try:
+                    any_event = events._dq
+                except AttributeError:
+                    any_event = events
+                if any_event:
                     attributes = _with_exception(attributes, events)
                 if type(ours) is not Bridged:  # merged into the agent's own span
                     _merge_attributes(ours, attributes)
@@ -717,13 +748,67 @@ def _span_hooks():
                     if code == "ERROR" and status.description:
                         attributes = {**attributes, STATUS_DESCRIPTION: status.description}
                 ours.otel = None  # the SDK span is the program's to drop: nothing of ours may keep it alive
-                _end(ours, span_id, span._name, code, attributes, span._end_time or time_ns(), True)
+                # _end, for an SDK span: its attributes are frozen and their values the SDK's cleaned
+                # ones, so an X record leaves them to the flush to encode (tracer's LATE records),
+                # sparing the program's thread; its text ends in the scope's JSON head.
+                if ours.sums:  # small calls summed onto it (hooks/timed.py)
+                    attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
+                kind = ours.kind
+                category_ = ours.category if kind == "INTERNAL" else category(kind, attributes)
+                name = span._name
+                if name is not ours.name:  # renamed since its start (update_name)
+                    ours.name = name = _name(name)
+                end_ns = span._end_time or time_ns()
+                scope = ours.attributes
+                head = scope.head
+                if _unwritten.pop(span_id, None) is None:  # a flush wrote its S: its E
+                    _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, code,
+                                                            _attributes_json(scope, attributes)))
+                elif head is None or not attributes or SCOPE_NAME in attributes or SCOPE_VERSION in attributes:
+                    _buffer.append(f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t"
+                                   f"{category_}\t{ours.start_ns}\t{end_ns}\t{code}\t"
+                                   f"{_attributes_json(scope, attributes)}\t.\n")
+                else:
+                    _buffer.append((f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t"
+                                    f"{category_}\t{ours.start_ns}\t{end_ns}\t{code}\t{head},", attributes))
             except Exception as exc:
                 failed("on_end", exc)
 
         return on_start, _on_ending, on_end
 
     return hooks
+
+
+_plain_keys = tracer.spanfile._plain_keys  # keys spanfile.encode found need no escaping
+
+
+_fragments: dict = {}  # (key, string value): its JSON member, for the strings spans repeat (a method, a host)
+
+
+def _members(attributes: dict) -> str:
+    """An SDK span's attributes as JSON without the opening brace, for the flush (tracer's LATE
+    records): what spanfile.encode gives, by a loop for the common values only (a string with
+    nothing to escape, an int), spanfile.encode for the rest. A string's member is looked up
+    (one lookup instead of three checks and an f-string), made once: only a string is, so an
+    equal value of another type (True, 1.0 for 1) never finds it."""
+    parts = []
+    add = parts.append
+    for key, value in attributes.items():
+        kind = type(value)
+        if kind is str:
+            member = _fragments.get((key, value))
+            if member is None:
+                if key not in _plain_keys or not value.isprintable() or '"' in value or "\\" in value:
+                    return _encode(attributes)[1:]
+                if len(_fragments) >= 4096:  # a bound: the values that vary (ids, URLs) come and go
+                    _fragments.clear()
+                member = _fragments[key, value] = f'"{key}":"{value}"'
+            add(member)
+        elif kind is int and key in _plain_keys:
+            add(f'"{key}":{value}')
+        else:
+            return _encode(attributes)[1:]
+    return ",".join(parts) + "}"
 
 
 def _with_exception(attributes, events):
