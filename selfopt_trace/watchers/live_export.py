@@ -54,6 +54,7 @@ class LiveExport:
         self.error: str | None = None
         self.abandoned = False
         self.incomplete_sent = 0
+        self.exit_wait_s = 0.0  # how long CMD's end waited for the export: EXIT_BUDGET_S at most
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -65,7 +66,8 @@ class LiveExport:
     def stop(self) -> list[str]:
         if self._thread is None or self.run is None:
             return []
-        deadline = time.monotonic() + EXIT_BUDGET_S
+        started = time.monotonic()
+        deadline = started + EXIT_BUDGET_S
         self._stop.set()
         if self.state != "absent" and not otlp_settings.listening(self.settings):
             deadline = time.monotonic()  # nothing listens (any more): waiting would send nothing
@@ -77,6 +79,7 @@ class LiveExport:
             self.abandoned = True  # the thread stops at its next batch; its counts stay as they are now
             if self.sender is not None:
                 self.sender.shutdown()
+        self.exit_wait_s = time.monotonic() - started
         if self.state == "absent":
             return []
         record = self.record()
@@ -100,6 +103,7 @@ class LiveExport:
             "complete": bool(self.state == "done" and sender.refused == 0),  # done: read to the end, all sent
             "error": self.error or (sender.problem() if sender is not None else None),
             "exit_budget_exceeded": self.abandoned,
+            "exit_wait_s": round(self.exit_wait_s, 3),
             "converted_values": dict(sender.cleaner.counts) if sender is not None else {},
             "damaged_lines": follower.damaged_lines if follower is not None else 0,
         }

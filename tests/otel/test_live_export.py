@@ -20,6 +20,7 @@ import pytest
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
 from selfopt_trace.export import SpanColumns, fetch_spans
 from selfopt_trace.store import Store
+from selfopt_trace.watchers.live_export import EXIT_BUDGET_S
 from selfopt_trace.watchers.span_follower import SpanFollower
 from tests.cli.conftest import clean_environ
 from tests.otel.conftest import Jaeger, free_port
@@ -299,8 +300,12 @@ def test_a_collector_down_or_silent_changes_nothing_for_cmd(tmp_path: Path, jaeg
                 [note] = [note for note in summary["notes"] if "push" in note]
                 assert f"`selfopt-trace push {name}`" in note and ("unreachable" in note or "nothing sent" in note), note
                 assert summary["diagnostics"] >= 1
-                assert not json.loads((home / "runs" / name / "export.json").read_text())["complete"]
-        assert max(timings.values()) - timings["never"] < 1.8, timings  # at most the 1 s exit budget, and noise
+                record = json.loads((home / "runs" / name / "export.json").read_text())
+                assert not record["complete"]
+                # CMD's end waited for the export at most its budget (the join's wake-up late on a busy machine)
+                assert record["exit_wait_s"] <= EXIT_BUDGET_S + 0.5, record
+        # The whole runs' walls: loose, a loaded machine moves them by seconds; a hang would be far over.
+        assert max(timings.values()) - timings["never"] < 10 * EXIT_BUDGET_S, timings
     finally:
         silent.close()
     # What was not sent is in the run: push sends it once a collector is there.
