@@ -166,12 +166,12 @@ class Jaeger(Server):
         assert status == 200 and body is not None, f"GET /api/services: {status}"
         return sorted(body["data"] or [])
 
-    def trace(self, trace_id_hex: str, min_spans: int = 1, timeout: float = 15.0) -> dict:
+    def trace(self, trace_id_hex: str, min_spans: int = 1, timeout: float = 30.0) -> dict:
         """GET /api/traces/{id} (the UI's JSON: data[0].spans, .processes) once it has min_spans spans."""
         return self._poll(f"{self.query_url}/api/traces/{trace_id_hex}", timeout,
                           lambda body: sum(len(t["spans"]) for t in body.get("data") or []) >= min_spans)
 
-    def trace_otlp(self, trace_id_hex: str, min_spans: int = 1, timeout: float = 15.0) -> dict:
+    def trace_otlp(self, trace_id_hex: str, min_spans: int = 1, timeout: float = 30.0) -> dict:
         """GET /api/v3/traces/{id}: the trace as OTLP/JSON ({"result": {"resourceSpans": [...]}})."""
         def count(body: dict) -> int:
             return sum(len(scope.get("spans") or []) for resource in (body.get("result") or {}).get("resourceSpans") or []
