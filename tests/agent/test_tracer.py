@@ -70,6 +70,22 @@ def test_counted_overhead_is_calls_times_their_cost_and_starts_over_in_a_forked_
         tracer._counted.remove(cell)
 
 
+def test_a_counted_cell_is_charged_the_mean_of_its_first_calls_without_the_longest(configured: Path) -> None:
+    """Skewed costs (most calls cheap, some walking further): calls x median undercounted them; a
+    preemption inside one timed call must not be charged to every later call."""
+    cell, samples = tracer.counted_overhead(), []
+    try:
+        before = tracer.overhead_ns()
+        costs = [1000] * 32 + [3000] * 28 + [10_000_000] * 4  # median 3000, mean 626,812
+        for spent in costs:
+            assert cell[1] == 0  # still timing
+            tracer.calibrate(cell, samples, spent)
+        assert cell[1] == (32 * 1000 + 28 * 3000) // 60
+        assert tracer.overhead_ns() - before == sum(costs)  # the timed calls count as they were
+    finally:
+        tracer._counted.remove(cell)
+
+
 def test_span_ids_count_up_as_sixteen_hex_digits_across_their_cached_upper_digits(configured: Path) -> None:
     ids = [tracer.new_span_id() for _ in range(600)]  # the upper 14 digits change every 256 ids
     first = int(ids[0], 16)

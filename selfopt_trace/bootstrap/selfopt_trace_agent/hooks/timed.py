@@ -186,9 +186,9 @@ def add_fast(key: str, spent: int, size: int, t1: int) -> None:
 
 
 # What the fast path's bookkeeping costs, measured with a clock on the first summed calls of the
-# process, then charged at their median (tracer.calibrate: a clock read costs as much as the
+# process, then charged at their trimmed mean (tracer.calibrate: a clock read costs as much as the
 # bookkeeping it would time, ~0.1 us each on a VM).
-_fast_path = tracer.counted_overhead()  # [calls, their median cost in ns once calibrated]
+_fast_path = tracer.counted_overhead()  # [calls, their cost per call in ns once calibrated]
 _fast_path_samples: list = []
 
 
