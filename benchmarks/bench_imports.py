@@ -75,23 +75,20 @@ def module_count(args: list, cwd: Path, env: dict) -> int:
     return int(found[-1]) if found else 0
 
 
-# Times the process's garbage collections; written at exit to $BENCH_GC_DIR/<pid>: "total_ns gen2_ns".
+# Times the process's garbage collections; written at exit to $BENCH_GC_DIR/<pid>: their total ns.
 GC_PROBE = """
 import atexit, gc, os, time
-_gc = [0, 0, 0]  # start of the collection running, total ns, ns in full (generation 2) collections
+_gc = [0, 0]  # start of the collection running, total ns
 def _timed(phase, info, clock=time.perf_counter_ns):
     if phase == "start":
         _gc[0] = clock()
     else:
-        spent = clock() - _gc[0]
-        _gc[1] += spent
-        if info["generation"] == 2:
-            _gc[2] += spent
+        _gc[1] += clock() - _gc[0]
 gc.callbacks.append(_timed)
 @atexit.register
 def _write():
     with open(os.path.join(os.environ["BENCH_GC_DIR"], str(os.getpid())), "w") as f:
-        f.write("%d %d" % (_gc[1], _gc[2]))
+        f.write("%d" % _gc[1])
 """
 
 
@@ -118,7 +115,7 @@ def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float]:
     collected = 0.0
     if "BENCH_GC_DIR" in env:
         probe = Path(env["BENCH_GC_DIR"]) / str(child.pid)
-        collected = int(probe.read_text().split()[0]) / 1e9
+        collected = int(probe.read_text()) / 1e9
         probe.unlink()
     return wall, usage.ru_utime + usage.ru_stime, collected
 
