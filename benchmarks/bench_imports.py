@@ -6,14 +6,20 @@ load hits both alike. Printed per case: the medians, the median of the paired di
 (traced - untraced), the budget of issue 12 (added wall <= 1 % of the untraced process and
 <= 5 ms + 2 us per imported module; a trivial process <= 3 ms), and the agent's own accounting
 (`selfopt_trace.overhead_ns` of the process span, median) against the paired difference: the
-two must agree within a factor of 1.5.
+two must agree within a factor of 1.5. The paired difference of the processes' CPU time (user +
+system, all threads: `wait4`'s rusage) is printed beside it: on a loaded machine it moves less
+than the wall difference, and most of what the agent costs is the traced process's own CPU.
 
 Cases: `pass` (python -c pass), `imports` (rich.console, libcst, jedi, requests, pydantic,
 pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packages), `pytest`
 (python -m pytest -q on a one-test repository: every installed plugin loads, codeflash's too).
 
-    python benchmarks/bench_imports.py [--pairs 20] [--case imports ...]
+    python benchmarks/bench_imports.py [--pairs 20] [--case imports ...] [--gc]
     python benchmarks/bench_imports.py --instructions [--case imports ...] [--compare DIR]
+
+--gc chains a probe sitecustomize into both sides (the shim runs it traced) that times every garbage
+collection (gc.callbacks): the paired difference of the collections' time, which the agent's
+accounting does not count (its objects make collections longer and more frequent).
 
 --instructions counts CPU instructions under valgrind --tool=callgrind instead (three runs per
 side, PYTHONHASHSEED=0), with the agent's time thresholds (import spans, small calls) scaled by
@@ -69,45 +75,100 @@ def module_count(args: list, cwd: Path, env: dict) -> int:
     return int(found[-1]) if found else 0
 
 
-def timed(args: list, cwd: Path, env: dict) -> float:
+# Times the process's garbage collections; written at exit to $BENCH_GC_DIR/<pid>: their total ns.
+GC_PROBE = """
+import atexit, gc, os, time
+_gc = [0, 0]  # start of the collection running, total ns
+def _timed(phase, info, clock=time.perf_counter_ns):
+    if phase == "start":
+        _gc[0] = clock()
+    else:
+        _gc[1] += clock() - _gc[0]
+gc.callbacks.append(_timed)
+@atexit.register
+def _write():
+    with open(os.path.join(os.environ["BENCH_GC_DIR"], str(os.getpid())), "w") as f:
+        f.write("%d" % _gc[1])
+"""
+
+
+def gc_probe(cwd: Path) -> Path:
+    """The directory of the GC probe's sitecustomize (to put on PYTHONPATH); its results go to cwd/gc."""
+    directory = cwd / "gcprobe"
+    directory.mkdir(exist_ok=True)
+    (directory / "sitecustomize.py").write_text(GC_PROBE)
+    (cwd / "gc").mkdir(exist_ok=True)
+    return directory
+
+
+def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of the process: user + system, all its threads, seconds in garbage
+    collections: 0 without the GC probe)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - t0
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, child.args)
+    collected = 0.0
+    if "BENCH_GC_DIR" in env:
+        probe = Path(env["BENCH_GC_DIR"]) / str(child.pid)
+        collected = int(probe.read_text()) / 1e9
+        probe.unlink()
+    return wall, usage.ru_utime + usage.ru_stime, collected
 
 
-def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict) -> None:
+def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict, gc: bool = False) -> None:
     args = CASES[name]
     modules = module_count(args, cwd, base)
     runs = cwd / "runs"
     walls: dict = {"untraced": [], **{mode: [] for mode in bootstraps}}
     added: dict = {mode: [] for mode in bootstraps}
+    added_cpu: dict = {mode: [] for mode in bootstraps}
+    added_gc: dict = {mode: [] for mode in bootstraps}
+    untraced_gc: list = []
     accounted: dict = {mode: [] for mode in bootstraps}
+    if gc:  # untraced: the probe is the sitecustomize; traced: the shim chains it
+        probe = gc_probe(cwd)
+        base = dict(base, PYTHONPATH=str(probe), BENCH_GC_DIR=str(cwd / "gc"))
     timed(args, cwd, base)  # warm the page cache
     for i in range(pairs):
         for mode, bootstrap in bootstraps.items():
             run_dir = runs / f"{mode}-{i}"
             env = traced_environ(base, bootstrap, run_dir)
+            if gc:
+                env["PYTHONPATH"] = os.pathsep.join((str(bootstrap), str(probe)))
             if i % 2:  # alternate which side goes first
                 traced, untraced = timed(args, cwd, env), timed(args, cwd, base)
             else:
                 untraced, traced = timed(args, cwd, base), timed(args, cwd, env)
-            walls["untraced"].append(untraced)
-            walls[mode].append(traced)
-            added[mode].append(traced - untraced)
+            walls["untraced"].append(untraced[0])
+            walls[mode].append(traced[0])
+            added[mode].append(traced[0] - untraced[0])
+            added_cpu[mode].append(traced[1] - untraced[1])
+            added_gc[mode].append(traced[2] - untraced[2])
+            untraced_gc.append(untraced[2])
             accounted[mode].append(agent_overhead_ns(run_dir) / 1e9)
             shutil.rmtree(run_dir, ignore_errors=True)
     baseline = statistics.median(walls["untraced"])
     budget = 0.003 if name == "pass" else min(0.01 * baseline, 0.005 + 2e-6 * modules)
     print(f"\n{name}: python {' '.join(args)}  ({modules} modules, {pairs} pairs)")
-    print(f"  {'mode':<28}{'median ms':>10}{'added ms':>10}{'ratio':>8}{'agent ms':>10}{'agent/added':>12}")
+    print(f"  {'mode':<28}{'median ms':>10}{'added ms':>10}{'ratio':>8}{'agent ms':>10}{'agent/added':>12}"
+          f"{'added CPU ms':>14}{'agent/CPU':>10}")
     print(f"  {'untraced':<28}{baseline * 1e3:>10.1f}")
     for mode in bootstraps:
         difference = statistics.median(added[mode])
+        cpu = statistics.median(added_cpu[mode])
         agent = statistics.median(accounted[mode])
         agreement = agent / difference if difference > 0 else float("inf")
         print(f"  {mode:<28}{statistics.median(walls[mode]) * 1e3:>10.1f}{difference * 1e3:>+10.2f}"
-              f"{statistics.median(walls[mode]) / baseline:>8.3f}{agent * 1e3:>10.2f}{agreement:>12.2f}")
+              f"{statistics.median(walls[mode]) / baseline:>8.3f}{agent * 1e3:>10.2f}{agreement:>12.2f}"
+              f"{cpu * 1e3:>+14.2f}{agent / cpu if cpu > 0 else float('inf'):>10.2f}")
+        if gc:
+            print(f"  {'':<28}garbage collections: {statistics.median(added_gc[mode]) * 1e3:+.2f} ms "
+                  f"(untraced {statistics.median(untraced_gc) * 1e3:.2f} ms), not in the agent's accounting")
         verdict = "ok" if difference <= budget else "OVER"
         agrees = "ok" if 1 / 1.5 <= agreement <= 1.5 else "OFF"
         print(f"  {'':<28}budget {budget * 1e3:.2f} ms: {verdict}; accounting within 1.5x: {agrees}")
@@ -144,6 +205,7 @@ def main() -> None:
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="repeatable (default: all)")
     parser.add_argument("--compare", type=Path, help="another bootstrap directory, measured beside this one")
     parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
+    parser.add_argument("--gc", action="store_true", help="time the garbage collections of both sides too")
     args = parser.parse_args()
     bootstraps = compiled_bootstraps(args.compare)
     cwd = Path(tempfile.mkdtemp(prefix="bench-imports-"))
@@ -155,7 +217,7 @@ def main() -> None:
             if args.instructions:
                 count_case(name, cwd, base, bootstraps)
             else:
-                measure_case(name, args.pairs, cwd, base, bootstraps)
+                measure_case(name, args.pairs, cwd, base, bootstraps, args.gc)
     finally:
         shutil.rmtree(cwd, ignore_errors=True)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")

@@ -70,6 +70,41 @@ def test_counted_overhead_is_calls_times_their_cost_and_starts_over_in_a_forked_
         tracer._counted.remove(cell)
 
 
+def test_a_counted_cell_is_charged_the_mean_of_its_first_calls_without_the_longest(configured: Path) -> None:
+    """Skewed costs (most calls cheap, some walking further): calls x median undercounted them; a
+    preemption inside one timed call must not be charged to every later call."""
+    cell, samples = tracer.counted_overhead(), []
+    try:
+        before = tracer.overhead_ns()
+        costs = [1000] * 32 + [3000] * 28 + [10_000_000] * 4  # median 3000, mean 626,812
+        for spent in costs:
+            assert cell[1] == 0  # still timing
+            tracer.calibrate(cell, samples, spent)
+        assert cell[1] == (32 * 1000 + 28 * 3000) // 60
+        assert tracer.overhead_ns() - before == sum(costs)  # the timed calls count as they were
+    finally:
+        tracer._counted.remove(cell)
+
+
+def test_a_sampled_cell_is_charged_the_mean_of_its_later_samples_once_there_are_enough(configured: Path) -> None:
+    """A summed compile's first 64 calls cost 4.5x its later ones: the later samples decide."""
+    cell, samples = tracer.counted_overhead(), []
+    try:
+        for _ in range(tracer.CALIBRATION):
+            tracer.calibrate(cell, samples, 2000)
+        before = tracer.overhead_ns()
+        for i in range(tracer.SAMPLES_TRUSTED):
+            cell[0] += tracer.SAMPLE_EVERY - 1  # the calls counted between two samples
+            assert cell[1] == 2000  # the first calls' cost until SAMPLES_TRUSTED samples are in
+            tracer.sampled(cell, samples, 10_000_000 if i == 0 else 400)  # a preemption in the first
+        assert samples[1] == tracer.SAMPLE_CAP * 2000  # capped: with two, one is kept
+        assert cell[1] == 400  # the preemption left out
+        calls = tracer.SAMPLE_EVERY * tracer.SAMPLES_TRUSTED
+        assert cell[0] == calls and tracer.overhead_ns() - before == calls * cell[1]  # every call at the sampled cost
+    finally:
+        tracer._counted.remove(cell)
+
+
 def test_span_ids_count_up_as_sixteen_hex_digits_across_their_cached_upper_digits(configured: Path) -> None:
     ids = [tracer.new_span_id() for _ in range(600)]  # the upper 14 digits change every 256 ids
     first = int(ids[0], 16)

@@ -145,7 +145,7 @@ def measured(original, call: Call, where: tuple = ()):
                         entry[0] += 1
                         entry[1] += spent
                         entry[2] += size
-                if _fast_path[1]:
+                if _fast_path[0] & _SAMPLE_MASK:  # 0 while calibrating: every call is timed
                     _fast_path[0] += 1  # tracer overhead, counted: the hot path
                 else:
                     _calibrate(time_ns() - t1)
@@ -177,7 +177,7 @@ def add_fast(key: str, spent: int, size: int, t1: int) -> None:
                 entry[0] += 1
                 entry[1] += spent
                 entry[2] += size
-        if _fast_path[1]:
+        if _fast_path[0] & _SAMPLE_MASK:
             _fast_path[0] += 1
         else:
             _calibrate(time_ns() - t1)
@@ -186,14 +186,20 @@ def add_fast(key: str, spent: int, size: int, t1: int) -> None:
 
 
 # What the fast path's bookkeeping costs, measured with a clock on the first summed calls of the
-# process, then charged at their median (tracer.calibrate: a clock read costs as much as the
-# bookkeeping it would time, ~0.1 us each on a VM).
-_fast_path = tracer.counted_overhead()  # [calls, their median cost in ns once calibrated]
+# process, then on one call in tracer.SAMPLE_EVERY (tracer.calibrate, tracer.sampled: a clock read
+# costs as much as the bookkeeping it would time, ~0.1 us each on a VM).
+_fast_path = tracer.counted_overhead()  # [calls, their cost per call in ns once calibrated]
 _fast_path_samples: list = []
+# calls & _SAMPLE_MASK: not 0 for the calls to count. The calls are 0 until calibrated (tracer.calibrate
+# counts none), then every SAMPLE_EVERY-th is timed: one test where two were.
+_SAMPLE_MASK = tracer.SAMPLE_EVERY - 1
 
 
 def _calibrate(spent_ns: int) -> None:
-    tracer.calibrate(_fast_path, _fast_path_samples, spent_ns)
+    if _fast_path[1]:
+        tracer.sampled(_fast_path, _fast_path_samples, spent_ns)
+    else:
+        tracer.calibrate(_fast_path, _fast_path_samples, spent_ns)
 
 
 def framed(original, call: Call, where: tuple = ()):

@@ -42,10 +42,10 @@ busy: set = set()
 
 # Waits that did not block are counted as tracer overhead at the calibrated cost of one: timed.py's
 # way (a clock read to time each would cost as much as the bookkeeping it times). The first
-# CALIBRATION are timed; then their median. Waits recorded the common way (one target, `_write`)
-# are counted by the flush that writes them (tracer.formatted_cost), at the median of the first
-# CALIBRATION of them timed (the estimate so far until then).
-CALIBRATION = 64
+# CALIBRATION are timed; then their trimmed mean (tracer.cost_per_call). Waits recorded the common
+# way (one target, `_write`) are counted by the flush that writes them (tracer.formatted_cost), at
+# the trimmed mean of the first CALIBRATION of them timed (the estimate so far until then).
+CALIBRATION = tracer.CALIBRATION
 _fast = tracer.counted_overhead()
 _fast_samples: list = []
 _recorded_samples: list = []
@@ -55,9 +55,8 @@ def _calibrate(spent_ns: int, cell: list = _fast, samples: list = _fast_samples)
     tracer.add_overhead(spent_ns)
     samples.append(spent_ns)
     if len(samples) >= CALIBRATION:
-        samples.sort()
         # What was timed is the part after the call; the part before it costs about as much.
-        cell[1] = max(1, 2 * samples[CALIBRATION // 2])
+        cell[1] = 2 * tracer.cost_per_call(samples)
 
 
 def not_blocked(t1: int) -> None:
@@ -82,8 +81,7 @@ def _settle(t1: int) -> None:
         samples = _recorded_samples
         if len(samples) < CALIBRATION:
             samples.append(time_ns() - t1)
-            samples.sort()
-            tracer.formatted_cost[1] = max(1, samples[len(samples) // 2])
+            tracer.formatted_cost[1] = tracer.cost_per_call(samples)
         _settling = len(samples) < CALIBRATION or not tracer._flusher_started
     except Exception:
         pass
