@@ -17,10 +17,10 @@ from pathlib import Path
 
 from .. import runner
 from ..bootstrap.selfopt_trace_agent import config as agent_config
+from . import root_help
 
 # `selfopt-trace`'s commands, for the summary's next commands (the typer group lists the same).
-COMMANDS = ("run", "demo", "runs", "sql", "tree", "show", "docker-env", "load", "query", "report", "export",
-            "compare", "push", "jaeger", "flame", "collector")
+COMMANDS = tuple(name for name, _ in root_help.COMMANDS)
 # Options read here: flag -> (field, value); option with a value -> field.
 FLAGS = {"--quiet": ("quiet", True), "-q": ("quiet", True), "--no-load": ("no_load", True),
          "--replace": ("replace", True), "--cpu-sampling": ("cpu_sampling", True),
