@@ -8,9 +8,7 @@ The typer app and its command modules load in `commands` on first use: `selfopt-
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import NoReturn
 
 from .. import __version__
 
@@ -33,7 +31,7 @@ def main() -> None:
         sys.stdout.write(text(terminal_width()))
         return
     if sys.argv[1:2] == ["run"]:  # the common `run` command lines, without typer (cli/quick_run.py)
-        from .quick_run import run
+        from .quick_run import exit_without_teardown, run
 
         code = run(sys.argv[2:])
         if code is not None:
@@ -49,26 +47,3 @@ def main() -> None:
         typer.echo(f"selfopt-trace: error: {exc}", err=True)
         sys.exit(2)
 
-
-def exit_without_teardown(code: int) -> NoReturn:
-    """Exit with `code` as the interpreter's exit would, less freeing every module and object
-    (rich's, DuckDB's: ~37 M instructions, ~6 ms after each `run`): the atexit callbacks run and
-    the output is flushed, then the process ends. A thread that is not a daemon, which the
-    interpreter would wait for, or output that cannot be flushed: the interpreter's own exit."""
-    import atexit
-    import threading
-
-    if any(not thread.daemon and thread is not threading.main_thread() for thread in threading.enumerate()):
-        sys.exit(code)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        sys.exit(code)  # the interpreter reports it, with its exit status, as it does without this
-    atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        sys.exit(code)
-    os._exit(code)

@@ -165,7 +165,7 @@ def run_in_process(cli, setup: str, *run_args: str):
 
 
 def test_the_exit_runs_atexit_callbacks_and_flushes_the_json(cli):
-    """`run` ends without the interpreter's teardown (cli.exit_without_teardown), not without what it does."""
+    """`run` ends without the interpreter's teardown (quick_run.exit_without_teardown), not without what it does."""
     setup = "import atexit, sys\natexit.register(lambda: print('atexit ran', file=sys.stderr))"
     result = run_in_process(cli, setup, "--json", "--", *python("print('out'); raise SystemExit(4)"))
     assert result.returncode == 4, result.stderr
