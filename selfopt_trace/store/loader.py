@@ -36,7 +36,7 @@ from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
 from selfopt_trace.errors import RunExistsError, RunNotFoundError
 from selfopt_trace.store.engine import duckdb
 from selfopt_trace.store.profile import load_profile
-from selfopt_trace.watchers import cpu_sampler, profile_samples
+from selfopt_trace.watchers import cpu_sampler
 
 BATCH_BYTES = 64 << 20
 DEFAULT_MAX_LINE = 2 << 20  # DuckDB's CSV reader's own limit; a batch with a longer line raises it
@@ -48,12 +48,6 @@ LOAD_SETTINGS = {
     # The staged records stay until the load commits; past this, DuckDB spills instead of growing.
     "memory_limit": "1GB",
 }
-# Up to this many rows in the store's `spans` and the run's span and CPU sample files together (and
-# no profile samples), a load plans its statements without DuckDB's optimizer: on so little data
-# planning is most of their cost (27 M of the 174 M instructions of loading `run -- python -c
-# pass`), while on more (a big run's staged records, scans of a big store) the optimized plans are
-# what keeps each statement fast. The summary's queries use the same bound (summary.py).
-SMALL_LOAD_ROWS = 10_000
 
 # The file's 12 fields, all read as text, plus one more: a 13th field means a damaged line.
 _COLUMNS = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*spanfile.FIELDS, "extra"))
@@ -309,10 +303,7 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, replace: bool = Fals
     if not files:
         result.warnings.append(LoadWarning("loader.no_span_files", f"{run_dir / 'spans'}: no span files"))
     scans = [_scan(path) for path in files]
-    settings = dict(LOAD_SETTINGS)
-    if _small_load(con, run_dir, sum(lines for lines, _, _ in scans)):
-        settings["enable_optimizer"] = False
-    with _load_settings(con, settings), transaction(con):
+    with _load_settings(con), transaction(con):
         check_run_id(con, result.run_id, run_dir, replace)
         delete_run_rows(con, result.run_id)
         if files:  # a run of no Python process has none: nothing to stage (~25 M instructions)
@@ -355,20 +346,11 @@ def check_run_id(con: duckdb.DuckDBPyConnection, run_id: str, run_dir: Path | No
     raise RunExistsError(run_id, stored[0])
 
 
-def _small_load(con: duckdb.DuckDBPyConnection, run_dir: Path, span_lines: int) -> bool:
-    """Whether the store's spans and the run's files hold at most SMALL_LOAD_ROWS rows (lines)."""
-    if (run_dir / profile_samples.SAMPLES_PATH).is_file() or span_lines > SMALL_LOAD_ROWS:
-        return False
-    cpu = run_dir / cpu_sampler.SAMPLES_PATH
-    rows = span_lines + (_scan(cpu)[0] if cpu.is_file() else 0)
-    return rows <= SMALL_LOAD_ROWS and con.execute("SELECT count(*) <= ? FROM spans", [SMALL_LOAD_ROWS - rows]).fetchone()[0]
-
-
 @contextmanager
-def _load_settings(con: duckdb.DuckDBPyConnection, settings: dict[str, Any]) -> Iterator[None]:
+def _load_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """DuckDB settings for the duration of a load, then the caller's again."""
-    saved = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in settings}
-    for name, value in settings.items():
+    saved = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in LOAD_SETTINGS}
+    for name, value in LOAD_SETTINGS.items():
         con.execute(f"SET {name} = ?", [value])
     try:
         yield

@@ -37,6 +37,12 @@ def write_cpu(run_dir: Path, text: str | bytes) -> None:
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store(tmp_path / "db" / "traces.duckdb") as opened:
+        yield opened
+
+
 def rows(store: Store, sql: str, params: dict | None = None) -> list[dict]:
     columns, found = store.sql(sql, params)
     return [dict(zip(columns, row)) for row in found]

@@ -19,6 +19,12 @@ from tests.store.spanfiles import T0, complete, diagnostic, end, header, line, s
 MS = 1_000_000
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store(tmp_path / "db" / "traces.duckdb") as opened:
+        yield opened
+
+
 def spans(store: Store, where: str = "true") -> dict[str, dict]:
     """The run's spans by name, as dicts with attributes decoded."""
     columns, rows = store.sql(f"SELECT * FROM spans WHERE {where} ORDER BY start_ns")
@@ -392,32 +398,3 @@ def test_lines_from_the_agents_writer_load(store: Store, tmp_path: Path) -> None
 
     assert (result.spans, result.diagnostics, result.warnings) == (2, 1, [])
     assert spans(store)["process"]["attributes"] == {"process.exit.code": 0}
-
-
-class _Recording:
-    """A connection that records the statements it runs (load_run's own connection otherwise)."""
-
-    def __init__(self, con) -> None:
-        self.con, self.statements = con, []
-
-    def execute(self, query: str, *args):
-        self.statements.append(" ".join(query.split()))
-        return self.con.execute(query, *args)
-
-
-@pytest.mark.parametrize(("bound", "unoptimized"), [(1000, True), (4, False), (1, False)])
-def test_a_small_load_plans_without_the_optimizer_and_turns_it_back_on(tmp_path: Path, monkeypatch,
-                                                                     bound: int, unoptimized: bool) -> None:
-    """Three spans already stored and a run of two lines: within the bound (1000) without the
-    optimizer; over it with the store's spans (4) or by the run's lines alone (1), with it."""
-    monkeypatch.setattr(loader, "SMALL_LOAD_ROWS", bound)
-    with Store(tmp_path / "traces.duckdb") as store:
-        store.load_run(write_run(tmp_path / "before", {"100-0000abcd.spans": header(100)
-                       + "".join(complete(sid(i), "", f"s{i}", "phase", T0, T0 + MS) for i in (1, 2, 3))},
-                       run_json={"run_id": "before"}))
-        recording = _Recording(store._con)
-        loader.load_run(recording, write_run(tmp_path / "run", {"100-0000abcd.spans": header(100)
-                        + complete(sid(9), "", "s", "phase", T0, T0 + MS)}, run_json={"run_id": "run"}))
-        assert ("SET enable_optimizer = ?" in recording.statements) == unoptimized
-        assert store.sql("SELECT current_setting('enable_optimizer')")[1] == [(True,)]
-        assert store.sql("SELECT count(*) FROM spans WHERE run_id = 'run'")[1] == [(1,)]
