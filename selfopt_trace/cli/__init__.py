@@ -46,4 +46,3 @@ def main() -> None:
     except SelfoptTraceError as exc:
         typer.echo(f"selfopt-trace: error: {exc}", err=True)
         sys.exit(2)
-

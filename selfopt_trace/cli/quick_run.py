@@ -169,7 +169,7 @@ def run(args: list[str]) -> int | None:
 
 def exit_without_teardown(code: int) -> NoReturn:
     """Exit with `code` as the interpreter's exit would, less freeing every module and object
-    (rich's, DuckDB's: ~37 M instructions, ~6 ms after each `run`): the atexit callbacks run and
+    (rich's, DuckDB's: ~37 M instructions after each `run`): the atexit callbacks run and
     the output is flushed, then the process ends. A thread that is not a daemon, which the
     interpreter would wait for, or output that cannot be flushed: the interpreter's own exit."""
     import atexit
