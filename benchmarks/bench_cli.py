@@ -71,8 +71,10 @@ def main() -> None:
     for tree in args.baseline:
         trees[f"{tree.name} "] = {**env, "PYTHONPATH": str(tree.resolve())}
     for tree_env in trees.values():  # as a wheel's install leaves it: every module compiled
+        # In `home`: `python -c` puts the working directory first on sys.path, and a checkout's
+        # own selfopt_trace there would be found before the tree on PYTHONPATH.
         source = subprocess.run([sys.executable, "-c", "import selfopt_trace; print(selfopt_trace.__file__)"],
-                                env=tree_env, check=True, capture_output=True, text=True).stdout.strip()
+                                env=tree_env, cwd=home, check=True, capture_output=True, text=True).stdout.strip()
         compileall.compile_dir(str(Path(source).parent), quiet=1)
     programs = {
         "python -c pass": [sys.executable, "-c", "pass"],
