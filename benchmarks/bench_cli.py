@@ -4,7 +4,8 @@ Each command runs as a whole process (the installed `selfopt-trace` console scri
 interleaved round by round; medians. For `run -- /bin/true`, run.json's `start_ns` and `end_ns`
 (CMD's spawn and its end, as the runner records them) split the wall time into what comes before
 CMD starts (start-up, option parsing, the checks) and after it ends (loading into DuckDB and the
-summary; with --no-load, the summary alone). Budgets (issue 12): `--version`/`--help` <= 150 ms,
+summary; with --no-load, the summary alone); `CMD` is CMD's own wall time between the two (what
+`run`'s work while CMD runs, such as importing the report's modules, must not slow). Budgets (issue 12): `--version`/`--help` <= 150 ms,
 `run -- /bin/true` <= 250 ms in all and <= 60 ms before CMD, load + summary of a small run <= 200 ms.
 
 selfopt_trace's modules are compiled first, as a wheel's install leaves them (an editable install
@@ -70,8 +71,10 @@ def main() -> None:
     for tree in args.baseline:
         trees[f"{tree.name} "] = {**env, "PYTHONPATH": str(tree.resolve())}
     for tree_env in trees.values():  # as a wheel's install leaves it: every module compiled
+        # In `home`: `python -c` puts the working directory first on sys.path, and a checkout's
+        # own selfopt_trace there would be found before the tree on PYTHONPATH.
         source = subprocess.run([sys.executable, "-c", "import selfopt_trace; print(selfopt_trace.__file__)"],
-                                env=tree_env, check=True, capture_output=True, text=True).stdout.strip()
+                                env=tree_env, cwd=home, check=True, capture_output=True, text=True).stdout.strip()
         compileall.compile_dir(str(Path(source).parent), quiet=1)
     programs = {
         "python -c pass": [sys.executable, "-c", "pass"],
@@ -87,6 +90,7 @@ def main() -> None:
     cpus: dict = {name: [] for name in commands}
     before: dict = {name: [] for name in commands if "run" in commands[name][0]}
     after: dict = {name: [] for name in before}
+    during: dict = {name: [] for name in before}
     try:
         for argv, command_env in commands.values():  # warm the page cache
             subprocess.run(argv, env=command_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -101,16 +105,18 @@ def main() -> None:
                     record = json.loads((run_dir / "run.json").read_text())
                     before[name].append((record["start_ns"] - launched) / 1e9)
                     after[name].append((exited - record["end_ns"]) / 1e9)
+                    during[name].append((record["end_ns"] - record["start_ns"]) / 1e9)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     baseline = statistics.median(walls["python -c pass"])
     print(f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}; medians, ms")
-    print(f"{'command':<40}{'wall':>8}{'x pass':>8}{'cpu':>8}{'before CMD':>12}{'after CMD':>11}")
+    print(f"{'command':<40}{'wall':>8}{'x pass':>8}{'cpu':>8}{'before CMD':>12}{'after CMD':>11}{'CMD':>8}")
     for name in commands:
         wall = statistics.median(walls[name])
         line = f"{name:<40}{wall * 1e3:>8.1f}{wall / baseline:>8.1f}{statistics.median(cpus[name]) * 1e3:>8.1f}"
         if name in before:
-            line += f"{statistics.median(before[name]) * 1e3:>12.1f}{statistics.median(after[name]) * 1e3:>11.1f}"
+            line += (f"{statistics.median(before[name]) * 1e3:>12.1f}{statistics.median(after[name]) * 1e3:>11.1f}"
+                     f"{statistics.median(during[name]) * 1e3:>8.1f}")
         print(line)
     budgets = [("--version", walls["selfopt-trace --version"], 0.150), ("--help", walls["selfopt-trace --help"], 0.150),
                ("run -- /bin/true", walls["run -- /bin/true"], 0.250),

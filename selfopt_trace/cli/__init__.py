@@ -1,8 +1,8 @@
 """The `selfopt-trace` command line: thin shells over the Python API.
 
-The typer app and its command modules load in `commands` on first use: `selfopt-trace --version`
-and the common `run` command lines (cli/quick_run.py) go without them (typer and what its option
-parsing loads cost ~150 ms of start-up). Library errors
+The typer app and its command modules load in `commands` on first use: `selfopt-trace --version`,
+`--help` (cli/root_help.py) and the common `run` command lines (cli/quick_run.py) go without them
+(typer and what its option parsing loads cost ~150 ms of start-up). Library errors
 (`selfopt_trace.errors.SelfoptTraceError`) become one-line messages and exit code 2 in `main`.
 """
 
@@ -25,12 +25,17 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"selfopt-trace {__version__}")
         return
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        from .root_help import terminal_width, text
+
+        sys.stdout.write(text(terminal_width()))
+        return
     if sys.argv[1:2] == ["run"]:  # the common `run` command lines, without typer (cli/quick_run.py)
-        from .quick_run import run
+        from .quick_run import exit_without_teardown, run
 
         code = run(sys.argv[2:])
         if code is not None:
-            sys.exit(code)
+            exit_without_teardown(code)
     import typer
 
     from ..errors import SelfoptTraceError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -153,3 +154,30 @@ def test_no_command_is_a_usage_error(cli):
     result = cli("run", "--quiet")
     assert result.returncode == 2
     assert b"no command given" in result.stderr
+
+
+def run_in_process(cli, setup: str, *run_args: str):
+    """`selfopt-trace run RUN_ARGS` by cli.main in a process that first runs `setup`."""
+    import subprocess
+
+    code = f"{setup}\nimport sys\nsys.argv = ['selfopt-trace', 'run', *{list(run_args)!r}]\nfrom selfopt_trace.cli import main\nmain()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, env=cli.env(), cwd=cli.cwd, timeout=120)
+
+
+def test_the_exit_runs_atexit_callbacks_and_flushes_the_json(cli):
+    """`run` ends without the interpreter's teardown (quick_run.exit_without_teardown), not without what it does."""
+    setup = "import atexit, sys\natexit.register(lambda: print('atexit ran', file=sys.stderr))"
+    result = run_in_process(cli, setup, "--json", "--", *python("print('out'); raise SystemExit(4)"))
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.endswith(b"atexit ran\n")
+    out, _, json_text = result.stdout.partition(b"\n")
+    assert out == b"out" and json.loads(json_text)["exit_code"] == 4
+
+
+def test_the_exit_waits_for_a_thread_that_is_not_a_daemon(cli, tmp_path):
+    marker = tmp_path / "thread-done"
+    setup = (f"import threading, time\n"
+             f"threading.Thread(target=lambda: (time.sleep(0.5), open({str(marker)!r}, 'w').close())).start()")
+    result = run_in_process(cli, setup, "-q", "--no-load", "--", *python("raise SystemExit(5)"))
+    assert result.returncode == 5, result.stderr
+    assert marker.exists()
