@@ -64,7 +64,8 @@ def normalize_json_option(args: list[str], value_options: set[str]) -> list[str]
             return out + args[i:]  # the command starts here
         if arg == "--json":
             following = args[i + 1] if i + 1 < len(args) else None
-            if following is not None and not following.startswith("-") and "--" in args[i + 2:]:
+            # "-" is a FILE too (stdout, as `--json=-`)
+            if following is not None and (following == "-" or not following.startswith("-")) and "--" in args[i + 2:]:
                 out.append(f"--json={following}")
                 i += 2
             else:
