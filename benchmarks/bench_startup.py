@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from selfopt_trace.runner import write_startup_bundle
+
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
 
 PARENT = """
@@ -60,12 +62,14 @@ def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
 
 
 def compiled_bootstraps(compare: Path | None) -> dict:
-    """This tree's bootstrap, and `compare`'s beside it, each compiled as `selfopt-trace run` does first."""
+    """This tree's bootstrap, and `compare`'s beside it, each compiled as `selfopt-trace run` does
+    first (.pyc files, and the start-up bundle, which a tree whose shim does not read it ignores)."""
     bootstraps = {"selfopt-trace": BOOTSTRAP}
     if compare:
         bootstraps[f"selfopt-trace ({compare})"] = compare.resolve()
     for bootstrap in bootstraps.values():
         compileall.compile_dir(str(bootstrap), quiet=1)
+        write_startup_bundle(bootstrap)
     return bootstraps
 
 
