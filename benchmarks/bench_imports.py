@@ -19,7 +19,7 @@ pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packag
 side, PYTHONHASHSEED=0), with the agent's time thresholds (import spans, small calls) scaled by
 callgrind's slowdown so the same imports and calls are recorded as in a native run. (The flush
 interval is not scaled: the flusher thread wakes ~50x as often as natively, a few M instructions
-that move from run to run.) --compare DIR measures another
+that move from run to run.) --compare DIR (repeatable) measures another
 bootstrap directory beside this one (e.g. `git archive HEAD~1 selfopt_trace/bootstrap | tar -x -C /tmp/old`).
 """
 
@@ -142,7 +142,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="repeatable (default: all)")
-    parser.add_argument("--compare", type=Path, help="another bootstrap directory, measured beside this one")
+    parser.add_argument("--compare", type=Path, action="append",
+                        help="another bootstrap directory, measured beside this one (repeatable)")
     parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
     args = parser.parse_args()
     bootstraps = compiled_bootstraps(args.compare)
