@@ -227,21 +227,20 @@ def precompile_bootstrap(directory: Path = BOOTSTRAP_DIR) -> None:
     """Write the agent's .pyc files and its start-up bundle now, so no traced process compiles the
     agent (PYTHONDONTWRITEBYTECODE is often set, and compiling it costs every process ~10 ms) or
     goes through importlib for its start-up modules. Best effort, silent."""
-    if bootstrap_compiled(directory):
-        return  # the common case: the check costs less than importing compileall (~5 ms)
     try:
-        import compileall
+        if not bootstrap_compiled(directory):  # the check costs less than importing compileall (~5 ms)
+            import compileall
 
-        compileall.compile_dir(str(directory), quiet=2)
-        write_startup_bundle(directory)
+            compileall.compile_dir(str(directory), quiet=2)
+        if (directory / AGENT_PACKAGE).is_dir() and not startup_bundle_fresh(directory):
+            write_startup_bundle(directory)
     except Exception:
         pass
 
 
 def bootstrap_compiled(directory: Path) -> bool:
-    """Every .py under `directory` has its .pyc, made from this very source (the header compileall
-    compares: magic number, no flags, the source's mtime, and the source's size), and the start-up
-    bundle, if the agent has one, is fresh."""
+    """Every .py under `directory` has its .pyc, made from this very source: the header compileall
+    compares (magic number, no flags, the source's mtime) and the source's size."""
     from importlib.util import MAGIC_NUMBER
 
     tag = sys.implementation.cache_tag
@@ -258,7 +257,7 @@ def bootstrap_compiled(directory: Path) -> bool:
                         return False
             except OSError:
                 return False
-    return not (directory / AGENT_PACKAGE).is_dir() or startup_bundle_fresh(directory)
+    return True
 
 
 # The agent's start-up bundle: the modules every traced process loads before the program starts, in
@@ -284,24 +283,29 @@ def write_startup_bundle(directory: Path) -> None:
     import marshal
     from importlib.util import MAGIC_NUMBER
 
-    stamps, modules = [], []
-    for module in STARTUP_MODULES:
-        path = f"{AGENT_PACKAGE}/{module or '__init__'}.py"
-        source = directory / path
-        text = source.read_bytes()
-        status = source.stat()
-        tree = ast.parse(text, str(source))
-        tree.body = [node for node in tree.body
-                     if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
-        code = compile(tree, str(source), "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True, optimize=0)
-        stamps.append((path, status.st_mtime_ns, status.st_size))
-        modules.append((AGENT_PACKAGE + ("." + module if module else ""), path, code))
     target = startup_bundle_path(directory)
     target.parent.mkdir(exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}")
-    head = marshal.dumps(tuple(stamps))
-    partial.write_bytes(MAGIC_NUMBER + len(head).to_bytes(4, "little") + head + marshal.dumps(tuple(modules)))
-    os.replace(partial, target)
+    try:
+        with open(partial, "wb") as written:  # first: a directory we cannot write to costs no compiling
+            stamps, modules = [], []
+            for module in STARTUP_MODULES:
+                path = f"{AGENT_PACKAGE}/{module or '__init__'}.py"
+                source = directory / path
+                status = source.stat()  # before the read: an edit in between leaves the bundle stale, not wrong
+                tree = ast.parse(source.read_bytes(), str(source))
+                tree.body = [node for node in tree.body
+                             if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+                code = compile(tree, str(source), "exec", flags=__future__.annotations.compiler_flag,
+                               dont_inherit=True, optimize=0)
+                stamps.append((path, status.st_mtime_ns, status.st_size))
+                modules.append((AGENT_PACKAGE + ("." + module if module else ""), path, code))
+            head = marshal.dumps(tuple(stamps))
+            written.write(MAGIC_NUMBER + len(head).to_bytes(4, "little") + head + marshal.dumps(tuple(modules)))
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def startup_bundle_fresh(directory: Path) -> bool:
