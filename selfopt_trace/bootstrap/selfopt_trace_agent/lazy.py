@@ -79,6 +79,7 @@ ON_FIRST_CALL = {
     # Every Thread runs through start (a join before it fails); threads.py wraps threading._shutdown
     # then, which only waits for threads so started. Most importers of threading start none.
     "threading": ("Thread.start", "Thread.join"),
+    "signal": ("signal", "getsignal"),  # what the program sets, and what it asks
 }
 
 _pending: dict = {}
