@@ -1,7 +1,7 @@
 """What the agent adds to whole processes that import a lot, paired with the same process untraced.
 
 Each case runs as a whole `python` process, untraced and traced (the agent's environment, its
-.pyc compiled first, as `selfopt-trace run` does), alternating pair by pair so the machine's
+.pyc and start-up bundle written first, as `selfopt-trace run` does), alternating pair by pair so the machine's
 load hits both alike. Printed per case: the medians, the median of the paired differences
 (traced - untraced), the budget of issue 12 (added wall <= 1 % of the untraced process and
 <= 5 ms + 2 us per imported module; a trivial process <= 3 ms), and the agent's own accounting
@@ -15,7 +15,8 @@ pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packag
 (python -m pytest -q on a one-test repository: every installed plugin loads, codeflash's too).
 
     python benchmarks/bench_imports.py [--pairs 20] [--case imports ...] [--gc]
-    python benchmarks/bench_imports.py --instructions [--case imports ...] [--compare DIR]
+    python benchmarks/bench_imports.py --instructions [--deterministic] [--case imports ...] [--compare DIR]
+    python benchmarks/bench_imports.py --slopes [--compare DIR]
 
 --gc chains a probe sitecustomize into both sides (the shim runs it traced) that times every garbage
 collection (gc.callbacks): the paired difference of the collections' time, which the agent's
@@ -25,13 +26,17 @@ accounting does not count (its objects make collections longer and more frequent
 side, PYTHONHASHSEED=0), with the agent's time thresholds (import spans, small calls) scaled by
 callgrind's slowdown so the same imports and calls are recorded as in a native run. (The flush
 interval is not scaled: the flusher thread wakes ~50x as often as natively, a few M instructions
-that move from run to run.) --compare DIR measures another
+that move from run to run.) --compare DIR (repeatable) measures another
 bootstrap directory beside this one (e.g. `git archive HEAD~1 selfopt_trace/bootstrap | tar -x -C /tmp/old`).
+--deterministic puts the thresholds out of reach instead: no import is recorded for its time and
+every small call is a sum, so the count no longer moves with the machine's load (recorded imports
+are left to --slopes). --slopes counts what one import and one summed compile() add.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -181,7 +186,7 @@ def instructions(args: list, cwd: Path, env: dict) -> int:
     return int(re.search(r"Collected : (\d+)", result.stderr).group(1))
 
 
-def count_case(name: str, cwd: Path, base: dict, bootstraps: dict) -> None:
+def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic: bool = False) -> None:
     args = CASES[name]
     modules = module_count(args, cwd, base)
     base = dict(base, PYTHONHASHSEED="0")  # str hashes, so set and dict layouts, the same in every run
@@ -190,8 +195,8 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict) -> None:
     print(f"  {'untraced':<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in untraced))
     for mode, bootstrap in bootstraps.items():
         env = traced_environ(base, bootstrap, cwd / "runs" / mode)
-        env["SELFOPT_TRACE_IMPORT_THRESHOLD_MS"] = str(CALLGRIND_SLOWDOWN)
-        env["SELFOPT_TRACE_SMALL_NS"] = str(100_000 * CALLGRIND_SLOWDOWN)
+        env["SELFOPT_TRACE_IMPORT_THRESHOLD_MS"] = "100000" if deterministic else str(CALLGRIND_SLOWDOWN)
+        env["SELFOPT_TRACE_SMALL_NS"] = str(10**11 if deterministic else 100_000 * CALLGRIND_SLOWDOWN)
         counts = [instructions(args, cwd, env) for _ in range(3)]
         added = statistics.median(counts) - statistics.median(untraced)
         print(f"  {mode:<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in counts)
@@ -199,13 +204,52 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict) -> None:
         shutil.rmtree(cwd / "runs" / mode, ignore_errors=True)
 
 
+SLOPE_MODULES = 1000
+
+
+def slopes(cwd: Path, base: dict, bootstraps: dict) -> None:
+    """Instructions an import and a summed compile() add, by slopes: a process importing 1,000
+    one-line modules in a loop (or running 2,000 compile("int", "<string>", "eval") in an imported
+    module) less the same process with none, untraced and traced (imports not recorded, or all
+    recorded with threshold 0; every compile a sum). Two runs a side."""
+    for n in (0, SLOPE_MODULES):
+        folder = cwd / f"slope{n}"
+        folder.mkdir()
+        for i in range(n):
+            (folder / f"mod{i}.py").write_text("x = 1\n")
+        (folder / "drive.py").write_text(f"for i in range({n}):\n    __import__('mod%d' % i)\n")
+        (folder / "comp.py").write_text(f"import ast\nfor i in range({2 * n}):\n    compile('int', '<string>', 'eval')\n")
+        compileall.compile_dir(str(folder), quiet=1)
+    base = dict(base, PYTHONHASHSEED="0")
+    print(f"\nslopes: instructions per import ({SLOPE_MODULES} modules) and per summed compile ({2 * SLOPE_MODULES} calls)")
+    for mode, bootstrap in [("untraced", None), *bootstraps.items()]:
+        for what, threshold_ms, code, calls in (("import", "100000", "import drive", SLOPE_MODULES),
+                                               ("import recorded", "0", "import drive", SLOPE_MODULES),
+                                               ("compile", "100000", "import comp", 2 * SLOPE_MODULES)):
+            env = base
+            if bootstrap is not None:
+                env = traced_environ(base, bootstrap, cwd / "runs" / "slope")
+                env.update(SELFOPT_TRACE_IMPORT_THRESHOLD_MS=threshold_ms, SELFOPT_TRACE_SMALL_NS=str(10**10))
+            elif what == "import recorded":
+                continue
+            per = [(instructions(["-c", code], cwd / f"slope{SLOPE_MODULES}", env)
+                    - instructions(["-c", code], cwd / "slope0", env)) / calls for _ in range(2)]
+            shutil.rmtree(cwd / "runs", ignore_errors=True)
+            print(f"  {mode:<28}{what:<18}" + "".join(f"{n / 1e3:>10.2f} k" for n in per))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="repeatable (default: all)")
-    parser.add_argument("--compare", type=Path, help="another bootstrap directory, measured beside this one")
+    parser.add_argument("--compare", type=Path, action="append",
+                        help="another bootstrap directory, measured beside this one (repeatable)")
     parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
     parser.add_argument("--gc", action="store_true", help="time the garbage collections of both sides too")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="with --instructions: time thresholds out of reach (no import recorded for its time, "
+                             "every small call a sum), so a count does not move with callgrind's speed")
+    parser.add_argument("--slopes", action="store_true", help="instructions per import and per summed compile")
     args = parser.parse_args()
     bootstraps = compiled_bootstraps(args.compare)
     cwd = Path(tempfile.mkdtemp(prefix="bench-imports-"))
@@ -213,9 +257,12 @@ def main() -> None:
     base = clean_environ()
     print(f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
     try:
+        if args.slopes:
+            slopes(cwd, base, bootstraps)
+            return
         for name in args.case or list(CASES):
             if args.instructions:
-                count_case(name, cwd, base, bootstraps)
+                count_case(name, cwd, base, bootstraps, args.deterministic)
             else:
                 measure_case(name, args.pairs, cwd, base, bootstraps, args.gc)
     finally:

@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from selfopt_trace.runner import write_startup_bundle
+
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
 
 PARENT = """
@@ -59,13 +61,15 @@ def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
                 SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), PYTHONPATH=str(bootstrap))
 
 
-def compiled_bootstraps(compare: Path | None) -> dict:
-    """This tree's bootstrap, and `compare`'s beside it, each compiled as `selfopt-trace run` does first."""
+def compiled_bootstraps(compare: list | None) -> dict:
+    """This tree's bootstrap, and each of `compare` beside it, each compiled as `selfopt-trace run`
+    does first (.pyc files, and the start-up bundle, which a tree whose shim does not read it ignores)."""
     bootstraps = {"selfopt-trace": BOOTSTRAP}
-    if compare:
-        bootstraps[f"selfopt-trace ({compare})"] = compare.resolve()
+    for other in compare or ():
+        bootstraps[f"selfopt-trace ({other})"] = other.resolve()
     for bootstrap in bootstraps.values():
         compileall.compile_dir(str(bootstrap), quiet=1)
+        write_startup_bundle(bootstrap)
     return bootstraps
 
 
@@ -80,7 +84,8 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=100)
     parser.add_argument("--otel-children", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--compare", type=Path, help="another bootstrap directory, measured beside this one")
+    parser.add_argument("--compare", type=Path, action="append",
+                        help="another bootstrap directory, measured beside this one (repeatable)")
     parser.add_argument("--instructions", action="store_true", help="count CPU instructions under callgrind instead")
     args = parser.parse_args()
     bootstraps = compiled_bootstraps(args.compare)

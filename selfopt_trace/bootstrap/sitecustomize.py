@@ -11,11 +11,77 @@ def _selfopt_trace_start():
         from time import time_ns
 
         entered = time_ns()  # loading the agent's modules is the agent's cost too
+        from os import environ
+
+        if environ.get("SELFOPT_TRACE_DIR"):  # else the agent only reads its settings: no bundle to load
+            try:
+                _selfopt_trace_load()
+            except Exception:
+                pass  # imported as usual below
         import selfopt_trace_agent
 
         return selfopt_trace_agent.start(entered)
     except Exception:
         return False  # fail open: the traced program must behave exactly as untraced
+
+
+def _selfopt_trace_load():
+    """Run the agent's start-up modules from the bundle `selfopt-trace run` compiled them into
+    (runner.write_startup_bundle): one read and one unmarshal, no importlib search per module and no
+    `__future__` import. Each module gets what importlib would give it (spec, loader, file, cached).
+    Returns False, having loaded nothing, when the bundle is missing, was made by another
+    interpreter or from other sources: the agent is then imported as usual."""
+    import marshal
+    from _frozen_importlib import ModuleSpec
+    from _frozen_importlib_external import MAGIC_NUMBER, SourceFileLoader
+    from _imp import _fix_co_filename
+    from os import stat
+    from os.path import dirname
+
+    tag = sys.implementation.cache_tag
+    if tag is None or sys.flags.optimize:  # the bundle holds code compiled with optimize=0
+        return False
+    here = dirname(__file__)
+    cache = here + "/selfopt_trace_agent/__pycache__/"
+    try:
+        with open(cache + "startup." + tag + ".bundle", "rb") as bundle:
+            data = bundle.read()
+    except (OSError, IOError):
+        return False
+    if data[:4] != MAGIC_NUMBER:
+        return False
+    size = int.from_bytes(data[4:8], "little")
+    for path, mtime_ns, source_size in marshal.loads(data[8:8 + size]):
+        status = stat(here + "/" + path)
+        if status.st_mtime_ns != mtime_ns or status.st_size != source_size:
+            return False
+    modules = marshal.loads(memoryview(data)[8 + size:])
+    done = []
+    try:
+        for name, path, code in modules:
+            filename = here + "/" + path
+            _fix_co_filename(code, filename)
+            module = type(sys)(name)
+            spec = ModuleSpec(name, SourceFileLoader(name, filename), origin=filename)
+            spec.has_location = True
+            base = path.rpartition("/")[2][:-3]
+            spec.cached = module.__cached__ = cache + base + "." + tag + ".pyc"
+            if base == "__init__":
+                spec.submodule_search_locations = module.__path__ = [dirname(filename)]
+                module.__package__ = name
+            else:
+                module.__package__ = name.rpartition(".")[0]
+            module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, filename
+            sys.modules[name] = module
+            done.append(name)
+            exec(code, module.__dict__)
+            if base != "__init__":
+                setattr(sys.modules[module.__package__], name.rpartition(".")[2], module)
+    except Exception:
+        for name in done:
+            sys.modules.pop(name, None)
+        return False
+    return True
 
 
 def _selfopt_trace_chain(traced):

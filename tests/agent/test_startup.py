@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+
+from selfopt_trace import runner
+from tests.conftest import BOOTSTRAP
 
 # The program also reports whether a profile function is set: the agent's must be gone by then.
 FIRST_LINE = "import time; FIRST = time.time_ns()\nimport sys\nprint(FIRST, sys.getprofile())\n"
@@ -72,3 +76,54 @@ def test_the_users_sitecustomize_runs_before_the_watch_for_the_first_line(traced
     assert profile == b"None"
     (startup,) = traced.spans().named("interpreter.startup")
     assert 0 <= int(first) - startup.end_ns < 5_000_000
+
+
+# What a traced program reports about the agent's start-up modules: the names loaded, whether tracer.py
+# has the global that `from __future__ import annotations` leaves (the bundle compiles the flag
+# instead) and whether `__future__` was imported, and tracer.py's file and spec.
+AGENT_MODULES = """
+import sys
+agent = sorted(name for name in sys.modules if name.startswith("selfopt_trace_agent"))
+tracer = sys.modules["selfopt_trace_agent.tracer"]
+print(agent)
+print(hasattr(tracer, "annotations"), "__future__" in sys.modules)
+print(tracer.__file__ == tracer.__spec__.origin, tracer.__spec__.cached == tracer.__cached__, tracer.__package__)
+"""
+
+
+def agent_modules(traced, bootstrap: Path) -> list:
+    done = traced.python(AGENT_MODULES, extra_env={"PYTHONPATH": str(bootstrap), "SELFOPT_TRACE_BOOTSTRAP": str(bootstrap)})
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    (process,) = traced.spans().named("process")
+    assert process.attributes["selfopt_trace.overhead_ns"] > 0
+    return done.stdout.decode().splitlines()
+
+
+def test_the_start_up_modules_come_from_the_bundle_as_importlib_would_load_them(traced) -> None:
+    runner.precompile_bootstrap()
+    loaded, future, spec = agent_modules(traced, BOOTSTRAP)
+    names = ["selfopt_trace_agent" + ("." + name if name else "") for name in runner.STARTUP_MODULES]
+    # every module the agent loads at start-up is in the bundle (container.py only in a container)
+    assert sorted(set(eval(loaded)) - {"selfopt_trace_agent.container"}) == sorted(names)
+    assert future == "False False"  # no module of the bundle imported __future__ (untraced: not imported)
+    assert spec == "True True selfopt_trace_agent"
+
+
+@pytest.mark.parametrize("change", ["a source edited", "another interpreter's bundle", "a truncated bundle"])
+def test_a_bundle_that_does_not_match_is_not_used(traced, tmp_path: Path, change: str) -> None:
+    bootstrap = tmp_path / "bootstrap"
+    shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
+    runner.precompile_bootstrap(bootstrap)
+    bundle = runner.startup_bundle_path(bootstrap)
+    assert runner.startup_bundle_fresh(bootstrap)
+    if change == "a source edited":
+        source = bootstrap / "selfopt_trace_agent" / "tracer.py"
+        source.write_text(source.read_text() + "\n# edited\n")
+    elif change == "another interpreter's bundle":
+        bundle.write_bytes(b"\0\0\r\n" + bundle.read_bytes()[4:])
+    else:
+        bundle.write_bytes(bundle.read_bytes()[:1000])
+    loaded, future, spec = agent_modules(traced, bootstrap)
+    assert "selfopt_trace_agent.tracer" in loaded
+    assert future == "True True"  # imported by importlib, as the sources say
+    assert spec == "True True selfopt_trace_agent"

@@ -79,6 +79,23 @@ def test_sigterm_chains_to_the_programs_own_handler(traced):
     assert not traced.spans().processes()[0].incomplete
 
 
+def test_the_signal_hook_loads_at_the_programs_first_call_and_answers_as_untraced(traced):
+    """Importing signal (asyncio, subprocess, pytest do) loads no hook module; the first getsignal,
+    through a reference taken before it, installs it and answers what it would untraced (our SIGTERM
+    handler is installed meanwhile), and a handler set then chains as above."""
+    code = ("import os, signal, sys\n"
+            "print('selfopt_trace_agent.hooks.signal_' in sys.modules)\n"
+            "getsignal = signal.getsignal\n"
+            "print(repr(getsignal(signal.SIGTERM)), 'selfopt_trace_agent.hooks.signal_' in sys.modules)\n"
+            "signal.signal(signal.SIGTERM, lambda signum, frame: (os.write(1, b'handled'), sys.exit(7)))\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n")
+    untraced = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    done = traced.python(code)
+    answer = repr(signal.Handlers.SIG_DFL).encode()
+    assert (done.returncode, done.stdout, done.stderr) == (7, b"False\n" + answer + b" True\nhandled", b"")
+    assert untraced.stdout == b"False\n" + answer + b" False\nhandled"
+
+
 def test_the_tracers_own_thread_takes_no_signal_of_the_programs(traced):
     """A process-directed signal goes to any thread that does not block it: one taken by the tracer's
     flusher thread would leave a main thread blocked in time.sleep asleep, its handler unrun (seen:

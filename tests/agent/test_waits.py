@@ -173,6 +173,22 @@ def test_thread_join_names_the_thread_span_and_the_thread_holds_its_spans(traced
     assert not [s for s in spans.spans if s.incomplete]
 
 
+def test_the_thread_hooks_load_at_the_first_thread_start_not_at_the_import(traced):
+    """Importing threading (most programs do) loads neither threads.py nor waits.py; the first
+    Thread.start, through a reference taken before it, installs them and is a thread like any other."""
+    code = ("import sys, threading\n"
+            "print([m for m in ('threads', 'waits') if 'selfopt_trace_agent.hooks.' + m in sys.modules])\n"
+            "start = threading.Thread.start\n"
+            "thread = threading.Thread(target=int, name='first')\n"
+            "start(thread)\n"
+            "thread.join()\n"
+            "print(threading.Thread.start.__name__, hasattr(threading.Thread.start, '__wrapped__'))\n")
+    result = traced.python(code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"[]\nstart True\n", b"")
+    (thread,) = traced.spans().named("thread")
+    assert thread.attributes["thread.name"] == "first"
+
+
 def test_a_thread_started_under_a_span_is_its_child(traced):
     spans = run(traced, """
         import threading

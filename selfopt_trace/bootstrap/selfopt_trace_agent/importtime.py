@@ -17,7 +17,8 @@ _in_startup = True  # imports before the program's first line are part of interp
 _AGENT = __name__.partition(".")[0]
 _threshold_ns = 1_000_000
 _current = tracer._current  # module globals: each import looks them up once, not through tracer.
-_Span = tracer.Span
+_Frame = tracer.ImportFrame
+_buffer = tracer._buffer
 _pending = lazy._pending
 # The wrapper's bookkeeping around an import (its frame, the context switch, the sums below) is
 # counted, at a cost per import calibrated on the first imports (tracer.calibrate): timing it with
@@ -59,12 +60,15 @@ def _find_and_load(name, import_):
     calibrating = not _bookkeeping[1]
     if calibrating:
         t0 = time_ns()
-    frame = _Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, name, "INTERNAL", "import", 0,
-                  None, True)
+    frame = _Frame()
+    frame.parent = parent
+    frame.keep = False
+    frame.child_ns = 0
+    frame._span_id = ""
     token = _current.set(frame)
     status = "UNSET"
     instrument_ns = 0
-    frame.start_ns = t1 = time_ns()
+    t1 = time_ns()
     try:
         module = _original(name, import_)
         if name in _pending:  # instrumenting the module is part of what importing it cost here
@@ -95,14 +99,25 @@ def _find_and_load(name, import_):
 _find_and_load.__selfopt_trace__ = True
 
 
-def _record(frame: tracer.Span, name: str, start: int, end: int, cumulative: int, status: str,
+def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulative: int, status: str,
             instrument_ns: int) -> None:
-    """The import's X record, formatted now under the frame's span id (no Span object of its own),
-    its numbers joined to the module's name in one f-string (spanfile.encode's loop over the four
-    attributes cost more than the rest of the record)."""
-    attributes = spanfile.encode({"python.import.module": name})[:-1]  # one key: encode's fast path
-    attributes += f',"python.import.cumulative_ns":{cumulative},"python.import.self_ns":{cumulative - frame.child_ns}'
-    if instrument_ns:
-        attributes += f',"selfopt_trace.instrument_ns":{instrument_ns}'
-    tracer.record_line("import " + spanfile.clean(name), "import", start, end, attributes + "}", status=status,
-                       parent=frame.parent, span_id=frame.span_id)
+    """The import's X record under its frame's span id, formatted now in one f-string: a module's
+    name is almost always plain text, written as it is (no attribute dict, no call to
+    spanfile.encode, no tracer.record_line with its keyword arguments: ~1/3 of a recorded import's
+    cost went there, docs/benchmarks.md); another name takes spanfile's general path."""
+    parent = frame.parent
+    if parent.deferred:
+        tracer._mark_kept(parent)
+    if name.isprintable() and '"' not in name and "\\" not in name:
+        module = '"python.import.module":"' + name + '"'
+    else:  # JSON escapes, or bytes that are not UTF-8 (spanfile.escape)
+        module = spanfile.encode({"python.import.module": name})[1:-1]
+        name = spanfile.clean(name)
+    extra = f',"selfopt_trace.instrument_ns":{instrument_ns}' if instrument_ns else ""
+    _buffer.append(f'X\t{frame.span_id}\t{parent.span_id}\t{parent.trace_id}\timport {name}\tINTERNAL\timport\t{start}\t'
+                   f'{end}\t{status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
+                   f'"python.import.self_ns":{cumulative - frame.child_ns}{extra}}}\t.\n')
+    if end > tracer._flush_due_ns or len(_buffer) > tracer.FLUSH_RECORDS:
+        tracer.flush(blocking=False)
+    elif not tracer._flusher_started:
+        tracer._start_flusher()

@@ -76,6 +76,10 @@ ON_FIRST_CALL = {
     "requests": _REQUESTS,
     "pip._vendor.requests": _REQUESTS,
     "subprocess": ("Popen._execute_child",),  # every Popen, so every wait or reap after it
+    # Every Thread runs through start (a join before it fails); threads.py wraps threading._shutdown
+    # then, which only waits for threads so started. Most importers of threading start none.
+    "threading": ("Thread.start", "Thread.join"),
+    "signal": ("signal", "getsignal"),  # what the program sets, and what it asks
 }
 
 _pending: dict = {}

@@ -14,6 +14,7 @@ import sys
 from _thread import get_ident
 from time import time_ns
 
+from .. import tracer
 from . import timed
 from .timed import PARSE, TEXT, Call, is_wrapped, measured, wrap_attribute
 
@@ -62,26 +63,31 @@ def _install_ast(module) -> None:
 # The `from __future__` features a compile() inherits from the code calling it (CPython's PyCF_MASK:
 # division ... annotations). Called from our wrapper, it would inherit this module's (annotations).
 _FUTURE_FLAGS = 0x1FE0000
+_getframe = sys._getframe
 
 
 def _measured_compile(original, call: Call):
     """compile(), measured as timed.measured does and run as its caller would (_as_caller).
 
     The common call, compile(source, filename, mode) (typing's ForwardRef compiles every string
-    annotation: 800 calls importing pydantic and rich), is measured in this one frame: through
-    measured(_as_caller(...)) it cost 15,400 instructions over the call's own ~38,000, one frame
-    and its argument tuples more. Every other form goes that way.
+    annotation: 800 calls importing pydantic and rich), is measured in this one frame, measured's
+    fast path inline: through measured(_as_caller(...)) it cost 15,400 instructions over the call's
+    own ~38,000, one frame and its argument tuples more, and through a function of timed's for the
+    sum ~1,500 more. Every other form goes that way.
     """
     general = measured(_as_caller(original), call)
     busy = timed._busy
     small = timed.small_ns()
     key = call.name
+    current = tracer._current
+    counted = timed._fast_path
+    sample_mask = timed._SAMPLE_MASK
 
     def compile(*args, **kwargs):
         if len(args) != 3 or kwargs:
             return general(*args, **kwargs)
         source, filename, mode = args
-        inherited = sys._getframe(1).f_code.co_flags & _FUTURE_FLAGS
+        inherited = _getframe(1).f_code.co_flags & _FUTURE_FLAGS
         thread = get_ident()
         if thread in busy:  # inside another measured call: part of it
             return original(source, filename, mode, inherited, True)
@@ -92,10 +98,33 @@ def _measured_compile(original, call: Call):
             timed.finish(call, args, kwargs, None, exc, t0, time_ns(), small)
             raise
         t1 = time_ns()
-        if t1 - t0 >= small:
+        spent = t1 - t0
+        if spent >= small:
             timed.finish(call, args, kwargs, result, None, t0, t1, small)
-        else:
-            timed.add_fast(key, t1 - t0, len(source) if type(source) in TEXT else 0, t1)
+            return result
+        try:  # timed.measured's fast path (keep the two the same)
+            span = current.get() or tracer._root
+            if span is not None:
+                if span.deferred or span.end_ns:  # where sums go: the last call's, if under the same frame
+                    last, target = timed._last_target
+                    span = target if span is last and not target.end_ns else timed._sum_target() or span
+                sums = span.sums
+                if sums is None:
+                    span.sums = sums = {}
+                size = len(source) if type(source) in TEXT else 0
+                entry = sums.get(key)
+                if entry is None:
+                    sums[key] = [1, spent, size]
+                else:
+                    entry[0] += 1
+                    entry[1] += spent
+                    entry[2] += size
+            if counted[0] & sample_mask:  # 0 while calibrating and on a sampled call: timed
+                counted[0] += 1  # tracer overhead, counted: the hot path
+            else:
+                timed._calibrate(time_ns() - t1)
+        except Exception as exc:  # never into the program
+            tracer.exception_diagnostic("measure_failed:" + key, exc)
         return result
 
     return timed.identity(compile, original, ("builtins", "compile"))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import _signal
 
-from .. import process
+from .. import lazy, process
 
 
 def install(target: str, module) -> None:
-    original_signal, original_getsignal = module.signal, module.getsignal
+    # what stands in until the program's first call of either wraps them
+    original_signal, original_getsignal = lazy.original(module.signal), lazy.original(module.getsignal)
     if hasattr(original_signal, "__wrapped__"):
         return
 

@@ -25,7 +25,7 @@ try:
 except ImportError:  # a platform without a per-thread CPU clock
     thread_time_ns = None
 
-from .. import process, tracer
+from .. import lazy, process, tracer
 from . import waits
 
 _PARENT = "_selfopt_trace_parent"
@@ -82,7 +82,7 @@ def install(target: str, module) -> None:
 
 
 def _wrap(owner, name: str, make) -> None:
-    original = owner.__dict__[name]
+    original = lazy.original(owner.__dict__[name])  # what stands in until the first Thread.start wraps it
     if not hasattr(original, "__wrapped__"):
         wrapper = make(original)
         wrapper.__wrapped__ = original

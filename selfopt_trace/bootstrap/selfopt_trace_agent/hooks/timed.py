@@ -124,7 +124,7 @@ def measured(original, call: Call, where: tuple = ()):
             if spent >= small:
                 finish(call, args, kwargs, result, None, t0, t1, small)
                 return result
-            try:  # the fast path: add_fast, inline (a call costs ~1,500 instructions)
+            try:  # the fast path, inline (a call costs ~1,500 instructions; parsing.py's compile has a copy)
                 if shape == DUMP:
                     size = len(result) if type(result) in TEXT else 0
                 else:
@@ -157,32 +157,6 @@ def measured(original, call: Call, where: tuple = ()):
                 busy.discard(thread)
 
     return identity(wrapper, original, where)
-
-
-def add_fast(key: str, spent: int, size: int, t1: int) -> None:
-    """measured's fast path, for a wrapper of its own (compile): sum a small call that ended at t1."""
-    try:
-        span = tracer._current.get() or tracer._root
-        if span is not None:
-            if span.deferred or span.end_ns:  # as in measured
-                last, target = _last_target
-                span = target if span is last and not target.end_ns else _sum_target() or span
-            sums = span.sums
-            if sums is None:
-                span.sums = sums = {}
-            entry = sums.get(key)
-            if entry is None:
-                sums[key] = [1, spent, size]
-            else:
-                entry[0] += 1
-                entry[1] += spent
-                entry[2] += size
-        if _fast_path[0] & _SAMPLE_MASK:
-            _fast_path[0] += 1
-        else:
-            _calibrate(time_ns() - t1)
-    except Exception as exc:  # never into the program
-        tracer.exception_diagnostic("measure_failed:" + key, exc)
 
 
 # What the fast path's bookkeeping costs, measured with a clock on the first summed calls of the
