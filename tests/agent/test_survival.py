@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:
@@ -59,6 +62,27 @@ def test_sigterm_flushes_then_dies_of_sigterm(traced):
     root = traced.spans().processes()[0]
     assert not root.incomplete
     assert root.attributes["process.signal"] == "SIGTERM" and root.status == "ERROR"
+
+
+# Python 3.8's signal.signal is a Python function whose __wrapped__ is _signal's: the hook must still
+# install there (it took that for its own mark and left SIGTERM to the program's handler).
+PYTHON_38 = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / "3.8.18" / "bin" / "python"
+INTERPRETERS = [pytest.param(sys.executable, id="this-python"),
+                pytest.param(str(PYTHON_38), id="python3.8", marks=pytest.mark.skipif(
+                    not PYTHON_38.exists(), reason=f"no Python 3.8 at {PYTHON_38} (pyenv)"))]
+
+
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_a_default_sigterm_set_by_the_program_still_flushes(traced, python):
+    code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+            "assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL\nprint('up', flush=True); time.sleep(30)\n")
+    proc = subprocess.Popen([python, "-c", code], env=traced.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n", proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == -signal.SIGTERM
+    assert proc.stderr.read() == b""
+    root = traced.spans().processes()[0]
+    assert not root.incomplete and root.attributes["process.signal"] == "SIGTERM"
 
 
 def test_sigterm_chains_to_the_programs_own_handler(traced):

@@ -124,7 +124,9 @@ def _first_call_installer(target: str, installer, paths: tuple):
             for part in owners:
                 owner = getattr(owner, part, None)
             function = getattr(owner, "__dict__", {}).get(name)
-            if callable(function) and not hasattr(function, "__wrapped__"):
+            # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
+            # library's decorator): the hook decides what it wraps
+            if callable(function) and not hasattr(function, _STANDS_IN_FOR):
                 places.append((owner, name, function))
         installed = []
         lock = RLock()  # reentrant: a signal handler may call one while this thread installs

@@ -14,8 +14,8 @@ from .. import lazy, process
 def install(target: str, module) -> None:
     # what stands in until the program's first call of either wraps them
     original_signal, original_getsignal = lazy.original(module.signal), lazy.original(module.getsignal)
-    if hasattr(original_signal, "__wrapped__"):
-        return
+    if getattr(original_signal, "__module__", None) == __name__:
+        return  # installed already (not __wrapped__: Python 3.8's own signal.signal has one, _signal's)
 
     def signal(signalnum, handler):
         if signalnum != _signal.SIGTERM or original_getsignal(signalnum) is not process.on_sigterm:
