@@ -108,9 +108,9 @@ def test_the_signal_hook_loads_at_the_programs_first_call_and_answers_as_untrace
     through a reference taken before it, installs it and answers what it would untraced (our SIGTERM
     handler is installed meanwhile), and a handler set then chains as above."""
     code = ("import os, signal, sys\n"
-            "print('selfopt_trace_agent.hooks.signal_' in sys.modules)\n"
+            "print('selfopt_trace_agent.hooks.signal_' in sys.modules, flush=True)\n"
             "getsignal = signal.getsignal\n"
-            "print(repr(getsignal(signal.SIGTERM)), 'selfopt_trace_agent.hooks.signal_' in sys.modules)\n"
+            "print(repr(getsignal(signal.SIGTERM)), 'selfopt_trace_agent.hooks.signal_' in sys.modules, flush=True)\n"
             "signal.signal(signal.SIGTERM, lambda signum, frame: (os.write(1, b'handled'), sys.exit(7)))\n"
             "os.kill(os.getpid(), signal.SIGTERM)\n")
     untraced = subprocess.run([sys.executable, "-c", code], capture_output=True)
