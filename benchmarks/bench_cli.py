@@ -13,9 +13,9 @@ under PYTHONDONTWRITEBYTECODE would compile ~60 modules in every command). `cpu`
 user + system CPU time (all its threads and children), steadier than the wall time on a busy
 machine. `--baseline DIR...` also runs every command from other trees' selfopt_trace (a checkout
 of an older commit: `git archive COMMIT | tar -x -C DIR`), interleaved with this one, for before/after
-figures of the same run. A tree on PYTHONPATH costs more than the installed one (~15 ms before CMD
-and after it, the same code from both): for a before/after, give a checkout of this tree too and
-compare the two baselines.
+figures of the same run; each tree is compiled as the installed one is (the same code from a tree
+and installed measured within 1-2 ms of each other, 2026-12-04). For a before/after, give a
+checkout of this tree too and compare the two baselines.
 
     python benchmarks/bench_cli.py [--rounds 10] [--baseline DIR...]
 """
