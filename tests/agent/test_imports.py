@@ -88,3 +88,22 @@ def test_python_dash_m_and_console_scripts_are_traced(traced, tmp_path):
     assert result.returncode == 0 and result.stderr == b""
     commands = sorted(p.attributes["process.command"] for p in traced.spans().processes())
     assert commands == ["slow_inner", "tool"]
+
+
+def test_the_agents_own_nested_imports_are_counted_once(traced, tmp_path):
+    """A hook module that imports another of the agent's while loading (threads -> timed) is the
+    tracer's time once: the outer load's count leaves out what the inner one counted."""
+    hooks = tmp_path / "extra_hooks"
+    hooks.mkdir()
+    (hooks / "outer_probe.py").write_text("from . import inner_probe\n")
+    (hooks / "inner_probe.py").write_text("import time\ntime.sleep(0.2)\n")
+    code = ("import selfopt_trace_agent.hooks as hooks, sys\n"
+            f"hooks.__path__.append({str(hooks)!r})\n"
+            "from selfopt_trace_agent import tracer\n"
+            "before = tracer.overhead_ns()\n"
+            "import selfopt_trace_agent.hooks.outer_probe\n"
+            "print(tracer.overhead_ns() - before)\n")
+    result = traced.python(code)
+    assert result.returncode == 0, result.stderr
+    counted = int(result.stdout)
+    assert 0.2e9 <= counted < 0.35e9, counted  # counted twice: >= 0.4 s
