@@ -97,7 +97,8 @@ def test_os_waitpid_on_a_pid_and_on_any_child(traced):
         pid = os.posix_spawn(sys.executable, leaf, os.environ)
         os.waitpid(pid, 0)
         a = os.posix_spawn(sys.executable, leaf, os.environ)
-        b = os.posix_spawn(sys.executable, leaf, os.environ)
+        # b outlives a: the second waitpid(-1) blocks (two that end together left it nothing to wait for)
+        b = os.posix_spawn(sys.executable, [sys.executable, '-c', 'import time; time.sleep(0.4)'], os.environ)
         os.waitpid(-1, 0)
         os.waitpid(-1, 0)
         pid = os.fork()
@@ -603,3 +604,23 @@ def test_recorded_waits_count_as_tracer_overhead(agent):
     assert tracer.formatted_cost[0] - counted == 10 and tracer.formatted_cost[1] > 0
     assert tracer.overhead_ns() - before >= 10 * tracer.formatted_cost[1]
     assert len(records()) == 10
+
+
+def test_a_method_another_library_decorated_is_still_hooked(traced):
+    """functools.wraps (or wrapt) gives a decorator's wrapper a __wrapped__: the agent's own mark,
+    not that, says a function is wrapped already."""
+    spans = run(traced, f"""
+        import functools, subprocess, sys
+        plain_wait = subprocess.Popen.wait
+
+        @functools.wraps(plain_wait)
+        def wait(self, *args, **kwargs):
+            return plain_wait(self, *args, **kwargs)
+
+        subprocess.Popen.wait = wait
+        p = subprocess.Popen({SLEEPER}); p.wait()                   # Popen.wait, through the decorator
+    """)
+    [child] = spans.named("subprocess")
+    [wait] = main_thread_waits(spans)
+    assert_wait(wait, "Popen.wait")
+    assert targets(spans, wait) == [child]
