@@ -73,7 +73,7 @@ _OS_HOOKED = ("fork", "_exit", "system", "execv", "execve", "posix_spawn", "posi
 def _install_os_stand_ins() -> None:
     for name in _OS_HOOKED:
         original = getattr(os, name, None)
-        if original is not None and not hasattr(original, "__wrapped__"):
+        if original is not None and not tracer.is_own_wrapper(original):
             setattr(os, name, _stand_in(name, original))
 
 
@@ -87,7 +87,7 @@ def _install_sleep_hook() -> None:
     import time
 
     original = time.sleep
-    if hasattr(original, "__wrapped__"):
+    if tracer.is_own_wrapper(original):
         return
     threshold = config.WAIT_THRESHOLD_NS
     recorder: list = []
@@ -117,7 +117,7 @@ def _install_sleep_hook() -> None:
         if t1 - t0 >= threshold:
             record(t0, t1)
 
-    sleep.__wrapped__ = original
+    tracer.own_wrapper(sleep, original)
     sleep.__name__ = original.__name__
     sleep.__qualname__ = original.__name__
     sleep.__doc__ = original.__doc__
@@ -143,10 +143,9 @@ def _stand_in(name: str, original):
             tracer.strip_own_frames(exc)
             raise
 
-    call.__wrapped__ = original
     call.__name__ = original.__name__
     call.__doc__ = original.__doc__
-    return call
+    return tracer.own_wrapper(call, original)
 
 
 # SIGTERM: flush and close the process span, then die of SIGTERM exactly as untraced. Installed

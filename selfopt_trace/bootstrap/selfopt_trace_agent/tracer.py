@@ -353,6 +353,23 @@ def sum_attributes(sums: dict) -> dict:
     return out
 
 
+# Set on every wrapper the agent installs. "Wrapped already" means by the agent: a function another
+# library wrapped (functools.wraps, wrapt: Python 3.8's own signal.signal) has a __wrapped__ too, and
+# is still wrapped. A wrapt proxy around one of ours answers for it (its attributes are the wrapped's).
+WRAPPER_MARK = "__selfopt_trace__"
+
+
+def own_wrapper(wrapper, original):
+    """`wrapper` marked as the agent's, wrapping `original` (inspect follows __wrapped__)."""
+    wrapper.__wrapped__ = original
+    setattr(wrapper, WRAPPER_MARK, True)
+    return wrapper
+
+
+def is_own_wrapper(function) -> bool:
+    return getattr(function, WRAPPER_MARK, False) is True
+
+
 def add_overhead(duration_ns: int) -> None:
     """Account time the tracer itself spent in this process (stored on the process span)."""
     global _overhead_ns

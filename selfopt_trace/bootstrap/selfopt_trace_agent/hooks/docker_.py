@@ -455,9 +455,8 @@ def install(target: str, module) -> None:
 
 def _wrap(cls, name: str, make) -> None:
     original = getattr(cls, name)
-    if not hasattr(original, "__wrapped__"):
-        wrapper = make(original)
-        wrapper.__wrapped__ = original
+    if not tracer.is_own_wrapper(original):
+        wrapper = tracer.own_wrapper(make(original), original)
         wrapper.__name__, wrapper.__doc__ = original.__name__, original.__doc__
         setattr(cls, name, wrapper)
 

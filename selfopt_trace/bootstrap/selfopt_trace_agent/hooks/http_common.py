@@ -274,7 +274,7 @@ def install_dns() -> None:
     import socket
 
     original = socket.getaddrinfo
-    if hasattr(original, "__wrapped__"):
+    if tracer.is_own_wrapper(original):
         return
 
     def getaddrinfo(host, *args, **kwargs):
@@ -294,8 +294,7 @@ def install_dns() -> None:
                 tracer.record_complete("dns", CATEGORY, t0, t1, {SERVER_ADDRESS: _text(host)},
                                        parent=request.connecting or request.span, status=status)
 
-    getaddrinfo.__wrapped__ = original
-    socket.getaddrinfo = getaddrinfo
+    socket.getaddrinfo = tracer.own_wrapper(getaddrinfo, original)
 
 
 def _text(value) -> str:
@@ -303,13 +302,10 @@ def _text(value) -> str:
 
 
 def wrap(owner, name: str, make) -> None:
-    """owner.name = make(original), once (a second install sees the __wrapped__ mark)."""
+    """owner.name = make(original), once (a second install sees the agent's mark)."""
     original = lazy.original(owner.__dict__[name])  # what stands in until the first call wraps it
-    if hasattr(original, "__wrapped__"):
-        return
-    wrapper = make(original)
-    wrapper.__wrapped__ = original
-    setattr(owner, name, wrapper)
+    if not tracer.is_own_wrapper(original):
+        setattr(owner, name, tracer.own_wrapper(make(original), original))
 
 
 # --- bodies (opt-in) ----------------------------------------------------------------------------

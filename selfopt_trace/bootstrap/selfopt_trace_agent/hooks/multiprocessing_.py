@@ -42,10 +42,8 @@ def install(target: str, module) -> None:
 
 def _wrap(cls, name: str, make) -> None:
     original = getattr(cls, name)
-    if not hasattr(original, "__wrapped__"):
-        wrapper = make(original)
-        wrapper.__wrapped__ = original
-        setattr(cls, name, wrapper)
+    if not tracer.is_own_wrapper(original):
+        setattr(cls, name, tracer.own_wrapper(make(original), original))
 
 
 def _wrap_function(module, name: str, make) -> None:

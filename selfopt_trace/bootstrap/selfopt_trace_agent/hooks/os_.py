@@ -49,8 +49,7 @@ _fork_span: tracer.Span | None = None  # set by callers (multiprocessing) that a
 
 def wrap(name: str, original):
     """The traced version of os.<name> (process.py installs stand-ins that call this on first use)."""
-    wrapper = _WRAPPERS[name](original)
-    wrapper.__wrapped__ = original
+    wrapper = tracer.own_wrapper(_WRAPPERS[name](original), original)
     wrapper.__name__ = original.__name__
     wrapper.__doc__ = original.__doc__
     return wrapper

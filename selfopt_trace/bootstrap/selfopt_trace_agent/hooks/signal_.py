@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import _signal
 
-from .. import lazy, process
+from .. import lazy, process, tracer
 
 
 def install(target: str, module) -> None:
     # what stands in until the program's first call of either wraps them
     original_signal, original_getsignal = lazy.original(module.signal), lazy.original(module.getsignal)
-    if getattr(original_signal, "__module__", None) == __name__:
-        return  # installed already (not __wrapped__: Python 3.8's own signal.signal has one, _signal's)
+    if tracer.is_own_wrapper(original_signal):
+        return
 
     def signal(signalnum, handler):
         if signalnum != _signal.SIGTERM or original_getsignal(signalnum) is not process.on_sigterm:
@@ -32,8 +32,8 @@ def install(target: str, module) -> None:
             return _as_enum(module, process.program_sigterm_handler)
         return current
 
-    signal.__wrapped__ = original_signal
-    getsignal.__wrapped__ = original_getsignal
+    tracer.own_wrapper(signal, original_signal)
+    tracer.own_wrapper(getsignal, original_getsignal)
     signal.__doc__, getsignal.__doc__ = original_signal.__doc__, original_getsignal.__doc__
     module.signal, module.getsignal = signal, getsignal
 

@@ -19,7 +19,7 @@ from . import spawn, waits
 def install(target: str, module) -> None:
     popen = module.Popen
     original = lazy.original(popen.__dict__["_execute_child"])  # what stands in until the first Popen wraps it
-    if hasattr(original, "__wrapped__"):
+    if tracer.is_own_wrapper(original):
         return
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest):
@@ -40,8 +40,7 @@ def install(target: str, module) -> None:
         spawn.started(span, self.pid)
         self.__dict__[waits.SPAN] = span.span_id
 
-    _execute_child.__wrapped__ = original
-    popen._execute_child = _execute_child
+    popen._execute_child = tracer.own_wrapper(_execute_child, original)
     # A Popen whose returncode is known cannot block (Popen.__exit__ waits after every run()).
     waits.wrap(popen, "wait", lambda original: waits.method(original, "Popen.wait", _targets, outer=True, own=True,
                                                             ready=_reaped))

@@ -71,8 +71,8 @@ def install(target: str, module) -> None:
         _wrap(module.Thread, "_bootstrap_inner", _bootstrap_inner)
         _wrap(module.Thread, "join", lambda original: waits.method(original, "Thread.join", _join_targets,
                                                                    ready=_finished, own=True))
-        if callable(getattr(module, "_shutdown", None)) and not hasattr(module._shutdown, "__wrapped__"):
-            module._shutdown = _shutdown(module._shutdown, module)
+        if callable(getattr(module, "_shutdown", None)) and not tracer.is_own_wrapper(module._shutdown):
+            module._shutdown = tracer.own_wrapper(_shutdown(module._shutdown, module), module._shutdown)
     else:
         executor = module.ThreadPoolExecutor
         if "_adjust_thread_count" in executor.__dict__:
@@ -83,10 +83,8 @@ def install(target: str, module) -> None:
 
 def _wrap(owner, name: str, make) -> None:
     original = lazy.original(owner.__dict__[name])  # what stands in until the first Thread.start wraps it
-    if not hasattr(original, "__wrapped__"):
-        wrapper = make(original)
-        wrapper.__wrapped__ = original
-        setattr(owner, name, wrapper)
+    if not tracer.is_own_wrapper(original):
+        setattr(owner, name, tracer.own_wrapper(make(original), original))
 
 
 def _handed_over() -> tracer.Span | None:

@@ -23,7 +23,7 @@ from time import time_ns
 from .. import config, tracer
 
 DEFAULT_SMALL_NS = 100_000
-MARK = "__selfopt_trace__"
+MARK = tracer.WRAPPER_MARK
 
 # What a wrapped call's data argument and result are (for sizes and the Python type).
 DUMP = 1   # object -> text/bytes: bytes_out = len(result), type of the data argument

@@ -351,15 +351,14 @@ def identity(wrapper, original):
             setattr(wrapper, attribute, getattr(original, attribute))
         except (AttributeError, TypeError):
             pass
-    wrapper.__wrapped__ = original
-    return wrapper
+    return tracer.own_wrapper(wrapper, original)
 
 
 def wrap(owner, name: str, make) -> None:
     """owner.name = make(owner.name), once."""
     original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
-    if not hasattr(original, "__wrapped__"):
-        setattr(owner, name, make(original))
+    if not tracer.is_own_wrapper(original):
+        setattr(owner, name, tracer.own_wrapper(make(original), original))
 
 
 def span_of(thing) -> str:
