@@ -426,15 +426,18 @@ def sampled(cell: list, samples: list, spent_ns: int) -> None:
     samples.append(min(spent_ns, SAMPLE_CAP * samples[0]))
     n = len(samples) - 1
     if n >= SAMPLES_TRUSTED and not n & (n - 1):  # SAMPLES_TRUSTED is a power of two
-        later = sorted(samples[1:])
-        kept = later[:n - max(1, n // 8)]
-        cell[1] = max(1, sum(kept) // len(kept))
+        cell[1] = _trimmed_mean(sorted(samples[1:]), max(1, n // 8))
 
 
 def cost_per_call(samples: list) -> int:
     """The mean of timed calls (not empty) without their longest sixteenth (see above)."""
     samples.sort()
-    kept = samples[:len(samples) - len(samples) // 16]
+    return _trimmed_mean(samples, len(samples) // 16)
+
+
+def _trimmed_mean(ordered: list, longest: int) -> int:
+    """The mean of `ordered` (ascending) without its `longest` last values, at least 1 ns."""
+    kept = ordered[:len(ordered) - longest]
     return max(1, sum(kept) // len(kept))
 
 
