@@ -32,9 +32,13 @@ MS = 1_000_000
 WORKLOAD = r'''
 import json, os, subprocess, sys, threading, time
 
+def emit(record):
+    # One write per line: processes share this pipe, and print() under PYTHONUNBUFFERED writes the
+    # record and its newline in two, which another process's line can fall between.
+    os.write(1, (json.dumps(record) + "\n").encode())
+
 def report(role, start, end):
-    print(json.dumps({"role": role, "pid": os.getpid(), "tid": threading.get_native_id(), "from": start, "to": end}),
-          flush=True)
+    emit({"role": role, "pid": os.getpid(), "tid": threading.get_native_id(), "from": start, "to": end})
 
 def spin(role, seconds):
     start = time.time_ns()
@@ -59,7 +63,7 @@ if mode == "main":
     killed = time.time_ns()
     victim.kill()
     victim.wait()
-    print(json.dumps({"role": "victim", "pid": victim.pid, "killed": killed}), flush=True)
+    emit({"role": "victim", "pid": victim.pid, "killed": killed})
 elif mode == "spin":
     spin("spinner", 0.3)
 elif mode == "sleep":
