@@ -34,6 +34,7 @@ from typing import Any, Iterator
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
 from selfopt_trace.errors import RunExistsError, RunNotFoundError
+from selfopt_trace.store import cpu_edges
 from selfopt_trace.store.engine import duckdb
 from selfopt_trace.store.profile import load_profile
 from selfopt_trace.watchers import cpu_sampler
@@ -596,6 +597,7 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
         return
     con.execute(_CPU_STAGE_SQL, {"file": str(path)})
     records = con.execute("SELECT count(*) FROM _cpu").fetchone()[0]
+    cpu_edges.apply(con, result.run_id)
     result.cpu_samples = con.execute(_CPU_SAMPLES_SQL, {"run_id": result.run_id}).fetchone()[0]
     result.diagnostics += con.execute(_CPU_DIAGNOSTICS_SQL, {"run_id": result.run_id, "source_file": name}).fetchone()[0]
     con.execute("DROP TABLE _cpu")

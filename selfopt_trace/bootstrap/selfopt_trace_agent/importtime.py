@@ -11,6 +11,7 @@ from __future__ import annotations
 from time import time_ns
 
 from . import lazy, spanfile, tracer
+from .tracer import cpu_anchor, thread_cpu_ns
 
 _original = None
 _in_startup = True  # imports before the program's first line are part of interpreter.startup
@@ -69,6 +70,7 @@ def _find_and_load(name, import_):
     token = _current.set(frame)
     status = "UNSET"
     instrument_ns = 0
+    cpu0 = 0 if parent.deferred else thread_cpu_ns()  # an outermost import: its CPU edges (tracer.cpu_anchor)
     t1 = time_ns()
     try:
         module = _original(name, import_)
@@ -87,7 +89,7 @@ def _find_and_load(name, import_):
         if parent.deferred:
             parent.child_ns += cumulative
         if cumulative >= _threshold_ns or frame.keep:
-            _record(frame, name, t1, t2, cumulative, status, instrument_ns)
+            _record(frame, name, t1, t2, cumulative, status, instrument_ns, cpu0)
             tracer.add_overhead(time_ns() - t2)
             _bookkeeping[0] += 1
         elif calibrating:
@@ -101,7 +103,7 @@ _find_and_load.__selfopt_trace__ = True
 
 
 def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulative: int, status: str,
-            instrument_ns: int) -> None:
+            instrument_ns: int, cpu0: int) -> None:
     """The import's X record under its frame's span id, formatted now in one f-string: a module's
     name is almost always plain text, written as it is (no attribute dict, no call to
     spanfile.encode, no tracer.record_line with its keyword arguments: ~1/3 of a recorded import's
@@ -115,6 +117,8 @@ def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulati
         module = spanfile.encode({"python.import.module": name})[1:-1]
         name = spanfile.clean(name)
     extra = f',"selfopt_trace.instrument_ns":{instrument_ns}' if instrument_ns else ""
+    if cpu0:
+        extra += cpu_anchor(cpu0)
     _buffer.append(f'X\t{frame.span_id}\t{parent.span_id}\t{parent.trace_id}\timport {name}\tINTERNAL\timport\t{start}\t'
                    f'{end}\t{status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
                    f'"python.import.self_ns":{cumulative - frame.child_ns}{extra}}}\t.\n')

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import os
 import sys
-from _thread import allocate_lock
+from _thread import allocate_lock, get_native_id
 from _contextvars import ContextVar  # the C module: contextvars.py only re-exports it
 from itertools import chain, count, cycle, repeat
 from time import sleep as _sleep, time_ns  # the original sleep: the program's is traced (hooks/time_.py)
 
 from . import spanfile
+
+try:
+    from time import thread_time_ns as thread_cpu_ns
+except ImportError:  # no per-thread CPU clock here: spans carry no CPU edges (cpu_anchor)
+    def thread_cpu_ns() -> int:
+        return 0
 
 FLUSH_INTERVAL_NS = 100_000_000
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
@@ -23,6 +29,24 @@ FLUSH_INTERVAL_NS = 100_000_000
 FLUSH_RECORDS = 1000
 _encode = spanfile.encode
 INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
+
+# A span's CPU edges: the thread's CPU clock where the span's activity starts and ends. The CPU
+# sampler reads a thread from outside, where the kernel's count of a running thread lags up to a
+# scheduler tick, and a reading's CPU is spread over its 10-50 ms; the loader cuts the thread's
+# readings at these exact points (docs/queries.md, "Evidence"). Read only where the CPU on either
+# side goes to different categories and the span costs far more than a clock read: the outermost
+# recorded imports and the spawning calls.
+CPU_TID, CPU_START, CPU_END = "selfopt_trace.cpu.tid", "selfopt_trace.cpu.start_ns", "selfopt_trace.cpu.end_ns"
+
+
+def cpu_edges(start_cpu_ns: int) -> dict:
+    """The CPU-edge attributes of a span whose activity started at `start_cpu_ns` and ends now."""
+    return {CPU_TID: get_native_id(), CPU_START: start_cpu_ns, CPU_END: thread_cpu_ns()}
+
+
+def cpu_anchor(start_cpu_ns: int) -> str:
+    """cpu_edges as the JSON members a record's attributes end with."""
+    return f',"{CPU_TID}":{get_native_id()},"{CPU_START}":{start_cpu_ns},"{CPU_END}":{thread_cpu_ns()}'
 UNSET, OK, ERROR = "UNSET", "OK", "ERROR"
 
 

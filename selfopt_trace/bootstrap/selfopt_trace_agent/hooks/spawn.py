@@ -29,6 +29,8 @@ os.register_at_fork(after_in_child=_children.clear)  # a forked child's children
 
 
 def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tracer.Span:
+    """The spawning call's span, from now: preparing its attributes is part of the call."""
+    now, cpu = time_ns(), tracer.thread_cpu_ns()
     if isinstance(args, (str, bytes)):
         args = [args]
     argv = redact.argv(list(args))
@@ -38,7 +40,9 @@ def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tra
         attrs["process.working_directory"] = os.fsdecode(cwd)
     if attributes:
         attrs.update(attributes)
-    span = tracer.start_span(name, "subprocess", tracer.CLIENT, attrs)
+    if cpu:  # the call's CPU edges (tracer.cpu_edges): this one now, the other in started()
+        attrs[tracer.CPU_START] = cpu
+    span = tracer.start_span(name, "subprocess", tracer.CLIENT, attrs, start_ns=now)
     tracer.flush()  # the child may outlive us or be killed with us: its parent span must be on disk
     return span
 
@@ -122,7 +126,11 @@ def started(span: tracer.Span, pid: int) -> None:
     `selfopt_trace.spawn_ns` is the spawning call as the program lives it: from the span's start,
     the wrapper's entry (the agent's preparation of argv and environment included: a preemption
     there, or its first-call imports, is time in the call, not the program's own work), to now."""
-    _children[pid] = (span, {"process.pid": pid, "selfopt_trace.spawn_ns": time_ns() - span.start_ns})
+    attributes = {"process.pid": pid, "selfopt_trace.spawn_ns": time_ns() - span.start_ns}
+    cpu = span.attributes.get(tracer.CPU_START) if span.attributes else None
+    if cpu:
+        attributes.update(tracer.cpu_edges(cpu))
+    _children[pid] = (span, attributes)
 
 
 def run_spawning(span: tracer.Span, call, *args) -> int:

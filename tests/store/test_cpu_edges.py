@@ -1,0 +1,98 @@
+"""The agent's CPU edges (tracer.cpu_edges) cut the sampler's readings (store/cpu_edges.py): hand-written
+run directories as docs/span-format.md describes them, and one real traced run; a real DuckDB file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from selfopt_trace.store import Store
+from tests.cli.conftest import Cli
+from tests.store.spanfiles import T0, complete, header, sid, write_run
+from tests.store.test_cpu_samples import HEADER, MS, START, cpu, rows, store, thread, write_cpu  # noqa: F401
+
+EDGES = "selfopt_trace.cpu.tid", "selfopt_trace.cpu.start_ns", "selfopt_trace.cpu.end_ns"
+
+
+def edges(tid: int, start_cpu: int, end_cpu: int) -> dict:
+    return dict(zip(EDGES, (tid, start_cpu, end_cpu)))
+
+
+def intervals(store: Store, tid: int = 100) -> list[tuple[int, int, float, float]]:
+    """(start, end, cpu, queued) of the thread's samples, in ms from T0."""
+    found = rows(store, "SELECT start_ns, end_ns, cpu_ns, runqueue_ns FROM cpu_samples WHERE tid = $tid ORDER BY start_ns",
+                 {"tid": tid})
+    return [((r["start_ns"] - T0) / MS, (r["end_ns"] - T0) / MS, r["cpu_ns"] / MS, r["runqueue_ns"] / MS) for r in found]
+
+
+def test_a_lagging_reading_is_cut_where_an_import_ended(store: Store, tmp_path: Path) -> None:
+    """An import runs 10-38 ms and the thread then blocks on a pipe; the sampler's reading at 30 ms
+    lags by 4 ms (the kernel counts a running thread at its tick), so the 30-50 ms reading holds
+    12 ms, which the breakdown would spread over the wait. The import's edges say 36 ms of CPU at
+    its end (2 ms queued before): the CPU goes before 38 ms, none after."""
+    spans = (header(100) + complete(sid(1), "", "process", "process", T0, T0 + 100 * MS)
+             + complete(sid(2), sid(1), "import slow", "import", T0 + 10 * MS, T0 + 38 * MS,
+                        attributes=edges(100, 10 * MS, 36 * MS)))
+    run = write_run(tmp_path / "run-1", {"100-a.spans": spans})
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python")
+              + cpu(T0 + 10 * MS, 100, 100, 10 * MS)
+              + cpu(T0 + 30 * MS, 100, 100, 24 * MS, 2 * MS)  # 4 ms behind: the thread runs
+              + cpu(T0 + 50 * MS, 100, 100, 36 * MS, 2 * MS))  # blocked since 38 ms: exact
+
+    assert store.load_run(run).warnings == []
+    assert intervals(store) == [(0, 10, 10, 0), (10, 30, 18, 2), (30, 38, 8, 0), (38, 50, 0, 0)]
+
+
+def test_edges_that_contradict_the_readings_or_each_other_change_nothing_they_cannot(store: Store,
+                                                                                     tmp_path: Path) -> None:
+    """Edges outside the thread's readings, of another thread, or going backwards leave the readings as
+    they are; the thread's CPU in all is the same."""
+    spans = (header(100) + complete(sid(1), "", "process", "process", T0, T0 + 100 * MS)
+             + complete(sid(2), sid(1), "import early", "import", T0 - 5 * MS, T0 - 1 * MS,
+                        attributes=edges(100, 0, 1 * MS))  # before the first reading
+             + complete(sid(3), sid(1), "import other", "import", T0 + 10 * MS, T0 + 20 * MS,
+                        attributes=edges(999, 10 * MS, 20 * MS))  # another thread, never read
+             + complete(sid(4), sid(1), "import odd", "import", T0 + 20 * MS, T0 + 25 * MS,
+                        attributes=edges(100, 9 * MS, 8 * MS)))  # its clock going backwards
+    run = write_run(tmp_path / "run-1", {"100-a.spans": spans})
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python") + cpu(T0 + 10 * MS, 100, 100, 10 * MS)
+              + cpu(T0 + 50 * MS, 100, 100, 30 * MS))
+
+    store.load_run(run)
+    assert intervals(store) == [(0, 10, 10, 0), (10, 50, 20, 0)]
+
+
+def test_a_spawning_call_is_cut_at_its_end_not_at_the_childs(store: Store, tmp_path: Path) -> None:
+    """A subprocess span lives as long as its child; its CPU edges are those of the spawning call
+    (selfopt_trace.spawn_ns from its start)."""
+    spans = (header(100) + complete(sid(1), "", "process", "process", T0, T0 + 100 * MS)
+             + complete(sid(2), sid(1), "subprocess", "subprocess", T0 + 20 * MS, T0 + 90 * MS, kind="CLIENT",
+                        attributes={"selfopt_trace.spawn_ns": 2 * MS, **edges(100, 15 * MS, 17 * MS)}))
+    run = write_run(tmp_path / "run-1", {"100-a.spans": spans})
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python") + cpu(T0 + 10 * MS, 100, 100, 10 * MS)
+              + cpu(T0 + 50 * MS, 100, 100, 18 * MS))
+
+    store.load_run(run)
+    assert intervals(store) == [(0, 10, 10, 0), (10, 20, 5, 0), (20, 22, 2, 0), (22, 50, 1, 0)]
+
+
+def test_a_traced_run_records_the_edges_of_its_outermost_imports_and_spawns(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    (tmp_path / "slow.py").write_text("import colorsys\nimport time\nt = time.thread_time()\n"
+                                      "while time.thread_time() - t < 0.02:\n    pass\n")
+    (tmp_path / "main.py").write_text("import slow\nimport subprocess, sys\n"
+                                      "subprocess.run([sys.executable, '-c', 'pass'])\n")
+    done = cli("run", "--run-id", "edges", "--quiet", "--import-threshold-ms", "0", "--", sys.executable, "main.py")
+    assert done.returncode == 0, done.stderr.decode()
+
+    found = {(name, parent_name): json.loads(attributes) for name, parent_name, attributes in cli.query(
+        "SELECT s.name, p.name, s.attributes FROM spans AS s JOIN spans AS p ON p.span_id = s.parent_span_id "
+        "WHERE s.run_id = 'edges' AND s.category IN ('import', 'subprocess') AND s.pid = p.pid")}
+    slow = found["import slow", "process"]
+    assert slow[EDGES[2]] - slow[EDGES[1]] >= 20 * MS  # its 20 ms of CPU
+    assert EDGES[1] not in found["import colorsys", "import slow"]  # nested: no edges
+    spawn = found["subprocess", "process"]
+    assert 0 < spawn[EDGES[2]] - spawn[EDGES[1]] <= spawn["selfopt_trace.spawn_ns"]
+    [(pid,)] = cli.query("SELECT pid FROM spans WHERE run_id = 'edges' AND name = 'process' AND parent_span_id IS NULL")
+    assert slow[EDGES[0]] == spawn[EDGES[0]] == pid  # the main thread: its tid is the pid
