@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from _thread import RLock
+from _thread import RLock, get_ident
 from time import time_ns
 
 from . import config, tracer
@@ -131,16 +131,19 @@ def _first_call_installer(target: str, installer, paths: tuple):
         installed = []
         lock = RLock()  # reentrant: a signal handler may call one while this thread installs
 
-        def resolve() -> None:
+        def resolve() -> bool:
+            """Install the hook unless it is; whether this call did."""
             if installed:
-                return
+                return False
             with lock:
-                if not installed:
-                    _run(target, installer, module)
-                    for owner, name, function in places:
-                        if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
-                            setattr(owner, name, function)
-                    installed.append(True)
+                if installed:
+                    return False
+                _run(target, installer, module)
+                for owner, name, function in places:
+                    if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
+                        setattr(owner, name, function)
+                installed.append(True)
+                return True
 
         for owner, name, function in places:
             setattr(owner, name, _stand_in(owner, name, function, resolve))
@@ -158,12 +161,18 @@ _STANDS_IN_FOR = "__selfopt_trace_stands_in_for__"
 
 def _stand_in(owner, name: str, function, resolve):
     def call(*args, **kwargs):
-        resolve()
+        began = time_ns()
+        loaded = resolve()
+        if loaded:  # the span this call starts starts here (tracer.first_call)
+            tracer.first_call = (get_ident(), began)
         try:
             return owner.__dict__[name](*args, **kwargs)  # the hook's wrapper, or the original
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
             raise
+        finally:
+            if loaded:
+                tracer.first_call = None
 
     setattr(call, _STANDS_IN_FOR, function)
     call.__wrapped__ = function
