@@ -41,8 +41,9 @@ def _full_url(connection, target: str) -> tuple:
     return common.join_url(scheme, host, port, target), host, port
 
 
-def _own_request(connection) -> common.ClientRequest | None:
-    """A request made with http.client directly: its span, from the request line in the buffer."""
+def _own_request(connection, began: int) -> common.ClientRequest | None:
+    """A request made with http.client directly: its span, from the request line in the buffer,
+    starting where endheaders was called (`began`): reading the request line is time in the call."""
     if not connection._buffer:  # no putrequest: endheaders itself raises
         return None
     try:
@@ -51,12 +52,14 @@ def _own_request(connection) -> common.ClientRequest | None:
     except Exception as exc:
         common.hook_failed(LIBRARY, exc)
         return None
-    return common.begin_client(LIBRARY, method, full, host, port, in_context=False)
+    return common.begin_client(LIBRARY, method, full, host, port, in_context=False, start_ns=began)
 
 
 def _endheaders(original):
     def endheaders(self, *args, **kwargs):
-        request = common.client_active() or _own_request(self)
+        request = common.client_active()
+        if request is None:
+            request = _own_request(self, time_ns())
         if request is not None:
             t0 = time_ns()
             request.sends += 1

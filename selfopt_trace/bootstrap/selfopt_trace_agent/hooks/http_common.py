@@ -170,9 +170,10 @@ client_active = _client.get  # the ClientRequest of the request in progress here
 
 
 def begin_client(library: str, method: str, url: str, host: str | None = None, port: int | None = None,
-                 in_context: bool = True) -> ClientRequest | None:
-    """Open the CLIENT span of a request (None if that failed: the request then goes on untraced)."""
-    t0 = time_ns()
+                 in_context: bool = True, start_ns: int = 0) -> ClientRequest | None:
+    """Open the CLIENT span of a request (None if that failed: the request then goes on untraced),
+    from `start_ns` when the hook's work before this call is part of the request."""
+    t0 = start_ns or time_ns()
     try:
         if host is None:
             host, port = split_url(url)
