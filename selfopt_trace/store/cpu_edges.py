@@ -12,107 +12,66 @@ The agent reads the thread's own CPU clock (exact, its current run included) at 
 the thread's sampled ones, and each sampled reading is held within what they allow: no less than
 the edge before it, no more than that edge plus the time since, and the same against the edge after
 it. Time queued for a CPU is not in the thread's clock: at an edge it is interpolated between the
-sampled readings around it. Works on the loader's staged `_cpu` table (loader.py), before its
-readings become `cpu_samples` intervals.
+sampled readings around it. An edge outside the thread's sampled readings is not used.
+
+READINGS is the `readings` CTE of the loader's `cpu_samples` statement (loader.py), over its
+staged `_cpu` table and the run's spans, loaded before.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections import defaultdict
-
-from selfopt_trace.store.engine import duckdb
-
 from selfopt_trace.watchers import cpu_sampler
 
-_EDGES_SQL = """
-SELECT pid, TRY_CAST(attributes->>'selfopt_trace.cpu.tid' AS INTEGER) AS tid,
-       start_ns, TRY_CAST(attributes->>'selfopt_trace.cpu.start_ns' AS BIGINT),
-       start_ns + coalesce(TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT), duration_ns),
-       TRY_CAST(attributes->>'selfopt_trace.cpu.end_ns' AS BIGINT)
-FROM (FROM spans WHERE run_id = $run_id AND category = 'import'  -- equality filters: an IN list
-      UNION ALL                                                  -- would read every attribute
-      FROM spans WHERE run_id = $run_id AND category = 'subprocess')
-WHERE attributes LIKE '%"selfopt_trace.cpu.tid"%' AND pid IS NOT NULL
-"""
-
-_READINGS_SQL = f"""
-SELECT c.pid, c.tid, c.process_start_ns, c.time_ns, c.cpu_ns, c.runqueue_ns
-FROM _cpu AS c SEMI JOIN (SELECT unnest($pids) AS pid, unnest($tids) AS tid) AS t ON t.pid = c.pid AND t.tid = c.tid
-WHERE c.rec = '{cpu_sampler.CPU}'
-ORDER BY c.pid, c.tid, c.process_start_ns, c.time_ns, c.cpu_ns
-"""
-
-Reading = tuple[int, int, int]  # time_ns, cpu_ns, runqueue_ns (cumulative)
-
-
-def apply(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
-    """Correct the staged readings of every thread that has CPU edges; the number of edges used."""
-    edges: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
-    for pid, tid, t0, c0, t1, c1 in con.execute(_EDGES_SQL, {"run_id": run_id}).fetchall():
-        if tid is None or c0 is None or c1 is None or t1 is None or t1 < t0 or c1 < c0:
-            continue
-        edges[pid, tid] += [(t0, c0), (t1, c1)]
-    if not edges:
-        return 0
-    keys = list(edges)
-    threads: dict[tuple[int, int, int], list[Reading]] = defaultdict(list)
-    for pid, tid, start, time_ns, cpu_ns, runqueue_ns in con.execute(
-            _READINGS_SQL, {"pids": [k[0] for k in keys], "tids": [k[1] for k in keys]}).fetchall():
-        threads[pid, tid, start].append((time_ns, cpu_ns, runqueue_ns))
-    rows, used = [], 0
-    for (pid, tid, start), readings in threads.items():
-        corrected, n = correct(readings, edges[pid, tid])
-        if n:
-            used += n
-            rows += [(pid, tid, start, t, cpu, queued) for t, cpu, queued in corrected]
-    if rows:
-        con.execute("CREATE TEMP TABLE _cpu_edges (pid INTEGER, tid INTEGER, process_start_ns BIGINT, time_ns BIGINT, "
-                    "cpu_ns BIGINT, runqueue_ns BIGINT)")
-        con.executemany("INSERT INTO _cpu_edges VALUES (?, ?, ?, ?, ?, ?)", rows)
-        con.execute(f"""DELETE FROM _cpu AS c WHERE c.rec = '{cpu_sampler.CPU}' AND EXISTS (
-                            SELECT 1 FROM _cpu_edges AS e WHERE e.pid = c.pid AND e.tid = c.tid
-                                                             AND e.process_start_ns = c.process_start_ns)""")
-        con.execute(f"""INSERT INTO _cpu (rec, time_ns, pid, tid, process_start_ns, cpu_ns, runqueue_ns)
-                        SELECT '{cpu_sampler.CPU}', time_ns, pid, tid, process_start_ns, cpu_ns, runqueue_ns
-                        FROM _cpu_edges""")
-        con.execute("DROP TABLE _cpu_edges")
-    return used
-
-
-def correct(readings: list[Reading], edges: list[tuple[int, int]]) -> tuple[list[Reading], int]:
-    """`readings` (sorted by time) with the `edges` (time_ns, exact cumulative CPU) that fall within
-    them added, and each sampled reading held within what the edges allow; the number of edges used."""
-    if len(readings) < 2:
-        return readings, 0
-    first, last = readings[0][0], readings[-1][0]
-    edges = sorted({e for e in edges if first < e[0] < last})
-    kept: list[tuple[int, int]] = []
-    for edge in edges:  # an edge below one before it (a clock read out of order) is not used
-        if not kept or edge[1] >= kept[-1][1]:
-            kept.append(edge)
-    edges = kept
-    if not edges:
-        return readings, 0
-    times = [t for t, _ in edges]
-    held = []
-    for t, cpu, queued in readings:
-        i = bisect_right(times, t)  # edges before or at t: [..i), after: [i..)
-        low, high = 0, None
-        if i > 0:
-            te, ce = edges[i - 1]
-            low, high = ce, ce + (t - te)
-        if i < len(edges):
-            te, ce = edges[i]
-            low, high = max(low, ce - (te - t)), ce if high is None else min(high, ce)
-        if high is not None and low <= high:
-            cpu = min(max(cpu, low), high)
-        held.append((t, cpu, queued))
-    sampled = [t for t, _, _ in held]
-    for te, ce in edges:
-        j = bisect_left(sampled, te)  # the sampled readings around the edge: j - 1 and j
-        (t0, _, q0), (t1, _, q1) = held[j - 1], held[j]
-        queued = q0 + (q1 - q0) * (te - t0) // (t1 - t0) if t1 > t0 else q0
-        held.append((te, ce, queued))
-    held.sort()
-    return held, len(edges)
+# Edges: (pid, tid, time, cumulative CPU) at a span's start and at the end of its activity (a
+# spawning call ends at selfopt_trace.spawn_ns). Equality filters on the category: an IN list would
+# read every span's attributes.
+READINGS = f"""
+sampled AS (
+    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns FROM _cpu WHERE rec = '{cpu_sampler.CPU}'
+),
+edge_spans AS (
+    SELECT pid, TRY_CAST(attributes->>'selfopt_trace.cpu.tid' AS INTEGER) AS tid, start_ns,
+           start_ns + coalesce(TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT), duration_ns) AS end_ns,
+           TRY_CAST(attributes->>'selfopt_trace.cpu.start_ns' AS BIGINT) AS start_cpu,
+           TRY_CAST(attributes->>'selfopt_trace.cpu.end_ns' AS BIGINT) AS end_cpu
+    FROM (FROM spans WHERE run_id = $run_id AND category = 'import'
+          UNION ALL
+          FROM spans WHERE run_id = $run_id AND category = 'subprocess')
+    WHERE attributes LIKE '%"selfopt_trace.cpu.tid"%'
+),
+edges AS (  -- a span whose clock went backwards gives none
+    SELECT pid, tid, start_ns AS t, start_cpu AS x FROM edge_spans WHERE end_cpu >= start_cpu AND end_ns >= start_ns
+    UNION ALL
+    SELECT pid, tid, end_ns, end_cpu FROM edge_spans WHERE end_cpu >= start_cpu AND end_ns >= start_ns
+),
+-- each edge between two sampled readings of its thread (of one process: a pid may be reused)
+placed AS (
+    SELECT e.pid, e.tid, a.process_start_ns, e.t AS time_ns, e.x AS cpu_ns,
+           a.runqueue_ns + (b.runqueue_ns - a.runqueue_ns) * (e.t - a.time_ns) // greatest(b.time_ns - a.time_ns, 1)
+               AS runqueue_ns
+    FROM edges AS e
+    ASOF JOIN sampled AS a ON a.pid = e.pid AND a.tid = e.tid AND a.time_ns < e.t
+    ASOF JOIN sampled AS b ON b.pid = e.pid AND b.tid = e.tid AND b.time_ns > e.t
+    WHERE a.process_start_ns = b.process_start_ns
+),
+-- each sampled reading, held between the edges before (p) and after (n) it
+held AS (
+    SELECT pid, tid, process_start_ns, time_ns, runqueue_ns,
+           CASE WHEN low <= high THEN least(greatest(cpu_ns, low), high) ELSE cpu_ns END AS cpu_ns
+    FROM (SELECT s.*,
+                 greatest(coalesce(p.cpu_ns, 0), coalesce(n.cpu_ns - (n.time_ns - s.time_ns), 0)) AS low,
+                 least(coalesce(p.cpu_ns + (s.time_ns - p.time_ns), n.cpu_ns), coalesce(n.cpu_ns, p.cpu_ns + (s.time_ns - p.time_ns)))
+                     AS high
+          FROM sampled AS s
+          ASOF LEFT JOIN placed AS p ON p.pid = s.pid AND p.tid = s.tid AND p.process_start_ns = s.process_start_ns
+                                     AND p.time_ns <= s.time_ns
+          ASOF LEFT JOIN placed AS n ON n.pid = s.pid AND n.tid = s.tid AND n.process_start_ns = s.process_start_ns
+                                     AND n.time_ns >= s.time_ns)
+),
+readings AS (
+    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns FROM held
+    UNION ALL
+    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns FROM placed
+    UNION ALL
+    SELECT pid, tid, process_start_ns, time_ns, 0, 0 FROM _cpu WHERE rec = '{cpu_sampler.THREAD}'
+)"""

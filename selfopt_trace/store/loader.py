@@ -214,16 +214,14 @@ WHERE terminator = '{cpu_sampler.TERMINATOR}' AND extra IS NULL AND time_num IS 
       END
 """
 
+
 # Consecutive readings of one thread (a process is a pid and its start time) make an interval; a
-# thread's T record is a reading of zero at its start. Counters only grow: a step down (a tid
-# reused within the process) counts as zero, and no interval holds more CPU than its length.
+# thread's T record is a reading of zero at its start, and the agent's CPU edges are readings too
+# (cpu_edges.py). Counters only grow: a step down (a tid reused within the process) counts as zero,
+# and no interval holds more CPU than its length.
 _CPU_SAMPLES_SQL = f"""
 INSERT INTO cpu_samples
-WITH readings AS (
-    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns FROM _cpu WHERE rec = '{cpu_sampler.CPU}'
-    UNION ALL
-    SELECT pid, tid, process_start_ns, time_ns, 0, 0 FROM _cpu WHERE rec = '{cpu_sampler.THREAD}'
-),
+WITH {cpu_edges.READINGS},
 names AS (
     SELECT pid, tid, process_start_ns, arg_min(name, time_ns) AS name
     FROM _cpu WHERE rec = '{cpu_sampler.THREAD}'
@@ -597,7 +595,6 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
         return
     con.execute(_CPU_STAGE_SQL, {"file": str(path)})
     records = con.execute("SELECT count(*) FROM _cpu").fetchone()[0]
-    cpu_edges.apply(con, result.run_id)
     result.cpu_samples = con.execute(_CPU_SAMPLES_SQL, {"run_id": result.run_id}).fetchone()[0]
     result.diagnostics += con.execute(_CPU_DIAGNOSTICS_SQL, {"run_id": result.run_id, "source_file": name}).fetchone()[0]
     con.execute("DROP TABLE _cpu")
