@@ -70,8 +70,10 @@ def _find_and_load(name, import_):
     token = _current.set(frame)
     status = "UNSET"
     instrument_ns = 0
-    cpu0 = 0 if parent.deferred else thread_cpu_ns()  # an outermost import: its CPU edges (tracer.cpu_anchor)
     t1 = time_ns()
+    # An outermost import's CPU edges (tracer.cpu_edges), read inside the span: the read can end
+    # the thread's time slice, and the wait for a CPU then belongs to the import.
+    cpu0 = 0 if parent.deferred else thread_cpu_ns()
     try:
         module = _original(name, import_)
         if name in _pending:  # instrumenting the module is part of what importing it cost here
@@ -83,13 +85,14 @@ def _find_and_load(name, import_):
         tracer.strip_own_frames(exc)  # a failed import's traceback shows no frame of ours, as untraced
         raise
     finally:
+        cpu1 = thread_cpu_ns() if cpu0 else 0
         t2 = time_ns()
         _current.reset(token)
         cumulative = t2 - t1
         if parent.deferred:
             parent.child_ns += cumulative
         if cumulative >= _threshold_ns or frame.keep:
-            _record(frame, name, t1, t2, cumulative, status, instrument_ns, cpu0)
+            _record(frame, name, t1, t2, cumulative, status, instrument_ns, cpu0, cpu1)
             tracer.add_overhead(time_ns() - t2)
             _bookkeeping[0] += 1
         elif calibrating:
@@ -103,7 +106,7 @@ _find_and_load.__selfopt_trace__ = True
 
 
 def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulative: int, status: str,
-            instrument_ns: int, cpu0: int) -> None:
+            instrument_ns: int, cpu0: int, cpu1: int) -> None:
     """The import's X record under its frame's span id, formatted now in one f-string: a module's
     name is almost always plain text, written as it is (no attribute dict, no call to
     spanfile.encode, no tracer.record_line with its keyword arguments: ~1/3 of a recorded import's
@@ -118,7 +121,7 @@ def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulati
         name = spanfile.clean(name)
     extra = f',"selfopt_trace.instrument_ns":{instrument_ns}' if instrument_ns else ""
     if cpu0:
-        extra += cpu_anchor(cpu0)
+        extra += cpu_anchor(cpu0, cpu1)
     _buffer.append(f'X\t{frame.span_id}\t{parent.span_id}\t{parent.trace_id}\timport {name}\tINTERNAL\timport\t{start}\t'
                    f'{end}\t{status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
                    f'"python.import.self_ns":{cumulative - frame.child_ns}{extra}}}\t.\n')

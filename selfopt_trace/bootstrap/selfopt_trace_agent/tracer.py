@@ -35,18 +35,20 @@ INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
 # scheduler tick, and a reading's CPU is spread over its 10-50 ms; the loader cuts the thread's
 # readings at these exact points (docs/queries.md, "Evidence"). Read only where the CPU on either
 # side goes to different categories and the span costs far more than a clock read: the outermost
-# recorded imports and the spawning calls.
+# recorded imports and the spawning calls. Each read goes inside the span (after its start time,
+# before its end time): the read brings the kernel's accounting up to date, which can end the
+# thread's time slice there, and the wait for a CPU that follows belongs to the span.
 CPU_TID, CPU_START, CPU_END = "selfopt_trace.cpu.tid", "selfopt_trace.cpu.start_ns", "selfopt_trace.cpu.end_ns"
 
 
-def cpu_edges(start_cpu_ns: int) -> dict:
-    """The CPU-edge attributes of a span whose activity started at `start_cpu_ns` and ends now."""
-    return {CPU_TID: get_native_id(), CPU_START: start_cpu_ns, CPU_END: thread_cpu_ns()}
+def cpu_edges(start_cpu_ns: int, end_cpu_ns: int) -> dict:
+    """The CPU-edge attributes of a span whose activity started and ended at those clock readings."""
+    return {CPU_TID: get_native_id(), CPU_START: start_cpu_ns, CPU_END: end_cpu_ns}
 
 
-def cpu_anchor(start_cpu_ns: int) -> str:
+def cpu_anchor(start_cpu_ns: int, end_cpu_ns: int) -> str:
     """cpu_edges as the JSON members a record's attributes end with."""
-    return f',"{CPU_TID}":{get_native_id()},"{CPU_START}":{start_cpu_ns},"{CPU_END}":{thread_cpu_ns()}'
+    return f',"{CPU_TID}":{get_native_id()},"{CPU_START}":{start_cpu_ns},"{CPU_END}":{end_cpu_ns}'
 UNSET, OK, ERROR = "UNSET", "OK", "ERROR"
 
 

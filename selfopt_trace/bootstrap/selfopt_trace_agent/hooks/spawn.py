@@ -126,10 +126,11 @@ def started(span: tracer.Span, pid: int) -> None:
     `selfopt_trace.spawn_ns` is the spawning call as the program lives it: from the span's start,
     the wrapper's entry (the agent's preparation of argv and environment included: a preemption
     there, or its first-call imports, is time in the call, not the program's own work), to now."""
-    attributes = {"process.pid": pid, "selfopt_trace.spawn_ns": time_ns() - span.start_ns}
     cpu = span.attributes.get(tracer.CPU_START) if span.attributes else None
+    end_cpu = tracer.thread_cpu_ns() if cpu else 0  # before the end time: inside the call (tracer.cpu_edges)
+    attributes = {"process.pid": pid, "selfopt_trace.spawn_ns": time_ns() - span.start_ns}
     if cpu:
-        attributes.update(tracer.cpu_edges(cpu))
+        attributes.update(tracer.cpu_edges(cpu, end_cpu))
     _children[pid] = (span, attributes)
 
 
