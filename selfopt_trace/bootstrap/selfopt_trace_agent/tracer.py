@@ -164,6 +164,7 @@ def configure(spans_dir: str, header: str) -> None:
     _id_text = _id_texts((int.from_bytes(os.urandom(8), "big") >> 1 | 256) & ~255)
     del _buffer[:]
     del formatted[:]
+    del late_records[:]
     _flush_due_ns = time_ns() + FLUSH_INTERVAL_NS
     _flusher_started = True
     _enabled = True
@@ -456,6 +457,15 @@ def late_members(attributes: dict) -> str:
     return _encode(attributes)[1:]
 
 
+# ...or as plain values, a fixed number of them a record, flat in `late_records`, turned into text by
+# the flush, all of a flush's at once: late_block(the values it took, in order) gives their lines; the
+# hook sets it before it buffers any. A record is added with one `extend` (atomic: a flush takes
+# whole records). No tuple a record: each would be traversed by the garbage collector's next
+# collection, ~1,000 instructions a span; the list holds nothing it tracks.
+late_records: list = []
+late_block = None
+
+
 def joined_json(head: str, attributes: dict) -> str:
     """The JSON object of `head`'s attributes and `attributes` (not empty)."""
     return head + "," + _encode(attributes)[1:]
@@ -526,6 +536,7 @@ def _flush_locked() -> None:
     if not _enabled:
         del _buffer[:]
         del formatted[:]
+        del late_records[:]
         unwritten.clear()
         return
     now = time_ns()
@@ -557,6 +568,10 @@ def _flush_locked() -> None:
                     f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{attributes}\t.\n")
             else:
                 add(_format(item))
+        n = len(late_records)
+        if n:  # see LATE
+            add(late_block(late_records[:n]))
+            del late_records[:n]
         n = len(formatted)
         if n:
             lines += formatted[:n]
@@ -575,6 +590,7 @@ def _flush_locked() -> None:
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         del _buffer[:]
         del formatted[:]
+        del late_records[:]
         unwritten.clear()
     add_overhead(time_ns() - t0)
 
@@ -661,4 +677,5 @@ def reset_after_fork() -> None:
         cell[0] = 0
     del _buffer[:]
     del formatted[:]
+    del late_records[:]
     unwritten.clear()  # the parent's: written (or to be) in its file
