@@ -442,26 +442,12 @@ def _trimmed_mean(ordered: list, longest: int) -> int:
     return max(1, sum(kept) // len(kept))
 
 
-# LATE: a record a hot path buffers as (its text up to the attributes, `attributes`), an X record
-# whose attributes the flush encodes (hooks/otel_.py: the program's thread is spared the encoding).
-# The text ends in a JSON object of other attributes without its closing brace and a comma (an OTel
-# scope's, encoded once); `attributes` is a non-empty dict none of whose keys are in it, that never
-# changes again and whose values encoding cannot fail on (an ended SDK span's: str, bool, int, float,
-# tuples of them). The flush appends late_members(attributes), their JSON without the opening brace:
-# no joined string made. A tuple of an untracked dict and a string: the garbage collector stops
-# tracking it at its first collection (a buffered Span is scanned by every collection until the
-# flush; a function in the tuple would keep it tracked too).
-def late_members(attributes: dict) -> str:
-    """A LATE record's attributes' JSON without its opening brace (hooks/otel_.py puts an encoder
-    of its own for the SDK's values here when it arms)."""
-    return _encode(attributes)[1:]
-
-
-# ...or as plain values, a fixed number of them a record, flat in `late_records`, turned into text by
-# the flush, all of a flush's at once: late_block(the values it took, in order) gives their lines; the
-# hook sets it before it buffers any. A record is added with one `extend` (atomic: a flush takes
-# whole records). No tuple a record: each would be traversed by the garbage collector's next
-# collection, ~1,000 instructions a span; the list holds nothing it tracks.
+# LATE: records a hot path buffers as plain values, a fixed number of them a record, flat in
+# `late_records` (hooks/otel_.py: an ended SDK span's raw fields), turned into text by the flush, all
+# of a flush's at once: late_block(the values it took, in order) gives their lines; the hook sets it
+# before it buffers any. A record is added with one `extend` (atomic: a flush takes whole records).
+# No tuple a record: each would be traversed by the garbage collector's next collection, ~1,000
+# instructions a span; the list holds nothing it tracks.
 late_records: list = []
 late_block = None
 
@@ -556,8 +542,6 @@ def _flush_locked() -> None:
         for item in taken:
             if type(item) is str:
                 add(item)
-            elif type(item) is tuple:  # an X record but its attributes' JSON: see LATE
-                lines += (item[0], late_members(item[1]), "\t.\n")
             elif item.end_ns:  # _format's common case, an X record: spanfile.complete_line inlined
                 attributes = item.end_attributes
                 if not attributes:
