@@ -48,6 +48,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock  # noqa: E402  (M records: the SDK spans)
+
 BOOTSTRAP = ROOT / "selfopt_trace" / "bootstrap"
 
 PROGRAM = r"""
@@ -91,7 +94,7 @@ def one(program: Path, setup: str, spans: int, traced: Path | None, work: Path, 
     done = subprocess.run([sys.executable, str(program), setup, str(spans)], env=env, capture_output=True, text=True,
                           timeout=600, check=True)
     if traced is not None:
-        lines = sum(path.read_text().count("\twork\t") for path in (run_dir / "spans").iterdir())
+        lines = sum(spanblock.expand(path.read_bytes()).count(b"\twork\t") for path in (run_dir / "spans").iterdir())
         assert lines >= spans, f"{lines} work spans recorded of {spans}"
     return json.loads(done.stdout.splitlines()[-1])["us"]
 
