@@ -28,6 +28,10 @@ instructions a span. `--rounds 0`: the counts only.
     python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7] [--instructions [--steady]]
                                            [--setups sdk,api] [--bootstrap DIR] [--baseline DIR]
 
+`--load-spans N` measures instead what the loader pays for the SDK spans' M records (span-format.md):
+N spans of the benchmark's shape in one span file, written as M records of 1,000 spans and as the X
+records they stand for, each loaded by `Store.load_run` `--rounds` times, alternating.
+
 `--bootstrap` traces with another bootstrap directory (another checkout's selfopt_trace/bootstrap);
 `--baseline DIR` traces with that one too, in the same run (the code before a change: its counts
 beside the code's, its rounds alternating with the code's and the untraced ones).
@@ -45,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +147,40 @@ def compiled(bootstrap: Path) -> Path:
     return bootstrap
 
 
+def load_cost(spans: int, rounds: int) -> None:
+    """Seconds `Store.load_run` takes for `spans` SDK spans as M records and as X records (see --load-spans)."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
+    from selfopt_trace.store import Store
+
+    scope = {"otel.scope.name": "bench", "otel.scope.version": "1.0"}
+    trace_id, start = "c3231b836a4bb2a3d0d57783eabd0e59", 1_796_349_872_911_168_849
+    values: list = []
+    for index in range(spans):
+        values += [0x2B4E889DD6AF1F01 + index, "2b4e889dd6af1f00", trace_id, "work", "INTERNAL", "other", start + index,
+                   start + index + 1000, "UNSET", scope, {"item.kind": "widget", "item.size": 3, "item.index": index}]
+    width = spanblock.ROW_FIELDS * 1000
+    blocks = "".join(spanblock.block_line(values[first:first + width]) for first in range(0, len(values), width))
+    forms = {"M": blocks, "X": spanblock.expand(blocks.encode()).decode()}
+    header = spanfile.header_line(start, "load", 1, {"service.name": "bench"})
+    seconds: dict[str, list[float]] = {form: [] for form in forms}
+    with tempfile.TemporaryDirectory(prefix="bench-otel-load-") as tmp:
+        for number in range(rounds):
+            for form, body in forms.items():
+                run_dir = Path(tmp) / f"{form}-{number}"
+                (run_dir / "spans").mkdir(parents=True)
+                (run_dir / "spans" / "1-aaaaaaaa.spans").write_text(header + body)
+                with Store(Path(tmp) / f"{form}-{number}.duckdb") as store:
+                    started = time.perf_counter()
+                    loaded = store.load_run(run_dir)
+                    seconds[form].append(time.perf_counter() - started)
+                assert loaded.spans == spans and not loaded.warnings, loaded
+    print(f"{spans:,} SDK spans in one file, loaded {rounds} times each, alternating; load average {os.getloadavg()[0]:.1f}")
+    for form, body in forms.items():
+        median = statistics.median(seconds[form])
+        print(f"  as {form} records: {median:.2f} s ({median / spans * 1e6:.1f} us a span; "
+              f"{', '.join(f'{value:.2f}' for value in seconds[form])}), {len(body.encode()) / spans:.0f} bytes a span")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=50_000)
@@ -151,7 +190,11 @@ def main() -> None:
     parser.add_argument("--setups", default="sdk,api", help="of sdk,api,simple")
     parser.add_argument("--bootstrap", type=Path, default=BOOTSTRAP, help="the agent's bootstrap directory")
     parser.add_argument("--baseline", type=Path, help="another bootstrap directory (the code before), measured beside it")
+    parser.add_argument("--load-spans", type=int, help="measure the loader on this many SDK spans instead")
     args = parser.parse_args()
+    if args.load_spans:
+        load_cost(args.load_spans, args.rounds)
+        return
     # what traces: "traced" the code measured, "baseline" the code before (with --baseline)
     bootstraps = {"traced": args.bootstrap.resolve()}
     if args.baseline is not None:
