@@ -462,8 +462,13 @@ def _expanded(path: Path, directory: Path) -> Path:
     read counts it, damaged_lines names it)."""
     copy = directory / path.name
     with path.open("rb") as source, copy.open("wb") as out:
-        for line in source:
-            out.write(spanblock.expand(line))
+        rest = b""  # a line the last chunk cut
+        while chunk := source.read(1 << 20):  # whole lines a MiB at a time: no Python a line
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n") + 1
+            out.write(spanblock.expand(chunk[:cut]))
+            rest = chunk[cut:]
+        out.write(rest)  # a torn last line, as it is
     return copy
 
 

@@ -197,6 +197,21 @@ def test_marshal_blocks_load_as_the_complete_spans_they_hold(store: Store, tmp_p
     assert {"import a", "process"} <= set(loaded)
 
 
+def test_a_marshal_block_longer_than_the_loaders_reads_loads_whole(store: Store, tmp_path: Path) -> None:
+    """The loader copies a file with M records a MiB at a time: a block longer than one read (a
+    flush of 6,000 spans) and the lines around it all load."""
+    big = block(*(otel_span(n, {"n": n, "text": "x" * 40}) for n in range(10, 6010)))
+    assert len(big) > 1 << 20
+    run = write_run(tmp_path / "run-1", {"100-0000abcd.spans": header(100, version=2)
+        + complete(sid(5), sid(1), "before", "import", T0, T0 + MS) + big
+        + complete(sid(6), sid(1), "after", "import", T0, T0 + MS)})
+
+    result = store.load_run(run)
+
+    assert (result.spans, result.warnings) == (6002, [])
+    assert spans(store, "name = 'otel 6009'")["otel 6009"]["attributes"] == {**SCOPE, "n": 6009, "text": "x" * 40}
+
+
 def test_a_damaged_marshal_block_loses_nothing_before_it_and_is_reported(store: Store, tmp_path: Path) -> None:
     """A block cut short (its hex, the line still whole), one that is not a list of spans, and one torn
     by a crash mid-write (no newline): each is one damaged line, named; the spans before and between
