@@ -585,7 +585,8 @@ def _line_problem(raw: bytes) -> str | None:
         return f"unknown record type {rec[:10]!r}"
     if rec == spanblock.BLOCK:  # its X records, as the load read them
         try:
-            return next(filter(None, map(_line_problem, spanblock.x_lines(text).encode().splitlines(True))), None)
+            lines = spanblock.x_lines(text).encode("utf-8", "replace").splitlines(True)  # as expand writes them
+            return next(filter(None, map(_line_problem, lines)), None)
         except ValueError as exc:
             return str(exc)
     for name, value in (("start_ns", start), ("end_ns", end)):

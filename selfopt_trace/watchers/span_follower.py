@@ -4,9 +4,10 @@
 new files appear as processes start. `SpanFollower.poll()` reads what was appended since the last
 call and returns the spans that ended in it, already merged as the loader merges them
 (store/loader.py), so a span sent live is the span `push` sends after loading:
-- `X` is a complete span (an `M` record is read as the X records it stands for); `S` opens one, its `E` closes it (the E's attributes over the S's, the E's
-  parent when it names one); a later `E` of the same span with a later end replaces the earlier
-  one (the loader keeps the last); an `E` after an `X` changes nothing (the loader ignores it).
+- `X` is a complete span (an `M` record is read as the X records it stands for); `S` opens one,
+  its `E` closes it (the E's attributes over the S's, the E's parent when it names one); a later `E`
+  of the same span with a later end replaces the earlier one (the loader keeps the last); an `E`
+  after an `X` changes nothing (the loader ignores it).
 - A file's first record must be a header of the version we read, else the file is skipped, as the
   loader skips it. A line that is not 12 fields ending in `.`, not UTF-8, or has bad numbers or
   attributes is skipped and counted. A last line without its newline is kept until it is complete.

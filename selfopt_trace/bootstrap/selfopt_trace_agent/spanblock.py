@@ -2,9 +2,9 @@
 
 A flush writes the OpenTelemetry SDK spans that ended since the last one (hooks/otel_.py) as ONE
 record: their raw fields, ROW_FIELDS values a span in one flat list, in one `marshal.dumps` (C: no
-JSON made in the traced process), as hex in the record's attributes field. Readers (the loader, the span follower) turn a
-block back into the X records it stands for, the very lines the writer would have made (`x_line`),
-so everything after them reads text as before. docs/span-format.md, "The M record".
+JSON made in the traced process), as hex in the record's attributes field. Readers (the loader, the
+span follower) turn a block back into the X records it stands for, the very lines the writer would
+have made (`x_line`), so everything after them reads text as before. docs/span-format.md, "The M record".
 
 Marshal format 4: every Python the agent runs in (3.8-3.13) writes it and the loader's reads it, for
 the only types a block holds (int, str, float, bool, tuple, list, dict). Hex, not base64: no module
