@@ -449,7 +449,7 @@ def _trimmed_mean(ordered: list, longest: int) -> int:
 # No tuple a record: each would be traversed by the garbage collector's next collection, ~1,000
 # instructions a span; the list holds nothing it tracks.
 late_records: list = []
-late_block = None
+late_block = None  # (values) -> their lines: the hook's
 
 
 def joined_json(head: str, attributes: dict) -> str:
