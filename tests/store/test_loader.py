@@ -212,6 +212,34 @@ def test_a_marshal_block_longer_than_the_loaders_reads_loads_whole(store: Store,
     assert spans(store, "name = 'otel 6009'")["otel 6009"]["attributes"] == {**SCOPE, "n": 6009, "text": "x" * 40}
 
 
+PYENV = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
+OTHER_PYTHONS = [pytest.param(PYENV / version / "bin" / "python", id=version, marks=pytest.mark.skipif(
+    not (PYENV / version / "bin" / "python").exists(), reason=f"no Python {version} (pyenv)"))
+    for version in ("3.8.18", "3.13.0")]
+
+
+@pytest.mark.parametrize("python", OTHER_PYTHONS)
+def test_a_marshal_block_written_by_another_python_loads_as_this_ones(store: Store, tmp_path: Path, python: Path) -> None:
+    """A traced program may run any Python 3.8-3.13: the block its agent writes (the agent's own
+    spanblock.block_line, run by that interpreter) loads as the block this Python writes."""
+    values_code = (f"[2**63 + 5, {sid(1)!r}, {TRACE!r}, 'n\\u00e9', 'CLIENT', 'http', {T0}, {T0 + MS}, 'ERROR', {SCOPE!r},"
+                   " {'f': 0.1, 'nan': float('nan'), 't': ('a', 'b'), 'b': True, 'big': 2**70, 'neg': -3, 's': '\\udcff'}]")
+    values = eval(values_code)
+    code = ("import sys\nfrom selfopt_trace_agent import spanblock\n"
+            f"sys.stdout.write(spanblock.block_line({values_code}))\n")
+    other = subprocess.run([str(python), "-c", code], capture_output=True, check=True,
+                           env={**os.environ, "PYTHONPATH": str(Path(spanfile.__file__).parent.parent)}).stdout
+    loaded = []
+    for name, line in (("other", other.decode("ascii")), ("this", block(tuple(values)))):  # hex: ASCII
+        run = write_run(tmp_path / name, {"100-0000abcd.spans": header(100, version=2) + line},
+                        run_json={"run_id": name})
+        assert store.load_run(run).warnings == []
+        columns, rows = store.sql(f"SELECT * EXCLUDE (run_id) FROM spans WHERE run_id = '{name}'")
+        loaded.append(rows)
+    assert loaded[0] == loaded[1] and len(loaded[0]) == 1
+    assert json.loads(dict(zip(columns, loaded[0][0]))["attributes"])["big"] == 2**70
+
+
 def test_a_damaged_marshal_block_loses_nothing_before_it_and_is_reported(store: Store, tmp_path: Path) -> None:
     """A block cut short (its hex, the line still whole), one that is not a list of spans, and one torn
     by a crash mid-write (no newline): each is one damaged line, named; the spans before and between
