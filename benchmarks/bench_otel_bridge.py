@@ -26,15 +26,21 @@ and the exit) and PYTHONHASHSEED=0: counts of the same code then differ by ~1,00
 instructions a span. `--rounds 0`: the counts only.
 
     python benchmarks/bench_otel_bridge.py [--spans 50000] [--rounds 7] [--instructions [--steady]]
-                                           [--setups sdk,api] [--bootstrap DIR]
+                                           [--setups sdk,api] [--bootstrap DIR] [--baseline DIR]
 
-`--bootstrap` traces with another bootstrap directory (another checkout's selfopt_trace/bootstrap:
-the code before a change, measured in the same minutes).
+`--load-spans N` measures instead what the loader pays for the SDK spans' M records (span-format.md):
+N spans of the benchmark's shape in one span file, written as M records of 1,000 spans and as the X
+records they stand for, each loaded by `Store.load_run` `--rounds` times, alternating.
+
+`--bootstrap` traces with another bootstrap directory (another checkout's selfopt_trace/bootstrap);
+`--baseline DIR` traces with that one too, in the same run (the code before a change: its counts
+beside the code's, its rounds alternating with the code's and the untraced ones).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -43,9 +49,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock  # noqa: E402  (M records: the SDK spans)
+
 BOOTSTRAP = ROOT / "selfopt_trace" / "bootstrap"
 
 PROGRAM = r"""
@@ -82,22 +92,25 @@ if setup != "api":
 """
 
 
-def one(program: Path, setup: str, spans: int, traced: bool, work: Path, number: int) -> float:
-    env = _environment(traced, work / f"run-{setup}-{number}")
+def one(program: Path, setup: str, spans: int, traced: Path | None, work: Path, number: int, which: str) -> float:
+    """One timed run: untraced, or traced with the bootstrap directory `traced`."""
+    run_dir = work / f"run-{setup}-{number}-{which}"
+    env = _environment(traced, run_dir)
     done = subprocess.run([sys.executable, str(program), setup, str(spans)], env=env, capture_output=True, text=True,
                           timeout=600, check=True)
-    if traced:
-        lines = sum(path.read_text().count("\twork\t") for path in (work / f"run-{setup}-{number}" / "spans").iterdir())
+    if traced is not None:
+        lines = sum(spanblock.expand(path.read_bytes()).count(b"\twork\t") for path in (run_dir / "spans").iterdir())
         assert lines >= spans, f"{lines} work spans recorded of {spans}"
     return json.loads(done.stdout.splitlines()[-1])["us"]
 
 
-def instructions(program: Path, setup: str, spans: int, traced: bool, work: Path) -> tuple[int, int]:
+def instructions(program: Path, setup: str, spans: int, traced: Path | None, work: Path) -> tuple[int, int]:
     """Instructions of a whole run of the program (callgrind's count): all its threads', and its
     main thread's alone (the program's: the agent's flusher and the SDK's worker are other threads)."""
-    env = _environment(traced, work / f"count-{setup}-{spans}-{traced}")
+    label = f"{setup}-{spans}-" + ("untraced" if traced is None else str(traced).strip(os.sep).replace(os.sep, "-"))
+    env = _environment(traced, work / f"count-{label}")
     env["PYTHONHASHSEED"] = "0"
-    out = work / f"callgrind-{setup}-{spans}-{traced}"
+    out = work / f"callgrind-{label}"
     done = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
                            sys.executable, str(program), setup, str(spans)], env=env, capture_output=True, text=True,
                           timeout=1800, check=True)
@@ -106,19 +119,19 @@ def instructions(program: Path, setup: str, spans: int, traced: bool, work: Path
             int(re.search(r"^totals: (\d+)", main_thread, re.MULTILINE).group(1)))
 
 
-def _environment(traced: bool, run_dir: Path) -> dict:
+def _environment(traced: Path | None, run_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFOPT_TRACE_", "OTEL_")) and k != "TRACEPARENT"}
-    if traced:
+    if traced is not None:
         env.update(SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID=run_dir.name,
-                   SELFOPT_TRACE_BOOTSTRAP=str(BOOTSTRAP),
-                   PYTHONPATH=os.pathsep.join([str(BOOTSTRAP), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+                   SELFOPT_TRACE_BOOTSTRAP=str(traced),
+                   PYTHONPATH=os.pathsep.join([str(traced), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     return env
 
 
-def steady_bootstrap(work: Path) -> Path:
-    """A copy of BOOTSTRAP whose flushes never come from the clock (see --steady)."""
-    copy = work / "steady-bootstrap"
-    shutil.copytree(BOOTSTRAP, copy)
+def steady_bootstrap(bootstrap: Path, work: Path, name: str) -> Path:
+    """A copy of `bootstrap` whose flushes never come from the clock (see --steady)."""
+    copy = work / name
+    shutil.copytree(bootstrap, copy)
     tracer = copy / "selfopt_trace_agent" / "tracer.py"
     text = tracer.read_text()
     assert "\nFLUSH_INTERVAL_NS = " in text
@@ -126,8 +139,49 @@ def steady_bootstrap(work: Path) -> Path:
     return copy
 
 
+def compiled(bootstrap: Path) -> Path:
+    """`bootstrap` with its modules' bytecode written: otherwise the first counted run of a tree
+    without it (a `git archive` copy) compiles what it imports and the second does not, and the
+    difference of the two counts carries that (all the bootstrap's modules: ~380 M instructions)."""
+    compileall.compile_dir(bootstrap, quiet=1)
+    return bootstrap
+
+
+def load_cost(spans: int, rounds: int) -> None:
+    """Seconds `Store.load_run` takes for `spans` SDK spans as M records and as X records (see --load-spans)."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
+    from selfopt_trace.store import Store
+
+    scope = {"otel.scope.name": "bench", "otel.scope.version": "1.0"}
+    trace_id, start = "c3231b836a4bb2a3d0d57783eabd0e59", 1_796_349_872_911_168_849
+    values: list = []
+    for index in range(spans):
+        values += [0x2B4E889DD6AF1F01 + index, "2b4e889dd6af1f00", trace_id, "work", "INTERNAL", "other", start + index,
+                   start + index + 1000, "UNSET", scope, {"item.kind": "widget", "item.size": 3, "item.index": index}]
+    width = spanblock.ROW_FIELDS * 1000
+    blocks = "".join(spanblock.block_line(values[first:first + width]) for first in range(0, len(values), width))
+    forms = {"M": blocks, "X": spanblock.expand(blocks.encode()).decode()}
+    header = spanfile.header_line(start, "load", 1, {"service.name": "bench"})
+    seconds: dict[str, list[float]] = {form: [] for form in forms}
+    with tempfile.TemporaryDirectory(prefix="bench-otel-load-") as tmp:
+        for number in range(rounds):
+            for form, body in forms.items():
+                run_dir = Path(tmp) / f"{form}-{number}"
+                (run_dir / "spans").mkdir(parents=True)
+                (run_dir / "spans" / "1-aaaaaaaa.spans").write_text(header + body)
+                with Store(Path(tmp) / f"{form}-{number}.duckdb") as store:
+                    started = time.perf_counter()
+                    loaded = store.load_run(run_dir)
+                    seconds[form].append(time.perf_counter() - started)
+                assert loaded.spans == spans and not loaded.warnings, loaded
+    print(f"{spans:,} SDK spans in one file, loaded {rounds} times each, alternating; load average {os.getloadavg()[0]:.1f}")
+    for form, body in forms.items():
+        median = statistics.median(seconds[form])
+        print(f"  as {form} records: {median:.2f} s ({median / spans * 1e6:.1f} us a span; "
+              f"{', '.join(f'{value:.2f}' for value in seconds[form])}), {len(body.encode()) / spans:.0f} bytes a span")
+
+
 def main() -> None:
-    global BOOTSTRAP
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
@@ -135,44 +189,57 @@ def main() -> None:
     parser.add_argument("--steady", action="store_true", help="count 500 and 2,500 spans, no flushes by the clock")
     parser.add_argument("--setups", default="sdk,api", help="of sdk,api,simple")
     parser.add_argument("--bootstrap", type=Path, default=BOOTSTRAP, help="the agent's bootstrap directory")
+    parser.add_argument("--baseline", type=Path, help="another bootstrap directory (the code before), measured beside it")
+    parser.add_argument("--load-spans", type=int, help="measure the loader on this many SDK spans instead")
     args = parser.parse_args()
-    BOOTSTRAP = args.bootstrap.resolve()
+    if args.load_spans:
+        load_cost(args.load_spans, args.rounds)
+        return
+    # what traces: "traced" the code measured, "baseline" the code before (with --baseline)
+    bootstraps = {"traced": args.bootstrap.resolve()}
+    if args.baseline is not None:
+        bootstraps["baseline"] = args.baseline.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-otel-bridge-") as tmp:
         work = Path(tmp)
         program = work / "program.py"
         program.write_text(PROGRAM)
         load_before = os.getloadavg()[0]
-        results = {setup: {"untraced": [], "traced": []} for setup in args.setups.split(",")}
-        counted = {}
+        results = {setup: {"untraced": [], **{which: [] for which in bootstraps}} for setup in args.setups.split(",")}
+        counted: dict[str, dict[str, list[float]]] = {}
         if args.instructions:
-            timed_bootstrap, low, high = BOOTSTRAP, 1000, 3000
+            counting: dict[str, Path | None] = {"untraced": None, **bootstraps}
+            low, high = 1000, 3000
             if args.steady:
-                BOOTSTRAP, low, high = steady_bootstrap(work), 500, 2500
+                counting.update({which: steady_bootstrap(path, work, f"steady-{which}") for which, path in bootstraps.items()})
+                low, high = 500, 2500
+            counting = {which: path and compiled(path) for which, path in counting.items()}
             for setup in results:
                 counted[setup] = {}
-                for traced in (False, True):
-                    many, few = (instructions(program, setup, n, traced, work) for n in (high, low))
-                    counted[setup][traced] = [(m - f) / (high - low) for m, f in zip(many, few)]
-            BOOTSTRAP = timed_bootstrap
+                for which, bootstrap in counting.items():
+                    many, few = (instructions(program, setup, n, bootstrap, work) for n in (high, low))
+                    counted[setup][which] = [(m - f) / (high - low) for m, f in zip(many, few)]
         for number in range(args.rounds):
             for setup, times in results.items():
-                times["untraced"].append(one(program, setup, args.spans, False, work, number))
-                times["traced"].append(one(program, setup, args.spans, True, work, number))
+                times["untraced"].append(one(program, setup, args.spans, None, work, number, "untraced"))
+                for which, bootstrap in bootstraps.items():
+                    times[which].append(one(program, setup, args.spans, bootstrap, work, number, which))
     print(f"{args.spans:,} spans a run, {args.rounds} rounds alternating untraced/traced; load average "
           f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
     for setup, times in results.items():
-        if times["untraced"]:  # (--rounds 0: counts only)
-            untraced, traced = statistics.median(times["untraced"]), statistics.median(times["traced"])
-            paired = statistics.median(t - u for u, t in zip(times["untraced"], times["traced"]))
-            print(f"  {setup}: untraced {untraced:6.2f} us a span, traced {traced:6.2f} us: the bridge adds "
-                  f"{traced - untraced:+.2f} us (paired rounds: {paired:+.2f} us; "
-                  f"rounds untraced {', '.join(f'{u:.2f}' for u in times['untraced'])}; "
-                  f"traced {', '.join(f'{t:.2f}' for t in times['traced'])})")
-        if setup in counted:
-            for index, which in enumerate(("all threads", "main thread")):
-                untraced_count, traced_count = counted[setup][False][index], counted[setup][True][index]
-                print(f"  {setup}: instructions a span, {which}: untraced {untraced_count:,.0f}, traced "
-                      f"{traced_count:,.0f}: the bridge adds {traced_count - untraced_count:+,.0f}")
+        for which in bootstraps:
+            label = "traced" if which == "traced" else "traced by the baseline"
+            if times["untraced"]:  # (--rounds 0: counts only)
+                untraced, traced = statistics.median(times["untraced"]), statistics.median(times[which])
+                paired = statistics.median(t - u for u, t in zip(times["untraced"], times[which]))
+                print(f"  {setup}: untraced {untraced:6.2f} us a span, {label} {traced:6.2f} us: the bridge adds "
+                      f"{traced - untraced:+.2f} us (paired rounds: {paired:+.2f} us; "
+                      f"rounds untraced {', '.join(f'{u:.2f}' for u in times['untraced'])}; "
+                      f"{label} {', '.join(f'{t:.2f}' for t in times[which])})")
+            if setup in counted:
+                for index, threads in enumerate(("all threads", "main thread")):
+                    untraced_count, traced_count = counted[setup]["untraced"][index], counted[setup][which][index]
+                    print(f"  {setup}: instructions a span, {threads}: untraced {untraced_count:,.0f}, {label} "
+                          f"{traced_count:,.0f}: the bridge adds {traced_count - untraced_count:+,.0f}")
 
 if __name__ == "__main__":
     main()

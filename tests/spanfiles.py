@@ -7,6 +7,8 @@ tests check the documented format.
 from __future__ import annotations
 
 import json
+import marshal
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +82,7 @@ def _read_file(path: Path, out: RunSpans) -> None:
         fields = line.split("\t")
         assert len(fields) == 12 and fields[11] == ".", f"malformed line in {path}: {line!r}"
         rec, span_id, parent, trace, name, kind, category, start, end, status, attrs, _ = fields
-        attributes = json.loads(attrs)
+        attributes = json.loads(attrs) if rec != "M" else {}
         for value in (start, end):
             if value:
                 last_ns = max(last_ns, int(value))
@@ -96,6 +98,10 @@ def _read_file(path: Path, out: RunSpans) -> None:
                 ends[span_id] = (int(end), status, attributes, parent)
         elif rec == "D":
             out.diagnostics.append({"code": name, **attributes, "file": path.name})
+        elif rec == "M":
+            for span in _block(attrs, pid, path.name):
+                starts[span.span_id] = span
+                last_ns = max(last_ns, span.end_ns)
     for span_id, span in starts.items():
         if span_id in ends:
             end, status, attributes, parent = ends[span_id]
@@ -106,3 +112,45 @@ def _read_file(path: Path, out: RunSpans) -> None:
         elif span.end_ns is None:
             span.end_ns, span.incomplete = last_ns, True
         out.spans.append(span)
+
+
+def _block(text: str, pid: int, file: str) -> list[SpanRecord]:
+    """An M record's spans: a hex marshal block, a list of 11 values a span (span id as an int,
+    parent, trace, name, kind, category, start, end, status, scope attributes, attributes), the span's
+    attributes over the scope's, their values as JSON holds them (a tuple a list, a NaN null, text
+    that is not UTF-8 escaped)."""
+    spans = []
+    values = marshal.loads(bytes.fromhex(text))
+    for index in range(0, len(values), 11):
+        span_id, parent, trace, name, kind, category, start, end, status, scope, own = values[index:index + 11]
+        attributes = {key: _json_value(value) for key, value in {**scope, **own}.items()}
+        escaped = [key for key, value in attributes.items() if _not_utf8(value)]
+        for key in escaped:
+            attributes[key] = _escape(attributes[key])
+        if escaped:
+            attributes["selfopt_trace.escaped"] = escaped
+        spans.append(SpanRecord(f"{span_id:016x}", parent, trace, name, kind, category, start, end, status, attributes,
+                                pid, file))
+    return spans
+
+
+def _json_value(value):
+    if isinstance(value, tuple):
+        return [_json_value(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _not_utf8(value) -> bool:
+    if isinstance(value, list):
+        return any(map(_not_utf8, value))
+    return isinstance(value, str) and any(0xD800 <= ord(char) <= 0xDFFF for char in value)
+
+
+def _escape(value):
+    """docs/span-format.md: a byte that is not UTF-8 as \\xHH, a backslash doubled."""
+    if isinstance(value, list):
+        return [_escape(item) if isinstance(item, str) else item for item in value]
+    return "".join("\\\\" if char == "\\" else "\\x%02x" % (ord(char) - 0xDC00) if 0xDC80 <= ord(char) <= 0xDCFF
+                   else char for char in value)

@@ -6,6 +6,10 @@ and E records, closes incomplete spans and attaches the file header's resource. 
 files, counts their lines (a line the reader dropped or SQL rejected is a damaged line, and the
 warning names its file) and reads run.json.
 
+A span file holding M records (an OTel SDK span's raw fields in a marshal block, written by the
+traced process without making their text: docs/span-format.md) is read through a copy of it with
+each block replaced by the X records it stands for, made in Python here (bootstrap's spanblock.py).
+
 The files are read in batches of about `BATCH_BYTES` into one temporary table of records, then go
 into `spans` in ONE insert: DuckDB rewrites at the next checkpoint what a transaction appended to a
 table in more than one statement (1M spans: 7.3 CPU seconds to load and close instead of 5.1).
@@ -27,12 +31,13 @@ import json
 import os
 import shlex
 import stat
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
+from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock, spanfile
 from selfopt_trace.errors import RunExistsError, RunNotFoundError
 from selfopt_trace.store import cpu_edges
 from selfopt_trace.store.engine import duckdb
@@ -314,14 +319,17 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, replace: bool = Fals
 
 
 def _load_span_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list[Path],
-                     scans: list[tuple[int, int, int]]) -> None:
+                     scans: list[tuple[int, int, int, bool]]) -> None:
     """The span files' records, staged in batches, into spans and diagnostics (the files accepted)."""
-    con.execute(_CREATE_RECORDS_SQL)
-    for first, batch in _batches(files, scans):
-        longest = max(scans[first - 1 + i][1] for i in range(len(batch)))
-        con.execute(_STAGE_SQL, {"files": [str(path) for path in batch], "first_no": first,
-                                 "max_line_size": max(DEFAULT_MAX_LINE, longest + 1)})
-    con.execute(_FILES_SQL, {"files": [str(path) for path in files]})
+    with tempfile.TemporaryDirectory(prefix="selfopt-trace-load-") as expanded:
+        read = [_expanded(path, Path(expanded)) if scan[3] else path for path, scan in zip(files, scans)]
+        scans = [_scan(path) if path is not original else scan for path, original, scan in zip(read, files, scans)]
+        con.execute(_CREATE_RECORDS_SQL)
+        for first, batch in _batches(read, scans):
+            longest = max(scans[first - 1 + i][1] for i in range(len(batch)))
+            con.execute(_STAGE_SQL, {"files": [str(path) for path in batch], "first_no": first,
+                                     "max_line_size": max(DEFAULT_MAX_LINE, longest + 1)})
+    con.execute(_FILES_SQL, {"files": [str(path) for path in read]})
     accepted = _check_files(con, result, files, scans)
     if accepted:
         con.execute(_SPANS_SQL, {"run_id": result.run_id, "accepted": accepted})
@@ -447,7 +455,23 @@ def _reason(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
-def _batches(files: list[Path], scans: list[tuple[int, int, int]]) -> Iterator[tuple[int, list[Path]]]:
+def _expanded(path: Path, directory: Path) -> Path:
+    """A copy of span file `path` in `directory`, of the same name (the spans' source_file), with each
+    of its M records replaced by the X records it stands for; a damaged one is copied as it is (the
+    read counts it, damaged_lines names it)."""
+    copy = directory / path.name
+    with path.open("rb") as source, copy.open("wb") as out:
+        rest = b""  # a line the last chunk cut
+        while chunk := source.read(1 << 20):  # whole lines a MiB at a time: no Python a line
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n") + 1
+            out.write(spanblock.expand(chunk[:cut]))
+            rest = chunk[cut:]
+        out.write(rest)  # a torn last line, as it is
+    return copy
+
+
+def _batches(files: list[Path], scans: list[tuple[int, int, int, bool]]) -> Iterator[tuple[int, list[Path]]]:
     """Files in groups of about BATCH_BYTES, each with the number (1-based) of its first file."""
     batch: list[Path] = []
     first = size = 0
@@ -462,15 +486,19 @@ def _batches(files: list[Path], scans: list[tuple[int, int, int]]) -> Iterator[t
         yield first, batch
 
 
-def _scan(path: Path) -> tuple[int, int, int]:
-    """(lines, a bound on the longest line, bytes) of a file, a torn last line (no newline) counted:
-    bytes are counted, never parsed. A line within one 1 MiB chunk is shorter than that; only one
-    that crosses chunks is measured."""
+def _scan(path: Path) -> tuple[int, int, int, bool]:
+    """(lines, a bound on the longest line, bytes, whether a line is an M record) of a file, a torn
+    last line (no newline) counted: bytes are counted, never parsed. A line within one 1 MiB chunk is
+    shorter than that; only one that crosses chunks is measured."""
     lines = longest = size = tail = 0
     last = b"\n"
+    blocks = False
+    carry = b"\n"  # the previous chunk's last two bytes: an M line's start may straddle two chunks
     chunk_size = 1 << 20
     with path.open("rb") as stream:
         while chunk := stream.read(chunk_size):
+            blocks = blocks or spanblock.has_blocks(carry + chunk)
+            carry = chunk[-2:]
             size += len(chunk)
             count = chunk.count(b"\n")
             if count:
@@ -480,11 +508,11 @@ def _scan(path: Path) -> tuple[int, int, int]:
                 tail += len(chunk)
             lines += count
             last = chunk[-1:]
-    return lines + (last != b"\n"), max(longest, tail, min(size, chunk_size)), size
+    return lines + (last != b"\n"), max(longest, tail, min(size, chunk_size)), size, blocks
 
 
 def _check_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list[Path],
-                 scans: list[tuple[int, int, int]]) -> list[int]:
+                 scans: list[tuple[int, int, int, bool]]) -> list[int]:
     """Warn about files refused or damaged (naming the lines); returns the numbers of the files to load."""
     found = {row[0]: row[1:] for row in con.execute(
         "SELECT file_no, records, format, version FROM _files").fetchall()}
@@ -523,7 +551,8 @@ def _last_byte(path: Path) -> bytes:
         return stream.read(1)
 
 
-_RECORD_TYPES = {spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK, spanfile.DIAGNOSTIC}
+_RECORD_TYPES = {spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK, spanfile.DIAGNOSTIC,
+                 spanblock.BLOCK}
 
 
 def damaged_lines(path: Path, limit: int) -> list[tuple[int, str]]:
@@ -553,6 +582,12 @@ def _line_problem(raw: bytes) -> str | None:
     rec, span_id, _, _, _, _, _, start, end, _, attributes, _ = fields
     if rec not in _RECORD_TYPES:
         return f"unknown record type {rec[:10]!r}"
+    if rec == spanblock.BLOCK:  # its X records, as the load read them
+        try:
+            lines = spanblock.x_lines(text).encode("utf-8", "replace").splitlines(True)  # as expand writes them
+            return next(filter(None, map(_line_problem, lines)), None)
+        except ValueError as exc:
+            return str(exc)
     for name, value in (("start_ns", start), ("end_ns", end)):
         if value and not value.lstrip("-").isdigit():
             return f"{name} is not a number"
@@ -577,8 +612,9 @@ def _refusal(records: int, format_: str | None, version: str | None) -> str | No
         return "no header record"
     if format_ != spanfile.FORMAT_NAME:
         return f"not a span file (format {format_!r})"
-    if version != str(spanfile.FORMAT_VERSION):
-        return f"span file version {version} is not supported (this loader reads version {spanfile.FORMAT_VERSION})"
+    if version not in map(str, spanfile.READ_VERSIONS):
+        return (f"span file version {version} is not supported (this loader reads versions "
+                f"{', '.join(map(str, spanfile.READ_VERSIONS))})")
     return None
 
 

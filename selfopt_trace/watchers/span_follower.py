@@ -4,9 +4,10 @@
 new files appear as processes start. `SpanFollower.poll()` reads what was appended since the last
 call and returns the spans that ended in it, already merged as the loader merges them
 (store/loader.py), so a span sent live is the span `push` sends after loading:
-- `X` is a complete span; `S` opens one, its `E` closes it (the E's attributes over the S's, the E's
-  parent when it names one); a later `E` of the same span with a later end replaces the earlier
-  one (the loader keeps the last); an `E` after an `X` changes nothing (the loader ignores it).
+- `X` is a complete span (an `M` record is read as the X records it stands for); `S` opens one,
+  its `E` closes it (the E's attributes over the S's, the E's parent when it names one); a later `E`
+  of the same span with a later end replaces the earlier one (the loader keeps the last); an `E`
+  after an `X` changes nothing (the loader ignores it).
 - A file's first record must be a header of the version we read, else the file is skipped, as the
   loader skips it. A line that is not 12 fields ending in `.`, not UTF-8, or has bad numbers or
   attributes is skipped and counted. A last line without its newline is kept until it is complete.
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bootstrap.selfopt_trace_agent import spanfile
+from ..bootstrap.selfopt_trace_agent import spanblock, spanfile
 from ..export import SpanColumns, SpanRecord
 
 READ_LIMIT = 8 << 20  # bytes read from one file per poll: a huge backlog is read over several polls
@@ -170,7 +171,7 @@ class SpanFollower:
         buffer = followed.partial + data
         complete = buffer.rfind(b"\n") + 1
         followed.partial = buffer[complete:]  # a line still being written (or torn): completed by a later read
-        chunk = buffer[:complete]
+        chunk = spanblock.expand(buffer[:complete])  # an M record: the X records it stands for
         if not followed.header:  # the first line: the header, or the reason to refuse the file
             first = chunk.find(b"\n") + 1
             self._lines(followed, chunk[:first], special)
@@ -323,7 +324,7 @@ class SpanFollower:
     def _header(self, followed: _Followed, header: dict[str, Any]) -> None:
         if header.get("format") != spanfile.FORMAT_NAME:
             followed.refused = f"not a span file (format {header.get('format')!r})"
-        elif header.get("version") != spanfile.FORMAT_VERSION:
+        elif header.get("version") not in spanfile.READ_VERSIONS:
             followed.refused = f"span file version {header.get('version')} is not supported"
         followed.header = True
         resource = header.get("resource")

@@ -386,3 +386,64 @@ def test_small_calls_inside_an_otel_span_are_summed_onto_it(traced):
     assert summing.attributes["otel.scope.name"] == "t"
     assert any(key.startswith("selfopt_trace.small.") and key.endswith(".count") and value == 3
                for key, value in summing.attributes.items()), summing.attributes
+
+
+def test_sdk_spans_reach_the_store_through_the_flushs_marshal_block_as_they_were(traced):
+    """An SDK span's end buffers its raw fields and the flush writes them in one M record
+    (docs/span-format.md): a real run loaded by the loader gives every span the independent reader of
+    the documented format gives, field for field, with the attributes the exporter saw; a value
+    marshal cannot write (an IntEnum the SDK lets through) has its span written as an X record."""
+    from selfopt_trace.store import Store
+
+    code = program("sdk", """
+        import enum, json, sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+
+        class Level(enum.IntEnum):
+            HIGH = 3
+
+        app = trace.get_tracer("my.app", "1.0")
+        with app.start_as_current_span("outer", attributes={"k": 1}):
+            for index in range(20):
+                with app.start_as_current_span("work", kind=trace.SpanKind.CLIENT,
+                                               attributes={"i": index, "http.method": "GET", "f": index / 4,
+                                                           "t": ("a", "b"), "ok": index % 2 == 0}) as span:
+                    span.set_attribute("text", 'line "%d"\\n' % index)
+            with app.start_as_current_span("enum", attributes={"level": Level.HIGH, "n": 1}):
+                pass
+            agent.flush()
+            try:
+                with app.start_as_current_span("failing", attributes={"path": "\\udcff/x"}):
+                    raise ValueError("bad")
+            except ValueError:
+                pass
+        print(json.dumps(exported()))
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    text = "".join(path.read_text(errors="replace") for path in (traced.run_dir / "spans").iterdir())
+    assert "\nM\t" in text  # the SDK spans' block
+    assert "\tenum\tINTERNAL\tother\t" in text  # the span marshal could not write, as text
+    independent = traced.spans()
+    assert independent.diagnostics == []
+    with Store(traced.tmp_path / "store.duckdb") as store:
+        loaded_run = store.load_run(traced.run_dir)
+        columns, rows = store.sql("SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns,"
+                                  " status, incomplete, attributes FROM spans")
+    assert loaded_run.warnings == [] and loaded_run.skipped_lines == 0
+    loaded = {row[0]: (row[1] or "", *row[2:10], json.loads(row[10])) for row in rows}
+    assert loaded == {span.span_id: (span.parent_span_id, span.trace_id, span.name, span.kind, span.category,
+                                     span.start_ns, span.end_ns, span.status, span.incomplete, span.attributes)
+                      for span in independent.spans}
+    exported = {span["span_id"]: span for span in json.loads(result.stdout)}
+    assert len(exported) == 23
+    scope = {"otel.scope.name": "my.app", "otel.scope.version": "1.0"}
+    for span_id, span in exported.items():
+        attributes = loaded[span_id][-1]
+        if span["name"] == "work":
+            assert loaded[span_id][3:5] == ("CLIENT", "http")
+            assert attributes == {**scope, **span["attributes"], "t": ["a", "b"]}
+    [failing] = independent.named("failing")
+    assert failing.attributes["path"] == "\\xff/x" and failing.attributes["selfopt_trace.escaped"] == ["path"]
+    assert failing.status == "ERROR" and failing.attributes["exception.type"] == "ValueError"
+    assert independent.named("enum")[0].attributes == {**scope, "level": "3", "n": 1}  # str(), as text records write it

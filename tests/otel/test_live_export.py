@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile
+from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock, spanfile
 from selfopt_trace.export import SpanColumns, fetch_spans
 from selfopt_trace.store import Store
 from selfopt_trace.watchers.live_export import EXIT_BUDGET_S
@@ -118,7 +118,7 @@ def test_files_the_loader_refuses_are_not_followed(tmp_path: Path) -> None:
     (tmp_path / "spans").mkdir()
     (tmp_path / "spans" / "1-a.spans").write_text(
         spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1, "{}"))
-    (tmp_path / "spans" / "2-b.spans").write_text(header(2).replace('"version":1', '"version":99')
+    (tmp_path / "spans" / "2-b.spans").write_text(header(2).replace(f'"version":{spanfile.FORMAT_VERSION}', '"version":99')
                                                   + spanfile.complete_line(span_id(2), "", TRACE, "x", "INTERNAL",
                                                                            "other", 1, 2, "UNSET", "{}"))
     (tmp_path / "spans" / "3-c.spans").write_bytes(header(3).encode() + b"X\t\xff\xfe\n")
@@ -131,7 +131,8 @@ def test_files_the_loader_refuses_are_not_followed(tmp_path: Path) -> None:
 
 def test_columns_of_complete_spans_are_what_the_loader_reads_in_any_chunking(tmp_path: Path) -> None:
     """The follower reads a chunk of X lines as columns (one split, one JSON parse, no per-field code)
-    and anything else line by line; both, whatever the chunking, give the loader's spans."""
+    and anything else line by line, an M record as the X records it holds; both, whatever the
+    chunking, give the loader's spans (a damaged block skipped and counted by both)."""
     import random
 
     rng = random.Random(7)
@@ -144,6 +145,15 @@ def test_columns_of_complete_spans_are_what_the_loader_reads_in_any_chunking(tmp
         attributes = spanfile.encode({"n": n, "s": "é" * (n % 3), "f": n / 3, "b": n % 2 == 0, "l": [n]})
         if n in (500, 1500, 2500):
             lines.append("X\tdamaged\n")  # the loader skips it: so does the follower (that chunk line by line)
+        elif n in (1000, 2000):  # a block cut short: damaged
+            lines.append(spanblock.block_line([n, span_id(1), TRACE, "cut", "INTERNAL", "other", 1, 2, "OK", {}, {}])
+                         .replace("\t.\n", "")[:-8] + "\t.\n")
+        elif kind < 0.05:  # an OTel SDK span and the next as one M record
+            scope = {"otel.scope.name": "app"}
+            lines.append(spanblock.block_line([
+                n, span_id(1), TRACE, "otel", "CLIENT", "http", 1_000 + n, 2_000 + n, "UNSET", scope,
+                {"n": n, "t": ("é", "x"), "f": n / 3},
+                n + 10_000, span_id(n), TRACE, "otel child", "INTERNAL", "other", 1_001 + n, 1_999 + n, "OK", scope, {}]))
         elif kind < 0.9:
             lines.append(spanfile.complete_line(span_id(n), span_id(1), TRACE, f"work {n % 7}", "INTERNAL", "other",
                                                 1_000 + n, 2_000 + n, "OK" if n % 5 else "", attributes))
@@ -164,7 +174,7 @@ def test_columns_of_complete_spans_are_what_the_loader_reads_in_any_chunking(tmp
     with Store(tmp_path / "t.duckdb") as store:
         store.load_run(run_dir)
         loaded = comparable(fetch_spans(store, "cols"))
-    assert len(loaded) > 2500
+    assert len(loaded) > 2500 and sum(span[2] == "otel child" for span in loaded.values()) > 50  # blocks read
     for chunking in ("whole", "random"):
         path.write_bytes(b"")
         follower = SpanFollower(run_dir, "cols")
@@ -182,7 +192,7 @@ def test_columns_of_complete_spans_are_what_the_loader_reads_in_any_chunking(tmp
         spans += follower.still_open(11, None, 0)
         assert comparable(spans) == loaded, chunking
         assert column_items >= (0 if chunking == "whole" else 30)  # the columns were used
-        assert follower.damaged_lines == sum(line == "X\tdamaged\n" for line in lines)
+        assert follower.damaged_lines == sum(line == "X\tdamaged\n" for line in lines) + 2  # and the 2 blocks cut short
 
 
 # ---------------------------------------------------------------- end to end, against a real Jaeger

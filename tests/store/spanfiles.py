@@ -7,6 +7,7 @@ documented format, not to whatever the writer happens to produce.
 from __future__ import annotations
 
 import json
+import marshal
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,13 @@ def end(span_id: str, at: int, status: str = "OK", attributes: dict[str, Any] | 
 def complete(span_id: str, parent: str, name: str, category: str, start_at: int, end_at: int,
              status: str = "UNSET", attributes: dict[str, Any] | None = None, kind: str = "INTERNAL") -> str:
     return line("X", span_id, parent, TRACE, name, kind, category, start_at, end_at, status, attributes or {})
+
+
+def block(*spans: tuple) -> str:
+    """An M record: complete spans, each (span id as an int, parent, trace, name, kind, category, start,
+    end, status, scope attributes, attributes), as the hex of one marshal block (format 4) of their
+    values in one list."""
+    return line("M", attributes=marshal.dumps([value for span in spans for value in span], 4).hex())
 
 
 def tick(at: int) -> str:

@@ -1,4 +1,4 @@
-"""The span file format, version 1: the one definition shared by the writer and the loader.
+"""The span file format, version 2: the one definition shared by the writer and the loader.
 
 See docs/span-format.md. Records are tab-separated lines of 12 fields ending in ".". Encoding
 avoids the `json` module on purpose: importing it costs ~2 ms, more than a whole traced start-up
@@ -8,7 +8,8 @@ should; plain strings (almost all of them) are written directly, others go throu
 from __future__ import annotations
 
 FORMAT_NAME = "selfopt-trace/spans"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)  # what readers read: version 1 is version 2 without M records (spanblock.py)
 FIELDS = (
     "rec", "span_id", "parent_span_id", "trace_id", "name", "kind", "category",
     "start_ns", "end_ns", "status", "attributes", "terminator",

@@ -190,6 +190,7 @@ def configure(spans_dir: str, header: str) -> None:
     _id_text = _id_texts((int.from_bytes(os.urandom(8), "big") >> 1 | 256) & ~255)
     del _buffer[:]
     del formatted[:]
+    del late_records[:]
     _flush_due_ns = time_ns() + FLUSH_INTERVAL_NS
     _flusher_started = True
     _enabled = True
@@ -484,19 +485,14 @@ def _trimmed_mean(ordered: list, longest: int) -> int:
     return max(1, sum(kept) // len(kept))
 
 
-# LATE: a record a hot path buffers as (its text up to the attributes, `attributes`), an X record
-# whose attributes the flush encodes (hooks/otel_.py: the program's thread is spared the encoding).
-# The text ends in a JSON object of other attributes without its closing brace and a comma (an OTel
-# scope's, encoded once); `attributes` is a non-empty dict none of whose keys are in it, that never
-# changes again and whose values encoding cannot fail on (an ended SDK span's: str, bool, int, float,
-# tuples of them). The flush appends late_members(attributes), their JSON without the opening brace:
-# no joined string made. A tuple of an untracked dict and a string: the garbage collector stops
-# tracking it at its first collection (a buffered Span is scanned by every collection until the
-# flush; a function in the tuple would keep it tracked too).
-def late_members(attributes: dict) -> str:
-    """A LATE record's attributes' JSON without its opening brace (hooks/otel_.py puts an encoder
-    of its own for the SDK's values here when it arms)."""
-    return _encode(attributes)[1:]
+# LATE: records a hot path buffers as plain values, a fixed number of them a record, flat in
+# `late_records` (hooks/otel_.py: an ended SDK span's raw fields), turned into text by the flush, all
+# of a flush's at once: late_block(the values it took, in order) gives their lines; the hook sets it
+# before it buffers any. A record is added with one `extend` (atomic: a flush takes whole records).
+# No tuple a record: each would be traversed by the garbage collector's next collection, ~1,000
+# instructions a span; the list holds nothing it tracks.
+late_records: list = []
+late_block = None  # (values) -> their lines: the hook's
 
 
 def joined_json(head: str, attributes: dict) -> str:
@@ -569,6 +565,7 @@ def _flush_locked() -> None:
     if not _enabled:
         del _buffer[:]
         del formatted[:]
+        del late_records[:]
         unwritten.clear()
         return
     now = time_ns()
@@ -588,8 +585,6 @@ def _flush_locked() -> None:
         for item in taken:
             if type(item) is str:
                 add(item)
-            elif type(item) is tuple:  # an X record but its attributes' JSON: see LATE
-                lines += (item[0], late_members(item[1]), "\t.\n")
             elif item.end_ns:  # _format's common case, an X record: spanfile.complete_line inlined
                 attributes = item.end_attributes
                 if not attributes:
@@ -600,6 +595,10 @@ def _flush_locked() -> None:
                     f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{attributes}\t.\n")
             else:
                 add(_format(item))
+        n = len(late_records)
+        if n:  # see LATE
+            add(late_block(late_records[:n]))
+            del late_records[:n]
         n = len(formatted)
         if n:
             lines += formatted[:n]
@@ -618,6 +617,7 @@ def _flush_locked() -> None:
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         del _buffer[:]
         del formatted[:]
+        del late_records[:]
         unwritten.clear()
     add_overhead(time_ns() - t0)
 
@@ -704,4 +704,5 @@ def reset_after_fork() -> None:
         cell[0] = 0
     del _buffer[:]
     del formatted[:]
+    del late_records[:]
     unwritten.clear()  # the parent's: written (or to be) in its file

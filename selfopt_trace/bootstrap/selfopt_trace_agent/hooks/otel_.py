@@ -11,9 +11,10 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
 - With the SDK: every `opentelemetry.sdk.trace.TracerProvider`'s SynchronousMultiSpanProcessor gets
   the bridge's on_start, _on_ending and on_end (one more span processor where the program gave it a
   multi-processor of another kind), which call its processors as its own do and record each span
-  the provider starts in the span file: one X record made at its end, or an S record by a flush
-  while it is still open (tracer.unwritten) and an E at its end. The program's own processors and
-  exporters see the same spans as without the agent.
+  the provider starts in the span file: its raw fields at its end, which the next flush writes with
+  the others' in one M record (a marshal block, spanblock.py: no text made for it here), or an S
+  record by a flush while it is still open (tracer.unwritten) and an E at its end. The program's own
+  processors and exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
   recording one, so the spans still reach the run; once the program sets a provider, the proxy
   uses it, as it would untraced. A `NoOpTracerProvider` the program sets itself stays a no-op.
@@ -35,9 +36,10 @@ the program.
 from __future__ import annotations
 
 import sys
+from marshal import dumps
 from time import time_ns
 
-from .. import tracer
+from .. import spanblock, tracer
 from . import http_common as common
 
 ATTR = "_selfopt_trace_span"  # on an SDK span: the agent's Span recording it (or the one it was merged into)
@@ -74,6 +76,7 @@ _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
+_late = tracer.late_records.extend
 
 
 def _name(text: str) -> str:
@@ -599,7 +602,7 @@ def _arm_sdk(sdk) -> None:
         tracer.diagnostic("otel_bridge_unsupported", "this OpenTelemetry's SpanContext is not a tuple: the SDK's "
                                                      "spans are not recorded")
         return
-    tracer.late_members = _members  # the encoder of the SDK spans' LATE records
+    tracer.late_block = _block  # the writer of the SDK spans' rows (tracer's LATE records)
 
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -749,8 +752,9 @@ def _span_hooks():
                         attributes = {**attributes, STATUS_DESCRIPTION: status.description}
                 ours.otel = None  # the SDK span is the program's to drop: nothing of ours may keep it alive
                 # _end, for an SDK span: its attributes are frozen and their values the SDK's cleaned
-                # ones, so an X record leaves them to the flush to encode (tracer's LATE records),
-                # sparing the program's thread; its text ends in the scope's JSON head.
+                # ones, so an X record is its raw fields, which the flush writes in its M record
+                # (spanblock.py) with the others' (tracer's LATE records): no text made in the traced
+                # process.
                 if ours.sums:  # small calls summed onto it (hooks/timed.py)
                     attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
                 kind = ours.kind
@@ -759,18 +763,12 @@ def _span_hooks():
                 if name is not ours.name:  # renamed since its start (update_name)
                     ours.name = name = _name(name)
                 end_ns = span._end_time or time_ns()
-                scope = ours.attributes
-                head = scope.head
                 if _unwritten.pop(span_id, None) is None:  # a flush wrote its S: its E
                     _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, code,
-                                                            _attributes_json(scope, attributes)))
-                elif head is None or not attributes or SCOPE_NAME in attributes or SCOPE_VERSION in attributes:
-                    _buffer.append(f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t"
-                                   f"{category_}\t{ours.start_ns}\t{end_ns}\t{code}\t"
-                                   f"{_attributes_json(scope, attributes)}\t.\n")
-                else:
-                    _buffer.append((f"X\t{ours.span_id}\t{ours.parent_id}\t{ours.trace_id}\t{name}\t{kind}\t"
-                                    f"{category_}\t{ours.start_ns}\t{end_ns}\t{code}\t{head},", attributes))
+                                                            _attributes_json(ours.attributes, attributes)))
+                else:  # spanblock.x_line's row
+                    _late((span_id, ours.parent_id, ours.trace_id, name, kind, category_, ours.start_ns, end_ns, code,
+                           ours.attributes.plain, attributes))
             except Exception as exc:
                 failed("on_end", exc)
 
@@ -779,36 +777,29 @@ def _span_hooks():
     return hooks
 
 
-_plain_keys = tracer.spanfile._plain_keys  # keys spanfile.encode found need no escaping
-
-
-_fragments: dict = {}  # (key, string value): its JSON member, for the strings spans repeat (a method, a host)
-
-
-def _members(attributes: dict) -> str:
-    """An SDK span's attributes as JSON without the opening brace, for the flush (tracer's LATE
-    records): what spanfile.encode gives, by a loop for the common values only (a string with
-    nothing to escape, an int), spanfile.encode for the rest. A string's member is looked up
-    (one lookup instead of three checks and an f-string), made once: only a string is, so an
-    equal value of another type (True, 1.0 for 1) never finds it."""
-    parts = []
-    add = parts.append
-    for key, value in attributes.items():
-        kind = type(value)
-        if kind is str:
-            member = _fragments.get((key, value))
-            if member is None:
-                if key not in _plain_keys or not value.isprintable() or '"' in value or "\\" in value:
-                    return _encode(attributes)[1:]
-                if len(_fragments) >= 4096:  # a bound: the values that vary (ids, URLs) come and go
-                    _fragments.clear()
-                member = _fragments[key, value] = f'"{key}":"{value}"'
-            add(member)
-        elif kind is int and key in _plain_keys:
-            add(f'"{key}":{value}')
-        else:
-            return _encode(attributes)[1:]
-    return ",".join(parts) + "}"
+def _block(values: list) -> str:
+    """The flush's text for the SDK spans' values it took (tracer.late_block, ROW_FIELDS a span): one
+    M record; where marshal cannot write a value (a subclass of int or str the SDK let through), those
+    spans as X records, the others still in one M record. Never raises (the flush would stop tracing)."""
+    try:
+        return spanblock.block_line(values)
+    except ValueError:
+        pass
+    good = []
+    text = []
+    width = spanblock.ROW_FIELDS
+    for start in range(0, len(values), width):
+        row = values[start:start + width]
+        try:
+            dumps(row, spanblock.MARSHAL_VERSION)
+            good += row
+        except ValueError:
+            try:
+                text.append(spanblock.x_line(row))
+            except Exception as exc:  # a value whose str() fails: the span is lost, said so
+                text.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
+                                                            "%s: %s" % (type(exc).__name__, exc)))
+    return (spanblock.block_line(good) if good else "") + "".join(text)
 
 
 def _with_exception(attributes, events):
@@ -825,10 +816,10 @@ def _with_exception(attributes, events):
 
 
 # The agent's time in an SDK span, counted by span (too short to time): about this many ns each
-# (benchmarks/bench_otel_bridge.py: the bridge's ~17,000 instructions a span in the program's
-# thread at this machine's ~11 a ns; the flush, timed, encodes its attributes).
+# (benchmarks/bench_otel_bridge.py: the bridge's ~14,000 instructions a span in the program's
+# thread at this machine's ~11 a ns; the flush, timed, writes its M record).
 _cost = tracer.counted_overhead()
-_cost[1] = 1500
+_cost[1] = 1300
 
 # SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
 _open: dict = {}
@@ -839,9 +830,10 @@ _last_scope: tuple = (object(), None)  # the item of _scopes an SDK span found l
 class ScopeAttributes(dict):
     """A scope's attributes, the start record's, with `head`: their JSON object without its closing
     brace, for the end to join the span's attributes to (None where joining cannot be done:
-    no scope, or text written escaped)."""
+    no scope, or text written escaped), and `plain`, the same as a dict (an M record's rows: marshal
+    writes no subclass)."""
 
-    __slots__ = ("head",)
+    __slots__ = ("head", "plain")
 
 
 def _scope_attributes(scope) -> tuple:
@@ -861,4 +853,5 @@ def _scope_record(name: str | None, version: str | None) -> ScopeAttributes:
             attributes[SCOPE_VERSION] = version
     encoded = _encode(attributes)
     attributes.head = encoded[:-1] if attributes and tracer.spanfile.ESCAPED not in encoded else None
+    attributes.plain = dict(attributes)
     return attributes

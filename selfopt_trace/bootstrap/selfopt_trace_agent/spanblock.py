@@ -1,0 +1,81 @@
+"""The span file's M record (format version 2): complete spans as one marshal block.
+
+A flush writes the OpenTelemetry SDK spans that ended since the last one (hooks/otel_.py) as ONE
+record: their raw fields, ROW_FIELDS values a span in one flat list, in one `marshal.dumps` (C: no
+JSON made in the traced process), as hex in the record's attributes field. Readers (the loader, the
+span follower) turn a block back into the X records it stands for, the very lines the writer would
+have made (`x_line`), so everything after them reads text as before. docs/span-format.md, "The M record".
+
+Marshal format 4: every Python the agent runs in (3.8-3.13) writes it and the loader's reads it, for
+the only types a block holds (int, str, float, bool, tuple, list, dict). Hex, not base64: no module
+to import in the traced process (binascii is a shared library), for twice the bytes.
+"""
+
+from __future__ import annotations
+
+from marshal import dumps, loads
+
+from . import spanfile
+
+BLOCK = "M"
+MARSHAL_VERSION = 4
+ROW_FIELDS = 11  # span_id (int), parent_id, trace_id, name, kind, category, start_ns, end_ns, status, scope, attributes
+_HEAD = BLOCK + "\t" * 10  # the record letter and the 9 empty fields before the block
+_MARK = b"\n" + BLOCK.encode() + b"\t"  # the start of an M line inside a chunk of lines
+
+
+def block_line(values: list) -> str:
+    """The M record of spans' `values`, ROW_FIELDS a span (ValueError: a value marshal cannot write,
+    a subclass of str or int)."""
+    return f"{_HEAD}{dumps(values, MARSHAL_VERSION).hex()}\t.\n"
+
+
+def x_line(row: list) -> str:
+    """The X record a row stands for: its attributes the scope's with the span's over them."""
+    span_id, parent_id, trace_id, name, kind, category, start_ns, end_ns, status, scope, attributes = row
+    return (f"X\t{span_id:016x}\t{parent_id}\t{trace_id}\t{name}\t{kind}\t{category}\t{start_ns}\t{end_ns}\t"
+            f"{status}\t{spanfile.encode({**scope, **attributes})}\t.\n")
+
+
+def rows(block: str) -> list:
+    """The spans of an M record's block (its attributes field), a list of ROW_FIELDS values each;
+    ValueError saying why if it holds none."""
+    try:
+        found = loads(bytes.fromhex(block))
+    except (EOFError, TypeError, ValueError) as exc:
+        raise ValueError(f"a marshal block that does not read ({exc})") from None
+    if type(found) is not list or len(found) % ROW_FIELDS:
+        raise ValueError(f"a marshal block that is not a list of {ROW_FIELDS} values a span")
+    return [found[start:start + ROW_FIELDS] for start in range(0, len(found), ROW_FIELDS)]
+
+
+def x_lines(line: str) -> str:
+    """An M line (its newline left out) as the X records it stands for; ValueError if it is damaged."""
+    fields = line.split("\t")
+    if len(fields) != len(spanfile.FIELDS) or fields[-1] != spanfile.TERMINATOR or fields[0] != BLOCK:
+        raise ValueError(f"{len(fields)} fields, not {len(spanfile.FIELDS)} ending in {spanfile.TERMINATOR!r}")
+    found = rows(fields[10])
+    try:
+        return "".join([x_line(row) for row in found])
+    except (TypeError, ValueError, AttributeError) as exc:  # a row of the wrong types
+        raise ValueError(f"a marshal block with a damaged span ({exc})") from None
+
+
+def has_blocks(data: bytes) -> bool:
+    """`data`, whole lines of a span file, holds an M record."""
+    return data.startswith(_MARK[1:]) or _MARK in data
+
+
+def expand(data: bytes) -> bytes:
+    """Whole lines of a span file with each M record replaced by its X records; a damaged one (or one
+    that is not UTF-8) is left as it is, for the reader to count as damaged as it counts any line."""
+    if not has_blocks(data):
+        return data
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        if line.startswith(_MARK[1:]):
+            try:
+                lines[index] = x_lines(line.decode("utf-8")).encode("utf-8", "replace")[:-1]  # as the flush encodes
+            except (ValueError, UnicodeError):
+                pass
+    return b"\n".join(lines)
