@@ -117,14 +117,9 @@ KNOWN_GAPS = {
                          "over it, so CPU next to a wait no hook sees (a pipe, a lock, a pool worker's wait "
                          "for its next task, a stalled first line) reads partly as waiting; and the "
                          "kernel's counts lag when read from outside (a stretch queued for a CPU shows in "
-                         "the next reading), more so beside a CPU hog (the sum of the three is checked)"
+                         "the next reading; a running thread's CPU, up to a tick, except at the CPU edges "
+                         "the agent reads), more so beside a CPU hog (the sum of the three is checked)"
        for name in CPU_SPLIT},
-    "own work (busy)": "the agent's work in the program's thread before a span starts, outside every span: "
-                       "a hook module loaded at its first call (the first HTTP call or spawn, 0.4-0.5 ms "
-                       "each) and 0.05-0.1 ms a call: +1.2 ms median, never below +0.2 ms",
-    "self: main process": "the agent's work in the program's thread before a span starts, outside every "
-                          "span: a hook module loaded at its first call (the first HTTP call or spawn, "
-                          "0.4-0.5 ms each) and 0.05-0.1 ms a call: +0.8 ms median, never below +0.1 ms",
 }
 
 
