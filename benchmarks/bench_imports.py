@@ -8,7 +8,10 @@ load hits both alike. Printed per case: the medians, the median of the paired di
 (`selfopt_trace.overhead_ns` of the process span, median) against the paired difference: the
 two must agree within a factor of 1.5. The paired difference of the processes' CPU time (user +
 system, all threads: `wait4`'s rusage) is printed beside it: on a loaded machine it moves less
-than the wall difference, and most of what the agent costs is the traced process's own CPU.
+than the wall difference, and most of what the agent costs is the traced process's own CPU. Below
+it, the system CPU's paired difference and the processes' voluntary context switches (medians): a
+thread waiting for the GIL is woken at each release of it by a busy main thread (its flusher's
+wakes, docs/span-format.md "Flushing").
 
 Cases: `pass` (python -c pass), `imports` (rich.console, libcst, jedi, requests, pydantic,
 pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packages), `pytest`
@@ -106,9 +109,10 @@ def gc_probe(cwd: Path) -> Path:
     return directory
 
 
-def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float]:
+def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float, float, int]:
     """(wall seconds, CPU seconds of the process: user + system, all its threads, seconds in garbage
-    collections: 0 without the GC probe)."""
+    collections: 0 without the GC probe, system CPU seconds, voluntary context switches: a thread
+    waiting for the GIL, a sleep)."""
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -122,7 +126,7 @@ def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float]:
         probe = Path(env["BENCH_GC_DIR"]) / str(child.pid)
         collected = int(probe.read_text()) / 1e9
         probe.unlink()
-    return wall, usage.ru_utime + usage.ru_stime, collected
+    return wall, usage.ru_utime + usage.ru_stime, collected, usage.ru_stime, usage.ru_nvcsw
 
 
 def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict, gc: bool = False) -> None:
@@ -134,6 +138,8 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
     added_cpu: dict = {mode: [] for mode in bootstraps}
     added_gc: dict = {mode: [] for mode in bootstraps}
     untraced_gc: list = []
+    added_system: dict = {mode: [] for mode in bootstraps}
+    switches: dict = {"untraced": [], **{mode: [] for mode in bootstraps}}
     accounted: dict = {mode: [] for mode in bootstraps}
     if gc:  # untraced: the probe is the sitecustomize; traced: the shim chains it
         probe = gc_probe(cwd)
@@ -155,6 +161,9 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
             added_cpu[mode].append(traced[1] - untraced[1])
             added_gc[mode].append(traced[2] - untraced[2])
             untraced_gc.append(untraced[2])
+            added_system[mode].append(traced[3] - untraced[3])
+            switches["untraced"].append(untraced[4])
+            switches[mode].append(traced[4])
             accounted[mode].append(agent_overhead_ns(run_dir) / 1e9)
             shutil.rmtree(run_dir, ignore_errors=True)
     baseline = statistics.median(walls["untraced"])
@@ -171,6 +180,8 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
         print(f"  {mode:<28}{statistics.median(walls[mode]) * 1e3:>10.1f}{difference * 1e3:>+10.2f}"
               f"{statistics.median(walls[mode]) / baseline:>8.3f}{agent * 1e3:>10.2f}{agreement:>12.2f}"
               f"{cpu * 1e3:>+14.2f}{agent / cpu if cpu > 0 else float('inf'):>10.2f}")
+        print(f"  {'':<28}system CPU {statistics.median(added_system[mode]) * 1e3:+.2f} ms; voluntary context "
+              f"switches {statistics.median(switches[mode]):.0f} (untraced {statistics.median(switches['untraced']):.0f})")
         if gc:
             print(f"  {'':<28}garbage collections: {statistics.median(added_gc[mode]) * 1e3:+.2f} ms "
                   f"(untraced {statistics.median(untraced_gc) * 1e3:.2f} ms), not in the agent's accounting")

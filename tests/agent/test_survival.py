@@ -208,3 +208,31 @@ def test_preexec_fn_child_leaves_no_trace_of_its_own(traced):
     spans = traced.spans()
     assert len(spans.processes()) == 2
     assert not [s for s in spans.spans if s.incomplete]
+
+
+def test_records_made_before_blocking_reach_the_disk_after_a_busy_stretch(traced, tmp_path):
+    """While the program's own records flush at the deadline, the flusher thread doubles its sleeps up
+    to tracer.FLUSH_NAP_MAX_NS (each wake took the GIL from the busy main thread: 2 s of recording
+    woke it ~20 times, now 6). Once the program blocks, what it recorded last still reaches the
+    disk, and the thread goes on flushing (an open span ends at the last flush's tick)."""
+    for i in range(100):
+        (tmp_path / f"m{i}.py").write_text(f"x = {i}\n")
+    (tmp_path / "last_one.py").write_text("x = 0\n")
+    code = ("import sys, time\n"
+            "sys.path.insert(0, '.')\n"
+            "t = time.monotonic(); i = 0\n"
+            "while time.monotonic() - t < 2:\n"  # every import a span (threshold 0): flushes at each deadline
+            "    name = 'm%d' % (i % 100); __import__(name); del sys.modules[name]; i += 1\n"
+            "import last_one\n"
+            "print('blocked', flush=True)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=traced.env(SELFOPT_TRACE_IMPORT_THRESHOLD_MS="0"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"blocked\n"
+        wait_for(lambda: traced.spans().named("import last_one"))
+        last, = traced.spans().named("import last_one")
+        wait_for(lambda: traced.spans().processes()[0].end_ns > last.end_ns + 100_000_000)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -82,25 +82,40 @@ ON_FIRST_CALL = {
     "signal": ("signal", "getsignal"),  # what the program sets, and what it asks
 }
 
+# module name -> what to run when it is imported: a BUILTIN_HOOKS hook module's name (a str: its
+# installer is made when it runs, _builtin_installer), or a list of hooks (callables or such names).
+# Names, not closures: one installer (a function, its cells, a list) for each of the ~45 targets cost
+# every process ~240 objects more for the garbage collector to scan, nearly all never run.
 _pending: dict = {}
 
 
 def when_imported(name: str, hook) -> None:
-    """Call `hook(module)` once `name` is imported (now, if it already is)."""
+    """Call `hook(module)` once `name` is imported (now, if it already is). `hook`: a callable, or the
+    name of a hook module under hooks/ (BUILTIN_HOOKS)."""
     module = sys.modules.get(name)
     if module is not None and not _initializing(module):
         _run(name, hook, module)
+        return
+    hooks = _pending.get(name)
+    if hooks is None:
+        _pending[name] = hook if type(hook) is str else [hook]
+    elif type(hooks) is str:
+        _pending[name] = [hooks, hook]
     else:
-        _pending.setdefault(name, []).append(hook)
+        hooks.append(hook)
 
 
 def install_builtin_hooks() -> None:
     for name, hook_module in BUILTIN_HOOKS.items():
-        installer = _hook_installer(hook_module, name)
-        paths = ON_FIRST_CALL.get(name)
-        when_imported(name, installer if paths is None else _first_call_installer(name, installer, paths))
+        when_imported(name, hook_module)
     if config.ENV_TARGETS in os.environ:  # `run --target`: loaded only when given
         __import__(__package__ + ".hooks.targets", fromlist=["install_user_targets"]).install_user_targets()
+
+
+def _builtin_installer(target: str, hook_module: str):
+    installer = _hook_installer(hook_module, target)
+    paths = ON_FIRST_CALL.get(target)
+    return installer if paths is None else _first_call_installer(target, installer, paths)
 
 
 def _hook_installer(hook_module: str, target: str):
@@ -181,7 +196,8 @@ def _stand_in(owner, name: str, function, resolve):
 
 
 def fire(name: str, module) -> None:
-    for hook in _pending.pop(name, ()):
+    hooks = _pending.pop(name, ())
+    for hook in (hooks,) if type(hooks) is str else hooks:
         _run(name, hook, module)
 
 
@@ -189,6 +205,8 @@ def _run(name: str, hook, module) -> None:
     counted = tracer.overhead_ns()  # what nested import wrappers count must not count twice
     t0 = time_ns()
     try:
+        if type(hook) is str:
+            hook = _builtin_installer(name, hook)
         hook(module)
     except Exception as exc:
         tracer.exception_diagnostic("hook_failed:" + name, exc)

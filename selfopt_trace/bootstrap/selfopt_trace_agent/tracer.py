@@ -24,6 +24,16 @@ except ImportError:  # no per-thread CPU clock here: spans carry no CPU edges (c
         return 0
 
 FLUSH_INTERVAL_NS = 100_000_000
+# The flusher thread: each of its wakes takes the GIL from a busy main thread (a hand-over both ways,
+# ~0.5 ms of the process's system time each in a pytest process: docs/benchmarks.md), and a program
+# recording fast flushes by itself at the deadline anyway. So the thread wakes FLUSH_GRACE_NS after
+# the deadline (a busy program's next record flushes first), sleeps twice as long after each wake
+# that found the program had flushed since the last, up to FLUSH_NAP_MAX_NS, and flushes at the
+# deadline again once the program has not (it blocks, or records nothing). Records reach the disk
+# within FLUSH_INTERVAL_NS + FLUSH_GRACE_NS of being made, within FLUSH_NAP_MAX_NS + FLUSH_GRACE_NS
+# after a stretch of flushing by itself.
+FLUSH_GRACE_NS = 10_000_000
+FLUSH_NAP_MAX_NS = 400_000_000
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
 # collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
 FLUSH_RECORDS = 1000
@@ -140,6 +150,7 @@ _path = ""
 _header = ""
 _enabled = False
 _flusher_started = False
+_flushed_in_passing = 0  # flushes made by records at the deadline (flush(blocking=False)): the flusher's sleeps
 in_spawn = 0  # > 0 while subprocess forks a child that will exec at once (its at-fork child is no process of ours)
 _overhead_ns = 0
 _spans_dir = ""
@@ -552,10 +563,13 @@ def flush(blocking: bool = True) -> None:
     the next one. Records made in passing flush that way; only flushes that must reach the disk
     (spawn, fork, exec, exit) block.
     """
+    global _flushed_in_passing
     if not _flush_lock.acquire(blocking):
         return
     try:
         _flush_locked()
+        if not blocking:
+            _flushed_in_passing += 1
     finally:
         _flush_lock.release()
 
@@ -667,14 +681,31 @@ def _start_flusher() -> None:
 
 
 def _flusher_loop(pid: int) -> None:
+    # The thread's own CPU time is the tracer's: its start (the kernel's and Python's thread state:
+    # 40-120 us) and its wakes (taking the GIL), counted from its clock (thread_time_ns, ~0.7 us a
+    # read) before it sleeps or flushes; a flush counts itself.
+    from time import thread_time_ns
+
+    spent = 0
+    nap = FLUSH_INTERVAL_NS
+    seen = _flushed_in_passing
     while _enabled and os.getpid() == pid and not sys.is_finalizing():
-        due = _flush_due_ns - time_ns()
+        if _flushed_in_passing != seen:  # the program flushed by itself since the last wake: busy
+            seen = _flushed_in_passing
+            nap = min(2 * nap, FLUSH_NAP_MAX_NS)
+        due = _flush_due_ns - FLUSH_INTERVAL_NS + nap + FLUSH_GRACE_NS - time_ns()  # the last flush + nap
         if due > 0:
+            cpu = thread_time_ns()
+            add_overhead(cpu - spent)
+            spent = cpu
             _sleep(due / 1e9)
         elif _flush_lock.acquire(False):  # never wait on a program thread that is flushing
+            nap = FLUSH_INTERVAL_NS
             try:
                 if time_ns() >= _flush_due_ns:
+                    add_overhead(thread_time_ns() - spent)
                     _flush_locked()
+                    spent = thread_time_ns()
             finally:
                 _flush_lock.release()
 

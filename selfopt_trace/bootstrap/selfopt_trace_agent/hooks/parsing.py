@@ -4,8 +4,9 @@ Patched when each library is first imported (lazy.BUILTIN_HOOKS); small calls ar
 ones spans (hooks/timed.py). `compile` is the builtin, wrapped when `ast` is first imported: the
 import system's own compile of a module being imported is left alone (its import span covers
 it); the program's compile calls (pytest's assertion rewriting, exec of generated code) are
-measured. jedi's calls run under a deferred span, because inference may start jedi's
-compiled-module subprocess, which then sits under the call that needed it.
+measured, all but typing.ForwardRef's of string annotations (below). jedi's calls run under a
+deferred span, because inference may start jedi's compiled-module subprocess, which then sits
+under the call that needed it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from _thread import get_ident
 from time import time_ns
 
-from .. import tracer
+from .. import lazy, tracer
 from . import timed
 from .timed import PARSE, TEXT, Call, is_wrapped, measured, wrap_attribute
 
@@ -58,6 +59,21 @@ def _install_ast(module) -> None:
             sys.modules[loader].compile = original
     call = Call("compile", CATEGORY, "builtins", "compile", PARSE, 0, "source", _filename, leaf=True)
     builtins.compile = _measured_compile(original, call)
+    lazy.when_imported("typing", _unmeasured_in_typing)
+
+
+# typing.ForwardRef compiles each string annotation it meets (pydantic, rich: 811 calls of 14 bytes
+# on average, 4.75 ms in all, importing the 649 modules of docs/benchmarks.md's `imports` case; 836
+# in a pytest run), nearly all while a module is imported: their time is in that import's span.
+# Measured, each cost ~8,000 instructions over the call's own ~38,000, so compile()'s sums leave
+# them out: a call from that function runs unmeasured, with the caller's future flags
+# (-4.3 M instructions in that case, docs/benchmarks.md).
+_forward_ref_code = None
+
+
+def _unmeasured_in_typing(typing) -> None:
+    global _forward_ref_code
+    _forward_ref_code = getattr(getattr(getattr(typing, "ForwardRef", None), "__init__", None), "__code__", None)
 
 
 # The `from __future__` features a compile() inherits from the code calling it (CPython's PyCF_MASK:
@@ -87,7 +103,10 @@ def _measured_compile(original, call: Call):
         if len(args) != 3 or kwargs:
             return general(*args, **kwargs)
         source, filename, mode = args
-        inherited = _getframe(1).f_code.co_flags & _FUTURE_FLAGS
+        caller = _getframe(1).f_code
+        inherited = caller.co_flags & _FUTURE_FLAGS
+        if caller is _forward_ref_code:  # typing's: not measured (above)
+            return original(source, filename, mode, inherited, True)
         thread = get_ident()
         if thread in busy:  # inside another measured call: part of it
             return original(source, filename, mode, inherited, True)
