@@ -210,8 +210,22 @@ cpu_raw AS (
                          AND s.end_ns > greatest(s.start_ns, u.rs) AND s.start_ns < u.re
                          AND (u.final_cpu_ns IS NULL OR s.end_ns <= u.re)
 ),
-readings AS (  -- where a unit's readings end, and the CPU time they add up to
-    SELECT unit, max(end_ns) AS last_end, sum(cpu_ns) AS cpu_ns, sum(used_ns) AS used_ns FROM cpu_raw GROUP BY unit
+-- A `thread` span starts at the thread's first line, and its start reading counts from the thread's
+-- start: a thread that waited long for the GIL in between was read before its span (spin_sleep: 88 ms,
+-- 6 ms of CPU and queueing). Those samples are part of what the start reading says, so its first
+-- reading in the unit and the tail after its last are counted from them too.
+before_unit AS (
+    SELECT u.unit, sum(s.cpu_ns) AS cpu_ns, sum(s.cpu_ns + coalesce(s.runqueue_ns, 0)) AS used_ns
+    FROM unit_threads AS u
+    JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid AND s.end_ns <= u.rs
+    WHERE u.start_used_ns IS NOT NULL
+    GROUP BY u.unit
+),
+readings AS (  -- where a unit's readings end, and the CPU time they add up to (from the thread's start, where read)
+    SELECT c.unit, max(c.end_ns) AS last_end, sum(c.cpu_ns) + coalesce(any_value(b.cpu_ns), 0) AS cpu_ns,
+           sum(c.used_ns) + coalesce(any_value(b.used_ns), 0) AS used_ns, coalesce(any_value(b.used_ns), 0) AS before_ns
+    FROM cpu_raw AS c LEFT JOIN before_unit AS b ON b.unit = c.unit
+    GROUP BY c.unit
 ),
 -- Each reading: the interval it covers (reading_end; the last one's fraction goes on to end_ns) and
 -- the CPU time used in it.
@@ -219,7 +233,8 @@ cpu_rows AS (
     SELECT c.unit, c.start_ns, c.end_ns AS reading_end,
            CASE WHEN c.end_ns = l.last_end AND u.final_cpu_ns IS NULL THEN greatest(c.end_ns, c.re) ELSE c.end_ns END
                AS end_ns,
-           greatest(0, c.used_ns - CASE WHEN c.start_ns = u.rs THEN coalesce(u.start_used_ns, 0) ELSE 0 END) AS used_ns
+           greatest(0, c.used_ns - CASE WHEN c.start_ns = u.rs THEN coalesce(u.start_used_ns, 0) - l.before_ns ELSE 0 END)
+               AS used_ns
     FROM cpu_raw AS c
     JOIN readings AS l ON l.unit = c.unit
     JOIN unit_threads AS u ON u.unit = c.unit

@@ -202,9 +202,11 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         if final is not None:  # and the time it was queued for a CPU, where read (as the samples count it)
             final += attributes.get("selfopt_trace.thread.runqueue_ns", 0)
         before = 0.0  # what the thread used before its span started (its start reading), where read
+        earlier = 0.0  # what its samples before the span add up to (counted in that start reading)
         if "selfopt_trace.thread.start_cpu_ns" in attributes and "selfopt_trace.thread.start_runqueue_ns" in attributes:
             before = (attributes["selfopt_trace.thread.start_cpu_ns"]
                       + attributes["selfopt_trace.thread.start_runqueue_ns"]) / MS
+            earlier = sum(c.cpu for c in cpu if key and (c.pid, c.tid) == key and c.end <= lo)
         mine = [c for c in cpu if key and (c.pid, c.tid) == key and c.end > max(c.start, lo) and c.start < hi
                 and (final is None or c.end <= hi)]
         last = max((c.end for c in mine), default=None)
@@ -221,10 +223,10 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
             start = max(c.start, lo)
             end = max(c.end, hi) if c.end == last and final is None else c.end
             if start <= a and end >= b:
-                return fraction(start, c.end, max(0.0, c.cpu - before) if start == lo else c.cpu)
+                return fraction(start, c.end, max(0.0, c.cpu + earlier - before) if start == lo else c.cpu)
         tail = last if last is not None else lo
         if final is not None and tail <= a and hi >= b and hi > tail:
-            so_far = sum(c.cpu for c in mine) if mine else before
+            so_far = sum(c.cpu for c in mine) + earlier if mine else before
             return fraction(tail, hi, max(0.0, final / MS - so_far))  # the rest of the final reading
         return 0.0 if inside and not mine and final is None else 1.0
 

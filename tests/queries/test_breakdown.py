@@ -384,6 +384,28 @@ def test_the_final_cpu_reading_fills_the_tail_after_the_last_sample(store: Store
     assert_figures(breakdown(store, run_id), {"own work": (52, 100), "untraced waits": (48, 0)})
 
 
+def test_a_thread_read_before_its_span_counts_from_its_start_reading(store: Store, tmp_path: Path) -> None:
+    """A thread that waited for the GIL before its first line was read meanwhile (6 ms of CPU); its
+    span's start reading (6 ms) counts from the thread's start, so that much is not in its span: the
+    reading across its start gives it 0.5 ms, and its end reading (7 ms) leaves 0.5 ms to the tail."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    thread = run.span(100, "thread", "thread", 40, 100, main,
+                      attributes={"thread.id": 101, "selfopt_trace.thread.start_cpu_ns": 6_000_000,
+                                  "selfopt_trace.thread.start_runqueue_ns": 0,
+                                  "selfopt_trace.thread.cpu_ns": 7_000_000, "selfopt_trace.thread.runqueue_ns": 0})
+    run.span(100, "Thread.join", "wait", 40, 100, main, attributes={"selfopt_trace.wait.on": [thread]})
+    run_id = run.load(store, tmp_path)
+    samples = [reference.CpuSample(100, 101, 10, 20, 3), reference.CpuSample(100, 101, 20, 30, 3),
+               reference.CpuSample(100, 101, 30, 50, 0.5)]
+    load_cpu(store, run_id, samples)
+    expected = {"own work": (41, 100), "untraced waits": (59, 0)}  # main's first 40 ms, then 1 ms of the thread's 60
+    assert_figures(breakdown(store, run_id), expected)
+    spans = run.spans
+    got = reference.breakdown(spans, spans[0].trace, samples)
+    assert (round(got["own work"][0], 6), round(got["untraced waits"][0], 6)) == (41, 59)
+
+
 def test_a_reused_pid_is_another_process(store: Store, tmp_path: Path) -> None:
     run = RunBuilder()
     main = run.process(100, 0, 100)
