@@ -7,8 +7,7 @@ from the tracer: not its spans, not its CPU sampler. ground_truth.py turns those
 the spans a perfect tracer would have recorded and CPU samples from the threads' own clocks;
 tests/queries/reference.py (the breakdown's rule in plain Python) and ground_truth.critical_path
 (critical_path.sql's rule) compute what the queries must answer from them. Every figure must match
-within 5 % or 2 ms, whichever is larger, except the few in KNOWN_GAPS (a cause each, open in issue
-10; the sum they are part of is checked). A test that finds a figure off has the cases measured
+within 5 % or 2 ms, whichever is larger. A test that finds a figure off has the cases measured
 again, at most six times in the module (Measurements): a preemption between a span's edge and the
 program's own clock reading can move a few ms across that edge in one run; a systematic error is
 off in every run.
@@ -107,22 +106,6 @@ def close_enough(actual: float, truth: float) -> bool:
     return abs(actual - truth) <= max(0.05 * abs(truth), 2.0)
 
 
-# Figures not yet within 5 % or 2 ms, each for a cause found and left open in issue 10 (docs/queries.md,
-# "Accuracy", has the measured errors). They are shown beside the others, not asserted; what they add
-# up to is.
-CPU_SPLIT = ("own work", "child processes' own work", "untraced waits")
-KNOWN_GAPS = {
-    **{f"{name} (wall)": "the on/off-CPU split within a reading (10 ms in a thread's first second, 50 ms "
-                         "after): outside recorded waits and sleeps its running fraction is spread evenly "
-                         "over it, so CPU next to a wait no hook sees (a pipe, a lock, a pool worker's wait "
-                         "for its next task, a stalled first line) reads partly as waiting; and the "
-                         "kernel's counts lag when read from outside (a stretch queued for a CPU shows in "
-                         "the next reading; a running thread's CPU, up to a tick, except at the CPU edges "
-                         "the agent reads), more so beside a CPU hog (the sum of the three is checked)"
-       for name in CPU_SPLIT},
-}
-
-
 def check(figures: dict[str, tuple[float, float]]) -> None:
     """Every (measured, truth) pair matches; else the message lists them all, the wrong ones marked.
 
@@ -132,10 +115,9 @@ def check(figures: dict[str, tuple[float, float]]) -> None:
         with open(os.environ["ACCURACY_FIGURES"], "a") as out:
             out.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
                                   "figures": figures}) + "\n")
-    wrong = [name for name, (actual, truth) in figures.items()
-             if not close_enough(actual, truth) and name not in KNOWN_GAPS]
+    wrong = [name for name, (actual, truth) in figures.items() if not close_enough(actual, truth)]
     assert not wrong, "figures off the truth by more than 5 % and 2 ms:\n" + "\n".join(
-        f"{'WRONG' if name in wrong else 'gap' if name in KNOWN_GAPS else 'ok':5} {name:50} "
+        f"{'WRONG' if name in wrong else 'ok':5} {name:50} "
         f"measured {actual:10.3f} ms   truth {truth:10.3f} ms" for name, (actual, truth) in figures.items())
 
 
@@ -309,8 +291,6 @@ def test_breakdown_matches_the_truth(accuracy, case: str) -> None:
         if category not in UNKNOWN_BUSY.get(case, ()):
             figures[f"{category} (busy)"] = (measured[category]["busy_ms"], expected[category][1])
     figures["total"] = (measured["total"]["wall_ms"], truth.ms(truth.main.last))
-    figures["own work + child processes' own work + untraced waits (wall)"] = (
-        sum(measured[name]["wall_ms"] for name in CPU_SPLIT), sum(expected[name][0] for name in CPU_SPLIT))
     check(figures)
 
 
@@ -324,8 +304,6 @@ def test_breakdown_with_the_threads_own_cpu_clocks_matches_the_truth(accuracy, c
     measured = {r["category"]: r for r in records(accuracy["own_cpu"], "breakdown", case)}
     figures = {f"{category} (wall)": (measured[category]["wall_ms"], expected[category][0])
                for category in reference.CATEGORIES}
-    figures["own work + child processes' own work + untraced waits (wall)"] = (
-        sum(measured[name]["wall_ms"] for name in CPU_SPLIT), sum(expected[name][0] for name in CPU_SPLIT))
     check(figures)
 
 
