@@ -12,7 +12,8 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
   the bridge's on_start, _on_ending and on_end (one more span processor where the program gave it a
   multi-processor of another kind), which call its processors as its own do and record each span
   the provider starts in the span file: its raw fields at its end, which the next flush writes with
-  the others' in one M record (a marshal block, spanblock.py: no text made for it here), or an S
+  the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for it
+  here), or an S
   record by a flush while it is still open (tracer.unwritten) and an E at its end. The program's own
   processors and exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
@@ -777,14 +778,25 @@ def _span_hooks():
     return hooks
 
 
-def _block(values: list) -> str:
-    """The flush's text for the SDK spans' values it took (tracer.late_block, ROW_FIELDS a span): one
-    M record; where marshal cannot write a value (a subclass of int or str the SDK let through), those
-    spans as X records, the others still in one M record. Never raises (the flush would stop tracing)."""
-    try:
-        return spanblock.block_line(values)
-    except ValueError:
-        pass
+def _block(values: list, n: int) -> list:
+    """The flush's text for the SDK spans' first `n` values (tracer.late_block, ROW_FIELDS a span): M
+    records of spanblock.BLOCK_SPANS spans at most, each a piece of its own for the flush to write;
+    where marshal cannot write a value (a subclass of int or str the SDK let through), those spans
+    as X records, the others of their block still in one M record. Never raises (the flush would
+    stop tracing)."""
+    pieces = []
+    step = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
+    for first in range(0, n, step):
+        block = values[first:min(first + step, n)]
+        try:
+            pieces.append(spanblock.block_line(block))
+        except ValueError:
+            pieces.append(_rows_apart(block))
+    return pieces
+
+
+def _rows_apart(values: list) -> str:
+    """A block marshal cannot write: its spans that it can in one M record, the others as X records."""
     good = []
     text = []
     width = spanblock.ROW_FIELDS
