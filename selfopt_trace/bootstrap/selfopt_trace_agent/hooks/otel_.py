@@ -77,7 +77,13 @@ _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
-_late = tracer.late_records.extend
+_late_values = tracer.late_records
+_late = _late_values.extend
+# A flush by the program's thread once this many values of ended SDK spans wait (spanblock.BLOCK_SPANS
+# spans): waiting for the flusher's turn (100 ms, ~4,000 spans), they held ~1.4 MB (their attribute
+# dicts among them) that the allocator took from fresh pages at every turn, kernel time callgrind's
+# counts never show (bench_otel_bridge.py's page faults).
+_LATE_FLUSH = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
 
 
 def _name(text: str) -> str:
@@ -166,6 +172,8 @@ def _end(ours: Bridged, name: str, status: str, attributes: dict, end_ns: int) -
                        f"{ours.start_ns}\t{end_ns}\t{status}\t{text}\t.\n")
     else:
         _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, status, text))
+    if len(_buffer) > tracer.FLUSH_RECORDS:  # as the agent's own spans' ends: not a flusher's turn of records
+        tracer.flush(False)
 
 
 def _attributes_json(scope: ScopeAttributes, attributes: dict) -> str:
@@ -770,6 +778,8 @@ def _span_hooks():
                 else:  # spanblock.x_line's row
                     _late((span_id, ours.parent_id, ours.trace_id, name, kind, category_, ours.start_ns, end_ns, code,
                            ours.attributes.plain, attributes))
+                    if len(_late_values) > _LATE_FLUSH:
+                        tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
 
