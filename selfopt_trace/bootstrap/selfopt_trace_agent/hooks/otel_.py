@@ -13,9 +13,8 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
   multi-processor of another kind), which call its processors as its own do and record each span
   the provider starts in the span file: its raw fields at its end, which the next flush writes with
   the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for it
-  here), or an S
-  record by a flush while it is still open (tracer.unwritten) and an E at its end. The program's own
-  processors and exporters see the same spans as without the agent.
+  here), or an S record by a flush while it is still open (tracer.unwritten) and an E at its end.
+  The program's own processors and exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
   recording one, so the spans still reach the run; once the program sets a provider, the proxy
   uses it, as it would untraced. A `NoOpTracerProvider` the program sets itself stays a no-op.
@@ -80,9 +79,9 @@ _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile
 _late_values = tracer.late_records
 _late = _late_values.extend
 # A flush by the program's thread once this many values of ended SDK spans wait (spanblock.BLOCK_SPANS
-# spans): waiting for the flusher's turn (100 ms, ~4,000 spans), they held ~1.4 MB (their attribute
-# dicts among them) that the allocator took from fresh pages at every turn, kernel time callgrind's
-# counts never show (bench_otel_bridge.py's page faults).
+# spans): waiting for the flusher's turn (100 ms, ~4,000 spans), they and their block's text held
+# megabytes (their attribute dicts among them) that the allocator took from fresh pages at every
+# turn, kernel time callgrind's counts never show (bench_otel_bridge.py's page faults).
 _LATE_FLUSH = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
 
 
