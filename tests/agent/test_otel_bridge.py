@@ -473,3 +473,25 @@ def test_a_flush_of_many_sdk_spans_writes_them_in_blocks_of_at_most_256(traced):
     spans = traced.spans()
     assert spans.diagnostics == []
     assert sorted(span.attributes["i"] for span in spans.named("work")) == list(range(600))
+
+
+def test_every_recorded_sdk_span_counts_in_the_agents_overhead(traced):
+    """An SDK span's estimated cost is counted when a flush takes its values (not in its hot path),
+    when it is merged into the agent's span, or when its E is written: once each."""
+    code = program("sdk", """
+        import sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+        bridge = sys.modules["selfopt_trace_agent.hooks.otel_"]
+        app = trace.get_tracer("my.app", "1.0")
+        before = bridge._cost[0]
+        with app.start_as_current_span("long"):
+            agent.flush()  # its S: its end writes an E
+            for index in range(300):  # a flush by count among them
+                with app.start_as_current_span("work"):
+                    pass
+        agent.flush()
+        print(bridge._cost[0] - before)
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert result.stdout.split() == [b"301"]

@@ -651,7 +651,6 @@ def _span_hooks():
             global _last_scope
             for processor in multi._span_processors:
                 processor.on_start(span, parent_context=parent_context)
-            _cost[0] += 1
             try:
                 context = span._context
                 span_id = context[1]
@@ -676,6 +675,7 @@ def _span_hooks():
                     if target is not None:
                         span._selfopt_trace_span = target  # ATTR
                         _open[span_id] = target
+                        _cost[0] += 1
                         return
                     category_ = category(kind, span._attributes)
                 # The start's record carries the scope only (a dict per scope, shared, never changed):
@@ -772,6 +772,7 @@ def _span_hooks():
                     ours.name = name = _name(name)
                 end_ns = span._end_time or time_ns()
                 if _unwritten.pop(span_id, None) is None:  # a flush wrote its S: its E
+                    _cost[0] += 1
                     _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, code,
                                                             _attributes_json(ours.attributes, attributes)))
                 else:  # spanblock.x_line's row
@@ -793,6 +794,7 @@ def _block(values: list, n: int) -> list:
     where marshal cannot write a value (a subclass of int or str the SDK let through), those spans
     as X records, the others of their block still in one M record. Never raises (the flush would
     stop tracing)."""
+    _cost[0] += n // spanblock.ROW_FIELDS  # the spans' cost, counted here rather than by each (see _cost)
     pieces = []
     step = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
     for first in range(0, n, step):
@@ -838,7 +840,9 @@ def _with_exception(attributes, events):
 
 # The agent's time in an SDK span, counted by span (too short to time): about this many ns each
 # (benchmarks/bench_otel_bridge.py: the bridge's ~14,000 instructions a span in the program's
-# thread at this machine's ~11 a ns; the flush, timed, writes its M record).
+# thread at this machine's ~11 a ns; the flush, timed, writes its M record). A span is counted when
+# a flush takes its values (_block: no count in its hot path, 10 bytecodes), when merged, or when
+# its E is written; one that never ends is not.
 _cost = tracer.counted_overhead()
 _cost[1] = 1300
 
