@@ -13,8 +13,8 @@ times the loop with process_time. Two set-ups:
   instruction counts move least from run to run).
 
 It prints, per set-up, the medians of the untraced and traced loops in microseconds per span, the
-difference (the bridge's cost a span, the budget: 2 us), and checks the traced runs recorded every
-span. On this shared 2-core VM the times move 20-50 % from minute to minute; `--instructions` also
+difference (the bridge's cost a span, the budget: 2 us), the minor page faults a span in the loop
+(kernel time: callgrind counts none of it), and checks the traced runs recorded every span. On this shared 2-core VM the times move 20-50 % from minute to minute; `--instructions` also
 counts instructions with valgrind (callgrind), which the machine's load cannot move: each program
 run for N and 3N spans, the difference over 2N spans, untraced and traced, in all the process's
 threads and in its main thread alone (the program's own: the agent's flusher thread formats
@@ -59,7 +59,7 @@ from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock  # noqa: E402 
 BOOTSTRAP = ROOT / "selfopt_trace" / "bootstrap"
 
 PROGRAM = r"""
-import json, sys, time
+import json, resource, sys, time
 from opentelemetry import trace
 setup, count = sys.argv[1], int(sys.argv[2])
 if setup in ("sdk", "simple"):
@@ -81,19 +81,23 @@ for _ in range(2000):  # warm-up: the first spans pay for imports and caches
     with tracer.start_as_current_span("warm", attributes=attributes) as span:
         span.set_attribute("item.index", 1)
 with tracer.start_as_current_span("outer"):
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.process_time()
     for index in range(count):
         with tracer.start_as_current_span("work", attributes=attributes) as span:
             span.set_attribute("item.index", index)
     elapsed = time.process_time() - started
-print(json.dumps({"us": elapsed / count * 1e6}))
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+print(json.dumps({"us": elapsed / count * 1e6, "faults": faults / count}))
 if setup != "api":
     provider.shutdown()
 """
 
 
-def one(program: Path, setup: str, spans: int, traced: Path | None, work: Path, number: int, which: str) -> float:
-    """One timed run: untraced, or traced with the bootstrap directory `traced`."""
+def one(program: Path, setup: str, spans: int, traced: Path | None, work: Path, number: int,
+        which: str) -> tuple[float, float]:
+    """One timed run, untraced or traced with the bootstrap directory `traced`: its us and minor page
+    faults a span (kernel time that instruction counts do not see)."""
     run_dir = work / f"run-{setup}-{number}-{which}"
     env = _environment(traced, run_dir)
     done = subprocess.run([sys.executable, str(program), setup, str(spans)], env=env, capture_output=True, text=True,
@@ -101,7 +105,8 @@ def one(program: Path, setup: str, spans: int, traced: Path | None, work: Path, 
     if traced is not None:
         lines = sum(spanblock.expand(path.read_bytes()).count(b"\twork\t") for path in (run_dir / "spans").iterdir())
         assert lines >= spans, f"{lines} work spans recorded of {spans}"
-    return json.loads(done.stdout.splitlines()[-1])["us"]
+    measured = json.loads(done.stdout.splitlines()[-1])
+    return measured["us"], measured["faults"]
 
 
 def instructions(program: Path, setup: str, spans: int, traced: Path | None, work: Path) -> tuple[int, int]:
@@ -205,6 +210,7 @@ def main() -> None:
         program.write_text(PROGRAM)
         load_before = os.getloadavg()[0]
         results = {setup: {"untraced": [], **{which: [] for which in bootstraps}} for setup in args.setups.split(",")}
+        faults = {setup: {which: [] for which in results[setup]} for setup in results}
         counted: dict[str, dict[str, list[float]]] = {}
         if args.instructions:
             counting: dict[str, Path | None] = {"untraced": None, **bootstraps}
@@ -220,9 +226,10 @@ def main() -> None:
                     counted[setup][which] = [(m - f) / (high - low) for m, f in zip(many, few)]
         for number in range(args.rounds):
             for setup, times in results.items():
-                times["untraced"].append(one(program, setup, args.spans, None, work, number, "untraced"))
-                for which, bootstrap in bootstraps.items():
-                    times[which].append(one(program, setup, args.spans, bootstrap, work, number, which))
+                for which, bootstrap in {"untraced": None, **bootstraps}.items():
+                    us, faulted = one(program, setup, args.spans, bootstrap, work, number, which)
+                    times[which].append(us)
+                    faults[setup][which].append(faulted)
     print(f"{args.spans:,} spans a run, {args.rounds} rounds alternating untraced/traced; load average "
           f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
     for setup, times in results.items():
@@ -235,6 +242,9 @@ def main() -> None:
                       f"{traced - untraced:+.2f} us (paired rounds: {paired:+.2f} us; "
                       f"rounds untraced {', '.join(f'{u:.2f}' for u in times['untraced'])}; "
                       f"{label} {', '.join(f'{t:.2f}' for t in times[which])})")
+                print(f"  {setup}: minor page faults a span, medians: untraced "
+                      f"{statistics.median(faults[setup]['untraced']):.3f}, {label} "
+                      f"{statistics.median(faults[setup][which]):.3f}")
             if setup in counted:
                 for index, threads in enumerate(("all threads", "main thread")):
                     untraced_count, traced_count = counted[setup]["untraced"][index], counted[setup][which][index]

@@ -447,3 +447,51 @@ def test_sdk_spans_reach_the_store_through_the_flushs_marshal_block_as_they_were
     assert failing.attributes["path"] == "\\xff/x" and failing.attributes["selfopt_trace.escaped"] == ["path"]
     assert failing.status == "ERROR" and failing.attributes["exception.type"] == "ValueError"
     assert independent.named("enum")[0].attributes == {**scope, "level": "3", "n": 1}  # str(), as text records write it
+
+
+def test_a_flush_of_many_sdk_spans_writes_them_in_blocks_of_at_most_256(traced):
+    """A flush holding thousands of SDK spans wrote one M record of megabytes (fresh pages for it and
+    its copies at every flush); it writes blocks of spanblock.BLOCK_SPANS at most, and every span
+    still reaches the run."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock
+
+    code = program("sdk", """
+        import sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+        app = trace.get_tracer("my.app", "1.0")
+        with agent._flush_lock:  # the flusher thread skips its turns: the flush below takes all 600
+            for index in range(600):
+                with app.start_as_current_span("work", attributes={"i": index}):
+                    pass
+        agent.flush()
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    text = "".join(path.read_text() for path in (traced.run_dir / "spans").iterdir())
+    blocks = [spanblock.rows(line.split("\t")[10]) for line in text.splitlines() if line.startswith("M\t")]
+    assert [len(rows) for rows in blocks] == [256, 256, 88]
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    assert sorted(span.attributes["i"] for span in spans.named("work")) == list(range(600))
+
+
+def test_every_recorded_sdk_span_counts_in_the_agents_overhead(traced):
+    """An SDK span's estimated cost is counted when a flush takes its values (not in its hot path),
+    when it is merged into the agent's span, or when its E is written: once each."""
+    code = program("sdk", """
+        import sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+        bridge = sys.modules["selfopt_trace_agent.hooks.otel_"]
+        app = trace.get_tracer("my.app", "1.0")
+        before = bridge._cost[0]
+        with app.start_as_current_span("long"):
+            agent.flush()  # its S: its end writes an E
+            for index in range(300):  # a flush by count among them
+                with app.start_as_current_span("work"):
+                    pass
+        agent.flush()
+        print(bridge._cost[0] - before)
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert result.stdout.split() == [b"301"]

@@ -20,6 +20,10 @@ from . import spanfile
 BLOCK = "M"
 MARSHAL_VERSION = 4
 ROW_FIELDS = 11  # span_id (int), parent_id, trace_id, name, kind, category, start_ns, end_ns, status, scope, attributes
+# An M record holds at most this many spans (~57 KB of text for the benchmark's): a flush of thousands
+# made one block of ~1 MB, copied 4 times on its way to the file, and allocations that large come
+# from fresh pages (the C allocator maps them and gives them back), ~900 page faults a flush.
+BLOCK_SPANS = 256
 _HEAD = BLOCK + "\t" * 10  # the record letter and the 9 empty fields before the block
 _MARK = b"\n" + BLOCK.encode() + b"\t"  # the start of an M line inside a chunk of lines
 

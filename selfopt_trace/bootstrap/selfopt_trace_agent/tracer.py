@@ -498,12 +498,13 @@ def _trimmed_mean(ordered: list, longest: int) -> int:
 
 # LATE: records a hot path buffers as plain values, a fixed number of them a record, flat in
 # `late_records` (hooks/otel_.py: an ended SDK span's raw fields), turned into text by the flush, all
-# of a flush's at once: late_block(the values it took, in order) gives their lines; the hook sets it
+# of a flush's at once: late_block(late_records, n) gives the lines of the first n values, in pieces
+# the flush writes one by one (each of whole lines, none large: see _write); the hook sets it
 # before it buffers any. A record is added with one `extend` (atomic: a flush takes whole records).
 # No tuple a record: each would be traversed by the garbage collector's next collection, ~1,000
 # instructions a span; the list holds nothing it tracks.
 late_records: list = []
-late_block = None  # (values) -> their lines: the hook's
+late_block = None  # (values, n) -> their lines, in pieces: the hook's
 
 
 def joined_json(head: str, attributes: dict) -> str:
@@ -556,7 +557,8 @@ def exception_diagnostic(code: str, exc: BaseException) -> None:
 
 
 def flush(blocking: bool = True) -> None:
-    """Write the buffer with one O_APPEND write. Never raises: a broken file disables tracing.
+    """Write the buffer with one O_APPEND write (the LATE records' pieces with one each). Never raises:
+    a broken file disables tracing.
 
     `blocking=False` skips the flush when one is running (in another thread, or further up this
     thread's stack: a signal handler, or a record made while a flush runs): the records wait for
@@ -610,8 +612,9 @@ def _flush_locked() -> None:
             else:
                 add(_format(item))
         n = len(late_records)
+        pieces = [""]  # the lines above, joined below; then the LATE records' pieces
         if n:  # see LATE
-            add(late_block(late_records[:n]))
+            pieces += late_block(late_records, n)
             del late_records[:n]
         n = len(formatted)
         if n:
@@ -619,14 +622,12 @@ def _flush_locked() -> None:
             del formatted[:n]
             formatted_cost[0] += n
         add(spanfile.tick_line(now))
-        data = "".join(lines)
+        pieces[0] = "".join(lines)
         if _fd is None:
             _fd = _open_span_file()
-            data = _header + data
-        payload = data.encode("utf-8", "replace")
-        while payload:
-            written = os.write(_fd, payload)
-            payload = payload[written:]
+            pieces[0] = _header + pieces[0]
+        for data in pieces:
+            _write(data.encode("utf-8", "replace"))
     except Exception:
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         del _buffer[:]
@@ -634,6 +635,15 @@ def _flush_locked() -> None:
         del late_records[:]
         unwritten.clear()
     add_overhead(time_ns() - t0)
+
+
+def _write(payload: bytes) -> None:
+    """`payload` to the span file, whole. A flush writes its LATE records in pieces of ~60 KB, not in
+    its one write: text of megabytes (thousands of SDK spans a flush), copied on its way, took fresh
+    pages from the C allocator at every flush (~900 page faults a flush, kernel time the program's)."""
+    while payload:
+        written = os.write(_fd, payload)
+        payload = payload[written:]
 
 
 def _open_span_file() -> int:

@@ -12,9 +12,9 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
   the bridge's on_start, _on_ending and on_end (one more span processor where the program gave it a
   multi-processor of another kind), which call its processors as its own do and record each span
   the provider starts in the span file: its raw fields at its end, which the next flush writes with
-  the others' in one M record (a marshal block, spanblock.py: no text made for it here), or an S
-  record by a flush while it is still open (tracer.unwritten) and an E at its end. The program's own
-  processors and exporters see the same spans as without the agent.
+  the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for it
+  here), or an S record by a flush while it is still open (tracer.unwritten) and an E at its end.
+  The program's own processors and exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
   recording one, so the spans still reach the run; once the program sets a provider, the proxy
   uses it, as it would untraced. A `NoOpTracerProvider` the program sets itself stays a no-op.
@@ -76,7 +76,13 @@ _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
-_late = tracer.late_records.extend
+_late_values = tracer.late_records
+_late = _late_values.extend
+# A flush by the program's thread once this many values of ended SDK spans wait (spanblock.BLOCK_SPANS
+# spans): waiting for the flusher's turn (100 ms, ~4,000 spans), they and their block's text held
+# megabytes (their attribute dicts among them) that the allocator took from fresh pages at every
+# turn, kernel time callgrind's counts never show (bench_otel_bridge.py's page faults).
+_LATE_FLUSH = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
 
 
 def _name(text: str) -> str:
@@ -165,6 +171,8 @@ def _end(ours: Bridged, name: str, status: str, attributes: dict, end_ns: int) -
                        f"{ours.start_ns}\t{end_ns}\t{status}\t{text}\t.\n")
     else:
         _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, status, text))
+    if len(_buffer) > tracer.FLUSH_RECORDS:  # as the agent's own spans' ends: not a flusher's turn of records
+        tracer.flush(False)
 
 
 def _attributes_json(scope: ScopeAttributes, attributes: dict) -> str:
@@ -643,7 +651,6 @@ def _span_hooks():
             global _last_scope
             for processor in multi._span_processors:
                 processor.on_start(span, parent_context=parent_context)
-            _cost[0] += 1
             try:
                 context = span._context
                 span_id = context[1]
@@ -668,6 +675,7 @@ def _span_hooks():
                     if target is not None:
                         span._selfopt_trace_span = target  # ATTR
                         _open[span_id] = target
+                        _cost[0] += 1
                         return
                     category_ = category(kind, span._attributes)
                 # The start's record carries the scope only (a dict per scope, shared, never changed):
@@ -764,11 +772,14 @@ def _span_hooks():
                     ours.name = name = _name(name)
                 end_ns = span._end_time or time_ns()
                 if _unwritten.pop(span_id, None) is None:  # a flush wrote its S: its E
+                    _cost[0] += 1
                     _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, code,
                                                             _attributes_json(ours.attributes, attributes)))
                 else:  # spanblock.x_line's row
                     _late((span_id, ours.parent_id, ours.trace_id, name, kind, category_, ours.start_ns, end_ns, code,
                            ours.attributes.plain, attributes))
+                    if len(_late_values) > _LATE_FLUSH:
+                        tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
 
@@ -777,14 +788,26 @@ def _span_hooks():
     return hooks
 
 
-def _block(values: list) -> str:
-    """The flush's text for the SDK spans' values it took (tracer.late_block, ROW_FIELDS a span): one
-    M record; where marshal cannot write a value (a subclass of int or str the SDK let through), those
-    spans as X records, the others still in one M record. Never raises (the flush would stop tracing)."""
-    try:
-        return spanblock.block_line(values)
-    except ValueError:
-        pass
+def _block(values: list, n: int) -> list:
+    """The flush's text for the SDK spans' first `n` values (tracer.late_block, ROW_FIELDS a span): M
+    records of spanblock.BLOCK_SPANS spans at most, each a piece of its own for the flush to write;
+    where marshal cannot write a value (a subclass of int or str the SDK let through), those spans
+    as X records, the others of their block still in one M record. Never raises (the flush would
+    stop tracing)."""
+    _cost[0] += n // spanblock.ROW_FIELDS  # the spans' cost, counted here rather than by each (see _cost)
+    pieces = []
+    step = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
+    for first in range(0, n, step):
+        block = values[first:min(first + step, n)]
+        try:
+            pieces.append(spanblock.block_line(block))
+        except ValueError:
+            pieces.append(_rows_apart(block))
+    return pieces
+
+
+def _rows_apart(values: list) -> str:
+    """A block marshal cannot write: its spans that it can in one M record, the others as X records."""
     good = []
     text = []
     width = spanblock.ROW_FIELDS
@@ -817,7 +840,9 @@ def _with_exception(attributes, events):
 
 # The agent's time in an SDK span, counted by span (too short to time): about this many ns each
 # (benchmarks/bench_otel_bridge.py: the bridge's ~14,000 instructions a span in the program's
-# thread at this machine's ~11 a ns; the flush, timed, writes its M record).
+# thread at this machine's ~11 a ns; the flush, timed, writes its M record). A span is counted when
+# a flush takes its values (_block: no count in its hot path, 10 bytecodes), when merged, or when
+# its E is written; one that never ends is not.
 _cost = tracer.counted_overhead()
 _cost[1] = 1300
 
