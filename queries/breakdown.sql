@@ -213,7 +213,8 @@ cpu_raw AS (
 -- A `thread` span starts at the thread's first line, and its start reading counts from the thread's
 -- start: a thread that waited long for the GIL in between was read before its span (spin_sleep: 88 ms,
 -- 6 ms of CPU and queueing). Those samples are part of what the start reading says, so its first
--- reading in the unit and the tail after its last are counted from them too.
+-- reading in the unit and the tail after its last are counted from them too. (Samples carry no unit:
+-- an earlier process that had the same pid and a thread of the same tid would count here too.)
 before_unit AS (
     SELECT u.unit, sum(s.cpu_ns) AS cpu_ns, sum(s.cpu_ns + coalesce(s.runqueue_ns, 0)) AS used_ns
     FROM unit_threads AS u
