@@ -40,8 +40,8 @@ def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tra
         attrs["process.working_directory"] = os.fsdecode(cwd)
     if attributes:
         attrs.update(attributes)
-    if cpu:  # the call's CPU edges (tracer.cpu_edges): this one now, the other in started()
-        attrs[tracer.CPU_START] = cpu
+    if cpu and "process.shell" not in attrs:  # the call's CPU edges (tracer.cpu_edges): this one now,
+        attrs[tracer.CPU_START] = cpu            # the other in started(); os.system is a wait on its shell
     span = tracer.start_span(name, "subprocess", tracer.CLIENT, attrs, start_ns=now)
     tracer.flush()  # the child may outlive us or be killed with us: its parent span must be on disk
     return span
