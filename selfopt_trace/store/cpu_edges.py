@@ -59,9 +59,9 @@ held AS (
     SELECT pid, tid, process_start_ns, time_ns, runqueue_ns,
            CASE WHEN low <= high THEN least(greatest(cpu_ns, low), high) ELSE cpu_ns END AS cpu_ns
     FROM (SELECT s.*,
-                 greatest(coalesce(p.cpu_ns, 0), coalesce(n.cpu_ns - (n.time_ns - s.time_ns), 0)) AS low,
-                 least(coalesce(p.cpu_ns + (s.time_ns - p.time_ns), n.cpu_ns), coalesce(n.cpu_ns, p.cpu_ns + (s.time_ns - p.time_ns)))
-                     AS high
+                 -- least/greatest skip a NULL: without an edge on one side, the other's bound alone
+                 greatest(p.cpu_ns, n.cpu_ns - (n.time_ns - s.time_ns)) AS low,
+                 least(p.cpu_ns + (s.time_ns - p.time_ns), n.cpu_ns) AS high
           FROM sampled AS s
           ASOF LEFT JOIN placed AS p ON p.pid = s.pid AND p.tid = s.tid AND p.process_start_ns = s.process_start_ns
                                      AND p.time_ns <= s.time_ns

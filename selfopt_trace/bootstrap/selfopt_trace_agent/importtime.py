@@ -71,7 +71,7 @@ def _find_and_load(name, import_):
     status = "UNSET"
     instrument_ns = 0
     t1 = time_ns()
-    # An outermost import's CPU edges (tracer.cpu_edges), read inside the span: the read can end
+    # An outermost import's CPU edges (tracer.CPU_START), read inside the span: the read can end
     # the thread's time slice, and the wait for a CPU then belongs to the import.
     cpu0 = 0 if parent.deferred else thread_cpu_ns()
     try:

@@ -51,13 +51,13 @@ INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
 CPU_TID, CPU_START, CPU_END = "selfopt_trace.cpu.tid", "selfopt_trace.cpu.start_ns", "selfopt_trace.cpu.end_ns"
 
 
-def cpu_edges(start_cpu_ns: int, end_cpu_ns: int) -> dict:
-    """The CPU-edge attributes of a span whose activity started and ended at those clock readings."""
-    return {CPU_TID: get_native_id(), CPU_START: start_cpu_ns, CPU_END: end_cpu_ns}
+def cpu_end_edge(end_cpu_ns: int) -> dict:
+    """The end attributes of a span whose start record carried CPU_START: its thread and end reading."""
+    return {CPU_TID: get_native_id(), CPU_END: end_cpu_ns}
 
 
 def cpu_anchor(start_cpu_ns: int, end_cpu_ns: int) -> str:
-    """cpu_edges as the JSON members a record's attributes end with."""
+    """A complete record's CPU edges, as the JSON members its attributes end with."""
     return f',"{CPU_TID}":{get_native_id()},"{CPU_START}":{start_cpu_ns},"{CPU_END}":{end_cpu_ns}'
 UNSET, OK, ERROR = "UNSET", "OK", "ERROR"
 

@@ -40,7 +40,7 @@ def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tra
         attrs["process.working_directory"] = os.fsdecode(cwd)
     if attributes:
         attrs.update(attributes)
-    if cpu and "process.shell" not in attrs:  # the call's CPU edges (tracer.cpu_edges): this one now,
+    if cpu and "process.shell" not in attrs:  # the call's CPU edges (tracer.CPU_START): this one now,
         attrs[tracer.CPU_START] = cpu            # the other in started(); os.system is a wait on its shell
     span = tracer.start_span(name, "subprocess", tracer.CLIENT, attrs, start_ns=now)
     tracer.flush()  # the child may outlive us or be killed with us: its parent span must be on disk
@@ -127,10 +127,10 @@ def started(span: tracer.Span, pid: int) -> None:
     the wrapper's entry (the agent's preparation of argv and environment included: a preemption
     there, or its first-call imports, is time in the call, not the program's own work), to now."""
     cpu = span.attributes.get(tracer.CPU_START) if span.attributes else None
-    end_cpu = tracer.thread_cpu_ns() if cpu else 0  # before the end time: inside the call (tracer.cpu_edges)
+    end_cpu = tracer.thread_cpu_ns() if cpu else 0  # before the end time: inside the call (tracer.CPU_START)
     attributes = {"process.pid": pid, "selfopt_trace.spawn_ns": time_ns() - span.start_ns}
     if cpu:
-        attributes.update(tracer.cpu_edges(cpu, end_cpu))
+        attributes.update(tracer.cpu_end_edge(end_cpu))
     _children[pid] = (span, attributes)
 
 
