@@ -329,7 +329,7 @@ def _load_span_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: 
             longest = max(scans[first - 1 + i][1] for i in range(len(batch)))
             con.execute(_STAGE_SQL, {"files": [str(path) for path in batch], "first_no": first,
                                      "max_line_size": max(DEFAULT_MAX_LINE, longest + 1)})
-    con.execute(_FILES_SQL, {"files": [str(path) for path in read]})
+    con.execute(_FILES_SQL, {"files": [str(path) for path in files]})  # names only: a copy has its file's
     accepted = _check_files(con, result, files, scans)
     if accepted:
         con.execute(_SPANS_SQL, {"run_id": result.run_id, "accepted": accepted})
