@@ -242,6 +242,7 @@ LEFT JOIN (  -- a process span holds from its start until it ends or the pid's n
 ) AS p ON p.pid = t.pid AND p.at_ns <= t.at_ns AND t.at_ns <= p.held_until
 """
 
+_EDGE_NS = 10_000_000  # py-spy's times against the spans': off by up to 9 ms seen under load
 _BUCKET_NS = 20_000_000  # about a CPU reading's length: a reading is in one or two buckets
 
 # The samples, in one statement (a temporary table of a million rows between two steps costs
@@ -300,15 +301,18 @@ slices AS (
                              AND c.start_ns <= m.middle_ns AND m.middle_ns < c.end_ns
     LEFT JOIN idle_long AS l ON l.pid = m.pid AND l.tid = m.tid AND l.start_ns <= m.middle_ns AND m.middle_ns < l.end_ns
 ),
-process_end AS (SELECT pid, max(end_ns) AS end_ns FROM spans
-                WHERE run_id = $run_id AND name = 'process' AND category = 'process' GROUP BY pid),
+process_life AS (SELECT pid, min(start_ns) AS start_ns, max(end_ns) AS end_ns FROM spans
+                 WHERE run_id = $run_id AND name = 'process' AND category = 'process' GROUP BY pid),
 kept AS (  -- a slice is placed by its middle: py-spy's clock zero comes after the recorded anchor (its
            -- start-up), so its times come out early, by up to 9 ms on a loaded machine: placed by its
            -- start, a 600 ms slice went to the sleep before its span and was cut to that sleep's end.
-           -- Never past its process's span when it started inside it.
-    SELECT s.*, CASE WHEN e.end_ns > s.time_ns THEN least(s.time_ns + s.duration_ns // 2, e.end_ns - 1)
+           -- Within its process's span: py-spy samples a live process, so one that seems to start
+           -- just before it or after it ended (the alignment's error; the interpreter's finalization,
+           -- 0.4 ms after the end seen) is its process's; one further out, no span's.
+    SELECT s.*, CASE WHEN s.time_ns BETWEEN e.start_ns - {_EDGE_NS} AND e.end_ns + {_EDGE_NS}
+                     THEN greatest(least(s.time_ns + s.duration_ns // 2, e.end_ns - 1), e.start_ns)
                      ELSE s.time_ns END AS placed_ns
-    FROM slices AS s LEFT JOIN process_end AS e ON e.pid = s.pid
+    FROM slices AS s LEFT JOIN process_life AS e ON e.pid = s.pid
     WHERE $keep_idle OR NOT s.idle
 ),
 attributed AS (
@@ -317,10 +321,11 @@ attributed AS (
     ASOF LEFT JOIN _timeline AS g ON g.pid = s.pid AND g.tid_key = coalesce(s.tid, -1) AND s.placed_ns >= g.at_ns
 )
 -- A slice goes on until the sample that saw another stack: past the end of its span, the stack
--- had changed (the span's code returned), so it ends with its span.
+-- had changed (the span's code returned), so it ends with its span. One that started after its
+-- span's end (placed in its process's span above) keeps its length.
 SELECT $run_id, pid, tid, thread_name, time_ns,
-       CASE WHEN until_ns < time_ns + duration_ns THEN until_ns - time_ns ELSE duration_ns END,
-       CASE WHEN until_ns < time_ns + duration_ns AND duration_ns > 0
+       CASE WHEN time_ns < until_ns AND until_ns < time_ns + duration_ns THEN until_ns - time_ns ELSE duration_ns END,
+       CASE WHEN time_ns < until_ns AND until_ns < time_ns + duration_ns AND duration_ns > 0
             THEN weight * (until_ns - time_ns) / duration_ns ELSE weight END,
        stack_id, idle, span_id
 FROM attributed

@@ -52,11 +52,12 @@ def test_a_slice_goes_to_the_span_open_at_its_start_on_its_thread(tmp_path: Path
         _slice(150), _slice(200), _slice(255), _slice(260), _slice(350),
         _slice(450, WORKER), _slice(550, WORKER), _slice(700, WORKER),  # the thread ended: its process
         _slice(460, ""),  # py-spy could not name the thread: its process
-        _slice(1500),  # after its process ended: no span
+        _slice(-3), _slice(1001),  # just outside its process's span (alignment, finalization): its process
+        _slice(1500),  # long after its process ended: no span
     ])
     assert {at: name for at, (name, _) in got.items()} == {
-        150: "first", 200: "second", 255: "inner", 260: "second", 350: "process",  # at an end: the parent
-        450: "task", 460: "process", 550: "thread", 700: "process", 1500: None}
+        -3: "process", 150: "first", 200: "second", 255: "inner", 260: "second", 350: "process",  # at an end: the parent
+        450: "task", 460: "process", 550: "thread", 700: "process", 1001: "process", 1500: None}
 
 
 def test_a_slice_is_idle_where_the_cpu_sampler_saw_its_thread_wait(tmp_path: Path) -> None:
