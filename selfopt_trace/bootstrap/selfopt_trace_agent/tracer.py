@@ -144,6 +144,9 @@ _buffer: list = []
 # record; the end, taking it out first, writes its X record itself (else its E). The taking out
 # (dict.pop, atomic) decides which of the two threads writes the start: never both.
 unwritten: dict = {}
+# ...or kept by the hook itself (the bridge's SDK spans: no record of ours until they end): a function
+# giving the S records of those still open, for the flush, each taken out of its keeping (never raises).
+open_records = None
 _flush_due_ns = 0  # when the next flush is due (a deadline: the hot path compares, never subtracts)
 _fd: int | None = None
 _path = ""
@@ -595,6 +598,8 @@ def _flush_locked() -> None:
                 span = unwritten.pop(key, None)
                 if span is not None:
                     add(_format(span))
+        if open_records is not None:
+            lines += open_records()
         n = len(_buffer)
         taken = _buffer[:n]
         del _buffer[:n]
