@@ -213,11 +213,8 @@ def test_a_failure_in_the_bridge_is_a_diagnostic_never_an_exception(traced):
     code = program("sdk", """
         import selfopt_trace_agent.hooks.otel_ as bridge
 
-        def broken(*args, **kwargs):
-            raise RuntimeError("bridge broken")
-
-        bridge._new = broken  # the span's record, made in on_start
-        with trace.get_tracer("t").start_as_current_span("still works") as span:
+        bridge.KINDS = None  # the kinds' names, read by on_start for a CLIENT span
+        with trace.get_tracer("t").start_as_current_span("still works", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("x", 1)
         print(json.dumps([s["name"] for s in exported()]))
     """.replace("import selfopt", "import json, selfopt"))
@@ -228,15 +225,14 @@ def test_a_failure_in_the_bridge_is_a_diagnostic_never_an_exception(traced):
     assert "otel_bridge_failed:on_start" in codes
 
 
-@pytest.mark.parametrize("setup", ["sdk", "api"])
-def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced, setup):
-    """on_start (SDK) and _start (API only) build the agent's Span field by field, as tracer.start_span
-    does, for speed: every field set, and the defaults Span.__init__ gives."""
-    code = program(setup, """
+def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced):
+    """_start (API only) builds the agent's Span field by field, as tracer.start_span does, for speed:
+    every field set, and the defaults Span.__init__ gives."""
+    code = program("api", """
         import json, sys
         agent = sys.modules["selfopt_trace_agent.tracer"]
         with trace.get_tracer("t", "2").start_as_current_span("one", attributes={"a": 1}) as span:
-            ours = getattr(span, "_selfopt_trace_span", None) or span.native
+            ours = span.native
             built = agent.Span(ours.span_id, ours.parent, ours.parent_id, ours.trace_id, ours.name, ours.kind,
                                ours.category, ours.start_ns, ours.attributes)
             fields = {name: (getattr(ours, name, "unset"), getattr(built, name)) for name in agent.Span.__slots__}
@@ -246,6 +242,34 @@ def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced,
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert json.loads(result.stdout) == {"type": "Bridged", "otel": True, "differ": []}
+
+
+def test_an_sdk_span_made_current_is_the_agents_current_span_with_its_ids(traced):
+    """An SDK span has no record of the agent's until it is made current: then the agent's current
+    span is its Attached, with the SDK span's ids and a new Span's defaults where the agent reads
+    them (deferred, ended, sums, ...); a span started and not made current has none."""
+    code = program("sdk", """
+        import json, sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+        app = trace.get_tracer("t", "2")
+        idle = app.start_span("never current")
+        with app.start_as_current_span("one", attributes={"a": 1}) as span:
+            ours = agent.current()
+            built = agent.Span("x", None, "", "y", "n", "INTERNAL", "other", 0, None)
+            read = ("deferred", "keep", "end_ns", "child_ns", "sums", "status", "end_attributes", "written", "kind")
+            print(json.dumps({
+                "type": type(ours).__name__, "kept": span._selfopt_trace_span is ours,
+                "ids": [ours.span_id == "%016x" % span.get_span_context().span_id,
+                        ours.trace_id == "%032x" % span.get_span_context().trace_id,
+                        ours.traceparent() == "00-%s-%s-01" % (ours.trace_id, ours.span_id)],
+                "differ": [name for name in read if getattr(ours, name) != getattr(built, name)],
+                "idle": idle._selfopt_trace_span}))
+        idle.end()
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert json.loads(result.stdout) == {"type": "Attached", "kept": True, "ids": [True, True, True], "differ": [],
+                                         "idle": None}
 
 
 @pytest.mark.parametrize("setup", ["sdk", "api"])

@@ -35,6 +35,7 @@ the program.
 
 from __future__ import annotations
 
+import os
 import sys
 from marshal import dumps
 from time import time_ns
@@ -46,8 +47,7 @@ ATTR = "_selfopt_trace_span"  # on an SDK span: the agent's Span recording it (o
 SCOPE_NAME = "otel.scope.name"
 SCOPE_VERSION = "otel.scope.version"
 STATUS_DESCRIPTION = "otel.status_description"
-KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # SpanKind's values 0..4
-STATUSES = ("UNSET", "OK", "ERROR")  # StatusCode's values 0..2
+KINDS, STATUSES = spanblock.KINDS, spanblock.STATUSES  # SpanKind's and StatusCode's names, by value
 _EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
 _new = object.__new__
 
@@ -69,8 +69,48 @@ class Bridged:
     traceparent = tracer.Span.traceparent
 
 
+class Attached:
+    """An SDK span made current (OTel's attach), as the agent's current span: what the agent's own
+    spans started inside it read of their parent (ids, not deferred, not ended). Made at its first
+    attach, kept on the SDK span (ATTR); its ids are formatted only when asked for (an agent span
+    started inside it), and `sums` gathers the small calls summed onto it (hooks/timed.py), which its
+    end adds to its attributes. Its record is the SDK span's own (on_end): nothing here is written.
+    It holds the span's SpanContext, not the span: no cycle (span <-> record) for the collector.
+
+    `parent` is never followed: the agent walks up only from deferred or ended spans, which this is not."""
+
+    __slots__ = ("context", "sums")
+    parent = None
+    name = ""
+    kind = tracer.INTERNAL
+    category = "other"
+    attributes = end_attributes = None
+    start_ns = end_ns = child_ns = 0
+    deferred = keep = written = False
+    status = tracer.UNSET
+    traceparent = tracer.Span.traceparent
+
+    @property
+    def span_id(self) -> str:
+        return "%016x" % self.context[1]
+
+    @property
+    def trace_id(self) -> str:
+        return "%032x" % self.context[0]
+
+
+def _attached(otel) -> Attached:
+    """The agent's record of an SDK span (made and kept on it the first time it is asked for)."""
+    ours = _new(Attached)
+    ours.context = otel._context
+    ours.sums = None
+    otel._selfopt_trace_span = ours  # ATTR
+    return ours
+
+
 _state: dict = {}  # "api", "context", "key", "runtime", "classes": filled as the modules arm
-_INTERNAL = _UNSET = None  # SpanKind.INTERNAL and StatusCode.UNSET, once armed
+_INTERNAL = None  # SpanKind.INTERNAL, once armed
+_SDK_SPAN = None  # opentelemetry.sdk.trace's span class, once armed
 _current = tracer.current
 _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
@@ -186,16 +226,12 @@ def _attributes_json(scope: ScopeAttributes, attributes: dict) -> str:
     return tracer.joined_json(head, attributes)
 
 
-def category(kind: str, attributes) -> str:
-    if (kind == "CLIENT" or kind == "SERVER") and attributes:
-        for key in attributes:
-            if key.startswith(("http.", "url.")):
-                return "http"
-    return "other"
+category = spanblock.category
 
 
-def _merge_target(kind: str, parent):
-    """The agent's own span of the same HTTP request, for an OTel CLIENT/SERVER span under `parent`."""
+def _merge_target(kind: str, parent, parent_id: str):
+    """The agent's own span of the same HTTP request, for an OTel CLIENT/SERVER span under `parent`
+    (the agent's record of it, if it has one) of id `parent_id` ("": a root)."""
     if kind == "CLIENT":
         request = common.client_active()
         if request is not None and request.span is parent and not request.span.end_ns:
@@ -203,7 +239,7 @@ def _merge_target(kind: str, parent):
     elif kind == "SERVER":
         request = common.server_active()
         if request is not None and not request.span.end_ns and (
-                parent is None or parent is request.span or parent.span_id == request.span.parent_id):
+                not parent_id or parent is request.span or parent_id == request.span.parent_id):
             return request.span
     return None
 
@@ -217,7 +253,8 @@ def _merge_attributes(target, attributes) -> None:
 
 
 def _ours(otel):
-    """The agent's Span for an OTel span (recording it, merged into, or a stub), None for an invalid one."""
+    """The agent's Span for an OTel span (recording it, merged into, an SDK span's Attached, or a
+    stub), None for an invalid one."""
     kind = type(otel)
     classes = _state.get("classes")
     if classes is not None and (kind is classes[0] or kind is classes[1]):  # a _View or a BridgeSpan
@@ -225,6 +262,8 @@ def _ours(otel):
     ours = getattr(otel, ATTR, None)
     if ours is not None:
         return ours
+    if kind is _SDK_SPAN:
+        return _attached(otel)
     context = otel.get_span_context()
     if context is not None and context.is_valid:
         return _stub(context, otel)
@@ -283,7 +322,7 @@ class Runtime:
                 else:
                     remember = True
                 otel = context.get(key)
-                if otel is not None and ((type(ours) is Bridged and ours.otel is otel) or _represents(otel, ours)):
+                if otel is not None and _represents(otel, ours):
                     shown = context
                 else:
                     shown = context_class(context)
@@ -303,13 +342,19 @@ class Runtime:
                 if otel is None:
                     return token
                 try:
-                    ours = otel._selfopt_trace_span  # ATTR of an SDK span, the usual case: no call
-                except AttributeError:  # (the bridge's own spans have it: None)
+                    ours = otel._selfopt_trace_span  # ATTR: an SDK span made current before, no call
+                except AttributeError:  # (SDK spans and the bridge's own have it: None at first)
                     ours = None
                 if ours is None:
-                    ours = _ours(otel)
-                    if ours is None:
-                        return token
+                    if type(otel) is _SDK_SPAN:  # its first attach: the agent's record of it (_attached)
+                        ours = _new(Attached)
+                        ours.context = otel._context
+                        ours.sums = None
+                        otel._selfopt_trace_span = ours
+                    else:
+                        ours = _ours(otel)
+                        if ours is None:
+                            return token
                 return (token, _activate(ours))
             except Exception as exc:
                 failed("attach", exc)
@@ -353,8 +398,8 @@ def _arm_api(trace) -> None:
     if context_module is None or propagation is None or "api" in _state:
         return
     _state["api"] = trace
-    global _INTERNAL, _UNSET
-    _INTERNAL, _UNSET = trace.SpanKind.INTERNAL, trace.StatusCode.UNSET
+    global _INTERNAL
+    _INTERNAL = trace.SpanKind.INTERNAL
     _state["key"] = key = propagation._SPAN_KEY
     _state["classes"] = _api_classes(trace, context_module, key)
     original = context_module._RUNTIME_CONTEXT
@@ -563,7 +608,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                     parent = _ours(get_current_span(context))
                 kind_name = "INTERNAL" if kind is None or kind is _INTERNAL else KINDS[kind.value]
                 if kind_name != "INTERNAL":
-                    target = _merge_target(kind_name, parent)
+                    target = _merge_target(kind_name, parent, parent.span_id if parent is not None else "")
                     if target is not None:
                         span = BridgeSpan(target, True)
                         if attributes:
@@ -610,7 +655,11 @@ def _arm_sdk(sdk) -> None:
         tracer.diagnostic("otel_bridge_unsupported", "this OpenTelemetry's SpanContext is not a tuple: the SDK's "
                                                      "spans are not recorded")
         return
+    global _SDK_SPAN
+    _SDK_SPAN = getattr(sdk, "_Span", sdk.Span)
+    sdk.Span._selfopt_trace_span = None  # ATTR: what attach reads first, without a call (set once made current)
     tracer.late_block = _block  # the writer of the SDK spans' rows (tracer's LATE records)
+    tracer.open_records = _open_records  # their S records, for a flush while they are open
 
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -648,75 +697,58 @@ def _span_hooks():
         SpanProcessor with none of its own added, and these as its methods."""
 
         def on_start(span, parent_context=None) -> None:
-            global _last_scope
             for processor in multi._span_processors:
                 processor.on_start(span, parent_context=parent_context)
             try:
-                context = span._context
-                span_id = context[1]
-                parent_ids = span._parent
-                parent = None
-                if parent_ids is not None:
-                    parent_span_id = parent_ids[1]
-                    parent = _open.get(parent_span_id)  # an SDK span still open: recorded, or merged into ours
-                    if parent is None:
-                        if parent_context is None:  # the SDK asked get_current(): it saw the agent's current span
-                            parent = _current() or tracer.root()
-                        else:
-                            parent = _ours(get_current_span(parent_context))
-                        if parent is None or parent.span_id != "%016x" % parent_span_id:
-                            parent = _stub(parent_ids, None)
-                kind = span._kind
-                if kind is _INTERNAL:
-                    kind, category_ = "INTERNAL", "other"
-                else:
-                    kind = KINDS[kind.value]  # Enum's .value: a Python property
-                    target = _merge_target(kind, parent)
-                    if target is not None:
-                        span._selfopt_trace_span = target  # ATTR
-                        _open[span_id] = target
-                        _cost[0] += 1
-                        return
-                    category_ = category(kind, span._attributes)
-                # The start's record carries the scope only (a dict per scope, shared, never changed):
-                # the attributes come with the end, when the SDK has frozen them; a span still open at a
-                # flush gets them in its E record. The last scope's first: one comparison, mostly.
-                scope = span._instrumentation_scope
-                attributes = _last_scope
-                if attributes[0] is not scope:
-                    attributes = _scopes.get(id(scope))
-                    if attributes is None or attributes[0] is not scope:
-                        attributes = _scope_attributes(scope)
-                    _last_scope = attributes
-                # The record's every field, as _start below sets them (tests/agent/test_otel_bridge.py
-                # checks the two make what tracer.Span's constructor does).
-                ours = _new(Bridged)
-                ours.span_id = "%016x" % span_id
-                ours.parent = parent
-                if parent is None:
-                    ours.parent_id = ""
-                    ours.trace_id = _trace_hex(context[0])
-                else:
-                    if parent.deferred:
+                # No record made: the span holds every field its end needs. What must happen now: a
+                # deferred agent parent (an import's frame, shown to OTel as the current span) kept,
+                # and a CLIENT/SERVER span merged into the agent's span of its request.
+                if parent_context is None:  # the SDK asked get_current(): the agent's current span, if innermost
+                    parent = _current()
+                    if parent is not None and parent.deferred:
                         tracer._mark_kept(parent)
-                    ours.parent_id = parent.span_id
-                    ours.trace_id = parent.trace_id  # the SDK gave the span its parent's trace id
-                name = span._name
-                ours.name = name if name.isprintable() else _name(name)  # _name's test, without its call
-                ours.kind = kind
-                ours.category = category_
-                ours.start_ns = span._start_time
-                ours.attributes = attributes[1]
-                ours.written = False
-                ours.sums = None
-                ours.otel = span
-                span._selfopt_trace_span = ours  # ATTR
-                # Not in the buffer: the end writes the X record, a flush before it the S (tracer.unwritten)
-                _open[span_id] = _unwritten[span_id] = ours
+                if span._kind is not _INTERNAL or parent_context is not None or _merged:
+                    if _start_apart(span, parent_context):
+                        return
+                _open[span._context[1]] = span  # written by its end (or its S by a flush before: _open_records)
                 if not tracer._flusher_started:
                     tracer._start_flusher()
             except Exception as exc:
                 failed("on_start", exc)
+
+        def _start_apart(span, parent_context) -> bool:
+            """The rarer starts: an explicit parent context (a deferred agent span in it kept), a
+            parent merged into the agent's span (the span's parent is that span: _reparented), a
+            CLIENT/SERVER span merged (True: not recorded)."""
+            parent_ids = span._parent
+            parent_id = "%016x" % parent_ids[1] if parent_ids is not None else ""
+            if parent_ids is None:
+                parent = None
+            elif parent_context is None:
+                parent = _current() or tracer.root()
+            else:
+                parent = _ours(get_current_span(parent_context))
+                if parent is not None and parent.deferred:
+                    tracer._mark_kept(parent)
+            if parent is not None and parent.span_id != parent_id:  # another's span (a remote parent's stub)
+                parent = None
+            if parent_ids is not None and _merged:
+                target = _merged.get(parent_ids[1])
+                if target is not None:  # its parent was merged into the agent's span: that span is its parent
+                    parent = target
+                    parent_id = _reparented[span._context[1]] = target.span_id
+            kind = span._kind
+            if kind is _INTERNAL:
+                return False
+            target = _merge_target(KINDS[kind.value], parent, parent_id)  # Enum's .value: a Python property
+            if target is None:
+                return False
+            span_id = span._context[1]
+            _reparented.pop(span_id, None)
+            span._selfopt_trace_span = target  # ATTR: current for the agent, it is the agent's span
+            _merged[span_id] = target
+            _cost[0] += 1
+            return True
 
         def _on_ending(span) -> None:
             for processor in multi._span_processors:
@@ -726,13 +758,13 @@ def _span_hooks():
             for processor in multi._span_processors:
                 processor.on_end(span)
             try:
-                span_id = span._context[1]
-                ours = _open.pop(span_id, None)
-                if ours is None:
+                context = span._context
+                span_id = context[1]
+                live = _open_pop(span_id, None)  # taken: no flush writes its S now
+                if live is None:  # merged, written open by a flush (its E), or not the bridge's
+                    _end_apart(span, span_id)
                     return
-                # Frozen now that the span ended: BoundedAttributes' dict is read as it is (copied
-                # only to add to it), and BoundedList's deque tested (its __len__ is a Python call).
-                # Their fields read, not getattr: no call where they are there, as they always are.
+                # _ended's, inlined (the hot path): the attributes frozen by the end, read as they are
                 attributes = span._attributes
                 try:
                     attributes = attributes._dict
@@ -747,45 +779,114 @@ def _span_hooks():
                     any_event = events
                 if any_event:
                     attributes = _with_exception(attributes, events)
-                if type(ours) is not Bridged:  # merged into the agent's own span
-                    _merge_attributes(ours, attributes)
-                    return
                 status = span._status
-                code = status._status_code  # the status_code property's field
-                if code is _UNSET:
-                    code = "UNSET"
-                else:
-                    code = STATUSES[code.value]
-                    if code == "ERROR" and status.description:
-                        attributes = {**attributes, STATUS_DESCRIPTION: status.description}
-                ours.otel = None  # the SDK span is the program's to drop: nothing of ours may keep it alive
-                # _end, for an SDK span: its attributes are frozen and their values the SDK's cleaned
-                # ones, so an X record is its raw fields, which the flush writes in its M record
-                # (spanblock.py) with the others' (tracer's LATE records): no text made in the traced
-                # process.
-                if ours.sums:  # small calls summed onto it (hooks/timed.py)
+                code = status._status_code._value_  # Enum's field (its .value is a Python property)
+                if code == 2 and status.description:  # ERROR
+                    attributes = {**attributes, STATUS_DESCRIPTION: status.description}
+                ours = live._selfopt_trace_span
+                if ours is not None and ours.sums:  # made current, small calls summed onto it (hooks/timed.py)
                     attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
-                kind = ours.kind
-                category_ = ours.category if kind == "INTERNAL" else category(kind, attributes)
-                name = span._name
-                if name is not ours.name:  # renamed since its start (update_name)
-                    ours.name = name = _name(name)
-                end_ns = span._end_time or time_ns()
-                if _unwritten.pop(span_id, None) is None:  # a flush wrote its S: its E
-                    _cost[0] += 1
-                    _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, code,
-                                                            _attributes_json(ours.attributes, attributes)))
-                else:  # spanblock.x_line's row
-                    _late((span_id, ours.parent_id, ours.trace_id, name, kind, category_, ours.start_ns, end_ns, code,
-                           ours.attributes.plain, attributes))
-                    if len(_late_values) > _LATE_FLUSH:
-                        tracer.flush(False)  # (skipped while the flusher thread is flushing)
+                scope = span._instrumentation_scope
+                found = _last_scope
+                if found[0] is not scope:  # the last scope's first: one comparison, mostly
+                    found = _scope_of(scope)
+                parent = span._parent
+                parent = "" if parent is None else parent[1]
+                if _reparented:
+                    parent = _reparented.pop(span_id, parent)
+                # spanblock's row: raw values (ids, kind and status as ints; the category left to the
+                # reader), written by the next flush in an M record: no text made here
+                _late((span_id, parent, context[0], span._name, span._kind._value_, "", span._start_time,
+                       span._end_time or time_ns(), code, found[1].plain, attributes))
+                if len(_late_values) > _LATE_FLUSH:
+                    tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
 
         return on_start, _on_ending, on_end
 
     return hooks
+
+
+def _ended(span, live) -> tuple:
+    """An ended SDK span's attributes as its record has them, and its status's name (on_end's, for
+    the rarer ends). Frozen now that the span ended: BoundedAttributes' dict is read as it is (copied
+    only to add to it), and BoundedList's deque tested (its __len__ is a Python call); their fields
+    read, not getattr: no call where they are there, as they always are."""
+    attributes = span._attributes
+    try:
+        attributes = attributes._dict
+    except AttributeError:  # another SDK's mapping
+        pass
+    if not attributes:
+        attributes = {}
+    events = span._events
+    try:
+        any_event = events._dq
+    except AttributeError:
+        any_event = events
+    if any_event:
+        attributes = _with_exception(attributes, events)
+    status = span._status
+    code = STATUSES[status._status_code._value_]
+    if code == "ERROR" and status.description:
+        attributes = {**attributes, STATUS_DESCRIPTION: status.description}
+    ours = live._selfopt_trace_span if live is not None else None
+    if ours is not None and ours.sums:  # made current, small calls summed onto it (hooks/timed.py)
+        attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
+    return attributes, code
+
+
+def _end_apart(span, span_id: int) -> None:
+    """The rarer ends: a span merged into the agent's span of its request (its attributes added there),
+    a span a flush wrote open (its S record: now its E), or a span the bridge did not record."""
+    _reparented.pop(span_id, None)
+    target = _merged.pop(span_id, None)
+    if target is not None:
+        _merge_attributes(target, _ended(span, None)[0])
+        return
+    live = _written.pop(span_id, None)
+    if live is None:
+        return
+    attributes, code = _ended(span, live)
+    _cost[0] += 1
+    _buffer.append(tracer.spanfile.end_line("%016x" % span_id, span._end_time or time_ns(), code,
+                                            _attributes_json(_scope_of(span._instrumentation_scope)[1], attributes)))
+
+
+def _open_records() -> list:
+    """The S records of the SDK spans still open, for a flush (tracer.open_records): each taken out of
+    _open (its end then writes an E), after it is put in _written (an end between the two finds it in
+    one or the other: never neither, never both). Never raises."""
+    lines = []
+    for span_id in list(_open):
+        live = _open.get(span_id)
+        if live is None:
+            continue
+        _written[span_id] = live
+        if _open_pop(span_id, None) is None:  # its end took it meanwhile: its X
+            _written.pop(span_id, None)
+            continue
+        try:
+            lines.append(_start_line(live, span_id))
+        except Exception as exc:  # the span is lost, said so
+            lines.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
+                                                         "%s: %s" % (type(exc).__name__, exc)))
+    return lines
+
+
+def _start_line(live, span_id: int) -> str:
+    """An open SDK span's S record, from its fields (its attributes come with its E)."""
+    parent = _reparented.get(span_id)
+    if parent is None:
+        parent_ids = live._parent
+        parent = "%016x" % parent_ids[1] if parent_ids is not None else ""
+    kind = live._kind
+    kind = "INTERNAL" if kind is _INTERNAL else KINDS[kind.value]
+    keys = list(live._attributes._dict) if kind != "INTERNAL" else ()  # (one C call: the program may be adding)
+    return tracer.spanfile.start_line("%016x" % span_id, parent, "%032x" % live._context[0], _name(live._name), kind,
+                                      category(kind, keys), live._start_time,
+                                      _encode(_scope_of(live._instrumentation_scope)[1]))
 
 
 def _block(values: list, n: int) -> list:
@@ -846,10 +947,35 @@ def _with_exception(attributes, events):
 _cost = tracer.counted_overhead()
 _cost[1] = 1300
 
-# SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
-_open: dict = {}
+# The SDK spans the bridge records, by span id (an int), each in one of these from its start to its end:
+_open: dict = {}  # started, not ended, no S record written: the span itself (on_end gets a ReadableSpan copy)
+_open_pop = _open.pop
+_written: dict = {}  # open, its S record written by a flush (_open_records): the span itself
+_merged: dict = {}  # open, merged into the agent's span of its request (_merge_target): that span
+_reparented: dict = {}  # a span whose parent was merged: the id of the agent's span it was merged into
 _scopes: dict = {}  # id(InstrumentationScope): (it, its attributes)
 _last_scope: tuple = (object(), None)  # the item of _scopes an SDK span found last (at first: no scope)
+
+
+def _scope_of(scope) -> tuple:
+    """The item of _scopes for an SDK span's InstrumentationScope (or None), remembered as the last."""
+    global _last_scope
+    found = _scopes.get(id(scope))
+    if found is None or found[0] is not scope:
+        found = _scope_attributes(scope)
+    _last_scope = found
+    return found
+
+
+def _forget_open() -> None:
+    """In a forked child: the parent's open spans are the parent's to write."""
+    _open.clear()
+    _written.clear()
+    _merged.clear()
+    _reparented.clear()
+
+
+os.register_at_fork(after_in_child=_forget_open)
 
 
 class ScopeAttributes(dict):
