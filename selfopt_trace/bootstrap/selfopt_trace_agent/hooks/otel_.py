@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import sys
 from marshal import dumps
+from _operator import attrgetter  # the C module: operator.py only re-exports it
 from time import time_ns
 
 from .. import spanblock, tracer
@@ -117,6 +118,12 @@ _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
 _late_values = tracer.late_records
+# An ended SDK span's fields its row holds (Enum's _value_: its .value is a Python property; the
+# attributes' dict and the events' deque: BoundedAttributes' and BoundedList's own, frozen by the end)
+_end_fields = attrgetter("_parent", "_name", "_kind._value_", "_start_time", "_end_time", "_status._status_code._value_",
+                         "_attributes._dict", "_events._dq", "_instrumentation_scope")
+_other_fields = attrgetter("_parent", "_name", "_kind._value_", "_start_time", "_end_time", "_status._status_code._value_",
+                           "_instrumentation_scope")
 _late = _late_values.extend
 # A flush by the program's thread once this many values of ended SDK spans wait (spanblock.BLOCK_SPANS
 # spans): waiting for the flusher's turn (100 ms, ~4,000 spans), they and their block's text held
@@ -764,40 +771,28 @@ def _span_hooks():
                 if live is None:  # merged, written open by a flush (its E), or not the bridge's
                     _end_apart(span, span_id)
                     return
-                # _ended's, inlined (the hot path): the attributes frozen by the end, read as they are
-                attributes = span._attributes
-                try:
-                    attributes = attributes._dict
-                except AttributeError:  # another SDK's mapping
-                    pass
-                if not attributes:
-                    attributes = {}
-                events = span._events
-                try:
-                    any_event = events._dq
-                except AttributeError:
-                    any_event = events
-                if any_event:
+                try:  # its fields in one C call (the hot path): the attributes frozen by the end, read as they are
+                    parent, name, kind, start_ns, end_ns, code, attributes, events, scope = _end_fields(span)
+                except AttributeError:  # another SDK's attributes or events (not BoundedAttributes', BoundedList's)
+                    parent, name, kind, start_ns, end_ns, code, scope = _other_fields(span)
+                    attributes, events = dict(span._attributes or {}), span._events
+                if events:
                     attributes = _with_exception(attributes, events)
-                status = span._status
-                code = status._status_code._value_  # Enum's field (its .value is a Python property)
-                if code == 2 and status.description:  # ERROR
-                    attributes = {**attributes, STATUS_DESCRIPTION: status.description}
+                if code == 2 and span._status.description:  # ERROR
+                    attributes = {**attributes, STATUS_DESCRIPTION: span._status.description}
                 ours = live._selfopt_trace_span
                 if ours is not None and ours.sums:  # made current, small calls summed onto it (hooks/timed.py)
                     attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
-                scope = span._instrumentation_scope
                 found = _last_scope
                 if found[0] is not scope:  # the last scope's first: one comparison, mostly
                     found = _scope_of(scope)
-                parent = span._parent
                 parent = "" if parent is None else parent[1]
                 if _reparented:
                     parent = _reparented.pop(span_id, parent)
                 # spanblock's row: raw values (ids, kind and status as ints; the category left to the
                 # reader), written by the next flush in an M record: no text made here
-                _late((span_id, parent, context[0], span._name, span._kind._value_, "", span._start_time,
-                       span._end_time or time_ns(), code, found[1].plain, attributes))
+                _late((span_id, parent, context[0], name, kind, "", start_ns, end_ns or time_ns(), code, found[1].plain,
+                       attributes))
                 if len(_late_values) > _LATE_FLUSH:
                     tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
