@@ -519,3 +519,104 @@ def test_every_recorded_sdk_span_counts_in_the_agents_overhead(traced):
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert result.stdout.split() == [b"301"]
+
+
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_parents_both_ways_across_nesting_late_attaches_threads_and_tasks(traced, setup):
+    """Parents where the SDK span has no record of the agent's until it is made current: an agent span
+    inside an OTel span inside an agent span; a span started early, made current later inside an
+    agent span started after it; a thread started inside an OTel span (its span, and an OTel span in
+    it); asyncio tasks, each with its OTel span current across an await."""
+    code = program(setup, """
+        import asyncio, subprocess, sys, threading
+        from concurrent.futures import ThreadPoolExecutor
+        app = trace.get_tracer("my.app")
+
+        def child(tag):
+            subprocess.run([sys.executable, "-c", "pass", tag], check=True)
+
+        with ThreadPoolExecutor(1) as pool:  # the agent's task span
+            def nested():
+                with app.start_as_current_span("in a task"):
+                    child("in a task")
+            pool.submit(nested).result()
+
+        early = app.start_span("started early")
+        def attached_late():
+            with trace.use_span(early, end_on_exit=True):
+                child("attached late")
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(attached_late).result()
+
+        with app.start_as_current_span("thread starter"):
+            def in_thread():
+                with app.start_as_current_span("in the thread"):
+                    child("in the thread")
+            worker = threading.Thread(target=in_thread)
+            worker.start()
+            worker.join()
+
+        async def task(tag):
+            with app.start_as_current_span("task " + tag):
+                await asyncio.sleep(0.01)
+                child("task " + tag)
+
+        async def main():
+            await asyncio.gather(task("a"), task("b"))
+        asyncio.run(main())
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    assert len(spans.trace_ids()) == 1
+    children = {s.attributes["process.command_args"][-1]: s for s in spans.spans
+                if s.category == "subprocess" and "process.command_args" in s.attributes}
+
+    def parent_of(tag):
+        return spans.parent(children[tag])
+
+    assert parent_of("in a task").name == "in a task"
+    assert spans.parent(spans.named("in a task")[0]).name == "task"
+    [early] = spans.named("started early")
+    assert parent_of("attached late").span_id == early.span_id  # current only from its attach on
+    assert spans.parent(early).name == "process"  # what was current at its start
+    [starter] = spans.named("thread starter")
+    [thread] = [s for s in spans.children(starter) if s.name == "thread"]
+    assert spans.parent(spans.named("in the thread")[0]).span_id == thread.span_id
+    assert parent_of("in the thread").name == "in the thread"
+    for tag in ("a", "b"):
+        assert parent_of("task " + tag).name == "task " + tag
+
+
+def test_the_flushs_rows_made_in_c_are_the_rows_made_span_by_span(traced):
+    """The flush makes a block's rows in C (attrgetter, zip, chain) when all its spans are of the
+    common kind, else span by span: both give the same rows for the same spans."""
+    code = program("sdk", """
+        import json, sys
+        bridge = sys.modules["selfopt_trace_agent.hooks.otel_"]
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+        ended = []
+
+        class Keep(SpanExporter):
+            def export(self, spans):
+                ended.extend(spans)
+                return SpanExportResult.SUCCESS
+
+        provider.add_span_processor(SimpleSpanProcessor(Keep()))
+        app, other = trace.get_tracer("my.app", "1.0"), trace.get_tracer("other")
+        with app.start_as_current_span("outer"):
+            for index in range(5):
+                with (app if index % 2 else other).start_as_current_span("work %d" % index, attributes={"i": index}):
+                    pass
+            with app.start_as_current_span("client", kind=trace.SpanKind.CLIENT, attributes={"http.method": "GET"}):
+                pass
+        by_span = [value for span in ended for value in bridge._row(span)]  # (and the scopes seen)
+        row, bridge._row = bridge._row, None  # the next rows made in C, or a TypeError
+        in_c = bridge._rows(ended)
+        bridge._row = row
+        print(json.dumps([in_c == by_span, len(in_c) // len(ended), in_c[:11] == list(bridge._row(ended[0]))]))
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert json.loads(result.stdout) == [True, 11, True]

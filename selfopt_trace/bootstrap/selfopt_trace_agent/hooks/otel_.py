@@ -38,7 +38,8 @@ from __future__ import annotations
 import os
 import sys
 from marshal import dumps
-from _operator import attrgetter  # the C module: operator.py only re-exports it
+from _operator import attrgetter, itemgetter  # the C module: operator.py only re-exports it
+from itertools import chain, repeat
 from time import time_ns
 
 from .. import spanblock, tracer
@@ -120,16 +121,16 @@ _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile
 _late_values = tracer.late_records
 # An ended SDK span's fields its row holds (Enum's _value_: its .value is a Python property; the
 # attributes' dict and the events' deque: BoundedAttributes' and BoundedList's own, frozen by the end)
-_end_fields = attrgetter("_parent", "_name", "_kind._value_", "_start_time", "_end_time", "_status._status_code._value_",
-                         "_attributes._dict", "_events._dq", "_instrumentation_scope")
-_other_fields = attrgetter("_parent", "_name", "_kind._value_", "_start_time", "_end_time", "_status._status_code._value_",
-                           "_instrumentation_scope")
-_late = _late_values.extend
-# A flush by the program's thread once this many values of ended SDK spans wait (spanblock.BLOCK_SPANS
-# spans): waiting for the flusher's turn (100 ms, ~4,000 spans), they and their block's text held
-# megabytes (their attribute dicts among them) that the allocator took from fresh pages at every
-# turn, kernel time callgrind's counts never show (bench_otel_bridge.py's page faults).
-_LATE_FLUSH = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
+_end_fields = attrgetter("_context", "_parent", "_name", "_kind._value_", "_start_time", "_end_time",
+                         "_status._status_code._value_", "_attributes._dict", "_events._dq", "_instrumentation_scope")
+_other_fields = attrgetter("_context", "_parent", "_name", "_kind._value_", "_start_time", "_end_time",
+                           "_status._status_code._value_", "_instrumentation_scope")
+_late = _late_values.append
+# A flush by the program's thread once this many ended SDK spans wait (one M record's): waiting for
+# the flusher's turn (100 ms, ~4,000 spans), they and their block's text held megabytes that the
+# allocator took from fresh pages at every turn, kernel time callgrind's counts never show
+# (bench_otel_bridge.py's page faults).
+_LATE_FLUSH = spanblock.BLOCK_SPANS
 
 
 def _name(text: str) -> str:
@@ -765,34 +766,19 @@ def _span_hooks():
             for processor in multi._span_processors:
                 processor.on_end(span)
             try:
-                context = span._context
-                span_id = context[1]
+                span_id = span._context[1]
                 live = _open_pop(span_id, None)  # taken: no flush writes its S now
                 if live is None:  # merged, written open by a flush (its E), or not the bridge's
                     _end_apart(span, span_id)
                     return
-                try:  # its fields in one C call (the hot path): the attributes frozen by the end, read as they are
-                    parent, name, kind, start_ns, end_ns, code, attributes, events, scope = _end_fields(span)
-                except AttributeError:  # another SDK's attributes or events (not BoundedAttributes', BoundedList's)
-                    parent, name, kind, start_ns, end_ns, code, scope = _other_fields(span)
-                    attributes, events = dict(span._attributes or {}), span._events
-                if events:
-                    attributes = _with_exception(attributes, events)
-                if code == 2 and span._status.description:  # ERROR
-                    attributes = {**attributes, STATUS_DESCRIPTION: span._status.description}
+                # Its row is made by the flush (_rows), from the span the SDK gave (its ReadableSpan:
+                # frozen, and kept by a BatchSpanProcessor's queue anyway): nothing read here but what
+                # the span cannot tell (small calls summed onto it, a parent merged), in the rare
+                # spans that have it.
                 ours = live._selfopt_trace_span
-                if ours is not None and ours.sums:  # made current, small calls summed onto it (hooks/timed.py)
-                    attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
-                found = _last_scope
-                if found[0] is not scope:  # the last scope's first: one comparison, mostly
-                    found = _scope_of(scope)
-                parent = "" if parent is None else parent[1]
-                if _reparented:
-                    parent = _reparented.pop(span_id, parent)
-                # spanblock's row: raw values (ids, kind and status as ints; the category left to the
-                # reader), written by the next flush in an M record: no text made here
-                _late((span_id, parent, context[0], name, kind, "", start_ns, end_ns or time_ns(), code, found[1].plain,
-                       attributes))
+                if ours is not None and ours.sums or _reparented:
+                    _note(span_id, ours)
+                _late(span)
                 if len(_late_values) > _LATE_FLUSH:
                     tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
@@ -884,22 +870,77 @@ def _start_line(live, span_id: int) -> str:
                                       _encode(_scope_of(live._instrumentation_scope)[1]))
 
 
-def _block(values: list, n: int) -> list:
-    """The flush's text for the SDK spans' first `n` values (tracer.late_block, ROW_FIELDS a span): M
-    records of spanblock.BLOCK_SPANS spans at most, each a piece of its own for the flush to write;
-    where marshal cannot write a value (a subclass of int or str the SDK let through), those spans
-    as X records, the others of their block still in one M record. Never raises (the flush would
-    stop tracing)."""
-    _cost[0] += n // spanblock.ROW_FIELDS  # the spans' cost, counted here rather than by each (see _cost)
+def _block(spans: list, n: int) -> list:
+    """The flush's text for the first `n` ended SDK spans (tracer.late_block): M records of
+    spanblock.BLOCK_SPANS spans at most, each a piece of its own for the flush to write; where marshal
+    cannot write a value (a subclass of int or str the SDK let through), those spans as X records, the
+    others of their block still in one M record. Never raises (the flush would stop tracing)."""
+    _cost[0] += n  # the spans' cost, counted here rather than by each (see _cost)
     pieces = []
-    step = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
+    step = spanblock.BLOCK_SPANS
     for first in range(0, n, step):
-        block = values[first:min(first + step, n)]
         try:
-            pieces.append(spanblock.block_line(block))
+            values = _rows(spans[first:min(first + step, n)])
+        except Exception as exc:  # a span of fields no SDK has: the block is lost, said so
+            pieces.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
+                                                          "%s: %s" % (type(exc).__name__, exc)))
+            continue
+        try:
+            pieces.append(spanblock.block_line(values))
         except ValueError:
-            pieces.append(_rows_apart(block))
+            pieces.append(_rows_apart(values))
     return pieces
+
+
+def _rows(spans: list) -> list:
+    """The M rows of ended SDK spans, spanblock.ROW_FIELDS values each, flat: ids, kind and status as
+    ints, the category left to the reader, no text made. Made in C (attrgetter, zip, chain: no
+    bytecode a span) where every span of the block is of the common kind: a parent, no event, not an
+    ERROR, a scope seen before, nothing noted at its end (_extra); else span by span (_row)."""
+    try:
+        fields = list(map(_end_fields, spans))
+    except AttributeError:  # another SDK's attributes or events
+        fields = None
+    if fields is not None and not _extra:
+        contexts, parents, names, kinds, starts, ends, codes, attributes, events, scopes = zip(*fields)
+        plains = list(map(_plains_get, map(id, scopes)))
+        if not (None in parents or None in ends or 2 in codes or None in plains or any(events)):
+            return list(chain.from_iterable(zip(map(_second, contexts), map(_second, parents), map(_first, contexts),
+                                                names, kinds, repeat(""), starts, ends, codes, plains, attributes)))
+    values: list = []
+    for span in spans:
+        values += _row(span)
+    return values
+
+
+def _row(span) -> tuple:
+    """An ended SDK span's M row, field by field (_rows' way for a block with a rarer span)."""
+    try:
+        context, parent, name, kind, start_ns, end_ns, code, attributes, events, scope = _end_fields(span)
+    except AttributeError:  # another SDK's attributes or events (not BoundedAttributes', BoundedList's)
+        context, parent, name, kind, start_ns, end_ns, code, scope = _other_fields(span)
+        attributes, events = dict(span._attributes or {}), span._events
+    if events:
+        attributes = _with_exception(attributes, events)
+    if code == 2 and span._status.description:  # ERROR
+        attributes = {**attributes, STATUS_DESCRIPTION: span._status.description}
+    span_id = context[1]
+    parent = "" if parent is None else parent[1]
+    extra = _extra.pop(span_id, None) if _extra else None
+    if extra is not None:  # what its end noted
+        if extra[0] is not None:
+            parent = extra[0]
+        if extra[1]:
+            attributes = {**attributes, **extra[1]}
+    return (span_id, parent, context[0], name, kind, "", start_ns, end_ns or time_ns(), code,
+            _scope_of(scope)[1].plain, attributes)
+
+
+def _note(span_id: int, ours) -> None:
+    """What an ended SDK span's row needs that the span cannot tell, for the flush (_row): the agent's
+    span its parent was merged into, the small calls summed onto it while it was current."""
+    _extra[span_id] = (_reparented.pop(span_id, None),
+                       tracer.sum_attributes(ours.sums) if ours is not None and ours.sums else None)
 
 
 def _rows_apart(values: list) -> str:
@@ -948,17 +989,20 @@ _open_pop = _open.pop
 _written: dict = {}  # open, its S record written by a flush (_open_records): the span itself
 _merged: dict = {}  # open, merged into the agent's span of its request (_merge_target): that span
 _reparented: dict = {}  # a span whose parent was merged: the id of the agent's span it was merged into
-_scopes: dict = {}  # id(InstrumentationScope): (it, its attributes)
-_last_scope: tuple = (object(), None)  # the item of _scopes an SDK span found last (at first: no scope)
+_extra: dict = {}  # an ended span's id: what its row needs that it cannot tell (_note)
+# id(InstrumentationScope): (it, its attributes), and its attributes' plain dict (the rows'). Kept
+# together, each entry holding its scope: no other object has that id while the entry is there.
+_scopes: dict = {}
+_plains: dict = {}
+_plains_get = _plains.get
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 def _scope_of(scope) -> tuple:
-    """The item of _scopes for an SDK span's InstrumentationScope (or None), remembered as the last."""
-    global _last_scope
+    """The item of _scopes for an SDK span's InstrumentationScope (or None)."""
     found = _scopes.get(id(scope))
-    if found is None or found[0] is not scope:
+    if found is None:
         found = _scope_attributes(scope)
-    _last_scope = found
     return found
 
 
@@ -968,6 +1012,7 @@ def _forget_open() -> None:
     _written.clear()
     _merged.clear()
     _reparented.clear()
+    _extra.clear()
 
 
 os.register_at_fork(after_in_child=_forget_open)
@@ -986,8 +1031,10 @@ def _scope_attributes(scope) -> tuple:
     """An SDK span's InstrumentationScope (or None) and its attributes, kept in _scopes."""
     attributes = _scope_record(scope.name, scope.version) if scope is not None else _scope_record(None, None)
     if len(_scopes) > 1000:
+        _plains.clear()
         _scopes.clear()
     found = _scopes[id(scope)] = (scope, attributes)
+    _plains[id(scope)] = attributes.plain
     return found
 
 
