@@ -499,13 +499,12 @@ def _trimmed_mean(ordered: list, longest: int) -> int:
     return max(1, sum(kept) // len(kept))
 
 
-# LATE: records a hot path buffers as plain values, a fixed number of them a record, flat in
-# `late_records` (hooks/otel_.py: an ended SDK span's raw fields), turned into text by the flush, all
-# of a flush's at once: late_block(late_records, n) gives the lines of the first n values, in pieces
-# the flush writes one by one (each of whole lines, none large: see _write); the hook sets it
-# before it buffers any. A record is added with one `extend` (atomic: a flush takes whole records).
-# No tuple a record: each would be traversed by the garbage collector's next collection, ~1,000
-# instructions a span; the list holds nothing it tracks.
+# LATE: records a hot path buffers as values, a fixed number of them a record, flat in `late_records`
+# (hooks/otel_.py: an ended SDK span, one value, its fields read by the flush), turned into text by
+# the flush, all of a flush's at once: late_block(late_records, n) gives the lines of the first n
+# values, in pieces the flush writes one by one (each of whole lines, none large: see _write); the
+# hook sets it before it buffers any. A record is added with one `append` or `extend` (atomic: a
+# flush takes whole records).
 late_records: list = []
 late_block = None  # (values, n) -> their lines, in pieces: the hook's
 
