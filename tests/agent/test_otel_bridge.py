@@ -589,9 +589,9 @@ def test_parents_both_ways_across_nesting_late_attaches_threads_and_tasks(traced
         assert parent_of("task " + tag).name == "task " + tag
 
 
-def test_the_flushs_rows_made_in_c_are_the_rows_made_span_by_span(traced):
-    """The flush makes a block's rows in C (attrgetter, zip, chain) when all its spans are of the
-    common kind, else span by span: both give the same rows for the same spans."""
+def test_the_flushs_rows_of_common_spans_are_what_the_general_row_makes(traced):
+    """The flush reads a common span's row itself (_rows: a parent, no event, not an ERROR, a scope
+    seen before) and leaves the others to _row: both give the same rows for the same spans."""
     code = program("sdk", """
         import json, sys
         bridge = sys.modules["selfopt_trace_agent.hooks.otel_"]
@@ -612,7 +612,7 @@ def test_the_flushs_rows_made_in_c_are_the_rows_made_span_by_span(traced):
             with app.start_as_current_span("client", kind=trace.SpanKind.CLIENT, attributes={"http.method": "GET"}):
                 pass
         by_span = [value for span in ended for value in bridge._row(span)]  # (and the scopes seen)
-        row, bridge._row = bridge._row, None  # the next rows made in C, or a TypeError
+        row, bridge._row = bridge._row, None  # the next rows all read by _rows itself, or a TypeError
         in_c = bridge._rows(ended)
         bridge._row = row
         print(json.dumps([in_c == by_span, len(in_c) // len(ended), in_c[:11] == list(bridge._row(ended[0]))]))

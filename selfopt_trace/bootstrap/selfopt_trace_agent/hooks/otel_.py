@@ -38,8 +38,7 @@ from __future__ import annotations
 import os
 import sys
 from marshal import dumps
-from _operator import attrgetter, itemgetter  # the C module: operator.py only re-exports it
-from itertools import chain, repeat
+from _operator import attrgetter  # the C module: operator.py only re-exports it
 from time import time_ns
 
 from .. import spanblock, tracer
@@ -894,22 +893,28 @@ def _block(spans: list, n: int) -> list:
 
 def _rows(spans: list) -> list:
     """The M rows of ended SDK spans, spanblock.ROW_FIELDS values each, flat: ids, kind and status as
-    ints, the category left to the reader, no text made. Made in C (attrgetter, zip, chain: no
-    bytecode a span) where every span of the block is of the common kind: a parent, no event, not an
-    ERROR, a scope seen before, nothing noted at its end (_extra); else span by span (_row)."""
-    try:
-        fields = list(map(_end_fields, spans))
-    except AttributeError:  # another SDK's attributes or events
-        fields = None
-    if fields is not None and not _extra:
-        contexts, parents, names, kinds, starts, ends, codes, attributes, events, scopes = zip(*fields)
-        plains = list(map(_plains_get, map(id, scopes)))
-        if not (None in parents or None in ends or 2 in codes or None in plains or any(events)):
-            return list(chain.from_iterable(zip(map(_second, contexts), map(_second, parents), map(_first, contexts),
-                                                names, kinds, repeat(""), starts, ends, codes, plains, attributes)))
+    ints, the category left to the reader, no text made. A span of the common kind (a parent, no
+    event, not an ERROR, a scope seen before, nothing noted at its end) is read field by field here
+    (the interpreter's specialized attribute reads: ~200 ns a span, against ~450 for attrgetter, zip
+    and chain in C), the others by _row."""
+    if _extra:
+        return [value for span in spans for value in _row(span)]
     values: list = []
+    add = values.extend
     for span in spans:
-        values += _row(span)
+        try:
+            parent = span._parent
+            code = span._status._status_code._value_  # Enum's field (its .value is a Python property)
+            end_ns = span._end_time
+            plain = _plains_get(id(span._instrumentation_scope))
+            if span._events._dq or parent is None or code == 2 or plain is None or end_ns is None:
+                add(_row(span))
+                continue
+            context = span._context
+            add((context[1], parent[1], context[0], span._name, span._kind._value_, "", span._start_time, end_ns,
+                 code, plain, span._attributes._dict))
+        except AttributeError:  # another SDK's fields: _row reads them as it can
+            add(_row(span))
     return values
 
 
@@ -995,7 +1000,6 @@ _extra: dict = {}  # an ended span's id: what its row needs that it cannot tell 
 _scopes: dict = {}
 _plains: dict = {}
 _plains_get = _plains.get
-_first, _second = itemgetter(0), itemgetter(1)
 
 
 def _scope_of(scope) -> tuple:
