@@ -9,7 +9,7 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
   (an OTel span started inside an agent span is its child, in the run's trace; with no span current
   at all, the process span is the parent, as for the agent's own spans).
 - With the SDK: every `opentelemetry.sdk.trace.TracerProvider`'s SynchronousMultiSpanProcessor gets
-  the bridge's on_start, _on_ending and on_end (one more span processor where the program gave it a
+  the bridge's on_start and on_end (one more span processor where the program gave it a
   multi-processor of another kind), which call its processors as its own do and record each span
   the provider starts in the span file: its raw fields at its end, which the next flush writes with
   the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for it
@@ -676,7 +676,7 @@ def _arm_sdk(sdk) -> None:
                 multi = sdk.SpanProcessor()
                 multi._span_processors = ()
                 self.add_span_processor(multi)
-            multi.on_start, multi._on_ending, multi.on_end = hooks(multi)
+            multi.on_start, multi.on_end = hooks(multi)
         except Exception as exc:
             failed("TracerProvider", exc)
 
@@ -685,9 +685,9 @@ def _arm_sdk(sdk) -> None:
 
 
 def _span_hooks():
-    """What records the spans of every SDK TracerProvider: a function giving the on_start, _on_ending
-    and on_end of a provider's SynchronousMultiSpanProcessor (instead of one processor more in it:
-    three Python calls less a span); None if this OTel's SpanContext is not the (trace id, span id,
+    """What records the spans of every SDK TracerProvider: a function giving the on_start and on_end
+    of a provider's SynchronousMultiSpanProcessor (instead of one processor more in it: Python calls
+    less a span; its own _on_ending is all a span's ending needs); None if this OTel's SpanContext is not the (trace id, span id,
     ...) tuple it has always been (the hot path indexes it: its properties would be two Python calls
     a span)."""
     api = _state["api"]
@@ -697,7 +697,7 @@ def _span_hooks():
         return None
 
     def hooks(multi) -> tuple:
-        """`multi`'s three methods: each calls its processors (`_span_processors`, read at every
+        """`multi`'s two methods: each calls its processors (`_span_processors`, read at every
         call: the program may add one), as SynchronousMultiSpanProcessor's own do, and then records
         the span in the span file (the hot path: the program pays it for every span, so it is written
         out, with as few calls as it can). A provider with a processor of another kind has a
@@ -757,10 +757,6 @@ def _span_hooks():
             _cost[0] += 1
             return True
 
-        def _on_ending(span) -> None:
-            for processor in multi._span_processors:
-                processor._on_ending(span)
-
         def on_end(span) -> None:
             for processor in multi._span_processors:
                 processor.on_end(span)
@@ -783,7 +779,7 @@ def _span_hooks():
             except Exception as exc:
                 failed("on_end", exc)
 
-        return on_start, _on_ending, on_end
+        return on_start, on_end
 
     return hooks
 
