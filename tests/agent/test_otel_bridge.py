@@ -620,3 +620,31 @@ def test_the_flushs_rows_of_common_spans_are_what_the_general_row_makes(traced):
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert json.loads(result.stdout) == [True, 11, True]
+
+
+def test_an_sdk_span_open_across_a_fork_is_the_parents_alone(traced):
+    """A forked child inherits the parent's open SDK spans: ended in the child too (the program's
+    `with` block runs on in both), they are written by the parent only, once."""
+    code = program("sdk", """
+        import os
+        app = trace.get_tracer("my.app")
+        with app.start_as_current_span("across the fork"):
+            with app.start_as_current_span("open at the fork"):
+                pid = os.fork()
+                with app.start_as_current_span("in the child" if pid == 0 else "in the parent"):
+                    pass
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    [across], [at_fork] = spans.named("across the fork"), spans.named("open at the fork")
+    [child], [parent] = spans.named("in the child"), spans.named("in the parent")
+    forked = spans.parent(child)  # the child's process span, under the fork's, under the span current then
+    assert (forked.name, forked.pid, spans.parent(forked).name) == ("process", child.pid, "fork")
+    assert spans.parent(spans.parent(forked)).span_id == at_fork.span_id
+    assert parent.parent_span_id == at_fork.span_id and at_fork.parent_span_id == across.span_id
+    assert child.pid != at_fork.pid == parent.pid == across.pid

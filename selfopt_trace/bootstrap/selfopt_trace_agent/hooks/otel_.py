@@ -859,7 +859,7 @@ def _start_line(live, span_id: int) -> str:
         parent = "%016x" % parent_ids[1] if parent_ids is not None else ""
     kind = live._kind
     kind = "INTERNAL" if kind is _INTERNAL else KINDS[kind.value]
-    keys = list(live._attributes._dict) if kind != "INTERNAL" else ()  # (one C call: the program may be adding)
+    keys = list(live._attributes) if kind != "INTERNAL" else ()  # (consumed in C: the program may be adding)
     return tracer.spanfile.start_line("%016x" % span_id, parent, "%032x" % live._context[0], _name(live._name), kind,
                                       category(kind, keys), live._start_time,
                                       _encode(_scope_of(live._instrumentation_scope)[1]))
@@ -940,8 +940,10 @@ def _row(span) -> tuple:
 def _note(span_id: int, ours) -> None:
     """What an ended SDK span's row needs that the span cannot tell, for the flush (_row): the agent's
     span its parent was merged into, the small calls summed onto it while it was current."""
-    _extra[span_id] = (_reparented.pop(span_id, None),
-                       tracer.sum_attributes(ours.sums) if ours is not None and ours.sums else None)
+    parent = _reparented.pop(span_id, None)
+    summed = tracer.sum_attributes(ours.sums) if ours is not None and ours.sums else None
+    if parent is not None or summed:
+        _extra[span_id] = (parent, summed)
 
 
 def _rows_apart(values: list) -> str:
