@@ -11,9 +11,12 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
 - With the SDK: every `opentelemetry.sdk.trace.TracerProvider`'s SynchronousMultiSpanProcessor gets
   the bridge's on_start and on_end (one more span processor where the program gave it a
   multi-processor of another kind), which call its processors as its own do and record each span
-  the provider starts in the span file: its raw fields at its end, which the next flush writes with
-  the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for it
-  here), or an S record by a flush while it is still open (tracer.unwritten) and an E at its end.
+  the provider starts in the span file. The SDK span holds all its record needs: no record of the
+  agent's is made at its start (it is kept as it is, by span id, until its end), and its end keeps
+  the ended span the SDK gives its processors, whose raw fields (ids as ints) the next flush writes
+  with the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for
+  it here); a flush while it is still open writes its S record from its fields (tracer.open_records),
+  and its end an E. Made current, it is the agent's current span as an `Attached` (its ids only).
   The program's own processors and exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
   recording one, so the spans still reach the run; once the program sets a provider, the proxy
