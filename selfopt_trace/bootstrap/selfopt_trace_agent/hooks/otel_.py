@@ -690,9 +690,9 @@ def _arm_sdk(sdk) -> None:
 def _span_hooks():
     """What records the spans of every SDK TracerProvider: a function giving the on_start and on_end
     of a provider's SynchronousMultiSpanProcessor (instead of one processor more in it: Python calls
-    less a span; its own _on_ending is all a span's ending needs); None if this OTel's SpanContext is not the (trace id, span id,
-    ...) tuple it has always been (the hot path indexes it: its properties would be two Python calls
-    a span)."""
+    less a span; its own _on_ending is all a span's ending needs); None if this OTel's SpanContext is
+    not the (trace id, span id, ...) tuple it has always been (the hot path indexes it: its
+    properties would be two Python calls a span)."""
     api = _state["api"]
     get_current_span = api.get_current_span
     probe = api.SpanContext(1, 2, False)
