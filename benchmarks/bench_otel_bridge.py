@@ -158,11 +158,11 @@ def load_cost(spans: int, rounds: int) -> None:
     from selfopt_trace.store import Store
 
     scope = {"otel.scope.name": "bench", "otel.scope.version": "1.0"}
-    trace_id, start = "c3231b836a4bb2a3d0d57783eabd0e59", 1_796_349_872_911_168_849
+    trace_id, start = 0xC3231B836A4BB2A3D0D57783EABD0E59, 1_796_349_872_911_168_849
     values: list = []
-    for index in range(spans):
-        values += [0x2B4E889DD6AF1F01 + index, "2b4e889dd6af1f00", trace_id, "work", "INTERNAL", "other", start + index,
-                   start + index + 1000, "UNSET", scope, {"item.kind": "widget", "item.size": 3, "item.index": index}]
+    for index in range(spans):  # as the agent writes them: ids, kind (INTERNAL) and status (UNSET) as ints
+        values += [0x2B4E889DD6AF1F01 + index, 0x2B4E889DD6AF1F00, trace_id, "work", 0, "", start + index,
+                   start + index + 1000, 0, scope, {"item.kind": "widget", "item.size": 3, "item.index": index}]
     width = spanblock.ROW_FIELDS * 1000
     blocks = "".join(spanblock.block_line(values[first:first + width]) for first in range(0, len(values), width))
     forms = {"M": blocks, "X": spanblock.expand(blocks.encode()).decode()}

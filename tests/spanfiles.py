@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import marshal
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,9 +117,10 @@ def _read_file(path: Path, out: RunSpans) -> None:
 
 def _block(text: str, pid: int, file: str) -> list[SpanRecord]:
     """An M record's spans: a hex marshal block, a list of 11 values a span (span id as an int,
-    parent, trace, name, kind, category, start, end, status, scope attributes, attributes), the span's
-    attributes over the scope's, their values as JSON holds them (a tuple a list, a NaN null, text
-    that is not UTF-8 escaped)."""
+    parent and trace as ints or their hex, name, kind as SpanKind's value or its name, category or ""
+    for the reader's, start, end, status as StatusCode's value or its name, scope attributes,
+    attributes), the name with spaces for tabs and line breaks, the span's attributes over the scope's,
+    their values as JSON holds them (a tuple a list, a NaN null, text that is not UTF-8 escaped)."""
     spans = []
     values = marshal.loads(bytes.fromhex(text))
     for index in range(0, len(values), 11):
@@ -129,6 +131,14 @@ def _block(text: str, pid: int, file: str) -> list[SpanRecord]:
             attributes[key] = _escape(attributes[key])
         if escaped:
             attributes["selfopt_trace.escaped"] = escaped
+        parent = f"{parent:016x}" if isinstance(parent, int) else parent
+        trace = f"{trace:032x}" if isinstance(trace, int) else trace
+        name = re.sub(r"[\t\n\r]", " ", name)
+        kind = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")[kind] if isinstance(kind, int) else kind
+        status = ("UNSET", "OK", "ERROR")[status] if isinstance(status, int) else status
+        if not category:  # http for a CLIENT or SERVER span with http.* or url.* attributes
+            category = "http" if kind in ("CLIENT", "SERVER") and any(
+                key.startswith(("http.", "url.")) for key in attributes) else "other"
         spans.append(SpanRecord(f"{span_id:016x}", parent, trace, name, kind, category, start, end, status, attributes,
                                 pid, file))
     return spans

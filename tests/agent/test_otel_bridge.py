@@ -213,11 +213,8 @@ def test_a_failure_in_the_bridge_is_a_diagnostic_never_an_exception(traced):
     code = program("sdk", """
         import selfopt_trace_agent.hooks.otel_ as bridge
 
-        def broken(*args, **kwargs):
-            raise RuntimeError("bridge broken")
-
-        bridge._new = broken  # the span's record, made in on_start
-        with trace.get_tracer("t").start_as_current_span("still works") as span:
+        bridge.KINDS = None  # the kinds' names, read by on_start for a CLIENT span
+        with trace.get_tracer("t").start_as_current_span("still works", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("x", 1)
         print(json.dumps([s["name"] for s in exported()]))
     """.replace("import selfopt", "import json, selfopt"))
@@ -228,15 +225,14 @@ def test_a_failure_in_the_bridge_is_a_diagnostic_never_an_exception(traced):
     assert "otel_bridge_failed:on_start" in codes
 
 
-@pytest.mark.parametrize("setup", ["sdk", "api"])
-def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced, setup):
-    """on_start (SDK) and _start (API only) build the agent's Span field by field, as tracer.start_span
-    does, for speed: every field set, and the defaults Span.__init__ gives."""
-    code = program(setup, """
+def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced):
+    """_start (API only) builds the agent's Span field by field, as tracer.start_span does, for speed:
+    every field set, and the defaults Span.__init__ gives."""
+    code = program("api", """
         import json, sys
         agent = sys.modules["selfopt_trace_agent.tracer"]
         with trace.get_tracer("t", "2").start_as_current_span("one", attributes={"a": 1}) as span:
-            ours = getattr(span, "_selfopt_trace_span", None) or span.native
+            ours = span.native
             built = agent.Span(ours.span_id, ours.parent, ours.parent_id, ours.trace_id, ours.name, ours.kind,
                                ours.category, ours.start_ns, ours.attributes)
             fields = {name: (getattr(ours, name, "unset"), getattr(built, name)) for name in agent.Span.__slots__}
@@ -246,6 +242,34 @@ def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced,
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert json.loads(result.stdout) == {"type": "Bridged", "otel": True, "differ": []}
+
+
+def test_an_sdk_span_made_current_is_the_agents_current_span_with_its_ids(traced):
+    """An SDK span has no record of the agent's until it is made current: then the agent's current
+    span is its Attached, with the SDK span's ids and a new Span's defaults where the agent reads
+    them (deferred, ended, sums, ...); a span started and not made current has none."""
+    code = program("sdk", """
+        import json, sys
+        agent = sys.modules["selfopt_trace_agent.tracer"]
+        app = trace.get_tracer("t", "2")
+        idle = app.start_span("never current")
+        with app.start_as_current_span("one", attributes={"a": 1}) as span:
+            ours = agent.current()
+            built = agent.Span("x", None, "", "y", "n", "INTERNAL", "other", 0, None)
+            read = ("deferred", "keep", "end_ns", "child_ns", "sums", "status", "end_attributes", "written", "kind")
+            print(json.dumps({
+                "type": type(ours).__name__, "kept": span._selfopt_trace_span is ours,
+                "ids": [ours.span_id == "%016x" % span.get_span_context().span_id,
+                        ours.trace_id == "%032x" % span.get_span_context().trace_id,
+                        ours.traceparent() == "00-%s-%s-01" % (ours.trace_id, ours.span_id)],
+                "differ": [name for name in read if getattr(ours, name) != getattr(built, name)],
+                "idle": idle._selfopt_trace_span}))
+        idle.end()
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert json.loads(result.stdout) == {"type": "Attached", "kept": True, "ids": [True, True, True], "differ": [],
+                                         "idle": None}
 
 
 @pytest.mark.parametrize("setup", ["sdk", "api"])
@@ -495,3 +519,132 @@ def test_every_recorded_sdk_span_counts_in_the_agents_overhead(traced):
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert result.stdout.split() == [b"301"]
+
+
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_parents_both_ways_across_nesting_late_attaches_threads_and_tasks(traced, setup):
+    """Parents where the SDK span has no record of the agent's until it is made current: an agent span
+    inside an OTel span inside an agent span; a span started early, made current later inside an
+    agent span started after it; a thread started inside an OTel span (its span, and an OTel span in
+    it); asyncio tasks, each with its OTel span current across an await."""
+    code = program(setup, """
+        import asyncio, subprocess, sys, threading
+        from concurrent.futures import ThreadPoolExecutor
+        app = trace.get_tracer("my.app")
+
+        def child(tag):
+            subprocess.run([sys.executable, "-c", "pass", tag], check=True)
+
+        with ThreadPoolExecutor(1) as pool:  # the agent's task span
+            def nested():
+                with app.start_as_current_span("in a task"):
+                    child("in a task")
+            pool.submit(nested).result()
+
+        early = app.start_span("started early")
+        def attached_late():
+            with trace.use_span(early, end_on_exit=True):
+                child("attached late")
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(attached_late).result()
+
+        with app.start_as_current_span("thread starter"):
+            def in_thread():
+                with app.start_as_current_span("in the thread"):
+                    child("in the thread")
+            worker = threading.Thread(target=in_thread)
+            worker.start()
+            worker.join()
+
+        async def task(tag):
+            with app.start_as_current_span("task " + tag):
+                await asyncio.sleep(0.01)
+                child("task " + tag)
+
+        async def main():
+            await asyncio.gather(task("a"), task("b"))
+        asyncio.run(main())
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    assert len(spans.trace_ids()) == 1
+    children = {s.attributes["process.command_args"][-1]: s for s in spans.spans
+                if s.category == "subprocess" and "process.command_args" in s.attributes}
+
+    def parent_of(tag):
+        return spans.parent(children[tag])
+
+    assert parent_of("in a task").name == "in a task"
+    assert spans.parent(spans.named("in a task")[0]).name == "task"
+    [early] = spans.named("started early")
+    assert parent_of("attached late").span_id == early.span_id  # current only from its attach on
+    assert spans.parent(early).name == "process"  # what was current at its start
+    [starter] = spans.named("thread starter")
+    [thread] = [s for s in spans.children(starter) if s.name == "thread"]
+    assert spans.parent(spans.named("in the thread")[0]).span_id == thread.span_id
+    assert parent_of("in the thread").name == "in the thread"
+    for tag in ("a", "b"):
+        assert parent_of("task " + tag).name == "task " + tag
+
+
+def test_the_flushs_rows_of_common_spans_are_what_the_general_row_makes(traced):
+    """The flush reads a common span's row itself (_rows: a parent, no event, not an ERROR, a scope
+    seen before) and leaves the others to _row: both give the same rows for the same spans."""
+    code = program("sdk", """
+        import json, sys
+        bridge = sys.modules["selfopt_trace_agent.hooks.otel_"]
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+        ended = []
+
+        class Keep(SpanExporter):
+            def export(self, spans):
+                ended.extend(spans)
+                return SpanExportResult.SUCCESS
+
+        provider.add_span_processor(SimpleSpanProcessor(Keep()))
+        app, other = trace.get_tracer("my.app", "1.0"), trace.get_tracer("other")
+        with app.start_as_current_span("outer"):
+            for index in range(5):
+                with (app if index % 2 else other).start_as_current_span("work %d" % index, attributes={"i": index}):
+                    pass
+            with app.start_as_current_span("client", kind=trace.SpanKind.CLIENT, attributes={"http.method": "GET"}):
+                pass
+        by_span = [value for span in ended for value in bridge._row(span)]  # (and the scopes seen)
+        row, bridge._row = bridge._row, None  # the next rows all read by _rows itself, or a TypeError
+        in_c = bridge._rows(ended)
+        bridge._row = row
+        print(json.dumps([in_c == by_span, len(in_c) // len(ended), in_c[:11] == list(bridge._row(ended[0]))]))
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert json.loads(result.stdout) == [True, 11, True]
+
+
+def test_an_sdk_span_open_across_a_fork_is_the_parents_alone(traced):
+    """A forked child inherits the parent's open SDK spans: ended in the child too (the program's
+    `with` block runs on in both), they are written by the parent only, once."""
+    code = program("sdk", """
+        import os
+        app = trace.get_tracer("my.app")
+        with app.start_as_current_span("across the fork"):
+            with app.start_as_current_span("open at the fork"):
+                pid = os.fork()
+                with app.start_as_current_span("in the child" if pid == 0 else "in the parent"):
+                    pass
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """)
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    [across], [at_fork] = spans.named("across the fork"), spans.named("open at the fork")
+    [child], [parent] = spans.named("in the child"), spans.named("in the parent")
+    forked = spans.parent(child)  # the child's process span, under the fork's, under the span current then
+    assert (forked.name, forked.pid, spans.parent(forked).name) == ("process", child.pid, "fork")
+    assert spans.parent(spans.parent(forked)).span_id == at_fork.span_id
+    assert parent.parent_span_id == at_fork.span_id and at_fork.parent_span_id == across.span_id
+    assert child.pid != at_fork.pid == parent.pid == across.pid

@@ -19,7 +19,12 @@ from . import spanfile
 
 BLOCK = "M"
 MARSHAL_VERSION = 4
-ROW_FIELDS = 11  # span_id (int), parent_id, trace_id, name, kind, category, start_ns, end_ns, status, scope, attributes
+# span_id (int), parent_id (int, or its text: "" for none), trace_id (int, or its text), name, kind
+# (SpanKind's value, or its name), category ("": the reader's, from the kind and attributes), start_ns,
+# end_ns, status (StatusCode's value, or its name), scope, attributes
+ROW_FIELDS = 11
+KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # SpanKind's values 0..4
+STATUSES = ("UNSET", "OK", "ERROR")  # StatusCode's values 0..2
 # An M record holds at most this many spans (~57 KB of text for the benchmark's): a flush of thousands
 # made one block of ~1 MB, copied 4 times on its way to the file, and allocations that large come
 # from fresh pages (the C allocator maps them and gives them back), ~900 page faults a flush.
@@ -34,10 +39,34 @@ def block_line(values: list) -> str:
     return f"{_HEAD}{dumps(values, MARSHAL_VERSION).hex()}\t.\n"
 
 
+def category(kind: str, attributes) -> str:
+    """An OTel span's category: `http` for a CLIENT or SERVER span with HTTP attributes, else `other`."""
+    if (kind == "CLIENT" or kind == "SERVER") and attributes:
+        for key in attributes:
+            if key.startswith(("http.", "url.")):
+                return "http"
+    return "other"
+
+
 def x_line(row: list) -> str:
-    """The X record a row stands for: its attributes the scope's with the span's over them."""
-    span_id, parent_id, trace_id, name, kind, category, start_ns, end_ns, status, scope, attributes = row
-    return (f"X\t{span_id:016x}\t{parent_id}\t{trace_id}\t{name}\t{kind}\t{category}\t{start_ns}\t{end_ns}\t"
+    """The X record a row stands for: its ids in hex, its kind's and status's names, its category, its
+    name without the format's separators, its attributes the scope's with the span's over them. (The
+    writer leaves these to the reader; the rows of format version 2's first agents held text for the
+    ids, kind, category and status: read as they are.)"""
+    span_id, parent_id, trace_id, name, kind, category_, start_ns, end_ns, status, scope, attributes = row
+    if type(parent_id) is int:
+        parent_id = f"{parent_id:016x}"
+    if type(trace_id) is int:
+        trace_id = f"{trace_id:032x}"
+    if type(kind) is int:
+        kind = KINDS[kind]
+    if type(status) is int:
+        status = STATUSES[status]
+    if not category_:
+        category_ = category(kind, attributes)
+    if type(name) is not str or not name.isprintable():  # isprintable: one C pass, False for a tab or line break
+        name = spanfile.clean(str(name))
+    return (f"X\t{span_id:016x}\t{parent_id}\t{trace_id}\t{name}\t{kind}\t{category_}\t{start_ns}\t{end_ns}\t"
             f"{status}\t{spanfile.encode({**scope, **attributes})}\t.\n")
 
 
@@ -61,7 +90,7 @@ def x_lines(line: str) -> str:
     found = rows(fields[10])
     try:
         return "".join([x_line(row) for row in found])
-    except (TypeError, ValueError, AttributeError) as exc:  # a row of the wrong types
+    except (TypeError, ValueError, AttributeError, IndexError) as exc:  # a row of the wrong types
         raise ValueError(f"a marshal block with a damaged span ({exc})") from None
 
 

@@ -144,6 +144,9 @@ _buffer: list = []
 # record; the end, taking it out first, writes its X record itself (else its E). The taking out
 # (dict.pop, atomic) decides which of the two threads writes the start: never both.
 unwritten: dict = {}
+# ...or kept by the hook itself (the bridge's SDK spans: no record of ours until they end): a function
+# giving the S records of those still open, for the flush, each taken out of its keeping (never raises).
+open_records = None
 _flush_due_ns = 0  # when the next flush is due (a deadline: the hot path compares, never subtracts)
 _fd: int | None = None
 _path = ""
@@ -496,13 +499,12 @@ def _trimmed_mean(ordered: list, longest: int) -> int:
     return max(1, sum(kept) // len(kept))
 
 
-# LATE: records a hot path buffers as plain values, a fixed number of them a record, flat in
-# `late_records` (hooks/otel_.py: an ended SDK span's raw fields), turned into text by the flush, all
-# of a flush's at once: late_block(late_records, n) gives the lines of the first n values, in pieces
-# the flush writes one by one (each of whole lines, none large: see _write); the hook sets it
-# before it buffers any. A record is added with one `extend` (atomic: a flush takes whole records).
-# No tuple a record: each would be traversed by the garbage collector's next collection, ~1,000
-# instructions a span; the list holds nothing it tracks.
+# LATE: records a hot path buffers as values, a fixed number of them a record, flat in `late_records`
+# (hooks/otel_.py: an ended SDK span, one value, its fields read by the flush), turned into text by
+# the flush, all of a flush's at once: late_block(late_records, n) gives the lines of the first n
+# values, in pieces the flush writes one by one (each of whole lines, none large: see _write); the
+# hook sets it before it buffers any. A record is added with one `append` or `extend` (atomic: a
+# flush takes whole records).
 late_records: list = []
 late_block = None  # (values, n) -> their lines, in pieces: the hook's
 
@@ -595,6 +597,8 @@ def _flush_locked() -> None:
                 span = unwritten.pop(key, None)
                 if span is not None:
                     add(_format(span))
+        if open_records is not None:
+            lines += open_records()
         n = len(_buffer)
         taken = _buffer[:n]
         del _buffer[:n]

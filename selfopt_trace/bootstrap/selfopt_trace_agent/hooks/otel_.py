@@ -9,11 +9,14 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
   (an OTel span started inside an agent span is its child, in the run's trace; with no span current
   at all, the process span is the parent, as for the agent's own spans).
 - With the SDK: every `opentelemetry.sdk.trace.TracerProvider`'s SynchronousMultiSpanProcessor gets
-  the bridge's on_start, _on_ending and on_end (one more span processor where the program gave it a
+  the bridge's on_start and on_end (one more span processor where the program gave it a
   multi-processor of another kind), which call its processors as its own do and record each span
-  the provider starts in the span file: its raw fields at its end, which the next flush writes with
-  the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for it
-  here), or an S record by a flush while it is still open (tracer.unwritten) and an E at its end.
+  the provider starts in the span file. The SDK span holds all its record needs: no record of the
+  agent's is made at its start (it is kept as it is, by span id, until its end), and its end keeps
+  the ended span the SDK gives its processors, whose raw fields (ids as ints) the next flush writes
+  with the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for
+  it here); a flush while it is still open writes its S record from its fields (tracer.open_records),
+  and its end an E. Made current, it is the agent's current span as an `Attached` (its ids only).
   The program's own processors and exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
   recording one, so the spans still reach the run; once the program sets a provider, the proxy
@@ -35,8 +38,10 @@ the program.
 
 from __future__ import annotations
 
+import os
 import sys
 from marshal import dumps
+from _operator import attrgetter  # the C module: operator.py only re-exports it
 from time import time_ns
 
 from .. import spanblock, tracer
@@ -46,8 +51,7 @@ ATTR = "_selfopt_trace_span"  # on an SDK span: the agent's Span recording it (o
 SCOPE_NAME = "otel.scope.name"
 SCOPE_VERSION = "otel.scope.version"
 STATUS_DESCRIPTION = "otel.status_description"
-KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # SpanKind's values 0..4
-STATUSES = ("UNSET", "OK", "ERROR")  # StatusCode's values 0..2
+KINDS, STATUSES = spanblock.KINDS, spanblock.STATUSES  # SpanKind's and StatusCode's names, by value
 _EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
 _new = object.__new__
 
@@ -69,20 +73,66 @@ class Bridged:
     traceparent = tracer.Span.traceparent
 
 
+class Attached:
+    """An SDK span made current (OTel's attach), as the agent's current span: what the agent's own
+    spans started inside it read of their parent (ids, not deferred, not ended). Made at its first
+    attach, kept on the SDK span (ATTR); its ids are formatted only when asked for (an agent span
+    started inside it), and `sums` gathers the small calls summed onto it (hooks/timed.py), which its
+    end adds to its attributes. Its record is the SDK span's own (on_end): nothing here is written.
+    It holds the span's SpanContext, not the span: no cycle (span <-> record) for the collector.
+
+    `parent` is never followed: the agent walks up only from deferred or ended spans, which this is not."""
+
+    __slots__ = ("context", "sums")
+    parent = None
+    name = ""
+    kind = tracer.INTERNAL
+    category = "other"
+    attributes = end_attributes = None
+    start_ns = end_ns = child_ns = 0
+    deferred = keep = written = False
+    status = tracer.UNSET
+    traceparent = tracer.Span.traceparent
+
+    @property
+    def span_id(self) -> str:
+        return "%016x" % self.context[1]
+
+    @property
+    def trace_id(self) -> str:
+        return "%032x" % self.context[0]
+
+
+def _attached(otel) -> Attached:
+    """The agent's record of an SDK span (made and kept on it the first time it is asked for)."""
+    ours = _new(Attached)
+    ours.context = otel._context
+    ours.sums = None
+    otel._selfopt_trace_span = ours  # ATTR
+    return ours
+
+
 _state: dict = {}  # "api", "context", "key", "runtime", "classes": filled as the modules arm
-_INTERNAL = _UNSET = None  # SpanKind.INTERNAL and StatusCode.UNSET, once armed
+_INTERNAL = None  # SpanKind.INTERNAL, once armed
+_SDK_SPAN = None  # opentelemetry.sdk.trace's span class, once armed
 _current = tracer.current
 _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
 _late_values = tracer.late_records
-_late = _late_values.extend
-# A flush by the program's thread once this many values of ended SDK spans wait (spanblock.BLOCK_SPANS
-# spans): waiting for the flusher's turn (100 ms, ~4,000 spans), they and their block's text held
-# megabytes (their attribute dicts among them) that the allocator took from fresh pages at every
-# turn, kernel time callgrind's counts never show (bench_otel_bridge.py's page faults).
-_LATE_FLUSH = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
+# An ended SDK span's fields its row holds (Enum's _value_: its .value is a Python property; the
+# attributes' dict and the events' deque: BoundedAttributes' and BoundedList's own, frozen by the end)
+_end_fields = attrgetter("_context", "_parent", "_name", "_kind._value_", "_start_time", "_end_time",
+                         "_status._status_code._value_", "_attributes._dict", "_events._dq", "_instrumentation_scope")
+_other_fields = attrgetter("_context", "_parent", "_name", "_kind._value_", "_start_time", "_end_time",
+                           "_status._status_code._value_", "_instrumentation_scope")
+_late = _late_values.append
+# A flush by the program's thread once this many ended SDK spans wait (one M record's): waiting for
+# the flusher's turn (100 ms, ~4,000 spans), they and their block's text held megabytes that the
+# allocator took from fresh pages at every turn, kernel time callgrind's counts never show
+# (bench_otel_bridge.py's page faults).
+_LATE_FLUSH = spanblock.BLOCK_SPANS
 
 
 def _name(text: str) -> str:
@@ -186,16 +236,12 @@ def _attributes_json(scope: ScopeAttributes, attributes: dict) -> str:
     return tracer.joined_json(head, attributes)
 
 
-def category(kind: str, attributes) -> str:
-    if (kind == "CLIENT" or kind == "SERVER") and attributes:
-        for key in attributes:
-            if key.startswith(("http.", "url.")):
-                return "http"
-    return "other"
+category = spanblock.category
 
 
-def _merge_target(kind: str, parent):
-    """The agent's own span of the same HTTP request, for an OTel CLIENT/SERVER span under `parent`."""
+def _merge_target(kind: str, parent, parent_id: str):
+    """The agent's own span of the same HTTP request, for an OTel CLIENT/SERVER span under `parent`
+    (the agent's record of it, if it has one) of id `parent_id` ("": a root)."""
     if kind == "CLIENT":
         request = common.client_active()
         if request is not None and request.span is parent and not request.span.end_ns:
@@ -203,7 +249,7 @@ def _merge_target(kind: str, parent):
     elif kind == "SERVER":
         request = common.server_active()
         if request is not None and not request.span.end_ns and (
-                parent is None or parent is request.span or parent.span_id == request.span.parent_id):
+                not parent_id or parent is request.span or parent_id == request.span.parent_id):
             return request.span
     return None
 
@@ -217,7 +263,8 @@ def _merge_attributes(target, attributes) -> None:
 
 
 def _ours(otel):
-    """The agent's Span for an OTel span (recording it, merged into, or a stub), None for an invalid one."""
+    """The agent's Span for an OTel span (recording it, merged into, an SDK span's Attached, or a
+    stub), None for an invalid one."""
     kind = type(otel)
     classes = _state.get("classes")
     if classes is not None and (kind is classes[0] or kind is classes[1]):  # a _View or a BridgeSpan
@@ -225,6 +272,8 @@ def _ours(otel):
     ours = getattr(otel, ATTR, None)
     if ours is not None:
         return ours
+    if kind is _SDK_SPAN:
+        return _attached(otel)
     context = otel.get_span_context()
     if context is not None and context.is_valid:
         return _stub(context, otel)
@@ -283,7 +332,7 @@ class Runtime:
                 else:
                     remember = True
                 otel = context.get(key)
-                if otel is not None and ((type(ours) is Bridged and ours.otel is otel) or _represents(otel, ours)):
+                if otel is not None and _represents(otel, ours):
                     shown = context
                 else:
                     shown = context_class(context)
@@ -303,13 +352,19 @@ class Runtime:
                 if otel is None:
                     return token
                 try:
-                    ours = otel._selfopt_trace_span  # ATTR of an SDK span, the usual case: no call
-                except AttributeError:  # (the bridge's own spans have it: None)
+                    ours = otel._selfopt_trace_span  # ATTR: an SDK span made current before, no call
+                except AttributeError:  # (SDK spans and the bridge's own have it: None at first)
                     ours = None
                 if ours is None:
-                    ours = _ours(otel)
-                    if ours is None:
-                        return token
+                    if type(otel) is _SDK_SPAN:  # its first attach: the agent's record of it (_attached)
+                        ours = _new(Attached)
+                        ours.context = otel._context
+                        ours.sums = None
+                        otel._selfopt_trace_span = ours
+                    else:
+                        ours = _ours(otel)
+                        if ours is None:
+                            return token
                 return (token, _activate(ours))
             except Exception as exc:
                 failed("attach", exc)
@@ -353,8 +408,8 @@ def _arm_api(trace) -> None:
     if context_module is None or propagation is None or "api" in _state:
         return
     _state["api"] = trace
-    global _INTERNAL, _UNSET
-    _INTERNAL, _UNSET = trace.SpanKind.INTERNAL, trace.StatusCode.UNSET
+    global _INTERNAL
+    _INTERNAL = trace.SpanKind.INTERNAL
     _state["key"] = key = propagation._SPAN_KEY
     _state["classes"] = _api_classes(trace, context_module, key)
     original = context_module._RUNTIME_CONTEXT
@@ -563,7 +618,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                     parent = _ours(get_current_span(context))
                 kind_name = "INTERNAL" if kind is None or kind is _INTERNAL else KINDS[kind.value]
                 if kind_name != "INTERNAL":
-                    target = _merge_target(kind_name, parent)
+                    target = _merge_target(kind_name, parent, parent.span_id if parent is not None else "")
                     if target is not None:
                         span = BridgeSpan(target, True)
                         if attributes:
@@ -610,7 +665,11 @@ def _arm_sdk(sdk) -> None:
         tracer.diagnostic("otel_bridge_unsupported", "this OpenTelemetry's SpanContext is not a tuple: the SDK's "
                                                      "spans are not recorded")
         return
+    global _SDK_SPAN
+    _SDK_SPAN = getattr(sdk, "_Span", sdk.Span)
+    sdk.Span._selfopt_trace_span = None  # ATTR: what attach reads first, without a call (set once made current)
     tracer.late_block = _block  # the writer of the SDK spans' rows (tracer's LATE records)
+    tracer.open_records = _open_records  # their S records, for a flush while they are open
 
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -620,7 +679,7 @@ def _arm_sdk(sdk) -> None:
                 multi = sdk.SpanProcessor()
                 multi._span_processors = ()
                 self.add_span_processor(multi)
-            multi.on_start, multi._on_ending, multi.on_end = hooks(multi)
+            multi.on_start, multi.on_end = hooks(multi)
         except Exception as exc:
             failed("TracerProvider", exc)
 
@@ -629,11 +688,11 @@ def _arm_sdk(sdk) -> None:
 
 
 def _span_hooks():
-    """What records the spans of every SDK TracerProvider: a function giving the on_start, _on_ending
-    and on_end of a provider's SynchronousMultiSpanProcessor (instead of one processor more in it:
-    three Python calls less a span); None if this OTel's SpanContext is not the (trace id, span id,
-    ...) tuple it has always been (the hot path indexes it: its properties would be two Python calls
-    a span)."""
+    """What records the spans of every SDK TracerProvider: a function giving the on_start and on_end
+    of a provider's SynchronousMultiSpanProcessor (instead of one processor more in it: Python calls
+    less a span; its own _on_ending is all a span's ending needs); None if this OTel's SpanContext is
+    not the (trace id, span id, ...) tuple it has always been (the hot path indexes it: its
+    properties would be two Python calls a span)."""
     api = _state["api"]
     get_current_span = api.get_current_span
     probe = api.SpanContext(1, 2, False)
@@ -641,169 +700,253 @@ def _span_hooks():
         return None
 
     def hooks(multi) -> tuple:
-        """`multi`'s three methods: each calls its processors (`_span_processors`, read at every
+        """`multi`'s two methods: each calls its processors (`_span_processors`, read at every
         call: the program may add one), as SynchronousMultiSpanProcessor's own do, and then records
         the span in the span file (the hot path: the program pays it for every span, so it is written
         out, with as few calls as it can). A provider with a processor of another kind has a
         SpanProcessor with none of its own added, and these as its methods."""
 
         def on_start(span, parent_context=None) -> None:
-            global _last_scope
             for processor in multi._span_processors:
                 processor.on_start(span, parent_context=parent_context)
             try:
-                context = span._context
-                span_id = context[1]
-                parent_ids = span._parent
-                parent = None
-                if parent_ids is not None:
-                    parent_span_id = parent_ids[1]
-                    parent = _open.get(parent_span_id)  # an SDK span still open: recorded, or merged into ours
-                    if parent is None:
-                        if parent_context is None:  # the SDK asked get_current(): it saw the agent's current span
-                            parent = _current() or tracer.root()
-                        else:
-                            parent = _ours(get_current_span(parent_context))
-                        if parent is None or parent.span_id != "%016x" % parent_span_id:
-                            parent = _stub(parent_ids, None)
-                kind = span._kind
-                if kind is _INTERNAL:
-                    kind, category_ = "INTERNAL", "other"
-                else:
-                    kind = KINDS[kind.value]  # Enum's .value: a Python property
-                    target = _merge_target(kind, parent)
-                    if target is not None:
-                        span._selfopt_trace_span = target  # ATTR
-                        _open[span_id] = target
-                        _cost[0] += 1
-                        return
-                    category_ = category(kind, span._attributes)
-                # The start's record carries the scope only (a dict per scope, shared, never changed):
-                # the attributes come with the end, when the SDK has frozen them; a span still open at a
-                # flush gets them in its E record. The last scope's first: one comparison, mostly.
-                scope = span._instrumentation_scope
-                attributes = _last_scope
-                if attributes[0] is not scope:
-                    attributes = _scopes.get(id(scope))
-                    if attributes is None or attributes[0] is not scope:
-                        attributes = _scope_attributes(scope)
-                    _last_scope = attributes
-                # The record's every field, as _start below sets them (tests/agent/test_otel_bridge.py
-                # checks the two make what tracer.Span's constructor does).
-                ours = _new(Bridged)
-                ours.span_id = "%016x" % span_id
-                ours.parent = parent
-                if parent is None:
-                    ours.parent_id = ""
-                    ours.trace_id = _trace_hex(context[0])
-                else:
-                    if parent.deferred:
+                # No record made: the span holds every field its end needs. What must happen now: a
+                # deferred agent parent (an import's frame, shown to OTel as the current span) kept,
+                # and a CLIENT/SERVER span merged into the agent's span of its request.
+                if parent_context is None:  # the SDK asked get_current(): the agent's current span, if innermost
+                    parent = _current()
+                    if parent is not None and parent.deferred:
                         tracer._mark_kept(parent)
-                    ours.parent_id = parent.span_id
-                    ours.trace_id = parent.trace_id  # the SDK gave the span its parent's trace id
-                name = span._name
-                ours.name = name if name.isprintable() else _name(name)  # _name's test, without its call
-                ours.kind = kind
-                ours.category = category_
-                ours.start_ns = span._start_time
-                ours.attributes = attributes[1]
-                ours.written = False
-                ours.sums = None
-                ours.otel = span
-                span._selfopt_trace_span = ours  # ATTR
-                # Not in the buffer: the end writes the X record, a flush before it the S (tracer.unwritten)
-                _open[span_id] = _unwritten[span_id] = ours
+                if span._kind is not _INTERNAL or parent_context is not None or _merged:
+                    if _start_apart(span, parent_context):
+                        return
+                _open[span._context[1]] = span  # written by its end (or its S by a flush before: _open_records)
                 if not tracer._flusher_started:
                     tracer._start_flusher()
             except Exception as exc:
                 failed("on_start", exc)
 
-        def _on_ending(span) -> None:
-            for processor in multi._span_processors:
-                processor._on_ending(span)
+        def _start_apart(span, parent_context) -> bool:
+            """The rarer starts: an explicit parent context (a deferred agent span in it kept), a
+            parent merged into the agent's span (the span's parent is that span: _reparented), a
+            CLIENT/SERVER span merged (True: not recorded)."""
+            parent_ids = span._parent
+            parent_id = "%016x" % parent_ids[1] if parent_ids is not None else ""
+            if parent_ids is None:
+                parent = None
+            elif parent_context is None:
+                parent = _current() or tracer.root()
+            else:
+                parent = _ours(get_current_span(parent_context))
+                if parent is not None and parent.deferred:
+                    tracer._mark_kept(parent)
+            if parent is not None and parent.span_id != parent_id:  # another's span (a remote parent's stub)
+                parent = None
+            if parent_ids is not None and _merged:
+                target = _merged.get(parent_ids[1])
+                if target is not None:  # its parent was merged into the agent's span: that span is its parent
+                    parent = target
+                    parent_id = _reparented[span._context[1]] = target.span_id
+            kind = span._kind
+            if kind is _INTERNAL:
+                return False
+            target = _merge_target(KINDS[kind.value], parent, parent_id)  # Enum's .value: a Python property
+            if target is None:
+                return False
+            span_id = span._context[1]
+            _reparented.pop(span_id, None)
+            span._selfopt_trace_span = target  # ATTR: current for the agent, it is the agent's span
+            _merged[span_id] = target
+            _cost[0] += 1
+            return True
 
         def on_end(span) -> None:
             for processor in multi._span_processors:
                 processor.on_end(span)
             try:
                 span_id = span._context[1]
-                ours = _open.pop(span_id, None)
-                if ours is None:
+                live = _open_pop(span_id, None)  # taken: no flush writes its S now
+                if live is None:  # merged, written open by a flush (its E), or not the bridge's
+                    _end_apart(span, span_id)
                     return
-                # Frozen now that the span ended: BoundedAttributes' dict is read as it is (copied
-                # only to add to it), and BoundedList's deque tested (its __len__ is a Python call).
-                # Their fields read, not getattr: no call where they are there, as they always are.
-                attributes = span._attributes
-                try:
-                    attributes = attributes._dict
-                except AttributeError:  # another SDK's mapping
-                    pass
-                if not attributes:
-                    attributes = {}
-                events = span._events
-                try:
-                    any_event = events._dq
-                except AttributeError:
-                    any_event = events
-                if any_event:
-                    attributes = _with_exception(attributes, events)
-                if type(ours) is not Bridged:  # merged into the agent's own span
-                    _merge_attributes(ours, attributes)
-                    return
-                status = span._status
-                code = status._status_code  # the status_code property's field
-                if code is _UNSET:
-                    code = "UNSET"
-                else:
-                    code = STATUSES[code.value]
-                    if code == "ERROR" and status.description:
-                        attributes = {**attributes, STATUS_DESCRIPTION: status.description}
-                ours.otel = None  # the SDK span is the program's to drop: nothing of ours may keep it alive
-                # _end, for an SDK span: its attributes are frozen and their values the SDK's cleaned
-                # ones, so an X record is its raw fields, which the flush writes in its M record
-                # (spanblock.py) with the others' (tracer's LATE records): no text made in the traced
-                # process.
-                if ours.sums:  # small calls summed onto it (hooks/timed.py)
-                    attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
-                kind = ours.kind
-                category_ = ours.category if kind == "INTERNAL" else category(kind, attributes)
-                name = span._name
-                if name is not ours.name:  # renamed since its start (update_name)
-                    ours.name = name = _name(name)
-                end_ns = span._end_time or time_ns()
-                if _unwritten.pop(span_id, None) is None:  # a flush wrote its S: its E
-                    _cost[0] += 1
-                    _buffer.append(tracer.spanfile.end_line(ours.span_id, end_ns, code,
-                                                            _attributes_json(ours.attributes, attributes)))
-                else:  # spanblock.x_line's row
-                    _late((span_id, ours.parent_id, ours.trace_id, name, kind, category_, ours.start_ns, end_ns, code,
-                           ours.attributes.plain, attributes))
-                    if len(_late_values) > _LATE_FLUSH:
-                        tracer.flush(False)  # (skipped while the flusher thread is flushing)
+                # Its row is made by the flush (_rows), from the span the SDK gave (its ReadableSpan:
+                # frozen, and kept by a BatchSpanProcessor's queue anyway): nothing read here but what
+                # the span cannot tell (small calls summed onto it, a parent merged), in the rare
+                # spans that have it.
+                ours = live._selfopt_trace_span
+                if ours is not None and ours.sums or _reparented:
+                    _note(span_id, ours)
+                _late(span)
+                if len(_late_values) > _LATE_FLUSH:
+                    tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
 
-        return on_start, _on_ending, on_end
+        return on_start, on_end
 
     return hooks
 
 
-def _block(values: list, n: int) -> list:
-    """The flush's text for the SDK spans' first `n` values (tracer.late_block, ROW_FIELDS a span): M
-    records of spanblock.BLOCK_SPANS spans at most, each a piece of its own for the flush to write;
-    where marshal cannot write a value (a subclass of int or str the SDK let through), those spans
-    as X records, the others of their block still in one M record. Never raises (the flush would
-    stop tracing)."""
-    _cost[0] += n // spanblock.ROW_FIELDS  # the spans' cost, counted here rather than by each (see _cost)
-    pieces = []
-    step = spanblock.ROW_FIELDS * spanblock.BLOCK_SPANS
-    for first in range(0, n, step):
-        block = values[first:min(first + step, n)]
+def _ended(span, live) -> tuple:
+    """An ended SDK span's attributes as its record has them, and its status's name (on_end's, for
+    the rarer ends). Frozen now that the span ended: BoundedAttributes' dict is read as it is (copied
+    only to add to it), and BoundedList's deque tested (its __len__ is a Python call); their fields
+    read, not getattr: no call where they are there, as they always are."""
+    attributes = span._attributes
+    try:
+        attributes = attributes._dict
+    except AttributeError:  # another SDK's mapping
+        pass
+    if not attributes:
+        attributes = {}
+    events = span._events
+    try:
+        any_event = events._dq
+    except AttributeError:
+        any_event = events
+    if any_event:
+        attributes = _with_exception(attributes, events)
+    status = span._status
+    code = STATUSES[status._status_code._value_]
+    if code == "ERROR" and status.description:
+        attributes = {**attributes, STATUS_DESCRIPTION: status.description}
+    ours = live._selfopt_trace_span if live is not None else None
+    if ours is not None and ours.sums:  # made current, small calls summed onto it (hooks/timed.py)
+        attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
+    return attributes, code
+
+
+def _end_apart(span, span_id: int) -> None:
+    """The rarer ends: a span merged into the agent's span of its request (its attributes added there),
+    a span a flush wrote open (its S record: now its E), or a span the bridge did not record."""
+    _reparented.pop(span_id, None)
+    target = _merged.pop(span_id, None)
+    if target is not None:
+        _merge_attributes(target, _ended(span, None)[0])
+        return
+    live = _written.pop(span_id, None)
+    if live is None:
+        return
+    attributes, code = _ended(span, live)
+    _cost[0] += 1
+    _buffer.append(tracer.spanfile.end_line("%016x" % span_id, span._end_time or time_ns(), code,
+                                            _attributes_json(_scope_of(span._instrumentation_scope)[1], attributes)))
+
+
+def _open_records() -> list:
+    """The S records of the SDK spans still open, for a flush (tracer.open_records): each taken out of
+    _open (its end then writes an E), after it is put in _written (an end between the two finds it in
+    one or the other: never neither, never both). Never raises."""
+    lines = []
+    for span_id in list(_open):
+        live = _open.get(span_id)
+        if live is None:
+            continue
+        _written[span_id] = live
+        if _open_pop(span_id, None) is None:  # its end took it meanwhile: its X
+            _written.pop(span_id, None)
+            continue
         try:
-            pieces.append(spanblock.block_line(block))
+            lines.append(_start_line(live, span_id))
+        except Exception as exc:  # the span is lost, said so
+            lines.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
+                                                         "%s: %s" % (type(exc).__name__, exc)))
+    return lines
+
+
+def _start_line(live, span_id: int) -> str:
+    """An open SDK span's S record, from its fields (its attributes come with its E)."""
+    parent = _reparented.get(span_id)
+    if parent is None:
+        parent_ids = live._parent
+        parent = "%016x" % parent_ids[1] if parent_ids is not None else ""
+    kind = live._kind
+    kind = "INTERNAL" if kind is _INTERNAL else KINDS[kind.value]
+    keys = list(live._attributes) if kind != "INTERNAL" else ()  # (consumed in C: the program may be adding)
+    return tracer.spanfile.start_line("%016x" % span_id, parent, "%032x" % live._context[0], _name(live._name), kind,
+                                      category(kind, keys), live._start_time,
+                                      _encode(_scope_of(live._instrumentation_scope)[1]))
+
+
+def _block(spans: list, n: int) -> list:
+    """The flush's text for the first `n` ended SDK spans (tracer.late_block): M records of
+    spanblock.BLOCK_SPANS spans at most, each a piece of its own for the flush to write; where marshal
+    cannot write a value (a subclass of int or str the SDK let through), those spans as X records, the
+    others of their block still in one M record. Never raises (the flush would stop tracing)."""
+    _cost[0] += n  # the spans' cost, counted here rather than by each (see _cost)
+    pieces = []
+    step = spanblock.BLOCK_SPANS
+    for first in range(0, n, step):
+        try:
+            values = _rows(spans[first:min(first + step, n)])
+        except Exception as exc:  # a span of fields no SDK has: the block is lost, said so
+            pieces.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
+                                                          "%s: %s" % (type(exc).__name__, exc)))
+            continue
+        try:
+            pieces.append(spanblock.block_line(values))
         except ValueError:
-            pieces.append(_rows_apart(block))
+            pieces.append(_rows_apart(values))
     return pieces
+
+
+def _rows(spans: list) -> list:
+    """The M rows of ended SDK spans, spanblock.ROW_FIELDS values each, flat: ids, kind and status as
+    ints, the category left to the reader, no text made. A span of the common kind (a parent, no
+    event, not an ERROR, a scope seen before, nothing noted at its end) is read field by field here
+    (the interpreter's specialized attribute reads: ~200 ns a span, against ~450 for attrgetter, zip
+    and chain in C), the others by _row."""
+    if _extra:
+        return [value for span in spans for value in _row(span)]
+    values: list = []
+    add = values.extend
+    for span in spans:
+        try:
+            parent = span._parent
+            code = span._status._status_code._value_  # Enum's field (its .value is a Python property)
+            end_ns = span._end_time
+            plain = _plains_get(id(span._instrumentation_scope))
+            if span._events._dq or parent is None or code == 2 or plain is None or end_ns is None:
+                add(_row(span))
+                continue
+            context = span._context
+            add((context[1], parent[1], context[0], span._name, span._kind._value_, "", span._start_time, end_ns,
+                 code, plain, span._attributes._dict))
+        except AttributeError:  # another SDK's fields: _row reads them as it can
+            add(_row(span))
+    return values
+
+
+def _row(span) -> tuple:
+    """An ended SDK span's M row, field by field (_rows' way for a block with a rarer span)."""
+    try:
+        context, parent, name, kind, start_ns, end_ns, code, attributes, events, scope = _end_fields(span)
+    except AttributeError:  # another SDK's attributes or events (not BoundedAttributes', BoundedList's)
+        context, parent, name, kind, start_ns, end_ns, code, scope = _other_fields(span)
+        attributes, events = dict(span._attributes or {}), span._events
+    if events:
+        attributes = _with_exception(attributes, events)
+    if code == 2 and span._status.description:  # ERROR
+        attributes = {**attributes, STATUS_DESCRIPTION: span._status.description}
+    span_id = context[1]
+    parent = "" if parent is None else parent[1]
+    extra = _extra.pop(span_id, None) if _extra else None
+    if extra is not None:  # what its end noted
+        if extra[0] is not None:
+            parent = extra[0]
+        if extra[1]:
+            attributes = {**attributes, **extra[1]}
+    return (span_id, parent, context[0], name, kind, "", start_ns, end_ns or time_ns(), code,
+            _scope_of(scope)[1].plain, attributes)
+
+
+def _note(span_id: int, ours) -> None:
+    """What an ended SDK span's row needs that the span cannot tell, for the flush (_row): the agent's
+    span its parent was merged into, the small calls summed onto it while it was current."""
+    parent = _reparented.pop(span_id, None)
+    summed = tracer.sum_attributes(ours.sums) if ours is not None and ours.sums else None
+    if parent is not None or summed:
+        _extra[span_id] = (parent, summed)
 
 
 def _rows_apart(values: list) -> str:
@@ -846,10 +989,38 @@ def _with_exception(attributes, events):
 _cost = tracer.counted_overhead()
 _cost[1] = 1300
 
-# SDK spans started and not ended yet, by span id: on_end gets a ReadableSpan copy, not the span.
-_open: dict = {}
-_scopes: dict = {}  # id(InstrumentationScope): (it, its attributes)
-_last_scope: tuple = (object(), None)  # the item of _scopes an SDK span found last (at first: no scope)
+# The SDK spans the bridge records, by span id (an int), each in one of these from its start to its end:
+_open: dict = {}  # started, not ended, no S record written: the span itself (on_end gets a ReadableSpan copy)
+_open_pop = _open.pop
+_written: dict = {}  # open, its S record written by a flush (_open_records): the span itself
+_merged: dict = {}  # open, merged into the agent's span of its request (_merge_target): that span
+_reparented: dict = {}  # a span whose parent was merged: the id of the agent's span it was merged into
+_extra: dict = {}  # an ended span's id: what its row needs that it cannot tell (_note)
+# id(InstrumentationScope): (it, its attributes), and its attributes' plain dict (the rows'). Kept
+# together, each entry holding its scope: no other object has that id while the entry is there.
+_scopes: dict = {}
+_plains: dict = {}
+_plains_get = _plains.get
+
+
+def _scope_of(scope) -> tuple:
+    """The item of _scopes for an SDK span's InstrumentationScope (or None)."""
+    found = _scopes.get(id(scope))
+    if found is None:
+        found = _scope_attributes(scope)
+    return found
+
+
+def _forget_open() -> None:
+    """In a forked child: the parent's open spans are the parent's to write."""
+    _open.clear()
+    _written.clear()
+    _merged.clear()
+    _reparented.clear()
+    _extra.clear()
+
+
+os.register_at_fork(after_in_child=_forget_open)
 
 
 class ScopeAttributes(dict):
@@ -865,8 +1036,10 @@ def _scope_attributes(scope) -> tuple:
     """An SDK span's InstrumentationScope (or None) and its attributes, kept in _scopes."""
     attributes = _scope_record(scope.name, scope.version) if scope is not None else _scope_record(None, None)
     if len(_scopes) > 1000:
+        _plains.clear()
         _scopes.clear()
     found = _scopes[id(scope)] = (scope, attributes)
+    _plains[id(scope)] = attributes.plain
     return found
 
 
