@@ -2,8 +2,9 @@
 
 CPython's import statement calls `importlib._bootstrap._find_and_load` by attribute lookup for
 every module not yet in sys.modules (3.8 to 3.13), which is exactly what -X importtime times. We
-wrap it: each import gets a deferred span that is written only if its cumulative time reaches
-the threshold (or something inside it was recorded), with self and cumulative time.
+put our own in its place (its body and frame size, the span's bookkeeping in calls beside the
+load): each import gets a deferred span that is written only if its cumulative time reaches the
+threshold (or something inside it was recorded), with self and cumulative time.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ class _AgentImport:
 
 
 def _begin(name: str):
-    """The import's frame, made current (None: start-up's imports are no spans)."""
+    """The import's frame, made current; None for start-up's imports (no spans), an _AgentImport for
+    the agent's own modules."""
     parent = _current.get() or tracer._root
     if parent is None or _in_startup:
         return None
@@ -104,7 +106,6 @@ def _begin(name: str):
     frame.keep = False
     frame.child_ns = 0
     frame._span_id = ""
-    frame.instrument_ns = 0
     frame.status = "UNSET"
     frame.token = _current.set(frame)
     frame.start_ns = time_ns()
@@ -115,6 +116,7 @@ def _begin(name: str):
 
 
 def _failed(frame) -> None:
+    """In the handler of the load's exception: the span's status, and the traceback as untraced."""
     exc = sys.exc_info()[1]
     if type(frame) is _Frame:
         frame.status = tracer.ERROR
@@ -123,13 +125,13 @@ def _failed(frame) -> None:
 
 def _end(frame, name: str) -> None:
     """After the load (or its failure): the hooks pending on a module just imported, and the span's end."""
+    instrument_ns = 0
     if name in _pending:  # instrumenting the module is part of what importing it cost here
         module = sys.modules.get(name)
-        if module is not None and (frame is None or type(frame) is _AgentImport or frame.status == "UNSET"):
+        if module is not None and (type(frame) is not _Frame or frame.status == "UNSET"):
             hooked = time_ns()
             lazy.fire(name, module)
-            if frame is not None and type(frame) is _Frame:
-                frame.instrument_ns = time_ns() - hooked
+            instrument_ns = time_ns() - hooked
     if type(frame) is not _Frame:
         if frame is not None:
             tracer.add_overhead(time_ns() - frame.began_ns - (tracer.overhead_ns() - frame.counted))
@@ -143,7 +145,7 @@ def _end(frame, name: str) -> None:
     if parent.deferred:
         parent.child_ns += cumulative
     if cumulative >= _threshold_ns or frame.keep:
-        _record(frame, name, t1, t2, cumulative, frame.status, frame.instrument_ns, frame.cpu0, cpu1)
+        _record(frame, name, t1, t2, cumulative, frame.status, instrument_ns, frame.cpu0, cpu1)
         tracer.add_overhead(time_ns() - t2)
         _bookkeeping[0] += 1
     elif not _bookkeeping[1]:
