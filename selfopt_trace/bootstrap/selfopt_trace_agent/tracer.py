@@ -112,10 +112,9 @@ class ImportFrame:
     """
 
     # The import's own state (importtime.py keeps it here, not in its wrapper's locals: docs/agent.md,
-    # "Imports"): its context token, start time, CPU edge, instrumentation time, status, and the
-    # time its bookkeeping began while the cost per import is being calibrated.
-    __slots__ = ("parent", "keep", "child_ns", "_span_id", "token", "start_ns", "cpu0", "instrument_ns", "status",
-                 "began_ns")
+    # "Imports"): its context token, start time, CPU edge, status, and the time its bookkeeping
+    # began while the cost per import is being calibrated.
+    __slots__ = ("parent", "keep", "child_ns", "_span_id", "token", "start_ns", "cpu0", "status", "began_ns")
     deferred = True
     category = "import"
     kind = INTERNAL
