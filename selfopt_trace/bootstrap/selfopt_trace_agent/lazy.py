@@ -80,6 +80,13 @@ ON_FIRST_CALL = {
     # then, which only waits for threads so started. Most importers of threading start none.
     "threading": ("Thread.start", "Thread.join"),
     "signal": ("signal", "getsignal"),  # what the program sets, and what it asks
+    # pytest's plugins import multiprocessing and start no Process: multiprocessing_ brings os_,
+    # spawn and waits (~0.45 ms of a pytest run). Every Process runs through start (join before it
+    # fails); spawn's data is prepared in start, and a forkserver Popen is polled after it.
+    "multiprocessing.process": ("BaseProcess.start", "BaseProcess.join"),
+    "multiprocessing.spawn": ("get_preparation_data", "prepare"),
+    "multiprocessing.popen_forkserver": ("Popen.poll",),
+    "multiprocessing.util": ("spawnv_passfds",),
 }
 
 # module name -> what to run when it is imported: a BUILTIN_HOOKS hook module's name (a str: its
