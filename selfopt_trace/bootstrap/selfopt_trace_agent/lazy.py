@@ -87,6 +87,11 @@ ON_FIRST_CALL = {
     "multiprocessing.spawn": ("get_preparation_data", "prepare"),
     "multiprocessing.popen_forkserver": ("Popen.poll",),
     "multiprocessing.util": ("spawnv_passfds",),
+    # pydoc, pip and many tools import http.server and serve nothing: http_server brings
+    # http_common (~0.5 ms). Every request goes through handle_one_request (a handler that
+    # overrides it still parses and answers through the other two).
+    "http.server": ("BaseHTTPRequestHandler.handle_one_request", "BaseHTTPRequestHandler.parse_request",
+                    "BaseHTTPRequestHandler.send_response_only"),
 }
 
 # module name -> what to run when it is imported: a BUILTIN_HOOKS hook module's name (a str: its
