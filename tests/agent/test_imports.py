@@ -145,8 +145,9 @@ def test_imports_behave_as_untraced(traced, tmp_path):
     assert result.returncode == untraced.returncode == 0, result.stderr
     assert result.stdout == untraced.stdout and result.stderr == untraced.stderr == b""
     assert b"threads: 4 1 1" in result.stdout
-    span, = traced.spans().named("import slow_shared")
-    assert span.status == "UNSET"
+    # the loading thread's import, and one for each thread that waited on the module's lock meanwhile
+    spans = traced.spans().named("import slow_shared")
+    assert 1 <= len(spans) <= 4 and {span.status for span in spans} == {"UNSET"}
 
 
 def test_the_import_wrappers_frame_is_as_large_as_importlibs(traced):
