@@ -9,9 +9,11 @@ load hits both alike. Printed per case: the medians, the median of the paired di
 two must agree within a factor of 1.5. The paired difference of the processes' CPU time (user +
 system, all threads: `wait4`'s rusage) is printed beside it: on a loaded machine it moves less
 than the wall difference, and most of what the agent costs is the traced process's own CPU. Below
-it, the system CPU's paired difference and the processes' voluntary context switches (medians): a
+it, the system CPU's paired difference, the processes' voluntary context switches (medians): a
 thread waiting for the GIL is woken at each release of it by a busy main thread (its flusher's
-wakes, docs/span-format.md "Flushing").
+wakes, docs/span-format.md "Flushing"), and the paired difference of minor page faults: each
+16 KiB chunk of the interpreter's frame stack mapped anew faults (docs/benchmarks.md, "The
+import wrapper in importlib's frame").
 
 Cases: `pass` (python -c pass), `imports` (rich.console, libcst, jedi, requests, pydantic,
 pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packages), `pytest`
@@ -109,10 +111,10 @@ def gc_probe(cwd: Path) -> Path:
     return directory
 
 
-def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float, float, int]:
+def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float, float, int, int]:
     """(wall seconds, CPU seconds of the process: user + system, all its threads, seconds in garbage
     collections: 0 without the GC probe, system CPU seconds, voluntary context switches: a thread
-    waiting for the GIL, a sleep)."""
+    waiting for the GIL, a sleep, minor page faults)."""
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -126,7 +128,7 @@ def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float, float,
         probe = Path(env["BENCH_GC_DIR"]) / str(child.pid)
         collected = int(probe.read_text()) / 1e9
         probe.unlink()
-    return wall, usage.ru_utime + usage.ru_stime, collected, usage.ru_stime, usage.ru_nvcsw
+    return wall, usage.ru_utime + usage.ru_stime, collected, usage.ru_stime, usage.ru_nvcsw, usage.ru_minflt
 
 
 def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict, gc: bool = False) -> None:
@@ -140,6 +142,7 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
     untraced_gc: list = []
     added_system: dict = {mode: [] for mode in bootstraps}
     switches: dict = {"untraced": [], **{mode: [] for mode in bootstraps}}
+    added_faults: dict = {mode: [] for mode in bootstraps}
     accounted: dict = {mode: [] for mode in bootstraps}
     if gc:  # untraced: the probe is the sitecustomize; traced: the shim chains it
         probe = gc_probe(cwd)
@@ -164,6 +167,7 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
             added_system[mode].append(traced[3] - untraced[3])
             switches["untraced"].append(untraced[4])
             switches[mode].append(traced[4])
+            added_faults[mode].append(traced[5] - untraced[5])
             accounted[mode].append(agent_overhead_ns(run_dir) / 1e9)
             shutil.rmtree(run_dir, ignore_errors=True)
     baseline = statistics.median(walls["untraced"])
@@ -181,7 +185,8 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
               f"{statistics.median(walls[mode]) / baseline:>8.3f}{agent * 1e3:>10.2f}{agreement:>12.2f}"
               f"{cpu * 1e3:>+14.2f}{agent / cpu if cpu > 0 else float('inf'):>10.2f}")
         print(f"  {'':<28}system CPU {statistics.median(added_system[mode]) * 1e3:+.2f} ms; voluntary context "
-              f"switches {statistics.median(switches[mode]):.0f} (untraced {statistics.median(switches['untraced']):.0f})")
+              f"switches {statistics.median(switches[mode]):.0f} (untraced {statistics.median(switches['untraced']):.0f}); "
+              f"minor page faults {statistics.median(added_faults[mode]):+.0f}")
         if gc:
             print(f"  {'':<28}garbage collections: {statistics.median(added_gc[mode]) * 1e3:+.2f} ms "
                   f"(untraced {statistics.median(untraced_gc) * 1e3:.2f} ms), not in the agent's accounting")

@@ -107,3 +107,60 @@ def test_the_agents_own_nested_imports_are_counted_once(traced, tmp_path):
     assert result.returncode == 0, result.stderr
     counted = int(result.stdout)
     assert 0.2e9 <= counted < 0.35e9, counted  # counted twice: >= 0.4 s
+
+
+# The wrapper runs importlib's _find_and_load in its own frame (importtime.py): what importlib does
+# there must still happen, each case printed as untraced.
+IMPORT_SEMANTICS = """
+import importlib, sys, threading
+sys.path.insert(0, '.')
+sys.modules['halted'] = None
+try:
+    import halted
+except ModuleNotFoundError as exc:
+    print('halted:', exc, exc.name)
+print('import_module of a loaded module:', importlib.import_module('json') is sys.modules['json'])
+import cycle_a
+print('cycle:', cycle_a.B, cycle_a.cycle_b.A)
+modules = []
+threads = [threading.Thread(target=lambda: modules.append(__import__('slow_shared'))) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print('threads:', len(modules), len(set(map(id, modules))), sys.modules['slow_shared'].RUNS)
+"""
+
+
+def test_imports_behave_as_untraced(traced, tmp_path):
+    """A halted import's error, a module loaded already, a cycle, four threads importing one slow
+    module at once (its lock: the body runs once, all get the same module)."""
+    (tmp_path / "cycle_a.py").write_text("A = 1\nimport cycle_b\nB = cycle_b.B\n")
+    (tmp_path / "cycle_b.py").write_text("import cycle_a\nB = 2\nA = cycle_a.A\n")
+    (tmp_path / "slow_shared.py").write_text("import builtins, time\ntime.sleep(0.05)\n"
+                                             "RUNS = getattr(builtins, 'slow_runs', 0) + 1\nbuiltins.slow_runs = RUNS\n")
+    result = traced.python(IMPORT_SEMANTICS, cwd=tmp_path)
+    untraced = subprocess.run([sys.executable, "-c", IMPORT_SEMANTICS], cwd=tmp_path, capture_output=True,
+                              env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == untraced.returncode == 0, result.stderr
+    assert result.stdout == untraced.stdout and result.stderr == untraced.stderr == b""
+    assert b"threads: 4 1 1" in result.stdout
+    # the loading thread's import, and one for each thread that waited on the module's lock meanwhile
+    spans = traced.spans().named("import slow_shared")
+    assert 1 <= len(spans) <= 4 and {span.status for span in spans} == {"UNSET"}
+
+
+def test_the_import_wrappers_frame_is_as_large_as_importlibs(traced):
+    """CPython >= 3.11 keeps frames in chunks of 16 KiB and maps and unmaps one each time a frame
+    crosses a chunk's end: a wrapper frame of another size shifts every frame of a nested import, and
+    a pytest run crossed chunk ends three times as often (docs/benchmarks.md)."""
+    code = ("import _frozen_importlib as b\n"
+            "from selfopt_trace_agent import importtime\n"
+            "assert b._find_and_load is importtime._find_and_load\n"
+            "size = lambda c: (c.co_nlocals + len(c.co_cellvars) + len(c.co_freevars), c.co_stacksize)\n"
+            "print(size(importtime._find_and_load.__code__))\n"
+            "print(size(importtime._original.__code__))\n")
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b""
+    ours, importlibs = result.stdout.splitlines()
+    assert ours == importlibs

@@ -160,6 +160,28 @@ def test_the_subprocess_hooks_load_at_the_first_spawn_not_at_the_import(traced):
     assert [p.parent_span_id for p in spans.processes()].count(span.span_id) == 1
 
 
+def test_the_multiprocessing_hooks_load_at_the_first_start_not_at_the_import(traced, tmp_path):
+    """Importing multiprocessing (pytest's plugins do) loads no hook of it; the first Process.start
+    installs them, and its Process is a span with its child under it, as with the hooks loaded first."""
+    code = ("import multiprocessing as mp, sys\n"
+            "import multiprocessing.spawn, multiprocessing.util\n"
+            "def work():\n    pass\n"
+            "if __name__ == '__main__':\n"
+            "    print([m for m in ('multiprocessing_', 'spawn', 'os_') if 'selfopt_trace_agent.hooks.' + m in sys.modules])\n"
+            "    mp.set_start_method('spawn')\n"
+            "    p = mp.Process(target=work); p.start(); p.join()\n"
+            "    print(p.exitcode, hasattr(mp.process.BaseProcess.start, '__selfopt_trace__'))\n")
+    script = tmp_path / "mp_first.py"
+    script.write_text(code)
+    result = traced.run([sys.executable, str(script)], cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"[]\n0 True\n", b"")
+    spans = traced.spans()
+    [start] = spans.named("multiprocessing")
+    assert start.attributes["process.exit.code"] == 0
+    assert [p.attributes["process.pid"] for p in spans.children(start) if p.name == "process"].count(
+        start.attributes["process.pid"]) == 1
+
+
 def test_incoming_traceparent_is_joined(traced):
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     result = traced.python("import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'])",

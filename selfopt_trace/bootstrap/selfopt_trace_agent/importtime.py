@@ -2,18 +2,21 @@
 
 CPython's import statement calls `importlib._bootstrap._find_and_load` by attribute lookup for
 every module not yet in sys.modules (3.8 to 3.13), which is exactly what -X importtime times. We
-wrap it: each import gets a deferred span that is written only if its cumulative time reaches
-the threshold (or something inside it was recorded), with self and cumulative time.
+put our own in its place (its body and frame size, the span's bookkeeping in calls beside the
+load): each import gets a deferred span that is written only if its cumulative time reaches the
+threshold (or something inside it was recorded), with self and cumulative time.
 """
 
 from __future__ import annotations
 
+import sys
 from time import time_ns
 
 from . import lazy, spanfile, tracer
 from .tracer import cpu_anchor, thread_cpu_ns
 
 _original = None
+_ModuleLockManager = _NEEDS_LOADING = _find_and_load_unlocked = _lock_unlock_module = None  # importlib's (install)
 _in_startup = True  # imports before the program's first line are part of interpreter.startup
 _AGENT = __name__.partition(".")[0]
 _threshold_ns = 1_000_000
@@ -30,12 +33,14 @@ _samples: list = []
 
 
 def install(threshold_ns: int) -> None:
-    global _original, _threshold_ns
+    global _original, _threshold_ns, _ModuleLockManager, _NEEDS_LOADING, _find_and_load_unlocked, _lock_unlock_module
     import _frozen_importlib as bootstrap
 
     if _original is not None or getattr(bootstrap._find_and_load, "__selfopt_trace__", False):
         return
     _threshold_ns = threshold_ns
+    _ModuleLockManager, _NEEDS_LOADING = bootstrap._ModuleLockManager, bootstrap._NEEDS_LOADING
+    _find_and_load_unlocked, _lock_unlock_module = bootstrap._find_and_load_unlocked, bootstrap._lock_unlock_module
     _original = bootstrap._find_and_load
     bootstrap._find_and_load = _find_and_load
 
@@ -47,62 +52,106 @@ def startup_over() -> None:
 
 
 def _find_and_load(name, import_):
-    parent = _current.get() or tracer._root
-    if parent is None or _in_startup:
-        module = _original(name, import_)
-        if name in _pending:
-            lazy.fire(name, module)
-        return module
-    if name.startswith(_AGENT):  # a hook module loading on first use: the tracer's cost, not an import span
-        counted = tracer.overhead_ns()  # what nested agent imports count must not count twice
-        t0 = time_ns()
-        module = _original(name, import_)
-        tracer.add_overhead(time_ns() - t0 - (tracer.overhead_ns() - counted))
-        return module
-    calibrating = not _bookkeeping[1]
-    if calibrating:
-        t0 = time_ns()
-    frame = _Frame()
-    frame.parent = parent
-    frame.keep = False
-    frame.child_ns = 0
-    frame._span_id = ""
-    token = _current.set(frame)
-    status = "UNSET"
-    instrument_ns = 0
-    t1 = time_ns()
-    # An outermost import's CPU edges (tracer.CPU_START), read inside the span: the read can end
-    # the thread's time slice, and the wait for a CPU then belongs to the import.
-    cpu0 = 0 if parent.deferred else thread_cpu_ns()
-    try:
-        module = _original(name, import_)
-        if name in _pending:  # instrumenting the module is part of what importing it cost here
-            hooked = time_ns()
-            lazy.fire(name, module)
-            instrument_ns = time_ns() - hooked
-    except BaseException as exc:
-        status = tracer.ERROR
-        tracer.strip_own_frames(exc)  # a failed import's traceback shows no frame of ours, as untraced
-        raise
-    finally:
-        cpu1 = thread_cpu_ns() if cpu0 else 0
-        t2 = time_ns()
-        _current.reset(token)
-        cumulative = t2 - t1
-        if parent.deferred:
-            parent.child_ns += cumulative
-        if cumulative >= _threshold_ns or frame.keep:
-            _record(frame, name, t1, t2, cumulative, status, instrument_ns, cpu0, cpu1)
-            tracer.add_overhead(time_ns() - t2)
-            _bookkeeping[0] += 1
-        elif calibrating:
-            tracer.calibrate(_bookkeeping, _samples, t1 - t0 + time_ns() - t2)
-        else:
-            _bookkeeping[0] += 1
+    # importlib's own _find_and_load (3.11-3.13; 3.8-3.10 took the module's lock on every call, to
+    # the same effect), run in this frame instead of under it, with the import's span begun and
+    # ended around the load. CPython 3.11 keeps frames in 16 KiB chunks, maps one when a frame does
+    # not fit and unmaps it when that frame returns: one more frame a nested import shifted every
+    # deeper frame, and a pytest run crossed chunk ends 1,500 times instead of 470 (a mapping, its
+    # page faults and an unmapping each: docs/benchmarks.md). So this frame takes the original's
+    # place, as large as it (four locals; the import's state is on its ImportFrame), and the
+    # bookkeeping runs in calls beside the load, not around it.
+    module = sys.modules.get(name, _NEEDS_LOADING)
+    if module is _NEEDS_LOADING or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        frame = _begin(name)
+        try:
+            with _ModuleLockManager(name):
+                module = sys.modules.get(name, _NEEDS_LOADING)
+                if module is _NEEDS_LOADING:
+                    return _find_and_load_unlocked(name, import_)
+            _lock_unlock_module(name)
+        except BaseException:
+            _failed(frame)
+            raise
+        finally:
+            _end(frame, name)
+    if module is None:
+        raise ModuleNotFoundError("import of {} halted; None in sys.modules".format(name), name=name)
     return module
 
 
 _find_and_load.__selfopt_trace__ = True
+
+
+class _AgentImport:
+    """A hook module of the agent loading on first use: the tracer's cost, not an import span."""
+
+    __slots__ = ("counted", "began_ns")
+
+
+def _begin(name: str):
+    """The import's frame, made current; None for start-up's imports (no spans), an _AgentImport for
+    the agent's own modules."""
+    parent = _current.get() or tracer._root
+    if parent is None or _in_startup:
+        return None
+    if name.startswith(_AGENT):
+        agent = _AgentImport()
+        agent.counted = tracer.overhead_ns()  # what nested agent imports count must not count twice
+        agent.began_ns = time_ns()
+        return agent
+    frame = _Frame()
+    if not _bookkeeping[1]:  # calibrating
+        frame.began_ns = time_ns()
+    frame.parent = parent
+    frame.keep = False
+    frame.child_ns = 0
+    frame._span_id = ""
+    frame.status = "UNSET"
+    frame.token = _current.set(frame)
+    frame.start_ns = time_ns()
+    # An outermost import's CPU edges (tracer.CPU_START), read inside the span: the read can end
+    # the thread's time slice, and the wait for a CPU then belongs to the import.
+    frame.cpu0 = 0 if parent.deferred else thread_cpu_ns()
+    return frame
+
+
+def _failed(frame) -> None:
+    """In the handler of the load's exception: the span's status, and the traceback as untraced."""
+    exc = sys.exc_info()[1]
+    if type(frame) is _Frame:
+        frame.status = tracer.ERROR
+    tracer.strip_own_frames(exc)  # a failed import's traceback shows no frame of ours, as untraced
+
+
+def _end(frame, name: str) -> None:
+    """After the load (or its failure): the hooks pending on a module just imported, and the span's end."""
+    instrument_ns = 0
+    if name in _pending:  # instrumenting the module is part of what importing it cost here
+        module = sys.modules.get(name)
+        if module is not None and (type(frame) is not _Frame or frame.status == "UNSET"):
+            hooked = time_ns()
+            lazy.fire(name, module)
+            instrument_ns = time_ns() - hooked
+    if type(frame) is not _Frame:
+        if frame is not None:
+            tracer.add_overhead(time_ns() - frame.began_ns - (tracer.overhead_ns() - frame.counted))
+        return
+    cpu1 = thread_cpu_ns() if frame.cpu0 else 0
+    t2 = time_ns()
+    _current.reset(frame.token)
+    parent = frame.parent
+    t1 = frame.start_ns
+    cumulative = t2 - t1
+    if parent.deferred:
+        parent.child_ns += cumulative
+    if cumulative >= _threshold_ns or frame.keep:
+        _record(frame, name, t1, t2, cumulative, frame.status, instrument_ns, frame.cpu0, cpu1)
+        tracer.add_overhead(time_ns() - t2)
+        _bookkeeping[0] += 1
+    elif not _bookkeeping[1]:
+        tracer.calibrate(_bookkeeping, _samples, t1 - frame.began_ns + time_ns() - t2)
+    else:
+        _bookkeeping[0] += 1
 
 
 def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulative: int, status: str,

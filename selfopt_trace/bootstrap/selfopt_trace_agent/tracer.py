@@ -101,9 +101,9 @@ class ImportFrame:
     """An import being timed (importtime.py): the current span while its module loads, written
     only if it turns out to matter (its cumulative time, or something recorded inside it).
 
-    Most imports are never written, so their frame is as light as a frame can be: four slots set,
-    the fields a Span reader may ask for as class constants (`deferred`, no end, no sums: small
-    calls are summed above it, hooks/timed.py). Its span id is taken when first asked for, by a span
+    Most imports are never written, so their frame is as light as a frame can be: the fields a Span
+    reader may ask for as class constants (`deferred`, no end, no sums: small calls are summed above
+    it, hooks/timed.py). Its span id is taken when first asked for, by a span
     recorded under it or by its own record (an import nothing asks about takes none), its trace id
     is its parent's. The id is taken without a lock: the thread that asks is the importing one (a
     thread started meanwhile hands over above the frame, hooks/threads.py), unless a copied context
@@ -111,7 +111,10 @@ class ImportFrame:
     (docs/benchmarks.md).
     """
 
-    __slots__ = ("parent", "keep", "child_ns", "_span_id")
+    # The import's own state (importtime.py keeps it here, not in its wrapper's locals: docs/agent.md,
+    # "Imports"): its context token, start time, CPU edge, status, and the time its bookkeeping
+    # began while the cost per import is being calibrated.
+    __slots__ = ("parent", "keep", "child_ns", "_span_id", "token", "start_ns", "cpu0", "status", "began_ns")
     deferred = True
     category = "import"
     kind = INTERNAL

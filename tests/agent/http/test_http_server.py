@@ -155,6 +155,14 @@ def test_server_span_joins_the_client_trace(traced, name):
     assert len(spans.trace_ids() - {clients[0].trace_id}) == 1  # the server process's own trace, nothing else
 
 
+def test_importing_http_server_loads_no_hook_until_a_request(traced):
+    """pydoc and many tools import http.server and serve nothing; the first request installs the
+    hooks (the tests above serve through them)."""
+    result = traced.python("import http.server, sys\n"
+                           "print([m for m in ('http_server', 'http_common') if 'selfopt_trace_agent.hooks.' + m in sys.modules])\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"[]\n", b"")
+
+
 def test_server_span_without_traceparent_is_under_the_server_process(traced):
     server = _start(traced, "http.server")
     try:

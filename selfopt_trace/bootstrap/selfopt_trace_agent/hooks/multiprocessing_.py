@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from .. import process, tracer
+from .. import lazy, process, tracer
 from . import os_, spawn, waits
 
 _PREP_KEY = "selfopt_trace_parent"
@@ -40,10 +40,10 @@ def install(target: str, module) -> None:
         _wrap_function(module, "spawnv_passfds", _spawnv_passfds)
 
 
-def _wrap(cls, name: str, make) -> None:
-    original = getattr(cls, name)
+def _wrap(owner, name: str, make) -> None:
+    original = lazy.original(owner.__dict__[name])  # what stands in until the first call wraps it
     if not tracer.is_own_wrapper(original):
-        setattr(cls, name, tracer.own_wrapper(make(original), original))
+        setattr(owner, name, tracer.own_wrapper(make(original), original))
 
 
 def _wrap_function(module, name: str, make) -> None:
