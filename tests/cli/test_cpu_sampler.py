@@ -120,7 +120,10 @@ def test_a_sleeping_process_or_thread_is_seen_idle(workload_run, role: str) -> N
     r = roles[role]
     running, covered = running_fraction(cli, "w1", r["pid"], r["tid"], r["from"], r["to"])
     assert covered >= 0.5, covered
-    assert running <= 0.1, running
+    # seen once in CI at 0.996 on a loaded machine, not reproduced since: the readings say why
+    assert running <= 0.1, (running, r, cli.query(
+        "SELECT start_ns - $3, end_ns - $3, cpu_ns, runqueue_ns, process_start_ns FROM cpu_samples"
+        " WHERE run_id = 'w1' AND pid = $1 AND tid = $2 ORDER BY start_ns", [r["pid"], r["tid"], r["from"]]))
 
 
 def test_the_two_threads_of_one_process_are_told_apart(workload_run) -> None:
