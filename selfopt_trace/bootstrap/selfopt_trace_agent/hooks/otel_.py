@@ -42,6 +42,7 @@ import os
 import sys
 from marshal import dumps
 from _operator import attrgetter  # the C module: operator.py only re-exports it
+from contextvars import Token
 from time import time_ns
 
 from .. import spanblock, tracer
@@ -103,6 +104,35 @@ class Attached:
         return "%032x" % self.context[0]
 
 
+class Held(Attached):
+    """An SDK span made current by the attach of a context holding only it, over a context holding
+    no other value (start_as_current_span, use_span): the agent's current span, as an Attached is,
+    and `otel_context`, the context attached, which get_current gives OTel while this is current.
+    OTel's own context variable is not set for it: what it holds then differs from the context
+    attached by that span only, which every reader of it replaces (get_current's show, the API
+    path's _Current), so one ContextVar set and reset a span are saved. Made at each such attach
+    (the same span may be current in two contexts at once); the summed calls go to the span's own
+    Attached (made for them), which its end reads."""
+
+    __slots__ = ("span", "otel_context")
+
+    @property
+    def context(self):
+        return self.span._context
+
+    @property
+    def sums(self) -> dict | None:
+        record = self.span._selfopt_trace_span
+        return record.sums if record is not None else None
+
+    @sums.setter
+    def sums(self, value: dict | None) -> None:
+        record = self.span._selfopt_trace_span
+        if record is None:
+            record = _attached(self.span)
+        record.sums = value
+
+
 def _attached(otel) -> Attached:
     """The agent's record of an SDK span (made and kept on it the first time it is asked for)."""
     ours = _new(Attached)
@@ -117,6 +147,7 @@ _INTERNAL = None  # SpanKind.INTERNAL, once armed
 _SDK_SPAN = None  # opentelemetry.sdk.trace's span class, once armed
 _current = tracer.current
 _root = tracer.root
+_agent_variable = tracer._current
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
@@ -313,12 +344,15 @@ class Runtime:
         last = (None, None, None)
 
         def get_current():
-            # Asked again with nothing attached since (the SDK asks 4 times a span): the memo's
-            # answer, in as few steps as it takes (the tuple unpacked, no local kept).
-            context, ours, shown = last
-            if get() is context and _current() is ours:
+            # An SDK span's Held: the context attached, as it was. Else, asked again with nothing
+            # attached since (the SDK asks 4 times a span): the memo's answer.
+            ours = _current()
+            if type(ours) is Held:
+                return ours.otel_context
+            context, last_ours, shown = last
+            if get() is context and ours is last_ours:
                 return shown
-            return show(get(), _current())
+            return show(get(), ours)
 
         def show(context, ours):
             """What get_current shows OTel for its `context` and the agent's current span `ours`."""
@@ -346,6 +380,23 @@ class Runtime:
                 return context
 
         def attach(context):
+            try:
+                # A context holding only an SDK span, attached over one holding no other value (what
+                # start_as_current_span and use_span attach): the agent's current span is its Held,
+                # which get_current gives OTel as it is, and OTel's variable is left as it was (one
+                # ContextVar set and reset less a span). Anything else: both set, as below.
+                otel = context.get(key)
+                if type(otel) is _SDK_SPAN and len(context) == 1:
+                    ours = otel._selfopt_trace_span  # ATTR: None, or its Attached (a merged span's is not)
+                    if ours is None or type(ours) is Attached:
+                        base = get()
+                        if not base or (len(base) == 1 and key in base):
+                            held = _new(Held)
+                            held.span = otel
+                            held.otel_context = context
+                            return _activate(held)
+            except Exception as exc:
+                failed("attach", exc)
             token = set_(context)
             try:
                 otel = context.get(key)
@@ -379,6 +430,9 @@ class Runtime:
                     except ValueError:  # a token of another context (a generator resumed elsewhere)
                         pass
                     token = token[0]
+                elif type(token) is Token and token.var is _agent_variable:  # a Held's: OTel's was not set
+                    _reset(token)
+                    return
                 reset(token)
             except Exception:
                 if log is None:
