@@ -424,15 +424,16 @@ class Runtime:
         def detach(token) -> None:
             """Never raises: a token that cannot be reset is logged, as opentelemetry.context.detach does."""
             try:
-                if type(token) is tuple:
+                if type(token) is Token:
+                    if token.var is _agent_variable:  # a Held's: OTel's variable was not set
+                        _reset(token)
+                        return
+                elif type(token) is tuple:
                     try:
                         _reset(token[1])
                     except ValueError:  # a token of another context (a generator resumed elsewhere)
                         pass
                     token = token[0]
-                elif type(token) is Token and token.var is _agent_variable:  # a Held's: OTel's was not set
-                    _reset(token)
-                    return
                 reset(token)
             except Exception:
                 if log is None:
@@ -954,12 +955,15 @@ def _rows(spans: list) -> list:
         return [value for span in spans for value in _row(span)]
     values: list = []
     add = values.extend
+    last_scope = plain = None  # a block's spans are mostly of one scope: its plain dict looked up once
     for span in spans:
         try:
             parent = span._parent
             code = span._status._status_code._value_  # Enum's field (its .value is a Python property)
             end_ns = span._end_time
-            plain = _plains_get(id(span._instrumentation_scope))
+            scope = span._instrumentation_scope
+            if scope is not last_scope:
+                last_scope, plain = scope, _plains_get(id(scope))
             if span._events._dq or parent is None or code == 2 or plain is None or end_ns is None:
                 add(_row(span))
                 continue
