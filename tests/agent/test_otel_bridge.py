@@ -248,9 +248,10 @@ def test_an_sdk_span_made_current_is_the_agents_current_span_with_its_ids(traced
     """An SDK span has no record of the agent's until it is made current. Attached alone in its
     context over a context with no other value (start_as_current_span), the agent's current span is
     its Held, which gives OTel back the context attached; attached with another value (baggage), its
-    Attached, kept on it, OTel's own context variable set as well. Either way the agent's current span
-    has the SDK span's ids and a new Span's defaults where the agent reads them (deferred, ended,
-    sums, ...), and OTel sees the span and values attached; a span started and not made current has none."""
+    Attached, kept on it, OTel's own context variable set as well, and so while a context without a
+    span is attached inside it. Either way the agent's current span has the SDK span's ids and a new
+    Span's defaults where the agent reads them (deferred, ended, sums, ...), and OTel sees the span
+    and values attached; a span started and not made current has none."""
     code = program("sdk", """
         import json, sys
         from opentelemetry import baggage, context
@@ -277,8 +278,12 @@ def test_an_sdk_span_made_current_is_the_agents_current_span_with_its_ids(traced
             with app.start_as_current_span("two") as two:  # over a context with baggage: both set
                 inner = seen(two)
             context.detach(token)
+            token = context.attach(baggage.set_baggage("b", "2", context.Context()))  # no span in it
+            without_span = seen(one)
+            context.detach(token)
             back = seen(one)
         print(json.dumps({"alone": alone, "with baggage": with_baggage, "inner": inner, "back": back,
+                          "without span": without_span,
                           "after": [agent.current() is None, trace.get_current_span() is not one,
                                     baggage.get_baggage("b") is None],
                           "idle": idle._selfopt_trace_span}))
@@ -292,6 +297,8 @@ def test_an_sdk_span_made_current_is_the_agents_current_span_with_its_ids(traced
     attached = {**held, "type": "Attached", "record": True, "baggage": "1", "context": ["baggage", "current-span"]}
     assert found["alone"] == held and found["back"] == held
     assert found["with baggage"] == attached and found["inner"] == attached
+    # no span attached: OTel is shown the agent's current span, the SDK span's Attached, over that context
+    assert found["without span"] == {**attached, "current": False, "baggage": "2"}
     assert found["after"] == [True, True, True] and found["idle"] is None
 
 

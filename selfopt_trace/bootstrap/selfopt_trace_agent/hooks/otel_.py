@@ -16,7 +16,11 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
   the ended span the SDK gives its processors, whose raw fields (ids as ints) the next flush writes
   with the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for
   it here); a flush while it is still open writes its S record from its fields (tracer.open_records),
-  and its end an E. Made current, it is the agent's current span as an `Attached` (its ids only).
+  and its end an E. Made current, it is the agent's current span: attached alone in its context over
+  a context with no other value (start_as_current_span, use_span), as a `Held`, which holds that
+  context for get_current to give back (OTel's own context variable is not set: one ContextVar set
+  and reset less a span); attached with other values (baggage), as its `Attached` (its ids only),
+  OTel's variable set too.
   The program's own processors and exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
   recording one, so the spans still reach the run; once the program sets a provider, the proxy
@@ -401,7 +405,7 @@ class Runtime:
             try:
                 otel = context.get(key)
                 if otel is None:
-                    return token
+                    return unheld(token)
                 try:
                     ours = otel._selfopt_trace_span  # ATTR: an SDK span made current before, no call
                 except AttributeError:  # (SDK spans and the bridge's own have it: None at first)
@@ -415,11 +419,23 @@ class Runtime:
                     else:
                         ours = _ours(otel)
                         if ours is None:
-                            return token
+                            return unheld(token)
                 return (token, _activate(ours))
             except Exception as exc:
                 failed("attach", exc)
                 return token
+
+        def unheld(token):
+            """The token of an attach that leaves the agent's current span as it was: where that is a
+            Held, OTel's variable now holds other values than its context, so the span's Attached
+            stands for it (get_current shows OTel that span over the context attached)."""
+            held = _current()
+            if type(held) is not Held:
+                return token
+            ours = held.span._selfopt_trace_span
+            if ours is None:
+                ours = _attached(held.span)
+            return (token, _activate(ours))
 
         def detach(token) -> None:
             """Never raises: a token that cannot be reset is logged, as opentelemetry.context.detach does."""
