@@ -848,7 +848,7 @@ def _span_hooks():
                 if ours is not None and ours.sums or _reparented:
                     _note(span_id, ours)
                 _late(span)
-                if len(_late_values) > _LATE_FLUSH:
+                if len(_late_values) >= _LATE_FLUSH:  # one whole M record (at 257, it made two: 256 and 1)
                     tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
