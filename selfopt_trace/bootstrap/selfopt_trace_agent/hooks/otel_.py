@@ -80,11 +80,13 @@ class Bridged:
 
 class Attached:
     """An SDK span made current (OTel's attach), as the agent's current span: what the agent's own
-    spans started inside it read of their parent (ids, not deferred, not ended). Made at its first
-    attach, kept on the SDK span (ATTR); its ids are formatted only when asked for (an agent span
-    started inside it), and `sums` gathers the small calls summed onto it (hooks/timed.py), which its
-    end adds to its attributes. Its record is the SDK span's own (on_end): nothing here is written.
-    It holds the span's SpanContext, not the span: no cycle (span <-> record) for the collector.
+    spans started inside it read of their parent (ids, not deferred, not ended). Made when first
+    needed (an attach of a context holding other values too, a parent read from an explicit context,
+    the small calls summed onto its Held), kept on the SDK span (ATTR); its ids are formatted only
+    when asked for (an agent span started inside it), and `sums` gathers the small calls summed onto
+    it (hooks/timed.py), which its end adds to its attributes. Its record is the SDK span's own
+    (on_end): nothing here is written. It holds the span's SpanContext, not the span: no cycle
+    (span <-> record) for the collector.
 
     `parent` is never followed: the agent walks up only from deferred or ended spans, which this is not."""
 
@@ -121,7 +123,7 @@ class Held(Attached):
     __slots__ = ("span", "otel_context")
 
     @property
-    def context(self):
+    def context(self) -> tuple:  # the span's SpanContext (a tuple)
         return self.span._context
 
     @property
