@@ -245,31 +245,61 @@ def test_the_bridges_inlined_span_records_are_what_the_constructor_makes(traced)
 
 
 def test_an_sdk_span_made_current_is_the_agents_current_span_with_its_ids(traced):
-    """An SDK span has no record of the agent's until it is made current: then the agent's current
-    span is its Attached, with the SDK span's ids and a new Span's defaults where the agent reads
-    them (deferred, ended, sums, ...); a span started and not made current has none."""
+    """An SDK span has no record of the agent's until it is made current. Attached alone in its
+    context over a context with no other value (start_as_current_span), the agent's current span is
+    its Held, which gives OTel back the context attached; attached with another value (baggage), its
+    Attached, kept on it, OTel's own context variable set as well, and so while a context without a
+    span is attached inside it. Either way the agent's current span has the SDK span's ids and a new
+    Span's defaults where the agent reads them (deferred, ended, sums, ...), and OTel sees the span
+    and values attached; a span started and not made current has none."""
     code = program("sdk", """
         import json, sys
+        from opentelemetry import baggage, context
         agent = sys.modules["selfopt_trace_agent.tracer"]
         app = trace.get_tracer("t", "2")
         idle = app.start_span("never current")
-        with app.start_as_current_span("one", attributes={"a": 1}) as span:
+        built = agent.Span("x", None, "", "y", "n", "INTERNAL", "other", 0, None)
+        read = ("deferred", "keep", "end_ns", "child_ns", "sums", "status", "end_attributes", "written", "kind")
+
+        def seen(span):
             ours = agent.current()
-            built = agent.Span("x", None, "", "y", "n", "INTERNAL", "other", 0, None)
-            read = ("deferred", "keep", "end_ns", "child_ns", "sums", "status", "end_attributes", "written", "kind")
-            print(json.dumps({
-                "type": type(ours).__name__, "kept": span._selfopt_trace_span is ours,
-                "ids": [ours.span_id == "%016x" % span.get_span_context().span_id,
-                        ours.trace_id == "%032x" % span.get_span_context().trace_id,
-                        ours.traceparent() == "00-%s-%s-01" % (ours.trace_id, ours.span_id)],
-                "differ": [name for name in read if getattr(ours, name) != getattr(built, name)],
-                "idle": idle._selfopt_trace_span}))
+            return {"type": type(ours).__name__, "record": span._selfopt_trace_span is ours,
+                    "ids": [ours.span_id == "%016x" % span.get_span_context().span_id,
+                            ours.trace_id == "%032x" % span.get_span_context().trace_id,
+                            ours.traceparent() == "00-%s-%s-01" % (ours.trace_id, ours.span_id)],
+                    "differ": [name for name in read if getattr(ours, name) != getattr(built, name)],
+                    "current": trace.get_current_span() is span, "baggage": baggage.get_baggage("b"),
+                    "context": sorted(key[:-37] for key in context.get_current())}  # (create_key's uuid)
+
+        with app.start_as_current_span("one", attributes={"a": 1}) as one:
+            alone = seen(one)
+            token = context.attach(baggage.set_baggage("b", "1"))
+            with_baggage = seen(one)
+            with app.start_as_current_span("two") as two:  # over a context with baggage: both set
+                inner = seen(two)
+            context.detach(token)
+            token = context.attach(baggage.set_baggage("b", "2", context.Context()))  # no span in it
+            without_span = seen(one)
+            context.detach(token)
+            back = seen(one)
+        print(json.dumps({"alone": alone, "with baggage": with_baggage, "inner": inner, "back": back,
+                          "without span": without_span,
+                          "after": [agent.current() is None, trace.get_current_span() is not one,
+                                    baggage.get_baggage("b") is None],
+                          "idle": idle._selfopt_trace_span}))
         idle.end()
     """)
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
-    assert json.loads(result.stdout) == {"type": "Attached", "kept": True, "ids": [True, True, True], "differ": [],
-                                         "idle": None}
+    found = json.loads(result.stdout)
+    held = {"type": "Held", "record": False, "ids": [True, True, True], "differ": [], "current": True,
+            "baggage": None, "context": ["current-span"]}
+    attached = {**held, "type": "Attached", "record": True, "baggage": "1", "context": ["baggage", "current-span"]}
+    assert found["alone"] == held and found["back"] == held
+    assert found["with baggage"] == attached and found["inner"] == attached
+    # no span attached: OTel is shown the agent's current span, the SDK span's Attached, over that context
+    assert found["without span"] == {**attached, "current": False, "baggage": "2"}
+    assert found["after"] == [True, True, True] and found["idle"] is None
 
 
 @pytest.mark.parametrize("setup", ["sdk", "api"])

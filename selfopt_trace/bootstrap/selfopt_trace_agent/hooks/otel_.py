@@ -16,7 +16,11 @@ imports OpenTelemetry itself, and the classes used here are the program's own.
   the ended span the SDK gives its processors, whose raw fields (ids as ints) the next flush writes
   with the others' in M records of up to 256 spans (marshal blocks, spanblock.py: no text made for
   it here); a flush while it is still open writes its S record from its fields (tracer.open_records),
-  and its end an E. Made current, it is the agent's current span as an `Attached` (its ids only).
+  and its end an E. Made current, it is the agent's current span: attached alone in its context over
+  a context with no other value (start_as_current_span, use_span), as a `Held`, which holds that
+  context for get_current to give back (OTel's own context variable is not set: one ContextVar set
+  and reset less a span); attached with other values (baggage), as its `Attached` (its ids only),
+  OTel's variable set too.
   The program's own processors and exporters see the same spans as without the agent.
 - API only (no SDK provider set): the no-op tracer inside the API's `ProxyTracer` is replaced by a
   recording one, so the spans still reach the run; once the program sets a provider, the proxy
@@ -42,6 +46,7 @@ import os
 import sys
 from marshal import dumps
 from _operator import attrgetter  # the C module: operator.py only re-exports it
+from contextvars import Token
 from time import time_ns
 
 from .. import spanblock, tracer
@@ -75,11 +80,13 @@ class Bridged:
 
 class Attached:
     """An SDK span made current (OTel's attach), as the agent's current span: what the agent's own
-    spans started inside it read of their parent (ids, not deferred, not ended). Made at its first
-    attach, kept on the SDK span (ATTR); its ids are formatted only when asked for (an agent span
-    started inside it), and `sums` gathers the small calls summed onto it (hooks/timed.py), which its
-    end adds to its attributes. Its record is the SDK span's own (on_end): nothing here is written.
-    It holds the span's SpanContext, not the span: no cycle (span <-> record) for the collector.
+    spans started inside it read of their parent (ids, not deferred, not ended). Made when first
+    needed (an attach of a context holding other values too, a parent read from an explicit context,
+    the small calls summed onto its Held), kept on the SDK span (ATTR); its ids are formatted only
+    when asked for (an agent span started inside it), and `sums` gathers the small calls summed onto
+    it (hooks/timed.py), which its end adds to its attributes. Its record is the SDK span's own
+    (on_end): nothing here is written. It holds the span's SpanContext, not the span: no cycle
+    (span <-> record) for the collector.
 
     `parent` is never followed: the agent walks up only from deferred or ended spans, which this is not."""
 
@@ -103,6 +110,35 @@ class Attached:
         return "%032x" % self.context[0]
 
 
+class Held(Attached):
+    """An SDK span made current by the attach of a context holding only it, over a context holding
+    no other value (start_as_current_span, use_span): the agent's current span, as an Attached is,
+    and `otel_context`, the context attached, which get_current gives OTel while this is current.
+    OTel's own context variable is not set for it: what it holds then differs from the context
+    attached by that span only, which every reader of it replaces (get_current's show, the API
+    path's _Current), so one ContextVar set and reset a span are saved. Made at each such attach
+    (the same span may be current in two contexts at once); the summed calls go to the span's own
+    Attached (made for them), which its end reads."""
+
+    __slots__ = ("span", "otel_context")
+
+    @property
+    def context(self) -> tuple:  # the span's SpanContext (a tuple)
+        return self.span._context
+
+    @property
+    def sums(self) -> dict | None:
+        record = self.span._selfopt_trace_span
+        return record.sums if record is not None else None
+
+    @sums.setter
+    def sums(self, value: dict | None) -> None:
+        record = self.span._selfopt_trace_span
+        if record is None:
+            record = _attached(self.span)
+        record.sums = value
+
+
 def _attached(otel) -> Attached:
     """The agent's record of an SDK span (made and kept on it the first time it is asked for)."""
     ours = _new(Attached)
@@ -117,6 +153,7 @@ _INTERNAL = None  # SpanKind.INTERNAL, once armed
 _SDK_SPAN = None  # opentelemetry.sdk.trace's span class, once armed
 _current = tracer.current
 _root = tracer.root
+_agent_variable = tracer._current
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
@@ -313,12 +350,15 @@ class Runtime:
         last = (None, None, None)
 
         def get_current():
-            # Asked again with nothing attached since (the SDK asks 4 times a span): the memo's
-            # answer, in as few steps as it takes (the tuple unpacked, no local kept).
-            context, ours, shown = last
-            if get() is context and _current() is ours:
+            # An SDK span's Held: the context attached, as it was. Else, asked again with nothing
+            # attached since (the SDK asks 4 times a span): the memo's answer.
+            ours = _current()
+            if type(ours) is Held:
+                return ours.otel_context
+            context, last_ours, shown = last
+            if get() is context and ours is last_ours:
                 return shown
-            return show(get(), _current())
+            return show(get(), ours)
 
         def show(context, ours):
             """What get_current shows OTel for its `context` and the agent's current span `ours`."""
@@ -346,11 +386,28 @@ class Runtime:
                 return context
 
         def attach(context):
+            try:
+                # A context holding only an SDK span, attached over one holding no other value (what
+                # start_as_current_span and use_span attach): the agent's current span is its Held,
+                # which get_current gives OTel as it is, and OTel's variable is left as it was (one
+                # ContextVar set and reset less a span). Anything else: both set, as below.
+                otel = context.get(key)
+                if type(otel) is _SDK_SPAN and len(context) == 1:
+                    ours = otel._selfopt_trace_span  # ATTR: None, or its Attached (a merged span's is not)
+                    if ours is None or type(ours) is Attached:
+                        base = get()
+                        if not base or (len(base) == 1 and key in base):
+                            held = _new(Held)
+                            held.span = otel
+                            held.otel_context = context
+                            return _activate(held)
+            except Exception as exc:
+                failed("attach", exc)
             token = set_(context)
             try:
                 otel = context.get(key)
                 if otel is None:
-                    return token
+                    return unheld(token)
                 try:
                     ours = otel._selfopt_trace_span  # ATTR: an SDK span made current before, no call
                 except AttributeError:  # (SDK spans and the bridge's own have it: None at first)
@@ -364,16 +421,32 @@ class Runtime:
                     else:
                         ours = _ours(otel)
                         if ours is None:
-                            return token
+                            return unheld(token)
                 return (token, _activate(ours))
             except Exception as exc:
                 failed("attach", exc)
                 return token
 
+        def unheld(token):
+            """The token of an attach that leaves the agent's current span as it was: where that is a
+            Held, OTel's variable now holds other values than its context, so the span's Attached
+            stands for it (get_current shows OTel that span over the context attached)."""
+            held = _current()
+            if type(held) is not Held:
+                return token
+            ours = held.span._selfopt_trace_span
+            if ours is None:
+                ours = _attached(held.span)
+            return (token, _activate(ours))
+
         def detach(token) -> None:
             """Never raises: a token that cannot be reset is logged, as opentelemetry.context.detach does."""
             try:
-                if type(token) is tuple:
+                if type(token) is Token:
+                    if token.var is _agent_variable:  # a Held's: OTel's variable was not set
+                        _reset(token)
+                        return
+                elif type(token) is tuple:
                     try:
                         _reset(token[1])
                     except ValueError:  # a token of another context (a generator resumed elsewhere)
@@ -777,7 +850,7 @@ def _span_hooks():
                 if ours is not None and ours.sums or _reparented:
                     _note(span_id, ours)
                 _late(span)
-                if len(_late_values) > _LATE_FLUSH:
+                if len(_late_values) >= _LATE_FLUSH:  # one whole M record (at 257, it made two: 256 and 1)
                     tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
@@ -900,12 +973,15 @@ def _rows(spans: list) -> list:
         return [value for span in spans for value in _row(span)]
     values: list = []
     add = values.extend
+    last_scope = plain = None  # a block's spans are mostly of one scope: its plain dict looked up once
     for span in spans:
         try:
             parent = span._parent
             code = span._status._status_code._value_  # Enum's field (its .value is a Python property)
             end_ns = span._end_time
-            plain = _plains_get(id(span._instrumentation_scope))
+            scope = span._instrumentation_scope
+            if scope is not last_scope:
+                last_scope, plain = scope, _plains_get(id(scope))
             if span._events._dq or parent is None or code == 2 or plain is None or end_ns is None:
                 add(_row(span))
                 continue
