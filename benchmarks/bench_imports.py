@@ -25,7 +25,9 @@ pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packag
 
 --gc chains a probe sitecustomize into both sides (the shim runs it traced) that times every garbage
 collection (gc.callbacks): the paired difference of the collections' time, which the agent's
-accounting does not count (its objects make collections longer and more frequent).
+accounting does not count (its objects make collections longer and more frequent), then per
+generation the paired differences of the collections' number and time, and of the objects the
+collector tracks at exit (counted by the probe after the program ends: a ~1 ms list on both sides).
 
 --instructions counts CPU instructions under valgrind --tool=callgrind instead (three runs per
 side, PYTHONHASHSEED=0), with the agent's time thresholds (import spans, small calls) scaled by
@@ -85,20 +87,23 @@ def module_count(args: list, cwd: Path, env: dict) -> int:
     return int(found[-1]) if found else 0
 
 
-# Times the process's garbage collections; written at exit to $BENCH_GC_DIR/<pid>: their total ns.
+# Times the process's garbage collections, per generation; written at exit to $BENCH_GC_DIR/<pid>:
+# each generation's collections and their ns, then the objects the collector tracks at exit.
 GC_PROBE = """
 import atexit, gc, os, time
-_gc = [0, 0]  # start of the collection running, total ns
+_gc = [0, 0, [0, 0, 0], [0, 0, 0]]  # start of the collection running, its generation, counts, ns
 def _timed(phase, info, clock=time.perf_counter_ns):
     if phase == "start":
+        _gc[1] = info["generation"]
         _gc[0] = clock()
     else:
-        _gc[1] += clock() - _gc[0]
+        _gc[3][_gc[1]] += clock() - _gc[0]
+        _gc[2][_gc[1]] += 1
 gc.callbacks.append(_timed)
 @atexit.register
 def _write():
     with open(os.path.join(os.environ["BENCH_GC_DIR"], str(os.getpid())), "w") as f:
-        f.write("%d" % _gc[1])
+        f.write(" ".join(map(str, _gc[2] + _gc[3] + [len(gc.get_objects())])))
 """
 
 
@@ -111,10 +116,11 @@ def gc_probe(cwd: Path) -> Path:
     return directory
 
 
-def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float, float, int, int]:
-    """(wall seconds, CPU seconds of the process: user + system, all its threads, seconds in garbage
-    collections: 0 without the GC probe, system CPU seconds, voluntary context switches: a thread
-    waiting for the GIL, a sleep, minor page faults)."""
+def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, tuple, float, int, int]:
+    """(wall seconds, CPU seconds of the process: user + system, all its threads, the GC probe's
+    figures: collections of generations 0, 1, 2, seconds in each, objects tracked at exit (zeros
+    without the probe), system CPU seconds, voluntary context switches: a thread waiting for the
+    GIL, a sleep, minor page faults)."""
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -123,10 +129,11 @@ def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float, float,
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
     if child.returncode:
         raise subprocess.CalledProcessError(child.returncode, child.args)
-    collected = 0.0
+    collected = (0,) * 7
     if "BENCH_GC_DIR" in env:
         probe = Path(env["BENCH_GC_DIR"]) / str(child.pid)
-        collected = int(probe.read_text()) / 1e9
+        counts = [int(n) for n in probe.read_text().split()]
+        collected = (*counts[:3], *(ns / 1e9 for ns in counts[3:6]), counts[6])
         probe.unlink()
     return wall, usage.ru_utime + usage.ru_stime, collected, usage.ru_stime, usage.ru_nvcsw, usage.ru_minflt
 
@@ -162,7 +169,7 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
             walls[mode].append(traced[0])
             added[mode].append(traced[0] - untraced[0])
             added_cpu[mode].append(traced[1] - untraced[1])
-            added_gc[mode].append(traced[2] - untraced[2])
+            added_gc[mode].append([t - u for t, u in zip(traced[2], untraced[2])])
             untraced_gc.append(untraced[2])
             added_system[mode].append(traced[3] - untraced[3])
             switches["untraced"].append(untraced[4])
@@ -187,9 +194,17 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
         print(f"  {'':<28}system CPU {statistics.median(added_system[mode]) * 1e3:+.2f} ms; voluntary context "
               f"switches {statistics.median(switches[mode]):.0f} (untraced {statistics.median(switches['untraced']):.0f}); "
               f"minor page faults {statistics.median(added_faults[mode]):+.0f}")
-        if gc:
-            print(f"  {'':<28}garbage collections: {statistics.median(added_gc[mode]) * 1e3:+.2f} ms "
-                  f"(untraced {statistics.median(untraced_gc) * 1e3:.2f} ms), not in the agent's accounting")
+        if gc:  # per generation: the paired differences' medians
+            total = statistics.median(sum(d[3:6]) for d in added_gc[mode])
+            print(f"  {'':<28}garbage collections: {total * 1e3:+.2f} ms (untraced "
+                  f"{statistics.median(sum(u[3:6]) for u in untraced_gc) * 1e3:.2f} ms), not in the agent's accounting")
+            print(f"  {'':<28}  by generation 0/1/2: collections "
+                  + "/".join(f"{statistics.median(d[g] for d in added_gc[mode]):+.0f}" for g in range(3))
+                  + " (untraced " + "/".join(f"{statistics.median(u[g] for u in untraced_gc):.0f}" for g in range(3))
+                  + "), ms " + "/".join(f"{statistics.median(d[g] for d in added_gc[mode]) * 1e3:+.2f}" for g in range(3, 6))
+                  + " (untraced " + "/".join(f"{statistics.median(u[g] for u in untraced_gc) * 1e3:.2f}" for g in range(3, 6))
+                  + f"); objects tracked at exit {statistics.median(d[6] for d in added_gc[mode]):+.0f} "
+                  f"(untraced {statistics.median(u[6] for u in untraced_gc):.0f})")
         verdict = "ok" if difference <= budget else "OVER"
         agrees = "ok" if 1 / 1.5 <= agreement <= 1.5 else "OFF"
         print(f"  {'':<28}budget {budget * 1e3:.2f} ms: {verdict}; accounting within 1.5x: {agrees}")
