@@ -130,9 +130,10 @@ def install_builtin_hooks() -> None:
 
 
 def _builtin_installer(target: str, hook_module: str):
-    installer = _hook_installer(hook_module, target)
     paths = ON_FIRST_CALL.get(target)
-    return installer if paths is None else _first_call_installer(target, installer, paths)
+    if paths is None:
+        return _hook_installer(hook_module, target)
+    return _FirstCall(target, hook_module, paths).place
 
 
 def _hook_installer(hook_module: str, target: str):
@@ -143,14 +144,26 @@ def _hook_installer(hook_module: str, target: str):
     return install
 
 
-def _first_call_installer(target: str, installer, paths: tuple):
-    """A hook that puts stand-ins at `paths`; the first call of any of them runs `installer` (which
-    wraps what `original` finds behind each stand-in) and goes on into what it installed. The
+class _FirstCall:
+    """A hook that puts stand-ins at `paths`; the first call of any of them loads the hook module
+    (which wraps what `original` finds behind each stand-in) and goes on into what it installed. The
     stand-ins stay in place until the wrappers replace them: a thread calling meanwhile waits for
-    the hook, it never finds the bare original."""
-    def install(module) -> None:
-        places = []
-        for path in paths:
+    the hook, it never finds the bare original.
+
+    One object a target, its stand-ins' only state beside their own: as closures (the installer,
+    `resolve`, their cells and lists) it was ~14 objects a target more for the garbage collector to
+    scan in every process that imports the target and never calls it (docs/benchmarks.md)."""
+
+    __slots__ = ("target", "hook_module", "paths", "module", "places", "installed", "lock")
+
+    def __init__(self, target: str, hook_module: str, paths: tuple) -> None:
+        self.target, self.hook_module, self.paths = target, hook_module, paths
+        self.installed = False
+
+    def place(self, module) -> None:
+        """The stand-ins, at the target's import."""
+        places = []  # owner, name, function: flat, no tuple each
+        for path in self.paths:
             *owners, name = path.split(".")
             owner = module
             for part in owners:
@@ -159,28 +172,28 @@ def _first_call_installer(target: str, installer, paths: tuple):
             # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
             # library's decorator): the hook decides what it wraps
             if callable(function) and not hasattr(function, _STANDS_IN_FOR):
-                places.append((owner, name, function))
-        installed = []
-        lock = RLock()  # reentrant: a signal handler may call one while this thread installs
+                places += (owner, name, function)
+        self.module, self.places = module, places
+        self.lock = RLock()  # reentrant: a signal handler may call one while this thread installs
+        for i in range(0, len(places), 3):
+            owner, name, function = places[i:i + 3]
+            setattr(owner, name, _stand_in(owner, name, function, self))
 
-        def resolve() -> bool:
-            """Install the hook unless it is; whether this call did."""
-            if installed:
+    def resolve(self) -> bool:
+        """Install the hook unless it is; whether this call did."""
+        if self.installed:
+            return False
+        with self.lock:
+            if self.installed:
                 return False
-            with lock:
-                if installed:
-                    return False
-                _run(target, installer, module)
-                for owner, name, function in places:
-                    if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
-                        setattr(owner, name, function)
-                installed.append(True)
-                return True
-
-        for owner, name, function in places:
-            setattr(owner, name, _stand_in(owner, name, function, resolve))
-
-    return install
+            _run(self.target, _hook_installer(self.hook_module, self.target), self.module)
+            places = self.places
+            for i in range(0, len(places), 3):
+                owner, name, function = places[i:i + 3]
+                if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
+                    setattr(owner, name, function)
+            self.installed = True
+            return True
 
 
 def original(function):
@@ -194,13 +207,13 @@ _STANDS_IN_FOR = "__selfopt_trace_stands_in_for__"
 _CO_COROUTINE = 0x80
 
 
-def _stand_in(owner, name: str, function, resolve):
+def _stand_in(owner, name: str, function, first: _FirstCall):
     if getattr(getattr(function, "__code__", None), "co_flags", 0) & _CO_COROUTINE:
-        return _async_stand_in(owner, name, function, resolve)
+        return _async_stand_in(owner, name, function, first)
 
     def call(*args, **kwargs):
         began = time_ns()
-        loaded = resolve()
+        loaded = first.resolve()
         if loaded:  # the span this call starts starts here (tracer.first_call)
             tracer.first_call = (get_ident(), began)
         try:
@@ -215,12 +228,12 @@ def _stand_in(owner, name: str, function, resolve):
     return _named(call, name, function)
 
 
-def _async_stand_in(owner, name: str, function, resolve):
+def _async_stand_in(owner, name: str, function, first: _FirstCall):
     """A coroutine function's stand-in is one too (inspect and asyncio tell them apart). The hook
     loads when the coroutine first runs, as the original's body would; no tracer.first_call: other
     tasks run in this thread while it awaits."""
     async def call(*args, **kwargs):
-        resolve()
+        first.resolve()
         try:
             return await owner.__dict__[name](*args, **kwargs)
         except BaseException as exc:  # as untraced: no frame of ours
