@@ -133,7 +133,11 @@ def _builtin_installer(target: str, hook_module: str):
     paths = ON_FIRST_CALL.get(target)
     if paths is None:
         return _hook_installer(hook_module, target)
-    return _FirstCall(target, hook_module, paths).place
+
+    def install(module) -> None:
+        _place([target, hook_module, module, [], False, RLock()], paths)
+
+    return install
 
 
 def _hook_installer(hook_module: str, target: str):
@@ -144,56 +148,52 @@ def _hook_installer(hook_module: str, target: str):
     return install
 
 
-class _FirstCall:
-    """A hook that puts stand-ins at `paths`; the first call of any of them loads the hook module
-    (which wraps what `original` finds behind each stand-in) and goes on into what it installed. The
-    stand-ins stay in place until the wrappers replace them: a thread calling meanwhile waits for
-    the hook, it never finds the bare original.
+# A first-call hook's state: [target, hook module, target module, places (owner, name, function, ...
+# flat), installed, lock], one list, its stand-ins' only state beside their own. As closures (the
+# installer, a `resolve`, their cells and lists) it was ~14 objects a target more for the garbage
+# collector to scan in every process that imports the target and never calls it; as a class, its
+# creation cost every process's start-up 0.3 M instructions (docs/benchmarks.md).
+_TARGET, _HOOK_MODULE, _MODULE, _PLACES, _INSTALLED, _LOCK = range(6)
 
-    One object a target, its stand-ins' only state beside their own: as closures (the installer,
-    `resolve`, their cells and lists) it was ~14 objects a target more for the garbage collector to
-    scan in every process that imports the target and never calls it (docs/benchmarks.md)."""
 
-    __slots__ = ("target", "hook_module", "paths", "module", "places", "installed", "lock")
+def _place(state: list, paths: tuple) -> None:
+    """Stand-ins at `paths` of the target module; the first call of any of them loads the hook
+    module (which wraps what `original` finds behind each stand-in) and goes on into what it
+    installed. The stand-ins stay in place until the wrappers replace them: a thread calling
+    meanwhile waits for the hook (the lock is reentrant: a signal handler may call one while this
+    thread installs), it never finds the bare original."""
+    places = state[_PLACES]
+    for path in paths:
+        *owners, name = path.split(".")
+        owner = state[_MODULE]
+        for part in owners:
+            owner = getattr(owner, part, None)
+        function = getattr(owner, "__dict__", {}).get(name)
+        # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
+        # library's decorator): the hook decides what it wraps
+        if callable(function) and not hasattr(function, _STANDS_IN_FOR):
+            places += (owner, name, function)
+    for i in range(0, len(places), 3):
+        owner, name, function = places[i:i + 3]
+        setattr(owner, name, _stand_in(owner, name, function, state))
 
-    def __init__(self, target: str, hook_module: str, paths: tuple) -> None:
-        self.target, self.hook_module, self.paths = target, hook_module, paths
-        self.installed = False
 
-    def place(self, module) -> None:
-        """The stand-ins, at the target's import."""
-        places = []  # owner, name, function: flat, no tuple each
-        for path in self.paths:
-            *owners, name = path.split(".")
-            owner = module
-            for part in owners:
-                owner = getattr(owner, part, None)
-            function = getattr(owner, "__dict__", {}).get(name)
-            # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
-            # library's decorator): the hook decides what it wraps
-            if callable(function) and not hasattr(function, _STANDS_IN_FOR):
-                places += (owner, name, function)
-        self.module, self.places = module, places
-        self.lock = RLock()  # reentrant: a signal handler may call one while this thread installs
+def _resolve(state: list) -> bool:
+    """Install the hook unless it is; whether this call did."""
+    if state[_INSTALLED]:
+        return False
+    with state[_LOCK]:
+        if state[_INSTALLED]:
+            return False
+        target = state[_TARGET]
+        _run(target, _hook_installer(state[_HOOK_MODULE], target), state[_MODULE])
+        places = state[_PLACES]
         for i in range(0, len(places), 3):
             owner, name, function = places[i:i + 3]
-            setattr(owner, name, _stand_in(owner, name, function, self))
-
-    def resolve(self) -> bool:
-        """Install the hook unless it is; whether this call did."""
-        if self.installed:
-            return False
-        with self.lock:
-            if self.installed:
-                return False
-            _run(self.target, _hook_installer(self.hook_module, self.target), self.module)
-            places = self.places
-            for i in range(0, len(places), 3):
-                owner, name, function = places[i:i + 3]
-                if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
-                    setattr(owner, name, function)
-            self.installed = True
-            return True
+            if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
+                setattr(owner, name, function)
+        state[_INSTALLED] = True
+        return True
 
 
 def original(function):
@@ -207,13 +207,13 @@ _STANDS_IN_FOR = "__selfopt_trace_stands_in_for__"
 _CO_COROUTINE = 0x80
 
 
-def _stand_in(owner, name: str, function, first: _FirstCall):
+def _stand_in(owner, name: str, function, state: list):
     if getattr(getattr(function, "__code__", None), "co_flags", 0) & _CO_COROUTINE:
-        return _async_stand_in(owner, name, function, first)
+        return _async_stand_in(owner, name, function, state)
 
     def call(*args, **kwargs):
         began = time_ns()
-        loaded = first.resolve()
+        loaded = _resolve(state)
         if loaded:  # the span this call starts starts here (tracer.first_call)
             tracer.first_call = (get_ident(), began)
         try:
@@ -228,12 +228,12 @@ def _stand_in(owner, name: str, function, first: _FirstCall):
     return _named(call, name, function)
 
 
-def _async_stand_in(owner, name: str, function, first: _FirstCall):
+def _async_stand_in(owner, name: str, function, state: list):
     """A coroutine function's stand-in is one too (inspect and asyncio tell them apart). The hook
     loads when the coroutine first runs, as the original's body would; no tracer.first_call: other
     tasks run in this thread while it awaits."""
     async def call(*args, **kwargs):
-        first.resolve()
+        _resolve(state)
         try:
             return await owner.__dict__[name](*args, **kwargs)
         except BaseException as exc:  # as untraced: no frame of ours
