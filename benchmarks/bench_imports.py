@@ -35,7 +35,9 @@ callgrind's slowdown so the same imports and calls are recorded as in a native r
 interval is not scaled: the flusher thread wakes ~50x as often as natively, a few M instructions
 that move from run to run.) --compare DIR (repeatable) measures another
 bootstrap directory beside this one (e.g. `git archive HEAD~1 selfopt_trace/bootstrap | tar -x -C /tmp/old`).
---deterministic puts the thresholds out of reach instead: no import is recorded for its time and
+Compare copies at the same depth (`/tmp/a/selfopt_trace/bootstrap` beside `/tmp/b/...`): a pytest
+count moved by 18 M with the paths it ran with. --deterministic puts the thresholds out of reach
+instead: no import is recorded for its time and
 every small call is a sum, so the count no longer moves with the machine's load (recorded imports
 are left to --slopes). --slopes counts what one import and one summed compile() add.
 """
@@ -224,15 +226,18 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic
     print(f"\n{name}: python {' '.join(args)}  ({modules} modules): CPU instructions (callgrind), three runs each")
     untraced = [instructions(args, cwd, base) for _ in range(3)]
     print(f"  {'untraced':<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in untraced))
-    for mode, bootstrap in bootstraps.items():
-        env = traced_environ(base, bootstrap, cwd / "runs" / mode)
+    for i, (mode, bootstrap) in enumerate(bootstraps.items()):
+        # A run directory's name as long for every side: named after the side, the base copy's pytest
+        # count was 18 M higher than with a name as long as the other's (docs/benchmarks.md).
+        run_dir = cwd / "runs" / f"side{i:02d}"
+        env = traced_environ(base, bootstrap, run_dir)
         env["SELFOPT_TRACE_IMPORT_THRESHOLD_MS"] = "100000" if deterministic else str(CALLGRIND_SLOWDOWN)
         env["SELFOPT_TRACE_SMALL_NS"] = str(10**11 if deterministic else 100_000 * CALLGRIND_SLOWDOWN)
         counts = [instructions(args, cwd, env) for _ in range(3)]
         added = statistics.median(counts) - statistics.median(untraced)
         print(f"  {mode:<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in counts)
               + f"   added {added / 1e6:+.1f} M" + (f" ({added / modules:,.0f} a module)" if name != "pass" else ""))
-        shutil.rmtree(cwd / "runs" / mode, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 SLOPE_MODULES = 1000
