@@ -130,7 +130,9 @@ def install_builtin_hooks() -> None:
 
 
 def _builtin_installer(target: str, hook_module: str):
-    paths = ON_FIRST_CALL.get(target)
+    # only the target's built-in hook waits for a first call: another (hooks/targets.py's, waiting
+    # by name on any module) installs at the import
+    paths = ON_FIRST_CALL.get(target) if BUILTIN_HOOKS.get(target) == hook_module else None
     if paths is None:
         return _hook_installer(hook_module, target)
 
