@@ -25,7 +25,9 @@ pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packag
 
 --gc chains a probe sitecustomize into both sides (the shim runs it traced) that times every garbage
 collection (gc.callbacks): the paired difference of the collections' time, which the agent's
-accounting does not count (its objects make collections longer and more frequent).
+accounting does not count (its objects make collections longer and more frequent), then per
+generation the paired differences of the collections' number and time, and of the objects the
+collector tracks at exit (counted by the probe after the program ends: a ~1 ms list on both sides).
 
 --instructions counts CPU instructions under valgrind --tool=callgrind instead (three runs per
 side, PYTHONHASHSEED=0), with the agent's time thresholds (import spans, small calls) scaled by
@@ -33,7 +35,9 @@ callgrind's slowdown so the same imports and calls are recorded as in a native r
 interval is not scaled: the flusher thread wakes ~50x as often as natively, a few M instructions
 that move from run to run.) --compare DIR (repeatable) measures another
 bootstrap directory beside this one (e.g. `git archive HEAD~1 selfopt_trace/bootstrap | tar -x -C /tmp/old`).
---deterministic puts the thresholds out of reach instead: no import is recorded for its time and
+Compare copies at the same depth (`/tmp/a/selfopt_trace/bootstrap` beside `/tmp/b/...`): a pytest
+count moved by 18 M with the paths it ran with. --deterministic puts the thresholds out of reach
+instead: no import is recorded for its time and
 every small call is a sum, so the count no longer moves with the machine's load (recorded imports
 are left to --slopes). --slopes counts what one import and one summed compile() add.
 """
@@ -85,20 +89,23 @@ def module_count(args: list, cwd: Path, env: dict) -> int:
     return int(found[-1]) if found else 0
 
 
-# Times the process's garbage collections; written at exit to $BENCH_GC_DIR/<pid>: their total ns.
+# Times the process's garbage collections, per generation; written at exit to $BENCH_GC_DIR/<pid>:
+# each generation's collections and their ns, then the objects the collector tracks at exit.
 GC_PROBE = """
 import atexit, gc, os, time
-_gc = [0, 0]  # start of the collection running, total ns
+_gc = [0, 0, [0, 0, 0], [0, 0, 0]]  # start of the collection running, its generation, counts, ns
 def _timed(phase, info, clock=time.perf_counter_ns):
     if phase == "start":
+        _gc[1] = info["generation"]
         _gc[0] = clock()
     else:
-        _gc[1] += clock() - _gc[0]
+        _gc[3][_gc[1]] += clock() - _gc[0]
+        _gc[2][_gc[1]] += 1
 gc.callbacks.append(_timed)
 @atexit.register
 def _write():
     with open(os.path.join(os.environ["BENCH_GC_DIR"], str(os.getpid())), "w") as f:
-        f.write("%d" % _gc[1])
+        f.write(" ".join(map(str, _gc[2] + _gc[3] + [len(gc.get_objects())])))
 """
 
 
@@ -111,10 +118,11 @@ def gc_probe(cwd: Path) -> Path:
     return directory
 
 
-def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float, float, int, int]:
-    """(wall seconds, CPU seconds of the process: user + system, all its threads, seconds in garbage
-    collections: 0 without the GC probe, system CPU seconds, voluntary context switches: a thread
-    waiting for the GIL, a sleep, minor page faults)."""
+def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, tuple, float, int, int]:
+    """(wall seconds, CPU seconds of the process: user + system, all its threads, the GC probe's
+    figures: collections of generations 0, 1, 2, seconds in each, objects tracked at exit (zeros
+    without the probe), system CPU seconds, voluntary context switches: a thread waiting for the
+    GIL, a sleep, minor page faults)."""
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -123,10 +131,11 @@ def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, float, float,
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
     if child.returncode:
         raise subprocess.CalledProcessError(child.returncode, child.args)
-    collected = 0.0
+    collected = (0,) * 7
     if "BENCH_GC_DIR" in env:
         probe = Path(env["BENCH_GC_DIR"]) / str(child.pid)
-        collected = int(probe.read_text()) / 1e9
+        counts = [int(n) for n in probe.read_text().split()]
+        collected = (*counts[:3], *(ns / 1e9 for ns in counts[3:6]), counts[6])
         probe.unlink()
     return wall, usage.ru_utime + usage.ru_stime, collected, usage.ru_stime, usage.ru_nvcsw, usage.ru_minflt
 
@@ -162,7 +171,7 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
             walls[mode].append(traced[0])
             added[mode].append(traced[0] - untraced[0])
             added_cpu[mode].append(traced[1] - untraced[1])
-            added_gc[mode].append(traced[2] - untraced[2])
+            added_gc[mode].append([t - u for t, u in zip(traced[2], untraced[2])])
             untraced_gc.append(untraced[2])
             added_system[mode].append(traced[3] - untraced[3])
             switches["untraced"].append(untraced[4])
@@ -187,9 +196,17 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
         print(f"  {'':<28}system CPU {statistics.median(added_system[mode]) * 1e3:+.2f} ms; voluntary context "
               f"switches {statistics.median(switches[mode]):.0f} (untraced {statistics.median(switches['untraced']):.0f}); "
               f"minor page faults {statistics.median(added_faults[mode]):+.0f}")
-        if gc:
-            print(f"  {'':<28}garbage collections: {statistics.median(added_gc[mode]) * 1e3:+.2f} ms "
-                  f"(untraced {statistics.median(untraced_gc) * 1e3:.2f} ms), not in the agent's accounting")
+        if gc:  # per generation: the paired differences' medians
+            total = statistics.median(sum(d[3:6]) for d in added_gc[mode])
+            print(f"  {'':<28}garbage collections: {total * 1e3:+.2f} ms (untraced "
+                  f"{statistics.median(sum(u[3:6]) for u in untraced_gc) * 1e3:.2f} ms), not in the agent's accounting")
+            print(f"  {'':<28}  by generation 0/1/2: collections "
+                  + "/".join(f"{statistics.median(d[g] for d in added_gc[mode]):+.0f}" for g in range(3))
+                  + " (untraced " + "/".join(f"{statistics.median(u[g] for u in untraced_gc):.0f}" for g in range(3))
+                  + "), ms " + "/".join(f"{statistics.median(d[g] for d in added_gc[mode]) * 1e3:+.2f}" for g in range(3, 6))
+                  + " (untraced " + "/".join(f"{statistics.median(u[g] for u in untraced_gc) * 1e3:.2f}" for g in range(3, 6))
+                  + f"); objects tracked at exit {statistics.median(d[6] for d in added_gc[mode]):+.0f} "
+                  f"(untraced {statistics.median(u[6] for u in untraced_gc):.0f})")
         verdict = "ok" if difference <= budget else "OVER"
         agrees = "ok" if 1 / 1.5 <= agreement <= 1.5 else "OFF"
         print(f"  {'':<28}budget {budget * 1e3:.2f} ms: {verdict}; accounting within 1.5x: {agrees}")
@@ -209,15 +226,18 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic
     print(f"\n{name}: python {' '.join(args)}  ({modules} modules): CPU instructions (callgrind), three runs each")
     untraced = [instructions(args, cwd, base) for _ in range(3)]
     print(f"  {'untraced':<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in untraced))
-    for mode, bootstrap in bootstraps.items():
-        env = traced_environ(base, bootstrap, cwd / "runs" / mode)
+    for i, (mode, bootstrap) in enumerate(bootstraps.items()):
+        # A run directory's name as long for every side: named after the side, the base copy's pytest
+        # count was 18 M higher than with a name as long as the other's (docs/benchmarks.md).
+        run_dir = cwd / "runs" / f"side{i:02d}"
+        env = traced_environ(base, bootstrap, run_dir)
         env["SELFOPT_TRACE_IMPORT_THRESHOLD_MS"] = "100000" if deterministic else str(CALLGRIND_SLOWDOWN)
         env["SELFOPT_TRACE_SMALL_NS"] = str(10**11 if deterministic else 100_000 * CALLGRIND_SLOWDOWN)
         counts = [instructions(args, cwd, env) for _ in range(3)]
         added = statistics.median(counts) - statistics.median(untraced)
         print(f"  {mode:<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in counts)
               + f"   added {added / 1e6:+.1f} M" + (f" ({added / modules:,.0f} a module)" if name != "pass" else ""))
-        shutil.rmtree(cwd / "runs" / mode, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 SLOPE_MODULES = 1000

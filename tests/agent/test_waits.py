@@ -190,6 +190,28 @@ def test_the_thread_hooks_load_at_the_first_thread_start_not_at_the_import(trace
     assert thread.attributes["thread.name"] == "first"
 
 
+def test_the_future_and_asyncio_wait_hooks_load_at_the_first_wait_not_at_the_import(traced):
+    """Importing concurrent.futures and asyncio.subprocess (pytest's plugins do) loads no waits.py;
+    their stand-ins answer as the originals (a coroutine function stays one), and the first wait,
+    through a reference taken before it, installs the hook and is a wait like any other."""
+    code = textwrap.dedent("""
+        import asyncio.subprocess, concurrent.futures as cf, inspect, sys, threading
+        print("selfopt_trace_agent.hooks.waits" in sys.modules)
+        process = asyncio.subprocess.Process
+        print([inspect.iscoroutinefunction(f) for f in (process.wait, process.communicate, cf.Future.result, cf.wait)])
+        result = cf.Future.result
+        future = cf.Future()
+        threading.Timer(0.1, future.set_result, (7,)).start()
+        print(result(future), cf.Future.result.__name__, inspect.signature(cf.Future.result))
+    """)
+    untraced = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert untraced.stdout == b"False\n[True, True, False, False]\n7 result (self, timeout=None)\n"
+    spans = run(traced, code)
+    assert spans.stdout.encode() == untraced.stdout
+    (wait,) = main_thread_waits(spans, "Future.result")
+    assert_wait(wait, "Future.result")
+
+
 def test_a_thread_started_under_a_span_is_its_child(traced):
     spans = run(traced, """
         import threading

@@ -92,6 +92,11 @@ ON_FIRST_CALL = {
     # overrides it still parses and answers through the other two).
     "http.server": ("BaseHTTPRequestHandler.handle_one_request", "BaseHTTPRequestHandler.parse_request",
                     "BaseHTTPRequestHandler.send_response_only"),
+    # pytest imports concurrent.futures and asyncio.subprocess (its plugins: asyncio) and waits on no
+    # future and no asyncio child: waits.py loaded at those imports (~0.2 ms of a pytest run). Every
+    # wait on them goes through these.
+    "concurrent.futures._base": ("Future.result", "Future.exception", "wait", "as_completed"),
+    "asyncio.subprocess": ("Process.wait", "Process.communicate"),
 }
 
 # module name -> what to run when it is imported: a BUILTIN_HOOKS hook module's name (a str: its
@@ -125,9 +130,16 @@ def install_builtin_hooks() -> None:
 
 
 def _builtin_installer(target: str, hook_module: str):
-    installer = _hook_installer(hook_module, target)
-    paths = ON_FIRST_CALL.get(target)
-    return installer if paths is None else _first_call_installer(target, installer, paths)
+    # only the target's built-in hook waits for a first call: another (hooks/targets.py's, waiting
+    # by name on any module) installs at the import
+    paths = ON_FIRST_CALL.get(target) if BUILTIN_HOOKS.get(target) == hook_module else None
+    if paths is None:
+        return _hook_installer(hook_module, target)
+
+    def install(module) -> None:
+        _place([target, hook_module, module, [], False, RLock()], paths)
+
+    return install
 
 
 def _hook_installer(hook_module: str, target: str):
@@ -138,44 +150,52 @@ def _hook_installer(hook_module: str, target: str):
     return install
 
 
-def _first_call_installer(target: str, installer, paths: tuple):
-    """A hook that puts stand-ins at `paths`; the first call of any of them runs `installer` (which
-    wraps what `original` finds behind each stand-in) and goes on into what it installed. The
-    stand-ins stay in place until the wrappers replace them: a thread calling meanwhile waits for
-    the hook, it never finds the bare original."""
-    def install(module) -> None:
-        places = []
-        for path in paths:
-            *owners, name = path.split(".")
-            owner = module
-            for part in owners:
-                owner = getattr(owner, part, None)
-            function = getattr(owner, "__dict__", {}).get(name)
-            # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
-            # library's decorator): the hook decides what it wraps
-            if callable(function) and not hasattr(function, _STANDS_IN_FOR):
-                places.append((owner, name, function))
-        installed = []
-        lock = RLock()  # reentrant: a signal handler may call one while this thread installs
+# A first-call hook's state: [target, hook module, target module, places (owner, name, function, ...
+# flat), installed, lock], one list, its stand-ins' only state beside their own. As closures (the
+# installer, a `resolve`, their cells and lists) it was ~14 objects a target more for the garbage
+# collector to scan in every process that imports the target and never calls it; as a class, its
+# creation cost every process's start-up 0.3 M instructions (docs/benchmarks.md).
+_TARGET, _HOOK_MODULE, _MODULE, _PLACES, _INSTALLED, _LOCK = range(6)
 
-        def resolve() -> bool:
-            """Install the hook unless it is; whether this call did."""
-            if installed:
-                return False
-            with lock:
-                if installed:
-                    return False
-                _run(target, installer, module)
-                for owner, name, function in places:
-                    if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
-                        setattr(owner, name, function)
-                installed.append(True)
-                return True
 
-        for owner, name, function in places:
-            setattr(owner, name, _stand_in(owner, name, function, resolve))
+def _place(state: list, paths: tuple) -> None:
+    """Stand-ins at `paths` of the target module; the first call of any of them loads the hook
+    module (which wraps what `original` finds behind each stand-in) and goes on into what it
+    installed. The stand-ins stay in place until the wrappers replace them: a thread calling
+    meanwhile waits for the hook (the lock is reentrant: a signal handler may call one while this
+    thread installs), it never finds the bare original."""
+    places = state[_PLACES]
+    for path in paths:
+        *owners, name = path.split(".")
+        owner = state[_MODULE]
+        for part in owners:
+            owner = getattr(owner, part, None)
+        function = getattr(owner, "__dict__", {}).get(name)
+        # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
+        # library's decorator): the hook decides what it wraps
+        if callable(function) and not hasattr(function, _STANDS_IN_FOR):
+            places += (owner, name, function)
+    for i in range(0, len(places), 3):
+        owner, name, function = places[i:i + 3]
+        setattr(owner, name, _stand_in(owner, name, function, state))
 
-    return install
+
+def _resolve(state: list) -> bool:
+    """Install the hook unless it is; whether this call did."""
+    if state[_INSTALLED]:
+        return False
+    with state[_LOCK]:
+        if state[_INSTALLED]:
+            return False
+        target = state[_TARGET]
+        _run(target, _hook_installer(state[_HOOK_MODULE], target), state[_MODULE])
+        places = state[_PLACES]
+        for i in range(0, len(places), 3):
+            owner, name, function = places[i:i + 3]
+            if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
+                setattr(owner, name, function)
+        state[_INSTALLED] = True
+        return True
 
 
 def original(function):
@@ -186,10 +206,16 @@ def original(function):
 _STANDS_IN_FOR = "__selfopt_trace_stands_in_for__"
 
 
-def _stand_in(owner, name: str, function, resolve):
+_CO_COROUTINE = 0x80
+
+
+def _stand_in(owner, name: str, function, state: list):
+    if getattr(getattr(function, "__code__", None), "co_flags", 0) & _CO_COROUTINE:
+        return _async_stand_in(owner, name, function, state)
+
     def call(*args, **kwargs):
         began = time_ns()
-        loaded = resolve()
+        loaded = _resolve(state)
         if loaded:  # the span this call starts starts here (tracer.first_call)
             tracer.first_call = (get_ident(), began)
         try:
@@ -201,6 +227,25 @@ def _stand_in(owner, name: str, function, resolve):
             if loaded:
                 tracer.first_call = None
 
+    return _named(call, name, function)
+
+
+def _async_stand_in(owner, name: str, function, state: list):
+    """A coroutine function's stand-in is one too (inspect and asyncio tell them apart). The hook
+    loads when the coroutine first runs, as the original's body would; no tracer.first_call: other
+    tasks run in this thread while it awaits."""
+    async def call(*args, **kwargs):
+        _resolve(state)
+        try:
+            return await owner.__dict__[name](*args, **kwargs)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
+
+    return _named(call, name, function)
+
+
+def _named(call, name: str, function):
     setattr(call, _STANDS_IN_FOR, function)
     call.__wrapped__ = function
     call.__name__, call.__qualname__, call.__doc__ = name, function.__qualname__, function.__doc__

@@ -99,6 +99,15 @@ def test_a_target_can_wrap_a_function_a_hook_already_measures(program):
     assert phase.category == "phase" and serialization.parent_span_id == phase.span_id
 
 
+def test_a_target_in_a_module_whose_hook_waits_for_a_first_call_is_wrapped_at_the_import(program):
+    """subprocess's own hook loads at the first Popen; a target there is wrapped when it is imported."""
+    source = "import subprocess\nprint(subprocess.list2cmdline(['a b', 'c']))\n"
+    out, spans = program.run(source, SELFOPT_TRACE_TARGETS="subprocess:list2cmdline")
+    assert out == program.untraced(source) == '"a b" c\n'
+    phase, = spans.named("list2cmdline")
+    assert phase.category == "phase" and phase.attributes["code.namespace"] == "subprocess"
+
+
 def test_missing_and_malformed_targets_are_diagnostics(program):
     out, spans = program.run(MAIN, SELFOPT_TRACE_TARGETS="work:nope, work:Job.nope, work:Nope.run, justamodule, :x")
     assert out == program.untraced(MAIN)

@@ -13,6 +13,7 @@ module is a diagnostic (`target_missing`); the program runs on unchanged.
 from __future__ import annotations
 
 import os
+import sys
 
 from .. import config, lazy, redact, tracer
 
@@ -21,12 +22,35 @@ MARK = "__selfopt_trace_target__"  # not timed.MARK: a target may wrap a functio
 _CO_COROUTINE, _CO_GENERATOR, _CO_ASYNC_GENERATOR = 0x80, 0x20, 0x200
 
 
+# module name -> its targets not yet applied. Each such module waits with this hook module's name
+# (lazy.BUILTIN_HOOKS' way: install(module name, module)), not a closure of its entries: codeflash's
+# pytest plugin imports `codeflash`, and every such process kept 13 appliers (functions, cells,
+# lists) of modules it never imports for the garbage collector to scan (docs/benchmarks.md).
+_waiting: dict = {}
+_codeflash_registered = False
+
+
 def install(target: str, module) -> None:
-    """`codeflash` was imported: register its phases, and check the list against this version."""
+    """A module with targets was imported: wrap them. `codeflash` itself: register its phases first;
+    `codeflash.main`: then check the list against this version."""
+    global _codeflash_registered
+    if target == "codeflash" and not _codeflash_registered:
+        _codeflash_registered = True
+        register(_codeflash_targets())
+    for module_name, qualname, span_name, attribute_paths in _waiting.pop(target, ()):
+        try:
+            wrap(module, module_name, qualname, span_name, attribute_paths)
+        except Exception as exc:
+            tracer.exception_diagnostic("target_failed:%s:%s" % (module_name, qualname), exc)
+    package = sys.modules.get("codeflash")
+    if target == "codeflash.main" and _codeflash_registered and package is not None:
+        check_modules(package, _codeflash_targets())
+
+
+def _codeflash_targets() -> tuple:
     from ..targets_codeflash import TARGETS
 
-    register(TARGETS)
-    lazy.when_imported("codeflash.main", lambda _main: check_modules(module, TARGETS))
+    return TARGETS
 
 
 def install_user_targets() -> None:
@@ -50,22 +74,16 @@ def parse(text: str) -> list:
 
 
 def register(targets) -> None:
-    by_module: dict = {}
+    new = []
     for entry in targets:
-        by_module.setdefault(entry[0], []).append(entry)
-    for module_name, entries in by_module.items():
-        lazy.when_imported(module_name, _applier(entries))
-
-
-def _applier(entries: list):
-    def apply(module) -> None:
-        for module_name, qualname, span_name, attribute_paths in entries:
-            try:
-                wrap(module, module_name, qualname, span_name, attribute_paths)
-            except Exception as exc:
-                tracer.exception_diagnostic("target_failed:%s:%s" % (module_name, qualname), exc)
-
-    return apply
+        entries = _waiting.get(entry[0])
+        if entries is None:
+            _waiting[entry[0]] = [entry]
+            new.append(entry[0])
+        else:
+            entries.append(entry)
+    for module_name in new:  # after the loop: a module imported already is wrapped at once
+        lazy.when_imported(module_name, __name__.rpartition(".")[2])
 
 
 def check_modules(package, targets) -> None:

@@ -30,7 +30,7 @@ import os
 from _thread import get_ident
 from time import time_ns
 
-from .. import config, tracer
+from .. import config, lazy, tracer
 
 THRESHOLD_NS = config.WAIT_THRESHOLD_NS
 SPAN = "_selfopt_trace_span"  # on a Popen, a multiprocessing Process, a Thread, a Future: the id of its span
@@ -355,8 +355,8 @@ def identity(wrapper, original):
 
 
 def wrap(owner, name: str, make) -> None:
-    """owner.name = make(owner.name), once."""
-    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    """owner.name = make(owner.name), once (what a lazy.py stand-in stands for, if one is there)."""
+    original = lazy.original(owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name))
     if not tracer.is_own_wrapper(original):
         setattr(owner, name, tracer.own_wrapper(make(original), original))
 
