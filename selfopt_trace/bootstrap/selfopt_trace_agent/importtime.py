@@ -148,6 +148,11 @@ def _end(frame, name: str) -> None:
         _record(frame, name, t1, t2, cumulative, frame.status, instrument_ns, frame.cpu0, cpu1)
         tracer.add_overhead(time_ns() - t2)
         _bookkeeping[0] += 1
+        # after the record's cost is counted: a flush counts its own
+        if t2 > tracer._flush_due_ns or len(_buffer) > tracer.FLUSH_RECORDS:
+            tracer.flush(blocking=False)
+        elif not tracer._flusher_started:
+            tracer._start_flusher()
     elif not _bookkeeping[1]:
         tracer.calibrate(_bookkeeping, _samples, t1 - frame.began_ns + time_ns() - t2)
     else:
@@ -174,7 +179,3 @@ def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulati
     _buffer.append(f'X\t{frame.span_id}\t{parent.span_id}\t{parent.trace_id}\timport {name}\tINTERNAL\timport\t{start}\t'
                    f'{end}\t{status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
                    f'"python.import.self_ns":{cumulative - frame.child_ns}{extra}}}\t.\n')
-    if end > tracer._flush_due_ns or len(_buffer) > tracer.FLUSH_RECORDS:
-        tracer.flush(blocking=False)
-    elif not tracer._flusher_started:
-        tracer._start_flusher()
