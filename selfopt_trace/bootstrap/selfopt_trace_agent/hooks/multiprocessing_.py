@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from .. import lazy, process, tracer
+from .. import process, tracer
 from . import os_, spawn, waits
 
 _PREP_KEY = "selfopt_trace_parent"
@@ -29,25 +29,15 @@ _PREP_KEY = "selfopt_trace_parent"
 
 def install(target: str, module) -> None:
     if target == "multiprocessing.process":
-        _wrap(module.BaseProcess, "start", _start)
-        _wrap(module.BaseProcess, "join", _join)
+        waits.wrap(module.BaseProcess, "start", _start)
+        waits.wrap(module.BaseProcess, "join", _join)
     elif target == "multiprocessing.spawn":
-        _wrap_function(module, "get_preparation_data", _preparation_data)
-        _wrap_function(module, "prepare", _prepare)
+        waits.wrap(module, "get_preparation_data", _preparation_data)
+        waits.wrap(module, "prepare", _prepare)
     elif target == "multiprocessing.popen_forkserver":
-        _wrap(module.Popen, "poll", _poll)
+        waits.wrap(module.Popen, "poll", _poll)
     elif target == "multiprocessing.util":
-        _wrap_function(module, "spawnv_passfds", _spawnv_passfds)
-
-
-def _wrap(owner, name: str, make) -> None:
-    original = lazy.original(owner.__dict__[name])  # what stands in until the first call wraps it
-    if not tracer.is_own_wrapper(original):
-        setattr(owner, name, tracer.own_wrapper(make(original), original))
-
-
-def _wrap_function(module, name: str, make) -> None:
-    _wrap(module, name, make)
+        waits.wrap(module, "spawnv_passfds", _spawnv_passfds)
 
 
 def _start(original):
