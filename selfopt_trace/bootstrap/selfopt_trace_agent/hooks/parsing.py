@@ -11,6 +11,7 @@ under the call that needed it.
 
 from __future__ import annotations
 
+import builtins
 import sys
 from _thread import get_ident
 from time import time_ns
@@ -47,8 +48,6 @@ def _filename(args: tuple, kwargs: dict):
 
 def _install_ast(module) -> None:
     wrap_attribute(module, "parse", Call("ast.parse", CATEGORY, "ast", "parse", PARSE, 0, "source", _filename))
-    import builtins
-
     original = builtins.compile
     if is_wrapped(original):
         return
@@ -65,15 +64,13 @@ def _install_ast(module) -> None:
 # typing.ForwardRef compiles each string annotation it meets (pydantic, rich: 811 calls of 14 bytes
 # on average, 4.75 ms in all, importing the 649 modules of docs/benchmarks.md's `imports` case; 836
 # in a pytest run), nearly all while a module is imported: their time is in that import's span.
-# Measured, each cost ~8,000 instructions over the call's own ~38,000, so compile()'s sums leave
-# them out: a call from that function runs unmeasured, with the caller's future flags
-# (-4.3 M instructions in that case, docs/benchmarks.md).
-_forward_ref_code = None
-
-
+# Measured, each cost ~8,000 instructions over the call's own ~38,000; even passed straight on by
+# the wrapper (a frame with its argument tuple and a look at the caller's code), ~0.4 us. So typing
+# gets the original as a global, as the import system's modules do: its calls never reach the
+# wrapper (typing has no `from __future__` feature to inherit, and calls compile nowhere else).
 def _unmeasured_in_typing(typing) -> None:
-    global _forward_ref_code
-    _forward_ref_code = getattr(getattr(getattr(typing, "ForwardRef", None), "__init__", None), "__code__", None)
+    if "compile" not in vars(typing):
+        typing.compile = getattr(builtins.compile, "__wrapped__", builtins.compile)
 
 
 # The `from __future__` features a compile() inherits from the code calling it (CPython's PyCF_MASK:
@@ -85,8 +82,7 @@ _getframe = sys._getframe
 def _measured_compile(original, call: Call):
     """compile(), measured as timed.measured does and run as its caller would (_as_caller).
 
-    The common call, compile(source, filename, mode) (typing's ForwardRef compiles every string
-    annotation: 800 calls importing pydantic and rich), is measured in this one frame, measured's
+    The common call, compile(source, filename, mode), is measured in this one frame, measured's
     fast path inline: through measured(_as_caller(...)) it cost 15,400 instructions over the call's
     own ~38,000, one frame and its argument tuples more, and through a function of timed's for the
     sum ~1,500 more. Every other form goes that way.
@@ -103,10 +99,7 @@ def _measured_compile(original, call: Call):
         if len(args) != 3 or kwargs:
             return general(*args, **kwargs)
         source, filename, mode = args
-        caller = _getframe(1).f_code
-        inherited = caller.co_flags & _FUTURE_FLAGS
-        if caller is _forward_ref_code:  # typing's: not measured (above)
-            return original(source, filename, mode, inherited, True)
+        inherited = _getframe(1).f_code.co_flags & _FUTURE_FLAGS
         thread = get_ident()
         if thread in busy:  # inside another measured call: part of it
             return original(source, filename, mode, inherited, True)
