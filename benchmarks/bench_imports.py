@@ -20,7 +20,7 @@ pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packag
 (python -m pytest -q on a one-test repository: every installed plugin loads, codeflash's too).
 
     python benchmarks/bench_imports.py [--pairs 20] [--case imports ...] [--gc]
-    python benchmarks/bench_imports.py --instructions [--deterministic] [--case imports ...] [--compare DIR]
+    python benchmarks/bench_imports.py --instructions [--deterministic] [--cache-sim] [--case imports ...] [--compare DIR]
     python benchmarks/bench_imports.py --slopes [--compare DIR]
 
 --gc chains a probe sitecustomize into both sides (the shim runs it traced) that times every garbage
@@ -39,7 +39,10 @@ Compare copies at the same depth (`/tmp/a/selfopt_trace/bootstrap` beside `/tmp/
 count moved by 18 M with the paths it ran with. --deterministic puts the thresholds out of reach
 instead: no import is recorded for its time and
 every small call is a sum, so the count no longer moves with the machine's load (recorded imports
-are left to --slopes). --slopes counts what one import and one summed compile() add.
+are left to --slopes). --slopes counts what one import and one summed compile() add. --cache-sim
+prints callgrind's cycle estimate instead of instructions: its simulated caches' misses weighed in
+(Ir + 10 x L1 misses + 100 x last-level misses), which a count of instructions leaves out (a pytest
+run: +51 M instructions traced, +70 M estimated cycles, ~2x slower than the callgrind runs alone).
 """
 
 from __future__ import annotations
@@ -212,19 +215,28 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
         print(f"  {'':<28}budget {budget * 1e3:.2f} ms: {verdict}; accounting within 1.5x: {agrees}")
 
 
-def instructions(args: list, cwd: Path, env: dict) -> int:
+def instructions(args: list, cwd: Path, env: dict, cache_sim: bool = False) -> int:
+    """Instructions of the whole process; with `cache_sim`, callgrind's cycle estimate instead
+    (CEst = Ir + 10 x L1 misses + 100 x last-level misses, of the simulated caches)."""
     out = cwd / "callgrind.out"
-    result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, *args],
+    result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                             *(["--cache-sim=yes"] if cache_sim else []), sys.executable, *args],
                             cwd=cwd, env=env, capture_output=True, text=True)
-    return int(re.search(r"Collected : (\d+)", result.stderr).group(1))
+    counts = [int(n) for n in re.search(r"Collected :((?: \d+)+)", result.stderr).group(1).split()]
+    if not cache_sim:
+        return counts[0]
+    ir, _, _, i1mr, d1mr, d1mw, ilmr, dlmr, dlmw = counts
+    return ir + 10 * (i1mr + d1mr + d1mw) + 100 * (ilmr + dlmr + dlmw)
 
 
-def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic: bool = False) -> None:
+def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic: bool = False,
+               cache_sim: bool = False) -> None:
     args = CASES[name]
     modules = module_count(args, cwd, base)
     base = dict(base, PYTHONHASHSEED="0")  # str hashes, so set and dict layouts, the same in every run
-    print(f"\n{name}: python {' '.join(args)}  ({modules} modules): CPU instructions (callgrind), three runs each")
-    untraced = [instructions(args, cwd, base) for _ in range(3)]
+    what = "cycles estimated from the simulated caches (callgrind)" if cache_sim else "CPU instructions (callgrind)"
+    print(f"\n{name}: python {' '.join(args)}  ({modules} modules): {what}, three runs each")
+    untraced = [instructions(args, cwd, base, cache_sim) for _ in range(3)]
     print(f"  {'untraced':<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in untraced))
     for i, (mode, bootstrap) in enumerate(bootstraps.items()):
         # A run directory's name as long for every side: named after the side, the base copy's pytest
@@ -233,7 +245,7 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic
         env = traced_environ(base, bootstrap, run_dir)
         env["SELFOPT_TRACE_IMPORT_THRESHOLD_MS"] = "100000" if deterministic else str(CALLGRIND_SLOWDOWN)
         env["SELFOPT_TRACE_SMALL_NS"] = str(10**11 if deterministic else 100_000 * CALLGRIND_SLOWDOWN)
-        counts = [instructions(args, cwd, env) for _ in range(3)]
+        counts = [instructions(args, cwd, env, cache_sim) for _ in range(3)]
         added = statistics.median(counts) - statistics.median(untraced)
         print(f"  {mode:<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in counts)
               + f"   added {added / 1e6:+.1f} M" + (f" ({added / modules:,.0f} a module)" if name != "pass" else ""))
@@ -285,6 +297,9 @@ def main() -> None:
     parser.add_argument("--deterministic", action="store_true",
                         help="with --instructions: time thresholds out of reach (no import recorded for its time, "
                              "every small call a sum), so a count does not move with callgrind's speed")
+    parser.add_argument("--cache-sim", action="store_true",
+                        help="with --instructions: callgrind's cycle estimate from its simulated caches instead "
+                             "(instruction and data cache misses weighed in, which instructions alone leave out)")
     parser.add_argument("--slopes", action="store_true", help="instructions per import and per summed compile")
     args = parser.parse_args()
     bootstraps = compiled_bootstraps(args.compare)
@@ -298,7 +313,7 @@ def main() -> None:
             return
         for name in args.case or list(CASES):
             if args.instructions:
-                count_case(name, cwd, base, bootstraps, args.deterministic)
+                count_case(name, cwd, base, bootstraps, args.deterministic, args.cache_sim)
             else:
                 measure_case(name, args.pairs, cwd, base, bootstraps, args.gc)
     finally:
