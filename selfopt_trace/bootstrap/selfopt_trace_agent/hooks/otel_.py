@@ -46,7 +46,6 @@ import os
 import sys
 from marshal import dumps
 from _operator import attrgetter  # the C module: operator.py only re-exports it
-from contextvars import Token
 from time import time_ns
 
 from .. import spanblock, tracer
@@ -118,9 +117,11 @@ class Held(Attached):
     attached by that span only, which every reader of it replaces (get_current's show, the API
     path's _Current), so one ContextVar set and reset a span are saved. Made at each such attach
     (the same span may be current in two contexts at once); the summed calls go to the span's own
-    Attached (made for them), which its end reads."""
+    Attached (made for them), which its end reads. It is its attach's token too, holding the agent's
+    variable's (`token`): detach knows it by its type, no Token's `var` read (a C getter, which the
+    interpreter does not specialize)."""
 
-    __slots__ = ("span", "otel_context")
+    __slots__ = ("span", "otel_context", "token")
 
     @property
     def context(self) -> tuple:  # the span's SpanContext (a tuple)
@@ -153,7 +154,6 @@ _INTERNAL = None  # SpanKind.INTERNAL, once armed
 _SDK_SPAN = None  # opentelemetry.sdk.trace's span class, once armed
 _current = tracer.current
 _root = tracer.root
-_agent_variable = tracer._current
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
@@ -400,7 +400,8 @@ class Runtime:
                             held = _new(Held)
                             held.span = otel
                             held.otel_context = context
-                            return _activate(held)
+                            held.token = _activate(held)
+                            return held
             except Exception as exc:
                 failed("attach", exc)
             token = set_(context)
@@ -442,11 +443,10 @@ class Runtime:
         def detach(token) -> None:
             """Never raises: a token that cannot be reset is logged, as opentelemetry.context.detach does."""
             try:
-                if type(token) is Token:
-                    if token.var is _agent_variable:  # a Held's: OTel's variable was not set
-                        _reset(token)
-                        return
-                elif type(token) is tuple:
+                if type(token) is Held:  # OTel's variable was not set
+                    _reset(token.token)
+                    return
+                if type(token) is tuple:
                     try:
                         _reset(token[1])
                     except ValueError:  # a token of another context (a generator resumed elsewhere)
@@ -790,9 +790,10 @@ def _span_hooks():
                     parent = _current()
                     if parent is not None and parent.deferred:
                         tracer._mark_kept(parent)
-                if span._kind is not _INTERNAL or parent_context is not None or _merged:
-                    if _start_apart(span, parent_context):
+                    if (span._kind is not _INTERNAL or _merged) and _start_apart(span, None):
                         return
+                elif _start_apart(span, parent_context):
+                    return
                 _open[span._context[1]] = span  # written by its end (or its S by a flush before: _open_records)
                 if not tracer._flusher_started:
                     tracer._start_flusher()
