@@ -121,7 +121,7 @@ class Held(Attached):
     variable's (`token`): detach knows it by its type, no Token's `var` read (a C getter, which the
     interpreter does not specialize)."""
 
-    __slots__ = ("span", "otel_context", "token")
+    __slots__ = ("span", "otel_context", "token", "deferred")  # deferred: False, read by on_start as a slot
 
     @property
     def context(self) -> tuple:  # the span's SpanContext (a tuple)
@@ -400,6 +400,7 @@ class Runtime:
                             held = _new(Held)
                             held.span = otel
                             held.otel_context = context
+                            held.deferred = False
                             held.token = _activate(held)
                             return held
             except Exception as exc:
@@ -783,6 +784,9 @@ def _span_hooks():
             for processor in multi._span_processors:
                 processor.on_start(span, parent_context=parent_context)
             try:
+                # The span's own ATTR (the class's None otherwise): attach's and on_end's reads of it
+                # are then the interpreter's specialized ones, not a lookup through the class.
+                span._selfopt_trace_span = None
                 # No record made: the span holds every field its end needs. What must happen now: a
                 # deferred agent parent (an import's frame, shown to OTel as the current span) kept,
                 # and a CLIENT/SERVER span merged into the agent's span of its request.
