@@ -165,11 +165,13 @@ _end_fields = attrgetter("_context", "_parent", "_name", "_kind._value_", "_star
 _other_fields = attrgetter("_context", "_parent", "_name", "_kind._value_", "_start_time", "_end_time",
                            "_status._status_code._value_", "_instrumentation_scope")
 _late = _late_values.append
-# A flush by the program's thread once this many ended SDK spans wait (one M record's): waiting for
-# the flusher's turn (100 ms, ~4,000 spans), they and their block's text held megabytes that the
+# A flush by the program's thread once this many ended SDK spans wait (two whole M records): waiting
+# for the flusher's turn (100 ms, ~4,000 spans), they and their block's text held megabytes that the
 # allocator took from fresh pages at every turn, kernel time callgrind's counts never show
-# (bench_otel_bridge.py's page faults).
-_LATE_FLUSH = spanblock.BLOCK_SPANS
+# (bench_otel_bridge.py's page faults). 512, not 256: beside a BatchSpanProcessor (its worker wakes
+# at 512 spans and waits for the GIL, which each flush's writes let go), ~0.3-0.5 us a span less in
+# the benchmark; the same with a SimpleSpanProcessor; 1,024 no less than 512.
+_LATE_FLUSH = 2 * spanblock.BLOCK_SPANS
 
 
 def _name(text: str) -> str:
@@ -855,7 +857,7 @@ def _span_hooks():
                 if ours is not None and ours.sums or _reparented:
                     _note(span_id, ours)
                 _late(span)
-                if len(_late_values) >= _LATE_FLUSH:  # one whole M record (at 257, it made two: 256 and 1)
+                if len(_late_values) >= _LATE_FLUSH:  # whole M records (at 257, it made two: 256 and 1)
                     tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
