@@ -86,7 +86,7 @@ def category(kind: str, attributes) -> str:
     return "other"
 
 
-def x_line(row: list) -> str:
+def x_line(row: list | tuple) -> str:
     """The X record a row stands for: its ids in hex, its kind's and status's names, its category, its
     name without the format's separators, its attributes the scope's with the span's over them. (The
     writer leaves these to the reader; the rows of format version 2's first agents held text for the
@@ -109,8 +109,8 @@ def x_line(row: list) -> str:
 
 
 def rows(block: str) -> list:
-    """The spans of an M record's block (its attributes field), a list of ROW_FIELDS values each;
-    ValueError saying why if it holds none."""
+    """The spans of an M record's block (its attributes field), ROW_FIELDS values each (a list or
+    a tuple); ValueError saying why if it holds none."""
     try:
         found = loads(bytes.fromhex(block))
     except (EOFError, TypeError, ValueError) as exc:
@@ -129,7 +129,7 @@ def rows(block: str) -> list:
                     raise ValueError("a marshal block with damaged times") from None
             found = [[column[0]] * n if type(column) is tuple and len(column) == 1 else column for column in found]
             if all(type(column) is list and len(column) == n for column in found):
-                return [list(row) for row in zip(*found)]
+                return list(zip(*found))
         raise ValueError(f"a marshal block that is not {ROW_FIELDS} columns of one length")
     if type(found) is not list or len(found) % ROW_FIELDS:  # the first agents' blocks: flat rows
         raise ValueError(f"a marshal block that is not a list of {ROW_FIELDS} values a span")
