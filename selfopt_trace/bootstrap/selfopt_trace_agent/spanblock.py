@@ -29,14 +29,15 @@ MARSHAL_VERSION = 4
 ROW_FIELDS = 11
 KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # SpanKind's values 0..4
 STATUSES = ("UNSET", "OK", "ERROR")  # StatusCode's values 0..2
-# An M record holds at most this many spans (~57 KB of text for the benchmark's): a flush of thousands
+# An M record holds at most this many spans (~30 KB of text for the benchmark's): a flush of thousands
 # made one block of ~1 MB, copied 4 times on its way to the file, and allocations that large come
 # from fresh pages (the C allocator maps them and gives them back), ~900 page faults a flush.
 BLOCK_SPANS = 256
 _HEAD = BLOCK + "\t" * 10  # the record letter and the 9 empty fields before the block
 # The columns a block writes once where every span has the same value: parent, trace, name, kind,
-# category, status, scope (not the ids, times and attributes: the span's own). A span's bytes in
-# the file ~224 -> ~155 for the benchmark's, and marshal's and hex's work with them.
+# category, status, scope (not the ids, times and attributes: the span's own). A span's hex in the
+# file ~224 -> ~155 characters for the benchmark's (~115 with the times as offsets: columns()), and
+# marshal's and hex's work and the write with them.
 _SHARED = (1, 2, 3, 4, 5, 8, 9)
 _INT = {int}
 _MARK = b"\n" + BLOCK.encode() + b"\t"  # the start of an M line inside a chunk of lines

@@ -857,7 +857,7 @@ def _span_hooks():
                 if ours is not None and ours.sums or _reparented:
                     _note(span_id, ours)
                 _late(span)
-                if len(_late_values) >= _LATE_FLUSH:  # whole M records (at 257, it made two: 256 and 1)
+                if len(_late_values) >= _LATE_FLUSH:  # whole M records (at 513, it made three: 256, 256 and 1)
                     tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
