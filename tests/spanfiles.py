@@ -116,13 +116,25 @@ def _read_file(path: Path, out: RunSpans) -> None:
 
 
 def _block(text: str, pid: int, file: str) -> list[SpanRecord]:
-    """An M record's spans: a hex marshal block, a list of 11 values a span (span id as an int,
-    parent and trace as ints or their hex, name, kind as SpanKind's value or its name, category or ""
-    for the reader's, start, end, status as StatusCode's value or its name, scope attributes,
-    attributes), the name with spaces for tabs and line breaks, the span's attributes over the scope's,
-    their values as JSON holds them (a tuple a list, a NaN null, text that is not UTF-8 escaped)."""
+    """An M record's spans: a hex marshal block, a tuple of 11 columns (each a list of the spans'
+    values, or a 1-tuple of the value all of them have; the starts as the first and the offsets from
+    it, the ends as durations, where all are ints) or, from the first agents, a list of 11
+    values a span (span id as an int, parent and trace as ints or their hex, name, kind as SpanKind's
+    value or its name, category or "" for the reader's, start, end, status as StatusCode's value or
+    its name, scope attributes, attributes), the name with spaces for tabs and line breaks, the span's
+    attributes over the scope's, their values as JSON holds them (a tuple a list, a NaN null, text
+    that is not UTF-8 escaped)."""
     spans = []
     values = marshal.loads(bytes.fromhex(text))
+    if isinstance(values, tuple):  # columns: back to one list, 11 values a span
+        count = len(values[0])
+        columns = list(values)
+        if isinstance(columns[6], tuple) and len(columns[6]) == 2:  # the first start, offsets; durations
+            first, offsets = columns[6]
+            columns[6] = [first + offset for offset in offsets]
+            columns[7] = [start + duration for start, duration in zip(columns[6], columns[7])]
+        columns = [column if isinstance(column, list) else list(column) * count for column in columns]
+        values = [value for row in zip(*columns) for value in row]
     for index in range(0, len(values), 11):
         span_id, parent, trace, name, kind, category, start, end, status, scope, own = values[index:index + 11]
         attributes = {key: _json_value(value) for key, value in {**scope, **own}.items()}

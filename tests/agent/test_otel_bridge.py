@@ -540,7 +540,7 @@ def test_every_recorded_sdk_span_counts_in_the_agents_overhead(traced):
         before = bridge._cost[0]
         with app.start_as_current_span("long"):
             agent.flush()  # its S: its end writes an E
-            for index in range(300):  # a flush by count among them
+            for index in range(600):  # a flush by count among them
                 with app.start_as_current_span("work"):
                     pass
         agent.flush()
@@ -548,7 +548,7 @@ def test_every_recorded_sdk_span_counts_in_the_agents_overhead(traced):
     """)
     result = traced.python(code)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
-    assert result.stdout.split() == [b"301"]
+    assert result.stdout.split() == [b"601"]
 
 
 @pytest.mark.parametrize("setup", ["sdk", "api"])

@@ -212,6 +212,32 @@ def test_a_marshal_block_longer_than_the_loaders_reads_loads_whole(store: Store,
     assert spans(store, "name = 'otel 6009'")["otel 6009"]["attributes"] == {**SCOPE, "n": 6009, "text": "x" * 40}
 
 
+def test_a_block_of_columns_loads_as_the_rows_it_stands_for(store: Store, tmp_path: Path) -> None:
+    """The agent writes a block as columns (spanblock.block_line): a value every span shares once,
+    the times as the first start, offsets and durations where all are ints. Its spans load as the
+    same spans written as flat rows: shared and differing parents, names, kinds and statuses, a
+    start before the first's, a float start (the times then as they are), one span alone."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock
+
+    shared = [otel_span(n, {"n": n}) for n in (2, 3, 4)]
+    mixed = [otel_span(5, {"n": 5}), (6, "", TRACE, "other", 2, "", T0 - 7, T0 + MS, 2, SCOPE, {"http.url": "x"}),
+             (7, sid(5), TRACE, "otel 7", "SERVER", "http", T0 + 3, T0 + 4, "OK", {}, {"f": 0.5})]
+    floats = [otel_span(8, {}), (9, sid(1), TRACE, "otel 9", "INTERNAL", "other", 1.5, T0, "UNSET", SCOPE, {})]
+    groups = (shared, mixed, floats, [otel_span(10, {"alone": True})])
+    loaded = []
+    for name, text in (("columns", "".join(spanblock.block_line([v for span in group for v in span]) for group in groups)),
+                       ("rows", "".join(block(*group) for group in groups))):
+        run = write_run(tmp_path / name, {"100-0000abcd.spans": header(100, version=2) + text}, run_json={"run_id": name})
+        assert store.load_run(run).warnings == []
+        columns, rows = store.sql(f"SELECT * EXCLUDE (run_id) FROM spans WHERE run_id = '{name}' ORDER BY span_id")
+        loaded.append(rows)
+    assert loaded[0] == loaded[1] and len(loaded[0]) == 9
+    written = spanblock.columns([v for span in shared for v in span])
+    assert written[1] == (sid(1),) and written[3] == ["otel 2", "otel 3", "otel 4"]
+    assert written[6] == (T0 + 2, [0, 1, 2]) and written[7] == [MS, MS, MS]
+    assert spanblock.columns([v for span in floats for v in span])[6] == [T0 + 8, 1.5]
+
+
 PYENV = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
 OTHER_PYTHONS = [pytest.param(PYENV / version / "bin" / "python", id=version, marks=pytest.mark.skipif(
     not (PYENV / version / "bin" / "python").exists(), reason=f"no Python {version} (pyenv)"))

@@ -1,10 +1,12 @@
 """The span file's M record (format version 2): complete spans as one marshal block.
 
 A flush writes the OpenTelemetry SDK spans that ended since the last one (hooks/otel_.py) as ONE
-record: their raw fields, ROW_FIELDS values a span in one flat list, in one `marshal.dumps` (C: no
-JSON made in the traced process), as hex in the record's attributes field. Readers (the loader, the
-span follower) turn a block back into the X records it stands for, the very lines the writer would
-have made (`x_line`), so everything after them reads text as before. docs/span-format.md, "The M record".
+record: their raw fields, ROW_FIELDS columns of them (a field all the spans share written once), in
+one `marshal.dumps` (C: no JSON made in the traced process), as hex in the record's attributes
+field. Readers (the loader, the span follower) turn a block back into the X records it stands for,
+the very lines the writer would have made (`x_line`), so everything after them reads text as
+before; they read the first agents' blocks too, one flat list of ROW_FIELDS values a span.
+docs/span-format.md, "The M record".
 
 Marshal format 4: every Python the agent runs in (3.8-3.13) writes it and the loader's reads it, for
 the only types a block holds (int, str, float, bool, tuple, list, dict). Hex, not base64: no module
@@ -13,6 +15,8 @@ to import in the traced process (binascii is a shared library), for twice the by
 
 from __future__ import annotations
 
+from _operator import sub  # the C module: operator.py only re-exports it
+from itertools import repeat
 from marshal import dumps, loads
 
 from . import spanfile
@@ -25,18 +29,53 @@ MARSHAL_VERSION = 4
 ROW_FIELDS = 11
 KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # SpanKind's values 0..4
 STATUSES = ("UNSET", "OK", "ERROR")  # StatusCode's values 0..2
-# An M record holds at most this many spans (~57 KB of text for the benchmark's): a flush of thousands
+# An M record holds at most this many spans (~30 KB of text for the benchmark's): a flush of thousands
 # made one block of ~1 MB, copied 4 times on its way to the file, and allocations that large come
 # from fresh pages (the C allocator maps them and gives them back), ~900 page faults a flush.
 BLOCK_SPANS = 256
 _HEAD = BLOCK + "\t" * 10  # the record letter and the 9 empty fields before the block
+# The columns a block writes once where every span has the same value: parent, trace, name, kind,
+# category, status, scope (not the ids, times and attributes: the span's own). A span's hex in the
+# file ~224 -> ~155 characters for the benchmark's (~115 with the times as offsets: columns()), and
+# marshal's and hex's work and the write with them.
+_SHARED = (1, 2, 3, 4, 5, 8, 9)
+_INT = {int}
 _MARK = b"\n" + BLOCK.encode() + b"\t"  # the start of an M line inside a chunk of lines
 
 
 def block_line(values: list) -> str:
-    """The M record of spans' `values`, ROW_FIELDS a span (ValueError: a value marshal cannot write,
-    a subclass of str or int)."""
-    return f"{_HEAD}{dumps(values, MARSHAL_VERSION).hex()}\t.\n"
+    """The M record of spans' `values`, ROW_FIELDS a span, flat (ValueError: a value marshal cannot
+    write, a subclass of str or int)."""
+    return f"{_HEAD}{dumps(columns(values), MARSHAL_VERSION).hex()}\t.\n"
+
+
+def columns(values: list) -> tuple:
+    """Spans' `values` (ROW_FIELDS a span, flat) as the tuple of their ROW_FIELDS columns: each a list
+    of the spans' values, or, for a field of _SHARED whose value is the same int or str (or the
+    same scope dict) in every span, a 1-tuple of it. The same value by ==, which for an exact int or
+    str (or a dict of str) is the same text in the X record; `count` is C, identity first. Where
+    every start and end is an exact int, the starts are (the first, [each one minus the first]) and
+    the ends each span's duration: small ints, 5 bytes each in the block where an epoch's ns take 15
+    (and no entry in marshal's table of shared objects). All in C: no Python loop a span."""
+    found = [values[index::ROW_FIELDS] for index in range(ROW_FIELDS)]
+    n = len(found[0])
+    for index in _SHARED:
+        column = found[index]
+        if not column:
+            break
+        first = column[0]
+        kind = type(first)
+        try:
+            if (kind is int or kind is str or kind is dict and index == 9) and column.count(first) == n:
+                found[index] = (first,)
+        except Exception:  # a program's value whose == raised: the column as it is
+            pass
+    starts, ends = found[6], found[7]
+    if starts and set(map(type, starts)) == _INT and set(map(type, ends)) == _INT:
+        first = starts[0]
+        found[6] = (first, list(map(sub, starts, repeat(first))))
+        found[7] = list(map(sub, ends, starts))
+    return tuple(found)
 
 
 def category(kind: str, attributes) -> str:
@@ -48,7 +87,7 @@ def category(kind: str, attributes) -> str:
     return "other"
 
 
-def x_line(row: list) -> str:
+def x_line(row: list | tuple) -> str:
     """The X record a row stands for: its ids in hex, its kind's and status's names, its category, its
     name without the format's separators, its attributes the scope's with the span's over them. (The
     writer leaves these to the reader; the rows of format version 2's first agents held text for the
@@ -71,13 +110,29 @@ def x_line(row: list) -> str:
 
 
 def rows(block: str) -> list:
-    """The spans of an M record's block (its attributes field), a list of ROW_FIELDS values each;
-    ValueError saying why if it holds none."""
+    """The spans of an M record's block (its attributes field), ROW_FIELDS values each (a list or
+    a tuple); ValueError saying why if it holds none."""
     try:
         found = loads(bytes.fromhex(block))
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"a marshal block that does not read ({exc})") from None
-    if type(found) is not list or len(found) % ROW_FIELDS:
+    if type(found) is tuple:  # its columns (block_line)
+        if len(found) == ROW_FIELDS and type(found[0]) is list:
+            n = len(found[0])
+            found = list(found)
+            times = found[6]
+            if type(times) is tuple and len(times) == 2:  # the first start and the offsets; the durations
+                try:
+                    first, offsets = times
+                    found[6] = starts = [first + offset for offset in offsets]
+                    found[7] = [start + duration for start, duration in zip(starts, found[7])]
+                except TypeError:
+                    raise ValueError("a marshal block with damaged times") from None
+            found = [[column[0]] * n if type(column) is tuple and len(column) == 1 else column for column in found]
+            if all(type(column) is list and len(column) == n for column in found):
+                return list(zip(*found))
+        raise ValueError(f"a marshal block that is not {ROW_FIELDS} columns of one length")
+    if type(found) is not list or len(found) % ROW_FIELDS:  # the first agents' blocks: flat rows
         raise ValueError(f"a marshal block that is not a list of {ROW_FIELDS} values a span")
     return [found[start:start + ROW_FIELDS] for start in range(0, len(found), ROW_FIELDS)]
 

@@ -46,7 +46,6 @@ import os
 import sys
 from marshal import dumps
 from _operator import attrgetter  # the C module: operator.py only re-exports it
-from contextvars import Token
 from time import time_ns
 
 from .. import spanblock, tracer
@@ -118,9 +117,11 @@ class Held(Attached):
     attached by that span only, which every reader of it replaces (get_current's show, the API
     path's _Current), so one ContextVar set and reset a span are saved. Made at each such attach
     (the same span may be current in two contexts at once); the summed calls go to the span's own
-    Attached (made for them), which its end reads."""
+    Attached (made for them), which its end reads. It is its attach's token too, holding the agent's
+    variable's (`token`): detach knows it by its type, no Token's `var` read (a C getter, which the
+    interpreter does not specialize)."""
 
-    __slots__ = ("span", "otel_context")
+    __slots__ = ("span", "otel_context", "token", "deferred")  # deferred: False, read by on_start as a slot
 
     @property
     def context(self) -> tuple:  # the span's SpanContext (a tuple)
@@ -153,7 +154,6 @@ _INTERNAL = None  # SpanKind.INTERNAL, once armed
 _SDK_SPAN = None  # opentelemetry.sdk.trace's span class, once armed
 _current = tracer.current
 _root = tracer.root
-_agent_variable = tracer._current
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
 _buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
@@ -165,11 +165,13 @@ _end_fields = attrgetter("_context", "_parent", "_name", "_kind._value_", "_star
 _other_fields = attrgetter("_context", "_parent", "_name", "_kind._value_", "_start_time", "_end_time",
                            "_status._status_code._value_", "_instrumentation_scope")
 _late = _late_values.append
-# A flush by the program's thread once this many ended SDK spans wait (one M record's): waiting for
-# the flusher's turn (100 ms, ~4,000 spans), they and their block's text held megabytes that the
+# A flush by the program's thread once this many ended SDK spans wait (two whole M records): waiting
+# for the flusher's turn (100 ms, ~4,000 spans), they and their block's text held megabytes that the
 # allocator took from fresh pages at every turn, kernel time callgrind's counts never show
-# (bench_otel_bridge.py's page faults).
-_LATE_FLUSH = spanblock.BLOCK_SPANS
+# (bench_otel_bridge.py's page faults). 512, not 256: beside a BatchSpanProcessor (its worker wakes
+# at 512 spans and waits for the GIL, which each flush's writes let go), ~0.3-0.5 us a span less in
+# the benchmark; the same with a SimpleSpanProcessor; 1,024 no less than 512.
+_LATE_FLUSH = 2 * spanblock.BLOCK_SPANS
 
 
 def _name(text: str) -> str:
@@ -400,7 +402,9 @@ class Runtime:
                             held = _new(Held)
                             held.span = otel
                             held.otel_context = context
-                            return _activate(held)
+                            held.deferred = False
+                            held.token = _activate(held)
+                            return held
             except Exception as exc:
                 failed("attach", exc)
             token = set_(context)
@@ -442,11 +446,10 @@ class Runtime:
         def detach(token) -> None:
             """Never raises: a token that cannot be reset is logged, as opentelemetry.context.detach does."""
             try:
-                if type(token) is Token:
-                    if token.var is _agent_variable:  # a Held's: OTel's variable was not set
-                        _reset(token)
-                        return
-                elif type(token) is tuple:
+                if type(token) is Held:  # OTel's variable was not set
+                    _reset(token.token)
+                    return
+                if type(token) is tuple:
                     try:
                         _reset(token[1])
                     except ValueError:  # a token of another context (a generator resumed elsewhere)
@@ -783,6 +786,9 @@ def _span_hooks():
             for processor in multi._span_processors:
                 processor.on_start(span, parent_context=parent_context)
             try:
+                # The span's own ATTR (the class's None otherwise): attach's and on_end's reads of it
+                # are then the interpreter's specialized ones, not a lookup through the class.
+                span._selfopt_trace_span = None
                 # No record made: the span holds every field its end needs. What must happen now: a
                 # deferred agent parent (an import's frame, shown to OTel as the current span) kept,
                 # and a CLIENT/SERVER span merged into the agent's span of its request.
@@ -790,9 +796,10 @@ def _span_hooks():
                     parent = _current()
                     if parent is not None and parent.deferred:
                         tracer._mark_kept(parent)
-                if span._kind is not _INTERNAL or parent_context is not None or _merged:
-                    if _start_apart(span, parent_context):
+                    if (span._kind is not _INTERNAL or _merged) and _start_apart(span, None):
                         return
+                elif _start_apart(span, parent_context):
+                    return
                 _open[span._context[1]] = span  # written by its end (or its S by a flush before: _open_records)
                 if not tracer._flusher_started:
                     tracer._start_flusher()
@@ -850,7 +857,7 @@ def _span_hooks():
                 if ours is not None and ours.sums or _reparented:
                     _note(span_id, ours)
                 _late(span)
-                if len(_late_values) >= _LATE_FLUSH:  # one whole M record (at 257, it made two: 256 and 1)
+                if len(_late_values) >= _LATE_FLUSH:  # whole M records (at 513, it made three: 256, 256 and 1)
                     tracer.flush(False)  # (skipped while the flusher thread is flushing)
             except Exception as exc:
                 failed("on_end", exc)
