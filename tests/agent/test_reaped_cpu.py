@@ -67,10 +67,12 @@ def process_of(spans: RunSpans, pid: int):
 
 
 def assert_reaped(span, measured_ns: int, least_ms: int = 80) -> int:
-    """The span's figure is the parent's own measurement of the same reap (to the µs rounding)."""
+    """The span's figure is the parent's own measurement of the same reap: the same to the µs as a
+    rule, but the kernel works the two out apart (wait4's rusage, RUSAGE_CHILDREN's sum), and once
+    in a CI run they differed by 97 µs in 83 ms; another child's reap would add milliseconds."""
     reaped = span.attributes[REAPED]
     assert isinstance(reaped, int) and reaped % 1000 == 0
-    assert abs(reaped - measured_ns) <= 0.01 * MS, (reaped, measured_ns)  # the same reap, to the µs
+    assert abs(reaped - measured_ns) <= max(0.01 * MS, 0.005 * measured_ns), (reaped, measured_ns)
     assert reaped >= least_ms * MS
     return reaped
 
