@@ -39,6 +39,10 @@ def engine_unavailable() -> str | None:
     return None
 
 
+class PortTaken(Exception):
+    """A service of the stack could not bind its port: another process took it after free_port."""
+
+
 @pytest.fixture
 def compose_stack(otel_binaries: OtelBinaries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     from testcontainers.compose import DockerCompose
@@ -54,20 +58,37 @@ def compose_stack(otel_binaries: OtelBinaries, tmp_path: Path, monkeypatch: pyte
     files = tmp_path / "collector"
     files.mkdir()
     files.chmod(0o777)  # the collector runs as uid 10001
-    ports = {name: f"127.0.0.1:{free_port()}" for name in (
-        "SELFOPT_TRACE_OTLP_GRPC_ENDPOINT", "SELFOPT_TRACE_OTLP_HTTP_ENDPOINT", "SELFOPT_TRACE_JAEGER_OTLP_GRPC_ENDPOINT",
-        "SELFOPT_TRACE_JAEGER_OTLP_HTTP_ENDPOINT", "SELFOPT_TRACE_JAEGER_QUERY_ENDPOINT",
-        "SELFOPT_TRACE_JAEGER_QUERY_GRPC_ENDPOINT")}
-    for name, value in {**ports, "SELFOPT_TRACE_COLLECTOR_DIR": str(files),
-                        "COMPOSE_PROJECT_NAME": f"selfopt-otel-{os.getpid()}"}.items():
-        monkeypatch.setenv(name, value)
-    compose = DockerCompose(ROOT / "docker", compose_file_name="compose.yaml", wait=False, docker_command_path=cli)
-    compose.start()
-    try:
+    monkeypatch.setenv("SELFOPT_TRACE_COLLECTOR_DIR", str(files))
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", f"selfopt-otel-{os.getpid()}")
+    for attempt in range(3):  # a port found free may be taken before the stack binds it (start_with_free_ports)
+        ports = {name: f"127.0.0.1:{free_port()}" for name in (
+            "SELFOPT_TRACE_OTLP_GRPC_ENDPOINT", "SELFOPT_TRACE_OTLP_HTTP_ENDPOINT",
+            "SELFOPT_TRACE_JAEGER_OTLP_GRPC_ENDPOINT", "SELFOPT_TRACE_JAEGER_OTLP_HTTP_ENDPOINT",
+            "SELFOPT_TRACE_JAEGER_QUERY_ENDPOINT", "SELFOPT_TRACE_JAEGER_QUERY_GRPC_ENDPOINT")}
+        for name, value in ports.items():
+            monkeypatch.setenv(name, value)
+        compose = DockerCompose(ROOT / "docker", compose_file_name="compose.yaml", wait=False, docker_command_path=cli)
+        compose.start()
         query = "http://" + ports["SELFOPT_TRACE_JAEGER_QUERY_ENDPOINT"]
-        wait_for(lambda: http_get_json(f"{query}/api/services")[0] == 200
-                 and accepts(ports["SELFOPT_TRACE_OTLP_GRPC_ENDPOINT"]) and accepts(ports["SELFOPT_TRACE_OTLP_HTTP_ENDPOINT"]),
-                 "Jaeger API and collector receivers from compose", timeout=90)
+
+        def up() -> bool:
+            if (http_get_json(f"{query}/api/services")[0] == 200 and accepts(ports["SELFOPT_TRACE_OTLP_GRPC_ENDPOINT"])
+                    and accepts(ports["SELFOPT_TRACE_OTLP_HTTP_ENDPOINT"])):
+                return True
+            if "address already in use" in "".join(compose.get_logs()):
+                raise PortTaken
+            return False
+
+        try:
+            wait_for(up, "Jaeger API and collector receivers from compose", timeout=90)
+            break
+        except (AssertionError, PortTaken) as exc:
+            stdout, stderr = compose.get_logs()
+            compose.stop()
+            if attempt == 2 or not isinstance(exc, PortTaken):
+                print(stdout[-4000:], stderr[-4000:])
+                raise
+    try:
         yield {"query_url": query, "files": files, **ports}
     finally:
         stdout, stderr = compose.get_logs()
