@@ -66,10 +66,11 @@ def columns(values: list) -> tuple:
         first = column[0]
         kind = type(first)
         try:
-            if (kind is int or kind is str or kind is dict and index == 9) and column.count(first) == n:
-                found[index] = (first,)
+            shared = (kind is int or kind is str or kind is dict and index == 9) and column.count(first) == n
         except Exception:  # a program's value whose == raised: the column as it is
-            pass
+            shared = False
+        if shared:
+            found[index] = (first,)
     starts, ends = found[6], found[7]
     if starts and set(map(type, starts)) == _INT and set(map(type, ends)) == _INT:
         first = starts[0]
