@@ -1,7 +1,7 @@
 """What the agent adds to whole processes that import a lot, paired with the same process untraced.
 
 Each case runs as a whole `python` process, untraced and traced (the agent's environment, its
-.pyc and start-up bundle written first, as `selfopt-trace run` does), alternating pair by pair so the machine's
+.pyc and bundles written first, as `selfopt-trace run` does), alternating pair by pair so the machine's
 load hits both alike. Printed per case: the medians, the median of the paired differences
 (traced - untraced), the budget of issue 12 (added wall <= 1 % of the untraced process and
 <= 5 ms + 2 us per imported module; a trivial process <= 3 ms), and the agent's own accounting

@@ -224,16 +224,16 @@ def resolve_command(argv0: str, path_env: str | None) -> tuple[str, bool]:
 
 
 def precompile_bootstrap(directory: Path = BOOTSTRAP_DIR) -> None:
-    """Write the agent's .pyc files and its start-up bundle now, so no traced process compiles the
-    agent (PYTHONDONTWRITEBYTECODE is often set, and compiling it costs every process ~10 ms) or
-    goes through importlib for its start-up modules. Best effort, silent."""
+    """Write the agent's .pyc files and its bundles now, so no traced process compiles the agent
+    (PYTHONDONTWRITEBYTECODE is often set, and compiling it costs every process ~10 ms) or goes
+    through importlib for its modules. Best effort, silent."""
     try:
         if not bootstrap_compiled(directory):  # the check costs less than importing compileall (~5 ms)
             import compileall
 
             compileall.compile_dir(str(directory), quiet=2)
-        if (directory / AGENT_PACKAGE).is_dir() and not startup_bundle_fresh(directory):
-            write_startup_bundle(directory)
+        if (directory / AGENT_PACKAGE).is_dir() and not bundles_fresh(directory):
+            write_bundles(directory)
     except Exception:
         pass
 
@@ -260,15 +260,23 @@ def bootstrap_compiled(directory: Path) -> bool:
     return True
 
 
-# The agent's start-up bundle: the modules every traced process loads before the program starts, in
-# the order they run, compiled into one file that the sitecustomize shim reads and runs itself
-# (sitecustomize.py, _selfopt_trace_load): no importlib search per module (~200,000 instructions
-# each), one file read instead of eight, and no `__future__` module loaded (each module's
-# `from __future__ import annotations` becomes the compiler flag it stands for). The file: the
-# interpreter's magic number, the length of the stamps' marshal data (4 bytes, little-endian), the
-# stamps: (path from the bootstrap directory, st_mtime_ns, st_size) of each source, then the modules:
-# (name, path, code) each. A stamp that does not match, another interpreter or an unreadable file:
-# the shim imports the agent as usual.
+# The agent's bundles: its modules compiled into two files that the agent runs without importlib's
+# search per module (~200,000 instructions each at the top level, and a stat, an open and a read of
+# the .pyc) and without the `__future__` module (each module's `from __future__ import annotations`
+# becomes the compiler flag it stands for).
+# - The start-up bundle: the modules every traced process loads before the program starts, in the
+#   order they run; the sitecustomize shim reads it whole and runs them (sitecustomize.py,
+#   _selfopt_trace_load). The file: the interpreter's magic number, the length of the stamps'
+#   marshal data (4 bytes, little-endian), the stamps: (path from the bootstrap directory,
+#   st_mtime_ns, st_size) of each source, then the modules: (name, path, code) each.
+# - The lazy bundle: every other module of the agent (the hooks, container.py), each run at its
+#   first import (importtime.py, _load_bundled) from its own piece of the file, read with one pread:
+#   a process reads only the modules it uses, and one that uses none pays nothing. The file: the
+#   magic number, the length of the index's marshal data, the index: (name, path, st_mtime_ns,
+#   st_size, offset, length) of each module, then each module's code as marshal data (its offset
+#   counted from the end of the index).
+# A stamp that does not match, another interpreter or an unreadable file: the module is imported as
+# usual, from its .pyc.
 AGENT_PACKAGE = "selfopt_trace_agent"
 STARTUP_MODULES = ("", "config", "spanfile", "tracer", "redact", "process", "lazy", "importtime")
 
@@ -277,53 +285,101 @@ def startup_bundle_path(directory: Path) -> Path:
     return directory / AGENT_PACKAGE / "__pycache__" / f"startup.{sys.implementation.cache_tag}.bundle"
 
 
-def write_startup_bundle(directory: Path) -> None:
+def lazy_bundle_path(directory: Path) -> Path:
+    return directory / AGENT_PACKAGE / "__pycache__" / f"lazy.{sys.implementation.cache_tag}.bundle"
+
+
+def write_bundles(directory: Path) -> None:
+    """The start-up bundle and the lazy bundle of the agent under `directory` (see above)."""
+    import marshal
+
+    startup_paths = [f"{AGENT_PACKAGE}/{module or '__init__'}.py" for module in STARTUP_MODULES]
+    lazy_paths = sorted(path.relative_to(directory).as_posix() for path in (directory / AGENT_PACKAGE).rglob("*.py")
+                        if path.relative_to(directory).as_posix() not in startup_paths)
+
+    def write_startup(written) -> None:
+        compiled = [_compile_agent_module(directory, path) for path in startup_paths]
+        head = marshal.dumps(tuple(stamp for stamp, _ in compiled))
+        modules = tuple((_module_name(path), path, code) for (path, *_), code in compiled)
+        written.write(len(head).to_bytes(4, "little") + head + marshal.dumps(modules))
+
+    def write_lazy(written) -> None:
+        index, pieces, offset = [], [], 0
+        for path in lazy_paths:
+            (_, mtime_ns, size), code = _compile_agent_module(directory, path)
+            pieces.append(marshal.dumps(code))
+            index.append((_module_name(path), path, mtime_ns, size, offset, len(pieces[-1])))
+            offset += len(pieces[-1])
+        head = marshal.dumps(tuple(index))
+        written.write(len(head).to_bytes(4, "little") + head + b"".join(pieces))
+
+    _write_bundle(startup_bundle_path(directory), write_startup)
+    _write_bundle(lazy_bundle_path(directory), write_lazy)
+
+
+def _module_name(path: str) -> str:
+    """selfopt_trace_agent/hooks/os_.py -> selfopt_trace_agent.hooks.os_ (a package's __init__.py: its name)."""
+    return path[:-3].removesuffix("/__init__").replace("/", ".")
+
+
+def _compile_agent_module(directory: Path, path: str) -> tuple:
+    """((path, st_mtime_ns, st_size), code) of an agent module, its `from __future__` imports compiled in as flags."""
     import __future__
     import ast
-    import marshal
+
+    source = directory / path
+    status = source.stat()  # before the read: an edit in between leaves the bundle stale, not wrong
+    tree = ast.parse(source.read_bytes(), str(source))
+    tree.body = [node for node in tree.body if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+    code = compile(tree, str(source), "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True, optimize=0)
+    return (path, status.st_mtime_ns, status.st_size), code
+
+
+def _write_bundle(target: Path, write) -> None:
+    """`write(file)` after the magic number, into a file that replaces `target` once whole."""
     from importlib.util import MAGIC_NUMBER
 
-    target = startup_bundle_path(directory)
     target.parent.mkdir(exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}")
     try:
         with open(partial, "wb") as written:  # first: a directory we cannot write to costs no compiling
-            stamps, modules = [], []
-            for module in STARTUP_MODULES:
-                path = f"{AGENT_PACKAGE}/{module or '__init__'}.py"
-                source = directory / path
-                status = source.stat()  # before the read: an edit in between leaves the bundle stale, not wrong
-                tree = ast.parse(source.read_bytes(), str(source))
-                tree.body = [node for node in tree.body
-                             if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
-                code = compile(tree, str(source), "exec", flags=__future__.annotations.compiler_flag,
-                               dont_inherit=True, optimize=0)
-                stamps.append((path, status.st_mtime_ns, status.st_size))
-                modules.append((AGENT_PACKAGE + ("." + module if module else ""), path, code))
-            head = marshal.dumps(tuple(stamps))
-            written.write(MAGIC_NUMBER + len(head).to_bytes(4, "little") + head + marshal.dumps(tuple(modules)))
+            written.write(MAGIC_NUMBER)
+            write(written)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
-def startup_bundle_fresh(directory: Path) -> bool:
-    """The bundle exists, for this interpreter, and every source in it is as it was compiled."""
-    import marshal
-    from importlib.util import MAGIC_NUMBER
-
+def bundles_fresh(directory: Path) -> bool:
+    """Both bundles exist, for this interpreter, and every source in them is as it was compiled."""
     try:
-        data = startup_bundle_path(directory).read_bytes()
-        if data[:4] != MAGIC_NUMBER:
+        startup, lazy = _bundle_head(startup_bundle_path(directory)), _bundle_head(lazy_bundle_path(directory))
+        if startup is None or lazy is None:
             return False
-        for path, mtime_ns, size in marshal.loads(data[8:8 + int.from_bytes(data[4:8], "little")]):
+        stamps = {path: (mtime_ns, size) for path, mtime_ns, size in (*startup, *(entry[1:4] for entry in lazy))}
+        sources = [path.relative_to(directory).as_posix() for path in (directory / AGENT_PACKAGE).rglob("*.py")]
+        if set(sources) != set(stamps):  # a module added or removed since
+            return False
+        for path, (mtime_ns, size) in stamps.items():
             status = (directory / path).stat()
             if (status.st_mtime_ns, status.st_size) != (mtime_ns, size):
                 return False
     except (OSError, ValueError, EOFError, TypeError):
         return False
     return True
+
+
+def _bundle_head(bundle: Path) -> tuple | None:
+    """The stamps or the index at the head of a bundle; None when another interpreter wrote it."""
+    import marshal
+    from importlib.util import MAGIC_NUMBER
+
+    with open(bundle, "rb") as read:
+        head = read.read(8)
+        if head[:4] != MAGIC_NUMBER:
+            return None
+        return marshal.loads(read.read(int.from_bytes(head[4:8], "little")))
 
 
 def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions, spawn_ns: int) -> dict[str, str]:

@@ -115,7 +115,7 @@ def test_a_bundle_that_does_not_match_is_not_used(traced, tmp_path: Path, change
     shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
     runner.precompile_bootstrap(bootstrap)
     bundle = runner.startup_bundle_path(bootstrap)
-    assert runner.startup_bundle_fresh(bootstrap)
+    assert runner.bundles_fresh(bootstrap)
     if change == "a source edited":
         source = bootstrap / "selfopt_trace_agent" / "tracer.py"
         source.write_text(source.read_text() + "\n# edited\n")
@@ -127,3 +127,64 @@ def test_a_bundle_that_does_not_match_is_not_used(traced, tmp_path: Path, change
     assert "selfopt_trace_agent.tracer" in loaded
     assert future == "True True"  # imported by importlib, as the sources say
     assert spec == "True True selfopt_trace_agent"
+
+
+# What a traced program reports about a hook module the agent loads when `ast` is imported
+# (hooks/parsing.py): whether it has the global `from __future__ import annotations` leaves (the lazy
+# bundle compiles the flag instead) and whether `__future__` was imported, and its file, spec, cache
+# path and place in its package, against what importlib gives.
+HOOK_MODULE = """
+import ast, sys
+from importlib.util import cache_from_source
+parsing = sys.modules["selfopt_trace_agent.hooks.parsing"]
+print(hasattr(parsing, "annotations"), "__future__" in sys.modules)
+print(parsing.__file__ == parsing.__spec__.origin, parsing.__spec__.cached == parsing.__cached__ == cache_from_source(parsing.__file__),
+      parsing.__package__, sys.modules["selfopt_trace_agent.hooks"].parsing is parsing, parsing.install.__code__.co_filename == parsing.__file__)
+print(hasattr(ast.parse, "__wrapped__"))
+"""
+
+
+def hook_module(traced, bootstrap: Path) -> list:
+    done = traced.python(HOOK_MODULE, extra_env={"PYTHONPATH": str(bootstrap), "SELFOPT_TRACE_BOOTSTRAP": str(bootstrap)})
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    *reported, hooked = done.stdout.decode().splitlines()
+    assert hooked == "True"  # the hook module installed its wrapper
+    return reported
+
+
+def test_a_hook_module_comes_from_the_lazy_bundle_as_importlib_would_load_it(traced) -> None:
+    runner.precompile_bootstrap()
+    future, spec = hook_module(traced, BOOTSTRAP)
+    assert future == "False False"
+    assert spec == "True True selfopt_trace_agent.hooks True True"
+
+
+@pytest.mark.parametrize("change", ["a source edited", "another interpreter's bundle", "a truncated bundle"])
+def test_a_lazy_bundle_that_does_not_match_is_not_used(traced, tmp_path: Path, change: str) -> None:
+    bootstrap = tmp_path / "bootstrap"
+    shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
+    runner.precompile_bootstrap(bootstrap)
+    bundle = runner.lazy_bundle_path(bootstrap)
+    assert runner.bundles_fresh(bootstrap)
+    if change == "a source edited":
+        source = bootstrap / "selfopt_trace_agent" / "hooks" / "parsing.py"
+        source.write_text(source.read_text() + "\n# edited\n")
+    elif change == "another interpreter's bundle":
+        bundle.write_bytes(b"\0\0\r\n" + bundle.read_bytes()[4:])
+    else:
+        bundle.write_bytes(bundle.read_bytes()[:1000])
+    assert not runner.bundles_fresh(bootstrap)
+    future, spec = hook_module(traced, bootstrap)
+    assert future == "True True"  # imported by importlib, as the source says
+    assert spec == "True True selfopt_trace_agent.hooks True True"
+
+
+def test_a_module_added_to_the_agent_makes_the_bundles_stale(tmp_path: Path) -> None:
+    bootstrap = tmp_path / "bootstrap"
+    shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
+    runner.precompile_bootstrap(bootstrap)
+    assert runner.bundles_fresh(bootstrap)
+    (bootstrap / "selfopt_trace_agent" / "hooks" / "new_.py").write_text("")
+    assert not runner.bundles_fresh(bootstrap)
+    runner.precompile_bootstrap(bootstrap)
+    assert runner.bundles_fresh(bootstrap)

@@ -27,5 +27,5 @@ def test_a_missing_or_stale_pyc_is_seen_and_a_fresh_one_is_not(tmp_path: Path) -
 def test_the_installed_bootstrap_is_compiled_after_precompile() -> None:
     runner.precompile_bootstrap()
     assert runner.bootstrap_compiled(runner.BOOTSTRAP_DIR)
-    assert runner.startup_bundle_fresh(runner.BOOTSTRAP_DIR)
+    assert runner.bundles_fresh(runner.BOOTSTRAP_DIR)
 

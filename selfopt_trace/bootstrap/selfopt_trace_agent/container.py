@@ -7,7 +7,7 @@ or /run/.containerenv exists. The name and image come from the host that injecte
 """
 
 # No `from __future__ import annotations`: it imports the `__future__` module (~0.7 M instructions),
-# which the start-up bundle spares the modules every process loads (runner.write_startup_bundle).
+# which the start-up bundle spares the modules every process loads (runner.write_bundles).
 # The one annotation that would not evaluate on Python 3.8 is a string.
 import os
 

@@ -9,7 +9,12 @@ threshold (or something inside it was recorded), with self and cumulative time.
 
 from __future__ import annotations
 
+import marshal
+import os
 import sys
+from _frozen_importlib import ModuleSpec
+from _frozen_importlib_external import MAGIC_NUMBER, SourceFileLoader
+from _imp import _fix_co_filename
 from time import time_ns
 
 from . import lazy, spanfile, tracer
@@ -90,15 +95,16 @@ class _AgentImport:
 
 def _begin(name: str):
     """The import's frame, made current; None for start-up's imports (no spans), an _AgentImport for
-    the agent's own modules."""
-    parent = _current.get() or tracer._root
-    if parent is None or _in_startup:
-        return None
+    the agent's own modules (run from the lazy bundle when it has them)."""
     if name.startswith(_AGENT):
         agent = _AgentImport()
         agent.counted = tracer.overhead_ns()  # what nested agent imports count must not count twice
         agent.began_ns = time_ns()
+        _load_bundled(name)
         return agent
+    parent = _current.get() or tracer._root
+    if parent is None or _in_startup:
+        return None
     frame = _Frame()
     if not _bookkeeping[1]:  # calibrating
         frame.began_ns = time_ns()
@@ -113,6 +119,86 @@ def _begin(name: str):
     # the thread's time slice, and the wait for a CPU then belongs to the import.
     frame.cpu0 = 0 if parent.deferred else thread_cpu_ns()
     return frame
+
+
+# The agent's modules that start-up does not load (the hooks, container.py), from the lazy bundle
+# (runner.write_bundles): name -> (path, st_mtime_ns, st_size, offset, length); read at the first
+# such import, empty when the bundle cannot be used.
+_bundled: dict | None = None
+_bundle_path = _bootstrap_dir = ""
+
+
+def _load_bundled(name: str) -> None:
+    """Run agent module `name` from the lazy bundle into sys.modules, as importlib would load it: one
+    stat of its source and one pread, no search of the package's directory, no .pyc read, no
+    `__future__` import. Nothing when the bundle lacks it or is stale (importlib then loads it)."""
+    global _bundled
+    if _bundled is None:
+        _bundled = _bundle_index()
+    entry = _bundled.get(name)
+    package = name.rpartition(".")[0]
+    if entry is None or name in sys.modules:
+        return
+    if package not in sys.modules:
+        _load_bundled(package)
+        if package not in sys.modules:
+            return
+    path, mtime_ns, size, offset, length = entry
+    filename = _bootstrap_dir + path
+    with _ModuleLockManager(name):  # as importlib's: a module runs once, whichever thread imports it
+        if name in sys.modules:
+            return
+        try:
+            status = os.stat(filename)
+            if status.st_mtime_ns != mtime_ns or status.st_size != size:
+                return
+            fd = os.open(_bundle_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                code = marshal.loads(os.pread(fd, length, offset))
+            finally:
+                os.close(fd)
+        except Exception:
+            return
+        _fix_co_filename(code, filename)
+        module = type(sys)(name)
+        spec = ModuleSpec(name, SourceFileLoader(name, filename), origin=filename)
+        spec.has_location = True
+        directory, _, base = filename.rpartition("/")
+        spec.cached = module.__cached__ = directory + "/__pycache__/" + base[:-3] + "." + sys.implementation.cache_tag + ".pyc"
+        if base == "__init__.py":
+            spec.submodule_search_locations = module.__path__ = [directory]
+            module.__package__ = name
+        else:
+            module.__package__ = package
+        module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, filename
+        sys.modules[name] = module
+        try:
+            exec(code, module.__dict__)
+        except BaseException:
+            sys.modules.pop(name, None)  # importlib runs the module again, and raises what it raises
+            return
+        setattr(sys.modules[package], name.rpartition(".")[2], module)
+
+
+def _bundle_index() -> dict:
+    global _bootstrap_dir, _bundle_path
+    package = sys.modules[_AGENT].__path__[0]
+    tag = sys.implementation.cache_tag
+    if tag is None or sys.flags.optimize:  # the bundle holds code compiled with optimize=0
+        return {}
+    _bootstrap_dir = package.rpartition("/")[0] + "/"
+    _bundle_path = package + "/__pycache__/lazy." + tag + ".bundle"
+    try:
+        with open(_bundle_path, "rb") as bundle:
+            head = bundle.read(8)
+            if head[:4] != MAGIC_NUMBER:
+                return {}
+            size = int.from_bytes(head[4:8], "little")
+            index = marshal.loads(bundle.read(size))
+        return {name: (path, mtime_ns, source_size, 8 + size + offset, length)
+                for name, path, mtime_ns, source_size, offset, length in index}
+    except Exception:
+        return {}
 
 
 def _failed(frame) -> None:

@@ -39,11 +39,10 @@ def start(settings_: config.Settings, shim_entered: int = 0) -> None:
     _main_thread = get_ident()
     trace_id, remote_parent = _incoming_context(os.environ.get(config.ENV_TRACEPARENT, ""))
     start_ns, source = _start_time(entered)
-    _begin(start_ns, entered, source, trace_id, remote_parent)
-
     from . import importtime, lazy
 
-    importtime.install(settings_.import_threshold_ns)
+    importtime.install(settings_.import_threshold_ns)  # first: an agent module imported by _begin (container.py) comes from the lazy bundle
+    _begin(start_ns, entered, source, trace_id, remote_parent)
     lazy.install_builtin_hooks()
     _install_os_stand_ins()
     _install_sleep_hook()
