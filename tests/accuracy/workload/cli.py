@@ -64,7 +64,7 @@ def call(index):
     connection.putrequest("POST", path)
     connection.putheader("Content-Type", "application/json")
     connection.putheader("Content-Length", str(len(REQUEST_BODY)))
-    request = record.begin()
+    request = record.begin_call()
     connection.endheaders(REQUEST_BODY)
     size = len(connection.getresponse().read())
     record.end(request, "request", path=path, request_bytes=len(REQUEST_BODY), response_bytes=size)
@@ -78,7 +78,7 @@ def started_worker():
     record.end(record.begin(), "worker")
 
 
-serialization = record.begin()
+serialization = record.begin_call()
 payload = json.dumps({"items": [Slow() for _ in range(5)], "numbers": list(range(1000))}, default=encode_slowly)
 record.end(serialization, "serialization")
 

@@ -31,7 +31,7 @@ record.add("imports", imports, imported)
 helper = truth.spawn(record, [sys.executable, os.path.join(HERE, "helper.py"), TRUTH_DIR], stdin=subprocess.PIPE)
 phases.work(record, float(os.environ["ACCURACY_WORK_MS"]))
 data = {"rows": [{"id": i, "name": "row %d" % i, "values": list(range(20))} for i in range(4000)]}
-serialization = record.begin()
+serialization = record.begin_call()
 payload = json.dumps(data)
 record.end(serialization, "serialization", bytes=len(payload))
 sleep = record.begin()

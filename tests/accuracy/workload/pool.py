@@ -35,7 +35,7 @@ class Worker(multiprocessing.context.SpawnProcess):
     """A pool worker whose start (the spawning call) the main process times."""
 
     def start(self):
-        spawn = record.begin()
+        spawn = record.begin_call()
         super().start()
         record.end(spawn, "spawn", pid=self.pid)
 
@@ -72,7 +72,7 @@ if __name__ == "__main__":
     atexit.register(record.write)
     context = multiprocessing.get_context("spawn")
     # The pool's first lock would start the resource tracker; started here, its spawn is timed.
-    tracker = record.begin()
+    tracker = record.begin_call()
     multiprocessing.resource_tracker.ensure_running()
     record.end(tracker, "spawn", pid=multiprocessing.resource_tracker._resource_tracker._pid)
     started = context.SimpleQueue()

@@ -43,7 +43,7 @@ record.end(blocked, "blocked")
 
 data = {"items": [{"id": i, "name": "item %d" % i, "tags": ["a", "b", "c"], "score": i * 0.5}
                   for i in range(int(os.environ["ACCURACY_PAYLOAD_ITEMS"]))]}
-serialization = record.begin()
+serialization = record.begin_call()
 text = json.dumps(data)
 record.end(serialization, "serialization", bytes=len(text))
 body = text.encode()
@@ -52,7 +52,7 @@ connection = http.client.HTTPConnection("127.0.0.1", port)
 connection.putrequest("POST", "/upload")
 connection.putheader("Content-Type", "application/json")
 connection.putheader("Content-Length", str(len(body)))
-request = record.begin()
+request = record.begin_call()
 connection.endheaders(body)
 size = len(connection.getresponse().read())
 record.end(request, "request", path="/upload", request_bytes=len(body), response_bytes=size)
