@@ -11,8 +11,14 @@ The agent reads the thread's own CPU clock (exact, its current run included) at 
 (tracer.cpu_edges: the outermost recorded imports and the spawning calls). Here those readings join
 the thread's sampled ones, and each sampled reading is held within what they allow: no less than
 the edge before it, no more than that edge plus the time since, and the same against the edge after
-it. Time queued for a CPU is not in the thread's clock: at an edge it is interpolated between the
-sampled readings around it. An edge outside the thread's sampled readings is not used.
+it. Time queued for a CPU is not in the thread's clock: at an edge, the queued time between the
+sampled readings around it is shared between the two sides in proportion to the time each did not
+run (queued or off the CPU: nothing else). Shared in proportion to their lengths, a side that ran
+throughout got queued time it had no room for, which the cap of an interval at its length dropped
+and the breakdown then gave to the thread's tail (its final CPU reading less the samples): a child
+queued for a CPU as its imports began (parallel: 1.5 ms) read as running in the sleep it ended with,
+children's own work high and untraced waits low in nearly every run. An edge outside the thread's
+sampled readings is not used.
 
 READINGS is the `readings` CTE of the loader's `cpu_samples` statement (loader.py), over its
 staged `_cpu` table and the run's spans, loaded before.
@@ -44,15 +50,21 @@ edges AS (  -- a span whose clock went backwards gives none
     UNION ALL
     SELECT pid, tid, end_ns, end_cpu FROM edge_spans WHERE end_cpu >= start_cpu AND end_ns >= start_ns
 ),
--- each edge between two sampled readings of its thread (of one process: a pid may be reused)
+-- each edge between two sampled readings of its thread (of one process: a pid may be reused), the
+-- queued time between them split in proportion to the time each side did not run
 placed AS (
-    SELECT e.pid, e.tid, a.process_start_ns, e.t AS time_ns, e.x AS cpu_ns,
-           a.runqueue_ns + (b.runqueue_ns - a.runqueue_ns) * (e.t - a.time_ns) // greatest(b.time_ns - a.time_ns, 1)
-               AS runqueue_ns
-    FROM edges AS e
-    ASOF JOIN sampled AS a ON a.pid = e.pid AND a.tid = e.tid AND a.time_ns < e.t
-    ASOF JOIN sampled AS b ON b.pid = e.pid AND b.tid = e.tid AND b.time_ns > e.t
-    WHERE a.process_start_ns = b.process_start_ns
+    SELECT pid, tid, process_start_ns, time_ns, cpu_ns,
+           a_queued + CASE WHEN idle_before + idle_after > 0
+                           THEN CAST(queued * (idle_before / (idle_before + idle_after)) AS BIGINT)
+                           ELSE queued * (time_ns - a_time) // greatest(b_time - a_time, 1) END AS runqueue_ns
+    FROM (SELECT e.pid, e.tid, a.process_start_ns, e.t AS time_ns, e.x AS cpu_ns, a.time_ns AS a_time,
+                 b.time_ns AS b_time, a.runqueue_ns AS a_queued, b.runqueue_ns - a.runqueue_ns AS queued,
+                 greatest(0, e.t - a.time_ns - (e.x - a.cpu_ns)) AS idle_before,
+                 greatest(0, b.time_ns - e.t - (b.cpu_ns - e.x)) AS idle_after
+          FROM edges AS e
+          ASOF JOIN sampled AS a ON a.pid = e.pid AND a.tid = e.tid AND a.time_ns < e.t
+          ASOF JOIN sampled AS b ON b.pid = e.pid AND b.tid = e.tid AND b.time_ns > e.t
+          WHERE a.process_start_ns = b.process_start_ns)
 ),
 -- each sampled reading, held between the edges before (p) and after (n) it
 held AS (

@@ -96,3 +96,21 @@ def test_a_traced_run_records_the_edges_of_its_outermost_imports_and_spawns(tmp_
     assert 0 < spawn[EDGES[2]] - spawn[EDGES[1]] <= spawn["selfopt_trace.spawn_ns"]
     [(pid,)] = cli.query("SELECT pid FROM spans WHERE run_id = 'edges' AND name = 'process' AND parent_span_id IS NULL")
     assert slow[EDGES[0]] == spawn[EDGES[0]] == pid  # the main thread: its tid is the pid
+
+
+def test_queued_time_at_an_edge_goes_to_the_side_that_did_not_run(store: Store, tmp_path: Path) -> None:
+    """The thread waits 6 ms for a CPU (10-16 ms), then its import runs to the next reading: the 6 ms
+    queued between the readings at 10 and 20 ms are all before the import's start. Shared by time
+    (3.6 ms and 2.4 ms), the 16-20 ms interval would hold 6.4 ms in 4, and the cap at its length
+    would drop 2.4 ms of the thread's time."""
+    spans = (header(100) + complete(sid(1), "", "process", "process", T0, T0 + 100 * MS)
+             + complete(sid(2), sid(1), "import slow", "import", T0 + 16 * MS, T0 + 25 * MS,
+                        attributes=edges(100, 10 * MS, 19 * MS)))
+    run = write_run(tmp_path / "run-1", {"100-a.spans": spans})
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python")
+              + cpu(T0 + 10 * MS, 100, 100, 10 * MS)
+              + cpu(T0 + 20 * MS, 100, 100, 14 * MS, 6 * MS)
+              + cpu(T0 + 30 * MS, 100, 100, 19 * MS, 6 * MS))
+
+    assert store.load_run(run).warnings == []
+    assert intervals(store) == [(0, 10, 10, 0), (10, 16, 0, 6), (16, 20, 4, 0), (20, 25, 5, 0), (25, 30, 0, 0)]

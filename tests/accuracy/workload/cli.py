@@ -11,11 +11,18 @@ once, each result waited for), parallel (the children all started before any is 
 
 import time
 
-QUEUED = "/proc/thread-self/schedstat"  # truth.clocks() before truth.py (its import is measured) is imported
-first = (time.time_ns(), time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1]))
+# truth.clocks() and clocks_before() before truth.py (its import is measured) is imported. `first` ends
+# start-up: the wall clock, the queued time as of then (a read that took long waited for a CPU, after
+# `first`), the CPU clock last (its read can end the time slice: that wait too comes after `first`).
+# `imports` starts the imports: the wall clock last (the import spans start after it).
+QUEUED = "/proc/thread-self/schedstat"
+at, queued = time.time_ns(), int(open(QUEUED, "rb").read().split()[1])
+waited = time.time_ns() - at
+first = (at, time.thread_time_ns(), queued - (waited if waited > 100_000 else 0))
 # Everything the program uses later is imported here, timed, so that nothing imports lazily inside
 # the measured steps below (http.client imports email.* and encodings.idna on first use).
-imports = (time.time_ns(), time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1]))
+cpu, queued = time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1])
+imports = (time.time_ns(), cpu, queued)
 import atexit  # noqa: E402
 import concurrent.futures  # noqa: E402
 import concurrent.futures.thread  # noqa: E402,F401  (ThreadPoolExecutor: imported on first use)
@@ -64,7 +71,7 @@ def call(index):
     connection.putrequest("POST", path)
     connection.putheader("Content-Type", "application/json")
     connection.putheader("Content-Length", str(len(REQUEST_BODY)))
-    request = record.begin()
+    request = record.begin_call()
     connection.endheaders(REQUEST_BODY)
     size = len(connection.getresponse().read())
     record.end(request, "request", path=path, request_bytes=len(REQUEST_BODY), response_bytes=size)
@@ -78,7 +85,7 @@ def started_worker():
     record.end(record.begin(), "worker")
 
 
-serialization = record.begin()
+serialization = record.begin_call()
 payload = json.dumps({"items": [Slow() for _ in range(5)], "numbers": list(range(1000))}, default=encode_slowly)
 record.end(serialization, "serialization")
 

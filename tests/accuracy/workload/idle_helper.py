@@ -9,9 +9,16 @@ for it to exit.
 
 import time
 
-QUEUED = "/proc/thread-self/schedstat"  # truth.clocks() before truth.py (its import is measured) is imported
-first = (time.time_ns(), time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1]))
-imports = (time.time_ns(), time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1]))
+# truth.clocks() and clocks_before() before truth.py (its import is measured) is imported. `first` ends
+# start-up: the wall clock, the queued time as of then (a read that took long waited for a CPU, after
+# `first`), the CPU clock last (its read can end the time slice: that wait too comes after `first`).
+# `imports` starts the imports: the wall clock last (the import spans start after it).
+QUEUED = "/proc/thread-self/schedstat"
+at, queued = time.time_ns(), int(open(QUEUED, "rb").read().split()[1])
+waited = time.time_ns() - at
+first = (at, time.thread_time_ns(), queued - (waited if waited > 100_000 else 0))
+cpu, queued = time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1])
+imports = (time.time_ns(), cpu, queued)
 import atexit  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -31,7 +38,7 @@ record.add("imports", imports, imported)
 helper = truth.spawn(record, [sys.executable, os.path.join(HERE, "helper.py"), TRUTH_DIR], stdin=subprocess.PIPE)
 phases.work(record, float(os.environ["ACCURACY_WORK_MS"]))
 data = {"rows": [{"id": i, "name": "row %d" % i, "values": list(range(20))} for i in range(4000)]}
-serialization = record.begin()
+serialization = record.begin_call()
 payload = json.dumps(data)
 record.end(serialization, "serialization", bytes=len(payload))
 sleep = record.begin()

@@ -11,9 +11,16 @@ tasks and the CPU they took.
 
 import time
 
-QUEUED = "/proc/thread-self/schedstat"  # truth.clocks() before truth.py (its import is measured) is imported
-first = (time.time_ns(), time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1]))
-imports = (time.time_ns(), time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1]))
+# truth.clocks() and clocks_before() before truth.py (its import is measured) is imported. `first` ends
+# start-up: the wall clock, the queued time as of then (a read that took long waited for a CPU, after
+# `first`), the CPU clock last (its read can end the time slice: that wait too comes after `first`).
+# `imports` starts the imports: the wall clock last (the import spans start after it).
+QUEUED = "/proc/thread-self/schedstat"
+at, queued = time.time_ns(), int(open(QUEUED, "rb").read().split()[1])
+waited = time.time_ns() - at
+first = (at, time.thread_time_ns(), queued - (waited if waited > 100_000 else 0))
+cpu, queued = time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1])
+imports = (time.time_ns(), cpu, queued)
 import atexit  # noqa: E402
 import multiprocessing  # noqa: E402
 import multiprocessing.context  # noqa: E402
@@ -35,7 +42,7 @@ class Worker(multiprocessing.context.SpawnProcess):
     """A pool worker whose start (the spawning call) the main process times."""
 
     def start(self):
-        spawn = record.begin()
+        spawn = record.begin_call()
         super().start()
         record.end(spawn, "spawn", pid=self.pid)
 
@@ -72,7 +79,7 @@ if __name__ == "__main__":
     atexit.register(record.write)
     context = multiprocessing.get_context("spawn")
     # The pool's first lock would start the resource tracker; started here, its spawn is timed.
-    tracker = record.begin()
+    tracker = record.begin_call()
     multiprocessing.resource_tracker.ensure_running()
     record.end(tracker, "spawn", pid=multiprocessing.resource_tracker._resource_tracker._pid)
     started = context.SimpleQueue()

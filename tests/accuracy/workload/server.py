@@ -11,9 +11,16 @@ close is a `blocked` block.
 
 import time
 
-QUEUED = "/proc/thread-self/schedstat"  # truth.clocks() before truth.py (its import is measured) is imported
-first = (time.time_ns(), time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1]))
-imports = (time.time_ns(), time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1]))
+# truth.clocks() and clocks_before() before truth.py (its import is measured) is imported. `first` ends
+# start-up: the wall clock, the queued time as of then (a read that took long waited for a CPU, after
+# `first`), the CPU clock last (its read can end the time slice: that wait too comes after `first`).
+# `imports` starts the imports: the wall clock last (the import spans start after it).
+QUEUED = "/proc/thread-self/schedstat"
+at, queued = time.time_ns(), int(open(QUEUED, "rb").read().split()[1])
+waited = time.time_ns() - at
+first = (at, time.thread_time_ns(), queued - (waited if waited > 100_000 else 0))
+cpu, queued = time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1])
+imports = (time.time_ns(), cpu, queued)
 import atexit  # noqa: E402
 import encodings.idna  # noqa: E402,F401  (imported when the server binds: its host name)
 import http.server  # noqa: E402
@@ -39,13 +46,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             record.end(self.truth_start, "served", path=self.path)
 
     def parse_request(self):
-        self.truth_start = record.begin()
+        self.truth_start = record.begin_call()
         return super().parse_request()
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if PARSE:
-            parsing = record.begin()
+            parsing = record.begin_call()
             parsed = json.loads(body)
             record.end(parsing, "serialization")  # before the result is freed (4-6 ms for 3 MB), as the span ends
             got = len(parsed["items"])
