@@ -81,6 +81,17 @@ def agent_overhead_ns(run_dir: Path) -> int:
     return total
 
 
+def write_caches(args: list, cwd: Path, env: dict) -> None:
+    """Run the case once with bytecode written: the installed packages' .pyc, and pytest's rewritten
+    plugins (pytest rewrites the asserts of every plugin module it imports, and reads its rewrite
+    back from __pycache__ when one is there). Without them, a run with PYTHONDONTWRITEBYTECODE set
+    compiles and rewrites in every process: the pytest case counted 3,072 M instructions untraced
+    instead of 1,836 M, depending on what earlier runs of the same virtualenv had left
+    (docs/benchmarks.md, "The lazy bundle")."""
+    env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def module_count(args: list, cwd: Path, env: dict) -> int:
     """How many modules the case's process has imported when it ends (untraced)."""
     code = "import atexit, sys, os; atexit.register(lambda: os.write(2, b'MODULES %d\\n' % len(sys.modules)))"
@@ -312,6 +323,7 @@ def main() -> None:
             slopes(cwd, base, bootstraps)
             return
         for name in args.case or list(CASES):
+            write_caches(CASES[name], cwd, base)
             if args.instructions:
                 count_case(name, cwd, base, bootstraps, args.deterministic, args.cache_sim)
             else:
