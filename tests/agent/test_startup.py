@@ -188,3 +188,21 @@ def test_a_module_added_to_the_agent_makes_the_bundles_stale(tmp_path: Path) -> 
     assert not runner.bundles_fresh(bootstrap)
     runner.precompile_bootstrap(bootstrap)
     assert runner.bundles_fresh(bootstrap)
+
+
+def test_a_bundled_module_whose_code_raises_fails_as_importlib_would_fail_it(traced, tmp_path: Path) -> None:
+    bootstrap = tmp_path / "bootstrap"
+    shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
+    (bootstrap / "selfopt_trace_agent" / "hooks" / "broken_.py").write_text("raise LookupError('in the module')\n")
+    runner.precompile_bootstrap(bootstrap)
+    program = """
+import sys
+for attempt in range(2):
+    try:
+        import selfopt_trace_agent.hooks.broken_
+    except LookupError as exc:
+        print(exc, "selfopt_trace_agent.hooks.broken_" in sys.modules)
+"""
+    done = traced.python(program, extra_env={"PYTHONPATH": str(bootstrap), "SELFOPT_TRACE_BOOTSTRAP": str(bootstrap)})
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().splitlines() == ["in the module False"] * 2

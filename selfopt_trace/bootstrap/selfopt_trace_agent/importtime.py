@@ -100,7 +100,10 @@ def _begin(name: str):
         agent = _AgentImport()
         agent.counted = tracer.overhead_ns()  # what nested agent imports count must not count twice
         agent.began_ns = time_ns()
-        _load_bundled(name)
+        try:
+            _load_bundled(name)
+        except Exception:  # importlib loads the module (and raises what its code raises)
+            pass
         return agent
     parent = _current.get() or tracer._root
     if parent is None or _in_startup:
@@ -175,8 +178,8 @@ def _load_bundled(name: str) -> None:
         try:
             exec(code, module.__dict__)
         except BaseException:
-            sys.modules.pop(name, None)  # importlib runs the module again, and raises what it raises
-            return
+            sys.modules.pop(name, None)  # as importlib leaves a module that failed (_begin lets it try again)
+            raise
         setattr(sys.modules[package], name.rpartition(".")[2], module)
 
 
