@@ -294,8 +294,7 @@ def write_bundles(directory: Path) -> None:
     import marshal
 
     startup_paths = [f"{AGENT_PACKAGE}/{module or '__init__'}.py" for module in STARTUP_MODULES]
-    lazy_paths = sorted(path.relative_to(directory).as_posix() for path in (directory / AGENT_PACKAGE).rglob("*.py")
-                        if path.relative_to(directory).as_posix() not in startup_paths)
+    lazy_paths = sorted(path for path in _agent_sources(directory) if path not in startup_paths)
 
     def write_startup(written) -> None:
         compiled = [_compile_agent_module(directory, path) for path in startup_paths]
@@ -315,6 +314,16 @@ def write_bundles(directory: Path) -> None:
 
     _write_bundle(startup_bundle_path(directory), write_startup)
     _write_bundle(lazy_bundle_path(directory), write_lazy)
+
+
+def _agent_sources(directory: Path) -> list[str]:
+    """The agent's .py files, as paths from `directory` with "/" (os.walk: Path.rglob took 0.5 ms more)."""
+    sources = []
+    for folder, folders, names in os.walk(os.path.join(directory, AGENT_PACKAGE)):
+        folders[:] = [name for name in folders if name != "__pycache__"]
+        relative = os.path.relpath(folder, directory).replace(os.sep, "/")
+        sources += [f"{relative}/{name}" for name in names if name.endswith(".py")]
+    return sources
 
 
 def _module_name(path: str) -> str:
@@ -358,11 +367,10 @@ def bundles_fresh(directory: Path) -> bool:
         if startup is None or lazy is None:
             return False
         stamps = {path: (mtime_ns, size) for path, mtime_ns, size in (*startup, *(entry[1:4] for entry in lazy))}
-        sources = [path.relative_to(directory).as_posix() for path in (directory / AGENT_PACKAGE).rglob("*.py")]
-        if set(sources) != set(stamps):  # a module added or removed since
+        if set(_agent_sources(directory)) != set(stamps):  # a module added or removed since
             return False
         for path, (mtime_ns, size) in stamps.items():
-            status = (directory / path).stat()
+            status = os.stat(os.path.join(directory, path))
             if (status.st_mtime_ns, status.st_size) != (mtime_ns, size):
                 return False
     except (OSError, ValueError, EOFError, TypeError):
