@@ -361,12 +361,17 @@ def _write_bundle(target: Path, write) -> None:
 
 
 def bundles_fresh(directory: Path) -> bool:
-    """Both bundles exist, for this interpreter, and every source in them is as it was compiled."""
+    """Both bundles exist, for this interpreter, the lazy one whole, and every source in them is as it
+    was compiled. (The start-up bundle's modules are not unmarshalled here, ~1 ms of every `run`: a
+    file damaged after it was written whole fails the shim's own load, which then imports the agent.)"""
     try:
         startup, lazy = _bundle_head(startup_bundle_path(directory)), _bundle_head(lazy_bundle_path(directory))
         if startup is None or lazy is None:
             return False
-        stamps = {path: (mtime_ns, size) for path, mtime_ns, size in (*startup, *(entry[1:4] for entry in lazy))}
+        index, end = lazy
+        if lazy_bundle_path(directory).stat().st_size != end + sum(length for *_, length in index):
+            return False
+        stamps = {path: (mtime_ns, size) for path, mtime_ns, size in (*startup[0], *(entry[1:4] for entry in index))}
         if set(_agent_sources(directory)) != set(stamps):  # a module added or removed since
             return False
         for path, (mtime_ns, size) in stamps.items():
@@ -379,7 +384,8 @@ def bundles_fresh(directory: Path) -> bool:
 
 
 def _bundle_head(bundle: Path) -> tuple | None:
-    """The stamps or the index at the head of a bundle; None when another interpreter wrote it."""
+    """(the stamps or the index at the head of a bundle, where the head ends); None when another
+    interpreter wrote it."""
     import marshal
     from importlib.util import MAGIC_NUMBER
 
@@ -387,7 +393,8 @@ def _bundle_head(bundle: Path) -> tuple | None:
         head = read.read(8)
         if head[:4] != MAGIC_NUMBER:
             return None
-        return marshal.loads(read.read(int.from_bytes(head[4:8], "little")))
+        size = int.from_bytes(head[4:8], "little")
+        return marshal.loads(read.read(size)), 8 + size
 
 
 def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions, spawn_ns: int) -> dict[str, str]:
