@@ -255,7 +255,7 @@ def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulati
     spanfile.encode, no tracer.record_line with its keyword arguments: ~1/3 of a recorded import's
     cost went there, docs/benchmarks.md); another name takes spanfile's general path."""
     parent = frame.parent
-    if parent.deferred:
+    if parent.deferred and not parent.keep:
         tracer._mark_kept(parent)
     if name.isprintable() and '"' not in name and "\\" not in name:
         module = '"python.import.module":"' + name + '"'

@@ -131,7 +131,10 @@ class ImportFrame:
 
     @property
     def trace_id(self) -> str:
-        return self.parent.trace_id
+        parent = self.parent
+        while type(parent) is ImportFrame:  # nested imports: the trace of the span above them all
+            parent = parent.parent
+        return parent.trace_id
 
     def traceparent(self) -> str:
         return f"00-{self.trace_id}-{self.span_id}-01"
