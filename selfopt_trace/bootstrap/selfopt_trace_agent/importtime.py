@@ -114,7 +114,7 @@ def _begin(name: str):
     frame.parent = parent
     frame.keep = False
     frame.child_ns = 0
-    frame._span_id = ""
+    frame._span_id = frame._trace_id = ""
     frame.status = "UNSET"
     frame.token = _current.set(frame)
     frame.start_ns = time_ns()

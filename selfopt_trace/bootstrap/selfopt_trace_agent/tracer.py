@@ -105,7 +105,7 @@ class ImportFrame:
     reader may ask for as class constants (`deferred`, no end, no sums: small calls are summed above
     it, hooks/timed.py). Its span id is taken when first asked for, by a span
     recorded under it or by its own record (an import nothing asks about takes none), its trace id
-    is its parent's. The id is taken without a lock: the thread that asks is the importing one (a
+    is its parent's (kept once asked for). The id is taken without a lock: the thread that asks is the importing one (a
     thread started meanwhile hands over above the frame, hooks/threads.py), unless a copied context
     runs elsewhere during the import. A Span as a frame cost 4,600 instructions an import
     (docs/benchmarks.md).
@@ -114,7 +114,7 @@ class ImportFrame:
     # The import's own state (importtime.py keeps it here, not in its wrapper's locals: docs/agent.md,
     # "Imports"): its context token, start time, CPU edge, status, and the time its bookkeeping
     # began while the cost per import is being calibrated.
-    __slots__ = ("parent", "keep", "child_ns", "_span_id", "token", "start_ns", "cpu0", "status", "began_ns")
+    __slots__ = ("parent", "keep", "child_ns", "_span_id", "_trace_id", "token", "start_ns", "cpu0", "status", "began_ns")
     deferred = True
     category = "import"
     kind = INTERNAL
@@ -131,10 +131,10 @@ class ImportFrame:
 
     @property
     def trace_id(self) -> str:
-        parent = self.parent
-        while type(parent) is ImportFrame:  # nested imports: the trace of the span above them all
-            parent = parent.parent
-        return parent.trace_id
+        trace_id = self._trace_id  # "" until asked for: its parent's, kept (each level of nested imports asks once)
+        if not trace_id:
+            trace_id = self._trace_id = self.parent.trace_id
+        return trace_id
 
     def traceparent(self) -> str:
         return f"00-{self.trace_id}-{self.span_id}-01"
