@@ -51,11 +51,22 @@ class Worker(multiprocessing.context.SpawnProcess):
 
     def run(self):
         """In the worker: each read of its next task (the pool's `inqueue.get`, a pipe read under
-        the queue's lock) is a wait on nothing it can name, as the tracer records it (inside its
-        wrapper, which multiprocessing.pool.worker puts around this one)."""
+        the queue's lock) is a wait on nothing it can name, as the tracer records it, but for the
+        read that ends the worker (the sentinel: the tracer does not record it). The tracer's
+        wrapper (multiprocessing.pool.worker's) goes around this one: its edges come before the
+        start's reading and after the end's, so the end reads its CPU clock first (clocks_before)."""
         inqueue = self._args[0]
         get = inqueue.get
-        inqueue.get = lambda: record.wait(get)  # `record` is the worker's once the initializer ran
+
+        def read():
+            begun = truth.clocks()
+            task = get()
+            ended = truth.clocks_before()
+            if task is not None:  # `record` is the worker's once the initializer ran
+                record.add("wait", begun, ended)
+            return task
+
+        inqueue.get = read
         super().run()
 
 

@@ -606,7 +606,15 @@ _NOTHING_ON = '{"selfopt_trace.wait.on":[]}'
 
 def _task_get(get):
     """A pool worker's `get()` of its next task: a wait on nothing traced when it blocked (method()'s
-    leaf wrapper, for a call without arguments; the record is _write's with no target)."""
+    leaf wrapper, for a call without arguments; the record is _write's with no target).
+
+    The read that ends the worker (the pool's sentinel, None, or the pipe closed) is not recorded:
+    it is the worker's idle tail, until its pool is closed, and a wait there would sit on the
+    critical path whenever the path goes through that worker (its rule breaks the tie between the
+    workers alive at the end of a wait on the pool by span id, and the worker that ran the last
+    task is not the one it picks in half the runs). Left as the worker's own time off the CPU, it
+    is what it was before: an untraced wait in the breakdown either way.
+    """
     threshold = THRESHOLD_NS
     fast = _fast
     head = head_of(_TASK_GET)
@@ -615,20 +623,17 @@ def _task_get(get):
         t0 = time_ns()
         try:
             task = get()
-        except BaseException as exc:  # EOFError, OSError: the pool is gone; the worker exits
-            t1 = time_ns()
-            if t1 - t0 >= threshold:
-                record(_TASK_GET, t0, t1, [], None, exc)
+        except BaseException as exc:
             tracer.strip_own_frames(exc)
             raise
         t1 = time_ns()
-        if t1 - t0 >= threshold:
-            if tracer._enabled:
-                write_under(_current() or tracer._root, head, t0, t1, _NOTHING_ON)
-        elif fast[1]:
-            fast[0] += 1
-        else:
-            _calibrate(time_ns() - t1)
+        if t1 - t0 < threshold:
+            if fast[1]:
+                fast[0] += 1
+            else:
+                _calibrate(time_ns() - t1)
+        elif task is not None and tracer._enabled:
+            write_under(_current() or tracer._root, head, t0, t1, _NOTHING_ON)
         return task
 
     return identity(timed_get, get)
