@@ -36,10 +36,9 @@ def spinner():
 
 def sleeper():
     begun = record.begin()
-    # the sleep's own readings: the thread can wait long for a CPU or the GIL before the sleep starts
-    # (80 ms while the spinner ran, on a loaded machine), and its thread's two readings alone spread
-    # that over the sleep too (the tracer's sleep span places it before); its start reads the CPU
-    # clock first, the sleep span starting after it
+    # the sleep's own readings: what the thread did before it (taking the GIL from the spinner) is not
+    # spread over the sleep the main waits on, as its thread's two readings alone would; the start
+    # reads the CPU clock first, the tracer's sleep span starting after it
     asleep = record.begin_call()
     time.sleep(float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
     record.end(asleep, "sleep")
