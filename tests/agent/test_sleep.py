@@ -74,3 +74,26 @@ def test_a_sleep_that_raises_reaches_the_program_as_untraced(traced):
     assert b"ZeroDivisionError" in result.stderr and b"time_.py" not in result.stderr
     (interrupted,) = [s for s in traced.spans().spans if s.category == "sleep"]
     assert 40_000_000 <= interrupted.end_ns - interrupted.start_ns < 2_000_000_000
+
+
+LATE = """
+import sys, threading, time
+sys.setswitchinterval(0.2)           # a spinning thread keeps the GIL 200 ms at a time
+stop = False
+def spin():
+    while not stop:
+        pass
+thread = threading.Thread(target=spin); thread.start()
+time.sleep(0.01)                     # up after 10 ms; returns when the spinner lets go of the GIL
+start = time.time_ns(); time.sleep(0.01); print(time.time_ns() - start >= 50_000_000)
+stop = True; thread.join()
+"""
+
+
+def test_a_sleep_span_ends_when_the_time_asked_for_is_up(traced):
+    """After it the thread is runnable (queued for a CPU, or taking the GIL back), not known off the
+    CPU: a late return is not the sleep's."""
+    spans = run(traced, LATE)
+    assert spans.stdout == "True\n"  # the call returned late
+    sleeps = sorted((s for s in spans.spans if s.category == "sleep"), key=lambda s: s.start_ns)
+    assert sleeps and all((s.end_ns - s.start_ns) == 10_000_000 for s in sleeps), [s.duration_ms for s in sleeps]

@@ -333,6 +333,16 @@ def test_multiprocessing_join_and_pool_map(traced, method):
     for wait in rest:
         assert_wait(wait, wait.name)
         assert targets(spans, wait)
+    # a worker's reads of its next task that blocked (at least the other worker's, for the apply's):
+    # waits on nothing traced, in the workers; not the read of the sentinel (the pool's close), nor any
+    # in the main process
+    worker_files = {p.file for p in spans.processes()
+                    if p.parent_span_id in {starts[name].span_id for name in pool_workers}}
+    reads = spans.named("SimpleQueue.get")
+    assert reads and {r.file for r in reads} <= worker_files, (reads, worker_files)
+    for read in reads:
+        assert_wait(read, "SimpleQueue.get")
+        assert read.attributes[ON] == []
 
 
 def test_process_pool_executor_futures_name_the_workers(traced):

@@ -91,7 +91,7 @@ def _install_sleep_hook() -> None:
     threshold = config.WAIT_THRESHOLD_NS
     recorder: list = []
 
-    def record(t0: int, t1: int) -> None:
+    def record(t0: int, t1: int, seconds) -> None:
         if not recorder:
             try:
                 from .hooks import time_
@@ -100,7 +100,7 @@ def _install_sleep_hook() -> None:
             except Exception as error:
                 tracer.exception_diagnostic("hook_failed:time.sleep", error)
                 recorder.append(lambda *_: None)
-        recorder[0](t0, t1)
+        recorder[0](t0, t1, seconds)
 
     def sleep(seconds):
         t0 = time_ns()
@@ -109,12 +109,12 @@ def _install_sleep_hook() -> None:
         except BaseException as exc:  # a bad argument, a signal handler's exception: as untraced
             t1 = time_ns()
             if t1 - t0 >= threshold:
-                record(t0, t1)
+                record(t0, t1, seconds)
             tracer.strip_own_frames(exc)
             raise
         t1 = time_ns()
         if t1 - t0 >= threshold:
-            record(t0, t1)
+            record(t0, t1, seconds)
 
     tracer.own_wrapper(sleep, original)
     sleep.__name__ = original.__name__

@@ -6,7 +6,7 @@ multiprocessing starts its resource tracker (a process alive, idle, until after 
 measures nothing, nobody waits on it) before the pool's first lock. Two spawned workers start
 while the main process works; once both say they are ready, the main process maps tasks of known
 CPU time onto them and waits, then closes the pool and joins each worker. Each worker records its
-tasks and the CPU they took.
+tasks, the CPU they took and its waits for the next one.
 """
 
 import time
@@ -48,6 +48,26 @@ class Worker(multiprocessing.context.SpawnProcess):
 
     def join(self, timeout=None):  # Pool.join joins each worker: a wait on it, until it is reaped
         record.wait(lambda: super(Worker, self).join(timeout), pids=[self.pid])
+
+    def run(self):
+        """In the worker: each read of its next task (the pool's `inqueue.get`, a pipe read under
+        the queue's lock) is a wait on nothing it can name, as the tracer records it, but for the
+        read that ends the worker (the sentinel: the tracer does not record it). The tracer's
+        wrapper (multiprocessing.pool.worker's) goes around this one: its edges come before the
+        start's reading and after the end's, so the end reads its CPU clock first (clocks_before)."""
+        inqueue = self._args[0]
+        get = inqueue.get
+
+        def read():
+            begun = truth.clocks()
+            task = get()
+            ended = truth.clocks_before()
+            if task is not None:  # `record` is the worker's once the initializer ran
+                record.add("wait", begun, ended)
+            return task
+
+        inqueue.get = read
+        super().run()
 
 
 class Pool(multiprocessing.pool.Pool):
@@ -92,7 +112,11 @@ if __name__ == "__main__":
     for _ in range(WORKERS):
         started.get()
     record.end(blocked, "blocked")
-    record.wait(lambda: pool.map(task, [float(os.environ["ACCURACY_TASK_MS"])] * TASKS, chunksize=1), pids=workers)
+    # pool.map is map_async(...).get(): map_async is the main's own work (it lists the iterable, cuts
+    # it into chunks and queues them for the pool's task thread, whatever their number), get() the
+    # wait on the workers: a long iterable takes the main's CPU before anything is waited on.
+    mapped = pool.map_async(task, [float(os.environ["ACCURACY_TASK_MS"])] * TASKS, chunksize=1)
+    record.wait(mapped.get, pids=workers)
     pool.close()
     # The pool's own threads (workers, tasks, results) end by themselves once it is closed: let them,
     # polling, so that Pool.join's joins of them are not waits (their lives are multiprocessing's,

@@ -42,16 +42,26 @@ def clocks():
     before it (one interval over 100 % running, the next with a hole). So it is read until a read
     is quick, and what the thread spent queued since the wall clock is taken off: it was runnable
     all along (running: its CPU clock says how much; else queued), and on a CPU at the read, so the
-    kernel had counted every stretch until then."""
+    kernel had counted every stretch until then.
+
+    But a read also gives up the GIL (os.pread), and a thread beside a busy one (spin_sleep's
+    sleeper beside the spinner) waits a millisecond or more to take it back: off the CPU, not
+    queued. A slow read whose value did not move since the one before is taken (no stretch ended in
+    it: a GIL wait, or a preemption after the value was read), and what is taken off is at most what
+    the queued time grew since a read before the wall clock: 20 reads of 4 ms GIL waits each, taken
+    off as queued, had the sleeper queued 81 ms that the kernel never counted."""
+    earlier = queued_ns()
     at, cpu = time_ns(), thread_time_ns()
+    previous = earlier
     for _ in range(20):
         before = time_ns()
         queued, cpu_then = queued_ns(), thread_time_ns()
         after = time_ns()
-        if after - before <= CONSISTENT_NS:
+        if after - before <= CONSISTENT_NS or queued == previous:
             break
+        previous = queued
     since = (before + after) // 2 - at - (cpu_then - cpu)
-    return at, cpu, queued - max(0, since)
+    return at, cpu, queued - max(0, min(since, queued - earlier))
 
 
 def clocks_before():
@@ -70,13 +80,15 @@ def clocks_before():
     start-up for the truth). Here the CPU clock is read first, then the queued time (a schedstat
     read, no accounting update) until a read is quick, then the wall clock: a wait the reads bring
     comes before the reading, on the program's side for both."""
+    previous = None
     for _ in range(20):
         cpu = thread_time_ns()
         before = time_ns()
         queued = queued_ns()
         at = time_ns()
-        if at - before <= CONSISTENT_NS:
+        if at - before <= CONSISTENT_NS or queued == previous:  # a GIL wait (clocks())
             break
+        previous = queued
     return at, cpu, queued
 
 

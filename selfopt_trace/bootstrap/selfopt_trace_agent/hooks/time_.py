@@ -26,12 +26,24 @@ CATEGORY = "sleep"
 _HEAD = "\t%s\t%s\t%s\t" % (NAME, tracer.INTERNAL, CATEGORY)
 
 
-def record(t0: int, t1: int) -> None:
-    """The sleep span of a sleep that blocked [t0, t1] (process.py's wrapper times it), written as a
-    wait's record (waits.write_under: a flush only when the buffer is full, where tracer.record_line
-    would flush in the program's thread when one is due, +4,000 instructions a sleep under
-    callgrind). Never raises."""
+def record(t0: int, t1: int, seconds) -> None:
+    """The sleep span of a sleep of `seconds` that blocked [t0, t1] (process.py's wrapper times it),
+    written as a wait's record (waits.write_under: a flush only when the buffer is full, where
+    tracer.record_line would flush in the program's thread when one is due, +4,000 instructions a
+    sleep under callgrind). Never raises.
+
+    The span ends when the time asked for is up, if the call returned later: from then on the
+    thread was runnable, queued for a CPU (running, for the breakdown) or taking the GIL back, not
+    known off the CPU. Ended at the call's return, a busy machine's wake-up (a 1 ms sleep that took
+    9.3 ms, queued, beside two exiting pool workers) counted as off the CPU, and the reading's CPU
+    that held that queued time was spread over the waits around it (tests/accuracy, pool)."""
     try:
+        try:
+            asked = t0 + int(seconds * 1_000_000_000)
+            if asked < t1:
+                t1 = asked
+        except Exception:  # not a number the sleep took as one: the call's interval
+            pass
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
             return
