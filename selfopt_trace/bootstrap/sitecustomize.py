@@ -20,7 +20,7 @@ def _selfopt_trace_start():
                 pass  # imported as usual below
         import selfopt_trace_agent
 
-        return selfopt_trace_agent.start(entered)
+        return selfopt_trace_agent.start(entered, _selfopt_trace_run_module)
     except Exception:
         return False  # fail open: the traced program must behave exactly as untraced
 
@@ -32,9 +32,7 @@ def _selfopt_trace_load():
     Returns False, having loaded nothing, when the bundle is missing, was made by another
     interpreter or from other sources: the agent is then imported as usual."""
     import marshal
-    from _frozen_importlib import ModuleSpec
-    from _frozen_importlib_external import MAGIC_NUMBER, SourceFileLoader
-    from _imp import _fix_co_filename
+    from _frozen_importlib_external import MAGIC_NUMBER
     from os import stat
     from os.path import dirname
 
@@ -42,9 +40,8 @@ def _selfopt_trace_load():
     if tag is None or sys.flags.optimize:  # the bundle holds code compiled with optimize=0
         return False
     here = dirname(__file__)
-    cache = here + "/selfopt_trace_agent/__pycache__/"
     try:
-        with open(cache + "startup." + tag + ".bundle", "rb") as bundle:
+        with open(here + "/selfopt_trace_agent/__pycache__/startup." + tag + ".bundle", "rb") as bundle:
             data = bundle.read()
     except (OSError, IOError):
         return False
@@ -59,29 +56,40 @@ def _selfopt_trace_load():
     done = []
     try:
         for name, path, code in modules:
-            filename = here + "/" + path
-            _fix_co_filename(code, filename)
-            module = type(sys)(name)
-            spec = ModuleSpec(name, SourceFileLoader(name, filename), origin=filename)
-            spec.has_location = True
-            base = path.rpartition("/")[2][:-3]
-            spec.cached = module.__cached__ = cache + base + "." + tag + ".pyc"
-            if base == "__init__":
-                spec.submodule_search_locations = module.__path__ = [dirname(filename)]
-                module.__package__ = name
-            else:
-                module.__package__ = name.rpartition(".")[0]
-            module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, filename
-            sys.modules[name] = module
             done.append(name)
-            exec(code, module.__dict__)
-            if base != "__init__":
-                setattr(sys.modules[module.__package__], name.rpartition(".")[2], module)
+            _selfopt_trace_run_module(name, here + "/" + path, code)
     except Exception:
         for name in done:
             sys.modules.pop(name, None)
         return False
     return True
+
+
+def _selfopt_trace_run_module(name, filename, code):
+    """Run `code` as module `name` of source `filename` (an absolute path), with the spec, loader,
+    file, cached path and package importlib would give it, and as an attribute of its package. Also
+    the agent's, for its lazy bundle (importtime.py): raises what the module's code raises, leaving
+    it in sys.modules."""
+    from _frozen_importlib import ModuleSpec
+    from _frozen_importlib_external import SourceFileLoader
+    from _imp import _fix_co_filename
+
+    _fix_co_filename(code, filename)
+    module = type(sys)(name)
+    spec = ModuleSpec(name, SourceFileLoader(name, filename), origin=filename)
+    spec.has_location = True
+    directory, _, base = filename.rpartition("/")
+    spec.cached = module.__cached__ = directory + "/__pycache__/" + base[:-3] + "." + sys.implementation.cache_tag + ".pyc"
+    parent, _, child = name.rpartition(".")
+    module.__package__ = parent
+    if base == "__init__.py":
+        spec.submodule_search_locations = module.__path__ = [directory]
+        module.__package__ = name
+    module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, filename
+    sys.modules[name] = module
+    exec(code, module.__dict__)
+    if parent:
+        setattr(sys.modules[parent], child, module)
 
 
 def _selfopt_trace_chain(traced):

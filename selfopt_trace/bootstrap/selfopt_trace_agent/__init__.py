@@ -6,11 +6,12 @@ Importing this package has no side effects; `start()` (called by the sitecustomi
 _started = False
 
 
-def start(shim_entered: int = 0) -> bool:
+def start(shim_entered: int = 0, run_module=None) -> bool:
     """Start tracing this process if the environment asks for it; True when it did. Idempotent.
 
     `shim_entered`: the clock when the sitecustomize shim began loading the agent (its modules'
-    loading is the agent's cost too, counted in selfopt_trace.overhead_ns).
+    loading is the agent's cost too, counted in selfopt_trace.overhead_ns). `run_module`: the shim's
+    function that runs a module's code as importlib would (the lazy bundle's modules run with it).
     """
     global _started
     if _started:
@@ -23,7 +24,7 @@ def start(shim_entered: int = 0) -> bool:
         return False
     from . import process
 
-    process.start(settings, shim_entered)
+    process.start(settings, shim_entered, run_module)
     return True
 
 

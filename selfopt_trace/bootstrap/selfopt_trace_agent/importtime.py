@@ -12,9 +12,7 @@ from __future__ import annotations
 import marshal
 import os
 import sys
-from _frozen_importlib import ModuleSpec
-from _frozen_importlib_external import MAGIC_NUMBER, SourceFileLoader
-from _imp import _fix_co_filename
+from _frozen_importlib_external import MAGIC_NUMBER
 from time import time_ns
 
 from . import lazy, spanfile, tracer
@@ -37,13 +35,16 @@ _bookkeeping = tracer.counted_overhead()
 _samples: list = []
 
 
-def install(threshold_ns: int) -> None:
+def install(threshold_ns: int, run_module=None) -> None:
+    """The import wrapper in importlib's place. `run_module`: the shim's runner of bundled modules
+    (sitecustomize._selfopt_trace_run_module); without it, the agent's modules load through importlib."""
     global _original, _threshold_ns, _ModuleLockManager, _NEEDS_LOADING, _find_and_load_unlocked, _lock_unlock_module
+    global _run_module
     import _frozen_importlib as bootstrap
 
     if _original is not None or getattr(bootstrap._find_and_load, "__selfopt_trace__", False):
         return
-    _threshold_ns = threshold_ns
+    _threshold_ns, _run_module = threshold_ns, run_module
     _ModuleLockManager, _NEEDS_LOADING = bootstrap._ModuleLockManager, bootstrap._NEEDS_LOADING
     _find_and_load_unlocked, _lock_unlock_module = bootstrap._find_and_load_unlocked, bootstrap._lock_unlock_module
     _original = bootstrap._find_and_load
@@ -102,8 +103,8 @@ def _begin(name: str):
         agent.began_ns = time_ns()
         try:
             _load_bundled(name)
-        except Exception:  # importlib loads the module (and raises what its code raises)
-            pass
+        except Exception as exc:  # importlib loads the module (and raises what its code raises)
+            tracer.exception_diagnostic("bundle_failed:" + name, exc)
         return agent
     parent = _current.get() or tracer._root
     if parent is None or _in_startup:
@@ -129,6 +130,7 @@ def _begin(name: str):
 # such import, empty when the bundle cannot be used.
 _bundled: dict | None = None
 _bundle_path = _bootstrap_dir = ""
+_run_module = None  # install's
 
 
 def _load_bundled(name: str) -> None:
@@ -139,9 +141,9 @@ def _load_bundled(name: str) -> None:
     if _bundled is None:
         _bundled = _bundle_index()
     entry = _bundled.get(name)
-    package = name.rpartition(".")[0]
     if entry is None or name in sys.modules:
         return
+    package = name.rpartition(".")[0]
     if package not in sys.modules:
         _load_bundled(package)
         if package not in sys.modules:
@@ -151,43 +153,26 @@ def _load_bundled(name: str) -> None:
     with _ModuleLockManager(name):  # as importlib's: a module runs once, whichever thread imports it
         if name in sys.modules:
             return
-        try:
-            status = os.stat(filename)
-            if status.st_mtime_ns != mtime_ns or status.st_size != size:
-                return
-            fd = os.open(_bundle_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                code = marshal.loads(os.pread(fd, length, offset))
-            finally:
-                os.close(fd)
-        except Exception:
+        status = os.stat(filename)
+        if status.st_mtime_ns != mtime_ns or status.st_size != size:
             return
-        _fix_co_filename(code, filename)
-        module = type(sys)(name)
-        spec = ModuleSpec(name, SourceFileLoader(name, filename), origin=filename)
-        spec.has_location = True
-        directory, _, base = filename.rpartition("/")
-        spec.cached = module.__cached__ = directory + "/__pycache__/" + base[:-3] + "." + sys.implementation.cache_tag + ".pyc"
-        if base == "__init__.py":
-            spec.submodule_search_locations = module.__path__ = [directory]
-            module.__package__ = name
-        else:
-            module.__package__ = package
-        module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, filename
-        sys.modules[name] = module
+        fd = os.open(_bundle_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            exec(code, module.__dict__)
+            code = marshal.loads(os.pread(fd, length, offset))
+        finally:
+            os.close(fd)
+        try:
+            _run_module(name, filename, code)
         except BaseException:
-            sys.modules.pop(name, None)  # as importlib leaves a module that failed (_begin lets it try again)
+            sys.modules.pop(name, None)  # as importlib leaves a module that failed
             raise
-        setattr(sys.modules[package], name.rpartition(".")[2], module)
 
 
 def _bundle_index() -> dict:
     global _bootstrap_dir, _bundle_path
     package = sys.modules[_AGENT].__path__[0]
     tag = sys.implementation.cache_tag
-    if tag is None or sys.flags.optimize:  # the bundle holds code compiled with optimize=0
+    if _run_module is None or tag is None or sys.flags.optimize:  # the bundle holds code compiled with optimize=0
         return {}
     _bootstrap_dir = package.rpartition("/")[0] + "/"
     _bundle_path = package + "/__pycache__/lazy." + tag + ".bundle"

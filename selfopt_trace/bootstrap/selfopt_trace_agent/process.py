@@ -30,8 +30,9 @@ def settings() -> config.Settings | None:
     return _settings
 
 
-def start(settings_: config.Settings, shim_entered: int = 0) -> None:
-    """`shim_entered`: when the shim began loading the agent (that loading is counted as overhead)."""
+def start(settings_: config.Settings, shim_entered: int = 0, run_module=None) -> None:
+    """`shim_entered`: when the shim began loading the agent (that loading is counted as overhead);
+    `run_module`: the shim's runner of bundled modules (importtime.install)."""
     global _settings, _main_thread, _last_flush_ns
     entered = time_ns()
     counted = tracer.overhead_ns()  # what start-up's parts count themselves is not counted twice
@@ -41,7 +42,8 @@ def start(settings_: config.Settings, shim_entered: int = 0) -> None:
     start_ns, source = _start_time(entered)
     from . import importtime, lazy
 
-    importtime.install(settings_.import_threshold_ns)  # first: an agent module imported by _begin (container.py) comes from the lazy bundle
+    # first: an agent module _begin imports (container.py) comes from the lazy bundle
+    importtime.install(settings_.import_threshold_ns, run_module)
     _begin(start_ns, entered, source, trace_id, remote_parent)
     lazy.install_builtin_hooks()
     _install_os_stand_ins()

@@ -38,12 +38,7 @@ def record(t0: int, t1: int, seconds) -> None:
     9.3 ms, queued, beside two exiting pool workers) counted as off the CPU, and the reading's CPU
     that held that queued time was spread over the waits around it (tests/accuracy, pool)."""
     try:
-        try:
-            asked = t0 + int(seconds * 1_000_000_000)
-            if asked < t1:
-                t1 = asked
-        except Exception:  # not a number the sleep took as one: the call's interval
-            pass
+        t1 = min(t1, t0 + int(float(seconds) * 1_000_000_000))  # float(): what the sleep took (an __index__ too)
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
             return

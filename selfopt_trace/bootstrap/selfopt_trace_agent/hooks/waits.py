@@ -591,10 +591,11 @@ def _pool_worker(original):
     """
 
     def worker(inqueue, *args, **kwargs):
-        try:
-            inqueue.get = _task_get(inqueue.get)
-        except Exception:
-            pass
+        if hasattr(inqueue, "__dict__"):  # a process pool's queue; a ThreadPool's C SimpleQueue takes no attribute
+            try:
+                inqueue.get = _task_get(inqueue.get)
+            except Exception as exc:
+                tracer.exception_diagnostic("hook_failed:multiprocessing.pool.worker", exc)
         return original(inqueue, *args, **kwargs)
 
     return identity(worker, original)
