@@ -296,24 +296,22 @@ def write_bundles(directory: Path) -> None:
     startup_paths = [f"{AGENT_PACKAGE}/{module or '__init__'}.py" for module in STARTUP_MODULES]
     lazy_paths = sorted(path for path in _agent_sources(directory) if path not in startup_paths)
 
-    def write_startup(written) -> None:
+    def startup() -> tuple[tuple, bytes]:
         compiled = [_compile_agent_module(directory, path) for path in startup_paths]
-        head = marshal.dumps(tuple(stamp for stamp, _ in compiled))
         modules = tuple((_module_name(path), path, code) for (path, *_), code in compiled)
-        written.write(len(head).to_bytes(4, "little") + head + marshal.dumps(modules))
+        return tuple(stamp for stamp, _ in compiled), marshal.dumps(modules)
 
-    def write_lazy(written) -> None:
+    def lazy() -> tuple[tuple, bytes]:
         index, pieces, offset = [], [], 0
         for path in lazy_paths:
             (_, mtime_ns, size), code = _compile_agent_module(directory, path)
             pieces.append(marshal.dumps(code))
             index.append((_module_name(path), path, mtime_ns, size, offset, len(pieces[-1])))
             offset += len(pieces[-1])
-        head = marshal.dumps(tuple(index))
-        written.write(len(head).to_bytes(4, "little") + head + b"".join(pieces))
+        return tuple(index), b"".join(pieces)
 
-    _write_bundle(startup_bundle_path(directory), write_startup)
-    _write_bundle(lazy_bundle_path(directory), write_lazy)
+    _write_bundle(startup_bundle_path(directory), startup)
+    _write_bundle(lazy_bundle_path(directory), lazy)
 
 
 def _agent_sources(directory: Path) -> list[str]:
@@ -344,16 +342,19 @@ def _compile_agent_module(directory: Path, path: str) -> tuple:
     return (path, status.st_mtime_ns, status.st_size), code
 
 
-def _write_bundle(target: Path, write) -> None:
-    """`write(file)` after the magic number, into a file that replaces `target` once whole."""
+def _write_bundle(target: Path, contents) -> None:
+    """A bundle of `contents()` (its head, marshalled, and the bytes after it) in a file that
+    replaces `target` once whole."""
+    import marshal
     from importlib.util import MAGIC_NUMBER
 
     target.parent.mkdir(exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}")
     try:
         with open(partial, "wb") as written:  # first: a directory we cannot write to costs no compiling
-            written.write(MAGIC_NUMBER)
-            write(written)
+            head, body = contents()
+            head = marshal.dumps(head)
+            written.write(MAGIC_NUMBER + len(head).to_bytes(4, "little") + head + body)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
