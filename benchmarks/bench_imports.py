@@ -71,6 +71,8 @@ CASES = {
 }
 TEST_FILE = "def test_one():\n    assert sum([1, 2]) == 3\n"
 CALLGRIND_SLOWDOWN = 50  # callgrind runs Python ~40-50x slower: time thresholds scaled by this
+# Modes that are this tree's bootstrap with settings of their own (--pure-python): mode -> variables.
+MODE_ENV: dict = {}
 
 
 def agent_overhead_ns(run_dir: Path) -> int:
@@ -174,7 +176,7 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
     for i in range(pairs):
         for mode, bootstrap in bootstraps.items():
             run_dir = runs / f"{mode}-{i}"
-            env = traced_environ(base, bootstrap, run_dir)
+            env = traced_environ(base, bootstrap, run_dir) | MODE_ENV.get(mode, {})
             if gc:
                 env["PYTHONPATH"] = os.pathsep.join((str(bootstrap), str(probe)))
             if i % 2:  # alternate which side goes first
@@ -253,7 +255,7 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic
         # A run directory's name as long for every side: named after the side, the base copy's pytest
         # count was 18 M higher than with a name as long as the other's (docs/benchmarks.md).
         run_dir = cwd / "runs" / f"side{i:02d}"
-        env = traced_environ(base, bootstrap, run_dir)
+        env = traced_environ(base, bootstrap, run_dir) | MODE_ENV.get(mode, {})
         env["SELFOPT_TRACE_IMPORT_THRESHOLD_MS"] = "100000" if deterministic else str(CALLGRIND_SLOWDOWN)
         env["SELFOPT_TRACE_SMALL_NS"] = str(10**11 if deterministic else 100_000 * CALLGRIND_SLOWDOWN)
         counts = [instructions(args, cwd, env, cache_sim) for _ in range(3)]
@@ -287,7 +289,7 @@ def slopes(cwd: Path, base: dict, bootstraps: dict) -> None:
                                                ("compile", "100000", "import comp", 2 * SLOPE_MODULES)):
             env = base
             if bootstrap is not None:
-                env = traced_environ(base, bootstrap, cwd / "runs" / "slope")
+                env = traced_environ(base, bootstrap, cwd / "runs" / "slope") | MODE_ENV.get(mode, {})
                 env.update(SELFOPT_TRACE_IMPORT_THRESHOLD_MS=threshold_ms, SELFOPT_TRACE_SMALL_NS=str(10**10))
             elif what == "import recorded":
                 continue
@@ -312,8 +314,14 @@ def main() -> None:
                         help="with --instructions: callgrind's cycle estimate from its simulated caches instead "
                              "(instruction and data cache misses weighed in, which instructions alone leave out)")
     parser.add_argument("--slopes", action="store_true", help="instructions per import and per summed compile")
+    parser.add_argument("--pure-python", action="store_true",
+                        help="also this tree's agent without the import wrapper's C twin (importtime.c)")
     args = parser.parse_args()
     bootstraps = compiled_bootstraps(args.compare)
+    if args.pure_python:
+        mode = "selfopt-trace, Python wrapper"
+        bootstraps[mode] = bootstraps["selfopt-trace"]
+        MODE_ENV[mode] = {"SELFOPT_TRACE_PURE_PYTHON": "1"}
     cwd = Path(tempfile.mkdtemp(prefix="bench-imports-"))
     (cwd / "test_one.py").write_text(TEST_FILE)
     base = clean_environ()

@@ -30,6 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from selfopt_trace import import_twin
 from selfopt_trace.runner import write_bundles
 
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
@@ -63,13 +64,15 @@ def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
 
 def compiled_bootstraps(compare: list | None) -> dict:
     """This tree's bootstrap, and each of `compare` beside it, each compiled as `selfopt-trace run`
-    does first (.pyc files, and the bundles, which a tree whose agent does not read them ignores)."""
+    does first (.pyc files, the bundles, and the import wrapper's C twin: what a tree whose agent
+    does not use them ignores)."""
     bootstraps = {"selfopt-trace": BOOTSTRAP}
     for other in compare or ():
         bootstraps[f"selfopt-trace ({other})"] = other.resolve()
     for bootstrap in bootstraps.values():
         compileall.compile_dir(str(bootstrap), quiet=1)
         write_bundles(bootstrap)
+        import_twin.build(bootstrap)
     return bootstraps
 
 

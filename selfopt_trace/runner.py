@@ -226,7 +226,8 @@ def resolve_command(argv0: str, path_env: str | None) -> tuple[str, bool]:
 def precompile_bootstrap(directory: Path = BOOTSTRAP_DIR) -> None:
     """Write the agent's .pyc files and its bundles now, so no traced process compiles the agent
     (PYTHONDONTWRITEBYTECODE is often set, and compiling it costs every process ~10 ms) or goes
-    through importlib for its modules. Best effort, silent."""
+    through importlib for its modules, and build the import wrapper's C twin (import_twin.py).
+    Best effort, silent."""
     try:
         if not bootstrap_compiled(directory):  # the check costs less than importing compileall (~5 ms)
             import compileall
@@ -236,6 +237,12 @@ def precompile_bootstrap(directory: Path = BOOTSTRAP_DIR) -> None:
             write_bundles(directory)
     except Exception:
         pass
+    try:
+        from . import import_twin
+
+        import_twin.build(directory)
+    except Exception:
+        pass  # no compiler, or it failed: traced processes run the Python wrapper (importtime.py)
 
 
 def bootstrap_compiled(directory: Path) -> bool:

@@ -31,12 +31,13 @@ def traced_environ(run_dir: Path, **extra: str) -> dict:
 class Traced:
     """Runs commands traced into one run directory under tmp_path."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, **settings: str):
         self.run_dir = tmp_path / "run"
         self.tmp_path = tmp_path
+        self.settings = settings  # variables of every command run here
 
     def env(self, **extra: str) -> dict:
-        return traced_environ(self.run_dir, **extra)
+        return traced_environ(self.run_dir, **self.settings, **extra)
 
     def run(self, args: list, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
@@ -49,6 +50,13 @@ class Traced:
 
     def spans(self) -> RunSpans:
         return read_run(self.run_dir)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The agent as `selfopt-trace run` leaves it before CMD: compiled, bundled, its C twin built."""
+    from selfopt_trace import runner
+
+    runner.precompile_bootstrap(BOOTSTRAP)
 
 
 @pytest.fixture

@@ -6,6 +6,23 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from selfopt_trace import import_twin
+from selfopt_trace.bootstrap.selfopt_trace_agent import config
+from tests.conftest import BOOTSTRAP, Traced
+
+
+@pytest.fixture(params=["C twin", "Python"])
+def traced(request, tmp_path) -> Traced:
+    """Every test here runs against both import wrappers: the C twin (importtime.c, built at the
+    session's start) and the Python one it mirrors (importtime.py)."""
+    if request.param == "Python":
+        return Traced(tmp_path, **{config.ENV_PURE_PYTHON: "1"})
+    if import_twin.twin_path(BOOTSTRAP) is None or not import_twin.twin_path(BOOTSTRAP).exists():
+        pytest.skip("no C twin of the import wrapper here (not CPython 3.11 on Linux, or no C compiler)")
+    return Traced(tmp_path)
+
 
 def write_modules(tmp_path):
     (tmp_path / "slow_outer.py").write_text("import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.080: pass\nimport slow_inner\nimport fast_one\n")
@@ -150,13 +167,50 @@ def test_imports_behave_as_untraced(traced, tmp_path):
     assert 1 <= len(spans) <= 4 and {span.status for span in spans} == {"UNSET"}
 
 
+WRAPPER = ("import _frozen_importlib as b\n"
+           "from selfopt_trace_agent import importtime\n"
+           "print(type(b._find_and_load).__name__, b._find_and_load is importtime._find_and_load)\n")
+
+
+def test_the_wrapper_in_importlibs_place_is_the_one_asked_for(traced):
+    result = traced.python(WRAPPER)
+    assert result.returncode == 0 and result.stderr == b""
+    python = traced.settings.get(config.ENV_PURE_PYTHON) == "1"
+    assert result.stdout == (b"function True\n" if python else b"builtin_function_or_method False\n")
+
+
+def test_a_stale_twin_is_not_loaded(tmp_path):
+    """The twin's file is named after its source's mtime and size: an edited importtime.c (not yet
+    rebuilt by `run`) leaves the Python wrapper in place."""
+    import shutil
+
+    bootstrap = tmp_path / "bootstrap"
+    shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("_importtime.*"))
+    from selfopt_trace import runner
+
+    runner.precompile_bootstrap(bootstrap)
+    twin = import_twin.twin_path(bootstrap)
+    if twin is None or not twin.exists():
+        pytest.skip("no C twin of the import wrapper here (not CPython 3.11 on Linux, or no C compiler)")
+    source = bootstrap / "selfopt_trace_agent" / "importtime.c"
+    source.write_text(source.read_text() + "\n")
+    env = {k: v for k, v in Traced(tmp_path).env().items()}
+    env.update(PYTHONPATH=str(bootstrap), SELFOPT_TRACE_BOOTSTRAP=str(bootstrap))
+    result = subprocess.run([sys.executable, "-c", WRAPPER], env=env, capture_output=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"function True\n", b"")
+    runner.precompile_bootstrap(bootstrap)  # `run` rebuilds it, and removes the stale build
+    assert import_twin.twin_path(bootstrap).exists() and not twin.exists()
+    result = subprocess.run([sys.executable, "-c", WRAPPER], env=env, capture_output=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"builtin_function_or_method False\n", b"")
+
+
 def test_the_import_wrappers_frame_is_as_large_as_importlibs(traced):
     """CPython >= 3.11 keeps frames in chunks of 16 KiB and maps and unmaps one each time a frame
     crosses a chunk's end: a wrapper frame of another size shifts every frame of a nested import, and
-    a pytest run crossed chunk ends three times as often (docs/benchmarks.md)."""
+    a pytest run crossed chunk ends three times as often (docs/benchmarks.md). The Python wrapper
+    takes the place of importlib's frame, as large as it; the C twin adds no frame."""
     code = ("import _frozen_importlib as b\n"
             "from selfopt_trace_agent import importtime\n"
-            "assert b._find_and_load is importtime._find_and_load\n"
             "size = lambda c: (c.co_nlocals + len(c.co_cellvars) + len(c.co_freevars), c.co_stacksize)\n"
             "print(size(importtime._find_and_load.__code__))\n"
             "print(size(importtime._original.__code__))\n")
@@ -164,3 +218,24 @@ def test_the_import_wrappers_frame_is_as_large_as_importlibs(traced):
     assert result.returncode == 0 and result.stderr == b""
     ours, importlibs = result.stdout.splitlines()
     assert ours == importlibs
+
+
+STACK = "import sys\nf = sys._getframe()\nwhile f:\n    print(f.f_code.co_filename, f.f_code.co_name)\n    f = f.f_back\n"
+
+
+def test_the_frames_under_an_import_are_untraceds(traced, tmp_path):
+    """A nested import's frames, from the module's body out: importlib's own with the C twin; with
+    the Python wrapper, importlib's but for _find_and_load's, which is the wrapper's (same name)."""
+    (tmp_path / "outer_stack.py").write_text("import inner_stack\n")
+    (tmp_path / "inner_stack.py").write_text(STACK)
+    code = "import sys; sys.path.insert(0, '.'); import outer_stack"
+    result = traced.python(code, cwd=tmp_path)
+    untraced = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                              env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == untraced.returncode == 0 and result.stderr == untraced.stderr == b""
+    if traced.settings.get(config.ENV_PURE_PYTHON) == "1":
+        ours = [line.rsplit(None, 1)[1] for line in result.stdout.splitlines()]
+        assert ours == [line.rsplit(None, 1)[1] for line in untraced.stdout.splitlines()]
+        assert result.stdout.count(b"importtime.py _find_and_load") == 2
+    else:
+        assert result.stdout == untraced.stdout

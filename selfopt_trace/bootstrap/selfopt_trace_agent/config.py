@@ -16,6 +16,7 @@ ENV_TRACEPARENT = "TRACEPARENT"
 ENV_TRACESTATE = "TRACESTATE"
 ENV_SMALL_NS = "SELFOPT_TRACE_SMALL_NS"
 ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
+ENV_PURE_PYTHON = "SELFOPT_TRACE_PURE_PYTHON"  # the agent's Python code only, not its C twin (importtime.c)
 
 # A wait (Popen.wait, Thread.join, Future.result, ...) becomes a `wait` span only when it blocked at
 # least this long. A wait that returns at once (a child already reaped, a future already done) is
@@ -25,7 +26,7 @@ ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
 WAIT_THRESHOLD_NS = 20_000
 
 # Optional settings a traced parent passes on as it got them (read by the hooks that use them).
-PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS)
+PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS, ENV_PURE_PYTHON)
 
 
 class Settings:

@@ -15,7 +15,7 @@ import sys
 from _frozen_importlib_external import MAGIC_NUMBER
 from time import time_ns
 
-from . import lazy, spanfile, tracer
+from . import config, lazy, spanfile, tracer
 from .tracer import cpu_anchor, thread_cpu_ns
 
 _original = None
@@ -36,8 +36,10 @@ _samples: list = []
 
 
 def install(threshold_ns: int, run_module=None) -> None:
-    """The import wrapper in importlib's place. `run_module`: the shim's runner of bundled modules
-    (sitecustomize._selfopt_trace_run_module); without it, the agent's modules load through importlib."""
+    """The import wrapper in importlib's place: its C twin (importtime.c) when `run` built it for this
+    interpreter and source, else the function below. `run_module`: the shim's runner of bundled
+    modules (sitecustomize._selfopt_trace_run_module); without it, the agent's modules load through
+    importlib."""
     global _original, _threshold_ns, _ModuleLockManager, _NEEDS_LOADING, _find_and_load_unlocked, _lock_unlock_module
     global _run_module
     import _frozen_importlib as bootstrap
@@ -48,7 +50,29 @@ def install(threshold_ns: int, run_module=None) -> None:
     _ModuleLockManager, _NEEDS_LOADING = bootstrap._ModuleLockManager, bootstrap._NEEDS_LOADING
     _find_and_load_unlocked, _lock_unlock_module = bootstrap._find_and_load_unlocked, bootstrap._lock_unlock_module
     _original = bootstrap._find_and_load
-    bootstrap._find_and_load = _find_and_load
+    try:
+        twin = _twin()
+    except Exception as exc:  # not loadable here (another C library, a damaged file): the Python wrapper
+        tracer.exception_diagnostic("import_twin", exc)
+        twin = None
+    bootstrap._find_and_load = _find_and_load if twin is None else twin.install(sys.modules[__name__])
+
+
+def _twin():
+    """The C twin's module, or None: not built (no compiler), built from another importtime.c (its
+    file is named after the source's mtime and size), another interpreter, or the Python wrapper
+    asked for (SELFOPT_TRACE_PURE_PYTHON, the reference the tests also run)."""
+    if os.environ.get(config.ENV_PURE_PYTHON):
+        return None
+    from _frozen_importlib import ModuleSpec
+    from _imp import create_dynamic, extension_suffixes
+
+    package = sys.modules[_AGENT].__path__[0]
+    source = os.stat(package + "/importtime.c")
+    path = f"{package}/__pycache__/_importtime.{source.st_mtime_ns}.{source.st_size}{extension_suffixes()[0]}"
+    if not os.path.exists(path):
+        return None
+    return create_dynamic(ModuleSpec(_AGENT + "._importtime", None, origin=path))
 
 
 def startup_over() -> None:
@@ -219,18 +243,24 @@ def _end(frame, name: str) -> None:
     if parent.deferred:
         parent.child_ns += cumulative
     if cumulative >= _threshold_ns or frame.keep:
-        _record(frame, name, t1, t2, cumulative, frame.status, instrument_ns, frame.cpu0, cpu1)
-        tracer.add_overhead(time_ns() - t2)
-        _bookkeeping[0] += 1
-        # after the record's cost is counted: a flush counts its own
-        if t2 > tracer._flush_due_ns or len(_buffer) > tracer.FLUSH_RECORDS:
-            tracer.flush(blocking=False)
-        elif not tracer._flusher_started:
-            tracer._start_flusher()
+        _recorded(frame, name, t2, cpu1, instrument_ns)
     elif not _bookkeeping[1]:
         tracer.calibrate(_bookkeeping, _samples, t1 - frame.began_ns + time_ns() - t2)
     else:
         _bookkeeping[0] += 1
+
+
+def _recorded(frame: tracer.ImportFrame, name: str, end: int, cpu1: int, instrument_ns: int = 0) -> None:
+    """A recorded import's end (importtime.c's too): its record, its cost, the flush when one is due."""
+    start = frame.start_ns
+    _record(frame, name, start, end, end - start, frame.status, instrument_ns, frame.cpu0, cpu1)
+    tracer.add_overhead(time_ns() - end)
+    _bookkeeping[0] += 1
+    # after the record's cost is counted: a flush counts its own
+    if end > tracer._flush_due_ns or len(_buffer) > tracer.FLUSH_RECORDS:
+        tracer.flush(blocking=False)
+    elif not tracer._flusher_started:
+        tracer._start_flusher()
 
 
 def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulative: int, status: str,

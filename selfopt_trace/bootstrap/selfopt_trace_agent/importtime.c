@@ -1,0 +1,358 @@
+/* The import wrapper of importtime.py in C: its twin, for CPython 3.11 on Linux (runner.py builds
+ * it into __pycache__; importtime.install uses it when it is there and fresh, else the Python one).
+ *
+ * importtime.py is the reference and says what an import's span is; this file does the same for the
+ * imports that make no record (most of them), and hands everything else to importtime.py's own
+ * functions: the agent's modules (_begin), hooks pending on the module (_end), a recorded import
+ * (_recorded). Unlike the Python wrapper it runs importlib's own _find_and_load under it instead of
+ * a copy of its body: a C call adds no Python frame, so the frame stack is laid out as untraced.
+ * What it reads of importtime.py and tracer.py it reads by their names, once at install (the
+ * objects) or at each import (the settings that change: _in_startup, _threshold_ns, tracer._root).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+static PyObject *original;       /* importlib's _find_and_load */
+static PyObject *reference;      /* importtime._find_and_load: for calls this file does not expect */
+static PyObject *importtime_globals, *tracer_globals;
+static PyTypeObject *frame_type; /* tracer.ImportFrame */
+static PyObject *current;        /* tracer._current, the current span's ContextVar */
+static PyObject *pending;        /* lazy._pending: module name -> hooks to arm at its import */
+static PyObject *bookkeeping;    /* importtime._bookkeeping: [imports counted, ns each] */
+static PyObject *samples, *calibrate, *py_begin, *py_end, *py_recorded;
+static PyObject *agent_prefix, *unset, *error, *empty, *zero, *one;
+static PyObject *s_in_startup, *s_threshold_ns, *s_root, *s_deferred, *s_child_ns, *s_spec, *s_initializing;
+
+/* Offsets of ImportFrame's slots: set directly, as the Python wrapper's specialized bytecode does. */
+static Py_ssize_t parent_at, keep_at, child_ns_at, span_id_at, trace_id_at, token_at, start_ns_at,
+    cpu0_at, status_at, began_ns_at;
+
+#define SLOT(obj, at) (*(PyObject **)((char *)(obj) + (at)))
+
+static inline void
+set_slot(PyObject *obj, Py_ssize_t at, PyObject *value) /* steals `value` */
+{
+    PyObject *old = SLOT(obj, at);
+    SLOT(obj, at) = value;
+    Py_XDECREF(old);
+}
+
+static inline long long
+clock_ns(clockid_t clock) /* time.time_ns(), time.thread_time_ns(): the same clocks */
+{
+    struct timespec now;
+    clock_gettime(clock, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* An import is timed when importlib will load its module: not in sys.modules, or still running its
+ * body (`__spec__._initializing`), as importtime.py decides. -1: an error is set. */
+static int
+needs_loading(PyObject *modules, PyObject *name)
+{
+    PyObject *module = PyDict_GetItemWithError(modules, name), *spec, *initializing;
+    int flag;
+    if (module == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    Py_INCREF(module); /* a module's __getattr__ may take it out of sys.modules */
+    flag = _PyObject_LookupAttr(module, s_spec, &spec);
+    Py_DECREF(module);
+    if (flag <= 0)
+        return flag;
+    flag = _PyObject_LookupAttr(spec, s_initializing, &initializing);
+    Py_DECREF(spec);
+    if (flag <= 0)
+        return flag;
+    flag = PyObject_IsTrue(initializing);
+    Py_DECREF(initializing);
+    return flag;
+}
+
+static int
+is_deferred(PyObject *span)
+{
+    PyObject *deferred;
+    int flag;
+    if (Py_TYPE(span) == frame_type)
+        return 1;
+    deferred = PyObject_GetAttr(span, s_deferred);
+    if (deferred == NULL)
+        return -1;
+    flag = PyObject_IsTrue(deferred);
+    Py_DECREF(deferred);
+    return flag;
+}
+
+static inline int
+calibrating(void)
+{
+    return PyObject_Not(PyList_GET_ITEM(bookkeeping, 1));
+}
+
+/* importtime._begin: the import's frame, made current; None for start-up's imports. */
+static PyObject *
+begin(PyObject *name)
+{
+    long long began = 0;
+    int match = PyUnicode_Tailmatch(name, agent_prefix, 0, PY_SSIZE_T_MAX, -1), in_startup, cpu_edge;
+    PyObject *parent, *frame, *token, *start;
+    if (match != 0)
+        return match < 0 ? NULL : PyObject_CallOneArg(py_begin, name);
+    if (calibrating())
+        began = clock_ns(CLOCK_REALTIME);
+    if (PyContextVar_Get(current, NULL, &parent) < 0)
+        return NULL;
+    if (parent == Py_None) {
+        Py_DECREF(parent);
+        parent = PyDict_GetItemWithError(tracer_globals, s_root);
+        if (parent == NULL)
+            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+        Py_INCREF(parent);
+    }
+    in_startup = PyObject_IsTrue(PyDict_GetItem(importtime_globals, s_in_startup) ?: Py_True);
+    if (parent == Py_None || in_startup) {
+        Py_DECREF(parent);
+        return in_startup < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    cpu_edge = is_deferred(parent);
+    if (cpu_edge < 0 || (frame = frame_type->tp_alloc(frame_type, 0)) == NULL) {
+        Py_DECREF(parent);
+        return NULL;
+    }
+    cpu_edge = !cpu_edge; /* an outermost import's CPU edges (importtime._begin) */
+    if (began)
+        set_slot(frame, began_ns_at, PyLong_FromLongLong(began));
+    set_slot(frame, parent_at, parent);
+    set_slot(frame, keep_at, Py_NewRef(Py_False));
+    set_slot(frame, child_ns_at, Py_NewRef(zero));
+    set_slot(frame, span_id_at, Py_NewRef(empty));
+    set_slot(frame, trace_id_at, Py_NewRef(empty));
+    set_slot(frame, status_at, Py_NewRef(unset));
+    if ((token = PyContextVar_Set(current, frame)) == NULL) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    set_slot(frame, token_at, token);
+    start = PyLong_FromLongLong(clock_ns(CLOCK_REALTIME));
+    set_slot(frame, start_ns_at, start);
+    set_slot(frame, cpu0_at, cpu_edge ? PyLong_FromLongLong(clock_ns(CLOCK_THREAD_CPUTIME_ID)) : Py_NewRef(zero));
+    if (start == NULL || SLOT(frame, cpu0_at) == NULL) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    return frame;
+}
+
+static int
+call_python(PyObject *function, PyObject *const *args, size_t nargs)
+{
+    PyObject *result = PyObject_Vectorcall(function, args, nargs, NULL);
+    Py_XDECREF(result);
+    return result == NULL ? -1 : 0;
+}
+
+static int
+add_child_time(PyObject *parent, long long cumulative)
+{
+    PyObject *sum, *old, *add = PyLong_FromLongLong(cumulative);
+    int failed;
+    if (add == NULL)
+        return -1;
+    if (Py_TYPE(parent) == frame_type) {
+        sum = PyNumber_Add(SLOT(parent, child_ns_at), add);
+        Py_DECREF(add);
+        if (sum == NULL)
+            return -1;
+        set_slot(parent, child_ns_at, sum);
+        return 0;
+    }
+    if ((old = PyObject_GetAttr(parent, s_child_ns)) == NULL) {
+        Py_DECREF(add);
+        return -1;
+    }
+    sum = PyNumber_Add(old, add);
+    Py_DECREF(old);
+    Py_DECREF(add);
+    if (sum == NULL)
+        return -1;
+    failed = PyObject_SetAttr(parent, s_child_ns, sum);
+    Py_DECREF(sum);
+    return failed;
+}
+
+/* importtime._end: the span's end, or the Python function when hooks wait on the module or the
+ * frame is not an import's. */
+static int
+end(PyObject *frame, PyObject *name)
+{
+    int hooked = PyDict_Contains(pending, name), deferred;
+    long long cpu1 = 0, t1, t2, threshold;
+    PyObject *parent, *cpu0, *threshold_ns, *keep, *count, *args[4];
+    if (hooked < 0)
+        return -1;
+    if (hooked || (frame != Py_None && Py_TYPE(frame) != frame_type)) {
+        args[0] = frame;
+        args[1] = name;
+        return call_python(py_end, args, 2);
+    }
+    if (frame == Py_None)
+        return 0;
+    cpu0 = SLOT(frame, cpu0_at);
+    if (cpu0 != zero && PyObject_IsTrue(cpu0))
+        cpu1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    t2 = clock_ns(CLOCK_REALTIME);
+    if (PyContextVar_Reset(current, SLOT(frame, token_at)) < 0)
+        return -1;
+    parent = SLOT(frame, parent_at);
+    t1 = PyLong_AsLongLong(SLOT(frame, start_ns_at));
+    if ((deferred = is_deferred(parent)) < 0 || (deferred && add_child_time(parent, t2 - t1) < 0))
+        return -1;
+    threshold_ns = PyDict_GetItem(importtime_globals, s_threshold_ns);
+    threshold = threshold_ns == NULL ? 0 : PyLong_AsLongLong(threshold_ns);
+    keep = SLOT(frame, keep_at);
+    if (t2 - t1 >= threshold || (keep != Py_False && PyObject_IsTrue(keep))) {
+        args[0] = frame;
+        args[1] = name;
+        if ((args[2] = PyLong_FromLongLong(t2)) == NULL || (args[3] = PyLong_FromLongLong(cpu1)) == NULL) {
+            Py_XDECREF(args[2]);
+            return -1;
+        }
+        deferred = call_python(py_recorded, args, 4);
+        Py_DECREF(args[2]);
+        Py_DECREF(args[3]);
+        return deferred;
+    }
+    if (calibrating() && SLOT(frame, began_ns_at) != NULL) {
+        args[0] = bookkeeping;
+        args[1] = samples;
+        args[2] = PyLong_FromLongLong(t1 - PyLong_AsLongLong(SLOT(frame, began_ns_at)) + clock_ns(CLOCK_REALTIME) - t2);
+        if (args[2] == NULL)
+            return -1;
+        deferred = call_python(calibrate, args, 3);
+        Py_DECREF(args[2]);
+        return deferred;
+    }
+    count = PyNumber_Add(PyList_GET_ITEM(bookkeeping, 0), one);
+    if (count == NULL)
+        return -1;
+    return PyList_SetItem(bookkeeping, 0, count);
+}
+
+/* importlib._bootstrap._find_and_load(name, import_) in its place. */
+static PyObject *
+find_and_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *modules = PySys_GetObject("modules"), *frame, *result, *type, *value, *traceback;
+    int needed;
+    if (nargs != 2 || modules == NULL || !PyDict_CheckExact(modules) || !PyUnicode_CheckExact(args[0]))
+        return PyObject_Vectorcall(reference, args, nargs, NULL);
+    if ((needed = needs_loading(modules, args[0])) <= 0)
+        return needed < 0 ? NULL : PyObject_Vectorcall(original, args, 2, NULL);
+    if ((frame = begin(args[0])) == NULL)
+        return NULL;
+    result = PyObject_Vectorcall(original, args, 2, NULL);
+    if (result == NULL) {
+        PyErr_Fetch(&type, &value, &traceback);
+        if (Py_TYPE(frame) == frame_type)
+            set_slot(frame, status_at, Py_NewRef(error));
+        if (end(frame, args[0]) < 0) { /* as a `finally` that raises: its exception replaces the import's */
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+        }
+        else
+            PyErr_Restore(type, value, traceback);
+    }
+    else if (end(frame, args[0]) < 0)
+        Py_CLEAR(result);
+    Py_DECREF(frame);
+    return result;
+}
+
+static Py_ssize_t
+slot_offset(const char *slot)
+{
+    PyObject *descriptor = PyObject_GetAttrString((PyObject *)frame_type, slot);
+    Py_ssize_t offset = -1;
+    if (descriptor == NULL)
+        return -1;
+    if (Py_TYPE(descriptor) == &PyMemberDescr_Type && ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX)
+        offset = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "ImportFrame.%s is not a slot", slot);
+    Py_DECREF(descriptor);
+    return offset;
+}
+
+static PyObject *
+global(PyObject *globals, const char *name)
+{
+    PyObject *value = PyDict_GetItemString(globals, name);
+    if (value == NULL)
+        PyErr_Format(PyExc_AttributeError, "no %s to read", name);
+    return Py_XNewRef(value);
+}
+
+static PyMethodDef find_and_load_def = {"_find_and_load", (PyCFunction)(void (*)(void))find_and_load, METH_FASTCALL,
+                                        "importlib's _find_and_load, the import timed (importtime.c)."};
+
+/* install(importtime_module) -> the wrapper, to put in importlib's place; reads the module's globals. */
+static PyObject *
+install(PyObject *module, PyObject *importtime)
+{
+    PyObject *tracer;
+    if (original != NULL)
+        return PyErr_Format(PyExc_RuntimeError, "installed already");
+    importtime_globals = Py_NewRef(PyModule_GetDict(importtime));
+    if ((tracer = global(importtime_globals, "tracer")) == NULL)
+        return NULL;
+    tracer_globals = Py_NewRef(PyModule_GetDict(tracer));
+    Py_DECREF(tracer);
+    if ((original = global(importtime_globals, "_original")) == NULL || (reference = global(importtime_globals, "_find_and_load")) == NULL ||
+        (frame_type = (PyTypeObject *)global(importtime_globals, "_Frame")) == NULL ||
+        (current = global(importtime_globals, "_current")) == NULL || (pending = global(importtime_globals, "_pending")) == NULL ||
+        (bookkeeping = global(importtime_globals, "_bookkeeping")) == NULL || (samples = global(importtime_globals, "_samples")) == NULL ||
+        (py_begin = global(importtime_globals, "_begin")) == NULL || (py_end = global(importtime_globals, "_end")) == NULL ||
+        (py_recorded = global(importtime_globals, "_recorded")) == NULL || (calibrate = global(tracer_globals, "calibrate")) == NULL ||
+        (agent_prefix = global(importtime_globals, "_AGENT")) == NULL || (error = global(tracer_globals, "ERROR")) == NULL)
+        goto failed;
+    if (!PyType_Check(frame_type) || !PyDict_CheckExact(pending) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2) {
+        PyErr_SetString(PyExc_TypeError, "importtime's state is not what importtime.c reads");
+        goto failed;
+    }
+    if ((parent_at = slot_offset("parent")) < 0 || (keep_at = slot_offset("keep")) < 0 || (child_ns_at = slot_offset("child_ns")) < 0 ||
+        (span_id_at = slot_offset("_span_id")) < 0 || (trace_id_at = slot_offset("_trace_id")) < 0 || (token_at = slot_offset("token")) < 0 ||
+        (start_ns_at = slot_offset("start_ns")) < 0 || (cpu0_at = slot_offset("cpu0")) < 0 || (status_at = slot_offset("status")) < 0 ||
+        (began_ns_at = slot_offset("began_ns")) < 0)
+        goto failed;
+    return PyCFunction_NewEx(&find_and_load_def, module, NULL);
+failed:
+    Py_CLEAR(original);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"install", install, METH_O, "install(importtime) -> the C wrapper of importlib's _find_and_load"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef definition = {PyModuleDef_HEAD_INIT, "_importtime", NULL, -1, methods};
+
+PyMODINIT_FUNC
+PyInit__importtime(void)
+{
+    PyObject *module = PyModule_Create(&definition);
+    if (module == NULL)
+        return NULL;
+    if ((unset = PyUnicode_InternFromString("UNSET")) == NULL || (empty = PyUnicode_InternFromString("")) == NULL ||
+        (zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL || (s_in_startup = PyUnicode_InternFromString("_in_startup")) == NULL ||
+        (s_threshold_ns = PyUnicode_InternFromString("_threshold_ns")) == NULL || (s_root = PyUnicode_InternFromString("_root")) == NULL ||
+        (s_deferred = PyUnicode_InternFromString("deferred")) == NULL || (s_child_ns = PyUnicode_InternFromString("child_ns")) == NULL ||
+        (s_spec = PyUnicode_InternFromString("__spec__")) == NULL || (s_initializing = PyUnicode_InternFromString("_initializing")) == NULL) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,57 @@
+"""Builds the C twin of the agent's import wrapper (selfopt_trace_agent/importtime.c).
+
+The twin is compiled with the C compiler and headers of the interpreter running `selfopt-trace`
+into the agent's __pycache__, named after the source's mtime and size (importtime._twin looks for
+exactly that name, so a stale build is never loaded), once per source. Only for CPython 3.11, the
+version it is written and tested against; any other interpreter in the tree, or a machine without a
+compiler, runs the Python wrapper, which does the same.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+AGENT_PACKAGE = "selfopt_trace_agent"
+SUPPORTED_TAG = "cpython-311"
+
+
+def twin_path(directory: Path) -> Path | None:
+    """Where the twin of the agent under `directory` is (or goes); None where none is built."""
+    source = directory / AGENT_PACKAGE / "importtime.c"
+    if sys.implementation.cache_tag != SUPPORTED_TAG or sys.platform != "linux" or not source.exists():
+        return None
+    status = source.stat()
+    return source.parent / "__pycache__" / f"_importtime.{status.st_mtime_ns}.{status.st_size}{EXTENSION_SUFFIXES[0]}"
+
+
+def build(directory: Path) -> Path | None:
+    """The twin, compiled unless it is already there; None where none is built. Raises
+    subprocess.CalledProcessError (the compiler's message in its stderr) or OSError on failure."""
+    target = twin_path(directory)
+    if target is None or target.exists():
+        return target
+    import shlex  # only to build: `run` checks for the twin before every command (budget: 60 ms)
+    import subprocess
+    import sysconfig
+    import tempfile
+
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    target.parent.mkdir(exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix="_importtime.", suffix=".partial")
+    os.close(handle)
+    try:
+        subprocess.run([*compiler, "-shared", "-fPIC", "-O2", "-Wall", "-Werror",
+                        "-I" + sysconfig.get_paths()["include"], "-o", partial,
+                        str(directory / AGENT_PACKAGE / "importtime.c")],
+                       check=True, capture_output=True, text=True)
+        os.replace(partial, target)  # whole or not at all: traced processes may be loading it now
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    for stale in target.parent.glob("_importtime.*"):  # earlier sources' builds
+        if stale != target and not stale.name.endswith(".partial"):
+            stale.unlink(missing_ok=True)
+    return target
