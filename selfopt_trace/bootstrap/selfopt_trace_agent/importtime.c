@@ -1,4 +1,4 @@
-/* The import wrapper of importtime.py in C: its twin, for CPython 3.11 on Linux (runner.py builds
+/* The import wrapper of importtime.py in C: its twin, for CPython 3.11 on Linux (import_twin.py builds
  * it into __pycache__; importtime.install uses it when it is there and fresh, else the Python one).
  *
  * importtime.py is the reference and says what an import's span is; this file does the same for the
@@ -7,25 +7,32 @@
  * (_recorded). Unlike the Python wrapper it runs importlib's own _find_and_load under it instead of
  * a copy of its body: a C call adds no Python frame, so the frame stack is laid out as untraced.
  * What it reads of importtime.py and tracer.py it reads by their names, once at install (the
- * objects) or at each import (the settings that change: _in_startup, _threshold_ns, tracer._root).
+ * objects, the import threshold) or at each import (tracer._root; _in_startup until it is False).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <time.h>
 
+#if LONG_MAX < 9223372036854775807L
+#error "nanosecond times are read as C longs: 64 bits"
+#endif
+
 static PyObject *original;       /* importlib's _find_and_load */
 static PyObject *reference;      /* importtime._find_and_load: for calls this file does not expect */
-static PyObject *importtime_globals, *tracer_globals;
+static PyObject *importtime_globals, *tracer_globals, *sys_globals;
 static PyTypeObject *frame_type; /* tracer.ImportFrame */
 static PyObject *current;        /* tracer._current, the current span's ContextVar */
 static PyObject *pending;        /* lazy._pending: module name -> hooks to arm at its import */
 static PyObject *bookkeeping;    /* importtime._bookkeeping: [imports counted, ns each] */
 static PyObject *samples, *calibrate, *py_begin, *py_end, *py_recorded;
 static PyObject *agent_prefix, *unset, *error, *empty, *zero, *one;
-static PyObject *s_in_startup, *s_threshold_ns, *s_root, *s_deferred, *s_child_ns, *s_spec, *s_initializing;
+static PyObject *s_modules, *s_in_startup, *s_root, *s_deferred, *s_child_ns, *s_spec, *s_initializing;
 
 /* Offsets of ImportFrame's slots: set directly, as the Python wrapper's specialized bytecode does. */
+static int startup_over;        /* importtime._in_startup seen False */
+static long long threshold;     /* importtime._threshold_ns, set before install */
+
 static Py_ssize_t parent_at, keep_at, child_ns_at, span_id_at, trace_id_at, token_at, start_ns_at,
     cpu0_at, status_at, began_ns_at;
 
@@ -111,7 +118,10 @@ begin(PyObject *name)
             return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
         Py_INCREF(parent);
     }
-    in_startup = PyObject_IsTrue(PyDict_GetItem(importtime_globals, s_in_startup) ?: Py_True);
+    if (!startup_over) /* importtime.startup_over() sets _in_startup to False, for good */
+        startup_over = !(in_startup = PyObject_IsTrue(PyDict_GetItem(importtime_globals, s_in_startup) ?: Py_True));
+    else
+        in_startup = 0;
     if (parent == Py_None || in_startup) {
         Py_DECREF(parent);
         return in_startup < 0 ? NULL : Py_NewRef(Py_None);
@@ -188,8 +198,8 @@ static int
 end(PyObject *frame, PyObject *name)
 {
     int hooked = PyDict_Contains(pending, name), deferred;
-    long long cpu1 = 0, t1, t2, threshold;
-    PyObject *parent, *cpu0, *threshold_ns, *keep, *count, *args[4];
+    long long cpu1 = 0, t1, t2;
+    PyObject *parent, *cpu0, *keep, *count, *args[4];
     if (hooked < 0)
         return -1;
     if (hooked || (frame != Py_None && Py_TYPE(frame) != frame_type)) {
@@ -206,11 +216,9 @@ end(PyObject *frame, PyObject *name)
     if (PyContextVar_Reset(current, SLOT(frame, token_at)) < 0)
         return -1;
     parent = SLOT(frame, parent_at);
-    t1 = PyLong_AsLongLong(SLOT(frame, start_ns_at));
+    t1 = PyLong_AsLong(SLOT(frame, start_ns_at)); /* 64 bits here; AsLongLong goes through a byte array */
     if ((deferred = is_deferred(parent)) < 0 || (deferred && add_child_time(parent, t2 - t1) < 0))
         return -1;
-    threshold_ns = PyDict_GetItem(importtime_globals, s_threshold_ns);
-    threshold = threshold_ns == NULL ? 0 : PyLong_AsLongLong(threshold_ns);
     keep = SLOT(frame, keep_at);
     if (t2 - t1 >= threshold || (keep != Py_False && PyObject_IsTrue(keep))) {
         args[0] = frame;
@@ -227,7 +235,7 @@ end(PyObject *frame, PyObject *name)
     if (calibrating() && SLOT(frame, began_ns_at) != NULL) {
         args[0] = bookkeeping;
         args[1] = samples;
-        args[2] = PyLong_FromLongLong(t1 - PyLong_AsLongLong(SLOT(frame, began_ns_at)) + clock_ns(CLOCK_REALTIME) - t2);
+        args[2] = PyLong_FromLongLong(t1 - PyLong_AsLong(SLOT(frame, began_ns_at)) + clock_ns(CLOCK_REALTIME) - t2);
         if (args[2] == NULL)
             return -1;
         deferred = call_python(calibrate, args, 3);
@@ -244,7 +252,8 @@ end(PyObject *frame, PyObject *name)
 static PyObject *
 find_and_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *modules = PySys_GetObject("modules"), *frame, *result, *type, *value, *traceback;
+    /* sys.modules as importlib reads it (PySys_GetObject makes a str of its name at each call) */
+    PyObject *modules = PyDict_GetItem(sys_globals, s_modules), *frame, *result, *type, *value, *traceback;
     int needed;
     if (nargs != 2 || modules == NULL || !PyDict_CheckExact(modules) || !PyUnicode_CheckExact(args[0]))
         return PyObject_Vectorcall(reference, args, nargs, NULL);
@@ -302,12 +311,13 @@ static PyMethodDef find_and_load_def = {"_find_and_load", (PyCFunction)(void (*)
 static PyObject *
 install(PyObject *module, PyObject *importtime)
 {
-    PyObject *tracer;
+    PyObject *tracer, *threshold_ns;
     if (original != NULL)
         return PyErr_Format(PyExc_RuntimeError, "installed already");
     importtime_globals = Py_NewRef(PyModule_GetDict(importtime));
     if ((tracer = global(importtime_globals, "tracer")) == NULL)
         return NULL;
+    sys_globals = Py_NewRef(PyModule_GetDict(PyImport_AddModule("sys")));
     tracer_globals = Py_NewRef(PyModule_GetDict(tracer));
     Py_DECREF(tracer);
     if ((original = global(importtime_globals, "_original")) == NULL || (reference = global(importtime_globals, "_find_and_load")) == NULL ||
@@ -316,7 +326,12 @@ install(PyObject *module, PyObject *importtime)
         (bookkeeping = global(importtime_globals, "_bookkeeping")) == NULL || (samples = global(importtime_globals, "_samples")) == NULL ||
         (py_begin = global(importtime_globals, "_begin")) == NULL || (py_end = global(importtime_globals, "_end")) == NULL ||
         (py_recorded = global(importtime_globals, "_recorded")) == NULL || (calibrate = global(tracer_globals, "calibrate")) == NULL ||
-        (agent_prefix = global(importtime_globals, "_AGENT")) == NULL || (error = global(tracer_globals, "ERROR")) == NULL)
+        (agent_prefix = global(importtime_globals, "_AGENT")) == NULL || (error = global(tracer_globals, "ERROR")) == NULL ||
+        (threshold_ns = global(importtime_globals, "_threshold_ns")) == NULL)
+        goto failed;
+    threshold = PyLong_AsLong(threshold_ns);
+    Py_DECREF(threshold_ns);
+    if (threshold == -1 && PyErr_Occurred())
         goto failed;
     if (!PyType_Check(frame_type) || !PyDict_CheckExact(pending) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2) {
         PyErr_SetString(PyExc_TypeError, "importtime's state is not what importtime.c reads");
@@ -348,7 +363,8 @@ PyInit__importtime(void)
         return NULL;
     if ((unset = PyUnicode_InternFromString("UNSET")) == NULL || (empty = PyUnicode_InternFromString("")) == NULL ||
         (zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL || (s_in_startup = PyUnicode_InternFromString("_in_startup")) == NULL ||
-        (s_threshold_ns = PyUnicode_InternFromString("_threshold_ns")) == NULL || (s_root = PyUnicode_InternFromString("_root")) == NULL ||
+        (s_modules = PyUnicode_InternFromString("modules")) == NULL ||
+        (s_root = PyUnicode_InternFromString("_root")) == NULL ||
         (s_deferred = PyUnicode_InternFromString("deferred")) == NULL || (s_child_ns = PyUnicode_InternFromString("child_ns")) == NULL ||
         (s_spec = PyUnicode_InternFromString("__spec__")) == NULL || (s_initializing = PyUnicode_InternFromString("_initializing")) == NULL) {
         Py_DECREF(module);
