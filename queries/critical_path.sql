@@ -29,11 +29,10 @@
 --   duration_ms           the span's whole duration
 WITH RECURSIVE
 activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
-    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on,
-           CASE WHEN is_wait AND waits_on IS NULL THEN unit END AS idle_unit  -- a wait on nothing traced
+    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on, is_wait, unit
     FROM run_activity($run_id)
 ),
-waited AS MATERIALIZED (  -- each unit waited on, clipped to each wait on it
+waited AS (  -- each unit waited on, clipped to each wait on it
     SELECT t.id, w.id AS parent, greatest(t.rs, w.rs) AS cs, least(t.re, w.re) AS ce
     FROM (SELECT id, rs, re, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
     JOIN activity AS t ON t.id = w.target
@@ -48,11 +47,12 @@ clipped AS (
     UNION ALL
     FROM waited
 ),
--- Units waited on that are idle at their clipped end, and since when: where their work ended.
+-- Units waited on that are idle at their clipped end (in a wait on nothing traced), and since when:
+-- where their work ended.
 idled AS (
     SELECT w.id, w.parent, min(i.rs) AS since
     FROM waited AS w
-    JOIN (FROM activity WHERE idle_unit IS NOT NULL) AS i ON i.idle_unit = w.id AND i.rs < w.ce AND i.re >= w.ce
+    JOIN (FROM activity WHERE is_wait AND waits_on IS NULL) AS i ON i.unit = w.id AND i.rs < w.ce AND i.re >= w.ce
     GROUP BY w.id, w.parent
 ),
 ordered AS (  -- siblings in start order (the longest first at equal starts)
