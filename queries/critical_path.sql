@@ -29,7 +29,8 @@
 --   duration_ms           the span's whole duration
 WITH RECURSIVE
 activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
-    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on, is_wait, unit
+    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on, unit,
+           is_wait AND waits_on IS NULL AS idle  -- a wait on nothing traced (a flag: idled reads no list)
     FROM run_activity($run_id)
 ),
 waited AS (  -- each unit waited on, clipped to each wait on it
@@ -47,12 +48,11 @@ clipped AS (
     UNION ALL
     FROM waited
 ),
--- Units waited on that are idle at their clipped end (in a wait on nothing traced), and since when:
--- where their work ended.
+-- Units waited on that are idle at their clipped end, and since when: where their work ended.
 idled AS (
     SELECT w.id, w.parent, min(i.rs) AS since
     FROM waited AS w
-    JOIN (FROM activity WHERE is_wait AND waits_on IS NULL) AS i ON i.unit = w.id AND i.rs < w.ce AND i.re >= w.ce
+    JOIN (FROM activity WHERE idle) AS i ON i.unit = w.id AND i.rs < w.ce AND i.re >= w.ce
     GROUP BY w.id, w.parent
 ),
 ordered AS (  -- siblings in start order (the longest first at equal starts)
