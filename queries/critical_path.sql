@@ -9,7 +9,10 @@
 -- follows the same waits: a span's children are the spans of its own thread, and for a wait (an
 -- HTTP call, a container or os.system call) the processes, threads, tasks or server spans it waits
 -- on, clipped to the wait. A subprocess span is only its spawning call: a child process is on the
--- path through the waits on it, so a helper or a server that nobody waits on never is.
+-- path through the waits on it, so a helper or a server that nobody waits on never is. Of units
+-- that end together (a reused pool's workers all outlive a wait on a map), the path goes through
+-- the one whose work ended last: a unit idle at that end, in a wait on nothing traced (a pool
+-- worker's read of its next task), worked until that wait began; then by span id.
 --
 -- Parameters:
 --   run_id                the run
@@ -26,8 +29,14 @@
 --   duration_ms           the span's whole duration
 WITH RECURSIVE
 activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
-    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on
+    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on, unit,
+           is_wait AND waits_on IS NULL AS idle  -- a wait on nothing traced (a flag: idled reads no list)
     FROM run_activity($run_id)
+),
+waited AS (  -- each unit waited on, clipped to each wait on it
+    SELECT t.id, w.id AS parent, greatest(t.rs, w.rs) AS cs, least(t.re, w.re) AS ce
+    FROM (SELECT id, rs, re, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
+    JOIN activity AS t ON t.id = w.target
 ),
 -- (child, parent) pairs, the child clipped to its parent: top-level spans are children of the run
 -- (id 0); a unit waited on is a child of each wait on it.
@@ -37,9 +46,14 @@ clipped AS (
     FROM activity
     WHERE NOT is_root OR is_top
     UNION ALL
-    SELECT t.id, w.id, greatest(t.rs, w.rs), least(t.re, w.re)
-    FROM (SELECT id, rs, re, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
-    JOIN activity AS t ON t.id = w.target
+    FROM waited
+),
+-- Units waited on that are idle at their clipped end, and since when: where their work ended.
+idled AS (
+    SELECT w.id, w.parent, min(i.rs) AS since
+    FROM waited AS w
+    JOIN (FROM activity WHERE idle) AS i ON i.unit = w.id AND i.rs < w.ce AND i.re >= w.ce
+    GROUP BY w.id, w.parent
 ),
 ordered AS (  -- siblings in start order (the longest first at equal starts)
     SELECT *, lag(ce) OVER w AS previous_end, lead(cs) OVER w AS next_start
@@ -51,16 +65,19 @@ overlapping AS (  -- parents whose children overlap (in start order, neighbours 
     SELECT DISTINCT parent FROM ordered WHERE cs < previous_end
 ),
 -- The children that end later than all those started before them, with the next one's start.
--- Children that never overlap all do; only the (few) overlapping families need the full test.
+-- Children that never overlap all do; only the (few) overlapping families need the full test. Of
+-- children that end together, the one whose work ended last comes first (then span id).
 chain AS MATERIALIZED (
     SELECT id, parent, cs, ce, next_start FROM ordered WHERE parent NOT IN (SELECT parent FROM overlapping)
     UNION ALL
-    SELECT id, parent, cs, ce, lead(cs) OVER (PARTITION BY parent ORDER BY cs, ce DESC, id)
-    FROM (SELECT *, max(ce) OVER (PARTITION BY parent ORDER BY cs, ce DESC, id
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_end
-          FROM ordered
-          WHERE parent IN (SELECT parent FROM overlapping))
-    WHERE earlier_end IS NULL OR ce > earlier_end
+    SELECT id, parent, cs, ce, lead(cs) OVER (PARTITION BY parent ORDER BY cs, ce DESC, worked DESC, id)
+    FROM (SELECT *, max((ce, worked)) OVER (PARTITION BY parent ORDER BY cs, ce DESC, worked DESC, id
+                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_end
+          FROM (SELECT o.*, coalesce(k.since, o.ce) AS worked
+                FROM ordered AS o
+                LEFT JOIN idled AS k ON k.id = o.id AND k.parent = o.parent
+                WHERE o.parent IN (SELECT parent FROM overlapping)))
+    WHERE earlier_end IS NULL OR (ce, worked) > earlier_end
 ),
 -- A unit waited on more than once (a child polled with Popen.wait(timeout)) is on the path once
 -- per wait: each occurrence is told apart by its parent's occurrence (parent, parent_start).

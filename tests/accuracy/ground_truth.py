@@ -301,31 +301,50 @@ def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
             return s.start, min(s.end, s.start + s.attributes.get("selfopt_trace.spawn_ns", 0) / 1e6)
         return s.start, s.end
 
+    def unit_of(s: Span) -> str:
+        while not is_root(s):
+            s = nodes[parent[s.id]]
+        return s.id
+
     children: dict[str | None, list[Span]] = defaultdict(list)
     for s in nodes.values():
         if not is_root(s):
             children[parent[s.id]].append(s)
         elif parent[s.id] is None:
             children[None].append(s)
+    waited: dict[str, list[Span]] = defaultdict(list)  # the units each wait or HTTP call waits on
     for s in nodes.values():
         if s.category == "wait":
             for target in s.attributes.get("selfopt_trace.wait.on", []):
                 if target in nodes and nodes[target].category == "subprocess":
-                    children[s.id] += [p for p in nodes.values() if p.category == "process" and parent[p.id] == target]
+                    waited[s.id] += [p for p in nodes.values() if p.category == "process" and parent[p.id] == target]
                 elif target in nodes:
-                    children[s.id].append(nodes[target])
+                    waited[s.id].append(nodes[target])
         elif s.category == "http" and s.kind == "CLIENT":
-            children[s.id] += [c for c in nodes.values() if parent[c.id] == s.id and is_root(c)]
+            waited[s.id] += [c for c in nodes.values() if parent[c.id] == s.id and is_root(c)]
+    idle: dict[str, list[tuple[float, float]]] = defaultdict(list)  # each unit's waits on nothing traced
+    for s in nodes.values():
+        if s.category == "wait" and not waited.get(s.id):
+            idle[unit_of(s)].append(activity(s))
+    for waiter, units in waited.items():
+        children[waiter] += units
+
+    def worked(owner: str | None, c: Span, ce: float) -> float:
+        """Where a unit waited on idles at its clipped end, since then, its work ended; else at its end."""
+        if owner is None or not is_root(c):
+            return ce
+        return min((start for start, end in idle[c.id] if start < ce <= end), default=ce)
 
     def chain(owner: str | None) -> list[tuple[Span, float, float, float | None]]:
         lo, hi = activity(nodes[owner]) if owner is not None else (float("-inf"), float("inf"))
         clipped = [(max(activity(c)[0], lo), min(activity(c)[1], hi), c) for c in children[owner]]
-        clipped = sorted([c for c in clipped if c[1] > c[0]], key=lambda c: (c[0], -c[1], c[2].id))
-        kept, latest = [], float("-inf")
-        for cs, ce, c in clipped:
-            if ce > latest:
+        clipped = sorted([(cs, ce, worked(owner, c, ce), c) for cs, ce, c in clipped if ce > cs],
+                         key=lambda c: (c[0], -c[1], -c[2], c[3].id))
+        kept, latest = [], (float("-inf"), float("-inf"))
+        for cs, ce, work, c in clipped:
+            if (ce, work) > latest:  # of children that end together, the one whose work ended last
                 kept.append((c, cs, ce))
-            latest = max(latest, ce)
+            latest = max(latest, (ce, work))
         return [(c, cs, ce, kept[i + 1][1] if i + 1 < len(kept) else None) for i, (c, cs, ce) in enumerate(kept)]
 
     rows: list[OnPath] = []
