@@ -610,11 +610,12 @@ def _task_get(get):
     leaf wrapper, for a call without arguments; the record is _write's with no target).
 
     The read that ends the worker (the pool's sentinel, None, or the pipe closed) is not recorded:
-    it is the worker's idle tail, until its pool is closed, and a wait there would sit on the
-    critical path whenever the path goes through that worker (its rule breaks the tie between the
-    workers alive at the end of a wait on the pool by span id, and the worker that ran the last
-    task is not the one it picks in half the runs). Left as the worker's own time off the CPU, it
-    is what it was before: an untraced wait in the breakdown either way.
+    it is the worker's idle tail, until its pool is closed, and a wait there sat on the critical
+    path whenever the path went through that worker (its rule broke the tie between the workers
+    alive at the end of a wait on the pool by span id, and picked an idle one in half the runs; it
+    now takes the one whose work ended last, a worker idle in a recorded read having worked until
+    it began, queries/critical_path.sql). Left as the worker's own time off the CPU, it is an
+    untraced wait in the breakdown either way.
     """
     threshold = THRESHOLD_NS
     fast = _fast
