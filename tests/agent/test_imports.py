@@ -204,6 +204,29 @@ def test_a_stale_twin_is_not_loaded(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (0, b"builtin_function_or_method False\n", b"")
 
 
+def test_a_twin_that_does_not_load_leaves_the_python_wrapper_and_says_why(tmp_path):
+    """Fail open: a damaged build (or one for another C library) is a diagnostic, and the Python
+    wrapper times the imports; the program runs as untraced."""
+    import shutil
+
+    bootstrap = tmp_path / "bootstrap"
+    shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("_importtime.*"))
+    from selfopt_trace import runner
+
+    runner.precompile_bootstrap(bootstrap)
+    twin = import_twin.twin_path(bootstrap)
+    if twin is None or not twin.exists():
+        pytest.skip("no C twin of the import wrapper here (not CPython 3.11 on Linux, or no C compiler)")
+    twin.write_bytes(b"not a shared library")
+    traced = Traced(tmp_path)
+    env = traced.env(PYTHONPATH=str(bootstrap), SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), SELFOPT_TRACE_IMPORT_THRESHOLD_MS="0")
+    result = subprocess.run([sys.executable, "-c", WRAPPER + "import json\n"], env=env, capture_output=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"function True\n", b"")
+    (diagnostic,) = [d for d in traced.spans().diagnostics if d["code"] == "import_twin"]
+    assert "ImportError" in str(diagnostic)
+    assert traced.spans().named("import json")  # timed by the Python wrapper
+
+
 def test_the_import_wrappers_frame_is_as_large_as_importlibs(traced):
     """CPython >= 3.11 keeps frames in chunks of 16 KiB and maps and unmaps one each time a frame
     crosses a chunk's end: a wrapper frame of another size shifts every frame of a nested import, and

@@ -35,27 +35,31 @@ _bookkeeping = tracer.counted_overhead()
 _samples: list = []
 
 
-def install(threshold_ns: int, run_module=None) -> None:
+def install(threshold_ns: int, run_module=None) -> Exception | None:
     """The import wrapper in importlib's place: its C twin (importtime.c) when `run` built it for this
     interpreter and source, else the function below. `run_module`: the shim's runner of bundled
     modules (sitecustomize._selfopt_trace_run_module); without it, the agent's modules load through
-    importlib."""
+    importlib. Returns why the twin that is there did not load (for a diagnostic once the span
+    file is set up), else None."""
     global _original, _threshold_ns, _ModuleLockManager, _NEEDS_LOADING, _find_and_load_unlocked, _lock_unlock_module
     global _run_module
     import _frozen_importlib as bootstrap
 
     if _original is not None or getattr(bootstrap._find_and_load, "__selfopt_trace__", False):
-        return
+        return None
     _threshold_ns, _run_module = threshold_ns, run_module
     _ModuleLockManager, _NEEDS_LOADING = bootstrap._ModuleLockManager, bootstrap._NEEDS_LOADING
     _find_and_load_unlocked, _lock_unlock_module = bootstrap._find_and_load_unlocked, bootstrap._lock_unlock_module
     _original = bootstrap._find_and_load
+    wrapper, failure = _find_and_load, None
     try:
         twin = _twin()
+        if twin is not None:
+            wrapper = twin.install(sys.modules[__name__])
     except Exception as exc:  # not loadable here (another C library, a damaged file): the Python wrapper
-        tracer.exception_diagnostic("import_twin", exc)
-        twin = None
-    bootstrap._find_and_load = _find_and_load if twin is None else twin.install(sys.modules[__name__])
+        failure = exc
+    bootstrap._find_and_load = wrapper
+    return failure
 
 
 def _twin():

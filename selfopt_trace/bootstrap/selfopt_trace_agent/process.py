@@ -43,8 +43,10 @@ def start(settings_: config.Settings, shim_entered: int = 0, run_module=None) ->
     from . import importtime, lazy
 
     # first: an agent module _begin imports (container.py) comes from the lazy bundle
-    importtime.install(settings_.import_threshold_ns, run_module)
+    twin_failure = importtime.install(settings_.import_threshold_ns, run_module)
     _begin(start_ns, entered, source, trace_id, remote_parent)
+    if twin_failure is not None:
+        tracer.exception_diagnostic("import_twin", twin_failure)
     lazy.install_builtin_hooks()
     _install_os_stand_ins()
     _install_sleep_hook()
