@@ -255,24 +255,13 @@ def _end(frame, name: str) -> None:
 
 
 def _recorded(frame: tracer.ImportFrame, name: str, end: int, cpu1: int, instrument_ns: int = 0) -> None:
-    """A recorded import's end (importtime.c's too): its record, its cost, the flush when one is due."""
+    """A recorded import's end (importtime.c's too): its X record under its frame's span id, its
+    cost, the flush when one is due. The record is formatted now in one f-string: a module's name is
+    almost always plain text, written as it is (no attribute dict, no call to spanfile.encode, no
+    tracer.record_line with its keyword arguments: ~1/3 of a recorded import's cost went there,
+    docs/benchmarks.md); another name takes spanfile's general path."""
     start = frame.start_ns
-    _record(frame, name, start, end, end - start, frame.status, instrument_ns, frame.cpu0, cpu1)
-    tracer.add_overhead(time_ns() - end)
-    _bookkeeping[0] += 1
-    # after the record's cost is counted: a flush counts its own
-    if end > tracer._flush_due_ns or len(_buffer) > tracer.FLUSH_RECORDS:
-        tracer.flush(blocking=False)
-    elif not tracer._flusher_started:
-        tracer._start_flusher()
-
-
-def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulative: int, status: str,
-            instrument_ns: int, cpu0: int, cpu1: int) -> None:
-    """The import's X record under its frame's span id, formatted now in one f-string: a module's
-    name is almost always plain text, written as it is (no attribute dict, no call to
-    spanfile.encode, no tracer.record_line with its keyword arguments: ~1/3 of a recorded import's
-    cost went there, docs/benchmarks.md); another name takes spanfile's general path."""
+    cumulative = end - start
     parent = frame.parent
     if parent.deferred and not parent.keep:
         tracer._mark_kept(parent)
@@ -282,8 +271,16 @@ def _record(frame: tracer.ImportFrame, name: str, start: int, end: int, cumulati
         module = spanfile.encode({"python.import.module": name})[1:-1]
         name = spanfile.clean(name)
     extra = f',"selfopt_trace.instrument_ns":{instrument_ns}' if instrument_ns else ""
+    cpu0 = frame.cpu0
     if cpu0:
         extra += cpu_anchor(cpu0, cpu1)
     _buffer.append(f'X\t{frame.span_id}\t{parent.span_id}\t{parent.trace_id}\timport {name}\tINTERNAL\timport\t{start}\t'
-                   f'{end}\t{status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
+                   f'{end}\t{frame.status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
                    f'"python.import.self_ns":{cumulative - frame.child_ns}{extra}}}\t.\n')
+    tracer.add_overhead(time_ns() - end)
+    _bookkeeping[0] += 1
+    # after the record's cost is counted: a flush counts its own
+    if end > tracer._flush_due_ns or len(_buffer) > tracer.FLUSH_RECORDS:
+        tracer.flush(blocking=False)
+    elif not tracer._flusher_started:
+        tracer._start_flusher()
