@@ -334,7 +334,7 @@ def test_multiprocessing_join_and_pool_map(traced, method):
         assert_wait(wait, wait.name)
         assert targets(spans, wait)
     # a worker's reads of its next task that blocked (at least the other worker's, for the apply's):
-    # waits on nothing traced, in the workers; not the read of the sentinel (the pool's close), nor any
+    # waits on nothing traced, in the workers (the read of the sentinel at the pool's close too), none
     # in the main process
     worker_files = {p.file for p in spans.processes()
                     if p.parent_span_id in {starts[name].span_id for name in pool_workers}}

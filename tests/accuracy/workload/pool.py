@@ -51,8 +51,8 @@ class Worker(multiprocessing.context.SpawnProcess):
 
     def run(self):
         """In the worker: each read of its next task (the pool's `inqueue.get`, a pipe read under
-        the queue's lock) is a wait on nothing it can name, as the tracer records it, but for the
-        read that ends the worker (the sentinel: the tracer does not record it). The tracer's
+        the queue's lock) is a wait on nothing it can name, as the tracer records it, the read that
+        ends the worker (the sentinel) too. The tracer's
         wrapper (multiprocessing.pool.worker's) goes around this one: its edges come before the
         start's reading and after the end's, so the end reads its CPU clock first (clocks_before)."""
         inqueue = self._args[0]
@@ -62,8 +62,7 @@ class Worker(multiprocessing.context.SpawnProcess):
             begun = truth.clocks()
             task = get()
             ended = truth.clocks_before()
-            if task is not None:  # `record` is the worker's once the initializer ran
-                record.add("wait", begun, ended)
+            record.add("wait", begun, ended)  # `record` is the worker's once the initializer ran
             return task
 
         inqueue.get = read

@@ -1,7 +1,7 @@
 """A reused process pool whose two workers end their tasks far apart: in each map, one worker spins
 400 ms and the other 50 ms, then waits for its next task (a recorded wait on nothing) until the
 next map. The long task goes to each worker in turn; the last map only ends those waits (the
-worker's read of the pool's closing sentinel is not recorded).
+worker's read of the pool's closing sentinel is recorded too).
 
 Prints a line per map: the pid of the worker given the long task, then the pids that ran the tasks."""
 

@@ -609,13 +609,11 @@ def _task_get(get):
     """A pool worker's `get()` of its next task: a wait on nothing traced when it blocked (method()'s
     leaf wrapper, for a call without arguments; the record is _write's with no target).
 
-    The read that ends the worker (the pool's sentinel, None, or the pipe closed) is not recorded:
-    it is the worker's idle tail, until its pool is closed, and a wait there sat on the critical
-    path whenever the path went through that worker (its rule broke the tie between the workers
-    alive at the end of a wait on the pool by span id, and picked an idle one in half the runs; it
-    now takes the one whose work ended last, a worker idle in a recorded read having worked until
-    it began, queries/critical_path.sql). Left as the worker's own time off the CPU, it is an
-    untraced wait in the breakdown either way.
+    The read that ends the worker (the pool's sentinel, None) is recorded too: the worker's idle
+    tail, from its last task's end to the pool's close. The critical path takes, of the workers
+    alive at the end of a wait on the pool, the one whose work ended last, a worker in such a read
+    having worked until it began (queries/critical_path.sql); without this read, the workers of a
+    pool's last map tied, and the span id decided.
     """
     threshold = THRESHOLD_NS
     fast = _fast
@@ -634,7 +632,7 @@ def _task_get(get):
                 fast[0] += 1
             else:
                 _calibrate(time_ns() - t1)
-        elif task is not None and tracer._enabled:
+        elif tracer._enabled:
             write_under(_current() or tracer._root, head, t0, t1, _NOTHING_ON)
         return task
 
