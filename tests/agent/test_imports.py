@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from selfopt_trace import import_twin
+from selfopt_trace import import_twin, runner
 from selfopt_trace.bootstrap.selfopt_trace_agent import config
 from tests.conftest import BOOTSTRAP, Traced
 
@@ -179,23 +180,24 @@ def test_the_wrapper_in_importlibs_place_is_the_one_asked_for(traced):
     assert result.stdout == (b"function True\n" if python else b"builtin_function_or_method False\n")
 
 
-def test_a_stale_twin_is_not_loaded(tmp_path):
-    """The twin's file is named after its source's mtime and size: an edited importtime.c (not yet
-    rebuilt by `run`) leaves the Python wrapper in place."""
-    import shutil
-
+def bootstrap_with_twin(tmp_path) -> tuple:
+    """A copy of the bootstrap prepared as `run` prepares it: (its directory, its twin's file)."""
     bootstrap = tmp_path / "bootstrap"
     shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("_importtime.*"))
-    from selfopt_trace import runner
-
     runner.precompile_bootstrap(bootstrap)
     twin = import_twin.twin_path(bootstrap)
     if twin is None or not twin.exists():
         pytest.skip("no C twin of the import wrapper here (not CPython 3.11 on Linux, or no C compiler)")
+    return bootstrap, twin
+
+
+def test_a_stale_twin_is_not_loaded(tmp_path):
+    """The twin's file is named after its source's mtime and size: an edited importtime.c (not yet
+    rebuilt by `run`) leaves the Python wrapper in place."""
+    bootstrap, twin = bootstrap_with_twin(tmp_path)
     source = bootstrap / "selfopt_trace_agent" / "importtime.c"
     source.write_text(source.read_text() + "\n")
-    env = {k: v for k, v in Traced(tmp_path).env().items()}
-    env.update(PYTHONPATH=str(bootstrap), SELFOPT_TRACE_BOOTSTRAP=str(bootstrap))
+    env = Traced(tmp_path).env(PYTHONPATH=str(bootstrap), SELFOPT_TRACE_BOOTSTRAP=str(bootstrap))
     result = subprocess.run([sys.executable, "-c", WRAPPER], env=env, capture_output=True)
     assert (result.returncode, result.stdout, result.stderr) == (0, b"function True\n", b"")
     runner.precompile_bootstrap(bootstrap)  # `run` rebuilds it, and removes the stale build
@@ -207,16 +209,7 @@ def test_a_stale_twin_is_not_loaded(tmp_path):
 def test_a_twin_that_does_not_load_leaves_the_python_wrapper_and_says_why(tmp_path):
     """Fail open: a damaged build (or one for another C library) is a diagnostic, and the Python
     wrapper times the imports; the program runs as untraced."""
-    import shutil
-
-    bootstrap = tmp_path / "bootstrap"
-    shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("_importtime.*"))
-    from selfopt_trace import runner
-
-    runner.precompile_bootstrap(bootstrap)
-    twin = import_twin.twin_path(bootstrap)
-    if twin is None or not twin.exists():
-        pytest.skip("no C twin of the import wrapper here (not CPython 3.11 on Linux, or no C compiler)")
+    bootstrap, twin = bootstrap_with_twin(tmp_path)
     twin.write_bytes(b"not a shared library")
     traced = Traced(tmp_path)
     env = traced.env(PYTHONPATH=str(bootstrap), SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), SELFOPT_TRACE_IMPORT_THRESHOLD_MS="0")
