@@ -27,18 +27,28 @@ def twin_path(directory: Path) -> Path | None:
     return source.parent / "__pycache__" / f"_importtime.{status.st_mtime_ns}.{status.st_size}{EXTENSION_SUFFIXES[0]}"
 
 
+def failure_path(target: Path) -> Path:
+    """Where a failed build of `target` leaves the compiler's message (so `run` does not try again
+    before every command: a compiler without Python's headers fails in ~50 ms)."""
+    return target.with_name(target.name + ".failed")
+
+
 def build(directory: Path) -> Path | None:
-    """The twin, compiled unless it is already there; None where none is built. Raises
-    subprocess.CalledProcessError (the compiler's message in its stderr) or OSError on failure."""
+    """The twin, compiled unless it is already there; None where none is built, or where building
+    this source failed before (its failure_path holds the compiler's message). Raises
+    subprocess.CalledProcessError (the compiler's message in its stderr) or OSError on failure.
+    The compiler: $CC, else the one the interpreter was built with."""
     target = twin_path(directory)
     if target is None or target.exists():
         return target
+    if failure_path(target).exists():
+        return None
     import shlex  # only to build: `run` checks for the twin before every command (budget: 60 ms)
     import subprocess
     import sysconfig
     import tempfile
 
-    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
     target.parent.mkdir(exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=target.parent, prefix="_importtime.", suffix=".partial")
     os.close(handle)
@@ -48,10 +58,14 @@ def build(directory: Path) -> Path | None:
                         str(directory / AGENT_PACKAGE / "importtime.c")],
                        check=True, capture_output=True, text=True)
         os.replace(partial, target)  # whole or not at all: traced processes may be loading it now
+    except (OSError, subprocess.CalledProcessError) as exc:
+        message = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        failure_path(target).write_text(f"{shlex.join(compiler)} failed:\n{message}")
+        raise
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    for stale in target.parent.glob("_importtime.*"):  # earlier sources' builds
+    for stale in target.parent.glob("_importtime.*"):  # earlier sources' builds and failures
         if stale != target and not stale.name.endswith(".partial"):
             stale.unlink(missing_ok=True)
     return target

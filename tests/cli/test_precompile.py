@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import compileall
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
-from selfopt_trace import runner
+import pytest
+
+from selfopt_trace import import_twin, runner
 
 
 def test_a_missing_or_stale_pyc_is_seen_and_a_fresh_one_is_not(tmp_path: Path) -> None:
@@ -29,3 +33,26 @@ def test_the_installed_bootstrap_is_compiled_after_precompile() -> None:
     assert runner.bootstrap_compiled(runner.BOOTSTRAP_DIR)
     assert runner.bundles_fresh(runner.BOOTSTRAP_DIR)
 
+
+
+def test_a_failed_build_of_the_import_twin_is_kept_and_not_tried_again(tmp_path: Path, monkeypatch) -> None:
+    """A compiler that fails (no Python headers, say) leaves its message beside where the twin
+    would be, and `run` does not try again before every command; traced processes run the Python
+    wrapper."""
+    bootstrap = tmp_path / "bootstrap"
+    shutil.copytree(runner.BOOTSTRAP_DIR, bootstrap, ignore=shutil.ignore_patterns("_importtime.*"))
+    target = import_twin.twin_path(bootstrap)
+    if target is None:
+        pytest.skip("the C twin is built only for CPython 3.11 on Linux")
+    calls = tmp_path / "calls"
+    compiler = tmp_path / "cc"
+    compiler.write_text(f"#!/bin/sh\necho run >> {calls}\necho 'Python.h: No such file' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", str(compiler))
+    with pytest.raises(subprocess.CalledProcessError):
+        import_twin.build(bootstrap)
+    assert import_twin.build(bootstrap) is None
+    runner.precompile_bootstrap(bootstrap)  # silent, and no third try
+    assert calls.read_text() == "run\n"
+    assert "Python.h: No such file" in import_twin.failure_path(target).read_text()
+    assert not target.exists() and not list(target.parent.glob("*.partial"))
