@@ -14,7 +14,8 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-AGENT_PACKAGE = "selfopt_trace_agent"
+from .runner import AGENT_PACKAGE
+
 SUPPORTED_TAG = "cpython-311"
 
 

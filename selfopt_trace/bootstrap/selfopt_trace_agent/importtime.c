@@ -327,6 +327,7 @@ install(PyObject *module, PyObject *importtime)
         (py_begin = global(importtime_globals, "_begin")) == NULL || (py_end = global(importtime_globals, "_end")) == NULL ||
         (py_recorded = global(importtime_globals, "_recorded")) == NULL || (calibrate = global(tracer_globals, "calibrate")) == NULL ||
         (agent_prefix = global(importtime_globals, "_AGENT")) == NULL || (error = global(tracer_globals, "ERROR")) == NULL ||
+        (unset = global(tracer_globals, "UNSET")) == NULL ||
         (threshold_ns = global(importtime_globals, "_threshold_ns")) == NULL)
         goto failed;
     threshold = PyLong_AsLong(threshold_ns);
@@ -361,7 +362,7 @@ PyInit__importtime(void)
     PyObject *module = PyModule_Create(&definition);
     if (module == NULL)
         return NULL;
-    if ((unset = PyUnicode_InternFromString("UNSET")) == NULL || (empty = PyUnicode_InternFromString("")) == NULL ||
+    if ((empty = PyUnicode_InternFromString("")) == NULL ||
         (zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL || (s_in_startup = PyUnicode_InternFromString("_in_startup")) == NULL ||
         (s_modules = PyUnicode_InternFromString("modules")) == NULL ||
         (s_root = PyUnicode_InternFromString("_root")) == NULL ||
