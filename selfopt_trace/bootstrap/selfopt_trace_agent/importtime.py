@@ -64,8 +64,9 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
 
 def _twin():
     """The C twin's module, or None: not built (no compiler), built from another importtime.c (its
-    file is named after the source's mtime and size), another interpreter, or the Python wrapper
-    asked for (SELFOPT_TRACE_PURE_PYTHON, the reference the tests also run)."""
+    file is named after the source's mtime and size, as selfopt_trace/import_twin.py builds it),
+    another interpreter, or the Python wrapper asked for (SELFOPT_TRACE_PURE_PYTHON, the reference
+    the tests also run)."""
     if os.environ.get(config.ENV_PURE_PYTHON):
         return None
     from _frozen_importlib import ModuleSpec
