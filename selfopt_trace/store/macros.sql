@@ -81,13 +81,17 @@ main_trace AS (
          LIMIT 1),
         (SELECT trace_id FROM run_spans ORDER BY start_ns LIMIT 1)) AS trace_id
 ),
--- Server spans of other runs answering a client of this run (a server traced as its own run).
+-- Server spans of other runs answering a client of this run (a server traced as its own run), each
+-- once: not those the run holds itself (a run loaded again under another id holds its own server's
+-- spans), and one copy of a span that several other runs hold.
 foreign_servers AS (
     SELECT s.span_id, s.parent_span_id, s.trace_id, s.name, s.kind, s.category, s.start_ns, s.end_ns, s.pid,
            hash(s.run_id, s.source_file, s.pid) AS process_key
     FROM spans AS s
     JOIN run_spans AS c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id
+    ANTI JOIN (FROM spans WHERE run_id = for_run AND kind = 'SERVER') AS own ON own.span_id = s.span_id
     WHERE s.kind = 'SERVER' AND s.run_id <> for_run AND c.kind = 'CLIENT'
+    QUALIFY row_number() OVER (PARTITION BY s.span_id ORDER BY s.run_id) = 1
 ),
 -- Ids as hashes from here on, and what a span is as a number: joins and sorts on integers are
 -- several times faster than on text.

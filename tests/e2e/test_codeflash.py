@@ -278,6 +278,9 @@ def test_the_breakdown_follows_what_codeflash_waits_on_not_its_idle_jedi_helper(
                   "WHERE run_id = ? AND pid <> ?", [RUN_ID, helper.pid])
         with_helper, without = _breakdown(store, RUN_ID), _breakdown(store, "without-helper")
     assert with_helper["total"] == pytest.approx(without["total"], abs=0.01)
+    for figures in (with_helper, without):  # each figure is rounded to the microsecond
+        assert sum(ms for category, ms in figures.items() if category != "total") == pytest.approx(
+            figures["total"], abs=0.01)
     for category, ms in with_helper.items():
         assert ms == pytest.approx(without[category], abs=max(1.0, 0.005 * with_helper["total"])), category
     # and the figures say where codeflash's time goes: its pytest children, start-up and imports

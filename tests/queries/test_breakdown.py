@@ -123,6 +123,45 @@ def test_the_server_may_be_traced_as_another_run(store: Store, tmp_path: Path) -
         "own work": (20, 20), "http client overhead": (10, 10), "http server time": (20, 20)})
 
 
+def _run_with_its_server(run_id: str) -> RunBuilder:
+    """A client, and the server that answered it traced into the same run (two parses overlap in it)."""
+    run = RunBuilder(run_id)
+    main = run.process(100, 0, 100)
+    client = run.span(100, "POST", "http", 40, 70, main, kind="CLIENT")
+    server = run.process(300, -50, 150, command="server.py", trace=OTHER_TRACE)
+    handler = run.span(300, "POST /items", "http", 45, 65, client, kind="SERVER")
+    run.span(300, "json.loads", "parse", 46, 50, handler)
+    run.span(300, "json.loads", "parse", 48, 52, handler)
+    assert server
+    return run
+
+
+def test_copies_of_a_run_elsewhere_in_the_store_change_nothing(store: Store, tmp_path: Path) -> None:
+    """The same spans loaded again under other run ids (a run dir loaded twice, a run copied in
+    SQL): their SERVER spans answer this run's clients too, but are the run's own, counted once."""
+    expected = {"parsing": (6, 8), "http client overhead": (10, 10), "http server time": (14, 14),
+                "own work": (70, 70)}
+    run_id = _run_with_its_server("run-1").load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), expected)
+    _run_with_its_server("run-2").load(store, tmp_path)
+    _run_with_its_server("run-3").load(store, tmp_path)
+    for copy in (run_id, "run-2", "run-3"):
+        assert_figures(breakdown(store, copy), expected)
+    # a server traced as its own run, loaded twice: its spans answer the client once
+    client_run = RunBuilder("client", first_id=2000)
+    main = client_run.process(100, 0, 50)
+    client = client_run.span(100, "GET", "http", 10, 40, main, kind="CLIENT")
+    for server_id in ("server-a", "server-b"):
+        server_run = RunBuilder(server_id, first_id=3000)
+        server = server_run.process(300, -100, 200, command="server.py", trace=OTHER_TRACE)
+        server_run.span(300, "GET /x", "http", 15, 35, client, kind="SERVER", trace=TRACE)
+        server_run.load(store, tmp_path)
+        assert server
+    client_run.load(store, tmp_path)
+    assert_figures(breakdown(store, "client"), {
+        "own work": (20, 20), "http client overhead": (10, 10), "http server time": (20, 20)})
+
+
 def test_an_exec_goes_on_where_the_replaced_process_was(store: Store, tmp_path: Path) -> None:
     run = RunBuilder()
     first = run.process(100, 0, 50)
