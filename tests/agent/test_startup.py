@@ -169,6 +169,37 @@ def test_a_bundle_that_does_not_match_is_not_used(traced, tmp_path: Path, bundle
     assert future == "True True"  # imported by importlib, as the sources say
 
 
+IN_A_CONTAINER = Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+@pytest.mark.parametrize("module", [
+    pytest.param("container", marks=pytest.mark.skipif(
+        not IN_A_CONTAINER, reason="container.py loads at start-up only in a container (no /.dockerenv here)")),
+    "hooks.parsing"])
+def test_a_damaged_module_of_the_lazy_bundle_is_a_diagnostic_and_importlib_loads_it(
+        traced, tmp_path: Path, module: str) -> None:
+    """Fail open, and say so: a module whose code in the lazy bundle does not unmarshal (a bundle
+    damaged after `run` checked its size) comes from its source. container.py loads while the
+    process span is made, before its span file is named: its diagnostic must not be lost."""
+    bootstrap = tmp_path / "bootstrap"
+    shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
+    runner.precompile_bootstrap(bootstrap)
+    name = "selfopt_trace_agent." + module
+    path = runner.lazy_bundle_path(bootstrap)
+    index, end = runner._bundle_head(path)
+    [(offset, length)] = [(offset, length) for entry_name, _, _, _, offset, length in index if entry_name == name]
+    with open(path, "r+b") as bundle:
+        bundle.seek(end + offset)
+        bundle.write(b"\xff" * length)
+    assert runner.bundles_fresh(bootstrap)  # its size is right: `run` does not unmarshal it
+    program = f"import ast, sys\nprint({name!r} in sys.modules, sys.modules[{name!r}].__spec__.origin)\n"
+    done = traced.python(program, extra_env={"PYTHONPATH": str(bootstrap), "SELFOPT_TRACE_BOOTSTRAP": str(bootstrap)})
+    assert (done.returncode, done.stderr) == (0, b""), done.stderr.decode()
+    assert done.stdout.decode().split() == ["True", str(bootstrap / (name.replace(".", "/") + ".py"))]
+    (diagnostic,) = [d for d in traced.spans().diagnostics if d["code"] == "bundle_failed:" + name]
+    assert "ValueError" in str(diagnostic) or "EOFError" in str(diagnostic)
+
+
 def test_a_module_added_to_the_agent_makes_the_bundles_stale(tmp_path: Path) -> None:
     bootstrap = tmp_path / "bootstrap"
     shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))

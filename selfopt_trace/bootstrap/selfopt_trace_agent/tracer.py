@@ -198,7 +198,9 @@ def root() -> Span | None:
 def configure(spans_dir: str, header: str) -> None:
     """Start a new span file for this process (at start-up and in a forked child).
 
-    The flusher counts as started until start-up is over: start-up flushes by itself.
+    The flusher counts as started until start-up is over: start-up flushes by itself. What the
+    buffer holds is kept: at start-up, diagnostics of what ran before the file could be named (a
+    module of the lazy bundle that failed to load); a forked child's was emptied by reset_after_fork.
     """
     global _spans_dir, _header, _fd, _path, _id_text, _enabled, _flush_due_ns, _flusher_started
     _spans_dir = spans_dir
@@ -208,9 +210,6 @@ def configure(spans_dir: str, header: str) -> None:
     # Span ids: a counter from a random 63-bit start (a multiple of 256), so two processes collide
     # only if their ranges overlap (~2^-30 for a pair that each record 2^32 spans).
     _id_text = _id_texts((int.from_bytes(os.urandom(8), "big") >> 1 | 256) & ~255)
-    del _buffer[:]
-    del formatted[:]
-    del late_records[:]
     _flush_due_ns = time_ns() + FLUSH_INTERVAL_NS
     _flusher_started = True
     _enabled = True
