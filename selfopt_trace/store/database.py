@@ -198,4 +198,12 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             raise StoreLockedError(path, f"PID {holder['pid']} ({holder['program']})" if holder else None) from exc
         raise StoreOpenError(path, message.removeprefix("IO Error: ")) from exc
     con.execute("SET enable_progress_bar = false")  # DuckDB would draw one on stdout for long loads
+    try:
+        # As-of joins always as such: from DuckDB 1.3, one whose left side it guesses small becomes a
+        # nested loop join and an aggregate (breakdown's wait pieces against their unit's k steps:
+        # 10 M rows at 1 M spans, the query 20-25 % slower: docs/benchmarks.md). Before 1.3 there
+        # is neither that plan nor this setting.
+        con.execute("SET asof_loop_join_threshold = 0")
+    except duckdb.CatalogException:
+        pass
     return con
