@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -198,6 +200,51 @@ def test_a_damaged_module_of_the_lazy_bundle_is_a_diagnostic_and_importlib_loads
     assert done.stdout.decode().split() == ["True", str(bootstrap / (name.replace(".", "/") + ".py"))]
     (diagnostic,) = [d for d in traced.spans().diagnostics if d["code"] == "bundle_failed:" + name]
     assert "ValueError" in str(diagnostic) or "EOFError" in str(diagnostic)
+
+
+# A traced process that says whether it loaded container.py and what it passes on, and (as
+# "parent") runs itself again as a child.
+CONTAINER_PROBE = """
+import os, subprocess, sys
+print("selfopt_trace_agent.container" in sys.modules, repr(os.environ.get("SELFOPT_TRACE_CONTAINER_ID")))
+sys.stdout.flush()
+if sys.argv[1:] == ["parent"]:
+    subprocess.run([sys.executable, sys.argv[0]], check=True)
+"""
+
+
+def container_attributes(traced) -> dict:
+    """pid -> the container.* attributes of the resource in the header of its span file."""
+    attributes = {}
+    for path in (traced.run_dir / "spans").glob("*.spans"):
+        resource = json.loads(path.read_text().split("\n", 1)[0].split("\t")[10])["resource"]
+        attributes[resource["process.pid"]] = {k: v for k, v in resource.items() if k.startswith("container.")}
+    return attributes
+
+
+@pytest.mark.skipif(not IN_A_CONTAINER, reason="no /.dockerenv or /run/.containerenv here: no container attributes")
+def test_a_container_s_id_is_read_once_and_passed_on_within_its_mount_namespace(traced, tmp_path: Path) -> None:
+    """The first traced process of a container reads the id (container.py, /proc) and passes it on;
+    a child in the same mount namespace takes it from there: the same container.* attributes, and
+    container.py not loaded. A value from another mount namespace is read again, never believed."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(CONTAINER_PROBE)
+    done = traced.run([sys.executable, str(probe), "parent"])
+    assert done.returncode == 0, done.stderr.decode()
+    parent, child = done.stdout.decode().splitlines()
+    namespace = os.readlink("/proc/self/ns/mnt")
+    passed_on = eval(parent.split(" ", 1)[1])  # what the parent put in its environment at start-up
+    assert (parent, child) == ("True " + repr(passed_on), "False " + repr(passed_on))
+    assert passed_on.split("\t")[0] == namespace
+    first, second = container_attributes(traced).values()
+    assert first == second and first["container.runtime"] in ("docker", "podman")
+    assert first.get("container.id", "") == passed_on.split("\t")[1]
+    # another mount namespace's value (carried into another container): read again
+    shutil.rmtree(traced.run_dir)
+    stale = traced.run([sys.executable, str(probe)], extra_env={"SELFOPT_TRACE_CONTAINER_ID": "mnt:[1]\t" + "ab" * 32})
+    assert stale.returncode == 0, stale.stderr.decode()
+    assert stale.stdout.decode() == "True " + repr(passed_on) + "\n"
+    assert list(container_attributes(traced).values()) == [first]
 
 
 def test_a_module_added_to_the_agent_makes_the_bundles_stale(tmp_path: Path) -> None:

@@ -17,6 +17,11 @@ ENV_TRACESTATE = "TRACESTATE"
 ENV_SMALL_NS = "SELFOPT_TRACE_SMALL_NS"
 ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
 ENV_PURE_PYTHON = "SELFOPT_TRACE_PURE_PYTHON"  # the agent's Python code only, not its C twin (importtime.c)
+ENV_CONTAINER_IMAGE = "SELFOPT_TRACE_CONTAINER_IMAGE"  # set by the host that injected the trace (hooks/docker_.py)
+ENV_CONTAINER_NAME = "SELFOPT_TRACE_CONTAINER_NAME"
+# "<mount namespace>\t<container id>": the id the first traced process of a container read
+# (container.py), for the others in the same mount namespace (process.py, _container_resource).
+ENV_CONTAINER_ID = "SELFOPT_TRACE_CONTAINER_ID"
 
 # A wait (Popen.wait, Thread.join, Future.result, ...) becomes a `wait` span only when it blocked at
 # least this long. A wait that returns at once (a child already reaped, a future already done) is
@@ -26,7 +31,7 @@ ENV_PURE_PYTHON = "SELFOPT_TRACE_PURE_PYTHON"  # the agent's Python code only, n
 WAIT_THRESHOLD_NS = 20_000
 
 # Optional settings a traced parent passes on as it got them (read by the hooks that use them).
-PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS, ENV_PURE_PYTHON)
+PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS, ENV_PURE_PYTHON, ENV_CONTAINER_ID)
 
 
 class Settings:

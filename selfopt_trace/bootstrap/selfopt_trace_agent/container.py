@@ -1,56 +1,18 @@
-"""container.* resource attributes of a process that runs in a container (docker, podman).
+"""The id of the container a process runs in (docker, podman), read from its own mounts.
 
-Kept apart from hooks/docker_.py so that a process in a container (every process, where the host
-itself is one) loads only these few lines: process.py imports this module only where /.dockerenv
-or /run/.containerenv exists. The name and image come from the host that injected the trace
-(hooks/docker_.py); the id is read from the container's own mounts.
+Read by the first traced process of a container only: process.py passes the id on to the others
+(config.ENV_CONTAINER_ID), and loads this module only where /.dockerenv or /run/.containerenv
+exists and no process of the same mount namespace has read it yet.
 """
 
 # No `from __future__ import annotations`: it imports the `__future__` module (~0.7 M instructions),
 # which the start-up bundle spares the modules every process loads (runner.write_bundles).
-# The one annotation that would not evaluate on Python 3.8 is a string.
 import os
 
-ENV_CONTAINER_IMAGE = "SELFOPT_TRACE_CONTAINER_IMAGE"
-ENV_CONTAINER_NAME = "SELFOPT_TRACE_CONTAINER_NAME"
 
-_resource: "dict | None" = None
-
-
-def resource() -> dict:
-    """container.* resource attributes of this process (process.py calls it where /.dockerenv or
-    /run/.containerenv exists). Memoized: a forked child reuses it."""
-    global _resource
-    if _resource is None:
-        attributes = {"container.runtime": "podman" if os.path.exists("/run/.containerenv") else "docker"}
-        container_id = _container_id()
-        if container_id:
-            attributes["container.id"] = container_id
-        name = os.environ.get(ENV_CONTAINER_NAME)
-        if name:
-            attributes["container.name"] = name
-        image = os.environ.get(ENV_CONTAINER_IMAGE)
-        if image:
-            attributes["container.image.name"], tag = _split_image(image)
-            if tag:
-                attributes["container.image.tags"] = [tag]
-        _resource = attributes
-    return _resource
-
-
-def _split_image(image: str) -> tuple:
-    """("registry/name", "tag") of an image reference; a digest stays in the name."""
-    if "@" in image:
-        return image, ""
-    name, colon, tag = image.rpartition(":")
-    if colon and "/" not in tag:
-        return name, tag
-    return image, ""
-
-
-def _container_id() -> str:
+def container_id() -> str:
     """The 64-hex id: docker and podman bind-mount /etc/hostname from a directory named after it;
-    under cgroup v1 (or a host cgroup namespace) the cgroup path names it too."""
+    under cgroup v1 (or a host cgroup namespace) the cgroup path names it too. "" when neither does."""
     for path, marker in (("/proc/self/mountinfo", "containers/"), ("/proc/self/cgroup", ":")):
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:

@@ -386,11 +386,53 @@ def _resource(pid: int, name: str) -> dict:
         "telemetry.sdk.name": "selfopt-trace",
         "telemetry.sdk.language": "python",
     })
-    if os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"):
+    podman = os.path.exists("/run/.containerenv")
+    if podman or os.path.exists("/.dockerenv"):
+        resource.update(_container_resource("podman" if podman else "docker"))
+    return resource
+
+
+def _container_resource(runtime: str) -> dict:
+    """container.* attributes: the runtime, the id, and the name and image the host that injected
+    the trace gave (hooks/docker_.py). The id is read once per container: the first traced process
+    of a mount namespace reads it (container.py) and passes it on (config.ENV_CONTAINER_ID), so the
+    others neither load container.py nor read /proc (0.6 M instructions a process:
+    docs/benchmarks.md)."""
+    assert _settings is not None
+    try:
+        namespace = os.readlink("/proc/self/ns/mnt")
+    except OSError:  # no /proc: nothing to key the id by, so nothing passed on
+        namespace = ""
+    known, tab, container_id = os.environ.get(config.ENV_CONTAINER_ID, "").partition("\t")
+    if not namespace or not tab or known != namespace:
         from . import container
 
-        resource.update(container.resource())
-    return resource
+        container_id = container.container_id()
+        if namespace:
+            os.environ[config.ENV_CONTAINER_ID] = _settings.passed_on[config.ENV_CONTAINER_ID] = (
+                namespace + "\t" + container_id)
+    attributes = {"container.runtime": runtime}
+    if container_id:
+        attributes["container.id"] = container_id
+    name = os.environ.get(config.ENV_CONTAINER_NAME)
+    if name:
+        attributes["container.name"] = name
+    image = os.environ.get(config.ENV_CONTAINER_IMAGE)
+    if image:
+        attributes["container.image.name"], tag = _split_image(image)
+        if tag:
+            attributes["container.image.tags"] = [tag]
+    return attributes
+
+
+def _split_image(image: str) -> tuple:
+    """("registry/name", "tag") of an image reference; a digest stays in the name."""
+    if "@" in image:
+        return image, ""
+    name, colon, tag = image.rpartition(":")
+    if colon and "/" not in tag:
+        return name, tag
+    return image, ""
 
 
 def set_exit(code: int | None, **attributes) -> None:

@@ -11,7 +11,7 @@ CLI, ~20 ms, where no socket answers) once per image and process. An image the e
 know (to be pulled) is left untraced with a diagnostic, rather than risk hiding its PYTHONPATH.
 
 Opt out: SELFOPT_TRACE_DOCKER=0 in the traced process, or `--label selfopt-trace=off` on one command.
-Inside the container, ../container.py turns SELFOPT_TRACE_CONTAINER_* into container.* attributes.
+Inside the container, ../process.py turns SELFOPT_TRACE_CONTAINER_* into container.* attributes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import os
 from time import time_ns
 
 from .. import config, process, tracer
-from ..container import ENV_CONTAINER_IMAGE, ENV_CONTAINER_NAME
 
 CONTAINER_BOOTSTRAP = "/selfopt-trace/bootstrap"
 CONTAINER_RUN_DIR = "/selfopt-trace/run"
@@ -39,8 +38,8 @@ _FLAGS = {"--detach", "--disable-content-trust", "--help", "--init", "--interact
 _SHORT_FLAGS = set("ditPql")
 _SHORT_NAMES = {"e": "--env", "v": "--volume", "u": "--user", "l": "--label", "d": "--detach"}
 _INJECTED_KEYS = (config.ENV_TRACEPARENT, config.ENV_DIR, config.ENV_RUN_ID, config.ENV_SERVICE,
-                  config.ENV_IMPORT_THRESHOLD_MS, config.ENV_BOOTSTRAP, ENV_CONTAINER_IMAGE, ENV_CONTAINER_NAME,
-                  "PYTHONPATH")
+                  config.ENV_IMPORT_THRESHOLD_MS, config.ENV_BOOTSTRAP, config.ENV_CONTAINER_IMAGE,
+                  config.ENV_CONTAINER_NAME, "PYTHONPATH")
 _UNKNOWN = object()
 
 _image_pythonpath: dict = {}  # (engine args, image) -> PYTHONPATH in the image's ENV ("" if none), or _UNKNOWN
@@ -59,9 +58,9 @@ def container_environ(settings: config.Settings, traceparent: str = "", pythonpa
     if traceparent:
         env[config.ENV_TRACEPARENT] = traceparent
     if image:
-        env[ENV_CONTAINER_IMAGE] = image
+        env[config.ENV_CONTAINER_IMAGE] = image
     if name:
-        env[ENV_CONTAINER_NAME] = name
+        env[config.ENV_CONTAINER_NAME] = name
     return env
 
 
