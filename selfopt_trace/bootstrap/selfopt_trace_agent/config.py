@@ -30,7 +30,8 @@ ENV_CONTAINER_ID = "SELFOPT_TRACE_CONTAINER_ID"
 # VM) and far below any wait worth following (a process start is ~1 ms, a thread's work rarely less).
 WAIT_THRESHOLD_NS = 20_000
 
-# Optional settings a traced parent passes on as it got them (read by the hooks that use them).
+# Optional settings a traced parent passes on as it got them (read by the hooks that use them), and
+# the container id it read or got (process.py).
 PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS, ENV_PURE_PYTHON, ENV_CONTAINER_ID)
 
 
