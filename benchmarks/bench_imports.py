@@ -260,8 +260,10 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic
         env["SELFOPT_TRACE_SMALL_NS"] = str(10**11 if deterministic else 100_000 * CALLGRIND_SLOWDOWN)
         counts = [instructions(args, cwd, env, cache_sim) for _ in range(3)]
         added = statistics.median(counts) - statistics.median(untraced)
+        share = 100 * added / statistics.median(untraced)
         print(f"  {mode:<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in counts)
-              + f"   added {added / 1e6:+.1f} M" + (f" ({added / modules:,.0f} a module)" if name != "pass" else ""))
+              + f"   added {added / 1e6:+.1f} M, {share:+.2f} %"
+              + (f" ({added / modules:,.0f} a module; budget 1 %: {'ok' if share <= 1 else 'OVER'})" if name != "pass" else ""))
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
