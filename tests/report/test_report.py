@@ -116,6 +116,38 @@ def test_a_large_run_draws_its_longest_spans_and_sums_the_rest(traced_store, tmp
     assert "the rest as one grey bar per parent" in render(payload)
 
 
+def test_each_server_span_is_drawn_once_whatever_else_the_store_holds(tmp_path: Path) -> None:
+    """A server traced into the run, the run loaded again under another id, and a server traced as
+    its own run loaded twice: every span of the page once."""
+    from selfopt_trace.store import Store
+    from tests.queries.builder import RunBuilder
+    from tests.store.spanfiles import TRACE
+
+    def run_with_its_server(run_id: str) -> RunBuilder:
+        run = RunBuilder(run_id)
+        main = run.process(100, 0, 100)
+        client = run.span(100, "POST", "http", 40, 70, main, kind="CLIENT")
+        run.span(100, "GET", "http", 75, 90, main, kind="CLIENT")
+        run.process(300, -50, 150, command="server.py", trace="1" * 32)
+        run.span(300, "POST /items", "http", 45, 65, client, kind="SERVER")
+        return run
+
+    with Store(tmp_path / "traces.duckdb") as store:
+        for run_id in ("run-1", "run-2"):  # the same span ids under two run ids
+            run = run_with_its_server(run_id)
+            run.load(store, tmp_path)
+        second_client = [span.id for span in run.spans if span.name == "GET"][0]
+        for server_id in ("server-a", "server-b"):  # the same server run, loaded twice
+            server_run = RunBuilder(server_id, first_id=3000)
+            server_run.process(400, -100, 200, command="other.py", trace="2" * 32)
+            server_run.span(400, "GET /x", "http", 78, 88, second_client, kind="SERVER", trace=TRACE)
+            server_run.load(store, tmp_path)
+        payload = collect(store, "run-1")
+    ids = [span[0] for span in payload["spans"]]
+    assert len(ids) == len(set(ids))
+    assert sorted(span[2] for span in payload["spans"] if span[4] == "SERVER") == ["GET /x", "POST /items"]
+
+
 def test_the_page_is_self_contained_and_data_cannot_escape_its_script(traced_store) -> None:
     payload = collect(traced_store, "q1")
     payload["spans"][0][2] = "</script><script>document.title='owned'</script>"
