@@ -40,17 +40,11 @@ WHERE rank <= $limit
 ORDER BY start_ns
 """
 
-# Server spans traced as another run that answered this run's clients: drawn under their client,
-# each once (not those the run holds itself, one copy of a span several other runs hold), as the
-# breakdown counts them (store/macros.sql, foreign_servers).
+# Server spans traced as another run that answered this run's clients (store/macros.sql, the ones
+# the breakdown follows): drawn under their client.
 _SERVERS_SQL = """
-SELECT s.span_id, s.parent_span_id, s.name, s.category, s.kind, s.pid, s.start_ns, s.end_ns, s.status, s.incomplete,
-       s.attributes
-FROM spans AS s
-JOIN spans AS c ON c.run_id = $run_id AND c.span_id = s.parent_span_id AND c.trace_id = s.trace_id
-ANTI JOIN (FROM spans WHERE run_id = $run_id AND kind = 'SERVER') AS own ON own.span_id = s.span_id
-WHERE s.run_id <> $run_id AND s.kind = 'SERVER' AND c.kind = 'CLIENT'
-QUALIFY row_number() OVER (PARTITION BY s.span_id ORDER BY s.run_id) = 1
+SELECT span_id, parent_span_id, name, category, kind, pid, start_ns, end_ns, status, incomplete, attributes
+FROM foreign_servers($run_id)
 """
 
 _DROPPED_SQL = """

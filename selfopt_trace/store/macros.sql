@@ -60,6 +60,18 @@ CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, dock
         ELSE 8
     END;
 
+-- foreign_servers(for_run): the SERVER spans of other runs that answered a client of this run (a
+-- server traced as its own run), whole rows of `spans`, each once: not those the run holds itself
+-- (a run loaded again under another id holds its own server's spans), and one copy of a span that
+-- several other runs hold. run_activity follows them; the report draws them.
+CREATE OR REPLACE TEMP MACRO foreign_servers(for_run) AS TABLE
+    SELECT s.*
+    FROM spans AS s
+    JOIN spans AS c ON c.run_id = for_run AND c.span_id = s.parent_span_id AND c.trace_id = s.trace_id
+    ANTI JOIN (FROM spans WHERE run_id = for_run AND kind = 'SERVER') AS own ON own.span_id = s.span_id
+    WHERE s.kind = 'SERVER' AND s.run_id <> for_run AND c.kind = 'CLIENT'
+    QUALIFY row_number() OVER (PARTITION BY s.span_id ORDER BY s.run_id) = 1;
+
 CREATE OR REPLACE TEMP MACRO run_activity(for_run) AS TABLE
 WITH RECURSIVE
 run_spans AS NOT MATERIALIZED (  -- sleeps are not activity: breakdown.sql reads them as off-CPU evidence
@@ -81,24 +93,17 @@ main_trace AS (
          LIMIT 1),
         (SELECT trace_id FROM run_spans ORDER BY start_ns LIMIT 1)) AS trace_id
 ),
--- Server spans of other runs answering a client of this run (a server traced as its own run), each
--- once: not those the run holds itself (a run loaded again under another id holds its own server's
--- spans), and one copy of a span that several other runs hold.
-foreign_servers AS (
-    SELECT s.span_id, s.parent_span_id, s.trace_id, s.name, s.kind, s.category, s.start_ns, s.end_ns, s.pid,
-           hash(s.run_id, s.source_file, s.pid) AS process_key
-    FROM spans AS s
-    JOIN run_spans AS c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id
-    ANTI JOIN (FROM spans WHERE run_id = for_run AND kind = 'SERVER') AS own ON own.span_id = s.span_id
-    WHERE s.kind = 'SERVER' AND s.run_id <> for_run AND c.kind = 'CLIENT'
-    QUALIFY row_number() OVER (PARTITION BY s.span_id ORDER BY s.run_id) = 1
+answering_servers AS (  -- a server traced as its own run
+    SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns, pid,
+           hash(run_id, source_file, pid) AS process_key
+    FROM foreign_servers(for_run)
 ),
 -- Ids as hashes from here on, and what a span is as a number: joins and sorts on integers are
 -- several times faster than on text.
 nodes AS MATERIALIZED (
     SELECT hash(span_id) AS id, CASE WHEN parent_span_id IS NOT NULL THEN hash(parent_span_id) END AS parent,
            span_sort(name, kind, category) AS sort, start_ns, end_ns, pid, process_key
-    FROM (SELECT * FROM run_spans UNION ALL SELECT * FROM foreign_servers)
+    FROM (SELECT * FROM run_spans UNION ALL SELECT * FROM answering_servers)
     WHERE trace_id = (SELECT trace_id FROM main_trace)
 ),
 -- The attributes that matter, of the few spans that carry them.
