@@ -14,7 +14,7 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-from .runner import AGENT_PACKAGE
+from .paths import AGENT_PACKAGE
 
 SUPPORTED_TAG = "cpython-311"
 

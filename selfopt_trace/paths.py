@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 HOME_ENV = "SELFOPT_TRACE_HOME"
+AGENT_PACKAGE = "selfopt_trace_agent"  # the package in bootstrap/ that runs inside every traced process
 
 
 def default_home() -> Path:

@@ -39,6 +39,7 @@ from .bootstrap.selfopt_trace_agent import config as agent_config
 from .errors import SelfoptTraceError
 from .export.otlp_settings import OtlpSettings, OtlpSettingsError
 from .export.otlp_settings import resolve as resolve_otlp
+from .paths import AGENT_PACKAGE
 from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
 from .watchers import Watcher, WatchedRun, start_all, stop_all
@@ -284,7 +285,6 @@ def bootstrap_compiled(directory: Path) -> bool:
 #   counted from the end of the index).
 # A stamp that does not match, another interpreter or an unreadable file: the module is imported as
 # usual, from its .pyc.
-AGENT_PACKAGE = "selfopt_trace_agent"
 STARTUP_MODULES = ("", "config", "spanfile", "tracer", "redact", "process", "lazy", "importtime")
 
 

@@ -18,6 +18,12 @@ next one in the file; a stack (`K`) is the numbers of its frames, root first, wi
 named by a 64-bit hash of its frames, so the same stack from two processes or two files is one
 stack. So the loader reads each function's and file's name once, not once in every stack it is in
 (a stack is 45-250 frames deep in a codeflash run; docs/profiling.md).
+
+The agent's own frames are left out, as they are of the tracebacks it lets through: a hooked call
+(`time.sleep`, `os.waitpid`, `json.dumps`) shows under the program's line that made it, as it would
+untraced, not under the hook's wrapper; a stack of the agent's frames alone (its flusher thread) is
+not the program's and is not written. What the agent's code costs is its own figure
+(`selfopt_trace.overhead_ns`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from ..paths import AGENT_PACKAGE
 
 FORMAT_NAME = "selfopt-trace/samples"
 FORMAT_VERSION = 2  # 1: a K record's frames were JSON (still loaded: upgrade_v1)
@@ -111,6 +119,14 @@ class Interned:
         return out
 
 
+_AGENT_DIRS = (f"/{AGENT_PACKAGE}/", f"\\{AGENT_PACKAGE}\\")
+
+
+def program_frames(frames: tuple) -> tuple:
+    """The frames of a stack that are not the agent's (its package's files, wherever it is mounted)."""
+    return tuple(frame for frame in frames if not any(part in frame[1] for part in _AGENT_DIRS))
+
+
 def looks_idle(frames: tuple) -> bool:
     """py-spy's own heuristic, on the innermost frame: a wait of threading or a selector's select."""
     if not frames:
@@ -155,24 +171,27 @@ def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned) -> tu
     """The samples-file lines (F and K for frames and stacks not in `known`, which grows, then S) of
     one py-spy Chrome trace whose time zero is `anchor_ns` on the trace's clock; and counts."""
     out: list[str] = []
-    ids: dict[tuple, int] = {}
+    stacks: dict[tuple, tuple[int | None, bool]] = {}  # py-spy's frames -> (stack id or None: the agent's alone, idle)
     stop_us = max((event.get("ts", 0) for event in events if event.get("ph") in ("B", "E")), default=0)
     last: dict[tuple[int, int], tuple[int, int]] = {}  # (pid, thread key) -> (index in out, end us) of its latest S
     samples = 0
     weight_total = 0.0
     for pid, thread_key, start_us, end_us, frames in slices(events):
         tid, name, frames = _split_thread(pid, frames)
-        if not frames:
-            continue
-        sid = ids.get(frames)
+        known_stack = stacks.get(frames)
+        if known_stack is None:
+            kept = program_frames(frames)
+            known_stack = stacks[frames] = (stack_id(kept) if kept else None, looks_idle(kept))
+            if kept:
+                out += known.stack_lines(known_stack[0], kept)
+        sid, idle = known_stack
         if sid is None:
-            sid = ids[frames] = stack_id(frames)
-            out += known.stack_lines(sid, frames)
+            continue
         duration_ns = (end_us - start_us) * 1000
         weight = duration_ns * rate_hz / 1e9
         last[(pid, thread_key)] = (len(out), end_us)
         out.append(line(SAMPLE, anchor_ns + start_us * 1000, pid, "" if tid is None else tid, duration_ns, weight,
-                        sid, IDLE_FLAG if looks_idle(frames) else "", name))
+                        sid, IDLE_FLAG if idle else "", name))
         samples += 1
         weight_total += weight
     for index, end_us in last.values():  # ended by py-spy's stop, not by a change it saw

@@ -85,6 +85,18 @@ def test_idle_samples_are_kept_and_flagged_with_idle(profiled: Cli) -> None:
     assert abs(idle / 1e9 - 0.3) < 0.08 and abs(busy / 1e9 - 0.6) < 0.08, (idle, busy)  # a sample or two on a loaded machine
 
 
+def test_no_frame_is_the_agent_s_and_a_hooked_sleep_shows_under_the_line_that_called_it(profiled: Cli) -> None:
+    assert profiled.query("SELECT count(*) FROM frames WHERE file LIKE '%selfopt_trace_agent%'")[0][0] == 0
+    # the phases' sleeps (time.sleep, through the agent's wrapper), idle, on the phase functions' lines
+    rows = profiled.query("""
+        SELECT k.frames[-1].function, sum(p.duration_ns)
+        FROM samples AS p JOIN spans AS s ON s.run_id = p.run_id AND s.span_id = p.span_id
+        JOIN stacks AS k ON k.run_id = p.run_id AND k.stack_id = p.stack_id
+        WHERE p.run_id = 'p1' AND p.idle AND s.name = 'time.sleep' GROUP BY ALL""")
+    assert {function for function, _ in rows} <= {"phase_parent", "phase_child"}, rows
+    assert sum(ns for _, ns in rows) / 1e9 > 0.45, rows  # both phases' 0.3 s, less a sample or two
+
+
 def test_flame_svg_renders_in_chromium_with_the_hot_function(profiled: Cli, tmp_path: Path) -> None:
     if BROWSER is None:
         pytest.skip("no Chromium on this machine: install it with scripts/browser-test-setup.sh")

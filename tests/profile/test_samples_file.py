@@ -49,6 +49,31 @@ def test_a_stack_seen_before_is_written_once() -> None:
     assert [row[0] for row in again] == ["S", "S", "S"]
 
 
+def test_the_agent_s_frames_are_left_out_and_its_own_thread_is_not_written() -> None:
+    agent = "/opt/x/bootstrap/selfopt_trace_agent"
+    flusher = "thread (13): "
+    events = [
+        # the program sleeps through the agent's wrapper of time.sleep, then calls on through a hook's wrapper
+        event("B", 0, THREAD), event("B", 0, "main", "a.py", 1),
+        event("B", 0, "_install_sleep_hook.<locals>.sleep", f"{agent}/process.py", 112),
+        event("E", 20_000, "_install_sleep_hook.<locals>.sleep", f"{agent}/process.py", 112),
+        event("B", 20_000, "dumps_hook", f"{agent}/hooks/serialization.py", 40), event("B", 20_000, "dumps", "/x/json/__init__.py", 231),
+        event("E", 30_000, "dumps", "/x/json/__init__.py", 231), event("E", 30_000, "dumps_hook", f"{agent}/hooks/serialization.py", 40),
+        event("E", 30_000, "main", "a.py", 1), event("E", 30_000, THREAD),
+        # the agent's flusher thread: its frames alone
+        event("B", 0, flusher, tid=78), event("B", 0, "_flusher_loop", f"{agent}/tracer.py", 720, tid=78),
+        event("E", 30_000, "_flusher_loop", f"{agent}/tracer.py", 720, tid=78), event("E", 30_000, flusher, tid=78),
+    ]
+    lines, counts = fmt.convert(events, 0, 100, fmt.Interned())
+    assert not [row for row in lines if "selfopt_trace_agent" in row]
+    frames = {f[6]: f[8] for f in (row.split("\t") for row in lines if row.startswith("F"))}
+    stacks = [[frames[n] for n in k[8].split(",")] for k in (row.split("\t") for row in lines if row.startswith("K"))]
+    assert stacks == [["main"], ["main", "dumps"]]  # the sleep under the line that called it
+    samples = [row.split("\t") for row in lines if row.startswith("S")]
+    assert [(s[3], s[4]) for s in samples] == [("12", "20000000"), ("12", "10000000")]
+    assert counts["threads"] == 1
+
+
 def test_a_thread_py_spy_could_not_name_natively() -> None:
     events = [event("B", 0, "thread (0x7F00AB): MainThread"), event("B", 0, "f", "a.py", 1),
               event("B", 0, "thread (0x7F00CD): worker", tid=88), event("B", 0, "g", "a.py", 2, tid=88),
