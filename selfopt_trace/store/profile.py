@@ -247,7 +247,12 @@ _BUCKET_NS = 20_000_000  # about a CPU reading's length: a reading is in one or 
 
 # The samples, in one statement (a temporary table of a million rows between two steps costs
 # more than the step):
-# - the slices: the last one of a thread ends where the thread is known to have ended; idle when
+# - the slices: one that began while its thread was known alive ends where the thread is known to
+#   have ended (its last CPU reading, its thread or process span): py-spy ends the last slice of a
+#   thread where py-spy stopped, and keys threads by an identifier the next thread started may reuse
+#   (a request thread of 7 ms, asleep when sampled, had a slice of 694 ms, until the next thread under
+#   its key changed stack); one that began later (the interpreter's finalization, after the agent's
+#   last record) says the thread lived on, and keeps its length; idle when
 #   py-spy's heuristic says so or when the CPU sampler saw the thread neither on a CPU nor queued
 #   for one for most of the slice (the reading around its middle: found by hash in buckets of
 #   _BUCKET_NS, as sorting a million slices for an as-of join costs more than the rest);
@@ -270,8 +275,8 @@ thread_end AS (
 ),
 ended AS (
     SELECT r.* REPLACE (
-               CASE WHEN contains(r.flags, '{fmt.LAST_FLAG}') AND e.end_ns < r.time_ns + r.duration_ns
-                    THEN greatest(e.end_ns - r.time_ns, 0) ELSE r.duration_ns END AS duration_ns),
+               CASE WHEN r.time_ns < e.end_ns AND e.end_ns < r.time_ns + r.duration_ns
+                    THEN e.end_ns - r.time_ns ELSE r.duration_ns END AS duration_ns),
            r.duration_ns AS seen_ns
     FROM raw AS r LEFT JOIN thread_end AS e ON e.pid = r.pid AND e.tid = r.tid
 ),

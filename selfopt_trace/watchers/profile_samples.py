@@ -48,10 +48,9 @@ LIST_SEPARATOR = ","  # between a K record's frame numbers, and between its line
 PROFILE_DIR = Path("profile")  # under the run directory: py-spy's files and samples.tsv
 SAMPLES_PATH = PROFILE_DIR / "samples.tsv"
 
-# S flags, one letter each: i = the thread looked idle (its innermost frame is a known wait);
-# l = the last slice of its thread in the file: it ended when py-spy stopped, not when the stack
-# changed, so the loader ends it where the thread is known to have ended.
-IDLE_FLAG, LAST_FLAG = "i", "l"
+# S flags, one letter each: i = the thread looked idle (its innermost frame is a known wait). (Files
+# written before 2026-12-05 may hold `l` too, the last slice of a thread: the loader no longer reads it.)
+IDLE_FLAG = "i"
 
 # Diagnostic codes (the loader copies D records into `diagnostics`).
 UNAVAILABLE = "profile.unavailable"  # --profile=auto without py-spy or ptrace: no samples
@@ -172,8 +171,7 @@ def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned) -> tu
     one py-spy Chrome trace whose time zero is `anchor_ns` on the trace's clock; and counts."""
     out: list[str] = []
     stacks: dict[tuple, tuple[int | None, bool]] = {}  # py-spy's frames -> (stack id or None: the agent's alone, idle)
-    stop_us = max((event.get("ts", 0) for event in events if event.get("ph") in ("B", "E")), default=0)
-    last: dict[tuple[int, int], tuple[int, int]] = {}  # (pid, thread key) -> (index in out, end us) of its latest S
+    threads: set[tuple[int, int]] = set()  # (pid, thread key)
     samples = 0
     weight_total = 0.0
     for pid, thread_key, start_us, end_us, frames in slices(events):
@@ -189,18 +187,13 @@ def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned) -> tu
             continue
         duration_ns = (end_us - start_us) * 1000
         weight = duration_ns * rate_hz / 1e9
-        last[(pid, thread_key)] = (len(out), end_us)
+        threads.add((pid, thread_key))
         out.append(line(SAMPLE, anchor_ns + start_us * 1000, pid, "" if tid is None else tid, duration_ns, weight,
                         sid, IDLE_FLAG if idle else "", name))
         samples += 1
         weight_total += weight
-    for index, end_us in last.values():  # ended by py-spy's stop, not by a change it saw
-        if end_us >= stop_us:
-            fields = out[index].split("\t")
-            fields[7] += LAST_FLAG
-            out[index] = "\t".join(fields)
-    return out, {"slices": samples, "samples": round(weight_total), "threads": len(last),
-                 "pids": sorted({pid for pid, _ in last})}
+    return out, {"slices": samples, "samples": round(weight_total), "threads": len(threads),
+                 "pids": sorted({pid for pid, _ in threads})}
 
 
 def _split_thread(pid: int, frames: tuple) -> tuple[int | None, str, tuple]:

@@ -87,3 +87,27 @@ def test_a_long_slice_that_starts_early_goes_whole_to_its_span(tmp_path: Path) -
     with Store(tmp_path / "db.duckdb") as store:
         _, rows = store.sql("SELECT duration_ns FROM samples WHERE time_ns = $t", {"t": T0 + 100 * MS - 8_600_000})
     assert rows == [(620 * MS,)]  # not cut
+
+
+def test_no_slice_outlasts_its_thread(tmp_path: Path) -> None:
+    # py-spy keys threads by an identifier the next thread may reuse: the slice of a thread that ended
+    # lasts until a later thread under that key changes stack; and it ends a thread's last slice where it stopped
+    spans = (complete(sid(1), "", "process", "process", T0, T0 + 1000 * MS)
+             + complete(sid(2), sid(1), "thread", "thread", T0 + 100 * MS, T0 + 107 * MS, attributes={"thread.id": WORKER})
+             + complete(sid(3), sid(2), "time.sleep", "sleep", T0 + 101 * MS, T0 + 106 * MS))
+    run_dir = write_run(tmp_path / "run", {f"{PID}-00000001.spans": header(PID) + spans}, {"run_id": "a1"})
+    (run_dir / "profile").mkdir()
+    profiler = fmt.line(fmt.PROFILER, T0, PID, duration_ns=MS, weight="100", name="10-1.json", message='{"idle":true}')
+    stack = "".join(fmt.Interned().stack_lines(7, (("f", "a.py", 1),)))
+    (run_dir / fmt.SAMPLES_PATH).write_text(fmt.header() + profiler + stack + "".join([
+        _slice(102, WORKER, ms=694),  # asleep in the thread's last 5 ms, then nothing of it: 694 ms
+        _slice(990, ms=30),  # the main thread's finalization, from before its process span's end
+        _slice(1002, ms=3),  # and after it (the agent's last record): the thread lived on
+    ]))
+    with Store(tmp_path / "db.duckdb") as store:
+        store.load_run(run_dir)
+        _, rows = store.sql("""SELECT (p.time_ns - $t0) // 1000000, p.duration_ns / 1e6, p.weight, s.name
+                               FROM samples AS p LEFT JOIN spans AS s USING (run_id, span_id) ORDER BY p.time_ns""",
+                            {"t0": T0})
+    assert rows == [(102, 4.0, 0.4, "time.sleep"), (990, 10.0, 1.0, "process"), (1002, 3.0, 0.3, "process")]
+

@@ -27,7 +27,7 @@ def test_merged_stacks_are_weighted_by_how_long_they_lasted() -> None:
     samples = [row.split("\t") for row in lines if row.startswith("S")]
     assert [(s[1], s[2], s[3], s[4], s[5], s[7], s[8]) for s in samples] == [
         ("1000000000", "10", "12", "30000000", "3", "", "MainThread"),
-        ("1030000000", "10", "12", "10000000", "1", "il", "MainThread"),  # idle (a threading wait), the last
+        ("1030000000", "10", "12", "10000000", "1", "i", "MainThread"),  # idle (a threading wait)
     ]
     # each frame once (F: its number, function, file), each stack once (K: its frames' numbers and lines)
     frames = [row.split("\t") for row in lines if row.startswith("F")]
