@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 OWN_WORK = "own work"
 OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, teardown)
+UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the CPU outside any recorded call
+WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
 SLOWEST = 10
 # The breakdown's categories in its order (queries/breakdown.sql, `names`). A run without spans has
 # nothing to break down: each is 0, and the summary does not run the query, whose planning alone is
@@ -256,6 +258,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str]) -> RunSu
     notes = [] if processes else ["no Python process was traced: CMD started none, or only untraced ones (python -I, "
                                   "-E or -S; a PYTHONPATH without the bootstrap set by a shell or script: see the "
                                   "notes on the processes seen)"]
+    notes += _untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
         wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,
@@ -263,6 +266,21 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str]) -> RunSu
         overhead_ns=sum(p.overhead_ns for p in processes), by_category=by_category, slowest=slowest,
         notes=notes, next_commands=list(next_commands),
     )
+
+
+def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
+    """How to see where the run waited, when untraced waits are a large share of its wall time: the
+    breakdown knows the followed thread was off the CPU, not on what; py-spy's idle stacks say where."""
+    if wall_ns <= 0 or waited_ns < WAITS_NOTE_SHARE * wall_ns:
+        return []
+    share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
+            "outside any recorded call (a lock, an event, a queue, a socket, a sleep in a thread)"
+    profiled_idle = store.sql("SELECT count(*) > 0 FROM samples WHERE run_id = $run_id AND idle",
+                              {"run_id": run_id})[1][0][0]
+    if profiled_idle:
+        return [f"{share}; the lines that waited: `selfopt-trace query hot_frames --run {run_id} -p idle=true`"]
+    return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
+            "then `selfopt-trace query hot_frames -p idle=true`"]
 
 
 def next_commands(run_id: str, db_option: str, available: Iterable[str]) -> list[str]:

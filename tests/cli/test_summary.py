@@ -97,3 +97,18 @@ def test_the_summary_of_runs_in_a_store_of_many_runs(tmp_path: Path) -> None:
         assert not summary.small_store(store)
         assert_summary_agrees_with_the_queries(store, small)
         assert_summary_agrees_with_the_queries(store, big[-1])
+
+
+def test_untraced_waits_that_dominate_say_how_to_see_where(cli) -> None:
+    from tests.cli.conftest import python
+
+    waits = cli("run", "--export", "never", "--json", "--", *python(
+        "import threading; threading.Event().wait(0.5)"))  # a wait the trace does not name
+    assert waits.returncode == 0, waits.stderr
+    printed = json.loads(waits.stdout)
+    (note,) = [note for note in printed["notes"] if note.startswith("untraced waits are")]
+    assert "`selfopt-trace run --profile --idle`" in note and "hot_frames -p idle=true" in note
+    spins = cli("run", "--export", "never", "--json", "--", *python(
+        "import time\nend = time.perf_counter() + 0.3\nwhile time.perf_counter() < end: pass"))
+    assert spins.returncode == 0, spins.stderr
+    assert not [note for note in json.loads(spins.stdout)["notes"] if note.startswith("untraced waits")]

@@ -97,6 +97,18 @@ def test_no_frame_is_the_agent_s_and_a_hooked_sleep_shows_under_the_line_that_ca
     assert sum(ns for _, ns in rows) / 1e9 > 0.45, rows  # both phases' 0.3 s, less a sample or two
 
 
+def test_the_summary_points_a_profiled_run_s_untraced_waits_at_its_idle_frames(profiled: Cli) -> None:
+    from selfopt_trace import summary
+    from selfopt_trace.store import Store
+
+    with Store(profiled.db, read_only=True) as store:
+        result = summary.summarize(store, "p1")
+    share = result.by_category[summary.UNTRACED_WAITS] / result.wall_ns  # the phases' sleeps: 0.6 s of ~2 s
+    assert share >= summary.WAITS_NOTE_SHARE, result.by_category
+    assert [note for note in result.notes if note.startswith("untraced waits are")
+            and note.endswith("`selfopt-trace query hot_frames --run p1 -p idle=true`")], result.notes
+
+
 def test_flame_svg_renders_in_chromium_with_the_hot_function(profiled: Cli, tmp_path: Path) -> None:
     if BROWSER is None:
         pytest.skip("no Chromium on this machine: install it with scripts/browser-test-setup.sh")
