@@ -69,6 +69,8 @@ def test_every_way_of_starting_a_process_joins_one_trace(traced, tmp_path, how):
     assert leaf, [p.attributes["process.command_args"] for p in spans.processes()]
     spawn = assert_child_of_spawn(spans, leaf[-1], root[0])
     assert spawn.end_ns is not None and spawn.end_ns >= leaf[-1].end_ns - 1_000_000
+    # never before the call that started it (through a shell, the kernel's start is in 10 ms ticks, rounded down)
+    assert leaf[-1].start_ns >= spawn.start_ns, (how, leaf[-1].attributes["process.start.source"])
     assert not [s for s in spans.spans if s.incomplete]
     assert spans.diagnostics == []
 

@@ -292,6 +292,7 @@ def _start_time(entered: int) -> tuple:
     """When this process started: the traced spawner's clock when it is our parent, else the kernel's."""
     kernel = _kernel_start_ns(entered)
     spawn = os.environ.get(config.ENV_SPAWN, "")
+    at_ns = 0
     if spawn:
         spawner, _, at = spawn.partition(":")
         try:
@@ -301,7 +302,9 @@ def _start_time(entered: int) -> tuple:
         if spawner_pid in (os.getppid(), os.getpid()) and at_ns <= entered and (not kernel or at_ns > kernel - 50_000_000):
             return at_ns, "parent"
     if kernel:
-        return kernel, "kernel"
+        # The kernel counts in clock ticks, rounded down (up to 10 ms early); a traced ancestor's
+        # spawn, through an untraced shell, came before this process: it bounds the start from below.
+        return (at_ns if kernel < at_ns <= entered else kernel), "kernel"
     # No /proc (macOS): the earliest point known is now minus the CPU time this process used.
     return entered - _process_cpu_ns(), "cpu"
 
