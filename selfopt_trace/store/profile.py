@@ -341,14 +341,16 @@ INSERT INTO diagnostics
 SELECT $run_id, $source_file, pid, time_ns, name, message FROM _profile WHERE rec = '{fmt.DIAGNOSTIC}'
 """
 
-# Samples that ran in a function some spans stand for (code.function: --target) against those spans
-# on the same thread: inside the nearest one, or how far outside; and samples against their
-# process's life.
+# Samples that ran in a function some spans stand for (code.function of a --target span or a pool
+# task; not of a call site, which has code.lineno: a parse span names the function that called the
+# parser) against those spans on the same thread: inside the nearest one, or how far outside; and
+# samples against their process's life.
 _ALIGNMENT_SQL = """
 WITH fn_spans AS (
     SELECT t.pid, t.tid, t.start_ns, t.end_ns, s.attributes->>'code.function' AS fn
     FROM _span_threads AS t JOIN spans AS s ON s.run_id = $run_id AND s.span_id = t.span_id
-    WHERE s.attributes->>'code.function' IS NOT NULL AND s.category <> 'thread'
+    WHERE s.attributes->>'code.function' IS NOT NULL AND s.attributes->>'code.lineno' IS NULL
+      AND s.category <> 'thread'
 ),
 stack_fns AS (
     SELECT DISTINCT k.stack_id, f.function AS fn
@@ -367,10 +369,12 @@ near AS (
     SELECT c.*, a.start_ns AS after_start FROM before AS c
     ASOF LEFT JOIN fn_spans AS a ON a.pid = c.pid AND a.tid = c.tid AND a.fn = c.fn AND c.time_ns <= a.start_ns
 ),
-outside AS (
+outside AS (  -- a sample on a thread where its function has no span (not hooked there) tells nothing
     SELECT fn, CASE WHEN before_end >= time_ns THEN 0
-                    ELSE least(coalesce(time_ns - before_end, 9e18), coalesce(after_start - time_ns, 9e18)) END AS ns
+                    ELSE least(coalesce(time_ns - before_end, after_start - time_ns),
+                               coalesce(after_start - time_ns, time_ns - before_end)) END AS ns
     FROM near
+    WHERE before_end IS NOT NULL OR after_start IS NOT NULL
 ),
 lives AS (
     SELECT pid, min(start_ns) AS start_ns, max(end_ns) AS end_ns FROM spans

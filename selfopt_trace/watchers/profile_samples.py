@@ -137,6 +137,9 @@ def looks_idle(frames: tuple) -> bool:
             or (short == "poll" and ("asyncore" in file or "zmq" in file or "gevent" in file or "tornado" in file)))
 
 
+_MAX_LINE = 2**31 - 1  # the store's lines are INTEGER
+
+
 def slices(events: Iterable[dict]) -> Iterator[tuple[int, int, int, int, tuple]]:
     """(pid, thread key, start us, end us, frames root first) for each stretch a thread stayed in one stack.
 
@@ -161,7 +164,11 @@ def slices(events: Iterable[dict]) -> Iterator[tuple[int, int, int, int, tuple]]
             entry[1] = ts
         if phase == "B":
             args = event.get("args") or {}
-            stack.append((str(event.get("name", "")), str(args.get("filename") or ""), int(args.get("line") or 0)))
+            line_no = int(args.get("line") or 0)
+            # --nonblocking reads a frame while the program changes it: a torn one can hold any line
+            # (4294967045 seen, under `__package__` in file `__doc__`): not a line, so none
+            stack.append((str(event.get("name", "")), str(args.get("filename") or ""),
+                          line_no if 0 <= line_no <= _MAX_LINE else 0))
         elif stack:
             stack.pop()
 

@@ -17,17 +17,27 @@ PID, WORKER = 10, 11
 CPU_HEADER = "#selfopt-trace/cpu 1\trec\ttime_ns\tpid\ttid\tprocess_start_ns\tcpu_ns\trunqueue_ns\tname\tmessage\n"
 
 
-def _load(tmp_path: Path, spans: str, samples: list[str], cpu: str | None = None) -> dict[int, tuple]:
-    """{slice start, ms after T0: (span name or None, idle)} of the loaded run (run --idle: idle kept)."""
+def _write(tmp_path: Path, spans: str, samples: list[str], cpu: str | None = None,
+           stacks: dict[int, tuple] | None = None) -> Path:
+    """A run directory: one process's spans, its samples (of stack 7, one frame `f`, unless `stacks`
+    says otherwise: {stack id: frames}) and CPU readings."""
     run_dir = write_run(tmp_path / "run", {f"{PID}-00000001.spans": header(PID) + spans}, {"run_id": "a1"})
     (run_dir / "profile").mkdir()
     profiler = fmt.line(fmt.PROFILER, T0, PID, duration_ns=MS, weight="100", name="10-1.json", message='{"idle":true}')
     converted = fmt.line(fmt.CONVERTED, pid=PID, name="10-1.json", message="{}")
-    stack = "".join(fmt.Interned().stack_lines(7, (("f", "a.py", 1),)))
-    (run_dir / fmt.SAMPLES_PATH).write_text(fmt.header() + profiler + converted + stack + "".join(samples))
+    interned = fmt.Interned()
+    written = "".join(line for sid, frames in (stacks or {7: (("f", "a.py", 1),)}).items()
+                      for line in interned.stack_lines(sid, frames))
+    (run_dir / fmt.SAMPLES_PATH).write_text(fmt.header() + profiler + converted + written + "".join(samples))
     if cpu is not None:
         (run_dir / "cpu").mkdir()
         (run_dir / "cpu" / "samples.tsv").write_text(CPU_HEADER + cpu)
+    return run_dir
+
+
+def _load(tmp_path: Path, spans: str, samples: list[str], cpu: str | None = None) -> dict[int, tuple]:
+    """{slice start, ms after T0: (span name or None, idle)} of the loaded run (run --idle: idle kept)."""
+    run_dir = _write(tmp_path, spans, samples, cpu)
     with Store(tmp_path / "db.duckdb") as store:
         loaded = store.load_run(run_dir)
         assert not loaded.warnings, loaded.warnings
@@ -37,8 +47,8 @@ def _load(tmp_path: Path, spans: str, samples: list[str], cpu: str | None = None
     return {at: (name, idle) for at, name, idle in rows}
 
 
-def _slice(at_ms: int, tid: int | str = PID, ms: int = 1) -> str:
-    return fmt.line(fmt.SAMPLE, T0 + at_ms * MS, PID, tid, ms * MS, ms / 10, 7, "", "t")
+def _slice(at_ms: int, tid: int | str = PID, ms: int = 1, stack: int = 7) -> str:
+    return fmt.line(fmt.SAMPLE, T0 + at_ms * MS, PID, tid, ms * MS, ms / 10, stack, "", "t")
 
 
 def test_a_slice_goes_to_the_span_open_at_its_start_on_its_thread(tmp_path: Path) -> None:
@@ -95,19 +105,34 @@ def test_no_slice_outlasts_its_thread(tmp_path: Path) -> None:
     spans = (complete(sid(1), "", "process", "process", T0, T0 + 1000 * MS)
              + complete(sid(2), sid(1), "thread", "thread", T0 + 100 * MS, T0 + 107 * MS, attributes={"thread.id": WORKER})
              + complete(sid(3), sid(2), "time.sleep", "sleep", T0 + 101 * MS, T0 + 106 * MS))
-    run_dir = write_run(tmp_path / "run", {f"{PID}-00000001.spans": header(PID) + spans}, {"run_id": "a1"})
-    (run_dir / "profile").mkdir()
-    profiler = fmt.line(fmt.PROFILER, T0, PID, duration_ns=MS, weight="100", name="10-1.json", message='{"idle":true}')
-    stack = "".join(fmt.Interned().stack_lines(7, (("f", "a.py", 1),)))
-    (run_dir / fmt.SAMPLES_PATH).write_text(fmt.header() + profiler + stack + "".join([
+    run_dir = _write(tmp_path, spans, [
         _slice(102, WORKER, ms=694),  # asleep in the thread's last 5 ms, then nothing of it: 694 ms
         _slice(990, ms=30),  # the main thread's finalization, from before its process span's end
         _slice(1002, ms=3),  # and after it (the agent's last record): the thread lived on
-    ]))
+    ])
     with Store(tmp_path / "db.duckdb") as store:
         store.load_run(run_dir)
         _, rows = store.sql("""SELECT (p.time_ns - $t0) // 1000000, p.duration_ns / 1e6, p.weight, s.name
                                FROM samples AS p LEFT JOIN spans AS s USING (run_id, span_id) ORDER BY p.time_ns""",
                             {"t0": T0})
     assert rows == [(102, 4.0, 0.4, "time.sleep"), (990, 10.0, 1.0, "process"), (1002, 3.0, 0.3, "process")]
+
+
+def test_the_alignment_check_reads_only_spans_that_stand_for_their_function_on_the_sample_s_thread(
+        tmp_path: Path) -> None:
+    spans = (complete(sid(1), "", "process", "process", T0, T0 + 1000 * MS)
+             + complete(sid(2), sid(1), "phase", "phase", T0 + 100 * MS, T0 + 200 * MS,  # a --target span
+                        attributes={"code.namespace": "m", "code.function": "work"})
+             + complete(sid(3), sid(1), "ast.parse", "parse", T0 + 300 * MS, T0 + 310 * MS,  # a call site
+                        attributes={"code.function": "caller", "code.lineno": 5, "code.filepath": "m.py"})
+             + complete(sid(4), sid(1), "thread", "thread", T0 + 50 * MS, T0 + 900 * MS, attributes={"thread.id": WORKER}))
+    run_dir = _write(tmp_path, spans, [
+        _slice(150, stack=1), _slice(203, stack=1),  # in work's span, and 3 ms after it
+        _slice(500, WORKER, stack=1),  # work on a thread where it has no span: tells nothing
+        _slice(600, stack=2),  # in the function that called the parser, 290 ms after the parse: as it should
+    ], stacks={1: (("main", "m.py", 1), ("work", "m.py", 9)), 2: (("main", "m.py", 1), ("caller", "m.py", 5))})
+    with Store(tmp_path / "db.duckdb") as store:
+        store.load_run(run_dir)
+        (message,) = store.sql("SELECT message FROM diagnostics WHERE code = 'profile.alignment'")[1][0]
+    assert "2 samples ran in 1 function(s) with spans of their own: 1 outside, by at most 3.0 ms" in message, message
 

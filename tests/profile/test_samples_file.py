@@ -74,6 +74,16 @@ def test_the_agent_s_frames_are_left_out_and_its_own_thread_is_not_written() -> 
     assert counts["threads"] == 1
 
 
+def test_a_torn_frame_s_line_is_no_line() -> None:
+    # py-spy --nonblocking reads frames while the program changes them: one had line 4294967045
+    events = [event("B", 0, THREAD), event("B", 0, "__package__", "__doc__", 4294967045), event("B", 0, "f", "a.py", -3),
+              event("E", 10_000, "f", "a.py", -3), event("E", 10_000, "__package__", "__doc__", 4294967045),
+              event("E", 10_000, THREAD)]
+    lines, _ = fmt.convert(events, 0, 100, fmt.Interned())
+    (stack,) = [row.split("\t") for row in lines if row.startswith("K")]
+    assert stack[9] == "0,0"
+
+
 def test_a_thread_py_spy_could_not_name_natively() -> None:
     events = [event("B", 0, "thread (0x7F00AB): MainThread"), event("B", 0, "f", "a.py", 1),
               event("B", 0, "thread (0x7F00CD): worker", tid=88), event("B", 0, "g", "a.py", 2, tid=88),
