@@ -19,7 +19,8 @@
 -- the categories above, on the CPU); container start-up (a `docker run`, CLI or SDK, before the
 -- container's first process starts and after it exits); own work (the main process outside every
 -- category above, on the CPU); untraced child processes (waiting on a child the trace does not
--- see into: git, a compiler, an untraced Python); untraced waits (off the CPU in own work, or a
+-- see into: git, a compiler, an untraced Python); untraced http servers (an HTTP call whose server
+-- the trace does not see into: a remote API, its work and the network together); untraced waits (off the CPU in own work, or a
 -- wait on a thread or task that is not running); outside traced processes (no traced process
 -- alive, e.g. a shell before Python started).
 --
@@ -411,14 +412,15 @@ totals AS (
 counts AS (
     SELECT code, count(*) AS spans FROM coded GROUP BY ALL
 ),
-names(code, category) AS (VALUES
-    (1, 'interpreter start-up'), (2, 'imports'), (3, 'parsing'), (4, 'serialization'),
-    (5, 'http client overhead'), (6, 'http server time'), (7, 'subprocess spawn overhead'),
-    (8, 'child processes'' own work'), (9, 'container start-up'), (10, 'own work'),
-    (11, 'untraced child processes'), (12, 'untraced waits'), (13, 'outside traced processes')
+names(code, position, category) AS (VALUES  -- position: the output's order
+    (1, 1, 'interpreter start-up'), (2, 2, 'imports'), (3, 3, 'parsing'), (4, 4, 'serialization'),
+    (5, 5, 'http client overhead'), (6, 6, 'http server time'), (7, 7, 'subprocess spawn overhead'),
+    (8, 8, 'child processes'' own work'), (9, 9, 'container start-up'), (10, 10, 'own work'),
+    (11, 11, 'untraced child processes'), (14, 12, 'untraced http servers'), (12, 13, 'untraced waits'),
+    (13, 14, 'outside traced processes')
 ),
 result AS (
-    SELECT n.code, n.category, coalesce(t.wall_ns, 0) AS wall_ns, coalesce(t.busy_ns, 0) AS busy_ns,
+    SELECT n.code, n.position, n.category, coalesce(t.wall_ns, 0) AS wall_ns, coalesce(t.busy_ns, 0) AS busy_ns,
            coalesce(c.spans, 0) AS spans
     FROM names AS n
     LEFT JOIN totals AS t USING (code)
@@ -432,5 +434,5 @@ SELECT category,
        spans
 FROM (SELECT * FROM result
       UNION ALL
-      SELECT 99, 'total', (SELECT ns FROM wall_time), sum(busy_ns), sum(spans) FROM result)
-ORDER BY code
+      SELECT 99, 99, 'total', (SELECT ns FROM wall_time), sum(busy_ns), sum(spans) FROM result)
+ORDER BY position

@@ -36,7 +36,8 @@ SLOWEST = 10
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
                         "http server time", "subprocess spawn overhead", "child processes' own work",
-                        "container start-up", OWN_WORK, "untraced child processes", "untraced waits", OUTSIDE)
+                        "container start-up", OWN_WORK, "untraced child processes", "untraced http servers",
+                        "untraced waits", OUTSIDE)
 # Up to this many spans in the whole store, the summary's queries run without DuckDB's optimizer: on
 # a small store planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same
 # results), while on a large one filter pushdown is what keeps each scan to the run's own spans (that

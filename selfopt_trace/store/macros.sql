@@ -47,12 +47,15 @@ CREATE OR REPLACE TEMP MACRO activity_waiter(sort, shell, legacy) AS
 CREATE OR REPLACE TEMP MACRO activity_end(sort, waiter, start_ns, end_ns, spawn_ns) AS
     CASE WHEN sort IN (9, 10) AND NOT waiter THEN least(end_ns, start_ns + coalesce(spawn_ns, 0)) ELSE end_ns END;
 
--- What a span's self time is, numbered as breakdown.sql's categories. `main`: in a top-level process.
-CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, docker, main) AS
+-- What a span's self time is, numbered as breakdown.sql's categories. `main`: in a top-level process;
+-- `answered`: an HTTP client span with a server span under it (else the server is not traced: the
+-- time is the server's and the network's, not the client's overhead).
+CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, docker, main, answered) AS
     CASE
         WHEN sort = 13 THEN coalesce(wait_code, 12)
         WHEN sort BETWEEN 2 AND 5 THEN sort - 1
         WHEN sort = 7 THEN 6
+        WHEN sort = 6 AND NOT answered THEN 14
         WHEN sort IN (6, 8) THEN 5
         WHEN sort IN (11, 12) OR (sort IN (9, 10) AND coalesce(docker, false)) THEN 9
         WHEN sort IN (9, 10) THEN CASE WHEN coalesce(traced, false) OR NOT waiter THEN 7 ELSE 11 END
@@ -170,6 +173,9 @@ spawn_kinds AS (
 main_processes AS (
     SELECT DISTINCT process_key FROM parented WHERE sort = 1 AND found_parent IS NULL
 ),
+answered AS (  -- HTTP client spans a traced server answered
+    SELECT DISTINCT parent AS id FROM nodes WHERE sort = 7 AND parent IS NOT NULL
+),
 -- What a wait waits on: a child process (the spawning span it names -> the traced processes under
 -- it), a thread or a task (its span). Other waiters wait on the units started under them: an HTTP
 -- client on its server span, a container call or os.system on the processes they started.
@@ -235,7 +241,8 @@ with_facts AS (
 coded AS MATERIALIZED (
     SELECT p.id, p.unit, p.is_root, p.is_top, p.pid, p.sort, p.waiter, p.tid, p.start_ns, p.end_ns,
            p.start_ns AS rs, activity_end(p.sort, p.waiter, p.start_ns, p.end_ns, p.spawn_ns) AS re,
-           activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main) AS code,
+           activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main,
+                         p.sort = 6 AND p.id IN (SELECT id FROM answered)) AS code,
            CASE WHEN NOT p.is_root THEN p.parent END AS parent,
            CASE WHEN NOT p.is_root THEN p.parent_start END AS parent_rs,
            CASE WHEN NOT p.is_root
@@ -243,7 +250,8 @@ coded AS MATERIALIZED (
            END AS parent_re,
            CASE WHEN NOT p.is_root
                 THEN activity_code(p.parent_sort, p.parent_waiter, p.parent_wait_code, p.parent_traced,
-                                   p.parent_docker, p.main)
+                                   p.parent_docker, p.main,
+                                   p.parent_sort = 6 AND p.parent IN (SELECT id FROM answered))
            END AS parent_code
     FROM (SELECT *, activity_waiter(sort, shell, (SELECT legacy_run FROM legacy)) AS waiter,
                  activity_waiter(parent_sort, parent_shell, (SELECT legacy_run FROM legacy)) AS parent_waiter

@@ -16,7 +16,8 @@ from tests.queries.builder import MS, Span
 
 CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
               "http server time", "subprocess spawn overhead", "child processes' own work", "container start-up",
-              "own work", "untraced child processes", "untraced waits", "outside traced processes")
+              "own work", "untraced child processes", "untraced http servers", "untraced waits",
+              "outside traced processes")
 RESIDUAL = ("own work", "child processes' own work")  # split by CPU use: off-CPU is an untraced wait
 
 
@@ -97,7 +98,11 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         if s.category == "serialization":
             return "serialization"
         if s.category == "http":
-            return "http server time" if s.kind == "SERVER" else "http client overhead"
+            if s.kind == "SERVER":
+                return "http server time"
+            unanswered = s.kind == "CLIENT" and not any(
+                parent[c.id] == s.id and c.kind == "SERVER" for c in nodes.values())
+            return "untraced http servers" if unanswered else "http client overhead"
         if s.category == "container" or (s.category == "subprocess" and s.id in dockers):
             return "container start-up"
         if s.category == "subprocess":

@@ -123,6 +123,22 @@ def test_the_server_may_be_traced_as_another_run(store: Store, tmp_path: Path) -
         "own work": (20, 20), "http client overhead": (10, 10), "http server time": (20, 20)})
 
 
+def test_a_call_to_a_server_the_trace_does_not_see_into_is_that_server_s_time(store: Store, tmp_path: Path) -> None:
+    # a remote API: no SERVER span answers the client; its connection set-up and its payload's
+    # encoding stay what they are, the rest is the server's work and the network's, not the client's
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    client = run.span(100, "POST", "http", 10, 90, main, kind="CLIENT")
+    run.span(100, "connect", "http", 10, 14, client)
+    run.span(100, "json.dumps", "serialization", 14, 16, client)
+    answered = run.span(100, "GET", "http", 90, 98, main, kind="CLIENT")
+    run.span(300, "GET /x", "http", 91, 97, answered, kind="SERVER")
+    run_id = run.load(store, tmp_path)
+    assert_figures(breakdown(store, run_id), {
+        "own work": (12, 12), "http client overhead": (6, 6), "serialization": (2, 2),
+        "untraced http servers": (74, 74), "http server time": (6, 6)})
+
+
 def _run_with_its_server(run_id: str) -> RunBuilder:
     """A client, and the server that answered it traced into the same run (two parses overlap in it)."""
     run = RunBuilder(run_id)
