@@ -15,14 +15,16 @@
 -- Categories: interpreter start-up; imports; parsing; serialization; http client overhead (a
 -- client span minus its server span: network, proxies, connection set-up, client-side encoding);
 -- http server time; subprocess spawn overhead (the spawning call, and waiting on a child that has
--- not started yet or has exited); child processes' own work (what waited-on children did outside
--- the categories above, on the CPU); container start-up (a `docker run`, CLI or SDK, before the
--- container's first process starts and after it exits); own work (the main process outside every
--- category above, on the CPU); untraced child processes (waiting on a child the trace does not
--- see into: git, a compiler, an untraced Python); untraced http servers (an HTTP call whose server
--- the trace does not see into: a remote API, its work and the network together); untraced waits (off the CPU in own work, or a
--- wait on a thread or task that is not running); outside traced processes (no traced process
--- alive, e.g. a shell before Python started).
+-- not started yet); interpreter teardown (waiting on traced children after their process spans
+-- ended, the agent's last record: their interpreters' finalization and exit, and the reaping; and
+-- CMD's own, from its process span's end until `run` saw it exit); child processes' own work (what
+-- waited-on children did outside the categories above, on the CPU); container start-up (a `docker
+-- run`, CLI or SDK, before the container's first process starts and after it exits); own work (the
+-- main process outside every category above, on the CPU); untraced child processes (waiting on a
+-- child the trace does not see into: git, a compiler, an untraced Python); untraced http servers
+-- (an HTTP call whose server the trace does not see into: a remote API, its work and the network
+-- together); untraced waits (off the CPU in own work, or a wait on a thread or task that is not
+-- running); outside traced processes (no traced process alive, e.g. a shell before Python started).
 --
 -- Parameters:
 --   run_id                the run
@@ -40,8 +42,17 @@ coded AS MATERIALIZED (
            parent_rs, parent_re, parent_code, is_wait
     FROM run_activity($run_id)
 ),
-run_extent AS (  -- the run's wall time: its top-level spans (normally the main process)
-    SELECT min(rs) AS start_ns, max(re) AS end_ns FROM coded WHERE is_top
+-- When `run` saw CMD exit, where CMD is the run's root process (store/loader.py): after its span's
+-- end (the agent's last record) came the interpreter's teardown.
+root_exit AS (
+    SELECT max(TRY_CAST(attributes->>'selfopt_trace.exited_ns' AS BIGINT)) AS exited_ns
+    FROM spans
+    WHERE run_id = $run_id AND category = 'process' AND attributes LIKE '%"selfopt_trace.exited_ns"%'
+),
+run_extent AS (  -- the run's wall time: its top-level spans (normally the main process), and its root's teardown
+    SELECT start_ns, greatest(spans_end, coalesce((SELECT exited_ns FROM root_exit), spans_end)) AS end_ns,
+           greatest(0, coalesce((SELECT exited_ns FROM root_exit), spans_end) - spans_end) AS teardown_ns
+    FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end FROM coded WHERE is_top)
 ),
 -- Each span within the run (rs, re), and clipped to its same-unit parent (cs, ce).
 linked AS MATERIALIZED (
@@ -135,6 +146,16 @@ pieces AS MATERIALIZED (
     JOIN waiters AS w ON w.id = p.waiter
     ASOF LEFT JOIN k_steps AS k ON k.unit = w.unit AND p.p0 >= k.t
     WHERE p.p1 IS NOT NULL
+),
+-- The pieces of a wait on traced child processes after every one of them ended (their process
+-- spans: the agent's last record), until the wait returned: the interpreters' teardown and the
+-- reaping (the subprocess query's teardown_ms).
+teardown_pieces AS (
+    SELECT p.unit, p.p0, p.p1
+    FROM pieces AS p
+    JOIN (SELECT e.waiter, max(t.re) AS ended FROM edges AS e JOIN linked AS t ON t.id = e.target GROUP BY e.waiter)
+        AS x ON x.waiter = p.waiter
+    WHERE p.n_live = 0 AND p.code = 7 AND p.p0 >= x.ended
 ),
 -- The weight reaching each unit, as (unit, a, b, w) segments: from the top, then through every
 -- piece of a wait with something alive, shared between the things alive.
@@ -339,6 +360,9 @@ intervals AS (
     SELECT unit, p0, p1, -1, code, NULL, CASE WHEN waiter IN (SELECT id FROM small_sums) THEN waiter END, NULL
     FROM pieces
     WHERE n_live > 0
+    UNION ALL  -- waiting on traced children that have all ended: their teardown, not their spawn
+    SELECT t.unit, t.p0, t.p1, s.sign, s.code, NULL, NULL, NULL
+    FROM teardown_pieces AS t, (VALUES (-1, 7), (1, 15)) AS s(sign, code)
 ),
 -- Each interval with the segment of F and G its start is in (one ASOF join row per interval, not one
 -- per end): most intervals (short spans) end in the same segment and are valued from it alone; the
@@ -372,8 +396,10 @@ code_terms AS (
     SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM terms WHERE parent_code IS NOT NULL GROUP BY parent_code
     UNION ALL
     SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive
-    FROM (SELECT (SELECT end_ns - start_ns FROM run_extent)
+    FROM (SELECT (SELECT end_ns - start_ns - teardown_ns FROM run_extent)
                  - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
+    UNION ALL
+    SELECT 15, teardown_ns, teardown_ns, teardown_ns FROM run_extent
 ),
 -- An owner with small sums: its self time (what its terms add up to), of which serialization and
 -- parsing take their share, up to all of it (from the part on the CPU first).
@@ -415,9 +441,9 @@ counts AS (
 names(code, position, category) AS (VALUES  -- position: the output's order
     (1, 1, 'interpreter start-up'), (2, 2, 'imports'), (3, 3, 'parsing'), (4, 4, 'serialization'),
     (5, 5, 'http client overhead'), (6, 6, 'http server time'), (7, 7, 'subprocess spawn overhead'),
-    (8, 8, 'child processes'' own work'), (9, 9, 'container start-up'), (10, 10, 'own work'),
-    (11, 11, 'untraced child processes'), (14, 12, 'untraced http servers'), (12, 13, 'untraced waits'),
-    (13, 14, 'outside traced processes')
+    (15, 8, 'interpreter teardown'), (8, 9, 'child processes'' own work'), (9, 10, 'container start-up'),
+    (10, 11, 'own work'), (11, 12, 'untraced child processes'), (14, 13, 'untraced http servers'),
+    (12, 14, 'untraced waits'), (13, 15, 'outside traced processes')
 ),
 result AS (
     SELECT n.code, n.position, n.category, coalesce(t.wall_ns, 0) AS wall_ns, coalesce(t.busy_ns, 0) AS busy_ns,

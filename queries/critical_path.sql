@@ -12,7 +12,9 @@
 -- path through the waits on it, so a helper or a server that nobody waits on never is. Of units
 -- that end together (a reused pool's workers all outlive a wait on a map), the path goes through
 -- the one whose work ended last: a unit idle at that end, in a wait on nothing traced (a pool
--- worker's read of its next task), worked until that wait began; then by span id.
+-- worker's read of its next task), worked until that wait began; then by span id. After the run's
+-- root process, when `run` saw it exit later than its span ended (breakdown.sql, root_exit): its
+-- interpreter's teardown, a row of its own.
 --
 -- Parameters:
 --   run_id                the run
@@ -114,18 +116,34 @@ shown AS (
 ),
 shown_starts AS (  -- a span's start: the names below are read only for spans starting then
     SELECT rs AS start_ns FROM activity WHERE id IN (SELECT id FROM shown)
-)
-SELECT repeat('  ', o.depth - 1) || n.name AS span, n.category, n.pid,
-       round((o.path_start - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3) AS start_ms,
-       round((o.path_end - o.path_start) / 1e6, 3) AS on_path_ms,
-       round(o.self_ns / 1e6, 3) AS self_ms,
-       round((n.end_ns - n.start_ns) / 1e6, 3) AS duration_ms
-FROM shown AS o
-JOIN (  -- the shown spans' names, from this run or the other runs whose servers answered it
-    SELECT DISTINCT ON (id) id, name, category, pid, start_ns, end_ns
-    FROM (SELECT hash(span_id) AS id, name, category, pid, start_ns, end_ns, run_id = $run_id AS own
+),
+teardown AS (  -- the root process's teardown, after the path (the root's span) ends
+    SELECT pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, exited_ns
+    FROM (SELECT pid, TRY_CAST(attributes->>'selfopt_trace.exited_ns' AS BIGINT) AS exited_ns
           FROM spans
-          WHERE (run_id = $run_id OR kind = 'SERVER') AND start_ns IN (SELECT start_ns FROM shown_starts))
-    WHERE id IN (SELECT id FROM shown)
-    ORDER BY id, own DESC) AS n ON n.id = o.id
-ORDER BY o.path_start, o.depth
+          WHERE run_id = $run_id AND category = 'process' AND attributes LIKE '%"selfopt_trace.exited_ns"%')
+    WHERE exited_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
+)
+SELECT span, category, pid, start_ms, on_path_ms, self_ms, duration_ms
+FROM (
+    SELECT repeat('  ', o.depth - 1) || n.name AS span, n.category, n.pid,
+           round((o.path_start - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3) AS start_ms,
+           round((o.path_end - o.path_start) / 1e6, 3) AS on_path_ms,
+           round(o.self_ns / 1e6, 3) AS self_ms,
+           round((n.end_ns - n.start_ns) / 1e6, 3) AS duration_ms,
+           o.path_start AS at_ns, o.depth
+    FROM shown AS o
+    JOIN (  -- the shown spans' names, from this run or the other runs whose servers answered it
+        SELECT DISTINCT ON (id) id, name, category, pid, start_ns, end_ns
+        FROM (SELECT hash(span_id) AS id, name, category, pid, start_ns, end_ns, run_id = $run_id AS own
+              FROM spans
+              WHERE (run_id = $run_id OR kind = 'SERVER') AND start_ns IN (SELECT start_ns FROM shown_starts))
+        WHERE id IN (SELECT id FROM shown)
+        ORDER BY id, own DESC) AS n ON n.id = o.id
+    UNION ALL
+    SELECT 'interpreter teardown', 'teardown', pid,
+           round((path_end - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3),
+           round((exited_ns - path_end) / 1e6, 3), round((exited_ns - path_end) / 1e6, 3),
+           round((exited_ns - path_end) / 1e6, 3), path_end, 1
+    FROM teardown)
+ORDER BY at_ns, depth

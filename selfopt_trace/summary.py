@@ -35,7 +35,8 @@ SLOWEST = 10
 # ~400 M instructions (docs/benchmarks.md, "Command line"). tests/cli/test_summary.py checks the
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
-                        "http server time", "subprocess spawn overhead", "child processes' own work",
+                        "http server time", "subprocess spawn overhead", "interpreter teardown",
+                        "child processes' own work",
                         "container start-up", OWN_WORK, "untraced child processes", "untraced http servers",
                         "untraced waits", OUTSIDE)
 # Up to this many spans in the whole store, the summary's queries run without DuckDB's optimizer: on

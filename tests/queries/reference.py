@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from tests.queries.builder import MS, Span
 
 CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
-              "http server time", "subprocess spawn overhead", "child processes' own work", "container start-up",
-              "own work", "untraced child processes", "untraced http servers", "untraced waits",
+              "http server time", "subprocess spawn overhead", "interpreter teardown", "child processes' own work",
+              "container start-up", "own work", "untraced child processes", "untraced http servers", "untraced waits",
               "outside traced processes")
 RESIDUAL = ("own work", "child processes' own work")  # split by CPU use: off-CPU is an untraced wait
 
@@ -32,8 +32,10 @@ class CpuSample:
     cpu: float
 
 
-def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> dict[str, tuple[float, float]]:
-    """category -> (wall, busy), in the spans' time unit."""
+def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
+              exited: float | None = None) -> dict[str, tuple[float, float]]:
+    """category -> (wall, busy), in the spans' time unit; `exited`: when `run` saw CMD, the root
+    process, exit (its teardown follows its span's end)."""
     nodes = {s.id: s for s in spans if s.trace == main_trace and s.category != "sleep"}
     parent: dict[str, str | None] = {}
     for span in nodes.values():
@@ -111,6 +113,16 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
         if not any_process or s.file in main_files:
             return "own work"
         return "child processes' own work"
+
+    def own_category(leaf: Span, a: float) -> str:
+        """A leaf's category at [a, ...): a waiter on traced children that have all ended waits on
+        their teardown, not their spawn."""
+        name = category(leaf)
+        if name == "subprocess spawn overhead" and is_waiter(leaf):
+            ends = [interval(nodes[t])[1] for t in targets(leaf)]
+            if ends and max(ends) <= a:
+                return "interpreter teardown"
+        return name
 
     def interval(s: Span) -> tuple[float, float]:
         """The span's interval in its unit: a child process's whole life is not its spawner's activity,
@@ -245,7 +257,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
                     for target in live:
                         give(target.id, share / len(live), a, b, depth + 1)
                     continue
-            name = category(leaf)
+            name = own_category(leaf, a)
             if name in RESIDUAL:
                 r = running(u, a, b)
                 wall[name] += share * r * (b - a)
@@ -265,5 +277,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = ()) -> 
             for leaf in leaves(u.id, a, b):
                 if is_waiter(leaf) and any(is_open(nodes[t], a, b) for t in targets(leaf)):
                     continue
-                busy[category(leaf)] += b - a
+                busy[own_category(leaf, a)] += b - a
+    if exited is not None and exited > run_end:
+        wall["interpreter teardown"] += exited - run_end
+        busy["interpreter teardown"] += exited - run_end
     return {name: (wall[name], busy[name]) for name in CATEGORIES}

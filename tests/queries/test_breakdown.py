@@ -50,8 +50,8 @@ def test_sequential_run_splits_into_its_categories(store: Store, tmp_path: Path)
     assert server
     assert_figures(breakdown(store, run_id), {
         "interpreter start-up": (15, 15), "imports": (28, 28), "serialization": (10, 10),
-        "http client overhead": (10, 10), "http server time": (20, 20), "subprocess spawn overhead": (6, 6),
-        "child processes' own work": (4, 4), "own work": (7, 7)})
+        "http client overhead": (10, 10), "http server time": (20, 20), "subprocess spawn overhead": (1, 1),
+        "interpreter teardown": (5, 5), "child processes' own work": (4, 4), "own work": (7, 7)})
     assert breakdown(store, run_id)["total"][0] == pytest.approx(100)
 
 
@@ -80,8 +80,36 @@ def test_parallel_children_share_the_instants_they_overlap(store: Store, tmp_pat
     run.span(202, "import slow", "import", 26, 66, second)
     run_id = run.load(store, tmp_path)
     assert_figures(breakdown(store, run_id), {
-        "own work": (20, 20), "subprocess spawn overhead": (4.5, 6), "interpreter start-up": (12, 20),
-        "imports": (33, 60), "child processes' own work": (30.5, 39)})
+        "own work": (20, 20), "subprocess spawn overhead": (1.5, 2), "interpreter teardown": (3, 4),
+        "interpreter start-up": (12, 20), "imports": (33, 60), "child processes' own work": (30.5, 39)})
+
+
+def test_a_child_s_teardown_and_cmd_s_own_are_interpreter_teardown(store: Store, tmp_path: Path) -> None:
+    # the child's process span ends at its agent's last record; its parent's wait returns later
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    call = run.span(100, "subprocess", "subprocess", 10, 60, main, kind="CLIENT",
+                    attributes={"selfopt_trace.spawn_ns": 2_000_000})
+    child = run.process(200, 13, 50, call, command="child.py")
+    run.span(200, "interpreter.startup", "startup", 13, 20, child)
+    run.span(100, "Popen.wait", "wait", 12, 60, main, attributes={"selfopt_trace.wait.on": [call]})
+    # `run` saw CMD (pid 100, the root process) exit 30 ms after its span ended
+    run_id = run.load(store, tmp_path, end_ns=at(130), pid=100)
+    expected = {"own work": (50, 50), "subprocess spawn overhead": (3, 3), "interpreter start-up": (7, 7),
+                "child processes' own work": (30, 30), "interpreter teardown": (40, 40)}  # 50-60, 100-130
+    assert_figures(breakdown(store, run_id), expected)
+    assert breakdown(store, run_id)["total"][0] == pytest.approx(130)
+    assert reference.breakdown(run.spans, TRACE, exited=130) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
+@pytest.mark.parametrize("pid, what", [(99, "a shell's"), (None, "unknown")])
+def test_after_a_root_that_is_not_cmd_the_rest_is_outside_traced_processes(store: Store, tmp_path: Path,
+                                                                           pid: int | None, what: str) -> None:
+    run = RunBuilder()
+    run.process(100, 0, 100)
+    run_id = run.load(store, tmp_path, end_ns=at(130), pid=pid)
+    assert_figures(breakdown(store, run_id), {"own work": (100, 100)})  # the summary puts the rest outside
 
 
 def test_an_untraced_child_is_spawn_overhead_then_an_untraced_child_while_waited_on(store: Store,
@@ -383,7 +411,8 @@ def test_an_idle_helper_alive_for_the_whole_run_takes_nothing(store: Store, tmp_
     run.span(100, "Popen.wait", "wait", 98.5, 99, main, attributes={"selfopt_trace.wait.on": [helper]})
     run_id = run.load(store, tmp_path)
     assert_figures(breakdown(store, run_id), {  # the helper's own life is busy time, never wall time
-        "own work": (58.5, 58.5), "subprocess spawn overhead": (1.5, 1.5), "serialization": (40, 40),
+        "own work": (58.5, 58.5), "subprocess spawn overhead": (1, 1), "interpreter teardown": (0.5, 0.5),
+        "serialization": (40, 40),
         "interpreter start-up": (0, 10), "child processes' own work": (0, 82)})
 
 
@@ -400,8 +429,9 @@ def test_a_server_started_first_and_stopped_last_counts_only_where_it_answers(st
     run_id = run.load(store, tmp_path)
     assert server
     assert_figures(breakdown(store, run_id), {
-        "own work": (34, 34), "subprocess spawn overhead": (2, 2), "serialization": (30, 30),
-        "http client overhead": (10, 10), "http server time": (20, 20), "child processes' own work": (4, 91)})
+        "own work": (34, 34), "subprocess spawn overhead": (1, 1), "interpreter teardown": (1, 1),
+        "serialization": (30, 30), "http client overhead": (10, 10), "http server time": (20, 20),
+        "child processes' own work": (4, 91)})
     path = {r["span"].strip(): r for r in run_query(store, "critical_path", {"run_id": run_id, "min_ms": 0}).records()}
     assert path["json.dumps"]["on_path_ms"] == 30 and path["POST"]["on_path_ms"] == 30
     assert path["POST /items"]["on_path_ms"] == 20
@@ -472,5 +502,6 @@ def test_a_reused_pid_is_another_process(store: Store, tmp_path: Path) -> None:
     run_id = run.load(store, tmp_path)
     load_cpu(store, run_id, [reference.CpuSample(200, 200, 11, 39, 28), reference.CpuSample(200, 200, 51, 79, 0)])
     assert_figures(breakdown(store, run_id), {
-        "own work": (40, 40), "subprocess spawn overhead": (4, 4), "child processes' own work": (28, 56),
+        "own work": (40, 40), "subprocess spawn overhead": (2, 2), "interpreter teardown": (2, 2),
+        "child processes' own work": (28, 56),
         "untraced waits": (28, 0)})

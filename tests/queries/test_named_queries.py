@@ -18,11 +18,16 @@ def records(store, name: str, **params) -> list[dict]:
     return run_query(store, name, {"run_id": "q1", **params}).records()
 
 
-def test_breakdown_sums_to_the_main_process_wall_time(traced_store) -> None:
+def test_breakdown_sums_to_the_run_s_wall_time_its_root_s_teardown_included(traced_store) -> None:
     rows = {r["category"]: r for r in records(traced_store, "breakdown")}
-    _, main = traced_store.sql("SELECT duration_ns / 1e6 FROM spans WHERE run_id = 'q1' AND name = 'process' "
-                               "AND parent_span_id IS NULL")
-    assert rows["total"]["wall_ms"] == pytest.approx(main[0][0], abs=0.01)
+    _, main = traced_store.sql("SELECT duration_ns / 1e6, (r.end_ns - r.start_ns) / 1e6, "
+                               "  (TRY_CAST(s.attributes->>'selfopt_trace.exited_ns' AS BIGINT) - s.end_ns) / 1e6 "
+                               "FROM spans AS s JOIN runs AS r USING (run_id) "
+                               "WHERE run_id = 'q1' AND name = 'process' AND parent_span_id IS NULL")
+    process_ms, run_ms, teardown_ms = main[0]
+    assert rows["total"]["wall_ms"] == pytest.approx(run_ms, abs=0.01)
+    assert rows["interpreter teardown"]["wall_ms"] >= teardown_ms > 0  # CMD's own, and its children's
+    assert process_ms + teardown_ms == pytest.approx(run_ms, abs=0.01)
     assert sum(r["wall_ms"] for c, r in rows.items() if c != "total") == pytest.approx(rows["total"]["wall_ms"], abs=0.01)
     for category in ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
                      "http server time", "subprocess spawn overhead", "child processes' own work", "own work"):
@@ -92,6 +97,9 @@ def test_slowest_spans_come_longest_first(traced_store) -> None:
 def test_critical_path_self_times_add_up_to_the_wall_time(traced_store) -> None:
     rows = records(traced_store, "critical_path", min_ms=0, limit=100_000)
     wall = {r["category"]: r for r in records(traced_store, "breakdown")}["total"]["wall_ms"]
-    assert rows[0]["span"] == "process" and rows[0]["on_path_ms"] == pytest.approx(wall, abs=0.01)
+    teardown = rows[-1]  # CMD's own, after its process span
+    assert teardown["span"] == "interpreter teardown" and teardown["category"] == "teardown"
+    assert rows[0]["span"] == "process"
+    assert rows[0]["on_path_ms"] + teardown["on_path_ms"] == pytest.approx(wall, abs=0.01)
     assert sum(r["self_ms"] for r in rows) == pytest.approx(wall, abs=0.05)
     assert any(r["span"].strip() == "import slowmod" for r in rows)  # the children run one after another
