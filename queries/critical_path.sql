@@ -12,9 +12,9 @@
 -- path through the waits on it, so a helper or a server that nobody waits on never is. Of units
 -- that end together (a reused pool's workers all outlive a wait on a map), the path goes through
 -- the one whose work ended last: a unit idle at that end, in a wait on nothing traced (a pool
--- worker's read of its next task), worked until that wait began; then by span id. After the run's
--- root process, when `run` saw it exit later than its span ended (breakdown.sql, root_exit): its
--- interpreter's teardown, a row of its own.
+-- worker's read of its next task), worked until that wait began; then by span id. After CMD's own
+-- process span, when `run` saw CMD exit later (breakdown.sql, root_exit): its interpreter's
+-- teardown, a row of its own.
 --
 -- Parameters:
 --   run_id                the run
@@ -117,12 +117,13 @@ shown AS (
 shown_starts AS (  -- a span's start: the names below are read only for spans starting then
     SELECT rs AS start_ns FROM activity WHERE id IN (SELECT id FROM shown)
 ),
-teardown AS (  -- the root process's teardown, after the path (the root's span) ends
-    SELECT pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, exited_ns
-    FROM (SELECT pid, TRY_CAST(attributes->>'selfopt_trace.exited_ns' AS BIGINT) AS exited_ns
-          FROM spans
-          WHERE run_id = $run_id AND category = 'process' AND attributes LIKE '%"selfopt_trace.exited_ns"%')
-    WHERE exited_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
+teardown AS (  -- CMD's teardown after the path (its process span) ends, as breakdown.sql's root_exit
+    SELECT s.pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, r.end_ns AS exited_ns
+    FROM runs AS r
+    JOIN spans AS s ON s.run_id = r.run_id AND s.pid = r.pid AND s.name = 'process' AND s.category = 'process'
+    WHERE r.run_id = $run_id AND NOT s.incomplete AND s.end_ns <= r.end_ns
+      AND hash(s.span_id) IN (SELECT id FROM activity WHERE is_top)
+      AND r.end_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
 )
 SELECT span, category, pid, start_ms, on_path_ms, self_ms, duration_ms
 FROM (

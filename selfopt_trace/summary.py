@@ -29,6 +29,8 @@ OWN_WORK = "own work"
 OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, teardown)
 UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the CPU outside any recorded call
 WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
+TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
+TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, the summary says what it is and where to look
 SLOWEST = 10
 # The breakdown's categories in its order (queries/breakdown.sql, `names`). A run without spans has
 # nothing to break down: each is 0, and the summary does not run the query, whose planning alone is
@@ -261,6 +263,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str]) -> RunSu
                                   "-E or -S; a PYTHONPATH without the bootstrap set by a shell or script: see the "
                                   "notes on the processes seen)"]
     notes += _untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
+    notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
         wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,
@@ -283,6 +286,16 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
         return [f"{share}; the lines that waited: `selfopt-trace query hot_frames --run {run_id} -p idle=true`"]
     return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
             "then `selfopt-trace query hot_frames -p idle=true`"]
+
+
+def _teardown_note(run_id: str, teardown_ns: int, wall_ns: int) -> list[str]:
+    """What a large interpreter teardown is: time after the processes' last line, which no span shows."""
+    if wall_ns <= 0 or teardown_ns < TEARDOWN_NOTE_SHARE * wall_ns:
+        return []
+    return [f"interpreter teardown is {100 * teardown_ns / wall_ns:.0f} % of the wall time: processes finalizing "
+            "after their last line (module teardown, freeing the heap) while the run waited for them to exit; "
+            "a process that flushes what it must and ends with os._exit() does not pay it. Each child's: "
+            f"`selfopt-trace query subprocess --run {run_id}` (teardown_ms)"]
 
 
 def next_commands(run_id: str, db_option: str, available: Iterable[str]) -> list[str]:

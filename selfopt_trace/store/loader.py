@@ -183,15 +183,6 @@ WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} AND (attributes->'process.e
   AND ($pid IS NULL OR pid = $pid)
 """
 
-# When `run` saw CMD exit, on its root process span when that process is CMD itself and ended as
-# recorded: the breakdown counts what came after the span's end (the interpreter's teardown after the
-# agent's last record: 0.7-0.9 s of a codeflash run) as such, not as time outside traced processes.
-_ROOT_EXITED_SQL = f"""
-UPDATE spans
-SET attributes = json_merge_patch(attributes, json_object('selfopt_trace.exited_ns', $end_ns::BIGINT))
-WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} AND pid = $pid AND NOT incomplete AND end_ns <= $end_ns
-"""
-
 _ROOT_SQL = f"""
 SELECT TRY_CAST(attributes->>'process.exit.code' AS INTEGER), service_name
 FROM spans WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} LIMIT 1
@@ -675,18 +666,16 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
         con.execute(_CHILD_EXIT_SQL, run)
         if meta.exit_code is not None:
             con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
-        if meta.end_ns is not None and meta.pid is not None:
-            con.execute(_ROOT_EXITED_SQL, {**run, "end_ns": meta.end_ns, "pid": meta.pid})
         result.spans, result.incomplete_spans, first_ns, last_ns = con.execute(_TOTALS_SQL, run).fetchone()
         root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)
     con.execute(
         "INSERT INTO runs (run_id, group_id, command, cwd, start_ns, end_ns, exit_code, service_name, loaded_at,"
-        " span_count, process_count, run_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?)",
+        " span_count, process_count, run_dir, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?)",
         [result.run_id, meta.group_id, meta.command, meta.cwd,
          meta.start_ns if meta.start_ns is not None else first_ns,
          meta.end_ns if meta.end_ns is not None else last_ns,
          meta.exit_code if meta.exit_code is not None else root_exit,
-         meta.service or root_service, result.spans, result.files, str(run_dir.resolve())],
+         meta.service or root_service, result.spans, result.files, str(run_dir.resolve()), meta.pid],
     )
     if result.warnings:
         con.executemany(

@@ -36,8 +36,11 @@ CREATE TABLE IF NOT EXISTS runs (
     loaded_at     TIMESTAMPTZ,
     span_count    BIGINT,
     process_count INTEGER,               -- span files loaded: one per traced process
-    run_dir       VARCHAR
+    run_dir       VARCHAR,
+    pid           INTEGER                -- CMD's process id (run.json): its process span, if traced, is CMD's own
 );
+-- (a database written before `pid`: added here, NULL for the runs it holds)
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid INTEGER;
 
 -- The tracer's own diagnostics (D records) and the loader's warnings (codes 'loader.*').
 CREATE TABLE IF NOT EXISTS diagnostics (

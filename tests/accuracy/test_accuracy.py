@@ -202,11 +202,14 @@ def measure(base: Path) -> dict[str, Any]:
     # The same runs, their CPU samples replaced by the threads' own CPU clock readings (the truth's).
     own_cpu = Store(base / "own-cpu.duckdb")
     own_cpu.load_run(service_run)
-    built = {}
+    built, exited = {}, {}
     for name in CASES:
-        _, rows = store.sql("SELECT start_ns FROM runs WHERE run_id = $run_id", {"run_id": name})
+        _, rows = store.sql("SELECT start_ns, end_ns, pid FROM runs WHERE run_id = $run_id", {"run_id": name})
         processes = ground_truth.read_truth(truths[name])
         built[name] = ground_truth.build(rows[0][0], processes, server if CASES[name].args else None)
+        # when `run` saw CMD, the main process, exit: its interpreter's teardown ends there
+        assert rows[0][2] == built[name].main.pid
+        exited[name] = built[name].ms(rows[0][1])
         own_cpu.load_run(home / "runs" / name)
         samples = ground_truth.cpu_samples(processes.values())
         own_cpu.sql("DELETE FROM cpu_samples WHERE run_id = $run_id", {"run_id": name})
@@ -216,7 +219,7 @@ def measure(base: Path) -> dict[str, Any]:
                     {"run_id": name, "pids": [c.pid for c in samples], "tids": [c.tid for c in samples],
                      "starts": [c.start for c in samples], "ends": [c.end for c in samples],
                      "cpus": [c.cpu for c in samples], "queued": [c.queued for c in samples]})
-    return {"store": store, "own_cpu": own_cpu, "truth": built, "server": server}
+    return {"store": store, "own_cpu": own_cpu, "truth": built, "exited": exited, "server": server}
 
 
 def records(store: Store, query: str, case: str, **params: Any) -> list[dict]:
@@ -283,14 +286,14 @@ UNKNOWN_BUSY = {"pool": ("interpreter start-up", "imports", "child processes' ow
 @retried
 def test_breakdown_matches_the_truth(accuracy, case: str) -> None:
     truth: Truth = accuracy["truth"][case]
-    expected = reference.breakdown(truth.spans, TRACE, truth.cpu)
+    expected = reference.breakdown(truth.spans, TRACE, truth.cpu, exited=accuracy["exited"][case])
     measured = {r["category"]: r for r in records(accuracy["store"], "breakdown", case)}
     figures = {}
     for category in reference.CATEGORIES:
         figures[f"{category} (wall)"] = (measured[category]["wall_ms"], expected[category][0])
         if category not in UNKNOWN_BUSY.get(case, ()):
             figures[f"{category} (busy)"] = (measured[category]["busy_ms"], expected[category][1])
-    figures["total"] = (measured["total"]["wall_ms"], truth.ms(truth.main.last))
+    figures["total"] = (measured["total"]["wall_ms"], accuracy["exited"][case])
     check(figures)
 
 
@@ -300,7 +303,7 @@ def test_breakdown_with_the_threads_own_cpu_clocks_matches_the_truth(accuracy, c
     """The same figures, the sampler's CPU samples replaced by the workload's own CPU clock readings:
     what is left is the spans and the rule (the test above adds the sampler)."""
     truth: Truth = accuracy["truth"][case]
-    expected = reference.breakdown(truth.spans, TRACE, truth.cpu)
+    expected = reference.breakdown(truth.spans, TRACE, truth.cpu, exited=accuracy["exited"][case])
     measured = {r["category"]: r for r in records(accuracy["own_cpu"], "breakdown", case)}
     figures = {f"{category} (wall)": (measured[category]["wall_ms"], expected[category][0])
                for category in reference.CATEGORIES}
@@ -342,6 +345,9 @@ def test_critical_path_matches_the_truth(accuracy, case: str) -> None:
     rows = ground_truth.critical_path(truth.spans)
     figures = path_figures(truth, measured, rows)
     figures["wall"] = (measured[0]["on_path_ms"], truth.ms(truth.main.last))
+    # after the main process's last line, until `run` saw it exit: its teardown, the path's last row
+    teardown, _ = figures.get("self: main teardown", (0.0, 0.0))
+    figures["self: main teardown"] = (teardown, accuracy["exited"][case] - truth.ms(truth.main.last))
     check(figures)
     roles = {truth.role(row["pid"]) for row in measured}
     assert not roles & {"unknown", "unmeasured"}, "a process nobody waits on (the resource tracker?) is on the path"

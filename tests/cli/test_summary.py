@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from selfopt_trace import summary
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
@@ -112,3 +114,30 @@ def test_untraced_waits_that_dominate_say_how_to_see_where(cli) -> None:
         "import time\nend = time.perf_counter() + 0.3\nwhile time.perf_counter() < end: pass"))
     assert spins.returncode == 0, spins.stderr
     assert not [note for note in json.loads(spins.stdout)["notes"] if note.startswith("untraced waits")]
+
+
+SLOW_TEARDOWN = """
+import time
+
+class Slow:  # a module global, finalized after the exit handlers (the agent's last record among them)
+    def __del__(self, sleep=time.sleep):
+        sleep(0.4)
+
+slow = Slow()
+"""
+
+
+def test_a_teardown_after_the_last_record_is_interpreter_teardown_with_a_note(cli) -> None:
+    from tests.cli.conftest import python
+
+    done = cli("run", "--export", "never", "--json", "--", *python(SLOW_TEARDOWN))
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    with Store(cli.db, read_only=True) as store:
+        rows = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": printed["run_id"]}).records()}
+        _, [(process_ms,)] = store.sql("SELECT duration_ns / 1e6 FROM spans WHERE name = 'process'")
+    assert 400 <= rows["interpreter teardown"] < 400 + 100, rows
+    assert rows["total"] == pytest.approx(printed["wall_ms"], abs=0.01)
+    assert rows["total"] == pytest.approx(process_ms + rows["interpreter teardown"], abs=0.01)
+    (note,) = [note for note in printed["notes"] if note.startswith("interpreter teardown is")]
+    assert "os._exit()" in note and f"query subprocess --run {printed['run_id']}" in note
