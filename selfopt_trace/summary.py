@@ -54,7 +54,9 @@ _SAME_PROCESS = """s.source_file IS NOT DISTINCT FROM p.source_file AND s.pid IS
        AND (s.resource_attributes->>'host.name') IS NOT DISTINCT FROM (p.resource_attributes->>'host.name')"""
 
 # One row per traced process: its span, start-up (its interpreter.startup child), top-level import
-# time (imports not inside another import, in the same process) and exit.
+# time (imports not inside another import, in the same process), exit, and teardown: from its span's
+# end (the agent's last record) until its spawner saw it exit (the end of the subprocess span that
+# started it), or, for CMD's own process, until `run` did (runs.end_ns).
 PROCESSES_SQL = f"""
 WITH startup AS (
     SELECT parent_span_id AS span_id, sum(duration_ns) AS ns FROM spans
@@ -74,10 +76,16 @@ SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.resource_attributes-
        p.attributes->'process.command_args' AS command_args,
        TRY_CAST(p.attributes->>'process.exit.code' AS INTEGER) AS exit_code,
        coalesce(TRY_CAST(p.attributes->>'selfopt_trace.overhead_ns' AS BIGINT), 0) AS overhead_ns,
-       coalesce(startup.ns, 0) AS startup_ns, coalesce(imports.ns, 0) AS import_ns
+       coalesce(startup.ns, 0) AS startup_ns, coalesce(imports.ns, 0) AS import_ns,
+       CASE WHEN NOT p.incomplete AND coalesce(spawn.end_ns, cmd.end_ns) >= p.end_ns  -- else not waited for
+            THEN coalesce(spawn.end_ns, cmd.end_ns) - p.end_ns END AS teardown_ns
 FROM spans p
 LEFT JOIN startup ON startup.span_id = p.span_id
 LEFT JOIN imports ON imports.span_id = p.span_id
+LEFT JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = p.parent_span_id
+                        AND spawn.category = 'subprocess' AND spawn.name <> 'exec'
+LEFT JOIN runs AS cmd ON cmd.run_id = $run_id AND cmd.pid = p.pid AND spawn.span_id IS NULL
+                     AND NOT EXISTS (SELECT 1 FROM spans AS x WHERE x.run_id = $run_id AND x.span_id = p.parent_span_id)
 WHERE p.run_id = $run_id AND p.name = 'process' AND p.category = 'process'
 ORDER BY p.start_ns
 """
@@ -109,6 +117,7 @@ class ProcessRow:
     overhead_ns: int
     startup_ns: int
     import_ns: int
+    teardown_ns: int | None  # after its span's end until its exit was seen; None where unknown
 
     @property
     def run_ns(self) -> int:
@@ -186,6 +195,7 @@ class RunSummary:
                 {"pid": p.pid, "name": p.command, "command": p.command_line, "command_args": p.command_args,
                  "duration_ms": _ms(p.duration_ns),
                  "startup_ms": _ms(p.startup_ns), "imports_ms": _ms(p.import_ns), "run_ms": _ms(p.run_ns),
+                 "teardown_ms": None if p.teardown_ns is None else _ms(p.teardown_ns),
                  "exit_code": p.exit_code, "incomplete": p.incomplete}
                 for p in self.slowest
             ],
@@ -206,10 +216,10 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
     out = []
     for row in rows:
         (span_id, parent, pid, source_file, host, start, end, duration, incomplete, command, args, exit_code,
-         overhead, startup, imports) = row
+         overhead, startup, imports, teardown) = row
         out.append(ProcessRow(span_id, parent, pid, (source_file, pid, host), start or 0, end or 0, duration or 0, bool(incomplete),
                               command or "process", json.loads(args) if args else [], exit_code,
-                              int(overhead), int(startup), int(imports)))
+                              int(overhead), int(startup), int(imports), None if teardown is None else int(teardown)))
     return out
 
 
@@ -375,7 +385,7 @@ def render(summary: RunSummary, console: Console) -> None:
     console.print(_category_table(summary.by_category, wall, console.width))
     if summary.slowest:
         console.print()
-        console.print(_slowest_table(summary.slowest))
+        console.print(_slowest_table(summary.slowest, console.width))
     for note in summary.notes:
         console.print(Text.assemble(("note: ", "yellow"), note))
     if summary.next_commands:
@@ -459,15 +469,18 @@ def _shell_words(command: str) -> list[str]:
     return words + ([current] if current else [])
 
 
-def _slowest_table(rows: list[ProcessRow]) -> Table:
+def _slowest_table(rows: list[ProcessRow], width: int) -> Table:
     """One line per process: the figures keep their width, the process's label takes what is left
-    of the line (the only column rich may narrow) and is cut with an ellipsis."""
+    of the line (the only column rich may narrow) and is cut with an ellipsis. Under 80 columns the
+    teardown is left out, so that the label keeps room to be read (`tree` and `--json` have it)."""
     table = Table(title=f"Slowest processes (top {SLOWEST})", title_justify="left", box=None, padding=(0, 1, 0, 0),
                   header_style="bold")
+    teardown = width >= 80
+    names = ("process", "pid", "total", "start-up", "imports", "run", *(("teardown",) if teardown else ()), "exit")
     cells = [[row.label, str(row.pid or "-"), format_ns(row.duration_ns), format_ns(row.startup_ns),
-              format_ns(row.import_ns), format_ns(row.run_ns),
+              format_ns(row.import_ns), format_ns(row.run_ns), *((format_ns(row.teardown_ns),) if teardown else ()),
               describe_exit(row.exit_code) + (" (incomplete)" if row.incomplete else "")] for row in rows]
-    for i, name in enumerate(("process", "pid", "total", "start-up", "imports", "run", "exit")):
+    for i, name in enumerate(names):
         if i == 0:
             table.add_column(name, max_width=60)
         else:

@@ -336,6 +336,7 @@ def build_tree(run_id: str, command: str | None, start_ns: int, processes: list,
             details = [f"{call.name} {format_ns(call.duration_ns)}" if call else None,
                        f"pid {node.pid}", f"start-up {format_ns(node.startup_ns)}", f"imports {format_ns(node.import_ns)}",
                        f"run {format_ns(node.run_ns)}",
+                       f"teardown {format_ns(node.teardown_ns)}" if node.teardown_ns is not None else None,
                        f"exit {describe_exit(exit_code)}" if exit_code is not None else None,
                        "incomplete" if node.incomplete else None]
         text.append("  (" + ", ".join(d for d in details if d) + ")", style="dim")

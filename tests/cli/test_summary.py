@@ -139,5 +139,7 @@ def test_a_teardown_after_the_last_record_is_interpreter_teardown_with_a_note(cl
     assert 400 <= rows["interpreter teardown"] < 400 + 100, rows
     assert rows["total"] == pytest.approx(printed["wall_ms"], abs=0.01)
     assert rows["total"] == pytest.approx(process_ms + rows["interpreter teardown"], abs=0.01)
+    (process,) = printed["slowest_processes"]
+    assert process["teardown_ms"] == pytest.approx(rows["interpreter teardown"], abs=0.01)
     (note,) = [note for note in printed["notes"] if note.startswith("interpreter teardown is")]
     assert "os._exit()" in note and f"query subprocess --run {printed['run_id']}" in note
