@@ -126,22 +126,24 @@ def _sql_file(name: str) -> str:
 
 _TEMP_MACRO = re.compile(r"\bCREATE\s+OR\s+REPLACE\s+TEMP(?:ORARY)?\s+MACRO\b", re.IGNORECASE)
 
-# The newest tables of schema.sql: a file a new version created or upgraded has them all.
+# The newest tables and columns of schema.sql: a file a new version created or upgraded has them all.
 _NEWEST_TABLES = ("cpu_samples", "exports", "samples", "stack_frames", "stack_numbers")
+_NEWEST_COLUMNS = (("runs", "pid"),)
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+def _has_table(con: duckdb.DuckDBPyConnection, name: str, column: str = "1") -> bool:
     # Binding the name, not listing duckdb_tables(): that loads the whole catalog (~9 ms the first time).
     try:
-        con.execute(f"SELECT 1 FROM {name} LIMIT 0")
-    except duckdb.CatalogException:
+        con.execute(f"SELECT {column} FROM {name} LIMIT 0")
+    except (duckdb.CatalogException, duckdb.BinderException):
         return False
     return True
 
 
 def _has_current_schema(con: duckdb.DuckDBPyConnection) -> bool:
-    """The newest tables of schema.sql are there (a file a new version created or upgraded)."""
-    return all(_has_table(con, name) for name in _NEWEST_TABLES)
+    """The newest tables and columns of schema.sql are there (a file a new version created or upgraded)."""
+    return all(_has_table(con, name) for name in _NEWEST_TABLES) \
+        and all(_has_table(con, table, column) for table, column in _NEWEST_COLUMNS)
 
 
 def _schema_text() -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
-from tests.queries.builder import RunBuilder
+from tests.queries.builder import RunBuilder, at
 
 
 def test_an_older_database_opened_read_only_is_upgraded_once_and_answers_every_query(tmp_path: Path) -> None:
@@ -30,6 +30,23 @@ def test_an_older_database_opened_read_only_is_upgraded_once_and_answers_every_q
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'cpu_samples'").fetchone() == (1,)
     con.close()
+
+
+def test_an_older_database_without_cmd_s_pid_is_upgraded_read_only_and_keeps_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    run = RunBuilder()
+    run.process(100, 0, 50)
+    with Store(path) as store:
+        run_id = run.load(store, tmp_path, end_ns=at(80), pid=100)
+        assert store.query("breakdown", {"run_id": run_id}).records()[-1]["wall_ms"] == 80  # CMD's teardown
+    con = duckdb.connect(str(path))  # every table there, but runs without `pid`
+    con.execute("ALTER TABLE runs DROP COLUMN pid; UPDATE store_schema SET schema_sql = '-- an older version'")
+    con.close()
+    with Store(path, read_only=True) as store:
+        for query in ("breakdown", "critical_path", "process_tree", "subprocess"):
+            assert run_query(store, query, {"run_id": run_id}).records(), query
+        assert store.query("breakdown", {"run_id": run_id}).records()[-1]["wall_ms"] == 50  # pid unknown: no teardown
+        assert store.sql("SELECT run_id, pid FROM runs")[1] == [(run_id, None)]
 
 
 def _profiled_run(root: Path, run_id: str, seed: int) -> tuple[Path, dict[int, tuple]]:
