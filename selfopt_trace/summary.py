@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 OWN_WORK = "own work"
-OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, teardown)
+OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, a shell CMD)
 UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the CPU outside any recorded call
 WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
@@ -37,10 +37,9 @@ SLOWEST = 10
 # ~400 M instructions (docs/benchmarks.md, "Command line"). tests/cli/test_summary.py checks the
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
-                        "http server time", "subprocess spawn overhead", "interpreter teardown",
-                        "child processes' own work",
+                        "http server time", "subprocess spawn overhead", TEARDOWN, "child processes' own work",
                         "container start-up", OWN_WORK, "untraced child processes", "untraced http servers",
-                        "untraced waits", OUTSIDE)
+                        UNTRACED_WAITS, OUTSIDE)
 # Up to this many spans in the whole store, the summary's queries run without DuckDB's optimizer: on
 # a small store planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same
 # results), while on a large one filter pushdown is what keeps each scan to the run's own spans (that
