@@ -151,13 +151,18 @@ pieces AS MATERIALIZED (
 ),
 -- The pieces of a wait on traced child processes after every one of them ended (their process
 -- spans: the agent's last record), until the wait returned: the interpreters' teardown and the
--- reaping (the subprocess query's teardown_ms).
+-- reaping (the subprocess query's teardown_ms). Not after a child killed before its last record
+-- (its span incomplete, ended at the last time known): that is its spawn overhead, as before.
+killed AS (
+    SELECT hash(span_id) AS id FROM spans
+    WHERE run_id = $run_id AND category = 'process' AND name = 'process' AND incomplete
+),
 teardown_pieces AS (
     SELECT p.unit, p.p0, p.p1
     FROM pieces AS p
-    JOIN (SELECT e.waiter, max(t.re) AS ended FROM edges AS e JOIN linked AS t ON t.id = e.target GROUP BY e.waiter)
-        AS x ON x.waiter = p.waiter
-    WHERE p.n_live = 0 AND p.code = 7 AND p.p0 >= x.ended
+    JOIN (SELECT e.waiter, max(t.re) AS ended, bool_or(t.id IN (SELECT id FROM killed)) AS any_killed
+          FROM edges AS e JOIN linked AS t ON t.id = e.target GROUP BY e.waiter) AS x ON x.waiter = p.waiter
+    WHERE p.n_live = 0 AND p.code = 7 AND p.p0 >= x.ended AND NOT x.any_killed
 ),
 -- The weight reaching each unit, as (unit, a, b, w) segments: from the top, then through every
 -- piece of a wait with something alive, shared between the things alive.

@@ -61,15 +61,18 @@ class RunBuilder:
         return span_id
 
     def process(self, pid: int, start_ms: float, end_ms: float, parent: str = "", command: str = "main.py",
-                trace: str = TRACE, image: str = "", end_attributes: dict[str, Any] | None = None) -> str:
-        """A process span, written as the agent writes it (S at start, E at exit)."""
+                trace: str = TRACE, image: str = "", end_attributes: dict[str, Any] | None = None,
+                killed: bool = False) -> str:
+        """A process span, written as the agent writes it (S at start, E at exit; `killed`: no E, the
+        loader closes it at the last time known for its file)."""
         span_id = sid(self._next)
         self._next += 1
         file = self._file(pid, image)
         attributes = {"process.pid": pid, "process.command": command}
         first = start(span_id, parent, "process", "process", at(start_ms), attributes)
         self.files[file].append(first.replace(TRACE, trace) if trace != TRACE else first)
-        self.files[file].append(end(span_id, at(end_ms), "UNSET", {"process.exit.code": 0, **(end_attributes or {})}))
+        if not killed:
+            self.files[file].append(end(span_id, at(end_ms), "UNSET", {"process.exit.code": 0, **(end_attributes or {})}))
         self.spans.append(Span(span_id, parent, "process", "process", "INTERNAL", start_ms, end_ms, file, trace,
                                {**attributes, **(end_attributes or {})}))
         return span_id

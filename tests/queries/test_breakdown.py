@@ -103,6 +103,20 @@ def test_a_child_s_teardown_and_cmd_s_own_are_interpreter_teardown(store: Store,
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
+def test_waiting_on_a_child_killed_before_its_last_record_is_no_teardown(store: Store, tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    call = run.span(100, "subprocess", "subprocess", 10, 60, main, kind="CLIENT",
+                    attributes={"selfopt_trace.spawn_ns": 2_000_000})
+    child = run.process(200, 13, 0, call, command="child.py", killed=True)  # its file's last time known: 40
+    run.span(200, "interpreter.startup", "startup", 13, 40, child)
+    run.span(100, "Popen.wait", "wait", 12, 60, main, attributes={"selfopt_trace.wait.on": [call]})
+    run_id = run.load(store, tmp_path)
+    assert store.sql("SELECT incomplete, end_ns FROM spans WHERE pid = 200 AND name = 'process'")[1] == [(True, at(40))]
+    assert_figures(breakdown(store, run_id), {  # 40-60: the child's after its last record, not known as teardown
+        "own work": (50, 50), "subprocess spawn overhead": (23, 23), "interpreter start-up": (27, 27)})
+
+
 @pytest.mark.parametrize("pid, what", [(99, "a shell's"), (None, "unknown")])
 def test_after_a_root_that_is_not_cmd_the_rest_is_outside_traced_processes(store: Store, tmp_path: Path,
                                                                            pid: int | None, what: str) -> None:
