@@ -31,6 +31,7 @@ UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the C
 WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
 TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, the summary says what it is and where to look
+NOTE_MIN_NS = 50_000_000  # and at least this much: a 50 ms script's 7 ms of teardown is not worth a note
 SLOWEST = 10
 # The breakdown's categories in its order (queries/breakdown.sql, `names`). A run without spans has
 # nothing to break down: each is 0, and the summary does not run the query, whose planning alone is
@@ -285,7 +286,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str]) -> RunSu
 def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
     """How to see where the run waited, when untraced waits are a large share of its wall time: the
     breakdown knows the followed thread was off the CPU, not on what; py-spy's idle stacks say where."""
-    if wall_ns <= 0 or waited_ns < WAITS_NOTE_SHARE * wall_ns:
+    if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
         return []
     share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
             "outside any recorded call (a lock, an event, a queue, a socket, a sleep in a thread)"
@@ -299,7 +300,7 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
 
 def _teardown_note(run_id: str, teardown_ns: int, wall_ns: int) -> list[str]:
     """What a large interpreter teardown is: time after the processes' last line, which no span shows."""
-    if wall_ns <= 0 or teardown_ns < TEARDOWN_NOTE_SHARE * wall_ns:
+    if wall_ns <= 0 or teardown_ns < max(TEARDOWN_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
         return []
     return [f"interpreter teardown is {100 * teardown_ns / wall_ns:.0f} % of the wall time: processes finalizing "
             "after their last line (module teardown, freeing the heap) while the run waited for them to exit; "

@@ -143,3 +143,14 @@ def test_a_teardown_after_the_last_record_is_interpreter_teardown_with_a_note(cl
     assert process["teardown_ms"] == pytest.approx(rows["interpreter teardown"], abs=0.01)
     (note,) = [note for note in printed["notes"] if note.startswith("interpreter teardown is")]
     assert "os._exit()" in note and f"query subprocess --run {printed['run_id']}" in note
+
+
+def test_a_short_run_s_teardown_gets_no_note(cli) -> None:
+    from tests.cli.conftest import python
+
+    done = cli("run", "--export", "never", "--json", "--", *python(SLOW_TEARDOWN.replace("sleep(0.4)", "sleep(0.02)")))
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    teardown = printed["time_by_category_ms"][summary.TEARDOWN]
+    assert teardown >= 20 and teardown / printed["wall_ms"] >= summary.TEARDOWN_NOTE_SHARE  # a share worth a note
+    assert not [note for note in printed["notes"] if note.startswith("interpreter teardown")]  # not 50 ms
