@@ -148,3 +148,4 @@ FROM (
            round((exited_ns - path_end) / 1e6, 3), path_end, 1
     FROM teardown)
 ORDER BY at_ns, depth
+LIMIT $limit
