@@ -29,72 +29,9 @@
 --   on_path_ms            how long it is on the path (its own time and its children's)
 --   self_ms               time on the path in none of its children: what shortening it can save
 --   duration_ms           the span's whole duration
-WITH RECURSIVE
-activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
-    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on, unit,
-           is_wait AND waits_on IS NULL AS idle  -- a wait on nothing traced (a flag: idled reads no list)
-    FROM run_activity($run_id)
-),
-waited AS (  -- each unit waited on, clipped to each wait on it
-    SELECT t.id, w.id AS parent, greatest(t.rs, w.rs) AS cs, least(t.re, w.re) AS ce
-    FROM (SELECT id, rs, re, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
-    JOIN activity AS t ON t.id = w.target
-),
--- (child, parent) pairs, the child clipped to its parent: top-level spans are children of the run
--- (id 0); a unit waited on is a child of each wait on it.
-clipped AS (
-    SELECT id, coalesce(parent, 0::UBIGINT) AS parent,
-           greatest(rs, coalesce(parent_rs, rs)) AS cs, least(re, coalesce(parent_re, re)) AS ce
-    FROM activity
-    WHERE NOT is_root OR is_top
-    UNION ALL
-    FROM waited
-),
--- Units waited on that are idle at their clipped end, and since when: where their work ended.
-idled AS (
-    SELECT w.id, w.parent, min(i.rs) AS since
-    FROM waited AS w
-    JOIN (FROM activity WHERE idle) AS i ON i.unit = w.id AND i.rs < w.ce AND i.re >= w.ce
-    GROUP BY w.id, w.parent
-),
-ordered AS (  -- siblings in start order (the longest first at equal starts)
-    SELECT *, lag(ce) OVER w AS previous_end, lead(cs) OVER w AS next_start
-    FROM clipped
-    WHERE ce > cs
-    WINDOW w AS (PARTITION BY parent ORDER BY cs, ce DESC, id)
-),
-overlapping AS (  -- parents whose children overlap (in start order, neighbours do whenever any do)
-    SELECT DISTINCT parent FROM ordered WHERE cs < previous_end
-),
--- The children that end later than all those started before them, with the next one's start.
--- Children that never overlap all do; only the (few) overlapping families need the full test. Of
--- children that end together, the one whose work ended last comes first (then span id).
-chain AS MATERIALIZED (
-    SELECT id, parent, cs, ce, next_start FROM ordered WHERE parent NOT IN (SELECT parent FROM overlapping)
-    UNION ALL
-    SELECT id, parent, cs, ce, lead(cs) OVER (PARTITION BY parent ORDER BY cs, ce DESC, worked DESC, id)
-    FROM (SELECT *, max((ce, worked)) OVER (PARTITION BY parent ORDER BY cs, ce DESC, worked DESC, id
-                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_end
-          FROM (SELECT o.*, coalesce(k.since, o.ce) AS worked
-                FROM ordered AS o
-                LEFT JOIN idled AS k ON k.id = o.id AND k.parent = o.parent
-                WHERE o.parent IN (SELECT parent FROM overlapping)))
-    WHERE earlier_end IS NULL OR (ce, worked) > earlier_end
-),
--- A unit waited on more than once (a child polled with Popen.wait(timeout)) is on the path once
--- per wait: each occurrence is told apart by its parent's occurrence (parent, parent_start).
-path(id, parent, parent_start, depth, path_start, path_end) AS (
-    SELECT 0::UBIGINT, NULL::UBIGINT, NULL::BIGINT, 0, min(cs), max(ce) FROM chain WHERE parent = 0
-    UNION ALL
-    SELECT c.id, p.id, p.path_start, p.depth + 1, greatest(c.cs, p.path_start),
-           least(c.ce, coalesce(c.next_start, c.ce), p.path_end)
-    FROM path AS p
-    JOIN chain AS c ON c.parent = p.id
-    WHERE least(c.ce, coalesce(c.next_start, c.ce), p.path_end) > greatest(c.cs, p.path_start)
-      AND p.depth < 1000
-),
-path_rows AS MATERIALIZED (  -- a recursive CTE is computed again at each use
-    SELECT * FROM path
+WITH
+path_rows AS MATERIALIZED (  -- selfopt_trace/store/macros.sql
+    SELECT * FROM critical_path_rows($run_id)
 ),
 children_on_path AS (
     SELECT parent, parent_start, sum(path_end - path_start) AS ns
@@ -114,15 +51,12 @@ shown AS (
     ORDER BY path_start, depth
     LIMIT $limit
 ),
-shown_starts AS (  -- a span's start: the names below are read only for spans starting then
-    SELECT rs AS start_ns FROM activity WHERE id IN (SELECT id FROM shown)
-),
 teardown AS (  -- CMD's teardown after the path (its process span) ends, as breakdown.sql's root_exit
     SELECT s.pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, r.end_ns AS exited_ns
     FROM runs AS r
     JOIN spans AS s ON s.run_id = r.run_id AND s.pid = r.pid AND s.name = 'process' AND s.category = 'process'
     WHERE r.run_id = $run_id AND NOT s.incomplete AND s.end_ns <= r.end_ns
-      AND hash(s.span_id) IN (SELECT id FROM activity WHERE is_top)
+      AND hash(s.span_id) IN (SELECT id FROM path_rows WHERE depth = 1)  -- a top-level span on the path
       AND r.end_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
 )
 SELECT span, category, pid, start_ms, on_path_ms, self_ms, duration_ms
@@ -138,7 +72,7 @@ FROM (
         SELECT DISTINCT ON (id) id, name, category, pid, start_ns, end_ns
         FROM (SELECT hash(span_id) AS id, name, category, pid, start_ns, end_ns, run_id = $run_id AS own
               FROM spans
-              WHERE (run_id = $run_id OR kind = 'SERVER') AND start_ns IN (SELECT start_ns FROM shown_starts))
+              WHERE (run_id = $run_id OR kind = 'SERVER') AND hash(span_id) IN (SELECT id FROM shown))
         WHERE id IN (SELECT id FROM shown)
         ORDER BY id, own DESC) AS n ON n.id = o.id
     UNION ALL

@@ -293,9 +293,9 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
     profiled_idle = store.sql("SELECT count(*) > 0 FROM samples WHERE run_id = $run_id AND idle",
                               {"run_id": run_id})[1][0][0]
     if profiled_idle:
-        return [f"{share}; the lines that waited: `selfopt-trace query hot_frames --run {run_id} -p idle=true`"]
+        return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
     return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
-            "then `selfopt-trace query hot_frames -p idle=true`"]
+            "then `selfopt-trace query waits`"]
 
 
 def _teardown_note(run_id: str, teardown_ns: int, wall_ns: int) -> list[str]:

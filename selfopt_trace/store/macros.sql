@@ -274,3 +274,76 @@ SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns,
        c.sort = 13 AS is_wait
 FROM coded AS c
 LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;
+
+-- critical_path_rows(for_run): the critical path of a run (queries/critical_path.sql says how it is
+-- walked), one row per span on it: id (a hashed span id, as run_activity's; 0 for the run itself,
+-- the first row), parent and parent_start (its parent's occurrence on the path), depth, path_start
+-- and path_end (its part of the path), rs (the span's start as activity), code (what its self time
+-- is, as run_activity numbers it). critical_path.sql shows it; waits.sql finds the lines where it
+-- waited on nothing traced.
+CREATE OR REPLACE TEMP MACRO critical_path_rows(for_run) AS TABLE
+WITH RECURSIVE
+activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_trace/store/macros.sql)
+    SELECT id, parent, is_root, is_top, rs, re, parent_rs, parent_re, waits_on, unit,
+           is_wait AND waits_on IS NULL AS idle  -- a wait on nothing traced (a flag: idled reads no list)
+    FROM run_activity(for_run)
+),
+waited AS (  -- each unit waited on, clipped to each wait on it
+    SELECT t.id, w.id AS parent, greatest(t.rs, w.rs) AS cs, least(t.re, w.re) AS ce
+    FROM (SELECT id, rs, re, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
+    JOIN activity AS t ON t.id = w.target
+),
+-- (child, parent) pairs, the child clipped to its parent: top-level spans are children of the run
+-- (id 0); a unit waited on is a child of each wait on it.
+clipped AS (
+    SELECT id, coalesce(parent, 0::UBIGINT) AS parent,
+           greatest(rs, coalesce(parent_rs, rs)) AS cs, least(re, coalesce(parent_re, re)) AS ce
+    FROM activity
+    WHERE NOT is_root OR is_top
+    UNION ALL
+    FROM waited
+),
+-- Units waited on that are idle at their clipped end, and since when: where their work ended.
+idled AS (
+    SELECT w.id, w.parent, min(i.rs) AS since
+    FROM waited AS w
+    JOIN (FROM activity WHERE idle) AS i ON i.unit = w.id AND i.rs < w.ce AND i.re >= w.ce
+    GROUP BY w.id, w.parent
+),
+ordered AS (  -- siblings in start order (the longest first at equal starts)
+    SELECT *, lag(ce) OVER w AS previous_end, lead(cs) OVER w AS next_start
+    FROM clipped
+    WHERE ce > cs
+    WINDOW w AS (PARTITION BY parent ORDER BY cs, ce DESC, id)
+),
+overlapping AS (  -- parents whose children overlap (in start order, neighbours do whenever any do)
+    SELECT DISTINCT parent FROM ordered WHERE cs < previous_end
+),
+-- The children that end later than all those started before them, with the next one's start.
+-- Children that never overlap all do; only the (few) overlapping families need the full test. Of
+-- children that end together, the one whose work ended last comes first (then span id).
+chain AS MATERIALIZED (
+    SELECT id, parent, cs, ce, next_start FROM ordered WHERE parent NOT IN (SELECT parent FROM overlapping)
+    UNION ALL
+    SELECT id, parent, cs, ce, lead(cs) OVER (PARTITION BY parent ORDER BY cs, ce DESC, worked DESC, id)
+    FROM (SELECT *, max((ce, worked)) OVER (PARTITION BY parent ORDER BY cs, ce DESC, worked DESC, id
+                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_end
+          FROM (SELECT o.*, coalesce(k.since, o.ce) AS worked
+                FROM ordered AS o
+                LEFT JOIN idled AS k ON k.id = o.id AND k.parent = o.parent
+                WHERE o.parent IN (SELECT parent FROM overlapping)))
+    WHERE earlier_end IS NULL OR (ce, worked) > earlier_end
+),
+-- A unit waited on more than once (a child polled with Popen.wait(timeout)) is on the path once
+-- per wait: each occurrence is told apart by its parent's occurrence (parent, parent_start).
+path(id, parent, parent_start, depth, path_start, path_end) AS (
+    SELECT 0::UBIGINT, NULL::UBIGINT, NULL::BIGINT, 0, min(cs), max(ce) FROM chain WHERE parent = 0
+    UNION ALL
+    SELECT c.id, p.id, p.path_start, p.depth + 1, greatest(c.cs, p.path_start),
+           least(c.ce, coalesce(c.next_start, c.ce), p.path_end)
+    FROM path AS p
+    JOIN chain AS c ON c.parent = p.id
+    WHERE least(c.ce, coalesce(c.next_start, c.ce), p.path_end) > greatest(c.cs, p.path_start)
+      AND p.depth < 1000
+)
+FROM path;

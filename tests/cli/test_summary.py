@@ -109,7 +109,7 @@ def test_untraced_waits_that_dominate_say_how_to_see_where(cli) -> None:
     assert waits.returncode == 0, waits.stderr
     printed = json.loads(waits.stdout)
     (note,) = [note for note in printed["notes"] if note.startswith("untraced waits are")]
-    assert "`selfopt-trace run --profile --idle`" in note and "hot_frames -p idle=true" in note
+    assert "`selfopt-trace run --profile --idle`" in note and "`selfopt-trace query waits`" in note
     spins = cli("run", "--export", "never", "--json", "--", *python(
         "import time\nend = time.perf_counter() + 0.3\nwhile time.perf_counter() < end: pass"))
     assert spins.returncode == 0, spins.stderr

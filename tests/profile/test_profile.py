@@ -106,7 +106,19 @@ def test_the_summary_points_a_profiled_run_s_untraced_waits_at_its_idle_frames(p
     share = result.by_category[summary.UNTRACED_WAITS] / result.wall_ns  # the phases' sleeps: 0.6 s of ~2 s
     assert share >= summary.WAITS_NOTE_SHARE, result.by_category
     assert [note for note in result.notes if note.startswith("untraced waits are")
-            and note.endswith("`selfopt-trace query hot_frames --run p1 -p idle=true`")], result.notes
+            and note.endswith("`selfopt-trace query waits --run p1`")], result.notes
+
+
+def test_waits_finds_the_lines_where_the_critical_path_waited_on_nothing_traced(profiled: Cli) -> None:
+    # each phase sleeps 0.3 s after its hot loop: in the parent, and in the child while the parent
+    # waits on it (a wait the path follows into the child, so not a wait on nothing)
+    done = profiled("query", "waits", "--run", "p1", "--format", "json")
+    assert done.returncode == 0, done.stderr.decode()
+    rows = {(r["span"], r["function"]): r for r in json.loads(done.stdout)}
+    assert set(rows) == {("phase_parent", "phase_parent"), ("phase_child", "phase_child")}, rows
+    for row in rows.values():
+        assert row["file"].endswith("hotmod.py") and row["called_from"] == "<module>"  # main.py calls it
+        assert abs(row["waited_ms"] - 300) < 30, row  # a sample's length, either side
 
 
 def test_flame_svg_renders_in_chromium_with_the_hot_function(profiled: Cli, tmp_path: Path) -> None:
