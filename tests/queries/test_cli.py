@@ -157,3 +157,30 @@ def test_an_unknown_compare_side_lists_the_runs_and_the_groups(cli: Cli) -> None
     message = done.stderr.decode()
     assert "run not found: nope; the most recent runs are:" in message
     assert "nor is it a group; the most recent groups are:\n  ga" in message
+
+
+def test_a_profile_query_on_a_run_without_its_samples_says_why_it_is_empty(cli: Cli) -> None:
+    from selfopt_trace.watchers import profile_samples as fmt
+    from tests.store.spanfiles import T0
+
+    load(cli, small_run("plain", 20))
+    for query, how in (("hot_frames", "--profile --"), ("waits", "--profile --idle --")):
+        done = cli("query", query, "--run", "plain")
+        assert done.returncode == 0 and b"(0 rows)" in done.stdout
+        assert f"run plain has no profile samples: `selfopt-trace run {how} CMD` records them".encode() in done.stderr
+    assert b"note" not in cli("query", "breakdown", "--run", "plain").stderr  # not a profile query
+    # profiled without --idle: the samples of waiting threads were left out at load
+    run = small_run("busy", 20)
+    run_dir = cli.home / "busy"
+    with Store(cli.db) as store:
+        run.load(store, cli.home)
+    (run_dir / "profile").mkdir()
+    stack = "".join(fmt.Interned().stack_lines(7, (("f", "a.py", 1),)))
+    (run_dir / fmt.SAMPLES_PATH).write_text(
+        fmt.header() + fmt.line(fmt.PROFILER, T0, 100, duration_ns=1, weight="100", name="100-1.json", message='{"idle":false}')
+        + stack + fmt.line(fmt.SAMPLE, T0 + 50_000_000, 100, 100, 1_000_000, 0.1, 7, "i", "MainThread")
+        + fmt.line(fmt.SAMPLE, T0 + 60_000_000, 100, 100, 1_000_000, 0.1, 7, "", "MainThread"))
+    assert cli("load", "--replace", str(run_dir)).returncode == 0
+    done = cli("query", "waits", "--run", "busy")
+    assert b"run busy was profiled without --idle" in done.stderr, done.stderr
+    assert b"note" not in cli("query", "hot_frames", "--run", "busy").stderr  # it has its busy sample
