@@ -17,9 +17,11 @@ from ..queries import run_query
 
 SPAN_LIMIT = 20_000
 STRUCTURAL = ("process", "startup", "subprocess", "http", "container", "phase")
-# (query, parameters, title) of the tables under the waterfall, in page order.
+# (query, parameters, title) of the tables under the waterfall, in page order (`waits` only for a run
+# profiled with --idle: without its idle samples it has nothing to say).
 TABLES = (
     ("critical_path", {"limit": 100}, "Critical path"),
+    ("waits", {}, "Untraced waits on the critical path"),
     ("subprocess", {}, "Child processes"),
     ("roundtrip", {}, "HTTP round-trips"),
     ("serialization", {}, "Serialization"),
@@ -178,7 +180,10 @@ def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, 
                   for owner, count, total, start, end in _aggregates({row[0] for row in kept}, dropped)]
     breakdown = run_query(store, "breakdown", {"run_id": run_id})
     tables = []
+    _, [(idle_samples,)] = store.sql("SELECT count(*) FROM samples WHERE run_id = $run_id AND idle", {"run_id": run_id})
     for name, extra, title in TABLES:
+        if name == "waits" and not idle_samples:
+            continue
         result = run_query(store, name, {"run_id": run_id, **extra})
         tables.append({"title": title, "query": name, "params": extra, "summary": result.query.summary,
                        "columns": result.columns, "rows": result.rows})
