@@ -42,18 +42,11 @@ coded AS MATERIALIZED (
            parent_rs, parent_re, parent_code, is_wait
     FROM run_activity($run_id)
 ),
--- When `run` saw CMD exit (run.json), where a top-level process span is CMD's own (its pid) and ended
--- as recorded: after the span's end (the agent's last record) came the interpreter's teardown.
-root_exit AS (
-    SELECT max(r.end_ns) AS exited_ns
-    FROM runs AS r
-    JOIN spans AS s ON s.run_id = r.run_id AND s.pid = r.pid AND s.name = 'process' AND s.category = 'process'
-    WHERE r.run_id = $run_id AND NOT s.incomplete AND s.end_ns <= r.end_ns
-      AND hash(s.span_id) IN (SELECT id FROM coded WHERE is_top)
-),
-run_extent AS (  -- the run's wall time: its top-level spans (normally the main process), and its root's teardown
-    SELECT start_ns, greatest(spans_end, coalesce((SELECT exited_ns FROM root_exit), spans_end)) AS end_ns,
-           greatest(0, coalesce((SELECT exited_ns FROM root_exit), spans_end) - spans_end) AS teardown_ns
+-- The run's wall time: its top-level spans (normally the main process), and CMD's teardown after its
+-- process span (selfopt_trace/store/macros.sql, cmd_exit).
+run_extent AS (
+    SELECT start_ns, greatest(spans_end, coalesce((SELECT exited_ns FROM cmd_exit($run_id)), spans_end)) AS end_ns,
+           greatest(0, coalesce((SELECT exited_ns FROM cmd_exit($run_id)), spans_end) - spans_end) AS teardown_ns
     FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end FROM coded WHERE is_top)
 ),
 -- Each span within the run (rs, re), and clipped to its same-unit parent (cs, ce).

@@ -13,7 +13,7 @@
 -- that end together (a reused pool's workers all outlive a wait on a map), the path goes through
 -- the one whose work ended last: a unit idle at that end, in a wait on nothing traced (a pool
 -- worker's read of its next task), worked until that wait began; then by span id. After CMD's own
--- process span, when `run` saw CMD exit later (breakdown.sql, root_exit): its interpreter's
+-- process span, when `run` saw CMD exit later (store/macros.sql, cmd_exit): its interpreter's
 -- teardown, a row of its own.
 --
 -- Parameters:
@@ -51,13 +51,10 @@ shown AS (
     ORDER BY path_start, depth
     LIMIT $limit
 ),
-teardown AS (  -- CMD's teardown after the path (its process span) ends, as breakdown.sql's root_exit
-    SELECT s.pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, r.end_ns AS exited_ns
-    FROM runs AS r
-    JOIN spans AS s ON s.run_id = r.run_id AND s.pid = r.pid AND s.name = 'process' AND s.category = 'process'
-    WHERE r.run_id = $run_id AND NOT s.incomplete AND s.end_ns <= r.end_ns
-      AND hash(s.span_id) IN (SELECT id FROM path_rows WHERE depth = 1)  -- a top-level span on the path
-      AND r.end_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
+teardown AS (  -- CMD's teardown after the path (its process span) ends (store/macros.sql, cmd_exit)
+    SELECT pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, exited_ns
+    FROM cmd_exit($run_id)
+    WHERE exited_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
 )
 SELECT span, category, pid, start_ms, on_path_ms, self_ms, duration_ms
 FROM (

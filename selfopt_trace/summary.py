@@ -3,7 +3,7 @@
 `summarize(store, run_id)` returns a `RunSummary`; `render(summary, console)` prints it. The time
 by category is the `breakdown` query's (queries/breakdown.sql: every instant of the traced
 processes counted once, across processes, HTTP calls and containers), plus the part of the run's
-wall time outside them (launching CMD, a non-Python parent, teardown after the last exit handler),
+wall time outside them (launching CMD, a non-Python parent around the traced processes),
 so the summary and `selfopt-trace query breakdown` always agree and the categories add up to the
 wall time.
 """
@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .bootstrap.selfopt_trace_agent.process import split_command
-from .queries import run_query
+from .queries import missing_samples, run_query
 
 if TYPE_CHECKING:
     from .store import Store
@@ -56,7 +56,7 @@ _SAME_PROCESS = """s.source_file IS NOT DISTINCT FROM p.source_file AND s.pid IS
 # One row per traced process: its span, start-up (its interpreter.startup child), top-level import
 # time (imports not inside another import, in the same process), exit, and teardown: from its span's
 # end (the agent's last record) until its spawner saw it exit (the end of the subprocess span that
-# started it), or, for CMD's own process, until `run` did (runs.end_ns).
+# started it), or, for CMD's own process, until `run` did (store/macros.sql, cmd_exit).
 PROCESSES_SQL = f"""
 WITH startup AS (
     SELECT parent_span_id AS span_id, sum(duration_ns) AS ns FROM spans
@@ -77,15 +77,14 @@ SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.resource_attributes-
        TRY_CAST(p.attributes->>'process.exit.code' AS INTEGER) AS exit_code,
        coalesce(TRY_CAST(p.attributes->>'selfopt_trace.overhead_ns' AS BIGINT), 0) AS overhead_ns,
        coalesce(startup.ns, 0) AS startup_ns, coalesce(imports.ns, 0) AS import_ns,
-       CASE WHEN NOT p.incomplete AND coalesce(spawn.end_ns, cmd.end_ns) >= p.end_ns  -- else not waited for
-            THEN coalesce(spawn.end_ns, cmd.end_ns) - p.end_ns END AS teardown_ns
+       CASE WHEN NOT p.incomplete AND coalesce(spawn.end_ns, cmd.exited_ns) >= p.end_ns  -- else not waited for
+            THEN coalesce(spawn.end_ns, cmd.exited_ns) - p.end_ns END AS teardown_ns
 FROM spans p
 LEFT JOIN startup ON startup.span_id = p.span_id
 LEFT JOIN imports ON imports.span_id = p.span_id
 LEFT JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = p.parent_span_id
                         AND spawn.category = 'subprocess' AND spawn.name <> 'exec'
-LEFT JOIN runs AS cmd ON cmd.run_id = $run_id AND cmd.pid = p.pid AND spawn.span_id IS NULL
-                     AND NOT EXISTS (SELECT 1 FROM spans AS x WHERE x.run_id = $run_id AND x.span_id = p.parent_span_id)
+LEFT JOIN cmd_exit($run_id) AS cmd ON cmd.id = hash(p.span_id)
 WHERE p.run_id = $run_id AND p.name = 'process' AND p.category = 'process'
 ORDER BY p.start_ns
 """
@@ -290,9 +289,7 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
         return []
     share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
             "outside any recorded call (a lock, an event, a queue, a socket, a sleep in a thread)"
-    profiled_idle = store.sql("SELECT count(*) > 0 FROM samples WHERE run_id = $run_id AND idle",
-                              {"run_id": run_id})[1][0][0]
-    if profiled_idle:
+    if not missing_samples(store, "waits", run_id):
         return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
     return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
             "then `selfopt-trace query waits`"]

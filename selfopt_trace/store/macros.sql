@@ -63,6 +63,22 @@ CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, dock
         ELSE 8
     END;
 
+-- cmd_exit(for_run): CMD's own process span and when `run` saw CMD exit (runs.pid and end_ns, from
+-- run.json): the last-ending process span of CMD's pid that hangs under no span of the run but an
+-- exec (a container's pid 1 may have the same number), if it ended as recorded. What came after its
+-- end (the agent's last record) is its interpreter's teardown: breakdown.sql, critical_path.sql and
+-- the summary read it here. Columns: id (hashed span id), pid, end_ns, exited_ns.
+CREATE OR REPLACE TEMP MACRO cmd_exit(for_run) AS TABLE
+SELECT id, pid, end_ns, exited_ns
+FROM (SELECT hash(s.span_id) AS id, s.pid, s.end_ns, s.incomplete, r.end_ns AS exited_ns
+      FROM runs AS r
+      JOIN spans AS s ON s.run_id = r.run_id AND s.pid = r.pid AND s.name = 'process' AND s.category = 'process'
+      WHERE r.run_id = for_run
+        AND NOT EXISTS (SELECT 1 FROM spans AS p
+                        WHERE p.run_id = for_run AND p.span_id = s.parent_span_id AND p.name <> 'exec')
+      QUALIFY row_number() OVER (ORDER BY s.end_ns DESC) = 1)
+WHERE NOT incomplete AND end_ns <= exited_ns;
+
 -- foreign_servers(for_run): the SERVER spans of other runs that answered a client of this run (a
 -- server traced as its own run), whole rows of `spans`, each once: not those the run holds itself
 -- (a run loaded again under another id holds its own server's spans), and one copy of a span that

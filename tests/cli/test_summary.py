@@ -154,3 +154,17 @@ def test_a_short_run_s_teardown_gets_no_note(cli) -> None:
     teardown = printed["time_by_category_ms"][summary.TEARDOWN]
     assert teardown >= 20 and teardown / printed["wall_ms"] >= summary.TEARDOWN_NOTE_SHARE  # a share worth a note
     assert not [note for note in printed["notes"] if note.startswith("interpreter teardown")]  # not 50 ms
+
+
+def test_cmd_s_teardown_follows_its_last_image_after_an_exec(tmp_path: Path) -> None:
+    # CMD (pid 100) execs a new image at 50: the first image's span ends there, which is no teardown
+    run = RunBuilder("exec")
+    first = run.process(100, 0, 50)
+    exec_span = run.span(100, "exec", "subprocess", 50, 50, first, kind="CLIENT")
+    run.process(100, 50.5, 100, exec_span, command="new image", image="b")
+    with Store(tmp_path / "traces.duckdb") as store:
+        run.load(store, tmp_path, end_ns=T0 + 130 * MS, pid=100)
+        rows = summary.process_rows(store, "exec")
+        breakdown = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": "exec"}).records()}
+    assert [(row.command, row.teardown_ns) for row in rows] == [("main.py", None), ("new image", 30 * MS)]
+    assert breakdown["interpreter teardown"] == 30 and breakdown["total"] == 130
