@@ -243,6 +243,24 @@ def run_query(store, name: str | Query, params: Mapping[str, Any] | None = None,
     return QueryResult(query, columns, rows)
 
 
+def missing_samples(store, query: str | Query, run_id: str) -> str | None:
+    """Why a query that reads profile samples (its summary says `run --profile`, or `--profile
+    --idle`) would find none in this run: it was not profiled, or not with --idle. None when the run
+    has what the query reads, or the query reads no samples."""
+    query = query if isinstance(query, Query) else get_query(query)
+    if "run --profile" not in query.summary:
+        return None
+    _, [(samples, idle)] = store.sql("SELECT count(*), count(*) FILTER (WHERE idle) FROM samples WHERE run_id = $run_id",
+                                     {"run_id": run_id})
+    needs_idle = "--idle" in query.summary
+    if not samples:
+        return (f"run {run_id} has no profile samples: `selfopt-trace run --profile{' --idle' if needs_idle else ''}"
+                " -- CMD` records them")
+    if needs_idle and not idle:
+        return f"run {run_id} was profiled without --idle, which keeps the samples of waiting threads this query reads"
+    return None
+
+
 def _located(query: Query, message: str) -> str:
     """DuckDB's message prefixed by the query file and, where DuckDB says it, the line."""
     line = _LINE.search(message)

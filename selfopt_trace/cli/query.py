@@ -48,7 +48,7 @@ def query(
     db: Optional[Path] = DB,
 ) -> None:
     """Run a named SQL query (queries/*.sql) on a run: breakdown, roundtrip, subprocess, imports, ..."""
-    from ..queries import get_query, load_queries, run_query
+    from ..queries import get_query, load_queries, missing_samples, run_query
 
     if list_ or name is None:
         _list_queries(load_queries(queries_dir))
@@ -59,28 +59,13 @@ def query(
         if any(p.name == "run_id" for p in named.parameters) and "run_id" not in values:
             values["run_id"] = resolve_run(store, run)
         result = run_query(store, named, values)
-        why_empty = None if result.rows or "run_id" not in values else _missing_samples(store, named, values["run_id"])
+        why_empty = None if result.rows or "run_id" not in values else missing_samples(store, named, values["run_id"])
     if output is QueryFormat.markdown:
         sys.stdout.write(markdown_table(result.columns, result.rows))
     else:
         print_rows(result.columns, result.rows, OutputFormat(output.value))
     if why_empty:
         typer.echo(f"selfopt-trace: note: {why_empty}", err=True)
-
-
-def _missing_samples(store, named, run_id: str) -> str | None:
-    """Why a query that reads profile samples (its summary says `run --profile`, or `--profile --idle`)
-    found none: the run was not profiled, or not with --idle. None when it has what the query reads."""
-    if "run --profile" not in named.summary:
-        return None
-    _, [(samples, idle)] = store.sql("SELECT count(*), count(*) FILTER (WHERE idle) FROM samples WHERE run_id = $run_id",
-                                     {"run_id": run_id})
-    if not samples:
-        return (f"run {run_id} has no profile samples: `selfopt-trace run --profile"
-                f"{' --idle' if '--idle' in named.summary else ''} -- CMD` records them")
-    if not idle and "--idle" in named.summary:
-        return f"run {run_id} was profiled without --idle, which keeps the samples of waiting threads this query reads"
-    return None
 
 
 def _key_value(item: str) -> tuple[str, str]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..queries import run_query
+from ..queries import get_query, missing_samples, run_query
 
 SPAN_LIMIT = 20_000
 STRUCTURAL = ("process", "startup", "subprocess", "http", "container", "phase")
-# (query, parameters, title) of the tables under the waterfall, in page order (`waits` only for a run
-# profiled with --idle: without its idle samples it has nothing to say).
+# (query, parameters, title) of the tables under the waterfall, in page order; a profile query's only
+# where the run has the samples it reads (`waits`: run --profile --idle).
 TABLES = (
     ("critical_path", {"limit": 100}, "Critical path"),
     ("waits", {}, "Untraced waits on the critical path"),
@@ -180,11 +180,11 @@ def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, 
                   for owner, count, total, start, end in _aggregates({row[0] for row in kept}, dropped)]
     breakdown = run_query(store, "breakdown", {"run_id": run_id})
     tables = []
-    _, [(idle_samples,)] = store.sql("SELECT count(*) FROM samples WHERE run_id = $run_id AND idle", {"run_id": run_id})
     for name, extra, title in TABLES:
-        if name == "waits" and not idle_samples:
+        query = get_query(name)
+        if missing_samples(store, query, run_id):
             continue
-        result = run_query(store, name, {"run_id": run_id, **extra})
+        result = run_query(store, query, {"run_id": run_id, **extra})
         tables.append({"title": title, "query": name, "params": extra, "summary": result.query.summary,
                        "columns": result.columns, "rows": result.rows})
     return {

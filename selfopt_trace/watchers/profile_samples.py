@@ -121,7 +121,7 @@ class Interned:
 _AGENT_DIRS = (f"/{AGENT_PACKAGE}/", f"\\{AGENT_PACKAGE}\\")
 
 
-def program_frames(frames: tuple) -> tuple:
+def _program_frames(frames: tuple) -> tuple:
     """The frames of a stack that are not the agent's (its package's files, wherever it is mounted)."""
     return tuple(frame for frame in frames if not any(part in frame[1] for part in _AGENT_DIRS))
 
@@ -185,7 +185,7 @@ def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned) -> tu
         tid, name, frames = _split_thread(pid, frames)
         known_stack = stacks.get(frames)
         if known_stack is None:
-            kept = program_frames(frames)
+            kept = _program_frames(frames)
             known_stack = stacks[frames] = (stack_id(kept) if kept else None, looks_idle(kept))
             if kept:
                 out += known.stack_lines(known_stack[0], kept)
