@@ -96,7 +96,7 @@ def run(
     target: Optional[List[str]] = typer.Option(None, "--target", "-t", metavar="MODULE:QUALNAME", rich_help_panel=_TRACING,
                                                show_default=False,
                                                help="Also make every call of this function a span (repeatable); "
-                                                    "adds to `targets` of [tool.selfopt-trace] in pyproject.toml."),
+                                                    "adds to `targets` of \\[tool.selfopt-trace] in pyproject.toml."),
     cpu_sampling: bool = typer.Option(True, "--cpu-sampling/--no-cpu-sampling", rich_help_panel=_TRACING,
                                       help="Sample every traced thread's CPU time from /proc (table cpu_samples)."),
     cpu_rate: Optional[float] = typer.Option(None, "--cpu-rate", metavar="HZ", min=1, max=1000, rich_help_panel=_TRACING,

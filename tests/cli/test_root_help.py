@@ -62,3 +62,22 @@ def test_a_commands_help_is_still_typers():
                             timeout=60, env={**os.environ, "COLUMNS": "120"})
     assert result.returncode == 0
     assert "--run-id" in result.stdout and "--no-load" in result.stdout
+
+
+def test_every_help_text_reads_as_written_under_rich_markup():
+    """typer renders help as rich markup: a `[tool.x]` in a help text would vanish from `--help`."""
+    from rich.text import Text
+
+    def commands(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from commands(sub)
+
+    swallowed = []
+    for command in commands(typer.main.get_command(app)):
+        texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        for text in texts:
+            shown = Text.from_markup(text).plain
+            if shown != text.replace("\\[", "["):
+                swallowed.append((command.name, text, shown))
+    assert not swallowed
