@@ -463,21 +463,25 @@ def _wrap(cls, name: str, make) -> None:
 def _sdk_start(subcommand: str):
     def make(original):
         def start(self, image, command=None, *args, **kwargs):
-            current = tracer.current()
-            if current is not None and current.category == "container" and current.kind == tracer.CLIENT:
-                return original(self, image, command, *args, **kwargs)  # run() calling create()
             try:
-                span, token = _sdk_span("docker " + subcommand, image, kwargs)
-            except Exception as exc:
-                tracer.exception_diagnostic("docker.sdk_failed", exc)
-                return original(self, image, command, *args, **kwargs)
-            try:
-                result = original(self, image, command, *args, **_sdk_kwargs(self, span, image, kwargs))
-            except BaseException as exc:
-                _sdk_end(span, token, exc)
+                current = tracer.current()
+                if current is not None and current.category == "container" and current.kind == tracer.CLIENT:
+                    return original(self, image, command, *args, **kwargs)  # run() calling create()
+                try:
+                    span, token = _sdk_span("docker " + subcommand, image, kwargs)
+                except Exception as exc:
+                    tracer.exception_diagnostic("docker.sdk_failed", exc)
+                    return original(self, image, command, *args, **kwargs)
+                try:
+                    result = original(self, image, command, *args, **_sdk_kwargs(self, span, image, kwargs))
+                except BaseException as exc:
+                    _sdk_end(span, token, exc)
+                    raise
+                _sdk_end(span, token, None, getattr(result, "id", None))
+                return result
+            except BaseException as exc:  # as untraced: no frame of ours
+                tracer.strip_own_frames(exc)
                 raise
-            _sdk_end(span, token, None, getattr(result, "id", None))
-            return result
 
         return start
 
@@ -487,20 +491,24 @@ def _sdk_start(subcommand: str):
 def _sdk_exec(original):
     def exec_run(self, cmd, *args, **kwargs):
         try:
-            span, token = _sdk_span("docker exec", "", kwargs, container=getattr(self, "name", "") or "")
-            environment = kwargs.get("environment")
-            if _env_keys(environment).isdisjoint((config.ENV_TRACEPARENT,)):
-                kwargs["environment"] = _add_env(environment, {config.ENV_TRACEPARENT: span.traceparent()})
-        except Exception as exc:
-            tracer.exception_diagnostic("docker.sdk_failed", exc)
-            return original(self, cmd, *args, **kwargs)
-        try:
-            result = original(self, cmd, *args, **kwargs)
-        except BaseException as exc:
-            _sdk_end(span, token, exc)
+            try:
+                span, token = _sdk_span("docker exec", "", kwargs, container=getattr(self, "name", "") or "")
+                environment = kwargs.get("environment")
+                if _env_keys(environment).isdisjoint((config.ENV_TRACEPARENT,)):
+                    kwargs["environment"] = _add_env(environment, {config.ENV_TRACEPARENT: span.traceparent()})
+            except Exception as exc:
+                tracer.exception_diagnostic("docker.sdk_failed", exc)
+                return original(self, cmd, *args, **kwargs)
+            try:
+                result = original(self, cmd, *args, **kwargs)
+            except BaseException as exc:
+                _sdk_end(span, token, exc)
+                raise
+            _sdk_end(span, token, None)
+            return result
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
             raise
-        _sdk_end(span, token, None)
-        return result
 
     return exec_run
 

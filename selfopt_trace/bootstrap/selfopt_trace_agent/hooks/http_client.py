@@ -57,22 +57,26 @@ def _own_request(connection, began: int) -> common.ClientRequest | None:
 
 def _endheaders(original):
     def endheaders(self, *args, **kwargs):
-        request = common.client_active()
-        if request is None:
-            request = _own_request(self, time_ns())
-        if request is not None:
-            t0 = time_ns()
-            request.sends += 1
-            self.__dict__[ATTR] = request
-            try:
-                _inject(self._buffer, request)
-            except Exception as exc:
-                common.hook_failed(request.library, exc)
-            common.tracer.add_overhead(time_ns() - t0)
         try:
-            return original(self, *args, **kwargs)
-        except BaseException as exc:
-            _abandon(self, exc)
+            request = common.client_active()
+            if request is None:
+                request = _own_request(self, time_ns())
+            if request is not None:
+                t0 = time_ns()
+                request.sends += 1
+                self.__dict__[ATTR] = request
+                try:
+                    _inject(self._buffer, request)
+                except Exception as exc:
+                    common.hook_failed(request.library, exc)
+                common.tracer.add_overhead(time_ns() - t0)
+            try:
+                return original(self, *args, **kwargs)
+            except BaseException as exc:
+                _abandon(self, exc)
+                raise
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
 
     return endheaders
@@ -96,20 +100,24 @@ def _inject(lines: list, request: common.ClientRequest) -> None:
 
 def _getresponse(original):
     def getresponse(self, *args, **kwargs):
-        request = self.__dict__.pop(ATTR, None)
-        if request is None:
-            return original(self, *args, **kwargs)
-        request.wait_ns = time_ns()
         try:
-            response = original(self, *args, **kwargs)
-        except BaseException as exc:
-            if request.tokens is None:
-                request.end(exc)
+            request = self.__dict__.pop(ATTR, None)
+            if request is None:
+                return original(self, *args, **kwargs)
+            request.wait_ns = time_ns()
+            try:
+                response = original(self, *args, **kwargs)
+            except BaseException as exc:
+                if request.tokens is None:
+                    request.end(exc)
+                raise
+            request.headers_ns = time_ns()
+            if request.tokens is None:  # our own span: it ends with the body
+                _owned_response(request, response)
+            return response
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        request.headers_ns = time_ns()
-        if request.tokens is None:  # our own span: it ends with the body
-            _owned_response(request, response)
-        return response
 
     return getresponse
 
@@ -134,11 +142,15 @@ def _abandon(connection, exc: BaseException) -> None:
 
 def _close_conn(original):
     def _close_conn(self, *args, **kwargs):
-        request = self.__dict__.pop(ATTR, None)
         try:
-            return original(self, *args, **kwargs)
-        finally:
-            if request is not None:
-                request.end()
+            request = self.__dict__.pop(ATTR, None)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                if request is not None:
+                    request.end()
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
 
     return _close_conn

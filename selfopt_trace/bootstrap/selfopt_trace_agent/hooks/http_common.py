@@ -233,20 +233,24 @@ def timed_connect(original):
     """Wrap a method that opens a TCP connection: a `connect` child span (DNS nested inside)."""
 
     def connect(self, *args, **kwargs):
-        request = _client.get() or self.__dict__.get(ATTR)
-        if request is None:
-            return original(self, *args, **kwargs)
-        token = _client.set(request)  # http.client's own requests are not in the context: DNS needs it
-        request.connect_started(time_ns())
         try:
-            result = original(self, *args, **kwargs)
-        except BaseException:
-            request.connect_ended(time_ns(), failed=True)
+            request = _client.get() or self.__dict__.get(ATTR)
+            if request is None:
+                return original(self, *args, **kwargs)
+            token = _client.set(request)  # http.client's own requests are not in the context: DNS needs it
+            request.connect_started(time_ns())
+            try:
+                result = original(self, *args, **kwargs)
+            except BaseException:
+                request.connect_ended(time_ns(), failed=True)
+                raise
+            finally:
+                _client.reset(token)
+            request.connect_ended(time_ns())
+            return result
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
             raise
-        finally:
-            _client.reset(token)
-        request.connect_ended(time_ns())
-        return result
 
     return connect
 
@@ -255,16 +259,20 @@ def timed_tls(original):
     """Wrap an HTTPS connect that calls a `timed_connect` first: the rest of it is the `tls` span."""
 
     def connect(self, *args, **kwargs):
-        request = _client.get() or self.__dict__.get(ATTR)
-        if request is None:
-            return original(self, *args, **kwargs)
         try:
-            result = original(self, *args, **kwargs)
-        except BaseException:
-            request.tls_ended(time_ns(), failed=True)
+            request = _client.get() or self.__dict__.get(ATTR)
+            if request is None:
+                return original(self, *args, **kwargs)
+            try:
+                result = original(self, *args, **kwargs)
+            except BaseException:
+                request.tls_ended(time_ns(), failed=True)
+                raise
+            request.tls_ended(time_ns())
+            return result
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
             raise
-        request.tls_ended(time_ns())
-        return result
 
     return connect
 
@@ -279,21 +287,25 @@ def install_dns() -> None:
         return
 
     def getaddrinfo(host, *args, **kwargs):
-        request = _client.get()
-        if request is None:
-            return original(host, *args, **kwargs)
-        t0 = time_ns()
-        status = tracer.ERROR
         try:
-            result = original(host, *args, **kwargs)
-            status = tracer.UNSET
-            return result
-        finally:
-            t1 = time_ns()
-            request.dns_ns += t1 - t0
-            if t1 - t0 >= DNS_SPAN_NS or status is tracer.ERROR:
-                tracer.record_complete("dns", CATEGORY, t0, t1, {SERVER_ADDRESS: _text(host)},
-                                       parent=request.connecting or request.span, status=status)
+            request = _client.get()
+            if request is None:
+                return original(host, *args, **kwargs)
+            t0 = time_ns()
+            status = tracer.ERROR
+            try:
+                result = original(host, *args, **kwargs)
+                status = tracer.UNSET
+                return result
+            finally:
+                t1 = time_ns()
+                request.dns_ns += t1 - t0
+                if t1 - t0 >= DNS_SPAN_NS or status is tracer.ERROR:
+                    tracer.record_complete("dns", CATEGORY, t0, t1, {SERVER_ADDRESS: _text(host)},
+                                           parent=request.connecting or request.span, status=status)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     socket.getaddrinfo = tracer.own_wrapper(getaddrinfo, original)
 

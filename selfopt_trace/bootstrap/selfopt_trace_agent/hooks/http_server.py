@@ -34,25 +34,33 @@ def _http_server(module) -> None:
 
 def _handle_one_request(original):
     def handle_one_request(self):
-        self.__dict__[ATTR] = None  # parse_request opens the span only under this method
         try:
-            result = original(self)
-        except BaseException as exc:
-            common.end_server(self.__dict__.pop(ATTR, None), exc)
+            self.__dict__[ATTR] = None  # parse_request opens the span only under this method
+            try:
+                result = original(self)
+            except BaseException as exc:
+                common.end_server(self.__dict__.pop(ATTR, None), exc)
+                raise
+            common.end_server(self.__dict__.pop(ATTR, None))
+            return result
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        common.end_server(self.__dict__.pop(ATTR, None))
-        return result
 
     return handle_one_request
 
 
 def _parse_request(original):
     def parse_request(self):
-        t0 = time_ns()
-        parsed = original(self)
-        if parsed and ATTR in self.__dict__ and self.__dict__[ATTR] is None:
-            self.__dict__[ATTR] = _begin_handler(self, t0)
-        return parsed
+        try:
+            t0 = time_ns()
+            parsed = original(self)
+            if parsed and ATTR in self.__dict__ and self.__dict__[ATTR] is None:
+                self.__dict__[ATTR] = _begin_handler(self, t0)
+            return parsed
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
 
     return parse_request
 
@@ -72,13 +80,17 @@ def _begin_handler(handler, start_ns: int) -> common.ServerRequest | None:
 
 def _send_response_only(original):
     def send_response_only(self, code, *args, **kwargs):
-        request = self.__dict__.get(ATTR)
-        if request is not None:
-            try:
-                request.status_code = int(code)
-            except Exception as exc:
-                common.hook_failed("http.server", exc)
-        return original(self, code, *args, **kwargs)
+        try:
+            request = self.__dict__.get(ATTR)
+            if request is not None:
+                try:
+                    request.status_code = int(code)
+                except Exception as exc:
+                    common.hook_failed("http.server", exc)
+            return original(self, code, *args, **kwargs)
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
 
     return send_response_only
 
@@ -87,26 +99,34 @@ def _send_response_only(original):
 
 def traced_wsgi(app, library: str):
     def wsgi_app(environ, start_response):
-        if common.server_active() is not None:
-            return app(environ, start_response)
-        request = _begin_wsgi(environ, library)
-        if request is None:
-            return app(environ, start_response)
-
-        def traced_start_response(status, headers, *exc_info):
-            try:
-                request.status_code = int(status[:3])
-            except Exception as exc:
-                common.hook_failed(library, exc)
-            return start_response(status, headers, *exc_info)
-
         try:
-            body = app(environ, traced_start_response)
-        except BaseException as exc:
-            common.end_server(request, exc)
+            if common.server_active() is not None:
+                return app(environ, start_response)
+            request = _begin_wsgi(environ, library)
+            if request is None:
+                return app(environ, start_response)
+
+            def traced_start_response(status, headers, *exc_info):
+                try:
+                    try:
+                        request.status_code = int(status[:3])
+                    except Exception as exc:
+                        common.hook_failed(library, exc)
+                    return start_response(status, headers, *exc_info)
+                except BaseException as exc:  # as untraced: no frame of ours
+                    common.tracer.strip_own_frames(exc)
+                    raise
+
+            try:
+                body = app(environ, traced_start_response)
+            except BaseException as exc:
+                common.end_server(request, exc)
+                raise
+            request.deactivate()
+            file_wrapper = environ.get("wsgi.file_wrapper")
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        request.deactivate()
-        file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
             common.end_server(request)  # the server may sendfile() it: leave its type alone
             return body
@@ -158,7 +178,11 @@ class _Body:
 def _wsgiref(module) -> None:
     def make(original):
         def run(self, application):
-            return original(self, traced_wsgi(application, "wsgiref"))
+            try:
+                return original(self, traced_wsgi(application, "wsgiref"))
+            except BaseException as exc:  # as untraced: no frame of ours
+                common.tracer.strip_own_frames(exc)
+                raise
 
         return run
 
@@ -168,8 +192,12 @@ def _wsgiref(module) -> None:
 def _gunicorn(module) -> None:
     def make(original):
         def load_wsgi(self):
-            original(self)
-            self.wsgi = traced_wsgi(self.wsgi, "gunicorn")
+            try:
+                original(self)
+                self.wsgi = traced_wsgi(self.wsgi, "gunicorn")
+            except BaseException as exc:  # as untraced: no frame of ours
+                common.tracer.strip_own_frames(exc)
+                raise
 
         return load_wsgi
 
@@ -180,21 +208,29 @@ def _gunicorn(module) -> None:
 
 def traced_asgi(app):
     async def asgi_app(scope, receive, send):
-        if scope.get("type") != "http" or common.server_active() is not None:
-            return await app(scope, receive, send)
-        request = _begin_asgi(scope)
-        if request is None:
-            return await app(scope, receive, send)
-
-        async def traced_send(message):
-            if message.get("type") == "http.response.start":
-                request.status_code = message.get("status")
-            await send(message)
-
         try:
-            await app(scope, receive, traced_send)
-        except BaseException as exc:
-            request.route = _asgi_route(scope)
+            if scope.get("type") != "http" or common.server_active() is not None:
+                return await app(scope, receive, send)
+            request = _begin_asgi(scope)
+            if request is None:
+                return await app(scope, receive, send)
+
+            async def traced_send(message):
+                try:
+                    if message.get("type") == "http.response.start":
+                        request.status_code = message.get("status")
+                    await send(message)
+                except BaseException as exc:  # as untraced: no frame of ours
+                    common.tracer.strip_own_frames(exc)
+                    raise
+
+            try:
+                await app(scope, receive, traced_send)
+            except BaseException as exc:
+                request.route = _asgi_route(scope)
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
             common.end_server(request, exc)
             raise
         request.route = _asgi_route(scope)
@@ -230,8 +266,12 @@ def _asgi_route(scope: dict) -> str | None:
 def _uvicorn(module) -> None:
     def make(original):
         def load(self):
-            original(self)
-            self.loaded_app = traced_asgi(self.loaded_app)
+            try:
+                original(self)
+                self.loaded_app = traced_asgi(self.loaded_app)
+            except BaseException as exc:  # as untraced: no frame of ours
+                common.tracer.strip_own_frames(exc)
+                raise
 
         return load
 
@@ -243,12 +283,16 @@ def _uvicorn(module) -> None:
 def _django(module) -> None:
     def make(original):
         def resolve_request(self, request):
-            match = original(self, request)
-            traced = common.server_active()
-            route = getattr(match, "route", None)
-            if traced is not None and isinstance(route, str):
-                traced.route = route if route.startswith("/") else "/" + route
-            return match
+            try:
+                match = original(self, request)
+                traced = common.server_active()
+                route = getattr(match, "route", None)
+                if traced is not None and isinstance(route, str):
+                    traced.route = route if route.startswith("/") else "/" + route
+                return match
+            except BaseException as exc:  # as untraced: no frame of ours
+                common.tracer.strip_own_frames(exc)
+                raise
 
         return resolve_request
 
@@ -258,12 +302,16 @@ def _django(module) -> None:
 def _flask(module) -> None:
     def make(original):
         def match_request(self):
-            result = original(self)
-            traced = common.server_active()
-            rule = getattr(getattr(self.request, "url_rule", None), "rule", None)
-            if traced is not None and isinstance(rule, str):
-                traced.route = rule
-            return result
+            try:
+                result = original(self)
+                traced = common.server_active()
+                rule = getattr(getattr(self.request, "url_rule", None), "rule", None)
+                if traced is not None and isinstance(rule, str):
+                    traced.route = rule
+                return result
+            except BaseException as exc:  # as untraced: no frame of ours
+                common.tracer.strip_own_frames(exc)
+                raise
 
         return match_request
 

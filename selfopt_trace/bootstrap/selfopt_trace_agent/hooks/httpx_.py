@@ -37,36 +37,44 @@ def install(target: str, module) -> None:
 
 def _send(original):
     def send(self, request, **kwargs):
-        if common.client_active() is not None:
-            return original(self, request, **kwargs)
-        traced = common.begin_client(LIBRARY, request.method, str(request.url))
-        if traced is None:
-            return original(self, request, **kwargs)
         try:
-            response = original(self, request, **kwargs)
-        except BaseException as exc:
-            traced.end(exc)
+            if common.client_active() is not None:
+                return original(self, request, **kwargs)
+            traced = common.begin_client(LIBRARY, request.method, str(request.url))
+            if traced is None:
+                return original(self, request, **kwargs)
+            try:
+                response = original(self, request, **kwargs)
+            except BaseException as exc:
+                traced.end(exc)
+                raise
+            _finish(traced, response, body_read=not kwargs.get("stream", False))
+            return response
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        _finish(traced, response, body_read=not kwargs.get("stream", False))
-        return response
 
     return send
 
 
 def _send_async(original):
     async def send(self, request, **kwargs):
-        if common.client_active() is not None:
-            return await original(self, request, **kwargs)
-        traced = common.begin_client(LIBRARY, request.method, str(request.url))
-        if traced is None:
-            return await original(self, request, **kwargs)
         try:
-            response = await original(self, request, **kwargs)
-        except BaseException as exc:
-            traced.end(exc)
+            if common.client_active() is not None:
+                return await original(self, request, **kwargs)
+            traced = common.begin_client(LIBRARY, request.method, str(request.url))
+            if traced is None:
+                return await original(self, request, **kwargs)
+            try:
+                response = await original(self, request, **kwargs)
+            except BaseException as exc:
+                traced.end(exc)
+                raise
+            _finish(traced, response, body_read=not kwargs.get("stream", False))
+            return response
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        _finish(traced, response, body_read=not kwargs.get("stream", False))
-        return response
 
     return send
 
@@ -106,42 +114,58 @@ def _before_send(request) -> None:
 
 def _send_request_headers(original):
     def _send_request_headers(self, request, *args, **kwargs):
-        _before_send(request)
-        return original(self, request, *args, **kwargs)
+        try:
+            _before_send(request)
+            return original(self, request, *args, **kwargs)
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
 
     return _send_request_headers
 
 
 def _send_request_headers_async(original):
     async def _send_request_headers(self, request, *args, **kwargs):
-        _before_send(request)
-        return await original(self, request, *args, **kwargs)
+        try:
+            _before_send(request)
+            return await original(self, request, *args, **kwargs)
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
 
     return _send_request_headers
 
 
 def _receive_response_headers(original):
     def _receive_response_headers(self, *args, **kwargs):
-        traced = common.client_active()
-        if traced is None:
-            return original(self, *args, **kwargs)
-        traced.wait_ns = time_ns()
-        result = original(self, *args, **kwargs)
-        traced.headers_ns = time_ns()
-        return result
+        try:
+            traced = common.client_active()
+            if traced is None:
+                return original(self, *args, **kwargs)
+            traced.wait_ns = time_ns()
+            result = original(self, *args, **kwargs)
+            traced.headers_ns = time_ns()
+            return result
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
 
     return _receive_response_headers
 
 
 def _receive_response_headers_async(original):
     async def _receive_response_headers(self, *args, **kwargs):
-        traced = common.client_active()
-        if traced is None:
-            return await original(self, *args, **kwargs)
-        traced.wait_ns = time_ns()
-        result = await original(self, *args, **kwargs)
-        traced.headers_ns = time_ns()
-        return result
+        try:
+            traced = common.client_active()
+            if traced is None:
+                return await original(self, *args, **kwargs)
+            traced.wait_ns = time_ns()
+            result = await original(self, *args, **kwargs)
+            traced.headers_ns = time_ns()
+            return result
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
 
     return _receive_response_headers
 
@@ -150,32 +174,40 @@ def _timed_connect_async(original):
     """common.timed_connect for anyio's coroutine (names resolve in a worker thread: no `dns` span)."""
 
     async def connect_tcp(self, *args, **kwargs):
-        traced = common.client_active()
-        if traced is None:
-            return await original(self, *args, **kwargs)
-        traced.connect_started(time_ns())
         try:
-            stream = await original(self, *args, **kwargs)
-        except BaseException:
-            traced.connect_ended(time_ns(), failed=True)
+            traced = common.client_active()
+            if traced is None:
+                return await original(self, *args, **kwargs)
+            traced.connect_started(time_ns())
+            try:
+                stream = await original(self, *args, **kwargs)
+            except BaseException:
+                traced.connect_ended(time_ns(), failed=True)
+                raise
+            traced.connect_ended(time_ns())
+            return stream
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        traced.connect_ended(time_ns())
-        return stream
 
     return connect_tcp
 
 
 def _timed_tls_async(original):
     async def start_tls(self, *args, **kwargs):
-        traced = common.client_active()
-        if traced is None:
-            return await original(self, *args, **kwargs)
         try:
-            stream = await original(self, *args, **kwargs)
-        except BaseException:
-            traced.tls_ended(time_ns(), failed=True)
+            traced = common.client_active()
+            if traced is None:
+                return await original(self, *args, **kwargs)
+            try:
+                stream = await original(self, *args, **kwargs)
+            except BaseException:
+                traced.tls_ended(time_ns(), failed=True)
+                raise
+            traced.tls_ended(time_ns())
+            return stream
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        traced.tls_ended(time_ns())
-        return stream
 
     return start_tls

@@ -43,36 +43,44 @@ def install(target: str, module) -> None:
 def _start(original):
     def start(self):
         try:
-            span = spawn.start_span("multiprocessing", [self.name], attributes={"process.multiprocessing.start_method": _method(self)})
-            token = tracer.activate(span)
-            os_._fork_span = span
-        except Exception:
-            return original(self)
-        try:
-            with spawn.inherited_environ(span):
-                original(self)
-        except BaseException as exc:
-            spawn.failed(span, exc)
+            try:
+                span = spawn.start_span("multiprocessing", [self.name], attributes={"process.multiprocessing.start_method": _method(self)})
+                token = tracer.activate(span)
+                os_._fork_span = span
+            except Exception:
+                return original(self)
+            try:
+                with spawn.inherited_environ(span):
+                    original(self)
+            except BaseException as exc:
+                spawn.failed(span, exc)
+                raise
+            finally:
+                os_._fork_span = None
+                tracer.deactivate(token)
+            spawn.started(span, self.pid)  # start() is the spawning call (fork, or a new interpreter)
+            self.__dict__[waits.SPAN] = span.span_id  # for waits on it (join, a pool's results)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
             raise
-        finally:
-            os_._fork_span = None
-            tracer.deactivate(token)
-        spawn.started(span, self.pid)  # start() is the spawning call (fork, or a new interpreter)
-        self.__dict__[waits.SPAN] = span.span_id  # for waits on it (join, a pool's results)
 
     return start
 
 
 def _spawnv_passfds(original):
     def spawnv_passfds(path, args, passfds):
-        if "--multiprocessing-fork" in args:
-            return original(path, args, passfds)
         try:
-            span = spawn.start_span("subprocess", args)
-        except Exception:
-            return original(path, args, passfds)
-        with spawn.inherited_environ(span):  # the helper takes os.environ
-            return spawn.run_spawning(span, original, path, args, passfds)
+            if "--multiprocessing-fork" in args:
+                return original(path, args, passfds)
+            try:
+                span = spawn.start_span("subprocess", args)
+            except Exception:
+                return original(path, args, passfds)
+            with spawn.inherited_environ(span):  # the helper takes os.environ
+                return spawn.run_spawning(span, original, path, args, passfds)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return spawnv_passfds
 
@@ -86,8 +94,12 @@ def _method(proc) -> str:
 
 def _join(original):
     def join(self, timeout=None):
-        original(self, timeout)
-        _ended(self.pid, self.exitcode)
+        try:
+            original(self, timeout)
+            _ended(self.pid, self.exitcode)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     # Process.join is a wait on the child's span (hooks/waits.py): once, around the popen's wait
     # and the os.waitpid under it.
@@ -106,9 +118,13 @@ def _join_targets(proc, captured) -> tuple:
 
 def _poll(original):
     def poll(self, flag=os.WNOHANG):
-        code = original(self, flag)
-        _ended(self.pid, code)
-        return code
+        try:
+            code = original(self, flag)
+            _ended(self.pid, code)
+            return code
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return poll
 
@@ -123,23 +139,31 @@ def _ended(pid, code) -> None:
 
 def _preparation_data(original):
     def get_preparation_data(name):
-        data = original(name)
-        span = tracer.current()
-        if span is not None and span.category == "subprocess":
-            data[_PREP_KEY] = span.span_id
-        return data
+        try:
+            data = original(name)
+            span = tracer.current()
+            if span is not None and span.category == "subprocess":
+                data[_PREP_KEY] = span.span_id
+            return data
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return get_preparation_data
 
 
 def _prepare(original):
     def prepare(data):
-        parent_id = data.get(_PREP_KEY) if isinstance(data, dict) else None
-        if parent_id:
-            data = {k: v for k, v in data.items() if k != _PREP_KEY}
-            root = tracer.root()
-            if root is not None and root.parent_id != parent_id:
-                process.set_reparent(parent_id)
-        return original(data)
+        try:
+            parent_id = data.get(_PREP_KEY) if isinstance(data, dict) else None
+            if parent_id:
+                data = {k: v for k, v in data.items() if k != _PREP_KEY}
+                root = tracer.root()
+                if root is not None and root.parent_id != parent_id:
+                    process.set_reparent(parent_id)
+            return original(data)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return prepare

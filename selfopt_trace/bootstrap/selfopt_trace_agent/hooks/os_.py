@@ -57,27 +57,31 @@ def wrap(name: str, original):
 
 def _wrap_fork(original):
     def fork():
-        span = _fork_span
-        owned = span is None
         try:
-            if owned:
-                span = spawn.start_span("fork", ["fork"])
-            token = tracer.activate(span)
-        except Exception:
-            return original()
-        try:
-            pid = original()
-        except BaseException as exc:
+            span = _fork_span
+            owned = span is None
+            try:
+                if owned:
+                    span = spawn.start_span("fork", ["fork"])
+                token = tracer.activate(span)
+            except Exception:
+                return original()
+            try:
+                pid = original()
+            except BaseException as exc:
+                tracer.deactivate(token)
+                if owned:
+                    spawn.failed(span, exc)
+                raise
+            if pid == 0:
+                return 0  # the child: its own process span was opened by the at-fork handler
             tracer.deactivate(token)
             if owned:
-                spawn.failed(span, exc)
+                spawn.started(span, pid)
+            return pid
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
             raise
-        if pid == 0:
-            return 0  # the child: its own process span was opened by the at-fork handler
-        tracer.deactivate(token)
-        if owned:
-            spawn.started(span, pid)
-        return pid
 
     return fork
 
@@ -85,11 +89,15 @@ def _wrap_fork(original):
 def _wrap_exit(original):
     def _exit(status):
         try:
-            process.set_exit(status if isinstance(status, int) else None)
-            process.end()
-        except Exception:
-            pass
-        original(status)
+            try:
+                process.set_exit(status if isinstance(status, int) else None)
+                process.end()
+            except Exception:
+                pass
+            original(status)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return _exit
 
@@ -97,27 +105,31 @@ def _wrap_exit(original):
 def _wrap_system(original):
     def system(command):
         try:
-            span = spawn.start_span("subprocess", ["/bin/sh", "-c", command], attributes={"process.shell": True})
-        except Exception:
-            return original(command)
-        # The C library reaps the shell: its CPU is what RUSAGE_CHILDREN gained meanwhile, when no
-        # other reap the agent sees (another thread's wait, another system()) came in between.
-        _reaps[0] += 1
-        mark = _reaps[0]
-        before = _children_cpu()
-        with spawn.inherited_environ(span):
-            status = original(command)
-        try:
-            attributes = None
-            if before is not None and status >= 0:
-                after = _children_cpu()
-                if after is not None and _reaps[0] == mark:
-                    attributes = {REAPED_CPU: after - before}
+            try:
+                span = spawn.start_span("subprocess", ["/bin/sh", "-c", command], attributes={"process.shell": True})
+            except Exception:
+                return original(command)
+            # The C library reaps the shell: its CPU is what RUSAGE_CHILDREN gained meanwhile, when no
+            # other reap the agent sees (another thread's wait, another system()) came in between.
             _reaps[0] += 1
-            spawn.end_with_code(span, spawn.exit_code(status) if status >= 0 else None, attributes)
-        except Exception as exc:
-            tracer.exception_diagnostic("hook_failed:os.system", exc)
-        return status
+            mark = _reaps[0]
+            before = _children_cpu()
+            with spawn.inherited_environ(span):
+                status = original(command)
+            try:
+                attributes = None
+                if before is not None and status >= 0:
+                    after = _children_cpu()
+                    if after is not None and _reaps[0] == mark:
+                        attributes = {REAPED_CPU: after - before}
+                _reaps[0] += 1
+                spawn.end_with_code(span, spawn.exit_code(status) if status >= 0 else None, attributes)
+            except Exception as exc:
+                tracer.exception_diagnostic("hook_failed:os.system", exc)
+            return status
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return system
 
@@ -150,16 +162,20 @@ def _exec_failed() -> None:
 def _wrap_execv(original):
     def execv(path, args):
         try:
-            span = _exec_span(path, args)
-            args = spawn.rewrite_argv(args, span)
-        except Exception:
-            return original(path, args)
-        with spawn.inherited_environ(span):
             try:
-                original(path, args)
-            except BaseException:
-                _exec_failed()
-                raise
+                span = _exec_span(path, args)
+                args = spawn.rewrite_argv(args, span)
+            except Exception:
+                return original(path, args)
+            with spawn.inherited_environ(span):
+                try:
+                    original(path, args)
+                except BaseException:
+                    _exec_failed()
+                    raise
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return execv
 
@@ -167,15 +183,19 @@ def _wrap_execv(original):
 def _wrap_execve(original):
     def execve(path, args, env):
         try:
-            span = _exec_span(path, args)
-            env = spawn.child_environ(span, env)
-            args = spawn.rewrite_argv(args, span)
-        except Exception:
-            return original(path, args, env)
-        try:
-            original(path, args, env)
-        except BaseException:
-            _exec_failed()
+            try:
+                span = _exec_span(path, args)
+                env = spawn.child_environ(span, env)
+                args = spawn.rewrite_argv(args, span)
+            except Exception:
+                return original(path, args, env)
+            try:
+                original(path, args, env)
+            except BaseException:
+                _exec_failed()
+                raise
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
             raise
 
     return execve
@@ -183,15 +203,19 @@ def _wrap_execve(original):
 
 def _wrap_posix_spawn(original):
     def posix_spawn(path, argv, env, *args, **kwargs):
-        if tracer.in_spawn:  # subprocess.Popen's own (_USE_POSIX_SPAWN): its span is already open
-            return original(path, argv, env, *args, **kwargs)
         try:
-            span = spawn.start_span("subprocess", argv)
-            env = spawn.child_environ(span, env)
-            argv = spawn.rewrite_argv(argv, span)
-        except Exception:
-            return original(path, argv, env, *args, **kwargs)
-        return spawn.run_spawning(span, lambda: original(path, argv, env, *args, **kwargs))
+            if tracer.in_spawn:  # subprocess.Popen's own (_USE_POSIX_SPAWN): its span is already open
+                return original(path, argv, env, *args, **kwargs)
+            try:
+                span = spawn.start_span("subprocess", argv)
+                env = spawn.child_environ(span, env)
+                argv = spawn.rewrite_argv(argv, span)
+            except Exception:
+                return original(path, argv, env, *args, **kwargs)
+            return spawn.run_spawning(span, lambda: original(path, argv, env, *args, **kwargs))
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return posix_spawn
 

@@ -352,15 +352,19 @@ class Runtime:
         last = (None, None, None)
 
         def get_current():
-            # An SDK span's Held: the context attached, as it was. Else, asked again with nothing
-            # attached since (the SDK asks 4 times a span): the memo's answer.
-            ours = _current()
-            if type(ours) is Held:
-                return ours.otel_context
-            context, last_ours, shown = last
-            if get() is context and ours is last_ours:
-                return shown
-            return show(get(), ours)
+            try:
+                # An SDK span's Held: the context attached, as it was. Else, asked again with nothing
+                # attached since (the SDK asks 4 times a span): the memo's answer.
+                ours = _current()
+                if type(ours) is Held:
+                    return ours.otel_context
+                context, last_ours, shown = last
+                if get() is context and ours is last_ours:
+                    return shown
+                return show(get(), ours)
+            except BaseException as exc:  # as untraced: no frame of ours
+                tracer.strip_own_frames(exc)
+                raise
 
         def show(context, ours):
             """What get_current shows OTel for its `context` and the agent's current span `ours`."""
@@ -389,47 +393,51 @@ class Runtime:
 
         def attach(context):
             try:
-                # A context holding only an SDK span, attached over one holding no other value (what
-                # start_as_current_span and use_span attach): the agent's current span is its Held,
-                # which get_current gives OTel as it is, and OTel's variable is left as it was (one
-                # ContextVar set and reset less a span). Anything else: both set, as below.
-                otel = context.get(key)
-                if type(otel) is _SDK_SPAN and len(context) == 1:
-                    ours = otel._selfopt_trace_span  # ATTR: None, or its Attached (a merged span's is not)
-                    if ours is None or type(ours) is Attached:
-                        base = get()
-                        if not base or (len(base) == 1 and key in base):
-                            held = _new(Held)
-                            held.span = otel
-                            held.otel_context = context
-                            held.deferred = False
-                            held.token = _activate(held)
-                            return held
-            except Exception as exc:
-                failed("attach", exc)
-            token = set_(context)
-            try:
-                otel = context.get(key)
-                if otel is None:
-                    return unheld(token)
                 try:
-                    ours = otel._selfopt_trace_span  # ATTR: an SDK span made current before, no call
-                except AttributeError:  # (SDK spans and the bridge's own have it: None at first)
-                    ours = None
-                if ours is None:
-                    if type(otel) is _SDK_SPAN:  # its first attach: the agent's record of it (_attached)
-                        ours = _new(Attached)
-                        ours.context = otel._context
-                        ours.sums = None
-                        otel._selfopt_trace_span = ours
-                    else:
-                        ours = _ours(otel)
-                        if ours is None:
-                            return unheld(token)
-                return (token, _activate(ours))
-            except Exception as exc:
-                failed("attach", exc)
-                return token
+                    # A context holding only an SDK span, attached over one holding no other value (what
+                    # start_as_current_span and use_span attach): the agent's current span is its Held,
+                    # which get_current gives OTel as it is, and OTel's variable is left as it was (one
+                    # ContextVar set and reset less a span). Anything else: both set, as below.
+                    otel = context.get(key)
+                    if type(otel) is _SDK_SPAN and len(context) == 1:
+                        ours = otel._selfopt_trace_span  # ATTR: None, or its Attached (a merged span's is not)
+                        if ours is None or type(ours) is Attached:
+                            base = get()
+                            if not base or (len(base) == 1 and key in base):
+                                held = _new(Held)
+                                held.span = otel
+                                held.otel_context = context
+                                held.deferred = False
+                                held.token = _activate(held)
+                                return held
+                except Exception as exc:
+                    failed("attach", exc)
+                token = set_(context)
+                try:
+                    otel = context.get(key)
+                    if otel is None:
+                        return unheld(token)
+                    try:
+                        ours = otel._selfopt_trace_span  # ATTR: an SDK span made current before, no call
+                    except AttributeError:  # (SDK spans and the bridge's own have it: None at first)
+                        ours = None
+                    if ours is None:
+                        if type(otel) is _SDK_SPAN:  # its first attach: the agent's record of it (_attached)
+                            ours = _new(Attached)
+                            ours.context = otel._context
+                            ours.sums = None
+                            otel._selfopt_trace_span = ours
+                        else:
+                            ours = _ours(otel)
+                            if ours is None:
+                                return unheld(token)
+                    return (token, _activate(ours))
+                except Exception as exc:
+                    failed("attach", exc)
+                    return token
+            except BaseException as exc:  # as untraced: no frame of ours
+                tracer.strip_own_frames(exc)
+                raise
 
         def unheld(token):
             """The token of an attach that leaves the agent's current span as it was: where that is a
@@ -446,20 +454,24 @@ class Runtime:
         def detach(token) -> None:
             """Never raises: a token that cannot be reset is logged, as opentelemetry.context.detach does."""
             try:
-                if type(token) is Held:  # OTel's variable was not set
-                    _reset(token.token)
-                    return
-                if type(token) is tuple:
-                    try:
-                        _reset(token[1])
-                    except ValueError:  # a token of another context (a generator resumed elsewhere)
-                        pass
-                    token = token[0]
-                reset(token)
-            except Exception:
-                if log is None:
-                    raise
-                log.exception("Failed to detach context")
+                try:
+                    if type(token) is Held:  # OTel's variable was not set
+                        _reset(token.token)
+                        return
+                    if type(token) is tuple:
+                        try:
+                            _reset(token[1])
+                        except ValueError:  # a token of another context (a generator resumed elsewhere)
+                            pass
+                        token = token[0]
+                    reset(token)
+                except Exception:
+                    if log is None:
+                        raise
+                    log.exception("Failed to detach context")
+            except BaseException as exc:  # as untraced: no frame of ours
+                tracer.strip_own_frames(exc)
+                raise
 
         self.get_current, self.attach, self.detach = get_current, attach, detach
 
@@ -505,11 +517,15 @@ def _arm_api(trace) -> None:
     bridge_tracer = _state["classes"][2]
 
     def __init__(self, instrumenting_module_name, instrumenting_library_version=None, *args, **kwargs):
-        init(self, instrumenting_module_name, instrumenting_library_version, *args, **kwargs)
         try:
-            self._noop_tracer = bridge_tracer(instrumenting_module_name, instrumenting_library_version)
-        except Exception as exc:
-            failed("ProxyTracer", exc)
+            init(self, instrumenting_module_name, instrumenting_library_version, *args, **kwargs)
+            try:
+                self._noop_tracer = bridge_tracer(instrumenting_module_name, instrumenting_library_version)
+            except Exception as exc:
+                failed("ProxyTracer", exc)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     __init__.__wrapped__ = init
     proxy.__init__ = __init__
@@ -688,32 +704,36 @@ def _api_classes(trace, context_module, key: str) -> tuple:
         def start_span(self, name, context=None, kind=None, attributes=None, links=None, start_time=None,
                        record_exception=True, set_status_on_exception=True):
             try:
-                if context is None:  # what get_current() shows OTel: the agent's current span
-                    parent = _current() or _root()
-                else:
-                    parent = _ours(get_current_span(context))
-                kind_name = "INTERNAL" if kind is None or kind is _INTERNAL else KINDS[kind.value]
-                if kind_name != "INTERNAL":
-                    target = _merge_target(kind_name, parent, parent.span_id if parent is not None else "")
-                    if target is not None:
-                        span = BridgeSpan(target, True)
-                        if attributes:
-                            span.added.update(attributes)
-                        return span
-                if parent is None:
-                    trace_id = tracer.new_trace_id()
-                else:
-                    trace_id = parent.trace_id
-                native = _start(None, name, kind_name, attributes, self.scope, start_time or time_ns(),
-                                tracer.new_span_id(), trace_id, parent)
-                span = BridgeSpan(native, False)
-                if attributes:
-                    span.added.update(attributes)
-                native.otel = span
-                return span
-            except Exception as exc:
-                failed("start_span", exc)
-                return trace.INVALID_SPAN
+                try:
+                    if context is None:  # what get_current() shows OTel: the agent's current span
+                        parent = _current() or _root()
+                    else:
+                        parent = _ours(get_current_span(context))
+                    kind_name = "INTERNAL" if kind is None or kind is _INTERNAL else KINDS[kind.value]
+                    if kind_name != "INTERNAL":
+                        target = _merge_target(kind_name, parent, parent.span_id if parent is not None else "")
+                        if target is not None:
+                            span = BridgeSpan(target, True)
+                            if attributes:
+                                span.added.update(attributes)
+                            return span
+                    if parent is None:
+                        trace_id = tracer.new_trace_id()
+                    else:
+                        trace_id = parent.trace_id
+                    native = _start(None, name, kind_name, attributes, self.scope, start_time or time_ns(),
+                                    tracer.new_span_id(), trace_id, parent)
+                    span = BridgeSpan(native, False)
+                    if attributes:
+                        span.added.update(attributes)
+                    native.otel = span
+                    return span
+                except Exception as exc:
+                    failed("start_span", exc)
+                    return trace.INVALID_SPAN
+            except BaseException as exc:  # as untraced: no frame of ours
+                tracer.strip_own_frames(exc)
+                raise
 
         def start_as_current_span(self, name, context=None, kind=None, attributes=None, links=None,
                                   start_time=None, record_exception=True, set_status_on_exception=True,
@@ -748,16 +768,20 @@ def _arm_sdk(sdk) -> None:
     tracer.open_records = _open_records  # their S records, for a flush while they are open
 
     def __init__(self, *args, **kwargs):
-        init(self, *args, **kwargs)
         try:
-            multi = self._active_span_processor
-            if type(multi) is not sdk.SynchronousMultiSpanProcessor:  # the program's own kind: one processor more
-                multi = sdk.SpanProcessor()
-                multi._span_processors = ()
-                self.add_span_processor(multi)
-            multi.on_start, multi.on_end = hooks(multi)
-        except Exception as exc:
-            failed("TracerProvider", exc)
+            init(self, *args, **kwargs)
+            try:
+                multi = self._active_span_processor
+                if type(multi) is not sdk.SynchronousMultiSpanProcessor:  # the program's own kind: one processor more
+                    multi = sdk.SpanProcessor()
+                    multi._span_processors = ()
+                    self.add_span_processor(multi)
+                multi.on_start, multi.on_end = hooks(multi)
+            except Exception as exc:
+                failed("TracerProvider", exc)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     __init__.__wrapped__ = init
     provider.__init__ = __init__

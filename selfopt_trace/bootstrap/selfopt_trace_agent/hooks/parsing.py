@@ -96,48 +96,52 @@ def _measured_compile(original, call: Call):
     sample_mask = timed._SAMPLE_MASK
 
     def compile(*args, **kwargs):
-        if len(args) != 3 or kwargs:
-            return general(*args, **kwargs)
-        source, filename, mode = args
-        inherited = _getframe(1).f_code.co_flags & _FUTURE_FLAGS
-        thread = get_ident()
-        if thread in busy:  # inside another measured call: part of it
-            return original(source, filename, mode, inherited, True)
-        t0 = time_ns()
         try:
-            result = original(source, filename, mode, inherited, True)
-        except BaseException as exc:
-            timed.finish(call, args, kwargs, None, exc, t0, time_ns(), small)
-            raise
-        t1 = time_ns()
-        spent = t1 - t0
-        if spent >= small:
-            timed.finish(call, args, kwargs, result, None, t0, t1, small)
-            return result
-        try:  # timed.measured's fast path (keep the two the same)
-            span = current.get() or tracer._root
-            if span is not None:
-                if span.deferred or span.end_ns:  # where sums go: the last call's, if under the same frame
-                    last, target = timed._last_target
-                    span = target if span is last and not target.end_ns else timed._sum_target() or span
-                sums = span.sums
-                if sums is None:
-                    span.sums = sums = {}
-                size = len(source) if type(source) in TEXT else 0
-                entry = sums.get(key)
-                if entry is None:
-                    sums[key] = [1, spent, size]
+            if len(args) != 3 or kwargs:
+                return general(*args, **kwargs)
+            source, filename, mode = args
+            inherited = _getframe(1).f_code.co_flags & _FUTURE_FLAGS
+            thread = get_ident()
+            if thread in busy:  # inside another measured call: part of it
+                return original(source, filename, mode, inherited, True)
+            t0 = time_ns()
+            try:
+                result = original(source, filename, mode, inherited, True)
+            except BaseException as exc:
+                timed.finish(call, args, kwargs, None, exc, t0, time_ns(), small)
+                raise
+            t1 = time_ns()
+            spent = t1 - t0
+            if spent >= small:
+                timed.finish(call, args, kwargs, result, None, t0, t1, small)
+                return result
+            try:  # timed.measured's fast path (keep the two the same)
+                span = current.get() or tracer._root
+                if span is not None:
+                    if span.deferred or span.end_ns:  # where sums go: the last call's, if under the same frame
+                        last, target = timed._last_target
+                        span = target if span is last and not target.end_ns else timed._sum_target() or span
+                    sums = span.sums
+                    if sums is None:
+                        span.sums = sums = {}
+                    size = len(source) if type(source) in TEXT else 0
+                    entry = sums.get(key)
+                    if entry is None:
+                        sums[key] = [1, spent, size]
+                    else:
+                        entry[0] += 1
+                        entry[1] += spent
+                        entry[2] += size
+                if counted[0] & sample_mask:  # 0 while calibrating and on a sampled call: timed
+                    counted[0] += 1  # tracer overhead, counted: the hot path
                 else:
-                    entry[0] += 1
-                    entry[1] += spent
-                    entry[2] += size
-            if counted[0] & sample_mask:  # 0 while calibrating and on a sampled call: timed
-                counted[0] += 1  # tracer overhead, counted: the hot path
-            else:
-                timed._calibrate(time_ns() - t1)
-        except Exception as exc:  # never into the program
-            tracer.exception_diagnostic("measure_failed:" + key, exc)
-        return result
+                    timed._calibrate(time_ns() - t1)
+            except Exception as exc:  # never into the program
+                tracer.exception_diagnostic("measure_failed:" + key, exc)
+            return result
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return timed.identity(compile, original, ("builtins", "compile"))
 
@@ -149,21 +153,25 @@ def _as_caller(original):
     dont_inherit, which is what compile() does with an inherited feature; positional arguments only
     on the common path (a builtin's keyword parsing costs more than the rest of the wrapper)."""
     def compile(*args, **kwargs):
-        caller = sys._getframe(3)  # called by timed's wrapper, called by _measured_compile's
-        inherited = caller.f_code.co_flags & _FUTURE_FLAGS
-        if len(args) == 3 and not kwargs:  # compile(source, filename, mode)
-            return original(args[0], args[1], args[2], inherited, True)
-        dont_inherit = args[4] if len(args) > 4 else kwargs.get("dont_inherit", False)
-        flags = args[3] if len(args) > 3 else kwargs.get("flags", 0)
-        if dont_inherit or type(flags) is not int:
+        try:
+            caller = sys._getframe(3)  # called by timed's wrapper, called by _measured_compile's
+            inherited = caller.f_code.co_flags & _FUTURE_FLAGS
+            if len(args) == 3 and not kwargs:  # compile(source, filename, mode)
+                return original(args[0], args[1], args[2], inherited, True)
+            dont_inherit = args[4] if len(args) > 4 else kwargs.get("dont_inherit", False)
+            flags = args[3] if len(args) > 3 else kwargs.get("flags", 0)
+            if dont_inherit or type(flags) is not int:
+                return original(*args, **kwargs)
+            if len(args) > 3:
+                args = args[:3] + (flags | inherited,) + ((True,) + args[5:] if len(args) > 4 else ())
+            else:
+                kwargs["flags"] = flags | inherited
+            if len(args) <= 4:
+                kwargs["dont_inherit"] = True
             return original(*args, **kwargs)
-        if len(args) > 3:
-            args = args[:3] + (flags | inherited,) + ((True,) + args[5:] if len(args) > 4 else ())
-        else:
-            kwargs["flags"] = flags | inherited
-        if len(args) <= 4:
-            kwargs["dont_inherit"] = True
-        return original(*args, **kwargs)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     compile.__wrapped__ = original
     return compile

@@ -17,28 +17,32 @@ def install(target: str, module) -> None:
 
 def _send(original, library: str):
     def send(self, request, **kwargs):
-        if common.client_active() is not None:
-            return original(self, request, **kwargs)
-        traced = common.begin_client(library, request.method, request.url)
-        if traced is None:
-            return original(self, request, **kwargs)
         try:
-            response = original(self, request, **kwargs)
-        except BaseException as exc:
-            traced.end(exc)
+            if common.client_active() is not None:
+                return original(self, request, **kwargs)
+            traced = common.begin_client(library, request.method, request.url)
+            if traced is None:
+                return original(self, request, **kwargs)
+            try:
+                response = original(self, request, **kwargs)
+            except BaseException as exc:
+                traced.end(exc)
+                raise
+            try:
+                body_read = not kwargs.get("stream", self.stream)
+                traced.got_response(response.status_code, None, body_read)
+                size = common.content_length(response.headers)
+                if size is None and body_read and hasattr(response.raw, "tell"):  # not with mocked adapters
+                    size = response.raw.tell()  # bytes on the wire, before decompression
+                traced.response_size = size
+                if common.BODY_CAP:
+                    traced.record_bodies(request.body, response.content if body_read else None)
+            except Exception as exc:
+                common.hook_failed(library, exc)
+            traced.end()
+            return response
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        try:
-            body_read = not kwargs.get("stream", self.stream)
-            traced.got_response(response.status_code, None, body_read)
-            size = common.content_length(response.headers)
-            if size is None and body_read and hasattr(response.raw, "tell"):  # not with mocked adapters
-                size = response.raw.tell()  # bytes on the wire, before decompression
-            traced.response_size = size
-            if common.BODY_CAP:
-                traced.record_bodies(request.body, response.content if body_read else None)
-        except Exception as exc:
-            common.hook_failed(library, exc)
-        traced.end()
-        return response
 
     return send

@@ -18,19 +18,27 @@ def install(target: str, module) -> None:
         return
 
     def signal(signalnum, handler):
-        if signalnum != _signal.SIGTERM or original_getsignal(signalnum) is not process.on_sigterm:
-            return original_signal(signalnum, handler)
-        if handler not in (_signal.SIG_DFL, _signal.SIG_IGN) and not callable(handler):
-            return original_signal(signalnum, handler)  # let the real call raise the real TypeError
-        previous = getsignal(signalnum)
-        process.program_sigterm_handler = handler
-        return previous
+        try:
+            if signalnum != _signal.SIGTERM or original_getsignal(signalnum) is not process.on_sigterm:
+                return original_signal(signalnum, handler)
+            if handler not in (_signal.SIG_DFL, _signal.SIG_IGN) and not callable(handler):
+                return original_signal(signalnum, handler)  # let the real call raise the real TypeError
+            previous = getsignal(signalnum)
+            process.program_sigterm_handler = handler
+            return previous
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     def getsignal(signalnum):
-        current = original_getsignal(signalnum)
-        if current is process.on_sigterm:
-            return _as_enum(module, process.program_sigterm_handler)
-        return current
+        try:
+            current = original_getsignal(signalnum)
+            if current is process.on_sigterm:
+                return _as_enum(module, process.program_sigterm_handler)
+            return current
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     tracer.own_wrapper(signal, original_signal)
     tracer.own_wrapper(getsignal, original_getsignal)

@@ -24,21 +24,25 @@ def install(target: str, module) -> None:
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest):
         try:
-            span = spawn.start_span("subprocess", args, cwd)
-            env = spawn.child_environ(span, env)
-            args = spawn.rewrite_argv(args, span)
-        except Exception:
-            return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
-        tracer.in_spawn += 1
-        try:
-            original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
-        except BaseException as exc:
-            spawn.failed(span, exc)
+            try:
+                span = spawn.start_span("subprocess", args, cwd)
+                env = spawn.child_environ(span, env)
+                args = spawn.rewrite_argv(args, span)
+            except Exception:
+                return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
+            tracer.in_spawn += 1
+            try:
+                original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
+            except BaseException as exc:
+                spawn.failed(span, exc)
+                raise
+            finally:
+                tracer.in_spawn -= 1
+            spawn.started(span, self.pid)
+            self.__dict__[waits.SPAN] = span.span_id
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
             raise
-        finally:
-            tracer.in_spawn -= 1
-        spawn.started(span, self.pid)
-        self.__dict__[waits.SPAN] = span.span_id
 
     popen._execute_child = tracer.own_wrapper(_execute_child, original)
     # A Popen whose returncode is known cannot block (Popen.__exit__ waits after every run()).

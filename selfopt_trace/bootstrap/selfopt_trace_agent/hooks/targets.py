@@ -139,24 +139,32 @@ def _unwrapped(function):
 def _wrapper(original, span_name: str, attributes: dict, extract, is_async: bool):
     if is_async:
         async def wrapper(*args, **kwargs):
-            span, token = _begin(span_name, attributes, extract, args, kwargs)
             try:
-                result = await original(*args, **kwargs)
-            except BaseException as exc:
-                _finish(span, token, exc)
+                span, token = _begin(span_name, attributes, extract, args, kwargs)
+                try:
+                    result = await original(*args, **kwargs)
+                except BaseException as exc:
+                    _finish(span, token, exc)
+                    raise
+                _finish(span, token, None)
+                return result
+            except BaseException as exc:  # as untraced: no frame of ours
+                tracer.strip_own_frames(exc)
                 raise
-            _finish(span, token, None)
-            return result
     else:
         def wrapper(*args, **kwargs):
-            span, token = _begin(span_name, attributes, extract, args, kwargs)
             try:
-                result = original(*args, **kwargs)
-            except BaseException as exc:
-                _finish(span, token, exc)
+                span, token = _begin(span_name, attributes, extract, args, kwargs)
+                try:
+                    result = original(*args, **kwargs)
+                except BaseException as exc:
+                    _finish(span, token, exc)
+                    raise
+                _finish(span, token, None)
+                return result
+            except BaseException as exc:  # as untraced: no frame of ours
+                tracer.strip_own_frames(exc)
                 raise
-            _finish(span, token, None)
-            return result
 
     for name in ("__module__", "__name__", "__qualname__", "__doc__"):
         setattr(wrapper, name, getattr(original, name, None))

@@ -99,47 +99,55 @@ def _handed_over() -> tracer.Span | None:
 
 def _start(original):
     def start(self, *args, **kwargs):
-        if tracer._enabled:
-            try:
-                state = self.__dict__
-                if _SPAN not in state:  # a second start() fails: the thread keeps its span
-                    state[_SPAN] = tracer.new_span_id()
-                    state[_PARENT] = _handed_over()
-            except Exception as exc:
-                tracer.exception_diagnostic("hook_failed:Thread.start", exc)
-        return original(self, *args, **kwargs)
+        try:
+            if tracer._enabled:
+                try:
+                    state = self.__dict__
+                    if _SPAN not in state:  # a second start() fails: the thread keeps its span
+                        state[_SPAN] = tracer.new_span_id()
+                        state[_PARENT] = _handed_over()
+                except Exception as exc:
+                    tracer.exception_diagnostic("hook_failed:Thread.start", exc)
+            return original(self, *args, **kwargs)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return start
 
 
 def _bootstrap_inner(original):
     def _bootstrap_inner(self, *args, **kwargs):
-        span = None
         try:
-            state = self.__dict__
-            parent = state.pop(_PARENT, None)
-            span_id = state.get(_SPAN)
-            if span_id and tracer._enabled:
-                attributes = process.thread_clocks(START_CLOCKS)
-                attributes["thread.id"], attributes["thread.name"] = get_native_id(), str(self.name)
-                span = tracer.start_span("thread", "thread", tracer.INTERNAL, attributes,
-                                         parent=parent or tracer.root(), span_id=span_id)
-                _live[span_id] = span
-                tracer.activate(span)  # a new thread starts with an empty context: nothing to restore
-        except Exception as exc:
-            tracer.exception_diagnostic("hook_failed:Thread.run", exc)
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            if span is not None:
-                try:
-                    # Read before the span leaves _live: until then the process's end ends it, should
-                    # it come first (a daemon thread is stopped at any bytecode at shutdown).
-                    clocks = _cpu()
-                    if _live.pop(span.span_id, None) is not None:
-                        tracer.end_span(span, attributes=clocks)
-                except Exception:
-                    pass
+            span = None
+            try:
+                state = self.__dict__
+                parent = state.pop(_PARENT, None)
+                span_id = state.get(_SPAN)
+                if span_id and tracer._enabled:
+                    attributes = process.thread_clocks(START_CLOCKS)
+                    attributes["thread.id"], attributes["thread.name"] = get_native_id(), str(self.name)
+                    span = tracer.start_span("thread", "thread", tracer.INTERNAL, attributes,
+                                             parent=parent or tracer.root(), span_id=span_id)
+                    _live[span_id] = span
+                    tracer.activate(span)  # a new thread starts with an empty context: nothing to restore
+            except Exception as exc:
+                tracer.exception_diagnostic("hook_failed:Thread.run", exc)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                if span is not None:
+                    try:
+                        # Read before the span leaves _live: until then the process's end ends it, should
+                        # it come first (a daemon thread is stopped at any bytecode at shutdown).
+                        clocks = _cpu()
+                        if _live.pop(span.span_id, None) is not None:
+                            tracer.end_span(span, attributes=clocks)
+                    except Exception:
+                        pass
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return _bootstrap_inner
 
@@ -158,21 +166,25 @@ def _shutdown(original, threading):
     """At exit the interpreter waits here for the non-daemon threads (and executor workers) to end."""
     def _shutdown():
         try:
-            threads = [thread for thread in threading.enumerate()
-                       if not thread.daemon and thread is not threading.main_thread()]
-        except Exception:
-            threads = []
-        if not threads:
-            return original()
-        t0 = time_ns()
-        waits.busy.add(get_ident())
-        try:
-            return original()
-        finally:
-            waits.busy.discard(get_ident())
-            t1 = time_ns()
-            if t1 - t0 >= waits.THRESHOLD_NS:
-                waits.record("threading._shutdown", t0, t1, [waits.span_of(thread) for thread in threads])
+            try:
+                threads = [thread for thread in threading.enumerate()
+                           if not thread.daemon and thread is not threading.main_thread()]
+            except Exception:
+                threads = []
+            if not threads:
+                return original()
+            t0 = time_ns()
+            waits.busy.add(get_ident())
+            try:
+                return original()
+            finally:
+                waits.busy.discard(get_ident())
+                t1 = time_ns()
+                if t1 - t0 >= waits.THRESHOLD_NS:
+                    waits.record("threading._shutdown", t0, t1, [waits.span_of(thread) for thread in threads])
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return waits.identity(_shutdown, original)
 
@@ -181,12 +193,16 @@ def _shutdown(original, threading):
 
 def _adjust_thread_count(original):
     def _adjust_thread_count(self, *args, **kwargs):
-        # A worker thread started here serves every later submitter: it hangs under the process span.
-        token = tracer.activate(None)
         try:
-            return original(self, *args, **kwargs)
-        finally:
-            tracer.deactivate(token)
+            # A worker thread started here serves every later submitter: it hangs under the process span.
+            token = tracer.activate(None)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                tracer.deactivate(token)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return _adjust_thread_count
 
@@ -196,14 +212,18 @@ _WORK = "_selfopt_trace_work"  # on a _WorkItem: (span id, parent span) of its t
 
 def _work_item_init(original):
     def __init__(self, future, *args, **kwargs):
-        original(self, future, *args, **kwargs)
-        if tracer._enabled:
-            try:
-                span_id = tracer.new_span_id()
-                future.__dict__[_SPAN] = span_id
-                self.__dict__[_WORK] = (span_id, _handed_over())
-            except Exception as exc:
-                tracer.exception_diagnostic("hook_failed:ThreadPoolExecutor.submit", exc)
+        try:
+            original(self, future, *args, **kwargs)
+            if tracer._enabled:
+                try:
+                    span_id = tracer.new_span_id()
+                    future.__dict__[_SPAN] = span_id
+                    self.__dict__[_WORK] = (span_id, _handed_over())
+                except Exception as exc:
+                    tracer.exception_diagnostic("hook_failed:ThreadPoolExecutor.submit", exc)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return __init__
 
@@ -212,32 +232,36 @@ def _work_item_run(original):
     running = waits.running
 
     def run(self, *args, **kwargs):
-        work = self.__dict__.pop(_WORK, None)
-        if work is None or not tracer._enabled:
-            return original(self, *args, **kwargs)
         try:
-            future = self.future
-            if future._state == "CANCELLED":  # the original only marks it notified
+            work = self.__dict__.pop(_WORK, None)
+            if work is None or not tracer._enabled:
                 return original(self, *args, **kwargs)
-            span_id = work[0]
-            span = tracer.start_span("task", "thread", tracer.INTERNAL, _task_attributes(self),
-                                     parent=work[1] or tracer.root(), span_id=span_id)
-            _live[span_id] = span
-            token = tracer.activate(span)
-            running[future] = span
-        except Exception as exc:
-            tracer.exception_diagnostic("hook_failed:ThreadPoolExecutor.run", exc)
-            return original(self, *args, **kwargs)
-        try:
-            return original(self, *args, **kwargs)
-        finally:
             try:
-                running.pop(future, None)
-                tracer.deactivate(token)
-                if _live.pop(span_id, None) is not None:
-                    tracer.end_span(span, attributes={CPU_NS: thread_time_ns()} if thread_time_ns else None)
-            except Exception:
-                pass
+                future = self.future
+                if future._state == "CANCELLED":  # the original only marks it notified
+                    return original(self, *args, **kwargs)
+                span_id = work[0]
+                span = tracer.start_span("task", "thread", tracer.INTERNAL, _task_attributes(self),
+                                         parent=work[1] or tracer.root(), span_id=span_id)
+                _live[span_id] = span
+                token = tracer.activate(span)
+                running[future] = span
+            except Exception as exc:
+                tracer.exception_diagnostic("hook_failed:ThreadPoolExecutor.run", exc)
+                return original(self, *args, **kwargs)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                try:
+                    running.pop(future, None)
+                    tracer.deactivate(token)
+                    if _live.pop(span_id, None) is not None:
+                        tracer.end_span(span, attributes={CPU_NS: thread_time_ns()} if thread_time_ns else None)
+                except Exception:
+                    pass
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return run
 

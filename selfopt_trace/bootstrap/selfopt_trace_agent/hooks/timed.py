@@ -106,55 +106,59 @@ def measured(original, call: Call, where: tuple = ()):
     leaf = call.leaf
 
     def wrapper(*args, **kwargs):
-        thread = get_ident()
-        if thread in busy:
-            return original(*args, **kwargs)
-        entered = not (leaf and not kwargs)
-        if entered:
-            busy.add(thread)
         try:
-            t0 = time_ns()
-            try:
-                result = original(*args, **kwargs)
-            except BaseException as exc:
-                finish(call, args, kwargs, None, exc, t0, time_ns(), small)
-                raise
-            t1 = time_ns()
-            spent = t1 - t0
-            if spent >= small:
-                finish(call, args, kwargs, result, None, t0, t1, small)
-                return result
-            try:  # the fast path, inline (a call costs ~1,500 instructions; parsing.py's compile has a copy)
-                if shape == DUMP:
-                    size = len(result) if type(result) in TEXT else 0
-                else:
-                    data = args[index] if len(args) > index >= 0 else kwargs.get(name)
-                    size = len(data) if type(data) in TEXT else 0
-                span = current.get() or tracer._root
-                if span is not None:
-                    if span.deferred or span.end_ns:  # where sums go: the last call's, if under the same frame
-                        last, target = _last_target
-                        span = target if span is last and not target.end_ns else _sum_target() or span
-                    sums = span.sums
-                    if sums is None:
-                        span.sums = sums = {}
-                    entry = sums.get(key)
-                    if entry is None:
-                        sums[key] = [1, spent, size]
-                    else:
-                        entry[0] += 1
-                        entry[1] += spent
-                        entry[2] += size
-                if _fast_path[0] & _SAMPLE_MASK:  # 0 while calibrating: every call is timed
-                    _fast_path[0] += 1  # tracer overhead, counted: the hot path
-                else:
-                    _calibrate(time_ns() - t1)
-            except Exception as exc:  # never into the program
-                tracer.exception_diagnostic("measure_failed:" + key, exc)
-            return result
-        finally:
+            thread = get_ident()
+            if thread in busy:
+                return original(*args, **kwargs)
+            entered = not (leaf and not kwargs)
             if entered:
-                busy.discard(thread)
+                busy.add(thread)
+            try:
+                t0 = time_ns()
+                try:
+                    result = original(*args, **kwargs)
+                except BaseException as exc:
+                    finish(call, args, kwargs, None, exc, t0, time_ns(), small)
+                    raise
+                t1 = time_ns()
+                spent = t1 - t0
+                if spent >= small:
+                    finish(call, args, kwargs, result, None, t0, t1, small)
+                    return result
+                try:  # the fast path, inline (a call costs ~1,500 instructions; parsing.py's compile has a copy)
+                    if shape == DUMP:
+                        size = len(result) if type(result) in TEXT else 0
+                    else:
+                        data = args[index] if len(args) > index >= 0 else kwargs.get(name)
+                        size = len(data) if type(data) in TEXT else 0
+                    span = current.get() or tracer._root
+                    if span is not None:
+                        if span.deferred or span.end_ns:  # where sums go: the last call's, if under the same frame
+                            last, target = _last_target
+                            span = target if span is last and not target.end_ns else _sum_target() or span
+                        sums = span.sums
+                        if sums is None:
+                            span.sums = sums = {}
+                        entry = sums.get(key)
+                        if entry is None:
+                            sums[key] = [1, spent, size]
+                        else:
+                            entry[0] += 1
+                            entry[1] += spent
+                            entry[2] += size
+                    if _fast_path[0] & _SAMPLE_MASK:  # 0 while calibrating: every call is timed
+                        _fast_path[0] += 1  # tracer overhead, counted: the hot path
+                    else:
+                        _calibrate(time_ns() - t1)
+                except Exception as exc:  # never into the program
+                    tracer.exception_diagnostic("measure_failed:" + key, exc)
+                return result
+            finally:
+                if entered:
+                    busy.discard(thread)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return identity(wrapper, original, where)
 
@@ -186,28 +190,32 @@ def framed(original, call: Call, where: tuple = ()):
     small = small_ns()
 
     def wrapper(*args, **kwargs):
-        parent = tracer._current.get() or tracer._root
-        thread = get_ident()
-        if parent is None or thread in busy:
-            return original(*args, **kwargs)
-        busy.add(thread)
         try:
-            t0 = time_ns()
-            frame = tracer.Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, call.name,
-                                tracer.INTERNAL, call.category, t0, None, deferred=True)
-            frame_token = tracer._current.set(frame)
+            parent = tracer._current.get() or tracer._root
+            thread = get_ident()
+            if parent is None or thread in busy:
+                return original(*args, **kwargs)
+            busy.add(thread)
             try:
-                result = original(*args, **kwargs)
-            except BaseException as exc:
+                t0 = time_ns()
+                frame = tracer.Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, call.name,
+                                    tracer.INTERNAL, call.category, t0, None, deferred=True)
+                frame_token = tracer._current.set(frame)
+                try:
+                    result = original(*args, **kwargs)
+                except BaseException as exc:
+                    tracer._current.reset(frame_token)
+                    finish(call, args, kwargs, None, exc, t0, time_ns(), small, frame)
+                    raise
+                t1 = time_ns()
                 tracer._current.reset(frame_token)
-                finish(call, args, kwargs, None, exc, t0, time_ns(), small, frame)
-                raise
-            t1 = time_ns()
-            tracer._current.reset(frame_token)
-            finish(call, args, kwargs, result, None, t0, t1, small, frame)
-            return result
-        finally:
-            busy.discard(thread)
+                finish(call, args, kwargs, result, None, t0, t1, small, frame)
+                return result
+            finally:
+                busy.discard(thread)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return identity(wrapper, original, where)
 

@@ -25,44 +25,52 @@ def install(target: str, module) -> None:
 
 def _urlopen(original, library: str, absolute: bool):
     def urlopen(self, method, url, *args, **kwargs):
-        if common.client_active() is not None:
-            return original(self, method, url, *args, **kwargs)
-        if absolute or "://" in url:
-            request = common.begin_client(library, method, url)
-        else:  # a pool is given the path only
-            request = common.begin_client(library, method, common.join_url(self.scheme, self.host, self.port, url),
-                                          self.host, self.port)
-        if request is None:
-            return original(self, method, url, *args, **kwargs)
         try:
-            response = original(self, method, url, *args, **kwargs)
-        except BaseException as exc:
-            request.end(exc)
+            if common.client_active() is not None:
+                return original(self, method, url, *args, **kwargs)
+            if absolute or "://" in url:
+                request = common.begin_client(library, method, url)
+            else:  # a pool is given the path only
+                full = common.join_url(self.scheme, self.host, self.port, url)
+                request = common.begin_client(library, method, full, self.host, self.port)
+            if request is None:
+                return original(self, method, url, *args, **kwargs)
+            try:
+                response = original(self, method, url, *args, **kwargs)
+            except BaseException as exc:
+                request.end(exc)
+                raise
+            try:
+                preloaded = kwargs.get("preload_content", True)
+                request.got_response(response.status, None, preloaded)
+                size = common.content_length(response.headers)
+                request.response_size = response.tell() if size is None and preloaded else size
+                if common.BODY_CAP:
+                    request.record_bodies(kwargs.get("body"), response.data if preloaded else None)
+            except Exception as exc:
+                common.hook_failed(library, exc)
+            request.end()
+            return response
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
             raise
-        try:
-            preloaded = kwargs.get("preload_content", True)
-            request.got_response(response.status, None, preloaded)
-            size = common.content_length(response.headers)
-            request.response_size = response.tell() if size is None and preloaded else size
-            if common.BODY_CAP:
-                request.record_bodies(kwargs.get("body"), response.data if preloaded else None)
-        except Exception as exc:
-            common.hook_failed(library, exc)
-        request.end()
-        return response
 
     return urlopen
 
 
 def _sleep(original):
     def sleep(self, *args, **kwargs):
-        request = common.client_active()
-        if request is None:
-            return original(self, *args, **kwargs)
-        t0 = time_ns()
         try:
-            return original(self, *args, **kwargs)
-        finally:
-            request.sleep_ns += time_ns() - t0
+            request = common.client_active()
+            if request is None:
+                return original(self, *args, **kwargs)
+            t0 = time_ns()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                request.sleep_ns += time_ns() - t0
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
 
     return sleep

@@ -549,12 +549,16 @@ def _process_pool_submit(original):
     from _weakref import ref
 
     def submit(self, *args, **kwargs):
-        future = original(self, *args, **kwargs)
         try:
-            future.__dict__[_POOL] = ref(self)
-        except Exception:
-            pass
-        return future
+            future = original(self, *args, **kwargs)
+            try:
+                future.__dict__[_POOL] = ref(self)
+            except Exception:
+                pass
+            return future
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return identity(submit, original)
 
@@ -591,12 +595,17 @@ def _pool_worker(original):
     """
 
     def worker(inqueue, *args, **kwargs):
-        if hasattr(inqueue, "__dict__"):  # a process pool's queue; a ThreadPool's C SimpleQueue takes no attribute
-            try:
-                inqueue.get = _task_get(inqueue.get)
-            except Exception as exc:
-                tracer.exception_diagnostic("hook_failed:multiprocessing.pool.worker", exc)
-        return original(inqueue, *args, **kwargs)
+        try:
+            # a process pool's queue; a ThreadPool's C SimpleQueue takes no attribute
+            if hasattr(inqueue, "__dict__"):
+                try:
+                    inqueue.get = _task_get(inqueue.get)
+                except Exception as exc:
+                    tracer.exception_diagnostic("hook_failed:multiprocessing.pool.worker", exc)
+            return original(inqueue, *args, **kwargs)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
 
     return identity(worker, original)
 

@@ -1,0 +1,123 @@
+"""An exception that passes through a hook reaches the program with the traceback it has untraced:
+no frame of the agent's in what `traceback`, pytest or a server's error log print."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+# Each case fails inside (or through) a hooked call; the script prints every traceback it catches,
+# and the last one goes uncaught.
+SCRIPT = r'''
+import ast, asyncio, json, marshal, os, pickle, socket, subprocess, sys, threading, traceback
+import concurrent.futures as cf, http.client, http.server, multiprocessing as mp, urllib.request
+import wsgiref.simple_server
+import httpx, pydantic, requests, yaml
+from failing import user_target, user_coroutine
+
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()  # refused
+url = f"http://127.0.0.1:{port}/x"
+
+def refuse(o):
+    raise RuntimeError("not serializable here")
+
+def nested():  # a hooked call inside another: json.dumps's default= calls json.loads
+    return json.dumps({"a": object()}, default=lambda o: json.loads("{bad"))
+
+class Model(pydantic.BaseModel):
+    a: int
+
+async def async_get():
+    async with httpx.AsyncClient() as client:
+        await client.get(url)
+
+CASES = {
+    "json.loads": lambda: json.loads("{bad"),
+    "json.dumps": lambda: json.dumps({"a": object()}),
+    "json.dumps default": lambda: json.dumps({"a": object()}, default=refuse),
+    "json nested": nested,
+    "json.load": lambda: json.load(open(__file__)),
+    "pickle.loads": lambda: pickle.loads(b"garbage"),
+    "pickle.dumps": lambda: pickle.dumps(lambda: 1),
+    "marshal.loads": lambda: marshal.loads(b"\x00"),
+    "ast.parse": lambda: ast.parse("def ("),
+    "compile": lambda: compile("x = (", "<s>", "exec"),
+    "compile flags": lambda: compile("x = (", "<s>", "exec", flags=0),
+    "yaml": lambda: yaml.safe_load("a: ["),
+    "pydantic": lambda: Model.model_validate_json('{"a": "x"}'),
+    "subprocess missing": lambda: subprocess.run(["/nonexistent/prog"]),
+    "subprocess check_call": lambda: subprocess.check_call([sys.executable, "-c", "raise SystemExit(3)"]),
+    "subprocess bad cwd": lambda: subprocess.Popen(["true"], cwd="/nonexistent"),
+    "os.execv": lambda: os.execv("/nonexistent/prog", ["x"]),
+    "os.posix_spawn": lambda: os.posix_spawn("/nonexistent/prog", ["x"], os.environ),
+    "urlopen": lambda: urllib.request.urlopen(url, timeout=5),
+    "http.client": lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=5).request("GET", "/"),
+    "requests": lambda: requests.get(url, timeout=5),
+    "httpx": lambda: httpx.get(url, timeout=5),
+    "httpx client": lambda: httpx.Client().post(url, json={"a": 1}),
+    "httpx async": lambda: asyncio.run(async_get()),
+    "mp spawn": lambda: mp.get_context("spawn").Process(target=lambda: 1).start(),
+    "pool": lambda: cf.ThreadPoolExecutor(1).submit(json.loads, "{bad").result(),
+    "target": user_target,
+    "target async": lambda: asyncio.run(user_coroutine()),
+}
+for name, call in CASES.items():
+    try:
+        call()
+    except BaseException:
+        print("==", name)
+        print(traceback.format_exc())
+
+def app(environ, start_response):  # wsgiref prints the failed request's traceback on stderr
+    json.loads("{bad")
+
+server = wsgiref.simple_server.make_server("127.0.0.1", 0, app)
+served = threading.Thread(target=server.handle_request); served.start()
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=5)
+except Exception as e:
+    print("== wsgi", type(e).__name__)
+served.join()
+worker = threading.Thread(target=json.loads, args=("{bad",)); worker.start(); worker.join()
+json.loads("[1, 2")
+'''
+
+FAILING = '''
+import json
+def user_target():
+    return json.loads("{bad")
+async def user_coroutine():
+    return user_target()
+'''
+
+
+def normal(text: bytes) -> bytes:
+    text = re.sub(rb"0x[0-9a-f]+", b"0xADDR", text)
+    text = re.sub(rb"port=\d+|:\d+/x|127\.0\.0\.1', \d+|127\.0\.0\.1:\d+", b"PORT", text)
+    text = re.sub(rb"\[\d+/\w+/\d+ [\d:]+\]", b"[DATE]", text)  # wsgiref's request log
+    return re.sub(rb"(Thread-\d+) \(\w+\)", rb"\1", text)
+
+
+@pytest.mark.parametrize("settings", [{}, {"SELFOPT_TRACE_SMALL_NS": "0"}, {"SELFOPT_TRACE_PURE_PYTHON": "1"}],
+                         ids=["sums", "spans", "pure-python"])
+def test_tracebacks_through_every_hook_are_the_untraced_ones(traced, settings):
+    (traced.tmp_path / "failing.py").write_text(FAILING)
+    script = traced.tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    env = traced.env()
+    del env["SELFOPT_TRACE_DIR"]
+    untraced = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120,
+                              cwd=traced.tmp_path)
+    result = traced.run([sys.executable, str(script)], cwd=traced.tmp_path,
+                        extra_env={"SELFOPT_TRACE_TARGETS": "failing:user_target;failing:user_coroutine", **settings})
+    assert untraced.returncode == result.returncode == 1
+    assert b"selfopt_trace" not in untraced.stdout + untraced.stderr
+    assert normal(result.stdout).decode() == normal(untraced.stdout).decode()
+    assert normal(result.stderr).decode() == normal(untraced.stderr).decode()
+    failed = {(span.name, span.attributes.get("error.type")) for span in traced.spans().spans}
+    assert {("subprocess", "FileNotFoundError"), ("GET", "ConnectionRefusedError"), ("POST", "ConnectError"),
+            ("multiprocessing", "AttributeError"), ("user_target", "JSONDecodeError"),
+            ("user_coroutine", "JSONDecodeError"), ("GET", "500")} <= failed  # the hooks saw each failure
