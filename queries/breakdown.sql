@@ -20,7 +20,9 @@
 -- CMD's own, from its process span's end until `run` saw it exit); child processes' own work (what
 -- waited-on children did outside the categories above, on the CPU); container start-up (a `docker
 -- run`, CLI or SDK, before the container's first process starts and after it exits); own work (the
--- main process outside every category above, on the CPU); untraced child processes (waiting on a
+-- main process outside every category above, on the CPU); sleeps (a recorded `time.sleep` in own
+-- work or a child's: the program chose to wait; one inside another category stays that category's);
+-- untraced child processes (waiting on a
 -- child the trace does not see into: git, a compiler, an untraced Python); untraced http servers
 -- (an HTTP call whose server the trace does not see into: a remote API, its work and the network
 -- together); untraced waits (off the CPU in own work, or a wait on a thread or task that is not
@@ -100,8 +102,10 @@ k_deltas AS (
 k_steps AS (
     SELECT unit, t, 1 + sum(d) OVER (PARTITION BY unit ORDER BY t) AS k FROM k_deltas
 ),
--- The run's weight (1 at every instant) goes to the top-level units alive, shared equally. (The
--- few top-level spans pass through a one-row list, as unit_events below.)
+-- The run's weight (1 at every instant) goes to the top-level units alive, shared equally, but not
+-- to a top-level process that answers another's calls while one that answers nobody is alive
+-- (served_tops: a server a script started beside its client). (The few top-level spans pass
+-- through a one-row list, as unit_events below.)
 top AS (
     SELECT unnest(l, recursive := true)
     FROM (SELECT list(x) AS l FROM (SELECT id, rs, re FROM linked WHERE is_top AND re > rs) AS x)
@@ -112,8 +116,10 @@ top_segments AS (
     WHERE b IS NOT NULL
 ),
 top_pieces AS (
-    SELECT t.id AS unit, s.a, s.b, 1.0 / count(*) OVER (PARTITION BY s.a) AS w
-    FROM top_segments AS s JOIN top AS t ON t.rs <= s.a AND t.re >= s.b
+    SELECT unit, a, b, 1.0 / count(*) OVER (PARTITION BY a) AS w
+    FROM (SELECT t.id AS unit, s.a, s.b, t.id IN (SELECT id FROM served_tops($run_id)) AS served
+          FROM top_segments AS s JOIN top AS t ON t.rs <= s.a AND t.re >= s.b
+          QUALIFY NOT served OR bool_and(served) OVER (PARTITION BY s.a))
 ),
 -- Waits and what they wait on, cut into pieces where the set of things alive and k are constant.
 edges AS (
@@ -442,8 +448,8 @@ names(code, position, category) AS (VALUES  -- position: the output's order
     (1, 1, 'interpreter start-up'), (2, 2, 'imports'), (3, 3, 'parsing'), (4, 4, 'serialization'),
     (5, 5, 'http client overhead'), (6, 6, 'http server time'), (7, 7, 'subprocess spawn overhead'),
     (15, 8, 'interpreter teardown'), (8, 9, 'child processes'' own work'), (9, 10, 'container start-up'),
-    (10, 11, 'own work'), (11, 12, 'untraced child processes'), (14, 13, 'untraced http servers'),
-    (12, 14, 'untraced waits'), (13, 15, 'outside traced processes')
+    (10, 11, 'own work'), (16, 12, 'sleeps'), (11, 13, 'untraced child processes'),
+    (14, 14, 'untraced http servers'), (12, 15, 'untraced waits'), (13, 16, 'outside traced processes')
 ),
 result AS (
     SELECT n.code, n.position, n.category, coalesce(t.wall_ns, 0) AS wall_ns, coalesce(t.busy_ns, 0) AS busy_ns,

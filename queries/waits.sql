@@ -7,8 +7,8 @@
 -- child process or a thread the path follows into is not a wait on nothing), and sums them by the
 -- line that waited. Only spans whose own time the breakdown splits into work and untraced waits
 -- count (a process, thread, task or phase, and a wait on nothing traced): a thread off the CPU in an
--- import, an HTTP call or a wait on a child is in that category, not an untraced wait. A
--- `time.sleep` counts for the span it was called in (its span is evidence of the wait, not activity).
+-- import, an HTTP call or a wait on a child is in that category, not an untraced wait, and a recorded
+-- `time.sleep` is the breakdown's `sleeps`.
 --
 -- Parameters:
 --   run_id                the run
@@ -40,11 +40,11 @@ eligible AS (
                                  AND list_contains(TRY_CAST(s.attributes->'selfopt_trace.wait.on' AS VARCHAR[]),
                                                    t.span_id))))
 ),
-idle AS (  -- idle slices, each with the activity span it belongs to
-    SELECT CASE WHEN s.category = 'sleep' THEN hash(s.parent_span_id) ELSE hash(s.span_id) END AS id,
+idle AS (  -- idle slices, each with the activity span it belongs to (not a recorded sleep's)
+    SELECT hash(s.span_id) AS id,
            p.time_ns AS a, p.time_ns + p.duration_ns AS b, p.duration_ns, p.weight, p.stack_id, p.pid
     FROM samples AS p JOIN spans AS s ON s.run_id = p.run_id AND s.span_id = p.span_id
-    WHERE p.run_id = $run_id AND p.idle AND p.duration_ns > 0
+    WHERE p.run_id = $run_id AND p.idle AND p.duration_ns > 0 AND s.category <> 'sleep'
 ),
 clipped AS (  -- to each occurrence of the span on the path
     SELECT row_number() OVER () AS n, i.id, i.pid, i.stack_id, i.weight, i.duration_ns, r.path_start,

@@ -39,7 +39,7 @@ SLOWEST = 10
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
                         "http server time", "subprocess spawn overhead", TEARDOWN, "child processes' own work",
-                        "container start-up", OWN_WORK, "untraced child processes", "untraced http servers",
+                        "container start-up", OWN_WORK, "sleeps", "untraced child processes", "untraced http servers",
                         UNTRACED_WAITS, OUTSIDE)
 # Up to this many spans in the whole store, the summary's queries run without DuckDB's optimizer: on
 # a small store planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same
@@ -288,7 +288,7 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
     if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
         return []
     share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
-            "outside any recorded call (a lock, an event, a queue, a socket, a sleep in a thread)"
+            "outside any recorded call (a lock, an event, a queue, a socket)"
     if not missing_samples(store, "waits", run_id):
         return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
     return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "

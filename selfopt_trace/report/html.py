@@ -16,6 +16,7 @@ CATEGORY_COLORS = {
     "http client overhead": "#b3de69", "http server time": "#4daf4a", "subprocess spawn overhead": "#e78ac3",
     "interpreter teardown": "#d95f02",
     "child processes' own work": "#bc80bd", "container start-up": "#1f78b4", "own work": "#8da0cb",
+    "sleeps": "#80b1d3",
     "untraced child processes": "#a6761d", "untraced http servers": "#e6ab02", "untraced waits": "#bdbdbd",
     "outside traced processes": "#d9d9d9",
 }

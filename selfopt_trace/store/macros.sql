@@ -17,6 +17,10 @@
 --   waits_on              the units it waits on (roots' ids)
 --   tid                   a `thread`/`task` span's thread id
 --   code                  what its self time is, as breakdown.sql numbers its categories
+-- A recorded sleep (time.sleep that blocked) is an activity where it stands for an untraced wait:
+-- in own work or a child's (its parent's code 8 or 10), within its parent, with no other child of
+-- the parent open meanwhile (another thread's, misparented); its code is 16 (`sleeps`). Elsewhere
+-- (a handler's sleep in an HTTP server span) it is its parent's category, and no row.
 --   is_wait               a `wait` span (a blocking call: Popen.wait, Thread.join, Future.result, ...)
 --   parent_rs, parent_re, parent_code    the same of its parent, when the parent is in its unit
 
@@ -91,9 +95,45 @@ CREATE OR REPLACE TEMP MACRO foreign_servers(for_run) AS TABLE
     WHERE s.kind = 'SERVER' AND s.run_id <> for_run AND c.kind = 'CLIENT'
     QUALIFY row_number() OVER (PARTITION BY s.span_id ORDER BY s.run_id) = 1;
 
+-- served_tops(for_run): the top-level process spans (no traced parent: the children of a shell CMD)
+-- whose process tree answers a call from another top-level process's tree, a SERVER span under a
+-- span of that tree: a server a script started beside its client (`server & client`). The script
+-- waits on the client, and the server's work is reached through the client's calls, so while a
+-- top-level process that answers nobody is alive, the run's time is not the server's
+-- (breakdown.sql's top-level share, critical_path_rows' top level). Column: id (hashed span id).
+CREATE OR REPLACE TEMP MACRO served_tops(for_run) AS TABLE
+WITH RECURSIVE
+procs AS (  -- process spans, each with its process (file and pid: a collector file holds many)
+    SELECT span_id, parent_span_id, hash(source_file, pid) AS process_key
+    FROM spans WHERE run_id = for_run AND category = 'process' AND name = 'process'
+),
+servers AS (
+    SELECT parent_span_id, hash(source_file, pid) AS process_key
+    FROM spans WHERE run_id = for_run AND kind = 'SERVER' AND parent_span_id IS NOT NULL
+),
+parents AS (  -- the process of each span that a process span or a SERVER span hangs under
+    SELECT span_id, hash(source_file, pid) AS process_key
+    FROM spans
+    WHERE run_id = for_run
+      AND span_id IN (SELECT parent_span_id FROM procs UNION SELECT parent_span_id FROM servers)
+),
+trees(top, process_key) AS (  -- each top-level process's tree, process by process
+    SELECT span_id, process_key FROM procs
+    WHERE parent_span_id IS NULL OR parent_span_id NOT IN (SELECT span_id FROM parents)
+    UNION
+    SELECT t.top, c.process_key
+    FROM trees AS t JOIN parents AS x ON x.process_key = t.process_key JOIN procs AS c ON c.parent_span_id = x.span_id
+)
+SELECT DISTINCT hash(answering.top) AS id
+FROM servers AS s
+JOIN trees AS answering ON answering.process_key = s.process_key
+JOIN parents AS x ON x.span_id = s.parent_span_id
+JOIN trees AS calling ON calling.process_key = x.process_key
+WHERE calling.top <> answering.top;
+
 CREATE OR REPLACE TEMP MACRO run_activity(for_run) AS TABLE
 WITH RECURSIVE
-run_spans AS NOT MATERIALIZED (  -- sleeps are not activity: breakdown.sql reads them as off-CPU evidence
+run_spans AS NOT MATERIALIZED (  -- sleeps are added at the end (their parents' codes decide)
     SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns, pid,
            hash(source_file, pid) AS process_key  -- a collector file holds many processes
     FROM spans
@@ -284,12 +324,28 @@ edges AS (
     UNION
     SELECT c.id, t.id FROM coded AS c JOIN parented AS t ON t.parent = c.id AND t.is_root
     WHERE c.waiter AND c.sort <> 13
+),
+sleeps AS (  -- recorded sleeps in own work, within their parents (see above)
+    SELECT z.id, p.id AS parent, p.unit, p.pid, p.tid, z.start_ns, z.end_ns, greatest(z.start_ns, p.rs) AS rs,
+           least(z.end_ns, p.re) AS re, p.rs AS parent_rs, p.re AS parent_re, p.code AS parent_code
+    FROM (SELECT hash(span_id) AS id, hash(parent_span_id) AS parent, start_ns, end_ns
+          FROM spans
+          WHERE run_id = for_run AND category = 'sleep' AND parent_span_id IS NOT NULL
+            AND trace_id = (SELECT trace_id FROM main_trace)) AS z
+    JOIN coded AS p ON p.id = z.parent
+    WHERE p.code IN (8, 10) AND least(z.end_ns, p.re) > greatest(z.start_ns, p.rs)
+      AND NOT EXISTS (SELECT 1 FROM coded AS c
+                      WHERE c.parent = p.id AND c.re > c.rs AND least(c.re, z.end_ns) > greatest(c.rs, z.start_ns))
 )
 SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns, c.rs, c.re,
        c.waiter, e.targets AS waits_on, c.tid, c.code, c.parent_rs, c.parent_re, c.parent_code,
        c.sort = 13 AS is_wait
 FROM coded AS c
-LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;
+LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id
+UNION ALL
+SELECT id, parent, unit, false, false, pid, start_ns, end_ns, rs, re, false, NULL, tid, 16, parent_rs,
+       parent_re, parent_code, false
+FROM sleeps;
 
 -- critical_path_rows(for_run): the critical path of a run (queries/critical_path.sql says how it is
 -- walked), one row per span on it: id (a hashed span id, as run_activity's; 0 for the run itself,
@@ -310,10 +366,18 @@ waited AS (  -- each unit waited on, clipped to each wait on it
     JOIN activity AS t ON t.id = w.target
 ),
 -- (child, parent) pairs, the child clipped to its parent: top-level spans are children of the run
--- (id 0); a unit waited on is a child of each wait on it.
+-- (id 0), a top-level process that answers another's calls from when the last that answers nobody
+-- ended (served_tops: a server started first and stopped last); a unit waited on is a child of each
+-- wait on it.
+served AS (
+    SELECT id FROM served_tops(for_run)
+),
 clipped AS (
     SELECT id, coalesce(parent, 0::UBIGINT) AS parent,
-           greatest(rs, coalesce(parent_rs, rs)) AS cs, least(re, coalesce(parent_re, re)) AS ce
+           greatest(rs, coalesce(parent_rs, rs),
+                    CASE WHEN is_top AND id IN (SELECT id FROM served)
+                         THEN (SELECT max(re) FROM activity WHERE is_top AND id NOT IN (SELECT id FROM served)) END) AS cs,
+           least(re, coalesce(parent_re, re)) AS ce
     FROM activity
     WHERE NOT is_root OR is_top
     UNION ALL

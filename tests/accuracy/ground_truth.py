@@ -13,7 +13,9 @@ blocks, each with wall-clock and thread-CPU times. They become:
   call to the wait that reaped the child, the call itself being its spawn time), wait (on the
   children, threads or tasks it names), thread / task / worker (a thread unit), phase. A block's
   parent is the innermost such block of its thread that contains it, else its thread's unit, else
-  the process span. spin, sleep and blocked are no span: they are the thread's own work;
+  the process span; sleep (a time.sleep) is a `sleep` span, as the agent records one (up to the
+  time asked for). spin and
+  blocked are no span: they are the thread's own work;
 - CPU samples: consecutive readings of a thread's CPU clock and of its time queued for a CPU (at
   every block boundary, every ms of a spin, and at first and last for a main thread), so whether
   it ran (on a CPU or queued for one, as the breakdown counts it) is known exactly between any two.
@@ -34,7 +36,8 @@ from tests.queries.reference import CpuSample
 
 TRACE = "truth"
 OTHER_TRACE = "another run"
-SPAN_KINDS = ("imports", "serialization", "request", "spawn", "wait", "thread", "task", "worker", "phase", "served")
+SPAN_KINDS = ("imports", "serialization", "request", "spawn", "wait", "thread", "task", "worker", "phase", "served",
+              "sleep")
 UNIT_KINDS = ("thread", "task", "worker")
 
 
@@ -185,6 +188,9 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
                 span = add(f"spawn:{process.pid}:{child}", parent, "subprocess", "subprocess", "CLIENT",
                            block.start, reaped.end if reaped is not None else process.last, process, trace,
                            **{"selfopt_trace.spawn_ns": block.end - block.start})
+            elif block.kind == "sleep":  # up to the time asked for, as the agent ends it (its wake-up is queued)
+                end = min(block.end, block.start + round(block.info["seconds"] * 1e9))
+                span = add(span_id, parent, "time.sleep", "sleep", "INTERNAL", block.start, end, process, trace)
             elif block.kind == "phase":
                 span = add(span_id, parent, block.info["name"], "phase", "INTERNAL", block.start, block.end,
                            process, trace)

@@ -20,7 +20,7 @@ from tests.report.browser import BROWSER, open_page, screenshot
 
 pytestmark = needs_pyspy
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-HOT_SHARE = 100 * 0.6 / (0.6 + 0.3)  # each phase: 0.6 s of its hot function, then 0.3 s asleep
+HOT_SHARE = 100 * 0.6 / (0.6 + 0.1 + 0.3)  # each phase: 0.6 s of its hot function, 0.1 s asleep, 0.3 s in select
 
 
 def hot_frames(cli: Cli, *params: str) -> list[dict]:
@@ -82,7 +82,7 @@ def test_idle_samples_are_kept_and_flagged_with_idle(profiled: Cli) -> None:
         FROM samples AS p JOIN spans AS s ON s.run_id = p.run_id AND s.span_id = p.span_id
         LEFT JOIN spans AS parent ON parent.run_id = s.run_id AND parent.span_id = s.parent_span_id
         WHERE p.run_id = 'p1' AND 'phase_parent' IN (s.name, parent.name)""")[0]
-    assert abs(idle / 1e9 - 0.3) < 0.08 and abs(busy / 1e9 - 0.6) < 0.08, (idle, busy)  # a sample or two on a loaded machine
+    assert abs(idle / 1e9 - 0.4) < 0.08 and abs(busy / 1e9 - 0.6) < 0.08, (idle, busy)  # a sample or two on a loaded machine
 
 
 def test_no_frame_is_the_agent_s_and_a_hooked_sleep_shows_under_the_line_that_called_it(profiled: Cli) -> None:
@@ -96,7 +96,7 @@ def test_no_frame_is_the_agent_s_and_a_hooked_sleep_shows_under_the_line_that_ca
     # (and the workload's own wait for its py-spy before each phase, where py-spy saw it)
     assert {function for function, _ in rows} <= {"phase_parent", "phase_child", "wait_for_profiler"}, rows
     phases = sum(ns for function, ns in rows if function != "wait_for_profiler")
-    assert phases / 1e9 > 0.45, rows  # both phases' 0.3 s, less a sample or two
+    assert phases / 1e9 > 0.15, rows  # both phases' 0.1 s, less a sample or two
 
 
 def test_the_summary_points_a_profiled_run_s_untraced_waits_at_its_idle_frames(profiled: Cli) -> None:
@@ -105,15 +105,16 @@ def test_the_summary_points_a_profiled_run_s_untraced_waits_at_its_idle_frames(p
 
     with Store(profiled.db, read_only=True) as store:
         result = summary.summarize(store, "p1")
-    share = result.by_category[summary.UNTRACED_WAITS] / result.wall_ns  # the phases' sleeps: 0.6 s of ~2 s
+    share = result.by_category[summary.UNTRACED_WAITS] / result.wall_ns  # the phases' selects: 0.6 s of ~2.2 s
     assert share >= summary.WAITS_NOTE_SHARE, result.by_category
     assert [note for note in result.notes if note.startswith("untraced waits are")
             and note.endswith("`selfopt-trace query waits --run p1`")], result.notes
 
 
 def test_waits_finds_the_lines_where_the_critical_path_waited_on_nothing_traced(profiled: Cli) -> None:
-    # each phase sleeps 0.3 s after its hot loop: in the parent, and in the child while the parent
-    # waits on it (a wait the path follows into the child, so not a wait on nothing)
+    # each phase waits 0.3 s in select after its hot loop and its sleep: in the parent, and in the
+    # child while the parent waits on it (a wait the path follows into the child, so not a wait on
+    # nothing); the sleeps are the breakdown's `sleeps`, not here
     done = profiled("query", "waits", "--run", "p1", "--format", "json")
     assert done.returncode == 0, done.stderr.decode()
     rows = {(r["span"], r["function"]): r for r in json.loads(done.stdout)}

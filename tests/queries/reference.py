@@ -16,8 +16,8 @@ from tests.queries.builder import MS, Span
 
 CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
               "http server time", "subprocess spawn overhead", "interpreter teardown", "child processes' own work",
-              "container start-up", "own work", "untraced child processes", "untraced http servers", "untraced waits",
-              "outside traced processes")
+              "container start-up", "own work", "sleeps", "untraced child processes", "untraced http servers",
+              "untraced waits", "outside traced processes")
 RESIDUAL = ("own work", "child processes' own work")  # split by CPU use: off-CPU is an untraced wait
 
 
@@ -56,6 +56,24 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
         return span.id
 
     top = [s for s in nodes.values() if parent[s.id] is None]
+    # A top-level process whose tree answers a call from another top-level process's tree (a SERVER
+    # span under a span of that tree) gets the run's time only while no top-level span that answers
+    # nobody is alive (a script's `server & client`).
+    process_of = {s.file: s for s in spans if s.name == "process" and s.category == "process"}
+    by_id = {s.id: s for s in spans}
+
+    def top_file(file: str) -> str:
+        seen = set()
+        while file in process_of and file not in seen:
+            seen.add(file)
+            up = by_id.get(process_of[file].parent)
+            if up is None:
+                break
+            file = up.file
+        return file
+
+    served = {top_file(s.file) for s in spans if s.kind == "SERVER" and s.parent in by_id
+              and top_file(by_id[s.parent].file) != top_file(s.file)}
     run_start, run_end = min(s.start for s in top), max(s.end for s in top)
     main_files = {s.file for s in top if s.name == "process"}
     any_process = any(s.name == "process" for s in nodes.values())
@@ -176,9 +194,26 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             else:
                 sleeps[owner].append((lo, hi))
 
+    # Recorded sleeps in own work (a child's too), within their parent: `sleeps`, where they were an
+    # untraced wait; not where another child of the parent is open meanwhile (evidence only there).
+    timed_sleeps = defaultdict(list)  # parent id -> its sleeps' intervals
+    for s in spans:
+        if s.trace == main_trace and s.category == "sleep" and s.parent in nodes:
+            lo, hi = interval(nodes[s.parent])
+            lo, hi = max(lo, s.start), min(hi, s.end)
+            if hi > lo and not any(max(clipped(c)[0], s.start) < min(clipped(c)[1], s.end)
+                                   for c in children[s.parent] if interval(c)[1] > interval(c)[0]):
+                timed_sleeps[s.parent].append((lo, hi))
+
+    def asleep(leaf: Span, a: float, b: float) -> bool:
+        return any(lo <= a and hi >= b for lo, hi in timed_sleeps[leaf.id])
+
     points = {run_start, run_end}
     for s in nodes.values():
         points.update(interval(s))
+    for found in timed_sleeps.values():
+        for lo, hi in found:
+            points.update((lo, hi))
     for spans_slept in sleeps.values():
         for lo, hi in spans_slept:
             points.update((lo, hi))
@@ -258,7 +293,9 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
                         give(target.id, share / len(live), a, b, depth + 1)
                     continue
             name = own_category(leaf, a)
-            if name in RESIDUAL:
+            if name in RESIDUAL and asleep(leaf, a, b):
+                wall["sleeps"] += share * (b - a)
+            elif name in RESIDUAL:
                 r = running(u, a, b)
                 wall[name] += share * r * (b - a)
                 wall["untraced waits"] += share * (1 - r) * (b - a)
@@ -268,6 +305,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
     units = [s for s in nodes.values() if is_root(s)]
     for a, b in zip(points, points[1:]):
         alive = [s for s in top if is_open(s, a, b)]
+        answering_nobody = [s for s in alive if not (s.name == "process" and s.file in served)]
+        alive = answering_nobody or alive
         if not alive:
             wall["outside traced processes"] += b - a
             busy["outside traced processes"] += b - a
@@ -277,7 +316,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             for leaf in leaves(u.id, a, b):
                 if is_waiter(leaf) and any(is_open(nodes[t], a, b) for t in targets(leaf)):
                     continue
-                busy[own_category(leaf, a)] += b - a
+                name = own_category(leaf, a)
+                busy["sleeps" if name in RESIDUAL and asleep(leaf, a, b) else name] += b - a
     if exited is not None and exited > run_end:
         wall["interpreter teardown"] += exited - run_end
         busy["interpreter teardown"] += exited - run_end

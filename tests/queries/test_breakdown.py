@@ -519,3 +519,46 @@ def test_a_reused_pid_is_another_process(store: Store, tmp_path: Path) -> None:
         "own work": (40, 40), "subprocess spawn overhead": (2, 2), "interpreter teardown": (2, 2),
         "child processes' own work": (28, 56),
         "untraced waits": (28, 0)})
+
+
+def test_a_recorded_sleep_in_own_work_is_sleeps_and_one_inside_a_category_stays_in_it(store: Store,
+                                                                                      tmp_path: Path) -> None:
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    run.span(100, "time.sleep", "sleep", 10, 30, main)  # the program's own sleep: a poll, a back-off
+    encoding = run.span(100, "json.dumps", "serialization", 40, 60, main)
+    run.span(100, "time.sleep", "sleep", 45, 50, encoding)  # inside a category: that category's
+    call = run.span(100, "subprocess", "subprocess", 60, 90, main, kind="CLIENT",
+                    attributes={"selfopt_trace.spawn_ns": 1_000_000})
+    child = run.process(200, 61, 89, call, command="child.py")
+    run.span(200, "time.sleep", "sleep", 70, 80, child)  # a child's, while it is waited on
+    run.span(100, "Popen.wait", "wait", 61, 90, main, attributes={"selfopt_trace.wait.on": [call]})
+    run_id = run.load(store, tmp_path)
+    expected = {"own work": (30, 30), "sleeps": (30, 30), "serialization": (20, 20), "subprocess spawn overhead": (1, 1),
+                "child processes' own work": (18, 18), "interpreter teardown": (1, 1)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
+def test_a_server_a_script_started_beside_its_client_takes_the_time_only_when_alone(store: Store,
+                                                                                    tmp_path: Path) -> None:
+    """`sh -c "server & client; kill server"`: two top-level processes in the run's trace (their parent
+    is the run's context, no span of the run); the script waits on the client, which calls the server."""
+    run = RunBuilder()
+    context = "f" * 16
+    server = run.process(300, 0, 100, context, command="server.py")
+    client = run.process(100, 5, 80, context, command="client.py")
+    call = run.span(100, "GET", "http", 20, 60, client, kind="CLIENT")
+    run.span(300, "GET /", "http", 25, 55, call, kind="SERVER")
+    run.span(300, "time.sleep", "sleep", 85, 95, server)  # its shutdown polls
+    run_id = run.load(store, tmp_path)
+    expected = {"own work": (50, 125), "sleeps": (10, 10), "http client overhead": (10, 10),
+                "http server time": (30, 30)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+    path = {(r["span"].strip(), r["pid"]): r["on_path_ms"]
+            for r in run_query(store, "critical_path", {"run_id": run_id, "min_ms": 0}).records()}
+    assert path[("process", 100)] == 75 and path[("process", 300)] == 20  # the client, then the server's end
+    assert path[("GET /", 300)] == 30

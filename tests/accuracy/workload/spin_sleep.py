@@ -41,7 +41,7 @@ def sleeper():
     # reads the CPU clock first, the tracer's sleep span starting after it
     asleep = record.begin_call()
     time.sleep(float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
-    record.end(asleep, "sleep")
+    record.end(asleep, "sleep", seconds=float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
     record.end(begun, "thread", name="sleep")
 
 

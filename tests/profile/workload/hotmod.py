@@ -1,10 +1,13 @@
 """Two known hot functions, each inside a span of its own (run with --target hotmod:phase_parent
---target hotmod:phase_child): a phase is HOT_S seconds of busy loop then IDLE_S of sleep."""
+--target hotmod:phase_child): a phase is HOT_S seconds of busy loop, then SLEEP_S of time.sleep (a
+recorded sleep: the breakdown's `sleeps`), then IDLE_S blocked in select() (an untraced wait)."""
 
 import os
+import select
 import time
 
 HOT_S = float(os.environ.get("HOT_S", "0.6"))
+SLEEP_S = 0.1
 IDLE_S = 0.3
 
 
@@ -28,9 +31,11 @@ def hot_child() -> None:
 
 def phase_parent() -> None:
     hot_parent()
-    time.sleep(IDLE_S)
+    time.sleep(SLEEP_S)
+    select.select([], [], [], IDLE_S)
 
 
 def phase_child() -> None:
     hot_child()
-    time.sleep(IDLE_S)
+    time.sleep(SLEEP_S)
+    select.select([], [], [], IDLE_S)

@@ -3,9 +3,9 @@
 The CPU sampler reads each thread's CPU time every 10-50 ms, so it knows how much of a reading the
 thread ran, not when: the breakdown spreads a reading's CPU evenly over it, and a sleep next to
 CPU work reads partly as running (a few ms at every change). A recorded sleep says where the
-thread did not run: the breakdown puts a reading's CPU in the rest of it (docs/queries.md). Sleep
-spans are that evidence only, never a category of their own: a sleep in own work is an untraced
-wait, a sleep inside a serialization span stays serialization.
+thread did not run: the breakdown puts a reading's CPU in the rest of it (docs/queries.md). A
+sleep in own work is also the breakdown's `sleeps` (the program chose to wait: a poll, a back-off);
+a sleep inside a serialization span stays serialization.
 
 process.py puts the wrapper at time.sleep at start-up: it times every sleep with nothing imported
 before the sleep itself, and calls record() here (imported on the first sleep that blocked) for a
