@@ -406,9 +406,12 @@ def _bundle_head(bundle: Path) -> tuple | None:
 
 
 def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions, spawn_ns: int) -> dict[str, str]:
-    """CMD's environment: the caller's, plus what the agent needs. TRACEPARENT passes through as it is."""
+    """CMD's environment: the caller's, plus what the agent needs. TRACEPARENT passes through as it
+    is; the run's trace id is for the processes without one: every top-level Python process of CMD
+    (the children of a shell, of make) joins that one trace, where each would start its own."""
     env = dict(base)
     env.update(options.extra_env)
+    env[agent_config.ENV_TRACE_ID] = os.urandom(16).hex()
     env[agent_config.ENV_DIR] = str(record.run_dir)
     env[agent_config.ENV_RUN_ID] = record.run_id
     env[agent_config.ENV_BOOTSTRAP] = str(BOOTSTRAP_DIR)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..export import otlp_settings
 from ..export.otlp_settings import OtlpSettings
 from . import WatchedRun
@@ -169,15 +170,9 @@ def describe(record: dict[str, Any], run_id: str) -> str:
 
 def traceparent_span(environ: dict[str, str]) -> str | None:
     """The parent span of CMD's process span: the span id of a valid incoming TRACEPARENT, as the
-    agent reads it (process.py, _incoming_context), else None."""
-    parts = (environ.get("TRACEPARENT") or "").strip().split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16 and parts[0] != "ff":
-        try:
-            if int(parts[1], 16) and int(parts[2], 16):
-                return parts[2].lower()
-        except ValueError:
-            pass
-    return None
+    agent reads it (config.traceparent_ids), else None."""
+    ids = agent_config.traceparent_ids(environ.get(agent_config.ENV_TRACEPARENT))
+    return ids[1] if ids else None
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:

@@ -194,8 +194,25 @@ def test_incoming_traceparent_is_joined(cli):
 
 def test_without_traceparent_the_run_is_a_new_trace(cli):
     assert cli("run", "-q", "--run-id", "fresh", "--", *HELLO).returncode == 0
-    [(trace_id, parent)] = cli.query("SELECT trace_id, parent_span_id FROM spans WHERE name = 'process'")
-    assert parent is None and len(trace_id) == 32
+    assert cli("run", "-q", "--run-id", "again", "--", *HELLO).returncode == 0
+    runs = cli.query("SELECT run_id, trace_id, parent_span_id FROM spans WHERE name = 'process' ORDER BY run_id")
+    (_, first, first_parent), (_, second, second_parent) = runs
+    assert first != second and len(first) == len(second) == 32 and first_parent is second_parent is None
+
+
+def test_the_python_processes_a_shell_cmd_starts_are_one_trace(cli):
+    """Each top-level process of a shell CMD started a trace of its own, and the breakdown followed
+    only the first (the rest was 'outside traced processes')."""
+    sleep = f"{sys.executable} -c 'import time; time.sleep(%s)'"
+    result = cli("run", "-q", "--json", "--run-id", "sh", "--", "sh", "-c", f"{sleep % 0.2}; {sleep % 0.1}")
+    assert result.returncode == 0, result.stderr
+    processes = cli.query("SELECT DISTINCT trace_id, parent_span_id FROM spans WHERE name = 'process'")
+    assert len(processes) == 1 and processes[0][1] is None  # one trace, both at its top
+    summary = json.loads(result.stdout)
+    assert summary["processes"] == 2
+    by_category = summary["time_by_category_ms"]
+    assert by_category["sleeps"] >= 299  # both processes' sleeps: the run's time went there
+    assert by_category["outside traced processes"] < by_category["sleeps"] / 2
 
 
 def test_otel_sdk_disabled_runs_untraced_and_says_so(cli):

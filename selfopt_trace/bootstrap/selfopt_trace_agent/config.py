@@ -12,6 +12,7 @@ ENV_IMPORT_THRESHOLD_MS = "SELFOPT_TRACE_IMPORT_THRESHOLD_MS"
 ENV_BOOTSTRAP = "SELFOPT_TRACE_BOOTSTRAP"
 ENV_DISABLED = "SELFOPT_TRACE_DISABLED"
 ENV_SPAWN = "SELFOPT_TRACE_SPAWN"
+ENV_TRACE_ID = "SELFOPT_TRACE_TRACE_ID"  # the run's trace: a process without TRACEPARENT starts no trace of its own
 ENV_TRACEPARENT = "TRACEPARENT"
 ENV_TRACESTATE = "TRACESTATE"
 ENV_SMALL_NS = "SELFOPT_TRACE_SMALL_NS"
@@ -33,6 +34,24 @@ WAIT_THRESHOLD_NS = 20_000
 # Optional settings a traced parent passes on as it got them (read by the hooks that use them), and
 # the container id it read or got (process.py).
 PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS, ENV_PURE_PYTHON, ENV_CONTAINER_ID)
+
+
+def hex_id(text: str | None, length: int) -> str | None:
+    """`text` as a W3C trace (32) or span (16) id: that many hex digits, not all zero; lower case."""
+    text = (text or "").strip()
+    try:
+        return text.lower() if len(text) == length and int(text, 16) else None
+    except ValueError:
+        return None
+
+
+def traceparent_ids(traceparent: str | None) -> tuple | None:
+    """(trace id, parent span id) of a valid W3C traceparent, else None."""
+    parts = (traceparent or "").strip().split("-")
+    if len(parts) < 4 or parts[0] == "ff":
+        return None
+    trace_id, span_id = hex_id(parts[1], 32), hex_id(parts[2], 16)
+    return (trace_id, span_id) if trace_id and span_id else None
 
 
 class Settings:

@@ -38,7 +38,8 @@ def start(settings_: config.Settings, shim_entered: int = 0, run_module=None) ->
     counted = tracer.overhead_ns()  # what start-up's parts count themselves is not counted twice
     _settings = settings_
     _main_thread = get_ident()
-    trace_id, remote_parent = _incoming_context(os.environ.get(config.ENV_TRACEPARENT, ""))
+    trace_id, remote_parent = _incoming_context(os.environ.get(config.ENV_TRACEPARENT, ""),
+                                                os.environ.get(config.ENV_TRACE_ID, ""))
     start_ns, source = _start_time(entered)
     from . import importtime, lazy
 
@@ -276,16 +277,10 @@ def _end_startup(end_ns: int) -> None:
         tracer.exception_diagnostic("startup_span_failed", exc)
 
 
-def _incoming_context(traceparent: str) -> tuple:
-    """(trace_id, parent span id) from a W3C traceparent, or a new trace."""
-    parts = traceparent.strip().split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16 and parts[0] != "ff":
-        try:
-            if int(parts[1], 16) and int(parts[2], 16):
-                return parts[1].lower(), parts[2].lower()
-        except ValueError:
-            pass
-    return tracer.new_trace_id(), ""
+def _incoming_context(traceparent: str, run_trace: str) -> tuple:
+    """(trace_id, parent span id) from a W3C traceparent, else the run's trace as a root (a top-level
+    process of CMD: `run` gives its trace id to them all), else a new trace."""
+    return config.traceparent_ids(traceparent) or (config.hex_id(run_trace, 32) or tracer.new_trace_id(), "")
 
 
 def _start_time(entered: int) -> tuple:

@@ -14,7 +14,7 @@ import os
 from contextvars import ContextVar
 from time import time_ns
 
-from .. import lazy, process, redact, tracer
+from .. import config, lazy, redact, tracer
 
 CATEGORY = "http"
 METHOD = "http.request.method"
@@ -404,9 +404,10 @@ def begin_server(library: str, method: str, target: str, traceparent: str | None
 
 
 def _remote_parent(traceparent) -> tracer.Span | None:
-    trace_id, span_id = process._incoming_context(_text(traceparent))
-    if not span_id:
+    ids = config.traceparent_ids(_text(traceparent))
+    if ids is None:
         return None
+    trace_id, span_id = ids
     return tracer.Span(span_id, None, "", trace_id, "", tracer.SERVER, CATEGORY, 0, None)
 
 
