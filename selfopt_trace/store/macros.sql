@@ -17,17 +17,16 @@
 --   waits_on              the units it waits on (roots' ids)
 --   tid                   a `thread`/`task` span's thread id
 --   code                  what its self time is, as breakdown.sql numbers its categories
--- A recorded sleep (time.sleep that blocked) is an activity where it stands for an untraced wait:
--- in own work or a child's (its parent's code 8 or 10), within its parent, with no other child of
--- the parent open meanwhile (another thread's, misparented); its code is 16 (`sleeps`). Elsewhere
--- (a handler's sleep in an HTTP server span) it is its parent's category, and no row.
+-- A recorded sleep (time.sleep that blocked) is an activity where it would be an untraced wait: in
+-- own work or a child's (its parent's code 8 or 10); its code is 16 (`sleeps`). Elsewhere (a
+-- handler's sleep in an HTTP server span) its time is its parent's category, and it has no row.
 --   is_wait               a `wait` span (a blocking call: Popen.wait, Thread.join, Future.result, ...)
 --   parent_rs, parent_re, parent_code    the same of its parent, when the parent is in its unit
 
 -- What a span is, as a small number (joins and sorts carry it instead of name, kind and category):
 --   1 a process span, 2 start-up, 3 import, 4 parse, 5 serialization, 6 HTTP CLIENT, 7 HTTP SERVER,
 --   8 other HTTP, 9 subprocess, 10 exec (a subprocess span), 11 container CLIENT, 12 other container,
---   13 wait, 14 thread or task, 0 anything else.
+--   13 wait, 14 thread or task, 15 sleep, 0 anything else.
 CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
     CASE category
         WHEN 'process' THEN CASE WHEN name = 'process' THEN 1 ELSE 0 END
@@ -40,6 +39,7 @@ CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
         WHEN 'container' THEN CASE WHEN kind = 'CLIENT' THEN 11 ELSE 12 END
         WHEN 'wait' THEN 13
         WHEN 'thread' THEN 14
+        WHEN 'sleep' THEN 15
         ELSE 0
     END)::UTINYINT;
 
@@ -133,11 +133,11 @@ WHERE calling.top <> answering.top;
 
 CREATE OR REPLACE TEMP MACRO run_activity(for_run) AS TABLE
 WITH RECURSIVE
-run_spans AS NOT MATERIALIZED (  -- sleeps are added at the end (their parents' codes decide)
+run_spans AS NOT MATERIALIZED (
     SELECT span_id, parent_span_id, trace_id, name, kind, category, start_ns, end_ns, pid,
            hash(source_file, pid) AS process_key  -- a collector file holds many processes
     FROM spans
-    WHERE run_id = for_run AND category IS DISTINCT FROM 'sleep'
+    WHERE run_id = for_run
 ),
 -- The run's trace: that of the process started when the run started (CMD: run.json's start), else
 -- (spans without process spans, e.g. from another SDK) of the earliest span. Other traces in the
@@ -297,8 +297,10 @@ with_facts AS (
 coded AS MATERIALIZED (
     SELECT p.id, p.unit, p.is_root, p.is_top, p.pid, p.sort, p.waiter, p.tid, p.start_ns, p.end_ns,
            p.start_ns AS rs, activity_end(p.sort, p.waiter, p.start_ns, p.end_ns, p.spawn_ns) AS re,
-           activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main,
-                         p.sort = 6 AND p.id IN (SELECT id FROM answered)) AS code,
+           CASE WHEN p.sort = 15 THEN 16
+                ELSE activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main,
+                                   p.sort = 6 AND p.id IN (SELECT id FROM answered))
+           END AS code,
            CASE WHEN NOT p.is_root THEN p.parent END AS parent,
            CASE WHEN NOT p.is_root THEN p.parent_start END AS parent_rs,
            CASE WHEN NOT p.is_root
@@ -313,6 +315,7 @@ coded AS MATERIALIZED (
                  activity_waiter(parent_sort, parent_shell, (SELECT legacy_run FROM legacy)) AS parent_waiter
           FROM with_facts) AS p
     WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
+      AND (p.sort <> 15 OR parent_code IN (8, 10))  -- a sleep in own work (see above)
 ),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
 -- threads or tasks it names; for other waiters, the units started under them.
@@ -324,28 +327,12 @@ edges AS (
     UNION
     SELECT c.id, t.id FROM coded AS c JOIN parented AS t ON t.parent = c.id AND t.is_root
     WHERE c.waiter AND c.sort <> 13
-),
-sleeps AS (  -- recorded sleeps in own work, within their parents (see above)
-    SELECT z.id, p.id AS parent, p.unit, p.pid, p.tid, z.start_ns, z.end_ns, greatest(z.start_ns, p.rs) AS rs,
-           least(z.end_ns, p.re) AS re, p.rs AS parent_rs, p.re AS parent_re, p.code AS parent_code
-    FROM (SELECT hash(span_id) AS id, hash(parent_span_id) AS parent, start_ns, end_ns
-          FROM spans
-          WHERE run_id = for_run AND category = 'sleep' AND parent_span_id IS NOT NULL
-            AND trace_id = (SELECT trace_id FROM main_trace)) AS z
-    JOIN coded AS p ON p.id = z.parent
-    WHERE p.code IN (8, 10) AND least(z.end_ns, p.re) > greatest(z.start_ns, p.rs)
-      AND NOT EXISTS (SELECT 1 FROM coded AS c
-                      WHERE c.parent = p.id AND c.re > c.rs AND least(c.re, z.end_ns) > greatest(c.rs, z.start_ns))
 )
 SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns, c.rs, c.re,
        c.waiter, e.targets AS waits_on, c.tid, c.code, c.parent_rs, c.parent_re, c.parent_code,
        c.sort = 13 AS is_wait
 FROM coded AS c
-LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id
-UNION ALL
-SELECT id, parent, unit, false, false, pid, start_ns, end_ns, rs, re, false, NULL, tid, 16, parent_rs,
-       parent_re, parent_code, false
-FROM sleeps;
+LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;
 
 -- critical_path_rows(for_run): the critical path of a run (queries/critical_path.sql says how it is
 -- walked), one row per span on it: id (a hashed span id, as run_activity's; 0 for the run itself,

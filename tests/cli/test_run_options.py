@@ -211,7 +211,9 @@ def test_the_python_processes_a_shell_cmd_starts_are_one_trace(cli):
     summary = json.loads(result.stdout)
     assert summary["processes"] == 2
     by_category = summary["time_by_category_ms"]
-    assert by_category["sleeps"] >= 299  # both processes' sleeps: the run's time went there
+    # both processes' sleeps: the run's time went there (less up to a few ms where the second's
+    # start, known to the kernel's 10 ms tick, overlaps the first's end: shared between them)
+    assert by_category["sleeps"] >= 290
     assert by_category["outside traced processes"] < by_category["sleeps"] / 2
 
 

@@ -37,6 +37,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
     """category -> (wall, busy), in the spans' time unit; `exited`: when `run` saw CMD, the root
     process, exit (its teardown follows its span's end)."""
     nodes = {s.id: s for s in spans if s.trace == main_trace and s.category != "sleep"}
+    sleeps_in = [s for s in spans if s.trace == main_trace and s.category == "sleep" and s.parent in nodes]
     parent: dict[str, str | None] = {}
     for span in nodes.values():
         p = span.parent
@@ -101,6 +102,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
 
     def category(s: Span) -> str:
         """What a leaf's time is (a waiter's, when nothing it waits on is alive)."""
+        if s.category == "sleep":
+            return "sleeps"
         if s.category == "wait":
             spawners = [t for t in s.attributes.get("selfopt_trace.wait.on", [])
                         if t in nodes and nodes[t].category == "subprocess"]
@@ -158,6 +161,13 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
         p_lo, p_hi = interval(nodes[parent[s.id]])
         return max(lo, p_lo), min(hi, p_hi)
 
+    # A recorded sleep in own work (a child's too) is a leaf of its own, `sleeps`; elsewhere (a
+    # handler's sleep in an HTTP server span) its time stays its parent's category.
+    for s in sleeps_in:
+        if category(nodes[s.parent]) in RESIDUAL:
+            nodes[s.id] = s
+            parent[s.id] = s.parent
+
     members = defaultdict(list)  # unit -> its spans
     children = defaultdict(list)  # same-unit children
     for s in nodes.values():
@@ -194,26 +204,9 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             else:
                 sleeps[owner].append((lo, hi))
 
-    # Recorded sleeps in own work (a child's too), within their parent: `sleeps`, where they were an
-    # untraced wait; not where another child of the parent is open meanwhile (evidence only there).
-    timed_sleeps = defaultdict(list)  # parent id -> its sleeps' intervals
-    for s in spans:
-        if s.trace == main_trace and s.category == "sleep" and s.parent in nodes:
-            lo, hi = interval(nodes[s.parent])
-            lo, hi = max(lo, s.start), min(hi, s.end)
-            if hi > lo and not any(max(clipped(c)[0], s.start) < min(clipped(c)[1], s.end)
-                                   for c in children[s.parent] if interval(c)[1] > interval(c)[0]):
-                timed_sleeps[s.parent].append((lo, hi))
-
-    def asleep(leaf: Span, a: float, b: float) -> bool:
-        return any(lo <= a and hi >= b for lo, hi in timed_sleeps[leaf.id])
-
     points = {run_start, run_end}
     for s in nodes.values():
         points.update(interval(s))
-    for found in timed_sleeps.values():
-        for lo, hi in found:
-            points.update((lo, hi))
     for spans_slept in sleeps.values():
         for lo, hi in spans_slept:
             points.update((lo, hi))
@@ -293,9 +286,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
                         give(target.id, share / len(live), a, b, depth + 1)
                     continue
             name = own_category(leaf, a)
-            if name in RESIDUAL and asleep(leaf, a, b):
-                wall["sleeps"] += share * (b - a)
-            elif name in RESIDUAL:
+            if name in RESIDUAL:
                 r = running(u, a, b)
                 wall[name] += share * r * (b - a)
                 wall["untraced waits"] += share * (1 - r) * (b - a)
@@ -316,8 +307,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             for leaf in leaves(u.id, a, b):
                 if is_waiter(leaf) and any(is_open(nodes[t], a, b) for t in targets(leaf)):
                     continue
-                name = own_category(leaf, a)
-                busy["sleeps" if name in RESIDUAL and asleep(leaf, a, b) else name] += b - a
+                busy[own_category(leaf, a)] += b - a
     if exited is not None and exited > run_end:
         wall["interpreter teardown"] += exited - run_end
         busy["interpreter teardown"] += exited - run_end

@@ -5,7 +5,8 @@ thread ran, not when: the breakdown spreads a reading's CPU evenly over it, and 
 CPU work reads partly as running (a few ms at every change). A recorded sleep says where the
 thread did not run: the breakdown puts a reading's CPU in the rest of it (docs/queries.md). A
 sleep in own work is also the breakdown's `sleeps` (the program chose to wait: a poll, a back-off);
-a sleep inside a serialization span stays serialization.
+a sleep inside a serialization span stays serialization, and one inside a measured call that is not
+a span yet (json.dumps's `default` hook) is not recorded: the call's time.
 
 process.py puts the wrapper at time.sleep at start-up: it times every sleep with nothing imported
 before the sleep itself, and calls record() here (imported on the first sleep that blocked) for a
@@ -15,6 +16,7 @@ record a recorded one (waits.py's way; about a recorded wait's cost).
 
 from __future__ import annotations
 
+import sys
 from _thread import get_ident
 from time import time_ns
 
@@ -24,6 +26,7 @@ from . import waits
 NAME = "time.sleep"
 CATEGORY = "sleep"
 _HEAD = "\t%s\t%s\t%s\t" % (NAME, tracer.INTERNAL, CATEGORY)
+_TIMED = __name__.rpartition(".")[0] + ".timed"  # loaded with the first measured call's hook
 
 
 def record(t0: int, t1: int, seconds) -> None:
@@ -41,6 +44,11 @@ def record(t0: int, t1: int, seconds) -> None:
         t1 = min(t1, t0 + int(float(seconds) * 1_000_000_000))  # float(): what the sleep took (an __index__ too)
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
+            return
+        timed = sys.modules.get(_TIMED)
+        if timed is not None and thread in timed._busy:
+            # inside a measured call (json.dumps's `default` hook): the call's time. The call is a
+            # span only once it ends slow, so the sleep would hang under the call's parent, as own work
             return
         parent = tracer.current()
         # outside every span, only the main thread's sleeps are known to be its unit's: a thread
