@@ -71,6 +71,17 @@ for name, call in CASES.items():
         print("==", name)
         print(traceback.format_exc())
 
+for call in (lambda: subprocess.run(["/nonexistent/prog"]),  # env=None: built by fork_exec
+             lambda: subprocess.run(["/nonexistent/prog"], close_fds=False)):  # by os.posix_spawn
+    try:
+        call()
+    except FileNotFoundError as error:  # pytest prints a failed call's arguments (and Sentry its locals)
+        tb = error.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "_execute_child":
+                print("== _execute_child's env:", repr(tb.tb_frame.f_locals["env"]))
+            tb = tb.tb_next
+
 def app(environ, start_response):  # wsgiref prints the failed request's traceback on stderr
     json.loads("{bad")
 

@@ -73,6 +73,12 @@ def spawn_marker() -> str:
 def child_environ(span: tracer.Span, env) -> dict:
     """The environment for a child: the caller's (or ours), merged with what tracing needs."""
     base = dict(os.environ if env is None else env)
+    base.update(additions(span, base))
+    return base
+
+
+def additions(span: tracer.Span, base) -> dict:
+    """What tracing sets in a child's environment `base` (str or bytes keys, as `base` has them)."""
     settings = process.settings()
     ours = dict(config.propagated_environ(settings)) if settings else {}
     own_dir = _get(base, config.ENV_DIR)
@@ -85,8 +91,14 @@ def child_environ(span: tracer.Span, env) -> dict:
         ours["PYTHONPATH"] = config.with_bootstrap(_get(base, "PYTHONPATH"), settings.bootstrap_dir)
     if base and isinstance(next(iter(base)), bytes):
         ours = {os.fsencode(k): os.fsencode(v) for k, v in ours.items()}
-    base.update(ours)
-    return base
+    return ours
+
+
+# thread -> what tracing adds to the environment of the child a Popen called with env=None starts
+# (hooks/subprocess_.py): added where that environment is built (fork_exec, or os.posix_spawn),
+# so Popen._execute_child's frame keeps env=None, as untraced (pytest prints a failed call's
+# arguments: they showed the whole environment).
+pending: dict = {}
 
 
 def _get(env: dict, key: str) -> str:

@@ -12,8 +12,15 @@ status and the kernel's count of its CPU (`process.reaped.cpu_ns`).
 from __future__ import annotations
 
 
+import os
+from _thread import get_ident
+
 from .. import lazy, tracer
 from . import spawn, waits
+
+# fork_exec's environment argument (CPython 3.8-3.13: args, executable_list, close_fds, fds_to_keep,
+# cwd, env_list, ...)
+_ENV_LIST = 5
 
 
 def install(target: str, module) -> None:
@@ -21,12 +28,17 @@ def install(target: str, module) -> None:
     original = lazy.original(popen.__dict__["_execute_child"])  # what stands in until the first Popen wraps it
     if tracer.is_own_wrapper(original):
         return
+    at_fork_exec = _wrap_fork_exec(module)
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest):
         try:
+            thread = get_ident()
             try:
                 span = spawn.start_span("subprocess", args, cwd)
-                env = spawn.child_environ(span, env)
+                if env is None and at_fork_exec:  # added where the child's environment is built
+                    spawn.pending[thread] = spawn.additions(span, os.environ)
+                else:
+                    env = spawn.child_environ(span, env)
                 args = spawn.rewrite_argv(args, span)
             except Exception:
                 return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
@@ -38,6 +50,7 @@ def install(target: str, module) -> None:
                 raise
             finally:
                 tracer.in_spawn -= 1
+                spawn.pending.pop(thread, None)
             spawn.started(span, self.pid)
             self.__dict__[waits.SPAN] = span.span_id
         except BaseException as exc:  # as untraced: no frame of ours
@@ -50,6 +63,38 @@ def install(target: str, module) -> None:
                                                             ready=_reaped))
     waits.wrap(popen, "communicate", lambda original: waits.communicate_method(original, "Popen.communicate", _targets,
                                                                                     own=True))
+
+
+def _wrap_fork_exec(module) -> bool:
+    """_posixsubprocess.fork_exec, which Popen calls with the environment as a list (None: ours),
+    given the variables tracing adds for the Popen being started on this thread (spawn.pending):
+    subprocess's `_fork_exec` (3.11 on), else `_posixsubprocess.fork_exec`. False where there is
+    none to wrap (the Popen then passes the merged environment itself)."""
+    owner, name = (module, "_fork_exec") if hasattr(module, "_fork_exec") else \
+        (getattr(module, "_posixsubprocess", None), "fork_exec")
+    original = getattr(owner, name, None)
+    if original is None:
+        return False
+    if tracer.is_own_wrapper(original):
+        return True
+
+    def fork_exec(*args):
+        try:
+            ours = spawn.pending.pop(get_ident(), None)
+            if ours is not None and len(args) > _ENV_LIST:
+                given = args[_ENV_LIST]
+                added = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in ours.items()]
+                names = {line.partition(b"=")[0] for line in added}
+                kept = [k + b"=" + v for k, v in os.environb.items()] if given is None else list(given)
+                args = (*args[:_ENV_LIST], [line for line in kept if line.partition(b"=")[0] not in names] + added,
+                        *args[_ENV_LIST + 1:])
+            return original(*args)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
+
+    setattr(owner, name, tracer.own_wrapper(fork_exec, original))
+    return True
 
 
 def _reaped(popen) -> bool:
