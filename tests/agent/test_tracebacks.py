@@ -72,7 +72,8 @@ for name, call in CASES.items():
         print(traceback.format_exc())
 
 for call in (lambda: subprocess.run(["/nonexistent/prog"]),  # env=None: built by fork_exec
-             lambda: subprocess.run(["/nonexistent/prog"], close_fds=False)):  # by os.posix_spawn
+             lambda: subprocess.run(["/nonexistent/prog"], close_fds=False),  # by os.posix_spawn
+             lambda: subprocess.run(["/nonexistent/prog"], env={"ONLY": "this"})):  # the program's own
     try:
         call()
     except FileNotFoundError as error:  # pytest prints a failed call's arguments (and Sentry its locals)

@@ -94,10 +94,10 @@ def additions(span: tracer.Span, base) -> dict:
     return ours
 
 
-# thread -> what tracing adds to the environment of the child a Popen called with env=None starts
-# (hooks/subprocess_.py): added where that environment is built (fork_exec, or os.posix_spawn),
-# so Popen._execute_child's frame keeps env=None, as untraced (pytest prints a failed call's
-# arguments: they showed the whole environment).
+# thread -> what tracing adds to the environment of the child a Popen starts (hooks/subprocess_.py):
+# added where that environment is built (fork_exec, or os.posix_spawn), so Popen._execute_child's
+# frame keeps `env` as given, None or the program's own (pytest prints a failed call's arguments:
+# they showed the whole environment where untraced it printed env = None).
 pending: dict = {}
 
 

@@ -35,8 +35,8 @@ def install(target: str, module) -> None:
             thread = get_ident()
             try:
                 span = spawn.start_span("subprocess", args, cwd)
-                if env is None and at_fork_exec:  # added where the child's environment is built
-                    spawn.pending[thread] = spawn.additions(span, os.environ)
+                if at_fork_exec:  # added where the child's environment is built: env stays as given
+                    spawn.pending[thread] = spawn.additions(span, os.environ if env is None else env)
                 else:
                     env = spawn.child_environ(span, env)
                 args = spawn.rewrite_argv(args, span)
