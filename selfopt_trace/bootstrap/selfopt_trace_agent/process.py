@@ -297,9 +297,15 @@ def _start_time(entered: int) -> tuple:
         if spawner_pid in (os.getppid(), os.getpid()) and at_ns <= entered and (not kernel or at_ns > kernel - 50_000_000):
             return at_ns, "parent"
     if kernel:
-        # The kernel counts in clock ticks, rounded down (up to 10 ms early); a traced ancestor's
-        # spawn, through an untraced shell, came before this process: it bounds the start from below.
-        return (at_ns if kernel < at_ns <= entered else kernel), "kernel"
+        # The kernel counts in clock ticks, rounded down (up to a tick early); a traced ancestor's
+        # spawn, through an untraced shell, came before this process: both bound the start from
+        # below. The time this process has run or waited for a CPU so far bounds it from above (it
+        # lived at least that long): within the tick, that is the start, unless it blocked (a disk
+        # read) before now. Sequential processes a shell starts then no longer overlap by a tick.
+        earliest = at_ns if kernel < at_ns <= entered else kernel
+        lived = _lived_ns()
+        latest = min(entered - lived, kernel + 1_000_000_000 // os.sysconf("SC_CLK_TCK")) if lived else earliest
+        return max(earliest, latest), "kernel"
     # No /proc (macOS): the earliest point known is now minus the CPU time this process used.
     return entered - _process_cpu_ns(), "cpu"
 
@@ -319,6 +325,13 @@ def _kernel_start_ns(now_ns: int) -> int:
         return now_ns - (clock_gettime_ns(CLOCK_BOOTTIME) - start_ticks * 1_000_000_000 // hz)
     except Exception:
         return 0
+
+
+def _lived_ns() -> int:
+    """This thread's CPU time and time queued for a CPU so far (since its fork, as the kernel's
+    start time counts: thread_clocks); 0 where either cannot be read."""
+    clocks = thread_clocks("")
+    return clocks["cpu_ns"] + clocks["runqueue_ns"] if len(clocks) == 2 else 0
 
 
 def _process_cpu_ns() -> int:
