@@ -352,21 +352,40 @@ waited AS (  -- each unit waited on, clipped to each wait on it
     FROM (SELECT id, rs, re, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
     JOIN activity AS t ON t.id = w.target
 ),
--- (child, parent) pairs, the child clipped to its parent: top-level spans are children of the run
--- (id 0), a top-level process that answers another's calls from when the last that answers nobody
--- ended (served_tops: a server started first and stopped last); a unit waited on is a child of each
--- wait on it.
-served AS (
-    SELECT id FROM served_tops(for_run)
+-- Top-level spans are children of the run (id 0). A top-level process that answers another's calls
+-- (served_tops: a server a script started beside its client) is one only where no top-level span
+-- that answers nobody is alive (its start-up before its client, its shutdown after), as the
+-- breakdown counts it: once per such gap.
+tops AS MATERIALIZED (  -- few rows, read five times below
+    SELECT id, rs, re, id IN (SELECT id FROM served_tops(for_run)) AS served FROM activity WHERE is_top
 ),
+answering_nobody AS (  -- the lives of the tops that answer nobody, merged where they overlap
+    SELECT min(rs) AS rs, max(re) AS re
+    FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR rs > before_end)
+                        OVER (ORDER BY rs, re ROWS UNBOUNDED PRECEDING) AS island
+          FROM (SELECT rs, re, max(re) OVER (ORDER BY rs, re ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                           AS before_end
+                FROM tops WHERE NOT served))
+    GROUP BY island
+),
+gaps AS (  -- where none of them is alive
+    SELECT coalesce(lag(re) OVER (ORDER BY rs), (SELECT min(rs) FROM tops)) AS a, rs AS b FROM answering_nobody
+    UNION ALL
+    SELECT coalesce(max(re), (SELECT min(rs) FROM tops)), (SELECT max(re) FROM tops) FROM answering_nobody
+),
+-- (child, parent) pairs, the child clipped to its parent; a unit waited on is a child of each wait
+-- on it.
 clipped AS (
     SELECT id, coalesce(parent, 0::UBIGINT) AS parent,
-           greatest(rs, coalesce(parent_rs, rs),
-                    CASE WHEN is_top AND id IN (SELECT id FROM served)
-                         THEN (SELECT max(re) FROM activity WHERE is_top AND id NOT IN (SELECT id FROM served)) END) AS cs,
-           least(re, coalesce(parent_re, re)) AS ce
+           greatest(rs, coalesce(parent_rs, rs)) AS cs, least(re, coalesce(parent_re, re)) AS ce
     FROM activity
-    WHERE NOT is_root OR is_top
+    WHERE NOT is_root
+    UNION ALL
+    SELECT id, 0::UBIGINT, rs, re FROM tops WHERE NOT served
+    UNION ALL
+    SELECT t.id, 0::UBIGINT, greatest(t.rs, g.a), least(t.re, g.b)
+    FROM tops AS t JOIN gaps AS g ON g.a < t.re AND g.b > t.rs
+    WHERE t.served
     UNION ALL
     FROM waited
 ),
