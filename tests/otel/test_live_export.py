@@ -229,6 +229,20 @@ def test_a_multi_process_run_arrives_in_jaeger_as_one_trace(jaeger: Jaeger, tmp_
 
 
 
+def test_the_python_processes_of_a_shell_cmd_arrive_in_jaeger_as_one_trace(jaeger: Jaeger, tmp_path: Path) -> None:
+    """A shell script's Python processes get no TRACEPARENT: each started a trace of its own."""
+    home = tmp_path / "home"
+    python = f"{sys.executable} -c 'import json; json.dumps([1])'"
+    done = selfopt(home, "run", "--run-id", "shell", "-q", "--otlp-endpoint", jaeger.otlp_http_endpoint, "--",
+                   "sh", "-c", f"{python}; {python}")
+    assert done.returncode == 0, done.stderr
+    original = stored_spans(home / "traces.duckdb", "shell")
+    processes = [span for span in original.values() if span["name"] == "process"]
+    assert len(processes) == 2 and all(span["parent_span_id"] is None for span in processes)  # both roots
+    trace = assert_jaeger_has_the_run(jaeger, original, "shell")  # of one trace
+    assert sum(span["operationName"] == "process" for span in trace["spans"]) == 2
+
+
 def test_a_running_service_shows_up_in_jaeger_within_seconds_of_a_request(jaeger: Jaeger, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
