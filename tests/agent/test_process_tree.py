@@ -232,3 +232,26 @@ def test_a_child_with_a_run_of_its_own_keeps_it_and_joins_the_trace(traced, tmp_
     spawn, = outer_spans.named("subprocess")
     assert inner_spans.processes()[0].parent_span_id == spawn.span_id
     assert inner_spans.trace_ids() == outer_spans.trace_ids()
+
+
+def test_a_fork_on_another_thread_while_subprocess_spawns_is_traced(traced):
+    """subprocess's own fork of a child that execs at once is no process of ours; a fork on another
+    thread meanwhile is (the flag was one for the whole process: that child went untraced)."""
+    code = """
+import os, subprocess, threading, time
+slow_exec = threading.Thread(target=subprocess.run, args=(["true"],), kwargs={"preexec_fn": lambda: time.sleep(0.5)})
+slow_exec.start()
+time.sleep(0.2)  # that thread waits in Popen._execute_child for its child to exec
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+slow_exec.join()
+"""
+    result = traced.python(code)
+    assert result.returncode == 0, result.stderr
+    spans = traced.spans()
+    assert [p.attributes["process.pid"] for p in spans.processes()
+            if p.attributes["process.start.source"] == "fork"] != []
+    assert [s for s in spans.spans if s.name == "subprocess"]  # and the spawn's child is no fork of ours
+    assert len(spans.processes()) == 2

@@ -589,9 +589,10 @@ def _at_exit() -> None:
 def _after_fork_in_child() -> None:
     """A forked child gets its own process span (child of the span that forked) and its own file."""
     global _exit_code, _reparent, _main_thread
-    if tracer.in_spawn:
+    if get_ident() in tracer.in_spawn:  # the thread that forked is the child's only thread
         return  # a subprocess child running preexec_fn before exec: the exec'd image traces itself
-    _main_thread = get_ident()  # the thread that forked is the child's only thread
+    tracer.in_spawn.clear()  # other threads' spawns: none of this process's
+    _main_thread = get_ident()
     try:
         parent = tracer.current() or tracer.root()
         tracer.reset_after_fork()

@@ -160,7 +160,9 @@ _header = ""
 _enabled = False
 _flusher_started = False
 _flushed_in_passing = 0  # flushes made by records at the deadline (flush(blocking=False)): the flusher's sleeps
-in_spawn = 0  # > 0 while subprocess forks a child that will exec at once (its at-fork child is no process of ours)
+# The threads in subprocess's fork of a child that will exec at once (its at-fork child is no process
+# of ours; a fork on another thread meanwhile is one).
+in_spawn: set = set()
 _overhead_ns = 0
 _spans_dir = ""
 _root: Span | None = None  # the process span: parent of spans started where no span is current (new threads)

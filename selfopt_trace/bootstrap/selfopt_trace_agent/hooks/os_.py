@@ -204,7 +204,7 @@ def _wrap_execve(original):
 def _wrap_posix_spawn(original):
     def posix_spawn(path, argv, env, *args, **kwargs):
         try:
-            if tracer.in_spawn:  # subprocess.Popen's own (_USE_POSIX_SPAWN): its span is already open
+            if get_ident() in tracer.in_spawn:  # subprocess.Popen's own (_USE_POSIX_SPAWN): its span is open
                 ours = spawn.pending.pop(get_ident(), None)  # what to add, if Popen was given env=None
                 return original(path, argv, env if ours is None else {**env, **ours}, *args, **kwargs)
             try:

@@ -42,14 +42,14 @@ def install(target: str, module) -> None:
                 args = spawn.rewrite_argv(args, span)
             except Exception:
                 return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
-            tracer.in_spawn += 1
+            tracer.in_spawn.add(thread)
             try:
                 original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
             except BaseException as exc:
                 spawn.failed(span, exc)
                 raise
             finally:
-                tracer.in_spawn -= 1
+                tracer.in_spawn.discard(thread)
                 spawn.pending.pop(thread, None)
             spawn.started(span, self.pid)
             self.__dict__[waits.SPAN] = span.span_id
