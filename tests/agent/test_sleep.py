@@ -42,7 +42,11 @@ def test_each_sleep_is_a_span_under_the_span_it_slept_in(traced):
         assert asked <= length < asked + 200, lengths_ms
     parents = [ancestors(spans, s)[0] for s in sleeps]
     assert [p.category for p in parents] == ["process", "process", "thread", "process"]
-    assert all(s.kind == "INTERNAL" and s.status == "UNSET" and s.attributes == {} for s in sleeps)
+    assert all(s.kind == "INTERNAL" and s.status == "UNSET" for s in sleeps)
+    # where the program slept, not the agent's wrapper
+    assert [(s.attributes["code.function"], s.attributes["code.lineno"]) for s in sleeps] == [
+        ("<module>", 5), ("<module>", 6), ("worker", 8), ("<module>", 16)]
+    assert {s.attributes["code.filepath"].rpartition("/")[2] for s in sleeps} == {"program.py"}
 
 
 ERRORS = """

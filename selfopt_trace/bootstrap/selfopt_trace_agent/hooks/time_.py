@@ -10,8 +10,9 @@ a span yet (json.dumps's `default` hook) is not recorded: the call's time.
 
 process.py puts the wrapper at time.sleep at start-up: it times every sleep with nothing imported
 before the sleep itself, and calls record() here (imported on the first sleep that blocked) for a
-sleep of config.WAIT_THRESHOLD_NS or more. Cost: two clock reads a sleep, and one formatted X
-record a recorded one (waits.py's way; about a recorded wait's cost).
+sleep of config.WAIT_THRESHOLD_NS or more, with the line that slept (code.filepath, code.lineno,
+code.function). Cost: two clock reads a sleep, and one formatted X record a recorded one (waits.py's
+way; about a recorded wait's cost, and the caller's frame found and encoded).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from _thread import get_ident
 from time import time_ns
 
-from .. import process, tracer
+from .. import process, spanfile, tracer
 from . import waits
 
 NAME = "time.sleep"
@@ -57,6 +58,12 @@ def record(t0: int, t1: int, seconds) -> None:
             parent = tracer._root
         if not tracer._enabled or (parent is None and tracer._root is not None):
             return
-        waits.write_under(parent, _HEAD, t0, t1, "{}")
+        caller = sys._getframe(1)  # where the program slept (it shows on the critical path)
+        while caller is not None and caller.f_globals.get("__name__", "").startswith(tracer._OWN_MODULES):
+            caller = caller.f_back
+        where = "{}" if caller is None else spanfile.encode({
+            "code.filepath": caller.f_code.co_filename, "code.lineno": caller.f_lineno,
+            "code.function": caller.f_code.co_name})
+        waits.write_under(parent, _HEAD, t0, t1, where)
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + NAME, error)
