@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 OWN_WORK = "own work"
 OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, a shell CMD)
 UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the CPU outside any recorded call
+SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded time.sleep calls
 WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
 TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, the summary says what it is and where to look
@@ -39,7 +40,7 @@ SLOWEST = 10
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
                         "http server time", "subprocess spawn overhead", TEARDOWN, "child processes' own work",
-                        "container start-up", OWN_WORK, "sleeps", "untraced child processes", "untraced http servers",
+                        "container start-up", OWN_WORK, SLEEPS, "untraced child processes", "untraced http servers",
                         UNTRACED_WAITS, OUTSIDE)
 # Up to this many spans in the whole store, the summary's queries run without DuckDB's optimizer: on
 # a small store planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same
@@ -272,6 +273,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str]) -> RunSu
                                   "-E or -S; a PYTHONPATH without the bootstrap set by a shell or script: see the "
                                   "notes on the processes seen)"]
     notes += _untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
+    notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
     notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
@@ -293,6 +295,30 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
         return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
     return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
             "then `selfopt-trace query waits`"]
+
+
+# The line whose recorded sleeps add up to the most (hooks/time_.py records where each slept).
+_SLEEPIEST_LINE_SQL = """
+SELECT attributes->>'code.filepath', attributes->>'code.lineno', count(*), sum(end_ns - start_ns)
+FROM spans
+WHERE run_id = $run_id AND category = 'sleep'
+GROUP BY ALL
+ORDER BY 4 DESC
+LIMIT 1
+"""
+
+
+def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list[str]:
+    """Where the program slept, when its own time.sleep calls are a large share of the wall time."""
+    if wall_ns <= 0 or slept_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    note = f"sleeps are {100 * slept_ns / wall_ns:.0f} % of the wall time: the program's own time.sleep calls " \
+           "(a poll, a back-off, a grace period)"
+    _, rows = store.sql(_SLEEPIEST_LINE_SQL, {"run_id": run_id})
+    if rows and rows[0][0]:
+        path, line, count, ns = rows[0]
+        note += f"; the most at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, {ns / 1e6:.0f} ms)"
+    return [note + f"; on the path: `selfopt-trace query critical_path --run {run_id}`"]
 
 
 def _teardown_note(run_id: str, teardown_ns: int, wall_ns: int) -> list[str]:

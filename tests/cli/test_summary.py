@@ -116,6 +116,18 @@ def test_untraced_waits_that_dominate_say_how_to_see_where(cli) -> None:
     assert not [note for note in json.loads(spins.stdout)["notes"] if note.startswith("untraced waits")]
 
 
+def test_sleeps_that_dominate_say_where_the_program_slept(cli) -> None:
+    from tests.cli.conftest import python
+
+    slept = cli("run", "--export", "never", "--json", "--", *python(
+        "import time\nfor _ in range(3):\n    time.sleep(0.1)\ntime.sleep(0.05)"))
+    assert slept.returncode == 0, slept.stderr
+    printed = json.loads(slept.stdout)
+    (note,) = [note for note in printed["notes"] if note.startswith("sleeps are")]
+    assert "the most at <string>:3 (3 sleeps, 300 ms)" in note, note  # the loop's line, not the last sleep's
+    assert not [note for note in printed["notes"] if note.startswith("untraced waits")]
+
+
 SLOW_TEARDOWN = """
 import time
 
