@@ -203,7 +203,8 @@ unit_threads AS (
 ),
 -- Where a followed thread is known to be off the CPU: its blocking waits (an asyncio wait is an
 -- await: the thread runs other tasks meanwhile) and its recorded sleeps (time.sleep that blocked:
--- hooks/time_.py; evidence only, run_activity leaves them out), merged where they overlap. A
+-- hooks/time_.py; all of them, also those inside another category, which run_activity leaves
+-- out), merged where they overlap. A
 -- reading's CPU goes to the rest of the reading, none to these (with no reading at all, they alone
 -- are off the CPU).
 off_cpu_raw AS (

@@ -182,7 +182,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             tid[s.id] = (pid_of.get(s.file), s.attributes.get("thread.id"))
 
     # unit -> where its thread is known to be off the CPU: its blocking waits (not an asyncio await)
-    # and its recorded sleeps (evidence, not activity), merged where they overlap
+    # and its recorded sleeps (all of them, also those inside another category), merged where they overlap
     known_off = defaultdict(list)
     for s in spans:
         if s.trace != main_trace:
