@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import SelfoptTraceError
+from .export import run_span
 
 FILES_TABLE_SQL = """
 CREATE TABLE IF NOT EXISTS collector_files (
@@ -309,7 +310,7 @@ CREATE OR REPLACE TEMP TABLE _collector_new AS
 WITH p AS (SELECT process_no, service_name, pid, resource_attributes::JSON AS resource_attributes, source_file
            FROM {_read_csv("processes", PROCESS_FIELDS, "")} WHERE terminator = '.')
 SELECT s.run_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.category, s.start_ns, s.end_ns,
-       s.end_ns - s.start_ns AS duration_ns, s.status, s.incomplete, p.service_name, p.pid, s.attributes::JSON,
+       s.end_ns - s.start_ns AS duration_ns, s.status, s.incomplete, p.service_name, p.pid, s.attributes::JSON AS attributes,
        p.resource_attributes, p.source_file
 FROM {_read_csv("spans", SPAN_FIELDS, "'name'")} AS s JOIN p ON p.process_no = s.process_no
 WHERE s.terminator = '.'
@@ -319,6 +320,36 @@ WHERE s.terminator = '.'
 # span ids: no span twice), which costs a third of `DISTINCT ON` the whole rows (~0.75 us a span).
 _DUPLICATES_SQL = """
 DELETE FROM _collector_new WHERE rowid NOT IN (SELECT min(rowid) FROM _collector_new GROUP BY trace_id, span_id)"""
+
+
+# The run's own span, which selfopt-trace's exports add (export/run_span.py), back to what `run` wrote:
+# the `runs` row (one per run even when sent twice in a load), and its children's parent back to the
+# run's incoming one (or none), in this load and in those before it.
+_RUN_SPANS_SQL = (
+    f"""
+CREATE OR REPLACE TEMP TABLE _collector_runs AS
+SELECT DISTINCT ON (run_id) * FROM _collector_new WHERE category = '{run_span.CATEGORY}' AND name = '{run_span.NAME}'""",
+    f"""
+DELETE FROM _collector_new WHERE category = '{run_span.CATEGORY}' AND name = '{run_span.NAME}'""",
+    f"""
+INSERT INTO runs (run_id, group_id, command, cwd, start_ns, end_ns, exit_code, pid, run_trace_id, run_span_id,
+                  run_parent_span_id, loaded_at, span_count)
+SELECT run_id, attributes->>'{run_span.GROUP}', attributes->>'{run_span.COMMAND}', attributes->>'{run_span.CWD}',
+       start_ns, end_ns, TRY_CAST(attributes->>'{run_span.EXIT_CODE}' AS INTEGER),
+       TRY_CAST(attributes->>'{run_span.PID}' AS INTEGER), trace_id, span_id, parent_span_id, now(), 0
+FROM _collector_runs
+ON CONFLICT (run_id) DO UPDATE SET
+    group_id = excluded.group_id, command = excluded.command, cwd = excluded.cwd, start_ns = excluded.start_ns,
+    end_ns = excluded.end_ns, exit_code = excluded.exit_code, pid = excluded.pid, run_trace_id = excluded.run_trace_id,
+    run_span_id = excluded.run_span_id, run_parent_span_id = excluded.run_parent_span_id""",
+    """
+UPDATE spans SET parent_span_id = r.parent_span_id FROM _collector_runs AS r
+WHERE spans.run_id = r.run_id AND spans.parent_span_id = r.span_id""",
+    "DROP TABLE _collector_runs",
+)
+_UNHANG_SQL = """
+UPDATE _collector_new SET parent_span_id = r.run_parent_span_id FROM runs AS r
+WHERE r.run_id = _collector_new.run_id AND r.run_span_id IS NOT NULL AND _collector_new.parent_span_id = r.run_span_id"""
 
 
 def insert_rows(store: Any, rows: list[dict]) -> int:
@@ -345,19 +376,29 @@ def insert_files(store: Any, spans: list[Path], processes: list[Path]) -> int:
     statement for all), and add or extend their runs; returns how many were new. `load`'s write and
     `selfopt-trace collector`'s (receiver/). The process numbers of `spans` are those of `processes`."""
     store.sql(_NEW_SQL, {"spans": [str(path) for path in spans], "processes": [str(path) for path in processes]})
-    _, [(added, span_ids, process_spans)] = store.sql(
-        "SELECT count(*), count(DISTINCT span_id), count(*) FILTER (WHERE name = 'process') FROM _collector_new")
+    _, [(added, span_ids, process_spans, run_spans)] = store.sql(
+        "SELECT count(*), count(DISTINCT span_id), count(*) FILTER (WHERE name = 'process'), "
+        f"count(*) FILTER (WHERE name = '{run_span.NAME}') FROM _collector_new")
     if span_ids < added:  # a span id twice: maybe a span twice
         store.sql(_DUPLICATES_SQL)
         _, [(added,)] = store.sql("SELECT count(*) FROM _collector_new")
+    if run_spans:
+        for statement in _RUN_SPANS_SQL:
+            store.sql(statement)
+        _, [(added,)] = store.sql("SELECT count(*) FROM _collector_new")
+    store.sql(_UNHANG_SQL)
     store.sql("INSERT INTO spans SELECT * FROM _collector_new")
+    # A run whose own span came knows its times from it: its spans do not widen them.
     store.sql("""
         INSERT INTO runs (run_id, start_ns, end_ns, service_name, loaded_at, span_count, process_count)
         SELECT run_id, min(start_ns), max(end_ns), arg_min(service_name, start_ns), now(), count(*),
                count(DISTINCT pid)
         FROM _collector_new GROUP BY run_id
         ON CONFLICT (run_id) DO UPDATE SET
-            start_ns = least(runs.start_ns, excluded.start_ns), end_ns = greatest(runs.end_ns, excluded.end_ns),
+            start_ns = CASE WHEN runs.run_span_id IS NULL THEN least(runs.start_ns, excluded.start_ns) ELSE runs.start_ns END,
+            end_ns = CASE WHEN runs.run_span_id IS NULL THEN greatest(runs.end_ns, excluded.end_ns) ELSE runs.end_ns END,
+            service_name = coalesce(runs.service_name, excluded.service_name),
+            process_count = coalesce(runs.process_count, excluded.process_count),
             loaded_at = excluded.loaded_at, span_count = runs.span_count + excluded.span_count""")
     if process_spans:  # a run's exit status is its root process's, as the span-file loader gives it without run.json
         store.sql("""

@@ -122,6 +122,10 @@ class RunRecord:
     returncode: int | None = None  # like Popen.returncode: -N when killed by signal N
     pid: int | None = None  # CMD's process id
     notes: list[str] = field(default_factory=list)  # from the watchers, for the summary
+    # The run's place in its trace (export/run_span.py): an incoming TRACEPARENT's trace and span, else a new trace.
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
 
     def to_json(self) -> dict:
         """run.json: text that is not UTF-8 (a Latin-1 argument or directory) escaped as the span
@@ -138,6 +142,9 @@ class RunRecord:
             "exit_code": self.returncode,
             "pid": self.pid,
             "service": self.service,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
         }
         escaped = [key for key in ("command", "cwd", "service") if spanfile.needs_escape(data[key])]
         for key in escaped:
@@ -407,11 +414,13 @@ def _bundle_head(bundle: Path) -> tuple | None:
 
 def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions, spawn_ns: int) -> dict[str, str]:
     """CMD's environment: the caller's, plus what the agent needs. TRACEPARENT passes through as it
-    is; the run's trace id is for the processes without one: every top-level Python process of CMD
-    (the children of a shell, of make) joins that one trace, where each would start its own."""
+    is; the run's trace id (`join_trace`) is for the processes without one: every top-level Python
+    process of CMD (the children of a shell, of make) joins that one trace, where each would start
+    its own."""
     env = dict(base)
     env.update(options.extra_env)
-    env[agent_config.ENV_TRACE_ID] = os.urandom(16).hex()
+    assert record.trace_id is not None
+    env[agent_config.ENV_TRACE_ID] = record.trace_id
     env[agent_config.ENV_DIR] = str(record.run_dir)
     env[agent_config.ENV_RUN_ID] = record.run_id
     env[agent_config.ENV_BOOTSTRAP] = str(BOOTSTRAP_DIR)
@@ -426,6 +435,14 @@ def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions,
     # CMD's process span starts when we spawn it (the agent trusts this when we are its parent).
     env[agent_config.ENV_SPAWN] = f"{os.getpid()}:{spawn_ns}"
     return env
+
+
+def join_trace(record: RunRecord, environ: dict[str, str]) -> None:
+    """The run's place in a trace: under an incoming TRACEPARENT's span, else at the root of a new
+    trace; its own span id, the parent the exports give CMD's top-level spans (export/run_span.py)."""
+    incoming = agent_config.traceparent_ids(environ.get(agent_config.ENV_TRACEPARENT))
+    record.trace_id, record.parent_span_id = incoming or (os.urandom(16).hex(), None)
+    record.span_id = os.urandom(8).hex()
 
 
 def write_run_json(record: RunRecord) -> None:
@@ -671,6 +688,7 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
     """Execute CMD once, traced into record.run_dir (or untraced), followed by `watchers` while it
     lives; fills in times, return code and the watchers' notes."""
     if record.traced:
+        join_trace(record, {**environ, **options.extra_env})
         write_run_json(record)
     started: list[Watcher] = []
     watched: list[WatchedRun] = []
@@ -678,7 +696,9 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
     def start_watchers(child: subprocess.Popen) -> None:
         if watchers and record.run_dir is not None:
             started.extend(watchers)
-            watched.append(WatchedRun(record.run_id, record.run_dir, child.pid, record.start_ns, env))
+            watched.append(WatchedRun(record.run_id, record.run_dir, child.pid, record.start_ns, env,
+                                      trace_id=record.trace_id, span_id=record.span_id,
+                                      parent_span_id=record.parent_span_id))
             record.notes.extend(start_all(started, watched[0]))
 
     with SignalForwarder() as forwarder:
@@ -693,9 +713,9 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
             record.end_ns = time.time_ns()
             for run in watched:
                 run.returncode = record.returncode
-            record.notes.extend(stop_all(started))
             if record.traced and record.returncode is not None:
-                write_run_json(record)
+                write_run_json(record)  # before the watchers stop: the live export sends the run's span from it
+            record.notes.extend(stop_all(started))
     return record
 
 

@@ -138,10 +138,13 @@ def export(
 ) -> None:
     """Export a run's spans for other tools."""
     from ..export import fetch_spans, write_export
+    from ..export.run_span import with_run_span
 
     with open_store(db) as store:
         run_id = resolve_run(store, run)
         spans = fetch_spans(store, run_id)
+        if fmt is not ExportFormat.chrome:  # a trace's formats: the run's span at its root; chrome's are processes
+            spans = with_run_span(store, run_id, spans)
     written = write_export(spans, fmt.value, out)
     if str(out) != "-":
         typer.echo(f"wrote {out}: {len(spans)} spans, {written} bytes ({fmt.value}, run {run_id})", err=True)

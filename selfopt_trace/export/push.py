@@ -2,7 +2,8 @@
 
 The spans are read from the store in pages (a run can hold millions) and sent through the SDK's
 exporter (export/otlp_sdk.py) with their own trace and span ids, so pushing a run twice sends the
-same spans twice: a backend that keys spans by id keeps one of each. Whether anything listens is
+same spans twice: a backend that keys spans by id keeps one of each. The run's own span goes first,
+and its top-level spans under it (export/run_span.py). Whether anything listens is
 asked first with one TCP connect, before the SDK is imported; a receiver that refuses the first
 batch ends the push (one clear error), later refusals are counted.
 
@@ -27,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 from . import SpanColumns
 from .otlp_settings import OtlpSettings, listening
+from .run_span import RunSpan, stored_run_span
 
 PAGE_ROWS = 50_000
 PARALLEL_FROM = 200_000  # spans; below, one process (a worker's start-up, ~0.5 s, would not pay)
@@ -82,17 +84,18 @@ def push_run(db_path: Path, run_id: str, settings: OtlpSettings, workers: int | 
     started = time.perf_counter()
     with Store(db_path, read_only=True) as store:
         _, rows = store.sql("SELECT count(*) FROM spans WHERE run_id = $run_id", {"run_id": run_id})
-    result = PushResult(run_id, settings.display(), settings.protocol, int(rows[0][0]))
+        run_span = stored_run_span(store, run_id)
+    result = PushResult(run_id, settings.display(), settings.protocol, int(rows[0][0]) + (run_span is not None))
     if not listening(settings, timeout_s=min(settings.timeout_s, 2.0)):
         result.error = f"nothing accepts connections at {settings.display()}"
         return result
     if workers is None:
         workers = min(os.cpu_count() or 1, MAX_WORKERS) if result.total >= PARALLEL_FROM else 1
     if workers == 1:
-        parts = [push_part(db_path, run_id, settings, 0, 1)]
+        parts = [push_part(db_path, run_id, settings, 0, 1, run_span)]
     else:  # spawned, not forked: DuckDB's and gRPC's threads do not survive a fork
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            parts = list(pool.map(push_part, *zip(*[(db_path, run_id, settings, part, workers)
+            parts = list(pool.map(push_part, *zip(*[(db_path, run_id, settings, part, workers, run_span)
                                                       for part in range(workers)])))
     for part in parts:
         result.sent += part.sent
@@ -109,8 +112,10 @@ def push_run(db_path: Path, run_id: str, settings: OtlpSettings, workers: int | 
     return result
 
 
-def push_part(db_path: Path, run_id: str, settings: OtlpSettings, part: int, parts: int) -> _Part:
-    """Send the spans of `run_id` whose span id hashes to `part` (of `parts`): one worker's share."""
+def push_part(db_path: Path, run_id: str, settings: OtlpSettings, part: int, parts: int,
+              run_span: RunSpan | None = None) -> _Part:
+    """Send the spans of `run_id` whose span id hashes to `part` (of `parts`): one worker's share;
+    the run's own span (`run_span`, the first share's), and its top-level spans hung under it."""
     from ..store import Store
     from .otlp_sdk import Sender  # only now: ~0.5 s of imports
 
@@ -124,8 +129,13 @@ def push_part(db_path: Path, run_id: str, settings: OtlpSettings, part: int, par
         with Store(db_path, read_only=True) as store:
             _, rows = store.sql(_RESOURCES_SQL, {"run_id": run_id})
             resources = {key: (json.loads(text), source_file) for key, text, source_file in rows}
+            if run_span is not None and part == 0:
+                sender.send([run_span.record()], keep_going)
             for columns in read_pages(store, run_id, part, parts):
-                sender.send(page_columns(run_id, columns, resources), keep_going)
+                page = page_columns(run_id, columns, resources)
+                if run_span is not None:
+                    run_span.adopt(page)
+                sender.send(page, keep_going)
                 if not keep_going():
                     break
         sender.finish()

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock, spanfile
+from selfopt_trace.bootstrap.selfopt_trace_agent import config as agent_config, spanblock, spanfile
 from selfopt_trace.errors import RunExistsError, RunNotFoundError
 from selfopt_trace.store import cpu_edges
 from selfopt_trace.store.engine import duckdb
@@ -293,6 +293,9 @@ class _RunMeta:
     exit_code: int | None = None
     service: str | None = None
     pid: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
 
 
 def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, replace: bool = False) -> LoadResult:
@@ -420,6 +423,10 @@ def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
             value = spanfile.escape(value)
         return value
 
+    def hex_id(key: str, length: int) -> str | None:
+        value = raw.get(key)
+        return agent_config.hex_id(value, length) if isinstance(value, str) else None
+
     def integer(key: str) -> int | None:
         value = raw.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -428,6 +435,7 @@ def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
         run_id=text_of("run_id") or run_dir.name, group_id=text_of("group_id"), command=text_of("command"),
         cwd=text_of("cwd"), start_ns=integer("start_ns"), end_ns=integer("end_ns"),
         exit_code=integer("exit_code"), service=text_of("service"), pid=integer("pid"),
+        trace_id=hex_id("trace_id", 32), span_id=hex_id("span_id", 16), parent_span_id=hex_id("parent_span_id", 16),
     )
     if escaped:
         warnings.append(LoadWarning(
@@ -670,12 +678,14 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
         root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)
     con.execute(
         "INSERT INTO runs (run_id, group_id, command, cwd, start_ns, end_ns, exit_code, service_name, loaded_at,"
-        " span_count, process_count, run_dir, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?)",
+        " span_count, process_count, run_dir, pid, run_trace_id, run_span_id, run_parent_span_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?)",
         [result.run_id, meta.group_id, meta.command, meta.cwd,
          meta.start_ns if meta.start_ns is not None else first_ns,
          meta.end_ns if meta.end_ns is not None else last_ns,
          meta.exit_code if meta.exit_code is not None else root_exit,
-         meta.service or root_service, result.spans, result.files, str(run_dir.resolve()), meta.pid],
+         meta.service or root_service, result.spans, result.files, str(run_dir.resolve()), meta.pid,
+         meta.trace_id, meta.span_id, meta.parent_span_id],
     )
     if result.warnings:
         con.executemany(

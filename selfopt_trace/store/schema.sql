@@ -37,10 +37,19 @@ CREATE TABLE IF NOT EXISTS runs (
     span_count    BIGINT,
     process_count INTEGER,               -- span files loaded: one per traced process
     run_dir       VARCHAR,
-    pid           INTEGER                -- CMD's process id (run.json): its process span, if traced, is CMD's own
+    pid           INTEGER,               -- CMD's process id (run.json): its process span, if traced, is CMD's own
+    -- The run's own span (run.json; export/run_span.py), which the exports add as the root of its
+    -- trace: its trace, its id, an incoming TRACEPARENT's span. Named apart from the spans' columns,
+    -- so that `spans JOIN runs USING (run_id)` leaves those unambiguous.
+    run_trace_id       VARCHAR,
+    run_span_id        VARCHAR,
+    run_parent_span_id VARCHAR
 );
--- (a database written before `pid`: added here, NULL for the runs it holds)
+-- (a database written before these columns: added here, NULL for the runs it holds)
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid INTEGER;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS run_trace_id VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS run_span_id VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS run_parent_span_id VARCHAR;
 
 -- The tracer's own diagnostics (D records) and the loader's warnings (codes 'loader.*').
 CREATE TABLE IF NOT EXISTS diagnostics (

@@ -24,6 +24,10 @@ class WatchedRun:
     start_ns: int  # when `run` spawned CMD (the trace's clock: time.time_ns())
     environ: dict[str, str] = field(default_factory=dict)  # CMD's environment
     returncode: int | None = None  # CMD's exit status (Popen's: -N for signal N), set before stop()
+    # The run's own span (export/run_span.py): its trace, its id, an incoming TRACEPARENT's span.
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
 
 
 class Watcher(Protocol):

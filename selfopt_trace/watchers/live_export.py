@@ -12,6 +12,8 @@ processes do nothing more than write their files: their start-up and their outpu
   exporters retry 429/503 and UNAVAILABLE with backoff). When CMD exits, `stop()` gives the
   thread `EXIT_BUDGET_S` to read the files to their end, send the spans still open (marked
   incomplete) and what was left; then it closes the exporter, which cuts retries short.
+- The run's own span goes last, when CMD has exited; the top-level spans are sent under it from the
+  start (export/run_span.py), so the collector gets one tree.
 - What was sent is written to `<run_dir>/export.json` (`RECORD`) and said in a note: "sent N spans
   to URL", or how many were not sent and why, with the `selfopt-trace push RUN` that sends the
   whole run later (the files keep every span; a backend that keys spans by id keeps one copy of
@@ -28,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..export import otlp_settings
 from ..export.otlp_settings import OtlpSettings
+from ..export.run_span import RunSpan
 from . import WatchedRun
 
 MODES = ("auto", "always", "never")
@@ -126,19 +128,24 @@ class LiveExport:
             self.sender = Sender(self.settings)
             self.state = "sending"
             keep_going = lambda: not self.abandoned  # noqa: E731
+            run_span = self._run_span()  # its ids, to hang the top-level spans under it as they go
             # Spans and records hold no reference cycles; the cyclic collector would rescan each poll's
             # tens of thousands of them, a third of the export's CPU. The run process makes little else.
             gc.disable()
             while not self.abandoned:
                 stopping = self._stop.is_set()  # read before the poll: polls then read to the end
-                self.sender.send(self.follower.poll(columns=True), keep_going)
-                while stopping and not self.follower.caught_up and not self.abandoned:
-                    self.sender.send(self.follower.poll(columns=True), keep_going)  # a backlog bigger than one read
+                self.sender.send(self._adopted(self.follower.poll(columns=True), run_span), keep_going)
+                while stopping and not self.follower.caught_up and not self.abandoned:  # a backlog bigger than one read
+                    self.sender.send(self._adopted(self.follower.poll(columns=True), run_span), keep_going)
                 if stopping and not self.abandoned:
                     run = self.run
-                    still_open = self.follower.still_open(run.pid, traceparent_span(run.environ), run.returncode)
+                    still_open = self._adopted(self.follower.still_open(run.pid, run.parent_span_id, run.returncode),
+                                               run_span)
                     if self.sender.send(still_open, keep_going) == len(still_open):
                         self.incomplete_sent = sum(span.incomplete for span in still_open)
+                    final = self._run_span(final=True)
+                    if final is not None:
+                        self.sender.send([final.record()], keep_going)
                     self.state = "done"
                     return
                 self._stop.wait(POLL_S)
@@ -147,6 +154,27 @@ class LiveExport:
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             gc.enable()
+
+    def _run_span(self, final: bool = False) -> RunSpan | None:
+        """The run's own span (export/run_span.py), None without its ids. Final: as run.json has it
+        now that CMD has exited (written before the watchers stop), else ending now."""
+        run = self.run
+        assert run is not None
+        if final:
+            try:
+                written = RunSpan.of_run_json(json.loads((run.run_dir / "run.json").read_text(encoding="utf-8")))
+            except (OSError, ValueError, AttributeError):
+                written = None
+            if written is not None and written.span_id == run.span_id:
+                return written
+        return RunSpan.of_fields(run.run_id, run.trace_id, run.span_id, run.parent_span_id, run.start_ns,
+                                 time.time_ns() if final else run.start_ns, exit_code=run.returncode, pid=run.pid)
+
+    @staticmethod
+    def _adopted(spans: list, run_span: RunSpan | None) -> list:
+        if run_span is not None:
+            run_span.adopt(spans)
+        return spans
 
 
 # How the exporters (and our own stop) word a receiver that cannot be reached.
@@ -166,13 +194,6 @@ def describe(record: dict[str, Any], run_id: str) -> str:
             return f"collector unreachable at {target}: {reason}; {later}"
         return f"nothing sent to {target}: {reason}; {later}"
     return f"sent {sent} of {seen} spans to {target}: {reason}; {later}"
-
-
-def traceparent_span(environ: dict[str, str]) -> str | None:
-    """The parent span of CMD's process span: the span id of a valid incoming TRACEPARENT, as the
-    agent reads it (config.traceparent_ids), else None."""
-    ids = agent_config.traceparent_ids(environ.get(agent_config.ENV_TRACEPARENT))
-    return ids[1] if ids else None
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:

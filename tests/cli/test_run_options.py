@@ -190,6 +190,21 @@ def test_incoming_traceparent_is_joined(cli):
     root = cli.query("SELECT trace_id, parent_span_id FROM spans WHERE name = 'process' ORDER BY start_ns LIMIT 1")
     assert root == [(trace_id, parent_id)]
     assert cli.query("SELECT DISTINCT trace_id FROM spans") == [(trace_id,)]
+    # exported, the run's own span is the incoming span's child, and CMD's process span the run's
+    [(run_span_id, run_parent)] = cli.query("SELECT run_span_id, run_parent_span_id FROM runs WHERE run_id = 'ci'")
+    assert run_parent == parent_id and len(run_span_id) == 16 and run_span_id != parent_id
+    spans = exported(cli, "ci")
+    assert (spans[run_span_id]["traceId"], spans[run_span_id]["parentSpanId"]) == (trace_id, parent_id)
+    assert [span["parentSpanId"] for span in spans.values() if span["name"] == "process"][0] == run_span_id
+
+
+def exported(cli, run_id: str) -> dict[str, dict]:
+    """The run's spans as `export --format otlp-json` writes them, by span id."""
+    done = cli("export", run_id, "--format", "otlp-json", "--out", "-")
+    assert done.returncode == 0, done.stderr
+    return {span["spanId"]: span for line in done.stdout.splitlines()
+            for resource in json.loads(line)["resourceSpans"] for scope in resource["scopeSpans"]
+            for span in scope["spans"]}
 
 
 def test_without_traceparent_the_run_is_a_new_trace(cli):
@@ -208,6 +223,14 @@ def test_the_python_processes_a_shell_cmd_starts_are_one_trace(cli):
     assert result.returncode == 0, result.stderr
     processes = cli.query("SELECT DISTINCT trace_id, parent_span_id FROM spans WHERE name = 'process'")
     assert len(processes) == 1 and processes[0][1] is None  # one trace, both at its top
+    # exported, one tree: the run's own span the one root, over both processes, from spawn to exit
+    spans = exported(cli, "sh")
+    [root] = [span for span in spans.values() if not span.get("parentSpanId")]
+    [(start_ns, end_ns, command)] = cli.query("SELECT start_ns, end_ns, command FROM runs WHERE run_id = 'sh'")
+    assert (root["name"], int(root["startTimeUnixNano"]), int(root["endTimeUnixNano"])) == \
+        ("selfopt-trace run", start_ns, end_ns)
+    assert {"key": "process.command_line", "value": {"stringValue": command}} in root["attributes"]
+    assert [span["parentSpanId"] for span in spans.values() if span["name"] == "process"] == [root["spanId"]] * 2
     summary = json.loads(result.stdout)
     assert summary["processes"] == 2
     by_category = summary["time_by_category_ms"]

@@ -134,3 +134,39 @@ def test_an_unknown_format_or_an_unwritable_file_is_a_clear_error(tmp_path: Path
         write_export([], "svg", tmp_path / "x")
     with pytest.raises(ExportError, match="cannot write"):
         write_export([], "chrome", tmp_path / "missing" / "x.json")
+
+
+def test_the_run_span_is_the_traces_one_root_and_loads_back_to_the_runs_row(traced_store, tmp_path: Path) -> None:
+    """The exports' run span (export/run_span.py); loaded back, in any order and twice, the rows the run's files gave."""
+    from selfopt_trace.collector_ingest import load_files
+    from selfopt_trace.export.run_span import NAME, with_run_span
+    from selfopt_trace.store import Store
+
+    stored = fetch_spans(traced_store, "q1")
+    spans = with_run_span(traced_store, "q1", fetch_spans(traced_store, "q1"))
+    [root] = [span for span in spans if span.parent_span_id is None]
+    assert (root.name, root.category, len(spans)) == (NAME, "run", len(stored) + 1)
+    [(start_ns, end_ns, exit_code, command)] = traced_store.sql(
+        "SELECT start_ns, end_ns, exit_code, command FROM runs WHERE run_id = 'q1'")[1]
+    assert (root.start_ns, root.end_ns, root.attributes["process.exit.code"]) == (start_ns, end_ns, exit_code)
+    assert root.attributes["process.command_line"] == command and "main.py" in command
+    tops = [span for span in stored if span.parent_span_id is None]
+    assert len(tops) == 1 and [span.parent_span_id for span in spans if span.span_id == tops[0].span_id] == [root.span_id]
+
+    # the run span after the others, twice in one load (a request sent again), then once more later
+    write_export(spans[1:], "otlp-json", tmp_path / "spans.jsonl")
+    write_export(spans[:1], "otlp-json", tmp_path / "one.jsonl")
+    run_line = (tmp_path / "one.jsonl").read_text()
+    with Store(tmp_path / "back.duckdb") as back:
+        load_files(back, [tmp_path / "spans.jsonl"])
+        assert back.sql("SELECT parent_span_id FROM spans WHERE span_id = ?", [tops[0].span_id])[1] == [(root.span_id,)]
+        for times in (2, 3):  # the file again, the line appended: only that line is read
+            (tmp_path / "run.jsonl").write_text(run_line * times)
+            load_files(back, [tmp_path / "run.jsonl"])
+            assert _rows(back, "spans") == _rows(traced_store, "spans")
+            assert _rows(back, "runs", "loaded_at, run_dir") == _rows(traced_store, "runs", "loaded_at, run_dir")
+
+
+def _rows(store, table: str, but: str = "") -> list[tuple]:
+    return sorted(store.sql(f"SELECT * {f'EXCLUDE ({but})' if but else ''} FROM {table} WHERE run_id = 'q1'")[1],
+                  key=repr)

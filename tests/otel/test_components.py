@@ -16,7 +16,7 @@ from selfopt_trace.collector_ingest import load_files
 from selfopt_trace.store import Store
 from tests.cli.conftest import clean_environ
 from tests.otel.conftest import CONFIGS, ROOT, Collector, Jaeger
-from tests.otel.jaeger_check import otlp_value, stored_spans
+from tests.otel.jaeger_check import exported_spans, otlp_value, stored_spans
 
 WORKLOAD = Path(__file__).resolve().parent / "workload"
 
@@ -159,7 +159,9 @@ def test_a_run_arrives_whole_in_jaeger_and_in_the_collector_files(start_collecto
     # what the export carries in attributes (category, run id, span file) is back in its columns
     assert field_differences(original, loaded) == []
 
-    # (b) Jaeger's HTTP API, the UI's: one trace, parents across processes, a service per process
+    # (b) Jaeger's HTTP API, the UI's: one trace, one tree (the run's own span at its root), parents
+    # across processes, a service per process
+    original = exported_spans(tmp_path / "home" / "traces.duckdb", "otel-e2e")
     [trace] = jaeger.trace(trace_id, min_spans=len(original))["data"]
     spans = {span["spanID"]: span for span in trace["spans"]}
     assert set(spans) == set(original)
@@ -171,7 +173,9 @@ def test_a_run_arrives_whole_in_jaeger_and_in_the_collector_files(start_collecto
         assert services[span["processID"]] == expected["service_name"]
         assert (span["operationName"], span["startTime"], span["duration"]) == \
             (expected["name"], expected["start_ns"] // 1000, (expected["end_ns"] - expected["start_ns"]) // 1000)
-    assert sorted(jaeger.services()) == ["main.py", "server.py", "worker.py"]
+    assert sorted(jaeger.services()) == ["main.py", "selfopt-trace", "server.py", "worker.py"]
+    [root] = [span for span in trace["spans"] if not span["references"]]
+    assert root["operationName"] == "selfopt-trace run"
 
     # client -> server: each server span's parent is a client span of another process
     servers = [span for span in original.values() if span["kind"] == "SERVER"]
@@ -186,7 +190,7 @@ def test_a_run_arrives_whole_in_jaeger_and_in_the_collector_files(start_collecto
     for resource in jaeger.trace_otlp(trace_id, min_spans=len(original))["result"]["resourceSpans"]:
         resource_attributes = {a["key"]: otlp_value(a["value"]) for a in resource["resource"].get("attributes", [])}
         assert resource_attributes.pop("selfopt_trace.run_id") == "otel-e2e"
-        source_file = resource_attributes.pop("selfopt_trace.source_file")
+        source_file = resource_attributes.pop("selfopt_trace.source_file", None)  # none for the run's own span
         for scope in resource["scopeSpans"]:
             for span in scope["spans"]:
                 assert source_file == original[span["spanId"]]["source_file"]

@@ -24,7 +24,7 @@ from selfopt_trace.watchers.live_export import EXIT_BUDGET_S
 from selfopt_trace.watchers.span_follower import SpanFollower
 from tests.cli.conftest import clean_environ
 from tests.otel.conftest import Jaeger, free_port
-from tests.otel.jaeger_check import assert_client_server_links, assert_jaeger_has_the_run, stored_spans
+from tests.otel.jaeger_check import assert_client_server_links, assert_jaeger_has_the_run, exported_spans, stored_spans
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = Path(__file__).resolve().parent / "workload"
@@ -217,12 +217,12 @@ def test_a_multi_process_run_arrives_in_jaeger_as_one_trace(jaeger: Jaeger, tmp_
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("done\n")  # CMD's output first and untouched
     summary = json.loads(done.stdout.removeprefix("done\n"))
-    original = stored_spans(home / "traces.duckdb", "live")
+    original = exported_spans(home / "traces.duckdb", "live")
     assert len(original) > 20
     assert any(f"sent {len(original)} spans to" in note for note in summary["notes"]), summary["notes"]
     trace = assert_jaeger_has_the_run(jaeger, original, "live")
     assert_client_server_links(trace, original, servers=4)
-    assert sorted(jaeger.services()) == ["main.py", "server.py", "worker.py"]
+    assert sorted(jaeger.services()) == ["main.py", "selfopt-trace", "server.py", "worker.py"]
     assert {span["status"] for span in original.values()} >= {"ERROR", "UNSET"}  # the /fail call
     record = json.loads((home / "runs" / "live" / "export.json").read_text())
     assert record["complete"] and record["spans_sent"] == len(original) and record["protocol"] == protocol
@@ -236,11 +236,18 @@ def test_the_python_processes_of_a_shell_cmd_arrive_in_jaeger_as_one_trace(jaege
     done = selfopt(home, "run", "--run-id", "shell", "-q", "--otlp-endpoint", jaeger.otlp_http_endpoint, "--",
                    "sh", "-c", f"{python}; {python}")
     assert done.returncode == 0, done.stderr
-    original = stored_spans(home / "traces.duckdb", "shell")
-    processes = [span for span in original.values() if span["name"] == "process"]
-    assert len(processes) == 2 and all(span["parent_span_id"] is None for span in processes)  # both roots
-    trace = assert_jaeger_has_the_run(jaeger, original, "shell")  # of one trace
-    assert sum(span["operationName"] == "process" for span in trace["spans"]) == 2
+    stored = stored_spans(home / "traces.duckdb", "shell")
+    processes = [span for span in stored.values() if span["name"] == "process"]
+    assert len(processes) == 2 and all(span["parent_span_id"] is None for span in processes)  # both top-level
+    trace = assert_jaeger_has_the_run(jaeger, exported_spans(home / "traces.duckdb", "shell"), "shell")  # of one trace
+    # one tree: the run's own span at the root, both processes under it
+    [root] = [span for span in trace["spans"] if not span["references"]]
+    assert root["operationName"] == "selfopt-trace run"
+    assert root["startTime"] <= min(span["start_ns"] // 1000 for span in processes)
+    tags = {tag["key"]: tag["value"] for tag in root["tags"]}
+    assert tags["process.command_line"].startswith("sh -c ") and tags["process.exit.code"] == 0
+    assert sorted(span["references"][0]["spanID"] for span in trace["spans"] if span["operationName"] == "process") \
+        == [root["spanID"]] * 2
 
 
 def test_a_running_service_shows_up_in_jaeger_within_seconds_of_a_request(jaeger: Jaeger, tmp_path: Path) -> None:
@@ -291,7 +298,7 @@ def test_spans_open_at_exit_are_sent_marked_incomplete(jaeger: Jaeger, tmp_path:
     done = selfopt(home, "run", "--run-id", "open", "-q", "--otlp-endpoint", jaeger.otlp_http_endpoint, "--",
                    sys.executable, str(tmp_path / "cmd.py"))
     assert done.returncode == 0, done.stderr
-    original = stored_spans(home / "traces.duckdb", "open")
+    original = exported_spans(home / "traces.duckdb", "open")
     [still_running] = [span for span in original.values() if span["name"] == "process" and span["incomplete"]]
     try:
         assert_jaeger_has_the_run(jaeger, original, "open", still_running=True)  # marked selfopt_trace.incomplete
@@ -335,7 +342,7 @@ def test_a_collector_down_or_silent_changes_nothing_for_cmd(tmp_path: Path, jaeg
     # What was not sent is in the run: push sends it once a collector is there.
     pushed = selfopt(tmp_path / "down-grpc", "push", "down-grpc", "--endpoint", jaeger.otlp_http_endpoint)
     assert pushed.returncode == 0, pushed.stderr
-    original = stored_spans(tmp_path / "down-grpc" / "traces.duckdb", "down-grpc")
+    original = exported_spans(tmp_path / "down-grpc" / "traces.duckdb", "down-grpc")
     assert_jaeger_has_the_run(jaeger, original, "down-grpc")
 
 

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from tests.otel.conftest import Jaeger, free_port
-from tests.otel.jaeger_check import assert_client_server_links, assert_jaeger_has_the_run, stored_spans
+from tests.otel.jaeger_check import assert_client_server_links, assert_jaeger_has_the_run, exported_spans
 from tests.otel.test_live_export import WORKLOAD, endpoint_of, selfopt
 
 
@@ -35,14 +35,14 @@ def export_rows(home: Path) -> list[tuple]:
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_push_round_trip_keeps_every_field_and_twice_is_once(stored_run: Path, jaeger: Jaeger, protocol: str) -> None:
     before = export_rows(stored_run)
-    original = stored_spans(stored_run / "traces.duckdb", "stored")
+    original = exported_spans(stored_run / "traces.duckdb", "stored")
     for _ in range(2):
         done = selfopt(stored_run, "push", "stor", "--protocol", protocol, "--endpoint", endpoint_of(jaeger, protocol))
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"sent {len(original)} spans of run stored to ") and f"(OTLP {protocol})" in done.stdout
     trace = assert_jaeger_has_the_run(jaeger, original, "stored")  # each span once: same ids, same content
     assert_client_server_links(trace, original, servers=4)
-    assert sorted(jaeger.services()) == ["main.py", "server.py", "worker.py"]
+    assert sorted(jaeger.services()) == ["main.py", "selfopt-trace", "server.py", "worker.py"]
     endpoint = endpoint_of(jaeger, protocol) + ("/v1/traces" if protocol == "http/protobuf" else "")
     assert export_rows(stored_run)[len(before):] == [("push", endpoint, protocol, len(original), len(original), True, None)] * 2
 
@@ -78,7 +78,7 @@ def test_a_large_run_is_pushed_by_several_worker_processes(stored_run: Path, jae
     from selfopt_trace.export.otlp_settings import resolve
     from selfopt_trace.export.push import push_run
 
-    original = stored_spans(stored_run / "traces.duckdb", "stored")
+    original = exported_spans(stored_run / "traces.duckdb", "stored")
     result = push_run(stored_run / "traces.duckdb", "stored", resolve({}, endpoint=jaeger.otlp_http_endpoint),
                       workers=3)  # what a run over PARALLEL_FROM spans gets: each worker a share of the rows
     assert (result.sent, result.total, result.error) == (len(original), len(original), None)

@@ -55,14 +55,11 @@ def test_a_run_received_over_otlp_is_the_rows_of_its_span_files(traced_run: Path
     assert len(clients) == 3  # one span a request: the OTel httpx span merged into the agent's
     assert all(client["parent_span_id"] == phase["span_id"] for client in clients)  # inside the OTel span
 
-    # the run's row, but for what only run.json and the load know
-    runs = [stored(db, "SELECT * EXCLUDE (loaded_at, run_dir, command, cwd, end_ns, pid) FROM runs WHERE run_id = ?", [RUN])
+    # the run's row, from the run's own span (export/run_span.py): all of it but where and when it was loaded
+    runs = [stored(db, "SELECT * EXCLUDE (loaded_at, run_dir) FROM runs WHERE run_id = ?", [RUN])
             for db in (files_db, received_db)]
     assert runs[0] == runs[1]
-    # which process is CMD, and when it exited, only run.json knows: the breakdown's teardown of CMD
-    # after its process span needs both; without them, the same rows make the same figures
-    with Store(files_db) as store:
-        store.sql("UPDATE runs SET pid = NULL WHERE run_id = ?", [RUN])
+    assert runs[0][0]["run_span_id"] and runs[0][0]["command"] and runs[0][0]["pid"]
 
     # what is made of the rows
     with Store(files_db, read_only=True) as a, Store(received_db, read_only=True) as b:

@@ -49,6 +49,25 @@ def test_an_older_database_without_cmd_s_pid_is_upgraded_read_only_and_keeps_its
         assert store.sql("SELECT run_id, pid FROM runs")[1] == [(run_id, None)]
 
 
+def test_an_older_database_without_the_run_span_is_upgraded_and_exports_without_one(tmp_path: Path) -> None:
+    from selfopt_trace.export import fetch_spans
+    from selfopt_trace.export.run_span import with_run_span
+
+    path = tmp_path / "old.duckdb"
+    run = RunBuilder()
+    run.process(100, 0, 50)
+    with Store(path) as store:
+        run_id = run.load(store, tmp_path, end_ns=at(80), pid=100)
+    con = duckdb.connect(str(path))  # runs as the version before the run span had them
+    con.execute("ALTER TABLE runs DROP COLUMN run_trace_id; ALTER TABLE runs DROP COLUMN run_span_id; "
+                "ALTER TABLE runs DROP COLUMN run_parent_span_id; UPDATE store_schema SET schema_sql = '-- older'")
+    con.close()
+    with Store(path, read_only=True) as store:
+        assert store.sql("SELECT run_id, pid, run_span_id FROM runs")[1] == [(run_id, 100, None)]
+        spans = fetch_spans(store, run_id)
+        assert with_run_span(store, run_id, spans) == spans  # no ids, no run span: the spans as they are
+
+
 def _profiled_run(root: Path, run_id: str, seed: int) -> tuple[Path, dict[int, tuple]]:
     """A run with random recursive stacks (a function may come back deeper in its own stack), each
     sampled; the run's directory and its stacks by id."""
