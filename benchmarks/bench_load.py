@@ -168,7 +168,7 @@ def generate(out: Path, spans: int, files: int, otlp: bool, seed: int = 7) -> in
     weights = [rng.paretovariate(1.2) for _ in range(files)]
     targets = [max(3, int(spans * w / sum(weights))) for w in weights]
     trace_id = f"{rng.getrandbits(128):032x}"
-    written = 0
+    written = last_ns = 0
     with open(out / "otlp.jsonl", "w", encoding="utf-8") if otlp else open("/dev/null", "w") as otlp_file:
         for index, target in enumerate(targets):
             process = Process(rng, 10_000 + index, trace_id, T0 + index * MS, otlp)
@@ -179,7 +179,11 @@ def generate(out: Path, spans: int, files: int, otlp: bool, seed: int = 7) -> in
             if process.otlp is not None:
                 otlp_file.write("\n".join(process.otlp) + "\n")
             written += process.spans
-    (out / "run.json").write_text(json.dumps({"run_id": "bench", "command": ["python", "-m", "app"], "exit_code": 0}))
+            last_ns = max(last_ns, process.now)
+    (out / "run.json").write_text(json.dumps({  # as `run` writes it: with its own span's ids, whose children the roots are
+        "run_id": "bench", "command": ["python", "-m", "app"], "exit_code": 0, "pid": 10_000, "start_ns": T0 - MS,
+        "end_ns": last_ns + MS, "trace_id": trace_id, "span_id": f"{rng.getrandbits(64) | 1:016x}",
+        "parent_span_id": None}))
     return written
 
 

@@ -376,9 +376,10 @@ def insert_files(store: Any, spans: list[Path], processes: list[Path]) -> int:
     statement for all), and add or extend their runs; returns how many were new. `load`'s write and
     `selfopt-trace collector`'s (receiver/). The process numbers of `spans` are those of `processes`."""
     store.sql(_NEW_SQL, {"spans": [str(path) for path in spans], "processes": [str(path) for path in processes]})
-    _, [(added, span_ids, process_spans, run_spans)] = store.sql(
+    _, [(added, span_ids, process_spans, run_spans, hung)] = store.sql(
         "SELECT count(*), count(DISTINCT span_id), count(*) FILTER (WHERE name = 'process'), "
-        f"count(*) FILTER (WHERE name = '{run_span.NAME}') FROM _collector_new")
+        f"count(*) FILTER (WHERE name = '{run_span.NAME}'), count(*) FILTER (WHERE parent_span_id IN "
+        "(SELECT run_span_id FROM runs WHERE run_span_id IS NOT NULL)) FROM _collector_new")
     if span_ids < added:  # a span id twice: maybe a span twice
         store.sql(_DUPLICATES_SQL)
         _, [(added,)] = store.sql("SELECT count(*) FROM _collector_new")
@@ -386,7 +387,8 @@ def insert_files(store: Any, spans: list[Path], processes: list[Path]) -> int:
         for statement in _RUN_SPANS_SQL:
             store.sql(statement)
         _, [(added,)] = store.sql("SELECT count(*) FROM _collector_new")
-    store.sql(_UNHANG_SQL)
+    if hung or run_spans:
+        store.sql(_UNHANG_SQL)
     store.sql("INSERT INTO spans SELECT * FROM _collector_new")
     # A run whose own span came knows its times from it: its spans do not widen them.
     store.sql("""
