@@ -4,6 +4,7 @@ the program lived the load inside the call (tracer.first_call)."""
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 
 from tests.conftest import Traced
@@ -34,3 +35,83 @@ def test_the_first_spawn_starts_its_span_before_the_hook_loads(tmp_path) -> None
         second.append(starts[1] - befores[1])
     # Without the first call's start, the first gap is the second's plus the hook's load (>= 0.3 ms here).
     assert statistics.median(first) - statistics.median(second) < 150_000, (first, second)
+
+
+# A program that wraps what the agent's stand-ins stand in for before their first call, keeping the
+# stand-in as the original to call, as sentry-sdk and most monkeypatching libraries do. It recursed
+# without end in the stand-in (RecursionError in the program's first HTTP request under sentry-sdk).
+WRAPPED_FIRST = """
+import collections, concurrent.futures, http.client, http.server, json, signal, subprocess, sys, threading
+calls = collections.Counter()
+def wrap(owner, name):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        calls[name] += 1
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+    return owner, name, wrapper
+wrapped = [wrap(threading.Thread, "start"), wrap(http.client.HTTPConnection, "getresponse"),
+           wrap(subprocess.Popen, "_execute_child"), wrap(signal, "signal"),
+           wrap(concurrent.futures.Future, "result")]
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+served = threading.Thread(target=server.handle_request, name="served")
+served.start()
+connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+connection.request("GET", "/")
+body = connection.getresponse().read()
+served.join()
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+signal.signal(signal.SIGUSR1, lambda *_: None)
+with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    answer = pool.submit(json.dumps, [1]).result()
+print(body.decode(), answer, json.dumps(dict(sorted(calls.items()))),
+      all(getattr(owner, name) is wrapper for owner, name, wrapper in wrapped))
+"""
+
+
+def test_a_program_that_wraps_a_stand_in_before_its_first_call_runs_as_untraced(traced) -> None:
+    env = traced.env()
+    del env["SELFOPT_TRACE_DIR"]
+    untraced = subprocess.run([sys.executable, "-c", WRAPPED_FIRST], env=env, capture_output=True, timeout=60)
+    done = traced.python(WRAPPED_FIRST)
+    assert untraced.returncode == done.returncode == 0, done.stderr
+    assert done.stdout == untraced.stdout and done.stderr == untraced.stderr
+    assert done.stdout.split(b" ", 2)[:2] == [b"ok", b"[1]"] and done.stdout.endswith(b"True\n")  # theirs kept
+    spans = traced.spans()
+    assert len([s for s in spans.spans if s.kind == "CLIENT" and s.category == "http"]) == 1  # each call once
+    assert len(spans.named("subprocess")) == 1
+    assert {s.attributes["thread.name"] for s in spans.named("thread")} >= {"served"}
+
+
+SENTRY = """
+import http.client, http.server, threading
+import sentry_sdk
+sentry_sdk.init(dsn="http://key@127.0.0.1:9/1")  # its default integrations wrap http.client, threading, subprocess
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+served = threading.Thread(target=server.handle_request)
+served.start()
+connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+connection.request("GET", "/")
+print(connection.getresponse().read().decode())
+served.join()
+"""
+
+
+def test_a_program_using_sentry_sdk_runs_traced(traced) -> None:
+    done = traced.python(SENTRY)
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"ok\n", b"")
+    clients = [s for s in traced.spans().spans if s.kind == "CLIENT" and s.category == "http"]
+    servers = [s for s in traced.spans().spans if s.kind == "SERVER"]
+    assert len(clients) == len(servers) == 1 and servers[0].parent_span_id == clients[0].span_id

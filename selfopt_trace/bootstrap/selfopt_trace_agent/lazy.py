@@ -137,7 +137,7 @@ def _builtin_installer(target: str, hook_module: str):
         return _hook_installer(hook_module, target)
 
     def install(module) -> None:
-        _place([target, hook_module, module, [], False, RLock()], paths)
+        _place([target, hook_module, module, [], None, RLock()], paths)
 
     return install
 
@@ -150,12 +150,13 @@ def _hook_installer(hook_module: str, target: str):
     return install
 
 
-# A first-call hook's state: [target, hook module, target module, places (owner, name, function, ...
-# flat), installed, lock], one list, its stand-ins' only state beside their own. As closures (the
-# installer, a `resolve`, their cells and lists) it was ~14 objects a target more for the garbage
+# A first-call hook's state: [target, hook module, target module, places (owner, name, function,
+# stand-in ... flat), calls, lock], one list, its stand-ins' only state beside their own. As closures
+# (the installer, a `resolve`, their cells and lists) it was ~14 objects a target more for the garbage
 # collector to scan in every process that imports the target and never calls it; as a class, its
-# creation cost every process's start-up 0.3 M instructions (docs/benchmarks.md).
-_TARGET, _HOOK_MODULE, _MODULE, _PLACES, _INSTALLED, _LOCK = range(6)
+# creation cost every process's start-up 0.3 M instructions (docs/benchmarks.md). `calls`: None until
+# the hook is installed, then what each stand-in goes on into, by the function it stands in for.
+_TARGET, _HOOK_MODULE, _MODULE, _PLACES, _CALLS, _LOCK = range(6)
 
 
 def _place(state: list, paths: tuple) -> None:
@@ -174,27 +175,46 @@ def _place(state: list, paths: tuple) -> None:
         # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
         # library's decorator): the hook decides what it wraps
         if callable(function) and not hasattr(function, _STANDS_IN_FOR):
-            places += (owner, name, function)
-    for i in range(0, len(places), 3):
-        owner, name, function = places[i:i + 3]
-        setattr(owner, name, _stand_in(owner, name, function, state))
+            stand_in = _stand_in(name, function, state)
+            places += (owner, name, function, stand_in)
+            setattr(owner, name, stand_in)
 
 
 def _resolve(state: list) -> bool:
-    """Install the hook unless it is; whether this call did."""
-    if state[_INSTALLED]:
+    """Install the hook unless it is; whether this call did.
+
+    A program may have put its own function where a stand-in was, keeping the stand-in as the
+    original to call (sentry-sdk wraps HTTPConnection.getresponse and Thread.start so). The hook
+    then wraps the original all the same, the program's function stays where the program put it,
+    and the stand-in goes on into the hook's wrapper: each call recorded once, and never the
+    program's function calling itself through ours."""
+    if state[_CALLS] is not None:
         return False
     with state[_LOCK]:
-        if state[_INSTALLED]:
+        if state[_CALLS] is not None:
             return False
+        places = state[_PLACES]
+        theirs = []
+        for i in range(0, len(places), 4):
+            owner, name, function, stand_in = places[i:i + 4]
+            current = owner.__dict__.get(name)
+            if current is not stand_in:
+                theirs.append((owner, name, current))
+                setattr(owner, name, stand_in)  # for the hook to find, while it installs
         target = state[_TARGET]
         _run(target, _hook_installer(state[_HOOK_MODULE], target), state[_MODULE])
-        places = state[_PLACES]
-        for i in range(0, len(places), 3):
-            owner, name, function = places[i:i + 3]
-            if original(owner.__dict__.get(name)) is function:  # not wrapped: the original again
-                setattr(owner, name, function)
-        state[_INSTALLED] = True
+        calls = {}
+        for i in range(0, len(places), 4):
+            owner, name, function, stand_in = places[i:i + 4]
+            current = owner.__dict__.get(name)
+            calls[function] = wrapper = function if current is stand_in else current  # not wrapped: the original
+            setattr(owner, name, wrapper)
+        for owner, name, current in theirs:
+            if current is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, current)
+        state[_CALLS] = calls
         return True
 
 
@@ -209,9 +229,9 @@ _STANDS_IN_FOR = "__selfopt_trace_stands_in_for__"
 _CO_COROUTINE = 0x80
 
 
-def _stand_in(owner, name: str, function, state: list):
+def _stand_in(name: str, function, state: list):
     if getattr(getattr(function, "__code__", None), "co_flags", 0) & _CO_COROUTINE:
-        return _async_stand_in(owner, name, function, state)
+        return _async_stand_in(name, function, state)
 
     def call(*args, **kwargs):
         began = time_ns()
@@ -219,7 +239,7 @@ def _stand_in(owner, name: str, function, state: list):
         if loaded:  # the span this call starts starts here (tracer.first_call)
             tracer.first_call = (get_ident(), began)
         try:
-            return owner.__dict__[name](*args, **kwargs)  # the hook's wrapper, or the original
+            return state[_CALLS][function](*args, **kwargs)  # the hook's wrapper, or the original
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
             raise
@@ -230,14 +250,14 @@ def _stand_in(owner, name: str, function, state: list):
     return _named(call, name, function)
 
 
-def _async_stand_in(owner, name: str, function, state: list):
+def _async_stand_in(name: str, function, state: list):
     """A coroutine function's stand-in is one too (inspect and asyncio tell them apart). The hook
     loads when the coroutine first runs, as the original's body would; no tracer.first_call: other
     tasks run in this thread while it awaits."""
     async def call(*args, **kwargs):
         _resolve(state)
         try:
-            return await owner.__dict__[name](*args, **kwargs)
+            return await state[_CALLS][function](*args, **kwargs)
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
             raise
