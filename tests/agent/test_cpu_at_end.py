@@ -14,6 +14,7 @@ Real traced processes, checked against what they measured themselves.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 
@@ -184,3 +185,92 @@ print(json.dumps(out))
         assert 0 <= thread["selfopt_trace.thread.start_runqueue_ns"] <= thread[QUEUED]
     (process,) = spans.processes()
     assert process.attributes[QUEUED] >= 0
+
+
+def test_a_short_thread_s_span_starts_at_its_start_call_and_reads_no_proc_file(traced):
+    """A thread span starts when start() is called, before the thread exists (its clocks read 0
+    then), and a thread shorter than QUEUE_READ_AFTER_NS ends with its CPU time alone: reading /proc
+    in the thread (~30-40 us for a new thread) kept start() waiting (the thread holds the GIL until
+    it ends or blocks), and a thread-per-request server's accepts fell behind (its listen backlog
+    overflowed: clients retried after a second). A longer one still reads its time queued."""
+    spans, seen = run(traced, """
+import json, threading, time
+from selfopt_trace_agent import tracer
+
+def short():
+    pass
+
+def long():
+    time.sleep(0.03)
+
+out = {}
+for name, target in (("short", short), ("long", long)):
+    thread = threading.Thread(target=target, name=name)
+    out[name] = time.time_ns()
+    thread.start()
+    thread.join()
+print(json.dumps(out))
+""")
+    by_name = {span.attributes["thread.name"]: span for span in spans.named("thread")}
+    short, long = by_name["short"], by_name["long"]
+    assert seen["short"] <= short.start_ns < seen["short"] + 1 * MS  # from start(): before the thread ran
+    assert short.attributes["selfopt_trace.thread.start_cpu_ns"] == short.attributes["selfopt_trace.thread.start_runqueue_ns"] == 0
+    assert CPU in short.attributes and QUEUED not in short.attributes
+    assert CPU in long.attributes and QUEUED in long.attributes
+
+
+def test_a_thread_s_start_and_join_take_about_as_long_as_untraced(traced):
+    """start() waits for the new thread until it blocks or ends (it holds the GIL). With a thread
+    span's /proc reads in it (30-40 us the first time, in a new thread), a thread took ~75 us more:
+    a thread-per-request server's accept loop fell behind a burst of ten connections and its listen
+    backlog (5) overflowed in 5 of 6 runs, the clients retrying after a second
+    (docs/benchmarks.md, "Threads"). Medians of 300 threads, untraced and traced, three times."""
+    code = """
+import statistics, threading, time
+laps = []
+for _ in range(300):
+    thread = threading.Thread(target=int)
+    t0 = time.perf_counter_ns()
+    thread.start()
+    thread.join()
+    laps.append(time.perf_counter_ns() - t0)
+print(statistics.median(laps[50:]))
+"""
+    env = traced.env()
+    del env["SELFOPT_TRACE_DIR"]
+    added = []
+    for _ in range(3):
+        untraced = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
+        done = traced.python(code)
+        assert untraced.returncode == done.returncode == 0, done.stderr
+        added.append(float(done.stdout) - float(untraced.stdout))
+    assert min(added) < 25_000, added  # ns; before: 70,000-75,000
+
+
+def test_the_c_twin_reads_the_time_queued_as_the_kernel_counts_it(traced):
+    """importtime.c's runqueue_ns (read keeping the GIL: os.open, read and close hand it over three
+    times) reads what /proc/thread-self/schedstat says; without the twin, the Python read."""
+    code = """
+import json, threading
+from selfopt_trace_agent import importtime, process
+def queued():
+    with open("/proc/thread-self/schedstat") as stat:
+        return int(stat.read().split()[1])
+out = {}
+def read():
+    before = queued()
+    out["read"] = importtime.runqueue_ns() if importtime.runqueue_ns else None
+    out["clocks"] = process.thread_clocks("")
+    out["before"], out["after"] = before, queued()
+thread = threading.Thread(target=read)
+thread.start()
+thread.join()
+print(json.dumps(out))
+"""
+    for pure_python in ("", "1"):
+        done = traced.python(code, extra_env={"SELFOPT_TRACE_PURE_PYTHON": pure_python})
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert (out["read"] is None) == bool(pure_python)
+        for value in ([out["read"]] if out["read"] is not None else []) + [out["clocks"]["runqueue_ns"]]:
+            assert out["before"] <= value <= out["after"]

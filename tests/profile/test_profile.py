@@ -96,7 +96,7 @@ def test_no_frame_is_the_agent_s_and_a_hooked_sleep_shows_under_the_line_that_ca
     # (and the workload's own wait for its py-spy before each phase, where py-spy saw it)
     assert {function for function, _ in rows} <= {"phase_parent", "phase_child", "wait_for_profiler"}, rows
     phases = sum(ns for function, ns in rows if function != "wait_for_profiler")
-    assert phases / 1e9 > 0.15, rows  # both phases' 0.1 s, less a sample or two
+    assert phases / 1e9 > 0.12, rows  # both phases' 0.1 s, less the samples a loaded py-spy misses
 
 
 def test_the_summary_points_a_profiled_run_s_untraced_waits_at_its_idle_frames(profiled: Cli) -> None:

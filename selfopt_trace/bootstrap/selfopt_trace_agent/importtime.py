@@ -33,6 +33,7 @@ _pending = lazy._pending
 # timed on top.
 _bookkeeping = tracer.counted_overhead()
 _samples: list = []
+runqueue_ns = None  # the twin's reader of this thread's time queued for a CPU (process.thread_clocks)
 
 
 def install(threshold_ns: int, run_module=None) -> Exception | None:
@@ -51,11 +52,13 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
     _ModuleLockManager, _NEEDS_LOADING = bootstrap._ModuleLockManager, bootstrap._NEEDS_LOADING
     _find_and_load_unlocked, _lock_unlock_module = bootstrap._find_and_load_unlocked, bootstrap._lock_unlock_module
     _original = bootstrap._find_and_load
+    global runqueue_ns
     wrapper, failure = _find_and_load, None
     try:
         twin = _twin()
         if twin is not None:
             wrapper = twin.install(sys.modules[__name__])
+            runqueue_ns = twin.runqueue_ns
     except Exception as exc:  # not loadable here (another C library, a damaged file): the Python wrapper
         failure = exc
     bootstrap._find_and_load = wrapper

@@ -535,7 +535,14 @@ def thread_clocks(prefix: str = THREAD_CLOCKS) -> dict:
     try:  # at interpreter shutdown (a daemon thread's end) anything may fail: the span still ends
         from time import thread_time_ns
 
+        from .importtime import runqueue_ns
+
         clocks[prefix + "cpu_ns"] = thread_time_ns()
+        if runqueue_ns is not None:  # the C twin's: read keeping the GIL (importtime.c)
+            queued = runqueue_ns()
+            if queued is not None:
+                clocks[prefix + "runqueue_ns"] = queued
+            return clocks
         fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         try:
             clocks[prefix + "runqueue_ns"] = int(os.read(fd, 128).split()[1])

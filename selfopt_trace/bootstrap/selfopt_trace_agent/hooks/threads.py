@@ -1,6 +1,6 @@
 """Threads and thread-pool work: each runs inside a span that says which thread it is, under the span that handed it over.
 
-A `threading.Thread` runs inside a `thread` span (category `thread`) from its first line to the
+A `threading.Thread` runs inside a `thread` span (category `thread`) from its `start()` to the
 end of its run, with `thread.id` (the native id) and `thread.name`; its parent is the span that
 was current in `Thread.start()` (so Timer and friends stay under the span that started them),
 else the process span. A `ThreadPoolExecutor` work item runs inside a `task` span (category
@@ -33,13 +33,23 @@ _SPAN = waits.SPAN
 # On the end of a thread or task span, read in its thread as it ends: the thread's CPU time since
 # it started (time.thread_time_ns()), the exact last reading the CPU sampler's 20 Hz misses; a
 # thread's also its time queued for a CPU (process.thread_clocks), and both at its start too (the
-# sampler's first reading counts from the thread's start, queued before its first line included).
+# sampler's first reading counts from the thread's start, queued before its first line included):
+# 0, as a thread span starts before its thread does.
 CPU_NS = process.THREAD_CLOCKS + "cpu_ns"
-START_CLOCKS = process.THREAD_CLOCKS + "start_"
+START_CPU, START_RUNQUEUE = process.THREAD_CLOCKS + "start_cpu_ns", process.THREAD_CLOCKS + "start_runqueue_ns"
 
 
-def _cpu() -> dict | None:
-    """The end attributes of a thread span ending in the thread it covers (never raises)."""
+# A thread that ends sooner than this after its start() gets its CPU time only. The first read of a
+# thread's /proc file costs the kernel ~30-40 us (for a longer-lived one, the CPU sampler's readings
+# made it), nearly all of what a short thread's span adds to it, and such a thread can have been
+# queued for a CPU no longer than that (docs/benchmarks.md, "Threads").
+QUEUE_READ_AFTER_NS = 10_000_000
+
+
+def _cpu(span) -> dict | None:
+    """The end attributes of `span`, a thread span ending in the thread it covers (never raises)."""
+    if thread_time_ns is not None and time_ns() - span.start_ns < QUEUE_READ_AFTER_NS:
+        return {CPU_NS: thread_time_ns()}
     return process.thread_clocks() or None
 
 # The thread and task spans open in this process, by span id. A forked child starts with none: the
@@ -53,7 +63,7 @@ def _end_live() -> None:
     time cannot be read from here, except the ending thread's own."""
     me = get_native_id()
     for span in list(_live.values()):
-        tracer.end_span(span, attributes=_cpu() if (span.attributes or {}).get("thread.id") == me else None)
+        tracer.end_span(span, attributes=_cpu(span) if (span.attributes or {}).get("thread.id") == me else None)
     _live.clear()
 
 
@@ -105,7 +115,7 @@ def _start(original):
                     state = self.__dict__
                     if _SPAN not in state:  # a second start() fails: the thread keeps its span
                         state[_SPAN] = tracer.new_span_id()
-                        state[_PARENT] = _handed_over()
+                        state[_PARENT] = (_handed_over(), time_ns())
                 except Exception as exc:
                     tracer.exception_diagnostic("hook_failed:Thread.start", exc)
             return original(self, *args, **kwargs)
@@ -122,13 +132,17 @@ def _bootstrap_inner(original):
             span = None
             try:
                 state = self.__dict__
-                parent = state.pop(_PARENT, None)
+                parent, started_ns = state.pop(_PARENT, (None, 0))
                 span_id = state.get(_SPAN)
                 if span_id and tracer._enabled:
-                    attributes = process.thread_clocks(START_CLOCKS)
-                    attributes["thread.id"], attributes["thread.name"] = get_native_id(), str(self.name)
+                    # From start(), before the thread existed: its clocks read 0 then, and reading them
+                    # here (/proc, ~30 us in a new thread) would keep start() waiting: a thread-per-
+                    # request server's accepts fell behind a burst of connections, and the listen
+                    # backlog overflowed (clients retried after 1 s).
+                    attributes = {START_CPU: 0, START_RUNQUEUE: 0, "thread.id": get_native_id(),
+                                  "thread.name": str(self.name)}
                     span = tracer.start_span("thread", "thread", tracer.INTERNAL, attributes,
-                                             parent=parent or tracer.root(), span_id=span_id)
+                                             parent=parent or tracer.root(), start_ns=started_ns, span_id=span_id)
                     _live[span_id] = span
                     tracer.activate(span)  # a new thread starts with an empty context: nothing to restore
             except Exception as exc:
@@ -140,7 +154,7 @@ def _bootstrap_inner(original):
                     try:
                         # Read before the span leaves _live: until then the process's end ends it, should
                         # it come first (a daemon thread is stopped at any bytecode at shutdown).
-                        clocks = _cpu()
+                        clocks = _cpu(span)
                         if _live.pop(span.span_id, None) is not None:
                             tracer.end_span(span, attributes=clocks)
                     except Exception:
