@@ -37,6 +37,22 @@ def test_the_first_spawn_starts_its_span_before_the_hook_loads(tmp_path) -> None
     assert statistics.median(first) - statistics.median(second) < 150_000, (first, second)
 
 
+# One request to a server in a thread of the same program, through http.client: `body` is its answer.
+ONE_REQUEST = """
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+served = threading.Thread(target=server.handle_request, name="served")
+served.start()
+connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+connection.request("GET", "/")
+body = connection.getresponse().read()
+served.join()
+"""
+
 # A program that wraps what the agent's stand-ins stand in for before their first call, keeping the
 # stand-in as the original to call, as sentry-sdk and most monkeypatching libraries do. It recursed
 # without end in the stand-in (RecursionError in the program's first HTTP request under sentry-sdk).
@@ -54,19 +70,7 @@ wrapped = [wrap(threading.Thread, "start"), wrap(http.client.HTTPConnection, "ge
            wrap(subprocess.Popen, "_execute_child"), wrap(signal, "signal"),
            wrap(concurrent.futures.Future, "result")]
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-served = threading.Thread(target=server.handle_request, name="served")
-served.start()
-connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
-connection.request("GET", "/")
-body = connection.getresponse().read()
-served.join()
-subprocess.run([sys.executable, "-c", "pass"], check=True)
+""" + ONE_REQUEST + """subprocess.run([sys.executable, "-c", "pass"], check=True)
 signal.signal(signal.SIGUSR1, lambda *_: None)
 with concurrent.futures.ThreadPoolExecutor(1) as pool:
     answer = pool.submit(json.dumps, [1]).result()
@@ -93,19 +97,8 @@ SENTRY = """
 import http.client, http.server, threading
 import sentry_sdk
 sentry_sdk.init(dsn="http://key@127.0.0.1:9/1")  # its default integrations wrap http.client, threading, subprocess
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-served = threading.Thread(target=server.handle_request)
-served.start()
-connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
-connection.request("GET", "/")
-print(connection.getresponse().read().decode())
-served.join()
+""" + ONE_REQUEST + """
+print(body.decode())
 """
 
 
