@@ -166,6 +166,22 @@ WHERE child.run_id = $run_id AND parent.run_id = $run_id
   AND (parent.attributes->'process.exit.code') IS NOT NULL
 """
 
+# A child that exited where no hook saw it (reaped by an event loop in C: gevent's, uvloop's): its
+# spawning span ended at its parent's exit (hooks/spawn.py, EXITED_UNSEEN). It ends instead at the
+# child's last record, its process spans' end (an exec'd image keeps the pid), when that is earlier.
+_UNSEEN_EXIT_SQL = """
+UPDATE spans AS spawn
+SET end_ns = child.end_ns, duration_ns = child.end_ns - spawn.start_ns
+FROM (SELECT s.span_id, max(c.end_ns) AS end_ns
+      FROM spans AS s JOIN spans AS c ON c.run_id = s.run_id AND c.name = 'process' AND c.category = 'process'
+                                         AND c.pid = TRY_CAST(s.attributes->>'process.pid' AS INTEGER)
+                                         AND c.start_ns >= s.start_ns
+      WHERE s.run_id = $run_id AND s.category = 'subprocess'
+        AND TRY_CAST(s.attributes->>'selfopt_trace.child.exited_unseen' AS BOOLEAN)
+      GROUP BY s.span_id) AS child
+WHERE spawn.run_id = $run_id AND spawn.span_id = child.span_id AND child.end_ns < spawn.end_ns
+"""
+
 # The root process span: its parent is not in the run (the earliest, should there be several).
 _ROOT_SPAN_ID = f"""(
     SELECT c.span_id FROM spans c
@@ -672,6 +688,7 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
     first_ns = last_ns = root_exit = root_service = None
     if result.files:  # with no file accepted the run has no spans: nothing to refine (~25 M instructions)
         con.execute(_CHILD_EXIT_SQL, run)
+        con.execute(_UNSEEN_EXIT_SQL, run)
         if meta.exit_code is not None:
             con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
         result.spans, result.incomplete_spans, first_ns, last_ns = con.execute(_TOTALS_SQL, run).fetchone()

@@ -178,8 +178,13 @@ details AS MATERIALIZED (
           UNION ALL FROM spans WHERE run_id = for_run AND category = 'subprocess'
           UNION ALL FROM spans WHERE run_id = for_run AND category = 'thread')
 ),
-legacy AS (  -- recorded before waits were: a subprocess span is a wait on its child
-    SELECT NOT EXISTS (SELECT 1 FROM nodes WHERE sort IN (13, 14)) AS legacy_run
+-- Recorded before waits were: a subprocess span is a wait on its child. Not a run that merely has
+-- no wait (a helper started and left running): its agent ends process spans with `process.cpu_ns`,
+-- which came after waits did.
+legacy AS (
+    SELECT NOT EXISTS (SELECT 1 FROM nodes WHERE sort IN (13, 14))
+           AND NOT EXISTS (SELECT 1 FROM spans WHERE run_id = for_run AND category = 'process'
+                                                 AND (attributes->'process.cpu_ns') IS NOT NULL) AS legacy_run
 ),
 -- After an exec, the new image's process span is a child of the (zero-length) exec span; it goes
 -- on where the replaced process was, so it hangs under that process's parent.

@@ -45,7 +45,9 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             p = next(n for n in nodes.values() if n.file == nodes[p].file and n.name == "process").parent
         parent[span.id] = p if p in nodes else None
     pid_of = {s.file: s.attributes.get("process.pid") for s in nodes.values() if s.name == "process"}
-    legacy = not any(s.category in ("wait", "thread") for s in nodes.values())
+    # (the agent that records waits ends process spans with process.cpu_ns: a run without waits is not legacy)
+    legacy = (not any(s.category in ("wait", "thread") for s in nodes.values())
+              and not any(s.category == "process" and "process.cpu_ns" in s.attributes for s in spans))
 
     def is_root(span: Span) -> bool:
         p = parent[span.id]

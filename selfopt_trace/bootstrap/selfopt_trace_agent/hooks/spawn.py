@@ -14,14 +14,30 @@ from .. import config, process, redact, tracer
 
 _children: dict = {}  # pid -> span of the child's start, ended when the exit status is seen
 RUNNING_AT_EXIT = "selfopt_trace.child.running_at_exit"
+EXITED_UNSEEN = "selfopt_trace.child.exited_unseen"
 
 
 def _end_unreaped() -> None:
-    """At our exit, children we never saw exit (a helper that outlives us by design, like
-    multiprocessing's resource tracker) end their span here, saying so: we know no more."""
-    for span, attributes in list(_children.values()):
-        tracer.end_span(span, tracer.UNSET, {**attributes, RUNNING_AT_EXIT: True})
+    """At our exit, children we never saw exit end their span here, saying which of two they are:
+    one still running (a helper that outlives us by design, like multiprocessing's resource
+    tracker), or one that exited and was reaped where no hook sees it (gevent's and uvloop's event
+    loops reap in C), whose span the loader ends at the child's own last record."""
+    for pid, (span, attributes) in list(_children.items()):
+        tracer.end_span(span, tracer.UNSET, {**attributes, EXITED_UNSEEN if _exited(pid) else RUNNING_AT_EXIT: True})
     _children.clear()
+
+
+def _exited(pid: int) -> bool:
+    """The child is gone (reaped) or a zombie (exited, not reaped yet); a process that reused its pid
+    counts as the child running."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except ProcessLookupError:
+        return True
+    except Exception:
+        return False
 
 
 process.on_end(_end_unreaped)
