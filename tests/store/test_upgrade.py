@@ -32,16 +32,23 @@ def test_an_older_database_opened_read_only_is_upgraded_once_and_answers_every_q
     con.close()
 
 
-def test_an_older_database_without_cmd_s_pid_is_upgraded_read_only_and_keeps_its_runs(tmp_path: Path) -> None:
+def _older_store(tmp_path: Path, older: str) -> tuple[Path, str]:
+    """A store of one run (CMD's process, 50 ms of its 80), then made as an older version left it by
+    the statements `older`; its path and the run's id."""
     path = tmp_path / "old.duckdb"
     run = RunBuilder()
     run.process(100, 0, 50)
     with Store(path) as store:
         run_id = run.load(store, tmp_path, end_ns=at(80), pid=100)
         assert store.query("breakdown", {"run_id": run_id}).records()[-1]["wall_ms"] == 80  # CMD's teardown
-    con = duckdb.connect(str(path))  # every table there, but runs without `pid`
-    con.execute("ALTER TABLE runs DROP COLUMN pid; UPDATE store_schema SET schema_sql = '-- an older version'")
+    con = duckdb.connect(str(path))
+    con.execute(older + "; UPDATE store_schema SET schema_sql = '-- an older version'")
     con.close()
+    return path, run_id
+
+
+def test_an_older_database_without_cmd_s_pid_is_upgraded_read_only_and_keeps_its_runs(tmp_path: Path) -> None:
+    path, run_id = _older_store(tmp_path, "ALTER TABLE runs DROP COLUMN pid")  # every table there, runs without `pid`
     with Store(path, read_only=True) as store:
         for query in ("breakdown", "critical_path", "process_tree", "subprocess"):
             assert run_query(store, query, {"run_id": run_id}).records(), query
@@ -53,15 +60,8 @@ def test_an_older_database_without_the_run_span_is_upgraded_and_exports_without_
     from selfopt_trace.export import fetch_spans
     from selfopt_trace.export.run_span import with_run_span
 
-    path = tmp_path / "old.duckdb"
-    run = RunBuilder()
-    run.process(100, 0, 50)
-    with Store(path) as store:
-        run_id = run.load(store, tmp_path, end_ns=at(80), pid=100)
-    con = duckdb.connect(str(path))  # runs as the version before the run span had them
-    con.execute("ALTER TABLE runs DROP COLUMN run_trace_id; ALTER TABLE runs DROP COLUMN run_span_id; "
-                "ALTER TABLE runs DROP COLUMN run_parent_span_id; UPDATE store_schema SET schema_sql = '-- older'")
-    con.close()
+    path, run_id = _older_store(tmp_path, "ALTER TABLE runs DROP COLUMN run_trace_id; "  # before the run span
+                                          "ALTER TABLE runs DROP COLUMN run_span_id; ALTER TABLE runs DROP COLUMN run_parent_span_id")
     with Store(path, read_only=True) as store:
         assert store.sql("SELECT run_id, pid, run_span_id FROM runs")[1] == [(run_id, 100, None)]
         spans = fetch_spans(store, run_id)
