@@ -112,3 +112,36 @@ def test_bootstrap_source_parses_on_old_pythons():
 def test_no_site_means_untraced(traced):
     result = traced.run([sys.executable, "-S", "-c", "print('plain')"])
     assert result.stdout == b"plain\n" and result.stderr == b""
+
+
+FROZEN = """
+import datetime, json, subprocess, sys, time
+from freezegun import freeze_time
+with freeze_time("2020-01-01"):
+    t0 = time.time()
+    json.dumps(list(range(200000)))
+    subprocess.run([sys.executable, "-c", "pass"])
+    time.sleep(0.05)
+    print(time.time() == t0, datetime.datetime.now().year)
+"""
+
+
+def test_a_frozen_clock_stays_the_programs_own(traced):
+    """freezegun replaces every module's clock functions but those of the modules on its ignore
+    list: the agent's spans under `freeze_time` started in 2020 and lasted nothing (a subprocess,
+    a sleep, a json.dumps of 200,000 items all 0 ms). The agent's modules are on that list now; the
+    program's clock stays frozen."""
+    env = traced.env()
+    del env["SELFOPT_TRACE_DIR"]
+    untraced = subprocess.run([sys.executable, "-c", FROZEN], env=env, capture_output=True, timeout=60)
+    done = traced.python(FROZEN)
+    assert (done.returncode, done.stdout, done.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
+    assert done.stdout == b"True 2020\n"
+    spans = traced.spans()
+    (main,) = [p for p in spans.processes() if p.parent_span_id == ""]
+    (subprocess_span,) = spans.named("subprocess")
+    (sleep,) = spans.named("time.sleep")
+    (dumps,) = spans.named("json.dumps")
+    for span in (subprocess_span, sleep, dumps):
+        assert main.start_ns < span.start_ns < span.end_ns < main.end_ns, span.name
+    assert sleep.end_ns - sleep.start_ns >= 50_000_000

@@ -22,6 +22,7 @@ BUILTIN_HOOKS = {
     "multiprocessing.popen_forkserver": "multiprocessing_",
     "multiprocessing.util": "multiprocessing_",
     "signal": "signal_",
+    "freezegun.config": "freezegun_",
     "docker.models.containers": "docker_",
     "json": "serialization",
     "pickle": "serialization",
