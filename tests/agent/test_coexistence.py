@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import BOOTSTRAP
 
 
@@ -114,27 +116,37 @@ def test_no_site_means_untraced(traced):
     assert result.stdout == b"plain\n" and result.stderr == b""
 
 
+# A program that stops its clock, with each library that does: the hooks that subprocess and sleep
+# load at their first call load while it is stopped.
 FROZEN = """
 import datetime, json, subprocess, sys, time
-from freezegun import freeze_time
-with freeze_time("2020-01-01"):
+{importing}
+with {freezing}:
     t0 = time.time()
     json.dumps(list(range(200000)))
     subprocess.run([sys.executable, "-c", "pass"])
     time.sleep(0.05)
     print(time.time() == t0, datetime.datetime.now().year)
 """
+FREEZERS = {
+    "freezegun": ("from freezegun import freeze_time", 'freeze_time("2020-01-01")'),
+    "time-machine": ("import time_machine", "time_machine.travel(datetime.datetime(2020, 1, 1), tick=False)"),
+}
 
 
-def test_a_frozen_clock_stays_the_programs_own(traced):
+@pytest.mark.parametrize("freezer", FREEZERS)
+def test_a_frozen_clock_stays_the_programs_own(traced, freezer):
     """freezegun replaces every module's clock functions but those of the modules on its ignore
-    list: the agent's spans under `freeze_time` started in 2020 and lasted nothing (a subprocess,
-    a sleep, a json.dumps of 200,000 items all 0 ms). The agent's modules are on that list now; the
-    program's clock stays frozen."""
+    list, time-machine the time module's C functions themselves: the agent's spans under a frozen
+    clock started in 2020 and lasted nothing (a subprocess, a sleep, a json.dumps of 200,000 items
+    all 0 ms). The agent's modules are on freezegun's list now, and read a clock time-machine leaves
+    alone; the program's clock stays frozen."""
+    importing, freezing = FREEZERS[freezer]
+    program = FROZEN.format(importing=importing, freezing=freezing)
     env = traced.env()
     del env["SELFOPT_TRACE_DIR"]
-    untraced = subprocess.run([sys.executable, "-c", FROZEN], env=env, capture_output=True, timeout=60)
-    done = traced.python(FROZEN)
+    untraced = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, timeout=60)
+    done = traced.python(program)
     assert (done.returncode, done.stdout, done.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
     assert done.stdout == b"True 2020\n"
     spans = traced.spans()

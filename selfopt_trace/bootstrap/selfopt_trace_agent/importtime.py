@@ -34,6 +34,7 @@ _pending = lazy._pending
 _bookkeeping = tracer.counted_overhead()
 _samples: list = []
 runqueue_ns = None  # the twin's reader of this thread's time queued for a CPU (process.thread_clocks)
+after_agent_import = None  # given each agent module once it has loaded (hooks/time_machine_.py)
 
 
 def install(threshold_ns: int, run_module=None) -> Exception | None:
@@ -239,7 +240,9 @@ def _end(frame, name: str) -> None:
             lazy.fire(name, module)
             instrument_ns = time_ns() - hooked
     if type(frame) is not _Frame:
-        if frame is not None:
+        if frame is not None:  # an agent module's import
+            if after_agent_import is not None and name in sys.modules:
+                after_agent_import(sys.modules[name])
             tracer.add_overhead(time_ns() - frame.began_ns - (tracer.overhead_ns() - frame.counted))
         return
     cpu1 = thread_cpu_ns() if frame.cpu0 else 0

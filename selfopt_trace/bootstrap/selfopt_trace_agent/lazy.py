@@ -23,6 +23,7 @@ BUILTIN_HOOKS = {
     "multiprocessing.util": "multiprocessing_",
     "signal": "signal_",
     "freezegun.config": "freezegun_",
+    "time_machine": "time_machine_",
     "docker.models.containers": "docker_",
     "json": "serialization",
     "pickle": "serialization",
