@@ -166,7 +166,7 @@ WHERE child.run_id = $run_id AND parent.run_id = $run_id
   AND (parent.attributes->'process.exit.code') IS NOT NULL
 """
 
-# A child that exited where no hook saw it (reaped by an event loop in C: gevent's, uvloop's): its
+# A child that exited where no hook saw it (reaped in C: by gevent's event loop, a ctypes waitpid): its
 # spawning span ended at its parent's exit (hooks/spawn.py, EXITED_UNSEEN). It ends instead at the
 # child's last record, its process spans' end (an exec'd image keeps the pid), when that is earlier.
 _UNSEEN_EXIT_SQL = """

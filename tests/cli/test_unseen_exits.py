@@ -1,5 +1,5 @@
-"""A child reaped where no hook sees it (an event loop's child watcher in C: gevent's libev, uvloop's
-libuv) ended its spawning span at its parent's exit: under gevent a 15 ms child showed as 470 ms of
+"""A child reaped where no hook sees it (an event loop's child watcher in C: gevent's libev) ended
+its spawning span at its parent's exit: under gevent a 15 ms child showed as 470 ms of
 "subprocess spawn overhead". The agent now says such a child exited unseen (hooks/spawn.py), and the
 loader ends its span at the child's own last record."""
 

@@ -20,8 +20,8 @@ EXITED_UNSEEN = "selfopt_trace.child.exited_unseen"
 def _end_unreaped() -> None:
     """At our exit, children we never saw exit end their span here, saying which of two they are:
     one still running (a helper that outlives us by design, like multiprocessing's resource
-    tracker), or one that exited and was reaped where no hook sees it (gevent's and uvloop's event
-    loops reap in C), whose span the loader ends at the child's own last record."""
+    tracker), or one that exited and was reaped where no hook sees it (gevent's event loop reaps in
+    C), whose span the loader ends at the child's own last record."""
     for pid, (span, attributes) in list(_children.items()):
         tracer.end_span(span, tracer.UNSET, {**attributes, EXITED_UNSEEN if _exited(pid) else RUNNING_AT_EXIT: True})
     _children.clear()
