@@ -1,6 +1,6 @@
 """Threads and thread-pool work: each runs inside a span that says which thread it is, under the span that handed it over.
 
-A `threading.Thread` runs inside a `thread` span (category `thread`) from its `start()` to the
+A `threading.Thread` runs inside a `thread` span (category `thread`) from its first line to the
 end of its run, with `thread.id` (the native id) and `thread.name`; its parent is the span that
 was current in `Thread.start()` (so Timer and friends stay under the span that started them),
 else the process span. A `ThreadPoolExecutor` work item runs inside a `task` span (category
@@ -32,11 +32,10 @@ _PARENT = "_selfopt_trace_parent"
 _SPAN = waits.SPAN
 # On the end of a thread or task span, read in its thread as it ends: the thread's CPU time since
 # it started (time.thread_time_ns()), the exact last reading the CPU sampler's 20 Hz misses; a
-# thread's also its time queued for a CPU (process.thread_clocks), and both at its start too (the
-# sampler's first reading counts from the thread's start, queued before its first line included):
-# 0, as a thread span starts before its thread does.
+# thread's also its time queued for a CPU (process.thread_clocks). A thread span starts with the CPU
+# clock (the sampler's first reading counts from the thread's start).
 CPU_NS = process.THREAD_CLOCKS + "cpu_ns"
-START_CPU, START_RUNQUEUE = process.THREAD_CLOCKS + "start_cpu_ns", process.THREAD_CLOCKS + "start_runqueue_ns"
+START_CPU = process.THREAD_CLOCKS + "start_cpu_ns"
 
 
 # A thread that ends sooner than this after its start() gets its CPU time only. The first read of a
@@ -115,7 +114,7 @@ def _start(original):
                     state = self.__dict__
                     if _SPAN not in state:  # a second start() fails: the thread keeps its span
                         state[_SPAN] = tracer.new_span_id()
-                        state[_PARENT] = (_handed_over(), time_ns())
+                        state[_PARENT] = _handed_over()
                 except Exception as exc:
                     tracer.exception_diagnostic("hook_failed:Thread.start", exc)
             return original(self, *args, **kwargs)
@@ -132,17 +131,16 @@ def _bootstrap_inner(original):
             span = None
             try:
                 state = self.__dict__
-                parent, started_ns = state.pop(_PARENT, (None, 0))
+                parent = state.pop(_PARENT, None)
                 span_id = state.get(_SPAN)
                 if span_id and tracer._enabled:
-                    # From start(), before the thread existed: its clocks read 0 then, and reading them
-                    # here (/proc, ~30 us in a new thread) would keep start() waiting: a thread-per-
-                    # request server's accepts fell behind a burst of connections, and the listen
-                    # backlog overflowed (clients retried after 1 s).
-                    attributes = {START_CPU: 0, START_RUNQUEUE: 0, "thread.id": get_native_id(),
-                                  "thread.name": str(self.name)}
+                    # Its CPU clock only: its queued time is a /proc read (~30 us in a new thread) that
+                    # start() would wait for; a thread-per-request server's accepts fell behind a burst
+                    # of connections, and the listen backlog overflowed (clients retried after 1 s).
+                    attributes = {START_CPU: thread_time_ns()} if thread_time_ns else {}
+                    attributes["thread.id"], attributes["thread.name"] = get_native_id(), str(self.name)
                     span = tracer.start_span("thread", "thread", tracer.INTERNAL, attributes,
-                                             parent=parent or tracer.root(), start_ns=started_ns, span_id=span_id)
+                                             parent=parent or tracer.root(), span_id=span_id)
                     _live[span_id] = span
                     tracer.activate(span)  # a new thread starts with an empty context: nothing to restore
             except Exception as exc:
