@@ -225,7 +225,7 @@ def test_a_thread_s_start_and_join_take_about_as_long_as_untraced(traced):
     span's /proc reads in it (30-40 us the first time, in a new thread), a thread took ~75 us more:
     a thread-per-request server's accept loop fell behind a burst of ten connections and its listen
     backlog (5) overflowed in 5 of 6 runs, the clients retrying after a second
-    (docs/benchmarks.md, "Threads"). Medians of 300 threads, untraced and traced, three times."""
+    (docs/benchmarks.md, "Threads"). Medians of 300 threads, untraced and traced, five times."""
     code = """
 import statistics, threading, time
 laps = []
@@ -240,12 +240,12 @@ print(statistics.median(laps[50:]))
     env = traced.env()
     del env["SELFOPT_TRACE_DIR"]
     added = []
-    for _ in range(3):
+    for _ in range(5):
         untraced = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
         done = traced.python(code)
         assert untraced.returncode == done.returncode == 0, done.stderr
         added.append(float(done.stdout) - float(untraced.stdout))
-    assert min(added) < 25_000, added  # ns; before: 70,000-75,000
+    assert min(added) < 45_000, added  # ns; ~1,000 on a quiet machine, 25,000 in a loaded CI; before: 58,000-91,000
 
 
 def test_the_c_twin_reads_the_time_queued_as_the_kernel_counts_it(traced):
