@@ -325,12 +325,12 @@ DELETE FROM _collector_new WHERE rowid NOT IN (SELECT min(rowid) FROM _collector
 # The run's own span, which selfopt-trace's exports add (export/run_span.py), back to what `run` wrote:
 # the `runs` row (one per run even when sent twice in a load), and its children's parent back to the
 # run's incoming one (or none), in this load and in those before it.
+_IS_RUN_SPAN = f"category = '{run_span.CATEGORY}' AND name = '{run_span.NAME}'"
 _RUN_SPANS_SQL = (
     f"""
 CREATE OR REPLACE TEMP TABLE _collector_runs AS
-SELECT DISTINCT ON (run_id) * FROM _collector_new WHERE category = '{run_span.CATEGORY}' AND name = '{run_span.NAME}'""",
-    f"""
-DELETE FROM _collector_new WHERE category = '{run_span.CATEGORY}' AND name = '{run_span.NAME}'""",
+SELECT DISTINCT ON (run_id) * FROM _collector_new WHERE {_IS_RUN_SPAN}""",
+    f"DELETE FROM _collector_new WHERE {_IS_RUN_SPAN}",
     f"""
 INSERT INTO runs (run_id, group_id, command, cwd, start_ns, end_ns, exit_code, pid, run_trace_id, run_span_id,
                   run_parent_span_id, loaded_at, span_count)
@@ -378,7 +378,7 @@ def insert_files(store: Any, spans: list[Path], processes: list[Path]) -> int:
     store.sql(_NEW_SQL, {"spans": [str(path) for path in spans], "processes": [str(path) for path in processes]})
     _, [(added, span_ids, process_spans, run_spans, hung)] = store.sql(
         "SELECT count(*), count(DISTINCT span_id), count(*) FILTER (WHERE name = 'process'), "
-        f"count(*) FILTER (WHERE name = '{run_span.NAME}'), count(*) FILTER (WHERE parent_span_id IN "
+        f"count(*) FILTER (WHERE {_IS_RUN_SPAN}), count(*) FILTER (WHERE parent_span_id IN "
         "(SELECT run_span_id FROM runs WHERE run_span_id IS NOT NULL)) FROM _collector_new")
     if span_ids < added:  # a span id twice: maybe a span twice
         store.sql(_DUPLICATES_SQL)

@@ -44,7 +44,7 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
     importlib. Returns why the twin that is there did not load (for a diagnostic once the span
     file is set up), else None."""
     global _original, _threshold_ns, _ModuleLockManager, _NEEDS_LOADING, _find_and_load_unlocked, _lock_unlock_module
-    global _run_module
+    global _run_module, runqueue_ns
     import _frozen_importlib as bootstrap
 
     if _original is not None or getattr(bootstrap._find_and_load, "__selfopt_trace__", False):
@@ -53,7 +53,6 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
     _ModuleLockManager, _NEEDS_LOADING = bootstrap._ModuleLockManager, bootstrap._NEEDS_LOADING
     _find_and_load_unlocked, _lock_unlock_module = bootstrap._find_and_load_unlocked, bootstrap._lock_unlock_module
     _original = bootstrap._find_and_load
-    global runqueue_ns
     wrapper, failure = _find_and_load, None
     try:
         twin = _twin()
