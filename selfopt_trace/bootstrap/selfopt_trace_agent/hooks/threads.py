@@ -32,10 +32,10 @@ _PARENT = "_selfopt_trace_parent"
 _SPAN = waits.SPAN
 # On the end of a thread or task span, read in its thread as it ends: the thread's CPU time since
 # it started (time.thread_time_ns()), the exact last reading the CPU sampler's 20 Hz misses; a
-# thread's also its time queued for a CPU (process.thread_clocks). A thread span starts with the CPU
-# clock (the sampler's first reading counts from the thread's start).
+# thread's also its time queued for a CPU (process.thread_clocks), and both at its start too (the
+# sampler's first reading counts from the thread's start, queued before its first line included).
 CPU_NS = process.THREAD_CLOCKS + "cpu_ns"
-START_CPU = process.THREAD_CLOCKS + "start_cpu_ns"
+START_CLOCKS = process.THREAD_CLOCKS + "start_"
 
 
 # A thread that ends sooner than this after its start() gets its CPU time only. The first read of a
@@ -134,10 +134,9 @@ def _bootstrap_inner(original):
                 parent = state.pop(_PARENT, None)
                 span_id = state.get(_SPAN)
                 if span_id and tracer._enabled:
-                    # Its CPU clock only: its queued time is a /proc read (~30 us in a new thread) that
-                    # start() would wait for; a thread-per-request server's accepts fell behind a burst
-                    # of connections, and the listen backlog overflowed (clients retried after 1 s).
-                    attributes = {START_CPU: thread_time_ns()} if thread_time_ns else {}
+                    # Both clocks: without the queued time at the start, the breakdown counted a spinning
+                    # thread's busy time twice (tests/accuracy). Read by the C twin keeping the GIL.
+                    attributes = process.thread_clocks(START_CLOCKS)
                     attributes["thread.id"], attributes["thread.name"] = get_native_id(), str(self.name)
                     span = tracer.start_span("thread", "thread", tracer.INTERNAL, attributes,
                                              parent=parent or tracer.root(), span_id=span_id)
