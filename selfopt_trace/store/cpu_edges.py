@@ -8,7 +8,8 @@ a wait no hook sees (a pipe), the lagged CPU of the work reads as running in the
 "own work" that was an untraced wait (tests/accuracy, server_first: +3 to +4.5 ms).
 
 The agent reads the thread's own CPU clock (exact, its current run included) at a few span edges
-(tracer.cpu_edges: the outermost recorded imports and the spawning calls). Here those readings join
+(tracer.cpu_edges: the outermost recorded imports and the spawning calls, and the reap of a child
+by the thread that spawned it). Here those readings join
 the thread's sampled ones, and each sampled reading is held within what they allow: no less than
 the edge before it, no more than that edge plus the time since, and the same against the edge after
 it. Time queued for a CPU is not in the thread's clock: at an edge, the queued time between the
@@ -39,7 +40,8 @@ edge_spans AS (
     SELECT pid, TRY_CAST(attributes->>'selfopt_trace.cpu.tid' AS INTEGER) AS tid, start_ns,
            start_ns + coalesce(TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT), duration_ns) AS end_ns,
            TRY_CAST(attributes->>'selfopt_trace.cpu.start_ns' AS BIGINT) AS start_cpu,
-           TRY_CAST(attributes->>'selfopt_trace.cpu.end_ns' AS BIGINT) AS end_cpu
+           TRY_CAST(attributes->>'selfopt_trace.cpu.end_ns' AS BIGINT) AS end_cpu,
+           start_ns + duration_ns AS reap_ns, TRY_CAST(attributes->>'selfopt_trace.cpu.reap_ns' AS BIGINT) AS reap_cpu
     FROM (FROM spans WHERE run_id = $run_id AND category = 'import'
           UNION ALL
           FROM spans WHERE run_id = $run_id AND category = 'subprocess')
@@ -49,6 +51,8 @@ edges AS (  -- a span whose clock went backwards gives none
     SELECT pid, tid, start_ns AS t, start_cpu AS x FROM edge_spans WHERE end_cpu >= start_cpu AND end_ns >= start_ns
     UNION ALL
     SELECT pid, tid, end_ns, end_cpu FROM edge_spans WHERE end_cpu >= start_cpu AND end_ns >= start_ns
+    UNION ALL  -- a spawning span's thread, where it reaped the child
+    SELECT pid, tid, reap_ns, reap_cpu FROM edge_spans WHERE reap_cpu >= end_cpu AND reap_ns >= end_ns
 ),
 -- each edge between two sampled readings of its thread (of one process: a pid may be reused), the
 -- queued time between them split in proportion to the time each side did not run

@@ -12,8 +12,10 @@
 --   rs, re                the span's interval as activity of its unit: a child process's whole life is
 --                         not its spawner's activity, only the spawning call is (selfopt_trace.spawn_ns)
 --   waiter                it waits: a `wait` span, an HTTP or container CLIENT span, os.system (a shell
---                         subprocess span), and, in runs recorded before waits were (no `wait` or
---                         `thread` span at all), every subprocess span
+--                         subprocess span), a subprocess span whose thread waited on its child where no
+--                         hook sees it (read_waits below: reading its output until EOF), and, in runs
+--                         recorded before waits were (no `wait` or `thread` span at all), every
+--                         subprocess span
 --   waits_on              the units it waits on (roots' ids)
 --   tid                   a `thread`/`task` span's thread id
 --   code                  what its self time is, as breakdown.sql numbers its categories
@@ -43,9 +45,10 @@ CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
         ELSE 0
     END)::UTINYINT;
 
--- A span waits on what is started under it or what it names (see run_activity's `waiter`).
-CREATE OR REPLACE TEMP MACRO activity_waiter(sort, shell, legacy) AS
-    sort IN (6, 11, 13) OR (sort IN (9, 10) AND (coalesce(shell, false) OR legacy));
+-- A span waits on what is started under it or what it names (see run_activity's `waiter`);
+-- `waits_child`: a subprocess span that waits on its child (os.system's shell, read_waits).
+CREATE OR REPLACE TEMP MACRO activity_waiter(sort, waits_child, legacy) AS
+    sort IN (6, 11, 13) OR (sort IN (9, 10) AND (coalesce(waits_child, false) OR legacy));
 
 -- The end of a span as activity of its unit: a spawning span is only its spawning call.
 CREATE OR REPLACE TEMP MACRO activity_end(sort, waiter, start_ns, end_ns, spawn_ns) AS
@@ -172,7 +175,9 @@ details AS MATERIALIZED (
            coalesce(TRY_CAST(attributes->>'process.shell' AS BOOLEAN), false) AS shell,
            TRY_CAST(attributes->>'thread.id' AS BIGINT) AS tid,
            TRY_CAST(attributes->'selfopt_trace.wait.on' AS VARCHAR[]) AS wait_on,
-           attributes->>'process.pid' IS NOT NULL AS has_pid
+           attributes->>'process.pid' IS NOT NULL AS has_pid,
+           TRY_CAST(attributes->>'selfopt_trace.cpu.reap_ns' AS BIGINT)
+               - TRY_CAST(attributes->>'selfopt_trace.cpu.end_ns' AS BIGINT) AS cpu_to_reap
     -- Equality filters, each a scan filter: an IN list is not, and read every span's attributes.
     FROM (FROM spans WHERE run_id = for_run AND category = 'wait'
           UNION ALL FROM spans WHERE run_id = for_run AND category = 'subprocess'
@@ -281,17 +286,47 @@ placed AS (
           LEFT JOIN unit_tree AS t ON t.id = p.id) AS p
     LEFT JOIN main_processes AS m ON m.process_key = p.process_key
 ),
+-- A child waited on where no hook sees it: after the spawning call, until it reaped the child or a
+-- recorded wait on the child began (Popen.wait after EOF, which goes on), the spawning thread ran for
+-- a quarter of that time or less (the agent reads its CPU clock at the call's end and at the reap:
+-- CPU_REAP; a recorded wait is off the CPU) and recorded nothing else that waits (a wait on something
+-- else, a sleep, an HTTP or container call, os.system). It was reading the child's output until EOF
+-- (`for line in proc.stdout`, pip's build hooks) or polling it untraced: its spawning span is a wait
+-- on the child until then, as os.system's is. Without it, that time was an untraced wait of the
+-- parent's while the child's work went unseen. The parent's CPU meanwhile (pip: 0.1 % and 13 % of
+-- its two hooks' time, logging each line) is then the child's time: a quarter bounds that error,
+-- where the untraced wait it replaces was the rest.
+read_waits AS (
+    SELECT id, until_ns
+    FROM (SELECT s.id, any_value(s.start_ns + d.spawn_ns) AS from_ns, any_value(d.cpu_to_reap) AS ran_ns,
+                 least(any_value(s.end_ns), min(o.start_ns) FILTER (WHERE o.sort = 13)) AS until_ns,
+                 coalesce(bool_or(o.id IS NOT NULL  -- (NULL NOT IN an empty list is true)
+                                  AND (o.sort <> 13 OR o.id NOT IN (SELECT waiter FROM wait_names WHERE named = s.id))),
+                          false) AS waited_elsewhere
+          FROM placed AS s
+          JOIN details AS d ON d.id = s.id
+          LEFT JOIN (SELECT p.id, p.unit, p.sort, p.start_ns
+                     FROM placed AS p LEFT JOIN details AS od ON od.id = p.id
+                     WHERE p.sort IN (6, 11, 13, 15) OR (p.sort = 9 AND od.shell)) AS o
+                 ON o.unit = s.unit AND o.start_ns > s.start_ns + d.spawn_ns AND o.start_ns < s.end_ns
+          WHERE s.sort = 9 AND NOT d.shell AND d.cpu_to_reap IS NOT NULL
+          GROUP BY s.id)
+    WHERE NOT waited_elsewhere AND ran_ns * 4 <= until_ns - from_ns
+),
 with_facts AS (
-    SELECT p.*, f.spawn_ns, f.shell, f.tid, f.wait_code, f.traced, f.docker,
-           pf.spawn_ns AS parent_spawn_ns, pf.shell AS parent_shell, pf.wait_code AS parent_wait_code,
-           pf.traced AS parent_traced, pf.docker AS parent_docker
+    SELECT p.*, f.spawn_ns, f.shell OR r.id IS NOT NULL AS waits_child, r.until_ns AS read_until, f.tid,
+           f.wait_code, f.traced, f.docker, pf.spawn_ns AS parent_spawn_ns,
+           pf.shell OR pr.id IS NOT NULL AS parent_waits_child, pr.until_ns AS parent_read_until,
+           pf.wait_code AS parent_wait_code, pf.traced AS parent_traced, pf.docker AS parent_docker
     FROM placed AS p
     LEFT JOIN facts AS f ON f.id = p.id
     LEFT JOIN facts AS pf ON pf.id = p.parent
+    LEFT JOIN read_waits AS r ON r.id = p.id
+    LEFT JOIN read_waits AS pr ON pr.id = p.parent
     WHERE p.sort IN (9, 10, 13, 14) OR p.parent_sort IN (9, 10, 13, 14)
     UNION ALL
-    SELECT p.*, NULL::BIGINT, NULL::BOOLEAN, NULL::BIGINT, NULL::INTEGER, NULL::BOOLEAN, NULL::BOOLEAN,
-           NULL::BIGINT, NULL::BOOLEAN, NULL::INTEGER, NULL::BOOLEAN, NULL::BOOLEAN
+    SELECT p.*, NULL::BIGINT, NULL::BOOLEAN, NULL::BIGINT, NULL::BIGINT, NULL::INTEGER, NULL::BOOLEAN,
+           NULL::BOOLEAN, NULL::BIGINT, NULL::BOOLEAN, NULL::BIGINT, NULL::INTEGER, NULL::BOOLEAN, NULL::BOOLEAN
     FROM placed AS p
     WHERE p.sort NOT IN (9, 10, 13, 14) AND coalesce(p.parent_sort NOT IN (9, 10, 13, 14), true)
 ),
@@ -301,7 +336,8 @@ with_facts AS (
 -- The same for its parent, when the parent is in the same unit.
 coded AS MATERIALIZED (
     SELECT p.id, p.unit, p.is_root, p.is_top, p.pid, p.sort, p.waiter, p.tid, p.start_ns, p.end_ns,
-           p.start_ns AS rs, activity_end(p.sort, p.waiter, p.start_ns, p.end_ns, p.spawn_ns) AS re,
+           p.start_ns AS rs, activity_end(p.sort, p.waiter, p.start_ns, coalesce(p.read_until, p.end_ns), p.spawn_ns)
+               AS re,
            CASE WHEN p.sort = 15 THEN 16
                 ELSE activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main,
                                    p.sort = 6 AND p.id IN (SELECT id FROM answered))
@@ -309,15 +345,16 @@ coded AS MATERIALIZED (
            CASE WHEN NOT p.is_root THEN p.parent END AS parent,
            CASE WHEN NOT p.is_root THEN p.parent_start END AS parent_rs,
            CASE WHEN NOT p.is_root
-                THEN activity_end(p.parent_sort, p.parent_waiter, p.parent_start, p.parent_end, p.parent_spawn_ns)
+                THEN activity_end(p.parent_sort, p.parent_waiter, p.parent_start,
+                                  coalesce(p.parent_read_until, p.parent_end), p.parent_spawn_ns)
            END AS parent_re,
            CASE WHEN NOT p.is_root
                 THEN activity_code(p.parent_sort, p.parent_waiter, p.parent_wait_code, p.parent_traced,
                                    p.parent_docker, p.main,
                                    p.parent_sort = 6 AND p.parent IN (SELECT id FROM answered))
            END AS parent_code
-    FROM (SELECT *, activity_waiter(sort, shell, (SELECT legacy_run FROM legacy)) AS waiter,
-                 activity_waiter(parent_sort, parent_shell, (SELECT legacy_run FROM legacy)) AS parent_waiter
+    FROM (SELECT *, activity_waiter(sort, waits_child, (SELECT legacy_run FROM legacy)) AS waiter,
+                 activity_waiter(parent_sort, parent_waits_child, (SELECT legacy_run FROM legacy)) AS parent_waiter
           FROM with_facts) AS p
     WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
       AND (p.sort <> 15 OR parent_code IN (8, 10))  -- a sleep in own work (see above)

@@ -58,6 +58,31 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             span = nodes[parent[span.id]]
         return span.id
 
+    def read_wait_end(s: Span) -> float | None:
+        """Where a spawning span that waited on its child where no hook sees it stops being that wait
+        (macros.sql, read_waits): at the reap, or where a recorded wait on the same child begins, if
+        its thread ran a quarter of the time from the spawning call's end until then or less, and
+        recorded nothing else that waits meanwhile. None: not such a span."""
+        a = s.attributes
+        if (s.category != "subprocess" or s.name == "exec" or a.get("process.shell")
+                or "selfopt_trace.cpu.reap_ns" not in a or "selfopt_trace.cpu.end_ns" not in a):
+            return None
+        gap_start = s.start + a.get("selfopt_trace.spawn_ns", 0) / MS
+        until = s.end
+        for o in spans:
+            owner = o.parent if o.category == "sleep" else o.id
+            if o.trace != main_trace or not gap_start < o.start < s.end or owner not in nodes \
+                    or unit(nodes[owner]) != unit(s):
+                continue
+            if o.category == "wait" and s.id in o.attributes.get("selfopt_trace.wait.on", []):
+                until = min(until, o.start)
+            elif (o.category in ("wait", "sleep") or (o.category in ("http", "container") and o.kind == "CLIENT")
+                  or (o.category == "subprocess" and o.attributes.get("process.shell"))):
+                return None
+        ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
+        return until if ran * 4 <= until - gap_start else None
+
+    read_until = {s.id: end for s in nodes.values() if (end := read_wait_end(s)) is not None}
     top = [s for s in nodes.values() if parent[s.id] is None]
     # A top-level process whose tree answers a call from another top-level process's tree (a SERVER
     # span under a span of that tree) gets the run's time only while no top-level span that answers
@@ -89,7 +114,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
     def is_waiter(s: Span) -> bool:
         return (s.category == "wait" or (s.category == "http" and s.kind == "CLIENT")
                 or (s.category == "container" and s.kind == "CLIENT")
-                or (s.category == "subprocess" and (legacy or s.attributes.get("process.shell"))))
+                or (s.category == "subprocess" and (legacy or s.attributes.get("process.shell")))
+                or s.id in read_until)
 
     def targets(s: Span) -> list[str]:
         if s.category != "wait":
@@ -153,6 +179,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
         lo, hi = max(s.start, run_start), min(s.end, run_end)
         if s.category == "subprocess" and not is_waiter(s):
             hi = min(hi, s.start + s.attributes.get("selfopt_trace.spawn_ns", 0) / MS)
+        if s.id in read_until:
+            hi = min(hi, read_until[s.id])
         return lo, hi
 
     def clipped(s: Span) -> tuple[float, float]:

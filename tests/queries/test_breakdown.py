@@ -328,8 +328,13 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
                 calls = []
                 for _ in range(rng.choice((1, 1, 2))):
                     end = e + rng.uniform(-1, 1) if rng.random() < 0.5 else e
+                    attributes = {"selfopt_trace.spawn_ns": 100_000}
+                    if rng.random() < 0.5:  # reaped by the thread that spawned it: its CPU in between
+                        gap = max(end, s + 0.5) - s - 0.1
+                        attributes |= {"selfopt_trace.cpu.end_ns": 1_000_000,
+                                       "selfopt_trace.cpu.reap_ns": 1_000_000 + round(gap * MS * rng.choice((0, 0.2, 0.3)))}
                     call = run.span(pid, "subprocess", "subprocess", s, max(end, s + 0.5), parent, kind="CLIENT",
-                                    attributes={"selfopt_trace.spawn_ns": 100_000})
+                                    attributes=attributes)
                     if rng.random() < 0.8:
                         process(next(pids), call, s + 0.2, max(end, s + 0.5) - 0.1, depth)
                     calls.append(call)
@@ -563,3 +568,32 @@ def test_a_server_a_script_started_beside_its_client_takes_the_time_only_when_al
     # the server's start-up alone, the client, then the server's end: the run's 100 ms
     assert processes == [(300, 0, 5), (100, 5, 75), (300, 80, 20)], processes
     assert [r["on_path_ms"] for r in rows if r["span"].strip() == "GET /"] == [30]
+
+
+@pytest.mark.parametrize("ran_ms, slept", [(2, False), (25, False), (2, True)])
+def test_a_child_read_until_it_exits_is_waited_on_if_its_spawner_idled(store: Store, tmp_path: Path, ran_ms: float,
+                                                                       slept: bool) -> None:
+    """`for line in proc.stdout` then `proc.wait()`: no hook sees the reads. The spawning thread that
+    reaped the child having run a quarter of the time since the spawn or less, with no other wait
+    recorded meanwhile, was waiting on it; with more CPU, or a sleep of its own, it was not."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    call = run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT",
+                    attributes={"selfopt_trace.spawn_ns": 1_000_000, "selfopt_trace.cpu.end_ns": 5_000_000,
+                                "selfopt_trace.cpu.reap_ns": 5_000_000 + round(ran_ms * MS)})
+    child = run.process(200, 12, 88, call, command="child.py")
+    run.span(200, "interpreter.startup", "startup", 12, 20, child)
+    run.span(200, "time.sleep", "sleep", 20, 80, child)
+    if slept:
+        run.span(100, "time.sleep", "sleep", 50, 51, main)
+    run.span(100, "Popen.wait", "wait", 89, 90, main, attributes={"selfopt_trace.wait.on": [call]})
+    run_id = run.load(store, tmp_path)
+    if ran_ms * 4 <= 79 and not slept:
+        expected = {"own work": (20, 20), "subprocess spawn overhead": (2, 2), "interpreter start-up": (8, 8),
+                    "sleeps": (60, 60), "child processes' own work": (8, 8), "interpreter teardown": (2, 2)}
+    else:  # the child's life is busy time only, and the reads the parent's own work
+        expected = {"own work": (98 - slept, 98 - slept), "subprocess spawn overhead": (1, 1),
+                    "interpreter teardown": (1, 1), "interpreter start-up": (0, 8), "sleeps": (int(slept), 60 + slept),
+                    "child processes' own work": (0, 8)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert {k: v for k, v in reference.breakdown(run.spans, TRACE).items() if v != (0, 0)} == pytest.approx(expected)

@@ -8,6 +8,7 @@ the child's exit status (any os.wait* call), so it covers spawn, run and reap.
 from __future__ import annotations
 
 import os
+from _thread import get_native_id
 from time import time_ns
 
 from .. import config, process, redact, tracer
@@ -182,7 +183,10 @@ def reaped(pid: int, status: int) -> None:
     entry = _children.pop(pid, None)
     if entry is None:
         return
-    end_with_code(entry[0], exit_code(status), entry[1])
+    attributes = entry[1]
+    if attributes.get(tracer.CPU_TID) == get_native_id():  # the spawning thread reaps (tracer.CPU_REAP)
+        attributes[tracer.CPU_REAP] = tracer.thread_cpu_ns()
+    end_with_code(entry[0], exit_code(status), attributes)
 
 
 def exit_code(status: int) -> int | None:

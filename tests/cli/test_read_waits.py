@@ -1,0 +1,36 @@
+"""A parent that reads its child's output until EOF waits on the child where no hook sees it (a
+pipe's read): pip runs its build hooks so, and showed 142 ms of a 475 ms `pip wheel` as its own
+untraced waits while the hooks' work went unseen. The agent reads the spawning thread's CPU clock
+when it reaps the child, and the breakdown takes an idle spawner for a wait on its child
+(store/macros.sql, read_waits)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.cli.conftest import python
+
+PROGRAM = """
+import subprocess, sys
+traced = subprocess.Popen([sys.executable, "-c", "import time\\nfor i in range(6):\\n    print(i, flush=True); time.sleep(0.05)"],
+                          stdout=subprocess.PIPE)
+lines = [line for line in traced.stdout]
+traced.wait()
+untraced = subprocess.Popen(["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.1; done"], stdout=subprocess.PIPE)
+lines += [line for line in untraced.stdout]
+untraced.wait()
+print(len(lines))
+"""
+
+
+def test_reading_a_child_s_output_until_it_exits_is_waiting_on_it(cli) -> None:
+    done = cli("run", "-q", "--json", "--", *python(PROGRAM))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[0] == "9"
+    by_category = json.loads(done.stdout.decode().split("\n", 1)[1])["time_by_category_ms"]
+    # the traced child's sleeps (300 ms), the shell's life (300 ms): not the parent's untraced waits
+    assert by_category["sleeps"] >= 295 and by_category["untraced child processes"] >= 295, by_category
+    assert by_category["untraced waits"] < 30, by_category
+    reaps = cli.query("SELECT (attributes->>'selfopt_trace.cpu.reap_ns')::BIGINT - "
+                      "(attributes->>'selfopt_trace.cpu.end_ns')::BIGINT FROM spans WHERE name = 'subprocess'")
+    assert len(reaps) == 2 and all(0 <= ran < 50_000_000 for (ran,) in reaps), reaps
