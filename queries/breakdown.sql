@@ -21,7 +21,8 @@
 -- waited-on children did outside the categories above, on the CPU); container start-up (a `docker
 -- run`, CLI or SDK, before the container's first process starts and after it exits); own work (the
 -- main process outside every category above, on the CPU); sleeps (a recorded `time.sleep` in own
--- work or a child's: the program chose to wait; one inside another category stays that category's);
+-- work or a child's: the program chose to wait; one inside another category stays that category's;
+-- an asyncio.sleep's time on the CPU, other tasks', is own work);
 -- untraced child processes (waiting on a
 -- child the trace does not see into: git, a compiler, an untraced Python); untraced http servers
 -- (an HTTP call whose server the trace does not see into: a remote API, its work and the network
@@ -219,7 +220,7 @@ off_cpu_raw AS (
     -- NULL parents drop out in the join, not as a scan filter (that one read every span's parent id)
     JOIN coded AS c ON c.id = CASE WHEN s.parent_span_id IS NOT NULL THEN hash(s.parent_span_id) END
     JOIN unit_threads AS u ON u.unit = c.unit
-    WHERE s.run_id = $run_id AND s.category = 'sleep'
+    WHERE s.run_id = $run_id AND s.category = 'sleep' AND s.name <> 'asyncio.sleep'  -- other tasks run in it
       AND least(s.end_ns, u.re) > greatest(s.start_ns, u.rs)
 ),
 off_cpu AS (
@@ -435,15 +436,23 @@ by_code AS (
     UNION ALL
     SELECT 3, sum(wall_ns * parsing), 0, sum(busy_ns * parsing) FROM small_moves
 ),
+-- An asyncio.sleep in own work (17) or a child's (18): the part on the CPU is that own work (other
+-- tasks ran), the rest sleeps.
 totals AS (
     SELECT code, sum(wall_ns) AS wall_ns, sum(busy_ns) AS busy_ns
-    FROM (SELECT code, CASE WHEN code IN (8, 10) THEN cpu_ns ELSE wall_ns END AS wall_ns, busy_ns FROM by_code
+    FROM (SELECT CASE WHEN code IN (17, 18) THEN 16 ELSE code END AS code,
+                 CASE WHEN code IN (8, 10) THEN cpu_ns WHEN code IN (17, 18) THEN wall_ns - cpu_ns ELSE wall_ns END
+                     AS wall_ns,
+                 busy_ns
+          FROM by_code
           UNION ALL
-          SELECT 12, wall_ns - cpu_ns, 0 FROM by_code WHERE code IN (8, 10))
+          SELECT 12, wall_ns - cpu_ns, 0 FROM by_code WHERE code IN (8, 10)
+          UNION ALL
+          SELECT CASE code WHEN 17 THEN 10 ELSE 8 END, cpu_ns, 0 FROM by_code WHERE code IN (17, 18))
     GROUP BY code
 ),
 counts AS (
-    SELECT code, count(*) AS spans FROM coded GROUP BY ALL
+    SELECT CASE WHEN code IN (17, 18) THEN 16 ELSE code END AS code, count(*) AS spans FROM coded GROUP BY ALL
 ),
 names(code, position, category) AS (VALUES  -- position: the output's order
     (1, 1, 'interpreter start-up'), (2, 2, 'imports'), (3, 3, 'parsing'), (4, 4, 'serialization'),

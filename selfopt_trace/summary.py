@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 OWN_WORK = "own work"
 OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, a shell CMD)
 UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the CPU outside any recorded call
-SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded time.sleep calls
+SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded sleeps (time, asyncio)
 WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
 TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, the summary says what it is and where to look
@@ -297,11 +297,12 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
             "then `selfopt-trace query waits`"]
 
 
-# The line whose recorded sleeps add up to the most (hooks/time_.py records where each slept).
+# The line whose recorded sleeps add up to the most (hooks/time_.py records where each slept; not
+# for an asyncio.sleep that is a task itself).
 _SLEEPIEST_LINE_SQL = """
 SELECT attributes->>'code.filepath', attributes->>'code.lineno', count(*), sum(end_ns - start_ns)
 FROM spans
-WHERE run_id = $run_id AND category = 'sleep'
+WHERE run_id = $run_id AND category = 'sleep' AND attributes->>'code.filepath' IS NOT NULL
 GROUP BY ALL
 ORDER BY 4 DESC
 LIMIT 1
@@ -309,11 +310,11 @@ LIMIT 1
 
 
 def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list[str]:
-    """Where the program slept, when its own time.sleep calls are a large share of the wall time."""
+    """Where the program slept, when its own sleeps are a large share of the wall time."""
     if wall_ns <= 0 or slept_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
         return []
-    note = f"sleeps are {100 * slept_ns / wall_ns:.0f} % of the wall time: the program's own time.sleep calls " \
-           "(a poll, a back-off, a grace period)"
+    note = f"sleeps are {100 * slept_ns / wall_ns:.0f} % of the wall time: the program's own time.sleep or " \
+           "asyncio.sleep calls (a poll, a back-off, a grace period)"
     _, rows = store.sql(_SLEEPIEST_LINE_SQL, {"run_id": run_id})
     if rows and rows[0][0]:
         path, line, count, ns = rows[0]

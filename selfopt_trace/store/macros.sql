@@ -22,13 +22,16 @@
 -- A recorded sleep (time.sleep that blocked) is an activity where it would be an untraced wait: in
 -- own work or a child's (its parent's code 8 or 10); its code is 16 (`sleeps`). Elsewhere (a
 -- handler's sleep in an HTTP server span) its time is its parent's category, and it has no row.
+-- An asyncio.sleep is one too, but its thread runs other tasks meanwhile: its code is 17 (in own
+-- work) or 18 (in a child's), which the breakdown splits by the thread's CPU into that own work and
+-- `sleeps`.
 --   is_wait               a `wait` span (a blocking call: Popen.wait, Thread.join, Future.result, ...)
 --   parent_rs, parent_re, parent_code    the same of its parent, when the parent is in its unit
 
 -- What a span is, as a small number (joins and sorts carry it instead of name, kind and category):
 --   1 a process span, 2 start-up, 3 import, 4 parse, 5 serialization, 6 HTTP CLIENT, 7 HTTP SERVER,
 --   8 other HTTP, 9 subprocess, 10 exec (a subprocess span), 11 container CLIENT, 12 other container,
---   13 wait, 14 thread or task, 15 sleep, 0 anything else.
+--   13 wait, 14 thread or task, 15 sleep, 16 asyncio.sleep, 0 anything else.
 CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
     CASE category
         WHEN 'process' THEN CASE WHEN name = 'process' THEN 1 ELSE 0 END
@@ -41,7 +44,7 @@ CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
         WHEN 'container' THEN CASE WHEN kind = 'CLIENT' THEN 11 ELSE 12 END
         WHEN 'wait' THEN 13
         WHEN 'thread' THEN 14
-        WHEN 'sleep' THEN 15
+        WHEN 'sleep' THEN CASE WHEN name = 'asyncio.sleep' THEN 16 ELSE 15 END
         ELSE 0
     END)::UTINYINT;
 
@@ -339,6 +342,7 @@ coded AS MATERIALIZED (
            p.start_ns AS rs, activity_end(p.sort, p.waiter, p.start_ns, coalesce(p.read_until, p.end_ns), p.spawn_ns)
                AS re,
            CASE WHEN p.sort = 15 THEN 16
+                WHEN p.sort = 16 THEN CASE WHEN p.main THEN 17 ELSE 18 END
                 ELSE activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main,
                                    p.sort = 6 AND p.id IN (SELECT id FROM answered))
            END AS code,
@@ -357,7 +361,7 @@ coded AS MATERIALIZED (
                  activity_waiter(parent_sort, parent_waits_child, (SELECT legacy_run FROM legacy)) AS parent_waiter
           FROM with_facts) AS p
     WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
-      AND (p.sort <> 15 OR parent_code IN (8, 10))  -- a sleep in own work (see above)
+      AND (p.sort NOT IN (15, 16) OR parent_code IN (8, 10))  -- a sleep in own work (see above)
 ),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
 -- threads or tasks it names; for other waiters, the units started under them.

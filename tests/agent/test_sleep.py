@@ -101,3 +101,66 @@ def test_a_sleep_span_ends_when_the_time_asked_for_is_up(traced):
     assert spans.stdout == "True\n"  # the call returned late
     sleeps = sorted((s for s in spans.spans if s.category == "sleep"), key=lambda s: s.start_ns)
     assert sleeps and all((s.end_ns - s.start_ns) == 10_000_000 for s in sleeps), [s.duration_ms for s in sleeps]
+
+
+ASYNC_SLEEPS = """
+import asyncio, inspect
+from asyncio import sleep                       # bound before the first call: the stand-in
+
+async def spin():
+    await asyncio.sleep(0.02)
+
+async def main():
+    await asyncio.sleep(0)                      # a yield to the loop: not timed
+    await sleep(0.03)
+    await asyncio.gather(spin(), asyncio.sleep(0.04))
+    print(inspect.iscoroutinefunction(asyncio.sleep), inspect.iscoroutinefunction(sleep), asyncio.sleep.__name__)
+
+asyncio.run(main())
+"""
+
+
+def test_each_asyncio_sleep_is_a_span_where_the_program_awaited_it(traced):
+    spans = run(traced, ASYNC_SLEEPS)
+    assert spans.stdout == "True True sleep\n"
+    sleeps = sorted((s for s in spans.spans if s.category == "sleep"), key=lambda s: (s.start_ns, s.duration_ms))
+    assert [s.name for s in sleeps] == ["asyncio.sleep"] * 3, [(s.name, s.duration_ms) for s in sleeps]
+    for sleep, asked in zip(sleeps, (30, 20, 40)):
+        assert asked <= sleep.duration_ms < asked + 200, sleeps
+    assert all(ancestors(spans, s)[0].category == "process" for s in sleeps)
+    # where the program awaited it; a sleep that is a task itself (gather) has no line of the program's
+    assert [(s.attributes.get("code.function"), s.attributes.get("code.lineno")) for s in sleeps] == [
+        ("main", 10), ("spin", 6), (None, None)]
+
+
+ASYNC_ERRORS = """
+import asyncio, traceback
+
+async def main():
+    try:
+        await asyncio.sleep("1")
+    except TypeError:
+        traceback.print_exc()
+    try:
+        await asyncio.wait_for(asyncio.sleep(5), 0.05)
+    except asyncio.TimeoutError:
+        traceback.print_exc()
+    await asyncio.sleep(-1)
+
+asyncio.run(main())
+1 / 0
+"""
+
+
+def test_an_asyncio_sleep_that_raises_or_is_cancelled_reaches_the_program_as_untraced(traced):
+    script = traced.tmp_path / "async_errors.py"
+    script.write_text(ASYNC_ERRORS)
+    env = traced.env()
+    del env["SELFOPT_TRACE_DIR"]
+    untraced = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=60)
+    result = traced.run([sys.executable, str(script)])
+    assert untraced.returncode == result.returncode == 1
+    assert (result.stdout, result.stderr) == (untraced.stdout, untraced.stderr)
+    assert b"CancelledError" in result.stderr and b"time_.py" not in result.stderr
+    (cancelled,) = [s for s in traced.spans().spans if s.category == "sleep"]
+    assert cancelled.name == "asyncio.sleep" and 40 <= cancelled.duration_ms < 2000

@@ -217,7 +217,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
     for s in spans:
         if s.trace != main_trace:
             continue
-        if s.category == "sleep" and s.parent in nodes:
+        if s.category == "sleep" and s.parent in nodes and s.name != "asyncio.sleep":  # other tasks run in that
             owner = nodes[unit(nodes[s.parent])]
         elif s.category == "wait" and s.id in nodes and not s.name.startswith("asyncio."):
             owner = nodes[unit(s)]
@@ -316,7 +316,11 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
                         give(target.id, share / len(live), a, b, depth + 1)
                     continue
             name = own_category(leaf, a)
-            if name in RESIDUAL:
+            if leaf.name == "asyncio.sleep":  # on the CPU, the thread ran other tasks: its own work
+                r = running(u, a, b)
+                wall[category(nodes[parent[leaf.id]])] += share * r * (b - a)
+                wall["sleeps"] += share * (1 - r) * (b - a)
+            elif name in RESIDUAL:
                 r = running(u, a, b)
                 wall[name] += share * r * (b - a)
                 wall["untraced waits"] += share * (1 - r) * (b - a)

@@ -355,8 +355,8 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
                     run.span(999, "POST /x", "http", s + (e - s) / 4, e - (e - s) / 4, client, kind="SERVER")
             elif roll < 0.6:
                 run.span(pid, "sleep", "wait", s, e, parent)  # a wait on nothing the trace knows
-            elif roll < 0.68:  # a recorded time.sleep: off the CPU, in whatever its parent is
-                run.span(pid, "time.sleep", "sleep", s, e, parent)
+            elif roll < 0.68:  # a recorded time.sleep (off the CPU) or asyncio.sleep, in whatever its parent is
+                run.span(pid, rng.choice(("time.sleep", "asyncio.sleep")), "sleep", s, e, parent)
             else:
                 category = rng.choice(("import", "serialization", "parse", "phase", "other"))
                 span = run.span(pid, f"{category} work", category, s, e, parent)
@@ -597,3 +597,18 @@ def test_a_child_read_until_it_exits_is_waited_on_if_its_spawner_idled(store: St
                     "child processes' own work": (0, 8)}
     assert_figures(breakdown(store, run_id), expected)
     assert {k: v for k, v in reference.breakdown(run.spans, TRACE).items() if v != (0, 0)} == pytest.approx(expected)
+
+
+def test_an_asyncio_sleep_is_sleeps_where_its_thread_did_not_run_other_tasks(store: Store, tmp_path: Path) -> None:
+    """A task sleeps 80 ms while the loop's thread runs other tasks for 24 of them (no span: own work)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    run.span(100, "asyncio.sleep", "sleep", 10, 90, main)
+    run_id = run.load(store, tmp_path)
+    samples = [reference.CpuSample(100, 100, 0, 10, 10), reference.CpuSample(100, 100, 10, 90, 24),
+               reference.CpuSample(100, 100, 90, 100, 10)]
+    load_cpu(store, run_id, samples)
+    expected = {"own work": (44, 20), "sleeps": (56, 80)}  # busy: self time, as a time.sleep's
+    assert_figures(breakdown(store, run_id), expected)
+    assert {k: v for k, v in reference.breakdown(run.spans, TRACE, samples).items() if v != (0, 0)} == \
+        pytest.approx(expected)

@@ -58,6 +58,7 @@ BUILTIN_HOOKS = {
     "concurrent.futures.process": "waits",
     "multiprocessing.pool": "waits",
     "asyncio.subprocess": "waits",
+    "asyncio.tasks": "time_",
     "opentelemetry.trace": "otel_",
     "opentelemetry.sdk.trace": "otel_",
 }
@@ -99,6 +100,7 @@ ON_FIRST_CALL = {
     # wait on them goes through these.
     "concurrent.futures._base": ("Future.result", "Future.exception", "wait", "as_completed"),
     "asyncio.subprocess": ("Process.wait", "Process.communicate"),
+    "asyncio.tasks": ("sleep",),  # pytest's plugins import asyncio; few programs sleep in it
 }
 
 # module name -> what to run when it is imported: a BUILTIN_HOOKS hook module's name (a str: its

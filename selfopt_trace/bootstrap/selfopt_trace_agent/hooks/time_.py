@@ -1,4 +1,5 @@
-"""time.sleep: where a thread was off the CPU, exactly (a `sleep` span for every sleep that blocked).
+"""time.sleep and asyncio.sleep: where the program chose to wait (a `sleep` span for every sleep that
+blocked).
 
 The CPU sampler reads each thread's CPU time every 10-50 ms, so it knows how much of a reading the
 thread ran, not when: the breakdown spreads a reading's CPU evenly over it, and a sleep next to
@@ -13,6 +14,11 @@ before the sleep itself, and calls record() here (imported on the first sleep th
 sleep of config.WAIT_THRESHOLD_NS or more, with the line that slept (code.filepath, code.lineno,
 code.function). Cost: two clock reads a sleep, and one formatted X record a recorded one (waits.py's
 way; about a recorded wait's cost, and the caller's frame found and encoded).
+
+asyncio.sleep (install(), at its first call: lazy.ON_FIRST_CALL) is a sleep span named so: the
+task chose to wait, but its thread runs the other tasks meanwhile, so it is not known off the CPU;
+the breakdown gives the thread's CPU in it to its own work and the rest to `sleeps`. An
+`asyncio.sleep(0)` (a yield to the loop) is not timed.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import sys
 from _thread import get_ident
 from time import time_ns
 
-from .. import process, spanfile, tracer
+from .. import config, lazy, process, spanfile, tracer
 from . import waits
 
-NAME = "time.sleep"
+NAME, ASYNC_NAME = "time.sleep", "asyncio.sleep"
 CATEGORY = "sleep"
 _HEAD = "\t%s\t%s\t%s\t" % (NAME, tracer.INTERNAL, CATEGORY)
+_ASYNC_HEAD = "\t%s\t%s\t%s\t" % (ASYNC_NAME, tracer.INTERNAL, CATEGORY)
 _TIMED = __name__.rpartition(".")[0] + ".timed"  # loaded with the first measured call's hook
 _places: dict = {}  # code object -> its file and function, encoded: a program sleeps from few places
 
@@ -44,7 +51,41 @@ def _where(frame) -> str:
     return "%s%d}" % (head, frame.f_lineno)
 
 
-def record(t0: int, t1: int, seconds) -> None:
+def install(target: str, module) -> None:
+    """asyncio.tasks.sleep (and the asyncio package's, which `from .tasks import *` bound to the
+    stand-in): the awaited interval of a sleep of more than 0 seconds, recorded when it lasted
+    config.WAIT_THRESHOLD_NS or more."""
+    original = lazy.original(module.__dict__["sleep"])
+    if tracer.is_own_wrapper(original):
+        return
+    threshold = config.WAIT_THRESHOLD_NS
+
+    async def sleep(delay, result=None):
+        try:
+            timed = delay > 0
+        except Exception:  # the original says what is wrong with it
+            timed = False
+        t0 = time_ns()
+        try:
+            return await original(delay, result)
+        except BaseException as exc:  # cancelled, a bad argument: as untraced
+            tracer.strip_own_frames(exc)
+            raise
+        finally:
+            if timed:
+                t1 = time_ns()
+                if t1 - t0 >= threshold:
+                    record(t0, t1, delay, _ASYNC_HEAD, 2)
+
+    waits.identity(sleep, original)
+    stand_in = module.__dict__["sleep"]
+    module.sleep = sleep
+    package = sys.modules.get("asyncio")
+    if package is not None and package.__dict__.get("sleep") is stand_in:
+        package.sleep = sleep
+
+
+def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None:
     """The sleep span of a sleep of `seconds` that blocked [t0, t1] (process.py's wrapper times it),
     written as a wait's record (waits.write_under: a flush only when the buffer is full, where
     tracer.record_line would flush in the program's thread when one is due, +4,000 instructions a
@@ -73,10 +114,13 @@ def record(t0: int, t1: int, seconds) -> None:
         if not tracer._enabled or (parent is None and tracer._root is not None):
             return
         # where the program slept (it shows on the critical path): the frame above process.py's
-        # wrapper and its recorder (sys._getframe makes no frame objects for the frames it skips)
-        caller = sys._getframe(3)
+        # wrapper and its recorder, or above asyncio.sleep's wrapper (`depth`; sys._getframe makes
+        # no frame objects for the frames it skips)
+        caller = sys._getframe(depth)
         while caller is not None and caller.f_globals.get("__name__", "").startswith(tracer._OWN_MODULES):
             caller = caller.f_back
-        waits.write_under(parent, _HEAD, t0, t1, "{}" if caller is None else _where(caller))
+        if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
+            caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
+        waits.write_under(parent, head, t0, t1, "{}" if caller is None else _where(caller))
     except Exception as error:
-        tracer.exception_diagnostic("wait_failed:" + NAME, error)
+        tracer.exception_diagnostic("wait_failed:" + head.split("\t")[1], error)
