@@ -366,6 +366,29 @@ def test_process_pool_executor_futures_name_the_workers(traced):
         assert named and named <= workers
 
 
+def test_uvloop_s_children_are_spawned_and_waited_on_as_asyncio_s(traced):
+    """uvloop spawns and reaps in C (libuv): its children had no spawn span, their process span hung
+    under the parent's parent, the at-fork handlers it runs before libuv's exec left an incomplete
+    process span, and a wait on them named no span."""
+    spans = run(traced, f"""
+        import asyncio, sys, uvloop
+        async def main():
+            proc = await asyncio.create_subprocess_exec(*{SLEEPER})
+            await proc.wait()
+            shell = await asyncio.create_subprocess_shell("sleep 0.1; exit 3")
+            print(await shell.wait())
+        uvloop.run(main())
+    """)
+    assert spans.stdout == "3\n"
+    python_child, shell = sorted(spans.named("subprocess"), key=lambda s: s.start_ns)
+    assert shell.attributes["process.command_args"] == ["/bin/sh", "-c", "sleep 0.1; exit 3"]
+    root, child = sorted(spans.processes(), key=lambda s: s.start_ns)  # no process span of the fork
+    assert child.parent_span_id == python_child.span_id and not child.incomplete
+    assert python_child.attributes["process.pid"] == child.attributes["process.pid"]
+    waits = main_thread_waits(spans, "asyncio.Process.wait")
+    assert [targets(spans, wait) for wait in waits] == [[python_child], [shell]]
+
+
 def test_asyncio_subprocess_wait(traced):
     spans = run(traced, f"""
         import asyncio, sys

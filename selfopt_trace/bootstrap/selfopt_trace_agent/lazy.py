@@ -59,6 +59,7 @@ BUILTIN_HOOKS = {
     "multiprocessing.pool": "waits",
     "asyncio.subprocess": "waits",
     "asyncio.tasks": "time_",
+    "uvloop": "subprocess_",
     "opentelemetry.trace": "otel_",
     "opentelemetry.sdk.trace": "otel_",
 }

@@ -1,4 +1,5 @@
-"""subprocess.Popen (and so run/call/check_output and asyncio subprocesses): one CLIENT span per child.
+"""subprocess.Popen (and so run/call/check_output and asyncio subprocesses, uvloop's too): one CLIENT
+span per child.
 
 We wrap `Popen._execute_child`, which every Popen goes through with the final argv, cwd and env.
 It returns only once the child has exec'd (or failed to), so its duration is the spawn cost.
@@ -24,6 +25,9 @@ _ENV_LIST = 5
 
 
 def install(target: str, module) -> None:
+    if target == "uvloop":
+        _install_uvloop(module)
+        return
     popen = module.Popen
     original = lazy.original(popen.__dict__["_execute_child"])  # what stands in until the first Popen wraps it
     if tracer.is_own_wrapper(original):
@@ -63,6 +67,48 @@ def install(target: str, module) -> None:
                                                             ready=_reaped))
     waits.wrap(popen, "communicate", lambda original: waits.communicate_method(original, "Popen.communicate", _targets,
                                                                                     own=True))
+
+
+def _install_uvloop(module) -> None:
+    """uvloop's event loop starts children in C (libuv's uv_spawn), past Popen: its subprocess_exec and
+    subprocess_shell, which asyncio.create_subprocess_* call, get the spawn span and the child's
+    environment here. libuv reaps in C too: the span ends as a child that exited unseen (spawn.py),
+    and an asyncio.Process wait names it by pid (waits.py)."""
+    loop = module.Loop  # uvloop's Python subclass of its Cython loop: the methods can be set on it
+
+    def wrap(name: str, argv) -> None:
+        original = getattr(loop, name)
+        if tracer.is_own_wrapper(original):
+            return
+
+        async def start(self, protocol_factory, *args, **kwargs):
+            try:
+                thread = get_ident()
+                try:
+                    span = spawn.start_span("subprocess", argv(args), kwargs.get("cwd"))
+                    kwargs["env"] = spawn.child_environ(span, kwargs.get("env"))
+                except Exception:
+                    return await original(self, protocol_factory, *args, **kwargs)
+                # the fork runs Python's at-fork handlers before libuv's exec (PyOS_AfterFork_Child):
+                # the exec'd image traces itself (process._after_fork_in_child)
+                tracer.in_spawn.add(thread)
+                try:
+                    transport, protocol = await original(self, protocol_factory, *args, **kwargs)
+                except BaseException as exc:
+                    spawn.failed(span, exc)
+                    raise
+                finally:
+                    tracer.in_spawn.discard(thread)
+                spawn.started(span, transport.get_pid())
+                return transport, protocol
+            except BaseException as exc:  # as untraced: no frame of ours
+                tracer.strip_own_frames(exc)
+                raise
+
+        setattr(loop, name, waits.identity(start, original))
+
+    wrap("subprocess_exec", list)
+    wrap("subprocess_shell", lambda args: ["/bin/sh", "-c", args[0]] if args else [])
 
 
 def _wrap_fork_exec(module) -> bool:

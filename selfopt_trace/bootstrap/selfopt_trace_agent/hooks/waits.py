@@ -708,5 +708,11 @@ def _async_wait(original, name: str):
 def _asyncio_targets(process, captured) -> tuple:
     transport = getattr(process, "_transport", None)
     popen = transport.get_extra_info("subprocess") if transport is not None else None
-    span_id = span_of(popen) if popen is not None else ""
+    if popen is not None:
+        span_id = span_of(popen)
+    else:  # uvloop's transport has no Popen: its child's span by pid (libuv reaps it unseen)
+        from . import spawn
+
+        child = spawn._children.get(process.pid)
+        span_id = child[0].span_id if child is not None else ""
     return [span_id], (None if span_id else {"process.pid": process.pid})
