@@ -19,6 +19,10 @@ call and returns the spans that ended in it, already merged as the loader merges
   span that started it (a subprocess span of the parent process naming its pid, which ends after
   it), and for CMD's own process from CMD's exit status. So it is held until then (at the latest
   until `still_open()`): sent once, as `push` would send it.
+- A spawning span of a child that exited where no hook saw it (`selfopt_trace.child.exited_unseen`:
+  reaped in C, by gevent's or uvloop's loop) ends, as the loader ends it, at the child's last record:
+  the end of the process spans of its pid that started after it, ended before it (read first: the
+  child ends before its parent ends the span).
 The record letters and fields come from the agent's spanfile module: the one definition of the format.
 
 Speed (the live export must keep up with 50,000 spans/s, docs/benchmarks.md): a chunk of whole lines is
@@ -42,8 +46,9 @@ from ..export import SpanColumns, SpanRecord
 
 READ_LIMIT = 8 << 20  # bytes read from one file per poll: a huge backlog is read over several polls
 ENDED_KEPT = 1024  # started-then-ended spans remembered per file, for a later E of the same span
-EXITS_KEPT = 4096  # ended spans that name a child's pid and exit code, for its process span
+EXITS_KEPT = 4096  # ended spans that name a child's pid and exit code, for its process span (and pids' lives)
 EXIT_CODE, PID = "process.exit.code", "process.pid"
+EXITED_UNSEEN = "selfopt_trace.child.exited_unseen"  # hooks/spawn.py
 
 _FIELD_COUNT = len(spanfile.FIELDS)
 _H, _S, _E, _X, _T, _D = (spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK,
@@ -83,6 +88,7 @@ class SpanFollower:
         self._exits: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # span id -> (process.pid, exit code)
         # parent span id -> {span id: its process span without exit code} (a later end replaces an earlier)
         self._held: dict[str, dict[str, SpanRecord]] = {}
+        self._lives: OrderedDict[int, list[tuple[int, int]]] = OrderedDict()  # pid -> its process spans' (start, end)
 
     def poll(self, columns: bool = False) -> list[Any]:
         """The spans that ended in what was appended since the last poll: SpanRecords; with `columns`,
@@ -126,10 +132,22 @@ class SpanFollower:
         return spans
 
     def _settle(self, ended: list[SpanRecord]) -> list[SpanRecord]:
-        """Give process spans their exit code as the loader does; hold those that wait for one."""
+        """Give process spans their exit code as the loader does; hold those that wait for one. End the
+        span of a child that exited unseen at the child's last record."""
+        for span in ended:
+            if _is_process(span) and span.pid is not None:
+                self._lives.setdefault(span.pid, []).append((span.start_ns, span.end_ns))
+                self._lives.move_to_end(span.pid)
+                if len(self._lives) > EXITS_KEPT:
+                    self._lives.popitem(last=False)
         ready = []
         for span in ended:
             attributes = span.attributes
+            if attributes.get(EXITED_UNSEEN) is True:
+                lives = self._lives.get(_int(attributes.get(PID)) or -1, ())
+                ends = [end for start, end in lives if start >= span.start_ns]
+                if ends and max(ends) < span.end_ns:
+                    span.end_ns = max(ends)
             if EXIT_CODE in attributes and PID in attributes:
                 self._exits[span.span_id] = (attributes[PID], attributes[EXIT_CODE])
                 if len(self._exits) > EXITS_KEPT:

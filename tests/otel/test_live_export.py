@@ -114,6 +114,32 @@ def test_the_follower_reads_growing_files_as_the_loader_reads_them_whole(tmp_pat
     assert loaded[span_id(1)][11] == {"a": 1, "process.exit.code": -15}
 
 
+def test_a_child_that_exited_unseen_ends_at_its_last_record_as_the_loader_ends_it(tmp_path: Path) -> None:
+    """Reaped in C (gevent's, uvloop's loop), the child's exit is seen by nobody: its spawning span
+    ends at the parent's exit, marked so, and the loader ends it at the child's last record."""
+    run_dir = tmp_path / "unseen"
+    (run_dir / "spans").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "follow", "pid": 11, "exit_code": 0}))
+    parent, child = run_dir / "spans" / "11-aaaaaaaa.spans", run_dir / "spans" / "22-bbbbbbbb.spans"
+    parent.write_text(header(11) + spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1_000,
+                                                      "{}")
+                      + spanfile.start_line(span_id(2), span_id(1), TRACE, "subprocess", "CLIENT", "subprocess", 2_000,
+                                            spanfile.encode({"process.pid": 22})))
+    follower = SpanFollower(run_dir, "follow")
+    emitted = follower.poll()
+    child.write_text(header(22, "child") + spanfile.complete_line(span_id(3), span_id(2), TRACE, "process", "INTERNAL",
+                                                                 "process", 2_100, 2_800, "UNSET", "{}"))
+    emitted += follower.poll()
+    with parent.open("a") as out:
+        out.write(spanfile.end_line(span_id(2), 9_000, "UNSET", spanfile.encode({"selfopt_trace.child.exited_unseen": True})))
+        out.write(spanfile.end_line(span_id(1), 9_500, "UNSET", "{}"))
+    emitted += follower.poll() + follower.still_open(11, None, 0)
+    assert [s.end_ns for s in emitted if s.span_id == span_id(2)] == [2_800]
+    with Store(tmp_path / "t.duckdb") as store:
+        store.load_run(run_dir)
+        assert comparable(emitted) == comparable(fetch_spans(store, "follow"))
+
+
 def test_files_the_loader_refuses_are_not_followed(tmp_path: Path) -> None:
     (tmp_path / "spans").mkdir()
     (tmp_path / "spans" / "1-a.spans").write_text(
