@@ -389,6 +389,29 @@ def test_uvloop_s_children_are_spawned_and_waited_on_as_asyncio_s(traced):
     assert [targets(spans, wait) for wait in waits] == [[python_child], [shell]]
 
 
+def test_an_await_on_a_pool_s_task_is_a_wait_on_it(traced):
+    """asyncio.to_thread and loop.run_in_executor hand work to a pool through asyncio.wrap_future: the
+    awaiting task waited on the pool's task (its thread's `task` span, a process pool's workers),
+    where the loop's thread, idle, was an untraced wait."""
+    spans = run(traced, """
+        import asyncio, concurrent.futures as cf, time
+        def work():
+            time.sleep(0.1)
+            return 1
+        async def main():
+            print(await asyncio.to_thread(work))
+            with cf.ProcessPoolExecutor(1) as pool:
+                print(await asyncio.get_running_loop().run_in_executor(pool, time.sleep, 0.1))
+        asyncio.run(main())
+    """)
+    assert spans.stdout == "1\nNone\n"
+    in_thread, in_process = main_thread_waits(spans, "asyncio.wrap_future")
+    (task,) = spans.named("task")
+    assert targets(spans, in_thread) == [task] and in_thread.start_ns <= task.start_ns < task.end_ns <= in_thread.end_ns
+    assert [t.category for t in targets(spans, in_process)] == ["subprocess"]
+    assert all(w.end_ns - w.start_ns >= 100_000_000 for w in (in_thread, in_process))
+
+
 def test_asyncio_subprocess_wait(traced):
     spans = run(traced, f"""
         import asyncio, sys

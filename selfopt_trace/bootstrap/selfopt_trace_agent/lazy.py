@@ -59,6 +59,7 @@ BUILTIN_HOOKS = {
     "multiprocessing.pool": "waits",
     "asyncio.subprocess": "waits",
     "asyncio.tasks": "time_",
+    "asyncio.futures": "waits",
     "uvloop": "subprocess_",
     "opentelemetry.trace": "otel_",
     "opentelemetry.sdk.trace": "otel_",
@@ -102,6 +103,7 @@ ON_FIRST_CALL = {
     "concurrent.futures._base": ("Future.result", "Future.exception", "wait", "as_completed"),
     "asyncio.subprocess": ("Process.wait", "Process.communicate"),
     "asyncio.tasks": ("sleep",),  # pytest's plugins import asyncio; few programs sleep in it
+    "asyncio.futures": ("wrap_future",),  # every run_in_executor, to_thread
 }
 
 # module name -> what to run when it is imported: a BUILTIN_HOOKS hook module's name (a str: its
@@ -214,6 +216,15 @@ def _resolve(state: list) -> bool:
             current = owner.__dict__.get(name)
             calls[function] = wrapper = function if current is stand_in else current  # not wrapped: the original
             setattr(owner, name, wrapper)
+            # pickle finds a function where its module and qualified name say, and must find it there
+            # (tracer.at_home): the hook's wrapper is named as the original, and a package that
+            # re-exports the function (asyncio.sleep, concurrent.futures.wait) has the wrapper too
+            if wrapper is not function and tracer.is_own_wrapper(wrapper):
+                tracer.at_home(wrapper, function.__module__, function.__qualname__)
+            package = sys.modules.get(getattr(owner, "__name__", "").rpartition(".")[0]) if type(owner) is type(sys) \
+                else None
+            if package is not None and package.__dict__.get(name) is stand_in:
+                setattr(package, name, wrapper)
         for owner, name, current in theirs:
             if current is None:
                 delattr(owner, name)
@@ -274,6 +285,7 @@ def _named(call, name: str, function):
     setattr(call, _STANDS_IN_FOR, function)
     call.__wrapped__ = function
     call.__name__, call.__qualname__, call.__doc__ = name, function.__qualname__, function.__doc__
+    call.__module__ = function.__module__  # where pickle looks it up (tracer.at_home)
     return call
 
 

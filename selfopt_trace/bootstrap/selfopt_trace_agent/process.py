@@ -121,9 +121,8 @@ def _install_sleep_hook() -> None:
         if t1 - t0 >= threshold:
             record(t0, t1, seconds)
 
-    tracer.own_wrapper(sleep, original)
+    tracer.own_wrapper(tracer.at_home(sleep, "time", "sleep"), original)
     sleep.__name__ = original.__name__
-    sleep.__qualname__ = original.__name__
     sleep.__doc__ = original.__doc__
     time.sleep = sleep
 
@@ -149,7 +148,7 @@ def _stand_in(name: str, original):
 
     call.__name__ = original.__name__
     call.__doc__ = original.__doc__
-    return tracer.own_wrapper(call, original)
+    return tracer.own_wrapper(tracer.at_home(call, "os", name), original)
 
 
 # SIGTERM: flush and close the process span, then die of SIGTERM exactly as untraced. Installed

@@ -434,6 +434,13 @@ def own_wrapper(wrapper, original):
     return wrapper
 
 
+def at_home(wrapper, module_name: str, qualname: str):
+    """`wrapper` named by where it is put: pickle finds a function by its module and qualified name,
+    and must find that very function there (time.sleep, os.system handed to a process pool)."""
+    wrapper.__module__, wrapper.__qualname__ = module_name, qualname
+    return wrapper
+
+
 def is_own_wrapper(function) -> bool:
     return getattr(function, WRAPPER_MARK, False) is True
 

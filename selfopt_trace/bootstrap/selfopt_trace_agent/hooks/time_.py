@@ -52,9 +52,8 @@ def _where(frame) -> str:
 
 
 def install(target: str, module) -> None:
-    """asyncio.tasks.sleep (and the asyncio package's, which `from .tasks import *` bound to the
-    stand-in): the awaited interval of a sleep of more than 0 seconds, recorded when it lasted
-    config.WAIT_THRESHOLD_NS or more."""
+    """asyncio.tasks.sleep (lazy.py puts it at asyncio.sleep too): the awaited interval of a sleep of
+    more than 0 seconds, recorded when it lasted config.WAIT_THRESHOLD_NS or more."""
     original = lazy.original(module.__dict__["sleep"])
     if tracer.is_own_wrapper(original):
         return
@@ -77,12 +76,7 @@ def install(target: str, module) -> None:
                 if t1 - t0 >= threshold:
                     record(t0, t1, delay, _ASYNC_HEAD, 2)
 
-    waits.identity(sleep, original)
-    stand_in = module.__dict__["sleep"]
-    module.sleep = sleep
-    package = sys.modules.get("asyncio")
-    if package is not None and package.__dict__.get("sleep") is stand_in:
-        package.sleep = sleep
+    module.sleep = waits.identity(sleep, original)
 
 
 def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None:

@@ -19,7 +19,8 @@ prints the traceback of a failed future sees the same lines; tracer.strip_own_fr
 of the hook itself is a diagnostic, never an exception in the program.
 
 This module also hooks concurrent.futures (Future.result/exception, wait, as_completed, and
-ProcessPoolExecutor.submit), multiprocessing.pool results and a pool worker's reads of its next task, and asyncio subprocesses; Popen,
+ProcessPoolExecutor.submit), multiprocessing.pool results and a pool worker's reads of its next task, asyncio subprocesses, and
+asyncio's futures over a pool's (run_in_executor, to_thread); Popen,
 os.wait*, Thread.join and multiprocessing's Process.join are wrapped in their own hook modules
 with the helpers below.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import os
 from _thread import get_ident
+from functools import partial
 from time import time_ns
 
 from .. import config, lazy, tracer
@@ -380,6 +382,8 @@ def install(target: str, module) -> None:
         _install_pool(module)
     elif target == "asyncio.subprocess":
         _install_asyncio(module)
+    elif target == "asyncio.futures":
+        wrap(module, "wrap_future", _wrap_future)
 
 
 def _install_futures(module) -> None:
@@ -703,6 +707,37 @@ def _async_wait(original, name: str):
         return result
 
     return identity(wrapper, original)
+
+
+def _wrap_future(original):
+    """asyncio.wrap_future, through which loop.run_in_executor and asyncio.to_thread hand work to a
+    pool: the asyncio future's life, from the call until it is done, is a wait on the pool's task
+    (its span, or a process pool's workers). Nothing blocks, the loop runs other tasks meanwhile:
+    it is recorded when the future is done, by a callback that runs in the context of the call (the
+    span of the task that awaits it)."""
+    def wrap_future(future, *, loop=None):
+        wrapped = original(future, loop=loop)
+        try:
+            if wrapped is not future and tracer._enabled:  # (an asyncio future comes back as it is)
+                on: list = []
+                _add_future(future, on, set())
+                t0 = time_ns()
+                task = running.get(future)  # begun already: a worker took the GIL for its switch interval
+                wrapped.add_done_callback(partial(_pool_task_done, min(t0, task.start_ns) if task else t0, on))
+        except Exception as error:
+            tracer.exception_diagnostic("wait_failed:" + _POOL_TASK, error)
+        return wrapped
+
+    return identity(wrap_future, original)
+
+
+_POOL_TASK = "asyncio.wrap_future"
+
+
+def _pool_task_done(t0: int, on: list, future) -> None:
+    t1 = time_ns()
+    if t1 - t0 >= THRESHOLD_NS:
+        record(_POOL_TASK, t0, t1, on)
 
 
 def _asyncio_targets(process, captured) -> tuple:
