@@ -314,7 +314,7 @@ read_waits AS (
                  ON o.unit = s.unit AND o.start_ns > s.start_ns + d.spawn_ns AND o.start_ns < s.end_ns
           WHERE s.sort = 9 AND NOT d.shell AND d.cpu_to_reap IS NOT NULL
           GROUP BY s.id)
-    WHERE NOT waited_elsewhere AND ran_ns * 4 <= until_ns - from_ns
+    WHERE NOT waited_elsewhere AND ran_ns >= 0 AND ran_ns * 4 <= until_ns - from_ns  -- (< 0: a thread id reused)
 ),
 with_facts AS (
     SELECT p.*, f.spawn_ns, f.shell OR r.id IS NOT NULL AS waits_child, r.until_ns AS read_until, f.tid,

@@ -34,3 +34,29 @@ def test_reading_a_child_s_output_until_it_exits_is_waiting_on_it(cli) -> None:
     reaps = cli.query("SELECT (attributes->>'selfopt_trace.cpu.reap_ns')::BIGINT - "
                       "(attributes->>'selfopt_trace.cpu.end_ns')::BIGINT FROM spans WHERE name = 'subprocess'")
     assert len(reaps) == 2 and all(0 <= ran < 50_000_000 for (ran,) in reaps), reaps
+
+
+ASYNCIO = """
+import asyncio, sys
+
+async def main():
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time\\nfor i in range(6):\\n    print(i, flush=True); time.sleep(0.05)",
+        stdout=asyncio.subprocess.PIPE)
+    lines = 0
+    while await child.stdout.readline():
+        lines += 1
+    await child.wait()
+    print(lines)
+
+asyncio.run(main())
+"""
+
+
+def test_an_asyncio_child_read_until_it_exits_is_waited_on(cli) -> None:
+    """asyncio's child watcher reaps in a thread of its own: the loop's thread's CPU is read there."""
+    done = cli("run", "-q", "--json", "--", *python(ASYNCIO))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[0] == "6"
+    by_category = json.loads(done.stdout.decode().split("\n", 1)[1])["time_by_category_ms"]
+    assert by_category["sleeps"] >= 295 and by_category["untraced waits"] < 30, by_category

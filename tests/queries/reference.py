@@ -80,7 +80,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
                   or (o.category == "subprocess" and o.attributes.get("process.shell"))):
                 return None
         ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
-        return until if ran * 4 <= until - gap_start else None
+        return until if 0 <= ran and ran * 4 <= until - gap_start else None
 
     read_until = {s.id: end for s in nodes.values() if (end := read_wait_end(s)) is not None}
     top = [s for s in nodes.values() if parent[s.id] is None]

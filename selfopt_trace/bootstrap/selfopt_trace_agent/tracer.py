@@ -49,8 +49,9 @@ INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
 # before its end time): the read brings the kernel's accounting up to date, which can end the
 # thread's time slice there, and the wait for a CPU that follows belongs to the span.
 CPU_TID, CPU_START, CPU_END = "selfopt_trace.cpu.tid", "selfopt_trace.cpu.start_ns", "selfopt_trace.cpu.end_ns"
-# A spawning span's thread's CPU clock when that same thread reaped the child: how much it ran while
-# the child lived tells the loader whether it was waiting on the child (store/macros.sql, read_waits).
+# A spawning span's thread's CPU clock when the child was reaped (by that thread, or another: asyncio's
+# child watcher): how much it ran while the child lived tells the loader whether it was waiting on
+# the child (store/macros.sql, read_waits).
 CPU_REAP = "selfopt_trace.cpu.reap_ns"
 
 
