@@ -387,6 +387,7 @@ def test_uvloop_s_children_are_spawned_and_waited_on_as_asyncio_s(traced):
     assert python_child.attributes["process.pid"] == child.attributes["process.pid"]
     waits = main_thread_waits(spans, "asyncio.Process.wait")
     assert [targets(spans, wait) for wait in waits] == [[python_child], [shell]]
+    assert (shell.attributes["process.exit.code"], shell.status) == (3, "ERROR")  # as its asyncio wait saw it
 
 
 def test_an_await_on_a_pool_s_task_is_a_wait_on_it(traced):

@@ -24,7 +24,8 @@ def _end_unreaped() -> None:
     tracker), or one that exited and was reaped where no hook sees it (gevent's event loop reaps in
     C), whose span the loader ends at the child's own last record."""
     for pid, (span, attributes) in list(_children.items()):
-        tracer.end_span(span, tracer.UNSET, {**attributes, EXITED_UNSEEN if _exited(pid) else RUNNING_AT_EXIT: True})
+        status = tracer.ERROR if attributes.get("process.exit.code") else tracer.UNSET  # (seen by an asyncio wait)
+        tracer.end_span(span, status, {**attributes, EXITED_UNSEEN if _exited(pid) else RUNNING_AT_EXIT: True})
     _children.clear()
 
 

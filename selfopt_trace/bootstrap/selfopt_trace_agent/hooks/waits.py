@@ -682,10 +682,12 @@ def _async_wait(original, name: str):
         state = self.__dict__
         if state.get(_IN_WAIT) or self.returncode is not None:  # inside the other wait, or exited
             try:
-                return await original(self, *args, **kwargs)
+                result = await original(self, *args, **kwargs)
             except BaseException as exc:
                 tracer.strip_own_frames(exc)
                 raise
+            _exit_seen(self)
+            return result
         state[_IN_WAIT] = True
         try:
             t0 = time_ns()
@@ -704,9 +706,20 @@ def _async_wait(original, name: str):
             _record_targets(text, name, t0, t1, self, _asyncio_targets, None, None, False)
         else:
             not_blocked(t1)
+        _exit_seen(self)
         return result
 
     return identity(wrapper, original)
+
+
+def _exit_seen(process) -> None:
+    """A child reaped where no hook sees it (uvloop's libuv) keeps its span open until our exit: its
+    exit code, known here, goes on that span."""
+    from . import spawn  # loaded with the child's start
+
+    child = spawn._children.get(process.pid) if process.returncode is not None else None
+    if child is not None:
+        child[1]["process.exit.code"] = process.returncode
 
 
 def _wrap_future(original):
