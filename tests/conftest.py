@@ -48,6 +48,20 @@ class Traced:
     def python(self, code: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return self.run([sys.executable, "-c", code, *args], **kwargs)
 
+    def untraced(self, args: list, **kwargs) -> subprocess.CompletedProcess:
+        """`args` in the same environment without the run directory: the agent records nothing."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("timeout", 120)
+        env = self.env()
+        del env["SELFOPT_TRACE_DIR"]
+        return subprocess.run(args, env=env, **kwargs)
+
+    def both_ways(self, name: str, code: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+        """The program `code`, saved as `name`, run untraced and then traced."""
+        script = self.tmp_path / name
+        script.write_text(code)
+        return self.untraced([sys.executable, str(script)]), self.run([sys.executable, str(script)])
+
     def spans(self) -> RunSpans:
         return read_run(self.run_dir)
 

@@ -5,11 +5,6 @@ the agent's module). Real programs, traced and untraced, byte for byte."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from tests.conftest import Traced
-
 # Each hooked function, before and after its first call, then handed to a process pool.
 PROGRAM = """
 import asyncio, concurrent.futures, http.client, http.server, importlib, json, os, pickle, signal
@@ -55,14 +50,8 @@ if __name__ == "__main__":
 """
 
 
-def test_hooked_functions_pickle_as_untraced(tmp_path) -> None:
-    traced = Traced(tmp_path)
-    script = tmp_path / "program.py"
-    script.write_text(PROGRAM)
-    env = traced.env()
-    del env["SELFOPT_TRACE_DIR"]
-    untraced = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)
+def test_hooked_functions_pickle_as_untraced(traced) -> None:
+    untraced, done = traced.both_ways("program.py", PROGRAM)
     assert untraced.returncode == 0, untraced.stderr
     assert b"Error" not in untraced.stdout and b"False" not in untraced.stdout  # all pickle untraced
-    done = traced.run([sys.executable, str(script)])
     assert (done.returncode, done.stdout) == (0, untraced.stdout), done.stderr

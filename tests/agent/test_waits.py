@@ -484,12 +484,7 @@ subprocess.run([sys.executable, '-c', 'import time; time.sleep(5)'], timeout=0.2
 
 
 def test_timeouts_and_errors_reach_the_program_as_untraced(traced):
-    script = traced.tmp_path / "timeouts.py"
-    script.write_text(TIMEOUTS)
-    env = traced.env()
-    del env["SELFOPT_TRACE_DIR"]
-    untraced = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=60)
-    result = traced.run([sys.executable, str(script)])
+    untraced, result = traced.both_ways("timeouts.py", TIMEOUTS)
     assert untraced.returncode == result.returncode == 1
 
     def normal(err: bytes) -> bytes:  # the timeout's own measured seconds differ from run to run
