@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.queries.builder import Span
+from tests.queries import reference
 from tests.queries.reference import CpuSample
 
 TRACE = "truth"
@@ -185,9 +186,13 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
             elif block.kind == "spawn":
                 child = block.info["pid"]
                 reaped = reaped_by.get(child)
+                # the spawning thread's CPU clock at the call's end and at the reap, as the agent reads
+                # them: where it idled in between, the spawning span is a wait on the child (read_waits)
+                clocks = {"selfopt_trace.cpu.end_ns": block.end_cpu, "selfopt_trace.cpu.reap_ns": reaped.end_cpu} \
+                    if reaped is not None and reaped.tid == block.tid else {}
                 span = add(f"spawn:{process.pid}:{child}", parent, "subprocess", "subprocess", "CLIENT",
                            block.start, reaped.end if reaped is not None else process.last, process, trace,
-                           **{"selfopt_trace.spawn_ns": block.end - block.start})
+                           **{"selfopt_trace.spawn_ns": block.end - block.start}, **clocks)
             elif block.kind == "sleep":  # up to the time asked for, as the agent ends it (its wake-up is queued)
                 end = min(block.end, block.start + round(block.info["seconds"] * 1e9))
                 span = add(span_id, parent, "time.sleep", "sleep", "INTERNAL", block.start, end, process, trace)
@@ -302,15 +307,19 @@ def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
         p = parent[s.id]
         return s.category in ("process", "thread") or p is None or nodes[p].file != s.file
 
-    def activity(s: Span) -> tuple[float, float]:
-        if s.category == "subprocess":
-            return s.start, min(s.end, s.start + s.attributes.get("selfopt_trace.spawn_ns", 0) / 1e6)
-        return s.start, s.end
-
     def unit_of(s: Span) -> str:
         while not is_root(s):
             s = nodes[parent[s.id]]
         return s.id
+
+    read_until = reference.read_wait_ends(spans, main_trace, nodes, unit_of)  # spawning spans that wait
+
+    def activity(s: Span) -> tuple[float, float]:
+        if s.id in read_until:
+            return s.start, read_until[s.id]
+        if s.category == "subprocess":
+            return s.start, min(s.end, s.start + s.attributes.get("selfopt_trace.spawn_ns", 0) / 1e6)
+        return s.start, s.end
 
     children: dict[str | None, list[Span]] = defaultdict(list)
     for s in nodes.values():
@@ -326,7 +335,7 @@ def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
                     waited[s.id] += [p for p in nodes.values() if p.category == "process" and parent[p.id] == target]
                 elif target in nodes:
                     waited[s.id].append(nodes[target])
-        elif s.category == "http" and s.kind == "CLIENT":
+        elif (s.category == "http" and s.kind == "CLIENT") or s.id in read_until:
             waited[s.id] += [c for c in nodes.values() if parent[c.id] == s.id and is_root(c)]
     idle: dict[str, list[tuple[float, float]]] = defaultdict(list)  # each unit's waits on nothing traced
     for s in nodes.values():

@@ -47,6 +47,9 @@ The cases, and what each proves:
   spinner is waited on, an untraced wait for the rest of the sleep.
 - outlive (e): a phase starts a child and returns; the parent works on the CPU, then waits: the
   child counts only from the wait on, and the critical path goes through the parent's work.
+- streamed (f): the parent reads a child's output until EOF (no hook sees a pipe's read), then
+  waits: the reads are a wait on the child (the spawning span of a thread that idled until the
+  reap), not the parent's untraced waits.
 
 ACCURACY_FIGURES=FILE appends every compared pair to FILE (JSON lines): docs/queries.md's
 "Accuracy" gives the worst errors measured that way over repeated runs.
@@ -99,6 +102,7 @@ CASES = {
     "pool": Case("pool.py"),
     "spin_sleep": Case("spin_sleep.py"),
     "outlive": Case("outlive.py", targets=["phases:start_child"]),
+    "streamed": Case("streamed.py"),
 }
 
 
@@ -269,6 +273,11 @@ def test_the_injected_costs_took_what_they_should(accuracy, case: str) -> None:
         (child,) = [p for p in truth.processes.values() if p.role == "child"]
         phase, wait = main.one("phase", name="start_child"), main.one("wait")
         assert phase.end < main.one("spin").start and child.last > wait.start
+    if case == "streamed":  # the reads began as the child started and ended with it, idle
+        (child,) = [p for p in truth.processes.values() if p.role == "child"]
+        reading = main.one("read")
+        assert reading.start < child.first and child.last < main.one("wait").end
+        assert cpu(reading) <= 0.25 * ms(reading)
 
 
 # --- breakdown ----------------------------------------------------------------------------------------

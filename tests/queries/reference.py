@@ -32,6 +32,36 @@ class CpuSample:
     cpu: float
 
 
+def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], unit) -> dict[str, float]:
+    """The spawning spans that waited on their child where no hook sees it (macros.sql, read_waits),
+    each with where it stops being that wait: at the reap, or where a recorded wait on the same child
+    begins, if its thread ran a quarter of the time from the spawning call's end until then or less,
+    and recorded nothing else that waits meanwhile. `unit(span)`: the id of the span's unit."""
+    ends = {}
+    for s in nodes.values():
+        a = s.attributes
+        if (s.category != "subprocess" or s.name == "exec" or a.get("process.shell")
+                or "selfopt_trace.cpu.reap_ns" not in a or "selfopt_trace.cpu.end_ns" not in a):
+            continue
+        gap_start = s.start + a.get("selfopt_trace.spawn_ns", 0) / MS
+        until = s.end
+        for o in spans:
+            owner = o.parent if o.category == "sleep" else o.id
+            if o.trace != main_trace or not gap_start < o.start < s.end or owner not in nodes \
+                    or unit(nodes[owner]) != unit(s):
+                continue
+            if o.category == "wait" and s.id in o.attributes.get("selfopt_trace.wait.on", []):
+                until = min(until, o.start)
+            elif (o.category in ("wait", "sleep") or (o.category in ("http", "container") and o.kind == "CLIENT")
+                  or (o.category == "subprocess" and o.attributes.get("process.shell"))):
+                break
+        else:
+            ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
+            if 0 <= ran and ran * 4 <= until - gap_start:
+                ends[s.id] = until
+    return ends
+
+
 def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
               exited: float | None = None) -> dict[str, tuple[float, float]]:
     """category -> (wall, busy), in the spans' time unit; `exited`: when `run` saw CMD, the root
@@ -58,31 +88,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             span = nodes[parent[span.id]]
         return span.id
 
-    def read_wait_end(s: Span) -> float | None:
-        """Where a spawning span that waited on its child where no hook sees it stops being that wait
-        (macros.sql, read_waits): at the reap, or where a recorded wait on the same child begins, if
-        its thread ran a quarter of the time from the spawning call's end until then or less, and
-        recorded nothing else that waits meanwhile. None: not such a span."""
-        a = s.attributes
-        if (s.category != "subprocess" or s.name == "exec" or a.get("process.shell")
-                or "selfopt_trace.cpu.reap_ns" not in a or "selfopt_trace.cpu.end_ns" not in a):
-            return None
-        gap_start = s.start + a.get("selfopt_trace.spawn_ns", 0) / MS
-        until = s.end
-        for o in spans:
-            owner = o.parent if o.category == "sleep" else o.id
-            if o.trace != main_trace or not gap_start < o.start < s.end or owner not in nodes \
-                    or unit(nodes[owner]) != unit(s):
-                continue
-            if o.category == "wait" and s.id in o.attributes.get("selfopt_trace.wait.on", []):
-                until = min(until, o.start)
-            elif (o.category in ("wait", "sleep") or (o.category in ("http", "container") and o.kind == "CLIENT")
-                  or (o.category == "subprocess" and o.attributes.get("process.shell"))):
-                return None
-        ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
-        return until if 0 <= ran and ran * 4 <= until - gap_start else None
-
-    read_until = {s.id: end for s in nodes.values() if (end := read_wait_end(s)) is not None}
+    read_until = read_wait_ends(spans, main_trace, nodes, unit)
     top = [s for s in nodes.values() if parent[s.id] is None]
     # A top-level process whose tree answers a call from another top-level process's tree (a SERVER
     # span under a span of that tree) gets the run's time only while no top-level span that answers
