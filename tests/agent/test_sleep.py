@@ -146,3 +146,22 @@ def test_a_sleep_that_raises_reaches_the_program_as_untraced(traced, program: st
     assert raised in result.stderr and b"time_.py" not in result.stderr
     (interrupted,) = [s for s in traced.spans().spans if s.category == "sleep"]  # by a signal, or cancelled
     assert interrupted.name == name and 40 <= interrupted.duration_ms < 2000
+
+
+def test_a_sleep_refused_for_its_argument_is_never_recorded(traced):
+    """time.sleep(-1) and time.sleep("1") raise at once; on a loaded machine "at once" took 20 us or
+    more (CI), and the refusal was recorded as a sleep: -1 as a span ending before its start. The
+    recorder is handed here what a slow refusal hands it, and then a real sleep."""
+    spans = run(traced, """
+        import time
+        from selfopt_trace_agent.hooks import time_
+
+        def hand(*args):  # the recorder finds the caller's line two frames above it, as from the wrapper
+            return (lambda: time_.record(*args))()
+
+        t0 = time.time_ns()
+        for seconds in (-1, "1", b"1", float("nan"), 0):
+            hand(t0, t0 + 1_000_000, seconds)
+        hand(t0, t0 + 1_000_000, 0.0005)
+    """)
+    assert [s.end_ns - s.start_ns for s in spans.spans if s.category == "sleep"] == [500_000]

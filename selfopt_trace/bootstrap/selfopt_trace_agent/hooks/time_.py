@@ -91,6 +91,10 @@ def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None
     9.3 ms, queued, beside two exiting pool workers) counted as off the CPU, and the reading's CPU
     that held that queued time was spread over the waits around it (tests/accuracy, pool)."""
     try:
+        # A sleep refused for its argument (-1, "1": ValueError, TypeError) slept nothing, however long
+        # a loaded machine took to say so (recorded, -1 made a span ending before its start)
+        if isinstance(seconds, (str, bytes, bytearray)) or not float(seconds) > 0:
+            return
         t1 = min(t1, t0 + int(float(seconds) * 1_000_000_000))  # float(): what the sleep took (an __index__ too)
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
