@@ -34,9 +34,10 @@ class CpuSample:
 
 def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], unit) -> dict[str, float]:
     """The spawning spans that waited on their child where no hook sees it (macros.sql, read_waits),
-    each with where it stops being that wait: at the reap, or where a recorded wait on the same child
-    begins, if its thread ran a quarter of the time from the spawning call's end until then or less,
-    and recorded nothing else that waits meanwhile. `unit(span)`: the id of the span's unit."""
+    each with where it stops being that wait: at the reap, or where its thread first recorded
+    anything that waits but on other children, if it ran a quarter of the time from the spawning
+    call's end until then or less (its CPU counted to the reap). `unit(span)`: the id of the span's
+    unit."""
     ends = {}
     for s in nodes.values():
         a = s.attributes
@@ -50,15 +51,16 @@ def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], u
             if o.trace != main_trace or not gap_start < o.start < s.end or owner not in nodes \
                     or unit(nodes[owner]) != unit(s):
                 continue
-            if o.category == "wait" and s.id in o.attributes.get("selfopt_trace.wait.on", []):
+            targets = o.attributes.get("selfopt_trace.wait.on", []) if o.category == "wait" else []
+            on_other_children = targets and s.id not in targets and all(
+                t in nodes and nodes[t].category == "subprocess" for t in targets)
+            if not on_other_children and (
+                    o.category in ("wait", "sleep") or (o.category in ("http", "container") and o.kind == "CLIENT")
+                    or (o.category == "subprocess" and o.attributes.get("process.shell"))):
                 until = min(until, o.start)
-            elif (o.category in ("wait", "sleep") or (o.category in ("http", "container") and o.kind == "CLIENT")
-                  or (o.category == "subprocess" and o.attributes.get("process.shell"))):
-                break
-        else:
-            ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
-            if 0 <= ran and ran * 4 <= until - gap_start:
-                ends[s.id] = until
+        ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
+        if 0 <= ran and ran * 4 <= until - gap_start:
+            ends[s.id] = until
     return ends
 
 
