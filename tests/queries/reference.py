@@ -34,10 +34,9 @@ class CpuSample:
 
 def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], unit) -> dict[str, float]:
     """The spawning spans that waited on their child where no hook sees it (macros.sql, read_waits),
-    each with where it stops being that wait: at the reap, or where its thread first recorded
-    anything that waits but on other children, if it ran a quarter of the time from the spawning
-    call's end until then or less (its CPU counted to the reap). `unit(span)`: the id of the span's
-    unit."""
+    each with where it stops being that wait: at the reap, or where its unit first recorded anything
+    that waits but on other children, if it ran a quarter of the time from the spawning call's end
+    until then or less (its CPU counted to the reap). `unit(span)`: the id of the span's unit."""
     ends = {}
     for s in nodes.values():
         a = s.attributes
