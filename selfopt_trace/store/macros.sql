@@ -48,10 +48,10 @@ CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
         ELSE 0
     END)::UTINYINT;
 
--- A span waits on what is started under it or what it names (see run_activity's `waiter`);
--- `waits_child`: a subprocess span that waits on its child (os.system's shell, read_waits).
-CREATE OR REPLACE TEMP MACRO activity_waiter(sort, waits_child, legacy) AS
-    sort IN (6, 11, 13) OR (sort IN (9, 10) AND (coalesce(waits_child, false) OR legacy));
+-- A span waits on what is started under it or what it names (see run_activity's `waiter`; a child
+-- read until it exits is added at its end, read_waits).
+CREATE OR REPLACE TEMP MACRO activity_waiter(sort, shell, legacy) AS
+    sort IN (6, 11, 13) OR (sort IN (9, 10) AND (coalesce(shell, false) OR legacy));
 
 -- The end of a span as activity of its unit: a spawning span is only its spawning call.
 CREATE OR REPLACE TEMP MACRO activity_end(sort, waiter, start_ns, end_ns, spawn_ns) AS
@@ -289,6 +289,48 @@ placed AS (
           LEFT JOIN unit_tree AS t ON t.id = p.id) AS p
     LEFT JOIN main_processes AS m ON m.process_key = p.process_key
 ),
+with_facts AS (
+    SELECT p.*, f.spawn_ns, f.shell, f.tid, f.wait_code, f.traced, f.docker,
+           pf.spawn_ns AS parent_spawn_ns, pf.shell AS parent_shell, pf.wait_code AS parent_wait_code,
+           pf.traced AS parent_traced, pf.docker AS parent_docker
+    FROM placed AS p
+    LEFT JOIN facts AS f ON f.id = p.id
+    LEFT JOIN facts AS pf ON pf.id = p.parent
+    WHERE p.sort IN (9, 10, 13, 14) OR p.parent_sort IN (9, 10, 13, 14)
+    UNION ALL
+    SELECT p.*, NULL::BIGINT, NULL::BOOLEAN, NULL::BIGINT, NULL::INTEGER, NULL::BOOLEAN, NULL::BOOLEAN,
+           NULL::BIGINT, NULL::BOOLEAN, NULL::INTEGER, NULL::BOOLEAN, NULL::BOOLEAN
+    FROM placed AS p
+    WHERE p.sort NOT IN (9, 10, 13, 14) AND coalesce(p.parent_sort NOT IN (9, 10, 13, 14), true)
+),
+-- Each span: its unit, its code (what its self time is, as a number: the output's order), whether
+-- it waits, and its interval in its unit (rs, re): a child process's whole life is not its
+-- spawner's activity, only the spawning call is (a subprocess span that is itself a wait excepted).
+-- The same for its parent, when the parent is in the same unit.
+coded AS MATERIALIZED (
+    SELECT p.id, p.unit, p.is_root, p.is_top, p.pid, p.sort, p.waiter, p.tid, p.start_ns, p.end_ns,
+           p.start_ns AS rs, activity_end(p.sort, p.waiter, p.start_ns, p.end_ns, p.spawn_ns) AS re,
+           CASE WHEN p.sort = 15 THEN 16
+                WHEN p.sort = 16 THEN CASE WHEN p.main THEN 17 ELSE 18 END
+                ELSE activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main,
+                                   p.sort = 6 AND p.id IN (SELECT id FROM answered))
+           END AS code,
+           CASE WHEN NOT p.is_root THEN p.parent END AS parent,
+           CASE WHEN NOT p.is_root THEN p.parent_start END AS parent_rs,
+           CASE WHEN NOT p.is_root
+                THEN activity_end(p.parent_sort, p.parent_waiter, p.parent_start, p.parent_end, p.parent_spawn_ns)
+           END AS parent_re,
+           CASE WHEN NOT p.is_root
+                THEN activity_code(p.parent_sort, p.parent_waiter, p.parent_wait_code, p.parent_traced,
+                                   p.parent_docker, p.main,
+                                   p.parent_sort = 6 AND p.parent IN (SELECT id FROM answered))
+           END AS parent_code
+    FROM (SELECT *, activity_waiter(sort, shell, (SELECT legacy_run FROM legacy)) AS waiter,
+                 activity_waiter(parent_sort, parent_shell, (SELECT legacy_run FROM legacy)) AS parent_waiter
+          FROM with_facts) AS p
+    WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
+      AND (p.sort NOT IN (15, 16) OR parent_code IN (8, 10))  -- a sleep in own work (see above)
+),
 -- A child waited on where no hook sees it: from the end of the spawning call until the child was
 -- reaped, or until its unit first recorded something that waits on anything but other children (a
 -- wait on this child, Popen.wait after EOF, which goes on; on a thread or a future; a sleep; an HTTP
@@ -301,81 +343,37 @@ placed AS (
 -- Without it, that time was an untraced wait of the parent's while the child's work went unseen.
 -- The parent's CPU meanwhile (pip: 0.1 % and 13 % of its two hooks' time, logging each line) is
 -- then the child's time: a quarter bounds that error, where the untraced wait it replaces was the
--- rest. Only the processes with candidates are placed again (7 % of the breakdown at 1 M spans when
--- every spawning span is one).
-read_candidates AS MATERIALIZED (  -- few: spawning spans with the CPU read at their reap
-    SELECT s.id, s.unit, s.process_key, s.start_ns + d.spawn_ns AS from_ns, s.end_ns, d.cpu_to_reap AS ran_ns
+-- rest. Found from `coded` (its units known, materialized), and applied in the output: as a CTE
+-- before the units, they were placed twice (+13 % of the breakdown at 1 M spans).
+read_candidates AS (  -- few: spawning spans with the CPU read at their reap
+    SELECT c.id, c.unit, c.start_ns + d.spawn_ns AS from_ns, c.end_ns, d.cpu_to_reap AS ran_ns
     FROM (FROM details WHERE cpu_to_reap IS NOT NULL AND NOT shell) AS d
-    JOIN placed AS s ON s.id = d.id AND s.sort = 9
+    JOIN coded AS c ON c.id = d.id AND c.sort = 9 AND NOT c.waiter
 ),
 waits_on_children AS (  -- waits whose every target is a spawning span
     SELECT x.waiter AS id FROM wait_names AS x LEFT JOIN nodes AS n ON n.id = x.named
     GROUP BY x.waiter HAVING bool_and(coalesce(n.sort IN (9, 10), false))
 ),
+beside AS (  -- what waits, by unit: waits, HTTP and container calls, os.system; sleeps, under their parent
+    SELECT id, unit, start_ns FROM coded WHERE sort IN (6, 11, 13) OR (sort = 9 AND waiter)
+    UNION ALL
+    SELECT s.id, p.unit, s.start_ns FROM nodes AS s JOIN coded AS p ON p.id = s.parent WHERE s.sort IN (15, 16)
+),
 read_waits AS (
     SELECT id, until_ns
     FROM (SELECT s.id, any_value(s.from_ns) AS from_ns, any_value(s.ran_ns) AS ran_ns,
                  least(any_value(s.end_ns),
-                       min(o.start_ns) FILTER (WHERE NOT o.on_children OR mine.waiter IS NOT NULL)) AS until_ns
+                       min(o.start_ns) FILTER (WHERE o.id NOT IN (SELECT id FROM waits_on_children)
+                                                  OR mine.waiter IS NOT NULL)) AS until_ns
           FROM read_candidates AS s
-          LEFT JOIN (SELECT p.id, p.unit, p.start_ns, p.id IN (SELECT id FROM waits_on_children) AS on_children
-                     FROM placed AS p LEFT JOIN details AS od ON od.id = p.id
-                     WHERE (p.sort IN (6, 11, 13, 15, 16) OR (p.sort = 9 AND od.shell))
-                       AND p.process_key IN (SELECT process_key FROM read_candidates)) AS o
-                 ON o.unit = s.unit AND o.start_ns > s.from_ns AND o.start_ns < s.end_ns
+          LEFT JOIN beside AS o ON o.unit = s.unit AND o.start_ns > s.from_ns AND o.start_ns < s.end_ns
           LEFT JOIN wait_names AS mine ON mine.waiter = o.id AND mine.named = s.id
           GROUP BY s.id)
     WHERE ran_ns >= 0 AND ran_ns * 4 <= until_ns - from_ns  -- (< 0: a thread id reused)
 ),
-with_facts AS (
-    SELECT p.*, f.spawn_ns, f.shell OR r.id IS NOT NULL AS waits_child, r.until_ns AS read_until, f.tid,
-           f.wait_code, f.traced, f.docker, pf.spawn_ns AS parent_spawn_ns,
-           pf.shell OR pr.id IS NOT NULL AS parent_waits_child, pr.until_ns AS parent_read_until,
-           pf.wait_code AS parent_wait_code, pf.traced AS parent_traced, pf.docker AS parent_docker
-    FROM placed AS p
-    LEFT JOIN facts AS f ON f.id = p.id
-    LEFT JOIN facts AS pf ON pf.id = p.parent
-    LEFT JOIN read_waits AS r ON r.id = p.id
-    LEFT JOIN read_waits AS pr ON pr.id = p.parent
-    WHERE p.sort IN (9, 10, 13, 14) OR p.parent_sort IN (9, 10, 13, 14)
-    UNION ALL
-    SELECT p.*, NULL::BIGINT, NULL::BOOLEAN, NULL::BIGINT, NULL::BIGINT, NULL::INTEGER, NULL::BOOLEAN,
-           NULL::BOOLEAN, NULL::BIGINT, NULL::BOOLEAN, NULL::BIGINT, NULL::INTEGER, NULL::BOOLEAN, NULL::BOOLEAN
-    FROM placed AS p
-    WHERE p.sort NOT IN (9, 10, 13, 14) AND coalesce(p.parent_sort NOT IN (9, 10, 13, 14), true)
-),
--- Each span: its unit, its code (what its self time is, as a number: the output's order), whether
--- it waits, and its interval in its unit (rs, re): a child process's whole life is not its
--- spawner's activity, only the spawning call is (a subprocess span that is itself a wait excepted).
--- The same for its parent, when the parent is in the same unit.
-coded AS MATERIALIZED (
-    SELECT p.id, p.unit, p.is_root, p.is_top, p.pid, p.sort, p.waiter, p.tid, p.start_ns, p.end_ns,
-           p.start_ns AS rs, activity_end(p.sort, p.waiter, p.start_ns, coalesce(p.read_until, p.end_ns), p.spawn_ns)
-               AS re,
-           CASE WHEN p.sort = 15 THEN 16
-                WHEN p.sort = 16 THEN CASE WHEN p.main THEN 17 ELSE 18 END
-                ELSE activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main,
-                                   p.sort = 6 AND p.id IN (SELECT id FROM answered))
-           END AS code,
-           CASE WHEN NOT p.is_root THEN p.parent END AS parent,
-           CASE WHEN NOT p.is_root THEN p.parent_start END AS parent_rs,
-           CASE WHEN NOT p.is_root
-                THEN activity_end(p.parent_sort, p.parent_waiter, p.parent_start,
-                                  coalesce(p.parent_read_until, p.parent_end), p.parent_spawn_ns)
-           END AS parent_re,
-           CASE WHEN NOT p.is_root
-                THEN activity_code(p.parent_sort, p.parent_waiter, p.parent_wait_code, p.parent_traced,
-                                   p.parent_docker, p.main,
-                                   p.parent_sort = 6 AND p.parent IN (SELECT id FROM answered))
-           END AS parent_code
-    FROM (SELECT *, activity_waiter(sort, waits_child, (SELECT legacy_run FROM legacy)) AS waiter,
-                 activity_waiter(parent_sort, parent_waits_child, (SELECT legacy_run FROM legacy)) AS parent_waiter
-          FROM with_facts) AS p
-    WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
-      AND (p.sort NOT IN (15, 16) OR parent_code IN (8, 10))  -- a sleep in own work (see above)
-),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
--- threads or tasks it names; for other waiters, the units started under them.
+-- threads or tasks it names; for other waiters (a child read until it exits too), the units started
+-- under them.
 edges AS (
     SELECT x.waiter, p.id AS target FROM wait_names AS x JOIN nodes AS s ON s.id = x.named AND s.sort IN (9, 10)
     JOIN parented AS p ON p.sort = 1 AND p.parent = x.named
@@ -383,12 +381,18 @@ edges AS (
     SELECT x.waiter, x.named FROM wait_names AS x JOIN parented AS t ON t.id = x.named AND t.is_root
     UNION
     SELECT c.id, t.id FROM coded AS c JOIN parented AS t ON t.parent = c.id AND t.is_root
-    WHERE c.waiter AND c.sort <> 13
+    WHERE (c.waiter AND c.sort <> 13) OR c.id IN (SELECT id FROM read_waits)
 )
-SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns, c.rs, c.re,
-       c.waiter, e.targets AS waits_on, c.tid, c.code, c.parent_rs, c.parent_re, c.parent_code,
-       c.sort = 13 AS is_wait
+-- (A span under a child read until it exits keeps its parent's interval as the spawning call:
+-- only a span started inside that call has the spawning span as its parent in its unit.)
+SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns, c.rs,
+       coalesce(r.until_ns, c.re) AS re, c.waiter OR r.id IS NOT NULL AS waiter, e.targets AS waits_on, c.tid,
+       CASE WHEN r.id IS NULL THEN c.code
+            ELSE activity_code(c.sort, true, NULL, f.traced, f.docker, NULL, false) END AS code,
+       c.parent_rs, c.parent_re, c.parent_code, c.sort = 13 AS is_wait
 FROM coded AS c
+LEFT JOIN read_waits AS r ON r.id = c.id
+LEFT JOIN facts AS f ON f.id = r.id
 LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;
 
 -- critical_path_rows(for_run): the critical path of a run (queries/critical_path.sql says how it is
