@@ -40,8 +40,8 @@ def install(target: str, module) -> None:
             tracer.strip_own_frames(exc)
             raise
 
-    tracer.own_wrapper(tracer.at_home(signal, module.__name__, "signal"), original_signal)
-    tracer.own_wrapper(tracer.at_home(getsignal, module.__name__, "getsignal"), original_getsignal)
+    tracer.own_wrapper(signal, original_signal)  # named after the originals by lazy._resolve (pickle)
+    tracer.own_wrapper(getsignal, original_getsignal)
     signal.__doc__, getsignal.__doc__ = original_signal.__doc__, original_getsignal.__doc__
     module.signal, module.getsignal = signal, getsignal
 
