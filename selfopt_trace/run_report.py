@@ -1,7 +1,10 @@
 """After CMD has exited: load the runs into the store, print and write the summary.
 
 runner.py supervises CMD (prepare, start, watch, wait); this module is everything after it. It is
-imported only then, so nothing here (rich, DuckDB) costs CMD's start.
+imported only then, so nothing here (rich, DuckDB) costs CMD's start. DuckDB releases the GIL while
+it works, so threads take what they can off the path: the summary's renderer (rich, ~20 ms) is
+imported while the store opens, loads and answers the queries, and the store closes (its checkpoint)
+while the summary prints (docs/benchmarks.md, "Command line").
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +28,7 @@ def report(records: list[RunRecord], options: RunOptions, disabled: str | None,
     """Load into the store, print and write the summary."""
     from . import summary as summaries
 
+    import_in_background(f"{__package__}.summary_render")
     if disabled is not None or not options.load:
         # An unloaded run has no notes of its own: the watchers' (the live export's) follow the reason.
         results = [summaries.UntracedSummary(
@@ -33,29 +38,45 @@ def report(records: list[RunRecord], options: RunOptions, disabled: str | None,
                               else f"not loaded (--no-load): load later with `selfopt-trace load {shell_quote(str(record.run_dir))}`",
                               *record.notes]))
             for record in records]
-    else:
-        results = _load_and_summarize(records, options, available_commands, environ)
-    group_id = records[0].group_id
-    console = summaries.console(stderr=True)
+        _print_and_write(results, records[0].group_id, options)
+        return
+    store = open_store_waiting(options.db_path, lock_patience(environ))
+    try:
+        results = _load_and_summarize(store, records, options, available_commands, environ)
+    except BaseException:
+        store.close()
+        raise
+    closing = StoreClosing(store)
+    try:
+        _print_and_write(results, records[0].group_id, options)
+    finally:
+        closing.wait()
+
+
+def _print_and_write(results: list, group_id: str | None, options: RunOptions) -> None:
+    from . import summary as summaries
+    from . import summary_render  # waits for the thread's import, if it is still going
+
+    console = summary_render.console(stderr=True)
     if group_id is not None and all(isinstance(r, summaries.RunSummary) for r in results):
         group = summaries.GroupSummary(group_id, results)  # type: ignore[arg-type]
         data: dict = group.to_json()
         if not options.quiet:
-            summaries.render_group(group, console)
+            summary_render.render_group(group, console)
     else:
         data = results[0].to_json() if len(results) == 1 else {"group_id": group_id, "runs": [r.to_json() for r in results]}
         if not options.quiet:
             for result in results:
                 if isinstance(result, summaries.RunSummary):
-                    summaries.render(result, console)
+                    summary_render.render(result, console)
                 else:
-                    summaries.render_untraced(result, console)
+                    summary_render.render_untraced(result, console)
     if options.json_target is not None:
         write_json(data, options.json_target)
 
 
-def _load_and_summarize(records: list[RunRecord], options: RunOptions, available_commands: tuple[str, ...],
-                        environ: dict[str, str]) -> list:
+def _load_and_summarize(store: Store, records: list[RunRecord], options: RunOptions,
+                        available_commands: tuple[str, ...], environ: dict[str, str]) -> list:
     from . import jaeger_ui
     from . import summary as summaries
     from .export.ledger import record_live_export
@@ -63,22 +84,57 @@ def _load_and_summarize(records: list[RunRecord], options: RunOptions, available
     db_option = "" if options.db_path == default_db_path(environ) else f" --db {shell_quote(str(options.db_path))}"
     jaeger = jaeger_ui.answering_base(environ)  # once for all runs: a connect refused at once when none runs
     results = []
-    with open_store_waiting(options.db_path, lock_patience(environ)) as store:
-        for record in records:
-            assert record.run_dir is not None
-            loaded = store.load_run(record.run_dir, replace=options.replace)
-            record_live_export(store, record.run_id, record.run_dir)
-            next_commands = summaries.next_commands(record.run_id, db_option, available_commands)
-            if jaeger is not None:
-                next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
-            result = summaries.summarize(store, record.run_id, next_commands)
-            result.damaged_lines = loaded.skipped_lines
-            result.notes.extend(record.notes)
-            result.notes.extend(str(warning) for warning in loaded.warnings[:5])
-            if len(loaded.warnings) > 5:
-                result.notes.append(f"... and {len(loaded.warnings) - 5} more loader warnings (table diagnostics)")
-            results.append(result)
+    for record in records:
+        assert record.run_dir is not None
+        loaded = store.load_run(record.run_dir, replace=options.replace)
+        record_live_export(store, record.run_id, record.run_dir)
+        next_commands = summaries.next_commands(record.run_id, db_option, available_commands)
+        if jaeger is not None:
+            next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
+        result = summaries.summarize(store, record.run_id, next_commands)
+        result.damaged_lines = loaded.skipped_lines
+        result.notes.extend(record.notes)
+        result.notes.extend(str(warning) for warning in loaded.warnings[:5])
+        if len(loaded.warnings) > 5:
+            result.notes.append(f"... and {len(loaded.warnings) - 5} more loader warnings (table diagnostics)")
+        results.append(result)
     return results
+
+
+class StoreClosing(threading.Thread):
+    """Closes the store in a thread: DuckDB's checkpoint and its fsyncs (~12 ms) release the GIL, so
+    the summary prints meanwhile. `wait` raises what closing raised."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(name="selfopt-trace: closing the store")
+        self.store = store
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.store.close()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the waiting thread
+            self.error = exc
+
+    def wait(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def import_in_background(module: str) -> None:
+    """Start importing `module` in a daemon thread. An `import` of it elsewhere waits for this one to
+    finish (the module's import lock); if it fails here, that import raises the error again."""
+    import importlib
+
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except BaseException:  # noqa: BLE001 - the import that waits for it raises it again
+            pass
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
 def lock_patience(environ: dict[str, str] | os._Environ) -> float:

@@ -109,7 +109,7 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], output: Ou
         from rich.table import Table
         from rich.text import Text
 
-        from ..summary import console
+        from ..summary_render import console
 
         table = Table(header_style="bold", box=None, padding=(0, 1))
         for column in columns:
@@ -150,7 +150,7 @@ def runs(
     from rich.table import Table
     from rich.text import Text
 
-    from ..summary import console
+    from ..summary_render import console
 
     # Every column keeps its width; the command takes what is left and is cut with an ellipsis.
     table = Table(header_style="bold", box=None, padding=(0, 1))
@@ -199,7 +199,8 @@ def tree(
     db: Optional[Path] = DB,
 ) -> None:
     """Print a run's process tree: every process with its timings, and the subprocess calls between them."""
-    from ..summary import console, process_rows
+    from ..summary import process_rows
+    from ..summary_render import console
 
     with open_store(db) as store:
         run_id = resolve_run(store, run)

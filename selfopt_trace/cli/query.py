@@ -78,7 +78,7 @@ def _key_value(item: str) -> tuple[str, str]:
 def _list_queries(queries: dict) -> None:
     from rich.table import Table
 
-    from ..summary import console
+    from ..summary_render import console
 
     table = Table(header_style="bold", box=None, padding=(0, 1))
     table.add_column("query", no_wrap=True)
