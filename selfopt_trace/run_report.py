@@ -28,7 +28,6 @@ def report(records: list[RunRecord], options: RunOptions, disabled: str | None,
     """Load into the store, print and write the summary."""
     from . import summary as summaries
 
-    import_in_background(f"{__package__}.summary_render")
     if disabled is not None or not options.load:
         # An unloaded run has no notes of its own: the watchers' (the live export's) follow the reason.
         results = [summaries.UntracedSummary(
@@ -40,6 +39,11 @@ def report(records: list[RunRecord], options: RunOptions, disabled: str | None,
             for record in records]
         _print_and_write(results, records[0].group_id, options)
         return
+    # The store's modules first: importing them holds the GIL (DuckDB's engine ~10 ms), so rich's import
+    # beside them would only slow them; beside DuckDB's work it is free (docs/benchmarks.md, "Command line").
+    from .store import Store  # noqa: F401
+
+    import_in_background(f"{__package__}.summary_render")
     store = open_store_waiting(options.db_path, lock_patience(environ))
     try:
         results = _load_and_summarize(store, records, options, available_commands, environ)
