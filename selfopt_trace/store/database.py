@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from selfopt_trace.errors import QueryError, RunNotFoundError, StoreError, StoreLockedError, StoreOpenError
 from selfopt_trace.paths import default_db_path
 from selfopt_trace.store.engine import duckdb
 from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
 from selfopt_trace.store.profile import WHOLE_STACKS, convert_whole_stacks
+
+if TYPE_CHECKING:
+    from datetime import datetime  # DuckDB's TIMESTAMP values are its objects: only `runs()` reads one
 
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
