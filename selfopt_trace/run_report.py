@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .background import Background
 from .runner import ENV_LOCK_WAIT, RunOptions, RunRecord, default_db_path
 
 if TYPE_CHECKING:
@@ -50,11 +51,11 @@ def report(records: list[RunRecord], options: RunOptions, disabled: str | None,
     except BaseException:
         store.close()
         raise
-    closing = StoreClosing(store)
+    closing = Background(store.close)  # DuckDB's checkpoint and its fsyncs (~12 ms)
     try:
         _print_and_write(results, records[0].group_id, options)
     finally:
-        closing.wait()
+        closing.result()
 
 
 def _print_and_write(results: list, group_id: str | None, options: RunOptions) -> None:
@@ -103,28 +104,6 @@ def _load_and_summarize(store: Store, records: list[RunRecord], options: RunOpti
             result.notes.append(f"... and {len(loaded.warnings) - 5} more loader warnings (table diagnostics)")
         results.append(result)
     return results
-
-
-class StoreClosing(threading.Thread):
-    """Closes the store in a thread: DuckDB's checkpoint and its fsyncs (~12 ms) release the GIL, so
-    the summary prints meanwhile. `wait` raises what closing raised."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__(name="selfopt-trace: closing the store")
-        self.store = store
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.store.close()
-        except BaseException as exc:  # noqa: BLE001 - raised again in the waiting thread
-            self.error = exc
-
-    def wait(self) -> None:
-        self.join()
-        if self.error is not None:
-            raise self.error
 
 
 def import_in_background(module: str) -> None:

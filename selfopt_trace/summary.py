@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from .background import Background
 from .bootstrap.selfopt_trace_agent.process import split_command
 from .queries import missing_samples, run_query
 
@@ -238,13 +239,14 @@ def small_store(store: Store) -> bool:
 
 
 @contextmanager
-def _unoptimized_if_small(store: Store) -> Iterator[None]:
-    """Queries inside planned without DuckDB's optimizer when the store is small (SMALL_STORE_SPANS)."""
+def _unoptimized_if_small(store: Store) -> Iterator[bool]:
+    """Queries inside planned without DuckDB's optimizer when the store is small (SMALL_STORE_SPANS);
+    yields whether they are."""
     unoptimized = small_store(store)
     if unoptimized:
         store.sql("PRAGMA disable_optimizer")
     try:
-        yield
+        yield unoptimized
     finally:
         if unoptimized:  # the connection goes on serving other queries (the next run's load, a report)
             store.sql("PRAGMA enable_optimizer")
@@ -252,18 +254,20 @@ def _unoptimized_if_small(store: Store) -> Iterator[None]:
 
 def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> RunSummary:
     """The summary of one loaded run."""
-    with _unoptimized_if_small(store):
-        return _summarize(store, run_id, next_commands)
+    with _unoptimized_if_small(store) as unoptimized:
+        return _summarize(store, run_id, next_commands, unoptimized)
 
 
-def _summarize(store: Store, run_id: str, next_commands: Sequence[str]) -> RunSummary:
+def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimized: bool) -> RunSummary:
     _, run_rows = store.sql(_RUN_SQL, {"run_id": run_id})
     group_id, command, start_ns, end_ns, exit_code, _run_dir = run_rows[0] if run_rows else (None,) * 6
     _, totals = store.sql(_TOTALS_SQL, {"run_id": run_id})
     spans, incomplete, first_ns, last_ns, diagnostics = totals[0]
     window = (start_ns or first_ns or 0, end_ns or last_ns or 0)
+    # The processes' query beside the breakdown (each releases the GIL): ~6 ms off a small run's summary.
+    processes_beside = Background(_process_rows_beside, store, run_id, unoptimized) if spans else None
     by_category = time_by_category(store, run_id, max(0, window[1] - window[0]), spans)
-    processes = process_rows(store, run_id) if spans else []
+    processes = processes_beside.result() if processes_beside is not None else []
     slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
     notes = [] if processes else ["no Python process was traced: CMD started none, or only untraced ones (python -I, "
                                   "-E or -S; a PYTHONPATH without the bootstrap set by a shell or script: see the "
@@ -278,6 +282,14 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str]) -> RunSu
         overhead_ns=sum(p.overhead_ns for p in processes), by_category=by_category, slowest=slowest,
         notes=notes, next_commands=list(next_commands),
     )
+
+
+def _process_rows_beside(store: Store, run_id: str, unoptimized: bool) -> list[ProcessRow]:
+    """process_rows on a connection of its own (Store.cursor), planned as the summary's other queries."""
+    with store.cursor() as cursor:
+        if unoptimized:
+            cursor.sql("PRAGMA disable_optimizer")
+        return process_rows(cursor, run_id)
 
 
 def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:

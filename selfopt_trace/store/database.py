@@ -110,6 +110,13 @@ class Store:
 
         return run_query(self, name, params, extra_dirs)
 
+    def cursor(self) -> Store:
+        """Another connection to this store's database, for queries in another thread (a connection
+        runs one statement at a time). Close it when done; the store itself stays open."""
+        other = object.__new__(Store)
+        other.path, other._con = self.path, self._con.cursor()
+        return other
+
     def close(self) -> None:
         self._con.close()
 

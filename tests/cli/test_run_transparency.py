@@ -184,7 +184,7 @@ def test_the_exit_waits_for_a_thread_that_is_not_a_daemon(cli, tmp_path):
 
 
 def test_the_store_is_closed_before_the_exit(cli):
-    """The store closes in a thread while the summary prints (run_report.StoreClosing): the exit waits
+    """The store closes in a thread while the summary prints (background.Background): the exit waits
     for its checkpoint, so the database holds the run with no write-ahead log left to replay."""
     result = run_in_process(cli, "", "--json", "--", *python("print('out')"))
     assert result.returncode == 0, result.stderr
@@ -192,16 +192,3 @@ def test_the_store_is_closed_before_the_exit(cli):
     assert b"Time by category" in result.stderr and printed["spans"] >= 2  # the process and its start-up
     assert not cli.db.with_name(cli.db.name + ".wal").exists()
     assert cli.query("SELECT count(*) FROM spans WHERE run_id = ?", [printed["run_id"]]) == [(printed["spans"],)]
-
-
-def test_an_error_closing_the_store_is_raised_after_the_summary(tmp_path):
-    from selfopt_trace.run_report import StoreClosing
-
-    class Failing:
-        def close(self) -> None:
-            raise OSError(28, "No space left on device")
-
-    closing = StoreClosing(Failing())  # type: ignore[arg-type]
-    with pytest.raises(OSError, match="No space left"):
-        closing.wait()
-    assert not closing.is_alive()
