@@ -152,7 +152,8 @@ pieces AS MATERIALIZED (
 -- The pieces of a wait on traced child processes after every one of them ended (their process
 -- spans: the agent's last record), until the wait returned: the interpreters' teardown and the
 -- reaping (the subprocess query's teardown_ms). Not after a child killed before its last record
--- (its span incomplete, ended at the last time known): that is its spawn overhead, as before.
+-- (its span incomplete): one reaped where its spawner saw it lasts until then (store/loader.py), the
+-- rest (reaped unseen) end at the last time known, and what follows stays spawn overhead.
 killed AS (
     SELECT hash(span_id) AS id FROM spans
     WHERE run_id = $run_id AND category = 'process' AND name = 'process' AND incomplete

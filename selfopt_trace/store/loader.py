@@ -2,7 +2,8 @@
 
 Speed is the point (a run can hold millions of spans), so records never pass through Python: DuckDB's
 CSV reader parses the tab-separated lines in parallel and SQL checks every line, joins each span's S
-and E records, closes incomplete spans and attaches the file header's resource. Python only lists the
+and E records, closes incomplete spans (a killed child's process span at its reap, where its spawner
+saw it) and attaches the file header's resource. Python only lists the
 files, counts their lines (a line the reader dropped or SQL rejected is a damaged line, and the
 warning names its file) and reads run.json.
 
@@ -179,6 +180,25 @@ FROM (SELECT s.span_id, max(c.end_ns) AS end_ns
         AND TRY_CAST(s.attributes->>'selfopt_trace.child.exited_unseen' AS BOOLEAN)
       GROUP BY s.span_id) AS child
 WHERE spawn.run_id = $run_id AND spawn.span_id = child.span_id AND child.end_ns < spawn.end_ns
+"""
+
+# A child killed before its last record (no E: incomplete, closed at its file's last time known) lived
+# on until its spawner saw it exit: the end of the spawning span, which has its exit status. Its
+# process span ends there, still incomplete: what it did after its last record is not known (its CPU
+# samples say whether it ran), but it was alive, not being spawned. (A spawning span that ended at
+# its parent's exit, the child running or reaped unseen, has no such end.)
+_KILLED_CHILD_SQL = """
+UPDATE spans AS child
+SET end_ns = spawn.end_ns, duration_ns = spawn.end_ns - child.start_ns
+FROM spans AS spawn
+WHERE child.run_id = $run_id AND spawn.run_id = $run_id
+  AND child.name = 'process' AND child.category = 'process' AND child.incomplete
+  AND spawn.span_id = child.parent_span_id AND spawn.end_ns > child.end_ns
+  AND TRY_CAST(spawn.attributes->>'process.pid' AS INTEGER) = child.pid
+  AND (spawn.attributes->'selfopt_trace.spawn_ns') IS NOT NULL
+  AND (spawn.attributes->'process.exit.code') IS NOT NULL
+  AND (spawn.attributes->'selfopt_trace.child.exited_unseen') IS NULL
+  AND (spawn.attributes->'selfopt_trace.child.running_at_exit') IS NULL
 """
 
 # The root process span: its parent is not in the run (the earliest, should there be several).
@@ -702,6 +722,7 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
         if result.files > 1:  # a child process: each has its own file (one process, ~5 ms of updates saved)
             con.execute(_CHILD_EXIT_SQL, run)
             con.execute(_UNSEEN_EXIT_SQL, run)
+            con.execute(_KILLED_CHILD_SQL, run)
         if meta.exit_code is not None:
             con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
         result.spans, result.incomplete_spans, first_ns, last_ns = con.execute(_TOTALS_SQL, run).fetchone()

@@ -22,7 +22,9 @@ call and returns the spans that ended in it, already merged as the loader merges
 - A spawning span of a child that exited where no hook saw it (`selfopt_trace.child.exited_unseen`:
   reaped in C, by gevent's or uvloop's loop) ends, as the loader ends it, at the child's last record:
   the end of the process spans of its pid that started after it, ended before it (read first: the
-  child ends before its parent ends the span).
+  child ends before its parent ends the span). A child killed before its process span's end (an
+  incomplete one, given by `still_open()`) ends, as the loader ends it, where its spawning span
+  reaped it.
 The record letters and fields come from the agent's spanfile module: the one definition of the format.
 
 Speed (the live export must keep up with 50,000 spans/s, docs/benchmarks.md): a chunk of whole lines is
@@ -49,6 +51,8 @@ ENDED_KEPT = 1024  # started-then-ended spans remembered per file, for a later E
 EXITS_KEPT = 4096  # ended spans that name a child's pid and exit code, for its process span (and pids' lives)
 EXIT_CODE, PID = "process.exit.code", "process.pid"
 EXITED_UNSEEN = "selfopt_trace.child.exited_unseen"  # hooks/spawn.py
+RUNNING_AT_EXIT = "selfopt_trace.child.running_at_exit"
+SPAWN_NS = "selfopt_trace.spawn_ns"  # on a spawning span, which ends at the child's reap
 
 _FIELD_COUNT = len(spanfile.FIELDS)
 _H, _S, _E, _X, _T, _D = (spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK,
@@ -85,7 +89,8 @@ class SpanFollower:
         self.spans_seen = 0  # spans started (S) or complete (X) so far: each span counted once
         self.damaged_lines = 0
         self.caught_up = True  # the last poll read every file to its end
-        self._exits: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # span id -> (process.pid, exit code)
+        # span id -> (process.pid, exit code, the reap: the span's end where it is one, else None)
+        self._exits: OrderedDict[str, tuple[Any, Any, int | None]] = OrderedDict()
         # parent span id -> {span id: its process span without exit code} (a later end replaces an earlier)
         self._held: dict[str, dict[str, SpanRecord]] = {}
         self._lives: OrderedDict[int, list[tuple[int, int]]] = OrderedDict()  # pid -> its process spans' (start, end)
@@ -149,7 +154,8 @@ class SpanFollower:
                 if ends and max(ends) < span.end_ns:
                     span.end_ns = max(ends)
             if EXIT_CODE in attributes and PID in attributes:
-                self._exits[span.span_id] = (attributes[PID], attributes[EXIT_CODE])
+                reaped = SPAWN_NS in attributes and EXITED_UNSEEN not in attributes and RUNNING_AT_EXIT not in attributes
+                self._exits[span.span_id] = (attributes[PID], attributes[EXIT_CODE], span.end_ns if reaped else None)
                 if len(self._exits) > EXITS_KEPT:
                     self._exits.popitem(last=False)
                 for child in self._held.pop(span.span_id, {}).values():
@@ -164,11 +170,14 @@ class SpanFollower:
         return ready
 
     def _with_exit(self, span: SpanRecord) -> SpanRecord | None:
-        """`span` with the exit code its parent span saw for its pid, or None if none is known."""
-        pid_and_code = self._exits.get(span.parent_span_id or "")
-        if pid_and_code is None or _int(pid_and_code[0]) != span.pid or span.pid is None:
+        """`span` with the exit code its parent span saw for its pid, or None if none is known; an
+        incomplete one (a killed child) ends where that span reaped it, as the loader ends it."""
+        exit = self._exits.get(span.parent_span_id or "")
+        if exit is None or _int(exit[0]) != span.pid or span.pid is None:
             return None
-        span.attributes = {**span.attributes, EXIT_CODE: pid_and_code[1]}
+        span.attributes = {**span.attributes, EXIT_CODE: exit[1]}
+        if span.incomplete and exit[2] is not None and exit[2] > span.end_ns:
+            span.end_ns = exit[2]
         return span
 
     def refused_files(self) -> dict[str, str]:

@@ -53,3 +53,24 @@ def test_a_run_without_waits_is_not_taken_for_one_recorded_before_waits_were(cli
     assert done.returncode == 0, done.stderr
     by_category = json.loads(done.stdout)["time_by_category_ms"]
     assert by_category["sleeps"] >= 299 and by_category["subprocess spawn overhead"] < 20, by_category
+
+
+def test_a_child_killed_by_a_timeout_is_its_own_time_not_spawning(cli) -> None:
+    """`subprocess.run(..., timeout=...)` kills a hung child: its process span had no end, and the
+    0.3 s it lived after its last record showed as "subprocess spawn overhead". It now lasts until
+    it was reaped, and that time is the child's (off the CPU here: it slept)."""
+    code = ("import subprocess, sys\n"
+            "try:\n"
+            "    subprocess.run([sys.executable, '-c', 'import time; time.sleep(5)'], timeout=0.4)\n"
+            "except subprocess.TimeoutExpired:\n"
+            "    print('timed out')\n")
+    done = cli("run", "-q", "--json", "--", *python(code))
+    assert done.returncode == 0, done.stderr
+    out, _, text = done.stdout.decode().partition("\n")
+    printed = json.loads(text)
+    assert out == "timed out" and printed["incomplete_spans"] == 1
+    [child] = [p for p in printed["slowest_processes"] if p["exit_code"] == -9]
+    assert child["incomplete"] and child["duration_ms"] >= 390  # spawned, then killed 0.4 s later
+    by_category = printed["time_by_category_ms"]
+    assert by_category["subprocess spawn overhead"] < 30, by_category
+    assert by_category["untraced waits"] + by_category["child processes' own work"] >= 300, by_category

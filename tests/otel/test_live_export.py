@@ -140,6 +140,35 @@ def test_a_child_that_exited_unseen_ends_at_its_last_record_as_the_loader_ends_i
         assert comparable(emitted) == comparable(fetch_spans(store, "follow"))
 
 
+def test_a_killed_child_ends_where_it_was_reaped_as_the_loader_ends_it(tmp_path: Path) -> None:
+    """Killed (a `subprocess.run` timeout), the child never ended its process span: the loader ends
+    it where its spawning span reaped it, and so does the follower's `still_open()`."""
+    run_dir = tmp_path / "killed"
+    (run_dir / "spans").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "follow", "pid": 11, "exit_code": 0}))
+    parent, child = run_dir / "spans" / "11-aaaaaaaa.spans", run_dir / "spans" / "22-bbbbbbbb.spans"
+    parent.write_text(header(11) + spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1_000,
+                                                      "{}")
+                      + spanfile.start_line(span_id(2), span_id(1), TRACE, "subprocess", "CLIENT", "subprocess", 2_000,
+                                            "{}"))
+    child.write_text(header(22, "child") + spanfile.start_line(span_id(3), span_id(2), TRACE, "process", "INTERNAL",
+                                                              "process", 2_100, "{}")
+                     + spanfile.complete_line(span_id(4), span_id(3), TRACE, "interpreter.startup", "INTERNAL",
+                                              "startup", 2_100, 2_800, "UNSET", "{}"))
+    follower = SpanFollower(run_dir, "follow")
+    emitted = follower.poll()
+    with parent.open("a") as out:
+        out.write(spanfile.end_line(span_id(2), 9_000, "ERROR", spanfile.encode(
+            {"process.pid": 22, "selfopt_trace.spawn_ns": 50, "process.exit.code": -9})))
+        out.write(spanfile.end_line(span_id(1), 9_500, "UNSET", "{}"))
+    emitted += follower.poll() + follower.still_open(11, None, 0)
+    [killed] = [s for s in emitted if s.span_id == span_id(3)]
+    assert (killed.incomplete, killed.end_ns, killed.attributes["process.exit.code"]) == (True, 9_000, -9)
+    with Store(tmp_path / "t.duckdb") as store:
+        store.load_run(run_dir)
+        assert comparable(emitted) == comparable(fetch_spans(store, "follow"))
+
+
 def test_files_the_loader_refuses_are_not_followed(tmp_path: Path) -> None:
     (tmp_path / "spans").mkdir()
     (tmp_path / "spans" / "1-a.spans").write_text(

@@ -103,18 +103,34 @@ def test_a_child_s_teardown_and_cmd_s_own_are_interpreter_teardown(store: Store,
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
-def test_waiting_on_a_child_killed_before_its_last_record_is_no_teardown(store: Store, tmp_path: Path) -> None:
+def test_a_child_killed_before_its_last_record_lives_until_it_was_reaped(store: Store, tmp_path: Path) -> None:
     run = RunBuilder()
     main = run.process(100, 0, 100)
-    call = run.span(100, "subprocess", "subprocess", 10, 60, main, kind="CLIENT",
-                    attributes={"selfopt_trace.spawn_ns": 2_000_000})
+    call = run.span(100, "subprocess", "subprocess", 10, 60, main, kind="CLIENT",  # reaped at 60, exit -9
+                    attributes={"selfopt_trace.spawn_ns": 2_000_000, "process.pid": 200, "process.exit.code": -9})
     child = run.process(200, 13, 0, call, command="child.py", killed=True)  # its file's last time known: 40
     run.span(200, "interpreter.startup", "startup", 13, 40, child)
     run.span(100, "Popen.wait", "wait", 12, 60, main, attributes={"selfopt_trace.wait.on": [call]})
     run_id = run.load(store, tmp_path)
+    assert store.sql("SELECT incomplete, end_ns FROM spans WHERE pid = 200 AND name = 'process'")[1] == [(True, at(60))]
+    assert_figures(breakdown(store, run_id), {  # 40-60: the child's own (nothing sampled: on the CPU), not spawning
+        "own work": (50, 50), "subprocess spawn overhead": (3, 3), "interpreter start-up": (27, 27),
+        "child processes' own work": (20, 20)})
+
+
+@pytest.mark.parametrize("seen", ["selfopt_trace.child.exited_unseen", "selfopt_trace.child.running_at_exit", None])
+def test_a_killed_child_whose_reap_is_not_known_ends_at_its_last_record(store: Store, tmp_path: Path,
+                                                                        seen: str | None) -> None:
+    """Its spawning span ended at its parent's exit, not at a reap (or has no exit status): no end to take."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    attributes = {"selfopt_trace.spawn_ns": 2_000_000, "process.pid": 200}
+    attributes.update({seen: True, "process.exit.code": -9} if seen else {})
+    call = run.span(100, "subprocess", "subprocess", 10, 100, main, kind="CLIENT", attributes=attributes)
+    child = run.process(200, 13, 0, call, command="child.py", killed=True)
+    run.span(200, "interpreter.startup", "startup", 13, 40, child)
+    run.load(store, tmp_path)
     assert store.sql("SELECT incomplete, end_ns FROM spans WHERE pid = 200 AND name = 'process'")[1] == [(True, at(40))]
-    assert_figures(breakdown(store, run_id), {  # 40-60: the child's after its last record, not known as teardown
-        "own work": (50, 50), "subprocess spawn overhead": (23, 23), "interpreter start-up": (27, 27)})
 
 
 @pytest.mark.parametrize("pid, what", [(99, "a shell's"), (None, "unknown")])
