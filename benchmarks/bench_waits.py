@@ -5,7 +5,8 @@ already finished) run the real APIs N times per round in fresh interpreters, unt
 (the agent started as in a traced process), the two alternating --repeat times; the figure is the
 median per-call time over all rounds, and the added cost is traced minus untraced. Three of them
 are calls the hooks know cannot block (not even timed); `Popen.communicate` on a reaped child is
-timed (two clock reads, the set of threads inside a wait) and not recorded.
+timed (two clock reads, the set of threads inside a wait) and not recorded; a Queue's put and get
+each notify a threading.Condition with no waiter (the notify hook looks, records nothing).
 
 A wait that blocks is recorded as a span. Its added cost is measured in one traced interpreter,
 paired within it: a call that spins for 30 us (a deadline, so what it costs does not depend on
@@ -48,11 +49,17 @@ future.result()
 thread = threading.Thread(target=int)
 thread.start()
 thread.join()
+import queue
+items = queue.Queue()
+def put_get():  # each notifies a Condition nobody waits on (not_empty, not_full)
+    items.put(1)
+    items.get()
 CASES = {
     "Popen.wait (reaped child)": child.wait,
     "Future.result (done)": future.result,
     "Thread.join (finished)": thread.join,
     "Popen.communicate (reaped)": child.communicate,
+    "Queue.put + Queue.get (no waiter)": put_get,
 }
 """
 

@@ -698,3 +698,85 @@ def test_a_method_another_library_decorated_is_still_hooked(traced):
     [wait] = main_thread_waits(spans)
     assert_wait(wait, "Popen.wait")
     assert targets(spans, wait) == [child]
+
+
+CONDITIONS = """
+import concurrent.futures as cf, queue, threading, time
+q = queue.Queue()
+def spin(seconds):
+    t = time.thread_time()
+    while time.thread_time() - t < seconds:
+        pass
+def producer():
+    spin(0.1)
+    q.put("item")
+    spin(0.05)  # after the put: its thread goes on, the wait does not
+worker = threading.Thread(target=producer, name="producer"); worker.start()
+print("got", q.get(), time.time_ns(), flush=True)
+event = threading.Event()
+threading.Thread(target=lambda: (time.sleep(0.1), event.set()), name="setter").start()
+event.wait()
+requests, replies = queue.Queue(), queue.Queue()
+def server():  # waits on the main thread's request: a wait in the thread on the process's main unit
+    replies.put(requests.get() * 2)
+threading.Thread(target=server, name="server").start()
+spin(0.05)
+requests.put(21)
+print("reply", replies.get(), flush=True)
+print("timed out", threading.Event().wait(0.05), flush=True)
+with cf.ThreadPoolExecutor(1) as pool:
+    pool.submit(spin, 0.05).result()
+    cf.wait([pool.submit(spin, 0.05)])
+    list(cf.as_completed([pool.submit(spin, 0.05)]))
+worker.join()
+"""
+
+
+def test_a_condition_wait_is_a_wait_on_the_unit_that_notified_it(traced):
+    """Event.wait, Queue.get (Condition.wait inside them): a wait on the thread that set the event or
+    put the item (its `thread` span; the main thread's: the process span), ending at that notify."""
+    spans = run(traced, CONDITIONS)
+    process = [p for p in spans.processes() if p.parent_span_id == ""][0]
+    threads = {t.attributes["thread.name"]: t for t in spans.named("thread")}
+    waits = main_thread_waits(spans)
+    names = [w.name for w in waits]
+    # Thread.start's own wait for its thread to begin is not one; nor the timed-out Event.wait; a
+    # future's Condition is part of the wait on it (one span each)
+    assert names[:3] == ["Queue.get", "Event.wait", "Queue.get"], names
+    assert names[3:6] == ["Future.result", "futures.wait", "futures.as_completed"], names
+    get, event_wait, reply = waits[:3]
+    assert [s.span_id for s in targets(spans, get)] == [threads["producer"].span_id]
+    assert [s.span_id for s in targets(spans, event_wait)] == [threads["setter"].span_id]
+    assert [s.span_id for s in targets(spans, reply)] == [threads["server"].span_id]
+    got_ns = int(spans.stdout.split()[2])
+    assert get.end_ns <= got_ns and threads["producer"].end_ns - get.end_ns >= 40_000_000  # the put, not the end
+    assert 80_000_000 <= get.end_ns - get.start_ns < 1_000_000_000
+    (served,) = [w for w in spans.named("Queue.get") if w.parent_span_id == threads["server"].span_id]
+    assert [s.span_id for s in targets(spans, served)] == [process.span_id]
+    for wait in waits[:3]:
+        assert_wait(wait, wait.name)
+    assert [w for w in spans.spans if w.category == "wait" and w.name == "Condition.wait"] == []
+
+
+def test_condition_waits_reach_the_program_as_untraced(traced):
+    code = """
+        import inspect, threading, traceback
+        threading.Thread(target=int).start()  # the thread hooks load at the first start
+        c = threading.Condition()
+        print(inspect.signature(c.wait), inspect.signature(c.notify), threading.Condition.wait.__qualname__)
+        for call in (c.wait, c.notify, c.notify_all):
+            try:
+                call()
+            except RuntimeError:
+                traceback.print_exc()
+        with c:
+            print(c.wait(0.01), c.wait_for(lambda: True, 0.01))
+            c.notify_all()
+        event = threading.Event()
+        threading.Timer(0.05, event.set).start()
+        print(event.wait())
+    """
+    untraced, result = traced.both_ways("conditions.py", textwrap.dedent(code))
+    assert (result.returncode, result.stdout, result.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
+    assert result.stderr.count(b"\nRuntimeError: cannot ") == 3
+    assert [w.name for w in main_thread_waits(traced.spans())] == ["Event.wait"]  # the hooks were there

@@ -9,6 +9,11 @@ and asyncio's `run_in_executor` too), else the process span. Both span ids are a
 starting thread (on the Thread, on the Future) so that a wait on them (`Thread.join`,
 `Future.result`, hooks/waits.py) can name them before they ran.
 
+A blocking `threading.Condition` wait (inside `Event.wait`, `Queue.get`, `Queue.join`,
+`Semaphore.acquire`) is a wait on the unit of the thread whose notify woke it, until that notify
+(hooks/waits.py records it). Both are wrapped with the rest here, at the first `Thread.start`: until
+a thread starts, no other thread of ours can notify.
+
 Only our span travels, not the submitter's whole context: the user's own context variables
 (decimal's context among them) stay exactly as they would be untraced, and so do tracebacks (the
 work item's exception is caught inside the original `_WorkItem.run`, below our wrapper).
@@ -17,6 +22,7 @@ work item's exception is caught inside the original `_WorkItem.run`, below our w
 from __future__ import annotations
 
 import os
+import sys
 from _thread import get_ident, get_native_id
 from time import time_ns
 
@@ -82,6 +88,8 @@ def install(target: str, module) -> None:
                                                                    ready=_finished, own=True))
         if callable(getattr(module, "_shutdown", None)) and not tracer.is_own_wrapper(module._shutdown):
             module._shutdown = tracer.own_wrapper(_shutdown(module._shutdown, module), module._shutdown)
+        _wrap(module.Condition, "wait", _condition_wait)
+        _wrap(module.Condition, "notify", lambda original: _condition_notify(original, module.main_thread))
     else:
         executor = module.ThreadPoolExecutor
         if "_adjust_thread_count" in executor.__dict__:
@@ -107,6 +115,8 @@ def _handed_over() -> tracer.Span | None:
 # --- threading.Thread -----------------------------------------------------------------------------
 
 def _start(original):
+    busy = waits.busy
+
     def start(self, *args, **kwargs):
         try:
             if tracer._enabled:
@@ -117,7 +127,13 @@ def _start(original):
                         state[_PARENT] = _handed_over()
                 except Exception as exc:
                     tracer.exception_diagnostic("hook_failed:Thread.start", exc)
-            return original(self, *args, **kwargs)
+            # start() waits (an Event) for the new thread to begin: its start, not a wait on its work
+            thread = get_ident()
+            busy.add(thread)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                busy.discard(thread)
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
             raise
@@ -198,6 +214,84 @@ def _shutdown(original, threading):
             raise
 
     return waits.identity(_shutdown, original)
+
+
+# --- threading.Condition: Event.wait, Queue.get and .join, Semaphore.acquire, ... -------------------
+
+_NOTIFIED = "_selfopt_trace_notified"  # on a Condition: (unit span id, time) of the last notify with a waiter
+
+
+def _condition_notify(original, main_thread):
+    """A notify that wakes a waiter leaves on the Condition which unit woke it, and when."""
+    def notify(self, n=1):
+        try:
+            if self._waiters and tracer._enabled:
+                unit = _unit_here(main_thread)
+                if unit is not None:
+                    self.__dict__[_NOTIFIED] = (unit, time_ns())
+        except Exception:
+            pass
+        try:
+            return original(self, n)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
+
+    return waits.identity(notify, original)
+
+
+def _unit_here(main_thread) -> str | None:
+    """The span id of the unit the calling thread runs in (its `thread` or `task` span, a server span's
+    handler, the process span in the main thread), as the breakdown counts units; None in a thread we
+    did not start (no span of its own)."""
+    span = tracer.current()
+    if span is None:
+        root = tracer.root()
+        return root.span_id if root is not None and get_ident() == main_thread().ident else None
+    while span.parent is not None and span.category != "thread":
+        span = span.parent
+    return span.span_id
+
+
+def _condition_wait(original):
+    """A blocking Condition.wait is a wait on the unit that notified it, from its start to the notify
+    (then the waiter only wakes). Named after its caller in threading or queue (`Event.wait`,
+    `Queue.get`, `Queue.join`, ...). One that timed out, or that nobody we know notified, is not
+    recorded: it waited on nothing traced (an untraced wait, as before)."""
+    threshold = waits.THRESHOLD_NS
+    busy = waits.busy
+
+    def wait(self, timeout=None):
+        if busy and get_ident() in busy:  # part of a wait recorded around it (Future.result, ...), or a start
+            try:
+                return original(self, timeout)
+            except BaseException as exc:
+                tracer.strip_own_frames(exc)
+                raise
+        t0 = time_ns()
+        try:
+            result = original(self, timeout)
+        except BaseException as exc:
+            tracer.strip_own_frames(exc)
+            raise
+        try:
+            notified = self.__dict__.get(_NOTIFIED)
+            if notified is not None and notified[1] - t0 >= threshold:
+                waits.record(_wait_name(sys._getframe(1).f_code), t0, notified[1], [notified[0]])
+            else:
+                waits.not_blocked(time_ns())
+        except Exception as exc:
+            tracer.exception_diagnostic("wait_failed:Condition.wait", exc)
+        return result
+
+    return waits.identity(wait, original)
+
+
+def _wait_name(code) -> str:
+    """What called Condition.wait: Event.wait, Queue.get, ... (in threading or queue), else itself."""
+    if code.co_filename.endswith(("threading.py", "queue.py")):
+        return getattr(code, "co_qualname", None) or "Condition.wait"
+    return "Condition.wait"
 
 
 # --- concurrent.futures.ThreadPoolExecutor ---------------------------------------------------------

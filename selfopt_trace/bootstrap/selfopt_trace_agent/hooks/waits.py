@@ -3,7 +3,8 @@
 A wait span (category `wait`, kind INTERNAL) is named after the API waited in (`Popen.wait`,
 `Thread.join`, `Future.result`, ...) and says what it waited on in `selfopt_trace.wait.on`: the
 span ids of the child processes' `subprocess`/`multiprocessing`/`fork` spans, of the threads'
-`thread` spans, of the futures' `task` spans. An unknown target (an untraced child, a thread
+`thread` spans, of the futures' `task` spans (and of the unit that notified a threading.Condition
+wait: hooks/threads.py). An unknown target (an untraced child, a thread
 started before the agent) leaves the list empty and says what is known (`process.pid`,
 `thread.name`).
 
@@ -244,13 +245,13 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
         return identity(wrapper, original)
 
     def outer_wrapper(self, timeout=None):
-        thread = get_ident()
-        if thread in busy or ready is not None and ready(self):
+        if ready is not None and ready(self) or busy and get_ident() in busy:  # done, or part of an outer wait
             try:
                 return original(self, timeout)
             except BaseException as exc:
                 tracer.strip_own_frames(exc)
                 raise
+        thread = get_ident()
         busy.add(thread)
         try:
             captured = capture(self) if capture is not None else None
@@ -393,9 +394,11 @@ def _install_futures(module) -> None:
     def ready(future) -> bool:  # result() and exception() return or raise at once
         return future._state in settled
 
-    wrap(future, "result", lambda original: method(original, "Future.result", _future_targets, ready=ready, own=True))
-    wrap(future, "exception", lambda original: method(original, "Future.exception", _future_targets, ready=ready,
-                                                                      own=True))
+    # outer: the threading.Condition wait inside is part of it (hooks/threads.py)
+    wrap(future, "result", lambda original: method(original, "Future.result", _future_targets, outer=True,
+                                                   ready=ready, own=True))
+    wrap(future, "exception", lambda original: method(original, "Future.exception", _future_targets, outer=True,
+                                                      ready=ready, own=True))
     done = (module.FINISHED, module.CANCELLED_AND_NOTIFIED)
     wrap(module, "wait", lambda original: _futures_wait(original, done, module))
     wrap(module, "as_completed", lambda original: _as_completed(original, done))
@@ -449,16 +452,20 @@ def _futures_wait(original, done: tuple, module):
         except BaseException as exc:
             tracer.strip_own_frames(exc)
             raise
+        thread = get_ident()
+        busy.add(thread)  # the threading.Condition wait inside is part of this one
         t0 = time_ns()
         try:
             result = original(fs, timeout, return_when)
         except BaseException as exc:
             t1 = time_ns()
+            busy.discard(thread)
             if t1 - t0 >= threshold:
                 _record_futures("futures.wait", t0, t1, pending, exc)
             tracer.strip_own_frames(exc)
             raise
         t1 = time_ns()
+        busy.discard(thread)
         if t1 - t0 >= threshold:
             _record_futures("futures.wait", t0, t1, pending, None)
         else:
@@ -509,8 +516,11 @@ def _as_completed(original, done: tuple):
         inner = original(fs, timeout)
         try:
             while True:
-                nested = settled > 0 or busy and get_ident() in busy  # done already, or inside an outer wait
+                thread = get_ident()
+                nested = settled > 0 or thread in busy  # done already, or inside an outer wait
                 settled -= 1
+                if not nested:
+                    busy.add(thread)  # the threading.Condition wait inside is part of this one
                 t0 = time_ns()
                 try:
                     future = next(inner)
@@ -522,6 +532,9 @@ def _as_completed(original, done: tuple):
                         _record_futures("futures.as_completed", t0, t1, _waited(remaining, None, pools, t1), exc)
                     tracer.strip_own_frames(exc)
                     raise
+                finally:
+                    if not nested:
+                        busy.discard(thread)
                 t1 = time_ns()
                 if t1 - t0 >= threshold and not nested:
                     _record_futures("futures.as_completed", t0, t1, _waited(remaining, future, pools, t1), None)
