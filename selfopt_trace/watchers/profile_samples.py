@@ -21,8 +21,9 @@ stack. So the loader reads each function's and file's name once, not once in eve
 
 The agent's own frames are left out, as they are of the tracebacks it lets through: a hooked call
 (`time.sleep`, `os.waitpid`, `json.dumps`) shows under the program's line that made it, as it would
-untraced, not under the hook's wrapper; a stack of the agent's frames alone (its flusher thread) is
-not the program's and is not written. What the agent's code costs is its own figure
+untraced, not under the hook's wrapper; the import machinery the agent runs to load one of its own
+modules (a hook's, at its first call) goes with it; a stack of the agent's frames alone (its
+flusher thread) is not the program's and is not written. What the agent's code costs is its own figure
 (`selfopt_trace.overhead_ns`).
 """
 
@@ -121,9 +122,30 @@ class Interned:
 _AGENT_DIRS = (f"/{AGENT_PACKAGE}/", f"\\{AGENT_PACKAGE}\\")
 
 
+_IMPORT_MACHINERY = "<frozen importlib"
+
+
 def _program_frames(frames: tuple) -> tuple:
-    """The frames of a stack that are not the agent's (its package's files, wherever it is mounted)."""
-    return tuple(frame for frame in frames if not any(part in frame[1] for part in _AGENT_DIRS))
+    """The frames of a stack that are not the agent's (its package's files, wherever it is mounted),
+    nor the import machinery's frames the agent called with no program frame after them: the agent
+    loading its own module (a hook's at its first call), its work, not the program's (a sample
+    there showed as an idle `_call_with_frames_removed` under the program's line). A program module
+    imported through them keeps them."""
+    kept: list = []
+    machinery: list = []  # import machinery since the last agent frame
+    after_agent = False
+    for frame in frames:
+        if any(part in frame[1] for part in _AGENT_DIRS):
+            after_agent = True
+            machinery.clear()
+        elif after_agent and frame[1].startswith(_IMPORT_MACHINERY):
+            machinery.append(frame)
+        else:
+            kept += machinery
+            machinery.clear()
+            after_agent = False
+            kept.append(frame)
+    return tuple(kept)
 
 
 def looks_idle(frames: tuple) -> bool:

@@ -74,6 +74,25 @@ def test_the_agent_s_frames_are_left_out_and_its_own_thread_is_not_written() -> 
     assert counts["threads"] == 1
 
 
+def test_the_import_machinery_loading_the_agent_s_own_module_goes_with_the_agent() -> None:
+    """A hook's module loads at its first call (time.sleep's): the import machinery the agent runs for
+    it is the agent's work, shown under the program's line; a program module imported through the
+    agent's import wrapper keeps its machinery's frames."""
+    agent = "/opt/x/bootstrap/selfopt_trace_agent"
+    boot, external = "<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>"
+    stacks = {
+        "hook's module": [("main", "a.py", 1), ("sleep", f"{agent}/lazy.py", 80), ("_resolve", f"{agent}/lazy.py", 200),
+                          ("_find_and_load", boot, 1176), ("_call_with_frames_removed", boot, 241)],
+        "between two of the agent's": [("main", "a.py", 2), ("_run", f"{agent}/lazy.py", 150),
+                                       ("_load_unlocked", boot, 690), ("<module>", f"{agent}/hooks/time_.py", 1)],
+        "a program module": [("main", "a.py", 3), ("_find_and_load", f"{agent}/importtime.py", 90),
+                             ("_load_unlocked", boot, 690), ("get_code", external, 1070), ("<module>", "b.py", 1)],
+    }
+    kept = {name: [f[0] for f in fmt._program_frames(tuple(frames))] for name, frames in stacks.items()}
+    assert kept == {"hook's module": ["main"], "between two of the agent's": ["main"],
+                    "a program module": ["main", "_load_unlocked", "get_code", "<module>"]}
+
+
 def test_a_torn_frame_s_line_is_no_line() -> None:
     # py-spy --nonblocking reads frames while the program changes them: one had line 4294967045
     events = [event("B", 0, THREAD), event("B", 0, "__package__", "__doc__", 4294967045), event("B", 0, "f", "a.py", -3),
