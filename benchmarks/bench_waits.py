@@ -6,7 +6,8 @@ already finished) run the real APIs N times per round in fresh interpreters, unt
 median per-call time over all rounds, and the added cost is traced minus untraced. Three of them
 are calls the hooks know cannot block (not even timed); `Popen.communicate` on a reaped child is
 timed (two clock reads, the set of threads inside a wait) and not recorded; a Queue's put and get
-each notify a threading.Condition with no waiter (the notify hook looks, records nothing).
+each notify a threading.Condition with no waiter (nothing of the agent's runs: a Condition's
+waiters are noted only once something waits on it, hooks/threads.py).
 
 A wait that blocks is recorded as a span. Its added cost is measured in one traced interpreter,
 paired within it: a call that spins for 30 us (a deadline, so what it costs does not depend on

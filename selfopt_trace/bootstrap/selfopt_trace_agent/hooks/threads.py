@@ -11,8 +11,8 @@ starting thread (on the Thread, on the Future) so that a wait on them (`Thread.j
 
 A blocking `threading.Condition` wait (inside `Event.wait`, `Queue.get`, `Queue.join`,
 `Semaphore.acquire`) is a wait on the unit of the thread whose notify woke it, until that notify
-(hooks/waits.py records it). Both are wrapped with the rest here, at the first `Thread.start`: until
-a thread starts, no other thread of ours can notify.
+(hooks/waits.py records it). Condition.wait is wrapped with the rest here, at the first
+`Thread.start`: until a thread starts, no other thread of ours can notify.
 
 Only our span travels, not the submitter's whole context: the user's own context variables
 (decimal's context among them) stay exactly as they would be untraced, and so do tracebacks (the
@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 from _thread import get_ident, get_native_id
+from collections import deque
 from time import time_ns
 
 try:
@@ -88,8 +89,9 @@ def install(target: str, module) -> None:
                                                                    ready=_finished, own=True))
         if callable(getattr(module, "_shutdown", None)) and not tracer.is_own_wrapper(module._shutdown):
             module._shutdown = tracer.own_wrapper(_shutdown(module._shutdown, module), module._shutdown)
+        global _main_thread
+        _main_thread = module.main_thread
         _wrap(module.Condition, "wait", _condition_wait)
-        _wrap(module.Condition, "notify", lambda original: _condition_notify(original, module.main_thread))
     else:
         executor = module.ThreadPoolExecutor
         if "_adjust_thread_count" in executor.__dict__:
@@ -218,36 +220,34 @@ def _shutdown(original, threading):
 
 # --- threading.Condition: Event.wait, Queue.get and .join, Semaphore.acquire, ... -------------------
 
-_NOTIFIED = "_selfopt_trace_notified"  # on a Condition: (unit span id, time) of the last notify with a waiter
+class _NotedWaiters(deque):
+    """A Condition's waiters, noting who wakes one: `notify` removes each waiter it wakes (Python's
+    threading.Condition), so the last remove says which unit notified, and when. A Condition nobody
+    waits on keeps its own deque: its notify costs nothing more."""
 
+    __slots__ = ("notified",)
 
-def _condition_notify(original, main_thread):
-    """A notify that wakes a waiter leaves on the Condition which unit woke it, and when."""
-    def notify(self, n=1):
+    def remove(self, value) -> None:
+        deque.remove(self, value)  # what it raises, as the original
         try:
-            if self._waiters and tracer._enabled:
-                unit = _unit_here(main_thread)
-                if unit is not None:
-                    self.__dict__[_NOTIFIED] = (unit, time_ns())
+            unit = _unit_here()
+            if unit is not None:
+                self.notified = (unit, time_ns())
         except Exception:
             pass
-        try:
-            return original(self, n)
-        except BaseException as exc:  # as untraced: no frame of ours
-            tracer.strip_own_frames(exc)
-            raise
-
-    return waits.identity(notify, original)
 
 
-def _unit_here(main_thread) -> str | None:
+_main_thread = None  # threading.main_thread, set at install
+
+
+def _unit_here() -> str | None:
     """The span id of the unit the calling thread runs in (its `thread` or `task` span, a server span's
     handler, the process span in the main thread), as the breakdown counts units; None in a thread we
     did not start (no span of its own)."""
     span = tracer.current()
     if span is None:
         root = tracer.root()
-        return root.span_id if root is not None and get_ident() == main_thread().ident else None
+        return root.span_id if root is not None and get_ident() == _main_thread().ident else None
     while span.parent is not None and span.category != "thread":
         span = span.parent
     return span.span_id
@@ -256,7 +256,8 @@ def _unit_here(main_thread) -> str | None:
 def _condition_wait(original):
     """A blocking Condition.wait is a wait on the unit that notified it, from its start to the notify
     (then the waiter only wakes). Named after its caller in threading or queue (`Event.wait`,
-    `Queue.get`, `Queue.join`, ...). One that timed out, or that nobody we know notified, is not
+    `Queue.get`, `Queue.join`, ...). The Condition's waiters become a _NotedWaiters at its first wait
+    (under its lock, as the wait is). One that timed out, or that nobody we know notified, is not
     recorded: it waited on nothing traced (an untraced wait, as before)."""
     threshold = waits.THRESHOLD_NS
     busy = waits.busy
@@ -268,6 +269,12 @@ def _condition_wait(original):
             except BaseException as exc:
                 tracer.strip_own_frames(exc)
                 raise
+        try:
+            waiters = self._waiters
+            if type(waiters) is not _NotedWaiters and self._is_owned():
+                self._waiters = _NotedWaiters(waiters)
+        except Exception:
+            pass
         t0 = time_ns()
         try:
             result = original(self, timeout)
@@ -275,7 +282,7 @@ def _condition_wait(original):
             tracer.strip_own_frames(exc)
             raise
         try:
-            notified = self.__dict__.get(_NOTIFIED)
+            notified = getattr(self._waiters, "notified", None) if result else None
             if notified is not None and notified[1] - t0 >= threshold:
                 waits.record(_wait_name(sys._getframe(1).f_code), t0, notified[1], [notified[0]])
             else:
