@@ -5,8 +5,9 @@
 Prints its port, serves until its stdin closes, then stops. Each request is a `served` block, from
 starting to read the request's headers to having answered it (the extent a SERVER span claims);
 with `parse`, the handler decodes the JSON body (a `serialization` block inside it). Its threads
-(the one serving, one per request) are `thread` blocks, and the main thread's wait for stdin to
-close is a `blocked` block.
+(the one serving, one per request) are `thread` blocks, the main thread's wait for stdin to
+close is a `blocked` block, and its shutdown() a wait on the serving thread (the Event that thread
+sets once its poll sees the request: a threading.Condition wait, hooks/threads.py).
 """
 
 import time
@@ -94,5 +95,5 @@ print(server.server_address[1], flush=True)
 blocked = record.begin()
 sys.stdin.read()
 record.end(blocked, "blocked")
-server.shutdown()
+record.wait(server.shutdown, threads=["serve"])
 record.wait(serving.join, threads=["serve"])
