@@ -12,6 +12,7 @@ import subprocess, threading, time
 from asyncio import sleep as bound_early
 
 HOOKED = ["time.sleep", "os.waitpid", "os.system", "os.fork", "os.posix_spawn", "os._exit", "json.dumps",
+          "json.loads", "pickle.dumps", "pickle.loads",
           "signal.signal", "signal.getsignal", "asyncio.sleep", "asyncio.tasks.sleep", "asyncio.wrap_future",
           "concurrent.futures.wait", "concurrent.futures.as_completed", "concurrent.futures.Future.result",
           "threading.Thread.start", "threading.Thread.join", "subprocess.Popen.wait",
@@ -39,6 +40,7 @@ if __name__ == "__main__":
     concurrent.futures.wait([])
     thread = threading.Thread(target=int); thread.start(); thread.join()
     subprocess.run(["true"])
+    json.loads(json.dumps([1]))
     signal.getsignal(signal.SIGINT)
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     serving = threading.Thread(target=server.handle_request); serving.start()

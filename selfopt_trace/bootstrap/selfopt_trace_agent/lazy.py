@@ -73,6 +73,7 @@ BUILTIN_HOOKS = {
 _URLLIB3 = ("connectionpool.HTTPConnectionPool.urlopen", "poolmanager.PoolManager.urlopen",
             "connection.HTTPConnection._new_conn", "connection.HTTPSConnection.connect", "util.retry.Retry.sleep")
 _REQUESTS = ("sessions.Session.send",)
+_SERIALIZERS = ("dumps", "dump", "loads", "load")
 ON_FIRST_CALL = {
     "http.client": ("HTTPConnection.connect", "HTTPConnection.endheaders", "HTTPConnection.getresponse",
                     "HTTPSConnection.connect", "HTTPResponse._close_conn"),
@@ -104,6 +105,11 @@ ON_FIRST_CALL = {
     "asyncio.subprocess": ("Process.wait", "Process.communicate"),
     "asyncio.tasks": ("sleep",),  # pytest's plugins import asyncio; few programs sleep in it
     "asyncio.futures": ("wrap_future",),  # every run_in_executor, to_thread
+    # Most programs import json and pickle (pytest's plugins do) and call neither: serialization brings
+    # timed (~1.5 M instructions of a pytest run, docs/benchmarks.md). Every call goes through these.
+    "json": _SERIALIZERS,
+    "pickle": _SERIALIZERS,
+    "dill": _SERIALIZERS,
 }
 
 # module name -> what to run when it is imported: a BUILTIN_HOOKS hook module's name (a str: its
@@ -182,7 +188,7 @@ def _place(state: list, paths: tuple) -> None:
         # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
         # library's decorator): the hook decides what it wraps
         if callable(function) and not hasattr(function, _STANDS_IN_FOR):
-            stand_in = _stand_in(name, function, state)
+            stand_in = _stand_in(name, function, state, _home(owner, name, function))
             places += (owner, name, function, stand_in)
             setattr(owner, name, stand_in)
 
@@ -220,7 +226,7 @@ def _resolve(state: list) -> bool:
             # (tracer.at_home): the hook's wrapper is named as the original, and a package that
             # re-exports the function (asyncio.sleep, concurrent.futures.wait) has the wrapper too
             if wrapper is not function and tracer.is_own_wrapper(wrapper):
-                tracer.at_home(wrapper, function.__module__, function.__qualname__)
+                tracer.at_home(wrapper, *_home(owner, name, function))
             package = sys.modules.get(getattr(owner, "__name__", "").rpartition(".")[0]) if type(owner) is type(sys) \
                 else None
             if package is not None and package.__dict__.get(name) is stand_in:
@@ -234,6 +240,15 @@ def _resolve(state: list) -> bool:
         return True
 
 
+def _home(owner, name: str, function) -> tuple:
+    """(module, qualified name) where pickle must find what stands at `owner.name`: a module's, for a
+    function of a module (pickle's `dumps` is `_pickle.dumps`: ours must be found in pickle), else
+    the function's own."""
+    if type(owner) is type(sys):
+        return owner.__name__, name
+    return function.__module__, function.__qualname__
+
+
 def original(function):
     """What a hook wraps: the function behind a stand-in, else the function itself."""
     return getattr(function, _STANDS_IN_FOR, function)
@@ -245,9 +260,9 @@ _STANDS_IN_FOR = "__selfopt_trace_stands_in_for__"
 _CO_COROUTINE = 0x80
 
 
-def _stand_in(name: str, function, state: list):
+def _stand_in(name: str, function, state: list, home: tuple):
     if getattr(getattr(function, "__code__", None), "co_flags", 0) & _CO_COROUTINE:
-        return _async_stand_in(name, function, state)
+        return _async_stand_in(name, function, state, home)
 
     def call(*args, **kwargs):
         began = time_ns()
@@ -263,10 +278,10 @@ def _stand_in(name: str, function, state: list):
             if loaded:
                 tracer.first_call = None
 
-    return _named(call, name, function)
+    return _named(call, name, function, home)
 
 
-def _async_stand_in(name: str, function, state: list):
+def _async_stand_in(name: str, function, state: list, home: tuple):
     """A coroutine function's stand-in is one too (inspect and asyncio tell them apart). The hook
     loads when the coroutine first runs, as the original's body would; no tracer.first_call: other
     tasks run in this thread while it awaits."""
@@ -278,14 +293,14 @@ def _async_stand_in(name: str, function, state: list):
             tracer.strip_own_frames(exc)
             raise
 
-    return _named(call, name, function)
+    return _named(call, name, function, home)
 
 
-def _named(call, name: str, function):
+def _named(call, name: str, function, home: tuple):
     setattr(call, _STANDS_IN_FOR, function)
     call.__wrapped__ = function
-    call.__name__, call.__qualname__, call.__doc__ = name, function.__qualname__, function.__doc__
-    call.__module__ = function.__module__  # where pickle looks it up (tracer.at_home)
+    call.__name__, call.__doc__ = name, function.__doc__
+    call.__module__, call.__qualname__ = home  # where pickle looks it up (tracer.at_home)
     return call
 
 

@@ -316,3 +316,28 @@ def test_a_failing_recorder_changes_nothing_but_leaves_a_diagnostic(program):
     assert out == "688890 99999\n"
     assert {d["code"] for d in spans.diagnostics} >= {"measure_failed:json.dumps", "measure_failed:json.loads"}
     assert json.dumps(spans.diagnostics).count("recorder broke") >= 2
+
+
+FIRST_CALL = """
+import sys, json, pickle
+from json import dumps  # bound before the first call: the stand-in
+print([m for m in ("serialization", "timed") if "selfopt_trace_agent.hooks." + m in sys.modules])
+print(dumps.__name__, dumps.__module__, json.loads.__qualname__, pickle.dumps.__name__)
+text = dumps({"items": list(range(100000))})  # DUMPS
+print(len(text), [m for m in ("serialization", "timed") if "selfopt_trace_agent.hooks." + m in sys.modules])
+print(pickle.loads(pickle.dumps(json.dumps)) is json.dumps, pickle.loads(pickle.dumps(pickle.dumps)) is pickle.dumps)
+"""
+
+
+def test_the_hooks_load_at_the_first_call_not_at_the_import(program):
+    """Most programs import json and pickle and call neither (pytest's plugins): importing them loads
+    no hook module; the first call, through a reference taken before it, loads it and is recorded
+    from the program's line like any other."""
+    out, spans = program.run(FIRST_CALL)
+    traced, untraced = out.splitlines(), program.untraced(FIRST_CALL).splitlines()
+    assert traced[0] == untraced[0] == "[]"  # imported, not loaded
+    assert traced[1] == untraced[1] == "dumps json loads dumps" and traced[3] == untraced[3] == "True True"
+    assert traced[2] == untraced[2].replace("[]", "['serialization', 'timed']")  # loaded by the first call
+    dumps, = spans.named("json.dumps")
+    assert dumps.attributes["code.filepath"].endswith("prog.py")
+    assert dumps.attributes["code.lineno"] == line_of(FIRST_CALL, "# DUMPS")

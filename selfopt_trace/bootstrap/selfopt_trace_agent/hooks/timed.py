@@ -20,7 +20,7 @@ import sys
 from _thread import get_ident
 from time import time_ns
 
-from .. import config, tracer
+from .. import config, lazy, tracer
 
 DEFAULT_SMALL_NS = 100_000
 MARK = tracer.WRAPPER_MARK
@@ -295,6 +295,9 @@ def _record(call: Call, args: tuple, kwargs: dict, result, t0: int, t1: int, exc
             caller, frame: tracer.Span | None = None) -> None:
     """The call as a complete span (slow, failed, or the parent of something recorded)."""
     try:
+        # the program's line: above a first-call stand-in (lazy.py) the wrapper was called through
+        while caller.f_back is not None and caller.f_globals.get("__name__", "").startswith(tracer._OWN_MODULES):
+            caller = caller.f_back
         code = caller.f_code
         attributes = {
             "selfopt_trace.library": call.library,
@@ -341,6 +344,7 @@ def wrap_attribute(owner, attribute: str, call: Call, frame: bool = False) -> bo
     raw = owner.__dict__.get(attribute) if isinstance(owner, type) else getattr(owner, attribute, None)
     if raw is None:
         return False
+    raw = lazy.original(raw)  # what a stand-in stands for, until the first call wraps it
     make = framed if frame else measured
     if isinstance(owner, type):
         where = (owner.__module__, "%s.%s" % (owner.__qualname__, attribute))
