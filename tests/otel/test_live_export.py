@@ -114,17 +114,24 @@ def test_the_follower_reads_growing_files_as_the_loader_reads_them_whole(tmp_pat
     assert loaded[span_id(1)][11] == {"a": 1, "process.exit.code": -15}
 
 
-def test_a_child_that_exited_unseen_ends_at_its_last_record_as_the_loader_ends_it(tmp_path: Path) -> None:
-    """Reaped in C (gevent's, uvloop's loop), the child's exit is seen by nobody: its spawning span
-    ends at the parent's exit, marked so, and the loader ends it at the child's last record."""
-    run_dir = tmp_path / "unseen"
+def spawning_parent(tmp_path: Path, name: str, spawn_attributes: dict) -> tuple[Path, Path, Path]:
+    """A run directory whose parent (pid 11) has started a subprocess span for a child (pid 22):
+    (the directory, the parent's span file, the child's, not written yet)."""
+    run_dir = tmp_path / name
     (run_dir / "spans").mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({"run_id": "follow", "pid": 11, "exit_code": 0}))
     parent, child = run_dir / "spans" / "11-aaaaaaaa.spans", run_dir / "spans" / "22-bbbbbbbb.spans"
     parent.write_text(header(11) + spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1_000,
                                                       "{}")
                       + spanfile.start_line(span_id(2), span_id(1), TRACE, "subprocess", "CLIENT", "subprocess", 2_000,
-                                            spanfile.encode({"process.pid": 22})))
+                                            spanfile.encode(spawn_attributes)))
+    return run_dir, parent, child
+
+
+def test_a_child_that_exited_unseen_ends_at_its_last_record_as_the_loader_ends_it(tmp_path: Path) -> None:
+    """Reaped in C (gevent's, uvloop's loop), the child's exit is seen by nobody: its spawning span
+    ends at the parent's exit, marked so, and the loader ends it at the child's last record."""
+    run_dir, parent, child = spawning_parent(tmp_path, "unseen", {"process.pid": 22})
     follower = SpanFollower(run_dir, "follow")
     emitted = follower.poll()
     child.write_text(header(22, "child") + spanfile.complete_line(span_id(3), span_id(2), TRACE, "process", "INTERNAL",
@@ -143,14 +150,7 @@ def test_a_child_that_exited_unseen_ends_at_its_last_record_as_the_loader_ends_i
 def test_a_killed_child_ends_where_it_was_reaped_as_the_loader_ends_it(tmp_path: Path) -> None:
     """Killed (a `subprocess.run` timeout), the child never ended its process span: the loader ends
     it where its spawning span reaped it, and so does the follower's `still_open()`."""
-    run_dir = tmp_path / "killed"
-    (run_dir / "spans").mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"run_id": "follow", "pid": 11, "exit_code": 0}))
-    parent, child = run_dir / "spans" / "11-aaaaaaaa.spans", run_dir / "spans" / "22-bbbbbbbb.spans"
-    parent.write_text(header(11) + spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1_000,
-                                                      "{}")
-                      + spanfile.start_line(span_id(2), span_id(1), TRACE, "subprocess", "CLIENT", "subprocess", 2_000,
-                                            "{}"))
+    run_dir, parent, child = spawning_parent(tmp_path, "killed", {})
     child.write_text(header(22, "child") + spanfile.start_line(span_id(3), span_id(2), TRACE, "process", "INTERNAL",
                                                               "process", 2_100, "{}")
                      + spanfile.complete_line(span_id(4), span_id(3), TRACE, "interpreter.startup", "INTERNAL",
