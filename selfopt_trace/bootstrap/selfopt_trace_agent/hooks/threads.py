@@ -131,6 +131,8 @@ def _start(original):
                     tracer.exception_diagnostic("hook_failed:Thread.start", exc)
             # start() waits (an Event) for the new thread to begin: its start, not a wait on its work
             thread = get_ident()
+            if thread in busy:  # inside a wait already
+                return original(self, *args, **kwargs)
             busy.add(thread)
             try:
                 return original(self, *args, **kwargs)
@@ -231,8 +233,7 @@ class _NotedWaiters(deque):
         deque.remove(self, value)  # what it raises, as the original
         try:
             unit = _unit_here()
-            if unit is not None:
-                self.notified = (unit, time_ns())
+            self.notified = None if unit is None else (unit, time_ns())  # a thread we did not start: nobody known
         except Exception:
             pass
 
