@@ -123,11 +123,18 @@ _AGENT_DIRS = (f"/{AGENT_PACKAGE}/", f"\\{AGENT_PACKAGE}\\")
 
 
 _IMPORT_MACHINERY = "<frozen importlib"
+_SHIM = "_selfopt_trace_"  # the bootstrap's sitecustomize.py: its functions run the agent's modules
+
+
+def _is_agents(frame: tuple) -> bool:
+    function, file = frame[0], frame[1]
+    return any(part in file for part in _AGENT_DIRS) or (function.startswith(_SHIM) and file.endswith("sitecustomize.py"))
 
 
 def _program_frames(frames: tuple) -> tuple:
-    """The frames of a stack that are not the agent's (its package's files, wherever it is mounted),
-    nor the import machinery's frames the agent called with no program frame after them: the agent
+    """The frames of a stack that are not the agent's (its package's files, wherever it is mounted,
+    and the bootstrap shim's functions), nor the import machinery's frames the agent called with no
+    program frame after them: the agent
     loading its own module (a hook's at its first call), its work, not the program's (a sample
     there showed as an idle `_call_with_frames_removed` under the program's line). A program module
     imported through them keeps them."""
@@ -135,7 +142,7 @@ def _program_frames(frames: tuple) -> tuple:
     machinery: list = []  # import machinery since the last agent frame
     after_agent = False
     for frame in frames:
-        if any(part in frame[1] for part in _AGENT_DIRS):
+        if _is_agents(frame):
             after_agent = True
             machinery.clear()
         elif after_agent and frame[1].startswith(_IMPORT_MACHINERY):

@@ -85,11 +85,14 @@ def test_the_import_machinery_loading_the_agent_s_own_module_goes_with_the_agent
                           ("_find_and_load", boot, 1176), ("_call_with_frames_removed", boot, 241)],
         "between two of the agent's": [("main", "a.py", 2), ("_run", f"{agent}/lazy.py", 150),
                                        ("_load_unlocked", boot, 690), ("<module>", f"{agent}/hooks/time_.py", 1)],
+        # the bootstrap's shim runs a module of the lazy bundle
+        "the shim's": [("main", "a.py", 4), ("_load_bundled", f"{agent}/importtime.py", 190),
+                       ("_selfopt_trace_run_module", "/opt/x/bootstrap/sitecustomize.py", 90)],
         "a program module": [("main", "a.py", 3), ("_find_and_load", f"{agent}/importtime.py", 90),
                              ("_load_unlocked", boot, 690), ("get_code", external, 1070), ("<module>", "b.py", 1)],
     }
     kept = {name: [f[0] for f in fmt._program_frames(tuple(frames))] for name, frames in stacks.items()}
-    assert kept == {"hook's module": ["main"], "between two of the agent's": ["main"],
+    assert kept == {"hook's module": ["main"], "between two of the agent's": ["main"], "the shim's": ["main"],
                     "a program module": ["main", "_load_unlocked", "get_code", "<module>"]}
 
 
