@@ -300,8 +300,7 @@ def _named(call, name: str, function, home: tuple):
     setattr(call, _STANDS_IN_FOR, function)
     call.__wrapped__ = function
     call.__name__, call.__doc__ = name, function.__doc__
-    call.__module__, call.__qualname__ = home  # where pickle looks it up (tracer.at_home)
-    return call
+    return tracer.at_home(call, *home)
 
 
 def fire(name: str, module) -> None:

@@ -442,6 +442,14 @@ def at_home(wrapper, module_name: str, qualname: str):
     return wrapper
 
 
+def program_frame(frame):
+    """`frame`, or the first frame above it that is not the agent's (None when none is): the
+    program's line a wrapper was called from, through a first-call stand-in or a wrapper of ours."""
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_OWN_MODULES):
+        frame = frame.f_back
+    return frame
+
+
 def is_own_wrapper(function) -> bool:
     return getattr(function, WRAPPER_MARK, False) is True
 

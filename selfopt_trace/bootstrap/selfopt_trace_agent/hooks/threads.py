@@ -89,8 +89,6 @@ def install(target: str, module) -> None:
                                                                    ready=_finished, own=True))
         if callable(getattr(module, "_shutdown", None)) and not tracer.is_own_wrapper(module._shutdown):
             module._shutdown = tracer.own_wrapper(_shutdown(module._shutdown, module), module._shutdown)
-        global _main_thread
-        _main_thread = module.main_thread
         _wrap(module.Condition, "wait", _condition_wait)
     else:
         executor = module.ThreadPoolExecutor
@@ -238,9 +236,6 @@ class _NotedWaiters(deque):
             pass
 
 
-_main_thread = None  # threading.main_thread, set at install
-
-
 def _unit_here() -> str | None:
     """The span id of the unit the calling thread runs in (its `thread` or `task` span, a server span's
     handler, the process span in the main thread), as the breakdown counts units; None in a thread we
@@ -248,7 +243,7 @@ def _unit_here() -> str | None:
     span = tracer.current()
     if span is None:
         root = tracer.root()
-        return root.span_id if root is not None and get_ident() == _main_thread().ident else None
+        return root.span_id if root is not None and get_ident() == process._main_thread else None
     while span.parent is not None and span.category != "thread":
         span = span.parent
     return span.span_id

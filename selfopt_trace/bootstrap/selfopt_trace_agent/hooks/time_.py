@@ -114,9 +114,7 @@ def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None
         # where the program slept (it shows on the critical path): the frame above process.py's
         # wrapper and its recorder, or above asyncio.sleep's wrapper (`depth`; sys._getframe makes
         # no frame objects for the frames it skips)
-        caller = sys._getframe(depth)
-        while caller is not None and caller.f_globals.get("__name__", "").startswith(tracer._OWN_MODULES):
-            caller = caller.f_back
+        caller = tracer.program_frame(sys._getframe(depth))
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
         waits.write_under(parent, head, t0, t1, "{}" if caller is None else _where(caller))

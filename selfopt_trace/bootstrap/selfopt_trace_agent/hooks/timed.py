@@ -295,9 +295,7 @@ def _record(call: Call, args: tuple, kwargs: dict, result, t0: int, t1: int, exc
             caller, frame: tracer.Span | None = None) -> None:
     """The call as a complete span (slow, failed, or the parent of something recorded)."""
     try:
-        # the program's line: above a first-call stand-in (lazy.py) the wrapper was called through
-        while caller.f_back is not None and caller.f_globals.get("__name__", "").startswith(tracer._OWN_MODULES):
-            caller = caller.f_back
+        caller = tracer.program_frame(caller) or caller  # above a first-call stand-in (lazy.py) it went through
         code = caller.f_code
         attributes = {
             "selfopt_trace.library": call.library,
