@@ -31,6 +31,8 @@ import tempfile
 from pathlib import Path
 
 from selfopt_trace import import_twin
+from selfopt_trace.bootstrap.selfopt_trace_agent import container
+from selfopt_trace.bootstrap.selfopt_trace_agent.config import ENV_CONTAINER_ID
 from selfopt_trace.runner import write_bundles
 
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
@@ -58,8 +60,13 @@ def run_parent(prefix: list, env: dict, children: int) -> list:
 
 
 def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
-    return dict(base, SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID="bench",
-                SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), PYTHONPATH=str(bootstrap))
+    """What `selfopt-trace run` gives CMD (runner.traced_environ): the container's id included."""
+    env = dict(base, SELFOPT_TRACE_DIR=str(run_dir), SELFOPT_TRACE_RUN_ID="bench",
+               SELFOPT_TRACE_BOOTSTRAP=str(bootstrap), PYTHONPATH=str(bootstrap))
+    container_id = container.passed_on()
+    if container_id:
+        env[ENV_CONTAINER_ID] = container_id
+    return env
 
 
 def compiled_bootstraps(compare: list | None) -> dict:

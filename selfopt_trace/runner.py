@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Sequence
 
 # The agent's contract (docs/architecture.md): its config module is the one definition of the names.
 from .bootstrap.selfopt_trace_agent import config as agent_config
+from .bootstrap.selfopt_trace_agent import container
 from .errors import SelfoptTraceError
 from .export.otlp_settings import OtlpSettings, OtlpSettingsError
 from .export.otlp_settings import resolve as resolve_otlp
@@ -432,6 +433,11 @@ def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions,
         given = [t for t in env.get(agent_config.ENV_TARGETS, "").replace(";", ",").split(",") if t.strip()]
         env[agent_config.ENV_TARGETS] = ";".join(dict.fromkeys(given + options.targets))
     env["PYTHONPATH"] = agent_config.with_bootstrap(env.get("PYTHONPATH", ""), str(BOOTSTRAP_DIR))
+    # read here, once: a traced process that is first in its container otherwise reads /proc for it
+    # (~1 M instructions, docs/benchmarks.md)
+    container_id = container.passed_on()
+    if container_id:
+        env[agent_config.ENV_CONTAINER_ID] = container_id
     # CMD's process span starts when we spawn it (the agent trusts this when we are its parent).
     env[agent_config.ENV_SPAWN] = f"{os.getpid()}:{spawn_ns}"
     return env

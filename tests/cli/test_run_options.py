@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from tests.cli.conftest import python
@@ -367,3 +368,21 @@ def test_a_bad_target_fails_before_the_command_runs(cli, tmp_path):
     result = cli("run", "--", *marker_cmd(marker))
     assert result.returncode == 2 and str(cli.cwd / "pyproject.toml").encode() in result.stderr
     assert not marker.exists()
+
+
+def test_cmd_is_given_the_container_s_id_and_reads_no_proc_for_it(cli):
+    """`run` reads the container's id once and passes it on (keyed by its mount namespace): no traced
+    process loads container.py, and each still says which container it ran in."""
+    in_a_container = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+    probe = "import os, sys; print(os.environ.get('SELFOPT_TRACE_CONTAINER_ID', ''), 'selfopt_trace_agent.container' in sys.modules)"
+    result = cli("run", "-q", "--run-id", "contained", "--", *python(probe))
+    assert result.returncode == 0, result.stderr
+    passed_on, loaded = result.stdout.decode().rstrip("\n").rsplit(" ", 1)
+    assert loaded == "False"
+    if not in_a_container:
+        assert passed_on == ""
+        return
+    namespace, container_id = passed_on.split("\t")
+    assert namespace == os.readlink("/proc/self/ns/mnt")
+    resource = json.loads(cli.query("SELECT resource_attributes FROM spans WHERE run_id = 'contained' AND name = 'process'")[0][0])
+    assert resource["container.runtime"] in ("docker", "podman") and resource.get("container.id", "") == container_id

@@ -1,8 +1,9 @@
 """The id of the container a process runs in (docker, podman), read from its own mounts.
 
-Read by the first traced process of a container only: process.py passes the id on to the others
-(config.ENV_CONTAINER_ID), and loads this module only where /.dockerenv or /run/.containerenv
-exists and no process of the same mount namespace has read it yet.
+Read once per container: `selfopt-trace run` passes it on to CMD (config.ENV_CONTAINER_ID, keyed by
+the mount namespace: `passed_on`), as the first traced process of a container started otherwise
+passes it on to the others. process.py loads this module only where /.dockerenv or
+/run/.containerenv exists and no process of the same mount namespace has read it yet.
 """
 
 # No `from __future__ import annotations`: it imports the `__future__` module (~0.7 M instructions),
@@ -35,3 +36,15 @@ def _is_hex(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def passed_on() -> str:
+    """config.ENV_CONTAINER_ID's value for this mount namespace: the namespace, a tab and the id; ""
+    outside a container or without /proc (nothing to key the id by)."""
+    if not (os.path.exists("/run/.containerenv") or os.path.exists("/.dockerenv")):
+        return ""
+    try:
+        namespace = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return ""
+    return namespace + "\t" + container_id()
