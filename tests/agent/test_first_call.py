@@ -3,6 +3,7 @@ the program lived the load inside the call (tracer.first_call)."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -108,3 +109,41 @@ def test_a_program_using_sentry_sdk_runs_traced(traced) -> None:
     clients = [s for s in traced.spans().spans if s.kind == "CLIENT" and s.category == "http"]
     servers = [s for s in traced.spans().spans if s.kind == "SERVER"]
     assert len(clients) == len(servers) == 1 and servers[0].parent_span_id == clients[0].span_id
+
+
+# pytest's plugins import pydantic and time_machine in every pytest process (codeflash's, time-machine's
+# own): neither loads a hook module until something is validated, serialized or travels. A stand-in
+# for a classmethod is a classmethod: a subclass's override reaches it through super().
+UNCALLED_UNTIL_NOW = """
+import inspect, json, sys, pydantic, time_machine
+def hooks():
+    return sorted(m.rpartition(".")[2] for m in sys.modules if m.startswith("selfopt_trace_agent.hooks."))
+imported = hooks()
+class Item(pydantic.BaseModel):
+    name: str
+class Shouted(Item):
+    @classmethod
+    def model_validate(cls, obj, **kwargs):
+        return super().model_validate(dict(obj, name=obj["name"].upper()), **kwargs)
+print(inspect.signature(Item.model_validate), Item.model_validate.__qualname__, Shouted.model_validate.__qualname__)
+print(Shouted.model_validate({"name": "x"}), Item.model_validate_json('{"name": "y"}'), Item(name="z").model_dump())
+print(pydantic.TypeAdapter(int).validate_python("3"))
+with open(sys.argv[1], "w") as out:
+    json.dump([imported, hooks()], out)
+"""
+
+
+def test_pydantic_and_time_machine_load_no_hook_until_called(traced, tmp_path) -> None:
+    loaded = tmp_path / "hooks.json"
+    untraced = traced.untraced([sys.executable, "-c", UNCALLED_UNTIL_NOW, str(tmp_path / "untraced.json")])
+    done = traced.python(UNCALLED_UNTIL_NOW, str(loaded), extra_env={"SELFOPT_TRACE_SMALL_NS": "0"})
+    assert untraced.returncode == done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == (untraced.stdout, untraced.stderr)
+    imported, called = json.loads(loaded.read_text())
+    assert not {"serialization", "time_machine_"} & set(imported)  # parsing's: inspect imports ast
+    assert "serialization" in called and "time_machine_" not in called
+    spans = traced.spans()
+    validated = spans.named("pydantic.model_validate")
+    assert len(validated) == 1 and validated[0].attributes["selfopt_trace.python.type"] == "__main__.Shouted"
+    assert len(spans.named("pydantic.model_validate_json")) == len(spans.named("pydantic.model_dump")) == 1
+    assert len(spans.named("pydantic.TypeAdapter.validate_python")) == 1

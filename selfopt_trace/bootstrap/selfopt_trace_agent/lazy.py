@@ -110,6 +110,15 @@ ON_FIRST_CALL = {
     "json": _SERIALIZERS,
     "pickle": _SERIALIZERS,
     "dill": _SERIALIZERS,
+    # codeflash's pytest plugin imports pydantic in every pytest child, which validates nothing
+    "pydantic.main": ("BaseModel.model_dump", "BaseModel.model_dump_json", "BaseModel.model_validate",
+                      "BaseModel.model_validate_json"),
+    "pydantic.type_adapter": ("TypeAdapter.dump_python", "TypeAdapter.dump_json", "TypeAdapter.validate_python",
+                              "TypeAdapter.validate_json"),
+    # time-machine's pytest plugin loads it in every pytest process; every travel starts in start
+    # (its context manager, decorator and fixture), and the agent's clock must be kept out of it
+    # before the first one patches the time module
+    "time_machine": ("travel.start",),
 }
 
 # module name -> what to run when it is imported: a BUILTIN_HOOKS hook module's name (a str: its
@@ -184,13 +193,17 @@ def _place(state: list, paths: tuple) -> None:
         owner = state[_MODULE]
         for part in owners:
             owner = getattr(owner, part, None)
-        function = getattr(owner, "__dict__", {}).get(name)
+        raw = getattr(owner, "__dict__", {}).get(name)
+        # a classmethod's or staticmethod's function stands in inside one of its kind
+        descriptor = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
+        function = raw.__func__ if descriptor else raw
         # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
         # library's decorator): the hook decides what it wraps
         if callable(function) and not hasattr(function, _STANDS_IN_FOR):
             stand_in = _stand_in(name, function, state, _home(owner, name, function))
-            places += (owner, name, function, stand_in)
-            setattr(owner, name, stand_in)
+            placed = descriptor(stand_in) if descriptor else stand_in
+            places += (owner, name, raw, placed)
+            setattr(owner, name, placed)
 
 
 def _resolve(state: list) -> bool:
@@ -218,15 +231,18 @@ def _resolve(state: list) -> bool:
         _run(target, _hook_installer(state[_HOOK_MODULE], target), state[_MODULE])
         calls = {}
         for i in range(0, len(places), 4):
-            owner, name, function, stand_in = places[i:i + 4]
+            owner, name, raw, stand_in = places[i:i + 4]
             current = owner.__dict__.get(name)
-            calls[function] = wrapper = function if current is stand_in else current  # not wrapped: the original
+            wrapper = raw if current is stand_in else current  # not wrapped: the original
             setattr(owner, name, wrapper)
+            # the stand-in goes on into a function: a classmethod's or staticmethod's own
+            function = _function(raw)
+            calls[function] = _function(wrapper)
             # pickle finds a function where its module and qualified name say, and must find it there
             # (tracer.at_home): the hook's wrapper is named as the original, and a package that
             # re-exports the function (asyncio.sleep, concurrent.futures.wait) has the wrapper too
-            if wrapper is not function and tracer.is_own_wrapper(wrapper):
-                tracer.at_home(wrapper, *_home(owner, name, function))
+            if wrapper is not raw and tracer.is_own_wrapper(calls[function]):
+                tracer.at_home(calls[function], *_home(owner, name, function))
             package = sys.modules.get(getattr(owner, "__name__", "").rpartition(".")[0]) if type(owner) is type(sys) \
                 else None
             if package is not None and package.__dict__.get(name) is stand_in:
@@ -249,8 +265,17 @@ def _home(owner, name: str, function) -> tuple:
     return function.__module__, function.__qualname__
 
 
+def _function(raw):
+    """The function of a classmethod or staticmethod, else `raw`."""
+    return raw.__func__ if isinstance(raw, (classmethod, staticmethod)) else raw
+
+
 def original(function):
-    """What a hook wraps: the function behind a stand-in, else the function itself."""
+    """What a hook wraps: the function behind a stand-in (in a classmethod or staticmethod as the
+    stand-in is), else the function itself."""
+    if isinstance(function, (classmethod, staticmethod)):
+        behind = getattr(function.__func__, _STANDS_IN_FOR, None)
+        return function if behind is None else type(function)(behind)
     return getattr(function, _STANDS_IN_FOR, function)
 
 

@@ -3,9 +3,10 @@
 `time_machine.travel()` swaps the C functions of the time module (`time_ns`, `clock_gettime_ns` of
 the real-time clock, ...) for its own, so every holder of them reads the travelled time: the agent's
 modules too, whose spans under a travel started in 2020 and lasted nothing. It leaves `monotonic_ns`
-alone and has no ignore list. So from its import on, the agent's modules read the wall clock as
-`monotonic_ns()` plus the real-time clock's offset from it then (before any travel can start); those
-loaded later, as they load (importtime.after_agent_import). The C twin reads its clock itself. The
+alone and has no ignore list. So from the first travel's start on (this module loads then:
+lazy.ON_FIRST_CALL), the agent's modules read the wall clock as `monotonic_ns()` plus the real-time
+clock's offset from it then, before the travel patches the time module; those loaded later, as they
+load (importtime.after_agent_import). The C twin reads its clock itself. The
 program's clocks travel as it asked.
 """
 
