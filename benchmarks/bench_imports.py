@@ -87,6 +87,14 @@ def agent_overhead_ns(run_dir: Path) -> int:
     return total
 
 
+def aside(cwd: Path, name: str) -> Path:
+    """Where the benchmark's own files go (run directories, probes, callgrind's output): beside the
+    case's directory, not in it. pytest collects its directory tree: with the run directory in it,
+    the traced side collected one directory more and counted ~6 M instructions more (1,890.0 against
+    1,884.2 M, docs/benchmarks.md), as no `selfopt-trace run` does (its runs are under its home)."""
+    return cwd.parent / name
+
+
 def write_caches(args: list, cwd: Path, env: dict) -> None:
     """Run the case once with bytecode written: the installed packages' .pyc, and pytest's rewritten
     plugins (pytest rewrites the asserts of every plugin module it imports, and reads its rewrite
@@ -101,9 +109,9 @@ def write_caches(args: list, cwd: Path, env: dict) -> None:
 def module_count(args: list, cwd: Path, env: dict) -> int:
     """How many modules the case's process has imported when it ends (untraced)."""
     code = "import atexit, sys, os; atexit.register(lambda: os.write(2, b'MODULES %d\\n' % len(sys.modules)))"
-    probe = dict(env, PYTHONPATH=str(cwd / "probe"))
-    (cwd / "probe").mkdir(exist_ok=True)
-    (cwd / "probe" / "sitecustomize.py").write_text(code + "\n")
+    probe = dict(env, PYTHONPATH=str(aside(cwd, "probe")))
+    aside(cwd, "probe").mkdir(exist_ok=True)
+    (aside(cwd, "probe") / "sitecustomize.py").write_text(code + "\n")
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=probe, capture_output=True, text=True)
     found = re.findall(r"MODULES (\d+)", result.stderr)
     return int(found[-1]) if found else 0
@@ -130,11 +138,12 @@ def _write():
 
 
 def gc_probe(cwd: Path) -> Path:
-    """The directory of the GC probe's sitecustomize (to put on PYTHONPATH); its results go to cwd/gc."""
-    directory = cwd / "gcprobe"
+    """The directory of the GC probe's sitecustomize (to put on PYTHONPATH); its results go to gc/
+    beside the case's directory."""
+    directory = aside(cwd, "gcprobe")
     directory.mkdir(exist_ok=True)
     (directory / "sitecustomize.py").write_text(GC_PROBE)
-    (cwd / "gc").mkdir(exist_ok=True)
+    aside(cwd, "gc").mkdir(exist_ok=True)
     return directory
 
 
@@ -163,7 +172,7 @@ def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, tuple, float,
 def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict, gc: bool = False) -> None:
     args = CASES[name]
     modules = module_count(args, cwd, base)
-    runs = cwd / "runs"
+    runs = aside(cwd, "runs")
     walls: dict = {"untraced": [], **{mode: [] for mode in bootstraps}}
     added: dict = {mode: [] for mode in bootstraps}
     added_cpu: dict = {mode: [] for mode in bootstraps}
@@ -175,7 +184,7 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
     accounted: dict = {mode: [] for mode in bootstraps}
     if gc:  # untraced: the probe is the sitecustomize; traced: the shim chains it
         probe = gc_probe(cwd)
-        base = dict(base, PYTHONPATH=str(probe), BENCH_GC_DIR=str(cwd / "gc"))
+        base = dict(base, PYTHONPATH=str(probe), BENCH_GC_DIR=str(aside(cwd, "gc")))
     timed(args, cwd, base)  # warm the page cache
     for i in range(pairs):
         for mode, bootstrap in bootstraps.items():
@@ -249,7 +258,7 @@ def median_interval(values: list, resamples: int = 2000) -> tuple:
 def instructions(args: list, cwd: Path, env: dict, cache_sim: bool = False) -> int:
     """Instructions of the whole process; with `cache_sim`, callgrind's cycle estimate instead
     (CEst = Ir + 10 x L1 misses + 100 x last-level misses, of the simulated caches)."""
-    out = cwd / "callgrind.out"
+    out = aside(cwd, "callgrind.out")
     result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                              *(["--cache-sim=yes"] if cache_sim else []), sys.executable, *args],
                             cwd=cwd, env=env, capture_output=True, text=True)
@@ -272,7 +281,7 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic
     for i, (mode, bootstrap) in enumerate(bootstraps.items()):
         # A run directory's name as long for every side: named after the side, the base copy's pytest
         # count was 18 M higher than with a name as long as the other's (docs/benchmarks.md).
-        run_dir = cwd / "runs" / f"side{i:02d}"
+        run_dir = aside(cwd, "runs") / f"side{i:02d}"
         env = traced_environ(base, bootstrap, run_dir) | MODE_ENV.get(mode, {})
         env["SELFOPT_TRACE_IMPORT_THRESHOLD_MS"] = "100000" if deterministic else str(CALLGRIND_SLOWDOWN)
         env["SELFOPT_TRACE_SMALL_NS"] = str(10**11 if deterministic else 100_000 * CALLGRIND_SLOWDOWN)
@@ -309,13 +318,13 @@ def slopes(cwd: Path, base: dict, bootstraps: dict) -> None:
                                                ("compile", "100000", "import comp", 2 * SLOPE_MODULES)):
             env = base
             if bootstrap is not None:
-                env = traced_environ(base, bootstrap, cwd / "runs" / "slope") | MODE_ENV.get(mode, {})
+                env = traced_environ(base, bootstrap, aside(cwd, "runs") / "slope") | MODE_ENV.get(mode, {})
                 env.update(SELFOPT_TRACE_IMPORT_THRESHOLD_MS=threshold_ms, SELFOPT_TRACE_SMALL_NS=str(10**10))
             elif what == "import recorded":
                 continue
             per = [(instructions(["-c", code], cwd / f"slope{SLOPE_MODULES}", env)
                     - instructions(["-c", code], cwd / "slope0", env)) / calls for _ in range(2)]
-            shutil.rmtree(cwd / "runs", ignore_errors=True)
+            shutil.rmtree(aside(cwd, "runs"), ignore_errors=True)
             print(f"  {mode:<28}{what:<18}" + "".join(f"{n / 1e3:>10.2f} k" for n in per))
 
 
@@ -342,7 +351,9 @@ def main() -> None:
         mode = "selfopt-trace, Python wrapper"
         bootstraps[mode] = bootstraps["selfopt-trace"]
         MODE_ENV[mode] = {"SELFOPT_TRACE_PURE_PYTHON": "1"}
-    cwd = Path(tempfile.mkdtemp(prefix="bench-imports-"))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-imports-"))
+    cwd = workdir / "project"
+    cwd.mkdir()
     (cwd / "test_one.py").write_text(TEST_FILE)
     base = clean_environ()
     print(f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
@@ -357,7 +368,7 @@ def main() -> None:
             else:
                 measure_case(name, args.pairs, cwd, base, bootstraps, args.gc)
     finally:
-        shutil.rmtree(cwd, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
