@@ -37,7 +37,7 @@ def _selfopt_trace_load():
     from os.path import dirname
 
     tag = sys.implementation.cache_tag
-    if tag is None or sys.flags.optimize:  # the bundle holds code compiled with optimize=0
+    if tag is None:  # (its code is the same for any -O: compiled without docstrings and asserts)
         return False
     here = dirname(__file__)
     try:

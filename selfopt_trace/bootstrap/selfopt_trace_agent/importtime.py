@@ -204,7 +204,7 @@ def _bundle_index() -> dict:
     global _bootstrap_dir, _bundle_path
     package = sys.modules[_AGENT].__path__[0]
     tag = sys.implementation.cache_tag
-    if _run_module is None or tag is None or sys.flags.optimize:  # the bundle holds code compiled with optimize=0
+    if _run_module is None or tag is None:  # (its code is the same for any -O: runner._compile_agent_module)
         return {}
     _bootstrap_dir = package.rpartition("/")[0] + "/"
     _bundle_path = package + "/__pycache__/lazy." + tag + ".bundle"
