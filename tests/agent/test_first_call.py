@@ -111,11 +111,12 @@ def test_a_program_using_sentry_sdk_runs_traced(traced) -> None:
     assert len(clients) == len(servers) == 1 and servers[0].parent_span_id == clients[0].span_id
 
 
-# pytest's plugins import pydantic and time_machine in every pytest process (codeflash's, time-machine's
-# own): neither loads a hook module until something is validated, serialized or travels. A stand-in
-# for a classmethod is a classmethod: a subclass's override reaches it through super().
+# pytest's plugins import pydantic, time_machine, codeflash and its config parser in every pytest
+# process (codeflash's, time-machine's own): none loads a hook module until something is validated,
+# serialized, travels or is optimized. A stand-in for a classmethod is a classmethod: a subclass's
+# override reaches it through super().
 UNCALLED_UNTIL_NOW = """
-import inspect, json, sys, pydantic, time_machine
+import inspect, json, sys, pydantic, time_machine, codeflash.code_utils.config_parser
 def hooks():
     return sorted(m.rpartition(".")[2] for m in sys.modules if m.startswith("selfopt_trace_agent.hooks."))
 imported = hooks()
@@ -133,15 +134,15 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def test_pydantic_and_time_machine_load_no_hook_until_called(traced, tmp_path) -> None:
+def test_pydantic_time_machine_and_codeflash_load_no_hook_until_called(traced, tmp_path) -> None:
     loaded = tmp_path / "hooks.json"
     untraced = traced.untraced([sys.executable, "-c", UNCALLED_UNTIL_NOW, str(tmp_path / "untraced.json")])
     done = traced.python(UNCALLED_UNTIL_NOW, str(loaded), extra_env={"SELFOPT_TRACE_SMALL_NS": "0"})
     assert untraced.returncode == done.returncode == 0, done.stderr
     assert (done.stdout, done.stderr) == (untraced.stdout, untraced.stderr)
     imported, called = json.loads(loaded.read_text())
-    assert not {"serialization", "time_machine_"} & set(imported)  # parsing's: inspect imports ast
-    assert "serialization" in called and "time_machine_" not in called
+    assert not {"serialization", "time_machine_", "targets"} & set(imported)  # parsing's: inspect imports ast
+    assert "serialization" in called and not {"time_machine_", "targets"} & set(called)
     spans = traced.spans()
     validated = spans.named("pydantic.model_validate")
     assert len(validated) == 1 and validated[0].attributes["selfopt_trace.python.type"] == "__main__.Shouted"

@@ -35,7 +35,7 @@ BUILTIN_HOOKS = {
     "libcst.metadata.wrapper": "parsing",
     "jedi": "parsing",
     "tree_sitter": "parsing",
-    "codeflash": "targets",
+    "codeflash": "codeflash_",
     "http.client": "http_client",
     "urllib3": "urllib3_",
     "pip._vendor.urllib3": "urllib3_",
@@ -162,6 +162,12 @@ def _builtin_installer(target: str, hook_module: str):
         _place([target, hook_module, module, [], None, RLock()], paths)
 
     return install
+
+
+def on_first_call(target: str, hook_module: str, paths: tuple) -> None:
+    """Stand-ins at `paths` of module `target` once it is imported (now, if it is), whose first call
+    loads hook module `hook_module` (its install(target, module)), as ON_FIRST_CALL's do."""
+    when_imported(target, lambda module: _place([target, hook_module, module, [], None, RLock()], paths))
 
 
 def _hook_installer(hook_module: str, target: str):

@@ -146,23 +146,31 @@ def test_attributes_are_read_from_the_arguments(program):
 
 
 def test_the_codeflash_list_matches_the_installed_codeflash(traced):
-    """Every built-in target exists in the codeflash this project tests against (the e2e extra)."""
+    """Every built-in target exists in the codeflash this project tests against (the e2e extra): each
+    has a stand-in once its module is imported, and is wrapped once its module's first call comes
+    (here: what that call runs, for every module)."""
     code = """
-import importlib
-from selfopt_trace_agent.targets_codeflash import TARGETS
+import importlib, sys
+from selfopt_trace_agent.hooks.codeflash_ import TARGETS
 import codeflash.main
-wrapped = 0
-for module_name, qualname, _, _ in TARGETS:
-    owner = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        owner = getattr(owner, part)
-    wrapped += getattr(getattr(owner, "__func__", owner), "__selfopt_trace_target__", False)
-print(wrapped, len(TARGETS))
+def functions():
+    for module_name, qualname, _, _ in TARGETS:
+        owner = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            owner = getattr(owner, part)
+        yield getattr(owner, "__func__", owner)
+standing_in = sum(hasattr(f, "__selfopt_trace_stands_in_for__") for f in functions())
+print("targets" in sys.modules.get("selfopt_trace_agent.hooks").__dict__)
+from selfopt_trace_agent.hooks import targets
+for module_name in {entry[0] for entry in TARGETS}:
+    targets.install_codeflash(module_name, sys.modules[module_name])
+print(standing_in, sum(getattr(f, "__selfopt_trace_target__", False) for f in functions()), len(TARGETS))
 """
     result = traced.run([sys.executable, "-c", code], extra_env={"SELFOPT_TRACE_SMALL_NS": "1e12"})
     assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
-    wrapped, total = map(int, result.stdout.split())
-    assert wrapped == total > 30
+    loaded, counts = result.stdout.decode().splitlines()
+    standing_in, wrapped, total = map(int, counts.split())
+    assert loaded == "False" and standing_in == wrapped == total > 30
     assert not [d for d in traced.spans().diagnostics if d["code"].startswith("target")]
 
 
@@ -172,7 +180,8 @@ def test_a_codeflash_module_missing_in_another_version_is_a_diagnostic(traced, t
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "main.py").write_text("def main():\n    return 'ran'\n")
-    code = "import sys; sys.path.insert(0, %r); import codeflash.main; print(codeflash.main.main())" % str(tmp_path)
+    # bound before its first call: the stand-in, which goes on into the wrapper that call installs
+    code = "import sys; sys.path.insert(0, %r); from codeflash.main import main; print(main())" % str(tmp_path)
     result = traced.run([sys.executable, "-c", code])
     assert result.returncode == 0 and result.stderr == b"" and result.stdout == b"ran\n"
     spans = traced.spans()

@@ -1,11 +1,21 @@
 """codeflash's phases as spans: the built-in target list (checked against codeflash 0.20.6).
 
-Loaded only in processes that import codeflash (lazy.BUILTIN_HOOKS["codeflash"] -> hooks/targets.py).
-Each entry: (module, qualname, span name, {attribute: argument path}). An argument path is a
-parameter name followed by attribute names, read when the call starts: it is how a span says
-which function is being optimized and which candidate is being evaluated. A target that this
-codeflash version lacks is a diagnostic (`target_missing`), never an error.
+Loaded only in processes that import codeflash (lazy.BUILTIN_HOOKS["codeflash"]). Each entry:
+(module, qualname, span name, {attribute: argument path}). An argument path is a parameter name
+followed by attribute names, read when the call starts: it is how a span says which function is
+being optimized and which candidate is being evaluated. A target that this codeflash version lacks
+is a diagnostic (`target_missing`), never an error.
+
+The targets wait for their first call: a stand-in for each, placed as its module is imported
+(lazy.on_first_call), loads hooks/targets.py at its first call, which then wraps the targets of
+that module. codeflash's pytest plugin imports codeflash and its config parser in every pytest
+child, which calls none of them: loading targets.py and this list as a module of its own there
+cost each child 0.83 M instructions, 0.42 M now (docs/benchmarks.md).
 """
+
+from __future__ import annotations
+
+from .. import lazy
 
 _FUNCTION = {"codeflash.function": "self.function_to_optimize.qualified_name"}
 _OPTIMIZER = "codeflash.optimization.optimizer"
@@ -70,3 +80,18 @@ TARGETS = (
     # 8. cleanup
     (_OPTIMIZER, "Optimizer.cleanup_temporary_paths", "codeflash.cleanup", None),
 )
+
+
+def install(target: str, module) -> None:
+    """`codeflash` imported: its target modules wait for their first call. Another target: a stand-in
+    of one of its targets was called."""
+    if target != "codeflash":
+        from . import targets
+
+        targets.install_codeflash(target, module)
+        return
+    qualnames: dict = {}
+    for module_name, qualname, _, _ in TARGETS:
+        qualnames.setdefault(module_name, []).append(qualname)
+    for module_name, paths in qualnames.items():
+        lazy.on_first_call(module_name, __name__.rpartition(".")[2], tuple(paths))

@@ -1,9 +1,11 @@
 """Declarative targets: functions named `module:qualname` become spans (category "phase").
 
-Two sources, both applied when the target's module is first imported (lazy.when_imported):
-- the built-in codeflash list (targets_codeflash.py), registered when `codeflash` is imported;
+Two sources:
+- the built-in codeflash list (hooks/codeflash_.py), each wrapped at the first call of a target of
+  its module (codeflash_ puts stand-ins in their place as their modules are imported);
 - the user's, from SELFOPT_TRACE_TARGETS: `module:qualname` entries separated by `,` or `;`
-  (set by `selfopt-trace run --target` and `[tool.selfopt-trace] targets` in pyproject.toml).
+  (set by `selfopt-trace run --target` and `[tool.selfopt-trace] targets` in pyproject.toml),
+  wrapped when the target's module is first imported (lazy.when_imported).
 
 A wrapper is a plain function that keeps the original's name, qualname and `__wrapped__` (so
 inspect.signature sees the real parameters). A target that does not exist in the imported
@@ -22,33 +24,43 @@ MARK = "__selfopt_trace_target__"  # not timed.MARK: a target may wrap a functio
 _CO_COROUTINE, _CO_GENERATOR, _CO_ASYNC_GENERATOR = 0x80, 0x20, 0x200
 
 
-# module name -> its targets not yet applied. Each such module waits with this hook module's name
-# (lazy.BUILTIN_HOOKS' way: install(module name, module)), not a closure of its entries: codeflash's
-# pytest plugin imports `codeflash`, and every such process kept 13 appliers (functions, cells,
-# lists) of modules it never imports for the garbage collector to scan (docs/benchmarks.md).
+# module name -> its targets not yet applied. A user's module waits with this hook module's name
+# (lazy.BUILTIN_HOOKS' way: install(module name, module)), not a closure of its entries.
 _waiting: dict = {}
-_codeflash_registered = False
+# codeflash module -> its targets not yet applied (the built-in list, read at the first call of any)
+_codeflash: dict | None = None
 
 
 def install(target: str, module) -> None:
-    """A module with targets was imported: wrap them. `codeflash` itself: register its phases first;
-    `codeflash.main`: then check the list against this version."""
-    global _codeflash_registered
-    if target == "codeflash" and not _codeflash_registered:
-        _codeflash_registered = True
-        register(_codeflash_targets())
-    for module_name, qualname, span_name, attribute_paths in _waiting.pop(target, ()):
-        try:
-            wrap(module, module_name, qualname, span_name, attribute_paths)
-        except Exception as exc:
-            tracer.exception_diagnostic("target_failed:%s:%s" % (module_name, qualname), exc)
+    """A module with a user's targets was imported: wrap them."""
+    _apply(_waiting.pop(target, ()), module, False)
+
+
+def install_codeflash(target: str, module) -> None:
+    """A stand-in of a codeflash target in module `target` was called (hooks/codeflash_.py): wrap
+    that module's targets, the originals behind their stand-ins. `codeflash.main`: then check the
+    list against this version."""
+    global _codeflash
+    if _codeflash is None:
+        _codeflash = {}
+        for entry in _codeflash_targets():
+            _codeflash.setdefault(entry[0], []).append(entry)
+    _apply(_codeflash.pop(target, ()), module, True)
     package = sys.modules.get("codeflash")
-    if target == "codeflash.main" and _codeflash_registered and package is not None:
+    if target == "codeflash.main" and package is not None:
         check_modules(package, _codeflash_targets())
 
 
+def _apply(entries, module, behind_stand_ins: bool) -> None:
+    for module_name, qualname, span_name, attribute_paths in entries:
+        try:
+            wrap(module, module_name, qualname, span_name, attribute_paths, behind_stand_ins)
+        except Exception as exc:
+            tracer.exception_diagnostic("target_failed:%s:%s" % (module_name, qualname), exc)
+
+
 def _codeflash_targets() -> tuple:
-    from ..targets_codeflash import TARGETS
+    from .codeflash_ import TARGETS
 
     return TARGETS
 
@@ -96,8 +108,12 @@ def check_modules(package, targets) -> None:
             tracer.diagnostic("target_missing", "%s: no such module in this codeflash" % module_name)
 
 
-def wrap(module, module_name: str, qualname: str, span_name: str, attribute_paths: dict | None) -> bool:
-    """Replace `module.qualname` by a span-recording wrapper. False (and a diagnostic) if it is missing."""
+def wrap(module, module_name: str, qualname: str, span_name: str, attribute_paths: dict | None,
+         behind_stand_in: bool = False) -> bool:
+    """Replace `module.qualname` by a span-recording wrapper. False (and a diagnostic) if it is missing.
+    `behind_stand_in`: what is there is a stand-in of ours for this very wrapper: wrap its original
+    (a user's target wraps what it finds, another hook's stand-in included, which then still loads
+    its hook at the first call)."""
     *owners, attribute = qualname.split(".")
     owner = module
     for name in owners:
@@ -112,6 +128,8 @@ def wrap(module, module_name: str, qualname: str, span_name: str, attribute_path
     if raw is None:
         tracer.diagnostic("target_missing", "%s:%s not found" % (module_name, qualname))
         return False
+    if behind_stand_in:
+        raw = lazy.original(raw)
     descriptor = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
     function = raw.__func__ if descriptor else raw
     if getattr(function, MARK, False):
