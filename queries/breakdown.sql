@@ -46,11 +46,16 @@ coded AS MATERIALIZED (
     FROM run_activity($run_id)
 ),
 -- The run's wall time: its top-level spans (normally the main process), and CMD's teardown after its
--- process span (selfopt_trace/store/macros.sql, cmd_exit).
+-- process span (selfopt_trace/store/macros.sql, cmd_exit); not past CMD's exit as `run` saw it
+-- (runs.end_ns): what a process CMD left running did after it (`sh -c 'python x &'`) is not the
+-- command's time (the summary says which processes went on).
 run_extent AS (
-    SELECT start_ns, greatest(spans_end, coalesce((SELECT exited_ns FROM cmd_exit($run_id)), spans_end)) AS end_ns,
-           greatest(0, coalesce((SELECT exited_ns FROM cmd_exit($run_id)), spans_end) - spans_end) AS teardown_ns
-    FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end FROM coded WHERE is_top)
+    SELECT start_ns, greatest(start_ns, least(end_ns, coalesce(run_end, end_ns))) AS end_ns, teardown_ns
+    FROM (SELECT start_ns, greatest(spans_end, coalesce(cmd_exited, spans_end)) AS end_ns,
+                 greatest(0, coalesce(cmd_exited, spans_end) - spans_end) AS teardown_ns,
+                 (SELECT nullif(end_ns, 0) FROM runs WHERE run_id = $run_id) AS run_end
+          FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end, (SELECT exited_ns FROM cmd_exit($run_id)) AS cmd_exited
+                FROM coded WHERE is_top))
 ),
 -- Each span within the run (rs, re), and clipped to its same-unit parent (cs, ce).
 linked AS MATERIALIZED (

@@ -272,6 +272,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes = [] if processes else ["no Python process was traced: CMD started none, or only untraced ones (python -I, "
                                   "-E or -S; a PYTHONPATH without the bootstrap set by a shell or script: see the "
                                   "notes on the processes seen)"]
+    notes += _went_on_note(processes, window[1], _run_dir)
     notes += _untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
     notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
@@ -290,6 +291,17 @@ def _process_rows_beside(store: Store, run_id: str, unoptimized: bool) -> list[P
         if unoptimized:
             cursor.sql("PRAGMA disable_optimizer")
         return process_rows(cursor, run_id)
+
+
+def _went_on_note(processes: list[ProcessRow], cmd_end_ns: int, run_dir: str | None) -> list[str]:
+    """Traced processes CMD left running (`sh -c 'python x &'`): the breakdown stops at CMD's exit."""
+    went_on = sorted(p.pid for p in processes if p.pid is not None and cmd_end_ns > 0 and p.end_ns > cmd_end_ns)
+    if not went_on:
+        return []
+    pids = ", ".join(map(str, went_on[:5])) + (", ..." if len(went_on) > 5 else "")
+    again = f"`selfopt-trace load {run_dir}` once they end" if run_dir else "loading the run again once they end"
+    return [f"{len(went_on)} traced process{'es' if len(went_on) > 1 else ''} went on after CMD exited (pid {pids}): "
+            f"the breakdown covers CMD's wall time; {again} takes in what they record later"]
 
 
 def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,31 @@ def test_cmd_s_teardown_follows_its_last_image_after_an_exec(tmp_path: Path) -> 
         breakdown = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": "exec"}).records()}
     assert [(row.command, row.teardown_ns) for row in rows] == [("main.py", None), ("new image", 30 * MS)]
     assert breakdown["interpreter teardown"] == 30 and breakdown["total"] == 130
+
+
+def test_a_process_cmd_leaves_running_is_broken_down_up_to_cmd_s_exit_with_a_note(cli) -> None:
+    """`sh -c 'python x &'`: the shell exits at once, the traced Python goes on. The breakdown stops
+    at CMD's exit (its categories summed 233 % of the wall time before), the summary names the process
+    and how to take in the rest; loaded again once it ends, the run keeps CMD's wall time."""
+    background = f"{sys.executable} -c 'import time; time.sleep(0.5)' &"
+    result = cli("run", "--export", "never", "--json", "--", "sh", "-c", background)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    (process,) = printed["slowest_processes"]
+    assert process["incomplete"] and process["duration_ms"] > printed["wall_ms"]
+    categories = printed["time_by_category_ms"]
+    assert sum(categories.values()) == pytest.approx(printed["wall_ms"], abs=0.01)
+    (note,) = [n for n in printed["notes"] if "went on after CMD exited" in n]
+    assert f"pid {process['pid']}" in note and "selfopt-trace load" in note
+    run_dir = cli.runs_dir / printed["run_id"]
+    deadline = time.monotonic() + 30
+    while not any("\nE\t" in p.read_text() for p in (run_dir / "spans").glob("*.spans")):  # its span's end
+        assert time.monotonic() < deadline, "the background process did not end"
+        time.sleep(0.05)
+    reloaded = cli("load", str(run_dir))
+    assert reloaded.returncode == 0, reloaded.stderr
+    with Store(cli.db, read_only=True) as store:
+        rows = run_query(store, "breakdown", {"run_id": printed["run_id"]}).records()
+    total = next(r for r in rows if r["category"] == "total")
+    assert total["wall_ms"] <= printed["wall_ms"] + 0.01 and total["wall_pct"] == 100.0
+    assert sum(r["wall_pct"] for r in rows if r["category"] != "total") == pytest.approx(100, abs=0.2)
