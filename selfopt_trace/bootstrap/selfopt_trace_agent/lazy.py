@@ -200,14 +200,13 @@ def _place(state: list, paths: tuple) -> None:
         for part in owners:
             owner = getattr(owner, part, None)
         raw = getattr(owner, "__dict__", {}).get(name)
-        # a classmethod's or staticmethod's function stands in inside one of its kind
-        descriptor = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
-        function = raw.__func__ if descriptor else raw
+        function = _function(raw)
         # a function with a __wrapped__ of its own gets one too (Python 3.8's signal.signal, a
         # library's decorator): the hook decides what it wraps
         if callable(function) and not hasattr(function, _STANDS_IN_FOR):
             stand_in = _stand_in(name, function, state, _home(owner, name, function))
-            placed = descriptor(stand_in) if descriptor else stand_in
+            # a classmethod's or staticmethod's function stands in inside one of its kind
+            placed = stand_in if function is raw else type(raw)(stand_in)
             places += (owner, name, raw, placed)
             setattr(owner, name, placed)
 
