@@ -294,14 +294,17 @@ def _process_rows_beside(store: Store, run_id: str, unoptimized: bool) -> list[P
 
 
 def _went_on_note(processes: list[ProcessRow], cmd_end_ns: int, run_dir: str | None) -> list[str]:
-    """Traced processes CMD left running (`sh -c 'python x &'`): the breakdown stops at CMD's exit."""
-    went_on = sorted(p.pid for p in processes if p.pid is not None and cmd_end_ns > 0 and p.end_ns > cmd_end_ns)
+    """Traced processes CMD left running (`sh -c 'python x &'`): recorded after CMD's exit, or with no
+    end when the run was loaded and no exit seen by anyone. The breakdown stops at CMD's exit."""
+    went_on = sorted(p.pid for p in processes if p.pid is not None and (
+        (p.incomplete and p.exit_code is None) or (cmd_end_ns > 0 and p.end_ns > cmd_end_ns)))
     if not went_on:
         return []
     pids = ", ".join(map(str, went_on[:5])) + (", ..." if len(went_on) > 5 else "")
     again = f"`selfopt-trace load {run_dir}` once they end" if run_dir else "loading the run again once they end"
-    return [f"{len(went_on)} traced process{'es' if len(went_on) > 1 else ''} went on after CMD exited (pid {pids}): "
-            f"the breakdown covers CMD's wall time; {again} takes in what they record later"]
+    return [f"{len(went_on)} traced process{'es' if len(went_on) > 1 else ''} had not ended when CMD exited "
+            f"(pid {pids}; or killed unseen): the breakdown covers CMD's wall time; {again} takes in what they "
+            "record later"]
 
 
 def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
