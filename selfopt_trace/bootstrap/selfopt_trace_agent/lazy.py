@@ -159,7 +159,7 @@ def _builtin_installer(target: str, hook_module: str):
         return _hook_installer(hook_module, target)
 
     def install(module) -> None:
-        _place([target, hook_module, module, [], None, RLock()], paths)
+        _place(target, hook_module, module, paths)
 
     return install
 
@@ -167,7 +167,7 @@ def _builtin_installer(target: str, hook_module: str):
 def on_first_call(target: str, hook_module: str, paths: tuple) -> None:
     """Stand-ins at `paths` of module `target` once it is imported (now, if it is), whose first call
     loads hook module `hook_module` (its install(target, module)), as ON_FIRST_CALL's do."""
-    when_imported(target, lambda module: _place([target, hook_module, module, [], None, RLock()], paths))
+    when_imported(target, lambda module: _place(target, hook_module, module, paths))
 
 
 def _hook_installer(hook_module: str, target: str):
@@ -187,16 +187,17 @@ def _hook_installer(hook_module: str, target: str):
 _TARGET, _HOOK_MODULE, _MODULE, _PLACES, _CALLS, _LOCK = range(6)
 
 
-def _place(state: list, paths: tuple) -> None:
-    """Stand-ins at `paths` of the target module; the first call of any of them loads the hook
+def _place(target: str, hook_module: str, module, paths: tuple) -> None:
+    """Stand-ins at `paths` of `module` (target's); the first call of any of them loads the hook
     module (which wraps what `original` finds behind each stand-in) and goes on into what it
     installed. The stand-ins stay in place until the wrappers replace them: a thread calling
     meanwhile waits for the hook (the lock is reentrant: a signal handler may call one while this
     thread installs), it never finds the bare original."""
+    state = [target, hook_module, module, [], None, RLock()]
     places = state[_PLACES]
     for path in paths:
         *owners, name = path.split(".")
-        owner = state[_MODULE]
+        owner = module
         for part in owners:
             owner = getattr(owner, part, None)
         raw = getattr(owner, "__dict__", {}).get(name)

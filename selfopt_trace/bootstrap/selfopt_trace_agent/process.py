@@ -417,10 +417,10 @@ def _container_resource(runtime: str) -> dict:
     if not namespace or not tab or known != namespace:
         from . import container
 
-        container_id = container.container_id()
-        if namespace:
-            os.environ[config.ENV_CONTAINER_ID] = _settings.passed_on[config.ENV_CONTAINER_ID] = (
-                namespace + "\t" + container_id)
+        value = container.passed_on()  # "" without /proc: nothing passed on, and no id to read
+        container_id = value.partition("\t")[2]
+        if value:
+            os.environ[config.ENV_CONTAINER_ID] = _settings.passed_on[config.ENV_CONTAINER_ID] = value
     attributes = {"container.runtime": runtime}
     if container_id:
         attributes["container.id"] = container_id

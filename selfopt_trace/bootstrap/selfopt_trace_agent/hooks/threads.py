@@ -232,8 +232,9 @@ class _NotedWaiters(deque):
         try:
             unit = _unit_here()
             self.notified = None if unit is None else (unit, time_ns())  # a thread we did not start: nobody known
-        except Exception:
-            pass
+        except Exception as exc:
+            self.notified = None
+            tracer.exception_diagnostic("hook_failed:Condition.notify", exc)
 
 
 def _unit_here() -> str | None:
@@ -269,8 +270,8 @@ def _condition_wait(original):
             waiters = self._waiters
             if type(waiters) is not _NotedWaiters and self._is_owned():
                 self._waiters = _NotedWaiters(waiters)
-        except Exception:
-            pass
+        except Exception as exc:
+            tracer.exception_diagnostic("hook_failed:Condition.wait", exc)
         t0 = time_ns()
         try:
             result = original(self, timeout)
