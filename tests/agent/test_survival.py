@@ -236,3 +236,37 @@ def test_records_made_before_blocking_reach_the_disk_after_a_busy_stretch(traced
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_flusher_thread_waits_for_an_old_process_or_a_long_wait(traced, tmp_path):
+    """A second thread costs a busy process ~3 ms (tracer.FLUSHER_AGE_NS): a process younger than
+    1 s records with no thread of ours, its records flushed at the deadlines they cross; its first
+    record once older starts the thread. A long sleep (or a wait on a child) starts it at any age,
+    so that ticks say the process lived on while it waited; a short sleep does not."""
+    for i in range(100):
+        (tmp_path / f"m{i}.py").write_text(f"x = {i}\n")
+    code = ("import os, sys, time\n"
+            "sys.path.insert(0, '.')\n"
+            "def threads(): return len(os.listdir('/proc/self/task'))\n"
+            "def imports(until):\n"  # every import a span (threshold 0)
+            "    i = 0\n"
+            "    while time.monotonic() < until:\n"
+            "        name = 'm%d' % (i % 100); __import__(name); del sys.modules[name]; i += 1\n"
+            "start = time.monotonic()\n"
+            "imports(start + 0.4)\n"
+            "young = threads()\n"
+            "spans = os.path.join(os.environ['SELFOPT_TRACE_DIR'], 'spans')\n"
+            "on_disk = sum(open(os.path.join(spans, f)).read().count('import m') for f in os.listdir(spans))\n"
+            "time.sleep(0.05)\n"
+            "after_short_sleep = threads()\n"
+            "imports(start + 1.1)\n"
+            "print(young, after_short_sleep, threads(), on_disk > 0, flush=True)\n")
+    env = traced.env(SELFOPT_TRACE_IMPORT_THRESHOLD_MS="0")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert result.stdout.split() == [b"1", b"1", b"2", b"True"]  # on_disk: flushed at the deadlines
+
+    for wait in ("time.sleep(0.15)", "subprocess.run(['true'])"):
+        code = f"import os, subprocess, time\n{wait}\nprint(len(os.listdir('/proc/self/task')))\n"
+        result = subprocess.run([sys.executable, "-c", code], env=traced.env(), capture_output=True, timeout=60)
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"2\n", b""), wait

@@ -108,6 +108,8 @@ def _install_sleep_hook() -> None:
         recorder[0](t0, t1, seconds)
 
     def sleep(seconds):
+        if not tracer._flusher_started:
+            tracer.before_block(seconds)
         t0 = time_ns()
         try:
             original(seconds)

@@ -34,6 +34,13 @@ FLUSH_INTERVAL_NS = 100_000_000
 # after a stretch of flushing by itself.
 FLUSH_GRACE_NS = 10_000_000
 FLUSH_NAP_MAX_NS = 400_000_000
+# The thread starts only once its process is this old, or blocks for long in a hooked call
+# (before_block): a second thread costs a busy pytest process ~3 ms (system time, glibc's locked
+# malloc: docs/benchmarks.md), more than all its wakes, and most processes of a tree live less.
+# Until then records flush at the deadline the program's own records cross: what a young process
+# killed with SIGKILL loses is what it recorded in its last 100 ms before it went quiet somewhere
+# the agent does not hook (a busy loop, a socket read), and its open spans end there.
+FLUSHER_AGE_NS = 1_000_000_000
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
 # collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
 FLUSH_RECORDS = 1000
@@ -163,6 +170,7 @@ _path = ""
 _header = ""
 _enabled = False
 _flusher_started = False
+_flusher_from_ns = 0  # when the thread may start (see FLUSHER_AGE_NS)
 _flushed_in_passing = 0  # flushes made by records at the deadline (flush(blocking=False)): the flusher's sleeps
 # The threads in subprocess's fork of a child that will exec at once (its at-fork child is no process
 # of ours; a fork on another thread meanwhile is one).
@@ -208,7 +216,7 @@ def configure(spans_dir: str, header: str) -> None:
     buffer holds is kept: at start-up, diagnostics of what ran before the file could be named (a
     module of the lazy bundle that failed to load); a forked child's was emptied by reset_after_fork.
     """
-    global _spans_dir, _header, _fd, _path, _id_text, _enabled, _flush_due_ns, _flusher_started
+    global _spans_dir, _header, _fd, _path, _id_text, _enabled, _flush_due_ns, _flusher_started, _flusher_from_ns
     _spans_dir = spans_dir
     _header = header
     _fd = None
@@ -216,7 +224,9 @@ def configure(spans_dir: str, header: str) -> None:
     # Span ids: a counter from a random 63-bit start (a multiple of 256), so two processes collide
     # only if their ranges overlap (~2^-30 for a pair that each record 2^32 spans).
     _id_text = _id_texts((int.from_bytes(os.urandom(8), "big") >> 1 | 256) & ~255)
-    _flush_due_ns = time_ns() + FLUSH_INTERVAL_NS
+    now = time_ns()
+    _flush_due_ns = now + FLUSH_INTERVAL_NS
+    _flusher_from_ns = now + FLUSHER_AGE_NS
     _flusher_started = True
     _enabled = True
 
@@ -689,14 +699,14 @@ def _open_span_file() -> int:
 def _start_flusher() -> None:
     """A raw thread (invisible to threading.enumerate) so a blocked process still flushes every 100 ms.
 
-    Started by the first record after start-up (start-up flushes what it recorded itself), so a
-    process that records nothing more never pays for it.
+    Started by the first record once the process is FLUSHER_AGE_NS old (start-up flushes what it
+    recorded itself; until then each record asks again), so a process that records nothing more,
+    or dies young, never pays for it.
     """
     global _flusher_started
-    _flusher_started = True
-    if _root is None:  # still starting up
-        _flusher_started = False
+    if _root is None or time_ns() < _flusher_from_ns:  # still starting up, or young
         return
+    _flusher_started = True
     # The program's signals go to its own threads: one taken by this thread would not interrupt a
     # main thread blocked in a system call (a SIGTERM during time.sleep(30) waited for the sleep to
     # end, its handler unrun). So the thread is born with every signal blocked: the mask is set
@@ -717,6 +727,22 @@ def _start_flusher() -> None:
             if before is not None:
                 pthread_sigmask(SIG_SETMASK, before)
     except Exception:
+        pass
+
+
+def before_block(seconds=None) -> None:
+    """A hooked call that may block for long (a wait on a child process; a sleep of `seconds`, if
+    more than FLUSH_INTERVAL_NS) where the flusher thread has not started (the callers look at
+    _flusher_started): it starts now, whatever the process's age. While the process waits, the
+    thread writes its records and the ticks that say it lived on (killed meanwhile, its open spans
+    end near the kill), and a waiting process does not feel what a second thread costs a busy one.
+    Never raises."""
+    global _flusher_from_ns
+    try:
+        if seconds is None or seconds * 1e9 > FLUSH_INTERVAL_NS:
+            _flusher_from_ns = 0
+            _start_flusher()
+    except Exception:  # a sleep's bad argument: the sleep says what is wrong with it
         pass
 
 
