@@ -20,7 +20,8 @@ import wrapper in importlib's frame").
 
 Cases: `pass` (python -c pass), `imports` (rich.console, libcst, jedi, requests, pydantic,
 pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packages), `pytest`
-(python -m pytest -q on a one-test repository: every installed plugin loads, codeflash's too).
+(python -m pytest -q on a one-test repository: every installed plugin loads, codeflash's too), `lazy`
+(1,000 small modules imported one by one, each an outermost import).
 
     python benchmarks/bench_imports.py [--pairs 20] [--case imports ...] [--gc]
     python benchmarks/bench_imports.py --instructions [--deterministic] [--cache-sim] [--case imports ...] [--compare DIR]
@@ -72,11 +73,21 @@ CASES = {
     "stdlib": ["-c", "import pip._internal.commands.install, asyncio, unittest, email.mime.multipart, http.server, "
                      "xml.etree.ElementTree, logging.handlers, decimal, sqlite3, tarfile, zipfile, pydoc"],
     "pytest": ["-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    # 1,000 small modules imported one by one from a loop, as a command line's functions import what
+    # they need when called: every import outermost (no import around it), so each reads its thread's
+    # CPU clock, a system call callgrind does not count (tracer.CPU_START).
+    "lazy": ["-c", "import sys\nsys.path.insert(0, '../lazy')\nfor i in range(1000): __import__('lazy%d' % i)"],
 }
+LAZY_MODULE = "X = {i}\n\n\ndef f():\n    return X\n\n\nclass C:\n    pass\n"
 TEST_FILE = "def test_one():\n    assert sum([1, 2]) == 3\n"
 CALLGRIND_SLOWDOWN = 50  # callgrind runs Python ~40-50x slower: time thresholds scaled by this
 # Modes that are this tree's bootstrap with settings of their own (--pure-python): mode -> variables.
 MODE_ENV: dict = {}
+
+
+def command_line(args: list) -> str:
+    """A case's arguments on one line (the `lazy` case's code has several)."""
+    return " ".join(args).replace("\n", "; ")
 
 
 def agent_overhead_ns(run_dir: Path) -> int:
@@ -210,7 +221,7 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
             shutil.rmtree(run_dir, ignore_errors=True)
     baseline = statistics.median(walls["untraced"])
     budget = 0.003 if name == "pass" else min(0.01 * baseline, 0.005 + 2e-6 * modules)
-    print(f"\n{name}: python {' '.join(args)}  ({modules} modules, {pairs} pairs)")
+    print(f"\n{name}: python {command_line(args)}  ({modules} modules, {pairs} pairs)")
     print(f"  {'mode':<28}{'median ms':>10}{'added ms':>10}{'ratio':>8}{'agent ms':>10}{'agent/added':>12}"
           f"{'added CPU ms':>14}{'agent/CPU':>10}")
     print(f"  {'untraced':<28}{baseline * 1e3:>10.1f}")
@@ -275,7 +286,7 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic
     modules = module_count(args, cwd, base)
     base = dict(base, PYTHONHASHSEED="0")  # str hashes, so set and dict layouts, the same in every run
     what = "cycles estimated from the simulated caches (callgrind)" if cache_sim else "CPU instructions (callgrind)"
-    print(f"\n{name}: python {' '.join(args)}  ({modules} modules): {what}, three runs each")
+    print(f"\n{name}: python {command_line(args)}  ({modules} modules): {what}, three runs each")
     untraced = [instructions(args, cwd, base, cache_sim) for _ in range(3)]
     print(f"  {'untraced':<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in untraced))
     for i, (mode, bootstrap) in enumerate(bootstraps.items()):
@@ -355,6 +366,9 @@ def main() -> None:
     cwd = workdir / "project"
     cwd.mkdir()
     (cwd / "test_one.py").write_text(TEST_FILE)
+    aside(cwd, "lazy").mkdir()
+    for i in range(1000):
+        (aside(cwd, "lazy") / f"lazy{i}.py").write_text(LAZY_MODULE.format(i=i))
     base = clean_environ()
     print(f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
     try:

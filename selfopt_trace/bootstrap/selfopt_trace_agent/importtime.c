@@ -212,9 +212,6 @@ end(PyObject *frame, PyObject *name)
     }
     if (frame == Py_None)
         return 0;
-    cpu0 = SLOT(frame, cpu0_at);
-    if (cpu0 != zero && PyObject_IsTrue(cpu0))
-        cpu1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
     t2 = clock_ns(CLOCK_REALTIME);
     if (PyContextVar_Reset(current, SLOT(frame, token_at)) < 0)
         return -1;
@@ -224,6 +221,11 @@ end(PyObject *frame, PyObject *name)
         return -1;
     keep = SLOT(frame, keep_at);
     if (t2 - t1 >= threshold || (keep != Py_False && PyObject_IsTrue(keep))) {
+        cpu0 = SLOT(frame, cpu0_at);
+        if (cpu0 != zero && PyObject_IsTrue(cpu0)) { /* the end edge, for a recorded import only (importtime._end) */
+            cpu1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+            t2 = clock_ns(CLOCK_REALTIME);
+        }
         args[0] = frame;
         args[1] = name;
         if ((args[2] = PyLong_FromLongLong(t2)) == NULL || (args[3] = PyLong_FromLongLong(cpu1)) == NULL) {
