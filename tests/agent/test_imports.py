@@ -255,3 +255,25 @@ def test_the_frames_under_an_import_are_untraceds(traced, tmp_path):
         assert result.stdout.count(b"importtime.py _find_and_load") == 2
     else:
         assert result.stdout == untraced.stdout
+
+
+def test_the_reads_of_an_outermost_imports_cpu_clock_are_accounted(traced, tmp_path):
+    """The thread's CPU clock is a system call (~1.5 us inside an import), read at every outermost
+    import's start and at a recorded one's end: each read is timed into the agent's accounting. A
+    nested import reads nothing; an unrecorded one no end."""
+    write_modules(tmp_path)
+    code = ("import sys; sys.path.insert(0, '.')\n"
+            "from selfopt_trace_agent import importtime\n"
+            "def reads(module):\n"
+            "    before = importtime._edge_reads[0]\n"
+            "    __import__(module)\n"
+            "    return importtime._edge_reads[0] - before\n"
+            "fast, slow = reads('fast_one'), reads('slow_outer')\n"  # slow_outer nests slow_inner, its own fast_one is loaded
+            "print(fast > 0, slow > 0, importtime._edge_reads[1])\n")
+    result = traced.python(code, cwd=tmp_path, extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "10"})
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert result.stdout.split() == [b"True", b"True", b"1"]
+    spans = traced.spans()
+    slow, = spans.named("import slow_outer")
+    assert slow.attributes["selfopt_trace.cpu.end_ns"] > slow.attributes["selfopt_trace.cpu.start_ns"]
+    assert not spans.named("import fast_one")  # under the threshold: not recorded, and no end read

@@ -28,6 +28,7 @@ static PyTypeObject *frame_type; /* tracer.ImportFrame */
 static PyObject *current;        /* tracer._current, the current span's ContextVar */
 static PyObject *pending;        /* lazy._pending: module name -> hooks to arm at its import */
 static PyObject *bookkeeping;    /* importtime._bookkeeping: [imports counted, ns each] */
+static PyObject *edge_reads;     /* importtime._edge_reads: [ns, 1] */
 static PyObject *samples, *calibrate, *py_begin, *py_end, *py_recorded;
 static PyObject *agent_prefix, *unset, *error, *empty, *zero, *one;
 static PyObject *s_modules, *s_in_startup, *s_root, *s_deferred, *s_child_ns, *s_spec, *s_initializing;
@@ -101,11 +102,23 @@ calibrating(void)
     return PyObject_Not(PyList_GET_ITEM(bookkeeping, 1));
 }
 
+/* importtime._edge_reads[0] += ns: a read of the thread's CPU clock, timed (importtime._edge_reads). */
+static int
+count_edge_read(long long ns)
+{
+    PyObject *sum, *add = PyLong_FromLongLong(ns);
+    if (add == NULL)
+        return -1;
+    sum = PyNumber_Add(PyList_GET_ITEM(edge_reads, 0), add);
+    Py_DECREF(add);
+    return sum == NULL ? -1 : PyList_SetItem(edge_reads, 0, sum);
+}
+
 /* importtime._begin: the import's frame, made current; None for start-up's imports. */
 static PyObject *
 begin(PyObject *name)
 {
-    long long began = 0;
+    long long began = 0, start_ns;
     int match = PyUnicode_Tailmatch(name, agent_prefix, 0, PY_SSIZE_T_MAX, -1), in_startup, cpu_edge;
     PyObject *parent, *frame, *token, *start;
     if (match != 0)
@@ -148,10 +161,11 @@ begin(PyObject *name)
         return NULL;
     }
     set_slot(frame, token_at, token);
-    start = PyLong_FromLongLong(clock_ns(CLOCK_REALTIME));
+    start_ns = clock_ns(CLOCK_REALTIME);
+    start = PyLong_FromLongLong(start_ns);
     set_slot(frame, start_ns_at, start);
     set_slot(frame, cpu0_at, cpu_edge ? PyLong_FromLongLong(clock_ns(CLOCK_THREAD_CPUTIME_ID)) : Py_NewRef(zero));
-    if (start == NULL || SLOT(frame, cpu0_at) == NULL) {
+    if (start == NULL || SLOT(frame, cpu0_at) == NULL || (cpu_edge && count_edge_read(clock_ns(CLOCK_REALTIME) - start_ns) < 0)) {
         Py_DECREF(frame);
         return NULL;
     }
@@ -201,7 +215,7 @@ static int
 end(PyObject *frame, PyObject *name)
 {
     int hooked = PyDict_Contains(pending, name), deferred;
-    long long cpu1 = 0, t1, t2;
+    long long cpu1 = 0, t1, t2, read;
     PyObject *parent, *cpu0, *keep, *count, *args[4];
     if (hooked < 0)
         return -1;
@@ -224,7 +238,10 @@ end(PyObject *frame, PyObject *name)
         cpu0 = SLOT(frame, cpu0_at);
         if (cpu0 != zero && PyObject_IsTrue(cpu0)) { /* the end edge, for a recorded import only (importtime._end) */
             cpu1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-            t2 = clock_ns(CLOCK_REALTIME);
+            read = clock_ns(CLOCK_REALTIME);
+            if (count_edge_read(read - t2) < 0)
+                return -1;
+            t2 = read;
         }
         args[0] = frame;
         args[1] = name;
@@ -329,6 +346,7 @@ install(PyObject *module, PyObject *importtime)
         (frame_type = (PyTypeObject *)global(importtime_globals, "_Frame")) == NULL ||
         (current = global(importtime_globals, "_current")) == NULL || (pending = global(importtime_globals, "_pending")) == NULL ||
         (bookkeeping = global(importtime_globals, "_bookkeeping")) == NULL || (samples = global(importtime_globals, "_samples")) == NULL ||
+        (edge_reads = global(importtime_globals, "_edge_reads")) == NULL ||
         (py_begin = global(importtime_globals, "_begin")) == NULL || (py_end = global(importtime_globals, "_end")) == NULL ||
         (py_recorded = global(importtime_globals, "_recorded")) == NULL || (calibrate = global(tracer_globals, "calibrate")) == NULL ||
         (agent_prefix = global(importtime_globals, "_AGENT")) == NULL || (error = global(tracer_globals, "ERROR")) == NULL ||
@@ -339,7 +357,8 @@ install(PyObject *module, PyObject *importtime)
     Py_DECREF(threshold_ns);
     if (threshold == -1 && PyErr_Occurred())
         goto failed;
-    if (!PyType_Check(frame_type) || !PyDict_CheckExact(pending) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2) {
+    if (!PyType_Check(frame_type) || !PyDict_CheckExact(pending) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2 ||
+        !PyList_CheckExact(edge_reads) || PyList_GET_SIZE(edge_reads) != 2) {
         PyErr_SetString(PyExc_TypeError, "importtime's state is not what importtime.c reads");
         goto failed;
     }

@@ -33,6 +33,10 @@ _pending = lazy._pending
 # timed on top.
 _bookkeeping = tracer.counted_overhead()
 _samples: list = []
+# The reads of the thread's CPU clock for an outermost import's edges, each timed: a system call
+# (~1.5 us inside an import here), not the bookkeeping's calibrated cost. [ns, 1].
+_edge_reads = tracer.counted_overhead()
+_edge_reads[1] = 1
 runqueue_ns = None  # the twin's reader of this thread's time queued for a CPU (process.thread_clocks)
 after_agent_import = None  # given each agent module once it has loaded (hooks/time_machine_.py)
 
@@ -150,10 +154,14 @@ def _begin(name: str):
     frame._span_id = frame._trace_id = ""
     frame.status = "UNSET"
     frame.token = _current.set(frame)
-    frame.start_ns = time_ns()
+    frame.start_ns = start = time_ns()
     # An outermost import's CPU edges (tracer.CPU_START), read inside the span: the read can end
     # the thread's time slice, and the wait for a CPU then belongs to the import.
-    frame.cpu0 = 0 if parent.deferred else thread_cpu_ns()
+    if parent.deferred:
+        frame.cpu0 = 0
+    else:
+        frame.cpu0 = thread_cpu_ns()
+        _edge_reads[0] += time_ns() - start
     return frame
 
 
@@ -253,9 +261,11 @@ def _end(frame, name: str) -> None:
         parent.child_ns += cumulative
     if cumulative >= _threshold_ns or frame.keep:
         cpu1 = 0
-        if frame.cpu0:  # the end edge, for a recorded import only (a system call: ~2.5 us an import
-            cpu1 = thread_cpu_ns()  # here), read inside the span: it ends after the read
-            t2 = time_ns()
+        if frame.cpu0:  # the end edge, for a recorded import only, read inside the span: it ends after
+            cpu1 = thread_cpu_ns()
+            read = time_ns()
+            _edge_reads[0] += read - t2
+            t2 = read
         _recorded(frame, name, t2, cpu1, instrument_ns)
     elif not _bookkeeping[1]:
         tracer.calibrate(_bookkeeping, _samples, t1 - frame.began_ns + time_ns() - t2)
