@@ -732,7 +732,8 @@ def _start_flusher() -> None:
 
 def before_block(seconds=None) -> None:
     """A hooked call that may block for long (a wait on a child process; a sleep of `seconds`, if
-    more than FLUSH_INTERVAL_NS) where the flusher thread has not started (the callers look at
+    more than FLUSH_INTERVAL_NS), or a server's request answered (it waits for the next one where
+    no hook sees), where the flusher thread has not started (the callers look at
     _flusher_started): it starts now, whatever the process's age. While the process waits, the
     thread writes its records and the ticks that say it lived on (killed meanwhile, its open spans
     end near the kill), and a waiting process does not feel what a second thread costs a busy one.

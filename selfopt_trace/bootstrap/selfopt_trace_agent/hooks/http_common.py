@@ -435,6 +435,8 @@ def end_server(request: ServerRequest | None, exc: BaseException | None = None) 
             status = tracer.ERROR
         tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
                                kind=tracer.SERVER, status=status, span_id=span.span_id)
+        if not tracer._flusher_started:  # a server, young or not: it waits for its next request where
+            tracer.before_block()  # no hook sees, and what it recorded must reach the disk meanwhile
     except Exception as error:
         hook_failed(request.library, error)
     tracer.add_overhead(time_ns() - now)

@@ -150,7 +150,7 @@ def _attached(otel) -> Attached:
 
 
 _state: dict = {}  # "api", "context", "key", "runtime", "classes": filled as the modules arm
-_INTERNAL = None  # SpanKind.INTERNAL, once armed
+_INTERNAL = _SERVER = None  # SpanKind.INTERNAL and .SERVER, once armed
 _SDK_SPAN = None  # opentelemetry.sdk.trace's span class, once armed
 _current = tracer.current
 _root = tracer.root
@@ -496,8 +496,8 @@ def _arm_api(trace) -> None:
     if context_module is None or propagation is None or "api" in _state:
         return
     _state["api"] = trace
-    global _INTERNAL
-    _INTERNAL = trace.SpanKind.INTERNAL
+    global _INTERNAL, _SERVER
+    _INTERNAL, _SERVER = trace.SpanKind.INTERNAL, trace.SpanKind.SERVER
     _state["key"] = key = propagation._SPAN_KEY
     _state["classes"] = _api_classes(trace, context_module, key)
     original = context_module._RUNTIME_CONTEXT
@@ -825,8 +825,8 @@ def _span_hooks():
                 elif _start_apart(span, parent_context):
                     return
                 _open[span._context[1]] = span  # written by its end (or its S by a flush before: _open_records)
-                if not tracer._flusher_started:
-                    tracer._start_flusher()
+                if not tracer._flusher_started:  # a server's, at any age (http_common.end_server)
+                    tracer.before_block() if span._kind is _SERVER else tracer._start_flusher()
             except Exception as exc:
                 failed("on_start", exc)
 
