@@ -704,7 +704,8 @@ def _start_flusher() -> None:
     or dies young, never pays for it.
     """
     global _flusher_started
-    if _root is None or time_ns() < _flusher_from_ns:  # still starting up, or young
+    now = time_ns()
+    if _root is None or now < _flusher_from_ns:  # still starting up, or young
         return
     _flusher_started = True
     # The program's signals go to its own threads: one taken by this thread would not interrupt a
@@ -728,6 +729,7 @@ def _start_flusher() -> None:
                 pthread_sigmask(SIG_SETMASK, before)
     except Exception:
         pass
+    add_overhead(time_ns() - now)  # the thread's creation, in this thread (its start is its own CPU)
 
 
 def before_block(seconds=None) -> None:
