@@ -103,7 +103,7 @@ def _join(original):
 
     # Process.join is a wait on the child's span (hooks/waits.py): once, around the popen's wait
     # and the os.waitpid under it.
-    return waits.method(join, "Process.join", _join_targets, outer=True, ready=_reaped, own=True, flush_first=True)
+    return waits.method(join, "Process.join", _join_targets, outer=True, ready=_reaped, own=True, on_child=True)
 
 
 def _reaped(proc) -> bool:

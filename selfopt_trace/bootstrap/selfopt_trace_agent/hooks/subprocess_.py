@@ -64,7 +64,7 @@ def install(target: str, module) -> None:
     popen._execute_child = tracer.own_wrapper(_execute_child, original)
     # A Popen whose returncode is known cannot block (Popen.__exit__ waits after every run()).
     waits.wrap(popen, "wait", lambda original: waits.method(original, "Popen.wait", _targets, outer=True, own=True,
-                                                            ready=_reaped, flush_first=True))
+                                                            ready=_reaped, on_child=True))
     waits.wrap(popen, "communicate", lambda original: waits.communicate_method(original, "Popen.communicate", _targets,
                                                                                     own=True))
 

@@ -175,7 +175,7 @@ def _type_name(exc: BaseException) -> str:
 
 
 def method(original, name: str, targets, capture=None, outer: bool = False, ready=None, own: bool = False,
-           flush_first: bool = False):
+           on_child: bool = False):
     """A wrapper of the blocking method `original(self, timeout=None)`: a wait span when it blocked.
 
     `targets(self, captured)` -> (span ids waited on, extra attributes or None), asked only when
@@ -185,7 +185,8 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
     thread pool's Future) when it is there; `targets` is asked only when it is not.
     `outer`: other waits run inside this one (Popen.wait -> os.waitpid): it marks its thread busy.
     A leaf wait only looks (no thread id at all while no thread is inside a wait).
-    `flush_first` (outer waits only): a wait on a child process, which may last: tracer.before_block.
+    `on_child` (outer waits only): a wait on a child process, which may last: the flusher thread
+    starts first (tracer.before_block).
     `ready(self)`: True when the call cannot block (a Popen whose returncode is known, a finished
     future or thread): the original is called at once, not timed. Cheaper than two clock reads,
     and exact: a call that returns at once is never recorded, however late a loaded machine
@@ -257,7 +258,7 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
         busy.add(thread)
         try:
             captured = capture(self) if capture is not None else None
-            if flush_first and not tracer._flusher_started:
+            if on_child and not tracer._flusher_started:
                 tracer.before_block()
             t0 = time_ns()
             try:
