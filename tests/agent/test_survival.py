@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,31 @@ def test_the_flusher_thread_waits_for_an_old_process_or_a_long_wait(traced, tmp_
         code = f"import os, subprocess, time\n{wait}\nprint(len(os.listdir('/proc/self/task')))\n"
         result = subprocess.run([sys.executable, "-c", code], env=traced.env(), capture_output=True, timeout=60)
         assert (result.returncode, result.stdout, result.stderr) == (0, b"2\n", b""), wait
+
+
+def test_a_young_servers_request_reaches_the_disk_while_it_waits_for_the_next(traced):
+    """A server answers a request, then waits in accept() where no hook sees: its SERVER span must
+    reach the span file while it serves on, however young the process (the flusher thread starts at
+    its first answered request), as a live export needs."""
+    code = ("import http.server, sys\n"
+            "class Handler(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
+            "    def log_message(self, *args):\n"
+            "        pass\n"
+            "server = http.server.HTTPServer(('127.0.0.1', 0), Handler)\n"
+            "print(server.server_address[1], flush=True)\n"
+            "server.serve_forever()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=traced.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        port = int(proc.stdout.readline())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/items", timeout=10) as response:
+            assert response.read() == b"ok"
+        answered = time.monotonic()
+        wait_for(lambda: [s for s in traced.spans().spans if s.kind == "SERVER"], timeout=5)
+        assert time.monotonic() - answered < 1.0  # the thread's first turn, not the process's first second
+        assert proc.poll() is None  # still serving
+    finally:
+        proc.kill()
+        proc.wait()
