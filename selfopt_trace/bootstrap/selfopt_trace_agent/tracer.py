@@ -696,16 +696,16 @@ def _open_span_file() -> int:
         return os.open(path, flags, 0o644)
 
 
-def _start_flusher() -> None:
+def _start_flusher(at_any_age: bool = False) -> None:
     """A raw thread (invisible to threading.enumerate) so a blocked process still flushes every 100 ms.
 
     Started by the first record once the process is FLUSHER_AGE_NS old (start-up flushes what it
     recorded itself; until then each record asks again), so a process that records nothing more,
-    or dies young, never pays for it.
+    or dies young, never pays for it; `at_any_age`: before_block's.
     """
     global _flusher_started
     now = time_ns()
-    if _root is None or now < _flusher_from_ns:  # still starting up, or young
+    if _root is None or now < _flusher_from_ns and not at_any_age:  # still starting up, or young
         return
     _flusher_started = True
     # The program's signals go to its own threads: one taken by this thread would not interrupt a
@@ -740,11 +740,9 @@ def before_block(seconds=None) -> None:
     thread writes its records and the ticks that say it lived on (killed meanwhile, its open spans
     end near the kill), and a waiting process does not feel what a second thread costs a busy one.
     Never raises."""
-    global _flusher_from_ns
     try:
         if seconds is None or seconds * 1e9 > FLUSH_INTERVAL_NS:
-            _flusher_from_ns = 0
-            _start_flusher()
+            _start_flusher(at_any_age=True)
     except Exception:  # a sleep's bad argument: the sleep says what is wrong with it
         pass
 

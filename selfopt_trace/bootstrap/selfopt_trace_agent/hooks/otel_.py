@@ -825,8 +825,11 @@ def _span_hooks():
                 elif _start_apart(span, parent_context):
                     return
                 _open[span._context[1]] = span  # written by its end (or its S by a flush before: _open_records)
-                if not tracer._flusher_started:  # a server's, at any age (http_common.end_server)
-                    tracer.before_block() if span._kind is _SERVER else tracer._start_flusher()
+                if not tracer._flusher_started:
+                    if span._kind is _SERVER:  # a server's, at any age (http_common.end_server)
+                        tracer.before_block()
+                    else:
+                        tracer._start_flusher()
             except Exception as exc:
                 failed("on_start", exc)
 
