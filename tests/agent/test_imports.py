@@ -277,3 +277,79 @@ def test_the_reads_of_an_outermost_imports_cpu_clock_are_accounted(traced, tmp_p
     slow, = spans.named("import slow_outer")
     assert slow.attributes["selfopt_trace.cpu.end_ns"] > slow.attributes["selfopt_trace.cpu.start_ns"]
     assert not spans.named("import fast_one")  # under the threshold: not recorded, and no end read
+
+
+def test_what_a_modules_body_starts_sits_under_its_import(traced, tmp_path):
+    """An import's frame is the current span while its module's body runs (tracer.current: no ContextVar
+    set around the import) for everything the body starts: a process, an asyncio task's process, a
+    nested import; a span the body makes current takes over until it ends; once the import is over its
+    frame is nobody's parent, and no thread keeps an import under way."""
+    def spawn(marker: str) -> str:
+        return f"subprocess.run([sys.executable, '-c', 'pass', '{marker}'], check=True)\n"
+
+    (tmp_path / "outer_body.py").write_text(
+        "import asyncio, subprocess, sys\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        + spawn("in-the-body") +
+        "async def task():\n"
+        "    " + spawn("in-a-task") +
+        "asyncio.run(task())\n"
+        "with trace.get_tracer('app').start_as_current_span('made current in the body'):\n"
+        "    " + spawn("under-the-bodys-span") +
+        "    import inner_body\n"
+        + spawn("after-the-bodys-span"))
+    (tmp_path / "inner_body.py").write_text("import subprocess, sys\n" + spawn("in-the-nested-body"))
+    code = ("import subprocess, sys; sys.path.insert(0, '.')\n"
+            "import outer_body\n"
+            + spawn("after-the-import") +
+            "print(sys.modules['selfopt_trace_agent.tracer']._imports)\n")
+    result = traced.python(code, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == b"" and result.stdout == b"{}\n", result
+    spans = traced.spans()
+    outer, = spans.named("import outer_body")
+    inner, = spans.named("import inner_body")
+    made_current, = spans.named("made current in the body")
+
+    def spawned_under(marker: str):
+        return spans.parent(spans.parent(spans.process_of(marker)))  # the process <- its spawn <- ...
+
+    assert spawned_under("in-the-body") == outer
+    assert spawned_under("in-a-task") == outer  # the task's context is a copy of the body's
+    assert spans.parent(made_current) == outer
+    assert spawned_under("under-the-bodys-span") == made_current
+    assert spans.parent(inner) == made_current
+    assert spawned_under("in-the-nested-body") == inner
+    assert spawned_under("after-the-bodys-span") == outer
+    assert spawned_under("after-the-import").name == "process"
+    by_id = spans.by_id()
+    assert all(s.parent_span_id in by_id for s in spans.spans if s.parent_span_id and s.name != "process")
+
+
+def test_imports_that_end_out_of_order_leave_none_under_way(traced, tmp_path):
+    """Greenlets (gevent's) share their thread, and a module's body that switches lets another greenlet
+    import meanwhile: its import nests on the thread's chain above the first, which may end first
+    (importtime._pop takes a frame out wherever it is). Afterwards no import is under way and every
+    span's parent is in the trace. (The second greenlet's import, begun with no span of its own
+    current, sits under the first one's, which was under way in its thread.)"""
+    (tmp_path / "switches_a.py").write_text("import greenlet\ngreenlet.getcurrent().parent.switch()\n")
+    (tmp_path / "switches_b.py").write_text("import greenlet\ngreenlet.getcurrent().parent.switch()\n")
+    code = ("import subprocess, sys, greenlet; sys.path.insert(0, '.')\n"
+            "a = greenlet.greenlet(lambda: __import__('switches_a'))\n"
+            "b = greenlet.greenlet(lambda: __import__('switches_b'))\n"
+            "a.switch(); b.switch()  # each stops inside its module's body\n"
+            "a.switch(); b.switch()  # the first import ends first\n"
+            "assert a.dead and b.dead\n"
+            "subprocess.run([sys.executable, '-c', 'pass', 'after'], check=True)\n"
+            "print(sys.modules['selfopt_trace_agent.tracer']._imports)\n")
+    result = traced.python(code, cwd=tmp_path, extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "0"})
+    assert result.returncode == 0 and result.stderr == b"" and result.stdout == b"{}\n", result
+    spans = traced.spans()
+    first, = spans.named("import switches_a")
+    second, = spans.named("import switches_b")
+    assert spans.parent(first).name == "process" and spans.parent(second) == first
+    assert first.end_ns < second.end_ns
+    assert spans.parent(spans.parent(spans.process_of("after"))).name == "process"
+    by_id = spans.by_id()
+    assert all(s.parent_span_id in by_id for s in spans.spans if s.parent_span_id and s.name != "process")

@@ -25,7 +25,9 @@ static PyObject *original;       /* importlib's _find_and_load */
 static PyObject *reference;      /* importtime._find_and_load: for calls this file does not expect */
 static PyObject *importtime_globals, *tracer_globals, *sys_globals;
 static PyTypeObject *frame_type; /* tracer.ImportFrame */
-static PyObject *current;        /* tracer._current, the current span's ContextVar */
+static PyObject *current;        /* tracer._current, the current span's ContextVar (imports aside) */
+static PyObject *imports;        /* tracer._imports: thread ident -> its innermost import's frame */
+static PyObject *py_pop;         /* importtime._pop: a frame out of its thread's chain, wherever it is */
 static PyObject *pending;        /* lazy._pending: module name -> hooks to arm at its import */
 static PyObject *bookkeeping;    /* importtime._bookkeeping: [imports counted, ns each] */
 static PyObject *edge_reads;     /* importtime._edge_reads: [ns, 1] */
@@ -37,7 +39,7 @@ static PyObject *s_modules, *s_in_startup, *s_root, *s_deferred, *s_child_ns, *s
 static int startup_over;        /* importtime._in_startup seen False */
 static long long threshold;     /* importtime._threshold_ns, set before install */
 
-static Py_ssize_t parent_at, keep_at, child_ns_at, span_id_at, trace_id_at, token_at, start_ns_at,
+static Py_ssize_t parent_at, keep_at, child_ns_at, span_id_at, trace_id_at, outer_at, below_at, start_ns_at,
     cpu0_at, status_at, began_ns_at;
 
 #define SLOT(obj, at) (*(PyObject **)((char *)(obj) + (at)))
@@ -114,38 +116,78 @@ count_edge_read(long long ns)
     return sum == NULL ? -1 : PyList_SetItem(edge_reads, 0, sum);
 }
 
+static int
+call_python(PyObject *function, PyObject *const *args, size_t nargs)
+{
+    PyObject *result = PyObject_Vectorcall(function, args, nargs, NULL);
+    Py_XDECREF(result);
+    return result == NULL ? -1 : 0;
+}
+
+/* importtime._pop: the import is over, the one it is nested in is its thread's innermost again. */
+static int
+pop(PyObject *frame)
+{
+    PyObject *thread = PyLong_FromUnsignedLong(PyThread_get_thread_ident()), *top, *below;
+    int failed;
+    if (thread == NULL)
+        return -1;
+    top = PyDict_GetItemWithError(imports, thread);
+    if (top != frame) { /* not the innermost (or an error): importtime._pop's walk */
+        Py_DECREF(thread);
+        return PyErr_Occurred() ? -1 : call_python(py_pop, &frame, 1);
+    }
+    below = SLOT(frame, below_at);
+    failed = below == Py_None ? PyDict_DelItem(imports, thread) : PyDict_SetItem(imports, thread, below);
+    Py_DECREF(thread);
+    set_slot(frame, below_at, Py_NewRef(Py_None)); /* (an ended frame keeps no other alive) */
+    return failed;
+}
+
 /* importtime._begin: the import's frame, made current; None for start-up's imports. */
 static PyObject *
 begin(PyObject *name)
 {
     long long began = 0, start_ns;
     int match = PyUnicode_Tailmatch(name, agent_prefix, 0, PY_SSIZE_T_MAX, -1), in_startup, cpu_edge;
-    PyObject *parent, *frame, *token, *start;
+    PyObject *outer, *thread, *below, *parent, *frame, *start, *type, *value, *traceback;
     if (match != 0)
         return match < 0 ? NULL : PyObject_CallOneArg(py_begin, name);
     if (calibrating())
         began = clock_ns(CLOCK_REALTIME);
-    if (PyContextVar_Get(current, NULL, &parent) < 0)
+    if (PyContextVar_Get(current, NULL, &outer) < 0)
         return NULL;
-    if (parent == Py_None) {
-        Py_DECREF(parent);
-        parent = PyDict_GetItemWithError(tracer_globals, s_root);
-        if (parent == NULL)
-            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-        Py_INCREF(parent);
+    if ((thread = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL) {
+        Py_DECREF(outer);
+        return NULL;
     }
+    below = PyDict_GetItemWithError(imports, thread); /* borrowed */
+    if (below == NULL && PyErr_Occurred())
+        goto failed;
+    if (below != NULL && SLOT(below, outer_at) == outer) /* tracer.current() */
+        parent = below;
+    else if (outer == Py_None && (parent = PyDict_GetItemWithError(tracer_globals, s_root)) == NULL) {
+        if (PyErr_Occurred())
+            goto failed;
+        parent = Py_None;
+    }
+    else if (outer != Py_None)
+        parent = outer;
+    Py_INCREF(parent);
     if (!startup_over) /* importtime.startup_over() sets _in_startup to False, for good */
         startup_over = !(in_startup = PyObject_IsTrue(PyDict_GetItem(importtime_globals, s_in_startup) ?: Py_True));
     else
         in_startup = 0;
     if (parent == Py_None || in_startup) {
         Py_DECREF(parent);
+        Py_DECREF(outer);
+        Py_DECREF(thread);
         return in_startup < 0 ? NULL : Py_NewRef(Py_None);
     }
     cpu_edge = is_deferred(parent);
     if (cpu_edge < 0 || (frame = frame_type->tp_alloc(frame_type, 0)) == NULL) {
         Py_DECREF(parent);
-        return NULL;
+        goto failed;
     }
     cpu_edge = !cpu_edge; /* an outermost import's CPU edges (importtime._begin) */
     if (began)
@@ -156,28 +198,31 @@ begin(PyObject *name)
     set_slot(frame, span_id_at, Py_NewRef(empty));
     set_slot(frame, trace_id_at, Py_NewRef(empty));
     set_slot(frame, status_at, Py_NewRef(unset));
-    if ((token = PyContextVar_Set(current, frame)) == NULL) {
+    set_slot(frame, outer_at, outer);
+    set_slot(frame, below_at, Py_NewRef(below != NULL ? below : Py_None));
+    if (PyDict_SetItem(imports, thread, frame) < 0) { /* the current span (tracer.current) until its end */
         Py_DECREF(frame);
+        Py_DECREF(thread);
         return NULL;
     }
-    set_slot(frame, token_at, token);
+    Py_DECREF(thread);
     start_ns = clock_ns(CLOCK_REALTIME);
     start = PyLong_FromLongLong(start_ns);
     set_slot(frame, start_ns_at, start);
     set_slot(frame, cpu0_at, cpu_edge ? PyLong_FromLongLong(clock_ns(CLOCK_THREAD_CPUTIME_ID)) : Py_NewRef(zero));
     if (start == NULL || SLOT(frame, cpu0_at) == NULL || (cpu_edge && count_edge_read(clock_ns(CLOCK_REALTIME) - start_ns) < 0)) {
+        PyErr_Fetch(&type, &value, &traceback);
+        if (pop(frame) < 0) /* current no more */
+            PyErr_Clear();
+        PyErr_Restore(type, value, traceback);
         Py_DECREF(frame);
         return NULL;
     }
     return frame;
-}
-
-static int
-call_python(PyObject *function, PyObject *const *args, size_t nargs)
-{
-    PyObject *result = PyObject_Vectorcall(function, args, nargs, NULL);
-    Py_XDECREF(result);
-    return result == NULL ? -1 : 0;
+failed:
+    Py_DECREF(outer);
+    Py_DECREF(thread);
+    return NULL;
 }
 
 static int
@@ -227,7 +272,7 @@ end(PyObject *frame, PyObject *name)
     if (frame == Py_None)
         return 0;
     t2 = clock_ns(CLOCK_REALTIME);
-    if (PyContextVar_Reset(current, SLOT(frame, token_at)) < 0)
+    if (pop(frame) < 0)
         return -1;
     parent = SLOT(frame, parent_at);
     t1 = PyLong_AsLong(SLOT(frame, start_ns_at)); /* 64 bits here; AsLongLong goes through a byte array */
@@ -344,7 +389,8 @@ install(PyObject *module, PyObject *importtime)
     Py_DECREF(tracer);
     if ((original = global(importtime_globals, "_original")) == NULL || (reference = global(importtime_globals, "_find_and_load")) == NULL ||
         (frame_type = (PyTypeObject *)global(importtime_globals, "_Frame")) == NULL ||
-        (current = global(importtime_globals, "_current")) == NULL || (pending = global(importtime_globals, "_pending")) == NULL ||
+        (current = global(tracer_globals, "_current")) == NULL || (imports = global(importtime_globals, "_imports")) == NULL ||
+        (pending = global(importtime_globals, "_pending")) == NULL || (py_pop = global(importtime_globals, "_pop")) == NULL ||
         (bookkeeping = global(importtime_globals, "_bookkeeping")) == NULL || (samples = global(importtime_globals, "_samples")) == NULL ||
         (edge_reads = global(importtime_globals, "_edge_reads")) == NULL ||
         (py_begin = global(importtime_globals, "_begin")) == NULL || (py_end = global(importtime_globals, "_end")) == NULL ||
@@ -357,13 +403,14 @@ install(PyObject *module, PyObject *importtime)
     Py_DECREF(threshold_ns);
     if (threshold == -1 && PyErr_Occurred())
         goto failed;
-    if (!PyType_Check(frame_type) || !PyDict_CheckExact(pending) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2 ||
+    if (!PyType_Check(frame_type) || !PyDict_CheckExact(pending) || !PyDict_CheckExact(imports) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2 ||
         !PyList_CheckExact(edge_reads) || PyList_GET_SIZE(edge_reads) != 2) {
         PyErr_SetString(PyExc_TypeError, "importtime's state is not what importtime.c reads");
         goto failed;
     }
     if ((parent_at = slot_offset("parent")) < 0 || (keep_at = slot_offset("keep")) < 0 || (child_ns_at = slot_offset("child_ns")) < 0 ||
-        (span_id_at = slot_offset("_span_id")) < 0 || (trace_id_at = slot_offset("_trace_id")) < 0 || (token_at = slot_offset("token")) < 0 ||
+        (span_id_at = slot_offset("_span_id")) < 0 || (trace_id_at = slot_offset("_trace_id")) < 0 || (outer_at = slot_offset("outer")) < 0 ||
+        (below_at = slot_offset("below")) < 0 ||
         (start_ns_at = slot_offset("start_ns")) < 0 || (cpu0_at = slot_offset("cpu0")) < 0 || (status_at = slot_offset("status")) < 0 ||
         (began_ns_at = slot_offset("began_ns")) < 0)
         goto failed;

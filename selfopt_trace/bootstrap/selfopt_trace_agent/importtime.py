@@ -13,6 +13,7 @@ import marshal
 import os
 import sys
 from _frozen_importlib_external import MAGIC_NUMBER
+from _thread import get_ident
 from time import time_ns
 
 from . import config, lazy, spanfile, tracer
@@ -23,7 +24,8 @@ _ModuleLockManager = _NEEDS_LOADING = _find_and_load_unlocked = _lock_unlock_mod
 _in_startup = True  # imports before the program's first line are part of interpreter.startup
 _AGENT = __name__.partition(".")[0]
 _threshold_ns = 1_000_000
-_current = tracer._current  # module globals: each import looks them up once, not through tracer.
+_current_get = tracer._current_get  # module globals: each import looks them up once, not through tracer.
+_imports = tracer._imports
 _Frame = tracer.ImportFrame
 _buffer = tracer._buffer
 _pending = lazy._pending
@@ -142,7 +144,10 @@ def _begin(name: str):
         except Exception as exc:  # importlib loads the module (and raises what its code raises)
             tracer.exception_diagnostic("bundle_failed:" + name, exc)
         return agent
-    parent = _current.get() or tracer._root
+    outer = _current_get()
+    thread = get_ident()
+    below = _imports.get(thread)
+    parent = below if below is not None and below.outer is outer else outer or tracer._root  # tracer.current()
     if parent is None or _in_startup:
         return None
     frame = _Frame()
@@ -153,7 +158,9 @@ def _begin(name: str):
     frame.child_ns = 0
     frame._span_id = frame._trace_id = ""
     frame.status = "UNSET"
-    frame.token = _current.set(frame)
+    frame.outer = outer
+    frame.below = below
+    _imports[thread] = frame  # the current span (tracer.current) until its end
     frame.start_ns = start = time_ns()
     # An outermost import's CPU edges (tracer.CPU_START), read inside the span: the read can end
     # the thread's time slice, and the wait for a CPU then belongs to the import.
@@ -253,7 +260,7 @@ def _end(frame, name: str) -> None:
             tracer.add_overhead(time_ns() - frame.began_ns - (tracer.overhead_ns() - frame.counted))
         return
     t2 = time_ns()
-    _current.reset(frame.token)
+    _pop(frame)
     parent = frame.parent
     t1 = frame.start_ns
     cumulative = t2 - t1
@@ -271,6 +278,24 @@ def _end(frame, name: str) -> None:
         tracer.calibrate(_bookkeeping, _samples, t1 - frame.began_ns + time_ns() - t2)
     else:
         _bookkeeping[0] += 1
+
+
+def _pop(frame: tracer.ImportFrame) -> None:
+    """The import is over: the one it is nested in (if any) is its thread's innermost again."""
+    thread = get_ident()
+    below = frame.below
+    frame.below = None  # (an ended frame keeps no other alive)
+    top = _imports.get(thread)
+    if top is frame:
+        if below is None:
+            del _imports[thread]
+        else:
+            _imports[thread] = below
+        return
+    while top is not None and top.below is not frame:  # nested imports ended later (greenlets that
+        top = top.below  # switched inside a module's body): take it out of their chain
+    if top is not None:
+        top.below = below
 
 
 def _recorded(frame: tracer.ImportFrame, name: str, end: int, cpu1: int, instrument_ns: int = 0) -> None:

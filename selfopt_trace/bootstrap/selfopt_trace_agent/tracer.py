@@ -109,8 +109,8 @@ class Span:
 
 
 class ImportFrame:
-    """An import being timed (importtime.py): the current span while its module loads, written
-    only if it turns out to matter (its cumulative time, or something recorded inside it).
+    """An import being timed (importtime.py): the current span while its module loads (`current`),
+    written only if it turns out to matter (its cumulative time, or something recorded inside it).
 
     Most imports are never written, so their frame is as light as a frame can be: the fields a Span
     reader may ask for as class constants (`deferred`, no end, no sums: small calls are summed above
@@ -123,9 +123,11 @@ class ImportFrame:
     """
 
     # The import's own state (importtime.py keeps it here, not in its wrapper's locals: docs/agent.md,
-    # "Imports"): its context token, start time, CPU edge, status, and the time its bookkeeping
+    # "Imports"): the ContextVar's value when it began (`outer`), the import it is nested in on its
+    # thread (`below`, see `_imports`), start time, CPU edge, status, and the time its bookkeeping
     # began while the cost per import is being calibrated.
-    __slots__ = ("parent", "keep", "child_ns", "_span_id", "_trace_id", "token", "start_ns", "cpu0", "status", "began_ns")
+    __slots__ = ("parent", "keep", "child_ns", "_span_id", "_trace_id", "outer", "below", "start_ns", "cpu0", "status",
+                 "began_ns")
     deferred = True
     category = "import"
     kind = INTERNAL
@@ -152,7 +154,16 @@ class ImportFrame:
 
 
 _new = object.__new__  # a Span without its __init__ call: start_span sets every field
+# The current span, imports aside: asyncio tasks and greenlets keep their own.
 _current: ContextVar = ContextVar("selfopt_trace_current_span", default=None)
+_current_get = _current.get
+# The imports under way: thread ident -> its innermost ImportFrame, which links the one it is nested
+# in (`below`). An import's frame is the current span while nothing was made current since it began
+# (the ContextVar still holds the frame's `outer`): a module body runs in one thread and cannot await,
+# so the imports of a thread nest. Setting and resetting the ContextVar around every import instead
+# cost ~1.2 us an import (a new context mapping and a token each, every variable's cache emptied:
+# docs/benchmarks.md, "Imports leave the ContextVar alone").
+_imports: dict = {}
 
 # Per-process state, reset after fork.
 _buffer: list = []
@@ -246,7 +257,14 @@ def new_trace_id() -> str:
     return os.urandom(16).hex()
 
 
-current = _current.get  # the current span, or None
+def current() -> Span | ImportFrame | None:
+    """The current span, or None."""
+    span = _current_get()
+    if _imports:
+        frame = _imports.get(get_ident())
+        if frame is not None and frame.outer is span:
+            return frame
+    return span
 
 
 def activate(span: Span | None):
@@ -298,7 +316,7 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     thread runs).
     """
     if parent is None:
-        parent = _current.get() or _root
+        parent = current() or _root
     now = start_ns or time_ns()
     if first_call is not None:
         now = _from_first_call(now)
@@ -383,7 +401,7 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
     timing is measured, like the end of start-up).
     """
     if parent is None:
-        parent = _current.get() or _root
+        parent = current() or _root
     parent_id, trace_id = _parent_ids(parent)
     span = Span(span_id or new_span_id(), parent, parent_id, trace_id, name, kind, category, start_ns, attributes)
     span.status, span.end_ns = status, end_ns
@@ -406,7 +424,7 @@ def record_line(name: str, category: str, start_ns: int, end_ns: int, attributes
     caller passes the attributes already encoded as a JSON object.
     """
     if parent is None:
-        parent = _current.get() or _root
+        parent = current() or _root
     if parent is None:
         parent_id, trace_id = _remote_parent_id, _trace_id
     else:
@@ -788,7 +806,8 @@ def after_fork_in_parent() -> None:
 
 
 def reset_after_fork() -> None:
-    """In a forked child: drop the parent's buffer and close the parent's file descriptor."""
+    """In a forked child: drop the parent's buffer, its other threads' imports, and close the parent's
+    file descriptor."""
     global _fd, _flusher_started, _overhead_ns
     _flush_lock.release()
     if _fd is not None:
@@ -804,3 +823,7 @@ def reset_after_fork() -> None:
     del formatted[:]
     del late_records[:]
     unwritten.clear()  # the parent's: written (or to be) in its file
+    forking = _imports.get(get_ident())  # the imports of the thread that forked go on in the child
+    _imports.clear()
+    if forking is not None:
+        _imports[get_ident()] = forking

@@ -191,7 +191,7 @@ def framed(original, call: Call, where: tuple = ()):
 
     def wrapper(*args, **kwargs):
         try:
-            parent = tracer._current.get() or tracer._root
+            parent = tracer.current() or tracer._root
             thread = get_ident()
             if parent is None or thread in busy:
                 return original(*args, **kwargs)
