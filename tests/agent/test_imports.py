@@ -283,7 +283,7 @@ def test_what_a_modules_body_starts_sits_under_its_import(traced, tmp_path):
     """An import's frame is the current span while its module's body runs (tracer.current: no ContextVar
     set around the import) for everything the body starts: a process, an asyncio task's process, a
     nested import; a span the body makes current takes over until it ends; once the import is over its
-    frame is nobody's parent, and no thread keeps an import under way."""
+    frame is nobody's parent (no current span at the program's top level)."""
     def spawn(marker: str) -> str:
         return f"subprocess.run([sys.executable, '-c', 'pass', '{marker}'], check=True)\n"
 
@@ -304,9 +304,9 @@ def test_what_a_modules_body_starts_sits_under_its_import(traced, tmp_path):
     code = ("import subprocess, sys; sys.path.insert(0, '.')\n"
             "import outer_body\n"
             + spawn("after-the-import") +
-            "print(sys.modules['selfopt_trace_agent.tracer']._imports)\n")
+            "print(sys.modules['selfopt_trace_agent.tracer'].current())\n")
     result = traced.python(code, cwd=tmp_path)
-    assert result.returncode == 0 and result.stderr == b"" and result.stdout == b"{}\n", result
+    assert result.returncode == 0 and result.stderr == b"" and result.stdout == b"None\n", result
     spans = traced.spans()
     outer, = spans.named("import outer_body")
     inner, = spans.named("import inner_body")
@@ -330,7 +330,7 @@ def test_what_a_modules_body_starts_sits_under_its_import(traced, tmp_path):
 def test_imports_that_end_out_of_order_leave_none_under_way(traced, tmp_path):
     """Greenlets (gevent's) share their thread, and a module's body that switches lets another greenlet
     import meanwhile: its import nests on the thread's chain above the first, which may end first
-    (importtime._pop takes a frame out wherever it is). Afterwards no import is under way and every
+    (importtime._pop takes a frame out wherever it is). Afterwards no import is current and every
     span's parent is in the trace. (The second greenlet's import, begun with no span of its own
     current, sits under the first one's, which was under way in its thread.)"""
     (tmp_path / "switches_a.py").write_text("import greenlet\ngreenlet.getcurrent().parent.switch()\n")
@@ -342,9 +342,9 @@ def test_imports_that_end_out_of_order_leave_none_under_way(traced, tmp_path):
             "a.switch(); b.switch()  # the first import ends first\n"
             "assert a.dead and b.dead\n"
             "subprocess.run([sys.executable, '-c', 'pass', 'after'], check=True)\n"
-            "print(sys.modules['selfopt_trace_agent.tracer']._imports)\n")
+            "print(sys.modules['selfopt_trace_agent.tracer'].current())\n")
     result = traced.python(code, cwd=tmp_path, extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "0"})
-    assert result.returncode == 0 and result.stderr == b"" and result.stdout == b"{}\n", result
+    assert result.returncode == 0 and result.stderr == b"" and result.stdout == b"None\n", result
     spans = traced.spans()
     first, = spans.named("import switches_a")
     second, = spans.named("import switches_b")
@@ -353,3 +353,21 @@ def test_imports_that_end_out_of_order_leave_none_under_way(traced, tmp_path):
     assert spans.parent(spans.parent(spans.process_of("after"))).name == "process"
     by_id = spans.by_id()
     assert all(s.parent_span_id in by_id for s in spans.spans if s.parent_span_id and s.name != "process")
+
+
+def test_another_mapping_in_sys_modules_imports_as_untraced(traced, tmp_path):
+    """A dict subclass put in sys.modules (importlib's Python code reads that attribute): imports work
+    as untraced; the C twin leaves them untimed (its store of imports under way is its own), the
+    Python wrapper times them."""
+    write_modules(tmp_path)
+    code = ("import sys; sys.path.insert(0, '.')\n"
+            "class Modules(dict): pass\n"
+            "sys.modules = Modules(sys.modules)\n"
+            "import slow_inner, fast_one\n"
+            "print(type(sys.modules).__name__, 'slow_inner' in sys.modules, fast_one.X)\n")
+    untraced = traced.untraced([sys.executable, "-c", code], cwd=tmp_path)
+    result = traced.python(code, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
+    assert result.stdout == b"Modules True 1\n"
+    timed = traced.settings.get(config.ENV_PURE_PYTHON) == "1"
+    assert len(traced.spans().named("import slow_inner")) == timed

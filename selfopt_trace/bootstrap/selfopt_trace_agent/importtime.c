@@ -25,9 +25,12 @@ static PyObject *original;       /* importlib's _find_and_load */
 static PyObject *reference;      /* importtime._find_and_load: for calls this file does not expect */
 static PyObject *importtime_globals, *tracer_globals, *sys_globals;
 static PyTypeObject *frame_type; /* tracer.ImportFrame */
+static PyTypeObject *span_type;  /* tracer.Span */
 static PyObject *current;        /* tracer._current, the current span's ContextVar (imports aside) */
-static PyObject *imports;        /* tracer._imports: thread ident -> its innermost import's frame */
-static PyObject *py_pop;         /* importtime._pop: a frame out of its thread's chain, wherever it is */
+/* This thread's innermost import under way (a strong reference), each frame holding the one it is
+ * nested in (`below`): the twin's store of what tracer._imports holds for the Python wrapper, without
+ * a thread ident's int, a hash and a dict's insertion and deletion an import (~1,300 instructions). */
+static _Thread_local PyObject *innermost;
 static PyObject *pending;        /* lazy._pending: module name -> hooks to arm at its import */
 static PyObject *bookkeeping;    /* importtime._bookkeeping: [imports counted, ns each] */
 static PyObject *edge_reads;     /* importtime._edge_reads: [ns, 1] */
@@ -40,7 +43,7 @@ static int startup_over;        /* importtime._in_startup seen False */
 static long long threshold;     /* importtime._threshold_ns, set before install */
 
 static Py_ssize_t parent_at, keep_at, child_ns_at, span_id_at, trace_id_at, outer_at, below_at, start_ns_at,
-    cpu0_at, status_at, began_ns_at;
+    cpu0_at, status_at, began_ns_at, span_deferred_at;
 
 #define SLOT(obj, at) (*(PyObject **)((char *)(obj) + (at)))
 
@@ -90,6 +93,8 @@ is_deferred(PyObject *span)
     int flag;
     if (Py_TYPE(span) == frame_type)
         return 1;
+    if (Py_TYPE(span) == span_type && (deferred = SLOT(span, span_deferred_at)) != NULL) /* a Span: its slot */
+        return PyObject_IsTrue(deferred);
     deferred = PyObject_GetAttr(span, s_deferred);
     if (deferred == NULL)
         return -1;
@@ -125,23 +130,25 @@ call_python(PyObject *function, PyObject *const *args, size_t nargs)
 }
 
 /* importtime._pop: the import is over, the one it is nested in is its thread's innermost again. */
-static int
+static void
 pop(PyObject *frame)
 {
-    PyObject *thread = PyLong_FromUnsignedLong(PyThread_get_thread_ident()), *top, *below;
-    int failed;
-    if (thread == NULL)
-        return -1;
-    top = PyDict_GetItemWithError(imports, thread);
-    if (top != frame) { /* not the innermost (or an error): importtime._pop's walk */
-        Py_DECREF(thread);
-        return PyErr_Occurred() ? -1 : call_python(py_pop, &frame, 1);
+    PyObject *below = SLOT(frame, below_at), *nested;
+    SLOT(frame, below_at) = Py_NewRef(Py_None); /* (an ended frame keeps no other alive) */
+    if (innermost == frame) {
+        innermost = below == Py_None ? NULL : below; /* below's reference moves there */
+        if (below == Py_None)
+            Py_DECREF(below);
+        Py_DECREF(frame);
+        return;
     }
-    below = SLOT(frame, below_at);
-    failed = below == Py_None ? PyDict_DelItem(imports, thread) : PyDict_SetItem(imports, thread, below);
-    Py_DECREF(thread);
-    set_slot(frame, below_at, Py_NewRef(Py_None)); /* (an ended frame keeps no other alive) */
-    return failed;
+    /* Imports nested in it ended later (greenlets that switched inside a module's body): out of their chain. */
+    for (nested = innermost; nested != NULL && SLOT(nested, below_at) != frame;)
+        nested = SLOT(nested, below_at) == Py_None ? NULL : SLOT(nested, below_at);
+    if (nested != NULL)
+        set_slot(nested, below_at, below);
+    else
+        Py_DECREF(below);
 }
 
 /* importtime._begin: the import's frame, made current; None for start-up's imports. */
@@ -150,25 +157,20 @@ begin(PyObject *name)
 {
     long long began = 0, start_ns;
     int match = PyUnicode_Tailmatch(name, agent_prefix, 0, PY_SSIZE_T_MAX, -1), in_startup, cpu_edge;
-    PyObject *outer, *thread, *below, *parent, *frame, *start, *type, *value, *traceback;
+    PyObject *outer, *parent, *frame, *start;
     if (match != 0)
         return match < 0 ? NULL : PyObject_CallOneArg(py_begin, name);
     if (calibrating())
         began = clock_ns(CLOCK_REALTIME);
     if (PyContextVar_Get(current, NULL, &outer) < 0)
         return NULL;
-    if ((thread = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL) {
-        Py_DECREF(outer);
-        return NULL;
-    }
-    below = PyDict_GetItemWithError(imports, thread); /* borrowed */
-    if (below == NULL && PyErr_Occurred())
-        goto failed;
-    if (below != NULL && SLOT(below, outer_at) == outer) /* tracer.current() */
-        parent = below;
+    if (innermost != NULL && SLOT(innermost, outer_at) == outer) /* current_span() */
+        parent = innermost;
     else if (outer == Py_None && (parent = PyDict_GetItemWithError(tracer_globals, s_root)) == NULL) {
-        if (PyErr_Occurred())
-            goto failed;
+        if (PyErr_Occurred()) {
+            Py_DECREF(outer);
+            return NULL;
+        }
         parent = Py_None;
     }
     else if (outer != Py_None)
@@ -181,13 +183,13 @@ begin(PyObject *name)
     if (parent == Py_None || in_startup) {
         Py_DECREF(parent);
         Py_DECREF(outer);
-        Py_DECREF(thread);
         return in_startup < 0 ? NULL : Py_NewRef(Py_None);
     }
     cpu_edge = is_deferred(parent);
     if (cpu_edge < 0 || (frame = frame_type->tp_alloc(frame_type, 0)) == NULL) {
         Py_DECREF(parent);
-        goto failed;
+        Py_DECREF(outer);
+        return NULL;
     }
     cpu_edge = !cpu_edge; /* an outermost import's CPU edges (importtime._begin) */
     if (began)
@@ -199,30 +201,18 @@ begin(PyObject *name)
     set_slot(frame, trace_id_at, Py_NewRef(empty));
     set_slot(frame, status_at, Py_NewRef(unset));
     set_slot(frame, outer_at, outer);
-    set_slot(frame, below_at, Py_NewRef(below != NULL ? below : Py_None));
-    if (PyDict_SetItem(imports, thread, frame) < 0) { /* the current span (tracer.current) until its end */
-        Py_DECREF(frame);
-        Py_DECREF(thread);
-        return NULL;
-    }
-    Py_DECREF(thread);
+    set_slot(frame, below_at, innermost != NULL ? innermost : Py_NewRef(Py_None)); /* innermost's reference moves */
+    innermost = Py_NewRef(frame); /* the current span (current_span) until its end */
     start_ns = clock_ns(CLOCK_REALTIME);
     start = PyLong_FromLongLong(start_ns);
     set_slot(frame, start_ns_at, start);
     set_slot(frame, cpu0_at, cpu_edge ? PyLong_FromLongLong(clock_ns(CLOCK_THREAD_CPUTIME_ID)) : Py_NewRef(zero));
     if (start == NULL || SLOT(frame, cpu0_at) == NULL || (cpu_edge && count_edge_read(clock_ns(CLOCK_REALTIME) - start_ns) < 0)) {
-        PyErr_Fetch(&type, &value, &traceback);
-        if (pop(frame) < 0) /* current no more */
-            PyErr_Clear();
-        PyErr_Restore(type, value, traceback);
+        pop(frame);
         Py_DECREF(frame);
         return NULL;
     }
     return frame;
-failed:
-    Py_DECREF(outer);
-    Py_DECREF(thread);
-    return NULL;
 }
 
 static int
@@ -272,8 +262,7 @@ end(PyObject *frame, PyObject *name)
     if (frame == Py_None)
         return 0;
     t2 = clock_ns(CLOCK_REALTIME);
-    if (pop(frame) < 0)
-        return -1;
+    pop(frame);
     parent = SLOT(frame, parent_at);
     t1 = PyLong_AsLong(SLOT(frame, start_ns_at)); /* 64 bits here; AsLongLong goes through a byte array */
     if ((deferred = is_deferred(parent)) < 0 || (deferred && add_child_time(parent, t2 - t1) < 0))
@@ -322,8 +311,10 @@ find_and_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* sys.modules as importlib reads it (PySys_GetObject makes a str of its name at each call) */
     PyObject *modules = PyDict_GetItem(sys_globals, s_modules), *frame, *result, *type, *value, *traceback;
     int needed;
-    if (nargs != 2 || modules == NULL || !PyDict_CheckExact(modules) || !PyUnicode_CheckExact(args[0]))
+    if (nargs != 2 || modules == NULL || !PyUnicode_Check(args[0])) /* no import statement calls so: raises there */
         return PyObject_Vectorcall(reference, args, nargs, NULL);
+    if (!PyDict_CheckExact(modules)) /* another mapping in sys.modules: not timed (the store is this file's) */
+        return PyObject_Vectorcall(original, args, nargs, NULL);
     if ((needed = needs_loading(modules, args[0])) <= 0)
         return needed < 0 ? NULL : PyObject_Vectorcall(original, args, 2, NULL);
     if ((frame = begin(args[0])) == NULL)
@@ -348,16 +339,16 @@ find_and_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static Py_ssize_t
-slot_offset(const char *slot)
+slot_offset(PyTypeObject *type, const char *slot)
 {
-    PyObject *descriptor = PyObject_GetAttrString((PyObject *)frame_type, slot);
+    PyObject *descriptor = PyObject_GetAttrString((PyObject *)type, slot);
     Py_ssize_t offset = -1;
     if (descriptor == NULL)
         return -1;
     if (Py_TYPE(descriptor) == &PyMemberDescr_Type && ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX)
         offset = ((PyMemberDescrObject *)descriptor)->d_member->offset;
     else
-        PyErr_Format(PyExc_TypeError, "ImportFrame.%s is not a slot", slot);
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, slot);
     Py_DECREF(descriptor);
     return offset;
 }
@@ -389,8 +380,8 @@ install(PyObject *module, PyObject *importtime)
     Py_DECREF(tracer);
     if ((original = global(importtime_globals, "_original")) == NULL || (reference = global(importtime_globals, "_find_and_load")) == NULL ||
         (frame_type = (PyTypeObject *)global(importtime_globals, "_Frame")) == NULL ||
-        (current = global(tracer_globals, "_current")) == NULL || (imports = global(importtime_globals, "_imports")) == NULL ||
-        (pending = global(importtime_globals, "_pending")) == NULL || (py_pop = global(importtime_globals, "_pop")) == NULL ||
+        (span_type = (PyTypeObject *)global(tracer_globals, "Span")) == NULL ||
+        (current = global(tracer_globals, "_current")) == NULL || (pending = global(importtime_globals, "_pending")) == NULL ||
         (bookkeeping = global(importtime_globals, "_bookkeeping")) == NULL || (samples = global(importtime_globals, "_samples")) == NULL ||
         (edge_reads = global(importtime_globals, "_edge_reads")) == NULL ||
         (py_begin = global(importtime_globals, "_begin")) == NULL || (py_end = global(importtime_globals, "_end")) == NULL ||
@@ -403,16 +394,16 @@ install(PyObject *module, PyObject *importtime)
     Py_DECREF(threshold_ns);
     if (threshold == -1 && PyErr_Occurred())
         goto failed;
-    if (!PyType_Check(frame_type) || !PyDict_CheckExact(pending) || !PyDict_CheckExact(imports) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2 ||
+    if (!PyType_Check(frame_type) || !PyType_Check(span_type) || !PyDict_CheckExact(pending) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2 ||
         !PyList_CheckExact(edge_reads) || PyList_GET_SIZE(edge_reads) != 2) {
         PyErr_SetString(PyExc_TypeError, "importtime's state is not what importtime.c reads");
         goto failed;
     }
-    if ((parent_at = slot_offset("parent")) < 0 || (keep_at = slot_offset("keep")) < 0 || (child_ns_at = slot_offset("child_ns")) < 0 ||
-        (span_id_at = slot_offset("_span_id")) < 0 || (trace_id_at = slot_offset("_trace_id")) < 0 || (outer_at = slot_offset("outer")) < 0 ||
-        (below_at = slot_offset("below")) < 0 ||
-        (start_ns_at = slot_offset("start_ns")) < 0 || (cpu0_at = slot_offset("cpu0")) < 0 || (status_at = slot_offset("status")) < 0 ||
-        (began_ns_at = slot_offset("began_ns")) < 0)
+    if ((parent_at = slot_offset(frame_type, "parent")) < 0 || (keep_at = slot_offset(frame_type, "keep")) < 0 || (child_ns_at = slot_offset(frame_type, "child_ns")) < 0 ||
+        (span_id_at = slot_offset(frame_type, "_span_id")) < 0 || (trace_id_at = slot_offset(frame_type, "_trace_id")) < 0 || (outer_at = slot_offset(frame_type, "outer")) < 0 ||
+        (below_at = slot_offset(frame_type, "below")) < 0 ||
+        (start_ns_at = slot_offset(frame_type, "start_ns")) < 0 || (cpu0_at = slot_offset(frame_type, "cpu0")) < 0 || (status_at = slot_offset(frame_type, "status")) < 0 ||
+        (began_ns_at = slot_offset(frame_type, "began_ns")) < 0 || (span_deferred_at = slot_offset(span_type, "deferred")) < 0)
         goto failed;
     return PyCFunction_NewEx(&find_and_load_def, module, NULL);
 failed:
@@ -445,8 +436,35 @@ runqueue_ns(PyObject *module, PyObject *unused)
     return PyLong_FromUnsignedLongLong(strtoull(end, NULL, 10));
 }
 
+/* current_span() -> tracer.current with this store: the innermost import under way in this thread while
+ * the ContextVar holds what it held when that import began, else the ContextVar's span. */
+static PyObject *
+current_span(PyObject *module, PyObject *unused)
+{
+    PyObject *span;
+    if (PyContextVar_Get(current, NULL, &span) < 0)
+        return NULL;
+    if (innermost != NULL && SLOT(innermost, outer_at) == span) {
+        Py_DECREF(span);
+        return Py_NewRef(innermost);
+    }
+    return span;
+}
+
+/* pop_import(frame): importtime._pop with this store (importtime._end's, for what it ends itself). */
+static PyObject *
+pop_import(PyObject *module, PyObject *frame)
+{
+    if (Py_TYPE(frame) != frame_type)
+        return PyErr_Format(PyExc_TypeError, "not an import's frame: %R", frame);
+    pop(frame);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"install", install, METH_O, "install(importtime) -> the C wrapper of importlib's _find_and_load"},
+    {"current_span", current_span, METH_NOARGS, "current_span() -> tracer.current, read from the twin's imports under way"},
+    {"pop_import", pop_import, METH_O, "pop_import(frame): importtime._pop, on the twin's imports under way"},
     {"runqueue_ns", runqueue_ns, METH_NOARGS, "runqueue_ns() -> this thread's time queued for a CPU, or None"},
     {NULL, NULL, 0, NULL},
 };

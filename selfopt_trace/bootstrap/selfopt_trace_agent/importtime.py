@@ -50,7 +50,7 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
     importlib. Returns why the twin that is there did not load (for a diagnostic once the span
     file is set up), else None."""
     global _original, _threshold_ns, _ModuleLockManager, _NEEDS_LOADING, _find_and_load_unlocked, _lock_unlock_module
-    global _run_module, runqueue_ns
+    global _run_module, runqueue_ns, _pop
     import _frozen_importlib as bootstrap
 
     if _original is not None or getattr(bootstrap._find_and_load, "__selfopt_trace__", False):
@@ -65,6 +65,8 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
         if twin is not None:
             wrapper = twin.install(sys.modules[__name__])
             runqueue_ns = twin.runqueue_ns
+            # the twin keeps the imports under way in its thread-local store, not in tracer._imports
+            tracer.current, _pop = twin.current_span, twin.pop_import
     except Exception as exc:  # not loadable here (another C library, a damaged file): the Python wrapper
         failure = exc
     bootstrap._find_and_load = wrapper
@@ -260,7 +262,16 @@ def _end(frame, name: str) -> None:
             tracer.add_overhead(time_ns() - frame.began_ns - (tracer.overhead_ns() - frame.counted))
         return
     t2 = time_ns()
-    _pop(frame)
+    thread = get_ident()
+    if _imports.get(thread) is frame:  # _pop, inline: the Python wrapper's innermost import
+        below = frame.below
+        if below is None:
+            del _imports[thread]
+        else:
+            frame.below = None
+            _imports[thread] = below
+    else:  # nested imports ended later, or the twin's store
+        _pop(frame)
     parent = frame.parent
     t1 = frame.start_ns
     cumulative = t2 - t1
@@ -281,7 +292,8 @@ def _end(frame, name: str) -> None:
 
 
 def _pop(frame: tracer.ImportFrame) -> None:
-    """The import is over: the one it is nested in (if any) is its thread's innermost again."""
+    """The import is over: the one it is nested in (if any) is its thread's innermost again (the C
+    twin's pop_import in its place with the twin)."""
     thread = get_ident()
     below = frame.below
     frame.below = None  # (an ended frame keeps no other alive)

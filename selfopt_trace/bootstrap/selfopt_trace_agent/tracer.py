@@ -158,11 +158,12 @@ _new = object.__new__  # a Span without its __init__ call: start_span sets every
 _current: ContextVar = ContextVar("selfopt_trace_current_span", default=None)
 _current_get = _current.get
 # The imports under way: thread ident -> its innermost ImportFrame, which links the one it is nested
-# in (`below`). An import's frame is the current span while nothing was made current since it began
-# (the ContextVar still holds the frame's `outer`): a module body runs in one thread and cannot await,
-# so the imports of a thread nest. Setting and resetting the ContextVar around every import instead
-# cost ~1.2 us an import (a new context mapping and a token each, every variable's cache emptied:
-# docs/benchmarks.md, "Imports leave the ContextVar alone").
+# in (`below`); the C twin of the import wrapper keeps its own in thread-local storage, and puts its
+# reader in current's place (importtime.install). An import's frame is the current span while nothing
+# was made current since it began (the ContextVar still holds the frame's `outer`): a module's body
+# runs in one thread and cannot await, so the imports of a thread nest. Setting and resetting the
+# ContextVar around every import instead was a new context mapping and a token each, every
+# variable's cache emptied (docs/benchmarks.md, "Imports leave the ContextVar alone").
 _imports: dict = {}
 
 # Per-process state, reset after fork.
@@ -258,7 +259,7 @@ def new_trace_id() -> str:
 
 
 def current() -> Span | ImportFrame | None:
-    """The current span, or None."""
+    """The current span, or None (read through this module's global: the twin's takes its place)."""
     span = _current_get()
     if _imports:
         frame = _imports.get(get_ident())
