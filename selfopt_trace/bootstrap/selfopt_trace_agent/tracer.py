@@ -116,9 +116,9 @@ class ImportFrame:
     reader may ask for as class constants (`deferred`, no end, no sums: small calls are summed above
     it, hooks/timed.py). Its span id is taken when first asked for, by a span
     recorded under it or by its own record (an import nothing asks about takes none), its trace id
-    is its parent's (kept once asked for). The id is taken without a lock: the thread that asks is the importing one (a
-    thread started meanwhile hands over above the frame, hooks/threads.py), unless a copied context
-    runs elsewhere during the import. A Span as a frame cost 4,600 instructions an import
+    is its parent's (kept once asked for). The id is taken without a lock: the thread that asks is the
+    importing one, the only one the frame is current in (a thread started meanwhile hands over above
+    the frame, hooks/threads.py). A Span as a frame cost 4,600 instructions an import
     (docs/benchmarks.md).
     """
 
