@@ -263,14 +263,14 @@ def _end(frame, name: str) -> None:
         return
     t2 = time_ns()
     thread = get_ident()
-    if _imports.get(thread) is frame:  # _pop, inline: the Python wrapper's innermost import
+    if _imports.get(thread) is frame:  # the Python wrapper's innermost: the one it is nested in is again
         below = frame.below
         if below is None:
             del _imports[thread]
         else:
-            frame.below = None
+            frame.below = None  # (an ended frame keeps no other alive)
             _imports[thread] = below
-    else:  # nested imports ended later, or the twin's store
+    else:  # nested imports ended after it, or the twin's store
         _pop(frame)
     parent = frame.parent
     t1 = frame.start_ns
@@ -292,22 +292,15 @@ def _end(frame, name: str) -> None:
 
 
 def _pop(frame: tracer.ImportFrame) -> None:
-    """The import is over: the one it is nested in (if any) is its thread's innermost again (the C
-    twin's pop_import in its place with the twin)."""
-    thread = get_ident()
-    below = frame.below
-    frame.below = None  # (an ended frame keeps no other alive)
-    top = _imports.get(thread)
-    if top is frame:
-        if below is None:
-            del _imports[thread]
-        else:
-            _imports[thread] = below
-        return
-    while top is not None and top.below is not frame:  # nested imports ended later (greenlets that
-        top = top.below  # switched inside a module's body): take it out of their chain
-    if top is not None:
-        top.below = below
+    """The import is over but is not its thread's innermost (_end pops that one): imports nested in it
+    ended after it (greenlets that switched inside a module's body), so it leaves their chain. With
+    the twin, its pop_import in this place: the twin's store, innermost or not."""
+    nested = _imports.get(get_ident())
+    while nested is not None and nested.below is not frame:
+        nested = nested.below
+    if nested is not None:
+        nested.below = frame.below
+    frame.below = None
 
 
 def _recorded(frame: tracer.ImportFrame, name: str, end: int, cpu1: int, instrument_ns: int = 0) -> None:
