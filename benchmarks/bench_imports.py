@@ -83,6 +83,7 @@ TEST_FILE = "def test_one():\n    assert sum([1, 2]) == 3\n"
 CALLGRIND_SLOWDOWN = 50  # callgrind runs Python ~40-50x slower: time thresholds scaled by this
 # Modes that are this tree's bootstrap with settings of their own (--pure-python): mode -> variables.
 MODE_ENV: dict = {}
+PYTHON = sys.executable  # the interpreter of the cases (--python)
 
 
 def command_line(args: list) -> str:
@@ -114,7 +115,7 @@ def write_caches(args: list, cwd: Path, env: dict) -> None:
     instead of 1,836 M, depending on what earlier runs of the same virtualenv had left
     (docs/benchmarks.md, "The lazy bundle")."""
     env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([PYTHON, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def module_count(args: list, cwd: Path, env: dict) -> int:
@@ -123,7 +124,7 @@ def module_count(args: list, cwd: Path, env: dict) -> int:
     probe = dict(env, PYTHONPATH=str(aside(cwd, "probe")))
     aside(cwd, "probe").mkdir(exist_ok=True)
     (aside(cwd, "probe") / "sitecustomize.py").write_text(code + "\n")
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=probe, capture_output=True, text=True)
+    result = subprocess.run([PYTHON, *args], cwd=cwd, env=probe, capture_output=True, text=True)
     found = re.findall(r"MODULES (\d+)", result.stderr)
     return int(found[-1]) if found else 0
 
@@ -164,7 +165,7 @@ def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, tuple, float,
     without the probe), system CPU seconds, voluntary context switches: a thread waiting for the
     GIL, a sleep, minor page faults)."""
     t0 = time.perf_counter()
-    child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+    child = subprocess.Popen([PYTHON, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - t0
@@ -271,7 +272,7 @@ def instructions(args: list, cwd: Path, env: dict, cache_sim: bool = False) -> i
     (CEst = Ir + 10 x L1 misses + 100 x last-level misses, of the simulated caches)."""
     out = aside(cwd, "callgrind.out")
     result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                             *(["--cache-sim=yes"] if cache_sim else []), sys.executable, *args],
+                             *(["--cache-sim=yes"] if cache_sim else []), PYTHON, *args],
                             cwd=cwd, env=env, capture_output=True, text=True)
     counts = [int(n) for n in re.search(r"Collected :((?: \d+)+)", result.stderr).group(1).split()]
     if not cache_sim:
@@ -354,10 +355,15 @@ def main() -> None:
                         help="with --instructions: callgrind's cycle estimate from its simulated caches instead "
                              "(instruction and data cache misses weighed in, which instructions alone leave out)")
     parser.add_argument("--slopes", action="store_true", help="instructions per import and per summed compile")
+    parser.add_argument("--python", default=sys.executable,
+                        help="run the cases under this interpreter (only this tree's agent is prepared for it, as `run` "
+                             "now prepares it: interpreters.py; a --compare tree as its `run` left it, for its own interpreter)")
     parser.add_argument("--pure-python", action="store_true",
                         help="also this tree's agent without the import wrapper's C twin (importtime.c)")
     args = parser.parse_args()
-    bootstraps = compiled_bootstraps(args.compare)
+    global PYTHON
+    PYTHON = args.python
+    bootstraps = compiled_bootstraps(args.compare, PYTHON)
     if args.pure_python:
         mode = "selfopt-trace, Python wrapper"
         bootstraps[mode] = bootstraps["selfopt-trace"]
@@ -370,7 +376,8 @@ def main() -> None:
     for i in range(1000):
         (aside(cwd, "lazy") / f"lazy{i}.py").write_text(LAZY_MODULE.format(i=i))
     base = clean_environ()
-    print(f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+    version = subprocess.run([PYTHON, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True).stdout.strip()
+    print(f"python {version}, load average {os.getloadavg()[0]:.1f}")
     try:
         if args.slopes:
             slopes(cwd, base, bootstraps)

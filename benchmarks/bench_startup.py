@@ -30,10 +30,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from selfopt_trace import import_twin
+from selfopt_trace import import_twin, interpreters
 from selfopt_trace.bootstrap.selfopt_trace_agent import container
 from selfopt_trace.bootstrap.selfopt_trace_agent.config import ENV_CONTAINER_ID
-from selfopt_trace.runner import write_bundles
+from selfopt_trace.agent_build import write_bundles
 
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
 
@@ -69,10 +69,11 @@ def traced_environ(base: dict, bootstrap: Path, run_dir: Path) -> dict:
     return env
 
 
-def compiled_bootstraps(compare: list | None) -> dict:
+def compiled_bootstraps(compare: list | None, python: str = sys.executable) -> dict:
     """This tree's bootstrap, and each of `compare` beside it, each compiled as `selfopt-trace run`
     does first (.pyc files, the bundles, and the import wrapper's C twin: what a tree whose agent
-    does not use them ignores)."""
+    does not use them ignores); this tree's also for `python` when that is another interpreter
+    (interpreters.py: `run` prepares the agent for the interpreters CMD names)."""
     bootstraps = {"selfopt-trace": BOOTSTRAP}
     for other in compare or ():
         bootstraps[f"selfopt-trace ({other})"] = other.resolve()
@@ -80,6 +81,7 @@ def compiled_bootstraps(compare: list | None) -> dict:
         compileall.compile_dir(str(bootstrap), quiet=1)
         write_bundles(bootstrap)
         import_twin.build(bootstrap)
+    interpreters.prepare_for([python], os.environ, BOOTSTRAP)
     return bootstraps
 
 

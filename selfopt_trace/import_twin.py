@@ -1,9 +1,10 @@
 """Builds the C twin of the agent's import wrapper (selfopt_trace_agent/importtime.c).
 
-The twin is compiled with the C compiler and headers of the interpreter running `selfopt-trace`
-into the agent's __pycache__, named after the source's mtime and size (importtime._twin looks for
-exactly that name, so a stale build is never loaded), once per source. Only for CPython 3.11, the
-version it is written and tested against; any other interpreter in the tree, or a machine without a
+The twin is compiled with the C compiler and headers of the interpreter that runs this (selfopt-trace's
+own, and each other one of CMD's tree: agent_build.py) into the agent's __pycache__, named after the
+source's mtime and size and the interpreter's extension suffix (importtime._twin looks for exactly
+that name, so a stale build is never loaded), once per source. Only for CPython 3.11 to 3.13 with the
+GIL, the versions it is written and tested against; any other interpreter, or a machine without a
 compiler, runs the Python wrapper, which does the same.
 """
 
@@ -16,16 +17,26 @@ from pathlib import Path
 
 from .paths import AGENT_PACKAGE
 
-SUPPORTED_TAG = "cpython-311"
+SUPPORTED_TAGS = ("cpython-311", "cpython-312", "cpython-313")
 
 
-def twin_path(directory: Path) -> Path | None:
-    """Where the twin of the agent under `directory` is (or goes); None where none is built."""
+def twin_suffix() -> str | None:
+    """The file name ending of this interpreter's twin (its extension suffix); None where none is built
+    (another version, a free-threaded build: the twin relies on the GIL, another system)."""
+    if sys.implementation.cache_tag not in SUPPORTED_TAGS or "t" in sys.abiflags or sys.platform != "linux":
+        return None
+    return EXTENSION_SUFFIXES[0]
+
+
+def twin_path(directory: Path, suffix: str | None = None) -> Path | None:
+    """Where the twin of the agent under `directory` is (or goes) for the interpreter whose twin_suffix()
+    is `suffix` (this one by default); None where none is built."""
+    suffix = suffix or twin_suffix()
     source = directory / AGENT_PACKAGE / "importtime.c"
-    if sys.implementation.cache_tag != SUPPORTED_TAG or sys.platform != "linux" or not source.exists():
+    if not suffix or not source.exists():
         return None
     status = source.stat()
-    return source.parent / "__pycache__" / f"_importtime.{status.st_mtime_ns}.{status.st_size}{EXTENSION_SUFFIXES[0]}"
+    return source.parent / "__pycache__" / f"_importtime.{status.st_mtime_ns}.{status.st_size}{suffix}"
 
 
 def failure_path(target: Path) -> Path:
@@ -66,7 +77,7 @@ def build(directory: Path) -> Path | None:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    for stale in target.parent.glob("_importtime.*"):  # earlier sources' builds and failures
-        if stale != target and not stale.name.endswith(".partial"):
+    for stale in target.parent.glob("_importtime.*"):  # earlier sources' builds and failures for this interpreter
+        if stale != target and stale.name.endswith((twin_suffix(), twin_suffix() + ".failed")):
             stale.unlink(missing_ok=True)
     return target

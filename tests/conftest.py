@@ -12,6 +12,18 @@ import pytest
 from tests.spanfiles import RunSpans, read_run
 
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "selfopt_trace" / "bootstrap"
+PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
+
+
+def other_python(minor: str) -> str | None:
+    """A pyenv build of Python `minor` ("3.12") on this machine, else None."""
+    builds = sorted(PYENV_VERSIONS.glob(f"{minor}.*/bin/python"))
+    return str(builds[-1]) if builds else None
+
+
+# The interpreters other than the one running the tests that import tests run traced programs under
+# too: `run` prepares the agent for them (interpreters.py), the import wrapper's twin included.
+OTHER_PYTHONS = {minor: python for minor in ("3.12", "3.13") if (python := other_python(minor))}
 
 
 def traced_environ(run_dir: Path, **extra: str) -> dict:
@@ -31,9 +43,10 @@ def traced_environ(run_dir: Path, **extra: str) -> dict:
 class Traced:
     """Runs commands traced into one run directory under tmp_path."""
 
-    def __init__(self, tmp_path: Path, **settings: str):
+    def __init__(self, tmp_path: Path, executable: str = sys.executable, **settings: str):
         self.run_dir = tmp_path / "run"
         self.tmp_path = tmp_path
+        self.executable = executable  # the Python of `python` and `both_ways`
         self.settings = settings  # variables of every command run here
 
     def env(self, **extra: str) -> dict:
@@ -46,7 +59,7 @@ class Traced:
         return subprocess.run(args, env=env, **kwargs)
 
     def python(self, code: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return self.run([sys.executable, "-c", code, *args], **kwargs)
+        return self.run([self.executable, "-c", code, *args], **kwargs)
 
     def untraced(self, args: list, **kwargs) -> subprocess.CompletedProcess:
         """`args` in the same environment without the run directory: the agent records nothing."""
@@ -60,17 +73,20 @@ class Traced:
         """The program `code`, saved as `name`, run untraced and then traced."""
         script = self.tmp_path / name
         script.write_text(code)
-        return self.untraced([sys.executable, str(script)]), self.run([sys.executable, str(script)])
+        return self.untraced([self.executable, str(script)]), self.run([self.executable, str(script)])
 
     def spans(self) -> RunSpans:
         return read_run(self.run_dir)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """The agent as `selfopt-trace run` leaves it before CMD: compiled, bundled, its C twin built."""
+    """The agent as `selfopt-trace run` leaves it before CMD: compiled, bundled, its C twin built, for
+    this interpreter and the others the tests run."""
     from selfopt_trace import runner
 
     runner.precompile_bootstrap(BOOTSTRAP)
+    for python in OTHER_PYTHONS.values():
+        runner.precompile_bootstrap(BOOTSTRAP, [python])
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def _selfopt_trace_start():
 
 def _selfopt_trace_load():
     """Run the agent's start-up modules from the bundle `selfopt-trace run` compiled them into
-    (runner.write_bundles): one read and one unmarshal, no importlib search per module and no
+    (agent_build.write_bundles): one read and one unmarshal, no importlib search per module and no
     `__future__` import. Each module gets what importlib would give it (spec, loader, file, cached).
     Returns False, having loaded nothing, when the bundle is missing, was made by another
     interpreter or from other sources: the agent is then imported as usual."""

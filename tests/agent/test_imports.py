@@ -11,18 +11,30 @@ import pytest
 
 from selfopt_trace import import_twin, runner
 from selfopt_trace.bootstrap.selfopt_trace_agent import config
-from tests.conftest import BOOTSTRAP, Traced
+from tests.conftest import BOOTSTRAP, OTHER_PYTHONS, Traced
 
 
-@pytest.fixture(params=["C twin", "Python"])
+@pytest.fixture(params=["C twin", "Python", *(f"C twin, Python {minor}" for minor in ("3.12", "3.13"))])
 def traced(request, tmp_path) -> Traced:
     """Every test here runs against both import wrappers: the C twin (importtime.c, built at the
-    session's start) and the Python one it mirrors (importtime.py)."""
+    session's start) and the Python one it mirrors (importtime.py); and the twin under the other
+    interpreters it is built for, as `run` prepares it for them (interpreters.py)."""
     if request.param == "Python":
         return Traced(tmp_path, **{config.ENV_PURE_PYTHON: "1"})
+    if request.param.startswith("C twin, Python"):
+        minor = request.param.rpartition(" ")[2]
+        if minor not in OTHER_PYTHONS:
+            pytest.skip(f"no Python {minor} here (pyenv)")
+        return Traced(tmp_path, executable=OTHER_PYTHONS[minor])
     if import_twin.twin_path(BOOTSTRAP) is None or not import_twin.twin_path(BOOTSTRAP).exists():
         pytest.skip("no C twin of the import wrapper here (not CPython 3.11 on Linux, or no C compiler)")
     return Traced(tmp_path)
+
+
+def require(traced: Traced, module: str) -> None:
+    """Skip where the traced program's interpreter lacks `module` (the other Pythons have no packages)."""
+    if subprocess.run([traced.executable, "-c", f"import {module}"], capture_output=True).returncode:
+        pytest.skip(f"no {module} under {traced.executable}")
 
 
 def write_modules(tmp_path):
@@ -75,7 +87,7 @@ def test_a_failed_imports_traceback_is_the_untraced_one(traced, tmp_path):
     (tmp_path / "imports_broken.py").write_text("import broken_mod\n")
     code = "import sys; sys.path.insert(0, '.'); import imports_broken"
     result = traced.python(code, cwd=tmp_path)
-    untraced = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+    untraced = subprocess.run([traced.executable, "-c", code], cwd=tmp_path, capture_output=True,
                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert result.returncode == untraced.returncode == 1
     assert result.stderr == untraced.stderr and b"imports_broken.py" in result.stderr
@@ -98,11 +110,11 @@ def test_import_spans_sit_under_the_current_span(traced, tmp_path):
 def test_python_dash_m_and_console_scripts_are_traced(traced, tmp_path):
     write_modules(tmp_path)
     script = tmp_path / "tool"
-    script.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport slow_inner\nprint('tool ran')\n")
+    script.write_text(f"#!{traced.executable}\nimport sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport slow_inner\nprint('tool ran')\n")
     script.chmod(0o755)
     result = traced.run([str(script)])
     assert result.stdout == b"tool ran\n" and result.stderr == b""
-    result = traced.run([sys.executable, "-m", "slow_inner"], cwd=tmp_path)
+    result = traced.run([traced.executable, "-m", "slow_inner"], cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == b""
     commands = sorted(p.attributes["process.command"] for p in traced.spans().processes())
     assert commands == ["slow_inner", "tool"]
@@ -158,7 +170,7 @@ def test_imports_behave_as_untraced(traced, tmp_path):
     (tmp_path / "slow_shared.py").write_text("import builtins, time\ntime.sleep(0.05)\n"
                                              "RUNS = getattr(builtins, 'slow_runs', 0) + 1\nbuiltins.slow_runs = RUNS\n")
     result = traced.python(IMPORT_SEMANTICS, cwd=tmp_path)
-    untraced = subprocess.run([sys.executable, "-c", IMPORT_SEMANTICS], cwd=tmp_path, capture_output=True,
+    untraced = subprocess.run([traced.executable, "-c", IMPORT_SEMANTICS], cwd=tmp_path, capture_output=True,
                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert result.returncode == untraced.returncode == 0, result.stderr
     assert result.stdout == untraced.stdout and result.stderr == untraced.stderr == b""
@@ -246,7 +258,7 @@ def test_the_frames_under_an_import_are_untraceds(traced, tmp_path):
     (tmp_path / "inner_stack.py").write_text(STACK)
     code = "import sys; sys.path.insert(0, '.'); import outer_stack"
     result = traced.python(code, cwd=tmp_path)
-    untraced = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+    untraced = subprocess.run([traced.executable, "-c", code], cwd=tmp_path, capture_output=True,
                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert result.returncode == untraced.returncode == 0 and result.stderr == untraced.stderr == b""
     if traced.settings.get(config.ENV_PURE_PYTHON) == "1":
@@ -284,6 +296,8 @@ def test_what_a_modules_body_starts_sits_under_its_import(traced, tmp_path):
     set around the import) for everything the body starts: a process, an asyncio task's process, a
     nested import; a span the body makes current takes over until it ends; once the import is over its
     frame is nobody's parent (no current span at the program's top level)."""
+    require(traced, "opentelemetry.sdk")
+
     def spawn(marker: str) -> str:
         return f"subprocess.run([sys.executable, '-c', 'pass', '{marker}'], check=True)\n"
 
@@ -333,6 +347,7 @@ def test_imports_that_end_out_of_order_leave_none_under_way(traced, tmp_path):
     (importtime._pop takes a frame out wherever it is). Afterwards no import is current and every
     span's parent is in the trace. (The second greenlet's import, begun with no span of its own
     current, sits under the first one's, which was under way in its thread.)"""
+    require(traced, "greenlet")
     (tmp_path / "switches_a.py").write_text("import greenlet\ngreenlet.getcurrent().parent.switch()\n")
     (tmp_path / "switches_b.py").write_text("import greenlet\ngreenlet.getcurrent().parent.switch()\n")
     code = ("import subprocess, sys, greenlet; sys.path.insert(0, '.')\n"
@@ -365,7 +380,7 @@ def test_another_mapping_in_sys_modules_imports_as_untraced(traced, tmp_path):
             "sys.modules = Modules(sys.modules)\n"
             "import slow_inner, fast_one\n"
             "print(type(sys.modules).__name__, 'slow_inner' in sys.modules, fast_one.X)\n")
-    untraced = traced.untraced([sys.executable, "-c", code], cwd=tmp_path)
+    untraced = traced.untraced([traced.executable, "-c", code], cwd=tmp_path)
     result = traced.python(code, cwd=tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
     assert result.stdout == b"Modules True 1\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from selfopt_trace import runner
+from selfopt_trace import agent_build, runner
 from tests.conftest import BOOTSTRAP
 
 # The program also reports whether a profile function is set: the agent's must be gone by then.
@@ -104,7 +104,7 @@ def agent_modules(traced, bootstrap: Path) -> list:
 def test_the_start_up_modules_come_from_the_bundle_as_importlib_would_load_them(traced) -> None:
     runner.precompile_bootstrap()
     loaded, future, spec = agent_modules(traced, BOOTSTRAP)
-    names = ["selfopt_trace_agent" + ("." + name if name else "") for name in runner.STARTUP_MODULES]
+    names = ["selfopt_trace_agent" + ("." + name if name else "") for name in agent_build.STARTUP_MODULES]
     # every module the agent loads at start-up is in the bundle (container.py only in a container; the
     # import wrapper's C twin is no Python module)
     assert sorted(set(eval(loaded)) - {"selfopt_trace_agent.container", "selfopt_trace_agent._importtime"}) == sorted(names)
@@ -148,11 +148,11 @@ def test_a_bundle_that_does_not_match_is_not_used(traced, tmp_path: Path, bundle
     bootstrap = tmp_path / "bootstrap"
     shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
     runner.precompile_bootstrap(bootstrap)
-    assert runner.bundles_fresh(bootstrap)
+    assert agent_build.bundles_fresh(bootstrap)
     if bundle == "start-up":
-        path, source = runner.startup_bundle_path(bootstrap), bootstrap / "selfopt_trace_agent" / "tracer.py"
+        path, source = agent_build.startup_bundle_path(bootstrap), bootstrap / "selfopt_trace_agent" / "tracer.py"
     else:
-        path, source = runner.lazy_bundle_path(bootstrap), bootstrap / "selfopt_trace_agent" / "hooks" / "parsing.py"
+        path, source = agent_build.lazy_bundle_path(bootstrap), bootstrap / "selfopt_trace_agent" / "hooks" / "parsing.py"
     if change == "a source edited":
         source.write_text(source.read_text() + "\n# edited\n")
     elif change == "another interpreter's bundle":
@@ -161,7 +161,7 @@ def test_a_bundle_that_does_not_match_is_not_used(traced, tmp_path: Path, bundle
         path.write_bytes(path.read_bytes()[:1000])
     # a start-up bundle damaged after it was written whole is not checked by `run` (its modules would
     # be unmarshalled in every run): the shim's load fails and imports the agent
-    assert runner.bundles_fresh(bootstrap) == (bundle == "start-up" and change == "a truncated bundle")
+    assert agent_build.bundles_fresh(bootstrap) == (bundle == "start-up" and change == "a truncated bundle")
     if bundle == "start-up":
         loaded, future, spec = agent_modules(traced, bootstrap)
         assert "selfopt_trace_agent.tracer" in loaded and spec == "True True selfopt_trace_agent"
@@ -187,13 +187,13 @@ def test_a_damaged_module_of_the_lazy_bundle_is_a_diagnostic_and_importlib_loads
     shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
     runner.precompile_bootstrap(bootstrap)
     name = "selfopt_trace_agent." + module
-    path = runner.lazy_bundle_path(bootstrap)
-    index, end = runner._bundle_head(path)
+    path = agent_build.lazy_bundle_path(bootstrap)
+    index, end = agent_build._bundle_head(path, agent_build.MAGIC_NUMBER)
     [(offset, length)] = [(offset, length) for entry_name, _, _, _, offset, length in index if entry_name == name]
     with open(path, "r+b") as bundle:
         bundle.seek(end + offset)
         bundle.write(b"\xff" * length)
-    assert runner.bundles_fresh(bootstrap)  # its size is right: `run` does not unmarshal it
+    assert agent_build.bundles_fresh(bootstrap)  # its size is right: `run` does not unmarshal it
     program = f"import ast, sys\nprint({name!r} in sys.modules, sys.modules[{name!r}].__spec__.origin)\n"
     done = traced.python(program, extra_env={"PYTHONPATH": str(bootstrap), "SELFOPT_TRACE_BOOTSTRAP": str(bootstrap)})
     assert (done.returncode, done.stderr) == (0, b""), done.stderr.decode()
@@ -251,11 +251,11 @@ def test_a_module_added_to_the_agent_makes_the_bundles_stale(tmp_path: Path) -> 
     bootstrap = tmp_path / "bootstrap"
     shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
     runner.precompile_bootstrap(bootstrap)
-    assert runner.bundles_fresh(bootstrap)
+    assert agent_build.bundles_fresh(bootstrap)
     (bootstrap / "selfopt_trace_agent" / "hooks" / "new_.py").write_text("")
-    assert not runner.bundles_fresh(bootstrap)
+    assert not agent_build.bundles_fresh(bootstrap)
     runner.precompile_bootstrap(bootstrap)
-    assert runner.bundles_fresh(bootstrap)
+    assert agent_build.bundles_fresh(bootstrap)
 
 
 def test_a_bundled_module_whose_code_raises_fails_as_importlib_would_fail_it(traced, tmp_path: Path) -> None:

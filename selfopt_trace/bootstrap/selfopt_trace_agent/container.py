@@ -7,7 +7,7 @@ passes it on to the others. process.py loads this module only where /.dockerenv 
 """
 
 # No `from __future__ import annotations`: it imports the `__future__` module (~0.7 M instructions),
-# which the start-up bundle spares the modules every process loads (runner.write_bundles).
+# which the start-up bundle spares the modules every process loads (agent_build.write_bundles).
 import os
 
 

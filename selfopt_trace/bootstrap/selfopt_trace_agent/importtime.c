@@ -1,4 +1,4 @@
-/* The import wrapper of importtime.py in C: its twin, for CPython 3.11 on Linux (import_twin.py builds
+/* The import wrapper of importtime.py in C: its twin, for CPython 3.11 to 3.13 (with the GIL) on Linux (import_twin.py builds
  * it into __pycache__; importtime.install uses it when it is there and fresh, else the Python one).
  *
  * importtime.py is the reference and says what an import's span is; this file does the same for the
@@ -16,6 +16,10 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+
+#if PY_VERSION_HEX < 0x030D0000 /* its name before 3.13 */
+#define PyObject_GetOptionalAttr _PyObject_LookupAttr
+#endif
 
 #if LONG_MAX < 9223372036854775807L
 #error "nanosecond times are read as C longs: 64 bits"
@@ -73,11 +77,11 @@ needs_loading(PyObject *modules, PyObject *name)
     if (module == NULL)
         return PyErr_Occurred() ? -1 : 1;
     Py_INCREF(module); /* a module's __getattr__ may take it out of sys.modules */
-    flag = _PyObject_LookupAttr(module, s_spec, &spec);
+    flag = PyObject_GetOptionalAttr(module, s_spec, &spec);
     Py_DECREF(module);
     if (flag <= 0)
         return flag;
-    flag = _PyObject_LookupAttr(spec, s_initializing, &initializing);
+    flag = PyObject_GetOptionalAttr(spec, s_initializing, &initializing);
     Py_DECREF(spec);
     if (flag <= 0)
         return flag;

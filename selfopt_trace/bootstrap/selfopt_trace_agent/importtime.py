@@ -175,7 +175,7 @@ def _begin(name: str):
 
 
 # The agent's modules that start-up does not load (the hooks, container.py), from the lazy bundle
-# (runner.write_bundles): name -> (path, st_mtime_ns, st_size, offset, length); read at the first
+# (agent_build.write_bundles): name -> (path, st_mtime_ns, st_size, offset, length); read at the first
 # such import, empty when the bundle cannot be used.
 _bundled: dict | None = None
 _bundle_path = _bootstrap_dir = ""
@@ -221,7 +221,7 @@ def _bundle_index() -> dict:
     global _bootstrap_dir, _bundle_path
     package = sys.modules[_AGENT].__path__[0]
     tag = sys.implementation.cache_tag
-    if _run_module is None or tag is None:  # (its code is the same for any -O: runner._compile_agent_module)
+    if _run_module is None or tag is None:  # (its code is the same for any -O: agent_build._compile_agent_module)
         return {}
     _bootstrap_dir = package.rpartition("/")[0] + "/"
     _bundle_path = package + "/__pycache__/lazy." + tag + ".bundle"

@@ -1,0 +1,149 @@
+"""The agent prepared for the other Python interpreters a run's tree will start.
+
+`run` prepares the agent (agent_build.py: .pyc files, bundles, the import wrapper's C twin) for the
+interpreter running selfopt-trace, in its own process. A tree whose Python is another one (a
+codeflash installed under Python 3.12, a `python3.13 script.py`) found nothing made for it: each
+of its processes imported the agent through importlib, and compiled it from source where
+PYTHONDONTWRITEBYTECODE is set (+21 ms a process against +2.2 ms, docs/benchmarks.md), and timed
+its imports with the Python wrapper. So `run` also prepares the agent for each interpreter CMD
+names, by running agent_build.py in it once; what it learnt of the interpreter (cache tag, magic
+number, twin suffix) is kept in the agent's __pycache__, so that later runs check the prepared
+files without starting it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from . import agent_build, import_twin
+from .paths import AGENT_PACKAGE
+
+_PYTHON_NAME = re.compile(r"python[0-9.]*")
+# Run by the other interpreter: this package's agent_build.py, on Python 3.8 and later (the agent's own
+# oldest), isolated from the environment (-I: no PYTHONPATH, no user site, no PYTHON* settings).
+_PREPARE = ("import sys\n"
+            "if sys.version_info < (3, 8): sys.exit(3)\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from selfopt_trace import agent_build\n"
+            "agent_build.main(sys.argv[2])\n")
+PREPARE_TIMEOUT_S = 300  # compiling the agent and the twin: ~1-2 s; a hung interpreter does not hold the run
+
+
+def named_by(command: list[str], environ: dict[str, str] | os._Environ) -> list[str]:
+    """The Python interpreters CMD names, as real paths: CMD itself when it is one (python3.12, a
+    venv's bin/python), the interpreter on its #! line when it is a script (a console script such
+    as `codeflash` or `pytest`), and the python3 and python a shell or a Makefile of CMD would find
+    on PATH. Only files that are interpreters themselves (ELF executables named python...): a
+    wrapper script (a pyenv shim) decides on its interpreter when it runs."""
+    path = environ.get("PATH", os.defpath)
+    found = []
+    for name in (command[0] if command else "", "python3", "python"):
+        program = _interpreter(_which(name, path), path)
+        if program and program not in found:
+            found.append(program)
+    return found
+
+
+def _which(name: str, path: str) -> str | None:
+    if "/" in name:
+        return name
+    for entry in path.split(os.pathsep) if name else ():
+        candidate = os.path.join(entry or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _interpreter(program: str | None, path: str, follow_script: bool = True) -> str | None:
+    """`program`'s real path when it is a Python interpreter; for a script, its #! line's (once)."""
+    try:
+        with open(program, "rb") as file:  # type: ignore[arg-type]  (None: TypeError)
+            head = file.read(256)
+    except (OSError, TypeError):
+        return None
+    if head.startswith(b"\x7fELF"):
+        real = os.path.realpath(program)
+        named = any(_PYTHON_NAME.fullmatch(os.path.basename(p)) for p in (program, real))
+        return real if named else None
+    if not (follow_script and head.startswith(b"#!")):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode(errors="replace").split()
+    if words and os.path.basename(words[0]) == "env":  # #!/usr/bin/env [-S] [VAR=value] python3 ...
+        words = [word for word in words[1:] if not word.startswith("-") and "=" not in word]
+        return _interpreter(_which(words[0], path), path, False) if words else None
+    return _interpreter(words[0], path, False) if words else None
+
+
+def prepare_for(command: list[str], environ: dict[str, str] | os._Environ, directory: Path) -> None:
+    """The agent under `directory` prepared for each interpreter CMD names other than this one. Best
+    effort, silent: an interpreter where it fails runs the agent as it is (importlib, the Python
+    wrapper)."""
+    try:
+        known = _known(directory)
+        own, changed = os.path.realpath(sys.executable), False
+        for program in named_by(command, environ):
+            if program == own:
+                continue
+            status = os.stat(program)
+            stamp = [status.st_mtime_ns, status.st_size]
+            facts = known.get(program)
+            if facts is None or facts.get("stamp") != stamp:
+                facts = known[program] = {"stamp": stamp, **_prepare_in(program, directory)}
+                changed = True
+            elif facts["tag"] not in (None, sys.implementation.cache_tag) and not _prepared(directory, facts):
+                facts.update(_prepare_in(program, directory))
+                changed = True
+        if changed:
+            _save(directory, known)
+    except Exception:
+        pass
+
+
+def _prepared(directory: Path, facts: dict) -> bool:
+    """The interpreter's .pyc files, bundles and twin (or its build's failure) are there and fresh."""
+    tag, magic, suffix = facts["tag"], bytes.fromhex(facts["magic"]), facts["twin_suffix"]
+    if not (agent_build.bootstrap_compiled(directory, tag, magic) and agent_build.bundles_fresh(directory, tag, magic)):
+        return False
+    twin = import_twin.twin_path(directory, suffix) if suffix else None
+    return twin is None or twin.exists() or import_twin.failure_path(twin).exists()
+
+
+def _prepare_in(program: str, directory: Path) -> dict:
+    """Run agent_build in `program`: its facts ({"tag": None} when it is no Python 3.8+ or failed)."""
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    try:
+        result = subprocess.run([program, "-I", "-c", _PREPARE, package_parent, str(directory)],
+                                capture_output=True, text=True, timeout=PREPARE_TIMEOUT_S)
+        facts = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {}
+        if isinstance(facts, dict) and {"tag", "magic", "twin_suffix"} <= facts.keys():
+            return {key: facts[key] for key in ("tag", "magic", "twin_suffix")}
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        pass
+    return {"tag": None}
+
+
+def _cache_path(directory: Path) -> Path:
+    return directory / AGENT_PACKAGE / "__pycache__" / "interpreters.json"
+
+
+def _known(directory: Path) -> dict:
+    try:
+        known = json.loads(_cache_path(directory).read_text())
+        return known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(directory: Path, known: dict) -> None:
+    target = _cache_path(directory)
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        partial.write_text(json.dumps(known, indent=1))
+        os.replace(partial, target)  # whole or not at all: another run may be reading it
+    finally:
+        partial.unlink(missing_ok=True)
