@@ -11,41 +11,52 @@ from pathlib import Path
 import pytest
 
 from selfopt_trace import agent_build, runner
-from tests.conftest import BOOTSTRAP
+from tests.conftest import BOOTSTRAP, OTHER_PYTHONS
 
-# The program also reports whether a profile function is set: the agent's must be gone by then.
-FIRST_LINE = "import time; FIRST = time.time_ns()\nimport sys\nprint(FIRST, sys.getprofile())\n"
+# Start-up ends by other means from 3.12 (process.watch_for_main): these tests run under each Python here.
+PYTHONS = [pytest.param(sys.executable, id="this Python"),
+           *(pytest.param(OTHER_PYTHONS.get(minor), id=minor, marks=pytest.mark.skipif(
+               minor not in OTHER_PYTHONS, reason=f"no Python {minor} here (pyenv)")) for minor in ("3.12", "3.13"))]
+
+# The program also reports whether a profile function is set, and (3.12+) whether the agent still
+# holds a sys.monitoring tool id: both must be gone by then.
+FIRST_LINE = ("import time; FIRST = time.time_ns()\nimport sys\n"
+              "held = [sys.monitoring.get_tool(tool) for tool in range(6)] if hasattr(sys, 'monitoring') else []\n"
+              "print(FIRST, sys.getprofile(), 'selfopt-trace' in held)\n")
 
 
 def startup_and_first_line(traced, args: list[str], **kwargs) -> tuple:
     done = traced.run(args, **kwargs)
     assert done.returncode == 0, done.stderr.decode()
-    first, profile = done.stdout.split()
-    assert profile == b"None"
+    first, profile, tool_held = done.stdout.split()
+    assert (profile, tool_held) == (b"None", b"False")
     first = int(first)
     (startup,) = traced.spans().named("interpreter.startup")
     return startup, first
 
 
+@pytest.mark.parametrize("python", PYTHONS)
 @pytest.mark.parametrize("how", ["script", "-c"])
-def test_startup_ends_where_the_program_starts(traced, tmp_path: Path, how: str) -> None:
+def test_startup_ends_where_the_program_starts(traced, tmp_path: Path, how: str, python: str) -> None:
     script = tmp_path / "first_line.py"
     script.write_text(FIRST_LINE)
-    args = [sys.executable, str(script)] if how == "script" else [sys.executable, "-c", FIRST_LINE]
+    args = [python, str(script)] if how == "script" else [python, "-c", FIRST_LINE]
     startup, first = startup_and_first_line(traced, args)
     attributes = startup.attributes
-    # after the agent was ready, and right before the first line (reading and compiling the script is start-up)
+    # after the agent was ready, and right before the first line (up to 3.11 reading and compiling the
+    # script is start-up; from 3.12 start-up ends as site returns)
     assert startup.end_ns - startup.start_ns >= attributes["python.startup.before_bootstrap_ns"] + attributes[
         "selfopt_trace.startup.agent_ns"]
     assert 0 <= first - startup.end_ns < 5_000_000  # microseconds; a loaded machine may preempt in between
 
 
-def test_startup_of_a_module_ends_before_runpy_imports_its_package(traced, tmp_path: Path) -> None:
+@pytest.mark.parametrize("python", PYTHONS)
+def test_startup_of_a_module_ends_before_runpy_imports_its_package(traced, tmp_path: Path, python: str) -> None:
     package = tmp_path / "slowpkg"
     package.mkdir()
     (package / "__init__.py").write_text("import time\ntime.sleep(0.03)\n")
     (package / "__main__.py").write_text(FIRST_LINE)
-    startup, first = startup_and_first_line(traced, [sys.executable, "-m", "slowpkg"], cwd=tmp_path)
+    startup, first = startup_and_first_line(traced, [python, "-m", "slowpkg"], cwd=tmp_path)
     # -m: start-up ends as CPython hands over to runpy; importing the package is import time
     (package_import,) = traced.spans().named("import slowpkg")
     assert startup.end_ns <= package_import.start_ns and package_import.end_ns <= first
@@ -53,29 +64,32 @@ def test_startup_of_a_module_ends_before_runpy_imports_its_package(traced, tmp_p
     assert startup.end_ns - startup.start_ns >= startup.attributes["python.startup.before_bootstrap_ns"]
 
 
-def test_a_program_that_never_starts_still_has_its_startup(traced, tmp_path: Path) -> None:
+@pytest.mark.parametrize("python", PYTHONS)
+def test_a_program_that_never_starts_still_has_its_startup(traced, tmp_path: Path, python: str) -> None:
     """An exit during start-up (here: os._exit in the user's sitecustomize) still closes interpreter.startup."""
     site = tmp_path / "user_site"
     site.mkdir()
     (site / "sitecustomize.py").write_text("import os\nos._exit(3)\n")
-    done = traced.run([sys.executable, "-c", "print('never')"], extra_env={"PYTHONPATH": f"{traced.env()['PYTHONPATH']}:{site}"})
+    done = traced.run([python, "-c", "print('never')"], extra_env={"PYTHONPATH": f"{traced.env()['PYTHONPATH']}:{site}"})
     assert done.returncode == 3 and done.stdout == b""
     (startup,) = traced.spans().named("interpreter.startup")
     assert startup.end_ns > startup.start_ns
 
 
-def test_the_users_sitecustomize_runs_before_the_watch_for_the_first_line(traced, tmp_path: Path) -> None:
-    """The profile function is set once the user's sitecustomize has run (not over the shim's search
-    of sys.path for it), and start-up still ends at the program's first line."""
+@pytest.mark.parametrize("python", PYTHONS)
+def test_the_users_sitecustomize_runs_before_the_watch_for_the_first_line(traced, tmp_path: Path, python: str) -> None:
+    """The profile function (or, from 3.12, the local event) is set once the user's sitecustomize has
+    run (not over the shim's search of sys.path for it), and start-up still ends at the program's
+    first line."""
     site = tmp_path / "user_site"
     site.mkdir()
     (site / "sitecustomize.py").write_text("import sys\nprint('site', sys.getprofile())\n")
-    done = traced.run([sys.executable, "-c", FIRST_LINE],
+    done = traced.run([python, "-c", FIRST_LINE],
                       extra_env={"PYTHONPATH": f"{traced.env()['PYTHONPATH']}:{site}"})
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.split()[:2] == [b"site", b"None"]
-    first, profile = done.stdout.split()[2:]
-    assert profile == b"None"
+    first, profile, tool_held = done.stdout.split()[2:]
+    assert (profile, tool_held) == (b"None", b"False")
     (startup,) = traced.spans().named("interpreter.startup")
     assert 0 <= int(first) - startup.end_ns < 5_000_000
 
