@@ -31,7 +31,7 @@ _PREPARE = ("import sys\n"
             "sys.path.insert(0, sys.argv[1])\n"
             "from selfopt_trace import agent_build\n"
             "agent_build.main(sys.argv[2])\n")
-PREPARE_TIMEOUT_S = 300  # compiling the agent and the twin: ~1-2 s; a hung interpreter does not hold the run
+PREPARE_TIMEOUT_S = 60  # compiling the agent and the twin: ~0.5-2 s; a hung interpreter does not hold the run
 
 
 def named_by(command: list[str], environ: dict[str, str] | os._Environ) -> list[str]:
@@ -83,6 +83,9 @@ def prepare_for(command: list[str], environ: dict[str, str] | os._Environ, direc
     """The agent under `directory` prepared for each interpreter CMD names other than this one. Best
     effort, silent: an interpreter where it fails runs the agent as it is (importlib, the Python
     wrapper)."""
+    cache = _cache_path(directory).parent
+    if not os.access(cache if cache.is_dir() else cache.parent, os.W_OK):
+        return  # nothing could be written for them (an installed agent, another user's): no interpreter started
     try:
         known = _known(directory)
         own, changed = os.path.realpath(sys.executable), False
@@ -117,7 +120,7 @@ def _prepare_in(program: str, directory: Path) -> dict:
     """Run agent_build in `program`: its facts ({"tag": None} when it is no Python 3.8+ or failed)."""
     package_parent = str(Path(__file__).resolve().parent.parent)
     try:
-        result = subprocess.run([program, "-I", "-c", _PREPARE, package_parent, str(directory)],
+        result = subprocess.run([program, "-I", "-c", _PREPARE, package_parent, str(directory)], stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, timeout=PREPARE_TIMEOUT_S)
         facts = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {}
         if isinstance(facts, dict) and {"tag", "magic", "twin_suffix"} <= facts.keys():
