@@ -24,6 +24,10 @@ def other_python(minor: str) -> str | None:
 # The interpreters other than the one running the tests that import tests run traced programs under
 # too: `run` prepares the agent for them (interpreters.py), the import wrapper's twin included.
 OTHER_PYTHONS = {minor: python for minor in ("3.12", "3.13") if (python := other_python(minor))}
+# A parametrization over this Python and those: tests of what changes from one version to the next.
+PYTHONS = [pytest.param(sys.executable, id="this Python"),
+           *(pytest.param(OTHER_PYTHONS.get(minor), id=minor, marks=pytest.mark.skipif(
+               minor not in OTHER_PYTHONS, reason=f"no Python {minor} here (pyenv)")) for minor in ("3.12", "3.13"))]
 
 
 def traced_environ(run_dir: Path, **extra: str) -> dict:
@@ -43,10 +47,11 @@ def traced_environ(run_dir: Path, **extra: str) -> dict:
 class Traced:
     """Runs commands traced into one run directory under tmp_path."""
 
-    def __init__(self, tmp_path: Path, executable: str = sys.executable, **settings: str):
+    def __init__(self, tmp_path: Path, executable: str = "", **settings: str):
         self.run_dir = tmp_path / "run"
         self.tmp_path = tmp_path
-        self.executable = executable  # the Python of `python` and `both_ways`
+        # the Python of `python` and `both_ways`: $SELFOPT_TRACE_TEST_PYTHON runs them under another one
+        self.executable = executable or os.environ.get("SELFOPT_TRACE_TEST_PYTHON") or sys.executable
         self.settings = settings  # variables of every command run here
 
     def env(self, **extra: str) -> dict:

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from tests.conftest import PYTHONS
 from tests.spanfiles import RunSpans, SpanRecord
 
 # A leaf that does nothing but identify itself.
@@ -54,8 +55,10 @@ def assert_child_of_spawn(spans: RunSpans, child: SpanRecord, parent_process: Sp
     return spawn
 
 
+@pytest.mark.parametrize("python", PYTHONS)  # 3.13's Popen hands env=None to os.posix_spawn
 @pytest.mark.parametrize("how", HOWS)
-def test_every_way_of_starting_a_process_joins_one_trace(traced, tmp_path, how):
+def test_every_way_of_starting_a_process_joins_one_trace(traced, tmp_path, how, python):
+    traced.executable = python
     (tmp_path / "tests_leaf_module.py").write_text("import sys; print('leaf', sys.argv[1])\n")
     result = traced.python(spawner(how, "L1"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

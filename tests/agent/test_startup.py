@@ -11,12 +11,7 @@ from pathlib import Path
 import pytest
 
 from selfopt_trace import agent_build, runner
-from tests.conftest import BOOTSTRAP, OTHER_PYTHONS
-
-# Start-up ends by other means from 3.12 (process.watch_for_main): these tests run under each Python here.
-PYTHONS = [pytest.param(sys.executable, id="this Python"),
-           *(pytest.param(OTHER_PYTHONS.get(minor), id=minor, marks=pytest.mark.skipif(
-               minor not in OTHER_PYTHONS, reason=f"no Python {minor} here (pyenv)")) for minor in ("3.12", "3.13"))]
+from tests.conftest import BOOTSTRAP, PYTHONS  # start-up ends by other means from 3.12 (process.watch_for_main)
 
 # The program also reports whether a profile function is set, and (3.12+) whether the agent still
 # holds a sys.monitoring tool id: both must be gone by then.

@@ -206,7 +206,9 @@ def _wrap_posix_spawn(original):
         try:
             if get_ident() in tracer.in_spawn:  # subprocess.Popen's own (_USE_POSIX_SPAWN): its span is open
                 ours = spawn.pending.pop(get_ident(), None)  # what to add, if Popen was given env=None
-                return original(path, argv, env if ours is None else {**env, **ours}, *args, **kwargs)
+                if ours is not None:  # (3.13's Popen passes env=None on: this process's environment)
+                    env = {**(os.environ if env is None else env), **ours}
+                return original(path, argv, env, *args, **kwargs)
             try:
                 span = spawn.start_span("subprocess", argv)
                 env = spawn.child_environ(span, env)
