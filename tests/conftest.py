@@ -16,7 +16,11 @@ PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
 
 
 def other_python(minor: str) -> str | None:
-    """A pyenv build of Python `minor` ("3.12") on this machine, else None."""
+    """Python `minor` ("3.12") here: its venv with the test programs' packages (scripts/other-pythons-setup.sh),
+    else a pyenv build of it, else None."""
+    venv = BOOTSTRAP.parent.parent / f".venv-{minor}" / "bin" / "python"
+    if venv.exists():
+        return str(venv)
     builds = sorted(PYENV_VERSIONS.glob(f"{minor}.*/bin/python"))
     return str(builds[-1]) if builds else None
 
@@ -83,6 +87,14 @@ class Traced:
     def spans(self) -> RunSpans:
         return read_run(self.run_dir)
 
+    def has(self, module: str) -> bool:
+        """Whether `executable` has `module` (another Python may lack the test extras' packages)."""
+        return subprocess.run([self.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+    def require(self, module: str) -> None:
+        if not self.has(module):
+            pytest.skip(f"no {module} under {self.executable}")
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The agent as `selfopt-trace run` leaves it before CMD: compiled, bundled, its C twin built, for
@@ -90,8 +102,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from selfopt_trace import runner
 
     runner.precompile_bootstrap(BOOTSTRAP)
-    for python in OTHER_PYTHONS.values():
-        runner.precompile_bootstrap(BOOTSTRAP, [python])
+    for python in (*OTHER_PYTHONS.values(), os.environ.get("SELFOPT_TRACE_TEST_PYTHON")):
+        if python:
+            runner.precompile_bootstrap(BOOTSTRAP, [python])
 
 
 @pytest.fixture

@@ -135,8 +135,9 @@ with open(sys.argv[1], "w") as out:
 
 
 def test_pydantic_time_machine_and_codeflash_load_no_hook_until_called(traced, tmp_path) -> None:
+    traced.require("codeflash")
     loaded = tmp_path / "hooks.json"
-    untraced = traced.untraced([sys.executable, "-c", UNCALLED_UNTIL_NOW, str(tmp_path / "untraced.json")])
+    untraced = traced.untraced([traced.executable, "-c", UNCALLED_UNTIL_NOW, str(tmp_path / "untraced.json")])
     done = traced.python(UNCALLED_UNTIL_NOW, str(loaded), extra_env={"SELFOPT_TRACE_SMALL_NS": "0"})
     assert untraced.returncode == done.returncode == 0, done.stderr
     assert (done.stdout, done.stderr) == (untraced.stdout, untraced.stderr)

@@ -31,16 +31,6 @@ def traced(request, tmp_path) -> Traced:
     return Traced(tmp_path)
 
 
-def has(traced: Traced, module: str) -> bool:
-    """Whether the traced program's interpreter has `module` (the other Pythons have no packages)."""
-    return subprocess.run([traced.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
-
-
-def require(traced: Traced, module: str) -> None:
-    if not has(traced, module):
-        pytest.skip(f"no {module} under {traced.executable}")
-
-
 def write_modules(tmp_path):
     (tmp_path / "slow_outer.py").write_text("import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.080: pass\nimport slow_inner\nimport fast_one\n")
     (tmp_path / "slow_inner.py").write_text("import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.020: pass\n")
@@ -301,7 +291,7 @@ def test_what_a_modules_body_starts_sits_under_its_import(traced, tmp_path):
     nested import; a span the body makes current (OpenTelemetry's, where the interpreter has it: the
     other Pythons have no packages) takes over until it ends; once the import is over its frame is
     nobody's parent (no current span at the program's top level)."""
-    otel = has(traced, "opentelemetry.sdk")
+    otel = traced.has("opentelemetry.sdk")
 
     def spawn(marker: str) -> str:
         return f"subprocess.run([sys.executable, '-c', 'pass', '{marker}'], check=True)\n"
@@ -356,7 +346,7 @@ def test_imports_that_end_out_of_order_leave_none_under_way(traced, tmp_path):
     (importtime._pop takes a frame out wherever it is). Afterwards no import is current and every
     span's parent is in the trace. (The second greenlet's import, begun with no span of its own
     current, sits under the first one's, which was under way in its thread.)"""
-    require(traced, "greenlet")
+    traced.require("greenlet")
     (tmp_path / "switches_a.py").write_text("import greenlet\ngreenlet.getcurrent().parent.switch()\n")
     (tmp_path / "switches_b.py").write_text("import greenlet\ngreenlet.getcurrent().parent.switch()\n")
     code = ("import subprocess, sys, greenlet; sys.path.insert(0, '.')\n"

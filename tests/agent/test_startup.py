@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from selfopt_trace import agent_build, runner
+from selfopt_trace import agent_build, interpreters, runner
 from tests.conftest import BOOTSTRAP, PYTHONS  # start-up ends by other means from 3.12 (process.watch_for_main)
 
 # The program also reports whether a profile function is set, and (3.12+) whether the agent still
@@ -194,15 +194,19 @@ def test_a_damaged_module_of_the_lazy_bundle_is_a_diagnostic_and_importlib_loads
     process span is made, before its span file is named: its diagnostic must not be lost."""
     bootstrap = tmp_path / "bootstrap"
     shutil.copytree(BOOTSTRAP, bootstrap, ignore=shutil.ignore_patterns("__pycache__"))
-    runner.precompile_bootstrap(bootstrap)
+    runner.precompile_bootstrap(bootstrap, [traced.executable])
     name = "selfopt_trace_agent." + module
-    path = agent_build.lazy_bundle_path(bootstrap)
-    index, end = agent_build._bundle_head(path, agent_build.MAGIC_NUMBER)
+    tag, magic = sys.implementation.cache_tag, agent_build.MAGIC_NUMBER  # the traced program's Python's
+    if os.path.realpath(traced.executable) != os.path.realpath(sys.executable):
+        facts = interpreters._known(bootstrap)[os.path.realpath(traced.executable)]
+        tag, magic = facts["tag"], bytes.fromhex(facts["magic"])
+    path = agent_build.lazy_bundle_path(bootstrap, tag)
+    index, end = agent_build._bundle_head(path, magic)
     [(offset, length)] = [(offset, length) for entry_name, _, _, _, offset, length in index if entry_name == name]
     with open(path, "r+b") as bundle:
         bundle.seek(end + offset)
         bundle.write(b"\xff" * length)
-    assert agent_build.bundles_fresh(bootstrap)  # its size is right: `run` does not unmarshal it
+    assert agent_build.bundles_fresh(bootstrap, tag, magic)  # its size is right: `run` does not unmarshal it
     program = f"import ast, sys\nprint({name!r} in sys.modules, sys.modules[{name!r}].__spec__.origin)\n"
     done = traced.python(program, extra_env={"PYTHONPATH": str(bootstrap), "SELFOPT_TRACE_BOOTSTRAP": str(bootstrap)})
     assert (done.returncode, done.stderr) == (0, b""), done.stderr.decode()
