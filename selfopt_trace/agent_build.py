@@ -14,7 +14,7 @@ import json
 import os
 import struct
 import sys
-from importlib.util import MAGIC_NUMBER
+from _frozen_importlib_external import MAGIC_NUMBER  # (importlib.util: more imports for `run` to pay)
 from pathlib import Path
 
 from .paths import AGENT_PACKAGE

@@ -39,7 +39,6 @@ from .bootstrap.selfopt_trace_agent import container
 from .errors import SelfoptTraceError
 from .export.otlp_settings import OtlpSettings, OtlpSettingsError
 from .export.otlp_settings import resolve as resolve_otlp
-from .paths import AGENT_PACKAGE
 from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
 from .watchers import Watcher, WatchedRun, start_all, stop_all
