@@ -59,11 +59,16 @@ def exit_status(proc: subprocess.Popen, timeout: float = 10) -> int:
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
+        signals = []  # each thread's state and signal masks: a SIGTERM pending and blocked, or not there
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            status = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines() if ":\t" in line)
+            signals.append(task.name + " " + " ".join(f"{key}={status.get(key, '?')}" for key in (
+                "Name", "State", "SigPnd", "ShdPnd", "SigBlk", "SigCgt")))
         dump = subprocess.run([str(Path(sys.executable).parent / "py-spy"), "dump", "--native", "--pid", str(proc.pid)],
                               capture_output=True, text=True, timeout=60)
         proc.kill()
         proc.wait()
-        pytest.fail(f"still running {timeout} s after the signal:\n{dump.stdout}{dump.stderr}")
+        pytest.fail(f"still running {timeout} s after the signal:\n" + "\n".join(signals) + f"\n{dump.stdout}{dump.stderr}")
 
 
 def test_sigterm_flushes_then_dies_of_sigterm(traced):
