@@ -30,9 +30,12 @@ def test_sigkill_mid_span_keeps_finished_spans_and_marks_open_ones_incomplete(tr
     assert proc.stdout.readline() == b"ready\n"
     wait_for(lambda: any(s.name == "subprocess" and s.incomplete for s in traced.spans().spans))
     time.sleep(0.25)  # at least one flusher tick after the sleep started
+    children = [int(pid) for task in Path(f"/proc/{proc.pid}/task").iterdir()
+                for pid in (task / "children").read_text().split()]  # its `sleep 30`, not anyone else's
     proc.kill()
     proc.wait()
-    subprocess.run(["pkill", "-f", "sleep 30"], check=False)
+    for child in children:
+        os.kill(child, signal.SIGKILL)
     spans = traced.spans()
     root = [p for p in spans.processes() if p.parent_span_id == ""][0]
     assert root.incomplete
