@@ -125,6 +125,33 @@ def test_sigterm_chains_to_the_programs_own_handler(traced):
     assert not traced.spans().processes()[0].incomplete
 
 
+def test_a_sigterm_as_the_sleep_starts_its_flusher_thread_is_not_lost(traced):
+    """The sleep starts the flusher thread (tracer.before_block). Were that thread to ask for the GIL
+    only once the sleep is under way, the sleeper hands the GIL over at its last check for signals, and
+    a SIGTERM taken then waited for the sleep's end. One CPU shared with two busy processes makes
+    that likely: 5 of 120 such processes hung before _start_flusher waited for its thread."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no sched_setaffinity here")
+    code = ("import os, signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+            "print('up', flush=True); time.sleep(30)\n")
+    one_cpu = {min(os.sched_getaffinity(0))}
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for process in busy:
+            os.sched_setaffinity(process.pid, one_cpu)
+        for _ in range(60):
+            proc = subprocess.Popen([sys.executable, "-c", code], env=traced.env(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, preexec_fn=lambda: os.sched_setaffinity(0, one_cpu))
+            assert proc.stdout.readline() == b"up\n"
+            proc.send_signal(signal.SIGTERM)
+            assert exit_status(proc, 5) == 7
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
 def test_the_signal_hook_loads_at_the_programs_first_call_and_answers_as_untraced(traced):
     """Importing signal (asyncio, subprocess, pytest do) loads no hook module; the first getsignal,
     through a reference taken before it, installs it and answers what it would untraced (our SIGTERM

@@ -41,6 +41,9 @@ FLUSH_NAP_MAX_NS = 400_000_000
 # killed with SIGKILL loses is what it recorded in its last 100 ms before it went quiet somewhere
 # the agent does not hook (a busy loop, a socket read), and its open spans end there.
 FLUSHER_AGE_NS = 1_000_000_000
+# How long a hooked blocking call waits, at most, for the thread it starts to sleep (_start_flusher):
+# ~0.1 ms as a rule.
+FLUSHER_START_WAIT_S = 0.05
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
 # collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
 FLUSH_RECORDS = 1000
@@ -737,12 +740,22 @@ def _start_flusher(at_any_age: bool = False) -> None:
         from _signal import SIG_BLOCK, SIG_SETMASK, pthread_sigmask, valid_signals
     except ImportError:  # a platform without it
         pthread_sigmask = None
+    # Before a blocking call (`at_any_age`), the thread is also waited for until it sleeps, signals
+    # still blocked: a thread that asks for the GIL later makes the caller hand it over at its last
+    # check for signals before the call, and a signal taken meanwhile was seen only once the call
+    # returned (a SIGTERM during time.sleep(30) waited 30 s: tests/agent/test_survival.py). Taken
+    # after the wait, a pending signal is handled before the call, as untraced.
     try:
         import _thread
 
+        started = _thread.allocate_lock() if at_any_age else None
+        if started is not None:
+            started.acquire()
         before = pthread_sigmask(SIG_BLOCK, valid_signals()) if pthread_sigmask is not None else None
         try:
-            _thread.start_new_thread(_flusher_loop, (os.getpid(),))
+            _thread.start_new_thread(_flusher_loop, (os.getpid(), started))
+            if started is not None:
+                started.acquire(True, FLUSHER_START_WAIT_S)
         finally:
             if before is not None:
                 pthread_sigmask(SIG_SETMASK, before)
@@ -766,34 +779,42 @@ def before_block(seconds=None) -> None:
         pass
 
 
-def _flusher_loop(pid: int) -> None:
+def _flusher_loop(pid: int, started=None) -> None:
     # The thread's own CPU time is the tracer's: its start (the kernel's and Python's thread state:
     # 40-120 us) and its wakes (taking the GIL), counted from its clock (thread_time_ns, ~0.7 us a
-    # read) before it sleeps or flushes; a flush counts itself.
+    # read) before it sleeps or flushes; a flush counts itself. `started`: released as it first
+    # sleeps (_start_flusher waits for that).
     from time import thread_time_ns
 
     spent = 0
     nap = FLUSH_INTERVAL_NS
     seen = _flushed_in_passing
-    while _enabled and os.getpid() == pid and not sys.is_finalizing():
-        if _flushed_in_passing != seen:  # the program flushed by itself since the last wake: busy
-            seen = _flushed_in_passing
-            nap = min(2 * nap, FLUSH_NAP_MAX_NS)
-        due = _flush_due_ns - FLUSH_INTERVAL_NS + nap + FLUSH_GRACE_NS - time_ns()  # the last flush + nap
-        if due > 0:
-            cpu = thread_time_ns()
-            add_overhead(cpu - spent)
-            spent = cpu
-            _sleep(due / 1e9)
-        elif _flush_lock.acquire(False):  # never wait on a program thread that is flushing
-            nap = FLUSH_INTERVAL_NS
-            try:
-                if time_ns() >= _flush_due_ns:
-                    add_overhead(thread_time_ns() - spent)
-                    _flush_locked()
-                    spent = thread_time_ns()
-            finally:
-                _flush_lock.release()
+    try:
+        while _enabled and os.getpid() == pid and not sys.is_finalizing():
+            if _flushed_in_passing != seen:  # the program flushed by itself since the last wake: busy
+                seen = _flushed_in_passing
+                nap = min(2 * nap, FLUSH_NAP_MAX_NS)
+            due = _flush_due_ns - FLUSH_INTERVAL_NS + nap + FLUSH_GRACE_NS - time_ns()  # the last flush + nap
+            if due > 0:
+                cpu = thread_time_ns()
+                add_overhead(cpu - spent)
+                spent = cpu
+                if started is not None:
+                    started.release()
+                    started = None
+                _sleep(due / 1e9)
+            elif _flush_lock.acquire(False):  # never wait on a program thread that is flushing
+                nap = FLUSH_INTERVAL_NS
+                try:
+                    if time_ns() >= _flush_due_ns:
+                        add_overhead(thread_time_ns() - spent)
+                        _flush_locked()
+                        spent = thread_time_ns()
+                finally:
+                    _flush_lock.release()
+    finally:
+        if started is not None:  # it ended before its first sleep
+            started.release()
 
 
 def before_fork() -> None:
