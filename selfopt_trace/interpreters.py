@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import agent_build, import_twin
 from .paths import AGENT_PACKAGE
+from .runner import CommandNotRunnable, resolve_command
 
 _PYTHON_NAME = re.compile(r"python[0-9.]*")
 # Run by the other interpreter: this package's agent_build.py, on Python 3.8 and later (the agent's own
@@ -50,13 +51,11 @@ def named_by(command: list[str], environ: dict[str, str] | os._Environ) -> list[
 
 
 def _which(name: str, path: str) -> str | None:
-    if "/" in name:
-        return name
-    for entry in path.split(os.pathsep) if name else ():
-        candidate = os.path.join(entry or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """The file a shell would run for `name` (runner.resolve_command's lookup), or None."""
+    try:
+        return resolve_command(name, path)[0]
+    except CommandNotRunnable:
+        return None
 
 
 def _interpreter(program: str | None, path: str, follow_script: bool = True) -> str | None:

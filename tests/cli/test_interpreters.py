@@ -27,6 +27,14 @@ def unprepared_copy(tmp_path: Path) -> Path:
     return bootstrap
 
 
+def interpreters_started(monkeypatch) -> list:
+    """The interpreters interpreters.py starts from now on (each still runs agent_build)."""
+    started: list = []
+    prepare_in = interpreters._prepare_in
+    monkeypatch.setattr(interpreters, "_prepare_in", lambda *args: started.append(args) or prepare_in(*args))
+    return started
+
+
 def python_or_skip(minor: str) -> str:
     python = other_python(minor)
     if python is None:
@@ -59,9 +67,7 @@ def test_a_prepared_interpreter_is_checked_without_starting_it(tmp_path: Path, m
     starts again only when one is missing or stale, or when the interpreter itself changed."""
     python = python_or_skip("3.12")
     bootstrap = unprepared_copy(tmp_path)
-    started = []
-    prepare_in = interpreters._prepare_in
-    monkeypatch.setattr(interpreters, "_prepare_in", lambda *args: started.append(args) or prepare_in(*args))
+    started = interpreters_started(monkeypatch)
     runner.precompile_bootstrap(bootstrap, [python], {"PATH": ""})
     runner.precompile_bootstrap(bootstrap, [python], {"PATH": ""})
     assert len(started) == 1
@@ -77,9 +83,7 @@ def test_a_program_that_is_no_usable_python_is_asked_once(tmp_path: Path, monkey
     fake = tmp_path / "python3.99"
     shutil.copy("/bin/true", fake)
     bootstrap = unprepared_copy(tmp_path)
-    started = []
-    prepare_in = interpreters._prepare_in
-    monkeypatch.setattr(interpreters, "_prepare_in", lambda *args: started.append(args) or prepare_in(*args))
+    started = interpreters_started(monkeypatch)
     for _ in range(2):
         runner.precompile_bootstrap(bootstrap, [str(fake)], {"PATH": ""})
     assert interpreters._known(bootstrap)[str(fake)]["tag"] is None
