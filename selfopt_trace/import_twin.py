@@ -3,7 +3,7 @@
 The twin is compiled with the C compiler and headers of the interpreter that runs this (selfopt-trace's
 own, and each other one of CMD's tree: agent_build.py) into the agent's __pycache__, named after the
 source's mtime and size and the interpreter's extension suffix (importtime._twin looks for exactly
-that name, so a stale build is never loaded), once per source. Only for CPython 3.11 to 3.13 with the
+that name, so a stale build is never loaded), once per source. Only for CPython 3.8 to 3.13 with the
 GIL, the versions it is written and tested against; any other interpreter, or a machine without a
 compiler, runs the Python wrapper, which does the same.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .paths import AGENT_PACKAGE
 
-SUPPORTED_TAGS = ("cpython-311", "cpython-312", "cpython-313")
+SUPPORTED_TAGS = ("cpython-38", "cpython-39", "cpython-310", "cpython-311", "cpython-312", "cpython-313")
 
 
 def twin_suffix() -> str | None:

@@ -133,9 +133,17 @@ def _cache_path(directory: Path) -> Path:
     return directory / AGENT_PACKAGE / "__pycache__" / "interpreters.json"
 
 
+def _builder() -> list:
+    """What the facts depend on besides the interpreter: the code that learnt them. A selfopt-trace that
+    builds the twin for more versions (import_twin.SUPPORTED_TAGS) asks every interpreter again."""
+    return [[status.st_mtime_ns, status.st_size] for status in map(os.stat, (agent_build.__file__, import_twin.__file__))]
+
+
 def _known(directory: Path) -> dict:
+    """Interpreter path -> its facts, as this selfopt-trace's agent_build learnt them (else none)."""
     try:
-        known = json.loads(_cache_path(directory).read_text())
+        cache = json.loads(_cache_path(directory).read_text())
+        known = cache.get("interpreters") if isinstance(cache, dict) and cache.get("builder") == _builder() else None
         return known if isinstance(known, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -145,7 +153,7 @@ def _save(directory: Path, known: dict) -> None:
     target = _cache_path(directory)
     partial = target.with_name(f".{target.name}.{os.getpid()}")
     try:
-        partial.write_text(json.dumps(known, indent=1))
+        partial.write_text(json.dumps({"builder": _builder(), "interpreters": known}, indent=1))
         os.replace(partial, target)  # whole or not at all: another run may be reading it
     finally:
         partial.unlink(missing_ok=True)

@@ -28,6 +28,9 @@ def other_python(minor: str) -> str | None:
 # The interpreters other than the one running the tests that import tests run traced programs under
 # too: `run` prepares the agent for them (interpreters.py), the import wrapper's twin included.
 OTHER_PYTHONS = {minor: python for minor in ("3.12", "3.13") if (python := other_python(minor))}
+# The older Pythons the twin is built for too: the import tests run it under them (bare pyenv builds will
+# do: those tests' programs import only the standard library, or skip).
+OLDER_PYTHONS = {minor: python for minor in ("3.8", "3.10") if (python := other_python(minor))}
 # A parametrization over this Python and those: tests of what changes from one version to the next.
 PYTHONS = [pytest.param(sys.executable, id="this Python"),
            *(pytest.param(OTHER_PYTHONS.get(minor), id=minor, marks=pytest.mark.skipif(
@@ -102,7 +105,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from selfopt_trace import runner
 
     runner.precompile_bootstrap(BOOTSTRAP)
-    for python in (*OTHER_PYTHONS.values(), os.environ.get("SELFOPT_TRACE_TEST_PYTHON")):
+    for python in (*OTHER_PYTHONS.values(), *OLDER_PYTHONS.values(), os.environ.get("SELFOPT_TRACE_TEST_PYTHON")):
         if python:
             runner.precompile_bootstrap(BOOTSTRAP, [python])
 

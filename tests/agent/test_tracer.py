@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 
@@ -54,6 +55,23 @@ def test_one_attribute_encodes_as_json_whatever_it_holds(value: object) -> None:
     assert json.loads(text) == {"key": value}
     assert "\t" not in text and "\n" not in text
     assert spanfile.encode({"key": value, "other": 1}) == text[:-1] + ',"other":1}'  # the general path agrees
+
+
+def test_a_subclass_of_a_json_type_encodes_as_the_value_it_is() -> None:
+    """An IntEnum or a str Enum as the OTel SDK exports it: its value, not its str() ("Level.HIGH"
+    before Python 3.11, what a 3.10 program's span said)."""
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Color(str, enum.Enum):
+        RED = "red"
+
+    class Ratio(float):
+        def __str__(self) -> str:
+            return "a ratio"
+
+    assert json.loads(spanfile.encode({"level": Level.HIGH, "color": Color.RED, "ratio": Ratio(0.5)})) == {
+        "level": 3, "color": "red", "ratio": 0.5}
 
 
 def test_counted_overhead_is_calls_times_their_cost_and_starts_over_in_a_forked_child(configured: Path) -> None:

@@ -1,4 +1,4 @@
-/* The import wrapper of importtime.py in C: its twin, for CPython 3.11 to 3.13 (with the GIL) on Linux (import_twin.py builds
+/* The import wrapper of importtime.py in C: its twin, for CPython 3.8 to 3.13 (with the GIL) on Linux (import_twin.py builds
  * it into __pycache__; importtime.install uses it when it is there and fresh, else the Python one).
  *
  * importtime.py is the reference and says what an import's span is; this file does the same for the
@@ -19,6 +19,14 @@
 
 #if PY_VERSION_HEX < 0x030D0000 /* its name before 3.13 */
 #define PyObject_GetOptionalAttr _PyObject_LookupAttr
+#endif
+#if PY_VERSION_HEX < 0x030A0000 /* 3.8 and 3.9: what 3.10 added */
+static inline PyObject *Py_NewRef(PyObject *obj) { Py_INCREF(obj); return obj; }
+static inline PyObject *Py_XNewRef(PyObject *obj) { Py_XINCREF(obj); return obj; }
+#endif
+#if PY_VERSION_HEX < 0x03090000 /* 3.8: what 3.9 made public */
+#define PyObject_Vectorcall _PyObject_Vectorcall
+#define PyObject_CallOneArg(function, arg) PyObject_CallFunctionObjArgs((function), (arg), NULL)
 #endif
 
 #if LONG_MAX < 9223372036854775807L

@@ -63,6 +63,14 @@ def _value(value: object) -> str:
         return "[" + ",".join([_value(item) for item in value]) + "]"  # type: ignore[union-attr]
     if kind is dict:
         return encode(value)  # type: ignore[arg-type]
+    # A subclass (an IntEnum, a str Enum) as the value it is, as the OTel SDK exports it: its str() is
+    # "Level.HIGH" before Python 3.11
+    if isinstance(value, int):
+        return int.__repr__(value)  # type: ignore[arg-type]
+    if isinstance(value, float):
+        return _value(float(value))
+    if isinstance(value, str):
+        return _string(str.__str__(value))
     return _string(str(value))
 
 

@@ -215,7 +215,7 @@ def test_http_hooks_load_at_the_first_request_not_at_import(traced, server):
     send nothing); the first request installs them and is one span, whatever reference it came by."""
     result = traced.python(HOOKS_LOADED_LATE, server.url)
     assert (result.returncode, result.stderr) == (0, b"")
-    untraced = subprocess.run([sys.executable, "-c", HOOKS_LOADED_LATE, server.url], capture_output=True)
+    untraced = subprocess.run([traced.executable, "-c", HOOKS_LOADED_LATE, server.url], capture_output=True)
     assert result.stdout == untraced.stdout
     assert result.stdout.startswith(b"[]\n200 send (self, request")
     [span] = client_spans(traced.spans())

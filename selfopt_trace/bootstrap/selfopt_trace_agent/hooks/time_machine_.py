@@ -2,9 +2,10 @@
 
 `time_machine.travel()` swaps the C functions of the time module (`time_ns`, `clock_gettime_ns` of
 the real-time clock, ...) for its own, so every holder of them reads the travelled time: the agent's
-modules too, whose spans under a travel started in 2020 and lasted nothing. It leaves `monotonic_ns`
-alone and has no ignore list. So from the first travel's start on (this module loads then:
-lazy.ON_FIRST_CALL), the agent's modules read the wall clock as `monotonic_ns()` plus the real-time
+modules too, whose spans under a travel started in 2020 and lasted nothing. It leaves `perf_counter_ns`
+alone (time-machine 2.x travels `monotonic_ns` too: the time-machine Python 3.8 and 3.9 install) and
+has no ignore list. So from the first travel's start on (this module loads then:
+lazy.ON_FIRST_CALL), the agent's modules read the wall clock as `perf_counter_ns()` plus the real-time
 clock's offset from it then, before the travel patches the time module; those loaded later, as they
 load (importtime.after_agent_import). The C twin reads its clock itself. The
 program's clocks travel as it asked.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from time import monotonic_ns
+from time import perf_counter_ns
 
 from .. import importtime
 
@@ -22,11 +23,11 @@ AGENT = __name__.partition(".")[0]
 
 
 def install(target: str, module) -> None:
-    offset = time.time_ns() - monotonic_ns()
+    offset = time.time_ns() - perf_counter_ns()
     real = time.time_ns
 
     def wall_ns() -> int:
-        return monotonic_ns() + offset
+        return perf_counter_ns() + offset
 
     def untravelled(agent_module) -> None:
         if agent_module.__dict__.get("time_ns") is real:
