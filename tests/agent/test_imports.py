@@ -90,6 +90,26 @@ def test_a_failed_imports_traceback_is_the_untraced_one(traced, tmp_path):
     assert b"selfopt_trace_agent" not in result.stderr
 
 
+def test_recorded_imports_reach_the_file_at_the_flush_an_imports_end_makes(traced, tmp_path):
+    """A recorded import leaves its record in the buffer; the end of a nested one past the flush's
+    deadline flushes (the C twin does it itself), writing it and those before it while the process runs."""
+    write_modules(tmp_path)
+    (tmp_path / "late.py").write_text("import slow_outer\n")
+    code = ("import glob, os, sys, time; sys.path.insert(0, '.')\n"
+            "import slow_inner\n"
+            "t = time.perf_counter()\n"
+            "while time.perf_counter() - t < 0.25: pass\n"  # past the flush's deadline, where no hook sees
+            "import late\n"
+            "text = ''.join(open(path).read() for path in glob.glob(os.environ['SELFOPT_TRACE_DIR'] + '/spans/*'))\n"
+            "print('\\timport slow_inner\\t' in text, '\\timport slow_outer\\t' in text, '\\timport late\\t' in text)\n")
+    result = traced.python(code, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert result.stdout == b"True True False\n"  # late's own record ends after that flush
+    spans = traced.spans()
+    (outer,) = spans.named("import slow_outer")
+    assert spans.parent(outer).name == "import late"
+
+
 def test_import_spans_sit_under_the_current_span(traced, tmp_path):
     """A module imported while a subprocess span... is current: here, a thread's imports go to its thread span."""
     write_modules(tmp_path)

@@ -46,9 +46,14 @@ static _Thread_local PyObject *innermost;
 static PyObject *pending;        /* lazy._pending: module name -> hooks to arm at its import */
 static PyObject *bookkeeping;    /* importtime._bookkeeping: [imports counted, ns each] */
 static PyObject *edge_reads;     /* importtime._edge_reads: [ns, 1] */
+static PyObject *record_costs;   /* importtime._record_costs: [ns, 1] */
+static PyObject *buffer;         /* tracer._buffer, where a recorded import waits for the flush */
+static PyObject *mark_kept, *flush, *start_flusher; /* tracer's */
+static long flush_records;       /* tracer.FLUSH_RECORDS */
 static PyObject *samples, *calibrate, *py_begin, *py_end, *py_recorded;
 static PyObject *agent_prefix, *unset, *error, *empty, *zero, *one;
 static PyObject *s_modules, *s_in_startup, *s_root, *s_deferred, *s_child_ns, *s_spec, *s_initializing;
+static PyObject *s_flush_due_ns, *s_flusher_started, *s_flusher_from_ns;
 
 /* Offsets of ImportFrame's slots: set directly, as the Python wrapper's specialized bytecode does. */
 static int startup_over;        /* importtime._in_startup seen False */
@@ -121,16 +126,16 @@ calibrating(void)
     return PyObject_Not(PyList_GET_ITEM(bookkeeping, 1));
 }
 
-/* importtime._edge_reads[0] += ns: a read of the thread's CPU clock, timed (importtime._edge_reads). */
+/* cell[0] += ns: time the agent spent, timed (a [ns, 1] cell of tracer.counted_overhead). */
 static int
-count_edge_read(long long ns)
+count_ns(PyObject *cell, long long ns)
 {
     PyObject *sum, *add = PyLong_FromLongLong(ns);
     if (add == NULL)
         return -1;
-    sum = PyNumber_Add(PyList_GET_ITEM(edge_reads, 0), add);
+    sum = PyNumber_Add(PyList_GET_ITEM(cell, 0), add);
     Py_DECREF(add);
-    return sum == NULL ? -1 : PyList_SetItem(edge_reads, 0, sum);
+    return sum == NULL ? -1 : PyList_SetItem(cell, 0, sum);
 }
 
 static int
@@ -219,7 +224,7 @@ begin(PyObject *name)
     start = PyLong_FromLongLong(start_ns);
     set_slot(frame, start_ns_at, start);
     set_slot(frame, cpu0_at, cpu_edge ? PyLong_FromLongLong(clock_ns(CLOCK_THREAD_CPUTIME_ID)) : Py_NewRef(zero));
-    if (start == NULL || SLOT(frame, cpu0_at) == NULL || (cpu_edge && count_edge_read(clock_ns(CLOCK_REALTIME) - start_ns) < 0)) {
+    if (start == NULL || SLOT(frame, cpu0_at) == NULL || (cpu_edge && count_ns(edge_reads, clock_ns(CLOCK_REALTIME) - start_ns) < 0)) {
         pop(frame);
         Py_DECREF(frame);
         return NULL;
@@ -256,6 +261,69 @@ add_child_time(PyObject *parent, long long cumulative)
     return failed;
 }
 
+/* bookkeeping[0] += 1: one more import whose bookkeeping costs the calibrated ns each. */
+static int
+count_import(void)
+{
+    PyObject *count = PyNumber_Add(PyList_GET_ITEM(bookkeeping, 0), one);
+    return count == NULL ? -1 : PyList_SetItem(bookkeeping, 0, count);
+}
+
+/* tracer global `name` as a C long (a clock, a flag), or -1 with an exception set. */
+static long
+tracer_long(PyObject *name)
+{
+    PyObject *value = PyDict_GetItemWithError(tracer_globals, name);
+    if (value == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_AttributeError, "no %U to read", name);
+        return -1;
+    }
+    return PyLong_AsLong(value);
+}
+
+/* importtime._recorded for an import nested in a span or another import (no CPU edges: those go to
+ * _recorded): its ancestors kept, the frame left in tracer's buffer for the flush to write
+ * (tracer.import_line), its cost, the flush when one is due. No Python frame: a call into _recorded
+ * from here cost ~1.7 us a record in a pytest run. */
+static int
+record(PyObject *frame, PyObject *name, long long t2)
+{
+    PyObject *parent = SLOT(frame, parent_at), *end, *entry, *args[1];
+    long due, from;
+    int failed;
+    while (Py_TYPE(parent) == frame_type && SLOT(parent, keep_at) == Py_False) { /* tracer._mark_kept */
+        set_slot(parent, keep_at, Py_NewRef(Py_True));
+        parent = SLOT(parent, parent_at);
+    }
+    if (parent != Py_None && Py_TYPE(parent) != frame_type) { /* a span: kept too if it is deferred */
+        if ((failed = is_deferred(parent)) < 0 || (failed && call_python(mark_kept, &parent, 1) < 0))
+            return -1;
+    }
+    if ((end = PyLong_FromLongLong(t2)) == NULL)
+        return -1;
+    entry = PyTuple_Pack(4, frame, name, end, empty);
+    Py_DECREF(end);
+    if (entry == NULL)
+        return -1;
+    failed = PyList_Append(buffer, entry);
+    Py_DECREF(entry);
+    if (failed < 0 || count_ns(record_costs, clock_ns(CLOCK_REALTIME) - t2) < 0 || count_import() < 0)
+        return -1;
+    /* after the record's cost is counted: a flush counts its own */
+    if ((due = tracer_long(s_flush_due_ns)) == -1 && PyErr_Occurred())
+        return -1;
+    if (t2 > due || PyList_GET_SIZE(buffer) > flush_records) {
+        args[0] = Py_False; /* blocking=False */
+        return call_python(flush, args, 1);
+    }
+    if (PyDict_GetItem(tracer_globals, s_flusher_started) != Py_False)
+        return 0;
+    if ((from = tracer_long(s_flusher_from_ns)) == -1 && PyErr_Occurred())
+        return -1;
+    return t2 < from ? 0 : call_python(start_flusher, NULL, 0); /* once the process is old enough */
+}
+
 /* importtime._end: the span's end, or the Python function when hooks wait on the module or the
  * frame is not an import's. */
 static int
@@ -263,7 +331,7 @@ end(PyObject *frame, PyObject *name)
 {
     int hooked = PyDict_Contains(pending, name), deferred;
     long long cpu1 = 0, t1, t2, read;
-    PyObject *parent, *cpu0, *keep, *count, *args[4];
+    PyObject *parent, *cpu0, *keep, *args[4];
     if (hooked < 0)
         return -1;
     if (hooked || (frame != Py_None && Py_TYPE(frame) != frame_type)) {
@@ -282,13 +350,14 @@ end(PyObject *frame, PyObject *name)
     keep = SLOT(frame, keep_at);
     if (t2 - t1 >= threshold || (keep != Py_False && PyObject_IsTrue(keep))) {
         cpu0 = SLOT(frame, cpu0_at);
-        if (cpu0 != zero && PyObject_IsTrue(cpu0)) { /* the end edge, for a recorded import only (importtime._end) */
-            cpu1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-            read = clock_ns(CLOCK_REALTIME);
-            if (count_edge_read(read - t2) < 0)
-                return -1;
-            t2 = read;
-        }
+        if (cpu0 == zero || !PyObject_IsTrue(cpu0))
+            return record(frame, name, t2);
+        /* an outermost import: the end edge, for a recorded import only (importtime._end) */
+        cpu1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        read = clock_ns(CLOCK_REALTIME);
+        if (count_ns(edge_reads, read - t2) < 0)
+            return -1;
+        t2 = read;
         args[0] = frame;
         args[1] = name;
         if ((args[2] = PyLong_FromLongLong(t2)) == NULL || (args[3] = PyLong_FromLongLong(cpu1)) == NULL) {
@@ -310,10 +379,7 @@ end(PyObject *frame, PyObject *name)
         Py_DECREF(args[2]);
         return deferred;
     }
-    count = PyNumber_Add(PyList_GET_ITEM(bookkeeping, 0), one);
-    if (count == NULL)
-        return -1;
-    return PyList_SetItem(bookkeeping, 0, count);
+    return count_import();
 }
 
 /* importlib._bootstrap._find_and_load(name, import_) in its place. */
@@ -381,7 +447,7 @@ static PyMethodDef find_and_load_def = {"_find_and_load", (PyCFunction)(void (*)
 static PyObject *
 install(PyObject *module, PyObject *importtime)
 {
-    PyObject *tracer, *threshold_ns;
+    PyObject *tracer, *threshold_ns, *flush_records_value = NULL;
     if (original != NULL)
         return PyErr_Format(PyExc_RuntimeError, "installed already");
     importtime_globals = Py_NewRef(PyModule_GetDict(importtime));
@@ -396,6 +462,10 @@ install(PyObject *module, PyObject *importtime)
         (current = global(tracer_globals, "_current")) == NULL || (pending = global(importtime_globals, "_pending")) == NULL ||
         (bookkeeping = global(importtime_globals, "_bookkeeping")) == NULL || (samples = global(importtime_globals, "_samples")) == NULL ||
         (edge_reads = global(importtime_globals, "_edge_reads")) == NULL ||
+        (record_costs = global(importtime_globals, "_record_costs")) == NULL || (buffer = global(tracer_globals, "_buffer")) == NULL ||
+        (mark_kept = global(tracer_globals, "_mark_kept")) == NULL || (flush = global(tracer_globals, "flush")) == NULL ||
+        (start_flusher = global(tracer_globals, "_start_flusher")) == NULL ||
+        (flush_records_value = global(tracer_globals, "FLUSH_RECORDS")) == NULL ||
         (py_begin = global(importtime_globals, "_begin")) == NULL || (py_end = global(importtime_globals, "_end")) == NULL ||
         (py_recorded = global(importtime_globals, "_recorded")) == NULL || (calibrate = global(tracer_globals, "calibrate")) == NULL ||
         (agent_prefix = global(importtime_globals, "_AGENT")) == NULL || (error = global(tracer_globals, "ERROR")) == NULL ||
@@ -404,10 +474,13 @@ install(PyObject *module, PyObject *importtime)
         goto failed;
     threshold = PyLong_AsLong(threshold_ns);
     Py_DECREF(threshold_ns);
-    if (threshold == -1 && PyErr_Occurred())
+    flush_records = PyLong_AsLong(flush_records_value);
+    Py_CLEAR(flush_records_value);
+    if ((threshold == -1 || flush_records == -1) && PyErr_Occurred())
         goto failed;
     if (!PyType_Check(frame_type) || !PyType_Check(span_type) || !PyDict_CheckExact(pending) || !PyList_CheckExact(bookkeeping) || PyList_GET_SIZE(bookkeeping) != 2 ||
-        !PyList_CheckExact(edge_reads) || PyList_GET_SIZE(edge_reads) != 2) {
+        !PyList_CheckExact(edge_reads) || PyList_GET_SIZE(edge_reads) != 2 || !PyList_CheckExact(record_costs) ||
+        PyList_GET_SIZE(record_costs) != 2 || !PyList_CheckExact(buffer)) {
         PyErr_SetString(PyExc_TypeError, "importtime's state is not what importtime.c reads");
         goto failed;
     }
@@ -419,6 +492,7 @@ install(PyObject *module, PyObject *importtime)
         goto failed;
     return PyCFunction_NewEx(&find_and_load_def, module, NULL);
 failed:
+    Py_XDECREF(flush_records_value);
     Py_CLEAR(original);
     return NULL;
 }
@@ -494,7 +568,10 @@ PyInit__importtime(void)
         (s_modules = PyUnicode_InternFromString("modules")) == NULL ||
         (s_root = PyUnicode_InternFromString("_root")) == NULL ||
         (s_deferred = PyUnicode_InternFromString("deferred")) == NULL || (s_child_ns = PyUnicode_InternFromString("child_ns")) == NULL ||
-        (s_spec = PyUnicode_InternFromString("__spec__")) == NULL || (s_initializing = PyUnicode_InternFromString("_initializing")) == NULL) {
+        (s_spec = PyUnicode_InternFromString("__spec__")) == NULL || (s_initializing = PyUnicode_InternFromString("_initializing")) == NULL ||
+        (s_flush_due_ns = PyUnicode_InternFromString("_flush_due_ns")) == NULL ||
+        (s_flusher_started = PyUnicode_InternFromString("_flusher_started")) == NULL ||
+        (s_flusher_from_ns = PyUnicode_InternFromString("_flusher_from_ns")) == NULL) {
         Py_DECREF(module);
         return NULL;
     }

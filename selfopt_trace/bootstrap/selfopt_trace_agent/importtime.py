@@ -16,7 +16,7 @@ from _frozen_importlib_external import MAGIC_NUMBER
 from _thread import get_ident
 from time import time_ns
 
-from . import config, lazy, spanfile, tracer
+from . import config, lazy, tracer
 from .tracer import cpu_anchor, thread_cpu_ns
 
 _original = None
@@ -39,6 +39,9 @@ _samples: list = []
 # (~1.5 us inside an import here), not the bookkeeping's calibrated cost. [ns, 1].
 _edge_reads = tracer.counted_overhead()
 _edge_reads[1] = 1
+# The time the C twin spent on recorded imports' ends (tracer.add_overhead without a Python call).
+_record_costs = tracer.counted_overhead()
+_record_costs[1] = 1
 runqueue_ns = None  # the twin's reader of this thread's time queued for a CPU (process.thread_clocks)
 after_agent_import = None  # given each agent module once it has loaded (hooks/time_machine_.py)
 
@@ -304,28 +307,20 @@ def _pop(frame: tracer.ImportFrame) -> None:
 
 
 def _recorded(frame: tracer.ImportFrame, name: str, end: int, cpu1: int, instrument_ns: int = 0) -> None:
-    """A recorded import's end (importtime.c's too): its X record under its frame's span id, its
-    cost, the flush when one is due. The record is formatted now in one f-string: a module's name is
-    almost always plain text, written as it is (no attribute dict, no call to spanfile.encode, no
-    tracer.record_line with its keyword arguments: ~1/3 of a recorded import's cost went there,
-    docs/benchmarks.md); another name takes spanfile's general path."""
-    start = frame.start_ns
-    cumulative = end - start
+    """A recorded import's end (importtime.c's too): its ancestors kept, its record left in the buffer
+    for the flush to write (tracer.import_line), its cost, the flush when one is due. Formatted at
+    the flush, the records of ~100 ms of imports are written in one batch, the formatting's code and
+    data warm: formatted at each import's end, between two modules' bodies, a record cost a pytest
+    run 5.8 us of its wall against 1.9 us in a loop (docs/benchmarks.md). What only this moment
+    knows is taken now: the importing thread's id of the CPU edges, the time hooks took."""
     parent = frame.parent
     if parent.deferred and not parent.keep:
         tracer._mark_kept(parent)
-    if name.isprintable() and '"' not in name and "\\" not in name:
-        module = '"python.import.module":"' + name + '"'
-    else:  # JSON escapes, or bytes that are not UTF-8 (spanfile.escape)
-        module = spanfile.encode({"python.import.module": name})[1:-1]
-        name = spanfile.clean(name)
     extra = f',"selfopt_trace.instrument_ns":{instrument_ns}' if instrument_ns else ""
     cpu0 = frame.cpu0
     if cpu0:
         extra += cpu_anchor(cpu0, cpu1)
-    _buffer.append(f'X\t{frame.span_id}\t{parent.span_id}\t{parent.trace_id}\timport {name}\tINTERNAL\timport\t{start}\t'
-                   f'{end}\t{frame.status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
-                   f'"python.import.self_ns":{cumulative - frame.child_ns}{extra}}}\t.\n')
+    _buffer.append((frame, name, end, extra))
     tracer.add_overhead(time_ns() - end)
     _bookkeeping[0] += 1
     # after the record's cost is counted: a flush counts its own

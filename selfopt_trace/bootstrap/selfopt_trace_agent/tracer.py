@@ -156,6 +156,23 @@ class ImportFrame:
         return f"00-{self.trace_id}-{self.span_id}-01"
 
 
+def import_line(frame: ImportFrame, name: str, end: int, extra: str) -> str:
+    """A recorded import's X record, under its frame's span id (importtime._recorded). One f-string: a
+    module's name is almost always plain text, written as it is (no attribute dict, no call to
+    spanfile.encode, no record_line with its keyword arguments: ~1/3 of a record's cost went there,
+    docs/benchmarks.md); another name takes spanfile's general path."""
+    if name.isprintable() and '"' not in name and "\\" not in name:
+        module = '"python.import.module":"' + name + '"'
+    else:  # JSON escapes, or bytes that are not UTF-8 (spanfile.escape)
+        module = spanfile.encode({"python.import.module": name})[1:-1]
+        name = spanfile.clean(name)
+    parent, start = frame.parent, frame.start_ns
+    cumulative = end - start
+    return (f'X\t{frame.span_id}\t{parent.span_id}\t{parent.trace_id}\timport {name}\tINTERNAL\timport\t{start}\t'
+            f'{end}\t{frame.status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
+            f'"python.import.self_ns":{cumulative - frame.child_ns}{extra}}}\t.\n')
+
+
 _new = object.__new__  # a Span without its __init__ call: start_span sets every field
 # The current span, imports aside: asyncio tasks and greenlets keep their own.
 _current: ContextVar = ContextVar("selfopt_trace_current_span", default=None)
@@ -663,6 +680,8 @@ def _flush_locked() -> None:
         for item in taken:
             if type(item) is str:
                 add(item)
+            elif type(item) is tuple:  # a recorded import (importtime._recorded)
+                add(import_line(*item))
             elif item.end_ns:  # _format's common case, an X record: spanfile.complete_line inlined
                 attributes = item.end_attributes
                 if not attributes:
