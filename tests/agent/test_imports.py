@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -108,6 +110,41 @@ def test_recorded_imports_reach_the_file_at_the_flush_an_imports_end_makes(trace
     spans = traced.spans()
     (outer,) = spans.named("import slow_outer")
     assert spans.parent(outer).name == "import late"
+
+
+def test_the_twins_import_record_is_the_python_ones(traced):
+    """The flush writes a recorded import with the twin's import_line where it is installed: the same
+    line as tracer.python_import_line's, for a frame under a span and one under another frame (ids
+    taken on the way), for names written as they are and names written escaped."""
+    code = textwrap.dedent('''
+        import json, sys, time
+        from selfopt_trace_agent import importtime, tracer
+
+        def frame(parent, status="UNSET"):
+            made = importtime._Frame()
+            made.parent, made.keep, made.child_ns, made._span_id, made._trace_id = parent, False, 1234, "", ""
+            made.outer = made.below = None
+            made.start_ns, made.cpu0, made.status, made.began_ns = time.time_ns(), 0, status, 0
+            return made
+
+        lines = []
+        for name in ("plain.name", "caf\u00e9", 'we"ird', "back\\\\slash", "\\udcff", "tab\\there"):
+            outer = frame(tracer.root())
+            inner = frame(outer, "ERROR")
+            for one in (inner, outer):
+                for write in (tracer.import_line, tracer.python_import_line):
+                    lines.append(write(one, name, one.start_ns + 2_000_000, ',"x":1' if one is outer else ""))
+        print(tracer.import_line is not tracer.python_import_line)
+        print(json.dumps(lines))
+    ''')
+    result = traced.python(code)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    twin, lines = result.stdout.decode().splitlines()
+    assert twin == str(traced.settings.get(config.ENV_PURE_PYTHON) != "1")
+    lines = json.loads(lines)
+    assert len(lines) == 24 and all(line.startswith("X\t") and line.endswith("\t.\n") for line in lines)
+    assert lines[0::2] == lines[1::2]
+    assert '"python.import.module":"caf\u00e9"' in lines[4] and '"python.import.self_ns":1998766' in lines[0]
 
 
 def test_import_spans_sit_under_the_current_span(traced, tmp_path):

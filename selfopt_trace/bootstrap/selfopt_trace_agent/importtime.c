@@ -48,12 +48,12 @@ static PyObject *bookkeeping;    /* importtime._bookkeeping: [imports counted, n
 static PyObject *edge_reads;     /* importtime._edge_reads: [ns, 1] */
 static PyObject *record_costs;   /* importtime._record_costs: [ns, 1] */
 static PyObject *buffer;         /* tracer._buffer, where a recorded import waits for the flush */
-static PyObject *mark_kept, *flush, *start_flusher; /* tracer's */
+static PyObject *mark_kept, *flush, *start_flusher, *py_import_line; /* tracer's */
 static long flush_records;       /* tracer.FLUSH_RECORDS */
 static PyObject *samples, *calibrate, *py_begin, *py_end, *py_recorded;
 static PyObject *agent_prefix, *unset, *error, *empty, *zero, *one;
 static PyObject *s_modules, *s_in_startup, *s_root, *s_deferred, *s_child_ns, *s_spec, *s_initializing;
-static PyObject *s_flush_due_ns, *s_flusher_started, *s_flusher_from_ns;
+static PyObject *s_flush_due_ns, *s_flusher_started, *s_flusher_from_ns, *s_id_text, *s_span_id, *s_trace_id;
 
 /* Offsets of ImportFrame's slots: set directly, as the Python wrapper's specialized bytecode does. */
 static int startup_over;        /* importtime._in_startup seen False */
@@ -464,6 +464,7 @@ install(PyObject *module, PyObject *importtime)
         (edge_reads = global(importtime_globals, "_edge_reads")) == NULL ||
         (record_costs = global(importtime_globals, "_record_costs")) == NULL || (buffer = global(tracer_globals, "_buffer")) == NULL ||
         (mark_kept = global(tracer_globals, "_mark_kept")) == NULL || (flush = global(tracer_globals, "flush")) == NULL ||
+        (py_import_line = global(tracer_globals, "python_import_line")) == NULL ||
         (start_flusher = global(tracer_globals, "_start_flusher")) == NULL ||
         (flush_records_value = global(tracer_globals, "FLUSH_RECORDS")) == NULL ||
         (py_begin = global(importtime_globals, "_begin")) == NULL || (py_end = global(importtime_globals, "_end")) == NULL ||
@@ -522,6 +523,76 @@ runqueue_ns(PyObject *module, PyObject *unused)
     return PyLong_FromUnsignedLongLong(strtoull(end, NULL, 10));
 }
 
+/* A span's id (`attribute` span_id) or trace id: an import's frame's slot, its span id taken from
+ * tracer._id_text when still "" (as tracer.ImportFrame.span_id takes it), its trace id through the
+ * property when still "" (its parent's, once per level); a Span's attribute. */
+static PyObject *
+span_id_of(PyObject *span, PyObject *attribute)
+{
+    PyObject *id, *ids;
+    if (Py_TYPE(span) != frame_type)
+        return PyObject_GetAttr(span, attribute);
+    id = SLOT(span, attribute == s_span_id ? span_id_at : trace_id_at);
+    if (PyUnicode_Check(id) && PyUnicode_GET_LENGTH(id) > 0)
+        return Py_NewRef(id);
+    if (attribute != s_span_id)
+        return PyObject_GetAttr(span, attribute);
+    if ((ids = PyDict_GetItemWithError(tracer_globals, s_id_text)) == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "no _id_text to read");
+        return NULL;
+    }
+    if ((id = PyIter_Next(ids)) == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "tracer._id_text ran out");
+        return NULL;
+    }
+    set_slot(span, span_id_at, Py_NewRef(id));
+    return id;
+}
+
+/* import_line(frame, name, end, extra) -> tracer.import_line's record, formatted here (the flush calls
+ * it for each recorded import: 2.2 us a record in Python); tracer.python_import_line for a name it
+ * writes escaped. */
+static PyObject *
+import_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *frame, *name, *parent, *span_id = NULL, *parent_id = NULL, *trace_id = NULL, *line = NULL;
+    Py_ssize_t at, length;
+    int kind;
+    const void *data;
+    long start, end, cumulative, child_ns;
+    if (nargs != 4 || Py_TYPE(args[0]) != frame_type || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[3]))
+        return PyObject_Vectorcall(py_import_line, args, nargs, NULL);
+    frame = args[0];
+    name = args[1];
+    length = PyUnicode_GET_LENGTH(name);
+    kind = PyUnicode_KIND(name);
+    data = PyUnicode_DATA(name);
+    for (at = 0; at < length; at++) { /* name.isprintable() and '"' not in name and "\\" not in name */
+        Py_UCS4 c = PyUnicode_READ(kind, data, at);
+        if (c == '"' || c == '\\' || !Py_UNICODE_ISPRINTABLE(c))
+            return PyObject_Vectorcall(py_import_line, args, nargs, NULL);
+    }
+    end = PyLong_AsLong(args[2]);
+    start = PyLong_AsLong(SLOT(frame, start_ns_at));
+    child_ns = PyLong_AsLong(SLOT(frame, child_ns_at));
+    if (PyErr_Occurred())
+        return NULL;
+    cumulative = end - start;
+    parent = SLOT(frame, parent_at);
+    if ((span_id = span_id_of(frame, s_span_id)) != NULL && (parent_id = span_id_of(parent, s_span_id)) != NULL &&
+        (trace_id = span_id_of(parent, s_trace_id)) != NULL)
+        line = PyUnicode_FromFormat("X\t%U\t%U\t%U\timport %U\tINTERNAL\timport\t%ld\t%ld\t%U\t{\"python.import.module\":\"%U\","
+                                    "\"python.import.cumulative_ns\":%ld,\"python.import.self_ns\":%ld%U}\t.\n",
+                                    span_id, parent_id, trace_id, name, start, end, SLOT(frame, status_at), name, cumulative,
+                                    cumulative - child_ns, args[3]);
+    Py_XDECREF(span_id);
+    Py_XDECREF(parent_id);
+    Py_XDECREF(trace_id);
+    return line;
+}
+
 /* current_span() -> tracer.current with this store: the innermost import under way in this thread while
  * the ContextVar holds what it held when that import began, else the ContextVar's span. */
 static PyObject *
@@ -552,6 +623,7 @@ static PyMethodDef methods[] = {
     {"current_span", current_span, METH_NOARGS, "current_span() -> tracer.current, read from the twin's imports under way"},
     {"pop_import", pop_import, METH_O, "pop_import(frame): importtime._pop, on the twin's imports under way"},
     {"runqueue_ns", runqueue_ns, METH_NOARGS, "runqueue_ns() -> this thread's time queued for a CPU, or None"},
+    {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -571,7 +643,9 @@ PyInit__importtime(void)
         (s_spec = PyUnicode_InternFromString("__spec__")) == NULL || (s_initializing = PyUnicode_InternFromString("_initializing")) == NULL ||
         (s_flush_due_ns = PyUnicode_InternFromString("_flush_due_ns")) == NULL ||
         (s_flusher_started = PyUnicode_InternFromString("_flusher_started")) == NULL ||
-        (s_flusher_from_ns = PyUnicode_InternFromString("_flusher_from_ns")) == NULL) {
+        (s_flusher_from_ns = PyUnicode_InternFromString("_flusher_from_ns")) == NULL ||
+        (s_id_text = PyUnicode_InternFromString("_id_text")) == NULL || (s_span_id = PyUnicode_InternFromString("span_id")) == NULL ||
+        (s_trace_id = PyUnicode_InternFromString("trace_id")) == NULL) {
         Py_DECREF(module);
         return NULL;
     }

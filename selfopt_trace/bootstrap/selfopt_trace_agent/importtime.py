@@ -70,6 +70,7 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
             runqueue_ns = twin.runqueue_ns
             # the twin keeps the imports under way in its thread-local store, not in tracer._imports
             tracer.current, _pop = twin.current_span, twin.pop_import
+            tracer.import_line = twin.import_line
     except Exception as exc:  # not loadable here (another C library, a damaged file): the Python wrapper
         failure = exc
     bootstrap._find_and_load = wrapper

@@ -156,7 +156,7 @@ class ImportFrame:
         return f"00-{self.trace_id}-{self.span_id}-01"
 
 
-def import_line(frame: ImportFrame, name: str, end: int, extra: str) -> str:
+def python_import_line(frame: ImportFrame, name: str, end: int, extra: str) -> str:
     """A recorded import's X record, under its frame's span id (importtime._recorded). One f-string: a
     module's name is almost always plain text, written as it is (no attribute dict, no call to
     spanfile.encode, no record_line with its keyword arguments: ~1/3 of a record's cost went there,
@@ -171,6 +171,9 @@ def import_line(frame: ImportFrame, name: str, end: int, extra: str) -> str:
     return (f'X\t{frame.span_id}\t{parent.span_id}\t{parent.trace_id}\timport {name}\tINTERNAL\timport\t{start}\t'
             f'{end}\t{frame.status}\t{{{module},"python.import.cumulative_ns":{cumulative},'
             f'"python.import.self_ns":{cumulative - frame.child_ns}{extra}}}\t.\n')
+
+
+import_line = python_import_line  # what the flush writes a recorded import with: the C twin's in its place
 
 
 _new = object.__new__  # a Span without its __init__ call: start_span sets every field
