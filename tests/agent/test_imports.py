@@ -115,7 +115,8 @@ def test_recorded_imports_reach_the_file_at_the_flush_an_imports_end_makes(trace
 def test_the_twins_import_record_is_the_python_ones(traced):
     """The flush writes a recorded import with the twin's import_line where it is installed: the same
     line as tracer.python_import_line's, for a frame under a span and one under another frame (ids
-    taken on the way), for names written as they are and names written escaped."""
+    taken on the way), for names written as they are (4-byte characters, the longest the twin's buffer
+    takes), names written escaped and names too long for it."""
     code = textwrap.dedent('''
         import json, sys, time
         from selfopt_trace_agent import importtime, tracer
@@ -128,7 +129,8 @@ def test_the_twins_import_record_is_the_python_ones(traced):
             return made
 
         lines = []
-        for name in ("plain.name", "caf\u00e9", 'we"ird', "back\\\\slash", "\\udcff", "tab\\there"):
+        for name in ("plain.name", "caf\u00e9", 'we"ird', "back\\\\slash", "\\udcff", "tab\\there", "\\U0001F600." * 80,
+                     "a" * 300):
             outer = frame(tracer.root())
             inner = frame(outer, "ERROR")
             for one in (inner, outer):
@@ -142,7 +144,7 @@ def test_the_twins_import_record_is_the_python_ones(traced):
     twin, lines = result.stdout.decode().splitlines()
     assert twin == str(traced.settings.get(config.ENV_PURE_PYTHON) != "1")
     lines = json.loads(lines)
-    assert len(lines) == 24 and all(line.startswith("X\t") and line.endswith("\t.\n") for line in lines)
+    assert len(lines) == 32 and all(line.startswith("X\t") and line.endswith("\t.\n") for line in lines)
     assert lines[0::2] == lines[1::2]
     assert '"python.import.module":"caf\u00e9"' in lines[4] and '"python.import.self_ns":1998766' in lines[0]
 
