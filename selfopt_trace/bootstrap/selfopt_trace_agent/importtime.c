@@ -625,8 +625,9 @@ import_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if ((span_id = span_id_of(frame, s_span_id)) != NULL && (parent_id = span_id_of(parent, s_span_id)) != NULL &&
         (trace_id = span_id_of(parent, s_trace_id)) != NULL) {
         /* X\t{span}\t{parent}\t{trace}\timport {name}\tINTERNAL\timport\t{start}\t{end}\t{status}\t{{...}}\t.\n */
-        if (PyUnicode_GET_LENGTH(span_id) > 32 || PyUnicode_GET_LENGTH(parent_id) > 32 || PyUnicode_GET_LENGTH(trace_id) > 32 ||
-            !PyUnicode_Check(SLOT(frame, status_at)) || PyUnicode_GET_LENGTH(SLOT(frame, status_at)) > 16)
+        if (!PyUnicode_Check(span_id) || !PyUnicode_Check(parent_id) || !PyUnicode_Check(trace_id) ||
+            !PyUnicode_Check(SLOT(frame, status_at)) || PyUnicode_GET_LENGTH(span_id) > 32 || PyUnicode_GET_LENGTH(parent_id) > 32 ||
+            PyUnicode_GET_LENGTH(trace_id) > 32 || PyUnicode_GET_LENGTH(SLOT(frame, status_at)) > 16)
             line = PyObject_Vectorcall(py_import_line, args, nargs, NULL);
         else if ((put = put_chars(text, "X\t")) && (put = put_text(put, span_id)) && (put = put_chars(put, "\t")) &&
                  (put = put_text(put, parent_id)) && (put = put_chars(put, "\t")) && (put = put_text(put, trace_id)) &&
