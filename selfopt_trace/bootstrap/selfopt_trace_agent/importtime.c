@@ -602,18 +602,18 @@ import_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long start, end, cumulative, child_ns;
     char text[4096], *put; /* the longest: ~220 bytes, two names and an extra of 256 characters (1 KiB each in UTF-8) */
     if (nargs != 4 || Py_TYPE(args[0]) != frame_type || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[3]))
-        return PyObject_Vectorcall(py_import_line, args, nargs, NULL);
+        goto reference;
     frame = args[0];
     name = args[1];
     length = PyUnicode_GET_LENGTH(name);
     kind = PyUnicode_KIND(name);
     data = PyUnicode_DATA(name);
     if (length > 256 || PyUnicode_GET_LENGTH(args[3]) > 256) /* (4 bytes a character at most: the line fits in `text`) */
-        return PyObject_Vectorcall(py_import_line, args, nargs, NULL);
+        goto reference;
     for (at = 0; at < length; at++) { /* name.isprintable() and '"' not in name and "\\" not in name */
         Py_UCS4 c = PyUnicode_READ(kind, data, at);
         if (c == '"' || c == '\\' || !Py_UNICODE_ISPRINTABLE(c))
-            return PyObject_Vectorcall(py_import_line, args, nargs, NULL);
+            goto reference;
     }
     end = PyLong_AsLong(args[2]);
     start = PyLong_AsLong(SLOT(frame, start_ns_at));
@@ -644,6 +644,8 @@ import_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XDECREF(parent_id);
     Py_XDECREF(trace_id);
     return line;
+reference: /* what only the Python formatter writes */
+    return PyObject_Vectorcall(py_import_line, args, nargs, NULL);
 }
 
 /* current_span() -> tracer.current with this store: the innermost import under way in this thread while
