@@ -179,8 +179,11 @@ details AS MATERIALIZED (
            TRY_CAST(attributes->>'thread.id' AS BIGINT) AS tid,
            TRY_CAST(attributes->'selfopt_trace.wait.on' AS VARCHAR[]) AS wait_on,
            attributes->>'process.pid' IS NOT NULL AS has_pid,
+           -- queued for a CPU counts as running, where the agent read it (a busy machine's preemption)
            TRY_CAST(attributes->>'selfopt_trace.cpu.reap_ns' AS BIGINT)
-               - TRY_CAST(attributes->>'selfopt_trace.cpu.end_ns' AS BIGINT) AS cpu_to_reap
+               - TRY_CAST(attributes->>'selfopt_trace.cpu.end_ns' AS BIGINT)
+               + coalesce(TRY_CAST(attributes->>'selfopt_trace.cpu.reap_runqueue_ns' AS BIGINT)
+                          - TRY_CAST(attributes->>'selfopt_trace.cpu.end_runqueue_ns' AS BIGINT), 0) AS cpu_to_reap
     -- Equality filters, each a scan filter: an IN list is not, and read every span's attributes.
     FROM (FROM spans WHERE run_id = for_run AND category = 'wait'
           UNION ALL FROM spans WHERE run_id = for_run AND category = 'subprocess'
@@ -336,8 +339,9 @@ coded AS MATERIALIZED (
 -- wait on this child, Popen.wait after EOF, which goes on; on a thread or a future; a sleep; an HTTP
 -- or container call; os.system. A wait on another child is one beside it: pytest-xdist's threads
 -- reap its workers in turn), the spawning thread ran for a quarter of that time or less (the agent
--- reads its CPU clock at the call's end and at the reap: CPU_REAP; what it ran after the wait that
--- ends it counts too, so the test errs on the side of no wait). It was reading the child's output
+-- reads its CPU clock at the call's end and at the reap: CPU_REAP, and its time queued for a CPU,
+-- which is running too; what it ran after the wait that ends it counts too, so the test errs on
+-- the side of no wait). It was reading the child's output
 -- until EOF (`for line in proc.stdout`, pip's build hooks) or waiting on what a thread reading it
 -- feeds (pytest-xdist): its spawning span is a wait on the child until then, as os.system's is.
 -- Without it, that time was an untraced wait of the parent's while the child's work went unseen.

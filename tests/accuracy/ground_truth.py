@@ -190,6 +190,9 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
                 # them: where it idled in between, the spawning span is a wait on the child (read_waits)
                 clocks = {"selfopt_trace.cpu.end_ns": block.end_cpu, "selfopt_trace.cpu.reap_ns": reaped.end_cpu} \
                     if reaped is not None and reaped.tid == block.tid else {}
+                if clocks and block.end_queued is not None and reaped.end_queued is not None:
+                    clocks.update({"selfopt_trace.cpu.end_runqueue_ns": block.end_queued,
+                                   "selfopt_trace.cpu.reap_runqueue_ns": reaped.end_queued})
                 span = add(f"spawn:{process.pid}:{child}", parent, "subprocess", "subprocess", "CLIENT",
                            block.start, reaped.end if reaped is not None else process.last, process, trace,
                            **{"selfopt_trace.spawn_ns": block.end - block.start}, **clocks)

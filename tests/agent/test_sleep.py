@@ -88,6 +88,33 @@ def test_a_sleep_span_ends_when_the_time_asked_for_is_up(traced):
     assert sleeps and all((s.end_ns - s.start_ns) == 10_000_000 for s in sleeps), [s.duration_ms for s in sleeps]
 
 
+BESIDE_A_SPINNER = """
+import sys, threading, time
+sys.setswitchinterval(0.05)          # a spinning thread keeps the GIL 50 ms at a time
+stop, called = False, []
+def spin():
+    while not stop:
+        pass
+def sleeper():                       # the process's first long sleep: it starts the flusher thread
+    called.append(time.time_ns()); time.sleep(0.2)
+spinner = threading.Thread(target=spin); spinner.start()
+thread = threading.Thread(target=sleeper); thread.start(); thread.join()
+stop = True; spinner.join()
+print(called[0])
+"""
+
+
+def test_a_thread_s_sleep_starts_where_it_was_called_beside_a_thread_holding_the_gil(traced):
+    """A thread's first long sleep starts the flusher thread (tracer.before_block) without waiting
+    for it: only the main thread, where signal handlers run, waits. Waiting took two hand-overs of
+    the GIL from the spinner (50 ms each here; 49 ms on a busy machine at the default 5 ms), before
+    the sleep span began: own work for the breakdown, a sleep for the program."""
+    spans = run(traced, BESIDE_A_SPINNER)
+    (sleep,) = [s for s in spans.spans if s.category == "sleep"]
+    assert 0 <= sleep.start_ns - int(spans.stdout) < 5_000_000, (sleep.start_ns - int(spans.stdout)) / 1e6
+    assert sleep.end_ns - sleep.start_ns >= 200_000_000
+
+
 ASYNC_SLEEPS = """
 import asyncio, inspect
 from asyncio import sleep                       # bound before the first call: the stand-in

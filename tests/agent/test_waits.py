@@ -90,6 +90,28 @@ def test_subprocess_waits_name_the_child(traced):
         assert wait.parent_span_id == spans.processes()[0].span_id
 
 
+def test_a_wait_that_starts_the_flusher_thread_spans_the_call(traced):
+    """The main thread's first wait on a child starts the flusher thread and waits for it to sleep
+    (signals: tracer.before_block); beside a thread holding the GIL that takes two hand-overs of it
+    (50 ms each here). The program is in its call meanwhile: the wait span starts at the call."""
+    spans = run(traced, f"""
+        import subprocess, sys, threading, time
+        sys.setswitchinterval(0.05)
+        stop = False
+        def spin():
+            while not stop:
+                pass
+        child = subprocess.Popen({SLEEPER})
+        spinner = threading.Thread(target=spin); spinner.start()
+        called = time.time_ns(); child.wait()
+        stop = True; spinner.join()
+        print(called)
+    """)
+    (wait,) = main_thread_waits(spans, "Popen.wait")
+    assert targets(spans, wait) == spans.named("subprocess")
+    assert 0 <= wait.start_ns - int(spans.stdout) < 5_000_000, (wait.start_ns - int(spans.stdout)) / 1e6
+
+
 def test_os_waitpid_on_a_pid_and_on_any_child(traced):
     spans = run(traced, """
         import os, sys, time

@@ -36,7 +36,8 @@ def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], u
     """The spawning spans that waited on their child where no hook sees it (macros.sql, read_waits),
     each with where it stops being that wait: at the reap, or where its unit first recorded anything
     that waits but on other children, if it ran a quarter of the time from the spawning call's end
-    until then or less (its CPU counted to the reap). `unit(span)`: the id of the span's unit."""
+    until then or less (its CPU, and its time queued for a CPU where read, counted to the reap).
+    `unit(span)`: the id of the span's unit."""
     ends = {}
     for s in nodes.values():
         a = s.attributes
@@ -58,6 +59,8 @@ def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], u
                     or (o.category == "subprocess" and o.attributes.get("process.shell"))):
                 until = min(until, o.start)
         ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
+        if "selfopt_trace.cpu.reap_runqueue_ns" in a and "selfopt_trace.cpu.end_runqueue_ns" in a:  # queued: running
+            ran += (a["selfopt_trace.cpu.reap_runqueue_ns"] - a["selfopt_trace.cpu.end_runqueue_ns"]) / MS
         if 0 <= ran and ran * 4 <= until - gap_start:
             ends[s.id] = until
     return ends

@@ -21,7 +21,6 @@ _reparent = ""  # a forkserver child learns its real parent span only after star
 # interpreter.startup until the program's own code starts: [start, bootstrap entered, agent ready]
 _startup: list | None = None
 _main_kind = ""  # what the command line runs: "script", "command" (-c), "module" (-m), or "" (other)
-_main_thread = 0  # the main thread's ident: the one that starts the agent (or that forked this child)
 _last_flush_ns = 0  # what the flush at the process's end will cost, as start-up's flush cost: it is
 # written after the process span's end (which carries selfopt_trace.overhead_ns), so it is estimated
 
@@ -33,11 +32,11 @@ def settings() -> config.Settings | None:
 def start(settings_: config.Settings, shim_entered: int = 0, run_module=None) -> None:
     """`shim_entered`: when the shim began loading the agent (that loading is counted as overhead);
     `run_module`: the shim's runner of bundled modules (importtime.install)."""
-    global _settings, _main_thread, _last_flush_ns
+    global _settings, _last_flush_ns
     entered = time_ns()
     counted = tracer.overhead_ns()  # what start-up's parts count themselves is not counted twice
     _settings = settings_
-    _main_thread = get_ident()
+    tracer._main_thread = get_ident()
     trace_id, remote_parent = _incoming_context(os.environ.get(config.ENV_TRACEPARENT, ""),
                                                 os.environ.get(config.ENV_TRACE_ID, ""))
     start_ns, source = _start_time(entered)
@@ -96,7 +95,7 @@ def _install_sleep_hook() -> None:
     threshold = config.WAIT_THRESHOLD_NS
     recorder: list = []
 
-    def record(t0: int, t1: int, seconds) -> None:
+    def record(t0: int, t1: int, seconds, called: int) -> None:
         if not recorder:
             try:
                 from .hooks import time_
@@ -104,24 +103,28 @@ def _install_sleep_hook() -> None:
                 recorder.append(time_.record)
             except Exception as error:
                 tracer.exception_diagnostic("hook_failed:time.sleep", error)
-                recorder.append(lambda *_: None)
-        recorder[0](t0, t1, seconds)
+                recorder.append(lambda *_, **__: None)
+        recorder[0](t0, t1, seconds, called=called)
 
     def sleep(seconds):
+        called = 0  # when the call began, if it started the flusher thread first
         if not tracer._flusher_started:
+            called = time_ns()
             tracer.before_block(seconds)
+            if not tracer._flusher_started:  # a short sleep: not started
+                called = 0
         t0 = time_ns()
         try:
             original(seconds)
         except BaseException as exc:  # a bad argument, a signal handler's exception: as untraced
             t1 = time_ns()
             if t1 - t0 >= threshold:
-                record(t0, t1, seconds)
+                record(t0, t1, seconds, called)
             tracer.strip_own_frames(exc)
             raise
         t1 = time_ns()
         if t1 - t0 >= threshold:
-            record(t0, t1, seconds)
+            record(t0, t1, seconds, called)
 
     tracer.own_wrapper(tracer.at_home(sleep, "time", "sleep"), original)
     sleep.__name__ = original.__name__
@@ -566,7 +569,7 @@ def _final_cpu(attributes: dict) -> None:
     try:
         from time import process_time_ns
 
-        if get_ident() == _main_thread:
+        if get_ident() == tracer._main_thread:
             attributes.update(thread_clocks())
         attributes["process.cpu_ns"] = process_time_ns()
     except Exception:  # a platform without these clocks
@@ -586,22 +589,30 @@ def thread_clocks(prefix: str = THREAD_CLOCKS) -> dict:
     try:  # at interpreter shutdown (a daemon thread's end) anything may fail: the span still ends
         from time import thread_time_ns
 
-        from .importtime import runqueue_ns
-
         clocks[prefix + "cpu_ns"] = thread_time_ns()
-        if runqueue_ns is not None:  # the C twin's: read keeping the GIL (importtime.c)
-            queued = runqueue_ns()
-            if queued is not None:
-                clocks[prefix + "runqueue_ns"] = queued
-            return clocks
-        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-        try:
-            clocks[prefix + "runqueue_ns"] = int(os.read(fd, 128).split()[1])
-        finally:
-            os.close(fd)
+        queued = runqueue_ns()
+        if queued is not None:
+            clocks[prefix + "runqueue_ns"] = queued
     except Exception:
         pass
     return clocks
+
+
+def runqueue_ns() -> int | None:
+    """The calling thread's time queued for a CPU so far, as the kernel counts it, None where it
+    cannot be read: the C twin's reader keeps the GIL (importtime.c), this one's hands it over."""
+    from .importtime import runqueue_ns as twin_reader
+
+    if twin_reader is not None:
+        return twin_reader()
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        try:
+            return int(os.read(fd, 128).split()[1])
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _resource_usage() -> dict:
@@ -646,11 +657,11 @@ def _at_exit() -> None:
 
 def _after_fork_in_child() -> None:
     """A forked child gets its own process span (child of the span that forked) and its own file."""
-    global _exit_code, _reparent, _main_thread
+    global _exit_code, _reparent
     if get_ident() in tracer.in_spawn:  # the thread that forked is the child's only thread
         return  # a subprocess child running preexec_fn before exec: the exec'd image traces itself
     tracer.in_spawn.clear()  # other threads' spawns: none of this process's
-    _main_thread = get_ident()
+    tracer._main_thread = get_ident()
     try:
         parent = tracer.current() or tracer.root()
         tracer.reset_after_fork()

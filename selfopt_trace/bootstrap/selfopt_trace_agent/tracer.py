@@ -63,6 +63,10 @@ CPU_TID, CPU_START, CPU_END = "selfopt_trace.cpu.tid", "selfopt_trace.cpu.start_
 # child watcher): how much it ran while the child lived tells the loader whether it was waiting on
 # the child (store/macros.sql, read_waits).
 CPU_REAP = "selfopt_trace.cpu.reap_ns"
+# ...and its time queued for a CPU at the spawning call's end and at the reap: a thread preempted by a
+# busy machine ran, for that test, as the breakdown counts it (80 ms of CPU took 315 ms beside two CPU
+# hogs: a quarter of the time, read as a wait on the child).
+CPU_END_QUEUED, CPU_REAP_QUEUED = "selfopt_trace.cpu.end_runqueue_ns", "selfopt_trace.cpu.reap_runqueue_ns"
 
 
 def cpu_end_edge(end_cpu_ns: int) -> dict:
@@ -212,6 +216,7 @@ _flushed_in_passing = 0  # flushes made by records at the deadline (flush(blocki
 in_spawn: set = set()
 _overhead_ns = 0
 _spans_dir = ""
+_main_thread = 0  # its ident: the thread that started the agent (process.py; in a forked child, the one that forked)
 _root: Span | None = None  # the process span: parent of spans started where no span is current (new threads)
 _trace_id = ""
 _remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
@@ -740,12 +745,12 @@ def _open_span_file() -> int:
         return os.open(path, flags, 0o644)
 
 
-def _start_flusher(at_any_age: bool = False) -> None:
+def _start_flusher(at_any_age: bool = False, wait: bool = False) -> None:
     """A raw thread (invisible to threading.enumerate) so a blocked process still flushes every 100 ms.
 
     Started by the first record once the process is FLUSHER_AGE_NS old (start-up flushes what it
     recorded itself; until then each record asks again), so a process that records nothing more,
-    or dies young, never pays for it; `at_any_age`: before_block's.
+    or dies young, never pays for it; `at_any_age`, `wait`: before_block's.
     """
     global _flusher_started
     now = time_ns()
@@ -762,15 +767,15 @@ def _start_flusher(at_any_age: bool = False) -> None:
         from _signal import SIG_BLOCK, SIG_SETMASK, pthread_sigmask, valid_signals
     except ImportError:  # a platform without it
         pthread_sigmask = None
-    # Before a blocking call (`at_any_age`), the thread is also waited for until it sleeps, signals
-    # still blocked: a thread that asks for the GIL later makes the caller hand it over at its last
-    # check for signals before the call, and a signal taken meanwhile was seen only once the call
+    # Before the main thread's blocking call (`wait`), the thread is also waited for until it sleeps,
+    # signals still blocked: a thread that asks for the GIL later makes the caller hand it over at its
+    # last check for signals before the call, and a signal taken meanwhile was seen only once the call
     # returned (a SIGTERM during time.sleep(30) waited 30 s: tests/agent/test_survival.py). Taken
     # after the wait, a pending signal is handled before the call, as untraced.
     try:
         import _thread
 
-        started = _thread.allocate_lock() if at_any_age else None
+        started = _thread.allocate_lock() if wait else None
         if started is not None:
             started.acquire()
         before = pthread_sigmask(SIG_BLOCK, valid_signals()) if pthread_sigmask is not None else None
@@ -793,10 +798,14 @@ def before_block(seconds=None) -> None:
     _flusher_started): it starts now, whatever the process's age. While the process waits, the
     thread writes its records and the ticks that say it lived on (killed meanwhile, its open spans
     end near the kill), and a waiting process does not feel what a second thread costs a busy one.
-    Never raises."""
+
+    Only the main thread, where signal handlers run, waits for the thread to start (_start_flusher):
+    beside a thread holding the GIL that wait is two hand-overs of it, 5 ms each and tens of ms on a
+    busy machine (a sleeping thread beside a spinning one: 49 ms before its sleep began). The callers
+    start their span before this call: the program is in its call meanwhile. Never raises."""
     try:
         if seconds is None or seconds * 1e9 > FLUSH_INTERVAL_NS:
-            _start_flusher(at_any_age=True)
+            _start_flusher(at_any_age=True, wait=get_ident() == _main_thread)
     except Exception:  # a sleep's bad argument: the sleep says what is wrong with it
         pass
 

@@ -396,9 +396,9 @@ def _waiting(name: str, call, pid: int, options: int, args: tuple, measured: boo
         result = call(*args)
         _reap(result, measured)
         return result[:2] if trim else result
-    if not tracer._flusher_started:
-        tracer.before_block()
     t0 = time_ns()
+    if not tracer._flusher_started:
+        tracer.before_block()  # in the wait's span: the program is in its call
     try:
         result = call(*args)
     except BaseException as exc:

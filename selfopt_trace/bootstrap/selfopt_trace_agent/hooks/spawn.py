@@ -157,10 +157,13 @@ def started(span: tracer.Span, pid: int) -> None:
     the wrapper's entry (the agent's preparation of argv and environment included: a preemption
     there, or its first-call imports, is time in the call, not the program's own work), to now."""
     cpu = span.attributes.get(tracer.CPU_START) if span.attributes else None
-    end_cpu = tracer.thread_cpu_ns() if cpu else 0  # before the end time: inside the call (tracer.CPU_START)
+    if cpu:  # before the end time: inside the call (tracer.CPU_START)
+        end_cpu, end_queued = tracer.thread_cpu_ns(), process.runqueue_ns()
     attributes = {"process.pid": pid, "selfopt_trace.spawn_ns": time_ns() - span.start_ns}
     if cpu:
         attributes.update(tracer.cpu_end_edge(end_cpu))
+        if end_queued is not None:
+            attributes[tracer.CPU_END_QUEUED] = end_queued
     _children[pid] = (span, attributes)
 
 
@@ -186,21 +189,28 @@ def reaped(pid: int, status: int) -> None:
         return
     attributes = entry[1]
     spawner = attributes.get(tracer.CPU_TID)
-    if spawner is not None:  # the spawning thread's CPU clock now (tracer.CPU_REAP)
-        cpu = tracer.thread_cpu_ns() if spawner == get_native_id() else _thread_cpu_ns(spawner)
+    if spawner is not None:  # the spawning thread's clocks now (tracer.CPU_REAP, CPU_REAP_QUEUED)
+        if spawner == get_native_id():
+            cpu, queued = tracer.thread_cpu_ns(), process.runqueue_ns()
+        else:
+            cpu, queued = _thread_clocks(spawner)
         if cpu is not None:
             attributes[tracer.CPU_REAP] = cpu
+        if queued is not None and tracer.CPU_END_QUEUED in attributes:
+            attributes[tracer.CPU_REAP_QUEUED] = queued
     end_with_code(entry[0], exit_code(status), attributes)
 
 
-def _thread_cpu_ns(tid: int) -> int | None:
-    """Another thread's CPU time as the kernel counts it (asyncio's child watcher reaps in a thread
-    of its own), None when it is gone. Read at a reap, not a hot path: ~10-30 us."""
+def _thread_clocks(tid: int) -> tuple[int | None, int | None]:
+    """Another thread's CPU time and time queued for a CPU as the kernel counts them (asyncio's
+    child watcher reaps in a thread of its own), None when it is gone. Read at a reap, not a hot
+    path: ~10-30 us."""
     try:
         with open("/proc/self/task/%d/schedstat" % tid, "rb") as stat:
-            return int(stat.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+            cpu, queued = stat.read().split()[:2]
+        return int(cpu), int(queued)
+    except (OSError, ValueError):
+        return None, None
 
 
 def exit_code(status: int) -> int | None:

@@ -244,7 +244,7 @@ def _unit_here() -> str | None:
     span = tracer.current()
     if span is None:
         root = tracer.root()
-        return root.span_id if root is not None and get_ident() == process._main_thread else None
+        return root.span_id if root is not None and get_ident() == tracer._main_thread else None
     while span.parent is not None and span.category != "thread":
         span = span.parent
     return span.span_id

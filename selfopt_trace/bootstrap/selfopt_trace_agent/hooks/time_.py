@@ -27,7 +27,7 @@ import sys
 from _thread import get_ident
 from time import time_ns
 
-from .. import config, lazy, process, spanfile, tracer
+from .. import config, lazy, spanfile, tracer
 from . import waits
 
 NAME, ASYNC_NAME = "time.sleep", "asyncio.sleep"
@@ -79,8 +79,9 @@ def install(target: str, module) -> None:
     module.sleep = waits.identity(sleep, original)
 
 
-def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None:
+def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3, called: int = 0) -> None:
     """The sleep span of a sleep of `seconds` that blocked [t0, t1] (process.py's wrapper times it),
+    from `called` if the call began earlier (it started the flusher thread first: tracer.before_block),
     written as a wait's record (waits.write_under: a flush only when the buffer is full, where
     tracer.record_line would flush in the program's thread when one is due, +4,000 instructions a
     sleep under callgrind). Never raises.
@@ -107,7 +108,7 @@ def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None
         parent = tracer.current()
         # outside every span, only the main thread's sleeps are known to be its unit's: a thread
         # without a span of its own (started through _thread) is not the main thread
-        if parent is None and thread == process._main_thread:
+        if parent is None and thread == tracer._main_thread:
             parent = tracer._root
         if not tracer._enabled or (parent is None and tracer._root is not None):
             return
@@ -117,6 +118,6 @@ def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None
         caller = tracer.program_frame(sys._getframe(depth))
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
-        waits.write_under(parent, head, t0, t1, "{}" if caller is None else _where(caller))
+        waits.write_under(parent, head, called or t0, t1, "{}" if caller is None else _where(caller))
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + head.split("\t")[1], error)

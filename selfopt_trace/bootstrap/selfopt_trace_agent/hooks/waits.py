@@ -258,9 +258,9 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
         busy.add(thread)
         try:
             captured = capture(self) if capture is not None else None
-            if on_child and not tracer._flusher_started:
-                tracer.before_block()
             t0 = time_ns()
+            if on_child and not tracer._flusher_started:
+                tracer.before_block()  # in the wait's span: the program is in its call
             try:
                 result = original(self, timeout)
             except BaseException as exc:
@@ -299,9 +299,9 @@ def communicate_method(original, name: str, targets, own: bool = False):
                 raise
         busy.add(thread)
         try:
-            if not tracer._flusher_started:
-                tracer.before_block()
             t0 = time_ns()
+            if not tracer._flusher_started:
+                tracer.before_block()  # in the wait's span: the program is in its call
             try:
                 result = original(self, input, timeout)
             except BaseException as exc:
