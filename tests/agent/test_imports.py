@@ -104,7 +104,8 @@ def test_recorded_imports_reach_the_file_at_the_flush_an_imports_end_makes(trace
             "import late\n"
             "text = ''.join(open(path).read() for path in glob.glob(os.environ['SELFOPT_TRACE_DIR'] + '/spans/*'))\n"
             "print('\\timport slow_inner\\t' in text, '\\timport slow_outer\\t' in text, '\\timport late\\t' in text)\n")
-    result = traced.python(code, cwd=tmp_path)
+    # 10 ms: fast_one's end, recorded at 1 ms on a loaded machine, flushed before slow_outer's (CI, 3.8)
+    result = traced.python(code, cwd=tmp_path, extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "10"})
     assert (result.returncode, result.stderr) == (0, b"")
     assert result.stdout == b"True True False\n"  # late's own record ends after that flush
     spans = traced.spans()

@@ -524,6 +524,23 @@ runqueue_ns(PyObject *module, PyObject *unused)
     return PyLong_FromUnsignedLongLong(strtoull(end, NULL, 10));
 }
 
+/* call_after_signals(function, argument) -> function(argument), the handlers of signals already taken
+ * run first. process.py's time.sleep wrapper calls the sleep so: from Python, the last check for
+ * signals before the call (where the interpreter also hands the GIL to a thread that asked for it)
+ * comes a few instructions before the sleep, and a SIGTERM taken while the flusher thread held the
+ * GIL there waited for the end of a time.sleep(30) (1 of 60 processes sharing a CPU with two busy
+ * ones, tests/agent/test_survival.py). Here nothing hands the GIL over between the check and the
+ * call: what is left is CPython's own gap, untraced too. */
+static PyObject *
+call_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "call_after_signals() takes 2 arguments (%zd given)", nargs);
+    if (PyErr_CheckSignals() < 0)
+        return NULL;
+    return PyObject_CallOneArg(args[0], args[1]);
+}
+
 /* A span's id (`attribute` span_id) or trace id: an import's frame's slot, its span id taken from
  * tracer._id_text when still "" (as tracer.ImportFrame.span_id takes it), its trace id through the
  * property when still "" (its parent's, once per level); a Span's attribute. */
@@ -679,6 +696,8 @@ static PyMethodDef methods[] = {
     {"pop_import", pop_import, METH_O, "pop_import(frame): importtime._pop, on the twin's imports under way"},
     {"runqueue_ns", runqueue_ns, METH_NOARGS, "runqueue_ns() -> this thread's time queued for a CPU, or None"},
     {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
+    {"call_after_signals", (PyCFunction)(void (*)(void))call_after_signals, METH_FASTCALL,
+     "call_after_signals(function, argument) -> function(argument), pending signals' handlers run first"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -89,6 +89,8 @@ def _install_sleep_hook() -> None:
     80 of such a program). hooks/time_.py records the sleeps that blocked."""
     import time
 
+    from .importtime import call_after_signals
+
     original = time.sleep
     if tracer.is_own_wrapper(original):
         return
@@ -115,7 +117,10 @@ def _install_sleep_hook() -> None:
                 called = 0
         t0 = time_ns()
         try:
-            original(seconds)
+            if call_after_signals is None:
+                original(seconds)
+            else:  # no GIL hand-over between the last check for signals and the sleep (importtime.c)
+                call_after_signals(original, seconds)
         except BaseException as exc:  # a bad argument, a signal handler's exception: as untraced
             t1 = time_ns()
             if t1 - t0 >= threshold:
