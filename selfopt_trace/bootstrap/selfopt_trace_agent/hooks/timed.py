@@ -230,6 +230,8 @@ def finish(call: Call, args: tuple, kwargs: dict, result, exc: BaseException | N
             if frame is not None and frame.sums:
                 _merge_sums(frame.sums)
         else:
+            if tracer.first_call is not None:  # the call that loaded this hook: its span from the call
+                t0 = tracer._from_first_call(t0)
             _record(call, args, kwargs, result, t0, t1, exc, sys._getframe(2), frame)
         tracer.add_overhead(time_ns() - t1)
     except Exception as error:  # never into the program
