@@ -51,4 +51,5 @@ def test_work_handed_to_a_thread_is_what_the_loop_waited_on(cli) -> None:
     done = cli("run", "-q", "--json", "--", *python(TO_THREAD))
     assert done.returncode == 0, done.stderr
     by_category = json.loads(done.stdout)["time_by_category_ms"]
-    assert by_category["own work"] >= 295 and by_category["untraced waits"] < 20, by_category
+    # 300 ms of spinning, within the accuracy tests' 5 % (294.9 beside a heavy neighbour in CI)
+    assert by_category["own work"] >= 285 and by_category["untraced waits"] < 20, by_category
