@@ -115,6 +115,31 @@ def test_a_thread_s_sleep_starts_where_it_was_called_beside_a_thread_holding_the
     assert sleep.end_ns - sleep.start_ns >= 200_000_000
 
 
+MAIN_BESIDE_A_SPINNER = """
+import sys, threading, time
+sys.setswitchinterval(0.05)          # a spinning thread keeps the GIL 50 ms at a time
+stop = False
+def spin():
+    while not stop:
+        pass
+spinner = threading.Thread(target=spin); spinner.start()
+called = time.time_ns(); time.sleep(0.2)  # the main thread waits for the flusher thread it starts
+stop = True; spinner.join()
+print(called)
+"""
+
+
+def test_the_main_thread_s_first_long_sleep_is_the_time_asked_for_from_the_call(traced):
+    """The main thread waits for the flusher thread its first long sleep starts (signals): beside
+    a thread holding the GIL, tens of ms. The span starts at the call and lasts the time asked for,
+    as any sleep's: the tail of the call past it is the thread's (a late wake-up's, 5.5 ms of a
+    child's exit beside two CPU hogs when the span ran on to the return)."""
+    spans = run(traced, MAIN_BESIDE_A_SPINNER)
+    (sleep,) = [s for s in spans.spans if s.category == "sleep"]
+    assert 0 <= sleep.start_ns - int(spans.stdout) < 5_000_000, (sleep.start_ns - int(spans.stdout)) / 1e6
+    assert sleep.end_ns - sleep.start_ns == 200_000_000, sleep.duration_ms
+
+
 ASYNC_SLEEPS = """
 import asyncio, inspect
 from asyncio import sleep                       # bound before the first call: the stand-in

@@ -96,7 +96,11 @@ def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3, called:
         # a loaded machine took to say so (recorded, -1 made a span ending before its start)
         if isinstance(seconds, (str, bytes, bytearray)) or not float(seconds) > 0:
             return
-        t1 = min(t1, t0 + int(float(seconds) * 1_000_000_000))  # float(): what the sleep took (an __index__ too)
+        # float(): what the sleep took (an __index__ too). The time asked for runs from the call: a
+        # flusher thread started first (`called`) is in the span, and the sleep's tail past that time
+        # (the thread asleep still) is the thread's, as a late wake-up is (5.5 ms beside two CPU hogs)
+        t0 = called or t0
+        t1 = min(t1, t0 + int(float(seconds) * 1_000_000_000))
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
             return
@@ -118,6 +122,6 @@ def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3, called:
         caller = tracer.program_frame(sys._getframe(depth))
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
-        waits.write_under(parent, head, called or t0, t1, "{}" if caller is None else _where(caller))
+        waits.write_under(parent, head, t0, t1, "{}" if caller is None else _where(caller))
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + head.split("\t")[1], error)
