@@ -88,16 +88,21 @@ def test_a_sleep_span_ends_when_the_time_asked_for_is_up(traced):
     assert sleeps and all((s.end_ns - s.start_ns) == 10_000_000 for s in sleeps), [s.duration_ms for s in sleeps]
 
 
-BESIDE_A_SPINNER = """
+# A thread spinning on the CPU: it keeps the GIL 50 ms at a time; `stop = True` ends it.
+SPINNER = """
 import sys, threading, time
-sys.setswitchinterval(0.05)          # a spinning thread keeps the GIL 50 ms at a time
-stop, called = False, []
+sys.setswitchinterval(0.05)
+stop = False
 def spin():
     while not stop:
         pass
+spinner = threading.Thread(target=spin); spinner.start()
+"""
+
+BESIDE_A_SPINNER = SPINNER + """
+called = []
 def sleeper():                       # the process's first long sleep: it starts the flusher thread
     called.append(time.time_ns()); time.sleep(0.2)
-spinner = threading.Thread(target=spin); spinner.start()
 thread = threading.Thread(target=sleeper); thread.start(); thread.join()
 stop = True; spinner.join()
 print(called[0])
@@ -115,14 +120,7 @@ def test_a_thread_s_sleep_starts_where_it_was_called_beside_a_thread_holding_the
     assert sleep.end_ns - sleep.start_ns >= 200_000_000
 
 
-MAIN_BESIDE_A_SPINNER = """
-import sys, threading, time
-sys.setswitchinterval(0.05)          # a spinning thread keeps the GIL 50 ms at a time
-stop = False
-def spin():
-    while not stop:
-        pass
-spinner = threading.Thread(target=spin); spinner.start()
+MAIN_BESIDE_A_SPINNER = SPINNER + """
 called = time.time_ns(); time.sleep(0.2)  # the main thread waits for the flusher thread it starts
 stop = True; spinner.join()
 print(called)

@@ -97,7 +97,7 @@ def _install_sleep_hook() -> None:
     threshold = config.WAIT_THRESHOLD_NS
     recorder: list = []
 
-    def record(t0: int, t1: int, seconds, called: int) -> None:
+    def record(t0: int, t1: int, seconds) -> None:
         if not recorder:
             try:
                 from .hooks import time_
@@ -105,17 +105,13 @@ def _install_sleep_hook() -> None:
                 recorder.append(time_.record)
             except Exception as error:
                 tracer.exception_diagnostic("hook_failed:time.sleep", error)
-                recorder.append(lambda *_, **__: None)
-        recorder[0](t0, t1, seconds, called=called)
+                recorder.append(lambda *_: None)
+        recorder[0](t0, t1, seconds)
 
     def sleep(seconds):
-        called = 0  # when the call began, if it started the flusher thread first
-        if not tracer._flusher_started:
-            called = time_ns()
-            tracer.before_block(seconds)
-            if not tracer._flusher_started:  # a short sleep: not started
-                called = 0
         t0 = time_ns()
+        if not tracer._flusher_started:
+            tracer.before_block(seconds)  # in the sleep's span: the program is in its call
         try:
             if call_after_signals is None:
                 original(seconds)
@@ -124,12 +120,12 @@ def _install_sleep_hook() -> None:
         except BaseException as exc:  # a bad argument, a signal handler's exception: as untraced
             t1 = time_ns()
             if t1 - t0 >= threshold:
-                record(t0, t1, seconds, called)
+                record(t0, t1, seconds)
             tracer.strip_own_frames(exc)
             raise
         t1 = time_ns()
         if t1 - t0 >= threshold:
-            record(t0, t1, seconds, called)
+            record(t0, t1, seconds)
 
     tracer.own_wrapper(tracer.at_home(sleep, "time", "sleep"), original)
     sleep.__name__ = original.__name__

@@ -156,14 +156,13 @@ def started(span: tracer.Span, pid: int) -> None:
     `selfopt_trace.spawn_ns` is the spawning call as the program lives it: from the span's start,
     the wrapper's entry (the agent's preparation of argv and environment included: a preemption
     there, or its first-call imports, is time in the call, not the program's own work), to now."""
-    cpu = span.attributes.get(tracer.CPU_START) if span.attributes else None
-    if cpu:  # before the end time: inside the call (tracer.CPU_START)
-        end_cpu, end_queued = tracer.thread_cpu_ns(), process.runqueue_ns()
-    attributes = {"process.pid": pid, "selfopt_trace.spawn_ns": time_ns() - span.start_ns}
-    if cpu:
-        attributes.update(tracer.cpu_end_edge(end_cpu))
-        if end_queued is not None:
-            attributes[tracer.CPU_END_QUEUED] = end_queued
+    attributes: dict = {"process.pid": pid}
+    if span.attributes and span.attributes.get(tracer.CPU_START):  # before the end time: inside the call
+        attributes.update(tracer.cpu_end_edge(tracer.thread_cpu_ns()))
+        queued = process.runqueue_ns()
+        if queued is not None:
+            attributes[tracer.CPU_END_QUEUED] = queued
+    attributes["selfopt_trace.spawn_ns"] = time_ns() - span.start_ns
     _children[pid] = (span, attributes)
 
 

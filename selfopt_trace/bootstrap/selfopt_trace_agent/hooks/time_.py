@@ -79,12 +79,12 @@ def install(target: str, module) -> None:
     module.sleep = waits.identity(sleep, original)
 
 
-def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3, called: int = 0) -> None:
-    """The sleep span of a sleep of `seconds` that blocked [t0, t1] (process.py's wrapper times it),
-    from `called` if the call began earlier (it started the flusher thread first: tracer.before_block),
-    written as a wait's record (waits.write_under: a flush only when the buffer is full, where
-    tracer.record_line would flush in the program's thread when one is due, +4,000 instructions a
-    sleep under callgrind). Never raises.
+def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None:
+    """The sleep span of a sleep of `seconds` that blocked [t0, t1] (process.py's wrapper times it,
+    from the call: a flusher thread it starts first, tracer.before_block, is in it), written as a
+    wait's record (waits.write_under: a flush only when the buffer is full, where tracer.record_line
+    would flush in the program's thread when one is due, +4,000 instructions a sleep under
+    callgrind). Never raises.
 
     The span ends when the time asked for is up, if the call returned later: from then on the
     thread was runnable, queued for a CPU (running, for the breakdown) or taking the GIL back, not
@@ -96,10 +96,9 @@ def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3, called:
         # a loaded machine took to say so (recorded, -1 made a span ending before its start)
         if isinstance(seconds, (str, bytes, bytearray)) or not float(seconds) > 0:
             return
-        # float(): what the sleep took (an __index__ too). The time asked for runs from the call: a
-        # flusher thread started first (`called`) is in the span, and the sleep's tail past that time
-        # (the thread asleep still) is the thread's, as a late wake-up is (5.5 ms beside two CPU hogs)
-        t0 = called or t0
+        # float(): what the sleep took (an __index__ too). The time asked for runs from the call: past
+        # it, the call's tail (a flusher thread's start came first: the thread asleep still) is the
+        # thread's, as a late wake-up is (5.5 ms beside two CPU hogs)
         t1 = min(t1, t0 + int(float(seconds) * 1_000_000_000))
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
