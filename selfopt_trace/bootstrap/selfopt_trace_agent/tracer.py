@@ -771,7 +771,10 @@ def _start_flusher(at_any_age: bool = False, wait: bool = False) -> None:
     # signals still blocked: a thread that asks for the GIL later makes the caller hand it over at its
     # last check for signals before the call, and a signal taken meanwhile was seen only once the call
     # returned (a SIGTERM during time.sleep(30) waited 30 s: tests/agent/test_survival.py). Taken
-    # after the wait, a pending signal is handled before the call, as untraced.
+    # after the wait, a pending signal is handled before the call, as untraced. The sleep's own check
+    # (importtime.call_after_signals) is not enough: the sleep's release of the GIL wakes a thread
+    # waiting for it, which can take the CPU between that release and the system call (a SIGTERM
+    # then lost in 2 of 5 runs of that test without the wait).
     try:
         import _thread
 
