@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.conftest import OLDER_PYTHONS
+
 # Each case fails inside (or through) a hooked call; the script prints every traceback it catches,
 # and the last one goes uncaught.
 SCRIPT = r'''
@@ -133,3 +135,53 @@ def test_tracebacks_through_every_hook_are_the_untraced_ones(traced, settings):
     assert {("subprocess", "FileNotFoundError"), ("GET", "ConnectionRefusedError"), ("POST", "ConnectError"),
             ("multiprocessing", "AttributeError"), ("user_target", "JSONDecodeError"),
             ("user_coroutine", "JSONDecodeError"), ("GET", "500")} <= failed  # the hooks saw each failure
+
+
+# The standard library's hooked calls only: a bare pyenv build runs it. Before Python 3.11 a bare
+# `raise` re-raises the traceback it caught, wrapper frame included (importtime.c's
+# handle_with_traceback replaces it there).
+STDLIB_SCRIPT = r'''
+import asyncio, json, pickle, subprocess, sys, time, traceback
+import concurrent.futures as cf
+
+def boom():
+    raise KeyError("x")
+
+async def late():
+    await asyncio.wait_for(asyncio.sleep(1), 0.01)
+
+CASES = {
+    "json.loads": lambda: json.loads("{bad"),
+    "json.dumps": lambda: json.dumps({"a": object()}),
+    "compile": lambda: compile("x = (", "<s>", "exec"),
+    "pickle.loads": lambda: pickle.loads(b"garbage"),
+    "time.sleep": lambda: time.sleep(-1),
+    "subprocess missing": lambda: subprocess.run(["/nonexistent/prog"]),
+    "Popen.wait timeout": lambda: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"]).wait(0.2),
+    "future": lambda: cf.ThreadPoolExecutor(1).submit(boom).result(),
+    "asyncio": lambda: asyncio.run(late()),
+}
+for name, call in CASES.items():
+    try:
+        call()
+    except BaseException:
+        print("==", name)
+        print(traceback.format_exc())
+json.dumps({"a": object()}, default=lambda o: json.loads("{bad"))  # uncaught: sys.excepthook prints it
+'''
+
+
+@pytest.mark.parametrize("minor", ["this", "3.8", "3.10"])
+def test_tracebacks_are_the_untraced_ones_under_each_python(traced, minor):
+    python = sys.executable if minor == "this" else OLDER_PYTHONS.get(minor)
+    if python is None:
+        pytest.skip(f"no Python {minor} here (pyenv)")
+    script = traced.tmp_path / "script.py"
+    script.write_text(STDLIB_SCRIPT)
+    untraced = traced.untraced([python, str(script)])
+    result = traced.run([python, str(script)])
+    assert untraced.returncode == result.returncode == 1
+    assert untraced.stdout.count(b"\n== ") == 8 and untraced.stdout.count(b"Traceback") >= 9
+    assert normal(result.stdout).decode() == normal(untraced.stdout).decode()
+    assert normal(result.stderr).decode() == normal(untraced.stderr).decode()
+    assert {s.name for s in traced.spans().spans} >= {"subprocess", "time.sleep"}  # traced, the hooks there

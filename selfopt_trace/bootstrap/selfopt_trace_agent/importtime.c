@@ -541,6 +541,27 @@ call_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyObject_CallOneArg(args[0], args[1]);
 }
 
+/* handle_with_traceback(exc, tb): `exc`, the exception being handled, re-raised by a bare `raise`
+ * with traceback `tb` (tracer.strip_own_frames, Python < 3.11). Before 3.11 a bare `raise` re-raises
+ * the handled exception's traceback as caught (sys.exc_info()[2], the wrapper's frame at its head:
+ * setting __traceback__ changes nothing there), and adds no frame of the raising one. Nothing when
+ * `exc` is not the exception being handled. */
+static PyObject *
+handle_with_traceback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *type, *value, *traceback;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "handle_with_traceback() takes 2 arguments (%zd given)", nargs);
+    PyErr_GetExcInfo(&type, &value, &traceback);
+    if (value != args[0]) {
+        PyErr_SetExcInfo(type, value, traceback);
+        Py_RETURN_NONE;
+    }
+    Py_XDECREF(traceback);
+    PyErr_SetExcInfo(type, value, args[1] == Py_None ? NULL : Py_NewRef(args[1])); /* steals all three */
+    Py_RETURN_NONE;
+}
+
 /* A span's id (`attribute` span_id) or trace id: an import's frame's slot, its span id taken from
  * tracer._id_text when still "" (as tracer.ImportFrame.span_id takes it), its trace id through the
  * property when still "" (its parent's, once per level); a Span's attribute. */
@@ -696,6 +717,8 @@ static PyMethodDef methods[] = {
     {"pop_import", pop_import, METH_O, "pop_import(frame): importtime._pop, on the twin's imports under way"},
     {"runqueue_ns", runqueue_ns, METH_NOARGS, "runqueue_ns() -> this thread's time queued for a CPU, or None"},
     {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
+    {"handle_with_traceback", (PyCFunction)(void (*)(void))handle_with_traceback, METH_FASTCALL,
+     "handle_with_traceback(exc, tb): the exception being handled, exc, re-raised with traceback tb by a bare raise"},
     {"call_after_signals", (PyCFunction)(void (*)(void))call_after_signals, METH_FASTCALL,
      "call_after_signals(function, argument) -> function(argument), pending signals' handlers run first"},
     {NULL, NULL, 0, NULL},

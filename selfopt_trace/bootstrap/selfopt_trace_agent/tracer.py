@@ -610,23 +610,27 @@ def overhead_ns() -> int:
 
 
 _OWN_MODULES = __name__.rpartition(".")[0] + "."  # this package's modules (hooks included)
-_BARE_RAISE_KEEPS_TRACEBACK = sys.version_info >= (3, 11)
+# Before Python 3.11, the C twin's handle_with_traceback (importtime.install sets it), else None
+handle_with_traceback = None if sys.version_info < (3, 11) else lambda exc, tb: None
 
 
 def strip_own_frames(exc: BaseException) -> None:
-    """Before a wrapper re-raises the wrapped call's exception with a bare `raise`: take the
-    agent's frames off the head of its traceback, so the program prints what it would untraced.
+    """Before a wrapper re-raises the wrapped call's exception with a bare `raise`, in its handler:
+    take the agent's frames off the head of its traceback, so the program prints what it would
+    untraced.
 
-    Python >= 3.11 only: there, a bare `raise` re-raises with the exception's __traceback__ and
-    adds no frame; before, it re-raises the traceback it caught (the wrapper's frames stay).
+    From Python 3.11, a bare `raise` re-raises with the exception's __traceback__ and adds no frame.
+    Before, it re-raises the traceback it caught, which the C twin replaces (importtime.c's
+    handle_with_traceback); without the twin there, the wrapper's frames stay.
     """
-    if not _BARE_RAISE_KEEPS_TRACEBACK:
+    if handle_with_traceback is None:
         return
     tb = start = exc.__traceback__
     while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(_OWN_MODULES):
         tb = tb.tb_next
     if tb is not start:
         exc.__traceback__ = tb  # None when the wrapped call is C code (os.waitpid): no frame at all
+        handle_with_traceback(exc, tb)
 
 
 def diagnostic(code: str, message: str) -> None:
