@@ -61,6 +61,22 @@ def test_import_spans_nest_with_self_and_cumulative_time(traced, tmp_path):
     assert outer.start_ns <= inner.start_ns and inner.end_ns <= outer.end_ns
 
 
+def test_an_interrupt_while_hooks_arm_at_an_import_leaves_the_import_over(traced, tmp_path):
+    """A KeyboardInterrupt while a target's hook arms at its module's import (each hook's own errors
+    are caught) reaches the program's import, as it would untraced, and the import's span is over:
+    the next import is the process's child, not the interrupted one's."""
+    write_modules(tmp_path)
+    (tmp_path / "interrupted.py").write_text("def __getattr__(name):\n    raise KeyboardInterrupt\n")
+    code = ("import sys; sys.path.insert(0, '.')\ntry:\n    import interrupted\nexcept KeyboardInterrupt:\n"
+            "    print('interrupted', 'interrupted' in sys.modules)\nimport slow_inner\n")
+    result = traced.python(code, cwd=tmp_path, extra_env={"SELFOPT_TRACE_TARGETS": "interrupted:work",
+                                                          "SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "10"})
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"interrupted True\n", b"")
+    spans = traced.spans()
+    inner, = spans.named("import slow_inner")
+    assert inner.parent_span_id == spans.processes()[0].span_id
+
+
 def test_threshold_is_configurable(traced, tmp_path):
     write_modules(tmp_path)
     result = traced.python("import sys; sys.path.insert(0, '.'); import slow_outer", cwd=tmp_path,

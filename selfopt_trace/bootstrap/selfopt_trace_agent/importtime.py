@@ -260,7 +260,12 @@ def _end(frame, name: str) -> None:
         module = sys.modules.get(name)
         if module is not None and (type(frame) is not _Frame or frame.status == "UNSET"):
             hooked = time_ns()
-            lazy.fire(name, module)
+            try:
+                lazy.fire(name, module)
+            except BaseException:  # a KeyboardInterrupt meanwhile (each hook's own errors are caught)
+                if type(frame) is _Frame:
+                    _leave(frame)  # the program's import raises it, as untraced: its span is not current
+                raise
             instrument_ns = time_ns() - hooked
     if type(frame) is not _Frame:
         if frame is not None:  # an agent module's import
@@ -269,16 +274,7 @@ def _end(frame, name: str) -> None:
             tracer.add_overhead(time_ns() - frame.began_ns - (tracer.overhead_ns() - frame.counted))
         return
     t2 = time_ns()
-    thread = get_ident()
-    if _imports.get(thread) is frame:  # the Python wrapper's innermost: the one it is nested in is again
-        below = frame.below
-        if below is None:
-            del _imports[thread]
-        else:
-            frame.below = None  # (an ended frame keeps no other alive)
-            _imports[thread] = below
-    else:  # nested imports ended after it, or the twin's store
-        _pop(frame)
+    _leave(frame)
     parent = frame.parent
     t1 = frame.start_ns
     cumulative = t2 - t1
@@ -296,6 +292,20 @@ def _end(frame, name: str) -> None:
         tracer.calibrate(_bookkeeping, _samples, t1 - frame.began_ns + time_ns() - t2)
     else:
         _bookkeeping[0] += 1
+
+
+def _leave(frame: tracer.ImportFrame) -> None:
+    """The import is over: the one it is nested in is its thread's innermost again."""
+    thread = get_ident()
+    if _imports.get(thread) is frame:  # the Python wrapper's innermost
+        below = frame.below
+        if below is None:
+            del _imports[thread]
+        else:
+            frame.below = None  # (an ended frame keeps no other alive)
+            _imports[thread] = below
+    else:  # nested imports ended after it, or the twin's store
+        _pop(frame)
 
 
 def _pop(frame: tracer.ImportFrame) -> None:
