@@ -778,7 +778,9 @@ def _start_flusher(at_any_age: bool = False, wait: bool = False) -> None:
     # after the wait, a pending signal is handled before the call, as untraced. The sleep's own check
     # (importtime.call_after_signals) is not enough: the sleep's release of the GIL wakes a thread
     # waiting for it, which can take the CPU between that release and the system call (a SIGTERM
-    # then lost in 2 of 5 runs of that test without the wait).
+    # then lost in 2 of 5 runs of that test without the wait). Nor is a thread the C twin starts
+    # asleep, taking the GIL only 100 ms later: beside two busy processes on one CPU, one SIGTERM in
+    # ~30 still landed after the sleep's last check (its handler tripped, run at a second signal).
     try:
         import _thread
 
