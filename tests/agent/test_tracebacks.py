@@ -150,6 +150,18 @@ def boom():
 async def late():
     await asyncio.wait_for(asyncio.sleep(1), 0.01)
 
+def timed_out():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        child.wait(0.2)
+    finally:
+        child.kill()
+        child.wait()
+
+def parsed():  # a hooked call inside a generator: the handled exception is the generator's
+    for text in ("[1]", "{bad"):
+        yield json.loads(text)
+
 CASES = {
     "json.loads": lambda: json.loads("{bad"),
     "json.dumps": lambda: json.dumps({"a": object()}),
@@ -157,9 +169,10 @@ CASES = {
     "pickle.loads": lambda: pickle.loads(b"garbage"),
     "time.sleep": lambda: time.sleep(-1),
     "subprocess missing": lambda: subprocess.run(["/nonexistent/prog"]),
-    "Popen.wait timeout": lambda: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"]).wait(0.2),
+    "Popen.wait timeout": timed_out,
     "future": lambda: cf.ThreadPoolExecutor(1).submit(boom).result(),
     "asyncio": lambda: asyncio.run(late()),
+    "generator": lambda: list(parsed()),
 }
 for name, call in CASES.items():
     try:
@@ -171,17 +184,18 @@ json.dumps({"a": object()}, default=lambda o: json.loads("{bad"))  # uncaught: s
 '''
 
 
+@pytest.mark.parametrize("settings", [{}, {"SELFOPT_TRACE_SMALL_NS": "0"}], ids=["sums", "spans"])
 @pytest.mark.parametrize("minor", ["this", "3.8", "3.10"])
-def test_tracebacks_are_the_untraced_ones_under_each_python(traced, minor):
+def test_tracebacks_are_the_untraced_ones_under_each_python(traced, minor, settings):
     python = sys.executable if minor == "this" else OLDER_PYTHONS.get(minor)
     if python is None:
         pytest.skip(f"no Python {minor} here (pyenv)")
     script = traced.tmp_path / "script.py"
     script.write_text(STDLIB_SCRIPT)
     untraced = traced.untraced([python, str(script)])
-    result = traced.run([python, str(script)])
+    result = traced.run([python, str(script)], extra_env=settings)
     assert untraced.returncode == result.returncode == 1
-    assert untraced.stdout.count(b"\n== ") == 8 and untraced.stdout.count(b"Traceback") >= 9
+    assert untraced.stdout.count(b"\n== ") == 9 and untraced.stdout.count(b"Traceback") >= 10
     assert normal(result.stdout).decode() == normal(untraced.stdout).decode()
     assert normal(result.stderr).decode() == normal(untraced.stderr).decode()
-    assert {s.name for s in traced.spans().spans} >= {"subprocess", "time.sleep"}  # traced, the hooks there
+    assert {s.name for s in traced.spans().spans} >= {"subprocess", "Popen.wait"}  # traced, the hooks there
