@@ -780,7 +780,10 @@ def _start_flusher(at_any_age: bool = False, wait: bool = False) -> None:
     # waiting for it, which can take the CPU between that release and the system call (a SIGTERM
     # then lost in 2 of 5 runs of that test without the wait). Nor is a thread the C twin starts
     # asleep, taking the GIL only 100 ms later: beside two busy processes on one CPU, one SIGTERM in
-    # ~30 still landed after the sleep's last check (its handler tripped, run at a second signal).
+    # ~30 still landed after the sleep's last check (its handler tripped, run at a second signal):
+    # the sleep's first call faults in its code and binds clock_nanosleep lazily after that check.
+    # Running time.sleep(0) once at start-up took that away in 360 local processes; a clean-clone CI
+    # run still lost one of 60 (2026-12-06).
     try:
         import _thread
 
