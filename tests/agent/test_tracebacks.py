@@ -11,6 +11,16 @@ import pytest
 
 from tests.conftest import OLDER_PYTHONS
 
+# Each script runs its CASES so: the traceback of each, caught and printed.
+RUN_CASES = '''
+for name, call in CASES.items():
+    try:
+        call()
+    except BaseException:
+        print("==", name)
+        print(traceback.format_exc())
+'''
+
 # Each case fails inside (or through) a hooked call; the script prints every traceback it catches,
 # and the last one goes uncaught.
 SCRIPT = r'''
@@ -66,13 +76,7 @@ CASES = {
     "target": user_target,
     "target async": lambda: asyncio.run(user_coroutine()),
 }
-for name, call in CASES.items():
-    try:
-        call()
-    except BaseException:
-        print("==", name)
-        print(traceback.format_exc())
-
+''' + RUN_CASES + r'''
 for call in (lambda: subprocess.run(["/nonexistent/prog"]),  # env=None: built by fork_exec
              lambda: subprocess.run(["/nonexistent/prog"], close_fds=False),  # by os.posix_spawn
              lambda: subprocess.run(["/nonexistent/prog"], env={"ONLY": "this"})):  # the program's own
@@ -174,13 +178,7 @@ CASES = {
     "asyncio": lambda: asyncio.run(late()),
     "generator": lambda: list(parsed()),
 }
-for name, call in CASES.items():
-    try:
-        call()
-    except BaseException:
-        print("==", name)
-        print(traceback.format_exc())
-json.dumps({"a": object()}, default=lambda o: json.loads("{bad"))  # uncaught: sys.excepthook prints it
+''' + RUN_CASES + r'''json.dumps({"a": object()}, default=lambda o: json.loads("{bad"))  # uncaught: sys.excepthook prints it
 '''
 
 

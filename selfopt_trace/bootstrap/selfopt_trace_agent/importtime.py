@@ -72,7 +72,7 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
             # the twin keeps the imports under way in its thread-local store, not in tracer._imports
             tracer.current, _pop = twin.current_span, twin.pop_import
             tracer.import_line = twin.import_line
-            if tracer.handle_with_traceback is None:  # before 3.11: a bare raise re-raises what it caught
+            if sys.version_info < (3, 11):  # a bare raise re-raises the traceback it caught
                 tracer.handle_with_traceback = twin.handle_with_traceback
     except Exception as exc:  # not loadable here (another C library, a damaged file): the Python wrapper
         failure = exc
@@ -264,7 +264,7 @@ def _end(frame, name: str) -> None:
                 lazy.fire(name, module)
             except BaseException:  # a KeyboardInterrupt meanwhile (each hook's own errors are caught)
                 if type(frame) is _Frame:
-                    _leave(frame)  # the program's import raises it, as untraced: its span is not current
+                    _pop(frame)  # the program's import raises it, as untraced: its span is not current
                 raise
             instrument_ns = time_ns() - hooked
     if type(frame) is not _Frame:
@@ -274,7 +274,7 @@ def _end(frame, name: str) -> None:
             tracer.add_overhead(time_ns() - frame.began_ns - (tracer.overhead_ns() - frame.counted))
         return
     t2 = time_ns()
-    _leave(frame)
+    _pop(frame)
     parent = frame.parent
     t1 = frame.start_ns
     cumulative = t2 - t1
@@ -294,30 +294,23 @@ def _end(frame, name: str) -> None:
         _bookkeeping[0] += 1
 
 
-def _leave(frame: tracer.ImportFrame) -> None:
-    """The import is over: the one it is nested in is its thread's innermost again."""
+def _pop(frame: tracer.ImportFrame) -> None:
+    """The import is over: the one it is nested in is its thread's innermost again. If imports
+    nested in it ended after it (greenlets that switched inside a module's body), it leaves their
+    chain. With the twin, its pop_import in this place: the twin's store."""
     thread = get_ident()
-    if _imports.get(thread) is frame:  # the Python wrapper's innermost
-        below = frame.below
-        if below is None:
+    nested = _imports.get(thread)
+    if nested is frame:
+        if frame.below is None:
             del _imports[thread]
         else:
-            frame.below = None  # (an ended frame keeps no other alive)
-            _imports[thread] = below
-    else:  # nested imports ended after it, or the twin's store
-        _pop(frame)
-
-
-def _pop(frame: tracer.ImportFrame) -> None:
-    """The import is over but is not its thread's innermost (_end pops that one): imports nested in it
-    ended after it (greenlets that switched inside a module's body), so it leaves their chain. With
-    the twin, its pop_import in this place: the twin's store, innermost or not."""
-    nested = _imports.get(get_ident())
-    while nested is not None and nested.below is not frame:
-        nested = nested.below
-    if nested is not None:
-        nested.below = frame.below
-    frame.below = None
+            _imports[thread] = frame.below
+    else:
+        while nested is not None and nested.below is not frame:
+            nested = nested.below
+        if nested is not None:
+            nested.below = frame.below
+    frame.below = None  # (an ended frame keeps no other alive)
 
 
 def _recorded(frame: tracer.ImportFrame, name: str, end: int, cpu1: int, instrument_ns: int = 0) -> None:

@@ -610,8 +610,8 @@ def overhead_ns() -> int:
 
 
 _OWN_MODULES = __name__.rpartition(".")[0] + "."  # this package's modules (hooks included)
-# Before Python 3.11, the C twin's handle_with_traceback (importtime.install sets it), else None
-handle_with_traceback = None if sys.version_info < (3, 11) else lambda exc, tb: None
+_BARE_RAISE_KEEPS_TRACEBACK = sys.version_info >= (3, 11)
+handle_with_traceback = None  # before Python 3.11, the C twin's (importtime.install sets it)
 
 
 def strip_own_frames(exc: BaseException) -> None:
@@ -623,14 +623,15 @@ def strip_own_frames(exc: BaseException) -> None:
     Before, it re-raises the traceback it caught, which the C twin replaces (importtime.c's
     handle_with_traceback); without the twin there, the wrapper's frames stay.
     """
-    if handle_with_traceback is None:
+    if not _BARE_RAISE_KEEPS_TRACEBACK and handle_with_traceback is None:
         return
     tb = start = exc.__traceback__
     while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(_OWN_MODULES):
         tb = tb.tb_next
     if tb is not start:
         exc.__traceback__ = tb  # None when the wrapped call is C code (os.waitpid): no frame at all
-        handle_with_traceback(exc, tb)
+        if not _BARE_RAISE_KEEPS_TRACEBACK:
+            handle_with_traceback(exc, tb)
 
 
 def diagnostic(code: str, message: str) -> None:
