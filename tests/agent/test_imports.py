@@ -211,6 +211,40 @@ def test_the_agents_own_nested_imports_are_counted_once(traced, tmp_path):
     assert 0.2e9 <= counted < 0.35e9, counted  # counted twice: >= 0.4 s
 
 
+# Names whose every hash takes 2 ms: the twin's own look into sys.modules before the load is slow.
+SLOW_LOOKUPS = """
+import sys, time, _frozen_importlib
+sys.path.insert(0, '.')
+
+class SlowName(str):
+    def __hash__(self):
+        began = time.perf_counter()
+        while time.perf_counter() - began < 0.002:
+            pass
+        return str.__hash__(self)
+
+for i in range(70):
+    _frozen_importlib._find_and_load(SlowName('calibrated%d' % i), __import__)
+print(sys.modules['selfopt_trace_agent.importtime']._bookkeeping[1])
+"""
+
+
+def test_the_twins_calibration_times_its_whole_work_around_a_load(traced, tmp_path):
+    """An import's bookkeeping is counted at a cost calibrated on the first imports: with the twin,
+    each of those is timed from the wrapper's call to its return, less the load, so what the twin
+    does before its span begins (its own look into sys.modules, which importlib repeats) and after
+    it ends (the frame's release) is counted too. The Python wrapper is importlib's function itself,
+    with no look of its own."""
+    if traced.settings.get(config.ENV_PURE_PYTHON) == "1":
+        pytest.skip("the Python wrapper looks into sys.modules only as importlib does")
+    for i in range(70):
+        (tmp_path / f"calibrated{i}.py").write_text("X = 1\n")
+    # (importlib's own looks make each import slow: none is recorded, all are calibration samples)
+    result = traced.python(SLOW_LOOKUPS, cwd=tmp_path, extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "100000"})
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) >= 1_500_000  # the calibrated cost of one import's bookkeeping, ns
+
+
 # The wrapper runs importlib's _find_and_load in its own frame (importtime.py): what importlib does
 # there must still happen, each case printed as untraced.
 IMPORT_SEMANTICS = """

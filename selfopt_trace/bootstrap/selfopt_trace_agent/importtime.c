@@ -169,17 +169,16 @@ pop(PyObject *frame)
         Py_DECREF(below);
 }
 
-/* importtime._begin: the import's frame, made current; None for start-up's imports. */
+/* importtime._begin: the import's frame, made current; None for start-up's imports. `entered`: when
+ * the wrapper was called, while the bookkeeping's cost is calibrated (else 0). */
 static PyObject *
-begin(PyObject *name)
+begin(PyObject *name, long long entered)
 {
-    long long began = 0, start_ns;
+    long long start_ns;
     int match = PyUnicode_Tailmatch(name, agent_prefix, 0, PY_SSIZE_T_MAX, -1), in_startup, cpu_edge;
     PyObject *outer, *parent, *frame, *start;
     if (match != 0)
         return match < 0 ? NULL : PyObject_CallOneArg(py_begin, name);
-    if (calibrating())
-        began = clock_ns(CLOCK_REALTIME);
     if (PyContextVar_Get(current, NULL, &outer) < 0)
         return NULL;
     if (innermost != NULL && SLOT(innermost, outer_at) == outer) /* current_span() */
@@ -210,8 +209,8 @@ begin(PyObject *name)
         return NULL;
     }
     cpu_edge = !cpu_edge; /* an outermost import's CPU edges (importtime._begin) */
-    if (began)
-        set_slot(frame, began_ns_at, PyLong_FromLongLong(began));
+    if (entered)
+        set_slot(frame, began_ns_at, PyLong_FromLongLong(entered));
     set_slot(frame, parent_at, parent);
     set_slot(frame, keep_at, Py_NewRef(Py_False));
     set_slot(frame, child_ns_at, Py_NewRef(zero));
@@ -326,9 +325,10 @@ record(PyObject *frame, PyObject *name, long long t2)
 }
 
 /* importtime._end: the span's end, or the Python function when hooks wait on the module or the
- * frame is not an import's. */
+ * frame is not an import's. 1 for an import the bookkeeping's calibration times: `*spent` is its
+ * bookkeeping before the load less the clock at the load's end (find_and_load adds its own end). */
 static int
-end(PyObject *frame, PyObject *name)
+end(PyObject *frame, PyObject *name, long long *spent)
 {
     int hooked = PyDict_Contains(pending, name), deferred;
     long long cpu1 = 0, t1, t2, read;
@@ -371,16 +371,23 @@ end(PyObject *frame, PyObject *name)
         return deferred;
     }
     if (calibrating() && SLOT(frame, began_ns_at) != NULL) {
-        args[0] = bookkeeping;
-        args[1] = samples;
-        args[2] = PyLong_FromLongLong(t1 - PyLong_AsLong(SLOT(frame, began_ns_at)) + clock_ns(CLOCK_REALTIME) - t2);
-        if (args[2] == NULL)
-            return -1;
-        deferred = call_python(calibrate, args, 3);
-        Py_DECREF(args[2]);
-        return deferred;
+        *spent = t1 - PyLong_AsLong(SLOT(frame, began_ns_at)) - t2;
+        return 1;
     }
     return count_import();
+}
+
+/* tracer.calibrate(bookkeeping, samples, spent): one of the first imports' bookkeeping, timed. */
+static int
+calibrate_import(long long spent)
+{
+    PyObject *args[3] = {bookkeeping, samples, PyLong_FromLongLong(spent)};
+    int failed;
+    if (args[2] == NULL)
+        return -1;
+    failed = call_python(calibrate, args, 3);
+    Py_DECREF(args[2]);
+    return failed;
 }
 
 /* importlib._bootstrap._find_and_load(name, import_) in its place. */
@@ -389,31 +396,38 @@ find_and_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     /* sys.modules as importlib reads it (PySys_GetObject makes a str of its name at each call) */
     PyObject *modules = PyDict_GetItem(sys_globals, s_modules), *frame, *result, *type, *value, *traceback;
-    int needed;
+    /* the first imports' bookkeeping is timed from here to the end (calibrate_import) */
+    long long entered = calibrating() ? clock_ns(CLOCK_REALTIME) : 0, spent = 0;
+    int needed, ended;
     if (nargs != 2 || modules == NULL || !PyUnicode_Check(args[0])) /* no import statement calls so: raises there */
         return PyObject_Vectorcall(reference, args, nargs, NULL);
     if (!PyDict_CheckExact(modules)) /* another mapping in sys.modules: not timed (the store is this file's) */
         return PyObject_Vectorcall(original, args, nargs, NULL);
     if ((needed = needs_loading(modules, args[0])) <= 0)
         return needed < 0 ? NULL : PyObject_Vectorcall(original, args, 2, NULL);
-    if ((frame = begin(args[0])) == NULL)
+    if ((frame = begin(args[0], entered)) == NULL)
         return NULL;
     result = PyObject_Vectorcall(original, args, 2, NULL);
-    if (result == NULL) {
+    if (result == NULL) { /* (a failed import is no sample of the bookkeeping's cost) */
         PyErr_Fetch(&type, &value, &traceback);
         if (Py_TYPE(frame) == frame_type)
             set_slot(frame, status_at, Py_NewRef(error));
-        if (end(frame, args[0]) < 0) { /* as a `finally` that raises: its exception replaces the import's */
+        if (end(frame, args[0], &spent) < 0) { /* as a `finally` that raises: its exception replaces the import's */
             Py_XDECREF(type);
             Py_XDECREF(value);
             Py_XDECREF(traceback);
         }
         else
             PyErr_Restore(type, value, traceback);
+        Py_DECREF(frame);
+        return NULL;
     }
-    else if (end(frame, args[0]) < 0)
+    if ((ended = end(frame, args[0], &spent)) < 0)
         Py_CLEAR(result);
     Py_DECREF(frame);
+    /* the sample ends after the frame's release: all of the wrapper's work but the load */
+    if (ended == 1 && calibrate_import(spent + clock_ns(CLOCK_REALTIME)) < 0)
+        Py_CLEAR(result);
     return result;
 }
 
