@@ -110,6 +110,18 @@ def agent_modules(traced, bootstrap: Path) -> list:
     return done.stdout.decode().splitlines()
 
 
+def test_a_program_that_imports_nothing_finds_neither_contextvars_nor_itertools_loaded(traced) -> None:
+    """The tracer's context variable and span ids come from the import wrapper's C twin: a program
+    that uses neither module does not pay for loading them (a tenth of a trivial process's start-up,
+    docs/benchmarks.md), and one that imports them loads them as untraced."""
+    runner.precompile_bootstrap()
+    done = traced.python("import sys\nprint(sorted({'_contextvars', 'itertools'} & set(sys.modules)))\n"
+                         "import contextvars, itertools\nprint(contextvars.ContextVar('v').get(7), list(itertools.repeat(1, 2)))\n")
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    assert done.stdout.decode().splitlines() == ["[]", "7 [1, 1]"]
+    assert list(traced.spans().diagnostics) == []  # the twin loaded
+
+
 def test_the_start_up_modules_come_from_the_bundle_as_importlib_would_load_them(traced) -> None:
     runner.precompile_bootstrap()
     loaded, future, spec = agent_modules(traced, BOOTSTRAP)

@@ -123,7 +123,25 @@ def test_a_sampled_cell_is_charged_the_mean_of_its_later_samples_once_there_are_
         tracer._counted.remove(cell)
 
 
-def test_span_ids_count_up_as_sixteen_hex_digits_across_their_cached_upper_digits(configured: Path) -> None:
+@pytest.fixture(params=["C twin", "itertools"])
+def id_source(request, configured: Path):
+    """Span ids from the import wrapper's C twin (as `run` prepares the agent), and from the chain of
+    itertools the tracer builds without it."""
+    twin = tracer.twin
+    if request.param == "C twin" and twin is None:
+        pytest.skip("no C twin of the import wrapper here (not CPython 3.8-3.13 on Linux, or no C compiler)")
+    if request.param == "itertools":
+        tracer.twin = None
+    try:
+        tracer.configure(str(configured), "")
+        yield configured
+    finally:
+        tracer.twin = twin
+        tracer.configure(str(configured), "")
+
+
+def test_span_ids_count_up_as_sixteen_hex_digits_across_their_cached_upper_digits(id_source: Path) -> None:
+    configured = id_source
     ids = [tracer.new_span_id() for _ in range(600)]  # the upper 14 digits change every 256 ids
     first = int(ids[0], 16)
     assert ids == ["%016x" % (first + i) for i in range(600)]

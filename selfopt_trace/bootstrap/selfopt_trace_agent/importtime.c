@@ -725,10 +725,70 @@ pop_import(PyObject *module, PyObject *frame)
     Py_RETURN_NONE;
 }
 
+/* context_var(name) -> contextvars.ContextVar(name, default=None), made without importing _contextvars:
+ * that module's load (a shared library mapped, ~0.54 M instructions) was a tenth of a trivial
+ * process's start-up, which only a program that uses context variables needs. */
+static PyObject *
+context_var(PyObject *module, PyObject *name)
+{
+    const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (text == NULL)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "a ContextVar's name is a str, not %R", name);
+    return PyContextVar_New(text, Py_None);
+}
+
+/* span_ids(start) -> an iterator of span ids from `start` up: "%016x" % n for n = start, start + 1, ...
+ * (tracer._id_texts without itertools, whose load a trivial process would pay at start-up). Each
+ * step runs holding the GIL: two threads never get the same id. */
+typedef struct {
+    PyObject_HEAD
+    unsigned long long next;
+} SpanIds;
+
+static PyObject *
+span_ids_next(SpanIds *self)
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned long long n = self->next++;
+    PyObject *id = PyUnicode_New(16, 127);
+    Py_UCS1 *at;
+    int i;
+    if (id == NULL)
+        return NULL;
+    at = PyUnicode_1BYTE_DATA(id);
+    for (i = 15; i >= 0; i--, n >>= 4)
+        at[i] = (Py_UCS1)digits[n & 15];
+    return id;
+}
+
+static PyTypeObject span_ids_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_importtime.SpanIds",
+    .tp_basicsize = sizeof(SpanIds),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)span_ids_next,
+};
+
+static PyObject *
+span_ids(PyObject *module, PyObject *start)
+{
+    unsigned long long first = PyLong_AsUnsignedLongLong(start);
+    SpanIds *ids;
+    if (first == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if ((ids = PyObject_New(SpanIds, &span_ids_type)) == NULL)
+        return NULL;
+    ids->next = first;
+    return (PyObject *)ids;
+}
+
 static PyMethodDef methods[] = {
     {"install", install, METH_O, "install(importtime) -> the C wrapper of importlib's _find_and_load"},
     {"current_span", current_span, METH_NOARGS, "current_span() -> tracer.current, read from the twin's imports under way"},
     {"pop_import", pop_import, METH_O, "pop_import(frame): importtime._pop, on the twin's imports under way"},
+    {"context_var", context_var, METH_O, "context_var(name) -> contextvars.ContextVar(name, default=None)"},
+    {"span_ids", span_ids, METH_O, "span_ids(start) -> an iterator of '%016x' % n for n from start up"},
     {"runqueue_ns", runqueue_ns, METH_NOARGS, "runqueue_ns() -> this thread's time queued for a CPU, or None"},
     {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
     {"handle_with_traceback", (PyCFunction)(void (*)(void))handle_with_traceback, METH_FASTCALL,
@@ -743,8 +803,8 @@ static struct PyModuleDef definition = {PyModuleDef_HEAD_INIT, "_importtime", NU
 PyMODINIT_FUNC
 PyInit__importtime(void)
 {
-    PyObject *module = PyModule_Create(&definition);
-    if (module == NULL)
+    PyObject *module;
+    if (PyType_Ready(&span_ids_type) < 0 || (module = PyModule_Create(&definition)) == NULL)
         return NULL;
     if ((empty = PyUnicode_InternFromString("")) == NULL ||
         (zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL || (s_in_startup = PyUnicode_InternFromString("_in_startup")) == NULL ||

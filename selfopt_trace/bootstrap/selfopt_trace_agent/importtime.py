@@ -16,7 +16,7 @@ from _frozen_importlib_external import MAGIC_NUMBER
 from _thread import get_ident
 from time import time_ns
 
-from . import config, lazy, tracer
+from . import lazy, tracer
 from .tracer import cpu_anchor, thread_cpu_ns
 
 _original = None
@@ -48,8 +48,8 @@ after_agent_import = None  # given each agent module once it has loaded (hooks/t
 
 
 def install(threshold_ns: int, run_module=None) -> Exception | None:
-    """The import wrapper in importlib's place: its C twin (importtime.c) when `run` built it for this
-    interpreter and source, else the function below. `run_module`: the shim's runner of bundled
+    """The import wrapper in importlib's place: its C twin (importtime.c, tracer.twin) when `run` built
+    it for this interpreter and source, else the function below. `run_module`: the shim's runner of bundled
     modules (sitecustomize._selfopt_trace_run_module); without it, the agent's modules load through
     importlib. Returns why the twin that is there did not load (for a diagnostic once the span
     file is set up), else None."""
@@ -63,9 +63,8 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
     _ModuleLockManager, _NEEDS_LOADING = bootstrap._ModuleLockManager, bootstrap._NEEDS_LOADING
     _find_and_load_unlocked, _lock_unlock_module = bootstrap._find_and_load_unlocked, bootstrap._lock_unlock_module
     _original = bootstrap._find_and_load
-    wrapper, failure = _find_and_load, None
+    wrapper, failure, twin = _find_and_load, tracer.twin_failure, tracer.twin
     try:
-        twin = _twin()
         if twin is not None:
             wrapper = twin.install(sys.modules[__name__])
             runqueue_ns, call_after_signals = twin.runqueue_ns, twin.call_after_signals
@@ -78,24 +77,6 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
         failure = exc
     bootstrap._find_and_load = wrapper
     return failure
-
-
-def _twin():
-    """The C twin's module, or None: not built (no compiler), built from another importtime.c (its
-    file is named after the source's mtime and size, as selfopt_trace/import_twin.py builds it),
-    another interpreter, or the Python wrapper asked for (SELFOPT_TRACE_PURE_PYTHON, the reference
-    the tests also run)."""
-    if os.environ.get(config.ENV_PURE_PYTHON):
-        return None
-    from _frozen_importlib import ModuleSpec
-    from _imp import create_dynamic, extension_suffixes
-
-    package = sys.modules[_AGENT].__path__[0]
-    source = os.stat(package + "/importtime.c")
-    path = f"{package}/__pycache__/_importtime.{source.st_mtime_ns}.{source.st_size}{extension_suffixes()[0]}"
-    if not os.path.exists(path):
-        return None
-    return create_dynamic(ModuleSpec(_AGENT + "._importtime", None, origin=path))
 
 
 def startup_over() -> None:

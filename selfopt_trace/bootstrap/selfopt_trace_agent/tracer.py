@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import sys
 from _thread import allocate_lock, get_ident, get_native_id
-from _contextvars import ContextVar  # the C module: contextvars.py only re-exports it
-from itertools import chain, count, cycle, repeat
 from time import sleep as _sleep, time_ns  # the original sleep: the program's is traced (hooks/time_.py)
 
-from . import spanfile
+from . import config, spanfile
 
 try:
     from time import thread_time_ns as thread_cpu_ns
@@ -180,9 +178,41 @@ def python_import_line(frame: ImportFrame, name: str, end: int, extra: str) -> s
 import_line = python_import_line  # what the flush writes a recorded import with: the C twin's in its place
 
 
+
+
+def _load_twin() -> tuple:
+    """(the C twin of the import wrapper, importtime.c, or None; why one that is there did not load, or
+    None). None: not built (no compiler), built from another importtime.c (its file is named after
+    the source's mtime and size, as selfopt_trace/import_twin.py builds it), another interpreter, or
+    the Python wrapper asked for (SELFOPT_TRACE_PURE_PYTHON, the reference the tests also run).
+    Loaded with the tracer: its ContextVar and span ids spare start-up _contextvars and itertools."""
+    if os.environ.get(config.ENV_PURE_PYTHON):
+        return None, None
+    try:
+        from _frozen_importlib import ModuleSpec
+        from _imp import create_dynamic, extension_suffixes
+
+        package = __name__.rpartition(".")[0]
+        directory = sys.modules[package].__path__[0]
+        source = os.stat(directory + "/importtime.c")
+        path = f"{directory}/__pycache__/_importtime.{source.st_mtime_ns}.{source.st_size}{extension_suffixes()[0]}"
+        if not os.path.exists(path):
+            return None, None
+        return create_dynamic(ModuleSpec(package + "._importtime", None, origin=path)), None
+    except Exception as exc:  # not loadable here (another C library, a damaged file): the Python wrapper
+        return None, exc
+
+
+twin, twin_failure = _load_twin()  # importtime.install reports the failure once the span file is set up
+
 _new = object.__new__  # a Span without its __init__ call: start_span sets every field
 # The current span, imports aside: asyncio tasks and greenlets keep their own.
-_current: ContextVar = ContextVar("selfopt_trace_current_span", default=None)
+if twin is not None:
+    _current = twin.context_var("selfopt_trace_current_span")
+else:
+    from _contextvars import ContextVar  # the C module: contextvars.py only re-exports it
+
+    _current = ContextVar("selfopt_trace_current_span", default=None)
 _current_get = _current.get
 # The imports under way: thread ident -> its innermost ImportFrame, which links the one it is nested
 # in (`below`); the C twin of the import wrapper keeps its own in thread-local storage, and puts its
@@ -227,12 +257,16 @@ _HEX_PAIRS = bytes(range(256)).hex(" ").split()  # "00".."ff", in C: no format o
 def _id_texts(start: int):
     """Span ids from `start` (a multiple of 256) up, as 16 hex digits: "%016x" % n for each n.
 
-    A chain of C iterators, no bytecode and no format string per id: the upper 14 digits are
+    The twin's iterator where it loaded (no itertools at start-up). Else a chain of C iterators, no bytecode and no format string per id: the upper 14 digits are
     formatted once per 256 ids, and each id is one of them joined to one of 256 two-digit strings
     (~900 instructions an id against ~2,000 for "%016x" % next(counter): docs/benchmarks.md;
     _operator.add would save 65 more, and cost 320,000 at start-up to import). Each step runs in C
     holding the GIL: two threads never get the same id.
     """
+    if twin is not None:
+        return twin.span_ids(start)
+    from itertools import chain, count, cycle, repeat
+
     uppers = chain.from_iterable(map(repeat, map("%014x".__mod__, count(start >> 8)), repeat(256)))
     return map("".join, zip(uppers, cycle(_HEX_PAIRS)))
 
