@@ -178,8 +178,6 @@ def python_import_line(frame: ImportFrame, name: str, end: int, extra: str) -> s
 import_line = python_import_line  # what the flush writes a recorded import with: the C twin's in its place
 
 
-
-
 def _load_twin() -> tuple:
     """(the C twin of the import wrapper, importtime.c, or None; why one that is there did not load, or
     None). None: not built (no compiler), built from another importtime.c (its file is named after
@@ -251,24 +249,25 @@ _root: Span | None = None  # the process span: parent of spans started where no 
 _trace_id = ""
 _remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
 _flush_lock = allocate_lock()  # the flusher thread and the program's threads take from one buffer
-_HEX_PAIRS = bytes(range(256)).hex(" ").split()  # "00".."ff", in C: no format or concatenation at start-up
 
 
 def _id_texts(start: int):
     """Span ids from `start` (a multiple of 256) up, as 16 hex digits: "%016x" % n for each n.
 
-    The twin's iterator where it loaded (no itertools at start-up). Else a chain of C iterators, no bytecode and no format string per id: the upper 14 digits are
-    formatted once per 256 ids, and each id is one of them joined to one of 256 two-digit strings
-    (~900 instructions an id against ~2,000 for "%016x" % next(counter): docs/benchmarks.md;
-    _operator.add would save 65 more, and cost 320,000 at start-up to import). Each step runs in C
-    holding the GIL: two threads never get the same id.
+    The twin's iterator where it loaded (no itertools at start-up). Else a chain of C iterators, no
+    bytecode and no format string per id: the upper 14 digits are formatted once per 256 ids, and
+    each id is one of them joined to one of 256 two-digit strings (~900 instructions an id against
+    ~2,000 for "%016x" % next(counter): docs/benchmarks.md; _operator.add would save 65 more, and
+    cost 320,000 at start-up to import). Each step runs in C holding the GIL: two threads never get
+    the same id.
     """
     if twin is not None:
         return twin.span_ids(start)
     from itertools import chain, count, cycle, repeat
 
+    pairs = bytes(range(256)).hex(" ").split()  # "00".."ff", in C: no format or concatenation
     uppers = chain.from_iterable(map(repeat, map("%014x".__mod__, count(start >> 8)), repeat(256)))
-    return map("".join, zip(uppers, cycle(_HEX_PAIRS)))
+    return map("".join, zip(uppers, cycle(pairs)))
 
 
 _id_text = _id_texts(256)  # see configure
