@@ -44,9 +44,10 @@ count moved by 18 M with the paths it ran with. --deterministic puts the thresho
 instead: no import is recorded for its time and
 every small call is a sum, so the count no longer moves with the machine's load (recorded imports
 are left to --slopes). --slopes counts what one import and one summed compile() add. --cache-sim
-prints callgrind's cycle estimate instead of instructions: its simulated caches' misses weighed in
-(Ir + 10 x L1 misses + 100 x last-level misses), which a count of instructions leaves out (a pytest
-run: +51 M instructions traced, +70 M estimated cycles, ~2x slower than the callgrind runs alone).
+prints callgrind's cycle estimate instead of instructions: its simulated caches' misses and its
+branch predictor's mispredictions weighed in (Ir + 10 x L1 misses + 100 x last-level misses + 10 x
+mispredicted branches), which a count of instructions leaves out (a pytest run: +51 M instructions
+traced, +70 M estimated cycles without the branches; ~2-3x slower than the callgrind runs alone).
 """
 
 from __future__ import annotations
@@ -269,16 +270,17 @@ def median_interval(values: list, resamples: int = 2000) -> tuple:
 
 def instructions(args: list, cwd: Path, env: dict, cache_sim: bool = False) -> int:
     """Instructions of the whole process; with `cache_sim`, callgrind's cycle estimate instead
-    (CEst = Ir + 10 x L1 misses + 100 x last-level misses, of the simulated caches)."""
+    (Ir + 10 x L1 misses + 100 x last-level misses of the simulated caches + 10 x branches its
+    simulated predictor mispredicted: conditional and indirect)."""
     out = aside(cwd, "callgrind.out")
     result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                             *(["--cache-sim=yes"] if cache_sim else []), PYTHON, *args],
+                             *(["--cache-sim=yes", "--branch-sim=yes"] if cache_sim else []), PYTHON, *args],
                             cwd=cwd, env=env, capture_output=True, text=True)
     counts = [int(n) for n in re.search(r"Collected :((?: \d+)+)", result.stderr).group(1).split()]
     if not cache_sim:
         return counts[0]
-    ir, _, _, i1mr, d1mr, d1mw, ilmr, dlmr, dlmw = counts
-    return ir + 10 * (i1mr + d1mr + d1mw) + 100 * (ilmr + dlmr + dlmw)
+    ir, _, _, i1mr, d1mr, d1mw, ilmr, dlmr, dlmw, _, bcm, _, bim = counts
+    return ir + 10 * (i1mr + d1mr + d1mw) + 100 * (ilmr + dlmr + dlmw) + 10 * (bcm + bim)
 
 
 def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic: bool = False,
@@ -286,7 +288,8 @@ def count_case(name: str, cwd: Path, base: dict, bootstraps: dict, deterministic
     args = CASES[name]
     modules = module_count(args, cwd, base)
     base = dict(base, PYTHONHASHSEED="0")  # str hashes, so set and dict layouts, the same in every run
-    what = "cycles estimated from the simulated caches (callgrind)" if cache_sim else "CPU instructions (callgrind)"
+    what = "cycles estimated from the simulated caches and branch predictor (callgrind)" if cache_sim \
+        else "CPU instructions (callgrind)"
     print(f"\n{name}: python {command_line(args)}  ({modules} modules): {what}, three runs each")
     untraced = [instructions(args, cwd, base, cache_sim) for _ in range(3)]
     print(f"  {'untraced':<28}" + "".join(f"{n / 1e6:>10.1f} M" for n in untraced))
@@ -352,8 +355,9 @@ def main() -> None:
                         help="with --instructions: time thresholds out of reach (no import recorded for its time, "
                              "every small call a sum), so a count does not move with callgrind's speed")
     parser.add_argument("--cache-sim", action="store_true",
-                        help="with --instructions: callgrind's cycle estimate from its simulated caches instead "
-                             "(instruction and data cache misses weighed in, which instructions alone leave out)")
+                        help="with --instructions: callgrind's cycle estimate from its simulated caches and branch "
+                             "predictor instead (cache misses and mispredicted branches weighed in, which "
+                             "instructions alone leave out)")
     parser.add_argument("--slopes", action="store_true", help="instructions per import and per summed compile")
     parser.add_argument("--python", default=sys.executable,
                         help="run the cases under this interpreter (only this tree's agent is prepared for it, as `run` "
