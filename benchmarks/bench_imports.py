@@ -366,7 +366,7 @@ def main() -> None:
                         help="also this tree's agent without the import wrapper's C twin (importtime.c)")
     args = parser.parse_args()
     global PYTHON
-    PYTHON = args.python
+    PYTHON = os.path.abspath(args.python)  # the cases run in directories of their own (a venv's link kept)
     bootstraps = compiled_bootstraps(args.compare, PYTHON)
     if args.pure_python:
         mode = "selfopt-trace, Python wrapper"
