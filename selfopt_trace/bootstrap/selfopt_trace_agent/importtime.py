@@ -71,9 +71,7 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
             # the twin keeps the imports under way in its thread-local store, not in tracer._imports
             tracer.current, _pop = twin.current_span, twin.pop_import
             tracer.import_line = twin.import_line
-            if sys.version_info < (3, 11):  # a bare raise re-raises the traceback it caught
-                tracer.handle_with_traceback = twin.handle_with_traceback
-    except Exception as exc:  # not loadable here (another C library, a damaged file): the Python wrapper
+    except Exception as exc:  # a twin that loaded but does not install here: the Python wrapper
         failure = exc
     bootstrap._find_and_load = wrapper
     return failure

@@ -644,7 +644,8 @@ def overhead_ns() -> int:
 
 _OWN_MODULES = __name__.rpartition(".")[0] + "."  # this package's modules (hooks included)
 _BARE_RAISE_KEEPS_TRACEBACK = sys.version_info >= (3, 11)
-handle_with_traceback = None  # before Python 3.11, the C twin's (importtime.install sets it)
+# before Python 3.11, the C twin's replacement of the traceback a bare `raise` re-raises
+handle_with_traceback = twin.handle_with_traceback if twin is not None and not _BARE_RAISE_KEEPS_TRACEBACK else None
 
 
 def strip_own_frames(exc: BaseException) -> None:
