@@ -31,7 +31,9 @@ pytest: ~650 modules), `stdlib` (pip's install command and a dozen stdlib packag
 collection (gc.callbacks): the paired difference of the collections' time, which the agent's
 accounting does not count (its objects make collections longer and more frequent), then per
 generation the paired differences of the collections' number and time, and of the objects the
-collector tracks at exit (counted by the probe after the program ends: a ~1 ms list on both sides).
+collector tracks at exit (counted by the probe after the program ends: a ~1 ms list on both sides);
+and the paired difference of the time from the program's end (the probe's exit handler, which runs
+before the agent's) to the process's: the agent's last flush and its share of the teardown.
 
 --instructions counts CPU instructions under valgrind --tool=callgrind instead (three runs per
 side, PYTHONHASHSEED=0), with the agent's time thresholds (import spans, small calls) scaled by
@@ -131,7 +133,9 @@ def module_count(args: list, cwd: Path, env: dict) -> int:
 
 
 # Times the process's garbage collections, per generation; written at exit to $BENCH_GC_DIR/<pid>:
-# each generation's collections and their ns, then the objects the collector tracks at exit.
+# each generation's collections and their ns, the objects the collector tracks at exit, and when
+# the program ended (the wall clock as this first exit handler runs: the traced side's agent
+# registered its own before the shim chained this one, so it runs after, in the exit).
 GC_PROBE = """
 import atexit, gc, os, time
 _gc = [0, 0, [0, 0, 0], [0, 0, 0]]  # start of the collection running, its generation, counts, ns
@@ -145,8 +149,9 @@ def _timed(phase, info, clock=time.perf_counter_ns):
 gc.callbacks.append(_timed)
 @atexit.register
 def _write():
+    ended = time.time_ns()
     with open(os.path.join(os.environ["BENCH_GC_DIR"], str(os.getpid())), "w") as f:
-        f.write(" ".join(map(str, _gc[2] + _gc[3] + [len(gc.get_objects())])))
+        f.write(" ".join(map(str, _gc[2] + _gc[3] + [len(gc.get_objects()), ended])))
 """
 
 
@@ -162,22 +167,22 @@ def gc_probe(cwd: Path) -> Path:
 
 def timed(args: list, cwd: Path, env: dict) -> tuple[float, float, tuple, float, int, int]:
     """(wall seconds, CPU seconds of the process: user + system, all its threads, the GC probe's
-    figures: collections of generations 0, 1, 2, seconds in each, objects tracked at exit (zeros
-    without the probe), system CPU seconds, voluntary context switches: a thread waiting for the
+    figures: collections of generations 0, 1, 2, seconds in each, objects tracked at exit, seconds
+    from the program's end to the process's (zeros without the probe), system CPU seconds, voluntary context switches: a thread waiting for the
     GIL, a sleep, minor page faults)."""
     t0 = time.perf_counter()
     child = subprocess.Popen([PYTHON, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - t0
+    wall, reaped_ns = time.perf_counter() - t0, time.time_ns()
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
     if child.returncode:
         raise subprocess.CalledProcessError(child.returncode, child.args)
-    collected = (0,) * 7
+    collected = (0,) * 8
     if "BENCH_GC_DIR" in env:
         probe = Path(env["BENCH_GC_DIR"]) / str(child.pid)
         counts = [int(n) for n in probe.read_text().split()]
-        collected = (*counts[:3], *(ns / 1e9 for ns in counts[3:6]), counts[6])
+        collected = (*counts[:3], *(ns / 1e9 for ns in counts[3:6]), counts[6], (reaped_ns - counts[7]) / 1e9)
         probe.unlink()
     return wall, usage.ru_utime + usage.ru_stime, collected, usage.ru_stime, usage.ru_nvcsw, usage.ru_minflt
 
@@ -249,6 +254,9 @@ def measure_case(name: str, pairs: int, cwd: Path, base: dict, bootstraps: dict,
                   + " (untraced " + "/".join(f"{statistics.median(u[g] for u in untraced_gc) * 1e3:.2f}" for g in range(3, 6))
                   + f"); objects tracked at exit {statistics.median(d[6] for d in added_gc[mode]):+.0f} "
                   f"(untraced {statistics.median(u[6] for u in untraced_gc):.0f})")
+            print(f"  {'':<28}after the program's end (the exit: the agent's last flush, the interpreter's "
+                  f"teardown): {statistics.median(d[7] for d in added_gc[mode]) * 1e3:+.2f} ms (untraced "
+                  f"{statistics.median(u[7] for u in untraced_gc) * 1e3:.2f} ms)")
         low, high = median_interval(added[mode])
         # the verdict only where the interval is on one side of the budget (or of the accounting band)
         verdict = "ok" if high <= budget else "OVER" if low > budget else "unreadable (the interval spans the budget)"
