@@ -643,9 +643,10 @@ def overhead_ns() -> int:
 
 
 _OWN_MODULES = __name__.rpartition(".")[0] + "."  # this package's modules (hooks included)
-_BARE_RAISE_KEEPS_TRACEBACK = sys.version_info >= (3, 11)
-# before Python 3.11, the C twin's replacement of the traceback a bare `raise` re-raises
-handle_with_traceback = twin.handle_with_traceback if twin is not None and not _BARE_RAISE_KEEPS_TRACEBACK else None
+# Before Python 3.11, the C twin's replacement of the traceback a bare `raise` re-raises; from 3.11
+# none is needed. The frames can be stripped unless an older Python runs without the twin.
+handle_with_traceback = twin.handle_with_traceback if twin is not None and sys.version_info < (3, 11) else None
+_STRIPS_OWN_FRAMES = sys.version_info >= (3, 11) or handle_with_traceback is not None
 
 
 def strip_own_frames(exc: BaseException) -> None:
@@ -657,14 +658,14 @@ def strip_own_frames(exc: BaseException) -> None:
     Before, it re-raises the traceback it caught, which the C twin replaces (importtime.c's
     handle_with_traceback); without the twin there, the wrapper's frames stay.
     """
-    if not _BARE_RAISE_KEEPS_TRACEBACK and handle_with_traceback is None:
+    if not _STRIPS_OWN_FRAMES:
         return
     tb = start = exc.__traceback__
     while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(_OWN_MODULES):
         tb = tb.tb_next
     if tb is not start:
         exc.__traceback__ = tb  # None when the wrapped call is C code (os.waitpid): no frame at all
-        if not _BARE_RAISE_KEEPS_TRACEBACK:
+        if handle_with_traceback is not None:
             handle_with_traceback(exc, tb)
 
 
