@@ -196,8 +196,9 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
                 span = add(f"spawn:{process.pid}:{child}", parent, "subprocess", "subprocess", "CLIENT",
                            block.start, reaped.end if reaped is not None else process.last, process, trace,
                            **{"selfopt_trace.spawn_ns": block.end - block.start}, **clocks)
-            elif block.kind == "sleep":  # up to the time asked for, as the agent ends it (its wake-up is queued)
-                end = min(block.end, block.start + round(block.info["seconds"] * 1e9))
+            elif block.kind == "sleep":  # up to the time asked for from where the sleep itself began, as the
+                # agent ends it (its wake-up is queued)
+                end = min(block.end, block.info["asleep"] + round(block.info["seconds"] * 1e9))
                 span = add(span_id, parent, "time.sleep", "sleep", "INTERNAL", block.start, end, process, trace)
             elif block.kind == "phase":
                 span = add(span_id, parent, block.info["name"], "phase", "INTERNAL", block.start, block.end,

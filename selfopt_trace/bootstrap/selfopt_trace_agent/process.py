@@ -97,7 +97,7 @@ def _install_sleep_hook() -> None:
     threshold = config.WAIT_THRESHOLD_NS
     recorder: list = []
 
-    def record(t0: int, t1: int, seconds) -> None:
+    def record(t0: int, t1: int, seconds, asleep: int) -> None:
         if not recorder:
             try:
                 from .hooks import time_
@@ -106,12 +106,14 @@ def _install_sleep_hook() -> None:
             except Exception as error:
                 tracer.exception_diagnostic("hook_failed:time.sleep", error)
                 recorder.append(lambda *_: None)
-        recorder[0](t0, t1, seconds)
+        recorder[0](t0, t1, seconds, asleep)
 
     def sleep(seconds):
-        t0 = time_ns()
+        t0 = asleep = time_ns()
         if not tracer._flusher_started:
             tracer.before_block(seconds)  # in the sleep's span: the program is in its call
+            if tracer._flusher_started:  # it started the thread: the time asked for runs from here
+                asleep = time_ns()
         try:
             if call_after_signals is None:
                 original(seconds)
@@ -120,12 +122,12 @@ def _install_sleep_hook() -> None:
         except BaseException as exc:  # a bad argument, a signal handler's exception: as untraced
             t1 = time_ns()
             if t1 - t0 >= threshold:
-                record(t0, t1, seconds)
+                record(t0, t1, seconds, asleep)
             tracer.strip_own_frames(exc)
             raise
         t1 = time_ns()
         if t1 - t0 >= threshold:
-            record(t0, t1, seconds)
+            record(t0, t1, seconds, asleep)
 
     tracer.own_wrapper(tracer.at_home(sleep, "time", "sleep"), original)
     sleep.__name__ = original.__name__

@@ -41,7 +41,5 @@ data = {"rows": [{"id": i, "name": "row %d" % i, "values": list(range(20))} for 
 serialization = record.begin_call()
 payload = json.dumps(data)
 record.end(serialization, "serialization", bytes=len(payload))
-sleep = record.begin()
-time.sleep(float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
-record.end(sleep, "sleep", seconds=float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
+record.sleep(float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
 record.wait(helper.communicate, pids=[helper.pid])

@@ -127,7 +127,5 @@ if __name__ == "__main__":
     # nothing here can time them); it then only joins the workers (Worker.join, timed). Each poll's
     # sleep is a sleep (one on a quiet machine, three on a busy one).
     while any(thread.is_alive() for thread in (pool._worker_handler, pool._task_handler, pool._result_handler)):
-        asleep = record.begin_call()
-        time.sleep(0.001)
-        record.end(asleep, "sleep", seconds=0.001)
+        record.sleep(0.001, begin=truth.clocks_before)
     pool.join()

@@ -39,9 +39,7 @@ def sleeper():
     # the sleep's own readings: what the thread did before it (taking the GIL from the spinner) is not
     # spread over the sleep the main waits on, as its thread's two readings alone would; the start
     # reads the CPU clock first, the tracer's sleep span starting after it
-    asleep = record.begin_call()
-    time.sleep(float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
-    record.end(asleep, "sleep", seconds=float(os.environ["ACCURACY_SLEEP_MS"]) / 1000)
+    record.sleep(float(os.environ["ACCURACY_SLEEP_MS"]) / 1000, begin=truth.clocks_before)
     record.end(begun, "thread", name="sleep")
 
 

@@ -14,6 +14,8 @@ writing it calls no serializer the tracer would record.
 import os
 import resource
 import subprocess
+import sys
+import time
 from _thread import get_native_id
 from time import process_time_ns, thread_time_ns, time_ns
 
@@ -114,6 +116,38 @@ class Recorder:
         ended = clocks()
         self.add(kind, begun, ended, **info)
         return ended[0]
+
+    def sleep(self, seconds, begin=clocks):
+        """time.sleep(seconds) as a `sleep` block opened with `begin` (clocks_before where the
+        tracer's span starts right after, as beside another thread), with a reading where the sleep
+        itself begins (`asleep`): at the start of the C call that blocks longest inside it, which a
+        profile function sees from the Python calling it. A tracer's wrapper may work before the sleep
+        begins (the flusher thread's start: 9-12 ms queued for a CPU beside two hogs); read only
+        around the call, that queued time fell at the sleep's end, where the thread was asleep."""
+        calls, longest, asked = [], [-1, None], seconds * 1e9
+
+        def watch(frame, event, arg):
+            if event == "c_call":
+                calls.append(clocks())
+            elif event in ("c_return", "c_exception") and calls:
+                started = calls.pop()
+                took = time_ns() - started[0]
+                if took > longest[0]:
+                    longest[:] = [took, started]
+                if took >= asked:  # the sleep itself: what the call does after it (records it) runs unwatched
+                    sys.setprofile(None)
+
+        begun = begin()
+        sys.setprofile(watch)
+        try:
+            time.sleep(seconds)
+        finally:
+            sys.setprofile(None)
+        ended = clocks()
+        asleep = longest[1] if longest[1] is not None and longest[1][0] > begun[0] else begun
+        if asleep is not begun:
+            self.readings.append((asleep[0], asleep[1], get_native_id(), asleep[2]))
+        self.add("sleep", begun, ended, seconds=seconds, asleep=asleep[0])
 
     def wait(self, call, **info):
         """call() as a `wait` block (on the children `pids`, the `threads` or `tasks` named in

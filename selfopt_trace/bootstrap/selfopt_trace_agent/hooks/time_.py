@@ -74,14 +74,15 @@ def install(target: str, module) -> None:
             if timed:
                 t1 = time_ns()
                 if t1 - t0 >= threshold:
-                    record(t0, t1, delay, _ASYNC_HEAD, 2)
+                    record(t0, t1, delay, head=_ASYNC_HEAD, depth=2)
 
     module.sleep = waits.identity(sleep, original)
 
 
-def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None:
+def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HEAD, depth: int = 3) -> None:
     """The sleep span of a sleep of `seconds` that blocked [t0, t1] (process.py's wrapper times it,
-    from the call: a flusher thread it starts first, tracer.before_block, is in it), written as a
+    from the call: a flusher thread it starts first, tracer.before_block, is in it, and the sleep
+    itself begins at `asleep`, after that start), written as a
     wait's record (waits.write_under: a flush only when the buffer is full, where tracer.record_line
     would flush in the program's thread when one is due, +4,000 instructions a sleep under
     callgrind). Never raises.
@@ -96,10 +97,12 @@ def record(t0: int, t1: int, seconds, head: str = _HEAD, depth: int = 3) -> None
         # a loaded machine took to say so (recorded, -1 made a span ending before its start)
         if isinstance(seconds, (str, bytes, bytearray)) or not float(seconds) > 0:
             return
-        # float(): what the sleep took (an __index__ too). The time asked for runs from the call: past
-        # it, the call's tail (a flusher thread's start came first: the thread asleep still) is the
-        # thread's, as a late wake-up is (5.5 ms beside two CPU hogs)
-        t1 = min(t1, t0 + int(float(seconds) * 1_000_000_000))
+        # float(): what the sleep took (an __index__ too). The time asked for runs from where the sleep
+        # itself began: counted from the call, a flusher thread's start before it (9-12 ms queued
+        # beside two CPU hogs) ended the span that much before the thread woke, asleep still (an
+        # untraced wait for whoever waited on it); past it the call's tail is the thread's, as a
+        # late wake-up is (5.5 ms beside two CPU hogs)
+        t1 = min(t1, (t0 if asleep is None else asleep) + int(float(seconds) * 1_000_000_000))
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
             return
