@@ -139,7 +139,9 @@ def test_the_main_thread_s_first_long_sleep_lasts_the_time_asked_for_from_where_
     called, woke = map(int, spans.stdout.split())
     (sleep,) = [s for s in spans.spans if s.category == "sleep"]
     assert 0 <= sleep.start_ns - called < 5_000_000, (sleep.start_ns - called) / 1e6
-    assert sleep.end_ns - sleep.start_ns > 200_000_000, sleep.duration_ms
+    (process,) = [s for s in spans.spans if s.category == "process"]
+    if called - process.start_ns < 900_000_000:  # older, a record may have started the flusher (FLUSHER_AGE_NS)
+        assert sleep.end_ns - sleep.start_ns > 200_000_000, sleep.duration_ms
     assert sleep.end_ns <= woke, ((woke - sleep.end_ns) / 1e6, (woke - called) / 1e6, sleep.duration_ms)
 
 
