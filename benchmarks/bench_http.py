@@ -71,14 +71,17 @@ if mode == "otel":
         if on != instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument() if on else instrumentor.uninstrument()
 else:
-    # every function the agent wrapped in the HTTP libraries, with its original
+    # every function the agent wrapped in the HTTP libraries, with its original: after a first request,
+    # which puts the real wrappers where the hooks' stand-ins wait for a first call (no __wrapped__)
+    get(url)
+    own_wrapper = sys.modules["selfopt_trace_agent.tracer"].is_own_wrapper
     swaps = [(socket, "getaddrinfo", socket.getaddrinfo, socket.getaddrinfo.__wrapped__)]
     for name, module in list(sys.modules.items()):
         if name.split(".")[0] in ("http", "urllib3", "requests", "httpx", "httpcore") and module is not None:
             for owner in vars(module).values():
                 if isinstance(owner, type) and owner.__module__ == name:
                     for attr, value in list(vars(owner).items()):
-                        if (getattr(value, "__module__", None) or "").startswith("selfopt_trace_agent"):
+                        if own_wrapper(value) and hasattr(value, "__wrapped__"):  # (named as at home)
                             swaps.append((owner, attr, value, value.__wrapped__))
     def hooks(on):
         for owner, attr, wrapper, original in swaps:
