@@ -148,3 +148,58 @@ def test_span_ids_count_up_as_sixteen_hex_digits_across_their_cached_upper_digit
     tracer.configure(str(configured), "")  # a new start (a forked child's): random, a multiple of 256, never 0
     start = int(tracer.new_span_id(), 16)
     assert start % 256 == 0 and start >> 8 and abs(start - first) > 600
+
+
+@pytest.fixture()
+def twin_writers():
+    if tracer.twin is None:
+        pytest.skip("no C twin of the import wrapper here (not CPython 3.8-3.13 on Linux, or no C compiler)")
+    assert tracer.encode is not spanfile.encode and tracer._span_line is not tracer._format
+
+
+class _Name(str):
+    pass
+
+
+ODD_VALUES = ["work", 'a "quoted" name', "back\\slash", "tab\there", "new\nline", "bell\x07", "del\x7f",
+              "caf\u00e9", "\u2028", "\U0001F600", "sur\udcffrogate", "", 0, 7, -1, 2**63 - 1, -2**63, 2**63, 10**30,
+              -1.5, 0.1, 1e300, 1e-7, float("nan"), float("inf"), float("-inf"), True, False, None, [1, "x"],
+              ("t", 2), {"nested": "dict"}, _Name("subclass"), enum.IntEnum("Level", "HIGH").HIGH, b"bytes"]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+def test_the_twins_attribute_encoder_writes_what_spanfiles_does(twin_writers, value: object) -> None:
+    for attributes in ({"key": value}, {"key": value, "other": 1}, {"first": "a", "key": value, "last": None},
+                       {value: 1} if isinstance(value, (str, int, float, tuple)) else {"k\u00e9y": value}):
+        assert tracer.encode(attributes) == spanfile.encode(attributes), attributes
+
+
+def test_the_twins_attribute_encoder_takes_any_size_and_anything_falsy(twin_writers) -> None:
+    for attributes in (None, {}, {"url.full": "http://h/" + "p" * 5000}, {"k%d" % i: i for i in range(500)}):
+        assert tracer.encode(attributes) == spanfile.encode(attributes)
+
+
+def _spans(value: object) -> list:
+    """Ended spans (and one open) holding `value` where each field of a record can carry it."""
+    spans = []
+    for start, end in (({"key": value}, None), (None, {"key": value}), ({"key": value, "a": 1}, {"key": 2, "b": value}),
+                       ({"a": value}, {}), ({}, {"a": value}), (None, None), ({"x": 1}, {"x": value, "y": 2})):
+        span = tracer.Span("00000000000000ab", None, "00000000000000cd", "ef" * 16, "GET", tracer.CLIENT, "http",
+                           1_700_000_000_000_000_000, start)
+        span.end_ns, span.status, span.end_attributes = 1_700_000_000_123_456_789, tracer.OK, end
+        spans.append(span)
+    if isinstance(value, str):
+        for field in ("name", "span_id", "parent_id", "trace_id", "kind", "category", "status"):
+            span = tracer.Span("00000000000000ab", None, "00000000000000cd", "ef" * 16, "GET", tracer.CLIENT,
+                               "http", 5, {"a": 1})
+            span.end_ns = 6
+            setattr(span, field, value)
+            spans.append(span)
+    open_span = tracer.Span("00000000000000ab", None, "", "ef" * 16, "GET", tracer.CLIENT, "http", 5, {"key": value})
+    return spans + [open_span]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES + ["x" * 9000])
+def test_the_twins_span_record_is_the_one_the_python_formatter_writes(twin_writers, value: object) -> None:
+    for span in _spans(value):
+        assert tracer._span_line(span) == tracer._format(span), (value, span.attributes, span.end_attributes)

@@ -13,6 +13,8 @@
 #include <Python.h>
 #include <structmember.h>
 #include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -700,6 +702,302 @@ reference: /* what only the Python formatter writes */
     return PyObject_Vectorcall(py_import_line, args, nargs, NULL);
 }
 
+/* The span file's attribute objects and X records (spanfile.encode, tracer._format), written here for
+ * what nearly every span holds, and by those Python references for the rest: a key or text value that
+ * is not printable ASCII without '"' and '\\', a value that is not a str, int, bool, float or None, a
+ * record longer than the line buffer. In Python, encoding a request span's ten attributes was a
+ * quarter of the bytecode an HTTP request adds (docs/benchmarks.md, "HTTP"). */
+static PyTypeObject *record_span_type; /* tracer.Span */
+static PyObject *py_encode, *py_format; /* spanfile.encode, tracer._format */
+static Py_ssize_t record_span_id_at, record_parent_id_at, record_trace_id_at, record_name_at, record_kind_at,
+    record_category_at, record_start_ns_at, record_end_ns_at, record_status_at, record_attributes_at,
+    record_end_attributes_at;
+
+typedef struct {
+    char *at, *end; /* at: NULL once the text no longer fits */
+} Line;
+
+static void
+line_put(Line *line, const char *bytes, Py_ssize_t size)
+{
+    if (line->at == NULL)
+        return;
+    if (line->end - line->at < size) {
+        line->at = NULL;
+        return;
+    }
+    memcpy(line->at, bytes, size);
+    line->at += size;
+}
+
+/* Printable ASCII but '"' and '\\': what JSON takes between quotes as it is (filled at the module's load). */
+static unsigned char plain_char[128];
+
+/* str.isprintable() and no '"' or '\\', for ASCII text. */
+static int
+plain_ascii(PyObject *text)
+{
+    const Py_UCS1 *at, *end;
+    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text))
+        return 0;
+    at = PyUnicode_1BYTE_DATA(text);
+    for (end = at + PyUnicode_GET_LENGTH(text); at < end; at++)
+        if (!plain_char[*at])
+            return 0;
+    return 1;
+}
+
+/* Keys found plain, by their address: attribute names are a few constant strings, checked once each.
+ * Strong references, so an address seen is the very (immutable) string checked. */
+static PyObject *plain_keys[256];
+
+static int
+plain_key(PyObject *key)
+{
+    PyObject **slot = &plain_keys[((uintptr_t)key >> 4) & 255], *old;
+    if (*slot == key)
+        return 1;
+    if (!plain_ascii(key))
+        return 0;
+    old = *slot;
+    *slot = Py_NewRef(key);
+    Py_XDECREF(old);
+    return 1;
+}
+
+static void
+line_ascii(Line *line, PyObject *text) /* a str plain_ascii accepted */
+{
+    line_put(line, (const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+}
+
+static void
+line_long(Line *line, long long value)
+{
+    char digits[24];
+    line_put(line, digits, put_long(digits, (long)value) - digits);
+}
+
+/* `"key":value` as spanfile.encode writes it: 1, or 0 for the reference to write, -1 on an error. */
+static int
+line_pair(Line *line, PyObject *key, PyObject *value, int first) /* `key`: plain_key's */
+{
+    line_put(line, first ? "\"" : ",\"", first ? 1 : 2);
+    line_ascii(line, key);
+    line_put(line, "\":", 2);
+    if (PyUnicode_CheckExact(value)) {
+        if (!plain_ascii(value))
+            return 0;
+        line_put(line, "\"", 1);
+        line_ascii(line, value);
+        line_put(line, "\"", 1);
+    } else if (PyBool_Check(value)) {
+        line_put(line, value == Py_True ? "true" : "false", value == Py_True ? 4 : 5);
+    } else if (PyLong_CheckExact(value)) {
+        int overflow;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow)
+            return 0;
+        if (number == -1 && PyErr_Occurred())
+            return -1;
+        line_long(line, number);
+    } else if (value == Py_None) {
+        line_put(line, "null", 4);
+    } else if (PyFloat_CheckExact(value)) {
+        double number = PyFloat_AS_DOUBLE(value);
+        char *text;
+        if (!isfinite(number)) { /* JSON has no NaN or infinity */
+            line_put(line, "null", 4);
+            return 1;
+        }
+        if ((text = PyOS_double_to_string(number, 'r', 0, Py_DTSF_ADD_DOT_0, NULL)) == NULL) /* repr() */
+            return -1;
+        line_put(line, text, strlen(text));
+        PyMem_Free(text);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* The JSON object of {**first, **second} (each an exact dict, or NULL): 1, 0 for the reference, -1 on
+ * an error. Keys are checked before any lookup: a lookup of an exact str runs no Python code. */
+static int
+line_attributes(Line *line, PyObject *first, PyObject *second)
+{
+    PyObject *key, *value;
+    Py_ssize_t at = 0;
+    int none_yet = 1, done;
+    line_put(line, "{", 1);
+    while (first != NULL && PyDict_Next(first, &at, &key, &value)) {
+        if (!plain_key(key))
+            return 0;
+        if (second != NULL) { /* the later dict's value in the earlier key's place */
+            PyObject *later = PyDict_GetItemWithError(second, key);
+            if (later != NULL)
+                value = later;
+            else if (PyErr_Occurred())
+                return -1;
+        }
+        if ((done = line_pair(line, key, value, none_yet)) <= 0)
+            return done;
+        none_yet = 0;
+    }
+    at = 0;
+    while (second != NULL && PyDict_Next(second, &at, &key, &value)) {
+        if (!plain_key(key))
+            return 0;
+        if (first != NULL && (done = PyDict_Contains(first, key)) != 0) {
+            if (done < 0)
+                return -1;
+            continue;
+        }
+        if ((done = line_pair(line, key, value, none_yet)) <= 0)
+            return done;
+        none_yet = 0;
+    }
+    line_put(line, "}", 1);
+    return line->at != NULL;
+}
+
+/* encode(attributes) -> spanfile.encode(attributes) */
+static PyObject *
+encode(PyObject *module, PyObject *attributes)
+{
+    char text[2048];
+    Line line = {text, text + sizeof text};
+    PyObject *result;
+    int done;
+    if (attributes == Py_None || (PyDict_CheckExact(attributes) && PyDict_GET_SIZE(attributes) == 0))
+        return PyUnicode_FromStringAndSize("{}", 2);
+    if (!PyDict_CheckExact(attributes))
+        return PyObject_CallOneArg(py_encode, attributes);
+    if ((done = line_attributes(&line, attributes, NULL)) < 0)
+        return NULL;
+    if (done == 0)
+        return PyObject_CallOneArg(py_encode, attributes);
+    if ((result = PyUnicode_New(line.at - text, 127)) != NULL) /* ASCII: plain_ascii's */
+        memcpy(PyUnicode_1BYTE_DATA(result), text, line.at - text);
+    return result;
+}
+
+static int
+line_text(Line *line, PyObject *text) /* any str, in UTF-8: 0 for one that has none (a lone surrogate) */
+{
+    Py_ssize_t size;
+    const char *utf8;
+    if (!PyUnicode_CheckExact(text))
+        return 0;
+    if ((utf8 = PyUnicode_AsUTF8AndSize(text, &size)) == NULL) {
+        PyErr_Clear(); /* the reference writes it as Python does */
+        return 0;
+    }
+    line_put(line, utf8, size);
+    return 1;
+}
+
+static PyObject *
+dict_or_null(PyObject *value) /* a truthy exact dict, NULL for None or empty; `value` itself else */
+{
+    if (value == Py_None || (PyDict_CheckExact(value) && PyDict_GET_SIZE(value) == 0))
+        return NULL;
+    return value;
+}
+
+/* span_line(span) -> tracer._format(span): the X record of an ended span, else the reference's S. */
+static PyObject *
+span_line(PyObject *module, PyObject *span)
+{
+    char text[8192];
+    Line line = {text, text + sizeof text};
+    PyObject *end_ns, *start_ns, *attributes, *end_attributes, **field;
+    Py_ssize_t texts[] = {record_span_id_at, record_parent_id_at, record_trace_id_at, record_name_at, record_kind_at,
+                          record_category_at};
+    int overflow, done;
+    long long start, end;
+    size_t i;
+    if (Py_TYPE(span) != record_span_type || (end_ns = SLOT(span, record_end_ns_at)) == NULL || !PyLong_CheckExact(end_ns) ||
+        (start_ns = SLOT(span, record_start_ns_at)) == NULL || !PyLong_CheckExact(start_ns) ||
+        (attributes = SLOT(span, record_attributes_at)) == NULL || (end_attributes = SLOT(span, record_end_attributes_at)) == NULL ||
+        SLOT(span, record_status_at) == NULL)
+        goto reference;
+    end = PyLong_AsLongLongAndOverflow(end_ns, &overflow);
+    if (overflow || end == 0)
+        goto reference;
+    start = PyLong_AsLongLongAndOverflow(start_ns, &overflow);
+    if (overflow)
+        goto reference;
+    line_put(&line, "X", 1);
+    for (i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        field = &SLOT(span, texts[i]);
+        line_put(&line, "\t", 1);
+        if (*field == NULL || !line_text(&line, *field))
+            goto reference;
+    }
+    line_put(&line, "\t", 1);
+    line_long(&line, start);
+    line_put(&line, "\t", 1);
+    line_long(&line, end);
+    line_put(&line, "\t", 1);
+    if (!line_text(&line, SLOT(span, record_status_at)))
+        goto reference;
+    line_put(&line, "\t", 1);
+    /* X records merge the end's attributes into the start's (tracer._format) */
+    attributes = dict_or_null(attributes);
+    end_attributes = dict_or_null(end_attributes);
+    if ((attributes != NULL && !PyDict_CheckExact(attributes)) || (end_attributes != NULL && !PyDict_CheckExact(end_attributes)))
+        goto reference;
+    if ((done = line_attributes(&line, attributes, end_attributes)) < 0)
+        return NULL;
+    if (done == 0)
+        goto reference;
+    line_put(&line, "\t.\n", 3);
+    if (line.at == NULL)
+        goto reference;
+    return PyUnicode_DecodeUTF8(text, line.at - text, NULL);
+reference:
+    return PyObject_CallOneArg(py_format, span);
+}
+
+static PyMethodDef encode_def = {"encode", encode, METH_O, "encode(attributes) -> spanfile.encode(attributes)"};
+static PyMethodDef span_line_def = {"span_line", span_line, METH_O, "span_line(span) -> tracer._format(span)"};
+
+/* formatters(Span, format, encode) -> (encode, span_line), for tracer.py: the C writers of an attribute
+ * object and of a span's record, `encode` (spanfile's) and `format` (tracer._format) writing what they
+ * leave. Once a process. */
+static PyObject *
+formatters(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyTypeObject *type;
+    PyObject *encoder, *formatter, *result;
+    if (nargs != 3 || !PyType_Check(args[0]))
+        return PyErr_Format(PyExc_TypeError, "formatters(Span, format, encode)");
+    if (record_span_type != NULL)
+        return PyErr_Format(PyExc_RuntimeError, "formatters made already");
+    type = (PyTypeObject *)args[0];
+    if ((record_span_id_at = slot_offset(type, "span_id")) < 0 || (record_parent_id_at = slot_offset(type, "parent_id")) < 0 ||
+        (record_trace_id_at = slot_offset(type, "trace_id")) < 0 || (record_name_at = slot_offset(type, "name")) < 0 ||
+        (record_kind_at = slot_offset(type, "kind")) < 0 || (record_category_at = slot_offset(type, "category")) < 0 ||
+        (record_start_ns_at = slot_offset(type, "start_ns")) < 0 || (record_end_ns_at = slot_offset(type, "end_ns")) < 0 ||
+        (record_status_at = slot_offset(type, "status")) < 0 || (record_attributes_at = slot_offset(type, "attributes")) < 0 ||
+        (record_end_attributes_at = slot_offset(type, "end_attributes")) < 0)
+        return NULL;
+    if ((encoder = PyCFunction_NewEx(&encode_def, module, NULL)) == NULL)
+        return NULL;
+    if ((formatter = PyCFunction_NewEx(&span_line_def, module, NULL)) == NULL) {
+        Py_DECREF(encoder);
+        return NULL;
+    }
+    if ((result = PyTuple_Pack(2, encoder, formatter)) != NULL) {
+        record_span_type = (PyTypeObject *)Py_NewRef(args[0]);
+        py_format = Py_NewRef(args[1]);
+        py_encode = Py_NewRef(args[2]);
+    }
+    Py_DECREF(encoder);
+    Py_DECREF(formatter);
+    return result;
+}
+
 /* current_span() -> tracer.current with this store: the innermost import under way in this thread while
  * the ContextVar holds what it held when that import began, else the ContextVar's span. */
 static PyObject *
@@ -791,6 +1089,8 @@ static PyMethodDef methods[] = {
     {"span_ids", span_ids, METH_O, "span_ids(start) -> an iterator of '%016x' % n for n from start up"},
     {"runqueue_ns", runqueue_ns, METH_NOARGS, "runqueue_ns() -> this thread's time queued for a CPU, or None"},
     {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
+    {"formatters", (PyCFunction)(void (*)(void))formatters, METH_FASTCALL,
+     "formatters(Span, format, encode) -> (encode, span_line): spanfile.encode and tracer._format, in C for the common case"},
     {"handle_with_traceback", (PyCFunction)(void (*)(void))handle_with_traceback, METH_FASTCALL,
      "handle_with_traceback(exc, tb): the exception being handled, exc, re-raised with traceback tb by a bare raise"},
     {"call_after_signals", (PyCFunction)(void (*)(void))call_after_signals, METH_FASTCALL,
@@ -804,8 +1104,11 @@ PyMODINIT_FUNC
 PyInit__importtime(void)
 {
     PyObject *module;
+    int c;
     if (PyType_Ready(&span_ids_type) < 0 || (module = PyModule_Create(&definition)) == NULL)
         return NULL;
+    for (c = 0x20; c < 0x7f; c++)
+        plain_char[c] = c != '"' && c != '\\';
     if ((empty = PyUnicode_InternFromString("")) == NULL ||
         (zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL || (s_in_startup = PyUnicode_InternFromString("_in_startup")) == NULL ||
         (s_modules = PyUnicode_InternFromString("modules")) == NULL ||

@@ -45,7 +45,6 @@ FLUSHER_START_WAIT_S = 0.05
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
 # collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
 FLUSH_RECORDS = 1000
-_encode = spanfile.encode
 INTERNAL, CLIENT, SERVER = "INTERNAL", "CLIENT", "SERVER"
 
 # A span's CPU edges: the thread's CPU clock where the span's activity starts and ends. The CPU
@@ -431,7 +430,7 @@ def end_span(span: Span, status: str = UNSET, attributes: dict | None = None, en
     # (and we add the E) or the whole X (and at worst we add an identical E, which loads the same).
     span.end_ns = now = end_ns or time_ns()
     if span.written:
-        _buffer.append(spanfile.end_line(span.span_id, now, status, spanfile.encode(attributes), reparent))
+        _buffer.append(spanfile.end_line(span.span_id, now, status, encode(attributes), reparent))
     # No flusher start here (start_span and record_complete do): the span's start is on disk or
     # in a buffer the flusher already serves, and the process span's end at exit is flushed at
     # once; starting a thread there cost every short process ~0.1 ms.
@@ -445,13 +444,22 @@ def _format(span: Span) -> str:
     if span.end_ns:
         attributes = span.end_attributes
         if not attributes:
-            attributes = _encode(span.attributes)
+            attributes = encode(span.attributes)
         else:
-            attributes = _encode({**span.attributes, **attributes} if span.attributes else attributes)
+            attributes = encode({**span.attributes, **attributes} if span.attributes else attributes)
         return spanfile.complete_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
                                       span.category, span.start_ns, span.end_ns, span.status, attributes)
     return spanfile.start_line(span.span_id, span.parent_id, span.trace_id, span.name, span.kind,
-                               span.category, span.start_ns, spanfile.encode(span.attributes))
+                               span.category, span.start_ns, encode(span.attributes))
+
+
+# A span's record and an attribute object's JSON: the C twin's writers where it loaded (a request
+# span's ten attributes cost ~500 bytecodes to encode in Python), which leave what they do not write
+# (text that is not plain ASCII, values of other types) to these Python ones.
+if twin is not None:
+    encode, _span_line = twin.formatters(Span, _format, spanfile.encode)
+else:
+    encode, _span_line = spanfile.encode, _format
 
 
 def record_complete(name: str, category: str, start_ns: int, end_ns: int, attributes: dict | None = None,
@@ -627,7 +635,7 @@ late_block = None  # (values, n) -> their lines, in pieces: the hook's
 
 def joined_json(head: str, attributes: dict) -> str:
     """The JSON object of `head`'s attributes and `attributes` (not empty)."""
-    return head + "," + _encode(attributes)[1:]
+    return head + "," + encode(attributes)[1:]
 
 
 # Records already formatted by hot paths that make no Span object (waits, hooks/waits.py) wait in a
@@ -730,16 +738,8 @@ def _flush_locked() -> None:
                 add(item)
             elif type(item) is tuple:  # a recorded import (importtime._recorded)
                 add(import_line(*item))
-            elif item.end_ns:  # _format's common case, an X record: spanfile.complete_line inlined
-                attributes = item.end_attributes
-                if not attributes:
-                    attributes = _encode(item.attributes)
-                else:
-                    attributes = _encode({**item.attributes, **attributes} if item.attributes else attributes)
-                add(f"X\t{item.span_id}\t{item.parent_id}\t{item.trace_id}\t{item.name}\t{item.kind}\t"
-                    f"{item.category}\t{item.start_ns}\t{item.end_ns}\t{item.status}\t{attributes}\t.\n")
             else:
-                add(_format(item))
+                add(_span_line(item))
         n = len(late_records)
         pieces = [""]  # the lines above, joined below; then the LATE records' pieces
         if n:  # see LATE

@@ -156,7 +156,7 @@ _current = tracer.current
 _root = tracer.root
 _activate = tracer._current.set  # tracer.activate, without its call
 _reset = tracer._current.reset
-_buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.spanfile.encode
+_buffer, _unwritten, _encode = tracer._buffer, tracer.unwritten, tracer.encode
 _late_values = tracer.late_records
 # An ended SDK span's fields its row holds (Enum's _value_: its .value is a Python property; the
 # attributes' dict and the events' deque: BoundedAttributes' and BoundedList's own, frozen by the end)

@@ -162,7 +162,7 @@ def record(name: str, t0: int, t1: int, on: list, extra: dict | None = None, exc
                 attrs.update(extra)
             if exc is not None:
                 attrs["error.type"] = _type_name(exc)
-            tracer.record_line(name, "wait", t0, t1, tracer.spanfile.encode(attrs))
+            tracer.record_line(name, "wait", t0, t1, tracer.encode(attrs))
         tracer.add_overhead(time_ns() - t1)
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + name, error)
