@@ -22,6 +22,12 @@ LIBRARY = "http.client"
 def install(target: str, module) -> None:
     common.install_dns()
     connection = module.HTTPConnection
+    # The request a connection or response carries between calls: on the class, None, so reading it
+    # on an instance neither raises nor makes Python build the instance's __dict__ (which a look into
+    # `__dict__` did for every connection and response, slowing every later attribute read of theirs).
+    for owner in (connection, module.HTTPResponse):
+        if ATTR not in owner.__dict__:
+            setattr(owner, ATTR, None)
     common.wrap(connection, "endheaders", _endheaders)
     common.wrap(connection, "getresponse", _getresponse)
     common.wrap(connection, "connect", common.timed_connect)
@@ -64,7 +70,7 @@ def _endheaders(original):
             if request is not None:
                 t0 = time_ns()
                 request.sends += 1
-                self.__dict__[ATTR] = request
+                self._selfopt_trace_http = request  # ATTR
                 try:
                     _inject(self._buffer, request)
                 except Exception as exc:
@@ -101,9 +107,10 @@ def _inject(lines: list, request: common.ClientRequest) -> None:
 def _getresponse(original):
     def getresponse(self, *args, **kwargs):
         try:
-            request = self.__dict__.pop(ATTR, None)
+            request = self._selfopt_trace_http  # ATTR
             if request is None:
                 return original(self, *args, **kwargs)
+            self._selfopt_trace_http = None
             request.wait_ns = time_ns()
             try:
                 response = original(self, *args, **kwargs)
@@ -130,12 +137,13 @@ def _owned_response(request: common.ClientRequest, response) -> None:
             return
     except Exception as exc:
         common.hook_failed(LIBRARY, exc)
-    response.__dict__[ATTR] = request
+    response._selfopt_trace_http = request  # ATTR
 
 
 def _abandon(connection, exc: BaseException) -> None:
     """A send failed: our own span ends with the error; an outer layer's ends in that layer."""
-    request = connection.__dict__.pop(ATTR, None)
+    request = connection._selfopt_trace_http  # ATTR
+    connection._selfopt_trace_http = None
     if request is not None and request.tokens is None:
         request.end(exc)
 
@@ -143,12 +151,14 @@ def _abandon(connection, exc: BaseException) -> None:
 def _close_conn(original):
     def _close_conn(self, *args, **kwargs):
         try:
-            request = self.__dict__.pop(ATTR, None)
+            request = self._selfopt_trace_http  # ATTR
+            if request is None:
+                return original(self, *args, **kwargs)
+            self._selfopt_trace_http = None
             try:
                 return original(self, *args, **kwargs)
             finally:
-                if request is not None:
-                    request.end()
+                request.end()
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
             raise

@@ -42,7 +42,7 @@ RESPONSE_BODY = "selfopt_trace.http.response.body"
 TRACEPARENT = "traceparent"
 ENV_BODIES = "SELFOPT_TRACE_HTTP_BODIES"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-ATTR = "_selfopt_trace_http"  # the ClientRequest on a connection or response object between calls
+ATTR = "_selfopt_trace_http"  # the ClientRequest on a connection or response object between calls (http.client's)
 
 _client: ContextVar = ContextVar("selfopt_trace_http_client", default=None)
 _server: ContextVar = ContextVar("selfopt_trace_http_server", default=None)
@@ -156,17 +156,21 @@ class ClientRequest:
                 attributes[REQUEST_BODY], attributes[RESPONSE_BODY] = self.bodies
         except Exception as error:
             hook_failed(self.library, error)
-        # One dict of start and end attributes, so the flush writes one X record without merging
-        # two. A new dict, not an update: the flusher thread may be encoding the old one (an S
-        # record) right now. If an S record was written, the E record carries them all: what was
-        # added after the S (an OTel instrumentation's span merged into this one, hooks/otel_.py)
-        # would be lost otherwise.
-        span.attributes = {**span.attributes, **attributes}
-        tracer.end_span(span, status, span.attributes if span.written else None, end_ns=now)
+        # The flush merges these into the start's attributes (one X record). If an S record was
+        # written, the E record carries them all: what was added after the S (an OTel
+        # instrumentation's span merged into this one, hooks/otel_.py) would be lost otherwise.
+        if span.written:
+            attributes = {**span.attributes, **attributes}
+        tracer.end_span(span, status, attributes, end_ns=now)
         tracer.add_overhead(time_ns() - now)
 
 
 client_active = _client.get  # the ClientRequest of the request in progress here, or None (no frame: hot)
+
+# URL -> (its redacted form, host, port): a program calls the same few URLs again and again, and
+# working them out was a tenth of a request's cost in the hooks.
+_urls: dict = {}
+URLS_KEPT = 512
 
 
 def begin_client(library: str, method: str, url: str, host: str | None = None, port: int | None = None,
@@ -175,10 +179,14 @@ def begin_client(library: str, method: str, url: str, host: str | None = None, p
     from `start_ns` when the hook's work before this call is part of the request."""
     t0 = start_ns or time_ns()
     try:
+        known = _urls.get(url)
+        if known is None:
+            if len(_urls) >= URLS_KEPT:
+                _urls.clear()
+            known = _urls[url] = (redact.url(url), *split_url(url))
         if host is None:
-            host, port = split_url(url)
-        attributes = {METHOD: method, URL_FULL: redact.url(url), SERVER_ADDRESS: host, SERVER_PORT: port,
-                      LIBRARY: library}
+            host, port = known[1], known[2]
+        attributes = {METHOD: method, URL_FULL: known[0], SERVER_ADDRESS: host, SERVER_PORT: port, LIBRARY: library}
         # Not flushed here (that write doubled our cost): the flusher thread writes a request still
         # waiting after 100 ms, so the server's spans find their parent even if we are killed then.
         span = tracer.start_span(method, CATEGORY, tracer.CLIENT, attributes, start_ns=t0)
@@ -234,7 +242,7 @@ def timed_connect(original):
 
     def connect(self, *args, **kwargs):
         try:
-            request = _client.get() or self.__dict__.get(ATTR)
+            request = _client.get() or getattr(self, ATTR, None)
             if request is None:
                 return original(self, *args, **kwargs)
             token = _client.set(request)  # http.client's own requests are not in the context: DNS needs it
@@ -260,7 +268,7 @@ def timed_tls(original):
 
     def connect(self, *args, **kwargs):
         try:
-            request = _client.get() or self.__dict__.get(ATTR)
+            request = _client.get() or getattr(self, ATTR, None)
             if request is None:
                 return original(self, *args, **kwargs)
             try:
