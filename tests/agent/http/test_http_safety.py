@@ -104,3 +104,30 @@ def test_exceptions_are_the_same_traced(traced):
     spans = client_spans(traced.spans())
     assert [s.attributes["error.type"] for s in spans] == ["ConnectionError", "NewConnectionError", "ConnectionRefusedError",
                                                                  "InvalidSchema"]
+
+
+def test_layers_that_only_pass_a_call_on_are_the_twins_gates_and_leave_no_frame(traced):
+    """Under requests, urllib3's urlopen only passes the call on, as http.client's _close_conn does for
+    a response of no request of ours: with the C twin those are gates calling the original
+    themselves. The traceback of a failure inside them is the untraced one, frame for frame."""
+    code = textwrap.dedent("""
+        import http.client, pickle, sys, traceback, requests, urllib3.connectionpool
+        pool = urllib3.connectionpool.HTTPConnectionPool
+        for call in (lambda: requests.get("http://127.0.0.1:1/", timeout=5),
+                     lambda: pool("127.0.0.1", 1, retries=False).urlopen("GET", "/"),
+                     lambda: pool.urlopen(pool("127.0.0.1", 1), "GET", "/", retries=False)):
+            try:
+                call()
+            except Exception:
+                print(traceback.format_exc() + "-- end of one --")
+        print(pickle.loads(pickle.dumps(pool.urlopen)) is pool.urlopen, pool.urlopen.__qualname__)
+        print(type(pool.__dict__["urlopen"]).__name__, type(http.client.HTTPResponse.__dict__["_close_conn"]).__name__,
+              file=sys.stderr)
+    """)
+    untraced = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    result = traced.python(code)
+    assert untraced.returncode == 0 and untraced.stdout.count(b"-- end of one --") == 3
+    assert (result.returncode, result.stdout) == (untraced.returncode, untraced.stdout)
+    assert b"True HTTPConnectionPool.urlopen" in result.stdout
+    from selfopt_trace.bootstrap.selfopt_trace_agent import tracer
+    assert result.stderr.split() == ([b"Gate", b"Gate"] if tracer.twin is not None else [b"function", b"function"])
