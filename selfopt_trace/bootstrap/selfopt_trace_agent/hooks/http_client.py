@@ -94,7 +94,7 @@ def _inject(lines: list, request: common.ClientRequest) -> None:
     One lower-cased copy of the headers is searched (a loop over the lines cost a tenth of the
     whole HTTP hook): putheader writes each as `Name: value`, so names start after a newline.
     """
-    headers = b"\n" + b"\n".join(lines[1:]).lower()  # line 0 is the request line
+    headers = b"\n".join(lines).lower()  # line 0, the request line, has no line break: it matches nothing
     if b"\ntraceparent:" in headers:
         lines[1:] = [line for line in lines[1:] if line.partition(b":")[0].strip().lower() != b"traceparent"]
     lines.append(b"traceparent: " + request.span.traceparent().encode("ascii"))
