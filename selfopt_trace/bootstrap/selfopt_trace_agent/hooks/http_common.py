@@ -45,6 +45,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 ATTR = "_selfopt_trace_http"  # the ClientRequest on a connection or response object between calls (http.client's)
 
 _client: ContextVar = ContextVar("selfopt_trace_http_client", default=None)
+_current_reset = tracer._current.reset
 _server: ContextVar = ContextVar("selfopt_trace_http_server", default=None)
 
 
@@ -120,9 +121,9 @@ class ClientRequest:
         now = time_ns()
         tokens, self.tokens = self.tokens, None
         if tokens is not None:
-            tracer.deactivate(tokens[1])
             try:
                 _client.reset(tokens[0])
+                _current_reset(tokens[1])  # tracer.deactivate's, inline
             except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
                 pass
         span = self.span
@@ -242,10 +243,13 @@ def timed_connect(original):
 
     def connect(self, *args, **kwargs):
         try:
-            request = _client.get() or getattr(self, ATTR, None)
+            request = _client.get()
+            token = None
             if request is None:
-                return original(self, *args, **kwargs)
-            token = _client.set(request)  # http.client's own requests are not in the context: DNS needs it
+                request = getattr(self, ATTR, None)
+                if request is None:
+                    return original(self, *args, **kwargs)
+                token = _client.set(request)  # http.client's own requests are not in the context: DNS needs it
             request.connect_started(time_ns())
             try:
                 result = original(self, *args, **kwargs)
@@ -253,7 +257,8 @@ def timed_connect(original):
                 request.connect_ended(time_ns(), failed=True)
                 raise
             finally:
-                _client.reset(token)
+                if token is not None:
+                    _client.reset(token)
             request.connect_ended(time_ns())
             return result
         except BaseException as exc:  # as untraced: no frame of ours
