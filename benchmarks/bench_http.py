@@ -5,8 +5,8 @@ traced process and makes requests in pairs: one with the agent's HTTP hooks in p
 every hooked function swapped back to its original (`__wrapped__`), in turn first and second.
 Adjacent requests see the same machine load, so the median of the pair differences is the cost of
 the hooks even on a busy machine, where whole-process comparisons of ~1 ms requests drown 50 us
-in noise. Times are the client thread's CPU time (what the tracer adds is work in that thread)
-and wall time. The reference: opentelemetry-instrumentation-httpx (SDK, batch processor,
+in noise; their mean is printed too (it keeps the request in ~100 that flushes the records). Times
+are the client thread's CPU time (what the tracer adds is work in that thread) and wall time. The reference: opentelemetry-instrumentation-httpx (SDK, batch processor,
 exporter that drops), instrumented and uninstrumented the same way, pair by pair.
 
     python benchmarks/bench_http.py [--requests 2000]
@@ -114,10 +114,15 @@ def measure(client: str, url: str, n: int, mode: str, env: dict) -> dict:
 
 
 def summary(result: dict, kind: int) -> tuple:
-    """(median off, median on, median of pair differences), in us."""
+    """(median off, median on, median of pair differences, their mean, its standard error), in us.
+
+    The median leaves out the request in ~100 that flushes the records of the others; the mean,
+    what a program pays over many requests, keeps it (with the machine's hiccups: its error)."""
     on, off = result["on"][kind], result["off"][kind]
-    added = statistics.median(a - b for a, b in zip(on, off))
-    return statistics.median(off) / 1000, statistics.median(on) / 1000, added / 1000
+    differences = [a - b for a, b in zip(on, off)]
+    added = statistics.median(differences)
+    mean, error = statistics.fmean(differences), statistics.stdev(differences) / len(differences) ** 0.5
+    return statistics.median(off) / 1000, statistics.median(on) / 1000, added / 1000, mean / 1000, error / 1000
 
 
 def main() -> None:
@@ -136,12 +141,13 @@ def main() -> None:
         server.terminate()
         server.wait()
     print(f"{args.requests} request pairs per client (hooks on / off, alternating); medians in us")
-    print(f"{'client':18} {'tracer':14} {'time':5} {'off':>8} {'on':>8} {'added':>7} {'ratio':>6}")
+    print(f"{'client':18} {'tracer':14} {'time':5} {'off':>8} {'on':>8} {'added':>7} {'ratio':>6} {'mean added':>15}")
     for (client, mode), result in results.items():
         label = "selfopt-trace" if mode == "agent" else "OTel httpx"
         for kind, name in ((1, "cpu"), (0, "wall")):
-            off, on, added = summary(result, kind)
-            print(f"{client:18} {label:14} {name:5} {off:8.1f} {on:8.1f} {added:+7.1f} {(off + added) / off:6.3f}")
+            off, on, added, mean, error = summary(result, kind)
+            print(f"{client:18} {label:14} {name:5} {off:8.1f} {on:8.1f} {added:+7.1f} {(off + added) / off:6.3f} "
+                  f"{mean:+7.1f} +- {error:4.1f}")
     print("hooked functions swapped:", results["requests.Session", "agent"]["hooks"])
 
 
