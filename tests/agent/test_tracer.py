@@ -162,7 +162,7 @@ class _Name(str):
 
 
 ODD_VALUES = ["work", 'a "quoted" name', "back\\slash", "tab\there", "new\nline", "bell\x07", "del\x7f",
-              "caf\u00e9", "\u2028", "\U0001F600", "sur\udcffrogate", "", 0, 7, -1, 2**63 - 1, -2**63, 2**63, 10**30,
+              "caf\u00e9", "\u2028", "\U0001F600", "sur\udcffrogate", "", 0, 7, 10, 99, 100, -1, -100, 2**63 - 1, -2**63, 2**63, 10**30,
               -1.5, 0.1, 1e300, 1e-7, float("nan"), float("inf"), float("-inf"), True, False, None, [1, "x"],
               ("t", 2), {"nested": "dict"}, _Name("subclass"), enum.IntEnum("Level", "HIGH").HIGH, b"bytes"]
 

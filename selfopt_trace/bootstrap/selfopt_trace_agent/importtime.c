@@ -627,20 +627,28 @@ put_chars(char *at, const char *chars)
     return at + size;
 }
 
+/* Two decimal digits at a time: the flush writes two 19-digit times a record. */
+static const char two_digits[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
 static char *
 put_long(char *at, long value)
 {
-    char digits[24];
-    int count = 0;
+    char digits[24], *first = digits + sizeof digits;
     unsigned long rest = value < 0 ? -(unsigned long)value : (unsigned long)value;
+    for (; rest >= 100; rest /= 100) {
+        first -= 2;
+        memcpy(first, two_digits + 2 * (rest % 100), 2);
+    }
+    if (rest >= 10) {
+        first -= 2;
+        memcpy(first, two_digits + 2 * rest, 2);
+    } else {
+        *--first = (char)('0' + rest);
+    }
     if (value < 0)
-        *at++ = '-';
-    do
-        digits[count++] = (char)('0' + rest % 10);
-    while ((rest /= 10) != 0);
-    while (count > 0)
-        *at++ = digits[--count];
-    return at;
+        *--first = '-';
+    memcpy(at, first, digits + sizeof digits - first);
+    return at + (digits + sizeof digits - first);
 }
 
 /* import_line(frame, name, end, extra) -> tracer.import_line's record, formatted here (the flush calls
@@ -883,12 +891,17 @@ encode(PyObject *module, PyObject *attributes)
 }
 
 static int
-line_text(Line *line, PyObject *text) /* any str, in UTF-8: 0 for one that has none (a lone surrogate) */
+line_text(Line *line, PyObject *text, int *ascii) /* any str, in UTF-8: 0 for one that has none (a lone surrogate) */
 {
     Py_ssize_t size;
     const char *utf8;
     if (!PyUnicode_CheckExact(text))
         return 0;
+    if (PyUnicode_IS_ASCII(text)) {
+        line_put(line, (const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+        return 1;
+    }
+    *ascii = 0;
     if ((utf8 = PyUnicode_AsUTF8AndSize(text, &size)) == NULL) {
         PyErr_Clear(); /* the reference writes it as Python does */
         return 0;
@@ -911,10 +924,10 @@ span_line(PyObject *module, PyObject *span)
 {
     char text[8192];
     Line line = {text, text + sizeof text};
-    PyObject *end_ns, *start_ns, *attributes, *end_attributes, **field;
+    PyObject *end_ns, *start_ns, *attributes, *end_attributes, **field, *result;
     Py_ssize_t texts[] = {record_span_id_at, record_parent_id_at, record_trace_id_at, record_name_at, record_kind_at,
                           record_category_at};
-    int overflow, done;
+    int overflow, done, ascii = 1; /* every text field ASCII (the attributes are): no UTF-8 to decode */
     long long start, end;
     size_t i;
     if (Py_TYPE(span) != record_span_type || (end_ns = SLOT(span, record_end_ns_at)) == NULL || !PyLong_CheckExact(end_ns) ||
@@ -932,7 +945,7 @@ span_line(PyObject *module, PyObject *span)
     for (i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         field = &SLOT(span, texts[i]);
         line_put(&line, "\t", 1);
-        if (*field == NULL || !line_text(&line, *field))
+        if (*field == NULL || !line_text(&line, *field, &ascii))
             goto reference;
     }
     line_put(&line, "\t", 1);
@@ -940,7 +953,7 @@ span_line(PyObject *module, PyObject *span)
     line_put(&line, "\t", 1);
     line_long(&line, end);
     line_put(&line, "\t", 1);
-    if (!line_text(&line, SLOT(span, record_status_at)))
+    if (!line_text(&line, SLOT(span, record_status_at), &ascii))
         goto reference;
     line_put(&line, "\t", 1);
     /* X records merge the end's attributes into the start's (tracer._format) */
@@ -955,7 +968,11 @@ span_line(PyObject *module, PyObject *span)
     line_put(&line, "\t.\n", 3);
     if (line.at == NULL)
         goto reference;
-    return PyUnicode_DecodeUTF8(text, line.at - text, NULL);
+    if (!ascii)
+        return PyUnicode_DecodeUTF8(text, line.at - text, NULL);
+    if ((result = PyUnicode_New(line.at - text, 127)) != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(result), text, line.at - text);
+    return result;
 reference:
     return PyObject_CallOneArg(py_format, span);
 }
