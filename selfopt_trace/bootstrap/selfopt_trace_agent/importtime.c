@@ -1016,6 +1016,53 @@ formatters(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* span_maker(Span, UNSET) -> new_span(span_id, parent, parent_id, trace_id, name, kind, category, start_ns,
+ * attributes): a Span with every slot set as Span.__init__ sets it, without its frame (start_span's
+ * seventeen slot stores in Python were a third of its bytecode). */
+static PyObject *unset_status;
+static Py_ssize_t maker_at[17]; /* Span.__init__'s slots, in its order */
+static const char *const maker_slots[17] = {"span_id", "parent", "parent_id", "trace_id", "name", "kind", "category",
+                                            "start_ns", "attributes", "end_ns", "deferred", "keep", "sums", "child_ns",
+                                            "status", "end_attributes", "written"};
+
+static PyObject *
+new_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *span, *defaults[8];
+    Py_ssize_t i;
+    if (nargs != 9)
+        return PyErr_Format(PyExc_TypeError, "new_span takes 9 arguments, not %zd", nargs);
+    if ((span = record_span_type->tp_alloc(record_span_type, 0)) == NULL)
+        return NULL;
+    defaults[0] = zero;         /* end_ns */
+    defaults[1] = Py_False;     /* deferred */
+    defaults[2] = Py_False;     /* keep */
+    defaults[3] = Py_None;      /* sums */
+    defaults[4] = zero;         /* child_ns */
+    defaults[5] = unset_status; /* status */
+    defaults[6] = Py_None;      /* end_attributes */
+    defaults[7] = Py_False;     /* written */
+    for (i = 0; i < 17; i++) /* a new object's slots are NULL */
+        SLOT(span, maker_at[i]) = Py_NewRef(i < 9 ? args[i] : defaults[i - 9]);
+    return span;
+}
+
+static PyMethodDef new_span_def = {"new_span", (PyCFunction)(void (*)(void))new_span, METH_FASTCALL,
+                                   "new_span(span_id, parent, parent_id, trace_id, name, kind, category, start_ns, attributes) -> Span"};
+
+static PyObject *
+span_maker(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    if (nargs != 2 || args[0] != (PyObject *)record_span_type || !PyUnicode_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "span_maker(Span, UNSET), after formatters(Span, ...)");
+    for (i = 0; i < 17; i++)
+        if ((maker_at[i] = slot_offset(record_span_type, maker_slots[i])) < 0)
+            return NULL;
+    Py_XSETREF(unset_status, Py_NewRef(args[1]));
+    return PyCFunction_NewEx(&new_span_def, module, NULL);
+}
+
 /* gate(hooked, original, context_var, attribute) -> a callable for the place of a hook's wrapper that
  * calls `original` itself, with the arguments as they came, when the wrapper would only pass the call
  * on: `context_var` holds something (another layer's request is under way), or the first argument's
@@ -1239,6 +1286,8 @@ static PyMethodDef methods[] = {
     {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
     {"gate", (PyCFunction)(void (*)(void))gate, METH_FASTCALL,
      "gate(hooked, original, context_var, attribute) -> a wrapper's stand-in calling original itself where the wrapper only passes on"},
+    {"span_maker", (PyCFunction)(void (*)(void))span_maker, METH_FASTCALL,
+     "span_maker(Span, UNSET) -> new_span(...): a Span with its slots set as Span.__init__ sets them"},
     {"formatters", (PyCFunction)(void (*)(void))formatters, METH_FASTCALL,
      "formatters(Span, format, encode) -> (encode, span_line): spanfile.encode and tracer._format, in C for the common case"},
     {"handle_with_traceback", (PyCFunction)(void (*)(void))handle_with_traceback, METH_FASTCALL,

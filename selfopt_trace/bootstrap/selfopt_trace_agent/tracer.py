@@ -202,7 +202,6 @@ def _load_twin() -> tuple:
 
 twin, twin_failure = _load_twin()  # importtime.install reports the failure once the span file is set up
 
-_new = object.__new__  # a Span without its __init__ call: start_span sets every field
 # The current span, imports aside: asyncio tasks and greenlets keep their own.
 if twin is not None:
     _current = twin.context_var("selfopt_trace_current_span")
@@ -387,26 +386,7 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
         if parent.deferred:
             _mark_kept(parent)
         parent_id, trace_id = parent.span_id, parent.trace_id
-    # Span(...) inlined, field for field as Span.__init__ sets them: the constructor's call is 5 %
-    # of a span's cost (tests/agent/test_tracer.py checks the two stay in step).
-    span = _new(Span)
-    span.span_id = span_id or next(_id_text)
-    span.parent = parent
-    span.parent_id = parent_id
-    span.trace_id = trace_id
-    span.name = name
-    span.kind = kind
-    span.category = category
-    span.start_ns = now
-    span.end_ns = 0
-    span.attributes = attributes
-    span.deferred = False
-    span.keep = False
-    span.sums = None
-    span.child_ns = 0
-    span.status = UNSET
-    span.end_attributes = None
-    span.written = False
+    span = _new_span(span_id or next(_id_text), parent, parent_id, trace_id, name, kind, category, now, attributes)
     _buffer.append(span)
     if now > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
         flush(blocking=False)
@@ -456,10 +436,13 @@ def _format(span: Span) -> str:
 # A span's record and an attribute object's JSON: the C twin's writers where it loaded (a request
 # span's ten attributes cost ~500 bytecodes to encode in Python), which leave what they do not write
 # (text that is not plain ASCII, values of other types) to these Python ones.
+# ...and a new Span, its slots set as Span.__init__ sets them, without the constructor's frame
+# (tests/agent/test_tracer.py checks the two stay in step).
 if twin is not None:
     encode, _span_line = twin.formatters(Span, _format, spanfile.encode)
+    _new_span = twin.span_maker(Span, UNSET)
 else:
-    encode, _span_line = spanfile.encode, _format
+    encode, _span_line, _new_span = spanfile.encode, _format, Span
 
 
 def record_complete(name: str, category: str, start_ns: int, end_ns: int, attributes: dict | None = None,
@@ -473,7 +456,7 @@ def record_complete(name: str, category: str, start_ns: int, end_ns: int, attrib
     if parent is None:
         parent = current() or _root
     parent_id, trace_id = _parent_ids(parent)
-    span = Span(span_id or new_span_id(), parent, parent_id, trace_id, name, kind, category, start_ns, attributes)
+    span = _new_span(span_id or new_span_id(), parent, parent_id, trace_id, name, kind, category, start_ns, attributes)
     span.status, span.end_ns = status, end_ns
     _buffer.append(span)
     if not quiet:
