@@ -304,3 +304,22 @@ def test_https_has_connect_then_tls(traced, tls_server, client):
     [tls] = children_named(spans, span, "tls")
     assert span.start_ns <= connect.start_ns <= connect.end_ns == tls.start_ns <= tls.end_ns <= span.end_ns
     assert tls_server.traceparents() == [["00-%s-%s-01" % (span.trace_id, span.span_id)]]
+
+
+def test_a_head_response_has_no_body_whatever_its_content_length_says(traced, server):
+    """The body's size is what http.client reads from the response's headers (0 for a HEAD, a 204 or
+    a 304 whatever Content-Length says), through every client that runs on it."""
+    code = textwrap.dedent("""
+        import http.client, requests, sys, urllib3
+        requests.head(sys.argv[1] + "/echo")
+        urllib3.request("HEAD", sys.argv[1] + "/echo")
+        connection = http.client.HTTPConnection(sys.argv[1].split("//")[1])
+        connection.request("HEAD", "/echo")
+        print(connection.getresponse().getheader("Content-Length"))
+    """)
+    result = traced.python(code, server.url)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 0  # the server says how long the GET's body would be
+    spans = client_spans(traced.spans())
+    assert [(s.attributes["selfopt_trace.http.library"], s.attributes["http.response.body.size"]) for s in spans] == [
+        ("requests", 0), ("urllib3", 0), ("http.client", 0)]

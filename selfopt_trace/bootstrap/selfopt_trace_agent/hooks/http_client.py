@@ -119,6 +119,7 @@ def _getresponse(original):
                     request.end(exc)
                 raise
             request.headers_ns = time_ns()
+            request.response_size = response.length  # the body's length as http.client read the headers
             if request.tokens is None:  # our own span: it ends with the body
                 _owned_response(request, response)
             return response

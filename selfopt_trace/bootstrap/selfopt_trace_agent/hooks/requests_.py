@@ -30,11 +30,12 @@ def _send(original, library: str):
                 raise
             try:
                 body_read = not kwargs.get("stream", self.stream)
-                traced.got_response(response.status_code, None, body_read)
-                size = common.content_length(response.headers)
-                if size is None and body_read and hasattr(response.raw, "tell"):  # not with mocked adapters
-                    size = response.raw.tell()  # bytes on the wire, before decompression
-                traced.response_size = size
+                traced.status_code, traced.body_read = response.status_code, body_read
+                if traced.response_size is None:  # no length from http.client (getresponse): chunked, or mocked
+                    size = common.content_length(response.headers)
+                    if size is None and body_read and hasattr(response.raw, "tell"):  # not with mocked adapters
+                        size = response.raw.tell()  # bytes on the wire, before decompression
+                    traced.response_size = size
                 if common.BODY_CAP:
                     traced.record_bodies(request.body, response.content if body_read else None)
             except Exception as exc:

@@ -44,9 +44,10 @@ def _urlopen(original, library: str, absolute: bool):
                 raise
             try:
                 preloaded = kwargs.get("preload_content", True)
-                request.got_response(response.status, None, preloaded)
-                size = common.content_length(response.headers)
-                request.response_size = response.tell() if size is None and preloaded else size
+                request.status_code, request.body_read = response.status, preloaded
+                if request.response_size is None:  # no length from http.client (getresponse): chunked, or mocked
+                    size = common.content_length(response.headers)
+                    request.response_size = response.tell() if size is None and preloaded else size
                 if common.BODY_CAP:
                     request.record_bodies(kwargs.get("body"), response.data if preloaded else None)
             except Exception as exc:
