@@ -1063,6 +1063,99 @@ span_maker(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyCFunction_NewEx(&new_span_def, module, NULL);
 }
 
+/* Whether the header line `text` starts with `name` (lower case) and a colon, ASCII case aside. */
+static int
+header_is(const char *text, Py_ssize_t size, const char *name, Py_ssize_t length)
+{
+    Py_ssize_t i;
+    if (size <= length || text[length] != ':')
+        return 0;
+    for (i = 0; i < length; i++)
+        if (Py_TOLOWER((unsigned char)text[i]) != name[i])
+            return 0;
+    return 1;
+}
+
+/* `line.partition(b":")[0].strip().lower() == b"traceparent"` */
+static int
+named_traceparent(const char *text, Py_ssize_t size)
+{
+    const char *end = memchr(text, ':', size);
+    if (end == NULL)
+        end = text + size;
+    while (text < end && Py_ISSPACE(*text))
+        text++;
+    while (end > text && Py_ISSPACE(end[-1]))
+        end--;
+    return end - text == 11 && PyOS_strnicmp(text, "traceparent", 11) == 0;
+}
+
+/* put_traceparent(lines, header) -> hooks/http_client._put_traceparent(lines, header), its reference:
+ * http.client's buffered header lines with any traceparent replaced by `header` (appended), and the
+ * Content-Length's value (bytes), or None. Each line's name is compared in place: no lower-cased copy
+ * of them all. Lines that are not all bytes go to the reference. */
+static PyObject *py_put_traceparent;
+
+static PyObject *
+put_traceparent(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *lines, *line, *length = NULL, *kept;
+    Py_ssize_t i, size;
+    const char *text, *newline;
+    int found = 0;
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyBytes_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "put_traceparent(lines: list, header: bytes)");
+    lines = args[0];
+    for (i = 0; i < PyList_GET_SIZE(lines); i++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(lines, i)))
+            return PyObject_Vectorcall(py_put_traceparent, args, nargs, NULL);
+    for (i = 1; i < PyList_GET_SIZE(lines); i++) { /* line 0 is the request line */
+        line = PyList_GET_ITEM(lines, i);
+        text = PyBytes_AS_STRING(line);
+        size = PyBytes_GET_SIZE(line);
+        found = found || header_is(text, size, "traceparent", 11);
+        if (length == NULL && header_is(text, size, "content-length", 14)) {
+            newline = memchr(text + 15, '\n', size - 15);
+            if ((length = PyBytes_FromStringAndSize(text + 15, (newline != NULL ? newline : text + size) - (text + 15))) == NULL)
+                return NULL;
+        }
+    }
+    if (found) { /* lines[1:] = the lines not named traceparent */
+        if ((kept = PyList_New(0)) == NULL)
+            goto failed;
+        for (i = 1; i < PyList_GET_SIZE(lines); i++) {
+            line = PyList_GET_ITEM(lines, i);
+            if (!named_traceparent(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line)) && PyList_Append(kept, line) < 0) {
+                Py_DECREF(kept);
+                goto failed;
+            }
+        }
+        i = PyList_SetSlice(lines, 1, PyList_GET_SIZE(lines), kept);
+        Py_DECREF(kept);
+        if (i < 0)
+            goto failed;
+    }
+    if (PyList_Append(lines, args[1]) < 0)
+        goto failed;
+    return length != NULL ? length : Py_NewRef(Py_None);
+failed:
+    Py_XDECREF(length);
+    return NULL;
+}
+
+static PyMethodDef put_traceparent_def = {"put_traceparent", (PyCFunction)(void (*)(void))put_traceparent, METH_FASTCALL,
+                                          "put_traceparent(lines, header) -> the Content-Length's value, or None"};
+
+/* header_putter(reference) -> put_traceparent, `reference` writing what it leaves (hooks/http_client.py) */
+static PyObject *
+header_putter(PyObject *module, PyObject *reference)
+{
+    if (!PyCallable_Check(reference))
+        return PyErr_Format(PyExc_TypeError, "header_putter(reference): a function");
+    Py_XSETREF(py_put_traceparent, Py_NewRef(reference));
+    return PyCFunction_NewEx(&put_traceparent_def, module, NULL);
+}
+
 /* gate(hooked, original, context_var, attribute) -> a callable for the place of a hook's wrapper that
  * calls `original` itself, with the arguments as they came, when the wrapper would only pass the call
  * on: `context_var` holds something (another layer's request is under way), or the first argument's
@@ -1284,6 +1377,8 @@ static PyMethodDef methods[] = {
     {"span_ids", span_ids, METH_O, "span_ids(start) -> an iterator of '%016x' % n for n from start up"},
     {"runqueue_ns", runqueue_ns, METH_NOARGS, "runqueue_ns() -> this thread's time queued for a CPU, or None"},
     {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
+    {"header_putter", header_putter, METH_O,
+     "header_putter(reference) -> put_traceparent(lines, header): http.client's header lines given our traceparent"},
     {"gate", (PyCFunction)(void (*)(void))gate, METH_FASTCALL,
      "gate(hooked, original, context_var, attribute) -> a wrapper's stand-in calling original itself where the wrapper only passes on"},
     {"span_maker", (PyCFunction)(void (*)(void))span_maker, METH_FASTCALL,

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.agent.http.conftest import client_spans
 
 SECRETS = ("s3cr3t-BEARER", "s3cr3t-QUERY", "s3cr3t-PASSWORD", "s3cr3t-COOKIE", "s3cr3t-APIKEY", "s3cr3t-BODY",
@@ -131,3 +133,30 @@ def test_layers_that_only_pass_a_call_on_are_the_twins_gates_and_leave_no_frame(
     assert b"True HTTPConnectionPool.urlopen" in result.stdout
     from selfopt_trace.bootstrap.selfopt_trace_agent import tracer
     assert result.stderr.split() == ([b"Gate", b"Gate"] if tracer.twin is not None else [b"function", b"function"])
+
+
+HEADER_LINES = [
+    [b"GET / HTTP/1.1", b"Host: h", b"Accept: */*"],
+    [b"POST /x HTTP/1.1", b"Host: h", b"Content-Length: 13", b"traceparent: 00-theirs"],
+    [b"POST /x HTTP/1.1", b"TraceParent: a", b"X: y", b"TRACEPARENT:b", b" traceparent : c", b"content-length:7"],
+    [b"POST /x HTTP/1.1", b"Content-Length:  42 ", b"Content-Length: 9"],
+    [b"POST /x HTTP/1.1", b"content-length: 12\r\n\tcontinued", b"X-Traceparent: not ours"],
+    [b"POST /x HTTP/1.1", b"traceparent x: y", b"Content-Length: nan"],
+    [b"GET /traceparent: HTTP/1.1"],
+    [b"GET / HTTP/1.1", bytearray(b"traceparent: in a bytearray"), b"Content-Length: 3"],
+]
+
+
+@pytest.mark.parametrize("lines", HEADER_LINES)
+def test_the_twins_traceparent_in_the_header_lines_is_the_python_ones(lines):
+    from selfopt_trace.bootstrap.selfopt_trace_agent import tracer
+    from selfopt_trace.bootstrap.selfopt_trace_agent.hooks import http_client
+
+    if tracer.twin is None:
+        pytest.skip("no C twin of the import wrapper here (not CPython 3.8-3.13 on Linux, or no C compiler)")
+    assert http_client._put_traceparent is not http_client._python_put_traceparent
+    ours, reference = list(lines), list(lines)
+    size = http_client._put_traceparent(ours, b"traceparent: 00-ours")
+    expected = http_client._python_put_traceparent(reference, b"traceparent: 00-ours")
+    assert ours == reference and ours[-1] == b"traceparent: 00-ours"
+    assert (None if size is None else size.strip().lower()) == (None if expected is None else expected.strip())

@@ -89,7 +89,16 @@ def _endheaders(original):
 
 
 def _inject(lines: list, request: common.ClientRequest) -> None:
-    """Replace any traceparent among the buffered header lines with ours; note the Content-Length.
+    """Our traceparent among the buffered header lines (any other replaced); the Content-Length."""
+    size = _put_traceparent(lines, b"traceparent: " + request.span.traceparent().encode("ascii"))
+    if size is not None:  # last: a Content-Length that is not a number fails here, after the traceparent
+        request.request_size = int(size)
+
+
+def _python_put_traceparent(lines: list, header: bytes) -> bytes | None:
+    """Replace any traceparent among the buffered header lines with `header`; the Content-Length's
+    value, or None. The C twin's put_traceparent where it loaded (each line's name compared in
+    place), this one for lines it leaves: the reference.
 
     One lower-cased copy of the headers is searched (a loop over the lines cost a tenth of the
     whole HTTP hook): putheader writes each as `Name: value`, so names start after a newline.
@@ -97,11 +106,16 @@ def _inject(lines: list, request: common.ClientRequest) -> None:
     headers = b"\n".join(lines).lower()  # line 0, the request line, has no line break: it matches nothing
     if b"\ntraceparent:" in headers:
         lines[1:] = [line for line in lines[1:] if line.partition(b":")[0].strip().lower() != b"traceparent"]
-    lines.append(b"traceparent: " + request.span.traceparent().encode("ascii"))
+    lines.append(header)
     at = headers.find(b"\ncontent-length:")
-    if at >= 0:  # last: a Content-Length that is not a number fails here, after the traceparent
-        end = headers.find(b"\n", at + 1)
-        request.request_size = int(headers[at + 16:end if end > 0 else None])
+    if at < 0:
+        return None
+    end = headers.find(b"\n", at + 1)
+    return headers[at + 16:end if end > 0 else None]
+
+
+_put_traceparent = (common.tracer.twin.header_putter(_python_put_traceparent) if common.tracer.twin is not None
+                    else _python_put_traceparent)
 
 
 def _getresponse(original):
