@@ -203,34 +203,3 @@ def _spans(value: object) -> list:
 def test_the_twins_span_record_is_the_one_the_python_formatter_writes(twin_writers, value: object) -> None:
     for span in _spans(value):
         assert tracer._span_line(span) == tracer._format(span), (value, span.attributes, span.end_attributes)
-
-
-def test_a_gate_calls_the_original_itself_only_where_the_wrapper_would_pass_the_call_on(twin_writers) -> None:
-    import contextvars
-
-    request = contextvars.ContextVar("request", default=None)
-
-    class Pool:
-        mark = None
-
-        def call(self, a, b=2, **more):
-            return "original", a, b, more
-
-    original = Pool.__dict__["call"]
-
-    def hooked(self, a, b=2, **more):
-        return "hooked", a, b, more
-
-    Pool.call = tracer.twin.gate(hooked, original, request, None)
-    pool = Pool()
-    assert pool.call(1, b=3, c=4) == ("hooked", 1, 3, {"c": 4})
-    token = request.set("a request under way")
-    assert pool.call(1, b=3, c=4) == ("original", 1, 3, {"c": 4}) and Pool.call(pool, 5) == ("original", 5, 2, {})
-    request.reset(token)
-    Pool.call = tracer.twin.gate(hooked, original, None, "mark")
-    assert pool.call(1) == ("original", 1, 2, {})
-    pool.mark = "ours"
-    assert pool.call(1) == ("hooked", 1, 2, {})
-    assert Pool.call(object(), 7) == ("hooked", 7, 2, {})  # no such attribute: the wrapper decides
-    with pytest.raises(TypeError):
-        tracer.twin.gate(hooked, original, request, "mark")

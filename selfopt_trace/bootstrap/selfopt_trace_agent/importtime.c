@@ -29,7 +29,6 @@ static inline PyObject *Py_XNewRef(PyObject *obj) { Py_XINCREF(obj); return obj;
 #endif
 #if PY_VERSION_HEX < 0x03090000 /* 3.8: what 3.9 made public */
 #define PyObject_Vectorcall _PyObject_Vectorcall
-#define Py_TPFLAGS_HAVE_VECTORCALL _Py_TPFLAGS_HAVE_VECTORCALL
 #define PyObject_CallOneArg(function, arg) PyObject_CallFunctionObjArgs((function), (arg), NULL)
 #endif
 
@@ -1156,136 +1155,6 @@ header_putter(PyObject *module, PyObject *reference)
     return PyCFunction_NewEx(&put_traceparent_def, module, NULL);
 }
 
-/* gate(hooked, original, context_var, attribute) -> a callable for the place of a hook's wrapper that
- * calls `original` itself, with the arguments as they came, when the wrapper would only pass the call
- * on: `context_var` holds something (another layer's request is under way), or the first argument's
- * `attribute` is None (no request of the agent's on that object); else `hooked`, the wrapper. Such a
- * pass-through cost ~3 us of a requests.get in place, in Python (its frame; urllib3's eleven keyword
- * arguments packed into a dict and out again): here no frame, no packing. Binds as a function does. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *hooked, *original, *context_var, *attribute, *dict;
-    vectorcallfunc vectorcall;
-} Gate;
-
-static PyObject *
-gate_call(Gate *gate, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    PyObject *value = NULL;
-    int passes = 0;
-    if (gate->context_var != NULL) {
-        if (PyContextVar_Get(gate->context_var, NULL, &value) < 0)
-            return NULL;
-        passes = value != NULL && value != Py_None;
-    } else if (PyVectorcall_NARGS(nargsf) > 0) {
-        if ((value = PyObject_GetAttr(args[0], gate->attribute)) == NULL)
-            PyErr_Clear(); /* the wrapper meets it, and does what it does */
-        passes = value == Py_None;
-    }
-    Py_XDECREF(value);
-    return PyObject_Vectorcall(passes ? gate->original : gate->hooked, args, nargsf, kwnames);
-}
-
-static PyObject *
-gate_get(PyObject *gate, PyObject *obj, PyObject *type)
-{
-    if (obj == NULL || obj == Py_None) /* from the class: itself, as a function */
-        return Py_NewRef(gate);
-    return PyMethod_New(gate, obj);
-}
-
-static int
-gate_traverse(Gate *gate, visitproc visit, void *arg)
-{
-    Py_VISIT(gate->hooked);
-    Py_VISIT(gate->original);
-    Py_VISIT(gate->context_var);
-    Py_VISIT(gate->attribute);
-    Py_VISIT(gate->dict);
-    return 0;
-}
-
-static int
-gate_clear(Gate *gate)
-{
-    Py_CLEAR(gate->hooked);
-    Py_CLEAR(gate->original);
-    Py_CLEAR(gate->context_var);
-    Py_CLEAR(gate->attribute);
-    Py_CLEAR(gate->dict);
-    return 0;
-}
-
-static void
-gate_dealloc(Gate *gate)
-{
-    PyObject_GC_UnTrack(gate);
-    gate_clear(gate);
-    PyObject_GC_Del(gate);
-}
-
-static PyObject *
-gate_repr(Gate *gate)
-{
-    return PyUnicode_FromFormat("<selfopt-trace gate to %R>", gate->original);
-}
-
-/* pickled as a function is: by its module and qualified name (its __dict__'s, the original's) */
-static PyObject *
-gate_reduce(PyObject *gate, PyObject *unused)
-{
-    return PyObject_GetAttrString(gate, "__qualname__");
-}
-
-static PyMethodDef gate_methods[] = {
-    {"__reduce__", gate_reduce, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef gate_getset[] = {
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject gate_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_importtime.Gate",
-    .tp_basicsize = sizeof(Gate),
-    .tp_dealloc = (destructor)gate_dealloc,
-    .tp_vectorcall_offset = offsetof(Gate, vectorcall),
-    .tp_repr = (reprfunc)gate_repr,
-    .tp_call = PyVectorcall_Call,
-    .tp_getattro = PyObject_GenericGetAttr,
-    .tp_setattro = PyObject_GenericSetAttr,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_traverse = (traverseproc)gate_traverse,
-    .tp_clear = (inquiry)gate_clear,
-    .tp_methods = gate_methods,
-    .tp_getset = gate_getset,
-    .tp_descr_get = gate_get,
-    .tp_dictoffset = offsetof(Gate, dict),
-};
-
-static PyObject *
-gate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    Gate *made;
-    if (nargs != 4 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1]) ||
-        (args[2] == Py_None) == (args[3] == Py_None) || (args[2] != Py_None && !PyContextVar_CheckExact(args[2])) ||
-        (args[3] != Py_None && !PyUnicode_Check(args[3])))
-        return PyErr_Format(PyExc_TypeError, "gate(hooked, original, context_var, attribute): one of the last two, not both");
-    if ((made = PyObject_GC_New(Gate, &gate_type)) == NULL)
-        return NULL;
-    made->hooked = Py_NewRef(args[0]);
-    made->original = Py_NewRef(args[1]);
-    made->context_var = args[2] == Py_None ? NULL : Py_NewRef(args[2]);
-    made->attribute = args[3] == Py_None ? NULL : Py_NewRef(args[3]);
-    made->dict = NULL;
-    made->vectorcall = (vectorcallfunc)gate_call;
-    PyObject_GC_Track(made);
-    return (PyObject *)made;
-}
-
 /* current_span() -> tracer.current with this store: the innermost import under way in this thread while
  * the ContextVar holds what it held when that import began, else the ContextVar's span. */
 static PyObject *
@@ -1379,8 +1248,6 @@ static PyMethodDef methods[] = {
     {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
     {"header_putter", header_putter, METH_O,
      "header_putter(reference) -> put_traceparent(lines, header): http.client's header lines given our traceparent"},
-    {"gate", (PyCFunction)(void (*)(void))gate, METH_FASTCALL,
-     "gate(hooked, original, context_var, attribute) -> a wrapper's stand-in calling original itself where the wrapper only passes on"},
     {"span_maker", (PyCFunction)(void (*)(void))span_maker, METH_FASTCALL,
      "span_maker(Span, UNSET) -> new_span(...): a Span with its slots set as Span.__init__ sets them"},
     {"formatters", (PyCFunction)(void (*)(void))formatters, METH_FASTCALL,
@@ -1399,7 +1266,7 @@ PyInit__importtime(void)
 {
     PyObject *module;
     int c;
-    if (PyType_Ready(&span_ids_type) < 0 || PyType_Ready(&gate_type) < 0 || (module = PyModule_Create(&definition)) == NULL)
+    if (PyType_Ready(&span_ids_type) < 0 || (module = PyModule_Create(&definition)) == NULL)
         return NULL;
     for (c = 0x20; c < 0x7f; c++)
         plain_char[c] = c != '"' && c != '\\';

@@ -29,12 +29,12 @@ def install(target: str, module) -> None:
         if ATTR not in owner.__dict__:
             setattr(owner, ATTR, None)
     common.wrap(connection, "endheaders", _endheaders)
-    common.wrap(connection, "getresponse", _getresponse, ATTR)
+    common.wrap(connection, "getresponse", _getresponse)
     common.wrap(connection, "connect", common.timed_connect)
     https = getattr(module, "HTTPSConnection", None)  # absent without the ssl module
     if https is not None:
         common.wrap(https, "connect", common.timed_tls)
-    common.wrap(module.HTTPResponse, "_close_conn", _close_conn, ATTR)
+    common.wrap(module.HTTPResponse, "_close_conn", _close_conn)
 
 
 def _full_url(connection, target: str) -> tuple:

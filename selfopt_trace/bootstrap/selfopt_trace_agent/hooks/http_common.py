@@ -327,24 +327,13 @@ def _text(value) -> str:
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
 
 
-ACTIVE = "active"  # wrap's `passing`: the wrapper passes calls on while a request is under way here
-
-
-def wrap(owner, name: str, make, passing: str = "") -> None:
-    """owner.name = make(original), once (a second install sees the agent's mark).
-
-    `passing`: when the wrapper only passes the call on: ACTIVE, or the name of an attribute that is
-    None on the object called (no request of ours on it). The C twin's gate then calls the original
-    itself, with no frame and the arguments as they came (a plain function's wrapper only)."""
+def wrap(owner, name: str, make) -> None:
+    """owner.name = make(original), once (a second install sees the agent's mark). A function, as the
+    original is: a program's introspection of it (inspect.isfunction, pytest-mock's spy) sees what it
+    sees untraced."""
     original = lazy.original(owner.__dict__[name])  # what stands in until the first call wraps it
     if not tracer.is_own_wrapper(original):
-        wrapper = make(original)
-        if passing and tracer.twin is not None:
-            wrapper = tracer.twin.gate(wrapper, original, _client if passing == ACTIVE else None,
-                                       None if passing == ACTIVE else passing)
-            for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):  # as functools.wraps
-                setattr(wrapper, attribute, getattr(original, attribute, None))
-        setattr(owner, name, tracer.own_wrapper(wrapper, original))
+        setattr(owner, name, tracer.own_wrapper(make(original), original))
 
 
 # --- bodies (opt-in) ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from . import http_common as common
 
 def install(target: str, module) -> None:
     library = "pip._vendor.requests" if target.startswith("pip.") else "requests"
-    common.wrap(module.sessions.Session, "send", lambda original: _send(original, library), common.ACTIVE)
+    common.wrap(module.sessions.Session, "send", lambda original: _send(original, library))
 
 
 def _send(original, library: str):

@@ -15,10 +15,8 @@ from . import http_common as common
 def install(target: str, module) -> None:
     library = "pip._vendor.urllib3" if target.startswith("pip.") else "urllib3"
     common.install_dns()
-    common.wrap(module.connectionpool.HTTPConnectionPool, "urlopen", lambda original: _urlopen(original, library, False),
-                common.ACTIVE)
-    common.wrap(module.poolmanager.PoolManager, "urlopen", lambda original: _urlopen(original, library, True),
-                common.ACTIVE)
+    common.wrap(module.connectionpool.HTTPConnectionPool, "urlopen", lambda original: _urlopen(original, library, False))
+    common.wrap(module.poolmanager.PoolManager, "urlopen", lambda original: _urlopen(original, library, True))
     connection = module.connection
     common.wrap(connection.HTTPConnection, "_new_conn", common.timed_connect)
     common.wrap(connection.HTTPSConnection, "connect", common.timed_tls)
