@@ -13,6 +13,7 @@ import pytest
 
 from selfopt_trace import import_twin, runner
 from selfopt_trace.bootstrap.selfopt_trace_agent import config
+from tests.agent.conftest import NO_TWIN
 from tests.conftest import BOOTSTRAP, OLDER_PYTHONS, OTHER_PYTHONS, Traced
 
 TWIN_PYTHONS = {**OLDER_PYTHONS, **OTHER_PYTHONS}
@@ -31,7 +32,7 @@ def traced(request, tmp_path) -> Traced:
             pytest.skip(f"no Python {minor} here (pyenv)")
         return Traced(tmp_path, executable=TWIN_PYTHONS[minor])
     if import_twin.twin_path(BOOTSTRAP) is None or not import_twin.twin_path(BOOTSTRAP).exists():
-        pytest.skip("no C twin of the import wrapper here (not CPython 3.8-3.13 on Linux, or no C compiler)")
+        pytest.skip(NO_TWIN)
     return Traced(tmp_path)
 
 
@@ -307,7 +308,7 @@ def bootstrap_with_twin(tmp_path) -> tuple:
     runner.precompile_bootstrap(bootstrap)
     twin = import_twin.twin_path(bootstrap)
     if twin is None or not twin.exists():
-        pytest.skip("no C twin of the import wrapper here (not CPython 3.8-3.13 on Linux, or no C compiler)")
+        pytest.skip(NO_TWIN)
     return bootstrap, twin
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import spanfile, tracer
+from tests.agent.conftest import NO_TWIN
 
 
 @pytest.fixture()
@@ -129,7 +130,7 @@ def id_source(request, configured: Path):
     itertools the tracer builds without it."""
     twin = tracer.twin
     if request.param == "C twin" and twin is None:
-        pytest.skip("no C twin of the import wrapper here (not CPython 3.8-3.13 on Linux, or no C compiler)")
+        pytest.skip(NO_TWIN)
     if request.param == "itertools":
         tracer.twin = None
     try:
@@ -151,14 +152,12 @@ def test_span_ids_count_up_as_sixteen_hex_digits_across_their_cached_upper_digit
 
 
 @pytest.fixture()
-def twin_writers():
-    if tracer.twin is None:
-        pytest.skip("no C twin of the import wrapper here (not CPython 3.8-3.13 on Linux, or no C compiler)")
+def twin_writers(twin):
     assert tracer.encode is not spanfile.encode and tracer._span_line is not tracer._format
 
 
 class _Name(str):
-    pass
+    """A str subclass: written as the text it is."""
 
 
 ODD_VALUES = ["work", 'a "quoted" name', "back\\slash", "tab\there", "new\nline", "bell\x07", "del\x7f",

@@ -716,10 +716,14 @@ reference: /* what only the Python formatter writes */
  * record longer than the line buffer. In Python, encoding a request span's ten attributes was a
  * quarter of the bytecode an HTTP request adds (docs/benchmarks.md, "HTTP"). */
 static PyTypeObject *record_span_type; /* tracer.Span */
-static PyObject *py_encode, *py_format; /* spanfile.encode, tracer._format */
-static Py_ssize_t record_span_id_at, record_parent_id_at, record_trace_id_at, record_name_at, record_kind_at,
-    record_category_at, record_start_ns_at, record_end_ns_at, record_status_at, record_attributes_at,
-    record_end_attributes_at;
+static PyObject *py_encode, *py_format, *unset_status; /* spanfile.encode, tracer._format, tracer.UNSET */
+/* Span's slots, in Span.__init__'s order: their offsets (span_writers) */
+enum { S_SPAN_ID, S_PARENT, S_PARENT_ID, S_TRACE_ID, S_NAME, S_KIND, S_CATEGORY, S_START_NS, S_ATTRIBUTES, S_END_NS,
+       S_DEFERRED, S_KEEP, S_SUMS, S_CHILD_NS, S_STATUS, S_END_ATTRIBUTES, S_WRITTEN, SPAN_SLOTS };
+static const char *const span_slots[SPAN_SLOTS] = {"span_id", "parent", "parent_id", "trace_id", "name", "kind", "category",
+                                                   "start_ns", "attributes", "end_ns", "deferred", "keep", "sums",
+                                                   "child_ns", "status", "end_attributes", "written"};
+static Py_ssize_t span_at[SPAN_SLOTS];
 
 typedef struct {
     char *at, *end; /* at: NULL once the text no longer fits */
@@ -924,15 +928,15 @@ span_line(PyObject *module, PyObject *span)
     char text[8192];
     Line line = {text, text + sizeof text};
     PyObject *end_ns, *start_ns, *attributes, *end_attributes, **field, *result;
-    Py_ssize_t texts[] = {record_span_id_at, record_parent_id_at, record_trace_id_at, record_name_at, record_kind_at,
-                          record_category_at};
+    Py_ssize_t texts[] = {span_at[S_SPAN_ID], span_at[S_PARENT_ID], span_at[S_TRACE_ID], span_at[S_NAME], span_at[S_KIND],
+                          span_at[S_CATEGORY]};
     int overflow, done, ascii = 1; /* every text field ASCII (the attributes are): no UTF-8 to decode */
     long long start, end;
     size_t i;
-    if (Py_TYPE(span) != record_span_type || (end_ns = SLOT(span, record_end_ns_at)) == NULL || !PyLong_CheckExact(end_ns) ||
-        (start_ns = SLOT(span, record_start_ns_at)) == NULL || !PyLong_CheckExact(start_ns) ||
-        (attributes = SLOT(span, record_attributes_at)) == NULL || (end_attributes = SLOT(span, record_end_attributes_at)) == NULL ||
-        SLOT(span, record_status_at) == NULL)
+    if (Py_TYPE(span) != record_span_type || (end_ns = SLOT(span, span_at[S_END_NS])) == NULL || !PyLong_CheckExact(end_ns) ||
+        (start_ns = SLOT(span, span_at[S_START_NS])) == NULL || !PyLong_CheckExact(start_ns) ||
+        (attributes = SLOT(span, span_at[S_ATTRIBUTES])) == NULL || (end_attributes = SLOT(span, span_at[S_END_ATTRIBUTES])) == NULL ||
+        SLOT(span, span_at[S_STATUS]) == NULL)
         goto reference;
     end = PyLong_AsLongLongAndOverflow(end_ns, &overflow);
     if (overflow || end == 0)
@@ -952,7 +956,7 @@ span_line(PyObject *module, PyObject *span)
     line_put(&line, "\t", 1);
     line_long(&line, end);
     line_put(&line, "\t", 1);
-    if (!line_text(&line, SLOT(span, record_status_at), &ascii))
+    if (!line_text(&line, SLOT(span, span_at[S_STATUS]), &ascii))
         goto reference;
     line_put(&line, "\t", 1);
     /* X records merge the end's attributes into the start's (tracer._format) */
@@ -979,87 +983,63 @@ reference:
 static PyMethodDef encode_def = {"encode", encode, METH_O, "encode(attributes) -> spanfile.encode(attributes)"};
 static PyMethodDef span_line_def = {"span_line", span_line, METH_O, "span_line(span) -> tracer._format(span)"};
 
-/* formatters(Span, format, encode) -> (encode, span_line), for tracer.py: the C writers of an attribute
- * object and of a span's record, `encode` (spanfile's) and `format` (tracer._format) writing what they
- * leave. Once a process. */
-static PyObject *
-formatters(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyTypeObject *type;
-    PyObject *encoder, *formatter, *result;
-    if (nargs != 3 || !PyType_Check(args[0]))
-        return PyErr_Format(PyExc_TypeError, "formatters(Span, format, encode)");
-    if (record_span_type != NULL)
-        return PyErr_Format(PyExc_RuntimeError, "formatters made already");
-    type = (PyTypeObject *)args[0];
-    if ((record_span_id_at = slot_offset(type, "span_id")) < 0 || (record_parent_id_at = slot_offset(type, "parent_id")) < 0 ||
-        (record_trace_id_at = slot_offset(type, "trace_id")) < 0 || (record_name_at = slot_offset(type, "name")) < 0 ||
-        (record_kind_at = slot_offset(type, "kind")) < 0 || (record_category_at = slot_offset(type, "category")) < 0 ||
-        (record_start_ns_at = slot_offset(type, "start_ns")) < 0 || (record_end_ns_at = slot_offset(type, "end_ns")) < 0 ||
-        (record_status_at = slot_offset(type, "status")) < 0 || (record_attributes_at = slot_offset(type, "attributes")) < 0 ||
-        (record_end_attributes_at = slot_offset(type, "end_attributes")) < 0)
-        return NULL;
-    if ((encoder = PyCFunction_NewEx(&encode_def, module, NULL)) == NULL)
-        return NULL;
-    if ((formatter = PyCFunction_NewEx(&span_line_def, module, NULL)) == NULL) {
-        Py_DECREF(encoder);
-        return NULL;
-    }
-    if ((result = PyTuple_Pack(2, encoder, formatter)) != NULL) {
-        record_span_type = (PyTypeObject *)Py_NewRef(args[0]);
-        py_format = Py_NewRef(args[1]);
-        py_encode = Py_NewRef(args[2]);
-    }
-    Py_DECREF(encoder);
-    Py_DECREF(formatter);
-    return result;
-}
-
-/* span_maker(Span, UNSET) -> new_span(span_id, parent, parent_id, trace_id, name, kind, category, start_ns,
- * attributes): a Span with every slot set as Span.__init__ sets it, without its frame (start_span's
- * seventeen slot stores in Python were a third of its bytecode). */
-static PyObject *unset_status;
-static Py_ssize_t maker_at[17]; /* Span.__init__'s slots, in its order */
-static const char *const maker_slots[17] = {"span_id", "parent", "parent_id", "trace_id", "name", "kind", "category",
-                                            "start_ns", "attributes", "end_ns", "deferred", "keep", "sums", "child_ns",
-                                            "status", "end_attributes", "written"};
-
+/* new_span(span_id, parent, parent_id, trace_id, name, kind, category, start_ns, attributes): a Span with
+ * every slot set as Span.__init__ sets it, without its frame (start_span's seventeen slot stores in
+ * Python were a third of its bytecode). */
 static PyObject *
 new_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *span, *defaults[8];
+    PyObject *span, *defaults[SPAN_SLOTS - S_END_NS];
     Py_ssize_t i;
-    if (nargs != 9)
-        return PyErr_Format(PyExc_TypeError, "new_span takes 9 arguments, not %zd", nargs);
+    if (nargs != S_END_NS)
+        return PyErr_Format(PyExc_TypeError, "new_span takes %d arguments, not %zd", S_END_NS, nargs);
     if ((span = record_span_type->tp_alloc(record_span_type, 0)) == NULL)
         return NULL;
-    defaults[0] = zero;         /* end_ns */
-    defaults[1] = Py_False;     /* deferred */
-    defaults[2] = Py_False;     /* keep */
-    defaults[3] = Py_None;      /* sums */
-    defaults[4] = zero;         /* child_ns */
-    defaults[5] = unset_status; /* status */
-    defaults[6] = Py_None;      /* end_attributes */
-    defaults[7] = Py_False;     /* written */
-    for (i = 0; i < 17; i++) /* a new object's slots are NULL */
-        SLOT(span, maker_at[i]) = Py_NewRef(i < 9 ? args[i] : defaults[i - 9]);
+    defaults[S_END_NS - S_END_NS] = zero;
+    defaults[S_DEFERRED - S_END_NS] = Py_False;
+    defaults[S_KEEP - S_END_NS] = Py_False;
+    defaults[S_SUMS - S_END_NS] = Py_None;
+    defaults[S_CHILD_NS - S_END_NS] = zero;
+    defaults[S_STATUS - S_END_NS] = unset_status;
+    defaults[S_END_ATTRIBUTES - S_END_NS] = Py_None;
+    defaults[S_WRITTEN - S_END_NS] = Py_False;
+    for (i = 0; i < SPAN_SLOTS; i++) /* a new object's slots are NULL */
+        SLOT(span, span_at[i]) = Py_NewRef(i < S_END_NS ? args[i] : defaults[i - S_END_NS]);
     return span;
 }
 
 static PyMethodDef new_span_def = {"new_span", (PyCFunction)(void (*)(void))new_span, METH_FASTCALL,
                                    "new_span(span_id, parent, parent_id, trace_id, name, kind, category, start_ns, attributes) -> Span"};
 
+/* span_writers(Span, format, encode, UNSET) -> (new_span, span_line, encode), for tracer.py: a new Span,
+ * the writers of a span's record and of an attribute object, `format` (tracer._format) and `encode`
+ * (spanfile's) writing what they leave. Once a process. */
 static PyObject *
-span_maker(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+span_writers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    PyMethodDef *defs[] = {&new_span_def, &span_line_def, &encode_def};
+    PyObject *made[3] = {NULL, NULL, NULL}, *result = NULL;
     Py_ssize_t i;
-    if (nargs != 2 || args[0] != (PyObject *)record_span_type || !PyUnicode_Check(args[1]))
-        return PyErr_Format(PyExc_TypeError, "span_maker(Span, UNSET), after formatters(Span, ...)");
-    for (i = 0; i < 17; i++)
-        if ((maker_at[i] = slot_offset(record_span_type, maker_slots[i])) < 0)
+    if (nargs != 4 || !PyType_Check(args[0]) || !PyUnicode_Check(args[3]))
+        return PyErr_Format(PyExc_TypeError, "span_writers(Span, format, encode, UNSET)");
+    if (record_span_type != NULL)
+        return PyErr_Format(PyExc_RuntimeError, "span writers made already");
+    for (i = 0; i < SPAN_SLOTS; i++)
+        if ((span_at[i] = slot_offset((PyTypeObject *)args[0], span_slots[i])) < 0)
             return NULL;
-    Py_XSETREF(unset_status, Py_NewRef(args[1]));
-    return PyCFunction_NewEx(&new_span_def, module, NULL);
+    for (i = 0; i < 3; i++)
+        if ((made[i] = PyCFunction_NewEx(defs[i], module, NULL)) == NULL)
+            goto done;
+    if ((result = PyTuple_Pack(3, made[0], made[1], made[2])) != NULL) {
+        record_span_type = (PyTypeObject *)Py_NewRef(args[0]);
+        py_format = Py_NewRef(args[1]);
+        py_encode = Py_NewRef(args[2]);
+        unset_status = Py_NewRef(args[3]);
+    }
+done:
+    for (i = 0; i < 3; i++)
+        Py_XDECREF(made[i]);
+    return result;
 }
 
 /* Whether the header line `text` starts with `name` (lower case) and a colon, ASCII case aside. */
@@ -1248,10 +1228,8 @@ static PyMethodDef methods[] = {
     {"import_line", (PyCFunction)(void (*)(void))import_line, METH_FASTCALL, "import_line(frame, name, end, extra) -> tracer.import_line's record"},
     {"header_putter", header_putter, METH_O,
      "header_putter(reference) -> put_traceparent(lines, header): http.client's header lines given our traceparent"},
-    {"span_maker", (PyCFunction)(void (*)(void))span_maker, METH_FASTCALL,
-     "span_maker(Span, UNSET) -> new_span(...): a Span with its slots set as Span.__init__ sets them"},
-    {"formatters", (PyCFunction)(void (*)(void))formatters, METH_FASTCALL,
-     "formatters(Span, format, encode) -> (encode, span_line): spanfile.encode and tracer._format, in C for the common case"},
+    {"span_writers", (PyCFunction)(void (*)(void))span_writers, METH_FASTCALL,
+     "span_writers(Span, format, encode, UNSET) -> (new_span, span_line, encode): Span(...), tracer._format and spanfile.encode, in C for the common case"},
     {"handle_with_traceback", (PyCFunction)(void (*)(void))handle_with_traceback, METH_FASTCALL,
      "handle_with_traceback(exc, tb): the exception being handled, exc, re-raised with traceback tb by a bare raise"},
     {"call_after_signals", (PyCFunction)(void (*)(void))call_after_signals, METH_FASTCALL,

@@ -439,10 +439,9 @@ def _format(span: Span) -> str:
 # ...and a new Span, its slots set as Span.__init__ sets them, without the constructor's frame
 # (tests/agent/test_tracer.py checks the two stay in step).
 if twin is not None:
-    encode, _span_line = twin.formatters(Span, _format, spanfile.encode)
-    _new_span = twin.span_maker(Span, UNSET)
+    _new_span, _span_line, encode = twin.span_writers(Span, _format, spanfile.encode, UNSET)
 else:
-    encode, _span_line, _new_span = spanfile.encode, _format, Span
+    _new_span, _span_line, encode = Span, _format, spanfile.encode
 
 
 def record_complete(name: str, category: str, start_ns: int, end_ns: int, attributes: dict | None = None,

@@ -156,12 +156,9 @@ HEADER_LINES = [
 
 
 @pytest.mark.parametrize("lines", HEADER_LINES)
-def test_the_twins_traceparent_in_the_header_lines_is_the_python_ones(lines):
-    from selfopt_trace.bootstrap.selfopt_trace_agent import tracer
+def test_the_twins_traceparent_in_the_header_lines_is_the_python_ones(twin, lines):
     from selfopt_trace.bootstrap.selfopt_trace_agent.hooks import http_client
 
-    if tracer.twin is None:
-        pytest.skip("no C twin of the import wrapper here (not CPython 3.8-3.13 on Linux, or no C compiler)")
     assert http_client._put_traceparent is not http_client._python_put_traceparent
     ours, reference = list(lines), list(lines)
     size = http_client._put_traceparent(ours, b"traceparent: 00-ours")

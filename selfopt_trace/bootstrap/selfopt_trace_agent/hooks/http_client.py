@@ -146,7 +146,7 @@ def _getresponse(original):
 
 def _owned_response(request: common.ClientRequest, response) -> None:
     try:
-        request.got_response(response.status, response.length, body_read=True)
+        request.got_response(response.status, body_read=True)
         if response.length == 0 or response.isclosed():
             request.end()
             return

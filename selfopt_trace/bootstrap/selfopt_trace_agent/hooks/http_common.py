@@ -45,7 +45,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 ATTR = "_selfopt_trace_http"  # the ClientRequest on a connection or response object between calls (http.client's)
 
 _client: ContextVar = ContextVar("selfopt_trace_http_client", default=None)
-_current_reset = tracer._current.reset
 _server: ContextVar = ContextVar("selfopt_trace_http_server", default=None)
 
 
@@ -88,10 +87,11 @@ class ClientRequest:
         self.body_read = False
         self.bodies: tuple | None = None
 
-    def got_response(self, status_code: int, response_size: int | None, body_read: bool) -> None:
+    def got_response(self, status_code: int, body_read: bool) -> None:
+        """The response's status, and whether its body is read inside the span. Its size each layer
+        sets where it knows it (http.client at its headers: getresponse)."""
         self.status_code = status_code
         self.body_read = body_read
-        self.response_size = response_size
 
     def record_bodies(self, request_body, response_body) -> None:
         """Only with SELFOPT_TRACE_HTTP_BODIES set: both bodies, redacted and cut to the cap."""
@@ -121,9 +121,9 @@ class ClientRequest:
         now = time_ns()
         tokens, self.tokens = self.tokens, None
         if tokens is not None:
+            tracer.deactivate(tokens[1])
             try:
                 _client.reset(tokens[0])
-                _current_reset(tokens[1])  # tracer.deactivate's, inline
             except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
                 pass
         span = self.span

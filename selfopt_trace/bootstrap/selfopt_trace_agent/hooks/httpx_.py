@@ -81,7 +81,7 @@ def _send_async(original):
 
 def _finish(traced: common.ClientRequest, response, body_read: bool) -> None:
     try:
-        traced.got_response(response.status_code, None, body_read)
+        traced.got_response(response.status_code, body_read)
         size = common.content_length(response.headers)
         traced.response_size = response.num_bytes_downloaded if size is None and body_read else size
         if common.BODY_CAP:

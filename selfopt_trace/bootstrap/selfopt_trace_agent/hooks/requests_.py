@@ -30,7 +30,7 @@ def _send(original, library: str):
                 raise
             try:
                 body_read = not kwargs.get("stream", self.stream)
-                traced.status_code, traced.body_read = response.status_code, body_read
+                traced.got_response(response.status_code, body_read)
                 if traced.response_size is None:  # no length from http.client (getresponse): chunked, or mocked
                     size = common.content_length(response.headers)
                     if size is None and body_read and hasattr(response.raw, "tell"):  # not with mocked adapters

@@ -42,7 +42,7 @@ def _urlopen(original, library: str, absolute: bool):
                 raise
             try:
                 preloaded = kwargs.get("preload_content", True)
-                request.status_code, request.body_read = response.status, preloaded
+                request.got_response(response.status, preloaded)
                 if request.response_size is None:  # no length from http.client (getresponse): chunked, or mocked
                     size = common.content_length(response.headers)
                     request.response_size = response.tell() if size is None and preloaded else size
