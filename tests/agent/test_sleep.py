@@ -233,3 +233,55 @@ def test_the_first_recorded_sleep_imports_nothing_the_program_did_not(traced):
                         "             if not m.startswith('selfopt_trace_agent') and m not in sys.builtin_module_names))\n")
     assert spans.stdout == "[]\n"
     assert [s.name for s in spans.spans if s.category == "sleep"] == ["time.sleep"]
+
+
+SLEEP_SEMANTICS = """
+import os, signal, sys, threading, time
+audited = []
+if hasattr(sys, "addaudithook"):
+    sys.addaudithook(lambda event, args: audited.append(event) if event == "time.sleep" else None)
+
+def timed(seconds):
+    t0 = time.monotonic()
+    try:
+        time.sleep(seconds)
+        outcome = "ok"
+    except BaseException as exc:
+        outcome = repr(exc)
+    return outcome, round(time.monotonic() - t0, 1)
+
+for seconds in (0, 0.001, 1, True, -1, -0.5, float("nan"), float("inf"), 10**30, 2**70, "1", None):
+    print(repr(seconds), timed(seconds)[0])
+taken = []
+signal.signal(signal.SIGUSR1, lambda *_: taken.append("usr1"))
+threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+print("a handler that returns: the sleep goes on to its end", timed(0.4), taken)
+def interrupt(*_):
+    raise KeyboardInterrupt("from the handler")
+signal.signal(signal.SIGUSR2, interrupt)
+threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+print("a handler that raises: out at once", timed(3))
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+print("the program's blocked signal stays blocked", timed(0.3), taken,
+      signal.SIGUSR1 in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+print("and is taken once unblocked", taken)
+done = []
+thread = threading.Thread(target=lambda: done.append(timed(0.2))); thread.start(); thread.join()
+print("a thread's sleep", done, "audit events", len(audited))
+"""
+
+
+def test_time_sleep_answers_signals_errors_and_audit_hooks_as_untraced(traced):
+    """The traced time.sleep is the C twin's (importtime.sleep_after_signals: signals blocked from
+    the last check for them into the poll that sleeps, so one taken in between ends the sleep at
+    once, where CPython's own waits for its end). Everything else as untraced: each argument's
+    error, a handler that returns (the sleep goes on to its end, PEP 475) or raises (out at once),
+    a signal the program blocked, a thread's sleep, the audit events of Python 3.13 and later (the
+    flusher thread's naps are none: they were, as time.sleep)."""
+    untraced, result = traced.both_ways("semantics.py", SLEEP_SEMANTICS)
+    assert result.returncode == untraced.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == (untraced.stdout, untraced.stderr)
+    assert b"goes on to its end ('ok', 0.4)" in result.stdout and b"out at once (\"KeyboardInterrupt" in result.stdout
+    assert b"stays blocked ('ok', 0.3) ['usr1'] True\nand is taken once unblocked ['usr1', 'usr1']" in result.stdout

@@ -125,14 +125,27 @@ def test_sigterm_chains_to_the_programs_own_handler(traced):
     assert not traced.spans().processes()[0].incomplete
 
 
-def test_a_sigterm_as_the_sleep_starts_its_flusher_thread_is_not_lost(traced):
+# A program thread that asks for the GIL every 0.2 ms, at a switch interval of 1 us: the main thread's
+# sleep then hands the GIL over as it begins, between CPython's last check for signals and its
+# system call.
+GIL_ASKER = ("import threading\nsys.setswitchinterval(1e-6)\n"
+             "def ask():\n    lock = threading.Lock(); lock.acquire()\n    while True: lock.acquire(True, 0.0002)\n"
+             "threading.Thread(target=ask, daemon=True).start()\n")
+
+
+@pytest.mark.parametrize("beside", ["", GIL_ASKER], ids=["alone", "beside a thread asking for the GIL"])
+def test_a_sigterm_as_the_program_starts_to_sleep_is_not_lost(traced, beside: str):
     """The sleep starts the flusher thread (tracer.before_block). Were that thread to ask for the GIL
     only once the sleep is under way, the sleeper hands the GIL over at its last check for signals, and
     a SIGTERM taken then waited for the sleep's end. One CPU shared with two busy processes makes
-    that likely: 5 of 120 such processes hung before _start_flusher waited for its thread."""
+    that likely: 5 of 120 such processes hung before _start_flusher waited for its thread. A program
+    thread asking for the GIL opens the same gap in CPython's own sleep: 8 of 360 processes hung
+    when the twin's sleep was CPython's behind a check for signals (untraced, 0 of 300: the sleep
+    begins before the signal comes); the twin's sleep blocks the signals from its last check into
+    the poll that sleeps (importtime.sleep_after_signals)."""
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no sched_setaffinity here")
-    code = ("import os, signal, sys, time\n"
+    code = ("import os, signal, sys, time\n" + beside +
             "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
             "print('up', flush=True); time.sleep(30)\n")
     one_cpu = {min(os.sched_getaffinity(0))}

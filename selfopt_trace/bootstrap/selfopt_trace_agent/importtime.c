@@ -12,8 +12,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#ifdef __linux__
+#include <poll.h>
+#include <signal.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -540,20 +545,86 @@ runqueue_ns(PyObject *module, PyObject *unused)
     return PyLong_FromUnsignedLongLong(strtoull(end, NULL, 10));
 }
 
-/* call_after_signals(function, argument) -> function(argument), the handlers of signals already taken
- * run first. process.py's time.sleep wrapper calls the sleep so: from Python, the last check for
- * signals before the call (where the interpreter also hands the GIL to a thread that asked for it)
- * comes a few instructions before the sleep, and a SIGTERM taken while the flusher thread held the
- * GIL there waited for the end of a time.sleep(30) (1 of 60 processes sharing a CPU with two busy
- * ones, tests/agent/test_survival.py). Here nothing hands the GIL over between the check and the
- * call: what is left is CPython's own gap, untraced too. */
+/* sleep_after_signals(sleep, seconds): time.sleep(seconds), with no gap where a signal taken goes
+ * unseen until the sleep ends. CPython's own sleep checks for signals, then enters its system call:
+ * a SIGTERM landing between the two waited for the end of a time.sleep(30). Untraced that gap is
+ * short; traced, a signal sent as the program says it is about to sleep lands while the sleep's
+ * wrapper runs, and a CPU quota's stall inside the gap lost one in ~200 (tests/agent/test_survival.py).
+ * Here the signals are blocked from the last check on, and ppoll unblocks them as it sleeps, in one
+ * step: one taken meanwhile ends the poll at once, and its handler runs as CPython's sleep runs it
+ * on EINTR (then the sleep goes on to its deadline, PEP 475). The kernel lets a poll end late by a
+ * thousandth of its timeout (a two-hundredth for a niced thread, 100 ms at most), clock_nanosleep
+ * only by the timer slack (50 us): so each poll asks for a hundredth less than is left, ending
+ * before the deadline, down to a last one of at most SLEEP_CHUNK_NS (late by the slack only): a
+ * 30 s sleep polls four times. `sleep` itself (after the check) for what is not a positive int or
+ * float under SLEEP_MAX_S (zero, its errors), and where there is no ppoll. */
+#define SLEEP_CHUNK_NS 50000000LL
+#define SLEEP_MAX_S 1e7
+
 static PyObject *
-call_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+sleep_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    double seconds = -1;
     if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "call_after_signals() takes 2 arguments (%zd given)", nargs);
+        return PyErr_Format(PyExc_TypeError, "sleep_after_signals() takes 2 arguments (%zd given)", nargs);
+    if (PyFloat_CheckExact(args[1]))
+        seconds = PyFloat_AS_DOUBLE(args[1]);
+    else if (PyLong_CheckExact(args[1]) && (seconds = PyLong_AsDouble(args[1])) == -1.0 && PyErr_Occurred())
+        PyErr_Clear(); /* too big for a double: the original says so */
     if (PyErr_CheckSignals() < 0)
         return NULL;
+#ifdef __linux__
+    if (seconds > 0 && seconds < SLEEP_MAX_S) {
+        sigset_t asynchronous, program;
+        struct timespec now, chunk;
+        long long deadline, left;
+        int interrupted, error = 0;
+#if PY_VERSION_HEX >= 0x030D0000
+        if (PySys_Audit("time.sleep", "O", args[1]) < 0)
+            return NULL;
+#endif
+        sigfillset(&asynchronous); /* a fault's signal is never held back */
+        sigdelset(&asynchronous, SIGSEGV); sigdelset(&asynchronous, SIGBUS); sigdelset(&asynchronous, SIGFPE);
+        sigdelset(&asynchronous, SIGILL); sigdelset(&asynchronous, SIGTRAP); sigdelset(&asynchronous, SIGSYS);
+        sigdelset(&asynchronous, SIGABRT);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        deadline = now.tv_sec * 1000000000LL + now.tv_nsec + (long long)ceil(seconds * 1e9);
+        for (;;) {
+            pthread_sigmask(SIG_BLOCK, &asynchronous, &program);
+            if (PyErr_CheckSignals() < 0) { /* one taken between the check above and the block */
+                pthread_sigmask(SIG_SETMASK, &program, NULL);
+                return NULL;
+            }
+            interrupted = 0;
+            Py_BEGIN_ALLOW_THREADS
+            for (;;) {
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                left = deadline - (now.tv_sec * 1000000000LL + now.tv_nsec);
+                if (left <= 0)
+                    break;
+                if (left > SLEEP_CHUNK_NS)
+                    left = left - left / 100 > SLEEP_CHUNK_NS ? left - left / 100 : SLEEP_CHUNK_NS;
+                chunk.tv_sec = left / 1000000000LL;
+                chunk.tv_nsec = left % 1000000000LL;
+                if (ppoll(NULL, 0, &chunk, &program) < 0) {
+                    interrupted = errno == EINTR;
+                    error = interrupted ? 0 : errno;
+                    break;
+                }
+            }
+            Py_END_ALLOW_THREADS
+            pthread_sigmask(SIG_SETMASK, &program, NULL); /* what came since the poll's end is taken here */
+            if (error) {
+                errno = error;
+                return PyErr_SetFromErrno(PyExc_OSError);
+            }
+            if (!interrupted)
+                Py_RETURN_NONE;
+            if (PyErr_CheckSignals() < 0)
+                return NULL;
+        }
+    }
+#endif
     return PyObject_CallOneArg(args[0], args[1]);
 }
 
@@ -1232,8 +1303,8 @@ static PyMethodDef methods[] = {
      "span_writers(Span, format, encode, UNSET) -> (new_span, span_line, encode): Span(...), tracer._format and spanfile.encode, in C for the common case"},
     {"handle_with_traceback", (PyCFunction)(void (*)(void))handle_with_traceback, METH_FASTCALL,
      "handle_with_traceback(exc, tb): the exception being handled, exc, re-raised with traceback tb by a bare raise"},
-    {"call_after_signals", (PyCFunction)(void (*)(void))call_after_signals, METH_FASTCALL,
-     "call_after_signals(function, argument) -> function(argument), pending signals' handlers run first"},
+    {"sleep_after_signals", (PyCFunction)(void (*)(void))sleep_after_signals, METH_FASTCALL,
+     "sleep_after_signals(sleep, seconds): time.sleep(seconds) with no gap where a signal taken waits for its end"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -86,10 +86,11 @@ def _install_sleep_hook() -> None:
     for that) is asleep as soon as untraced. Building the wrapper on the first call (importing
     hooks/time_.py) put a millisecond there, and a SIGTERM landing in CPython's gap between its
     last signal check and the sleep's system call was not handled for the whole sleep (1 run in
-    80 of such a program). hooks/time_.py records the sleeps that blocked."""
+    80 of such a program; the C twin's sleep has no such gap). hooks/time_.py records the sleeps
+    that blocked."""
     import time
 
-    from .importtime import call_after_signals
+    from .importtime import sleep_after_signals
 
     original = time.sleep
     if tracer.is_own_wrapper(original):
@@ -115,10 +116,10 @@ def _install_sleep_hook() -> None:
             if tracer._flusher_started:  # it started the thread: the time asked for runs from here
                 asleep = time_ns()
         try:
-            if call_after_signals is None:
+            if sleep_after_signals is None:
                 original(seconds)
-            else:  # no GIL hand-over between the last check for signals and the sleep (importtime.c)
-                call_after_signals(original, seconds)
+            else:  # signals blocked from the last check for them into the sleep (importtime.c)
+                sleep_after_signals(original, seconds)
         except BaseException as exc:  # a bad argument, a signal handler's exception: as untraced
             t1 = time_ns()
             if t1 - t0 >= threshold:

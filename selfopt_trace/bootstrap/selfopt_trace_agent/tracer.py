@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from _thread import allocate_lock, get_ident, get_native_id
-from time import sleep as _sleep, time_ns  # the original sleep: the program's is traced (hooks/time_.py)
+from time import time_ns
 
 from . import config, spanfile
 
@@ -40,8 +40,10 @@ FLUSH_NAP_MAX_NS = 400_000_000
 # the agent does not hook (a busy loop, a socket read), and its open spans end there.
 FLUSHER_AGE_NS = 1_000_000_000
 # How long a hooked blocking call waits, at most, for the thread it starts to sleep (_start_flusher):
-# ~0.1 ms as a rule.
-FLUSHER_START_WAIT_S = 0.05
+# ~0.1 ms as a rule, two hand-overs of the GIL beside a busy program thread. A wait cut short leaves
+# the thread asking for the GIL as the call begins, where a signal can be lost for the call's length:
+# in a container throttled by its CPU quota, 18 of 200 threads reached their sleep only after 95 ms.
+FLUSHER_START_WAIT_S = 1.0
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
 # collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
 FLUSH_RECORDS = 1000
@@ -247,6 +249,10 @@ _root: Span | None = None  # the process span: parent of spans started where no 
 _trace_id = ""
 _remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
 _flush_lock = allocate_lock()  # the flusher thread and the program's threads take from one buffer
+# The flusher thread's naps: a wait with a timeout on a lock never released. Not time.sleep: from
+# Python 3.13 each sleep is an audit event, and the program's audit hooks would see the agent's.
+_nap = allocate_lock()
+_nap.acquire()
 
 
 def _id_texts(start: int):
@@ -790,18 +796,12 @@ def _start_flusher(at_any_age: bool = False, wait: bool = False) -> None:
     except ImportError:  # a platform without it
         pthread_sigmask = None
     # Before the main thread's blocking call (`wait`), the thread is also waited for until it sleeps,
-    # signals still blocked: a thread that asks for the GIL later makes the caller hand it over at its
-    # last check for signals before the call, and a signal taken meanwhile was seen only once the call
-    # returned (a SIGTERM during time.sleep(30) waited 30 s: tests/agent/test_survival.py). Taken
-    # after the wait, a pending signal is handled before the call, as untraced. The sleep's own check
-    # (importtime.call_after_signals) is not enough: the sleep's release of the GIL wakes a thread
-    # waiting for it, which can take the CPU between that release and the system call (a SIGTERM
-    # then lost in 2 of 5 runs of that test without the wait). Nor is a thread the C twin starts
-    # asleep, taking the GIL only 100 ms later: beside two busy processes on one CPU, one SIGTERM in
-    # ~30 still landed after the sleep's last check (its handler tripped, run at a second signal):
-    # the sleep's first call faults in its code and binds clock_nanosleep lazily after that check.
-    # Running time.sleep(0) once at start-up took that away in 360 local processes; a clean-clone CI
-    # run still lost one of 60 (2026-12-06).
+    # signals still blocked: a thread asking for the GIL as the call begins makes the caller hand the
+    # GIL over between its last check for signals and its system call, and a signal taken then was
+    # seen only once the call returned (a SIGTERM during time.sleep(30) waited 30 s:
+    # tests/agent/test_survival.py). Taken after the wait, a pending signal is handled before the
+    # call, as untraced. The twin's sleep (importtime.sleep_after_signals) closes that gap for
+    # sleeps whatever the thread does; a wait on a child keeps CPython's own.
     try:
         import _thread
 
@@ -863,7 +863,7 @@ def _flusher_loop(pid: int, started=None) -> None:
                 if started is not None:
                     started.release()
                     started = None
-                _sleep(due / 1e9)
+                _nap.acquire(True, due / 1e9)
             elif _flush_lock.acquire(False):  # never wait on a program thread that is flushing
                 nap = FLUSH_INTERVAL_NS
                 try:
