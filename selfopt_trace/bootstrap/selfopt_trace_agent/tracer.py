@@ -42,7 +42,7 @@ FLUSHER_AGE_NS = 1_000_000_000
 # How long a hooked blocking call waits, at most, for the thread it starts to sleep (_start_flusher):
 # ~0.1 ms as a rule, two hand-overs of the GIL beside a busy program thread. A wait cut short leaves
 # the thread asking for the GIL as the call begins, where a signal can be lost for the call's length:
-# in a container throttled by its CPU quota, 18 of 200 threads reached their sleep only after 95 ms.
+# in a container throttled by its CPU quota, 18 of 200 threads took over 50 ms to reach it (96 at most).
 FLUSHER_START_WAIT_S = 1.0
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
 # collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
