@@ -20,8 +20,8 @@ from pathlib import Path
 from .paths import AGENT_PACKAGE
 
 
-def prepare(directory: Path) -> None:
-    """The .pyc files, the bundles and the C twin of the agent under `directory`, for this
+def prepare(directory: Path, twin: bool = True) -> None:
+    """The .pyc files, the bundles and (`twin`) the C twin of the agent under `directory`, for this
     interpreter, each written only when missing or stale. Best effort, silent."""
     try:
         if not bootstrap_compiled(directory):  # the check costs less than importing compileall (~5 ms)
@@ -32,6 +32,8 @@ def prepare(directory: Path) -> None:
             write_bundles(directory)
     except Exception:
         pass
+    if not twin:
+        return
     try:
         from . import import_twin
 
@@ -211,8 +213,8 @@ def this_interpreter() -> dict:
             "twin_suffix": import_twin.twin_suffix() or ""}
 
 
-def main(directory: str) -> None:
+def main(directory: str, twin: bool = True) -> None:
     """`python -I -c ...` of another interpreter (interpreters.py): prepare the agent under
     `directory` for it, then print what this_interpreter() says of it, as JSON."""
-    prepare(Path(directory))
+    prepare(Path(directory), twin)
     print(json.dumps(this_interpreter()))

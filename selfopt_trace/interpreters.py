@@ -31,7 +31,8 @@ _PREPARE = ("import sys\n"
             "if sys.version_info < (3, 8): sys.exit(3)\n"
             "sys.path.insert(0, sys.argv[1])\n"
             "from selfopt_trace import agent_build\n"
-            "agent_build.main(sys.argv[2])\n")
+            "agent_build.main(sys.argv[2], '--no-twin' not in sys.argv[3:])\n")
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # _PREPARE's sys.path entry for this package
 PREPARE_TIMEOUT_S = 60  # compiling the agent and the twin: ~0.5-2 s; a hung interpreter does not hold the run
 
 
@@ -117,16 +118,64 @@ def _prepared(directory: Path, facts: dict) -> bool:
 
 def _prepare_in(program: str, directory: Path) -> dict:
     """Run agent_build in `program`: its facts ({"tag": None} when it is no Python 3.8+ or failed)."""
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    return _facts([program, "-I", "-c", _PREPARE, str(_PACKAGE_PARENT), str(directory)])[0]
+
+
+def _facts(command: list[str]) -> tuple[dict, str]:
+    """Run `command` (_PREPARE in some interpreter): its facts ({"tag": None} on failure), and what
+    went wrong ("" when nothing did)."""
     try:
-        result = subprocess.run([program, "-I", "-c", _PREPARE, package_parent, str(directory)], stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=PREPARE_TIMEOUT_S)
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PREPARE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"tag": None}, str(exc)
+    try:
         facts = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {}
-        if isinstance(facts, dict) and {"tag", "magic", "twin_suffix"} <= facts.keys():
-            return {key: facts[key] for key in ("tag", "magic", "twin_suffix")}
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        pass
-    return {"tag": None}
+    except (ValueError, IndexError):
+        facts = {}
+    if isinstance(facts, dict) and {"tag", "magic", "twin_suffix"} <= facts.keys():
+        return {key: facts[key] for key in ("tag", "magic", "twin_suffix")}, ""
+    if result.returncode == 3:
+        return {"tag": None}, "its Python is older than 3.8, which the agent does not trace"
+    said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("Run 'docker")]  # its hint
+    return {"tag": None}, said[-1] if said else f"exit status {result.returncode}"
+
+
+def prepare_python(program: str, directory: Path) -> str:
+    """The agent under `directory` prepared for the host's interpreter `program` (`selfopt-trace
+    prepare --python`), remembered as `run` remembers those CMD names. Returns what went wrong, or ""."""
+    real = _interpreter(program if os.sep in program else _which(program, os.environ.get("PATH", os.defpath)),
+                        os.environ.get("PATH", os.defpath), follow_script=False)
+    if real is None:
+        return f"{program}: not a Python interpreter"
+    status = os.stat(real)
+    facts, error = _facts([real, "-I", "-c", _PREPARE, str(_PACKAGE_PARENT), str(directory)])
+    if facts["tag"] is not None:
+        known = _known(directory)
+        known[real] = {"stamp": [status.st_mtime_ns, status.st_size], **facts}
+        _save(directory, known)
+    return f"{program}: {error}" if error else ""
+
+
+# Where an image's container sees this package and the agent while it prepares the agent for its Python.
+CONTAINER_PACKAGE = "/selfopt-trace/package"
+
+
+def prepare_image(image: str, directory: Path) -> str:
+    """The agent under `directory` prepared for the Python of container image `image` (`selfopt-trace
+    prepare --image`): agent_build run once by the image's python3 in a container, with the agent
+    mounted writable where traced containers find it read-only (hooks/docker_.py), as the host's
+    user, without network. A traced container of an image whose Python has no bundle made for it
+    compiles the agent in each process (~20 ms; the agent's `agent_unprepared` diagnostic). No C
+    twin: built by another C library, it may not load here; the container's processes time their
+    imports in Python. Returns what went wrong, or ""."""
+    from .bootstrap.selfopt_trace_agent.hooks.docker_ import CONTAINER_BOOTSTRAP, volume_flag
+
+    command = ["docker", "run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
+               "--entrypoint", "python3", *volume_flag(str(_PACKAGE_PARENT), CONTAINER_PACKAGE, True),
+               *volume_flag(str(directory.resolve()), CONTAINER_BOOTSTRAP, False),
+               image, "-I", "-c", _PREPARE, CONTAINER_PACKAGE, CONTAINER_BOOTSTRAP, "--no-twin"]
+    error = _facts(command)[1]
+    return f"{image}: {error}" if error else ""
 
 
 def _cache_path(directory: Path) -> Path:

@@ -276,6 +276,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
     notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
+    notes += _unprepared_note(store, run_id)
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
         wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,
@@ -353,6 +354,23 @@ def _teardown_note(run_id: str, teardown_ns: int, wall_ns: int) -> list[str]:
             "after their last line (module teardown, freeing the heap) while the run waited for them to exit; "
             "a process that flushes what it must and ends with os._exit() does not pay it. Each child's: "
             f"`selfopt-trace query subprocess --run {run_id}` (teardown_ms)"]
+
+
+_UNPREPARED_SQL = """
+SELECT regexp_extract(message, '`(selfopt-trace prepare [^`]*)`', 1) AS command, count(*)
+FROM diagnostics WHERE run_id = $run_id AND code = 'agent_unprepared' GROUP BY 1 ORDER BY 2 DESC, 1
+"""
+
+
+def _unprepared_note(store: Store, run_id: str) -> list[str]:
+    """Processes whose Python had no agent prepared for it (a container image's): each compiled it."""
+    _, rows = store.sql(_UNPREPARED_SQL, {"run_id": run_id})
+    if not rows:
+        return []
+    count = sum(row[1] for row in rows)
+    commands = "; ".join(f"`{command}`" for command, _ in rows if command)
+    return [f"{count} process{'es' if count != 1 else ''} found no agent prepared for {'their' if count != 1 else 'its'} "
+            f"Python and compiled it at start-up (~20 ms each, in their start-up): {commands} prepares it once"]
 
 
 def next_commands(run_id: str, db_option: str, available: Iterable[str]) -> list[str]:

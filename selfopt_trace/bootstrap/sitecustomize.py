@@ -13,14 +13,15 @@ def _selfopt_trace_start():
         entered = time_ns()  # loading the agent's modules is the agent's cost too
         from os import environ
 
+        bundled = False
         if environ.get("SELFOPT_TRACE_DIR"):  # else the agent only reads its settings: no bundle to load
             try:
-                _selfopt_trace_load()
+                bundled = _selfopt_trace_load()
             except Exception:
                 pass  # imported as usual below
         import selfopt_trace_agent
 
-        return selfopt_trace_agent.start(entered, _selfopt_trace_run_module)
+        return selfopt_trace_agent.start(entered, _selfopt_trace_run_module, bundled)
     except Exception:
         return False  # fail open: the traced program must behave exactly as untraced
 

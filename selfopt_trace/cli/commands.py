@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "otel",
     "flame",
     "collector",
+    "prepare",
 )
 
 

@@ -29,6 +29,7 @@ COMMANDS = (
     ("jaeger", "Print the URL of the run's trace in the Jaeger UI (the main trace first, when there are several)."),
     ("flame", "Write a flamegraph of the py-spy samples (run --profile) inside the chosen spans."),
     ("collector", "Receive OTLP traces (HTTP: protobuf, JSON, gzip; gRPC) into the store, until SIGTERM or Ctrl-C."),
+    ("prepare", "Prepare the agent for a container image's Python or another host interpreter."),
 )
 OPTIONS = (("--version", "Show the version and exit."), ("-h, --help", "Show this message and exit."))
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from selfopt_trace import import_twin, interpreters, runner
+from selfopt_trace import import_twin, interpreters, runner, summary
+from selfopt_trace.store import Store
 from tests.conftest import BOOTSTRAP, Traced, other_python
 
 # What a traced program says of its agent: whether __future__ was imported (the bundle's modules
@@ -134,3 +136,52 @@ def test_the_interpreters_cmd_names(tmp_path: Path) -> None:
     (bin_dir / "python").symlink_to(real)
     assert interpreters.named_by(["/bin/true"], on_path) == [real]
     assert interpreters.named_by(["python3.42"], on_path) == [real]  # once
+
+
+def agent_unprepared(traced: Traced) -> list[str]:
+    return [d["message"] for d in traced.spans().diagnostics if d["code"] == "agent_unprepared"]
+
+
+def test_a_process_of_a_python_nothing_was_prepared_for_says_how_to_prepare_it(tmp_path: Path) -> None:
+    """A Python `run` could not find (a `sh -c` of CMD's, a container's) compiled the agent at each
+    start: ~20 ms a process, which only the start-up's length showed. Its process now says so, the
+    summary gathers it into a note with the command, and `prepare --python` (prepare_python) makes
+    the bundles, after which its processes run them."""
+    bootstrap = unprepared_copy(tmp_path)
+    env = {"PYTHONPATH": str(bootstrap), "SELFOPT_TRACE_BOOTSTRAP": str(bootstrap), "PYTHONDONTWRITEBYTECODE": "1"}
+    first = Traced(tmp_path / "first")
+    done = first.python(PROBE, extra_env=env)
+    assert (done.returncode, done.stderr) == (0, b""), done.stderr.decode()
+    assert done.stdout.decode().split()[0] == "True"  # the agent came through importlib
+    assert agent_unprepared(first) == [f"Python {sys.version_info[0]}.{sys.version_info[1]} ({sys.executable}) has no "
+                                       f"bundle of the agent made for it: `selfopt-trace prepare --python {sys.executable}`"]
+    with Store(tmp_path / "traces.duckdb") as store:
+        run_id = store.load_run(first.run_dir).run_id
+        notes = summary.summarize(store, run_id).notes
+    assert [note for note in notes if "prepare" in note] == [
+        f"1 process found no agent prepared for its Python and compiled it at start-up (~20 ms each, in their "
+        f"start-up): `selfopt-trace prepare --python {sys.executable}` prepares it once"]
+
+    assert interpreters.prepare_python(sys.executable, bootstrap) == ""
+    assert interpreters._known(bootstrap)[os.path.realpath(sys.executable)]["tag"] == sys.implementation.cache_tag
+    second = Traced(tmp_path / "second")
+    done = second.python(PROBE, extra_env=env)
+    assert (done.returncode, done.stderr, done.stdout.split()[0]) == (0, b"", b"False")  # the bundle's modules
+    assert agent_unprepared(second) == []
+
+
+def test_prepare_says_what_it_could_not_prepare(tmp_path: Path) -> None:
+    bootstrap = unprepared_copy(tmp_path)
+    assert interpreters.prepare_python("no-such-python", bootstrap) == "no-such-python: not a Python interpreter"
+    assert interpreters.prepare_python("/bin/sh", bootstrap) == "/bin/sh: not a Python interpreter"
+    old = other_python("3.7")
+    if old is not None:
+        assert interpreters.prepare_python(old, bootstrap).endswith("older than 3.8, which the agent does not trace")
+    assert not interpreters._cache_path(bootstrap).exists()
+    done = subprocess.run([sys.executable, "-m", "selfopt_trace", "prepare"], capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (2, "selfopt-trace: error: nothing to prepare: give --python PATH or "
+                                                 "--image IMAGE (each may repeat)\n")
+    done = subprocess.run([sys.executable, "-m", "selfopt_trace", "prepare", "--python", sys.executable,
+                           "--python", "no-such-python"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "the agent prepared for 1 of 2\n",
+                                                           "selfopt-trace: error: no-such-python: not a Python interpreter\n")

@@ -6,12 +6,13 @@ Importing this package has no side effects; `start()` (called by the sitecustomi
 _started = False
 
 
-def start(shim_entered: int = 0, run_module=None) -> bool:
+def start(shim_entered: int = 0, run_module=None, bundled: bool = True) -> bool:
     """Start tracing this process if the environment asks for it; True when it did. Idempotent.
 
     `shim_entered`: the clock when the sitecustomize shim began loading the agent (its modules'
     loading is the agent's cost too, counted in selfopt_trace.overhead_ns). `run_module`: the shim's
     function that runs a module's code as importlib would (the lazy bundle's modules run with it).
+    `bundled`: the shim ran the start-up modules from the bundle made for this interpreter.
     """
     global _started
     if _started:
@@ -24,7 +25,7 @@ def start(shim_entered: int = 0, run_module=None) -> bool:
         return False
     from . import process
 
-    process.start(settings, shim_entered, run_module)
+    process.start(settings, shim_entered, run_module, bundled)
     return True
 
 

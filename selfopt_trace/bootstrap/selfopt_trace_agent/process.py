@@ -29,9 +29,10 @@ def settings() -> config.Settings | None:
     return _settings
 
 
-def start(settings_: config.Settings, shim_entered: int = 0, run_module=None) -> None:
+def start(settings_: config.Settings, shim_entered: int = 0, run_module=None, bundled: bool = True) -> None:
     """`shim_entered`: when the shim began loading the agent (that loading is counted as overhead);
-    `run_module`: the shim's runner of bundled modules (importtime.install)."""
+    `run_module`: the shim's runner of bundled modules (importtime.install); `bundled`: the start-up
+    modules came from their bundle (else `_unprepared` says so)."""
     global _settings, _last_flush_ns
     entered = time_ns()
     counted = tracer.overhead_ns()  # what start-up's parts count themselves is not counted twice
@@ -47,6 +48,8 @@ def start(settings_: config.Settings, shim_entered: int = 0, run_module=None) ->
     _begin(start_ns, entered, source, trace_id, remote_parent)
     if twin_failure is not None:
         tracer.exception_diagnostic("import_twin", twin_failure)
+    if not bundled:
+        _unprepared()
     lazy.install_builtin_hooks()
     _install_os_stand_ins()
     _install_sleep_hook()
@@ -66,6 +69,18 @@ def start(settings_: config.Settings, shim_entered: int = 0, run_module=None) ->
         _startup[2] = ready  # the shim calls watch_for_main once it has chained the user's sitecustomize
     began = shim_entered if 0 < shim_entered <= entered else entered
     tracer.add_overhead(time_ns() - began - (tracer.overhead_ns() - counted))
+
+
+def _unprepared() -> None:
+    """No start-up bundle made for this interpreter from these sources (`run` prepares the agent for
+    the Pythons CMD names, not for a container image's): the agent's modules came through importlib,
+    compiled from source where no .pyc could be written (a container's read-only bootstrap), ~20 ms
+    a process. The diagnostic says how to prepare it (the summary's notes gather them)."""
+    image = os.environ.get(config.ENV_CONTAINER_IMAGE)
+    how = "--image " + image if image else "--python " + sys.executable
+    tracer.diagnostic("agent_unprepared", "Python %d.%d (%s%s) has no bundle of the agent made for it: "
+                      "`selfopt-trace prepare %s`" % (sys.version_info[0], sys.version_info[1], sys.executable,
+                                                       " in " + image if image else "", how))
 
 
 # os functions that start, replace, end or reap processes; wrapped in hooks/os_.py.
