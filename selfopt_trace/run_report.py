@@ -49,7 +49,10 @@ def report(records: list[RunRecord], options: RunOptions, disabled: str | None,
     try:
         results = _load_and_summarize(store, records, options, available_commands, environ)
     except BaseException:
-        store.close()
+        try:
+            store.close()
+        except Exception:  # a query of another thread still on the connection: the first error is the one to tell
+            pass
         raise
     closing = Background(store.close)  # DuckDB's checkpoint and its fsyncs (~12 ms)
     try:

@@ -215,3 +215,22 @@ def test_subprocess_spans_carry_the_process_name(cli):
     code = "import subprocess; subprocess.run(['sh', '-c', 'true'], check=True)"
     assert cli("run", "-q", "--run-id", "names", "--", *python(code)).returncode == 0
     assert cli.query("SELECT attributes->>'process.command' FROM spans WHERE name = 'subprocess'") == [("sh -c true",)]
+
+
+def test_an_install_without_its_queries_says_so_and_keeps_the_run(cli, tmp_path: Path):
+    """A failure while the summary's queries run (here: a copy of the package without queries/) is
+    told as itself, with the run's files kept; closing the store under another thread's query used
+    to raise over it (DuckDB: the connection is busy), a traceback instead of the message."""
+    import shutil
+
+    from tests.conftest import BOOTSTRAP
+
+    package = tmp_path / "install"
+    shutil.copytree(BOOTSTRAP.parent, package / "selfopt_trace")
+    env = cli.env(PYTHONPATH=str(package))
+    result = cli("run", "--run-id", "noqueries", "--", *python("pass"), env=env)
+    err = result.stderr.decode()
+    assert result.returncode == 0 and "Traceback" not in err, err  # CMD's exit status, as ever
+    assert err.endswith(f"selfopt-trace: error: queries folder not found: {package / 'queries'}; the run files are kept: "
+                        f"load them with `selfopt-trace load {cli.runs_dir / 'noqueries'}`\n"), err
+    assert list((cli.runs_dir / "noqueries" / "spans").glob("*.spans"))
