@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from . import agent_build, import_twin
 from .paths import AGENT_PACKAGE
@@ -101,10 +102,33 @@ def prepare_for(command: list[str], environ: dict[str, str] | os._Environ, direc
             elif facts["tag"] not in (None, sys.implementation.cache_tag) and not _prepared(directory, facts):
                 facts.update(_prepare_in(program, directory))
                 changed = True
+        engine_args, image = image_named_by(command)
+        key = _IMAGE_KEY + image
+        if image and (key not in known or known[key]["tag"] is not None and not _prepared(directory, known[key])):
+            facts, error = _image_facts(image, directory, engine_args)
+            if not error or facts.get("no_python"):  # an engine that did not answer: asked again next run
+                known[key] = facts
+                changed = True
         if changed:
             _save(directory, known)
     except Exception:
         pass
+
+
+# interpreters.json's key of a container image CMD runs (`run -- docker run ... IMAGE ...`).
+_IMAGE_KEY = "docker image "
+
+
+def image_named_by(command: list[str]) -> tuple[list, str]:
+    """docker's global options (-H, --context) and the image CMD starts a container of, when CMD is
+    `docker run` or `docker create` (as the docker hook reads it), else ([], ""). Prepared once per
+    image name: a rebuilt image with another Python says so (the `agent_unprepared` diagnostic)."""
+    from .bootstrap.selfopt_trace_agent.hooks.docker_ import parse
+
+    parsed = parse(list(command)) if command and os.path.basename(command[0]) == "docker" else None
+    if parsed is None or parsed.subcommand not in ("run", "create"):
+        return [], ""
+    return parsed.engine_args, parsed.target
 
 
 def _prepared(directory: Path, facts: dict) -> bool:
@@ -128,6 +152,7 @@ def _facts(command: list[str]) -> tuple[dict, str]:
         result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PREPARE_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError) as exc:
         return {"tag": None}, str(exc)
+    failed = {"tag": None, "no_python": result.returncode in (3, 127)}  # older than 3.8; no python3 (docker's 127)
     try:
         facts = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {}
     except (ValueError, IndexError):
@@ -135,9 +160,9 @@ def _facts(command: list[str]) -> tuple[dict, str]:
     if isinstance(facts, dict) and {"tag", "magic", "twin_suffix"} <= facts.keys():
         return {key: facts[key] for key in ("tag", "magic", "twin_suffix")}, ""
     if result.returncode == 3:
-        return {"tag": None}, "its Python is older than 3.8, which the agent does not trace"
+        return failed, "its Python is older than 3.8, which the agent does not trace"
     said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("Run 'docker")]  # its hint
-    return {"tag": None}, said[-1] if said else f"exit status {result.returncode}"
+    return failed, said[-1] if said else f"exit status {result.returncode}"
 
 
 def prepare_python(program: str, directory: Path) -> str:
@@ -161,21 +186,28 @@ CONTAINER_PACKAGE = "/selfopt-trace/package"
 
 
 def prepare_image(image: str, directory: Path) -> str:
+    """`selfopt-trace prepare --image` (_image_facts): what went wrong, or ""."""
+    error = _image_facts(image, directory)[1]
+    return f"{image}: {error}" if error else ""
+
+
+def _image_facts(image: str, directory: Path, engine_args: Sequence[str] = ()) -> tuple[dict, str]:
     """The agent under `directory` prepared for the Python of container image `image` (`selfopt-trace
     prepare --image`): agent_build run once by the image's python3 in a container, with the agent
     mounted writable where traced containers find it read-only (hooks/docker_.py), as the host's
     user, without network. A traced container of an image whose Python has no bundle made for it
     compiles the agent in each process (~20 ms; the agent's `agent_unprepared` diagnostic). No C
     twin: built by another C library, it may not load here; the container's processes time their
-    imports in Python. Returns what went wrong, or ""."""
+    imports in Python (so the facts name none). Returns the facts and what went wrong ("" when
+    nothing did); an image that is not there locally is not pulled."""
     from .bootstrap.selfopt_trace_agent.hooks.docker_ import CONTAINER_BOOTSTRAP, volume_flag
 
-    command = ["docker", "run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
+    command = ["docker", *engine_args, "run", "--rm", "--pull", "never", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
                "--entrypoint", "python3", *volume_flag(str(_PACKAGE_PARENT), CONTAINER_PACKAGE, True),
                *volume_flag(str(directory.resolve()), CONTAINER_BOOTSTRAP, False),
                image, "-I", "-c", _PREPARE, CONTAINER_PACKAGE, CONTAINER_BOOTSTRAP, "--no-twin"]
-    error = _facts(command)[1]
-    return f"{image}: {error}" if error else ""
+    facts, error = _facts(command)
+    return {**facts, "twin_suffix": None} if not error else facts, error
 
 
 def _cache_path(directory: Path) -> Path:

@@ -362,6 +362,8 @@ def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder,
     if not executable:
         raise CommandNotRunnable(command[0], "Permission denied", EXIT_NOT_EXECUTABLE)
     argv = list(command)
+    if starts_a_container(argv):
+        argv, path = [sys.executable, "-c", _EXEC_SHIM, path, *argv], sys.executable
     try:
         child = _spawn(argv, path, env)
     except OSError as exc:
@@ -376,6 +378,19 @@ def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder,
         on_start(child)
     child.wait()
     return child
+
+
+# CMD that starts a container (`docker run ...`) is started by a traced Python process that execs it:
+# the agent's exec hook carries the trace into the container (hooks/docker_.py), as for a program's
+# own `docker run`. The process stays CMD's (the same pid, signals, exit status).
+_EXEC_SHIM = "import os, sys; os.execv(sys.argv[1], sys.argv[2:])"
+
+
+def starts_a_container(command: Sequence[str]) -> bool:
+    """CMD is `docker` or `podman` `run`, `create` or `exec` (as the docker hook reads it)."""
+    from .bootstrap.selfopt_trace_agent.hooks.docker_ import parse
+
+    return bool(command) and os.path.basename(command[0]) in ("docker", "podman") and parse(list(command)) is not None
 
 
 def _spawn(argv: list[str], path: str, env: dict[str, str]) -> subprocess.Popen:

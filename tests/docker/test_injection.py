@@ -284,3 +284,23 @@ with DockerContainer({image!r}, command=['python3', '-c', 'import time; time.sle
     assert len([p for p in spans.processes() if p.parent_span_id == create.span_id]) == 1
     [exec_process] = [p for p in spans.processes() if p.parent_span_id == exec_span.span_id]
     assert exec_process.trace_id == create.trace_id
+
+
+def test_run_of_a_docker_run_traces_the_container_into_the_run(image, tmp_path):
+    """`selfopt-trace run -- docker run IMAGE python3 ...`: CMD is the docker CLI, no traced Python
+    process to rewrite its argv, and nothing was traced. `run` now starts such a CMD through a traced
+    Python process that execs it (runner._EXEC_SHIM): the container's process joins the run's trace
+    under the exec, and CMD keeps its output and exit status."""
+    from tests.cli.conftest import Cli
+
+    cli = Cli(tmp_path)
+    done = cli("run", "--run-id", "docker", "--", *run_args(image, "python3", "-c", "import sys; print('in'); sys.exit(3)"))
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == b"in\n"
+    rows = cli.query("SELECT name, trace_id, span_id, parent_span_id, attributes->>'process.command' FROM spans "
+                     "WHERE name IN ('process', 'exec') ORDER BY start_ns")
+    assert [row[0] for row in rows] == ["process", "exec", "process"], rows
+    shim, exec_, inside = rows
+    assert len({row[1] for row in rows}) == 1  # one trace
+    assert (exec_[3], inside[3]) == (shim[2], exec_[2])
+    assert "print('in')" in inside[4], inside

@@ -43,3 +43,33 @@ def test_an_image_without_python_is_named_in_the_error(no_python_image: str, tmp
     assert error.startswith(f"{no_python_image}: ") and "python3" in error, error
     assert interpreters.prepare_image("selfopt-trace-test/no-such-image:0", unprepared_copy(tmp_path / "x")).startswith(
         "selfopt-trace-test/no-such-image:0: ")
+
+
+def test_run_prepares_the_image_cmd_starts_once_per_image(image: str, tmp_path: Path) -> None:
+    """`run -- docker run ... IMAGE ...`: `run` sees the image in CMD and prepares the agent for its
+    Python before CMD starts (interpreters.image_named_by), once: what it learnt is kept in
+    interpreters.json, and the next run starts no container for it. An install of its own (a copy of
+    the package) so that this run is the first to see the image."""
+    import json
+    import shutil
+    import subprocess
+
+    from tests.cli.conftest import REPO, clean_environ
+
+    install = tmp_path / "install"
+    shutil.copytree(REPO / "selfopt_trace", install / "selfopt_trace",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "queries", install / "queries")
+    env = clean_environ(PYTHONPATH=str(install), SELFOPT_TRACE_HOME=str(tmp_path / "home"))
+    argv = [sys.executable, "-m", "selfopt_trace", "run", "--json", "--", *run_args(image, "python3", "-c", "pass")]
+    first = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert not [note for note in json.loads(first.stdout)["notes"] if "selfopt-trace prepare" in note]
+    bootstrap = install / "selfopt_trace" / "bootstrap"
+    tag = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "python3", "-c",
+                          "import sys; print(sys.implementation.cache_tag)"], capture_output=True, text=True).stdout.strip()
+    assert interpreters._known(bootstrap)["docker image " + image]["tag"] == tag
+    kept = interpreters._cache_path(bootstrap).stat().st_mtime_ns
+    second = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert interpreters._cache_path(bootstrap).stat().st_mtime_ns == kept
