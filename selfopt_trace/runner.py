@@ -382,8 +382,13 @@ def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder,
 
 # CMD that starts a container (`docker run ...`) is started by a traced Python process that execs it:
 # the agent's exec hook carries the trace into the container (hooks/docker_.py), as for a program's
-# own `docker run`. The process stays CMD's (the same pid, signals, exit status).
-_EXEC_SHIM = "import os, sys; os.execv(sys.argv[1], sys.argv[2:])"
+# own `docker run`. The process stays CMD's (the same pid, signals, exit status). Python ignores
+# SIGPIPE and SIGXFSZ, which an exec keeps, and handles SIGINT: back to their defaults first, as
+# subprocess gives CMD otherwise (restore_signals).
+_EXEC_SHIM = ("import os, sys, _signal\n"
+              "for name in ('SIGINT', 'SIGPIPE', 'SIGXFSZ'):\n"
+              "    if hasattr(_signal, name): _signal.signal(getattr(_signal, name), _signal.SIG_DFL)\n"
+              "os.execv(sys.argv[1], sys.argv[2:])\n")
 
 
 def starts_a_container(command: Sequence[str]) -> bool:

@@ -192,3 +192,24 @@ def test_the_store_is_closed_before_the_exit(cli):
     assert b"Time by category" in result.stderr and printed["spans"] >= 2  # the process and its start-up
     assert not cli.db.with_name(cli.db.name + ".wal").exists()
     assert cli.query("SELECT count(*) FROM spans WHERE run_id = ?", [printed["run_id"]]) == [(printed["spans"],)]
+
+
+def test_the_exec_shim_gives_cmd_the_signal_dispositions_a_direct_start_gives(tmp_path):
+    """`run -- docker run ...` starts CMD through a traced Python that execs it (runner._EXEC_SHIM;
+    the container's part: tests/docker). An exec keeps what is ignored: Python's ignored SIGPIPE and
+    SIGXFSZ would have reached docker. Read here from /proc of a shell the shim execs, traced, against
+    the same shell started by subprocess as `run` starts CMD."""
+    import subprocess
+
+    from selfopt_trace import runner
+    from tests.conftest import Traced
+
+    show = ["/bin/sh", "-c", "grep -E '^Sig(Ign|Blk|Cgt)' /proc/self/status"]
+    direct = subprocess.run(show, capture_output=True, text=True)
+    traced = Traced(tmp_path)
+    through = traced.run([sys.executable, "-c", runner._EXEC_SHIM, show[0], *show], text=True)
+    assert (through.returncode, through.stderr) == (0, "")
+    assert through.stdout == direct.stdout
+    assert [s.name for s in traced.spans().spans if s.name in ("process", "exec")] == ["process", "exec"]
+    assert runner.starts_a_container(["docker", "run", "--rm", "img"]) and runner.starts_a_container(["podman", "exec", "c", "sh"])
+    assert not runner.starts_a_container(["docker", "ps"]) and not runner.starts_a_container(["python", "run"])
