@@ -383,11 +383,12 @@ def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder,
 # CMD that starts a container (`docker run ...`) is started by a traced Python process that execs it:
 # the agent's exec hook carries the trace into the container (hooks/docker_.py), as for a program's
 # own `docker run`. The process stays CMD's (the same pid, signals, exit status). Python ignores
-# SIGPIPE and SIGXFSZ, which an exec keeps, and handles SIGINT: back to their defaults first, as
-# subprocess gives CMD otherwise (restore_signals).
-_EXEC_SHIM = ("import os, sys, _signal\n"
-              "for name in ('SIGINT', 'SIGPIPE', 'SIGXFSZ'):\n"
-              "    if hasattr(_signal, name): _signal.signal(getattr(_signal, name), _signal.SIG_DFL)\n"
+# SIGPIPE and SIGXFSZ, which an exec keeps: back to their defaults, as subprocess gives CMD otherwise
+# (restore_signals); its SIGINT handler, where it set one, too before the exec (not a traceback).
+_EXEC_SHIM = ("import os, sys, _signal as s\n"
+              "if s.getsignal(s.SIGINT) is s.default_int_handler: s.signal(s.SIGINT, s.SIG_DFL)\n"
+              "for name in ('SIGPIPE', 'SIGXFSZ'):\n"
+              "    if hasattr(s, name): s.signal(getattr(s, name), s.SIG_DFL)\n"
               "os.execv(sys.argv[1], sys.argv[2:])\n")
 
 
