@@ -46,15 +46,18 @@ coded AS MATERIALIZED (
     FROM run_activity($run_id)
 ),
 -- The run's wall time: its top-level spans (normally the main process), and CMD's teardown after its
--- process span (selfopt_trace/store/macros.sql, cmd_exit); not past CMD's exit as `run` saw it
+-- process span (selfopt_trace/store/macros.sql, cmd_exit: none where an exec replaced it, whose
+-- program's time is outside traced processes); not past CMD's exit as `run` saw it
 -- (runs.end_ns): what a process CMD left running did after it (`sh -c 'python x &'`) is not the
 -- command's time (the summary says which processes went on).
 run_extent AS (
     SELECT start_ns, greatest(start_ns, least(end_ns, coalesce(run_end, end_ns))) AS end_ns, teardown_ns
     FROM (SELECT start_ns, greatest(spans_end, coalesce(cmd_exited, spans_end)) AS end_ns,
-                 greatest(0, coalesce(cmd_exited, spans_end) - spans_end) AS teardown_ns,
+                 CASE WHEN replaced THEN 0 ELSE greatest(0, coalesce(cmd_exited, spans_end) - spans_end) END
+                     AS teardown_ns,
                  (SELECT nullif(end_ns, 0) FROM runs WHERE run_id = $run_id) AS run_end
-          FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end, (SELECT exited_ns FROM cmd_exit($run_id)) AS cmd_exited
+          FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end, (SELECT exited_ns FROM cmd_exit($run_id)) AS cmd_exited,
+                       coalesce((SELECT replaced FROM cmd_exit($run_id)), false) AS replaced
                 FROM coded WHERE is_top))
 ),
 -- Each span within the run (rs, re), and clipped to its same-unit parent (cs, ce).

@@ -54,7 +54,7 @@ shown AS (
 teardown AS (  -- CMD's teardown after the path (its process span) ends (store/macros.sql, cmd_exit)
     SELECT pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, exited_ns
     FROM cmd_exit($run_id)
-    WHERE exited_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
+    WHERE NOT replaced AND exited_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
 )
 SELECT span, category, pid, start_ms, on_path_ms, self_ms, duration_ms
 FROM (

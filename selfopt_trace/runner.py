@@ -385,11 +385,9 @@ def execute(command: list[str], env: dict[str, str], forwarder: SignalForwarder,
 # own `docker run`. The process stays CMD's (the same pid, signals, exit status). Python ignores
 # SIGPIPE and SIGXFSZ, which an exec keeps: back to their defaults, as subprocess gives CMD otherwise
 # (restore_signals); its SIGINT handler, where it set one, too before the exec (not a traceback).
-_EXEC_SHIM = ("import os, sys, _signal as s\n"
-              "if s.getsignal(s.SIGINT) is s.default_int_handler: s.signal(s.SIGINT, s.SIG_DFL)\n"
-              "for name in ('SIGPIPE', 'SIGXFSZ'):\n"
-              "    if hasattr(s, name): s.signal(getattr(s, name), s.SIG_DFL)\n"
-              "os.execv(sys.argv[1], sys.argv[2:])\n")
+_EXEC_SHIM = ("import os, sys, _signal as s\n"  # the exec first, for its name in the tree; the resets add no argument
+              "os.execv(sys.argv[1], sys.argv[2:] + [s.signal(n, s.SIG_DFL) for n in {s.SIGPIPE, getattr(s, 'SIGXFSZ', s.SIGPIPE)}"
+              " | ({s.SIGINT} if s.getsignal(s.SIGINT) is s.default_int_handler else set())][:0])\n")
 
 
 def starts_a_container(command: Sequence[str]) -> bool:

@@ -76,6 +76,7 @@ SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.resource_attributes-
        coalesce(TRY_CAST(p.attributes->>'selfopt_trace.overhead_ns' AS BIGINT), 0) AS overhead_ns,
        coalesce(startup.ns, 0) AS startup_ns, coalesce(imports.ns, 0) AS import_ns,
        CASE WHEN NOT p.incomplete AND coalesce(spawn.end_ns, cmd.exited_ns) >= p.end_ns  -- else not waited for
+                 AND coalesce(p.attributes->>'process.exec.replaced', '') <> 'true'  -- another program's time
             THEN coalesce(spawn.end_ns, cmd.exited_ns) - p.end_ns END AS teardown_ns
 FROM spans p
 LEFT JOIN startup ON startup.span_id = p.span_id

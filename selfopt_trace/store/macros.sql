@@ -77,10 +77,13 @@ CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, dock
 -- run.json): the last-ending process span of CMD's pid that hangs under no span of the run but an
 -- exec (a container's pid 1 may have the same number), if it ended as recorded. What came after its
 -- end (the agent's last record) is its interpreter's teardown: breakdown.sql, critical_path.sql and
--- the summary read it here. Columns: id (hashed span id), pid, end_ns, exited_ns.
+-- the summary read it here; unless an exec replaced that interpreter with a program of no agent
+-- (`run -- docker run ...`'s shim): that program's time is outside traced processes. Columns: id
+-- (hashed span id), pid, end_ns, exited_ns, replaced.
 CREATE OR REPLACE TEMP MACRO cmd_exit(for_run) AS TABLE
-SELECT id, pid, end_ns, exited_ns
-FROM (SELECT hash(s.span_id) AS id, s.pid, s.end_ns, s.incomplete, r.end_ns AS exited_ns
+SELECT id, pid, end_ns, exited_ns, replaced
+FROM (SELECT hash(s.span_id) AS id, s.pid, s.end_ns, s.incomplete, r.end_ns AS exited_ns,
+             coalesce(s.attributes->>'process.exec.replaced' = 'true', false) AS replaced
       FROM runs AS r
       JOIN spans AS s ON s.run_id = r.run_id AND s.pid = r.pid AND s.name = 'process' AND s.category = 'process'
       WHERE r.run_id = for_run

@@ -67,9 +67,10 @@ def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], u
 
 
 def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
-              exited: float | None = None) -> dict[str, tuple[float, float]]:
+              exited: float | None = None, replaced: bool = False) -> dict[str, tuple[float, float]]:
     """category -> (wall, busy), in the spans' time unit; `exited`: when `run` saw CMD, the root
-    process, exit (its teardown follows its span's end)."""
+    process, exit (its teardown follows its span's end; `replaced`: an exec replaced its interpreter
+    with a program of no agent, whose time is outside traced processes)."""
     nodes = {s.id: s for s in spans if s.trace == main_trace and s.category != "sleep"}
     sleeps_in = [s for s in spans if s.trace == main_trace and s.category == "sleep" and s.parent in nodes]
     parent: dict[str, str | None] = {}
@@ -353,6 +354,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
                     continue
                 busy[own_category(leaf, a)] += b - a
     if exited is not None and exited > run_end:
-        wall["interpreter teardown"] += exited - run_end
-        busy["interpreter teardown"] += exited - run_end
+        after = "outside traced processes" if replaced else "interpreter teardown"
+        wall[after] += exited - run_end
+        busy[after] += exited - run_end
     return {name: (wall[name], busy[name]) for name in CATEGORIES}

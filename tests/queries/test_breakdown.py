@@ -103,6 +103,20 @@ def test_a_child_s_teardown_and_cmd_s_own_are_interpreter_teardown(store: Store,
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
+def test_cmd_replaced_by_an_exec_is_outside_traced_processes_after_it_not_teardown(store: Store, tmp_path: Path) -> None:
+    # `run -- docker run ...`: CMD is a Python shim that execs the docker CLI (process.exec.replaced);
+    # what follows its span's end until `run` saw it exit is docker's time, not an interpreter's teardown
+    run = RunBuilder()
+    main = run.process(100, 0, 20, end_attributes={"process.exec.replaced": True})
+    run.span(100, "exec", "subprocess", 19, 20, main)
+    run_id = run.load(store, tmp_path, end_ns=at(150), pid=100)
+    expected = {"own work": (19, 19), "untraced child processes": (1, 1), "outside traced processes": (130, 130)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert breakdown(store, run_id)["total"][0] == pytest.approx(150)
+    assert reference.breakdown(run.spans, TRACE, exited=150, replaced=True) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
 def test_a_child_killed_before_its_last_record_lives_until_it_was_reaped(store: Store, tmp_path: Path) -> None:
     run = RunBuilder()
     main = run.process(100, 0, 100)
