@@ -161,15 +161,23 @@ pieces AS MATERIALIZED (
 -- spans: the agent's last record), until the wait returned: the interpreters' teardown and the
 -- reaping (the subprocess query's teardown_ms). Not after a child killed before its last record
 -- (its span incomplete): one reaped where its spawner saw it lasts until then (store/loader.py), the
--- rest (reaped unseen) end at the last time known, and what follows stays spawn overhead.
+-- rest (reaped unseen) end at the last time known, and what follows stays spawn overhead. A child
+-- whose interpreter an exec replaced with a program of no agent: what follows is that program's,
+-- an untraced child process.
+replaced AS (
+    SELECT hash(span_id) AS id FROM spans
+    WHERE run_id = $run_id AND category = 'process' AND name = 'process'
+      AND attributes->>'process.exec.replaced' = 'true'
+),
 killed AS (
     SELECT hash(span_id) AS id FROM spans
     WHERE run_id = $run_id AND category = 'process' AND name = 'process' AND incomplete
 ),
 teardown_pieces AS (
-    SELECT p.unit, p.p0, p.p1
+    SELECT p.unit, p.p0, p.p1, CASE WHEN x.any_replaced THEN 11 ELSE 15 END AS code
     FROM pieces AS p
-    JOIN (SELECT e.waiter, max(t.re) AS ended, bool_or(t.id IN (SELECT id FROM killed)) AS any_killed
+    JOIN (SELECT e.waiter, max(t.re) AS ended, bool_or(t.id IN (SELECT id FROM killed)) AS any_killed,
+                 bool_or(t.id IN (SELECT id FROM replaced)) AS any_replaced
           FROM edges AS e JOIN linked AS t ON t.id = e.target GROUP BY e.waiter) AS x ON x.waiter = p.waiter
     WHERE p.n_live = 0 AND p.code = 7 AND p.p0 >= x.ended AND NOT x.any_killed
 ),
@@ -378,8 +386,8 @@ intervals AS (
     FROM pieces
     WHERE n_live > 0
     UNION ALL  -- waiting on traced children that have all ended: their teardown, not their spawn
-    SELECT t.unit, t.p0, t.p1, s.sign, s.code, NULL, NULL, NULL
-    FROM teardown_pieces AS t, (VALUES (-1, 7), (1, 15)) AS s(sign, code)
+    SELECT t.unit, t.p0, t.p1, s.sign, CASE WHEN s.sign = 1 THEN t.code ELSE 7 END, NULL, NULL, NULL
+    FROM teardown_pieces AS t, (VALUES (-1), (1)) AS s(sign)
 ),
 -- Each interval with the segment of F and G its start is in (one ASOF join row per interval, not one
 -- per end): most intervals (short spans) end in the same segment and are valued from it alone; the

@@ -176,12 +176,13 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
 
     def own_category(leaf: Span, a: float) -> str:
         """A leaf's category at [a, ...): a waiter on traced children that have all ended waits on
-        their teardown, not their spawn."""
+        their teardown, not their spawn (on an untraced program, where an exec replaced one)."""
         name = category(leaf)
         if name == "subprocess spawn overhead" and is_waiter(leaf):
             ends = [interval(nodes[t])[1] for t in targets(leaf)]
             if ends and max(ends) <= a:
-                return "interpreter teardown"
+                replaced = any(nodes[t].attributes.get("process.exec.replaced") is True for t in targets(leaf))
+                return "untraced child processes" if replaced else "interpreter teardown"
         return name
 
     def interval(s: Span) -> tuple[float, float]:

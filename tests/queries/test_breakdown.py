@@ -117,6 +117,24 @@ def test_cmd_replaced_by_an_exec_is_outside_traced_processes_after_it_not_teardo
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
+def test_a_child_whose_interpreter_an_exec_replaced_is_an_untraced_child_after_it(store: Store, tmp_path: Path) -> None:
+    # a Python launcher child that execs a program of no agent: its parent's wait after the child's
+    # span ended waits on that program, not on an interpreter's teardown
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    call = run.span(100, "subprocess", "subprocess", 10, 60, main, kind="CLIENT",
+                    attributes={"selfopt_trace.spawn_ns": 2_000_000})
+    child = run.process(200, 13, 30, call, command="launcher.py", end_attributes={"process.exec.replaced": True})
+    run.span(200, "interpreter.startup", "startup", 13, 20, child)
+    run.span(100, "Popen.wait", "wait", 12, 60, main, attributes={"selfopt_trace.wait.on": [call]})
+    run_id = run.load(store, tmp_path)
+    expected = {"own work": (50, 50), "subprocess spawn overhead": (3, 3), "interpreter start-up": (7, 7),
+                "child processes' own work": (10, 10), "untraced child processes": (30, 30)}  # 30-60
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
 def test_a_child_killed_before_its_last_record_lives_until_it_was_reaped(store: Store, tmp_path: Path) -> None:
     run = RunBuilder()
     main = run.process(100, 0, 100)
