@@ -23,7 +23,7 @@ from typing import Sequence
 
 from . import agent_build, import_twin
 from .paths import AGENT_PACKAGE
-from .runner import CommandNotRunnable, resolve_command
+from .runner import CommandNotRunnable, container_command, resolve_command
 
 _PYTHON_NAME = re.compile(r"python[0-9.]*")
 # Run by the other interpreter: this package's agent_build.py, on Python 3.8 and later (the agent's own
@@ -93,14 +93,13 @@ def prepare_for(command: list[str], environ: dict[str, str] | os._Environ, direc
         for program in named_by(command, environ):
             if program == own:
                 continue
-            status = os.stat(program)
-            stamp = [status.st_mtime_ns, status.st_size]
+            stamp = _stamp(program)
             facts = known.get(program)
             if facts is None or facts.get("stamp") != stamp:
-                facts = known[program] = {"stamp": stamp, **_prepare_in(program, directory)}
+                facts = known[program] = {"stamp": stamp, **_prepare_in(program, directory)[0]}
                 changed = True
             elif facts["tag"] not in (None, sys.implementation.cache_tag) and not _prepared(directory, facts):
-                facts.update(_prepare_in(program, directory))
+                facts.update(_prepare_in(program, directory)[0])
                 changed = True
         engine_args, image = image_named_by(command)
         key = _IMAGE_KEY + image
@@ -123,10 +122,8 @@ def image_named_by(command: list[str]) -> tuple[list, str]:
     """docker's global options (-H, --context) and the image CMD starts a container of, when CMD is
     `docker run` or `docker create` (as the docker hook reads it), else ([], ""). Prepared once per
     image name: a rebuilt image with another Python says so (the `agent_unprepared` diagnostic)."""
-    from .bootstrap.selfopt_trace_agent.hooks.docker_ import parse
-
-    parsed = parse(list(command)) if command and os.path.basename(command[0]) == "docker" else None
-    if parsed is None or parsed.subcommand not in ("run", "create"):
+    parsed = container_command(command)
+    if parsed is None or os.path.basename(command[0]) != "docker" or parsed.subcommand not in ("run", "create"):
         return [], ""
     return parsed.engine_args, parsed.target
 
@@ -140,9 +137,16 @@ def _prepared(directory: Path, facts: dict) -> bool:
     return twin is None or twin.exists() or import_twin.failure_path(twin).exists()
 
 
-def _prepare_in(program: str, directory: Path) -> dict:
-    """Run agent_build in `program`: its facts ({"tag": None} when it is no Python 3.8+ or failed)."""
-    return _facts([program, "-I", "-c", _PREPARE, str(_PACKAGE_PARENT), str(directory)])[0]
+def _stamp(program: str) -> list:
+    """What says an interpreter changed: its file's mtime and size."""
+    status = os.stat(program)
+    return [status.st_mtime_ns, status.st_size]
+
+
+def _prepare_in(program: str, directory: Path) -> tuple[dict, str]:
+    """Run agent_build in `program`: its facts ({"tag": None} when it is no Python 3.8+ or failed),
+    and what went wrong ("" when nothing did)."""
+    return _facts([program, "-I", "-c", _PREPARE, str(_PACKAGE_PARENT), str(directory)])
 
 
 def _facts(command: list[str]) -> tuple[dict, str]:
@@ -172,11 +176,11 @@ def prepare_python(program: str, directory: Path) -> str:
                         os.environ.get("PATH", os.defpath), follow_script=False)
     if real is None:
         return f"{program}: not a Python interpreter"
-    status = os.stat(real)
-    facts, error = _facts([real, "-I", "-c", _PREPARE, str(_PACKAGE_PARENT), str(directory)])
+    stamp = _stamp(real)
+    facts, error = _prepare_in(real, directory)
     if facts["tag"] is not None:
         known = _known(directory)
-        known[real] = {"stamp": [status.st_mtime_ns, status.st_size], **facts}
+        known[real] = {"stamp": stamp, **facts}
         _save(directory, known)
     return f"{program}: {error}" if error else ""
 

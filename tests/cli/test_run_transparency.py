@@ -211,5 +211,5 @@ def test_the_exec_shim_gives_cmd_the_signal_dispositions_a_direct_start_gives(tm
     assert (through.returncode, through.stderr) == (0, "")
     assert through.stdout == direct.stdout
     assert [s.name for s in traced.spans().spans if s.name in ("process", "exec")] == ["process", "exec"]
-    assert runner.starts_a_container(["docker", "run", "--rm", "img"]) and runner.starts_a_container(["podman", "exec", "c", "sh"])
-    assert not runner.starts_a_container(["docker", "ps"]) and not runner.starts_a_container(["python", "run"])
+    assert runner.container_command(["docker", "run", "--rm", "img"]) and runner.container_command(["podman", "exec", "c", "sh"])
+    assert runner.container_command(["docker", "ps"]) is None and runner.container_command(["python", "run"]) is None
