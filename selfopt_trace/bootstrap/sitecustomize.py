@@ -66,11 +66,11 @@ def _selfopt_trace_load():
     return True
 
 
-def _selfopt_trace_run_module(name, filename, code):
+def _selfopt_trace_run_module(name, filename, code, execute=None):
     """Run `code` as module `name` of source `filename` (an absolute path), with the spec, loader,
     file, cached path and package importlib would give it, and as an attribute of its package. Also
     the agent's, for its lazy bundle (importtime.py): raises what the module's code raises, leaving
-    it in sys.modules."""
+    it in sys.modules. `execute(code, globals)` runs it instead of exec (the twin's: no audit event)."""
     from _frozen_importlib import ModuleSpec
     from _frozen_importlib_external import SourceFileLoader
     from _imp import _fix_co_filename
@@ -88,7 +88,10 @@ def _selfopt_trace_run_module(name, filename, code):
         module.__package__ = name
     module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, filename
     sys.modules[name] = module
-    exec(code, module.__dict__)
+    if execute is None:
+        exec(code, module.__dict__)
+    else:
+        execute(code, module.__dict__)
     if parent:
         setattr(sys.modules[parent], child, module)
 

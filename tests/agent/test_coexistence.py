@@ -157,3 +157,52 @@ def test_a_frozen_clock_stays_the_programs_own(traced, freezer):
     for span in (subprocess_span, sleep, dumps):
         assert main.start_ns < span.start_ns < span.end_ns < main.end_ns, span.name
     assert sleep.end_ns - sleep.start_ns >= 50_000_000
+
+
+DAEMON_LIKE = """
+import json, os, sys, time
+os.closerange(3, 1024)                 # a daemon's start: every descriptor but 0-2 closed
+with open(sys.argv[1], "w") as data:   # the number the agent's span file had
+    data.write("USERDATA\\n"); data.flush()
+    for i in range(30):
+        json.loads(json.dumps({"a": i}))
+        time.sleep(0.01)
+    import decimal, fractions
+print("done")
+"""
+
+
+def test_a_program_that_closes_every_descriptor_keeps_its_files_and_its_trace(traced, tmp_path):
+    """The span file's descriptor closed by the program and its number reused for the program's own
+    file: no record of the agent's ever goes into that file (they went there, 8 KB of them), and
+    the trace goes on in the span file, opened again."""
+    script, data = tmp_path / "daemon.py", tmp_path / "data.txt"
+    script.write_text(DAEMON_LIKE)
+    result = traced.run([traced.executable, str(script), str(data)])
+    assert result.returncode == 0 and result.stdout == b"done\n", result.stderr
+    assert data.read_bytes() == b"USERDATA\n"
+    spans = traced.spans()
+    (process,) = spans.processes()
+    assert process.end_ns and process.status != "ERROR", process
+    names = {span.name for span in spans.spans}
+    assert {"import decimal", "import fractions"} <= names and "time.sleep" in names, sorted(names)
+
+
+def test_a_program_started_with_stdout_closed_keeps_it_closed(traced, tmp_path):
+    """The span file opens above 0-2: a CMD started with stdout closed finds it closed, as untraced (the
+    span file took fd 1), so nothing it or a child writes there lands in the span file."""
+    script = tmp_path / "closed.py"
+    script.write_text("import os, subprocess, sys, time\n"
+                      "time.sleep(1.2)\n"  # a flush meanwhile: the span file is open before the child starts
+                      "subprocess.run(['sh', '-c', 'echo $((40 + 2))-LEAKED'])\n"
+                      "def is_open(fd):\n    try:\n        os.fstat(fd)\n        return True\n"
+                      "    except OSError:\n        return False\n"
+                      "sys.stderr.write('open: %s\\n' % [fd for fd in range(3) if is_open(fd)])\n")
+    command = ["sh", "-c", f"exec {traced.executable} {script} >&-"]
+    untraced, result = traced.untraced(command), traced.run(command)
+    assert (result.returncode, result.stdout, result.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
+    assert b"open: [0, 2]" in result.stderr and b"I/O error" in result.stderr, result.stderr  # the child's echo failed
+    for span_file in (traced.run_dir / "spans").iterdir():
+        assert b"42-LEAKED" not in span_file.read_bytes(), span_file  # the child's output (its command says $((40 + 2)))
+    spans = traced.spans()
+    assert len(spans.processes()) == 1 and len(spans.named("subprocess")) == 1  # sh: not a Python

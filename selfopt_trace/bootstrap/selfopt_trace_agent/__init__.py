@@ -3,7 +3,17 @@
 Importing this package has no side effects; `start()` (called by the sitecustomize shim) does the work.
 """
 
+import sys
+
 _started = False
+
+
+def __getattr__(name: str):
+    """`from . import <module>` of an agent module not loaded yet: importtime.submodule's."""
+    importtime = sys.modules.get(__name__ + ".importtime")
+    if importtime is None:  # before start-up has loaded it: the statement imports as usual
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    return importtime.submodule(__name__, name)
 
 
 def start(shim_entered: int = 0, run_module=None, bundled: bool = True) -> bool:

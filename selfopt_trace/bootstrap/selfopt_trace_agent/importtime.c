@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <frameobject.h>
 #include <structmember.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,7 +64,7 @@ static long flush_records;       /* tracer.FLUSH_RECORDS */
 static PyObject *samples, *calibrate, *py_begin, *py_end, *py_recorded;
 static PyObject *agent_prefix, *unset, *error, *empty, *zero, *one;
 static PyObject *s_modules, *s_in_startup, *s_root, *s_deferred, *s_child_ns, *s_spec, *s_initializing;
-static PyObject *s_flush_due_ns, *s_flusher_started, *s_flusher_from_ns, *s_id_text, *s_span_id, *s_trace_id;
+static PyObject *s_flush_due_ns, *s_flusher_started, *s_flusher_from_ns, *s_id_text, *s_span_id, *s_trace_id, *s_builtins;
 
 /* Offsets of ImportFrame's slots: set directly, as the Python wrapper's specialized bytecode does. */
 static int startup_over;        /* importtime._in_startup seen False */
@@ -1290,6 +1293,255 @@ span_ids(PyObject *module, PyObject *start)
     return (PyObject *)ids;
 }
 
+/* The agent's reads that a program's audit hooks would otherwise see: sys._getframe, a function's
+ * `__code__`, a frame's `f_code` and a traceback's `tb_frame` each raise an audit event, as do the
+ * open and the exec of a lazy bundle's module (importtime.py), the agent's other opens (its span file,
+ * /proc's files) and its changes to the environment a child inherits. These do the same work without one.
+ * (Its unmarshal raises marshal.loads whichever way it is called, as a module's .pyc does.) */
+
+/* frame_at(depth) -> sys._getframe(depth), without its audit event */
+static PyObject *
+frame_at(PyObject *module, PyObject *depth_object)
+{
+    long depth = PyLong_AsLong(depth_object);
+    PyFrameObject *frame = PyEval_GetFrame();
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+#if PY_VERSION_HEX >= 0x03090000
+    Py_XINCREF(frame);
+    while (depth-- > 0 && frame != NULL) {
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    if (frame == NULL)
+        return PyErr_Format(PyExc_ValueError, "call stack is not deep enough");
+    return (PyObject *)frame;
+#else
+    while (depth-- > 0 && frame != NULL)
+        frame = frame->f_back;
+    if (frame == NULL)
+        return PyErr_Format(PyExc_ValueError, "call stack is not deep enough");
+    return Py_NewRef((PyObject *)frame);
+#endif
+}
+
+/* code_of(obj) -> the code of a function, a method's function or a frame (`__code__`, `f_code`), else None */
+static PyObject *
+code_of(PyObject *module, PyObject *obj)
+{
+    if (PyMethod_Check(obj))
+        obj = PyMethod_GET_FUNCTION(obj);
+    if (PyFunction_Check(obj))
+        return Py_NewRef(PyFunction_GET_CODE(obj));
+    if (PyFrame_Check(obj)) {
+#if PY_VERSION_HEX >= 0x03090000
+        return (PyObject *)PyFrame_GetCode((PyFrameObject *)obj);
+#else
+        return Py_NewRef((PyObject *)((PyFrameObject *)obj)->f_code);
+#endif
+    }
+    Py_RETURN_NONE;
+}
+
+/* frame_of(traceback) -> its `tb_frame` */
+static PyObject *
+frame_of(PyObject *module, PyObject *traceback)
+{
+    if (!PyTraceBack_Check(traceback))
+        return PyErr_Format(PyExc_TypeError, "not a traceback: %R", traceback);
+    return Py_NewRef((PyObject *)((PyTracebackObject *)traceback)->tb_frame);
+}
+
+/* read_file(path, offset, length) -> up to `length` bytes of the file from `offset` (os.open and os.pread) */
+static PyObject *
+read_file(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *path, *data;
+    long long offset;
+    Py_ssize_t length, done = 0;
+    int fd, error = 0;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "read_file(path, offset, length)");
+    offset = PyLong_AsLongLong(args[1]);
+    length = PyLong_AsSsize_t(args[2]);
+    if ((offset == -1 || length == -1) && PyErr_Occurred())
+        return NULL;
+    if (offset < 0 || length < 0)
+        return PyErr_Format(PyExc_ValueError, "read_file: a negative offset or length");
+    if (!PyUnicode_FSConverter(args[0], &path))
+        return NULL;
+    if ((data = PyBytes_FromStringAndSize(NULL, length)) == NULL) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    fd = open(PyBytes_AS_STRING(path), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        error = errno;
+    while (fd >= 0 && done < length) {
+        ssize_t got = pread(fd, PyBytes_AS_STRING(data) + done, (size_t)(length - done), (off_t)(offset + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            error = errno;
+        if (got <= 0)
+            break;
+        done += got;
+    }
+    if (fd >= 0)
+        close(fd);
+    Py_END_ALLOW_THREADS
+    if (error) {
+        errno = error;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, args[0]);
+        Py_DECREF(path);
+        Py_DECREF(data);
+        return NULL;
+    }
+    Py_DECREF(path);
+    if (done < length && _PyBytes_Resize(&data, done) < 0)
+        return NULL;
+    return data;
+}
+
+/* open_fd(path, flags, mode) -> os.open(path, flags, mode): a descriptor not inherited by children and
+ * above 0-2 (stdin, stdout or stderr closed when the program started stay closed: see tracer.open_fd) */
+static PyObject *
+open_fd(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *path;
+    long flags, mode;
+    int fd, error = 0;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "open_fd(path, flags, mode)");
+    flags = PyLong_AsLong(args[1]);
+    mode = PyLong_AsLong(args[2]);
+    if ((flags == -1 || mode == -1) && PyErr_Occurred())
+        return NULL;
+    if (!PyUnicode_FSConverter(args[0], &path))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        fd = open(PyBytes_AS_STRING(path), (int)flags | O_CLOEXEC, (mode_t)mode);
+    } while (fd < 0 && (error = errno) == EINTR);
+    if (fd >= 0 && fd < 3) {
+        int high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        error = errno;
+        close(fd);
+        fd = high;
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    if (fd < 0) {
+        errno = error;
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, args[0]);
+    }
+    return PyLong_FromLong(fd);
+}
+
+/* getenv(name) -> the process's environment's value of `name` (what a child inherits), or None */
+static PyObject *
+env_get(PyObject *module, PyObject *name)
+{
+    PyObject *encoded;
+    const char *value;
+    if (!PyUnicode_FSConverter(name, &encoded))
+        return NULL;
+    value = getenv(PyBytes_AS_STRING(encoded));
+    Py_DECREF(encoded);
+    if (value == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeFSDefault(value);
+}
+
+/* setenv(name, value): the process's environment's `name` set to `value`, or removed for None (os.putenv,
+ * os.unsetenv), leaving os.environ as the program has it */
+static PyObject *
+env_set(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *name, *value = NULL;
+    int failed;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "setenv(name, value)");
+    if (!PyUnicode_FSConverter(args[0], &name))
+        return NULL;
+    if (args[1] != Py_None && !PyUnicode_FSConverter(args[1], &value)) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    failed = value == NULL ? unsetenv(PyBytes_AS_STRING(name)) : setenv(PyBytes_AS_STRING(name), PyBytes_AS_STRING(value), 1);
+    Py_DECREF(name);
+    Py_XDECREF(value);
+    if (failed)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* exec_code(code, globals): exec(code, globals), without its audit event (a module's body, run as
+ * importlib runs it: `__builtins__` put in its globals first) */
+static PyObject *
+exec_code(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *result;
+    int has_builtins;
+    if (nargs != 2 || !PyCode_Check(args[0]) || !PyDict_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "exec_code(code, globals): a code object and a dict");
+    if ((has_builtins = PyDict_Contains(args[1], s_builtins)) < 0 ||
+        (!has_builtins && PyDict_SetItem(args[1], s_builtins, PyEval_GetBuiltins()) < 0))
+        return NULL;
+    if ((result = PyEval_EvalCode(args[0], args[1], args[1])) == NULL)
+        return NULL;
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+/* A child's CPU at its reap, in ns at the kernel's microseconds (hooks/os_.py): without CPython's
+ * wait4 and getrusage, which import `resource` (an audit event the program's hooks would see, and a
+ * module the program finds loaded or not as untraced only through os_.py's lending of it). */
+static long long
+cpu_ns(const struct rusage *usage)
+{
+    return ((usage->ru_utime.tv_sec + usage->ru_stime.tv_sec) * 1000000LL +
+            usage->ru_utime.tv_usec + usage->ru_stime.tv_usec) * 1000LL;
+}
+
+/* wait_cpu(pid, options) -> (pid, status, the reaped child's CPU ns): os.waitpid(pid, options) (its
+ * EINTR retries, signal handlers and errors) with the rusage asked for, as wait4 */
+static PyObject *
+wait_cpu(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct rusage usage;
+    long pid, options;
+    int status = 0, failed = 0;
+    pid_t reaped;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "wait_cpu(pid, options)");
+    pid = PyLong_AsLong(args[0]);
+    options = PyLong_AsLong(args[1]);
+    if ((pid == -1 || options == -1) && PyErr_Occurred())
+        return NULL;
+    memset(&usage, 0, sizeof usage);
+    do {
+        Py_BEGIN_ALLOW_THREADS
+        reaped = wait4((pid_t)pid, &status, (int)options, &usage);
+        Py_END_ALLOW_THREADS
+    } while (reaped < 0 && errno == EINTR && !(failed = PyErr_CheckSignals()));
+    if (reaped < 0)
+        return failed ? NULL : PyErr_SetFromErrno(PyExc_OSError);
+    return Py_BuildValue("(iiL)", (int)reaped, status, cpu_ns(&usage));
+}
+
+/* children_cpu() -> RUSAGE_CHILDREN's user + system CPU in ns */
+static PyObject *
+children_cpu(PyObject *module, PyObject *unused)
+{
+    struct rusage usage;
+    if (getrusage(RUSAGE_CHILDREN, &usage) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLongLong(cpu_ns(&usage));
+}
+
 static PyMethodDef methods[] = {
     {"install", install, METH_O, "install(importtime) -> the C wrapper of importlib's _find_and_load"},
     {"current_span", current_span, METH_NOARGS, "current_span() -> tracer.current, read from the twin's imports under way"},
@@ -1306,6 +1558,21 @@ static PyMethodDef methods[] = {
      "handle_with_traceback(exc, tb): the exception being handled, exc, re-raised with traceback tb by a bare raise"},
     {"sleep_after_signals", (PyCFunction)(void (*)(void))sleep_after_signals, METH_FASTCALL,
      "sleep_after_signals(sleep, seconds): time.sleep(seconds) with no gap where a signal taken waits for its end"},
+    {"frame_at", frame_at, METH_O, "frame_at(depth) -> sys._getframe(depth), without its audit event"},
+    {"code_of", code_of, METH_O, "code_of(obj) -> the code of a function, a method or a frame, else None (no audit event)"},
+    {"frame_of", frame_of, METH_O, "frame_of(traceback) -> traceback.tb_frame, without its audit event"},
+    {"read_file", (PyCFunction)(void (*)(void))read_file, METH_FASTCALL,
+     "read_file(path, offset, length) -> up to length bytes of the file from offset (no audit event)"},
+    {"open_fd", (PyCFunction)(void (*)(void))open_fd, METH_FASTCALL,
+     "open_fd(path, flags, mode) -> os.open(path, flags, mode), without its audit event"},
+    {"getenv", env_get, METH_O, "getenv(name) -> the process environment's value (what children inherit), or None"},
+    {"setenv", (PyCFunction)(void (*)(void))env_set, METH_FASTCALL,
+     "setenv(name, value): the process environment's name set, or removed for None; os.environ left as it is"},
+    {"wait_cpu", (PyCFunction)(void (*)(void))wait_cpu, METH_FASTCALL,
+     "wait_cpu(pid, options) -> (pid, status, the reaped child's user + system CPU ns): os.waitpid with wait4's rusage"},
+    {"children_cpu", children_cpu, METH_NOARGS, "children_cpu() -> RUSAGE_CHILDREN's user + system CPU ns"},
+    {"exec_code", (PyCFunction)(void (*)(void))exec_code, METH_FASTCALL,
+     "exec_code(code, globals): exec(code, globals), without its audit event"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1330,7 +1597,8 @@ PyInit__importtime(void)
         (s_flusher_started = PyUnicode_InternFromString("_flusher_started")) == NULL ||
         (s_flusher_from_ns = PyUnicode_InternFromString("_flusher_from_ns")) == NULL ||
         (s_id_text = PyUnicode_InternFromString("_id_text")) == NULL || (s_span_id = PyUnicode_InternFromString("span_id")) == NULL ||
-        (s_trace_id = PyUnicode_InternFromString("trace_id")) == NULL) {
+        (s_trace_id = PyUnicode_InternFromString("trace_id")) == NULL ||
+        (s_builtins = PyUnicode_InternFromString("__builtins__")) == NULL) {
         Py_DECREF(module);
         return NULL;
     }

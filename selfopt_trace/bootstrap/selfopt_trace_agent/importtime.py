@@ -168,6 +168,49 @@ _bundle_path = _bootstrap_dir = ""
 _run_module = None  # install's
 
 
+def agent_module(name: str):
+    """Agent module `name` (a hook, container.py), loaded now unless it is: from the lazy bundle,
+    else through importlib."""
+    module = sys.modules.get(name)
+    if module is None:
+        module = bundled_module(name)
+    if module is None:
+        __import__(name)
+        module = sys.modules[name]
+    return module
+
+
+def submodule(package: str, name: str):
+    """`from <package> import <name>` of an agent module not loaded yet (the packages' __getattr__):
+    run from the lazy bundle, not through the import statement. AttributeError when the bundle does
+    not have it: the statement then imports it through importlib."""
+    module = bundled_module(package + "." + name) if not name.startswith("__") else None
+    if module is None:
+        raise AttributeError("module %r has no attribute %r" % (package, name))
+    return module
+
+
+def bundled_module(name: str):
+    """Agent module `name` from the lazy bundle, run now unless it is loaded; None when the bundle
+    does not have it. Not through the import system: with the twin, the program's audit hooks see
+    none of the import, open and exec events a module's import raises (only its marshal.loads)."""
+    module = sys.modules.get(name)
+    if module is None:
+        counted, t0 = tracer.overhead_ns(), time_ns()  # less what nested loads count themselves
+        try:
+            _load_bundled(name)
+        except Exception as exc:  # importlib loads the module (and raises what its code raises)
+            tracer.exception_diagnostic("bundle_failed:" + name, exc)
+        tracer.add_overhead(time_ns() - t0 - (tracer.overhead_ns() - counted))
+        module = sys.modules.get(name)
+    return module
+
+
+# A lazy bundle's module runs without an exec audit event with the twin (tracer.read_file reads it
+# without an open one; its unmarshal raises marshal.loads whichever way, as a .pyc's load does).
+_exec_code = tracer.twin.exec_code if tracer.twin is not None else None
+
+
 def _load_bundled(name: str) -> None:
     """Run agent module `name` from the lazy bundle into sys.modules, as importlib would load it: one
     stat of its source and one pread, no search of the package's directory, no .pyc read, no
@@ -191,16 +234,14 @@ def _load_bundled(name: str) -> None:
         status = os.stat(filename)
         if status.st_mtime_ns != mtime_ns or status.st_size != size:
             return
-        fd = os.open(_bundle_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            code = marshal.loads(os.pread(fd, length, offset))
-        finally:
-            os.close(fd)
-        try:
-            _run_module(name, filename, code)
+            _run_module(name, filename, marshal.loads(tracer.read_file(_bundle_path, offset, length)), _exec_code)
         except BaseException:
             sys.modules.pop(name, None)  # as importlib leaves a module that failed
+            del _bundled[name]  # importlib loads it from here on: one diagnostic, one attempt
             raise
+        if after_agent_import is not None:  # (bundled_module's loads do not pass _end)
+            after_agent_import(sys.modules[name])
 
 
 def _bundle_index() -> dict:
@@ -212,12 +253,11 @@ def _bundle_index() -> dict:
     _bootstrap_dir = package.rpartition("/")[0] + "/"
     _bundle_path = package + "/__pycache__/lazy." + tag + ".bundle"
     try:
-        with open(_bundle_path, "rb") as bundle:
-            head = bundle.read(8)
-            if head[:4] != MAGIC_NUMBER:
-                return {}
-            size = int.from_bytes(head[4:8], "little")
-            index = marshal.loads(bundle.read(size))
+        head = tracer.read_file(_bundle_path, 0, 8)
+        if head[:4] != MAGIC_NUMBER:
+            return {}
+        size = int.from_bytes(head[4:8], "little")
+        index = marshal.loads(tracer.read_file(_bundle_path, 8, size))
         return {name: (path, mtime_ns, source_size, 8 + size + offset, length)
                 for name, path, mtime_ns, source_size, offset, length in index}
     except Exception:

@@ -148,7 +148,9 @@ def install_builtin_hooks() -> None:
     for name, hook_module in BUILTIN_HOOKS.items():
         when_imported(name, hook_module)
     if config.ENV_TARGETS in os.environ:  # `run --target`: loaded only when given
-        __import__(__package__ + ".hooks.targets", fromlist=["install_user_targets"]).install_user_targets()
+        from .hooks import targets
+
+        targets.install_user_targets()
 
 
 def _builtin_installer(target: str, hook_module: str):
@@ -172,8 +174,9 @@ def on_first_call(target: str, hook_module: str, paths: tuple) -> None:
 
 def _hook_installer(hook_module: str, target: str):
     def install(module) -> None:
-        hooks = __import__(__package__ + ".hooks." + hook_module, fromlist=["install"])
-        hooks.install(target, module)
+        from . import importtime
+
+        importtime.agent_module(__package__ + ".hooks." + hook_module).install(target, module)
 
     return install
 
@@ -292,7 +295,8 @@ _CO_COROUTINE = 0x80
 
 
 def _stand_in(name: str, function, state: list, home: tuple):
-    if getattr(getattr(function, "__code__", None), "co_flags", 0) & _CO_COROUTINE:
+    code = tracer.code_of(function)
+    if code is not None and code.co_flags & _CO_COROUTINE:
         return _async_stand_in(name, function, state, home)
 
     def call(*args, **kwargs):

@@ -277,7 +277,7 @@ def watch_for_main() -> None:
 def _watch_runpy(runpy) -> None:
     if not hasattr(sys, "monitoring"):
         _profile_until_main()
-    elif not _watch_code(runpy._run_module_as_main.__code__, sys.monitoring.events.PY_START):
+    elif not _watch_code(tracer.code_of(runpy._run_module_as_main), sys.monitoring.events.PY_START):
         _end_startup(time_ns())
 
 
@@ -289,7 +289,7 @@ def _profile_until_main() -> None:
 def _on_frame(frame, event: str, arg) -> None:
     if event != "call":
         return
-    code = frame.f_code
+    code = tracer.code_of(frame)
     if (code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__") or (
             code.co_name == "_run_module_as_main"):
         now = time_ns()
@@ -300,9 +300,9 @@ def _on_frame(frame, event: str, arg) -> None:
 def _watch_site_main() -> bool:
     """End start-up when `site.main`, which runs the sitecustomize that started us, returns."""
     site = sys.modules.get("site")
-    code = getattr(getattr(site, "main", None), "__code__", None)
-    frame = sys._getframe()
-    while frame is not None and frame.f_code is not code:
+    code = tracer.code_of(getattr(site, "main", None))
+    frame = tracer.frame_at(0)
+    while frame is not None and tracer.code_of(frame) is not code:
         frame = frame.f_back
     return frame is not None and _watch_code(code, sys.monitoring.events.PY_RETURN)
 
@@ -388,11 +388,7 @@ def _kernel_start_ns(now_ns: int) -> int:
     try:
         from time import CLOCK_BOOTTIME, clock_gettime_ns
 
-        fd = os.open("/proc/self/stat", os.O_RDONLY)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
+        data = tracer.read_file("/proc/self/stat", 0, 4096)
         start_ticks = int(data[data.rindex(b")") + 2:].split()[19])
         hz = os.sysconf("SC_CLK_TCK")
         return now_ns - (clock_gettime_ns(CLOCK_BOOTTIME) - start_ticks * 1_000_000_000 // hz)
@@ -417,19 +413,15 @@ def _command_line() -> list:
     """This process's argv as the kernel has it, whole (it may be megabytes), bytes that are not
     UTF-8 kept as surrogates (os.fsdecode's way): the span file escapes them (spanfile.escape)."""
     try:
-        fd = os.open("/proc/self/cmdline", os.O_RDONLY)
-        try:
-            raw = os.read(fd, 1 << 16)
-            if len(raw) == 1 << 16:
-                chunks = [raw]
-                while True:
-                    chunk = os.read(fd, 1 << 20)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                raw = b"".join(chunks)
-        finally:
-            os.close(fd)
+        raw = tracer.read_file("/proc/self/cmdline", 0, 1 << 16)
+        if len(raw) == 1 << 16:
+            chunks = [raw]
+            while True:
+                chunk = tracer.read_file("/proc/self/cmdline", sum(map(len, chunks)), 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            raw = b"".join(chunks)
         if raw:
             return [part.decode("utf-8", "surrogateescape") for part in raw.rstrip(b"\0").split(b"\0")]
     except OSError:
@@ -649,11 +641,7 @@ def _resource_usage() -> dict:
 def _peak_rss_bytes() -> int:
     """VmHWM from /proc (a read, where `import resource` would load an extension module)."""
     try:
-        fd = os.open("/proc/self/status", os.O_RDONLY)
-        try:
-            status = os.read(fd, 1 << 14)
-        finally:
-            os.close(fd)
+        status = tracer.read_file("/proc/self/status", 0, 1 << 14)
         at = status.index(b"VmHWM:")
         return int(status[at + 6:status.index(b"kB", at)]) * 1024
     except (OSError, ValueError):

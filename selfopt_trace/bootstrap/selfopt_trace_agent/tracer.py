@@ -204,6 +204,46 @@ def _load_twin() -> tuple:
 
 twin, twin_failure = _load_twin()  # importtime.install reports the failure once the span file is set up
 
+# What raises an audit event that a program's audit hooks would see the agent cause: sys._getframe,
+# `__code__`, `f_code`, `tb_frame`, opening a file, os.environ's changes. The twin's do the same
+# without one (importtime.c); setenv changes what children inherit and leaves os.environ alone.
+if twin is not None:
+    frame_at, code_of, frame_of = twin.frame_at, twin.code_of, twin.frame_of
+    read_file, open_fd, getenv, setenv = twin.read_file, twin.open_fd, twin.getenv, twin.setenv
+else:
+    frame_at = sys._getframe
+
+    def open_fd(path: str, flags: int, mode: int) -> int:
+        fd, below = os.open(path, flags, mode), []
+        while 0 <= fd < 3:  # stdin, stdout or stderr closed: left closed, as the program had them
+            below.append(fd)
+            fd = os.dup(fd)
+        for low in below:
+            os.close(low)
+        return fd
+
+    def code_of(obj):
+        return getattr(obj, "f_code", None) or getattr(getattr(obj, "__func__", obj), "__code__", None)
+
+    def frame_of(traceback):
+        return traceback.tb_frame
+
+    def read_file(path: str, offset: int, length: int) -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def getenv(name: str):
+        return os.environ.get(name)
+
+    def setenv(name: str, value) -> None:
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
 # The current span, imports aside: asyncio tasks and greenlets keep their own.
 if twin is not None:
     _current = twin.context_var("selfopt_trace_current_span")
@@ -233,7 +273,8 @@ unwritten: dict = {}
 open_records = None
 _flush_due_ns = 0  # when the next flush is due (a deadline: the hot path compares, never subtracts)
 _fd: int | None = None
-_path = ""
+_path = ""  # the span file, named at the first flush
+_fd_file = (0, 0)  # its (st_dev, st_ino): what _fd must still be to be written to
 _header = ""
 _enabled = False
 _flusher_started = False
@@ -657,7 +698,7 @@ def strip_own_frames(exc: BaseException) -> None:
     if not _STRIPS_OWN_FRAMES:
         return
     tb = start = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(_OWN_MODULES):
+    while tb is not None and frame_of(tb).f_globals.get("__name__", "").startswith(_OWN_MODULES):
         tb = tb.tb_next
     if tb is not start:
         exc.__traceback__ = tb  # None when the wrapped call is C code (os.waitpid): no frame at all
@@ -740,9 +781,10 @@ def _flush_locked() -> None:
             formatted_cost[0] += n
         add(spanfile.tick_line(now))
         pieces[0] = "".join(lines)
-        if _fd is None:
+        if _fd is None or not _fd_is_ours():
+            if not _path:
+                pieces[0] = _header + pieces[0]
             _fd = _open_span_file()
-            pieces[0] = _header + pieces[0]
         for data in pieces:
             _write(data.encode("utf-8", "replace"))
     except Exception:
@@ -764,13 +806,31 @@ def _write(payload: bytes) -> None:
 
 
 def _open_span_file() -> int:
-    path = os.path.join(_spans_dir, "%d-%s%s" % (os.getpid(), os.urandom(4).hex(), spanfile.SUFFIX))
+    """The span file's descriptor, above 0-2 (a program started with stdout closed must not print
+    into it, nor its children inherit it as theirs): a new file at the first flush, the same one
+    again when the program has closed ours (a daemon's closerange) and its number may be its own."""
+    global _path, _fd_file
+    if not _path:
+        _path = os.path.join(_spans_dir, "%d-%s%s" % (os.getpid(), os.urandom(4).hex(), spanfile.SUFFIX))
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     try:
-        return os.open(path, flags, 0o644)
+        fd = open_fd(_path, flags, 0o644)
     except FileNotFoundError:
         os.makedirs(_spans_dir, exist_ok=True)
-        return os.open(path, flags, 0o644)
+        fd = open_fd(_path, flags, 0o644)
+    status = os.fstat(fd)
+    _fd_file = (status.st_dev, status.st_ino)
+    return fd
+
+
+def _fd_is_ours() -> bool:
+    """_fd is still the span file: the program may have closed it and opened a file of its own that
+    took its number (checked at each flush, one fstat: never a record in the program's file)."""
+    try:
+        status = os.fstat(_fd)
+    except OSError:
+        return False
+    return (status.st_dev, status.st_ino) == _fd_file
 
 
 def _start_flusher(at_any_age: bool = False, wait: bool = False) -> None:
@@ -893,7 +953,7 @@ def reset_after_fork() -> None:
     file descriptor."""
     global _fd, _flusher_started, _overhead_ns
     _flush_lock.release()
-    if _fd is not None:
+    if _fd is not None and _fd_is_ours():  # else the number is the program's now
         try:
             os.close(_fd)
         except OSError:

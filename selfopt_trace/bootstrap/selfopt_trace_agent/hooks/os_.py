@@ -39,6 +39,9 @@ except ImportError:
     _waitid = None
 
 _WNOHANG = getattr(os, "WNOHANG", 1)
+# The twin's wait with the rusage and RUSAGE_CHILDREN's CPU (importtime.c): no `resource` to load
+# and lend (_own below), so no audit event of its import and nothing of it in sys.modules.
+_wait_cpu = tracer.twin.wait_cpu if tracer.twin is not None else None
 _modules = sys.modules
 _getrefcount = sys.getrefcount
 _children = spawn._children
@@ -137,6 +140,8 @@ def _wrap_system(original):
 def _children_cpu():
     """RUSAGE_CHILDREN's user + system CPU in ns (the reaped children's), or None."""
     try:
+        if _wait_cpu is not None:
+            return tracer.twin.children_cpu()
         if _usable():
             module = _own if _own is not None else _checked
             usage = module.getrusage(module.RUSAGE_CHILDREN)
@@ -236,8 +241,10 @@ def _reap(result, measured: bool = False) -> str:
                 return entry[0].span_id
             try:
                 if measured:
-                    usage = result[2]
-                    if usage is not None:
+                    usage = result[2]  # the twin's CPU ns, or a struct_rusage
+                    if type(usage) is int:
+                        entry[1][REAPED_CPU] = usage
+                    elif usage is not None:
                         entry[1][REAPED_CPU] = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
                 spawn.reaped(pid, status)
             except Exception:
@@ -355,6 +362,8 @@ def _waitpid_measured(pid: int, options: int) -> tuple:
     """os.waitpid(pid, options) as the program gets it, with the rusage of the child it reaps third
     (None when there is none to have). wait4 is waitpid's system call with the rusage filled in: the
     same waits, errors, EINTR retries and WNOHANG (0, 0)."""
+    if _wait_cpu is not None:
+        return _wait_cpu(pid, options)
     modules = _modules
     module = modules.get("resource")
     if module is None or module is _own:  # _measured, inlined
@@ -424,7 +433,7 @@ def _wrap_waitpid(original):
     def waitpid(pid, options):
         # A wait that may reap a child of ours asks for its rusage: wait4 is waitpid's system call
         # with the rusage filled in (the same waits, errors, EINTR retries and WNOHANG (0, 0)).
-        if _children and type(pid) is int and (pid in _children or pid <= 0) and _wait4 is not None:
+        if _children and type(pid) is int and (pid in _children or pid <= 0) and (_wait_cpu or _wait4) is not None:
             # wait4's rusage costs the kernel and CPython ~1.5 us more than waitpid (`resource`
             # imported, a struct_rusage built): a WNOHANG poll on a child first asks waitid, which
             # reaps nothing, whether it has exited. A poll that finds it running makes one system
@@ -439,7 +448,9 @@ def _wrap_waitpid(original):
 
 def _wrap_wait(original):
     def wait():
-        if _children and _usable():  # wait() is wait3(0), the rusage aside
+        if _children and _wait_cpu is not None:  # wait() is wait4(-1, 0), the rusage aside
+            return _waiting("os.wait", _wait_cpu, -1, 0, (-1, 0), True, True)
+        if _children and _usable():  # or wait3(0)
             return _waiting("os.wait", _measured, -1, 0, (_wait3, 0), True, True)
         return _waiting("os.wait", original, -1, 0, ())
 

@@ -76,7 +76,7 @@ def _unmeasured_in_typing(typing) -> None:
 # The `from __future__` features a compile() inherits from the code calling it (CPython's PyCF_MASK:
 # division ... annotations). Called from our wrapper, it would inherit this module's (annotations).
 _FUTURE_FLAGS = 0x1FE0000
-_getframe = sys._getframe
+_frame_at, _code_of = tracer.frame_at, tracer.code_of
 
 
 def _measured_compile(original, call: Call):
@@ -100,7 +100,7 @@ def _measured_compile(original, call: Call):
             if len(args) != 3 or kwargs:
                 return general(*args, **kwargs)
             source, filename, mode = args
-            inherited = _getframe(1).f_code.co_flags & _FUTURE_FLAGS
+            inherited = _code_of(_frame_at(1)).co_flags & _FUTURE_FLAGS
             thread = get_ident()
             if thread in busy:  # inside another measured call: part of it
                 return original(source, filename, mode, inherited, True)
@@ -154,8 +154,8 @@ def _as_caller(original):
     on the common path (a builtin's keyword parsing costs more than the rest of the wrapper)."""
     def compile(*args, **kwargs):
         try:
-            caller = sys._getframe(3)  # called by timed's wrapper, called by _measured_compile's
-            inherited = caller.f_code.co_flags & _FUTURE_FLAGS
+            caller = _frame_at(3)  # called by timed's wrapper, called by _measured_compile's
+            inherited = _code_of(caller).co_flags & _FUTURE_FLAGS
             if len(args) == 3 and not kwargs:  # compile(source, filename, mode)
                 return original(args[0], args[1], args[2], inherited, True)
             dont_inherit = args[4] if len(args) > 4 else kwargs.get("dont_inherit", False)

@@ -8,6 +8,7 @@ replaced on BaseModel and TypeAdapter.
 
 from __future__ import annotations
 
+from . import timed  # noqa: F401  (first: through hooks/__init__.py's __getattr__, no import statement's audit event)
 from .timed import DUMP, LOAD, Call, wrap_attribute
 
 CATEGORY = "serialization"

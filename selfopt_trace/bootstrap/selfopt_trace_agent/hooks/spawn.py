@@ -34,8 +34,7 @@ def _exited(pid: int) -> bool:
     counts as the child running."""
     try:
         os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        return tracer.read_file(f"/proc/{pid}/stat", 0, 4096).rsplit(b")", 1)[1].split()[0] == b"Z"
     except ProcessLookupError:
         return True
     except Exception:
@@ -134,20 +133,17 @@ class inherited_environ:
         self.span = span
 
     def __enter__(self):
-        self.saved = {k: os.environ.get(k) for k in (config.ENV_TRACEPARENT, config.ENV_SPAWN, "PYTHONPATH")}
-        os.environ[config.ENV_TRACEPARENT] = self.span.traceparent()
-        os.environ[config.ENV_SPAWN] = spawn_marker()
+        self.saved = {k: tracer.getenv(k) for k in (config.ENV_TRACEPARENT, config.ENV_SPAWN, "PYTHONPATH")}
+        tracer.setenv(config.ENV_TRACEPARENT, self.span.traceparent())
+        tracer.setenv(config.ENV_SPAWN, spawn_marker())
         settings = process.settings()
         if settings:  # the program may have set PYTHONPATH itself: the child keeps the bootstrap
-            os.environ["PYTHONPATH"] = config.with_bootstrap(self.saved["PYTHONPATH"] or "", settings.bootstrap_dir)
+            tracer.setenv("PYTHONPATH", config.with_bootstrap(self.saved["PYTHONPATH"] or "", settings.bootstrap_dir))
         return self
 
     def __exit__(self, *exc) -> None:
         for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+            tracer.setenv(key, value)
 
 
 def started(span: tracer.Span, pid: int) -> None:
@@ -205,8 +201,7 @@ def _thread_clocks(tid: int) -> tuple[int | None, int | None]:
     child watcher reaps in a thread of its own), None when it is gone. Read at a reap, not a hot
     path: ~10-30 us."""
     try:
-        with open("/proc/self/task/%d/schedstat" % tid, "rb") as stat:
-            cpu, queued = stat.read().split()[:2]
+        cpu, queued = tracer.read_file("/proc/self/task/%d/schedstat" % tid, 0, 256).split()[:2]
         return int(cpu), int(queued)
     except (OSError, ValueError):
         return None, None

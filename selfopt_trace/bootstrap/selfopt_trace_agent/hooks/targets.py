@@ -60,9 +60,9 @@ def _apply(entries, module, behind_stand_ins: bool) -> None:
 
 
 def _codeflash_targets() -> tuple:
-    from .codeflash_ import TARGETS
+    from . import codeflash_
 
-    return TARGETS
+    return codeflash_.TARGETS
 
 
 def install_user_targets() -> None:
@@ -134,7 +134,8 @@ def wrap(module, module_name: str, qualname: str, span_name: str, attribute_path
     function = raw.__func__ if descriptor else raw
     if getattr(function, MARK, False):
         return False
-    code = getattr(_unwrapped(function), "__code__", None)
+    unwrapped = _unwrapped(function)
+    code = tracer.code_of(unwrapped) or getattr(unwrapped, "__code__", None)  # a compiled function's too
     if code is None or code.co_flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR):
         tracer.diagnostic("target_unsupported", "%s:%s is not a plain or async function" % (module_name, qualname))
         return False

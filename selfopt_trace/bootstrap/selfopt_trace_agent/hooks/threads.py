@@ -22,7 +22,6 @@ work item's exception is caught inside the original `_WorkItem.run`, below our w
 from __future__ import annotations
 
 import os
-import sys
 from _thread import get_ident, get_native_id
 from collections import deque
 from time import time_ns
@@ -281,7 +280,7 @@ def _condition_wait(original):
         try:
             notified = getattr(self._waiters, "notified", None) if result else None
             if notified is not None and notified[1] - t0 >= threshold:
-                waits.record(_wait_name(sys._getframe(1).f_code), t0, notified[1], [notified[0]])
+                waits.record(_wait_name(tracer.code_of(tracer.frame_at(1))), t0, notified[1], [notified[0]])
             else:
                 waits.not_blocked(time_ns())
         except Exception as exc:

@@ -41,7 +41,7 @@ _places: dict = {}  # code object -> its file and function, encoded: a program s
 def _where(frame) -> str:
     """The attributes of a sleep in `frame`'s line (encoding them each time cost +18,600
     instructions a recorded sleep, 14,100 -> 32,700)."""
-    code = frame.f_code
+    code = tracer.code_of(frame)
     head = _places.get(code)
     if head is None:
         if len(_places) >= 1024:
@@ -121,7 +121,7 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
         # where the program slept (it shows on the critical path): the frame above process.py's
         # wrapper and its recorder, or above asyncio.sleep's wrapper (`depth`; sys._getframe makes
         # no frame objects for the frames it skips)
-        caller = tracer.program_frame(sys._getframe(depth))
+        caller = tracer.program_frame(tracer.frame_at(depth))
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
         waits.write_under(parent, head, t0, t1, "{}" if caller is None else _where(caller))

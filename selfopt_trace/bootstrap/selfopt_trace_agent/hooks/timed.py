@@ -16,7 +16,6 @@ call hands us for free (the length of the str/bytes going in or coming out), nev
 from __future__ import annotations
 
 import os
-import sys
 from _thread import get_ident
 from time import time_ns
 
@@ -232,7 +231,7 @@ def finish(call: Call, args: tuple, kwargs: dict, result, exc: BaseException | N
         else:
             if tracer.first_call is not None:  # the call that loaded this hook: its span from the call
                 t0 = tracer._from_first_call(t0)
-            _record(call, args, kwargs, result, t0, t1, exc, sys._getframe(2), frame)
+            _record(call, args, kwargs, result, t0, t1, exc, tracer.frame_at(2), frame)
         tracer.add_overhead(time_ns() - t1)
     except Exception as error:  # never into the program
         tracer.exception_diagnostic("measure_failed:" + call.name, error)
@@ -298,7 +297,7 @@ def _record(call: Call, args: tuple, kwargs: dict, result, t0: int, t1: int, exc
     """The call as a complete span (slow, failed, or the parent of something recorded)."""
     try:
         caller = tracer.program_frame(caller) or caller  # above a first-call stand-in (lazy.py) it went through
-        code = caller.f_code
+        code = tracer.code_of(caller)
         attributes = {
             "selfopt_trace.library": call.library,
             "selfopt_trace.operation": call.operation,
