@@ -2,11 +2,14 @@
 --
 -- An endpoint is the method, the server (address:port) and the route: the route template the
 -- server reported (http.route) when its SERVER span is in the store, else the client's URL path
--- with ids collapsed to {id} (numbers, UUIDs, long hex). A request's server time is its matching
--- SERVER span (the one whose parent is the client span: the traceparent header joined them; the
--- server may have been traced as another run); the overhead is the rest of the client span:
--- connection set-up, network, proxies, queueing, sending and reading. Retries are resends of the
--- same request (http.request.resend_count).
+-- with ids collapsed to {id} (numbers, UUIDs, long hex). A request's server time is the part of
+-- the client span during which a matching SERVER span ran (one whose parent is the client span:
+-- the traceparent header joined them; the server may have been traced as another run; several,
+-- as for a redirect, count each instant once): a server span is clipped to its client span, as
+-- a client that timed out, or read a streamed body after its span ended, did not wait on the rest.
+-- The overhead is the rest of the client span (never negative): connection set-up, network,
+-- proxies, queueing, sending and reading. Retries are resends of the same request
+-- (http.request.resend_count).
 --
 -- Parameters:
 --   run_id                the run
@@ -22,8 +25,8 @@
 --   total_ms              sum of client-side durations
 --   request_bytes         request bodies sent
 --   response_bytes        response bodies received
---   server_ms             sum of server time (requests with a server span)
---   overhead_ms           sum of client minus server time (requests with a server span)
+--   server_ms             sum of server time within the client spans (requests with a server span)
+--   overhead_ms           sum of client minus server time, 0 or more (requests with a server span)
 --   with_server           requests whose server span is known
 --   new_connections       requests that opened a new connection
 --   reused_connections    requests that reused one
@@ -31,7 +34,7 @@
 --   errors                requests that failed (status >= 400 or an exception)
 WITH
 client AS (
-    SELECT span_id, trace_id, duration_ns, status,
+    SELECT span_id, trace_id, start_ns, end_ns, duration_ns, status,
            attributes->>'http.request.method' AS method,
            concat_ws(':', attributes->>'server.address', attributes->>'server.port') AS server,
            regexp_extract(attributes->>'url.full', '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)', 1) AS path,
@@ -42,13 +45,21 @@ client AS (
     FROM spans
     WHERE run_id = $run_id AND category = 'http' AND kind = 'CLIENT'
 ),
-server AS (  -- the SERVER span answering each client span, in this run or another one
-    SELECT s.parent_span_id AS client_id, max(s.duration_ns) AS duration_ns,
-           any_value(s.attributes->>'http.route') AS route
+answers AS (  -- the SERVER spans answering each client span, in this run or another one, clipped to it
+    SELECT s.parent_span_id AS client_id, s.attributes->>'http.route' AS route,
+           greatest(s.start_ns, c.start_ns) AS lo, least(s.end_ns, c.end_ns) AS hi
     FROM spans AS s
     JOIN client AS c ON c.span_id = s.parent_span_id AND c.trace_id = s.trace_id
     WHERE s.kind = 'SERVER' AND s.category = 'http'
-    GROUP BY s.parent_span_id
+),
+server AS (  -- per client span: how long some server span of it ran (the union of the clipped spans)
+    SELECT client_id, any_value(route) AS route,
+           -- in start order, each span adds what it runs past the ends of those before it
+           sum(greatest(0, hi - greatest(lo, coalesce(reached, lo)))) AS duration_ns
+    FROM (SELECT *, max(hi) OVER (PARTITION BY client_id ORDER BY lo, hi
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reached
+          FROM answers)
+    GROUP BY client_id
 ),
 requests AS (
     SELECT c.*, s.duration_ns AS server_ns,

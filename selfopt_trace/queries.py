@@ -122,14 +122,28 @@ def builtin_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "queries"
 
 
-def load_queries(extra_dirs: Iterable[Path | str] = ()) -> dict[str, Query]:
-    """Every query by name: the shipped ones, then each extra folder's (a later file of the same name wins)."""
+def load_queries(extra_dirs: Iterable[Path | str] = (),
+                 bad: list[QueryDefinitionError] | None = None) -> dict[str, Query]:
+    """Every query by name: the shipped ones, then each extra folder's (a later file of the same name wins).
+
+    A file that cannot be read raises QueryDefinitionError; given `bad`, its error is appended there
+    instead and its name left out (also a shipped query it would have replaced), so one broken file
+    does not hide the rest."""
     queries: dict[str, Query] = {}
     for directory in (builtin_dir(), *map(Path, extra_dirs)):
         if not directory.is_dir():
             raise QueryDefinitionError(f"queries folder not found: {directory}")
         for path in sorted(directory.glob("*.sql")):
-            query = parse_query(path)
+            if not path.is_file():  # a folder named x.sql
+                continue
+            try:
+                query = parse_query(path)
+            except QueryDefinitionError as exc:
+                if bad is None:
+                    raise
+                bad.append(exc)
+                queries.pop(path.stem, None)
+                continue
             queries[query.name] = query
     return queries
 
@@ -145,12 +159,19 @@ def get_query(name: str, extra_dirs: Iterable[Path | str] = ()) -> Query:
         path = directory / f"{name}.sql"
         if path.is_file() and path.parent == directory:  # a name with a slash is no query's name
             return parse_query(path)
-    raise QueryNotFoundError(name, load_queries(extra_dirs))
+    raise QueryNotFoundError(name, load_queries(extra_dirs, bad=[]))  # a broken file is not what was asked for
 
 
 def parse_query(path: Path) -> Query:
     """Read a .sql file and its header comment."""
-    sql = path.read_text(encoding="utf-8")
+    try:
+        sql = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise QueryDefinitionError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+                                   "save the file as UTF-8") from exc
+    except OSError as exc:
+        raise QueryDefinitionError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
     description: list[str] = []
     parameters: list[Parameter] = []
     columns: list[Column] = []

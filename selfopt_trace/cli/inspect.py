@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import typer
 
 from .. import runner
-from ..errors import RunNotFoundError, StoreOpenError
+from ..errors import QueryError, RunNotFoundError, StoreOpenError
 from .commands import app
 
 
@@ -181,14 +181,23 @@ def _wall_ms(info: Any) -> float | None:
     return round((info.end_ns - info.start_ns) / 1e6, 3) if info.start_ns and info.end_ns else None
 
 
-@app.command()
+# An unknown option is the SQL: a query may start with a `--` comment.
+@app.command(context_settings={"ignore_unknown_options": True})
 def sql(
-    query: str = typer.Argument(..., help="The SQL (DuckDB dialect). Tables: spans, runs, diagnostics; view: records (Logfire's columns)."),
+    query: str = typer.Argument(..., help="One SQL statement (DuckDB dialect). Tables: spans, runs, diagnostics; "
+                                          "view: records (Logfire's columns)."),
     db: Optional[Path] = DB,
     output: OutputFormat = FORMAT,
 ) -> None:
-    """Run one SQL query on the trace database and print its rows."""
+    """Run one SQL statement on the trace database and print its rows."""
     with open_store(db) as store:
+        count = store.statement_count(query)
+        shown = query if len(query) <= 60 else query[:57] + "..."
+        if count == 0:  # a mistyped option (`--fromat`) lands here too: show what was taken as the SQL
+            raise QueryError(f"no SQL statement in {shown!r}: it is empty, or only `;` and comments")
+        if count > 1:  # DuckDB would run them all and return the last one's rows only
+            raise QueryError(f"sql runs one statement, and this text holds {count}: "
+                             "run `selfopt-trace sql` once for each")
         columns, rows = store.sql(query)
     print_rows(columns, rows, output)
 

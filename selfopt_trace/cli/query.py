@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Sequence
 
 import typer
 
-from ..errors import SelfoptTraceError
+from ..errors import QueryError, SelfoptTraceError
 from .commands import app
 from .inspect import DB, OutputFormat, UnknownRunError, open_store, print_rows, resolve_run
 
@@ -39,7 +39,8 @@ RUN = typer.Argument("latest", help="Run id, a unique prefix of one, or `latest`
 @app.command()
 def query(
     name: Optional[str] = typer.Argument(None, help="The query (see --list)."),
-    run: str = typer.Option("latest", "--run", "-r", help="Run id, a unique prefix of one, or `latest`."),
+    run: Optional[str] = typer.Option(None, "--run", "-r", show_default=False,
+                                      help="Run id, a unique prefix of one, or `latest` (the default)."),
     param: List[str] = typer.Option([], "--param", "-p", help="A parameter of the query, as key=value (repeatable)."),
     output: QueryFormat = FORMAT,
     queries_dir: List[Path] = typer.Option([], "--queries", help="A folder of your own .sql queries (repeatable); "
@@ -48,16 +49,26 @@ def query(
     db: Optional[Path] = DB,
 ) -> None:
     """Run a named SQL query (queries/*.sql) on a run: breakdown, roundtrip, subprocess, imports, ..."""
-    from ..queries import get_query, load_queries, missing_samples, run_query
+    from ..queries import QueryDefinitionError, get_query, load_queries, missing_samples, run_query
 
     if list_ or name is None:
-        _list_queries(load_queries(queries_dir))
+        bad: list[QueryDefinitionError] = []
+        _list_queries(load_queries(queries_dir, bad))
+        for error in bad:  # listed after the good ones, and the exit status says it
+            typer.echo(f"selfopt-trace: error: {error}", err=True)
+        if bad:
+            raise typer.Exit(2)
         return
     named = get_query(name, queries_dir)
     values: dict[str, Any] = dict(_key_value(item) for item in param)
+    takes_run = any(p.name == "run_id" for p in named.parameters)
+    if run is not None and "run_id" in values:  # never one silently over the other
+        raise QueryError(f"--run {run} and -p run_id={values['run_id']} both name the run: give one")
+    if run is not None and not takes_run:
+        raise QueryError(f"query {named.name} has no run_id parameter: --run does not apply to it")
     with open_store(db) as store:
-        if any(p.name == "run_id" for p in named.parameters) and "run_id" not in values:
-            values["run_id"] = resolve_run(store, run)
+        if takes_run:  # -p run_id=... is a run as --run's: an id, a unique prefix or `latest`
+            values["run_id"] = resolve_run(store, values.get("run_id", run or "latest"))
         result = run_query(store, named, values)
         why_empty = None if result.rows or "run_id" not in values else missing_samples(store, named, values["run_id"])
     if output is QueryFormat.markdown:

@@ -16,7 +16,7 @@ COMMANDS = (
     ("run", "Run CMD with every Python process of its tree traced into one trace; print where the time went."),
     ("demo", "Trace the bundled multi-process demo workload and show where its time goes."),
     ("runs", "List the runs in the trace database, the most recent first."),
-    ("sql", "Run one SQL query on the trace database and print its rows."),
+    ("sql", "Run one SQL statement on the trace database and print its rows."),
     ("tree", "Print a run's process tree: every process with its timings, and the subprocess calls between them."),
     ("show", "Print a run's text in full, nothing cut: its command, and each process's name and whole command line."),
     ("docker-env", "Print what to add to `docker run` (or a compose service) to trace a container into a run."),

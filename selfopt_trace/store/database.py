@@ -17,6 +17,8 @@ from selfopt_trace.store.profile import WHOLE_STACKS, convert_whole_stacks
 if TYPE_CHECKING:
     from datetime import datetime  # DuckDB's TIMESTAMP values are its objects: only `runs()` reads one
 
+_NO_STATEMENT = "no SQL statement to run: the text is empty, or only `;` and comments"
+
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
@@ -99,10 +101,19 @@ class Store:
         """Run one query with bound parameters; returns (column names, rows)."""
         try:
             cursor = self._con.execute(query, params)
+            if cursor is None:  # DuckDB returns no cursor for text without a statement
+                raise QueryError(_NO_STATEMENT)
             rows = cursor.fetchall() if cursor.description else []
         except duckdb.Error as exc:
             raise QueryError(str(exc)) from exc
         return [column[0] for column in cursor.description or ()], rows
+
+    def statement_count(self, text: str) -> int:
+        """How many SQL statements `text` holds (0 for blanks, `;` and comments); a syntax error is a QueryError."""
+        try:
+            return len(self._con.extract_statements(text))
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc
 
     def query(self, name: str, params: dict[str, Any] | None = None, extra_dirs: Sequence[Path | str] = ()):
         """Run a named query (queries/NAME.sql, or one of `extra_dirs`); returns a `queries.QueryResult`."""

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from selfopt_trace.store import Store
 from tests.cli.conftest import python
 
 PARENT = python("import subprocess, sys; subprocess.run([sys.executable, '-c', 'import json'], check=True); "
@@ -60,6 +61,28 @@ def test_sql_error_is_one_clear_line(two_runs):
     assert result.returncode == 2
     assert result.stderr.startswith(b"selfopt-trace: error:") and b"nope" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "no SQL statement in '': it is empty, or only `;` and comments"),
+    ("   ", "no SQL statement in '   ': it is empty, or only `;` and comments"),
+    (";", "no SQL statement in ';': it is empty, or only `;` and comments"),
+    ("-- only a comment", "no SQL statement in '-- only a comment': it is empty, or only `;` and comments"),
+    ("SELECT 1; SELECT 2", "sql runs one statement, and this text holds 2: run `selfopt-trace sql` once for each"),
+])
+def test_sql_needs_exactly_one_statement(cli, text, message):
+    Store(cli.db).close()  # an empty database: what matters is the text
+    result = cli("sql", text)
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr.decode() == f"selfopt-trace: error: {message}\n"
+
+
+def test_sql_may_start_with_a_comment_and_end_with_a_semicolon(cli):
+    Store(cli.db).close()
+    result = cli("sql", "-- the answer\nSELECT 42 AS answer;", "-f", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"answer": 42}]
+    assert json.loads(cli("sql", "-f", "json", "-- a = b\nSELECT 1 AS one -- x;").stdout) == [{"one": 1}]
 
 
 def test_tree_shows_processes_and_the_calls_between_them(two_runs):

@@ -213,6 +213,21 @@ def test_the_server_may_be_traced_as_another_run(store: Store, tmp_path: Path) -
         "own work": (20, 20), "http client overhead": (10, 10), "http server time": (20, 20)})
 
 
+def test_a_server_span_outliving_its_client_counts_only_while_the_client_waited(store: Store, tmp_path: Path) -> None:
+    # a client that timed out (or read a streamed body after its span): the server's work after
+    # the call is nobody's wait, so its wall time is clipped to the client span (as roundtrip's)
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    client = run.span(100, "GET", "http", 10, 40, main, kind="CLIENT")
+    run.process(300, -100, 200, command="server.py", trace=OTHER_TRACE)
+    run.span(300, "GET /slow", "http", 15, 90, client, kind="SERVER")
+    run_id = run.load(store, tmp_path)
+    expected = {"own work": (70, 70), "http client overhead": (5, 5), "http server time": (25, 75)}
+    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+    assert_figures(breakdown(store, run_id), expected)
+
+
 def test_a_call_to_a_server_the_trace_does_not_see_into_is_that_server_s_time(store: Store, tmp_path: Path) -> None:
     # a remote API: no SERVER span answers the client; its connection set-up and its payload's
     # encoding stay what they are, the rest is the server's work and the network's, not the client's

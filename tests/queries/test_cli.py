@@ -92,6 +92,8 @@ def test_users_own_queries_run_beside_the_shipped_ones(cli: Cli, tmp_path: Path)
     (["query", "breakdown", "--run", "zzz"], "run not found: zzz; the most recent runs are:\n  r1"),
     (["query", "imports", "-p", "limit"], "'limit': write a parameter as key=value"),
     (["query", "imports", "-p", "colour=red"], "has no parameter colour"),
+    (["query", "imports", "-p", "run_id=r1", "--run", "r1"], "--run r1 and -p run_id=r1 both name the run: give one"),
+    (["query", "imports", "-p", "run_id=zzz"], "run not found: zzz; the most recent runs are:\n  r1"),
     (["compare", "r1", "zzz"], "run not found: zzz"),
     (["report", "zzz"], "run not found: zzz"),
     (["export", "zzz", "-o", "out.json"], "run not found: zzz"),
@@ -102,6 +104,54 @@ def test_bad_input_gets_a_clear_error(cli: Cli, args: list[str], message: str) -
     assert done.returncode == 2
     assert message in done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
+
+
+def test_the_run_is_named_once_by_run_or_by_its_parameter(cli: Cli, tmp_path: Path) -> None:
+    load(cli, small_run("r1", 30), small_run("s2", 40, started_ms=1))
+    done = cli("query", "slowest_spans", "-p", "run_id=r1", "--run", "s2", "-p", "category=import")
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode() == "selfopt-trace: error: --run s2 and -p run_id=r1 both name the run: give one\n"
+    for args in (["-p", "run_id=r1"], ["--run", "r1"], ["-p", "run_id=r"]):  # a prefix either way
+        done = cli("query", "slowest_spans", *args, "-p", "category=import", "-f", "json")
+        assert done.returncode == 0, done.stderr
+        assert [row["duration_ms"] for row in json.loads(done.stdout)] == [30], args
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "seven.sql").write_text("-- No run in it.\nSELECT 7 AS seven\n")
+    done = cli("query", "seven", "--queries", str(mine), "--run", "s2")
+    assert done.returncode == 2
+    assert done.stderr.decode() == "selfopt-trace: error: query seven has no run_id parameter: --run does not apply to it\n"
+    assert json.loads(cli("query", "seven", "--queries", str(mine), "-f", "json").stdout) == [{"seven": 7}]
+
+
+def test_a_bad_query_file_is_named_and_hides_no_other_query(cli: Cli, tmp_path: Path) -> None:
+    load(cli, small_run("r1", 30))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "latin1.sql").write_bytes("-- Caf\u00e9 spans.\n-- Parameters:\n--   run_id  the run\nSELECT 1\n".encode("latin-1"))
+    (mine / "undeclared.sql").write_text("-- Uses what it does not declare.\nSELECT $nope\n")
+    (mine / "count.sql").write_text("-- Spans in the run.\n-- Parameters:\n--   run_id  the run\n"
+                                    "SELECT count(*) AS n FROM spans WHERE run_id = $run_id\n")
+    done = cli("query", "latin1", "--queries", str(mine))
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode() == (f"selfopt-trace: error: {mine / 'latin1.sql'}:1: not UTF-8 text (byte 0xe9); "
+                                    "save the file as UTF-8\n")
+    done = cli("query", "undeclared", "--queries", str(mine))
+    assert done.returncode == 2
+    assert f"{mine / 'undeclared.sql'}: uses $nope but its header" in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
+    # the good file and the shipped queries still run, and are listed; the bad ones are named
+    assert json.loads(cli("query", "count", "--queries", str(mine), "-f", "json").stdout) == [{"n": 3}]
+    done = cli("query", "--list", "--queries", str(mine))
+    assert done.returncode == 2
+    listed = done.stdout.decode()
+    assert "Spans in the run." in listed and "Where the wall time of the run went" in listed
+    assert "latin1" not in listed and "undeclared" not in listed
+    errors = done.stderr.decode().splitlines()
+    assert len(errors) == 2 and all(line.startswith("selfopt-trace: error: ") for line in errors)
+    assert str(mine / "latin1.sql") in errors[0] and str(mine / "undeclared.sql") in errors[1]
+    done = cli("query", "nosuch", "--queries", str(mine))
+    assert done.returncode == 2 and "no query named 'nosuch'; available: breakdown," in done.stderr.decode()
 
 
 def test_compare_two_runs_in_markdown(cli: Cli) -> None:

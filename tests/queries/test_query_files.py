@@ -136,6 +136,35 @@ def test_a_malformed_header_is_reported_with_its_line(tmp_path: Path, header: st
         parse_query(write(tmp_path, "mine", header))
 
 
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "mine.sql"
+    path.write_bytes(b"-- Spans.\n-- Parameters:\n--   run_id  the r\xf4le\nSELECT 1\n")
+    with pytest.raises(QueryDefinitionError, match=rf"^{path}:3: not UTF-8 text \(byte 0xf4\); save the file as UTF-8$"):
+        parse_query(path)
+
+
+def test_a_bad_file_is_left_out_of_the_list_when_asked_and_raises_otherwise(tmp_path: Path) -> None:
+    write(tmp_path / "mine", "good", "-- Good.\nSELECT 1 AS one\n")
+    write(tmp_path / "mine", "imports", "-- Replaces imports, badly.\nSELECT $nope\n")
+    (tmp_path / "mine" / "folder.sql").mkdir()  # no file: not a query
+    with pytest.raises(QueryDefinitionError, match="imports.sql: uses \\$nope"):
+        load_queries([tmp_path / "mine"])
+    bad: list[QueryDefinitionError] = []
+    queries = load_queries([tmp_path / "mine"], bad)
+    assert "good" in queries and "breakdown" in queries
+    assert "imports" not in queries  # not the shipped one: `query imports` would read the bad file
+    assert [str(error) for error in bad] == [
+        f"{tmp_path / 'mine' / 'imports.sql'}: uses $nope but its header's Parameters do not declare it"]
+
+
+def test_a_query_with_no_statement_is_a_clear_error(store, tmp_path: Path) -> None:
+    path = write(tmp_path, "empty", "-- Only a header.\n;\n")
+    with pytest.raises(QueryError, match=rf"query empty failed \({path}\): no SQL statement to run"):
+        run_query(store, parse_query(path))
+    with pytest.raises(QueryError, match="no SQL statement to run"):
+        store.sql("  ")
+
+
 def test_a_users_folder_adds_queries_and_may_replace_a_shipped_one(tmp_path: Path) -> None:
     write(tmp_path / "mine", "extra", "-- My own question.\n-- Parameters:\n--   run_id  the run\nSELECT 1 AS one\n")
     write(tmp_path / "mine", "imports", "-- My imports.\n-- Parameters:\n--   run_id  the run\nSELECT 2 AS two\n")
