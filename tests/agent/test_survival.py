@@ -192,11 +192,13 @@ def test_the_tracers_own_thread_takes_no_signal_of_the_programs(traced):
             "def blocked(tid):\n"
             "    status = open(f'/proc/self/task/{tid}/status').read()\n"
             "    return int(status.split('SigBlk:')[1].split()[0], 16)\n"
-            "mine = threading.Thread(target=time.sleep, args=(0.5,)); mine.start()\n"
+            # (waiting on an event: the traced time.sleep blocks signals for a moment before it sleeps)
+            "done = threading.Event()\n"
+            "mine = threading.Thread(target=done.wait, args=(5,)); mine.start()\n"
             "others = [int(t) for t in os.listdir('/proc/self/task') if int(t) not in (os.getpid(), mine.native_id)]\n"
             "print(json.dumps([blocked(os.getpid()), blocked(mine.native_id), [blocked(t) for t in others],\n"
             "                  'signal' in sys.modules]))\n"
-            "mine.join()\n")
+            "done.set(); mine.join()\n")
     result = subprocess.run([sys.executable, "-c", code], env=traced.env(), capture_output=True, timeout=30)
     assert (result.returncode, result.stderr) == (0, b"")
     main, program_thread, masks, signal_imported = json.loads(result.stdout)
