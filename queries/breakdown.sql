@@ -27,7 +27,8 @@
 -- child the trace does not see into: git, a compiler, an untraced Python); untraced http servers
 -- (an HTTP call whose server the trace does not see into: a remote API, its work and the network
 -- together); untraced waits (off the CPU in own work, or a wait on a thread or task that is not
--- running); outside traced processes (no traced process alive, e.g. a shell before Python started).
+-- running); outside traced processes (no traced process alive: a shell before its Python child
+-- started, or after it ended).
 --
 -- Parameters:
 --   run_id                the run
@@ -45,18 +46,22 @@ coded AS MATERIALIZED (
            parent_rs, parent_re, parent_code, is_wait
     FROM run_activity($run_id)
 ),
--- The run's wall time: its top-level spans (normally the main process), and CMD's teardown after its
--- process span (selfopt_trace/store/macros.sql, cmd_exit: none where an exec replaced it, whose
--- program's time is outside traced processes); not past CMD's exit as `run` saw it
--- (runs.end_ns): what a process CMD left running did after it (`sh -c 'python x &'`) is not the
--- command's time (the summary says which processes went on).
+-- The run's wall time: from CMD's start to its exit as `run` saw it (the runs row: run.json's times,
+-- else the span files' first and last), so that the categories add up to it: where no top-level
+-- span is alive (a shell before its Python child, after a root that is not CMD) it is outside
+-- traced processes. Not past that end: what a process CMD left running did after it (`sh -c
+-- 'python x &'`) is not the command's time (the summary says which processes went on). After CMD's
+-- own process span, and every other top-level span, until its exit: CMD's teardown
+-- (selfopt_trace/store/macros.sql, cmd_exit: none where an exec replaced it, whose program's time
+-- is outside traced processes). A run without a runs row: its top-level spans' extent.
 run_extent AS (
-    SELECT start_ns, greatest(start_ns, least(end_ns, coalesce(run_end, end_ns))) AS end_ns, teardown_ns
-    FROM (SELECT start_ns, greatest(spans_end, coalesce(cmd_exited, spans_end)) AS end_ns,
-                 CASE WHEN replaced THEN 0 ELSE greatest(0, coalesce(cmd_exited, spans_end) - spans_end) END
-                     AS teardown_ns,
-                 (SELECT nullif(end_ns, 0) FROM runs WHERE run_id = $run_id) AS run_end
-          FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end, (SELECT exited_ns FROM cmd_exit($run_id)) AS cmd_exited,
+    SELECT start_ns, end_ns,
+           CASE WHEN cmd_exited IS NULL OR replaced THEN 0
+                ELSE greatest(0, least(cmd_exited, end_ns) - greatest(spans_end, start_ns)) END AS teardown_ns
+    FROM (SELECT start_ns, greatest(start_ns, coalesce(run_end, spans_end)) AS end_ns, spans_end, cmd_exited, replaced
+          FROM (SELECT coalesce((SELECT nullif(start_ns, 0) FROM runs WHERE run_id = $run_id), min(rs)) AS start_ns,
+                       (SELECT nullif(end_ns, 0) FROM runs WHERE run_id = $run_id) AS run_end, max(re) AS spans_end,
+                       (SELECT exited_ns FROM cmd_exit($run_id)) AS cmd_exited,
                        coalesce((SELECT replaced FROM cmd_exit($run_id)), false) AS replaced
                 FROM coded WHERE is_top))
 ),
@@ -420,7 +425,7 @@ code_terms AS (
     UNION ALL
     SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM terms WHERE parent_code IS NOT NULL GROUP BY parent_code
     UNION ALL
-    SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive
+    SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive, and not CMD's teardown
     FROM (SELECT (SELECT end_ns - start_ns - teardown_ns FROM run_extent)
                  - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
     UNION ALL

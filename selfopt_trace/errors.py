@@ -7,6 +7,7 @@ lower-level errors (DuckDB, OS) `from` the original so the cause stays visible i
      ├── StoreError                  the trace database cannot be used
      │    ├── StoreLockedError       another process holds the database's write lock
      │    └── StoreOpenError         the database cannot be created or opened (permissions, not a database)
+     │         └── StoreDamagedError  its file is damaged (cut short, overwritten): DuckDB cannot read it
      ├── RunNotFoundError            no such run in the store, or no such run directory
      ├── RunExistsError              a run of that id is in the store already (from elsewhere)
      └── QueryError                  a SQL query against the store failed
@@ -49,6 +50,15 @@ class StoreOpenError(StoreError):
 
     def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(path, f"cannot open trace database {path}: {reason}")
+        self.reason = reason
+
+
+class StoreDamagedError(StoreOpenError):
+    """The database file is damaged (cut short, overwritten): DuckDB cannot read what it holds."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        StoreError.__init__(self, path, f"trace database {path} is damaged ({reason}): move it aside or delete "
+                                        "it; the next `run` or `load` makes a new one")
         self.reason = reason
 
 

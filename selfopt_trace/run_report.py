@@ -14,11 +14,12 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator, TextIO
 
 from .background import Background
-from .runner import ENV_LOCK_WAIT, RunOptions, RunRecord, default_db_path
+from .runner import ENV_LOCK_WAIT, RunOptions, RunRecord, default_db_path, drop_output
 
 if TYPE_CHECKING:
     from .store import Store
@@ -70,15 +71,17 @@ def _print_and_write(results: list, group_id: str | None, options: RunOptions) -
         group = summaries.GroupSummary(group_id, results)  # type: ignore[arg-type]
         data: dict = group.to_json()
         if not options.quiet:
-            summary_render.render_group(group, console)
+            with dropped_if_unwritable(sys.stderr):
+                summary_render.render_group(group, console)
     else:
         data = results[0].to_json() if len(results) == 1 else {"group_id": group_id, "runs": [r.to_json() for r in results]}
         if not options.quiet:
-            for result in results:
-                if isinstance(result, summaries.RunSummary):
-                    summary_render.render(result, console)
-                else:
-                    summary_render.render_untraced(result, console)
+            with dropped_if_unwritable(sys.stderr):
+                for result in results:
+                    if isinstance(result, summaries.RunSummary):
+                        summary_render.render(result, console)
+                    else:
+                        summary_render.render_untraced(result, console)
     if options.json_target is not None:
         write_json(data, options.json_target)
 
@@ -89,14 +92,14 @@ def _load_and_summarize(store: Store, records: list[RunRecord], options: RunOpti
     from . import summary as summaries
     from .export.ledger import record_live_export
 
-    db_option = "" if options.db_path == default_db_path(environ) else f" --db {shell_quote(str(options.db_path))}"
+    db = db_option(options, environ)
     jaeger = jaeger_ui.answering_base(environ)  # once for all runs: a connect refused at once when none runs
     results = []
     for record in records:
         assert record.run_dir is not None
         loaded = store.load_run(record.run_dir, replace=options.replace)
         record_live_export(store, record.run_id, record.run_dir)
-        next_commands = summaries.next_commands(record.run_id, db_option, available_commands)
+        next_commands = summaries.next_commands(record.run_id, db, available_commands)
         if jaeger is not None:
             next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
         result = summaries.summarize(store, record.run_id, next_commands)
@@ -148,14 +151,32 @@ def open_store_waiting(path: Path, patience_s: float = 10.0) -> Store:
             pause = min(pause * 2, 1.0)
 
 
-def kept(records: list[RunRecord]) -> str:
+def kept(records: list[RunRecord], options: RunOptions, environ: dict[str, str]) -> str:
     """The end of an error message when loading failed: where the files are, and how to load them."""
     dirs = " ".join(shell_quote(str(record.run_dir)) for record in records if record.run_dir is not None)
-    return f"; the run files are kept: load them with `selfopt-trace load {dirs}`" if dirs else ""
+    return f"; the run files are kept: load them with `selfopt-trace load {dirs}{db_option(options, environ)}`" \
+        if dirs else ""
+
+
+def db_option(options: RunOptions, environ: dict[str, str]) -> str:
+    """` --db PATH` for the commands we suggest (the summary's next ones, the `load` of kept run files),
+    unless PATH is the default database."""
+    return "" if options.db_path == default_db_path(environ) else f" --db {shell_quote(str(options.db_path))}"
 
 
 def error(message: str) -> None:
-    print(f"selfopt-trace: error: {message}", file=sys.stderr, flush=True)
+    with dropped_if_unwritable(sys.stderr):
+        print(f"selfopt-trace: error: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def dropped_if_unwritable(stream: TextIO) -> Iterator[None]:
+    """Our output to `stream` (stdout, stderr) that cannot be written (`... | head`: its reader gone;
+    a full disk) is dropped, as CMD's own would be: it must not change the status `run` exits with."""
+    try:
+        yield
+    except OSError:
+        drop_output(stream)
 
 
 def shell_quote(text: str) -> str:
@@ -167,10 +188,8 @@ def shell_quote(text: str) -> str:
 def write_json(data: dict, target: str) -> None:
     text = json.dumps(data, indent=2) + "\n"
     if target == "-":
-        try:
+        with dropped_if_unwritable(sys.stdout):
             sys.stdout.write(text)
             sys.stdout.flush()
-        except BrokenPipeError:  # `... | head`: the reader is gone, as it would be for CMD's own output
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     else:
         Path(target).write_text(text, encoding="utf-8")

@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 # The agent's contract (docs/architecture.md): its config module is the one definition of the names.
 from .bootstrap.selfopt_trace_agent import config as agent_config
@@ -41,6 +41,7 @@ from .export.otlp_settings import OtlpSettings, OtlpSettingsError
 from .export.otlp_settings import resolve as resolve_otlp
 from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
+from .paths import unwritable
 from .watchers import Watcher, WatchedRun, start_all, stop_all
 from .watchers.cpu_sampler import CpuSampler
 
@@ -178,15 +179,10 @@ def check_run_id(run_id: str) -> None:
 
 
 def check_writable_dir(directory: Path, what: str) -> None:
-    """Create `directory` if needed and prove a file can be created in it (os.access lies to root)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        # A unique name made as tempfile.mkstemp makes one, without importing it (~3 ms before CMD).
-        probe = directory / f".selfopt-trace-probe-{os.getpid()}-{os.urandom(6).hex()}"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(probe)
-    except OSError as exc:
-        raise RunSetupError(f"{what} {directory} is not writable: {exc.strerror or exc}") from exc
+    """Create `directory` if needed and prove a file can be created in it."""
+    reason = unwritable(directory)
+    if reason is not None:
+        raise RunSetupError(f"{what} {directory} {reason}")
 
 
 def check_writable_db(path: Path) -> None:
@@ -406,14 +402,38 @@ def _spawn(argv: list[str], path: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(argv, executable=path, env=env, close_fds=False)
 
 
+def drop_output(stream: TextIO) -> None:
+    """Point `stream`, our stdout or stderr, at /dev/null: it could not take our output (its reader
+    gone, a full disk), and the status `run` exits with is CMD's, whatever becomes of ours."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+    except (OSError, ValueError):  # ValueError: closed by the program that embeds us: nothing to write
+        pass
+
+
+def flush_output() -> None:
+    """Flush our stdout and stderr; one that cannot be written is dropped (drop_output). None: no
+    stream at all (a caller's closed descriptor: cli.main puts /dev/null there first)."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            drop_output(stream)
+
+
 def die_like(returncode: int) -> int:
     """Exit as CMD did: for a signal, kill ourselves with it (no core file); returns the shell code
     to fall back to should the signal not kill us."""
     if returncode >= 0:
         return returncode
     signum = -returncode
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_output()
     try:
         import resource
 
@@ -642,10 +662,10 @@ def run(options: RunOptions, environ: dict[str, str] | None = None, available_co
     try:
         report(records, options, disabled, available_commands, environ)
     except KeyboardInterrupt:
-        error("interrupted" + kept(records))
+        error("interrupted" + kept(records, options, environ))
         return die_like(-signal.SIGINT)
     except SelfoptTraceError as exc:
-        error(str(exc) + kept(records))
+        error(str(exc) + kept(records, options, environ))
     return die_like(code)
 
 

@@ -1,11 +1,10 @@
 """The end-of-run summary: computed from the store with SQL (rendered by summary_render.py, or as JSON).
 
 `summarize(store, run_id)` returns a `RunSummary`; `summary_render.render(summary, console)` prints it. The time
-by category is the `breakdown` query's (queries/breakdown.sql: every instant of the traced
-processes counted once, across processes, HTTP calls and containers), plus the part of the run's
-wall time outside them (launching CMD, a non-Python parent around the traced processes),
-so the summary and `selfopt-trace query breakdown` always agree and the categories add up to the
-wall time.
+by category is the `breakdown` query's as it gives it (queries/breakdown.sql: every instant of the
+run's wall time counted once, across processes, HTTP calls and containers, and outside them:
+launching CMD, a non-Python parent around the traced processes), so the summary and
+`selfopt-trace query breakdown` always agree and the categories add up to the wall time.
 """
 
 from __future__ import annotations
@@ -222,16 +221,13 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
 
 
 def time_by_category(store: Store, run_id: str, wall_ns: int, spans: int | None = None) -> dict[str, int]:
-    """The breakdown's wall time per category (ns), and OUTSIDE: the rest of the run's wall time.
-    `spans`: the run's span count when known (0: nothing to break down, the query is not run)."""
+    """The breakdown's wall time per category (ns), as the query gives it. `spans`: the run's span
+    count when known (0: nothing to break down, the query is not run: the whole `wall_ns` is
+    outside traced processes, as the query would say)."""
     if spans == 0:
-        by_category = dict.fromkeys(BREAKDOWN_CATEGORIES, 0)
-    else:
-        rows = run_query(store, "breakdown", {"run_id": run_id}).records()
-        by_category = {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
-    traced = sum(by_category.values())
-    by_category[OUTSIDE] = by_category.get(OUTSIDE, 0) + max(0, wall_ns - traced)
-    return by_category
+        return {**dict.fromkeys(BREAKDOWN_CATEGORIES, 0), OUTSIDE: wall_ns}
+    rows = run_query(store, "breakdown", {"run_id": run_id}).records()
+    return {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
 
 
 def small_store(store: Store) -> bool:

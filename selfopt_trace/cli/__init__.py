@@ -8,6 +8,7 @@ The typer app and its command modules load in `commands` on first use: `selfopt-
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .. import __version__
@@ -21,7 +22,21 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def reserve_standard_streams() -> None:
+    """Our stdin, stdout or stderr closed (`>&-`): /dev/null in its place, close-on-exec (PEP 446), so
+    CMD still finds it closed, what we write to it goes nowhere instead of failing, and no file we
+    open (run.json, the database) takes its number."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: `fd`, as 0..fd-1 are open
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(null, "r" if fd == 0 else "w", closefd=False))
+
+
 def main() -> None:
+    reserve_standard_streams()
     if sys.argv[1:] == ["--version"]:
         print(f"selfopt-trace {__version__}")
         return

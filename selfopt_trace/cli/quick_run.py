@@ -163,30 +163,20 @@ def run(args: list[str]) -> int | None:
     except (EOFError, KeyboardInterrupt):  # as click reports them
         print("\nAborted!", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # `run --json -- CMD | head -1`: exit 1 in silence, as click does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
 
 
 def exit_without_teardown(code: int) -> NoReturn:
     """Exit with `code` as the interpreter's exit would, less freeing every module and object
     (rich's, DuckDB's: ~37 M instructions after each `run`): the atexit callbacks run and
     the output is flushed, then the process ends. A thread that is not a daemon, which the
-    interpreter would wait for, or output that cannot be flushed: the interpreter's own exit."""
+    interpreter would wait for: the interpreter's own exit. Output that cannot be flushed (stdout
+    a pipe nobody reads any more, a full disk) is dropped: the status is `code` all the same."""
     import atexit
     import threading
 
+    runner.flush_output()
     if any(not thread.daemon and thread is not threading.main_thread() for thread in threading.enumerate()):
         sys.exit(code)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        sys.exit(code)  # the interpreter reports it, with its exit status, as it does without this
     atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        sys.exit(code)
+    runner.flush_output()
     os._exit(code)

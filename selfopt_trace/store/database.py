@@ -8,8 +8,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Sequence
 
-from selfopt_trace.errors import QueryError, RunNotFoundError, StoreError, StoreLockedError, StoreOpenError
-from selfopt_trace.paths import default_db_path
+from selfopt_trace.errors import (QueryError, RunNotFoundError, StoreDamagedError, StoreError, StoreLockedError,
+                                  StoreOpenError)
+from selfopt_trace.paths import default_db_path, unwritable
 from selfopt_trace.store.engine import duckdb
 from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
 from selfopt_trace.store.profile import WHOLE_STACKS, convert_whole_stacks
@@ -21,6 +22,8 @@ _NO_STATEMENT = "no SQL statement to run: the text is empty, or only `;` and com
 
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+# DuckDB's words for a file cut short or overwritten: a read past its end, a block whose checksum fails.
+_DAMAGED = re.compile(r"Could not read enough bytes|Corrupt database file")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,14 @@ class Store:
     def __init__(self, path: Path | str | None = None, *, read_only: bool = False) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self._con = _connect(self.path, read_only)
+        try:
+            self._prepare(read_only)
+        except duckdb.Error as exc:  # a file whose first pages read well, not the rest (cut short)
+            self._con.close()
+            raise _open_error(self.path, exc) from exc
+
+    def _prepare(self, read_only: bool) -> None:
+        """The schema and macros of this version, for writing; for reading, as far as it can be read."""
         if not read_only:
             _bring_schema_up_to_date(self._con)
             return
@@ -70,7 +81,8 @@ class Store:
         try:
             return load_run(self._con, Path(run_dir), replace)
         except duckdb.Error as exc:  # bad input is skipped with a warning: this is the disk or DuckDB failing
-            raise StoreError(self.path, f"loading {run_dir} into {self.path} failed: {exc}") from exc
+            raise _damage(self.path, exc) or StoreError(self.path, f"loading {run_dir} into {self.path} failed: {exc}") \
+                from exc
 
     def check_load(self, run_dir: Path | str, replace: bool = False) -> None:
         """RunExistsError now if `load_run(run_dir, replace)` would refuse the run."""
@@ -78,15 +90,13 @@ class Store:
 
     def has_run(self, run_id: str) -> str | None:
         """Where the stored run of this id was loaded from ("" when not from a directory), or None."""
-        row = self._con.execute("SELECT coalesce(run_dir, '') FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        return None if row is None else row[0]
+        rows = self.sql("SELECT coalesce(run_dir, '') FROM runs WHERE run_id = ?", [run_id])[1]
+        return rows[0][0] if rows else None
 
     def runs(self) -> list[RunInfo]:
         """Every loaded run, the most recent first."""
         columns = [column.name for column in fields(RunInfo)]
-        rows = self._con.execute(
-            f"SELECT {', '.join(columns)} FROM runs ORDER BY start_ns DESC NULLS LAST, run_id"
-        ).fetchall()
+        _, rows = self.sql(f"SELECT {', '.join(columns)} FROM runs ORDER BY start_ns DESC NULLS LAST, run_id")
         return [RunInfo(*row) for row in rows]
 
     def delete_run(self, run_id: str) -> int:
@@ -105,7 +115,7 @@ class Store:
                 raise QueryError(_NO_STATEMENT)
             rows = cursor.fetchall() if cursor.description else []
         except duckdb.Error as exc:
-            raise QueryError(str(exc)) from exc
+            raise _damage(self.path, exc) or QueryError(str(exc)) from exc
         return [column[0] for column in cursor.description or ()], rows
 
     def statement_count(self, text: str) -> int:
@@ -149,6 +159,16 @@ _TEMP_MACRO = re.compile(r"\bCREATE\s+OR\s+REPLACE\s+TEMP(?:ORARY)?\s+MACRO\b", 
 # The newest tables and columns of schema.sql: a file a new version created or upgraded has them all.
 _NEWEST_TABLES = ("cpu_samples", "exports", "samples", "stack_frames", "stack_numbers")
 _NEWEST_COLUMNS = (("runs", "pid"), ("runs", "run_parent_span_id"))
+
+
+def _damage(path: Path, exc: duckdb.Error) -> StoreDamagedError | None:
+    """The error DuckDB gives for a damaged file, as one that says so and what to do; else None."""
+    message = str(exc).removeprefix("IO Error: ")
+    return StoreDamagedError(path, message) if _DAMAGED.search(message) else None
+
+
+def _open_error(path: Path, exc: duckdb.Error) -> StoreOpenError:
+    return _damage(path, exc) or StoreOpenError(path, str(exc).removeprefix("IO Error: "))
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str, column: str = "1") -> bool:
@@ -207,18 +227,18 @@ def _bring_schema_up_to_date(con: duckdb.DuckDBPyConnection) -> None:
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     """Open the database, turning DuckDB's and the OS's errors into ones that say what to do."""
+    if not read_only and not path.exists():
+        reason = unwritable(path.parent)
+        if reason is not None:
+            raise StoreOpenError(path, f"its directory {path.parent} {reason}")
     try:
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(str(path), read_only=read_only)
-    except OSError as exc:
-        raise StoreOpenError(path, exc.strerror or str(exc)) from exc
     except duckdb.Error as exc:
         message = str(exc)
         if "Could not set lock" in message:
             holder = _LOCK_HOLDER.search(message)
             raise StoreLockedError(path, f"PID {holder['pid']} ({holder['program']})" if holder else None) from exc
-        raise StoreOpenError(path, message.removeprefix("IO Error: ")) from exc
+        raise _open_error(path, exc) from exc
     con.execute("SET enable_progress_bar = false")  # DuckDB would draw one on stdout for long loads
     try:
         # As-of joins always as such: from DuckDB 1.3, one whose left side it guesses small becomes a

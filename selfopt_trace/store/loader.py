@@ -3,7 +3,8 @@
 Speed is the point (a run can hold millions of spans), so records never pass through Python: DuckDB's
 CSV reader parses the tab-separated lines in parallel and SQL checks every line, joins each span's S
 and E records, closes incomplete spans (a killed child's process span at its reap, where its spawner
-saw it) and attaches the file header's resource. Python only lists the
+saw it; CMD's where `run` did), recovers what it can of a killed process's start-up and attaches the
+file header's resource. Python only lists the
 files, counts their lines (a line the reader dropped or SQL rejected is a damaged line, and the
 warning names its file) and reads run.json.
 
@@ -98,10 +99,14 @@ WHERE {_TERMINATOR} = '{spanfile.TERMINATOR}' AND extra IS NULL
 """
 
 # One row per file with at least one good record: its header (the earliest H) and the last time
-# known in it, which closes its incomplete spans.
+# known in it, which closes its incomplete spans; the header's time (when the agent was entered)
+# and the first tick (its first flush), which bound a start-up its process did not write
+# (_LOST_STARTUP_SQL): one whose agent was entered after it started (not a fork, whose agent is
+# there from its start), and that has no start-up record.
 _FILES_SQL = f"""
 CREATE TEMP TABLE _files AS
-SELECT file_no, records, last_ns,
+SELECT file_no, records, last_ns, header_ns, first_tick_ns,
+       header_ns > process_start_ns AND NOT has_startup AS startup_unwritten,
        parse_filename(list_extract($files, file_no)) AS source_file,
        header->>'format' AS format,
        header->>'version' AS version,
@@ -112,7 +117,12 @@ SELECT file_no, records, last_ns,
 FROM (
     SELECT file_no, count(*) AS records,
            max(greatest(start_ns, end_ns)) AS last_ns,
-           arg_min(attributes, start_ns) FILTER (WHERE rec = '{spanfile.HEADER}') AS header
+           arg_min(attributes, start_ns) FILTER (WHERE rec = '{spanfile.HEADER}') AS header,
+           min(start_ns) FILTER (WHERE rec = '{spanfile.HEADER}') AS header_ns,
+           min(end_ns) FILTER (WHERE rec = '{spanfile.TICK}') AS first_tick_ns,
+           min(start_ns) FILTER (WHERE rec = '{spanfile.START}' AND name = 'process' AND category = 'process')
+               AS process_start_ns,
+           bool_or(category = 'startup') AS has_startup
     FROM _records
     GROUP BY file_no
 )
@@ -143,6 +153,25 @@ SELECT $run_id, x.trace_id, x.span_id, x.parent_span_id, x.name, x.kind, x.categ
        f.service_name, f.pid, x.attributes, f.resource_attributes, f.source_file
 FROM _records x JOIN f ON x.file_no = f.file_no
 WHERE x.rec = '{spanfile.COMPLETE}'
+"""
+
+# _SPANS_SQL's last part where a file has a start-up unwritten (_FILES_SQL): interpreter.startup is
+# written whole at its end (the agent's process.py, _end_startup), so a process killed before the
+# flush after it (SIGKILL, SIGSEGV, SIGABRT within its first second) left none. It was starting up
+# from its start until at least its agent's first flush (its first tick, just before the agent was
+# ready): that much is an incomplete interpreter.startup (its id made from its process span's), not
+# the killed process's own work. Only then: ~3 ms of every load otherwise.
+_LOST_STARTUP_SQL = """
+UNION ALL
+SELECT $run_id, s.trace_id, substr(md5(s.span_id || ':startup'), 1, 16), s.span_id, 'interpreter.startup',
+       'INTERNAL', 'startup', s.start_ns, f.first_tick_ns, f.first_tick_ns - s.start_ns, 'UNSET', true,
+       f.service_name, f.pid,
+       json_object('python.startup.before_bootstrap_ns', f.header_ns - s.start_ns,
+                   'selfopt_trace.startup.agent_ns', f.first_tick_ns - f.header_ns),
+       f.resource_attributes, f.source_file
+FROM s JOIN f ON s.file_no = f.file_no
+ANTI JOIN e ON e.file_no = s.file_no AND e.span_id = s.span_id
+WHERE f.startup_unwritten AND s.name = 'process' AND s.category = 'process' AND f.first_tick_ns >= f.header_ns
 """
 
 _DIAGNOSTICS_SQL = f"""
@@ -199,6 +228,22 @@ WHERE child.run_id = $run_id AND spawn.run_id = $run_id
   AND (spawn.attributes->'process.exit.code') IS NOT NULL
   AND (spawn.attributes->'selfopt_trace.child.exited_unseen') IS NULL
   AND (spawn.attributes->'selfopt_trace.child.running_at_exit') IS NULL
+"""
+
+# CMD killed before its last record (no E: incomplete, closed at its file's last time known) lived on
+# until `run` reaped it (run.json's end_ns, with its exit status), as a killed child does until its
+# spawner's reap (_KILLED_CHILD_SQL): its process span ends there, still incomplete, and none of its
+# life is outside traced processes. CMD's process span is store/macros.sql's cmd_exit's: the
+# last-ending one of its pid that hangs under no span of the run but an exec.
+_KILLED_CMD_SQL = """
+UPDATE spans
+SET end_ns = $end_ns, duration_ns = $end_ns - start_ns
+WHERE run_id = $run_id AND incomplete AND end_ns < $end_ns
+  AND span_id = (SELECT s.span_id FROM spans AS s
+                 WHERE s.run_id = $run_id AND s.pid = $pid AND s.name = 'process' AND s.category = 'process'
+                   AND NOT EXISTS (SELECT 1 FROM spans AS p
+                                   WHERE p.run_id = $run_id AND p.span_id = s.parent_span_id AND p.name <> 'exec')
+                 ORDER BY s.end_ns DESC LIMIT 1)
 """
 
 # The root process span: its parent is not in the run (the earliest, should there be several).
@@ -368,9 +413,10 @@ def _load_span_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: 
             con.execute(_STAGE_SQL, {"files": [str(path) for path in batch], "first_no": first,
                                      "max_line_size": max(DEFAULT_MAX_LINE, longest + 1)})
     con.execute(_FILES_SQL, {"files": [str(path) for path in files]})  # names only: a copy has its file's
-    accepted = _check_files(con, result, files, scans)
+    accepted, startup_unwritten = _check_files(con, result, files, scans)
     if accepted:
-        con.execute(_SPANS_SQL, {"run_id": result.run_id, "accepted": accepted})
+        con.execute(_SPANS_SQL + (_LOST_STARTUP_SQL if startup_unwritten else ""),
+                    {"run_id": result.run_id, "accepted": accepted})
         result.diagnostics = con.execute(_DIAGNOSTICS_SQL, {"run_id": result.run_id, "accepted": accepted}
                                          ).fetchone()[0]
     con.execute("DROP TABLE _records; DROP TABLE _files")
@@ -568,13 +614,15 @@ def _scan(path: Path) -> tuple[int, int, int, bool]:
 
 
 def _check_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list[Path],
-                 scans: list[tuple[int, int, int, bool]]) -> list[int]:
-    """Warn about files refused or damaged (naming the lines); returns the numbers of the files to load."""
+                 scans: list[tuple[int, int, int, bool]]) -> tuple[list[int], bool]:
+    """Warn about files refused or damaged (naming the lines); returns the numbers of the files to
+    load, and whether one of them has a start-up unwritten (_FILES_SQL)."""
     found = {row[0]: row[1:] for row in con.execute(
-        "SELECT file_no, records, format, version FROM _files").fetchall()}
+        "SELECT file_no, records, format, version, startup_unwritten FROM _files").fetchall()}
     accepted: list[int] = []
+    startup_unwritten = False
     for file_no, path in enumerate(files, start=1):
-        records, format_, version = found.get(file_no, (0, None, None))
+        records, format_, version, unwritten = found.get(file_no, (0, None, None, None))
         problem = _refusal(records, format_, version)
         if problem:
             result.skipped_files += 1
@@ -586,8 +634,9 @@ def _check_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: list
             result.skipped_lines += damaged
             result.warnings.append(LoadWarning("loader.damaged_lines", _damaged_message(path, damaged, lines), path.name))
         accepted.append(file_no)
+        startup_unwritten = startup_unwritten or bool(unwritten)
     result.files = len(accepted)
-    return accepted
+    return accepted, startup_unwritten
 
 
 def _damaged_message(path: Path, damaged: int, lines: int) -> str:
@@ -726,6 +775,8 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
         if meta.exit_code is not None:
             con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
         result.spans, result.incomplete_spans, first_ns, last_ns = con.execute(_TOTALS_SQL, run).fetchone()
+        if result.incomplete_spans and None not in (meta.exit_code, meta.pid, meta.end_ns):  # reaped by `run`
+            con.execute(_KILLED_CMD_SQL, {**run, "pid": meta.pid, "end_ns": meta.end_ns})
         root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)
     con.execute(
         "INSERT INTO runs (run_id, group_id, command, cwd, start_ns, end_ns, exit_code, service_name, loaded_at,"

@@ -234,3 +234,54 @@ def test_an_install_without_its_queries_says_so_and_keeps_the_run(cli, tmp_path:
     assert err.endswith(f"selfopt-trace: error: queries folder not found: {package / 'queries'}; the run files are kept: "
                         f"load them with `selfopt-trace load {cli.runs_dir / 'noqueries'}`\n"), err
     assert list((cli.runs_dir / "noqueries" / "spans").glob("*.spans"))
+
+
+def test_a_damaged_database_is_one_line_that_says_so_and_run_keeps_cmds_status(cli, tmp_path):
+    """A store cut short (a disk that filled, a copy interrupted): each command says so in one line
+    and what to do; `run` runs CMD, exits with its status, and keeps the run files with the load
+    command for them."""
+    assert cli("run", "-q", "--", *python("pass")).returncode == 0
+    damaged = tmp_path / "damaged.duckdb"
+    damaged.write_bytes(cli.db.read_bytes()[:cli.db.stat().st_size // 3])
+    told = f"selfopt-trace: error: trace database {damaged} is damaged ("
+    for command in (["runs"], ["sql", "SELECT 1"], ["tree", "latest"], ["query", "breakdown"]):
+        result = cli(*command, "--db", str(damaged))
+        err = result.stderr.decode()
+        assert result.returncode == 2 and err.startswith(told) and err.count("\n") == 1, err
+        assert err.endswith("): move it aside or delete it; the next `run` or `load` makes a new one\n"), err
+    before = cli.run_dirs()
+    result = cli("run", "-q", "--db", str(damaged), "--", *python("print('RAN'); raise SystemExit(3)"))
+    err = result.stderr.decode()
+    assert result.returncode == 3 and result.stdout == b"RAN\n", err
+    [kept] = set(cli.run_dirs()) - set(before)
+    assert err.startswith(told) and "Traceback" not in err, err
+    assert err.endswith(f"; the run files are kept: load them with `selfopt-trace load {kept} --db {damaged}`\n"), err
+    assert list((kept / "spans").glob("*.spans"))
+    # a --run-id is checked in the database before CMD: the damage stops the run there (exit 2)
+    marker = tmp_path / "marker"
+    result = cli("run", "-q", "--run-id", "named", "--db", str(damaged), "--", *marker_cmd(marker))
+    assert (result.returncode, result.stderr.decode().startswith(told)) == (2, True), result.stderr
+    assert not marker.exists()
+
+
+def test_a_db_or_out_where_no_file_can_be_made_says_what_is_in_the_way(cli, tmp_path):
+    """Not the OS's words for it ("File exists" under a file, "No such file or directory" in /proc)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    marker = tmp_path / "marker"
+    assert cli("run", "-q", "--no-load", "--run-id", "r", "--", *python("pass")).returncode == 0
+    cases = [
+        (["run", "--db", f"{blocker}/t.duckdb", "--", *marker_cmd(marker)],
+         f"the directory of the trace database {blocker} is a file, not a directory"),
+        (["run", "--out", f"{blocker}/sub/runs", "--", *marker_cmd(marker)],
+         f"the run output directory {blocker}/sub/runs cannot be created: {blocker} is a file, not a directory"),
+        (["load", str(cli.runs_dir / "r"), "--db", f"{blocker}/t.duckdb"],
+         f"cannot open trace database {blocker}/t.duckdb: its directory {blocker} is a file, not a directory"),
+    ]
+    if os.path.isdir("/proc/self"):  # a file system that takes no new files
+        cases.append((["run", "--db", "/proc/t.duckdb", "--", *marker_cmd(marker)],
+                      "the directory of the trace database /proc is not writable: no file can be created there"))
+    for args, message in cases:
+        result = cli(*args)
+        assert (result.returncode, result.stderr.decode()) == (2, f"selfopt-trace: error: {message}\n")
+    assert not marker.exists()

@@ -74,6 +74,26 @@ def test_summary_goes_to_stderr_after_the_commands_own_bytes(cli):
     assert b"wall time" in traced.stderr[len(untraced.stderr):]
 
 
+@pytest.mark.parametrize("options, redirect, closed", [
+    ("-q", ">&-", (True, False)), ("", ">&-", (True, False)), ("-q", "2>&-", (False, True)),
+    ("", "2>&-", (False, True)), ("--json", ">&- 2>&-", (True, True)), ("--cpu-rate 50", ">&- 2>&-", (True, True)),
+    ("--json", ">/dev/full", (False, False)), ("", "2>/dev/full", (False, False)), ("--json", "| true", (False, False))])
+def test_the_exit_status_is_cmds_whatever_became_of_our_stdout_and_stderr(cli, tmp_path, options, redirect, closed):
+    """Our stdout or stderr closed, full, or a pipe nobody reads: CMD's status all the same (typer's
+    path too: --cpu-rate), and CMD finds closed what was closed, as untraced."""
+    import subprocess
+
+    seen = tmp_path / "seen"
+    cmd = python(f"import sys; open({str(seen)!r}, 'w').write(repr((sys.stdout is None, sys.stderr is None))); sys.exit(3)")
+    run = shlex.join(cli.argv("run", *options.split(), "--", *cmd))
+    # the status on the shell's stdout (fd 3), whatever `run`'s own stdout is
+    shell = subprocess.run(["sh", "-c", f"exec 3>&1; {{ {run}; echo status=$? >&3; }} {redirect}"],
+                           capture_output=True, env=cli.env(), cwd=cli.cwd, timeout=120)
+    assert shell.stdout == b"status=3\n", shell.stderr
+    assert b"Traceback" not in shell.stderr
+    assert seen.read_text() == repr(closed)
+
+
 def test_stdin_passes_through(cli):
     data = b"first line\nsecond\x00\xff line\n" * 1000
     echo = python("import sys; sys.stdout.buffer.write(sys.stdin.buffer.read()[::-1])")

@@ -214,3 +214,48 @@ def test_a_process_cmd_leaves_running_is_broken_down_up_to_cmd_s_exit_with_a_not
     total = next(r for r in rows if r["category"] == "total")
     assert total["wall_ms"] <= printed["wall_ms"] + 0.01 and total["wall_pct"] == 100.0
     assert sum(r["wall_pct"] for r in rows if r["category"] != "total") == pytest.approx(100, abs=0.2)
+
+
+def breakdown_of(cli, run_id: str) -> dict[str, float]:
+    with Store(cli.db, read_only=True) as store:
+        return {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": run_id}).records()}
+
+
+def test_a_run_that_starts_and_ends_outside_traced_processes_is_the_query_s_figures(cli) -> None:
+    """A shell before and after its Python child, and a CMD of no Python at all: the breakdown query
+    covers the run's whole wall time (`outside traced processes` in it), and the summary shows the
+    query's figures as they are."""
+    child = f"{sys.executable} -c 'import time; time.sleep(0.1)'"
+    for command in (["sh", "-c", f"sleep 0.2; {child}; sleep 0.1"], ["sleep", "0.2"]):
+        result = cli("run", "--export", "never", "--json", "--", *command)
+        assert result.returncode == 0, result.stderr
+        printed = json.loads(result.stdout)
+        rows = breakdown_of(cli, printed["run_id"])
+        assert rows.pop("total") == pytest.approx(printed["wall_ms"], abs=0.01)
+        assert rows == printed["time_by_category_ms"]
+        assert sum(rows.values()) == pytest.approx(printed["wall_ms"], abs=0.01)
+        assert rows[summary.OUTSIDE] >= (300 if command[0] == "sh" else 200), rows
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSEGV", "SIGABRT"])
+def test_cmd_killed_by_a_signal_is_traced_until_run_reaped_it(cli, signal_name: str) -> None:
+    """CMD killed before its last record: its process span runs until `run` saw it die, so none of
+    its life is outside traced processes, and its start-up (written at its end, lost with it) is
+    recovered from what its span file bounds."""
+    import signal
+
+    from tests.cli.conftest import python
+
+    signum = int(getattr(signal, signal_name))
+    result = cli("run", "--export", "never", "--json", "--", *python(f"import os; os.kill(os.getpid(), {signum})"))
+    assert result.returncode == -signum, result.stderr
+    printed = json.loads(result.stdout)
+    rows = breakdown_of(cli, printed["run_id"])
+    assert rows.pop("total") == pytest.approx(printed["wall_ms"], abs=0.01)
+    assert rows == printed["time_by_category_ms"]
+    assert rows[summary.OUTSIDE] == 0 and rows["interpreter start-up"] > 0, rows
+    (process,) = printed["slowest_processes"]
+    assert process["incomplete"] and process["exit_code"] == -signum
+    assert process["startup_ms"] == rows["interpreter start-up"]
+    assert cli.query("SELECT s.end_ns = r.end_ns FROM spans AS s JOIN runs AS r USING (run_id) "
+                     "WHERE s.name = 'process'") == [(True,)]

@@ -66,11 +66,13 @@ def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], u
     return ends
 
 
-def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
-              exited: float | None = None, replaced: bool = False) -> dict[str, tuple[float, float]]:
+def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exited: float | None = None,
+              replaced: bool = False, run: tuple[float, float] | None = None) -> dict[str, tuple[float, float]]:
     """category -> (wall, busy), in the spans' time unit; `exited`: when `run` saw CMD, the root
-    process, exit (its teardown follows its span's end; `replaced`: an exec replaced its interpreter
-    with a program of no agent, whose time is outside traced processes)."""
+    process, exit (its teardown follows the top-level spans' end; `replaced`: an exec replaced its
+    interpreter with a program of no agent, whose time is outside traced processes); `run`: the
+    run's start and end (the runs row), where its wall time is (else the top-level spans' extent,
+    to `exited`). What no top-level span covers there, CMD's teardown aside, is outside."""
     nodes = {s.id: s for s in spans if s.trace == main_trace and s.category != "sleep"}
     sleeps_in = [s for s in spans if s.trace == main_trace and s.category == "sleep" and s.parent in nodes]
     parent: dict[str, str | None] = {}
@@ -113,7 +115,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
 
     served = {top_file(s.file) for s in spans if s.kind == "SERVER" and s.parent in by_id
               and top_file(by_id[s.parent].file) != top_file(s.file)}
-    run_start, run_end = min(s.start for s in top), max(s.end for s in top)
+    tops_end = max(s.end for s in top)
+    run_start, run_end = run or (min(s.start for s in top), tops_end if exited is None else max(tops_end, exited))
     main_files = {s.file for s in top if s.name == "process"}
     any_process = any(s.name == "process" for s in nodes.values())
     processes_of = defaultdict(list)  # a spawning span -> the traced processes it started
@@ -246,7 +249,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
             else:
                 sleeps[owner].append((lo, hi))
 
-    points = {run_start, run_end}
+    points = {run_start, run_end, min(max(tops_end, run_start), run_end)}
     for s in nodes.values():
         points.update(interval(s))
     for spans_slept in sleeps.values():
@@ -345,8 +348,10 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
         answering_nobody = [s for s in alive if not (s.name == "process" and s.file in served)]
         alive = answering_nobody or alive
         if not alive:
-            wall["outside traced processes"] += b - a
-            busy["outside traced processes"] += b - a
+            after = "interpreter teardown" if exited is not None and not replaced and a >= tops_end \
+                else "outside traced processes"
+            wall[after] += b - a
+            busy[after] += b - a
         for s in alive:
             give(s.id, 1 / len(alive), a, b)
         for u in units:  # busy: every self interval in full, waited on or not
@@ -354,8 +359,4 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (),
                 if is_waiter(leaf) and any(is_open(nodes[t], a, b) for t in targets(leaf)):
                     continue
                 busy[own_category(leaf, a)] += b - a
-    if exited is not None and exited > run_end:
-        after = "outside traced processes" if replaced else "interpreter teardown"
-        wall[after] += exited - run_end
-        busy[after] += exited - run_end
     return {name: (wall[name], busy[name]) for name in CATEGORIES}

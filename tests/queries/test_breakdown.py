@@ -171,7 +171,29 @@ def test_after_a_root_that_is_not_cmd_the_rest_is_outside_traced_processes(store
     run = RunBuilder()
     run.process(100, 0, 100)
     run_id = run.load(store, tmp_path, end_ns=at(130), pid=pid)
-    assert_figures(breakdown(store, run_id), {"own work": (100, 100)})  # the summary puts the rest outside
+    expected = {"own work": (100, 100), "outside traced processes": (30, 30)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert breakdown(store, run_id)["total"][0] == pytest.approx(130)
+    assert reference.breakdown(run.spans, TRACE, run=(0, 130)) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
+def test_a_run_that_starts_and_ends_outside_traced_processes_adds_up_to_its_wall_time(store: Store,
+                                                                                      tmp_path: Path) -> None:
+    """`sh -c 'sleep 0.2; python x.py; sleep 0.1'`: the shell's time before and after its Python
+    child is outside traced processes; `sleep 0.2` alone: all of it (no span at all)."""
+    run = RunBuilder()
+    run.process(200, 20, 40, command="x.py")
+    run_id = run.load(store, tmp_path, end_ns=at(50), pid=199)
+    expected = {"own work": (20, 20), "outside traced processes": (30, 30)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert breakdown(store, run_id)["total"][0] == pytest.approx(50)
+    assert reference.breakdown(run.spans, TRACE, run=(0, 50)) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+    untraced = RunBuilder("untraced")
+    untraced_id = untraced.load(store, tmp_path, end_ns=at(200), pid=199)
+    assert_figures(breakdown(store, untraced_id), {"outside traced processes": (200, 200)})
+    assert breakdown(store, untraced_id)["total"][0] == pytest.approx(200)
 
 
 def test_an_untraced_child_is_spawn_overhead_then_an_untraced_child_while_waited_on(store: Store,
@@ -289,7 +311,7 @@ def test_an_exec_goes_on_where_the_replaced_process_was(store: Store, tmp_path: 
     exec_span = run.span(100, "exec", "subprocess", 50, 50, first, kind="CLIENT")
     second = run.process(100, 50.5, 100, exec_span, command="new image", image="b")  # same pid, its own file
     run.span(100, "interpreter.startup", "startup", 50.5, 60, second, image="b")
-    run_id = run.load(store, tmp_path)
+    run_id = run.load(store, tmp_path, end_ns=at(100))
     assert_figures(breakdown(store, run_id), {
         "own work": (90, 90), "outside traced processes": (0.5, 0.5), "interpreter start-up": (9.5, 9.5)})
 

@@ -124,6 +124,49 @@ def test_incomplete_spans_end_at_the_last_time_known_for_their_file(store: Store
     assert result.incomplete_spans == 1
 
 
+def test_cmd_killed_before_its_last_record_lives_until_run_reaped_it(store: Store, tmp_path: Path) -> None:
+    """CMD (run.json's pid) killed: its process span ends where `run` saw it exit, still incomplete;
+    a top-level process of another pid (a shell CMD's child) keeps its file's last time known."""
+    run = write_run(tmp_path / "run-1", {
+        "100-0000abcd.spans": header(100) + start(sid(1), "", "process", "process", T0) + tick(T0 + 7 * MS),
+        "300-0000abcd.spans": header(300) + start(sid(3), "", "other", "process", T0) + tick(T0 + 5 * MS),
+    }, run_json={"run_id": "run-1", "start_ns": T0, "end_ns": T0 + 12 * MS, "exit_code": -9, "pid": 100})
+
+    store.load_run(run)
+
+    _, rows = store.sql("SELECT name, end_ns, incomplete FROM spans ORDER BY name")
+    assert rows == [("other", T0 + 5 * MS, True), ("process", T0 + 12 * MS, True)]
+
+
+def test_a_killed_process_whose_start_up_was_not_written_gets_what_its_file_bounds(store: Store,
+                                                                                   tmp_path: Path) -> None:
+    """interpreter.startup is written at its end: killed before the flush after it, the file still
+    says the process started at 0, its agent was entered at 6 (the header) and flushed at 8 (the
+    first tick). Not for a fork (agent there from its start), a process that ended, or one whose
+    start-up was written."""
+    def process(pid: int, entered: int, *records: str, ended: bool = False) -> str:
+        return (header(pid, start=T0 + entered * MS) + start(sid(pid), "", "process", "process", T0)
+                + "".join(records) + tick(T0 + 8 * MS) + tick(T0 + 20 * MS)
+                + (end(sid(pid), T0 + 21 * MS) if ended else ""))
+
+    run = write_run(tmp_path / "run-1", {
+        "100-0000abcd.spans": process(100, 6),
+        "200-0000abcd.spans": process(200, 0),  # a fork
+        "300-0000abcd.spans": process(300, 6, ended=True),
+        "400-0000abcd.spans": process(400, 6, complete(sid(401), sid(400), "interpreter.startup", "startup",
+                                                       T0, T0 + 9 * MS)),
+    })
+
+    store.load_run(run)
+
+    _, rows = store.sql("SELECT pid, parent_span_id, start_ns, end_ns, incomplete, attributes FROM spans "
+                        "WHERE category = 'startup' ORDER BY pid")
+    assert [row[:5] for row in rows] == [(100, sid(100), T0, T0 + 8 * MS, True), (400, sid(400), T0, T0 + 9 * MS, False)]
+    assert json.loads(rows[0][5]) == {"python.startup.before_bootstrap_ns": 6 * MS, "selfopt_trace.startup.agent_ns": 2 * MS}
+    store.load_run(run)  # loaded again: the same rows, once
+    assert store.sql("SELECT count(*) FROM spans WHERE category = 'startup'")[1] == [(2,)]
+
+
 def test_a_torn_last_line_is_skipped_with_a_warning_naming_the_file(store: Store, tmp_path: Path) -> None:
     torn = complete(sid(2), "", "import b", "import", T0, T0 + MS)[:40]  # a crash mid-write: no newline
     run = write_run(tmp_path / "run-1", {"100-0000abcd.spans": header(100)
