@@ -6,7 +6,8 @@
 -- THAT was doing, recursively. A thread (a process's main thread, a `thread` or `task` span, or the
 -- handler of a SERVER span) shares its time equally between its open leaf spans (asyncio tasks,
 -- spans poking out of their parent), and a wait on several things alive at once (two children, a
--- pool) shares it equally between them. A process or thread that nobody waits on takes nothing:
+-- pool) shares it equally between them (a pool's workers: those not waiting for a task, if any).
+-- A process or thread that nobody waits on takes nothing:
 -- an idle helper or a server started early no longer dilutes anything. Where the CPU sampler saw a
 -- followed thread off the CPU while it was in none of the named categories, that time is an
 -- untraced wait (sleep, a lock, select, disk). Runs recorded before waits were (no `wait` or
@@ -147,16 +148,30 @@ edge_spans AS (
     FROM edges AS e JOIN linked AS t ON t.id = e.target JOIN waiters AS w ON w.id = e.waiter
     WHERE least(t.re, w.re) > greatest(t.rs, w.rs)
 ),
+-- A process pool's worker reading its next task (hooks/waits.py: SimpleQueue.get, Queue.get) is not
+-- what a wait on the pool waits on: while another worker waited on is not in such a read, the
+-- wait's share goes to those others (an idle worker took half of a task's time as untraced waits).
+idle_spans AS (
+    SELECT e.waiter, e.target, greatest(e.ts, c.rs) AS ts, least(e.te, c.re) AS te
+    FROM edge_spans AS e
+    JOIN coded AS c ON c.unit = e.target AND c.is_wait
+    WHERE c.id IN (SELECT hash(span_id) FROM spans WHERE run_id = $run_id AND category = 'wait'
+                                                    AND name IN ('SimpleQueue.get', 'Queue.get'))
+      AND least(e.te, c.re) > greatest(e.ts, c.rs)
+),
 cuts AS (
     SELECT id AS waiter, rs AS t FROM waiters
     UNION SELECT id, re FROM waiters
     UNION SELECT waiter, ts FROM edge_spans
     UNION SELECT waiter, te FROM edge_spans
+    UNION SELECT waiter, ts FROM idle_spans
+    UNION SELECT waiter, te FROM idle_spans
     UNION SELECT w.id, k.t FROM waiters AS w JOIN k_deltas AS k ON k.unit = w.unit AND k.t > w.rs AND k.t < w.re
 ),
 pieces AS MATERIALIZED (
     SELECT p.waiter, w.unit, w.code, p.p0, p.p1, coalesce(k.k, 1) AS k,
-           (SELECT count(*) FROM edge_spans AS e WHERE e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1) AS n_live
+           (SELECT count(*) FROM edge_spans AS e WHERE e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1) AS n_live,
+           (SELECT count(*) FROM idle_spans AS i WHERE i.waiter = p.waiter AND i.ts <= p.p0 AND i.te >= p.p1) AS n_idle
     FROM (SELECT waiter, t AS p0, lead(t) OVER (PARTITION BY waiter ORDER BY t) AS p1 FROM cuts) AS p
     JOIN waiters AS w ON w.id = p.waiter
     ASOF LEFT JOIN k_steps AS k ON k.unit = w.unit AND p.p0 >= k.t
@@ -191,11 +206,13 @@ teardown_pieces AS (
 flow(unit, a, b, w, depth) AS (
     SELECT unit, a, b, w, 0 FROM top_pieces
     UNION ALL
-    SELECT e.target, greatest(f.a, p.p0), least(f.b, p.p1), f.w / p.k / p.n_live, f.depth + 1
+    SELECT e.target, greatest(f.a, p.p0), least(f.b, p.p1),
+           f.w / p.k / CASE WHEN p.n_idle < p.n_live THEN p.n_live - p.n_idle ELSE p.n_live END, f.depth + 1
     FROM flow AS f
     JOIN pieces AS p ON p.unit = f.unit AND p.p0 < f.b AND p.p1 > f.a AND p.n_live > 0
     JOIN edge_spans AS e ON e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1
-    WHERE f.depth < 64
+    LEFT JOIN idle_spans AS i ON i.waiter = e.waiter AND i.target = e.target AND i.ts <= p.p0 AND i.te >= p.p1
+    WHERE f.depth < 64 AND (i.waiter IS NULL OR p.n_idle = p.n_live)
 ),
 -- Which thread a unit is, for its CPU samples: a process's main thread has the pid as its tid.
 -- Samples count within the unit's life only: a pid or a tid reused later is another process or

@@ -367,14 +367,15 @@ def test_multiprocessing_join_and_pool_map(traced, method):
         assert read.attributes[ON] == []
 
 
-def test_process_pool_executor_futures_name_the_workers(traced):
-    spans = run(traced, """
-        import concurrent.futures as cf, time
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_process_pool_executor_futures_name_the_workers(traced, method):
+    spans = run(traced, f"""
+        import concurrent.futures as cf, multiprocessing as mp, time
         def work(n):
             time.sleep(0.05)
             return n
         if __name__ == "__main__":
-            with cf.ProcessPoolExecutor(2) as pool:
+            with cf.ProcessPoolExecutor(2, mp_context=mp.get_context({method!r})) as pool:
                 print(pool.submit(work, 1).result())
                 print(sorted(f.result() for f in cf.as_completed([pool.submit(work, i) for i in range(2)])))
     """)
@@ -386,6 +387,14 @@ def test_process_pool_executor_futures_name_the_workers(traced):
     for wait in waits:
         named = {s.span_id for s in targets(spans, wait)}
         assert named and named <= workers
+    # a worker's reads of its next task that blocked (the idle worker's while the other ran the first
+    # task, each one's for the shutdown's sentinel): waits on nothing traced, in the workers only
+    worker_files = {p.file for p in spans.processes() if p.parent_span_id in workers}
+    reads = spans.named("Queue.get")
+    assert reads and {r.file for r in reads} <= worker_files, (reads, worker_files)
+    for read in reads:
+        assert_wait(read, "Queue.get")
+        assert read.attributes[ON] == []
 
 
 def test_uvloop_s_children_are_spawned_and_waited_on_as_asyncio_s(traced):

@@ -320,12 +320,18 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             return fraction(tail, hi, max(0.0, final / MS - so_far))  # the rest of the final reading
         return 0.0 if inside and not mine and final is None else 1.0
 
+    def reading_a_task(u: str, a: float, b: float) -> bool:
+        """A process pool's worker waiting for its next task: not what a wait on its pool waits on."""
+        return any(s.category == "wait" and s.name in ("SimpleQueue.get", "Queue.get") and unit(s) == u
+                   and s.start <= a and s.end >= b for s in nodes.values())
+
     def give(u: str, weight: float, a: float, b: float, depth: int = 0) -> None:
         found = leaves(u, a, b)
         for leaf in found:
             share = weight / len(found)
             if is_waiter(leaf):
                 live = [nodes[t] for t in targets(leaf) if is_open(nodes[t], a, b)]
+                live = [t for t in live if not reading_a_task(t.id, a, b)] or live
                 if live and depth < 64:
                     for target in live:
                         give(target.id, share / len(live), a, b, depth + 1)

@@ -702,3 +702,24 @@ def test_an_asyncio_sleep_is_sleeps_where_its_thread_did_not_run_other_tasks(sto
     assert_figures(breakdown(store, run_id), expected)
     assert {k: v for k, v in reference.breakdown(run.spans, TRACE, samples).items() if v != (0, 0)} == \
         pytest.approx(expected)
+
+
+def test_a_wait_on_a_pool_goes_to_its_workers_not_waiting_for_a_task(store: Store, tmp_path: Path) -> None:
+    """A ProcessPoolExecutor's Future.result names every worker (which one runs the task is not
+    known); the worker reading its next task (Queue.get, hooks/waits.py) is not what the wait is on,
+    while another is not in such a read. When both are, the wait is theirs equally: an untraced wait."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    starts = [run.span(100, "multiprocessing", "subprocess", at_ms, at_ms + 1, main, kind="CLIENT")
+              for at_ms in (1, 2)]
+    busy = run.process(201, 2, 99, starts[0], command="worker")
+    idle = run.process(202, 3, 99, starts[1], command="worker")
+    run.span(201, "Queue.get", "wait", 10, 30, busy, attributes={"selfopt_trace.wait.on": []})
+    run.span(201, "Queue.get", "wait", 80, 98, busy, attributes={"selfopt_trace.wait.on": []})
+    run.span(202, "Queue.get", "wait", 10, 98, idle, attributes={"selfopt_trace.wait.on": []})
+    run.span(100, "Future.result", "wait", 20, 80, main, attributes={"selfopt_trace.wait.on": starts})
+    run_id = run.load(store, tmp_path)
+    figures = breakdown(store, run_id)
+    assert figures["child processes' own work"][0] == pytest.approx(50)  # the task, 30-80: was 25
+    assert figures["untraced waits"][0] == pytest.approx(10)  # 20-30: both workers waited for a task
+    assert_figures(figures, reference.breakdown(run.spans, TRACE))

@@ -386,6 +386,7 @@ def install(target: str, module) -> None:
         _install_futures(module)
     elif target == "concurrent.futures.process":
         wrap(module.ProcessPoolExecutor, "submit", _process_pool_submit)
+        wrap(module, "_process_worker", lambda original: _pool_worker(original, "Queue.get"))
     elif target == "multiprocessing.pool":
         _install_pool(module)
     elif target == "asyncio.subprocess":
@@ -600,12 +601,14 @@ def _install_pool(module) -> None:
     wrap(iterator, "next", lambda original: method(original, "IMapIterator.next", _pool_targets, _pool_of, outer=True))
     if original_next is not None and iterator.__dict__.get("__next__") is original_next:
         iterator.__next__ = iterator.next
-    wrap(module, "worker", _pool_worker)
+    wrap(module, "worker", lambda original: _pool_worker(original, "SimpleQueue.get"))
 
 
-def _pool_worker(original):
-    """multiprocessing.pool.worker, the loop of a process pool's worker: its reads of the next task
-    (`inqueue.get`, a pipe read under the queue's lock) are waits.
+def _pool_worker(original, read: str):
+    """multiprocessing.pool.worker or concurrent.futures.process._process_worker, the loop of a process
+    pool's worker: its reads of the next task (`inqueue.get` or `call_queue.get`, a pipe read under
+    the queue's lock) are waits, named `read`. The breakdown gives a wait on the pool to the workers
+    not in such a read: a worker waiting for a task is not what its pool's caller waits on.
 
     Between tasks a worker blocks on that pipe, off the CPU, where no other hook sees it: the CPU
     sampler's readings (10 ms or more) then spread a task's CPU over the wait before it, so around
@@ -623,9 +626,9 @@ def _pool_worker(original):
             # a process pool's queue; a ThreadPool's C SimpleQueue takes no attribute
             if hasattr(inqueue, "__dict__"):
                 try:
-                    inqueue.get = _task_get(inqueue.get)
+                    inqueue.get = _task_get(inqueue.get, read)
                 except Exception as exc:
-                    tracer.exception_diagnostic("hook_failed:multiprocessing.pool.worker", exc)
+                    tracer.exception_diagnostic("hook_failed:" + original.__module__ + "." + original.__name__, exc)
             return original(inqueue, *args, **kwargs)
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
@@ -634,11 +637,10 @@ def _pool_worker(original):
     return identity(worker, original)
 
 
-_TASK_GET = "SimpleQueue.get"
 _NOTHING_ON = '{"selfopt_trace.wait.on":[]}'
 
 
-def _task_get(get):
+def _task_get(get, read: str):
     """A pool worker's `get()` of its next task: a wait on nothing traced when it blocked (method()'s
     leaf wrapper, for a call without arguments; the record is _write's with no target).
 
@@ -650,12 +652,12 @@ def _task_get(get):
     """
     threshold = THRESHOLD_NS
     fast = _fast
-    head = head_of(_TASK_GET)
+    head = head_of(read)
 
-    def timed_get():
+    def timed_get(*args, **kwargs):
         t0 = time_ns()
         try:
-            task = get()
+            task = get(*args, **kwargs)
         except BaseException as exc:
             tracer.strip_own_frames(exc)
             raise
