@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import redact
+from tests.agent.secret_store import found_secrets
 
 SECRET = "XYZsecret123"
 
@@ -122,3 +124,223 @@ def test_every_form_of_the_table_is_redacted_wherever_it_applies(kind, pattern, 
     assert NEW not in redact.text(example), "free text"
     for where, text in _contexts(kind, pattern, example).items():
         assert NEW not in text and redact.REDACTED in text, (where, text)
+
+
+# --- the tester's findings: OpenTelemetry spans, quoted values, whole header values, fragments --------
+
+OTEL_SECRETS = tuple(f"OT{n}S3CR3T" for n in range(1, 12))
+OTEL_SDK = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+"""
+OTEL_PROGRAM = """
+import json, time
+from opentelemetry import trace
+t = trace.get_tracer("app")
+with t.start_as_current_span("GET /reset?token=OT1S3CR3T") as s:
+    s.set_attribute("http.request.header.authorization", "Bearer OT2S3CR3T")
+    s.set_attribute("url.full", "http://u:OT3S3CR3T@h/p?token=OT4S3CR3T#access_token=OT5S3CR3T&state=x")
+    s.set_attribute("app.api_key", "OT6S3CR3T")
+    s.set_attribute("db.statement", "UPDATE users SET password='OT7S3CR3T' WHERE id=1")
+    s.set_attribute("app.args", ["--password", "OT8S3CR3T"])
+    s.set_attribute("app.kind", "widget")
+    try:
+        raise ValueError("bad credentials token=OT9S3CR3T")
+    except ValueError as e:
+        s.record_exception(e)
+for i in range(300):  # a whole block of clean spans around the ones with secrets
+    with t.start_as_current_span("work", attributes={"item.index": i, "item.kind": "widget"}):
+        pass
+opened = t.start_span("open at a flush?sid=OT10S3CR3T")
+time.sleep(0.4)  # the flusher writes its S record
+opened.set_attribute("app.secret", "OT11S3CR3T")
+opened.end()
+print(json.dumps([dict(s.attributes, name=s.name) for s in exporter.get_finished_spans()] if "exporter" in globals() else []))
+"""
+
+
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_opentelemetry_spans_are_redacted(traced, setup):
+    """The bridge's spans (hooks/otel_.py) as the agent's: names, attribute keys and values, a recorded
+    exception, a span written open at a flush. The program's own exporter still sees its values."""
+    result = traced.python((OTEL_SDK if setup == "sdk" else "") + OTEL_PROGRAM)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", OTEL_SECRETS) == []
+    spans = traced.spans()
+    assert spans.diagnostics == []
+    [span] = spans.named("GET /reset?token=[REDACTED]")
+    attributes = span.attributes
+    assert attributes["http.request.header.authorization"] == "[REDACTED]"
+    assert attributes["url.full"] == "http://[REDACTED]@h/p?token=[REDACTED]#access_token=[REDACTED]&state=x"
+    assert attributes["app.api_key"] == "[REDACTED]"
+    assert attributes["db.statement"] == "UPDATE users SET password=[REDACTED] WHERE id=1"
+    assert attributes["app.args"] == ["--password", "[REDACTED]"]
+    assert attributes["app.kind"] == "widget"
+    assert attributes["exception.message"] == "bad credentials token=[REDACTED]"
+    work = spans.named("work")
+    assert len(work) == 300 and work[-1].attributes["item.kind"] == "widget"
+    [opened] = spans.named("open at a flush?sid=[REDACTED]")
+    assert opened.attributes["app.secret"] == "[REDACTED]"
+    if setup == "sdk":  # the program's spans are its own: the bridge redacts copies
+        exported = {span.pop("name"): span for span in json.loads(result.stdout)}
+        assert exported["GET /reset?token=OT1S3CR3T"]["app.api_key"] == "OT6S3CR3T"
+
+
+REUSED = """
+from opentelemetry import trace
+t = trace.get_tracer("app")
+attributes = {"app.kind": "widget", "app.n": 1}
+for _ in range(3):  # one dict for every span, known clean after the first
+    with t.start_as_current_span("a", attributes=attributes):
+        pass
+attributes["app.note"] = "Bearer RE1S3CR3T"  # the same dict, changed
+with t.start_as_current_span("b", attributes=attributes):
+    pass
+with t.start_as_current_span("c") as span:
+    span.set_attribute("app.kind", "token=RE2S3CR3T")  # a key known clean, a value not
+with t.start_as_current_span("d") as span:
+    span.set_attribute("app.kind", "widget")
+    span.set_attributes({"app.secret": "RE3S3CR3T"})
+with t.start_as_current_span("e") as span:
+    span.set_status(trace.StatusCode.ERROR, "failed: password=RE4S3CR3T")
+"""
+
+
+@pytest.mark.parametrize("setup", ["sdk", "api"])
+def test_opentelemetry_attributes_known_clean_are_looked_at_again_once_changed(traced, setup):
+    """The API path redacts at a span's end only what was not known clean as it was set (a start's
+    dict remembered with a copy of it): a dict changed, a known key's new value, set_attributes, a
+    status description are looked at."""
+    result = traced.python((OTEL_SDK if setup == "sdk" else "") + REUSED)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb",
+                         ("RE1S3CR3T", "RE2S3CR3T", "RE3S3CR3T", "RE4S3CR3T")) == []
+    spans = traced.spans()
+    assert [s.attributes["app.kind"] for s in spans.named("a")] == ["widget"] * 3
+    [b] = spans.named("b")
+    assert b.attributes["app.note"] == "Bearer [REDACTED]"
+    assert spans.named("c")[0].attributes["app.kind"] == "token=[REDACTED]"
+    assert spans.named("d")[0].attributes["app.secret"] == "[REDACTED]"
+    assert spans.named("e")[0].attributes["otel.status_description"] == "failed: password=[REDACTED]"
+
+
+def test_resource_attributes_are_redacted(traced):
+    result = traced.python("pass", extra_env={"OTEL_RESOURCE_ATTRIBUTES": "app.token=RES1S3CR3T,db.password=RES2S3CR3T,"
+                                                                          "deployment.environment=test"})
+    assert result.returncode == 0, result.stderr
+    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", ("RES1S3CR3T", "RES2S3CR3T")) == []
+
+
+QUOTED_SECRETS = tuple(f"Q{n}S3CR3T" for n in range(1, 17))
+QUOTED = r'''
+import shutil, subprocess, sys
+true = shutil.which("true")
+subprocess.run([sys.executable, "-c", "TOKEN='Q1S3CR3T'; password = \"Q2S3CR3T\"; x={'api_key': 'Q3S3CR3T'}"])
+subprocess.run([sys.executable, "-c", "import os; os.environ['API_KEY']='Q4S3CR3T'\ndef login(password): pass\nlogin(password=\"Q5S3CR3T\")"])
+subprocess.run('export API_KEY="Q6S3CR3T"; sh -c "TOKEN=\\"Q7S3CR3T\\" true"', shell=True)
+subprocess.run([true, "-H", "Cookie: a=b; sid=Q8S3CR3T; csrf=Q9S3CR3T"])
+subprocess.run([true, "-H", 'Authorization: Digest username="u", response="Q10S3CR3T"'])
+subprocess.run("curl -H 'Cookie: a=b; sid=Q11S3CR3T' https://h/x > /dev/null 2>&1 || true", shell=True)
+subprocess.run([true, "https://h/cb#access_token=Q12S3CR3T&state=1", "https://h/p?jwt=Q13S3CR3T&sid=Q14S3CR3T"])
+subprocess.run([true, "-u", "admin:Q15S3CR3T", "https://h/p?user=me&pass=Q16S3CR3T"])
+'''
+
+
+def test_quoted_values_whole_header_values_and_fragments_never_reach_a_span(traced):
+    """Quoted secrets in `-c` programs and shell commands (the service name of a `-c` process is made
+    from it too), header values holding spaces and semicolons, URL fragments, the smaller names."""
+    script = traced.tmp_path / "quoted.py"  # a file: its own command line holds no secret
+    script.write_text(QUOTED)
+    result = traced.run([sys.executable, str(script)])
+    assert result.returncode == 0, result.stderr
+    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", QUOTED_SECRETS) == []
+    args = [" ".join(s.attributes.get("process.command_args", ())) for s in traced.spans().spans]
+    assert any("Cookie: [REDACTED]" in a for a in args) and any("Digest [REDACTED]" in a for a in args)
+    assert any("#access_token=[REDACTED]&state=1" in a for a in args)
+    assert any("-u admin:[REDACTED]" in a for a in args)
+
+
+@pytest.mark.parametrize("quoted, redacted", [
+    ("TOKEN='S3CR3T'", "TOKEN=[REDACTED]"),
+    ('password = "S3CR3T"', "password = [REDACTED]"),
+    ("x={'api_key': 'S3CR3T'}", "x={'api_key': [REDACTED]}"),
+    ("os.environ['API_KEY']='S3CR3T'", "os.environ['API_KEY']=[REDACTED]"),
+    ('login(password="S3CR3T")', "login(password=[REDACTED])"),
+    ('export API_KEY="S3CR3T"', "export API_KEY=[REDACTED]"),
+    ('TOKEN=\\"S3CR3T\\"', "TOKEN=[REDACTED]"),
+    ("TOKEN=\\'S3CR3T\\'", "TOKEN=[REDACTED]"),
+    ("TOKEN='S3CR3T", "TOKEN=[REDACTED]"),  # a quote left open (a command line cut)
+    ('password = "my S3CR3T phrase" ok', "password = [REDACTED] ok"),
+    ("login('password', 'S3CR3T')", "login('password', [REDACTED])"),
+    ("--password 'S3CR3T S3CR3T' -v", "--password [REDACTED] -v"),
+])
+def test_quoted_values_are_redacted_whole(quoted, redacted):
+    assert redact.text(quoted) == redacted
+    assert redact.text(redacted) == redacted  # a second pass changes nothing
+
+
+def test_header_values_are_redacted_whole():
+    assert redact.argv(["curl", "-H", "Cookie: a=b; sid=S2; csrf=S3"]) == ["curl", "-H", "Cookie: [REDACTED]"]
+    assert redact.argv(["curl", "-H", 'Authorization: Digest username="u", response="S"']) == \
+        ["curl", "-H", "Authorization: Digest [REDACTED]"]
+    assert redact.argv(["curl", "--header=X-Vault-Token: a b"]) == ["curl", "--header=X-Vault-Token: [REDACTED]"]
+    assert redact.text("curl -H 'Cookie: a=b; sid=S' -H \"Private-Token: x y\" https://h/") == \
+        "curl -H 'Cookie: [REDACTED]' -H \"Private-Token: [REDACTED]\" https://h/"
+    assert redact.text("GET / HTTP/1.1\r\nHost: h\r\nCookie: a=b; sid=S\r\nAccept: */*") == \
+        "GET / HTTP/1.1\r\nHost: h\r\nCookie: [REDACTED]\r\nAccept: */*"
+    assert redact.text("Authorization: Bearer [REDACTED]") == "Authorization: Bearer [REDACTED]"
+
+
+def test_fragments_and_the_smaller_names():
+    assert redact.url("https://h/cb#access_token=S&state=x") == "https://h/cb#access_token=[REDACTED]&state=x"
+    assert redact.url("https://h/#/cb?id_token=S&x=1") == "https://h/#/cb?id_token=[REDACTED]&x=1"
+    assert redact.url("https://h/p#section-2") == "https://h/p#section-2"
+    assert redact.url("https://h/p?a=1;token=S") == "https://h/p?a=1;token=[REDACTED]"
+    assert redact.url("https://h/p?api%5Fkey=S") == "https://h/p?api%5Fkey=[REDACTED]"
+    assert redact.query_string("jwt=S&sid=S&pass=S&pw=S&bypass=1&passenger=2&sidebar=3") == \
+        "jwt=[REDACTED]&sid=[REDACTED]&pass=[REDACTED]&pw=[REDACTED]&bypass=1&passenger=2&sidebar=3"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["tool", "-u", "admin:S"], ["tool", "-u", "admin:[REDACTED]"]),
+    (["tool", "--user=admin:S"], ["tool", "--user=admin:[REDACTED]"]),
+    (["python", "-u", "app.py"], ["python", "-u", "app.py"]),  # no value: the next argument is not user:secret
+    (["docker", "run", "-u", "app:app", "img"], ["docker", "run", "-u", "app:app", "img"]),  # user:group
+    (["tool", "-u", "1000:1000"], ["tool", "-u", "1000:1000"]),  # uid:gid
+    (["tool", "-u", "localhost:8080"], ["tool", "-u", "localhost:8080"]),  # host:port
+    (["rsync", "-u", "host:dir", "."], ["rsync", "-u", "host:dir", "."]),  # -u takes no value: host:path
+    (["tool", "-u", "host:/srv"], ["tool", "-u", "host:/srv"]),
+    (["git", "push", "-u", "origin", "main:main"], ["git", "push", "-u", "origin", "main:main"]),
+    (["tool", "--user-agent", "a:b"], ["tool", "--user-agent", "a:b"]),
+])
+def test_a_user_flag_of_any_program(args, expected):
+    assert redact.argv(args) == expected
+
+
+@pytest.mark.parametrize("args", [
+    ["pytest", "-k", "test_sorting", "--passenger", "x", "--sidebar", "--bypass", "y", "--pass-through"],
+    ["ls", "--color=auto", "--sort=size", "--keep-going"],
+    ["pip", "install", "-U", "requests==2.32.3", "--index-url", "https://pypi.org/simple/"],
+    ["git", "log", "--format=%h %s", "-n", "5"],
+    ["curl", "-H", "Accept: application/json", "-H", "User-Agent: x/1.0", "https://h/p?page=2#top"],
+])
+def test_ordinary_command_lines_are_kept(args):
+    assert redact.argv(args) == args
+
+
+@pytest.mark.parametrize("text", [
+    "KeyError: 'nope'",  # an exception's class holding a word, then its message
+    "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nKeyError: 'item'\n",
+    "jwt.exceptions.InvalidTokenError: Signature has expired",
+    "curl --user-agent 'Mozilla/5.0 (X11; Linux x86_64)' -H 'Accept: application/json' https://h/p#top",
+    "sort -u names.txt | docker run -u 1000:1000 img",
+    "GET /api/v1/items?page=2&sidebar=1 HTTP/1.1",
+])
+def test_ordinary_text_is_kept(text):
+    assert redact.text(text) == text

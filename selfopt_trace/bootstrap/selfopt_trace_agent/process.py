@@ -452,6 +452,7 @@ def _resource(pid: int, name: str) -> dict:
 
                 value = unquote(value)
             resource[key.strip()] = value.strip()
+    resource = redact.attributes(resource)  # `app.token=X,db.password=Y`: secrets, as any span attribute's
     service = _settings.service or resource.get("service.name") or name
     resource.update({
         "service.name": service,

@@ -12,11 +12,14 @@ REDACTED = "[REDACTED]"
 # secret S3CR3T). tests/agent/test_secrets.py checks every example in each place its kind applies
 # to (argv, URL, header, environment variable, span attribute), so adding a form is one line here.
 #   word    a name (flag, variable, query parameter, header, JSON key, attribute key) containing it
-#   name    a name that is exactly it (a word too common inside other names: `code`, `sig`)
+#   name    a name that is exactly it (a word too common inside other names: `code`, `sig`, `pass`)
 #   prefix  a value starting with it, whatever its name (API key formats of well-known services)
 #   flag    `PROGRAM FLAG`: the value of that flag of that program, next to it or joined (`-pS3CR3T`,
 #           `--user=me:S3CR3T`); in `user:secret`, the user is kept
 #   joined  the same, joined only (`mysql -p DB` asks for the password: DB is the database)
+#   user    `FLAG`: of any program (not in the table for that flag), a `user:secret` value next to it
+#           (`-u me:S3CR3T`, `--user=me:S3CR3T`), the user kept; a value that is not `user:secret`,
+#           or whose secret is all digits (docker's `-u 1000:1000`, `host:8080`), kept whole
 PATTERNS = (
     ("word", "key", "--api-key S3CR3T"),
     ("word", "token", "--token S3CR3T"),
@@ -34,6 +37,10 @@ PATTERNS = (
     ("word", "private", "PRIVATE_KEY_DATA=S3CR3T"),
     ("name", "code", "https://app.example/callback?code=S3CR3T&state=xyz"),
     ("name", "sig", "https://blob.example/c/f?sv=2022&sig=S3CR3T"),
+    ("name", "jwt", "https://app.example/sso?jwt=S3CR3T"),
+    ("name", "sid", "https://app.example/p?sid=S3CR3T"),
+    ("name", "pass", "https://app.example/login?user=me&pass=S3CR3T"),
+    ("name", "pw", "https://app.example/login?user=me&pw=S3CR3T"),
     ("prefix", "cf-", "cf-S3CR3T0123"),
     ("prefix", "sk-", "sk-S3CR3T0123"),
     ("prefix", "ghp_", "ghp_S3CR3T0123"),
@@ -44,6 +51,7 @@ PATTERNS = (
     ("prefix", "xoxp-", "xoxp-S3CR3T0123"),
     ("prefix", "AKIA", "AKIAS3CR3T0123"),
     ("prefix", "glpat-", "glpat-S3CR3T0123"),
+    ("prefix", "eyJ", "eyJS3CR3T0123.eyJzdWIiOiIxIn0.c2ln"),  # a JWT: base64 of `{"`, its parts joined by dots
     ("flag", "curl -u", "curl -u me:S3CR3T https://example.invalid/"),
     ("flag", "curl --user", "curl --user me:S3CR3T https://example.invalid/"),
     ("flag", "curl -U", "curl -U me:S3CR3T https://example.invalid/"),
@@ -54,10 +62,19 @@ PATTERNS = (
     ("joined", "mariadb -p", "mariadb -pS3CR3T shop"),
     ("flag", "sshpass -p", "sshpass -p S3CR3T ssh host"),
     ("flag", "redis-cli -a", "redis-cli -a S3CR3T ping"),
+    ("user", "-u", "tool -u admin:S3CR3T https://example.invalid/"),
+    ("user", "--user", "tool --user admin:S3CR3T"),
+    ("user", "--proxy-user", "tool --proxy-user admin:S3CR3T"),
 )
 _SECRET_WORDS = tuple(pattern for kind, pattern, _ in PATTERNS if kind == "word")
 _SECRET_NAMES = frozenset(pattern for kind, pattern, _ in PATTERNS if kind == "name")
 _SECRET_PREFIXES = tuple(pattern for kind, pattern, _ in PATTERNS if kind == "prefix")
+_USER_FLAGS = frozenset(pattern for kind, pattern, _ in PATTERNS if kind == "user")
+# Programs whose `-u`/`--user` is no `user:secret` (`user:group`, or a flag of no value before a
+# `host:path`): the `user` kind skips them.
+_NO_USER_SECRET = frozenset(("docker", "podman", "nerdctl", "buildah", "runc", "crun", "sudo", "rsync", "cp", "mv"))
+# What free text holding a `user` flag holds (`_might_hold_secret`): the flag and what may follow it.
+_USER_MARKS = tuple(flag + after for flag in sorted(_USER_FLAGS) for after in " \t=,'\"")
 _FLAGS: dict = {}  # program -> {flag: joined only}
 for _kind, _pattern, _ in PATTERNS:
     if _kind in ("flag", "joined"):
@@ -65,12 +82,19 @@ for _kind, _pattern, _ in PATTERNS:
         _FLAGS.setdefault(_program, {})[_flag] = _kind == "joined"
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                             "api-key", "x-auth-token", "x-csrf-token", "x-amz-security-token"))
+# The schemes an Authorization header's value may start with: kept before the [REDACTED] (not secret).
+_AUTH_SCHEMES = ("bearer", "basic", "digest", "token", "negotiate", "ntlm", "hoba", "mutual", "aws4-hmac-sha256")
 
 
 def is_secret_name(name: str) -> bool:
     """A flag, variable, parameter, header or key whose value is a secret."""
     lowered = name.lower()
-    return lowered in _SECRET_NAMES or any(word in lowered for word in _SECRET_WORDS)
+    if lowered in _SECRET_NAMES:
+        return True
+    for word in _SECRET_WORDS:  # a loop, not any(generator): half the time, and every header and key passes here
+        if word in lowered:
+            return True
+    return False
 
 
 def _looks_like_secret_value(value: str) -> bool:
@@ -78,6 +102,14 @@ def _looks_like_secret_value(value: str) -> bool:
 
 
 _patterns: list = []
+
+# A secret value in free text, after its name (group 2 of the patterns below): a quoted string whole,
+# its quotes escaped inside another string too (`TOKEN=\"X\"` in a `-c` program's repr), else up to a
+# space, quote or separator (an unclosed quote with it). Never one already redacted.
+_VALUE = (r"(?!\[REDACTED\])("
+          r"\\\"(?:[^\"\\]|\\[^\"])*\\\"|\\'(?:[^'\\]|\\[^'])*\\'"
+          r"|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'"
+          r"|\\?['\"]?[^\s'\",&;)}\]]+)")
 
 
 def _compiled() -> list:
@@ -90,40 +122,69 @@ def _compiled() -> list:
         import re
 
         words = "|".join(_SECRET_WORDS)
-        value = r"(?!\[REDACTED\])([^\s'\",&;)}\]]+)"
+        value = _VALUE
         # Each pattern: group 1 is kept, group 2 is the secret.
+        # A header line (`Cookie: a=b; sid=X`, `Authorization: Digest username="u", response="X"`): the
+        # whole value, to the end of its quotes or line, after the authorization scheme if any. A header
+        # is a name the table's secret headers hold, or a name with a dash holding a secret word
+        # (`X-Vault-Token`, `Private-Token`); `key: value` in a program's text keeps the next rule's.
+        # The scheme is kept: optional, then refused as the value (else, its value already redacted, the
+        # pattern would take the scheme for the value, backtracking).
+        schemes = "|".join(re.escape(scheme) for scheme in _AUTH_SCHEMES)
+        scheme = r"(?:(?:" + schemes + r")[ \t]+)?(?!(?:" + schemes + r")[ \t])"
+        header = (r"(?:" + "|".join(re.escape(name) for name in sorted(SECRET_HEADERS))
+                  + r"|(?=[\w-]*-)[\w-]*(?:" + words + r")[\w-]*)[ \t]*:[ \t]*" + scheme + r"(?=\S)")
+        _patterns.extend([
+            re.compile(r"(?im)((?<=')" + header + r")(?!\[REDACTED\])([^'\r\n]+)"),  # in '...'
+            re.compile(r"(?im)((?<=\")" + header + r")(?!\[REDACTED\])((?:[^\"\\\r\n]|\\.)+)"),  # in "..."
+            re.compile(r"(?im)((?:^|(?<=[\s=]))" + header + r")(?!\[REDACTED\])([^\r\n]+)"),  # to the line's end
+        ])
         for program, flags in _FLAGS.items():  # `curl -u me:S3CR3T`, `mysql -pS3CR3T` in a shell command or a -c program
             for flag, joined in flags.items():
+                # the value joined (`-pX`) or after a space, `=` or a comma; joined to a short flag only
+                # (as argv: `--user-agent` is not `--user`)
+                glue = "" if joined else r"(?:['\"]?\s*,\s*['\"]?|\s+|=)" + ("?" if len(flag) == 2 else "")
                 _patterns.append(re.compile(r"(\b" + re.escape(program) + r"\b[^;&|\n]*?[\s'\"]" + re.escape(flag)
-                                            + (r"" if joined else r"(?:['\"]?\s*,\s*['\"]?|\s+|=)?")
-                                            + r"['\"]?(?:[^\s:'\"]*:)?)" + value))
+                                            + glue + r"['\"]?(?:[^\s:'\"]*:)?)" + value))
+        # `-u me:X` of any program: the user kept; a secret of digits only (uid:gid, host:port) is none
+        _patterns.append(re.compile(r"((?<![\w-])(?:" + "|".join(re.escape(flag) for flag in sorted(_USER_FLAGS))
+                                    + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value))
         _patterns.extend([
-            re.compile(r"([?&](?:" + "|".join(_SECRET_NAMES) + r")=)(?!\[REDACTED\])([^&#\s'\"]+)"),
+            re.compile(r"([?&#;](?:" + "|".join(_SECRET_NAMES) + r")=)(?!\[REDACTED\])([^&#;\s'\"]+)"),
             re.compile(r"(://[^/\s:@'\"]+:)(?!\[REDACTED\])([^@\s/'\"]+)(?=@)"),  # URL user:password@
-            re.compile(r"(?i)((?:--?|\b)[\w.-]*(?:" + words + r")[\w.-]*(?:\s*[=:]\s*|['\"]?\s*,\s*['\"]?)"
-                       r"(?:(?:bearer|basic|token)\s+)?)" + value),
+            # NAME=X, NAME: X, 'NAME': X, NAME']=X, NAME = "X", 'NAME', 'X' (a list or a call's arguments);
+            # not an exception's class (`KeyError: 'x'`, `InvalidTokenError: expired`: a message follows)
+            re.compile(r"(?i)((?:--?|\b)(?![\w.]*(?-i:Error|Exception|Warning)\b)[\w.-]*(?:" + words + r")[\w.-]*"
+                       r"(?:['\"]?\]?\s*[=:]\s*|['\"]?\s*,\s*)" + scheme + r")" + value),
             re.compile(r"(?i)(\b(?:bearer|basic)\s+)" + value),
-            re.compile(r"(?i)(--?[\w.-]*(?:" + words + r")[\w.-]*\s+)(?!\[REDACTED\])([^\s'\",&;)-][^\s'\",&;)]*)"),
-            re.compile(r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-]{4,})"),
+            re.compile(r"(?i)(--?[\w.-]*(?:" + words + r")[\w.-]*\s+)(?!-)" + value),  # --token X, --password "X Y"
+            re.compile(r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-.]{4,})"),
         ])
     return _patterns
 
 
 def _might_hold_secret(value: str) -> bool:
     lowered = value.lower()
-    return (any(word in lowered for word in _SECRET_WORDS) or ("://" in value and "@" in value)
-            or any(p in value for p in _SECRET_PREFIXES) or any(program in value for program in _FLAGS)
-            or any(name + "=" in lowered for name in _SECRET_NAMES))
+    for word in _SECRET_WORDS:
+        if word in lowered:
+            return True
+    return (("://" in value and "@" in value) or any(p in value for p in _SECRET_PREFIXES)
+            or any(program in value for program in _FLAGS) or any(name + "=" in lowered for name in _SECRET_NAMES)
+            or any(mark in value for mark in _USER_MARKS))
 
 
 def text(value: str) -> str:
     """Free text with every secret-looking value replaced: `Authorization: Bearer X`, `--token X`,
-    `KEY=VALUE`, URLs with credentials or secret query values, well-known API key formats."""
+    `KEY=VALUE`, `KEY='VALUE'`, URLs with credentials or secret query values, well-known API key formats."""
     if not _might_hold_secret(value):
         return value
     for pattern in _compiled():
-        value = pattern.sub(lambda match: match.group(1) + REDACTED, value)
+        value = pattern.sub(_keep_name, value)
     return value
+
+
+def _keep_name(match) -> str:
+    return match.group(1) + REDACTED
 
 
 def argv(args: list) -> list:
@@ -131,7 +192,10 @@ def argv(args: list) -> list:
     that are not UTF-8 kept, as surrogates: the span file escapes them)."""
     out = []
     redact_next = False
-    flags = _FLAGS.get(str(args[0]).rpartition("/")[2], {}) if args else {}
+    program = str(args[0]).rpartition("/")[2] if args else ""
+    flags = _FLAGS.get(program, {})
+    user_flags = _USER_FLAGS if program not in _NO_USER_SECRET else ()
+    user_next = False
     for arg in args:
         if isinstance(arg, bytes):
             arg = arg.decode("utf-8", "surrogateescape")
@@ -141,6 +205,11 @@ def argv(args: list) -> list:
             out.append(_flag_value(arg))
             redact_next = False
             continue
+        if user_next:
+            user_next = False
+            if _is_user_secret(arg):
+                out.append(_flag_value(arg))
+                continue
         if flags and arg.startswith("-"):
             flag = _program_flag(arg, flags)
             if flag is not None:
@@ -156,8 +225,24 @@ def argv(args: list) -> list:
             out.append(arg)
             redact_next = True
             continue
+        if user_flags and arg.startswith("-"):
+            if arg in user_flags:
+                out.append(arg)
+                user_next = True
+                continue
+            flag, eq, value = arg.partition("=")
+            if eq and flag in user_flags and _is_user_secret(value):
+                out.append(flag + eq + _flag_value(value))
+                continue
         out.append(_argument(arg))
     return out
+
+
+def _is_user_secret(value: str) -> bool:
+    """`user:secret` (not `uid:gid`, `host:port`, `host:/path` or a URL): the value of a `user` flag to redact."""
+    user, colon, secret = value.partition(":")
+    return bool(colon and user and secret and not secret.isdigit() and not secret.startswith(("/", "~"))
+                and "/" not in user and "@" not in user and " " not in user)
 
 
 def _program_flag(arg: str, flags: dict) -> str | None:
@@ -182,19 +267,41 @@ def header(name: str, value: str) -> str:
 
 
 def attributes(values: dict) -> dict:
-    """Span attributes from elsewhere (another instrumentation): secret keys' values and secret-looking
-    strings replaced, URLs without credentials and secret query values."""
+    """Span attributes from elsewhere (another instrumentation, the program's OpenTelemetry spans):
+    secret keys' values replaced, the others as `value` gives them."""
     out = {}
     for key, value in values.items():
         if isinstance(key, str) and is_secret_name(key.rpartition(".")[2]):
             out[key] = REDACTED
-        elif isinstance(value, str):
-            out[key] = url(value) if "://" in value else text(value)
-        elif isinstance(value, (list, tuple)):
-            out[key] = [text(item) if isinstance(item, str) else item for item in value]
         else:
-            out[key] = value
+            out[key] = attribute(value)
     return out
+
+
+def value(text_: str) -> str:
+    """One string of free text or a URL (an attribute's value, a span's name), redacted."""
+    if "://" in text_ and not (" " in text_ or "\n" in text_ or "\t" in text_ or "\r" in text_):  # a URL alone
+        return url(text_)
+    return text(text_)
+
+
+def attribute(item):
+    """An attribute's value of any type, redacted: a string as `value` does; a list of strings as a
+    command line (`["--password", "X"]`), other lists item by item; a dict as `attributes`; a number
+    as it is; any other object as its text would be recorded (str())."""
+    if isinstance(item, str):
+        return value(item)
+    if item is None or isinstance(item, (int, float)):  # bool is an int
+        return item
+    if isinstance(item, (list, tuple)):
+        if item and all(isinstance(part, str) for part in item):
+            out = argv(list(item))
+        else:
+            out = [attribute(part) for part in item]
+        return tuple(out) if isinstance(item, tuple) else out  # the SDK's tuples stay tuples
+    if isinstance(item, dict):
+        return attributes(item)
+    return value(str(item))
 
 
 def _argument(arg: str) -> str:
@@ -202,57 +309,81 @@ def _argument(arg: str) -> str:
     bare key), the patterns of `text` only for free text (a `-c` program, a shell command)."""
     if any(c.isspace() or c in "\"'(),;" for c in arg):
         return text(arg)
-    if "://" in arg:
-        return url(arg)
     separator = "=" if "=" in arg else ":"
-    name, sep, value = arg.partition(separator)
-    if sep and value and value != REDACTED and (is_secret_name(name.lstrip("-")) or _looks_like_secret_value(value)):
+    name, sep, value_ = arg.partition(separator)
+    if "://" in arg:  # a URL, or NAME=URL: the URL's secrets, then the name's
+        arg = url(arg)
+        if sep == "=" and "://" not in name and "/" not in name and is_secret_name(name.lstrip("-")):
+            return name + sep + REDACTED
+        return arg
+    if sep and value_ and value_ != REDACTED and (is_secret_name(name.lstrip("-")) or _looks_like_secret_value(value_)):
         return name + sep + REDACTED
     if _looks_like_secret_value(arg):
         return REDACTED
     return arg
 
 
-def url(value: str) -> str:
-    """A URL without user:password@ and without the values of secret query parameters."""
-    if "@" not in value and "?" not in value:  # nothing to redact (every HTTP request passes here)
-        return value
-    scheme, sep, rest = value.partition("://")
+def url(value_: str) -> str:
+    """A URL without user:password@ and without the values of secret parameters in its query and its
+    fragment (`#access_token=X&state=Y`, an OAuth implicit grant's; `#/route?token=X`)."""
+    if "@" not in value_ and "?" not in value_ and "#" not in value_:  # nothing to redact (every HTTP request passes here)
+        return value_
+    scheme, sep, rest = value_.partition("://")
     if not sep:
-        return value
-    authority_end = len(rest)
-    for stop in "/?#":
-        at = rest.find(stop)
-        if 0 <= at < authority_end:
-            authority_end = at
+        return value_
+    rest, hash_, fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    authority_end = rest.find("/")
+    if authority_end < 0:
+        authority_end = len(rest)
     authority, path = rest[:authority_end], rest[authority_end:]
     if "@" in authority:
         authority = REDACTED + "@" + authority.rsplit("@", 1)[1]
-    if "?" in path:
-        base, _, query = path.partition("?")
-        fragment = ""
-        if "#" in query:
-            query, _, fragment = query.partition("#")
-            fragment = "#" + fragment
-        path = base + "?" + query_string(query) + fragment
-    return scheme + sep + authority + path
+    if question:
+        query = query_string(query)
+    if hash_ and "=" in fragment:
+        head, mark, params = fragment.rpartition("?")
+        fragment = head + mark + query_string(params)
+    return scheme + sep + authority + path + question + query + hash_ + fragment
 
 
-def query_string(value: str) -> str:
-    """`a=1&api_key=X` (a URL query or a form body) with the values of secret parameters replaced."""
+def query_string(value_: str) -> str:
+    """`a=1&api_key=X` (a URL query or a form body) with the values of secret parameters replaced
+    (`;` separates parameters too: `a=1;token=X`)."""
     params = []
-    for item in value.split("&"):
-        name, eq, val = item.partition("=")
-        params.append(name + eq + REDACTED if eq and (is_secret_name(name) or _looks_like_secret_value(val)) else item)
+    for item in value_.split("&"):
+        params.append(";".join([_parameter(part) for part in item.split(";")]) if ";" in item else _parameter(item))
     return "&".join(params)
 
 
-def structure(value):
+def _parameter(item: str) -> str:
+    name, eq, val = item.partition("=")
+    if eq and val != REDACTED and (is_secret_name(_unquote(name)) or _looks_like_secret_value(_unquote(val))):
+        return name + eq + REDACTED
+    return item
+
+
+def _unquote(text_: str) -> str:
+    """%XX and + decoded (ASCII's worth: enough to read a parameter's name, `api%5Fkey`), without urllib."""
+    if "%" not in text_ and "+" not in text_:
+        return text_
+    parts = text_.replace("+", " ").split("%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        code = part[:2]
+        if len(code) == 2 and all(c in "0123456789abcdefABCDEF" for c in code):
+            out.append(chr(int(code, 16)) + part[2:])
+        else:
+            out.append("%" + part)
+    return "".join(out)
+
+
+def structure(value_):
     """Parsed JSON (dicts, lists, strings) with the values of secret keys and secret-looking strings replaced."""
-    if isinstance(value, dict):
-        return {k: REDACTED if isinstance(k, str) and is_secret_name(k) else structure(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [structure(item) for item in value]
-    if isinstance(value, str):
-        return text(value)
-    return value
+    if isinstance(value_, dict):
+        return {k: REDACTED if isinstance(k, str) and is_secret_name(k) else structure(v) for k, v in value_.items()}
+    if isinstance(value_, list):
+        return [structure(item) for item in value_]
+    if isinstance(value_, str):
+        return text(value_)
+    return value_

@@ -165,3 +165,102 @@ def test_the_twins_traceparent_in_the_header_lines_is_the_python_ones(twin, line
     expected = http_client._python_put_traceparent(reference, b"traceparent: 00-ours")
     assert ours == reference and ours[-1] == b"traceparent: 00-ours"
     assert (None if size is None else size.strip().lower()) == (None if expected is None else expected.strip())
+
+
+# --- the tester's findings: fragments, multipart bodies, absolute-form targets, odd methods -----------
+
+def _found(traced, secrets) -> list:
+    from tests.agent.secret_store import found_secrets
+
+    return found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", secrets)
+
+
+FRAGMENTS = textwrap.dedent("""
+    import httpx, requests, sys
+    print(requests.get(sys.argv[1] + "/echo#access_token=FRAG1S3CR3T&state=x").status_code)
+    print(httpx.get(sys.argv[1] + "/echo#access_token=FRAG2S3CR3T").status_code)
+    print(requests.get(sys.argv[1] + "/echo?jwt=FRAG3S3CR3T&sid=FRAG4S3CR3T&page=2").status_code)
+""")
+
+
+def test_url_fragments_and_the_smaller_names_are_redacted(traced, server):
+    script = traced.tmp_path / "fragments.py"
+    script.write_text(FRAGMENTS)
+    result = traced.run([sys.executable, str(script), server.url])
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"200\n200\n200\n", b"")
+    assert _found(traced, ("FRAG1S3CR3T", "FRAG2S3CR3T", "FRAG3S3CR3T", "FRAG4S3CR3T")) == []
+    urls = [s.attributes["url.full"] for s in client_spans(traced.spans())]
+    assert urls == [server.url + "/echo#access_token=[REDACTED]&state=x", server.url + "/echo#access_token=[REDACTED]",
+                    server.url + "/echo?jwt=[REDACTED]&sid=[REDACTED]&page=2"]
+
+
+MULTIPART = textwrap.dedent("""
+    import httpx, requests, sys, urllib3
+    requests.post(sys.argv[1] + "/echo", data={"user": "bob", "password": "MULTI1S3CR3T"},
+                  files={"notes": ("notes.txt", b"api_key=MULTI2S3CR3T and more")})
+    urllib3.request("POST", sys.argv[1] + "/echo", fields={"client_secret": "MULTI3S3CR3T", "f": ("f.bin", b"x")})
+    httpx.post(sys.argv[1] + "/echo", data={"password": "MULTI4S3CR3T"}, files={"f": ("f.bin", b"x")})  # a stream: not read
+""")
+
+
+def test_multipart_form_bodies_are_redacted(traced, server):
+    script = traced.tmp_path / "multipart.py"
+    script.write_text(MULTIPART)
+    result = traced.run([sys.executable, str(script), server.url], extra_env={"SELFOPT_TRACE_HTTP_BODIES": "4000"})
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert any(b"MULTI1S3CR3T" in request["body"] for request in server.seen)  # sent for real
+    assert _found(traced, ("MULTI1S3CR3T", "MULTI2S3CR3T", "MULTI3S3CR3T", "MULTI4S3CR3T")) == []
+    bodies = [s.attributes.get("selfopt_trace.http.request.body") for s in client_spans(traced.spans())]
+    assert 'name="user"\r\n\r\nbob\r\n' in bodies[0]  # the other fields kept
+    assert 'name="password"\r\n\r\n[REDACTED]\r\n' in bodies[0]
+    assert "api_key=[REDACTED] and more" in bodies[0]
+    assert 'name="client_secret"\r\n\r\n[REDACTED]\r\n' in bodies[1]
+    assert bodies[2] is None
+
+
+def test_an_absolute_form_target_keeps_no_credentials(traced):
+    """`GET http://user:pw@host/p?q HTTP/1.1` (what a proxy is sent) to a traced http.server: url.path is
+    the target's path, server.address its host (OTel's semantic conventions), no userinfo, no query."""
+    from tests.agent.http.conftest import TracedServer, free_port, server_spans
+    from tests.agent.http.test_http_server import HTTP_SERVER
+
+    script = traced.tmp_path / "served.py"
+    script.write_text(textwrap.dedent(HTTP_SERVER))
+    port = free_port()
+    served = TracedServer(traced, [sys.executable, str(script), str(port)], port)
+    try:
+        import http.client  # from the untraced test process
+
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        connection.request("GET", "http://u:ABS1S3CR3T@example.com:8080/p?token=ABS2S3CR3T")
+        assert connection.getresponse().read() == b"hello"
+        connection.close()
+    finally:
+        _, err = served.stop()
+    assert err == ""
+    assert _found(traced, ("ABS1S3CR3T", "ABS2S3CR3T")) == []
+    [span] = server_spans(traced.spans())
+    attributes = span.attributes
+    assert (attributes["url.path"], attributes["url.scheme"]) == ("/p", "http")
+    assert (attributes["server.address"], attributes["server.port"]) == ("example.com", 8080)
+
+
+def test_a_method_holding_a_space_is_the_span_name_whole(traced, server):
+    """http.client sends any method without a control character (`GE T`): the request line is read
+    from its method, not split at its first space."""
+    code = textwrap.dedent("""
+        import http.client, sys
+        host, port = sys.argv[1].split("//")[1].split(":")
+        for method, port in (("GE T", int(port)), ("GET", port)):  # the port as a string too: http.client takes it
+            connection = http.client.HTTPConnection(host, port)
+            connection.request(method, "/fast?x=1")
+            response = connection.getresponse()
+            response.read()  # the span ends with the body
+            print(response.status)
+    """)
+    result = traced.python(code, server.url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"400\n200\n", b"")  # the server refuses GE T
+    assert traced.spans().diagnostics == []
+    spans = client_spans(traced.spans())
+    assert [(s.name, s.attributes["http.request.method"]) for s in spans] == [("GE T", "GE T"), ("GET", "GET")]
+    assert [s.attributes["url.full"] for s in spans] == [server.url + "/fast?x=1"] * 2

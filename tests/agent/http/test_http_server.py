@@ -192,3 +192,28 @@ def test_server_error_is_an_error_span(traced):
     assert served.name == "GET" and "http.route" not in served.attributes
     assert served.attributes["http.response.status_code"] == 404
     assert served.status == "UNSET"  # a 4xx is the client's error, not the server's
+
+
+FAILING_ASGI = """
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        raise RuntimeError("the app failed")
+"""
+
+
+def test_an_asgi_app_exception_reaches_the_server_and_ends_the_span(traced):
+    """The exception goes on to uvicorn, as untraced (it logs it, and answers 500), and the span ends
+    with it: the hook once swallowed it (the span ended UNSET, uvicorn saw an app that sent nothing)."""
+    script = traced.tmp_path / "served.py"
+    script.write_text(FAILING_ASGI)
+    port = free_port()
+    server = TracedServer(traced, [sys.executable, "-m", "uvicorn", "--port", str(port), "--log-level", "warning",
+                                   "served:app"], port, cwd=traced.tmp_path)
+    try:
+        result = traced.python("import requests, sys; print(requests.get(sys.argv[1] + '/x').status_code)", server.url)
+    finally:
+        _, err = server.stop()
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"500\n", b"")
+    assert "Exception in ASGI application" in err and "RuntimeError: the app failed" in err
+    [served] = server_spans(traced.spans())
+    assert served.status == "ERROR" and served.attributes["error.type"] == "RuntimeError"

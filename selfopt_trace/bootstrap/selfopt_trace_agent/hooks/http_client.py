@@ -41,6 +41,8 @@ def _full_url(connection, target: str) -> tuple:
     """(url, host, port) of a request line's target on this connection."""
     host = getattr(connection, "_tunnel_host", None) or connection.host
     port = getattr(connection, "_tunnel_port", None) or connection.port
+    if isinstance(port, str) and port.isdigit():  # HTTPConnection("h", "8080") connects as with 8080
+        port = int(port)
     if "://" in target:  # a request to a proxy names the whole URL
         return target, None, None
     scheme = "https" if connection.default_port == 443 else "http"
@@ -53,7 +55,14 @@ def _own_request(connection, began: int) -> common.ClientRequest | None:
     if not connection._buffer:  # no putrequest: endheaders itself raises
         return None
     try:
-        method, _, rest = connection._buffer[0].decode("ascii", "replace").partition(" ")
+        line = connection._buffer[0].decode("ascii", "replace")
+        # `METHOD TARGET HTTP/1.1`: the method is putrequest's own (it may hold a space, which http.client
+        # lets through: "GE T"), the target what follows it up to the version (it holds none).
+        method = getattr(connection, "_method", None)
+        if isinstance(method, str) and line.startswith(method + " "):
+            rest = line[len(method) + 1:]
+        else:
+            method, _, rest = line.partition(" ")
         full, host, port = _full_url(connection, rest.rpartition(" ")[0])
     except Exception as exc:
         common.hook_failed(LIBRARY, exc)

@@ -351,8 +351,13 @@ def _body_text(body) -> str | None:
 
 
 def _redact_body(text: str) -> str:
-    """JSON bodies with secret keys replaced, form bodies like query strings, anything else as text."""
+    """JSON bodies with secret keys replaced, form bodies like query strings, multipart forms field by
+    field, anything else as text."""
     stripped = text.lstrip()
+    if stripped.startswith("--"):
+        multipart = _redact_multipart(text)
+        if multipart is not None:
+            return multipart
     if stripped[:1] in ("{", "["):
         import json
 
@@ -363,6 +368,32 @@ def _redact_body(text: str) -> str:
     if "=" in text and " " not in text.strip() and "\n" not in text.strip():
         return redact.query_string(text)
     return redact.text(text)
+
+
+def _redact_multipart(text: str) -> str | None:
+    """A multipart/form-data body (`--BOUNDARY`, then each part's headers, a blank line, its content)
+    with the content of each part whose field is a secret's (`name="password"`) replaced, the others'
+    as free text; None if the text is not one (its first line no boundary that comes again)."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    boundary = text.lstrip().partition(newline)[0].rstrip()
+    if len(boundary) < 3 or text.count(boundary) < 2:
+        return None
+    parts = text.split(boundary)
+    for index, part in enumerate(parts):
+        headers, blank, content = part.partition(newline + newline)
+        if not blank:  # before the first boundary, or `--` after the last
+            continue
+        end = len(content) - len(newline) if content.endswith(newline) else len(content)  # the boundary's own line break
+        secret = False
+        for line in headers.split(newline):
+            name, colon, value = line.partition(":")
+            if colon and name.strip().lower() == "content-disposition":
+                for param in value.split(";"):
+                    key, eq, field = param.strip().partition("=")
+                    if eq and key.lower() == "name" and redact.is_secret_name(field.strip().strip('"')):
+                        secret = True
+        parts[index] = headers + blank + (redact.REDACTED if secret else redact.text(content[:end])) + content[end:]
+    return boundary.join(parts)
 
 
 # --- server side --------------------------------------------------------------------------------
@@ -403,7 +434,13 @@ def begin_server(library: str, method: str, target: str, traceparent: str | None
         parent = _remote_parent(traceparent) if traceparent else None
         if parent is None:
             parent = tracer.current() or tracer.root()
-        attributes = {METHOD: method, URL_PATH: target.partition("?")[0], URL_SCHEME: scheme, LIBRARY: library}
+        absolute = _absolute_target(target) if "://" in target else None
+        if absolute is not None:  # the target's scheme and host come first (OTel's semantic conventions)
+            scheme, host, port, path = absolute
+            server = (host, port)
+        else:
+            path = target.partition("?")[0].partition("#")[0]
+        attributes = {METHOD: method, URL_PATH: path, URL_SCHEME: scheme, LIBRARY: library}
         if server:
             attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server[0], server[1]
         if client:
@@ -416,6 +453,18 @@ def begin_server(library: str, method: str, target: str, traceparent: str | None
         return None
     tracer.add_overhead(time_ns() - t0)
     return request
+
+
+def _absolute_target(target: str) -> tuple | None:
+    """An absolute-form request target (`GET http://user:pw@host/p?q HTTP/1.1`, a request to a proxy) as
+    (scheme, host, port, path): its userinfo, query and fragment never recorded. None for any other
+    (`/p?next=http://x` is origin-form)."""
+    scheme, _, rest = target.partition("://")
+    if not scheme or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
+        return None
+    authority, slash, path = rest.partition("#")[0].partition("?")[0].partition("/")
+    host, port = split_url("%s://%s" % (scheme.lower(), authority))
+    return scheme.lower(), host, port, slash + path if slash else "/"
 
 
 def _remote_parent(traceparent) -> tracer.Span | None:

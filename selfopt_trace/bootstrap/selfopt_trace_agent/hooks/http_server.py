@@ -226,15 +226,15 @@ def traced_asgi(app):
 
             try:
                 await app(scope, receive, traced_send)
-            except BaseException as exc:
+            except BaseException as exc:  # the app's own: its span ends with it, the server sees it
                 request.route = _asgi_route(scope)
+                common.end_server(request, exc)
+                raise
+            request.route = _asgi_route(scope)
+            common.end_server(request)
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
             raise
-            common.end_server(request, exc)
-            raise
-        request.route = _asgi_route(scope)
-        common.end_server(request)
 
     asgi_app.__wrapped__ = app
     return asgi_app

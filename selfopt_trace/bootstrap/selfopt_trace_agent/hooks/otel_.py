@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import os
 import sys
+from itertools import chain
 from marshal import dumps
 from _operator import attrgetter  # the C module: operator.py only re-exports it
 from time import time_ns
 
-from .. import spanblock, tracer
+from .. import redact, spanblock, tracer
 from . import http_common as common
 
 ATTR = "_selfopt_trace_span"  # on an SDK span: the agent's Span recording it (or the one it was merged into)
@@ -175,9 +176,128 @@ _LATE_FLUSH = 2 * spanblock.BLOCK_SPANS
 
 
 def _name(text: str) -> str:
-    """A span name as the span file can hold it: a program's own may hold a tab or a line break
+    """A span name as the span file can hold it: its secrets redacted (`GET /reset?token=X`; a name
+    seen clean before is one set lookup), and a program's own may hold a tab or a line break
     (isprintable is one C pass, False for each of them and for rarer text that clean leaves alone)."""
+    if text not in _clean:
+        text = _redacted_value(text)
     return text if text.isprintable() else tracer.spanfile.clean(text)
+
+
+# ---------------------------------------------------------------- secrets (docs/agent.md, "Secrets")
+#
+# The program's span names, attribute keys and values are redacted as redact.attributes does, where
+# it costs the program least: an SDK span's at the flush that writes its M record (_redact_rows: a
+# few C calls over the whole block; the SDK's own dicts are never changed, a span holding a secret
+# gets a redacted copy); the API path's at its end, only where an attribute was not known clean as
+# it was set (BridgeSpan.clean: a loop over the attributes at every end cost ~3,900 instructions a
+# span, more than the rest of the API path's record); the rarer records where they are made. What
+# redaction leaves as it is is remembered (names and values are mostly the same few texts), so a
+# span holding nothing new costs set lookups, no pattern: a name or string value (or a tuple of
+# them) in _clean, a key in _clean_keys. Numbers (and None) hold no secret.
+_clean: set = set()
+_clean_keys: set = set()
+CLEAN_KEPT = 4096  # each set is emptied when it holds this many (unique texts: ids, SQL with literals)
+_PLAIN = frozenset((int, float, bool, type(None)))
+
+
+def _remember(found: set, item) -> None:
+    if len(found) >= CLEAN_KEPT:
+        found.clear()
+    found.add(item)
+
+
+def _redacted_value(value):
+    """A name or attribute value as recorded (redact.attribute), remembered in _clean if redaction
+    leaves it as it is."""
+    out = redact.attribute(value)
+    if (type(value) is str or type(value) is tuple) and type(out) is type(value) and out == value:
+        try:
+            _remember(_clean, value)
+        except TypeError:  # a tuple holding a list (the API path's values are the program's own)
+            pass
+    return out
+
+
+def _redacted(attributes: dict) -> dict:
+    """A span's attributes as recorded: the same dict when its keys and values are all known clean
+    (the common case), else a copy with its secrets redacted."""
+    try:
+        if _clean_keys.issuperset(attributes):
+            for value in attributes.values():
+                if value.__class__ in _PLAIN or value in _clean:  # (another type is never in _clean)
+                    continue
+                break
+            else:
+                return attributes
+    except Exception:  # an unhashable value (a program's own, on the API path): looked at below
+        pass
+    out = {}
+    for key, value in attributes.items():
+        if key not in _clean_keys:
+            if isinstance(key, str) and redact.is_secret_name(key.rpartition(".")[2]):
+                out[key] = redact.REDACTED
+                continue
+            if type(key) is str:
+                _remember(_clean_keys, key)
+        kind = type(value)
+        if kind in _PLAIN:
+            out[key] = value
+            continue
+        try:
+            known = value in _clean
+        except Exception:
+            known = False
+        out[key] = value if known else _redacted_value(value)
+    return out
+
+
+_last_start: tuple = (None, None)  # the last start attributes found clean: the program's dict, and a copy
+
+
+def _clean_start(attributes) -> bool:
+    """Whether an API-path span's start attributes are known to hold no secret. A program mostly
+    gives its spans one dict, a constant: remembered, with a copy, a dict equal to its copy is
+    unchanged (the only values _redacted finds clean are immutable: str, tuples of them, numbers)."""
+    global _last_start
+    try:
+        last, copy = _last_start
+        if attributes is last and attributes == copy:
+            return True
+        if type(attributes) is dict and _redacted(attributes) is attributes:
+            _last_start = (attributes, dict(attributes))
+            return True
+    except Exception:  # a value whose == raises: looked at again at the end
+        pass
+    return False
+
+
+def _redact_rows(values: list) -> None:
+    """The M rows of a block (ROW_FIELDS values a span, flat) with the secrets of their names and
+    attributes redacted, in place. Known clean, the common case, by C calls over the whole block:
+    every name in _clean, every key in _clean_keys, every value of the block's attributes not in
+    _clean a number (~2,300 instructions a span of the benchmark's, against ~4,500 for the block's
+    marshal and hex); else span by span (_redacted: the dicts holding a secret replaced by copies)."""
+    width = spanblock.ROW_FIELDS
+    dicts = values[10::width]
+    try:
+        # (set().union(*dicts): the keys by the dicts' own hashes, no iterator a dict; `-` looks up
+        # the block's values in _clean, where difference_update would walk all of _clean)
+        if _clean.issuperset(values[3::width]) and set().union(*dicts) <= _clean_keys:
+            unknown = set(chain.from_iterable(map(dict.values, dicts))) - _clean
+            if _PLAIN.issuperset(map(type, unknown)):
+                return
+    except TypeError:  # an unhashable name or value (not an SDK's): span by span
+        pass
+    for index in range(3, len(values), width):
+        name = values[index]
+        try:
+            known = name in _clean
+        except TypeError:
+            known = False
+        if not known:
+            values[index] = _redacted_value(name)
+        values[index + 7] = _redacted(values[index + 7])
 
 
 def install(target: str, module) -> None:
@@ -243,11 +363,14 @@ def _start(otel, name: str, kind: str, attributes: dict | None, scope: ScopeAttr
     return span
 
 
-def _end(ours: Bridged, name: str, status: str, attributes: dict, end_ns: int) -> None:
+def _end(ours: Bridged, name: str, status: str, attributes: dict, end_ns: int, clean: bool = False) -> None:
     """Record the end of a span of the API path: the whole span as one X record if no flush wrote
     it open (taken out of tracer.unwritten here, so a flush no more can), else its E. Its
     attributes, the program's own values (anything: a str() that fails is a diagnostic in the
-    program's thread), are encoded here; an SDK span's end is on_end's (_span_hooks)."""
+    program's thread), are redacted (unless `clean`: each known to hold no secret as it was set,
+    BridgeSpan) and encoded here; an SDK span's end is on_end's (_span_hooks)."""
+    if not clean:
+        attributes = _redacted(attributes)
     if ours.sums:  # small calls summed onto it (hooks/timed.py)
         attributes = {**attributes, **tracer.sum_attributes(ours.sums)}
     kind = ours.kind
@@ -297,6 +420,7 @@ def _merge_attributes(target, attributes) -> None:
     """The OTel span's attributes onto the agent's span of the same request, where it has none.
     A new dict: the flusher may be encoding the old one."""
     if attributes:
+        attributes = _redacted(attributes)
         target.attributes = {**{k: v for k, v in attributes.items() if k != SCOPE_NAME and k != SCOPE_VERSION},
                              **(target.attributes or {})}
 
@@ -560,6 +684,10 @@ def _api_classes(trace, context_module, key: str) -> tuple:
             self.native = native
             self.merged = merged
             self.added: dict = {}
+            # Every attribute added known to hold no secret as it was set (a key seen clean, a number
+            # or a string seen clean: set lookups, no pattern), so the end redacts nothing; else the
+            # end looks at them all (_redacted). Whatever adds to `added` keeps it.
+            self.clean = True
             self.status = None
             self.description = None
             self.context = None
@@ -579,10 +707,14 @@ def _api_classes(trace, context_module, key: str) -> tuple:
         def set_attribute(self, key, value) -> None:
             if not self.ended:
                 self.added[key] = value
+                kind = value.__class__
+                if key not in _clean_keys or (kind not in _PLAIN and (kind is not str or value not in _clean)):
+                    self.clean = False
 
         def set_attributes(self, attributes) -> None:
             if not self.ended:
                 self.added.update(attributes)
+                self.clean = False
 
         def add_event(self, name, attributes=None, timestamp=None) -> None:
             pass
@@ -615,6 +747,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
             try:
                 import traceback
 
+                self.clean = False
                 self.added["exception.type"] = type(exception).__name__
                 self.added["exception.message"] = str(exception)
                 self.added["exception.stacktrace"] = "".join(
@@ -632,10 +765,12 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                 if self.merged:
                     _merge_attributes(native, added)
                     return
+                clean = self.clean
                 if self.description:
                     added[STATUS_DESCRIPTION] = self.description
+                    clean = False
                 native.otel = None  # no cycle (span <-> record) for the garbage collector to find
-                _end(native, native.name, self.status or tracer.UNSET, added, end_time or time_ns())
+                _end(native, native.name, self.status or tracer.UNSET, added, end_time or time_ns(), clean)
             except Exception as exc:
                 failed("end", exc)
 
@@ -726,6 +861,8 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                     span = BridgeSpan(native, False)
                     if attributes:
                         span.added.update(attributes)
+                        if not _clean_start(attributes):
+                            span.clean = False
                     native.otel = span
                     return span
                 except Exception as exc:
@@ -935,6 +1072,7 @@ def _end_apart(span, span_id: int) -> None:
     if live is None:
         return
     attributes, code = _ended(span, live)
+    attributes = _redacted(attributes)
     _cost[0] += 1
     _buffer.append(tracer.spanfile.end_line("%016x" % span_id, span._end_time or time_ns(), code,
                                             _attributes_json(_scope_of(span._instrumentation_scope)[1], attributes)))
@@ -986,6 +1124,7 @@ def _block(spans: list, n: int) -> list:
     for first in range(0, n, step):
         try:
             values = _rows(spans[first:min(first + step, n)])
+            _redact_rows(values)  # here, in the flush: nothing of it in the program's span (its secrets never written)
         except Exception as exc:  # a span of fields no SDK has: the block is lost, said so
             pieces.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
                                                           "%s: %s" % (type(exc).__name__, exc)))
@@ -1155,7 +1294,9 @@ def _scope_attributes(scope) -> tuple:
 
 def _scope_record(name: str | None, version: str | None) -> ScopeAttributes:
     attributes = ScopeAttributes()
-    if name is not None:
+    if name is not None:  # (a tracer's name and version: redacted too, once a scope)
+        name = redact.attribute(name)
+        version = redact.attribute(version)
         attributes[SCOPE_NAME] = name
         if version:
             attributes[SCOPE_VERSION] = version
