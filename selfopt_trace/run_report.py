@@ -192,4 +192,9 @@ def write_json(data: dict, target: str) -> None:
             sys.stdout.write(text)
             sys.stdout.flush()
     else:
-        Path(target).write_text(text, encoding="utf-8")
+        try:
+            Path(target).write_text(text, encoding="utf-8")
+        except OSError as exc:  # a full disk, /dev/full: said, and `run` still exits with CMD's status
+            error(f"the summary could not be written to {target}: {exc.strerror or exc} (the run is stored: "
+                  f"`selfopt-trace query breakdown --run {data.get('run_id') or data.get('group_id') or 'latest'}` "
+                  "answers from it)")

@@ -77,7 +77,8 @@ def test_summary_goes_to_stderr_after_the_commands_own_bytes(cli):
 @pytest.mark.parametrize("options, redirect, closed", [
     ("-q", ">&-", (True, False)), ("", ">&-", (True, False)), ("-q", "2>&-", (False, True)),
     ("", "2>&-", (False, True)), ("--json", ">&- 2>&-", (True, True)), ("--cpu-rate 50", ">&- 2>&-", (True, True)),
-    ("--json", ">/dev/full", (False, False)), ("", "2>/dev/full", (False, False)), ("--json", "| true", (False, False))])
+    ("--json", ">/dev/full", (False, False)), ("", "2>/dev/full", (False, False)), ("--json", "| true", (False, False)),
+    ("--json /dev/full", "", (False, False))])  # the summary's file cannot be written: said in one line
 def test_the_exit_status_is_cmds_whatever_became_of_our_stdout_and_stderr(cli, tmp_path, options, redirect, closed):
     """Our stdout or stderr closed, full, or a pipe nobody reads: CMD's status all the same (typer's
     path too: --cpu-rate), and CMD finds closed what was closed, as untraced."""
