@@ -76,6 +76,9 @@ SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.resource_attributes-
        coalesce(startup.ns, 0) AS startup_ns, coalesce(imports.ns, 0) AS import_ns,
        CASE WHEN NOT p.incomplete AND coalesce(spawn.end_ns, cmd.exited_ns) >= p.end_ns  -- else not waited for
                  AND coalesce(p.attributes->>'process.exec.replaced', '') <> 'true'  -- another program's time
+                 -- the spawn's own child, not a process a shell it started started (`sh -c 'a | b'`: the
+                 -- shell reaped a at once, and its spawn ended with b)
+                 AND coalesce(TRY_CAST(spawn.attributes->>'process.pid' AS BIGINT) = p.pid, true)
             THEN coalesce(spawn.end_ns, cmd.exited_ns) - p.end_ns END AS teardown_ns
 FROM spans p
 LEFT JOIN startup ON startup.span_id = p.span_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -157,6 +158,23 @@ def test_a_teardown_after_the_last_record_is_interpreter_teardown_with_a_note(cl
     assert process["teardown_ms"] == pytest.approx(rows["interpreter teardown"], abs=0.01)
     (note,) = [note for note in printed["notes"] if note.startswith("interpreter teardown is")]
     assert "os._exit()" in note and f"query subprocess --run {printed['run_id']}" in note
+
+
+def test_a_pipeline_s_first_stage_has_no_teardown_its_shell_s_end_would_make(cli) -> None:
+    """`sh -c 'a | b'`: both Pythons hang under the spawn of the shell, which reaped `a` unseen as it
+    exited; `b` ran on 0.5 s. `a`'s teardown is not known (it was 0.5 s: until the shell's end)."""
+    from tests.cli.conftest import python
+
+    first, second = (" ".join(map(shlex.quote, python(code))) for code in
+                     ("print('x')", "import sys, time; sys.stdin.read(); time.sleep(0.5)"))
+    code = f"import subprocess; subprocess.run({f'{first} | {second}'!r}, shell=True)"
+    done = cli("run", "--export", "never", "--json", "--", *python(code))
+    assert done.returncode == 0, done.stderr
+    processes = {p["pid"]: p for p in json.loads(done.stdout)["slowest_processes"]}
+    stages = sorted((p for p in processes.values() if p["command"] != processes[min(processes)]["command"]),
+                    key=lambda p: p["duration_ms"])
+    assert len(stages) == 2, processes
+    assert stages[0]["teardown_ms"] is None and stages[1]["duration_ms"] >= 500, stages
 
 
 def test_a_short_run_s_teardown_gets_no_note(cli) -> None:
