@@ -307,6 +307,7 @@ def build_tree(run_id: str, command: str | None, start_ns: int, processes: list,
     from ..summary import ProcessRow, describe_exit, format_ns
 
     by_key = {p.process_key: p for p in processes}
+    traced_pids = {p.pid for p in processes}
     call_ids = {call.span_id for call in calls}
     children: dict[str | None, list] = {}
     for call in calls:
@@ -334,7 +335,10 @@ def build_tree(run_id: str, command: str | None, start_ns: int, processes: list,
             text.append(f"{node.name} ", style="magenta")
             text.append(_shorten(node.label, 100))
             text.append(f"  {format_ns(node.duration_ns)}", style="bold")
+            # a forkserver's fork of a worker traced under the Process.start that asked for it
+            elsewhere = node.pid in traced_pids and not children.get(node.span_id)
             details = [f"pid {node.pid}" if node.pid else None,
+                       "traced elsewhere in this tree" if elsewhere else None,
                        f"exit {describe_exit(node.exit_code)}" if node.exit_code is not None else None,
                        "incomplete" if node.incomplete else None]
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 
 import pytest
 
@@ -125,3 +126,20 @@ def test_missing_database_is_a_clear_error(cli):
         assert result.returncode == 2
         assert b"does not exist" in result.stderr and b"selfopt-trace run" in result.stderr
         assert b"Traceback" not in result.stderr
+
+
+def test_a_forkserver_s_fork_of_a_worker_traced_elsewhere_says_so(cli, tmp_path):
+    """A forkserver forks the worker a Process.start asked for: the worker's process is traced under
+    that start (in the main process), and the forkserver's fork line says where it is."""
+    script = tmp_path / "forkserver.py"
+    script.write_text("import multiprocessing as mp\n"
+                      "if __name__ == '__main__':\n"
+                      "    p = mp.get_context('forkserver').Process(target=print, args=('worker',))\n"
+                      "    p.start(); p.join()\n")
+    done = cli("run", "-q", "--export", "never", "--", sys.executable, str(script))
+    assert done.returncode == 0 and done.stdout == b"worker\n", done.stderr
+    text = cli("tree", "latest").stdout.decode()
+    (fork,) = [line for line in text.splitlines() if " fork fork " in line]
+    assert "traced elsewhere in this tree" in fork, text
+    worker = fork.split("(pid ")[1].split(",")[0]
+    assert sum(f"pid {worker}, start-up" in line for line in text.splitlines()) == 1, text
