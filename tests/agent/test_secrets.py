@@ -39,6 +39,11 @@ def test_redact_argv():
     assert redact.argv(["env", "MY_SECRET=abc", "PATH=/bin"]) == ["env", "MY_SECRET=[REDACTED]", "PATH=/bin"]
     assert redact.argv(["x", "cf-0123456789"]) == ["x", "[REDACTED]"]
     assert redact.argv([b"bytes", b"--password=abc"]) == ["bytes", "--password=[REDACTED]"]
+    # an assignment as a flag's value (docker's --env=K=V, --build-arg=K=V, helm's --set=a.token=V)
+    assert redact.argv(["docker", "run", "--env=DB_PASSWORD=abc", "--build-arg=NPM_TOKEN=abc", "--set=api.token=abc",
+                        "--env=PATH=/usr/bin:/bin"]) == [
+        "docker", "run", "--env=DB_PASSWORD=[REDACTED]", "--build-arg=NPM_TOKEN=[REDACTED]", "--set=api.token=[REDACTED]",
+        "--env=PATH=/usr/bin:/bin"]
 
 
 def test_redact_url():
@@ -326,6 +331,7 @@ def test_a_user_flag_of_any_program(args, expected):
 @pytest.mark.parametrize("args", [
     ["pytest", "-k", "test_sorting", "--passenger", "x", "--sidebar", "--bypass", "y", "--pass-through"],
     ["ls", "--color=auto", "--sort=size", "--keep-going"],
+    ["cmake", "--define=CMAKE_BUILD_TYPE=Release", "-DX=1"],
     ["pip", "install", "-U", "requests==2.32.3", "--index-url", "https://pypi.org/simple/"],
     ["git", "log", "--format=%h %s", "-n", "5"],
     ["curl", "-H", "Accept: application/json", "-H", "User-Agent: x/1.0", "https://h/p?page=2#top"],

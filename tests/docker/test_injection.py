@@ -304,3 +304,11 @@ def test_run_of_a_docker_run_traces_the_container_into_the_run(image, tmp_path):
     assert len({row[1] for row in rows}) == 1  # one trace
     assert (exec_[3], inside[3]) == (shim[2], exec_[2])
     assert "print('in')" in inside[4], inside
+    # the injection's span is under the exec (written before the exec's process span closed its file),
+    # so `query docker` and the breakdown's container start-up see the container
+    assert cli.query("SELECT parent_span_id FROM spans WHERE name = 'container.inject'") == [(exec_[2],)]
+    docker_rows = cli("query", "docker", "--run", "docker", "-f", "json")
+    assert docker_rows.returncode == 0 and json.loads(docker_rows.stdout), docker_rows.stderr
+    missing = cli("run", "--run-id", "missing", "--", *run_args("selfopt-test/no-such-image:0", "python3", "-c", "1"))
+    assert missing.returncode == 125
+    assert cli.query("SELECT code FROM diagnostics WHERE run_id = 'missing'") == [("docker.image_unknown",)]

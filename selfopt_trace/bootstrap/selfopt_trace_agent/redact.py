@@ -318,6 +318,8 @@ def _argument(arg: str) -> str:
         return arg
     if sep and value_ and value_ != REDACTED and (is_secret_name(name.lstrip("-")) or _looks_like_secret_value(value_)):
         return name + sep + REDACTED
+    if sep == "=" and "=" in value_:  # an assignment as a flag's value: `--env=DB_PASSWORD=x`, `--build-arg=TOKEN=x`
+        return name + sep + _argument(value_)
     if _looks_like_secret_value(arg):
         return REDACTED
     return arg

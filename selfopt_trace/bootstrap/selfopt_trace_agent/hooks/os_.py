@@ -151,13 +151,19 @@ def _children_cpu():
     return None
 
 
-def _exec_span(path, args) -> tracer.Span:
-    """exec replaces this image: close our spans now; the new image's process span is a child of this one."""
+def _exec_span(path, args) -> tuple:
+    """exec replaces this image: close our spans now; the new image's process span is a child of this
+    one. Returns that span and the argv to exec: a container CLI's rewritten first, so that its
+    injection's span and diagnostics are recorded before the span file closes."""
     span = spawn.start_span("exec", args if args else [path])
+    try:
+        args = spawn.rewrite_argv(args, span)
+    except Exception as exc:  # exec'd as given
+        tracer.exception_diagnostic("hook_failed:os.exec", exc)
     tracer.end_span(span, tracer.UNSET, {"process.pid": os.getpid()})
     process.set_exit(None, **{"process.exec.replaced": True})
     process.end()
-    return span
+    return span, args
 
 
 def _exec_failed() -> None:
@@ -168,8 +174,7 @@ def _wrap_execv(original):
     def execv(path, args):
         try:
             try:
-                span = _exec_span(path, args)
-                args = spawn.rewrite_argv(args, span)
+                span, args = _exec_span(path, args)
             except Exception:
                 return original(path, args)
             with spawn.inherited_environ(span):
@@ -189,9 +194,8 @@ def _wrap_execve(original):
     def execve(path, args, env):
         try:
             try:
-                span = _exec_span(path, args)
+                span, args = _exec_span(path, args)
                 env = spawn.child_environ(span, env)
-                args = spawn.rewrite_argv(args, span)
             except Exception:
                 return original(path, args, env)
             try:
