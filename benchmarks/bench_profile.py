@@ -316,7 +316,7 @@ def codeflash_run(run_dir: Path, samples: int, slices: int, spans: int, stacks: 
             out += known.stack_lines(sid, frames)
             t = start + int(k * step)
             out.append(fmt.line(fmt.SAMPLE, t, pid, tid, int(step), step * rate_hz / 1e9, sid,
-                                fmt.LAST_FLAG if k == share - 1 else "", "MainThread" if tid == pid else f"pool-{tid}"))
+                                "", "MainThread" if tid == pid else f"pool-{tid}"))
         written += share
     (run_dir / fmt.PROFILE_DIR).mkdir(exist_ok=True)
     (run_dir / fmt.SAMPLES_PATH).write_text("".join(out))
