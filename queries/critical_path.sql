@@ -18,9 +18,11 @@
 --
 -- Parameters:
 --   run_id                the run
---   min_ms = 1.0          hide spans with less time than this on the path (their time stays in their
---                         parent's on_path_ms, not in its self_ms)
---   limit = 200           rows shown
+--   min_ms: float = null [>= 0]  hide spans with less time than this on the path (their time stays in their
+--                         parent's on_path_ms, not in its self_ms); null: 1 % of the path, so that the
+--                         whole run shows (a 15 s run's import chains are thousands of spans of 1-40 ms)
+--   limit = 200 [>= 0]    spans shown, in time order; when more are left, a last row (category `cut`)
+--                         says how many and from when
 -- Columns:
 --   span                  the span's name, indented by its depth on the path
 --   category              its category
@@ -45,16 +47,22 @@ on_path AS (
     LEFT JOIN children_on_path AS k ON k.parent = p.id AND k.parent_start = p.path_start
     WHERE p.id <> 0
 ),
-shown AS (
-    SELECT * FROM on_path
-    WHERE path_end - path_start >= $min_ms * 1e6
-    ORDER BY path_start, depth
-    LIMIT $limit
+threshold AS (  -- min_ms, or 1 % of the path
+    SELECT coalesce($min_ms * 1e6, (path_end - path_start) / 100) AS ns FROM path_rows WHERE id = 0
+),
+eligible AS (
+    SELECT *, row_number() OVER (ORDER BY path_start, depth, id) AS n FROM on_path
+    WHERE path_end - path_start >= (SELECT ns FROM threshold)
+),
+shown AS (SELECT * FROM eligible WHERE n <= $limit),
+cut AS (  -- the spans past the limit: counted, and said in a row of their own
+    SELECT count(*) AS spans, min(path_start) AS path_start FROM eligible WHERE n > $limit HAVING count(*) > 0
 ),
 teardown AS (  -- CMD's teardown after the path (its process span) ends (store/macros.sql, cmd_exit)
     SELECT pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, exited_ns
     FROM cmd_exit($run_id)
-    WHERE NOT replaced AND exited_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest($min_ms * 1e6, 1)
+    WHERE NOT replaced
+      AND exited_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest((SELECT ns FROM threshold), 1)
 )
 SELECT span, category, pid, start_ms, on_path_ms, self_ms, duration_ms
 FROM (
@@ -73,10 +81,15 @@ FROM (
         WHERE id IN (SELECT id FROM shown)
         ORDER BY id, own DESC) AS n ON n.id = o.id
     UNION ALL
+    SELECT format('... {:d} more spans on the path from here on, not shown (limit {:d}: -p limit=N shows more)',
+                  spans, $limit),
+           'cut', NULL, round((path_start - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3),
+           NULL, NULL, NULL, path_start, 1000000
+    FROM cut
+    UNION ALL
     SELECT 'interpreter teardown', 'teardown', pid,
            round((path_end - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3),
            round((exited_ns - path_end) / 1e6, 3), round((exited_ns - path_end) / 1e6, 3),
            round((exited_ns - path_end) / 1e6, 3), path_end, 1
     FROM teardown)
 ORDER BY at_ns, depth
-LIMIT $limit

@@ -19,7 +19,7 @@
 --   run_id                the run
 --   span: text = null     only inside spans of this name
 --   category: text = null  only inside spans of this category (process, import, subprocess, http, phase, ...)
---   limit = 20            frames per group, the most self samples first
+--   limit = 20 [>= 1]     frames per group, the most self samples first
 --   idle = false          count idle samples too
 -- Columns:
 --   span                  the span name (or category) the samples are inside

@@ -7,9 +7,9 @@
 --
 -- Parameters:
 --   run_id                the run
---   limit = 30            modules shown
+--   limit = 30 [>= 0]     modules shown
 --   pid: int = null       only this process (null: all of them)
---   order = 'cumulative'  sort by 'cumulative' or 'self' time
+--   order = 'cumulative' ['cumulative', 'self']  sort by cumulative or self time
 -- Columns:
 --   module                the imported module
 --   imports               times imported with a span (cumulative time >= the threshold): once per process

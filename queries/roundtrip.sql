@@ -13,7 +13,7 @@
 --
 -- Parameters:
 --   run_id                the run
---   limit = 30            endpoints shown
+--   limit = 30 [>= 0]     endpoints shown
 -- Columns:
 --   method                GET, POST...
 --   server                address:port called

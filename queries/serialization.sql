@@ -7,8 +7,9 @@
 --
 -- Parameters:
 --   run_id                      the run
---   category = 'serialization'  'serialization' (json, pickle, dill, pydantic) or 'parse'
---   limit = 30                  rows shown
+--   category = 'serialization' ['serialization', 'parse']  'serialization' (json, pickle, dill,
+--                               pydantic) or 'parse' (ast, libcst, jedi, ...)
+--   limit = 30 [>= 0]           rows shown
 -- Columns:
 --   library                     json, pickle, dill, pydantic, ast, libcst, jedi...
 --   operation                   dumps, loads, model_dump_json, parse...

@@ -2,7 +2,7 @@
 --
 -- Parameters:
 --   run_id                the run
---   limit = 20            spans shown
+--   limit = 20 [>= 0]     spans shown
 --   category: text = null  only spans of this category (process, startup, import, subprocess,
 --                          http, serialization, parse, phase, container, other; null: all)
 -- Columns:

@@ -10,7 +10,7 @@
 --
 -- Parameters:
 --   run_id                the run
---   limit = 50            commands shown (the TOTAL row counts every child)
+--   limit = 50 [>= 0]     commands shown (the TOTAL row counts every child)
 -- Columns:
 --   command               what was started
 --   count                 children started with it

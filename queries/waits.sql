@@ -12,7 +12,7 @@
 --
 -- Parameters:
 --   run_id                the run
---   limit = 20            lines shown, the longest waits first
+--   limit = 20 [>= 0]     lines shown, the longest waits first
 -- Columns:
 --   span                  the span on the path whose thread waited
 --   pid                   its process

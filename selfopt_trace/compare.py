@@ -57,7 +57,9 @@ class Comparison:
 
 def compare(store: Any, a_runs: Sequence[str], b_runs: Sequence[str], a_label: str | None = None,
             b_label: str | None = None, span_rows: int = SPAN_ROWS) -> Comparison:
-    """Compare the runs `a_runs` (before) with `b_runs` (after)."""
+    """Compare the runs `a_runs` (before) with `b_runs` (after); `span_rows`: how many span names (>= 0)."""
+    if span_rows < 0:  # a slice would take it as "all but the last N"
+        raise ValueError(f"span_rows must be 0 or more, not {span_rows}")
     result = Comparison(a_label or _label(a_runs), b_label or _label(b_runs), list(a_runs), list(b_runs))
     result.warnings.extend(_command_warnings(store, result))
     categories = {run: _categories(store, run) for run in {*a_runs, *b_runs}}

@@ -7,18 +7,24 @@ Each file opens with a comment that is its documentation, and that this module r
     --
     -- Parameters:
     --   run_id                the run
-    --   limit = 20            how many rows
+    --   limit = 20 [>= 0]     how many rows
+    --   order = 'name' ['name', 'time']  sort by name or by time
     --   category: text = null only this category (null: all)
     -- Columns:
     --   name                  what the column holds
 
 A parameter without a default is required; its type is written (`: int|float|text|bool`) or is the
-default's. In the SQL, parameters are DuckDB named parameters (`$limit`): values are always bound,
-never pasted into the text. The SQL runs as the whole file, so an error's `LINE n` is the file's line.
+default's. A check in brackets after the default bounds its values: `>= N`, `<= N` (both: `[>= 1,
+<= 100]`), or the values allowed (`['name', 'time']`); a value outside is a one-line error before
+any SQL runs, as is an int beyond DuckDB's BIGINT or a float that is not finite (null is always
+allowed: it means "not given"). In the SQL, parameters are DuckDB named parameters (`$limit`):
+values are always bound, never pasted into the text. The SQL runs as the whole file, so an error's
+`LINE n` is the file's line.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +33,10 @@ from typing import Any, Iterable, Mapping
 from .errors import QueryError, SelfoptTraceError
 
 _TYPES = {"int": int, "float": float, "text": str, "bool": bool}
-_PARAMETER = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\s*:\s*(?P<type>\w+))?(?:\s*=\s*(?P<default>'[^']*'|\S+))?(?:\s{2,}(?P<doc>.*))?$")
+_PARAMETER = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\s*:\s*(?P<type>\w+))?(?:\s*=\s*(?P<default>'[^']*'|\S+))?"
+                        r"(?:\s*\[(?P<check>[^\]]*)\])?(?:\s{2,}(?P<doc>.*))?$")
+_BOUND = re.compile(r"^(?P<op>>=|<=)\s*(?P<number>\S+)$")
+_BIGINT = (-2 ** 63, 2 ** 63 - 1)  # DuckDB binds a Python int as BIGINT: beyond, a multi-line Conversion Error
 _COLUMN = re.compile(r"^(?P<name>\S+)(?:\s{2,}(?P<doc>.*))?$")
 _USED = re.compile(r"\$([A-Za-z_]\w*)")
 _LINE = re.compile(r"\bLINE (\d+):")
@@ -53,23 +62,49 @@ class Parameter:
     type: type
     default: Any  # _REQUIRED when there is none
     description: str
+    choices: tuple[Any, ...] = ()  # the values allowed (none: any)
+    minimum: float | None = None  # inclusive bounds
+    maximum: float | None = None
 
     @property
     def required(self) -> bool:
         return self.default is _REQUIRED
 
     def convert(self, value: Any) -> Any:
-        """A value from the command line (a string) or Python, as this parameter's type."""
-        if value is None or not isinstance(value, str) or self.type is str:
-            return value
-        if value.lower() == "null":
+        """A value from the command line (a string) or Python, as this parameter's type, checked."""
+        given = value
+        if isinstance(value, str) and self.type is not str:
+            if value.lower() == "null":
+                return None
+            try:
+                if self.type is bool:
+                    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[value.lower()]
+                else:
+                    value = self.type(value)
+            except (KeyError, ValueError) as exc:
+                raise QueryError(f"parameter {self.name} must be {_type_name(self.type)}, not {value!r}") from exc
+        problem = self.problem(value)
+        if problem:
+            raise QueryError(f"parameter {self.name} must be {problem}, not {given!r}")
+        return value
+
+    def problem(self, value: Any) -> str | None:
+        """What `value` should have been, when it is not allowed; None when it is (null always is)."""
+        if value is None or isinstance(value, bool):
             return None
-        try:
-            if self.type is bool:
-                return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[value.lower()]
-            return self.type(value)
-        except (KeyError, ValueError) as exc:
-            raise QueryError(f"parameter {self.name} must be {_type_name(self.type)}, not {value!r}") from exc
+        if self.choices and value not in self.choices:
+            return "one of " + ", ".join(map(repr, self.choices))
+        if isinstance(value, float) and not math.isfinite(value):
+            return "a finite number"
+        low, high = self.minimum, self.maximum
+        if isinstance(value, int):  # within BIGINT too: DuckDB's error for more is no one-liner
+            low = _BIGINT[0] if low is None else max(low, _BIGINT[0])
+            high = _BIGINT[1] if high is None else min(high, _BIGINT[1])
+        if isinstance(value, (int, float)) and low is not None and value < low:
+            return f">= {_number(low)}"
+        if isinstance(value, (int, float)) and high is not None and value > high:
+            return f"<= {_number(high)}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -217,7 +252,36 @@ def _header_item(path: Path, number: int, section: str, text: str,
         raise QueryDefinitionError(f"{path}:{number}: unknown type {type_name!r} (one of {', '.join(_TYPES)})")
     default = _REQUIRED if match["default"] is None else _literal(path, number, match["default"])
     kind = _TYPES[type_name] if type_name else (type(default) if default not in (_REQUIRED, None) else str)
-    parameters.append(Parameter(match["name"], kind, default, match["doc"] or ""))
+    parameter = Parameter(match["name"], kind, default, match["doc"] or "")
+    if match["check"] is not None:
+        parameter = _with_check(path, number, parameter, match["check"])
+    parameters.append(parameter)
+
+
+def _with_check(path: Path, number: int, parameter: Parameter, check: str) -> Parameter:
+    """The parameter with its bracketed check (`>= 0`, `>= 1, <= 9`, `'a', 'b'`), which its default passes."""
+    choices: list[Any] = []
+    bounds: dict[str, float] = {}
+    for item in (part.strip() for part in check.split(",")):
+        bound = _BOUND.match(item)
+        try:
+            value = _literal(path, number, bound["number"] if bound else item)
+        except QueryDefinitionError:
+            value = None  # said below, as a check that cannot be read
+        if bound and isinstance(value, (int, float)) and not isinstance(value, bool) and parameter.type in (int, float):
+            bounds[bound["op"]] = value
+        elif not bound and value is not None and isinstance(value, parameter.type):
+            choices.append(value)
+        else:
+            raise QueryDefinitionError(f"{path}:{number}: cannot read the check {item!r} of {parameter.name} "
+                                       f"(expected: >= N, <= N, or {_type_name(parameter.type)} values)")
+    if choices and bounds:
+        raise QueryDefinitionError(f"{path}:{number}: {parameter.name}: give either the values allowed or bounds")
+    checked = replace(parameter, choices=tuple(choices), minimum=bounds.get(">="), maximum=bounds.get("<="))
+    problem = None if checked.required else checked.problem(checked.default)
+    if problem:
+        raise QueryDefinitionError(f"{path}:{number}: the default of {parameter.name} must be {problem}")
+    return checked
 
 
 def _continue_item(items: list, text: str) -> None:
@@ -246,6 +310,10 @@ def _paragraphs(lines: list[str]) -> str:
 
 def _without_comments(sql: str) -> str:
     return "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _type_name(kind: type) -> str:

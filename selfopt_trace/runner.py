@@ -495,6 +495,11 @@ _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*")
 def check_target(target: str) -> None:
     if not _TARGET.fullmatch(target):
         raise RunSetupError(f"--target {target!r}: expected module:qualname, e.g. codeflash.optimization.optimizer:Optimizer.run")
+    module, _, qualname = target.partition(":")
+    if module in ("__main__", "__mp_main__"):  # there, empty, when the agent looks: it said "not found", and no span
+        raise RunSetupError(f"--target {target!r}: a target must be in a module the program imports; the script "
+                            f"itself ({module}: python FILE, -m, -c) is not imported, so none of its functions can be "
+                            f"one: put {qualname} in a module the script imports and name that (MODULE:{qualname})")
 
 
 def pyproject_targets(start: Path) -> list[str]:

@@ -166,7 +166,7 @@ def compare(
     before: str = typer.Argument(..., help="A run (id, prefix or `latest`) or a group id (run --repeat)."),
     after: str = typer.Argument(..., help="A run or group to compare with BEFORE."),
     output: QueryFormat = FORMAT,
-    spans: int = typer.Option(20, "--spans", help="Span names shown: those with the largest differences."),
+    spans: int = typer.Option(20, "--spans", min=0, help="Span names shown: those with the largest differences."),
     db: Optional[Path] = DB,
 ) -> None:
     """Compare two runs or groups of runs: per category and per span name, in ms and %."""

@@ -70,6 +70,9 @@ JSON = typer.Option(None, "--json", envvar=runner.ENV_JSON, metavar="[FILE]", ri
                          "(write `--json FILE -- CMD`, or `--json=FILE`).")
 RUN_ID = typer.Option(None, "--run-id", rich_help_panel=_SETTINGS, show_default=False,
                       help="Run id (letters, digits, . _ -). (default: UTC time + random, sortable)")
+EXPORT = typer.Option("auto", "--export", envvar=runner.ENV_EXPORT, metavar="auto|always|never", rich_help_panel=_EXPORT,
+                      help="Send the spans to an OTLP collector while CMD runs: when one answers at the "
+                           "endpoint (auto), always, or never.")
 
 
 @app.command(
@@ -95,7 +98,7 @@ def run(
                                                         help="Imports faster than this (cumulative) are not spans. (default: 1)"),
     target: Optional[List[str]] = typer.Option(None, "--target", "-t", metavar="MODULE:QUALNAME", rich_help_panel=_TRACING,
                                                show_default=False,
-                                               help="Also make every call of this function a span (repeatable); "
+                                               help="Also make every call of this function (of a module the program imports, not the script's __main__) a span (repeatable); "
                                                     "adds to `targets` of \\[tool.selfopt-trace] in pyproject.toml."),
     cpu_sampling: bool = typer.Option(True, "--cpu-sampling/--no-cpu-sampling", rich_help_panel=_TRACING,
                                       help="Sample every traced thread's CPU time from /proc (table cpu_samples)."),
@@ -111,10 +114,7 @@ def run(
                                help="Run CMD N times as one group of runs (they share a group id)."),
     warmup: int = typer.Option(0, "--warmup", rich_help_panel=_REPEAT,
                                help="Untimed runs before the N measured ones (traced, then discarded)."),
-    export: str = typer.Option("auto", "--export", envvar=runner.ENV_EXPORT, metavar="auto|always|never",
-                               rich_help_panel=_EXPORT,
-                               help="Send the spans to an OTLP collector while CMD runs: when one answers at the "
-                                    "endpoint (auto), always, or never."),
+    export: str = EXPORT,
     otlp_endpoint: Optional[str] = typer.Option(None, "--otlp-endpoint", metavar="URL", rich_help_panel=_EXPORT,
                                                 show_default=False,
                                                 help="The collector. (default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
@@ -166,6 +166,7 @@ def demo(
     quiet: bool = QUIET,
     json_target: Optional[str] = typer.Option(None, "--json", envvar=runner.ENV_JSON, metavar="FILE", show_default=False,
                                               help="Also write the summary as JSON to FILE (`-` for stdout)."),
+    export: str = EXPORT,  # as `run` (SELFOPT_TRACE_EXPORT too): the live export is the same
 ) -> None:
     """Trace the bundled multi-process demo workload and show where its time goes.
 
@@ -181,5 +182,6 @@ def demo(
     extra_env = ({} if package_root in pythonpath or package_root in installed
                  else {"PYTHONPATH": os.pathsep.join(pythonpath + [package_root])})
     command = [sys.executable, "-m", "selfopt_trace.demo.workload"]
-    _execute(ctx, run_options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env))
+    _execute(ctx, run_options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env,
+                              export=export))
 

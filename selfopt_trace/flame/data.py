@@ -57,6 +57,12 @@ def fetch_profile(store: Any, run_id: str, span: str | None = None, category: st
         raise SelfoptTraceError(f"run {run_id} has no profile samples: record it with `selfopt-trace run --profile -- CMD`")
     chosen = [f"{key} {value}" for key, value in (("span", span), ("category", category), ("pid", pid)) if value is not None]
     profile = Profile(title=f"run {run_id}" + (f" ({', '.join(chosen)})" if chosen else ""))
+    if pid is not None:  # a pid not in the run is a mistake, as a span name not in it is
+        _, sampled = store.sql("SELECT DISTINCT pid FROM samples WHERE run_id = $run_id ORDER BY pid", {"run_id": run_id})
+        pids = [row[0] for row in sampled]
+        if pid not in pids:
+            listed = ", ".join(map(str, pids[:10])) + (f" and {len(pids) - 10} more" if len(pids) > 10 else "")
+            raise SelfoptTraceError(f"run {run_id} has no profile samples of pid {pid} (the sampled processes: {listed})")
     if span is not None or category is not None:
         _, selection = store.sql(_SELECTION_SQL, {"run_id": run_id, "span": span, "category": category})
         count, wall_ns = selection[0]

@@ -20,7 +20,7 @@ STRUCTURAL = ("process", "startup", "subprocess", "http", "container", "phase")
 # (query, parameters, title) of the tables under the waterfall, in page order; a profile query's only
 # where the run has the samples it reads (`waits`: run --profile --idle).
 TABLES = (
-    ("critical_path", {"limit": 100}, "Critical path"),
+    ("critical_path", {}, "Critical path"),  # its defaults: the whole run, and a row for what was cut
     ("waits", {}, "Untraced waits on the critical path"),
     ("subprocess", {}, "Child processes"),
     ("roundtrip", {}, "HTTP round-trips"),

@@ -354,7 +354,7 @@ class LoadResult:
     incomplete_spans: int = 0
     diagnostics: int = 0
     cpu_samples: int = 0  # cpu_samples rows (intervals)
-    samples: int = 0  # samples rows (py-spy slices, run --profile)
+    samples: int = 0  # samples rows (py-spy slices, run --profile; a slice cut at its span's start: two)
     skipped_files: int = 0
     skipped_lines: int = 0
     warnings: list[LoadWarning] = field(default_factory=list)

@@ -15,7 +15,8 @@ Then, in SQL:
 - attribution: each span's thread is the `thread.id` of its nearest thread span (a Thread's run, a
   pool's task), else its process's main thread; on each thread, the innermost open span at any
   instant is the one whose start, or whose child's end, came last before it (a timeline prepared
-  on the spans, then one as-of join of the samples);
+  on the spans, then one as-of join of the samples); a slice counts in its span only between the
+  span's start and end: the part before its start goes to the span that encloses it;
 - the `profile.alignment` diagnostic: the samples that ran in a function with spans of its own
   (`--target`) must fall inside those spans, and every sample inside its process's life.
 
@@ -187,7 +188,8 @@ walk(span_id, tid, depth) AS (  -- depth: bad input (a parent loop) must not loo
     JOIN sampled AS c ON c.parent_span_id = p.span_id AND c.pid = p.pid
     WHERE c.own_tid IS NULL AND NOT (c.name = 'process' AND c.category = 'process') AND w.depth < 10000
 )
-SELECT s.span_id, s.parent_span_id, s.pid, w.tid, s.start_ns, s.end_ns, s.name, s.category
+SELECT s.span_id, s.parent_span_id, s.pid, w.tid, s.start_ns, s.end_ns, s.name, s.category,
+       s.name = 'process' AND s.category = 'process' AS is_process
 FROM (SELECT span_id, any_value(tid) AS tid FROM walk GROUP BY span_id) AS w
 JOIN sampled AS s USING (span_id)
 """
@@ -198,24 +200,26 @@ JOIN sampled AS s USING (span_id)
 # an instant is the last change before it, while that span is open; else its process's span (the
 # one that started last before it, while open); else none. That answer only changes at a change, a
 # process span's start, or just after the end of either: the timeline holds it at each such point.
-# tid_key: a sample with no known thread (-1) takes its process span.
+# tid_key: a sample with no known thread (-1) takes its process span. from_ns: the span's start, where
+# its slices are cut (NULL for a process span: py-spy samples a live process, its edges are its own).
 _TIMELINE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _timeline AS
 WITH
 threads AS (SELECT DISTINCT pid, coalesce(tid, -1) AS tid_key FROM _profile WHERE rec = '{fmt.SAMPLE}'),
 changes AS (  -- at one instant, a span's start wins over a return to a parent, and the innermost wins
     SELECT * FROM (
-        SELECT pid, tid AS tid_key, start_ns AS at_ns, span_id, end_ns AS until_ns, false AS back FROM _span_threads
+        SELECT pid, tid AS tid_key, start_ns AS at_ns, span_id, end_ns AS until_ns,
+               CASE WHEN NOT is_process THEN start_ns END AS from_ns, false AS back
+        FROM _span_threads
         UNION ALL
-        SELECT c.pid, c.tid, c.end_ns, p.span_id, p.end_ns, true
+        SELECT c.pid, c.tid, c.end_ns, p.span_id, p.end_ns, CASE WHEN NOT p.is_process THEN p.start_ns END, true
         FROM _span_threads AS c JOIN _span_threads AS p ON p.span_id = c.parent_span_id AND p.pid = c.pid AND p.tid = c.tid
         WHERE c.end_ns < p.end_ns
     )
     QUALIFY row_number() OVER (PARTITION BY pid, tid_key, at_ns ORDER BY back, until_ns, span_id) = 1
 ),
 processes AS (
-    SELECT pid, start_ns AS at_ns, span_id, end_ns AS until_ns FROM _span_threads
-    WHERE name = 'process' AND category = 'process'
+    SELECT pid, start_ns AS at_ns, span_id, end_ns AS until_ns FROM _span_threads WHERE is_process
 ),
 points AS (
     SELECT DISTINCT pid, tid_key, at_ns FROM (
@@ -230,11 +234,13 @@ points AS (
 ),
 on_thread AS (
     SELECT t.pid, t.tid_key, t.at_ns, CASE WHEN g.until_ns >= t.at_ns THEN g.span_id END AS span_id,
-           CASE WHEN g.until_ns >= t.at_ns THEN g.until_ns END AS until_ns
+           CASE WHEN g.until_ns >= t.at_ns THEN g.until_ns END AS until_ns,
+           CASE WHEN g.until_ns >= t.at_ns THEN g.from_ns END AS from_ns
     FROM points AS t
     ASOF LEFT JOIN changes AS g ON g.pid = t.pid AND g.tid_key = t.tid_key AND t.at_ns >= g.at_ns
 )
-SELECT t.pid, t.tid_key, t.at_ns, coalesce(t.span_id, p.span_id) AS span_id, coalesce(t.until_ns, p.until_ns) AS until_ns
+SELECT t.pid, t.tid_key, t.at_ns, coalesce(t.span_id, p.span_id) AS span_id, coalesce(t.until_ns, p.until_ns) AS until_ns,
+       t.from_ns
 FROM on_thread AS t
 LEFT JOIN (  -- a process span holds from its start until it ends or the pid's next one starts: one match
     SELECT *, least(until_ns, lead(at_ns) OVER (PARTITION BY pid ORDER BY at_ns, span_id) - 1) AS held_until
@@ -243,6 +249,7 @@ LEFT JOIN (  -- a process span holds from its start until it ends or the pid's n
 """
 
 _EDGE_NS = 10_000_000  # py-spy's times against the spans': off by up to 9 ms seen under load
+_MIN_WINDOW_NS = 1_000_000  # py-spy's times are off by at least this much, however fast it started
 _BUCKET_NS = 20_000_000  # about a CPU reading's length: a reading is in one or two buckets
 
 # The samples, in one statement (a temporary table of a million rows between two steps costs
@@ -256,7 +263,8 @@ _BUCKET_NS = 20_000_000  # about a CPU reading's length: a reading is in one or 
 #   py-spy's heuristic says so or when the CPU sampler saw the thread neither on a CPU nor queued
 #   for one for most of the slice (the reading around its middle: found by hash in buckets of
 #   _BUCKET_NS, as sorting a million slices for an as-of join costs more than the rest);
-# - attribution: the span of the timeline's last point before the sample.
+# - attribution: the span of the timeline's last point before the sample, cut to that span at both
+#   ends (the part before its start: a row of its own, for _ENCLOSING_SQL to place).
 _SAMPLES_SQL = f"""
 INSERT INTO samples
 WITH raw AS (
@@ -308,32 +316,91 @@ slices AS (
 ),
 process_life AS (SELECT pid, min(start_ns) AS start_ns, max(end_ns) AS end_ns FROM spans
                  WHERE run_id = $run_id AND name = 'process' AND category = 'process' GROUP BY pid),
-kept AS (  -- a slice is placed by its middle: py-spy's clock zero comes after the recorded anchor (its
-           -- start-up), so its times come out early, by up to 9 ms on a loaded machine: placed by its
-           -- start, a 600 ms slice went to the sleep before its span and was cut to that sleep's end.
-           -- Within its process's span: py-spy samples a live process, so one that seems to start
-           -- just before it or after it ended (the alignment's error; the interpreter's finalization,
-           -- 0.4 ms after the end seen) is its process's; one further out, no span's.
+reach AS (  -- how far from its start a slice is placed at most: the time starting its py-spy took
+            -- (its P record), at least _MIN_WINDOW_NS; a child sampled by its parent's py-spy
+            -- (`--subprocesses`: SELFOPT_TRACE_PROFILE_SPAWN=tree) has no P record: the run's longest
+    SELECT e.pid, greatest(coalesce(w.window_ns, max(w.window_ns) OVER (), {_EDGE_NS}), {_MIN_WINDOW_NS}) AS ns
+    FROM process_life AS e
+    LEFT JOIN (SELECT pid, max(duration_ns) AS window_ns FROM _profile WHERE rec = '{fmt.PROFILER}' GROUP BY pid)
+              AS w USING (pid)
+),
+kept AS (  -- a slice is placed by its middle, but no further from its start than its `reach`:
+           -- py-spy's clock zero comes after the recorded anchor (its start-up), so its times come out
+           -- early, by up to 9 ms on a loaded machine (where starting py-spy took 9 ms too): placed by
+           -- its start, a 600 ms slice went to the sleep before its span and was cut to that sleep's
+           -- end. No further: the slice's stack was seen at its start, and it lasts until the next
+           -- sample py-spy got, which may be intervals later (placed by its middle, a 34 ms slice of
+           -- json.loads went to the json.dumps after it, 9.5 ms after its start, where py-spy's
+           -- window was 0.2 ms). Within its process's span: py-spy samples a live process, so one
+           -- that seems to start just before it or after it ended (the alignment's error; the
+           -- interpreter's finalization, 0.4 ms after the end seen) is its process's; one further
+           -- out, no span's.
     SELECT s.*, CASE WHEN s.time_ns BETWEEN e.start_ns - {_EDGE_NS} AND e.end_ns + {_EDGE_NS}
-                     THEN greatest(least(s.time_ns + s.duration_ns // 2, e.end_ns - 1), e.start_ns)
+                     THEN greatest(least(s.time_ns + least(s.duration_ns // 2, r.ns), e.end_ns - 1), e.start_ns)
                      ELSE s.time_ns END AS placed_ns
-    FROM slices AS s LEFT JOIN process_life AS e ON e.pid = s.pid
+    FROM slices AS s LEFT JOIN process_life AS e ON e.pid = s.pid LEFT JOIN reach AS r ON r.pid = s.pid
     WHERE $keep_idle OR NOT s.idle
 ),
 attributed AS (
-    SELECT s.*, g.span_id, g.until_ns  -- open at the sample: the timeline has a point just after every end
+    SELECT s.*, g.span_id, g.until_ns, g.from_ns  -- open at the sample: the timeline has a point just after every end
     FROM kept AS s
     ASOF LEFT JOIN _timeline AS g ON g.pid = s.pid AND g.tid_key = coalesce(s.tid, -1) AND s.placed_ns >= g.at_ns
-)
+),
 -- A slice goes on until the sample that saw another stack: past the end of its span, the stack
 -- had changed (the span's code returned), so it ends with its span. One that started after its
--- span's end (placed in its process's span above) keeps its length.
-SELECT $run_id, pid, tid, thread_name, time_ns,
-       CASE WHEN time_ns < until_ns AND until_ns < time_ns + duration_ns THEN until_ns - time_ns ELSE duration_ns END,
-       CASE WHEN time_ns < until_ns AND until_ns < time_ns + duration_ns AND duration_ns > 0
-            THEN weight * (until_ns - time_ns) / duration_ns ELSE weight END,
+-- span's end (placed in its process's span above) keeps its length. A slice that began before its
+-- span counts in it from the span's start only (counted whole, a 7 ms span held 17 ms of samples):
+-- the part before is a row of its own, given to the span that encloses it by _ENCLOSING_SQL.
+cut AS (
+    SELECT *, CASE WHEN time_ns < from_ns THEN from_ns ELSE time_ns END AS start_ns,
+           CASE WHEN time_ns < until_ns AND until_ns < time_ns + duration_ns THEN until_ns
+                ELSE time_ns + duration_ns END AS end_ns
+    FROM attributed
+),
+pieces AS (
+    SELECT *, CASE WHEN early THEN time_ns ELSE start_ns END AS piece_start,
+           CASE WHEN early THEN start_ns - time_ns ELSE end_ns - start_ns END AS piece_ns
+    FROM (SELECT *, unnest(CASE WHEN time_ns < from_ns THEN [false, true] ELSE [false] END) AS early FROM cut)
+)
+SELECT $run_id, pid, tid, thread_name, piece_start, piece_ns,
+       CASE WHEN piece_ns = duration_ns OR duration_ns <= 0 THEN weight ELSE weight * piece_ns / duration_ns END,
        stack_id, idle, span_id
-FROM attributed
+FROM pieces
+"""
+
+# The part of a slice before its span's start (the rows of the run before their span's start; a
+# process span's edges are its own) goes to the span that encloses it: on its thread, its span's
+# innermost ancestor already open at its start; else its process span. Never to a span that was not
+# open over all of it (a sibling that ran then): each span's samples stay inside it, and no frame of
+# a span lands in another's. A few rows, walked up their spans' parents.
+_ENCLOSING_SQL = """
+UPDATE samples SET span_id = r.span_id
+FROM (
+    WITH RECURSIVE
+    early AS (
+        SELECT p.rowid AS row, p.time_ns, t.pid, t.tid, t.parent_span_id, t.start_ns
+        FROM samples AS p JOIN _span_threads AS t USING (span_id)
+        WHERE p.run_id = $run_id AND p.time_ns < t.start_ns AND NOT t.is_process
+    ),
+    up(row, time_ns, span_id, parent_span_id, pid, tid, start_ns, is_process, depth) AS (
+        SELECT e.row, e.time_ns, a.span_id, a.parent_span_id, a.pid, a.tid, a.start_ns, a.is_process, 1
+        FROM early AS e JOIN _span_threads AS a ON a.span_id = e.parent_span_id AND a.pid = e.pid AND a.tid = e.tid
+        UNION ALL
+        SELECT u.row, u.time_ns, a.span_id, a.parent_span_id, a.pid, a.tid, a.start_ns, a.is_process, u.depth + 1
+        FROM up AS u JOIN _span_threads AS a ON a.span_id = u.parent_span_id AND a.pid = u.pid AND a.tid = u.tid
+        WHERE u.start_ns > u.time_ns AND NOT u.is_process AND u.depth < 10000  -- a parent loop (bad input) ends
+    ),
+    found AS (
+        SELECT row, arg_max(span_id, depth) FILTER (WHERE start_ns <= time_ns OR is_process) AS span_id
+        FROM up GROUP BY row
+    ),
+    processes AS (SELECT pid, start_ns, span_id FROM _span_threads WHERE is_process)
+    SELECT e.row, coalesce(f.span_id, p.span_id) AS span_id
+    FROM early AS e
+    LEFT JOIN found AS f USING (row)
+    ASOF LEFT JOIN processes AS p ON p.pid = e.pid AND e.start_ns >= p.start_ns
+) AS r
+WHERE samples.run_id = $run_id AND samples.rowid = r.row
 """
 
 _DIAGNOSTICS_SQL = f"""
@@ -433,6 +500,7 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
     keep_idle = bool(con.execute(f"SELECT bool_or(TRY_CAST(TRY_CAST(message AS JSON)->>'idle' AS BOOLEAN)) "
                                  f"FROM _profile WHERE rec = '{fmt.PROFILER}'").fetchone()[0])
     result.samples = con.execute(_SAMPLES_SQL, {**run, "keep_idle": keep_idle}).fetchone()[0]
+    con.execute(_ENCLOSING_SQL, run)
     result.diagnostics += con.execute(_DIAGNOSTICS_SQL, {**run, "source_file": name}).fetchone()[0]
     if result.samples:
         _alignment(con, result, name)

@@ -41,3 +41,34 @@ def test_multiprocessings_resource_tracker_is_a_helper_of_its_own_that_takes_no_
         "SELECT p.name FROM spans AS s JOIN spans AS p ON p.span_id = s.parent_span_id "
         "WHERE s.name = 'process' AND s.attributes::VARCHAR LIKE '%spawn_main%'")
     assert spawned_parent == "multiprocessing"
+
+
+def test_demo_takes_selfopt_trace_export_as_run_does(cli):
+    """SELFOPT_TRACE_EXPORT=never: no live export, though a collector answers at the endpoint (demo
+    built its options without the setting, so it exported to whatever answered)."""
+    import http.server
+    import threading
+
+    posts: list[str] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            posts.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        result = cli("demo", "--quiet", env=cli.env(SELFOPT_TRACE_EXPORT="never", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint))
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    [run_dir] = cli.run_dirs()
+    assert posts == [] and not (run_dir / "export.json").exists()

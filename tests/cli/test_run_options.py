@@ -359,6 +359,13 @@ def test_a_bad_target_fails_before_the_command_runs(cli, tmp_path):
     marker = tmp_path / "marker"
     result = cli("run", "--target", "no-colon", "--", *marker_cmd(marker))
     assert result.returncode == 2 and b"--target 'no-colon': expected module:qualname" in result.stderr
+    # the script run as __main__ is not imported through the import system: the agent found its
+    # module empty ("__main__:hot_loop not found" in diagnostics) and the run had no span of it
+    result = cli("run", "-t", "__main__:hot_loop", "--", *marker_cmd(marker))
+    assert result.returncode == 2 and result.stderr.decode().splitlines() == [
+        "selfopt-trace: error: --target '__main__:hot_loop': a target must be in a module the program imports; the "
+        "script itself (__main__: python FILE, -m, -c) is not imported, so none of its functions can be one: put "
+        "hot_loop in a module the script imports and name that (MODULE:hot_loop)"]
     (cli.cwd / "pyproject.toml").write_text('[tool.selfopt-trace]\ntargets = "targetmod:slow"\n')
     result = cli("run", "--", *marker_cmd(marker))
     assert result.returncode == 2 and b"targets must be a list" in result.stderr

@@ -163,6 +163,20 @@ def test_flame_speedscope_json_holds_the_samples(profiled: Cli, tmp_path: Path) 
     assert abs(hot - 600) < 60  # ms
 
 
+def test_flame_of_a_pid_the_run_did_not_sample_is_an_error_as_a_span_it_lacks_is(profiled: Cli, tmp_path: Path) -> None:
+    """It wrote an empty graph ("no samples inside") and exited 0."""
+    pids = [pid for (pid,) in profiled.query("SELECT DISTINCT pid FROM samples WHERE run_id = 'p1' ORDER BY pid")]
+    out = tmp_path / "flame.svg"
+    done = profiled("flame", "p1", "--pid", "1", "-o", str(out))
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr.decode().splitlines() == [
+        f"selfopt-trace: error: run p1 has no profile samples of pid 1 (the sampled processes: "
+        f"{', '.join(map(str, pids))})"]
+    assert profiled("flame", "p1", "--span", "nosuch", "-o", str(out)).returncode == 2
+    done = profiled("flame", "p1", "--pid", str(pids[0]), "-o", str(out))
+    assert done.returncode == 0 and "no samples inside" not in done.stderr.decode(), done.stderr.decode()
+
+
 def test_flame_diff_shows_what_grew(tmp_path: Path) -> None:
     cli = Cli(tmp_path)
     for run_id, hot_s in (("short", "0.2"), ("long", "0.6")):

@@ -92,9 +92,12 @@ def test_users_own_queries_run_beside_the_shipped_ones(cli: Cli, tmp_path: Path)
     (["query", "breakdown", "--run", "zzz"], "run not found: zzz; the most recent runs are:\n  r1"),
     (["query", "imports", "-p", "limit"], "'limit': write a parameter as key=value"),
     (["query", "imports", "-p", "colour=red"], "has no parameter colour"),
+    (["query", "imports", "-p", "order=bogus"], "parameter order must be one of 'cumulative', 'self', not 'bogus'"),
+    (["query", "imports", "-p", "limit=99999999999999999999"], "parameter limit must be <= 9223372036854775807"),
     (["query", "imports", "-p", "run_id=r1", "--run", "r1"], "--run r1 and -p run_id=r1 both name the run: give one"),
     (["query", "imports", "-p", "run_id=zzz"], "run not found: zzz; the most recent runs are:\n  r1"),
     (["compare", "r1", "zzz"], "run not found: zzz"),
+    (["compare", "r1", "r1", "--spans", "-5"], "Invalid value for '--spans'"),  # not "all but the last 5"
     (["report", "zzz"], "run not found: zzz"),
     (["export", "zzz", "-o", "out.json"], "run not found: zzz"),
 ])
@@ -104,6 +107,13 @@ def test_bad_input_gets_a_clear_error(cli: Cli, args: list[str], message: str) -
     assert done.returncode == 2
     assert message in done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
+
+
+def test_a_value_the_query_does_not_allow_is_one_line_not_duckdb_s_error(cli: Cli) -> None:
+    load(cli, small_run("r1", 30))
+    done = cli("query", "imports", "-p", "limit=-1")
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode() == "selfopt-trace: error: parameter limit must be >= 0, not '-1'\n"
 
 
 def test_the_run_is_named_once_by_run_or_by_its_parameter(cli: Cli, tmp_path: Path) -> None:

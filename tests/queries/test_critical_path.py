@@ -11,6 +11,7 @@ import pytest
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
 from tests.cli.conftest import clean_environ
+from tests.queries.builder import RunBuilder
 from tests.queries.conftest import WORKLOAD
 
 
@@ -59,3 +60,27 @@ def test_a_wait_on_a_reused_pool_goes_through_the_worker_that_ran_the_last_task(
     assert len(waits) == 3
     for (long_pid, *_), under in zip(maps[:2], waits):
         assert [(r["span"].strip(), r["pid"]) for r in under] == [("process", long_pid)]
+
+
+def test_by_default_the_path_shows_the_whole_run_and_says_what_the_limit_cut(store, tmp_path: Path) -> None:
+    """A 10 s run whose start-up is 300 imports of 2 ms: with a fixed 1 ms threshold the 200 rows
+    were those imports and stopped 0.4 s in, with nothing to say so. By default the spans under 1 %
+    of the path are hidden and the rows reach the end; rows cut by the limit are said in a last row."""
+    run = RunBuilder("long")
+    root = run.process(100, 0, 10_000)
+    startup = run.span(100, "startup", "phase", 0, 600, parent=root)
+    for i in range(300):
+        run.span(100, f"import m{i}", "import", 2 * i, 2 * i + 2, parent=startup)
+    for i, name in enumerate(("discover", "generate", "test", "report")):
+        run.span(100, name, "phase", 600 + 2350 * i, 600 + 2350 * (i + 1), parent=root)
+    run.load(store, tmp_path)
+    rows = run_query(store, "critical_path", {"run_id": "long"}).records()
+    assert [r["span"].strip() for r in rows] == ["process", "startup", "discover", "generate", "test", "report"]
+    assert rows[-1]["start_ms"] == 7650
+    detailed = run_query(store, "critical_path", {"run_id": "long", "min_ms": 1}).records()
+    assert len(detailed) == 201 and detailed[-1]["category"] == "cut"
+    assert detailed[-1]["span"] == ("... 106 more spans on the path from here on, not shown "
+                                    "(limit 200: -p limit=N shows more)")
+    assert detailed[-1]["start_ms"] == 396 and detailed[-1]["on_path_ms"] is None
+    assert [r["category"] for r in run_query(store, "critical_path", {"run_id": "long", "limit": 2}).records()] == [
+        "process", "phase", "cut"]

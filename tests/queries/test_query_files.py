@@ -184,3 +184,48 @@ def test_the_wheel_ships_the_queries_and_the_report_assets(tmp_path: Path) -> No
     for name in SHIPPED:
         assert f"selfopt_trace/_queries/{name}.sql" in names
     assert {"selfopt_trace/report/report.js", "selfopt_trace/report/report.css"} <= names
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"order": "bogus"}, "parameter order must be one of 'cumulative', 'self', not 'bogus'"),  # silently cumulative
+    ({"limit": "-1"}, "parameter limit must be >= 0, not '-1'"),  # DuckDB's Binder Error, on several lines
+    ({"limit": "99999999999999999999"}, "parameter limit must be <= 9223372036854775807, not '99999999999999999999'"),
+    ({"limit": -1}, "parameter limit must be >= 0, not -1"),  # from Python too
+])
+def test_a_value_the_header_does_not_allow_is_a_one_line_error(store, params: dict, message: str) -> None:
+    with pytest.raises(QueryError) as error:
+        run_query(store, "imports", {"run_id": "r", **params})
+    assert str(error.value) == message
+
+
+def test_a_header_bounds_a_parameter_or_lists_its_values(tmp_path: Path) -> None:
+    query = parse_query(write(tmp_path, "mine", """-- Checked parameters.
+-- Parameters:
+--   n = 5 [>= 1, <= 9]    a count
+--   ratio: float = null [>= 0]  a share
+--   order = 'a' ['a', 'b']  the order
+SELECT $n, $ratio, $order
+"""))
+    n, ratio, order = query.parameters
+    assert (n.default, n.minimum, n.maximum, n.description) == (5, 1, 9, "a count")
+    assert (ratio.type, ratio.minimum, order.choices, order.description) == (float, 0, ("a", "b"), "the order")
+    assert query.bind({"n": "9", "ratio": "0.5", "order": "b"}) == {"n": 9, "ratio": 0.5, "order": "b"}
+    assert query.bind({"ratio": "null"}) == {"n": 5, "ratio": None, "order": "a"}  # null: not given
+    for values, message in (({"n": "10"}, "parameter n must be <= 9, not '10'"),
+                            ({"ratio": "-0.1"}, "parameter ratio must be >= 0, not '-0.1'"),
+                            ({"ratio": "inf"}, "parameter ratio must be a finite number, not 'inf'"),
+                            ({"order": "c"}, "parameter order must be one of 'a', 'b', not 'c'")):
+        with pytest.raises(QueryError) as error:
+            query.bind(values)
+        assert str(error.value) == message
+
+
+@pytest.mark.parametrize("line, message", [
+    ("n = 0 [>= 1]  n", r"mine.sql:3: the default of n must be >= 1"),
+    ("n = 1 [> 1]  n", r"mine.sql:3: cannot read the check '> 1' of n"),
+    ("n = 1 ['a']  n", r"mine.sql:3: cannot read the check \"'a'\" of n"),
+    ("n = 1 [1, >= 0]  n", r"mine.sql:3: n: give either the values allowed or bounds"),
+])
+def test_a_check_that_cannot_hold_is_reported_with_its_line(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(QueryDefinitionError, match=message):
+        parse_query(write(tmp_path, "mine", f"-- Checked.\n-- Parameters:\n--   {line}\nSELECT $n\n"))

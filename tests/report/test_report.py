@@ -173,3 +173,24 @@ def test_the_breakdown_bar_spans_the_page_width_and_each_piece_keeps_its_label(t
     assert data["untitled"] == "0"
     pieces = re.findall(r'<div title="([^"]+)" style="width:', html)
     assert pieces and all(": " in title and title.endswith(" ms") for title in pieces)
+
+
+def test_the_critical_path_table_shows_the_whole_run_and_says_what_it_left_out(store, tmp_path: Path) -> None:
+    """The table stopped at the 100th row, 272 ms into a 14.9 s run, saying nothing. Now: the query's
+    defaults (spans of 1 % of the path at least), and a last row when the limit cut some off."""
+    from tests.queries.builder import RunBuilder
+
+    run = RunBuilder("deep")
+    parent = run.process(100, 0, 10_000)
+    for depth in range(250):  # a chain of 250 spans each on the whole path: more than any limit shows
+        parent = run.span(100, f"level{depth}", "phase", depth * 0.01, 10_000 - depth * 0.01, parent=parent)
+    run.span(100, "import tiny", "import", 20, 25, parent=parent)  # 0.05 % of the path: hidden
+    run.load(store, tmp_path)
+    (table,) = [table for table in collect(store, "deep")["tables"] if table["query"] == "critical_path"]
+    assert len(table["rows"]) == 201
+    last = dict(zip(table["columns"], table["rows"][-1]))
+    assert last["category"] == "cut" and last["span"].startswith("... 51 more spans on the path from here on")
+    assert not any("import tiny" in str(row[0]) for row in table["rows"])
+    page = render(collect(store, "deep"))
+    section = page[page.index("<h2>Critical path</h2>"):].split("</section>")[0]
+    assert "... 51 more spans on the path from here on, not shown (limit 200" in section
