@@ -126,7 +126,8 @@ def wrap(module, module_name: str, qualname: str, span_name: str, attribute_path
         if raw is None:
             raw = getattr(owner, attribute, None)
     if raw is None:
-        tracer.diagnostic("target_missing", "%s:%s not found" % (module_name, qualname))
+        tracer.diagnostic("target_missing", "%s:%s not found (a target is a function of a module the program imports)"
+                          % (module_name, qualname))
         return False
     if behind_stand_in:
         raw = lazy.original(raw)
