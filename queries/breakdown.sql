@@ -20,7 +20,9 @@
 -- ended, the agent's last record: their interpreters' finalization and exit, and the reaping; and
 -- CMD's own, from its process span's end until `run` saw it exit); child processes' own work (what
 -- waited-on children did outside the categories above, on the CPU); container start-up (a `docker
--- run`, CLI or SDK, before the container's first process starts and after it exits); own work (the
+-- run`, CLI or SDK, before the container's first process starts and after it exits; the SDK's HTTP
+-- calls to the engine about a container of the run, a detached one's wait() and remove() too, are
+-- the container's: while one waits on its process, the time is the process's); own work (the
 -- main process outside every category above, on the CPU); sleeps (a recorded `time.sleep` in own
 -- work or a child's: the program chose to wait; one inside another category stays that category's;
 -- an asyncio.sleep's time on the CPU, other tasks', is own work);
@@ -159,6 +161,13 @@ idle_spans AS (
                                                     AND name IN ('SimpleQueue.get', 'Queue.get'))
       AND least(e.te, c.re) > greatest(e.ts, c.rs)
 ),
+-- A waiter's same-unit children, clipped to it: while one is open, the waiter is no leaf and passes
+-- nothing on (the child's time is the child's: an SDK container call's HTTP calls to the engine, which
+-- wait on the container themselves); passing it on as well counted that time twice, and the
+-- waiter's self time went negative to make up for it.
+waiter_children AS (
+    SELECT l.parent AS waiter, l.cs, l.ce FROM linked AS l JOIN waiters AS w ON w.id = l.parent WHERE l.ce > l.cs
+),
 cuts AS (
     SELECT id AS waiter, rs AS t FROM waiters
     UNION SELECT id, re FROM waiters
@@ -166,16 +175,24 @@ cuts AS (
     UNION SELECT waiter, te FROM edge_spans
     UNION SELECT waiter, ts FROM idle_spans
     UNION SELECT waiter, te FROM idle_spans
+    UNION SELECT waiter, cs FROM waiter_children
+    UNION SELECT waiter, ce FROM waiter_children
     UNION SELECT w.id, k.t FROM waiters AS w JOIN k_deltas AS k ON k.unit = w.unit AND k.t > w.rs AND k.t < w.re
 ),
+-- n_live: the things alive it passes its share to (none where a child of its own is open: covered).
 pieces AS MATERIALIZED (
-    SELECT p.waiter, w.unit, w.code, p.p0, p.p1, coalesce(k.k, 1) AS k,
-           (SELECT count(*) FROM edge_spans AS e WHERE e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1) AS n_live,
-           (SELECT count(*) FROM idle_spans AS i WHERE i.waiter = p.waiter AND i.ts <= p.p0 AND i.te >= p.p1) AS n_idle
-    FROM (SELECT waiter, t AS p0, lead(t) OVER (PARTITION BY waiter ORDER BY t) AS p1 FROM cuts) AS p
-    JOIN waiters AS w ON w.id = p.waiter
-    ASOF LEFT JOIN k_steps AS k ON k.unit = w.unit AND p.p0 >= k.t
-    WHERE p.p1 IS NOT NULL
+    SELECT waiter, unit, code, p0, p1, k, covered, CASE WHEN covered THEN 0 ELSE n_live END AS n_live, n_idle
+    FROM (SELECT p.waiter, w.unit, w.code, p.p0, p.p1, coalesce(k.k, 1) AS k,
+                 (SELECT count(*) FROM edge_spans AS e WHERE e.waiter = p.waiter AND e.ts <= p.p0 AND e.te >= p.p1)
+                     AS n_live,
+                 (SELECT count(*) FROM idle_spans AS i WHERE i.waiter = p.waiter AND i.ts <= p.p0 AND i.te >= p.p1)
+                     AS n_idle,
+                 EXISTS (SELECT 1 FROM waiter_children AS c WHERE c.waiter = p.waiter AND c.cs <= p.p0 AND c.ce >= p.p1)
+                     AS covered
+          FROM (SELECT waiter, t AS p0, lead(t) OVER (PARTITION BY waiter ORDER BY t) AS p1 FROM cuts) AS p
+          JOIN waiters AS w ON w.id = p.waiter
+          ASOF LEFT JOIN k_steps AS k ON k.unit = w.unit AND p.p0 >= k.t
+          WHERE p.p1 IS NOT NULL)
 ),
 -- The pieces of a wait on traced child processes after every one of them ended (their process
 -- spans: the agent's last record), until the wait returned: the interpreters' teardown and the
@@ -199,7 +216,7 @@ teardown_pieces AS (
     JOIN (SELECT e.waiter, max(t.re) AS ended, bool_or(t.id IN (SELECT id FROM killed)) AS any_killed,
                  bool_or(t.id IN (SELECT id FROM replaced)) AS any_replaced
           FROM edges AS e JOIN linked AS t ON t.id = e.target GROUP BY e.waiter) AS x ON x.waiter = p.waiter
-    WHERE p.n_live = 0 AND p.code = 7 AND p.p0 >= x.ended AND NOT x.any_killed
+    WHERE p.n_live = 0 AND NOT p.covered AND p.code = 7 AND p.p0 >= x.ended AND NOT x.any_killed
 ),
 -- The weight reaching each unit, as (unit, a, b, w) segments: from the top, then through every
 -- piece of a wait with something alive, shared between the things alive.

@@ -190,8 +190,17 @@ CONTAINER_PACKAGE = "/selfopt-trace/package"
 
 
 def prepare_image(image: str, directory: Path) -> str:
-    """`selfopt-trace prepare --image` (_image_facts): what went wrong, or ""."""
-    error = _image_facts(image, directory)[1]
+    """`selfopt-trace prepare --image` (_image_facts), remembered in interpreters.json as `run`
+    remembers the image CMD names, so that `run -- docker run IMAGE` does not prepare it again.
+    Returns what went wrong, or ""."""
+    facts, error = _image_facts(image, directory)
+    if not error or facts.get("no_python"):  # as run keeps it: an engine that did not answer is asked again
+        known = _known(directory)
+        known[_IMAGE_KEY + image] = facts
+        try:
+            _save(directory, known)
+        except OSError as exc:
+            error = error or f"prepared, but not recorded in {_cache_path(directory)}: {exc.strerror or exc}"
     return f"{image}: {error}" if error else ""
 
 

@@ -1,7 +1,8 @@
 """Links to a run's trace in the Jaeger UI: `{base}/trace/{trace id}`.
 
 The base is `--url`, else `$SELFOPT_TRACE_JAEGER_URL`, else http://localhost:16686 (the port
-docker/compose.yaml publishes). Whether a Jaeger answers there is asked cheaply: a TCP connect
+docker/compose.yaml publishes). The summary links only to a run some of whose spans were sent
+(`was_sent`). Whether a Jaeger answers there is asked cheaply: a TCP connect
 (refused at once when nothing listens on a local port, and then nothing more is tried), then one
 GET of `/api/services`, the query API the UI itself uses.
 """
@@ -53,6 +54,13 @@ def trace_urls(store: Any, run_id: str, base: str) -> list[str]:
     """The run's trace URLs, the main trace first."""
     _, rows = store.sql(_TRACES_SQL, {"run_id": run_id})
     return [trace_url(base, trace_id) for trace_id, _ in rows]
+
+
+def was_sent(store: Any, run_id: str) -> bool:
+    """Whether any of the run's spans went to a collector (a live export or a push: table `exports`).
+    A run nothing sent is not in Jaeger: a link to its trace would find nothing."""
+    _, rows = store.sql("SELECT count(*) FROM exports WHERE run_id = $run_id AND spans_sent > 0", {"run_id": run_id})
+    return bool(rows[0][0])
 
 
 def answers(base: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:

@@ -19,8 +19,9 @@ def prepare(
     """Prepare the agent for a container image's Python or another host interpreter.
 
     Its .pyc files and bundles, so that their traced processes do not compile it at each start (~20 ms
-    a process). `run` does it for the Pythons CMD names; a traced process whose Python it missed (a
-    container's) says so in the run's notes.
+    a process). `run` does it for the Pythons CMD names (and the image of a `docker run` CMD); a
+    traced process whose Python it missed (a container's) says so in the run's notes. What is
+    prepared here is kept where run keeps its own (interpreters.json): run does not prepare it again.
 
     Example: selfopt-trace prepare --image python:3.12-slim
     """

@@ -16,7 +16,8 @@
 --                         hook sees it (read_waits below: reading its output until EOF), and, in runs
 --                         recorded before waits were (no `wait` or `thread` span at all), every
 --                         subprocess span
---   waits_on              the units it waits on (roots' ids)
+--   waits_on              the units it waits on (roots' ids; a Docker SDK call to the engine: the
+--                         container's processes, engine_calls below)
 --   tid                   a `thread`/`task` span's thread id
 --   code                  what its self time is, as breakdown.sql numbers its categories
 -- A recorded sleep (time.sleep that blocked) is an activity where it would be an untraced wait: in
@@ -59,12 +60,15 @@ CREATE OR REPLACE TEMP MACRO activity_end(sort, waiter, start_ns, end_ns, spawn_
 
 -- What a span's self time is, numbered as breakdown.sql's categories. `main`: in a top-level process;
 -- `answered`: an HTTP client span with a server span under it (else the server is not traced: the
--- time is the server's and the network's, not the client's overhead).
-CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, docker, main, answered) AS
+-- time is the server's and the network's, not the client's overhead); `engine`: an HTTP client span
+-- that is a Docker SDK call to the engine about a container (run_activity's engine_calls): the
+-- container's time.
+CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, docker, main, answered, engine) AS
     CASE
         WHEN sort = 13 THEN coalesce(wait_code, 12)
         WHEN sort BETWEEN 2 AND 5 THEN sort - 1
         WHEN sort = 7 THEN 6
+        WHEN sort = 6 AND engine THEN 9
         WHEN sort = 6 AND NOT answered THEN 14
         WHEN sort IN (6, 8) THEN 5
         WHEN sort IN (11, 12) OR (sort IN (9, 10) AND coalesce(docker, false)) THEN 9
@@ -251,6 +255,37 @@ main_processes AS (
 answered AS (  -- HTTP client spans a traced server answered
     SELECT DISTINCT parent AS id FROM nodes WHERE sort = 7 AND parent IS NOT NULL
 ),
+-- The Docker SDK's HTTP calls to the engine (its socket is no traced server): those inside an SDK
+-- container call (create, start, logs, wait, remove of containers.run) and those whose URL names a
+-- traced container of the run (/containers/{id, 12 characters or more, or name}/...: a detached
+-- container's wait() and remove()). Their time is the container's (code 9), not an untraced HTTP
+-- server's; those inside a container call wait on the processes it started, as it does, and
+-- POST /containers/{id}/wait on the container's first process: while that runs, the time is its own.
+container_firsts AS (  -- each container's first traced process (the one `docker run` started)
+    SELECT arg_min(n.id, n.start_ns) AS id, r.container_id, any_value(r.container_name) AS container_name
+    FROM nodes AS n
+    JOIN (SELECT hash(span_id) AS id, resource_attributes->>'container.id' AS container_id,
+                 resource_attributes->>'container.name' AS container_name
+          FROM spans WHERE run_id = for_run AND category = 'process' AND name = 'process') AS r ON r.id = n.id
+    WHERE n.sort = 1 AND r.container_id <> ''
+    GROUP BY r.container_id
+),
+engine_named AS (  -- calls naming a container of the run, with whether they wait for its exit
+    SELECT u.id, c.id AS target, u.waits
+    FROM (SELECT hash(span_id) AS id, regexp_extract(url, '/containers/([^/?#]+)', 1) AS named,
+                 regexp_matches(url, '/containers/[^/?#]+/wait([?#]|$)') AS waits
+          FROM (SELECT span_id, attributes->>'url.full' AS url
+                FROM spans WHERE run_id = for_run AND category = 'http' AND kind = 'CLIENT')
+          WHERE url LIKE '%/containers/%') AS u
+    JOIN container_firsts AS c
+      ON (length(u.named) >= 12 AND starts_with(c.container_id, u.named)) OR u.named = c.container_name
+),
+in_container_calls AS (  -- HTTP client spans whose parent is an SDK container call
+    SELECT id, parent FROM parented WHERE sort = 6 AND parent_sort = 11 AND NOT is_root
+),
+engine_calls AS (
+    SELECT id FROM in_container_calls UNION SELECT id FROM engine_named
+),
 -- What a wait waits on: a child process (the spawning span it names -> the traced processes under
 -- it), a thread or a task (its span). Other waiters wait on the units started under them: an HTTP
 -- client on its server span, a container call or os.system on the processes they started.
@@ -319,7 +354,8 @@ coded AS MATERIALIZED (
            CASE WHEN p.sort = 15 THEN 16
                 WHEN p.sort = 16 THEN CASE WHEN p.main THEN 17 ELSE 18 END
                 ELSE activity_code(p.sort, p.waiter, p.wait_code, p.traced, p.docker, p.main,
-                                   p.sort = 6 AND p.id IN (SELECT id FROM answered))
+                                   p.sort = 6 AND p.id IN (SELECT id FROM answered),
+                                   p.sort = 6 AND p.id IN (SELECT id FROM engine_calls))
            END AS code,
            CASE WHEN NOT p.is_root THEN p.parent END AS parent,
            CASE WHEN NOT p.is_root THEN p.parent_start END AS parent_rs,
@@ -329,7 +365,8 @@ coded AS MATERIALIZED (
            CASE WHEN NOT p.is_root
                 THEN activity_code(p.parent_sort, p.parent_waiter, p.parent_wait_code, p.parent_traced,
                                    p.parent_docker, p.main,
-                                   p.parent_sort = 6 AND p.parent IN (SELECT id FROM answered))
+                                   p.parent_sort = 6 AND p.parent IN (SELECT id FROM answered),
+                                   p.parent_sort = 6 AND p.parent IN (SELECT id FROM engine_calls))
            END AS parent_code
     FROM (SELECT *, activity_waiter(sort, shell, (SELECT legacy_run FROM legacy)) AS waiter,
                  activity_waiter(parent_sort, parent_shell, (SELECT legacy_run FROM legacy)) AS parent_waiter
@@ -380,7 +417,7 @@ read_waits AS (
 ),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
 -- threads or tasks it names; for other waiters (a child read until it exits too), the units started
--- under them.
+-- under them; for the SDK's calls to the engine, the container's processes (engine_calls above).
 edges AS (
     SELECT x.waiter, p.id AS target FROM wait_names AS x JOIN nodes AS s ON s.id = x.named AND s.sort IN (9, 10)
     JOIN parented AS p ON p.sort = 1 AND p.parent = x.named
@@ -389,13 +426,17 @@ edges AS (
     UNION
     SELECT c.id, t.id FROM coded AS c JOIN parented AS t ON t.parent = c.id AND t.is_root
     WHERE (c.waiter AND c.sort <> 13) OR c.id IN (SELECT id FROM read_waits)
+    UNION
+    SELECT c.id, t.id FROM in_container_calls AS c JOIN parented AS t ON t.parent = c.parent AND t.is_root
+    UNION
+    SELECT id, target FROM engine_named WHERE waits
 )
 -- (A span under a child read until it exits keeps its parent's interval as the spawning call:
 -- only a span started inside that call has the spawning span as its parent in its unit.)
 SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns, c.rs,
        coalesce(r.until_ns, c.re) AS re, c.waiter OR r.id IS NOT NULL AS waiter, e.targets AS waits_on, c.tid,
        CASE WHEN r.id IS NULL THEN c.code
-            ELSE activity_code(c.sort, true, NULL, f.traced, f.docker, NULL, false) END AS code,
+            ELSE activity_code(c.sort, true, NULL, f.traced, f.docker, NULL, false, false) END AS code,
        c.parent_rs, c.parent_re, c.parent_code, c.sort = 13 AS is_wait
 FROM coded AS c
 LEFT JOIN read_waits AS r ON r.id = c.id

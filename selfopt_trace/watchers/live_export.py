@@ -17,7 +17,11 @@ processes do nothing more than write their files: their start-up and their outpu
 - What was sent is written to `<run_dir>/export.json` (`RECORD`) and said in a note: "sent N spans
   to URL", or how many were not sent and why, with the `selfopt-trace push RUN` that sends the
   whole run later (the files keep every span; a backend that keys spans by id keeps one copy of
-  those sent twice).
+  those sent twice). The counts include the run's own span. Where the files were not read to their
+  end (nothing listens any more, the budget ran out) the run's total is not known here: the note
+  says so, and once the run is loaded export/ledger.py puts the store's total in (`spans_total`),
+  and takes back `complete` where the store holds spans written after the last read (a process
+  that outlived CMD and flushed at its exit).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class LiveExport:
         self.state = "starting"  # then: "absent" (auto, nothing listening), "sending", "done", "failed"
         self.error: str | None = None
         self.abandoned = False
+        self.unreachable_at_exit = False  # stop() gave up at once: nothing listens (any more)
+        self.has_run_span = False  # the run's own span is one of the run's spans (counted as seen)
         self.incomplete_sent = 0
         self.exit_wait_s = 0.0  # how long CMD's end waited for the export: EXIT_BUDGET_S at most
         self._stop = threading.Event()
@@ -74,6 +80,7 @@ class LiveExport:
         self._stop.set()
         if self.state != "absent" and not otlp_settings.listening(self.settings):
             deadline = time.monotonic()  # nothing listens (any more): waiting would send nothing
+            self.unreachable_at_exit = True
             if self.mode == "auto" and self.sender is None:
                 self.state = "absent"  # CMD ended before the thread's own probe: nothing was ever there
             self.error = self.error or f"nothing listens at {self.settings.display()} (any more)"
@@ -93,19 +100,23 @@ class LiveExport:
         return [describe(record, self.run.run_id)]
 
     def record(self) -> dict[str, Any]:
-        """What export.json says: where, how much, what went wrong."""
+        """What export.json says: where, how much, what went wrong. `spans_seen` counts the spans read
+        from the files and the run's own span (which `spans_sent` counts too); `read_to_end` false: the
+        files were not read to their end, so the run's total is not known yet."""
         sender, follower = self.sender, self.follower
         return {
             "endpoint": self.settings.display(),
             "protocol": self.settings.protocol,
             "mode": self.mode,
-            "spans_seen": follower.spans_seen if follower is not None else None,
+            "spans_seen": follower.spans_seen + self.has_run_span if follower is not None else None,
+            "read_to_end": self.state == "done",
             "spans_sent": sender.sent if sender is not None else 0,
             "spans_refused": sender.refused if sender is not None else 0,
             "incomplete_sent": self.incomplete_sent,
             "complete": bool(self.state == "done" and sender.refused == 0),  # done: read to the end, all sent
             "error": self.error or (sender.problem() if sender is not None else None),
-            "exit_budget_exceeded": self.abandoned,
+            # cut short by nothing listening is not the budget running out
+            "exit_budget_exceeded": self.abandoned and not self.unreachable_at_exit,
             "exit_wait_s": round(self.exit_wait_s, 3),
             "converted_values": dict(sender.cleaner.counts) if sender is not None else {},
             "damaged_lines": follower.damaged_lines if follower is not None else 0,
@@ -129,6 +140,7 @@ class LiveExport:
             self.state = "sending"
             keep_going = lambda: not self.abandoned  # noqa: E731
             run_span = self._run_span()  # its ids, to hang the top-level spans under it as they go
+            self.has_run_span = run_span is not None
             # Spans and records hold no reference cycles; the cyclic collector would rescan each poll's
             # tens of thousands of them, a third of the export's CPU. The run process makes little else.
             gc.disable()
@@ -182,7 +194,8 @@ _UNREACHABLE = ("UNAVAILABLE", "onnection", "connect", "nothing listens")
 
 
 def describe(record: dict[str, Any], run_id: str) -> str:
-    """The summary's note about a live export."""
+    """The summary's note about a live export: of the run's total (`spans_total`, the store's, once
+    loaded), else of the spans read, said to be a part where the files were not read to their end."""
     target = f"{record['endpoint']} (OTLP {record['protocol']})"
     seen, sent = record.get("spans_seen"), record.get("spans_sent") or 0
     if record.get("complete"):
@@ -193,7 +206,11 @@ def describe(record: dict[str, Any], run_id: str) -> str:
         if any(word in str(reason) for word in _UNREACHABLE):
             return f"collector unreachable at {target}: {reason}; {later}"
         return f"nothing sent to {target}: {reason}; {later}"
-    return f"sent {sent} of {seen} spans to {target}: {reason}; {later}"
+    total = record.get("spans_total")
+    if total is None and record.get("read_to_end", True) is False:  # (an older export.json has no read_to_end)
+        return (f"sent {sent} spans to {target}, of {seen} read before it stopped (the run's total is unknown: "
+                f"its files were not read to their end): {reason}; {later}")
+    return f"sent {sent} of {total if total is not None else seen} spans to {target}: {reason}; {later}"
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:

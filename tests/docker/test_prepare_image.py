@@ -73,3 +73,29 @@ def test_run_prepares_the_image_cmd_starts_once_per_image(image: str, tmp_path: 
     second = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert interpreters._cache_path(bootstrap).stat().st_mtime_ns == kept
+
+
+def test_an_image_prepared_by_prepare_is_kept_and_run_does_not_prepare_it_again(image: str, tmp_path: Path) -> None:
+    """`prepare --image IMAGE` records the image in interpreters.json as `run` does: the next
+    `run -- docker run IMAGE ...` finds it there and starts no container to prepare it. An install
+    of its own (a copy of the package), so that nothing was prepared for the image before."""
+    import shutil
+    import subprocess
+
+    from tests.cli.conftest import REPO, clean_environ
+
+    install = tmp_path / "install"
+    shutil.copytree(REPO / "selfopt_trace", install / "selfopt_trace", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "queries", install / "queries")
+    env = clean_environ(PYTHONPATH=str(install), SELFOPT_TRACE_HOME=str(tmp_path / "home"))
+    prepared = subprocess.run([sys.executable, "-m", "selfopt_trace", "prepare", "--image", image], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+    assert prepared.returncode == 0, prepared.stderr
+    bootstrap = install / "selfopt_trace" / "bootstrap"
+    facts = interpreters._known(bootstrap)["docker image " + image]
+    assert facts["tag"] and facts["twin_suffix"] is None, facts
+    kept = interpreters._cache_path(bootstrap).stat().st_mtime_ns
+    run = subprocess.run([sys.executable, "-m", "selfopt_trace", "run", "-q", "--", *run_args(image, "python3", "-c", "pass")],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert interpreters._cache_path(bootstrap).stat().st_mtime_ns == kept  # nothing prepared, nothing rewritten

@@ -66,6 +66,18 @@ def test_the_summary_links_the_trace_when_jaeger_answers(jaeger: Jaeger, tmp_pat
     assert jaeger.trace(link.rsplit("/", 1)[1])["data"]  # and the link leads to the trace
 
 
+def test_no_link_to_a_trace_that_was_never_sent(jaeger: Jaeger, tmp_path: Path) -> None:
+    """Jaeger answers, but nothing listens where the export would send (`--export auto`): the run is
+    not in Jaeger, so the summary links to no trace there."""
+    home = tmp_path / "home"
+    done = selfopt(home, "run", "--run-id", "unsent", "--json=-", "--otlp-endpoint", f"http://127.0.0.1:{free_port()}",
+                   "--", sys.executable, "-c", "pass", env={"SELFOPT_TRACE_JAEGER_URL": jaeger.query_url})
+    assert done.returncode == 0, done.stderr
+    assert not (home / "runs" / "unsent" / "export.json").exists()  # nothing was sent
+    assert not [line for line in json.loads(done.stdout)["next_commands"] if "/trace/" in line]
+    assert "/trace/" not in done.stderr
+
+
 def test_no_link_when_no_jaeger_answers(tmp_path: Path) -> None:
     nothing = f"http://127.0.0.1:{free_port()}"
     done = selfopt(tmp_path / "home", "run", "--json=-", "--", sys.executable, "-c", "pass",

@@ -9,8 +9,10 @@ Small-call sums are not modelled here (they have their own exact tests).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from tests.queries.builder import MS, Span
 
@@ -67,12 +69,14 @@ def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], u
 
 
 def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exited: float | None = None,
-              replaced: bool = False, run: tuple[float, float] | None = None) -> dict[str, tuple[float, float]]:
+              replaced: bool = False, run: tuple[float, float] | None = None,
+              resources: dict[str, dict[str, Any]] | None = None) -> dict[str, tuple[float, float]]:
     """category -> (wall, busy), in the spans' time unit; `exited`: when `run` saw CMD, the root
     process, exit (its teardown follows the top-level spans' end; `replaced`: an exec replaced its
     interpreter with a program of no agent, whose time is outside traced processes); `run`: the
     run's start and end (the runs row), where its wall time is (else the top-level spans' extent,
-    to `exited`). What no top-level span covers there, CMD's teardown aside, is outside."""
+    to `exited`). What no top-level span covers there, CMD's teardown aside, is outside.
+    `resources`: a span file's resource attributes, where they matter (container.id, container.name)."""
     nodes = {s.id: s for s in spans if s.trace == main_trace and s.category != "sleep"}
     sleeps_in = [s for s in spans if s.trace == main_trace and s.category == "sleep" and s.parent in nodes]
     parent: dict[str, str | None] = {}
@@ -125,6 +129,38 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             processes_of[parent[s.id]].append(s.id)
     dockers = {parent[s.id] for s in nodes.values() if s.category == "container" and parent[s.id]}
 
+    # The Docker SDK's HTTP calls to the engine: inside an SDK container call (a container CLIENT
+    # span), or naming a traced container of the run in their URL. The container's time; those
+    # inside a container call wait on the processes it started, a POST /containers/{id}/wait on the
+    # container's first process.
+    first_in: dict[str, Span] = {}  # container id -> its first traced process
+    for s in sorted((s for s in nodes.values() if s.name == "process" and s.category == "process"),
+                    key=lambda s: s.start):
+        container_id = (resources or {}).get(s.file, {}).get("container.id")
+        if container_id:
+            first_in.setdefault(container_id, s)
+
+    def in_container_call(s: Span) -> bool:
+        p = parent[s.id]
+        return (s.category == "http" and s.kind == "CLIENT" and p is not None and nodes[p].file == s.file
+                and nodes[p].category == "container" and nodes[p].kind == "CLIENT")
+
+    def named_containers(s: Span) -> tuple[list[str], bool]:
+        """The first processes of the containers an HTTP client span's URL names, and whether it waits
+        for their exit."""
+        url = s.attributes.get("url.full") or ""
+        found = re.search(r"/containers/([^/?#]+)", url) if s.category == "http" and s.kind == "CLIENT" else None
+        if not found:
+            return [], False
+        named = found.group(1)
+        ids = [first.id for cid, first in first_in.items()
+               if (len(named) >= 12 and cid.startswith(named))
+               or named == (resources or {}).get(first.file, {}).get("container.name")]
+        return ids, bool(re.search(r"/containers/[^/?#]+/wait([?#]|$)", url))
+
+    def engine_call(s: Span) -> bool:
+        return in_container_call(s) or bool(named_containers(s)[0])
+
     def is_waiter(s: Span) -> bool:
         return (s.category == "wait" or (s.category == "http" and s.kind == "CLIENT")
                 or (s.category == "container" and s.kind == "CLIENT")
@@ -133,7 +169,11 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
 
     def targets(s: Span) -> list[str]:
         if s.category != "wait":
-            return [c.id for c in nodes.values() if parent[c.id] == s.id and is_root(c)]
+            out = [c.id for c in nodes.values() if parent[c.id] == s.id and is_root(c)]
+            if in_container_call(s):  # what its container call started
+                out += [c.id for c in nodes.values() if parent[c.id] == parent[s.id] and is_root(c)]
+            named, waits = named_containers(s)
+            return list(dict.fromkeys(out + (named if waits else [])))
         out = []
         for target in s.attributes.get("selfopt_trace.wait.on", []):
             if target in nodes and nodes[target].category == "subprocess":
@@ -165,6 +205,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         if s.category == "http":
             if s.kind == "SERVER":
                 return "http server time"
+            if engine_call(s):
+                return "container start-up"
             unanswered = s.kind == "CLIENT" and not any(
                 parent[c.id] == s.id and c.kind == "SERVER" for c in nodes.values())
             return "untraced http servers" if unanswered else "http client overhead"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +13,7 @@ from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
 from tests.queries import reference
 from tests.queries.builder import MS, RunBuilder, at
-from tests.store.spanfiles import TRACE
+from tests.store.spanfiles import TRACE, header
 
 OTHER_TRACE = "1" * 32
 
@@ -22,13 +24,35 @@ def breakdown(store: Store, run_id: str) -> dict[str, tuple[float, float]]:
 
 
 def assert_figures(actual: dict, expected: dict[str, tuple[float, float]]) -> None:
-    """Every category not named is 0; wall and busy to the microsecond."""
+    """Every category not named is 0; wall and busy to the microsecond; none is ever negative."""
+    assert_none_negative(actual)
     for category in reference.CATEGORIES:
         wall, busy = expected.get(category, (0.0, 0.0))
         assert actual[category][0] == pytest.approx(wall, abs=1e-3), f"{category} wall"
         assert actual[category][1] == pytest.approx(busy, abs=1e-3), f"{category} busy"
     # each figure is rounded to the microsecond
     assert sum(actual[c][0] for c in reference.CATEGORIES) == pytest.approx(actual["total"][0], abs=0.006)
+
+
+def assert_none_negative(actual: dict) -> None:
+    """No category's wall or busy time is below zero (beyond the microsecond each figure is rounded to):
+    a negative one made up for time counted twice elsewhere."""
+    negative = {c: actual[c] for c in reference.CATEGORIES if min(actual[c]) < -0.001}
+    assert not negative, f"negative categories: {negative}"
+
+
+def in_container(run: RunBuilder, pid: int, container_id: str, name: str = "") -> None:
+    """Make the span file of `pid` a container's, as the agent's is there: its resource names the
+    container (before any span of that pid is written)."""
+    resource: dict[str, Any] = {"service.name": "svc", "process.pid": pid, "container.id": container_id}
+    if name:
+        resource["container.name"] = name
+    run.files[f"{pid}-{run.run_id}.spans"] = [header(pid, resource=resource)]
+
+
+def resources_of(run: RunBuilder) -> dict[str, dict[str, Any]]:
+    """Each span file's resource attributes, read back from its header (for the reference)."""
+    return {name: json.loads(lines[0].split("\t")[10])["resource"] for name, lines in run.files.items()}
 
 
 def test_sequential_run_splits_into_its_categories(store: Store, tmp_path: Path) -> None:
@@ -365,11 +389,13 @@ def test_random_trees_of_runs_recorded_before_waits_match_the_reference(store: S
     assert actual["total"][0] == pytest.approx(100, abs=1e-3)
 
 
-def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSample]]:
+def random_run_with_waits(seed: int, containers: bool = False) -> tuple[RunBuilder, list[reference.CpuSample]]:
     """A process tree as the agent records it now: children and threads that are waited on (one at a
-    time, several at once, late, or never), HTTP calls, untraced children, and CPU samples."""
+    time, several at once, late, or never), HTTP calls, untraced children, and CPU samples. With
+    `containers`: also the Docker SDK's containers (run in the foreground or detached, their calls to
+    the engine) and HTTP calls with spans of their own inside them (waiters that are not leaves)."""
     rng = random.Random(seed)
-    run = RunBuilder(f"waits-{seed}", first_id=seed * 10_000 + 1)
+    run = RunBuilder(f"{'containers' if containers else 'waits'}-{seed}", first_id=seed * 10_000 + 1)
     pids = iter(range(100, 10_000))
     tids = iter(range(20_000, 30_000))
     cpu: list[reference.CpuSample] = []
@@ -397,7 +423,9 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
             return readings
         return {"selfopt_trace.thread.cpu_ns": final}
 
-    def process(pid: int, parent: str, lo: float, hi: float, depth: int) -> None:
+    def process(pid: int, parent: str, lo: float, hi: float, depth: int, container_id: str = "") -> None:
+        if container_id:
+            in_container(run, pid, container_id)
         readings = sample(pid, pid, lo, hi)
         child = run.process(pid, lo, hi, parent, command="child.py", end_attributes=readings)
         run.span(pid, "interpreter.startup", "startup", lo, lo + (hi - lo) / 5, child)
@@ -409,7 +437,15 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
             length = rng.uniform(1, (hi - lo) / 2)
             s, e = t, min(t + length, hi)
             roll = rng.random()
-            if roll < 0.25:  # children, waited on from some point, or never
+            if containers and rng.random() < 0.2:
+                container(pid, parent, s, e, depth)
+            elif containers and rng.random() < 0.1:  # an HTTP call with a span of its own inside it
+                client = run.span(pid, "POST", "http", s, e, parent, kind="CLIENT")
+                if rng.random() < 0.7:
+                    run.span(999, "POST /x", "http", s + (e - s) / 4, e - (e - s) / 4, client, kind="SERVER")
+                inner = rng.uniform(s, e)
+                run.span(pid, "json.dumps", "serialization", inner, rng.uniform(inner, e + 0.5), client)
+            elif roll < 0.25:  # children, waited on from some point, or never
                 calls = []
                 for _ in range(rng.choice((1, 1, 2))):
                     end = e + rng.uniform(-1, 1) if rng.random() < 0.5 else e
@@ -448,6 +484,27 @@ def random_run_with_waits(seed: int) -> tuple[RunBuilder, list[reference.CpuSamp
                 fill(pid, span, s, e, depth + 1)
             t = e - rng.uniform(0, length) if rng.random() < 0.15 else e + rng.uniform(0, 2)
 
+    def container(pid: int, parent: str, s: float, e: float, depth: int) -> None:
+        """containers.run(): its calls to the engine inside its span; detached, the wait (by the id or
+        its first 12 characters) and the removal after it. Its process may start and end anywhere."""
+        container_id = f"{rng.randrange(16 ** 64):064x}"
+        named = container_id if rng.random() < 0.5 else container_id[:12]
+        detached = rng.random() < 0.5
+        cut = rng.uniform(s + 0.5, e) if detached else e
+        call = sdk_container(run, pid, s, cut, parent, detached)
+        calls = sorted(rng.uniform(s + 0.2, cut) for _ in range(6))
+        paths = ["/containers/create", f"/containers/{named}/start", f"/containers/{named}/json",
+                 f"/containers/{named}/wait"]
+        for (a, b), path in zip(zip(calls[::2], calls[1::2]), rng.sample(paths, 3)):
+            engine_call(run, pid, "POST", path, a, b, call)
+        if detached:
+            wait_from = rng.uniform(cut, e)
+            engine_call(run, pid, "POST", f"/containers/{named}/wait", wait_from, rng.uniform(wait_from, e), parent)
+            engine_call(run, pid, "DELETE", f"/containers/{named}?v=False", rng.uniform(wait_from, e), e, parent)
+        if rng.random() < 0.9:  # else the image has no Python: nothing traced inside
+            lo = rng.uniform(s + 0.2, e - 0.5)
+            process(next(pids), call, lo, rng.uniform(lo + 0.3, e + (2 if detached else 0)), depth, container_id)
+
     main_pid = next(pids)
     main = run.process(main_pid, 0, 100, end_attributes=sample(main_pid, main_pid, 0, 100))
     run.span(main_pid, "interpreter.startup", "startup", 0, 8, main)
@@ -481,6 +538,21 @@ def test_random_trees_with_waits_threads_and_cpu_samples_match_the_reference(sto
     assert actual["total"][0] == pytest.approx(100, abs=1e-3)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_random_trees_with_sdk_containers_match_the_reference_and_nothing_is_negative(store: Store, tmp_path: Path,
+                                                                                    seed: int) -> None:
+    run, cpu = random_run_with_waits(seed, containers=True)
+    run_id = run.load(store, tmp_path)
+    load_cpu(store, run_id, cpu)
+    cpu = [reference.CpuSample(c.pid, c.tid, (at(c.start) - at(0)) / MS, (at(c.end) - at(0)) / MS,
+                               round(c.cpu * MS) / MS) for c in cpu]
+    expected = reference.breakdown(run.spans, TRACE, cpu, resources=resources_of(run))
+    actual = breakdown(store, run_id)
+    assert_figures(actual, expected)  # none negative, too
+    assert all(min(expected[c]) > -1e-6 for c in reference.CATEGORIES)
+    assert actual["total"][0] == pytest.approx(100, abs=1e-3)
+
+
 def test_spans_of_another_sdk_without_process_spans_are_own_work(store: Store, tmp_path: Path) -> None:
     run = RunBuilder()
     root = run.span(100, "GET /", "other", 0, 100)
@@ -502,6 +574,95 @@ def test_a_docker_run_is_container_start_up_around_the_containers_process(store:
     assert_figures(breakdown(store, run_id), {
         "own work": (20, 20), "container start-up": (40, 40), "interpreter start-up": (10, 10),
         "child processes' own work": (30, 30)})
+
+
+CONTAINER_ID = "4f" * 32
+ENGINE = "http+docker://localhost/v1.41"
+
+
+def engine_call(run: RunBuilder, pid: int, method: str, path: str, start_ms: float, end_ms: float,
+                parent: str) -> str:
+    """An HTTP call of the Docker SDK to the engine's socket, as the agent's requests hook records it."""
+    return run.span(pid, method, "http", start_ms, end_ms, parent, kind="CLIENT",
+                    attributes={"http.request.method": method, "url.full": ENGINE + path})
+
+
+def sdk_container(run: RunBuilder, pid: int, start_ms: float, end_ms: float, parent: str, detached: bool) -> str:
+    """containers.run() of the Docker SDK: its container CLIENT span and the trace injected."""
+    call = run.span(pid, "docker run", "container", start_ms, end_ms, parent, kind="CLIENT",
+                    attributes={"container.runtime": "docker", "selfopt_trace.docker.sdk": True})
+    run.span(pid, "container.inject", "container", start_ms, start_ms + 1, call,
+             attributes={"selfopt_trace.docker.subcommand": "run", "selfopt_trace.docker.detached": detached})
+    return call
+
+
+def test_the_docker_sdk_s_calls_to_the_engine_are_container_start_up_around_its_process(store: Store,
+                                                                                       tmp_path: Path) -> None:
+    # containers.run(remove=True): create, start, wait and remove inside the SDK's container span; the
+    # container's process runs from within the start call to within the wait. Counted once: the time
+    # the calls wait on the process is the process's, the rest container start-up, nothing negative.
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    run.span(100, "interpreter.startup", "startup", 0, 5, main)
+    call = sdk_container(run, 100, 10, 90, main, detached=False)
+    engine_call(run, 100, "POST", "/containers/create", 11, 15, call)
+    engine_call(run, 100, "POST", f"/containers/{CONTAINER_ID}/start", 16, 30, call)
+    engine_call(run, 100, "POST", f"/containers/{CONTAINER_ID}/wait", 31, 85, call)
+    engine_call(run, 100, "DELETE", f"/containers/{CONTAINER_ID}?v=False", 86, 89, call)
+    in_container(run, 1, CONTAINER_ID)
+    container = run.process(1, 25, 80, call, command="python -c time.sleep(0.5)")  # pid 1 inside the container
+    run.span(1, "interpreter.startup", "startup", 25, 35, container)
+    run.span(1, "time.sleep", "sleep", 35, 75, container)
+    run_id = run.load(store, tmp_path)
+    expected = {"interpreter start-up": (15, 15), "own work": (15, 15), "container start-up": (25, 25),
+                "sleeps": (40, 40), "child processes' own work": (5, 5)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE, resources=resources_of(run)) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
+def test_a_detached_sdk_container_s_wait_waits_on_its_first_process(store: Store, tmp_path: Path) -> None:
+    # containers.run(detach=True), then ct.wait() and ct.remove() (by name) outside the container span:
+    # calls naming a container of the run are its time; the wait passes on to its first process.
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    run.span(100, "interpreter.startup", "startup", 0, 5, main)
+    engine_call(run, 100, "GET", "/version", 5, 8, main)  # about no container: an untraced server's
+    call = sdk_container(run, 100, 10, 30, main, detached=True)
+    engine_call(run, 100, "POST", "/containers/create", 11, 15, call)
+    engine_call(run, 100, "POST", f"/containers/{CONTAINER_ID}/start", 16, 30, call)
+    in_container(run, 1, CONTAINER_ID, name="worker")
+    container = run.process(1, 25, 80, call, command="python -c time.sleep(1)")
+    run.span(1, "interpreter.startup", "startup", 25, 35, container)
+    run.span(1, "time.sleep", "sleep", 35, 75, container)
+    engine_call(run, 100, "POST", f"/containers/{CONTAINER_ID[:12]}/wait", 32, 85, main)
+    engine_call(run, 100, "DELETE", "/containers/worker?v=False", 86, 89, main)
+    run_id = run.load(store, tmp_path)
+    # 30-32: the process runs, waited on by nobody: the main process's own work then
+    expected = {"interpreter start-up": (13, 15), "untraced http servers": (3, 3), "container start-up": (23, 23),
+                "own work": (16, 16), "sleeps": (40, 40), "child processes' own work": (5, 5)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE, resources=resources_of(run)) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
+def test_a_waiter_passes_nothing_on_while_a_child_of_its_own_is_open(store: Store, tmp_path: Path) -> None:
+    # An HTTP call encoding its body (a serialization span inside it) while its server is already at
+    # work: for those 10 ms the call is the encoding, not a wait on the server (the same instant
+    # counted as both made its own self time negative).
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    client = run.span(100, "POST", "http", 10, 90, main, kind="CLIENT")
+    run.span(100, "json.dumps", "serialization", 10, 30, client)
+    server = run.process(300, -50, 150, command="server.py", trace=OTHER_TRACE)
+    run.span(300, "POST /items", "http", 20, 80, client, kind="SERVER")
+    run_id = run.load(store, tmp_path)
+    assert server
+    expected = {"own work": (20, 20), "serialization": (20, 20), "http server time": (50, 60),
+                "http client overhead": (10, 10)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
 def test_an_idle_helper_alive_for_the_whole_run_takes_nothing(store: Store, tmp_path: Path) -> None:
