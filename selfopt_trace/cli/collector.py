@@ -53,7 +53,7 @@ def collector(
         receiver.start()
     except OSError as exc:
         receiver.drain(0)
-        typer.echo(f"selfopt-trace: error: cannot listen: {exc}", err=True)
+        typer.echo(f"selfopt-trace: error: {exc}", err=True)
         raise typer.Exit(2)
     where = f"[{host}]" if ":" in host else host
     typer.echo(f"selfopt-trace collector: OTLP/HTTP on http://{where}:{receiver.http_port}/v1/traces"

@@ -85,7 +85,11 @@ class Receiver:
     def start(self) -> None:
         settings = self.settings
         self.writer.start()
-        self.http = _HttpServer((settings.host, settings.port), self)
+        try:
+            self.http = _HttpServer((settings.host, settings.port), self)
+        except OSError as exc:  # named as the gRPC server's failure is
+            where = f"[{settings.host}]" if ":" in settings.host else settings.host
+            raise OSError(f"cannot listen on {where}:{settings.port} (HTTP): {exc.strerror or exc}") from exc
         self.http_port = self.http.server_address[1]
         threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, name="otlp-http",
                          daemon=True).start()

@@ -215,7 +215,7 @@ CREATE TABLE IF NOT EXISTS exports (
     via          VARCHAR,    -- 'live' (during the run) or 'push'
     endpoint     VARCHAR,    -- without credentials
     protocol     VARCHAR,    -- grpc | http/protobuf
-    spans_total  BIGINT,     -- spans of the run (live: those read while CMD ran)
+    spans_total  BIGINT,     -- spans of the run (live: the store's, its own span included, once loaded)
     spans_sent   BIGINT,     -- accepted by the receiver
     complete     BOOLEAN,    -- every span of the run accepted
     error        VARCHAR
