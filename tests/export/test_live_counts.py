@@ -12,25 +12,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
-import pytest
 
 from selfopt_trace.export.ledger import record_live_export
 from selfopt_trace.store import Store
 from tests.cli.conftest import clean_environ
-from tests.export.test_send import Receiver
+from tests.export.test_send import Receiver, receiver  # noqa: F401  (the real receiver, a fixture)
 
 MANY = "SELFOPT_TRACE_SMALL_NS"  # 0: every json.dumps is a span of its own
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    running = Receiver()
-    yield running
-    running.server.shutdown()
-    running.server.server_close()
 
 
 def run_argv(run_id: str, endpoint: str, *args: str) -> list[str]:
