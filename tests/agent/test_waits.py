@@ -814,3 +814,25 @@ def test_condition_waits_reach_the_program_as_untraced(traced):
     assert result.stderr.count(b"\nRuntimeError: cannot ") == 3
     # the hooks were there (at the exit, threading._shutdown may wait on the timer's thread too)
     assert [w.name for w in main_thread_waits(traced.spans()) if w.name != "threading._shutdown"] == ["Event.wait"]
+
+
+def test_a_thread_spinning_on_the_gil_is_not_the_tracer_s_cost(traced):
+    """A thread sleeping 1 ms in a loop beside a CPU-bound thread: each recorded sleep's calibration
+    sample held a hand-over of the GIL (5 ms, the switch interval) in wall time, and the process span
+    said the tracer took 78-82 % of the wall. Its records are calibrated in the thread's CPU time."""
+    spans = run(traced, """
+        import threading, time
+        def naps():
+            while True:
+                time.sleep(0.001)
+        def spin():
+            while True:
+                pass
+        threading.Thread(target=naps, daemon=True).start()
+        threading.Thread(target=spin, daemon=True).start()
+        time.sleep(0.4)
+    """)
+    (process,) = spans.processes()
+    overhead = process.attributes["selfopt_trace.overhead_ns"]
+    assert len(spans.named("time.sleep")) >= 20  # the naps were recorded
+    assert overhead < 0.3 * (process.end_ns - process.start_ns), overhead

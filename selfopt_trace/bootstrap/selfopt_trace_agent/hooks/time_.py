@@ -92,6 +92,7 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
     known off the CPU. Ended at the call's return, a busy machine's wake-up (a 1 ms sleep that took
     9.3 ms, queued, beside two exiting pool workers) counted as off the CPU, and the reading's CPU
     that held that queued time was spread over the waits around it (tests/accuracy, pool)."""
+    cpu0 = tracer.thread_cpu_ns() if waits._settling else 0  # where this record's cost begins (waits._settle)
     try:
         # A sleep refused for its argument (-1, "1": ValueError, TypeError) slept nothing, however long
         # a loaded machine took to say so (recorded, -1 made a span ending before its start)
@@ -124,6 +125,6 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
         caller = tracer.program_frame(tracer.frame_at(depth))
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
-        waits.write_under(parent, head, t0, t1, "{}" if caller is None else _where(caller))
+        waits.write_under(parent, head, t0, t1, "{}" if caller is None else _where(caller), cpu0)
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + head.split("\t")[1], error)

@@ -34,6 +34,7 @@ from _functools import partial  # functools.py imports collections, operator, ty
 from time import time_ns
 
 from .. import config, lazy, tracer
+from ..tracer import thread_cpu_ns
 
 THRESHOLD_NS = config.WAIT_THRESHOLD_NS
 SPAN = "_selfopt_trace_span"  # on a Popen, a multiprocessing Process, a Thread, a Future: the id of its span
@@ -47,7 +48,10 @@ busy: set = set()
 # way (a clock read to time each would cost as much as the bookkeeping it times). The first
 # CALIBRATION are timed; then their trimmed mean (tracer.cost_per_call). Waits recorded the common
 # way (one target, `_write`) are counted by the flush that writes them (tracer.formatted_cost), at
-# the trimmed mean of the first CALIBRATION of them timed (the estimate so far until then).
+# the trimmed mean of the first CALIBRATION of them timed (the estimate so far until then), in the
+# thread's CPU time: beside a thread spinning on the GIL each record's wall time held a hand-over of
+# the GIL (5 ms, the switch interval), and a program that sleeps 1 ms in a loop beside a CPU-bound
+# thread was told the tracer took 82 % of its wall time.
 CALIBRATION = tracer.CALIBRATION
 _fast = tracer.counted_overhead()
 _fast_samples: list = []
@@ -75,15 +79,16 @@ def not_blocked(t1: int) -> None:
 _settling = True
 
 
-def _settle(t1: int) -> None:
-    """After a recorded wait's append (see _settling). Never raises."""
+def _settle(cpu0: int) -> None:
+    """After a recorded wait's append (see _settling), the thread's CPU clock read before its record
+    was made. Never raises."""
     global _settling
     try:
         if not tracer._flusher_started:
             tracer._start_flusher()
         samples = _recorded_samples
         if len(samples) < CALIBRATION:
-            samples.append(time_ns() - t1)
+            samples.append(thread_cpu_ns() - cpu0)
             tracer.formatted_cost[1] = tracer.cost_per_call(samples)
         _settling = len(samples) < CALIBRATION or not tracer._flusher_started
     except Exception:
@@ -129,9 +134,12 @@ def _write(head: str, t0: int, t1: int, on_id: str) -> None:
     write_under(_current() or tracer._root, head, t0, t1, f'{{"selfopt_trace.wait.on":["{on_id}"]}}')
 
 
-def write_under(parent, head: str, t0: int, t1: int, attributes: str) -> None:
+def write_under(parent, head: str, t0: int, t1: int, attributes: str, cpu0: int = 0) -> None:
     """An UNSET X record under `parent` (None: the remote parent), formatted at once: a flush only
-    when the buffer is full (the flusher thread keeps time). Also time_.py's sleeps."""
+    when the buffer is full (the flusher thread keeps time). Also time_.py's sleeps. `cpu0`: the
+    thread's CPU clock where the recorder began (while _settling), else read here."""
+    if _settling and not cpu0:
+        cpu0 = thread_cpu_ns()
     if parent is None:
         parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
     else:
@@ -142,7 +150,7 @@ def write_under(parent, head: str, t0: int, t1: int, attributes: str) -> None:
     if len(_formatted) > FLUSH_RECORDS:
         tracer.flush(blocking=False)
     if _settling:
-        _settle(t1)
+        _settle(cpu0)
 
 
 def record(name: str, t0: int, t1: int, on: list, extra: dict | None = None, exc: BaseException | None = None) -> None:
@@ -222,6 +230,7 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
                 try:
                     on_id = own and self.__dict__.get(SPAN)
                     if on_id and tracer._enabled:  # _write, inlined: the most frequent waits (Thread.join, Future.result)
+                        cpu0 = thread_cpu_ns() if _settling else 0
                         parent = _current() or tracer._root
                         if parent is None:
                             parent_id, trace_id = tracer._remote_parent_id, tracer._trace_id
@@ -234,7 +243,7 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
                         if len(_formatted) > FLUSH_RECORDS:
                             tracer.flush(blocking=False)
                         if _settling:
-                            _settle(t1)
+                            _settle(cpu0)
                         return result
                 except Exception:
                     pass  # _record_targets says what failed
@@ -327,6 +336,7 @@ def communicate_method(original, name: str, targets, own: bool = False):
 def _record_targets(head: str, name: str, t0: int, t1: int, owner, targets, captured, exc, own: bool) -> None:
     """The wait span of a wrapped method. The common case inline: no error, one known target (the
     owner's own span, or the one `targets` names), one f-string (`_write`'s)."""
+    cpu0 = thread_cpu_ns() if _settling else 0
     try:
         on_id = exc is None and own and owner.__dict__.get(SPAN)
         if not on_id:
@@ -348,7 +358,7 @@ def _record_targets(head: str, name: str, t0: int, t1: int, owner, targets, capt
             if len(_formatted) > FLUSH_RECORDS:
                 tracer.flush(blocking=False)
             if _settling:
-                _settle(t1)
+                _settle(cpu0)
         return
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + name, error)
