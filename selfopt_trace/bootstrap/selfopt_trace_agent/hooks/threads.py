@@ -353,6 +353,9 @@ def _work_item_run(original):
                                          parent=work[1] or tracer.root(), span_id=span_id)
                 _live[span_id] = span
                 token = tracer.activate(span)
+                copied = _copied_context(self)
+                if copied is not None:  # asyncio.to_thread's: the task's span current in it too
+                    copied.run(tracer.activate, span)
                 running[future] = span
             except Exception as exc:
                 tracer.exception_diagnostic("hook_failed:ThreadPoolExecutor.run", exc)
@@ -372,6 +375,17 @@ def _work_item_run(original):
             raise
 
     return run
+
+
+def _copied_context(work_item):
+    """The context a work item runs its function in, where it is `partial(context.run, fn, ...)`
+    (asyncio.to_thread's: a copy of the awaiting task's context, whose current span is that task's,
+    in another thread: the function's spans hung there, and its sleeps were not recorded), else None."""
+    fn = getattr(work_item, "fn", None)
+    run = getattr(fn, "func", None) if type(fn).__name__ == "partial" else None
+    if getattr(run, "__qualname__", "") == "Context.run":
+        return getattr(run, "__self__", None)
+    return None
 
 
 def _task_attributes(work_item) -> dict:
