@@ -415,12 +415,13 @@ def _command_line() -> list:
     try:
         raw = tracer.read_file("/proc/self/cmdline", 0, 1 << 16)
         if len(raw) == 1 << 16:
-            chunks = [raw]
+            chunks, offset = [raw], len(raw)
             while True:
-                chunk = tracer.read_file("/proc/self/cmdline", sum(map(len, chunks)), 1 << 20)
+                chunk = tracer.read_file("/proc/self/cmdline", offset, 1 << 20)
                 if not chunk:
                     break
                 chunks.append(chunk)
+                offset += len(chunk)
             raw = b"".join(chunks)
         if raw:
             return [part.decode("utf-8", "surrogateescape") for part in raw.rstrip(b"\0").split(b"\0")]

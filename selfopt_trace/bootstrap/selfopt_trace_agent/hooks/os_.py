@@ -41,7 +41,8 @@ except ImportError:
 _WNOHANG = getattr(os, "WNOHANG", 1)
 # The twin's wait with the rusage and RUSAGE_CHILDREN's CPU (importtime.c): no `resource` to load
 # and lend (_own below), so no audit event of its import and nothing of it in sys.modules.
-_wait_cpu = tracer.twin.wait_cpu if tracer.twin is not None else None
+_twin = tracer.twin
+_wait_cpu = _twin.wait_cpu if _twin is not None else None
 _modules = sys.modules
 _getrefcount = sys.getrefcount
 _children = spawn._children
@@ -140,8 +141,8 @@ def _wrap_system(original):
 def _children_cpu():
     """RUSAGE_CHILDREN's user + system CPU in ns (the reaped children's), or None."""
     try:
-        if _wait_cpu is not None:
-            return tracer.twin.children_cpu()
+        if _twin is not None:
+            return _twin.children_cpu()
         if _usable():
             module = _own if _own is not None else _checked
             usage = module.getrusage(module.RUSAGE_CHILDREN)
