@@ -8,7 +8,9 @@
 -- that one starts. The spans considered are the run's trace, as in `breakdown`, and the path
 -- follows the same waits: a span's children are the spans of its own thread, and for a wait (an
 -- HTTP call, a container or os.system call) the processes, threads, tasks or server spans it waits
--- on, clipped to the wait. A subprocess span is only its spawning call: a child process is on the
+-- on, clipped to the wait, and to where no span of the wait's own thread under it is open (as the
+-- breakdown passes a wait's share on: a child read until it exits only where its thread did
+-- nothing else). A subprocess span is only its spawning call: a child process is on the
 -- path through the waits on it, so a helper or a server that nobody waits on never is. Of units
 -- that end together (a reused pool's workers all outlive a wait on a map), the path goes through
 -- the one whose work ended last: a unit idle at that end, in a wait on nothing traced (a pool

@@ -415,6 +415,30 @@ read_waits AS (
           GROUP BY s.id)
     WHERE ran_ns >= 0 AND ran_ns * 4 <= until_ns - from_ns  -- (< 0: a thread id reused)
 ),
+-- A child read until it exits is what its thread did only while it recorded nothing else: the spans
+-- its unit started meanwhile, those whose parent is older than the read (a wait on another child,
+-- a spawn, an import), hang under it, so that while one is open the read is no leaf and passes
+-- nothing on. Beside them it took half of each (an idle helper started first took half of every
+-- `subprocess.run` after it as untraced waits; a child reaped after a longer one, its wait as
+-- teardown). A span open at the read's end ends it at its start (the read got nothing from there
+-- on anyway). Several reads open at once stay beside each other; a span goes under the latest.
+read_inside AS (
+    SELECT r.id AS read_id, r.from_ns, r.until_ns, s.id, s.rs, s.re
+    FROM (SELECT w.id, c.unit, c.from_ns, w.until_ns FROM read_waits AS w JOIN read_candidates AS c ON c.id = w.id) AS r
+    JOIN coded AS s ON s.unit = r.unit AND s.rs >= r.from_ns AND s.rs < r.until_ns AND s.parent_rs < r.from_ns
+                   AND s.parent <> r.id
+    WHERE s.id NOT IN (SELECT id FROM read_waits)
+),
+read_ends AS (
+    SELECT w.id, least(w.until_ns, min(i.rs) FILTER (WHERE i.re > i.until_ns)) AS until_ns
+    FROM read_waits AS w LEFT JOIN read_inside AS i ON i.read_id = w.id
+    GROUP BY w.id, w.until_ns
+),
+read_children AS (
+    SELECT i.id, i.read_id, e.until_ns
+    FROM read_inside AS i JOIN read_ends AS e ON e.id = i.read_id AND i.rs < e.until_ns
+    QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY i.from_ns DESC, i.read_id) = 1
+),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
 -- threads or tasks it names; for other waiters (a child read until it exits too), the units started
 -- under them; for the SDK's calls to the engine, the container's processes (engine_calls above).
@@ -425,22 +449,28 @@ edges AS (
     SELECT x.waiter, x.named FROM wait_names AS x JOIN parented AS t ON t.id = x.named AND t.is_root
     UNION
     SELECT c.id, t.id FROM coded AS c JOIN parented AS t ON t.parent = c.id AND t.is_root
-    WHERE (c.waiter AND c.sort <> 13) OR c.id IN (SELECT id FROM read_waits)
+    WHERE (c.waiter AND c.sort <> 13) OR c.id IN (SELECT id FROM read_ends)
     UNION
     SELECT c.id, t.id FROM in_container_calls AS c JOIN parented AS t ON t.parent = c.parent AND t.is_root
     UNION
     SELECT id, target FROM engine_named WHERE waits
 )
--- (A span under a child read until it exits keeps its parent's interval as the spawning call:
--- only a span started inside that call has the spawning span as its parent in its unit.)
-SELECT c.id, c.parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns, c.rs,
-       coalesce(r.until_ns, c.re) AS re, c.waiter OR r.id IS NOT NULL AS waiter, e.targets AS waits_on, c.tid,
+-- (A span started inside the spawning call of a child read until it exits keeps the call's interval
+-- as its parent's: only the spans started in the read itself have the read's.)
+SELECT c.id, coalesce(m.read_id, c.parent) AS parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns,
+       c.rs, coalesce(r.until_ns, c.re) AS re, c.waiter OR r.id IS NOT NULL AS waiter, e.targets AS waits_on, c.tid,
        CASE WHEN r.id IS NULL THEN c.code
             ELSE activity_code(c.sort, true, NULL, f.traced, f.docker, NULL, false, false) END AS code,
-       c.parent_rs, c.parent_re, c.parent_code, c.sort = 13 AS is_wait
+       coalesce(rp.rs, c.parent_rs) AS parent_rs, coalesce(m.until_ns, c.parent_re) AS parent_re,
+       CASE WHEN m.id IS NULL THEN c.parent_code
+            ELSE activity_code(rp.sort, true, NULL, rf.traced, rf.docker, NULL, false, false) END AS parent_code,
+       c.sort = 13 AS is_wait
 FROM coded AS c
-LEFT JOIN read_waits AS r ON r.id = c.id
+LEFT JOIN read_ends AS r ON r.id = c.id
 LEFT JOIN facts AS f ON f.id = r.id
+LEFT JOIN read_children AS m ON m.id = c.id
+LEFT JOIN coded AS rp ON rp.id = m.read_id
+LEFT JOIN facts AS rf ON rf.id = m.read_id
 LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;
 
 -- critical_path_rows(for_run): the critical path of a run (queries/critical_path.sql says how it is
@@ -456,9 +486,35 @@ activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_tr
            is_wait AND waits_on IS NULL AS idle  -- a wait on nothing traced (a flag: idled reads no list)
     FROM run_activity(for_run)
 ),
+-- A wait with a child of its own open passes nothing on (as the breakdown counts it: an SDK
+-- container call's calls to the engine, the spans under a child read until it exits): what it waits
+-- on is on the path only where none is.
+covering AS (  -- few: the children of waits, within them, merged where they overlap
+    SELECT waiter, any_value(wait_re) AS wait_re, min(cs) AS cs, max(ce) AS ce
+    FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs > before_end)
+                        OVER (PARTITION BY waiter ORDER BY cs, ce ROWS UNBOUNDED PRECEDING) AS island
+          FROM (SELECT *, max(ce) OVER (PARTITION BY waiter ORDER BY cs, ce
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
+                FROM (SELECT w.id AS waiter, w.re AS wait_re, greatest(c.rs, w.rs) AS cs, least(c.re, w.re) AS ce
+                      FROM activity AS c
+                      JOIN activity AS w ON w.id = c.parent AND w.waits_on IS NOT NULL
+                      WHERE c.parent IN (SELECT id FROM activity WHERE waits_on IS NOT NULL)
+                        AND least(c.re, w.re) > greatest(c.rs, w.rs))))
+    GROUP BY waiter, island
+),
+uncovered AS (  -- where each wait passes its share on: its interval outside its children
+    SELECT id, rs AS a, re AS b FROM activity
+    WHERE waits_on IS NOT NULL AND id NOT IN (SELECT waiter FROM covering)
+    UNION ALL
+    SELECT waiter, coalesce(lag(ce) OVER (PARTITION BY waiter ORDER BY cs), (SELECT rs FROM activity WHERE id = waiter)), cs
+    FROM covering
+    UNION ALL
+    SELECT waiter, max(ce), any_value(wait_re) FROM covering GROUP BY waiter
+),
 waited AS (  -- each unit waited on, clipped to each wait on it
-    SELECT t.id, w.id AS parent, greatest(t.rs, w.rs) AS cs, least(t.re, w.re) AS ce
-    FROM (SELECT id, rs, re, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
+    SELECT t.id, w.id AS parent, greatest(t.rs, f.a) AS cs, least(t.re, f.b) AS ce
+    FROM (SELECT id, unnest(waits_on) AS target FROM activity WHERE waits_on IS NOT NULL) AS w
+    JOIN uncovered AS f ON f.id = w.id
     JOIN activity AS t ON t.id = w.target
 ),
 -- Top-level spans are children of the run (id 0). A top-level process that answers another's calls

@@ -325,6 +325,8 @@ def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
             return s.start, min(s.end, s.start + s.attributes.get("selfopt_trace.spawn_ns", 0) / 1e6)
         return s.start, s.end
 
+    parent |= reference.hang_under_reads(read_until, nodes, parent, unit_of, is_root, lambda s: activity(s)[1])
+
     children: dict[str | None, list[Span]] = defaultdict(list)
     for s in nodes.values():
         if not is_root(s):
@@ -354,9 +356,21 @@ def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
             return ce
         return min((start for start, end in idle[c.id] if start < ce <= end), default=ce)
 
+    def uncovered(owner: str) -> list[tuple[float, float]]:
+        """Where a waiter passes its share on: its interval outside its own children (their union)."""
+        lo, hi = activity(nodes[owner])
+        gaps, at = [], lo
+        for cs, ce in sorted((max(activity(c)[0], lo), min(activity(c)[1], hi)) for c in children[owner]
+                             if not is_root(c)):
+            if ce > cs:
+                gaps.append((at, cs))
+                at = max(at, ce)
+        return [(a, b) for a, b in gaps + [(at, hi)] if b > a]
+
     def chain(owner: str | None) -> list[tuple[Span, float, float, float | None]]:
         lo, hi = activity(nodes[owner]) if owner is not None else (float("-inf"), float("inf"))
-        clipped = [(max(activity(c)[0], lo), min(activity(c)[1], hi), c) for c in children[owner]]
+        clipped = [(max(activity(c)[0], a), min(activity(c)[1], b), c) for c in children[owner]
+                   for a, b in (uncovered(owner) if owner is not None and is_root(c) else [(lo, hi)])]
         clipped = sorted([(cs, ce, worked(owner, c, ce), c) for cs, ce, c in clipped if ce > cs],
                          key=lambda c: (c[0], -c[1], -c[2], c[3].id))
         kept, latest = [], (float("-inf"), float("-inf"))

@@ -100,3 +100,43 @@ def test_a_child_read_by_a_thread_into_a_queue_the_parent_waits_on_is_waited_on(
     assert done.stdout.decode().splitlines()[0] == "2"
     by_category = json.loads(done.stdout.decode().split("\n", 1)[1])["time_by_category_ms"]
     assert by_category["sleeps"] >= 300 and by_category["untraced waits"] < 30, by_category
+
+
+SPIN = "import sys, time\nstart = time.perf_counter()\nwhile time.perf_counter() - start < float(sys.argv[1]): pass"
+
+HELPER_FIRST = f"""
+import subprocess, sys
+helper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+for _ in range(2):
+    subprocess.run([sys.executable, "-c", {SPIN!r}, "0.15"], check=True)
+helper.stdin.close()
+helper.wait()
+"""
+
+
+def test_an_idle_helper_takes_nothing_while_its_parent_runs_other_children(cli) -> None:
+    """The helper's spawner ran nothing until it reaped it: a child read until it exits, which the
+    waits on the other children stood beside (children 153 ms, untraced waits 162 ms: the helper's
+    idle half). They hang under it now: the helper is read only where its parent did nothing else."""
+    done = cli("run", "-q", "--json", "--", *python(HELPER_FIRST))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["child processes' own work"] >= 285 and by_category["untraced waits"] < 30, by_category
+
+
+REAPED_IN_TURN = f"""
+import subprocess, sys
+a = subprocess.Popen([sys.executable, "-c", {SPIN!r}, "0.3"])
+b = subprocess.Popen([sys.executable, "-c", {SPIN!r}, "0.1"])
+a.wait()
+b.wait()
+"""
+
+
+def test_a_child_that_exits_before_its_turn_to_be_reaped_is_not_teardown(cli) -> None:
+    """`a.wait(); b.wait()`, b shorter: b's wait after its exit was counted as its teardown beside
+    a.wait (129 ms, 37 % of the wall, and the summary advised os._exit())."""
+    done = cli("run", "-q", "--json", "--", *python(REAPED_IN_TURN))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["child processes' own work"] >= 285 and by_category["interpreter teardown"] < 40, by_category

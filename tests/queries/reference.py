@@ -68,6 +68,26 @@ def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], u
     return ends
 
 
+def hang_under_reads(read_until: dict[str, float], nodes: dict[str, Span], parent: dict[str, str | None],
+                     unit, is_root, end_of) -> dict[str, str]:
+    """A child read until it exits is what its thread did only while it recorded nothing else
+    (macros.sql, read_children): the spans its unit started meanwhile whose parent is older than the
+    read hang under it (span id -> the read's); one open at the read's end (`end_of(span)`: its end
+    as activity) ends the read at its start (`read_until` is updated); a span inside several reads
+    goes under the latest."""
+    read_from = {r: nodes[r].start + nodes[r].attributes.get("selfopt_trace.spawn_ns", 0) / MS for r in read_until}
+    inside = {r: [s for s in nodes.values()
+                  if s.id not in read_until and not is_root(s) and unit(s) == unit(nodes[r]) and parent[s.id] != r
+                  and read_from[r] <= s.start < read_until[r] and nodes[parent[s.id]].start < read_from[r]]
+              for r in read_until}
+    for r, found in inside.items():
+        read_until[r] = min([read_until[r]] + [s.start for s in found if end_of(s) > read_until[r]])
+    under = {}
+    for r in sorted(read_until, key=lambda r: read_from[r]):  # the latest read last: it wins
+        under |= {s.id: r for s in inside[r] if s.start < read_until[r]}
+    return under
+
+
 def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exited: float | None = None,
               replaced: bool = False, run: tuple[float, float] | None = None,
               resources: dict[str, dict[str, Any]] | None = None) -> dict[str, tuple[float, float]]:
@@ -254,6 +274,9 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         if category(nodes[s.parent]) in RESIDUAL:
             nodes[s.id] = s
             parent[s.id] = s.parent
+
+    for span, read in hang_under_reads(read_until, nodes, parent, unit, is_root, lambda s: interval(s)[1]).items():
+        parent[span] = read
 
     members = defaultdict(list)  # unit -> its spans
     children = defaultdict(list)  # same-unit children

@@ -232,6 +232,58 @@ def test_an_untraced_child_is_spawn_overhead_then_an_untraced_child_while_waited
         "own work": (68, 68), "subprocess spawn overhead": (2, 2), "untraced child processes": (30, 30)})
 
 
+IDLE = {"selfopt_trace.spawn_ns": 1_000_000, "selfopt_trace.cpu.end_ns": 5_000_000,
+        "selfopt_trace.cpu.reap_ns": 5_000_000}  # its spawner ran nothing until it reaped it
+
+
+def test_an_idle_helper_takes_nothing_while_its_parent_waits_on_other_children(store: Store, tmp_path: Path) -> None:
+    """A parent that starts a helper (idle: asleep) and then runs two children to completion. The
+    helper's spawning span is a child read until it exits (its spawner ran nothing until the reap),
+    and the waits on the other children used to stand beside it: it took half of them (its sleep,
+    38 ms of the 76 of the children's work). Started while it is read, they hang under it."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    helper = run.span(100, "subprocess", "subprocess", 5, 95, main, kind="CLIENT", attributes=IDLE)
+    idle = run.process(200, 5.5, 94, helper, command="helper.py")
+    run.span(200, "time.sleep", "sleep", 10, 90, idle)
+    for pid, start in ((201, 10), (202, 50)):
+        child = run.span(100, "subprocess", "subprocess", start, start + 40, main, kind="CLIENT",
+                         attributes={"selfopt_trace.spawn_ns": 1_000_000})
+        run.process(pid, start + 1, start + 39, child, command="child.py")
+        run.span(100, "Popen.wait", "wait", start + 1, start + 40, main, attributes={"selfopt_trace.wait.on": [child]})
+    run.span(100, "Popen.wait", "wait", 92, 95, main, attributes={"selfopt_trace.wait.on": [helper]})
+    run_id = run.load(store, tmp_path)
+    expected = reference.breakdown(run.spans, TRACE)
+    assert_figures(breakdown(store, run_id), expected)
+    # the helper: its work before and after the children's (5.5-10, 90-94), none of its sleep
+    assert {c: wall for c, (wall, _) in expected.items() if wall} == pytest.approx({
+        "own work": 10, "subprocess spawn overhead": 2.5, "child processes' own work": 4.5 + 38 + 38 + 2 + 2,
+        "interpreter teardown": 3})
+    path = run_query(store, "critical_path", {"run_id": run_id, "min_ms": 0}).records()
+    # the helper where the parent waited on nothing else, and in its wait; the children between
+    assert [r["pid"] for r in path if r["span"].strip() == "process"] == [100, 200, 201, 202, 200, 200]
+
+
+def test_a_child_that_exits_before_its_turn_to_be_reaped_is_no_teardown(store: Store, tmp_path: Path) -> None:
+    """`a.wait(); b.wait()` where b is shorter: b's spawning span is a child read until it exits
+    (its spawner ran nothing until the reap), and a.wait stood beside it: b's half of a.wait after b
+    ended was interpreter teardown (25 ms of 100, and the summary's `os._exit()` advice followed).
+    (The spawning calls: each child's work once it started, shared while both calls read.)"""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    a = run.span(100, "subprocess", "subprocess", 0, 90, main, kind="CLIENT", attributes=IDLE)
+    run.process(301, 0.5, 89, a, command="a.py")
+    b = run.span(100, "subprocess", "subprocess", 1, 91, main, kind="CLIENT", attributes=IDLE)
+    run.process(302, 1.5, 40, b, command="b.py")
+    run.span(100, "Popen.wait", "wait", 2, 90, main, attributes={"selfopt_trace.wait.on": [a]})
+    run.span(100, "Popen.wait", "wait", 90, 91, main, attributes={"selfopt_trace.wait.on": [b]})
+    run_id = run.load(store, tmp_path)
+    expected = reference.breakdown(run.spans, TRACE)
+    assert_figures(breakdown(store, run_id), expected)
+    assert {c: wall for c, (wall, _) in expected.items() if wall} == pytest.approx({
+        "own work": 9, "subprocess spawn overhead": 0.75, "child processes' own work": 88.25, "interpreter teardown": 2})
+
+
 def test_small_calls_summed_onto_a_span_move_their_time_to_serialization_and_parsing(store: Store,
                                                                                       tmp_path: Path) -> None:
     run = RunBuilder()
@@ -389,7 +441,8 @@ def test_random_trees_of_runs_recorded_before_waits_match_the_reference(store: S
     assert actual["total"][0] == pytest.approx(100, abs=1e-3)
 
 
-def random_run_with_waits(seed: int, containers: bool = False) -> tuple[RunBuilder, list[reference.CpuSample]]:
+def random_run_with_waits(seed: int, containers: bool = False,
+                          outliving: float = 0.0) -> tuple[RunBuilder, list[reference.CpuSample]]:
     """A process tree as the agent records it now: children and threads that are waited on (one at a
     time, several at once, late, or never), HTTP calls, untraced children, and CPU samples. With
     `containers`: also the Docker SDK's containers (run in the foreground or detached, their calls to
@@ -446,9 +499,13 @@ def random_run_with_waits(seed: int, containers: bool = False) -> tuple[RunBuild
                 inner = rng.uniform(s, e)
                 run.span(pid, "json.dumps", "serialization", inner, rng.uniform(inner, e + 0.5), client)
             elif roll < 0.25:  # children, waited on from some point, or never
-                calls = []
+                calls, reaped = [], e
+                outlives = outliving and rng.random() < outliving  # its siblings start in its children's life
                 for _ in range(rng.choice((1, 1, 2))):
                     end = e + rng.uniform(-1, 1) if rng.random() < 0.5 else e
+                    if outlives:
+                        end = e + rng.uniform(0, max(0.0, hi - e))
+                        reaped = max(reaped, end)
                     attributes = {"selfopt_trace.spawn_ns": 100_000}
                     if rng.random() < 0.5:  # reaped by the thread that spawned it: its CPU in between
                         gap = max(end, s + 0.5) - s - 0.1
@@ -460,8 +517,8 @@ def random_run_with_waits(seed: int, containers: bool = False) -> tuple[RunBuild
                         process(next(pids), call, s + 0.2, max(end, s + 0.5) - 0.1, depth)
                     calls.append(call)
                 if rng.random() < 0.8:
-                    run.span(pid, "Popen.wait", "wait", rng.uniform(s + 0.1, e), e, parent,
-                             attributes={"selfopt_trace.wait.on": calls})
+                    run.span(pid, "Popen.wait", "wait", rng.uniform(max(s + 0.1, reaped - (e - s)), reaped), reaped,
+                             parent, attributes={"selfopt_trace.wait.on": calls})
             elif roll < 0.4:  # a thread, joined (maybe after it ended), or not
                 tid = next(tids)
                 thread = run.span(pid, "thread", "thread", s, e, parent,
@@ -536,6 +593,19 @@ def test_random_trees_with_waits_threads_and_cpu_samples_match_the_reference(sto
     actual = breakdown(store, run_id)
     assert_figures(actual, expected)
     assert actual["total"][0] == pytest.approx(100, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_trees_with_children_read_while_their_parent_goes_on_match_the_reference(
+        store: Store, tmp_path: Path, seed: int) -> None:
+    """Children that outlive their spawn's slot: their parent's next spans (waits on other children,
+    spawns, HTTP calls) start while a child read until it exits lives, and hang under it."""
+    run, cpu = random_run_with_waits(seed, outliving=0.7)
+    run_id = run.load(store, tmp_path)
+    load_cpu(store, run_id, cpu)
+    cpu = [reference.CpuSample(c.pid, c.tid, (at(c.start) - at(0)) / MS, (at(c.end) - at(0)) / MS,
+                               round(c.cpu * MS) / MS) for c in cpu]
+    assert_figures(breakdown(store, run_id), reference.breakdown(run.spans, TRACE, cpu))
 
 
 @pytest.mark.parametrize("seed", range(12))
