@@ -3,8 +3,9 @@
 --
 -- run_activity(run_id): every span of the run's trace (with the server spans of other runs that
 -- answered its clients) as an activity of one unit, a thread of execution: a process's main thread
--- (its process span), a `thread` or `task` span, or a span whose parent is in another process (a
--- SERVER span's handler); every other span belongs to its parent's unit. Columns:
+-- (its process span), a `thread` or `task` span, a SERVER span (a request's handler, also one in
+-- another thread of its client's process), or a span whose parent is in another process; every
+-- other span belongs to its parent's unit. Columns:
 --   id, parent            hashed span ids; parent only within the same unit (else NULL)
 --   unit                  the id of the unit's root span
 --   is_root, is_top       the span roots a unit; it has no traced parent at all (the run's top level)
@@ -213,11 +214,12 @@ exec_parent AS (
     WHERE x.sort = 10
 ),
 -- A unit is one thread of execution: a process's main thread (its process span), a `thread` or
--- `task` span, or any span whose parent is in another process (a SERVER span's handler). Every
--- other span belongs to its parent's unit.
+-- `task` span, a SERVER span, or any span whose parent is in another process. Every other span
+-- belongs to its parent's unit. (A SERVER span answering a client of its own process was one of
+-- the client's unit: once the client timed out, it took half of the client's thread.)
 parented AS MATERIALIZED (  -- with the parent's fields: within a unit, a span needs its parent's
     SELECT n.id, n.parent, n.sort, n.start_ns, n.end_ns, n.pid, n.process_key, p.id AS found_parent,
-           n.sort IN (1, 14) OR p.id IS NULL OR p.process_key <> n.process_key AS is_root,
+           n.sort IN (1, 7, 14) OR p.id IS NULL OR p.process_key <> n.process_key AS is_root,
            p.sort AS parent_sort, p.start_ns AS parent_start, p.end_ns AS parent_end
     FROM (SELECT n.id, n.sort, n.start_ns, n.end_ns, n.pid, n.process_key,
                  CASE WHEN e.exec_id IS NOT NULL THEN e.new_parent ELSE n.parent END AS parent

@@ -309,7 +309,7 @@ def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
 
     def is_root(s: Span) -> bool:
         p = parent[s.id]
-        return s.category in ("process", "thread") or p is None or nodes[p].file != s.file
+        return s.category in ("process", "thread") or s.kind == "SERVER" or p is None or nodes[p].file != s.file
 
     def unit_of(s: Span) -> str:
         while not is_root(s):

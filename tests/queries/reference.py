@@ -112,7 +112,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
 
     def is_root(span: Span) -> bool:
         p = parent[span.id]
-        return (span.category in ("process", "thread") or p is None or nodes[p].file != span.file)
+        return (span.category in ("process", "thread") or span.kind == "SERVER" or p is None
+                or nodes[p].file != span.file)
 
     def unit(span: Span) -> str:
         while not is_root(span):

@@ -326,6 +326,23 @@ def test_a_server_span_outliving_its_client_counts_only_while_the_client_waited(
     assert_figures(breakdown(store, run_id), expected)
 
 
+def test_a_server_in_the_client_s_own_process_outliving_it_counts_only_while_the_client_waited(
+        store: Store, tmp_path: Path) -> None:
+    """A server thread of the client's own process (a test's in-process server): its SERVER span
+    was of the client's unit, and once the client timed out it was a second leaf of the client's
+    thread, half its time (the client's own work after the timeout: 25 of 50 ms)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    client = run.span(100, "GET", "http", 10, 40, main, kind="CLIENT")
+    run.span(100, "thread", "thread", 5, 100, main, attributes={"thread.id": 101})
+    run.span(100, "GET /slow", "http", 15, 90, client, kind="SERVER")
+    run_id = run.load(store, tmp_path)
+    expected = reference.breakdown(run.spans, TRACE)
+    assert_figures(breakdown(store, run_id), expected)
+    assert {c: wall for c, (wall, _) in expected.items() if wall} == pytest.approx(
+        {"own work": 70, "http client overhead": 5, "http server time": 25})
+
+
 def test_a_call_to_a_server_the_trace_does_not_see_into_is_that_server_s_time(store: Store, tmp_path: Path) -> None:
     # a remote API: no SERVER span answers the client; its connection set-up and its payload's
     # encoding stay what they are, the rest is the server's work and the network's, not the client's
