@@ -22,8 +22,9 @@
 --   tid                   a `thread`/`task` span's thread id
 --   code                  what its self time is, as breakdown.sql numbers its categories
 -- A recorded sleep (time.sleep that blocked) is an activity where it would be an untraced wait: in
--- own work or a child's (its parent's code 8 or 10); its code is 16 (`sleeps`). Elsewhere (a
--- handler's sleep in an HTTP server span) its time is its parent's category, and it has no row.
+-- own work or a child's (its parent's code 8 or 10), or a client's back-off between attempts in an
+-- HTTP client span (urllib3's Retry: it was client overhead); its code is 16 (`sleeps`). Elsewhere
+-- (a handler's sleep in an HTTP server span) its time is its parent's category, and it has no row.
 -- An asyncio.sleep is one too, but its thread runs other tasks meanwhile: its code is 17 (in own
 -- work) or 18 (in a child's), which the breakdown splits by the thread's CPU into that own work and
 -- `sleeps`.
@@ -374,7 +375,7 @@ coded AS MATERIALIZED (
                  activity_waiter(parent_sort, parent_shell, (SELECT legacy_run FROM legacy)) AS parent_waiter
           FROM with_facts) AS p
     WHERE p.unit IS NOT NULL  -- a span in a parent cycle belongs to no unit
-      AND (p.sort NOT IN (15, 16) OR parent_code IN (8, 10))  -- a sleep in own work (see above)
+      AND (p.sort NOT IN (15, 16) OR parent_code IN (8, 10) OR (p.sort = 15 AND p.parent_sort = 6))  -- (see above)
 ),
 -- A child waited on where no hook sees it: from the end of the spawning call until the child was
 -- reaped, or until its unit first recorded something that waits on anything but other children (a

@@ -269,10 +269,12 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         p_lo, p_hi = interval(nodes[parent[s.id]])
         return max(lo, p_lo), min(hi, p_hi)
 
-    # A recorded sleep in own work (a child's too) is a leaf of its own, `sleeps`; elsewhere (a
-    # handler's sleep in an HTTP server span) its time stays its parent's category.
+    # A recorded sleep in own work (a child's too), or a time.sleep in an HTTP client span (a retry's
+    # back-off), is a leaf of its own, `sleeps`; elsewhere (a handler's sleep in an HTTP server span)
+    # its time stays its parent's category.
     for s in sleeps_in:
-        if category(nodes[s.parent]) in RESIDUAL:
+        p = nodes[s.parent]
+        if category(p) in RESIDUAL or (s.name != "asyncio.sleep" and p.category == "http" and p.kind == "CLIENT"):
             nodes[s.id] = s
             parent[s.id] = s.parent
 

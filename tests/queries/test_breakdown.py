@@ -879,6 +879,25 @@ def test_a_recorded_sleep_in_own_work_is_sleeps_and_one_inside_a_category_stays_
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
+def test_a_retry_s_back_off_inside_an_http_client_span_is_sleeps(store: Store, tmp_path: Path) -> None:
+    """requests with urllib3's Retry: one client span over every attempt, the back-off sleeps between
+    them inside it. They were http client overhead (a tester's 200 ms of back-off: 245 ms of it)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    call = run.span(100, "GET", "http", 10, 90, main, kind="CLIENT")
+    run.process(300, -10, 110, command="server.py", trace=OTHER_TRACE)
+    run.span(300, "GET /", "http", 12, 20, call, kind="SERVER")  # 503
+    run.span(100, "time.sleep", "sleep", 20, 45, call)
+    run.span(300, "GET /", "http", 46, 54, call, kind="SERVER")  # 503
+    run.span(100, "time.sleep", "sleep", 54, 79, call)
+    run.span(300, "GET /", "http", 80, 88, call, kind="SERVER")  # 200
+    run_id = run.load(store, tmp_path)
+    expected = {"own work": (20, 20), "sleeps": (50, 50), "http server time": (24, 24), "http client overhead": (6, 6)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
 def test_a_server_a_script_started_beside_its_client_takes_the_time_only_when_alone(store: Store,
                                                                                     tmp_path: Path) -> None:
     """`sh -c "server & client; kill server"`: two top-level processes in the run's trace (their parent
