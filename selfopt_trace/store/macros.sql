@@ -392,10 +392,11 @@ coded AS MATERIALIZED (
 -- then the child's time: a quarter bounds that error, where the untraced wait it replaces was the
 -- rest. Found from `coded` (its units known, materialized), and applied in the output: as a CTE
 -- before the units, they were placed twice (+13 % of the breakdown at 1 M spans).
-read_candidates AS (  -- few: spawning spans with the CPU read at their reap
-    SELECT c.id, c.unit, c.start_ns + d.spawn_ns AS from_ns, c.end_ns, d.cpu_to_reap AS ran_ns
+read_candidates AS (  -- few: spawning spans with the CPU read at their reap, and their child's end
+    SELECT c.id, c.unit, c.start_ns + d.spawn_ns AS from_ns, c.end_ns, d.cpu_to_reap AS ran_ns, k.end_ns AS child_end
     FROM (FROM details WHERE cpu_to_reap IS NOT NULL AND NOT shell) AS d
     JOIN coded AS c ON c.id = d.id AND c.sort = 9 AND NOT c.waiter
+    LEFT JOIN (SELECT parent, max(end_ns) AS end_ns FROM parented WHERE sort = 1 GROUP BY parent) AS k ON k.parent = c.id
 ),
 waits_on_children AS (  -- waits whose every target is a spawning span
     SELECT x.waiter AS id FROM wait_names AS x LEFT JOIN nodes AS n ON n.id = x.named
@@ -406,17 +407,51 @@ beside AS (  -- what waits, by unit: waits, HTTP and container calls, os.system;
     UNION ALL
     SELECT s.id, p.unit, s.start_ns FROM nodes AS s JOIN coded AS p ON p.id = s.parent WHERE s.sort IN (15, 16)
 ),
+read_spans AS (  -- each candidate until it is reaped or its unit records something that waits
+    SELECT s.id, any_value(s.unit) AS unit, any_value(s.from_ns) AS from_ns, any_value(s.ran_ns) AS ran_ns,
+           any_value(s.child_end) AS child_end,
+           least(any_value(s.end_ns),
+                 min(o.start_ns) FILTER (WHERE o.id NOT IN (SELECT id FROM waits_on_children)
+                                            OR mine.waiter IS NOT NULL)) AS until_ns
+    FROM read_candidates AS s
+    LEFT JOIN beside AS o ON o.unit = s.unit AND o.start_ns > s.from_ns AND o.start_ns < s.end_ns
+    LEFT JOIN wait_names AS mine ON mine.waiter = o.id AND mine.named = s.id
+    GROUP BY s.id
+),
+-- Past its traced child's end (its last record) a read waits on the child's teardown, until the
+-- reap, if its thread idled to then; but it ends at the child's end where the thread ran more
+-- (the CPU read at the reap counts what it ran after the read: a parent that reads its child's
+-- output, or a server's "ready" line, then works), or where another read of its thread still has
+-- a live child (children read together with a selector: the first to exit took half of the
+-- other's work as its teardown).
+read_bounds AS (
+    SELECT r.id, r.unit, r.from_ns, r.ran_ns,
+           CASE WHEN r.ran_ns >= 0 AND r.ran_ns * 4 <= r.until_ns - r.from_ns  -- (< 0: a thread id reused)
+                     AND NOT EXISTS (SELECT 1 FROM read_spans AS o
+                                     WHERE o.unit = r.unit AND o.id <> r.id AND o.from_ns < r.child_end
+                                       AND least(o.until_ns, coalesce(o.child_end, o.until_ns)) > r.child_end)
+                THEN r.until_ns
+                ELSE least(r.until_ns, coalesce(r.child_end, r.until_ns)) END AS until_ns
+    FROM read_spans AS r
+),
+-- Where the CPU read at the reap fails the test, the thread's CPU samples within the read decide:
+-- prorated (a reading astride its end spreads the work after it in, erring on the side of no
+-- wait), over at least half of it sampled.
+read_sampled AS (
+    SELECT r.id, sum((m.cpu_ns + coalesce(m.runqueue_ns, 0))
+                     * (least(m.end_ns, r.until_ns) - greatest(m.start_ns, r.from_ns)) / (m.end_ns - m.start_ns)) AS used_ns,
+           sum(least(m.end_ns, r.until_ns) - greatest(m.start_ns, r.from_ns)) AS sampled_ns
+    FROM (FROM read_bounds WHERE NOT (ran_ns >= 0 AND ran_ns * 4 <= until_ns - from_ns)) AS r
+    JOIN coded AS u ON u.id = r.unit
+    JOIN cpu_samples AS m ON m.run_id = for_run AND m.pid = u.pid AND m.tid = coalesce(u.tid, u.pid)
+                         AND m.end_ns > r.from_ns AND m.start_ns < r.until_ns AND m.end_ns > m.start_ns
+    GROUP BY r.id
+),
 read_waits AS (
-    SELECT id, until_ns
-    FROM (SELECT s.id, any_value(s.from_ns) AS from_ns, any_value(s.ran_ns) AS ran_ns,
-                 least(any_value(s.end_ns),
-                       min(o.start_ns) FILTER (WHERE o.id NOT IN (SELECT id FROM waits_on_children)
-                                                  OR mine.waiter IS NOT NULL)) AS until_ns
-          FROM read_candidates AS s
-          LEFT JOIN beside AS o ON o.unit = s.unit AND o.start_ns > s.from_ns AND o.start_ns < s.end_ns
-          LEFT JOIN wait_names AS mine ON mine.waiter = o.id AND mine.named = s.id
-          GROUP BY s.id)
-    WHERE ran_ns >= 0 AND ran_ns * 4 <= until_ns - from_ns  -- (< 0: a thread id reused)
+    SELECT r.id, r.until_ns
+    FROM read_bounds AS r LEFT JOIN read_sampled AS m ON m.id = r.id
+    WHERE (r.ran_ns >= 0 AND r.ran_ns * 4 <= r.until_ns - r.from_ns)
+       OR (m.sampled_ns * 2 >= r.until_ns - r.from_ns AND m.used_ns * 4 <= m.sampled_ns)
 ),
 -- A child read until it exits is what its thread did only while it recorded nothing else: the spans
 -- its unit started meanwhile, those whose parent is older than the read (a wait on another child,

@@ -140,3 +140,87 @@ def test_a_child_that_exits_before_its_turn_to_be_reaped_is_not_teardown(cli) ->
     assert done.returncode == 0, done.stderr
     by_category = json.loads(done.stdout)["time_by_category_ms"]
     assert by_category["child processes' own work"] >= 285 and by_category["interpreter teardown"] < 40, by_category
+
+
+CHATTY = ("import sys, time\nfor i in range(int(sys.argv[1])):\n    start = time.perf_counter()\n"
+          "    while time.perf_counter() - start < 0.05: pass\n    print(i, flush=True)")
+
+READ_THEN_WORK = f"""
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", {CHATTY!r}, "6"], stdout=subprocess.PIPE)
+child.stdout.read()
+start = time.perf_counter()
+while time.perf_counter() - start < 0.2: pass
+child.wait()
+"""
+
+
+def test_a_child_read_to_eof_then_work_before_the_reap_is_the_child_s_then_own_work(cli) -> None:
+    """The CPU read at the reap counts the parent's work after the read: the read (300 ms of the
+    child's work) was an untraced wait, and the child's wait after its exit 208 ms of teardown."""
+    done = cli("run", "-q", "--json", "--", *python(READ_THEN_WORK))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["child processes' own work"] >= 285 and by_category["own work"] >= 190, by_category
+    assert by_category["untraced waits"] < 30 and by_category["interpreter teardown"] < 40, by_category
+
+
+SELECTOR = f"""
+import selectors, subprocess, sys
+children = [subprocess.Popen([sys.executable, "-c", {CHATTY!r}, n], stdout=subprocess.PIPE) for n in ("6", "10")]
+selector = selectors.DefaultSelector()
+for child in children:
+    selector.register(child.stdout, selectors.EVENT_READ)
+left = len(children)
+while left:
+    for key, _ in selector.select():
+        if not key.fileobj.read1(4096):
+            selector.unregister(key.fileobj)
+            left -= 1
+for child in children:
+    child.wait()
+"""
+
+
+def test_children_read_together_each_count_until_their_own_end(cli) -> None:
+    """Two children read with a selector (300 and 500 ms of work), reaped at the end: the first to
+    exit took half of the other's last 200 ms as its teardown (117 ms)."""
+    done = cli("run", "-q", "--json", "--", *python(SELECTOR))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["child processes' own work"] >= 480 and by_category["interpreter teardown"] < 50, by_category
+
+
+READY_LINE = f"""
+import http.server, subprocess, sys, time, urllib.request
+server = subprocess.Popen([sys.executable, "-c", '''
+import http.server, time
+start = time.perf_counter()
+while time.perf_counter() - start < 0.3: pass
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "1"); self.end_headers(); self.wfile.write(b"x")
+    def log_message(self, *args): pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+'''], stdout=subprocess.PIPE)
+port = int(server.stdout.readline())
+for _ in range(3):
+    urllib.request.urlopen(f"http://127.0.0.1:{{port}}/").read()
+start = time.perf_counter()
+while time.perf_counter() - start < 0.2: pass
+server.terminate()
+server.wait()
+"""
+
+
+def test_a_server_s_ready_line_read_then_calls_and_work_is_the_server_s_start_up(cli) -> None:
+    """A parent waits for its server's "ready" line (the server's 300 ms of start-up work), calls it,
+    works 200 ms, stops it: the CPU read at the reap counted the work, and the wait for the line was
+    347 ms of untraced waits."""
+    done = cli("run", "-q", "--json", "--", *python(READY_LINE))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["child processes' own work"] >= 285 and by_category["own work"] >= 190, by_category
+    assert by_category["untraced waits"] < 30, by_category

@@ -34,13 +34,17 @@ class CpuSample:
     cpu: float
 
 
-def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], unit) -> dict[str, float]:
+def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], unit,
+                   parent: dict[str, str | None] | None = None, cpu: list[CpuSample] = ()) -> dict[str, float]:
     """The spawning spans that waited on their child where no hook sees it (macros.sql, read_waits),
     each with where it stops being that wait: at the reap, or where its unit first recorded anything
     that waits but on other children, if it ran a quarter of the time from the spawning call's end
-    until then or less (its CPU, and its time queued for a CPU where read, counted to the reap).
-    `unit(span)`: the id of the span's unit."""
-    ends = {}
+    until then or less (its CPU, and its time queued for a CPU where read, counted to the reap); at
+    its traced child's end (`parent`: the spans' parents, exec followed) where it ran more, or where
+    another read of its unit still has a live child, if it ran a quarter of that time or less, or
+    else its thread's CPU samples `cpu` prorated within the read, covering half of it or more, say
+    so. `unit(span)`: the id of the span's unit."""
+    reads = {}  # candidate -> (from, until, child's end, CPU to the reap)
     for s in nodes.values():
         a = s.attributes
         if (s.category != "subprocess" or s.name == "exec" or a.get("process.shell")
@@ -63,8 +67,29 @@ def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], u
         ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
         if "selfopt_trace.cpu.reap_runqueue_ns" in a and "selfopt_trace.cpu.end_runqueue_ns" in a:  # queued: running
             ran += (a["selfopt_trace.cpu.reap_runqueue_ns"] - a["selfopt_trace.cpu.end_runqueue_ns"]) / MS
+        child_ends = [c.end for c in nodes.values() if c.name == "process" and (parent or {}).get(c.id) == s.id]
+        reads[s.id] = (gap_start, until, max(child_ends) if child_ends else None, ran)
+    pid_of = {s.file: s.attributes.get("process.pid") for s in nodes.values() if s.name == "process"}
+    ends = {}
+    for r, (gap_start, until, child_end, ran) in reads.items():
+        crowded = child_end is not None and any(
+            o != r and unit(nodes[o]) == unit(nodes[r]) and o_from < child_end < min(o_until, o_child or o_until)
+            for o, (o_from, o_until, o_child, _) in reads.items())
+        if crowded or not (0 <= ran and ran * 4 <= until - gap_start):
+            until = min(until, child_end if child_end is not None else until)
         if 0 <= ran and ran * 4 <= until - gap_start:
-            ends[s.id] = until
+            ends[r] = until
+            continue
+        u = nodes[unit(nodes[r])]
+        thread = (pid_of.get(u.file), u.attributes.get("thread.id") if u.category == "thread" else pid_of.get(u.file))
+        used = sampled = 0.0
+        for c in cpu:
+            lo, hi = max(c.start, gap_start), min(c.end, until)
+            if (c.pid, c.tid) == thread and hi > lo and c.end > c.start:
+                used += c.cpu * (hi - lo) / (c.end - c.start)
+                sampled += hi - lo
+        if sampled and sampled * 2 >= until - gap_start and used * 4 <= sampled:
+            ends[r] = until
     return ends
 
 
@@ -120,7 +145,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             span = nodes[parent[span.id]]
         return span.id
 
-    read_until = read_wait_ends(spans, main_trace, nodes, unit)
+    read_until = read_wait_ends(spans, main_trace, nodes, unit, parent, cpu)
     top = [s for s in nodes.values() if parent[s.id] is None]
     # A top-level process whose tree answers a call from another top-level process's tree (a SERVER
     # span under a span of that tree) gets the run's time only while no top-level span that answers

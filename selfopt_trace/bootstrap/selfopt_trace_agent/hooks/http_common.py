@@ -14,7 +14,7 @@ import os
 from contextvars import ContextVar
 from time import time_ns
 
-from .. import config, lazy, redact, tracer
+from .. import config, lazy, process, redact, tracer
 
 CATEGORY = "http"
 METHOD = "http.request.method"
@@ -399,7 +399,7 @@ def _redact_multipart(text: str) -> str | None:
 # --- server side --------------------------------------------------------------------------------
 
 class ServerRequest:
-    __slots__ = ("span", "library", "tokens", "status_code", "route")
+    __slots__ = ("span", "library", "tokens", "status_code", "route", "written")
 
     def __init__(self, span: tracer.Span, library: str):
         self.span = span
@@ -407,6 +407,7 @@ class ServerRequest:
         self.tokens: tuple | None = (_server.set(self), tracer.activate(span))
         self.status_code: int | None = None
         self.route: str | None = None
+        self.written = False  # its S record went out at the process's end (_write_open_servers)
 
     def deactivate(self) -> None:
         """No longer current (the span may still be open: a WSGI body is sent after the app returned)."""
@@ -448,11 +449,48 @@ def begin_server(library: str, method: str, target: str, traceparent: str | None
         span = tracer.Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, method, tracer.SERVER,
                            CATEGORY, start_ns or t0, attributes)
         request = ServerRequest(span, library)
+        _open_servers[span.span_id] = request
     except Exception as exc:
         hook_failed(library, exc)
         return None
     tracer.add_overhead(time_ns() - t0)
     return request
+
+
+# The requests being answered, by span id: a SERVER span is written whole at its end (its name
+# carries the route found meanwhile), so one still open when the process ends would never be written.
+# That is a server's last request as a rule: its client reads the response before the handler has
+# returned (http.server ends the span when handle_one_request returns, after the last write), and
+# may stop the server at once (`p.terminate()`: the SIGTERM handler ends the process while the
+# handler thread, or the main thread under the signal handler, has yet to end the span; 4 runs in
+# 6 lost it, read as an untraced server's time). At the process's end (exit, SIGTERM, os._exit,
+# exec: process.end's closers) each is written as its S record, with what is known of it by then:
+# incomplete, ended by the loader at the file's last time known (the process's end), as any span
+# open when a process ends. One dict entry a request, no work at a flush.
+_open_servers: dict = {}
+
+
+def _write_open_servers() -> None:
+    """process.end's closer: the S record of each request still open (see _open_servers)."""
+    for request in list(_open_servers.values()):
+        span = request.span
+        if span.end_ns or request.written:  # its end is being recorded (end_server), or it went out
+            continue
+        try:
+            name, attributes, status = _server_outcome(request, None)
+            tracer._buffer.append(tracer.Span(span.span_id, span.parent, span.parent_id, span.trace_id, name,
+                                              tracer.SERVER, CATEGORY, span.start_ns, attributes))
+            request.written = True
+        except Exception as exc:
+            hook_failed(request.library, exc)
+
+
+def _forget_open_servers() -> None:
+    _open_servers.clear()  # a forked child's: the parent's requests, written in the parent's file
+
+
+os.register_at_fork(after_in_child=_forget_open_servers)
+process.on_end(_write_open_servers)
 
 
 def _absolute_target(target: str) -> tuple | None:
@@ -475,6 +513,26 @@ def _remote_parent(traceparent) -> tracer.Span | None:
     return tracer.Span(span_id, None, "", trace_id, "", tracer.SERVER, CATEGORY, 0, None)
 
 
+def _server_outcome(request: ServerRequest, exc: BaseException | None) -> tuple:
+    """(name, attributes, status) of a SERVER span, from what its request learnt."""
+    span = request.span
+    attributes = dict(span.attributes or ())
+    status = tracer.UNSET
+    name = span.name
+    if request.route:
+        attributes[ROUTE] = request.route
+        name = "%s %s" % (name, request.route)
+    if request.status_code is not None:
+        attributes[STATUS_CODE] = request.status_code
+        if request.status_code >= 500:
+            attributes[ERROR_TYPE] = str(request.status_code)
+            status = tracer.ERROR
+    if exc is not None:
+        attributes[ERROR_TYPE] = type(exc).__qualname__
+        status = tracer.ERROR
+    return name, attributes, status
+
+
 def end_server(request: ServerRequest | None, exc: BaseException | None = None) -> None:
     if request is None or request.span.end_ns:
         return
@@ -483,22 +541,13 @@ def end_server(request: ServerRequest | None, exc: BaseException | None = None) 
     span = request.span
     span.end_ns = now
     try:
-        attributes = dict(span.attributes or ())
-        status = tracer.UNSET
-        name = span.name
-        if request.route:
-            attributes[ROUTE] = request.route
-            name = "%s %s" % (name, request.route)
-        if request.status_code is not None:
-            attributes[STATUS_CODE] = request.status_code
-            if request.status_code >= 500:
-                attributes[ERROR_TYPE] = str(request.status_code)
-                status = tracer.ERROR
-        if exc is not None:
-            attributes[ERROR_TYPE] = type(exc).__qualname__
-            status = tracer.ERROR
-        tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
-                               kind=tracer.SERVER, status=status, span_id=span.span_id)
+        _open_servers.pop(span.span_id, None)
+        name, attributes, status = _server_outcome(request, exc)
+        if request.written:  # its S record is out (the process went on after its end: an exec that failed)
+            tracer._buffer.append(tracer.spanfile.end_line(span.span_id, now, status, tracer.encode(attributes)))
+        else:
+            tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
+                                   kind=tracer.SERVER, status=status, span_id=span.span_id)
         if not tracer._flusher_started:  # a server, young or not: it waits for its next request where
             tracer.before_block()  # no hook sees, and what it recorded must reach the disk meanwhile
     except Exception as error:

@@ -602,16 +602,18 @@ def _process_pool_submit(original):
 
 def _install_pool(module) -> None:
     result = module.ApplyResult
-    wrap(result, "get", lambda original: method(original, "AsyncResult.get", _pool_targets, _pool_of, outer=True,
+    wrap(result, "get", lambda original: method(original, "AsyncResult.get", _pool_targets, _watch_pool, outer=True,
                                                 ready=result.ready))
-    wrap(result, "wait", lambda original: method(original, "AsyncResult.wait", _pool_targets, _pool_of, outer=True,
+    wrap(result, "wait", lambda original: method(original, "AsyncResult.wait", _pool_targets, _watch_pool, outer=True,
                                                  ready=result.ready))
     iterator = module.IMapIterator
     original_next = iterator.__dict__.get("next")
-    wrap(iterator, "next", lambda original: method(original, "IMapIterator.next", _pool_targets, _pool_of, outer=True))
+    wrap(iterator, "next", lambda original: method(original, "IMapIterator.next", _pool_targets, _watch_pool,
+                                                   outer=True))
     if original_next is not None and iterator.__dict__.get("__next__") is original_next:
         iterator.__next__ = iterator.next
     wrap(module, "worker", lambda original: _pool_worker(original, "SimpleQueue.get"))
+    _wrap_join_exited(module.Pool)
 
 
 def _pool_worker(original, read: str):
@@ -684,14 +686,84 @@ def _task_get(get, read: str):
     return identity(timed_get, get)
 
 
-def _pool_of(result):
-    return getattr(result, "_pool", None)  # a result forgets its pool once it is set
+# A wait on a pool's results names every worker of the pool that lived while it lasted, not only those
+# alive at its end: with `maxtasksperchild` each worker exits after its tasks, and the pool's thread
+# takes it out of `pool._pool` (Pool._join_exited_workers) and starts another. Named at the end only,
+# a Pool(2, maxtasksperchild=1).map of 4 tasks of 0.2 s named the 2 workers of the second half: the
+# first half's 200 ms read as the spawns' overhead, not the children's work (child work 206 of
+# 400 ms). So while such a wait lasts it watches its pool's list (_PoolWatch, made by `capture`
+# before the call): the pool's thread, before each clean-up, adds the workers the list holds to every
+# watch of that list (taken out or not: it cannot tell without reaping them itself), and the wait's
+# targets are those and the list's workers at its end. ProcessPoolExecutor's futures are waited one at
+# a time and name its workers at each future's end (_add_future). Nothing is kept once no wait runs:
+# a watch leaves _watches as it is freed (a weak reference's callback), with the wait's frame.
+_watches: dict = {}  # weak reference to a _PoolWatch -> (the pool's worker list, the watch's `gone`)
 
 
-def _pool_targets(result, pool) -> tuple:
-    """A pool's workers: processes (their multiprocessing spans) or, for a ThreadPool, threads."""
-    workers = getattr(pool, "_pool", None) or ()
-    return [span_of(worker) for worker in list(workers)], None
+class _PoolWatch:
+    __slots__ = ("pool", "gone", "__weakref__")
+
+    def __init__(self, pool, workers):
+        from _weakref import ref
+
+        self.pool = pool
+        self.gone: dict = {}  # span ids (ordered, once each) of workers seen in the list meanwhile
+        _watches[ref(self, _unwatch)] = (workers, self.gone)
+
+
+def _unwatch(reference) -> None:
+    _watches.pop(reference, None)
+
+
+def _watch_pool(result):
+    """`capture` of a wait on a pool's result: a watch of its pool's workers, or the pool (no list)."""
+    pool = getattr(result, "_pool", None)  # a result forgets its pool once it is set
+    workers = getattr(pool, "_pool", None)
+    if type(workers) is not list:
+        return pool
+    try:
+        return _PoolWatch(pool, workers)
+    except Exception:  # _weakref missing: the workers at the end only
+        return pool
+
+
+def _wrap_join_exited(pool_class) -> None:
+    """Pool._join_exited_workers(pool), a staticmethod the pool's thread calls before it replaces the
+    workers that exited: their span ids go to the watches of that list first (see _PoolWatch)."""
+    found = pool_class.__dict__.get("_join_exited_workers")
+    if not isinstance(found, staticmethod) or tracer.is_own_wrapper(found.__func__):
+        return
+    original = found.__func__
+
+    def join_exited_workers(pool):
+        if _watches:
+            try:
+                seen = None
+                for workers, gone in list(_watches.values()):
+                    if workers is pool:
+                        if seen is None:
+                            seen = [span_of(worker) for worker in list(pool)]
+                        for span_id in seen:
+                            if span_id:
+                                gone[span_id] = None
+            except Exception as exc:
+                tracer.exception_diagnostic("hook_failed:Pool._join_exited_workers", exc)
+        return original(pool)
+
+    pool_class._join_exited_workers = staticmethod(identity(join_exited_workers, original))
+
+
+def _pool_targets(result, captured) -> tuple:
+    """A pool's workers: processes (their multiprocessing spans) or, for a ThreadPool, threads: those
+    its list held at some time during the wait (see _PoolWatch) and those it holds at its end."""
+    if type(captured) is _PoolWatch:
+        on = dict(captured.gone)
+        pool = captured.pool
+    else:
+        on, pool = {}, captured
+    for worker in list(getattr(pool, "_pool", None) or ()):
+        on[span_of(worker)] = None
+    return list(on), None
 
 
 # --- asyncio subprocesses -------------------------------------------------------------------------
