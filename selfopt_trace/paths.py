@@ -13,7 +13,23 @@ AGENT_PACKAGE = "selfopt_trace_agent"  # the package in bootstrap/ that runs ins
 def default_home() -> Path:
     """`$SELFOPT_TRACE_HOME` when set (and not empty), else `.selfopt-trace` in the working directory."""
     home = os.environ.get(HOME_ENV)
-    return Path(home).expanduser() if home else Path.cwd() / ".selfopt-trace"
+    if home:
+        return Path(home).expanduser()
+    try:
+        return Path.cwd() / ".selfopt-trace"
+    except FileNotFoundError:  # the working directory was deleted: nowhere to keep anything by default
+        from .errors import SelfoptTraceError
+
+        raise SelfoptTraceError(f"the working directory no longer exists: set {HOME_ENV} (or --db and --out) "
+                                "to say where traces go") from None
+
+
+def working_directory() -> Path | None:
+    """The working directory, None where it was deleted (a program may run in one all the same)."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        return None
 
 
 def default_db_path() -> Path:

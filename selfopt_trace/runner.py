@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import signal
@@ -41,7 +42,7 @@ from .export.otlp_settings import OtlpSettings, OtlpSettingsError
 from .export.otlp_settings import resolve as resolve_otlp
 from .paths import default_db_path as home_db_path
 from .paths import default_runs_dir as home_runs_dir
-from .paths import unwritable
+from .paths import unwritable, working_directory
 from .watchers import Watcher, WatchedRun, start_all, stop_all
 from .watchers.cpu_sampler import CpuSampler
 
@@ -189,6 +190,8 @@ def check_writable_db(path: Path) -> None:
     """The database file can be opened for writing, or created. DuckDB itself is opened after CMD."""
     if path.is_dir():
         raise RunSetupError(f"trace database {path} is a directory")
+    if path.exists() and not path.is_file():  # /dev/null, a FIFO: DuckDB cannot keep a database there
+        raise RunSetupError(f"trace database {path} is not a regular file: choose another --db")
     if path.exists():
         try:
             with open(path, "r+b") as stream:
@@ -463,8 +466,8 @@ def prepare(options: RunOptions, environ: dict[str, str]) -> None:
         raise RunSetupError("--repeat must be >= 1 and --warmup >= 0")
     if options.run_id is not None:
         check_run_id(options.run_id)
-    if options.import_threshold_ms is not None and options.import_threshold_ms < 0:
-        raise RunSetupError("--import-threshold-ms must be >= 0")
+    if options.import_threshold_ms is not None and not 0 <= options.import_threshold_ms < math.inf:
+        raise RunSetupError(f"--import-threshold-ms must be a number >= 0, not {options.import_threshold_ms}")
     for target in options.targets:
         check_target(target)
     check_writable_dir(options.out_dir, "the run output directory")
@@ -502,9 +505,10 @@ def check_target(target: str) -> None:
                             f"one: put {qualname} in a module the script imports and name that (MODULE:{qualname})")
 
 
-def pyproject_targets(start: Path) -> list[str]:
-    """`targets` of [tool.selfopt-trace] in the nearest pyproject.toml at or above `start`."""
-    for folder in (start, *start.parents):
+def pyproject_targets(start: Path | None) -> list[str]:
+    """`targets` of [tool.selfopt-trace] in the nearest pyproject.toml at or above `start` (none: a
+    deleted working directory)."""
+    for folder in (start, *start.parents) if start is not None else ():
         path = folder / "pyproject.toml"
         if path.is_file():
             break
@@ -564,8 +568,10 @@ def new_record(options: RunOptions, run_id: str, group_id: str | None, traced: b
             raise RunSetupError(f"run directory {run_dir} already exists: choose another --run-id") from exc
         except OSError as exc:
             raise RunSetupError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from exc
+    cwd = working_directory()
     return RunRecord(run_id=run_id, group_id=group_id, run_dir=run_dir, command=list(options.command),
-                     cwd=os.getcwd(), service=options.service, traced=traced)
+                     cwd=str(cwd) if cwd is not None else os.environ.get("PWD", ""), service=options.service,
+                     traced=traced)
 
 
 def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
@@ -574,7 +580,13 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
     lives; fills in times, return code and the watchers' notes."""
     if record.traced:
         join_trace(record, {**environ, **options.extra_env})
-        write_run_json(record)
+        try:
+            write_run_json(record)
+        except OSError as exc:  # a full disk: nothing of the run could be kept
+            import shutil
+
+            shutil.rmtree(record.run_dir, ignore_errors=True)
+            raise RunSetupError(f"cannot write {record.run_dir}/run.json: {exc.strerror or exc}") from exc
     started: list[Watcher] = []
     watched: list[WatchedRun] = []
 
@@ -599,7 +611,10 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
             for run in watched:
                 run.returncode = record.returncode
             if record.traced and record.returncode is not None:
-                write_run_json(record)  # before the watchers stop: the live export sends the run's span from it
+                try:
+                    write_run_json(record)  # before the watchers stop: the live export sends the run's span from it
+                except OSError as exc:  # a disk filled by CMD: the run.json of its start stays, CMD's status is kept
+                    record.notes.append(f"cannot write {record.run_dir}/run.json at the end: {exc.strerror or exc}")
             record.notes.extend(stop_all(started))
     return record
 

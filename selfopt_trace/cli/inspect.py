@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from dataclasses import dataclass
 from decimal import Decimal
+from uuid import UUID
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -80,18 +82,22 @@ def resolve_run(store: Any, run: str) -> str:
 # Output of rows in three formats
 
 
-def _plain(value: Any) -> Any:
-    """A value JSON and CSV can hold."""
-    if isinstance(value, (datetime, date)):
+def _plain(value: Any, strict_json: bool = False) -> Any:
+    """A value JSON and CSV can hold (`strict_json`: NaN and infinities, which JSON has not, as null)."""
+    if isinstance(value, (datetime, date, time)):
         return value.isoformat()
+    if isinstance(value, (timedelta, UUID)):  # an INTERVAL as DuckDB prints it in a table; a UUID's text
+        return str(value)
     if isinstance(value, Decimal):
-        return float(value)
+        value = float(value)
+    if isinstance(value, float) and strict_json and not math.isfinite(value):
+        return None
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [_plain(item, strict_json) for item in value]
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): _plain(item, strict_json) for key, item in value.items()}
     return value
 
 
@@ -99,7 +105,8 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], output: Ou
                one_line: Sequence[str] = ()) -> None:
     """Rows on stdout; in a table, the `one_line` columns are cut with an ellipsis instead of folded."""
     if output is OutputFormat.json:
-        sys.stdout.write(json.dumps([dict(zip(columns, map(_plain, row))) for row in rows], indent=2) + "\n")
+        sys.stdout.write(json.dumps([{column: _plain(value, strict_json=True) for column, value in zip(columns, row)}
+                                     for row in rows], indent=2) + "\n")
     elif output is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)

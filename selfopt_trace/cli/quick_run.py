@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import runner
+from ..paths import working_directory
 from ..bootstrap.selfopt_trace_agent import config as agent_config
 from . import root_help
 
@@ -137,7 +138,7 @@ def run_options(command: list[str], run_id: str | None, out: Path | None, db: Pa
 
 def options_of(parsed: QuickArgs) -> runner.RunOptions:
     """The RunOptions the typer command makes of the same command line."""
-    targets = runner.pyproject_targets(Path.cwd()) + parsed.targets
+    targets = runner.pyproject_targets(working_directory()) + parsed.targets
     return run_options(parsed.command, parsed.run_id, Path(parsed.out) if parsed.out is not None else None,
                        Path(parsed.db) if parsed.db is not None else None, parsed.service, parsed.quiet,
                        parsed.json_target, None, 1, 0, parsed.no_load, targets=targets,

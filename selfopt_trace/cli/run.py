@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperCommand
 
 from .. import runner
+from ..paths import working_directory
 from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..watchers.cpu_sampler import DEFAULT_RATE_HZ, YOUNG_RATE_HZ
 from ..watchers.profiler import DEFAULT_RATE_HZ as PROFILE_RATE_HZ
@@ -135,7 +136,7 @@ def run(
                               help="Keep the samples of idle threads too (flagged `idle`)."),
 ) -> None:
     """Run CMD with every Python process of its tree traced into one trace; print where the time went."""
-    targets = runner.pyproject_targets(Path.cwd()) + list(target or [])
+    targets = runner.pyproject_targets(working_directory()) + list(target or [])
     _execute(ctx, run_options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
                            repeat, warmup, no_load, targets=targets, cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate,
                            export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,

@@ -58,14 +58,18 @@ class Store:
         except duckdb.Error as exc:  # a file whose first pages read well, not the rest (cut short)
             self._con.close()
             raise _open_error(self.path, exc) from exc
+        except StoreError:
+            self._con.close()
+            raise
 
     def _prepare(self, read_only: bool) -> None:
         """The schema and macros of this version, for writing; for reading, as far as it can be read."""
         if not read_only:
-            _bring_schema_up_to_date(self._con)
+            _bring_schema_up_to_date(self._con, self.path)
             return
         if not _has_current_schema(self._con):
             # Written by an older version: bring its schema up to date once, then read as asked.
+            _check_trace_store(self._con, self.path)
             self._con.close()
             with Store(self.path):
                 pass
@@ -205,12 +209,20 @@ def _records_this_version(con: duckdb.DuckDBPyConnection) -> bool:
         and con.execute("SELECT schema_sql FROM store_schema").fetchall() == [(_schema_text(),)]
 
 
-def _bring_schema_up_to_date(con: duckdb.DuckDBPyConnection) -> None:
+def _check_trace_store(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """A database of someone else's (tables, none of them ours) is never written into."""
+    if not _has_table(con, "spans") and con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0]:
+        raise StoreOpenError(path, "it holds tables but is no trace database (no `spans` table): "
+                                   "choose another --db")
+
+
+def _bring_schema_up_to_date(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Run schema.sql and create the macros unless the database holds their text (`store_schema`)
     and its newest tables: an open that rewrites nothing costs ~25 ms less, and its close
-    checkpoints no rewritten catalog."""
+    checkpoints no rewritten catalog. A database that is not a trace database is left alone."""
     if _has_current_schema(con) and _records_this_version(con):
         return
+    _check_trace_store(con, path)
     # Written by a version whose `stacks` was a table of structs: set aside, as its name becomes a view's.
     whole = _has_table(con, "stacks") and not _has_table(con, "stack_numbers")
     taken_apart = _has_table(con, "stack_frames")

@@ -1,0 +1,60 @@
+"""A wait on a multiprocessing pool names the workers the pool replaced during it (maxtasksperchild).
+
+`Pool(2, maxtasksperchild=1).map(task, [0.2] * 4, chunksize=1)`: each worker exits after one task
+and the pool's thread starts another in its place. The map's wait (AsyncResult.get) must name all
+four workers that ran a task, not only the two alive at its end: else the first two workers' 200 ms
+read as the spawns' overhead, not the children's work (child work 206 of 400 ms, spawn overhead 211).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.cli.conftest import Cli
+
+PROGRAM = r"""
+import multiprocessing, sys, time
+
+def task(seconds):
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        pass
+    return seconds
+
+if __name__ == "__main__":
+    with multiprocessing.get_context(sys.argv[1]).Pool(2, maxtasksperchild=1) as pool:
+        assert pool.map(task, [0.2] * 4, chunksize=1) == [0.2] * 4
+    print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_pool_wait_names_the_workers_replaced_during_it(cli: Cli, method: str):
+    program = cli.cwd / "program.py"
+    program.write_text(PROGRAM)
+    done = cli("run", "-q", "--", sys.executable, str(program), method)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"done\n"
+    (wait,) = cli.query("""
+        SELECT span_id, start_ns, end_ns, attributes->'selfopt_trace.wait.on' FROM spans
+        WHERE name = 'AsyncResult.get' AND category = 'wait'""")
+    _, wait_start, wait_end, on = wait
+    on = json.loads(on)
+    workers = cli.query("""
+        SELECT span_id, start_ns, end_ns FROM spans
+        WHERE name = 'multiprocessing' AND category = 'subprocess' ORDER BY start_ns""")
+    # the workers that ran a task: most of their life inside the wait
+    busy = [span_id for span_id, start, end in workers if min(end, wait_end) - max(start, wait_start) >= 100_000_000]
+    assert len(busy) == 4, workers
+    assert set(busy) <= set(on), (busy, on)
+    assert set(on) <= {span_id for span_id, _, _ in workers}, (on, workers)
+    assert len(on) == len(set(on))
+    # the breakdown: the four tasks' 800 ms of CPU, two at a time, are the children's work
+    query = cli("query", "breakdown", "-f", "json")
+    assert query.returncode == 0, query.stderr.decode()
+    wall = {row["category"]: row["wall_ms"] for row in json.loads(query.stdout)}
+    assert wall["child processes' own work"] >= 350, wall
+    assert wall["subprocess spawn overhead"] < 100, wall
