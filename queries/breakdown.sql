@@ -27,7 +27,8 @@
 -- work or a child's: the program chose to wait; one inside another category stays that category's;
 -- an asyncio.sleep's time on the CPU, other tasks', is own work);
 -- untraced child processes (waiting on a
--- child the trace does not see into: git, a compiler, an untraced Python); untraced http servers
+-- child the trace does not see into: git, a compiler, an untraced Python, a shell running a traced
+-- Python among other programs, outside the Python's life and teardown); untraced http servers
 -- (an HTTP call whose server the trace does not see into: a remote API, its work and the network
 -- together); untraced waits (off the CPU in own work, or a wait on a thread or task that is not
 -- running); outside traced processes (no traced process alive: a shell before its Python child
@@ -168,6 +169,28 @@ idle_spans AS (
 waiter_children AS (
     SELECT l.parent AS waiter, l.cs, l.ce FROM linked AS l JOIN waiters AS w ON w.id = l.parent WHERE l.ce > l.cs
 ),
+-- A spawning span whose own child is no traced process (a shell running a traced Python among other
+-- programs: `sh -c "python a.py; make"`): a wait on it with no traced process alive waits on that
+-- untraced program, not on a spawn or a teardown (the shell's 330 ms of an untraced program after
+-- its Python were teardown, and before it spawn overhead). Each traced process under it keeps its
+-- teardown: from its last record until the CPU sampler last saw it alive (`tail`).
+wrapped_targets AS (
+    SELECT e.waiter, t.id, any_value(t.re) AS re,
+           greatest(any_value(t.re), coalesce(max(m.end_ns), any_value(t.re))) AS tail
+    FROM edges AS e
+    JOIN linked AS t ON t.id = e.target
+    JOIN (SELECT hash(span_id) AS id, pid
+          FROM (SELECT p.span_id, p.pid, bool_or(p.pid = s.child_pid) OVER (PARTITION BY s.span_id) AS own_child
+                FROM (SELECT span_id, TRY_CAST(attributes->>'process.pid' AS INTEGER) AS child_pid
+                      FROM spans WHERE run_id = $run_id AND category = 'subprocess' AND name <> 'exec') AS s
+                JOIN spans AS p ON p.run_id = $run_id AND p.category = 'process' AND p.name = 'process'
+                               AND p.parent_span_id = s.span_id
+                WHERE s.child_pid IS NOT NULL)
+          WHERE NOT own_child) AS w ON w.id = t.id
+    LEFT JOIN cpu_samples AS m ON m.run_id = $run_id AND m.pid = w.pid AND m.tid = w.pid
+                              AND m.end_ns > t.re AND m.start_ns < t.re + 1000000000
+    GROUP BY e.waiter, t.id
+),
 cuts AS (
     SELECT id AS waiter, rs AS t FROM waiters
     UNION SELECT id, re FROM waiters
@@ -177,6 +200,7 @@ cuts AS (
     UNION SELECT waiter, te FROM idle_spans
     UNION SELECT waiter, cs FROM waiter_children
     UNION SELECT waiter, ce FROM waiter_children
+    UNION SELECT w.waiter, w.tail FROM wrapped_targets AS w JOIN waiters AS x ON x.id = w.waiter AND w.tail < x.re
     UNION SELECT w.id, k.t FROM waiters AS w JOIN k_deltas AS k ON k.unit = w.unit AND k.t > w.rs AND k.t < w.re
 ),
 -- n_live: the things alive it passes its share to (none where a child of its own is open: covered).
@@ -217,6 +241,13 @@ teardown_pieces AS (
                  bool_or(t.id IN (SELECT id FROM replaced)) AS any_replaced
           FROM edges AS e JOIN linked AS t ON t.id = e.target GROUP BY e.waiter) AS x ON x.waiter = p.waiter
     WHERE p.n_live = 0 AND NOT p.covered AND p.code = 7 AND p.p0 >= x.ended AND NOT x.any_killed
+      AND p.waiter NOT IN (SELECT waiter FROM wrapped_targets)
+    UNION ALL  -- a wait on an untraced program with traced ones under it: theirs only in their teardown
+    SELECT p.unit, p.p0, p.p1,
+           CASE WHEN EXISTS (SELECT 1 FROM wrapped_targets AS w
+                             WHERE w.waiter = p.waiter AND w.re <= p.p0 AND w.tail >= p.p1) THEN 15 ELSE 11 END
+    FROM pieces AS p
+    WHERE p.n_live = 0 AND NOT p.covered AND p.code = 7 AND p.waiter IN (SELECT waiter FROM wrapped_targets)
 ),
 -- The weight reaching each unit, as (unit, a, b, w) segments: from the top, then through every
 -- piece of a wait with something alive, shared between the things alive.

@@ -224,3 +224,25 @@ def test_a_server_s_ready_line_read_then_calls_and_work_is_the_server_s_start_up
     by_category = json.loads(done.stdout)["time_by_category_ms"]
     assert by_category["child processes' own work"] >= 285 and by_category["own work"] >= 190, by_category
     assert by_category["untraced waits"] < 30, by_category
+
+
+SPIN_ARG = "import sys, time\nstart = time.perf_counter()\nwhile time.perf_counter() - start < float(sys.argv[1]): pass"
+
+SHELLS = f"""
+import subprocess, sys
+spin = {SPIN_ARG!r}
+subprocess.run(["sh", "-c", f'{{sys.executable}} -c "$0" 0.1; {{sys.executable}} -S -c "$0" 0.3', spin], check=True)
+subprocess.run(["sh", "-c", f'{{sys.executable}} -S -c "$0" 0.2; {{sys.executable}} -c "$0" 0.1', spin], check=True)
+"""
+
+
+def test_a_shell_s_untraced_programs_around_a_traced_python_are_untraced_child_processes(cli) -> None:
+    """`sh -c "python a; python -S b"` (-S: no agent): the shell is the spawned child, untraced. Its
+    untraced Python after the traced one was interpreter teardown (330 ms, with the os._exit()
+    advice), before it spawn overhead (310 ms)."""
+    done = cli("run", "-q", "--json", "--", *python(SHELLS))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["untraced child processes"] >= 490 and by_category["child processes' own work"] >= 190, \
+        by_category
+    assert by_category["interpreter teardown"] < 60 and by_category["subprocess spawn overhead"] < 30, by_category

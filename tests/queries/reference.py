@@ -265,11 +265,29 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             return "own work"
         return "child processes' own work"
 
-    def own_category(leaf: Span, a: float) -> str:
-        """A leaf's category at [a, ...): a waiter on traced children that have all ended waits on
-        their teardown, not their spawn (on an untraced program, where an exec replaced one)."""
+    def wrapped_tail(process: Span) -> float | None:
+        """A traced process whose spawning span's own child was another, untraced program (a shell
+        running it among others): until when its teardown lasts (the CPU sampler saw it alive)."""
+        spawn = nodes.get(process.parent)
+        if spawn is None or spawn.category != "subprocess" or spawn.name == "exec":
+            return None
+        child_pid = spawn.attributes.get("process.pid")
+        if child_pid is None or child_pid in {pid_of.get(p.file) for p in nodes.values()
+                                              if p.name == "process" and p.parent == spawn.id}:
+            return None
+        end, pid = interval(process)[1], pid_of.get(process.file)
+        return max([end] + [c.end for c in cpu if (c.pid, c.tid) == (pid, pid) and c.end > end and c.start < end + 1000])
+
+    def own_category(leaf: Span, a: float, b: float) -> str:
+        """A leaf's category at [a, b]: a waiter on traced children that have all ended waits on
+        their teardown, not their spawn (on an untraced program, where an exec replaced one); one on
+        a traced process run by an untraced program waits on that program, but in their teardowns."""
         name = category(leaf)
         if name == "subprocess spawn overhead" and is_waiter(leaf):
+            tails = {t: wrapped_tail(nodes[t]) for t in targets(leaf)}
+            if any(tail is not None for tail in tails.values()):
+                in_teardown = any(tail is not None and interval(nodes[t])[1] <= a and tail >= b for t, tail in tails.items())
+                return "interpreter teardown" if in_teardown else "untraced child processes"
             ends = [interval(nodes[t])[1] for t in targets(leaf)]
             if ends and max(ends) <= a:
                 replaced = any(nodes[t].attributes.get("process.exec.replaced") is True for t in targets(leaf))
@@ -429,7 +447,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
                     for target in live:
                         give(target.id, share / len(live), a, b, depth + 1)
                     continue
-            name = own_category(leaf, a)
+            name = own_category(leaf, a, b)
             if leaf.name == "asyncio.sleep":  # on the CPU, the thread ran other tasks: its own work
                 r = running(u, a, b)
                 wall[category(nodes[parent[leaf.id]])] += share * r * (b - a)
@@ -457,5 +475,5 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             for leaf in leaves(u.id, a, b):
                 if is_waiter(leaf) and any(is_open(nodes[t], a, b) for t in targets(leaf)):
                     continue
-                busy[own_category(leaf, a)] += b - a
+                busy[own_category(leaf, a, b)] += b - a
     return {name: (wall[name], busy[name]) for name in CATEGORIES}

@@ -284,6 +284,29 @@ def test_a_child_that_exits_before_its_turn_to_be_reaped_is_no_teardown(store: S
         "own work": 9, "subprocess spawn overhead": 0.75, "child processes' own work": 88.25, "interpreter teardown": 2})
 
 
+def test_a_shell_running_a_traced_python_among_untraced_programs_is_an_untraced_child_but_in_its_teardown(
+        store: Store, tmp_path: Path) -> None:
+    """`subprocess.run(["sh", "-c", "prep; python a.py; post"])`: the spawning span's own child (pid
+    500) is the shell, untraced; the traced Python (501) ran in the middle. The shell's work before
+    it was spawn overhead, after it teardown (58 % of a tester's run, with the os._exit() advice).
+    The Python's teardown lasts until the CPU sampler last saw it alive (55)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    shell = run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT",
+                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 500,
+                                 "process.command_args": ["sh", "-c", "prep; python a.py; post"]})
+    run.process(501, 30, 50, shell, command="a.py")
+    run.span(100, "Popen.wait", "wait", 11, 90, main, attributes={"selfopt_trace.wait.on": [shell]})
+    run_id = run.load(store, tmp_path)
+    cpu = [reference.CpuSample(501, 501, 40, 55, 15)]
+    load_cpu(store, run_id, cpu)
+    expected = reference.breakdown(run.spans, TRACE, cpu)
+    assert_figures(breakdown(store, run_id), expected)
+    assert {c: wall for c, (wall, _) in expected.items() if wall} == pytest.approx({
+        "own work": 20, "subprocess spawn overhead": 1, "untraced child processes": 19 + 35,
+        "child processes' own work": 20, "interpreter teardown": 5})
+
+
 def test_small_calls_summed_onto_a_span_move_their_time_to_serialization_and_parsing(store: Store,
                                                                                       tmp_path: Path) -> None:
     run = RunBuilder()

@@ -213,6 +213,41 @@ def _place(target: str, hook_module: str, module, paths: tuple) -> None:
             placed = stand_in if function is raw else type(raw)(stand_in)
             places += (owner, name, raw, placed)
             setattr(owner, name, placed)
+    if places:
+        _unresolved.append(state)
+
+
+# The states of stand-ins not resolved yet. A fork while another thread resolves one (holds its lock:
+# it installs the hook) left the child that lock held by a thread it does not have, and the child's
+# first call of that stand-in waited for ever: a Pool(2, maxtasksperchild=1) forking a replacement
+# worker in its thread as its result thread first unpickled a result (pickle's stand-in) hung 1 run
+# in 6. So a fork waits for the resolutions under way (at most FORK_WAIT_S each: two threads
+# resolving one inside the other's hook could otherwise wait on each other through it), and the
+# child starts with fresh locks.
+_unresolved: list = []
+_held: list = []
+FORK_WAIT_S = 1.0
+
+
+def before_fork() -> None:
+    for state in list(_unresolved):
+        try:
+            if state[_LOCK].acquire(True, FORK_WAIT_S):
+                _held.append(state)
+        except Exception:
+            pass
+
+
+def after_fork_in_parent() -> None:
+    for state in _held:
+        state[_LOCK].release()
+    del _held[:]
+
+
+def after_fork_in_child() -> None:
+    for state in _held:
+        state[_LOCK] = RLock()
+    del _held[:]
 
 
 def _resolve(state: list) -> bool:
@@ -262,6 +297,10 @@ def _resolve(state: list) -> bool:
             else:
                 setattr(owner, name, current)
         state[_CALLS] = calls
+        try:
+            _unresolved.remove(state)
+        except ValueError:
+            pass
         return True
 
 

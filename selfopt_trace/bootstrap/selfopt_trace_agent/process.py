@@ -58,6 +58,9 @@ def start(settings_: config.Settings, shim_entered: int = 0, run_module=None, bu
     atexit.register(_at_exit)
     os.register_at_fork(before=tracer.before_fork, after_in_parent=tracer.after_fork_in_parent,
                         after_in_child=_after_fork_in_child)
+    # registered after the tracer's: its `before` runs first (a resolution under way may flush)
+    os.register_at_fork(before=lazy.before_fork, after_in_parent=lazy.after_fork_in_parent,
+                        after_in_child=lazy.after_fork_in_child)
     _install_sigterm()
     flushed = time_ns()
     tracer.started_up()
