@@ -472,9 +472,13 @@ read_ends AS (
     FROM read_waits AS w LEFT JOIN read_inside AS i ON i.read_id = w.id
     GROUP BY w.id, w.until_ns
 ),
-read_children AS (
-    SELECT i.id, i.read_id, e.until_ns
-    FROM read_inside AS i JOIN read_ends AS e ON e.id = i.read_id AND i.rs < e.until_ns
+read_children AS (  -- with the read's interval and code: its children's parent's
+    SELECT i.id, i.read_id, r.rs AS read_rs, e.until_ns,
+           activity_code(r.sort, true, NULL, f.traced, f.docker, NULL, false, false) AS read_code
+    FROM read_inside AS i
+    JOIN read_ends AS e ON e.id = i.read_id AND i.rs < e.until_ns
+    JOIN coded AS r ON r.id = i.read_id
+    LEFT JOIN facts AS f ON f.id = i.read_id
     QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY i.from_ns DESC, i.read_id) = 1
 ),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
@@ -499,16 +503,12 @@ SELECT c.id, coalesce(m.read_id, c.parent) AS parent, c.unit, c.is_root, c.is_to
        c.rs, coalesce(r.until_ns, c.re) AS re, c.waiter OR r.id IS NOT NULL AS waiter, e.targets AS waits_on, c.tid,
        CASE WHEN r.id IS NULL THEN c.code
             ELSE activity_code(c.sort, true, NULL, f.traced, f.docker, NULL, false, false) END AS code,
-       coalesce(rp.rs, c.parent_rs) AS parent_rs, coalesce(m.until_ns, c.parent_re) AS parent_re,
-       CASE WHEN m.id IS NULL THEN c.parent_code
-            ELSE activity_code(rp.sort, true, NULL, rf.traced, rf.docker, NULL, false, false) END AS parent_code,
-       c.sort = 13 AS is_wait
+       coalesce(m.read_rs, c.parent_rs) AS parent_rs, coalesce(m.until_ns, c.parent_re) AS parent_re,
+       coalesce(m.read_code, c.parent_code) AS parent_code, c.sort = 13 AS is_wait
 FROM coded AS c
 LEFT JOIN read_ends AS r ON r.id = c.id
 LEFT JOIN facts AS f ON f.id = r.id
 LEFT JOIN read_children AS m ON m.id = c.id
-LEFT JOIN coded AS rp ON rp.id = m.read_id
-LEFT JOIN facts AS rf ON rf.id = m.read_id
 LEFT JOIN (SELECT waiter, list(target) AS targets FROM edges GROUP BY waiter) AS e ON e.waiter = c.id;
 
 -- critical_path_rows(for_run): the critical path of a run (queries/critical_path.sql says how it is
@@ -527,25 +527,26 @@ activity AS MATERIALIZED (  -- every span as an activity of its unit (selfopt_tr
 -- A wait with a child of its own open passes nothing on (as the breakdown counts it: an SDK
 -- container call's calls to the engine, the spans under a child read until it exits): what it waits
 -- on is on the path only where none is.
-covering AS (  -- few: the children of waits, within them, merged where they overlap
-    SELECT waiter, any_value(wait_re) AS wait_re, min(cs) AS cs, max(ce) AS ce
+waiting AS MATERIALIZED (  -- the spans that wait on units (few against all spans)
+    SELECT id, rs, re FROM activity WHERE waits_on IS NOT NULL
+),
+covering AS (  -- fewer: the children of waits, within them, merged where they overlap
+    SELECT waiter, any_value(wait_rs) AS wait_rs, any_value(wait_re) AS wait_re, min(cs) AS cs, max(ce) AS ce
     FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs > before_end)
                         OVER (PARTITION BY waiter ORDER BY cs, ce ROWS UNBOUNDED PRECEDING) AS island
           FROM (SELECT *, max(ce) OVER (PARTITION BY waiter ORDER BY cs, ce
                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
-                FROM (SELECT w.id AS waiter, w.re AS wait_re, greatest(c.rs, w.rs) AS cs, least(c.re, w.re) AS ce
+                FROM (SELECT w.id AS waiter, w.rs AS wait_rs, w.re AS wait_re, greatest(c.rs, w.rs) AS cs,
+                             least(c.re, w.re) AS ce
                       FROM activity AS c
-                      JOIN activity AS w ON w.id = c.parent AND w.waits_on IS NOT NULL
-                      WHERE c.parent IN (SELECT id FROM activity WHERE waits_on IS NOT NULL)
-                        AND least(c.re, w.re) > greatest(c.rs, w.rs))))
+                      JOIN waiting AS w ON w.id = c.parent
+                      WHERE least(c.re, w.re) > greatest(c.rs, w.rs))))
     GROUP BY waiter, island
 ),
 uncovered AS (  -- where each wait passes its share on: its interval outside its children
-    SELECT id, rs AS a, re AS b FROM activity
-    WHERE waits_on IS NOT NULL AND id NOT IN (SELECT waiter FROM covering)
+    SELECT id, rs AS a, re AS b FROM waiting WHERE id NOT IN (SELECT waiter FROM covering)
     UNION ALL
-    SELECT waiter, coalesce(lag(ce) OVER (PARTITION BY waiter ORDER BY cs), (SELECT rs FROM activity WHERE id = waiter)), cs
-    FROM covering
+    SELECT waiter, coalesce(lag(ce) OVER (PARTITION BY waiter ORDER BY cs), wait_rs), cs FROM covering
     UNION ALL
     SELECT waiter, max(ce), any_value(wait_re) FROM covering GROUP BY waiter
 ),

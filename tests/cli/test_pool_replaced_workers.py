@@ -25,8 +25,13 @@ def task(seconds):
     return seconds
 
 if __name__ == "__main__":
-    with multiprocessing.get_context(sys.argv[1]).Pool(2, maxtasksperchild=1) as pool:
-        assert pool.map(task, [0.2] * 4, chunksize=1) == [0.2] * 4
+    pool = multiprocessing.get_context(sys.argv[1]).Pool(2, maxtasksperchild=1)
+    assert pool.map(task, [0.2] * 4, chunksize=1) == [0.2] * 4
+    # close, not terminate (`with`): a terminate racing the pool's thread as it forks a replacement
+    # worker can lose its SIGTERM to that worker (CPython clears a signal arriving before the child's
+    # after-fork handling), which then waits for ever on the task queue's lock
+    pool.close()
+    pool.join()
     print("done", flush=True)
 """
 

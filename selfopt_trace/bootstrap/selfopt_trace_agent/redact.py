@@ -15,11 +15,22 @@ REDACTED = "[REDACTED]"
 #   name    a name that is exactly it (a word too common inside other names: `code`, `sig`, `pass`)
 #   prefix  a value starting with it, whatever its name (API key formats of well-known services)
 #   flag    `PROGRAM FLAG`: the value of that flag of that program, next to it or joined (`-pS3CR3T`,
-#           `--user=me:S3CR3T`); in `user:secret`, the user is kept
+#           `--user=me:S3CR3T`); in `user:secret`, the user is kept. `PROGRAM SUBCOMMAND FLAG`: only
+#           after that subcommand (`docker login -p`; `docker run -p 8080:80` is a port), the
+#           subcommand being the first word that is no option (or one after an option: its value?)
 #   joined  the same, joined only (`mysql -p DB` asks for the password: DB is the database)
+#   next    the same, the next word only (openssl's options are single-dash words: `-keyout` is no `-k`);
+#           `pass:S3CR3T` keeps `pass:`
+#   percent the same, a `user%secret` value only, the user kept (samba's `-U me%S3CR3T`; `-U me` asks)
+#   last    `PROGRAM LETTER`: with that one-letter option (alone or grouped, `-cb`), the last word is
+#           the secret (`htpasswd -b FILE USER PASSWORD`)
 #   user    `FLAG`: of any program (not in the table for that flag), a `user:secret` value next to it
 #           (`-u me:S3CR3T`, `--user=me:S3CR3T`), the user kept; a value that is not `user:secret`,
 #           or whose secret is all digits (docker's `-u 1000:1000`, `host:8080`), kept whole
+#   setting `set NAME VALUE` (`aws configure set`, `npm config set`), NAME's last dotted part a secret's
+#           name: VALUE (in a shell command or a -c program: after a `config`/`configure` word)
+#   path    `HOST/PATH`: a URL's path segment after it (`*`: any one segment, or part of one), to the
+#           next `/` (webhook URLs and bot tokens that hold their secret in the path)
 PATTERNS = (
     ("word", "key", "--api-key S3CR3T"),
     ("word", "token", "--token S3CR3T"),
@@ -62,9 +73,38 @@ PATTERNS = (
     ("joined", "mariadb -p", "mariadb -pS3CR3T shop"),
     ("flag", "sshpass -p", "sshpass -p S3CR3T ssh host"),
     ("flag", "redis-cli -a", "redis-cli -a S3CR3T ping"),
+    ("flag", "docker login -p", "docker login -u me -p S3CR3T registry.example"),
+    ("flag", "podman login -p", "podman login -u me -p S3CR3T registry.example"),
+    ("flag", "nerdctl login -p", "nerdctl login -u me -p S3CR3T registry.example"),
+    ("flag", "buildah login -p", "buildah login -u me -p S3CR3T registry.example"),
+    ("flag", "skopeo login -p", "skopeo login -u me -p S3CR3T registry.example"),
+    ("flag", "oras login -p", "oras login -u me -p S3CR3T registry.example"),
+    ("flag", "gh secret -b", "gh secret set NAME -b S3CR3T"),
+    ("flag", "gh secret --body", "gh secret set NAME --body S3CR3T"),
+    ("next", "openssl -k", "openssl enc -aes-256-cbc -k S3CR3T -in f -out f.enc"),
+    ("next", "openssl -pass", "openssl enc -d -pass pass:S3CR3T -in f.enc"),
+    ("next", "openssl -passin", "openssl rsa -passin pass:S3CR3T -in key.pem"),
+    ("next", "openssl -passout", "openssl genrsa -aes256 -passout pass:S3CR3T 2048"),
+    ("percent", "smbclient -U", "smbclient -U me%S3CR3T //host/share"),
+    ("percent", "smbclient --user", "smbclient --user=me%S3CR3T //host/share"),
+    ("percent", "rpcclient -U", "rpcclient -U me%S3CR3T host"),
+    ("percent", "rpcclient --user", "rpcclient --user me%S3CR3T host"),
+    ("percent", "net -U", "net rpc info -U me%S3CR3T"),
+    ("percent", "net --user", "net ads join --user=me%S3CR3T"),
+    ("percent", "smbcacls -U", "smbcacls //host/share f -U me%S3CR3T"),
+    ("last", "htpasswd b", "htpasswd -b .htpasswd me S3CR3T"),
     ("user", "-u", "tool -u admin:S3CR3T https://example.invalid/"),
     ("user", "--user", "tool --user admin:S3CR3T"),
     ("user", "--proxy-user", "tool --proxy-user admin:S3CR3T"),
+    ("setting", "set", "aws configure set aws_secret_access_key S3CR3T"),
+    ("path", "hooks.slack.com/services/*/*/", "https://hooks.slack.com/services/T000/B000/S3CR3T"),
+    ("path", "hooks.slack.com/workflows/*/*/*/", "https://hooks.slack.com/workflows/T000/A000/123/S3CR3T"),
+    ("path", "hooks.slack.com/triggers/*/*/", "https://hooks.slack.com/triggers/T000/123/S3CR3T"),
+    ("path", "api.telegram.org/bot*:", "https://api.telegram.org/bot123456:S3CR3T/sendMessage"),
+    ("path", "api.telegram.org/file/bot*:", "https://api.telegram.org/file/bot123456:S3CR3T/photos/f.jpg"),
+    ("path", "discord.com/api/webhooks/*/", "https://discord.com/api/webhooks/123/S3CR3T"),
+    ("path", "discord.com/api/v*/webhooks/*/", "https://discord.com/api/v10/webhooks/123/S3CR3T/slack"),
+    ("path", "discordapp.com/api/webhooks/*/", "https://discordapp.com/api/webhooks/123/S3CR3T?wait=true"),
 )
 _SECRET_WORDS = tuple(pattern for kind, pattern, _ in PATTERNS if kind == "word")
 _SECRET_NAMES = frozenset(pattern for kind, pattern, _ in PATTERNS if kind == "name")
@@ -75,11 +115,37 @@ _USER_FLAGS = frozenset(pattern for kind, pattern, _ in PATTERNS if kind == "use
 _NO_USER_SECRET = frozenset(("docker", "podman", "nerdctl", "buildah", "runc", "crun", "sudo", "rsync", "cp", "mv"))
 # What free text holding a `user` flag holds (`_might_hold_secret`): the flag and what may follow it.
 _USER_MARKS = tuple(flag + after for flag in sorted(_USER_FLAGS) for after in " \t=,'\"")
-_FLAGS: dict = {}  # program -> {flag: joined only}
+# (program, subcommand or "", flag, kind) of each program's flag
+_FLAG_FORMS = tuple((_words[0], _words[1] if len(_words) == 3 else "", _words[-1], _kind)
+                    for _kind, _words in ((kind, pattern.split(" ")) for kind, pattern, _ in PATTERNS)
+                    if _kind in ("flag", "joined", "next", "percent"))
+_FLAGS: dict = {}  # program -> {flag: kind}
+_SUBCOMMAND_FLAGS: dict = {}  # program -> {subcommand: {flag: kind}}: its secret flags once the subcommand is seen
+for _program, _subcommand, _flag, _kind in _FLAG_FORMS:
+    if _subcommand:
+        _SUBCOMMAND_FLAGS.setdefault(_program, {}).setdefault(_subcommand, {})[_flag] = _kind
+    else:
+        _FLAGS.setdefault(_program, {})[_flag] = _kind
+_LAST: dict = {}  # program -> the letters whose option makes the last word a secret
 for _kind, _pattern, _ in PATTERNS:
-    if _kind in ("flag", "joined"):
-        _program, _, _flag = _pattern.partition(" ")
-        _FLAGS.setdefault(_program, {})[_flag] = _kind == "joined"
+    if _kind == "last":
+        _program, _, _letter = _pattern.partition(" ")
+        _LAST[_program] = _LAST.get(_program, "") + _letter
+# What free text holding a program's flag holds (`_might_hold_secret`): the program and the flag.
+_FLAG_MARKS = tuple({(_program, _flag if _kind != "percent" else "%") for _program, _, _flag, _kind in _FLAG_FORMS}
+                    | {(_program, "-") for _program in _LAST})
+_PATHS = tuple(pattern for kind, pattern, _ in PATTERNS if kind == "path")
+# The hosts of `path` forms: a URL naming none of them (every HTTP request) has no secret in its path.
+_PATH_HOSTS = tuple(sorted({pattern.partition("/")[0] for pattern in _PATHS}))
+# host -> ((the marker's path split at each `*`), ...)
+_PATH_FORMS: dict = {}
+for _pattern in _PATHS:
+    _host, _, _path = _pattern.partition("/")
+    _PATH_FORMS.setdefault(_host, []).append(tuple(("/" + _path).split("*")))
+# openssl's `-pass*` values that say where the secret is, not what it is (`env:VAR`, `file:PATH`): kept
+_PASS_SOURCES = ("env:", "file:", "fd:", "stdin")
+# Programs whose `set` is no `set NAME VALUE` of a secret (gsettings' schemas: `org.gnome.desktop.session`)
+_NO_SETTING = frozenset(("gsettings",))
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                             "api-key", "x-auth-token", "x-csrf-token", "x-amz-security-token"))
 # The schemes an Authorization header's value may start with: kept before the [REDACTED] (not secret).
@@ -139,13 +205,34 @@ def _compiled() -> list:
             re.compile(r"(?im)((?<=\")" + header + r")(?!\[REDACTED\])((?:[^\"\\\r\n]|\\.)+)"),  # in "..."
             re.compile(r"(?im)((?:^|(?<=[\s=]))" + header + r")(?!\[REDACTED\])([^\r\n]+)"),  # to the line's end
         ])
-        for program, flags in _FLAGS.items():  # `curl -u me:S3CR3T`, `mysql -pS3CR3T` in a shell command or a -c program
-            for flag, joined in flags.items():
-                # the value joined (`-pX`) or after a space, `=` or a comma; joined to a short flag only
-                # (as argv: `--user-agent` is not `--user`)
-                glue = "" if joined else r"(?:['\"]?\s*,\s*['\"]?|\s+|=)" + ("?" if len(flag) == 2 else "")
-                _patterns.append(re.compile(r"(\b" + re.escape(program) + r"\b[^;&|\n]*?[\s'\"]" + re.escape(flag)
-                                            + glue + r"['\"]?(?:[^\s:'\"]*:)?)" + value))
+        # `curl -u me:S3CR3T`, `mysql -pS3CR3T`, `docker login -p X` in a shell command or a -c program
+        for program, subcommand, flag, kind in _FLAG_FORMS:
+            # the value joined (`-pX`) or after a space, `=` or a comma; joined to a short flag only
+            # (as argv: `--user-agent` is not `--user`); `next`: after a space or a comma only
+            if kind == "joined":
+                glue = ""
+            elif kind == "next":
+                glue = r"(?:['\"]?\s*,\s*['\"]?|\s+)"
+            else:
+                glue = r"(?:['\"]?\s*,\s*['\"]?|\s+|=)" + ("?" if len(flag) == 2 else "")
+            command = r"\b" + re.escape(program) + r"\b[^;&|\n]*?" + (r"\b" + re.escape(subcommand) + r"\b[^;&|\n]*?"
+                                                                     if subcommand else "")
+            user = r"[^\s%'\"]*%" if kind == "percent" else r"(?:[^\s:'\"]*:)?"
+            if kind == "next" and flag.startswith("-pass"):  # not `-passin env:VAR`
+                user = r"(?!" + "|".join(_PASS_SOURCES) + ")" + user
+            _patterns.append(re.compile("(" + command + r"[\s'\"]" + re.escape(flag) + glue + r"['\"]?" + user + ")" + value))
+        # words of a shell command, or of a list in a -c program (`'htpasswd', '-b', ...`)
+        between = r"(?:['\"]?\s*,\s*['\"]?|['\"]?\s+['\"]?)"
+        for program, letters in _LAST.items():  # `htpasswd -b FILE USER X`: the last word of the command
+            _patterns.append(re.compile(r"(\b" + re.escape(program) + r"(?:" + between + r"[^;&|\n]*?)?" + between
+                                        + r"-[A-Za-z]*[" + letters + r"][A-Za-z]*(?:" + between + r"[^;&|\n]*)?" + between
+                                        + r")(?!-|\[REDACTED\])([^\s;&|'\",)\]]+)(?=['\"]?\s*(?:[;&|\n)\]]|$))"))
+        # `aws configure set aws_secret_access_key X`, `npm config set //r/:_authToken X`: after a config word
+        _patterns.append(re.compile(r"(?i)(\b(?:config|configure|user-secrets)\b[^;&|\n]*?[\s'\"]set" + between
+                                    + r"(?:[\w/:@-]*\.)*[\w/:@-]*(?:" + words + r")[\w/:@-]*" + between + r")(?!-)" + value))
+        for pattern in _PATHS:  # a webhook's or a bot's secret in a URL's path
+            _patterns.append(re.compile("(" + r"[^/\s'\"]+".join(re.escape(part) for part in pattern.split("*"))
+                                        + r")(?!\[REDACTED\])([^/?#\s'\"&;]+)"))
         # `-u me:X` of any program: the user kept; a secret of digits only (uid:gid, host:port) is none
         _patterns.append(re.compile(r"((?<![\w-])(?:" + "|".join(re.escape(flag) for flag in sorted(_USER_FLAGS))
                                     + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value))
@@ -168,9 +255,12 @@ def _might_hold_secret(value: str) -> bool:
     for word in _SECRET_WORDS:
         if word in lowered:
             return True
+    for program, flag in _FLAG_MARKS:
+        if flag in value and program in value:
+            return True
     return (("://" in value and "@" in value) or any(p in value for p in _SECRET_PREFIXES)
-            or any(program in value for program in _FLAGS) or any(name + "=" in lowered for name in _SECRET_NAMES)
-            or any(mark in value for mark in _USER_MARKS))
+            or any(name + "=" in lowered for name in _SECRET_NAMES)
+            or any(mark in value for mark in _USER_MARKS) or any(host in value for host in _PATH_HOSTS))
 
 
 def text(value: str) -> str:
@@ -192,38 +282,78 @@ def argv(args: list) -> list:
     that are not UTF-8 kept, as surrogates: the span file escapes them)."""
     out = []
     redact_next = False
+    source_next = False  # the value redact_next redacts may say where the secret is (`-passin env:VAR`)
     program = str(args[0]).rpartition("/")[2] if args else ""
     flags = _FLAGS.get(program, {})
+    subcommands = _SUBCOMMAND_FLAGS.get(program)  # docker's: its `login -p` is a password, its `run -p` a port
+    after_option = True  # the word before was the program or an option (this word may be its value)
     user_flags = _USER_FLAGS if program not in _NO_USER_SECRET else ()
     user_next = False
+    percent_next = False
+    setting = 0  # 1: after `set`; 2: after `set NAME`, NAME a secret's
     for arg in args:
         if isinstance(arg, bytes):
             arg = arg.decode("utf-8", "surrogateescape")
         else:
             arg = str(arg)
         if redact_next:
-            out.append(_flag_value(arg))
             redact_next = False
+            if source_next and arg.startswith(_PASS_SOURCES):
+                out.append(arg)
+            else:
+                out.append(_flag_value(arg))
             continue
         if user_next:
             user_next = False
             if _is_user_secret(arg):
                 out.append(_flag_value(arg))
                 continue
+        if percent_next:
+            percent_next = False
+            if "%" in arg:
+                out.append(_percent_value(arg))
+                continue
+        if setting:
+            if setting == 2 and not arg.startswith("-"):  # `set NAME VALUE`
+                out.append(REDACTED)
+                setting = 0
+                continue
+            setting = 2 if setting == 1 and not arg.startswith("-") and is_secret_name(arg.rpartition(".")[2]) else 0
+        if subcommands is not None:
+            if arg.startswith("-"):
+                after_option = True
+            else:
+                found = subcommands.get(arg)
+                if found is not None:
+                    flags = found
+                    subcommands = None
+                elif not after_option:  # another subcommand
+                    subcommands = None
+                after_option = False
         if flags and arg.startswith("-"):
             flag = _program_flag(arg, flags)
             if flag is not None:
+                kind = flags[flag]
                 if flag == arg:
                     out.append(arg)
-                    redact_next = True
+                    if kind == "percent":
+                        percent_next = True
+                    else:
+                        redact_next = True
+                        source_next = kind == "next" and flag.startswith("-pass")
                 else:
                     joined = arg[len(flag):]
                     glue = "=" if joined.startswith("=") else ""
-                    out.append(flag + glue + _flag_value(joined[len(glue):]))
+                    joined = joined[len(glue):]
+                    if kind == "percent":
+                        out.append(flag + glue + _percent_value(joined) if "%" in joined else arg)
+                    else:
+                        out.append(flag + glue + _flag_value(joined))
                 continue
         if arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-")):
             out.append(arg)
             redact_next = True
+            source_next = False
             continue
         if user_flags and arg.startswith("-"):
             if arg in user_flags:
@@ -234,7 +364,15 @@ def argv(args: list) -> list:
             if eq and flag in user_flags and _is_user_secret(value):
                 out.append(flag + eq + _flag_value(value))
                 continue
+        if arg == "set" and program not in _NO_SETTING:
+            setting = 1
         out.append(_argument(arg))
+    if program in _LAST and len(out) > 2 and not out[-1].startswith("-"):  # `htpasswd -b FILE USER X`
+        letters = _LAST[program]
+        for arg in out[1:-1]:
+            if arg.startswith("-") and not arg.startswith("--") and any(letter in arg for letter in letters):
+                out[-1] = REDACTED
+                break
     return out
 
 
@@ -247,12 +385,18 @@ def _is_user_secret(value: str) -> bool:
 
 def _program_flag(arg: str, flags: dict) -> str | None:
     """The program's secret flag `arg` is, or starts with (joined value), or None."""
-    for flag, joined_only in flags.items():
-        if arg == flag and not joined_only:
-            return flag
-        if arg.startswith(flag) and len(arg) > len(flag) and (len(flag) == 2 or arg[len(flag)] == "="):
+    for flag, kind in flags.items():
+        if arg == flag:
+            if kind != "joined":
+                return flag
+        elif kind != "next" and arg.startswith(flag) and (len(flag) == 2 or arg[len(flag)] == "="):
             return flag
     return None
+
+
+def _percent_value(value: str) -> str:
+    """A samba `user%secret`: the user kept."""
+    return value.partition("%")[0] + "%" + REDACTED
 
 
 def _flag_value(value: str) -> str:
@@ -329,7 +473,11 @@ def url(value_: str) -> str:
     """A URL without user:password@ and without the values of secret parameters in its query and its
     fragment (`#access_token=X&state=Y`, an OAuth implicit grant's; `#/route?token=X`)."""
     if "@" not in value_ and "?" not in value_ and "#" not in value_:  # nothing to redact (every HTTP request passes here)
-        return value_
+        for host in _PATH_HOSTS:  # unless a webhook's secret is in its path
+            if host in value_:
+                break
+        else:
+            return value_
     scheme, sep, rest = value_.partition("://")
     if not sep:
         return value_
@@ -341,12 +489,36 @@ def url(value_: str) -> str:
     authority, path = rest[:authority_end], rest[authority_end:]
     if "@" in authority:
         authority = REDACTED + "@" + authority.rsplit("@", 1)[1]
+    host = authority.rpartition("@")[2].partition(":")[0].lower()
+    forms = _PATH_FORMS.get(host) or _PATH_FORMS.get(host.partition(".")[2])  # `ptb.discord.com` too
+    if forms:
+        path = _path_secret(path, forms)
     if question:
         query = query_string(query)
     if hash_ and "=" in fragment:
         head, mark, params = fragment.rpartition("?")
         fragment = head + mark + query_string(params)
     return scheme + sep + authority + path + question + query + hash_ + fragment
+
+
+def _path_secret(path: str, forms) -> str:
+    """A URL's path with the segment after a `path` form's marker replaced (`*`: one segment's text)."""
+    for parts in forms:
+        if not path.startswith(parts[0]):
+            continue
+        at = len(parts[0])
+        for part in parts[1:]:  # `*` then this text, within the segment
+            found = path.find(part, at + 1)
+            if found < 0 or "/" in path[at:found]:
+                break
+            at = found + len(part)
+        else:
+            end = path.find("/", at)
+            if end < 0:
+                end = len(path)
+            if end > at and path[at:end] != REDACTED:
+                return path[:at] + REDACTED + path[end:]
+    return path
 
 
 def query_string(value_: str) -> str:
