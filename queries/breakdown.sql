@@ -146,10 +146,32 @@ edges AS (
 waiters AS (
     SELECT id, unit, code, rs, re FROM linked WHERE waiter AND re > rs AND id IN (SELECT waiter FROM edges)
 ),
+-- A `Popen.communicate` reads its child's pipes to their end: once its children have all ended, a
+-- traced process they started that holds those pipes (an inherited stdout) is what it waits on
+-- (the grandchild's 400 ms of work were its parent's teardown, with the os._exit() advice).
+late_edges AS (
+    SELECT x.waiter, g.id AS target, x.ended
+    FROM (SELECT e.waiter, max(t.re) AS ended
+          FROM edges AS e JOIN linked AS t ON t.id = e.target
+          WHERE e.waiter IN (SELECT hash(span_id) FROM spans
+                             WHERE run_id = $run_id AND category = 'wait' AND name = 'Popen.communicate')
+          GROUP BY e.waiter) AS x
+    JOIN edges AS e ON e.waiter = x.waiter
+    JOIN coded AS child ON child.id = e.target
+    JOIN (SELECT hash(c.span_id) AS id, s.pid, s.start_ns
+          FROM spans AS c
+          JOIN spans AS s ON s.run_id = $run_id AND s.span_id = c.parent_span_id AND s.category = 'subprocess'
+          WHERE c.run_id = $run_id AND c.category = 'process' AND c.name = 'process') AS g
+      ON g.pid = child.pid AND g.start_ns BETWEEN child.rs AND x.ended
+),
 edge_spans AS (
     SELECT e.waiter, e.target, greatest(t.rs, w.rs) AS ts, least(t.re, w.re) AS te
     FROM edges AS e JOIN linked AS t ON t.id = e.target JOIN waiters AS w ON w.id = e.waiter
     WHERE least(t.re, w.re) > greatest(t.rs, w.rs)
+    UNION ALL
+    SELECT e.waiter, e.target, greatest(t.rs, w.rs, e.ended), least(t.re, w.re)
+    FROM late_edges AS e JOIN linked AS t ON t.id = e.target JOIN waiters AS w ON w.id = e.waiter
+    WHERE least(t.re, w.re) > greatest(t.rs, w.rs, e.ended)
 ),
 -- A process pool's worker reading its next task (hooks/waits.py: SimpleQueue.get, Queue.get) is not
 -- what a wait on the pool waits on: while another worker waited on is not in such a read, the

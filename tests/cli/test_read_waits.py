@@ -246,3 +246,22 @@ def test_a_shell_s_untraced_programs_around_a_traced_python_are_untraced_child_p
     assert by_category["untraced child processes"] >= 490 and by_category["child processes' own work"] >= 190, \
         by_category
     assert by_category["interpreter teardown"] < 60 and by_category["subprocess spawn overhead"] < 30, by_category
+
+
+GRANDCHILD_PARENT = ("import subprocess, sys, time\n"
+                     f"subprocess.Popen([sys.executable, '-c', {SPIN_ARG!r}, '0.4'])  # inherits the stdout pipe\n"
+                     "start = time.perf_counter()\nwhile time.perf_counter() - start < 0.05: pass\n")
+GRANDCHILD = f"""
+import subprocess, sys
+subprocess.run([sys.executable, "-c", {GRANDCHILD_PARENT!r}], stdout=subprocess.PIPE, check=True)
+"""
+
+
+def test_a_grandchild_holding_the_pipe_a_communicate_reads_is_waited_on(cli) -> None:
+    """communicate() reads until EOF: a grandchild that inherited the pipe keeps it waiting after
+    the child exited. Its 400 ms of work were the child's teardown (70 % of the run)."""
+    done = cli("run", "-q", "--json", "--", *python(GRANDCHILD))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    # (the grandchild's work beside its parent's last 50 ms is parallel: not the run's wall time)
+    assert by_category["child processes' own work"] >= 380 and by_category["interpreter teardown"] < 60, by_category

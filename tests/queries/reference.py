@@ -436,12 +436,27 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         return any(s.category == "wait" and s.name in ("SimpleQueue.get", "Queue.get") and unit(s) == u
                    and s.start <= a and s.end >= b for s in nodes.values())
 
+    def live_targets(leaf: Span, a: float, b: float) -> list[Span]:
+        """What a waiter waits on in [a, b]: its targets alive; for a `Popen.communicate` whose
+        children have all ended, the traced processes they started (holding its pipes)."""
+        live = [nodes[t] for t in targets(leaf) if is_open(nodes[t], a, b)]
+        if live or leaf.name != "Popen.communicate" or not targets(leaf):
+            return live
+        children = [nodes[t] for t in targets(leaf)]
+        ended = max(interval(c)[1] for c in children)
+        if a < ended:
+            return []
+        return [g for g in nodes.values() if g.name == "process" and g.parent in nodes
+                and nodes[g.parent].category == "subprocess" and is_open(g, a, b)
+                and any(pid_of.get(nodes[g.parent].file) == pid_of.get(c.file)
+                        and c.start <= nodes[g.parent].start <= ended for c in children)]
+
     def give(u: str, weight: float, a: float, b: float, depth: int = 0) -> None:
         found = leaves(u, a, b)
         for leaf in found:
             share = weight / len(found)
             if is_waiter(leaf):
-                live = [nodes[t] for t in targets(leaf) if is_open(nodes[t], a, b)]
+                live = live_targets(leaf, a, b)
                 live = [t for t in live if not reading_a_task(t.id, a, b)] or live
                 if live and depth < 64:
                     for target in live:
@@ -473,7 +488,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             give(s.id, 1 / len(alive), a, b)
         for u in units:  # busy: every self interval in full, waited on or not
             for leaf in leaves(u.id, a, b):
-                if is_waiter(leaf) and any(is_open(nodes[t], a, b) for t in targets(leaf)):
+                if is_waiter(leaf) and live_targets(leaf, a, b):
                     continue
                 busy[own_category(leaf, a, b)] += b - a
     return {name: (wall[name], busy[name]) for name in CATEGORIES}

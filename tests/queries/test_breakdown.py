@@ -307,6 +307,28 @@ def test_a_shell_running_a_traced_python_among_untraced_programs_is_an_untraced_
         "child processes' own work": 20, "interpreter teardown": 5})
 
 
+def test_a_communicate_whose_child_ended_waits_on_the_grandchild_holding_its_pipe(store: Store,
+                                                                                  tmp_path: Path) -> None:
+    """`subprocess.run(cmd, stdout=PIPE)` of a child that starts a grandchild (inheriting its stdout)
+    and exits: communicate() reads until the grandchild ends too. That time was the child's
+    teardown (a tester's 393 ms, 70 % of the run, with the os._exit() advice)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    call = run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT",
+                    attributes={"selfopt_trace.spawn_ns": 1_000_000})
+    child = run.process(201, 11, 30, call, command="child.py")
+    spawn = run.span(201, "subprocess", "subprocess", 15, 16, child, kind="CLIENT",
+                     attributes={"selfopt_trace.spawn_ns": 1_000_000})
+    run.process(202, 16, 85, spawn, command="grandchild.py")
+    run.span(100, "Popen.communicate", "wait", 11, 90, main, attributes={"selfopt_trace.wait.on": [call]})
+    run_id = run.load(store, tmp_path)
+    expected = reference.breakdown(run.spans, TRACE)
+    assert_figures(breakdown(store, run_id), expected)
+    assert {c: wall for c, (wall, _) in expected.items() if wall} == pytest.approx({
+        "own work": 20, "subprocess spawn overhead": 2, "child processes' own work": 18 + 55,
+        "interpreter teardown": 5})
+
+
 def test_small_calls_summed_onto_a_span_move_their_time_to_serialization_and_parsing(store: Store,
                                                                                       tmp_path: Path) -> None:
     run = RunBuilder()
