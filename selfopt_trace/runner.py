@@ -470,6 +470,9 @@ def prepare(options: RunOptions, environ: dict[str, str]) -> None:
         raise RunSetupError(f"--import-threshold-ms must be a number >= 0, not {options.import_threshold_ms}")
     for target in options.targets:
         check_target(target)
+    for target in environ.get(agent_config.ENV_TARGETS, "").replace(";", ",").split(","):
+        if target.strip():
+            check_target(target.strip(), agent_config.ENV_TARGETS)
     check_writable_dir(options.out_dir, "the run output directory")
     if options.load:
         check_writable_db(options.db_path)
@@ -495,12 +498,12 @@ def prepare(options: RunOptions, environ: dict[str, str]) -> None:
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*")
 
 
-def check_target(target: str) -> None:
+def check_target(target: str, given_by: str = "--target") -> None:
     if not _TARGET.fullmatch(target):
-        raise RunSetupError(f"--target {target!r}: expected module:qualname, e.g. codeflash.optimization.optimizer:Optimizer.run")
+        raise RunSetupError(f"{given_by} {target!r}: expected module:qualname, e.g. codeflash.optimization.optimizer:Optimizer.run")
     module, _, qualname = target.partition(":")
     if module in ("__main__", "__mp_main__"):  # there, empty, when the agent looks: it said "not found", and no span
-        raise RunSetupError(f"--target {target!r}: a target must be in a module the program imports; the script "
+        raise RunSetupError(f"{given_by} {target!r}: a target must be in a module the program imports; the script "
                             f"itself ({module}: python FILE, -m, -c) is not imported, so none of its functions can be "
                             f"one: put {qualname} in a module the script imports and name that (MODULE:{qualname})")
 

@@ -366,6 +366,10 @@ def test_a_bad_target_fails_before_the_command_runs(cli, tmp_path):
         "selfopt-trace: error: --target '__main__:hot_loop': a target must be in a module the program imports; the "
         "script itself (__main__: python FILE, -m, -c) is not imported, so none of its functions can be one: put "
         "hot_loop in a module the script imports and name that (MODULE:hot_loop)"]
+    # given through the environment only, they are checked the same (the agent said "not found" in a diagnostic)
+    result = cli("run", "--", *marker_cmd(marker), env=cli.env(SELFOPT_TRACE_TARGETS="json:dumps;__main__:hot_loop"))
+    assert result.returncode == 2 and result.stderr.decode().startswith(
+        "selfopt-trace: error: SELFOPT_TRACE_TARGETS '__main__:hot_loop': a target must be in a module")
     (cli.cwd / "pyproject.toml").write_text('[tool.selfopt-trace]\ntargets = "targetmod:slow"\n')
     result = cli("run", "--", *marker_cmd(marker))
     assert result.returncode == 2 and b"targets must be a list" in result.stderr
