@@ -120,6 +120,10 @@ def _contexts(kind: str, pattern: str, example: str) -> dict:
                 "header": redact.header("X-Thing", example) + redact.text(f"X-Thing: {example}"),
                 "environment": " ".join(redact.argv(["env", f"THING={example}", "cmd"])),
                 "attribute": str(redact.attributes({"app.thing": example}))}
+    if kind == "path":
+        return {"argv": " ".join(redact.argv(["curl", "-X", "POST", example])), "url": redact.url(example),
+                "shell": redact.text(f"sh -c 'curl -d x {example}'"),
+                "attribute": str(redact.attributes({"url.full": example, "app.args": ["curl", example]}))}
     return {"argv": " ".join(redact.argv(example.split(" "))), "shell": redact.text(f"sh -c '{example}'")}
 
 
@@ -335,6 +339,19 @@ def test_a_user_flag_of_any_program(args, expected):
     ["pip", "install", "-U", "requests==2.32.3", "--index-url", "https://pypi.org/simple/"],
     ["git", "log", "--format=%h %s", "-n", "5"],
     ["curl", "-H", "Accept: application/json", "-H", "User-Agent: x/1.0", "https://h/p?page=2#top"],
+    ["ls", "-k"],  # `-p`, `-k`, `-U` are secrets only for the programs that use them so
+    ["ssh", "-p", "2222", "host"],
+    ["docker", "run", "-p", "8080:80", "image"],
+    ["docker", "run", "--name", "login", "-p", "8080:80", "image"],  # `login` as a value: no `docker login`
+    ["mysql", "-h", "host", "-P", "3306"],
+    ["openssl", "enc", "-pass", "env:VAR", "-passin", "file:/run/pass", "-passout", "stdin"],
+    ["smbclient", "-U", "me", "-L", "host"],  # asks for the password
+    ["htpasswd", "-c", "site.htpasswd", "me"],
+    ["aws", "configure", "set", "region", "eu-west-1"],
+    ["git", "config", "--global", "credential.helper", "store"],
+    ["gsettings", "set", "org.gnome.desktop.session", "idle-delay", "300"],
+    ["gh", "issue", "create", "-b", "body text"],
+    ["curl", "https://discord.com/channels/1/2", "https://hooks.slack.com/", "https://api.telegram.org/"],
 ])
 def test_ordinary_command_lines_are_kept(args):
     assert redact.argv(args) == args
@@ -347,6 +364,125 @@ def test_ordinary_command_lines_are_kept(args):
     "curl --user-agent 'Mozilla/5.0 (X11; Linux x86_64)' -H 'Accept: application/json' https://h/p#top",
     "sort -u names.txt | docker run -u 1000:1000 img",
     "GET /api/v1/items?page=2&sidebar=1 HTTP/1.1",
+    "ls -k && ssh -p 2222 host && docker run -p 8080:80 image && mysql -h host -P 3306",
+    "could not set password for user bob",
+    "echo 50% done; net stat",
 ])
 def test_ordinary_text_is_kept(text):
     assert redact.text(text) == text
+
+
+# --- the tester's findings: program flags, `set NAME VALUE`, samba's user%pass, secrets in a URL's path --
+
+PROGRAM_SECRETS = tuple(f"D{n}S3CR3T" for n in range(1, 32))
+FAKE_PROGRAMS = ("docker", "aws", "openssl", "htpasswd", "smbclient", "rpcclient", "net", "curl", "mysql", "psql",
+                 "sshpass", "git", "tool", "ssh")
+PROGRAMS = r'''
+import os, subprocess, sys
+env = dict(os.environ, PATH=sys.argv[1] + os.pathsep + os.environ["PATH"])
+for command in [
+    ["docker", "login", "-u", "me", "-p", "D1S3CR3T", "registry.example"],
+    ["docker", "login", "-u", "me", "--password", "D2S3CR3T", "registry.example"],
+    ["docker", "login", "-u", "me", "--password=D3S3CR3T", "registry.example"],
+    "docker login -u me -p D4S3CR3T registry.example",
+    ["sh", "-c", "docker login -u me -pD5S3CR3T registry.example && true"],
+    ["aws", "configure", "set", "aws_secret_access_key", "D6S3CR3T"],
+    ["aws", "configure", "set", "aws_session_token", "D7S3CR3T"],
+    ["openssl", "enc", "-aes-256-cbc", "-k", "D8S3CR3T", "-in", "/dev/null"],
+    ["openssl", "enc", "-d", "-pass", "pass:D9S3CR3T"],
+    ["openssl", "rsa", "-passin", "pass:D10S3CR3T"],
+    ["openssl", "genrsa", "-passout", "pass:D11S3CR3T", "2048"],
+    ["htpasswd", "-b", "site.htpasswd", "me", "D12S3CR3T"],
+    ["smbclient", "-U", "me%D13S3CR3T", "//host/share"],
+    ["rpcclient", "--user=me%D14S3CR3T", "host"],
+    ["net", "rpc", "info", "-U", "DOM\\me%D15S3CR3T"],
+    ["curl", "-d", "{}", "https://hooks.slack.com/services/T000/B000/D16S3CR3T"],
+    ["curl", "https://api.telegram.org/bot123456:D17S3CR3T/sendMessage"],
+    ["curl", "https://discord.com/api/webhooks/123/D18S3CR3T"],
+    ["mysql", "-pD19S3CR3T", "shop"],
+    ["mysql", "--password=D20S3CR3T", "shop"],
+    ["psql", "postgresql://u:D21S3CR3T@h/db"],
+    ["sshpass", "-p", "D22S3CR3T", "ssh", "h"],
+    ["curl", "-u", "user:D23S3CR3T", "https://h/"],
+    ["git", "clone", "https://user:D24S3CR3T@host/r"],
+    ["tool", "--token", "D25S3CR3T"],
+    ["tool", "--api-key", "D26S3CR3T"],
+    ["sh", "-c", "openssl enc -k D27S3CR3T; htpasswd -b f me D28S3CR3T; smbclient -U me%D29S3CR3T //h/s; "
+                 "aws configure set aws_secret_access_key D30S3CR3T; curl https://hooks.slack.com/services/T/B/D31S3CR3T"],
+    ["docker", "run", "-p", "8080:80", "image"],  # ordinary: kept as they are
+    ["ssh", "-p", "2222", "host"],
+    ["mysql", "-h", "host", "-P", "3306"],
+]:
+    subprocess.run(command, env=env, shell=isinstance(command, str), check=True)
+'''
+
+
+def test_program_flags_settings_and_url_paths_never_reach_a_span(traced):
+    """The commands a tester found stored in clear text, spawned by their real names (stand-ins on
+    PATH): a password flag of one program or one subcommand (`docker login -p`), `set NAME VALUE`,
+    openssl's `-k`/`-pass*`, htpasswd's last word, samba's `user%pass`, webhook and bot tokens in a
+    URL's path; in argv, in a shell command, and none of it in a run file or the store."""
+    bin_dir = traced.tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in FAKE_PROGRAMS:
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+    script = traced.tmp_path / "programs.py"  # a file: its own command line holds no secret
+    script.write_text(PROGRAMS)
+    result = traced.run([sys.executable, str(script), str(bin_dir)])
+    assert result.returncode == 0, result.stderr
+    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", PROGRAM_SECRETS) == []
+    args = [" ".join(s.attributes["process.command_args"]) for s in traced.spans().spans
+            if "process.command_args" in s.attributes]
+    for redacted in ("docker login -u me -p [REDACTED] registry.example", "set aws_session_token [REDACTED]",
+                     "-k [REDACTED] -in", "-passin pass:[REDACTED]", "site.htpasswd me [REDACTED]", "-U me%[REDACTED]",
+                     "https://hooks.slack.com/services/T000/B000/[REDACTED]",
+                     "https://api.telegram.org/bot123456:[REDACTED]/sendMessage",
+                     "https://discord.com/api/webhooks/123/[REDACTED]"):
+        assert any(redacted in a for a in args), (redacted, args)
+    for kept in ("docker run -p 8080:80 image", "ssh -p 2222 host", "mysql -h host -P 3306"):
+        assert kept in args, (kept, args)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["docker", "login", "-u", "me", "-p", "S", "r.example"], ["docker", "login", "-u", "me", "-p", "[REDACTED]", "r.example"]),
+    (["/usr/bin/docker", "--context", "prod", "login", "-pS"], ["/usr/bin/docker", "--context", "prod", "login", "-p[REDACTED]"]),
+    (["podman", "login", "-p=S", "r"], ["podman", "login", "-p=[REDACTED]", "r"]),
+    (["aws", "configure", "set", "aws_secret_access_key", "S"], ["aws", "configure", "set", "aws_secret_access_key", "[REDACTED]"]),
+    (["aws", "configure", "set", "profile.dev.aws_session_token", "S", "--profile", "dev"],
+     ["aws", "configure", "set", "profile.dev.aws_session_token", "[REDACTED]", "--profile", "dev"]),
+    (["npm", "config", "set", "//registry.npmjs.org/:_authToken", "S"],
+     ["npm", "config", "set", "//registry.npmjs.org/:_authToken", "[REDACTED]"]),
+    (["gh", "secret", "set", "API_TOKEN", "-b", "S"], ["gh", "secret", "set", "API_TOKEN", "-b", "[REDACTED]"]),
+    (["openssl", "enc", "-k", "S"], ["openssl", "enc", "-k", "[REDACTED]"]),
+    (["openssl", "rsa", "-passin", "pass:S", "-passout", "env:PASSPHRASE_VAR"],
+     ["openssl", "rsa", "-passin", "pass:[REDACTED]", "-passout", "env:PASSPHRASE_VAR"]),  # env:VAR says where it is
+    (["htpasswd", "-cbB", "f", "me", "S"], ["htpasswd", "-cbB", "f", "me", "[REDACTED]"]),
+    (["htpasswd", "-nb", "me", "S"], ["htpasswd", "-nb", "me", "[REDACTED]"]),
+    (["smbclient", "-Ume%S", "//h/s"], ["smbclient", "-Ume%[REDACTED]", "//h/s"]),
+    (["net", "ads", "join", "--user", "DOM\\me%S"], ["net", "ads", "join", "--user", "DOM\\me%[REDACTED]"]),
+    (["curl", "https://hooks.slack.com/services/T0/B0/S?x=1"], ["curl", "https://hooks.slack.com/services/T0/B0/[REDACTED]?x=1"]),
+    (["curl", "https://ptb.discord.com/api/v10/webhooks/1/S/slack"],
+     ["curl", "https://ptb.discord.com/api/v10/webhooks/1/[REDACTED]/slack"]),
+    (["curl", "https://api.telegram.org/file/bot1:S/f.jpg"], ["curl", "https://api.telegram.org/file/bot1:[REDACTED]/f.jpg"]),
+])
+def test_program_flags_settings_and_url_paths_in_argv(args, expected):
+    assert redact.argv(args) == expected
+    assert redact.argv(expected) == expected  # a second pass changes nothing
+
+
+@pytest.mark.parametrize("text, redacted", [
+    ("docker login -u me -p S r.example && docker run -p 80:80 img",
+     "docker login -u me -p [REDACTED] r.example && docker run -p 80:80 img"),
+    ("import subprocess; subprocess.run(['openssl', 'enc', '-k', 'S'])",
+     "import subprocess; subprocess.run(['openssl', 'enc', '-k', '[REDACTED]'])"),
+    ("curl -u me:S https://h/", "curl -u me:[REDACTED] https://h/"),
+    ("openssl rsa -passin pass:S -passout env:VAR", "openssl rsa -passin pass:[REDACTED] -passout env:VAR"),
+    ("x=$(htpasswd -nb me S)", "x=$(htpasswd -nb me [REDACTED])"),
+    ("smbclient //h/s -U 'me%S' -c ls", "smbclient //h/s -U 'me%[REDACTED]' -c ls"),
+    ("aws configure set aws_secret_access_key S --profile p", "aws configure set aws_secret_access_key [REDACTED] --profile p"),
+    ("curl -X POST https://discord.com/api/webhooks/1/S -d x", "curl -X POST https://discord.com/api/webhooks/1/[REDACTED] -d x"),
+])
+def test_program_flags_settings_and_url_paths_in_free_text(text, redacted):
+    assert redact.text(text) == redacted
+    assert redact.text(redacted) == redacted

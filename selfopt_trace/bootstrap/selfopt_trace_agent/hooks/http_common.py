@@ -407,7 +407,7 @@ class ServerRequest:
         self.tokens: tuple | None = (_server.set(self), tracer.activate(span))
         self.status_code: int | None = None
         self.route: str | None = None
-        self.written = False  # its S record went out at the process's end (_write_open_servers)
+        self.written = False  # its record went out: whole (end_server), or its S record at the process's end
 
     def deactivate(self) -> None:
         """No longer current (the span may still be open: a WSGI body is sent after the app returned)."""
@@ -474,7 +474,7 @@ def _write_open_servers() -> None:
     """process.end's closer: the S record of each request still open (see _open_servers)."""
     for request in list(_open_servers.values()):
         span = request.span
-        if span.end_ns or request.written:  # its end is being recorded (end_server), or it went out
+        if request.written:  # its record went out (end_server), or its S record did
             continue
         try:
             name, attributes, status = _server_outcome(request, None)
@@ -539,15 +539,18 @@ def end_server(request: ServerRequest | None, exc: BaseException | None = None) 
     now = time_ns()
     request.deactivate()
     span = request.span
-    span.end_ns = now
     try:
-        _open_servers.pop(span.span_id, None)
+        # Left in _open_servers until its record is in the buffer: a SIGTERM whose handler ends the
+        # process in between (a plain HTTPServer answers in the main thread) still writes it.
         name, attributes, status = _server_outcome(request, exc)
+        span.end_ns = now
         if request.written:  # its S record is out (the process went on after its end: an exec that failed)
             tracer._buffer.append(tracer.spanfile.end_line(span.span_id, now, status, tracer.encode(attributes)))
         else:
             tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
                                    kind=tracer.SERVER, status=status, span_id=span.span_id)
+            request.written = True
+        _open_servers.pop(span.span_id, None)
         if not tracer._flusher_started:  # a server, young or not: it waits for its next request where
             tracer.before_block()  # no hook sees, and what it recorded must reach the disk meanwhile
     except Exception as error:
