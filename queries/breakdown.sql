@@ -222,7 +222,8 @@ cuts AS (
     UNION SELECT waiter, te FROM idle_spans
     UNION SELECT waiter, cs FROM waiter_children
     UNION SELECT waiter, ce FROM waiter_children
-    UNION SELECT w.waiter, w.tail FROM wrapped_targets AS w JOIN waiters AS x ON x.id = w.waiter AND w.tail < x.re
+    UNION SELECT w.waiter, w.tail FROM wrapped_targets AS w JOIN waiters AS x ON x.id = w.waiter
+                                                             AND w.tail > x.rs AND w.tail < x.re
     UNION SELECT w.id, k.t FROM waiters AS w JOIN k_deltas AS k ON k.unit = w.unit AND k.t > w.rs AND k.t < w.re
 ),
 -- n_live: the things alive it passes its share to (none where a child of its own is open: covered).

@@ -307,6 +307,24 @@ def test_a_shell_running_a_traced_python_among_untraced_programs_is_an_untraced_
         "child processes' own work": 20, "interpreter teardown": 5})
 
 
+def test_a_shell_read_until_it_exits_then_reaped_counts_each_instant_once(store: Store, tmp_path: Path) -> None:
+    """The same shell read to EOF (its spawning span a read wait) and reaped at its end: the reap's
+    Popen.wait was cut at the Python's teardown's end, before the wait began, and that piece was
+    recoded twice (spawn overhead -303 ms, untraced child processes 610 ms of a 540 ms run)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    shell = run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT",
+                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 500,
+                                 "selfopt_trace.cpu.end_ns": 5_000_000, "selfopt_trace.cpu.reap_ns": 5_000_000})
+    run.process(501, 30, 50, shell, command="a.py")
+    run.span(100, "Popen.wait", "wait", 89, 90, main, attributes={"selfopt_trace.wait.on": [shell]})
+    run_id = run.load(store, tmp_path)
+    expected = reference.breakdown(run.spans, TRACE)
+    assert_figures(breakdown(store, run_id), expected)
+    assert {c: wall for c, (wall, _) in expected.items() if wall} == pytest.approx({
+        "own work": 20, "untraced child processes": 60, "child processes' own work": 20})
+
+
 def test_a_communicate_whose_child_ended_waits_on_the_grandchild_holding_its_pipe(store: Store,
                                                                                   tmp_path: Path) -> None:
     """`subprocess.run(cmd, stdout=PIPE)` of a child that starts a grandchild (inheriting its stdout)
