@@ -378,97 +378,140 @@ coded AS MATERIALIZED (
       AND (p.sort NOT IN (15, 16) OR parent_code IN (8, 10) OR (p.sort = 15 AND p.parent_sort = 6))  -- (see above)
 ),
 -- A child waited on where no hook sees it: from the end of the spawning call until the child was
--- reaped, or until its unit first recorded something that waits on anything but other children (a
--- wait on this child, Popen.wait after EOF, which goes on; on a thread or a future; a sleep; an HTTP
--- or container call; os.system. A wait on another child is one beside it: pytest-xdist's threads
--- reap its workers in turn), the spawning thread ran for a quarter of that time or less (the agent
--- reads its CPU clock at the call's end and at the reap: CPU_REAP, and its time queued for a CPU,
--- which is running too; what it ran after the wait that ends it counts too, so the test errs on
--- the side of no wait). It was reading the child's output
--- until EOF (`for line in proc.stdout`, pip's build hooks) or waiting on what a thread reading it
--- feeds (pytest-xdist): its spawning span is a wait on the child until then, as os.system's is.
--- Without it, that time was an untraced wait of the parent's while the child's work went unseen.
--- The parent's CPU meanwhile (pip: 0.1 % and 13 % of its two hooks' time, logging each line) is
--- then the child's time: a quarter bounds that error, where the untraced wait it replaces was the
--- rest. Found from `coded` (its units known, materialized), and applied in the output: as a CTE
--- before the units, they were placed twice (+13 % of the breakdown at 1 M spans).
+-- reaped or its unit records a wait on it (Popen.wait after EOF, which goes on), if the spawning
+-- thread ran for a quarter of the time it recorded nothing else or less (the agent reads its CPU
+-- clock at the call's end and at the reap: CPU_REAP, and its time queued for a CPU, which is
+-- running too; what it ran after the read counts too, so the test errs on the side of no wait).
+-- It was reading the child's output until EOF (`for line in proc.stdout`, pip's build hooks) or
+-- waiting on what a thread reading it feeds (pytest-xdist): its spawning span is a wait on the
+-- child until then, as os.system's is. Without it, that time was an untraced wait of the parent's
+-- while the child's work went unseen. The parent's CPU meanwhile (pip: 0.1 % and 13 % of its two
+-- hooks' time, logging each line) is then the child's time: a quarter bounds that error, where
+-- the untraced wait it replaces was the rest. Found from `coded` (its units known, materialized),
+-- and applied in the output: as a CTE before the units, they were placed twice (+13 % of the
+-- breakdown at 1 M spans).
 read_candidates AS (  -- few: spawning spans with the CPU read at their reap, and their child's end
     SELECT c.id, c.unit, c.start_ns + d.spawn_ns AS from_ns, c.end_ns, d.cpu_to_reap AS ran_ns, k.end_ns AS child_end
     FROM (FROM details WHERE cpu_to_reap IS NOT NULL AND NOT shell) AS d
     JOIN coded AS c ON c.id = d.id AND c.sort = 9 AND NOT c.waiter
     LEFT JOIN (SELECT parent, max(end_ns) AS end_ns FROM parented WHERE sort = 1 GROUP BY parent) AS k ON k.parent = c.id
 ),
-waits_on_children AS (  -- waits whose every target is a spawning span
-    SELECT x.waiter AS id FROM wait_names AS x LEFT JOIN nodes AS n ON n.id = x.named
-    GROUP BY x.waiter HAVING bool_and(coalesce(n.sort IN (9, 10), false))
-),
-beside AS (  -- what waits, by unit: waits, HTTP and container calls, os.system; sleeps, under their parent
-    SELECT id, unit, start_ns FROM coded WHERE sort IN (6, 11, 13) OR (sort = 9 AND waiter)
-    UNION ALL
-    SELECT s.id, p.unit, s.start_ns FROM nodes AS s JOIN coded AS p ON p.id = s.parent WHERE s.sort IN (15, 16)
-),
-read_spans AS (  -- each candidate until it is reaped or its unit records something that waits
+read_spans AS (  -- each candidate until it is reaped or its unit records a wait on its child
     SELECT s.id, any_value(s.unit) AS unit, any_value(s.from_ns) AS from_ns, any_value(s.ran_ns) AS ran_ns,
-           any_value(s.child_end) AS child_end,
-           least(any_value(s.end_ns),
-                 min(o.start_ns) FILTER (WHERE o.id NOT IN (SELECT id FROM waits_on_children)
-                                            OR mine.waiter IS NOT NULL)) AS until_ns
+           any_value(s.child_end) AS child_end, least(any_value(s.end_ns), min(w.start_ns)) AS until_ns
     FROM read_candidates AS s
-    LEFT JOIN beside AS o ON o.unit = s.unit AND o.start_ns > s.from_ns AND o.start_ns < s.end_ns
-    LEFT JOIN wait_names AS mine ON mine.waiter = o.id AND mine.named = s.id
+    LEFT JOIN (SELECT x.named, c.unit, c.start_ns FROM wait_names AS x JOIN coded AS c ON c.id = x.waiter) AS w
+           ON w.named = s.id AND w.unit = s.unit AND w.start_ns > s.from_ns AND w.start_ns < s.end_ns
     GROUP BY s.id
+),
+-- A read is what its thread did only while it recorded nothing else: the spans its unit started
+-- meanwhile, those whose parent is older than the read (a sleep, a wait on a thread or another
+-- child, an HTTP call, a spawn, an import), hang under it, so that while one is open the read is
+-- no leaf and passes nothing on. They ended it once (a sleep or a Future.result before the read:
+-- the child's whole work was an untraced wait), or stood beside it and took half of each (an idle
+-- helper started first took half of every `subprocess.run` after it). Several reads open at once
+-- stay beside each other; a span goes under the latest.
+read_inside AS (
+    SELECT r.id AS read_id, r.from_ns, r.until_ns, s.id, s.rs, s.re
+    FROM read_spans AS r
+    JOIN coded AS s ON s.unit = r.unit AND s.rs >= r.from_ns AND s.rs < r.until_ns AND s.parent_rs < r.from_ns
+                   AND s.parent <> r.id
+    WHERE s.id NOT IN (SELECT id FROM read_candidates)
 ),
 -- Past its traced child's end (its last record) a read waits on the child's teardown, until the
 -- reap, if its thread idled to then; but it ends at the child's end where the thread ran more
 -- (the CPU read at the reap counts what it ran after the read: a parent that reads its child's
 -- output, or a server's "ready" line, then works), or where another read of its thread still has
 -- a live child (children read together with a selector: the first to exit took half of the
--- other's work as its teardown).
+-- other's work as its teardown). The test counts the time the thread recorded nothing else.
+read_covered AS (  -- the union of each read's children within it
+    SELECT read_id, sum(ce - cs) AS ns
+    FROM (SELECT read_id, min(cs) AS cs, max(ce) AS ce
+          FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs > before_end)
+                              OVER (PARTITION BY read_id ORDER BY cs, ce ROWS UNBOUNDED PRECEDING) AS island
+                FROM (SELECT *, max(ce) OVER (PARTITION BY read_id ORDER BY cs, ce
+                                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
+                      FROM (SELECT read_id, rs AS cs, least(re, until_ns) AS ce FROM read_inside WHERE re > rs)))
+          GROUP BY read_id, island)
+    GROUP BY read_id
+),
 read_bounds AS (
     SELECT r.id, r.unit, r.from_ns, r.ran_ns,
-           CASE WHEN r.ran_ns >= 0 AND r.ran_ns * 4 <= r.until_ns - r.from_ns  -- (< 0: a thread id reused)
+           CASE WHEN r.ran_ns >= 0  -- (< 0: a thread id reused)
+                     AND r.ran_ns * 4 <= r.until_ns - r.from_ns - coalesce(c.ns, 0)
                      AND NOT EXISTS (SELECT 1 FROM read_spans AS o
                                      WHERE o.unit = r.unit AND o.id <> r.id AND o.from_ns < r.child_end
                                        AND least(o.until_ns, coalesce(o.child_end, o.until_ns)) > r.child_end)
                 THEN r.until_ns
                 ELSE least(r.until_ns, coalesce(r.child_end, r.until_ns)) END AS until_ns
-    FROM read_spans AS r
+    FROM read_spans AS r LEFT JOIN read_covered AS c ON c.read_id = r.id
 ),
--- Where the CPU read at the reap fails the test, the thread's CPU samples within the read decide:
--- prorated (a reading astride its end spreads the work after it in, erring on the side of no
--- wait), over at least half of it sampled.
-read_sampled AS (
-    SELECT r.id, sum((m.cpu_ns + coalesce(m.runqueue_ns, 0))
-                     * (least(m.end_ns, r.until_ns) - greatest(m.start_ns, r.from_ns)) / (m.end_ns - m.start_ns)) AS used_ns,
-           sum(least(m.end_ns, r.until_ns) - greatest(m.start_ns, r.from_ns)) AS sampled_ns
-    FROM (FROM read_bounds WHERE NOT (ran_ns >= 0 AND ran_ns * 4 <= until_ns - from_ns)) AS r
+-- The time it recorded nothing else in, to its bound: where the CPU read at the reap fails the
+-- test, the thread's CPU samples there decide: prorated (a reading astride its end spreads the
+-- work after it in, erring on the side of no wait), over at least half of it sampled.
+read_gaps AS (
+    SELECT id, a, b FROM (
+        SELECT b.id, coalesce(lag(i.ce) OVER (PARTITION BY b.id ORDER BY i.cs), b.from_ns) AS a, i.cs AS b
+        FROM read_bounds AS b
+        JOIN (SELECT read_id, min(cs) AS cs, max(ce) AS ce
+              FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs > before_end)
+                                  OVER (PARTITION BY read_id ORDER BY cs, ce ROWS UNBOUNDED PRECEDING) AS island
+                    FROM (SELECT *, max(ce) OVER (PARTITION BY read_id ORDER BY cs, ce
+                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
+                          FROM (SELECT i.read_id, i.rs AS cs, least(i.re, b.until_ns) AS ce
+                                FROM read_inside AS i JOIN read_bounds AS b ON b.id = i.read_id
+                                WHERE i.rs < b.until_ns AND i.re > i.rs)))
+              GROUP BY read_id, island) AS i ON i.read_id = b.id
+        UNION ALL
+        SELECT b.id, coalesce(max(i.re) FILTER (WHERE i.rs < b.until_ns), b.from_ns), b.until_ns
+        FROM read_bounds AS b LEFT JOIN read_inside AS i ON i.read_id = b.id
+        GROUP BY b.id, b.from_ns, b.until_ns)
+    WHERE b > a
+),
+-- The thread's CPU samples in those stretches. The read ends where they first show the thread
+-- working, a reading of 5 ms or more on the CPU three quarters of its time or more: a server's
+-- "ready" line read, calls to it, then work of the parent's while the server lives on; what comes
+-- after is the parent's.
+read_samples AS (
+    SELECT DISTINCT g.id, m.start_ns, m.end_ns, m.cpu_ns + coalesce(m.runqueue_ns, 0) AS used_ns
+    FROM read_gaps AS g
+    JOIN read_bounds AS r ON r.id = g.id
     JOIN coded AS u ON u.id = r.unit
     JOIN cpu_samples AS m ON m.run_id = for_run AND m.pid = u.pid AND m.tid = coalesce(u.tid, u.pid)
-                         AND m.end_ns > r.from_ns AND m.start_ns < r.until_ns AND m.end_ns > m.start_ns
-    GROUP BY r.id
+                         AND m.end_ns > g.a AND m.start_ns < g.b AND m.end_ns > m.start_ns
+),
+read_worked AS (
+    SELECT r.id, least(r.until_ns, greatest(r.from_ns, coalesce(min(s.start_ns), r.until_ns))) AS until_ns
+    FROM read_bounds AS r
+    LEFT JOIN read_samples AS s
+           ON s.id = r.id AND s.used_ns * 4 >= 3 * (s.end_ns - s.start_ns) AND s.end_ns - s.start_ns >= 5000000
+    GROUP BY r.id, r.until_ns, r.from_ns
+),
+-- It is a read if the CPU read at the reap is a quarter of its stretches or less, or else their
+-- samples say so (prorated: a reading astride a stretch's end spreads the work after it in,
+-- erring on the side of no wait), over at least half of them sampled.
+read_stretches AS (
+    SELECT g.id, g.a, least(g.b, w.until_ns) AS b
+    FROM read_gaps AS g JOIN read_worked AS w ON w.id = g.id AND g.a < w.until_ns
 ),
 read_waits AS (
-    SELECT r.id, r.until_ns
-    FROM read_bounds AS r LEFT JOIN read_sampled AS m ON m.id = r.id
-    WHERE (r.ran_ns >= 0 AND r.ran_ns * 4 <= r.until_ns - r.from_ns)
-       OR (m.sampled_ns * 2 >= r.until_ns - r.from_ns AND m.used_ns * 4 <= m.sampled_ns)
+    SELECT r.id, w.until_ns
+    FROM read_bounds AS r
+    JOIN read_worked AS w ON w.id = r.id
+    LEFT JOIN (SELECT id, sum(b - a) AS ns FROM read_stretches GROUP BY id) AS g ON g.id = r.id
+    LEFT JOIN (SELECT g.id, sum(m.used_ns * (least(m.end_ns, g.b) - greatest(m.start_ns, g.a)) / (m.end_ns - m.start_ns))
+                          AS used_ns,
+                      sum(least(m.end_ns, g.b) - greatest(m.start_ns, g.a)) AS sampled_ns
+               FROM read_stretches AS g
+               JOIN read_samples AS m ON m.id = g.id AND m.end_ns > g.a AND m.start_ns < g.b
+               GROUP BY g.id) AS m ON m.id = r.id
+    WHERE w.until_ns > r.from_ns
+      AND ((r.ran_ns >= 0 AND r.ran_ns * 4 <= g.ns)  -- (< 0: a thread id reused)
+           OR (m.sampled_ns * 2 >= g.ns AND m.used_ns * 4 <= m.sampled_ns))
 ),
--- A child read until it exits is what its thread did only while it recorded nothing else: the spans
--- its unit started meanwhile, those whose parent is older than the read (a wait on another child,
--- a spawn, an import), hang under it, so that while one is open the read is no leaf and passes
--- nothing on. Beside them it took half of each (an idle helper started first took half of every
--- `subprocess.run` after it as untraced waits; a child reaped after a longer one, its wait as
--- teardown). A span open at the read's end ends it at its start (the read got nothing from there
--- on anyway). Several reads open at once stay beside each other; a span goes under the latest.
-read_inside AS (
-    SELECT r.id AS read_id, r.from_ns, r.until_ns, s.id, s.rs, s.re
-    FROM (SELECT w.id, c.unit, c.from_ns, w.until_ns FROM read_waits AS w JOIN read_candidates AS c ON c.id = w.id) AS r
-    JOIN coded AS s ON s.unit = r.unit AND s.rs >= r.from_ns AND s.rs < r.until_ns AND s.parent_rs < r.from_ns
-                   AND s.parent <> r.id
-    WHERE s.id NOT IN (SELECT id FROM read_waits)
-),
+-- A span open at the read's end ends it at its start (the read got nothing from there on anyway).
 read_ends AS (
-    SELECT w.id, least(w.until_ns, min(i.rs) FILTER (WHERE i.re > i.until_ns)) AS until_ns
+    SELECT w.id, least(w.until_ns, min(i.rs) FILTER (WHERE i.rs < w.until_ns AND i.re > w.until_ns)) AS until_ns
     FROM read_waits AS w LEFT JOIN read_inside AS i ON i.read_id = w.id
     GROUP BY w.id, w.until_ns
 ),

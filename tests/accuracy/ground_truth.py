@@ -302,8 +302,9 @@ class OnPath:
         return self.end - self.start
 
 
-def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
-    """queries/critical_path.sql's rule over `spans` (ms), the slow obvious way."""
+def critical_path(spans: list[Span], main_trace: str = TRACE, cpu: list[reference.CpuSample] = ()) -> list[OnPath]:
+    """queries/critical_path.sql's rule over `spans` (ms), the slow obvious way (`cpu`: the threads'
+    CPU readings, which say where a child read until it exits was read)."""
     nodes = {s.id: s for s in spans if s.trace == main_trace}
     parent = {s.id: (s.parent if s.parent in nodes else None) for s in nodes.values()}
 
@@ -316,7 +317,8 @@ def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
             s = nodes[parent[s.id]]
         return s.id
 
-    read_until = reference.read_wait_ends(spans, main_trace, nodes, unit_of)  # spawning spans that wait
+    candidates = reference.read_candidates(spans, main_trace, nodes, unit_of, parent)
+    read_until: dict[str, float] = {}  # spawning spans that wait, to where (below)
 
     def activity(s: Span) -> tuple[float, float]:
         if s.id in read_until:
@@ -325,7 +327,9 @@ def critical_path(spans: list[Span], main_trace: str = TRACE) -> list[OnPath]:
             return s.start, min(s.end, s.start + s.attributes.get("selfopt_trace.spawn_ns", 0) / 1e6)
         return s.start, s.end
 
-    parent |= reference.hang_under_reads(read_until, nodes, parent, unit_of, is_root, lambda s: activity(s)[1])
+    ends, under = reference.read_waits(candidates, nodes, parent, unit_of, is_root, lambda s: activity(s)[1], cpu)
+    read_until.update(ends)
+    parent |= under
 
     children: dict[str | None, list[Span]] = defaultdict(list)
     for s in nodes.values():

@@ -369,7 +369,7 @@ def path_figures(truth: Truth, measured: list[dict], rows: list[OnPath]) -> dict
 def test_critical_path_matches_the_truth(accuracy, case: str) -> None:
     truth: Truth = accuracy["truth"][case]
     measured = records(accuracy["store"], "critical_path", case, min_ms=0, limit=1_000_000)
-    rows = ground_truth.critical_path(truth.spans)
+    rows = ground_truth.critical_path(truth.spans, cpu=truth.cpu)
     figures = path_figures(truth, measured, rows)
     figures["wall"] = (measured[0]["on_path_ms"], truth.ms(truth.main.last))
     # after the main process's last line, until `run` saw it exit: its teardown, the path's last row

@@ -265,3 +265,48 @@ def test_a_grandchild_holding_the_pipe_a_communicate_reads_is_waited_on(cli) -> 
     by_category = json.loads(done.stdout)["time_by_category_ms"]
     # (the grandchild's work beside its parent's last 50 ms is parallel: not the run's wall time)
     assert by_category["child processes' own work"] >= 380 and by_category["interpreter teardown"] < 60, by_category
+
+
+WAIT_THEN_READ = f"""
+import subprocess, sys, threading, time
+child = subprocess.Popen([sys.executable, "-c", {SPIN_ARG!r}, "0.4"], stdout=subprocess.PIPE)
+time.sleep(0.1)
+helper = threading.Thread(target=time.sleep, args=(0.1,))
+helper.start()
+helper.join()
+child.stdout.read()
+child.wait()
+"""
+
+
+def test_a_sleep_and_a_join_before_the_read_take_their_time_and_the_read_the_rest(cli) -> None:
+    """A recorded sleep or wait before the read ended it for good: the child's 400 ms were untraced
+    waits (330-363 ms). They hang under the read now, and it goes on after them."""
+    done = cli("run", "-q", "--json", "--", *python(WAIT_THEN_READ))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["sleeps"] >= 195 and by_category["child processes' own work"] >= 170, by_category
+    assert by_category["untraced waits"] < 30, by_category
+
+
+READY_THEN_WORK = f"""
+import subprocess, sys, time
+server = subprocess.Popen([sys.executable, "-c",
+                           {SPIN_ARG!r} + "\\nprint('ready', flush=True)\\ntime.sleep(5)", "0.2"], stdout=subprocess.PIPE)
+server.stdout.readline()
+start = time.perf_counter()
+while time.perf_counter() - start < 0.15: pass
+server.terminate()
+server.wait()
+"""
+
+
+def test_a_ready_line_read_then_work_while_the_server_lives_is_the_server_s_then_own_work(cli) -> None:
+    """The read of the line, then 150 ms of the parent's work, the server alive to the end: the
+    CPU at the reap counts the work, so the read (the server's 200 ms to its line) was an untraced
+    wait. The thread's samples say where the read ended: where the thread worked."""
+    done = cli("run", "-q", "--json", "--", *python(READY_THEN_WORK))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["child processes' own work"] >= 185 and by_category["own work"] >= 140, by_category
+    assert by_category["untraced waits"] < 30, by_category

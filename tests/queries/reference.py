@@ -34,83 +34,95 @@ class CpuSample:
     cpu: float
 
 
-def read_wait_ends(spans: list[Span], main_trace: str, nodes: dict[str, Span], unit,
-                   parent: dict[str, str | None] | None = None, cpu: list[CpuSample] = ()) -> dict[str, float]:
-    """The spawning spans that waited on their child where no hook sees it (macros.sql, read_waits),
-    each with where it stops being that wait: at the reap, or where its unit first recorded anything
-    that waits but on other children, if it ran a quarter of the time from the spawning call's end
-    until then or less (its CPU, and its time queued for a CPU where read, counted to the reap); at
-    its traced child's end (`parent`: the spans' parents, exec followed) where it ran more, or where
-    another read of its unit still has a live child, if it ran a quarter of that time or less, or
-    else its thread's CPU samples `cpu` prorated within the read, covering half of it or more, say
-    so. `unit(span)`: the id of the span's unit."""
-    reads = {}  # candidate -> (from, until, child's end, CPU to the reap)
+def read_candidates(spans: list[Span], main_trace: str, nodes: dict[str, Span], unit,
+                    parent: dict[str, str | None] | None = None) -> dict[str, tuple]:
+    """The spawning spans that may have waited on their child where no hook sees it (macros.sql,
+    read_candidates and read_spans): id -> (from: the spawning call's end, until: the reap or the
+    first wait on the child in its unit, its traced child's end (`parent`: the spans' parents, exec
+    followed) or None, the thread's CPU from the call's end to the reap). `unit(span)`: its unit's id."""
+    reads = {}
     for s in nodes.values():
         a = s.attributes
         if (s.category != "subprocess" or s.name == "exec" or a.get("process.shell")
                 or "selfopt_trace.cpu.reap_ns" not in a or "selfopt_trace.cpu.end_ns" not in a):
             continue
         gap_start = s.start + a.get("selfopt_trace.spawn_ns", 0) / MS
-        until = s.end
-        for o in spans:
-            owner = o.parent if o.category == "sleep" else o.id
-            if o.trace != main_trace or not gap_start < o.start < s.end or owner not in nodes \
-                    or unit(nodes[owner]) != unit(s):
-                continue
-            targets = o.attributes.get("selfopt_trace.wait.on", []) if o.category == "wait" else []
-            on_other_children = targets and s.id not in targets and all(
-                t in nodes and nodes[t].category == "subprocess" for t in targets)
-            if not on_other_children and (
-                    o.category in ("wait", "sleep") or (o.category in ("http", "container") and o.kind == "CLIENT")
-                    or (o.category == "subprocess" and o.attributes.get("process.shell"))):
-                until = min(until, o.start)
+        until = min([s.end] + [o.start for o in spans
+                               if o.trace == main_trace and o.category == "wait" and o.id in nodes
+                               and s.id in o.attributes.get("selfopt_trace.wait.on", [])
+                               and gap_start < o.start < s.end and unit(o) == unit(s)])
         ran = (a["selfopt_trace.cpu.reap_ns"] - a["selfopt_trace.cpu.end_ns"]) / MS
         if "selfopt_trace.cpu.reap_runqueue_ns" in a and "selfopt_trace.cpu.end_runqueue_ns" in a:  # queued: running
             ran += (a["selfopt_trace.cpu.reap_runqueue_ns"] - a["selfopt_trace.cpu.end_runqueue_ns"]) / MS
         child_ends = [c.end for c in nodes.values() if c.name == "process" and (parent or {}).get(c.id) == s.id]
         reads[s.id] = (gap_start, until, max(child_ends) if child_ends else None, ran)
+    return reads
+
+
+def union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def read_waits(reads: dict[str, tuple], nodes: dict[str, Span], parent: dict[str, str | None], unit, is_root,
+               end_of, cpu: list[CpuSample] = ()) -> tuple[dict[str, float], dict[str, str]]:
+    """Which candidates (`read_candidates`) were reads, and where each ends; and the spans that hang
+    under them (macros.sql, read_inside .. read_children). The spans a candidate's unit started in
+    it whose parent is older than it are its children (`end_of(span)`: a span's end as activity). A
+    read lasts to its bound if its thread ran a quarter of the time it recorded nothing else or less
+    (its CPU to the reap) and no other read of its thread has a live child at its child's end; else
+    to its traced child's end. Then it is one if its CPU to the reap is a quarter of that time left
+    between its children or less, or its thread's CPU samples there (prorated, over half of it
+    sampled) say so; a child open at its end ends it at the child's start. A span inside several
+    reads goes under the latest. Returns ({read: its end}, {span: the read it hangs under})."""
     pid_of = {s.file: s.attributes.get("process.pid") for s in nodes.values() if s.name == "process"}
+    inside = {r: [s for s in nodes.values()
+                  if s.id not in reads and not is_root(s) and unit(s) == unit(nodes[r]) and parent[s.id] != r
+                  and frm <= s.start < until and nodes[parent[s.id]].start < frm]
+              for r, (frm, until, _, _) in reads.items()}
     ends = {}
-    for r, (gap_start, until, child_end, ran) in reads.items():
+    for r, (frm, until, child_end, ran) in reads.items():
+        covered = sum(hi - lo for lo, hi in union([(s.start, min(end_of(s), until)) for s in inside[r]]))
         crowded = child_end is not None and any(
             o != r and unit(nodes[o]) == unit(nodes[r]) and o_from < child_end < min(o_until, o_child or o_until)
             for o, (o_from, o_until, o_child, _) in reads.items())
-        if crowded or not (0 <= ran and ran * 4 <= until - gap_start):
+        if crowded or not (0 <= ran and ran * 4 <= until - frm - covered):
             until = min(until, child_end if child_end is not None else until)
-        if 0 <= ran and ran * 4 <= until - gap_start:
-            ends[r] = until
-            continue
+        islands = union([(s.start, min(end_of(s), until)) for s in inside[r] if s.start < until])
+        gaps, at = [], frm
+        for lo, hi in islands:
+            gaps.append((at, lo))
+            at = max(at, hi)
+        gaps = [(lo, hi) for lo, hi in gaps + [(at, until)] if hi > lo]
         u = nodes[unit(nodes[r])]
         thread = (pid_of.get(u.file), u.attributes.get("thread.id") if u.category == "thread" else pid_of.get(u.file))
+        samples = sorted({(c.start, c.end, c.cpu) for c in cpu if (c.pid, c.tid) == thread and c.end > c.start
+                          and any(c.end > lo and c.start < hi for lo, hi in gaps)})
+        worked = [c[0] for c in samples if c[1] - c[0] >= 5 and c[2] * 4 >= 3 * (c[1] - c[0])]
+        if worked:  # a reading mostly on the CPU: the thread works, the read is over
+            until = min(until, max(frm, worked[0]))
+        stretches = [(lo, min(hi, until)) for lo, hi in gaps if lo < until]
+        gap = sum(hi - lo for lo, hi in stretches)
         used = sampled = 0.0
-        for c in cpu:
-            lo, hi = max(c.start, gap_start), min(c.end, until)
-            if (c.pid, c.tid) == thread and hi > lo and c.end > c.start:
-                used += c.cpu * (hi - lo) / (c.end - c.start)
-                sampled += hi - lo
-        if sampled and sampled * 2 >= until - gap_start and used * 4 <= sampled:
+        for start, end, used_ns in samples:
+            for lo, hi in stretches:
+                lo, hi = max(start, lo), min(end, hi)
+                if hi > lo:
+                    used += used_ns * (hi - lo) / (end - start)
+                    sampled += hi - lo
+        if gap > 0 and ((0 <= ran and ran * 4 <= gap) or (sampled and sampled * 2 >= gap and used * 4 <= sampled)):
             ends[r] = until
-    return ends
-
-
-def hang_under_reads(read_until: dict[str, float], nodes: dict[str, Span], parent: dict[str, str | None],
-                     unit, is_root, end_of) -> dict[str, str]:
-    """A child read until it exits is what its thread did only while it recorded nothing else
-    (macros.sql, read_children): the spans its unit started meanwhile whose parent is older than the
-    read hang under it (span id -> the read's); one open at the read's end (`end_of(span)`: its end
-    as activity) ends the read at its start (`read_until` is updated); a span inside several reads
-    goes under the latest."""
-    read_from = {r: nodes[r].start + nodes[r].attributes.get("selfopt_trace.spawn_ns", 0) / MS for r in read_until}
-    inside = {r: [s for s in nodes.values()
-                  if s.id not in read_until and not is_root(s) and unit(s) == unit(nodes[r]) and parent[s.id] != r
-                  and read_from[r] <= s.start < read_until[r] and nodes[parent[s.id]].start < read_from[r]]
-              for r in read_until}
-    for r, found in inside.items():
-        read_until[r] = min([read_until[r]] + [s.start for s in found if end_of(s) > read_until[r]])
+    for r in ends:  # a child still open at the read's end ends it at the child's start
+        ends[r] = min([ends[r]] + [s.start for s in inside[r] if s.start < ends[r] < end_of(s)])
     under = {}
-    for r in sorted(read_until, key=lambda r: read_from[r]):  # the latest read last: it wins
-        under |= {s.id: r for s in inside[r] if s.start < read_until[r]}
-    return under
+    for r in sorted(ends, key=lambda r: reads[r][0]):  # the latest read last: it wins
+        under |= {s.id: r for s in inside[r] if s.start < ends[r]}
+    return ends, under
 
 
 def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exited: float | None = None,
@@ -145,7 +157,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             span = nodes[parent[span.id]]
         return span.id
 
-    read_until = read_wait_ends(spans, main_trace, nodes, unit, parent, cpu)
+    candidates = read_candidates(spans, main_trace, nodes, unit, parent)
+    read_until: dict[str, float] = {}  # the reads' ends, found below (their children need the functions)
     top = [s for s in nodes.values() if parent[s.id] is None]
     # A top-level process whose tree answers a call from another top-level process's tree (a SERVER
     # span under a span of that tree) gets the run's time only while no top-level span that answers
@@ -321,8 +334,9 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             nodes[s.id] = s
             parent[s.id] = s.parent
 
-    for span, read in hang_under_reads(read_until, nodes, parent, unit, is_root, lambda s: interval(s)[1]).items():
-        parent[span] = read
+    ends, under = read_waits(candidates, nodes, parent, unit, is_root, lambda s: interval(s)[1], cpu)
+    read_until.update(ends)
+    parent.update(under)
 
     members = defaultdict(list)  # unit -> its spans
     children = defaultdict(list)  # same-unit children
