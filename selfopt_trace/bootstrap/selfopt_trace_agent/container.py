@@ -40,7 +40,10 @@ def _is_hex(text: str) -> bool:
 
 def passed_on() -> str:
     """config.ENV_CONTAINER_ID's value for this mount namespace: the namespace, a tab and the id; ""
-    outside a container or without /proc (nothing to key the id by)."""
+    outside a container or without /proc (nothing to key the id by). In a container whose id none of
+    its files names the value ends in the tab (`mnt:[4026531832]\t`): the id read and found empty,
+    which the other processes of the namespace take as it is rather than read /proc again
+    (process._container_resource)."""
     if not (os.path.exists("/run/.containerenv") or os.path.exists("/.dockerenv")):
         return ""
     try:

@@ -1405,8 +1405,11 @@ read_file(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return data;
 }
 
-/* open_fd(path, flags, mode) -> os.open(path, flags, mode): a descriptor not inherited by children and
- * above 0-2 (stdin, stdout or stderr closed when the program started stay closed: see tracer.open_fd) */
+/* open_fd(path, flags, mode) -> os.open(path, flags, mode): a descriptor not inherited by children,
+ * moved high, below the soft RLIMIT_NOFILE and OPEN_FD_HIGH (see tracer.open_fd), or where that is
+ * taken, at least above 0-2 (stdin, stdout or stderr closed when the program started stay closed) */
+#define OPEN_FD_HIGH 1024  /* tracer.OPEN_FD_HIGH */
+
 static PyObject *
 open_fd(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1425,11 +1428,22 @@ open_fd(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     do {
         fd = open(PyBytes_AS_STRING(path), (int)flags | O_CLOEXEC, (mode_t)mode);
     } while (fd < 0 && (error = errno) == EINTR);
-    if (fd >= 0 && fd < 3) {
-        int high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        error = errno;
-        close(fd);
-        fd = high;
+    if (fd >= 0) {
+        struct rlimit limit;
+        int top = OPEN_FD_HIGH, high = -1;
+        if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
+                && limit.rlim_cur < (rlim_t)OPEN_FD_HIGH)
+            top = (int)limit.rlim_cur;
+        if (fd < top - 1)
+            high = fcntl(fd, F_DUPFD_CLOEXEC, top - 1);  /* the lowest free from there: EMFILE if taken */
+        if (high < 0 && fd < 3) {
+            high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+            error = errno;
+        }
+        if (high >= 0 || fd < 3) {
+            close(fd);
+            fd = high;
+        }
     }
     Py_END_ALLOW_THREADS
     Py_DECREF(path);

@@ -374,7 +374,8 @@ def _named(call, name: str, function, home: tuple):
     setattr(call, _STANDS_IN_FOR, function)
     call.__wrapped__ = function
     call.__name__, call.__doc__ = name, function.__doc__
-    return tracer.at_home(call, *home)
+    # a built-in's (pickle.dumps) binds on no class, as the built-in does not (tracer.Builtin)
+    return tracer.unbound(tracer.at_home(call, *home), function)
 
 
 def fire(name: str, module) -> None:

@@ -151,7 +151,7 @@ def _install_sleep_hook() -> None:
     tracer.own_wrapper(tracer.at_home(sleep, "time", "sleep"), original)
     sleep.__name__ = original.__name__
     sleep.__doc__ = original.__doc__
-    time.sleep = sleep
+    time.sleep = tracer.unbound(sleep, original)  # a built-in: binds on no class (tracer.Builtin)
 
 
 def _stand_in(name: str, original):
@@ -175,7 +175,8 @@ def _stand_in(name: str, original):
 
     call.__name__ = original.__name__
     call.__doc__ = original.__doc__
-    return tracer.own_wrapper(tracer.at_home(call, "os", name), original)
+    # built-ins: a wrapper that binds on no class as they do (tracer.Builtin)
+    return tracer.unbound(tracer.own_wrapper(tracer.at_home(call, "os", name), original), original)
 
 
 # SIGTERM: flush and close the process span, then die of SIGTERM exactly as untraced. Installed

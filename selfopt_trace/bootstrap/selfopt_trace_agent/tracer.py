@@ -204,6 +204,15 @@ def _load_twin() -> tuple:
 
 twin, twin_failure = _load_twin()  # importtime.install reports the failure once the span file is set up
 
+# The span file's descriptor is moved to the top of the numbers a program gets: the soft RLIMIT_NOFILE
+# minus one, at most OPEN_FD_HIGH - 1 (bash keeps its own at 255 so). The program's own numbers are
+# then what they are untraced (an os.pipe() after a daemon's os.closerange(3, ...), which the flush
+# answers by opening the file again: (3, 4), not (3, 5)), and a program that lowers the limit to what
+# it needs (setrlimit(RLIMIT_NOFILE, (4, 4))) still has 3 to open: a descriptor above the limit stays
+# valid. Not higher: the kernel's table of a process's descriptors grows to the highest one (a
+# container's limit of 1,048,576: 8 MB of it, copied at every fork).
+OPEN_FD_HIGH = 1024
+
 # What raises an audit event that a program's audit hooks would see the agent cause: sys._getframe,
 # `__code__`, `f_code`, `tb_frame`, opening a file, os.environ's changes. The twin's do the same
 # without one (importtime.c); setenv changes what children inherit and leaves os.environ alone.
@@ -214,8 +223,23 @@ else:
     frame_at = sys._getframe
 
     def open_fd(path: str, flags: int, mode: int) -> int:
+        """os.open, the descriptor moved to the top of the program's numbers (see OPEN_FD_HIGH), or,
+        where that one is taken, at least above 0-2: stdin, stdout or stderr closed when the program
+        started stay closed, as the program had them."""
         fd, below = os.open(path, flags, mode), []
-        while 0 <= fd < 3:  # stdin, stdout or stderr closed: left closed, as the program had them
+        try:
+            top = os.sysconf("SC_OPEN_MAX")  # the soft RLIMIT_NOFILE (no `resource` to import)
+        except (ValueError, OSError):
+            top = -1
+        high = (OPEN_FD_HIGH if top <= 0 or top > OPEN_FD_HIGH else top) - 1
+        if fd < high:
+            try:
+                os.fstat(high)  # the program's: left alone (the twin's F_DUPFD_CLOEXEC finds it taken too)
+            except OSError:
+                os.dup2(fd, high, inheritable=False)
+                os.close(fd)
+                return high
+        while 0 <= fd < 3:
             below.append(fd)
             fd = os.dup(fd)
         for low in below:
@@ -562,6 +586,53 @@ def own_wrapper(wrapper, original):
     return wrapper
 
 
+class Builtin:
+    """A wrapper that does not bind, as the built-in function it stands for does not: put on a class
+    (`class Poller: sleep = time.sleep`), a Python function would become a method there and get the
+    instance as its first argument (`self.sleep(0.01)`: TypeError, traced only).
+
+    The call goes straight into the wrapper function: `__call__` is a slot of the instance holding
+    it, which CPython's call of the instance reads through the slot's descriptor (no frame of its own,
+    ~30-50 ns a call more than the function called directly). Its identity is the function's
+    (`__name__`, `__qualname__`, `__module__`, `__doc__`, `__wrapped__`, the agent's marks: in its
+    __dict__); what it does not have comes from the built-in it wraps (`__self__`,
+    `__text_signature__`), whose class it gives as its `__class__` (isinstance and inspect.isbuiltin as
+    untraced), its repr the built-in's; pickle and copy find it by its module and qualified name."""
+
+    __slots__ = ("__call__", "__dict__", "__weakref__")
+
+    def __reduce__(self):
+        return self.__qualname__
+
+    @property
+    def __class__(self):
+        return self.__wrapped__.__class__
+
+    def __getattr__(self, name: str):
+        if name == "__wrapped__" or name.startswith("__selfopt_trace"):
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
+
+def unbound(function, original):
+    """What to put where `original` stood in place of it: `function` itself where `original` binds
+    when stored on a class as a function does (a function, a method descriptor), else a Builtin
+    calling `function` (a built-in function, a class, a partial: no __get__), with its attributes."""
+    if hasattr(type(original), "__get__") or type(function) is Builtin:
+        return function
+    made = object.__new__(Builtin)
+    made.__call__ = function
+    attributes = made.__dict__
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        attributes[name] = getattr(function, name)
+    attributes.update(function.__dict__)
+    attributes.setdefault("__wrapped__", original)
+    return made
+
+
 def at_home(wrapper, module_name: str, qualname: str):
     """`wrapper` named by where it is put: pickle finds a function by its module and qualified name,
     and must find that very function there (time.sleep, os.system handed to a process pool)."""
@@ -806,9 +877,10 @@ def _write(payload: bytes) -> None:
 
 
 def _open_span_file() -> int:
-    """The span file's descriptor, above 0-2 (a program started with stdout closed must not print
-    into it, nor its children inherit it as theirs): a new file at the first flush, the same one
-    again when the program has closed ours (a daemon's closerange) and its number may be its own."""
+    """The span file's descriptor, high (open_fd: the program's numbers and its lowered RLIMIT_NOFILE
+    as untraced), never 0-2 (a program started with stdout closed must not print into it, nor its
+    children inherit it as theirs): a new file at the first flush, the same one again, high again,
+    when the program has closed ours (a daemon's closerange) and its number may be its own."""
     global _path, _fd_file
     if not _path:
         _path = os.path.join(_spans_dir, "%d-%s%s" % (os.getpid(), os.urandom(4).hex(), spanfile.SUFFIX))

@@ -333,7 +333,7 @@ def wrap(owner, name: str, make) -> None:
     sees untraced."""
     original = lazy.original(owner.__dict__[name])  # what stands in until the first call wraps it
     if not tracer.is_own_wrapper(original):
-        setattr(owner, name, tracer.own_wrapper(make(original), original))
+        setattr(owner, name, tracer.unbound(tracer.own_wrapper(make(original), original), original))
 
 
 # --- bodies (opt-in) ----------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def _wrap_fork_exec(module) -> bool:
             tracer.strip_own_frames(exc)
             raise
 
-    setattr(owner, name, tracer.own_wrapper(fork_exec, original))
+    setattr(owner, name, tracer.unbound(tracer.own_wrapper(fork_exec, original), original))
     return True
 
 

@@ -142,7 +142,9 @@ def wrap(module, module_name: str, qualname: str, span_name: str, attribute_path
         return False
     attributes = {"code.namespace": module_name, "code.function": qualname}
     extract = _extractor(code, attribute_paths) if attribute_paths else None
-    wrapper = _wrapper(function, span_name, attributes, extract, bool(code.co_flags & _CO_COROUTINE))
+    # a callable that binds on no class (an object with __call__) gets a wrapper that does not either
+    wrapper = tracer.unbound(_wrapper(function, span_name, attributes, extract, bool(code.co_flags & _CO_COROUTINE)),
+                             function)
     setattr(owner, attribute, descriptor(wrapper) if descriptor else wrapper)
     return True
 

@@ -100,7 +100,7 @@ def install(target: str, module) -> None:
 def _wrap(owner, name: str, make) -> None:
     original = lazy.original(owner.__dict__[name])  # what stands in until the first Thread.start wraps it
     if not tracer.is_own_wrapper(original):
-        setattr(owner, name, tracer.own_wrapper(make(original), original))
+        setattr(owner, name, tracer.unbound(tracer.own_wrapper(make(original), original), original))
 
 
 def _handed_over() -> tracer.Span | None:

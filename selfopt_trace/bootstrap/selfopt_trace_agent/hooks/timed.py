@@ -90,7 +90,7 @@ def identity(wrapper, original, where: tuple = ()):
         wrapper.__module__, wrapper.__qualname__ = where
     wrapper.__wrapped__ = original
     setattr(wrapper, MARK, True)
-    return wrapper
+    return tracer.unbound(wrapper, original)  # binds on no class where the original does not (pickle.dumps)
 
 
 def measured(original, call: Call, where: tuple = ()):

@@ -371,14 +371,14 @@ def identity(wrapper, original):
             setattr(wrapper, attribute, getattr(original, attribute))
         except (AttributeError, TypeError):
             pass
-    return tracer.own_wrapper(wrapper, original)
+    return tracer.unbound(tracer.own_wrapper(wrapper, original), original)
 
 
 def wrap(owner, name: str, make) -> None:
     """owner.name = make(owner.name), once (what a lazy.py stand-in stands for, if one is there)."""
     original = lazy.original(owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name))
     if not tracer.is_own_wrapper(original):
-        setattr(owner, name, tracer.own_wrapper(make(original), original))
+        setattr(owner, name, tracer.unbound(tracer.own_wrapper(make(original), original), original))
 
 
 def span_of(thing) -> str:
