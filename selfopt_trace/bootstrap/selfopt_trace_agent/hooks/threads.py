@@ -253,8 +253,9 @@ def _condition_wait(original):
     """A blocking Condition.wait is a wait on the unit that notified it, from its start to the notify
     (then the waiter only wakes). Named after its caller in threading or queue (`Event.wait`,
     `Queue.get`, `Queue.join`, ...). The Condition's waiters become a _NotedWaiters at its first wait
-    (under its lock, as the wait is). One that timed out, or that nobody we know notified, is not
-    recorded: it waited on nothing traced (an untraced wait, as before)."""
+    (under its lock, as the wait is). One that timed out is a sleep the program asked for (a
+    threading.Timer's delay, a poll's `Event.wait(0.1)`: `sleeps`, not an untraced wait); one that
+    nobody we know notified is not recorded: it waited on nothing traced (an untraced wait)."""
     threshold = waits.THRESHOLD_NS
     busy = waits.busy
 
@@ -281,6 +282,8 @@ def _condition_wait(original):
             notified = getattr(self._waiters, "notified", None) if result else None
             if notified is not None and notified[1] - t0 >= threshold:
                 waits.record(_wait_name(tracer.code_of(tracer.frame_at(1))), t0, notified[1], [notified[0]])
+            elif not result and timeout is not None and time_ns() - t0 >= threshold:
+                _timed_out(t0, timeout)
             else:
                 waits.not_blocked(time_ns())
         except Exception as exc:
@@ -288,6 +291,20 @@ def _condition_wait(original):
         return result
 
     return waits.identity(wait, original)
+
+
+_sleep_heads: dict = {}  # a timed-out wait's name -> its sleep record's head
+
+
+def _timed_out(t0: int, timeout) -> None:
+    """A Condition.wait that timed out, as a sleep named after its caller (`Event.wait`, `Queue.get`)."""
+    from . import time_
+
+    name = _wait_name(tracer.code_of(tracer.frame_at(2)))
+    head = _sleep_heads.get(name)
+    if head is None:
+        head = _sleep_heads[name] = "\t%s\t%s\t%s\t" % (name, tracer.INTERNAL, time_.CATEGORY)
+    time_.record(t0, time_ns(), timeout, head=head, depth=4)
 
 
 def _wait_name(code) -> str:
