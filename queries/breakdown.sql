@@ -202,13 +202,19 @@ wrapped_targets AS (
     FROM edges AS e
     JOIN linked AS t ON t.id = e.target
     JOIN (SELECT hash(span_id) AS id, pid
-          FROM (SELECT p.span_id, p.pid, bool_or(p.pid = s.child_pid) OVER (PARTITION BY s.span_id) AS own_child
-                FROM (SELECT span_id, TRY_CAST(attributes->>'process.pid' AS INTEGER) AS child_pid
+          FROM (SELECT p.span_id, p.pid, s.compound,
+                       bool_or(p.pid = s.child_pid) OVER (PARTITION BY s.span_id) AS own_child
+                FROM (SELECT span_id, TRY_CAST(attributes->>'process.pid' AS INTEGER) AS child_pid,
+                             -- os.system's shell (its pid unknown) runs a compound command itself,
+                             -- execs a simple one (`sh -c "python a.py"` is then the Python)
+                             attributes->>'process.shell' = 'true'
+                                 AND regexp_matches(coalesce(attributes->'process.command_args'->>2, ''), '[;&|\n]')
+                                 AS compound
                       FROM spans WHERE run_id = $run_id AND category = 'subprocess' AND name <> 'exec') AS s
                 JOIN spans AS p ON p.run_id = $run_id AND p.category = 'process' AND p.name = 'process'
                                AND p.parent_span_id = s.span_id
-                WHERE s.child_pid IS NOT NULL)
-          WHERE NOT own_child) AS w ON w.id = t.id
+                WHERE s.child_pid IS NOT NULL OR s.compound)
+          WHERE NOT own_child OR (compound AND own_child IS NULL)) AS w ON w.id = t.id
     LEFT JOIN cpu_samples AS m ON m.run_id = $run_id AND m.pid = w.pid AND m.tid = w.pid
                               AND m.end_ns > t.re AND m.start_ns < t.re + 1000000000
     GROUP BY e.waiter, t.id

@@ -285,8 +285,11 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         if spawn is None or spawn.category != "subprocess" or spawn.name == "exec":
             return None
         child_pid = spawn.attributes.get("process.pid")
-        if child_pid is None or child_pid in {pid_of.get(p.file) for p in nodes.values()
-                                              if p.name == "process" and p.parent == spawn.id}:
+        args = spawn.attributes.get("process.command_args") or []
+        if child_pid is None:  # os.system: its shell runs a compound command itself, execs a simple one
+            if not (spawn.attributes.get("process.shell") and re.search(r"[;&|\n]", args[2] if len(args) > 2 else "")):
+                return None
+        elif child_pid in {pid_of.get(p.file) for p in nodes.values() if p.name == "process" and p.parent == spawn.id}:
             return None
         end, pid = interval(process)[1], pid_of.get(process.file)
         return max([end] + [c.end for c in cpu if (c.pid, c.tid) == (pid, pid) and c.end > end and c.start < end + 1000])

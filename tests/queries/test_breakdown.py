@@ -308,6 +308,29 @@ def test_a_shell_running_a_traced_python_among_untraced_programs_is_an_untraced_
         "child processes' own work": 20, "interpreter teardown": 5})
 
 
+@pytest.mark.parametrize("command, wrapped", [("prep; python a.py; post", True), ("python a.py", False)])
+def test_os_system_s_shell_running_a_compound_command_is_an_untraced_child_but_in_the_python_s_teardown(
+        store: Store, tmp_path: Path, command: str, wrapped: bool) -> None:
+    """os.system: no pid known for its shell, which runs a compound command itself (untraced, around
+    the Python: was the Python's teardown, 321 ms with the os._exit() advice, and spawn overhead) and
+    execs a simple one (the shell is then the Python: its teardown as before)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    system = run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT",
+                      attributes={"process.shell": True, "process.command_args": ["/bin/sh", "-c", command]})
+    run.process(501, 30, 50, system, command="a.py")
+    run_id = run.load(store, tmp_path)
+    cpu = [reference.CpuSample(501, 501, 40, 55, 15)]
+    load_cpu(store, run_id, cpu)
+    expected = reference.breakdown(run.spans, TRACE, cpu)
+    assert_figures(breakdown(store, run_id), expected)
+    walls = {c: wall for c, (wall, _) in expected.items() if wall}
+    assert walls == pytest.approx({"own work": 20, "child processes' own work": 20, "interpreter teardown": 5,
+                                   "untraced child processes": 20 + 35} if wrapped else
+                                  {"own work": 20, "child processes' own work": 20, "interpreter teardown": 40,
+                                   "subprocess spawn overhead": 20})
+
+
 def test_a_shell_read_until_it_exits_then_reaped_counts_each_instant_once(store: Store, tmp_path: Path) -> None:
     """The same shell read to EOF (its spawning span a read wait) and reaped at its end: the reap's
     Popen.wait was cut at the Python's teardown's end, before the wait began, and that piece was

@@ -213,41 +213,38 @@ def _place(target: str, hook_module: str, module, paths: tuple) -> None:
             placed = stand_in if function is raw else type(raw)(stand_in)
             places += (owner, name, raw, placed)
             setattr(owner, name, placed)
-    if places:
-        _unresolved.append(state)
 
 
-# The states of stand-ins not resolved yet. A fork while another thread resolves one (holds its lock:
-# it installs the hook) left the child that lock held by a thread it does not have, and the child's
-# first call of that stand-in waited for ever: a Pool(2, maxtasksperchild=1) forking a replacement
-# worker in its thread as its result thread first unpickled a result (pickle's stand-in) hung 1 run
-# in 6. So a fork waits for the resolutions under way (at most FORK_WAIT_S each: two threads
-# resolving one inside the other's hook could otherwise wait on each other through it), and the
-# child starts with fresh locks.
-_unresolved: list = []
-_held: list = []
+# A fork while another thread resolved a stand-in (held its lock: it installs the hook) left the
+# child that lock held by a thread it does not have, and the child's first call of that stand-in
+# waited for ever: a Pool(2, maxtasksperchild=1) forking a replacement worker in its thread as its
+# result thread first unpickled a result (pickle's stand-in) hung 1 run in 6. So a resolution holds
+# one lock more, which a fork takes first (waiting at most FORK_WAIT_S: a fork inside a hook's
+# installation of another thread waits no longer), and the child gets a fresh one. (Every stand-in's
+# state kept for the fork instead held them all alive: +4 M instructions an import-heavy process.)
+_resolving = RLock()
+_fork_held: list = []
 FORK_WAIT_S = 1.0
 
 
 def before_fork() -> None:
-    for state in list(_unresolved):
-        try:
-            if state[_LOCK].acquire(True, FORK_WAIT_S):
-                _held.append(state)
-        except Exception:
-            pass
+    try:
+        if _resolving.acquire(True, FORK_WAIT_S):
+            _fork_held.append(True)
+    except Exception:
+        pass
 
 
 def after_fork_in_parent() -> None:
-    for state in _held:
-        state[_LOCK].release()
-    del _held[:]
+    if _fork_held:
+        del _fork_held[:]
+        _resolving.release()
 
 
 def after_fork_in_child() -> None:
-    for state in _held:
-        state[_LOCK] = RLock()
-    del _held[:]
+    global _resolving
+    del _fork_held[:]
+    _resolving = RLock()
 
 
 def _resolve(state: list) -> bool:
@@ -260,7 +257,7 @@ def _resolve(state: list) -> bool:
     program's function calling itself through ours."""
     if state[_CALLS] is not None:
         return False
-    with state[_LOCK]:
+    with _resolving, state[_LOCK]:
         if state[_CALLS] is not None:
             return False
         places = state[_PLACES]
@@ -297,10 +294,6 @@ def _resolve(state: list) -> bool:
             else:
                 setattr(owner, name, current)
         state[_CALLS] = calls
-        try:
-            _unresolved.remove(state)
-        except ValueError:
-            pass
         return True
 
 
