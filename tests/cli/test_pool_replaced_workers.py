@@ -15,15 +15,17 @@ import pytest
 
 from tests.cli.conftest import Cli
 
-PROGRAM = r"""
-import multiprocessing, sys, time
+TASK = r"""
+import concurrent.futures, multiprocessing, sys, time
 
 def task(seconds):
     t = time.perf_counter()
     while time.perf_counter() - t < seconds:
         pass
     return seconds
+"""
 
+PROGRAM = TASK + r"""
 if __name__ == "__main__":
     pool = multiprocessing.get_context(sys.argv[1]).Pool(2, maxtasksperchild=1)
     assert pool.map(task, [0.2] * 4, chunksize=1) == [0.2] * 4
@@ -65,15 +67,7 @@ def test_a_pool_wait_names_the_workers_replaced_during_it(cli: Cli, method: str)
     assert wall["subprocess spawn overhead"] < 100, wall
 
 
-EXECUTOR = r"""
-import concurrent.futures, multiprocessing, sys, time
-
-def task(seconds):
-    t = time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        pass
-    return seconds
-
+EXECUTOR = TASK + r"""
 if __name__ == "__main__":
     context = multiprocessing.get_context("spawn")
     for _ in range(2):
