@@ -264,7 +264,9 @@ def _breakdown(store: Store, run_id: str) -> dict[str, float]:
 
 def test_the_breakdown_follows_what_codeflash_waits_on_not_its_idle_jedi_helper(run: Run) -> None:
     """jedi's inference subprocess lives from its first use to the end, blocked on its pipe: the
-    breakdown must be the same with it and without it (issue 10: it used to halve every figure)."""
+    breakdown must be the same with it and without it (issue 10: it used to halve every figure), but
+    where codeflash read its pipe: its start-up at its first use, which codeflash waits on for its
+    first answer (seen into, its start-up and imports; unseen, an untraced child: 71 ms of 8.7 s)."""
     [jedi] = [s for s in run.spans if s.category == "subprocess"
               and any("jedi/inference/compiled/subprocess" in a for a in s.attributes["process.command_args"])]
     helper = _process_of(run, jedi)
@@ -281,8 +283,14 @@ def test_the_breakdown_follows_what_codeflash_waits_on_not_its_idle_jedi_helper(
     for figures in (with_helper, without):  # each figure is rounded to the microsecond
         assert sum(ms for category, ms in figures.items() if category != "total") == pytest.approx(
             figures["total"], abs=0.01)
+    helpers = ("interpreter start-up", "imports", "child processes' own work", "interpreter teardown",
+               "untraced child processes", "untraced waits")
     for category, ms in with_helper.items():
-        assert ms == pytest.approx(without[category], abs=max(1.0, 0.005 * with_helper["total"])), category
+        if category not in helpers:
+            assert ms == pytest.approx(without[category], abs=max(1.0, 0.005 * with_helper["total"])), category
+    moved = sum(abs(with_helper[c] - without[c]) for c in helpers) / 2
+    assert moved < 0.03 * with_helper["total"], {c: (with_helper[c], without[c]) for c in helpers}
+    assert with_helper["untraced child processes"] <= without["untraced child processes"] + 1
     # and the figures say where codeflash's time goes: its pytest children, start-up and imports
     assert with_helper["child processes' own work"] + with_helper["imports"] + with_helper["interpreter start-up"] \
         > 0.3 * with_helper["total"]
