@@ -247,6 +247,14 @@ def records(store: Store, query: str, case: str, **params: Any) -> list[dict]:
     return run_query(store, query, {"run_id": case, **params}).records()
 
 
+def sampled(store: Store, case: str, truth: Truth) -> list[reference.CpuSample]:
+    """The CPU samples the measured side read its children's reads by, on the truth's clock: the
+    truth decides them by the same (its own readings, finer, placed the read's end elsewhere)."""
+    _, rows = store.sql("SELECT pid, tid, start_ns, end_ns, cpu_ns + coalesce(runqueue_ns, 0) FROM cpu_samples "
+                        "WHERE run_id = $run_id", {"run_id": case})
+    return [reference.CpuSample(pid, tid, truth.ms(start), truth.ms(end), used / 1e6) for pid, tid, start, end, used in rows]
+
+
 # --- the workloads did what the figures assume ------------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES)
@@ -313,7 +321,8 @@ UNKNOWN_BUSY = {"pool": ("interpreter start-up", "imports", "child processes' ow
 @retried
 def test_breakdown_matches_the_truth(accuracy, case: str) -> None:
     truth: Truth = accuracy["truth"][case]
-    expected = reference.breakdown(truth.spans, TRACE, truth.cpu, exited=accuracy["exited"][case])
+    expected = reference.breakdown(truth.spans, TRACE, truth.cpu, exited=accuracy["exited"][case],
+                                   read_cpu=sampled(accuracy["store"], case, truth))
     measured = {r["category"]: r for r in records(accuracy["store"], "breakdown", case)}
     figures = {}
     for category in reference.CATEGORIES:
@@ -369,7 +378,7 @@ def path_figures(truth: Truth, measured: list[dict], rows: list[OnPath]) -> dict
 def test_critical_path_matches_the_truth(accuracy, case: str) -> None:
     truth: Truth = accuracy["truth"][case]
     measured = records(accuracy["store"], "critical_path", case, min_ms=0, limit=1_000_000)
-    rows = ground_truth.critical_path(truth.spans, cpu=truth.cpu)
+    rows = ground_truth.critical_path(truth.spans, cpu=sampled(accuracy["store"], case, truth))
     figures = path_figures(truth, measured, rows)
     figures["wall"] = (measured[0]["on_path_ms"], truth.ms(truth.main.last))
     # after the main process's last line, until `run` saw it exit: its teardown, the path's last row

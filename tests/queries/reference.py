@@ -127,13 +127,16 @@ def read_waits(reads: dict[str, tuple], nodes: dict[str, Span], parent: dict[str
 
 def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exited: float | None = None,
               replaced: bool = False, run: tuple[float, float] | None = None,
-              resources: dict[str, dict[str, Any]] | None = None) -> dict[str, tuple[float, float]]:
+              resources: dict[str, dict[str, Any]] | None = None,
+              read_cpu: list[CpuSample] | None = None) -> dict[str, tuple[float, float]]:
     """category -> (wall, busy), in the spans' time unit; `exited`: when `run` saw CMD, the root
     process, exit (its teardown follows the top-level spans' end; `replaced`: an exec replaced its
     interpreter with a program of no agent, whose time is outside traced processes); `run`: the
     run's start and end (the runs row), where its wall time is (else the top-level spans' extent,
     to `exited`). What no top-level span covers there, CMD's teardown aside, is outside.
-    `resources`: a span file's resource attributes, where they matter (container.id, container.name)."""
+    `resources`: a span file's resource attributes, where they matter (container.id, container.name).
+    `read_cpu`: the CPU samples that say where a child read until it exits was read, where they are
+    not `cpu` (tests/accuracy: the sampler's, which the measured side decided them by)."""
     nodes = {s.id: s for s in spans if s.trace == main_trace and s.category != "sleep"}
     sleeps_in = [s for s in spans if s.trace == main_trace and s.category == "sleep" and s.parent in nodes]
     parent: dict[str, str | None] = {}
@@ -337,7 +340,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             nodes[s.id] = s
             parent[s.id] = s.parent
 
-    ends, under = read_waits(candidates, nodes, parent, unit, is_root, lambda s: interval(s)[1], cpu)
+    ends, under = read_waits(candidates, nodes, parent, unit, is_root, lambda s: interval(s)[1],
+                             cpu if read_cpu is None else read_cpu)
     read_until.update(ends)
     parent.update(under)
 
