@@ -424,16 +424,14 @@ read_inside AS (
 -- output, or a server's "ready" line, then works), or where another read of its thread still has
 -- a live child (children read together with a selector: the first to exit took half of the
 -- other's work as its teardown). The test counts the time the thread recorded nothing else.
-read_covered AS (  -- the union of each read's children within it
-    SELECT read_id, sum(ce - cs) AS ns
-    FROM (SELECT read_id, min(cs) AS cs, max(ce) AS ce
-          FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs > before_end)
-                              OVER (PARTITION BY read_id ORDER BY cs, ce ROWS UNBOUNDED PRECEDING) AS island
-                FROM (SELECT *, max(ce) OVER (PARTITION BY read_id ORDER BY cs, ce
-                                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
-                      FROM (SELECT read_id, rs AS cs, least(re, until_ns) AS ce FROM read_inside WHERE re > rs)))
-          GROUP BY read_id, island)
-    GROUP BY read_id
+read_islands AS (  -- the union of each read's children within it, as islands
+    SELECT read_id, min(cs) AS cs, max(ce) AS ce
+    FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs > before_end)
+                        OVER (PARTITION BY read_id ORDER BY cs, ce ROWS UNBOUNDED PRECEDING) AS island
+          FROM (SELECT *, max(ce) OVER (PARTITION BY read_id ORDER BY cs, ce
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
+                FROM (SELECT read_id, rs AS cs, least(re, until_ns) AS ce FROM read_inside WHERE re > rs)))
+    GROUP BY read_id, island
 ),
 read_bounds AS (
     SELECT r.id, r.unit, r.from_ns, r.ran_ns,
@@ -444,27 +442,22 @@ read_bounds AS (
                                        AND least(o.until_ns, coalesce(o.child_end, o.until_ns)) > r.child_end)
                 THEN r.until_ns
                 ELSE least(r.until_ns, coalesce(r.child_end, r.until_ns)) END AS until_ns
-    FROM read_spans AS r LEFT JOIN read_covered AS c ON c.read_id = r.id
+    FROM read_spans AS r
+    LEFT JOIN (SELECT read_id, sum(ce - cs) AS ns FROM read_islands GROUP BY read_id) AS c ON c.read_id = r.id
 ),
 -- The time it recorded nothing else in, to its bound: where the CPU read at the reap fails the
 -- test, the thread's CPU samples there decide: prorated (a reading astride its end spreads the
 -- work after it in, erring on the side of no wait), over at least half of it sampled.
 read_gaps AS (
     SELECT id, a, b FROM (
-        SELECT b.id, coalesce(lag(i.ce) OVER (PARTITION BY b.id ORDER BY i.cs), b.from_ns) AS a, i.cs AS b
-        FROM read_bounds AS b
-        JOIN (SELECT read_id, min(cs) AS cs, max(ce) AS ce
-              FROM (SELECT *, count(*) FILTER (WHERE before_end IS NULL OR cs > before_end)
-                                  OVER (PARTITION BY read_id ORDER BY cs, ce ROWS UNBOUNDED PRECEDING) AS island
-                    FROM (SELECT *, max(ce) OVER (PARTITION BY read_id ORDER BY cs, ce
-                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
-                          FROM (SELECT i.read_id, i.rs AS cs, least(i.re, b.until_ns) AS ce
-                                FROM read_inside AS i JOIN read_bounds AS b ON b.id = i.read_id
-                                WHERE i.rs < b.until_ns AND i.re > i.rs)))
-              GROUP BY read_id, island) AS i ON i.read_id = b.id
+        SELECT b.id, coalesce(lag(least(i.ce, b.until_ns)) OVER (PARTITION BY b.id ORDER BY i.cs), b.from_ns) AS a,
+               i.cs AS b
+        FROM read_bounds AS b JOIN read_islands AS i ON i.read_id = b.id AND i.cs < b.until_ns
         UNION ALL
-        SELECT b.id, coalesce(max(i.re) FILTER (WHERE i.rs < b.until_ns), b.from_ns), b.until_ns
-        FROM read_bounds AS b LEFT JOIN read_inside AS i ON i.read_id = b.id
+        -- (least() passes a NULL over: no island is no end, not the bound)
+        SELECT b.id, coalesce(max(least(i.ce, b.until_ns)) FILTER (WHERE i.read_id IS NOT NULL), b.from_ns),
+               b.until_ns
+        FROM read_bounds AS b LEFT JOIN read_islands AS i ON i.read_id = b.id AND i.cs < b.until_ns
         GROUP BY b.id, b.from_ns, b.until_ns)
     WHERE b > a
 ),

@@ -87,13 +87,14 @@ def read_waits(reads: dict[str, tuple], nodes: dict[str, Span], parent: dict[str
               for r, (frm, until, _, _) in reads.items()}
     ends = {}
     for r, (frm, until, child_end, ran) in reads.items():
-        covered = sum(hi - lo for lo, hi in union([(s.start, min(end_of(s), until)) for s in inside[r]]))
+        children = union([(s.start, min(end_of(s), until)) for s in inside[r]])
+        covered = sum(hi - lo for lo, hi in children)
         crowded = child_end is not None and any(
             o != r and unit(nodes[o]) == unit(nodes[r]) and o_from < child_end < min(o_until, o_child or o_until)
             for o, (o_from, o_until, o_child, _) in reads.items())
         if crowded or not (0 <= ran and ran * 4 <= until - frm - covered):
             until = min(until, child_end if child_end is not None else until)
-        islands = union([(s.start, min(end_of(s), until)) for s in inside[r] if s.start < until])
+        islands = [(lo, min(hi, until)) for lo, hi in children if lo < until]
         gaps, at = [], frm
         for lo, hi in islands:
             gaps.append((at, lo))
