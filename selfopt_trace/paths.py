@@ -15,13 +15,13 @@ def default_home() -> Path:
     home = os.environ.get(HOME_ENV)
     if home:
         return Path(home).expanduser()
-    try:
-        return Path.cwd() / ".selfopt-trace"
-    except FileNotFoundError:  # the working directory was deleted: nowhere to keep anything by default
+    cwd = working_directory()
+    if cwd is None:  # deleted: nowhere to keep anything by default
         from .errors import SelfoptTraceError
 
         raise SelfoptTraceError(f"the working directory no longer exists: set {HOME_ENV} (or --db and --out) "
-                                "to say where traces go") from None
+                                "to say where traces go")
+    return cwd / ".selfopt-trace"
 
 
 def working_directory() -> Path | None:

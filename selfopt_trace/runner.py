@@ -260,7 +260,7 @@ def traced_environ(base: dict[str, str], record: RunRecord, options: RunOptions,
     if options.import_threshold_ms is not None:
         env[agent_config.ENV_IMPORT_THRESHOLD_MS] = repr(options.import_threshold_ms)
     if options.targets:
-        given = [t for t in env.get(agent_config.ENV_TARGETS, "").replace(";", ",").split(",") if t.strip()]
+        given = agent_config.target_items(env.get(agent_config.ENV_TARGETS, ""))
         env[agent_config.ENV_TARGETS] = ";".join(dict.fromkeys(given + options.targets))
     env["PYTHONPATH"] = agent_config.with_bootstrap(env.get("PYTHONPATH", ""), str(BOOTSTRAP_DIR))
     # read here, once: a traced process that is first in its container otherwise reads /proc for it
@@ -470,9 +470,8 @@ def prepare(options: RunOptions, environ: dict[str, str]) -> None:
         raise RunSetupError(f"--import-threshold-ms must be a number >= 0, not {options.import_threshold_ms}")
     for target in options.targets:
         check_target(target)
-    for target in environ.get(agent_config.ENV_TARGETS, "").replace(";", ",").split(","):
-        if target.strip():
-            check_target(target.strip(), agent_config.ENV_TARGETS)
+    for target in agent_config.target_items(environ.get(agent_config.ENV_TARGETS, "")):
+        check_target(target, agent_config.ENV_TARGETS)
     check_writable_dir(options.out_dir, "the run output directory")
     if options.load:
         check_writable_db(options.db_path)

@@ -36,6 +36,11 @@ WAIT_THRESHOLD_NS = 20_000
 PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS, ENV_PURE_PYTHON, ENV_CONTAINER_ID)
 
 
+def target_items(text: str) -> list:
+    """The entries of a SELFOPT_TRACE_TARGETS value (`a.b:C.f, d:g; ...`), stripped, none empty."""
+    return [item.strip() for item in text.replace(";", ",").split(",") if item.strip()]
+
+
 def hex_id(text: str | None, length: int) -> str | None:
     """`text` as a W3C trace (32) or span (16) id: that many hex digits, not all zero; lower case."""
     text = (text or "").strip()

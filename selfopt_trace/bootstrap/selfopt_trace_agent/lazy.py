@@ -223,27 +223,28 @@ def _place(target: str, hook_module: str, module, paths: tuple) -> None:
 # installation of another thread waits no longer), and the child gets a fresh one. (Every stand-in's
 # state kept for the fork instead held them all alive: +4 M instructions an import-heavy process.)
 _resolving = RLock()
-_fork_held: list = []
+_held_for_fork = False
 FORK_WAIT_S = 1.0
 
 
 def before_fork() -> None:
+    global _held_for_fork
     try:
-        if _resolving.acquire(True, FORK_WAIT_S):
-            _fork_held.append(True)
+        _held_for_fork = _resolving.acquire(True, FORK_WAIT_S)
     except Exception:
-        pass
+        _held_for_fork = False
 
 
 def after_fork_in_parent() -> None:
-    if _fork_held:
-        del _fork_held[:]
+    global _held_for_fork
+    if _held_for_fork:
+        _held_for_fork = False
         _resolving.release()
 
 
 def after_fork_in_child() -> None:
-    global _resolving
-    del _fork_held[:]
+    global _resolving, _held_for_fork
+    _held_for_fork = False
     _resolving = RLock()
 
 

@@ -73,10 +73,7 @@ def install_user_targets() -> None:
 def parse(text: str) -> list:
     """[(module, qualname)] from `a.b:C.f, d:g; ...`; malformed entries are diagnostics."""
     out = []
-    for item in text.replace(";", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in config.target_items(text):
         module, sep, qualname = item.partition(":")
         if not sep or not module.strip() or not qualname.strip():
             tracer.diagnostic("target_invalid", "%r is not module:qualname" % item)
