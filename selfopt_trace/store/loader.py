@@ -130,7 +130,9 @@ FROM (
 
 # S joined to its E (E attributes merged over S attributes, E parent re-parents), then X as they are.
 # A span can have two E records (a process span ended for an exec that failed, then at exit; an
-# end racing the flusher): the last one counts.
+# end racing the flusher): the last one counts. A SERVER span can have an X and an S with no E: its
+# handler thread wrote it whole while the process's end wrote it as still open (the agent's
+# _open_servers); the X, the request as it ended, counts.
 _SPANS_SQL = f"""
 INSERT INTO spans
 WITH f AS (SELECT * FROM _files WHERE list_contains($accepted, file_no)),
@@ -147,6 +149,9 @@ SELECT $run_id, s.trace_id, s.span_id, coalesce(e.parent_span_id, s.parent_span_
        f.resource_attributes, f.source_file
 FROM s JOIN f ON s.file_no = f.file_no
 LEFT JOIN e ON e.file_no = s.file_no AND e.span_id = s.span_id
+WHERE NOT (s.kind = 'SERVER' AND e.span_id IS NULL
+           AND EXISTS (SELECT 1 FROM _records x WHERE x.rec = '{spanfile.COMPLETE}' AND x.kind = 'SERVER'
+                                                  AND x.file_no = s.file_no AND x.span_id = s.span_id))
 UNION ALL
 SELECT $run_id, x.trace_id, x.span_id, x.parent_span_id, x.name, x.kind, x.category,
        x.start_ns, x.end_ns, x.end_ns - x.start_ns, coalesce(x.status, 'UNSET'), false,

@@ -105,6 +105,23 @@ def test_a_span_ended_twice_is_one_span_ending_at_its_last_end(store: Store, tmp
     assert rows == [(T0 + 9 * MS, "5")]
 
 
+def test_a_server_span_written_whole_and_as_still_open_is_the_whole_one(store: Store, tmp_path: Path) -> None:
+    """A handler thread wrote its SERVER span whole while the process's end (SIGTERM in the main
+    thread) wrote it as still open: one span, complete, as the handler ended it."""
+    run = write_run(tmp_path / "run-1", {"100-0000abcd.spans": header(100)
+        + start(sid(1), "", "process", "process", T0)
+        + complete(sid(2), sid(1), "GET /x", "http", T0 + MS, T0 + 5 * MS, kind="SERVER",
+                   attributes={"http.response.status_code": 200})
+        + start(sid(2), sid(1), "GET", "http", T0 + MS, kind="SERVER")
+        + start(sid(3), sid(1), "GET", "http", T0 + 6 * MS, kind="SERVER")  # truly open at the end
+        + end(sid(1), T0 + 9 * MS)})
+
+    store.load_run(run)
+
+    _, rows = store.sql("SELECT span_id, name, end_ns, incomplete FROM spans WHERE kind = 'SERVER' ORDER BY span_id")
+    assert rows == [(sid(2), "GET /x", T0 + 5 * MS, False), (sid(3), "GET", T0 + 9 * MS, True)]
+
+
 def test_incomplete_spans_end_at_the_last_time_known_for_their_file(store: Store, tmp_path: Path) -> None:
     run = write_run(tmp_path / "run-1", {
         "100-0000abcd.spans": header(100) + start(sid(1), "", "process", "process", T0)
