@@ -107,6 +107,44 @@ def test_a_default_sigterm_set_by_the_program_still_flushes(traced, python):
     assert not root.incomplete and root.attributes["process.signal"] == "SIGTERM"
 
 
+# A SIGTERM while a flush is writing what it took from the buffer: the process dies only once those
+# records are in the file. The flush is slowed down (its write) to hold the moment open: another
+# thread's flush (the flusher's, as a rule), or the main thread's own, where the handler runs.
+FLUSH_CAUGHT_BY_SIGTERM = """
+import os, signal, subprocess, threading, time
+from selfopt_trace_agent import tracer
+write, armed = tracer._write, []
+def slow_write(payload):
+    if armed:
+        armed.pop()
+        {during}
+    write(payload)
+tracer._write = slow_write
+subprocess.run(['true'])  # its span's end, in the buffer
+armed.append(True)
+{flush}
+"""
+ANOTHER_THREADS_FLUSH = dict(during="os.write(1, b'writing\\n'); time.sleep(0.3)",
+                             flush="threading.Thread(target=tracer.flush).start(); time.sleep(30)")
+OWN_FLUSH = dict(during="os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.05)", flush="tracer.flush(); time.sleep(30)")
+
+
+@pytest.mark.parametrize("flush", [ANOTHER_THREADS_FLUSH, OWN_FLUSH], ids=["another-thread", "own-thread"])
+def test_sigterm_during_a_flush_dies_after_it_with_its_records_written(traced, flush):
+    proc = subprocess.Popen([sys.executable, "-c", FLUSH_CAUGHT_BY_SIGTERM.format(**flush)], env=traced.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if flush is ANOTHER_THREADS_FLUSH:
+        assert proc.stdout.readline() == b"writing\n", proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+    assert exit_status(proc) == -signal.SIGTERM
+    assert proc.stderr.read() == b""
+    spans = traced.spans()
+    root = spans.processes()[0]
+    assert not root.incomplete and root.attributes["process.signal"] == "SIGTERM"
+    [spawn] = spans.named("subprocess")
+    assert not spawn.incomplete and spawn.attributes["process.exit.code"] == 0
+
+
 def test_sigterm_chains_to_the_programs_own_handler(traced):
     # The handler writes with os.write: print() in it, for a signal taken while the program's own
     # print('up') was still in its flush (CPython runs handlers between a flush's writes), raised

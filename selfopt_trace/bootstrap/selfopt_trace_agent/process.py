@@ -210,6 +210,12 @@ def on_sigterm(signum, frame) -> None:
         end(tracer.ERROR, blocking=False)
     except Exception:
         pass
+    tracer.flush_before_death(lambda: _die_of(signum))
+
+
+def _die_of(signum: int) -> None:
+    import _signal
+
     _signal.signal(signum, _signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 

@@ -44,6 +44,9 @@ FLUSHER_AGE_NS = 1_000_000_000
 # the thread asking for the GIL as the call begins, where a signal can be lost for the call's length:
 # in a container throttled by its CPU quota, 18 of 200 threads took over 50 ms to reach it (96 at most).
 FLUSHER_START_WAIT_S = 1.0
+# How long a fatal signal's handler waits for another thread's flush (the flusher's: one write, well
+# under a millisecond as a rule) before the process dies: what it took from the buffer dies with it.
+DEATH_WAIT_S = 0.5
 # ...or when this many records wait: buffered spans then never live long enough for the garbage
 # collector's older generations to scan them (~0.6 us per span in a burst of 50,000).
 FLUSH_RECORDS = 1000
@@ -314,6 +317,8 @@ _root: Span | None = None  # the process span: parent of spans started where no 
 _trace_id = ""
 _remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
 _flush_lock = allocate_lock()  # the flusher thread and the program's threads take from one buffer
+_flushing_thread = 0  # the program thread inside flush(): a signal handler tells its own from another's
+_then_die = None  # a fatal signal's death, put off to the end of the flush it interrupted (flush_before_death)
 # The flusher thread's naps: a wait with a timeout on a lock never released. Not time.sleep: from
 # Python 3.13 each sleep is an audit event, and the program's audit hooks would see the agent's.
 _nap = allocate_lock()
@@ -798,15 +803,42 @@ def flush(blocking: bool = True) -> None:
     the next one. Records made in passing flush that way; only flushes that must reach the disk
     (spawn, fork, exec, exit) block.
     """
-    global _flushed_in_passing
+    global _flushed_in_passing, _flushing_thread, _then_die
     if not _flush_lock.acquire(blocking):
         return
+    _flushing_thread = get_ident()
     try:
         _flush_locked()
         if not blocking:
             _flushed_in_passing += 1
     finally:
+        _flushing_thread = 0
         _flush_lock.release()
+        if _then_die is not None:
+            die, _then_die = _then_die, None
+            flush()  # what the signal's handler recorded (the process span's end)
+            die()
+
+
+def flush_before_death(die) -> None:
+    """A fatal signal's handler (process.on_sigterm): what is buffered reaches the file, then `die()`.
+    A flush in progress took records out of the buffer, which would die with the process (a SERVER
+    span answered just before a SIGTERM, lost 1 run in 10): another thread's is waited for (up to
+    DEATH_WAIT_S); where the handler interrupted its own thread's flush, the death waits for that
+    flush's end (flush above). Never raises but what `die` does."""
+    global _then_die
+    try:
+        if _flushing_thread == get_ident():
+            _then_die = die
+            return
+        if _flush_lock.acquire(True, DEATH_WAIT_S):
+            try:
+                _flush_locked()
+            finally:
+                _flush_lock.release()
+    except Exception:
+        pass
+    die()
 
 
 def _flush_locked() -> None:
