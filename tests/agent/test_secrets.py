@@ -486,3 +486,125 @@ def test_program_flags_settings_and_url_paths_in_argv(args, expected):
 def test_program_flags_settings_and_url_paths_in_free_text(text, redacted):
     assert redact.text(text) == redacted
     assert redact.text(redacted) == redacted
+
+
+# --- the tester's findings: helm and smbtar -p, Teams webhooks, htpasswd's quoted password, openssl's key files --
+
+@pytest.mark.parametrize("args, expected", [
+    (["helm", "registry", "login", "r.example", "-u", "me", "-p", "S"],
+     ["helm", "registry", "login", "r.example", "-u", "me", "-p", "[REDACTED]"]),
+    (["helm", "--debug", "registry", "login", "r.example", "-pS"], ["helm", "--debug", "registry", "login", "r.example", "-p[REDACTED]"]),
+    (["helm", "registry", "login", "r.example", "--password", "S"], ["helm", "registry", "login", "r.example", "--password", "[REDACTED]"]),
+    (["helm", "registry", "login", "r.example", "--password=S"], ["helm", "registry", "login", "r.example", "--password=[REDACTED]"]),
+    (["helm", "repo", "add", "charts", "https://charts.example", "--username", "me", "--password", "S"],
+     ["helm", "repo", "add", "charts", "https://charts.example", "--username", "me", "--password", "[REDACTED]"]),
+    (["smbtar", "-s", "host", "-x", "share", "-u", "me", "-p", "S", "-t", "backup.tar"],
+     ["smbtar", "-s", "host", "-x", "share", "-u", "me", "-p", "[REDACTED]", "-t", "backup.tar"]),
+    (["smbtar", "-pS", "-s", "host"], ["smbtar", "-p[REDACTED]", "-s", "host"]),
+    (["openssl", "enc", "-aes-256-cbc", "-K", "S", "-iv", "0a1b"], ["openssl", "enc", "-aes-256-cbc", "-K", "[REDACTED]", "-iv", "0a1b"]),
+    (["openssl", "ca", "-key", "S", "-keyfile", "ca.key", "-passin", "env:VAR"],  # the program's flags too: env:VAR kept
+     ["openssl", "ca", "-key", "[REDACTED]", "-keyfile", "ca.key", "-passin", "env:VAR"]),
+    (["openssl", "dgst", "-sha256", "-hmac", "S", "f"], ["openssl", "dgst", "-sha256", "-hmac", "[REDACTED]", "f"]),
+    (["openssl", "s_client", "-psk", "S", "-connect", "h:443"], ["openssl", "s_client", "-psk", "[REDACTED]", "-connect", "h:443"]),
+    (["openssl", "pkcs12", "-export", "-password", "pass:S", "-inkey", "key.pem"],  # its pass phrases: `pass` in the flag
+     ["openssl", "pkcs12", "-export", "-password", "pass:[REDACTED]", "-inkey", "key.pem"]),
+    (["openssl", "s_client", "-srppass", "S", "-key", "key.pem"], ["openssl", "s_client", "-srppass", "[REDACTED]", "-key", "key.pem"]),
+    (["openssl", "cmp", "-srv_secret", "pass:S"], ["openssl", "cmp", "-srv_secret", "pass:[REDACTED]"]),
+    (["curl", "https://org.webhook.office.com/webhookb2/G@T/IncomingWebhook/S/C"],
+     ["curl", "https://org.webhook.office.com/webhookb2/G@T/IncomingWebhook/[REDACTED]/C"]),
+    (["curl", "https://org.webhook.office.com/webhookb2/G@T/IncomingWebhook/S/C/V2S"],  # the 2025 URLs' signature too
+     ["curl", "https://org.webhook.office.com/webhookb2/G@T/IncomingWebhook/[REDACTED]/C/[REDACTED]"]),
+    (["curl", "https://webhook.office.com/webhookb2/G%40T/IncomingWebhook/S/C"],  # no `@`: found by the host's mark
+     ["curl", "https://webhook.office.com/webhookb2/G%40T/IncomingWebhook/[REDACTED]/C"]),
+    (["curl", "https://prod-12.westus.logic.azure.com:443/workflows/W/triggers/manual/paths/invoke"
+              "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=S"],  # Teams' workflows: an Azure `sig=`
+     ["curl", "https://prod-12.westus.logic.azure.com:443/workflows/W/triggers/manual/paths/invoke"
+              "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=[REDACTED]"]),
+    (["sh", "-c", "htpasswd -b site.htpasswd me 'my S pass'"], ["sh", "-c", "htpasswd -b site.htpasswd me [REDACTED]"]),
+])
+def test_more_program_flags_and_url_paths_in_argv(args, expected):
+    assert redact.argv(args) == expected
+    assert redact.argv(expected) == expected  # a second pass changes nothing
+
+
+@pytest.mark.parametrize("text, redacted", [
+    ("helm registry login r.example -u me -p S && helm install app ./chart",
+     "helm registry login r.example -u me -p [REDACTED] && helm install app ./chart"),
+    ("smbtar -s host -x share -u me -p S -t backup.tar", "smbtar -s host -x share -u me -p [REDACTED] -t backup.tar"),
+    ("openssl enc -aes-256-cbc -K S -iv 0a1b -in f", "openssl enc -aes-256-cbc -K [REDACTED] -iv 0a1b -in f"),
+    ("printf x | openssl dgst -sha256 -hmac S", "printf x | openssl dgst -sha256 -hmac [REDACTED]"),
+    ("htpasswd -b site.htpasswd me 'my S pass'", "htpasswd -b site.htpasswd me [REDACTED]"),
+    ('sh -c "htpasswd -b site.htpasswd me \'my S pass\'"', 'sh -c "htpasswd -b site.htpasswd me [REDACTED]"'),
+    ('htpasswd -nb me "my S pass" > f 2>&1 && echo ok', "htpasswd -nb me [REDACTED] > f 2>&1 && echo ok"),
+    ("htpasswd -nbB me S >>.htpasswd", "htpasswd -nbB me [REDACTED] >>.htpasswd"),  # not the redirection's file
+    ("""os.system("htpasswd -b f me 'my S pass'")""", 'os.system("htpasswd -b f me [REDACTED]")'),
+    ("curl -d x https://org.webhook.office.com/webhookb2/G@T/IncomingWebhook/S/C/V2S",
+     "curl -d x https://org.webhook.office.com/webhookb2/G@T/IncomingWebhook/[REDACTED]/C/[REDACTED]"),
+    # openssl's flags holding no `pass` or `secret` are kept in its command only
+    ("openssl req -newkey rsa:2048 -keyout key.pem -passout pass:S && tool -api-key S",
+     "openssl req -newkey rsa:2048 -keyout key.pem -passout pass:[REDACTED] && tool -api-key [REDACTED]"),
+    ("openssl pkcs12 -export -inkey key.pem -password pass:S -keypass S",
+     "openssl pkcs12 -export -inkey key.pem -password [REDACTED] -keypass [REDACTED]"),
+])
+def test_more_program_flags_and_url_paths_in_free_text(text, redacted):
+    assert redact.text(text) == redacted
+    assert redact.text(redacted) == redacted
+
+
+OPENSSL_KEPT = [  # its flags naming files and key specs, not secrets
+    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem"],
+    ["openssl", "req", "-new", "-key", "key.pem", "-keyform", "PEM", "-out", "req.csr"],
+    ["openssl", "x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-out", "cert.pem"],
+    ["openssl", "x509", "-in", "cert.pem", "-pubkey", "-noout"],
+    ["openssl", "dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig.bin", "f"],
+    ["openssl", "s_client", "-connect", "h:443", "-keylogfile", "keys.log", "-psk_session", "s.pem"],
+    ["openssl", "enc", "-d", "-aes-256-cbc", "-kfile", "pass.txt", "-iv", "0a1b", "-in", "f"],
+    ["openssl", "speed", "-hmac", "sha256"],  # a digest: `dgst -hmac` takes the key
+]
+
+
+@pytest.mark.parametrize("args", OPENSSL_KEPT)
+def test_openssl_keeps_its_key_files_and_key_specs(args):
+    assert redact.argv(args) == args
+    assert redact.text(" ".join(args)) == " ".join(args)
+    assert redact.text(f"subprocess.run({args!r})") == f"subprocess.run({args!r})"
+
+
+TEAMS = "https://org.webhook.office.com/webhookb2/G@T/IncomingWebhook/E6S3CR3T/C/V2E7S3CR3T"
+NEW_SECRETS = tuple(f"E{n}S3CR3T" for n in range(1, 9))
+NEW_FAKE_PROGRAMS = ("helm", "smbtar", "openssl", "curl")
+NEW_FORMS = r'''
+import os, subprocess, sys
+env = dict(os.environ, PATH=sys.argv[1] + os.pathsep + os.environ["PATH"])
+for command in [
+    ["helm", "registry", "login", "r.example", "-u", "me", "-p", "E1S3CR3T"],
+    ["smbtar", "-s", "host", "-x", "share", "-u", "me", "-p", "E2S3CR3T"],
+    ["openssl", "enc", "-aes-256-cbc", "-K", "E3S3CR3T", "-iv", "0a1b"],
+    ["sh", "-c", "htpasswd -b site.htpasswd me 'E4S3CR3T E5S3CR3T' || true"],
+    ["curl", "TEAMS"],
+    "helm repo add charts https://charts.example --username me --password E8S3CR3T",
+    ["openssl", "req", "-newkey", "rsa:2048", "-keyout", "key.pem"],  # ordinary: kept as it is
+]:
+    subprocess.run(command, env=env, shell=isinstance(command, str), check=True)
+'''.replace("TEAMS", TEAMS)
+
+
+def test_more_program_flags_and_url_paths_never_reach_a_span(traced):
+    """The forms a tester found stored in clear text, spawned by their real names (stand-ins on PATH), and
+    an openssl key file and key spec kept."""
+    bin_dir = traced.tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in NEW_FAKE_PROGRAMS:
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+    script = traced.tmp_path / "forms.py"  # a file: its own command line holds no secret
+    script.write_text(NEW_FORMS)
+    result = traced.run([sys.executable, str(script), str(bin_dir)])
+    assert result.returncode == 0, result.stderr
+    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", NEW_SECRETS) == []
+    args = [" ".join(s.attributes["process.command_args"]) for s in traced.spans().spans
+            if "process.command_args" in s.attributes]
+    for redacted in ("-u me -p [REDACTED]", "-K [REDACTED] -iv 0a1b", "site.htpasswd me [REDACTED] ||",
+                     "IncomingWebhook/[REDACTED]/C/[REDACTED]", "--password [REDACTED]"):
+        assert any(redacted in a for a in args), (redacted, args)
+    assert "openssl req -newkey rsa:2048 -keyout key.pem" in args, args

@@ -17,20 +17,22 @@ REDACTED = "[REDACTED]"
 #   flag    `PROGRAM FLAG`: the value of that flag of that program, next to it or joined (`-pS3CR3T`,
 #           `--user=me:S3CR3T`); in `user:secret`, the user is kept. `PROGRAM SUBCOMMAND FLAG`: only
 #           after that subcommand (`docker login -p`; `docker run -p 8080:80` is a port): the first
-#           word that is no option, or one after an option (that may be the option's value) that is it
+#           word that is no option, or one after an option (that may be the option's value) that is it;
+#           the program's own flags hold there too
 #   joined  the same, joined only (`mysql -p DB` asks for the password: DB is the database)
 #   next    the same, the next word only (openssl's options are single-dash words: `-keyout` is no `-k`);
 #           `pass:S3CR3T` keeps `pass:`
 #   percent the same, a `user%secret` value only, the user kept (samba's `-U me%S3CR3T`; `-U me` asks)
 #   last    `PROGRAM LETTER`: with that one-letter option (alone or grouped, `-cb`), the last word is
-#           the secret (`htpasswd -b FILE USER PASSWORD`)
+#           the secret (`htpasswd -b FILE USER PASSWORD`), a quoted one whole (`'my S3CR3T'`)
 #   user    `FLAG`: of any program (not in the table for that flag), a `user:secret` value next to it
 #           (`-u me:S3CR3T`, `--user=me:S3CR3T`), the user kept; a value that is not `user:secret`,
 #           or whose secret is all digits (docker's `-u 1000:1000`, `host:8080`), kept whole
 #   setting `set NAME VALUE` (`aws configure set`, `npm config set`), NAME's last dotted part a secret's
 #           name: VALUE (in a shell command or a -c program: after a `config`/`configure` word)
 #   path    `HOST/PATH`: a URL's path segment after it (`*`: any one segment, or part of one), to the
-#           next `/` (webhook URLs and bot tokens that hold their secret in the path)
+#           next `/` (webhook URLs and bot tokens that hold their secret in the path); every form that
+#           matches a URL applies
 PATTERNS = (
     ("word", "key", "--api-key S3CR3T"),
     ("word", "token", "--token S3CR3T"),
@@ -79,12 +81,18 @@ PATTERNS = (
     ("flag", "buildah login -p", "buildah login -u me -p S3CR3T registry.example"),
     ("flag", "skopeo login -p", "skopeo login -u me -p S3CR3T registry.example"),
     ("flag", "oras login -p", "oras login -u me -p S3CR3T registry.example"),
+    ("flag", "helm registry -p", "helm registry login registry.example -u me -p S3CR3T"),
     ("flag", "gh secret -b", "gh secret set NAME -b S3CR3T"),
     ("flag", "gh secret --body", "gh secret set NAME --body S3CR3T"),
     ("next", "openssl -k", "openssl enc -aes-256-cbc -k S3CR3T -in f -out f.enc"),
     ("next", "openssl -pass", "openssl enc -d -pass pass:S3CR3T -in f.enc"),
     ("next", "openssl -passin", "openssl rsa -passin pass:S3CR3T -in key.pem"),
     ("next", "openssl -passout", "openssl genrsa -aes256 -passout pass:S3CR3T 2048"),
+    ("next", "openssl -K", "openssl enc -aes-256-cbc -K S3CR3T -iv 0a1b -in f"),  # a raw key, in hex (`-iv`: no secret)
+    ("next", "openssl ca -key", "openssl ca -key S3CR3T -in req.csr"),  # the CA key's password (others' `-key`: a file)
+    ("next", "openssl dgst -hmac", "openssl dgst -sha256 -hmac S3CR3T f"),  # the key (`speed -hmac`: a digest)
+    ("next", "openssl s_client -psk", "openssl s_client -psk S3CR3T -connect h:443"),
+    ("next", "openssl s_server -psk", "openssl s_server -psk S3CR3T"),
     ("percent", "smbclient -U", "smbclient -U me%S3CR3T //host/share"),
     ("percent", "smbclient --user", "smbclient --user=me%S3CR3T //host/share"),
     ("percent", "rpcclient -U", "rpcclient -U me%S3CR3T host"),
@@ -92,6 +100,7 @@ PATTERNS = (
     ("percent", "net -U", "net rpc info -U me%S3CR3T"),
     ("percent", "net --user", "net ads join --user=me%S3CR3T"),
     ("percent", "smbcacls -U", "smbcacls //host/share f -U me%S3CR3T"),
+    ("flag", "smbtar -p", "smbtar -s host -x share -u me -p S3CR3T"),
     ("last", "htpasswd b", "htpasswd -b .htpasswd me S3CR3T"),
     ("user", "-u", "tool -u admin:S3CR3T https://example.invalid/"),
     ("user", "--user", "tool --user admin:S3CR3T"),
@@ -105,6 +114,11 @@ PATTERNS = (
     ("path", "discord.com/api/webhooks/*/", "https://discord.com/api/webhooks/123/S3CR3T"),
     ("path", "discord.com/api/v*/webhooks/*/", "https://discord.com/api/v10/webhooks/123/S3CR3T/slack"),
     ("path", "discordapp.com/api/webhooks/*/", "https://discordapp.com/api/webhooks/123/S3CR3T?wait=true"),
+    # Teams' incoming webhooks (`ORG.webhook.office.com`): the key, and the signature the 2025 URLs end with
+    ("path", "webhook.office.com/webhookb2/*/IncomingWebhook/",
+     "https://org.webhook.office.com/webhookb2/G0@T0/IncomingWebhook/S3CR3T/C0"),
+    ("path", "webhook.office.com/webhookb2/*/IncomingWebhook/*/*/",
+     "https://org.webhook.office.com/webhookb2/G0@T0/IncomingWebhook/K0/C0/S3CR3T"),
 )
 
 
@@ -144,6 +158,9 @@ def _read_table(patterns) -> tuple:
                 forms.append((program, "", flag, kind))
                 flags.setdefault(program, {})[flag] = kind
             marks.setdefault(program, []).append(flag if kind != "percent" else "%")
+    for program, subcommands in subcommand_flags.items():  # its program's flags too (`openssl ca -passin env:VAR`)
+        for subcommand, own in subcommands.items():
+            subcommands[subcommand] = {**flags.get(program, {}), **own}
     return (tuple(words), frozenset(names), tuple(prefixes), frozenset(user_flags), tuple(forms), flags,
             subcommand_flags, last, tuple(marks.items()), path_forms)
 
@@ -156,9 +173,13 @@ _NO_USER_SECRET = frozenset(("docker", "podman", "nerdctl", "buildah", "runc", "
 # What free text holding a `user` flag holds (`_might_hold_secret`): the flag and what may follow it.
 _USER_MARKS = tuple(flag + after for flag in sorted(_USER_FLAGS) for after in " \t=,'\"")
 # The hosts of `path` forms, looked for in a URL (every HTTP request's: most name none) or free text as
-# the fewest short texts: `discord` for discord.com and discordapp.com.
-_PATH_MARKS = ("api.telegram", "discord", "hooks.slack")  # a `path` form of another host adds its mark here
-                                                         # (the table's test of its example fails without)
+# the fewest short texts: `discord` for discord.com and discordapp.com. A `path` form of another host adds its
+# mark here (the table's test of its example fails without).
+_PATH_MARKS = ("api.telegram", "discord", "hooks.slack", "webhook.office")
+# Programs whose flags holding a secret word mostly name none: the words that make one of their flags a secret's.
+# openssl's `-keyout key.pem`, `-newkey rsa:2048`, `-signature sig.bin` name files and key specs; its secrets are
+# pass phrases (`-passin`, `-keypass`, `-srppass`), `-secret`s and the table's flags (`-k`, `-K`, `ca -key`)
+_FLAG_WORDS = {"openssl": ("pass", "secret")}
 # openssl's `-pass*` values that say where the secret is, not what it is (`env:VAR`, `file:PATH`): kept
 _PASS_SOURCES = ("env:", "file:", "fd:", "stdin")
 # What else free text holding a secret holds: `name=` of a secret name (in its lower case), an API
@@ -188,19 +209,20 @@ def _looks_like_secret_value(value: str) -> bool:
     return value.startswith(_SECRET_PREFIXES) and len(value) > 6
 
 
-_patterns: list = []
+_patterns: list = []  # (pattern, what a match of it becomes)
 
-# A secret value in free text, after its name (group 2 of the patterns below): a quoted string whole,
-# its quotes escaped inside another string too (`TOKEN=\"X\"` in a `-c` program's repr), else up to a
-# space, quote or separator (an unclosed quote with it). Never one already redacted.
-_VALUE = (r"(?!\\?['\"]?\[REDACTED\])("
-          r"\\\"(?:[^\"\\]|\\[^\"])*\\\"|\\'(?:[^'\\]|\\[^'])*\\'"
-          r"|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'"
-          r"|\\?['\"]?[^\s'\",&;)}\]]+)")
+# A quoted string in free text, its quotes escaped inside another string too (`TOKEN=\"X\"` in a `-c`
+# program's repr)
+_QUOTED = (r"\\\"(?:[^\"\\]|\\[^\"])*\\\"|\\'(?:[^'\\]|\\[^'])*\\'"
+           r"|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'")
+# A secret value in free text, after its name (group 2 of the patterns below): a quoted string whole, else up
+# to a space, quote or separator (an unclosed quote with it). Never one already redacted.
+_VALUE = r"(?!\\?['\"]?\[REDACTED\])(" + _QUOTED + r"|\\?['\"]?[^\s'\",&;)}\]]+)"
 
 
 def _compiled() -> list:
-    """Patterns for secrets inside free text (a `-c` program, a shell command, a header line).
+    """Patterns for secrets inside free text (a `-c` program, a shell command, a header line), each with
+    what a match of it becomes.
 
     Compiled on first need only: most command lines contain no secret-looking word, and `re`
     costs milliseconds to import.
@@ -210,7 +232,7 @@ def _compiled() -> list:
 
         words = "|".join(_SECRET_WORDS)
         value = _VALUE
-        # Each pattern: group 1 is kept, group 2 is the secret.
+        # Each pattern: group 1 is kept, group 2 is the secret (`_keep_name`).
         # A header line (`Cookie: a=b; sid=X`, `Authorization: Digest username="u", response="X"`): the
         # whole value, to the end of its quotes or line, after the authorization scheme if any. A header
         # is a name the table's secret headers hold, or a name with a dash holding a secret word
@@ -221,11 +243,11 @@ def _compiled() -> list:
         scheme = r"(?:(?:" + schemes + r")[ \t]+)?(?!(?:" + schemes + r")[ \t])"
         header = (r"(?:" + "|".join(re.escape(name) for name in sorted(SECRET_HEADERS))
                   + r"|(?=[\w-]*-)[\w-]*(?:" + words + r")[\w-]*)[ \t]*:[ \t]*" + scheme + r"(?=\S)")
-        _patterns.extend([
+        patterns = [
             re.compile(r"(?im)((?<=')" + header + r")(?!\[REDACTED\])([^'\r\n]+)"),  # in '...'
             re.compile(r"(?im)((?<=\")" + header + r")(?!\[REDACTED\])((?:[^\"\\\r\n]|\\.)+)"),  # in "..."
             re.compile(r"(?im)((?:^|(?<=[\s=]))" + header + r")(?!\[REDACTED\])([^\r\n]+)"),  # to the line's end
-        ])
+        ]
         # `curl -u me:S3CR3T`, `mysql -pS3CR3T`, `docker login -p X` in a shell command or a -c program
         for program, subcommand, flag, kind in _FLAG_FORMS:
             # the value joined (`-pX`) or after a space, `=` or a comma; joined to a short flag only
@@ -242,32 +264,52 @@ def _compiled() -> list:
             user = r"[^\s%'\"]*%" if kind == "percent" else r"(?![^\s:'\"]*:\[REDACTED\])(?:[^\s:'\"]*:)?"
             if kind == "next" and flag.startswith("-pass"):  # not `-passin env:VAR`
                 user = r"(?!" + "|".join(_PASS_SOURCES) + ")" + user
-            _patterns.append(re.compile("(" + command + r"[\s'\"]" + re.escape(flag) + glue + r"['\"]?" + user + ")" + value))
+            patterns.append(re.compile("(" + command + r"[\s'\"]" + re.escape(flag) + glue + r"['\"]?" + user + ")" + value))
         # words of a shell command, or of a list in a -c program (`'htpasswd', '-b', ...`)
         between = r"(?:['\"]?\s*,\s*['\"]?|['\"]?\s+['\"]?)"
-        for program, letters in _LAST.items():  # `htpasswd -b FILE USER X`: the last word of the command
-            _patterns.append(re.compile(r"(\b" + re.escape(program) + r"(?:" + between + r"[^;&|\n]*?)?" + between
-                                        + r"-[A-Za-z]*[" + letters + r"][A-Za-z]*(?:" + between + r"[^;&|\n]*)?" + between
-                                        + r")(?!-|\[REDACTED\])([^\s;&|'\",)\]]+)(?=['\"]?\s*(?:[;&|\n)\]]|$))"))
+        # `htpasswd -b FILE USER X`: the last word of the command, a quoted one whole (the first word that runs to
+        # the command's end: `'my S3CR3T'`, not its `S3CR3T'`), before any redirection (`> FILE`, `2>&1`)
+        for program, letters in _LAST.items():
+            patterns.append(re.compile(r"(\b" + re.escape(program) + r"(?:" + between + r"[^;&|\n]*?)?" + between
+                                       + r"-[A-Za-z]*[" + letters + r"][A-Za-z]*(?:" + between + r"[^;&|<>\n]*?)?"
+                                       + between + r")(?!-|\\?['\"]?\[REDACTED\])(" + _QUOTED + r"|[^\s;&|<>'\",)\]]+)"
+                                       + r"(?=['\"]?(?:\s*\d*[<>]+&?\s*[^\s;&|<>'\")\]]+)*\s*(?:[;&|\n)\]]|$))"))
         # `aws configure set aws_secret_access_key X`, `npm config set //r/:_authToken X`: after a config word
-        _patterns.append(re.compile(r"(?i)(\b(?:config|configure|user-secrets)\b[^;&|\n]*?[\s'\"]set" + between
-                                    + r"(?:[\w/:@-]*\.)*[\w/:@-]*(?:" + words + r")[\w/:@-]*" + between + r")(?!-)" + value))
+        patterns.append(re.compile(r"(?i)(\b(?:config|configure|user-secrets)\b[^;&|\n]*?[\s'\"]set" + between
+                                   + r"(?:[\w/:@-]*\.)*[\w/:@-]*(?:" + words + r")[\w/:@-]*" + between + r")(?!-)" + value))
         for pattern in [pattern for kind, pattern, _ in PATTERNS if kind == "path"]:  # a webhook's or a bot's secret in a URL's path
-            _patterns.append(re.compile("(" + r"[^/\s'\"]+".join(re.escape(part) for part in pattern.split("*"))
-                                        + r")(?!\[REDACTED\])([^/?#\s'\"&;]+)"))
+            patterns.append(re.compile("(" + r"[^/\s'\"]+".join(re.escape(part) for part in pattern.split("*"))
+                                       + r")(?!\[REDACTED\])([^/?#\s'\"&;]+)"))
         # `-u me:X` of any program: the user kept; a secret of digits only (uid:gid, host:port) is none
-        _patterns.append(re.compile(r"((?<![\w-])(?:" + "|".join(re.escape(flag) for flag in sorted(_USER_FLAGS))
-                                    + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value))
-        _patterns.extend([
+        patterns.append(re.compile(r"((?<![\w-])(?:" + "|".join(re.escape(flag) for flag in sorted(_USER_FLAGS))
+                                   + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value))
+        patterns += [
             re.compile(r"([?&#;](?:" + "|".join(_SECRET_NAMES) + r")=)(?!\[REDACTED\])([^&#;\s'\"]+)"),
             re.compile(r"(://[^/\s:@'\"]+:)(?!\[REDACTED\])([^@\s/'\"]+)(?=@)"),  # URL user:password@
+        ]
+        # A flag of a program that `_FLAG_WORDS` names, in its command (the text since the last `;&|` or line
+        # holds the program's name), is kept unless it holds one of its words (`openssl req -keyout key.pem`,
+        # as `argv` keeps it)
+        flag_command = re.compile(r"\b(" + "|".join(re.escape(program) for program in _FLAG_WORDS) + r")\b[^;&|\n]*$")
+
+        def keep_flag(match) -> str:
+            name = match.group(1)
+            if name.startswith("-"):
+                found = flag_command.search(match.string, 0, match.start())
+                if found is not None and not _holds_word(name, _FLAG_WORDS[found.group(1)]):
+                    return match.group(0)
+            return name + REDACTED
+
+        _patterns.extend([(pattern, _keep_name) for pattern in patterns] + [  # at once: a thread may be reading it
             # NAME=X, NAME: X, 'NAME': X, NAME']=X, NAME = "X", 'NAME', 'X' (a list or a call's arguments);
             # not an exception's class (`KeyError: 'x'`, `InvalidTokenError: expired`: a message follows)
-            re.compile(r"(?i)((?:--?|\b)(?![\w.]*(?-i:Error|Exception|Warning)\b)[\w.-]*(?:" + words + r")[\w.-]*"
-                       r"(?:['\"]?\]?\s*[=:]\s*|['\"]?\s*,\s*)" + scheme + r")" + value),
-            re.compile(r"(?i)(\b(?:bearer|basic)\s+)" + value),
-            re.compile(r"(?i)(--?[\w.-]*(?:" + words + r")[\w.-]*\s+)(?!-)" + value),  # --token X, --password "X Y"
-            re.compile(r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-.]{4,})"),
+            (re.compile(r"(?i)((?:--?|\b)(?![\w.]*(?-i:Error|Exception|Warning)\b)[\w.-]*(?:" + words + r")[\w.-]*"
+                        r"(?:['\"]?\]?\s*[=:]\s*|['\"]?\s*,\s*)" + scheme + r")" + value), keep_flag),
+            (re.compile(r"(?i)(\b(?:bearer|basic)\s+)" + value), _keep_name),
+            # --token X, --password "X Y"
+            (re.compile(r"(?i)(--?[\w.-]*(?:" + words + r")[\w.-]*\s+)(?!-)" + value), keep_flag),
+            (re.compile(r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-.]{4,})"),
+             _keep_name),
         ])
     return _patterns
 
@@ -300,8 +342,8 @@ def text(value: str) -> str:
     `KEY=VALUE`, `KEY='VALUE'`, URLs with credentials or secret query values, well-known API key formats."""
     if not _might_hold_secret(value):
         return value
-    for pattern in _compiled():
-        value = pattern.sub(_keep_name, value)
+    for pattern, keep in _compiled():
+        value = pattern.sub(keep, value)
     return value
 
 
@@ -320,6 +362,7 @@ def argv(args: list) -> list:
     subcommands = _SUBCOMMAND_FLAGS.get(program)  # docker's: its `login -p` is a password, its `run -p` a port
     after_option = True  # the word before was the program or an option (this word may be its value)
     user_flags = _USER_FLAGS if program not in _NO_USER_SECRET else ()
+    flag_words = _FLAG_WORDS.get(program)  # openssl's: its `-keyout key.pem` is no secret
     user_next = False
     percent_next = False
     setting = 0  # 1: after `set`; 2: after `set NAME`, NAME a secret's
@@ -382,7 +425,8 @@ def argv(args: list) -> list:
                     else:
                         out.append(flag + glue + _flag_value(joined))
                 continue
-        if arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-")):
+        if arg.startswith("-") and "=" not in arg and (is_secret_name(arg.lstrip("-")) if flag_words is None
+                                                      else _holds_word(arg, flag_words)):
             out.append(arg)
             redact_next = True
             source_next = False
@@ -406,6 +450,15 @@ def argv(args: list) -> list:
                 out[-1] = REDACTED
                 break
     return out
+
+
+def _holds_word(name: str, words) -> bool:
+    """Whether a flag's name holds one of a program's words (`_FLAG_WORDS`)."""
+    lowered = name.lower()
+    for word in words:
+        if word in lowered:
+            return True
+    return False
 
 
 def _is_user_secret(value: str) -> bool:
@@ -539,7 +592,8 @@ def url(value_: str) -> str:
 
 
 def _path_secret(path: str, forms) -> str:
-    """A URL's path with the segment after a `path` form's marker replaced (`*`: one segment's text)."""
+    """A URL's path with the segment after each `path` form's marker replaced (`*`: one segment's text; every
+    form, not the first that matches: once Teams' key is redacted, its signature still is)."""
     for parts in forms:
         if not path.startswith(parts[0]):
             continue
@@ -554,7 +608,7 @@ def _path_secret(path: str, forms) -> str:
             if end < 0:
                 end = len(path)
             if end > at and path[at:end] != REDACTED:
-                return path[:at] + REDACTED + path[end:]
+                path = path[:at] + REDACTED + path[end:]
     return path
 
 
