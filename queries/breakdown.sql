@@ -62,12 +62,13 @@ run_extent AS (
     SELECT start_ns, end_ns,
            CASE WHEN cmd_exited IS NULL OR replaced THEN 0
                 ELSE greatest(0, least(cmd_exited, end_ns) - greatest(spans_end, start_ns)) END AS teardown_ns
-    FROM (SELECT start_ns, greatest(start_ns, coalesce(run_end, spans_end)) AS end_ns, spans_end, cmd_exited, replaced
-          FROM (SELECT coalesce((SELECT nullif(start_ns, 0) FROM runs WHERE run_id = $run_id), min(rs)) AS start_ns,
-                       (SELECT nullif(end_ns, 0) FROM runs WHERE run_id = $run_id) AS run_end, max(re) AS spans_end,
-                       (SELECT exited_ns FROM cmd_exit($run_id)) AS cmd_exited,
-                       coalesce((SELECT replaced FROM cmd_exit($run_id)), false) AS replaced
-                FROM coded WHERE is_top))
+    FROM (SELECT coalesce(r.start_ns, c.start_ns) AS start_ns,
+                 greatest(coalesce(r.start_ns, c.start_ns), coalesce(r.end_ns, c.spans_end)) AS end_ns, c.spans_end,
+                 x.exited_ns AS cmd_exited, coalesce(x.replaced, false) AS replaced
+          FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end FROM coded WHERE is_top) AS c
+          LEFT JOIN (SELECT nullif(start_ns, 0) AS start_ns, nullif(end_ns, 0) AS end_ns
+                     FROM runs WHERE run_id = $run_id) AS r ON true
+          LEFT JOIN cmd_exit($run_id) AS x ON true)
 ),
 -- Each span within the run (rs, re), and clipped to its same-unit parent (cs, ce).
 linked AS MATERIALIZED (
@@ -133,9 +134,11 @@ top_segments AS (
                       FROM (SELECT rs AS t FROM top UNION SELECT re FROM top))
     WHERE b IS NOT NULL
 ),
+-- (Materialized: the IN below, decorrelated, planned the macro's recursive query three times.)
+served AS MATERIALIZED (SELECT id FROM served_tops($run_id)),
 top_pieces AS (
     SELECT unit, a, b, 1.0 / count(*) OVER (PARTITION BY a) AS w
-    FROM (SELECT t.id AS unit, s.a, s.b, t.id IN (SELECT id FROM served_tops($run_id)) AS served
+    FROM (SELECT t.id AS unit, s.a, s.b, t.id IN (SELECT id FROM served) AS served
           FROM top_segments AS s JOIN top AS t ON t.rs <= s.a AND t.re >= s.b
           QUALIFY NOT served OR bool_and(served) OVER (PARTITION BY s.a))
 ),
