@@ -145,6 +145,24 @@ def test_sigterm_during_a_flush_dies_after_it_with_its_records_written(traced, f
     assert not spawn.incomplete and spawn.attributes["process.exit.code"] == 0
 
 
+def test_an_exception_of_the_programs_signal_handler_during_a_flush_is_the_programs(traced):
+    """An alarm's handler raising where the signal found the program, inside the agent's flush: the
+    program gets its exception, as untraced; the flush's own failures are the only ones it keeps
+    (that one was swallowed, and tracing stopped for the rest of the process)."""
+    code = FLUSH_CAUGHT_BY_SIGTERM.format(
+        during="os.kill(os.getpid(), signal.SIGALRM); time.sleep(0.05)",
+        flush="def on_alarm(signum, frame):\n    raise TimeoutError('late')\n"
+              "signal.signal(signal.SIGALRM, on_alarm)\n"
+              "try:\n    tracer.flush()\nexcept TimeoutError as exc:\n    print('raised', exc)\n"
+              "subprocess.run(['true', 'after'])\n")
+    result = traced.python(code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"raised late\n", b"")
+    spans = traced.spans()
+    assert not spans.processes()[0].incomplete
+    assert [s.attributes["process.command_args"] for s in spans.named("subprocess") if not s.incomplete] \
+        == [["true", "after"]]
+
+
 def test_sigterm_chains_to_the_programs_own_handler(traced):
     # The handler writes with os.write: print() in it, for a signal taken while the program's own
     # print('up') was still in its flush (CPython runs handlers between a flush's writes), raised

@@ -890,13 +890,42 @@ def _flush_locked() -> None:
             _fd = _open_span_file()
         for data in pieces:
             _write(data.encode("utf-8", "replace"))
-    except Exception:
+    except Exception as exc:
+        if _raised_by_signal_handler(exc):  # the program's, raised where the signal found it: in this flush
+            add_overhead(time_ns() - t0)
+            raise
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         del _buffer[:]
         del formatted[:]
         del late_records[:]
         unwritten.clear()
     add_overhead(time_ns() - t0)
+
+
+def _raised_by_signal_handler(exc: BaseException) -> bool:
+    """Whether `exc` came out of one of the program's signal handlers (an alarm's timeout: a SIGALRM
+    landing in a flush), not out of the flush's own work: that one is the program's to see. Swallowed,
+    it was never raised (the program ran on past its timeout) and tracing stopped for good."""
+    try:
+        from _signal import getsignal, valid_signals
+
+        codes = set()
+        for signum in valid_signals():
+            handler = getsignal(signum)
+            handler = getattr(handler, "func", handler)  # a functools.partial
+            handler = getattr(handler, "__func__", handler)  # a bound method
+            code = getattr(handler, "__code__", None) or getattr(getattr(type(handler), "__call__", None),
+                                                                 "__code__", None)
+            if code is not None:
+                codes.add(code)
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code in codes:
+                return True
+            tb = tb.tb_next
+    except Exception:
+        pass
+    return False
 
 
 def _write(payload: bytes) -> None:
