@@ -417,23 +417,29 @@ for command in [
 '''
 
 
+def command_lines_of(traced, programs: tuple, source: str, secrets: tuple) -> list:
+    """`source` run traced from a file (its own command line holds no secret) with stand-ins of
+    `programs` on PATH, none of `secrets` in a run file or the store: the command lines recorded."""
+    bin_dir = traced.tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in programs:
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+    script = traced.tmp_path / "programs.py"
+    script.write_text(source)
+    result = traced.run([sys.executable, str(script), str(bin_dir)])
+    assert result.returncode == 0, result.stderr
+    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", secrets) == []
+    return [" ".join(s.attributes["process.command_args"]) for s in traced.spans().spans
+            if "process.command_args" in s.attributes]
+
+
 def test_program_flags_settings_and_url_paths_never_reach_a_span(traced):
     """The commands a tester found stored in clear text, spawned by their real names (stand-ins on
     PATH): a password flag of one program or one subcommand (`docker login -p`), `set NAME VALUE`,
     openssl's `-k`/`-pass*`, htpasswd's last word, samba's `user%pass`, webhook and bot tokens in a
     URL's path; in argv, in a shell command, and none of it in a run file or the store."""
-    bin_dir = traced.tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in FAKE_PROGRAMS:
-        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
-        (bin_dir / name).chmod(0o755)
-    script = traced.tmp_path / "programs.py"  # a file: its own command line holds no secret
-    script.write_text(PROGRAMS)
-    result = traced.run([sys.executable, str(script), str(bin_dir)])
-    assert result.returncode == 0, result.stderr
-    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", PROGRAM_SECRETS) == []
-    args = [" ".join(s.attributes["process.command_args"]) for s in traced.spans().spans
-            if "process.command_args" in s.attributes]
+    args = command_lines_of(traced, FAKE_PROGRAMS, PROGRAMS, PROGRAM_SECRETS)
     for redacted in ("docker login -u me -p [REDACTED] registry.example", "set aws_session_token [REDACTED]",
                      "-k [REDACTED] -in", "-passin pass:[REDACTED]", "site.htpasswd me [REDACTED]", "-U me%[REDACTED]",
                      "https://hooks.slack.com/services/T000/B000/[REDACTED]",
@@ -592,18 +598,7 @@ for command in [
 def test_more_program_flags_and_url_paths_never_reach_a_span(traced):
     """The forms a tester found stored in clear text, spawned by their real names (stand-ins on PATH), and
     an openssl key file and key spec kept."""
-    bin_dir = traced.tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in NEW_FAKE_PROGRAMS:
-        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
-        (bin_dir / name).chmod(0o755)
-    script = traced.tmp_path / "forms.py"  # a file: its own command line holds no secret
-    script.write_text(NEW_FORMS)
-    result = traced.run([sys.executable, str(script), str(bin_dir)])
-    assert result.returncode == 0, result.stderr
-    assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", NEW_SECRETS) == []
-    args = [" ".join(s.attributes["process.command_args"]) for s in traced.spans().spans
-            if "process.command_args" in s.attributes]
+    args = command_lines_of(traced, NEW_FAKE_PROGRAMS, NEW_FORMS, NEW_SECRETS)
     for redacted in ("-u me -p [REDACTED]", "-K [REDACTED] -iv 0a1b", "site.htpasswd me [REDACTED] ||",
                      "IncomingWebhook/[REDACTED]/C/[REDACTED]", "--password [REDACTED]"):
         assert any(redacted in a for a in args), (redacted, args)
