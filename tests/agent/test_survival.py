@@ -145,6 +145,28 @@ def test_sigterm_during_a_flush_dies_after_it_with_its_records_written(traced, f
     assert not spawn.incomplete and spawn.attributes["process.exit.code"] == 0
 
 
+def test_a_sigterm_another_thread_took_ends_the_main_threads_sleep(traced):
+    """The kernel gives a process's signal to any thread that does not block it: one taken by a program
+    thread (as the main thread held them blocked in its sleep's step into the poll) ended no poll,
+    and the main thread slept its 30 s through (untraced, SIGTERM's default action kills at once).
+    Sent to the other thread itself here: the sleep checks the signals every 100 ms."""
+    code = ("import signal, threading, time\n"
+            "def other():\n"
+            "    time.sleep(0.2)\n"
+            "    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)\n"
+            "    time.sleep(5)\n"
+            "threading.Thread(target=other, daemon=True).start()\n"
+            "time.sleep(30)\n")
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", code], env=traced.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert exit_status(proc) == -signal.SIGTERM
+    assert time.monotonic() - started < 5
+    assert proc.stderr.read() == b""
+    root = traced.spans().processes()[0]
+    assert not root.incomplete and root.attributes["process.signal"] == "SIGTERM"
+
+
 def test_an_exception_of_the_programs_signal_handler_during_a_flush_is_the_programs(traced):
     """An alarm's handler raising where the signal found the program, inside the agent's flush: the
     program gets its exception, as untraced; the flush's own failures are the only ones it keeps

@@ -559,10 +559,15 @@ runqueue_ns(PyObject *module, PyObject *unused)
  * on EINTR (then the sleep goes on to its deadline, PEP 475). The kernel lets a poll end late by a
  * thousandth of its timeout (a two-hundredth for a niced thread, 100 ms at most), clock_nanosleep
  * only by the timer slack (50 us): so each poll asks for a hundredth less than is left, ending
- * before the deadline, down to a last one of at most SLEEP_CHUNK_NS (late by the slack only): a
- * 30 s sleep polls four times. `sleep` itself (after the check) for what is not a positive int or
- * float under SLEEP_MAX_S (zero, its errors), and where there is no ppoll. */
+ * before the deadline, down to a last one of at most SLEEP_CHUNK_NS (late by the slack only).
+ * A signal the kernel gave another thread while this one held them blocked (between its last check
+ * and the poll, where dropping the GIL may let other threads run for milliseconds) ends no poll: the
+ * signals are checked again every SIGNAL_CHECK_NS, so such a one waits that long at most, not for the
+ * sleep's end (a SIGTERM sent as a program thread slept: the main thread slept its 30 s through,
+ * 1 run in CI). `sleep` itself (after the check) for what is not a positive int or float under
+ * SLEEP_MAX_S (zero, its errors), and where there is no ppoll. */
 #define SLEEP_CHUNK_NS 50000000LL
+#define SIGNAL_CHECK_NS 100000000LL
 #define SLEEP_MAX_S 1e7
 
 static PyObject *
@@ -581,7 +586,7 @@ sleep_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (seconds > 0 && seconds < SLEEP_MAX_S) {
         sigset_t asynchronous, program;
         struct timespec now, chunk;
-        long long deadline, left;
+        long long deadline, left, check, now_ns;
         int interrupted, error = 0;
 #if PY_VERSION_HEX >= 0x030D0000
         if (PySys_Audit("time.sleep", "O", args[1]) < 0)
@@ -601,12 +606,21 @@ sleep_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             interrupted = 0;
             Py_BEGIN_ALLOW_THREADS
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            check = now.tv_sec * 1000000000LL + now.tv_nsec + SIGNAL_CHECK_NS;
             for (;;) {
                 clock_gettime(CLOCK_MONOTONIC, &now);
-                left = deadline - (now.tv_sec * 1000000000LL + now.tv_nsec);
+                now_ns = now.tv_sec * 1000000000LL + now.tv_nsec;
+                left = deadline - now_ns;
                 if (left <= 0)
                     break;
-                if (left > SLEEP_CHUNK_NS)
+                if (check <= now_ns) {
+                    interrupted = 1; /* by no signal of its own: the signals checked below, then on */
+                    break;
+                }
+                if (left > check - now_ns + SLEEP_CHUNK_NS)
+                    left = check - now_ns; /* late by the slack: only the next check is */
+                else if (left > SLEEP_CHUNK_NS)
                     left = left - left / 100 > SLEEP_CHUNK_NS ? left - left / 100 : SLEEP_CHUNK_NS;
                 chunk.tv_sec = left / 1000000000LL;
                 chunk.tv_nsec = left % 1000000000LL;
