@@ -550,7 +550,7 @@ def test_more_program_flags_and_url_paths_in_argv(args, expected):
     ("openssl req -newkey rsa:2048 -keyout key.pem -passout pass:S && tool -api-key S",
      "openssl req -newkey rsa:2048 -keyout key.pem -passout pass:[REDACTED] && tool -api-key [REDACTED]"),
     ("openssl pkcs12 -export -inkey key.pem -password pass:S -keypass S",
-     "openssl pkcs12 -export -inkey key.pem -password [REDACTED] -keypass [REDACTED]"),
+     "openssl pkcs12 -export -inkey key.pem -password pass:[REDACTED] -keypass [REDACTED]"),
 ])
 def test_more_program_flags_and_url_paths_in_free_text(text, redacted):
     assert redact.text(text) == redacted
@@ -603,3 +603,126 @@ def test_more_program_flags_and_url_paths_never_reach_a_span(traced):
                      "IncomingWebhook/[REDACTED]/C/[REDACTED]", "--password [REDACTED]"):
         assert any(redacted in a for a in args), (redacted, args)
     assert "openssl req -newkey rsa:2048 -keyout key.pem" in args, args
+
+
+# --- the tester's findings: openssl's `-flag=value` and `pass` flags in free text, keytool's passwords, flags
+# saying where a secret is, options in a list, a subcommand's name inside a file's, argv's output redacted again --
+
+@pytest.mark.parametrize("args, expected", [
+    (["openssl", "enc", "-k=S", "-in", "f"], ["openssl", "enc", "-k=[REDACTED]", "-in", "f"]),  # openssl 3's `-flag=value`
+    (["openssl", "rsa", "-passin=pass:S", "-passout=pass:S"],
+     ["openssl", "rsa", "-passin=pass:[REDACTED]", "-passout=pass:[REDACTED]"]),
+    (["openssl", "enc", "-d", "-pass=pass:S", "-K=S"], ["openssl", "enc", "-d", "-pass=pass:[REDACTED]", "-K=[REDACTED]"]),
+    (["openssl", "ca", "-key=S", "-passin=env:VAR"], ["openssl", "ca", "-key=[REDACTED]", "-passin=env:VAR"]),
+    (["openssl", "s_client", "-srppass=S", "-proxy_pass=pass:S"],
+     ["openssl", "s_client", "-srppass=[REDACTED]", "-proxy_pass=pass:[REDACTED]"]),
+    (["keytool", "-list", "-keystore", "k.jks", "-storepass", "S"],
+     ["keytool", "-list", "-keystore", "k.jks", "-storepass", "[REDACTED]"]),
+    (["keytool", "-importkeystore", "-srcstorepass", "S", "-deststorepass", "S", "-srckeypass", "S", "-destkeypass", "S"],
+     ["keytool", "-importkeystore", "-srcstorepass", "[REDACTED]", "-deststorepass", "[REDACTED]", "-srckeypass",
+      "[REDACTED]", "-destkeypass", "[REDACTED]"]),
+    (["keytool", "-storepasswd", "-new", "S", "-storepass", "S"],
+     ["keytool", "-storepasswd", "-new", "[REDACTED]", "-storepass", "[REDACTED]"]),
+    (["keytool", "-genkeypair", "-keyalg", "RSA", "-keypass", "S", "-signer", "ca", "-signerkeypass", "S"],
+     ["keytool", "-genkeypair", "-keyalg", "RSA", "-keypass", "[REDACTED]", "-signer", "ca", "-signerkeypass", "[REDACTED]"]),
+    (["keytool", "-list", "-J-Djavax.net.ssl.trustStorePassword=S"],  # the JVM's option: no flag of keytool's
+     ["keytool", "-list", "-J-Djavax.net.ssl.trustStorePassword=[REDACTED]"]),
+])
+def test_openssl_joined_values_and_keytool_in_argv(args, expected):
+    assert redact.argv(args) == expected
+    assert redact.argv(expected) == expected  # a second pass changes nothing
+
+
+@pytest.mark.parametrize("text, redacted", [
+    ('sh -c "openssl enc -k=S -in f"', 'sh -c "openssl enc -k=[REDACTED] -in f"'),
+    ("openssl rsa -passin=pass:S -passout=pass:S", "openssl rsa -passin=pass:[REDACTED] -passout=pass:[REDACTED]"),
+    ("openssl enc -d -pass=pass:S -in f", "openssl enc -d -pass=pass:[REDACTED] -in f"),
+    ("openssl s_client -srppass S -proxy_pass pass:S -connect h:443",
+     "openssl s_client -srppass [REDACTED] -proxy_pass pass:[REDACTED] -connect h:443"),
+    ("openssl s_server -dpass pass:S -key2 k2.pem", "openssl s_server -dpass pass:[REDACTED] -key2 k2.pem"),
+    ("openssl pkcs12 -export -passcerts=pass:S -in c.pem", "openssl pkcs12 -export -passcerts=pass:[REDACTED] -in c.pem"),
+    ("subprocess.run(['openssl', 's_client', '-srppass', 'S'])",
+     "subprocess.run(['openssl', 's_client', '-srppass', '[REDACTED]'])"),
+    ("keytool -list -keystore k.jks -storepass S", "keytool -list -keystore k.jks -storepass [REDACTED]"),
+    ("keytool -importkeystore -srcstorepass S -deststorepass S -srckeypass S -destkeypass S",
+     "keytool -importkeystore -srcstorepass [REDACTED] -deststorepass [REDACTED] -srckeypass [REDACTED] "
+     "-destkeypass [REDACTED]"),
+    ("keytool -storepasswd -new S -storepass:env VAR", "keytool -storepasswd -new [REDACTED] -storepass:env VAR"),
+    ("keytool -list -J-Djavax.net.ssl.trustStorePassword=S", "keytool -list -J-Djavax.net.ssl.trustStorePassword=[REDACTED]"),
+    ("subprocess.run(['keytool', '-keypass', 'S', '-keystore', 'k.jks'])",
+     "subprocess.run(['keytool', '-keypass', '[REDACTED]', '-keystore', 'k.jks'])"),
+    ("subprocess.run(['htpasswd', '-b', 'f', 'me', 'S'])", "subprocess.run(['htpasswd', '-b', 'f', 'me', '[REDACTED]'])"),
+    ("print('password:', 'S')", "print('password:', [REDACTED])"),  # not `'password:[REDACTED]S'`
+    ('print("Token:", "S", flush=True)', 'print("Token:", [REDACTED], flush=True)'),
+])
+def test_openssl_keytool_and_lists_in_free_text(text, redacted):
+    assert redact.text(text) == redacted
+    assert redact.text(redacted) == redacted
+
+
+@pytest.mark.parametrize("args", [
+    ["docker", "login", "--password-stdin", "-u", "me", "registry.example"],  # takes no value
+    ["docker", "login", "-u", "me", "--password-stdin", "registry.example"],
+    ["tool", "--password-file", "/run/secrets/pw", "--token-file=/run/secrets/t"],  # where the secret is
+    ["gpg", "--batch", "--passphrase-fd", "0", "--passphrase-file", "pw.txt", "-d", "f.gpg"],
+    ["env", "POSTGRES_PASSWORD_FILE=/run/secrets/db", "postgres"],
+    ["openssl", "rsa", "-passin=env:VAR", "-passout=file:/run/pw"],
+    ["openssl", "s_client", "-proxy_pass", "env:VAR", "-connect", "h:443"],
+    ["openssl", "req", "-newkey=rsa:2048", "-keyout=key.pem"],
+    ["openssl", "x509", "-req", "-in", "r.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-key", "k.pem"],  # no `ca` subcommand
+    ["mysql", "-p", "shop"],  # asks for the password: in a list too, `'shop'` is the database
+    ["keytool", "-genkeypair", "-alias", "a", "-keyalg", "RSA", "-keysize", "2048", "-keystore", "k.jks",
+     "-storepass:env", "VAR", "-keypass:file", "pw.txt"],  # where its passwords are
+    ["keytool", "-importkeystore", "-srckeystore", "a.p12", "-destkeystore", "b.jks"],
+])
+def test_flags_naming_no_secret_are_kept(args):
+    assert redact.argv(args) == args
+    assert redact.text(" ".join(args)) == " ".join(args)
+    assert redact.text(f"subprocess.run({args!r})") == f"subprocess.run({args!r})"
+
+
+@pytest.mark.parametrize("args", [
+    ["openssl", "rsa", "-passin", "pass:S"],
+    ["openssl", "rsa", "-passin=pass:S"],
+    ["openssl", "pkcs12", "-password", "pass:S"],
+    ["openssl", "cmp", "-srv_secret", "pass:S"],
+    ["curl", "-u", "me:S", "https://h/"],
+    ["docker", "login", "-u", "me", "-p", "S", "r.example"],  # a short flag's value in a list: not `-p', '`
+    ["podman", "login", "-p=S", "r"],
+    ["tool", "--token", "me:S"],
+    ["keytool", "-storepass", "me:S"],
+    ["smbclient", "-U", "me%S", "//h/s"],
+])
+def test_argv_redacted_stays_as_it_is_in_free_text(args):
+    """argv's output as a shell command, or a list in a -c program: redacting it again changes nothing."""
+    redacted = redact.argv(args)
+    assert "S" not in "".join(redacted).replace("[REDACTED]", "")
+    for text in (" ".join(redacted), str(redacted), "sh -c '" + " ".join(redacted) + "'"):
+        assert redact.text(text) == text
+
+
+FOUND_SECRETS = tuple(f"F{n}S3CR3T" for n in range(1, 8))
+FOUND_FAKE_PROGRAMS = ("openssl", "keytool", "docker")
+FOUND_FORMS = r'''
+import os, subprocess, sys
+env = dict(os.environ, PATH=sys.argv[1] + os.pathsep + os.environ["PATH"])
+for command in [
+    ["openssl", "enc", "-k=F1S3CR3T"],
+    ["openssl", "rsa", "-passin=pass:F2S3CR3T"],
+    ["sh", "-c", "openssl s_client -srppass F3S3CR3T -proxy_pass pass:F4S3CR3T"],
+    ["keytool", "-importkeystore", "-srcstorepass", "F5S3CR3T", "-deststorepass", "F6S3CR3T"],
+    "keytool -storepasswd -new F7S3CR3T -storepass:env VAR",
+    ["docker", "login", "--password-stdin", "-u", "me", "registry.example"],  # ordinary: kept as it is
+]:
+    subprocess.run(command, env=env, shell=isinstance(command, str), check=True)
+'''
+
+
+def test_openssl_joined_values_and_keytool_never_reach_a_span(traced):
+    """The forms a tester found stored in clear text, spawned by their real names (stand-ins on PATH), and
+    docker's `--password-stdin` with what follows it kept."""
+    args = command_lines_of(traced, FOUND_FAKE_PROGRAMS, FOUND_FORMS, FOUND_SECRETS)
+    for redacted in ("-k=[REDACTED]", "-passin=pass:[REDACTED]", "-srppass [REDACTED] -proxy_pass pass:[REDACTED]",
+                     "-srcstorepass [REDACTED] -deststorepass [REDACTED]", "-new [REDACTED] -storepass:env VAR"):
+        assert any(redacted in a for a in args), (redacted, args)
+    assert "docker login --password-stdin -u me registry.example" in args, args

@@ -20,8 +20,8 @@ REDACTED = "[REDACTED]"
 #           word that is no option, or one after an option (that may be the option's value) that is it;
 #           the program's own flags hold there too
 #   joined  the same, joined only (`mysql -p DB` asks for the password: DB is the database)
-#   next    the same, the next word only (openssl's options are single-dash words: `-keyout` is no `-k`);
-#           `pass:S3CR3T` keeps `pass:`
+#   next    the same, the next word only, or joined by `=` (openssl's and keytool's options are single-dash
+#           words: `-keyout` is no `-k`; openssl 3 reads `-k=S3CR3T`); `pass:S3CR3T` keeps `pass:`
 #   percent the same, a `user%secret` value only, the user kept (samba's `-U me%S3CR3T`; `-U me` asks)
 #   last    `PROGRAM LETTER`: with that one-letter option (alone or grouped, `-cb`), the last word is
 #           the secret (`htpasswd -b FILE USER PASSWORD`), a quoted one whole (`'my S3CR3T'`)
@@ -93,6 +93,14 @@ PATTERNS = (
     ("next", "openssl dgst -hmac", "openssl dgst -sha256 -hmac S3CR3T f"),  # the key (`speed -hmac`: a digest)
     ("next", "openssl s_client -psk", "openssl s_client -psk S3CR3T -connect h:443"),
     ("next", "openssl s_server -psk", "openssl s_server -psk S3CR3T"),
+    ("next", "keytool -storepass", "keytool -list -keystore k.jks -storepass S3CR3T"),  # (`-storepass:env VAR`: kept)
+    ("next", "keytool -keypass", "keytool -genkeypair -alias a -keypass S3CR3T"),
+    ("next", "keytool -srcstorepass", "keytool -importkeystore -srcstorepass S3CR3T"),
+    ("next", "keytool -deststorepass", "keytool -importkeystore -deststorepass S3CR3T"),
+    ("next", "keytool -srckeypass", "keytool -importkeystore -srckeypass S3CR3T"),
+    ("next", "keytool -destkeypass", "keytool -importkeystore -destkeypass S3CR3T"),
+    ("next", "keytool -signerkeypass", "keytool -genkeypair -signer ca -signerkeypass S3CR3T"),
+    ("next", "keytool -new", "keytool -storepasswd -new S3CR3T"),  # the new password of `-storepasswd`, `-keypasswd`
     ("percent", "smbclient -U", "smbclient -U me%S3CR3T //host/share"),
     ("percent", "smbclient --user", "smbclient --user=me%S3CR3T //host/share"),
     ("percent", "rpcclient -U", "rpcclient -U me%S3CR3T host"),
@@ -122,7 +130,14 @@ PATTERNS = (
 )
 
 
-def _read_table(patterns) -> tuple:
+# Programs whose flags holding a secret word mostly name none: the words that make one of their flags a secret's.
+# openssl's `-keyout key.pem`, `-newkey rsa:2048`, `-signature sig.bin` name files and key specs; its secrets are
+# pass phrases (`-passin`, `-keypass`, `-srppass`, `-proxy_pass`), `-secret`s and the table's flags (`-k`, `-K`,
+# `ca -key`). keytool's are the table's flags only: `-keystore k.jks`, `-keyalg RSA`, its `-storepasswd` command
+_FLAG_WORDS = {"openssl": ("pass", "secret"), "keytool": ()}
+
+
+def _read_table(patterns, flag_words: dict) -> tuple:
     """The table as the functions below read it, in one loop (a function's: this runs in every traced
     process at start-up)."""
     words, names, prefixes, user_flags = [], set(), [], set()
@@ -158,6 +173,8 @@ def _read_table(patterns) -> tuple:
                 forms.append((program, "", flag, kind))
                 flags.setdefault(program, {})[flag] = kind
             marks.setdefault(program, []).append(flag if kind != "percent" else "%")
+    for program in flag_words:
+        marks.setdefault(program, []).extend(flag_words[program])
     for program, subcommands in subcommand_flags.items():  # its program's flags too (`openssl ca -passin env:VAR`)
         for subcommand, own in subcommands.items():
             subcommands[subcommand] = {**flags.get(program, {}), **own}
@@ -166,7 +183,7 @@ def _read_table(patterns) -> tuple:
 
 
 (_SECRET_WORDS, _SECRET_NAMES, _SECRET_PREFIXES, _USER_FLAGS, _FLAG_FORMS, _FLAGS, _SUBCOMMAND_FLAGS, _LAST,
- _FLAG_MARKS, _PATH_FORMS) = _read_table(PATTERNS)
+ _FLAG_MARKS, _PATH_FORMS) = _read_table(PATTERNS, _FLAG_WORDS)
 # Programs whose `-u`/`--user` is no `user:secret` (`user:group`, or a flag of no value before a
 # `host:path`): the `user` kind skips them.
 _NO_USER_SECRET = frozenset(("docker", "podman", "nerdctl", "buildah", "runc", "crun", "sudo", "rsync", "cp", "mv"))
@@ -176,10 +193,6 @@ _USER_MARKS = tuple(flag + after for flag in sorted(_USER_FLAGS) for after in " 
 # the fewest short texts: `discord` for discord.com and discordapp.com. A `path` form of another host adds its
 # mark here (the table's test of its example fails without).
 _PATH_MARKS = ("api.telegram", "discord", "hooks.slack", "webhook.office")
-# Programs whose flags holding a secret word mostly name none: the words that make one of their flags a secret's.
-# openssl's `-keyout key.pem`, `-newkey rsa:2048`, `-signature sig.bin` name files and key specs; its secrets are
-# pass phrases (`-passin`, `-keypass`, `-srppass`), `-secret`s and the table's flags (`-k`, `-K`, `ca -key`)
-_FLAG_WORDS = {"openssl": ("pass", "secret")}
 # openssl's `-pass*` values that say where the secret is, not what it is (`env:VAR`, `file:PATH`): kept
 _PASS_SOURCES = ("env:", "file:", "fd:", "stdin")
 # What else free text holding a secret holds: `name=` of a secret name (in its lower case), an API
@@ -188,6 +201,10 @@ _NAME_MARKS = tuple(name + "=" for name in _SECRET_NAMES)
 _VALUE_MARKS = _SECRET_PREFIXES + _USER_MARKS + _PATH_MARKS
 # Programs whose `set` is no `set NAME VALUE` of a secret (gsettings' schemas: `org.gnome.desktop.session`)
 _NO_SETTING = frozenset(("gsettings",))
+# The endings of names that say where a secret is, or that it is read from stdin (`--password-file PATH`, gpg's
+# `--passphrase-fd 0`, `POSTGRES_PASSWORD_FILE=/run/secrets/db`, docker's `--password-stdin`, of no value): no
+# secret's names
+_SOURCE_ENDINGS = ("file", "fd", "stdin")
 SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                             "api-key", "x-auth-token", "x-csrf-token", "x-amz-security-token"))
 # The schemes an Authorization header's value may start with: kept before the [REDACTED] (not secret).
@@ -201,7 +218,7 @@ def is_secret_name(name: str) -> bool:
         return True
     for word in _SECRET_WORDS:  # a loop, not any(generator): half the time, and every header and key passes here
         if word in lowered:
-            return True
+            return not lowered.endswith(_SOURCE_ENDINGS)
     return False
 
 
@@ -209,23 +226,24 @@ def _looks_like_secret_value(value: str) -> bool:
     return value.startswith(_SECRET_PREFIXES) and len(value) > 6
 
 
-_patterns: list = []  # (pattern, what a match of it becomes)
+# Patterns for secrets in free text: [what the text holds (one of them, in lower case; "" for any text) if the
+# pattern may match it, its source, what a match of it becomes, the pattern compiled once a text needed it]
+_patterns: list = []
 
 # A quoted string in free text, its quotes escaped inside another string too (`TOKEN=\"X\"` in a `-c`
 # program's repr)
 _QUOTED = (r"\\\"(?:[^\"\\]|\\[^\"])*\\\"|\\'(?:[^'\\]|\\[^'])*\\'"
            r"|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'")
-# A secret value in free text, after its name (group 2 of the patterns below): a quoted string whole, else up
-# to a space, quote or separator (an unclosed quote with it). Never one already redacted.
-_VALUE = r"(?!\\?['\"]?\[REDACTED\])(" + _QUOTED + r"|\\?['\"]?[^\s'\",&;)}\]]+)"
+# A secret value in free text, after its name (the last group of the patterns below): a quoted string whole, else up
+# to a space, quote or separator (an unclosed quote with it). Never one already redacted, a kept `user:` or
+# `pass:` before it (`pass:[REDACTED]`); never the quotes around a list's comma (`'password:', 'X'`).
+_VALUE = r"(?!\\?['\"]?(?:[^\s:'\"]*:)?\[REDACTED\]|['\"]\s*,)(" + _QUOTED + r"|\\?['\"]?[^\s'\",&;)}\]]+)"
 
 
-def _compiled() -> list:
-    """Patterns for secrets inside free text (a `-c` program, a shell command, a header line), each with
-    what a match of it becomes.
-
-    Compiled on first need only: most command lines contain no secret-looking word, and `re`
-    costs milliseconds to import.
+def _free_text_patterns() -> list:
+    """`_patterns`, made on first need only: most command lines contain no secret-looking word, and `re`
+    costs milliseconds to import. Each is compiled when a text first needs it (`text`): ~0.3 ms each,
+    and a text needs few (a program's flags where the program is named, a URL's paths where its host is).
     """
     if not _patterns:
         import re
@@ -236,81 +254,106 @@ def _compiled() -> list:
         # A header line (`Cookie: a=b; sid=X`, `Authorization: Digest username="u", response="X"`): the
         # whole value, to the end of its quotes or line, after the authorization scheme if any. A header
         # is a name the table's secret headers hold, or a name with a dash holding a secret word
-        # (`X-Vault-Token`, `Private-Token`); `key: value` in a program's text keeps the next rule's.
+        # (`X-Vault-Token`, `Private-Token`; not an option: keytool's `-keypass:file F`); `key: value` in a
+        # program's text keeps the next rule's.
         # The scheme is kept: optional, then refused as the value (else, its value already redacted, the
         # pattern would take the scheme for the value, backtracking).
         schemes = "|".join(re.escape(scheme) for scheme in _AUTH_SCHEMES)
         scheme = r"(?:(?:" + schemes + r")[ \t]+)?(?!(?:" + schemes + r")[ \t])"
         header = (r"(?:" + "|".join(re.escape(name) for name in sorted(SECRET_HEADERS))
-                  + r"|(?=[\w-]*-)[\w-]*(?:" + words + r")[\w-]*)[ \t]*:[ \t]*" + scheme + r"(?=\S)")
-        patterns = [
-            re.compile(r"(?im)((?<=')" + header + r")(?!\[REDACTED\])([^'\r\n]+)"),  # in '...'
-            re.compile(r"(?im)((?<=\")" + header + r")(?!\[REDACTED\])((?:[^\"\\\r\n]|\\.)+)"),  # in "..."
-            re.compile(r"(?im)((?:^|(?<=[\s=]))" + header + r")(?!\[REDACTED\])([^\r\n]+)"),  # to the line's end
+                  + r"|(?=\w[\w-]*-)[\w-]*(?:" + words + r")[\w-]*)[ \t]*:[ \t]*" + scheme + r"(?=\S)")
+        patterns = [  # (what the text holds if the pattern may match it, source, what a match becomes)
+            ((":",), r"(?im)((?<=')" + header + r")(?!\[REDACTED\])([^'\r\n]+)", _keep_name),  # in '...'
+            ((":",), r"(?im)((?<=\")" + header + r")(?!\[REDACTED\])((?:[^\"\\\r\n]|\\.)+)", _keep_name),  # in "..."
+            ((":",), r"(?im)((?:^|(?<=[\s=]))" + header + r")(?!\[REDACTED\])([^\r\n]+)", _keep_name),  # to the line's end
         ]
-        # `curl -u me:S3CR3T`, `mysql -pS3CR3T`, `docker login -p X` in a shell command or a -c program
-        for program, subcommand, flag, kind in _FLAG_FORMS:
-            # the value joined (`-pX`) or after a space, `=` or a comma; joined to a short flag only
-            # (as argv: `--user-agent` is not `--user`); `next`: after a space or a comma only
-            if kind == "joined":
-                glue = ""
-            elif kind == "next":
-                glue = r"(?:['\"]?\s*,\s*['\"]?|\s+)"
-            else:
-                glue = r"(?:['\"]?\s*,\s*['\"]?|\s+|=)" + ("?" if len(flag) == 2 else "")
-            command = r"\b" + re.escape(program) + r"\b[^;&|\n]*?" + (r"\b" + re.escape(subcommand) + r"\b[^;&|\n]*?"
-                                                                     if subcommand else "")
-            # `user:` kept (not taken for the value when what follows is already redacted)
-            user = r"[^\s%'\"]*%" if kind == "percent" else r"(?![^\s:'\"]*:\[REDACTED\])(?:[^\s:'\"]*:)?"
-            if kind == "next" and flag.startswith("-pass"):  # not `-passin env:VAR`
-                user = r"(?!" + "|".join(_PASS_SOURCES) + ")" + user
-            patterns.append(re.compile("(" + command + r"[\s'\"]" + re.escape(flag) + glue + r"['\"]?" + user + ")" + value))
         # words of a shell command, or of a list in a -c program (`'htpasswd', '-b', ...`)
         between = r"(?:['\"]?\s*,\s*['\"]?|['\"]?\s+['\"]?)"
-        # `htpasswd -b FILE USER X`: the last word of the command, a quoted one whole (the first word that runs to
-        # the command's end: `'my S3CR3T'`, not its `S3CR3T'`), before any redirection (`> FILE`, `2>&1`)
-        for program, letters in _LAST.items():
-            patterns.append(re.compile(r"(\b" + re.escape(program) + r"(?:" + between + r"[^;&|\n]*?)?" + between
-                                       + r"-[A-Za-z]*[" + letters + r"][A-Za-z]*(?:" + between + r"[^;&|<>\n]*?)?"
-                                       + between + r")(?!-|\\?['\"]?\[REDACTED\])(" + _QUOTED + r"|[^\s;&|<>'\",)\]]+)"
-                                       + r"(?=['\"]?(?:\s*\d*[<>]+&?\s*[^\s;&|<>'\")\]]+)*\s*(?:[;&|\n)\]]|$))"))
-        # `aws configure set aws_secret_access_key X`, `npm config set //r/:_authToken X`: after a config word
-        patterns.append(re.compile(r"(?i)(\b(?:config|configure|user-secrets)\b[^;&|\n]*?[\s'\"]set" + between
-                                   + r"(?:[\w/:@-]*\.)*[\w/:@-]*(?:" + words + r")[\w/:@-]*" + between + r")(?!-)" + value))
-        for pattern in [pattern for kind, pattern, _ in PATTERNS if kind == "path"]:  # a webhook's or a bot's secret in a URL's path
-            patterns.append(re.compile("(" + r"[^/\s'\"]+".join(re.escape(part) for part in pattern.split("*"))
-                                       + r")(?!\[REDACTED\])([^/?#\s'\"&;]+)"))
-        # `-u me:X` of any program: the user kept; a secret of digits only (uid:gid, host:port) is none
-        patterns.append(re.compile(r"((?<![\w-])(?:" + "|".join(re.escape(flag) for flag in sorted(_USER_FLAGS))
-                                   + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value))
-        patterns += [
-            re.compile(r"([?&#;](?:" + "|".join(_SECRET_NAMES) + r")=)(?!\[REDACTED\])([^&#;\s'\"]+)"),
-            re.compile(r"(://[^/\s:@'\"]+:)(?!\[REDACTED\])([^@\s/'\"]+)(?=@)"),  # URL user:password@
-        ]
+        in_word = r"[^\s'\",;&|]"
+        sources = r"(?!\\?['\"]?(?:" + "|".join(_PASS_SOURCES) + "))"  # not `-passin env:VAR`
+        # `curl -u me:S3CR3T`, `mysql -pS3CR3T`, `docker login -p X` in a shell command or a -c program
+        for program, subcommand, flag, kind in _FLAG_FORMS:
+            # the value joined (`-pX`: not the next item of a list, `'-p', 'shop'`; `=` is glue) or after a space,
+            # `=` or a comma; joined to a short flag only (as argv: `--user-agent` is not `--user`); `next`: not joined
+            joined = r"(?!['\"]?\s*,|=)"
+            if kind == "joined":
+                glue = "=?" + joined
+            else:
+                glue = (r"(?:['\"]?\s*,\s*['\"]?|\s+|=" + ("|" + joined if len(flag) == 2 and kind != "next" else "")
+                        + ")")
+            # the subcommand as argv reads it: the first word that is no option or an option's value (`docker
+            # --context prod login`; `openssl x509 -CA ca.pem` runs no `ca`)
+            command = r"\b" + re.escape(program) + (
+                r"(?:" + between + "-" + in_word + r"*(?:" + between + "(?!-)" + in_word + r"+)?)*" + between
+                + re.escape(subcommand) + "(?!" + in_word + ")" if subcommand else r"\b") + r"[^;&|\n]*?"
+            # `user:` kept
+            user = r"[^\s%'\"]*%" if kind == "percent" else r"(?:[^\s:'\"]*:)?"
+            if kind == "next" and flag.startswith("-pass"):
+                user = sources + user
+            patterns.append(((program,), "(" + command + r"[\s'\"]" + re.escape(flag) + glue + r"['\"]?" + user + ")"
+                             + value, _keep_name))
         # A flag of a program that `_FLAG_WORDS` names, in its command (the text since the last `;&|` or line
-        # holds the program's name), is kept unless it holds one of its words (`openssl req -keyout key.pem`,
-        # as `argv` keeps it)
+        # holds the program's name): openssl's holding its words are redacted (`-srppass X`, `-passcerts pass:X`,
+        # every one of the command), as argv reads them (`program_flag`); the others are kept (`keep_flag`:
+        # `openssl req -keyout key.pem`), not a JVM option keytool passes on (`-J-Dx.password=X`)
         flag_command = re.compile(r"\b(" + "|".join(re.escape(program) for program in _FLAG_WORDS) + r")\b[^;&|\n]*$")
+
+        def program_flag(match) -> str:
+            found = flag_command.search(match.string, 0, match.start())
+            if found is not None and _holds_word(match.group(2), _FLAG_WORDS[found.group(1)]):
+                return match.group(1) + REDACTED
+            return match.group(0)
 
         def keep_flag(match) -> str:
             name = match.group(1)
-            if name.startswith("-"):
+            if name.startswith("-") and "." not in name:
                 found = flag_command.search(match.string, 0, match.start())
                 if found is not None and not _holds_word(name, _FLAG_WORDS[found.group(1)]):
                     return match.group(0)
             return name + REDACTED
 
-        _patterns.extend([(pattern, _keep_name) for pattern in patterns] + [  # at once: a thread may be reading it
-            # NAME=X, NAME: X, 'NAME': X, NAME']=X, NAME = "X", 'NAME', 'X' (a list or a call's arguments);
-            # not an exception's class (`KeyError: 'x'`, `InvalidTokenError: expired`: a message follows)
-            (re.compile(r"(?i)((?:--?|\b)(?![\w.]*(?-i:Error|Exception|Warning)\b)[\w.-]*(?:" + words + r")[\w.-]*"
-                        r"(?:['\"]?\]?\s*[=:]\s*|['\"]?\s*,\s*)" + scheme + r")" + value), keep_flag),
-            (re.compile(r"(?i)(\b(?:bearer|basic)\s+)" + value), _keep_name),
+        flag_words = sorted({flag_word for program_words in _FLAG_WORDS.values() for flag_word in program_words})
+        patterns.append((tuple(program for program in _FLAG_WORDS if _FLAG_WORDS[program]),  # group 2: the flag
+                         r"((?<=[\s'\"])(-[\w-]*(?:" + "|".join(flag_words) + r")[\w-]*)"
+                         + r"(?:['\"]?\s*,\s*['\"]?|\s+|=)['\"]?" + sources + r"(?:[^\s:'\"]*:)?)" + value, program_flag))
+        # `htpasswd -b FILE USER X`: the last word of the command, a quoted one whole (the first word that runs to
+        # the command's end: `'my S3CR3T'`, not its `S3CR3T'`), before any redirection (`> FILE`, `2>&1`)
+        for program, letters in _LAST.items():
+            patterns.append(((program,), r"(\b" + re.escape(program) + r"(?:" + between + r"[^;&|\n]*?)?" + between
+                             + r"-[A-Za-z]*[" + letters + r"][A-Za-z]*(?:" + between + r"[^;&|<>\n]*?)?"
+                             + between + r")(?!-|\\?['\"]?\[REDACTED\])(" + _QUOTED + r"|[^\s;&|<>'\",)\]]+)"
+                             + r"(?=['\"]?(?:\s*\d*[<>]+&?\s*[^\s;&|<>'\")\]]+)*\s*(?:[;&|\n)\]]|$))", _keep_name))
+        # `aws configure set aws_secret_access_key X`, `npm config set //r/:_authToken X`: after a config word
+        patterns.append((("config", "user-secrets"), r"(?i)(\b(?:config|configure|user-secrets)\b[^;&|\n]*?[\s'\"]set"
+                         + between + r"(?:[\w/:@-]*\.)*[\w/:@-]*(?:" + words + r")[\w/:@-]*" + between + r")(?!-)" + value,
+                         _keep_name))
+        for pattern in [pattern for kind, pattern, _ in PATTERNS if kind == "path"]:  # a webhook's or a bot's secret in a URL's path
+            parts = pattern.split("*")
+            patterns.append(((parts[0],), "(" + r"[^/\s'\"]+".join(re.escape(part) for part in parts)
+                             + r")(?!\[REDACTED\])([^/?#\s'\"&;]+)", _keep_name))
+        # `-u me:X` of any program: the user kept; a secret of digits only (uid:gid, host:port) is none
+        user_flags = sorted(_USER_FLAGS)
+        patterns.append((tuple(user_flags), r"((?<![\w-])(?:" + "|".join(re.escape(flag) for flag in user_flags)
+                         + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value, _keep_name))
+        # a name saying where the secret is (`--password-file PATH`, `--passphrase-fd 0`, `--password-stdin`)
+        source_name = "".join("(?<!" + ending + ")" for ending in _SOURCE_ENDINGS)
+        patterns += [
+            (("=",), r"([?&#;](?:" + "|".join(_SECRET_NAMES) + r")=)(?!\[REDACTED\])([^&#;\s'\"]+)", _keep_name),
+            (("://",), r"(://[^/\s:@'\"]+:)(?!\[REDACTED\])([^@\s/'\"]+)(?=@)", _keep_name),  # URL user:password@
+            # NAME=X, NAME: X, 'NAME': X, NAME']=X, NAME = "X", 'NAME', 'X' (a list or a call's arguments, not an
+            # option: `['htpasswd', '-b', ...]`), 'NAME:', 'X' (`print('password:', 'X')`); not an exception's
+            # class (`KeyError: 'x'`, `InvalidTokenError: expired`: a message follows)
+            (("",), r"(?i)((?:--?|\b)(?![\w.]*(?-i:Error|Exception|Warning)\b)[\w.-]*(?:" + words + r")[\w.-]*"
+             + source_name + r"(?:['\"]?\]?\s*[=:]\s*(?:['\"]\s*,\s*)?|['\"]?\s*,\s*(?!\\?['\"]?-))" + scheme + r")"
+             + value, keep_flag),
+            (("bearer", "basic"), r"(?i)(\b(?:bearer|basic)\s+)" + value, _keep_name),
             # --token X, --password "X Y"
-            (re.compile(r"(?i)(--?[\w.-]*(?:" + words + r")[\w.-]*\s+)(?!-)" + value), keep_flag),
-            (re.compile(r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-.]{4,})"),
+            (("-",), r"(?i)(--?[\w.-]*(?:" + words + r")[\w.-]*" + source_name + r"\s+)(?!-)" + value, keep_flag),
+            (_SECRET_PREFIXES, r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-.]{4,})",
              _keep_name),
-        ])
+        ]
+        _patterns.extend([[tuple(mark.lower() for mark in marks), source, keep, None]
+                          for marks, source, keep in patterns])  # at once: a thread may be reading it
     return _patterns
 
 
@@ -342,8 +385,18 @@ def text(value: str) -> str:
     `KEY=VALUE`, `KEY='VALUE'`, URLs with credentials or secret query values, well-known API key formats."""
     if not _might_hold_secret(value):
         return value
-    for pattern, keep in _compiled():
-        value = pattern.sub(keep, value)
+    lowered = value.lower()  # as it came: a redaction (`[REDACTED]`, bracketed) makes no text a pattern needs
+    for entry in _free_text_patterns():
+        for mark in entry[0]:
+            if mark in lowered:
+                break
+        else:  # the pattern cannot match: neither compiled nor run
+            continue
+        if entry[3] is None:
+            import re
+
+            entry[3] = re.compile(entry[1])
+        value = entry[3].sub(entry[2], value)
     return value
 
 
@@ -409,24 +462,39 @@ def argv(args: list) -> list:
             flag = _program_flag(arg, flags)
             if flag is not None:
                 kind = flags[flag]
+                sources = kind == "next" and flag.startswith("-pass")  # its value may say where the secret is
                 if flag == arg:
                     out.append(arg)
                     if kind == "percent":
                         percent_next = True
                     else:
                         redact_next = True
-                        source_next = kind == "next" and flag.startswith("-pass")
+                        source_next = sources
                 else:
                     joined = arg[len(flag):]
                     glue = "=" if joined.startswith("=") else ""
                     joined = joined[len(glue):]
                     if kind == "percent":
                         out.append(flag + glue + _percent_value(joined) if "%" in joined else arg)
+                    elif sources and joined.startswith(_PASS_SOURCES):
+                        out.append(arg)
                     else:
                         out.append(flag + glue + _flag_value(joined))
                 continue
-        if arg.startswith("-") and "=" not in arg and (is_secret_name(arg.lstrip("-")) if flag_words is None
-                                                      else _holds_word(arg, flag_words)):
+        if flag_words is not None and arg.startswith("-"):  # its flags holding its words only, joined by `=` too
+            name, eq, value_ = arg.partition("=")
+            if _holds_word(name, flag_words):
+                if eq:
+                    out.append(arg if value_.startswith(_PASS_SOURCES) else name + eq + _flag_value(value_))
+                else:
+                    out.append(arg)
+                    redact_next = True
+                    source_next = True  # openssl's pass phrase arguments (`-passcerts env:VAR`)
+                continue
+            if "." not in name:  # its own flag (`-keyout=key.pem`, keytool's `-keypass:env`), not `-J-Dx.password=X`
+                out.append(name + eq + _argument(value_) if eq else arg)
+                continue
+        if arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-")):
             out.append(arg)
             redact_next = True
             source_next = False
@@ -469,12 +537,12 @@ def _is_user_secret(value: str) -> bool:
 
 
 def _program_flag(arg: str, flags: dict) -> str | None:
-    """The program's secret flag `arg` is, or starts with (joined value), or None."""
+    """The program's secret flag `arg` is, or starts with (joined value; `next`: by `=` only), or None."""
     for flag, kind in flags.items():
         if arg == flag:
             if kind != "joined":
                 return flag
-        elif kind != "next" and arg.startswith(flag) and (len(flag) == 2 or arg[len(flag)] == "="):
+        elif arg.startswith(flag) and (arg[len(flag)] == "=" or len(flag) == 2 and kind != "next"):
             return flag
     return None
 
