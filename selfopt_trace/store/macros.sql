@@ -186,6 +186,7 @@ details AS MATERIALIZED (
            coalesce(TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT), 0) AS spawn_ns,
            coalesce(TRY_CAST(attributes->>'process.shell' AS BOOLEAN), false) AS shell,
            TRY_CAST(attributes->>'thread.id' AS BIGINT) AS tid,
+           TRY_CAST(attributes->>'selfopt_trace.thread.cpu_ns' AS BIGINT) AS thread_cpu_ns,
            TRY_CAST(attributes->'selfopt_trace.wait.on' AS VARCHAR[]) AS wait_on,
            attributes->>'process.pid' IS NOT NULL AS has_pid,
            -- queued for a CPU counts as running, where the agent read it (a busy machine's preemption)
@@ -517,6 +518,22 @@ read_children AS (  -- with the read's interval and code: its children's parent'
     LEFT JOIN facts AS f ON f.id = i.read_id
     QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY i.from_ns DESC, i.read_id) = 1
 ),
+-- A `threading.Thread` its spawner's thread started while it read a child (from the spawning call's
+-- end to the reap), that lived to the child's end (a read to EOF) and ran a quarter of its life or
+-- less, reads that child for it: a thread draining the child's pipe, joined or feeding a queue the
+-- spawner waits on. It waits on the child, as the read does (the thread's read was an untraced
+-- wait, and 300 ms of a 320 ms child's work with it). Started during several reads: the latest's
+-- (started at once: all of theirs). (A pool's worker started beside a helper process that outlives
+-- it reads nothing.)
+thread_reads AS (
+    SELECT t.id, r.id AS read_id
+    FROM read_candidates AS r
+    JOIN parented AS t ON t.sort = 14 AND t.start_ns >= r.from_ns AND t.start_ns < r.end_ns
+                      AND t.end_ns >= r.child_end
+    JOIN coded AS p ON p.id = t.parent AND p.unit = r.unit
+    JOIN details AS d ON d.id = t.id AND d.thread_cpu_ns * 4 <= t.end_ns - t.start_ns
+    QUALIFY rank() OVER (PARTITION BY t.id ORDER BY r.from_ns DESC) = 1
+),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the
 -- threads or tasks it names; for other waiters (a child read until it exits too), the units started
 -- under them; for the SDK's calls to the engine, the container's processes (engine_calls above).
@@ -532,11 +549,14 @@ edges AS (
     SELECT c.id, t.id FROM in_container_calls AS c JOIN parented AS t ON t.parent = c.parent AND t.is_root
     UNION
     SELECT id, target FROM engine_named WHERE waits
+    UNION
+    SELECT r.id, t.id FROM thread_reads AS r JOIN parented AS t ON t.parent = r.read_id AND t.is_root
 )
 -- (A span started inside the spawning call of a child read until it exits keeps the call's interval
 -- as its parent's: only the spans started in the read itself have the read's.)
 SELECT c.id, coalesce(m.read_id, c.parent) AS parent, c.unit, c.is_root, c.is_top, c.pid, c.start_ns, c.end_ns,
-       c.rs, coalesce(r.until_ns, c.re) AS re, c.waiter OR r.id IS NOT NULL AS waiter, e.targets AS waits_on, c.tid,
+       c.rs, coalesce(r.until_ns, c.re) AS re,
+       c.waiter OR r.id IS NOT NULL OR c.id IN (SELECT id FROM thread_reads) AS waiter, e.targets AS waits_on, c.tid,
        CASE WHEN r.id IS NULL THEN c.code
             ELSE activity_code(c.sort, true, NULL, f.traced, f.docker, NULL, false, false) END AS code,
        coalesce(m.read_rs, c.parent_rs) AS parent_rs, coalesce(m.until_ns, c.parent_re) AS parent_re,

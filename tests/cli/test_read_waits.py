@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.cli.conftest import python
 
 PROGRAM = """
@@ -103,6 +105,50 @@ def test_a_child_read_by_a_thread_into_a_queue_the_parent_waits_on_is_waited_on(
 
 
 SPIN = "import sys, time\nstart = time.perf_counter()\nwhile time.perf_counter() - start < float(sys.argv[1]): pass"
+
+# A child that prints every 10 ms as it spins 300 ms, read by a threading.Thread (a span of its own): joined,
+# or filling a queue the spawning thread reads; or joined after 200 ms of the parent's own work.
+READER_THREAD = """
+import queue, subprocess, sys, threading, time
+how = sys.argv[1]
+child = subprocess.Popen([sys.executable, "-c", "import time\\nstart = last = time.perf_counter()\\n"
+                          "while last - start < 0.3:\\n    now = time.perf_counter()\\n"
+                          "    if now - last > 0.01:\\n        print('x', flush=True); last = now"],
+                         stdout=subprocess.PIPE)
+lines = queue.Queue()
+def drain():
+    for line in child.stdout:
+        lines.put(line)
+    lines.put(None)
+reader = threading.Thread(target=drain)
+reader.start()
+if how == "queue":
+    while lines.get() is not None:
+        pass
+if how == "work":
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.2:
+        pass
+reader.join()
+child.wait()
+print("read")
+"""
+
+
+@pytest.mark.parametrize("how", ["join", "queue", "work"])
+def test_a_child_read_by_a_thread_its_spawner_started_is_waited_on(cli, how: str) -> None:
+    """The thread's read was an untraced wait, and the child's work with it (a tester: 300 ms of a
+    320 ms child's life untraced waits, child work 0; after 200 ms of the parent's work, 114 ms)."""
+    done = cli("run", "-q", "--json", "--", *python(READER_THREAD), how)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[0] == "read"
+    by_category = json.loads(done.stdout.decode().split("\n", 1)[1])["time_by_category_ms"]
+    child = by_category["child processes' own work"]
+    if how == "work":  # the parent's 200 ms, then the child's rest
+        assert by_category["own work"] >= 190 and child >= 60, by_category
+    else:
+        assert child >= 280, by_category
+    assert by_category["untraced waits"] < 30, by_category
 
 HELPER_FIRST = f"""
 import subprocess, sys

@@ -162,6 +162,19 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         return span.id
 
     candidates = read_candidates(spans, main_trace, nodes, unit, parent)
+    # A `threading.Thread` its spawner's thread started while it read a child, that lived to the
+    # child's end and ran a quarter of its life or less, reads that child for it (macros.sql,
+    # thread_reads): thread -> the reads (the latest; several started at once: all of them).
+    thread_reads: dict[str, list[str]] = {}
+    for t in nodes.values():
+        cpu_ns, p = t.attributes.get("selfopt_trace.thread.cpu_ns"), parent[t.id]
+        if t.category != "thread" or cpu_ns is None or p is None or cpu_ns / MS * 4 > t.end - t.start:
+            continue
+        reads = [(frm, r) for r, (frm, _, child_end, _) in candidates.items()
+                 if frm <= t.start < nodes[r].end and child_end is not None and t.end >= child_end
+                 and unit(nodes[p]) == unit(nodes[r])]
+        if reads:
+            thread_reads[t.id] = [r for frm, r in reads if frm == max(reads)[0]]
     read_until: dict[str, float] = {}  # the reads' ends, found below (their children need the functions)
     top = [s for s in nodes.values() if parent[s.id] is None]
     # A top-level process whose tree answers a call from another top-level process's tree (a SERVER
@@ -228,9 +241,11 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         return (s.category == "wait" or (s.category == "http" and s.kind == "CLIENT")
                 or (s.category == "container" and s.kind == "CLIENT")
                 or (s.category == "subprocess" and (legacy or s.attributes.get("process.shell")))
-                or s.id in read_until)
+                or s.id in read_until or s.id in thread_reads)
 
     def targets(s: Span) -> list[str]:
+        if s.id in thread_reads:
+            return [c.id for c in nodes.values() if parent[c.id] in thread_reads[s.id] and is_root(c)]
         if s.category != "wait":
             out = [c.id for c in nodes.values() if parent[c.id] == s.id and is_root(c)]
             if in_container_call(s):  # what its container call started

@@ -1044,6 +1044,38 @@ def test_a_child_read_until_it_exits_is_waited_on_if_its_spawner_idled(store: St
     assert {k: v for k, v in reference.breakdown(run.spans, TRACE).items() if v != (0, 0)} == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("thread_ran_ms", [5, 30])
+def test_a_child_read_by_a_thread_its_spawner_started_is_waited_on(store: Store, tmp_path: Path,
+                                                                    thread_ran_ms: float) -> None:
+    """A `threading.Thread` started while its spawner's thread reads a child (after the spawning call,
+    before the reap) that ran a quarter of its life or less drains the child's pipe: the join waits on
+    the thread, the thread on the child. One that ran more works on its own."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    call = run.span(100, "subprocess", "subprocess", 10, 95, main, kind="CLIENT",
+                    attributes={"selfopt_trace.spawn_ns": 1_000_000, "selfopt_trace.cpu.end_ns": 5_000_000,
+                                "selfopt_trace.cpu.reap_ns": 6_000_000})
+    child = run.process(200, 12, 88, call, command="child.py")
+    run.span(200, "interpreter.startup", "startup", 12, 20, child)
+    reader = run.span(100, "thread", "thread", 12, 90, main,
+                      attributes={"thread.id": 101, "selfopt_trace.thread.cpu_ns": round(thread_ran_ms * MS)})
+    run.span(100, "Thread.join", "wait", 12, 90, main, attributes={"selfopt_trace.wait.on": [reader]})
+    run.span(100, "Popen.wait", "wait", 90, 95, main, attributes={"selfopt_trace.wait.on": [call]})
+    run_id = run.load(store, tmp_path)
+    # the thread's time after the child's end (88-90), and where it did not read (12-90), is its own:
+    # on the CPU as much as it ran (5 or 30 ms of 78), off it an untraced wait
+    if thread_ran_ms * 4 <= 78:
+        expected = {"own work": (16 + 2 * 5 / 78, 18), "untraced waits": (2 * 73 / 78, 0),
+                    "subprocess spawn overhead": (1, 1), "interpreter start-up": (8, 8),
+                    "child processes' own work": (68, 68), "interpreter teardown": (5, 5)}
+    else:
+        expected = {"own work": (16 + 30, 16 + 78), "untraced waits": (48, 0), "subprocess spawn overhead": (1, 1),
+                    "interpreter teardown": (5, 5), "interpreter start-up": (0, 8), "child processes' own work": (0, 68)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert {k: v for k, v in reference.breakdown(run.spans, TRACE).items() if v != (0, 0)} \
+        == {k: pytest.approx(v) for k, v in expected.items()}
+
+
 def test_an_asyncio_sleep_is_sleeps_where_its_thread_did_not_run_other_tasks(store: Store, tmp_path: Path) -> None:
     """A task sleeps 80 ms while the loop's thread runs other tasks for 24 of them (no span: own work)."""
     run = RunBuilder()
