@@ -10,9 +10,8 @@ launching CMD, a non-Python parent around the traced processes), so the summary 
 from __future__ import annotations
 
 import shlex
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .background import Background
 from .bootstrap.selfopt_trace_agent.process import split_command
@@ -38,12 +37,6 @@ BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serializa
                         "http server time", "subprocess spawn overhead", TEARDOWN, "child processes' own work",
                         "container start-up", OWN_WORK, SLEEPS, "untraced child processes", "untraced http servers",
                         UNTRACED_WAITS, OUTSIDE)
-# Up to this many spans in the whole store, the summary's queries run without DuckDB's optimizer: on
-# a small store planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same
-# results), while on a large one filter pushdown is what keeps each scan to the run's own spans (that
-# run's breakdown beside 100,000 other spans: 69 -> 77 ms without it). docs/benchmarks.md, "Command
-# line (issue 12)"; tests/cli/test_summary.py checks the figures against the optimized queries'.
-SMALL_STORE_SPANS = 10_000
 
 # A process is identified by its span file, pid and host: an agent file holds one process (a fork or
 # an exec'd interpreter opens its own); a collector file holds many, told apart by pid and host.
@@ -233,28 +226,10 @@ def time_by_category(store: Store, run_id: str, wall_ns: int, spans: int | None 
     return {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
 
 
-def small_store(store: Store) -> bool:
-    """Whether the store holds at most SMALL_STORE_SPANS spans (a count DuckDB answers almost from metadata)."""
-    return store.sql("SELECT count(*) <= $limit FROM spans", {"limit": SMALL_STORE_SPANS})[1][0][0]
-
-
-@contextmanager
-def _unoptimized_if_small(store: Store) -> Iterator[bool]:
-    """Queries inside planned without DuckDB's optimizer when the store is small (SMALL_STORE_SPANS);
-    yields whether they are."""
-    unoptimized = small_store(store)
-    if unoptimized:
-        store.sql("PRAGMA disable_optimizer")
-    try:
-        yield unoptimized
-    finally:
-        if unoptimized:  # the connection goes on serving other queries (the next run's load, a report)
-            store.sql("PRAGMA enable_optimizer")
-
-
 def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> RunSummary:
     """The summary of one loaded run."""
-    with _unoptimized_if_small(store) as unoptimized:
+    unoptimized = store.is_small()
+    with store.planned_unoptimized(unoptimized):
         return _summarize(store, run_id, next_commands, unoptimized)
 
 

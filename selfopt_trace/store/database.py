@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from selfopt_trace.errors import (QueryError, RunNotFoundError, StoreDamagedError, StoreError, StoreLockedError,
                                   StoreOpenError)
 from selfopt_trace.paths import default_db_path, unwritable
 from selfopt_trace.store.engine import duckdb
-from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
+from selfopt_trace.store.loader import (LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, span_file_bytes,
+                                        transaction)
 from selfopt_trace.store.profile import WHOLE_STACKS, convert_whole_stacks
 
 if TYPE_CHECKING:
     from datetime import datetime  # DuckDB's TIMESTAMP values are its objects: only `runs()` reads one
 
 _NO_STATEMENT = "no SQL statement to run: the text is empty, or only `;` and comments"
+
+# Up to this many spans in the whole store, the summary's queries, and the load of a run of at most
+# SMALL_RUN_BYTES of span files, are planned without DuckDB's optimizer: on a small store planning is
+# most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same results; the load of a
+# 2-process run 40.5 -> 35.3 ms), while on a large one filter pushdown is what keeps each scan to the
+# run's own spans (that run's breakdown beside 100,000 other spans: 69 -> 77 ms without it).
+# docs/benchmarks.md, "Command line (issue 12)"; tests/cli/test_summary.py checks the figures
+# against the optimized queries'.
+SMALL_STORE_SPANS = 10_000
+SMALL_RUN_BYTES = 2_000_000  # ~10,000 spans
 
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -83,7 +95,8 @@ class Store:
         """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not
         exist, RunExistsError if the store holds a run of its id from elsewhere (unless `replace`)."""
         try:
-            return load_run(self._con, Path(run_dir), replace)
+            with self.planned_unoptimized(self.is_small() and span_file_bytes(Path(run_dir)) <= SMALL_RUN_BYTES):
+                return load_run(self._con, Path(run_dir), replace)
         except duckdb.Error as exc:  # bad input is skipped with a warning: this is the disk or DuckDB failing
             raise _damage(self.path, exc) or StoreError(self.path, f"loading {run_dir} into {self.path} failed: {exc}") \
                 from exc
@@ -110,6 +123,21 @@ class Store:
             if not delete_run_rows(self._con, run_id):
                 raise RunNotFoundError(run_id)
         return spans
+
+    def is_small(self) -> bool:
+        """Whether the store holds at most SMALL_STORE_SPANS spans (a count DuckDB answers almost from metadata)."""
+        return self._con.execute("SELECT count(*) <= ? FROM spans", [SMALL_STORE_SPANS]).fetchone()[0]
+
+    @contextmanager
+    def planned_unoptimized(self, unoptimized: bool) -> Iterator[None]:
+        """Statements inside planned without DuckDB's optimizer, if `unoptimized` (SMALL_STORE_SPANS)."""
+        if unoptimized:
+            self._con.execute("PRAGMA disable_optimizer")
+        try:
+            yield
+        finally:
+            if unoptimized:  # the connection goes on serving other queries (the next run's load, a report)
+                self._con.execute("PRAGMA enable_optimizer")
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run one query with bound parameters; returns (column names, rows)."""

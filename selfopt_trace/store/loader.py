@@ -427,6 +427,14 @@ def _load_span_files(con: duckdb.DuckDBPyConnection, result: LoadResult, files: 
     con.execute("DROP TABLE _records; DROP TABLE _files")
 
 
+def span_file_bytes(run_dir: Path) -> int:
+    """The size of a run directory's span files (0 for none, or no directory)."""
+    try:
+        return sum(path.stat().st_size for path in (run_dir / "spans").glob("*" + spanfile.SUFFIX) if path.is_file())
+    except OSError:  # gone meanwhile: load_run says what is wrong
+        return 0
+
+
 def run_id_of(run_dir: Path) -> str:
     """The id a run directory loads as (its run.json's, else the directory's name)."""
     return _read_run_json(Path(run_dir))[0].run_id

@@ -12,7 +12,8 @@ import pytest
 
 from selfopt_trace import summary
 from selfopt_trace.queries import run_query
-from selfopt_trace.store import Store
+from selfopt_trace.store import Store, database
+from selfopt_trace.store.database import SMALL_STORE_SPANS
 from tests.queries.builder import RunBuilder
 from tests.store.spanfiles import T0, diagnostic, header, write_run
 
@@ -90,16 +91,30 @@ def assert_summary_agrees_with_the_queries(store: Store, run_id: str) -> None:
 def test_the_summary_of_a_run_in_a_small_store(tmp_path: Path) -> None:
     with Store(tmp_path / "traces.duckdb") as store:
         run_id = traced_run("small", imports=3, children=2).load(store, tmp_path)
-        assert summary.small_store(store)
+        assert store.is_small()
         assert_summary_agrees_with_the_queries(store, run_id)
+
+
+def test_a_small_run_loads_into_a_small_store_as_with_the_optimizer(tmp_path: Path, monkeypatch) -> None:
+    """Planned without the optimizer (a small run into a small store), the load stores the same rows."""
+    rows = ["SELECT * EXCLUDE (run_id) FROM spans", "SELECT * EXCLUDE (run_id, loaded_at, run_dir) FROM runs",
+            "SELECT * EXCLUDE (run_id) FROM diagnostics", "SELECT * EXCLUDE (run_id) FROM cpu_samples"]
+    stored = []
+    for small_run_bytes in (database.SMALL_RUN_BYTES, 0):
+        monkeypatch.setattr(database, "SMALL_RUN_BYTES", small_run_bytes)
+        with Store(tmp_path / f"traces-{small_run_bytes}.duckdb") as store:
+            traced_run("small", imports=3, children=2).load(store, tmp_path / str(small_run_bytes))
+            assert store.sql("SELECT current_setting('enable_optimizer')")[1] == [(True,)]
+            stored.append([store.sql(f"{query} ORDER BY ALL")[1] for query in rows])
+    assert stored[0] == stored[1] and stored[0][0]
 
 
 def test_the_summary_of_runs_in_a_store_of_many_runs(tmp_path: Path) -> None:
     with Store(tmp_path / "traces.duckdb") as store:
-        big = [traced_run(f"big-{i}", imports=summary.SMALL_STORE_SPANS // 20, children=3).load(store, tmp_path)
+        big = [traced_run(f"big-{i}", imports=SMALL_STORE_SPANS // 20, children=3).load(store, tmp_path)
                for i in range(11)]
         small = traced_run("small", imports=3, children=2).load(store, tmp_path)
-        assert not summary.small_store(store)
+        assert not store.is_small()
         assert_summary_agrees_with_the_queries(store, small)
         assert_summary_agrees_with_the_queries(store, big[-1])
 
