@@ -471,32 +471,7 @@ def test_program_flags_settings_and_url_paths_never_reach_a_span(traced):
     (["curl", "https://ptb.discord.com/api/v10/webhooks/1/S/slack"],
      ["curl", "https://ptb.discord.com/api/v10/webhooks/1/[REDACTED]/slack"]),
     (["curl", "https://api.telegram.org/file/bot1:S/f.jpg"], ["curl", "https://api.telegram.org/file/bot1:[REDACTED]/f.jpg"]),
-])
-def test_program_flags_settings_and_url_paths_in_argv(args, expected):
-    assert redact.argv(args) == expected
-    assert redact.argv(expected) == expected  # a second pass changes nothing
-
-
-@pytest.mark.parametrize("text, redacted", [
-    ("docker login -u me -p S r.example && docker run -p 80:80 img",
-     "docker login -u me -p [REDACTED] r.example && docker run -p 80:80 img"),
-    ("import subprocess; subprocess.run(['openssl', 'enc', '-k', 'S'])",
-     "import subprocess; subprocess.run(['openssl', 'enc', '-k', '[REDACTED]'])"),
-    ("curl -u me:S https://h/", "curl -u me:[REDACTED] https://h/"),
-    ("openssl rsa -passin pass:S -passout env:VAR", "openssl rsa -passin pass:[REDACTED] -passout env:VAR"),
-    ("x=$(htpasswd -nb me S)", "x=$(htpasswd -nb me [REDACTED])"),
-    ("smbclient //h/s -U 'me%S' -c ls", "smbclient //h/s -U 'me%[REDACTED]' -c ls"),
-    ("aws configure set aws_secret_access_key S --profile p", "aws configure set aws_secret_access_key [REDACTED] --profile p"),
-    ("curl -X POST https://discord.com/api/webhooks/1/S -d x", "curl -X POST https://discord.com/api/webhooks/1/[REDACTED] -d x"),
-])
-def test_program_flags_settings_and_url_paths_in_free_text(text, redacted):
-    assert redact.text(text) == redacted
-    assert redact.text(redacted) == redacted
-
-
-# --- the tester's findings: helm and smbtar -p, Teams webhooks, htpasswd's quoted password, openssl's key files --
-
-@pytest.mark.parametrize("args, expected", [
+    # the second round: helm and smbtar -p, Teams webhooks, htpasswd's quoted password, openssl's key files
     (["helm", "registry", "login", "r.example", "-u", "me", "-p", "S"],
      ["helm", "registry", "login", "r.example", "-u", "me", "-p", "[REDACTED]"]),
     (["helm", "--debug", "registry", "login", "r.example", "-pS"], ["helm", "--debug", "registry", "login", "r.example", "-p[REDACTED]"]),
@@ -528,12 +503,23 @@ def test_program_flags_settings_and_url_paths_in_free_text(text, redacted):
               "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=[REDACTED]"]),
     (["sh", "-c", "htpasswd -b site.htpasswd me 'my S pass'"], ["sh", "-c", "htpasswd -b site.htpasswd me [REDACTED]"]),
 ])
-def test_more_program_flags_and_url_paths_in_argv(args, expected):
+def test_program_flags_settings_and_url_paths_in_argv(args, expected):
     assert redact.argv(args) == expected
     assert redact.argv(expected) == expected  # a second pass changes nothing
 
 
 @pytest.mark.parametrize("text, redacted", [
+    ("docker login -u me -p S r.example && docker run -p 80:80 img",
+     "docker login -u me -p [REDACTED] r.example && docker run -p 80:80 img"),
+    ("import subprocess; subprocess.run(['openssl', 'enc', '-k', 'S'])",
+     "import subprocess; subprocess.run(['openssl', 'enc', '-k', '[REDACTED]'])"),
+    ("curl -u me:S https://h/", "curl -u me:[REDACTED] https://h/"),
+    ("openssl rsa -passin pass:S -passout env:VAR", "openssl rsa -passin pass:[REDACTED] -passout env:VAR"),
+    ("x=$(htpasswd -nb me S)", "x=$(htpasswd -nb me [REDACTED])"),
+    ("smbclient //h/s -U 'me%S' -c ls", "smbclient //h/s -U 'me%[REDACTED]' -c ls"),
+    ("aws configure set aws_secret_access_key S --profile p", "aws configure set aws_secret_access_key [REDACTED] --profile p"),
+    ("curl -X POST https://discord.com/api/webhooks/1/S -d x", "curl -X POST https://discord.com/api/webhooks/1/[REDACTED] -d x"),
+    # the second round: helm and smbtar -p, Teams webhooks, htpasswd's quoted password, openssl's key files
     ("helm registry login r.example -u me -p S && helm install app ./chart",
      "helm registry login r.example -u me -p [REDACTED] && helm install app ./chart"),
     ("smbtar -s host -x share -u me -p S -t backup.tar", "smbtar -s host -x share -u me -p [REDACTED] -t backup.tar"),
@@ -552,10 +538,12 @@ def test_more_program_flags_and_url_paths_in_argv(args, expected):
     ("openssl pkcs12 -export -inkey key.pem -password pass:S -keypass S",
      "openssl pkcs12 -export -inkey key.pem -password pass:[REDACTED] -keypass [REDACTED]"),
 ])
-def test_more_program_flags_and_url_paths_in_free_text(text, redacted):
+def test_program_flags_settings_and_url_paths_in_free_text(text, redacted):
     assert redact.text(text) == redacted
     assert redact.text(redacted) == redacted
 
+
+# --- openssl's key files and key specs, kept; what a second round of the tester's found, end to end ---
 
 OPENSSL_KEPT = [  # its flags naming files and key specs, not secrets
     ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem"],
