@@ -289,7 +289,8 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
     if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
         return []
     share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
-            "outside any recorded call (a lock, an event, a queue, a socket)"
+            "outside any recorded call (a lock, an event, a queue, a socket; threads that compute at once " \
+            "waiting their turn on the GIL)"
     if not missing_samples(store, "waits", run_id):
         return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
     return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
