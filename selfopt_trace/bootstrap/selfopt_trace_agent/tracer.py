@@ -913,14 +913,12 @@ def _raised_by_signal_handler(exc: BaseException) -> bool:
         for signum in valid_signals():
             handler = getsignal(signum)
             handler = getattr(handler, "func", handler)  # a functools.partial
-            handler = getattr(handler, "__func__", handler)  # a bound method
-            code = getattr(handler, "__code__", None) or getattr(getattr(type(handler), "__call__", None),
-                                                                 "__code__", None)
+            code = code_of(handler) or code_of(getattr(type(handler), "__call__", None))  # (no audit event)
             if code is not None:
                 codes.add(code)
         tb = exc.__traceback__
         while tb is not None:
-            if tb.tb_frame.f_code in codes:
+            if code_of(frame_of(tb)) in codes:
                 return True
             tb = tb.tb_next
     except Exception:
