@@ -564,10 +564,14 @@ runqueue_ns(PyObject *module, PyObject *unused)
  * and the poll, where dropping the GIL may let other threads run for milliseconds) ends no poll: the
  * signals are checked again every SIGNAL_CHECK_NS, so such a one waits that long at most, not for the
  * sleep's end (a SIGTERM sent as a program thread slept: the main thread slept its 30 s through,
- * 1 run in CI). `sleep` itself (after the check) for what is not a positive int or float under
+ * 1 run in CI); only in the thread that runs the handlers (signal_thread). `sleep` itself (after the check) for what is not a positive int or float under
  * SLEEP_MAX_S (zero, its errors), and where there is no ppoll. */
 #define SLEEP_CHUNK_NS 50000000LL
 #define SIGNAL_CHECK_NS 100000000LL
+/* The thread that runs the signal handlers: the one that imported this module (the agent starts in
+ * the main thread). Other threads' sleeps check for none (a stale id after a fork in another thread:
+ * the child's sleeps check for none either, as before the checks). */
+static unsigned long signal_thread;
 #define SLEEP_MAX_S 1e7
 
 static PyObject *
@@ -607,7 +611,8 @@ sleep_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             interrupted = 0;
             Py_BEGIN_ALLOW_THREADS
             clock_gettime(CLOCK_MONOTONIC, &now);
-            check = now.tv_sec * 1000000000LL + now.tv_nsec + SIGNAL_CHECK_NS;
+            check = PyThread_get_thread_ident() == signal_thread
+                ? now.tv_sec * 1000000000LL + now.tv_nsec + SIGNAL_CHECK_NS : deadline + SLEEP_CHUNK_NS + 1;
             for (;;) {
                 clock_gettime(CLOCK_MONOTONIC, &now);
                 now_ns = now.tv_sec * 1000000000LL + now.tv_nsec;
@@ -1613,6 +1618,7 @@ PyInit__importtime(void)
     int c;
     if (PyType_Ready(&span_ids_type) < 0 || (module = PyModule_Create(&definition)) == NULL)
         return NULL;
+    signal_thread = PyThread_get_thread_ident();
     for (c = 0x20; c < 0x7f; c++)
         plain_char[c] = c != '"' && c != '\\';
     if ((empty = PyUnicode_InternFromString("")) == NULL ||
