@@ -187,6 +187,7 @@ details AS MATERIALIZED (
            coalesce(TRY_CAST(attributes->>'process.shell' AS BOOLEAN), false) AS shell,
            TRY_CAST(attributes->>'thread.id' AS BIGINT) AS tid,
            TRY_CAST(attributes->>'selfopt_trace.thread.cpu_ns' AS BIGINT) AS thread_cpu_ns,
+           name = 'thread' AS plain_thread,  -- a threading.Thread's span, not a pool task's
            TRY_CAST(attributes->'selfopt_trace.wait.on' AS VARCHAR[]) AS wait_on,
            attributes->>'process.pid' IS NOT NULL AS has_pid,
            -- queued for a CPU counts as running, where the agent read it (a busy machine's preemption)
@@ -519,19 +520,19 @@ read_children AS (  -- with the read's interval and code: its children's parent'
     QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY i.from_ns DESC, i.read_id) = 1
 ),
 -- A `threading.Thread` its spawner's thread started while it read a child (from the spawning call's
--- end to the reap), that lived to the child's end (a read to EOF) and ran a quarter of its life or
--- less, reads that child for it: a thread draining the child's pipe, joined or feeding a queue the
--- spawner waits on. It waits on the child, as the read does (the thread's read was an untraced
--- wait, and 300 ms of a 320 ms child's work with it). Started during several reads: the latest's
--- (started at once: all of theirs). (A pool's worker started beside a helper process that outlives
--- it reads nothing.)
+-- end to the reap), that ran a quarter of its life or less and ended as the child did (within 50 ms
+-- of its last record: a read to EOF), reads that child for it: a thread draining the child's pipe,
+-- joined or feeding a queue the spawner waits on. It waits on the child, as the read does (the
+-- thread's read was an untraced wait, and 300 ms of a 320 ms child's work with it). Of several such
+-- reads, the latest's (started at once: all of theirs). A thread that ended anywhere else was waiting
+-- on something else: a socket, a lock (a tester's threads that did so took the child's work).
 thread_reads AS (
     SELECT t.id, r.id AS read_id
     FROM read_candidates AS r
     JOIN parented AS t ON t.sort = 14 AND t.start_ns >= r.from_ns AND t.start_ns < r.end_ns
-                      AND t.end_ns >= r.child_end
+                      AND t.end_ns BETWEEN r.child_end AND r.child_end + 50000000
     JOIN coded AS p ON p.id = t.parent AND p.unit = r.unit
-    JOIN details AS d ON d.id = t.id AND d.thread_cpu_ns * 4 <= t.end_ns - t.start_ns
+    JOIN details AS d ON d.id = t.id AND d.plain_thread AND d.thread_cpu_ns * 4 <= t.end_ns - t.start_ns
     QUALIFY rank() OVER (PARTITION BY t.id ORDER BY r.from_ns DESC) = 1
 ),
 -- What each waiter waits on: for a wait, the processes under the spawning spans it names and the

@@ -135,6 +135,32 @@ print("read")
 """
 
 
+# A thread started after the Popen that reads no child: it waits 500 ms on a socket (another thread,
+# started before, sends after a sleep) while the child spins 300 ms into /dev/null, then is joined.
+THREAD_ON_A_SOCKET = """
+import socket, subprocess, sys, threading, time
+ours, theirs = socket.socketpair()
+threading.Thread(target=lambda: (time.sleep(0.5), theirs.sendall(b"x"))).start()
+child = subprocess.Popen([sys.executable, "-c", "import time\\nstart = time.perf_counter()\\n"
+                          "while time.perf_counter() - start < 0.3:\\n    pass"], stdout=subprocess.DEVNULL)
+waiter = threading.Thread(target=ours.recv, args=(1,))
+waiter.start()
+waiter.join()
+child.wait()
+print("waited")
+"""
+
+
+def test_a_thread_started_during_a_read_that_waits_on_something_else_reads_nothing(cli) -> None:
+    """A thread that ended long after the child (a tester's threads waiting on a socket, a lock, a
+    pool's HTTP calls) took the child's 300 ms of work for the 500 ms it waited."""
+    done = cli("run", "-q", "--json", "--", *python(THREAD_ON_A_SOCKET))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[0] == "waited"
+    by_category = json.loads(done.stdout.decode().split("\n", 1)[1])["time_by_category_ms"]
+    assert by_category["untraced waits"] >= 450 and by_category["child processes' own work"] < 30, by_category
+
+
 @pytest.mark.parametrize("how", ["join", "queue", "work"])
 def test_a_child_read_by_a_thread_its_spawner_started_is_waited_on(cli, how: str) -> None:
     """The thread's read was an untraced wait, and the child's work with it (a tester: 300 ms of a

@@ -162,16 +162,17 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         return span.id
 
     candidates = read_candidates(spans, main_trace, nodes, unit, parent)
-    # A `threading.Thread` its spawner's thread started while it read a child, that lived to the
-    # child's end and ran a quarter of its life or less, reads that child for it (macros.sql,
+    # A `threading.Thread` its spawner's thread started while it read a child, that ran a quarter of
+    # its life or less and ended within 50 ms of the child's end, reads that child for it (macros.sql,
     # thread_reads): thread -> the reads (the latest; several started at once: all of them).
     thread_reads: dict[str, list[str]] = {}
     for t in nodes.values():
         cpu_ns, p = t.attributes.get("selfopt_trace.thread.cpu_ns"), parent[t.id]
-        if t.category != "thread" or cpu_ns is None or p is None or cpu_ns / MS * 4 > t.end - t.start:
+        if t.name != "thread" or t.category != "thread" or cpu_ns is None or p is None \
+                or cpu_ns / MS * 4 > t.end - t.start:
             continue
         reads = [(frm, r) for r, (frm, _, child_end, _) in candidates.items()
-                 if frm <= t.start < nodes[r].end and child_end is not None and t.end >= child_end
+                 if frm <= t.start < nodes[r].end and child_end is not None and child_end <= t.end <= child_end + 50
                  and unit(nodes[p]) == unit(nodes[r])]
         if reads:
             thread_reads[t.id] = [r for frm, r in reads if frm == max(reads)[0]]
