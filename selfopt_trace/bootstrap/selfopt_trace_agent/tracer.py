@@ -791,12 +791,22 @@ def diagnostic(code: str, message: str) -> None:
 
 
 def exception_diagnostic(code: str, exc: BaseException) -> None:
+    """Record a failure of the tracer's own; raise on one of the program's (raise_if_programs)."""
+    raise_if_programs(exc)
     diagnostic(code, "%s: %s" % (type(exc).__name__, exc))
 
 
+def raise_if_programs(exc: BaseException) -> None:
+    """Raise `exc` on where one of the program's signal handlers raised it (an alarm's timeout, where
+    its signal found the agent's code): the agent's `except Exception` keeps its own failures from the
+    program, never the program's exceptions from it (1-5 of 150 alarms were lost so)."""
+    if _raised_by_signal_handler(exc):
+        raise exc
+
+
 def flush(blocking: bool = True) -> None:
-    """Write the buffer with one O_APPEND write (the LATE records' pieces with one each). Never raises:
-    a broken file disables tracing.
+    """Write the buffer with one O_APPEND write (the LATE records' pieces with one each). Never raises
+    but the program's own exceptions (a signal handler's, raised in it): a broken file disables tracing.
 
     `blocking=False` skips the flush when one is running (in another thread, or further up this
     thread's stack: a signal handler, or a record made while a flush runs): the records wait for
@@ -1007,8 +1017,8 @@ def _start_flusher(at_any_age: bool = False, wait: bool = False) -> None:
         finally:
             if before is not None:
                 pthread_sigmask(SIG_SETMASK, before)
-    except Exception:
-        pass
+    except Exception as exc:
+        raise_if_programs(exc)
     add_overhead(time_ns() - now)  # the thread's creation, in this thread (its start is its own CPU)
 
 
@@ -1023,12 +1033,13 @@ def before_block(seconds=None) -> None:
     Only the main thread, where signal handlers run, waits for the thread to start (_start_flusher):
     beside a thread holding the GIL that wait is two hand-overs of it, 5 ms each and tens of ms on a
     busy machine (a sleeping thread beside a spinning one: 49 ms before its sleep began). The callers
-    start their span before this call: the program is in its call meanwhile. Never raises."""
+    start their span before this call: the program is in its call meanwhile. Never raises but the
+    program's own exceptions (raise_if_programs)."""
     try:
         if seconds is None or seconds * 1e9 > FLUSH_INTERVAL_NS:
             _start_flusher(at_any_age=True, wait=get_ident() == _main_thread)
-    except Exception:  # a sleep's bad argument: the sleep says what is wrong with it
-        pass
+    except Exception as exc:  # a sleep's bad argument: the sleep says what is wrong with it
+        raise_if_programs(exc)
 
 
 def _flusher_loop(pid: int, started=None) -> None:

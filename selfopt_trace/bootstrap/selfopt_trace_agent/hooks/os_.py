@@ -252,8 +252,8 @@ def _reap(result, measured: bool = False) -> str:
                     elif usage is not None:
                         entry[1][REAPED_CPU] = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
                 spawn.reaped(pid, status)
-            except Exception:
-                pass
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
             return entry[0].span_id
     return ""
 
