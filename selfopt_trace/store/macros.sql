@@ -185,6 +185,7 @@ details AS MATERIALIZED (
     SELECT hash(span_id) AS id,
            coalesce(TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT), 0) AS spawn_ns,
            coalesce(TRY_CAST(attributes->>'process.shell' AS BOOLEAN), false) AS shell,
+           coalesce(TRY_CAST(attributes->>'selfopt_trace.child.no_pipe' AS BOOLEAN), false) AS no_pipe,
            TRY_CAST(attributes->>'thread.id' AS BIGINT) AS tid,
            TRY_CAST(attributes->>'selfopt_trace.thread.cpu_ns' AS BIGINT) AS thread_cpu_ns,
            name = 'thread' AS plain_thread,  -- a threading.Thread's span, not a pool task's
@@ -389,12 +390,14 @@ coded AS MATERIALIZED (
 -- child until then, as os.system's is. Without it, that time was an untraced wait of the parent's
 -- while the child's work went unseen. The parent's CPU meanwhile (pip: 0.1 % and 13 % of its two
 -- hooks' time, logging each line) is then the child's time: a quarter bounds that error, where
--- the untraced wait it replaces was the rest. Found from `coded` (its units known, materialized),
--- and applied in the output: as a CTE before the units, they were placed twice (+13 % of the
--- breakdown at 1 M spans).
+-- the untraced wait it replaces was the rest. Not a child whose stdout and stderr are no pipe to
+-- the parent (`selfopt_trace.child.no_pipe`): nothing of it to read, an idle spawner waits on
+-- something else (a socket: its 500 ms were the child's work and 200 ms of teardown). Found from
+-- `coded` (its units known, materialized), and applied in the output: as a CTE before the units,
+-- they were placed twice (+13 % of the breakdown at 1 M spans).
 read_candidates AS (  -- few: spawning spans with the CPU read at their reap, and their child's end
     SELECT c.id, c.unit, c.start_ns + d.spawn_ns AS from_ns, c.end_ns, d.cpu_to_reap AS ran_ns, k.end_ns AS child_end
-    FROM (FROM details WHERE cpu_to_reap IS NOT NULL AND NOT shell) AS d
+    FROM (FROM details WHERE cpu_to_reap IS NOT NULL AND NOT shell AND NOT no_pipe) AS d
     JOIN coded AS c ON c.id = d.id AND c.sort = 9 AND NOT c.waiter
     LEFT JOIN (SELECT parent, max(end_ns) AS end_ns FROM parented WHERE sort = 1 GROUP BY parent) AS k ON k.parent = c.id
 ),

@@ -161,6 +161,31 @@ def test_a_thread_started_during_a_read_that_waits_on_something_else_reads_nothi
     assert by_category["untraced waits"] >= 450 and by_category["child processes' own work"] < 30, by_category
 
 
+# The spawner waits 500 ms on a socket while its child, whose output goes to /dev/null, spins 300 ms.
+SOCKET_BESIDE_A_SILENT_CHILD = """
+import socket, subprocess, sys, threading, time
+ours, theirs = socket.socketpair()
+threading.Thread(target=lambda: (time.sleep(0.5), theirs.sendall(b"x"))).start()
+child = subprocess.Popen([sys.executable, "-c", "import time\\nstart = time.perf_counter()\\n"
+                          "while time.perf_counter() - start < 0.3:\\n    pass"], stdout=subprocess.DEVNULL)
+ours.recv(1)
+child.wait()
+print("waited")
+"""
+
+
+def test_an_idle_spawner_of_a_child_it_cannot_read_waits_on_something_else(cli) -> None:
+    """Nothing of the child's to read: the spawner's 500 ms on a socket were the child's 300 ms of
+    work and 200 ms of its teardown (a tester's), and are an untraced wait."""
+    done = cli("run", "-q", "--json", "--", *python(SOCKET_BESIDE_A_SILENT_CHILD))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[0] == "waited"
+    by_category = json.loads(done.stdout.decode().split("\n", 1)[1])["time_by_category_ms"]
+    assert by_category["untraced waits"] >= 450 and by_category["interpreter teardown"] < 40, by_category
+    (no_pipe,) = cli.query("SELECT attributes->>'selfopt_trace.child.no_pipe' FROM spans WHERE name = 'subprocess'")
+    assert no_pipe == ("true",)
+
+
 @pytest.mark.parametrize("how", ["join", "queue", "work"])
 def test_a_child_read_by_a_thread_its_spawner_started_is_waited_on(cli, how: str) -> None:
     """The thread's read was an untraced wait, and the child's work with it (a tester: 300 ms of a

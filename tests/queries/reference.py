@@ -44,6 +44,7 @@ def read_candidates(spans: list[Span], main_trace: str, nodes: dict[str, Span], 
     for s in nodes.values():
         a = s.attributes
         if (s.category != "subprocess" or s.name == "exec" or a.get("process.shell")
+                or a.get("selfopt_trace.child.no_pipe")  # its output is not the parent's to read
                 or "selfopt_trace.cpu.reap_ns" not in a or "selfopt_trace.cpu.end_ns" not in a):
             continue
         gap_start = s.start + a.get("selfopt_trace.spawn_ns", 0) / MS

@@ -24,6 +24,9 @@ from . import spawn, waits
 _ENV_LIST = 5
 
 
+_NO_PIPE = {"selfopt_trace.child.no_pipe": True}
+
+
 def install(target: str, module) -> None:
     if target == "uvloop":
         _install_uvloop(module)
@@ -38,7 +41,10 @@ def install(target: str, module) -> None:
         try:
             thread = get_ident()
             try:
-                span = spawn.start_span("subprocess", args, cwd)
+                # (Popen set its pipes' ends before this call) a child whose output the parent cannot
+                # read is never read until it exits (macros.sql, read_candidates)
+                no_pipe = self.stdout is None and self.stderr is None
+                span = spawn.start_span("subprocess", args, cwd, _NO_PIPE if no_pipe else None)
                 if at_fork_exec:  # added where the child's environment is built: env stays as given
                     spawn.pending[thread] = spawn.additions(span, os.environ if env is None else env)
                 else:
