@@ -193,6 +193,8 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
                 if clocks and block.end_queued is not None and reaped.end_queued is not None:
                     clocks.update({"selfopt_trace.cpu.end_runqueue_ns": block.end_queued,
                                    "selfopt_trace.cpu.reap_runqueue_ns": reaped.end_queued})
+                if not block.info.get("piped", True):  # nothing of it to read (macros.sql, read_candidates)
+                    clocks["selfopt_trace.child.no_pipe"] = True
                 span = add(f"spawn:{process.pid}:{child}", parent, "subprocess", "subprocess", "CLIENT",
                            block.start, reaped.end if reaped is not None else process.last, process, trace,
                            **{"selfopt_trace.spawn_ns": block.end - block.start}, **clocks)

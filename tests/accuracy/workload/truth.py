@@ -222,5 +222,6 @@ class Popen(subprocess.Popen):
 def spawn(record, *args, **kwargs):
     """Start a child with Popen(*args, **kwargs), recording its spawning call."""
     process = Popen(*args, **kwargs)
-    record.add("spawn", *process.spawned, pid=process.pid)
+    record.add("spawn", *process.spawned, pid=process.pid,
+               piped=process.stdout is not None or process.stderr is not None)
     return process
