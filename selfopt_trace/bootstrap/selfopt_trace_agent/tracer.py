@@ -901,15 +901,14 @@ def _flush_locked() -> None:
         for data in pieces:
             _write(data.encode("utf-8", "replace"))
     except Exception as exc:
-        if _raised_by_signal_handler(exc):  # the program's, raised where the signal found it: in this flush
-            add_overhead(time_ns() - t0)
-            raise
+        raise_if_programs(exc)  # a signal handler's, raised where its signal found the program: here
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         del _buffer[:]
         del formatted[:]
         del late_records[:]
         unwritten.clear()
-    add_overhead(time_ns() - t0)
+    finally:
+        add_overhead(time_ns() - t0)
 
 
 def _raised_by_signal_handler(exc: BaseException) -> bool:
