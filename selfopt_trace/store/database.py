@@ -13,8 +13,7 @@ from selfopt_trace.errors import (QueryError, RunNotFoundError, StoreDamagedErro
                                   StoreOpenError)
 from selfopt_trace.paths import default_db_path, unwritable
 from selfopt_trace.store.engine import duckdb
-from selfopt_trace.store.loader import (LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, span_file_bytes,
-                                        transaction)
+from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
 from selfopt_trace.store.profile import WHOLE_STACKS, convert_whole_stacks
 
 if TYPE_CHECKING:
@@ -22,15 +21,13 @@ if TYPE_CHECKING:
 
 _NO_STATEMENT = "no SQL statement to run: the text is empty, or only `;` and comments"
 
-# Up to this many spans in the whole store, the summary's queries, and the load of a run of at most
-# SMALL_RUN_BYTES of span files, are planned without DuckDB's optimizer: on a small store planning is
-# most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same results; the load of a
-# 2-process run 40.5 -> 35.3 ms), while on a large one filter pushdown is what keeps each scan to the
-# run's own spans (that run's breakdown beside 100,000 other spans: 69 -> 77 ms without it).
-# docs/benchmarks.md, "Command line (issue 12)"; tests/cli/test_summary.py checks the figures
-# against the optimized queries'.
+# Up to this many spans in the whole store, the summary's queries, and the load of a small run
+# (store/loader.py, SMALL_RUN_BYTES), are planned without DuckDB's optimizer: on a small store
+# planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same results),
+# while on a large one filter pushdown is what keeps each scan to the run's own spans (that run's
+# breakdown beside 100,000 other spans: 69 -> 77 ms without it). docs/benchmarks.md, "Command line
+# (issue 12)"; tests/cli/test_summary.py checks the figures against the optimized queries'.
 SMALL_STORE_SPANS = 10_000
-SMALL_RUN_BYTES = 2_000_000  # ~10,000 spans
 
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -95,8 +92,7 @@ class Store:
         """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not
         exist, RunExistsError if the store holds a run of its id from elsewhere (unless `replace`)."""
         try:
-            with self.planned_unoptimized(self.is_small() and span_file_bytes(Path(run_dir)) <= SMALL_RUN_BYTES):
-                return load_run(self._con, Path(run_dir), replace)
+            return load_run(self._con, Path(run_dir), replace, small_store=self.is_small())
         except duckdb.Error as exc:  # bad input is skipped with a warning: this is the disk or DuckDB failing
             raise _damage(self.path, exc) or StoreError(self.path, f"loading {run_dir} into {self.path} failed: {exc}") \
                 from exc

@@ -12,7 +12,7 @@ import pytest
 
 from selfopt_trace import summary
 from selfopt_trace.queries import run_query
-from selfopt_trace.store import Store, database
+from selfopt_trace.store import Store, loader
 from selfopt_trace.store.database import SMALL_STORE_SPANS
 from tests.queries.builder import RunBuilder
 from tests.store.spanfiles import T0, diagnostic, header, write_run
@@ -100,8 +100,8 @@ def test_a_small_run_loads_into_a_small_store_as_with_the_optimizer(tmp_path: Pa
     rows = ["SELECT * EXCLUDE (run_id) FROM spans", "SELECT * EXCLUDE (run_id, loaded_at, run_dir) FROM runs",
             "SELECT * EXCLUDE (run_id) FROM diagnostics", "SELECT * EXCLUDE (run_id) FROM cpu_samples"]
     stored = []
-    for small_run_bytes in (database.SMALL_RUN_BYTES, 0):
-        monkeypatch.setattr(database, "SMALL_RUN_BYTES", small_run_bytes)
+    for small_run_bytes in (loader.SMALL_RUN_BYTES, 0):
+        monkeypatch.setattr(loader, "SMALL_RUN_BYTES", small_run_bytes)
         with Store(tmp_path / f"traces-{small_run_bytes}.duckdb") as store:
             traced_run("small", imports=3, children=2).load(store, tmp_path / str(small_run_bytes))
             assert store.sql("SELECT current_setting('enable_optimizer')")[1] == [(True,)]
