@@ -176,7 +176,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
                  if frm <= t.start < nodes[r].end and child_end is not None and child_end <= t.end <= child_end + 50
                  and unit(nodes[p]) == unit(nodes[r])]
         if reads:
-            thread_reads[t.id] = [r for frm, r in reads if frm == max(reads)[0]]
+            latest = max(frm for frm, _ in reads)
+            thread_reads[t.id] = [r for frm, r in reads if frm == latest]
     read_until: dict[str, float] = {}  # the reads' ends, found below (their children need the functions)
     top = [s for s in nodes.values() if parent[s.id] is None]
     # A top-level process whose tree answers a call from another top-level process's tree (a SERVER

@@ -564,8 +564,9 @@ runqueue_ns(PyObject *module, PyObject *unused)
  * and the poll, where dropping the GIL may let other threads run for milliseconds) ends no poll: the
  * signals are checked again every SIGNAL_CHECK_NS, so such a one waits that long at most, not for the
  * sleep's end (a SIGTERM sent as a program thread slept: the main thread slept its 30 s through,
- * 1 run in CI); only in the thread that runs the handlers (signal_thread). `sleep` itself (after the check) for what is not a positive int or float under
- * SLEEP_MAX_S (zero, its errors), and where there is no ppoll. */
+ * 1 run in CI); only in the thread that runs the handlers (signal_thread). `sleep` itself (after
+ * the check) for what is not a positive int or float under SLEEP_MAX_S (zero, its errors), and
+ * where there is no ppoll. */
 #define SLEEP_CHUNK_NS 50000000LL
 #define SIGNAL_CHECK_NS 100000000LL
 /* The thread that runs the signal handlers: the one that imported this module (the agent starts in
@@ -611,7 +612,7 @@ sleep_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             interrupted = 0;
             Py_BEGIN_ALLOW_THREADS
             clock_gettime(CLOCK_MONOTONIC, &now);
-            check = PyThread_get_thread_ident() == signal_thread
+            check = PyThread_get_thread_ident() == signal_thread  /* else past any poll: never */
                 ? now.tv_sec * 1000000000LL + now.tv_nsec + SIGNAL_CHECK_NS : deadline + SLEEP_CHUNK_NS + 1;
             for (;;) {
                 clock_gettime(CLOCK_MONOTONIC, &now);
