@@ -4,7 +4,9 @@ Steady state: a traced parent starts N traced children that sleep (each writes i
 end of its start-up, as any traced process does); once all are past their first second (no young
 thread left), the sampler (selfopt_trace/watchers/cpu_sampler.py) follows that run exactly as
 `selfopt-trace run` would, once per rate and repeat, and once at the default rate without the young
-phase (the sampler before it had one). Young-heavy: another traced parent keeps --young children
+phase (the sampler before it had one). Contended: --contended traced processes whose threads take
+turns on the GIL (three spinning each), at the default rate with their GIL waits told (each wait
+looked up in the thread's /proc syscall file, watchers/gil.py) and not told. Young-heavy: another traced parent keeps --young children
 alive at a time, each sleeping --young-life seconds and replaced as it ends (so every child is in its
 young phase all its life), measured at the default rate with each of --young-rates for young threads,
 without the young phase, and with every thread at the young rate. The sampler thread's own on-CPU time is read from
@@ -14,8 +16,9 @@ descriptors kept open (pread) against open/read/close, and how fast the loader t
 `cpu_samples` rows (a synthetic file of --load-readings readings of 100 threads, loaded into a fresh
 database; 0 skips it).
 
-    python benchmarks/bench_sampler.py [--processes 50] [--rates 10,20,50,100] [--young 20] [--young-life 1]
-                                       [--young-rates 100,200] [--repeats 5] [--window 3] [--load-readings 1000000]
+    python benchmarks/bench_sampler.py [--processes 50] [--rates 10,20,50,100] [--contended 4] [--young 20]
+                                       [--young-life 1] [--young-rates 100,200] [--repeats 5] [--window 3]
+                                       [--load-readings 1000000]
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from selfopt_trace.store import Store  # noqa: E402
-from selfopt_trace.watchers import WatchedRun  # noqa: E402
+from selfopt_trace.watchers import WatchedRun, gil  # noqa: E402
 from selfopt_trace.watchers.cpu_sampler import (  # noqa: E402
     DEFAULT_RATE_HZ, HEADER, SAMPLES_PATH, YOUNG_NS, YOUNG_RATE_HZ, CpuSampler)
 
@@ -66,6 +69,20 @@ while not select.select([sys.stdin], [], [], max(0.0, due - time.monotonic()))[0
     if len(children) < n:
         children.append(subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({life})"]))
     due += life / n
+for child in children:
+    child.wait()
+"""
+
+# N children of three threads each spinning (taking turns on the GIL), until stdin closes.
+CONTENDED = """
+import subprocess, sys
+spin = "import sys, threading\\ndef spin():\\n    while True: pass\\n" \\
+       "for _ in range(3): threading.Thread(target=spin, daemon=True).start()\\nsys.stdin.read()"
+children = [subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE) for _ in range(int(sys.argv[1]))]
+print("ready", flush=True)
+sys.stdin.read()
+for child in children:
+    child.stdin.close()
 for child in children:
     child.wait()
 """
@@ -199,6 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=50)
     parser.add_argument("--rates", default=f"10,{DEFAULT_RATE_HZ:g},50,100")
+    parser.add_argument("--contended", type=int, default=4, help="processes of threads taking turns on the GIL (0: skip)")
     parser.add_argument("--young", type=int, default=20, help="young children alive at a time (0: skip)")
     parser.add_argument("--young-life", type=float, default=1.0, help="seconds each young child lives")
     parser.add_argument("--young-rates", default=f"{YOUNG_RATE_HZ:g},200", help="young rates measured, young-heavy")
@@ -229,6 +247,26 @@ def main() -> None:
         print(f"one reading of {len(pids)} processes: pread on open descriptors {kept:.0f} us, "
               f"open/read/close {reopened:.0f} us (x{reopened / kept:.1f})")
         stop(parents.pop())
+
+        if args.contended:
+            run_dir = workdir / "contended"
+            start_ns = time.time_ns()
+            parents.append(start_parent(run_dir, CONTENDED, str(args.contended)))
+            wait_for_span_files(run_dir, args.contended + 1)
+            time.sleep(YOUNG_NS / 1e9)
+            run = WatchedRun("contended", run_dir, parents[0].pid, start_ns)
+            told, untold = "GIL waits told (default)", "GIL waits not told"
+            results: dict[str, list[tuple[float, float]]] = {told: [], untold: []}
+            for _ in range(args.repeats):
+                for label, min_off_ns in ((told, gil.MIN_OFF_NS), (untold, 1 << 62)):
+                    default_min, gil.MIN_OFF_NS = gil.MIN_OFF_NS, min_off_ns  # out of reach: never looked up
+                    try:
+                        results[label].append(measure(run, DEFAULT_RATE_HZ, None, args.window))
+                    finally:
+                        gil.MIN_OFF_NS = default_min
+            print(f"contended: {args.contended} traced processes of three threads spinning on one GIL; same windows")
+            print_results(results, untold)
+            stop(parents.pop())
 
         if args.young:
             run_dir = workdir / "young"

@@ -34,7 +34,7 @@ from selfopt_trace.watchers import cpu_sampler
 # read every span's attributes.
 READINGS = f"""
 sampled AS (
-    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns FROM _cpu WHERE rec = '{cpu_sampler.CPU}'
+    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns, gil_ns FROM _cpu WHERE rec = '{cpu_sampler.CPU}'
 ),
 edge_spans AS (
     SELECT pid, TRY_CAST(attributes->>'selfopt_trace.cpu.tid' AS INTEGER) AS tid, start_ns,
@@ -55,14 +55,18 @@ edges AS (  -- a span whose clock went backwards gives none
     SELECT pid, tid, reap_ns, reap_cpu FROM edge_spans WHERE reap_cpu >= end_cpu AND reap_ns >= end_ns
 ),
 -- each edge between two sampled readings of its thread (of one process: a pid may be reused), the
--- queued time between them split in proportion to the time each side did not run
+-- queued time between them split in proportion to the time each side did not run, and so the time
+-- waited for the GIL (off the CPU: the idle time of each side)
 placed AS (
     SELECT pid, tid, process_start_ns, time_ns, cpu_ns,
            a_queued + CASE WHEN idle_before + idle_after > 0
                            THEN CAST(queued * (idle_before / (idle_before + idle_after)) AS BIGINT)
-                           ELSE queued * (time_ns - a_time) // greatest(b_time - a_time, 1) END AS runqueue_ns
+                           ELSE queued * (time_ns - a_time) // greatest(b_time - a_time, 1) END AS runqueue_ns,
+           a_gil + CASE WHEN idle_before + idle_after > 0
+                        THEN CAST(gil * (idle_before / (idle_before + idle_after)) AS BIGINT) ELSE 0 END AS gil_ns
     FROM (SELECT e.pid, e.tid, a.process_start_ns, e.t AS time_ns, e.x AS cpu_ns, a.time_ns AS a_time,
                  b.time_ns AS b_time, a.runqueue_ns AS a_queued, b.runqueue_ns - a.runqueue_ns AS queued,
+                 a.gil_ns AS a_gil, b.gil_ns - a.gil_ns AS gil,
                  greatest(0, e.t - a.time_ns - (e.x - a.cpu_ns)) AS idle_before,
                  greatest(0, b.time_ns - e.t - (b.cpu_ns - e.x)) AS idle_after
           FROM edges AS e
@@ -72,7 +76,7 @@ placed AS (
 ),
 -- each sampled reading, held between the edges before (p) and after (n) it
 held AS (
-    SELECT pid, tid, process_start_ns, time_ns, runqueue_ns,
+    SELECT pid, tid, process_start_ns, time_ns, runqueue_ns, gil_ns,
            CASE WHEN low <= high THEN least(greatest(cpu_ns, low), high) ELSE cpu_ns END AS cpu_ns
     FROM (SELECT s.*,
                  -- least/greatest skip a NULL: without an edge on one side, the other's bound alone
@@ -85,9 +89,9 @@ held AS (
                                      AND n.time_ns >= s.time_ns)
 ),
 readings AS (
-    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns FROM held
+    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns, gil_ns FROM held
     UNION ALL
-    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns FROM placed
+    SELECT pid, tid, process_start_ns, time_ns, cpu_ns, runqueue_ns, gil_ns FROM placed
     UNION ALL
-    SELECT pid, tid, process_start_ns, time_ns, 0, 0 FROM _cpu WHERE rec = '{cpu_sampler.THREAD}'
+    SELECT pid, tid, process_start_ns, time_ns, 0, 0, 0 FROM _cpu WHERE rec = '{cpu_sampler.THREAD}'
 )"""

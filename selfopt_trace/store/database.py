@@ -186,7 +186,7 @@ _TEMP_MACRO = re.compile(r"\bCREATE\s+OR\s+REPLACE\s+TEMP(?:ORARY)?\s+MACRO\b", 
 
 # The newest tables and columns of schema.sql: a file a new version created or upgraded has them all.
 _NEWEST_TABLES = ("cpu_samples", "exports", "samples", "stack_frames", "stack_numbers")
-_NEWEST_COLUMNS = (("runs", "pid"), ("runs", "run_parent_span_id"))
+_NEWEST_COLUMNS = (("runs", "pid"), ("runs", "run_parent_span_id"), ("cpu_samples", "gil_ns"))
 
 
 def _damage(path: Path, exc: duckdb.Error) -> StoreDamagedError | None:

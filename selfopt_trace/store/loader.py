@@ -282,26 +282,31 @@ SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns)
 FROM spans WHERE run_id = $run_id
 """
 
-# The CPU sample file (docs/span-format.md, "CPU samples"): its 10 fields as text, plus one more to
-# catch damaged lines; the header line is checked in Python and skipped here.
-_CPU_COLUMNS = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*cpu_sampler.FIELDS, "extra"))
 
-_CPU_STAGE_SQL = f"""
+
+def _cpu_stage_sql(fields: tuple[str, ...]) -> str:
+    """The CPU sample file (docs/span-format.md, "CPU samples") staged: its fields as text, plus one
+    more to catch damaged lines; the header line is checked in Python and skipped here. A version
+    without `gil_ns` (1) reads as no GIL wait."""
+    columns = "{%s}" % ", ".join(f"'{name}': 'VARCHAR'" for name in (*fields, "extra"))
+    gil = "TRY_CAST(gil_ns AS BIGINT)" if "gil_ns" in fields else "0"
+    return f"""
 CREATE TEMP TABLE _cpu AS
 SELECT rec, time_num AS time_ns, pid_num AS pid, tid_num AS tid, start_num AS process_start_ns,
-       cpu_num AS cpu_ns, runqueue_num AS runqueue_ns, name, message
+       cpu_num AS cpu_ns, runqueue_num AS runqueue_ns, gil_num AS gil_ns, name, message
 FROM (
     SELECT *, TRY_CAST(time_ns AS BIGINT) AS time_num, TRY_CAST(pid AS INTEGER) AS pid_num,
            TRY_CAST(tid AS INTEGER) AS tid_num, TRY_CAST(process_start_ns AS BIGINT) AS start_num,
-           TRY_CAST(cpu_ns AS BIGINT) AS cpu_num, TRY_CAST(runqueue_ns AS BIGINT) AS runqueue_num
-    FROM read_csv($file, columns = {_CPU_COLUMNS}, delim = '\t', quote = '', escape = '', new_line = '\\n',
+           TRY_CAST(cpu_ns AS BIGINT) AS cpu_num, TRY_CAST(runqueue_ns AS BIGINT) AS runqueue_num,
+           {gil} AS gil_num
+    FROM read_csv($file, columns = {columns}, delim = '\t', quote = '', escape = '', new_line = '\\n',
                   header = false, skip = 1, auto_detect = false, strict_mode = false, null_padding = true,
                   ignore_errors = true)
 )
 WHERE terminator = '{cpu_sampler.TERMINATOR}' AND extra IS NULL AND time_num IS NOT NULL
   AND CASE rec
         WHEN '{cpu_sampler.CPU}' THEN pid_num IS NOT NULL AND tid_num IS NOT NULL AND start_num IS NOT NULL
-                                      AND cpu_num >= 0 AND runqueue_num >= 0
+                                      AND cpu_num >= 0 AND runqueue_num >= 0 AND gil_num >= 0
         WHEN '{cpu_sampler.THREAD}' THEN pid_num IS NOT NULL AND tid_num IS NOT NULL AND start_num IS NOT NULL
         WHEN '{cpu_sampler.DIAGNOSTIC}' THEN name IS NOT NULL
         ELSE false
@@ -309,10 +314,13 @@ WHERE terminator = '{cpu_sampler.TERMINATOR}' AND extra IS NULL AND time_num IS 
 """
 
 
+_CPU_STAGE_SQL = {version: _cpu_stage_sql(fields) for version, fields in cpu_sampler.READABLE_VERSIONS.items()}
+
+
 # Consecutive readings of one thread (a process is a pid and its start time) make an interval; a
 # thread's T record is a reading of zero at its start, and the agent's CPU edges are readings too
 # (cpu_edges.py). Counters only grow: a step down (a tid reused within the process) counts as zero,
-# and no interval holds more CPU than its length.
+# and no interval holds more CPU than its length, nor more of a wait for the GIL than it was off the CPU.
 _CPU_SAMPLES_SQL = f"""
 INSERT INTO cpu_samples
 WITH {cpu_edges.READINGS},
@@ -323,14 +331,16 @@ names AS (
 ),
 steps AS (
     SELECT pid, tid, process_start_ns, lag(time_ns) OVER w AS start_ns, time_ns AS end_ns,
-           greatest(cpu_ns - lag(cpu_ns) OVER w, 0) AS cpu, greatest(runqueue_ns - lag(runqueue_ns) OVER w, 0) AS runqueue
+           greatest(cpu_ns - lag(cpu_ns) OVER w, 0) AS cpu, greatest(runqueue_ns - lag(runqueue_ns) OVER w, 0) AS runqueue,
+           greatest(gil_ns - lag(gil_ns) OVER w, 0) AS gil
     FROM readings
     WINDOW w AS (PARTITION BY pid, process_start_ns, tid ORDER BY time_ns, cpu_ns)
 )
-SELECT $run_id, s.pid, s.tid, n.name, s.process_start_ns, s.start_ns, s.end_ns,
-       least(s.cpu, s.end_ns - s.start_ns),
-       least(s.runqueue, s.end_ns - s.start_ns - least(s.cpu, s.end_ns - s.start_ns))
-FROM steps AS s
+SELECT $run_id, s.pid, s.tid, n.name, s.process_start_ns, s.start_ns, s.end_ns, s.cpu_ns, s.runqueue_ns,
+       least(s.gil, s.end_ns - s.start_ns - s.cpu_ns - s.runqueue_ns)
+FROM (SELECT *, least(cpu, end_ns - start_ns) AS cpu_ns,
+             least(runqueue, end_ns - start_ns - least(cpu, end_ns - start_ns)) AS runqueue_ns
+      FROM steps) AS s
 LEFT JOIN names AS n ON n.pid = s.pid AND n.tid = s.tid AND n.process_start_ns = s.process_start_ns
 WHERE s.end_ns > s.start_ns
 """
@@ -742,12 +752,12 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
     if not path.is_file():
         return
     name = cpu_sampler.SAMPLES_PATH.as_posix()
-    problem = _cpu_file_refusal(path)
-    if problem:
+    version = _cpu_file_version(path)
+    if isinstance(version, str):
         result.skipped_files += 1
-        result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {problem}; file skipped", name))
+        result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {version}; file skipped", name))
         return
-    con.execute(_CPU_STAGE_SQL, {"file": str(path)})
+    con.execute(_CPU_STAGE_SQL[version], {"file": str(path)})
     records = con.execute("SELECT count(*) FROM _cpu").fetchone()[0]
     result.cpu_samples = con.execute(_CPU_SAMPLES_SQL, {"run_id": result.run_id}).fetchone()[0]
     result.diagnostics += con.execute(_CPU_DIAGNOSTICS_SQL, {"run_id": result.run_id, "source_file": name}).fetchone()[0]
@@ -759,21 +769,30 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
             "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", name))
 
 
-def _cpu_file_refusal(path: Path) -> str | None:
-    """Why a CPU sample file cannot be loaded, or None: its first line names format and version."""
-    return header_refusal(path, cpu_sampler.HEADER_PREFIX, cpu_sampler.FORMAT_VERSION, "CPU sample")
+def _cpu_file_version(path: Path) -> int | str:
+    """A CPU sample file's version, named by its first line, when this loader reads it; else why not."""
+    return header_version(path, cpu_sampler.HEADER_PREFIX, tuple(cpu_sampler.READABLE_VERSIONS), "CPU sample")
 
 
 def header_refusal(path: Path, prefix: str, version: int, what: str) -> str | None:
     """Why a file whose first line is `<prefix><version><TAB>fields...` cannot be loaded, or None."""
+    found = header_version(path, prefix, (version,), what)
+    return found if isinstance(found, str) else None
+
+
+def header_version(path: Path, prefix: str, versions: tuple[int, ...], what: str) -> int | str:
+    """Which of `versions` a file whose first line is `<prefix><version><TAB>fields...` is, or why it
+    cannot be loaded."""
     with path.open("rb") as stream:
         first = stream.readline(4096)
     if not first.startswith(prefix.encode()) or not first.endswith(b"\n"):
         return f"no {what} header line"
     found = first[len(prefix):].split(b"\t", 1)[0].strip().decode("utf-8", "replace")
-    if found != str(version):
-        return f"{what} file version {found} is not supported (this loader reads version {version})"
-    return None
+    for version in versions:
+        if found == str(version):
+            return version
+    known = " or ".join(map(str, versions))
+    return f"{what} file version {found} is not supported (this loader reads version {known})"
 
 
 def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, meta: _RunMeta,

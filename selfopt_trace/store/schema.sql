@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS cpu_samples (
     cpu_ns           BIGINT,           -- on a CPU in [start_ns, end_ns]: 0 .. end_ns - start_ns
     runqueue_ns      BIGINT            -- runnable but waiting for a CPU: 0 .. end_ns - start_ns - cpu_ns
 );
+-- Off the CPU waiting for the GIL, as the sampler told (watchers/gil.py): 0 .. end_ns - start_ns - cpu_ns
+-- - runqueue_ns; 0 where it was not told (a sample file of version 1). Added last: a store written
+-- before has it so too.
+ALTER TABLE cpu_samples ADD COLUMN IF NOT EXISTS gil_ns BIGINT;
 
 -- CPU per sampled process of each run (a process is a pid and its start time).
 CREATE OR REPLACE VIEW process_cpu AS

@@ -37,6 +37,11 @@ goes back into the room of the lines not yet written, newest first: the wait hap
 it was counted (CpuSampler._move_back; that thread now loses 0.2-2 %). A flush keeps a thread's
 last HOLD_BACK_NS of lines back for that: a line written has no room left.
 
+Waits for the GIL: a thread of a process with others, off the CPU for part of a reading's interval,
+is looked at in its /proc syscall file (gil.py): blocked on the interpreter's own futex, that time
+is counted as a wait for the GIL (the `gil_ns` field), which the breakdown counts as the thread's
+work, not an untraced wait.
+
 Pid reuse: every file is opened through the process's `task` directory descriptor, which the
 kernel ties to that process, so a reused pid can never be read through old descriptors; each
 process is named by pid *and* start time, and a span file's process is taken only when it had
@@ -55,12 +60,13 @@ import threading
 import time
 from pathlib import Path
 
-from . import WatchedRun
+from . import WatchedRun, gil
 
 FORMAT_NAME = "selfopt-trace/cpu"
-FORMAT_VERSION = 1
-FIELDS = ("rec", "time_ns", "pid", "tid", "process_start_ns", "cpu_ns", "runqueue_ns", "name", "message",
+FORMAT_VERSION = 2
+FIELDS = ("rec", "time_ns", "pid", "tid", "process_start_ns", "cpu_ns", "runqueue_ns", "gil_ns", "name", "message",
           "terminator")
+READABLE_VERSIONS = {1: FIELDS[:7] + FIELDS[8:], 2: FIELDS}  # the fields of each version the loader reads (1: no gil_ns)
 THREAD, CPU, DIAGNOSTIC = "T", "C", "D"
 TERMINATOR = "."
 HEADER_PREFIX = f"#{FORMAT_NAME} "  # the header line: "#selfopt-trace/cpu 1" then the field names
@@ -111,7 +117,7 @@ _STAT_BYTES = 1024
 
 
 class _Process:
-    __slots__ = ("pid", "start_ns", "task_fd", "nlink", "threads")
+    __slots__ = ("pid", "start_ns", "task_fd", "nlink", "threads", "gil_ranges")
 
     def __init__(self, pid: int, start_ns: int, task_fd: int) -> None:
         self.pid = pid
@@ -119,10 +125,12 @@ class _Process:
         self.task_fd = task_fd  # /proc/<pid>/task: every file of the process is opened through it
         self.nlink = 0  # the task directory's link count when its threads were last listed
         self.threads: dict[int, _Thread] = {}
+        self.gil_ranges: list[tuple[int, int]] | None = None  # the interpreter's data (gil.py), looked up once
 
 
 class _Thread:
-    __slots__ = ("process", "tid", "fd", "young_until_ns", "data", "cpu", "runqueue", "time_ns", "pending", "base")
+    __slots__ = ("process", "tid", "fd", "young_until_ns", "data", "cpu", "runqueue", "gil", "time_ns", "pending",
+                 "base", "syscall_fd", "on_gil")
 
     def __init__(self, process: _Process, tid: int, fd: int, start_ns: int, young_until_ns: int = 0) -> None:
         self.process = process
@@ -131,9 +139,12 @@ class _Thread:
         self.young_until_ns = young_until_ns  # epoch ns: read at the young rate until then
         self.data = b""  # the last reading, as read: no reading yet, so the first always differs
         self.cpu = self.runqueue = 0  # ... parsed
+        self.gil = 0  # the time it waited for the GIL so far, as estimated (gil.py)
         self.time_ns = 0  # when it was last read (an unchanged reading moves only this)
-        self.pending: list[list[int]] = []  # [time, cpu, runqueue] of the lines not yet written
-        self.base = (start_ns, 0, 0)  # the last line written: at first its start, a reading of zero (T)
+        self.pending: list[list[int]] = []  # [time, cpu, runqueue, gil] of the lines not yet written
+        self.base = (start_ns, 0, 0, 0)  # the last line written: at first its start, a reading of zero (T)
+        self.syscall_fd = -1  # its /proc syscall file, opened when first needed (gil.py)
+        self.on_gil: bool | None = None  # what its last wait seen was: the GIL, something else, not seen yet
 
 
 class CpuSampler:
@@ -384,9 +395,12 @@ class CpuSampler:
         pending = thread.pending
         previous = pending[-1] if pending else thread.base
         if thread.time_ns > previous[0] and thread.data:  # the unchanged stretch ends
-            previous = [thread.time_ns, thread.cpu, thread.runqueue]
+            previous = [thread.time_ns, thread.cpu, thread.runqueue, thread.gil]
             pending.append(previous)
-        pending.append([now, cpu, runqueue])
+        off = now - previous[0] - (cpu - previous[1]) - (runqueue - previous[2])
+        if off >= gil.MIN_OFF_NS and len(thread.process.threads) > 1 and self._on_gil(thread):
+            thread.gil += off
+        pending.append([now, cpu, runqueue, thread.gil])
         thread.data, thread.cpu, thread.runqueue, thread.time_ns = data, cpu, runqueue, now
         excess = cpu - previous[1] + runqueue - previous[2] - (now - previous[0])
         if excess > 0:
@@ -425,7 +439,26 @@ class CpuSampler:
             before = pending[j - 1] if j else base
             start = pending[j][0] - moved[j]
             if start > before[0]:
-                pending.insert(j, [start, before[1], before[2]])
+                pending.insert(j, [start, *before[1:]])
+
+    def _on_gil(self, thread: _Thread) -> bool:
+        """Whether a thread of a process with others, off the CPU for part of the interval its reading
+        ends, waited for the GIL there: what its wait is now (its /proc syscall file), or, when it is
+        running, what its last wait seen was (a thread taking turns on the GIL reads as running about
+        half the time)."""
+        process = thread.process
+        try:
+            if thread.syscall_fd < 0:
+                thread.syscall_fd = self._keep_open(f"{thread.tid}/syscall", os.O_RDONLY | os.O_CLOEXEC,
+                                                    dir_fd=process.task_fd)
+            if process.gil_ranges is None:
+                process.gil_ranges = gil.interpreter_data(process.task_fd)
+            waiting = gil.waiting_on(os.pread(thread.syscall_fd, gil.SYSCALL_BYTES, 0), process.gil_ranges)
+        except OSError:  # gone, or no descriptor left: nothing known of this wait
+            return bool(thread.on_gil)
+        if waiting is not None:
+            thread.on_gil = waiting
+        return bool(thread.on_gil)
 
     def _check_threads(self, process: _Process) -> list[_Thread]:
         """List a process's threads again when their number changed; the new ones. Retires it when it
@@ -465,12 +498,14 @@ class CpuSampler:
         thread = process.threads[tid] = _Thread(process, tid, fd, start_ns, start_ns + YOUNG_NS)
         self._threads_changed = True
         # The thread's start is a reading of zero CPU: the loader's first interval runs from there.
-        self._lines.append(f"T\t{start_ns}\t{process.pid}\t{tid}\t{process.start_ns}\t\t\t{comm}\t\t.\n")
+        self._lines.append(f"T\t{start_ns}\t{process.pid}\t{tid}\t{process.start_ns}\t\t\t\t{comm}\t\t.\n")
         return thread
 
     def _retire_thread(self, thread: _Thread) -> None:
         self._write(thread, final=True)
         self._release(thread.fd)
+        if thread.syscall_fd >= 0:
+            self._release(thread.syscall_fd)
         del thread.process.threads[thread.tid]
         self._threads_changed = True
 
@@ -613,7 +648,7 @@ class CpuSampler:
 
     def _diagnostic(self, code: str, message: str) -> None:
         text = message.replace("\t", " ").replace("\n", " ").replace("\r", " ")
-        self._lines.append(f"D\t{time.time_ns()}\t\t\t\t\t\t{code}\t{text}\t.\n")
+        self._lines.append(f"D\t{time.time_ns()}\t\t\t\t\t\t\t{code}\t{text}\t.\n")
 
     def _write(self, thread: _Thread, final: bool = False) -> None:
         """The thread's pending lines and its unchanged stretch so far: all of it when `final`, else
@@ -627,13 +662,13 @@ class CpuSampler:
         while ready and pending[ready - 1][0] > end:
             ready -= 1
         if ready == len(pending) and end > (pending[-1] if pending else thread.base)[0] and thread.data:
-            pending.append([end, thread.cpu, thread.runqueue])
+            pending.append([end, thread.cpu, thread.runqueue, thread.gil])
             ready += 1
         if not ready:
             return
         process = thread.process
         head = f"\t{process.pid}\t{thread.tid}\t{process.start_ns}\t"
-        self._lines += [f"C\t{t}{head}{cpu}\t{runqueue}\t\t\t.\n" for t, cpu, runqueue in pending[:ready]]
+        self._lines += [f"C\t{t}{head}{cpu}\t{runqueue}\t{waited}\t\t\t.\n" for t, cpu, runqueue, waited in pending[:ready]]
         thread.base = tuple(pending[ready - 1])
         thread.pending = pending[ready:]
 
@@ -658,6 +693,8 @@ class CpuSampler:
             for process in list(self._processes.values()):
                 for thread in process.threads.values():
                     self._release(thread.fd)
+                    if thread.syscall_fd >= 0:
+                        self._release(thread.syscall_fd)
                 self._release(process.task_fd)
             self._processes.clear()
             if self._fd >= 0:

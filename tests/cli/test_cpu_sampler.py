@@ -21,7 +21,7 @@ import pytest
 from selfopt_trace import runner
 from selfopt_trace import summary as summaries
 from selfopt_trace.store import Store
-from selfopt_trace.watchers import WatchedRun
+from selfopt_trace.watchers import WatchedRun, cpu_sampler
 from selfopt_trace.watchers.cpu_sampler import CpuSampler
 from tests.cli.conftest import Cli, clean_environ, python
 from tests.conftest import traced_environ
@@ -417,7 +417,7 @@ def test_stop_takes_a_last_reading_and_returns_at_once(tmp_path: Path) -> None:
     sampler.start(WatchedRun("run", run_dir, cmd.pid, time.time_ns()))
     time.sleep(1.2)
     written = (run_dir / "cpu" / "samples.tsv").read_text()  # flushed while sampling: a killed run keeps it
-    assert written.startswith("#selfopt-trace/cpu 1\t") and "\nC\t" in written
+    assert written.startswith(f"#selfopt-trace/cpu {cpu_sampler.FORMAT_VERSION}\t") and "\nC\t" in written
     before = time.time_ns()
     started = time.perf_counter()
     notes = sampler.stop()
@@ -452,5 +452,5 @@ def test_past_its_descriptor_budget_the_sampler_says_what_it_left_out(tmp_path: 
     assert notes == ["cpu sampler: 1 threads or processes not sampled: its budget of 3 file descriptors was "
                      "used up (ulimit -n)"]
     lines = (run_dir / "cpu" / "samples.tsv").read_text().splitlines()
-    assert [line.split("\t")[7] for line in lines if line.startswith("D\t")] == ["cpu.partial"]
+    assert [line.split("\t")[cpu_sampler.FIELDS.index("name")] for line in lines if line.startswith("D\t")] == ["cpu.partial"]
     assert len(sampled_pids(run_dir)) == 1 and sampled_pids(run_dir) <= {cmd.pid, other.pid}

@@ -65,9 +65,9 @@ def test_consecutive_readings_become_intervals_from_the_thread_start(store: Stor
     assert (result.cpu_samples, result.warnings) == (6, [])
     found = rows(store, "SELECT tid, thread_name, process_start_ns, (start_ns - $t0) // 1000000 AS start_ms,"
                         " (end_ns - $t0) // 1000000 AS end_ms, cpu_ns // 1000000 AS cpu_ms,"
-                        " runqueue_ns // 1000000 AS runqueue_ms"
+                        " runqueue_ns // 1000000 AS runqueue_ms, gil_ns"
                         " FROM cpu_samples WHERE run_id = 'run-1' ORDER BY tid, start_ns", {"t0": T0})
-    assert all(r["process_start_ns"] == START for r in found)
+    assert all(r["process_start_ns"] == START and r["gil_ns"] == 0 for r in found)  # version 1: no GIL waits told
     assert [(r["tid"], r["thread_name"], r["start_ms"], r["end_ms"], r["cpu_ms"], r["runqueue_ms"]) for r in found] == [
         (100, "python", -10, 0, 6, 1),
         (100, "python", 0, 50, 40, 1),
@@ -79,6 +79,26 @@ def test_consecutive_readings_become_intervals_from_the_thread_start(store: Stor
     [total] = rows(store, "SELECT * FROM process_cpu WHERE run_id = 'run-1'")
     assert (total["pid"], total["process_start_ns"], total["threads"], total["cpu_ns"]) == (100, START, 2, 126 * MS)
     assert (total["start_ns"], total["last_sample_ns"]) == (START, T0 + 200 * MS)
+
+
+def test_version_2_tells_the_waits_for_the_gil_each_within_what_its_interval_was_off_the_cpu(
+        store: Store, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run-1", {"100-a.spans": process_span(100, 1, T0, T0 + 100 * MS)})
+    v2 = HEADER.replace("cpu 1", "cpu 2").replace("runqueue_ns\t", "runqueue_ns\tgil_ns\t")
+    write_cpu(run, v2
+              + f"T\t{T0}\t100\t101\t{START}\t\t\t\tworker\t\t.\n"
+              + f"C\t{T0 + 50 * MS}\t100\t101\t{START}\t{20 * MS}\t{5 * MS}\t{25 * MS}\t\t\t.\n"
+              + f"C\t{T0 + 100 * MS}\t100\t101\t{START}\t{45 * MS}\t{5 * MS}\t{60 * MS}\t\t\t.\n"
+              + f"C\t{T0 + 110 * MS}\t100\t101\t{START}\t{45 * MS}\t{5 * MS}\t-1\t\t\t.\n")
+
+    result = store.load_run(run)
+
+    # the third reading's negative GIL count is damaged: skipped and counted
+    assert (result.cpu_samples, result.skipped_lines) == (2, 1)
+    found = rows(store, "SELECT cpu_ns // 1000000 AS cpu, runqueue_ns // 1000000 AS queued, gil_ns // 1000000 AS gil"
+                        " FROM cpu_samples WHERE run_id = 'run-1' ORDER BY start_ns")
+    # 25 ms of its first 50 off the CPU waiting for the GIL; then 35 told for 25 off the CPU: cut to 25
+    assert [(r["cpu"], r["queued"], r["gil"]) for r in found] == [(20, 5, 25), (25, 0, 25)]
 
 
 def test_loading_twice_replaces_the_samples(store: Store, tmp_path: Path) -> None:
@@ -119,7 +139,7 @@ def test_damaged_lines_are_counted_and_skipped_with_a_warning(store: Store, tmp_
 
 
 def test_an_unknown_version_or_a_missing_header_skips_the_file(store: Store, tmp_path: Path) -> None:
-    for n, first_line in enumerate(("#selfopt-trace/cpu 2\trec\n", "")):
+    for n, first_line in enumerate(("#selfopt-trace/cpu 3\trec\n", "")):
         run = write_run(tmp_path / f"run-{n}", {"100-a.spans": process_span(100, 1, T0, T0 + 50 * MS)})
         write_cpu(run, first_line + thread(START, 100, 100, "python") + cpu(T0, 100, 100, 5 * MS))
 
@@ -127,7 +147,8 @@ def test_an_unknown_version_or_a_missing_header_skips_the_file(store: Store, tmp
 
         [warning] = result.warnings
         assert warning.code == "loader.file_skipped", warning
-        assert ("version 2 is not supported" if n == 0 else "no CPU sample header") in warning.message
+        assert ("version 3 is not supported (this loader reads version 1 or 2)" if n == 0
+                else "no CPU sample header") in warning.message
         assert result.spans == 1  # the spans load all the same
     assert store.sql("SELECT count(*) FROM cpu_samples")[1] == [(0,)]
 
