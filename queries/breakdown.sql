@@ -297,8 +297,7 @@ flow(unit, a, b, w, depth) AS (
 -- Which thread a unit is, for its CPU samples: a process's main thread has the pid as its tid.
 -- Samples count within the unit's life only: a pid or a tid reused later is another process or
 -- thread. A thread runnable but waiting for a CPU (runqueue) is not waiting on anything untraced:
--- it counts as running; so does a thread waiting for the GIL (gil_ns: threads of a process taking
--- turns on it each do their own work, the process's throughput aside). A thread's first interval starts when it started in clock ticks (up to
+-- it counts as running. A thread's first interval starts when it started in clock ticks (up to
 -- 10 ms early): it is clipped to the unit's start, less what a `thread` span's start reading says
 -- the thread used (or was queued for) before its first line. Its last reading comes before its end
 -- (up to one sampling period): where the unit's span recorded the thread's CPU time at its end
@@ -353,8 +352,8 @@ off_cpu AS (
     GROUP BY unit, island
 ),
 cpu_raw AS (
-    SELECT u.unit, u.re, greatest(s.start_ns, u.rs) AS start_ns, s.start_ns AS sample_start, s.end_ns, s.cpu_ns,
-           s.cpu_ns + coalesce(s.runqueue_ns, 0) AS used_ns, coalesce(s.gil_ns, 0) AS gil_ns
+    SELECT u.unit, u.re, greatest(s.start_ns, u.rs) AS start_ns, s.end_ns, s.cpu_ns,
+           s.cpu_ns + coalesce(s.runqueue_ns, 0) AS used_ns
     FROM unit_threads AS u
     JOIN cpu_samples AS s ON s.run_id = $run_id AND s.pid = u.pid AND s.tid = u.tid
                          AND s.end_ns > greatest(s.start_ns, u.rs) AND s.start_ns < u.re
@@ -379,20 +378,13 @@ readings AS (  -- where a unit's readings end, and the CPU time they add up to (
     GROUP BY c.unit
 ),
 -- Each reading: the interval it covers (reading_end; the last one's fraction goes on to end_ns) and
--- the CPU time used in it, and the time it waited for the GIL. The agent's readings (a thread's
--- start and end) count no GIL wait: a reading astride the unit's start has its off-CPU time before
--- the start (a new thread's wait for the GIL before its first line) taken from its GIL wait first,
--- or a share in proportion where the start was not read; the tail after the last reading has none.
+-- the CPU time used in it.
 cpu_rows AS (
     SELECT c.unit, c.start_ns, c.end_ns AS reading_end,
            CASE WHEN c.end_ns = l.last_end AND u.final_cpu_ns IS NULL THEN greatest(c.end_ns, c.re) ELSE c.end_ns END
                AS end_ns,
            greatest(0, c.used_ns - CASE WHEN c.start_ns = u.rs THEN coalesce(u.start_used_ns, 0) - l.before_ns ELSE 0 END)
-           + CASE WHEN c.gil_ns = 0 OR c.sample_start >= c.start_ns THEN c.gil_ns
-                  WHEN u.start_used_ns IS NULL
-                  THEN c.gil_ns * (c.end_ns - c.start_ns) // (c.end_ns - c.sample_start)
-                  ELSE greatest(0, c.gil_ns - greatest(0, c.start_ns - c.sample_start - (u.start_used_ns - l.before_ns)))
-             END AS used_ns
+               AS used_ns
     FROM cpu_raw AS c
     JOIN readings AS l ON l.unit = c.unit
     JOIN unit_threads AS u ON u.unit = c.unit

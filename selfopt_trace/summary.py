@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from .store import Store
 
 OWN_WORK = "own work"
-CHILDREN_WORK = "child processes' own work"
 OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, a shell CMD)
 UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the CPU outside any recorded call
 SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded sleeps (time, asyncio)
@@ -35,7 +34,7 @@ SLOWEST = 10
 # ~400 M instructions (docs/benchmarks.md, "Command line"). tests/cli/test_summary.py checks the
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
-                        "http server time", "subprocess spawn overhead", TEARDOWN, CHILDREN_WORK,
+                        "http server time", "subprocess spawn overhead", TEARDOWN, "child processes' own work",
                         "container start-up", OWN_WORK, SLEEPS, "untraced child processes", "untraced http servers",
                         UNTRACED_WAITS, OUTSIDE)
 
@@ -251,8 +250,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _went_on_note(processes, window[1], _run_dir)
     notes += _untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
-    notes += _gil_note(store, run_id, by_category.get(OWN_WORK, 0) + by_category.get(CHILDREN_WORK, 0),
-                       window[1] - window[0])
+    notes += _gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
     notes += _unprepared_note(store, run_id)
     return RunSummary(
@@ -292,24 +290,25 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
     if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
         return []
     share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
-            "outside any recorded call (a lock, an event, a queue, a socket)"
+            "outside any recorded call (a lock, an event, a queue, a socket, the GIL)"
     if not missing_samples(store, "waits", run_id):
         return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
     return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
             "then `selfopt-trace query waits`"]
 
 
-def _gil_note(store: Store, run_id: str, work_ns: int, wall_ns: int) -> list[str]:
-    """How long threads waited for the GIL, when that is a large share of the wall time: the breakdown
-    counts it as their work (watchers/gil.py), which computing threads of one process do in turns."""
+def _gil_note(store: Store, run_id: str, waited_untraced_ns: int, wall_ns: int) -> list[str]:
+    """How long threads waited for the GIL (watchers/gil.py), when that is a large share of the wall
+    time: the breakdown counts it in untraced waits, which computing threads of one process show
+    about (n-1)/n of their phase as."""
     floor = max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS)
-    if wall_ns <= 0 or work_ns < floor:  # the waits are part of the work: no query below that
+    if wall_ns <= 0 or waited_untraced_ns < floor:  # the waits are untraced waits: no query below that
         return []
     _, rows = store.sql("SELECT sum(gil_ns) FROM cpu_samples WHERE run_id = $run_id", {"run_id": run_id})
     waited_ns = rows[0][0] or 0
     if waited_ns < floor:
         return []
-    return [f"threads waited {waited_ns / 1e6:.0f} ms for the GIL (summed over threads; counted in their own work): "
+    return [f"threads waited {waited_ns / 1e6:.0f} ms for the GIL (summed over threads; in untraced waits): "
             "threads of one process that compute at once take turns on it, so a thread pool runs CPU-bound "
             "work one thread at a time; processes (or a free-threaded Python) run it in parallel"]
 

@@ -39,8 +39,7 @@ last HOLD_BACK_NS of lines back for that: a line written has no room left.
 
 Waits for the GIL: a thread of a process with others, off the CPU for part of a reading's interval,
 is looked at in its /proc syscall file (gil.py): blocked on the interpreter's own futex, that time
-is counted as a wait for the GIL (the `gil_ns` field), which the breakdown counts as the thread's
-work, not an untraced wait.
+is counted as a wait for the GIL (the `gil_ns` field; the summary says how long threads waited).
 
 Pid reuse: every file is opened through the process's `task` directory descriptor, which the
 kernel ties to that process, so a reused pid can never be read through old descriptors; each

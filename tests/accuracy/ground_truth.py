@@ -250,8 +250,7 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
 
 @dataclass
 class Reading:
-    """A thread's CPU time and time queued for a CPU, both cumulative, between two readings (ns), and
-    the time it waited for the GIL there."""
+    """A thread's CPU time and time queued for a CPU, both cumulative, between two readings (ns)."""
 
     pid: int
     tid: int
@@ -259,14 +258,11 @@ class Reading:
     end: int
     cpu: int
     queued: int
-    gil: int = 0
 
 
 def cpu_samples(processes) -> list[Reading]:
     """Each thread's CPU and queued time between consecutive readings of its clocks. Where the queued
-    time was not read at both ends, it counts as none. Between two readings of a spin (truth.spin,
-    each ms), the thread computes: time off the CPU there is a wait for the GIL (beside another
-    thread computing; a reading of the queued time is a file's read, which gives the GIL up)."""
+    time was not read at both ends, it counts as none."""
     samples = []
     for process in processes:
         readings: dict[int, list[tuple]] = defaultdict(list)
@@ -275,26 +271,22 @@ def cpu_samples(processes) -> list[Reading]:
         for block in process.blocks:
             readings[block.tid] += [(block.start, block.start_cpu, block.start_queued),
                                     (block.end, block.end_cpu, block.end_queued)]
-        spinning = set()
         for at, cpu, tid, queued in process.data.get("readings", ()):
             readings[tid].append((at, cpu, queued))
-            spinning.add((tid, at))
         for tid, points in readings.items():
             points.sort(key=lambda point: point[:2])
             for (t0, c0, q0), (t1, c1, q1) in zip(points, points[1:]):
                 if t1 > t0:
-                    queued = max(0, q1 - q0 if q0 is not None and q1 is not None else 0)
-                    cpu = max(0, c1 - c0)
-                    gil = max(0, t1 - t0 - cpu - queued) if {(tid, t0), (tid, t1)} <= spinning else 0
-                    samples.append(Reading(process.pid, tid, t0, t1, cpu, queued, gil))
+                    queued = q1 - q0 if q0 is not None and q1 is not None else 0
+                    samples.append(Reading(process.pid, tid, t0, t1, max(0, c1 - c0), max(0, queued)))
     return samples
 
 
 def in_ms(samples: list[Reading], run_start: int) -> list[CpuSample]:
     """As the reference wants them: ms from the run's start, `cpu` the time running (on a CPU or
     queued for one: the breakdown counts a preempted thread as running)."""
-    return [CpuSample(s.pid, s.tid, (s.start - run_start) / 1e6, (s.end - run_start) / 1e6, (s.cpu + s.queued) / 1e6,
-                      s.gil / 1e6) for s in samples]
+    return [CpuSample(s.pid, s.tid, (s.start - run_start) / 1e6, (s.end - run_start) / 1e6, (s.cpu + s.queued) / 1e6)
+            for s in samples]
 
 
 # --- critical path ---------------------------------------------------------------------------------

@@ -234,13 +234,12 @@ def measure(base: Path, cases: list[str]) -> dict[str, Any]:
         own_cpu.load_run(home / "runs" / name)
         samples = ground_truth.cpu_samples(processes.values())
         own_cpu.sql("DELETE FROM cpu_samples WHERE run_id = $run_id", {"run_id": name})
-        own_cpu.sql("INSERT INTO cpu_samples (run_id, pid, tid, start_ns, end_ns, cpu_ns, runqueue_ns, gil_ns) "
+        own_cpu.sql("INSERT INTO cpu_samples (run_id, pid, tid, start_ns, end_ns, cpu_ns, runqueue_ns) "
                     "SELECT $run_id, unnest($pids), unnest($tids), unnest($starts), unnest($ends), unnest($cpus), "
-                    "unnest($queued), unnest($gil)",
+                    "unnest($queued)",
                     {"run_id": name, "pids": [c.pid for c in samples], "tids": [c.tid for c in samples],
                      "starts": [c.start for c in samples], "ends": [c.end for c in samples],
-                     "cpus": [c.cpu for c in samples], "queued": [c.queued for c in samples],
-                     "gil": [c.gil for c in samples]})
+                     "cpus": [c.cpu for c in samples], "queued": [c.queued for c in samples]})
     return {"store": store, "own_cpu": own_cpu, "truth": built, "exited": exited, "server": server}
 
 

@@ -1,8 +1,8 @@
 """Threads computing at once take turns on the GIL: each is off the CPU most of the time, waiting for
 it. The CPU sampler tells those waits from a lock's, a queue's or a socket's by what the thread is
-blocked in (watchers/gil.py), and the breakdown counts them as the thread's own work, not as
-untraced waits: two pool tasks spinning 200 ms each showed 208 ms of a 405 ms phase as untraced
-waits before."""
+blocked in (watchers/gil.py), records them (cpu_samples.gil_ns) and the summary says how long
+threads waited: two pool tasks spinning 200 ms each show ~200 ms of a 405 ms phase as untraced
+waits, which the breakdown alone could not tell from a lock's."""
 
 from __future__ import annotations
 
@@ -107,12 +107,10 @@ def summary(cli, program: str, *args: str) -> dict:
 
 
 @pytest.mark.parametrize("tasks", [2, 4])
-def test_pool_tasks_computing_at_once_are_own_work(cli, tasks: int) -> None:
+def test_pool_tasks_computing_at_once_are_told_waiting_for_the_gil(cli, tasks: int) -> None:
     run = summary(cli, POOL, str(tasks))
-    found = run["time_by_category_ms"]
     phase = 200 * tasks  # their CPU time, one at a time on the GIL
-    assert found["own work"] >= 0.85 * phase, found
-    assert found["untraced waits"] <= 0.12 * phase, found
+    # each task thread waits about (n-1)/n of the phase, all of them together (n-1) times their work
     (waited,) = cli.query("SELECT sum(gil_ns) FROM cpu_samples")
     assert waited[0] >= 0.6 * (tasks - 1) * phase * 1_000_000 / tasks, waited
     # The agent's own accounting counts its CPU, not its turns waiting for the GIL back after a write
@@ -121,6 +119,10 @@ def test_pool_tasks_computing_at_once_are_own_work(cli, tasks: int) -> None:
     assert any("waited" in note and "for the GIL" in note for note in run["notes"]), run["notes"]
 
 
-def test_a_lock_held_by_a_busy_thread_is_still_an_untraced_wait(cli) -> None:
-    found = summary(cli, LOCK)["time_by_category_ms"]
+def test_a_lock_held_by_a_busy_thread_is_no_wait_for_the_gil(cli) -> None:
+    run = summary(cli, LOCK)
+    found = run["time_by_category_ms"]
     assert found["untraced waits"] >= 270 and found["own work"] < 40, found
+    (waited,) = cli.query("SELECT coalesce(sum(gil_ns), 0) FROM cpu_samples")
+    assert waited[0] < 20_000_000, waited  # the waiter's 300 ms on the lock are not the GIL's
+    assert not any("for the GIL" in note for note in run["notes"]), run["notes"]

@@ -25,14 +25,13 @@ RESIDUAL = ("own work", "child processes' own work")  # split by CPU use: off-CP
 
 @dataclass
 class CpuSample:
-    """A thread used `cpu` of CPU time in [start, end] (ms), and waited `gil` for the GIL."""
+    """A thread used `cpu` of CPU time in [start, end] (ms)."""
 
     pid: int
     tid: int
     start: float
     end: float
     cpu: float
-    gil: float = 0.0
 
 
 def read_candidates(spans: list[Span], main_trace: str, nodes: dict[str, Span], unit,
@@ -445,9 +444,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             final += attributes.get("selfopt_trace.thread.runqueue_ns", 0)
         before = 0.0  # what the thread used before its span started (its start reading), where read
         earlier = 0.0  # what its samples before the span add up to (counted in that start reading)
-        read_at_start = ("selfopt_trace.thread.start_cpu_ns" in attributes
-                         and "selfopt_trace.thread.start_runqueue_ns" in attributes)
-        if read_at_start:
+        if "selfopt_trace.thread.start_cpu_ns" in attributes and "selfopt_trace.thread.start_runqueue_ns" in attributes:
             before = (attributes["selfopt_trace.thread.start_cpu_ns"]
                       + attributes["selfopt_trace.thread.start_runqueue_ns"]) / MS
             earlier = sum(c.cpu for c in cpu if key and (c.pid, c.tid) == key and c.end <= lo)
@@ -463,21 +460,11 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
                 return outside
             return min(1.0, max(0.0, used - outside * awake) / off) if off > 0 else 0.0
 
-        def gil_inside(c: CpuSample, start: float) -> float:
-            """The reading's GIL wait inside the unit: astride its start, the time off the CPU before
-            the start comes out of it first (or a share in proportion, the start not read)."""
-            if c.gil == 0 or c.start >= start:
-                return c.gil
-            if not read_at_start:
-                return c.gil * (c.end - start) / (c.end - c.start)
-            return max(0.0, c.gil - max(0.0, start - c.start - (before - earlier)))
-
         for c in mine:
             start = max(c.start, lo)
             end = max(c.end, hi) if c.end == last and final is None else c.end
             if start <= a and end >= b:
-                used = max(0.0, c.cpu + earlier - before) if start == lo else c.cpu
-                return fraction(start, c.end, used + gil_inside(c, start))
+                return fraction(start, c.end, max(0.0, c.cpu + earlier - before) if start == lo else c.cpu)
         tail = last if last is not None else lo
         if final is not None and tail <= a and hi >= b and hi > tail:
             so_far = sum(c.cpu for c in mine) + earlier if mine else before

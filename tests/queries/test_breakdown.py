@@ -551,7 +551,7 @@ def random_run_with_waits(seed: int, containers: bool = False,
     time, several at once, late, or never), HTTP calls, untraced children, and CPU samples. With
     `containers`: also the Docker SDK's containers (run in the foreground or detached, their calls to
     the engine) and HTTP calls with spans of their own inside them (waiters that are not leaves)."""
-    rng, turns = random.Random(seed), random.Random(-seed)
+    rng = random.Random(seed)
     run = RunBuilder(f"{'containers' if containers else 'waits'}-{seed}", first_id=seed * 10_000 + 1)
     pids = iter(range(100, 10_000))
     tids = iter(range(20_000, 30_000))
@@ -565,11 +565,7 @@ def random_run_with_waits(seed: int, containers: bool = False,
         used = 0.0
         while t < last:
             step = min(last - t, rng.uniform(1, 6))
-            ran = round(step * rng.choice((0, 0.3, 1, 1)) * MS) / MS
-            # a thread taking turns on the GIL with another: off the CPU waiting for it, part of the rest
-            # (drawn apart: the trees stay those the seeds made before GIL waits were told)
-            gil = round((step - ran) * turns.uniform(0, 1) * MS) / MS if ran < step and turns.random() < 0.3 else 0.0
-            cpu.append(reference.CpuSample(pid, tid, t, t + step, ran, gil))
+            cpu.append(reference.CpuSample(pid, tid, t, t + step, round(step * rng.choice((0, 0.3, 1, 1)) * MS) / MS))
             used += cpu[-1].cpu if cpu[-1].end > lo else 0
             t += step
         if rng.random() < 0.5:
@@ -681,17 +677,17 @@ def random_run_with_waits(seed: int, containers: bool = False,
 
 
 def load_cpu(store: Store, run_id: str, samples: list[reference.CpuSample]) -> None:
-    store.sql("INSERT INTO cpu_samples (run_id, pid, tid, start_ns, end_ns, cpu_ns, gil_ns) "
-              "SELECT $run_id, unnest($pids), unnest($tids), unnest($starts), unnest($ends), unnest($cpus), unnest($gils)",
+    store.sql("INSERT INTO cpu_samples (run_id, pid, tid, start_ns, end_ns, cpu_ns) "
+              "SELECT $run_id, unnest($pids), unnest($tids), unnest($starts), unnest($ends), unnest($cpus)",
               {"run_id": run_id, "pids": [c.pid for c in samples], "tids": [c.tid for c in samples],
                "starts": [at(c.start) for c in samples], "ends": [at(c.end) for c in samples],
-               "cpus": [round(c.cpu * MS) for c in samples], "gils": [round(c.gil * MS) for c in samples]})
+               "cpus": [round(c.cpu * MS) for c in samples]})
 
 
 def as_stored(samples: list[reference.CpuSample]) -> list[reference.CpuSample]:
     """The samples as the reference sees what the store holds: times rounded to the nanosecond."""
     return [reference.CpuSample(c.pid, c.tid, (at(c.start) - at(0)) / MS, (at(c.end) - at(0)) / MS,
-                                round(c.cpu * MS) / MS, round(c.gil * MS) / MS) for c in samples]
+                                round(c.cpu * MS) / MS) for c in samples]
 
 
 @pytest.mark.parametrize("seed", range(16))
