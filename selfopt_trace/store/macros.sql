@@ -299,10 +299,13 @@ wait_names AS (
     SELECT d.id AS waiter, hash(unnest(d.wait_on)) AS named
     FROM details AS d JOIN nodes AS n ON n.id = d.id AND n.sort = 13
 ),
-wait_codes AS (  -- a wait's own time, when nothing it waits on is alive
+-- A wait's own time, when nothing it waits on is alive: what the spawning spans it names started,
+-- not what a thread or a task it names did (a Thread.join after the end of a thread that ran an SDK
+-- container call was container start-up, not an untraced wait).
+wait_codes AS (
     SELECT d.id,
-        CASE WHEN bool_or(k.docker) THEN 9
-             WHEN bool_or(k.traced) THEN 7
+        CASE WHEN bool_or(s.sort IN (9, 10) AND k.docker) THEN 9
+             WHEN bool_or(s.sort IN (9, 10) AND k.traced) THEN 7
              WHEN bool_or(s.sort IN (9, 10)) OR any_value(d.has_pid) THEN 11
              ELSE 12 END AS code
     FROM details AS d

@@ -220,9 +220,9 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             first_in.setdefault(container_id, s)
 
     def in_container_call(s: Span) -> bool:
-        p = parent[s.id]
-        return (s.category == "http" and s.kind == "CLIENT" and p is not None and nodes[p].file == s.file
-                and nodes[p].category == "container" and nodes[p].kind == "CLIENT")
+        p = nodes.get(s.parent)  # as recorded: hung under a child's read (read_waits), it is still the SDK's call
+        return (s.category == "http" and s.kind == "CLIENT" and p is not None and p.file == s.file
+                and p.category == "container" and p.kind == "CLIENT")
 
     def named_containers(s: Span) -> tuple[list[str], bool]:
         """The first processes of the containers an HTTP client span's URL names, and whether it waits
@@ -252,7 +252,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         if s.category != "wait":
             out = [c.id for c in nodes.values() if parent[c.id] == s.id and is_root(c)]
             if in_container_call(s):  # what its container call started
-                out += [c.id for c in nodes.values() if parent[c.id] == parent[s.id] and is_root(c)]
+                out += [c.id for c in nodes.values() if parent[c.id] == s.parent and is_root(c)]
             named, waits = named_containers(s)
             return list(dict.fromkeys(out + (named if waits else [])))
         out = []

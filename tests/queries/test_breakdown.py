@@ -822,6 +822,42 @@ def test_a_detached_sdk_container_s_wait_waits_on_its_first_process(store: Store
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
+def test_a_join_after_the_end_of_a_thread_that_ran_an_sdk_container_is_an_untraced_wait(store: Store,
+                                                                                         tmp_path: Path) -> None:
+    # A Thread.join past its thread's end (30-35) waits on nothing running: an untraced wait. The thread
+    # is no spawning span, whatever it ran (its SDK container call made those 5 ms container start-up).
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    thread = run.span(100, "thread", "thread", 10, 30, main, attributes={"thread.id": 20_000})
+    sdk_container(run, 100, 15, 20, thread, detached=False)
+    run.span(100, "Thread.join", "wait", 25, 35, main, attributes={"selfopt_trace.wait.on": [thread]})
+    run_id = run.load(store, tmp_path)
+    expected = {"own work": (95, 105), "container start-up": (0, 5), "untraced waits": (5, 5)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
+def test_an_sdk_call_to_the_engine_hung_under_a_child_s_read_is_still_the_container_s(store: Store,
+                                                                                      tmp_path: Path) -> None:
+    # A child read until it exits (20-60) spawned during containers.run() (10-40): the SDK's create
+    # call started in the read hangs under it (the read is no leaf meanwhile), and is still the
+    # container's call, where it stands beside the container call (25-30: half of it each).
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    call = sdk_container(run, 100, 10, 40, main, detached=False)
+    child = run.span(100, "subprocess", "subprocess", 20, 60, main, kind="CLIENT",
+                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "selfopt_trace.cpu.end_ns": 1_000_000,
+                                 "selfopt_trace.cpu.reap_ns": 1_000_000})
+    engine_call(run, 100, "POST", "/containers/create", 25, 30, call)
+    run.span(100, "Popen.wait", "wait", 59, 60, main, attributes={"selfopt_trace.wait.on": [child]})
+    run_id = run.load(store, tmp_path)
+    expected = {"own work": (50, 50), "container start-up": (22.5, 35), "untraced child processes": (27.5, 35)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
 def test_a_waiter_passes_nothing_on_while_a_child_of_its_own_is_open(store: Store, tmp_path: Path) -> None:
     # An HTTP call encoding its body (a serialization span inside it) while its server is already at
     # work: for those 10 ms the call is the encoding, not a wait on the server (the same instant
