@@ -714,3 +714,106 @@ def test_openssl_joined_values_and_keytool_never_reach_a_span(traced):
                      "-srcstorepass [REDACTED] -deststorepass [REDACTED]", "-new [REDACTED] -storepass:env VAR"):
         assert any(redacted in a for a in args), (redacted, args)
     assert "docker login --password-stdin -u me registry.example" in args, args
+
+
+# --- a third round: a flag given twice in one command, openssl passwd's passwords, getenv's default, `'NAME:'` keys;
+# a negation's next word, a list's words, docker's user:group and openssl's -twopass kept --
+
+@pytest.mark.parametrize("text, redacted", [
+    # one flag twice in one command: each value (a match starts at the program's name)
+    ("mysql -u root -pS shop -pS", "mysql -u root -p[REDACTED] shop -p[REDACTED]"),
+    ('sh -c "mysql -u root -pS -pS shop; mysql -pS shop"', 'sh -c "mysql -u root -p[REDACTED] -p[REDACTED] shop; mysql -p[REDACTED] shop"'),
+    ("curl -U me:S -U me:S https://h/", "curl -U me:[REDACTED] -U me:[REDACTED] https://h/"),
+    ("curl -ume:S -ume:S https://h/", "curl -ume:[REDACTED] -ume:[REDACTED] https://h/"),
+    ("docker login -p S -p S r.example", "docker login -p [REDACTED] -p [REDACTED] r.example"),
+    ("openssl enc -k S -in f -k S", "openssl enc -k [REDACTED] -in f -k [REDACTED]"),
+    ("smbclient -U me%S -U me%S //h/s", "smbclient -U me%[REDACTED] -U me%[REDACTED] //h/s"),
+    ("subprocess.run(['mysql', '-pS', '-pS'])", "subprocess.run(['mysql', '-p[REDACTED]', '-p[REDACTED]'])"),
+    # openssl passwd's passwords: its words no option nor `-salt`'s (`-in`'s, ...) value, any number, quoted whole
+    ("openssl passwd -6 -salt ab S", "openssl passwd -6 -salt ab [REDACTED]"),
+    ("openssl passwd -1 S 'my S' > out.txt", "openssl passwd -1 [REDACTED] [REDACTED] > out.txt"),
+    ("openssl passwd -salt=ab -apr1 S | tee f", "openssl passwd -salt=ab -apr1 [REDACTED] | tee f"),
+    ("subprocess.run(['openssl', 'passwd', '-6', '-salt', 'ab', 'S'])",
+     "subprocess.run(['openssl', 'passwd', '-6', '-salt', 'ab', [REDACTED]])"),
+    # a getenv's default, its quotes escaped (a -c program in a shell's "...") or by keyword
+    ('python -c "import os; k = os.getenv(\\"API_KEY\\", \\"S\\")"', 'python -c "import os; k = os.getenv(\\"API_KEY\\", [REDACTED])"'),
+    ("python -c 'import os; k = os.environ.get(\\'TOKEN\\', \\'S\\')'", "python -c 'import os; k = os.environ.get(\\'TOKEN\\', [REDACTED])'"),
+    ("os.getenv('API_KEY', default='S')", "os.getenv('API_KEY', default=[REDACTED])"),
+    # a key ending with its colon inside the quotes
+    ("x = {'token:': 'S'}", "x = {'token:': [REDACTED]}"),
+    ('{"api_key:": "S", "n": 1}', '{"api_key:": [REDACTED], "n": 1}'),
+    # secrets a user flag still finds beside a docker command, and pairs in a call or a tuple
+    ("docker run -u app:app img && tool -u me:S", "docker run -u app:app img && tool -u me:[REDACTED]"),
+    ("pairs = [('password', 'S')]", "pairs = [('password', [REDACTED])]"),
+    ("subprocess.run(['tool', '--no-password-check', 'build', '--token', 'S'])",
+     "subprocess.run(['tool', '--no-password-check', 'build', '--token', [REDACTED]])"),
+])
+def test_third_round_secrets_in_free_text(text, redacted):
+    assert redact.text(text) == redacted
+    assert redact.text(redacted) == redacted
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["openssl", "passwd", "-6", "-salt", "ab", "S"], ["openssl", "passwd", "-6", "-salt", "ab", "[REDACTED]"]),
+    (["openssl", "passwd", "-1", "S", "my S"], ["openssl", "passwd", "-1", "[REDACTED]", "[REDACTED]"]),
+    (["/usr/bin/openssl", "passwd", "-salt=ab", "-apr1", "S"], ["/usr/bin/openssl", "passwd", "-salt=ab", "-apr1", "[REDACTED]"]),
+    (["sh", "-c", "curl -U me:S -U me:S https://h/"], ["sh", "-c", "curl -U me:[REDACTED] -U me:[REDACTED] https://h/"]),
+    (["tool", "--no-password-check", "build", "--token", "S"], ["tool", "--no-password-check", "build", "--token", "[REDACTED]"]),
+])
+def test_third_round_secrets_in_argv(args, expected):
+    assert redact.argv(args) == expected
+    assert redact.argv(expected) == expected
+
+
+@pytest.mark.parametrize("args", [
+    ["tool", "--no-password-check", "build"],  # a negation takes no value
+    ["docker", "run", "-u", "app:app", "image"],  # user:group
+    ["podman", "run", "--user=app:app", "image"],
+    ["openssl", "pkcs12", "-twopass", "-in", "f.p12", "-out", "f.pem"],  # asks for two passwords: no value
+    ["openssl", "passwd", "-6", "-salt", "ab"],  # asks for the password
+    ["openssl", "passwd", "-in", "pw.txt"],
+    ["make", "test-auth", "build"],  # a list's words, as argv keeps them
+    ["pip", "install", "authlib", "requests"],
+    ["pytest", "tests/test_auth.py", "tests/test_b.py"],
+])
+def test_third_round_kept(args):
+    assert redact.argv(args) == args
+    assert redact.text(" ".join(args)) == " ".join(args)
+    assert redact.text(f"subprocess.run({args!r})") == f"subprocess.run({args!r})"
+    assert redact.text(f"sh -c '{' '.join(args)}'") == f"sh -c '{' '.join(args)}'"
+
+
+@pytest.mark.parametrize("text", [
+    'fields = ["username", "password", "email"]',  # a list of names: none is another's value
+    '["password", "build"]',
+    "for name in ['secret_a', 'b']: pass",
+])
+def test_third_round_lists_of_names_kept(text):
+    assert redact.text(text) == text
+
+
+THIRD_SECRETS = tuple(f"T{n}S3CR3T" for n in range(1, 7))
+THIRD_FAKE_PROGRAMS = ("openssl", "mysql", "curl", "docker")
+THIRD_FORMS = r'''
+import os, subprocess, sys
+env = dict(os.environ, PATH=sys.argv[1] + os.pathsep + os.environ["PATH"])
+for command in [
+    ["openssl", "passwd", "-6", "-salt", "ab", "T1S3CR3T"],
+    ["sh", "-c", "mysql -u root -pT2S3CR3T shop -pT3S3CR3T"],
+    "curl -U me:T4S3CR3T -U me:T5S3CR3T https://h/",
+    sys.executable + ' -c "import os; k = os.getenv(\\"API_KEY\\", \\"T6S3CR3T\\")"',  # quotes escaped in "..."
+    "docker run -u app:app image",  # ordinary: kept as they are
+    ["openssl", "pkcs12", "-twopass", "-in", "f.p12"],
+]:
+    subprocess.run(command, env=env, shell=isinstance(command, str), check=True)
+'''
+
+
+def test_third_round_never_reaches_a_span(traced):
+    """The third round's forms, spawned by their real names (stand-ins on PATH); docker's user:group and openssl's
+    -twopass kept."""
+    args = command_lines_of(traced, THIRD_FAKE_PROGRAMS, THIRD_FORMS, THIRD_SECRETS)
+    for redacted in ("-salt ab [REDACTED]", "-p[REDACTED] shop -p[REDACTED]", "-U me:[REDACTED] -U me:[REDACTED]"):
+        assert any(redacted in a for a in args), (redacted, args)
+    for kept in ("docker run -u app:app image", "openssl pkcs12 -twopass -in f.p12"):
+        assert kept in args, (kept, args)

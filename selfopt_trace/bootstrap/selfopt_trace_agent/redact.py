@@ -25,6 +25,8 @@ REDACTED = "[REDACTED]"
 #   percent the same, a `user%secret` value only, the user kept (samba's `-U me%S3CR3T`; `-U me` asks)
 #   last    `PROGRAM LETTER`: with that one-letter option (alone or grouped, `-cb`), the last word is
 #           the secret (`htpasswd -b FILE USER PASSWORD`), a quoted one whole (`'my S3CR3T'`)
+#   operand `PROGRAM SUBCOMMAND OPTION...`: after that subcommand, every word that is no option nor the value of
+#           one of the OPTIONs (those taking one) is a secret (`openssl passwd -salt ab S3CR3T`: any number of them)
 #   user    `FLAG`: of any program (not in the table for that flag), a `user:secret` value next to it
 #           (`-u me:S3CR3T`, `--user=me:S3CR3T`), the user kept; a value that is not `user:secret`,
 #           or whose secret is all digits (docker's `-u 1000:1000`, `host:8080`), kept whole
@@ -101,6 +103,8 @@ PATTERNS = (
     ("next", "keytool -destkeypass", "keytool -importkeystore -destkeypass S3CR3T"),
     ("next", "keytool -signerkeypass", "keytool -genkeypair -signer ca -signerkeypass S3CR3T"),
     ("next", "keytool -new", "keytool -storepasswd -new S3CR3T"),  # the new password of `-storepasswd`, `-keypasswd`
+    ("operand", "openssl passwd -salt -in -rand -writerand -provider -provider-path -propquery",
+     "openssl passwd -6 -salt ab S3CR3T"),
     ("percent", "smbclient -U", "smbclient -U me%S3CR3T //host/share"),
     ("percent", "smbclient --user", "smbclient --user=me%S3CR3T //host/share"),
     ("percent", "rpcclient -U", "rpcclient -U me%S3CR3T host"),
@@ -135,6 +139,8 @@ PATTERNS = (
 # pass phrases (`-passin`, `-keypass`, `-srppass`, `-proxy_pass`), `-secret`s and the table's flags (`-k`, `-K`,
 # `ca -key`). keytool's are the table's flags only: `-keystore k.jks`, `-keyalg RSA`, its `-storepasswd` command
 _FLAG_WORDS = {"openssl": ("pass", "secret"), "keytool": ()}
+# Their flags holding one of those words that take no value (openssl pkcs12's `-twopass`: asks for two passwords)
+_NO_VALUE_FLAGS = frozenset(("-twopass",))
 
 
 def _read_table(patterns, flag_words: dict) -> tuple:
@@ -145,6 +151,7 @@ def _read_table(patterns, flag_words: dict) -> tuple:
     flags: dict = {}  # program -> {flag: kind}
     subcommand_flags: dict = {}  # program -> {subcommand: {flag: kind}}: its secret flags once the subcommand is seen
     last: dict = {}  # program -> the letters whose option makes the last word a secret
+    operands: dict = {}  # program -> {subcommand: the options taking a value}: its other words are secrets
     marks: dict = {}  # program -> what free text holding one of its flags holds (`_might_hold_secret`)
     path_forms: dict = {}  # host -> ((a `path` form's path split at each `*`), ...)
     for kind, pattern, _ in patterns:
@@ -160,6 +167,11 @@ def _read_table(patterns, flag_words: dict) -> tuple:
             program, _, letter = pattern.partition(" ")
             last[program] = last.get(program, "") + letter
             marks.setdefault(program, []).append("-")
+        elif kind == "operand":
+            program, subcommand, *options = pattern.split(" ")
+            operands.setdefault(program, {})[subcommand] = frozenset(options)
+            subcommand_flags.setdefault(program, {}).setdefault(subcommand, {})  # argv finds it as the others
+            marks.setdefault(program, []).append(subcommand)
         elif kind == "path":
             host, _, path = pattern.partition("/")
             path_forms.setdefault(host, []).append(tuple(("/" + path).split("*")))
@@ -179,11 +191,11 @@ def _read_table(patterns, flag_words: dict) -> tuple:
         for subcommand, own in subcommands.items():
             subcommands[subcommand] = {**flags.get(program, {}), **own}
     return (tuple(words), frozenset(names), tuple(prefixes), frozenset(user_flags), tuple(forms), flags,
-            subcommand_flags, last, tuple(marks.items()), path_forms)
+            subcommand_flags, last, operands, tuple(marks.items()), path_forms)
 
 
 (_SECRET_WORDS, _SECRET_NAMES, _SECRET_PREFIXES, _USER_FLAGS, _FLAG_FORMS, _FLAGS, _SUBCOMMAND_FLAGS, _LAST,
- _FLAG_MARKS, _PATH_FORMS) = _read_table(PATTERNS, _FLAG_WORDS)
+ _OPERANDS, _FLAG_MARKS, _PATH_FORMS) = _read_table(PATTERNS, _FLAG_WORDS)
 # Programs whose `-u`/`--user` is no `user:secret` (`user:group`, or a flag of no value before a
 # `host:path`): the `user` kind skips them.
 _NO_USER_SECRET = frozenset(("docker", "podman", "nerdctl", "buildah", "runc", "crun", "sudo", "rsync", "cp", "mv"))
@@ -227,7 +239,9 @@ def _looks_like_secret_value(value: str) -> bool:
 
 
 # Patterns for secrets in free text: [what the text holds (one of them, in lower case; "" for any text) if the
-# pattern may match it, its source, what a match of it becomes, the pattern compiled once a text needed it]
+# pattern may match it, its source, what a match of it becomes, the pattern compiled once a text needed it,
+# None or, for a pattern whose match starts at a program's name (one match a command each pass), the flag it
+# redacts: it runs again while the text holds that more often than it redacted ("": an operand, each word)]
 _patterns: list = []
 
 # A quoted string in free text, its quotes escaped inside another string too (`TOKEN=\"X\"` in a `-c`
@@ -271,6 +285,15 @@ def _free_text_patterns() -> list:
         between = r"(?:['\"]?\s*,\s*['\"]?|['\"]?\s+['\"]?)"
         in_word = r"[^\s'\",;&|]"
         sources = r"(?!\\?['\"]?(?:" + "|".join(_PASS_SOURCES) + "))"  # not `-passin env:VAR`
+
+        # A program's name, to its subcommand if any as argv reads it: the first word that is no option or an option's
+        # value (`docker --context prod login`; `openssl x509 -CA ca.pem` runs no `ca`)
+        def command_of(program: str, subcommand: str) -> str:
+            if not subcommand:
+                return r"\b" + re.escape(program) + r"\b"
+            return (r"\b" + re.escape(program) + r"(?:" + between + "-" + in_word + r"*(?:" + between + "(?!-)" + in_word
+                    + r"+)?)*" + between + re.escape(subcommand) + "(?!" + in_word + ")")
+
         # `curl -u me:S3CR3T`, `mysql -pS3CR3T`, `docker login -p X` in a shell command or a -c program
         for program, subcommand, flag, kind in _FLAG_FORMS:
             # the value joined (`-pX`: not the next item of a list, `'-p', 'shop'`; `=` is glue) or after a space,
@@ -281,17 +304,24 @@ def _free_text_patterns() -> list:
             else:
                 glue = (r"(?:['\"]?\s*,\s*['\"]?|\s+|=" + ("|" + joined if len(flag) == 2 and kind != "next" else "")
                         + ")")
-            # the subcommand as argv reads it: the first word that is no option or an option's value (`docker
-            # --context prod login`; `openssl x509 -CA ca.pem` runs no `ca`)
-            command = r"\b" + re.escape(program) + (
-                r"(?:" + between + "-" + in_word + r"*(?:" + between + "(?!-)" + in_word + r"+)?)*" + between
-                + re.escape(subcommand) + "(?!" + in_word + ")" if subcommand else r"\b") + r"[^;&|\n]*?"
+            command = command_of(program, subcommand) + r"[^;&|\n]*?"
             # `user:` kept
             user = r"[^\s%'\"]*%" if kind == "percent" else r"(?:[^\s:'\"]*:)?"
             if kind == "next" and flag.startswith("-pass"):
                 user = sources + user
             patterns.append(((program,), "(" + command + r"[\s'\"]" + re.escape(flag) + glue + r"['\"]?" + user + ")"
-                             + value, _keep_name))
+                             + value, _keep_name, flag))
+        # `openssl passwd -salt ab X`: after the subcommand, the first word that is no option, no listed option's
+        # value and not redacted (the next pass, the next one), a quoted one whole (`'my S3CR3T'`)
+        gap = r"(?:['\"]?\s*,\s*|['\"]?\s+)"  # `between`, the next word's opening quote not taken
+        for program, subcommands in _OPERANDS.items():
+            for subcommand, options in subcommands.items():
+                listed = "(?:" + "|".join(re.escape(option) for option in sorted(options)) + ")(?!" + in_word + ")"
+                words_before = (r"(?:" + between + r"(?:" + listed + gap + "(?:" + _QUOTED + "|" + in_word + r"+)|(?!"
+                                + listed + r")-" + in_word + r"*|\[REDACTED\]))*")
+                patterns.append(((subcommand,), "(" + command_of(program, subcommand) + words_before + gap
+                                 + r")(?!['\"]?(?:-|\[REDACTED\]))(" + _QUOTED + r"|[^\s;&|<>'\",)\]]+)", _keep_name,
+                                 ""))
         # A flag of a program that `_FLAG_WORDS` names, in its command (the text since the last `;&|` or line
         # holds the program's name): openssl's holding its words are redacted (`-srppass X`, `-passcerts pass:X`,
         # every one of the command), as argv reads them (`program_flag`); the others are kept (`keep_flag`:
@@ -300,16 +330,22 @@ def _free_text_patterns() -> list:
 
         def program_flag(match) -> str:
             found = flag_command.search(match.string, 0, match.start())
-            if found is not None and _holds_word(match.group(2), _FLAG_WORDS[found.group(1)]):
+            if (found is not None and match.group(2) not in _NO_VALUE_FLAGS
+                    and _holds_word(match.group(2), _FLAG_WORDS[found.group(1)])):
                 return match.group(1) + REDACTED
             return match.group(0)
 
         def keep_flag(match) -> str:
             name = match.group(1)
-            if name.startswith("-") and "." not in name:
-                found = flag_command.search(match.string, 0, match.start())
-                if found is not None and not _holds_word(name, _FLAG_WORDS[found.group(1)]):
-                    return match.group(0)
+            if name.startswith("--no-"):  # a negation takes no value: `--no-password-check build`
+                return match.group(0)
+            if name.startswith("-"):
+                if "." not in name:
+                    found = flag_command.search(match.string, 0, match.start())
+                    if found is not None and not _holds_word(name, _FLAG_WORDS[found.group(1)]):
+                        return match.group(0)
+            elif "=" not in name and ":" not in name and _in_list(match.string, match.start()):  # 'NAME', 'X' in [...]
+                return match.group(0)
             return name + REDACTED
 
         flag_words = sorted({flag_word for program_words in _FLAG_WORDS.values() for flag_word in program_words})
@@ -331,29 +367,43 @@ def _free_text_patterns() -> list:
             parts = pattern.split("*")
             patterns.append(((parts[0],), "(" + r"[^/\s'\"]+".join(re.escape(part) for part in parts)
                              + r")(?!\[REDACTED\])([^/?#\s'\"&;]+)", _keep_name))
-        # `-u me:X` of any program: the user kept; a secret of digits only (uid:gid, host:port) is none
+        # `-u me:X` of any program: the user kept; a secret of digits only (uid:gid, host:port) is none, nor one in
+        # the command of a program whose `-u` is no `user:secret` (`docker run -u app:app`: user:group), as argv
+        breaks = str.maketrans("'\"[](),", "       ")
+
+        def keep_user(match) -> str:
+            start = max(match.string.rfind(separator, 0, match.start()) for separator in ";&|\n") + 1
+            for word in match.string[start:match.start()].translate(breaks).split():
+                if word.rpartition("/")[2] in _NO_USER_SECRET:
+                    return match.group(0)
+            return match.group(1) + REDACTED
+
         user_flags = sorted(_USER_FLAGS)
         patterns.append((tuple(user_flags), r"((?<![\w-])(?:" + "|".join(re.escape(flag) for flag in user_flags)
-                         + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value, _keep_name))
+                         + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value, keep_user))
         # a name saying where the secret is (`--password-file PATH`, `--passphrase-fd 0`, `--password-stdin`)
         source_name = "".join("(?<!" + ending + ")" for ending in _SOURCE_ENDINGS)
         patterns += [
             (("=",), r"([?&#;](?:" + "|".join(_SECRET_NAMES) + r")=)(?!\[REDACTED\])([^&#;\s'\"]+)", _keep_name),
             (("://",), r"(://[^/\s:@'\"]+:)(?!\[REDACTED\])([^@\s/'\"]+)(?=@)", _keep_name),  # URL user:password@
-            # NAME=X, NAME: X, 'NAME': X, NAME']=X, NAME = "X", 'NAME', 'X' (a list or a call's arguments, not an
-            # option: `['htpasswd', '-b', ...]`), 'NAME:', 'X' (`print('password:', 'X')`); not an exception's
-            # class (`KeyError: 'x'`, `InvalidTokenError: expired`: a message follows)
+            # NAME=X, NAME: X, 'NAME': X, NAME']=X, NAME = "X", 'NAME', 'X' (a call's arguments or a tuple, not a
+            # list's words: `keep_flag`; not an option: `['htpasswd', '-b', ...]`; `os.getenv('API_KEY', default=X)`),
+            # 'NAME:', 'X' (`print('password:', 'X')`), 'NAME:': X; their quotes escaped too (`os.getenv(\"API_KEY\",
+            # \"X\")` in a shell's "..."); not an exception's class (`KeyError: 'x'`, `InvalidTokenError: expired`: a
+            # message follows). What follows the name is taken whole when there (`default=`, `': `): else, its value
+            # redacted, a second pass would take it for the value
             (("",), r"(?i)((?:--?|\b)(?![\w.]*(?-i:Error|Exception|Warning)\b)[\w.-]*(?:" + words + r")[\w.-]*"
-             + source_name + r"(?:['\"]?\]?\s*[=:]\s*(?:['\"]\s*,\s*)?|['\"]?\s*,\s*(?!\\?['\"]?-))" + scheme + r")"
-             + value, keep_flag),
+             + source_name + r"(?:(?:\\?['\"])?\]?\s*[=:]\s*(?:\\?['\"]\s*[,:]\s*|(?!\\?['\"]\s*[,:]))"
+             + r"|(?:\\?['\"])?\s*,\s*(?!\\?['\"]?-)(?:default\s*=\s*|(?!default\s*=)))" + scheme + r")" + value, keep_flag),
             (("bearer", "basic"), r"(?i)(\b(?:bearer|basic)\s+)" + value, _keep_name),
-            # --token X, --password "X Y"
-            (("-",), r"(?i)(--?[\w.-]*(?:" + words + r")[\w.-]*" + source_name + r"\s+)(?!-)" + value, keep_flag),
+            # --token X, --password "X Y"; not a word's dash (`make test-auth build`: looked behind once a `-` matched,
+            # as a pattern starting with a lookbehind is tried at every position)
+            (("-",), r"(?i)(-(?<![\w.-]-)-?[\w.-]*(?:" + words + r")[\w.-]*" + source_name + r"\s+)(?!-)" + value, keep_flag),
             (_SECRET_PREFIXES, r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-.]{4,})",
              _keep_name),
         ]
-        _patterns.extend([[tuple(mark.lower() for mark in marks), source, keep, None]
-                          for marks, source, keep in patterns])  # at once: a thread may be reading it
+        _patterns.extend([[tuple(mark.lower() for mark in marks), source, keep, None, again[0] if again else None]
+                          for marks, source, keep, *again in patterns])  # at once: a thread may be reading it
     return _patterns
 
 
@@ -396,12 +446,24 @@ def text(value: str) -> str:
             import re
 
             entry[3] = re.compile(entry[1])
-        value = entry[3].sub(entry[2], value)
+        value, found = entry[3].subn(entry[2], value)
+        if entry[4] is not None:  # one match a command each pass: again while the flag may be left unredacted
+            done = found
+            while found and value.count(entry[4]) > done:
+                value, found = entry[3].subn(entry[2], value)
+                done += found
     return value
 
 
 def _keep_name(match) -> str:
     return match.group(1) + REDACTED
+
+
+def _in_list(text_: str, at: int) -> bool:
+    """Whether `at` is among a list's items (`['make', 'test-auth', 'build']`: a command line or names), not a
+    call's arguments or a tuple's (`os.getenv('API_KEY', 'X')`): the last bracket opened before it, a `[`."""
+    opening = max(text_.rfind("[", 0, at), text_.rfind("(", 0, at))
+    return opening >= 0 and text_[opening] == "[" and text_.find("]", opening, at) < 0
 
 
 def argv(args: list) -> list:
@@ -419,6 +481,7 @@ def argv(args: list) -> list:
     user_next = False
     percent_next = False
     setting = 0  # 1: after `set`; 2: after `set NAME`, NAME a secret's
+    operands_at = 0  # where an `operand` form's subcommand is in `out`
     for arg in args:
         if isinstance(arg, bytes):
             arg = arg.decode("utf-8", "surrogateescape")
@@ -455,6 +518,8 @@ def argv(args: list) -> list:
                 if found is not None:
                     flags = found
                     subcommands = None
+                    if arg in _OPERANDS.get(program, ()):
+                        operands_at = len(out)
                 elif not after_option:  # another subcommand
                     subcommands = None
                 after_option = False
@@ -483,7 +548,7 @@ def argv(args: list) -> list:
                 continue
         if flag_words is not None and arg.startswith("-"):  # its flags holding its words only, joined by `=` too
             name, eq, value_ = arg.partition("=")
-            if _holds_word(name, flag_words):
+            if name not in _NO_VALUE_FLAGS and _holds_word(name, flag_words):
                 if eq:
                     out.append(arg if value_.startswith(_PASS_SOURCES) else name + eq + _flag_value(value_))
                 else:
@@ -494,7 +559,7 @@ def argv(args: list) -> list:
             if "." not in name:  # its own flag (`-keyout=key.pem`, keytool's `-keypass:env`), not `-J-Dx.password=X`
                 out.append(name + eq + _argument(value_) if eq else arg)
                 continue
-        if arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-")):
+        if arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-")) and not arg.startswith("--no-"):
             out.append(arg)
             redact_next = True
             source_next = False
@@ -511,6 +576,16 @@ def argv(args: list) -> list:
         if arg == "set" and program not in _NO_SETTING:
             setting = 1
         out.append(_argument(arg))
+    if operands_at:  # `openssl passwd -salt ab X`: each word after it no option nor a listed option's value
+        options = _OPERANDS[program][out[operands_at]]
+        option_value = False
+        for at in range(operands_at + 1, len(out)):
+            if out[at].startswith("-"):
+                option_value = out[at] in options
+            elif option_value:
+                option_value = False
+            else:
+                out[at] = REDACTED
     if program in _LAST and len(out) > 2 and not out[-1].startswith("-"):  # `htpasswd -b FILE USER X`
         letters = _LAST[program]
         for arg in out[1:-1]:
