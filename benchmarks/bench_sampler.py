@@ -46,10 +46,11 @@ from selfopt_trace.watchers.cpu_sampler import (  # noqa: E402
 BOOTSTRAP = REPO / "selfopt_trace" / "bootstrap"
 BUDGET_PCT = 2.0
 
+# N children, each running CHILD (by default: idle until stdin closes), until stdin closes.
 PARENT = """
 import subprocess, sys, time
-children = [subprocess.Popen([sys.executable, "-c", "import sys, time; sys.stdin.read()"], stdin=subprocess.PIPE)
-            for _ in range(int(sys.argv[1]))]
+child = sys.argv[2] if len(sys.argv) > 2 else "import sys, time; sys.stdin.read()"
+children = [subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE) for _ in range(int(sys.argv[1]))]
 print("ready", flush=True)
 sys.stdin.read()
 for child in children:
@@ -73,18 +74,15 @@ for child in children:
     child.wait()
 """
 
-# N children of three threads each spinning (taking turns on the GIL), until stdin closes.
-CONTENDED = """
-import subprocess, sys
-spin = "import sys, threading\\ndef spin():\\n    while True: pass\\n" \\
-       "for _ in range(3): threading.Thread(target=spin, daemon=True).start()\\nsys.stdin.read()"
-children = [subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE) for _ in range(int(sys.argv[1]))]
-print("ready", flush=True)
+# A PARENT's child of three threads spinning (taking turns on the GIL), until stdin closes.
+SPINNING_THREADS = """
+import sys, threading
+def spin():
+    while True:
+        pass
+for _ in range(3):
+    threading.Thread(target=spin, daemon=True).start()
 sys.stdin.read()
-for child in children:
-    child.stdin.close()
-for child in children:
-    child.wait()
 """
 
 
@@ -251,7 +249,7 @@ def main() -> None:
         if args.contended:
             run_dir = workdir / "contended"
             start_ns = time.time_ns()
-            parents.append(start_parent(run_dir, CONTENDED, str(args.contended)))
+            parents.append(start_parent(run_dir, PARENT, str(args.contended), SPINNING_THREADS))
             wait_for_span_files(run_dir, args.contended + 1)
             time.sleep(YOUNG_NS / 1e9)
             run = WatchedRun("contended", run_dir, parents[0].pid, start_ns)

@@ -831,11 +831,8 @@ def test_a_join_after_the_end_of_a_thread_that_ran_an_sdk_container_is_an_untrac
     thread = run.span(100, "thread", "thread", 10, 30, main, attributes={"thread.id": 20_000})
     sdk_container(run, 100, 15, 20, thread, detached=False)
     run.span(100, "Thread.join", "wait", 25, 35, main, attributes={"selfopt_trace.wait.on": [thread]})
-    run_id = run.load(store, tmp_path)
-    expected = {"own work": (95, 105), "container start-up": (0, 5), "untraced waits": (5, 5)}
-    assert_figures(breakdown(store, run_id), expected)
-    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
-        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+    assert_sql_and_reference(store, tmp_path, run,
+                             {"own work": (95, 105), "container start-up": (0, 5), "untraced waits": (5, 5)})
 
 
 def test_an_sdk_call_to_the_engine_hung_under_a_child_s_read_is_still_the_container_s(store: Store,
@@ -851,9 +848,13 @@ def test_an_sdk_call_to_the_engine_hung_under_a_child_s_read_is_still_the_contai
                                  "selfopt_trace.cpu.reap_ns": 1_000_000})
     engine_call(run, 100, "POST", "/containers/create", 25, 30, call)
     run.span(100, "Popen.wait", "wait", 59, 60, main, attributes={"selfopt_trace.wait.on": [child]})
-    run_id = run.load(store, tmp_path)
-    expected = {"own work": (50, 50), "container start-up": (22.5, 35), "untraced child processes": (27.5, 35)}
-    assert_figures(breakdown(store, run_id), expected)
+    assert_sql_and_reference(store, tmp_path, run, {"own work": (50, 50), "container start-up": (22.5, 35),
+                                                    "untraced child processes": (27.5, 35)})
+
+
+def assert_sql_and_reference(store: Store, tmp_path: Path, run: RunBuilder, expected: dict) -> None:
+    """The breakdown and its reference both give `expected` (category: (wall, busy); others 0)."""
+    assert_figures(breakdown(store, run.load(store, tmp_path)), expected)
     assert reference.breakdown(run.spans, TRACE) == pytest.approx(
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
