@@ -417,9 +417,11 @@ for command in [
 '''
 
 
-def command_lines_of(traced, programs: tuple, source: str, secrets: tuple) -> list:
+def check_command_lines(traced, programs: tuple, source: str, secrets: tuple, redacted: tuple,
+                        kept: tuple = ()) -> None:
     """`source` run traced from a file (its own command line holds no secret) with stand-ins of
-    `programs` on PATH, none of `secrets` in a run file or the store: the command lines recorded."""
+    `programs` on PATH: none of `secrets` in a run file or the store, each of `redacted` inside a
+    recorded command line, each of `kept` one whole."""
     bin_dir = traced.tmp_path / "bin"
     bin_dir.mkdir()
     for name in programs:
@@ -430,8 +432,12 @@ def command_lines_of(traced, programs: tuple, source: str, secrets: tuple) -> li
     result = traced.run([sys.executable, str(script), str(bin_dir)])
     assert result.returncode == 0, result.stderr
     assert found_secrets(traced.run_dir, traced.tmp_path / "store.duckdb", secrets) == []
-    return [" ".join(s.attributes["process.command_args"]) for s in traced.spans().spans
+    args = [" ".join(s.attributes["process.command_args"]) for s in traced.spans().spans
             if "process.command_args" in s.attributes]
+    for part in redacted:
+        assert any(part in a for a in args), (part, args)
+    for whole in kept:
+        assert whole in args, (whole, args)
 
 
 def test_program_flags_settings_and_url_paths_never_reach_a_span(traced):
@@ -439,15 +445,13 @@ def test_program_flags_settings_and_url_paths_never_reach_a_span(traced):
     PATH): a password flag of one program or one subcommand (`docker login -p`), `set NAME VALUE`,
     openssl's `-k`/`-pass*`, htpasswd's last word, samba's `user%pass`, webhook and bot tokens in a
     URL's path; in argv, in a shell command, and none of it in a run file or the store."""
-    args = command_lines_of(traced, FAKE_PROGRAMS, PROGRAMS, PROGRAM_SECRETS)
-    for redacted in ("docker login -u me -p [REDACTED] registry.example", "set aws_session_token [REDACTED]",
-                     "-k [REDACTED] -in", "-passin pass:[REDACTED]", "site.htpasswd me [REDACTED]", "-U me%[REDACTED]",
-                     "https://hooks.slack.com/services/T000/B000/[REDACTED]",
-                     "https://api.telegram.org/bot123456:[REDACTED]/sendMessage",
-                     "https://discord.com/api/webhooks/123/[REDACTED]"):
-        assert any(redacted in a for a in args), (redacted, args)
-    for kept in ("docker run -p 8080:80 image", "ssh -p 2222 host", "mysql -h host -P 3306"):
-        assert kept in args, (kept, args)
+    check_command_lines(traced, FAKE_PROGRAMS, PROGRAMS, PROGRAM_SECRETS,
+                        ("docker login -u me -p [REDACTED] registry.example", "set aws_session_token [REDACTED]",
+                         "-k [REDACTED] -in", "-passin pass:[REDACTED]", "site.htpasswd me [REDACTED]",
+                         "-U me%[REDACTED]", "https://hooks.slack.com/services/T000/B000/[REDACTED]",
+                         "https://api.telegram.org/bot123456:[REDACTED]/sendMessage",
+                         "https://discord.com/api/webhooks/123/[REDACTED]"),
+                        kept=("docker run -p 8080:80 image", "ssh -p 2222 host", "mysql -h host -P 3306"))
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -586,11 +590,10 @@ for command in [
 def test_more_program_flags_and_url_paths_never_reach_a_span(traced):
     """The forms a tester found stored in clear text, spawned by their real names (stand-ins on PATH), and
     an openssl key file and key spec kept."""
-    args = command_lines_of(traced, NEW_FAKE_PROGRAMS, NEW_FORMS, NEW_SECRETS)
-    for redacted in ("-u me -p [REDACTED]", "-K [REDACTED] -iv 0a1b", "site.htpasswd me [REDACTED] ||",
-                     "IncomingWebhook/[REDACTED]/C/[REDACTED]", "--password [REDACTED]"):
-        assert any(redacted in a for a in args), (redacted, args)
-    assert "openssl req -newkey rsa:2048 -keyout key.pem" in args, args
+    check_command_lines(traced, NEW_FAKE_PROGRAMS, NEW_FORMS, NEW_SECRETS,
+                        ("-u me -p [REDACTED]", "-K [REDACTED] -iv 0a1b", "site.htpasswd me [REDACTED] ||",
+                         "IncomingWebhook/[REDACTED]/C/[REDACTED]", "--password [REDACTED]"),
+                        kept=("openssl req -newkey rsa:2048 -keyout key.pem",))
 
 
 # --- the tester's findings: openssl's `-flag=value` and `pass` flags in free text, keytool's passwords, flags
@@ -709,11 +712,10 @@ for command in [
 def test_openssl_joined_values_and_keytool_never_reach_a_span(traced):
     """The forms a tester found stored in clear text, spawned by their real names (stand-ins on PATH), and
     docker's `--password-stdin` with what follows it kept."""
-    args = command_lines_of(traced, FOUND_FAKE_PROGRAMS, FOUND_FORMS, FOUND_SECRETS)
-    for redacted in ("-k=[REDACTED]", "-passin=pass:[REDACTED]", "-srppass [REDACTED] -proxy_pass pass:[REDACTED]",
-                     "-srcstorepass [REDACTED] -deststorepass [REDACTED]", "-new [REDACTED] -storepass:env VAR"):
-        assert any(redacted in a for a in args), (redacted, args)
-    assert "docker login --password-stdin -u me registry.example" in args, args
+    check_command_lines(traced, FOUND_FAKE_PROGRAMS, FOUND_FORMS, FOUND_SECRETS,
+                        ("-k=[REDACTED]", "-passin=pass:[REDACTED]", "-srppass [REDACTED] -proxy_pass pass:[REDACTED]",
+                         "-srcstorepass [REDACTED] -deststorepass [REDACTED]", "-new [REDACTED] -storepass:env VAR"),
+                        kept=("docker login --password-stdin -u me registry.example",))
 
 
 # --- a third round: a flag given twice in one command, openssl passwd's passwords, getenv's default, `'NAME:'` keys;
@@ -812,8 +814,6 @@ for command in [
 def test_third_round_never_reaches_a_span(traced):
     """The third round's forms, spawned by their real names (stand-ins on PATH); docker's user:group and openssl's
     -twopass kept."""
-    args = command_lines_of(traced, THIRD_FAKE_PROGRAMS, THIRD_FORMS, THIRD_SECRETS)
-    for redacted in ("-salt ab [REDACTED]", "-p[REDACTED] shop -p[REDACTED]", "-U me:[REDACTED] -U me:[REDACTED]"):
-        assert any(redacted in a for a in args), (redacted, args)
-    for kept in ("docker run -u app:app image", "openssl pkcs12 -twopass -in f.p12"):
-        assert kept in args, (kept, args)
+    check_command_lines(traced, THIRD_FAKE_PROGRAMS, THIRD_FORMS, THIRD_SECRETS,
+                        ("-salt ab [REDACTED]", "-p[REDACTED] shop -p[REDACTED]", "-U me:[REDACTED] -U me:[REDACTED]"),
+                        kept=("docker run -u app:app image", "openssl pkcs12 -twopass -in f.p12"))
