@@ -752,7 +752,7 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
     if not path.is_file():
         return
     name = cpu_sampler.SAMPLES_PATH.as_posix()
-    version = _cpu_file_version(path)
+    version = header_version(path, cpu_sampler.HEADER_PREFIX, tuple(cpu_sampler.READABLE_VERSIONS), "CPU sample")
     if isinstance(version, str):
         result.skipped_files += 1
         result.warnings.append(LoadWarning("loader.file_skipped", f"{path}: {version}; file skipped", name))
@@ -767,17 +767,6 @@ def _load_cpu_samples(con: duckdb.DuckDBPyConnection, result: LoadResult, run_di
         result.skipped_lines += damaged
         result.warnings.append(LoadWarning(
             "loader.damaged_lines", f"{path}: skipped {damaged} damaged line(s) (torn or corrupted)", name))
-
-
-def _cpu_file_version(path: Path) -> int | str:
-    """A CPU sample file's version, named by its first line, when this loader reads it; else why not."""
-    return header_version(path, cpu_sampler.HEADER_PREFIX, tuple(cpu_sampler.READABLE_VERSIONS), "CPU sample")
-
-
-def header_refusal(path: Path, prefix: str, version: int, what: str) -> str | None:
-    """Why a file whose first line is `<prefix><version><TAB>fields...` cannot be loaded, or None."""
-    found = header_version(path, prefix, (version,), what)
-    return found if isinstance(found, str) else None
 
 
 def header_version(path: Path, prefix: str, versions: tuple[int, ...], what: str) -> int | str:

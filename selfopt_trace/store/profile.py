@@ -459,7 +459,7 @@ SELECT (SELECT count(*) FROM outside), (SELECT count(DISTINCT fn) FROM outside),
 
 def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
     """profile/samples.tsv (and any py-spy file not converted yet) into samples, the stacks' tables and diagnostics."""
-    from selfopt_trace.store.loader import LoadWarning, _scan, header_refusal
+    from selfopt_trace.store.loader import LoadWarning, _scan, header_version
 
     source = path = run_dir / fmt.SAMPLES_PATH
     if not path.is_file():
@@ -469,15 +469,14 @@ def load_profile(con: duckdb.DuckDBPyConnection, result, run_dir: Path) -> None:
 
     run = {"run_id": result.run_id}
     with tempfile.TemporaryDirectory(prefix="selfopt-trace-profile-") as scratch:
-        problem = header_refusal(path, fmt.HEADER_PREFIX, fmt.FORMAT_VERSION, "profile samples")
-        if problem and header_refusal(path, fmt.HEADER_PREFIX, 1, "profile samples") is None:
-            problem = None  # version 1: the same records but K, rewritten as version 2
+        version = header_version(path, fmt.HEADER_PREFIX, (1, fmt.FORMAT_VERSION), "profile samples")
+        if isinstance(version, str):
+            result.skipped_files += 1
+            result.warnings.append(LoadWarning("loader.file_skipped", f"{source}: {version}; file skipped", name))
+            return
+        if version == 1:  # the same records but K, rewritten as version 2
             path = Path(scratch) / "samples-v2.tsv"
             fmt.upgrade_v1(source, path)
-        if problem:
-            result.skipped_files += 1
-            result.warnings.append(LoadWarning("loader.file_skipped", f"{source}: {problem}; file skipped", name))
-            return
         con.execute(_STAGE_SQL, {"files": [str(path)]})
         lines = _scan(path)[0]
         damaged = lines - 1 - con.execute("SELECT count(*) FROM _profile").fetchone()[0]
