@@ -18,7 +18,7 @@ import pytest
 
 from selfopt_trace.watchers import gil
 from tests.cli.conftest import python
-from tests.conftest import other_python
+from tests.conftest import OLDER_PYTHONS, OTHER_PYTHONS
 
 SPINNERS = """
 import threading, time
@@ -65,7 +65,7 @@ a.start(); b.start(); b.join(); a.join()
 
 def interpreters() -> list:
     found = [pytest.param(sys.executable, id="this")]
-    found += [pytest.param(p, id=minor) for minor in ("3.8", "3.10", "3.12", "3.13") if (p := other_python(minor))]
+    found += [pytest.param(p, id=minor) for minor, p in {**OLDER_PYTHONS, **OTHER_PYTHONS}.items()]
     static = shutil.which("python3", path="/usr/bin")  # Debian's: Python linked into the executable
     if static:
         found.append(pytest.param(static, id="usr-bin"))
@@ -86,8 +86,8 @@ def test_a_thread_waiting_for_the_gil_is_told_from_one_waiting_on_a_join(interpr
                     try:
                         with open(f"/proc/{child.pid}/task/{tid}/syscall", "rb") as stream:
                             seen[int(tid) == child.pid, gil.waiting_on(stream.read(), ranges)] += 1
-                    except OSError:
-                        pass  # ended
+                    except OSError:  # ended
+                        continue
                 time.sleep(0.002)
         finally:
             os.close(task_fd)
