@@ -502,9 +502,7 @@ class CpuSampler:
 
     def _retire_thread(self, thread: _Thread) -> None:
         self._write(thread, final=True)
-        self._release(thread.fd)
-        if thread.syscall_fd >= 0:
-            self._release(thread.syscall_fd)
+        self._release_thread(thread)
         del thread.process.threads[thread.tid]
         self._threads_changed = True
 
@@ -610,6 +608,12 @@ class CpuSampler:
         os.close(fd)
         self._open_fds -= 1
 
+    def _release_thread(self, thread: _Thread) -> None:
+        """A thread's descriptors: its schedstat, and its syscall file where it was looked at."""
+        self._release(thread.fd)
+        if thread.syscall_fd >= 0:
+            self._release(thread.syscall_fd)
+
     def _left_out(self, exc: OSError) -> None:
         """A thread or process could not be opened: gone (fine), or no descriptor left (say so, once)."""
         if exc.errno not in (errno.EMFILE, errno.ENFILE):
@@ -691,9 +695,7 @@ class CpuSampler:
         finally:
             for process in list(self._processes.values()):
                 for thread in process.threads.values():
-                    self._release(thread.fd)
-                    if thread.syscall_fd >= 0:
-                        self._release(thread.syscall_fd)
+                    self._release_thread(thread)
                 self._release(process.task_fd)
             self._processes.clear()
             if self._fd >= 0:
