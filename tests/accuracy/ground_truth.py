@@ -164,7 +164,8 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
             put under it below), else the process span; a unit hangs under the process span."""
             if block.kind not in UNIT_KINDS:
                 outer = [b for b in blocks if b is not block and b.tid == block.tid and b.kind in SPAN_KINDS
-                         and b.kind not in ("worker", "served") and b.start <= block.start and b.end >= block.end
+                         and b.kind not in ("worker", "served") and b.info.get("recorded", True)
+                         and b.start <= block.start and b.end >= block.end
                          and b.end - b.start > block.end - block.start]
                 if outer:
                     return truth.span_of_block[id(min(outer, key=lambda b: b.end - b.start))].id
@@ -201,7 +202,11 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
             elif block.kind == "sleep":  # up to the time asked for from where the sleep itself began, as the
                 # agent ends it (its wake-up is queued)
                 end = min(block.end, block.info["asleep"] + round(block.info["seconds"] * 1e9))
-                span = add(span_id, parent, "time.sleep", "sleep", "INTERNAL", block.start, end, process, trace)
+                if block.info.get("polled"):  # right after polls that found children running: a wait on them
+                    span = add(span_id, parent, "time.sleep", "wait", "INTERNAL", block.start, end, process, trace,
+                               **{"selfopt_trace.wait.on": [f"spawn:{process.pid}:{pid}" for pid in block.info["polled"]]})
+                else:
+                    span = add(span_id, parent, "time.sleep", "sleep", "INTERNAL", block.start, end, process, trace)
             elif block.kind == "phase":
                 span = add(span_id, parent, block.info["name"], "phase", "INTERNAL", block.start, block.end,
                            process, trace)
@@ -215,7 +220,7 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
                     units[f"task {block.info['index']}"].append(span)
             truth.span_of_block[id(block)] = span
         for n, block in enumerate(blocks):
-            if block.kind != "wait":
+            if block.kind != "wait" or not block.info.get("recorded", True):
                 continue
             on = [f"spawn:{process.pid}:{pid}" for pid in block.info.get("pids", ())]
             on += [span.id for name in block.info.get("threads", ()) for span in units[name]]

@@ -50,6 +50,8 @@ The cases, and what each proves:
 - streamed (f): the parent reads a child's output until EOF (no hook sees a pipe's read), then
   waits: the reads are a wait on the child (the spawning span of a thread that idled until the
   reap), not the parent's untraced waits.
+- polled (g): the parent polls a child and sleeps 20 ms after each poll that finds it running: the
+  sleeps are a wait on the child (its start-up, imports, work and sleep), not the parent's sleeps.
 
 ACCURACY_FIGURES=FILE appends every compared pair to FILE (JSON lines): docs/queries.md's
 "Accuracy" gives the worst errors measured that way over repeated runs.
@@ -83,7 +85,8 @@ SERVER_MS, PROXY_MS, IMPORT_MS, SLOW_OBJECT_MS = 40, 25, 35, 6
 COSTS = {"ACCURACY_IMPORT_MS": str(IMPORT_MS), "ACCURACY_CHILD_SPIN_MS": "10", "ACCURACY_CHILD_SLEEP_MS": "15",
          "ACCURACY_SLOW_OBJECT_MS": str(SLOW_OBJECT_MS), "ACCURACY_SERVER_MS": str(SERVER_MS),
          "ACCURACY_WORK_MS": "80", "ACCURACY_SLEEP_MS": "120", "ACCURACY_TASK_MS": "40",
-         "ACCURACY_PAYLOAD_ITEMS": "40000", "ACCURACY_OUTLIVE_SLEEP_MS": "250"}
+         "ACCURACY_PAYLOAD_ITEMS": "40000", "ACCURACY_OUTLIVE_SLEEP_MS": "250", "ACCURACY_POLLED_SPIN_MS": "150",
+         "ACCURACY_POLLED_SLEEP_MS": "100"}
 
 
 @dataclass
@@ -103,6 +106,7 @@ CASES = {
     "spin_sleep": Case("spin_sleep.py"),
     "outlive": Case("outlive.py", targets=["phases:start_child"]),
     "streamed": Case("streamed.py"),
+    "polled": Case("polled.py"),
 }
 
 
@@ -304,6 +308,11 @@ def test_the_injected_costs_took_what_they_should(accuracy, case: str) -> None:
         reading = main.one("read")
         assert reading.start < child.first and child.last < main.one("wait").end
         assert cpu(reading) <= 0.25 * ms(reading)
+    if case == "polled":  # polled every 20 ms while it worked and slept; the last poll reaped it
+        (child,) = [p for p in truth.processes.values() if p.role == "child"]
+        sleeps = main.of("sleep")
+        assert len(sleeps) >= 10 and all(s.info["polled"] == [child.pid] for s in sleeps)
+        assert sleeps[0].start < child.first and child.last < main.of("wait")[-1].end
 
 
 # --- breakdown ----------------------------------------------------------------------------------------

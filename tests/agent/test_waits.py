@@ -130,15 +130,17 @@ def test_os_waitpid_on_a_pid_and_on_any_child(traced):
         os.wait()
         time.sleep(0.1)
         os.waitpid(os.posix_spawn("/bin/sleep", ["sleep", "0.2"], os.environ), os.WNOHANG)   # a poll: no wait
-        time.sleep(0.6)
+        time.sleep(0.6)                                             # right after it: a wait on that child
         os.wait()                                                   # an exited child: (almost) no wait
     """)
     spawns = sorted([s for s in spans.spans if s.kind == "CLIENT" and s.category == "subprocess"],
                     key=lambda s: s.start_ns)
     first, a, b, forked, last = spawns
     waits = main_thread_waits(spans)
-    if len(waits) == 5:  # os.wait on the exited child took 20 us (a loaded machine): its wait names it
+    if len(waits) == 6:  # os.wait on the exited child took 20 us (a loaded machine): its wait names it
         assert targets(spans, waits.pop())[0] == last
+    polled = waits.pop()
+    assert targets(spans, polled) == [last] and polled.name == "time.sleep"
     assert [w.name for w in waits] == ["os.waitpid", "os.waitpid", "os.waitpid", "os.wait"]
     for wait in waits:
         assert_wait(wait, wait.name)
@@ -148,6 +150,42 @@ def test_os_waitpid_on_a_pid_and_on_any_child(traced):
     reaped_second = targets(spans, waits[2])
     assert len(reaped_second) == 1 and reaped_second[0] in (a, b)
     assert targets(spans, waits[3])[0] == forked
+
+
+def test_a_poll_loop_s_sleeps_are_waits_on_the_children_it_polls(traced):
+    """`while p.poll() is None: time.sleep(...)` waits on p as Popen.wait(timeout=...) does: each
+    sleep begun right after polls that found children running is a wait on them (at the sleep's
+    line); a sleep after other work, or with no poll before it, is a sleep."""
+    spans = run(traced, f"""
+        import subprocess, sys, time
+        a = subprocess.Popen({SLEEPER})
+        while a.poll() is None:
+            time.sleep(0.02)                                        # line 5
+        both = [subprocess.Popen({SLEEPER}) for _ in range(2)]
+        while None in [p.poll() for p in both]:
+            time.sleep(0.02)                                        # line 8
+        c = subprocess.Popen({SLEEPER})
+        c.poll()
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.02:                       # work after the poll: not a poll loop
+            pass
+        time.sleep(0.03)                                            # line 14
+        c.wait()
+        time.sleep(0.03)                                            # line 16: polled nothing
+    """)
+    a, b1, b2, c = sorted(spans.named("subprocess"), key=lambda s: s.start_ns)
+    polls = [s for s in spans.named("time.sleep") if s.category == "wait"]
+    by_line: dict[int, list[SpanRecord]] = {}
+    for span in polls:
+        assert_wait(span, "time.sleep")
+        by_line.setdefault(span.attributes["code.lineno"], []).append(span)
+    assert sorted(by_line) == [5, 8], by_line.keys()
+    assert len(by_line[5]) >= 4 and all(targets(spans, s) == [a] for s in by_line[5])
+    assert len(by_line[8]) >= 4 and {b1.span_id, b2.span_id} == {t.span_id for t in targets(spans, by_line[8][0])}
+    assert all({t.span_id for t in targets(spans, s)} <= {b1.span_id, b2.span_id} for s in by_line[8])
+    plain = [s for s in spans.named("time.sleep") if s.category == "sleep" and s.file == polls[0].file]
+    assert sorted(s.attributes["code.lineno"] for s in plain) == [14, 16]
+    assert [w.name for w in main_thread_waits(spans) if w.name != "time.sleep"] == ["Popen.wait"]
 
 
 def test_a_wait_on_a_child_the_agent_did_not_start_says_its_pid(traced):

@@ -117,13 +117,14 @@ class Recorder:
         self.add(kind, begun, ended, **info)
         return ended[0]
 
-    def sleep(self, seconds, begin=clocks):
+    def sleep(self, seconds, begin=clocks, **info):
         """time.sleep(seconds) as a `sleep` block opened with `begin` (clocks_before where the
         tracer's span starts right after, as beside another thread), with a reading where the sleep
         itself begins (`asleep`): at the start of the C call that blocks longest inside it, which a
         profile function sees from the Python calling it. A tracer's wrapper may work before the sleep
         begins (the flusher thread's start: 9-12 ms queued for a CPU beside two hogs); read only
-        around the call, that queued time fell at the sleep's end, where the thread was asleep."""
+        around the call, that queued time fell at the sleep's end, where the thread was asleep.
+        `info`: `polled`, the children a poll just found running (the sleep is a wait on them)."""
         calls, longest, asked = [], [-1, None], seconds * 1e9
 
         def watch(frame, event, arg):
@@ -147,12 +148,13 @@ class Recorder:
         asleep = longest[1] if longest[1] is not None and longest[1][0] > begun[0] else begun
         if asleep is not begun:
             self.readings.append((asleep[0], asleep[1], get_native_id(), asleep[2]))
-        self.add("sleep", begun, ended, seconds=seconds, asleep=asleep[0])
+        self.add("sleep", begun, ended, seconds=seconds, asleep=asleep[0], **info)
 
     def wait(self, call, **info):
         """call() as a `wait` block (on the children `pids`, the `threads` or `tasks` named in
         `info`), with the CPU time of the children it reaped (their whole lives, from the kernel's
-        accounting of reaped children) as `children_cpu`."""
+        accounting of reaped children) as `children_cpu`. `recorded=False`: a call the tracer
+        records no wait for (a poll), that may reap."""
         before = children_cpu_ns()
         begun = clocks_before()
         result = call()

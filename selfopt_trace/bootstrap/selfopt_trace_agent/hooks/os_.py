@@ -434,6 +434,15 @@ def _waiting(name: str, call, pid: int, options: int, args: tuple, measured: boo
     return result[:2] if trim else result
 
 
+def _polled(pid: int) -> None:
+    """Note a poll that found child `pid` running: the thread's next sleep may be its poll loop's."""
+    thread = get_ident()
+    seen = waits.polled.get(thread)
+    if seen is None or len(seen) > 64:  # polls that no sleep followed: children long reaped
+        seen = waits.polled[thread] = {}
+    seen[pid] = time_ns()
+
+
 def _wrap_waitpid(original):
     def waitpid(pid, options):
         # A wait that may reap a child of ours asks for its rusage: wait4 is waitpid's system call
@@ -444,6 +453,7 @@ def _wrap_waitpid(original):
             # reaps nothing, whether it has exited. A poll that finds it running makes one system
             # call, as untraced, and returns what waitpid returns then.
             if options == _WNOHANG and pid > 0 and _waitid is not None and _waitid(P_PID, pid, _PROBE) is None:
+                _polled(pid)
                 return 0, 0
             return _waiting("os.waitpid", _waitpid_measured, pid, options, (pid, options), True, True)
         return _waiting("os.waitpid", original, pid, options, (pid, options))

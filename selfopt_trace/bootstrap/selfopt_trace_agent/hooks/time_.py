@@ -34,6 +34,7 @@ NAME, ASYNC_NAME = "time.sleep", "asyncio.sleep"
 CATEGORY = "sleep"
 _HEAD = "\t%s\t%s\t%s\t" % (NAME, tracer.INTERNAL, CATEGORY)
 _ASYNC_HEAD = "\t%s\t%s\t%s\t" % (ASYNC_NAME, tracer.INTERNAL, CATEGORY)
+_POLL_HEAD = waits.head_of(NAME)  # a poll loop's sleep is a wait span of the same name
 _TIMED = __name__.rpartition(".")[0] + ".timed"  # loaded with the first measured call's hook
 _places: dict = {}  # code object -> its file and function, encoded: a program sleeps from few places
 
@@ -49,6 +50,18 @@ def _where(frame) -> str:
         head = _places[code] = spanfile.encode({"code.filepath": code.co_filename,
                                                 "code.function": code.co_name})[:-1] + ',"code.lineno":'
     return "%s%d}" % (head, frame.f_lineno)
+
+
+def _polled_children(thread: int, t0: int) -> list:
+    """The span ids of the children this thread's polls found running since its last sleep, where
+    this sleep began right after them (`while proc.poll() is None: time.sleep(0.1)`) and they are
+    not reaped yet. A poll loop waits on its children as Popen.wait(timeout=...) does (CPython's is
+    one: polls and sleeps), and the breakdown follows it there, where a sleep ended the trail."""
+    from . import spawn  # loaded with os_.py, which noted the polls
+
+    children = spawn._children
+    return [entry[0].span_id for pid, at in waits.polled.pop(thread, {}).items()
+            if t0 - at <= waits.POLL_GAP_NS and (entry := children.get(pid)) is not None]
 
 
 def install(target: str, module) -> None:
@@ -125,6 +138,13 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
         caller = tracer.program_frame(tracer.frame_at(depth))
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
-        waits.write_under(parent, head, t0, t1, "{}" if caller is None else _where(caller), cpu0)
+        attributes = "{}" if caller is None else _where(caller)
+        children = _polled_children(thread, t0) if head is _HEAD and thread in waits.polled else None
+        if children:  # a poll loop's sleep: a wait on the children it polls
+            waits.write_under(parent, _POLL_HEAD, t0, t1, '{"%s":[%s]%s' % (
+                waits.ON, ",".join('"%s"' % span_id for span_id in children),
+                "}" if attributes == "{}" else "," + attributes[1:]), cpu0)
+        else:
+            waits.write_under(parent, head, t0, t1, attributes, cpu0)
     except Exception as error:
         tracer.exception_diagnostic("wait_failed:" + head.split("\t")[1], error)

@@ -39,10 +39,15 @@ from ..tracer import thread_cpu_ns
 THRESHOLD_NS = config.WAIT_THRESHOLD_NS
 SPAN = "_selfopt_trace_span"  # on a Popen, a multiprocessing Process, a Thread, a Future: the id of its span
 _POOL = "_selfopt_trace_pool"  # on a ProcessPoolExecutor's Future: a weak reference to the executor
-_ON = "selfopt_trace.wait.on"
+ON = "selfopt_trace.wait.on"
 
 # The threads inside a wait (see the module docstring); cleared in a forked child.
 busy: set = set()
+# Thread id -> {pid: when} of the WNOHANG polls since its last sleep that found a child of ours
+# running (hooks/os_.py): a sleep that follows them at once is a poll loop's, a wait on those
+# children (hooks/time_.py).
+polled: dict = {}
+POLL_GAP_NS = 5_000_000  # a sleep begun this long after a poll or sooner follows it
 
 # Waits that did not block are counted as tracer overhead at the calibrated cost of one: timed.py's
 # way (a clock read to time each would cost as much as the bookkeeping it times). The first
@@ -99,13 +104,14 @@ def _after_fork_in_child() -> None:
     global _settling
     busy.clear()
     running.clear()
+    polled.clear()
     _settling = True
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-_ON_PREFIX = '{"%s":[' % _ON
+_ON_PREFIX = '{"%s":[' % ON
 # The common record (one span waited on, no error): one f-string with its constant parts written
 # out (the attributes' {"selfopt_trace.wait.on":["..."]} included) and the name, kind and
 # category built once per wait's name (head_of), appended to tracer.formatted (docs/benchmarks.md,
@@ -165,7 +171,7 @@ def record(name: str, t0: int, t1: int, on: list, extra: dict | None = None, exc
             tracer.record_line(name, "wait", t0, t1,
                                _ON_PREFIX + ",".join([f'"{span_id}"' for span_id in on if span_id]) + "]}")
         else:
-            attrs = {_ON: [span_id for span_id in on if span_id]}
+            attrs = {ON: [span_id for span_id in on if span_id]}
             if extra:
                 attrs.update(extra)
             if exc is not None:
