@@ -44,6 +44,7 @@ SETUP = """
 import concurrent.futures, json, subprocess, sys, threading, time
 child = subprocess.Popen([sys.executable, "-c", "pass"])
 child.wait()  # reaped: every later wait returns at once
+running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # polled: still running
 pool = concurrent.futures.ThreadPoolExecutor(1)
 future = pool.submit(int, "1")
 future.result()
@@ -61,6 +62,7 @@ CASES = {
     "Thread.join (finished)": thread.join,
     "Popen.communicate (reaped)": child.communicate,
     "Queue.put + Queue.get (no waiter)": put_get,
+    "Popen.poll (running child)": running.poll,
 }
 """
 
@@ -80,6 +82,8 @@ for name, call in CASES.items():
         out.setdefault(name + "|cpu", []).append((c1 - c0) / n)
         out.setdefault(name + "|wall", []).append((w1 - w0) / n)
 pool.shutdown()
+running.kill()
+running.wait()
 print(json.dumps(out))
 """
 
@@ -162,6 +166,8 @@ else:
 for _ in range(n):
     call()
 pool.shutdown()
+running.kill()
+running.wait()
 """
 
 
@@ -202,7 +208,8 @@ def main() -> None:
             print(f"CPU instructions per call (callgrind, {calls} and {3 * calls} calls per interpreter)")
             print(f"{'wait':<28}{'untraced':>10}{'traced':>10}{'added':>9}")
             for case in ("Popen.wait (reaped child)", "Future.result (done)", "Thread.join (finished)",
-                         "Popen.communicate (reaped)", "recorded wait", "recorded wait, outer", "recorded sleep"):
+                         "Popen.communicate (reaped)", "Popen.poll (running child)", "recorded wait",
+                         "recorded wait, outer", "recorded sleep"):
                 if args.case not in case:
                     continue
                 off, on = instructions(case, base, calls, tmp), instructions(case, env, calls, tmp)

@@ -46,6 +46,7 @@ _wait_cpu = _twin.wait_cpu if _twin is not None else None
 _modules = sys.modules
 _getrefcount = sys.getrefcount
 _children = spawn._children
+_polled = waits.polled
 _reaps = [0]  # reaps (and os.system calls' starts and ends) seen: os.system's CPU needs none meanwhile
 
 _fork_span: tracer.Span | None = None  # set by callers (multiprocessing) that already opened a span
@@ -434,15 +435,6 @@ def _waiting(name: str, call, pid: int, options: int, args: tuple, measured: boo
     return result[:2] if trim else result
 
 
-def _polled(pid: int) -> None:
-    """Note a poll that found child `pid` running: the thread's next sleep may be its poll loop's."""
-    thread = get_ident()
-    seen = waits.polled.get(thread)
-    if seen is None or len(seen) > 64:  # polls that no sleep followed: children long reaped
-        seen = waits.polled[thread] = {}
-    seen[pid] = time_ns()
-
-
 def _wrap_waitpid(original):
     def waitpid(pid, options):
         # A wait that may reap a child of ours asks for its rusage: wait4 is waitpid's system call
@@ -453,7 +445,11 @@ def _wrap_waitpid(original):
             # reaps nothing, whether it has exited. A poll that finds it running makes one system
             # call, as untraced, and returns what waitpid returns then.
             if options == _WNOHANG and pid > 0 and _waitid is not None and _waitid(P_PID, pid, _PROBE) is None:
-                _polled(pid)
+                # noted for a sleep right after it (a poll loop's: hooks/time_.py), inline (a call: +800 instructions)
+                seen = _polled.get(get_ident())
+                if seen is None or len(seen) > 64:  # polls that no sleep followed: children long reaped
+                    seen = _polled[get_ident()] = {}
+                seen[pid] = time_ns()
                 return 0, 0
             return _waiting("os.waitpid", _waitpid_measured, pid, options, (pid, options), True, True)
         return _waiting("os.waitpid", original, pid, options, (pid, options))
