@@ -236,7 +236,7 @@ def test_the_first_recorded_sleep_imports_nothing_the_program_did_not(traced):
 
 
 SLEEP_SEMANTICS = """
-import os, signal, sys, threading, time
+import os, signal, sys, threading, time, traceback
 audited = []
 if hasattr(sys, "addaudithook"):
     sys.addaudithook(lambda event, args: audited.append(event) if event == "time.sleep" else None)
@@ -246,16 +246,18 @@ def timed(seconds, at_least=0.0, under=60.0):  # the outcome, and whether it sle
     try:
         time.sleep(seconds)
         outcome = "ok"
-    except BaseException as exc:
-        outcome = repr(exc)
+    except BaseException as exc:  # and where it was raised: the program's frames only
+        outcome = repr(exc) + " in " + ", ".join(entry.name for entry in traceback.extract_tb(exc.__traceback__))
     return outcome, at_least <= time.monotonic() - t0 < under
 
 for seconds in (0, 0.001, 1, True, -1, -0.5, float("nan"), float("inf"), 10**30, 2**70, "1", None):
     print(repr(seconds), timed(seconds)[0])
 taken = []
-signal.signal(signal.SIGUSR1, lambda *_: taken.append("usr1"))
+stacks = []  # the handler's frame is the sleeping line's, as untraced (no frame of the agent's above it)
+signal.signal(signal.SIGUSR1, lambda signum, frame: (taken.append("usr1"), stacks.append(traceback.format_stack(frame))))
 threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1)).start()
 print("a handler that returns: the sleep goes on to its end", timed(0.4, at_least=0.4), taken)
+print("the handler's frame", stacks[0][-1].strip())
 def interrupt(*_):
     raise KeyboardInterrupt("from the handler")
 signal.signal(signal.SIGUSR2, interrupt)
@@ -277,13 +279,16 @@ def test_time_sleep_answers_signals_errors_and_audit_hooks_as_untraced(traced):
     """The traced time.sleep is the C twin's (importtime.sleep_after_signals: signals blocked from
     the last check for them into the poll that sleeps, so one taken in between ends the sleep at
     once, where CPython's own waits for its end). Everything else as untraced: each argument's
-    error, a handler that returns (the sleep goes on to its end, PEP 475) or raises (out at once),
-    a signal the program blocked, a thread's sleep, the audit events of Python 3.13 and later (the
-    flusher thread's naps are none: they were, as time.sleep)."""
+    error, a handler that returns (the sleep goes on to its end, PEP 475) or raises (out at once,
+    with no frame of the agent's in its traceback), the handler's `frame` (the sleeping line's: the
+    wrapper is the twin's, importtime.sleeper; a Python wrapper's frame was on top of it), a signal
+    the program blocked, a thread's sleep, the audit events of Python 3.13 and later (the flusher
+    thread's naps are none: they were, as time.sleep)."""
     untraced, result = traced.both_ways("semantics.py", SLEEP_SEMANTICS)
     assert result.returncode == untraced.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == (untraced.stdout, untraced.stderr)
     assert b"goes on to its end ('ok', True)" in result.stdout
-    assert b"out at once (\"KeyboardInterrupt('from the handler')\", True)" in result.stdout
+    assert b"out at once (\"KeyboardInterrupt('from the handler') in timed, interrupt\", True)" in result.stdout
+    assert b"the handler's frame File" in result.stdout and b"in timed\n    time.sleep(seconds)" in result.stdout
     assert b"stays blocked ('ok', True) ['usr1'] True\nand is taken once unblocked ['usr1', 'usr1']" in result.stdout
     assert b"a thread's sleep [('ok', True)]" in result.stdout

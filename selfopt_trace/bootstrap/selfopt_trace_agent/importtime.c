@@ -652,6 +652,79 @@ sleep_after_signals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyObject_CallOneArg(args[0], args[1]);
 }
 
+/* sleeper(sleep, record, before_block, threshold_ns, tracer_globals) -> time.sleep's wrapper (process.py),
+ * in C: while the program sleeps, no frame of the agent's is on its stack, so a signal handler's
+ * `frame`, a stack dumped from it (pytest-timeout's, `traceback.print_stack(frame)`) or by
+ * faulthandler, shows the program's line as untraced (the Python wrapper's frame was on top). The
+ * same steps as that wrapper: the call's start on the wall clock; the flusher thread's start
+ * (`before_block(seconds)`) if it is not running, after which the sleep itself begins (`asleep`);
+ * the sleep (sleep_after_signals); and `record(t0, t1, seconds, asleep)` for a sleep that took
+ * threshold_ns or more, with the sleep's exception (if any) kept across it. An exception of
+ * `before_block` or `record` (both fail open: a signal handler's, raised in their Python code) is
+ * raised in place of the sleep's outcome, as in the Python wrapper. */
+static PyObject *
+timed_sleep(PyObject *state, PyObject *seconds)
+{
+    PyObject *args[4], *result, *called, *type, *value, *traceback, *started;
+    PyObject *tracer_dict = PyTuple_GET_ITEM(state, 4);
+    long long t0, t1, asleep;
+    t0 = asleep = clock_ns(CLOCK_REALTIME);
+    started = PyDict_GetItemWithError(tracer_dict, s_flusher_started);
+    if (started != Py_True) {
+        PyErr_Clear();
+        /* its exception is a signal handler's (the program's, run in its Python code as the signal
+         * came, with the signals it blocked meanwhile): raised here as CPython's sleep raises it */
+        if ((called = PyObject_CallOneArg(PyTuple_GET_ITEM(state, 2), seconds)) == NULL)
+            return NULL;
+        Py_DECREF(called);
+        if (PyDict_GetItemWithError(tracer_dict, s_flusher_started) == Py_True) /* it started the thread */
+            asleep = clock_ns(CLOCK_REALTIME);
+        PyErr_Clear();
+    }
+    args[0] = PyTuple_GET_ITEM(state, 0);
+    args[1] = seconds;
+    result = sleep_after_signals(NULL, args, 2);
+    t1 = clock_ns(CLOCK_REALTIME);
+    if (t1 - t0 < PyLong_AsLongLong(PyTuple_GET_ITEM(state, 3)))
+        return result;
+    PyErr_Fetch(&type, &value, &traceback);
+    args[0] = PyLong_FromLongLong(t0);
+    args[1] = PyLong_FromLongLong(t1);
+    args[2] = seconds;
+    args[3] = PyLong_FromLongLong(asleep);
+    called = args[0] && args[1] && args[3] ? PyObject_Vectorcall(PyTuple_GET_ITEM(state, 1), args, 4, NULL) : NULL;
+    Py_XDECREF(args[0]);
+    Py_XDECREF(args[1]);
+    Py_XDECREF(args[3]);
+    if (called == NULL) { /* its exception goes on in place of the sleep's outcome */
+        Py_XDECREF(result);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        return NULL;
+    }
+    Py_DECREF(called);
+    PyErr_Restore(type, value, traceback);
+    return result;
+}
+
+static PyMethodDef timed_sleep_def = {"sleep", (PyCFunction)timed_sleep, METH_O, NULL};
+
+static PyObject *
+sleeper(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *state, *sleep;
+    if (nargs != 5 || !PyLong_Check(args[3]) || !PyDict_Check(args[4]))
+        return PyErr_Format(PyExc_TypeError, "sleeper(sleep, record, before_block, threshold_ns, tracer_globals)");
+    if ((state = PyTuple_New(5)) == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < 5; i++)
+        PyTuple_SET_ITEM(state, i, Py_NewRef(args[i]));
+    sleep = PyCFunction_New(&timed_sleep_def, state);
+    Py_DECREF(state);
+    return sleep;
+}
+
 /* handle_with_traceback(exc, tb): `exc`, the exception being handled, re-raised by a bare `raise`
  * with traceback `tb` (tracer.strip_own_frames, Python < 3.11). Before 3.11 a bare `raise` re-raises
  * the handled exception's traceback as caught (sys.exc_info()[2], the wrapper's frame at its head:
@@ -1592,6 +1665,8 @@ static PyMethodDef methods[] = {
      "handle_with_traceback(exc, tb): the exception being handled, exc, re-raised with traceback tb by a bare raise"},
     {"sleep_after_signals", (PyCFunction)(void (*)(void))sleep_after_signals, METH_FASTCALL,
      "sleep_after_signals(sleep, seconds): time.sleep(seconds) with no gap where a signal taken waits for its end"},
+    {"sleeper", (PyCFunction)(void (*)(void))sleeper, METH_FASTCALL,
+     "sleeper(sleep, record, before_block, threshold_ns, tracer_globals) -> time.sleep's wrapper, timed, with no frame of its own"},
     {"frame_at", frame_at, METH_O, "frame_at(depth) -> sys._getframe(depth), without its audit event"},
     {"code_of", code_of, METH_O, "code_of(obj) -> the code of a function, a method or a frame, else None (no audit event)"},
     {"frame_of", frame_of, METH_O, "frame_of(traceback) -> traceback.tb_frame, without its audit event"},

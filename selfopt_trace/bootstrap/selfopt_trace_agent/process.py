@@ -108,13 +108,14 @@ def _install_sleep_hook() -> None:
     that blocked."""
     import time
 
-    from .importtime import sleep_after_signals
+    from .importtime import sleep_after_signals, sleeper
 
     original = time.sleep
     if tracer.is_own_wrapper(original):
         return
     threshold = config.WAIT_THRESHOLD_NS
     recorder: list = []
+    depth = 2 if sleeper is not None else 3  # the sleeping line's frame, above the recorders (and our wrapper's)
 
     def record(t0: int, t1: int, seconds, asleep: int) -> None:
         if not recorder:
@@ -125,7 +126,15 @@ def _install_sleep_hook() -> None:
             except Exception as error:
                 tracer.exception_diagnostic("hook_failed:time.sleep", error)
                 recorder.append(lambda *_: None)
-        recorder[0](t0, t1, seconds, asleep)
+        recorder[0](t0, t1, seconds, asleep, depth=depth)
+
+    if sleeper is not None:  # the twin's: no frame of ours on the program's stack while it sleeps
+        wrapper = object.__new__(tracer.Builtin)
+        wrapper.__call__ = sleeper(original, record, tracer.before_block, threshold, tracer.__dict__)
+        wrapper.__dict__.update(__module__="time", __name__=original.__name__, __qualname__="sleep",
+                                __doc__=original.__doc__)
+        time.sleep = tracer.own_wrapper(wrapper, original)
+        return
 
     def sleep(seconds):
         t0 = asleep = time_ns()

@@ -133,8 +133,8 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
         if not tracer._enabled or (parent is None and tracer._root is not None):
             return
         # where the program slept (it shows on the critical path): the frame above process.py's
-        # wrapper and its recorder, or above asyncio.sleep's wrapper (`depth`; sys._getframe makes
-        # no frame objects for the frames it skips)
+        # recorder (and its wrapper, when not the twin's), or above asyncio.sleep's wrapper (`depth`;
+        # sys._getframe makes no frame objects for the frames it skips)
         caller = tracer.program_frame(tracer.frame_at(depth))
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
