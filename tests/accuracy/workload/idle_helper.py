@@ -19,7 +19,6 @@ waited = time.time_ns() - at
 first = (at, time.thread_time_ns(), queued - (waited if waited > 100_000 else 0))
 cpu, queued = time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1])
 imports = (time.time_ns(), cpu, queued)
-import atexit  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -29,11 +28,9 @@ import phases  # noqa: E402
 import truth  # noqa: E402
 
 imported = truth.clocks()
+record = truth.main_process(first, imports, imported, wrap_waits=False)
 TRUTH_DIR = sys.argv[1]
 HERE = os.path.dirname(os.path.abspath(__file__))
-record = truth.Recorder(TRUTH_DIR, first, role="main")
-atexit.register(record.write)
-record.add("imports", imports, imported)
 
 helper = truth.spawn(record, [sys.executable, os.path.join(HERE, "helper.py"), TRUTH_DIR], stdin=subprocess.PIPE)
 phases.work(record, float(os.environ["ACCURACY_WORK_MS"]))

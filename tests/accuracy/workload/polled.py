@@ -19,22 +19,15 @@ waited = time.time_ns() - at
 first = (at, time.thread_time_ns(), queued - (waited if waited > 100_000 else 0))
 cpu, queued = time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1])
 imports = (time.time_ns(), cpu, queued)
-import atexit  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
 import truth  # noqa: E402
 
 imported = truth.clocks()
-try:  # the tracer wraps os.waitpid on first use (its own import, no span): here, not in the wait
-    os.waitpid(-1, os.WNOHANG)
-except ChildProcessError:
-    pass
+record = truth.main_process(first, imports, imported)
 TRUTH_DIR = sys.argv[1]
 HERE = os.path.dirname(os.path.abspath(__file__))
-record = truth.Recorder(TRUTH_DIR, first, role="main")
-atexit.register(record.write)
-record.add("imports", imports, imported)
 
 child = truth.spawn(record, [sys.executable, os.path.join(HERE, "child.py"), TRUTH_DIR],
                     env=dict(os.environ, ACCURACY_CHILD_SPIN_MS=os.environ["ACCURACY_POLLED_SPIN_MS"],

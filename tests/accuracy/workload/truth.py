@@ -11,6 +11,7 @@ Each process writes one file, <dir>/<pid>.truth, at its exit: a Python literal (
 writing it calls no serializer the tracer would record.
 """
 
+import atexit
 import os
 import resource
 import subprocess
@@ -120,32 +121,32 @@ class Recorder:
     def sleep(self, seconds, begin=clocks, **info):
         """time.sleep(seconds) as a `sleep` block opened with `begin` (clocks_before where the
         tracer's span starts right after, as beside another thread), with a reading where the sleep
-        itself begins (`asleep`): at the start of the C call that blocks longest inside it, which a
-        profile function sees from the Python calling it. A tracer's wrapper may work before the sleep
-        begins (the flusher thread's start: 9-12 ms queued for a CPU beside two hogs); read only
-        around the call, that queued time fell at the sleep's end, where the thread was asleep.
+        itself begins (`asleep`): where the first stretch as long as the sleep asked for with no
+        event of a profile function begins (the call's start, the end of what a tracer's wrapper ran
+        in Python before it, or the start of the C call that sleeps). A tracer's wrapper may work
+        before the sleep begins (the flusher thread's start: 9-12 ms queued for a CPU beside two
+        hogs); read only around the call, that queued time fell at the sleep's end, where the thread
+        was asleep. (The start of the C call that blocked longest was the mark while the agent's
+        wrapper was a Python function; the twin's sleeps in C, with no event of its own.)
         `info`: `polled`, the children a poll just found running (the sleep is a wait on them)."""
-        calls, longest, asked = [], [-1, None], seconds * 1e9
+        asked = seconds * 1e9
+        begun = begin()
+        last, quiet = [begun], []
 
         def watch(frame, event, arg):
-            if event == "c_call":
-                calls.append(clocks())
-            elif event in ("c_return", "c_exception") and calls:
-                started = calls.pop()
-                took = time_ns() - started[0]
-                if took > longest[0]:
-                    longest[:] = [took, started]
-                if took >= asked:  # the sleep itself: what the call does after it (records it) runs unwatched
-                    sys.setprofile(None)
+            now = clocks()
+            if now[0] - last[0][0] >= asked:  # the sleep: what the call does after it (records it) runs unwatched
+                quiet.append(last[0])
+                sys.setprofile(None)
+            last[0] = now
 
-        begun = begin()
         sys.setprofile(watch)
         try:
             time.sleep(seconds)
         finally:
             sys.setprofile(None)
         ended = clocks()
-        asleep = longest[1] if longest[1] is not None and longest[1][0] > begun[0] else begun
+        asleep = quiet[0] if quiet else last[0]
         if asleep is not begun:
             self.readings.append((asleep[0], asleep[1], get_native_id(), asleep[2]))
         self.add("sleep", begun, ended, seconds=seconds, asleep=asleep[0], **info)
@@ -183,6 +184,22 @@ class Recorder:
         os.write(descriptor, (', "last": %d, "last_cpu": %d, "last_queued": %d, "process_cpu": %d}'
                               % (last, last_cpu, last_queued, process_cpu)).encode())
         os.close(descriptor)
+
+
+def main_process(first, imports, imported, wrap_waits=True):
+    """The main process's Recorder (its truth directory: sys.argv[1]), with its imports block, written
+    at exit (an exit handler registered after the tracer's runs before it). `wrap_waits`: os.waitpid
+    called once first, as the tracer wraps it on first use (its own import, no span): here, not in a
+    measured wait."""
+    if wrap_waits:
+        try:
+            os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    record = Recorder(sys.argv[1], first, role="main")
+    atexit.register(record.write)
+    record.add("imports", imports, imported)
+    return record
 
 
 def children_cpu_ns():
