@@ -155,7 +155,8 @@ def test_os_waitpid_on_a_pid_and_on_any_child(traced):
 def test_a_poll_loop_s_sleeps_are_waits_on_the_children_it_polls(traced):
     """`while p.poll() is None: time.sleep(...)` waits on p as Popen.wait(timeout=...) does: each
     sleep begun right after polls that found children running is a wait on them (at the sleep's
-    line); a sleep after other work, or with no poll before it, is a sleep."""
+    line); a sleep after other work, or with no poll before it, or after subprocess's own polls of
+    a Popen the program let go (its __del__, _cleanup() at the next Popen), is a sleep."""
     spans = run(traced, f"""
         import subprocess, sys, time
         a = subprocess.Popen({SLEEPER})
@@ -172,8 +173,14 @@ def test_a_poll_loop_s_sleeps_are_waits_on_the_children_it_polls(traced):
         time.sleep(0.03)                                            # line 14
         c.wait()
         time.sleep(0.03)                                            # line 16: polled nothing
+        subprocess.Popen({SLEEPER})                                 # let go: its __del__ polls it
+        time.sleep(0.03)                                            # line 18: no poll of the program's
+        d = subprocess.Popen({SLEEPER})
+        subprocess.Popen([sys.executable, '-c', 'pass'])            # _cleanup() polls the one let go
+        time.sleep(0.03)                                            # line 21: no poll of the program's
+        d.wait()
     """)
-    a, b1, b2, c = sorted(spans.named("subprocess"), key=lambda s: s.start_ns)
+    a, b1, b2, c = sorted(spans.named("subprocess"), key=lambda s: s.start_ns)[:4]
     polls = [s for s in spans.named("time.sleep") if s.category == "wait"]
     by_line: dict[int, list[SpanRecord]] = {}
     for span in polls:
@@ -184,8 +191,8 @@ def test_a_poll_loop_s_sleeps_are_waits_on_the_children_it_polls(traced):
     assert len(by_line[8]) >= 4 and {b1.span_id, b2.span_id} == {t.span_id for t in targets(spans, by_line[8][0])}
     assert all({t.span_id for t in targets(spans, s)} <= {b1.span_id, b2.span_id} for s in by_line[8])
     plain = [s for s in spans.named("time.sleep") if s.category == "sleep" and s.file == polls[0].file]
-    assert sorted(s.attributes["code.lineno"] for s in plain) == [14, 16]
-    assert [w.name for w in main_thread_waits(spans) if w.name != "time.sleep"] == ["Popen.wait"]
+    assert sorted(s.attributes["code.lineno"] for s in plain) == [14, 16, 18, 21]
+    assert [w.name for w in main_thread_waits(spans) if w.name != "time.sleep"] == ["Popen.wait", "Popen.wait"]
 
 
 def test_a_wait_on_a_child_the_agent_did_not_start_says_its_pid(traced):

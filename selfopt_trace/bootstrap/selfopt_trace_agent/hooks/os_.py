@@ -47,6 +47,9 @@ _modules = sys.modules
 _getrefcount = sys.getrefcount
 _children = spawn._children
 _polled = waits.polled
+_frame_at, _code_of = tracer.frame_at, tracer.code_of
+# the code of process.py's stand-in at os.waitpid (subprocess bound it as _internal_poll's default)
+_STAND_IN = next(c for c in _code_of(process._stand_in).co_consts if getattr(c, "co_name", "") == "call")
 _reaps = [0]  # reaps (and os.system calls' starts and ends) seen: os.system's CPU needs none meanwhile
 
 _fork_span: tracer.Span | None = None  # set by callers (multiprocessing) that already opened a span
@@ -445,11 +448,21 @@ def _wrap_waitpid(original):
             # reaps nothing, whether it has exited. A poll that finds it running makes one system
             # call, as untraced, and returns what waitpid returns then.
             if options == _WNOHANG and pid > 0 and _waitid is not None and _waitid(P_PID, pid, _PROBE) is None:
-                # noted for a sleep right after it (a poll loop's: hooks/time_.py), inline (a call: +800 instructions)
-                seen = _polled.get(get_ident())
-                if seen is None or len(seen) > 64:  # polls that no sleep followed: children long reaped
-                    seen = _polled[get_ident()] = {}
-                seen[pid] = time_ns()
+                # noted for a sleep right after it (a poll loop's: hooks/time_.py), inline (a call: +800
+                # instructions), but not subprocess's own polls of the Popen objects the program let go
+                # (__del__, _cleanup() at the next Popen: _internal_poll from elsewhere than poll())
+                try:
+                    depth = 2 if _code_of(_frame_at(1)) is _STAND_IN else 1  # the first call comes through it
+                    caller = _code_of(_frame_at(depth))
+                    ours = caller is None or caller.co_name != "_internal_poll" or \
+                        _code_of(_frame_at(depth + 1)).co_name == "poll"
+                except (ValueError, AttributeError):  # called from no Python frame
+                    ours = True
+                if ours:
+                    seen = _polled.get(get_ident())
+                    if seen is None or len(seen) > 64:  # polls that no sleep followed: children long reaped
+                        seen = _polled[get_ident()] = {}
+                    seen[pid] = time_ns()
                 return 0, 0
             return _waiting("os.waitpid", _waitpid_measured, pid, options, (pid, options), True, True)
         return _waiting("os.waitpid", original, pid, options, (pid, options))
