@@ -817,3 +817,182 @@ def test_third_round_never_reaches_a_span(traced):
     check_command_lines(traced, THIRD_FAKE_PROGRAMS, THIRD_FORMS, THIRD_SECRETS,
                         ("-salt ab [REDACTED]", "-p[REDACTED] shop -p[REDACTED]", "-U me:[REDACTED] -U me:[REDACTED]"),
                         kept=("docker run -u app:app image", "openssl pkcs12 -twopass -in f.p12"))
+
+
+# --- a fourth round: a call's last argument after a secret's name (configparser's set), a getenv's `or` default,
+# mysqladmin's password, pairs in a list, a negation given a value; string prefixes, bracketed values, comparisons,
+# setters and authentication objects, a URL's userinfo anywhere, a proxy's user:secret@ --
+
+@pytest.mark.parametrize("text, redacted", [
+    # the string argument before a call's last one names a secret: the last one is its value, not that name `'auth'`'s
+    ("config.set('auth', 'token', 'S')", "config.set('auth', 'token', [REDACTED])"),
+    ('parser.set("auth", "password", "S")', 'parser.set("auth", "password", [REDACTED])'),
+    ("config.set(\\'auth\\', \\'token\\', \\'S\\')", "config.set(\\'auth\\', \\'token\\', [REDACTED])"),
+    ("cfg.set('auth', 'token', value='S')", "cfg.set('auth', 'token', value=[REDACTED])"),
+    ("config.set(section='auth', option='token', value='S')", "config.set(section='auth', option='token', value=[REDACTED])"),
+    # a default given by `or` (`||`, `??`) after a secret's getenv, or after any value of a secret's name
+    ('os.environ.get("TOKEN") or "S"', 'os.environ.get("TOKEN") or [REDACTED]'),
+    ("print(os.getenv('API_KEY', '') or 'S')", "print(os.getenv('API_KEY', [REDACTED]) or [REDACTED])"),
+    ('python -c "import os; k = os.environ.get(\\"TOKEN\\") or \\"S\\""',
+     'python -c "import os; k = os.environ.get(\\"TOKEN\\") or [REDACTED]"'),
+    ('const t = process.env.API_TOKEN || "S"', 'const t = process.env.API_TOKEN || [REDACTED]'),
+    ("const t = process.env['API_TOKEN'] ?? 'S'", "const t = process.env['API_TOKEN'] ?? [REDACTED]"),
+    ('token = os.getenv("TOKEN") or "S"', 'token = [REDACTED]'),
+    ('password = args.password or f"S"', 'password = [REDACTED]'),
+    # mysqladmin's `password` (and `old-password`) command: its next word, not the commands after it
+    ("mysqladmin -u root password S", "mysqladmin -u root password [REDACTED]"),
+    ("mysqladmin -u root -p password 'S S' && echo ok", "mysqladmin -u root -p password [REDACTED] && echo ok"),
+    ('sh -c "mysqladmin -uroot -pS password S; mysqladmin status"',
+     'sh -c "mysqladmin -uroot -p[REDACTED] password [REDACTED]; mysqladmin status"'),
+    ("subprocess.run(['mysqladmin', '-u', 'root', 'password', 'S'])",
+     "subprocess.run(['mysqladmin', '-u', 'root', 'password', [REDACTED]])"),
+    ("mysqladmin -h db old-password S flush-hosts", "mysqladmin -h db old-password [REDACTED] flush-hosts"),
+    # a pair: a list of a secret's name and its value, itself an item of a list or of a call's arguments
+    ('[["password", "S"]]', '[["password", [REDACTED]]]'),
+    ("pairs = [['user', 'me'], ['password', 'S'], ['host', 'h']]", "pairs = [['user', 'me'], ['password', [REDACTED]], ['host', 'h']]"),
+    ('json.dumps([[ "api_key" , "S" ]])', 'json.dumps([[ "api_key" , [REDACTED] ]])'),
+    ("requests.post(u, data=[['token', 'S']])", "requests.post(u, data=[['token', [REDACTED]]])"),
+    # a name-value object of a secret (Kubernetes' env, AWS's tags and parameters), in JSON, YAML or a call
+    ('{"name": "DB_PASSWORD", "value": "S"}', '{"name": "DB_PASSWORD", "value": [REDACTED]}'),
+    ("kubectl run x --overrides='{\"spec\":{\"containers\":[{\"env\":[{\"name\":\"API_TOKEN\",\"value\":\"S\"}]}]}}'",
+     "kubectl run x --overrides='{\"spec\":{\"containers\":[{\"env\":[{\"name\":\"API_TOKEN\",\"value\":[REDACTED]}]}]}}'"),
+    ("- name: DB_PASSWORD\n  value: S\n- name: HOME\n  value: /root", "- name: DB_PASSWORD\n  value: [REDACTED]\n- name: HOME\n  value: /root"),
+    ('Tag(Key="password", Value="S")', "Tag(Key=[REDACTED], Value=[REDACTED])"),
+    ("ParameterKey=DbPassword,ParameterValue=S", "ParameterKey=[REDACTED],ParameterValue=[REDACTED]"),
+    # a negation given a value has one, as argv reads it
+    ("tool --no-x-token=S build", "tool --no-x-token=[REDACTED] build"),
+    ("sh -c 'tool --no-api-token=\"S S\" -v'", "sh -c 'tool --no-api-token=[REDACTED] -v'"),
+    ("['tool', '--no-x-token=S']", "['tool', '--no-x-token=[REDACTED]']"),
+    # a string's prefix; a tuple, list, dict, call or shell expansion whole
+    ('password = f"S{x}"', "password = [REDACTED]"),
+    ("token = b'S'", "token = [REDACTED]"),
+    ('API_KEY = r"S"', "API_KEY = [REDACTED]"),
+    ("login(password=rb'S')", "login(password=[REDACTED])"),
+    ("requests.get(u, auth=('me', 'S'))", "requests.get(u, auth=[REDACTED])"),
+    ("s.auth = HTTPBasicAuth('me', 'S')", "s.auth = [REDACTED]"),
+    ("credentials = {'u': 'me', 'p': 'S'}", "credentials = [REDACTED]"),
+    ("auth=['me', 'S']", "auth=[REDACTED]"),
+    ("TOKEN=${TOKEN:-S} cmd", "TOKEN=[REDACTED] cmd"),
+    ("TOKEN=$(echo S) cmd", "TOKEN=[REDACTED] cmd"),
+    # comparisons and an assignment expression
+    ("if token == 'S': pass", "if token == [REDACTED]: pass"),
+    ('assert password != "S"', "assert password != [REDACTED]"),
+    ("(token := 'S')", "(token := [REDACTED])"),
+    ('x = token === "S"', "x = token === [REDACTED]"),
+    # a secret's setter, an authentication object: their last argument
+    ("user.set_password('S')", "user.set_password([REDACTED])"),
+    ('keyring.set_password("svc", "me", "S")', 'keyring.set_password("svc", "me", [REDACTED])'),
+    ("client.setToken('S')", "client.setToken([REDACTED])"),
+    ('httpx.BasicAuth("me", "S")', 'httpx.BasicAuth("me", [REDACTED])'),
+    ("OAuth1('client', 'S')", "OAuth1('client', [REDACTED])"),
+    ("requests.get(u, auth=HTTPDigestAuth('me', 'S'))", "requests.get(u, auth=[REDACTED])"),
+    # a URL's userinfo: no user, no password (a token as the user), an `@` in the password, percent-encoded
+    ("redis-cli -u redis://:S@h:6379/0 ping", "redis-cli -u redis://:[REDACTED]@h:6379/0 ping"),
+    ("git clone https://S@github.com/o/r", "git clone https://[REDACTED]@github.com/o/r"),
+    ("curl https://me:p@S@h/", "curl https://me:[REDACTED]@h/"),
+    ("curl 'https://h/cb?next=https%3A%2F%2Fme%3AS%40evil%2F'", "curl 'https://h/cb?next=https%3A%2F%2Fme%3A[REDACTED]%40evil%2F'"),
+])
+def test_fourth_round_secrets_in_free_text(text, redacted):
+    assert redact.text(text) == redacted
+    assert redact.text(redacted) == redacted
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["mysqladmin", "-u", "root", "password", "S"], ["mysqladmin", "-u", "root", "password", "[REDACTED]"]),
+    (["/usr/bin/mysqladmin", "-uroot", "-pS", "password", "S", "flush-hosts"],
+     ["/usr/bin/mysqladmin", "-uroot", "-p[REDACTED]", "password", "[REDACTED]", "flush-hosts"]),
+    (["mysqladmin", "password", "-u", "root", "S"], ["mysqladmin", "password", "-u", "root", "[REDACTED]"]),
+    (["mysqladmin", "-h", "db", "old-password", "S"], ["mysqladmin", "-h", "db", "old-password", "[REDACTED]"]),
+    (["tool", "--no-x-token=S", "--no-password-check", "build"],  # as free text reads them
+     ["tool", "--no-x-token=[REDACTED]", "--no-password-check", "build"]),
+    (["pip", "install", "--proxy", "me:S@proxy.example:3128", "pkg"], ["pip", "install", "--proxy", "me:[REDACTED]", "pkg"]),
+    (["pip", "install", "--proxy=me:S@proxy.example:3128", "pkg"], ["pip", "install", "--proxy=me:[REDACTED]", "pkg"]),
+    (["python", "-c", "import configparser; c = configparser.ConfigParser(); c.set('auth', 'token', 'S')"],
+     ["python", "-c", "import configparser; c = configparser.ConfigParser(); c.set('auth', 'token', [REDACTED])"]),
+    # a URL with userinfo as a parameter's value, percent-encoded too (then the value whole)
+    (["curl", "https://h/login?next=https://me:S@evil.example/&x=1"],
+     ["curl", "https://h/login?next=https://[REDACTED]@evil.example/&x=1"]),
+    (["curl", "https://h/login?next=https%3A%2F%2Fme%3AS%40evil.example%2F"], ["curl", "https://h/login?next=[REDACTED]"]),
+    (["curl", "https://h/#/cb?next=https://me:S@evil.example"], ["curl", "https://h/#/cb?next=https://[REDACTED]@evil.example"]),
+])
+def test_fourth_round_secrets_in_argv(args, expected):
+    assert redact.argv(args) == expected
+    assert redact.argv(expected) == expected
+
+
+@pytest.mark.parametrize("args", [
+    ["mysqladmin", "-u", "root", "status"],  # no `password` command
+    ["mysqladmin", "-u", "root", "-p", "create", "shop"],
+    ["pip", "install", "--proxy", "http://proxy.example:3128", "pkg"],  # no user:secret@
+    ["pip", "install", "--proxy=proxy.example:3128", "pkg"],
+    ["tool", "--no-verify-token"],
+    ["curl", "https://h/p?email=me@example.com&next=https://example.com/"],  # an `@`, a URL without userinfo
+])
+def test_fourth_round_kept(args):
+    assert redact.argv(args) == args
+    assert redact.text(" ".join(args)) == " ".join(args)
+    assert redact.text(f"subprocess.run({args!r})") == f"subprocess.run({args!r})"
+    assert redact.text(f"sh -c '{' '.join(args)}'") == f"sh -c '{' '.join(args)}'"
+
+
+@pytest.mark.parametrize("text", [
+    "config.set('main', 'level', 'debug')",  # no secret's name
+    'os.environ.get("HOME") or "/tmp"',
+    "os.getenv('TOKEN_FILE') or '/run/secrets/token'",  # where the secret is
+    '[["user", "me"], ["name", "x"]]',
+    "user.set_password(new_password)",  # no literal
+    "HTTPBasicAuth(user, pw)",
+    "settings.set_level('debug')",
+    "git clone git@github.com:owner/repo.git",
+    'print(f"{name}: ok")',
+    "echo ${HOME:-/tmp}",
+    "if n == 3: pass",
+    "{'type': 'password', 'n': 1}",  # a dict's next key is no value
+    '[{"name": "HOME", "value": "/root"}]',
+])
+def test_fourth_round_texts_kept(text):
+    assert redact.text(text) == text
+
+
+def test_fourth_round_json_bodies():
+    """A JSON body's pairs as free text reads them: a name-value object's value, a pair among a list's items."""
+    body = {"env": [{"name": "DB_PASSWORD", "value": "S"}, {"name": "HOME", "value": "/root"}],
+            "tags": [{"Key": "api_key", "Value": "S"}], "pairs": [["password", "S"], ["user", "me"]],
+            "fields": ["password", "build"]}
+    assert redact.structure(body) == {
+        "env": [{"name": "DB_PASSWORD", "value": "[REDACTED]"}, {"name": "HOME", "value": "/root"}],
+        "tags": [{"Key": "[REDACTED]", "Value": "[REDACTED]"}], "pairs": [["password", "[REDACTED]"], ["user", "me"]],
+        "fields": ["password", "build"]}
+
+
+FOURTH_SECRETS = tuple(f"G{n}S3CR3T" for n in range(1, 11))
+FOURTH_FAKE_PROGRAMS = ("mysqladmin", "pip", "curl", "tool", "kubectl")
+FOURTH_FORMS = r'''
+import os, subprocess, sys
+env = dict(os.environ, PATH=sys.argv[1] + os.pathsep + os.environ["PATH"])
+for command in [
+    ["mysqladmin", "-u", "root", "password", "G1S3CR3T", "flush-hosts"],
+    [sys.executable, "-c", "import configparser; c = configparser.ConfigParser(); c.add_section('auth'); "
+                           "c.set('auth', 'token', 'G2S3CR3T')"],
+    [sys.executable, "-c", "import os; t = os.environ.get('TOKEN') or 'G3S3CR3T'; p = [['password', 'G4S3CR3T']]"],
+    "pip install --proxy me:G5S3CR3T@proxy.example:3128 pkg",
+    ["sh", "-c", "tool --no-x-token=G6S3CR3T"],
+    ["curl", "https://h/login?next=https://me:G7S3CR3T@evil.example/"],
+    [sys.executable, "-c", "password = f'G8S3CR3T'; auth = ('me', 'G9S3CR3T')"],
+    ["kubectl", "run", "x", '--overrides={"env": [{"name": "DB_PASSWORD", "value": "G10S3CR3T"}]}'],
+    ["mysqladmin", "-u", "root", "status"],  # ordinary: kept as they are
+    ["tool", "--no-password-check", "build"],
+]:
+    subprocess.run(command, env=env, shell=isinstance(command, str), check=True)
+'''
+
+
+def test_fourth_round_never_reaches_a_span(traced):
+    """The fourth round's forms, spawned by their real names (stand-ins on PATH), and -c programs; mysqladmin's
+    other commands and a negation's next word kept."""
+    check_command_lines(traced, FOURTH_FAKE_PROGRAMS, FOURTH_FORMS, FOURTH_SECRETS,
+                        ("password [REDACTED] flush-hosts", "c.set('auth', 'token', [REDACTED])",
+                         "or [REDACTED]; p = [['password', [REDACTED]]]", "--proxy me:[REDACTED] pkg",
+                         "--no-x-token=[REDACTED]", "next=https://[REDACTED]@evil.example/",
+                         '"name": "DB_PASSWORD", "value": [REDACTED]'),
+                        kept=("mysqladmin -u root status", "tool --no-password-check build"))

@@ -27,6 +27,8 @@ REDACTED = "[REDACTED]"
 #           the secret (`htpasswd -b FILE USER PASSWORD`), a quoted one whole (`'my S3CR3T'`)
 #   operand `PROGRAM SUBCOMMAND OPTION...`: after that subcommand, every word that is no option nor the value of
 #           one of the OPTIONs (those taking one) is a secret (`openssl passwd -salt ab S3CR3T`: any number of them)
+#   argument the same, the first such word only (`mysqladmin password S3CR3T flush-hosts`: its next words are
+#           commands)
 #   user    `FLAG`: of any program (not in the table for that flag), a `user:secret` value next to it
 #           (`-u me:S3CR3T`, `--user=me:S3CR3T`), the user kept; a value that is not `user:secret`,
 #           or whose secret is all digits (docker's `-u 1000:1000`, `host:8080`), kept whole
@@ -105,6 +107,8 @@ PATTERNS = (
     ("next", "keytool -new", "keytool -storepasswd -new S3CR3T"),  # the new password of `-storepasswd`, `-keypasswd`
     ("operand", "openssl passwd -salt -in -rand -writerand -provider -provider-path -propquery",
      "openssl passwd -6 -salt ab S3CR3T"),
+    ("argument", "mysqladmin password -u -h -P -S --user --host --port --socket", "mysqladmin -u root password S3CR3T"),
+    ("argument", "mysqladmin old-password -u -h -P -S --user --host --port --socket", "mysqladmin old-password S3CR3T"),
     ("percent", "smbclient -U", "smbclient -U me%S3CR3T //host/share"),
     ("percent", "smbclient --user", "smbclient --user=me%S3CR3T //host/share"),
     ("percent", "rpcclient -U", "rpcclient -U me%S3CR3T host"),
@@ -117,6 +121,7 @@ PATTERNS = (
     ("user", "-u", "tool -u admin:S3CR3T https://example.invalid/"),
     ("user", "--user", "tool --user admin:S3CR3T"),
     ("user", "--proxy-user", "tool --proxy-user admin:S3CR3T"),
+    ("user", "--proxy", "pip install --proxy admin:S3CR3T@proxy.example:3128 pkg"),  # `[user:secret@]host:port`
     ("setting", "set", "aws configure set aws_secret_access_key S3CR3T"),
     ("path", "hooks.slack.com/services/*/*/", "https://hooks.slack.com/services/T000/B000/S3CR3T"),
     ("path", "hooks.slack.com/workflows/*/*/*/", "https://hooks.slack.com/workflows/T000/A000/123/S3CR3T"),
@@ -151,7 +156,7 @@ def _read_table(patterns, flag_words: dict) -> tuple:
     flags: dict = {}  # program -> {flag: kind}
     subcommand_flags: dict = {}  # program -> {subcommand: {flag: kind}}: its secret flags once the subcommand is seen
     last: dict = {}  # program -> the letters whose option makes the last word a secret
-    operands: dict = {}  # program -> {subcommand: the options taking a value}: its other words are secrets
+    operands: dict = {}  # program -> {subcommand: (the options taking a value, whether every other word is a secret)}
     marks: dict = {}  # program -> what free text holding one of its flags holds (`_might_hold_secret`)
     path_forms: dict = {}  # host -> ((a `path` form's path split at each `*`), ...)
     for kind, pattern, _ in patterns:
@@ -167,9 +172,9 @@ def _read_table(patterns, flag_words: dict) -> tuple:
             program, _, letter = pattern.partition(" ")
             last[program] = last.get(program, "") + letter
             marks.setdefault(program, []).append("-")
-        elif kind == "operand":
+        elif kind in ("operand", "argument"):
             program, subcommand, *options = pattern.split(" ")
-            operands.setdefault(program, {})[subcommand] = frozenset(options)
+            operands.setdefault(program, {})[subcommand] = (frozenset(options), kind == "operand")
             subcommand_flags.setdefault(program, {}).setdefault(subcommand, {})  # argv finds it as the others
             marks.setdefault(program, []).append(subcommand)
         elif kind == "path":
@@ -199,8 +204,9 @@ def _read_table(patterns, flag_words: dict) -> tuple:
 # Programs whose `-u`/`--user` is no `user:secret` (`user:group`, or a flag of no value before a
 # `host:path`): the `user` kind skips them.
 _NO_USER_SECRET = frozenset(("docker", "podman", "nerdctl", "buildah", "runc", "crun", "sudo", "rsync", "cp", "mv"))
-# What free text holding a `user` flag holds (`_might_hold_secret`): the flag and what may follow it.
-_USER_MARKS = tuple(flag + after for flag in sorted(_USER_FLAGS) for after in " \t=,'\"")
+# What free text holding a program's flag or a `user` flag holds (`_might_hold_secret`): the program or the flag,
+# then the flag or the `user` flag and what may follow it (looked for once the first is there: few texts hold it)
+_TWO_MARKS = _FLAG_MARKS + tuple((flag, tuple(flag + after for after in " \t=,'\"")) for flag in sorted(_USER_FLAGS))
 # The hosts of `path` forms, looked for in a URL (every HTTP request's: most name none) or free text as
 # the fewest short texts: `discord` for discord.com and discordapp.com. A `path` form of another host adds its
 # mark here (the table's test of its example fails without).
@@ -208,9 +214,9 @@ _PATH_MARKS = ("api.telegram", "discord", "hooks.slack", "webhook.office")
 # openssl's `-pass*` values that say where the secret is, not what it is (`env:VAR`, `file:PATH`): kept
 _PASS_SOURCES = ("env:", "file:", "fd:", "stdin")
 # What else free text holding a secret holds: `name=` of a secret name (in its lower case), an API
-# key's prefix, a user flag's mark, a `path` form's host
+# key's prefix, a `path` form's host, a percent-encoded URL's `@` (`?next=https%3A%2F%2Fme%3AX%40h`)
 _NAME_MARKS = tuple(name + "=" for name in _SECRET_NAMES)
-_VALUE_MARKS = _SECRET_PREFIXES + _USER_MARKS + _PATH_MARKS
+_VALUE_MARKS = _SECRET_PREFIXES + _PATH_MARKS + ("%40",)
 # Programs whose `set` is no `set NAME VALUE` of a secret (gsettings' schemas: `org.gnome.desktop.session`)
 _NO_SETTING = frozenset(("gsettings",))
 # The endings of names that say where a secret is, or that it is read from stdin (`--password-file PATH`, gpg's
@@ -251,7 +257,9 @@ _QUOTED = (r"\\\"(?:[^\"\\]|\\[^\"])*\\\"|\\'(?:[^'\\]|\\[^'])*\\'"
 # A secret value in free text, after its name (the last group of the patterns below): a quoted string whole, else up
 # to a space, quote or separator (an unclosed quote with it). Never one already redacted, a kept `user:` or
 # `pass:` before it (`pass:[REDACTED]`); never the quotes around a list's comma (`'password:', 'X'`).
-_VALUE = r"(?!\\?['\"]?(?:[^\s:'\"]*:)?\[REDACTED\]|['\"]\s*,)(" + _QUOTED + r"|\\?['\"]?[^\s'\",&;)}\]]+)"
+_NOT_A_VALUE = r"(?!\\?['\"]?(?:[^\s:'\"]*:)?\[REDACTED\]|['\"]\s*,)"
+_UNQUOTED = r"\\?['\"]?[^\s'\",&;)}\]]+"
+_VALUE = _NOT_A_VALUE + "(" + _QUOTED + "|" + _UNQUOTED + ")"
 
 
 def _free_text_patterns() -> list:
@@ -264,6 +272,19 @@ def _free_text_patterns() -> list:
 
         words = "|".join(_SECRET_WORDS)
         value = _VALUE
+        # A string literal in a program, its prefix too (`f"X{y}"`, `b'X'`, `r"X"`); `skipped`, one passed over,
+        # read without escaped quotes inside (a third of the cost to compile)
+        literal = r"[rRbBuUfF]{0,2}(?:" + _QUOTED + ")"
+        skipped = r"[rRbBuUfF]{0,2}\\?(?:'[^'\n]*'|\"[^\"\n]*\")"
+        # A name's value in a program (`NAME = X`, `NAME=X` as a keyword, `'NAME': X`): a string literal; a tuple,
+        # list, dict, call or shell expansion whole, none of the same bracket inside (`('me', 'X')`,
+        # `HTTPBasicAuth('me', 'X')`, `${TOKEN:-X}`: only here, as each pattern holding one costs more to compile);
+        # else `value`'s; and the defaults after it (`X or 'Y'`)
+        bracketed = "|".join(opening + "(?:" + skipped + r"|[^" + pair + r"'\"\\]|\\(?!['\"]))*" + closing
+                             for opening, pair, closing in ((r"\(", "()", r"\)"), (r"\[", r"\[\]", r"\]"),
+                                                            (r"\{", "{}", r"\}")))
+        code_value = (_NOT_A_VALUE + "((?:" + literal + r"|\$?[\w.]*(?:" + bracketed + ")|" + _UNQUOTED
+                      + r")(?:\s*(?:or\b|\|\||\?\?)\s*" + literal + ")*)")
         # Each pattern: group 1 is kept, group 2 is the secret (`_keep_name`).
         # A header line (`Cookie: a=b; sid=X`, `Authorization: Digest username="u", response="X"`): the
         # whole value, to the end of its quotes or line, after the authorization scheme if any. A header
@@ -312,16 +333,21 @@ def _free_text_patterns() -> list:
             patterns.append(((program,), "(" + command + r"[\s'\"]" + re.escape(flag) + glue + r"['\"]?" + user + ")"
                              + value, _keep_name, flag))
         # `openssl passwd -salt ab X`: after the subcommand, the first word that is no option, no listed option's
-        # value and not redacted (the next pass, the next one), a quoted one whole (`'my S3CR3T'`)
+        # value and not redacted (`operand`: the next pass, the next one), a quoted one whole (`'my S3CR3T'`)
         gap = r"(?:['\"]?\s*,\s*|['\"]?\s+)"  # `between`, the next word's opening quote not taken
         for program, subcommands in _OPERANDS.items():
-            for subcommand, options in subcommands.items():
+            for subcommand, (options, every) in subcommands.items():
                 listed = "(?:" + "|".join(re.escape(option) for option in sorted(options)) + ")(?!" + in_word + ")"
                 words_before = (r"(?:" + between + r"(?:" + listed + gap + "(?:" + _QUOTED + "|" + in_word + r"+)|(?!"
-                                + listed + r")-" + in_word + r"*|\[REDACTED\]))*")
-                patterns.append(((subcommand,), "(" + command_of(program, subcommand) + words_before + gap
-                                 + r")(?!['\"]?(?:-|\[REDACTED\]))(" + _QUOTED + r"|[^\s;&|<>'\",)\]]+)", _keep_name,
-                                 ""))
+                                + listed + r")-" + in_word + r"*" + (r"|\[REDACTED\]" if every else "") + "))*")
+                source = ("(" + command_of(program, subcommand) + words_before + gap + r")(?!['\"]?(?:-|\[REDACTED\]))("
+                          + _QUOTED + r"|[^\s;&|<>'\",)\]]+)")
+                # `operand`'s run where the text holds its subcommand (openssl's `passwd`: fewer texts than `openssl`),
+                # `argument`'s where it holds its program (mysqladmin's `password` is in most texts holding a secret)
+                if every:
+                    patterns.append(((subcommand,), source, _keep_name, ""))
+                else:
+                    patterns.append(((program,), source, _keep_name))
         # A flag of a program that `_FLAG_WORDS` names, in its command (the text since the last `;&|` or line
         # holds the program's name): openssl's holding its words are redacted (`-srppass X`, `-passcerts pass:X`,
         # every one of the command), as argv reads them (`program_flag`); the others are kept (`keep_flag`:
@@ -337,14 +363,16 @@ def _free_text_patterns() -> list:
 
         def keep_flag(match) -> str:
             name = match.group(1)
-            if name.startswith("--no-"):  # a negation takes no value: `--no-password-check build`
+            # a negation's next word is no value of it (`--no-password-check build`); a value joined to it
+            # (`--no-x-token=X`) is one: redacted, as in argv
+            if name.startswith("--no-") and not name.rstrip(_QUOTES).endswith(("=", ":")):
                 return match.group(0)
             if name.startswith("-"):
                 if "." not in name:
                     found = flag_command.search(match.string, 0, match.start())
                     if found is not None and not _holds_word(name, _FLAG_WORDS[found.group(1)]):
                         return match.group(0)
-            elif "=" not in name and ":" not in name and _in_list(match.string, match.start()):  # 'NAME', 'X' in [...]
+            elif "=" not in name and ":" not in name and _in_list(match.string, match.start(), match.end()):
                 return match.group(0)
             return name + REDACTED
 
@@ -383,22 +411,49 @@ def _free_text_patterns() -> list:
                          + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value, keep_user))
         # a name saying where the secret is (`--password-file PATH`, `--passphrase-fd 0`, `--password-stdin`)
         source_name = "".join("(?<!" + ending + ")" for ending in _SOURCE_ENDINGS)
+        name = r"[\w.-]*(?:" + words + r")[\w.-]*" + source_name
+        quoted_name = r"\\?['\"]" + name + r"\\?['\"]"
+        keyword = r"\w+\s*=(?!=)\s*"  # (`[a-z_]` under IGNORECASE costs 0.2 ms more to compile)
         patterns += [
             (("=",), r"([?&#;](?:" + "|".join(_SECRET_NAMES) + r")=)(?!\[REDACTED\])([^&#;\s'\"]+)", _keep_name),
-            (("://",), r"(://[^/\s:@'\"]+:)(?!\[REDACTED\])([^@\s/'\"]+)(?=@)", _keep_name),  # URL user:password@
-            # NAME=X, NAME: X, 'NAME': X, NAME']=X, NAME = "X", 'NAME', 'X' (a call's arguments or a tuple, not a
-            # list's words: `keep_flag`; not an option: `['htpasswd', '-b', ...]`; `os.getenv('API_KEY', default=X)`),
-            # 'NAME:', 'X' (`print('password:', 'X')`), 'NAME:': X; their quotes escaped too (`os.getenv(\"API_KEY\",
-            # \"X\")` in a shell's "..."); not an exception's class (`KeyError: 'x'`, `InvalidTokenError: expired`: a
-            # message follows). What follows the name is taken whole when there (`default=`, `': `): else, its value
-            # redacted, a second pass would take it for the value
-            (("",), r"(?i)((?:--?|\b)(?![\w.]*(?-i:Error|Exception|Warning)\b)[\w.-]*(?:" + words + r")[\w.-]*"
-             + source_name + r"(?:(?:\\?['\"])?\]?\s*[=:]\s*(?:\\?['\"]\s*[,:]\s*|(?!\\?['\"]\s*[,:]))"
-             + r"|(?:\\?['\"])?\s*,\s*(?!\\?['\"]?-)(?:default\s*=\s*|(?!default\s*=)))" + scheme + r")" + value, keep_flag),
+            # a URL's userinfo, to its last `@` (`redis://:X@h`, `https://me:p@ss@h`): `user:` kept, a user alone
+            # (`https://TOKEN@github.com/...`) redacted as `url` does; percent-encoded too
+            # (`?next=https%3A%2F%2Fme%3AX%40h`)
+            (("://",), r"(://(?:[^/?#\s:@'\"]*:)?)(?![^/?#\s'\"]*\[REDACTED\])([^/?#\s'\"]+)(?=@)", _keep_name),
+            (("%3a%2f%2f",), r"(?i)(%3A%2F%2F(?:(?:(?!%2F|%3A|%40)[^/?#&\s'\"])*%3A)?)"
+             r"(?!(?:(?!%2F)[^/?#&\s'\"])*\[REDACTED\])((?:(?!%2F)[^/?#&\s'\"])+)(?=%40)", _keep_name),
+            # a name-value object of a secret, its value (`{"name": "DB_PASSWORD", "value": "X"}`: Kubernetes' env;
+            # AWS's `{"Key": "api_key", "Value": "X"}`; `name: DB_PASSWORD` then `value: X` in YAML), as `structure`
+            # reads it
+            (("value",), r"((?i:\b\w*(?:name|key))\\?['\"]?\s*[:=]\s*\\?['\"]?(?i:" + name + r")(?![\w.-])\\?['\"]?"
+             + r"\s*(?:,\s*|\s+)\\?['\"]?(?i:\w*value)\\?['\"]?\s*[:=]\s*)" + value, _keep_name),
+            # NAME=X, NAME: X, 'NAME': X, NAME']=X, NAME = "X", NAME == "X", NAME := "X", 'NAME', 'X' (a call's
+            # arguments or a tuple, not a list's words unless a pair, `[['password', 'X']]`: `keep_flag`; not an option:
+            # `['htpasswd', '-b', ...]`; a keyword's value: `os.getenv('API_KEY', default=X)`; not a secret's name
+            # before a call's last argument, its value: `config.set('auth', 'token', X)`; nor a dict's next key:
+            # `{'type': 'password', 'n': 1}`), 'NAME:', 'X' (`print('password:', 'X')`), 'NAME:': X; their quotes
+            # escaped too (`os.getenv(\"API_KEY\", \"X\")` in a shell's "..."); not an exception's class (`KeyError:
+            # 'x'`, `InvalidTokenError: expired`: a message follows). What follows the name is taken whole when there
+            # (`default=`, `': `): else, its value redacted, a second pass would take it for the value. One pattern for
+            # these (each more scans the text again), run where the text holds `=`, `:` or `,` (a shell command often
+            # holds none)
+            (("=", ":", ","), r"(?i)((?:--?|\b)(?![\w.]*(?-i:Error|Exception|Warning)\b)" + name
+             + r"(?:(?:\\?['\"])?\]?\s*(?:[:=!]==?|[=:])(?!=)\s*(?:\\?['\"]\s*[,:]\s*|(?!\\?['\"]\s*[,:]))"
+             + r"|(?:\\?['\"])?\s*,\s*(?!\\?['\"]?-)(?:" + keyword + "|(?!" + keyword + "))(?!" + quoted_name
+             + r"\s*,(?:[^,()'\"]|" + skipped + r")*\)|" + skipped + r"\s*:))" + scheme + r")" + code_value, keep_flag),
+            # a default after a secret's getenv (`os.environ.get('TOKEN') or 'X'`, `process.env.TOKEN || "X"`; its
+            # literals first, no `\b`: `re` passes over the positions where none starts at once)
+            (("env",), r"((?:getenv\s*\(|environ\.get\s*\(|environ\s*\[|env\s*[\[.]|ENV\s*\[)\s*(?i:\\?['\"]?"
+             + name + r"(?![\w.-])\\?['\"]?)(?:[^()]*?[)\]])?\s*(?:or\b|\|\||\?\?)\s*)(?!\[REDACTED\])("
+             + literal + ")", _keep_name),
+            # the last argument of a secret's setter or an authentication's object, a literal (`user.set_password('X')`,
+            # `keyring.set_password('svc', 'me', 'X')`, `HTTPBasicAuth('me', 'X')`, `OAuth1('key', 'X')`)
+            (("set", "auth(", "auth1("), r"((?:\b(?i:set\w*?(?:" + words + r"))\w*\s*|\b[A-Z]\w*Auth1?)\((?:(?:"
+             + skipped + r"|[^()'\"\\])*?,\s*)?)(?!\[REDACTED\])(" + literal + r")(?=\s*\))", _keep_name),
             (("bearer", "basic"), r"(?i)(\b(?:bearer|basic)\s+)" + value, _keep_name),
             # --token X, --password "X Y"; not a word's dash (`make test-auth build`: looked behind once a `-` matched,
             # as a pattern starting with a lookbehind is tried at every position)
-            (("-",), r"(?i)(-(?<![\w.-]-)-?[\w.-]*(?:" + words + r")[\w.-]*" + source_name + r"\s+)(?!-)" + value, keep_flag),
+            (("-",), r"(?i)(-(?<![\w.-]-)-?" + name + r"\s+)(?!-)" + value, keep_flag),
             (_SECRET_PREFIXES, r"()(\b(?:" + "|".join(re.escape(p) for p in _SECRET_PREFIXES) + r")[A-Za-z0-9_\-.]{4,})",
              _keep_name),
         ]
@@ -422,10 +477,10 @@ def _might_hold_secret(value: str) -> bool:
     for mark in _VALUE_MARKS:
         if mark in value:
             return True
-    for program, flags in _FLAG_MARKS:
-        if program in value:
-            for flag in flags:
-                if flag in value:
+    for first, then in _TWO_MARKS:
+        if first in value:
+            for mark in then:
+                if mark in value:
                     return True
     return False
 
@@ -459,11 +514,19 @@ def _keep_name(match) -> str:
     return match.group(1) + REDACTED
 
 
-def _in_list(text_: str, at: int) -> bool:
-    """Whether `at` is among a list's items (`['make', 'test-auth', 'build']`: a command line or names), not a
-    call's arguments or a tuple's (`os.getenv('API_KEY', 'X')`): the last bracket opened before it, a `[`."""
-    opening = max(text_.rfind("[", 0, at), text_.rfind("(", 0, at))
-    return opening >= 0 and text_[opening] == "[" and text_.find("]", opening, at) < 0
+# What stands around an item of free text: whitespace, its quotes, their escape
+_QUOTES = " \t\n\r\\'\""
+
+
+def _in_list(text_: str, start: int, end: int) -> bool:
+    """Whether a name and its value (`start` to `end`) are among a list's items (`['make', 'test-auth', 'build']`:
+    a command line or names), not a call's arguments or a tuple's (`os.getenv('API_KEY', 'X')`): the last bracket
+    opened before it, a `[`; nor a pair, a list of these two items that is an item itself (`[['password', 'X']]`)."""
+    opening = max(text_.rfind("[", 0, start), text_.rfind("(", 0, start))
+    if opening < 0 or text_[opening] != "[" or text_.find("]", opening, start) >= 0:
+        return False
+    return not (text_[opening + 1:start].strip(_QUOTES) == "" and text_[end:].lstrip(_QUOTES).startswith("]")
+                and text_[:opening].rstrip().endswith(("[", ",")))
 
 
 def argv(args: list) -> list:
@@ -577,7 +640,7 @@ def argv(args: list) -> list:
             setting = 1
         out.append(_argument(arg))
     if operands_at:  # `openssl passwd -salt ab X`: each word after it no option nor a listed option's value
-        options = _OPERANDS[program][out[operands_at]]
+        options, every = _OPERANDS[program][out[operands_at]]
         option_value = False
         for at in range(operands_at + 1, len(out)):
             if out[at].startswith("-"):
@@ -586,6 +649,8 @@ def argv(args: list) -> list:
                 option_value = False
             else:
                 out[at] = REDACTED
+                if not every:  # `mysqladmin password X flush-hosts`: the first one only
+                    break
     if program in _LAST and len(out) > 2 and not out[-1].startswith("-"):  # `htpasswd -b FILE USER X`
         letters = _LAST[program]
         for arg in out[1:-1]:
@@ -766,8 +831,15 @@ def query_string(value_: str) -> str:
 
 def _parameter(item: str) -> str:
     name, eq, val = item.partition("=")
-    if eq and val != REDACTED and (is_secret_name(_unquote(name)) or _looks_like_secret_value(_unquote(val))):
+    if not eq or val == REDACTED:
+        return item
+    decoded = _unquote(val)
+    if is_secret_name(_unquote(name)) or _looks_like_secret_value(decoded):
         return name + eq + REDACTED
+    if "@" in decoded and "://" in decoded:  # a URL as the value (`?next=https://me:X@h/`), percent-encoded too
+        inner = url(decoded)
+        if inner != decoded:
+            return name + eq + (inner if decoded == val else REDACTED)
     return item
 
 
@@ -786,12 +858,27 @@ def _unquote(text_: str) -> str:
     return "".join(out)
 
 
+def _names_a_secret(object_: dict) -> bool:
+    """Whether a name-value object names a secret: a `...name` or `...key` key holding a secret's name (Kubernetes'
+    `{"name": "DB_PASSWORD", "value": X}`, AWS's `{"Key": "api_key", "Value": X}`)."""
+    for key, item in object_.items():
+        if (isinstance(key, str) and isinstance(item, str) and key.lower().endswith(("name", "key"))
+                and is_secret_name(item)):
+            return True
+    return False
+
+
 def structure(value_):
-    """Parsed JSON (dicts, lists, strings) with the values of secret keys and secret-looking strings replaced."""
+    """Parsed JSON (dicts, lists, strings) with the values of secret keys and secret-looking strings replaced, and
+    those of pairs as free text reads them: a name-value object's (`{"name": "DB_PASSWORD", "value": X}`), a pair
+    among a list's items (`[["password", X]]`)."""
     if isinstance(value_, dict):
-        return {k: REDACTED if isinstance(k, str) and is_secret_name(k) else structure(v) for k, v in value_.items()}
+        named = _names_a_secret(value_)
+        return {k: REDACTED if isinstance(k, str) and (is_secret_name(k) or named and k.lower().endswith("value"))
+                else structure(v) for k, v in value_.items()}
     if isinstance(value_, list):
-        return [structure(item) for item in value_]
+        return [[item[0], REDACTED] if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and is_secret_name(item[0]) else structure(item) for item in value_]
     if isinstance(value_, str):
         return text(value_)
     return value_
