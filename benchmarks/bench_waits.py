@@ -45,6 +45,8 @@ import concurrent.futures, json, subprocess, sys, threading, time
 child = subprocess.Popen([sys.executable, "-c", "pass"])
 child.wait()  # reaped: every later wait returns at once
 running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # polled: still running
+sleeper = threading.Thread(target=time.sleep, args=(600,), daemon=True)  # asked whether alive: it is
+sleeper.start()
 pool = concurrent.futures.ThreadPoolExecutor(1)
 future = pool.submit(int, "1")
 future.result()
@@ -63,6 +65,7 @@ CASES = {
     "Popen.communicate (reaped)": child.communicate,
     "Queue.put + Queue.get (no waiter)": put_get,
     "Popen.poll (running child)": running.poll,
+    "Thread.is_alive (running)": sleeper.is_alive,
 }
 """
 
@@ -208,7 +211,8 @@ def main() -> None:
             print(f"CPU instructions per call (callgrind, {calls} and {3 * calls} calls per interpreter)")
             print(f"{'wait':<28}{'untraced':>10}{'traced':>10}{'added':>9}")
             for case in ("Popen.wait (reaped child)", "Future.result (done)", "Thread.join (finished)",
-                         "Popen.communicate (reaped)", "Popen.poll (running child)", "recorded wait",
+                         "Popen.communicate (reaped)", "Popen.poll (running child)", "Thread.is_alive (running)",
+                         "recorded wait",
                          "recorded wait, outer", "recorded sleep"):
                 if args.case not in case:
                     continue

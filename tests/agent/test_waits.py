@@ -154,8 +154,8 @@ def test_os_waitpid_on_a_pid_and_on_any_child(traced):
 
 def test_a_poll_loop_s_sleeps_are_waits_on_the_children_it_polls(traced):
     """`while p.poll() is None: time.sleep(...)` waits on p as Popen.wait(timeout=...) does: each
-    sleep begun right after polls that found children running is a wait on them (at the sleep's
-    line); a sleep after other work, or with no poll before it, or after subprocess's own polls of
+    sleep begun right after polls that found children (or a thread: `Thread.is_alive()`) running is
+    a wait on them (at the sleep's line); a sleep after other work, or with no poll before it, or after subprocess's own polls of
     a Popen the program let go (its __del__, _cleanup() at the next Popen), is a sleep."""
     spans = run(traced, f"""
         import subprocess, sys, time
@@ -179,6 +179,10 @@ def test_a_poll_loop_s_sleeps_are_waits_on_the_children_it_polls(traced):
         subprocess.Popen([sys.executable, '-c', 'pass'])            # _cleanup() polls the one let go
         time.sleep(0.03)                                            # line 21: no poll of the program's
         d.wait()
+        import threading
+        t = threading.Thread(target=time.sleep, args=(0.15,)); t.start()
+        while t.is_alive():
+            time.sleep(0.02)                                        # line 26: a wait on the thread
     """)
     a, b1, b2, c = sorted(spans.named("subprocess"), key=lambda s: s.start_ns)[:4]
     polls = [s for s in spans.named("time.sleep") if s.category == "wait"]
@@ -186,11 +190,14 @@ def test_a_poll_loop_s_sleeps_are_waits_on_the_children_it_polls(traced):
     for span in polls:
         assert_wait(span, "time.sleep")
         by_line.setdefault(span.attributes["code.lineno"], []).append(span)
-    assert sorted(by_line) == [5, 8], by_line.keys()
+    assert sorted(by_line) == [5, 8, 26], by_line.keys()
+    (thread,) = spans.named("thread")
+    assert len(by_line[26]) >= 4 and all(targets(spans, s) == [thread] for s in by_line[26])
     assert len(by_line[5]) >= 4 and all(targets(spans, s) == [a] for s in by_line[5])
     assert len(by_line[8]) >= 4 and {b1.span_id, b2.span_id} == {t.span_id for t in targets(spans, by_line[8][0])}
     assert all({t.span_id for t in targets(spans, s)} <= {b1.span_id, b2.span_id} for s in by_line[8])
-    plain = [s for s in spans.named("time.sleep") if s.category == "sleep" and s.file == polls[0].file]
+    plain = [s for s in spans.named("time.sleep") if s.category == "sleep" and s.file == polls[0].file
+             and s.attributes["code.function"] == "<module>"]  # not the thread's own (its target is time.sleep)
     assert sorted(s.attributes["code.lineno"] for s in plain) == [14, 16, 18, 21]
     assert [w.name for w in main_thread_waits(spans) if w.name != "time.sleep"] == ["Popen.wait", "Popen.wait"]
 

@@ -86,6 +86,7 @@ def install(target: str, module) -> None:
         _wrap(module.Thread, "_bootstrap_inner", _bootstrap_inner)
         _wrap(module.Thread, "join", lambda original: waits.method(original, "Thread.join", _join_targets,
                                                                    ready=_finished, own=True))
+        _wrap(module.Thread, "is_alive", _is_alive)
         if callable(getattr(module, "_shutdown", None)) and not tracer.is_own_wrapper(module._shutdown):
             module._shutdown = tracer.own_wrapper(_shutdown(module._shutdown, module), module._shutdown)
         _wrap(module.Condition, "wait", _condition_wait)
@@ -178,6 +179,27 @@ def _bootstrap_inner(original):
             raise
 
     return _bootstrap_inner
+
+
+def _is_alive(original):
+    polled = waits.polled
+
+    def is_alive(self):
+        try:
+            alive = original(self)
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
+        if alive:  # noted for a sleep right after it: a poll loop's, a wait on the thread (hooks/time_.py)
+            span_id = self.__dict__.get(_SPAN)
+            if span_id:
+                seen = polled.get(get_ident())
+                if seen is None or len(seen) > 64:  # polls that no sleep followed
+                    seen = polled[get_ident()] = {}
+                seen[span_id] = time_ns()
+        return alive
+
+    return is_alive
 
 
 def _finished(thread) -> bool:

@@ -52,16 +52,26 @@ def _where(frame) -> str:
     return "%s%d}" % (head, frame.f_lineno)
 
 
-def _polled_children(thread: int, t0: int) -> list:
-    """The span ids of the children this thread's polls found running since its last sleep, where
-    this sleep began right after them (`while proc.poll() is None: time.sleep(0.1)`) and they are
-    not reaped yet. A poll loop waits on its children as Popen.wait(timeout=...) does (CPython's is
-    one: polls and sleeps), and the breakdown follows it there, where a sleep ended the trail."""
-    from . import spawn  # loaded with os_.py, which noted the polls
+def _polled_units(thread: int, t0: int) -> list:
+    """The span ids of the children and threads this thread's polls found running since its last
+    sleep (`Popen.poll`, `os.waitpid(pid, WNOHANG)`: hooks/os_.py; `Thread.is_alive`: hooks/threads.py),
+    where this sleep began right after them (`while proc.poll() is None: time.sleep(0.1)`) and no
+    child among them is reaped yet. A poll loop waits on them as Popen.wait(timeout=...) does
+    (CPython's is one: polls and sleeps), and the breakdown follows it there, where a sleep ended
+    the trail."""
+    units = []
+    for key, at in waits.polled.pop(thread, {}).items():
+        if t0 - at > waits.POLL_GAP_NS:
+            continue
+        if type(key) is str:  # a thread's span id
+            units.append(key)
+            continue
+        from . import spawn  # loaded with os_.py, which noted the poll
 
-    children = spawn._children
-    return [entry[0].span_id for pid, at in waits.polled.pop(thread, {}).items()
-            if t0 - at <= waits.POLL_GAP_NS and (entry := children.get(pid)) is not None]
+        entry = spawn._children.get(key)
+        if entry is not None:
+            units.append(entry[0].span_id)
+    return units
 
 
 def install(target: str, module) -> None:
@@ -139,10 +149,10 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
         attributes = "{}" if caller is None else _where(caller)
-        children = _polled_children(thread, t0) if head is _HEAD and thread in waits.polled else None
-        if children:  # a poll loop's sleep: a wait on the children it polls
+        polled = _polled_units(thread, t0) if head is _HEAD and thread in waits.polled else None
+        if polled:  # a poll loop's sleep: a wait on the children and threads it polls
             waits.write_under(parent, _POLL_HEAD, t0, t1, '{"%s":[%s]%s' % (
-                waits.ON, ",".join('"%s"' % span_id for span_id in children),
+                waits.ON, ",".join('"%s"' % span_id for span_id in polled),
                 "}" if attributes == "{}" else "," + attributes[1:]), cpu0)
         else:
             waits.write_under(parent, head, t0, t1, attributes, cpu0)

@@ -43,9 +43,9 @@ ON = "selfopt_trace.wait.on"
 
 # The threads inside a wait (see the module docstring); cleared in a forked child.
 busy: set = set()
-# Thread id -> {pid: when} of the WNOHANG polls since its last sleep that found a child of ours
-# running (hooks/os_.py): a sleep that follows them at once is a poll loop's, a wait on those
-# children (hooks/time_.py).
+# Thread id -> {pid or thread span id: when} of the polls since its last sleep that found a child of
+# ours (a WNOHANG wait: hooks/os_.py) or a thread (Thread.is_alive: hooks/threads.py) running: a sleep
+# that follows them at once is a poll loop's, a wait on them (hooks/time_.py).
 polled: dict = {}
 POLL_GAP_NS = 5_000_000  # a sleep begun this long after a poll or sooner follows it
 
