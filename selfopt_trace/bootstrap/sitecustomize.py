@@ -126,7 +126,7 @@ def _selfopt_trace_chained():
         import selfopt_trace_agent
 
         selfopt_trace_agent.chained()
-    except Exception:
+    except Exception:  # a signal handler's too: raised on, site would only print it (docs/agent.md, "Failing open")
         pass
 
 

@@ -205,6 +205,57 @@ def test_an_exception_of_the_programs_signal_handler_inside_a_hooks_bookkeeping_
     assert traced.spans().diagnostics == []  # the program's exception, not the tracer's failure
 
 
+# A call the agent wraps, made over and over while an interval timer's SIGALRM comes every 1 ms: its
+# handler raises (once an arming: every exception it raises is inside the program's `try`) and the
+# program counts what was raised and what it caught. The wrapper's own `try` (looking at the futures
+# before the wait: a good part of each call's time) is where many alarms land.
+ALARMS_IN_A_LOOP = """\
+import signal, sys
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+
+class Late(Exception):
+    pass
+
+armed = False
+raised = caught = 0
+
+def on_alarm(signum, frame):
+    global armed, raised
+    if armed:
+        armed = False
+        raised += 1
+        raise Late()
+
+with ThreadPoolExecutor(1) as pool:
+    futures = [pool.submit(int) for _ in range(200)]
+call = {{"wait": lambda: wait(futures), "as_completed": lambda: sum(1 for _ in as_completed(futures))}}["{call}"]
+call()  # the hook in place
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+while raised < 200:
+    try:
+        armed = True
+        call()
+        armed = False
+    except Late:
+        caught += 1
+signal.setitimer(signal.ITIMER_REAL, 0)
+print(raised, caught)
+"""
+
+
+@pytest.mark.parametrize("call", ["wait", "as_completed"])
+def test_every_alarm_a_programs_signal_handler_raises_in_a_wrappers_own_try_reaches_the_program(traced, call):
+    """Each exception of the program's SIGALRM handler reaches the program, traced as untraced, where
+    the signal found a wrapper's `except Exception` fallback (concurrent.futures.wait's "not futures:
+    the original says what is wrong", as_completed's): 15-35 of 200 were swallowed there, the
+    program running on as though its alarm had never come."""
+    untraced, result = traced.both_ways("alarms.py", ALARMS_IN_A_LOOP.format(call=call))
+    assert (untraced.returncode, untraced.stdout, untraced.stderr) == (0, b"200 200\n", b"")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"200 200\n", b"")
+    assert traced.spans().diagnostics == []
+
+
 def test_sigterm_chains_to_the_programs_own_handler(traced):
     # The handler writes with os.write: print() in it, for a signal taken while the program's own
     # print('up') was still in its flush (CPython runs handlers between a flush's writes), raised

@@ -262,7 +262,8 @@ def _bundle_index() -> dict:
         index = marshal.loads(tracer.read_file(_bundle_path, 8, size))
         return {name: (path, mtime_ns, source_size, 8 + size + offset, length)
                 for name, path, mtime_ns, source_size, offset, length in index}
-    except Exception:
+    except Exception as exc:
+        tracer.raise_if_programs(exc)
         return {}
 
 

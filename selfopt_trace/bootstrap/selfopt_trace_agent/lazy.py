@@ -232,7 +232,7 @@ def before_fork() -> None:
     global _held_for_fork
     try:
         _held_for_fork = _resolving.acquire(True, FORK_WAIT_S)
-    except Exception:
+    except Exception:  # (an at-fork handler: Python would only print its exception)
         _held_for_fork = False
 
 

@@ -217,7 +217,7 @@ def on_sigterm(signum, frame) -> None:
     try:
         set_exit(-signum, **{"process.signal": "SIGTERM"})
         end(tracer.ERROR, blocking=False)
-    except Exception:
+    except Exception:  # a signal handler's too: the process dies of the signal, as untraced
         pass
     tracer.flush_before_death(lambda: _die_of(signum))
 
@@ -289,7 +289,7 @@ def watch_for_main() -> None:
             _profile_until_main()
         elif not _watch_site_main():
             _end_startup(time_ns())
-    except Exception:
+    except Exception:  # (start-up: docs/agent.md, "Failing open")
         _end_startup(time_ns())
 
 
@@ -341,7 +341,7 @@ def _watch_code(code, event: int) -> bool:
             monitoring.set_local_events(tool, code, 0)
             monitoring.register_callback(tool, event, None)
             monitoring.free_tool_id(tool)
-        except Exception:
+        except Exception:  # (start-up: docs/agent.md, "Failing open")
             pass
         _end_startup(now)
 
@@ -555,7 +555,9 @@ def on_end(callback) -> None:
 def end(status: str = tracer.UNSET, blocking: bool = True) -> None:
     """Close the process span and flush. Called at exit, in os._exit, on SIGTERM and before exec.
 
-    Signal handlers pass blocking=False: they may have interrupted a flush of their own thread.
+    Signal handlers pass blocking=False: they may have interrupted a flush of their own thread. Its
+    steps swallow a signal handler's exception too (the flush aside): the process ends, and its span
+    must end with it.
     """
     began = time_ns()
     root = tracer.root()
@@ -616,7 +618,8 @@ def thread_clocks(prefix: str = THREAD_CLOCKS) -> dict:
     queued for a CPU, as the kernel counts it for the CPU sampler (/proc/thread-self/schedstat, 7 us;
     its CPU time there lags up to a scheduler tick for a running thread, its queued time does not):
     a thread queued behind another program at its end ran, for the breakdown, as its readings say.
-    What cannot be read is left out. Keys: PREFIX + cpu_ns, runqueue_ns."""
+    What cannot be read is left out. Keys: PREFIX + cpu_ns, runqueue_ns. Read in threads of the
+    program's other than the main one, where no signal handler runs, or as the process starts or ends."""
     clocks = {}
     try:  # at interpreter shutdown (a daemon thread's end) anything may fail: the span still ends
         from time import thread_time_ns
@@ -679,7 +682,7 @@ def _at_exit() -> None:
             end(tracer.ERROR)
         else:
             end()
-    except Exception:
+    except Exception:  # a signal handler's too (the last flush's): the process ends
         pass
 
 
@@ -700,7 +703,7 @@ def _after_fork_in_child() -> None:
         _begin(now, now, "fork", trace_id, parent.span_id if parent else "", parent=parent)
         tracer.activate(tracer.root())
         tracer.started_up()
-    except Exception:
+    except Exception:  # (an at-fork handler: Python would only print its exception)
         pass
 
 

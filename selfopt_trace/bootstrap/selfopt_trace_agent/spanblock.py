@@ -67,7 +67,10 @@ def columns(values: list) -> tuple:
         kind = type(first)
         try:
             shared = (kind is int or kind is str or kind is dict and index == 9) and column.count(first) == n
-        except Exception:  # a program's value whose == raised: the column as it is
+        except Exception as exc:  # a program's value whose == raised: the column as it is
+            from . import tracer  # (here, not above: the loader reads blocks with this module)
+
+            tracer.raise_if_programs(exc)
             shared = False
         if shared:
             found[index] = (first,)

@@ -296,7 +296,8 @@ _buffer: list = []
 # (dict.pop, atomic) decides which of the two threads writes the start: never both.
 unwritten: dict = {}
 # ...or kept by the hook itself (the bridge's SDK spans: no record of ours until they end): a function
-# giving the S records of those still open, for the flush, each taken out of its keeping (never raises).
+# giving the S records of those still open, for the flush, each taken out of its keeping (never raises
+# but the program's own exceptions: raise_if_programs).
 open_records = None
 _flush_due_ns = 0  # when the next flush is due (a deadline: the hot path compares, never subtracts)
 _fd: int | None = None
@@ -783,11 +784,11 @@ def strip_own_frames(exc: BaseException) -> None:
 
 
 def diagnostic(code: str, message: str) -> None:
-    """Record a problem of the tracer itself; never raises."""
+    """Record a problem of the tracer itself; never raises but the program's own exceptions."""
     try:
         _buffer.append(spanfile.diagnostic_line(time_ns(), code, message))
-    except Exception:
-        pass
+    except Exception as exc:
+        raise_if_programs(exc)
 
 
 def exception_diagnostic(code: str, exc: BaseException) -> None:
@@ -799,8 +800,13 @@ def exception_diagnostic(code: str, exc: BaseException) -> None:
 def raise_if_programs(exc: BaseException) -> None:
     """Raise `exc` on where one of the program's signal handlers raised it (an alarm's timeout, where
     its signal found the agent's code): the agent's `except Exception` keeps its own failures from the
-    program, never the program's exceptions from it (1-5 of 150 alarms were lost so)."""
-    if _raised_by_signal_handler(exc):
+    program, never the program's exceptions from it (1-5 of 150 alarms were lost so). Called first in
+    every `except Exception` of the agent's that does not re-raise, where a handler of the program's
+    can run in its `try` (the main thread, once the program's code runs), but where the process ends
+    anyway (docs/agent.md, "Failing open"). An exception raised in the frame that caught it (by C code
+    it called: an unhashable value's TypeError) is told at once: no handler's frame is below."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None and _raised_by_signal_handler(exc):
         raise exc
 
 
@@ -846,7 +852,7 @@ def flush_before_death(die) -> None:
                 _flush_locked()
             finally:
                 _flush_lock.release()
-    except Exception:
+    except Exception:  # a signal handler's too: the process dies, as it did untraced at the signal
         pass
     die()
 
@@ -917,24 +923,31 @@ def _flush_locked() -> None:
 def _raised_by_signal_handler(exc: BaseException) -> bool:
     """Whether `exc` came out of one of the program's signal handlers (an alarm's timeout: a SIGALRM
     landing in a flush), not out of the flush's own work: that one is the program's to see. Swallowed,
-    it was never raised (the program ran on past its timeout) and tracing stopped for good."""
-    try:
-        from _signal import getsignal, valid_signals
+    it was never raised (the program ran on past its timeout) and tracing stopped for good.
 
-        codes = set()
-        for signum in valid_signals():
-            handler = getsignal(signum)
-            handler = getattr(handler, "func", handler)  # a functools.partial
-            code = code_of(handler) or code_of(getattr(type(handler), "__call__", None))  # (no audit event)
-            if code is not None:
-                codes.add(code)
-        tb = exc.__traceback__
-        while tb is not None:
-            if code_of(frame_of(tb)) in codes:
-                return True
-            tb = tb.tb_next
-    except Exception:
-        pass
+    A traceback of the agent's frames only (its own failure, raised by its code or the C code it
+    called: most of them) has no handler's frame, and is told so without looking at the handlers.
+    No `try`: what can raise here is the program's own code (a handler object's attributes, another
+    signal's handler run here), and its exception is the program's too."""
+    tb = exc.__traceback__
+    while tb is not None and frame_of(tb).f_globals.get("__name__", "").startswith(_OWN_MODULES):
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    from _signal import getsignal, valid_signals
+
+    codes = set()
+    for signum in valid_signals():
+        handler = getsignal(signum)
+        handler = getattr(handler, "func", handler)  # a functools.partial
+        code = code_of(handler) or code_of(getattr(type(handler), "__call__", None))  # (no audit event)
+        if code is not None:
+            codes.add(code)
+    tb = exc.__traceback__  # from the top: the agent's SIGTERM handler calls the program's
+    while tb is not None:
+        if code_of(frame_of(tb)) in codes:
+            return True
+        tb = tb.tb_next
     return False
 
 

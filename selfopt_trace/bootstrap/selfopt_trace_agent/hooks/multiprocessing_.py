@@ -47,7 +47,8 @@ def _start(original):
                 span = spawn.start_span("multiprocessing", [self.name], attributes={"process.multiprocessing.start_method": _method(self)})
                 token = tracer.activate(span)
                 os_._fork_span = span
-            except Exception:
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
                 return original(self)
             try:
                 with spawn.inherited_environ(span):
@@ -74,7 +75,8 @@ def _spawnv_passfds(original):
                 return original(path, args, passfds)
             try:
                 span = spawn.start_span("subprocess", args)
-            except Exception:
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
                 return original(path, args, passfds)
             with spawn.inherited_environ(span):  # the helper takes os.environ
                 return spawn.run_spawning(span, original, path, args, passfds)
@@ -88,7 +90,8 @@ def _spawnv_passfds(original):
 def _method(proc) -> str:
     try:
         return proc._start_method or ""
-    except Exception:
+    except Exception as exc:
+        tracer.raise_if_programs(exc)
         return ""
 
 

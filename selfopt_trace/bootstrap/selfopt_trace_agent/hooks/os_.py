@@ -72,7 +72,8 @@ def _wrap_fork(original):
                 if owned:
                     span = spawn.start_span("fork", ["fork"])
                 token = tracer.activate(span)
-            except Exception:
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
                 return original()
             try:
                 pid = original()
@@ -100,7 +101,7 @@ def _wrap_exit(original):
             try:
                 process.set_exit(status if isinstance(status, int) else None)
                 process.end()
-            except Exception:
+            except Exception:  # a signal handler's too: the process ends, as the program asked
                 pass
             original(status)
         except BaseException as exc:  # as untraced: no frame of ours
@@ -115,7 +116,8 @@ def _wrap_system(original):
         try:
             try:
                 span = spawn.start_span("subprocess", ["/bin/sh", "-c", command], attributes={"process.shell": True})
-            except Exception:
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
                 return original(command)
             # The C library reaps the shell: its CPU is what RUSAGE_CHILDREN gained meanwhile, when no
             # other reap the agent sees (another thread's wait, another system()) came in between.
@@ -151,8 +153,8 @@ def _children_cpu():
             module = _own if _own is not None else _checked
             usage = module.getrusage(module.RUSAGE_CHILDREN)
             return round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000
-    except Exception:
-        pass
+    except Exception as exc:
+        tracer.raise_if_programs(exc)
     return None
 
 
@@ -175,12 +177,21 @@ def _exec_failed() -> None:
     process.reopen()
 
 
+def _exec_interrupted(exc: Exception) -> None:
+    """The agent's own failure before an exec: exec'd as given. A signal handler's exception is the
+    program's (tracer.raise_if_programs): it goes on, and so does the process, its span open again."""
+    if tracer._raised_by_signal_handler(exc):
+        _exec_failed()
+        raise exc
+
+
 def _wrap_execv(original):
     def execv(path, args):
         try:
             try:
                 span, args = _exec_span(path, args)
-            except Exception:
+            except Exception as exc:
+                _exec_interrupted(exc)
                 return original(path, args)
             with spawn.inherited_environ(span):
                 try:
@@ -201,7 +212,8 @@ def _wrap_execve(original):
             try:
                 span, args = _exec_span(path, args)
                 env = spawn.child_environ(span, env)
-            except Exception:
+            except Exception as exc:
+                _exec_interrupted(exc)
                 return original(path, args, env)
             try:
                 original(path, args, env)
@@ -227,7 +239,8 @@ def _wrap_posix_spawn(original):
                 span = spawn.start_span("subprocess", argv)
                 env = spawn.child_environ(span, env)
                 argv = spawn.rewrite_argv(argv, span)
-            except Exception:
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
                 return original(path, argv, env, *args, **kwargs)
             return spawn.run_spawning(span, lambda: original(path, argv, env, *args, **kwargs))
         except BaseException as exc:  # as untraced: no frame of ours
@@ -308,8 +321,8 @@ def _check(module) -> bool:
         if _wait4 is not None and _genuine(module):
             _checked = module
             return True
-    except Exception:
-        pass
+    except Exception as exc:
+        tracer.raise_if_programs(exc)
     return False
 
 
@@ -430,7 +443,8 @@ def _waiting(name: str, call, pid: int, options: int, args: tuple, measured: boo
     if t1 - t0 >= waits.THRESHOLD_NS:
         try:
             on, extra = _waited(pid, reaped)
-        except Exception:
+        except Exception as exc:
+            tracer.raise_if_programs(exc)
             on, extra = [reaped], None
         waits.record(name, t0, t1, on, extra)
     else:

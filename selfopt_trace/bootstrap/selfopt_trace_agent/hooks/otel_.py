@@ -230,8 +230,8 @@ def _redacted(attributes: dict) -> dict:
                 break
             else:
                 return attributes
-    except Exception:  # an unhashable value (a program's own, on the API path): looked at below
-        pass
+    except Exception as exc:  # an unhashable value (a program's own, on the API path): looked at below
+        tracer.raise_if_programs(exc)
     out = {}
     for key, value in attributes.items():
         if key not in _clean_keys:
@@ -246,7 +246,8 @@ def _redacted(attributes: dict) -> dict:
             continue
         try:
             known = value in _clean
-        except Exception:
+        except Exception as exc:
+            tracer.raise_if_programs(exc)
             known = False
         out[key] = value if known else _redacted_value(value)
     return out
@@ -267,8 +268,8 @@ def _clean_start(attributes) -> bool:
         if type(attributes) is dict and _redacted(attributes) is attributes:
             _last_start = (attributes, dict(attributes))
             return True
-    except Exception:  # a value whose == raises: looked at again at the end
-        pass
+    except Exception as exc:  # a value whose == raises: looked at again at the end
+        tracer.raise_if_programs(exc)
     return False
 
 
@@ -1081,7 +1082,7 @@ def _end_apart(span, span_id: int) -> None:
 def _open_records() -> list:
     """The S records of the SDK spans still open, for a flush (tracer.open_records): each taken out of
     _open (its end then writes an E), after it is put in _written (an end between the two finds it in
-    one or the other: never neither, never both). Never raises."""
+    one or the other: never neither, never both). Never raises but the program's own exceptions."""
     lines = []
     for span_id in list(_open):
         live = _open.get(span_id)
@@ -1094,6 +1095,7 @@ def _open_records() -> list:
         try:
             lines.append(_start_line(live, span_id))
         except Exception as exc:  # the span is lost, said so
+            tracer.raise_if_programs(exc)
             lines.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
                                                          "%s: %s" % (type(exc).__name__, exc)))
     return lines
@@ -1117,7 +1119,8 @@ def _block(spans: list, n: int) -> list:
     """The flush's text for the first `n` ended SDK spans (tracer.late_block): M records of
     spanblock.BLOCK_SPANS spans at most, each a piece of its own for the flush to write; where marshal
     cannot write a value (a subclass of int or str the SDK let through), those spans as X records, the
-    others of their block still in one M record. Never raises (the flush would stop tracing)."""
+    others of their block still in one M record. Never raises (the flush would stop tracing) but the
+    program's own exceptions."""
     _cost[0] += n  # the spans' cost, counted here rather than by each (see _cost)
     pieces = []
     step = spanblock.BLOCK_SPANS
@@ -1126,6 +1129,7 @@ def _block(spans: list, n: int) -> list:
             values = _rows(spans[first:min(first + step, n)])
             _redact_rows(values)  # here, in the flush: nothing of it in the program's span (its secrets never written)
         except Exception as exc:  # a span of fields no SDK has: the block is lost, said so
+            tracer.raise_if_programs(exc)
             pieces.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
                                                           "%s: %s" % (type(exc).__name__, exc)))
             continue
@@ -1212,6 +1216,7 @@ def _rows_apart(values: list) -> str:
             try:
                 text.append(spanblock.x_line(row))
             except Exception as exc:  # a value whose str() fails: the span is lost, said so
+                tracer.raise_if_programs(exc)
                 text.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
                                                             "%s: %s" % (type(exc).__name__, exc)))
     return (spanblock.block_line(good) if good else "") + "".join(text)

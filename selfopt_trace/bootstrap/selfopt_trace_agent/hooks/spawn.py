@@ -37,7 +37,7 @@ def _exited(pid: int) -> bool:
         return tracer.read_file(f"/proc/{pid}/stat", 0, 4096).rsplit(b")", 1)[1].split()[0] == b"Z"
     except ProcessLookupError:
         return True
-    except Exception:
+    except Exception:  # (at the process's end: see process.end)
         return False
 
 

@@ -50,7 +50,8 @@ def install(target: str, module) -> None:
                 else:
                     env = spawn.child_environ(span, env)
                 args = spawn.rewrite_argv(args, span)
-            except Exception:
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
                 return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
             tracer.in_spawn.add(thread)
             try:
@@ -93,7 +94,8 @@ def _install_uvloop(module) -> None:
                 try:
                     span = spawn.start_span("subprocess", argv(args), kwargs.get("cwd"))
                     kwargs["env"] = spawn.child_environ(span, kwargs.get("env"))
-                except Exception:
+                except Exception as exc:
+                    tracer.raise_if_programs(exc)
                     return await original(self, protocol_factory, *args, **kwargs)
                 # the fork runs Python's at-fork handlers before libuv's exec (PyOS_AfterFork_Child):
                 # the exec'd image traces itself (process._after_fork_in_child)

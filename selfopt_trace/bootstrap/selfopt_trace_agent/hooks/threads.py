@@ -172,7 +172,7 @@ def _bootstrap_inner(original):
                         clocks = _cpu(span)
                         if _live.pop(span.span_id, None) is not None:
                             tracer.end_span(span, attributes=clocks)
-                    except Exception:
+                    except Exception:  # (the new thread's: no signal handler runs there)
                         pass
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
@@ -219,7 +219,8 @@ def _shutdown(original, threading):
             try:
                 threads = [thread for thread in threading.enumerate()
                            if not thread.daemon and thread is not threading.main_thread()]
-            except Exception:
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
                 threads = []
             if not threads:
                 return original()
@@ -407,7 +408,7 @@ def _work_item_run(original):
                     tracer.deactivate(token)
                     if _live.pop(span_id, None) is not None:
                         tracer.end_span(span, attributes={CPU_NS: thread_time_ns()} if thread_time_ns else None)
-                except Exception:
+                except Exception:  # (a pool's worker thread: no signal handler runs there)
                     pass
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)

@@ -85,7 +85,8 @@ def install(target: str, module) -> None:
     async def sleep(delay, result=None):
         try:
             timed = delay > 0
-        except Exception:  # the original says what is wrong with it
+        except Exception as exc:  # the original says what is wrong with it
+            tracer.raise_if_programs(exc)  # (a program's `delay` whose > runs Python code)
             timed = False
         t0 = time_ns()
         try:

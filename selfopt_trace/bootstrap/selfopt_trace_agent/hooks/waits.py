@@ -86,7 +86,7 @@ _settling = True
 
 def _settle(cpu0: int) -> None:
     """After a recorded wait's append (see _settling), the thread's CPU clock read before its record
-    was made. Never raises."""
+    was made. Never raises but the program's own exceptions (tracer.raise_if_programs)."""
     global _settling
     try:
         if not tracer._flusher_started:
@@ -96,8 +96,8 @@ def _settle(cpu0: int) -> None:
             samples.append(thread_cpu_ns() - cpu0)
             tracer.formatted_cost[1] = tracer.cost_per_call(samples)
         _settling = len(samples) < CALIBRATION or not tracer._flusher_started
-    except Exception:
-        pass
+    except Exception as exc:
+        tracer.raise_if_programs(exc)
 
 
 def _after_fork_in_child() -> None:
@@ -251,8 +251,8 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
                         if _settling:
                             _settle(cpu0)
                         return result
-                except Exception:
-                    pass  # _record_targets says what failed
+                except Exception as exc:  # _record_targets says what failed
+                    tracer.raise_if_programs(exc)
                 _record_targets(text, name, t0, t1, self, targets, None, None, own)
             elif fast[1]:
                 fast[0] += 1
@@ -482,7 +482,8 @@ def _futures_wait(original, done: tuple, module):
                 settled = not pending or (
                     len(pending) < len(fs) and (return_when == first_completed or return_when == first_exception and any(
                         future._exception is not None for future in fs if future._state in done)))
-            except Exception:  # not futures: the original says what is wrong
+            except Exception as exc:  # not futures: the original says what is wrong
+                tracer.raise_if_programs(exc)
                 return original(fs, timeout, return_when)
             if settled:
                 return original(fs, timeout, return_when)
@@ -542,13 +543,14 @@ def _as_completed(original, done: tuple):
                 pool = future.__dict__.get(_POOL)
                 if pool is not None:
                     pools.setdefault(pool, future)
-        except Exception:
-            pass
+        except Exception as exc:
+            tracer.raise_if_programs(exc)
         # The first steps hand out the futures done by then (the first also sets up a waiter on
         # every future): they do not wait.
         try:
             settled = sum([1 for future in fs if future._state in done])
-        except Exception:  # not futures: the original says what is wrong
+        except Exception as exc:  # not futures: the original says what is wrong
+            tracer.raise_if_programs(exc)
             settled = len(fs)
         inner = original(fs, timeout)
         try:
@@ -607,8 +609,8 @@ def _process_pool_submit(original):
             future = original(self, *args, **kwargs)
             try:
                 future.__dict__[_POOL] = ref(self)
-            except Exception:
-                pass
+            except Exception as exc:
+                tracer.raise_if_programs(exc)
             return future
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
@@ -742,7 +744,8 @@ def _watch_pool(result):
         return pool
     try:
         return _PoolWatch(pool, workers)
-    except Exception:  # _weakref missing: the workers at the end only
+    except Exception as exc:  # _weakref missing: the workers at the end only
+        tracer.raise_if_programs(exc)
         return pool
 
 
