@@ -182,7 +182,7 @@ nodes AS MATERIALIZED (
 ),
 -- The attributes that matter, of the few spans that carry them.
 details AS MATERIALIZED (
-    SELECT hash(span_id) AS id,
+    SELECT hash(span_id) AS id, span_id,
            coalesce(TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT), 0) AS spawn_ns,
            coalesce(TRY_CAST(attributes->>'process.shell' AS BOOLEAN), false) AS shell,
            coalesce(TRY_CAST(attributes->>'selfopt_trace.child.no_pipe' AS BOOLEAN), false) AS no_pipe,
@@ -203,11 +203,13 @@ details AS MATERIALIZED (
 ),
 -- Recorded before waits were: a subprocess span is a wait on its child. Not a run that merely has
 -- no wait (a helper started and left running): its agent ends process spans with `process.cpu_ns`,
--- which came after waits did.
+-- which came after waits did; nor one with a spawning thread's CPU read at the reap, which came
+-- after them too (a run whose processes were all killed has no end record).
 legacy AS (
     SELECT NOT EXISTS (SELECT 1 FROM nodes WHERE sort IN (13, 14))
            AND NOT EXISTS (SELECT 1 FROM spans WHERE run_id = for_run AND category = 'process'
-                                                 AND (attributes->'process.cpu_ns') IS NOT NULL) AS legacy_run
+                                                 AND (attributes->'process.cpu_ns') IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM details WHERE cpu_to_reap IS NOT NULL) AS legacy_run
 ),
 -- After an exec, the new image's process span is a child of the (zero-length) exec span; it goes
 -- on where the replaced process was, so it hangs under that process's parent.
@@ -523,7 +525,10 @@ read_children AS (  -- with the read's interval and code: its children's parent'
     JOIN read_ends AS e ON e.id = i.read_id AND i.rs < e.until_ns
     JOIN coded AS r ON r.id = i.read_id
     LEFT JOIN facts AS f ON f.id = i.read_id
-    QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY i.from_ns DESC, i.read_id) = 1
+    JOIN details AS d ON d.id = i.read_id
+    -- (of reads started at the same instant, the one of the larger span id: an order the reference
+    -- follows, which the hashed id's was not)
+    QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY i.from_ns DESC, d.span_id DESC) = 1
 ),
 -- A `threading.Thread` its spawner's thread started while it read a child (from the spawning call's
 -- end to the reap), that ran a quarter of its life or less and ended as the child did (within 50 ms

@@ -122,7 +122,7 @@ def read_waits(reads: dict[str, tuple], nodes: dict[str, Span], parent: dict[str
     for r in ends:  # a child still open at the read's end ends it at the child's start
         ends[r] = min([ends[r]] + [s.start for s in inside[r] if s.start < ends[r] < end_of(s)])
     under = {}
-    for r in sorted(ends, key=lambda r: reads[r][0]):  # the latest read last: it wins
+    for r in sorted(ends, key=lambda r: (reads[r][0], r)):  # the latest read last: it wins (a tie: the larger id)
         under |= {s.id: r for s in inside[r] if s.start < ends[r]}
     return ends, under
 
@@ -148,9 +148,12 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             p = next(n for n in nodes.values() if n.file == nodes[p].file and n.name == "process").parent
         parent[span.id] = p if p in nodes else None
     pid_of = {s.file: s.attributes.get("process.pid") for s in nodes.values() if s.name == "process"}
-    # (the agent that records waits ends process spans with process.cpu_ns: a run without waits is not legacy)
+    # (the agent that records waits ends process spans with process.cpu_ns and reads a spawner's CPU at
+    # the reap: a run without waits is not legacy, nor a run of killed processes, with no end record)
     legacy = (not any(s.category in ("wait", "thread") for s in nodes.values())
-              and not any(s.category == "process" and "process.cpu_ns" in s.attributes for s in spans))
+              and not any(s.category == "process" and "process.cpu_ns" in s.attributes for s in spans)
+              and not any(s.category == "subprocess" and "selfopt_trace.cpu.reap_ns" in s.attributes
+                          and "selfopt_trace.cpu.end_ns" in s.attributes for s in spans))
 
     def is_root(span: Span) -> bool:
         p = parent[span.id]
@@ -504,8 +507,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
                     continue
             name = own_category(leaf, a, b)
             if leaf.name == "asyncio.sleep":  # on the CPU, the thread ran other tasks: its own work
-                r = running(u, a, b)
-                wall[category(nodes[parent[leaf.id]])] += share * r * (b - a)
+                r = running(u, a, b)  # (its recorded parent's: hung under a child's read, it is still that work)
+                wall[category(nodes[leaf.parent])] += share * r * (b - a)
                 wall["sleeps"] += share * (1 - r) * (b - a)
             elif name in RESIDUAL:
                 r = running(u, a, b)

@@ -285,6 +285,41 @@ def test_a_child_that_exits_before_its_turn_to_be_reaped_is_no_teardown(store: S
         "own work": 9, "subprocess spawn overhead": 1, "child processes' own work": 88, "interpreter teardown": 2})
 
 
+def test_a_span_started_in_reads_started_at_once_goes_under_the_one_of_the_larger_span_id(store: Store,
+                                                                                         tmp_path: Path) -> None:
+    """Two children spawned at the same instant (a synthetic tie) and read together; a sleep the parent
+    records meanwhile hangs under one read, the latest: at a tie, the one of the larger span id, git's
+    here (the query took the smaller hashed id, the child's; the reference the last recorded: 202 and
+    271 of the random runs). The child's read goes on beside the sleep."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100, end_attributes={"process.cpu_ns": 20_000_000})  # a run of today
+    run.span(100, "time.sleep", "sleep", 30, 50, main)
+    traced = run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT", attributes=IDLE)
+    run.process(201, 11, 88, traced, command="child.py")
+    git = run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT",
+                   attributes={**IDLE, "process.command_args": ["git", "status"]})
+    assert git > traced
+    assert_sql_and_reference(store, tmp_path, run, {
+        "own work": (20, 20), "subprocess spawn overhead": (0.5, 1), "untraced child processes": (31, 60),
+        "child processes' own work": (38.5, 77), "sleeps": (10, 20)})
+
+
+def test_a_run_of_killed_processes_that_reaped_a_child_is_not_read_the_old_way(store: Store, tmp_path: Path) -> None:
+    """CMD killed (no end record, so no `process.cpu_ns`) after reading git's output and reaping it, no
+    wait recorded: the query took it for a run from before waits, where a subprocess span waits on its
+    child's whole life (git's 50 ms), the reference for both at once (190 of the random runs with
+    waits, 130 of those with containers). Only an agent that records waits reads the CPU at a reap:
+    git was read until CMD's samples show it working (40)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100, killed=True)  # ended where `run` reaped it
+    run.span(100, "subprocess", "subprocess", 10, 60, main, kind="CLIENT",
+             attributes={**IDLE, "process.command_args": ["git", "status"]})
+    cpu = [reference.CpuSample(100, 100, 0, 10, 10), reference.CpuSample(100, 100, 10, 40, 0),
+           reference.CpuSample(100, 100, 40, 100, 60)]
+    assert_sql_and_reference(store, tmp_path, run, {"own work": (70, 70), "untraced child processes": (30, 30)},
+                             cpu, pid=100, exit_code=-9)
+
+
 def test_a_shell_running_a_traced_python_among_untraced_programs_is_an_untraced_child_but_in_its_teardown(
         store: Store, tmp_path: Path) -> None:
     """`subprocess.run(["sh", "-c", "prep; python a.py; post"])`: the spawning span's own child (pid
@@ -852,10 +887,14 @@ def test_an_sdk_call_to_the_engine_hung_under_a_child_s_read_is_still_the_contai
                                                     "untraced child processes": (27.5, 35)})
 
 
-def assert_sql_and_reference(store: Store, tmp_path: Path, run: RunBuilder, expected: dict) -> None:
-    """The breakdown and its reference both give `expected` (category: (wall, busy); others 0)."""
-    assert_figures(breakdown(store, run.load(store, tmp_path)), expected)
-    assert reference.breakdown(run.spans, TRACE) == pytest.approx(
+def assert_sql_and_reference(store: Store, tmp_path: Path, run: RunBuilder, expected: dict,
+                             cpu: list[reference.CpuSample] = (), **run_json_fields: Any) -> None:
+    """The breakdown and its reference both give `expected` (category: (wall, busy); others 0), with
+    the CPU samples `cpu` (and run.json's `run_json_fields`)."""
+    run_id = run.load(store, tmp_path, **run_json_fields)
+    load_cpu(store, run_id, list(cpu))
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE, cpu) == pytest.approx(
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
@@ -1128,6 +1167,22 @@ def test_an_asyncio_sleep_is_sleeps_where_its_thread_did_not_run_other_tasks(sto
     assert_figures(breakdown(store, run_id), expected)
     assert {k: v for k, v in reference.breakdown(run.spans, TRACE, samples).items() if v != (0, 0)} == \
         pytest.approx(expected)
+
+
+def test_an_asyncio_sleep_under_a_child_s_read_is_still_own_work_on_the_cpu(store: Store, tmp_path: Path) -> None:
+    """An asyncio.sleep started while its thread reads a child hangs under the read; the thread's CPU
+    meanwhile (other tasks) is still own work, not the read's untraced child (138, 183 of the random
+    runs: the reference took the category of the sleep's new parent)."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100, end_attributes={"process.cpu_ns": 30_000_000})  # a run of today
+    run.span(100, "subprocess", "subprocess", 10, 90, main, kind="CLIENT",
+             attributes={**IDLE, "process.command_args": ["git", "status"]})
+    run.span(100, "asyncio.sleep", "sleep", 30, 50, main)
+    cpu = [reference.CpuSample(100, 100, 0, 10, 10), reference.CpuSample(100, 100, 10, 30, 0),
+           reference.CpuSample(100, 100, 30, 50, 10), reference.CpuSample(100, 100, 50, 90, 0),
+           reference.CpuSample(100, 100, 90, 100, 10)]
+    assert_sql_and_reference(store, tmp_path, run, {
+        "own work": (30, 20), "untraced child processes": (60, 60), "sleeps": (10, 20)}, cpu)
 
 
 def test_a_wait_on_a_pool_goes_to_its_workers_not_waiting_for_a_task(store: Store, tmp_path: Path) -> None:
