@@ -46,8 +46,21 @@ def hex_id(text: str | None, length: int) -> str | None:
     text = (text or "").strip()
     try:
         return text.lower() if len(text) == length and int(text, 16) else None
-    except ValueError:
+    except ValueError as exc:  # (an incoming request's traceparent: hooks/http_common.py)
+        raise_if_programs(exc)
         return None
+
+
+def raise_if_programs(exc: BaseException) -> None:
+    """tracer.raise_if_programs for this module and spanfile, which tracer imports and the collector
+    imports too: once the agent's tracer has loaded (before, no handler of the program's runs)."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:  # (raised in the frame that caught it: the agent's own)
+        import sys
+
+        check = getattr(sys.modules.get(__name__.rpartition(".")[0] + ".tracer"), "raise_if_programs", None)
+        if check is not None:
+            check(exc)
 
 
 def traceparent_ids(traceparent: str | None) -> tuple | None:
@@ -84,7 +97,7 @@ def from_environ(environ: dict[str, str] | None = None) -> Settings | None:
         return None
     try:
         threshold_ms = float(env.get(ENV_IMPORT_THRESHOLD_MS) or 1.0)
-    except ValueError:
+    except ValueError:  # (start-up)
         threshold_ms = 1.0
     return Settings(
         run_dir=run_dir,

@@ -3,7 +3,8 @@
 Read once per container: `selfopt-trace run` passes it on to CMD (config.ENV_CONTAINER_ID, keyed by
 the mount namespace: `passed_on`), as the first traced process of a container started otherwise
 passes it on to the others. process.py loads this module only where /.dockerenv or
-/run/.containerenv exists and no process of the same mount namespace has read it yet.
+/run/.containerenv exists and no process of the same mount namespace has read it yet, as the process
+starts (or in a fork's child, in an at-fork handler): its `except`s need no tracer.raise_if_programs.
 """
 
 # No `from __future__ import annotations`: it imports the `__future__` module (~0.7 M instructions),

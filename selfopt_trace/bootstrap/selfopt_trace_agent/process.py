@@ -200,7 +200,7 @@ def _install_sigterm() -> None:
     try:
         if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
             _signal.signal(_signal.SIGTERM, on_sigterm)
-    except (ValueError, OSError):  # not the main thread, or an unusual platform
+    except (ValueError, OSError):  # not the main thread, or an unusual platform (start-up)
         pass
 
 
@@ -384,7 +384,7 @@ def _start_time(entered: int) -> tuple:
         spawner, _, at = spawn.partition(":")
         try:
             spawner_pid, at_ns = int(spawner), int(at)
-        except ValueError:
+        except ValueError:  # (start-up: docs/agent.md, "Failing open")
             spawner_pid, at_ns = 0, 0
         if spawner_pid in (os.getppid(), os.getpid()) and at_ns <= entered and (not kernel or at_ns > kernel - 50_000_000):
             return at_ns, "parent"
@@ -444,7 +444,7 @@ def _command_line() -> list:
             raw = b"".join(chunks)
         if raw:
             return [part.decode("utf-8", "surrogateescape") for part in raw.rstrip(b"\0").split(b"\0")]
-    except OSError:
+    except OSError:  # (start-up, or a fork's child: an at-fork handler)
         pass
     return list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
 
@@ -498,7 +498,7 @@ def _container_resource(runtime: str) -> dict:
     assert _settings is not None
     try:
         namespace = os.readlink("/proc/self/ns/mnt")
-    except OSError:  # no /proc: nothing to key the id by, so nothing passed on
+    except OSError:  # no /proc: nothing to key the id by, so nothing passed on (start-up, or a fork's child)
         namespace = ""
     known, tab, container_id = os.environ.get(config.ENV_CONTAINER_ID, "").partition("\t")
     if not namespace or not tab or known != namespace:
@@ -646,7 +646,8 @@ def runqueue_ns() -> int | None:
             return int(os.read(fd, 128).split()[1])
         finally:
             os.close(fd)
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError) as exc:  # (read at a spawn and a reap too: the main thread's)
+        tracer.raise_if_programs(exc)
         return None
 
 
@@ -668,7 +669,7 @@ def _peak_rss_bytes() -> int:
         status = tracer.read_file("/proc/self/status", 0, 1 << 14)
         at = status.index(b"VmHWM:")
         return int(status[at + 6:status.index(b"kB", at)]) * 1024
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # (at the process's end: see end)
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)

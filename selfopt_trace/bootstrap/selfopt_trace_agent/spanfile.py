@@ -87,7 +87,10 @@ def needs_escape(value: object) -> bool:
             return False
         try:
             value.encode("utf-8")  # type: ignore[union-attr]
-        except UnicodeEncodeError:
+        except UnicodeEncodeError as exc:
+            from .config import raise_if_programs  # (here: tracer imports this module)
+
+            raise_if_programs(exc)
             return True
         return False
     return (type(value) is list or type(value) is tuple) and any(needs_escape(item) for item in value)  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from _thread import allocate_lock, get_ident, get_native_id
+from _thread import RLock, allocate_lock, get_ident, get_native_id
 from time import time_ns
 
 from . import config, spanfile
@@ -229,16 +229,22 @@ else:
         """os.open, the descriptor moved to the top of the program's numbers (see OPEN_FD_HIGH), or,
         where that one is taken, at least above 0-2: stdin, stdout or stderr closed when the program
         started stay closed, as the program had them."""
-        fd, below = os.open(path, flags, mode), []
         try:
             top = os.sysconf("SC_OPEN_MAX")  # the soft RLIMIT_NOFILE (no `resource` to import)
-        except (ValueError, OSError):
+        except (ValueError, OSError) as exc:
+            raise_if_programs(exc)
             top = -1
+        fd, below = os.open(path, flags, mode), []
         high = (OPEN_FD_HIGH if top <= 0 or top > OPEN_FD_HIGH else top) - 1
         if fd < high:
             try:
                 os.fstat(high)  # the program's: left alone (the twin's F_DUPFD_CLOEXEC finds it taken too)
-            except OSError:
+            except OSError as exc:
+                try:
+                    raise_if_programs(exc)
+                except BaseException:  # the program's exception (an alarm's): raised on, no file opened
+                    os.close(fd)
+                    raise
                 os.dup2(fd, high, inheritable=False)
                 os.close(fd)
                 return high
@@ -317,7 +323,10 @@ _main_thread = 0  # its ident: the thread that started the agent (process.py; in
 _root: Span | None = None  # the process span: parent of spans started where no span is current (new threads)
 _trace_id = ""
 _remote_parent_id = ""  # from TRACEPARENT: the parent of the process span
-_flush_lock = allocate_lock()  # the flusher thread and the program's threads take from one buffer
+# The flusher thread and the program's threads take from one buffer. An RLock: its owner is known, so a
+# flush whose thread a signal handler's exception left right after the lock came still lets it go (a
+# Lock stayed held: the exit's flush waited for ever, 1 run in 4 of 200 alarms around docker runs).
+_flush_lock = RLock()
 _flushing_thread = 0  # the program thread inside flush(): a signal handler tells its own from another's
 _then_die = None  # a fatal signal's death, put off to the end of the flush it interrupted (flush_before_death)
 # The flusher thread's naps: a wait with a timeout on a lock never released. Not time.sleep: from
@@ -412,8 +421,8 @@ def activate(span: Span | None):
 def deactivate(token) -> None:
     try:
         _current.reset(token)
-    except ValueError:  # token from another context (e.g. a generator resumed elsewhere)
-        pass
+    except ValueError as exc:  # token from another context (e.g. a generator resumed elsewhere)
+        raise_if_programs(exc)
 
 
 def _mark_kept(parent: Span | None) -> None:
@@ -820,20 +829,23 @@ def flush(blocking: bool = True) -> None:
     (spawn, fork, exec, exit) block.
     """
     global _flushed_in_passing, _flushing_thread, _then_die
-    if not _flush_lock.acquire(blocking):
+    if _flush_lock._is_owned():  # a flush further up this thread's stack
         return
-    _flushing_thread = get_ident()
     try:
+        if not _flush_lock.acquire(blocking):
+            return
+        _flushing_thread = get_ident()
         _flush_locked()
         if not blocking:
             _flushed_in_passing += 1
     finally:
-        _flushing_thread = 0
-        _flush_lock.release()
-        if _then_die is not None:
-            die, _then_die = _then_die, None
-            flush()  # what the signal's handler recorded (the process span's end)
-            die()
+        if _flush_lock._is_owned():  # taken here, whatever raised since (a signal handler, as it came)
+            _flushing_thread = 0
+            _flush_lock.release()
+            if _then_die is not None:
+                die, _then_die = _then_die, None
+                flush()  # what the signal's handler recorded (the process span's end)
+                die()
 
 
 def flush_before_death(die) -> None:
@@ -971,7 +983,8 @@ def _open_span_file() -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     try:
         fd = open_fd(_path, flags, 0o644)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        raise_if_programs(exc)
         os.makedirs(_spans_dir, exist_ok=True)
         fd = open_fd(_path, flags, 0o644)
     status = os.fstat(fd)
@@ -984,7 +997,8 @@ def _fd_is_ours() -> bool:
     took its number (checked at each flush, one fstat: never a record in the program's file)."""
     try:
         status = os.fstat(_fd)
-    except OSError:
+    except OSError as exc:
+        raise_if_programs(exc)
         return False
     return (status.st_dev, status.st_ino) == _fd_file
 
@@ -1009,7 +1023,7 @@ def _start_flusher(at_any_age: bool = False, wait: bool = False) -> None:
     # (ms of imports).
     try:
         from _signal import SIG_BLOCK, SIG_SETMASK, pthread_sigmask, valid_signals
-    except ImportError:  # a platform without it
+    except ImportError:  # a platform without it (a builtin module's names: no handler runs in this `try`)
         pthread_sigmask = None
     # Before the main thread's blocking call (`wait`), the thread is also waited for until it sleeps,
     # signals still blocked: a thread asking for the GIL as the call begins makes the caller hand the
@@ -1110,11 +1124,11 @@ def reset_after_fork() -> None:
     file descriptor."""
     global _fd, _flusher_started, _overhead_ns
     _flush_lock.release()
-    if _fd is not None and _fd_is_ours():  # else the number is the program's now
-        try:
+    try:  # (an at-fork handler: Python would only print its exception, a signal handler's too)
+        if _fd is not None and _fd_is_ours():  # else the number is the program's now
             os.close(_fd)
-        except OSError:
-            pass
+    except Exception:
+        pass
     _fd = None
     _overhead_ns = 0
     for cell in _counted:

@@ -205,8 +205,8 @@ def _read_env_file(path: str) -> dict:
                 if line and not line.startswith("#"):
                     key, eq, value = line.partition("=")
                     out[key.strip()] = value if eq else None
-    except OSError:
-        pass  # docker itself will report the missing file
+    except OSError as exc:  # docker itself will report the missing file
+        tracer.raise_if_programs(exc)
     return out
 
 
@@ -243,6 +243,7 @@ def _rewrite(args: list, span: tracer.Span, t0: int) -> list:
         try:
             prepare_run_dir(settings.run_dir)
         except OSError as exc:
+            tracer.raise_if_programs(exc)
             tracer.diagnostic("docker.run_dir_unwritable", "%s: %s; the container is not traced" % (settings.run_dir, exc))
             return args
         pythonpath = _user_pythonpath(user_env, settings)
@@ -373,7 +374,8 @@ def _inspect_by_socket(runtime: str, image: str) -> list | None:
                 chunks.append(chunk)
         finally:
             sock.close()
-    except OSError:
+    except OSError as exc:  # (its own timeout among them: a TimeoutError)
+        tracer.raise_if_programs(exc)
         return None
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.") or head[9:12] != b"200":
@@ -393,7 +395,8 @@ def _config_env(body: bytes) -> list | None:
     try:
         config_ = json.loads(body.decode("utf-8", "replace")).get("Config") or {}
         return list(config_.get("Env") or ())
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError) as exc:
+        tracer.raise_if_programs(exc)
         return None
 
 
@@ -402,7 +405,8 @@ def _inspect_by_cli(cli: str, engine_args: list, image: str) -> list | None:
     argv = [cli] + list(engine_args) + ["image", "inspect", "--format", "{{json .Config}}", image]
     try:
         out = _run_quiet(argv)
-    except OSError:
+    except OSError as exc:
+        tracer.raise_if_programs(exc)
         return None
     if out is None:
         return None

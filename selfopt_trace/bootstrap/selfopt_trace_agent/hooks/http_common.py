@@ -51,7 +51,8 @@ _server: ContextVar = ContextVar("selfopt_trace_http_server", default=None)
 def _body_cap() -> int:
     try:
         return max(0, int(os.environ.get(ENV_BODIES) or 0))
-    except ValueError:
+    except ValueError as exc:  # (loaded by the program's first HTTP call or import)
+        tracer.raise_if_programs(exc)
         return 0
 
 
@@ -124,8 +125,8 @@ class ClientRequest:
             tracer.deactivate(tokens[1])
             try:
                 _client.reset(tokens[0])
-            except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
-                pass
+            except (ValueError, RuntimeError) as exc:  # ended in another context than it began: nothing to undo there
+                tracer.raise_if_programs(exc)
         span = self.span
         if span.end_ns:
             return
@@ -363,7 +364,8 @@ def _redact_body(text: str) -> str:
 
         try:
             return json.dumps(redact.structure(json.loads(text)))
-        except ValueError:
+        except ValueError as exc:
+            tracer.raise_if_programs(exc)
             return redact.REDACTED  # JSON we cannot parse may hide a secret we cannot find
     if "=" in text and " " not in text.strip() and "\n" not in text.strip():
         return redact.query_string(text)
@@ -417,8 +419,8 @@ class ServerRequest:
         tracer.deactivate(tokens[1])
         try:
             _server.reset(tokens[0])
-        except (ValueError, RuntimeError):  # ended in another context than it began: nothing to undo there
-            pass
+        except (ValueError, RuntimeError) as exc:  # ended in another context than it began: nothing to undo there
+            tracer.raise_if_programs(exc)
 
 
 server_active = _server.get  # the ServerRequest being answered here, or None

@@ -470,7 +470,8 @@ def _wrap_waitpid(original):
                     caller = _code_of(_frame_at(depth))
                     ours = caller is None or caller.co_name != "_internal_poll" or \
                         _code_of(_frame_at(depth + 1)).co_name == "poll"
-                except (ValueError, AttributeError):  # called from no Python frame
+                except (ValueError, AttributeError) as exc:  # called from no Python frame
+                    tracer.raise_if_programs(exc)
                     ours = True
                 if ours:
                     seen = _polled.get(get_ident())

@@ -214,8 +214,8 @@ def _redacted_value(value):
     if (type(value) is str or type(value) is tuple) and type(out) is type(value) and out == value:
         try:
             _remember(_clean, value)
-        except TypeError:  # a tuple holding a list (the API path's values are the program's own)
-            pass
+        except TypeError as exc:  # a tuple holding a list (the API path's values are the program's own)
+            tracer.raise_if_programs(exc)
     return out
 
 
@@ -288,13 +288,14 @@ def _redact_rows(values: list) -> None:
             unknown = set(chain.from_iterable(map(dict.values, dicts))) - _clean
             if _PLAIN.issuperset(map(type, unknown)):
                 return
-    except TypeError:  # an unhashable name or value (not an SDK's): span by span
-        pass
+    except TypeError as exc:  # an unhashable name or value (not an SDK's): span by span
+        tracer.raise_if_programs(exc)
     for index in range(3, len(values), width):
         name = values[index]
         try:
             known = name in _clean
-        except TypeError:
+        except TypeError as exc:
+            tracer.raise_if_programs(exc)
             known = False
         if not known:
             values[index] = _redacted_value(name)
@@ -544,7 +545,8 @@ class Runtime:
                         return unheld(token)
                     try:
                         ours = otel._selfopt_trace_span  # ATTR: an SDK span made current before, no call
-                    except AttributeError:  # (SDK spans and the bridge's own have it: None at first)
+                    except AttributeError as exc:  # (SDK spans and the bridge's own have it: None at first)
+                        tracer.raise_if_programs(exc)
                         ours = None
                     if ours is None:
                         if type(otel) is _SDK_SPAN:  # its first attach: the agent's record of it (_attached)
@@ -586,8 +588,8 @@ class Runtime:
                     if type(token) is tuple:
                         try:
                             _reset(token[1])
-                        except ValueError:  # a token of another context (a generator resumed elsewhere)
-                            pass
+                        except ValueError as exc:  # a token of another context (a generator resumed elsewhere)
+                            tracer.raise_if_programs(exc)
                         token = token[0]
                     reset(token)
                 except Exception:
@@ -813,12 +815,12 @@ def _api_classes(trace, context_module, key: str) -> tuple:
             if runtime is not None and type(token) is tuple:
                 try:
                     _reset(token[1])
-                except ValueError:
-                    pass
+                except ValueError as exc:
+                    tracer.raise_if_programs(exc)
                 try:
                     runtime._reset(token[0])
-                except ValueError:  # OTel's detach logs this; the program goes on
-                    pass
+                except ValueError as exc:  # OTel's detach logs this; the program goes on
+                    tracer.raise_if_programs(exc)
             else:
                 context_module.detach(token)
             span = self.span
@@ -1040,14 +1042,15 @@ def _ended(span, live) -> tuple:
     attributes = span._attributes
     try:
         attributes = attributes._dict
-    except AttributeError:  # another SDK's mapping
-        pass
+    except AttributeError as exc:  # another SDK's mapping
+        tracer.raise_if_programs(exc)
     if not attributes:
         attributes = {}
     events = span._events
     try:
         any_event = events._dq
-    except AttributeError:
+    except AttributeError as exc:
+        tracer.raise_if_programs(exc)
         any_event = events
     if any_event:
         attributes = _with_exception(attributes, events)
@@ -1135,7 +1138,8 @@ def _block(spans: list, n: int) -> list:
             continue
         try:
             pieces.append(spanblock.block_line(values))
-        except ValueError:
+        except ValueError as exc:
+            tracer.raise_if_programs(exc)
             pieces.append(_rows_apart(values))
     return pieces
 
@@ -1165,7 +1169,8 @@ def _rows(spans: list) -> list:
             context = span._context
             add((context[1], parent[1], context[0], span._name, span._kind._value_, "", span._start_time, end_ns,
                  code, plain, span._attributes._dict))
-        except AttributeError:  # another SDK's fields: _row reads them as it can
+        except AttributeError as exc:  # another SDK's fields: _row reads them as it can
+            tracer.raise_if_programs(exc)
             add(_row(span))
     return values
 
@@ -1174,7 +1179,8 @@ def _row(span) -> tuple:
     """An ended SDK span's M row, field by field (_rows' way for a block with a rarer span)."""
     try:
         context, parent, name, kind, start_ns, end_ns, code, attributes, events, scope = _end_fields(span)
-    except AttributeError:  # another SDK's attributes or events (not BoundedAttributes', BoundedList's)
+    except AttributeError as exc:  # another SDK's attributes or events (not BoundedAttributes', BoundedList's)
+        tracer.raise_if_programs(exc)
         context, parent, name, kind, start_ns, end_ns, code, scope = _other_fields(span)
         attributes, events = dict(span._attributes or {}), span._events
     if events:
@@ -1212,7 +1218,8 @@ def _rows_apart(values: list) -> str:
         try:
             dumps(row, spanblock.MARSHAL_VERSION)
             good += row
-        except ValueError:
+        except ValueError as exc:
+            tracer.raise_if_programs(exc)
             try:
                 text.append(spanblock.x_line(row))
             except Exception as exc:  # a value whose str() fails: the span is lost, said so

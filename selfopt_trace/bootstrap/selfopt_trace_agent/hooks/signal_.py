@@ -50,5 +50,6 @@ def _as_enum(module, handler):
     """signal.getsignal returns Handlers members for SIG_DFL/SIG_IGN."""
     try:
         return module.Handlers(handler)
-    except (AttributeError, ValueError, TypeError):
+    except (AttributeError, ValueError, TypeError) as exc:
+        tracer.raise_if_programs(exc)
         return handler

@@ -35,9 +35,9 @@ def _exited(pid: int) -> bool:
     try:
         os.kill(pid, 0)
         return tracer.read_file(f"/proc/{pid}/stat", 0, 4096).rsplit(b")", 1)[1].split()[0] == b"Z"
-    except ProcessLookupError:
+    except ProcessLookupError:  # (at the process's end, both: see process.end)
         return True
-    except Exception:  # (at the process's end: see process.end)
+    except Exception:
         return False
 
 
@@ -203,7 +203,8 @@ def _thread_clocks(tid: int) -> tuple[int | None, int | None]:
     try:
         cpu, queued = tracer.read_file("/proc/self/task/%d/schedstat" % tid, 0, 256).split()[:2]
         return int(cpu), int(queued)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:  # (a reap in the main thread too)
+        tracer.raise_if_programs(exc)
         return None, None
 
 

@@ -45,7 +45,8 @@ def small_ns() -> int:
     if _small_ns < 0:
         try:
             _small_ns = max(0, int(float(os.environ.get(config.ENV_SMALL_NS) or DEFAULT_SMALL_NS)))
-        except ValueError:
+        except ValueError as exc:
+            tracer.raise_if_programs(exc)
             _small_ns = DEFAULT_SMALL_NS
             tracer.diagnostic("bad_setting", "%s is not a number of nanoseconds" % config.ENV_SMALL_NS)
     return _small_ns
@@ -84,8 +85,8 @@ def identity(wrapper, original, where: tuple = ()):
     for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
         try:
             setattr(wrapper, attribute, getattr(original, attribute))
-        except (AttributeError, TypeError):
-            pass
+        except (AttributeError, TypeError) as exc:
+            tracer.raise_if_programs(exc)
     if where:
         wrapper.__module__, wrapper.__qualname__ = where
     wrapper.__wrapped__ = original

@@ -375,8 +375,8 @@ def identity(wrapper, original):
     for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
         try:
             setattr(wrapper, attribute, getattr(original, attribute))
-        except (AttributeError, TypeError):
-            pass
+        except (AttributeError, TypeError) as exc:
+            tracer.raise_if_programs(exc)
     return tracer.unbound(tracer.own_wrapper(wrapper, original), original)
 
 
@@ -391,7 +391,8 @@ def span_of(thing) -> str:
     """The span id stored on a Popen, Process, Thread or Future (or "")."""
     try:
         return thing.__dict__.get(SPAN) or ""
-    except AttributeError:
+    except AttributeError as exc:
+        tracer.raise_if_programs(exc)
         return ""
 
 
@@ -563,7 +564,7 @@ def _as_completed(original, done: tuple):
                 t0 = time_ns()
                 try:
                     future = next(inner)
-                except StopIteration:
+                except StopIteration:  # the loop's end, not a failure: no check on this normal path
                     return
                 except BaseException as exc:
                     t1 = time_ns()
