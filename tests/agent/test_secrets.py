@@ -417,6 +417,14 @@ for command in [
 '''
 
 
+def assert_kept_everywhere(args: list[str]) -> None:
+    """`args` kept whole as argv, as free text, in a Python call and in a shell's command."""
+    assert redact.argv(args) == args
+    assert redact.text(" ".join(args)) == " ".join(args)
+    assert redact.text(f"subprocess.run({args!r})") == f"subprocess.run({args!r})"
+    assert redact.text(f"sh -c '{' '.join(args)}'") == f"sh -c '{' '.join(args)}'"
+
+
 def check_command_lines(traced, programs: tuple, source: str, secrets: tuple, redacted: tuple,
                         kept: tuple = ()) -> None:
     """`source` run traced from a file (its own command line holds no secret) with stand-ins of
@@ -779,10 +787,7 @@ def test_third_round_secrets_in_argv(args, expected):
     ["pytest", "tests/test_auth.py", "tests/test_b.py"],
 ])
 def test_third_round_kept(args):
-    assert redact.argv(args) == args
-    assert redact.text(" ".join(args)) == " ".join(args)
-    assert redact.text(f"subprocess.run({args!r})") == f"subprocess.run({args!r})"
-    assert redact.text(f"sh -c '{' '.join(args)}'") == f"sh -c '{' '.join(args)}'"
+    assert_kept_everywhere(args)
 
 
 @pytest.mark.parametrize("text", [
@@ -929,10 +934,7 @@ def test_fourth_round_secrets_in_argv(args, expected):
     ["curl", "https://h/p?email=me@example.com&next=https://example.com/"],  # an `@`, a URL without userinfo
 ])
 def test_fourth_round_kept(args):
-    assert redact.argv(args) == args
-    assert redact.text(" ".join(args)) == " ".join(args)
-    assert redact.text(f"subprocess.run({args!r})") == f"subprocess.run({args!r})"
-    assert redact.text(f"sh -c '{' '.join(args)}'") == f"sh -c '{' '.join(args)}'"
+    assert_kept_everywhere(args)
 
 
 @pytest.mark.parametrize("text", [

@@ -29,10 +29,8 @@ import truth  # noqa: E402
 
 imported = truth.clocks()
 record = truth.main_process(first, imports, imported, wrap_waits=False)
-TRUTH_DIR = sys.argv[1]
-HERE = os.path.dirname(os.path.abspath(__file__))
 
-helper = truth.spawn(record, [sys.executable, os.path.join(HERE, "helper.py"), TRUTH_DIR], stdin=subprocess.PIPE)
+helper = truth.spawn(record, truth.workload("helper.py", record), stdin=subprocess.PIPE)
 phases.work(record, float(os.environ["ACCURACY_WORK_MS"]))
 data = {"rows": [{"id": i, "name": "row %d" % i, "values": list(range(20))} for i in range(4000)]}
 serialization = record.begin_call()

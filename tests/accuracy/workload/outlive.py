@@ -27,10 +27,8 @@ import truth  # noqa: E402
 
 imported = truth.clocks()
 record = truth.main_process(first, imports, imported)
-TRUTH_DIR = sys.argv[1]
-HERE = os.path.dirname(os.path.abspath(__file__))
 
-child = phases.start_child(record, [sys.executable, os.path.join(HERE, "child.py"), TRUTH_DIR],
+child = phases.start_child(record, truth.workload("child.py", record),
                            env=dict(os.environ, ACCURACY_CHILD_SLEEP_MS=os.environ["ACCURACY_OUTLIVE_SLEEP_MS"]))
 work = record.begin()
 truth.spin(float(os.environ["ACCURACY_WORK_MS"]), record)

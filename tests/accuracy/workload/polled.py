@@ -26,10 +26,8 @@ import truth  # noqa: E402
 
 imported = truth.clocks()
 record = truth.main_process(first, imports, imported)
-TRUTH_DIR = sys.argv[1]
-HERE = os.path.dirname(os.path.abspath(__file__))
 
-child = truth.spawn(record, [sys.executable, os.path.join(HERE, "child.py"), TRUTH_DIR],
+child = truth.spawn(record, truth.workload("child.py", record),
                     env=dict(os.environ, ACCURACY_CHILD_SPIN_MS=os.environ["ACCURACY_POLLED_SPIN_MS"],
                              ACCURACY_CHILD_SLEEP_MS=os.environ["ACCURACY_POLLED_SLEEP_MS"]))
 # every poll a `wait` block with nothing recorded for it (it does not block): the last one reaps

@@ -20,7 +20,6 @@ waited = time.time_ns() - at
 first = (at, time.thread_time_ns(), queued - (waited if waited > 100_000 else 0))
 cpu, queued = time.thread_time_ns(), int(open(QUEUED, "rb").read().split()[1])
 imports = (time.time_ns(), cpu, queued)
-import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -28,10 +27,8 @@ import truth  # noqa: E402
 
 imported = truth.clocks()
 record = truth.main_process(first, imports, imported)
-TRUTH_DIR = sys.argv[1]
-HERE = os.path.dirname(os.path.abspath(__file__))
 
-child = truth.spawn(record, [sys.executable, os.path.join(HERE, "child.py"), TRUTH_DIR], stdout=subprocess.PIPE)
+child = truth.spawn(record, truth.workload("child.py", record), stdout=subprocess.PIPE)
 reading = record.begin()
 child.stdout.read()
 record.end(reading, "read")  # no span: the agent sees no read

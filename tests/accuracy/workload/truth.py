@@ -186,6 +186,11 @@ class Recorder:
         os.close(descriptor)
 
 
+def workload(script, record):
+    """The command line of another workload process writing its truth where `record` writes this one's."""
+    return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script), record.directory]
+
+
 def main_process(first, imports, imported, wrap_waits=True):
     """The main process's Recorder (its truth directory: sys.argv[1]), with its imports block, written
     at exit (an exit handler registered after the tracer's runs before it). `wrap_waits`: os.waitpid
