@@ -937,6 +937,20 @@ def test_fourth_round_kept(args):
     assert_kept_everywhere(args)
 
 
+@pytest.mark.parametrize("args", [  # the neighbours of the fifth round's table lines
+    ["ssh-keygen", "-t", "ed25519", "-f", "key"],
+    ["zip", "-r", "a.zip", "dir"],
+    ["unzip", "-l", "a.zip"],
+    ["7z", "x", "a.7z", "-ooutdir"],
+    ["az", "group", "list", "-p", "x"],  # not `az login`
+    ["vault", "read", "secret/foo"],
+    ["mongosh", "--port", "27017"],
+    ["ldapsearch", "-x", "-b", "dc=example", "uid=me"],
+])
+def test_fifth_round_kept(args):
+    assert_kept_everywhere(args)
+
+
 @pytest.mark.parametrize("text", [
     "config.set('main', 'level', 'debug')",  # no secret's name
     'os.environ.get("HOME") or "/tmp"',

@@ -87,6 +87,29 @@ PATTERNS = (
     ("flag", "oras login -p", "oras login -u me -p S3CR3T registry.example"),
     ("flag", "helm registry -p", "helm registry login registry.example -u me -p S3CR3T"),
     ("flag", "gh secret -b", "gh secret set NAME -b S3CR3T"),
+    ("flag", "ssh-keygen -N", "ssh-keygen -t ed25519 -N S3CR3T -f key"),  # the new passphrase
+    ("flag", "ssh-keygen -P", "ssh-keygen -p -P S3CR3T -f key"),  # the old one
+    ("flag", "ldapsearch -w", "ldapsearch -x -D cn=admin -w S3CR3T -b dc=example"),  # the bind password
+    ("flag", "ldapmodify -w", "ldapmodify -D cn=admin -w S3CR3T -f change.ldif"),
+    ("flag", "ldapadd -w", "ldapadd -D cn=admin -w S3CR3T -f entry.ldif"),
+    ("flag", "ldapdelete -w", "ldapdelete -D cn=admin -w S3CR3T uid=me"),
+    ("flag", "ldapwhoami -w", "ldapwhoami -D cn=admin -w S3CR3T"),
+    ("flag", "ldappasswd -w", "ldappasswd -D cn=admin -w S3CR3T uid=me"),
+    ("flag", "ldappasswd -s", "ldappasswd -D cn=admin -W -s S3CR3T uid=me"),  # the new password
+    ("flag", "ldappasswd -a", "ldappasswd -D cn=admin -W -a S3CR3T uid=me"),  # the old one
+    ("flag", "mongosh -p", "mongosh -u me -p S3CR3T"),
+    ("flag", "mongo -p", "mongo -u me -p S3CR3T"),
+    ("flag", "mongodump -p", "mongodump -u me -p S3CR3T --db shop"),
+    ("flag", "mongorestore -p", "mongorestore -u me -p S3CR3T dump/"),
+    ("flag", "zip -P", "zip -P S3CR3T a.zip f"),
+    ("flag", "unzip -P", "unzip -P S3CR3T a.zip"),
+    ("joined", "7z -p", "7z a -pS3CR3T a.7z f"),
+    ("joined", "rar -p", "rar a -pS3CR3T a.rar f"),
+    ("flag", "sqlcmd -P", "sqlcmd -S host -U sa -P S3CR3T"),
+    ("flag", "bcp -P", "bcp shop.dbo.t out t.dat -U sa -P S3CR3T"),
+    ("flag", "az login -p", "az login -u me -p S3CR3T"),
+    ("flag", "az login --password", "az login -u me --password S3CR3T"),
+    ("flag", "twine upload -p", "twine upload -u __token__ -p S3CR3T dist/x.whl"),
     ("flag", "gh secret --body", "gh secret set NAME --body S3CR3T"),
     ("next", "openssl -k", "openssl enc -aes-256-cbc -k S3CR3T -in f -out f.enc"),
     ("next", "openssl -pass", "openssl enc -d -pass pass:S3CR3T -in f.enc"),
@@ -109,6 +132,9 @@ PATTERNS = (
      "openssl passwd -6 -salt ab S3CR3T"),
     ("argument", "mysqladmin password -u -h -P -S --user --host --port --socket", "mysqladmin -u root password S3CR3T"),
     ("argument", "mysqladmin old-password -u -h -P -S --user --host --port --socket", "mysqladmin old-password S3CR3T"),
+    ("argument", "vault login -method -path -address -namespace", "vault login S3CR3T"),  # the token (key=value: by name)
+    ("operand", "rabbitmqctl add_user -n --node", "rabbitmqctl add_user me S3CR3T"),  # the user too: no way to tell
+    ("operand", "rabbitmqctl change_password -n --node", "rabbitmqctl change_password me S3CR3T"),
     ("percent", "smbclient -U", "smbclient -U me%S3CR3T //host/share"),
     ("percent", "smbclient --user", "smbclient --user=me%S3CR3T //host/share"),
     ("percent", "rpcclient -U", "rpcclient -U me%S3CR3T host"),
