@@ -46,7 +46,6 @@ _wait_cpu = _twin.wait_cpu if _twin is not None else None
 _modules = sys.modules
 _getrefcount = sys.getrefcount
 _children = spawn._children
-_polled = waits.polled
 _frame_at, _code_of = tracer.frame_at, tracer.code_of
 # the code of process.py's stand-in at os.waitpid (subprocess bound it as _internal_poll's default)
 _STAND_IN = next(c for c in _code_of(process._stand_in).co_consts if getattr(c, "co_name", "") == "call")
@@ -462,9 +461,9 @@ def _wrap_waitpid(original):
             # reaps nothing, whether it has exited. A poll that finds it running makes one system
             # call, as untraced, and returns what waitpid returns then.
             if options == _WNOHANG and pid > 0 and _waitid is not None and _waitid(P_PID, pid, _PROBE) is None:
-                # noted for a sleep right after it (a poll loop's: hooks/time_.py), inline (a call: +800
-                # instructions), but not subprocess's own polls of the Popen objects the program let go
-                # (__del__, _cleanup() at the next Popen: _internal_poll from elsewhere than poll())
+                # noted for a sleep right after it (a poll loop's: hooks/time_.py), but not subprocess's
+                # own polls of the Popen objects the program let go (__del__, _cleanup() at the next
+                # Popen: _internal_poll from elsewhere than poll())
                 try:
                     depth = 2 if _code_of(_frame_at(1)) is _STAND_IN else 1  # the first call comes through it
                     caller = _code_of(_frame_at(depth))
@@ -474,10 +473,7 @@ def _wrap_waitpid(original):
                     tracer.raise_if_programs(exc)
                     ours = True
                 if ours:
-                    seen = _polled.get(get_ident())
-                    if seen is None or len(seen) > 64:  # polls that no sleep followed: children long reaped
-                        seen = _polled[get_ident()] = {}
-                    seen[pid] = time_ns()
+                    waits.note_poll(pid)
                 return 0, 0
             return _waiting("os.waitpid", _waitpid_measured, pid, options, (pid, options), True, True)
         return _waiting("os.waitpid", original, pid, options, (pid, options))

@@ -182,8 +182,6 @@ def _bootstrap_inner(original):
 
 
 def _is_alive(original):
-    polled = waits.polled
-
     def is_alive(self):
         try:
             alive = original(self)
@@ -193,10 +191,7 @@ def _is_alive(original):
         if alive:  # noted for a sleep right after it: a poll loop's, a wait on the thread (hooks/time_.py)
             span_id = self.__dict__.get(_SPAN)
             if span_id:
-                seen = polled.get(get_ident())
-                if seen is None or len(seen) > 64:  # polls that no sleep followed
-                    seen = polled[get_ident()] = {}
-                seen[span_id] = time_ns()
+                waits.note_poll(span_id)
         return alive
 
     return is_alive

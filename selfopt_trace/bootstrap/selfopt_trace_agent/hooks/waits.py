@@ -49,6 +49,14 @@ busy: set = set()
 polled: dict = {}
 POLL_GAP_NS = 5_000_000  # a sleep begun this long after a poll or sooner follows it
 
+
+def note_poll(key) -> None:
+    """A poll of this thread's found `key` (a child's pid, a thread's span id) running, now."""
+    seen = polled.get(get_ident())
+    if seen is None or len(seen) > 64:  # polls that no sleep followed: children long reaped
+        seen = polled[get_ident()] = {}
+    seen[key] = time_ns()
+
 # Waits that did not block are counted as tracer overhead at the calibrated cost of one: timed.py's
 # way (a clock read to time each would cost as much as the bookkeeping it times). The first
 # CALIBRATION are timed; then their trimmed mean (tracer.cost_per_call). Waits recorded the common
