@@ -511,13 +511,22 @@ def test_a_flush_of_many_sdk_spans_writes_them_in_blocks_of_at_most_256(traced):
     from selfopt_trace.bootstrap.selfopt_trace_agent import spanblock
 
     code = program("sdk", """
-        import sys
+        import sys, threading
         agent = sys.modules["selfopt_trace_agent.tracer"]
         app = trace.get_tracer("my.app", "1.0")
-        with agent._flush_lock:  # the flusher thread skips its turns: the flush below takes all 600
-            for index in range(600):
-                with app.start_as_current_span("work", attributes={"i": index}):
-                    pass
+        held, done = threading.Event(), threading.Event()
+        def hold():  # every flush skips its turn meanwhile: the flush below takes all 600
+            with agent._flush_lock:
+                held.set()
+                done.wait()
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        for index in range(600):
+            with app.start_as_current_span("work", attributes={"i": index}):
+                pass
+        done.set()
+        holder.join()
         agent.flush()
     """)
     result = traced.python(code)

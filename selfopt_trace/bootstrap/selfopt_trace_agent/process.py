@@ -680,11 +680,21 @@ def _at_exit() -> None:
         exc = getattr(sys, "last_value", None)
         if exc is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
             set_exit(1, **{"exception.type": type(exc).__qualname__, "exception.message": redact.text(str(exc))[:1000]})
-            end(tracer.ERROR)
+            end_at_last(tracer.ERROR)
         else:
-            end()
-    except Exception:  # a signal handler's too (the last flush's): the process ends
+            end_at_last()
+    except Exception:  # a signal handler's too: the process ends
         pass
+
+
+def end_at_last(status: str = tracer.UNSET) -> None:
+    """end() where the process ends anyway (its exit, os._exit): an exception of the program's signal
+    handler (an interval timer's) that lands in it is dropped, and the end tried once more, so the
+    records its flush kept (tracer._keep_interrupted) and the process span's end reach the file."""
+    try:
+        end(status)
+    except Exception:
+        end(status)
 
 
 def _after_fork_in_child() -> None:

@@ -302,13 +302,15 @@ _buffer: list = []
 # (dict.pop, atomic) decides which of the two threads writes the start: never both.
 unwritten: dict = {}
 # ...or kept by the hook itself (the bridge's SDK spans: no record of ours until they end): a function
-# giving the S records of those still open, for the flush, each taken out of its keeping (never raises
-# but the program's own exceptions: raise_if_programs).
+# adding the S records of those still open to the flush's list of lines, each taken out of its keeping
+# (never raises but the program's own exceptions: raise_if_programs).
 open_records = None
 _flush_due_ns = 0  # when the next flush is due (a deadline: the hot path compares, never subtracts)
 _fd: int | None = None
 _path = ""  # the span file, named at the first flush
 _fd_file = (0, 0)  # its (st_dev, st_ino): what _fd must still be to be written to
+_fd_size = 0  # its size before the flush's writes (the fstat that checks it)
+_carry = ""  # lines an interrupted flush took out of the buffers' keeping and did not write (_keep_interrupted)
 _header = ""
 _enabled = False
 _flusher_started = False
@@ -814,9 +816,14 @@ def raise_if_programs(exc: BaseException) -> None:
     can run in its `try` (the main thread, once the program's code runs), but where the process ends
     anyway (docs/agent.md, "Failing open"). An exception raised in the frame that caught it (by C code
     it called: an unhashable value's TypeError) is told at once: no handler's frame is below."""
-    tb = exc.__traceback__
-    if tb is not None and tb.tb_next is not None and _raised_by_signal_handler(exc):
+    if is_programs(exc):
         raise exc
+
+
+def is_programs(exc: BaseException) -> bool:
+    """Whether `exc`, caught by the agent, is the program's: see raise_if_programs."""
+    tb = exc.__traceback__
+    return tb is not None and tb.tb_next is not None and _raised_by_signal_handler(exc)
 
 
 def flush(blocking: bool = True) -> None:
@@ -829,8 +836,10 @@ def flush(blocking: bool = True) -> None:
     (spawn, fork, exec, exit) block.
     """
     global _flushed_in_passing, _flushing_thread, _then_die
-    if _flush_lock._is_owned():  # a flush further up this thread's stack
-        return
+    if _flush_lock._is_owned():
+        if _flush_on_stack():  # a flush further up this thread's stack
+            return
+        _let_go_of_a_left_lock()
     try:
         if not _flush_lock.acquire(blocking):
             return
@@ -848,6 +857,9 @@ def flush(blocking: bool = True) -> None:
                 die()
 
 
+_FLUSH_CODE = code_of(flush)
+
+
 def flush_before_death(die) -> None:
     """A fatal signal's handler (process.on_sigterm): what is buffered reaches the file, then `die()`.
     A flush in progress took records out of the buffer, which would die with the process (a SERVER
@@ -857,8 +869,10 @@ def flush_before_death(die) -> None:
     global _then_die
     try:
         if _flushing_thread == get_ident():
-            _then_die = die
-            return
+            if _flush_on_stack():
+                _then_die = die
+                return
+            _let_go_of_a_left_lock()
         if _flush_lock.acquire(True, DEATH_WAIT_S):
             try:
                 _flush_locked()
@@ -869,13 +883,33 @@ def flush_before_death(die) -> None:
     die()
 
 
+def _flush_on_stack() -> bool:
+    """Whether a flush is under way further up this thread's stack (a signal handler's record, or its
+    death, while the flush it interrupted runs on below it)."""
+    frame = frame_at(2)
+    while frame is not None:
+        if code_of(frame) is _FLUSH_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _let_go_of_a_left_lock() -> None:
+    """The flush lock is this thread's, and no flush of it runs: an exception of the program's signal
+    handler landed in a flush's `finally` before it let the lock go (every statement of Python can
+    be such a point). Let go now: held, no flush of the flusher's or the exit's could write again
+    (an interval timer raising every 0.5 ms around flushes: the process span and all records after
+    it lost in 5 runs of 5)."""
+    global _flushing_thread
+    _flushing_thread = 0
+    while _flush_lock._is_owned():
+        _flush_lock.release()
+
+
 def _flush_locked() -> None:
-    global _flush_due_ns, _fd, _enabled
+    global _flush_due_ns, _fd, _enabled, _carry
     if not _enabled:
-        del _buffer[:]
-        del formatted[:]
-        del late_records[:]
-        unwritten.clear()
+        _drop_all()
         return
     now = time_ns()
     _flush_due_ns = now + FLUSH_INTERVAL_NS
@@ -883,8 +917,13 @@ def _flush_locked() -> None:
     # taking it back waits their turns (5 ms each), which the wall clock counted as the tracer's
     # (a pool of four spinning threads: 10 ms for one flush, 20-80 ms of "overhead" a run).
     t0 = thread_cpu_ns()
+    # The buffers are emptied only once their lines are written: an exception of the program's signal
+    # handler can land at any point (_keep_interrupted). Lines taken out of the buffers' keeping
+    # before that (the carried ones, the open spans' S records) are lines[:held].
+    lines = [_carry] if _carry else []
+    held = -1
+    payload = None
     try:
-        lines = []
         add = lines.append
         if unwritten:  # first: an E the end adds once a span is taken out goes after its S
             for key in list(unwritten):
@@ -892,44 +931,80 @@ def _flush_locked() -> None:
                 if span is not None:
                     add(_format(span))
         if open_records is not None:
-            lines += open_records()
-        n = len(_buffer)
-        taken = _buffer[:n]
-        del _buffer[:n]
-        for item in taken:
+            open_records(lines)
+        held = len(lines)
+        n_buffered = len(_buffer)
+        for item in _buffer[:n_buffered]:
             if type(item) is str:
                 add(item)
             elif type(item) is tuple:  # a recorded import (importtime._recorded)
                 add(import_line(*item))
             else:
                 add(_span_line(item))
-        n = len(late_records)
+        n_late = len(late_records)
         pieces = [""]  # the lines above, joined below; then the LATE records' pieces
-        if n:  # see LATE
-            pieces += late_block(late_records, n)
-            del late_records[:n]
-        n = len(formatted)
-        if n:
-            lines += formatted[:n]
-            del formatted[:n]
-            formatted_cost[0] += n
+        if n_late:  # see LATE
+            pieces += late_block(late_records, n_late)
+        n_formatted = len(formatted)
+        if n_formatted:
+            lines += formatted[:n_formatted]
         add(spanfile.tick_line(now))
         pieces[0] = "".join(lines)
         if _fd is None or not _fd_is_ours():
-            if not _path:
-                pieces[0] = _header + pieces[0]
             _fd = _open_span_file()
-        for data in pieces:
-            _write(data.encode("utf-8", "replace"))
+        if not _fd_size:  # a new file
+            pieces[0] = _header + pieces[0]
+        payload = [data.encode("utf-8", "replace") for data in pieces]
+        for data in payload:
+            _write(data)
+        _carry = ""
+        _taken_out(n_buffered, n_late, n_formatted)
     except Exception as exc:
-        raise_if_programs(exc)  # a signal handler's, raised where its signal found the program: here
+        if is_programs(exc):  # a signal handler's, raised where its signal found the program: here
+            _keep_interrupted(lines, held, payload, n_buffered if payload else 0, n_late if payload else 0,
+                              n_formatted if payload else 0)
+            raise
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
-        del _buffer[:]
-        del formatted[:]
-        del late_records[:]
-        unwritten.clear()
+        _drop_all()
     finally:
         add_overhead(thread_cpu_ns() - t0)
+
+
+def _taken_out(n_buffered: int, n_late: int, n_formatted: int) -> None:
+    """The first records of each buffer are written: out of it."""
+    del _buffer[:n_buffered]
+    del late_records[:n_late]
+    if n_formatted:
+        del formatted[:n_formatted]
+        formatted_cost[0] += n_formatted
+
+
+def _keep_interrupted(lines: list, held: int, payload, n_buffered: int, n_late: int, n_formatted: int) -> None:
+    """A flush interrupted by the program's exception (an interval timer's SIGALRM handler raising
+    where its signal found the flush) keeps what it had not written for the next flush: the lines
+    it held (`_carry`); where its writes had begun, the bytes the span file has not got (its size
+    tells) and the buffers' records out (a timer every 0.5 ms around flushes lost 30-45 of 11,000
+    records a run before). Never raises: a second exception here is lost with what it held."""
+    global _carry
+    try:
+        if payload is None:
+            _carry = "".join(lines if held < 0 else lines[:held])
+            return
+        header = 0 if _fd_size else len(_header.encode("utf-8", "replace"))  # the next flush writes it again
+        written = max(os.fstat(_fd).st_size - _fd_size, header)
+        _taken_out(n_buffered, n_late, n_formatted)
+        _carry = b"".join(payload)[written:].decode("utf-8", "replace")
+    except BaseException:  # noqa: BLE001 - the program's exception is on its way already
+        pass
+
+
+def _drop_all() -> None:
+    global _carry
+    _carry = ""
+    del _buffer[:]
+    del formatted[:]
+    del late_records[:]
+    unwritten.clear()
 
 
 def _raised_by_signal_handler(exc: BaseException) -> bool:
@@ -977,7 +1052,7 @@ def _open_span_file() -> int:
     as untraced), never 0-2 (a program started with stdout closed must not print into it, nor its
     children inherit it as theirs): a new file at the first flush, the same one again, high again,
     when the program has closed ours (a daemon's closerange) and its number may be its own."""
-    global _path, _fd_file
+    global _path, _fd_file, _fd_size
     if not _path:
         _path = os.path.join(_spans_dir, "%d-%s%s" % (os.getpid(), os.urandom(4).hex(), spanfile.SUFFIX))
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -988,18 +1063,20 @@ def _open_span_file() -> int:
         os.makedirs(_spans_dir, exist_ok=True)
         fd = open_fd(_path, flags, 0o644)
     status = os.fstat(fd)
-    _fd_file = (status.st_dev, status.st_ino)
+    _fd_file, _fd_size = (status.st_dev, status.st_ino), status.st_size
     return fd
 
 
 def _fd_is_ours() -> bool:
     """_fd is still the span file: the program may have closed it and opened a file of its own that
     took its number (checked at each flush, one fstat: never a record in the program's file)."""
+    global _fd_size
     try:
         status = os.fstat(_fd)
     except OSError as exc:
         raise_if_programs(exc)
         return False
+    _fd_size = status.st_size
     return (status.st_dev, status.st_ino) == _fd_file
 
 
@@ -1133,10 +1210,7 @@ def reset_after_fork() -> None:
     _overhead_ns = 0
     for cell in _counted:
         cell[0] = 0
-    del _buffer[:]
-    del formatted[:]
-    del late_records[:]
-    unwritten.clear()  # the parent's: written (or to be) in its file
+    _drop_all()  # the parent's: written (or to be) in its file
     forking = _imports.get(get_ident())  # the imports of the thread that forked go on in the child
     _imports.clear()
     if forking is not None:

@@ -99,7 +99,7 @@ def _wrap_exit(original):
         try:
             try:
                 process.set_exit(status if isinstance(status, int) else None)
-                process.end()
+                process.end_at_last()
             except Exception:  # a signal handler's too: the process ends, as the program asked
                 pass
             original(status)

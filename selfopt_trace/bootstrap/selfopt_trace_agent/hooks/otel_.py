@@ -1082,11 +1082,11 @@ def _end_apart(span, span_id: int) -> None:
                                             _attributes_json(_scope_of(span._instrumentation_scope)[1], attributes)))
 
 
-def _open_records() -> list:
-    """The S records of the SDK spans still open, for a flush (tracer.open_records): each taken out of
-    _open (its end then writes an E), after it is put in _written (an end between the two finds it in
-    one or the other: never neither, never both). Never raises but the program's own exceptions."""
-    lines = []
+def _open_records(lines: list) -> None:
+    """The S records of the SDK spans still open, added to the flush's `lines` (tracer.open_records):
+    each taken out of _open (its end then writes an E), after it is put in _written (an end between
+    the two finds it in one or the other: never neither, never both). Never raises but the program's
+    own exceptions (the lines added before one stay the flush's)."""
     for span_id in list(_open):
         live = _open.get(span_id)
         if live is None:
@@ -1101,7 +1101,6 @@ def _open_records() -> list:
             tracer.raise_if_programs(exc)
             lines.append(tracer.spanfile.diagnostic_line(time_ns(), "otel_bridge_failed:flush",
                                                          "%s: %s" % (type(exc).__name__, exc)))
-    return lines
 
 
 def _start_line(live, span_id: int) -> str:
