@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -225,6 +226,33 @@ def test_a_flush_the_programs_exception_interrupts_loses_nothing_and_writes_noth
         == [["true", "first"], ["true", "after"]]
     assert len(spans.named("subprocess")) == 2
     assert not spans.processes()[0].incomplete and spans.diagnostics == []
+
+
+# The program's SIGALRM handler raises in the flush a spawning call makes before it spawns (its span
+# must be on disk before the child runs): the call ends with the exception, its span too (it stayed
+# open to the process's end, a spawn for the breakdown), and what it made current is undone.
+SPAWNS = {
+    "subprocess.run": "subprocess.run(['true', 'interrupted'])",
+    "os.system": "os.system('true interrupted')",
+    "os.posix_spawn": "os.waitpid(os.posix_spawn('/bin/true', ['true', 'interrupted'], os.environ), 0)",
+    "os.fork": "pid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)",
+    "multiprocessing": "process = multiprocessing.get_context('fork').Process(target=int)\nprocess.start()\nprocess.join()",
+}
+
+
+@pytest.mark.parametrize("call", SPAWNS)
+def test_a_spawn_the_programs_exception_interrupts_ends_its_span(traced, call):
+    code = INTERRUPTED_WRITE.format(before=ALARM, after="", flush=(
+        "import multiprocessing\narmed.append(True)\ntry:\n" + textwrap.indent(SPAWNS[call], "    ")
+        + "\nexcept TimeoutError as exc:\n    print('raised', exc)"))
+    result = traced.python(code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"raised late\n", b"")
+    spans = traced.spans()
+    assert [s for s in spans.spans if s.incomplete] == []
+    interrupted = [s for s in spans.spans if s.attributes.get("error.type") == "TimeoutError"]
+    assert [s.category for s in interrupted] == ["subprocess"]
+    [after] = [s for s in spans.named("subprocess") if s.attributes["process.command_args"] == ["true", "after"]]
+    assert spans.parent(after) is spans.processes()[0]
 
 
 # Records made and flushed by the main thread over and over while an interval timer's handler raises

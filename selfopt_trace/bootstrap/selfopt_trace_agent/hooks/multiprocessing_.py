@@ -43,12 +43,14 @@ def install(target: str, module) -> None:
 def _start(original):
     def start(self):
         try:
+            span = token = None
             try:
                 span = spawn.start_span("multiprocessing", [self.name], attributes={"process.multiprocessing.start_method": _method(self)})
                 token = tracer.activate(span)
                 os_._fork_span = span
             except Exception as exc:
-                tracer.raise_if_programs(exc)
+                os_._fork_span = None
+                spawn.raise_if_programs(exc, span, token)
                 return original(self)
             try:
                 with spawn.inherited_environ(span):
@@ -73,10 +75,11 @@ def _spawnv_passfds(original):
         try:
             if "--multiprocessing-fork" in args:
                 return original(path, args, passfds)
+            span = None
             try:
                 span = spawn.start_span("subprocess", args)
             except Exception as exc:
-                tracer.raise_if_programs(exc)
+                spawn.raise_if_programs(exc, span)
                 return original(path, args, passfds)
             with spawn.inherited_environ(span):  # the helper takes os.environ
                 return spawn.run_spawning(span, original, path, args, passfds)

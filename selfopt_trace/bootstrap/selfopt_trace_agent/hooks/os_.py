@@ -65,14 +65,14 @@ def wrap(name: str, original):
 def _wrap_fork(original):
     def fork():
         try:
-            span = _fork_span
+            span, token = _fork_span, None
             owned = span is None
             try:
                 if owned:
                     span = spawn.start_span("fork", ["fork"])
                 token = tracer.activate(span)
             except Exception as exc:
-                tracer.raise_if_programs(exc)
+                spawn.raise_if_programs(exc, span if owned else None, token)
                 return original()
             try:
                 pid = original()
@@ -113,10 +113,11 @@ def _wrap_exit(original):
 def _wrap_system(original):
     def system(command):
         try:
+            span = None
             try:
                 span = spawn.start_span("subprocess", ["/bin/sh", "-c", command], attributes={"process.shell": True})
             except Exception as exc:
-                tracer.raise_if_programs(exc)
+                spawn.raise_if_programs(exc, span)
                 return original(command)
             # The C library reaps the shell: its CPU is what RUSAGE_CHILDREN gained meanwhile, when no
             # other reap the agent sees (another thread's wait, another system()) came in between.
@@ -165,6 +166,7 @@ def _exec_span(path, args) -> tuple:
     try:
         args = spawn.rewrite_argv(args, span)
     except Exception as exc:  # exec'd as given
+        spawn.raise_if_programs(exc, span)
         tracer.exception_diagnostic("hook_failed:os.exec", exc)
     tracer.end_span(span, tracer.UNSET, {"process.pid": os.getpid()})
     process.set_exit(None, **{"process.exec.replaced": True})
@@ -179,7 +181,7 @@ def _exec_failed() -> None:
 def _exec_interrupted(exc: Exception) -> None:
     """The agent's own failure before an exec: exec'd as given. A signal handler's exception is the
     program's (tracer.raise_if_programs): it goes on, and so does the process, its span open again."""
-    if tracer._raised_by_signal_handler(exc):
+    if tracer.is_programs(exc):
         _exec_failed()
         raise exc
 
@@ -234,12 +236,13 @@ def _wrap_posix_spawn(original):
                 if ours is not None:  # (3.13's Popen passes env=None on: this process's environment)
                     env = {**(os.environ if env is None else env), **ours}
                 return original(path, argv, env, *args, **kwargs)
+            span = None
             try:
                 span = spawn.start_span("subprocess", argv)
                 env = spawn.child_environ(span, env)
                 argv = spawn.rewrite_argv(argv, span)
             except Exception as exc:
-                tracer.raise_if_programs(exc)
+                spawn.raise_if_programs(exc, span)
                 return original(path, argv, env, *args, **kwargs)
             return spawn.run_spawning(span, lambda: original(path, argv, env, *args, **kwargs))
         except BaseException as exc:  # as untraced: no frame of ours

@@ -39,7 +39,7 @@ def install(target: str, module) -> None:
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest):
         try:
-            thread = get_ident()
+            thread, span = get_ident(), None
             try:
                 # (Popen set its pipes' ends before this call) a child whose output the parent cannot
                 # read is never read until it exits (macros.sql, read_candidates)
@@ -51,7 +51,7 @@ def install(target: str, module) -> None:
                     env = spawn.child_environ(span, env)
                 args = spawn.rewrite_argv(args, span)
             except Exception as exc:
-                tracer.raise_if_programs(exc)
+                spawn.raise_if_programs(exc, span)
                 return original(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, *rest)
             tracer.in_spawn.add(thread)
             try:
@@ -90,12 +90,12 @@ def _install_uvloop(module) -> None:
 
         async def start(self, protocol_factory, *args, **kwargs):
             try:
-                thread = get_ident()
+                thread, span = get_ident(), None
                 try:
                     span = spawn.start_span("subprocess", argv(args), kwargs.get("cwd"))
                     kwargs["env"] = spawn.child_environ(span, kwargs.get("env"))
                 except Exception as exc:
-                    tracer.raise_if_programs(exc)
+                    spawn.raise_if_programs(exc, span)
                     return await original(self, protocol_factory, *args, **kwargs)
                 # the fork runs Python's at-fork handlers before libuv's exec (PyOS_AfterFork_Child):
                 # the exec'd image traces itself (process._after_fork_in_child)
