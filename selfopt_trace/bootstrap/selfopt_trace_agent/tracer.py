@@ -922,7 +922,7 @@ def _flush_locked() -> None:
     # before that (the carried ones, the open spans' S records) are lines[:held].
     lines = [_carry] if _carry else []
     held = -1
-    payload = None
+    writing = False
     try:
         add = lines.append
         if unwritten:  # first: an E the end adds once a span is taken out goes after its S
@@ -954,15 +954,18 @@ def _flush_locked() -> None:
             _fd = _open_span_file()
         if not _fd_size:  # a new file
             pieces[0] = _header + pieces[0]
-        payload = [data.encode("utf-8", "replace") for data in pieces]
-        for data in payload:
-            _write(data)
+        writing = True
+        for data in pieces:
+            _write(data.encode("utf-8", "replace"))
         _carry = ""
-        _taken_out(n_buffered, n_late, n_formatted)
+        del _buffer[:n_buffered]
+        if n_late:
+            del late_records[:n_late]
+        if n_formatted:
+            _taken_formatted(n_formatted)
     except Exception as exc:
         if is_programs(exc):  # a signal handler's, raised where its signal found the program: here
-            _keep_interrupted(lines, held, payload, n_buffered if payload else 0, n_late if payload else 0,
-                              n_formatted if payload else 0)
+            _keep_interrupted(lines, held, pieces if writing else None, *((n_buffered, n_late, n_formatted) if writing else ()))
             raise
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         _drop_all()
@@ -970,16 +973,13 @@ def _flush_locked() -> None:
         add_overhead(thread_cpu_ns() - t0)
 
 
-def _taken_out(n_buffered: int, n_late: int, n_formatted: int) -> None:
-    """The first records of each buffer are written: out of it."""
-    del _buffer[:n_buffered]
-    del late_records[:n_late]
-    if n_formatted:
-        del formatted[:n_formatted]
-        formatted_cost[0] += n_formatted
+def _taken_formatted(n: int) -> None:
+    """The first n preformatted records are written: out of their buffer, counted."""
+    del formatted[:n]
+    formatted_cost[0] += n
 
 
-def _keep_interrupted(lines: list, held: int, payload, n_buffered: int, n_late: int, n_formatted: int) -> None:
+def _keep_interrupted(lines: list, held: int, pieces, n_buffered: int = 0, n_late: int = 0, n_formatted: int = 0) -> None:
     """A flush interrupted by the program's exception (an interval timer's SIGALRM handler raising
     where its signal found the flush) keeps what it had not written for the next flush: the lines
     it held (`_carry`); where its writes had begun, the bytes the span file has not got (its size
@@ -987,13 +987,16 @@ def _keep_interrupted(lines: list, held: int, payload, n_buffered: int, n_late: 
     records a run before). Never raises: a second exception here is lost with what it held."""
     global _carry
     try:
-        if payload is None:
+        if pieces is None:
             _carry = "".join(lines if held < 0 else lines[:held])
             return
         header = 0 if _fd_size else len(_header.encode("utf-8", "replace"))  # the next flush writes it again
         written = max(os.fstat(_fd).st_size - _fd_size, header)
-        _taken_out(n_buffered, n_late, n_formatted)
-        _carry = b"".join(payload)[written:].decode("utf-8", "replace")
+        del _buffer[:n_buffered]
+        del late_records[:n_late]
+        if n_formatted:
+            _taken_formatted(n_formatted)
+        _carry = "".join(pieces).encode("utf-8", "replace")[written:].decode("utf-8", "replace")
     except BaseException:  # noqa: BLE001 - the program's exception is on its way already
         pass
 
