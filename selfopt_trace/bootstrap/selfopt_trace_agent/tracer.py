@@ -965,7 +965,10 @@ def _flush_locked() -> None:
             _taken_formatted(n_formatted)
     except Exception as exc:
         if is_programs(exc):  # a signal handler's, raised where its signal found the program: here
-            _keep_interrupted(lines, held, pieces if writing else None, *((n_buffered, n_late, n_formatted) if writing else ()))
+            if writing:
+                _keep_interrupted(lines, held, pieces, n_buffered, n_late, n_formatted)
+            else:
+                _keep_interrupted(lines, held)
             raise
         _enabled = False  # e.g. a read-only run directory: stay silent, the program must not notice
         _drop_all()
@@ -979,7 +982,8 @@ def _taken_formatted(n: int) -> None:
     formatted_cost[0] += n
 
 
-def _keep_interrupted(lines: list, held: int, pieces, n_buffered: int = 0, n_late: int = 0, n_formatted: int = 0) -> None:
+def _keep_interrupted(lines: list, held: int, pieces: list | None = None, n_buffered: int = 0, n_late: int = 0,
+                      n_formatted: int = 0) -> None:
     """A flush interrupted by the program's exception (an interval timer's SIGALRM handler raising
     where its signal found the flush) keeps what it had not written for the next flush: the lines
     it held (`_carry`); where its writes had begun, the bytes the span file has not got (its size
