@@ -255,6 +255,233 @@ def test_a_spawn_the_programs_exception_interrupts_ends_its_span(traced, call):
     assert spans.parent(after) is spans.processes()[0]
 
 
+# Elsewhere than a spawn: the program's SIGALRM handler raises at a chosen call of the agent's between
+# its beginning a span (and making it current) and handing over to the program's call, or in its end
+# (`alarm_before`: the signal sent as that call begins, a deterministic stand-in for any moment). The
+# call ends with the exception; its span too, with the exception's type (left open, it ran to the
+# process's end), and what it made current is undone: the next call's span is the process span's
+# child (it hung under the interrupted one, or was no span at all: an HTTP request inside another's).
+# The exception is no OSError (an alarm's TimeoutError is): http.server's handler swallows a
+# TimeoutError, urllib and urllib3 wrap an OSError in their own, untraced too.
+INTERRUPTED = """
+import os, signal, socket, sys, threading
+from selfopt_trace_agent import tracer
+from selfopt_trace_agent.hooks import http_common
+class Late(Exception):
+    pass
+def on_alarm(signum, frame):
+    raise Late('late')
+signal.signal(signal.SIGALRM, on_alarm)
+armed = []
+def alarm_before(owner, name, when=lambda *args, **kwargs: True):
+    original = getattr(owner, name)
+    def alarmed(*args, **kwargs):
+        if armed and when(*args, **kwargs):
+            armed.pop()
+            os.kill(os.getpid(), signal.SIGALRM)
+        return original(*args, **kwargs)
+    setattr(owner, name, alarmed)
+def interrupted(call):
+    armed.append(True)
+    try:
+        call()
+    except Late as exc:
+        print('raised', exc)
+    assert not armed, 'not reached'
+"""
+# A loopback HTTP server of plain sockets (no hook sees it): a thread a connection.
+LOOPBACK = """
+listener = socket.socket()
+listener.bind(('127.0.0.1', 0))
+listener.listen(16)
+def answer(conn):
+    data = b''
+    while b'\\r\\n\\r\\n' not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    conn.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok')
+    conn.close()
+def serve():
+    while True:
+        threading.Thread(target=answer, args=(listener.accept()[0],), daemon=True).start()
+threading.Thread(target=serve, daemon=True).start()
+URL = 'http://127.0.0.1:%d/' % listener.getsockname()[1]
+"""
+HTTP_CLIENTS = {
+    "urllib.request": "import urllib.request\ndef get(path):\n    urllib.request.urlopen(URL + path).read()\n",
+    "requests": "import requests\ndef get(path):\n    requests.get(URL + path)\n",
+    "urllib3": "import urllib3\npool = urllib3.PoolManager()\ndef get(path):\n    pool.request('GET', URL + path)\n",
+    "httpx": "import httpx\ndef get(path):\n    httpx.get(URL + path)\n",
+}
+CLIENT_MOMENTS = {
+    # begin_client's last bookkeeping: the span begun and current
+    "begun": "alarm_before(tracer, 'add_overhead')",
+    # the connection's `connect` span about to begin (http.client's own request: in the context for it)
+    "connect": "alarm_before(http_common.ClientRequest, 'connect_started')",
+    # the response's attributes, before the span ends
+    "response": "alarm_before(http_common.ClientRequest, 'got_response')",
+    # the span's end, its context undone already
+    "end": "alarm_before(tracer, 'end_span', lambda span, *args, **kwargs: span.name == 'GET')",
+}
+
+
+def assert_interrupted_and_after(spans, interrupted, after) -> None:
+    """No span left open; `interrupted`, the interrupted call's, ended with the program's exception;
+    `after`, the next call's, under the process span (the main thread's)."""
+    assert [s for s in spans.spans if s.incomplete] == []
+    assert interrupted.attributes["error.type"] == "Late" and interrupted.status == "ERROR"
+    assert [s for s in spans.spans if s.attributes.get("error.type") == "Late"] == [interrupted]
+    assert spans.parent(after) is spans.processes()[0]
+
+
+@pytest.mark.parametrize("moment", CLIENT_MOMENTS)
+@pytest.mark.parametrize("library", HTTP_CLIENTS)
+def test_an_http_request_the_programs_exception_interrupts_ends_its_span(traced, library, moment):
+    if library != "urllib.request":
+        traced.require(library)
+    code = (INTERRUPTED + LOOPBACK + HTTP_CLIENTS[library] + CLIENT_MOMENTS[moment]
+            + "\nget('first')\ninterrupted(lambda: get('interrupted'))\nget('after')\n")
+    result = traced.python(code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"raised late\n", b"")
+    spans = traced.spans()
+    requests = {s.attributes["url.full"].rpartition("/")[2]: s for s in spans.spans
+                if s.category == "http" and s.kind == "CLIENT"}
+    assert sorted(requests) == ["after", "first", "interrupted"]
+    assert_interrupted_and_after(spans, requests["interrupted"], requests["after"])
+    assert [s.status for s in spans.named("connect")] == ["UNSET"] * len(spans.named("connect"))
+
+
+# A server answering in the main thread (where the alarm's handler runs): http.server's handler, and a
+# WSGI app as wsgiref's handler calls it (the one here answers a request read from memory).
+HTTP_SERVER = """
+import http.server
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Length', '2')
+        self.end_headers()
+        self.wfile.write(b'ok')
+    def log_message(self, *args):
+        pass
+class Server(http.server.HTTPServer):
+    def handle_error(self, request, client_address):
+        raise
+server = Server(('127.0.0.1', 0), Handler)
+def get(path):
+    client = socket.create_connection(server.server_address)
+    client.sendall(b'GET /%s HTTP/1.0\\r\\n\\r\\n' % path.encode())
+    try:
+        server.handle_request()
+    finally:
+        client.close()
+"""
+WSGI = """
+import io
+from wsgiref.handlers import SimpleHandler
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'ok']
+class Handler(SimpleHandler):
+    def handle_error(self):
+        raise
+def get(path):
+    environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': '/' + path, 'SERVER_NAME': 'localhost', 'SERVER_PORT': '80',
+               'SERVER_PROTOCOL': 'HTTP/1.0', 'wsgi.url_scheme': 'http'}
+    Handler(io.BytesIO(), io.BytesIO(), io.StringIO(), environ).run(app)
+"""
+SERVERS = {"http.server": HTTP_SERVER, "wsgiref": WSGI}
+SERVER_MOMENTS = {
+    # begin_server's last bookkeeping: the span begun and current
+    "begun": "alarm_before(tracer, 'add_overhead')",
+    # the app returned; the WSGI span no longer current, still open (its body to send)
+    "returned": "alarm_before(http_common.ServerRequest, 'deactivate')",
+    # the span's end, its context undone already
+    "end": "alarm_before(http_common, '_server_outcome')",
+}
+
+
+@pytest.mark.parametrize("moment", SERVER_MOMENTS)
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_server_request_the_programs_exception_interrupts_ends_its_span(traced, server, moment):
+    code = (INTERRUPTED + SERVERS[server] + SERVER_MOMENTS[moment]
+            + "\nget('first')\ninterrupted(lambda: get('interrupted'))\nget('after')\n")
+    result = traced.python(code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"raised late\n", b"")
+    spans = traced.spans()
+    requests = {s.attributes["url.path"][1:]: s for s in spans.spans if s.kind == "SERVER"}
+    assert sorted(requests) == ["after", "first", "interrupted"]
+    assert_interrupted_and_after(spans, requests["interrupted"], requests["after"])
+
+
+# A --target function's span: begun (the flush of start_span, when one is due), and at its end.
+TARGET_MOMENTS = {
+    "begun": "alarm_before(tracer, 'flush')\nbefore = lambda: setattr(tracer, '_flush_due_ns', 0)",
+    "end": "alarm_before(tracer, 'end_span', lambda span, *args, **kwargs: span.name == 'dedent')\nbefore = int",
+}
+
+
+@pytest.mark.parametrize("moment", TARGET_MOMENTS)
+def test_a_target_the_programs_exception_interrupts_ends_its_span(traced, moment):
+    code = (INTERRUPTED + "import textwrap\n" + TARGET_MOMENTS[moment]
+            + "\ntextwrap.dedent('first')\ninterrupted(lambda: (before(), textwrap.dedent('interrupted')))\n"
+              "print(tracer.current() is None)\ntextwrap.dedent('after')\n")
+    result = traced.python(code, extra_env={"SELFOPT_TRACE_TARGETS": "textwrap:dedent"})
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"raised late\nTrue\n", b"")
+    spans = traced.spans()
+    first, interrupted, after = sorted(spans.named("dedent"), key=lambda s: s.start_ns)
+    assert_interrupted_and_after(spans, interrupted, after)
+
+
+# A Docker SDK call's `container` span: begun (the flush that puts it on disk before the container
+# runs), and at its end (the SDK's call fails here: no client; it is the same either way).
+DOCKER_CALLS = {
+    "containers.run": "ContainerCollection(client=None).run('alpine')",
+    "exec_run": "Container(attrs={'Id': 'c0ffee'}, client=None).exec_run('true')",
+}
+DOCKER_MOMENTS = {
+    "begun": "alarm_before(tracer, 'flush')",
+    "end": "alarm_before(tracer, 'end_span', lambda span, *args, **kwargs: span.category == 'container')",
+}
+
+
+@pytest.mark.parametrize("moment", DOCKER_MOMENTS)
+@pytest.mark.parametrize("call", DOCKER_CALLS)
+def test_a_docker_sdk_call_the_programs_exception_interrupts_ends_its_span(traced, call, moment):
+    traced.require("docker.models.containers")
+    code = (INTERRUPTED + "from docker.models.containers import Container, ContainerCollection\n"
+            + DOCKER_MOMENTS[moment] + "\ndef run():\n    try:\n        " + DOCKER_CALLS[call]
+            + "\n    except AttributeError:\n        pass\nrun()\ninterrupted(run)\nrun()\n")
+    result = traced.python(code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"raised late\n", b"")
+    spans = traced.spans()
+    first, interrupted, after = sorted([s for s in spans.spans if s.category == "container"], key=lambda s: s.start_ns)
+    assert_interrupted_and_after(spans, interrupted, after)
+
+
+# An OTel span of the bridge's own (the API without an SDK provider) started as current: begun, not
+# yet current (its `with` never runs: nothing else would end it), and begun, not yet handed over.
+OTEL_MOMENTS = {
+    "entered": "alarm_before(otel_, '_activate')",
+    "started": "alarm_before(otel_, '_clean_start')",
+}
+
+
+@pytest.mark.parametrize("moment", OTEL_MOMENTS)
+def test_an_otel_span_the_programs_exception_interrupts_ends(traced, moment):
+    traced.require("opentelemetry")
+    code = (INTERRUPTED + "from opentelemetry import trace\nfrom selfopt_trace_agent.hooks import otel_\n"
+            + OTEL_MOMENTS[moment] + "\nspans = trace.get_tracer('t')\n"
+            "def work(name):\n    with spans.start_as_current_span(name, attributes={'n': 1}):\n        pass\n"
+            "work('first')\ninterrupted(lambda: work('interrupted'))\nwork('after')\n")
+    result = traced.python(code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"raised late\n", b"")
+    spans = traced.spans()
+    [interrupted], [after] = spans.named("interrupted"), spans.named("after")
+    assert_interrupted_and_after(spans, interrupted, after)
+
+
 # Records made and flushed by the main thread over and over while an interval timer's handler raises
 # every 0.5 ms (once an arming, inside the program's `try`): some land in a flush's `finally` as it
 # lets its lock go (held after, no flush wrote again: the records and the process span's end lost,

@@ -427,6 +427,21 @@ def deactivate(token) -> None:
         raise_if_programs(exc)
 
 
+def end_interrupted(span: Span | None, exc: BaseException, token=None) -> None:
+    """An exception (the program's: a signal handler's, raised in the agent's code) interrupted the
+    agent between beginning `span` (and making it current: `token`) and handing over to the call it
+    covers, or in its end: what was made current is undone (a token reset already, or of another
+    context, is let be) and the span ends with the error, as the call it interrupted (left open, it
+    ran to the process's end, and the spans after it hung under it). Either may be None."""
+    if token is not None:
+        try:
+            _current.reset(token)
+        except (ValueError, RuntimeError):  # reset already (the interrupted code got that far), or another context's
+            pass
+    if span is not None and not span.end_ns:
+        end_span(span, ERROR, {"error.type": type(exc).__qualname__})
+
+
 def _mark_kept(parent: Span | None) -> None:
     while parent is not None and parent.deferred and not parent.keep:
         parent.keep = True
@@ -477,9 +492,17 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
     span = _new_span(span_id or next(_id_text), parent, parent_id, trace_id, name, kind, category, now, attributes)
     _buffer.append(span)
     if now > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
-        flush(blocking=False)
+        try:
+            flush(blocking=False)
+        except BaseException as exc:  # the program's (a signal handler's): the call ends with it
+            end_interrupted(span, exc)
+            raise
     elif not _flusher_started:
-        _start_flusher()
+        try:
+            _start_flusher()
+        except BaseException as exc:
+            end_interrupted(span, exc)
+            raise
     return span
 
 

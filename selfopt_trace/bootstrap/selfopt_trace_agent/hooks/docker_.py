@@ -478,10 +478,10 @@ def _sdk_start(subcommand: str):
                     return original(self, image, command, *args, **kwargs)
                 try:
                     result = original(self, image, command, *args, **_sdk_kwargs(self, span, image, kwargs))
-                except BaseException as exc:
+                    _sdk_end(span, token, None, getattr(result, "id", None))
+                except BaseException as exc:  # (the program's, as _sdk_end begins, too: it ends still)
                     _sdk_end(span, token, exc)
                     raise
-                _sdk_end(span, token, None, getattr(result, "id", None))
                 return result
             except BaseException as exc:  # as untraced: no frame of ours
                 tracer.strip_own_frames(exc)
@@ -495,20 +495,26 @@ def _sdk_start(subcommand: str):
 def _sdk_exec(original):
     def exec_run(self, cmd, *args, **kwargs):
         try:
+            span = token = None
             try:
                 span, token = _sdk_span("docker exec", "", kwargs, container=getattr(self, "name", "") or "")
                 environment = kwargs.get("environment")
                 if _env_keys(environment).isdisjoint((config.ENV_TRACEPARENT,)):
                     kwargs["environment"] = _add_env(environment, {config.ENV_TRACEPARENT: span.traceparent()})
-            except Exception as exc:
+            except BaseException as exc:
+                if not isinstance(exc, Exception) or tracer.is_programs(exc):  # begun, not handed over: it ends
+                    tracer.end_interrupted(span, exc, token)
+                    raise
                 tracer.exception_diagnostic("docker.sdk_failed", exc)
+                if span is not None:  # the container runs as given, untraced: the span ends
+                    tracer.end_interrupted(span, exc, token)
                 return original(self, cmd, *args, **kwargs)
             try:
                 result = original(self, cmd, *args, **kwargs)
-            except BaseException as exc:
+                _sdk_end(span, token, None)
+            except BaseException as exc:  # (the program's, as _sdk_end begins, too: it ends still)
                 _sdk_end(span, token, exc)
                 raise
-            _sdk_end(span, token, None)
             return result
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
@@ -524,16 +530,29 @@ def _sdk_span(name: str, image, kwargs: dict, container: str = "") -> tuple:
     if kwargs.get("name") or container:
         attributes["container.name"] = kwargs.get("name") or container
     span = tracer.start_span(name, "container", tracer.CLIENT, attributes)
-    tracer.flush()  # the container may outlive us: its parent span must be on disk
-    return span, tracer.activate(span)
+    try:
+        tracer.flush()  # the container may outlive us: its parent span must be on disk
+        return span, _activate(span)
+    except BaseException as exc:  # the program's (a signal handler's): the call ends with it
+        tracer.end_interrupted(span, exc)
+        raise
+
+
+_activate = tracer._current.set  # tracer.activate, without its call (no frame an exception could interrupt)
 
 
 def _sdk_end(span: tracer.Span, token, exc: BaseException | None, container_id: str | None = None) -> None:
-    tracer.deactivate(token)
-    if exc is not None:
-        tracer.end_span(span, tracer.ERROR, {"error.type": type(exc).__qualname__})
-    else:
-        tracer.end_span(span, tracer.UNSET, {"container.id": container_id} if container_id else None)
+    if span.end_ns:  # (ended by an interrupted _sdk_end: its token reset too)
+        return
+    try:
+        tracer.deactivate(token)
+        if exc is not None:
+            tracer.end_span(span, tracer.ERROR, {"error.type": type(exc).__qualname__})
+        else:
+            tracer.end_span(span, tracer.UNSET, {"container.id": container_id} if container_id else None)
+    except BaseException as error:  # the program's (a signal handler's): the span ends with it
+        tracer.end_interrupted(span, error, token)
+        raise
 
 
 def _image_name(image) -> str:

@@ -77,15 +77,16 @@ def _endheaders(original):
             if request is None:
                 request = _own_request(self, time_ns())
             if request is not None:
-                t0 = time_ns()
-                request.sends += 1
-                self._selfopt_trace_http = request  # ATTR
-                try:
-                    _inject(self._buffer, request)
-                except Exception as exc:
-                    common.hook_failed(request.library, exc)
-                common.tracer.add_overhead(time_ns() - t0)
+                self._selfopt_trace_http = request  # ATTR, first: a program's exception from here ends ours (_abandon)
             try:
+                if request is not None:
+                    t0 = time_ns()
+                    request.sends += 1
+                    try:
+                        _inject(self._buffer, request)
+                    except Exception as exc:
+                        common.hook_failed(request.library, exc)
+                    common.tracer.add_overhead(time_ns() - t0)
                 return original(self, *args, **kwargs)
             except BaseException as exc:
                 _abandon(self, exc)
@@ -137,14 +138,14 @@ def _getresponse(original):
             request.wait_ns = time_ns()
             try:
                 response = original(self, *args, **kwargs)
-            except BaseException as exc:
+                request.headers_ns = time_ns()
+                request.response_size = response.length  # the body's length as http.client read the headers
+                if request.tokens is None:  # our own span: it ends with the body
+                    _owned_response(request, response)
+            except BaseException as exc:  # (an exception of the program's in our bookkeeping too)
                 if request.tokens is None:
                     request.end(exc)
                 raise
-            request.headers_ns = time_ns()
-            request.response_size = response.length  # the body's length as http.client read the headers
-            if request.tokens is None:  # our own span: it ends with the body
-                _owned_response(request, response)
             return response
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
@@ -182,7 +183,11 @@ def _close_conn(original):
             try:
                 return original(self, *args, **kwargs)
             finally:
-                request.end()
+                try:
+                    request.end()
+                except BaseException as exc:  # the program's, as end() begins: it ends still
+                    request.interrupted(exc)
+                    raise
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
             raise

@@ -104,12 +104,13 @@ class ClientRequest:
         self.connecting = tracer.start_span("connect", CATEGORY, parent=self.span, start_ns=now)
 
     def connect_ended(self, now: int, failed: bool = False) -> None:
-        connecting, self.connecting = self.connecting, None
+        connecting = self.connecting
         if connecting is None:
             return
         self.connect_end_ns = 0 if failed else now
         tracer.end_span(connecting, tracer.ERROR if failed else tracer.UNSET,
                         {DNS: self.dns_ns} if self.dns_ns else None, end_ns=now)
+        self.connecting = None  # after its end: an exception of the program's before that ends it still (timed_connect)
 
     def tls_ended(self, now: int, failed: bool = False) -> None:
         start, self.connect_end_ns = self.connect_end_ns, 0
@@ -118,55 +119,80 @@ class ClientRequest:
                                    status=tracer.ERROR if failed else tracer.UNSET)
 
     def end(self, exc: BaseException | None = None) -> None:
-        """Close the span (once): response attributes, or the exception the caller will see."""
-        now = time_ns()
+        """Close the span (once): response attributes, or the exception the caller will see. An
+        exception of the program's (a signal handler's) that lands in it ends it still (interrupted)."""
+        try:
+            now = time_ns()
+            tokens = self.tokens
+            if tokens is not None:
+                tracer.deactivate(tokens[1])
+                try:
+                    _client.reset(tokens[0])
+                except (ValueError, RuntimeError) as error:  # ended in another context than it began: nothing there
+                    tracer.raise_if_programs(error)
+                self.tokens = None  # after both: a program's exception in between still finds them (interrupted)
+            span = self.span
+            if span.end_ns:
+                return
+            attributes: dict = {REUSED: self.connects == 0}
+            status = tracer.UNSET
+            try:
+                if self.status_code is not None:
+                    attributes[STATUS_CODE] = self.status_code
+                    if self.status_code >= 400:
+                        attributes[ERROR_TYPE] = str(self.status_code)
+                        status = tracer.ERROR
+                if exc is not None:
+                    attributes[ERROR_TYPE] = type(exc).__qualname__
+                    status = tracer.ERROR
+                if self.sends > 1:
+                    attributes[RESEND_COUNT] = self.sends - 1
+                if self.sleep_ns:
+                    attributes[RETRY_SLEEP] = self.sleep_ns
+                if self.request_size is not None:
+                    attributes[REQUEST_SIZE] = self.request_size
+                if self.response_size is not None:
+                    attributes[RESPONSE_SIZE] = self.response_size
+                if self.headers_ns:
+                    if self.wait_ns:
+                        attributes[TTFB] = self.headers_ns - self.wait_ns
+                    if self.body_read:
+                        attributes[DOWNLOAD] = now - self.headers_ns
+                if self.bodies is not None:
+                    attributes[REQUEST_BODY], attributes[RESPONSE_BODY] = self.bodies
+            except Exception as error:
+                hook_failed(self.library, error)
+            # The flush merges these into the start's attributes (one X record). If an S record was
+            # written, the E record carries them all: what was added after the S (an OTel
+            # instrumentation's span merged into this one, hooks/otel_.py) would be lost otherwise.
+            if span.written:
+                attributes = {**span.attributes, **attributes}
+            tracer.end_span(span, status, attributes, end_ns=now)
+            tracer.add_overhead(time_ns() - now)
+        except BaseException as error:
+            self.interrupted(error)
+            raise
+
+    def interrupted(self, exc: BaseException) -> None:
+        """An exception (the program's: a signal handler's) interrupted the request's bookkeeping, from
+        its begin to its end: the context it set is undone (what of it the interrupted code had not),
+        and its span ends with the error, as the request it interrupted (open, it ran to the process's
+        end, and the requests after it in this context were an inner layer's, untraced)."""
         tokens, self.tokens = self.tokens, None
         if tokens is not None:
-            tracer.deactivate(tokens[1])
-            try:
-                _client.reset(tokens[0])
-            except (ValueError, RuntimeError) as exc:  # ended in another context than it began: nothing to undo there
-                tracer.raise_if_programs(exc)
+            for variable, token in ((tracer._current, tokens[1]), (_client, tokens[0])):
+                try:
+                    if token is not None:
+                        variable.reset(token)
+                except (ValueError, RuntimeError):  # reset already, or another context's
+                    pass
         span = self.span
-        if span.end_ns:
-            return
-        attributes: dict = {REUSED: self.connects == 0}
-        status = tracer.UNSET
-        try:
-            if self.status_code is not None:
-                attributes[STATUS_CODE] = self.status_code
-                if self.status_code >= 400:
-                    attributes[ERROR_TYPE] = str(self.status_code)
-                    status = tracer.ERROR
-            if exc is not None:
-                attributes[ERROR_TYPE] = type(exc).__qualname__
-                status = tracer.ERROR
-            if self.sends > 1:
-                attributes[RESEND_COUNT] = self.sends - 1
-            if self.sleep_ns:
-                attributes[RETRY_SLEEP] = self.sleep_ns
-            if self.request_size is not None:
-                attributes[REQUEST_SIZE] = self.request_size
-            if self.response_size is not None:
-                attributes[RESPONSE_SIZE] = self.response_size
-            if self.headers_ns:
-                if self.wait_ns:
-                    attributes[TTFB] = self.headers_ns - self.wait_ns
-                if self.body_read:
-                    attributes[DOWNLOAD] = now - self.headers_ns
-            if self.bodies is not None:
-                attributes[REQUEST_BODY], attributes[RESPONSE_BODY] = self.bodies
-        except Exception as error:
-            hook_failed(self.library, error)
-        # The flush merges these into the start's attributes (one X record). If an S record was
-        # written, the E record carries them all: what was added after the S (an OTel
-        # instrumentation's span merged into this one, hooks/otel_.py) would be lost otherwise.
-        if span.written:
-            attributes = {**span.attributes, **attributes}
-        tracer.end_span(span, status, attributes, end_ns=now)
-        tracer.add_overhead(time_ns() - now)
+        if not span.end_ns:
+            attributes = {ERROR_TYPE: type(exc).__qualname__}
+            tracer.end_span(span, tracer.ERROR, {**span.attributes, **attributes} if span.written else attributes)
 
 
+_activate = tracer._current.set  # tracer.activate, without its call (no frame an exception could interrupt)
 client_active = _client.get  # the ClientRequest of the request in progress here, or None (no frame: hot)
 
 # URL -> (its redacted form, host, port): a program calls the same few URLs again and again, and
@@ -180,6 +206,7 @@ def begin_client(library: str, method: str, url: str, host: str | None = None, p
     """Open the CLIENT span of a request (None if that failed: the request then goes on untraced),
     from `start_ns` when the hook's work before this call is part of the request."""
     t0 = start_ns or time_ns()
+    span = request = client_token = None
     try:
         known = _urls.get(url)
         if known is None:
@@ -194,11 +221,22 @@ def begin_client(library: str, method: str, url: str, host: str | None = None, p
         span = tracer.start_span(method, CATEGORY, tracer.CLIENT, attributes, start_ns=t0)
         request = ClientRequest(span, library, None)
         if in_context:
-            request.tokens = (_client.set(request), tracer.activate(span))
-    except Exception as exc:
+            client_token = _client.set(request)
+            request.tokens = (client_token, _activate(span))
+        tracer.add_overhead(time_ns() - t0)
+    except BaseException as exc:
+        # Begun, not handed over: the span ends, its context undone (the program's exception, a signal
+        # handler's, that interrupted this goes on; after the agent's own failure the request is untraced).
+        if span is not None:
+            if request is None:
+                request = ClientRequest(span, library, None)
+            if request.tokens is None and client_token is not None:
+                request.tokens = (client_token, None)
+            request.interrupted(exc)
+        if not isinstance(exc, Exception):
+            raise
         hook_failed(library, exc)
         return None
-    tracer.add_overhead(time_ns() - t0)
     return request
 
 
@@ -251,16 +289,16 @@ def timed_connect(original):
                 if request is None:
                     return original(self, *args, **kwargs)
                 token = _client.set(request)  # http.client's own requests are not in the context: DNS needs it
-            request.connect_started(time_ns())
-            try:
+            try:  # (from its start: an exception of the program's there ends it, and resets the token)
+                request.connect_started(time_ns())
                 result = original(self, *args, **kwargs)
+                request.connect_ended(time_ns())
             except BaseException:
                 request.connect_ended(time_ns(), failed=True)
                 raise
             finally:
                 if token is not None:
                     _client.reset(token)
-            request.connect_ended(time_ns())
             return result
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
@@ -406,14 +444,14 @@ class ServerRequest:
     def __init__(self, span: tracer.Span, library: str):
         self.span = span
         self.library = library
-        self.tokens: tuple | None = (_server.set(self), tracer.activate(span))
+        self.tokens: tuple | None = (_server.set(self), _activate(span))  # C calls: no frame to be interrupted in
         self.status_code: int | None = None
         self.route: str | None = None
         self.written = False  # its record went out: whole (end_server), or its S record at the process's end
 
     def deactivate(self) -> None:
         """No longer current (the span may still be open: a WSGI body is sent after the app returned)."""
-        tokens, self.tokens = self.tokens, None
+        tokens = self.tokens
         if tokens is None:
             return
         tracer.deactivate(tokens[1])
@@ -421,6 +459,7 @@ class ServerRequest:
             _server.reset(tokens[0])
         except (ValueError, RuntimeError) as exc:  # ended in another context than it began: nothing to undo there
             tracer.raise_if_programs(exc)
+        self.tokens = None  # after both: an exception of the program's in between still finds them (end_server)
 
 
 server_active = _server.get  # the ServerRequest being answered here, or None
@@ -433,6 +472,7 @@ def begin_server(library: str, method: str, target: str, traceparent: str | None
     Written as one record at the end, so its name can carry the route the framework found meanwhile.
     """
     t0 = time_ns()
+    request = None
     try:
         parent = _remote_parent(traceparent) if traceparent else None
         if parent is None:
@@ -452,10 +492,14 @@ def begin_server(library: str, method: str, target: str, traceparent: str | None
                            CATEGORY, start_ns or t0, attributes)
         request = ServerRequest(span, library)
         _open_servers[span.span_id] = request
-    except Exception as exc:
+        tracer.add_overhead(time_ns() - t0)
+    except BaseException as exc:
+        if request is not None:  # begun, not handed over: it ends, its context undone (end_server)
+            end_server(request, exc)
+        if not isinstance(exc, Exception):
+            raise
         hook_failed(library, exc)
         return None
-    tracer.add_overhead(time_ns() - t0)
     return request
 
 
@@ -536,26 +580,60 @@ def _server_outcome(request: ServerRequest, exc: BaseException | None) -> tuple:
 
 
 def end_server(request: ServerRequest | None, exc: BaseException | None = None) -> None:
+    """End the SERVER span of `request` (once), with the exception the server sees, if any. An
+    exception of the program's (a signal handler's) that lands in it ends it still, with that one."""
     if request is None or request.span.end_ns:
         return
-    now = time_ns()
-    request.deactivate()
-    span = request.span
     try:
-        # Left in _open_servers until its record is in the buffer: a SIGTERM whose handler ends the
-        # process in between (a plain HTTPServer answers in the main thread) still writes it.
-        name, attributes, status = _server_outcome(request, exc)
-        span.end_ns = now
-        if request.written:  # its S record is out (the process went on after its end: an exec that failed)
-            tracer._buffer.append(tracer.spanfile.end_line(span.span_id, now, status, tracer.encode(attributes)))
-        else:
-            tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
-                                   kind=tracer.SERVER, status=status, span_id=span.span_id)
-            request.written = True
-        _open_servers.pop(span.span_id, None)
-        if not tracer._flusher_started:  # a server, young or not: it waits for its next request where
-            tracer.before_block()  # no hook sees, and what it recorded must reach the disk meanwhile
-    except Exception as error:
-        hook_failed(request.library, error)
-    tracer.add_overhead(time_ns() - now)
+        now = time_ns()
+        request.deactivate()
+        span = request.span
+        try:
+            # Left in _open_servers until its record is in the buffer: a SIGTERM whose handler ends the
+            # process in between (a plain HTTPServer answers in the main thread) still writes it.
+            name, attributes, status = _server_outcome(request, exc)
+            span.end_ns = now
+            if request.written:  # its S record is out (the process went on after its end: an exec that failed)
+                tracer._buffer.append(tracer.spanfile.end_line(span.span_id, now, status, tracer.encode(attributes)))
+            else:
+                tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
+                                       kind=tracer.SERVER, status=status, span_id=span.span_id)
+                request.written = True
+            _open_servers.pop(span.span_id, None)
+            if not tracer._flusher_started:  # a server, young or not: it waits for its next request where
+                tracer.before_block()  # no hook sees, and what it recorded must reach the disk meanwhile
+        except Exception as error:
+            hook_failed(request.library, error)
+        tracer.add_overhead(time_ns() - now)
+    except BaseException as error:
+        _end_interrupted(request, error)
+        raise
 
+
+def _end_interrupted(request: ServerRequest, exc: BaseException) -> None:
+    """end_server's where an exception (the program's: a signal handler's) interrupted it: the context
+    undone (what of it was not), the record written with the error if it was not (left in _open_servers,
+    it was written at the process's end, open to it; and the spans after it in this context hung under it)."""
+    tokens, request.tokens = request.tokens, None
+    if tokens is not None:
+        for variable, token in ((tracer._current, tokens[1]), (_server, tokens[0])):
+            try:
+                variable.reset(token)
+            except (ValueError, RuntimeError):  # reset already, or another context's
+                pass
+    span = request.span
+    attributes = {ERROR_TYPE: type(exc).__qualname__}
+    if request.status_code is not None:
+        attributes[STATUS_CODE] = request.status_code
+    if request.route:
+        attributes[ROUTE] = request.route
+    if not request.written:
+        span.end_ns = now = span.end_ns or time_ns()
+        tracer.record_complete("%s %s" % (span.name, request.route) if request.route else span.name, CATEGORY,
+                               span.start_ns, now, {**(span.attributes or {}), **attributes}, parent=span.parent,
+                               kind=tracer.SERVER, status=tracer.ERROR, span_id=span.span_id)
+        request.written = True
+    elif not span.end_ns:  # its S record is out (_write_open_servers): its E
+        span.end_ns = now = time_ns()
+        tracer._buffer.append(tracer.spanfile.end_line(span.span_id, now, tracer.ERROR, tracer.encode(attributes)))
+    _open_servers.pop(span.span_id, None)

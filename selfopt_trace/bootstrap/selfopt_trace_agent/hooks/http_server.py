@@ -38,10 +38,11 @@ def _handle_one_request(original):
             self.__dict__[ATTR] = None  # parse_request opens the span only under this method
             try:
                 result = original(self)
-            except BaseException as exc:
+                common.end_server(self.__dict__.get(ATTR))  # (left there until it ended: see below)
+            except BaseException as exc:  # (an exception of the program's as it ends too)
                 common.end_server(self.__dict__.pop(ATTR, None), exc)
                 raise
-            common.end_server(self.__dict__.pop(ATTR, None))
+            self.__dict__.pop(ATTR, None)
             return result
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
@@ -119,18 +120,18 @@ def traced_wsgi(app, library: str):
 
             try:
                 body = app(environ, traced_start_response)
-            except BaseException as exc:
+                request.deactivate()
+                file_wrapper = environ.get("wsgi.file_wrapper")
+                if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+                    common.end_server(request)  # the server may sendfile() it: leave its type alone
+                    return body
+                return _Body(body, request)
+            except BaseException as exc:  # (an exception of the program's in our bookkeeping too)
                 common.end_server(request, exc)
                 raise
-            request.deactivate()
-            file_wrapper = environ.get("wsgi.file_wrapper")
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
             raise
-        if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
-            common.end_server(request)  # the server may sendfile() it: leave its type alone
-            return body
-        return _Body(body, request)
 
     wsgi_app.__wrapped__ = app
     return wsgi_app
@@ -165,14 +166,14 @@ class _Body:
         return len(self._body)
 
     def close(self) -> None:
-        close = getattr(self._body, "close", None)
         try:
+            close = getattr(self._body, "close", None)
             if close is not None:
                 close()
-        except BaseException as exc:
+            common.end_server(self._request)
+        except BaseException as exc:  # (the program's as end_server begins too: it ends still)
             common.end_server(self._request, exc)
             raise
-        common.end_server(self._request)
 
 
 def _wsgiref(module) -> None:
@@ -226,12 +227,12 @@ def traced_asgi(app):
 
             try:
                 await app(scope, receive, traced_send)
-            except BaseException as exc:  # the app's own: its span ends with it, the server sees it
+                request.route = _asgi_route(scope)
+                common.end_server(request)
+            except BaseException as exc:  # the app's own (or the program's in our bookkeeping): its span ends with it
                 request.route = _asgi_route(scope)
                 common.end_server(request, exc)
                 raise
-            request.route = _asgi_route(scope)
-            common.end_server(request)
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
             raise

@@ -45,10 +45,10 @@ def _send(original):
                 return original(self, request, **kwargs)
             try:
                 response = original(self, request, **kwargs)
-            except BaseException as exc:
+                _finish(traced, response, body_read=not kwargs.get("stream", False))
+            except BaseException as exc:  # (an exception of the program's in our bookkeeping too: _finish)
                 traced.end(exc)
                 raise
-            _finish(traced, response, body_read=not kwargs.get("stream", False))
             return response
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
@@ -67,10 +67,10 @@ def _send_async(original):
                 return await original(self, request, **kwargs)
             try:
                 response = await original(self, request, **kwargs)
-            except BaseException as exc:
+                _finish(traced, response, body_read=not kwargs.get("stream", False))
+            except BaseException as exc:  # (an exception of the program's in our bookkeeping too: _finish)
                 traced.end(exc)
                 raise
-            _finish(traced, response, body_read=not kwargs.get("stream", False))
             return response
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
@@ -178,13 +178,13 @@ def _timed_connect_async(original):
             traced = common.client_active()
             if traced is None:
                 return await original(self, *args, **kwargs)
-            traced.connect_started(time_ns())
-            try:
+            try:  # (from its start: an exception of the program's there ends it)
+                traced.connect_started(time_ns())
                 stream = await original(self, *args, **kwargs)
+                traced.connect_ended(time_ns())
             except BaseException:
                 traced.connect_ended(time_ns(), failed=True)
                 raise
-            traced.connect_ended(time_ns())
             return stream
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)

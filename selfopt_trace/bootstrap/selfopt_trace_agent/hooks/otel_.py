@@ -796,18 +796,36 @@ def _api_classes(trace, context_module, key: str) -> tuple:
 
         def __enter__(self):
             span = self.span
-            runtime = _state.get("runtime")
-            native = getattr(span, "native", None)
-            if runtime is None or native is None:
-                self.token = context_module.attach(context_module.set_value(key, span))
+            otel_token = None
+            try:
+                runtime = _state.get("runtime")
+                native = getattr(span, "native", None)
+                if runtime is None or native is None:
+                    self.token = context_module.attach(context_module.set_value(key, span))
+                    return span
+                # What attach(set_value(key, span)) does through the runtime, without its calls: the
+                # OTel context with this span, and the agent's current span its record.
+                current = runtime._get()
+                shown = Context(current)
+                dict.__setitem__(shown, key, span)
+                otel_token = runtime._set(shown)
+                self.token = (otel_token, _activate(native))
                 return span
-            # What attach(set_value(key, span)) does through the runtime, without its calls: the
-            # OTel context with this span, and the agent's current span its record.
-            current = runtime._get()
-            shown = Context(current)
-            dict.__setitem__(shown, key, span)
-            self.token = (runtime._set(shown), _activate(native))
-            return span
+            except BaseException as exc:
+                # The program's (a signal handler's): its `with` never runs, nor ends the span, begun
+                # for it: OTel's context as it was, the span ended with the exception (it stayed open
+                # to the process's end).
+                if otel_token is not None:
+                    try:
+                        runtime._reset(otel_token)
+                    except (ValueError, RuntimeError):
+                        pass
+                if type(span) is BridgeSpan and not span.ended and not span.merged:
+                    span.ended = True
+                    native = span.native
+                    native.otel = None
+                    _end(native, native.name, tracer.ERROR, {"error.type": type(exc).__qualname__}, time_ns(), True)
+                raise
 
         def __exit__(self, kind, exc, traceback):
             token = self.token
@@ -842,6 +860,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
         def start_span(self, name, context=None, kind=None, attributes=None, links=None, start_time=None,
                        record_exception=True, set_status_on_exception=True):
             try:
+                native = None
                 try:
                     if context is None:  # what get_current() shows OTel: the agent's current span
                         parent = _current() or _root()
@@ -868,7 +887,11 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                             span.clean = False
                     native.otel = span
                     return span
-                except Exception as exc:
+                except BaseException as exc:
+                    if native is not None:  # begun, not handed over: it ends (else open to the process's end)
+                        _end(native, native.name, tracer.ERROR, {"error.type": type(exc).__qualname__}, time_ns(), True)
+                    if not isinstance(exc, Exception):
+                        raise
                     failed("start_span", exc)
                     return trace.INVALID_SPAN
             except BaseException as exc:  # as untraced: no frame of ours

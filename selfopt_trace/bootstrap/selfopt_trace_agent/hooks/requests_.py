@@ -25,22 +25,22 @@ def _send(original, library: str):
                 return original(self, request, **kwargs)
             try:
                 response = original(self, request, **kwargs)
-            except BaseException as exc:
+                try:
+                    body_read = not kwargs.get("stream", self.stream)
+                    traced.got_response(response.status_code, body_read)
+                    if traced.response_size is None:  # no length from http.client (getresponse): chunked, or mocked
+                        size = common.content_length(response.headers)
+                        if size is None and body_read and hasattr(response.raw, "tell"):  # not with mocked adapters
+                            size = response.raw.tell()  # bytes on the wire, before decompression
+                        traced.response_size = size
+                    if common.BODY_CAP:
+                        traced.record_bodies(request.body, response.content if body_read else None)
+                except Exception as exc:
+                    common.hook_failed(library, exc)
+                traced.end()
+            except BaseException as exc:  # (an exception of the program's in our bookkeeping too, or as end() begins)
                 traced.end(exc)
                 raise
-            try:
-                body_read = not kwargs.get("stream", self.stream)
-                traced.got_response(response.status_code, body_read)
-                if traced.response_size is None:  # no length from http.client (getresponse): chunked, or mocked
-                    size = common.content_length(response.headers)
-                    if size is None and body_read and hasattr(response.raw, "tell"):  # not with mocked adapters
-                        size = response.raw.tell()  # bytes on the wire, before decompression
-                    traced.response_size = size
-                if common.BODY_CAP:
-                    traced.record_bodies(request.body, response.content if body_read else None)
-            except Exception as exc:
-                common.hook_failed(library, exc)
-            traced.end()
             return response
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)

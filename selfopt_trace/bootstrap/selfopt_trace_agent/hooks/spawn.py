@@ -63,21 +63,18 @@ def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tra
     try:
         tracer.flush()  # the child may outlive us or be killed with us: its parent span must be on disk
     except BaseException as exc:  # the program's (a signal handler's): the call ends with it
-        failed(span, exc)
+        tracer.end_interrupted(span, exc)
         raise
     return span
 
 
 def raise_if_programs(exc: BaseException, span: tracer.Span | None, token=None) -> None:
     """tracer.raise_if_programs, in a spawning wrapper's `except` around its preparation: before the
-    program's exception (a signal handler's) goes on, the context the wrapper set is undone and the
-    span it began ends, as the call the exception interrupted (it stayed open: from there to the
-    process's end, a spawn for the breakdown)."""
+    program's exception (a signal handler's) goes on, the span the wrapper began ends and what it
+    made current is undone (tracer.end_interrupted: left open, the span ran to the process's end, a
+    spawn for the breakdown)."""
     if tracer.is_programs(exc):
-        if token is not None:
-            tracer.deactivate(token)
-        if span is not None:
-            failed(span, exc)
+        tracer.end_interrupted(span, exc, token)
         raise exc
 
 

@@ -162,10 +162,10 @@ def _wrapper(original, span_name: str, attributes: dict, extract, is_async: bool
                 span, token = _begin(span_name, attributes, extract, args, kwargs)
                 try:
                     result = await original(*args, **kwargs)
-                except BaseException as exc:
+                    _finish(span, token, None)
+                except BaseException as exc:  # (the program's, as _finish begins, too: it ends still)
                     _finish(span, token, exc)
                     raise
-                _finish(span, token, None)
                 return result
             except BaseException as exc:  # as untraced: no frame of ours
                 tracer.strip_own_frames(exc)
@@ -176,10 +176,10 @@ def _wrapper(original, span_name: str, attributes: dict, extract, is_async: bool
                 span, token = _begin(span_name, attributes, extract, args, kwargs)
                 try:
                     result = original(*args, **kwargs)
-                except BaseException as exc:
+                    _finish(span, token, None)
+                except BaseException as exc:  # (the program's, as _finish begins, too: it ends still)
                     _finish(span, token, exc)
                     raise
-                _finish(span, token, None)
                 return result
             except BaseException as exc:  # as untraced: no frame of ours
                 tracer.strip_own_frames(exc)
@@ -193,19 +193,26 @@ def _wrapper(original, span_name: str, attributes: dict, extract, is_async: bool
 
 
 def _begin(span_name: str, attributes: dict, extract, args: tuple, kwargs: dict):
+    span = None
     try:
         if extract is not None:
             attributes = dict(attributes)
             attributes.update(extract(args, kwargs))
         span = tracer.start_span(span_name, CATEGORY, tracer.INTERNAL, attributes)
-        return span, tracer.activate(span)
-    except Exception as exc:
+        return span, _activate(span)
+    except BaseException as exc:  # begun, not handed over: it ends (the program's exception goes on)
+        tracer.end_interrupted(span, exc)
+        if not isinstance(exc, Exception):
+            raise
         tracer.exception_diagnostic("target_failed:" + span_name, exc)
         return None, None
 
 
+_activate = tracer._current.set  # tracer.activate, without its call (no frame an exception could interrupt)
+
+
 def _finish(span, token, exc: BaseException | None) -> None:
-    if span is None:
+    if span is None or span.end_ns:  # (ended by an interrupted _finish: its token reset too)
         return
     try:
         tracer.deactivate(token)
@@ -213,7 +220,10 @@ def _finish(span, token, exc: BaseException | None) -> None:
             tracer.end_span(span)
         else:
             tracer.end_span(span, tracer.ERROR, {"error.type": type(exc).__qualname__})
-    except Exception as error:
+    except BaseException as error:  # the program's (a signal handler's) too: the span ends with it
+        tracer.end_interrupted(span, error, token)
+        if not isinstance(error, Exception):
+            raise
         tracer.exception_diagnostic("target_failed", error)
 
 

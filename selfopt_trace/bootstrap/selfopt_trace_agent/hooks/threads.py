@@ -131,8 +131,8 @@ def _start(original):
             thread = get_ident()
             if thread in busy:  # inside a wait already
                 return original(self, *args, **kwargs)
-            busy.add(thread)
             try:
+                busy.add(thread)  # in the try: let go after an exception of the program's right after it too
                 return original(self, *args, **kwargs)
             finally:
                 busy.discard(thread)
@@ -220,8 +220,8 @@ def _shutdown(original, threading):
             if not threads:
                 return original()
             t0 = time_ns()
-            waits.busy.add(get_ident())
             try:
+                waits.busy.add(get_ident())  # in the try: let go after an exception of the program's right after it too
                 return original()
             finally:
                 waits.busy.discard(get_ident())

@@ -111,9 +111,9 @@ def measured(original, call: Call, where: tuple = ()):
             if thread in busy:
                 return original(*args, **kwargs)
             entered = not (leaf and not kwargs)
-            if entered:
-                busy.add(thread)
             try:
+                if entered:  # in the try: let go after an exception of the program's right after it too
+                    busy.add(thread)
                 t0 = time_ns()
                 try:
                     result = original(*args, **kwargs)
@@ -195,8 +195,8 @@ def framed(original, call: Call, where: tuple = ()):
             thread = get_ident()
             if parent is None or thread in busy:
                 return original(*args, **kwargs)
-            busy.add(thread)
             try:
+                busy.add(thread)  # in the try: let go after an exception of the program's right after it too
                 t0 = time_ns()
                 frame = tracer.Span(tracer.new_span_id(), parent, parent.span_id, parent.trace_id, call.name,
                                     tracer.INTERNAL, call.category, t0, None, deferred=True)

@@ -37,20 +37,20 @@ def _urlopen(original, library: str, absolute: bool):
                 return original(self, method, url, *args, **kwargs)
             try:
                 response = original(self, method, url, *args, **kwargs)
-            except BaseException as exc:
+                try:
+                    preloaded = kwargs.get("preload_content", True)
+                    request.got_response(response.status, preloaded)
+                    if request.response_size is None:  # no length from http.client (getresponse): chunked, or mocked
+                        size = common.content_length(response.headers)
+                        request.response_size = response.tell() if size is None and preloaded else size
+                    if common.BODY_CAP:
+                        request.record_bodies(kwargs.get("body"), response.data if preloaded else None)
+                except Exception as exc:
+                    common.hook_failed(library, exc)
+                request.end()
+            except BaseException as exc:  # (an exception of the program's in our bookkeeping too, or as end() begins)
                 request.end(exc)
                 raise
-            try:
-                preloaded = kwargs.get("preload_content", True)
-                request.got_response(response.status, preloaded)
-                if request.response_size is None:  # no length from http.client (getresponse): chunked, or mocked
-                    size = common.content_length(response.headers)
-                    request.response_size = response.tell() if size is None and preloaded else size
-                if common.BODY_CAP:
-                    request.record_bodies(kwargs.get("body"), response.data if preloaded else None)
-            except Exception as exc:
-                common.hook_failed(library, exc)
-            request.end()
             return response
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)

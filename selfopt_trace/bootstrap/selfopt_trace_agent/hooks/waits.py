@@ -278,8 +278,8 @@ def method(original, name: str, targets, capture=None, outer: bool = False, read
                 tracer.strip_own_frames(exc)
                 raise
         thread = get_ident()
-        busy.add(thread)
         try:
+            busy.add(thread)  # in the try: an exception of the program's right after it lets it go too
             captured = capture(self) if capture is not None else None
             t0 = time_ns()
             if on_child and not tracer._flusher_started:
@@ -320,8 +320,8 @@ def communicate_method(original, name: str, targets, own: bool = False):
             except BaseException as exc:
                 tracer.strip_own_frames(exc)
                 raise
-        busy.add(thread)
         try:
+            busy.add(thread)  # in the try: an exception of the program's right after it lets it go too
             t0 = time_ns()
             if not tracer._flusher_started:
                 tracer.before_block()  # in the wait's span: the program is in its call
@@ -500,10 +500,10 @@ def _futures_wait(original, done: tuple, module):
             tracer.strip_own_frames(exc)
             raise
         thread = get_ident()
-        busy.add(thread)  # the threading.Condition wait inside is part of this one
         t0 = time_ns()
         try:
-            result = original(fs, timeout, return_when)
+            busy.add(thread)  # the threading.Condition wait inside is part of this one (in the try: let go
+            result = original(fs, timeout, return_when)  # after an exception of the program's right after it too)
         except BaseException as exc:
             t1 = time_ns()
             busy.discard(thread)
@@ -567,10 +567,10 @@ def _as_completed(original, done: tuple):
                 thread = get_ident()
                 nested = settled > 0 or thread in busy  # done already, or inside an outer wait
                 settled -= 1
-                if not nested:
-                    busy.add(thread)  # the threading.Condition wait inside is part of this one
                 t0 = time_ns()
                 try:
+                    if not nested:  # the threading.Condition wait inside is part of this one (in the try: let
+                        busy.add(thread)  # go after an exception of the program's right after it too)
                     future = next(inner)
                 except StopIteration:  # the loop's end, not a failure: no check on this normal path
                     return
