@@ -14,7 +14,8 @@ blocks, each with wall-clock and thread-CPU times. They become:
   children, threads or tasks it names), thread / task / worker (a thread unit), phase. A block's
   parent is the innermost such block of its thread that contains it, else its thread's unit, else
   the process span; sleep (a time.sleep) is a `sleep` span, as the agent records one (up to the
-  time asked for). spin and
+  time asked for), or a wait on the children (`polled`) or threads (`threads`) that polls right
+  before it found running, as the agent records a poll loop's sleep. spin and
   blocked are no span: they are the thread's own work;
 - CPU samples: consecutive readings of a thread's CPU clock and of its time queued for a CPU (at
   every block boundary, every ms of a spin, and at first and last for a main thread), so whether
@@ -172,7 +173,8 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
             return process_span.get(process.pid, "")
 
         for n, block in enumerate(blocks):
-            if block.kind not in SPAN_KINDS or block.kind in ("wait", "served"):
+            if block.kind not in SPAN_KINDS or block.kind in ("wait", "served") or (
+                    block.kind == "sleep" and block.info.get("threads")):  # below, with the waits: a wait on units
                 continue
             span_id = f"{block.kind}:{process.pid}:{n}"
             parent = parent_of(block)
@@ -220,6 +222,13 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
                     units[f"task {block.info['index']}"].append(span)
             truth.span_of_block[id(block)] = span
         for n, block in enumerate(blocks):
+            if block.kind == "sleep" and block.info.get("threads"):  # right after polls that found threads alive
+                end = min(block.end, block.info["asleep"] + round(block.info["seconds"] * 1e9))
+                on = [span.id for name in block.info["threads"] for span in units[name]]
+                span = add(f"sleep:{process.pid}:{n}", parent_of(block), "time.sleep", "wait", "INTERNAL", block.start,
+                           end, process, trace, **{"selfopt_trace.wait.on": on})
+                truth.span_of_block[id(block)] = span
+                continue
             if block.kind != "wait" or not block.info.get("recorded", True):
                 continue
             on = [f"spawn:{process.pid}:{pid}" for pid in block.info.get("pids", ())]

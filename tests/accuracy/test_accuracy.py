@@ -296,6 +296,9 @@ def test_the_injected_costs_took_what_they_should(accuracy, case: str) -> None:
         # both workers ready (their start-up over) before anyone waits on them; the tracker started
         assert len(workers) == 2 and all(w.first <= main.one("blocked").end for w in workers)
         assert [truth.role(b.info["pid"]) for b in main.of("spawn")] == ["unmeasured", "worker", "worker"]
+        # the pool's three threads timed; each polling sleep waits on the one its polls found alive
+        assert sorted(b.info["name"] for b in main.of("thread")) == ["results", "tasks", "workers"]
+        assert all(len(s.info["threads"]) == 1 for s in main.of("sleep"))
     if case == "spin_sleep":
         spinning, sleeping = main.one("thread", name="spin"), main.one("thread", name="sleep")
         assert cpu(spinning) >= float(COSTS["ACCURACY_WORK_MS"]) and cpu(sleeping) <= 0.1 * ms(sleeping)
@@ -315,13 +318,41 @@ def test_the_injected_costs_took_what_they_should(accuracy, case: str) -> None:
         assert sleeps[0].start < child.first and child.last < main.of("wait")[-1].end
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_the_truth_names_what_the_rules_go_by(accuracy, case: str) -> None:
+    """The truth's spans are what the tracer records where the breakdown's rules go by a span's name or
+    category: a process pool worker's read of its next task (`SimpleQueue.get`, `Queue.get`: a wait on
+    the pool takes none of the workers in one while another is not) and a `time.sleep` (a sleep, or a
+    wait on what the polls right before it found running). Named `wait`, the pool's worker reads made
+    the truth's reference give an idle worker half of a wait on the pool (untraced waits 10-90 ms over
+    the tool beside two CPU hogs); its polling sleeps, sleeps, 1-5 ms the tool gave the pool's threads."""
+    run = accuracy.of(case)
+    truth: Truth = run["truth"][case]
+    _, rows = run["store"].sql(
+        "SELECT pid, name, category, start_ns, end_ns FROM spans WHERE run_id = $run_id AND "
+        "(name IN ('SimpleQueue.get', 'Queue.get') AND category = 'wait' OR name = 'time.sleep')", {"run_id": case})
+    pid_of = {f"p{pid}": pid for pid in truth.processes}
+    mine = [s for s in truth.spans if s.name in ("SimpleQueue.get", "Queue.get", "time.sleep")
+            or (s.category == "wait" and truth.role_of_file.get(s.file) == "worker")]
+    for pid, name, category, start, end in rows:
+        start, end = truth.ms(start), truth.ms(end)
+        # the truth's span of the same call: the one of that process overlapping it most
+        overlaps = [(min(end, s.end) - max(start, s.start), s) for s in mine if pid_of.get(s.file) == pid]
+        overlap, same = max(overlaps, key=lambda o: o[0], default=(0.0, None))
+        if name == "time.sleep" and overlap <= 0:  # a sleep the truth does not time (inside a serialization)
+            continue
+        assert same is not None and overlap > 0, (name, category, start, end)
+        assert (same.name, same.category) == (name, category), (same, start, end)
+
+
 # --- breakdown ----------------------------------------------------------------------------------------
 
 # Busy figures the truth cannot give, in the pool: the spawned workers' start-up (interpreter, imports,
 # multiprocessing's bootstrap) runs before their initializer, the first point they can measure; the
-# resource tracker measures nothing; the pool's three threads (workers, tasks, results: their lives,
-# their pickling, their waits) are multiprocessing's own. Nobody waits on them while they run (the
-# precondition test checks it), so their wall share is known: nothing.
+# resource tracker measures nothing; the pool's three threads (workers, tasks, results) are timed as
+# whole lives, their pickling and their waits inside multiprocessing's own. Nobody but the main's
+# polling sleeps waits on them, and around those the main reads their clocks (the precondition test
+# checks that they were timed), so their wall share is known.
 UNKNOWN_BUSY = {"pool": ("interpreter start-up", "imports", "child processes' own work", "own work", "serialization",
                          "untraced waits")}
 

@@ -128,7 +128,8 @@ class Recorder:
         hogs); read only around the call, that queued time fell at the sleep's end, where the thread
         was asleep. (The start of the C call that blocked longest was the mark while the agent's
         wrapper was a Python function; the twin's sleeps in C, with no event of its own.)
-        `info`: `polled`, the children a poll just found running (the sleep is a wait on them)."""
+        `info`: `polled`, the children a poll just found running, or `threads`, the threads (their
+        `thread` blocks' names) a poll just found alive: the sleep is a wait on them."""
         asked = seconds * 1e9
         begun = begin()
         last, quiet = [begun], []
