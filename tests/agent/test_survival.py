@@ -486,16 +486,16 @@ def test_an_otel_span_the_programs_exception_interrupts_ends(traced, moment):
 # every 0.5 ms (once an arming, inside the program's `try`): some land in a flush's `finally` as it
 # lets its lock go (held after, no flush wrote again: the records and the process span's end lost,
 # 5 runs of 5), others between a flush's taking records and its write (30-45 of ~11,000 lost a run).
-ALARMS_AROUND_FLUSHES = """
-import signal, sys, time
-from selfopt_trace_agent import tracer
+# An interval timer's handler that raises once an arming (a timeout, as an alarm's is: an OSError),
+# counting what it raised: the programs below arm it around the calls they measure.
+ALARM_ONCE_ARMED = """
+import signal
 
 class Late(TimeoutError):
     pass
 
 armed = False
 raised = 0
-kept = []
 
 def on_alarm(signum, frame):
     global armed, raised
@@ -503,7 +503,12 @@ def on_alarm(signum, frame):
         armed = False
         raised += 1
         raise Late()
+"""
+ALARMS_AROUND_FLUSHES = ALARM_ONCE_ARMED + """
+import sys, time
+from selfopt_trace_agent import tracer
 
+kept = []
 signal.signal(signal.SIGALRM, on_alarm)
 signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
 i = 0
@@ -558,22 +563,11 @@ def test_an_exception_of_the_programs_signal_handler_inside_a_hooks_bookkeeping_
 # caught. The wrapper's own `try` (looking at the futures before the wait: a good part of each call's
 # time; the docker CLI's `image inspect` the agent runs for a new image, in an `except OSError`: most
 # of it) is where many alarms land.
-ALARMS_IN_A_LOOP = """\
-import os, signal, sys
+ALARMS_IN_A_LOOP = ALARM_ONCE_ARMED + """
+import os, sys
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 
-class Late(TimeoutError):
-    pass
-
-armed = False
-raised = caught = image = 0
-
-def on_alarm(signum, frame):
-    global armed, raised
-    if armed:
-        armed = False
-        raised += 1
-        raise Late()
+caught = image = 0
 
 def docker_run():  # a new image each time: the agent asks the CLI (no engine socket) about each
     global image
