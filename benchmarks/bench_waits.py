@@ -145,13 +145,13 @@ if "SELFOPT_TRACE_DIR" in os.environ:  # valgrind makes every call slow: only th
     waits.THRESHOLD_NS = 0 if sys.argv[1].startswith("recorded") else 10**15
 """ + SETUP + """
 case, n = sys.argv[1], int(sys.argv[2])
-if case == "recorded sleep":  # time.sleep(0), every call recorded (hooks/time_.py)
-    import functools
+if case.startswith("recorded sleep"):  # time.sleep(0), every call recorded (hooks/time_.py); ", 1 us":
+    import functools                     # a sleep that slept, back in time (a late one reads clocks)
     if "SELFOPT_TRACE_DIR" in os.environ:  # the wrapper again, with the threshold at 0
         from selfopt_trace_agent import config, process
         time.sleep, config.WAIT_THRESHOLD_NS = time.sleep.__wrapped__, 0
         process._install_sleep_hook()
-    call = functools.partial(time.sleep, 0)
+    call = functools.partial(time.sleep, 1e-6 if case.endswith("1 us") else 0)
 elif case.startswith("recorded wait"):
     class Waiter:
         def wait(self, timeout=None):
@@ -213,7 +213,7 @@ def main() -> None:
             for case in ("Popen.wait (reaped child)", "Future.result (done)", "Thread.join (finished)",
                          "Popen.communicate (reaped)", "Popen.poll (running child)", "Thread.is_alive (running)",
                          "recorded wait",
-                         "recorded wait, outer", "recorded sleep"):
+                         "recorded wait, outer", "recorded sleep", "recorded sleep, 1 us"):
                 if args.case not in case:
                     continue
                 off, on = instructions(case, base, calls, tmp), instructions(case, env, calls, tmp)

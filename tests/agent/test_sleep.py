@@ -7,6 +7,8 @@ span of its own are not recorded; a sleep that raises reaches the program exactl
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.agent.test_waits import ancestors, run
@@ -86,6 +88,47 @@ def test_a_sleep_span_ends_when_the_time_asked_for_is_up(traced):
     assert spans.stdout == "True\n"  # the call returned late
     sleeps = sorted((s for s in spans.spans if s.category == "sleep"), key=lambda s: s.start_ns)
     assert sleeps and all((s.end_ns - s.start_ns) == 10_000_000 for s in sleeps), [s.duration_ms for s in sleeps]
+
+
+WAKE = ("selfopt_trace.cpu.tid", "selfopt_trace.cpu.wake_time_ns", "selfopt_trace.cpu.wake_ns",
+        "selfopt_trace.cpu.wake_runqueue_ns")
+
+PROMPT_THEN_LATE = """
+import json, os, sys, threading, time
+returns = []
+for _ in range(5):                   # prompt, as a rule: nothing else wants the GIL
+    t = time.time_ns(); time.sleep(0.005); returns.append(time.time_ns() - t)
+sys.setswitchinterval(0.2)           # a spinning thread keeps the GIL 200 ms at a time
+stop = False
+def spin():
+    while not stop:
+        pass
+thread = threading.Thread(target=spin); thread.start()
+time.sleep(0.01)                     # up after 10 ms; returns when the spinner lets go of the GIL
+t = time.time_ns(); time.sleep(0.01); returned = time.time_ns()
+stop = True; thread.join()
+print(json.dumps([os.getpid(), returns, returned - t, returned]))
+"""
+
+
+def test_a_late_sleep_carries_the_thread_s_clocks_where_it_woke_and_a_prompt_one_does_not(traced):
+    """Past the time asked for by more than 0.5 ms, the recorder reads the thread's CPU clock, its time
+    queued for a CPU and the wall clock (tracer.CPU_WAKE*): an exact CPU edge for the loader. A sleep
+    back in time pays one comparison and carries nothing."""
+    spans = run(traced, PROMPT_THEN_LATE)
+    pid, returns, late_ns, returned = json.loads(spans.stdout)
+    sleeps = sorted((s for s in spans.spans if s.category == "sleep"), key=lambda s: s.start_ns)
+    assert len(sleeps) == 7, [(s.duration_ms, s.attributes) for s in sleeps]
+    for took, sleep in zip(returns, sleeps[:5]):
+        if took < 5_300_000:  # back within 0.3 ms (the program's clock reads around the call)
+            assert not set(WAKE) & set(sleep.attributes), (took, sleep.attributes)
+    assert any(took < 5_300_000 for took in returns), returns  # one prompt at least, even on a busy machine
+    late = sleeps[-1]
+    assert late_ns >= 50_000_000 and late.end_ns - late.start_ns == 10_000_000
+    tid, at, cpu, queued = (late.attributes[k] for k in WAKE)
+    assert tid == pid  # the main thread's native id
+    assert late.end_ns + 500_000 < at <= returned  # read after the late return
+    assert 0 < cpu and 0 <= queued
 
 
 # A thread spinning on the CPU: it keeps the GIL 50 ms at a time; `stop = True` ends it.

@@ -114,3 +114,25 @@ def test_queued_time_at_an_edge_goes_to_the_side_that_did_not_run(store: Store, 
 
     assert store.load_run(run).warnings == []
     assert intervals(store) == [(0, 10, 10, 0), (10, 16, 0, 6), (16, 20, 4, 0), (20, 25, 5, 0), (25, 30, 0, 0)]
+
+
+WAKE = "selfopt_trace.cpu.tid", "selfopt_trace.cpu.wake_time_ns", "selfopt_trace.cpu.wake_ns", "selfopt_trace.cpu.wake_runqueue_ns"
+
+
+def test_a_reading_taken_in_a_wake_up_queue_is_held_by_the_late_sleep_s_clocks(store: Store, tmp_path: Path) -> None:
+    """A 20 ms sleep from 10 ms ends when the time is up (30 ms), and the thread waits for a CPU until
+    36 ms. The sampler reads it at 33 ms, queued: the kernel counts the stretch only as it ends, so that
+    reading shows nothing since 10 ms (an untraced wait, for the breakdown), and the next one has all
+    6 ms queued. The agent's reading as the sleep returned (36.5 ms: 0.5 ms run, 6 ms queued) says the
+    thread was off the CPU at most 3 ms of the 3.5 after 33: 3 ms were queued by then."""
+    spans = (header(100) + complete(sid(1), "", "process", "process", T0, T0 + 100 * MS)
+             + complete(sid(2), sid(1), "time.sleep", "sleep", T0 + 10 * MS, T0 + 30 * MS,
+                        attributes=dict(zip(WAKE, (100, T0 + 36_500_000, 10_500_000, 6 * MS)))))
+    run = write_run(tmp_path / "run-1", {"100-a.spans": spans})
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python")
+              + cpu(T0 + 10 * MS, 100, 100, 10 * MS)
+              + cpu(T0 + 33 * MS, 100, 100, 10 * MS)  # queued since 30 ms: not counted yet
+              + cpu(T0 + 50 * MS, 100, 100, 14 * MS, 6 * MS))
+
+    assert store.load_run(run).warnings == []
+    assert intervals(store) == [(0, 10, 10, 0), (10, 33, 0, 3), (33, 36.5, 0.5, 3), (36.5, 50, 3.5, 0)]

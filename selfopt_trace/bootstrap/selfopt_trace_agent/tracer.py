@@ -69,6 +69,14 @@ CPU_REAP = "selfopt_trace.cpu.reap_ns"
 # busy machine ran, for that test, as the breakdown counts it (80 ms of CPU took 315 ms beside two CPU
 # hogs: a quarter of the time, read as a wait on the child).
 CPU_END_QUEUED, CPU_REAP_QUEUED = "selfopt_trace.cpu.end_runqueue_ns", "selfopt_trace.cpu.reap_runqueue_ns"
+# A time.sleep that returned more than LATE_WAKE_NS after the time asked for was up (hooks/time_.py):
+# the thread's CPU clock, its time queued for a CPU and the wall clock, read in that order as the
+# recorder begins. The kernel counts a queue stretch only when the thread gets a CPU again, so the
+# sampler's reading taken in the wake-up queue shows no progress, and that stretch read as an
+# untraced wait (tests/accuracy, polled, beside two CPU hogs); this exact reading dates it.
+CPU_WAKE_TIME, CPU_WAKE, CPU_WAKE_QUEUED = ("selfopt_trace.cpu.wake_time_ns", "selfopt_trace.cpu.wake_ns",
+                                            "selfopt_trace.cpu.wake_runqueue_ns")
+LATE_WAKE_NS = 500_000
 
 
 def cpu_end_edge(end_cpu_ns: int) -> dict:

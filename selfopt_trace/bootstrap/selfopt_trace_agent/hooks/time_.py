@@ -27,7 +27,7 @@ import sys
 from _thread import get_ident
 from time import time_ns
 
-from .. import config, lazy, spanfile, tracer
+from .. import config, lazy, process, spanfile, tracer
 from . import waits
 
 NAME, ASYNC_NAME = "time.sleep", "asyncio.sleep"
@@ -37,6 +37,7 @@ _ASYNC_HEAD = "\t%s\t%s\t%s\t" % (ASYNC_NAME, tracer.INTERNAL, CATEGORY)
 _POLL_HEAD = waits.head_of(NAME)  # a poll loop's sleep is a wait span of the same name
 _TIMED = __name__.rpartition(".")[0] + ".timed"  # loaded with the first measured call's hook
 _places: dict = {}  # code object -> its file and function, encoded: a program sleeps from few places
+_LATE = tracer.LATE_WAKE_NS
 
 
 def _where(frame) -> str:
@@ -50,6 +51,20 @@ def _where(frame) -> str:
         head = _places[code] = spanfile.encode({"code.filepath": code.co_filename,
                                                 "code.function": code.co_name})[:-1] + ',"code.lineno":'
     return "%s%d}" % (head, frame.f_lineno)
+
+
+def _wake_edge() -> str:
+    """A late wake-up's exact reading (tracer.CPU_WAKE*), as the JSON members a sleep's attributes end
+    with: the CPU clock first and the wall clock last, so a preemption the CPU clock's read brings
+    (it can end the time slice there) counts as queued before the reading's time, as it was."""
+    cpu = tracer.thread_cpu_ns()
+    if not cpu:  # no per-thread CPU clock here
+        return ""
+    queued = process.runqueue_ns()
+    now = time_ns()
+    return ',"%s":%d,"%s":%d,"%s":%d%s' % (
+        tracer.CPU_TID, tracer.get_native_id(), tracer.CPU_WAKE_TIME, now, tracer.CPU_WAKE, cpu,
+        "" if queued is None else ',"%s":%d' % (tracer.CPU_WAKE_QUEUED, queued))
 
 
 def _polled_units(thread: int, t0: int) -> list:
@@ -127,7 +142,14 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
         # beside two CPU hogs) ended the span that much before the thread woke, asleep still (an
         # untraced wait for whoever waited on it); past it the call's tail is the thread's, as a
         # late wake-up is (5.5 ms beside two CPU hogs)
-        t1 = min(t1, (t0 if asleep is None else asleep) + int(float(seconds) * 1_000_000_000))
+        end = (t0 if asleep is None else asleep) + int(float(seconds) * 1_000_000_000)
+        wake = ""
+        if t1 > end:
+            # woke late (queued for a CPU, most likely): the thread's clocks now, an exact CPU edge for
+            # the loader (store/cpu_edges.py); a prompt wake-up pays this one comparison
+            if t1 - end > _LATE and head is _HEAD:
+                wake = _wake_edge()
+            t1 = end
         thread = get_ident()
         if waits.busy and thread in waits.busy:  # inside an outer wait (Popen.wait(timeout) polls with sleeps)
             return
@@ -150,6 +172,8 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
         if head is _ASYNC_HEAD and caller is not None and caller.f_globals.get("__name__", "").startswith("asyncio."):
             caller = None  # a sleep that is a task itself (gather, create_task): no line of the program's awaited it
         attributes = "{}" if caller is None else _where(caller)
+        if wake:
+            attributes = "{" + wake[1:] + "}" if attributes == "{}" else attributes[:-1] + wake + "}"
         polled = _polled_units(thread, t0) if head is _HEAD and thread in waits.polled else None
         if polled:  # a poll loop's sleep: a wait on the children and threads it polls
             waits.write_under(parent, _POLL_HEAD, t0, t1, '{"%s":[%s]%s' % (
