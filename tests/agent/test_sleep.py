@@ -67,8 +67,8 @@ time.sleep(5)
 """
 
 
-LATE = """
-import sys, threading, time
+# A spinning thread started, then a sleep: it returns late, when the spinner lets go of the GIL.
+SLEEPS_BESIDE_A_SPINNER = """
 sys.setswitchinterval(0.2)           # a spinning thread keeps the GIL 200 ms at a time
 stop = False
 def spin():
@@ -76,6 +76,8 @@ def spin():
         pass
 thread = threading.Thread(target=spin); thread.start()
 time.sleep(0.01)                     # up after 10 ms; returns when the spinner lets go of the GIL
+"""
+LATE = "import sys, threading, time" + SLEEPS_BESIDE_A_SPINNER + """\
 start = time.time_ns(); time.sleep(0.01); print(time.time_ns() - start >= 50_000_000)
 stop = True; thread.join()
 """
@@ -98,13 +100,7 @@ import json, os, sys, threading, time
 returns = []
 for _ in range(5):                   # prompt, as a rule: nothing else wants the GIL
     t = time.time_ns(); time.sleep(0.005); returns.append(time.time_ns() - t)
-sys.setswitchinterval(0.2)           # a spinning thread keeps the GIL 200 ms at a time
-stop = False
-def spin():
-    while not stop:
-        pass
-thread = threading.Thread(target=spin); thread.start()
-time.sleep(0.01)                     # up after 10 ms; returns when the spinner lets go of the GIL
+""" + SLEEPS_BESIDE_A_SPINNER + """\
 t = time.time_ns(); time.sleep(0.01); returned = time.time_ns()
 stop = True; thread.join()
 print(json.dumps([os.getpid(), returns, returned - t, returned]))
