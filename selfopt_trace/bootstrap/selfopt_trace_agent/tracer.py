@@ -441,13 +441,19 @@ def end_interrupted(span: Span | None, exc: BaseException, token=None) -> None:
     covers, or in its end: what was made current is undone (a token reset already, or of another
     context, is let be) and the span ends with the error, as the call it interrupted (left open, it
     ran to the process's end, and the spans after it hung under it). Either may be None."""
-    if token is not None:
-        try:
-            _current.reset(token)
-        except (ValueError, RuntimeError):  # reset already (the interrupted code got that far), or another context's
-            pass
+    reset_quietly(_current.reset, token)
     if span is not None and not span.end_ns:
         end_span(span, ERROR, {"error.type": type(exc).__qualname__})
+
+
+def reset_quietly(reset, token) -> None:
+    """`reset(token)` (a ContextVar's, OTel's runtime's) where an interruption may have come after it:
+    a token reset already (the interrupted code got that far), or of another context, is let be."""
+    if token is not None:
+        try:
+            reset(token)
+        except (ValueError, RuntimeError):
+            pass
 
 
 def _mark_kept(parent: Span | None) -> None:
@@ -989,7 +995,7 @@ def _flush_locked() -> None:
         for data in pieces:
             _write(data.encode("utf-8", "replace"))
         _carry = ""
-        del _buffer[:n_buffered]
+        del _buffer[:n_buffered]  # as _keep_interrupted does, inline: no call on every flush's path
         if n_late:
             del late_records[:n_late]
         if n_formatted:

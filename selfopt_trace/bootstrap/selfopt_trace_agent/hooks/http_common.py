@@ -180,12 +180,8 @@ class ClientRequest:
         end, and the requests after it in this context were an inner layer's, untraced)."""
         tokens, self.tokens = self.tokens, None
         if tokens is not None:
-            for variable, token in ((tracer._current, tokens[1]), (_client, tokens[0])):
-                try:
-                    if token is not None:
-                        variable.reset(token)
-                except (ValueError, RuntimeError):  # reset already, or another context's
-                    pass
+            tracer.reset_quietly(tracer._current.reset, tokens[1])
+            tracer.reset_quietly(_client.reset, tokens[0])
         span = self.span
         if not span.end_ns:
             attributes = {ERROR_TYPE: type(exc).__qualname__}
@@ -616,11 +612,8 @@ def _end_interrupted(request: ServerRequest, exc: BaseException) -> None:
     it was written at the process's end, open to it; and the spans after it in this context hung under it)."""
     tokens, request.tokens = request.tokens, None
     if tokens is not None:
-        for variable, token in ((tracer._current, tokens[1]), (_server, tokens[0])):
-            try:
-                variable.reset(token)
-            except (ValueError, RuntimeError):  # reset already, or another context's
-                pass
+        tracer.reset_quietly(tracer._current.reset, tokens[1])
+        tracer.reset_quietly(_server.reset, tokens[0])
     span = request.span
     attributes = {ERROR_TYPE: type(exc).__qualname__}
     if request.status_code is not None:

@@ -815,11 +815,7 @@ def _api_classes(trace, context_module, key: str) -> tuple:
                 # The program's (a signal handler's): its `with` never runs, nor ends the span, begun
                 # for it: OTel's context as it was, the span ended with the exception (it stayed open
                 # to the process's end).
-                if otel_token is not None:
-                    try:
-                        runtime._reset(otel_token)
-                    except (ValueError, RuntimeError):
-                        pass
+                tracer.reset_quietly(runtime._reset, otel_token)
                 if type(span) is BridgeSpan and not span.ended and not span.merged:
                     span.ended = True
                     native = span.native
