@@ -21,11 +21,13 @@ queued for a CPU as its imports began (parallel: 1.5 ms) read as running in the 
 children's own work high and untraced waits low in nearly every run. An edge outside the thread's
 sampled readings is not used.
 
-A `time.sleep` that returned more than 0.5 ms late carries the thread's CPU clock and its queued time
-at the return (selfopt_trace.cpu.wake_*, hooks/time_.py): one more edge, at the wall clock the agent
-read after them, whose queued time is exact, not shared. The kernel counts a queue stretch only when
-the thread gets a CPU again, so a sampled reading taken while the thread waited for one after its
-sleep shows no progress, and the breakdown gave that stretch to untraced waits (tests/accuracy,
+Some edges read the thread's queued time too, and that time is exact, not shared: a spawning call's
+end and its reap (selfopt_trace.cpu.end_runqueue_ns, reap_runqueue_ns), the main thread's clocks
+where it ends its process's span, before the interpreter's teardown (selfopt_trace.thread.*), and a
+`time.sleep` that returned more than 0.5 ms late (selfopt_trace.cpu.wake_*, hooks/time_.py: an edge
+at the wall clock the agent read after them). The kernel counts a queue stretch only when
+the thread gets a CPU again, so a sampled reading taken while the thread waited for one (after a
+sleep, a pipe) shows no progress, and the breakdown gave that stretch to untraced waits (tests/accuracy,
 polled, beside two CPU hogs). Each sampled reading's queued time is held by such edges as its CPU
 is: no less than the edge before it; between it and the edge after, the thread queued no more than
 the time it was not on the CPU, so no less than that edge's queued time less that time; and the
@@ -41,7 +43,8 @@ from __future__ import annotations
 from selfopt_trace.watchers import cpu_sampler
 
 # Edges: (pid, tid, time, cumulative CPU, queued time where read) at a span's start and at the end of
-# its activity (a spawning call ends at selfopt_trace.spawn_ns), and at a late sleep's return.
+# its activity (a spawning call ends at selfopt_trace.spawn_ns), at a late sleep's return, and at a
+# process span's end.
 # Equality filters on the category or name: an IN list would read every span's attributes.
 READINGS = f"""
 sampled AS (
@@ -52,11 +55,23 @@ edge_spans AS (
            start_ns + coalesce(TRY_CAST(attributes->>'selfopt_trace.spawn_ns' AS BIGINT), duration_ns) AS end_ns,
            TRY_CAST(attributes->>'selfopt_trace.cpu.start_ns' AS BIGINT) AS start_cpu,
            TRY_CAST(attributes->>'selfopt_trace.cpu.end_ns' AS BIGINT) AS end_cpu,
-           start_ns + duration_ns AS reap_ns, TRY_CAST(attributes->>'selfopt_trace.cpu.reap_ns' AS BIGINT) AS reap_cpu
+           TRY_CAST(attributes->>'selfopt_trace.cpu.end_runqueue_ns' AS BIGINT) AS end_queued,
+           start_ns + duration_ns AS reap_ns, TRY_CAST(attributes->>'selfopt_trace.cpu.reap_ns' AS BIGINT) AS reap_cpu,
+           TRY_CAST(attributes->>'selfopt_trace.cpu.reap_runqueue_ns' AS BIGINT) AS reap_queued
     FROM (FROM spans WHERE run_id = $run_id AND category = 'import'
           UNION ALL
           FROM spans WHERE run_id = $run_id AND category = 'subprocess')
     WHERE attributes LIKE '%"selfopt_trace.cpu.tid"%'
+),
+-- a process's main thread (its tid is the pid) at the process span's end, where that thread ended it
+-- (process.py: at exit, on SIGTERM): both its clocks, read at once. Before the interpreter's teardown,
+-- which the sampler still reads.
+main_ends AS (
+    SELECT pid, pid AS tid, start_ns + duration_ns AS t,
+           TRY_CAST(attributes->>'selfopt_trace.thread.cpu_ns' AS BIGINT) AS x,
+           TRY_CAST(attributes->>'selfopt_trace.thread.runqueue_ns' AS BIGINT) AS q
+    FROM (FROM spans WHERE run_id = $run_id AND category = 'process')
+    WHERE attributes LIKE '%"selfopt_trace.thread.runqueue_ns"%'
 ),
 -- a late wake-up from time.sleep (hooks/time_.py): the thread's CPU clock and queued time, read at
 -- once by the agent (their time: the wall clock read after them). Equality filter on the name first.
@@ -72,11 +87,14 @@ edges AS (  -- a span whose clock went backwards gives none; q: the queued time,
     SELECT pid, tid, start_ns AS t, start_cpu AS x, NULL::BIGINT AS q FROM edge_spans
     WHERE end_cpu >= start_cpu AND end_ns >= start_ns
     UNION ALL
-    SELECT pid, tid, end_ns, end_cpu, NULL FROM edge_spans WHERE end_cpu >= start_cpu AND end_ns >= start_ns
+    SELECT pid, tid, end_ns, end_cpu, end_queued FROM edge_spans WHERE end_cpu >= start_cpu AND end_ns >= start_ns
     UNION ALL  -- a spawning span's thread, where it reaped the child
-    SELECT pid, tid, reap_ns, reap_cpu, NULL FROM edge_spans WHERE reap_cpu >= end_cpu AND reap_ns >= end_ns
+    SELECT pid, tid, reap_ns, reap_cpu, CASE WHEN reap_queued >= end_queued THEN reap_queued END FROM edge_spans
+    WHERE reap_cpu >= end_cpu AND reap_ns >= end_ns
     UNION ALL
     SELECT pid, tid, t, x, q FROM wake_spans WHERE t IS NOT NULL AND x IS NOT NULL
+    UNION ALL
+    SELECT pid, tid, t, x, q FROM main_ends WHERE x IS NOT NULL
 ),
 -- each edge between two sampled readings of its thread (of one process: a pid may be reused), the
 -- queued time between them split in proportion to the time each side did not run (the edge's own,

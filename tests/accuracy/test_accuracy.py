@@ -54,7 +54,11 @@ The cases, and what each proves:
   sleeps are a wait on the child (its start-up, imports, work and sleep), not the parent's sleeps.
 
 ACCURACY_FIGURES=FILE appends every compared pair to FILE (JSON lines): docs/queries.md's
-"Accuracy" gives the worst errors measured that way over repeated runs.
+"Accuracy" gives the worst errors measured that way over repeated runs. To weigh a change to the
+loader or the queries on the same readings rather than on new, noisy runs: ACCURACY_KEEP=DIR keeps
+the module's first measurement (the run directories and the truths, not the stores) in DIR, and
+ACCURACY_REPLAY=DIR loads such a measurement into new stores in place of running the workloads (no
+case is measured again: a figure off fails).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -141,7 +146,14 @@ class Measurements:
 
     def __init__(self, tmp_path_factory) -> None:
         self.factory = tmp_path_factory
-        first = measure(tmp_path_factory.mktemp("accuracy"), list(CASES))
+        self.replayed = os.environ.get("ACCURACY_REPLAY")
+        base = tmp_path_factory.mktemp("accuracy")
+        if self.replayed:
+            first = replay(Path(self.replayed), base, list(CASES))
+        else:
+            first = measure(base, list(CASES))
+            if os.environ.get("ACCURACY_KEEP"):
+                keep(base, Path(os.environ["ACCURACY_KEEP"]))
         self.runs: dict[str, dict[str, Any]] = dict.fromkeys(CASES, first)
         self.reruns: dict[str, int] = dict.fromkeys(CASES, 0)
 
@@ -150,7 +162,7 @@ class Measurements:
         return self.runs[case]
 
     def again(self, case: str) -> bool:
-        if self.reruns[case] >= self.RERUNS or sum(self.reruns.values()) >= self.ALL_RERUNS:
+        if self.replayed or self.reruns[case] >= self.RERUNS or sum(self.reruns.values()) >= self.ALL_RERUNS:
             return False
         self.reruns[case] += 1
         replaced = self.runs[case]
@@ -194,6 +206,13 @@ def accuracy(tmp_path_factory) -> Measurements:
 def measure(base: Path, cases: list[str]) -> dict[str, Any]:
     """Run `cases` (the cli.py ones against one traced service behind a delay proxy); load
     everything into one store; read every process's truth."""
+    run_workloads(base, cases)
+    return load(base, cases)
+
+
+def run_workloads(base: Path, cases: list[str]) -> None:
+    """Each case under `selfopt-trace run` (which loads it into base/home/traces.duckdb), its truth
+    in base/CASE-truth; the service's run and truth in base/service-run and base/service-truth."""
     service_truth, service_run = base / "service-truth", base / "service-run"
     service_truth.mkdir()
     service = subprocess.Popen([sys.executable, str(WORKLOAD / "server.py"), str(service_truth), str(SERVER_MS)],
@@ -221,6 +240,12 @@ def measure(base: Path, cases: list[str]) -> dict[str, Any]:
     finally:
         service.communicate(b"", timeout=30)
     assert service.returncode == 0, service.stderr.read() if service.stderr else ""
+
+
+def load(base: Path, cases: list[str]) -> dict[str, Any]:
+    """run_workloads' measurement: the stores (the cases as `run` loaded them, the service's run
+    added) and the truths."""
+    service_truth, service_run, home = base / "service-truth", base / "service-run", base / "home"
     (server,) = ground_truth.read_truth(service_truth).values()
     store = Store(home / "traces.duckdb")
     store.load_run(service_run)
@@ -230,7 +255,7 @@ def measure(base: Path, cases: list[str]) -> dict[str, Any]:
     built, exited = {}, {}
     for name in cases:
         _, rows = store.sql("SELECT start_ns, end_ns, pid FROM runs WHERE run_id = $run_id", {"run_id": name})
-        processes = ground_truth.read_truth(truths[name])
+        processes = ground_truth.read_truth(base / f"{name}-truth")
         built[name] = ground_truth.build(rows[0][0], processes, server if CASES[name].args else None)
         # when `run` saw CMD, the main process, exit: its interpreter's teardown ends there
         assert rows[0][2] == built[name].main.pid
@@ -245,6 +270,22 @@ def measure(base: Path, cases: list[str]) -> dict[str, Any]:
                      "starts": [c.start for c in samples], "ends": [c.end for c in samples],
                      "cpus": [c.cpu for c in samples], "queued": [c.queued for c in samples]})
     return {"store": store, "own_cpu": own_cpu, "truth": built, "exited": exited, "server": server}
+
+
+def keep(base: Path, kept: Path) -> None:
+    """The measurement's files for a replay, without its stores."""
+    shutil.copytree(base, kept, ignore=shutil.ignore_patterns("*.duckdb", "*.duckdb.wal"))
+
+
+def replay(kept: Path, base: Path, cases: list[str]) -> dict[str, Any]:
+    """A kept measurement loaded as `run` would load it, by this tree's loader."""
+    missing = [name for name in cases if not (kept / "home" / "runs" / name).is_dir()]
+    assert not missing, f"{kept} holds no measurement of {', '.join(missing)} (ACCURACY_KEEP makes one)"
+    shutil.copytree(kept, base, dirs_exist_ok=True)
+    with Store(base / "home" / "traces.duckdb") as store:
+        for name in cases:
+            store.load_run(base / "home" / "runs" / name)
+    return load(base, cases)
 
 
 def records(store: Store, query: str, case: str, **params: Any) -> list[dict]:

@@ -136,3 +136,39 @@ def test_a_reading_taken_in_a_wake_up_queue_is_held_by_the_late_sleep_s_clocks(s
 
     assert store.load_run(run).warnings == []
     assert intervals(store) == [(0, 10, 10, 0), (10, 33, 0, 3), (33, 36.5, 0.5, 3), (36.5, 50, 3.5, 0)]
+
+
+def test_a_spawning_call_s_queued_time_is_its_own_not_a_share(store: Store, tmp_path: Path) -> None:
+    """The thread runs 10-12 ms, waits for a CPU 12-16, and its spawning call ends at 18; then it
+    blocks on the child until after the 30 ms reading. The call's end read both clocks (14 ms of CPU,
+    4 ms queued), so all 4 ms go before it. Shared by the time each side did not run (4 ms before,
+    12 after), 3 of them would read as running in the wait on the child."""
+    spans = (header(100) + complete(sid(1), "", "process", "process", T0, T0 + 100 * MS)
+             + complete(sid(2), sid(1), "subprocess", "subprocess", T0 + 11 * MS, T0 + 90 * MS, kind="CLIENT",
+                        attributes={"selfopt_trace.spawn_ns": 7 * MS, **edges(100, 11 * MS, 14 * MS),
+                                    "selfopt_trace.cpu.end_runqueue_ns": 4 * MS}))
+    run = write_run(tmp_path / "run-1", {"100-a.spans": spans})
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python") + cpu(T0 + 10 * MS, 100, 100, 10 * MS)
+              + cpu(T0 + 30 * MS, 100, 100, 14 * MS, 4 * MS))
+
+    assert store.load_run(run).warnings == []
+    assert intervals(store) == [(0, 10, 10, 0), (10, 11, 1, 0), (11, 18, 3, 4), (18, 30, 0, 0)]
+
+
+def test_a_reading_taken_queued_is_held_by_the_main_thread_s_clocks_at_the_process_end(store: Store,
+                                                                                       tmp_path: Path) -> None:
+    """The main thread blocks on a pipe 10-20 ms, then waits for a CPU until 26 and runs to the
+    process span's end at 28, where it read both its clocks (12 ms of CPU, 6 ms queued); the
+    interpreter's teardown follows. The sampler's reading at 23 shows nothing since 10 (the kernel
+    counts the queued stretch when it ends): off the CPU at most 3 of the 5 ms after it, the thread
+    had queued 3 ms by then."""
+    spans = header(100) + complete(sid(1), "", "process", "process", T0, T0 + 28 * MS,
+                                   attributes={"selfopt_trace.thread.cpu_ns": 12 * MS,
+                                               "selfopt_trace.thread.runqueue_ns": 6 * MS})
+    run = write_run(tmp_path / "run-1", {"100-a.spans": spans})
+    write_cpu(run, HEADER + thread(T0, 100, 100, "python") + cpu(T0 + 10 * MS, 100, 100, 10 * MS)
+              + cpu(T0 + 23 * MS, 100, 100, 10 * MS)  # queued since 20 ms: not counted yet
+              + cpu(T0 + 40 * MS, 100, 100, 14 * MS, 6 * MS))
+
+    assert store.load_run(run).warnings == []
+    assert intervals(store) == [(0, 10, 10, 0), (10, 23, 0, 3), (23, 28, 2, 3), (28, 40, 2, 0)]
