@@ -503,3 +503,54 @@ def test_another_mapping_in_sys_modules_imports_as_untraced(traced, tmp_path):
     assert result.stdout == b"Modules True 1\n"
     timed = traced.settings.get(config.ENV_PURE_PYTHON) == "1"
     assert len(traced.spans().named("import slow_inner")) == timed
+
+
+MODULES = """
+print("\\n".join(sorted(name for name in sys.modules if not name.startswith("selfopt_trace_agent")
+                        and name != "sitecustomize")))
+"""
+EVERY_HOOK = """
+import ast, http.server, json, pickle, subprocess, sys, threading, time, urllib.request
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+serving = threading.Thread(target=server.serve_forever)
+serving.start()
+for _ in range(2):
+    json.loads(urllib.request.urlopen("http://127.0.0.1:%d/x" % server.server_address[1]).read())
+server.shutdown()
+serving.join()
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+time.sleep(0.002)
+pickle.loads(pickle.dumps([1]))
+ast.parse("x = 1")
+compile("x = 1", "<string>", "exec")
+""" + MODULES
+
+
+def test_the_agent_s_hooks_import_no_module_the_program_does_not(traced: Traced) -> None:
+    """A hook module loaded at a program's first request, spawn or parse imports nothing the program
+    itself did not: an import of the agent's in the middle of the program's work would be a span of
+    the program's imports (http_common's `import contextvars`: ~1 ms of a server's run read as its
+    imports in tests/accuracy's server_first). What the agent's start-up loads (atexit; without the
+    C twin, _contextvars and itertools too: docs/agent.md) is start-up's."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SELFOPT_TRACE_") and k != "PYTHONPATH"}
+
+    def added(program: str) -> set:
+        untraced = subprocess.run([traced.executable, "-c", program], env=clean, capture_output=True, timeout=60)
+        done = traced.python(program)
+        assert untraced.returncode == 0 and done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+        assert set(untraced.stdout.split()) <= set(done.stdout.split())
+        return set(done.stdout.split()) - set(untraced.stdout.split())
+
+    at_start_up = added("import sys" + MODULES)
+    assert added(EVERY_HOOK) <= at_start_up
+    recorded = {(span.category, span.kind) for span in traced.spans().spans}  # the hooks fired
+    assert {("http", "CLIENT"), ("http", "SERVER"), ("subprocess", "CLIENT")} <= recorded, recorded

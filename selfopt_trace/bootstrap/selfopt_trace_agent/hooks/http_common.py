@@ -11,10 +11,13 @@ of the tracer.
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
 from time import time_ns
 
 from .. import config, lazy, process, redact, tracer
+
+# contextvars' class without importing it: loaded at a program's first request, an import here would
+# be the program's import span (`import contextvars`, ~1 ms, in the middle of its own work)
+ContextVar = type(tracer._current)
 
 CATEGORY = "http"
 METHOD = "http.request.method"
