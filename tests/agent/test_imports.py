@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -509,28 +510,12 @@ MODULES = """
 print("\\n".join(sorted(name for name in sys.modules if not name.startswith("selfopt_trace_agent")
                         and name != "sitecustomize")))
 """
-EVERY_HOOK = """
-import ast, http.server, json, pickle, subprocess, sys, threading, time, urllib.request
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-serving = threading.Thread(target=server.serve_forever)
-serving.start()
-for _ in range(2):
-    json.loads(urllib.request.urlopen("http://127.0.0.1:%d/x" % server.server_address[1]).read())
-server.shutdown()
-serving.join()
-subprocess.run([sys.executable, "-c", "pass"], check=True)
+# the query tests' program (HTTP client and server, json, ast, subprocess), then the other hook families
+EVERY_HOOK = f"""
+import pickle, runpy, sys, time
+runpy.run_path({str(Path(__file__).resolve().parent.parent / "queries" / "workload" / "main.py")!r}, run_name="__main__")
 time.sleep(0.002)
 pickle.loads(pickle.dumps([1]))
-ast.parse("x = 1")
 compile("x = 1", "<string>", "exec")
 """ + MODULES
 
