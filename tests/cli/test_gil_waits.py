@@ -32,9 +32,13 @@ print("started", flush=True)
 [t.join() for t in threads]
 """
 
+# argv: the tasks, and a file for what the agent counted as its own while the tasks ran (the
+# agent's start-up, timed on the wall clock, grows with the machine's load: not this test's matter)
 POOL = """
 import sys, time
 from concurrent.futures import ThreadPoolExecutor
+tracer = sys.modules.get("selfopt_trace_agent.tracer")
+counted = tracer.overhead_ns() if tracer else 0
 def spin(cpu_s):
     end = time.thread_time() + cpu_s
     while time.thread_time() < end:
@@ -43,6 +47,9 @@ n = int(sys.argv[1])
 with ThreadPoolExecutor(n) as pool:
     for future in [pool.submit(spin, 0.2) for _ in range(n)]:
         future.result()
+if tracer:
+    with open(sys.argv[2], "w") as out:
+        out.write(str(tracer.overhead_ns() - counted))
 """
 
 # A thread blocked on a lock that a busy thread holds: a wait on nothing traced, not the GIL's.
@@ -115,15 +122,17 @@ def summary(cli, program: str, *args: str) -> dict:
 
 
 @pytest.mark.parametrize("tasks", [2, 4])
-def test_pool_tasks_computing_at_once_are_told_waiting_for_the_gil(cli, tasks: int) -> None:
-    run = summary(cli, POOL, str(tasks))
+def test_pool_tasks_computing_at_once_are_told_waiting_for_the_gil(cli, tasks: int, tmp_path) -> None:
+    run = summary(cli, POOL, str(tasks), str(tmp_path / "counted"))
     phase = 200 * tasks  # their CPU time, one at a time on the GIL
     # each task thread waits about (n-1)/n of the phase, all of them together (n-1) times their work
     (waited,) = cli.query("SELECT sum(gil_ns) FROM cpu_samples")
     assert waited[0] >= 0.6 * (tasks - 1) * phase * 1_000_000 / tasks, waited
     # The agent's own accounting counts its CPU, not its turns waiting for the GIL back after a write
-    # (a flush) or a read (a hook's module): 13-81 ms counted with four tasks before, 3.4-3.7 now.
-    assert run["tracer_overhead_ms"] < 10, run["tracer_overhead_ms"]
+    # (a flush) or a read (a hook's module): 13-81 ms counted with four tasks before, 3.4-3.7 now, of
+    # them ~2 of start-up (6-7.5 beside two CPU hogs) and 1.3-1.7 while the tasks ran (the same)
+    assert int((tmp_path / "counted").read_text()) < 5_000_000
+    assert run["tracer_overhead_ms"] >= int((tmp_path / "counted").read_text()) / 1e6
     assert any("waited" in note and "for the GIL" in note for note in run["notes"]), run["notes"]
 
 
