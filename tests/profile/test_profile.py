@@ -243,8 +243,8 @@ def test_a_profiler_killed_mid_run_loses_nothing_already_written(tmp_path: Path)
         time.sleep(0.01)
     root = int(pidfile.read_text())
     samples = cli.runs_dir / "k1" / SAMPLES_PATH
-    while "phase_child" not in samples.read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the child has ended and its samples are written
+    while not (samples.exists() and "phase_child" in samples.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the child has ended and its samples are written (a loaded py-spy starts late)
     spy = _pyspy_of(root)
     assert spy is not None
     os.kill(spy, signal.SIGKILL)
