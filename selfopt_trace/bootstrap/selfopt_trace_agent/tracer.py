@@ -505,16 +505,11 @@ def start_span(name: str, category: str, kind: str = INTERNAL, attributes: dict 
         parent_id, trace_id = parent.span_id, parent.trace_id
     span = _new_span(span_id or next(_id_text), parent, parent_id, trace_id, name, kind, category, now, attributes)
     _buffer.append(span)
-    if now > _flush_due_ns or len(_buffer) > FLUSH_RECORDS:
+    due = now > _flush_due_ns or len(_buffer) > FLUSH_RECORDS
+    if due or not _flusher_started:
         try:
-            flush(blocking=False)
+            flush(blocking=False) if due else _start_flusher()
         except BaseException as exc:  # the program's (a signal handler's): the call ends with it
-            end_interrupted(span, exc)
-            raise
-    elif not _flusher_started:
-        try:
-            _start_flusher()
-        except BaseException as exc:
             end_interrupted(span, exc)
             raise
     return span

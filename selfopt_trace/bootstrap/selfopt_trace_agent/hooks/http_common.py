@@ -586,19 +586,11 @@ def end_server(request: ServerRequest | None, exc: BaseException | None = None) 
     try:
         now = time_ns()
         request.deactivate()
-        span = request.span
         try:
             # Left in _open_servers until its record is in the buffer: a SIGTERM whose handler ends the
             # process in between (a plain HTTPServer answers in the main thread) still writes it.
-            name, attributes, status = _server_outcome(request, exc)
-            span.end_ns = now
-            if request.written:  # its S record is out (the process went on after its end: an exec that failed)
-                tracer._buffer.append(tracer.spanfile.end_line(span.span_id, now, status, tracer.encode(attributes)))
-            else:
-                tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
-                                       kind=tracer.SERVER, status=status, span_id=span.span_id)
-                request.written = True
-            _open_servers.pop(span.span_id, None)
+            _write_end(request, now, exc)
+            _open_servers.pop(request.span.span_id, None)
             if not tracer._flusher_started:  # a server, young or not: it waits for its next request where
                 tracer.before_block()  # no hook sees, and what it recorded must reach the disk meanwhile
         except Exception as error:
@@ -618,18 +610,20 @@ def _end_interrupted(request: ServerRequest, exc: BaseException) -> None:
         tracer.reset_quietly(tracer._current.reset, tokens[1])
         tracer.reset_quietly(_server.reset, tokens[0])
     span = request.span
-    attributes = {ERROR_TYPE: type(exc).__qualname__}
-    if request.status_code is not None:
-        attributes[STATUS_CODE] = request.status_code
-    if request.route:
-        attributes[ROUTE] = request.route
-    if not request.written:
-        span.end_ns = now = span.end_ns or time_ns()
-        tracer.record_complete("%s %s" % (span.name, request.route) if request.route else span.name, CATEGORY,
-                               span.start_ns, now, {**(span.attributes or {}), **attributes}, parent=span.parent,
-                               kind=tracer.SERVER, status=tracer.ERROR, span_id=span.span_id)
-        request.written = True
-    elif not span.end_ns:  # its S record is out (_write_open_servers): its E
-        span.end_ns = now = time_ns()
-        tracer._buffer.append(tracer.spanfile.end_line(span.span_id, now, tracer.ERROR, tracer.encode(attributes)))
+    if not request.written or not span.end_ns:  # (an S record out, _write_open_servers: its E)
+        _write_end(request, span.end_ns or time_ns(), exc)
     _open_servers.pop(span.span_id, None)
+
+
+def _write_end(request: ServerRequest, now: int, exc: BaseException | None) -> None:
+    """The SERVER span's record, ended at `now`: whole, or the E record where its S is out (the process
+    went on after its end: an exec that failed; _write_open_servers)."""
+    span = request.span
+    name, attributes, status = _server_outcome(request, exc)
+    span.end_ns = now
+    if request.written:
+        tracer._buffer.append(tracer.spanfile.end_line(span.span_id, now, status, tracer.encode(attributes)))
+    else:
+        tracer.record_complete(name, CATEGORY, span.start_ns, now, attributes, parent=span.parent,
+                               kind=tracer.SERVER, status=status, span_id=span.span_id)
+        request.written = True
