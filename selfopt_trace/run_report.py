@@ -107,9 +107,7 @@ def _load_and_summarize(store: Store, records: list[RunRecord], options: RunOpti
         result = summaries.summarize(store, record.run_id, next_commands)
         result.damaged_lines = loaded.skipped_lines
         result.notes.extend(notes)
-        result.notes.extend(str(warning) for warning in loaded.warnings[:5])
-        if len(loaded.warnings) > 5:
-            result.notes.append(f"... and {len(loaded.warnings) - 5} more loader warnings (table diagnostics)")
+        result.notes.extend(summaries.loader_notes([str(warning) for warning in loaded.warnings]))
         results.append(result)
     return results
 

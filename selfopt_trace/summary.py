@@ -369,6 +369,22 @@ def _unprepared_note(store: Store, run_id: str) -> list[str]:
             f"Python and compiled it at start-up (~20 ms each, in their start-up): {commands} prepares it once"]
 
 
+LOADER_NOTES = 5  # the loader's warnings a summary names; the rest are in the table diagnostics
+
+
+def loader_notes(warnings: Sequence[str]) -> list[str]:
+    """The notes that name the loader's warnings (files skipped, damaged lines), the first few."""
+    more = len(warnings) - LOADER_NOTES
+    return [*warnings[:LOADER_NOTES], *([f"... and {more} more loader warnings (table diagnostics)"] if more > 0 else [])]
+
+
+def stored_loader_notes(store: Store, run_id: str) -> list[str]:
+    """loader_notes of a stored run: its warnings as the loader stored them (code `loader.*`)."""
+    _, rows = store.sql("SELECT message FROM diagnostics WHERE run_id = $run_id AND code LIKE 'loader.%' ORDER BY rowid",
+                        {"run_id": run_id})
+    return loader_notes([message for (message,) in rows])
+
+
 def next_commands(run_id: str, db_option: str, available: Iterable[str]) -> list[str]:
     """What to try next on this run, limited to the commands this installation has."""
     available = set(available)

@@ -1,4 +1,4 @@
-"""Commands that look at stored runs: `runs`, `sql`, `tree`.
+"""Commands that look at stored runs: `runs`, `sql`, `tree`, `show`, `summary`.
 
 They open the database read-only, so several can run at once (not while a run is being loaded).
 `RUN` arguments accept a run id, a unique prefix of one, or `latest` (see `resolve_run`).
@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import sys
 from datetime import date, datetime, time, timedelta
 from dataclasses import dataclass
@@ -256,6 +257,35 @@ def show(
     for process in processes:
         lines += ["", f"process {process.pid}  {process.command}", process.command_line]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+@app.command()
+def summary(
+    ctx: typer.Context,
+    run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or `latest`."),
+    json_target: Optional[str] = typer.Option(None, "--json", metavar="FILE",
+                                              help="The summary as JSON in FILE; `-`: on stdout, in place of the text."),
+    db: Optional[Path] = DB,
+) -> None:
+    """Print a stored run's summary again, as `run` printed it once CMD had exited."""
+    # All of it from the store but what `run` knew only while it ran: the notes of what followed CMD
+    # (the live export's, the profiler's) and the count of damaged lines (the loader's notes name them).
+    from ..run_report import write_json
+    from ..summary import next_commands, stored_loader_notes, summarize
+
+    with open_store(db) as store:
+        run_id = resolve_run(store, run)
+        group = ctx.parent.command if ctx.parent is not None else None
+        available = group.list_commands(ctx) if group is not None and hasattr(group, "list_commands") else ()
+        result = summarize(store, run_id, next_commands(run_id, "" if db is None else f" --db {shlex.quote(str(db))}",
+                                                        available))
+        result.notes.extend(stored_loader_notes(store, run_id))
+    if json_target != "-":
+        from ..summary_render import console, render
+
+        render(result, console())
+    if json_target is not None:
+        write_json(result.to_json(), json_target)
 
 
 # ---------------------------------------------------------------------------------------------

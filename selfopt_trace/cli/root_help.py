@@ -19,6 +19,7 @@ COMMANDS = (
     ("sql", "Run one SQL statement on the trace database and print its rows."),
     ("tree", "Print a run's process tree: every process with its timings, and the subprocess calls between them."),
     ("show", "Print a run's text in full, nothing cut: its command, and each process's name and whole command line."),
+    ("summary", "Print a stored run's summary again, as `run` printed it once CMD had exited."),
     ("docker-env", "Print what to add to `docker run` (or a compose service) to trace a container into a run."),
     ("load", "Load spans into the trace database: collector files (each only once) and run directories."),
     ("query", "Run a named SQL query (queries/*.sql) on a run: breakdown, roundtrip, subprocess, imports, ..."),

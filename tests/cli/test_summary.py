@@ -317,3 +317,31 @@ def test_cmd_killed_by_a_signal_is_traced_until_run_reaped_it(cli, signal_name: 
     assert process["startup_ms"] == rows["interpreter start-up"]
     assert cli.query("SELECT s.end_ns = r.end_ns FROM spans AS s JOIN runs AS r USING (run_id) "
                      "WHERE s.name = 'process'") == [(True,)]
+
+
+def test_summary_prints_a_stored_run_s_summary_again_as_run_printed_it(cli) -> None:
+    """`summary RUN` reads back from the store what `run` printed, text and JSON alike, the loader's
+    note included (the program leaves a span file with no header: skipped, and said so)."""
+    from tests.cli.conftest import python
+
+    code = ("import os, time\ntime.sleep(0.2)\n"
+            "open(os.path.join(os.environ['SELFOPT_TRACE_DIR'], 'spans', 'bogus.spans'), 'w').write('garbage\\n')")
+    env = cli.env(COLUMNS="120")
+    done = cli("run", "--export", "never", "--json", "printed.json", "--", *python(code), env=env)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads((cli.cwd / "printed.json").read_text())
+    assert any("bogus.spans" in note for note in printed["notes"]), printed["notes"]
+    again = cli("summary", "latest", env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == done.stderr  # the text, as printed
+    as_json = cli("summary", printed["run_id"][:12], "--json", "-", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == printed
+
+
+def test_summary_of_no_such_run_says_so(cli) -> None:
+    from tests.cli.conftest import python
+
+    assert cli("run", "-q", "--", *python("pass")).returncode == 0
+    missing = cli("summary", "no-such-run")
+    assert missing.returncode != 0 and b"no-such-run" in missing.stderr, missing.stderr
