@@ -30,6 +30,12 @@ COMMAND_MODULES = (
 )
 
 
+def available_commands(ctx: typer.Context) -> tuple[str, ...]:
+    """The commands of the app `ctx`'s command belongs to (what a summary's next commands may name)."""
+    group = ctx.parent.command if ctx.parent is not None else None
+    return tuple(group.list_commands(ctx)) if group is not None and hasattr(group, "list_commands") else ()
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"selfopt-trace {__version__}")

@@ -24,7 +24,7 @@ import typer
 
 from .. import runner
 from ..errors import QueryError, RunNotFoundError, StoreOpenError
-from .commands import app
+from .commands import app, available_commands
 
 
 class OutputFormat(str, Enum):
@@ -275,10 +275,8 @@ def summary(
 
     with open_store(db) as store:
         run_id = resolve_run(store, run)
-        group = ctx.parent.command if ctx.parent is not None else None
-        available = group.list_commands(ctx) if group is not None and hasattr(group, "list_commands") else ()
-        result = summarize(store, run_id, next_commands(run_id, "" if db is None else f" --db {shlex.quote(str(db))}",
-                                                        available))
+        db_option = "" if db is None else f" --db {shlex.quote(str(db))}"
+        result = summarize(store, run_id, next_commands(run_id, db_option, available_commands(ctx)))
         result.notes.extend(stored_loader_notes(store, run_id))
     if json_target != "-":
         from ..summary_render import console, render

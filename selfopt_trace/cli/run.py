@@ -16,7 +16,7 @@ from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..watchers.cpu_sampler import DEFAULT_RATE_HZ, YOUNG_RATE_HZ
 from ..watchers.profiler import DEFAULT_RATE_HZ as PROFILE_RATE_HZ
 from ..watchers.profiler import ENV_NONBLOCKING, ENV_SPAWN, NONBLOCKING_DEFAULT, ProfileSettings
-from .commands import app
+from .commands import app, available_commands
 from .quick_run import normalize_json_option, run_options
 
 _SETTINGS = "Where things go"
@@ -45,14 +45,9 @@ class RunCommand(TyperCommand):
         return super().parse_args(ctx, normalize_profile_option(args))
 
 
-def _available_commands(ctx: typer.Context) -> tuple[str, ...]:
-    group = ctx.parent.command if ctx.parent is not None else None
-    return tuple(group.list_commands(ctx)) if group is not None and hasattr(group, "list_commands") else ()
-
-
 def _execute(ctx: typer.Context, options: runner.RunOptions) -> None:
     try:
-        code = runner.run(options, available_commands=_available_commands(ctx))
+        code = runner.run(options, available_commands=available_commands(ctx))
     except runner.CommandNotRunnable as exc:
         print(f"selfopt-trace: {exc}", file=sys.stderr, flush=True)
         code = exc.exit_code
