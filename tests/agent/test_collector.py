@@ -8,28 +8,8 @@ never finalized (a pytest run's finalization 8.5 M instructions shorter for that
 
 from __future__ import annotations
 
-import pytest
-
-from selfopt_trace import import_twin
-from tests.agent.conftest import NO_TWIN
-from tests.agent.test_imports import TWIN_PYTHONS
-from tests.conftest import BOOTSTRAP, Traced
-
-
-@pytest.fixture(params=["C twin", "Python", "C twin, Python 3.8", "C twin, Python 3.13"])
-def traced(request, tmp_path) -> Traced:
-    if request.param == "Python":
-        from selfopt_trace.bootstrap.selfopt_trace_agent import config
-
-        return Traced(tmp_path, **{config.ENV_PURE_PYTHON: "1"})
-    if request.param.startswith("C twin, Python"):
-        minor = request.param.rpartition(" ")[2]
-        if minor not in TWIN_PYTHONS:
-            pytest.skip(f"no Python {minor} here (pyenv)")
-        return Traced(tmp_path, executable=TWIN_PYTHONS[minor])
-    if import_twin.twin_path(BOOTSTRAP) is None or not import_twin.twin_path(BOOTSTRAP).exists():
-        pytest.skip(NO_TWIN)
-    return Traced(tmp_path)
+from tests.agent.test_imports import traced  # noqa: F401  (the fixture: both import wrappers, every Python)
+from tests.conftest import Traced
 
 
 CYCLES = """
