@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .background import Background
-from .bootstrap.selfopt_trace_agent.process import split_command
+from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS, split_command
 from .queries import missing_samples, run_query
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.resource_attributes-
        TRY_CAST(p.attributes->>'process.exit.code' AS INTEGER) AS exit_code,
        coalesce(TRY_CAST(p.attributes->>'selfopt_trace.overhead_ns' AS BIGINT), 0) AS overhead_ns,
        coalesce(startup.ns, 0) AS startup_ns, coalesce(imports.ns, 0) AS import_ns,
+       coalesce(list_sum(TRY_CAST(p.attributes->'python.gc.duration_ns' AS BIGINT[])), 0) AS gc_ns,
        CASE WHEN NOT p.incomplete AND coalesce(spawn.end_ns, cmd.exited_ns) >= p.end_ns  -- else not waited for
                  AND coalesce(p.attributes->>'process.exec.replaced', '') <> 'true'  -- another program's time
                  -- the spawn's own child, not a process a shell it started started (`sh -c 'a | b'`: the
@@ -111,6 +112,7 @@ class ProcessRow:
     startup_ns: int
     import_ns: int
     teardown_ns: int | None  # after its span's end until its exit was seen; None where unknown
+    gc_ns: int = 0  # the garbage collector's passes within its span (the agent's C twin timed them)
 
     @property
     def run_ns(self) -> int:
@@ -188,7 +190,7 @@ class RunSummary:
                 {"pid": p.pid, "name": p.command, "command": p.command_line, "command_args": p.command_args,
                  "duration_ms": _ms(p.duration_ns),
                  "startup_ms": _ms(p.startup_ns), "imports_ms": _ms(p.import_ns), "run_ms": _ms(p.run_ns),
-                 "teardown_ms": None if p.teardown_ns is None else _ms(p.teardown_ns),
+                 "teardown_ms": None if p.teardown_ns is None else _ms(p.teardown_ns), "gc_ms": _ms(p.gc_ns),
                  "exit_code": p.exit_code, "incomplete": p.incomplete}
                 for p in self.slowest
             ],
@@ -209,10 +211,11 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
     out = []
     for row in rows:
         (span_id, parent, pid, source_file, host, start, end, duration, incomplete, command, args, exit_code,
-         overhead, startup, imports, teardown) = row
+         overhead, startup, imports, gc, teardown) = row
         out.append(ProcessRow(span_id, parent, pid, (source_file, pid, host), start or 0, end or 0, duration or 0, bool(incomplete),
                               command or "process", json.loads(args) if args else [], exit_code,
-                              int(overhead), int(startup), int(imports), None if teardown is None else int(teardown)))
+                              int(overhead), int(startup), int(imports), None if teardown is None else int(teardown),
+                              int(gc)))
     return out
 
 
@@ -252,6 +255,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
     notes += _gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
+    notes += _gc_note(processes)
     notes += _unprepared_note(store, run_id)
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
@@ -367,6 +371,23 @@ def _unprepared_note(store: Store, run_id: str) -> list[str]:
     commands = "; ".join(f"`{command}`" for command, _ in rows if command)
     return [f"{count} process{'es' if count != 1 else ''} found no agent prepared for {'their' if count != 1 else 'its'} "
             f"Python and compiled it at start-up (~20 ms each, in their start-up): {commands} prepares it once"]
+
+
+GC_NOTE_SHARE = 0.05  # of the traced processes' time: from there, the summary says what the collector took
+
+
+def _gc_note(processes: list[ProcessRow]) -> list[str]:
+    """What the garbage collector's passes took (the processes' python.gc.duration_ns): inside every
+    category, as the breakdown leaves `gc` spans out (a pass is what the span it interrupted was doing)."""
+    gc_ns, lived_ns = sum(p.gc_ns for p in processes), sum(p.duration_ns for p in processes)
+    if lived_ns <= 0 or gc_ns < max(GC_NOTE_SHARE * lived_ns, NOTE_MIN_NS):
+        return []
+    most = max(processes, key=lambda p: p.gc_ns)
+    return [f"garbage collection is {100 * gc_ns / lived_ns:.0f} % of the traced processes' time ({format_ns(gc_ns)}, "
+            f"inside the categories above; the most: {one_line(most.command)} (pid {most.pid}), {format_ns(most.gc_ns)}): "
+            f"the collector's passes over the objects alive (those of {GC_SPAN_NS // 1_000_000} ms or more are `gc` spans); "
+            "gc.freeze() once a process has imported what it needs keeps those objects out of every later pass, the "
+            "teardown's too (docs/codeflash.md, \"Interpreter teardown: the collector's passes at exit\")"]
 
 
 LOADER_NOTES = 5  # the loader's warnings a summary names; the rest are in the table diagnostics

@@ -1,5 +1,5 @@
-"""The program's garbage collector and finalization, traced as untraced: what a collection finds, and
-which of the program's objects are finalized at exit, whatever the agent keeps.
+"""The program's garbage collector: its passes timed (the C twin's callback, docs/agent.md), and, traced
+as untraced, what a collection finds and which of the program's objects are finalized at exit.
 
 Keeping the agent's own objects for good and out of the collector's reach was tried (2026-12-07,
 docs/benchmarks.md "The agent's objects out of the collector's reach, tried"): a hook's wrapper kept
@@ -7,6 +7,8 @@ for good kept the wrapped function's module namespace too, and the program's obj
 never finalized (a pytest run's finalization 8.5 M instructions shorter for that reason alone)."""
 
 from __future__ import annotations
+
+import pytest
 
 from tests.agent.test_imports import traced  # noqa: F401  (the fixture: both import wrappers, every Python)
 from tests.conftest import Traced
@@ -59,3 +61,36 @@ def test_a_wrapped_function_s_module_is_finalized_at_exit_as_untraced(traced: Tr
     assert (done.returncode, done.stdout, done.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
     assert done.stdout == b"1\nfinalized\n"
     assert traced.spans().named("work")  # the target fired
+
+
+COLLECTS = """
+import gc
+keep = [{"i": i} for i in range(200_000)]
+gc.collect()  # a full pass over them, inside this module's import
+"""
+
+
+def test_the_collector_s_passes_are_counted_and_a_long_one_is_a_span_under_what_it_interrupted(traced: Traced) -> None:
+    """The C twin's callback counts every pass by generation (the process span's end), and a pass of
+    1 ms or more is a `gc` span under the span it interrupted: here the import that called
+    gc.collect(). `gc` stays out of sys.modules, as untraced."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import config
+
+    if traced.settings.get(config.ENV_PURE_PYTHON) == "1":
+        pytest.skip("the passes are timed by the C twin only (a Python callback would cost ~1.5 us a pass)")
+    (traced.tmp_path / "collects.py").write_text(COLLECTS)
+    program = "import sys\nprint('gc' in sys.modules)\nimport collects\n"
+    untraced = traced.untraced([traced.executable, "-c", program], cwd=traced.tmp_path)
+    done = traced.python(program, cwd=traced.tmp_path, extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "0"})
+    assert (done.returncode, done.stdout, done.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
+    assert done.stdout == b"False\n"
+    spans = traced.spans()
+    (process,) = spans.named("process")
+    counts, durations = process.attributes["python.gc.collections"], process.attributes["python.gc.duration_ns"]
+    assert len(counts) == len(durations) == 3 and counts[2] >= 1 and durations[2] >= 1_000_000, process.attributes
+    (imported,) = spans.named("import collects")
+    passes = [span for span in spans.named("gc") if span.parent_span_id == imported.span_id]
+    assert passes and {span.category for span in passes} == {"gc"}, spans.named("gc")  # gc.collect()'s, and any
+    assert 2 in {span.attributes["python.gc.generation"] for span in passes}           # automatic one meanwhile
+    assert all(imported.start_ns <= span.start_ns <= span.end_ns <= imported.end_ns
+               and span.end_ns - span.start_ns >= 1_000_000 for span in passes)

@@ -345,3 +345,34 @@ def test_summary_of_no_such_run_says_so(cli) -> None:
     assert cli("run", "-q", "--", *python("pass")).returncode == 0
     missing = cli("summary", "no-such-run")
     assert missing.returncode != 0 and b"no-such-run" in missing.stderr, missing.stderr
+
+
+def test_a_program_the_collector_takes_a_share_of_gets_a_note_and_its_gc_time(cli) -> None:
+    """Five full passes over 500,000 lists: the process's `gc_ms` is their time (the C twin's count),
+    the note says what they are, and the breakdown is unchanged by their `gc` spans (a pass is what
+    the span it interrupted was doing: the categories still add up to the wall time)."""
+    from tests.cli.conftest import python
+
+    code = "import gc\nkeep = [[i] for i in range(500_000)]\nfor _ in range(5):\n    gc.collect()\n"
+    done = cli("run", "--export", "never", "--json", "--", *python(code))
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    (process,) = printed["slowest_processes"]
+    with Store(cli.db, read_only=True) as store:
+        _, [(passes,)] = store.sql("SELECT count(*) FROM spans WHERE category = 'gc'")
+        rows = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": printed["run_id"]}).records()}
+    if passes == 0:
+        pytest.skip("no C twin here: the collector's passes are not timed")
+    assert passes >= 5 and process["gc_ms"] >= 50, (passes, process)
+    (note,) = [note for note in printed["notes"] if note.startswith("garbage collection is")]
+    assert f"(pid {process['pid']})" in note and "gc.freeze()" in note, note
+    assert sum(ms for category, ms in rows.items() if category != "total") == pytest.approx(rows["total"], abs=0.01)
+    assert rows["own work"] + rows["untraced waits"] >= process["gc_ms"]  # the passes are inside own work
+
+
+def test_a_program_the_collector_barely_touches_gets_no_gc_note(cli) -> None:
+    from tests.cli.conftest import python
+
+    done = cli("run", "--export", "never", "--json", "--", *python("import json\njson.dumps([1])"))
+    assert done.returncode == 0, done.stderr
+    assert not [note for note in json.loads(done.stdout)["notes"] if note.startswith("garbage collection")]

@@ -65,6 +65,7 @@ static PyObject *samples, *calibrate, *py_begin, *py_end, *py_recorded;
 static PyObject *agent_prefix, *unset, *error, *empty, *zero, *one;
 static PyObject *s_modules, *s_in_startup, *s_root, *s_deferred, *s_child_ns, *s_spec, *s_initializing;
 static PyObject *s_flush_due_ns, *s_flusher_started, *s_flusher_from_ns, *s_id_text, *s_span_id, *s_trace_id, *s_builtins;
+static PyObject *s_generation, *s_collected;
 
 /* Offsets of ImportFrame's slots: set directly, as the Python wrapper's specialized bytecode does. */
 static int startup_over;        /* importtime._in_startup seen False */
@@ -1649,6 +1650,104 @@ children_cpu(PyObject *module, PyObject *unused)
     return PyLong_FromLongLong(cpu_ns(&usage));
 }
 
+/* The garbage collector's passes (process.py, _watch_gc): counted by generation, and each one at least
+ * `threshold_ns` long kept with the span it interrupted, for spans at the process span's end. The
+ * callback is C and touches no Python object but the current span (a reference): CPython calls it
+ * twice a collection (~150-1,000 a process), from inside any allocation, the agent's own included. */
+#define GC_LONG_MAX 256
+static long long gc_count[3], gc_total_ns[3], gc_started_ns, gc_threshold_ns;
+static Py_ssize_t gc_dropped;
+static int gc_long_n;
+static struct { long long start_ns, end_ns; long generation, collected; PyObject *parent; } gc_long[GC_LONG_MAX];
+
+static PyObject *
+gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long now = clock_ns(CLOCK_REALTIME);
+    PyObject *value;
+    long generation, collected = 0;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || PyUnicode_GET_LENGTH(args[0]) < 3 || !PyDict_Check(args[1]))
+        Py_RETURN_NONE;  /* not CPython's call: nothing to count */
+    if (PyUnicode_READ_CHAR(args[0], 2) == 'a') {  /* "start", not "stop" */
+        gc_started_ns = now;
+        Py_RETURN_NONE;
+    }
+    if ((value = PyDict_GetItem(args[1], s_generation)) == NULL || (generation = PyLong_AsLong(value)) < 0 ||
+        generation > 2 || gc_started_ns == 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if ((value = PyDict_GetItem(args[1], s_collected)) != NULL && (collected = PyLong_AsLong(value)) < 0)
+        PyErr_Clear();
+    gc_count[generation]++;
+    gc_total_ns[generation] += now - gc_started_ns;
+    if (now - gc_started_ns >= gc_threshold_ns) {
+        if (gc_long_n == GC_LONG_MAX) {
+            gc_dropped++;
+        } else {
+            PyObject *parent = current != NULL ? current_span(module, NULL) : NULL;  /* (install set it) */
+            if (parent == NULL)
+                PyErr_Clear();
+            gc_long[gc_long_n].start_ns = gc_started_ns;
+            gc_long[gc_long_n].end_ns = now;
+            gc_long[gc_long_n].generation = generation;
+            gc_long[gc_long_n].collected = collected;
+            gc_long[gc_long_n++].parent = parent;  /* None, or the span the pass interrupted */
+        }
+    }
+    gc_started_ns = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef gc_callback_def = {"selfopt_trace_gc", (PyCFunction)(void (*)(void))gc_callback, METH_FASTCALL,
+                                      "the garbage collector's passes, timed for selfopt-trace"};
+
+/* gc_watcher(threshold_ns) -> the callback for gc.callbacks; the counts start from nothing (a forked child's too) */
+static PyObject *
+gc_watcher(PyObject *module, PyObject *threshold)
+{
+    long long value = PyLong_AsLongLong(threshold);
+    if (value == -1 && PyErr_Occurred())
+        return NULL;
+    for (int i = 0; i < gc_long_n; i++)
+        Py_CLEAR(gc_long[i].parent);
+    memset(gc_count, 0, sizeof gc_count);
+    memset(gc_total_ns, 0, sizeof gc_total_ns);
+    gc_long_n = 0;
+    gc_dropped = 0;
+    gc_started_ns = 0;
+    gc_threshold_ns = value;
+    return PyCFunction_NewEx(&gc_callback_def, module, NULL);
+}
+
+/* gc_passes() -> (passes by generation, their ns by generation, the long ones as (start_ns, end_ns,
+ * generation, collected, span or None) since the last call, how many long ones were not kept) */
+static PyObject *
+gc_passes(PyObject *module, PyObject *unused)
+{
+    PyObject *long_ones = PyList_New(gc_long_n), *result;
+    if (long_ones == NULL)
+        return NULL;
+    for (int i = 0; i < gc_long_n; i++) {
+        PyObject *item = Py_BuildValue("(LLllO)", gc_long[i].start_ns, gc_long[i].end_ns, gc_long[i].generation,
+                                       gc_long[i].collected, gc_long[i].parent ? gc_long[i].parent : Py_None);
+        if (item == NULL) {
+            Py_DECREF(long_ones);
+            return NULL;
+        }
+        PyList_SET_ITEM(long_ones, i, item);
+    }
+    result = Py_BuildValue("((LLL)(LLL)Nn)", gc_count[0], gc_count[1], gc_count[2], gc_total_ns[0], gc_total_ns[1],
+                           gc_total_ns[2], long_ones, gc_dropped);
+    if (result != NULL) {
+        for (int i = 0; i < gc_long_n; i++)
+            Py_CLEAR(gc_long[i].parent);
+        gc_long_n = 0;
+        gc_dropped = 0;
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"install", install, METH_O, "install(importtime) -> the C wrapper of importlib's _find_and_load"},
     {"current_span", current_span, METH_NOARGS, "current_span() -> tracer.current, read from the twin's imports under way"},
@@ -1682,6 +1781,9 @@ static PyMethodDef methods[] = {
     {"children_cpu", children_cpu, METH_NOARGS, "children_cpu() -> RUSAGE_CHILDREN's user + system CPU ns"},
     {"exec_code", (PyCFunction)(void (*)(void))exec_code, METH_FASTCALL,
      "exec_code(code, globals): exec(code, globals), without its audit event"},
+    {"gc_watcher", gc_watcher, METH_O, "gc_watcher(threshold_ns) -> gc.callbacks' callback, counting the collector's passes from nothing"},
+    {"gc_passes", gc_passes, METH_NOARGS,
+     "gc_passes() -> ((passes by generation), (their ns), [(start_ns, end_ns, generation, collected, span)], dropped)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1708,7 +1810,9 @@ PyInit__importtime(void)
         (s_flusher_from_ns = PyUnicode_InternFromString("_flusher_from_ns")) == NULL ||
         (s_id_text = PyUnicode_InternFromString("_id_text")) == NULL || (s_span_id = PyUnicode_InternFromString("span_id")) == NULL ||
         (s_trace_id = PyUnicode_InternFromString("trace_id")) == NULL ||
-        (s_builtins = PyUnicode_InternFromString("__builtins__")) == NULL) {
+        (s_builtins = PyUnicode_InternFromString("__builtins__")) == NULL ||
+        (s_generation = PyUnicode_InternFromString("generation")) == NULL ||
+        (s_collected = PyUnicode_InternFromString("collected")) == NULL) {
         Py_DECREF(module);
         return NULL;
     }

@@ -45,6 +45,7 @@ _record_costs[1] = 1
 runqueue_ns = None  # the twin's reader of this thread's time queued for a CPU (process.thread_clocks)
 sleep_after_signals = None  # the twin's time.sleep with no gap where a signal goes unseen (process.py's sleep)
 sleeper = None  # the twin's maker of time.sleep's wrapper, timed with no frame of its own (process.py's sleep)
+gc_watcher = gc_passes = None  # the twin's timing of the garbage collector's passes (process.py's _watch_gc)
 after_agent_import = None  # given each agent module once it has loaded (hooks/time_machine_.py)
 
 
@@ -55,7 +56,7 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
     importlib. Returns why the twin that is there did not load (for a diagnostic once the span
     file is set up), else None."""
     global _original, _threshold_ns, _ModuleLockManager, _NEEDS_LOADING, _find_and_load_unlocked, _lock_unlock_module
-    global _run_module, runqueue_ns, sleep_after_signals, sleeper, _pop
+    global _run_module, runqueue_ns, sleep_after_signals, sleeper, gc_watcher, gc_passes, _pop
     import _frozen_importlib as bootstrap
 
     if _original is not None or getattr(bootstrap._find_and_load, "__selfopt_trace__", False):
@@ -69,6 +70,7 @@ def install(threshold_ns: int, run_module=None) -> Exception | None:
         if twin is not None:
             wrapper = twin.install(sys.modules[__name__])
             runqueue_ns, sleep_after_signals, sleeper = twin.runqueue_ns, twin.sleep_after_signals, twin.sleeper
+            gc_watcher, gc_passes = twin.gc_watcher, twin.gc_passes
             # the twin keeps the imports under way in its thread-local store, not in tracer._imports
             tracer.current, _pop = twin.current_span, twin.pop_import
             tracer.import_line = twin.import_line

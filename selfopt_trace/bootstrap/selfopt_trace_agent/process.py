@@ -62,6 +62,7 @@ def start(settings_: config.Settings, shim_entered: int = 0, run_module=None, bu
     os.register_at_fork(before=lazy.before_fork, after_in_parent=lazy.after_fork_in_parent,
                         after_in_child=lazy.after_fork_in_child)
     _install_sigterm()
+    _watch_gc()
     flushed = time_ns()
     tracer.started_up()
     ready = time_ns()
@@ -192,6 +193,45 @@ def _stand_in(name: str, original):
 # only where SIGTERM has its default action; hooks/signal_.py keeps it first when the program
 # installs its own handler, and keeps signal.getsignal answering what the program set.
 program_sigterm_handler = 0  # what the program believes is installed (0 = SIG_DFL)
+
+
+GC_SPAN_NS = 1_000_000  # a pass of the garbage collector this long is a span (the rest are only counted)
+_gc_watcher = None  # the twin's gc_watcher, once its callback is in gc.callbacks
+
+
+def _watch_gc() -> None:
+    """The garbage collector's passes, timed by the C twin's callback in gc.callbacks (none without
+    the twin: a Python one would cost ~1.5 us a pass): the process span's end carries their counts
+    and time by generation, and each pass of GC_SPAN_NS or more is a `gc` span under the span it
+    interrupted. `gc` stays out of sys.modules (a program's later `import gc` makes it anew: the
+    same callbacks), as untraced."""
+    global _gc_watcher
+    from . import importtime
+
+    if importtime.gc_watcher is None:
+        return
+    loaded = "gc" in sys.modules
+    import gc
+
+    if not loaded:
+        del sys.modules["gc"]
+    gc.callbacks.append(importtime.gc_watcher(GC_SPAN_NS))
+    _gc_watcher = importtime.gc_watcher
+    on_end(_end_gc)
+
+
+def _end_gc() -> None:
+    from . import importtime
+
+    counts, durations, long_ones, dropped = importtime.gc_passes()
+    _exit_attributes["python.gc.collections"] = list(counts)
+    _exit_attributes["python.gc.duration_ns"] = list(durations)
+    if dropped:
+        _exit_attributes["python.gc.spans_dropped"] = dropped
+    for start_ns, end_ns, generation, collected, parent in long_ones:
+        tracer.record_complete("gc", "gc", start_ns, end_ns,
+                               {"python.gc.generation": generation, "python.gc.collected": collected},
+                               parent=parent, quiet=True)
 
 
 def _install_sigterm() -> None:
@@ -709,6 +749,8 @@ def _after_fork_in_child() -> None:
         tracer.reset_after_fork()
         _exit_code, _reparent = None, ""
         _exit_attributes.clear()
+        if _gc_watcher is not None:
+            _gc_watcher(GC_SPAN_NS)  # the counts start anew (the parent's callback stays in gc.callbacks)
         now = time_ns()
         trace_id = parent.trace_id if parent else tracer.new_trace_id()
         _begin(now, now, "fork", trace_id, parent.span_id if parent else "", parent=parent)
