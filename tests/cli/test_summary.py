@@ -348,13 +348,13 @@ def test_summary_of_no_such_run_says_so(cli) -> None:
 
 
 def test_a_program_the_collector_takes_a_share_of_gets_a_note_and_its_gc_time(cli) -> None:
-    """Five full passes over 500,000 lists: the process's `gc_ms` is their time (the C twin's count),
+    """Five full passes over 500,000 lists, timed (SELFOPT_TRACE_GC): the process's `gc_ms` is their time,
     the note says what they are, and the breakdown is unchanged by their `gc` spans (a pass is what
     the span it interrupted was doing: the categories still add up to the wall time)."""
     from tests.cli.conftest import python
 
     code = "import gc\nkeep = [[i] for i in range(500_000)]\nfor _ in range(5):\n    gc.collect()\n"
-    done = cli("run", "--export", "never", "--json", "--", *python(code))
+    done = cli("run", "--export", "never", "--json", "--", *python(code), env=cli.env(SELFOPT_TRACE_GC="1"))
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     (process,) = printed["slowest_processes"]

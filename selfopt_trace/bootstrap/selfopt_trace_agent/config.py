@@ -18,6 +18,7 @@ ENV_TRACESTATE = "TRACESTATE"
 ENV_SMALL_NS = "SELFOPT_TRACE_SMALL_NS"
 ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
 ENV_PURE_PYTHON = "SELFOPT_TRACE_PURE_PYTHON"  # the agent's Python code only, not its C twin (importtime.c)
+ENV_GC = "SELFOPT_TRACE_GC"  # time the garbage collector's passes (process.py, _watch_gc): opt-in, ~8,000 instructions a pass
 ENV_CONTAINER_IMAGE = "SELFOPT_TRACE_CONTAINER_IMAGE"  # set by the host that injected the trace (hooks/docker_.py)
 ENV_CONTAINER_NAME = "SELFOPT_TRACE_CONTAINER_NAME"
 # "<mount namespace>\t<container id>": the id the first traced process of a container read
@@ -33,7 +34,7 @@ WAIT_THRESHOLD_NS = 20_000
 
 # Optional settings a traced parent passes on as it got them (read by the hooks that use them), and
 # the container id it read or got (process.py).
-PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS, ENV_PURE_PYTHON, ENV_CONTAINER_ID)
+PASSED_ON = (ENV_SMALL_NS, ENV_TARGETS, ENV_PURE_PYTHON, ENV_CONTAINER_ID, ENV_GC)
 
 
 def target_items(text: str) -> list:
@@ -85,7 +86,7 @@ class Settings:
         self.passed_on = passed_on or {}
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -93,7 +94,7 @@ def from_environ(environ: dict[str, str] | None = None) -> Settings | None:
     """The settings, or None when this process is not to be traced."""
     env = os.environ if environ is None else environ
     run_dir = env.get(ENV_DIR)
-    if not run_dir or _truthy(env.get(ENV_DISABLED)) or _truthy(env.get("OTEL_SDK_DISABLED")):
+    if not run_dir or truthy(env.get(ENV_DISABLED)) or truthy(env.get("OTEL_SDK_DISABLED")):
         return None
     try:
         threshold_ms = float(env.get(ENV_IMPORT_THRESHOLD_MS) or 1.0)

@@ -200,15 +200,15 @@ _gc_watcher = None  # the twin's gc_watcher, once its callback is in gc.callback
 
 
 def _watch_gc() -> None:
-    """The garbage collector's passes, timed by the C twin's callback in gc.callbacks (none without
-    the twin: a Python one would cost ~1.5 us a pass): the process span's end carries their counts
+    """With SELFOPT_TRACE_GC, the garbage collector's passes, timed by the C twin's callback in gc.callbacks
+    (none without the twin: a Python one would cost ~1.5 us a pass): the process span's end carries their counts
     and time by generation, and each pass of GC_SPAN_NS or more is a `gc` span under the span it
     interrupted. `gc` stays out of sys.modules (a program's later `import gc` makes it anew: the
     same callbacks), as untraced."""
     global _gc_watcher
     from . import importtime
 
-    if importtime.gc_watcher is None:
+    if importtime.gc_watcher is None or not config.truthy(os.environ.get(config.ENV_GC)):
         return
     loaded = "gc" in sys.modules
     import gc
