@@ -98,7 +98,7 @@ def test_the_collector_s_passes_are_counted_and_a_long_one_is_a_span_under_what_
 
 
 def test_without_the_setting_the_collector_is_left_alone(traced: Traced) -> None:
-    """Timing the passes is opt-in (~8,000 instructions a pass, +4.4 M in a pytest process): by default
+    """Timing the passes is opt-in (8,640 instructions a pass, docs/benchmarks.md): by default
     gc.callbacks is the program's alone and nothing is counted."""
     untraced, done = traced.both_ways("callbacks.py", "import gc\nprint(len(gc.callbacks))\ngc.collect()\n")
     assert (done.returncode, done.stdout, done.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)

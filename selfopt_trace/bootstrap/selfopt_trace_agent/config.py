@@ -18,7 +18,7 @@ ENV_TRACESTATE = "TRACESTATE"
 ENV_SMALL_NS = "SELFOPT_TRACE_SMALL_NS"
 ENV_TARGETS = "SELFOPT_TRACE_TARGETS"
 ENV_PURE_PYTHON = "SELFOPT_TRACE_PURE_PYTHON"  # the agent's Python code only, not its C twin (importtime.c)
-ENV_GC = "SELFOPT_TRACE_GC"  # time the garbage collector's passes (process.py, _watch_gc): opt-in, ~8,000 instructions a pass
+ENV_GC = "SELFOPT_TRACE_GC"  # time the garbage collector's passes (process.py, _watch_gc): opt-in, ~8,600 instructions a pass
 ENV_CONTAINER_IMAGE = "SELFOPT_TRACE_CONTAINER_IMAGE"  # set by the host that injected the trace (hooks/docker_.py)
 ENV_CONTAINER_NAME = "SELFOPT_TRACE_CONTAINER_NAME"
 # "<mount namespace>\t<container id>": the id the first traced process of a container read
