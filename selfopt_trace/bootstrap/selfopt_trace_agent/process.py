@@ -206,9 +206,11 @@ def _watch_gc() -> None:
     interrupted. `gc` stays out of sys.modules (a program's later `import gc` makes it anew: the
     same callbacks), as untraced."""
     global _gc_watcher
+    if not config.truthy(os.environ.get(config.ENV_GC)):
+        return
     from . import importtime
 
-    if importtime.gc_watcher is None or not config.truthy(os.environ.get(config.ENV_GC)):
+    if importtime.gc_watcher is None:
         return
     loaded = "gc" in sys.modules
     import gc
