@@ -18,7 +18,9 @@
 -- http server time; subprocess spawn overhead (the spawning call, and waiting on a child that has
 -- not started yet); interpreter teardown (waiting on traced children after their process spans
 -- ended, the agent's last record: their interpreters' finalization and exit, and the reaping; and
--- CMD's own, from its process span's end until `run` saw it exit); child processes' own work (what
+-- CMD's own, from its process span's end until `run` saw it exit); garbage collection (the collector's
+-- passes of 1 ms or more, timed with SELFOPT_TRACE_GC=1: `gc` spans, each taking its time from the
+-- span it interrupted; without the setting, or a pass shorter, that span's); child processes' own work (what
 -- waited-on children did outside the categories above, on the CPU); container start-up (a `docker
 -- run`, CLI or SDK, before the container's first process starts and after it exits; the SDK's HTTP
 -- calls to the engine about a container of the run, a detached one's wait() and remove() too, are
@@ -576,9 +578,9 @@ counts AS (
 names(code, position, category) AS (VALUES  -- position: the output's order
     (1, 1, 'interpreter start-up'), (2, 2, 'imports'), (3, 3, 'parsing'), (4, 4, 'serialization'),
     (5, 5, 'http client overhead'), (6, 6, 'http server time'), (7, 7, 'subprocess spawn overhead'),
-    (15, 8, 'interpreter teardown'), (8, 9, 'child processes'' own work'), (9, 10, 'container start-up'),
-    (10, 11, 'own work'), (16, 12, 'sleeps'), (11, 13, 'untraced child processes'),
-    (14, 14, 'untraced http servers'), (12, 15, 'untraced waits'), (13, 16, 'outside traced processes')
+    (15, 8, 'interpreter teardown'), (19, 9, 'garbage collection'), (8, 10, 'child processes'' own work'),
+    (9, 11, 'container start-up'), (10, 12, 'own work'), (16, 13, 'sleeps'), (11, 14, 'untraced child processes'),
+    (14, 15, 'untraced http servers'), (12, 16, 'untraced waits'), (13, 17, 'outside traced processes')
 ),
 result AS (
     SELECT n.code, n.position, n.category, coalesce(t.wall_ns, 0) AS wall_ns, coalesce(t.busy_ns, 0) AS busy_ns,

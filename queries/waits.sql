@@ -33,7 +33,8 @@ path_rows AS MATERIALIZED (  -- selfopt_trace/store/macros.sql
 eligible AS (
     SELECT hash(s.span_id) AS id FROM spans AS s
     WHERE s.run_id = $run_id AND hash(s.span_id) IN (SELECT id FROM path_rows)
-      AND (s.category NOT IN ('startup', 'import', 'parse', 'serialization', 'http', 'subprocess', 'container', 'wait')
+      AND (s.category NOT IN ('startup', 'import', 'parse', 'serialization', 'http', 'subprocess', 'container', 'wait',
+                              'gc')
            OR (s.category = 'wait' AND s.attributes->>'process.pid' IS NULL
                AND NOT EXISTS (SELECT 1 FROM spans AS t
                                WHERE t.run_id = $run_id AND t.category IN ('subprocess', 'container')

@@ -26,6 +26,7 @@ UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the C
 SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded sleeps (time, asyncio)
 WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
+GARBAGE_COLLECTION = "garbage collection"  # the breakdown's category for the collector's timed passes (`gc` spans)
 TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, the summary says what it is and where to look
 NOTE_MIN_NS = 50_000_000  # and at least this much: a 50 ms script's 7 ms of teardown is not worth a note
 SLOWEST = 10
@@ -34,7 +35,8 @@ SLOWEST = 10
 # ~400 M instructions (docs/benchmarks.md, "Command line"). tests/cli/test_summary.py checks the
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
-                        "http server time", "subprocess spawn overhead", TEARDOWN, "child processes' own work",
+                        "http server time", "subprocess spawn overhead", TEARDOWN, GARBAGE_COLLECTION,
+                        "child processes' own work",
                         "container start-up", OWN_WORK, SLEEPS, "untraced child processes", "untraced http servers",
                         UNTRACED_WAITS, OUTSIDE)
 
@@ -377,15 +379,16 @@ GC_NOTE_SHARE = 0.05  # of the traced processes' time: from there, the summary s
 
 
 def _gc_note(processes: list[ProcessRow]) -> list[str]:
-    """What the garbage collector's passes took (the processes' python.gc.duration_ns): inside every
-    category, as the breakdown leaves `gc` spans out (a pass is what the span it interrupted was doing)."""
+    """What the garbage collector's passes took (the processes' python.gc.duration_ns): those long
+    enough to be `gc` spans are the breakdown's GARBAGE_COLLECTION, the others in what they interrupted."""
     gc_ns, lived_ns = sum(p.gc_ns for p in processes), sum(p.duration_ns for p in processes)
     if lived_ns <= 0 or gc_ns < max(GC_NOTE_SHARE * lived_ns, NOTE_MIN_NS):
         return []
     most = max(processes, key=lambda p: p.gc_ns)
-    return [f"garbage collection is {100 * gc_ns / lived_ns:.0f} % of the traced processes' time ({format_ns(gc_ns)}, "
-            f"inside the categories above; the most: {one_line(most.command)} (pid {most.pid}), {format_ns(most.gc_ns)}): "
-            f"the collector's passes over the objects alive (those of {GC_SPAN_NS // 1_000_000} ms or more are `gc` spans); "
+    return [f"garbage collection is {100 * gc_ns / lived_ns:.0f} % of the traced processes' time ({format_ns(gc_ns)}; "
+            f"the most: {one_line(most.command)} (pid {most.pid}), {format_ns(most.gc_ns)}): the collector's passes over "
+            f"the objects alive (those of {GC_SPAN_NS // 1_000_000} ms or more are `gc` spans, the breakdown's "
+            f"`{GARBAGE_COLLECTION}`; the shorter ones are in the categories they interrupted); "
             "gc.freeze() once a process has imported what it needs keeps those objects out of every later pass, the "
             "teardown's too (docs/codeflash.md, \"Interpreter teardown: the collector's passes at exit\")"]
 

@@ -14,7 +14,7 @@ from .. import __version__
 CATEGORY_COLORS = {
     "interpreter start-up": "#fc8d62", "imports": "#66c2a5", "parsing": "#e5c494", "serialization": "#ffd92f",
     "http client overhead": "#b3de69", "http server time": "#4daf4a", "subprocess spawn overhead": "#e78ac3",
-    "interpreter teardown": "#d95f02",
+    "interpreter teardown": "#d95f02", "garbage collection": "#7570b3",
     "child processes' own work": "#bc80bd", "container start-up": "#1f78b4", "own work": "#8da0cb",
     "sleeps": "#80b1d3",
     "untraced child processes": "#a6761d", "untraced http servers": "#e6ab02", "untraced waits": "#bdbdbd",

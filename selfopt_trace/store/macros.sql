@@ -34,7 +34,7 @@
 -- What a span is, as a small number (joins and sorts carry it instead of name, kind and category):
 --   1 a process span, 2 start-up, 3 import, 4 parse, 5 serialization, 6 HTTP CLIENT, 7 HTTP SERVER,
 --   8 other HTTP, 9 subprocess, 10 exec (a subprocess span), 11 container CLIENT, 12 other container,
---   13 wait, 14 thread or task, 15 sleep, 16 asyncio.sleep, 0 anything else.
+--   13 wait, 14 thread or task, 15 sleep, 16 asyncio.sleep, 17 a garbage collector's pass, 0 anything else.
 CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
     CASE category
         WHEN 'process' THEN CASE WHEN name = 'process' THEN 1 ELSE 0 END
@@ -48,6 +48,7 @@ CREATE OR REPLACE TEMP MACRO span_sort(name, kind, category) AS (
         WHEN 'wait' THEN 13
         WHEN 'thread' THEN 14
         WHEN 'sleep' THEN CASE WHEN name = 'asyncio.sleep' THEN 16 ELSE 15 END
+        WHEN 'gc' THEN 17
         ELSE 0
     END)::UTINYINT;
 
@@ -68,6 +69,7 @@ CREATE OR REPLACE TEMP MACRO activity_end(sort, waiter, start_ns, end_ns, spawn_
 CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, docker, main, answered, engine) AS
     CASE
         WHEN sort = 13 THEN coalesce(wait_code, 12)
+        WHEN sort = 17 THEN 19
         WHEN sort BETWEEN 2 AND 5 THEN sort - 1
         WHEN sort = 7 THEN 6
         WHEN sort = 6 AND engine THEN 9
@@ -153,7 +155,6 @@ run_spans AS NOT MATERIALIZED (
            hash(source_file, pid) AS process_key  -- a collector file holds many processes
     FROM spans
     WHERE run_id = for_run
-      AND category <> 'gc'  -- a pass of the garbage collector is what its span was doing (the summary's note)
 ),
 -- The run's trace: that of the process started when the run started (CMD: run.json's start), else
 -- (spans without process spans, e.g. from another SDK) of the earliest span. Other traces in the

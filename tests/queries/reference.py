@@ -17,7 +17,7 @@ from typing import Any
 from tests.queries.builder import MS, Span
 
 CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
-              "http server time", "subprocess spawn overhead", "interpreter teardown", "child processes' own work",
+              "http server time", "subprocess spawn overhead", "interpreter teardown", "garbage collection", "child processes' own work",
               "container start-up", "own work", "sleeps", "untraced child processes", "untraced http servers",
               "untraced waits", "outside traced processes")
 RESIDUAL = ("own work", "child processes' own work")  # split by CPU use: off-CPU is an untraced wait
@@ -280,6 +280,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             return "untraced child processes" if spawners or "process.pid" in s.attributes else "untraced waits"
         if s.category == "startup":
             return "interpreter start-up"
+        if s.category == "gc":
+            return "garbage collection"
         if s.category == "import":
             return "imports"
         if s.category == "parse":

@@ -711,6 +711,22 @@ def random_run_with_waits(seed: int, containers: bool = False,
     return run, cpu
 
 
+def with_gc_passes(run: RunBuilder, seed: int) -> RunBuilder:
+    """The collector's timed passes (`gc` spans, SELFOPT_TRACE_GC=1) inside a third of the spans that
+    can be current when one runs (not a wait, a sleep or a spawning span: the agent never makes those
+    current), drawn apart: the trees are the other tests' own."""
+    rng = random.Random(-1 - seed)
+    for span in list(run.spans):
+        pid = span.file.split("-", 1)[0]
+        if span.category not in ("process", "thread", "import", "serialization", "parse", "phase", "other", "http") \
+                or not pid.isdigit() or span.end - span.start < 1 or rng.random() < 0.67:
+            continue
+        start = rng.uniform(span.start, span.end - 0.5)
+        run.span(int(pid), "gc", "gc", start, start + rng.uniform(0.1, (span.end - start) / 2), span.id,
+                 attributes={"python.gc.generation": rng.choice((0, 1, 2)), "python.gc.collected": 0})
+    return run
+
+
 def load_cpu(store: Store, run_id: str, samples: list[reference.CpuSample]) -> None:
     store.sql("INSERT INTO cpu_samples (run_id, pid, tid, start_ns, end_ns, cpu_ns) "
               "SELECT $run_id, unnest($pids), unnest($tids), unnest($starts), unnest($ends), unnest($cpus)",
@@ -736,6 +752,18 @@ def test_random_trees_with_waits_threads_and_cpu_samples_match_the_reference(sto
     actual = breakdown(store, run_id)
     assert_figures(actual, expected)
     assert actual["total"][0] == pytest.approx(100, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_trees_with_the_collector_s_passes_match_the_reference(store: Store, tmp_path: Path, seed: int) -> None:
+    """A `gc` span takes its time from the span it interrupted, wherever that span's time goes (a
+    process's own work, an import, a waited-on child's, a thread nobody waits on: nothing)."""
+    run, cpu = random_run_with_waits(seed)
+    run_id = with_gc_passes(run, seed).load(store, tmp_path)
+    load_cpu(store, run_id, cpu)
+    actual = breakdown(store, run_id)
+    assert_figures(actual, reference.breakdown(run.spans, TRACE, as_stored(cpu)))
+    assert actual["garbage collection"][1] > 0 and actual["total"][0] == pytest.approx(100, abs=1e-3)
 
 
 @pytest.mark.parametrize("seed", range(12))

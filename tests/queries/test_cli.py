@@ -62,7 +62,7 @@ def test_query_prints_rows_in_each_format(cli: Cli, fmt: str) -> None:
         assert out.startswith("| category | wall_ms | wall_pct | busy_ms | spans |\n|---|---:|---:|---:|---:|\n")
         assert "| imports | 30.0 | 30.0 | 30.0 | 1 |" in out
     else:
-        assert "imports" in out and "(17 rows)" in out
+        assert "imports" in out and "(18 rows)" in out
 
 
 def test_parameters_and_the_latest_run_by_default(cli: Cli) -> None:

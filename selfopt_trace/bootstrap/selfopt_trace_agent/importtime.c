@@ -297,20 +297,31 @@ tracer_long(PyObject *name)
  * _recorded): its ancestors kept, the frame left in tracer's buffer for the flush to write
  * (tracer.import_line), its cost, the flush when one is due. No Python frame: a call into _recorded
  * from here cost ~1.7 us a record in a pytest run. */
+/* tracer._mark_kept: `parent` (an import's frame, or a deferred span) and those it is in are written,
+ * as something recorded hangs under it */
+static int
+keep(PyObject *parent)
+{
+    int deferred;
+    while (Py_TYPE(parent) == frame_type && SLOT(parent, keep_at) == Py_False) {
+        set_slot(parent, keep_at, Py_NewRef(Py_True));
+        parent = SLOT(parent, parent_at);
+    }
+    if (parent != Py_None && Py_TYPE(parent) != frame_type) { /* a span: kept too if it is deferred */
+        if ((deferred = is_deferred(parent)) < 0 || (deferred && call_python(mark_kept, &parent, 1) < 0))
+            return -1;
+    }
+    return 0;
+}
+
 static int
 record(PyObject *frame, PyObject *name, long long t2)
 {
     PyObject *parent = SLOT(frame, parent_at), *end, *entry, *args[1];
     long due, from;
     int failed;
-    while (Py_TYPE(parent) == frame_type && SLOT(parent, keep_at) == Py_False) { /* tracer._mark_kept */
-        set_slot(parent, keep_at, Py_NewRef(Py_True));
-        parent = SLOT(parent, parent_at);
-    }
-    if (parent != Py_None && Py_TYPE(parent) != frame_type) { /* a span: kept too if it is deferred */
-        if ((failed = is_deferred(parent)) < 0 || (failed && call_python(mark_kept, &parent, 1) < 0))
-            return -1;
-    }
+    if (keep(parent) < 0)
+        return -1;
     if ((end = PyLong_FromLongLong(t2)) == NULL)
         return -1;
     entry = PyTuple_Pack(4, frame, name, end, empty);
@@ -1651,7 +1662,7 @@ children_cpu(PyObject *module, PyObject *unused)
 }
 
 /* The garbage collector's passes (process.py, _watch_gc): counted by generation, and each one at least
- * `threshold_ns` long kept with the span it interrupted, for spans at the process span's end. The
+ * `threshold_ns` long kept with the span it interrupted, for spans at the next flush. The
  * callback is C and touches no Python object but the current span (a reference): CPython calls it
  * twice a collection (~150-1,000 a process), from inside any allocation, the agent's own included. */
 #define GC_LONG_MAX 256
@@ -1686,7 +1697,7 @@ gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             gc_dropped++;
         } else {
             PyObject *parent = current != NULL ? current_span(module, NULL) : NULL;  /* (install set it) */
-            if (parent == NULL)
+            if (parent == NULL || keep(parent) < 0)  /* written, whatever a longer import threshold says */
                 PyErr_Clear();
             gc_long[gc_long_n].start_ns = gc_started_ns;
             gc_long[gc_long_n].end_ns = now;

@@ -197,13 +197,14 @@ program_sigterm_handler = 0  # what the program believes is installed (0 = SIG_D
 
 GC_SPAN_NS = 1_000_000  # a pass of the garbage collector this long is a span (the rest are only counted)
 _gc_watcher = None  # the twin's gc_watcher, once its callback is in gc.callbacks
+_gc_dropped = 0  # long passes not kept: more than the twin holds between two flushes
 
 
 def _watch_gc() -> None:
     """With SELFOPT_TRACE_GC, the garbage collector's passes, timed by the C twin's callback in gc.callbacks
     (none without the twin: a Python one would cost ~1.5 us a pass): the process span's end carries their counts
     and time by generation, and each pass of GC_SPAN_NS or more is a `gc` span under the span it
-    interrupted. `gc` stays out of sys.modules (a program's later `import gc` makes it anew: the
+    interrupted, recorded by the next flush. `gc` stays out of sys.modules (a program's later `import gc` makes it anew: the
     same callbacks), as untraced."""
     global _gc_watcher
     if not config.truthy(os.environ.get(config.ENV_GC)):
@@ -219,21 +220,37 @@ def _watch_gc() -> None:
         del sys.modules["gc"]
     gc.callbacks.append(importtime.gc_watcher(GC_SPAN_NS))
     _gc_watcher = importtime.gc_watcher
+    tracer.at_flush.append(_record_gc_passes)
     on_end(_end_gc)
 
 
-def _end_gc() -> None:
+def _record_gc_passes() -> tuple:
+    """The long passes since the last call as `gc` spans, buffered (every flush calls it first, so a
+    process killed later or a server that never exits keeps them); returns the counts and times by
+    generation so far. Never raises but the program's own exceptions."""
+    global _gc_dropped
     from . import importtime
 
-    counts, durations, long_ones, dropped = importtime.gc_passes()
+    try:
+        counts, durations, long_ones, dropped = importtime.gc_passes()
+        _gc_dropped += dropped
+        root = tracer.root()  # a pass outside every span: the process's (not the flushing thread's current one)
+        for start_ns, end_ns, generation, collected, parent in long_ones:
+            tracer.record_complete("gc", "gc", start_ns, end_ns,
+                                   {"python.gc.generation": generation, "python.gc.collected": collected},
+                                   parent=parent or root, quiet=True)
+        return counts, durations
+    except Exception as exc:
+        tracer.raise_if_programs(exc)
+        return (), ()
+
+
+def _end_gc() -> None:
+    counts, durations = _record_gc_passes()
     _exit_attributes["python.gc.collections"] = list(counts)
     _exit_attributes["python.gc.duration_ns"] = list(durations)
-    if dropped:
-        _exit_attributes["python.gc.spans_dropped"] = dropped
-    for start_ns, end_ns, generation, collected, parent in long_ones:
-        tracer.record_complete("gc", "gc", start_ns, end_ns,
-                               {"python.gc.generation": generation, "python.gc.collected": collected},
-                               parent=parent, quiet=True)
+    if _gc_dropped:
+        _exit_attributes["python.gc.spans_dropped"] = _gc_dropped
 
 
 def _install_sigterm() -> None:
@@ -741,7 +758,7 @@ def end_at_last(status: str = tracer.UNSET) -> None:
 
 def _after_fork_in_child() -> None:
     """A forked child gets its own process span (child of the span that forked) and its own file."""
-    global _exit_code, _reparent
+    global _exit_code, _reparent, _gc_dropped
     if get_ident() in tracer.in_spawn:  # the thread that forked is the child's only thread
         return  # a subprocess child running preexec_fn before exec: the exec'd image traces itself
     tracer.in_spawn.clear()  # other threads' spawns: none of this process's
@@ -753,6 +770,7 @@ def _after_fork_in_child() -> None:
         _exit_attributes.clear()
         if _gc_watcher is not None:
             _gc_watcher(GC_SPAN_NS)  # the counts start anew (the parent's callback stays in gc.callbacks)
+            _gc_dropped = 0
         now = time_ns()
         trace_id = parent.trace_id if parent else tracer.new_trace_id()
         _begin(now, now, "fork", trace_id, parent.span_id if parent else "", parent=parent)

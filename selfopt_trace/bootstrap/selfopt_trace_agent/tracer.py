@@ -313,6 +313,9 @@ unwritten: dict = {}
 # adding the S records of those still open to the flush's list of lines, each taken out of its keeping
 # (never raises but the program's own exceptions: raise_if_programs).
 open_records = None
+# Functions every flush calls first, under its lock, recording (quiet) what waited for a flush: the
+# garbage collector's long passes (process.py, _watch_gc). Never raise but the program's own exceptions.
+at_flush: list = []
 _flush_due_ns = 0  # when the next flush is due (a deadline: the hot path compares, never subtracts)
 _fd: int | None = None
 _path = ""  # the span file, named at the first flush
@@ -956,6 +959,8 @@ def _flush_locked() -> None:
     held = -1
     writing = False
     try:
+        for record_waiting in at_flush:
+            record_waiting()
         add = lines.append
         if unwritten:  # first: an E the end adds once a span is taken out goes after its S
             for key in list(unwritten):
