@@ -97,18 +97,12 @@ def _load_and_summarize(store: Store, records: list[RunRecord], options: RunOpti
     results = []
     for record in records:
         assert record.run_dir is not None
-        loaded = store.load_run(record.run_dir, replace=options.replace)
-        # the export's note counted what it read by CMD's exit: now said of the run as stored
-        renoted = record_live_export(store, record.run_id, record.run_dir)
-        notes = [renoted[1] if renoted is not None and note == renoted[0] else note for note in record.notes]
+        store.load_run(record.run_dir, replace=options.replace, notes=record.notes)
+        record_live_export(store, record.run_id, record.run_dir)
         next_commands = summaries.next_commands(record.run_id, db, available_commands)
         if jaeger is not None and jaeger_ui.was_sent(store, record.run_id):  # no link to a trace Jaeger never got
             next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
-        result = summaries.summarize(store, record.run_id, next_commands)
-        result.damaged_lines = loaded.skipped_lines
-        result.notes.extend(notes)
-        result.notes.extend(summaries.loader_notes([str(warning) for warning in loaded.warnings]))
-        results.append(result)
+        results.append(summaries.summarize(store, record.run_id, next_commands))
     return results
 
 

@@ -147,6 +147,8 @@ class RunRecord:
             "span_id": self.span_id,
             "parent_span_id": self.parent_span_id,
         }
+        if self.notes:  # the watchers' (run_once): stored with the run, for `summary RUN` and a later `load`
+            data["notes"] = self.notes
         escaped = [key for key in ("command", "cwd", "service") if spanfile.needs_escape(data[key])]
         for key in escaped:
             data[key] = spanfile.escape(data[key])
@@ -618,6 +620,11 @@ def run_once(record: RunRecord, options: RunOptions, environ: dict[str, str],
                 except OSError as exc:  # a disk filled by CMD: the run.json of its start stays, CMD's status is kept
                     record.notes.append(f"cannot write {record.run_dir}/run.json at the end: {exc.strerror or exc}")
             record.notes.extend(stop_all(started))
+            if record.traced and record.returncode is not None and record.notes:
+                try:
+                    write_run_json(record)  # with the watchers' notes
+                except OSError:  # the summary prints them all the same
+                    pass
     return record
 
 

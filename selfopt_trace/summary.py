@@ -92,7 +92,12 @@ SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns),
 FROM spans WHERE run_id = $run_id
 """
 
-_RUN_SQL = "SELECT group_id, command, start_ns, end_ns, exit_code, run_dir FROM runs WHERE run_id = $run_id"
+# The run's row, with what it keeps for the summary: the watchers' notes, the damaged lines, the loader's warnings.
+_RUN_SQL = """
+SELECT group_id, command, start_ns, end_ns, exit_code, run_dir, notes, damaged_lines,
+       (SELECT list(message ORDER BY rowid) FROM diagnostics WHERE run_id = $run_id AND code LIKE 'loader.%')
+FROM runs WHERE run_id = $run_id
+"""
 
 
 @dataclass
@@ -240,7 +245,8 @@ def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> R
 
 def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimized: bool) -> RunSummary:
     _, run_rows = store.sql(_RUN_SQL, {"run_id": run_id})
-    group_id, command, start_ns, end_ns, exit_code, _run_dir = run_rows[0] if run_rows else (None,) * 6
+    group_id, command, start_ns, end_ns, exit_code, _run_dir, watchers_notes, damaged_lines, warnings = \
+        run_rows[0] if run_rows else (None,) * 9
     _, totals = store.sql(_TOTALS_SQL, {"run_id": run_id})
     spans, incomplete, first_ns, last_ns, diagnostics = totals[0]
     window = (start_ns or first_ns or 0, end_ns or last_ns or 0)
@@ -259,12 +265,13 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
     notes += _gc_note(processes)
     notes += _unprepared_note(store, run_id)
+    notes += [*(watchers_notes or ()), *loader_notes(warnings or ())]
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
         wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,
         incomplete_spans=incomplete or 0, diagnostics=diagnostics or 0,
         overhead_ns=sum(p.overhead_ns for p in processes), by_category=by_category, slowest=slowest,
-        notes=notes, next_commands=list(next_commands),
+        notes=notes, next_commands=list(next_commands), damaged_lines=damaged_lines or 0,
     )
 
 
@@ -400,13 +407,6 @@ def loader_notes(warnings: Sequence[str]) -> list[str]:
     """The notes that name the loader's warnings (files skipped, damaged lines), the first few."""
     more = len(warnings) - LOADER_NOTES
     return [*warnings[:LOADER_NOTES], *([f"... and {more} more loader warnings (table diagnostics)"] if more > 0 else [])]
-
-
-def stored_loader_notes(store: Store, run_id: str) -> list[str]:
-    """loader_notes of a stored run: its warnings as the loader stored them (code `loader.*`)."""
-    _, rows = store.sql("SELECT message FROM diagnostics WHERE run_id = $run_id AND code LIKE 'loader.%' ORDER BY rowid",
-                        {"run_id": run_id})
-    return loader_notes([message for (message,) in rows])
 
 
 def next_commands(run_id: str, db_option: str, available: Iterable[str]) -> list[str]:

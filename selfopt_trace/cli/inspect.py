@@ -268,16 +268,13 @@ def summary(
     db: Optional[Path] = DB,
 ) -> None:
     """Print a stored run's summary again, as `run` printed it once CMD had exited."""
-    # All of it from the store but what `run` knew only while it ran: the notes of what followed CMD
-    # (the live export's, the profiler's) and the count of damaged lines (the loader's notes name them).
     from ..run_report import write_json
-    from ..summary import next_commands, stored_loader_notes, summarize
+    from ..summary import next_commands, summarize
 
     with open_store(db) as store:
         run_id = resolve_run(store, run)
         db_option = "" if db is None else f" --db {shlex.quote(str(db))}"
         result = summarize(store, run_id, next_commands(run_id, db_option, available_commands(ctx)))
-        result.notes.extend(stored_loader_notes(store, run_id))
     if json_target != "-":
         from ..summary_render import console, render
 

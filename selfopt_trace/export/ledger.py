@@ -18,13 +18,13 @@ def record_send(store: Any, run_id: str, via: str, endpoint: str, protocol: str,
               [run_id, time.time_ns(), via, endpoint, protocol, total, sent, complete, error])
 
 
-def record_live_export(store: Any, run_id: str, run_dir: Path) -> tuple[str, str] | None:
+def record_live_export(store: Any, run_id: str, run_dir: Path) -> None:
     """After loading a run: its export.json (written by the live export) as a row of `exports`, and
     as diagnostics when it fell short or converted values. The export counted what it read by CMD's
     exit; the store holds the whole run: its total (`spans_total`, with the run's own span) goes into
     the row and export.json, and the export is complete only if it saw as many spans as the store
-    holds (a process that outlived CMD flushes spans after the export's last read). Returns the
-    summary's note as the export gave it and as it is now, when they differ."""
+    holds (a process that outlived CMD flushes spans after the export's last read). The export's
+    note among the run's stored notes says it as it is now."""
     from ..watchers.live_export import RECORD, describe, read_record
     from .run_span import stored_run_span
 
@@ -58,4 +58,6 @@ def record_live_export(store: Any, run_id: str, run_dir: Path) -> tuple[str, str
     for code, message in diagnostics:
         store.sql("INSERT INTO diagnostics (run_id, source_file, time_ns, code, message) VALUES (?, ?, ?, ?, ?)",
                   [run_id, "export.json", time.time_ns(), code, message])
-    return (before, after) if after != before else None
+    if after != before:  # the run's notes (run.json's, the export's among them) say it as it is now
+        _, [(notes,)] = store.sql("SELECT coalesce(notes, []) FROM runs WHERE run_id = ?", [run_id])
+        store.sql("UPDATE runs SET notes = ? WHERE run_id = ?", [[after if n == before else n for n in notes], run_id])

@@ -7,7 +7,7 @@
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var COLORS = {
     process: "#8da0cb", startup: "#fc8d62", "import": "#66c2a5", subprocess: "#e78ac3", http: "#a6d854",
-    serialization: "#ffd92f", parse: "#e5c494", phase: "#b3b3b3", container: "#1f78b4", other: "#c7c7c7",
+    serialization: "#ffd92f", parse: "#e5c494", phase: "#b3b3b3", container: "#1f78b4", gc: "#7570b3", other: "#c7c7c7",
     aggregate: "#d9d9d9"
   };
   var ROW = 18, AXIS = 26, NAME_WIDTH = 360, INDENT = 12;

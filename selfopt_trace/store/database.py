@@ -88,11 +88,12 @@ class Store:
             # which come first in name lookup, so the queries always get this version's.
             self._con.execute(_macros_sql(persistent=False))
 
-    def load_run(self, run_dir: Path | str, replace: bool = False) -> LoadResult:
+    def load_run(self, run_dir: Path | str, replace: bool = False, notes: Sequence[str] | None = None) -> LoadResult:
         """Load (or reload: never duplicating) a run directory; raises RunNotFoundError if it does not
-        exist, RunExistsError if the store holds a run of its id from elsewhere (unless `replace`)."""
+        exist, RunExistsError if the store holds a run of its id from elsewhere (unless `replace`).
+        `notes`: what followed the run said (`run`'s watchers), kept for its summary (else run.json's)."""
         try:
-            return load_run(self._con, Path(run_dir), replace, small_store=self.is_small())
+            return load_run(self._con, Path(run_dir), replace, small_store=self.is_small(), notes=notes)
         except duckdb.Error as exc:  # bad input is skipped with a warning: this is the disk or DuckDB failing
             raise _damage(self.path, exc) or StoreError(self.path, f"loading {run_dir} into {self.path} failed: {exc}") \
                 from exc
@@ -186,7 +187,7 @@ _TEMP_MACRO = re.compile(r"\bCREATE\s+OR\s+REPLACE\s+TEMP(?:ORARY)?\s+MACRO\b", 
 
 # The newest tables and columns of schema.sql: a file a new version created or upgraded has them all.
 _NEWEST_TABLES = ("cpu_samples", "exports", "samples", "stack_frames", "stack_numbers")
-_NEWEST_COLUMNS = (("runs", "pid"), ("runs", "run_parent_span_id"), ("cpu_samples", "gil_ns"))
+_NEWEST_COLUMNS = (("runs", "pid"), ("runs", "run_parent_span_id"), ("runs", "damaged_lines"), ("cpu_samples", "gil_ns"))
 
 
 def _damage(path: Path, exc: duckdb.Error) -> StoreDamagedError | None:

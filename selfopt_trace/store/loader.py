@@ -34,9 +34,9 @@ import os
 import shlex
 import stat
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as replaced
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from selfopt_trace.bootstrap.selfopt_trace_agent import config as agent_config, spanblock, spanfile
 from selfopt_trace.errors import RunExistsError, RunNotFoundError
@@ -395,17 +395,21 @@ class _RunMeta:
     trace_id: str | None = None
     span_id: str | None = None
     parent_span_id: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, replace: bool = False,
-             small_store: bool = False) -> LoadResult:
+             small_store: bool = False, notes: Sequence[str] | None = None) -> LoadResult:
     """Load one run directory in one transaction. Loading a run directory again replaces its rows;
     a run of the same id from elsewhere is refused (RunExistsError, nothing changed) unless `replace`.
-    `small_store`: the store is one whose small runs load without the optimizer (SMALL_RUN_BYTES)."""
+    `small_store`: the store is one whose small runs load without the optimizer (SMALL_RUN_BYTES).
+    `notes`: the run's notes, from `run` that has them (else run.json's, as `run` wrote them)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunNotFoundError(str(run_dir))
     meta, warnings = _read_run_json(run_dir)
+    if notes is not None:
+        meta = replaced(meta, notes=_notes(notes))
     result = LoadResult(run_id=meta.run_id, warnings=warnings)
     files = sorted(path for path in (run_dir / "spans").glob("*" + spanfile.SUFFIX) if path.is_file())
     if not files:
@@ -540,12 +544,18 @@ def _read_run_json(run_dir: Path) -> tuple[_RunMeta, list[LoadWarning]]:
         cwd=text_of("cwd"), start_ns=integer("start_ns"), end_ns=integer("end_ns"),
         exit_code=integer("exit_code"), service=text_of("service"), pid=integer("pid"),
         trace_id=hex_id("trace_id", 32), span_id=hex_id("span_id", 16), parent_span_id=hex_id("parent_span_id", 16),
+        notes=_notes(note for note in raw["notes"] if isinstance(note, str)) if isinstance(raw.get("notes"), list) else (),
     )
     if escaped:
         warnings.append(LoadWarning(
             "loader.escaped", f"{path}: {', '.join(dict.fromkeys(escaped))}: bytes that are not UTF-8 are stored "
                               "escaped (\\xHH, a backslash as \\\\)", "run.json"))
     return meta, warnings
+
+
+def _notes(notes: Iterable[str]) -> tuple[str, ...]:
+    """A run's notes as stored: text that is not UTF-8 (a path's bytes) escaped, as the span files escape it."""
+    return tuple(spanfile.escape(note) if spanfile.needs_escape(note) else note for note in notes)
 
 
 def _read_regular_file(path: Path, limit: int) -> str:
@@ -801,14 +811,14 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
         root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)
     con.execute(
         "INSERT INTO runs (run_id, group_id, command, cwd, start_ns, end_ns, exit_code, service_name, loaded_at,"
-        " span_count, process_count, run_dir, pid, run_trace_id, run_span_id, run_parent_span_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?)",
+        " span_count, process_count, run_dir, pid, run_trace_id, run_span_id, run_parent_span_id, notes, damaged_lines)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [result.run_id, meta.group_id, meta.command, meta.cwd,
          meta.start_ns if meta.start_ns is not None else first_ns,
          meta.end_ns if meta.end_ns is not None else last_ns,
          meta.exit_code if meta.exit_code is not None else root_exit,
          meta.service or root_service, result.spans, result.files, str(run_dir.resolve()), meta.pid,
-         meta.trace_id, meta.span_id, meta.parent_span_id],
+         meta.trace_id, meta.span_id, meta.parent_span_id, list(meta.notes), result.skipped_lines],
     )
     if result.warnings:
         con.executemany(

@@ -43,13 +43,17 @@ CREATE TABLE IF NOT EXISTS runs (
     -- so that `spans JOIN runs USING (run_id)` leaves those unambiguous.
     run_trace_id       VARCHAR,
     run_span_id        VARCHAR,
-    run_parent_span_id VARCHAR
+    run_parent_span_id VARCHAR,
+    notes              VARCHAR[],    -- what followed CMD said (run.json: the live export, the profiler), for the summary
+    damaged_lines      INTEGER       -- lines of the run's files the loader skipped (its diagnostics name them)
 );
 -- (a database written before these columns: added here, NULL for the runs it holds)
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid INTEGER;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS run_trace_id VARCHAR;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS run_span_id VARCHAR;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS run_parent_span_id VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS notes VARCHAR[];
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS damaged_lines INTEGER;
 
 -- The tracer's own diagnostics (D records) and the loader's warnings (codes 'loader.*').
 CREATE TABLE IF NOT EXISTS diagnostics (

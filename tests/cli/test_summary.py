@@ -319,24 +319,53 @@ def test_cmd_killed_by_a_signal_is_traced_until_run_reaped_it(cli, signal_name: 
                      "WHERE s.name = 'process'") == [(True,)]
 
 
-def test_summary_prints_a_stored_run_s_summary_again_as_run_printed_it(cli) -> None:
-    """`summary RUN` reads back from the store what `run` printed, text and JSON alike, the loader's
-    note included (the program leaves a span file with no header: skipped, and said so)."""
-    from tests.cli.conftest import python
+# A span file with no header (skipped, and said so), and a damaged line in the program's own.
+DAMAGING = """import glob, os, time
+time.sleep(0.2)
+spans = os.path.join(os.environ['SELFOPT_TRACE_DIR'], 'spans')
+open(os.path.join(spans, 'bogus.spans'), 'w').write('garbage\\n')
+own, = glob.glob(os.path.join(spans, f'*{os.getpid()}*'))
+open(own, 'a').write('X\\tnot a record\\n')
+"""
 
-    code = ("import os, time\ntime.sleep(0.2)\n"
-            "open(os.path.join(os.environ['SELFOPT_TRACE_DIR'], 'spans', 'bogus.spans'), 'w').write('garbage\\n')")
-    env = cli.env(COLUMNS="120")
-    done = cli("run", "--export", "never", "--json", "printed.json", "--", *python(code), env=env)
+
+def test_summary_prints_a_stored_run_s_summary_again_as_run_printed_it(cli) -> None:
+    """`summary RUN` reads back from the store what `run` printed, text and JSON alike: the loader's
+    notes, the damaged lines' count, and the watchers' notes (the live export's: no collector)."""
+    from tests.cli.conftest import python
+    from tests.otel.conftest import free_port
+
+    env = cli.env(COLUMNS="120", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    done = cli("run", "--export", "always", "--json", "printed.json", "--", *python(DAMAGING), env=env)
     assert done.returncode == 0, done.stderr
     printed = json.loads((cli.cwd / "printed.json").read_text())
     assert any("bogus.spans" in note for note in printed["notes"]), printed["notes"]
+    assert any(note.startswith("collector unreachable") for note in printed["notes"]), printed["notes"]
+    assert printed["damaged_lines"] == 1
     again = cli("summary", "latest", env=env)
     assert again.returncode == 0, again.stderr
     assert again.stdout == done.stderr  # the text, as printed
     as_json = cli("summary", printed["run_id"][:12], "--json", "-", env=env)
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout) == printed
+
+
+def test_a_run_loaded_later_keeps_what_its_watchers_said(cli) -> None:
+    """`run --no-load` prints the watchers' notes; run.json keeps them, so `load` then `summary` say
+    them too, with the loader's own."""
+    from tests.cli.conftest import python
+    from tests.otel.conftest import free_port
+
+    env = cli.env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    done = cli("run", "--no-load", "--export", "always", "--json", "-", "--", *python(DAMAGING), env=env)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)  # not loaded: the reason, then the watchers' notes
+    (unreachable,) = [line for line in printed["reason"].splitlines() if line.startswith("collector unreachable")]
+    loaded = cli("load", str(cli.runs_dir / printed["run_id"]))
+    assert loaded.returncode == 0, loaded.stderr
+    again = json.loads(cli("summary", printed["run_id"], "--json", "-").stdout)
+    assert unreachable in again["notes"] and any("bogus.spans" in note for note in again["notes"]), again["notes"]
+    assert again["damaged_lines"] == 1
 
 
 def test_summary_of_no_such_run_says_so(cli) -> None:

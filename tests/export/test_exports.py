@@ -164,7 +164,9 @@ def test_the_run_span_is_the_traces_one_root_and_loads_back_to_the_runs_row(trac
             (tmp_path / "run.jsonl").write_text(run_line * times)
             load_files(back, [tmp_path / "run.jsonl"])
             assert _rows(back, "spans") == _rows(traced_store, "spans")
-            assert _rows(back, "runs", "loaded_at, run_dir") == _rows(traced_store, "runs", "loaded_at, run_dir")
+            # (what the local load found: where, when, the watchers' notes, its damaged lines)
+            local = "loaded_at, run_dir, notes, damaged_lines"
+            assert _rows(back, "runs", local) == _rows(traced_store, "runs", local)
 
 
 def _rows(store, table: str, but: str = "") -> list[tuple]:

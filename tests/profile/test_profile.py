@@ -189,7 +189,9 @@ def test_flame_diff_shows_what_grew(tmp_path: Path) -> None:
     hot = svg.split(">hot_parent (hotmod.py)</text>")[0].rsplit("<g ", 1)[1]
     before, after = map(float, re.search(r"before ([\d.]+) ms -&gt; after ([\d.]+) ms", hot).groups())
     assert 'fill="rgb(255,' in hot, hot  # red: it grew
-    assert 150 < before < 260 and 500 < after < 700, (before, after)
+    # 200 and 600 ms of spinning, as sampled: py-spy starved on a busy machine misses some of both
+    # (115.6 ms of the first once), never so many that the second is not the larger by far
+    assert 50 < before < 260 and 2 * before < after < 700, (before, after)
 
 
 def test_the_report_shows_a_selected_span_s_hottest_frames(profiled: Cli, tmp_path: Path) -> None:

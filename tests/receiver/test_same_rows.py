@@ -55,8 +55,9 @@ def test_a_run_received_over_otlp_is_the_rows_of_its_span_files(traced_run: Path
     assert len(clients) == 3  # one span a request: the OTel httpx span merged into the agent's
     assert all(client["parent_span_id"] == phase["span_id"] for client in clients)  # inside the OTel span
 
-    # the run's row, from the run's own span (export/run_span.py): all of it but where and when it was loaded
-    runs = [stored(db, "SELECT * EXCLUDE (loaded_at, run_dir) FROM runs WHERE run_id = ?", [RUN])
+    # the run's row, from the run's own span (export/run_span.py): all of it but what the local load found
+    # (where, when, the watchers' notes, its damaged lines)
+    runs = [stored(db, "SELECT * EXCLUDE (loaded_at, run_dir, notes, damaged_lines) FROM runs WHERE run_id = ?", [RUN])
             for db in (files_db, received_db)]
     assert runs[0] == runs[1]
     assert runs[0][0]["run_span_id"] and runs[0][0]["command"] and runs[0][0]["pid"]

@@ -502,6 +502,20 @@ def test_an_unreadable_run_json_is_a_warning(store: Store, tmp_path: Path) -> No
     assert "run.json" in str(result.warnings[0])
 
 
+def test_run_json_notes_are_the_run_s_unless_the_loader_is_given_them(store: Store, tmp_path: Path) -> None:
+    """The watchers' notes `run` wrote in run.json (text only; bytes that are not UTF-8 escaped), or
+    those `run` passes itself; not a list: none."""
+    run = write_run(tmp_path / "run-1", process_tree(child_end=end(sid(3), T0 + 7 * MS)),
+                    run_json={"run_id": "run-1", "notes": ["a", 7, "b\udcff"]})
+    store.load_run(run)
+    assert store.sql("SELECT notes, damaged_lines FROM runs")[1] == [(["a", "b\\xff"], 0)]
+    store.load_run(run, notes=["given"])
+    assert store.sql("SELECT notes FROM runs")[1] == [(["given"],)]
+    (run / "run.json").write_text(json.dumps({"run_id": "run-1", "notes": "not a list"}), encoding="utf-8")
+    store.load_run(run)
+    assert store.sql("SELECT notes FROM runs")[1] == [([],)]
+
+
 def test_records_view_answers_logfire_style_sql(store: Store, tmp_path: Path) -> None:
     run = write_run(tmp_path / "run-1", {"100-0000abcd.spans": header(
         100, resource={"service.name": "api", "service.version": "1.2", "deployment.environment": "dev"})
