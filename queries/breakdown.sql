@@ -19,7 +19,7 @@
 -- not started yet); interpreter teardown (waiting on traced children after their process spans
 -- ended, the agent's last record: their interpreters' finalization and exit, and the reaping; and
 -- CMD's own, from its process span's end until `run` saw it exit); garbage collection (the collector's
--- passes of 1 ms or more, timed with SELFOPT_TRACE_GC=1: `gc` spans, each taking its time from the
+-- passes of 0.1 ms or more, timed with SELFOPT_TRACE_GC=1: `gc` spans, each taking its time from the
 -- span it interrupted; without the setting, or a pass shorter, that span's); child processes' own work (what
 -- waited-on children did outside the categories above, on the CPU); container start-up (a `docker
 -- run`, CLI or SDK, before the container's first process starts and after it exits; the SDK's HTTP
