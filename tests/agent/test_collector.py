@@ -74,7 +74,8 @@ gc.collect()  # a full pass over them, inside this module's import
 def test_the_collector_s_passes_are_counted_and_a_long_one_is_a_span_under_what_it_interrupted(traced: Traced) -> None:
     """With SELFOPT_TRACE_GC, the C twin's callback counts every pass by generation (the process span's
     end), and a pass of 0.1 ms or more is a `gc` span under the span it interrupted: here the import that
-    called gc.collect(). `gc` stays out of sys.modules, as untraced."""
+    called gc.collect(), written for it though shorter than the import threshold (10 s here). `gc` stays
+    out of sys.modules, as untraced."""
     from selfopt_trace.bootstrap.selfopt_trace_agent import config
 
     if traced.settings.get(config.ENV_PURE_PYTHON) == "1":
@@ -83,7 +84,7 @@ def test_the_collector_s_passes_are_counted_and_a_long_one_is_a_span_under_what_
     program = "import sys\nprint('gc' in sys.modules)\nimport collects\n"
     untraced = traced.untraced([traced.executable, "-c", program], cwd=traced.tmp_path)
     done = traced.python(program, cwd=traced.tmp_path,
-                         extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "0", "SELFOPT_TRACE_GC": "1"})
+                         extra_env={"SELFOPT_TRACE_IMPORT_THRESHOLD_MS": "10000", "SELFOPT_TRACE_GC": "1"})
     assert (done.returncode, done.stdout, done.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
     assert done.stdout == b"False\n"
     spans = traced.spans()
@@ -96,6 +97,30 @@ def test_the_collector_s_passes_are_counted_and_a_long_one_is_a_span_under_what_
     assert 2 in {span.attributes["python.gc.generation"] for span in passes}           # automatic one meanwhile
     assert all(imported.start_ns <= span.start_ns <= span.end_ns <= imported.end_ns
                and span.end_ns - span.start_ns >= GC_SPAN_NS for span in passes)
+
+
+KILLED_AFTER_A_FLUSH = """
+import gc, os, signal, subprocess, sys
+keep = [[i] for i in range(200_000)]
+gc.collect()
+subprocess.run([sys.executable, "-c", "pass"])  # a spawn flushes what is buffered
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_long_pass_is_written_by_the_next_flush_not_only_at_the_end(traced: Traced) -> None:
+    """A process killed before its end (no counts on its span) keeps the passes flushed before."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import config
+
+    if traced.settings.get(config.ENV_PURE_PYTHON) == "1":
+        pytest.skip("the passes are timed by the C twin only")
+    done = traced.python(KILLED_AFTER_A_FLUSH, extra_env={"SELFOPT_TRACE_GC": "1"})
+    assert done.returncode == -9, done.stderr
+    spans = traced.spans()
+    (killed,) = [span for span in spans.named("process") if "python.gc.collections" not in span.attributes]
+    passes = [span for span in spans.named("gc") if span.attributes["python.gc.generation"] == 2]
+    assert passes and all(span.end_ns - span.start_ns >= GC_SPAN_NS and span.trace_id == killed.trace_id
+                          for span in passes), spans.named("gc")
 
 
 def test_without_the_setting_the_collector_is_left_alone(traced: Traced) -> None:

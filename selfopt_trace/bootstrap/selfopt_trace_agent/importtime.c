@@ -1665,7 +1665,7 @@ children_cpu(PyObject *module, PyObject *unused)
  * `threshold_ns` long kept with the span it interrupted, for spans at the next flush. The
  * callback is C and touches no Python object but the current span (a reference): CPython calls it
  * twice a collection (~150-1,000 a process), from inside any allocation, the agent's own included. */
-#define GC_LONG_MAX 256
+#define GC_LONG_MAX 4096  /* between two flushes: a program that records nothing else flushes only at its end */
 static long long gc_count[3], gc_total_ns[3], gc_started_ns, gc_threshold_ns;
 static Py_ssize_t gc_dropped;
 static int gc_long_n;
