@@ -39,7 +39,7 @@ from tests.queries.reference import CpuSample
 TRACE = "truth"
 OTHER_TRACE = "another run"
 SPAN_KINDS = ("imports", "serialization", "request", "spawn", "wait", "thread", "task", "worker", "phase", "served",
-              "sleep")
+              "sleep", "gc")
 UNIT_KINDS = ("thread", "task", "worker")
 
 
@@ -212,6 +212,8 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
             elif block.kind == "phase":
                 span = add(span_id, parent, block.info["name"], "phase", "INTERNAL", block.start, block.end,
                            process, trace)
+            elif block.kind == "gc":  # a collection (SELFOPT_TRACE_GC=1)
+                span = add(span_id, parent, "gc", "gc", "INTERNAL", block.start, block.end, process, trace)
             else:  # a unit: a thread (to its end, a pool's worker to the pool's shutdown) or a task
                 end = shutdown if block.kind == "worker" else block.end
                 name = "task" if block.kind == "task" else "thread"

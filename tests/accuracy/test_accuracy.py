@@ -52,6 +52,9 @@ The cases, and what each proves:
   reap), not the parent's untraced waits.
 - polled (g): the parent polls a child and sleeps 20 ms after each poll that finds it running: the
   sleeps are a wait on the child (its start-up, imports, work and sleep), not the parent's sleeps.
+- collected (h), with SELFOPT_TRACE_GC=1: two full collections over 400,000 lists, one in the main
+  thread, one in a thread it joins: `garbage collection` gets their time, taken from own work and
+  from the thread waited on.
 
 ACCURACY_FIGURES=FILE appends every compared pair to FILE (JSON lines): docs/queries.md's
 "Accuracy" gives the worst errors measured that way over repeated runs. To weigh a change to the
@@ -91,7 +94,7 @@ COSTS = {"ACCURACY_IMPORT_MS": str(IMPORT_MS), "ACCURACY_CHILD_SPIN_MS": "10", "
          "ACCURACY_SLOW_OBJECT_MS": str(SLOW_OBJECT_MS), "ACCURACY_SERVER_MS": str(SERVER_MS),
          "ACCURACY_WORK_MS": "80", "ACCURACY_SLEEP_MS": "120", "ACCURACY_TASK_MS": "40",
          "ACCURACY_PAYLOAD_ITEMS": "40000", "ACCURACY_OUTLIVE_SLEEP_MS": "250", "ACCURACY_POLLED_SPIN_MS": "150",
-         "ACCURACY_POLLED_SLEEP_MS": "100"}
+         "ACCURACY_POLLED_SLEEP_MS": "100", "ACCURACY_HEAP_OBJECTS": "400000"}
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Case:
     script: str
     args: list[str] = field(default_factory=list)  # "{proxy}" is the proxy's port
     targets: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 CASES = {
@@ -112,6 +116,7 @@ CASES = {
     "outlive": Case("outlive.py", targets=["phases:start_child"]),
     "streamed": Case("streamed.py"),
     "polled": Case("polled.py"),
+    "collected": Case("collected.py", env={"SELFOPT_TRACE_GC": "1"}),
 }
 
 
@@ -234,7 +239,7 @@ def run_workloads(base: Path, cases: list[str]) -> None:
                  "0", *targets, "--",
                  sys.executable, str(WORKLOAD / case.script), str(truths[name]),
                  *[arg.replace("{proxy}", str(proxy.port)) for arg in case.args]],
-                env=clean_environ(SELFOPT_TRACE_HOME=str(home), **COSTS), capture_output=True, timeout=120)
+                env=clean_environ(SELFOPT_TRACE_HOME=str(home), **COSTS, **case.env), capture_output=True, timeout=120)
             assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
         proxy.close()
     finally:
@@ -352,6 +357,8 @@ def test_the_injected_costs_took_what_they_should(accuracy, case: str) -> None:
         reading = main.one("read")
         assert reading.start < child.first and child.last < main.one("wait").end
         assert cpu(reading) <= 0.25 * ms(reading)
+    if case == "collected":  # two passes over the heap, each long enough to be a span many times over
+        assert len(main.of("gc")) == 2 and all(ms(block) >= 5 for block in main.of("gc"))
     if case == "polled":  # polled every 20 ms while it worked and slept; the last poll reaped it
         (child,) = [p for p in truth.processes.values() if p.role == "child"]
         sleeps = main.of("sleep")

@@ -293,10 +293,6 @@ tracer_long(PyObject *name)
     return PyLong_AsLong(value);
 }
 
-/* importtime._recorded for an import nested in a span or another import (no CPU edges: those go to
- * _recorded): its ancestors kept, the frame left in tracer's buffer for the flush to write
- * (tracer.import_line), its cost, the flush when one is due. No Python frame: a call into _recorded
- * from here cost ~1.7 us a record in a pytest run. */
 /* tracer._mark_kept: `parent` (an import's frame, or a deferred span) and those it is in are written,
  * as something recorded hangs under it */
 static int
@@ -314,6 +310,10 @@ keep(PyObject *parent)
     return 0;
 }
 
+/* importtime._recorded for an import nested in a span or another import (no CPU edges: those go to
+ * _recorded): its ancestors kept, the frame left in tracer's buffer for the flush to write
+ * (tracer.import_line), its cost, the flush when one is due. No Python frame: a call into _recorded
+ * from here cost ~1.7 us a record in a pytest run. */
 static int
 record(PyObject *frame, PyObject *name, long long t2)
 {

@@ -206,8 +206,8 @@ def _watch_gc() -> None:
     """With SELFOPT_TRACE_GC, the garbage collector's passes, timed by the C twin's callback in gc.callbacks
     (none without the twin: a Python one would cost ~1.5 us a pass): the process span's end carries their counts
     and time by generation, and each pass of GC_SPAN_NS or more is a `gc` span under the span it
-    interrupted, recorded by the next flush. `gc` stays out of sys.modules (a program's later `import gc` makes it anew: the
-    same callbacks), as untraced."""
+    interrupted, recorded by the next flush. `gc` stays out of sys.modules (a program's later `import gc`
+    makes it anew: the same callbacks), as untraced."""
     global _gc_watcher
     if not config.truthy(os.environ.get(config.ENV_GC)):
         return
