@@ -332,11 +332,17 @@ def run_query(store, name: str | Query, params: Mapping[str, Any] | None = None,
     return QueryResult(query, columns, rows)
 
 
-def missing_samples(store, query: str | Query, run_id: str) -> str | None:
-    """Why a query that reads profile samples (its summary says `run --profile`, or `--profile
-    --idle`) would find none in this run: it was not profiled, or not with --idle. None when the run
-    has what the query reads, or the query reads no samples."""
+def missing_data(store, query: str | Query, run_id: str) -> str | None:
+    """Why a query that reads what only some runs record would find none in this run: profile samples
+    (its summary says `run --profile`, or `--profile --idle`: not profiled, or not with --idle), the
+    garbage collector's passes (it says SELFOPT_TRACE_GC=1: not timed). None when the run has what the
+    query reads, or the query reads nothing of the kind."""
     query = query if isinstance(query, Query) else get_query(query)
+    if "SELFOPT_TRACE_GC=1" in query.summary:
+        _, [(timed,)] = store.sql("SELECT count(*) FROM spans WHERE run_id = $run_id AND category = 'process' "
+                                  "AND (attributes->'python.gc.collections') IS NOT NULL", {"run_id": run_id})
+        return None if timed else (f"run {run_id} did not time the garbage collector's passes: "
+                                   "`SELFOPT_TRACE_GC=1 selfopt-trace run -- CMD` times them")
     if "run --profile" not in query.summary:
         return None
     _, [(samples, idle)] = store.sql("SELECT count(*), count(*) FILTER (WHERE idle) FROM samples WHERE run_id = $run_id",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .background import Background
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS, split_command
-from .queries import missing_samples, run_query
+from .queries import missing_data, run_query
 
 if TYPE_CHECKING:
     from .store import Store
@@ -263,7 +263,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
     notes += _gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
-    notes += _gc_note(processes, by_category.get(GARBAGE_COLLECTION, 0), window[1] - window[0])
+    notes += _gc_note(run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), window[1] - window[0])
     notes += _unprepared_note(store, run_id)
     notes += [*(watchers_notes or ()), *loader_notes(warnings or ())]
     return RunSummary(
@@ -304,7 +304,7 @@ def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int
         return []
     share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
             "outside any recorded call (a lock, an event, a queue, a socket, the GIL)"
-    if not missing_samples(store, "waits", run_id):
+    if not missing_data(store, "waits", run_id):
         return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
     return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
             "then `selfopt-trace query waits`"]
@@ -385,7 +385,7 @@ def _unprepared_note(store: Store, run_id: str) -> list[str]:
 GC_NOTE_SHARE = 0.05  # of the wall time, or of the traced processes' summed time: from there, the summary says what the collector took
 
 
-def _gc_note(processes: list[ProcessRow], collected_ns: int, wall_ns: int) -> list[str]:
+def _gc_note(run_id: str, processes: list[ProcessRow], collected_ns: int, wall_ns: int) -> list[str]:
     """What the garbage collector's passes took: of the wall time, the breakdown's GARBAGE_COLLECTION
     (`collected_ns`: the passes long enough to be `gc` spans, in what the run waited on), and all of
     them in every process (python.gc.duration_ns: a helper nobody waited on collects too)."""
@@ -399,7 +399,8 @@ def _gc_note(processes: list[ProcessRow], collected_ns: int, wall_ns: int) -> li
             f"{format_ns(gc_ns)}, {100 * gc_ns / lived_ns:.0f} % of the traced processes' time (the most: "
             f"{one_line(most.command)} (pid {most.pid}), {format_ns(most.gc_ns)}): passes over the objects alive, which "
             "gc.freeze() once a process has imported what it needs keeps out of every later pass, the teardown's too "
-            "(docs/codeflash.md, \"Interpreter teardown: the collector's passes at exit\")"]
+            "(docs/codeflash.md, \"Interpreter teardown: the collector's passes at exit\"). What they interrupted: "
+            f"`selfopt-trace query gc --run {run_id}`"]
 
 
 LOADER_NOTES = 5  # the loader's warnings a summary names; the rest are in the table diagnostics

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..queries import get_query, missing_samples, run_query
+from ..queries import get_query, missing_data, run_query
 
 SPAN_LIMIT = 20_000
 STRUCTURAL = ("process", "startup", "subprocess", "http", "container", "phase")
@@ -27,6 +27,7 @@ TABLES = (
     ("serialization", {}, "Serialization"),
     ("serialization", {"category": "parse"}, "Parsing"),
     ("imports", {"limit": 30}, "Imports"),
+    ("gc", {}, "Garbage collector's passes"),
     ("slowest_spans", {"limit": 30}, "Slowest spans"),
     ("process_tree", {}, "Processes"),
 )
@@ -182,7 +183,7 @@ def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, 
     tables = []
     for name, extra, title in TABLES:
         query = get_query(name)
-        if missing_samples(store, query, run_id):
+        if missing_data(store, query, run_id):
             continue
         result = run_query(store, query, {"run_id": run_id, **extra})
         tables.append({"title": title, "query": name, "params": extra, "summary": result.query.summary,

@@ -382,7 +382,8 @@ def test_a_program_the_collector_takes_a_share_of_gets_a_note_and_its_gc_time(cl
     long enough to be spans, taken from what they interrupted (the categories still add up)."""
     from tests.cli.conftest import python
 
-    code = "import gc\nkeep = [[i] for i in range(500_000)]\nfor _ in range(5):\n    gc.collect()\n"
+    (cli.cwd / "collects.py").write_text("import gc\ngc.collect()\n")  # a pass inside an import
+    code = "import gc\nkeep = [[i] for i in range(500_000)]\nfor _ in range(5):\n    gc.collect()\nimport collects\n"
     done = cli("run", "--export", "never", "--json", "--", *python(code), env=cli.env(SELFOPT_TRACE_GC="1"))
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -392,9 +393,15 @@ def test_a_program_the_collector_takes_a_share_of_gets_a_note_and_its_gc_time(cl
         rows = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": printed["run_id"]}).records()}
     if passes == 0:
         pytest.skip("no C twin here: the collector's passes are not timed")
-    assert passes >= 5 and process["gc_ms"] >= 50, (passes, process)
+    assert passes >= 6 and process["gc_ms"] >= 50, (passes, process)
     (note,) = [note for note in printed["notes"] if note.startswith("garbage collection is")]
     assert f"(pid {process['pid']})" in note and "gc.freeze()" in note, note
+    assert f"`selfopt-trace query gc --run {printed['run_id']}`" in note
+    where = json.loads(cli("query", "gc", "--run", printed["run_id"], "--format", "json").stdout)
+    by_span = {row["interrupted"]: row for row in where}  # the module's code, then the import's
+    assert by_span["process"]["passes"] >= 5 and by_span["process"]["full_passes"] >= 5, where
+    assert by_span["import collects"]["full_passes"] == 1 and by_span["import collects"]["category"] == "import"
+    assert sum(row["gc_ms"] for row in where) == pytest.approx(spans_ms, abs=0.01)
     assert sum(ms for category, ms in rows.items() if category != "total") == pytest.approx(rows["total"], abs=0.01)
     assert rows["garbage collection"] == pytest.approx(spans_ms, abs=0.01) and 50 <= spans_ms <= process["gc_ms"]
     assert printed["time_by_category_ms"]["garbage collection"] == pytest.approx(spans_ms, abs=0.01)
@@ -406,3 +413,5 @@ def test_a_program_the_collector_barely_touches_gets_no_gc_note(cli) -> None:
     done = cli("run", "--export", "never", "--json", "--", *python("import json\njson.dumps([1])"))
     assert done.returncode == 0, done.stderr
     assert not [note for note in json.loads(done.stdout)["notes"] if note.startswith("garbage collection")]
+    where = cli("query", "gc")  # not timed: no row, and why
+    assert where.returncode == 0 and b"SELFOPT_TRACE_GC=1 selfopt-trace run" in where.stderr, where.stderr
