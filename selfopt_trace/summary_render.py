@@ -135,13 +135,17 @@ def _shell_words(command: str) -> list[str]:
 def _slowest_table(rows: list[ProcessRow], width: int) -> Table:
     """One line per process: the figures keep their width, the process's label takes what is left
     of the line (the only column rich may narrow) and is cut with an ellipsis. Under 80 columns the
-    teardown is left out, so that the label keeps room to be read (`tree` and `--json` have it)."""
+    teardown is left out, so that the label keeps room to be read (`tree` and `--json` have it); so is
+    the collector's time within each process (`gc`), shown where it was timed (SELFOPT_TRACE_GC=1)."""
     table = Table(title=f"Slowest processes (top {SLOWEST})", title_justify="left", box=None, padding=(0, 1, 0, 0),
                   header_style="bold")
     teardown = width >= 80
-    names = ("process", "pid", "total", "start-up", "imports", "run", *(("teardown",) if teardown else ()), "exit")
+    collected = teardown and any(row.gc_ns for row in rows)
+    names = ("process", "pid", "total", "start-up", "imports", "run", *(("teardown",) if teardown else ()),
+             *(("gc",) if collected else ()), "exit")
     cells = [[row.label, str(row.pid or "-"), format_ns(row.duration_ns), format_ns(row.startup_ns),
               format_ns(row.import_ns), format_ns(row.run_ns), *((format_ns(row.teardown_ns),) if teardown else ()),
+              *((format_ns(row.gc_ns),) if collected else ()),
               describe_exit(row.exit_code) + (" (incomplete)" if row.incomplete else "")] for row in rows]
     for i, name in enumerate(names):
         if i == 0:

@@ -397,6 +397,8 @@ def test_a_program_the_collector_takes_a_share_of_gets_a_note_and_its_gc_time(cl
     (note,) = [note for note in printed["notes"] if note.startswith("garbage collection is")]
     assert f"(pid {process['pid']})" in note and "gc.freeze()" in note, note
     assert f"`selfopt-trace query gc --run {printed['run_id']}`" in note
+    header = next(line for line in done.stderr.decode().splitlines() if line.startswith("process "))
+    assert header.split()[-2:] == ["gc", "exit"], header  # the processes' table has the collector's column
     where = json.loads(cli("query", "gc", "--run", printed["run_id"], "--format", "json").stdout)
     by_span = {row["interrupted"]: row for row in where}  # the module's code, then the import's
     assert by_span["process"]["passes"] >= 5 and by_span["process"]["full_passes"] >= 5, where
