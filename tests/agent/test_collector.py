@@ -123,6 +123,40 @@ def test_a_long_pass_is_written_by_the_next_flush_not_only_at_the_end(traced: Tr
                           for span in passes), spans.named("gc")
 
 
+PASSES_WHILE_FLUSHING = """
+import gc, subprocess, sys, time
+
+def slow(phase, info):  # after the agent's callback: every pass lasts 0.2 ms more, so each is a span
+    if phase == "start":
+        began = time.perf_counter()
+        while time.perf_counter() - began < 0.0002:
+            pass
+
+gc.callbacks.append(slow)
+gc.set_threshold(1)  # a pass at every allocation: the flush's own, taking the passes out, too
+for _ in range(2):
+    subprocess.run([sys.executable, "-c", "pass"])  # a spawn flushes
+gc.set_threshold(700)
+gc.callbacks.remove(slow)
+print("done")
+"""
+
+
+def test_passes_set_off_while_a_flush_takes_the_passes_out_are_kept_for_the_next(traced: Traced) -> None:
+    """Taking the long passes out allocates, and with every allocation setting a pass off, each of
+    those is kept for the next flush (it was once written past the end of the list being built)."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import config
+
+    if traced.settings.get(config.ENV_PURE_PYTHON) == "1":
+        pytest.skip("the passes are timed by the C twin only")
+    done = traced.python(PASSES_WHILE_FLUSHING, extra_env={"SELFOPT_TRACE_GC": "1"}, timeout=120)
+    assert (done.returncode, done.stdout) == (0, b"done\n"), done.stderr
+    spans = traced.spans()
+    (main,) = [span for span in spans.named("process") if not span.parent_span_id]
+    written = [span for span in spans.named("gc") if span.pid == main.pid]
+    assert len(written) >= 100 and all(span.end_ns - span.start_ns >= GC_SPAN_NS for span in written), len(written)
+
+
 def test_without_the_setting_the_collector_is_left_alone(traced: Traced) -> None:
     """Timing the passes is opt-in (8,640 instructions a pass, docs/benchmarks.md): by default
     gc.callbacks is the program's alone and nothing is counted."""

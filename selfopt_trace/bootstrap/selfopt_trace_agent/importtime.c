@@ -1669,7 +1669,7 @@ children_cpu(PyObject *module, PyObject *unused)
 static long long gc_count[3], gc_total_ns[3], gc_started_ns, gc_threshold_ns;
 static Py_ssize_t gc_dropped;
 static int gc_long_n;
-static struct { long long start_ns, end_ns; long generation, collected; PyObject *parent; } gc_long[GC_LONG_MAX];
+static struct gc_pass { long long start_ns, end_ns; long generation, collected; PyObject *parent; } gc_long[GC_LONG_MAX];
 
 static PyObject *
 gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1732,30 +1732,41 @@ gc_watcher(PyObject *module, PyObject *threshold)
 }
 
 /* gc_passes() -> (passes by generation, their ns by generation, the long ones as (start_ns, end_ns,
- * generation, collected, span or None) since the last call, how many long ones were not kept) */
+ * generation, collected, span or None) since the last call, how many long ones were not kept).
+ * The long ones are taken out before the result is built: building it allocates, and a pass that
+ * sets off is kept for the next call (it was written past the list's end once a flush called this). */
 static PyObject *
 gc_passes(PyObject *module, PyObject *unused)
 {
-    PyObject *long_ones = PyList_New(gc_long_n), *result;
-    if (long_ones == NULL)
-        return NULL;
-    for (int i = 0; i < gc_long_n; i++) {
-        PyObject *item = Py_BuildValue("(LLllO)", gc_long[i].start_ns, gc_long[i].end_ns, gc_long[i].generation,
-                                       gc_long[i].collected, gc_long[i].parent ? gc_long[i].parent : Py_None);
-        if (item == NULL) {
-            Py_DECREF(long_ones);
-            return NULL;
+    int n = gc_long_n;
+    Py_ssize_t dropped = gc_dropped;
+    struct gc_pass *taken = n ? PyMem_Malloc(n * sizeof *taken) : NULL;
+    PyObject *long_ones, *result = NULL;
+    if (n && taken == NULL)
+        return PyErr_NoMemory();
+    if (n)
+        memcpy(taken, gc_long, n * sizeof *taken);
+    gc_long_n = 0;
+    gc_dropped = 0;
+    if ((long_ones = PyList_New(n)) != NULL) {
+        int i = 0;
+        for (; i < n; i++) {
+            PyObject *item = Py_BuildValue("(LLllO)", taken[i].start_ns, taken[i].end_ns, taken[i].generation,
+                                           taken[i].collected, taken[i].parent ? taken[i].parent : Py_None);
+            if (item == NULL)
+                break;
+            PyList_SET_ITEM(long_ones, i, item);
         }
-        PyList_SET_ITEM(long_ones, i, item);
+        if (i == n)
+            result = Py_BuildValue("((LLL)(LLL)On)", gc_count[0], gc_count[1], gc_count[2], gc_total_ns[0],
+                                   gc_total_ns[1], gc_total_ns[2], long_ones, dropped);
+        Py_DECREF(long_ones);
     }
-    result = Py_BuildValue("((LLL)(LLL)Nn)", gc_count[0], gc_count[1], gc_count[2], gc_total_ns[0], gc_total_ns[1],
-                           gc_total_ns[2], long_ones, gc_dropped);
-    if (result != NULL) {
-        for (int i = 0; i < gc_long_n; i++)
-            Py_CLEAR(gc_long[i].parent);
-        gc_long_n = 0;
-        gc_dropped = 0;
-    }
+    for (int i = 0; i < n; i++)
+        Py_XDECREF(taken[i].parent);
+    PyMem_Free(taken);
+    if (result == NULL)  /* (no memory) those taken are lost: said as not kept */
+        gc_dropped += dropped + n;
     return result;
 }
 
