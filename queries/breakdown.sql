@@ -18,13 +18,14 @@
 -- http server time; subprocess spawn overhead (the spawning call, and waiting on a child that has
 -- not started yet); interpreter teardown (waiting on traced children after their process spans
 -- ended, the agent's last record: their interpreters' finalization and exit, and the reaping; and
--- CMD's own, from its process span's end until `run` saw it exit); garbage collection (the collector's
--- passes of 0.1 ms or more, timed with SELFOPT_TRACE_GC=1: `gc` spans, each taking its time from the
--- span it interrupted; without the setting, or a pass shorter, that span's); child processes' own work (what
--- waited-on children did outside the categories above, on the CPU); container start-up (a `docker
--- run`, CLI or SDK, before the container's first process starts and after it exits; the SDK's HTTP
--- calls to the engine about a container of the run, a detached one's wait() and remove() too, are
--- the container's: while one waits on its process, the time is the process's); own work (the
+-- CMD's own, from its process span's end until `run` saw it exit); garbage collection (the
+-- collector's passes of 0.1 ms or more, timed with SELFOPT_TRACE_GC=1: `gc` spans, each taking its
+-- time from the span it interrupted; without the setting, or a pass shorter, that span's); child
+-- processes' own work (what waited-on children did outside the categories above, on the CPU);
+-- container start-up (a `docker run`, CLI or SDK, before the container's first process starts and
+-- after it exits; the SDK's HTTP calls to the engine about a container of the run, a detached one's
+-- wait() and remove() too, are the container's: while one waits on its process, the time is the
+-- process's); own work (the
 -- main process outside every category above, on the CPU); sleeps (a recorded `time.sleep` in own
 -- work or a child's: the program chose to wait; one inside another category stays that category's;
 -- an asyncio.sleep's time on the CPU, other tasks', is own work);
