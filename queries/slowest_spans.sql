@@ -4,7 +4,8 @@
 --   run_id                the run
 --   limit = 20 [>= 0]     spans shown
 --   category: text = null  only spans of this category (process, startup, import, subprocess,
---                          http, serialization, parse, phase, container, other; null: all)
+--                          http, serialization, parse, phase, container, thread, wait, sleep, gc,
+--                          other; null: all)
 -- Columns:
 --   name                  the span's name
 --   category              its category
