@@ -119,7 +119,7 @@ def test_a_long_pass_is_written_by_the_next_flush_not_only_at_the_end(traced: Tr
     spans = traced.spans()
     (killed,) = [span for span in spans.named("process") if "python.gc.collections" not in span.attributes]
     passes = [span for span in spans.named("gc") if span.attributes["python.gc.generation"] == 2]
-    assert passes and all(span.end_ns - span.start_ns >= GC_SPAN_NS and span.trace_id == killed.trace_id
+    assert passes and all(span.end_ns - span.start_ns >= GC_SPAN_NS and span.pid == killed.pid
                           for span in passes), spans.named("gc")
 
 
