@@ -263,7 +263,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
     notes += _gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
-    notes += _gc_note(run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), window[1] - window[0])
+    notes += _gc_note(store, run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), window[1] - window[0])
     notes += _unprepared_note(store, run_id)
     notes += [*(watchers_notes or ()), *loader_notes(warnings or ())]
     return RunSummary(
@@ -385,22 +385,26 @@ def _unprepared_note(store: Store, run_id: str) -> list[str]:
 GC_NOTE_SHARE = 0.05  # of the wall time, or of the traced processes' summed time: from there, the summary says what the collector took
 
 
-def _gc_note(run_id: str, processes: list[ProcessRow], collected_ns: int, wall_ns: int) -> list[str]:
+def _gc_note(store: Store, run_id: str, processes: list[ProcessRow], collected_ns: int, wall_ns: int) -> list[str]:
     """What the garbage collector's passes took: of the wall time, the breakdown's GARBAGE_COLLECTION
     (`collected_ns`: the passes long enough to be `gc` spans, in what the run waited on), and all of
-    them in every process (python.gc.duration_ns: a helper nobody waited on collects too)."""
+    them in every process (python.gc.duration_ns: a helper nobody waited on collects too); and the
+    span they interrupted the most (the `gc` query's first row)."""
     gc_ns, lived_ns = sum(p.gc_ns for p in processes), sum(p.duration_ns for p in processes)
     if lived_ns <= 0 or wall_ns <= 0 or gc_ns < NOTE_MIN_NS or (
             collected_ns < GC_NOTE_SHARE * wall_ns and gc_ns < GC_NOTE_SHARE * lived_ns):
         return []
     most = max(processes, key=lambda p: p.gc_ns)
+    top = run_query(store, "gc", {"run_id": run_id, "limit": 1}).records()
+    where = (f"`{one_line(top[0]['interrupted'])}` in pid {top[0]['pid']}, {format_ns(round(top[0]['gc_ms'] * 1e6))}; "
+             if top else "")
     return [f"garbage collection is {100 * collected_ns / wall_ns:.0f} % of the wall time (`{GARBAGE_COLLECTION}`: the "
             f"passes of {GC_SPAN_NS / 1e6:g} ms or more, taken from what they interrupted); all its passes took "
             f"{format_ns(gc_ns)}, {100 * gc_ns / lived_ns:.0f} % of the traced processes' time (the most: "
             f"{one_line(most.command)} (pid {most.pid}), {format_ns(most.gc_ns)}): passes over the objects alive, which "
             "gc.freeze() once a process has imported what it needs keeps out of every later pass, the teardown's too "
-            "(docs/codeflash.md, \"Interpreter teardown: the collector's passes at exit\"). What they interrupted: "
-            f"`selfopt-trace query gc --run {run_id}`"]
+            "(docs/codeflash.md, \"Interpreter teardown: the collector's passes at exit\"). What they interrupted "
+            f"the most: {where}all of it: `selfopt-trace query gc --run {run_id}`"]
 
 
 LOADER_NOTES = 5  # the loader's warnings a summary names; the rest are in the table diagnostics

@@ -397,6 +397,7 @@ def test_a_program_the_collector_takes_a_share_of_gets_a_note_and_its_gc_time(cl
     (note,) = [note for note in printed["notes"] if note.startswith("garbage collection is")]
     assert f"(pid {process['pid']})" in note and "gc.freeze()" in note, note
     assert f"`selfopt-trace query gc --run {printed['run_id']}`" in note
+    assert f"the most: `process` in pid {process['pid']}," in note, note  # the module's own passes
     header = next(line for line in done.stderr.decode().splitlines() if line.startswith("process "))
     assert header.split()[-2:] == ["gc", "exit"], header  # the processes' table has the collector's column
     where = json.loads(cli("query", "gc", "--run", printed["run_id"], "--format", "json").stdout)
