@@ -48,11 +48,15 @@ _SAME_PROCESS = """s.source_file IS NOT DISTINCT FROM p.source_file AND s.pid IS
 # One row per traced process: its span, start-up (its interpreter.startup child), top-level import
 # time (imports not inside another import, in the same process), exit, and teardown: from its span's
 # end (the agent's last record) until its spawner saw it exit (the end of the subprocess span that
-# started it), or, for CMD's own process, until `run` did (store/macros.sql, cmd_exit).
+# started it), or, for CMD's own process, until `run` did (store/macros.sql, cmd_exit); of that, its
+# interpreter's finalization where the C twin timed it (its interpreter.finalize child).
 PROCESSES_SQL = f"""
 WITH startup AS (
     SELECT parent_span_id AS span_id, sum(duration_ns) AS ns FROM spans
     WHERE run_id = $run_id AND category = 'startup' GROUP BY parent_span_id
+), finalized AS (
+    SELECT parent_span_id AS span_id, sum(duration_ns) AS ns FROM spans
+    WHERE run_id = $run_id AND category = 'finalize' GROUP BY parent_span_id
 ), top_imports AS (
     SELECT i.source_file, i.pid, i.resource_attributes, i.duration_ns
     FROM spans i LEFT JOIN spans parent ON parent.run_id = $run_id AND parent.span_id = i.parent_span_id
@@ -75,9 +79,11 @@ SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.resource_attributes-
                  -- the spawn's own child, not a process a shell it started started (`sh -c 'a | b'`: the
                  -- shell reaped a at once, and its spawn ended with b)
                  AND coalesce(TRY_CAST(spawn.attributes->>'process.pid' AS BIGINT) = p.pid, true)
-            THEN coalesce(spawn.end_ns, cmd.exited_ns) - p.end_ns END AS teardown_ns
+            THEN coalesce(spawn.end_ns, cmd.exited_ns) - p.end_ns END AS teardown_ns,
+       finalized.ns AS finalize_ns
 FROM spans p
 LEFT JOIN startup ON startup.span_id = p.span_id
+LEFT JOIN finalized ON finalized.span_id = p.span_id
 LEFT JOIN imports ON imports.span_id = p.span_id
 LEFT JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = p.parent_span_id
                         AND spawn.category = 'subprocess' AND spawn.name <> 'exec'
@@ -120,6 +126,7 @@ class ProcessRow:
     import_ns: int
     teardown_ns: int | None  # after its span's end until its exit was seen; None where unknown
     gc_ns: int = 0  # the garbage collector's passes within its span (the agent's C twin timed them)
+    finalize_ns: int | None = None  # its interpreter's finalization after its span's end (C twin); None: not timed
 
     @property
     def run_ns(self) -> int:
@@ -197,7 +204,8 @@ class RunSummary:
                 {"pid": p.pid, "name": p.command, "command": p.command_line, "command_args": p.command_args,
                  "duration_ms": _ms(p.duration_ns),
                  "startup_ms": _ms(p.startup_ns), "imports_ms": _ms(p.import_ns), "run_ms": _ms(p.run_ns),
-                 "teardown_ms": None if p.teardown_ns is None else _ms(p.teardown_ns), "gc_ms": _ms(p.gc_ns),
+                 "teardown_ms": None if p.teardown_ns is None else _ms(p.teardown_ns),
+                 "finalize_ms": _ms(p.finalize_ns), "gc_ms": _ms(p.gc_ns),
                  "exit_code": p.exit_code, "incomplete": p.incomplete}
                 for p in self.slowest
             ],
@@ -218,11 +226,11 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
     out = []
     for row in rows:
         (span_id, parent, pid, source_file, host, start, end, duration, incomplete, command, args, exit_code,
-         overhead, startup, imports, gc, teardown) = row
+         overhead, startup, imports, gc, teardown, finalize) = row
         out.append(ProcessRow(span_id, parent, pid, (source_file, pid, host), start or 0, end or 0, duration or 0, bool(incomplete),
                               command or "process", json.loads(args) if args else [], exit_code,
                               int(overhead), int(startup), int(imports), None if teardown is None else int(teardown),
-                              int(gc)))
+                              int(gc), None if finalize is None else int(finalize)))
     return out
 
 
@@ -262,7 +270,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
     notes += _gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
-    notes += _teardown_note(run_id, by_category.get(TEARDOWN, 0), window[1] - window[0])
+    notes += _teardown_note(run_id, processes, by_category.get(TEARDOWN, 0), window[1] - window[0])
     notes += _gc_note(store, run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), window[1] - window[0])
     notes += _unprepared_note(store, run_id)
     notes += [*(watchers_notes or ()), *loader_notes(warnings or ())]
@@ -351,17 +359,25 @@ def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list
     return [note + f"; on the path: `selfopt-trace query critical_path --run {run_id}`"]
 
 
-def _teardown_note(run_id: str, teardown_ns: int, wall_ns: int) -> list[str]:
-    """What a large interpreter teardown is: time after the processes' last line, which no span shows."""
+def _teardown_note(run_id: str, processes: list[ProcessRow], teardown_ns: int, wall_ns: int) -> list[str]:
+    """What a large interpreter teardown is: time after the processes' last line, which no span of
+    the program shows; of the longest one, what its interpreter's finalization took (the C twin's
+    interpreter.finalize), the rest being the process's exit and its reaping."""
     if wall_ns <= 0 or teardown_ns < max(TEARDOWN_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
         return []
+    timed = [p for p in processes if p.teardown_ns and p.finalize_ns is not None]
+    longest = max(timed, key=lambda p: p.teardown_ns or 0) if timed else None
+    measured = "" if longest is None else (
+        f"; the longest, {one_line(longest.command)} (pid {longest.pid})'s {format_ns(longest.teardown_ns)}, was "
+        f"{format_ns(min(longest.finalize_ns or 0, longest.teardown_ns or 0))} of its interpreter's finalization "
+        "and the rest its exit and reaping")
     # A large program's finalization is mostly the collector's full passes over the objects still alive
     # (perf on codeflash's processes: 86 % of its main's 0.6 s, most of a pytest child's): gc.freeze()
     # moves them out of its reach (docs/codeflash.md, "Interpreter teardown: the collector's passes at exit").
     return [f"interpreter teardown is {100 * teardown_ns / wall_ns:.0f} % of the wall time: processes finalizing "
             "after their last line while the run waited for them to exit (the garbage collector walking every "
             "object still alive, module teardown, freeing the heap); gc.freeze() as a process's last act spares "
-            "it the walks, os._exit() after flushing what it must spares it all. Each child's: "
+            f"it the walks, os._exit() after flushing what it must spares it all{measured}. Each child's: "
             f"`selfopt-trace query subprocess --run {run_id}` (teardown_ms)"]
 
 

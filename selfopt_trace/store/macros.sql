@@ -155,6 +155,7 @@ run_spans AS NOT MATERIALIZED (
            hash(source_file, pid) AS process_key  -- a collector file holds many processes
     FROM spans
     WHERE run_id = for_run
+      AND category <> 'finalize'  -- the interpreter's end after the process span's: its teardown, as it was
 ),
 -- The run's trace: that of the process started when the run started (CMD: run.json's start), else
 -- (spans without process spans, e.g. from another SDK) of the earliest span. Other traces in the

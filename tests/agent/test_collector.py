@@ -157,6 +157,35 @@ def test_passes_set_off_while_a_flush_takes_the_passes_out_are_kept_for_the_next
     assert len(written) >= 100 and all(span.end_ns - span.start_ns >= GC_SPAN_NS for span in written), len(written)
 
 
+FINALIZED = """
+import os, sys
+keep = [{"i": i} for i in range(200_000)]  # the finalization's collections walk them
+if sys.argv[1:] == ["exit"]:
+    os._exit(0)  # no finalization
+"""
+
+
+@pytest.mark.parametrize("how", ["returns", "exit"])
+def test_the_interpreter_s_finalization_is_a_span_from_the_process_s_end(traced: Traced, how: str) -> None:
+    """The C twin ends `interpreter.finalize` (category `finalize`) under the process span, from that
+    span's end, at the end of Py_FinalizeEx; a process that skips it (os._exit) has none. The output
+    and the status are untraced's."""
+    from selfopt_trace.bootstrap.selfopt_trace_agent import config
+
+    untraced = traced.untraced([traced.executable, "-c", FINALIZED, how])
+    done = traced.python(FINALIZED, how)
+    assert (done.returncode, done.stdout, done.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
+    spans = traced.spans()
+    (process,) = spans.named("process")
+    finalized = spans.named("interpreter.finalize")
+    if how == "exit" or traced.settings.get(config.ENV_PURE_PYTHON) == "1":
+        assert not finalized  # (without the twin, nothing runs after the interpreter's last Python)
+        return
+    (span,) = finalized
+    assert (span.category, span.parent_span_id, span.start_ns) == ("finalize", process.span_id, process.end_ns)
+    assert span.end_ns - span.start_ns >= 1_000_000, span  # 200,000 dicts freed, walked first
+
+
 def test_without_the_setting_the_collector_is_left_alone(traced: Traced) -> None:
     """Timing the passes is opt-in (8,640 instructions a pass, docs/benchmarks.md): by default
     gc.callbacks is the program's alone and nothing is counted."""

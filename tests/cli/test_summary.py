@@ -171,8 +171,11 @@ def test_a_teardown_after_the_last_record_is_interpreter_teardown_with_a_note(cl
     assert rows["total"] == pytest.approx(process_ms + rows["interpreter teardown"], abs=0.01)
     (process,) = printed["slowest_processes"]
     assert process["teardown_ms"] == pytest.approx(rows["interpreter teardown"], abs=0.01)
+    # of it, the interpreter's finalization (the __del__'s sleep), timed to the end of Py_FinalizeEx
+    assert 400 <= process["finalize_ms"] <= process["teardown_ms"], process
     (note,) = [note for note in printed["notes"] if note.startswith("interpreter teardown is")]
     assert "os._exit()" in note and "gc.freeze()" in note and f"query subprocess --run {printed['run_id']}" in note
+    assert f"(pid {process['pid']})'s" in note and "of its interpreter's finalization" in note, note
 
 
 LARGE_HEAP = """
@@ -196,6 +199,7 @@ def test_a_large_heap_s_teardown_is_the_collector_s_walks_that_gc_freeze_spares(
             assert done.returncode == 0, done.stderr
             (process,) = json.loads(done.stdout)["slowest_processes"]
             teardowns[how].append(process["teardown_ms"])
+            assert process["finalize_ms"] <= process["teardown_ms"], process  # the exit and the reaping: the rest
     plain, frozen = min(teardowns["plain"]), min(teardowns["freeze"])
     assert plain >= 40 and frozen < 0.6 * plain, teardowns
 

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1770,6 +1771,64 @@ gc_passes(PyObject *module, PyObject *unused)
     return result;
 }
 
+/* The interpreter's finalization, after the agent's last record (process.py, _await_finalization): a
+ * Py_AtExit callback, run at the very end of Py_FinalizeEx where no Python runs, ends the
+ * `interpreter.finalize` span whose X record Python prepared (`prefix`, up to its start; `suffix`,
+ * after its end) and writes it to the span file with one write. Not in a forked child that did not
+ * arm it (the pid is its armer's), nor where the descriptor is no longer the span file (the program
+ * closed it and opened a file of its own that took its number). */
+static char finalize_record[1024];
+static size_t finalize_prefix, finalize_suffix;
+static int finalize_fd = -1;
+static pid_t finalize_pid;
+static dev_t finalize_dev;
+static ino_t finalize_ino;
+
+static void
+finalized(void)
+{
+    char end[24];
+    int length;
+    struct stat status;
+    if (finalize_fd < 0 || getpid() != finalize_pid || fstat(finalize_fd, &status) < 0 ||
+        status.st_dev != finalize_dev || status.st_ino != finalize_ino)
+        return;
+    length = snprintf(end, sizeof end, "%lld", clock_ns(CLOCK_REALTIME));
+    memmove(finalize_record + finalize_prefix + length, finalize_record + finalize_prefix, finalize_suffix);
+    memcpy(finalize_record + finalize_prefix, end, length);
+    if (write(finalize_fd, finalize_record, finalize_prefix + length + finalize_suffix) < 0)
+        return;  /* (the process is ending: nothing to tell) */
+}
+
+/* at_finalized(fd, prefix, suffix): arm `finalized` for this process (registered with Py_AtExit once) */
+static PyObject *
+at_finalized(PyObject *module, PyObject *args)
+{
+    static int registered;
+    int fd;
+    const char *prefix, *suffix;
+    Py_ssize_t prefix_length, suffix_length;
+    struct stat status;
+    if (!PyArg_ParseTuple(args, "iy#y#", &fd, &prefix, &prefix_length, &suffix, &suffix_length))
+        return NULL;
+    if (prefix_length + 24 + suffix_length > (Py_ssize_t)sizeof finalize_record || fstat(fd, &status) < 0)
+        Py_RETURN_FALSE;
+    if (!registered) {
+        if (Py_AtExit(finalized) < 0)
+            Py_RETURN_FALSE;
+        registered = 1;
+    }
+    memcpy(finalize_record, prefix, prefix_length);
+    memcpy(finalize_record + prefix_length, suffix, suffix_length);
+    finalize_prefix = prefix_length;
+    finalize_suffix = suffix_length;
+    finalize_fd = fd;
+    finalize_pid = getpid();
+    finalize_dev = status.st_dev;
+    finalize_ino = status.st_ino;
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"install", install, METH_O, "install(importtime) -> the C wrapper of importlib's _find_and_load"},
     {"current_span", current_span, METH_NOARGS, "current_span() -> tracer.current, read from the twin's imports under way"},
@@ -1804,6 +1863,8 @@ static PyMethodDef methods[] = {
     {"exec_code", (PyCFunction)(void (*)(void))exec_code, METH_FASTCALL,
      "exec_code(code, globals): exec(code, globals), without its audit event"},
     {"gc_watcher", gc_watcher, METH_O, "gc_watcher(threshold_ns) -> gc.callbacks' callback, counting the collector's passes from nothing"},
+    {"at_finalized", at_finalized, METH_VARARGS,
+     "at_finalized(fd, prefix, suffix) -> whether the interpreter.finalize record is armed for the end of Py_FinalizeEx"},
     {"gc_passes", gc_passes, METH_NOARGS,
      "gc_passes() -> ((passes by generation), (their ns), [(start_ns, end_ns, generation, collected, span)], dropped)"},
     {NULL, NULL, 0, NULL},
