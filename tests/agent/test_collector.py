@@ -157,7 +157,7 @@ def test_passes_set_off_while_a_flush_takes_the_passes_out_are_kept_for_the_next
     assert len(written) >= 100 and all(span.end_ns - span.start_ns >= GC_SPAN_NS for span in written), len(written)
 
 
-FINALIZED = """
+LARGE_HEAP_AT_EXIT = """
 import os, sys
 keep = [{"i": i} for i in range(200_000)]  # the finalization's collections walk them
 if sys.argv[1:] == ["exit"]:
@@ -172,8 +172,8 @@ def test_the_interpreter_s_finalization_is_a_span_from_the_process_s_end(traced:
     and the status are untraced's."""
     from selfopt_trace.bootstrap.selfopt_trace_agent import config
 
-    untraced = traced.untraced([traced.executable, "-c", FINALIZED, how])
-    done = traced.python(FINALIZED, how)
+    untraced = traced.untraced([traced.executable, "-c", LARGE_HEAP_AT_EXIT, how])
+    done = traced.python(LARGE_HEAP_AT_EXIT, how)
     assert (done.returncode, done.stdout, done.stderr) == (untraced.returncode, untraced.stdout, untraced.stderr)
     spans = traced.spans()
     (process,) = spans.named("process")
