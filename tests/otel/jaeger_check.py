@@ -113,7 +113,8 @@ def assert_jaeger_has_the_run(jaeger: Jaeger, original: dict[str, dict[str, Any]
         assert end == expected["end_ns"] or (still_running and expected["incomplete"] and start <= end <= expected["end_ns"])
         assert KINDS[span["kind"]] == expected["kind"]
         assert STATUSES[span.get("status", {}).get("code")] == expected["status"], expected["name"]
-        assert otlp_attributes(span.get("attributes")) == sent_attributes(expected), expected["name"]
+        got, sent = otlp_attributes(span.get("attributes")), sent_attributes(expected)
+        assert got == sent, (expected["name"], {k: (got.get(k), sent.get(k)) for k in {*got, *sent} if got.get(k) != sent.get(k)})
         assert resource_attributes == {**expected["resource_attributes"], "selfopt_trace.run_id": run_id,
                                        **({"selfopt_trace.source_file": expected["source_file"]}
                                           if expected["source_file"] else {})}
