@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from selfopt_trace import summary
+from selfopt_trace import import_twin, runner, summary
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store, loader
 from selfopt_trace.store.database import SMALL_STORE_SPANS
@@ -395,8 +395,8 @@ def test_a_program_the_collector_takes_a_share_of_gets_a_note_and_its_gc_time(cl
     with Store(cli.db, read_only=True) as store:
         _, [(passes, spans_ms)] = store.sql("SELECT count(*), sum(duration_ns) / 1e6 FROM spans WHERE category = 'gc'")
         rows = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": printed["run_id"]}).records()}
-    if passes == 0:
-        pytest.skip("no C twin here: the collector's passes are not timed")
+    if passes == 0 and import_twin.twin_path(runner.BOOTSTRAP_DIR) is None:  # built wherever it can be
+        pytest.skip("no C twin for this Python (CPython 3.8-3.13 on Linux only): the collector's passes are not timed")
     assert passes >= 6 and process["gc_ms"] >= 50, (passes, process)
     (note,) = [note for note in printed["notes"] if note.startswith("garbage collection is")]
     assert f"(pid {process['pid']})" in note and "gc.freeze()" in note, note
