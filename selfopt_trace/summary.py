@@ -273,7 +273,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _teardown_note(run_id, processes, by_category.get(TEARDOWN, 0), window[1] - window[0])
     notes += _gc_note(store, run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), window[1] - window[0])
     notes += _unprepared_note(store, run_id)
-    notes += [*(watchers_notes or ()), *loader_notes(warnings or ())]
+    notes += [*(watchers_notes or ()), *_loader_notes(warnings or ())]
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
         wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,
@@ -426,7 +426,7 @@ def _gc_note(store: Store, run_id: str, processes: list[ProcessRow], collected_n
 LOADER_NOTES = 5  # the loader's warnings a summary names; the rest are in the table diagnostics
 
 
-def loader_notes(warnings: Sequence[str]) -> list[str]:
+def _loader_notes(warnings: Sequence[str]) -> list[str]:
     """The notes that name the loader's warnings (files skipped, damaged lines), the first few."""
     more = len(warnings) - LOADER_NOTES
     return [*warnings[:LOADER_NOTES], *([f"... and {more} more loader warnings (table diagnostics)"] if more > 0 else [])]
