@@ -92,7 +92,7 @@ def _load_and_summarize(store: Store, records: list[RunRecord], options: RunOpti
     from . import summary as summaries
     from .export.ledger import record_live_export
 
-    db = db_option(options, environ)
+    db = db_option(options.db_path, environ)
     jaeger = jaeger_ui.answering_base(environ)  # once for all runs: a connect refused at once when none runs
     results = []
     for record in records:
@@ -148,14 +148,14 @@ def open_store_waiting(path: Path, patience_s: float = 10.0) -> Store:
 def kept(records: list[RunRecord], options: RunOptions, environ: dict[str, str]) -> str:
     """The end of an error message when loading failed: where the files are, and how to load them."""
     dirs = " ".join(shell_quote(str(record.run_dir)) for record in records if record.run_dir is not None)
-    return f"; the run files are kept: load them with `selfopt-trace load {dirs}{db_option(options, environ)}`" \
+    return f"; the run files are kept: load them with `selfopt-trace load {dirs}{db_option(options.db_path, environ)}`" \
         if dirs else ""
 
 
-def db_option(options: RunOptions, environ: dict[str, str]) -> str:
+def db_option(db_path: Path, environ: dict[str, str] | os._Environ) -> str:
     """` --db PATH` for the commands we suggest (the summary's next ones, the `load` of kept run files),
     unless PATH is the default database."""
-    return "" if options.db_path == default_db_path(environ) else f" --db {shell_quote(str(options.db_path))}"
+    return "" if db_path == default_db_path(environ) else f" --db {shell_quote(str(db_path))}"
 
 
 def error(message: str) -> None:

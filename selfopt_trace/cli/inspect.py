@@ -10,7 +10,6 @@ import csv
 import json
 import math
 import os
-import shlex
 import sys
 from datetime import date, datetime, time, timedelta
 from dataclasses import dataclass
@@ -268,13 +267,13 @@ def summary(
     db: Optional[Path] = DB,
 ) -> None:
     """Print a stored run's summary again, as `run` printed it once CMD had exited."""
-    from ..run_report import write_json
+    from ..run_report import db_option, write_json
     from ..summary import next_commands, summarize
 
     with open_store(db) as store:
         run_id = resolve_run(store, run)
-        db_option = "" if db is None else f" --db {shlex.quote(str(db))}"
-        result = summarize(store, run_id, next_commands(run_id, db_option, available_commands(ctx)))
+        option = "" if db is None else db_option(db, os.environ)  # as `run` suggests them
+        result = summarize(store, run_id, next_commands(run_id, option, available_commands(ctx)))
     if json_target != "-":
         from ..summary_render import console, render
 
