@@ -55,6 +55,7 @@ WHERE terminator = '{fmt.TERMINATOR}' AND extra IS NULL
         WHEN '{fmt.STACK}' THEN stack_id IS NOT NULL
         WHEN '{fmt.FRAME}' THEN stack_id IS NOT NULL
         WHEN '{fmt.PROFILER}' THEN time_ns IS NOT NULL AND name IS NOT NULL
+        WHEN '{fmt.ATTACHED}' THEN time_ns IS NOT NULL AND name IS NOT NULL
         WHEN '{fmt.CONVERTED}' THEN name IS NOT NULL
         WHEN '{fmt.DIAGNOSTIC}' THEN name IS NOT NULL
         ELSE false
@@ -317,12 +318,18 @@ slices AS (
 process_life AS (SELECT pid, min(start_ns) AS start_ns, max(end_ns) AS end_ns FROM spans
                  WHERE run_id = $run_id AND name = 'process' AND category = 'process' GROUP BY pid),
 reach AS (  -- how far from its start a slice is placed at most: the time starting its py-spy took
-            -- (its P record), at least _MIN_WINDOW_NS; a child sampled by its parent's py-spy
-            -- (`--subprocesses`: SELFOPT_TRACE_PROFILE_SPAWN=tree) has no P record: the run's longest
+            -- (its P record), or where its start was placed by when it said it sampled, that
+            -- placement's uncertainty (its C record's within_ms: fmt.time_zero); at least
+            -- _MIN_WINDOW_NS; a child sampled by its parent's py-spy (`--subprocesses`:
+            -- SELFOPT_TRACE_PROFILE_SPAWN=tree) has no P record: the run's longest
     SELECT e.pid, greatest(coalesce(w.window_ns, max(w.window_ns) OVER (), {_EDGE_NS}), {_MIN_WINDOW_NS}) AS ns
     FROM process_life AS e
-    LEFT JOIN (SELECT pid, max(duration_ns) AS window_ns FROM _profile WHERE rec = '{fmt.PROFILER}' GROUP BY pid)
-              AS w USING (pid)
+    LEFT JOIN (SELECT pid, max(window_ns) AS window_ns FROM (
+                   SELECT pid, duration_ns AS window_ns FROM _profile WHERE rec = '{fmt.PROFILER}'
+                   UNION ALL
+                   SELECT pid, CAST(TRY_CAST(TRY_CAST(message AS JSON)->>'within_ms' AS DOUBLE) * 1e6 AS BIGINT)
+                   FROM _profile WHERE rec = '{fmt.CONVERTED}')
+               GROUP BY pid) AS w USING (pid)
 ),
 kept AS (  -- a slice is placed by its middle, but no further from its start than its `reach`:
            -- py-spy's clock zero comes after the recorded anchor (its start-up), so its times come out
@@ -521,9 +528,10 @@ def convert_whole_stacks(con: duckdb.DuckDBPyConnection, taken_apart: bool) -> N
 def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: Path) -> list[str]:
     """py-spy files named by a P record and never converted (no C record): converted into `scratch`."""
     rows = con.execute(f"""
-        SELECT name, any_value(time_ns), any_value(weight), any_value(pid) FROM _profile
-        WHERE rec = '{fmt.PROFILER}' AND name NOT IN (SELECT name FROM _profile WHERE rec = '{fmt.CONVERTED}')
-        GROUP BY name""").fetchall()
+        SELECT p.name, any_value(p.time_ns), any_value(p.weight), any_value(p.pid), min(a.time_ns)
+        FROM _profile AS p LEFT JOIN _profile AS a ON a.rec = '{fmt.ATTACHED}' AND a.name = p.name
+        WHERE p.rec = '{fmt.PROFILER}' AND p.name NOT IN (SELECT name FROM _profile WHERE rec = '{fmt.CONVERTED}')
+        GROUP BY p.name""").fetchall()
     if not rows:
         return []
     known = fmt.Interned({row[0] for row in con.execute(f"SELECT stack_id FROM _profile WHERE rec = '{fmt.STACK}'")
@@ -534,12 +542,12 @@ def _convert_leftovers(con: duckdb.DuckDBPyConnection, run_dir: Path, scratch: P
         known.frames.setdefault((function, file), number)
         known.next_frame = max(known.next_frame, number + 1)
     files = []
-    for number, (name, anchor_ns, rate, pid) in enumerate(rows):
+    for number, (name, anchor_ns, rate, pid, attached_ns) in enumerate(rows):
         source = run_dir / fmt.PROFILE_DIR / Path(name).name
         lines = None
         if source.is_file() and source.stat().st_size:
             try:
-                lines, _ = fmt.convert_file(source, anchor_ns, rate or 100, known, pid)
+                lines, _ = fmt.convert_file(source, anchor_ns, rate or 100, known, pid, attached_ns)
             except (OSError, ValueError) as exc:
                 lines = [fmt.line(fmt.DIAGNOSTIC, anchor_ns, pid, name=fmt.FAILED,
                                   message=f"{source}: py-spy's file could not be read ({exc})")]
@@ -558,9 +566,18 @@ def _alignment(con: duckdb.DuckDBPyConnection, result, source_file: str) -> None
         _ALIGNMENT_SQL, {"run_id": result.run_id}).fetchone()
     anchors = con.execute(f"SELECT max(duration_ns), any_value(weight) FROM _profile WHERE rec = '{fmt.PROFILER}'"
                           ).fetchone()
-    window_ms = (anchors[0] or 0) / 1e6
+    # the starts fmt.time_zero moved to when py-spy said it samples: by how much, known how well
+    moved, moved_ms, within_ms = con.execute(f"""
+        SELECT count(*), max(abs(moved)), max(within) FROM (
+            SELECT TRY_CAST(TRY_CAST(message AS JSON)->>'moved_ms' AS DOUBLE) AS moved,
+                   TRY_CAST(TRY_CAST(message AS JSON)->>'within_ms' AS DOUBLE) AS within
+            FROM _profile WHERE rec = '{fmt.CONVERTED}')
+        WHERE moved <> 0""").fetchone()
+    window_ms = max((anchors[0] or 0) / 1e6, within_ms or 0)
     interval_ms = 1000 / anchors[1] if anchors[1] else None
     parts = [f"sample times put on the trace's clock from each py-spy's start (known within {window_ms:.1f} ms)"]
+    if moved:
+        parts.append(f"{moved} py-spy start(s) placed by when py-spy said it sampled, moved by up to {moved_ms:.1f} ms")
     if checked:
         parts.append(f"{checked} samples ran in {functions} function(s) with spans of their own: "
                      + ("all inside them" if not outside else

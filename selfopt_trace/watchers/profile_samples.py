@@ -41,7 +41,7 @@ FORMAT_NAME = "selfopt-trace/samples"
 FORMAT_VERSION = 2  # 1: a K record's frames were JSON (still loaded: upgrade_v1)
 FIELDS = ("rec", "time_ns", "pid", "tid", "duration_ns", "weight", "stack_id", "flags", "name", "message",
           "terminator")
-SAMPLE, STACK, FRAME, PROFILER, CONVERTED, DIAGNOSTIC = "S", "K", "F", "P", "C", "D"
+SAMPLE, STACK, FRAME, PROFILER, ATTACHED, CONVERTED, DIAGNOSTIC = "S", "K", "F", "P", "A", "C", "D"
 TERMINATOR = "."
 HEADER_PREFIX = f"#{FORMAT_NAME} "
 HEADER = f"{HEADER_PREFIX}{FORMAT_VERSION}\t" + "\t".join(FIELDS[:-1]) + "\n"
@@ -202,9 +202,31 @@ def slices(events: Iterable[dict]) -> Iterator[tuple[int, int, int, int, tuple]]
             stack.pop()
 
 
-def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned) -> tuple[list[str], dict]:
+def time_zero(anchor_ns: int, attached_ns: int | None, first_us: int | None) -> int:
+    """py-spy's time zero on the trace's clock.
+
+    `anchor_ns` is when starting py-spy returned; its zero (taken as it begins) comes just after,
+    unless its start-up is slow: 0.6-1 s once in CI, where every sample then came out that much
+    early. `attached_ns` is when it printed "Sampling process" (its log's mtime, ATTACHED), which
+    bounds its zero from both sides: no later than that line, and no earlier than that line less
+    its first sample's time (py-spy stamps a sample when it handles it, after that line). An anchor
+    outside those bounds gives way to the earliest zero within them: its times then come out early
+    by the wait before py-spy's first sample (one interval on average; at most that first sample's
+    time, the C record's `within_ms`, which the loader's placement allows for, as it allows for the
+    time starting py-spy took), never late."""
+    if attached_ns is None or first_us is None:
+        return anchor_ns
+    earliest = attached_ns - first_us * 1000
+    return anchor_ns if earliest <= anchor_ns <= attached_ns else earliest
+
+
+def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned,
+            attached_ns: int | None = None) -> tuple[list[str], dict]:
     """The samples-file lines (F and K for frames and stacks not in `known`, which grows, then S) of
-    one py-spy Chrome trace whose time zero is `anchor_ns` on the trace's clock; and counts."""
+    one py-spy Chrome trace started at `anchor_ns` on the trace's clock (time_zero: where its zero
+    is); and counts, with how far its zero moved from the anchor and how well it is then known."""
+    first_us = min((event["ts"] for event in events if event.get("ph") == "B"), default=None)
+    zero_ns = time_zero(anchor_ns, attached_ns, first_us)
     out: list[str] = []
     stacks: dict[tuple, tuple[int | None, bool]] = {}  # py-spy's frames -> (stack id or None: the agent's alone, idle)
     threads: set[tuple[int, int]] = set()  # (pid, thread key)
@@ -224,12 +246,14 @@ def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned) -> tu
         duration_ns = (end_us - start_us) * 1000
         weight = duration_ns * rate_hz / 1e9
         threads.add((pid, thread_key))
-        out.append(line(SAMPLE, anchor_ns + start_us * 1000, pid, "" if tid is None else tid, duration_ns, weight,
+        out.append(line(SAMPLE, zero_ns + start_us * 1000, pid, "" if tid is None else tid, duration_ns, weight,
                         sid, IDLE_FLAG if idle else "", name))
         samples += 1
         weight_total += weight
+    moved = zero_ns != anchor_ns
     return out, {"slices": samples, "samples": round(weight_total), "threads": len(threads),
-                 "pids": sorted({pid for pid, _ in threads})}
+                 "pids": sorted({pid for pid, _ in threads}), "moved_ms": round((zero_ns - anchor_ns) / 1e6, 3),
+                 "within_ms": round(first_us / 1e3, 3) if moved and first_us is not None else 0}
 
 
 def _split_thread(pid: int, frames: tuple) -> tuple[int | None, str, tuple]:
@@ -254,7 +278,7 @@ def _split_thread(pid: int, frames: tuple) -> tuple[int | None, str, tuple]:
 
 
 def convert_file(path: Path, anchor_ns: int, rate_hz: float, known: Interned,
-                 pid: int | None = None) -> tuple[list[str], dict]:
+                 pid: int | None = None, attached_ns: int | None = None) -> tuple[list[str], dict]:
     """convert() of a py-spy Chrome trace file, then the C record that says it was converted."""
     with open(path, "rb") as stream:
         events = json.load(stream)
@@ -262,7 +286,7 @@ def convert_file(path: Path, anchor_ns: int, rate_hz: float, known: Interned,
         raise ValueError("not a Chrome trace (a JSON array of events)")
     before = (set(known.stacks), dict(known.frames), known.next_frame)
     try:
-        lines, counts = convert(events, anchor_ns, rate_hz, known)
+        lines, counts = convert(events, anchor_ns, rate_hz, known, attached_ns)
     except (ValueError, TypeError, AttributeError) as exc:  # nothing of it is written: `known` as it was
         known.stacks, known.frames, known.next_frame = before
         raise ValueError(f"not a py-spy Chrome trace: {exc}") from exc

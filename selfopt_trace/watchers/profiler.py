@@ -10,8 +10,9 @@ other program, and profiles the traced processes only (those whose samples have 
 py-spy writes what it sampled when it stops (its target exited, or SIGINT), as a Chrome trace in
 `profile/<pid>-<n>.json`: the watcher then turns it into lines of `profile/samples.tsv`
 (watchers/profile_samples.py) and deletes it. Its times count microseconds from py-spy's start: the
-watcher records the wall-clock time at which each py-spy started (the anchor, a `P` line) and the
-loader puts the samples on the trace's clock with it and checks the result against span
+watcher records the wall-clock time at which each py-spy started (the anchor, a `P` line) and when
+it said it samples (an `A` line, which rules out an anchor its slow start-up made wrong), the
+samples go on the trace's clock with them, and the loader checks the result against span
 boundaries (the `profile.alignment` diagnostic). So a profiler killed mid-run loses only the
 samples of the processes it was still sampling: every file already written is in samples.tsv, and
 `load` converts any py-spy file the watcher had no time to.
@@ -49,7 +50,8 @@ ENV_NONBLOCKING = "SELFOPT_TRACE_PROFILE_NONBLOCKING"  # 1: py-spy --nonblocking
 NONBLOCKING_DEFAULT = True
 
 DEFAULT_RATE_HZ = 100
-POLL_S = 0.005  # how often the watcher looks for new span files and finished py-spys
+POLL_S = 0.005  # how often the watcher looks for new span files, attached and finished py-spys
+SAMPLING_LINE = "Sampling process"  # what py-spy prints once it attached (_sampling_since)
 STOP_BUDGET_S = 10.0  # py-spys still sampling when CMD has exited: SIGINT, then this long to write
 INSTALL_HINT = "pip install 'selfopt-trace[profile]' (or pip install py-spy)"
 
@@ -201,7 +203,8 @@ class _Spy:
     process: subprocess.Popen
     output: Path
     log: Path
-    anchor_ns: int  # py-spy's time zero on the trace's clock
+    anchor_ns: int  # when it was started, on the trace's clock (its time zero is at, or after)
+    attached_ns: int | None = None  # when it said it samples (fmt.time_zero)
     stopping: bool = False
 
 
@@ -266,6 +269,7 @@ class Profiler:
             while not self._stop.is_set():
                 if self.settings.spawn == "each":
                     self._look_for_processes(spans_dir)
+                self._look_for_attachments()
                 self._collect_finished()
                 self._stop.wait(POLL_S)
         except Exception as exc:  # never the run's failure: a note, and the samples written so far stay
@@ -327,6 +331,14 @@ class Profiler:
                                                   "spawn": settings.spawn, "py-spy": settings.pyspy},
                                                  separators=(",", ":")))])
 
+    def _look_for_attachments(self) -> None:
+        """When each new py-spy said it samples: an A record, that places its time zero at conversion."""
+        for spy in self._spies:
+            if spy.attached_ns is None and not spy.stopping:
+                spy.attached_ns = _sampling_since(spy.log)
+                if spy.attached_ns is not None:
+                    self._write([fmt.line(fmt.ATTACHED, spy.attached_ns, spy.pid, name=spy.output.name)])
+
     def _collect_finished(self) -> None:
         for spy in [spy for spy in self._spies if spy.process.poll() is not None]:
             self._spies.remove(spy)
@@ -354,7 +366,8 @@ class Profiler:
             self._counts["lost" if lost else "failed"] += 1
             return
         try:
-            lines, counts = fmt.convert_file(spy.output, spy.anchor_ns, self.settings.rate_hz, self._known, spy.pid)
+            lines, counts = fmt.convert_file(spy.output, spy.anchor_ns, self.settings.rate_hz, self._known, spy.pid,
+                                             spy.attached_ns)
         except (OSError, ValueError) as exc:
             self._diagnostic(fmt.FAILED, f"py-spy's file for pid {spy.pid} could not be read: {exc}", spy.pid)
             self._write([done])
@@ -418,6 +431,24 @@ class Profiler:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
+
+
+def _sampling_since(log: Path) -> int | None:
+    """When py-spy printed that it samples: its log's mtime, while that line is the log's last (py-spy
+    prints nothing more until it stops); None before, or once it printed more."""
+    try:
+        before = os.stat(log)
+        if before.st_size == 0:
+            return None
+        text = log.read_bytes()
+        after = os.stat(log)
+    except OSError:
+        return None
+    if len(text) != after.st_size or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        return None  # written meanwhile: the next look
+    lines = text.decode(errors="replace").split("\n")
+    last = next((row for row in reversed(lines) if row.strip()), "")
+    return after.st_mtime_ns if SAMPLING_LINE in last else None
 
 
 def _last_line(path: Path) -> str:

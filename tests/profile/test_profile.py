@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from selfopt_trace.watchers.profile_samples import SAMPLES_PATH
+from selfopt_trace.watchers.profiler import ENV_PYSPY
 from tests.cli.conftest import Cli
-from tests.profile.conftest import TARGETS, WORKLOAD, needs_pyspy, profiled_run
+from tests.profile.conftest import PYSPY, TARGETS, WORKLOAD, needs_pyspy, profiled_run
 from tests.report.browser import BROWSER, open_page, screenshot
 
 pytestmark = needs_pyspy
@@ -37,6 +38,25 @@ def test_each_span_s_top_frame_is_its_own_hot_function(profiled: Cli, span: str,
     assert top["file"].endswith("hotmod.py")
     assert abs(top["self_pct"] - HOT_SHARE) <= HOT_SHARE * 0.10, rows[:3]
     assert top["self_samples"] >= 45  # 0.6 s at 100 Hz
+
+
+def test_a_py_spy_slow_to_start_still_puts_the_hot_functions_in_their_spans(tmp_path: Path) -> None:
+    # py-spy's clock starts as it begins, not when starting it returned: one that took 1 s to begin
+    # (its start-up on a loaded CI machine: 0.6-1 s once) had every sample 1 s early, each hot
+    # function's before its span. Its "Sampling process" line places its clock instead.
+    slow = tmp_path / "slow-py-spy"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{PYSPY}" "$@"\n', encoding="utf-8")
+    slow.chmod(0o755)
+    cli = Cli(tmp_path)
+    done = profiled_run(cli, "p1", env={**cli.env(), ENV_PYSPY: str(slow)})
+    assert done.returncode == 3, done.stderr.decode()
+    for span, function in (("phase_parent", "hot_parent"), ("phase_child", "hot_child")):
+        top = hot_frames(cli, f"span={span}")[0]
+        assert (top["span"], top["function"]) == (span, function), top
+        assert abs(top["self_pct"] - HOT_SHARE) <= HOT_SHARE * 0.10, top
+    (message,) = cli.query("SELECT message FROM diagnostics WHERE run_id = 'p1' AND code = 'profile.alignment'")[0]
+    moved = re.search(r"(\d+) py-spy start\(s\) placed by when py-spy said it sampled, moved by up to ([\d.]+) ms", message)
+    assert moved and int(moved[1]) >= 2 and 900 <= float(moved[2]) <= 1500, message
 
 
 def test_samples_of_the_child_process_attach_to_the_child_s_spans(profiled: Cli) -> None:

@@ -35,7 +35,34 @@ def test_merged_stacks_are_weighted_by_how_long_they_lasted() -> None:
                                                    ("3", "Condition.wait", "/x/threading.py")]
     stacks = [row.split("\t") for row in lines if row.startswith("K")]
     assert [(k[8], k[9]) for k in stacks] == [("1,2", "1,5"), ("1,3", "1,320")]
-    assert counts == {"slices": 2, "samples": 4, "threads": 1, "pids": [10]}
+    assert counts == {"slices": 2, "samples": 4, "threads": 1, "pids": [10], "moved_ms": 0.0, "within_ms": 0}
+
+
+def test_py_spy_s_time_zero_is_the_anchor_unless_its_sampling_line_rules_the_anchor_out() -> None:
+    ms = 1_000_000
+    # it said it samples at 100 ms; its first sample, stamped after that line, at 30 ms on its clock:
+    # its zero lies within [70, 100] ms
+    assert fmt.time_zero(80 * ms, 100 * ms, 30_000) == 80 * ms
+    assert fmt.time_zero(70 * ms, 100 * ms, 30_000) == 70 * ms and fmt.time_zero(100 * ms, 100 * ms, 30_000) == 100 * ms
+    # a start-up slower than starting it (the anchor too early), a watcher late to note the anchor
+    # (too late): the earliest zero, so times come out early as the loader's placement expects
+    assert fmt.time_zero(0, 100 * ms, 30_000) == 70 * ms
+    assert fmt.time_zero(120 * ms, 100 * ms, 30_000) == 70 * ms
+    assert fmt.time_zero(5 * ms, None, 30_000) == 5 * ms and fmt.time_zero(5 * ms, 100 * ms, None) == 5 * ms
+
+
+def test_a_slow_py_spy_s_samples_are_placed_by_its_sampling_line() -> None:
+    ms = 1_000_000
+    events = [event("B", 0, THREAD), event("B", 40_000, THREAD), event("B", 40_000, "main", "a.py", 1),
+              event("E", 60_000, "main", "a.py", 1), event("E", 60_000, THREAD)]
+    lines, counts = fmt.convert(events, anchor_ns=1000 * ms, rate_hz=100, known=fmt.Interned(), attached_ns=2000 * ms)
+    (sample,) = [row.split("\t") for row in lines if row.startswith("S")]
+    assert (int(sample[1]), int(sample[4])) == (2040 * ms, 20 * ms)  # zero at 2000 - 0 (the first B: a thread's)
+    assert (counts["moved_ms"], counts["within_ms"]) == (1000.0, 0.0)
+    lines, counts = fmt.convert(events[1:], anchor_ns=1000 * ms, rate_hz=100, known=fmt.Interned(),
+                                attached_ns=2000 * ms)
+    (sample,) = [row.split("\t") for row in lines if row.startswith("S")]
+    assert int(sample[1]) == 2000 * ms and (counts["moved_ms"], counts["within_ms"]) == (960.0, 40.0)
 
 
 def test_a_stack_seen_before_is_written_once() -> None:
@@ -170,6 +197,10 @@ def test_load_converts_a_py_spy_file_the_watcher_never_got_to(tmp_path) -> None:
                                    message='{"idle":false}')
     loaded, rows = _loaded_run(tmp_path, text, {"10-1.json": chrome})
     assert rows == [(10, "work", 2.0, 20 * ms)]
+    # that py-spy said it samples at 500 ms: its zero is there, past the end of `work`
+    attached = fmt.line(fmt.ATTACHED, T0 + 500 * ms, 10, name="10-1.json")
+    _, rows = _loaded_run(tmp_path / "attached", text + attached, {"10-1.json": chrome})
+    assert rows == [(10, "process", 2.0, 20 * ms)]
 
 
 def _stacks_of(tmp_path, samples_text: str, extra_files: dict | None = None):
