@@ -111,6 +111,17 @@ def test_a_long_slice_that_starts_early_goes_to_its_span_from_the_span_s_start(t
         (50.0, 1.0, 0.1, "process"), (91.4, 8.6, 0.86, "process"), (100.0, 611.4, 61.14, "phase")]
 
 
+def test_a_slice_a_fast_started_py_spy_put_early_still_goes_to_its_span(tmp_path: Path) -> None:
+    """Starting py-spy returned in 0.24 ms, but its clock starts later (its own start-up, 2-3 ms): a
+    sleep's slice 1.3 ms before the sleep's span (seen in CI) is the sleep's, not the phase's around it."""
+    spans = (complete(sid(1), "", "process", "process", T0, T0 + 1000 * MS)
+             + complete(sid(2), sid(1), "phase", "phase", T0 + 100 * MS, T0 + 800 * MS)
+             + complete(sid(3), sid(2), "time.sleep", "sleep", T0 + 301_300_000, T0 + 401_300_000))
+    sleep = fmt.line(fmt.SAMPLE, T0 + 300 * MS, PID, PID, 109 * MS, 10.9, 7, "", "t")
+    assert _pieces(tmp_path, spans, [sleep], window_ns=244_112) == [
+        (300.0, 1.3, 0.13, "phase"), (301.3, 100.0, 10.0, "time.sleep")]
+
+
 def test_a_slice_counts_in_its_span_only_between_the_span_s_start_and_end(tmp_path: Path) -> None:
     """A slice that began before its span (placed by its middle: py-spy's times come out early) counts
     there only from the span's start: the part before goes to the innermost span that was open over
