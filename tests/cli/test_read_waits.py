@@ -405,5 +405,7 @@ def test_a_ready_line_read_then_work_while_the_server_lives_is_the_server_s_then
     done = cli("run", "-q", "--json", "--", *python(READY_THEN_WORK))
     assert done.returncode == 0, done.stderr
     by_category = json.loads(done.stdout)["time_by_category_ms"]
-    assert by_category["child processes' own work"] >= 185 and by_category["own work"] >= 140, by_category
+    # the read's end is placed from the thread's CPU readings, 10 ms apart, later on a loaded machine
+    # (own work 139 ms of the 150 once in CI; 144-162 beside two CPU hogs)
+    assert by_category["child processes' own work"] >= 185 and by_category["own work"] >= 130, by_category
     assert by_category["untraced waits"] < 30, by_category
