@@ -225,7 +225,7 @@ def convert(events: list, anchor_ns: int, rate_hz: float, known: Interned,
     """The samples-file lines (F and K for frames and stacks not in `known`, which grows, then S) of
     one py-spy Chrome trace started at `anchor_ns` on the trace's clock (time_zero: where its zero
     is); and counts, with how far its zero moved from the anchor and how well it is then known."""
-    first_us = min((event["ts"] for event in events if event.get("ph") == "B"), default=None)
+    first_us = min((event.get("ts", 0) for event in events if event.get("ph") == "B"), default=None)
     zero_ns = time_zero(anchor_ns, attached_ns, first_us)
     out: list[str] = []
     stacks: dict[tuple, tuple[int | None, bool]] = {}  # py-spy's frames -> (stack id or None: the agent's alone, idle)
