@@ -576,7 +576,8 @@ def _alignment(con: duckdb.DuckDBPyConnection, result, source_file: str) -> None
                    TRY_CAST(TRY_CAST(message AS JSON)->>'within_ms' AS DOUBLE) AS within
             FROM _profile WHERE rec = '{fmt.CONVERTED}')
         WHERE moved <> 0""").fetchone()
-    window_ms = max((anchors[0] or 0) / 1e6, within_ms or 0)
+    # as the placement allows: the time starting py-spy took, its own start-up at least (_MIN_WINDOW_NS)
+    window_ms = max((anchors[0] or 0) / 1e6, within_ms or 0, _MIN_WINDOW_NS / 1e6)
     interval_ms = 1000 / anchors[1] if anchors[1] else None
     parts = [f"sample times put on the trace's clock from each py-spy's start (known within {window_ms:.1f} ms)"]
     if moved:
