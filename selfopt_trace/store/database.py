@@ -161,10 +161,10 @@ class Store:
         return run_query(self, name, params, extra_dirs)
 
     def cursor(self) -> Store:
-        """Another connection to this store's database, for queries in another thread (a connection
-        runs one statement at a time). Close it when done; the store itself stays open."""
+        """Another connection to this store's database, with its settings, for queries in another thread
+        (a connection runs one statement at a time). Close it when done; the store itself stays open."""
         other = object.__new__(Store)
-        other.path, other._con = self.path, self._con.cursor()
+        other.path, other._con = self.path, _configured(self._con.cursor())
         return other
 
     def close(self) -> None:
@@ -276,6 +276,11 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             holder = _LOCK_HOLDER.search(message)
             raise StoreLockedError(path, f"PID {holder['pid']} ({holder['program']})" if holder else None) from exc
         raise _open_error(path, exc) from exc
+    return _configured(con)
+
+
+def _configured(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A connection with this store's settings: each is the connection's own (a cursor starts without)."""
     con.execute("SET enable_progress_bar = false")  # DuckDB would draw one on stdout for long loads
     try:
         # As-of joins always as such: from DuckDB 1.3, one whose left side it guesses small becomes a

@@ -119,6 +119,17 @@ def test_the_summary_of_runs_in_a_store_of_many_runs(tmp_path: Path) -> None:
         assert_summary_agrees_with_the_queries(store, big[-1])
 
 
+def test_a_cursor_has_the_store_s_settings(tmp_path: Path) -> None:
+    """The summary's queries on cursors (its process rows) plan as on the store."""
+    with Store(tmp_path / "traces.duckdb") as store:
+        cursor = store.cursor()
+        try:
+            settings = "SELECT current_setting('asof_loop_join_threshold'), current_setting('enable_progress_bar')"
+            assert cursor.sql(settings) == store.sql(settings) == (store.sql(settings)[0], [(0, False)])
+        finally:
+            cursor.close()
+
+
 def test_untraced_waits_that_dominate_say_how_to_see_where(cli) -> None:
     from tests.cli.conftest import python
 
