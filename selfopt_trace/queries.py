@@ -18,8 +18,9 @@ default's. A check in brackets after the default bounds its values: `>= N`, `<= 
 <= 100]`), or the values allowed (`['name', 'time']`); a value outside is a one-line error before
 any SQL runs, as is an int beyond DuckDB's BIGINT or a float that is not finite (null is always
 allowed: it means "not given"). In the SQL, parameters are DuckDB named parameters (`$limit`):
-values are always bound, never pasted into the text. The SQL runs as the whole file, so an error's
-`LINE n` is the file's line.
+values are bound, never pasted into the text as given (a query planned ahead, PlannedQuery, has
+the checked values written in as typed, quoted literals). The SQL runs as the whole file, so an
+error's `LINE n` is the file's line.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .background import Background
 from .errors import QueryError, SelfoptTraceError
 
 _TYPES = {"int": int, "float": float, "text": str, "bool": bool}
@@ -140,6 +142,12 @@ class Query:
                 bound[parameter.name] = parameter.default
         return bound
 
+    def written_with(self, bound: Mapping[str, Any]) -> str:
+        """The SQL with `bound` (bind's values) written in as literals, for a statement planned once
+        ahead of its execution (PlannedQuery): DuckDB binds a prepared statement whose parameters
+        reach a table macro again at every execution."""
+        return _USED.sub(lambda used: _sql_literal(bound[used[1]]) if used[1] in bound else used[0], self.sql)
+
 
 @dataclass(frozen=True)
 class QueryResult:
@@ -149,6 +157,51 @@ class QueryResult:
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+class PlannedQuery:
+    """A named query bound and planned now, on a connection of its own and in a thread, and run later
+    (`result()`), once the store's own connection has loaded what it reads: `run` plans a small run's
+    breakdown beside its load, where binding and planning it (its table macros, ~1,200 operators) took
+    ~40 ms of its ~75 (docs/benchmarks.md, "Command line"). The execution reads the data as it is
+    then; DuckDB binds the statement again if the tables or macros changed in between. `close()`
+    when done, run or not."""
+
+    def __init__(self, store, name: str, params: Mapping[str, Any], unoptimized: bool) -> None:
+        self.query = get_query(name)
+        self.unoptimized = unoptimized  # planned without DuckDB's optimizer (Store.planned_unoptimized)
+        self._cursor = store.cursor()
+        self._planning = Background(self._plan, self.query.written_with(self.query.bind(params)))
+
+    def _plan(self, sql: str) -> None:
+        with self._cursor.planned_unoptimized(self.unoptimized):
+            self._cursor.sql("PREPARE planned AS " + sql)  # on line 1: an error's LINE is still the file's
+
+    def result(self) -> QueryResult:
+        try:
+            self._planning.result()
+            columns, rows = self._cursor.sql("EXECUTE planned")
+        except QueryError as exc:
+            raise QueryError(_located(self.query, str(exc))) from exc
+        return QueryResult(self.query, columns, rows)
+
+    def close(self) -> None:
+        self._planning.join()
+        self._cursor.close()
+
+
+def _sql_literal(value: Any) -> str:
+    """A bound value as the SQL literal of the type DuckDB binds it as: str VARCHAR, int INTEGER or
+    BIGINT as its literal is (bind checked its range), float DOUBLE (finite), not a DECIMAL literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value!r}::DOUBLE"
+    return "'" + str(value).replace("'", "''") + "'::VARCHAR"
 
 
 def builtin_dir() -> Path:

@@ -97,12 +97,17 @@ def _load_and_summarize(store: Store, records: list[RunRecord], options: RunOpti
     results = []
     for record in records:
         assert record.run_dir is not None
-        store.load_run(record.run_dir, replace=options.replace, notes=record.notes)
-        record_live_export(store, record.run_id, record.run_dir)
-        next_commands = summaries.next_commands(record.run_id, db, available_commands)
-        if jaeger is not None and jaeger_ui.was_sent(store, record.run_id):  # no link to a trace Jaeger never got
-            next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
-        results.append(summaries.summarize(store, record.run_id, next_commands))
+        breakdown = summaries.plan_breakdown(store, record.run_id, record.run_dir)  # bound and planned beside the load
+        try:
+            store.load_run(record.run_dir, replace=options.replace, notes=record.notes)
+            record_live_export(store, record.run_id, record.run_dir)
+            next_commands = summaries.next_commands(record.run_id, db, available_commands)
+            if jaeger is not None and jaeger_ui.was_sent(store, record.run_id):  # no link to a trace Jaeger never got
+                next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
+            results.append(summaries.summarize(store, record.run_id, next_commands, breakdown))
+        finally:
+            if breakdown is not None:
+                breakdown.close()
     return results
 
 

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .background import Background
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS, split_command
-from .queries import missing_data, run_query
+from .queries import PlannedQuery, missing_data, run_query
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .store import Store
 
 OWN_WORK = "own work"
@@ -234,24 +236,41 @@ def process_rows(store: Store, run_id: str) -> list[ProcessRow]:
     return out
 
 
-def time_by_category(store: Store, run_id: str, wall_ns: int, spans: int | None = None) -> dict[str, int]:
+def time_by_category(store: Store, run_id: str, wall_ns: int, spans: int | None = None,
+                     planned: PlannedQuery | None = None) -> dict[str, int]:
     """The breakdown's wall time per category (ns), as the query gives it. `spans`: the run's span
     count when known (0: nothing to break down, the query is not run: the whole `wall_ns` is
-    outside traced processes, as the query would say)."""
+    outside traced processes, as the query would say). `planned`: the breakdown planned ahead."""
     if spans == 0:
         return {**dict.fromkeys(BREAKDOWN_CATEGORIES, 0), OUTSIDE: wall_ns}
-    rows = run_query(store, "breakdown", {"run_id": run_id}).records()
+    rows = (planned.result() if planned is not None else run_query(store, "breakdown", {"run_id": run_id})).records()
     return {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
 
 
-def summarize(store: Store, run_id: str, next_commands: Sequence[str] = ()) -> RunSummary:
-    """The summary of one loaded run."""
+def plan_breakdown(store: Store, run_id: str, run_dir: Path) -> PlannedQuery | None:
+    """The breakdown of a run about to be loaded from `run_dir`, bound and planned beside its load
+    (queries.py, PlannedQuery), as summarize plans it if the store is still as small then. None for
+    a run without span files, whose summary runs no breakdown. Close it after summarize."""
+    from .store.loader import span_files
+
+    if not span_files(run_dir):
+        return None
+    return PlannedQuery(store, "breakdown", {"run_id": run_id}, unoptimized=store.is_small())
+
+
+def summarize(store: Store, run_id: str, next_commands: Sequence[str] = (),
+              planned_breakdown: PlannedQuery | None = None) -> RunSummary:
+    """The summary of one loaded run. `planned_breakdown`: plan_breakdown's, taken if planned as
+    the summary's other queries are (the load did not take the store past SMALL_STORE_SPANS)."""
     unoptimized = store.is_small()
+    if planned_breakdown is not None and planned_breakdown.unoptimized != unoptimized:
+        planned_breakdown = None
     with store.planned_unoptimized(unoptimized):
-        return _summarize(store, run_id, next_commands, unoptimized)
+        return _summarize(store, run_id, next_commands, unoptimized, planned_breakdown)
 
 
-def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimized: bool) -> RunSummary:
+def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimized: bool,
+               planned_breakdown: PlannedQuery | None) -> RunSummary:
     _, run_rows = store.sql(_RUN_SQL, {"run_id": run_id})
     group_id, command, start_ns, end_ns, exit_code, _run_dir, watchers_notes, damaged_lines, warnings = \
         run_rows[0] if run_rows else (None,) * 9
@@ -260,7 +279,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     window = (start_ns or first_ns or 0, end_ns or last_ns or 0)
     # The processes' query beside the breakdown (each releases the GIL): ~6 ms off a small run's summary.
     processes_beside = Background(_process_rows_beside, store, run_id, unoptimized) if spans else None
-    by_category = time_by_category(store, run_id, max(0, window[1] - window[0]), spans)
+    by_category = time_by_category(store, run_id, max(0, window[1] - window[0]), spans, planned_breakdown)
     processes = processes_beside.result() if processes_beside is not None else []
     slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
     notes = [] if processes else ["no Python process was traced: CMD started none, or only untraced ones (python -I, "

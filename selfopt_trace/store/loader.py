@@ -398,6 +398,11 @@ class _RunMeta:
     notes: tuple[str, ...] = ()
 
 
+def span_files(run_dir: Path) -> list[Path]:
+    """The run directory's span files, in the order they load."""
+    return sorted(path for path in (run_dir / "spans").glob("*" + spanfile.SUFFIX) if path.is_file())
+
+
 def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, replace: bool = False,
              small_store: bool = False, notes: Sequence[str] | None = None) -> LoadResult:
     """Load one run directory in one transaction. Loading a run directory again replaces its rows;
@@ -411,7 +416,7 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, replace: bool = Fals
     if notes is not None:
         meta = replaced(meta, notes=_notes(notes))
     result = LoadResult(run_id=meta.run_id, warnings=warnings)
-    files = sorted(path for path in (run_dir / "spans").glob("*" + spanfile.SUFFIX) if path.is_file())
+    files = span_files(run_dir)
     if not files:
         result.warnings.append(LoadWarning("loader.no_span_files", f"{run_dir / 'spans'}: no span files"))
     scans = [_scan(path) for path in files]

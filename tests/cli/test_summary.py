@@ -119,8 +119,33 @@ def test_the_summary_of_runs_in_a_store_of_many_runs(tmp_path: Path) -> None:
         assert_summary_agrees_with_the_queries(store, big[-1])
 
 
+def summarized_as_run_does(store: Store, run: RunBuilder, tmp_path: Path) -> summary.RunSummary:
+    """The run loaded and summarized as `run` does it (run_report): its breakdown planned beside the load."""
+    run_dir = run.write(tmp_path)
+    planned = summary.plan_breakdown(store, run.run_id, run_dir)
+    assert planned is not None
+    try:
+        store.load_run(run_dir)
+        return summary.summarize(store, run.run_id, planned_breakdown=planned)
+    finally:
+        planned.close()
+
+
+def test_a_breakdown_planned_beside_the_load_gives_the_figures_of_one_planned_after_it(tmp_path: Path) -> None:
+    """In a small store, and where the load takes the store past SMALL_STORE_SPANS (the plan made
+    without the optimizer is then set aside)."""
+    with Store(tmp_path / "traces.duckdb") as store:
+        small = summarized_as_run_does(store, traced_run("small", imports=3, children=2), tmp_path)
+        assert store.is_small()
+        big = summarized_as_run_does(store, traced_run("big", imports=SMALL_STORE_SPANS // 2, children=3), tmp_path)
+        assert not store.is_small()
+        for planned_ahead in (small, big):
+            assert planned_ahead == summary.summarize(store, planned_ahead.run_id)
+            assert planned_ahead.by_category[summary.OWN_WORK] > 0
+
+
 def test_a_cursor_has_the_store_s_settings(tmp_path: Path) -> None:
-    """The summary's queries on cursors (its process rows) plan as on the store."""
+    """The summary's queries on cursors (process rows, the breakdown planned ahead) plan as on the store."""
     with Store(tmp_path / "traces.duckdb") as store:
         cursor = store.cursor()
         try:

@@ -78,15 +78,17 @@ class RunBuilder:
         return span_id
 
     def load(self, store: Any, tmp_path: Path, run_start_ms: float | None = 0.0, **run_json_fields: Any) -> str:
-        """Write the run directory (with run.json when run_start_ms is given) and load it. Unless
-        told (`end_ns`), `run` saw CMD exit when the last top-level span of the run's trace ended."""
+        """Write the run directory (`write`) and load it."""
+        store.load_run(self.write(tmp_path, run_start_ms, **run_json_fields))
+        return self.run_id
+
+    def write(self, tmp_path: Path, run_start_ms: float | None = 0.0, **run_json_fields: Any) -> Path:
+        """Write the run directory (with run.json when run_start_ms is given). Unless told (`end_ns`),
+        `run` saw CMD exit when the last top-level span of the run's trace ended."""
         ids = {s.id for s in self.spans}
         run_end = max((s.end for s in self.spans if s.trace == TRACE and s.parent not in ids), default=None)
         run_json = None if run_start_ms is None else {"run_id": self.run_id, "start_ns": at(run_start_ms),
                                                       "command": "python main.py", **run_json_fields}
         if run_json is not None and run_end is not None:
             run_json.setdefault("end_ns", at(run_end))
-        run_dir = write_run(tmp_path / self.run_id, {name: "".join(lines) for name, lines in self.files.items()},
-                            run_json)
-        store.load_run(run_dir)
-        return self.run_id
+        return write_run(tmp_path / self.run_id, {name: "".join(lines) for name, lines in self.files.items()}, run_json)

@@ -79,6 +79,26 @@ SELECT $text AS text, (SELECT count(*) FROM spans WHERE run_id = $run_id) AS spa
     assert store.sql("SELECT count(*) FROM spans")[1] == [(0,)]
 
 
+def test_values_written_into_a_query_planned_ahead_are_the_values_bound(store, tmp_path: Path) -> None:
+    """PlannedQuery writes the checked values in as literals: the same values of the same types as
+    bound, a quote or a `$name` in a text as it was."""
+    query = parse_query(write(tmp_path, "typed", """-- Each value and its type.
+-- Parameters:
+--   text: text = null  anything
+--   number: int = null   an int
+--   ratio: float = null  a float
+--   flag: bool = null    a boolean
+SELECT $text AS text, typeof($text) AS t, $number AS number, typeof($number) AS n, $ratio AS ratio,
+       typeof($ratio) AS r, $flag AS flag, typeof($flag) AS f, (SELECT count(*) FROM spans) AS spans
+"""))
+    hostile = "x'; DROP TABLE spans; -- $number \\'"
+    for values in ({}, {"text": hostile, "number": 7, "ratio": 0.1, "flag": True},
+                   {"text": "", "number": -2 ** 63, "ratio": -1e300, "flag": False}, {"number": 2 ** 40, "ratio": 5.0}):
+        bound = query.bind(values)
+        assert store.sql(query.written_with(bound)) == store.sql(query.sql, bound), values
+    assert store.sql(query.written_with(query.bind({"text": hostile})))[1][0][0] == hostile
+
+
 def test_a_missing_parameter_is_named(store) -> None:
     with pytest.raises(QueryError, match=r"query breakdown needs the parameter run_id \(the run\)"):
         run_query(store, "breakdown", {})
