@@ -852,6 +852,11 @@ def test_third_round_never_reaches_a_span(traced):
     ("subprocess.run(['mysqladmin', '-u', 'root', 'password', 'S'])",
      "subprocess.run(['mysqladmin', '-u', 'root', 'password', [REDACTED]])"),
     ("mysqladmin -h db old-password S flush-hosts", "mysqladmin -h db old-password [REDACTED] flush-hosts"),
+    # after other commands: mysqladmin takes several a line
+    ("mysqladmin -u root status password S", "mysqladmin -u root status password [REDACTED]"),
+    ("sh -c \"mysqladmin status extended-status -h db password 'S S' flush-hosts\"",
+     "sh -c \"mysqladmin status extended-status -h db password [REDACTED] flush-hosts\""),
+    ("subprocess.run(['mysqladmin', 'status', 'password', 'S'])", "subprocess.run(['mysqladmin', 'status', 'password', [REDACTED]])"),
     # a pair: a list of a secret's name and its value, itself an item of a list or of a call's arguments
     ('[["password", "S"]]', '[["password", [REDACTED]]]'),
     ("pairs = [['user', 'me'], ['password', 'S'], ['host', 'h']]", "pairs = [['user', 'me'], ['password', [REDACTED]], ['host', 'h']]"),
@@ -908,6 +913,9 @@ def test_fourth_round_secrets_in_free_text(text, redacted):
      ["/usr/bin/mysqladmin", "-uroot", "-p[REDACTED]", "password", "[REDACTED]", "flush-hosts"]),
     (["mysqladmin", "password", "-u", "root", "S"], ["mysqladmin", "password", "-u", "root", "[REDACTED]"]),
     (["mysqladmin", "-h", "db", "old-password", "S"], ["mysqladmin", "-h", "db", "old-password", "[REDACTED]"]),
+    (["mysqladmin", "-u", "root", "status", "password", "S", "flush-hosts"],  # after other commands
+     ["mysqladmin", "-u", "root", "status", "password", "[REDACTED]", "flush-hosts"]),
+    (["mysqladmin", "status", "-h", "db", "old-password", "S"], ["mysqladmin", "status", "-h", "db", "old-password", "[REDACTED]"]),
     (["tool", "--no-x-token=S", "--no-password-check", "build"],  # as free text reads them
      ["tool", "--no-x-token=[REDACTED]", "--no-password-check", "build"]),
     (["pip", "install", "--proxy", "me:S@proxy.example:3128", "pkg"], ["pip", "install", "--proxy", "me:[REDACTED]", "pkg"]),
@@ -928,6 +936,7 @@ def test_fourth_round_secrets_in_argv(args, expected):
 @pytest.mark.parametrize("args", [
     ["mysqladmin", "-u", "root", "status"],  # no `password` command
     ["mysqladmin", "-u", "root", "-p", "create", "shop"],
+    ["mysqladmin", "status", "extended-status", "flush-hosts"],  # commands, none of them `password`
     ["pip", "install", "--proxy", "http://proxy.example:3128", "pkg"],  # no user:secret@
     ["pip", "install", "--proxy=proxy.example:3128", "pkg"],
     ["tool", "--no-verify-token"],

@@ -245,6 +245,9 @@ _NAME_MARKS = tuple(name + "=" for name in _SECRET_NAMES)
 _VALUE_MARKS = _SECRET_PREFIXES + _PATH_MARKS + ("%40",)
 # Programs whose `set` is no `set NAME VALUE` of a secret (gsettings' schemas: `org.gnome.desktop.session`)
 _NO_SETTING = frozenset(("gsettings",))
+# Programs taking several commands in one line, any of them a subcommand of the table (`mysqladmin status
+# password X`): argv and free text look for it past the first word that is no option
+_COMMAND_LISTS = frozenset(("mysqladmin",))
 # The endings of names that say where a secret is, or that it is read from stdin (`--password-file PATH`, gpg's
 # `--passphrase-fd 0`, `POSTGRES_PASSWORD_FILE=/run/secrets/db`, docker's `--password-stdin`, of no value): no
 # secret's names
@@ -386,7 +389,7 @@ def argv(args: list) -> list:
                     subcommands = None
                     if arg in _OPERANDS.get(program, ()):
                         operands_at = len(out)
-                elif not after_option:  # another subcommand
+                elif not after_option and program not in _COMMAND_LISTS:  # another subcommand
                     subcommands = None
                 after_option = False
         if flags and arg.startswith("-"):

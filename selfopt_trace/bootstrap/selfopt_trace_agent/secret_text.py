@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-from .redact import (PATTERNS, REDACTED, SECRET_HEADERS, _FLAG_FORMS, _FLAG_WORDS, _LAST, _NO_USER_SECRET,
-                     _NO_VALUE_FLAGS, _OPERANDS, _PASS_SOURCES, _SECRET_NAMES, _SECRET_PREFIXES, _SECRET_WORDS,
-                     _SOURCE_ENDINGS, _USER_FLAGS, _holds_word)
+from .redact import (PATTERNS, REDACTED, SECRET_HEADERS, _COMMAND_LISTS, _FLAG_FORMS, _FLAG_WORDS, _LAST,
+                     _NO_USER_SECRET, _NO_VALUE_FLAGS, _OPERANDS, _PASS_SOURCES, _SECRET_NAMES, _SECRET_PREFIXES,
+                     _SECRET_WORDS, _SOURCE_ENDINGS, _USER_FLAGS, _holds_word)
 
 # A quoted string in free text, its quotes escaped inside another string too (`TOKEN=\"X\"` in a `-c`
 # program's repr)
@@ -73,6 +73,9 @@ def free_text_patterns() -> list:
     def command_of(program: str, subcommand: str) -> str:
         if not subcommand:
             return r"\b" + re.escape(program) + r"\b"
+        if program in _COMMAND_LISTS:  # any words before it
+            return (r"\b" + re.escape(program) + r"(?:" + between + in_word + r"+)*?" + between + re.escape(subcommand)
+                    + "(?!" + in_word + ")")
         return (r"\b" + re.escape(program) + r"(?:" + between + "-" + in_word + r"*(?:" + between + "(?!-)" + in_word
                 + r"+)?)*" + between + re.escape(subcommand) + "(?!" + in_word + ")")
 
