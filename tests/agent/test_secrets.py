@@ -1021,3 +1021,35 @@ def test_fourth_round_never_reaches_a_span(traced):
                          "--no-x-token=[REDACTED]", "next=https://[REDACTED]@evil.example/",
                          '"name": "DB_PASSWORD", "value": [REDACTED]'),
                         kept=("mysqladmin -u root status", "tool --no-password-check build"))
+
+
+# --- a literal fed to a command that reads its secret from stdin --
+
+@pytest.mark.parametrize("text, redacted", [
+    ("echo S | docker login -u me --password-stdin registry.example", "echo [REDACTED] | docker login -u me --password-stdin registry.example"),
+    ('echo "S S" | podman login --password-stdin', "echo [REDACTED] | podman login --password-stdin"),
+    ("printf '%s' S | gh auth login --with-token", "printf '%s' [REDACTED] | gh auth login --with-token"),
+    ("printf 'S\\n' | sudo -S apt-get install -y x", "printf [REDACTED] | sudo -S apt-get install -y x"),
+    ("echo -n S|sudo -kS true", "echo -n [REDACTED]|sudo -kS true"),
+    ("echo S | sudo --stdin -u bob id", "echo [REDACTED] | sudo --stdin -u bob id"),
+    ("echo me:S | chpasswd", "echo [REDACTED] | chpasswd"),
+    ("echo S | passwd --stdin me", "echo [REDACTED] | passwd --stdin me"),
+    ("docker login -u me --password-stdin <<< 'S S'", "docker login -u me --password-stdin <<< [REDACTED]"),
+    ("sh -c 'echo S | docker login --password-stdin'", "sh -c 'echo [REDACTED] | docker login --password-stdin'"),
+    ("subprocess.run('echo S | sudo -S reboot', shell=True)", "subprocess.run('echo [REDACTED] | sudo -S reboot', shell=True)"),
+])
+def test_a_literal_fed_to_a_command_reading_its_secret_from_stdin(text, redacted):
+    assert redact.text(text) == redacted
+    assert redact.text(redacted) == redacted
+    assert redact.argv(["/bin/sh", "-c", text]) == ["/bin/sh", "-c", redacted]
+
+
+@pytest.mark.parametrize("text", [
+    'echo "$TOKEN" | docker login --password-stdin',  # a variable: no secret in the text
+    "echo $GH_TOKEN | gh auth login --with-token",
+    "echo hello | git hash-object --stdin",  # not a secret's reader
+    "echo hi | sudo tee /etc/motd",  # sudo asks on the terminal without -S
+    "echo done; docker login --password-stdin",  # not fed to it
+])
+def test_what_is_fed_to_stdin_otherwise_is_kept(text):
+    assert redact.text(text) == text

@@ -231,8 +231,10 @@ def _read_table(patterns, flag_words: dict) -> tuple:
 # `host:path`): the `user` kind skips them.
 _NO_USER_SECRET = frozenset(("docker", "podman", "nerdctl", "buildah", "runc", "crun", "sudo", "rsync", "cp", "mv"))
 # What free text holding a program's flag or a `user` flag holds (`_might_hold_secret`): the program or the flag,
-# then the flag or the `user` flag and what may follow it (looked for once the first is there: few texts hold it)
-_TWO_MARKS = _FLAG_MARKS + tuple((flag, tuple(flag + after for after in " \t=,'\"")) for flag in sorted(_USER_FLAGS))
+# then the flag or the `user` flag and what may follow it (looked for once the first is there: few texts hold it);
+# sudo and its `-S` (`echo X | sudo -S cmd`: its password from stdin)
+_TWO_MARKS = _FLAG_MARKS + tuple((flag, tuple(flag + after for after in " \t=,'\"")) for flag in sorted(_USER_FLAGS)) \
+    + (("sudo", ("S",)),)
 # The hosts of `path` forms, looked for in a URL (every HTTP request's: most name none) or free text as
 # the fewest short texts: `discord` for discord.com and discordapp.com. A `path` form of another host adds its
 # mark here (the table's test of its example fails without).

@@ -173,6 +173,11 @@ def free_text_patterns() -> list:
     user_flags = sorted(_USER_FLAGS)
     patterns.append((tuple(user_flags), r"((?<![\w-])(?:" + "|".join(re.escape(flag) for flag in user_flags)
                      + r")(?:['\"]?\s*,\s*|\s+|=)['\"]?[^\s:'\"/@]+:)(?!\d+(?:[\s'\"]|$)|[/~])" + value, keep_user))
+    # what reads a secret from stdin (`echo X | sudo -S cmd`), and a literal fed to it: a word, or a quoted
+    # string whole, not a shell variable nor one already redacted
+    stdin_reader = (r"(?:--(?:password|passphrase|token)-stdin\b|--with-token\b|\bchpasswd\b"
+                    r"|\b(?:passwd|sudo)\b[^;&|\n]*?\s(?:--stdin\b|-[A-Za-z]*S\b))")
+    fed = r"(?!\\?['\"]?\$|\[REDACTED\])(" + _QUOTED + r"|[^\s'\"|;&<>]+)"
     # a name saying where the secret is (`--password-file PATH`, `--passphrase-fd 0`, `--password-stdin`)
     source_name = "".join("(?<!" + ending + ")" for ending in _SOURCE_ENDINGS)
     name = r"[\w.-]*(?:" + words + r")[\w.-]*" + source_name
@@ -215,6 +220,12 @@ def free_text_patterns() -> list:
         (("set", "auth(", "auth1("), r"((?:\b(?i:set\w*?(?:" + words + r"))\w*\s*|\b[A-Z]\w*Auth1?)\((?:(?:"
          + skipped + r"|[^()'\"\\])*?,\s*)?)(?!\[REDACTED\])(" + literal + r")(?=\s*\))", _keep_name),
         (("bearer", "basic"), r"(?i)(\b(?:bearer|basic)\s+)" + value, _keep_name),
+        # a literal fed to a command that reads its secret from stdin (`echo X | docker login --password-stdin`,
+        # `printf '%s' X | gh auth login --with-token`, `echo X | sudo -S cmd`, `... --password-stdin <<< X`);
+        # not a variable (`echo "$TOKEN" | ...`)
+        (("-stdin", "with-token", "chpasswd", "sudo"), r"(\b(?:echo|printf)(?:\s+-[neE]+)*\s+(?:\\?['\"]%s[^'\"\s]*\\?['\"]\s+)?)"
+         + fed + r"(?=\\?['\"]?\s*\|[^;&|\n]*?" + stdin_reader + ")", _keep_name),
+        (("<<<",), "(" + stdin_reader + r"[^;&|\n]*?<<<\s*)" + fed, _keep_name),
         # --token X, --password "X Y"; not a word's dash (`make test-auth build`: looked behind once a `-` matched,
         # as a pattern starting with a lookbehind is tried at every position)
         (("-",), r"(?i)(-(?<![\w.-]-)-?" + name + r"\s+)(?!-)" + value, keep_flag),
