@@ -223,8 +223,9 @@ def free_text_patterns() -> list:
         # a literal fed to a command that reads its secret from stdin (`echo X | docker login --password-stdin`,
         # `printf '%s' X | gh auth login --with-token`, `echo X | sudo -S cmd`, `... --password-stdin <<< X`);
         # not a variable (`echo "$TOKEN" | ...`)
-        (("-stdin", "with-token", "chpasswd", "sudo"), r"(\b(?:echo|printf)(?:\s+-[neE]+)*\s+(?:\\?['\"]%s[^'\"\s]*\\?['\"]\s+)?)"
-         + fed + r"(?=\\?['\"]?\s*\|[^;&|\n]*?" + stdin_reader + ")", _keep_name),
+        (("-stdin", "with-token", "chpasswd", "sudo"),
+         r"(\b(?:echo|printf)(?:\s+-[neE]+)*\s+(?:\\?['\"]%s[^'\"\s]*\\?['\"]\s+)?)" + fed
+         + r"(?=\\?['\"]?\s*\|[^;&|\n]*?" + stdin_reader + ")", _keep_name),
         (("<<<",), "(" + stdin_reader + r"[^;&|\n]*?<<<\s*)" + fed, _keep_name),
         # --token X, --password "X Y"; not a word's dash (`make test-auth build`: looked behind once a `-` matched,
         # as a pattern starting with a lookbehind is tried at every position)
