@@ -31,6 +31,9 @@ TEARDOWN = "interpreter teardown"  # the breakdown's category for processes fina
 GARBAGE_COLLECTION = "garbage collection"  # the breakdown's category for the collector's timed passes (`gc` spans)
 TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, the summary says what it is and where to look
 NOTE_MIN_NS = 50_000_000  # and at least this much: a 50 ms script's 7 ms of teardown is not worth a note
+# A traced process that ended this soon after CMD's exit ended with it: a helper reading its parent's end
+# (multiprocessing's resource tracker, 0.1 ms after the demo's CMD) did not go on
+WENT_ON_AFTER_NS = 10_000_000
 SLOWEST = 10
 # The breakdown's categories in its order (queries/breakdown.sql, `names`). A run without spans has
 # nothing to break down: each is 0, and the summary does not run the query, whose planning alone is
@@ -314,7 +317,7 @@ def _went_on_note(processes: list[ProcessRow], cmd_end_ns: int, run_dir: str | N
     """Traced processes CMD left running (`sh -c 'python x &'`): recorded after CMD's exit, or with no
     end when the run was loaded and no exit seen by anyone. The breakdown stops at CMD's exit."""
     went_on = sorted(p.pid for p in processes if p.pid is not None and (
-        (p.incomplete and p.exit_code is None) or (cmd_end_ns > 0 and p.end_ns > cmd_end_ns)))
+        (p.incomplete and p.exit_code is None) or (cmd_end_ns > 0 and p.end_ns > cmd_end_ns + WENT_ON_AFTER_NS)))
     if not went_on:
         return []
     pids = ", ".join(map(str, went_on[:5])) + (", ..." if len(went_on) > 5 else "")

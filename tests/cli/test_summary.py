@@ -314,6 +314,22 @@ def test_a_process_cmd_leaves_running_is_broken_down_up_to_cmd_s_exit_with_a_not
     assert sum(r["wall_pct"] for r in rows if r["category"] != "total") == pytest.approx(100, abs=0.2)
 
 
+def test_a_helper_that_ends_with_cmd_did_not_go_on(tmp_path: Path) -> None:
+    """A helper ending as CMD does (multiprocessing's resource tracker reads its parent's end) gets no
+    note; one that ran on after CMD's exit does."""
+    notes = {}
+    with Store(tmp_path / "traces.duckdb") as store:
+        for after_ms in (0.2, summary.WENT_ON_AFTER_NS / MS + 5):
+            run = RunBuilder(f"helper-{after_ms}")
+            main = run.process(100, 0, 100)
+            call = run.span(100, "subprocess", "subprocess", 5, 6, main, kind="CLIENT")
+            run.process(200, 6, 100 + after_ms, call, command="tracker.py")
+            run.load(store, tmp_path, end_ns=T0 + 100 * MS, pid=100)
+            notes[after_ms] = [n for n in summary.summarize(store, run.run_id).notes if "had not ended" in n]
+    assert list(notes.values()) == [[], [notes[summary.WENT_ON_AFTER_NS / MS + 5][0]]]
+    assert "pid 200" in notes[summary.WENT_ON_AFTER_NS / MS + 5][0]
+
+
 def breakdown_of(cli, run_id: str) -> dict[str, float]:
     with Store(cli.db, read_only=True) as store:
         return {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": run_id}).records()}
