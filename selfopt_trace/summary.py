@@ -254,7 +254,7 @@ def plan_breakdown(store: Store, run_id: str, run_dir: Path) -> PlannedQuery | N
     """The breakdown of a run about to be loaded from `run_dir`, bound and planned beside its load
     (queries.py, PlannedQuery), as summarize plans it if the store is still as small then. None for
     a run without span files, whose summary runs no breakdown. Close it after summarize."""
-    from .store.loader import span_files
+    from .store.loader import span_files  # DuckDB's: not for the summary of a run not loaded
 
     if not span_files(run_dir):
         return None
