@@ -63,11 +63,26 @@ PATTERNS = (
     ("prefix", "ghp_", "ghp_S3CR3T0123"),
     ("prefix", "gho_", "gho_S3CR3T0123"),
     ("prefix", "ghs_", "ghs_S3CR3T0123"),
+    ("prefix", "ghu_", "ghu_S3CR3T0123"),
+    ("prefix", "ghr_", "ghr_S3CR3T0123"),
     ("prefix", "github_pat_", "github_pat_S3CR3T0123"),
     ("prefix", "xoxb-", "xoxb-S3CR3T0123"),
     ("prefix", "xoxp-", "xoxp-S3CR3T0123"),
+    ("prefix", "xoxa-", "xoxa-S3CR3T0123"),
+    ("prefix", "xoxr-", "xoxr-S3CR3T0123"),
+    ("prefix", "xoxs-", "xoxs-S3CR3T0123"),
+    ("prefix", "xapp-", "xapp-S3CR3T0123"),
     ("prefix", "AKIA", "AKIAS3CR3T0123"),
     ("prefix", "glpat-", "glpat-S3CR3T0123"),
+    ("prefix", "glrt-", "glrt-S3CR3T0123"),
+    ("prefix", "gldt-", "gldt-S3CR3T0123"),
+    ("prefix", "pypi-AgEI", "pypi-AgEIcHlwaS5vcmcS3CR3T0123"),  # a PyPI token: base64 of its macaroon's `pypi.org`
+    ("prefix", "sk_live_", "sk_live_S3CR3T0123"),  # Stripe's secret and restricted keys
+    ("prefix", "rk_live_", "rk_live_S3CR3T0123"),
+    ("prefix", "sk_test_", "sk_test_S3CR3T0123"),
+    ("prefix", "rk_test_", "rk_test_S3CR3T0123"),
+    ("prefix", "AIza", "AIzaS3CR3T0123"),  # a Google API key
+    ("prefix", "ya29.", "ya29.S3CR3T0123"),  # a Google OAuth access token
     ("prefix", "eyJ", "eyJS3CR3T0123.eyJzdWIiOiIxIn0.c2ln"),  # a JWT: base64 of `{"`, its parts joined by dots
     ("flag", "curl -u", "curl -u me:S3CR3T https://example.invalid/"),
     ("flag", "curl --user", "curl --user me:S3CR3T https://example.invalid/"),
