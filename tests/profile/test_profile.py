@@ -115,8 +115,12 @@ def test_no_frame_is_the_agent_s_and_a_hooked_sleep_shows_under_the_line_that_ca
         WHERE p.run_id = 'p1' AND p.idle AND s.name = 'time.sleep' GROUP BY ALL""")
     # (and the workload's own wait for its py-spy before each phase, where py-spy saw it)
     assert {function for function, _ in rows} <= {"phase_parent", "phase_child", "wait_for_profiler"}, rows
+    assert {"phase_parent", "phase_child"} <= {function for function, _ in rows}, rows
+    # Both phases' 0.1 s, less what a loaded py-spy loses: a sample taken late leaves the gap before
+    # it to the stack sampled before (the hot loop's last slice ran 49-60 ms into the sleep beside
+    # four CPU hogs, and in CI)
     phases = sum(ns for function, ns in rows if function != "wait_for_profiler")
-    assert phases / 1e9 > 0.12, rows  # both phases' 0.1 s, less the samples a loaded py-spy misses
+    assert phases / 1e9 > 0.08, rows
 
 
 def test_the_summary_points_a_profiled_run_s_untraced_waits_at_its_idle_frames(profiled: Cli) -> None:
