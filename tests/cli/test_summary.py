@@ -326,8 +326,8 @@ def test_a_helper_that_ends_with_cmd_did_not_go_on(tmp_path: Path) -> None:
             run.process(200, 6, 100 + after_ms, call, command="tracker.py")
             run.load(store, tmp_path, end_ns=T0 + 100 * MS, pid=100)
             notes[after_ms] = [n for n in summary.summarize(store, run.run_id).notes if "had not ended" in n]
-    assert list(notes.values()) == [[], [notes[summary.WENT_ON_AFTER_NS / MS + 5][0]]]
-    assert "pid 200" in notes[summary.WENT_ON_AFTER_NS / MS + 5][0]
+    ended_with_cmd, ran_on = notes.values()
+    assert ended_with_cmd == [] and len(ran_on) == 1 and "pid 200" in ran_on[0]
 
 
 def breakdown_of(cli, run_id: str) -> dict[str, float]:
