@@ -144,12 +144,16 @@ def test_waits_finds_the_lines_where_the_critical_path_waited_on_nothing_traced(
     rows = json.loads(done.stdout)
     # A row a line: a phase's select, and now and then one sample at the end of its sleep the clock
     # alignment puts just past the sleep's span (its line above). Besides, outside the phases, the
-    # workload's own wait for its py-spy before each (its reads of /proc), where py-spy saw it.
+    # workload's own wait for its py-spy before each (its reads of /proc), where py-spy saw it. A
+    # loaded py-spy puts the odd sample elsewhere in a phase (CI: one at main.py's call of it, as the
+    # phase's span began), for no longer than the gaps its lag leaves (as for the hooked sleeps above).
+    expected = {("phase_parent", "phase_parent"), ("phase_child", "phase_child")}
     phases: dict = {}
     for row in rows:
         if row["span"] in ("phase_parent", "phase_child"):
             phases.setdefault((row["span"], row["function"]), []).append(row)
-    assert set(phases) == {("phase_parent", "phase_parent"), ("phase_child", "phase_child")}, rows
+    assert set(phases) >= expected, rows
+    assert sum(row["waited_ms"] for key in set(phases) - expected for row in phases.pop(key)) < 60, rows
     for lines in phases.values():
         for row in lines:
             assert row["file"].endswith("hotmod.py") and row["called_from"] == "<module>"  # main.py calls it
