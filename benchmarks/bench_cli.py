@@ -7,6 +7,7 @@ CMD starts (start-up, option parsing, the checks) and after it ends (loading int
 summary; with --no-load, the summary alone); `CMD` is CMD's own wall time between the two (what
 `run`'s work while CMD runs, such as importing the report's modules, must not slow). Budgets (issue 12): `--version`/`--help` <= 150 ms,
 `run -- /bin/true` <= 250 ms in all and <= 60 ms before CMD, load + summary of a small run <= 200 ms.
+`runs` and `sql` show what a command typer parses costs (no budget).
 
 selfopt_trace's modules are compiled first, as a wheel's install leaves them (an editable install
 under PYTHONDONTWRITEBYTECODE would compile ~60 modules in every command). `cpu` is the command's
@@ -83,6 +84,9 @@ def main() -> None:
         "run --no-load -- /bin/true": [str(SCRIPT), "run", "--no-load", "--", "/bin/true"],
         "run -- /bin/true": [str(SCRIPT), "run", "--", "/bin/true"],  # no --run-id: it opens DuckDB before CMD
         "run -- python -c pass": [str(SCRIPT), "run", "--", sys.executable, "-c", "pass"],
+        # Commands typer parses (after the runs above: the store is there)
+        "runs": [str(SCRIPT), "runs"],
+        "sql 'SELECT 1'": [str(SCRIPT), "sql", "SELECT 1"],
     }
     commands = {prefix + name: (argv, tree_env) for prefix, tree_env in trees.items() for name, argv in programs.items()
                 if not (prefix and name == "python -c pass")}

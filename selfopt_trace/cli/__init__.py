@@ -2,7 +2,7 @@
 
 The typer app and its command modules load in `commands` on first use: `selfopt-trace --version`,
 `--help` (cli/root_help.py) and the common `run` command lines (cli/quick_run.py) go without them
-(typer and what its option parsing loads cost ~150 ms of start-up). Library errors
+(the typer app and what it loads cost ~60 ms of start-up). Library errors
 (`selfopt_trace.errors.SelfoptTraceError`) become one-line messages and exit code 2 in `main`.
 """
 

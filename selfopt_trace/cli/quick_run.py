@@ -1,8 +1,8 @@
 """`selfopt-trace run` without typer, for the common command lines.
 
-Typer and what its option parsing loads (pydantic: typer 0.29 builds a TypeAdapter per
-parameter) cost ~150 ms before CMD starts (docs/benchmarks.md, "Command line"). `parse` reads
-the options in `FLAGS` and `VALUES` the way click reads them and nothing else: any other option,
+The typer app and what it loads (typer, its click, rich) cost ~60 ms before CMD starts, the
+whole budget (docs/benchmarks.md, "Command line"). `parse` reads the options in `FLAGS` and
+`VALUES` the way click reads them and nothing else: any other option,
 `--help`, a short-option cluster, no command, or a variable that sets one of `run`'s options
 (SELFOPT_TRACE_OUT, ...) returns None, and typer parses the command line as always.
 tests/cli/test_quick_run.py checks both give the same RunOptions.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 import sys
 
 import pytest
@@ -37,6 +38,20 @@ def test_runs_lists_the_most_recent_first(two_runs):
     parsed = list(csv.DictReader(io.StringIO(cli("runs", "-f", "csv").stdout.decode())))
     assert [row["run_id"] for row in parsed] == ["beta-2", "alpha-1"]
     assert json.loads(cli("runs", "-f", "json", "--limit", "1").stdout)[0]["run_id"] == "beta-2"
+
+
+def test_a_typer_command_parses_its_options_without_pydantic(two_runs):
+    """typer 0.29 coerces every option through a pydantic TypeAdapter, ~80 ms more a command
+    (pyproject.toml keeps typer below it): `sql`'s text, --db and --format parsed, no pydantic loaded."""
+    cli = two_runs
+    code = ("import atexit, sys; atexit.register(lambda: print('pydantic' in sys.modules, file=sys.stderr)); "
+            f"sys.argv = ['selfopt-trace', 'sql', '--db', {str(cli.db)!r}, '-f', 'json', 'SELECT 42 AS answer']; "
+            "from selfopt_trace.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", code], env=cli.env(), cwd=cli.cwd, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"answer": 42}]
+    assert result.stderr.strip().splitlines()[-1] == "False", result.stderr
 
 
 def test_sql_formats(two_runs):
