@@ -210,6 +210,11 @@ def builtin_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "queries"
 
 
+def is_shipped(query: Query) -> bool:
+    """Whether `query` is one of the shipped ones (not a file of the user's `--queries` folder)."""
+    return query.path.parent == builtin_dir()
+
+
 def load_queries(extra_dirs: Iterable[Path | str] = (),
                  bad: list[QueryDefinitionError] | None = None) -> dict[str, Query]:
     """Every query by name: the shipped ones, then each extra folder's (a later file of the same name wins).

@@ -21,12 +21,13 @@ if TYPE_CHECKING:
 
 _NO_STATEMENT = "no SQL statement to run: the text is empty, or only `;` and comments"
 
-# Up to this many spans in the whole store, the summary's queries, and the load of a small run
-# (store/loader.py, SMALL_RUN_BYTES), are planned without DuckDB's optimizer: on a small store
-# planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same results),
-# while on a large one filter pushdown is what keeps each scan to the run's own spans (that run's
-# breakdown beside 100,000 other spans: 69 -> 77 ms without it). docs/benchmarks.md, "Command line
-# (issue 12)"; tests/cli/test_summary.py checks the figures against the optimized queries'.
+# Up to this many spans in the whole store, the summary's queries, `query`'s shipped ones, and the
+# load of a small run (store/loader.py, SMALL_RUN_BYTES), are planned without DuckDB's optimizer: on a
+# small store planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same
+# results), while on a large one filter pushdown is what keeps each scan to the run's own spans (that
+# run's breakdown beside 100,000 other spans: 69 -> 77 ms without it). docs/benchmarks.md, "Command
+# line (issue 12)"; tests/cli/test_summary.py checks the figures against the optimized queries',
+# tests/queries/test_named_queries.py and tests/profile/test_profile.py the shipped queries' rows.
 SMALL_STORE_SPANS = 10_000
 
 # DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123)'

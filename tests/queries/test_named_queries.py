@@ -14,6 +14,14 @@ def test_every_shipped_query_runs_and_returns_its_documented_columns(traced_stor
     assert result.columns == [column.name for column in result.query.columns]
 
 
+@pytest.mark.parametrize("name", sorted(load_queries()))
+def test_every_shipped_query_gives_its_rows_planned_without_the_optimizer(traced_store, name: str) -> None:
+    """`query` plans a shipped query without DuckDB's optimizer on a small store (cli/query.py)."""
+    with traced_store.planned_unoptimized(True):
+        unoptimized = run_query(traced_store, name, {"run_id": "q1"})
+    assert unoptimized.rows == run_query(traced_store, name, {"run_id": "q1"}).rows
+
+
 def records(store, name: str, **params) -> list[dict]:
     return run_query(store, name, {"run_id": "q1", **params}).records()
 
