@@ -218,7 +218,7 @@ def generate_run(run_dir: Path, run_id: str, spans: int, seed: int = 1) -> int:
     server.write()
     (run_dir / "run.json").write_text(json.dumps({
         "run_id": run_id, "command": ["python", "-m", "codeflash.main"], "cwd": "/src", "start_ns": t0,
-        "end_ns": t + 6 * MS, "exit_code": 0, "service": "synthetic"}), encoding="utf-8")
+        "end_ns": t + 6 * MS, "exit_code": 0, "pid": 1000, "service": "synthetic"}), encoding="utf-8")
     return total + main.count + server.count
 
 

@@ -330,6 +330,13 @@ unit_threads AS (
 -- out), merged where they overlap. A
 -- reading's CPU goes to the rest of the reading, none to these (with no reading at all, they alone
 -- are off the CPU).
+sleeps AS (
+    SELECT start_ns, end_ns,
+           -- NULL parents drop out in the join, not as a scan filter (that one read every span's parent id)
+           CASE WHEN parent_span_id IS NOT NULL THEN hash(parent_span_id) END AS parent
+    FROM spans
+    WHERE run_id = $run_id AND category = 'sleep' AND name <> 'asyncio.sleep'  -- other tasks run in it
+),
 off_cpu_raw AS (
     SELECT c.unit, greatest(c.rs, u.rs) AS ss, least(c.re, u.re) AS se
     FROM coded AS c JOIN unit_threads AS u ON u.unit = c.unit
@@ -338,12 +345,11 @@ off_cpu_raw AS (
                        WHERE run_id = $run_id AND category = 'wait' AND name LIKE 'asyncio.%')
     UNION ALL
     SELECT u.unit, greatest(s.start_ns, u.rs), least(s.end_ns, u.re)
-    FROM spans AS s
-    -- NULL parents drop out in the join, not as a scan filter (that one read every span's parent id)
-    JOIN coded AS c ON c.id = CASE WHEN s.parent_span_id IS NOT NULL THEN hash(s.parent_span_id) END
+    FROM sleeps AS s
+    -- the sleeps' parents first (a hash table of the sleeps, not of every span: -20 ms at 1 M spans)
+    JOIN (SELECT id, unit FROM coded WHERE id IN (SELECT parent FROM sleeps)) AS c ON c.id = s.parent
     JOIN unit_threads AS u ON u.unit = c.unit
-    WHERE s.run_id = $run_id AND s.category = 'sleep' AND s.name <> 'asyncio.sleep'  -- other tasks run in it
-      AND least(s.end_ns, u.re) > greatest(s.start_ns, u.rs)
+    WHERE least(s.end_ns, u.re) > greatest(s.start_ns, u.rs)
 ),
 off_cpu AS (
     SELECT unit, min(ss) AS ss, max(se) AS se

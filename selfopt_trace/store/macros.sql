@@ -94,9 +94,10 @@ FROM (SELECT hash(s.span_id) AS id, s.pid, s.end_ns, s.incomplete, r.end_ns AS e
              coalesce(s.attributes->>'process.exec.replaced' = 'true', false) AS replaced
       FROM runs AS r
       JOIN spans AS s ON s.run_id = r.run_id AND s.pid = r.pid AND s.name = 'process' AND s.category = 'process'
-      WHERE r.run_id = for_run
-        AND NOT EXISTS (SELECT 1 FROM spans AS p
-                        WHERE p.run_id = for_run AND p.span_id = s.parent_span_id AND p.name <> 'exec')
+      -- no parent but an exec (an anti join: as NOT EXISTS, DuckDB built a hash table of every span of
+      -- the run, 55 ms at 1 M spans, for the one or two process spans of CMD's pid)
+      LEFT JOIN spans AS p ON p.run_id = for_run AND p.span_id = s.parent_span_id AND p.name <> 'exec'
+      WHERE r.run_id = for_run AND p.span_id IS NULL
       QUALIFY row_number() OVER (ORDER BY s.end_ns DESC) = 1)
 WHERE NOT incomplete AND end_ns <= exited_ns;
 
