@@ -16,15 +16,22 @@ each beside two baselines measured in the same run: a plain `SELECT count(*)` of
 (DuckDB answers it almost from metadata) and the least any tree query must do, joining every span
 to its parent (`count(*)` of spans JOIN spans ON parent). Ratios are against the join.
 
+`--baseline DIR --query NAME` then times that query on the 1M-span run in processes of this tree and
+of another tree's selfopt_trace (a checkout of an older commit: `git archive COMMIT selfopt_trace
+queries | tar -x -C DIR`; its queries and its store's macros), alternating, `--rounds` each.
+
     python benchmarks/bench_queries.py [--spans 1000000] [--report-spans 100000] [--repeat 3]
+                                       [--baseline DIR --query breakdown [--rounds 3]]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -251,11 +258,50 @@ def median_time(function, repeat: int) -> float:
     return statistics.median(times)
 
 
+# Run in a process of the tree under test (its directory first on sys.path): the median time of a
+# query on the 1M-span run.
+TIME_QUERY = """
+import statistics, sys, time
+from pathlib import Path
+from selfopt_trace import queries
+from selfopt_trace.store import Store
+db, name, repeat = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+with Store(db, read_only=True) as store:
+    query = queries.get_query(name)
+    queries.run_query(store, query, {"run_id": "big"})
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        queries.run_query(store, query, {"run_id": "big"})
+        times.append(time.perf_counter() - t0)
+print(statistics.median(times))
+"""
+
+
+def compare_trees(db: Path, name: str, baseline: Path, rounds: int, repeat: int) -> None:
+    """Query `name` timed in processes of this tree and of `baseline`'s, alternating."""
+    here = str(Path(__file__).resolve().parent.parent)
+    trees = {"this tree": here, f"{baseline}": str(baseline.resolve())}
+    medians: dict[str, list[float]] = {tree: [] for tree in trees}
+    for round_ in range(rounds):
+        for tree, path in (trees.items() if round_ % 2 == 0 else reversed(trees.items())):
+            done = subprocess.run([sys.executable, "-c", TIME_QUERY, str(db), name, str(repeat)],
+                                  env={**os.environ, "PYTHONPATH": path}, cwd=path, check=True,
+                                  capture_output=True, text=True)
+            medians[tree].append(float(done.stdout))
+    print(f"\nquery {name} [1M], medians of {repeat} in each process, {rounds} processes a tree:")
+    for tree, values in medians.items():
+        print(f"  {tree:30} {statistics.median(values):7.3f} s   ({', '.join(f'{v:.3f}' for v in values)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--report-spans", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another tree, its --query timed beside this one's")
+    parser.add_argument("--query", default="breakdown")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work_dir = Path(tempfile.mkdtemp(prefix="bench-queries-"))
     with Store(work_dir / "bench.duckdb") as store:
@@ -288,6 +334,8 @@ def main() -> None:
             verdict = "" if target is None else ("ok" if seconds <= target else "SLOW")
             failed |= verdict == "SLOW"
             print(f"{what:40} {seconds:9.3f} {ratio:8.1f} {target or '':>9} {verdict}")
+    if args.baseline:  # the store closed: each tree's process opens it
+        compare_trees(work_dir / "bench.duckdb", args.query, args.baseline, args.rounds, max(args.repeat, 5))
     sys.exit(1 if failed else 0)
 
 
