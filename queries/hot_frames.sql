@@ -60,8 +60,9 @@ walls AS (
       AND s.span_id IN (SELECT span_id FROM samples WHERE run_id = $run_id AND ($idle OR NOT idle))
     GROUP BY ALL
 ),
-selfs AS MATERIALIZED (  -- summed once, rounded: sums in another order must rank alike
-    SELECT p.grp_no, f.frame_id, arg_max(f.line, p.weight) AS line, round(sum(p.weight), 6) AS self_w,
+selfs AS MATERIALIZED (  -- summed once, rounded: sums in another order must rank alike (and of a frame's
+    -- lines in stacks of the same weight, the first: whatever the plan)
+    SELECT p.grp_no, f.frame_id, arg_max(f.line, (p.weight, -f.line)) AS line, round(sum(p.weight), 6) AS self_w,
            sum(p.ns) AS self_ns
     FROM per_stack AS p JOIN stack_frames AS f ON f.run_id = $run_id AND f.stack_id = p.stack_id AND f.running
     GROUP BY ALL
@@ -107,4 +108,4 @@ FROM top AS t
 JOIN frames AS n ON n.run_id = $run_id AND n.frame_id = t.frame_id
 JOIN (SELECT DISTINCT grp_no, grp FROM groups) AS g USING (grp_no)
 LEFT JOIN walls AS w USING (grp_no)
-ORDER BY w.wall_ns DESC NULLS LAST, g.grp, t.self_w DESC, t.total_w DESC, n.function
+ORDER BY w.wall_ns DESC NULLS LAST, g.grp, t.self_w DESC, t.total_w DESC, n.function, n.file, t.line, t.frame_id

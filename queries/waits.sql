@@ -65,7 +65,7 @@ waited AS (  -- less the parts of the path its children have (disjoint: the path
 ),
 by_line AS (
     SELECT w.id, w.pid, f.frame_id, f.line, sum(w.ns) AS ns, sum(w.weight * w.ns / w.duration_ns) AS samples,
-           arg_max(w.stack_id, w.ns) AS stack_id
+           arg_max(w.stack_id, (w.ns, w.stack_id)) AS stack_id  -- of stacks as long, one whatever the plan
     FROM waited AS w JOIN stack_frames AS f ON f.run_id = $run_id AND f.stack_id = w.stack_id AND f.running
     WHERE w.ns > 0
     GROUP BY ALL
@@ -84,5 +84,5 @@ FROM by_line AS b
 JOIN frames AS fr ON fr.run_id = $run_id AND fr.frame_id = b.frame_id
 JOIN names AS n ON n.id = b.id
 JOIN stacks AS k ON k.run_id = $run_id AND k.stack_id = b.stack_id
-ORDER BY b.ns DESC, n.name, fr.function
+ORDER BY b.ns DESC, n.name, fr.function, fr.file, b.line, b.pid
 LIMIT $limit
