@@ -31,5 +31,5 @@ FROM spans AS g
 LEFT JOIN spans AS p ON p.run_id = g.run_id AND p.span_id = g.parent_span_id
 WHERE g.run_id = $run_id AND g.category = 'gc' AND ($pid IS NULL OR g.pid = $pid)
 GROUP BY g.pid, p.name, p.category
-ORDER BY gc_ms DESC, g.pid, interrupted
+ORDER BY gc_ms DESC, g.pid, interrupted, category
 LIMIT $limit

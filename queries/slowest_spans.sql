@@ -22,5 +22,5 @@ SELECT name, category, kind, pid,
        status, incomplete, span_id
 FROM spans
 WHERE run_id = $run_id AND ($category IS NULL OR category = $category)
-ORDER BY duration_ns DESC, start_ns
+ORDER BY duration_ns DESC, start_ns, span_id
 LIMIT $limit
