@@ -346,7 +346,7 @@ off_cpu_raw AS (
     UNION ALL
     SELECT u.unit, greatest(s.start_ns, u.rs), least(s.end_ns, u.re)
     FROM sleeps AS s
-    -- the sleeps' parents first (a hash table of the sleeps, not of every span: -20 ms at 1 M spans)
+    -- the sleeps' parents first (a hash table of the sleeps, not of every span: -35 ms at 1 M spans)
     JOIN (SELECT id, unit FROM coded WHERE id IN (SELECT parent FROM sleeps)) AS c ON c.id = s.parent
     JOIN unit_threads AS u ON u.unit = c.unit
     WHERE least(s.end_ns, u.re) > greatest(s.start_ns, u.rs)

@@ -180,6 +180,7 @@ def test_the_sample_queries_give_their_rows_planned_without_the_optimizer(profil
             unoptimized = run_query(store, name, {"run_id": "p1"}).rows
         assert unoptimized and unoptimized == run_query(store, name, {"run_id": "p1"}).rows
 
+
 def test_flame_svg_renders_in_chromium_with_the_hot_function(profiled: Cli, tmp_path: Path) -> None:
     if BROWSER is None:
         pytest.skip("no Chromium on this machine: install it with scripts/browser-test-setup.sh")
