@@ -49,7 +49,7 @@ def query(
     db: Optional[Path] = DB,
 ) -> None:
     """Run a named SQL query (queries/*.sql) on a run: breakdown, roundtrip, subprocess, imports, ..."""
-    from ..queries import QueryDefinitionError, get_query, is_shipped, load_queries, missing_data, run_query
+    from ..queries import QueryDefinitionError, get_query, load_queries, missing_data, run_query
 
     if list_ or name is None:
         bad: list[QueryDefinitionError] = []
@@ -69,10 +69,7 @@ def query(
     with open_store(db) as store:
         if takes_run:  # -p run_id=... is a run as --run's: an id, a unique prefix or `latest`
             values["run_id"] = resolve_run(store, values.get("run_id", run or "latest"))
-        # Planned as the summary's queries are: without DuckDB's optimizer on a small store (store/
-        # database.py, SMALL_STORE_SPANS), for the shipped queries tests/queries check that way
-        with store.planned_unoptimized(is_shipped(named) and store.is_small()):
-            result = run_query(store, named, values)
+        result = run_query(store, named, values)
         why_empty = None if result.rows or "run_id" not in values else missing_data(store, named, values["run_id"])
     if output is QueryFormat.markdown:
         sys.stdout.write(markdown_table(result.columns, result.rows))

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 _NO_STATEMENT = "no SQL statement to run: the text is empty, or only `;` and comments"
 
-# Up to this many spans in the whole store, the summary's queries, `query`'s shipped ones, and the
-# load of a small run (store/loader.py, SMALL_RUN_BYTES), are planned without DuckDB's optimizer: on a
+# Up to this many spans in the whole store, the summary's queries, the shipped ones (queries.run_query), and
+# the load of a small run (store/loader.py, SMALL_RUN_BYTES), are planned without DuckDB's optimizer: on a
 # small store planning is most of their cost (the breakdown of a 2-span run: 64 -> 44 ms, the same
 # results), while on a large one filter pushdown is what keeps each scan to the run's own spans (that
 # run's breakdown beside 100,000 other spans: 69 -> 77 ms without it). docs/benchmarks.md, "Command
@@ -128,14 +128,16 @@ class Store:
 
     @contextmanager
     def planned_unoptimized(self, unoptimized: bool) -> Iterator[None]:
-        """Statements inside planned without DuckDB's optimizer, if `unoptimized` (SMALL_STORE_SPANS)."""
-        if unoptimized:
-            self._con.execute("PRAGMA disable_optimizer")
+        """Statements inside planned without DuckDB's optimizer, if `unoptimized` (SMALL_STORE_SPANS);
+        inside another such block (the summary's, around a shipped query's), off until that one ends."""
+        if not unoptimized or not self._con.execute("SELECT current_setting('enable_optimizer')").fetchone()[0]:
+            yield
+            return
+        self._con.execute("PRAGMA disable_optimizer")
         try:
             yield
-        finally:
-            if unoptimized:  # the connection goes on serving other queries (the next run's load, a report)
-                self._con.execute("PRAGMA enable_optimizer")
+        finally:  # the connection goes on serving other queries (the next run's load, a report)
+            self._con.execute("PRAGMA enable_optimizer")
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run one query with bound parameters; returns (column names, rows)."""

@@ -144,6 +144,17 @@ def test_a_breakdown_planned_beside_the_load_gives_the_figures_of_one_planned_af
             assert planned_ahead.by_category[summary.OWN_WORK] > 0
 
 
+def test_unoptimized_blocks_nest(tmp_path: Path) -> None:
+    """A shipped query's block inside the summary's leaves the optimizer off until the summary's ends."""
+    optimizer = "SELECT current_setting('enable_optimizer')"
+    with Store(tmp_path / "traces.duckdb") as store:
+        with store.planned_unoptimized(True):
+            with store.planned_unoptimized(True):
+                assert store.sql(optimizer)[1] == [(False,)]
+            assert store.sql(optimizer)[1] == [(False,)]
+        assert store.sql(optimizer)[1] == [(True,)]
+
+
 def test_a_cursor_has_the_store_s_settings(tmp_path: Path) -> None:
     """The summary's queries on cursors (process rows, the breakdown planned ahead) plan as on the store."""
     with Store(tmp_path / "traces.duckdb") as store:

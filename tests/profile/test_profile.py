@@ -169,16 +169,18 @@ def test_waits_finds_the_lines_where_the_critical_path_waited_on_nothing_traced(
 
 @pytest.mark.parametrize("name", ["waits", "hot_frames"])
 def test_the_sample_queries_give_their_rows_planned_without_the_optimizer(profiled: Cli, name: str) -> None:
-    """`query` plans a shipped query without DuckDB's optimizer on a small store (cli/query.py), as
+    """run_query plans a shipped query without DuckDB's optimizer on a small store, as
     tests/queries/test_named_queries.py checks on a run without samples."""
-    from selfopt_trace.queries import run_query
+    from selfopt_trace.queries import get_query
     from selfopt_trace.store import Store
 
+    query = get_query(name)
+    bound = query.bind({"run_id": "p1"})
     with Store(profiled.db, read_only=True) as store:
         assert store.is_small()
         with store.planned_unoptimized(True):
-            unoptimized = run_query(store, name, {"run_id": "p1"}).rows
-        assert unoptimized and unoptimized == run_query(store, name, {"run_id": "p1"}).rows
+            unoptimized = store.sql(query.sql, bound)[1]
+        assert unoptimized and unoptimized == store.sql(query.sql, bound)[1]
 
 
 def test_flame_svg_renders_in_chromium_with_the_hot_function(profiled: Cli, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfopt_trace.queries import load_queries, run_query
+from selfopt_trace.queries import get_query, load_queries, run_query
 from tests.queries.conftest import WORKLOAD
 
 
@@ -16,10 +16,12 @@ def test_every_shipped_query_runs_and_returns_its_documented_columns(traced_stor
 
 @pytest.mark.parametrize("name", sorted(load_queries()))
 def test_every_shipped_query_gives_its_rows_planned_without_the_optimizer(traced_store, name: str) -> None:
-    """`query` plans a shipped query without DuckDB's optimizer on a small store (cli/query.py)."""
+    """run_query plans a shipped query without DuckDB's optimizer on a small store."""
+    query = get_query(name)
+    bound = query.bind({"run_id": "q1"})
     with traced_store.planned_unoptimized(True):
-        unoptimized = run_query(traced_store, name, {"run_id": "q1"})
-    assert unoptimized.rows == run_query(traced_store, name, {"run_id": "q1"}).rows
+        unoptimized = traced_store.sql(query.sql, bound)[1]
+    assert unoptimized == traced_store.sql(query.sql, bound)[1]
 
 
 def records(store, name: str, **params) -> list[dict]:
