@@ -356,14 +356,18 @@ def _gil_note(store: Store, run_id: str, waited_untraced_ns: int, wall_ns: int) 
             "work one thread at a time; processes (or a free-threaded Python) run it in parallel"]
 
 
-# The line whose recorded sleeps add up to the most (hooks/time_.py records where each slept; not
-# for an asyncio.sleep that is a task itself).
+# The line whose recorded sleeps are the longest on the critical path (hooks/time_.py records where
+# each slept; not for an asyncio.sleep that is a task itself): the time they cost the run. Summing
+# every sleep of a line named one whose sleeps ran side by side (four pool threads' 100 ms each) or
+# in another category (a handler's, in http server time: no activity, never on the path) over the
+# main thread's one long sleep.
 _SLEEPIEST_LINE_SQL = """
-SELECT attributes->>'code.filepath', attributes->>'code.lineno', count(*), sum(end_ns - start_ns)
-FROM spans
-WHERE run_id = $run_id AND category = 'sleep' AND attributes->>'code.filepath' IS NOT NULL
+SELECT s.attributes->>'code.filepath', s.attributes->>'code.lineno', count(*), sum(p.path_end - p.path_start)
+FROM critical_path_rows($run_id) AS p
+JOIN spans AS s ON s.run_id = $run_id AND hash(s.span_id) = p.id
+WHERE s.category = 'sleep' AND s.attributes->>'code.filepath' IS NOT NULL
 GROUP BY ALL
-ORDER BY 4 DESC
+ORDER BY 4 DESC, 1, 2
 LIMIT 1
 """
 
@@ -377,8 +381,9 @@ def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list
     _, rows = store.sql(_SLEEPIEST_LINE_SQL, {"run_id": run_id})
     if rows and rows[0][0]:
         path, line, count, ns = rows[0]
-        note += f"; the most at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, {ns / 1e6:.0f} ms)"
-    return [note + f"; on the path: `selfopt-trace query critical_path --run {run_id}`"]
+        note += f"; the longest on the critical path at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, " \
+                f"{ns / 1e6:.0f} ms)"
+    return [note + f"; the path: `selfopt-trace query critical_path --run {run_id}`"]
 
 
 def _teardown_note(run_id: str, processes: list[ProcessRow], teardown_ns: int, wall_ns: int) -> list[str]:

@@ -189,8 +189,28 @@ def test_sleeps_that_dominate_say_where_the_program_slept(cli) -> None:
     assert slept.returncode == 0, slept.stderr
     printed = json.loads(slept.stdout)
     (note,) = [note for note in printed["notes"] if note.startswith("sleeps are")]
-    assert "the most at <string>:3 (3 sleeps, 300 ms)" in note, note  # the loop's line, not the last sleep's
+    assert "the longest on the critical path at <string>:3 (3 sleeps, 300 ms)" in note, note  # not the last sleep's
     assert not [note for note in printed["notes"] if note.startswith("untraced waits")]
+
+
+SIDE_BY_SIDE_SLEEPS = """
+import threading, time
+threads = [threading.Thread(target=time.sleep, args=(0.1,)) for _ in range(4)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+time.sleep(0.25)
+"""
+
+
+def test_the_sleeps_note_names_the_line_that_cost_the_run_the_most(cli) -> None:
+    """Four threads' 100 ms sleeps side by side cost the run 100 ms, the main thread's one sleep 250: the
+    note names the latter, though the threads' sleeps add up to 400 ms."""
+    from tests.cli.conftest import python
+
+    slept = cli("run", "--export", "never", "--json", "--", *python(SIDE_BY_SIDE_SLEEPS))
+    assert slept.returncode == 0, slept.stderr
+    (note,) = [note for note in json.loads(slept.stdout)["notes"] if note.startswith("sleeps are")]
+    assert "the longest on the critical path at <string>:6 (1 sleep, 25" in note, note
 
 
 SLOW_TEARDOWN = """
