@@ -73,7 +73,7 @@ FROM (
            round((o.path_end - o.path_start) / 1e6, 3) AS on_path_ms,
            round(o.self_ns / 1e6, 3) AS self_ms,
            round((n.end_ns - n.start_ns) / 1e6, 3) AS duration_ms,
-           o.path_start AS at_ns, o.depth
+           o.path_start AS at_ns, o.depth, o.id
     FROM shown AS o
     JOIN (  -- the shown spans' names, from this run or the other runs whose servers answered it
         SELECT DISTINCT ON (id) id, name, category, pid, start_ns, end_ns
@@ -86,12 +86,12 @@ FROM (
     SELECT format('... {:d} more spans on the path from here on, not shown (limit {:d}: -p limit=N shows more)',
                   spans, $limit),
            'cut', NULL, round((path_start - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3),
-           NULL, NULL, NULL, path_start, 1000000
+           NULL, NULL, NULL, path_start, 1000000, 0
     FROM cut
     UNION ALL
     SELECT 'interpreter teardown', 'teardown', pid,
            round((path_end - (SELECT path_start FROM path_rows WHERE id = 0)) / 1e6, 3),
            round((exited_ns - path_end) / 1e6, 3), round((exited_ns - path_end) / 1e6, 3),
-           round((exited_ns - path_end) / 1e6, 3), path_end, 1
+           round((exited_ns - path_end) / 1e6, 3), path_end, 1, 0
     FROM teardown)
-ORDER BY at_ns, depth
+ORDER BY at_ns, depth, id  -- two spans at once at one depth (a pool's tasks): in the order `eligible` cut them
