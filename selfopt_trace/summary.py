@@ -360,12 +360,23 @@ def _gil_note(store: Store, run_id: str, waited_untraced_ns: int, wall_ns: int) 
 # each slept; not for an asyncio.sleep that is a task itself): the time they cost the run. Summing
 # every sleep of a line named one whose sleeps ran side by side (four pool threads' 100 ms each) or
 # in another category (a handler's, in http server time: no activity, never on the path) over the
-# main thread's one long sleep.
-_SLEEPIEST_LINE_SQL = """
+# main thread's one long sleep. Where no sleep is on the path (a writer's sleeps pacing the reader
+# the path goes through: `python a.py | python b.py`), the line whose sleeps of the category (the
+# activities) add up to the most.
+_SLEEPIEST_LINE_ON_PATH_SQL = """
 SELECT s.attributes->>'code.filepath', s.attributes->>'code.lineno', count(*), sum(p.path_end - p.path_start)
 FROM critical_path_rows($run_id) AS p
 JOIN spans AS s ON s.run_id = $run_id AND hash(s.span_id) = p.id
 WHERE s.category = 'sleep' AND s.attributes->>'code.filepath' IS NOT NULL
+GROUP BY ALL
+ORDER BY 4 DESC, 1, 2
+LIMIT 1
+"""
+_SLEEPIEST_LINE_SQL = """
+SELECT attributes->>'code.filepath', attributes->>'code.lineno', count(*), sum(end_ns - start_ns)
+FROM spans
+WHERE run_id = $run_id AND category = 'sleep' AND attributes->>'code.filepath' IS NOT NULL
+  AND hash(span_id) IN (SELECT id FROM run_activity($run_id))
 GROUP BY ALL
 ORDER BY 4 DESC, 1, 2
 LIMIT 1
@@ -378,11 +389,17 @@ def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list
         return []
     note = f"sleeps are {100 * slept_ns / wall_ns:.0f} % of the wall time: the program's own time.sleep or " \
            "asyncio.sleep calls (a poll, a back-off, a grace period)"
-    _, rows = store.sql(_SLEEPIEST_LINE_SQL, {"run_id": run_id})
-    if rows and rows[0][0]:
+    _, rows = store.sql(_SLEEPIEST_LINE_ON_PATH_SQL, {"run_id": run_id})
+    if rows:
         path, line, count, ns = rows[0]
         note += f"; the longest on the critical path at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, " \
                 f"{ns / 1e6:.0f} ms)"
+    else:
+        _, rows = store.sql(_SLEEPIEST_LINE_SQL, {"run_id": run_id})
+        if rows:
+            path, line, count, ns = rows[0]
+            note += f"; none on the critical path, the most at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, " \
+                    f"{ns / 1e6:.0f} ms in all)"
     return [note + f"; the path: `selfopt-trace query critical_path --run {run_id}`"]
 
 

@@ -213,6 +213,18 @@ def test_the_sleeps_note_names_the_line_that_cost_the_run_the_most(cli) -> None:
     assert "the longest on the critical path at <string>:6 (1 sleep, 25" in note, note
 
 
+def test_the_sleeps_note_names_sleeps_off_the_critical_path_where_none_is_on_it(cli, tmp_path: Path) -> None:
+    """A writer's sleeps pace the reader at the other end of a pipe, which the path goes through (it ends
+    last): no sleep is on the path, so the note names the writer's line, with its sleeps' sum."""
+    (tmp_path / "writer.py").write_text("import time\nfor i in range(5):\n    print(i, flush=True); time.sleep(0.06)\n")
+    (tmp_path / "reader.py").write_text("import sys\nfor line in sys.stdin:\n    pass\nsum(range(3_000_000))\n")
+    slept = cli("run", "--export", "never", "--json", "--", "sh", "-c",
+                f"{sys.executable} {tmp_path / 'writer.py'} | {sys.executable} {tmp_path / 'reader.py'}")
+    assert slept.returncode == 0, slept.stderr
+    (note,) = [note for note in json.loads(slept.stdout)["notes"] if note.startswith("sleeps are")]
+    assert f"none on the critical path, the most at {tmp_path / 'writer.py'}:3 (5 sleeps, 3" in note, note
+
+
 SLOW_TEARDOWN = """
 import time
 
