@@ -27,6 +27,7 @@
 --   response_bytes        response bodies received
 --   server_ms             sum of server time within the client spans (requests with a server span)
 --   overhead_ms           sum of client minus server time, 0 or more (requests with a server span)
+--   overhead_p50_ms       median of a request's client minus server time (requests with a server span)
 --   with_server           requests whose server span is known
 --   new_connections       requests that opened a new connection
 --   reused_connections    requests that reused one
@@ -78,6 +79,7 @@ SELECT method, server, route, count(*) AS calls,
        sum(response_bytes) AS response_bytes,
        round(sum(server_ns) / 1e6, 3) AS server_ms,
        round(sum(duration_ns - server_ns) / 1e6, 3) AS overhead_ms,
+       round(median(duration_ns - server_ns) / 1e6, 3) AS overhead_p50_ms,
        count(server_ns) AS with_server,
        count(*) FILTER (WHERE NOT reused) AS new_connections,
        count(*) FILTER (WHERE reused) AS reused_connections,

@@ -26,6 +26,7 @@ OWN_WORK = "own work"
 OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, a shell CMD)
 UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the CPU outside any recorded call
 SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded sleeps (time, asyncio)
+HTTP_OVERHEAD = "http client overhead"  # the breakdown's category for HTTP calls' time beyond their servers'
 WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
 GARBAGE_COLLECTION = "garbage collection"  # the breakdown's category for the collector's timed passes (`gc` spans)
@@ -39,7 +40,7 @@ SLOWEST = 10
 # nothing to break down: each is 0, and the summary does not run the query, whose planning alone is
 # ~400 M instructions (docs/benchmarks.md, "Command line"). tests/cli/test_summary.py checks the
 # query gives the same for such a run.
-BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", "http client overhead",
+BREAKDOWN_CATEGORIES = ("interpreter start-up", "imports", "parsing", "serialization", HTTP_OVERHEAD,
                         "http server time", "subprocess spawn overhead", TEARDOWN, GARBAGE_COLLECTION,
                         "child processes' own work",
                         "container start-up", OWN_WORK, SLEEPS, "untraced child processes", "untraced http servers",
@@ -291,6 +292,7 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     notes += _went_on_note(processes, window[1], _run_dir)
     notes += _untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _sleeps_note(store, run_id, by_category.get(SLEEPS, 0), window[1] - window[0])
+    notes += _http_overhead_note(store, run_id, by_category.get(HTTP_OVERHEAD, 0), window[1] - window[0])
     notes += _gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), window[1] - window[0])
     notes += _teardown_note(run_id, processes, by_category.get(TEARDOWN, 0), window[1] - window[0])
     notes += _gc_note(store, run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), window[1] - window[0])
@@ -401,6 +403,47 @@ def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list
             note += f"; none on the critical path, the most at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, " \
                     f"{ns / 1e6:.0f} ms in all)"
     return [note + f"; the path: `selfopt-trace query critical_path --run {run_id}`"]
+
+
+# A request's median overhead on a loopback connection (the network: tens of microseconds) in this
+# range is a stall: Nagle's algorithm holds a small write back until the peer acknowledges the one
+# before, and the peer delays that ACK (40 ms on Linux). A message in two writes meets it:
+# http.server's HTTP/1.1 handler sends the headers and the body apart (8 keep-alive calls: 0.43 s, 44 ms
+# a call, 0.4 ms of it the handler's; with disable_nagle_algorithm: 0.07 s).
+DELAYED_ACK_STALL_NS = (30_000_000, 60_000_000)
+
+
+def _http_overhead_note(store: Store, run_id: str, overhead_ns: int, wall_ns: int) -> list[str]:
+    """Which endpoint's calls took the longest beyond their servers' time, when that overhead is a large
+    share of the wall time; on a loopback connection, a stall of about a delayed ACK's time a call."""
+    if wall_ns <= 0 or overhead_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    note = f"http client overhead is {100 * overhead_ns / wall_ns:.0f} % of the wall time: HTTP calls' time beyond " \
+           "their servers' handling (connection set-up, the network, proxies, queueing, sending and reading)"
+    endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
+                 if row["with_server"]]
+    if endpoints:
+        worst = max(endpoints, key=lambda row: (row["overhead_ms"], row["calls"]))
+        calls, server, median_ms = worst["with_server"], worst["server"], worst["overhead_p50_ms"]
+        note += f"; the most on {worst['method']} {server} {worst['route']}: {calls} call{'s' if calls != 1 else ''}, " \
+                f"{median_ms:.1f} ms a call (median) over the server's {worst['server_ms'] / calls:.1f} ms"
+        if _loopback(server.rpartition(":")[0]) and \
+                DELAYED_ACK_STALL_NS[0] <= median_ms * 1e6 <= DELAYED_ACK_STALL_NS[1]:
+            note += "; on a loopback connection that is no network but a stall: Nagle's algorithm holding a " \
+                    "write back until the peer's delayed ACK (40 ms on Linux), as when a message goes in two " \
+                    "writes (http.server's HTTP/1.1 replies: headers, then body); one write, or TCP_NODELAY on " \
+                    "the writer's socket (http.server: `disable_nagle_algorithm = True` on the handler), ends it"
+    return [note + f"; per endpoint: `selfopt-trace query roundtrip --run {run_id}`"]
+
+
+def _loopback(host: str) -> bool:
+    """Whether an HTTP call's server.address is this machine's loopback interface."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _teardown_note(run_id: str, processes: list[ProcessRow], teardown_ns: int, wall_ns: int) -> list[str]:

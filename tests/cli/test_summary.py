@@ -225,6 +225,59 @@ def test_the_sleeps_note_names_sleeps_off_the_critical_path_where_none_is_on_it(
     assert f"none on the critical path, the most at {tmp_path / 'writer.py'}:3 (5 sleeps, 3" in note, note
 
 
+KEEP_ALIVE_CALLS = """
+import http.client, http.server, threading
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; the headers and the body in two writes
+    disable_nagle_algorithm = {nodelay}
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{{}}")
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+for _ in range(8):
+    connection.request("GET", "/item")
+    connection.getresponse().read()
+"""
+
+
+def test_a_delayed_ack_stall_on_a_loopback_connection_is_named(cli) -> None:
+    """http.server's HTTP/1.1 reply in two writes: each keep-alive call after the first waits ~40 ms for
+    a delayed ACK, 0.3 s of http client overhead that the note names, with its cause; with TCP_NODELAY
+    on the handler's socket the calls take a millisecond and there is no note."""
+    from tests.cli.conftest import python
+
+    stalled = cli("run", "--export", "never", "--json", "--", *python(KEEP_ALIVE_CALLS.format(nodelay=False)))
+    assert stalled.returncode == 0, stalled.stderr
+    printed = json.loads(stalled.stdout)
+    assert printed["time_by_category_ms"]["http client overhead"] > 200, printed["time_by_category_ms"]
+    (note,) = [note for note in printed["notes"] if note.startswith("http client overhead is")]
+    assert "the most on GET 127.0.0.1:" in note and " /item: 8 calls, " in note, note
+    assert "Nagle's algorithm" in note and "`disable_nagle_algorithm = True`" in note, note
+    assert "`selfopt-trace query roundtrip --run " in note, note
+    prompt = cli("run", "--export", "never", "--json", "--", *python(KEEP_ALIVE_CALLS.format(nodelay=True)))
+    assert prompt.returncode == 0, prompt.stderr
+    printed = json.loads(prompt.stdout)
+    assert printed["time_by_category_ms"]["http client overhead"] < 50, printed["time_by_category_ms"]
+    assert not [note for note in printed["notes"] if note.startswith("http client overhead")], printed["notes"]
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.3.0.1", True), ("::1", True),
+                                                ("[::1]", True), ("localhost", True), ("10.0.0.1", False),
+                                                ("192.168.1.20", False), ("api.example.com", False), ("", False)])
+def test_a_loopback_server_address_is_told_apart(host: str, loopback: bool) -> None:
+    assert summary._loopback(host) is loopback
+
+
 SLOW_TEARDOWN = """
 import time
 
