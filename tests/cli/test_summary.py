@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from selfopt_trace import import_twin, runner, summary
+from selfopt_trace import import_twin, runner, summary, summary_notes
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store, loader
 from selfopt_trace.store.database import SMALL_STORE_SPANS
@@ -225,6 +225,23 @@ def test_the_sleeps_note_names_sleeps_off_the_critical_path_where_none_is_on_it(
     assert f"none on the critical path, the most at {tmp_path / 'writer.py'}:3 (5 sleeps, 3" in note, note
 
 
+def test_imports_that_dominate_name_the_costliest_outermost_ones(cli, tmp_path: Path) -> None:
+    """`outer` imports `slow` (~100 ms of work at import), in CMD and in a child: the note names `outer`,
+    the outermost import, with its time over both processes, not `slow` inside it."""
+    from tests.cli.conftest import python
+
+    (tmp_path / "slow.py").write_text("sum(range(4_000_000))\n")
+    (tmp_path / "outer.py").write_text("import slow\n")
+    program = f"import subprocess, sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport outer\n" \
+              f"subprocess.run([sys.executable, '-c', 'import outer'], cwd={str(tmp_path)!r}, check=True)\n"
+    imported = cli("run", "--export", "never", "--json", "--", *python(program))
+    assert imported.returncode == 0, imported.stderr
+    printed = json.loads(imported.stdout)
+    (note,) = [note for note in printed["notes"] if note.startswith("imports are")]
+    assert "over every process: outer " in note and " in 2 processes (" in note, note
+    assert "`selfopt-trace query imports --run " in note, note
+
+
 KEEP_ALIVE_CALLS = """
 import http.client, http.server, threading
 
@@ -275,7 +292,7 @@ def test_a_delayed_ack_stall_on_a_loopback_connection_is_named(cli) -> None:
                                                 ("[::1]", True), ("localhost", True), ("10.0.0.1", False),
                                                 ("192.168.1.20", False), ("api.example.com", False), ("", False)])
 def test_a_loopback_server_address_is_told_apart(host: str, loopback: bool) -> None:
-    assert summary._loopback(host) is loopback
+    assert summary_notes._loopback(host) is loopback
 
 
 SLOW_TEARDOWN = """
@@ -360,7 +377,7 @@ def test_a_short_run_s_teardown_gets_no_note(cli) -> None:
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     teardown = printed["time_by_category_ms"][summary.TEARDOWN]
-    assert teardown >= 20 and teardown / printed["wall_ms"] >= summary.TEARDOWN_NOTE_SHARE  # a share worth a note
+    assert teardown >= 20 and teardown / printed["wall_ms"] >= summary_notes.TEARDOWN_NOTE_SHARE  # a share worth a note
     assert not [note for note in printed["notes"] if note.startswith("interpreter teardown")]  # not 50 ms
 
 
@@ -415,7 +432,7 @@ def test_a_helper_that_ends_with_cmd_did_not_go_on(tmp_path: Path) -> None:
     note; one that ran on after CMD's exit does."""
     notes = {}
     with Store(tmp_path / "traces.duckdb") as store:
-        for after_ms in (0.2, summary.WENT_ON_AFTER_NS / MS + 5):
+        for after_ms in (0.2, summary_notes.WENT_ON_AFTER_NS / MS + 5):
             run = RunBuilder(f"helper-{after_ms}")
             main = run.process(100, 0, 100)
             call = run.span(100, "subprocess", "subprocess", 5, 6, main, kind="CLIENT")

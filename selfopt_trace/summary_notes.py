@@ -1,0 +1,271 @@
+"""The summary's notes: what a run's figures call for, each said only where it is worth a line (a
+category that is a large share of the wall time, processes CMD left running, an agent each process
+compiled), with where to look next: the line, the endpoint, the query."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS
+from .queries import missing_data, run_query
+from .summary import (GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, SLEEPS, TEARDOWN, UNTRACED_WAITS, ProcessRow,
+                      format_ns, one_line)
+
+if TYPE_CHECKING:
+    from .store import Store
+
+WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
+TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, the summary says what it is and where to look
+NOTE_MIN_NS = 50_000_000  # and at least this much: a 50 ms script's 7 ms of teardown is not worth a note
+# A traced process that ended this soon after CMD's exit ended with it: a helper reading its parent's end
+# (multiprocessing's resource tracker, 0.1 ms after the demo's CMD) did not go on
+WENT_ON_AFTER_NS = 10_000_000
+
+
+def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_category: dict[str, int],
+              window: tuple[int, int], run_dir: str | None) -> list[str]:
+    """The notes on one run's figures, in the summary's order (the watchers' and the loader's come after)."""
+    wall_ns = window[1] - window[0]
+    untraced = [] if processes else [
+        "no Python process was traced: CMD started none, or only untraced ones (python -I, -E or -S; a PYTHONPATH "
+        "without the bootstrap set by a shell or script: see the notes on the processes seen)"]
+    return [*untraced, *_went_on_note(processes, window[1], run_dir),
+            *_imports_note(store, run_id, by_category.get(IMPORTS, 0), wall_ns),
+            *_untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
+            *_sleeps_note(store, run_id, by_category.get(SLEEPS, 0), wall_ns),
+            *_http_overhead_note(store, run_id, by_category.get(HTTP_OVERHEAD, 0), wall_ns),
+            *_gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
+            *_teardown_note(run_id, processes, by_category.get(TEARDOWN, 0), wall_ns),
+            *_gc_note(store, run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), wall_ns),
+            *_unprepared_note(store, run_id)]
+
+
+def _went_on_note(processes: list[ProcessRow], cmd_end_ns: int, run_dir: str | None) -> list[str]:
+    """Traced processes CMD left running (`sh -c 'python x &'`): recorded after CMD's exit, or with no
+    end when the run was loaded and no exit seen by anyone. The breakdown stops at CMD's exit."""
+    went_on = sorted(p.pid for p in processes if p.pid is not None and (
+        (p.incomplete and p.exit_code is None) or (cmd_end_ns > 0 and p.end_ns > cmd_end_ns + WENT_ON_AFTER_NS)))
+    if not went_on:
+        return []
+    pids = ", ".join(map(str, went_on[:5])) + (", ..." if len(went_on) > 5 else "")
+    again = f"`selfopt-trace load {run_dir}` once they end" if run_dir else "loading the run again once they end"
+    return [f"{len(went_on)} traced process{'es' if len(went_on) > 1 else ''} had not ended when CMD exited "
+            f"(pid {pids}; or killed unseen): the breakdown covers CMD's wall time; {again} takes in what they "
+            "record later"]
+
+
+# The outermost imports (under no other import: the program's own `import x`, a plugin loaded by
+# name) that took the longest over every process, each with what it imported: what deferring or
+# dropping one saves (codeflash's run: anyio's pytest plugin, 167 ms in each of 7 pytest processes).
+_COSTLIEST_IMPORTS_SQL = """
+SELECT substr(i.name, length('import ') + 1), count(DISTINCT (i.source_file, i.pid)), sum(i.end_ns - i.start_ns)
+FROM spans AS i
+LEFT JOIN spans AS p ON p.run_id = $run_id AND p.span_id = i.parent_span_id
+WHERE i.run_id = $run_id AND i.category = 'import' AND p.category IS DISTINCT FROM 'import'
+GROUP BY ALL
+ORDER BY 3 DESC, 1
+LIMIT 3
+"""
+
+
+def _imports_note(store: Store, run_id: str, imported_ns: int, wall_ns: int) -> list[str]:
+    """Which outermost imports cost the most, when imports are a large share of the wall time."""
+    if wall_ns <= 0 or imported_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    _, rows = store.sql(_COSTLIEST_IMPORTS_SQL, {"run_id": run_id})
+    costliest = ", ".join(
+        f"{module} {format_ns(ns)}" + (f" in {processes} processes ({format_ns(ns // processes)} each)" if processes > 1 else "")
+        for module, processes, ns in rows)
+    return [f"imports are {100 * imported_ns / wall_ns:.0f} % of the wall time"
+            + (f"; the costliest outermost ones, with what they imported, over every process: {costliest}" if rows else "")
+            + f"; every module: `selfopt-trace query imports --run {run_id}` (-p order=self, -p pid=N)"]
+
+
+def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
+    """How to see where the run waited, when untraced waits are a large share of its wall time: the
+    breakdown knows the followed thread was off the CPU, not on what; py-spy's idle stacks say where."""
+    if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
+            "outside any recorded call (a lock, an event, a queue, a socket, the GIL)"
+    if not missing_data(store, "waits", run_id):
+        return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
+    return [f"{share}; to see the lines that waited, run it again with `selfopt-trace run --profile --idle`, "
+            "then `selfopt-trace query waits`"]
+
+
+def _gil_note(store: Store, run_id: str, waited_untraced_ns: int, wall_ns: int) -> list[str]:
+    """How long threads waited for the GIL (watchers/gil.py), when that is a large share of the wall
+    time: the breakdown counts it in untraced waits, which computing threads of one process show
+    about (n-1)/n of their phase as."""
+    floor = max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS)
+    if wall_ns <= 0 or waited_untraced_ns < floor:  # the waits are untraced waits: no query below that
+        return []
+    _, rows = store.sql("SELECT sum(gil_ns) FROM cpu_samples WHERE run_id = $run_id", {"run_id": run_id})
+    waited_ns = rows[0][0] or 0
+    if waited_ns < floor:
+        return []
+    return [f"threads waited {waited_ns / 1e6:.0f} ms for the GIL (summed over threads; in untraced waits): "
+            "threads of one process that compute at once take turns on it, so a thread pool runs CPU-bound "
+            "work one thread at a time; processes (or a free-threaded Python) run it in parallel"]
+
+
+# The line whose recorded sleeps are the longest on the critical path (hooks/time_.py records where
+# each slept; not for an asyncio.sleep that is a task itself): the time they cost the run. Summing
+# every sleep of a line named one whose sleeps ran side by side (four pool threads' 100 ms each) or
+# in another category (a handler's, in http server time: no activity, never on the path) over the
+# main thread's one long sleep. Where no sleep is on the path (a writer's sleeps pacing the reader
+# the path goes through: `python a.py | python b.py`), the line whose sleeps of the category (the
+# activities) add up to the most.
+_SLEEPIEST_LINE_ON_PATH_SQL = """
+SELECT s.attributes->>'code.filepath', s.attributes->>'code.lineno', count(*), sum(p.path_end - p.path_start)
+FROM critical_path_rows($run_id) AS p
+JOIN spans AS s ON s.run_id = $run_id AND hash(s.span_id) = p.id
+WHERE s.category = 'sleep' AND s.attributes->>'code.filepath' IS NOT NULL
+GROUP BY ALL
+ORDER BY 4 DESC, 1, 2
+LIMIT 1
+"""
+_SLEEPIEST_LINE_SQL = """
+SELECT attributes->>'code.filepath', attributes->>'code.lineno', count(*), sum(end_ns - start_ns)
+FROM spans
+WHERE run_id = $run_id AND category = 'sleep' AND attributes->>'code.filepath' IS NOT NULL
+  AND hash(span_id) IN (SELECT id FROM run_activity($run_id))
+GROUP BY ALL
+ORDER BY 4 DESC, 1, 2
+LIMIT 1
+"""
+
+
+def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list[str]:
+    """Where the program slept, when its own sleeps are a large share of the wall time."""
+    if wall_ns <= 0 or slept_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    note = f"sleeps are {100 * slept_ns / wall_ns:.0f} % of the wall time: the program's own time.sleep or " \
+           "asyncio.sleep calls (a poll, a back-off, a grace period)"
+    _, rows = store.sql(_SLEEPIEST_LINE_ON_PATH_SQL, {"run_id": run_id})
+    if rows:
+        path, line, count, ns = rows[0]
+        note += f"; the longest on the critical path at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, " \
+                f"{ns / 1e6:.0f} ms)"
+    else:
+        _, rows = store.sql(_SLEEPIEST_LINE_SQL, {"run_id": run_id})
+        if rows:
+            path, line, count, ns = rows[0]
+            note += f"; none on the critical path, the most at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, " \
+                    f"{ns / 1e6:.0f} ms in all)"
+    return [note + f"; the path: `selfopt-trace query critical_path --run {run_id}`"]
+
+
+# A request's median overhead on a loopback connection (the network: tens of microseconds) in this
+# range is a stall: Nagle's algorithm holds a small write back until the peer acknowledges the one
+# before, and the peer delays that ACK (40 ms on Linux). A message in two writes meets it:
+# http.server's HTTP/1.1 handler sends the headers and the body apart (8 keep-alive calls: 0.43 s, 44 ms
+# a call, 0.4 ms of it the handler's; with disable_nagle_algorithm: 0.07 s).
+DELAYED_ACK_STALL_NS = (30_000_000, 60_000_000)
+
+
+def _http_overhead_note(store: Store, run_id: str, overhead_ns: int, wall_ns: int) -> list[str]:
+    """Which endpoint's calls took the longest beyond their servers' time, when that overhead is a large
+    share of the wall time; on a loopback connection, a stall of about a delayed ACK's time a call."""
+    if wall_ns <= 0 or overhead_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    note = f"http client overhead is {100 * overhead_ns / wall_ns:.0f} % of the wall time: HTTP calls' time beyond " \
+           "their servers' handling (connection set-up, the network, proxies, queueing, sending and reading)"
+    endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
+                 if row["with_server"]]
+    if endpoints:
+        worst = max(endpoints, key=lambda row: (row["overhead_ms"], row["calls"]))
+        calls, server, median_ms = worst["with_server"], worst["server"], worst["overhead_p50_ms"]
+        note += f"; the most on {worst['method']} {server} {worst['route']}: {calls} call{'s' if calls != 1 else ''}, " \
+                f"{median_ms:.1f} ms a call (median) over the server's {worst['server_ms'] / calls:.1f} ms"
+        if _loopback(server.rpartition(":")[0]) and \
+                DELAYED_ACK_STALL_NS[0] <= median_ms * 1e6 <= DELAYED_ACK_STALL_NS[1]:
+            note += "; on a loopback connection that is no network but a stall: Nagle's algorithm holding a " \
+                    "write back until the peer's delayed ACK (40 ms on Linux), as when a message goes in two " \
+                    "writes (http.server's HTTP/1.1 replies: headers, then body); one write, or TCP_NODELAY on " \
+                    "the writer's socket (http.server: `disable_nagle_algorithm = True` on the handler), ends it"
+    return [note + f"; per endpoint: `selfopt-trace query roundtrip --run {run_id}`"]
+
+
+def _loopback(host: str) -> bool:
+    """Whether an HTTP call's server.address is this machine's loopback interface."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _teardown_note(run_id: str, processes: list[ProcessRow], teardown_ns: int, wall_ns: int) -> list[str]:
+    """What a large interpreter teardown is: time after the processes' last line, which no span of
+    the program shows; of the longest one, what its interpreter's finalization took (the C twin's
+    interpreter.finalize), the rest being the process's exit and its reaping."""
+    if wall_ns <= 0 or teardown_ns < max(TEARDOWN_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    timed = [p for p in processes if p.teardown_ns and p.finalize_ns is not None]
+    longest = max(timed, key=lambda p: p.teardown_ns or 0) if timed else None
+    measured = "" if longest is None else (
+        f"; the longest, {one_line(longest.command)} (pid {longest.pid})'s {format_ns(longest.teardown_ns)}, was "
+        f"{format_ns(min(longest.finalize_ns or 0, longest.teardown_ns or 0))} of its interpreter's finalization "
+        "and the rest its exit and reaping")
+    # A large program's finalization is mostly the collector's full passes over the objects still alive
+    # (perf on codeflash's processes: 86 % of its main's 0.6 s, most of a pytest child's): gc.freeze()
+    # moves them out of its reach (docs/codeflash.md, "Interpreter teardown: the collector's passes at exit").
+    return [f"interpreter teardown is {100 * teardown_ns / wall_ns:.0f} % of the wall time: processes finalizing "
+            "after their last line while the run waited for them to exit (the garbage collector walking every "
+            "object still alive, module teardown, freeing the heap); gc.freeze() as a process's last act spares "
+            f"it the walks, os._exit() after flushing what it must spares it all{measured}. Each child's: "
+            f"`selfopt-trace query subprocess --run {run_id}` (teardown_ms)"]
+
+
+_UNPREPARED_SQL = """
+SELECT regexp_extract(message, '`(selfopt-trace prepare [^`]*)`', 1) AS command, count(*)
+FROM diagnostics WHERE run_id = $run_id AND code = 'agent_unprepared' GROUP BY 1 ORDER BY 2 DESC, 1
+"""
+
+
+def _unprepared_note(store: Store, run_id: str) -> list[str]:
+    """Processes whose Python had no agent prepared for it (a container image's): each compiled it."""
+    _, rows = store.sql(_UNPREPARED_SQL, {"run_id": run_id})
+    if not rows:
+        return []
+    count = sum(row[1] for row in rows)
+    commands = "; ".join(f"`{command}`" for command, _ in rows if command)
+    return [f"{count} process{'es' if count != 1 else ''} found no agent prepared for {'their' if count != 1 else 'its'} "
+            f"Python and compiled it at start-up (~20 ms each, in their start-up): {commands} prepares it once"]
+
+
+GC_NOTE_SHARE = 0.05  # of the wall time, or of the traced processes' summed time: from there, the summary says what the collector took
+
+
+def _gc_note(store: Store, run_id: str, processes: list[ProcessRow], collected_ns: int, wall_ns: int) -> list[str]:
+    """What the garbage collector's passes took: of the wall time, the breakdown's GARBAGE_COLLECTION
+    (`collected_ns`: the passes long enough to be `gc` spans, in what the run waited on), and all of
+    them in every process (python.gc.duration_ns: a helper nobody waited on collects too); and the
+    span they interrupted the most (the `gc` query's first row)."""
+    gc_ns, lived_ns = sum(p.gc_ns for p in processes), sum(p.duration_ns for p in processes)
+    if lived_ns <= 0 or wall_ns <= 0 or gc_ns < NOTE_MIN_NS or (
+            collected_ns < GC_NOTE_SHARE * wall_ns and gc_ns < GC_NOTE_SHARE * lived_ns):
+        return []
+    most = max(processes, key=lambda p: p.gc_ns)
+    top = run_query(store, "gc", {"run_id": run_id, "limit": 1}).records()
+    where = (f"`{one_line(top[0]['interrupted'])}` in pid {top[0]['pid']}, {format_ns(round(top[0]['gc_ms'] * 1e6))}; "
+             if top else "")
+    return [f"garbage collection is {100 * collected_ns / wall_ns:.0f} % of the wall time (`{GARBAGE_COLLECTION}`: the "
+            f"passes of {GC_SPAN_NS / 1e6:g} ms or more, taken from what they interrupted); all its passes took "
+            f"{format_ns(gc_ns)}, {100 * gc_ns / lived_ns:.0f} % of the traced processes' time (the most: "
+            f"{one_line(most.command)} (pid {most.pid}), {format_ns(most.gc_ns)}): passes over the objects alive, which "
+            "gc.freeze() once a process has imported what it needs keeps out of every later pass, the teardown's too "
+            "(docs/codeflash.md, \"Interpreter teardown: the collector's passes at exit\"). What they interrupted "
+            f"the most: {where}all of it: `selfopt-trace query gc --run {run_id}`"]
+
+
+LOADER_NOTES = 5  # the loader's warnings a summary names; the rest are in the table diagnostics
+
+
+def loader_notes(warnings: Sequence[str]) -> list[str]:
+    """The notes that name the loader's warnings (files skipped, damaged lines), the first few."""
+    more = len(warnings) - LOADER_NOTES
+    return [*warnings[:LOADER_NOTES], *([f"... and {more} more loader warnings (table diagnostics)"] if more > 0 else [])]
