@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .background import Background
 from .bootstrap.selfopt_trace_agent.process import split_command
-from .queries import PlannedQuery, run_query
+from .queries import PlannedQuery, QueryResult, run_query
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -242,8 +242,12 @@ def time_by_category(store: Store, run_id: str, wall_ns: int, spans: int | None 
     outside traced processes, as the query would say). `planned`: the breakdown planned ahead."""
     if spans == 0:
         return {**dict.fromkeys(BREAKDOWN_CATEGORIES, 0), OUTSIDE: wall_ns}
-    rows = (planned.result() if planned is not None else run_query(store, "breakdown", {"run_id": run_id})).records()
-    return {row["category"]: round(row["wall_ms"] * 1e6) for row in rows if row["category"] != "total"}
+    return categories_of(planned.result() if planned is not None else run_query(store, "breakdown", {"run_id": run_id}))
+
+
+def categories_of(breakdown: QueryResult) -> dict[str, int]:
+    """The wall time per category (ns) of a breakdown's rows."""
+    return {row["category"]: round(row["wall_ms"] * 1e6) for row in breakdown.records() if row["category"] != "total"}
 
 
 def plan_breakdown(store: Store, run_id: str, run_dir: Path) -> PlannedQuery | None:

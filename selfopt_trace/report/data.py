@@ -14,6 +14,8 @@ import json
 from typing import Any
 
 from ..queries import get_query, missing_data, run_query
+from ..summary import categories_of, process_rows
+from ..summary_notes import run_notes
 
 SPAN_LIMIT = 20_000
 STRUCTURAL = ("process", "startup", "subprocess", "http", "container", "phase")
@@ -165,9 +167,9 @@ def _aggregates(kept_ids: set[str], dropped: list[tuple]) -> list[list]:
 def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, Any]:
     """Everything the page needs, as plain JSON-able data."""
     _, run_rows = store.sql("SELECT run_id, group_id, command, cwd, start_ns, end_ns, exit_code, span_count, "
-                            "process_count FROM runs WHERE run_id = $run_id", {"run_id": run_id})
+                            "process_count, run_dir FROM runs WHERE run_id = $run_id", {"run_id": run_id})
     run = dict(zip(("run_id", "group_id", "command", "cwd", "start_ns", "end_ns", "exit_code", "span_count",
-                    "process_count"), run_rows[0])) if run_rows else {"run_id": run_id}
+                    "process_count", "run_dir"), run_rows[0])) if run_rows else {"run_id": run_id}
     params = {"run_id": run_id, "structural": list(STRUCTURAL), "limit": span_limit}
     _, kept = store.sql(_KEPT_SQL, params)
     _, servers = store.sql(_SERVERS_SQL, {"run_id": run_id})
@@ -180,6 +182,9 @@ def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, 
     aggregates = [[owner, count, total, start - origin, end - start]
                   for owner, count, total, start, end in _aggregates({row[0] for row in kept}, dropped)]
     breakdown = run_query(store, "breakdown", {"run_id": run_id})
+    # The summary's notes on the same figures: what they call for, and where to look next
+    notes = run_notes(store, run_id, process_rows(store, run_id), categories_of(breakdown),
+                      (run.get("start_ns") or 0, run.get("end_ns") or 0), run.get("run_dir"))
     tables = []
     for name, extra, title in TABLES:
         query = get_query(name)
@@ -196,6 +201,7 @@ def collect(store: Any, run_id: str, span_limit: int = SPAN_LIMIT) -> dict[str, 
         "spans": spans,
         "aggregates": aggregates,
         "breakdown": {"columns": breakdown.columns, "rows": breakdown.rows},
+        "notes": notes,
         "tables": tables,
         "hot": _hot_frames(store, run_id, [row[0] for row in kept]),
     }

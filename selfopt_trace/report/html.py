@@ -52,6 +52,7 @@ def render(payload: dict[str, Any]) -> str:
 <p class="about">Every instant of the run counted once: overlapping work (threads, parallel children) is split
 between what ran at that instant. <i>busy</i> counts every process and thread in full.</p>
 {_breakdown(payload["breakdown"])}
+{_notes(payload.get("notes") or [])}
 </section>
 <section id="waterfall">
 <h2>Waterfall</h2>
@@ -103,6 +104,20 @@ def _breakdown(breakdown: dict[str, Any]) -> str:
                      for r in parts if r["wall_ms"] > 0)
     return (f'<div class="stack">{bars}</div><div class="legend">{legend}</div>'
             + _table(breakdown["columns"], breakdown["rows"]))
+
+
+def _notes(notes: list[str]) -> str:
+    """The summary's notes (summary_notes.py), a paragraph each; their `commands` as code."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{_code_spans(note)}</li>" for note in notes)
+    return f'<h3>What the figures call for</h3><ul class="notes">{items}</ul>'
+
+
+def _code_spans(text: str) -> str:
+    """Escaped text whose `backquoted` parts are <code>."""
+    parts = escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
 
 
 def _hot_section(hot: dict[str, list]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shlex
 import sys
@@ -240,6 +241,12 @@ def test_imports_that_dominate_name_the_costliest_outermost_ones(cli, tmp_path: 
     (note,) = [note for note in printed["notes"] if note.startswith("imports are")]
     assert "over every process: outer " in note and " in 2 processes (" in note, note
     assert "`selfopt-trace query imports --run " in note, note
+    report = cli("report", printed["run_id"], "-o", str(tmp_path / "report.html"))  # the same notes, on the page
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report.html").read_text()
+    parts = note.split("`")  # its `command` as <code>
+    assert "<li>" + "".join(f"<code>{html.escape(part)}</code>" if i % 2 else html.escape(part)
+                            for i, part in enumerate(parts)) + "</li>" in page
 
 
 KEEP_ALIVE_CALLS = """
