@@ -29,6 +29,8 @@ SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded sle
 IMPORTS = "imports"  # the breakdown's category for import statements' time, outside start-up
 HTTP_OVERHEAD = "http client overhead"  # the breakdown's category for HTTP calls' time beyond their servers'
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
+UNTRACED_CHILDREN = "untraced child processes"  # the breakdown's category for waits on programs not traced
+UNTRACED_SERVERS = "untraced http servers"  # the breakdown's category for HTTP calls whose server is not traced
 GARBAGE_COLLECTION = "garbage collection"  # the breakdown's category for the collector's timed passes (`gc` spans)
 SLOWEST = 10
 # The breakdown's categories in its order (queries/breakdown.sql, `names`). A run without spans has
@@ -38,7 +40,7 @@ SLOWEST = 10
 BREAKDOWN_CATEGORIES = ("interpreter start-up", IMPORTS, "parsing", "serialization", HTTP_OVERHEAD,
                         "http server time", "subprocess spawn overhead", TEARDOWN, GARBAGE_COLLECTION,
                         "child processes' own work",
-                        "container start-up", OWN_WORK, SLEEPS, "untraced child processes", "untraced http servers",
+                        "container start-up", OWN_WORK, SLEEPS, UNTRACED_CHILDREN, UNTRACED_SERVERS,
                         UNTRACED_WAITS, OUTSIDE)
 
 # A process is identified by its span file, pid and host: an agent file holds one process (a fork or

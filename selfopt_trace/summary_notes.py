@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS
 from .queries import missing_data, run_query
-from .summary import (GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, SLEEPS, TEARDOWN, UNTRACED_WAITS, ProcessRow,
-                      format_ns, one_line)
+from .summary import (GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, SLEEPS, TEARDOWN, UNTRACED_CHILDREN,
+                      UNTRACED_SERVERS, UNTRACED_WAITS, ProcessRow, format_ns, one_line)
 
 if TYPE_CHECKING:
     from .store import Store
@@ -34,6 +34,8 @@ def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_categor
             *_untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
             *_sleeps_note(store, run_id, by_category.get(SLEEPS, 0), wall_ns),
             *_http_overhead_note(store, run_id, by_category.get(HTTP_OVERHEAD, 0), wall_ns),
+            *_untraced_servers_note(store, run_id, by_category.get(UNTRACED_SERVERS, 0), wall_ns),
+            *_untraced_children_note(store, run_id, by_category.get(UNTRACED_CHILDREN, 0), wall_ns),
             *_gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
             *_teardown_note(run_id, processes, by_category.get(TEARDOWN, 0), wall_ns),
             *_gc_note(store, run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), wall_ns),
@@ -186,6 +188,72 @@ def _http_overhead_note(store: Store, run_id: str, overhead_ns: int, wall_ns: in
                     "writes (http.server's HTTP/1.1 replies: headers, then body); one write, or TCP_NODELAY on " \
                     "the writer's socket (http.server: `disable_nagle_algorithm = True` on the handler), ends it"
     return [note + f"; per endpoint: `selfopt-trace query roundtrip --run {run_id}`"]
+
+
+def _untraced_servers_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
+    """Which endpoint without a traced server the run waited on the most, when that is a large share."""
+    if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
+                 if not row["with_server"]]
+    worst = max(endpoints, key=lambda row: (row["total_ms"], row["calls"]), default=None)
+    most = "" if worst is None else (
+        f"; the most on {worst['method']} {worst['server']} {worst['route']}: {worst['calls']} "
+        f"call{'s' if worst['calls'] != 1 else ''}, {worst['p50_ms']:.1f} ms a call (median)")
+    return [f"untraced http servers are {100 * waited_ns / wall_ns:.0f} % of the wall time: HTTP calls whose server the "
+            "trace does not see into (a remote API: its work and the network together; a server traced too, "
+            f"`selfopt-trace run` or the OTLP receiver, splits them){most}; per endpoint: "
+            f"`selfopt-trace query roundtrip --run {run_id}`"]
+
+
+# Each command not traced (no traced process under its subprocess span) with its time on the critical
+# path: its subprocess span's self time there (a read of its output until it ends) and its waits'
+# (selfopt_trace.wait.on). Its spawn-to-exit time says nothing of waiting: a server started early
+# lives through the whole run while nobody waits on it.
+_UNTRACED_ON_PATH_SQL = """
+WITH path_rows AS MATERIALIZED (SELECT * FROM critical_path_rows($run_id)),
+on_path AS (
+    SELECT p.id, any_value(p.path_end - p.path_start) - coalesce(sum(k.path_end - k.path_start), 0) AS self_ns
+    FROM path_rows AS p
+    LEFT JOIN path_rows AS k ON k.parent = p.id AND k.parent_start = p.path_start
+    WHERE p.id <> 0
+    GROUP BY p.id, p.path_start
+),
+untraced AS (
+    SELECT s.span_id, s.attributes->>'process.command' AS command
+    FROM spans AS s
+    WHERE s.run_id = $run_id AND s.category = 'subprocess' AND s.kind = 'CLIENT' AND s.name <> 'exec'
+      AND s.span_id NOT IN (SELECT parent_span_id FROM spans
+                            WHERE run_id = $run_id AND category = 'process' AND parent_span_id IS NOT NULL)
+),
+via AS (  -- the spans whose time on the path is a wait on one
+    SELECT hash(span_id) AS id, span_id AS target FROM untraced
+    UNION ALL
+    SELECT hash(span_id), unnest(from_json(attributes->'selfopt_trace.wait.on', '["VARCHAR"]'))
+    FROM spans WHERE run_id = $run_id AND category = 'wait' AND (attributes->'selfopt_trace.wait.on') IS NOT NULL
+)
+SELECT u.command, count(DISTINCT u.span_id), sum(o.self_ns)
+FROM untraced AS u
+JOIN via AS v ON v.target = u.span_id
+JOIN on_path AS o ON o.id = v.id
+WHERE u.command IS NOT NULL
+GROUP BY u.command
+HAVING sum(o.self_ns) > 0
+ORDER BY 3 DESC, 1
+LIMIT 1
+"""
+
+
+def _untraced_children_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
+    """Which command not traced the run waited on the most, when that is a large share of its wall time."""
+    if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    _, rows = store.sql(_UNTRACED_ON_PATH_SQL, {"run_id": run_id})
+    most = "".join(f"; the longest on the critical path: `{one_line(command)}`, {runs} run{'s' if runs != 1 else ''}, "
+                   f"{format_ns(ns)}" for command, runs, ns in rows)
+    return [f"untraced child processes are {100 * waited_ns / wall_ns:.0f} % of the wall time: programs the trace does "
+            f"not see into (git, a compiler, a Python started with -I, -E or -S){most}; per command: "
+            f"`selfopt-trace query subprocess --run {run_id}`"]
 
 
 def _loopback(host: str) -> bool:

@@ -249,6 +249,57 @@ def test_imports_that_dominate_name_the_costliest_outermost_ones(cli, tmp_path: 
                             for i, part in enumerate(parts)) + "</li>" in page
 
 
+UNTRACED_SERVER = """
+import http.server, time
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(0.05)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+CALLS_THEN_A_SHELL = """
+import http.client, subprocess, sys
+server = subprocess.Popen([sys.executable, "-I", {server!r}], stdout=subprocess.PIPE, text=True)  # untraced
+port = int(server.stdout.readline())
+for _ in range(4):
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    connection.request("GET", "/slow")
+    connection.getresponse().read()
+    connection.close()
+subprocess.run(["sh", "-c", "sleep 0.3"], check=True)
+server.kill()
+server.wait()
+"""
+
+
+def test_untraced_servers_and_children_that_dominate_are_named(cli, tmp_path: Path) -> None:
+    """An untraced server (python -I) answering four 50 ms calls, then `sh -c 'sleep 0.3'` waited on: each
+    note names what the run waited on, not the server process, which lived through the whole run."""
+    from tests.cli.conftest import python
+
+    (tmp_path / "server.py").write_text(UNTRACED_SERVER)
+    done = cli("run", "--export", "never", "--json", "--",
+               *python(CALLS_THEN_A_SHELL.format(server=str(tmp_path / "server.py"))))
+    assert done.returncode == 0, done.stderr
+    notes = json.loads(done.stdout)["notes"]
+    (servers,) = [note for note in notes if note.startswith("untraced http servers are")]
+    assert "the most on GET 127.0.0.1:" in servers and " /slow: 4 calls, " in servers, servers
+    assert "`selfopt-trace query roundtrip --run " in servers, servers
+    (children,) = [note for note in notes if note.startswith("untraced child processes are")]
+    assert "the longest on the critical path: `sh -c sleep 0.3`, 1 run, 3" in children, children
+    assert "`selfopt-trace query subprocess --run " in children, children
+
+
 KEEP_ALIVE_CALLS = """
 import http.client, http.server, threading
 
