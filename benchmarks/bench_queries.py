@@ -21,7 +21,9 @@ of another tree's selfopt_trace (a checkout of an older commit: `git archive COM
 queries | tar -x -C DIR`; its queries and its store's macros), alternating, `--rounds` each.
 
     python benchmarks/bench_queries.py [--spans 1000000] [--report-spans 100000] [--repeat 3]
-                                       [--baseline DIR --query breakdown [--rounds 3]]
+                                       [--baseline DIR --query breakdown [--rounds 3]] [--keep]
+
+The store and the runs (~400 MB) go when it ends, unless --keep.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -302,8 +305,21 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another tree, its --query timed beside this one's")
     parser.add_argument("--query", default="breakdown")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the store and the runs (~400 MB) for more timing")
     args = parser.parse_args()
     work_dir = Path(tempfile.mkdtemp(prefix="bench-queries-"))
+    try:
+        failed = measure(work_dir, args)
+    finally:
+        if args.keep:
+            print(f"\nkept: {work_dir / 'bench.duckdb'} (runs big, report, report-b)")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    sys.exit(1 if failed else 0)
+
+
+def measure(work_dir: Path, args: argparse.Namespace) -> bool:
+    """The runs generated and loaded under `work_dir`, then timed; whether a target was missed."""
     with Store(work_dir / "bench.duckdb") as store:
         for run_id, spans, seed in (("big", args.spans, 1), ("report", args.report_spans, 2),
                                     ("report-b", args.report_spans, 3)):
@@ -336,7 +352,7 @@ def main() -> None:
             print(f"{what:40} {seconds:9.3f} {ratio:8.1f} {target or '':>9} {verdict}")
     if args.baseline:  # the store closed: each tree's process opens it
         compare_trees(work_dir / "bench.duckdb", args.query, args.baseline, args.rounds, max(args.repeat, 5))
-    sys.exit(1 if failed else 0)
+    return failed
 
 
 if __name__ == "__main__":
