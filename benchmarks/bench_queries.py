@@ -244,7 +244,7 @@ def write_cpu_samples(run_dir: Path, processes: list[tuple[int, int, int]], rng:
             used = 0
             for t in range(start, end, 20 * MS):
                 used += rng.choice((0, 5 * MS, 20 * MS, 20 * MS))
-                out.write(f"{cpu_sampler.CPU}\t{t}\t{pid}\t{pid}\t{start}\t{used}\t0\t\t\t.\n")
+                out.write(f"{cpu_sampler.CPU}\t{t}\t{pid}\t{pid}\t{start}\t{used}\t0\t0\t\t\t.\n")
 
 
 JOIN_SQL = """SELECT count(*) FROM spans AS c JOIN spans AS p ON p.span_id = c.parent_span_id
@@ -326,8 +326,11 @@ def measure(work_dir: Path, args: argparse.Namespace) -> bool:
             t0 = time.perf_counter()
             written = generate_run(work_dir / run_id, run_id, spans, seed)
             t1 = time.perf_counter()
-            store.load_run(work_dir / run_id)
-            print(f"run {run_id}: {written} spans generated in {t1 - t0:.1f} s, loaded in {time.perf_counter() - t1:.1f} s")
+            loaded = store.load_run(work_dir / run_id)
+            if loaded.warnings or loaded.skipped_lines or not loaded.cpu_samples:  # what a real run has, all of it
+                raise SystemExit(f"run {run_id} did not load whole: {loaded}")
+            print(f"run {run_id}: {written} spans generated in {t1 - t0:.1f} s, loaded in {time.perf_counter() - t1:.1f} s "
+                  f"({loaded.cpu_samples} CPU sample rows)")
         print()
         results = []
         for run_id in ("big", "report"):
