@@ -143,19 +143,23 @@ def load_speed(workdir: Path, readings: int, threads: int = 100, repeats: int = 
     (run / "spans").mkdir(parents=True)
     (run / SAMPLES_PATH).parent.mkdir()
     t0 = 1_700_000_000_000_000_000
-    lines = [HEADER] + [f"T\t{t0}\t{1000 + t // 4}\t{2000 + t}\t{t0}\t\t\tpython\t\t.\n" for t in range(threads)]
+    lines = [HEADER] + [f"T\t{t0}\t{1000 + t // 4}\t{2000 + t}\t{t0}\t\t\t\tpython\t\t.\n" for t in range(threads)]
     cpu, runqueue = [0] * threads, [0] * threads
     for i in range(readings // threads):
         for t in range(threads):
             cpu[t] += random.randint(0, 50_000_000)
             runqueue[t] += random.randint(0, 1_000_000)
-            lines.append(f"C\t{t0 + (i + 1) * 50_000_000 + t}\t{1000 + t // 4}\t{2000 + t}\t{t0}\t{cpu[t]}\t{runqueue[t]}\t\t\t.\n")
+            lines.append(f"C\t{t0 + (i + 1) * 50_000_000 + t}\t{1000 + t // 4}\t{2000 + t}\t{t0}\t{cpu[t]}\t{runqueue[t]}\t0\t\t\t.\n")
     (run / SAMPLES_PATH).write_text("".join(lines))
     times, rows = [], 0
     for n in range(repeats):
         with Store(workdir / f"load-{n}.duckdb") as store:
             started = time.perf_counter()
-            rows = store.load_run(run).cpu_samples
+            loaded = store.load_run(run)
+            damaged = [w for w in loaded.warnings if w.code != "loader.no_span_files"]  # (it has samples only)
+            if damaged or loaded.skipped_lines or not loaded.cpu_samples:  # every line, in the sampler's format
+                raise SystemExit(f"the samples file did not load whole: {loaded}")
+            rows = loaded.cpu_samples
             times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
     return rows / seconds, seconds
