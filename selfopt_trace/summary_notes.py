@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS
 from .queries import missing_data, run_query
-from .summary import (GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, SLEEPS, TEARDOWN, UNTRACED_CHILDREN,
+from .summary import (GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, SLEEPS, STARTUP, TEARDOWN, UNTRACED_CHILDREN,
                       UNTRACED_SERVERS, UNTRACED_WAITS, ProcessRow, format_ns, one_line)
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_categor
         "no Python process was traced: CMD started none, or only untraced ones (python -I, -E or -S; a PYTHONPATH "
         "without the bootstrap set by a shell or script: see the notes on the processes seen)"]
     return [*untraced, *_went_on_note(processes, window[1], run_dir),
+            *_startup_note(processes, by_category.get(STARTUP, 0), wall_ns),
             *_imports_note(store, run_id, by_category.get(IMPORTS, 0), wall_ns),
             *_untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
             *_sleeps_note(store, run_id, by_category.get(SLEEPS, 0), wall_ns),
@@ -54,6 +55,18 @@ def _went_on_note(processes: list[ProcessRow], cmd_end_ns: int, run_dir: str | N
     return [f"{len(went_on)} traced process{'es' if len(went_on) > 1 else ''} had not ended when CMD exited "
             f"(pid {pids}; or killed unseen): the breakdown covers CMD's wall time; {again} takes in what they "
             "record later"]
+
+
+def _startup_note(processes: list[ProcessRow], started_ns: int, wall_ns: int) -> list[str]:
+    """What interpreter start-up is, when it is a large share of the wall time: many short Pythons."""
+    if wall_ns <= 0 or started_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    startups = sorted(p.startup_ns for p in processes if p.startup_ns > 0)
+    each = f"{len(startups)} Python processes, {format_ns(startups[len(startups) // 2])} each (median)" if startups else ""
+    return [f"interpreter start-up is {100 * started_ns / wall_ns:.0f} % of the wall time: {each}; every Python pays it "
+            "before its first line (the interpreter, site, .pth files; the tracer's start-up too, in its overhead); "
+            "fewer, longer-lived processes (a pool, a server, the work done in-process) pay it once; where it goes: "
+            "`python -X importtime -c pass`"]
 
 
 # The outermost imports (under no other import: the program's own `import x`, a plugin loaded by

@@ -300,6 +300,21 @@ def test_untraced_servers_and_children_that_dominate_are_named(cli, tmp_path: Pa
     assert "`selfopt-trace query subprocess --run " in children, children
 
 
+def test_many_short_pythons_get_the_start_up_note(cli) -> None:
+    """Twenty `python -c pass` children one after the other: start-up is most of the wall time, and the note
+    says how many Pythons paid it and how much each."""
+    from tests.cli.conftest import python
+
+    done = cli("run", "--export", "never", "--json", "--", *python(
+        "import subprocess, sys\nfor _ in range(20):\n    subprocess.run([sys.executable, '-c', 'pass'], check=True)"))
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    (note,) = [note for note in printed["notes"] if note.startswith("interpreter start-up is")]
+    assert ": 21 Python processes, " in note and " each (median)" in note, note
+    share = 100 * printed["time_by_category_ms"]["interpreter start-up"] / printed["wall_ms"]
+    assert abs(int(note.split()[3]) - share) <= 1, (note, share)  # "interpreter start-up is N % ..."
+
+
 KEEP_ALIVE_CALLS = """
 import http.client, http.server, threading
 
