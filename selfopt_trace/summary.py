@@ -28,6 +28,8 @@ UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the C
 SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded sleeps (time, asyncio)
 STARTUP = "interpreter start-up"  # the breakdown's category for Pythons' start-up, before their first line
 IMPORTS = "imports"  # the breakdown's category for import statements' time, outside start-up
+PARSING = "parsing"  # the breakdown's category for parsing calls (ast, libcst, jedi, compile...)
+SERIALIZATION = "serialization"  # the breakdown's category for serialization calls (json, pickle, pydantic...)
 HTTP_OVERHEAD = "http client overhead"  # the breakdown's category for HTTP calls' time beyond their servers'
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
 UNTRACED_CHILDREN = "untraced child processes"  # the breakdown's category for waits on programs not traced
@@ -38,7 +40,7 @@ SLOWEST = 10
 # nothing to break down: each is 0, and the summary does not run the query, whose planning alone is
 # ~400 M instructions (docs/benchmarks.md, "Command line"). tests/cli/test_summary.py checks the
 # query gives the same for such a run.
-BREAKDOWN_CATEGORIES = (STARTUP, IMPORTS, "parsing", "serialization", HTTP_OVERHEAD,
+BREAKDOWN_CATEGORIES = (STARTUP, IMPORTS, PARSING, SERIALIZATION, HTTP_OVERHEAD,
                         "http server time", "subprocess spawn overhead", TEARDOWN, GARBAGE_COLLECTION,
                         "child processes' own work",
                         "container start-up", OWN_WORK, SLEEPS, UNTRACED_CHILDREN, UNTRACED_SERVERS,

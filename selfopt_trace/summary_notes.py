@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS
 from .queries import missing_data, run_query
-from .summary import (GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, SLEEPS, STARTUP, TEARDOWN, UNTRACED_CHILDREN,
-                      UNTRACED_SERVERS, UNTRACED_WAITS, ProcessRow, format_ns, one_line)
+from .summary import (GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, PARSING, SERIALIZATION, SLEEPS, STARTUP,
+                      TEARDOWN, UNTRACED_CHILDREN, UNTRACED_SERVERS, UNTRACED_WAITS, ProcessRow, format_ns, one_line)
 
 if TYPE_CHECKING:
     from .store import Store
@@ -32,6 +32,8 @@ def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_categor
     return [*untraced, *_went_on_note(processes, window[1], run_dir),
             *_startup_note(processes, by_category.get(STARTUP, 0), wall_ns),
             *_imports_note(store, run_id, by_category.get(IMPORTS, 0), wall_ns),
+            *_calls_note(store, run_id, PARSING, "parse", by_category.get(PARSING, 0), wall_ns),
+            *_calls_note(store, run_id, SERIALIZATION, "serialization", by_category.get(SERIALIZATION, 0), wall_ns),
             *_untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
             *_sleeps_note(store, run_id, by_category.get(SLEEPS, 0), wall_ns),
             *_http_overhead_note(store, run_id, by_category.get(HTTP_OVERHEAD, 0), wall_ns),
@@ -94,6 +96,27 @@ def _imports_note(store: Store, run_id: str, imported_ns: int, wall_ns: int) -> 
     return [f"imports are {100 * imported_ns / wall_ns:.0f} % of the wall time"
             + (f"; the costliest outermost ones, with what they imported, over every process: {costliest}" if rows else "")
             + f"; every module: `selfopt-trace query imports --run {run_id}` (-p order=self, -p pid=N)"]
+
+
+def _calls_note(store: Store, run_id: str, category: str, span_category: str, spent_ns: int,
+                wall_ns: int) -> list[str]:
+    """The call sites of parsing or serialization that cost the most over every process, when that
+    category is a large share of the wall time (codeflash's run: pytest's assertion rewriting parsing
+    its plugins again in every child, 316 ast.parse calls)."""
+    if wall_ns <= 0 or spent_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    rows = run_query(store, "serialization", {"run_id": run_id, "category": span_category, "limit": 2}).records()
+    most = "; ".join(f"{row['library']}.{row['operation']} at {_short_path(row['call_site'])}, {row['calls']} "
+                     f"call{'s' if row['calls'] != 1 else ''}, {format_ns(round(row['total_ms'] * 1e6))}" for row in rows)
+    option = "" if span_category == "serialization" else f" -p category={span_category}"
+    return [f"{category} is {100 * spent_ns / wall_ns:.0f} % of the wall time" + (f"; the most, over every process: {most}"
+                                                                                 if most else "")
+            + f"; every call site: `selfopt-trace query serialization --run {run_id}{option}`"]
+
+
+def _short_path(call_site: str) -> str:
+    """A call site's file from its package on (what follows site-packages/), or whole."""
+    return call_site.rpartition("site-packages/")[2] or call_site
 
 
 def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:

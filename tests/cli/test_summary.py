@@ -315,6 +315,18 @@ def test_many_short_pythons_get_the_start_up_note(cli) -> None:
     assert abs(int(note.split()[3]) - share) <= 1, (note, share)  # "interpreter start-up is N % ..."
 
 
+def test_parsing_that_dominates_names_its_costliest_call_site(cli) -> None:
+    """ast.parse of a 3,000-line source, 15 times on one line: the note names that call site, with its calls."""
+    from tests.cli.conftest import python
+
+    done = cli("run", "--export", "never", "--json", "--", *python(
+        "import ast\nsource = 'x = [1, 2, 3]\\n' * 3000\nfor _ in range(15):\n    ast.parse(source)"))
+    assert done.returncode == 0, done.stderr
+    (note,) = [note for note in json.loads(done.stdout)["notes"] if note.startswith("parsing is")]
+    assert "the most, over every process: ast.parse at <string>:4 (<module>), 15 calls, " in note, note
+    assert note.endswith(" -p category=parse`"), note
+
+
 KEEP_ALIVE_CALLS = """
 import http.client, http.server, threading
 
