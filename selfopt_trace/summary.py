@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 OWN_WORK = "own work"
+CHILDREN_OWN_WORK = "child processes' own work"  # the breakdown's category for waited-on children's own code
 OUTSIDE = "outside traced processes"  # the breakdown's category for no traced process alive (launch, a shell CMD)
 UNTRACED_WAITS = "untraced waits"  # the breakdown's category for time off the CPU outside any recorded call
 SLEEPS = "sleeps"  # the breakdown's category for the program's own recorded sleeps (time, asyncio)
@@ -42,7 +43,7 @@ SLOWEST = 10
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = (STARTUP, IMPORTS, PARSING, SERIALIZATION, HTTP_OVERHEAD,
                         "http server time", "subprocess spawn overhead", TEARDOWN, GARBAGE_COLLECTION,
-                        "child processes' own work",
+                        CHILDREN_OWN_WORK,
                         "container start-up", OWN_WORK, SLEEPS, UNTRACED_CHILDREN, UNTRACED_SERVERS,
                         UNTRACED_WAITS, OUTSIDE)
 

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Sequence
 
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS
 from .queries import missing_data, run_query
-from .summary import (GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, PARSING, SERIALIZATION, SLEEPS, STARTUP,
-                      TEARDOWN, UNTRACED_CHILDREN, UNTRACED_SERVERS, UNTRACED_WAITS, ProcessRow, format_ns, one_line)
+from .summary import (CHILDREN_OWN_WORK, GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, OWN_WORK, PARSING,
+                      SERIALIZATION, SLEEPS, STARTUP, TEARDOWN, UNTRACED_CHILDREN, UNTRACED_SERVERS, UNTRACED_WAITS,
+                      ProcessRow, format_ns, one_line)
 
 if TYPE_CHECKING:
     from .store import Store
@@ -34,6 +35,8 @@ def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_categor
             *_imports_note(store, run_id, by_category.get(IMPORTS, 0), wall_ns),
             *_calls_note(store, run_id, PARSING, "parse", by_category.get(PARSING, 0), wall_ns),
             *_calls_note(store, run_id, SERIALIZATION, "serialization", by_category.get(SERIALIZATION, 0), wall_ns),
+            *_own_work_note(store, run_id, by_category.get(OWN_WORK, 0), by_category.get(CHILDREN_OWN_WORK, 0),
+                            wall_ns),
             *_untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
             *_sleeps_note(store, run_id, by_category.get(SLEEPS, 0), wall_ns),
             *_http_overhead_note(store, run_id, by_category.get(HTTP_OVERHEAD, 0), wall_ns),
@@ -117,6 +120,26 @@ def _calls_note(store: Store, run_id: str, category: str, span_category: str, sp
 def _short_path(call_site: str) -> str:
     """A call site's file from its package on (what follows site-packages/), or whole."""
     return call_site.rpartition("site-packages/")[2] or call_site
+
+
+def _own_work_note(store: Store, run_id: str, own_ns: int, children_ns: int, wall_ns: int) -> list[str]:
+    """How to see which lines the CPU time outside every recorded call went to, when it is a large share:
+    the trace has no span for it; py-spy's samples (`run --profile`) say where."""
+    if wall_ns <= 0 or own_ns + children_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+        return []
+    parts = ", ".join(f"{label} {100 * ns / wall_ns:.0f} %" for label, ns in ((OWN_WORK, own_ns),
+                                                                             (CHILDREN_OWN_WORK, children_ns)) if ns)
+    share = f"code on the CPU outside any recorded call is {100 * (own_ns + children_ns) / wall_ns:.0f} % of the wall " \
+            f"time ({parts})"
+    if not missing_data(store, "hot_frames", run_id):
+        frames = run_query(store, "hot_frames", {"run_id": run_id, "limit": 1}).records()  # the first of each span
+        hottest = max(frames, key=lambda row: (row["self_ms"], row["span"]), default=None)
+        line = "" if hottest is None else (
+            f"; the hottest line: {hottest['function']} at {_short_path(hottest['file'])}:{hottest['line']}, "
+            f"{format_ns(round(hottest['self_ms'] * 1e6))} of samples running it (in `{hottest['span']}` spans)")
+        return [f"{share}{line}; every frame: `selfopt-trace query hot_frames --run {run_id}`"]
+    return [f"{share}; to see its lines, run it again with `selfopt-trace run --profile`, then "
+            "`selfopt-trace query hot_frames`"]
 
 
 def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:

@@ -327,6 +327,18 @@ def test_parsing_that_dominates_names_its_costliest_call_site(cli) -> None:
     assert note.endswith(" -p category=parse`"), note
 
 
+def test_own_work_that_dominates_says_how_to_see_its_lines(cli) -> None:
+    """A loop on the CPU, under no span: most of the wall time is own work, and the note says how to see
+    its lines (tests/profile: on a profiled run, it names the hottest)."""
+    from tests.cli.conftest import python
+
+    done = cli("run", "--export", "never", "--json", "--", *python("sum(range(20_000_000))"))
+    assert done.returncode == 0, done.stderr
+    (note,) = [note for note in json.loads(done.stdout)["notes"] if note.startswith("code on the CPU outside")]
+    assert "(own work " in note and "child processes' own work" not in note, note
+    assert note.endswith("run it again with `selfopt-trace run --profile`, then `selfopt-trace query hot_frames`"), note
+
+
 KEEP_ALIVE_CALLS = """
 import http.client, http.server, threading
 

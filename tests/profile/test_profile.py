@@ -135,6 +135,20 @@ def test_the_summary_points_a_profiled_run_s_untraced_waits_at_its_idle_frames(p
             and note.endswith("`selfopt-trace query waits --run p1`")], result.notes
 
 
+
+def test_the_summary_names_a_profiled_run_s_hottest_line(profiled: Cli) -> None:
+    """The phases' hot loops are most of the CPU time outside any recorded call: the note names the
+    line, from the samples (hot_frames' first row of the span with the most)."""
+    from selfopt_trace import summary
+    from selfopt_trace.store import Store
+
+    with Store(profiled.db, read_only=True) as store:
+        result = summary.summarize(store, "p1")
+    (note,) = [note for note in result.notes if note.startswith("code on the CPU outside any recorded call is")]
+    # the two hot loops run as long: either may have more samples
+    assert re.search(r"; the hottest line: hot_(parent|child) at \S*hotmod\.py:\d+, .* \(in `phase_\1` spans\)", note), note
+    assert note.endswith("`selfopt-trace query hot_frames --run p1`"), note
+
 def test_waits_finds_the_lines_where_the_critical_path_waited_on_nothing_traced(profiled: Cli) -> None:
     # each phase waits 0.3 s in select after its hot loop and its sleep: in the parent, and in the
     # child while the parent waits on it (a wait the path follows into the child, so not a wait on
