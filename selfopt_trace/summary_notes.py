@@ -15,12 +15,26 @@ from .summary import (CHILDREN_OWN_WORK, GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPO
 if TYPE_CHECKING:
     from .store import Store
 
-WAITS_NOTE_SHARE = 0.2  # of the wall time: from there, the summary says how to see where the run waited
-TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, the summary says what it is and where to look
+NOTE_SHARE = 0.2  # of the wall time: from there, a category gets a note (what it calls for, where to look)
+TEARDOWN_NOTE_SHARE = 0.1  # of the wall time: from there, interpreter teardown's (it surprises the most)
 NOTE_MIN_NS = 50_000_000  # and at least this much: a 50 ms script's 7 ms of teardown is not worth a note
 # A traced process that ended this soon after CMD's exit ended with it: a helper reading its parent's end
 # (multiprocessing's resource tracker, 0.1 ms after the demo's CMD) did not go on
 WENT_ON_AFTER_NS = 10_000_000
+
+
+def _large(ns: int, wall_ns: int, share: float = NOTE_SHARE) -> bool:
+    """Whether `ns` is enough of the wall time for a note."""
+    return wall_ns > 0 and ns >= max(share * wall_ns, NOTE_MIN_NS)
+
+
+def _pct(ns: int, wall_ns: int) -> str:
+    return f"{100 * ns / wall_ns:.0f} %"
+
+
+def _counted(count: int, noun: str) -> str:
+    """`3 calls`, `1 call`."""
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_category: dict[str, int],
@@ -64,11 +78,12 @@ def _went_on_note(processes: list[ProcessRow], cmd_end_ns: int, run_dir: str | N
 
 def _startup_note(processes: list[ProcessRow], started_ns: int, wall_ns: int) -> list[str]:
     """What interpreter start-up is, when it is a large share of the wall time: many short Pythons."""
-    if wall_ns <= 0 or started_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(started_ns, wall_ns):
         return []
     startups = sorted(p.startup_ns for p in processes if p.startup_ns > 0)
-    each = f"{len(startups)} Python processes, {format_ns(startups[len(startups) // 2])} each (median)" if startups else ""
-    return [f"interpreter start-up is {100 * started_ns / wall_ns:.0f} % of the wall time: {each}; every Python pays it "
+    each = f"{len(startups)} Python processes, {format_ns(startups[len(startups) // 2])} each (median)" \
+        if startups else ""
+    return [f"interpreter start-up is {_pct(started_ns, wall_ns)} of the wall time: {each}; every Python pays it "
             "before its first line (the interpreter, site, .pth files; the tracer's start-up too, in its overhead); "
             "fewer, longer-lived processes (a pool, a server, the work done in-process) pay it once; where it goes: "
             "`python -X importtime -c pass`"]
@@ -90,15 +105,15 @@ LIMIT 3
 
 def _imports_note(store: Store, run_id: str, imported_ns: int, wall_ns: int) -> list[str]:
     """Which outermost imports cost the most, when imports are a large share of the wall time."""
-    if wall_ns <= 0 or imported_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(imported_ns, wall_ns):
         return []
     _, rows = store.sql(_COSTLIEST_IMPORTS_SQL, {"run_id": run_id})
-    costliest = ", ".join(
-        f"{module} {format_ns(ns)}" + (f" in {processes} processes ({format_ns(ns // processes)} each)" if processes > 1 else "")
-        for module, processes, ns in rows)
-    return [f"imports are {100 * imported_ns / wall_ns:.0f} % of the wall time"
-            + (f"; the costliest outermost ones, with what they imported, over every process: {costliest}" if rows else "")
-            + f"; every module: `selfopt-trace query imports --run {run_id}` (-p order=self, -p pid=N)"]
+    costliest = ", ".join(f"{module} {format_ns(ns)}"
+                          + (f" in {processes} processes ({format_ns(ns // processes)} each)" if processes > 1 else "")
+                          for module, processes, ns in rows)
+    most = f"; the costliest outermost ones, with what they imported, over every process: {costliest}" if rows else ""
+    return [f"imports are {_pct(imported_ns, wall_ns)} of the wall time{most}; every module: "
+            f"`selfopt-trace query imports --run {run_id}` (-p order=self, -p pid=N)"]
 
 
 def _calls_note(store: Store, run_id: str, category: str, span_category: str, spent_ns: int,
@@ -106,15 +121,15 @@ def _calls_note(store: Store, run_id: str, category: str, span_category: str, sp
     """The call sites of parsing or serialization that cost the most over every process, when that
     category is a large share of the wall time (codeflash's run: pytest's assertion rewriting parsing
     its plugins again in every child, 316 ast.parse calls)."""
-    if wall_ns <= 0 or spent_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(spent_ns, wall_ns):
         return []
     rows = run_query(store, "serialization", {"run_id": run_id, "category": span_category, "limit": 2}).records()
-    most = "; ".join(f"{row['library']}.{row['operation']} at {_short_path(row['call_site'])}, {row['calls']} "
-                     f"call{'s' if row['calls'] != 1 else ''}, {format_ns(round(row['total_ms'] * 1e6))}" for row in rows)
+    sites = "; ".join(f"{row['library']}.{row['operation']} at {_short_path(row['call_site'])}, "
+                      f"{_counted(row['calls'], 'call')}, {format_ns(round(row['total_ms'] * 1e6))}" for row in rows)
+    most = f"; the most, over every process: {sites}" if sites else ""
     option = "" if span_category == "serialization" else f" -p category={span_category}"
-    return [f"{category} is {100 * spent_ns / wall_ns:.0f} % of the wall time" + (f"; the most, over every process: {most}"
-                                                                                 if most else "")
-            + f"; every call site: `selfopt-trace query serialization --run {run_id}{option}`"]
+    return [f"{category} is {_pct(spent_ns, wall_ns)} of the wall time{most}; every call site: "
+            f"`selfopt-trace query serialization --run {run_id}{option}`"]
 
 
 def _short_path(call_site: str) -> str:
@@ -125,11 +140,11 @@ def _short_path(call_site: str) -> str:
 def _own_work_note(store: Store, run_id: str, own_ns: int, children_ns: int, wall_ns: int) -> list[str]:
     """How to see which lines the CPU time outside every recorded call went to, when it is a large share:
     the trace has no span for it; py-spy's samples (`run --profile`) say where."""
-    if wall_ns <= 0 or own_ns + children_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(own_ns + children_ns, wall_ns):
         return []
-    parts = ", ".join(f"{label} {100 * ns / wall_ns:.0f} %" for label, ns in ((OWN_WORK, own_ns),
-                                                                             (CHILDREN_OWN_WORK, children_ns)) if ns)
-    share = f"code on the CPU outside any recorded call is {100 * (own_ns + children_ns) / wall_ns:.0f} % of the wall " \
+    parts = ", ".join(f"{label} {_pct(ns, wall_ns)}" for label, ns in ((OWN_WORK, own_ns), (CHILDREN_OWN_WORK, children_ns))
+                      if ns)
+    share = f"code on the CPU outside any recorded call is {_pct(own_ns + children_ns, wall_ns)} of the wall " \
             f"time ({parts})"
     if not missing_data(store, "hot_frames", run_id):
         frames = run_query(store, "hot_frames", {"run_id": run_id, "limit": 1}).records()  # the first of each span
@@ -145,9 +160,9 @@ def _own_work_note(store: Store, run_id: str, own_ns: int, children_ns: int, wal
 def _untraced_waits_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
     """How to see where the run waited, when untraced waits are a large share of its wall time: the
     breakdown knows the followed thread was off the CPU, not on what; py-spy's idle stacks say where."""
-    if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(waited_ns, wall_ns):
         return []
-    share = f"untraced waits are {100 * waited_ns / wall_ns:.0f} % of the wall time: the run waited off the CPU " \
+    share = f"untraced waits are {_pct(waited_ns, wall_ns)} of the wall time: the run waited off the CPU " \
             "outside any recorded call (a lock, an event, a queue, a socket, the GIL)"
     if not missing_data(store, "waits", run_id):
         return [f"{share}; the lines that waited: `selfopt-trace query waits --run {run_id}`"]
@@ -159,12 +174,11 @@ def _gil_note(store: Store, run_id: str, waited_untraced_ns: int, wall_ns: int) 
     """How long threads waited for the GIL (watchers/gil.py), when that is a large share of the wall
     time: the breakdown counts it in untraced waits, which computing threads of one process show
     about (n-1)/n of their phase as."""
-    floor = max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS)
-    if wall_ns <= 0 or waited_untraced_ns < floor:  # the waits are untraced waits: no query below that
+    if not _large(waited_untraced_ns, wall_ns):  # the waits are untraced waits: no query below that
         return []
     _, rows = store.sql("SELECT sum(gil_ns) FROM cpu_samples WHERE run_id = $run_id", {"run_id": run_id})
     waited_ns = rows[0][0] or 0
-    if waited_ns < floor:
+    if not _large(waited_ns, wall_ns):
         return []
     return [f"threads waited {waited_ns / 1e6:.0f} ms for the GIL (summed over threads; in untraced waits): "
             "threads of one process that compute at once take turns on it, so a thread pool runs CPU-bound "
@@ -200,20 +214,20 @@ LIMIT 1
 
 def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list[str]:
     """Where the program slept, when its own sleeps are a large share of the wall time."""
-    if wall_ns <= 0 or slept_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(slept_ns, wall_ns):
         return []
-    note = f"sleeps are {100 * slept_ns / wall_ns:.0f} % of the wall time: the program's own time.sleep or " \
+    note = f"sleeps are {_pct(slept_ns, wall_ns)} of the wall time: the program's own time.sleep or " \
            "asyncio.sleep calls (a poll, a back-off, a grace period)"
     _, rows = store.sql(_SLEEPIEST_LINE_ON_PATH_SQL, {"run_id": run_id})
     if rows:
         path, line, count, ns = rows[0]
-        note += f"; the longest on the critical path at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, " \
+        note += f"; the longest on the critical path at {path}:{line} ({_counted(count, 'sleep')}, " \
                 f"{ns / 1e6:.0f} ms)"
     else:
         _, rows = store.sql(_SLEEPIEST_LINE_SQL, {"run_id": run_id})
         if rows:
             path, line, count, ns = rows[0]
-            note += f"; none on the critical path, the most at {path}:{line} ({count} sleep{'s' if count != 1 else ''}, " \
+            note += f"; none on the critical path, the most at {path}:{line} ({_counted(count, 'sleep')}, " \
                     f"{ns / 1e6:.0f} ms in all)"
     return [note + f"; the path: `selfopt-trace query critical_path --run {run_id}`"]
 
@@ -229,16 +243,16 @@ DELAYED_ACK_STALL_NS = (30_000_000, 60_000_000)
 def _http_overhead_note(store: Store, run_id: str, overhead_ns: int, wall_ns: int) -> list[str]:
     """Which endpoint's calls took the longest beyond their servers' time, when that overhead is a large
     share of the wall time; on a loopback connection, a stall of about a delayed ACK's time a call."""
-    if wall_ns <= 0 or overhead_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(overhead_ns, wall_ns):
         return []
-    note = f"http client overhead is {100 * overhead_ns / wall_ns:.0f} % of the wall time: HTTP calls' time beyond " \
+    note = f"http client overhead is {_pct(overhead_ns, wall_ns)} of the wall time: HTTP calls' time beyond " \
            "their servers' handling (connection set-up, the network, proxies, queueing, sending and reading)"
     endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
                  if row["with_server"]]
     if endpoints:
         worst = max(endpoints, key=lambda row: (row["overhead_ms"], row["calls"]))
         calls, server, median_ms = worst["with_server"], worst["server"], worst["overhead_p50_ms"]
-        note += f"; the most on {worst['method']} {server} {worst['route']}: {calls} call{'s' if calls != 1 else ''}, " \
+        note += f"; the most on {worst['method']} {server} {worst['route']}: {_counted(calls, 'call')}, " \
                 f"{median_ms:.1f} ms a call (median) over the server's {worst['server_ms'] / calls:.1f} ms"
         if _loopback(server.rpartition(":")[0]) and \
                 DELAYED_ACK_STALL_NS[0] <= median_ms * 1e6 <= DELAYED_ACK_STALL_NS[1]:
@@ -251,15 +265,15 @@ def _http_overhead_note(store: Store, run_id: str, overhead_ns: int, wall_ns: in
 
 def _untraced_servers_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
     """Which endpoint without a traced server the run waited on the most, when that is a large share."""
-    if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(waited_ns, wall_ns):
         return []
     endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
                  if not row["with_server"]]
     worst = max(endpoints, key=lambda row: (row["total_ms"], row["calls"]), default=None)
     most = "" if worst is None else (
-        f"; the most on {worst['method']} {worst['server']} {worst['route']}: {worst['calls']} "
-        f"call{'s' if worst['calls'] != 1 else ''}, {worst['p50_ms']:.1f} ms a call (median)")
-    return [f"untraced http servers are {100 * waited_ns / wall_ns:.0f} % of the wall time: HTTP calls whose server the "
+        f"; the most on {worst['method']} {worst['server']} {worst['route']}: {_counted(worst['calls'], 'call')}, "
+        f"{worst['p50_ms']:.1f} ms a call (median)")
+    return [f"untraced http servers are {_pct(waited_ns, wall_ns)} of the wall time: HTTP calls whose server the "
             "trace does not see into (a remote API: its work and the network together; a server traced too, "
             f"`selfopt-trace run` or the OTLP receiver, splits them){most}; per endpoint: "
             f"`selfopt-trace query roundtrip --run {run_id}`"]
@@ -305,12 +319,12 @@ LIMIT 1
 
 def _untraced_children_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
     """Which command not traced the run waited on the most, when that is a large share of its wall time."""
-    if wall_ns <= 0 or waited_ns < max(WAITS_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(waited_ns, wall_ns):
         return []
     _, rows = store.sql(_UNTRACED_ON_PATH_SQL, {"run_id": run_id})
-    most = "".join(f"; the longest on the critical path: `{one_line(command)}`, {runs} run{'s' if runs != 1 else ''}, "
+    most = "".join(f"; the longest on the critical path: `{one_line(command)}`, {_counted(runs, 'run')}, "
                    f"{format_ns(ns)}" for command, runs, ns in rows)
-    return [f"untraced child processes are {100 * waited_ns / wall_ns:.0f} % of the wall time: programs the trace does "
+    return [f"untraced child processes are {_pct(waited_ns, wall_ns)} of the wall time: programs the trace does "
             f"not see into (git, a compiler, a Python started with -I, -E or -S){most}; per command: "
             f"`selfopt-trace query subprocess --run {run_id}`"]
 
@@ -329,7 +343,7 @@ def _teardown_note(run_id: str, processes: list[ProcessRow], teardown_ns: int, w
     """What a large interpreter teardown is: time after the processes' last line, which no span of
     the program shows; of the longest one, what its interpreter's finalization took (the C twin's
     interpreter.finalize), the rest being the process's exit and its reaping."""
-    if wall_ns <= 0 or teardown_ns < max(TEARDOWN_NOTE_SHARE * wall_ns, NOTE_MIN_NS):
+    if not _large(teardown_ns, wall_ns, TEARDOWN_NOTE_SHARE):
         return []
     timed = [p for p in processes if p.teardown_ns and p.finalize_ns is not None]
     longest = max(timed, key=lambda p: p.teardown_ns or 0) if timed else None
@@ -340,7 +354,7 @@ def _teardown_note(run_id: str, processes: list[ProcessRow], teardown_ns: int, w
     # A large program's finalization is mostly the collector's full passes over the objects still alive
     # (perf on codeflash's processes: 86 % of its main's 0.6 s, most of a pytest child's): gc.freeze()
     # moves them out of its reach (docs/codeflash.md, "Interpreter teardown: the collector's passes at exit").
-    return [f"interpreter teardown is {100 * teardown_ns / wall_ns:.0f} % of the wall time: processes finalizing "
+    return [f"interpreter teardown is {_pct(teardown_ns, wall_ns)} of the wall time: processes finalizing "
             "after their last line while the run waited for them to exit (the garbage collector walking every "
             "object still alive, module teardown, freeing the heap); gc.freeze() as a process's last act spares "
             f"it the walks, os._exit() after flushing what it must spares it all{measured}. Each child's: "
@@ -380,7 +394,7 @@ def _gc_note(store: Store, run_id: str, processes: list[ProcessRow], collected_n
     top = run_query(store, "gc", {"run_id": run_id, "limit": 1}).records()
     where = (f"`{one_line(top[0]['interrupted'])}` in pid {top[0]['pid']}, {format_ns(round(top[0]['gc_ms'] * 1e6))}; "
              if top else "")
-    return [f"garbage collection is {100 * collected_ns / wall_ns:.0f} % of the wall time (`{GARBAGE_COLLECTION}`: the "
+    return [f"garbage collection is {_pct(collected_ns, wall_ns)} of the wall time (`{GARBAGE_COLLECTION}`: the "
             f"passes of {GC_SPAN_NS / 1e6:g} ms or more, taken from what they interrupted); all its passes took "
             f"{format_ns(gc_ns)}, {100 * gc_ns / lived_ns:.0f} % of the traced processes' time (the most: "
             f"{one_line(most.command)} (pid {most.pid}), {format_ns(most.gc_ns)}): passes over the objects alive, which "

@@ -130,7 +130,7 @@ def test_the_summary_points_a_profiled_run_s_untraced_waits_at_its_idle_frames(p
     with Store(profiled.db, read_only=True) as store:
         result = summary.summarize(store, "p1")
     share = result.by_category[summary.UNTRACED_WAITS] / result.wall_ns  # the phases' selects: 0.6 s of ~2.2 s
-    assert share >= summary_notes.WAITS_NOTE_SHARE, result.by_category
+    assert share >= summary_notes.NOTE_SHARE, result.by_category
     assert [note for note in result.notes if note.startswith("untraced waits are")
             and note.endswith("`selfopt-trace query waits --run p1`")], result.notes
 
