@@ -104,7 +104,7 @@ def _load_and_summarize(store: Store, records: list[RunRecord], options: RunOpti
             next_commands = summaries.next_commands(record.run_id, db, available_commands)
             if jaeger is not None and jaeger_ui.was_sent(store, record.run_id):  # no link to a trace Jaeger never got
                 next_commands += jaeger_ui.trace_urls(store, record.run_id, jaeger)[:1]
-            results.append(summaries.summarize(store, record.run_id, next_commands, breakdown))
+            results.append(summaries.summarize(store, record.run_id, next_commands, breakdown, db))
         finally:
             if breakdown is not None:
                 breakdown.close()

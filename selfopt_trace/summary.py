@@ -268,19 +268,20 @@ def plan_breakdown(store: Store, run_id: str, run_dir: Path) -> PlannedQuery | N
 
 
 def summarize(store: Store, run_id: str, next_commands: Sequence[str] = (),
-              planned_breakdown: PlannedQuery | None = None) -> RunSummary:
+              planned_breakdown: PlannedQuery | None = None, db_option: str = "") -> RunSummary:
     """The summary of one loaded run. `planned_breakdown`: plan_breakdown's, taken if planned as
-    the summary's other queries are (the load did not take the store past SMALL_STORE_SPANS)."""
+    the summary's other queries are (the load did not take the store past SMALL_STORE_SPANS).
+    `db_option`: ` --db PATH` for the commands the notes suggest, as for `next_commands`."""
     unoptimized = store.is_small()
     if planned_breakdown is not None and planned_breakdown.unoptimized != unoptimized:
         planned_breakdown = None
     with store.planned_unoptimized(unoptimized):
-        return _summarize(store, run_id, next_commands, unoptimized, planned_breakdown)
+        return _summarize(store, run_id, next_commands, unoptimized, planned_breakdown, db_option)
 
 
 def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimized: bool,
-               planned_breakdown: PlannedQuery | None) -> RunSummary:
-    from .summary_notes import loader_notes, run_notes  # (they read this module's rows and helpers)
+               planned_breakdown: PlannedQuery | None, db_option: str) -> RunSummary:
+    from .summary_notes import loader_notes, run_notes, with_db  # (they read this module's rows and helpers)
 
     _, run_rows = store.sql(_RUN_SQL, {"run_id": run_id})
     group_id, command, start_ns, end_ns, exit_code, _run_dir, watchers_notes, damaged_lines, warnings = \
@@ -293,8 +294,8 @@ def _summarize(store: Store, run_id: str, next_commands: Sequence[str], unoptimi
     by_category = time_by_category(store, run_id, max(0, window[1] - window[0]), spans, planned_breakdown)
     processes = processes_beside.result() if processes_beside is not None else []
     slowest = sorted(processes, key=lambda p: p.duration_ns, reverse=True)[:SLOWEST]
-    notes = [*run_notes(store, run_id, processes, by_category, window, _run_dir), *(watchers_notes or ()),
-             *loader_notes(warnings or ())]
+    notes = with_db([*run_notes(store, run_id, processes, by_category, window, _run_dir), *(watchers_notes or ()),
+                     *loader_notes(warnings or ())], db_option)
     return RunSummary(
         run_id=run_id, group_id=group_id, command=command, exit_code=exit_code,
         wall_ns=max(0, window[1] - window[0]), processes=len(processes), spans=spans or 0,

@@ -4,6 +4,7 @@ compiled), with where to look next: the line, the endpoint, the query."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Sequence
 
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS
@@ -21,6 +22,18 @@ NOTE_MIN_NS = 50_000_000  # and at least this much: a 50 ms script's 7 ms of tea
 # A traced process that ended this soon after CMD's exit ended with it: a helper reading its parent's end
 # (multiprocessing's resource tracker, 0.1 ms after the demo's CMD) did not go on
 WENT_ON_AFTER_NS = 10_000_000
+
+
+# A command a note suggests (the first word after `selfopt-trace` one that reads or writes the store)
+_STORE_COMMAND = re.compile(r"`(selfopt-trace (?:query|flame|load|push|run|summary|report|tree|show|sql)\b[^`]*)`")
+
+
+def with_db(notes: list[str], db_option: str) -> list[str]:
+    """The notes with ` --db PATH` (run_report.db_option) at the end of each store command they suggest,
+    so that the commands work as written on a store other than the default one."""
+    if not db_option:
+        return notes
+    return [_STORE_COMMAND.sub(lambda match: f"`{match[1]}{db_option}`", note) for note in notes]
 
 
 def _large(ns: int, wall_ns: int, share: float = NOTE_SHARE) -> bool:

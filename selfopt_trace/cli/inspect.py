@@ -273,7 +273,7 @@ def summary(
     with open_store(db) as store:
         run_id = resolve_run(store, run)
         option = "" if db is None else db_option(db, os.environ)  # as `run` suggests them
-        result = summarize(store, run_id, next_commands(run_id, option, available_commands(ctx)))
+        result = summarize(store, run_id, next_commands(run_id, option, available_commands(ctx)), db_option=option)
     if json_target != "-":
         from ..summary_render import console, render
 

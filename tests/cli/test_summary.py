@@ -194,6 +194,22 @@ def test_sleeps_that_dominate_say_where_the_program_slept(cli) -> None:
     assert not [note for note in printed["notes"] if note.startswith("untraced waits")]
 
 
+def test_the_notes_commands_name_the_store_they_read(cli, tmp_path: Path) -> None:
+    """On a store other than the default one, a note's command says `--db`, and runs as written."""
+    from tests.cli.conftest import python
+
+    db = tmp_path / "elsewhere.duckdb"
+    slept = cli("run", "--db", str(db), "--export", "never", "--json", "--", *python("import time\ntime.sleep(0.3)"))
+    assert slept.returncode == 0, slept.stderr
+    (note,) = [note for note in json.loads(slept.stdout)["notes"] if note.startswith("sleeps are")]
+    command = note.rsplit("`", 2)[1]
+    assert command.endswith(f" --db {db}"), note
+    again = cli(*shlex.split(command)[1:])  # `selfopt-trace query critical_path --run ID --db PATH`
+    assert again.returncode == 0 and "time.sleep" in again.stdout.decode(), again.stderr
+    shown = cli("summary", "--db", str(db), "--json", "-")
+    assert [n for n in json.loads(shown.stdout)["notes"] if n.startswith("sleeps are")] == [note]
+
+
 SIDE_BY_SIDE_SLEEPS = """
 import threading, time
 threads = [threading.Thread(target=time.sleep, args=(0.1,)) for _ in range(4)]
