@@ -33,6 +33,7 @@ PARSING = "parsing"  # the breakdown's category for parsing calls (ast, libcst, 
 SERIALIZATION = "serialization"  # the breakdown's category for serialization calls (json, pickle, pydantic...)
 HTTP_OVERHEAD = "http client overhead"  # the breakdown's category for HTTP calls' time beyond their servers'
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
+CONTAINERS = "container start-up"  # the breakdown's category for `docker run` before and after its first process
 UNTRACED_CHILDREN = "untraced child processes"  # the breakdown's category for waits on programs not traced
 UNTRACED_SERVERS = "untraced http servers"  # the breakdown's category for HTTP calls whose server is not traced
 GARBAGE_COLLECTION = "garbage collection"  # the breakdown's category for the collector's timed passes (`gc` spans)
@@ -44,7 +45,7 @@ SLOWEST = 10
 BREAKDOWN_CATEGORIES = (STARTUP, IMPORTS, PARSING, SERIALIZATION, HTTP_OVERHEAD,
                         "http server time", "subprocess spawn overhead", TEARDOWN, GARBAGE_COLLECTION,
                         CHILDREN_OWN_WORK,
-                        "container start-up", OWN_WORK, SLEEPS, UNTRACED_CHILDREN, UNTRACED_SERVERS,
+                        CONTAINERS, OWN_WORK, SLEEPS, UNTRACED_CHILDREN, UNTRACED_SERVERS,
                         UNTRACED_WAITS, OUTSIDE)
 
 # A process is identified by its span file, pid and host: an agent file holds one process (a fork or

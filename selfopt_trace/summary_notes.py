@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS
 from .queries import missing_data, run_query
-from .summary import (CHILDREN_OWN_WORK, GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, OWN_WORK, PARSING,
+from .summary import (CHILDREN_OWN_WORK, CONTAINERS, GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, OWN_WORK, PARSING,
                       SERIALIZATION, SLEEPS, STARTUP, TEARDOWN, UNTRACED_CHILDREN, UNTRACED_SERVERS, UNTRACED_WAITS,
                       ProcessRow, format_ns, one_line)
 
@@ -67,6 +67,7 @@ def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_categor
             *_untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
             *_sleeps_note(store, run_id, by_category.get(SLEEPS, 0), wall_ns),
             *_http_overhead_note(store, run_id, by_category.get(HTTP_OVERHEAD, 0), wall_ns),
+            *_containers_note(store, run_id, by_category.get(CONTAINERS, 0), wall_ns),
             *_untraced_servers_note(store, run_id, by_category.get(UNTRACED_SERVERS, 0), wall_ns),
             *_untraced_children_note(store, run_id, by_category.get(UNTRACED_CHILDREN, 0), wall_ns),
             *_gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
@@ -274,6 +275,31 @@ def _http_overhead_note(store: Store, run_id: str, overhead_ns: int, wall_ns: in
                     "writes (http.server's HTTP/1.1 replies: headers, then body); one write, or TCP_NODELAY on " \
                     "the writer's socket (http.server: `disable_nagle_algorithm = True` on the handler), ends it"
     return [note + f"; per endpoint: `selfopt-trace query roundtrip --run {run_id}`"]
+
+
+def _containers_note(store: Store, run_id: str, started_ns: int, wall_ns: int) -> list[str]:
+    """What a container's start-up and teardown took, a container's median, when they are a large share
+    of the wall time (docflash: a container per job); with bind mounts and without, where both ran."""
+    if not _large(started_ns, wall_ns):
+        return []
+    rows = run_query(store, "docker", {"run_id": run_id}).records()
+    traced = [row for row in rows if row["row"] == "container" and row["traced"]]
+
+    def median(key: str, of: list[dict]) -> str:
+        values = sorted(row[key] for row in of if row[key] is not None)
+        return format_ns(round(values[len(values) // 2] * 1e6)) if values else "-"
+
+    each = "" if not traced else (
+        f": {_counted(len(traced), 'container')} traced, a median of {median('engine_startup_ms', traced)} from "
+        f"`docker` to its first process (the engine, image layers, mounts, namespaces) and "
+        f"{median('teardown_ms', traced)} from its exit to `docker`'s (the container's stop, --rm)")
+    groups = {row["row"]: row for row in rows if row["row"] in ("with bind mounts", "without bind mounts")}
+    mounts = "" if len(groups) < 2 else (
+        f"; to its first process with bind mounts of its own {median('engine_startup_ms', [groups['with bind mounts']])}, "
+        f"without {median('engine_startup_ms', [groups['without bind mounts']])} (medians)")
+    return [f"container start-up is {_pct(started_ns, wall_ns)} of the wall time{each}{mounts}; a long-lived container "
+            "that takes the jobs (`docker exec`, a server in it) pays it once; per container: "
+            f"`selfopt-trace query docker --run {run_id}`"]
 
 
 def _untraced_servers_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:

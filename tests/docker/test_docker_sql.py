@@ -46,3 +46,23 @@ def test_docker_breakdown_figures(traced, image, no_python_image, tmp_path):
     total = result[-1]
     assert total["row"] == "total" and total["containers"] == 3 and total["traced"] is False
     assert abs(total["total_ms"] - sum(r["total_ms"] for r in containers)) < 0.01
+
+
+def test_the_summary_says_what_container_start_up_took(image, tmp_path):
+    """Four `docker run`s of a trivial Python, two with a bind mount of their own: container start-up is
+    most of the wall time, and the summary's note gives a container's medians and the mounts' split."""
+    import json
+    import sys
+
+    from tests.cli.conftest import Cli
+
+    (tmp_path / "data").mkdir()
+    runs = [run_args(image, "python3", "-c", "pass", flags=flags)
+            for flags in ((), (), ("-v", f"{tmp_path / 'data'}:/data"), ("-v", f"{tmp_path / 'data'}:/data"))]
+    script = "import subprocess\n" + "".join(f"subprocess.run({argv!r}, check=True)\n" for argv in runs)
+    done = Cli(tmp_path)("run", "--export", "never", "--json", "--", sys.executable, "-c", script)
+    assert done.returncode == 0, done.stderr
+    (note,) = [note for note in json.loads(done.stdout)["notes"] if note.startswith("container start-up is")]
+    assert ": 4 containers traced, a median of " in note and " from `docker` to its first process " in note, note
+    assert "; to its first process with bind mounts of its own " in note and " (medians)" in note, note
+    assert "`selfopt-trace query docker --run " in note, note
