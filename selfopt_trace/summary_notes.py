@@ -52,28 +52,34 @@ def _counted(count: int, noun: str) -> str:
 
 def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_category: dict[str, int],
               window: tuple[int, int], run_dir: str | None) -> list[str]:
-    """The notes on one run's figures, in the summary's order (the watchers' and the loader's come after)."""
+    """The notes on one run's figures (the watchers' and the loader's come after): what the run is
+    missing first, then the categories' notes, the largest category first."""
     wall_ns = window[1] - window[0]
     untraced = [] if processes else [
         "no Python process was traced: CMD started none, or only untraced ones (python -I, -E or -S; a PYTHONPATH "
         "without the bootstrap set by a shell or script: see the notes on the processes seen)"]
+    ns = by_category.get
+    by_share = [  # (the category's wall time, its notes)
+        (ns(STARTUP, 0), _startup_note(processes, ns(STARTUP, 0), wall_ns)),
+        (ns(IMPORTS, 0), _imports_note(store, run_id, ns(IMPORTS, 0), wall_ns)),
+        (ns(PARSING, 0), _calls_note(store, run_id, PARSING, "parse", ns(PARSING, 0), wall_ns)),
+        (ns(SERIALIZATION, 0),
+         _calls_note(store, run_id, SERIALIZATION, "serialization", ns(SERIALIZATION, 0), wall_ns)),
+        (ns(OWN_WORK, 0) + ns(CHILDREN_OWN_WORK, 0),
+         _own_work_note(store, run_id, ns(OWN_WORK, 0), ns(CHILDREN_OWN_WORK, 0), wall_ns)),
+        (ns(UNTRACED_WAITS, 0), _untraced_waits_note(store, run_id, ns(UNTRACED_WAITS, 0), wall_ns)
+         + _gil_note(store, run_id, ns(UNTRACED_WAITS, 0), wall_ns)),
+        (ns(SLEEPS, 0), _sleeps_note(store, run_id, ns(SLEEPS, 0), wall_ns)),
+        (ns(HTTP_OVERHEAD, 0), _http_overhead_note(store, run_id, ns(HTTP_OVERHEAD, 0), wall_ns)),
+        (ns(CONTAINERS, 0), _containers_note(store, run_id, ns(CONTAINERS, 0), wall_ns)),
+        (ns(UNTRACED_SERVERS, 0), _untraced_servers_note(store, run_id, ns(UNTRACED_SERVERS, 0), wall_ns)),
+        (ns(UNTRACED_CHILDREN, 0), _untraced_children_note(store, run_id, ns(UNTRACED_CHILDREN, 0), wall_ns)),
+        (ns(TEARDOWN, 0), _teardown_note(run_id, processes, ns(TEARDOWN, 0), wall_ns)),
+        (ns(GARBAGE_COLLECTION, 0), _gc_note(store, run_id, processes, ns(GARBAGE_COLLECTION, 0), wall_ns)),
+    ]
+    by_share.sort(key=lambda item: -item[0])  # stable: equal shares keep this order
     return [*untraced, *_went_on_note(processes, window[1], run_dir),
-            *_startup_note(processes, by_category.get(STARTUP, 0), wall_ns),
-            *_imports_note(store, run_id, by_category.get(IMPORTS, 0), wall_ns),
-            *_calls_note(store, run_id, PARSING, "parse", by_category.get(PARSING, 0), wall_ns),
-            *_calls_note(store, run_id, SERIALIZATION, "serialization", by_category.get(SERIALIZATION, 0), wall_ns),
-            *_own_work_note(store, run_id, by_category.get(OWN_WORK, 0), by_category.get(CHILDREN_OWN_WORK, 0),
-                            wall_ns),
-            *_untraced_waits_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
-            *_sleeps_note(store, run_id, by_category.get(SLEEPS, 0), wall_ns),
-            *_http_overhead_note(store, run_id, by_category.get(HTTP_OVERHEAD, 0), wall_ns),
-            *_containers_note(store, run_id, by_category.get(CONTAINERS, 0), wall_ns),
-            *_untraced_servers_note(store, run_id, by_category.get(UNTRACED_SERVERS, 0), wall_ns),
-            *_untraced_children_note(store, run_id, by_category.get(UNTRACED_CHILDREN, 0), wall_ns),
-            *_gil_note(store, run_id, by_category.get(UNTRACED_WAITS, 0), wall_ns),
-            *_teardown_note(run_id, processes, by_category.get(TEARDOWN, 0), wall_ns),
-            *_gc_note(store, run_id, processes, by_category.get(GARBAGE_COLLECTION, 0), wall_ns),
-            *_unprepared_note(store, run_id)]
+            *(note for _, notes in by_share for note in notes), *_unprepared_note(store, run_id)]
 
 
 def _went_on_note(processes: list[ProcessRow], cmd_end_ns: int, run_dir: str | None) -> list[str]:
@@ -156,8 +162,8 @@ def _own_work_note(store: Store, run_id: str, own_ns: int, children_ns: int, wal
     the trace has no span for it; py-spy's samples (`run --profile`) say where."""
     if not _large(own_ns + children_ns, wall_ns):
         return []
-    parts = ", ".join(f"{label} {_pct(ns, wall_ns)}" for label, ns in ((OWN_WORK, own_ns), (CHILDREN_OWN_WORK, children_ns))
-                      if ns)
+    parts = ", ".join(f"{label} {_pct(ns, wall_ns)}"
+                      for label, ns in ((OWN_WORK, own_ns), (CHILDREN_OWN_WORK, children_ns)) if ns)
     share = f"code on the CPU outside any recorded call is {_pct(own_ns + children_ns, wall_ns)} of the wall " \
             f"time ({parts})"
     if not missing_data(store, "hot_frames", run_id):
