@@ -300,9 +300,9 @@ def _containers_note(store: Store, run_id: str, started_ns: int, wall_ns: int) -
         f"`docker` to its first process (the engine, image layers, mounts, namespaces) and "
         f"{median('teardown_ms', traced)} from its exit to `docker`'s (the container's stop, --rm)")
     groups = {row["row"]: row for row in rows if row["row"] in ("with bind mounts", "without bind mounts")}
-    mounts = "" if len(groups) < 2 else (
-        f"; to its first process with bind mounts of its own {median('engine_startup_ms', [groups['with bind mounts']])}, "
-        f"without {median('engine_startup_ms', [groups['without bind mounts']])} (medians)")
+    mounts = "" if len(groups) < 2 else (  # (each group's row holds its medians)
+        f"; to its first process with bind mounts of its own {median('engine_startup_ms', [groups['with bind mounts']])}"
+        f", without {median('engine_startup_ms', [groups['without bind mounts']])} (medians)")
     return [f"container start-up is {_pct(started_ns, wall_ns)} of the wall time{each}{mounts}; a long-lived container "
             "that takes the jobs (`docker exec`, a server in it) pays it once; per container: "
             f"`selfopt-trace query docker --run {run_id}`"]
