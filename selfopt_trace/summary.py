@@ -1,4 +1,5 @@
-"""The end-of-run summary: computed from the store with SQL (rendered by summary_render.py, or as JSON).
+"""The end-of-run summary: computed from the store with SQL (rendered by summary_render.py, or as JSON; its
+notes on what the figures call for: summary_notes.py).
 
 `summarize(store, run_id)` returns a `RunSummary`; `summary_render.render(summary, console)` prints it. The time
 by category is the `breakdown` query's as it gives it (queries/breakdown.sql: every instant of the
