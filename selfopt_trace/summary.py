@@ -33,6 +33,7 @@ IMPORTS = "imports"  # the breakdown's category for import statements' time, out
 PARSING = "parsing"  # the breakdown's category for parsing calls (ast, libcst, jedi, compile...)
 SERIALIZATION = "serialization"  # the breakdown's category for serialization calls (json, pickle, pydantic...)
 HTTP_OVERHEAD = "http client overhead"  # the breakdown's category for HTTP calls' time beyond their servers'
+HTTP_SERVERS = "http server time"  # the breakdown's category for traced servers' handling of the run's calls
 TEARDOWN = "interpreter teardown"  # the breakdown's category for processes finalizing after their last record
 CONTAINERS = "container start-up"  # the breakdown's category for `docker run` before and after its first process
 UNTRACED_CHILDREN = "untraced child processes"  # the breakdown's category for waits on programs not traced
@@ -44,7 +45,7 @@ SLOWEST = 10
 # ~400 M instructions (docs/benchmarks.md, "Command line"). tests/cli/test_summary.py checks the
 # query gives the same for such a run.
 BREAKDOWN_CATEGORIES = (STARTUP, IMPORTS, PARSING, SERIALIZATION, HTTP_OVERHEAD,
-                        "http server time", "subprocess spawn overhead", TEARDOWN, GARBAGE_COLLECTION,
+                        HTTP_SERVERS, "subprocess spawn overhead", TEARDOWN, GARBAGE_COLLECTION,
                         CHILDREN_OWN_WORK,
                         CONTAINERS, OWN_WORK, SLEEPS, UNTRACED_CHILDREN, UNTRACED_SERVERS,
                         UNTRACED_WAITS, OUTSIDE)

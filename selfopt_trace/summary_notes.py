@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from .bootstrap.selfopt_trace_agent.process import GC_SPAN_NS
 from .queries import missing_data, run_query
-from .summary import (CHILDREN_OWN_WORK, CONTAINERS, GARBAGE_COLLECTION, HTTP_OVERHEAD, IMPORTS, OWN_WORK, PARSING,
+from .summary import (CHILDREN_OWN_WORK, CONTAINERS, GARBAGE_COLLECTION, HTTP_OVERHEAD, HTTP_SERVERS, IMPORTS,
+                      OUTSIDE, OWN_WORK, PARSING,
                       SERIALIZATION, SLEEPS, STARTUP, TEARDOWN, UNTRACED_CHILDREN, UNTRACED_SERVERS, UNTRACED_WAITS,
                       ProcessRow, format_ns, one_line)
 
@@ -72,6 +73,8 @@ def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_categor
         (ns(SLEEPS, 0), _sleeps_note(store, run_id, ns(SLEEPS, 0), wall_ns)),
         (ns(HTTP_OVERHEAD, 0), _http_overhead_note(store, run_id, ns(HTTP_OVERHEAD, 0), wall_ns)),
         (ns(CONTAINERS, 0), _containers_note(store, run_id, ns(CONTAINERS, 0), wall_ns)),
+        (ns(HTTP_SERVERS, 0), _http_servers_note(store, run_id, ns(HTTP_SERVERS, 0), wall_ns)),
+        (ns(OUTSIDE, 0), _outside_note(ns(OUTSIDE, 0), wall_ns)),
         (ns(UNTRACED_SERVERS, 0), _untraced_servers_note(store, run_id, ns(UNTRACED_SERVERS, 0), wall_ns)),
         (ns(UNTRACED_CHILDREN, 0), _untraced_children_note(store, run_id, ns(UNTRACED_CHILDREN, 0), wall_ns)),
         (ns(TEARDOWN, 0), _teardown_note(run_id, processes, ns(TEARDOWN, 0), wall_ns)),
@@ -306,6 +309,31 @@ def _containers_note(store: Store, run_id: str, started_ns: int, wall_ns: int) -
     return [f"container start-up is {_pct(started_ns, wall_ns)} of the wall time{each}{mounts}; a long-lived container "
             "that takes the jobs (`docker exec`, a server in it) pays it once; per container: "
             f"`selfopt-trace query docker --run {run_id}`"]
+
+
+def _http_servers_note(store: Store, run_id: str, served_ns: int, wall_ns: int) -> list[str]:
+    """Which endpoint's traced server took the longest on the run's calls, when that is a large share."""
+    if not _large(served_ns, wall_ns):
+        return []
+    endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
+                 if row["with_server"]]
+    worst = max(endpoints, key=lambda row: (row["server_ms"], row["calls"]), default=None)
+    most = "" if worst is None else (
+        f"; the most on {worst['method']} {worst['server']} {worst['route']}: "
+        f"{_counted(worst['with_server'], 'call')}, {worst['server_ms'] / worst['with_server']:.1f} ms a call in "
+        "the server (mean)")
+    return [f"http server time is {_pct(served_ns, wall_ns)} of the wall time: traced servers' own work on the run's "
+            f"calls (what they spent in another category, a reply's serialization, counts there){most}; per "
+            f"endpoint: `selfopt-trace query roundtrip --run {run_id}`"]
+
+
+def _outside_note(outside_ns: int, wall_ns: int) -> list[str]:
+    """What `outside traced processes` is, when it is a large share: no traced process was alive."""
+    if not _large(outside_ns, wall_ns):
+        return []
+    return [f"outside traced processes is {_pct(outside_ns, wall_ns)} of the wall time: no traced process was alive "
+            "(a shell or another program CMD ran before its Python started or after it ended, or a Python the "
+            "trace does not see: the notes on the processes seen say which were not traced, and why)"]
 
 
 def _untraced_servers_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:

@@ -355,6 +355,50 @@ def test_own_work_that_dominates_says_how_to_see_its_lines(cli) -> None:
     assert note.endswith("run it again with `selfopt-trace run --profile`, then `selfopt-trace query hot_frames`"), note
 
 
+SLOW_HANDLER = """
+import http.client, http.server, threading, time
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        end = time.perf_counter() + 0.06
+        while time.perf_counter() < end:
+            pass
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+for _ in range(5):
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+    connection.request("GET", "/report")
+    connection.getresponse().read()
+    connection.close()
+"""
+
+
+def test_a_traced_server_s_time_that_dominates_names_its_endpoint(cli) -> None:
+    """Five calls to a handler working 60 ms each: the note names the endpoint and a call's time in the server."""
+    from tests.cli.conftest import python
+
+    done = cli("run", "--export", "never", "--json", "--", *python(SLOW_HANDLER))
+    assert done.returncode == 0, done.stderr
+    (note,) = [note for note in json.loads(done.stdout)["notes"] if note.startswith("http server time is")]
+    assert "; the most on GET 127.0.0.1:" in note and " /report: 5 calls, " in note, note
+    per_call = float(note.split(" /report: 5 calls, ")[1].split(" ms a call")[0])
+    assert 55 <= per_call <= 120, note
+
+
+def test_time_outside_traced_processes_is_explained(cli) -> None:
+    done = cli("run", "--export", "never", "--json", "--", "sh", "-c", f"sleep 0.3; {sys.executable} -c pass")
+    assert done.returncode == 0, done.stderr
+    (note,) = [note for note in json.loads(done.stdout)["notes"] if note.startswith("outside traced processes is")]
+    assert ": no traced process was alive (a shell or another program CMD ran before its Python started" in note, note
+
+
 KEEP_ALIVE_CALLS = """
 import http.client, http.server, threading
 
