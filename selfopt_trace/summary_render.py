@@ -175,6 +175,11 @@ def render_group(group: GroupSummary, console: Console) -> None:
     console.print()
     console.print(_category_table(group.median_by_category(), group.median_wall_ns(), console.width))
     last = group.runs[-1]
+    if last.notes:
+        console.print()
+        console.print("[bold]Notes[/] (on the last run)")
+        for note in last.notes:
+            console.print(Text.assemble(("note: ", "yellow"), note))
     if last.next_commands:
         console.print()
         console.print("[bold]Next[/] (on the last run)")

@@ -181,6 +181,14 @@ def test_repeat_summary_on_stderr(cli):
     assert b"(2 runs)" in result.stderr and b"median" in result.stderr
 
 
+def test_a_group_s_summary_gives_its_last_run_s_notes(cli):
+    result = cli("run", "--repeat", "2", "--run-id", "naps", "--", *python("import time; time.sleep(0.2)"))
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stderr.decode().split())  # rich folds long lines
+    assert "Notes (on the last run) note: sleeps are " in text, text
+    assert "`selfopt-trace query critical_path --run naps-2`" in text, text
+
+
 def test_incoming_traceparent_is_joined(cli):
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     env = cli.env(TRACEPARENT=f"00-{trace_id}-{parent_id}-01")
