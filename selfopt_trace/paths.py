@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Mapping
 
 HOME_ENV = "SELFOPT_TRACE_HOME"
 AGENT_PACKAGE = "selfopt_trace_agent"  # the package in bootstrap/ that runs inside every traced process
@@ -35,6 +36,15 @@ def working_directory() -> Path | None:
 def default_db_path() -> Path:
     """The trace database: `<home>/traces.duckdb`."""
     return default_home() / "traces.duckdb"
+
+
+ENV_DB = "SELFOPT_TRACE_DB"  # the commands' --db
+
+
+def db_path_from(environ: Mapping[str, str]) -> Path:
+    """The database the commands use without --db: $SELFOPT_TRACE_DB, else `<home>/traces.duckdb`."""
+    value = environ.get(ENV_DB)
+    return Path(value).expanduser() if value else default_db_path()
 
 
 def default_runs_dir() -> Path:

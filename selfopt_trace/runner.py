@@ -40,7 +40,8 @@ from .bootstrap.selfopt_trace_agent import container
 from .errors import SelfoptTraceError
 from .export.otlp_settings import OtlpSettings, OtlpSettingsError
 from .export.otlp_settings import resolve as resolve_otlp
-from .paths import default_db_path as home_db_path
+from .paths import ENV_DB  # (the commands' --db, beside the ENV_ settings below)
+from .paths import db_path_from as default_db_path
 from .paths import default_runs_dir as home_runs_dir
 from .paths import unwritable, working_directory
 from .watchers import Watcher, WatchedRun, start_all, stop_all
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 
 ENV_OUT = "SELFOPT_TRACE_OUT"
-ENV_DB = "SELFOPT_TRACE_DB"
 ENV_QUIET = "SELFOPT_TRACE_QUIET"
 ENV_JSON = "SELFOPT_TRACE_JSON"
 ENV_NO_LOAD = "SELFOPT_TRACE_NO_LOAD"
@@ -709,8 +709,3 @@ def _discard_unstarted(records: list[RunRecord]) -> None:
 def default_out_dir(environ: dict[str, str] | os._Environ) -> Path:
     value = environ.get(ENV_OUT)
     return Path(value).expanduser() if value else home_runs_dir()
-
-
-def default_db_path(environ: dict[str, str] | os._Environ) -> Path:
-    value = environ.get(ENV_DB)
-    return Path(value).expanduser() if value else home_db_path()

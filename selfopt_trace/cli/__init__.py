@@ -2,7 +2,8 @@
 
 The typer app and its command modules load in `commands` on first use: `selfopt-trace --version`,
 `--help` (cli/root_help.py) and the common `run` command lines (cli/quick_run.py) go without them
-(the typer app and what it loads cost ~60 ms of start-up). Library errors
+(the typer app and what it loads cost ~60 ms of start-up), and any other command line loads its own
+command's module alone (`sql` none of `run`'s: 183 -> 168 ms for `runs`). Library errors
 (`selfopt_trace.errors.SelfoptTraceError`) become one-line messages and exit code 2 in `main`.
 """
 
@@ -15,9 +16,10 @@ from .. import __version__
 
 
 def __getattr__(name: str):
-    if name == "app":  # `from selfopt_trace.cli import app`: the typer app, loaded now
-        from .commands import app
+    if name == "app":  # `from selfopt_trace.cli import app`: the typer app with every command, loaded now
+        from .commands import app, load
 
+        load()
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -54,8 +56,9 @@ def main() -> None:
     import typer
 
     from ..errors import SelfoptTraceError
-    from .commands import app
+    from .commands import app, load
 
+    load(sys.argv[1] if len(sys.argv) > 1 else None)
     try:
         app()
     except SelfoptTraceError as exc:

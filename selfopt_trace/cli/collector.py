@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .. import runner
+from ..paths import db_path_from
 from .commands import app
 from .inspect import DB
 
@@ -42,7 +42,7 @@ def collector(
         typer.echo(f"selfopt-trace: error: --host {host} is not a loopback address: anyone who reaches it could "
                    f"write to the store; give a token (--token-file, or ${ENV_TOKEN})", err=True)
         raise typer.Exit(2)
-    db_path = (db or runner.default_db_path(os.environ)).absolute()
+    db_path = (db or db_path_from(os.environ)).absolute()
     settings = Settings(db_path=db_path, host=host, port=port, grpc_port=None if no_grpc else grpc_port, token=token,
                         max_bytes=int(max_request_mb * (1 << 20)))
     receiver = Receiver(settings)

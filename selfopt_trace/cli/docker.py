@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .. import runner
+from ..paths import ENV_DB, db_path_from
 from .commands import app
 
 @app.command("docker-env")
@@ -35,7 +35,7 @@ def docker_env(
 def load(
     files: List[Path] = typer.Argument(..., help="Collector file-exporter output (OTLP/JSON lines; .gz and .zst too), "
                                        "folders of it, or run directories."),
-    db: Optional[Path] = typer.Option(None, "--db", envvar=runner.ENV_DB, show_default=False,
+    db: Optional[Path] = typer.Option(None, "--db", envvar=ENV_DB, show_default=False,
                                       help="The trace database. (default: $SELFOPT_TRACE_HOME/traces.duckdb)"),
     replace: bool = typer.Option(False, "--replace", help="Replace a stored run of the same id loaded from elsewhere "
                                  "(without it, such a run is refused and nothing is changed)."),
@@ -47,7 +47,7 @@ def load(
     from ..store import Store
 
     run_dirs, collector = sort_paths(files)  # a wrong path: exit 2 before the database is opened
-    with Store(db or runner.default_db_path(os.environ)) as store:
+    with Store(db or db_path_from(os.environ)) as store:
         for run_dir in run_dirs:  # every run is checked before the first is loaded
             store.check_load(run_dir, replace)
         for run_dir in run_dirs:

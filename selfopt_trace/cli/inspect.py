@@ -21,9 +21,9 @@ from typing import Any, Optional, Sequence
 
 import typer
 
-from .. import runner
+from ..paths import ENV_DB, db_path_from
 from ..errors import QueryError, RunNotFoundError, StoreOpenError
-from .commands import app, available_commands
+from .commands import ALL_COMMANDS, app
 
 
 class OutputFormat(str, Enum):
@@ -32,7 +32,7 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
-DB = typer.Option(None, "--db", envvar=runner.ENV_DB, show_default=False,
+DB = typer.Option(None, "--db", envvar=ENV_DB, show_default=False,
                   help="The trace database. (default: $SELFOPT_TRACE_HOME/traces.duckdb, else ./.selfopt-trace/traces.duckdb)")
 FORMAT = typer.Option(OutputFormat.table, "--format", "-f", help="table (for people), csv, or json (an array of row objects).")
 RECENT = 5
@@ -57,7 +57,7 @@ def open_store(db: Optional[Path]):
     """The trace database, read-only; a clear error when there is none yet."""
     from ..store import Store
 
-    path = (db or runner.default_db_path(os.environ)).absolute()
+    path = (db or db_path_from(os.environ)).absolute()
     if not path.exists():
         raise StoreOpenError(path, "it does not exist; `selfopt-trace run -- CMD` creates it (or pass --db)")
     return Store(path, read_only=True)
@@ -260,7 +260,6 @@ def show(
 
 @app.command()
 def summary(
-    ctx: typer.Context,
     run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or `latest`."),
     json_target: Optional[str] = typer.Option(None, "--json", metavar="FILE",
                                               help="The summary as JSON in FILE; `-`: on stdout, in place of the text."),
@@ -273,7 +272,7 @@ def summary(
     with open_store(db) as store:
         run_id = resolve_run(store, run)
         option = "" if db is None else db_option(db, os.environ)  # as `run` suggests them
-        result = summarize(store, run_id, next_commands(run_id, option, available_commands(ctx)), db_option=option)
+        result = summarize(store, run_id, next_commands(run_id, option, ALL_COMMANDS), db_option=option)
     if json_target != "-":
         from ..summary_render import console, render
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .. import runner
+from ..paths import db_path_from
 from .commands import app
 from .inspect import DB, open_store, resolve_run
 
@@ -35,7 +35,7 @@ def push(
     settings = resolve(os.environ, endpoint, protocol, header or [])  # a bad setting: exit 2, nothing read
     with open_store(db) as store:
         run_id = resolve_run(store, run)
-    db_path = (db or runner.default_db_path(os.environ)).absolute()
+    db_path = (db or db_path_from(os.environ)).absolute()
     result = push_run(db_path, run_id, settings)
     target = f"{result.endpoint} (OTLP {result.protocol})"
     try:  # the store was read-only while sending (others could read it): now write down what was sent

@@ -16,7 +16,7 @@ from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..watchers.cpu_sampler import DEFAULT_RATE_HZ, YOUNG_RATE_HZ
 from ..watchers.profiler import DEFAULT_RATE_HZ as PROFILE_RATE_HZ
 from ..watchers.profiler import ENV_NONBLOCKING, ENV_SPAWN, NONBLOCKING_DEFAULT, ProfileSettings
-from .commands import app, available_commands
+from .commands import ALL_COMMANDS, app
 from .quick_run import normalize_json_option, run_options
 
 _SETTINGS = "Where things go"
@@ -45,9 +45,9 @@ class RunCommand(TyperCommand):
         return super().parse_args(ctx, normalize_profile_option(args))
 
 
-def _execute(ctx: typer.Context, options: runner.RunOptions) -> None:
+def _execute(options: runner.RunOptions) -> None:
     try:
-        code = runner.run(options, available_commands=available_commands(ctx))
+        code = runner.run(options, available_commands=ALL_COMMANDS)
     except runner.CommandNotRunnable as exc:
         print(f"selfopt-trace: {exc}", file=sys.stderr, flush=True)
         code = exc.exit_code
@@ -78,7 +78,6 @@ EXPORT = typer.Option("auto", "--export", envvar=runner.ENV_EXPORT, metavar="aut
            "exactly as the shell would. Settings also come from SELFOPT_TRACE_* variables: see docs/cli.md.",
 )
 def run(
-    ctx: typer.Context,
     command: Optional[List[str]] = typer.Argument(None, metavar="CMD ARGS", show_default=False,
                                                   help="The command to run, traced."),
     run_id: Optional[str] = RUN_ID,
@@ -132,10 +131,10 @@ def run(
 ) -> None:
     """Run CMD with every Python process of its tree traced into one trace; print where the time went."""
     targets = runner.pyproject_targets(working_directory()) + list(target or [])
-    _execute(ctx, run_options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
-                           repeat, warmup, no_load, targets=targets, cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate,
-                           export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
-                           replace=replace, profile=_profile_settings(profile, rate, native, idle)))
+    _execute(run_options(command or [], run_id, out, db, service, quiet, json_target, import_threshold_ms,
+                         repeat, warmup, no_load, targets=targets, cpu_sampling=cpu_sampling, cpu_rate_hz=cpu_rate,
+                         export=export, otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
+                         replace=replace, profile=_profile_settings(profile, rate, native, idle)))
 
 
 def _profile_settings(profile: str, rate: int, native: bool, idle: bool) -> ProfileSettings | None:
@@ -156,7 +155,6 @@ def _profile_settings(profile: str, rate: int, native: bool, idle: bool) -> Prof
 
 @app.command()
 def demo(
-    ctx: typer.Context,
     out: Optional[Path] = OUT,
     db: Optional[Path] = DB,
     quiet: bool = QUIET,
@@ -178,6 +176,6 @@ def demo(
     extra_env = ({} if package_root in pythonpath or package_root in installed
                  else {"PYTHONPATH": os.pathsep.join(pythonpath + [package_root])})
     command = [sys.executable, "-m", "selfopt_trace.demo.workload"]
-    _execute(ctx, run_options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env,
-                              export=export))
+    _execute(run_options(command, None, out, db, None, quiet, json_target, None, 1, 0, False, extra_env,
+                         export=export))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import pytest
 import typer.main
 
-from selfopt_trace.cli import app, root_help
+from selfopt_trace.cli import app, commands, root_help
 
 
 def first_paragraph(help_text: str) -> str:
@@ -23,6 +24,24 @@ def test_the_commands_are_the_typer_groups_in_its_order_with_its_help():
     for name, line in root_help.COMMANDS:
         assert line == first_paragraph(group.commands[name].help or ""), name  # type: ignore[attr-defined]
     assert root_help.SUMMARY == first_paragraph(group.help or "")
+
+
+def test_each_command_s_module_is_known_and_a_command_line_loads_it_alone():
+    """cli/commands.py's table names every command, under the module that registers it: a command line
+    loads that module (and what it imports), so `sql` imports none of `run`'s watchers or settings."""
+    assert commands.ALL_COMMANDS == tuple(name for name, _ in root_help.COMMANDS)
+    for module, names in commands.COMMAND_MODULES.items():
+        code = ("import json, sys, typer.main; from selfopt_trace.cli import commands; "
+                f"commands.load({names[-1]!r}); "
+                "print(json.dumps([typer.main.get_command(commands.app).list_commands(None), "
+                "'selfopt_trace.runner' in sys.modules]))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        registered, runner_loaded = json.loads(done.stdout)
+        assert set(names) <= set(registered), (module, registered)
+        assert set(registered) <= set(names) | set(commands.COMMAND_MODULES["inspect"]), (module, registered)
+        if module == "inspect":
+            assert not runner_loaded
 
 
 def test_the_options_are_the_typer_groups():
