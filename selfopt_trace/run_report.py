@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, TextIO
 
 from .background import Background
-from .runner import ENV_LOCK_WAIT, RunOptions, RunRecord, default_db_path, drop_output
+from .paths import db_path_from
+from .runner import ENV_LOCK_WAIT, RunOptions, RunRecord, drop_output
 
 if TYPE_CHECKING:
     from .store import Store
@@ -160,7 +161,7 @@ def kept(records: list[RunRecord], options: RunOptions, environ: dict[str, str])
 def db_option(db_path: Path, environ: dict[str, str] | os._Environ) -> str:
     """` --db PATH` for the commands we suggest (the summary's next ones, the `load` of kept run files),
     unless PATH is the default database."""
-    return "" if db_path == default_db_path(environ) else f" --db {shell_quote(str(db_path))}"
+    return "" if db_path == db_path_from(environ) else f" --db {shell_quote(str(db_path))}"
 
 
 def error(message: str) -> None:

@@ -40,8 +40,6 @@ from .bootstrap.selfopt_trace_agent import container
 from .errors import SelfoptTraceError
 from .export.otlp_settings import OtlpSettings, OtlpSettingsError
 from .export.otlp_settings import resolve as resolve_otlp
-from .paths import ENV_DB  # (the commands' --db, beside the ENV_ settings below)
-from .paths import db_path_from as default_db_path
 from .paths import default_runs_dir as home_runs_dir
 from .paths import unwritable, working_directory
 from .watchers import Watcher, WatchedRun, start_all, stop_all

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import runner
-from ..paths import working_directory
+from ..paths import ENV_DB, db_path_from, working_directory
 from ..bootstrap.selfopt_trace_agent import config as agent_config
 from . import root_help
 
@@ -30,7 +30,7 @@ FLAGS = {"--quiet": ("quiet", True), "-q": ("quiet", True), "--no-load": ("no_lo
 VALUES = {"--run-id": "run_id", "--out": "out", "--db": "db", "--service": "service", "--export": "export",
           "--target": "targets", "-t": "targets", "--json": "json_target"}
 # Variables that set an option of `run` (click reads them when the option is not given): typer's job.
-OPTION_VARIABLES = (runner.ENV_OUT, runner.ENV_DB, runner.ENV_QUIET, runner.ENV_JSON, runner.ENV_NO_LOAD,
+OPTION_VARIABLES = (runner.ENV_OUT, ENV_DB, runner.ENV_QUIET, runner.ENV_JSON, runner.ENV_NO_LOAD,
                     runner.ENV_EXPORT, agent_config.ENV_SERVICE, agent_config.ENV_IMPORT_THRESHOLD_MS,
                     "SELFOPT_TRACE_PROFILE")
 
@@ -127,7 +127,7 @@ def run_options(command: list[str], run_id: str | None, out: Path | None, db: Pa
     return runner.RunOptions(
         command=command, run_id=run_id,
         out_dir=(out or runner.default_out_dir(os.environ)).absolute(),
-        db_path=(db or runner.default_db_path(os.environ)).absolute(),
+        db_path=(db or db_path_from(os.environ)).absolute(),
         service=service,
         quiet=quiet, json_target=json_target, import_threshold_ms=import_threshold_ms,
         repeat=repeat, warmup=warmup, load=not no_load, extra_env=extra_env or {}, targets=targets or [],

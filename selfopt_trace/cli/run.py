@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperCommand
 
 from .. import runner
-from ..paths import working_directory
+from ..paths import ENV_DB, working_directory
 from ..bootstrap.selfopt_trace_agent import config as agent_config
 from ..watchers.cpu_sampler import DEFAULT_RATE_HZ, YOUNG_RATE_HZ
 from ..watchers.profiler import DEFAULT_RATE_HZ as PROFILE_RATE_HZ
@@ -57,7 +57,7 @@ def _execute(options: runner.RunOptions) -> None:
 # Options shared by `run` and `demo`.
 OUT = typer.Option(None, "--out", envvar=runner.ENV_OUT, rich_help_panel=_SETTINGS, show_default=False,
                    help="Parent of the run directory (span files, run.json). (default: $SELFOPT_TRACE_HOME/runs, else ./.selfopt-trace/runs)")
-DB = typer.Option(None, "--db", envvar=runner.ENV_DB, rich_help_panel=_SETTINGS, show_default=False,
+DB = typer.Option(None, "--db", envvar=ENV_DB, rich_help_panel=_SETTINGS, show_default=False,
                   help="DuckDB trace database to load the run into. (default: $SELFOPT_TRACE_HOME/traces.duckdb, else ./.selfopt-trace/traces.duckdb)")
 QUIET = typer.Option(False, "--quiet", "-q", envvar=runner.ENV_QUIET, rich_help_panel=_OUTPUT,
                      help="No summary on stderr.")
