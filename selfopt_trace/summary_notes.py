@@ -263,6 +263,18 @@ def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list
 DELAYED_ACK_STALL_NS = (30_000_000, 60_000_000)
 
 
+def _costliest_endpoint(store: Store, run_id: str, traced_server: bool, by: str) -> dict | None:
+    """The `roundtrip` row with the most `by`, of the endpoints whose server span is known (or not)."""
+    rows = run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
+    return max((row for row in rows if bool(row["with_server"]) == traced_server),
+               key=lambda row: (row[by], row["calls"]), default=None)
+
+
+def _endpoint(row: dict, calls: int) -> str:
+    """`GET 127.0.0.1:8000 /items: 8 calls`."""
+    return f"{row['method']} {row['server']} {row['route']}: {_counted(calls, 'call')}"
+
+
 def _http_overhead_note(store: Store, run_id: str, overhead_ns: int, wall_ns: int) -> list[str]:
     """Which endpoint's calls took the longest beyond their servers' time, when that overhead is a large
     share of the wall time; on a loopback connection, a stall of about a delayed ACK's time a call."""
@@ -270,14 +282,12 @@ def _http_overhead_note(store: Store, run_id: str, overhead_ns: int, wall_ns: in
         return []
     note = f"http client overhead is {_pct(overhead_ns, wall_ns)} of the wall time: HTTP calls' time beyond " \
            "their servers' handling (connection set-up, the network, proxies, queueing, sending and reading)"
-    endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
-                 if row["with_server"]]
-    if endpoints:
-        worst = max(endpoints, key=lambda row: (row["overhead_ms"], row["calls"]))
-        calls, server, median_ms = worst["with_server"], worst["server"], worst["overhead_p50_ms"]
-        note += f"; the most on {worst['method']} {server} {worst['route']}: {_counted(calls, 'call')}, " \
-                f"{median_ms:.1f} ms a call (median) over the server's {worst['server_ms'] / calls:.1f} ms"
-        if _loopback(server.rpartition(":")[0]) and \
+    worst = _costliest_endpoint(store, run_id, traced_server=True, by="overhead_ms")
+    if worst is not None:
+        calls, median_ms = worst["with_server"], worst["overhead_p50_ms"]
+        note += f"; the most on {_endpoint(worst, calls)}, {median_ms:.1f} ms a call (median) over the server's " \
+                f"{worst['server_ms'] / calls:.1f} ms"
+        if _loopback(worst["server"].rpartition(":")[0]) and \
                 DELAYED_ACK_STALL_NS[0] <= median_ms * 1e6 <= DELAYED_ACK_STALL_NS[1]:
             note += "; on a loopback connection that is no network but a stall: Nagle's algorithm holding a " \
                     "write back until the peer's delayed ACK (40 ms on Linux), as when a message goes in two " \
@@ -294,18 +304,21 @@ def _containers_note(store: Store, run_id: str, started_ns: int, wall_ns: int) -
     rows = run_query(store, "docker", {"run_id": run_id}).records()
     traced = [row for row in rows if row["row"] == "container" and row["traced"]]
 
-    def median(key: str, of: list[dict]) -> str:
-        values = sorted(row[key] for row in of if row[key] is not None)
-        return format_ns(round(values[len(values) // 2] * 1e6)) if values else "-"
+    def ms(value: float | None) -> str:
+        return "-" if value is None else format_ns(round(value * 1e6))
+
+    def median(key: str) -> str:
+        values = sorted(row[key] for row in traced if row[key] is not None)
+        return ms(values[len(values) // 2] if values else None)
 
     each = "" if not traced else (
-        f": {_counted(len(traced), 'container')} traced, a median of {median('engine_startup_ms', traced)} from "
+        f": {_counted(len(traced), 'container')} traced, a median of {median('engine_startup_ms')} from "
         f"`docker` to its first process (the engine, image layers, mounts, namespaces) and "
-        f"{median('teardown_ms', traced)} from its exit to `docker`'s (the container's stop, --rm)")
+        f"{median('teardown_ms')} from its exit to `docker`'s (the container's stop, --rm)")
     groups = {row["row"]: row for row in rows if row["row"] in ("with bind mounts", "without bind mounts")}
     mounts = "" if len(groups) < 2 else (  # (each group's row holds its medians)
-        f"; to its first process with bind mounts of its own {median('engine_startup_ms', [groups['with bind mounts']])}"
-        f", without {median('engine_startup_ms', [groups['without bind mounts']])} (medians)")
+        f"; to its first process with bind mounts of its own {ms(groups['with bind mounts']['engine_startup_ms'])}, "
+        f"without {ms(groups['without bind mounts']['engine_startup_ms'])} (medians)")
     return [f"container start-up is {_pct(started_ns, wall_ns)} of the wall time{each}{mounts}; a long-lived container "
             "that takes the jobs (`docker exec`, a server in it) pays it once; per container: "
             f"`selfopt-trace query docker --run {run_id}`"]
@@ -315,13 +328,10 @@ def _http_servers_note(store: Store, run_id: str, served_ns: int, wall_ns: int) 
     """Which endpoint's traced server took the longest on the run's calls, when that is a large share."""
     if not _large(served_ns, wall_ns):
         return []
-    endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
-                 if row["with_server"]]
-    worst = max(endpoints, key=lambda row: (row["server_ms"], row["calls"]), default=None)
+    worst = _costliest_endpoint(store, run_id, traced_server=True, by="server_ms")
     most = "" if worst is None else (
-        f"; the most on {worst['method']} {worst['server']} {worst['route']}: "
-        f"{_counted(worst['with_server'], 'call')}, {worst['server_ms'] / worst['with_server']:.1f} ms a call in "
-        "the server (mean)")
+        f"; the most on {_endpoint(worst, worst['with_server'])}, "
+        f"{worst['server_ms'] / worst['with_server']:.1f} ms a call in the server (mean)")
     return [f"http server time is {_pct(served_ns, wall_ns)} of the wall time: traced servers' own work on the run's "
             f"calls (what they spent in another category, a reply's serialization, counts there){most}; per "
             f"endpoint: `selfopt-trace query roundtrip --run {run_id}`"]
@@ -340,12 +350,9 @@ def _untraced_servers_note(store: Store, run_id: str, waited_ns: int, wall_ns: i
     """Which endpoint without a traced server the run waited on the most, when that is a large share."""
     if not _large(waited_ns, wall_ns):
         return []
-    endpoints = [row for row in run_query(store, "roundtrip", {"run_id": run_id, "limit": 1_000_000}).records()
-                 if not row["with_server"]]
-    worst = max(endpoints, key=lambda row: (row["total_ms"], row["calls"]), default=None)
-    most = "" if worst is None else (
-        f"; the most on {worst['method']} {worst['server']} {worst['route']}: {_counted(worst['calls'], 'call')}, "
-        f"{worst['p50_ms']:.1f} ms a call (median)")
+    worst = _costliest_endpoint(store, run_id, traced_server=False, by="total_ms")
+    most = "" if worst is None else \
+        f"; the most on {_endpoint(worst, worst['calls'])}, {worst['p50_ms']:.1f} ms a call (median)"
     return [f"untraced http servers are {_pct(waited_ns, wall_ns)} of the wall time: HTTP calls whose server the "
             "trace does not see into (a remote API: its work and the network together; a server traced too, "
             f"`selfopt-trace run` or the OTLP receiver, splits them){most}; per endpoint: "
