@@ -145,6 +145,25 @@ top_pieces AS (
           FROM top_segments AS s JOIN top AS t ON t.rs <= s.a AND t.re >= s.b
           QUALIFY NOT served OR bool_and(served) OVER (PARTITION BY s.a))
 ),
+-- Each process's exit, where the C twin saw it: its interpreter.finalize span's end (by its process span's id).
+exits AS (
+    SELECT hash(parent_span_id) AS id, end_ns FROM spans WHERE run_id = $run_id AND category = 'finalize'
+),
+-- A top-level process no traced process waited for (CMD a shell running it, an orphan) lives on after
+-- its last record until its exit: with no top-level unit alive, that is its interpreter's teardown,
+-- not time outside traced processes.
+top_tails AS (
+    SELECT greatest(t.re, r.start_ns) AS a, least(x.end_ns, r.end_ns - r.teardown_ns) AS b
+    FROM top AS t JOIN exits AS x ON x.id = t.id, run_extent AS r
+),
+tails_outside AS (  -- the tails' union where no top-level unit is alive
+    SELECT coalesce(sum(b - a), 0) AS ns
+    FROM (SELECT t AS a, lead(t) OVER (ORDER BY t) AS b
+          FROM (SELECT a AS t FROM top_tails UNION SELECT b FROM top_tails
+                UNION SELECT rs FROM top UNION SELECT re FROM top)) AS s
+    WHERE b > a AND EXISTS (SELECT 1 FROM top_tails AS x WHERE x.a <= s.a AND x.b >= s.b)
+      AND NOT EXISTS (SELECT 1 FROM top AS u WHERE u.rs <= s.a AND u.re >= s.b)
+),
 -- Waits and what they wait on, cut into pieces where the set of things alive and k are constant.
 edges AS (
     SELECT id AS waiter, unnest(waits_on) AS target FROM coded WHERE waits_on IS NOT NULL
@@ -201,10 +220,12 @@ waiter_children AS (
 -- programs: `sh -c "python a.py; make"`): a wait on it with no traced process alive waits on that
 -- untraced program, not on a spawn or a teardown (the shell's 330 ms of an untraced program after
 -- its Python were teardown, and before it spawn overhead). Each traced process under it keeps its
--- teardown: from its last record until the CPU sampler last saw it alive (`tail`).
+-- teardown: from its last record until its exit (`exits`) or until the CPU sampler last saw it alive,
+-- whichever is later (`tail`).
 wrapped_targets AS (
     SELECT e.waiter, t.id, any_value(t.re) AS re,
-           greatest(any_value(t.re), coalesce(max(m.end_ns), any_value(t.re))) AS tail
+           greatest(any_value(t.re), coalesce(max(m.end_ns), any_value(t.re)),
+                    coalesce(any_value(x.end_ns), any_value(t.re))) AS tail
     FROM edges AS e
     JOIN linked AS t ON t.id = e.target
     JOIN (SELECT hash(span_id) AS id, pid
@@ -221,6 +242,7 @@ wrapped_targets AS (
                                AND p.parent_span_id = s.span_id
                 WHERE s.child_pid IS NOT NULL OR s.compound)
           WHERE NOT own_child OR (compound AND own_child IS NULL)) AS w ON w.id = t.id
+    LEFT JOIN exits AS x ON x.id = t.id
     LEFT JOIN cpu_samples AS m ON m.run_id = $run_id AND m.pid = w.pid AND m.tid = w.pid
                               AND m.end_ns > t.re AND m.start_ns < t.re + 1000000000
     GROUP BY e.waiter, t.id
@@ -531,11 +553,12 @@ code_terms AS (
     UNION ALL
     SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM terms WHERE parent_code IS NOT NULL GROUP BY parent_code
     UNION ALL
-    SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive, and not CMD's teardown
-    FROM (SELECT (SELECT end_ns - start_ns - teardown_ns FROM run_extent)
+    SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive, and not a teardown
+    FROM (SELECT (SELECT end_ns - start_ns - teardown_ns FROM run_extent) - (SELECT ns FROM tails_outside)
                  - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
     UNION ALL
-    SELECT 15, teardown_ns, teardown_ns, teardown_ns FROM run_extent
+    SELECT 15, x.ns, x.ns, x.ns
+    FROM (SELECT (SELECT teardown_ns FROM run_extent) + (SELECT ns FROM tails_outside) AS ns) AS x
 ),
 -- An owner with small sums: its self time (what its terms add up to), of which serialization and
 -- parsing take their share, up to all of it (from the part on the CPU first).

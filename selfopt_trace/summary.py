@@ -58,14 +58,15 @@ _SAME_PROCESS = """s.source_file IS NOT DISTINCT FROM p.source_file AND s.pid IS
 # One row per traced process: its span, start-up (its interpreter.startup child), top-level import
 # time (imports not inside another import, in the same process), exit, and teardown: from its span's
 # end (the agent's last record) until its spawner saw it exit (the end of the subprocess span that
-# started it), or, for CMD's own process, until `run` did (store/macros.sql, cmd_exit); of that, its
-# interpreter's finalization where the C twin timed it (its interpreter.finalize child).
+# started it), or, for CMD's own process, until `run` did (store/macros.sql, cmd_exit), else until its
+# exit as the C twin saw it (its interpreter.finalize child's end: a process a shell reaped); of that,
+# its interpreter's finalization where the C twin timed it (its interpreter.finalize child).
 PROCESSES_SQL = f"""
 WITH startup AS (
     SELECT parent_span_id AS span_id, sum(duration_ns) AS ns FROM spans
     WHERE run_id = $run_id AND category = 'startup' GROUP BY parent_span_id
 ), finalized AS (
-    SELECT parent_span_id AS span_id, sum(duration_ns) AS ns FROM spans
+    SELECT parent_span_id AS span_id, sum(duration_ns) AS ns, max(end_ns) AS end_ns FROM spans
     WHERE run_id = $run_id AND category = 'finalize' GROUP BY parent_span_id
 ), top_imports AS (
     SELECT i.source_file, i.pid, i.resource_attributes, i.duration_ns
@@ -89,7 +90,8 @@ SELECT p.span_id, p.parent_span_id, p.pid, p.source_file, p.resource_attributes-
                  -- the spawn's own child, not a process a shell it started started (`sh -c 'a | b'`: the
                  -- shell reaped a at once, and its spawn ended with b)
                  AND coalesce(TRY_CAST(spawn.attributes->>'process.pid' AS BIGINT) = p.pid, true)
-            THEN coalesce(spawn.end_ns, cmd.exited_ns) - p.end_ns END AS teardown_ns,
+            THEN coalesce(spawn.end_ns, cmd.exited_ns) - p.end_ns
+            ELSE finalized.end_ns - p.end_ns END AS teardown_ns,  -- its exit, where no traced parent saw it
        finalized.ns AS finalize_ns
 FROM spans p
 LEFT JOIN startup ON startup.span_id = p.span_id

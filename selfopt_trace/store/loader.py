@@ -204,6 +204,18 @@ WHERE child.run_id = $run_id AND parent.run_id = $run_id
   AND (parent.attributes->'process.exit.code') IS NOT NULL
 """
 
+# A process whose exit no traced parent saw (reaped by a shell, an orphan reaped by init): the status
+# it exited with, as the C twin wrote it on its interpreter.finalize span (importtime.c, glibc).
+_OWN_EXIT_SQL = """
+UPDATE spans AS p
+SET attributes = json_merge_patch(p.attributes, json_object('process.exit.code', f.attributes->'process.exit.code'))
+FROM spans AS f
+WHERE p.run_id = $run_id AND f.run_id = $run_id AND f.category = 'finalize'
+  AND p.span_id = f.parent_span_id AND p.name = 'process' AND p.category = 'process'
+  AND (p.attributes->'process.exit.code') IS NULL
+  AND (f.attributes->'process.exit.code') IS NOT NULL
+"""
+
 # A child that exited where no hook saw it (reaped in C: by gevent's event loop, a ctypes waitpid): its
 # spawning span ended at its parent's exit (hooks/spawn.py, EXITED_UNSEEN). It ends instead at the
 # child's last record, its process spans' end (an exec'd image keeps the pid), when that is earlier.
@@ -808,6 +820,7 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
             con.execute(_CHILD_EXIT_SQL, run)
             con.execute(_UNSEEN_EXIT_SQL, run)
             con.execute(_KILLED_CHILD_SQL, run)
+        con.execute(_OWN_EXIT_SQL, run)
         if meta.exit_code is not None:
             con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
         result.spans, result.incomplete_spans, first_ns, last_ns = con.execute(_TOTALS_SQL, run).fetchone()

@@ -17,8 +17,9 @@ call and returns the spans that ended in it, already merged as the loader merges
   and marked incomplete: what the loader makes of them once CMD has exited.
 - A process span without `process.exit.code` gets its exit code as the loader gives it: from the
   span that started it (a subprocess span of the parent process naming its pid, which ends after
-  it), and for CMD's own process from CMD's exit status. So it is held until then (at the latest
-  until `still_open()`): sent once, as `push` would send it.
+  it), or from its own `interpreter.finalize` span (the status the C twin saw at its exit: a process
+  a shell reaped), and for CMD's own process from CMD's exit status. So it is held until then (at
+  the latest until `still_open()`): sent once, as `push` would send it.
 - A spawning span of a child that exited where no hook saw it (`selfopt_trace.child.exited_unseen`:
   reaped in C, by gevent's or uvloop's loop) ends, as the loader ends it, at the child's last record:
   the end of the process spans of its pid that started after it, ended before it (read first: the
@@ -53,6 +54,7 @@ EXIT_CODE, PID = "process.exit.code", "process.pid"
 EXITED_UNSEEN = "selfopt_trace.child.exited_unseen"  # hooks/spawn.py
 RUNNING_AT_EXIT = "selfopt_trace.child.running_at_exit"
 SPAWN_NS = "selfopt_trace.spawn_ns"  # on a spawning span, which ends at the child's reap
+FINALIZE = "finalize"  # the category of a process's interpreter.finalize span (process.py, importtime.c)
 
 _FIELD_COUNT = len(spanfile.FIELDS)
 _H, _S, _E, _X, _T, _D = (spanfile.HEADER, spanfile.START, spanfile.END, spanfile.COMPLETE, spanfile.TICK,
@@ -93,6 +95,7 @@ class SpanFollower:
         self._exits: OrderedDict[str, tuple[Any, Any, int | None]] = OrderedDict()
         # parent span id -> {span id: its process span without exit code} (a later end replaces an earlier)
         self._held: dict[str, dict[str, SpanRecord]] = {}
+        self._own_exits: OrderedDict[str, Any] = OrderedDict()  # process span id -> the status its finalize span gave
         self._lives: OrderedDict[int, list[tuple[int, int]]] = OrderedDict()  # pid -> its process spans' (start, end)
 
     def poll(self, columns: bool = False) -> list[Any]:
@@ -160,14 +163,36 @@ class SpanFollower:
                     self._exits.popitem(last=False)
                 for child in self._held.pop(span.span_id, {}).values():
                     ready.append(self._with_exit(child) or child)
+            if span.category == FINALIZE and EXIT_CODE in attributes:  # its process's own status, at exit()
+                process = self._release(span.parent_span_id or "")
+                if process is None:  # not read yet (a chunk's E records come after its X records)
+                    self._own_exits[span.parent_span_id or ""] = attributes[EXIT_CODE]
+                    if len(self._own_exits) > EXITS_KEPT:
+                        self._own_exits.popitem(last=False)
+                else:
+                    process.attributes = {**process.attributes, EXIT_CODE: attributes[EXIT_CODE]}
+                    ready.append(process)
             if _is_process(span) and EXIT_CODE not in attributes:
                 exited = self._with_exit(span)
+                if exited is None and span.span_id in self._own_exits:
+                    span.attributes = {**attributes, EXIT_CODE: self._own_exits.pop(span.span_id)}
+                    exited = span
                 if exited is None:
                     self._held.setdefault(span.parent_span_id or "", {})[span.span_id] = span
                     continue
                 span = exited
             ready.append(span)
         return ready
+
+    def _release(self, span_id: str) -> SpanRecord | None:
+        """The held process span of id `span_id`, no longer held; None if it is not."""
+        for parent, held in self._held.items():
+            if span_id in held:
+                span = held.pop(span_id)
+                if not held:
+                    del self._held[parent]
+                return span
+        return None
 
     def _with_exit(self, span: SpanRecord) -> SpanRecord | None:
         """`span` with the exit code its parent span saw for its pid, or None if none is known; an

@@ -510,9 +510,10 @@ def test_a_large_heap_s_teardown_is_the_collector_s_walks_that_gc_freeze_spares(
     assert plain >= 40 and frozen < 0.6 * plain, teardowns
 
 
-def test_a_pipeline_s_first_stage_has_no_teardown_its_shell_s_end_would_make(cli) -> None:
+def test_a_pipeline_s_first_stage_has_its_own_teardown_not_its_shell_s_end(cli) -> None:
     """`sh -c 'a | b'`: both Pythons hang under the spawn of the shell, which reaped `a` unseen as it
-    exited; `b` ran on 0.5 s. `a`'s teardown is not known (it was 0.5 s: until the shell's end)."""
+    exited; `b` ran on 0.5 s. `a`'s teardown is until its own exit, as the C twin saw it (it was
+    0.5 s when read from the spawn's end: until the shell's)."""
     from tests.cli.conftest import python
 
     first, second = (" ".join(map(shlex.quote, python(code))) for code in
@@ -524,7 +525,49 @@ def test_a_pipeline_s_first_stage_has_no_teardown_its_shell_s_end_would_make(cli
     stages = sorted((p for p in processes.values() if p["command"] != processes[min(processes)]["command"]),
                     key=lambda p: p["duration_ms"])
     assert len(stages) == 2, processes
-    assert stages[0]["teardown_ms"] is None and stages[1]["duration_ms"] >= 500, stages
+    assert stages[1]["duration_ms"] >= 500, stages
+    assert stages[0]["teardown_ms"] < 100 and stages[0]["exit_code"] == 0, stages
+
+
+def test_the_processes_a_shell_reaps_have_their_exit_status_and_teardown(cli) -> None:
+    """CMD is a shell: no traced process waits for its Pythons. Each one's exit status and exit time
+    are what the C twin saw at its exit() (importtime.c, on_exit): a SystemExit's code, the low 8
+    bits of sys.exit(263), an uncaught exception's 1; os._exit(4) as the agent's hook saw it, with no
+    teardown after it. The breakdown's teardown is theirs, not time outside traced processes."""
+    from tests.cli.conftest import python
+
+    programs = ("import json; raise SystemExit(3)", "import sys; sys.exit(256 + 7)", "1 / 0", "import os; os._exit(4)")
+    script = "; ".join(" ".join(map(shlex.quote, python(code))) for code in programs) + "; sleep 0.2; exit 9"
+    done = cli("run", "--export", "never", "--json", "--", "sh", "-c", script)
+    assert done.returncode == 9, done.stderr
+    printed = json.loads(done.stdout)
+    by_program = {p["command_args"][-1]: p for p in printed["slowest_processes"]}
+    processes = [by_program[code] for code in programs]
+    assert [p["exit_code"] for p in processes] == [3, 7, 1, 4], processes
+    with Store(cli.db, read_only=True) as store:
+        _, finalized = store.sql(
+            "SELECT p.pid, (f.end_ns - p.end_ns) / 1e6 FROM spans AS p JOIN spans AS f ON f.parent_span_id = p.span_id"
+            " WHERE f.category = 'finalize' AND f.run_id = ?", [printed["run_id"]])
+        breakdown = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": printed["run_id"]}).records()}
+    teardowns = dict(finalized)  # none after os._exit
+    assert [p["teardown_ms"] for p in processes] == [pytest.approx(teardowns[p["pid"]], abs=0.01)
+                                                     for p in processes[:3]] + [None]
+    assert breakdown["interpreter teardown"] == pytest.approx(sum(teardowns.values()), abs=0.05), breakdown
+    assert breakdown["outside traced processes"] >= 200 and breakdown["total"] == pytest.approx(printed["wall_ms"], abs=0.01)
+
+
+def test_a_child_its_parent_never_waited_for_has_its_exit_status(cli) -> None:
+    """The parent exits without waiting for its child: init reaps the child, no traced process sees
+    its exit. Its status is the one the C twin saw at its exit()."""
+    from tests.cli.conftest import python
+
+    child = python("import time; time.sleep(0.1); raise SystemExit(5)")
+    done = cli("run", "--export", "never", "--json", "--", *python(
+        f"import subprocess, time; subprocess.Popen({child!r}); time.sleep(0.3)"))
+    assert done.returncode == 0, done.stderr
+    processes = sorted(json.loads(done.stdout)["slowest_processes"], key=lambda p: "SystemExit(5)" in p["command"])
+    assert [p["exit_code"] for p in processes] == [0, 5], processes
+    assert processes[1]["teardown_ms"] < 100, processes
 
 
 def test_a_short_run_s_teardown_gets_no_note(cli) -> None:

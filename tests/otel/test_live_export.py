@@ -147,6 +147,34 @@ def test_a_child_that_exited_unseen_ends_at_its_last_record_as_the_loader_ends_i
         assert comparable(emitted) == comparable(fetch_spans(store, "follow"))
 
 
+@pytest.mark.parametrize("apart", [False, True])
+def test_a_process_no_traced_parent_waited_for_gets_its_own_exit_status_as_the_loader_gives_it(
+        tmp_path: Path, apart: bool) -> None:
+    """A Python a shell ran (CMD the shell, pid 10): its process span waits for an exit code, which its
+    own interpreter.finalize span gives (the C twin's, at exit()), read in the same chunk (its X record
+    before the process span's E in the follower's order) or in a later poll."""
+    run_dir = tmp_path / "shell"
+    (run_dir / "spans").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "follow", "pid": 10, "exit_code": 0}))
+    path = run_dir / "spans" / "11-aaaaaaaa.spans"
+    finalize = spanfile.complete_line(span_id(2), span_id(1), TRACE, "interpreter.finalize", "INTERNAL", "finalize",
+                                      5_000, 5_400, "UNSET", spanfile.encode({"process.exit.code": 3}))
+    path.write_text(header(11) + spanfile.start_line(span_id(1), "", TRACE, "process", "INTERNAL", "process", 1_000, "{}")
+                    + spanfile.end_line(span_id(1), 5_000, "UNSET", "{}") + ("" if apart else finalize))
+    follower = SpanFollower(run_dir, "follow")
+    emitted = follower.poll()
+    if apart:
+        assert emitted == []  # held for its exit code
+        with path.open("a") as out:
+            out.write(finalize)
+        emitted = follower.poll()
+    assert sorted((s.span_id, s.attributes.get("process.exit.code")) for s in emitted) == [(span_id(1), 3), (span_id(2), 3)]
+    assert follower.still_open(10, None, 0) == []
+    with Store(tmp_path / "t.duckdb") as store:
+        store.load_run(run_dir)
+        assert comparable(emitted) == comparable(fetch_spans(store, "follow"))
+
+
 def test_a_killed_child_ends_where_it_was_reaped_as_the_loader_ends_it(tmp_path: Path) -> None:
     """Killed (a `subprocess.run` timeout), the child never ended its process span: the loader ends
     it where its spawning span reaped it, and so does the follower's `still_open()`."""

@@ -139,7 +139,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
     `resources`: a span file's resource attributes, where they matter (container.id, container.name).
     `read_cpu`: the CPU samples that say where a child read until it exits was read, where they are
     not `cpu` (tests/accuracy: the sampler's, which the measured side decided them by)."""
-    nodes = {s.id: s for s in spans if s.trace == main_trace and s.category != "sleep"}
+    nodes = {s.id: s for s in spans if s.trace == main_trace and s.category not in ("sleep", "finalize")}
+    exits = {s.parent: s.end for s in spans if s.category == "finalize"}  # a process's exit, the C twin's
     sleeps_in = [s for s in spans if s.trace == main_trace and s.category == "sleep" and s.parent in nodes]
     parent: dict[str, str | None] = {}
     for span in nodes.values():
@@ -307,7 +308,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
 
     def wrapped_tail(process: Span) -> float | None:
         """A traced process whose spawning span's own child was another, untraced program (a shell
-        running it among others): until when its teardown lasts (the CPU sampler saw it alive)."""
+        running it among others): until when its teardown lasts (its exit, or the CPU sampler saw it
+        alive later)."""
         spawn = nodes.get(process.parent)
         if spawn is None or spawn.category != "subprocess" or spawn.name == "exec":
             return None
@@ -319,7 +321,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         elif child_pid in {pid_of.get(p.file) for p in nodes.values() if p.name == "process" and p.parent == spawn.id}:
             return None
         end, pid = interval(process)[1], pid_of.get(process.file)
-        return max([end] + [c.end for c in cpu if (c.pid, c.tid) == (pid, pid) and c.end > end and c.start < end + 1000])
+        return max([end, exits.get(process.id, end)]
+                   + [c.end for c in cpu if (c.pid, c.tid) == (pid, pid) and c.end > end and c.start < end + 1000])
 
     def own_category(leaf: Span, a: float, b: float) -> str:
         """A leaf's category at [a, b]: a waiter on traced children that have all ended waits on
@@ -413,6 +416,9 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
             points.update((lo, hi))
     for c in cpu:
         points.update((c.start, c.end))
+    # a top-level process's life after its last record, to its exit (no traced process waited for it)
+    tails = [(s.end, exits[s.id]) for s in top if s.id in exits]
+    points.update(t for tail in tails for t in tail)
     points = sorted(t for t in points if run_start <= t <= run_end)
     wall, busy = defaultdict(float), defaultdict(float)
 
@@ -525,8 +531,9 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         answering_nobody = [s for s in alive if not (s.name == "process" and s.file in served)]
         alive = answering_nobody or alive
         if not alive:
-            after = "interpreter teardown" if exited is not None and not replaced and a >= tops_end \
-                else "outside traced processes"
+            in_teardown = (exited is not None and not replaced and a >= tops_end
+                           or any(lo <= a and b <= hi for lo, hi in tails))
+            after = "interpreter teardown" if in_teardown else "outside traced processes"
             wall[after] += b - a
             busy[after] += b - a
         for s in alive:

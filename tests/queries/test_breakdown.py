@@ -202,6 +202,36 @@ def test_after_a_root_that_is_not_cmd_the_rest_is_outside_traced_processes(store
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
+def test_the_pythons_a_shell_ran_keep_their_teardown_to_their_exit(store: Store, tmp_path: Path) -> None:
+    """`sh -c 'python a.py; python b.py; sleep 0.03'`: no traced process waits for the Pythons, whose
+    exits the C twin timed (their interpreter.finalize spans, from their last record): their teardown,
+    not time outside traced processes."""
+    run = RunBuilder()
+    first = run.process(100, 10, 50, command="a.py")
+    run.span(100, "interpreter.finalize", "finalize", 50, 58, first)
+    second = run.process(101, 70, 150, command="b.py")
+    run.span(101, "interpreter.finalize", "finalize", 150, 165, second)
+    run_id = run.load(store, tmp_path, end_ns=at(200), pid=199)
+    expected = {"own work": (120, 120), "interpreter teardown": (23, 23), "outside traced processes": (57, 57)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert breakdown(store, run_id)["total"][0] == pytest.approx(200)
+    assert reference.breakdown(run.spans, TRACE, run=(0, 200)) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
+def test_cmd_s_own_exit_is_its_teardown_once(store: Store, tmp_path: Path) -> None:
+    """CMD is the Python: its finalization (150-165) is within its teardown until `run` saw it exit
+    (170), counted once."""
+    run = RunBuilder()
+    main = run.process(100, 0, 150)
+    run.span(100, "interpreter.finalize", "finalize", 150, 165, main)
+    run_id = run.load(store, tmp_path, end_ns=at(170), pid=100)
+    expected = {"own work": (150, 150), "interpreter teardown": (20, 20)}
+    assert_figures(breakdown(store, run_id), expected)
+    assert reference.breakdown(run.spans, TRACE, exited=170, run=(0, 170)) == pytest.approx(
+        {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
 def test_a_run_that_starts_and_ends_outside_traced_processes_adds_up_to_its_wall_time(store: Store,
                                                                                       tmp_path: Path) -> None:
     """`sh -c 'sleep 0.2; python x.py; sleep 0.1'`: the shell's time before and after its Python

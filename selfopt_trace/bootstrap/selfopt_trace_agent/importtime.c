@@ -1771,61 +1771,91 @@ gc_passes(PyObject *module, PyObject *unused)
     return result;
 }
 
-/* The interpreter's finalization, after the agent's last record (process.py, _await_finalization): a
- * Py_AtExit callback, run at the very end of Py_FinalizeEx where no Python runs, ends the
- * `interpreter.finalize` span whose X record Python prepared (`prefix`, up to its start; `suffix`,
- * after its end) and writes it to the span file with one write. Not in a forked child that did not
- * arm it (the pid is its armer's), nor where the descriptor is no longer the span file (the program
- * closed it and opened a file of its own that took its number). */
-static char finalize_record[1024];
-static size_t finalize_prefix, finalize_suffix;
+/* The interpreter's finalization, after the agent's last record (process.py, _await_finalization): it
+ * ends the `interpreter.finalize` span whose X record Python prepared (`prefix`, up to its end;
+ * `middle`, from its end to its attributes; `last`, after them) and writes it to the span file with
+ * one write, where no Python runs. With glibc, an on_exit handler writes it, in exit(): after
+ * Py_FinalizeEx, with the status the process exits with (a SystemExit's code, which no Python code
+ * sees once the exception is handled) as its `process.exit.code`: what a parent that is not traced
+ * (a shell, an orphan's new parent) saw. Elsewhere, a Py_AtExit callback at the end of Py_FinalizeEx,
+ * without it. Not in a forked child that did not arm it (the pid is its armer's), nor where the
+ * descriptor is no longer the span file (the program closed it and opened a file of its own that
+ * took its number). */
+static char finalize_parts[1024];
+static size_t finalize_prefix, finalize_middle, finalize_last;
 static int finalize_fd = -1;
 static pid_t finalize_pid;
 static dev_t finalize_dev;
 static ino_t finalize_ino;
 
+/* `status`: the exit status, or -1 where it is not known */
 static void
-finalized(void)
+write_finalized(int status)
 {
-    char end[24];
-    int length;
-    struct stat status;
-    if (finalize_fd < 0 || getpid() != finalize_pid || fstat(finalize_fd, &status) < 0 ||
-        status.st_dev != finalize_dev || status.st_ino != finalize_ino)
+    char record[sizeof finalize_parts + 64];
+    size_t at = finalize_prefix;
+    struct stat file;
+    if (finalize_fd < 0 || getpid() != finalize_pid || fstat(finalize_fd, &file) < 0 ||
+        file.st_dev != finalize_dev || file.st_ino != finalize_ino)
         return;
-    length = snprintf(end, sizeof end, "%lld", clock_ns(CLOCK_REALTIME));
-    memmove(finalize_record + finalize_prefix + length, finalize_record + finalize_prefix, finalize_suffix);
-    memcpy(finalize_record + finalize_prefix, end, length);
-    if (write(finalize_fd, finalize_record, finalize_prefix + length + finalize_suffix) < 0)
+    memcpy(record, finalize_parts, at);
+    at += snprintf(record + at, 24, "%lld", clock_ns(CLOCK_REALTIME));
+    memcpy(record + at, finalize_parts + finalize_prefix, finalize_middle);
+    at += finalize_middle;
+    if (status < 0)
+        at += snprintf(record + at, 8, "{}");
+    else  /* the low 8 bits: what wait() gives the parent (sys.exit(256) exits with 0) */
+        at += snprintf(record + at, 32, "{\"process.exit.code\":%d}", status & 0xff);
+    memcpy(record + at, finalize_parts + finalize_prefix + finalize_middle, finalize_last);
+    if (write(finalize_fd, record, at + finalize_last) < 0)
         return;  /* (the process is ending: nothing to tell) */
 }
 
-/* at_finalized(fd, prefix, suffix): arm `finalized` for this process (registered with Py_AtExit once) */
+#ifdef __GLIBC__
+static void
+finalized(int status, void *unused)
+{
+    write_finalized(status);
+}
+#define ARM_FINALIZED() on_exit(finalized, NULL)
+#else
+static void
+finalized(void)
+{
+    write_finalized(-1);
+}
+#define ARM_FINALIZED() Py_AtExit(finalized)
+#endif
+
+/* at_finalized(fd, prefix, middle, last): arm `finalized` for this process (registered once) */
 static PyObject *
 at_finalized(PyObject *module, PyObject *args)
 {
     static int registered;
     int fd;
-    const char *prefix, *suffix;
-    Py_ssize_t prefix_length, suffix_length;
-    struct stat status;
-    if (!PyArg_ParseTuple(args, "iy#y#", &fd, &prefix, &prefix_length, &suffix, &suffix_length))
+    const char *prefix, *middle, *last;
+    Py_ssize_t prefix_length, middle_length, last_length;
+    struct stat file;
+    if (!PyArg_ParseTuple(args, "iy#y#y#", &fd, &prefix, &prefix_length, &middle, &middle_length,
+                          &last, &last_length))
         return NULL;
-    if (prefix_length + 24 + suffix_length > (Py_ssize_t)sizeof finalize_record || fstat(fd, &status) < 0)
+    if (prefix_length + middle_length + last_length > (Py_ssize_t)sizeof finalize_parts || fstat(fd, &file) < 0)
         Py_RETURN_FALSE;
     if (!registered) {
-        if (Py_AtExit(finalized) < 0)
+        if (ARM_FINALIZED() != 0)
             Py_RETURN_FALSE;
         registered = 1;
     }
-    memcpy(finalize_record, prefix, prefix_length);
-    memcpy(finalize_record + prefix_length, suffix, suffix_length);
+    memcpy(finalize_parts, prefix, prefix_length);
+    memcpy(finalize_parts + prefix_length, middle, middle_length);
+    memcpy(finalize_parts + prefix_length + middle_length, last, last_length);
     finalize_prefix = prefix_length;
-    finalize_suffix = suffix_length;
+    finalize_middle = middle_length;
+    finalize_last = last_length;
     finalize_fd = fd;
     finalize_pid = getpid();
-    finalize_dev = status.st_dev;
-    finalize_ino = status.st_ino;
+    finalize_dev = file.st_dev;
+    finalize_ino = file.st_ino;
     Py_RETURN_TRUE;
 }
 
@@ -1864,7 +1894,7 @@ static PyMethodDef methods[] = {
      "exec_code(code, globals): exec(code, globals), without its audit event"},
     {"gc_watcher", gc_watcher, METH_O, "gc_watcher(threshold_ns) -> gc.callbacks' callback, counting the collector's passes from nothing"},
     {"at_finalized", at_finalized, METH_VARARGS,
-     "at_finalized(fd, prefix, suffix) -> whether the interpreter.finalize record is armed for the end of Py_FinalizeEx"},
+     "at_finalized(fd, prefix, middle, last) -> whether the interpreter.finalize record is armed for the process's exit"},
     {"gc_passes", gc_passes, METH_NOARGS,
      "gc_passes() -> ((passes by generation), (their ns), [(start_ns, end_ns, generation, collected, span)], dropped)"},
     {NULL, NULL, 0, NULL},

@@ -752,14 +752,15 @@ def _at_exit() -> None:
 def _await_finalization() -> None:
     """The interpreter's finalization after the agent's last record (the collector's full passes over
     every object still alive, the modules' teardown): the C twin ends an `interpreter.finalize` span,
-    from the process span's end, at the end of Py_FinalizeEx (a Py_AtExit callback) and writes it.
-    None without the twin, or where the process ends otherwise (os._exit, a signal, an exec)."""
+    from the process span's end, to the process's exit (with glibc, with its exit status as the
+    parent sees it: importtime.c) and writes it. None without the twin, or where the process ends
+    otherwise (os._exit, a signal, an exec)."""
     root, twin, fd = tracer.root(), tracer.twin, tracer._fd
     if twin is None or root is None or not root.end_ns or fd is None:
         return
     prefix = (f"X\t{tracer.new_span_id()}\t{root.span_id}\t{root.trace_id}\tinterpreter.finalize\t{tracer.INTERNAL}"
               f"\tfinalize\t{root.end_ns}\t")
-    twin.at_finalized(fd, prefix.encode(), f"\t{tracer.UNSET}\t{{}}\t.\n".encode())
+    twin.at_finalized(fd, prefix.encode(), f"\t{tracer.UNSET}\t".encode(), b"\t.\n")
 
 
 def end_at_last(status: str = tracer.UNSET) -> None:
