@@ -26,3 +26,18 @@ def test_home_defaults_to_the_working_directory(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(tmp_path)
     assert default_home() == tmp_path / ".selfopt-trace"
     assert default_db_path() == tmp_path / ".selfopt-trace" / "traces.duckdb"
+
+
+def test_a_store_opened_without_a_path_is_the_commands_default_one(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """Store() opens the database `sql` and `runs` use without --db: $SELFOPT_TRACE_DB first."""
+    from selfopt_trace.store import Store
+
+    monkeypatch.setenv("SELFOPT_TRACE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SELFOPT_TRACE_DB", str(tmp_path / "chosen.duckdb"))
+    with Store() as store:
+        assert store.path == tmp_path / "chosen.duckdb"
+    assert (tmp_path / "chosen.duckdb").is_file() and not (tmp_path / "home").exists()
+    monkeypatch.delenv("SELFOPT_TRACE_DB")
+    with Store() as store:
+        assert store.path == tmp_path / "home" / "traces.duckdb"

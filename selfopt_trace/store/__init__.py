@@ -1,6 +1,6 @@
 """The trace database: a DuckDB file with `spans`, `runs`, `diagnostics` and the Logfire-style `records` view.
 
-    with Store(default_db_path()) as store:
+    with Store() as store:  # $SELFOPT_TRACE_DB, else <home>/traces.duckdb, as the commands'
         result = store.load_run(run_dir)
         columns, rows = store.sql("SELECT span_name, duration FROM records WHERE is_exception")
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from selfopt_trace.errors import (QueryError, RunNotFoundError, StoreDamagedError, StoreError, StoreLockedError,
                                   StoreOpenError)
-from selfopt_trace.paths import default_db_path, unwritable
+from selfopt_trace.paths import db_path_from, unwritable
 from selfopt_trace.store.engine import duckdb
 from selfopt_trace.store.loader import LoadResult, check_run_id, delete_run_rows, load_run, run_id_of, transaction
 from selfopt_trace.store.profile import WHOLE_STACKS, convert_whole_stacks
@@ -57,11 +58,12 @@ class RunInfo:
 class Store:
     """The trace database: created (with its schema) on first open, one writing process at a time.
 
-    Use as a context manager, or call `close()`.
+    Use as a context manager, or call `close()`. Without a path, the commands' default database:
+    $SELFOPT_TRACE_DB, else `<home>/traces.duckdb`.
     """
 
     def __init__(self, path: Path | str | None = None, *, read_only: bool = False) -> None:
-        self.path = Path(path) if path is not None else default_db_path()
+        self.path = Path(path) if path is not None else db_path_from(os.environ)
         self._con = _connect(self.path, read_only)
         try:
             self._prepare(read_only)
