@@ -51,6 +51,14 @@ def _counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
+def _median(values: list) -> float | None:
+    """The median (of an even count, the mean of the middle two); None of none."""
+    if not values:
+        return None
+    ordered, middle = sorted(values), len(values) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_category: dict[str, int],
               window: tuple[int, int], run_dir: str | None) -> list[str]:
     """The notes on one run's figures (the watchers' and the loader's come after): what the run is
@@ -103,9 +111,9 @@ def _startup_note(processes: list[ProcessRow], started_ns: int, wall_ns: int) ->
     """What interpreter start-up is, when it is a large share of the wall time: many short Pythons."""
     if not _large(started_ns, wall_ns):
         return []
-    startups = sorted(p.startup_ns for p in processes if p.startup_ns > 0)
-    each = f"{len(startups)} Python processes, {format_ns(startups[len(startups) // 2])} each (median)" \
-        if startups else ""
+    startups = [p.startup_ns for p in processes if p.startup_ns > 0]
+    each = (f"{len(startups)} Python process{'es' if len(startups) != 1 else ''}, "
+            f"{format_ns(round(_median(startups)))} each (median)") if startups else ""
     return [f"interpreter start-up is {_pct(started_ns, wall_ns)} of the wall time: {each}; every Python pays it "
             "before its first line (the interpreter, site, .pth files; the tracer's start-up too, in its overhead); "
             "fewer, longer-lived processes (a pool, a server, the work done in-process) pay it once; where it goes: "
@@ -308,8 +316,7 @@ def _containers_note(store: Store, run_id: str, started_ns: int, wall_ns: int) -
         return "-" if value is None else format_ns(round(value * 1e6))
 
     def median(key: str) -> str:
-        values = sorted(row[key] for row in traced if row[key] is not None)
-        return ms(values[len(values) // 2] if values else None)
+        return ms(_median([row[key] for row in traced if row[key] is not None]))
 
     each = "" if not traced else (
         f": {_counted(len(traced), 'container')} traced, a median of {median('engine_startup_ms')} from "
