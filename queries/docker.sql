@@ -36,9 +36,17 @@ WITH
 run_spans AS (
     SELECT * FROM spans WHERE run_id = $run_id
 ),
+-- A process that exec'd docker (`run -- docker run ...`'s shim) ended its client span, the exec, as
+-- docker started: the docker command returns when that process exits, as its spawner saw it (the
+-- end of the subprocess span that started it) or, for CMD, as `run` did (store/macros.sql, cmd_exit).
 injected AS (
-    SELECT c.span_id AS client_id, c.start_ns, c.end_ns, i.attributes AS inject
+    SELECT c.span_id AS client_id, c.start_ns, i.attributes AS inject,
+           CASE WHEN c.name = 'exec' THEN coalesce(spawn.end_ns, cmd.exited_ns, c.end_ns) ELSE c.end_ns END AS end_ns
     FROM run_spans i JOIN run_spans c ON c.span_id = i.parent_span_id AND c.trace_id = i.trace_id
+    LEFT JOIN run_spans p ON c.name = 'exec' AND p.span_id = c.parent_span_id AND p.category = 'process'
+    LEFT JOIN run_spans spawn ON spawn.span_id = p.parent_span_id AND spawn.category = 'subprocess'
+                             AND spawn.name <> 'exec' AND TRY_CAST(spawn.attributes->>'process.pid' AS INTEGER) = p.pid
+    LEFT JOIN cmd_exit($run_id) AS cmd ON cmd.id = hash(p.span_id) AND cmd.replaced
     WHERE i.name = 'container.inject'
 ),
 first_process AS (

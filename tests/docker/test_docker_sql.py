@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from selfopt_trace.queries import run_query
 from selfopt_trace.store import Store
 from tests.docker.conftest import run_args, traced_python
@@ -66,3 +68,27 @@ def test_the_summary_says_what_container_start_up_took(image, tmp_path):
     assert ": 4 containers traced, a median of " in note and " from `docker` to its first process " in note, note
     assert "; to its first process with bind mounts of its own " in note and " (medians)" in note, note
     assert "`selfopt-trace query docker --run " in note, note
+
+
+def test_a_docker_cmd_s_container_runs_to_cmd_s_exit(image, tmp_path):
+    """`run -- docker run ...`: the shim execs docker, which ends its client span (the exec) as docker
+    starts; the docker command returns when `run` saw CMD exit. The container's teardown runs to there
+    (it was negative: -113 ms, to the exec's end) and its parts add up to that command."""
+    from tests.cli.conftest import Cli
+
+    cli = Cli(tmp_path)
+    done = cli("run", "--export", "never", "--json", "--", *run_args(image, "python3", "-c", "raise SystemExit(3)"))
+    assert done.returncode == 3, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    with Store(cli.db, read_only=True) as store:
+        [row, _total] = run_query(store, "docker", {"run_id": run_id}).records()
+        [(exec_start, cmd_exit)] = store.sql(
+            "SELECT s.start_ns, r.end_ns FROM spans s JOIN runs r USING (run_id) WHERE s.run_id = ? AND s.name = 'exec'",
+            [run_id])[1]
+        [(first_exit,)] = store.sql("SELECT attributes->>'process.exit.code' FROM spans WHERE run_id = ? AND pid = 1"
+                                    " AND name = 'process'", [run_id])[1]
+    assert row["traced"] and row["teardown_ms"] > 0, row
+    assert abs(row["total_ms"] - (cmd_exit - exec_start) / 1e6) < 0.002, row
+    parts = sum(row[k] for k in ("engine_startup_ms", "interpreter_ms", "imports_ms", "work_ms", "teardown_ms"))
+    assert abs(parts - row["total_ms"]) < 0.01, row
+    assert first_exit == "3"  # the container's Python: no traced process waited for it, its C twin saw its exit
