@@ -156,13 +156,28 @@ top_tails AS (
     SELECT greatest(t.re, r.start_ns) AS a, least(x.end_ns, r.end_ns - r.teardown_ns) AS b
     FROM top AS t JOIN exits AS x ON x.id = t.id, run_extent AS r
 ),
-tails_outside AS (  -- the tails' union where no top-level unit is alive
-    SELECT coalesce(sum(b - a), 0) AS ns
-    FROM (SELECT t AS a, lead(t) OVER (ORDER BY t) AS b
-          FROM (SELECT a AS t FROM top_tails UNION SELECT b FROM top_tails
-                UNION SELECT rs FROM top UNION SELECT re FROM top)) AS s
-    WHERE b > a AND EXISTS (SELECT 1 FROM top_tails AS x WHERE x.a <= s.a AND x.b >= s.b)
-      AND NOT EXISTS (SELECT 1 FROM top AS u WHERE u.rs <= s.a AND u.re >= s.b)
+-- CMD is `docker run ...` (`run -- docker run ...`'s shim: CMD's process, replaced by an exec whose
+-- container.inject child says it runs a container): after the exec, with no top-level unit alive,
+-- the run waits on the engine starting and stopping the container: container start-up, not time
+-- outside traced processes.
+docker_cmd AS (
+    SELECT greatest(e.start_ns, r.start_ns) AS a, r.end_ns AS b
+    FROM cmd_exit($run_id) AS c
+    JOIN spans AS e ON e.run_id = $run_id AND e.name = 'exec' AND hash(e.parent_span_id) = c.id
+    SEMI JOIN spans AS i ON i.run_id = $run_id AND i.name = 'container.inject' AND i.parent_span_id = e.span_id,
+         run_extent AS r
+    WHERE c.replaced
+),
+uncovered AS (  -- where no top-level unit is alive: in a top-level process's tail, else after a docker CMD's exec
+    SELECT coalesce(sum(b - a) FILTER (WHERE tail), 0) AS tails_ns,
+           coalesce(sum(b - a) FILTER (WHERE docker AND NOT tail), 0) AS docker_ns
+    FROM (SELECT s.a, s.b, EXISTS (SELECT 1 FROM top_tails AS x WHERE x.a <= s.a AND x.b >= s.b) AS tail,
+                 EXISTS (SELECT 1 FROM docker_cmd AS d WHERE d.a <= s.a AND d.b >= s.b) AS docker
+          FROM (SELECT t AS a, lead(t) OVER (ORDER BY t) AS b
+                FROM (SELECT a AS t FROM top_tails UNION SELECT b FROM top_tails
+                      UNION SELECT a FROM docker_cmd UNION SELECT b FROM docker_cmd
+                      UNION SELECT rs FROM top UNION SELECT re FROM top)) AS s
+          WHERE b > a AND NOT EXISTS (SELECT 1 FROM top AS u WHERE u.rs <= s.a AND u.re >= s.b))
 ),
 -- Waits and what they wait on, cut into pieces where the set of things alive and k are constant.
 edges AS (
@@ -553,12 +568,15 @@ code_terms AS (
     UNION ALL
     SELECT parent_code, -sum(df), -sum(dg), -sum(dt) FROM terms WHERE parent_code IS NOT NULL GROUP BY parent_code
     UNION ALL
-    SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive, and not a teardown
-    FROM (SELECT (SELECT end_ns - start_ns - teardown_ns FROM run_extent) - (SELECT ns FROM tails_outside)
+    SELECT 13, x.ns, x.ns, x.ns  -- no top-level unit alive, and not a teardown nor a docker CMD's container
+    FROM (SELECT (SELECT end_ns - start_ns - teardown_ns FROM run_extent)
+                 - (SELECT tails_ns + docker_ns FROM uncovered)
                  - coalesce((SELECT sum(b - a) FROM (SELECT DISTINCT a, b FROM top_pieces)), 0) AS ns) AS x
     UNION ALL
     SELECT 15, x.ns, x.ns, x.ns
-    FROM (SELECT (SELECT teardown_ns FROM run_extent) + (SELECT ns FROM tails_outside) AS ns) AS x
+    FROM (SELECT (SELECT teardown_ns FROM run_extent) + (SELECT tails_ns FROM uncovered) AS ns) AS x
+    UNION ALL
+    SELECT 9, docker_ns, docker_ns, docker_ns FROM uncovered
 ),
 -- An owner with small sums: its self time (what its terms add up to), of which serialization and
 -- parsing take their share, up to all of it (from the part on the CPU first).

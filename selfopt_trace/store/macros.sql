@@ -86,7 +86,8 @@ CREATE OR REPLACE TEMP MACRO activity_code(sort, waiter, wait_code, traced, dock
 -- exec (a container's pid 1 may have the same number), if it ended as recorded. What came after its
 -- end (the agent's last record) is its interpreter's teardown: breakdown.sql, critical_path.sql and
 -- the summary read it here; unless an exec replaced that interpreter with a program of no agent
--- (`run -- docker run ...`'s shim): that program's time is outside traced processes. Columns: id
+-- (`run -- docker run ...`'s shim): that program's time is not (breakdown.sql: outside traced
+-- processes, a `docker run`'s container start-up). Columns: id
 -- (hashed span id), pid, end_ns, exited_ns, replaced.
 CREATE OR REPLACE TEMP MACRO cmd_exit(for_run) AS TABLE
 SELECT id, pid, end_ns, exited_ns, replaced

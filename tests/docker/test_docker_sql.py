@@ -73,7 +73,8 @@ def test_the_summary_says_what_container_start_up_took(image, tmp_path):
 def test_a_docker_cmd_s_container_runs_to_cmd_s_exit(image, tmp_path):
     """`run -- docker run ...`: the shim execs docker, which ends its client span (the exec) as docker
     starts; the docker command returns when `run` saw CMD exit. The container's teardown runs to there
-    (it was negative: -113 ms, to the exec's end) and its parts add up to that command."""
+    (it was negative: -113 ms, to the exec's end) and its parts add up to that command; the breakdown's
+    container start-up is the engine's part of it."""
     from tests.cli.conftest import Cli
 
     cli = Cli(tmp_path)
@@ -82,13 +83,23 @@ def test_a_docker_cmd_s_container_runs_to_cmd_s_exit(image, tmp_path):
     run_id = json.loads(done.stdout)["run_id"]
     with Store(cli.db, read_only=True) as store:
         [row, _total] = run_query(store, "docker", {"run_id": run_id}).records()
-        [(exec_start, cmd_exit)] = store.sql(
-            "SELECT s.start_ns, r.end_ns FROM spans s JOIN runs r USING (run_id) WHERE s.run_id = ? AND s.name = 'exec'",
-            [run_id])[1]
-        [(first_exit,)] = store.sql("SELECT attributes->>'process.exit.code' FROM spans WHERE run_id = ? AND pid = 1"
-                                    " AND name = 'process'", [run_id])[1]
+        [(exec_start, exec_ns, cmd_exit)] = store.sql(
+            "SELECT s.start_ns, s.duration_ns, r.end_ns FROM spans s JOIN runs r USING (run_id)"
+            " WHERE s.run_id = ? AND s.name = 'exec'", [run_id])[1]
+        [(first_exit, tail_ns)] = store.sql(
+            "SELECT p.attributes->>'process.exit.code', f.end_ns - p.end_ns FROM spans p JOIN spans f"
+            " ON f.parent_span_id = p.span_id AND f.category = 'finalize' WHERE p.run_id = ? AND p.pid = 1"
+            " AND p.name = 'process'", [run_id])[1]
+        breakdown = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": run_id}).records()}
     assert row["traced"] and row["teardown_ms"] > 0, row
     assert abs(row["total_ms"] - (cmd_exit - exec_start) / 1e6) < 0.002, row
     parts = sum(row[k] for k in ("engine_startup_ms", "interpreter_ms", "imports_ms", "work_ms", "teardown_ms"))
     assert abs(parts - row["total_ms"]) < 0.01, row
     assert first_exit == "3"  # the container's Python: no traced process waited for it, its C twin saw its exit
+    # the breakdown: the engine's start and stop of the container (outside traced processes before), and
+    # the container's Python's own teardown to its exit
+    assert breakdown["outside traced processes"] == 0, breakdown
+    engine_ms = row["engine_startup_ms"] + row["teardown_ms"] - tail_ns / 1e6  # from the exec, to CMD's exit
+    # (the exec itself: the injection, its imports aside)
+    assert engine_ms - exec_ns / 1e6 - 0.01 <= breakdown["container start-up"] <= engine_ms + 0.01, (breakdown, row)
+    assert abs(breakdown["interpreter teardown"] - tail_ns / 1e6) < 0.01, breakdown

@@ -145,7 +145,7 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
     parent: dict[str, str | None] = {}
     for span in nodes.values():
         p = span.parent
-        if p in nodes and nodes[p].name == "exec":  # the new image goes on where the old one was
+        if p in nodes and nodes[p].name == "exec" and span.name == "process":  # the new image goes on where the old one was
             p = next(n for n in nodes.values() if n.file == nodes[p].file and n.name == "process").parent
         parent[span.id] = p if p in nodes else None
     pid_of = {s.file: s.attributes.get("process.pid") for s in nodes.values() if s.name == "process"}
@@ -419,6 +419,14 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
     # a top-level process's life after its last record, to its exit (no traced process waited for it)
     tails = [(s.end, exits[s.id]) for s in top if s.id in exits]
     points.update(t for tail in tails for t in tail)
+    # CMD is `docker run ...`: replaced by an exec whose container.inject child says it runs a container;
+    # after the exec, the run waits on the engine's start and stop of the container
+    docker_from = min((e.start for e in nodes.values() if replaced and e.name == "exec" and e.parent in nodes
+                       and parent[e.parent] is None and nodes[e.parent].name == "process"
+                       and any(c.name == "container.inject" and c.parent == e.id for c in nodes.values())),
+                      default=None)
+    if docker_from is not None:
+        points.add(docker_from)
     points = sorted(t for t in points if run_start <= t <= run_end)
     wall, busy = defaultdict(float), defaultdict(float)
 
@@ -533,7 +541,8 @@ def breakdown(spans: list[Span], main_trace: str, cpu: list[CpuSample] = (), exi
         if not alive:
             in_teardown = (exited is not None and not replaced and a >= tops_end
                            or any(lo <= a and b <= hi for lo, hi in tails))
-            after = "interpreter teardown" if in_teardown else "outside traced processes"
+            after = "interpreter teardown" if in_teardown else \
+                "container start-up" if docker_from is not None and a >= docker_from else "outside traced processes"
             wall[after] += b - a
             busy[after] += b - a
         for s in alive:

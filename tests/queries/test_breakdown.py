@@ -141,6 +141,26 @@ def test_cmd_replaced_by_an_exec_is_outside_traced_processes_after_it_not_teardo
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
+def test_a_docker_cmd_s_container_start_and_stop_are_container_start_up(store: Store, tmp_path: Path) -> None:
+    """`run -- docker run IMAGE python app.py`: the shim execs docker (its exec span's container.inject
+    child says so); the container's Python (pid 1) runs 60-140 and exits at 145 (its finalize span).
+    With no traced process alive, 20-60 and 145-200 are the engine starting and stopping the
+    container: container start-up, not outside traced processes."""
+    run = RunBuilder()
+    main = run.process(100, 0, 20, end_attributes={"process.exec.replaced": True})
+    exec_span = run.span(100, "exec", "subprocess", 19, 20, main, kind="CLIENT")
+    run.span(100, "container.inject", "container", 19.2, 20, exec_span)
+    container = run.process(1, 60, 140, exec_span, command="app.py")
+    run.span(1, "interpreter.finalize", "finalize", 140, 145, container)
+    run_id = run.load(store, tmp_path, end_ns=at(200), pid=100)
+    actual = breakdown(store, run_id)
+    assert actual["outside traced processes"] == (0, 0)
+    assert actual["container start-up"][0] == pytest.approx(40 + 55 + 1, abs=1e-3)  # + the exec, 19-20
+    assert actual["interpreter teardown"] == (5, 5) and actual["total"][0] == pytest.approx(200)
+    assert reference.breakdown(run.spans, TRACE, exited=200, replaced=True, run=(0, 200)) == pytest.approx(
+        {c: actual[c] for c in reference.CATEGORIES}, abs=1e-3)
+
+
 def test_a_child_whose_interpreter_an_exec_replaced_is_an_untraced_child_after_it(store: Store, tmp_path: Path) -> None:
     # a Python launcher child that execs a program of no agent: its parent's wait after the child's
     # span ended waits on that program, not on an interpreter's teardown
