@@ -62,12 +62,12 @@ coded AS MATERIALIZED (
 -- (selfopt_trace/store/macros.sql, cmd_exit: none where an exec replaced it, whose program's time
 -- is outside traced processes). A run without a runs row: its top-level spans' extent.
 run_extent AS (
-    SELECT start_ns, end_ns,
+    SELECT start_ns, end_ns, cmd_id, replaced,
            CASE WHEN cmd_exited IS NULL OR replaced THEN 0
                 ELSE greatest(0, least(cmd_exited, end_ns) - greatest(spans_end, start_ns)) END AS teardown_ns
     FROM (SELECT coalesce(r.start_ns, c.start_ns) AS start_ns,
                  greatest(coalesce(r.start_ns, c.start_ns), coalesce(r.end_ns, c.spans_end)) AS end_ns, c.spans_end,
-                 x.exited_ns AS cmd_exited, coalesce(x.replaced, false) AS replaced
+                 x.id AS cmd_id, x.exited_ns AS cmd_exited, coalesce(x.replaced, false) AS replaced
           FROM (SELECT min(rs) AS start_ns, max(re) AS spans_end FROM coded WHERE is_top) AS c
           LEFT JOIN (SELECT nullif(start_ns, 0) AS start_ns, nullif(end_ns, 0) AS end_ns
                      FROM runs WHERE run_id = $run_id) AS r ON true
@@ -162,22 +162,25 @@ top_tails AS (
 -- outside traced processes.
 docker_cmd AS (
     SELECT greatest(e.start_ns, r.start_ns) AS a, r.end_ns AS b
-    FROM cmd_exit($run_id) AS c
-    JOIN spans AS e ON e.run_id = $run_id AND e.name = 'exec' AND hash(e.parent_span_id) = c.id
-    SEMI JOIN spans AS i ON i.run_id = $run_id AND i.name = 'container.inject' AND i.parent_span_id = e.span_id,
-         run_extent AS r
-    WHERE c.replaced
+    FROM run_extent AS r
+    JOIN spans AS e ON e.run_id = $run_id AND e.name = 'exec' AND hash(e.parent_span_id) = r.cmd_id
+    SEMI JOIN spans AS i ON i.run_id = $run_id AND i.name = 'container.inject' AND i.parent_span_id = e.span_id
+    WHERE r.replaced
 ),
 uncovered AS (  -- where no top-level unit is alive: in a top-level process's tail, else after a docker CMD's exec
-    SELECT coalesce(sum(b - a) FILTER (WHERE tail), 0) AS tails_ns,
-           coalesce(sum(b - a) FILTER (WHERE docker AND NOT tail), 0) AS docker_ns
-    FROM (SELECT s.a, s.b, EXISTS (SELECT 1 FROM top_tails AS x WHERE x.a <= s.a AND x.b >= s.b) AS tail,
-                 EXISTS (SELECT 1 FROM docker_cmd AS d WHERE d.a <= s.a AND d.b >= s.b) AS docker
-          FROM (SELECT t AS a, lead(t) OVER (ORDER BY t) AS b
-                FROM (SELECT a AS t FROM top_tails UNION SELECT b FROM top_tails
-                      UNION SELECT a FROM docker_cmd UNION SELECT b FROM docker_cmd
-                      UNION SELECT rs FROM top UNION SELECT re FROM top)) AS s
-          WHERE b > a AND NOT EXISTS (SELECT 1 FROM top AS u WHERE u.rs <= s.a AND u.re >= s.b))
+    SELECT coalesce(sum(b - a) FILTER (WHERE tops = 0 AND tails > 0), 0) AS tails_ns,
+           coalesce(sum(b - a) FILTER (WHERE tops = 0 AND tails = 0 AND dockers > 0), 0) AS docker_ns
+    FROM (SELECT t AS a, lead(t) OVER w AS b, sum(d_top) OVER w AS tops, sum(d_tail) OVER w AS tails,
+                 sum(d_docker) OVER w AS dockers
+          FROM (SELECT t, sum(d_top) AS d_top, sum(d_tail) AS d_tail, sum(d_docker) AS d_docker
+                FROM (SELECT rs AS t, 1 AS d_top, 0 AS d_tail, 0 AS d_docker FROM top
+                      UNION ALL SELECT re, -1, 0, 0 FROM top
+                      UNION ALL SELECT a, 0, 1, 0 FROM top_tails WHERE b > a
+                      UNION ALL SELECT b, 0, -1, 0 FROM top_tails WHERE b > a
+                      UNION ALL SELECT a, 0, 0, 1 FROM docker_cmd WHERE b > a
+                      UNION ALL SELECT b, 0, 0, -1 FROM docker_cmd WHERE b > a)
+                GROUP BY t)
+          WINDOW w AS (ORDER BY t))
 ),
 -- Waits and what they wait on, cut into pieces where the set of things alive and k are constant.
 edges AS (
