@@ -16,7 +16,8 @@
 -- the one whose work ended last: a unit idle at that end, in a wait on nothing traced (a pool
 -- worker's read of its next task), worked until that wait began; then by span id. After CMD's own
 -- process span, when `run` saw CMD exit later (store/macros.sql, cmd_exit): its interpreter's
--- teardown, a row of its own.
+-- teardown, a row of its own; so is a top-level process's life after its last record until its exit
+-- (a shell's Python), where the path goes on after it.
 --
 -- Parameters:
 --   run_id                the run
@@ -60,11 +61,24 @@ shown AS (SELECT * FROM eligible WHERE n <= $limit),
 cut AS (  -- the spans past the limit: counted, and said in a row of their own
     SELECT count(*) AS spans, min(path_start) AS path_start FROM eligible WHERE n > $limit HAVING count(*) > 0
 ),
+cmd AS MATERIALIZED (SELECT * FROM cmd_exit($run_id)),
 teardown AS (  -- CMD's teardown after the path (its process span) ends (store/macros.sql, cmd_exit)
     SELECT pid, (SELECT path_end FROM path_rows WHERE id = 0) AS path_end, exited_ns
-    FROM cmd_exit($run_id)
+    FROM cmd
     WHERE NOT replaced
       AND exited_ns - (SELECT path_end FROM path_rows WHERE id = 0) >= greatest((SELECT ns FROM threshold), 1)
+    UNION ALL
+    -- A top-level process on the path that no traced process waited for (a shell's Python): after its
+    -- last record, until its exit (its interpreter.finalize span's end, the C twin's), the path's next
+    -- top-level span or the run's end, its interpreter's teardown, as the breakdown counts it
+    SELECT f.pid, t.path_end, least(f.end_ns, t.next_start) AS exited_ns
+    FROM (SELECT id, path_end, coalesce(lead(path_start) OVER (ORDER BY path_start, id),
+                                        (SELECT nullif(end_ns, 0) FROM runs WHERE run_id = $run_id),
+                                        (SELECT path_end FROM path_rows WHERE id = 0)) AS next_start
+          FROM path_rows WHERE depth = 1) AS t
+    JOIN spans AS f ON f.run_id = $run_id AND f.category = 'finalize' AND hash(f.parent_span_id) = t.id
+    WHERE t.id NOT IN (SELECT id FROM cmd)
+      AND least(f.end_ns, t.next_start) - t.path_end >= greatest((SELECT ns FROM threshold), 1)
 )
 SELECT span, category, pid, start_ms, on_path_ms, self_ms, duration_ms
 FROM (

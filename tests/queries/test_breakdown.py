@@ -237,6 +237,11 @@ def test_the_pythons_a_shell_ran_keep_their_teardown_to_their_exit(store: Store,
     assert breakdown(store, run_id)["total"][0] == pytest.approx(200)
     assert reference.breakdown(run.spans, TRACE, run=(0, 200)) == pytest.approx(
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+    # the critical path: each Python's teardown a row of its own after it, as CMD's would be
+    path = run_query(store, "critical_path", {"run_id": run_id, "min_ms": 0}).records()
+    assert [(r["span"], r["pid"], r["start_ms"], r["on_path_ms"]) for r in path] == [
+        ("process", 100, 0, 40), ("interpreter teardown", 100, 40, 8),
+        ("process", 101, 60, 80), ("interpreter teardown", 101, 140, 15)]
 
 
 def test_cmd_s_own_exit_is_its_teardown_once(store: Store, tmp_path: Path) -> None:
