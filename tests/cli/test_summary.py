@@ -569,6 +569,28 @@ def test_the_processes_a_shell_reaps_have_their_exit_status_and_teardown(cli) ->
     assert breakdown["outside traced processes"] >= 200 and breakdown["total"] == pytest.approx(printed["wall_ms"], abs=0.01)
 
 
+def test_a_shell_s_pythons_exit_when_the_shell_sees_them_exit(cli, tmp_path: Path) -> None:
+    """Ground truth for the exit the C twin records: after each Python the shell writes the clock
+    (`date +%s%N`, a program it starts once it has reaped the Python). Each Python's exit (its
+    interpreter.finalize span's end) comes before that, by the kernel's end of the process, the
+    shell's reap and date's start: a few milliseconds."""
+    from tests.cli.conftest import python
+
+    clock = tmp_path / "clock"
+    script = "".join(f"{' '.join(map(shlex.quote, python(code)))}; date +%s%N >> {shlex.quote(str(clock))}; "
+                     for code in ("import json", "import email.parser", "pass"))
+    done = cli("run", "--export", "never", "--json", "--", "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    with Store(cli.db, read_only=True) as store:
+        _, exits = store.sql("SELECT p.end_ns, f.end_ns FROM spans AS p JOIN spans AS f ON f.parent_span_id = p.span_id"
+                             " WHERE f.category = 'finalize' AND f.run_id = ? ORDER BY p.start_ns", [printed["run_id"]])
+    seen = [int(line) for line in clock.read_text().split()]
+    assert len(exits) == len(seen) == 3, (exits, seen)
+    for (last_record, exited), shell_saw in zip(exits, seen):
+        assert last_record <= exited < shell_saw < exited + 50_000_000, (last_record, exited, shell_saw)
+
+
 def test_a_child_its_parent_never_waited_for_has_its_exit_status(cli) -> None:
     """The parent exits without waiting for its child: init reaps the child, no traced process sees
     its exit. Its status is the one the C twin saw at its exit()."""
