@@ -718,6 +718,45 @@ def test_the_tracers_own_thread_takes_no_signal_of_the_programs(traced):
     assert all(mask & sigterm for mask in masks), masks
 
 
+# A C call that holds no Python frame running for seconds and checks no signal (the GIL let go):
+# untraced, SIGTERM's default action kills at once; the agent's Python handler cannot run before it returns.
+LONG_C_CALL = "hashlib.pbkdf2_hmac('sha256', b'x', b'y', 30_000_000)"  # ~7 s here
+
+
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_a_sigterm_in_a_long_c_call_kills_within_the_grace(traced, python):
+    """The agent's handler would flush first, but only once the call returned: the process lived on
+    for the rest of the call (2.2 s of a 2.4 s one). The C twin's grace (importtime.c): dead of
+    SIGTERM 0.1 s after it, without the last flush (its process span: incomplete)."""
+    code = f"import hashlib\nprint('up', flush=True)\n{LONG_C_CALL}\nprint('returned')\n"
+    proc = subprocess.Popen([python, "-c", code], env=traced.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n", proc.stderr.read()
+    time.sleep(0.2)  # into the call
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert exit_status(proc) == -signal.SIGTERM
+    assert time.monotonic() - sent < 1.5
+    assert proc.stdout.read() == b"" and proc.stderr.read() == b""
+    assert traced.spans().processes()[0].incomplete
+
+
+def test_a_program_s_own_sigterm_handler_runs_after_a_long_c_call_as_untraced(traced):
+    """The grace is the default action's: a handler the program set runs when the call returns, and
+    the program goes on, traced as untraced."""
+    code = ("import hashlib, os, signal\n"
+            "signal.signal(signal.SIGTERM, lambda signum, frame: os.write(1, b'handled\\n'))\n"
+            "print('up', flush=True)\nhashlib.pbkdf2_hmac('sha256', b'x', b'y', 6_000_000)\nprint('returned')\n")
+
+    def run(env):
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline() == b"up\n", proc.stderr.read()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        return exit_status(proc), proc.stdout.read(), proc.stderr.read()
+
+    assert run(traced.env()) == run(None) == (0, b"handled\nreturned\n", b"")
+
+
 def test_ignored_sigterm_stays_ignored(traced):
     code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
             "print('up', flush=True); time.sleep(1); print('still here')\n")

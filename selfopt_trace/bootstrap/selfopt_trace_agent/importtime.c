@@ -1859,6 +1859,94 @@ at_finalized(PyObject *module, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+/* SIGTERM's grace (process.py, _install_sigterm): untraced, SIGTERM's default action kills the
+ * process at once; the agent's Python handler, which flushes first, runs only once the main thread is
+ * back in the interpreter, so a process in a long C call (a big integer's power, a regex, a C
+ * library's loop) lived on until the call returned. This C handler, in front of CPython's, arms a
+ * one-shot timer at the signal: if the Python handler has not begun when it fires
+ * (sigterm_handling() disarms it), the process dies of SIGTERM then, as untraced but `grace` late,
+ * without its last flush. Only while the program has left SIGTERM's default action (its own handler
+ * runs when the interpreter can run it, traced or not: sigterm_grace(0)). Not in a forked child
+ * (POSIX timers are not inherited: the pid is the timer's maker's; the handler waits as before). */
+#ifdef __linux__
+static struct sigaction python_sigterm;  /* CPython's handler, which makes the Python one run */
+static timer_t sigterm_timer;
+static pid_t sigterm_timer_pid;
+static long long sigterm_grace_ns;  /* 0: off */
+static volatile sig_atomic_t sigterm_grace_on;
+
+static void
+on_sigterm(int signum, siginfo_t *info, void *context)
+{
+    int own_timer = getpid() == sigterm_timer_pid;
+    if (info != NULL && info->si_code == SI_TIMER) {  /* the grace is over: die of it, as untraced */
+        if (sigterm_grace_on && own_timer) {
+            signal(SIGTERM, SIG_DFL);
+            raise(SIGTERM);  /* (blocked in this handler: delivered as it returns) */
+        }
+        return;
+    }
+    if (sigterm_grace_on && own_timer) {
+        struct itimerspec grace = {{0, 0}, {sigterm_grace_ns / 1000000000, sigterm_grace_ns % 1000000000}};
+        timer_settime(sigterm_timer, 0, &grace, NULL);
+    }
+    if (python_sigterm.sa_flags & SA_SIGINFO)
+        python_sigterm.sa_sigaction(signum, info, context);
+    else if (python_sigterm.sa_handler != SIG_DFL && python_sigterm.sa_handler != SIG_IGN)
+        python_sigterm.sa_handler(signum);
+}
+#endif
+
+/* sigterm_grace(grace_ns): put on_sigterm in front of the handler installed now (CPython's), with a
+ * timer of grace_ns, once; afterwards, sigterm_grace(0) turns the grace off and any other value on.
+ * Returns whether it is in place. */
+static PyObject *
+sigterm_grace(PyObject *module, PyObject *arg)
+{
+#ifdef __linux__
+    long long grace_ns = PyLong_AsLongLong(arg);
+    if (grace_ns == -1 && PyErr_Occurred())
+        return NULL;
+    if (sigterm_grace_ns == 0) {
+        struct sigevent event;
+        struct sigaction ours;
+        if (grace_ns <= 0)
+            Py_RETURN_FALSE;
+        memset(&event, 0, sizeof event);
+        event.sigev_notify = SIGEV_SIGNAL;
+        event.sigev_signo = SIGTERM;
+        if (sigaction(SIGTERM, NULL, &python_sigterm) != 0 || timer_create(CLOCK_MONOTONIC, &event, &sigterm_timer) != 0)
+            Py_RETURN_FALSE;
+        ours = python_sigterm;
+        ours.sa_flags |= SA_SIGINFO;
+        ours.sa_sigaction = on_sigterm;
+        if (sigaction(SIGTERM, &ours, NULL) != 0) {
+            timer_delete(sigterm_timer);
+            Py_RETURN_FALSE;
+        }
+        sigterm_grace_ns = grace_ns;
+        sigterm_timer_pid = getpid();
+    }
+    sigterm_grace_on = grace_ns > 0;
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+/* sigterm_handling(): the Python handler has begun (it flushes, then the process dies): no grace */
+static PyObject *
+sigterm_handling(PyObject *module, PyObject *unused)
+{
+#ifdef __linux__
+    if (sigterm_grace_ns && getpid() == sigterm_timer_pid) {
+        struct itimerspec off = {{0, 0}, {0, 0}};
+        timer_settime(sigterm_timer, 0, &off, NULL);
+    }
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"install", install, METH_O, "install(importtime) -> the C wrapper of importlib's _find_and_load"},
     {"current_span", current_span, METH_NOARGS, "current_span() -> tracer.current, read from the twin's imports under way"},
@@ -1893,6 +1981,9 @@ static PyMethodDef methods[] = {
     {"exec_code", (PyCFunction)(void (*)(void))exec_code, METH_FASTCALL,
      "exec_code(code, globals): exec(code, globals), without its audit event"},
     {"gc_watcher", gc_watcher, METH_O, "gc_watcher(threshold_ns) -> gc.callbacks' callback, counting the collector's passes from nothing"},
+    {"sigterm_grace", sigterm_grace, METH_O,
+     "sigterm_grace(grace_ns) -> whether SIGTERM's C handler is in front of CPython's, its grace on (0: off)"},
+    {"sigterm_handling", sigterm_handling, METH_NOARGS, "sigterm_handling(): the Python SIGTERM handler has begun"},
     {"at_finalized", at_finalized, METH_VARARGS,
      "at_finalized(fd, prefix, middle, last) -> whether the interpreter.finalize record is armed for the process's exit"},
     {"gc_passes", gc_passes, METH_NOARGS,

@@ -255,19 +255,33 @@ def _end_gc() -> None:
         _exit_attributes["python.gc.spans_dropped"] = _gc_dropped
 
 
+# How long a SIGTERM waits for the agent's handler to begin (the main thread in a long C call) before
+# the process dies of it, as untraced, without its last flush (importtime.c, sigterm_grace)
+SIGTERM_GRACE_NS = 100_000_000
+
+
 def _install_sigterm() -> None:
     import _signal
 
     try:
         if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
             _signal.signal(_signal.SIGTERM, on_sigterm)
+            sigterm_grace(True)
     except (ValueError, OSError):  # not the main thread, or an unusual platform (start-up)
         pass
+
+
+def sigterm_grace(default_action: bool) -> None:
+    """SIGTERM's grace on while the program leaves its default action (hooks/signal_.py); the C twin's."""
+    if tracer.twin is not None:
+        tracer.twin.sigterm_grace(SIGTERM_GRACE_NS if default_action else 0)
 
 
 def on_sigterm(signum, frame) -> None:
     import _signal
 
+    if tracer.twin is not None:
+        tracer.twin.sigterm_handling()
     handler = program_sigterm_handler
     if handler == _signal.SIG_IGN:
         return

@@ -25,6 +25,7 @@ def install(target: str, module) -> None:
                 return original_signal(signalnum, handler)  # let the real call raise the real TypeError
             previous = getsignal(signalnum)
             process.program_sigterm_handler = handler
+            process.sigterm_grace(handler == _signal.SIG_DFL)
             return previous
         except BaseException as exc:  # as untraced: no frame of ours
             tracer.strip_own_frames(exc)
