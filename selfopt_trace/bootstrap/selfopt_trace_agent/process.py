@@ -256,8 +256,9 @@ def _end_gc() -> None:
 
 
 # How long a SIGTERM waits for the agent's handler to begin (the main thread in a long C call) before
-# the process dies of it, as untraced, without its last flush (importtime.c, sigterm_grace)
-SIGTERM_GRACE_NS = 100_000_000
+# the process dies of it, as untraced, without its last flush (importtime.c, sigterm_grace): well past
+# the 100 ms in which a sleeping main thread sees a signal another thread took (process.py's sleep)
+SIGTERM_GRACE_NS = 300_000_000
 
 
 def _install_sigterm() -> None:
