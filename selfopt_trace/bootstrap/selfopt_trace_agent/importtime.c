@@ -1861,8 +1861,8 @@ at_finalized(PyObject *module, PyObject *args)
 
 /* SIGTERM's grace (process.py, _install_sigterm): untraced, SIGTERM's default action kills the
  * process at once; the agent's Python handler, which flushes first, runs only once the main thread is
- * back in the interpreter, so a process in a long C call (a big integer's power, a regex, a C
- * library's loop) lived on until the call returned. This C handler, in front of CPython's, arms a
+ * back in the interpreter, so a process in a long C call that checks no signal (a hash of millions of
+ * rounds, a C library's loop) lived on until the call returned. This C handler, in front of CPython's, arms a
  * one-shot timer at the signal: if the Python handler has not begun when it fires
  * (sigterm_handling() disarms it), the process dies of SIGTERM then, as untraced but `grace` late,
  * without its last flush. Only while the program has left SIGTERM's default action (its own handler
