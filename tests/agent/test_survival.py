@@ -740,6 +740,31 @@ def test_a_sigterm_in_a_long_c_call_kills_within_the_grace(traced, python):
     assert traced.spans().processes()[0].incomplete
 
 
+def test_a_forked_child_in_a_long_c_call_dies_of_sigterm_within_the_grace(traced):
+    """A forked child (a multiprocessing worker: Pool.terminate() sends SIGTERM) makes a timer of
+    its own: its parent's is not inherited, and the child waited for the whole call."""
+    code = ("import hashlib, os, signal, sys, time\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.write(1, b'up\\n')\n"
+            f"    {LONG_C_CALL}\n"
+            "    os._exit(3)\n"
+            "sys.stdin.readline()\n"  # the test sends SIGTERM to the child, then a line
+            "print(os.waitpid(pid, 0)[1], flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=traced.env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n", proc.stderr.read()
+    time.sleep(0.2)
+    child = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0])
+    sent = time.monotonic()
+    os.kill(child, signal.SIGTERM)
+    proc.stdin.write(b"\n")
+    proc.stdin.flush()
+    assert int(proc.stdout.readline()) == signal.SIGTERM  # the child's wait status: killed by SIGTERM
+    assert time.monotonic() - sent < 1.5
+    assert exit_status(proc) == 0
+
+
 def test_a_program_s_own_sigterm_handler_runs_after_a_long_c_call_as_untraced(traced):
     """The grace is the default action's: a handler the program set runs when the call returns, and
     the program goes on, traced as untraced."""

@@ -1866,8 +1866,8 @@ at_finalized(PyObject *module, PyObject *args)
  * one-shot timer at the signal: if the Python handler has not begun when it fires
  * (sigterm_handling() disarms it), the process dies of SIGTERM then, as untraced but `grace` late,
  * without its last flush. Only while the program has left SIGTERM's default action (its own handler
- * runs when the interpreter can run it, traced or not: sigterm_grace(0)). Not in a forked child
- * (POSIX timers are not inherited: the pid is the timer's maker's; the handler waits as before). */
+ * runs when the interpreter can run it, traced or not: sigterm_grace(0)). A forked child makes a
+ * timer of its own (POSIX timers are not inherited: the pid says whose the timer is). */
 #ifdef __linux__
 static struct sigaction python_sigterm;  /* CPython's handler, which makes the Python one run */
 static timer_t sigterm_timer;
@@ -1907,22 +1907,26 @@ sigterm_grace(PyObject *module, PyObject *arg)
     long long grace_ns = PyLong_AsLongLong(arg);
     if (grace_ns == -1 && PyErr_Occurred())
         return NULL;
-    if (sigterm_grace_ns == 0) {
+    if (sigterm_grace_ns == 0 || getpid() != sigterm_timer_pid) {  /* none yet, or a forked child's first */
         struct sigevent event;
-        struct sigaction ours;
+        struct sigaction current, ours;
+        sigterm_grace_on = 0;
         if (grace_ns <= 0)
             Py_RETURN_FALSE;
         memset(&event, 0, sizeof event);
         event.sigev_notify = SIGEV_SIGNAL;
         event.sigev_signo = SIGTERM;
-        if (sigaction(SIGTERM, NULL, &python_sigterm) != 0 || timer_create(CLOCK_MONOTONIC, &event, &sigterm_timer) != 0)
+        if (sigaction(SIGTERM, NULL, &current) != 0 || timer_create(CLOCK_MONOTONIC, &event, &sigterm_timer) != 0)
             Py_RETURN_FALSE;
-        ours = python_sigterm;
-        ours.sa_flags |= SA_SIGINFO;
-        ours.sa_sigaction = on_sigterm;
-        if (sigaction(SIGTERM, &ours, NULL) != 0) {
-            timer_delete(sigterm_timer);
-            Py_RETURN_FALSE;
+        if (!((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == on_sigterm)) {  /* (a child has ours) */
+            ours = current;
+            ours.sa_flags |= SA_SIGINFO;
+            ours.sa_sigaction = on_sigterm;
+            if (sigaction(SIGTERM, &ours, NULL) != 0) {
+                timer_delete(sigterm_timer);
+                Py_RETURN_FALSE;
+            }
+            python_sigterm = current;
         }
         sigterm_grace_ns = grace_ns;
         sigterm_timer_pid = getpid();

@@ -808,6 +808,10 @@ def _after_fork_in_child() -> None:
         _begin(now, now, "fork", trace_id, parent.span_id if parent else "", parent=parent)
         tracer.activate(tracer.root())
         tracer.started_up()
+        import _signal
+
+        if _signal.getsignal(_signal.SIGTERM) is on_sigterm:  # a timer of its own for SIGTERM's grace
+            sigterm_grace(program_sigterm_handler == _signal.SIG_DFL)
     except Exception:  # (an at-fork handler: Python would only print its exception)
         pass
 
