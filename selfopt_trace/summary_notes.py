@@ -46,9 +46,9 @@ def _pct(ns: int, wall_ns: int) -> str:
     return f"{100 * ns / wall_ns:.0f} %"
 
 
-def _counted(count: int, noun: str) -> str:
-    """`3 calls`, `1 call`."""
-    return f"{count} {noun}{'s' if count != 1 else ''}"
+def _counted(count: int, noun: str, plural: str = "") -> str:
+    """`3 calls`, `1 call`; `2 processes` with the plural given."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def _median(values: list) -> float | None:
@@ -102,7 +102,7 @@ def _went_on_note(processes: list[ProcessRow], cmd_end_ns: int, run_dir: str | N
         return []
     pids = ", ".join(map(str, went_on[:5])) + (", ..." if len(went_on) > 5 else "")
     again = f"`selfopt-trace load {run_dir}` once they end" if run_dir else "loading the run again once they end"
-    return [f"{len(went_on)} traced process{'es' if len(went_on) > 1 else ''} had not ended when CMD exited "
+    return [f"{_counted(len(went_on), 'traced process', 'traced processes')} had not ended when CMD exited "
             f"(pid {pids}; or killed unseen): the breakdown covers CMD's wall time; {again} takes in what they "
             "record later"]
 
@@ -112,7 +112,7 @@ def _startup_note(processes: list[ProcessRow], started_ns: int, wall_ns: int) ->
     if not _large(started_ns, wall_ns):
         return []
     startups = [p.startup_ns for p in processes if p.startup_ns > 0]
-    each = (f"{len(startups)} Python process{'es' if len(startups) != 1 else ''}, "
+    each = (f"{_counted(len(startups), 'Python process', 'Python processes')}, "
             f"{format_ns(round(_median(startups)))} each (median)") if startups else ""
     return [f"interpreter start-up is {_pct(started_ns, wall_ns)} of the wall time: {each}; every Python pays it "
             "before its first line (the interpreter, site, .pth files; the tracer's start-up too, in its overhead); "
@@ -461,7 +461,7 @@ def _unprepared_note(store: Store, run_id: str) -> list[str]:
         return []
     count = sum(row[1] for row in rows)
     commands = "; ".join(f"`{command}`" for command, _ in rows if command)
-    return [f"{count} process{'es' if count != 1 else ''} found no agent prepared for {'their' if count != 1 else 'its'} "
+    return [f"{_counted(count, 'process', 'processes')} found no agent prepared for {'their' if count != 1 else 'its'} "
             f"Python and compiled it at start-up (~20 ms each, in their start-up): {commands} prepares it once"]
 
 
