@@ -89,10 +89,11 @@ ON_FIRST_CALL = {
     "signal": ("signal", "getsignal"),  # what the program sets, and what it asks
     # pytest's plugins import multiprocessing and start no Process: multiprocessing_ brings os_,
     # spawn and waits (~0.45 ms of a pytest run). Every Process runs through start (join before it
-    # fails); spawn's data is prepared in start, and a forkserver Popen is polled after it.
+    # fails); spawn's data is prepared in start, and a forkserver Popen launches (its wait on the
+    # server) in start and is polled after it.
     "multiprocessing.process": ("BaseProcess.start", "BaseProcess.join"),
     "multiprocessing.spawn": ("get_preparation_data", "prepare"),
-    "multiprocessing.popen_forkserver": ("Popen.poll",),
+    "multiprocessing.popen_forkserver": ("Popen._launch", "Popen.poll"),
     "multiprocessing.util": ("spawnv_passfds",),
     # pydoc, pip and many tools import http.server and serve nothing: http_server brings
     # http_common (~0.5 ms). Every request goes through handle_one_request (a handler that

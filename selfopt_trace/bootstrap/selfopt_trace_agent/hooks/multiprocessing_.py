@@ -15,11 +15,17 @@ With fork and spawn, the child is reaped by popen_fork's `os.waitpid` (join, is_
 hooks/os_.py ends the `multiprocessing` span there with the kernel's count of the child's CPU
 (`process.reaped.cpu_ns`). A forkserver child is reaped by the server: its span ends with the exit
 code read from the pipe (`_poll`), and no CPU figure.
+
+A forkserver child's start waits on the server, which forks it: a `forkserver` wait on the server's
+`subprocess` span from its launch (or the server's spawn, when this start spawned it) until the
+child's pid arrives. The first start's wait is the server's interpreter start-up and imports (its
+preload of `__main__`), which counted as the start's spawn overhead before.
 """
 
 from __future__ import annotations
 
 import os
+from time import time_ns
 
 from .. import process, tracer
 from . import os_, spawn, waits
@@ -36,6 +42,7 @@ def install(target: str, module) -> None:
         waits.wrap(module, "prepare", _prepare)
     elif target == "multiprocessing.popen_forkserver":
         waits.wrap(module.Popen, "poll", _poll)
+        waits.wrap(module.Popen, "_launch", _launch)
     elif target == "multiprocessing.util":
         waits.wrap(module, "spawnv_passfds", _spawnv_passfds)
 
@@ -133,6 +140,35 @@ def _poll(original):
             raise
 
     return poll
+
+
+def _launch(original):
+    def _launch(self, process_obj):
+        try:
+            t0 = time_ns()
+            original(self, process_obj)
+            _waited_on_server(t0, time_ns())
+        except BaseException as exc:  # as untraced: no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
+
+    return _launch
+
+
+def _waited_on_server(t0: int, t1: int) -> None:
+    """The `forkserver` wait of a launch from t0 to t1, on the server's span (one this process spawned)."""
+    try:
+        from multiprocessing import forkserver
+
+        entry = spawn.child(forkserver._forkserver._forkserver_pid)
+        if entry is None:  # a server of our parent's, or one we did not see spawned
+            return
+        server, attributes = entry
+        t0 = max(t0, server.start_ns + attributes.get("selfopt_trace.spawn_ns", 0))  # after its spawn, if in this launch
+        if t1 - t0 >= waits.THRESHOLD_NS:
+            waits.record("forkserver", t0, t1, [server.span_id])
+    except Exception as exc:
+        tracer.raise_if_programs(exc)
 
 
 def _ended(pid, code) -> None:

@@ -231,6 +231,11 @@ def exit_code(status: int) -> int | None:
     return None
 
 
+def child(pid: int) -> tuple | None:
+    """The span and attributes of a child not yet seen to exit."""
+    return _children.get(pid)
+
+
 def forget(pid: int) -> tuple | None:
     """The child's span and attributes, for a caller that learns the exit status another way."""
     return _children.pop(pid, None)
