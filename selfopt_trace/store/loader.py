@@ -232,6 +232,55 @@ FROM (SELECT s.span_id, max(c.end_ns) AS end_ns
 WHERE spawn.run_id = $run_id AND spawn.span_id = child.span_id AND child.end_ns < spawn.end_ns
 """
 
+# A readiness poll: a sleep right after a connection that failed (a `connect` span that failed under
+# an HTTP client span) waits on the process that first answered that address after it (a SERVER span
+# under a client span of the same process), as a poll loop's sleep waits on the child it polls
+# (hooks/time_.py): the sleep becomes a wait on that process's spawning span. The program's loop
+# (`while True: try: get(url); break  except ConnectionError: time.sleep(0.05)`: a sleep under the
+# client span's parent, at most 5 ms after its end) or the client's own retries (urllib3's `Retry`
+# back-off: a sleep under the client span, at most 5 ms after the failed connect). As sleeps, the
+# server's start-up was the client's `sleeps` and nobody's work.
+_READINESS_POLL_SQL = """
+UPDATE spans AS s
+SET category = 'wait', attributes = json_merge_patch(s.attributes, json_object('selfopt_trace.wait.on', [r.spawn_id]))
+FROM (
+    WITH refused AS (
+        SELECT c.span_id AS client, c.parent_span_id AS client_parent, c.end_ns AS client_end, k.end_ns,
+               c.source_file, c.attributes->>'server.address' AS host, c.attributes->>'server.port' AS port
+        FROM spans AS k JOIN spans AS c ON c.run_id = $run_id AND c.span_id = k.parent_span_id
+        WHERE k.run_id = $run_id AND k.name = 'connect' AND k.category = 'http' AND k.status = 'ERROR'
+          AND c.kind = 'CLIENT' AND c.category = 'http'
+    ), sleeps AS (
+        SELECT span_id, parent_span_id, source_file, start_ns, end_ns FROM spans
+        WHERE run_id = $run_id AND category = 'sleep' AND source_file IN (SELECT source_file FROM refused)
+    ), polls AS (
+        SELECT s.span_id, s.source_file, s.end_ns, f.host, f.port
+        FROM sleeps AS s JOIN refused AS f ON f.client_parent = s.parent_span_id AND f.source_file = s.source_file
+        WHERE s.start_ns BETWEEN f.client_end AND f.client_end + 5000000
+        UNION
+        SELECT s.span_id, s.source_file, s.end_ns, f.host, f.port
+        FROM sleeps AS s JOIN refused AS f ON f.client = s.parent_span_id AND f.source_file = s.source_file
+        WHERE s.start_ns BETWEEN f.end_ns AND f.end_ns + 5000000
+    ), answers AS (  -- a polled address answered a client of the polling process: when, and in which file
+        SELECT c.source_file, c.attributes->>'server.address' AS host, c.attributes->>'server.port' AS port,
+               v.start_ns, v.source_file AS server_file
+        FROM spans AS v JOIN spans AS c ON c.run_id = $run_id AND c.span_id = v.parent_span_id
+        WHERE v.run_id = $run_id AND v.kind = 'SERVER' AND c.kind = 'CLIENT' AND c.category = 'http'
+          AND v.source_file <> c.source_file AND c.source_file IN (SELECT source_file FROM refused)
+    )
+    SELECT p.span_id AS sleep_id, arg_min(spawn.span_id, a.start_ns) AS spawn_id
+    FROM polls AS p
+    JOIN answers AS a ON a.source_file = p.source_file AND a.host = p.host AND a.port = p.port
+                     AND a.start_ns >= p.end_ns
+    JOIN spans AS process ON process.run_id = $run_id AND process.source_file = a.server_file
+                         AND process.name = 'process' AND process.category = 'process'
+    JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
+                       AND spawn.category = 'subprocess'
+    GROUP BY p.span_id
+) AS r
+WHERE s.run_id = $run_id AND s.span_id = r.sleep_id
+"""
+
 # A child killed before its last record (no E: incomplete, closed at its file's last time known) lived
 # on until its spawner saw it exit: the end of the spawning span, which has its exit status. Its
 # process span ends there, still incomplete: what it did after its last record is not known (its CPU
@@ -290,7 +339,8 @@ FROM spans WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} LIMIT 1
 """
 
 _TOTALS_SQL = """
-SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns)
+SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns),
+       count(*) FILTER (WHERE name = 'connect' AND category = 'http' AND status = 'ERROR')
 FROM spans WHERE run_id = $run_id
 """
 
@@ -823,7 +873,9 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
         con.execute(_OWN_EXIT_SQL, run)
         if meta.exit_code is not None:
             con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
-        result.spans, result.incomplete_spans, first_ns, last_ns = con.execute(_TOTALS_SQL, run).fetchone()
+        result.spans, result.incomplete_spans, first_ns, last_ns, refused = con.execute(_TOTALS_SQL, run).fetchone()
+        if refused and result.files > 1:  # connections refused, maybe by a server of the run not listening yet
+            con.execute(_READINESS_POLL_SQL, run)  # (planned only then: ~6 ms on a small run)
         if result.incomplete_spans and None not in (meta.exit_code, meta.pid, meta.end_ns):  # reaped by `run`
             con.execute(_KILLED_CMD_SQL, {**run, "pid": meta.pid, "end_ns": meta.end_ns})
         root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)

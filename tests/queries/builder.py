@@ -51,11 +51,11 @@ class RunBuilder:
 
     def span(self, pid: int, name: str, category: str, start_ms: float, end_ms: float, parent: str = "",
              kind: str = "INTERNAL", attributes: dict[str, Any] | None = None, trace: str = TRACE,
-             image: str = "") -> str:
+             image: str = "", status: str = "UNSET") -> str:
         span_id = sid(self._next)
         self._next += 1
         file = self._file(pid, image)
-        line = complete(span_id, parent, name, category, at(start_ms), at(end_ms), attributes=attributes, kind=kind)
+        line = complete(span_id, parent, name, category, at(start_ms), at(end_ms), status, attributes, kind)
         self.files[file].append(line.replace(TRACE, trace) if trace != TRACE else line)
         self.spans.append(Span(span_id, parent, name, category, kind, start_ms, end_ms, file, trace, attributes or {}))
         return span_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -1144,6 +1145,54 @@ def test_a_retry_s_back_off_inside_an_http_client_span_is_sleeps(store: Store, t
     assert_figures(breakdown(store, run_id), expected)
     assert reference.breakdown(run.spans, TRACE) == pytest.approx(
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
+
+
+def test_a_readiness_poll_s_sleeps_wait_on_the_server_that_answers_next(store: Store, tmp_path: Path) -> None:
+    """A program polling a server it started (`while True: try: get(url); break  except ConnectionError:
+    time.sleep(...)`), then urllib3's Retry doing the same inside one client span: each sleep right
+    after a connection that failed waits on the process that answered that address next, its start-up
+    and its work (the loader makes it a wait on the server's spawning span). They were sleeps, and the
+    server's start-up nobody's. A sleep more than 5 ms after the failure, and one after a failure at
+    an address nobody answered, stay sleeps."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    spawn = run.span(100, "subprocess", "subprocess", 1, 99, main, kind="CLIENT",
+                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 200})
+    server = run.process(200, 2, 98, spawn, command="server.py")
+    run.span(200, "interpreter.startup", "startup", 2, 12, server)
+    address = {"server.address": "127.0.0.1", "server.port": 8000}
+
+    def refused(start: float, port: int = 8000) -> None:
+        call = run.span(100, "GET", "http", start, start + 1, main, kind="CLIENT", status="ERROR",
+                        attributes={**address, "server.port": port, "error.type": "ConnectionRefusedError"})
+        run.span(100, "connect", "http", start, start + 1, call, status="ERROR")
+
+    refused(2)
+    polls = [run.span(100, "time.sleep", "sleep", 3, 23, main)]
+    refused(23)
+    polls.append(run.span(100, "time.sleep", "sleep", 24, 44, main))
+    retried = run.span(100, "GET", "http", 44, 60, main, kind="CLIENT", attributes=address)
+    run.span(100, "connect", "http", 44, 45, retried, status="ERROR")
+    polls.append(run.span(100, "time.sleep", "sleep", 45, 55, retried))  # urllib3's back-off
+    run.span(100, "connect", "http", 55, 56, retried)
+    run.span(200, "GET /health", "http", 56, 58, retried, kind="SERVER")
+    run.span(100, "time.sleep", "sleep", 70, 75, main)  # 10 ms after the last failure: the program's own
+    refused(76, port=9000)
+    run.span(100, "time.sleep", "sleep", 77, 80, main)  # nobody answered 127.0.0.1:9000
+    run.span(100, "Popen.wait", "wait", 80, 99, main, attributes={"selfopt_trace.wait.on": [spawn]})
+    run_id = run.load(store, tmp_path)
+    waits = store.sql("SELECT span_id, attributes->>'selfopt_trace.wait.on' FROM spans "
+                      "WHERE run_id = ? AND name = 'time.sleep' AND category = 'wait' ORDER BY start_ns", [run_id])[1]
+    assert waits == [(poll, f'["{spawn}"]') for poll in polls]
+    wall = {c: wall for c, (wall, _) in breakdown(store, run_id).items()}
+    expected = {"own work": 13, "subprocess spawn overhead": 1, "http client overhead": 7, "interpreter start-up": 9,
+                "child processes' own work": 59, "http server time": 2, "sleeps": 8, "interpreter teardown": 1}
+    assert {c: wall[c] for c in reference.CATEGORIES if wall[c]} == pytest.approx(expected)
+    # the reference, given the polls as the waits the loader made of them
+    as_waits = [replace(s, category="wait", attributes={"selfopt_trace.wait.on": [spawn]}) if s.id in polls else s
+                for s in run.spans]
+    assert reference.breakdown(as_waits, TRACE) == pytest.approx(
+        {c: v for c, v in breakdown(store, run_id).items() if c in reference.CATEGORIES})
 
 
 def test_a_server_a_script_started_beside_its_client_takes_the_time_only_when_alone(store: Store,

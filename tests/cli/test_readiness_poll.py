@@ -1,0 +1,90 @@
+"""A program that starts a server and polls it until it answers: the run waited on the server.
+
+`while True: try: urlopen(url); break  except URLError: time.sleep(0.05)` (and urllib3's `Retry`,
+which does the same inside one request) against a server that takes 300 ms of CPU to start
+listening. Each sleep right after a refused connection is a wait on the server's process: the
+breakdown gives the server's start-up and work, not 300 ms of the client's `sleeps`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+import pytest
+
+from tests.cli.conftest import Cli
+
+SERVER = r"""
+import sys, time
+started = time.process_time()
+while time.process_time() - started < 0.3:  # a slow start: a model, a config, a cache warmed
+    pass
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+LOOP = r"""
+import subprocess, sys, time, urllib.error, urllib.request
+url = "http://127.0.0.1:%s/health" % sys.argv[1]
+server = subprocess.Popen([sys.executable, "server.py", sys.argv[1]])
+while True:
+    try:
+        print(urllib.request.urlopen(url).read().decode(), flush=True)
+        break
+    except urllib.error.URLError:
+        time.sleep(0.05)
+server.terminate()
+server.wait()
+"""
+
+RETRY = r"""
+import subprocess, sys
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+url = "http://127.0.0.1:%s/health" % sys.argv[1]
+server = subprocess.Popen([sys.executable, "server.py", sys.argv[1]])
+session = requests.Session()
+session.mount("http://", HTTPAdapter(max_retries=Retry(connect=50, backoff_factor=0.025, backoff_max=0.05)))
+print(session.get(url).text, flush=True)
+server.terminate()
+server.wait()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("client", [LOOP, RETRY], ids=["loop", "retry"])
+def test_the_sleeps_of_a_readiness_poll_are_the_server_s_start_up_and_work(cli: Cli, client: str):
+    (cli.cwd / "server.py").write_text(SERVER)
+    (cli.cwd / "client.py").write_text(client)
+    done = cli("run", "-q", "--", sys.executable, "client.py", str(free_port()))
+    assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr.decode()
+    (spawn,) = cli.query("SELECT span_id FROM spans WHERE name = 'subprocess'")
+    polls = cli.query("SELECT category, attributes->'selfopt_trace.wait.on' FROM spans WHERE name = 'time.sleep'")
+    assert len(polls) >= 3, polls  # 50 ms apart (the retries' back-off: 25, then 50 ms) over 300 ms
+    assert {(category, tuple(json.loads(on))) for category, on in polls} == {("wait", spawn)}
+    query = cli("query", "breakdown", "-f", "json")
+    assert query.returncode == 0, query.stderr.decode()
+    wall = {row["category"]: row["wall_ms"] for row in json.loads(query.stdout)}
+    assert wall["sleeps"] == 0, wall
+    # the server's 300 ms of CPU before it listens (off the CPU a while on a loaded machine)
+    assert wall["child processes' own work"] + wall["untraced waits"] >= 280, wall
+    assert wall["interpreter start-up"] >= 10, wall  # the client's and the server's
