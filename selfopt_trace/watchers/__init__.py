@@ -9,9 +9,13 @@ and `stop` catch their own errors and report them as notes (printed with the sum
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from ..bootstrap.selfopt_trace_agent import container
 
 
 @dataclass
@@ -60,3 +64,29 @@ def stop_all(watchers: list[Watcher]) -> list[str]:
         except Exception as exc:
             notes.append(f"{watcher.name}: {exc}")
     return notes
+
+
+def span_file_header(path: str | Path) -> tuple[int, int, str] | None:
+    """(pid, header time, container id or "") from a span file's first line (docs/span-format.md),
+    or None when it is not (yet) readable."""
+    try:
+        with open(path, "rb") as stream:
+            line = stream.readline(1 << 20)
+        fields = line.decode("utf-8").split("\t")
+        if fields[0] != "H" or not line.endswith(b"\n"):
+            return None
+        header = json.loads(fields[10])
+        return int(header["pid"]), int(fields[7]), str(header["resource"].get("container.id", ""))
+    except (OSError, ValueError, IndexError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def pid_is_ours(container_id: str) -> bool:
+    """Whether a span file's pid names a process here: not one of another container's (its pids are
+    its own namespace's: its first process is pid 1, which here is init)."""
+    return container_id == _own_container_id()
+
+
+@functools.cache
+def _own_container_id() -> str:
+    return container.passed_on().partition("\t")[2]

@@ -50,7 +50,6 @@ started by the time the file's header was written.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import struct
@@ -59,7 +58,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import WatchedRun, gil
+from . import WatchedRun, gil, pid_is_ours, span_file_header
 
 FORMAT_NAME = "selfopt-trace/cpu"
 FORMAT_VERSION = 2
@@ -316,7 +315,7 @@ class CpuSampler:
             if name in self._seen_files:
                 self._unread.pop(name, None)
                 continue
-            header = self._read_header(os.path.join(self._spans_dir, name))
+            header = span_file_header(os.path.join(self._spans_dir, name))
             if header is None:  # created, not written yet: again in a ms, a few times, then at full ticks
                 tries = self._unread.get(name, 0) + 1
                 if tries < HEADER_RETRIES:
@@ -327,7 +326,7 @@ class CpuSampler:
             self._unread.pop(name, None)
             self._seen_files.add(name)
             self._header_waits.pop(name, None)
-            self._add_process(*header)
+            self._add_span_file_process(*header)
         if self._to_list:
             to_list, self._to_list = self._to_list, set()
             new = []
@@ -530,7 +529,7 @@ class CpuSampler:
         for name in names:
             if name in self._seen_files:
                 continue
-            header = self._read_header(os.path.join(self._spans_dir, name))
+            header = span_file_header(os.path.join(self._spans_dir, name))
             if header is None:  # created, not written yet: look again next tick, a few times
                 waits = self._header_waits.get(name, 0) + 1
                 self._header_waits[name] = waits
@@ -539,20 +538,13 @@ class CpuSampler:
             self._seen_files.add(name)
             self._header_waits.pop(name, None)
             if header is not None:
-                self._add_process(*header)
+                self._add_span_file_process(*header)
 
-    @staticmethod
-    def _read_header(path: str) -> tuple[int, int] | None:
-        """(pid, header time) from a span file's first line, or None when it is not (yet) readable."""
-        try:
-            with open(path, "rb") as stream:
-                line = stream.readline(1 << 20)
-            fields = line.decode("utf-8").split("\t")
-            if fields[0] != "H" or not line.endswith(b"\n"):
-                return None
-            return int(json.loads(fields[10])["pid"]), int(fields[7])
-        except (OSError, ValueError, IndexError, KeyError, TypeError):
-            return None
+    def _add_span_file_process(self, pid: int, header_ns: int, container_id: str) -> None:
+        """A span file's process, unless it is another container's: its pid there names another process
+        here (a container's pid 1 read as the host's init: its CPU made the container's server idle)."""
+        if pid_is_ours(container_id):
+            self._add_process(pid, header_ns)
 
     def _add_process(self, pid: int, header_ns: int | None = None) -> None:
         """Follow a process (once per pid and start time); for a span file's, only when it had started

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SelfoptTraceError
-from . import WatchedRun
+from . import WatchedRun, pid_is_ours, span_file_header
 from . import profile_samples as fmt
 
 ENV_PYSPY = "SELFOPT_TRACE_PYSPY"  # the py-spy executable to use (default: beside python, else on PATH)
@@ -224,6 +224,7 @@ class Profiler:
         self._spies: list[_Spy] = []  # still sampling
         self._profiled: dict[int, int] = {}  # pid -> py-spys started for it
         self._seen_files: set[str] = set()
+        self._unread: set[str] = set()  # span files without their header yet
         self._spans_mtime = -1
         self._known = fmt.Interned()  # the frames and stacks in the samples file
         self._notes: list[str] = []
@@ -281,16 +282,20 @@ class Profiler:
             mtime = os.stat(spans_dir).st_mtime_ns
         except OSError:
             return
-        if mtime == self._spans_mtime:
+        if mtime == self._spans_mtime and not self._unread:
             return
         self._spans_mtime = mtime
         for name in sorted(os.listdir(spans_dir)):
             if name in self._seen_files or not name.endswith(".spans"):
                 continue
+            header = span_file_header(spans_dir / name)
+            if header is None:  # created, its header not written yet: at the next look
+                self._unread.add(name)
+                continue
+            self._unread.discard(name)
             self._seen_files.add(name)
-            try:
-                pid = int(name.split("-", 1)[0])
-            except ValueError:
+            pid, _, container_id = header
+            if not pid_is_ours(container_id):  # another container's: its pid names another process here
                 continue
             if pid in self._profiled:
                 # The same pid again: an exec (a new interpreter in the process) or a reused pid:

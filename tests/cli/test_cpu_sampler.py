@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from selfopt_trace import runner
+from selfopt_trace.bootstrap.selfopt_trace_agent import container
 from selfopt_trace import summary as summaries
 from selfopt_trace.store import Store
 from selfopt_trace.watchers import WatchedRun, cpu_sampler
@@ -343,8 +344,9 @@ def sampled_pids(run_dir: Path) -> set[int]:
     return {int(line.split("\t")[2]) for line in lines if line.startswith("C\t")}
 
 
-def span_file(run_dir: Path, pid: int, header_ns: int, name: str) -> None:
-    header = {"format": "selfopt-trace/spans", "version": 1, "run_id": run_dir.name, "pid": pid, "resource": {}}
+def span_file(run_dir: Path, pid: int, header_ns: int, name: str, resource: dict | None = None) -> None:
+    header = {"format": "selfopt-trace/spans", "version": 1, "run_id": run_dir.name, "pid": pid,
+              "resource": resource or {}}
     (run_dir / "spans" / f"{pid}-{name}.spans").write_text(f"H\t\t\t\t\t\t\t{header_ns}\t\t\t{json.dumps(header)}\t.\n")
 
 
@@ -363,6 +365,31 @@ def test_a_span_file_older_than_its_pids_process_is_not_followed(tmp_path: Path)
         time.sleep(0.7)  # past a flush
         assert other.pid not in sampled_pids(run_dir) and cmd.pid in sampled_pids(run_dir)
         span_file(run_dir, other.pid, time.time_ns(), "its-own")
+        time.sleep(0.3)
+    finally:
+        assert sampler.stop() == []
+        finish(cmd, other)
+    assert other.pid in sampled_pids(run_dir)
+
+
+def test_a_span_file_of_another_container_s_process_is_not_followed(tmp_path: Path) -> None:
+    # A container's processes write their own namespace's pids (its server is pid 1): here those are
+    # other processes (pid 1, init, read as the container's server made it idle). Its header's
+    # resource names its container: not ours, so not followed; a file of this container's is.
+    run_dir = tmp_path / "run"
+    (run_dir / "spans").mkdir(parents=True)
+    before = time.time_ns()
+    cmd, other = sleeper(), sleeper()
+    time.sleep(0.1)
+    sampler = CpuSampler()
+    sampler.start(WatchedRun("run", run_dir, cmd.pid, before))
+    try:
+        span_file(run_dir, other.pid, time.time_ns(), "in-a-container", {"container.id": "c" * 64})
+        span_file(run_dir, 1, time.time_ns(), "its-pid-1", {"container.id": "c" * 64})
+        time.sleep(0.7)  # past a flush
+        assert not {other.pid, 1} & sampled_pids(run_dir) and cmd.pid in sampled_pids(run_dir)
+        own = container.passed_on().partition("\t")[2]  # (where `run` itself runs in a container)
+        span_file(run_dir, other.pid, time.time_ns(), "ours", {"container.id": own} if own else {})
         time.sleep(0.3)
     finally:
         assert sampler.stop() == []

@@ -103,3 +103,21 @@ def test_a_docker_cmd_s_container_runs_to_cmd_s_exit(image, tmp_path):
     # (the exec itself: the injection, its imports aside)
     assert engine_ms - exec_ns / 1e6 - 0.01 <= breakdown["container start-up"] <= engine_ms + 0.01, (breakdown, row)
     assert abs(breakdown["interpreter teardown"] - tail_ns / 1e6) < 0.01, breakdown
+
+
+def test_a_container_s_process_is_not_sampled_as_the_host_s_process_of_its_pid(image, tmp_path):
+    """A container's first process writes pid 1 (its namespace's) in its span file: the CPU sampler read
+    the host's pid 1 (init, idle) for it, and the breakdown made a container spinning 300 ms of CPU
+    mostly untraced waits. Not sampled now, its work is its own on the CPU."""
+    from tests.cli.conftest import Cli
+
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n"
+    cli = Cli(tmp_path)
+    done = cli("run", "--export", "never", "--json", "--", *run_args(image, "python3", "-c", spin))
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    with Store(cli.db, read_only=True) as store:
+        assert store.sql("SELECT count(*) FROM cpu_samples WHERE run_id = ? AND pid = 1", [run_id])[1] == [(0,)]
+        breakdown = {r["category"]: r["wall_ms"] for r in run_query(store, "breakdown", {"run_id": run_id}).records()}
+    assert breakdown["own work"] + breakdown["child processes' own work"] >= 280, breakdown
+    assert breakdown["untraced waits"] < 20, breakdown
