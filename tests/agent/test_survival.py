@@ -87,6 +87,24 @@ def test_sigterm_flushes_then_dies_of_sigterm(traced):
     assert root.attributes["process.signal"] == "SIGTERM" and root.status == "ERROR"
 
 
+def test_a_container_s_first_process_lives_through_sigterm_as_untraced(traced):
+    """Pid 1 of a pid namespace (a container's first process, without `--init`): the kernel drops a
+    signal whose action is the default, so untraced it lives through a SIGTERM (`docker stop` then
+    waits its timeout and kills it). Traced alike, and its span says nothing of a SIGTERM: the agent's
+    handler made it end its span `killed by SIGTERM` and live on."""
+    code = ("import os, signal, time\nprint(os.getpid(), flush=True)\nos.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(0.1)\nprint('alive', flush=True)\n")
+    namespace = ["unshare", "--pid", "--fork", "--mount-proc"]
+    untraced = traced.untraced([*namespace, sys.executable, "-c", code])
+    if untraced.returncode != 0 or untraced.stdout != b"1\nalive\n":
+        pytest.skip(f"no pid namespace here: {untraced.stderr.decode(errors='replace').strip()}")
+    result = traced.run([*namespace, sys.executable, "-c", code])
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"1\nalive\n", b"")
+    (root,) = traced.spans().processes()
+    assert root.status == "UNSET" and not root.incomplete
+    assert "process.signal" not in root.attributes and "process.exit.code" not in root.attributes
+
+
 # Python 3.8's signal.signal is a Python function whose __wrapped__ is _signal's: the hook must still
 # install there (it took that for its own mark and left SIGTERM to the program's handler).
 PYTHON_38 = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / "3.8.18" / "bin" / "python"

@@ -262,10 +262,13 @@ SIGTERM_GRACE_NS = 300_000_000
 
 
 def _install_sigterm() -> None:
+    """Not in a container's first process (pid 1, no `--init`): the kernel drops a signal whose action
+    is the default there, so untraced it lives on through a SIGTERM (`docker stop` waits its timeout,
+    then kills it), where a handler of ours would make it flush, end its span and go on."""
     import _signal
 
     try:
-        if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
+        if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL and os.getpid() != 1:
             _signal.signal(_signal.SIGTERM, on_sigterm)
             sigterm_grace(True)
     except (ValueError, OSError):  # not the main thread, or an unusual platform (start-up)
