@@ -202,6 +202,45 @@ def test_a_poll_loop_s_sleeps_are_waits_on_the_children_it_polls(traced):
     assert [w.name for w in main_thread_waits(spans) if w.name != "time.sleep"] == ["Popen.wait", "Popen.wait"]
 
 
+def test_a_sleep_while_a_child_asked_to_end_is_not_reaped_waits_for_its_exit(traced):
+    """A supervisor stopping its workers (gunicorn's arbiter: SIGTERM to each, then sleeps until its
+    SIGCHLD handler has reaped them all) waits on them: each sleep while a child of ours it sent a
+    signal that ends a process (os.kill, Popen.terminate or kill) is not reaped yet is a wait on that
+    child; once reaped, or for another signal, a sleep is a sleep."""
+    spans = run(traced, """
+        import os, signal, subprocess, sys, time
+        slow_exit = "import signal, sys, time\\n" \\
+            "def stop(*_):\\n    time.sleep(0.15)\\n    sys.exit(0)\\n" \\
+            "signal.signal(signal.SIGTERM, stop)\\nprint('up', flush=True)\\ntime.sleep(30)\\n"
+        alive = set()
+        def reap(*_):
+            while alive:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+                if not pid:
+                    return
+                alive.discard(pid)
+        signal.signal(signal.SIGCHLD, reap)
+        child = subprocess.Popen([sys.executable, "-c", slow_exit], stdout=subprocess.PIPE)
+        alive.add(child.pid)
+        child.stdout.readline()
+        os.kill(child.pid, signal.SIGWINCH)                                # ends no process
+        time.sleep(0.03)                                                   # line 18: a sleep
+        child.terminate()
+        while alive:
+            time.sleep(0.02)                                               # line 21: waits on the child
+        time.sleep(0.03)                                                   # line 22: reaped: a sleep
+    """)
+    (child,) = spans.named("subprocess")
+    waits_on_child = [s for s in spans.named("time.sleep") if s.category == "wait"]
+    assert len(waits_on_child) >= 4, waits_on_child  # 150 ms of the child's handler, 20 ms apart
+    for wait in waits_on_child:
+        assert_wait(wait, "time.sleep")
+        assert wait.attributes["code.lineno"] == 21 and targets(spans, wait) == [child]
+    plain = sorted(s.attributes["code.lineno"] for s in spans.named("time.sleep") if s.category == "sleep"
+                   and s.file == waits_on_child[0].file and s.attributes["code.function"] == "<module>")
+    assert plain[0] == 18 and plain[-1] == 22 and set(plain) <= {18, 21, 22}, plain  # (the reap's sleep: 21)
+
+
 def test_a_wait_on_a_child_the_agent_did_not_start_says_its_pid(traced):
     spans = run(traced, """
         import os, posix, time

@@ -11,7 +11,10 @@ import os
 from _thread import get_native_id
 from time import time_ns
 
+import _signal
+
 from .. import config, process, redact, tracer
+from . import waits
 
 _children: dict = {}  # pid -> span of the child's start, ended when the exit status is seen
 RUNNING_AT_EXIT = "selfopt_trace.child.running_at_exit"
@@ -43,6 +46,33 @@ def _exited(pid: int) -> bool:
 
 process.on_end(_end_unreaped)
 os.register_at_fork(after_in_child=_children.clear)  # a forked child's children are its own
+
+
+# The signals that end a process by default, as a program sends them to stop a child.
+_ENDING = frozenset((_signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT, _signal.SIGKILL))
+
+
+def _install_kill() -> None:
+    """os.kill notes a child of ours asked to end (waits.signalled), from this module's load on: a
+    process has children of ours only after it (`from os import kill` before then keeps the original)."""
+    original = os.kill
+    if tracer.is_own_wrapper(original):
+        return
+
+    def kill(pid, signal):
+        try:
+            if signal in _ENDING and pid in _children:
+                waits.signalled[pid] = time_ns()
+            return original(pid, signal)
+        except BaseException as exc:  # a bad argument, a gone process: as untraced, no frame of ours
+            tracer.strip_own_frames(exc)
+            raise
+
+    kill.__name__, kill.__doc__ = original.__name__, original.__doc__
+    os.kill = tracer.unbound(tracer.own_wrapper(tracer.at_home(kill, "os", "kill"), original), original)
+
+
+_install_kill()
 
 
 def start_span(name: str, args, cwd=None, attributes: dict | None = None) -> tracer.Span:

@@ -89,6 +89,21 @@ def _polled_units(thread: int, t0: int) -> list:
     return units
 
 
+def _signalled_units() -> list:
+    """The span ids of the children this process asked to end (waits.signalled) that are not reaped
+    yet; the reaped ones are forgotten."""
+    from . import spawn  # loaded: it noted them
+
+    units = []
+    for pid in list(waits.signalled):
+        entry = spawn._children.get(pid)
+        if entry is None:
+            waits.signalled.pop(pid, None)
+        else:
+            units.append(entry[0].span_id)
+    return units
+
+
 def install(target: str, module) -> None:
     """asyncio.tasks.sleep (lazy.py puts it at asyncio.sleep too): the awaited interval of a sleep of
     more than 0 seconds, recorded when it lasted config.WAIT_THRESHOLD_NS or more."""
@@ -175,6 +190,8 @@ def record(t0: int, t1: int, seconds, asleep: int | None = None, head: str = _HE
         if wake:
             attributes = "{" + wake[1:] + "}" if attributes == "{}" else attributes[:-1] + wake + "}"
         polled = _polled_units(thread, t0) if head is _HEAD and thread in waits.polled else None
+        if waits.signalled and head is _HEAD:  # children asked to end, not reaped yet: it waits for their exit
+            polled = list(dict.fromkeys((polled or []) + _signalled_units()))
         if polled:  # a poll loop's sleep: a wait on the children and threads it polls
             waits.write_under(parent, _POLL_HEAD, t0, t1, '{"%s":[%s]%s' % (
                 waits.ON, ",".join('"%s"' % span_id for span_id in polled),
