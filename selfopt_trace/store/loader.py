@@ -235,7 +235,8 @@ WHERE spawn.run_id = $run_id AND spawn.span_id = child.span_id AND child.end_ns 
 # A readiness poll: a sleep right after a connection that failed (a `connect` span that failed under
 # an HTTP client span) waits on the process that first answered that address after it (a SERVER span
 # under a client span of the same process), as a poll loop's sleep waits on the child it polls
-# (hooks/time_.py): the sleep becomes a wait on that process's spawning span. The program's loop
+# (hooks/time_.py): the sleep becomes a wait on that process's spawning span, or on its parent's
+# where the sleep began before that process started (a prefork server's master, booting). The program's loop
 # (`while True: try: get(url); break  except ConnectionError: time.sleep(0.05)`: a sleep under the
 # client span's parent, at most 5 ms after its end) or the client's own retries (urllib3's `Retry`
 # back-off: a sleep under the client span, at most 5 ms after the failed connect). As sleeps, the
@@ -254,11 +255,11 @@ FROM (
         SELECT span_id, parent_span_id, source_file, start_ns, end_ns FROM spans
         WHERE run_id = $run_id AND category = 'sleep' AND source_file IN (SELECT source_file FROM refused)
     ), polls AS (
-        SELECT s.span_id, s.source_file, s.end_ns, f.host, f.port
+        SELECT s.span_id, s.source_file, s.start_ns, s.end_ns, f.host, f.port
         FROM sleeps AS s JOIN refused AS f ON f.client_parent = s.parent_span_id AND f.source_file = s.source_file
         WHERE s.start_ns BETWEEN f.client_end AND f.client_end + 5000000
         UNION
-        SELECT s.span_id, s.source_file, s.end_ns, f.host, f.port
+        SELECT s.span_id, s.source_file, s.start_ns, s.end_ns, f.host, f.port
         FROM sleeps AS s JOIN refused AS f ON f.client = s.parent_span_id AND f.source_file = s.source_file
         WHERE s.start_ns BETWEEN f.end_ns AND f.end_ns + 5000000
     ), answers AS (  -- a polled address answered a client of the polling process: when, and in which file
@@ -267,18 +268,76 @@ FROM (
         FROM spans AS v JOIN spans AS c ON c.run_id = $run_id AND c.span_id = v.parent_span_id
         WHERE v.run_id = $run_id AND v.kind = 'SERVER' AND c.kind = 'CLIENT' AND c.category = 'http'
           AND v.source_file <> c.source_file AND c.source_file IN (SELECT source_file FROM refused)
+    ), first_answers AS (  -- each poll's answer: the first after it
+        SELECT p.span_id, p.source_file, p.start_ns, p.end_ns, arg_min(a.server_file, a.start_ns) AS server_file
+        FROM polls AS p
+        JOIN answers AS a ON a.source_file = p.source_file AND a.host = p.host AND a.port = p.port
+                         AND a.start_ns >= p.end_ns
+        GROUP BY ALL
+    ), started AS (  -- the answering process's spawning span (depth 0), and its parent process's (1)
+        SELECT f.server_file, spawn.span_id AS spawn_id, process.source_file AS child_file,
+               process.start_ns AS child_start, 0 AS depth, spawn.source_file AS spawner_file
+        FROM (SELECT DISTINCT server_file FROM first_answers) AS f
+        JOIN spans AS process ON process.run_id = $run_id AND process.source_file = f.server_file
+                             AND process.name = 'process' AND process.category = 'process'
+        JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
+                           AND spawn.category = 'subprocess'
     )
-    SELECT p.span_id AS sleep_id, arg_min(spawn.span_id, a.start_ns) AS spawn_id
-    FROM polls AS p
-    JOIN answers AS a ON a.source_file = p.source_file AND a.host = p.host AND a.port = p.port
-                     AND a.start_ns >= p.end_ns
-    JOIN spans AS process ON process.run_id = $run_id AND process.source_file = a.server_file
-                         AND process.name = 'process' AND process.category = 'process'
-    JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
-                       AND spawn.category = 'subprocess'
+    -- the deepest of the two alive as the sleep began: a prefork server's master while it started, the
+    -- worker that answered once it was forked; never the polling process itself
+    SELECT p.span_id AS sleep_id, arg_min(s.spawn_id, s.depth) AS spawn_id
+    FROM first_answers AS p
+    JOIN (FROM started
+          UNION ALL
+          SELECT s.server_file, spawn.span_id, process.source_file, process.start_ns, 1, spawn.source_file
+          FROM started AS s
+          JOIN spans AS process ON process.run_id = $run_id AND process.source_file = s.spawner_file
+                               AND process.name = 'process' AND process.category = 'process'
+          JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
+                             AND spawn.category = 'subprocess') AS s
+      ON s.server_file = p.server_file AND s.child_start <= p.start_ns AND s.child_file <> p.source_file
     GROUP BY p.span_id
 ) AS r
 WHERE s.run_id = $run_id AND s.span_id = r.sleep_id
+"""
+
+# A request queued while its server started: the first request a traced server process answered
+# (its first SERVER span), 5 ms or more after the client's last step of its own (its connect), while
+# that process was still starting (an import or its start-up in the gap). A prefork server binds
+# before its workers load the application: gunicorn's first request waited for its worker's 200 ms
+# of imports, which was the client's `http client overhead`. The loader adds a `queued` wait under
+# the client span over that gap (a span it derived, `selfopt_trace.derived`), on the server process's
+# spawning span: the breakdown follows the server process there.
+_QUEUED_FIRST_REQUEST_SQL = """
+INSERT INTO spans
+WITH first_served AS (
+    SELECT parent_span_id, start_ns, source_file FROM spans
+    WHERE run_id = $run_id AND kind = 'SERVER'
+    QUALIFY row_number() OVER (PARTITION BY source_file ORDER BY start_ns) = 1
+), queued AS (
+    SELECT c.trace_id, c.span_id AS client, c.service_name, c.pid, c.resource_attributes, c.source_file,
+           v.start_ns AS served_ns, v.source_file AS server_file,
+           greatest(c.start_ns, coalesce((SELECT max(k.end_ns) FROM spans AS k
+                                          WHERE k.run_id = $run_id AND k.parent_span_id = c.span_id
+                                            AND k.source_file = c.source_file AND k.end_ns <= v.start_ns),
+                                         c.start_ns)) AS from_ns
+    FROM first_served AS v
+    JOIN spans AS c ON c.run_id = $run_id AND c.span_id = v.parent_span_id AND c.kind = 'CLIENT'
+                   AND c.category = 'http' AND c.source_file <> v.source_file
+)
+SELECT $run_id, q.trace_id, format('{:016x}', hash(q.client || ':queued')), q.client, 'queued', 'INTERNAL', 'wait',
+       q.from_ns, q.served_ns, q.served_ns - q.from_ns, 'UNSET', false, q.service_name, q.pid,
+       json_object('selfopt_trace.wait.on', [spawn.span_id], 'selfopt_trace.derived', true),
+       q.resource_attributes, q.source_file
+FROM queued AS q
+JOIN spans AS process ON process.run_id = $run_id AND process.source_file = q.server_file
+                     AND process.name = 'process' AND process.category = 'process'
+JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
+                   AND spawn.category = 'subprocess'
+WHERE q.served_ns - q.from_ns >= 5000000
+  AND EXISTS (SELECT 1 FROM spans AS b
+              WHERE b.run_id = $run_id AND b.source_file = q.server_file AND b.category IN ('import', 'startup')
+                AND b.start_ns < q.served_ns AND b.end_ns > q.from_ns)
 """
 
 # A child killed before its last record (no E: incomplete, closed at its file's last time known) lived
@@ -340,7 +399,8 @@ FROM spans WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} LIMIT 1
 
 _TOTALS_SQL = """
 SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns),
-       count(*) FILTER (WHERE name = 'connect' AND category = 'http' AND status = 'ERROR')
+       count(*) FILTER (WHERE name = 'connect' AND category = 'http' AND status = 'ERROR'),
+       count(*) FILTER (WHERE kind = 'SERVER')
 FROM spans WHERE run_id = $run_id
 """
 
@@ -873,9 +933,11 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
         con.execute(_OWN_EXIT_SQL, run)
         if meta.exit_code is not None:
             con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
-        result.spans, result.incomplete_spans, first_ns, last_ns, refused = con.execute(_TOTALS_SQL, run).fetchone()
+        result.spans, result.incomplete_spans, first_ns, last_ns, refused, served = con.execute(_TOTALS_SQL, run).fetchone()
         if refused and result.files > 1:  # connections refused, maybe by a server of the run not listening yet
             con.execute(_READINESS_POLL_SQL, run)  # (planned only then: ~6 ms on a small run)
+        if served and result.files > 1:  # requests a server of the run answered, maybe once it had started
+            result.spans += con.execute(_QUEUED_FIRST_REQUEST_SQL, run).fetchone()[0]
         if result.incomplete_spans and None not in (meta.exit_code, meta.pid, meta.end_ns):  # reaped by `run`
             con.execute(_KILLED_CMD_SQL, {**run, "pid": meta.pid, "end_ns": meta.end_ns})
         root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)

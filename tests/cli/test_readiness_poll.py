@@ -3,7 +3,9 @@
 `while True: try: urlopen(url); break  except URLError: time.sleep(0.05)` (and urllib3's `Retry`,
 which does the same inside one request) against a server that takes 300 ms of CPU to start
 listening. Each sleep right after a refused connection is a wait on the server's process: the
-breakdown gives the server's start-up and work, not 300 ms of the client's `sleeps`.
+breakdown gives the server's start-up and work, not 300 ms of the client's `sleeps`. gunicorn binds
+in its master before its worker imports the application: the first request is accepted, and waits
+in the socket's queue for the worker, which was the client's http client overhead.
 """
 
 from __future__ import annotations
@@ -88,3 +90,40 @@ def test_the_sleeps_of_a_readiness_poll_are_the_server_s_start_up_and_work(cli: 
     # the server's 300 ms of CPU before it listens (off the CPU a while on a loaded machine)
     assert wall["child processes' own work"] + wall["untraced waits"] >= 280, wall
     assert wall["interpreter start-up"] >= 10, wall  # the client's and the server's
+
+
+APP = r"""
+import time
+started = time.process_time()
+while time.process_time() - started < 0.2:  # the application's import: a model, a config
+    pass
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+GUNICORN = LOOP.replace('[sys.executable, "server.py", sys.argv[1]]',
+                        '[sys.executable, "-m", "gunicorn", "-w", "1", "-b", "127.0.0.1:" + sys.argv[1], "app:app"],'
+                        ' stderr=subprocess.DEVNULL')
+
+
+def test_gunicorn_s_first_request_waits_for_its_worker_s_imports(cli: Cli):
+    (cli.cwd / "app.py").write_text(APP)
+    (cli.cwd / "client.py").write_text(GUNICORN)
+    done = cli("run", "-q", "--", sys.executable, "client.py", str(free_port()))
+    assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr.decode()
+    (worker_start,) = cli.query("SELECT span_id FROM spans WHERE name = 'fork'")
+    queued = cli.query("SELECT attributes->'selfopt_trace.wait.on', duration_ns FROM spans WHERE name = 'queued'")
+    polls = cli.query("SELECT category FROM spans WHERE name = 'time.sleep' AND attributes->>'code.function' = '<module>'")
+    query = cli("query", "breakdown", "-f", "json")
+    assert query.returncode == 0, query.stderr.decode()
+    wall = {row["category"]: row["wall_ms"] for row in json.loads(query.stdout)}
+    # the master binds as it starts: the client's first attempt may find it listening already
+    assert set(polls) <= {("wait",)}, polls
+    if queued:  # the worker still importing the application: the request waited in the socket's queue
+        [(on, duration_ns)] = queued
+        assert tuple(json.loads(on)) == worker_start and duration_ns >= 5_000_000
+    assert wall["imports"] >= 200, wall  # the application's import in the worker, 200 ms of CPU
+    assert wall["http client overhead"] < 30, wall

@@ -1195,6 +1195,52 @@ def test_a_readiness_poll_s_sleeps_wait_on_the_server_that_answers_next(store: S
         {c: v for c, v in breakdown(store, run_id).items() if c in reference.CATEGORIES})
 
 
+def test_a_prefork_server_s_readiness_poll_and_first_request_wait_on_its_master_then_its_worker(
+        store: Store, tmp_path: Path) -> None:
+    """gunicorn: the master starts (its imports), binds, forks a worker that imports the application,
+    and the worker answers. A poll's sleep waits on the master where it began before the worker was
+    forked, else on the worker; the first request, accepted by the master's socket while the worker
+    still imported, is a `queued` wait the loader adds under the client span (from its connect's end
+    to the worker's first answer) on the worker: that was the client's http client overhead."""
+    run = RunBuilder()
+    main = run.process(100, 0, 100)
+    spawn = run.span(100, "subprocess", "subprocess", 1, 99, main, kind="CLIENT",
+                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 200})
+    master = run.process(200, 2, 98, spawn, command="gunicorn")
+    run.span(200, "interpreter.startup", "startup", 2, 12, master)
+    run.span(200, "import gunicorn", "import", 12, 30, master)
+    fork = run.span(200, "fork", "subprocess", 30, 97, master, kind="CLIENT",
+                    attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 300})
+    worker = run.process(300, 31, 96, fork, command="gunicorn")
+    run.span(300, "import app", "import", 31, 61, worker)
+    address = {"server.address": "127.0.0.1", "server.port": 8000}
+    for start in (2, 23):  # refused, then a sleep on whoever is starting
+        call = run.span(100, "GET", "http", start, start + 1, main, kind="CLIENT", status="ERROR", attributes=address)
+        run.span(100, "connect", "http", start, start + 1, call, status="ERROR")
+    polls = [run.span(100, "time.sleep", "sleep", 3, 23, main), run.span(100, "time.sleep", "sleep", 24, 44, main)]
+    call = run.span(100, "GET", "http", 44, 70, main, kind="CLIENT", attributes=address)
+    run.span(100, "connect", "http", 44, 45, call)  # the master's socket accepts it: the worker is not ready
+    run.span(300, "GET /", "http", 65, 67, call, kind="SERVER")
+    run.span(100, "Popen.wait", "wait", 70, 99, main, attributes={"selfopt_trace.wait.on": [spawn]})
+    run_id = run.load(store, tmp_path)
+    rows = store.sql("SELECT span_id, parent_span_id, category, start_ns, end_ns, attributes->>'selfopt_trace.wait.on'"
+                     " FROM spans WHERE run_id = ? AND name IN ('time.sleep', 'queued') ORDER BY start_ns", [run_id])[1]
+    (queued_id, *_), = [r for r in rows if r[0] not in polls]
+    assert [r[1:] for r in rows] == [(main, "wait", at(3), at(23), f'["{spawn}"]'),  # the master booting
+                                     (main, "wait", at(24), at(44), f'["{spawn}"]'),  # the worker forked mid-sleep
+                                     (call, "wait", at(45), at(65), f'["{fork}"]')]  # queued while the worker imported
+    expected = {"own work": 2, "subprocess spawn overhead": 2, "http client overhead": 6, "interpreter start-up": 9,
+                "imports": 33, "child processes' own work": 45, "http server time": 2, "interpreter teardown": 1}
+    wall = {c: wall for c, (wall, _) in breakdown(store, run_id).items()}
+    assert {c: wall[c] for c in reference.CATEGORIES if wall[c]} == pytest.approx(expected)
+    as_loaded = [replace(s, category="wait", attributes={"selfopt_trace.wait.on": [spawn]}) if s.id in polls else s
+                 for s in run.spans]
+    as_loaded.append(replace(as_loaded[0], id=queued_id, parent=call, name="queued", category="wait", start=45, end=65,
+                             attributes={"selfopt_trace.wait.on": [fork]}))
+    assert reference.breakdown(as_loaded, TRACE) == pytest.approx(
+        {c: v for c, v in breakdown(store, run_id).items() if c in reference.CATEGORIES})
+
+
 def test_a_server_a_script_started_beside_its_client_takes_the_time_only_when_alone(store: Store,
                                                                                     tmp_path: Path) -> None:
     """`sh -c "server & client; kill server"`: two top-level processes in the run's trace (their parent
