@@ -62,7 +62,7 @@ def _install_kill() -> None:
     def kill(pid, signal):
         try:
             if signal in _ENDING and pid in _children:
-                waits.signalled[pid] = time_ns()
+                waits.signalled.add(pid)
             return original(pid, signal)
         except BaseException as exc:  # a bad argument, a gone process: as untraced, no frame of ours
             tracer.strip_own_frames(exc)

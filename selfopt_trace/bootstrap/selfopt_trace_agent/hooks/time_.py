@@ -96,9 +96,9 @@ def _signalled_units() -> list:
 
     units = []
     for pid in list(waits.signalled):
-        entry = spawn._children.get(pid)
+        entry = spawn.child(pid)
         if entry is None:
-            waits.signalled.pop(pid, None)
+            waits.signalled.discard(pid)
         else:
             units.append(entry[0].span_id)
     return units

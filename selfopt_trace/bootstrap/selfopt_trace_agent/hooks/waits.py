@@ -48,11 +48,11 @@ busy: set = set()
 # that follows them at once is a poll loop's, a wait on them (hooks/time_.py).
 polled: dict = {}
 POLL_GAP_NS = 5_000_000  # a sleep begun this long after a poll or sooner follows it
-# Pid -> when: children of ours this process asked to end (os.kill with a signal that ends a process
+# The pids of children of ours this process asked to end (os.kill with a signal that ends a process
 # by default: Popen.terminate and kill, a supervisor stopping its workers) and not seen reaped yet. A
 # sleep meanwhile waits for their exit (hooks/time_.py): gunicorn's arbiter sleeps until its workers
 # are gone, which was its `sleeps`, the workers' graceful exit nobody's. Filled by spawn.py's os.kill.
-signalled: dict = {}
+signalled: set = set()
 
 
 def note_poll(key) -> None:
