@@ -84,7 +84,8 @@ def run_notes(store: Store, run_id: str, processes: list[ProcessRow], by_categor
         (ns(HTTP_SERVERS, 0), _http_servers_note(store, run_id, ns(HTTP_SERVERS, 0), wall_ns)),
         (ns(OUTSIDE, 0), _outside_note(ns(OUTSIDE, 0), wall_ns)),
         (ns(UNTRACED_SERVERS, 0), _untraced_servers_note(store, run_id, ns(UNTRACED_SERVERS, 0), wall_ns)),
-        (ns(UNTRACED_CHILDREN, 0), _untraced_children_note(store, run_id, ns(UNTRACED_CHILDREN, 0), wall_ns)),
+        (ns(UNTRACED_CHILDREN, 0), _untraced_children_note(store, run_id, ns(UNTRACED_CHILDREN, 0), wall_ns)
+         + _docker_stop_note(store, run_id, ns(UNTRACED_CHILDREN, 0), wall_ns)),
         (ns(TEARDOWN, 0), _teardown_note(run_id, processes, ns(TEARDOWN, 0), wall_ns)),
         (ns(GARBAGE_COLLECTION, 0), _gc_note(store, run_id, processes, ns(GARBAGE_COLLECTION, 0), wall_ns)),
     ]
@@ -414,6 +415,57 @@ def _untraced_children_note(store: Store, run_id: str, waited_ns: int, wall_ns: 
     return [f"untraced child processes are {_pct(waited_ns, wall_ns)} of the wall time: programs the trace does "
             f"not see into (git, a compiler, a Python started with -I, -E or -S){most}; per command: "
             f"`selfopt-trace query subprocess --run {run_id}`"]
+
+
+# `docker stop` (and `restart`) sends the container's first process SIGTERM, waits its timeout (`-t`,
+# `--time`, `--timeout`; 10 s by default), then kills it with SIGKILL.
+_STOPS_SQL = """
+SELECT TRY_CAST(attributes->'process.command_args' AS VARCHAR[]) AS argv, duration_ns FROM spans
+WHERE run_id = $run_id AND category = 'subprocess' AND name = 'subprocess'
+  AND attributes->>'process.executable.name' IN ('docker', 'podman')
+  AND (list_contains(argv, 'stop') OR list_contains(argv, 'restart'))
+"""
+_STOP_TIMEOUT_S = 10.0
+_STOP_SLACK_NS = 50_000_000  # a stop that took its timeout less this waited it out
+
+
+def _stop_timeout_s(argv: list[str]) -> float | None:
+    """The timeout a `docker stop|restart` command line gives the container, or None for another command."""
+    words = iter(argv[1:])
+    for word in words:  # the global options before the command (`--context X`, `-H host`)
+        if word in ("stop", "restart"):
+            break
+        if word in ("-H", "--host", "-c", "--context", "--config", "-l", "--log-level"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return None
+    else:
+        return None
+    timeout = _STOP_TIMEOUT_S
+    for word in words:
+        name, _, value = word.partition("=")
+        if name in ("-t", "--time", "--timeout"):
+            value = value or next(words, "")
+            try:
+                timeout = float(value)
+            except ValueError:
+                return None
+    return timeout
+
+
+def _docker_stop_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -> list[str]:
+    """`docker stop` that waited its whole timeout: the container's first process did not exit on SIGTERM."""
+    if not _large(waited_ns, wall_ns):
+        return []
+    _, rows = store.sql(_STOPS_SQL, {"run_id": run_id})
+    waited = [ns for argv, ns in rows
+              if (timeout := _stop_timeout_s(argv or [])) is not None and ns >= timeout * 1e9 - _STOP_SLACK_NS]
+    if not waited:
+        return []
+    return [f"`docker stop` waited its whole timeout ({_counted(len(waited), 'stop')}, {format_ns(sum(waited))}) "
+            "before it killed the container: its first process did not exit on SIGTERM. A container's first "
+            "process (pid 1) ignores SIGTERM unless the program handles it (Python's default); "
+            "`docker run --init`, or a SIGTERM handler in the program, lets it stop at once"]
 
 
 def _loopback(host: str) -> bool:

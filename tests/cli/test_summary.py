@@ -316,6 +316,35 @@ def test_untraced_servers_and_children_that_dominate_are_named(cli, tmp_path: Pa
     assert "`selfopt-trace query subprocess --run " in children, children
 
 
+@pytest.mark.parametrize("argv, timeout", [
+    (["docker", "stop", "abc"], 10.0), (["docker", "stop", "-t", "1", "abc"], 1.0),
+    (["docker", "--context", "ci", "restart", "--time=3", "abc", "def"], 3.0), (["podman", "stop", "--timeout", "2", "x"], 2.0),
+    (["docker", "run", "--rm", "img", "stop"], None), (["docker", "stop", "-t", "soon", "abc"], None), (["docker"], None)])
+def test_a_docker_stop_s_timeout_is_read_from_its_command_line(argv: list[str], timeout: float | None) -> None:
+    assert summary_notes._stop_timeout_s(argv) == timeout
+
+
+def test_a_docker_stop_that_waited_its_whole_timeout_is_told_why(tmp_path: Path) -> None:
+    """`docker stop -t 1` of a container whose first process ignored SIGTERM (pid 1, no handler) returns
+    when the engine kills it, its timeout later: the note says so, where such stops are a large share;
+    one that returned sooner (the process exited on SIGTERM) gets none."""
+    def run_of(run_id: str, stop_ms: float) -> RunBuilder:
+        run = RunBuilder(run_id)
+        main = run.process(100, 0, stop_ms + 20)
+        call = run.span(100, "subprocess", "subprocess", 10, 10 + stop_ms, main, kind="CLIENT", attributes={
+            "process.command_args": ["docker", "stop", "-t", "1", "c0ffee"], "process.executable.name": "docker",
+            "process.pid": 200, "selfopt_trace.spawn_ns": 1_000_000})
+        run.span(100, "Popen.wait", "wait", 11, 10 + stop_ms, main, attributes={"selfopt_trace.wait.on": [call]})
+        return run
+
+    with Store(tmp_path / "traces.duckdb") as store:
+        waited = summary.summarize(store, run_of("waited", 1010).load(store, tmp_path))
+        stopped = summary.summarize(store, run_of("stopped", 300).load(store, tmp_path))
+    (note,) = [n for n in waited.notes if n.startswith("`docker stop` waited")]
+    assert "(1 stop, 1.01 s)" in note and "`docker run --init`" in note, note
+    assert not [n for n in stopped.notes if n.startswith("`docker stop` waited")], stopped.notes
+
+
 def test_many_short_pythons_get_the_start_up_note(cli) -> None:
     """Twenty `python -c pass` children one after the other: start-up is most of the wall time, and the note
     says how many Pythons paid it and how much each."""
