@@ -14,7 +14,9 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -350,9 +352,10 @@ def span_file(run_dir: Path, pid: int, header_ns: int, name: str, resource: dict
     (run_dir / "spans" / f"{pid}-{name}.spans").write_text(f"H\t\t\t\t\t\t\t{header_ns}\t\t\t{json.dumps(header)}\t.\n")
 
 
-def test_a_span_file_older_than_its_pids_process_is_not_followed(tmp_path: Path) -> None:
-    # The pid-reuse guard on real /proc data: a span file whose header was written before the live
-    # process with its pid started belongs to an earlier process with that pid.
+@contextmanager
+def sampling_beside_a_sleeper(tmp_path: Path) -> Iterator[tuple[Path, int, int, int]]:
+    """The sampler as `run` starts it (CMD a sleeper), and another sleeper for the test's span files:
+    (run directory, CMD's pid, the other's pid, when the run started)."""
     run_dir = tmp_path / "run"
     (run_dir / "spans").mkdir(parents=True)
     before = time.time_ns()
@@ -361,40 +364,37 @@ def test_a_span_file_older_than_its_pids_process_is_not_followed(tmp_path: Path)
     sampler = CpuSampler()
     sampler.start(WatchedRun("run", run_dir, cmd.pid, before))
     try:
-        span_file(run_dir, other.pid, before - 1_000_000_000, "earlier")
-        time.sleep(0.7)  # past a flush
-        assert other.pid not in sampled_pids(run_dir) and cmd.pid in sampled_pids(run_dir)
-        span_file(run_dir, other.pid, time.time_ns(), "its-own")
-        time.sleep(0.3)
+        yield run_dir, cmd.pid, other.pid, before
     finally:
         assert sampler.stop() == []
         finish(cmd, other)
-    assert other.pid in sampled_pids(run_dir)
+
+
+def test_a_span_file_older_than_its_pids_process_is_not_followed(tmp_path: Path) -> None:
+    # The pid-reuse guard on real /proc data: a span file whose header was written before the live
+    # process with its pid started belongs to an earlier process with that pid.
+    with sampling_beside_a_sleeper(tmp_path) as (run_dir, cmd, other, before):
+        span_file(run_dir, other, before - 1_000_000_000, "earlier")
+        time.sleep(0.7)  # past a flush
+        assert other not in sampled_pids(run_dir) and cmd in sampled_pids(run_dir)
+        span_file(run_dir, other, time.time_ns(), "its-own")
+        time.sleep(0.3)
+    assert other in sampled_pids(run_dir)
 
 
 def test_a_span_file_of_another_container_s_process_is_not_followed(tmp_path: Path) -> None:
     # A container's processes write their own namespace's pids (its server is pid 1): here those are
     # other processes (pid 1, init, read as the container's server made it idle). Its header's
     # resource names its container: not ours, so not followed; a file of this container's is.
-    run_dir = tmp_path / "run"
-    (run_dir / "spans").mkdir(parents=True)
-    before = time.time_ns()
-    cmd, other = sleeper(), sleeper()
-    time.sleep(0.1)
-    sampler = CpuSampler()
-    sampler.start(WatchedRun("run", run_dir, cmd.pid, before))
-    try:
-        span_file(run_dir, other.pid, time.time_ns(), "in-a-container", {"container.id": "c" * 64})
+    with sampling_beside_a_sleeper(tmp_path) as (run_dir, cmd, other, _):
+        span_file(run_dir, other, time.time_ns(), "in-a-container", {"container.id": "c" * 64})
         span_file(run_dir, 1, time.time_ns(), "its-pid-1", {"container.id": "c" * 64})
         time.sleep(0.7)  # past a flush
-        assert not {other.pid, 1} & sampled_pids(run_dir) and cmd.pid in sampled_pids(run_dir)
+        assert not {other, 1} & sampled_pids(run_dir) and cmd in sampled_pids(run_dir)
         own = container.passed_on().partition("\t")[2]  # (where `run` itself runs in a container)
-        span_file(run_dir, other.pid, time.time_ns(), "ours", {"container.id": own} if own else {})
+        span_file(run_dir, other, time.time_ns(), "ours", {"container.id": own} if own else {})
         time.sleep(0.3)
-    finally:
-        assert sampler.stop() == []
-        finish(cmd, other)
-    assert other.pid in sampled_pids(run_dir)
+    assert other in sampled_pids(run_dir)
 
 
 def test_a_reused_pid_is_another_process(tmp_path: Path) -> None:

@@ -67,25 +67,27 @@ server.wait()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
+def run_client(cli: Cli, files: dict[str, str]) -> dict[str, float]:
+    """`run -- python client.py PORT` with `files` beside it: the breakdown's wall time by category."""
+    for name, text in files.items():
+        (cli.cwd / name).write_text(text)
+    with socket.socket() as probe:  # a free port
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port = probe.getsockname()[1]
+    done = cli("run", "-q", "--", sys.executable, "client.py", str(port))
+    assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr.decode()
+    query = cli("query", "breakdown", "-f", "json")
+    assert query.returncode == 0, query.stderr.decode()
+    return {row["category"]: row["wall_ms"] for row in json.loads(query.stdout)}
 
 
 @pytest.mark.parametrize("client", [LOOP, RETRY], ids=["loop", "retry"])
 def test_the_sleeps_of_a_readiness_poll_are_the_server_s_start_up_and_work(cli: Cli, client: str):
-    (cli.cwd / "server.py").write_text(SERVER)
-    (cli.cwd / "client.py").write_text(client)
-    done = cli("run", "-q", "--", sys.executable, "client.py", str(free_port()))
-    assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr.decode()
+    wall = run_client(cli, {"server.py": SERVER, "client.py": client})
     (spawn,) = cli.query("SELECT span_id FROM spans WHERE name = 'subprocess'")
     polls = cli.query("SELECT category, attributes->'selfopt_trace.wait.on' FROM spans WHERE name = 'time.sleep'")
     assert len(polls) >= 3, polls  # 50 ms apart (the retries' back-off: 25, then 50 ms) over 300 ms
     assert {(category, tuple(json.loads(on))) for category, on in polls} == {("wait", spawn)}
-    query = cli("query", "breakdown", "-f", "json")
-    assert query.returncode == 0, query.stderr.decode()
-    wall = {row["category"]: row["wall_ms"] for row in json.loads(query.stdout)}
     assert wall["sleeps"] == 0, wall
     # the server's 300 ms of CPU before it listens (off the CPU a while on a loaded machine)
     assert wall["child processes' own work"] + wall["untraced waits"] >= 280, wall
@@ -110,16 +112,10 @@ GUNICORN = LOOP.replace('[sys.executable, "server.py", sys.argv[1]]',
 
 
 def test_gunicorn_s_first_request_waits_for_its_worker_s_imports(cli: Cli):
-    (cli.cwd / "app.py").write_text(APP)
-    (cli.cwd / "client.py").write_text(GUNICORN)
-    done = cli("run", "-q", "--", sys.executable, "client.py", str(free_port()))
-    assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr.decode()
+    wall = run_client(cli, {"app.py": APP, "client.py": GUNICORN})
     (worker_start,) = cli.query("SELECT span_id FROM spans WHERE name = 'fork'")
     queued = cli.query("SELECT attributes->'selfopt_trace.wait.on', duration_ns FROM spans WHERE name = 'queued'")
     polls = cli.query("SELECT category FROM spans WHERE name = 'time.sleep' AND attributes->>'code.function' = '<module>'")
-    query = cli("query", "breakdown", "-f", "json")
-    assert query.returncode == 0, query.stderr.decode()
-    wall = {row["category"]: row["wall_ms"] for row in json.loads(query.stdout)}
     # the master binds as it starts: the client's first attempt may find it listening already
     assert set(polls) <= {("wait",)}, polls
     if queued:  # the worker still importing the application: the request waited in the socket's queue
