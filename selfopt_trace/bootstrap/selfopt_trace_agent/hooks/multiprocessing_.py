@@ -18,8 +18,8 @@ code read from the pipe (`_poll`), and no CPU figure.
 
 A forkserver child's start waits on the server, which forks it: a `forkserver` wait on the server's
 `subprocess` span from its launch (or the server's spawn, when this start spawned it) until the
-child's pid arrives. The first start's wait is the server's interpreter start-up and imports (its
-preload of `__main__`), which counted as the start's spawn overhead before.
+child's pid arrives. The first start's wait is the server's interpreter start-up and imports (the
+modules it preloads: `set_forkserver_preload`), which counted as the start's spawn overhead before.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def _poll(original):
 
 
 def _launch(original):
-    def _launch(self, process_obj):
+    def launch(self, process_obj):
         try:
             t0 = time_ns()
             original(self, process_obj)
@@ -152,7 +152,7 @@ def _launch(original):
             tracer.strip_own_frames(exc)
             raise
 
-    return _launch
+    return launch
 
 
 def _waited_on_server(t0: int, t1: int) -> None:
