@@ -435,6 +435,8 @@ def _stop_timeout_s(argv: list[str]) -> float | None:
     for word in words:  # the global options before the command (`--context X`, `-H host`)
         if word in ("stop", "restart"):
             break
+        if word == "container":  # `docker container stop`
+            continue
         if word in ("-H", "--host", "-c", "--context", "--config", "-l", "--log-level"):
             next(words, None)
         elif not word.startswith("-"):

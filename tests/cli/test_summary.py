@@ -319,6 +319,7 @@ def test_untraced_servers_and_children_that_dominate_are_named(cli, tmp_path: Pa
 @pytest.mark.parametrize("argv, timeout", [
     (["docker", "stop", "abc"], 10.0), (["docker", "stop", "-t", "1", "abc"], 1.0),
     (["docker", "--context", "ci", "restart", "--time=3", "abc", "def"], 3.0), (["podman", "stop", "--timeout", "2", "x"], 2.0),
+    (["docker", "container", "stop", "-t", "0", "abc"], 0.0),
     (["docker", "run", "--rm", "img", "stop"], None), (["docker", "stop", "-t", "soon", "abc"], None), (["docker"], None)])
 def test_a_docker_stop_s_timeout_is_read_from_its_command_line(argv: list[str], timeout: float | None) -> None:
     assert summary_notes._stop_timeout_s(argv) == timeout
