@@ -461,7 +461,7 @@ def _docker_stop_note(store: Store, run_id: str, waited_ns: int, wall_ns: int) -
         return []
     _, rows = store.sql(_STOPS_SQL, {"run_id": run_id})
     waited = [ns for argv, ns in rows
-              if (timeout := _stop_timeout_s(argv or [])) is not None and ns >= timeout * 1e9 - _STOP_SLACK_NS]
+              if (timeout := _stop_timeout_s(argv or [])) and ns >= timeout * 1e9 - _STOP_SLACK_NS]  # (-t 0: a kill)
     if not waited:
         return []
     return [f"`docker stop` waited its whole timeout ({_counted(len(waited), 'stop')}, {format_ns(sum(waited))}) "
