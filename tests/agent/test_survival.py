@@ -105,6 +105,23 @@ def test_a_container_s_first_process_lives_through_sigterm_as_untraced(traced):
     assert "process.signal" not in root.attributes and "process.exit.code" not in root.attributes
 
 
+def test_a_fork_of_a_container_s_first_process_flushes_and_dies_of_sigterm(traced):
+    """A child that pid 1 forked (a pool's worker) is no pid 1: SIGTERM's default action kills it, and
+    the agent's handler, which its parent has not, is installed in it at the fork, so it flushes and
+    ends its span first (it died unflushed, its span incomplete)."""
+    code = ("import os, signal, time\npid = os.fork()\nif pid == 0:\n    time.sleep(30)\nelse:\n"
+            "    time.sleep(0.3)\n    os.kill(pid, signal.SIGTERM)\n"
+            "    print(os.getpid(), os.waitpid(pid, 0)[1] == signal.SIGTERM, flush=True)\n")
+    namespace = ["unshare", "--pid", "--fork", "--mount-proc"]
+    untraced = traced.untraced([*namespace, sys.executable, "-c", code])
+    if untraced.returncode != 0 or untraced.stdout != b"1 True\n":
+        pytest.skip(f"no pid namespace here: {untraced.stderr.decode(errors='replace').strip()}")
+    result = traced.run([*namespace, sys.executable, "-c", code])
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"1 True\n", b"")
+    (child,) = [p for p in traced.spans().processes() if p.attributes["process.pid"] != 1]
+    assert not child.incomplete and child.attributes["process.signal"] == "SIGTERM", child
+
+
 # Python 3.8's signal.signal is a Python function whose __wrapped__ is _signal's: the hook must still
 # install there (it took that for its own mark and left SIGTERM to the program's handler).
 PYTHON_38 = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / "3.8.18" / "bin" / "python"

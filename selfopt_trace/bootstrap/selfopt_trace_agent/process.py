@@ -813,8 +813,11 @@ def _after_fork_in_child() -> None:
         tracer.started_up()
         import _signal
 
-        if _signal.getsignal(_signal.SIGTERM) is on_sigterm:  # a timer of its own for SIGTERM's grace
+        current = _signal.getsignal(_signal.SIGTERM)
+        if current is on_sigterm:  # a timer of its own for SIGTERM's grace
             sigterm_grace(program_sigterm_handler == _signal.SIG_DFL)
+        elif current == _signal.SIG_DFL:  # a fork of a container's first process (which has none): not pid 1
+            _install_sigterm()
     except Exception:  # (an at-fork handler: Python would only print its exception)
         pass
 
