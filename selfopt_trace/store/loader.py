@@ -232,6 +232,17 @@ FROM (SELECT s.span_id, max(c.end_ns) AS end_ns
 WHERE spawn.run_id = $run_id AND spawn.span_id = child.span_id AND child.end_ns < spawn.end_ns
 """
 
+# Each traced process of the run that a span of it started: its file, its start, the spawning span
+# (subprocess, multiprocessing, fork, exec) and that span's file (the readiness poll's and the queued
+# request's servers, and their parents).
+_SPAWNED_PROCESSES = """(
+    SELECT process.source_file, process.start_ns, spawn.span_id AS spawn_id, spawn.source_file AS spawner_file
+    FROM spans AS process
+    JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
+                       AND spawn.category = 'subprocess'
+    WHERE process.run_id = $run_id AND process.name = 'process' AND process.category = 'process'
+)"""
+
 # A readiness poll: a sleep right after a connection that failed (a `connect` span that failed under
 # an HTTP client span) waits on the process that first answered that address after it (a SERVER span
 # under a client span of the same process), as a poll loop's sleep waits on the child it polls
@@ -241,7 +252,7 @@ WHERE spawn.run_id = $run_id AND spawn.span_id = child.span_id AND child.end_ns 
 # client span's parent, at most 5 ms after its end) or the client's own retries (urllib3's `Retry`
 # back-off: a sleep under the client span, at most 5 ms after the failed connect). As sleeps, the
 # server's start-up was the client's `sleeps` and nobody's work.
-_READINESS_POLL_SQL = """
+_READINESS_POLL_SQL = f"""
 UPDATE spans AS s
 SET category = 'wait', attributes = json_merge_patch(s.attributes, json_object('selfopt_trace.wait.on', [r.spawn_id]))
 FROM (
@@ -274,14 +285,11 @@ FROM (
         JOIN answers AS a ON a.source_file = p.source_file AND a.host = p.host AND a.port = p.port
                          AND a.start_ns >= p.end_ns
         GROUP BY ALL
-    ), started AS (  -- the answering process's spawning span (depth 0), and its parent process's (1)
-        SELECT f.server_file, spawn.span_id AS spawn_id, process.source_file AS child_file,
-               process.start_ns AS child_start, 0 AS depth, spawn.source_file AS spawner_file
+    ), spawned AS {_SPAWNED_PROCESSES}, started AS (  -- the answering process's spawning span (depth 0), and its parent process's (1)
+        SELECT f.server_file, s.spawn_id, s.source_file AS child_file, s.start_ns AS child_start, 0 AS depth,
+               s.spawner_file
         FROM (SELECT DISTINCT server_file FROM first_answers) AS f
-        JOIN spans AS process ON process.run_id = $run_id AND process.source_file = f.server_file
-                             AND process.name = 'process' AND process.category = 'process'
-        JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
-                           AND spawn.category = 'subprocess'
+        JOIN spawned AS s ON s.source_file = f.server_file
     )
     -- the deepest of the two alive as the sleep began: a prefork server's master while it started, the
     -- worker that answered once it was forked; never the polling process itself
@@ -289,12 +297,8 @@ FROM (
     FROM first_answers AS p
     JOIN (FROM started
           UNION ALL
-          SELECT s.server_file, spawn.span_id, process.source_file, process.start_ns, 1, spawn.source_file
-          FROM started AS s
-          JOIN spans AS process ON process.run_id = $run_id AND process.source_file = s.spawner_file
-                               AND process.name = 'process' AND process.category = 'process'
-          JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
-                             AND spawn.category = 'subprocess') AS s
+          SELECT s.server_file, up.spawn_id, up.source_file, up.start_ns, 1, up.spawner_file
+          FROM started AS s JOIN spawned AS up ON up.source_file = s.spawner_file) AS s
       ON s.server_file = p.server_file AND s.child_start <= p.start_ns AND s.child_file <> p.source_file
     GROUP BY p.span_id
 ) AS r
@@ -308,7 +312,7 @@ WHERE s.run_id = $run_id AND s.span_id = r.sleep_id
 # of imports, which was the client's `http client overhead`. The loader adds a `queued` wait under
 # the client span over that gap (a span it derived, `selfopt_trace.derived`), on the server process's
 # spawning span: the breakdown follows the server process there.
-_QUEUED_FIRST_REQUEST_SQL = """
+_QUEUED_FIRST_REQUEST_SQL = f"""
 INSERT INTO spans
 WITH first_served AS (
     SELECT parent_span_id, start_ns, source_file FROM spans
@@ -325,15 +329,12 @@ WITH first_served AS (
     JOIN spans AS c ON c.run_id = $run_id AND c.span_id = v.parent_span_id AND c.kind = 'CLIENT'
                    AND c.category = 'http' AND c.source_file <> v.source_file
 )
-SELECT $run_id, q.trace_id, format('{:016x}', hash(q.client || ':queued')), q.client, 'queued', 'INTERNAL', 'wait',
+SELECT $run_id, q.trace_id, format('{{:016x}}', hash(q.client || ':queued')), q.client, 'queued', 'INTERNAL', 'wait',
        q.from_ns, q.served_ns, q.served_ns - q.from_ns, 'UNSET', false, q.service_name, q.pid,
-       json_object('selfopt_trace.wait.on', [spawn.span_id], 'selfopt_trace.derived', true),
+       json_object('selfopt_trace.wait.on', [spawned.spawn_id], 'selfopt_trace.derived', true),
        q.resource_attributes, q.source_file
 FROM queued AS q
-JOIN spans AS process ON process.run_id = $run_id AND process.source_file = q.server_file
-                     AND process.name = 'process' AND process.category = 'process'
-JOIN spans AS spawn ON spawn.run_id = $run_id AND spawn.span_id = process.parent_span_id
-                   AND spawn.category = 'subprocess'
+JOIN {_SPAWNED_PROCESSES} AS spawned ON spawned.source_file = q.server_file
 WHERE q.served_ns - q.from_ns >= 5000000
   AND EXISTS (SELECT 1 FROM spans AS b
               WHERE b.run_id = $run_id AND b.source_file = q.server_file AND b.category IN ('import', 'startup')
