@@ -409,3 +409,35 @@ def test_a_ready_line_read_then_work_while_the_server_lives_is_the_server_s_then
     # (own work 139 ms of the 150 once in CI; 144-162 beside two CPU hogs)
     assert by_category["child processes' own work"] >= 185 and by_category["own work"] >= 130, by_category
     assert by_category["untraced waits"] < 30, by_category
+
+
+NEVER_REAPED = {
+    "os.popen": f"""
+import os, shlex, sys
+os.popen(shlex.join([sys.executable, "-c", {CHATTY!r}, "6"])).read()
+""",
+    "read, then work": f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", {CHATTY!r}, "6"], stdout=subprocess.PIPE).stdout.read()
+start = time.perf_counter()
+while time.perf_counter() - start < 0.15: pass
+""",
+}
+
+
+@pytest.mark.parametrize("how", NEVER_REAPED)
+def test_a_child_read_to_eof_and_never_reaped_is_waited_on(cli, how: str) -> None:
+    """`os.popen(cmd).read()` reads its child to EOF and lets it go: nobody reaps it, so no CPU was
+    read at its reap, and the child's 300 ms of work were the parent's untraced waits (313 ms). The
+    agent reads the spawning thread's CPU at its own end where it finds the child gone: work after
+    the read counts against it, and the thread's samples place the read's end."""
+    done = cli("run", "-q", "--json", "--", *python(NEVER_REAPED[how]))
+    assert done.returncode == 0, done.stderr
+    by_category = json.loads(done.stdout)["time_by_category_ms"]
+    assert by_category["child processes' own work"] >= 285 and by_category["untraced waits"] < 30, by_category
+    if how == "read, then work":
+        assert by_category["own work"] >= 130, by_category
+    (spawn,) = cli.query("SELECT (attributes->>'selfopt_trace.child.exited_unseen')::BOOLEAN, "
+                         "(attributes->>'selfopt_trace.cpu.reap_ns')::BIGINT - (attributes->>'selfopt_trace.cpu.end_ns')::BIGINT "
+                         "FROM spans WHERE name = 'subprocess'")
+    assert spawn[0] and spawn[1] >= 0, spawn

@@ -28,7 +28,15 @@ def _end_unreaped() -> None:
     C), whose span the loader ends at the child's own last record."""
     for pid, (span, attributes) in list(_children.items()):
         status = tracer.ERROR if attributes.get("process.exit.code") else tracer.UNSET  # (seen by an asyncio wait)
-        tracer.end_span(span, status, {**attributes, EXITED_UNSEEN if _exited(pid) else RUNNING_AT_EXIT: True})
+        if _exited(pid):
+            # As at a reap: the spawning thread's CPU since the call tells whether it read the child
+            # until EOF (`os.popen(cmd).read()`, which nobody reaps); the loader ends such a read at
+            # the child's end, and the CPU after it counts against the read (the test errs on no wait).
+            _read_spawner_clocks(attributes)
+            attributes[EXITED_UNSEEN] = True
+        else:
+            attributes[RUNNING_AT_EXIT] = True
+        tracer.end_span(span, status, attributes)
     _children.clear()
 
 
@@ -226,18 +234,23 @@ def reaped(pid: int, status: int) -> None:
     entry = _children.pop(pid, None)
     if entry is None:
         return
-    attributes = entry[1]
+    _read_spawner_clocks(entry[1])
+    end_with_code(entry[0], exit_code(status), entry[1])
+
+
+def _read_spawner_clocks(attributes: dict) -> None:
+    """The spawning thread's clocks now, as the child's exit is seen (tracer.CPU_REAP, CPU_REAP_QUEUED)."""
     spawner = attributes.get(tracer.CPU_TID)
-    if spawner is not None:  # the spawning thread's clocks now (tracer.CPU_REAP, CPU_REAP_QUEUED)
-        if spawner == get_native_id():
-            cpu, queued = tracer.thread_cpu_ns(), process.runqueue_ns()
-        else:
-            cpu, queued = _thread_clocks(spawner)
-        if cpu is not None:
-            attributes[tracer.CPU_REAP] = cpu
-        if queued is not None and tracer.CPU_END_QUEUED in attributes:
-            attributes[tracer.CPU_REAP_QUEUED] = queued
-    end_with_code(entry[0], exit_code(status), attributes)
+    if spawner is None:
+        return
+    if spawner == get_native_id():
+        cpu, queued = tracer.thread_cpu_ns(), process.runqueue_ns()
+    else:
+        cpu, queued = _thread_clocks(spawner)
+    if cpu is not None:
+        attributes[tracer.CPU_REAP] = cpu
+    if queued is not None and tracer.CPU_END_QUEUED in attributes:
+        attributes[tracer.CPU_REAP_QUEUED] = queued
 
 
 def _thread_clocks(tid: int) -> tuple[int | None, int | None]:
