@@ -67,6 +67,43 @@ def test_a_pool_wait_names_the_workers_replaced_during_it(cli: Cli, method: str)
     assert wall["subprocess spawn overhead"] < 100, wall
 
 
+CLOSE_JOIN = TASK + r"""
+from multiprocessing.pool import ThreadPool
+if __name__ == "__main__":
+    if sys.argv[1] == "thread":
+        pool, task = ThreadPool(2), time.sleep
+    else:
+        pool = multiprocessing.get_context(sys.argv[1]).Pool(2, maxtasksperchild=1)
+    results = [pool.apply_async(task, (0.2,)) for _ in range(4)]
+    pool.close()
+    pool.join()
+    print(sum(result.ready() for result in results), flush=True)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "thread"])
+def test_a_pool_s_join_after_close_waits_on_its_workers(cli: Cli, method: str):
+    """`apply_async` four times, then `close(); join()`: the join waited on the pool's thread, which
+    waited for the tasks where no hook sees it (`connection.wait`), so the workers' 400 ms read as
+    untraced waits (300 of 364 ms). Pool.join is a wait on the pool's workers, the replaced ones too."""
+    program = cli.cwd / "program.py"
+    program.write_text(CLOSE_JOIN)
+    done = cli("run", "-q", "--", sys.executable, str(program), method)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"4\n"
+    (wait,) = cli.query("SELECT attributes->'selfopt_trace.wait.on' FROM spans WHERE name = 'Pool.join' AND category = 'wait'")
+    # its workers (those that replaced a worker that exited too), not the pool's own threads
+    kind = "thread" if method == "thread" else "multiprocessing"
+    workers = {span_id for (span_id,) in cli.query(f"SELECT span_id FROM spans WHERE name = '{kind}' AND "
+                                                   "coalesce(attributes->>'thread.name', '') NOT LIKE '%(_handle_%'")}
+    assert set(json.loads(wait[0])) == workers and len(workers) >= (2 if method == "thread" else 4), (wait, workers)
+    query = cli("query", "breakdown", "-f", "json")
+    assert query.returncode == 0, query.stderr.decode()
+    wall = {row["category"]: row["wall_ms"] for row in json.loads(query.stdout)}
+    assert wall["sleeps" if method == "thread" else "child processes' own work"] >= 350, wall
+    assert wall["untraced waits"] < 50, wall
+
+
 EXECUTOR = TASK + r"""
 if __name__ == "__main__":
     context = multiprocessing.get_context("spawn")

@@ -20,7 +20,7 @@ prints the traceback of a failed future sees the same lines; tracer.strip_own_fr
 of the hook itself is a diagnostic, never an exception in the program.
 
 This module also hooks concurrent.futures (Future.result/exception, wait, as_completed, and
-ProcessPoolExecutor.submit), multiprocessing.pool results and a pool worker's reads of its next task, asyncio subprocesses, and
+ProcessPoolExecutor.submit), multiprocessing.pool results, Pool.join and a pool worker's reads of its next task, asyncio subprocesses, and
 asyncio's futures over a pool's (run_in_executor, to_thread); Popen,
 os.wait*, Thread.join and multiprocessing's Process.join are wrapped in their own hook modules
 with the helpers below.
@@ -649,7 +649,35 @@ def _install_pool(module) -> None:
     if original_next is not None and iterator.__dict__.get("__next__") is original_next:
         iterator.__next__ = iterator.next
     wrap(module, "worker", lambda original: _pool_worker(original, "SimpleQueue.get"))
+    wrap(module.Pool, "join", _pool_join)
     _wrap_join_exited(module.Pool)
+
+
+def _pool_join(original):
+    """Pool.join after close(): a wait on the pool's workers, as a wait on its results is. Inside it
+    the pool's thread waits for the tasks left (`connection.wait` on the workers' sentinels, where
+    no hook sees it), and the joins of its threads and workers are one wait with it. Before, the
+    main thread's join of that thread waited on a thread waiting on nothing traced: `apply_async`
+    four times, then `close(); join()`, read the workers' 300 ms as untraced waits."""
+    timed = method(lambda pool, timeout: original(pool), "Pool.join", _pool_targets, _watch_workers, outer=True,
+                   on_child=True)
+
+    def join(self):
+        return timed(self)
+
+    return identity(join, original)
+
+
+def _watch_workers(pool):
+    """`capture` of a wait on a pool itself (Pool.join): a watch of its workers, as _watch_pool's."""
+    workers = getattr(pool, "_pool", None)
+    if type(workers) is not list:
+        return pool
+    try:
+        return _PoolWatch(pool, workers)
+    except Exception as exc:  # _weakref missing: the workers at the end only
+        tracer.raise_if_programs(exc)
+        return pool
 
 
 def _pool_worker(original, read: str):
@@ -753,15 +781,7 @@ def _unwatch(reference) -> None:
 
 def _watch_pool(result):
     """`capture` of a wait on a pool's result: a watch of its pool's workers, or the pool (no list)."""
-    pool = getattr(result, "_pool", None)  # a result forgets its pool once it is set
-    workers = getattr(pool, "_pool", None)
-    if type(workers) is not list:
-        return pool
-    try:
-        return _PoolWatch(pool, workers)
-    except Exception as exc:  # _weakref missing: the workers at the end only
-        tracer.raise_if_programs(exc)
-        return pool
+    return _watch_workers(getattr(result, "_pool", None))  # a result forgets its pool once it is set
 
 
 def _wrap_join_exited(pool_class) -> None:
