@@ -341,6 +341,32 @@ WHERE q.served_ns - q.from_ns >= 5000000
                 AND b.start_ns < q.served_ns AND b.end_ns > q.from_ns)
 """
 
+# A ThreadPoolExecutor's worker thread runs its tasks in `task` spans under their submitters (each a
+# unit of its own, what a wait on its future follows), not under the thread's span, which holds no
+# span while a task runs. A wait on the thread itself (the executor's shutdown joining its workers,
+# at a `with` block's end or at exit) found that thread idle: four tasks submitted, then the `with`
+# block's end, read the tasks' 300 ms as untraced waits. The loader adds, under each such thread's
+# span, a wait on each task it ran (`_WorkItem.run`, a span it derived: `selfopt_trace.derived`), so
+# the breakdown follows the thread into its tasks. Only threads a wait names.
+_WORKER_TASKS_SQL = """
+INSERT INTO spans
+WITH named AS (
+    SELECT DISTINCT unnest(TRY_CAST(attributes->'selfopt_trace.wait.on' AS VARCHAR[])) AS span_id
+    FROM spans WHERE run_id = $run_id AND category = 'wait'
+), workers AS (
+    SELECT t.span_id, t.source_file, t.attributes->>'thread.id' AS tid, t.start_ns, t.end_ns
+    FROM spans AS t SEMI JOIN named ON named.span_id = t.span_id
+    WHERE t.run_id = $run_id AND t.category = 'thread' AND t.name = 'thread'
+)
+SELECT $run_id, k.trace_id, format('{:016x}', hash(k.span_id || ':run')), w.span_id, '_WorkItem.run', 'INTERNAL',
+       'wait', k.start_ns, k.end_ns, k.duration_ns, 'UNSET', false, k.service_name, k.pid,
+       json_object('selfopt_trace.wait.on', [k.span_id], 'selfopt_trace.derived', true),
+       k.resource_attributes, k.source_file
+FROM workers AS w
+JOIN spans AS k ON k.run_id = $run_id AND k.category = 'thread' AND k.name = 'task' AND k.source_file = w.source_file
+               AND k.attributes->>'thread.id' = w.tid AND k.start_ns >= w.start_ns AND k.start_ns < w.end_ns
+"""
+
 # A child killed before its last record (no E: incomplete, closed at its file's last time known) lived
 # on until its spawner saw it exit: the end of the spawning span, which has its exit status. Its
 # process span ends there, still incomplete: what it did after its last record is not known (its CPU
@@ -401,7 +427,7 @@ FROM spans WHERE run_id = $run_id AND span_id = {_ROOT_SPAN_ID} LIMIT 1
 _TOTALS_SQL = """
 SELECT count(*), count(*) FILTER (WHERE incomplete), min(start_ns), max(end_ns),
        count(*) FILTER (WHERE name = 'connect' AND category = 'http' AND status = 'ERROR'),
-       count(*) FILTER (WHERE kind = 'SERVER')
+       count(*) FILTER (WHERE kind = 'SERVER'), count(*) FILTER (WHERE name = 'task' AND category = 'thread')
 FROM spans WHERE run_id = $run_id
 """
 
@@ -934,11 +960,14 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
         con.execute(_OWN_EXIT_SQL, run)
         if meta.exit_code is not None:
             con.execute(_ROOT_EXIT_SQL, {**run, "exit_code": meta.exit_code, "pid": meta.pid})
-        result.spans, result.incomplete_spans, first_ns, last_ns, refused, served = con.execute(_TOTALS_SQL, run).fetchone()
+        result.spans, result.incomplete_spans, first_ns, last_ns, refused, served, tasks = \
+            con.execute(_TOTALS_SQL, run).fetchone()
         if refused and result.files > 1:  # connections refused, maybe by a server of the run not listening yet
             con.execute(_READINESS_POLL_SQL, run)  # (planned only then: ~6 ms on a small run)
         if served and result.files > 1:  # requests a server of the run answered, maybe once it had started
             result.spans += con.execute(_QUEUED_FIRST_REQUEST_SQL, run).fetchone()[0]
+        if tasks:  # a thread pool's tasks, maybe run by a worker thread something waits on
+            result.spans += con.execute(_WORKER_TASKS_SQL, run).fetchone()[0]
         if result.incomplete_spans and None not in (meta.exit_code, meta.pid, meta.end_ns):  # reaped by `run`
             con.execute(_KILLED_CMD_SQL, {**run, "pid": meta.pid, "end_ns": meta.end_ns})
         root_exit, root_service = con.execute(_ROOT_SQL, run).fetchone() or (None, None)
