@@ -225,7 +225,7 @@ def _gil_note(store: Store, run_id: str, waited_untraced_ns: int, wall_ns: int) 
 # the path goes through: `python a.py | python b.py`), the line whose sleeps of the category (the
 # activities) add up to the most.
 _SLEEPIEST_LINE_ON_PATH_SQL = """
-SELECT s.attributes->>'code.filepath', s.attributes->>'code.lineno', count(*), sum(p.path_end - p.path_start)
+SELECT s.attributes->>'code.filepath', s.attributes->>'code.lineno', count(*), sum(p.path_end - p.path_start), min(s.name)
 FROM critical_path_rows($run_id) AS p
 JOIN spans AS s ON s.run_id = $run_id AND hash(s.span_id) = p.id
 WHERE s.category = 'sleep' AND s.attributes->>'code.filepath' IS NOT NULL
@@ -234,7 +234,7 @@ ORDER BY 4 DESC, 1, 2
 LIMIT 1
 """
 _SLEEPIEST_LINE_SQL = """
-SELECT attributes->>'code.filepath', attributes->>'code.lineno', count(*), sum(end_ns - start_ns)
+SELECT attributes->>'code.filepath', attributes->>'code.lineno', count(*), sum(end_ns - start_ns), min(name)
 FROM spans
 WHERE run_id = $run_id AND category = 'sleep' AND attributes->>'code.filepath' IS NOT NULL
   AND hash(span_id) IN (SELECT id FROM run_activity($run_id))
@@ -251,16 +251,20 @@ def _sleeps_note(store: Store, run_id: str, slept_ns: int, wall_ns: int) -> list
     note = f"sleeps are {_pct(slept_ns, wall_ns)} of the wall time: the program's own time.sleep or " \
            "asyncio.sleep calls (a poll, a back-off, a grace period)"
     _, rows = store.sql(_SLEEPIEST_LINE_ON_PATH_SQL, {"run_id": run_id})
+    name = None
     if rows:
-        path, line, count, ns = rows[0]
+        path, line, count, ns, name = rows[0]
         note += f"; the longest on the critical path at {path}:{line} ({_counted(count, 'sleep')}, " \
                 f"{ns / 1e6:.0f} ms)"
     else:
         _, rows = store.sql(_SLEEPIEST_LINE_SQL, {"run_id": run_id})
         if rows:
-            path, line, count, ns = rows[0]
+            path, line, count, ns, name = rows[0]
             note += f"; none on the critical path, the most at {path}:{line} ({_counted(count, 'sleep')}, " \
                     f"{ns / 1e6:.0f} ms in all)"
+    if name == "BaseServer.serve_forever":  # hooks/socketserver_.py
+        note += "; that is a socketserver loop's poll: its shutdown() waits until the loop's select of " \
+                "poll_interval (0.5 s unless given) ends; serve_forever(poll_interval=0.05) stops it sooner"
     return [note + f"; the path: `selfopt-trace query critical_path --run {run_id}`"]
 
 

@@ -331,3 +331,47 @@ def test_time_sleep_answers_signals_errors_and_audit_hooks_as_untraced(traced):
     assert b"the handler's frame File" in result.stdout and b"in timed\n    time.sleep(seconds)" in result.stdout
     assert b"stays blocked ('ok', True) ['usr1'] True\nand is taken once unblocked ['usr1', 'usr1']" in result.stdout
     assert b"a thread's sleep [('ok', True)]" in result.stdout
+
+
+SERVER_LOOPS = """
+import http.server, selectors, socketserver, threading, time, urllib.request
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "1"); self.end_headers(); self.wfile.write(b"x")
+    def log_message(self, *args): pass
+
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+loop.start()
+time.sleep(0.25)                     # two selects time out, the third one runs on
+urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/").read()  # one that got a request
+server.shutdown()                    # waits for the select running to time out
+loop.join()
+server.timeout = 0.05
+server.handle_request()              # nobody comes: handle_timeout
+print(issubclass(socketserver._ServerSelector, selectors.PollSelector), socketserver._ServerSelector.__name__)
+"""
+
+
+def test_a_server_loop_s_select_that_timed_out_is_a_sleep_at_its_line(traced):
+    """socketserver's loops select for poll_interval at a time (0.5 s unless given), and shutdown()
+    waits for the select running to end: asleep where no hook saw it (untraced waits). A select that
+    returned nothing after its timeout is a sleep of the loop's, at its line; one that got a request
+    is no sleep."""
+    spans = run(traced, SERVER_LOOPS)
+    assert spans.stdout == "True PollSelector\n"  # as untraced
+    sleeps = sorted((s for s in spans.spans if s.category == "sleep" and s.name != "time.sleep"), key=lambda s: s.start_ns)
+    names = [s.name for s in sleeps]
+    assert names[-1] == "BaseServer.handle_request" and set(names[:-1]) == {"BaseServer.serve_forever"}, names
+    assert len(names) >= 4, names  # two before the request, the one shutdown waited for, handle_request's
+    for sleep in sleeps:
+        asked = 50 if sleep.name == "BaseServer.handle_request" else 100
+        assert asked <= sleep.duration_ms < asked + 100, (sleep.name, sleep.duration_ms)
+        assert sleep.attributes["code.filepath"].endswith("socketserver.py")
+        assert sleep.attributes["code.function"] == sleep.name.rpartition(".")[2]
+    (thread,) = [s for s in spans.spans if s.name == "thread"]
+    assert {ancestors(spans, s)[0].span_id for s in sleeps[:-1]} == {thread.span_id}
+    # the request came within a select: no sleep spans the request's time
+    (served,) = [s for s in spans.spans if s.kind == "SERVER"]
+    assert not [s for s in sleeps if s.start_ns < served.start_ns < s.end_ns]

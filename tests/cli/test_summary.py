@@ -242,6 +242,36 @@ def test_the_sleeps_note_names_sleeps_off_the_critical_path_where_none_is_on_it(
     assert f"none on the critical path, the most at {tmp_path / 'writer.py'}:3 (5 sleeps, 3" in note, note
 
 
+IN_PROCESS_SERVER = """
+import http.server, threading, time, urllib.request
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(0.05)
+        self.send_response(200); self.send_header("Content-Length", "1"); self.end_headers(); self.wfile.write(b"x")
+    def log_message(self, *args): pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+for _ in range(2):
+    urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/").read()
+server.shutdown()
+"""
+
+
+def test_a_server_loop_s_poll_that_a_shutdown_waited_for_is_a_sleep_with_a_note(cli) -> None:
+    """An in-process server, two requests, shutdown(): the shutdown waited for the loop's select of
+    0.5 s to end (~0.45 s), which was untraced waits (411 ms of 779); now the loop's sleep, and the
+    note says what it is."""
+    from tests.cli.conftest import python
+
+    done = cli("run", "--export", "never", "--json", "--", *python(IN_PROCESS_SERVER))
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    by_category = printed["time_by_category_ms"]
+    assert by_category["sleeps"] >= 300 and by_category["untraced waits"] < 30, by_category
+    (note,) = [note for note in printed["notes"] if note.startswith("sleeps are")]
+    assert "socketserver.py:" in note and "serve_forever(poll_interval=0.05)" in note, note
+
+
 def test_imports_that_dominate_name_the_costliest_outermost_ones(cli, tmp_path: Path) -> None:
     """`outer` imports `slow` (~100 ms of work at import), in CMD and in a child: the note names `outer`,
     the outermost import, with its time over both processes, not `slow` inside it."""

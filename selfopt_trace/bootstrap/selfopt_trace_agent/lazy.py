@@ -48,6 +48,7 @@ BUILTIN_HOOKS = {
     "httpcore._backends.sync": "httpx_",
     "httpcore._backends.anyio": "httpx_",
     "http.server": "http_server",
+    "socketserver": "socketserver_",
     "wsgiref.handlers": "http_server",
     "gunicorn.workers.base": "http_server",
     "uvicorn.config": "http_server",
@@ -100,6 +101,8 @@ ON_FIRST_CALL = {
     # overrides it still parses and answers through the other two).
     "http.server": ("BaseHTTPRequestHandler.handle_one_request", "BaseHTTPRequestHandler.parse_request",
                     "BaseHTTPRequestHandler.send_response_only"),
+    # http.server imports socketserver; every server loop selects through one of these
+    "socketserver": ("BaseServer.serve_forever", "BaseServer.handle_request"),
     # pytest imports concurrent.futures and asyncio.subprocess (its plugins: asyncio) and waits on no
     # future and no asyncio child: waits.py loaded at those imports (~0.2 ms of a pytest run). Every
     # wait on them goes through these.
