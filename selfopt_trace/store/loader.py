@@ -345,18 +345,15 @@ WHERE q.served_ns - q.from_ns >= 5000000
 # unit of its own, what a wait on its future follows), not under the thread's span, which holds no
 # span while a task runs. A wait on the thread itself (the executor's shutdown joining its workers,
 # at a `with` block's end or at exit) found that thread idle: four tasks submitted, then the `with`
-# block's end, read the tasks' 300 ms as untraced waits. The loader adds, under each such thread's
-# span, a wait on each task it ran (`_WorkItem.run`, a span it derived: `selfopt_trace.derived`), so
-# the breakdown follows the thread into its tasks. Only threads a wait names.
+# block's end, read the tasks' 300 ms as untraced waits; and the thread's self time while it ran a
+# task counted in the breakdown's busy time beside the task's own. The loader adds, under a worker
+# thread's span, a wait on each task it ran (`_WorkItem.run`, a span it derived:
+# `selfopt_trace.derived`), so the breakdown follows the thread into its tasks.
 _WORKER_TASKS_SQL = """
 INSERT INTO spans
-WITH named AS (
-    SELECT DISTINCT unnest(TRY_CAST(attributes->'selfopt_trace.wait.on' AS VARCHAR[])) AS span_id
-    FROM spans WHERE run_id = $run_id AND category = 'wait'
-), workers AS (
-    SELECT t.span_id, t.source_file, t.attributes->>'thread.id' AS tid, t.start_ns, t.end_ns
-    FROM spans AS t SEMI JOIN named ON named.span_id = t.span_id
-    WHERE t.run_id = $run_id AND t.category = 'thread' AND t.name = 'thread'
+WITH workers AS (
+    SELECT span_id, source_file, attributes->>'thread.id' AS tid, start_ns, end_ns
+    FROM spans WHERE run_id = $run_id AND category = 'thread' AND name = 'thread'
 )
 SELECT $run_id, k.trace_id, format('{:016x}', hash(k.span_id || ':run')), w.span_id, '_WorkItem.run', 'INTERNAL',
        'wait', k.start_ns, k.end_ns, k.duration_ns, 'UNSET', false, k.service_name, k.pid,
@@ -966,7 +963,7 @@ def _refine_and_record_run(con: duckdb.DuckDBPyConnection, result: LoadResult, m
             con.execute(_READINESS_POLL_SQL, run)  # (planned only then: ~6 ms on a small run)
         if served and result.files > 1:  # requests a server of the run answered, maybe once it had started
             result.spans += con.execute(_QUEUED_FIRST_REQUEST_SQL, run).fetchone()[0]
-        if tasks:  # a thread pool's tasks, maybe run by a worker thread something waits on
+        if tasks:  # a thread pool's tasks, run by its worker threads
             result.spans += con.execute(_WORKER_TASKS_SQL, run).fetchone()[0]
         if result.incomplete_spans and None not in (meta.exit_code, meta.pid, meta.end_ns):  # reaped by `run`
             con.execute(_KILLED_CMD_SQL, {**run, "pid": meta.pid, "end_ns": meta.end_ns})

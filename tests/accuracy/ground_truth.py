@@ -37,6 +37,7 @@ from tests.queries import reference
 from tests.queries.reference import CpuSample
 
 TRACE = "truth"
+WAIT_ON = "selfopt_trace.wait.on"
 OTHER_TRACE = "another run"
 SPAN_KINDS = ("imports", "serialization", "request", "spawn", "wait", "thread", "task", "worker", "phase", "served",
               "sleep", "gc")
@@ -121,7 +122,7 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
     reaped_by: dict[int, Block] = {}
     for process in processes.values():
         for block in process.of("wait"):
-            for pid in block.info.get("pids", ()):
+            for pid in block.info.get("pids", ()) if block.info.get("reaps", True) else ():
                 reaped_by[pid] = block  # the last wait on a child is the one that saw it exit
 
     def file(process: Process) -> str:
@@ -260,6 +261,14 @@ def build(run_start: int, processes: dict[int, Process], server: Process | None 
             if outer:
                 span.parent = truth.span_of_block[id(outer[0])].id
                 span.trace = TRACE
+    # What the loader adds (store/loader.py, _WORKER_TASKS_SQL): under a pool's worker thread, a
+    # `_WorkItem.run` wait on each task the thread ran.
+    for thread in [s for s in truth.spans if s.name == "thread" and s.category == "thread"]:
+        for task in [s for s in truth.spans if s.name == "task" and s.category == "thread" and s.file == thread.file
+                     and s.attributes.get("thread.id") == thread.attributes.get("thread.id")
+                     and thread.start <= s.start < thread.end]:
+            truth.spans.append(Span(f"run:{task.id}", thread.id, "_WorkItem.run", "wait", "INTERNAL", task.start,
+                                    task.end, task.file, task.trace, {WAIT_ON: [task.id]}))
     truth.cpu = in_ms(cpu_samples(processes.values()), run_start)
     return truth
 

@@ -494,7 +494,8 @@ def test_subprocess_matches_the_truth(accuracy, case: str) -> None:
     main = truth.main
     rows = {r["command"]: r for r in records(accuracy["store"], "subprocess", case)}
     spawns = {b.info["pid"]: b for b in main.of("spawn")}
-    waits = {pid: b for b in main.of("wait") for pid in b.info.get("pids", ())}  # the last: the one that reaped
+    waits = {pid: b for b in main.of("wait") if b.info.get("reaps", True)  # the last: the one that reaped
+             for pid in b.info.get("pids", ())}
     figures = {}
     for role, command in SCRIPTS.items():
         children = [p for p in truth.processes.values() if p.role == role]

@@ -55,8 +55,8 @@ class Worker(multiprocessing.context.SpawnProcess):
         super().start()
         record.end(spawn, "spawn", pid=self.pid)
 
-    def join(self, timeout=None):  # Pool.join joins each worker: a wait on it, until it is reaped
-        record.wait(lambda: super(Worker, self).join(timeout), pids=[self.pid])
+    def join(self, timeout=None):  # Pool.join joins each worker: part of its wait on them (reaps)
+        record.wait(lambda: super(Worker, self).join(timeout), pids=[self.pid], recorded=False)
 
     def run(self):
         """In the worker: each read of its next task (the pool's `inqueue.get`, a pipe read under
@@ -176,7 +176,7 @@ if __name__ == "__main__":
     pool.close()
     # The pool's own threads (workers, tasks, results) end by themselves once it is closed: let them,
     # polling, so that Pool.join's joins of them find them ended (it then only joins the workers:
-    # Worker.join, timed). A sleep right after a poll found a thread alive is a wait on that thread
+    # a wait on them, their joins, Worker.join, inside it). A sleep right after a poll found a thread alive is a wait on that thread
     # for the tracer (docs/agent.md, "Waits"): the truth times the threads' lives (timed) and the main
     # reads their clocks before its polls and after each sleep, so the breakdown's truth follows the
     # sleep into the thread as the tracer's does (the truth had them as sleeps: 1-5 ms of `sleeps`
@@ -189,4 +189,5 @@ if __name__ == "__main__":
         record.sleep(0.001, begin=truth.clocks_before, threads=[alive])
         for thread in threads.values():
             read_thread(thread)
-    pool.join()
+    # one wait on the workers; their joins inside it reap them
+    record.wait(pool.join, pids=workers, name="Pool.join", reaps=False)

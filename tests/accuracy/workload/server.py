@@ -7,7 +7,8 @@ starting to read the request's headers to having answered it (the extent a SERVE
 with `parse`, the handler decodes the JSON body (a `serialization` block inside it). Its threads
 (the one serving, one per request) are `thread` blocks, the main thread's wait for stdin to
 close is a `blocked` block, and its shutdown() a wait on the serving thread (the Event that thread
-sets once its poll sees the request: a threading.Condition wait, hooks/threads.py).
+sets once its poll sees the request: a threading.Condition wait, hooks/threads.py). The serving
+loop's selects that found nothing in their 10 ms are `sleep` blocks.
 """
 
 import time
@@ -26,6 +27,7 @@ import atexit  # noqa: E402
 import encodings.idna  # noqa: E402,F401  (imported when the server binds: its host name)
 import http.server  # noqa: E402
 import json  # noqa: E402
+import socketserver  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 
@@ -71,6 +73,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class Selector(socketserver._ServerSelector):
+    """The serving loop's selects: one that returned nothing after its timeout (`poll_interval`: no
+    request came) is a sleep of the loop's, as the tracer records it (hooks/socketserver_.py)."""
+
+    def select(self, timeout=None):
+        begun = truth.clocks()
+        ready = super().select(timeout)
+        if not ready and timeout is not None:
+            record.add("sleep", begun, truth.clocks_before(), seconds=timeout, asleep=begun[0])
+        return ready
+
+
+socketserver._ServerSelector = Selector
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -156,7 +156,8 @@ class Recorder:
         """call() as a `wait` block (on the children `pids`, the `threads` or `tasks` named in
         `info`), with the CPU time of the children it reaped (their whole lives, from the kernel's
         accounting of reaped children) as `children_cpu`. `recorded=False`: a call the tracer
-        records no wait for (a poll), that may reap."""
+        records no wait for (a poll), that may reap. `reaps=False`: a wait on children that others
+        inside it reap (Pool.join's joins of its workers)."""
         before = children_cpu_ns()
         begun = clocks_before()
         result = call()
