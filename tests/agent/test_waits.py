@@ -663,8 +663,8 @@ def test_the_store_holds_waits_whose_targets_are_in_the_run(tmp_path):
         rows = con.execute("SELECT name, category, attributes FROM spans WHERE category IN ('wait', 'thread')").fetchall()
         ids = {row[0] for row in con.execute("SELECT span_id FROM spans").fetchall()}
     waits = [(name, json.loads(attributes)) for name, category, attributes in rows if category == "wait"]
-    # (the pool's shutdown may add a join of its worker)
-    assert {name for name, _ in waits} == {"Future.result", "Popen.communicate", "Thread.join"}
+    # (the pool's shutdown may add a join of its worker; the loader, its worker's wait on its task)
+    assert {name for name, _ in waits} == {"Future.result", "Popen.communicate", "Thread.join", "_WorkItem.run"}
     for _, attributes in waits:
         assert attributes[ON] and set(attributes[ON]) <= ids
     assert sorted(name for name, category, _ in rows if category == "thread") == ["task", "thread", "thread"]

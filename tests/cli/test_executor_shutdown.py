@@ -4,7 +4,7 @@ A task runs in a `task` span under its submitter (what a wait on its future foll
 worker thread's own span holds nothing while it runs one. Four tasks submitted, then the `with`
 block's end (`shutdown(wait=True)` joins the workers), or the interpreter's exit (which joins them
 too): the join waited on a thread that looked idle, and the tasks' 300 ms read as untraced waits.
-The loader adds, under each worker thread a wait names, a `_WorkItem.run` wait on each task it ran.
+The loader adds, under each worker thread, a `_WorkItem.run` wait on each task it ran.
 """
 
 from __future__ import annotations
@@ -49,13 +49,10 @@ def test_joining_a_thread_pool_s_workers_waits_on_the_tasks_they_run(cli: Cli, h
     waits = cli.query(derived)
     tasks = cli.query("SELECT span_id, start_ns, end_ns, attributes->>'thread.id' FROM spans WHERE name = 'task' ORDER BY start_ns")
     threads = dict(cli.query("SELECT attributes->>'thread.id', span_id FROM spans WHERE name = 'thread'"))
-    joined = {on for (ons,) in cli.query("SELECT attributes->'selfopt_trace.wait.on' FROM spans "
-                                         "WHERE name IN ('Thread.join', 'threading._shutdown')") for on in json.loads(ons)}
-    # one a task of each thread a join waited on (the first: the other had ended by its turn), over
-    # the task, under the thread that ran it
-    assert len(tasks) == 4 and joined and joined <= set(threads.values()), (tasks, joined, threads)
+    # one a task, over it, under the thread that ran it
+    assert len(tasks) == 4 and len(threads) == 2, (tasks, threads)
     assert [(parent, start, end, json.loads(on), flag) for parent, start, end, on, flag in waits] == \
-        [(threads[tid], start, end, [task], "true") for task, start, end, tid in tasks if threads[tid] in joined]
+        [(threads[tid], start, end, [task], "true") for task, start, end, tid in tasks]
     # loaded again: the same spans, none twice
     again = cli("load", str(runs[0]))
     assert again.returncode == 0, again.stderr.decode()

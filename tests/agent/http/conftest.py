@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -54,6 +55,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"hello")
             self.close_connection = True
+        elif parts[0] == "drip":  # /drip/<bytes>/<ms>: the body one byte at a time, that long apart
+            size, pause = int(parts[1]), int(parts[2]) / 1000
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self.wfile.flush()
+            for _ in range(size):
+                time.sleep(pause)
+                self.wfile.write(b"x")
+                self.wfile.flush()
         elif parts[0] == "secret":
             self._send(200, b'{"token": "s3cr3t-RESPONSE", "ok": true}')
         else:

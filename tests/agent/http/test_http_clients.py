@@ -323,3 +323,93 @@ def test_a_head_response_has_no_body_whatever_its_content_length_says(traced, se
     spans = client_spans(traced.spans())
     assert [(s.attributes["selfopt_trace.http.library"], s.attributes["http.response.body.size"]) for s in spans] == [
         ("requests", 0), ("urllib3", 0), ("http.client", 0)]
+
+
+STREAMED = {
+    "requests": """
+        import requests, sys
+        with requests.get(sys.argv[1], stream=True) as r:
+            body = b"".join(r.iter_content(1))
+    """,
+    "urllib3": """
+        import sys, urllib3
+        r = urllib3.request("GET", sys.argv[1], preload_content=False)
+        body = b"".join(r.stream(1))
+    """,
+    "httpx": """
+        import httpx, sys
+        with httpx.stream("GET", sys.argv[1]) as r:
+            body = b"".join(r.iter_bytes())
+    """,
+    "httpx-async": """
+        import asyncio, httpx, sys
+        async def main():
+            async with httpx.AsyncClient() as client:
+                async with client.stream("GET", sys.argv[1]) as r:
+                    return b"".join([chunk async for chunk in r.aiter_bytes()])
+        body = asyncio.run(main())
+    """,
+    "urllib.request": """
+        import sys, urllib.request
+        r = urllib.request.urlopen(sys.argv[1])
+        body = b"".join(iter(lambda: r.read(1), b""))
+    """,
+}
+
+
+@pytest.mark.parametrize("client", list(STREAMED))
+def test_a_streamed_body_is_the_request_s_time_until_it_is_read(traced, server, client):
+    """A body the program reads after the call (`stream=True`, `preload_content=False`, urllib's
+    read): the span goes on until its end, the server sending one byte every 40 ms. It ended at the
+    headers before (requests, urllib3, httpx), and the download was untraced waits."""
+    program = textwrap.dedent(STREAMED[client]) + "print(body)\n"
+    result = traced.python(program, server.url + "/drip/5/40")
+    assert (result.returncode, result.stderr, result.stdout) == (0, b"", b"b'xxxxx'\n"), result.stderr
+    spans = traced.spans()
+    [span] = client_spans(spans)
+    assert span.status == "UNSET" and span.attributes["http.response.status_code"] == 200
+    assert span.end_ns - span.start_ns >= 195_000_000, (span.end_ns - span.start_ns) / 1e6
+    assert span.attributes["selfopt_trace.http.download_ns"] >= 150_000_000
+    assert "selfopt_trace.http.body_read_after_ns" not in span.attributes
+
+
+WORKING_READER = {
+    "urllib.request": """
+        import sys, time, urllib.request
+        r = urllib.request.urlopen(sys.argv[1])
+        while r.read(1):
+            start = time.thread_time()
+            while time.thread_time() - start < 0.04: pass
+    """,
+    "requests": """
+        import requests, sys, time
+        with requests.get(sys.argv[1], stream=True) as r:
+            for _ in r.iter_content(1):
+                start = time.thread_time()
+                while time.thread_time() - start < 0.04: pass
+    """,
+}
+
+
+@pytest.mark.parametrize("client", list(WORKING_READER))
+def test_a_body_read_by_a_program_working_between_reads_ends_the_span_at_its_headers(traced, server, client):
+    """The body comes at once; the program works 40 ms on the CPU after each byte it reads: that is
+    its own work, not the request's. Ended at the body's end, it was 253 ms of http client overhead."""
+    result = traced.python(textwrap.dedent(WORKING_READER[client]), server.url + "/drip/5/0")
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr
+    [span] = client_spans(traced.spans())
+    assert span.end_ns - span.start_ns < 100_000_000, (span.end_ns - span.start_ns) / 1e6
+    assert span.attributes["selfopt_trace.http.body_read_after_ns"] >= 150_000_000
+    assert "selfopt_trace.http.download_ns" not in span.attributes
+
+
+def test_a_streamed_body_closed_unread_ends_the_span_at_its_close(traced, server):
+    result = traced.python(textwrap.dedent("""
+        import requests, sys, time
+        with requests.get(sys.argv[1], stream=True) as r:
+            time.sleep(0.1)
+        time.sleep(0.1)
+    """), server.url + "/drip/5/0")
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr
+    [span] = client_spans(traced.spans())
+    assert 95_000_000 <= span.end_ns - span.start_ns < 190_000_000, (span.end_ns - span.start_ns) / 1e6

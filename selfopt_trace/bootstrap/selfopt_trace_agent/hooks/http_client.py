@@ -138,7 +138,7 @@ def _getresponse(original):
             request.wait_ns = time_ns()
             try:
                 response = original(self, *args, **kwargs)
-                request.headers_ns = time_ns()
+                request.headers_in()
                 request.response_size = response.length  # the body's length as http.client read the headers
                 if request.tokens is None:  # our own span: it ends with the body
                     _owned_response(request, response)
@@ -157,6 +157,7 @@ def _getresponse(original):
 def _owned_response(request: common.ClientRequest, response) -> None:
     try:
         request.got_response(response.status, body_read=True)
+        request.program_reads = True  # (urllib.request's read(), or the program's own)
         if response.length == 0 or response.isclosed():
             request.end()
             return

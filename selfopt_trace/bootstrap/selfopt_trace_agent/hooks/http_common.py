@@ -11,6 +11,7 @@ of the tracer.
 from __future__ import annotations
 
 import os
+from _thread import get_ident
 from time import time_ns
 
 from .. import config, lazy, process, redact, tracer
@@ -40,6 +41,10 @@ TTFB = "selfopt_trace.http.ttfb_ns"
 DNS = "selfopt_trace.http.dns_ns"
 DNS_SPAN_NS = 1_000_000  # name lookups at least this long are `dns` spans too (loopback ones take ~20 us)
 DOWNLOAD = "selfopt_trace.http.download_ns"
+READ_AFTER = "selfopt_trace.http.body_read_after_ns"
+# A body the program reads after the call, for longer than this, with its thread on the CPU more than
+# a quarter of that time: the program's work between reads, not the download (see ClientRequest.end).
+READ_WORK_MIN_NS = 5_000_000
 REQUEST_BODY = "selfopt_trace.http.request.body"
 RESPONSE_BODY = "selfopt_trace.http.response.body"
 TRACEPARENT = "traceparent"
@@ -70,8 +75,8 @@ class ClientRequest:
     """One logical request: every attempt, redirect and connection it needed, under one span."""
 
     __slots__ = ("span", "library", "tokens", "sends", "connects", "connecting", "connect_end_ns", "dns_ns",
-                 "wait_ns", "headers_ns", "sleep_ns", "status_code", "request_size", "response_size",
-                 "body_read", "bodies")
+                 "wait_ns", "headers_ns", "headers_cpu", "headers_thread", "sleep_ns", "status_code",
+                 "request_size", "response_size", "body_read", "program_reads", "bodies")
 
     def __init__(self, span: tracer.Span, library: str, tokens: tuple | None):
         self.span = span
@@ -84,12 +89,50 @@ class ClientRequest:
         self.dns_ns = 0  # time in name lookups during the connection being made
         self.wait_ns = 0
         self.headers_ns = 0
+        self.headers_cpu = 0  # the thread's CPU clock when the headers were in, and that thread
+        self.headers_thread = 0
         self.sleep_ns = 0
         self.status_code: int | None = None
         self.request_size: int | None = None
         self.response_size: int | None = None
         self.body_read = False
+        self.program_reads = False  # the program reads the body after the call (end: its work between reads)
         self.bodies: tuple | None = None
+
+    def headers_in(self) -> None:
+        """The response's headers are read (the end of the time to first byte)."""
+        self.headers_ns = time_ns()
+        self.headers_cpu = tracer.thread_cpu_ns()
+        self.headers_thread = get_ident()
+
+    def read_by_program(self, response) -> bool:
+        """A response the call returns before its body is read (requests' and httpx's `stream=True`,
+        urllib3's `preload_content=False`): the span leaves the context now and goes on until
+        `response` (whose close or end of body calls end(): http.client's HTTPResponse, httpx's
+        Response) is read to its end or closed. False, nothing done, where it cannot (no such
+        response, or one already done): the caller ends the span. Ended at the call's return, a
+        streamed body's download (a model's tokens as they come) was untraced waits."""
+        if response is None or getattr(response, "fp", True) is None or getattr(response, "length", None) == 0 \
+                or getattr(response, "is_closed", False):
+            return False
+        setattr(response, ATTR, self)
+        self.body_read = self.program_reads = True
+        tokens, self.tokens = self.tokens, None
+        if tokens is not None:
+            tracer.deactivate(tokens[1])
+            try:
+                _client.reset(tokens[0])
+            except (ValueError, RuntimeError) as error:  # ended in another context than it began
+                tracer.raise_if_programs(error)
+        return True
+
+    def _worked_between_reads(self, read_ns: int) -> bool:
+        """The program read the body with its thread on the CPU more than a quarter of the time: it
+        parsed, wrote or computed between reads (a download keeps a reader off the CPU), so that time
+        is its own, not the request's. Ended at the body's end, a loop working 50 ms on each of six
+        bytes of a body sent at once was 253 ms of http client overhead."""
+        return (read_ns >= READ_WORK_MIN_NS and self.headers_cpu > 0 and self.headers_thread == get_ident()
+                and (tracer.thread_cpu_ns() - self.headers_cpu) * 4 > read_ns)
 
     def got_response(self, status_code: int, body_read: bool) -> None:
         """The response's status, and whether its body is read inside the span. Its size each layer
@@ -139,6 +182,7 @@ class ClientRequest:
                 return
             attributes: dict = {REUSED: self.connects == 0}
             status = tracer.UNSET
+            end_ns = now
             try:
                 if self.status_code is not None:
                     attributes[STATUS_CODE] = self.status_code
@@ -160,7 +204,10 @@ class ClientRequest:
                     if self.wait_ns:
                         attributes[TTFB] = self.headers_ns - self.wait_ns
                     if self.body_read:
-                        attributes[DOWNLOAD] = now - self.headers_ns
+                        if exc is None and self.program_reads and self._worked_between_reads(now - self.headers_ns):
+                            attributes[READ_AFTER], end_ns = now - self.headers_ns, self.headers_ns
+                        else:
+                            attributes[DOWNLOAD] = now - self.headers_ns
                 if self.bodies is not None:
                     attributes[REQUEST_BODY], attributes[RESPONSE_BODY] = self.bodies
             except Exception as error:
@@ -170,7 +217,7 @@ class ClientRequest:
             # instrumentation's span merged into this one, hooks/otel_.py) would be lost otherwise.
             if span.written:
                 attributes = {**span.attributes, **attributes}
-            tracer.end_span(span, status, attributes, end_ns=now)
+            tracer.end_span(span, status, attributes, end_ns=end_ns)
             tracer.add_overhead(time_ns() - now)
         except BaseException as error:
             self.interrupted(error)

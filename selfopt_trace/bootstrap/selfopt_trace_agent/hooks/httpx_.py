@@ -1,4 +1,5 @@
-"""httpx, sync and async: one span per `Client.send` / `AsyncClient.send` (redirects, auth and body inside).
+"""httpx, sync and async: one span per `Client.send` / `AsyncClient.send` (redirects, auth and body inside;
+a streamed body until it is read to its end or the response closed).
 
 Underneath, httpcore (HTTP/1.1) sees each physical request: the traceparent goes into the header
 list httpcore builds for the wire (the caller's Request is never touched), and its network
@@ -21,6 +22,8 @@ def install(target: str, module) -> None:
         common.install_dns()
         common.wrap(module.Client, "send", _send)
         common.wrap(module.AsyncClient, "send", _send_async)
+        common.wrap(module.Response, "close", _close)
+        common.wrap(module.Response, "aclose", _aclose)
     elif target == "httpcore._sync.http11":
         common.wrap(module.HTTP11Connection, "_send_request_headers", _send_request_headers)
         common.wrap(module.HTTP11Connection, "_receive_response_headers", _receive_response_headers)
@@ -86,9 +89,46 @@ def _finish(traced: common.ClientRequest, response, body_read: bool) -> None:
         traced.response_size = response.num_bytes_downloaded if size is None and body_read else size
         if common.BODY_CAP:
             traced.record_bodies(getattr(response.request, "_content", None), response.content if body_read else None)
+        if not body_read and traced.read_by_program(response):  # ends at the body's end or close (_close)
+            return
     except Exception as exc:
         common.hook_failed(LIBRARY, exc)
     traced.end()
+
+
+def _close(original):
+    """Response.close (a streamed body read to its end calls it too): the end of a streamed request's span."""
+    def close(self):
+        try:
+            traced = self.__dict__.pop(common.ATTR, None)
+            if traced is None:
+                return original(self)
+            try:
+                return original(self)
+            finally:
+                traced.end()
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
+
+    return close
+
+
+def _aclose(original):
+    async def aclose(self):
+        try:
+            traced = self.__dict__.pop(common.ATTR, None)
+            if traced is None:
+                return await original(self)
+            try:
+                return await original(self)
+            finally:
+                traced.end()
+        except BaseException as exc:  # as untraced: no frame of ours
+            common.tracer.strip_own_frames(exc)
+            raise
+
+    return aclose
 
 
 def _inject(headers: list, traced: common.ClientRequest) -> None:
@@ -144,7 +184,7 @@ def _receive_response_headers(original):
                 return original(self, *args, **kwargs)
             traced.wait_ns = time_ns()
             result = original(self, *args, **kwargs)
-            traced.headers_ns = time_ns()
+            traced.headers_in()
             return result
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)
@@ -161,7 +201,7 @@ def _receive_response_headers_async(original):
                 return await original(self, *args, **kwargs)
             traced.wait_ns = time_ns()
             result = await original(self, *args, **kwargs)
-            traced.headers_ns = time_ns()
+            traced.headers_in()
             return result
         except BaseException as exc:  # as untraced: no frame of ours
             common.tracer.strip_own_frames(exc)

@@ -1,7 +1,7 @@
 """requests (and pip's vendored copy): one span per `Session.send`, so per `requests.get/post` call.
 
-`Session.send` covers redirects (followed by nested `send` calls, folded into this span) and, unless
-`stream=True`, the body download. urllib3 and http.client underneath add attempts, connections and
+`Session.send` covers redirects (followed by nested `send` calls, folded into this span) and the body
+download; with `stream=True`, the span goes on after the call until the body is read or closed. urllib3 and http.client underneath add attempts, connections and
 the traceparent header.
 """
 
@@ -35,6 +35,9 @@ def _send(original, library: str):
                         traced.response_size = size
                     if common.BODY_CAP:
                         traced.record_bodies(request.body, response.content if body_read else None)
+                    # a streamed body: the span ends as http.client's response under it is read or closed
+                    if not body_read and traced.read_by_program(getattr(response.raw, "_fp", None)):
+                        return response
                 except Exception as exc:
                     common.hook_failed(library, exc)
                 traced.end()

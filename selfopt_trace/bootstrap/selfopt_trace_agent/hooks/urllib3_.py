@@ -45,6 +45,9 @@ def _urlopen(original, library: str, absolute: bool):
                         request.response_size = response.tell() if size is None and preloaded else size
                     if common.BODY_CAP:
                         request.record_bodies(kwargs.get("body"), response.data if preloaded else None)
+                    # a body read later: the span ends as http.client's response under it is read or closed
+                    if not preloaded and request.read_by_program(getattr(response, "_fp", None)):
+                        return response
                 except Exception as exc:
                     common.hook_failed(library, exc)
                 request.end()
