@@ -413,3 +413,16 @@ def test_a_streamed_body_closed_unread_ends_the_span_at_its_close(traced, server
     assert (result.returncode, result.stderr) == (0, b""), result.stderr
     [span] = client_spans(traced.spans())
     assert 95_000_000 <= span.end_ns - span.start_ns < 190_000_000, (span.end_ns - span.start_ns) / 1e6
+
+
+def test_a_streamed_body_never_read_nor_closed_ends_the_span_at_its_headers(traced, server):
+    """Kept to the process's end unread: the span ends at the headers, not incomplete at the end."""
+    result = traced.python(textwrap.dedent("""
+        import requests, sys, time
+        kept = requests.get(sys.argv[1], stream=True)
+        time.sleep(0.15)
+    """), server.url + "/drip/5/0")
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr
+    [span] = client_spans(traced.spans())
+    assert not span.incomplete and span.end_ns - span.start_ns < 100_000_000, (span.end_ns - span.start_ns) / 1e6
+    assert "selfopt_trace.http.download_ns" not in span.attributes

@@ -117,6 +117,9 @@ class ClientRequest:
             return False
         setattr(response, ATTR, self)
         self.body_read = self.program_reads = True
+        if not _unread:
+            process.on_end(_end_unread)
+        _unread[id(self)] = self
         tokens, self.tokens = self.tokens, None
         if tokens is not None:
             tracer.deactivate(tokens[1])
@@ -164,9 +167,11 @@ class ClientRequest:
             tracer.record_complete("tls", CATEGORY, start, now, None, parent=self.span,
                                    status=tracer.ERROR if failed else tracer.UNSET)
 
-    def end(self, exc: BaseException | None = None) -> None:
+    def end(self, exc: BaseException | None = None, unread: bool = False) -> None:
         """Close the span (once): response attributes, or the exception the caller will see. An
-        exception of the program's (a signal handler's) that lands in it ends it still (interrupted)."""
+        exception of the program's (a signal handler's) that lands in it ends it still (interrupted).
+        `unread`: a streamed body the program never read nor closed, at the process's end: the span
+        ends at its headers."""
         try:
             now = time_ns()
             tokens = self.tokens
@@ -180,6 +185,7 @@ class ClientRequest:
             span = self.span
             if span.end_ns:
                 return
+            _unread.pop(id(self), None)
             attributes: dict = {REUSED: self.connects == 0}
             status = tracer.UNSET
             end_ns = now
@@ -204,7 +210,9 @@ class ClientRequest:
                     if self.wait_ns:
                         attributes[TTFB] = self.headers_ns - self.wait_ns
                     if self.body_read:
-                        if exc is None and self.program_reads and self._worked_between_reads(now - self.headers_ns):
+                        if unread:
+                            end_ns = self.headers_ns
+                        elif exc is None and self.program_reads and self._worked_between_reads(now - self.headers_ns):
                             attributes[READ_AFTER], end_ns = now - self.headers_ns, self.headers_ns
                         else:
                             attributes[DOWNLOAD] = now - self.headers_ns
@@ -236,6 +244,18 @@ class ClientRequest:
         if not span.end_ns:
             attributes = {ERROR_TYPE: type(exc).__qualname__}
             tracer.end_span(span, tracer.ERROR, {**span.attributes, **attributes} if span.written else attributes)
+
+
+# Streamed requests whose body is not read yet (read_by_program), by id: at the process's end, one the
+# program never read nor closed ends at its headers (the body was never waited for), not as an
+# incomplete span lasting to the end.
+_unread: dict = {}
+
+
+def _end_unread() -> None:
+    for request in list(_unread.values()):
+        request.end(unread=True)
+    _unread.clear()
 
 
 _activate = tracer._current.set  # tracer.activate, without its call (no frame an exception could interrupt)
