@@ -117,9 +117,9 @@ class ClientRequest:
             return False
         setattr(response, ATTR, self)
         self.body_read = self.program_reads = True
-        if not _unread:
-            process.on_end(_end_unread)
-        _unread[id(self)] = self
+        if not _unread_registered:
+            _register_unread()
+        _unread[self] = None  # (by the object: id() is an audit event the program would see)
         tokens, self.tokens = self.tokens, None
         if tokens is not None:
             tracer.deactivate(tokens[1])
@@ -185,7 +185,7 @@ class ClientRequest:
             span = self.span
             if span.end_ns:
                 return
-            _unread.pop(id(self), None)
+            _unread.pop(self, None)
             attributes: dict = {REUSED: self.connects == 0}
             status = tracer.UNSET
             end_ns = now
@@ -246,16 +246,26 @@ class ClientRequest:
             tracer.end_span(span, tracer.ERROR, {**span.attributes, **attributes} if span.written else attributes)
 
 
-# Streamed requests whose body is not read yet (read_by_program), by id: at the process's end, one the
+# Streamed requests whose body is not read yet (read_by_program): at the process's end, one the
 # program never read nor closed ends at its headers (the body was never waited for), not as an
 # incomplete span lasting to the end.
 _unread: dict = {}
 
 
 def _end_unread() -> None:
-    for request in list(_unread.values()):
+    for request in list(_unread):
         request.end(unread=True)
     _unread.clear()
+
+
+_unread_registered = False
+
+
+def _register_unread() -> None:
+    global _unread_registered
+    _unread_registered = True
+    process.on_end(_end_unread)
+    os.register_at_fork(after_in_child=_unread.clear)  # a forked child's are its parent's spans
 
 
 _activate = tracer._current.set  # tracer.activate, without its call (no frame an exception could interrupt)
