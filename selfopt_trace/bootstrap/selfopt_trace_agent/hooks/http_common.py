@@ -120,14 +120,19 @@ class ClientRequest:
         if not _unread_registered:
             _register_unread()
         _unread[self] = None  # (by the object: id() is an audit event the program would see)
-        tokens, self.tokens = self.tokens, None
+        self._leave_context()
+        return True
+
+    def _leave_context(self) -> None:
+        """The request is no longer the current one (its span may go on: a streamed body)."""
+        tokens = self.tokens
         if tokens is not None:
             tracer.deactivate(tokens[1])
             try:
                 _client.reset(tokens[0])
-            except (ValueError, RuntimeError) as error:  # ended in another context than it began
+            except (ValueError, RuntimeError) as error:  # ended in another context than it began: nothing there
                 tracer.raise_if_programs(error)
-        return True
+            self.tokens = None  # after both: a program's exception in between still finds them (interrupted)
 
     def _worked_between_reads(self, read_ns: int) -> bool:
         """The program read the body with its thread on the CPU more than a quarter of the time: it
@@ -174,14 +179,7 @@ class ClientRequest:
         ends at its headers."""
         try:
             now = time_ns()
-            tokens = self.tokens
-            if tokens is not None:
-                tracer.deactivate(tokens[1])
-                try:
-                    _client.reset(tokens[0])
-                except (ValueError, RuntimeError) as error:  # ended in another context than it began: nothing there
-                    tracer.raise_if_programs(error)
-                self.tokens = None  # after both: a program's exception in between still finds them (interrupted)
+            self._leave_context()
             span = self.span
             if span.end_ns:
                 return
