@@ -87,6 +87,18 @@ def test_sigterm_flushes_then_dies_of_sigterm(traced):
     assert root.attributes["process.signal"] == "SIGTERM" and root.status == "ERROR"
 
 
+def _traced_as_pid_1(traced, code: str, stdout: bytes) -> None:
+    """`python -c code` as pid 1 of a new pid namespace (`unshare`), untraced then traced: both exit 0
+    and print `stdout`, the traced one nothing else. Skipped where no namespace can be made (no
+    privilege for one: the untraced run fails, saying why)."""
+    namespace = ["unshare", "--pid", "--fork", "--mount-proc"]
+    untraced = traced.untraced([*namespace, sys.executable, "-c", code])
+    if untraced.returncode != 0 or untraced.stdout != stdout:
+        pytest.skip(f"no pid namespace here: {untraced.stderr.decode(errors='replace').strip()}")
+    result = traced.run([*namespace, sys.executable, "-c", code])
+    assert (result.returncode, result.stdout, result.stderr) == (0, stdout, b"")
+
+
 def test_a_container_s_first_process_lives_through_sigterm_as_untraced(traced):
     """Pid 1 of a pid namespace (a container's first process, without `--init`): the kernel drops a
     signal whose action is the default, so untraced it lives through a SIGTERM (`docker stop` then
@@ -94,12 +106,7 @@ def test_a_container_s_first_process_lives_through_sigterm_as_untraced(traced):
     handler made it end its span `killed by SIGTERM` and live on."""
     code = ("import os, signal, time\nprint(os.getpid(), flush=True)\nos.kill(os.getpid(), signal.SIGTERM)\n"
             "time.sleep(0.1)\nprint('alive', flush=True)\n")
-    namespace = ["unshare", "--pid", "--fork", "--mount-proc"]
-    untraced = traced.untraced([*namespace, sys.executable, "-c", code])
-    if untraced.returncode != 0 or untraced.stdout != b"1\nalive\n":
-        pytest.skip(f"no pid namespace here: {untraced.stderr.decode(errors='replace').strip()}")
-    result = traced.run([*namespace, sys.executable, "-c", code])
-    assert (result.returncode, result.stdout, result.stderr) == (0, b"1\nalive\n", b"")
+    _traced_as_pid_1(traced, code, b"1\nalive\n")
     (root,) = traced.spans().processes()
     assert root.status == "UNSET" and not root.incomplete
     assert "process.signal" not in root.attributes and "process.exit.code" not in root.attributes
@@ -112,12 +119,7 @@ def test_a_fork_of_a_container_s_first_process_flushes_and_dies_of_sigterm(trace
     code = ("import os, signal, time\npid = os.fork()\nif pid == 0:\n    time.sleep(30)\nelse:\n"
             "    time.sleep(0.3)\n    os.kill(pid, signal.SIGTERM)\n"
             "    print(os.getpid(), os.waitpid(pid, 0)[1] == signal.SIGTERM, flush=True)\n")
-    namespace = ["unshare", "--pid", "--fork", "--mount-proc"]
-    untraced = traced.untraced([*namespace, sys.executable, "-c", code])
-    if untraced.returncode != 0 or untraced.stdout != b"1 True\n":
-        pytest.skip(f"no pid namespace here: {untraced.stderr.decode(errors='replace').strip()}")
-    result = traced.run([*namespace, sys.executable, "-c", code])
-    assert (result.returncode, result.stdout, result.stderr) == (0, b"1 True\n", b"")
+    _traced_as_pid_1(traced, code, b"1 True\n")
     (child,) = [p for p in traced.spans().processes() if p.attributes["process.pid"] != 1]
     assert not child.incomplete and child.attributes["process.signal"] == "SIGTERM", child
 

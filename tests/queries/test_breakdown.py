@@ -1147,6 +1147,17 @@ def test_a_retry_s_back_off_inside_an_http_client_span_is_sleeps(store: Store, t
         {c: expected.get(c, (0.0, 0.0)) for c in reference.CATEGORIES})
 
 
+def _with_a_server(run: RunBuilder, command: str) -> tuple:
+    """A program (pid 100, 0-100 ms) that spawns a server (pid 200, `command`) at 1 ms, started by 12:
+    its process span, the spawning span, the server's process span."""
+    main = run.process(100, 0, 100)
+    spawn = run.span(100, "subprocess", "subprocess", 1, 99, main, kind="CLIENT",
+                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 200})
+    server = run.process(200, 2, 98, spawn, command=command)
+    run.span(200, "interpreter.startup", "startup", 2, 12, server)
+    return main, spawn, server
+
+
 def test_a_readiness_poll_s_sleeps_wait_on_the_server_that_answers_next(store: Store, tmp_path: Path) -> None:
     """A program polling a server it started (`while True: try: get(url); break  except ConnectionError:
     time.sleep(...)`), then urllib3's Retry doing the same inside one client span: each sleep right
@@ -1155,11 +1166,7 @@ def test_a_readiness_poll_s_sleeps_wait_on_the_server_that_answers_next(store: S
     server's start-up nobody's. A sleep more than 5 ms after the failure, and one after a failure at
     an address nobody answered, stay sleeps."""
     run = RunBuilder()
-    main = run.process(100, 0, 100)
-    spawn = run.span(100, "subprocess", "subprocess", 1, 99, main, kind="CLIENT",
-                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 200})
-    server = run.process(200, 2, 98, spawn, command="server.py")
-    run.span(200, "interpreter.startup", "startup", 2, 12, server)
+    main, spawn, server = _with_a_server(run, "server.py")
     address = {"server.address": "127.0.0.1", "server.port": 8000}
 
     def refused(start: float, port: int = 8000) -> None:
@@ -1203,11 +1210,7 @@ def test_a_prefork_server_s_readiness_poll_and_first_request_wait_on_its_master_
     still imported, is a `queued` wait the loader adds under the client span (from its connect's end
     to the worker's first answer) on the worker: that was the client's http client overhead."""
     run = RunBuilder()
-    main = run.process(100, 0, 100)
-    spawn = run.span(100, "subprocess", "subprocess", 1, 99, main, kind="CLIENT",
-                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 200})
-    master = run.process(200, 2, 98, spawn, command="gunicorn")
-    run.span(200, "interpreter.startup", "startup", 2, 12, master)
+    main, spawn, master = _with_a_server(run, "gunicorn")
     run.span(200, "import gunicorn", "import", 12, 30, master)
     fork = run.span(200, "fork", "subprocess", 30, 97, master, kind="CLIENT",
                     attributes={"selfopt_trace.spawn_ns": 1_000_000, "process.pid": 300})
